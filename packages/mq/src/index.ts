@@ -1,0 +1,2 @@
+export type { MqErrorOptions } from './errors.js'
+export { errors, InvalidArgumentError, isMqError, MqError } from './errors.js'

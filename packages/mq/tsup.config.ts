@@ -1,0 +1,3 @@
+import { ballastTsup } from '../../tsup.shared.js'
+
+export default ballastTsup(['src/index.ts'])

@@ -1,0 +1,2 @@
+export type { ResilienceErrorOptions } from './errors.js'
+export { errors, InvalidArgumentError, isResilienceError, ResilienceError } from './errors.js'

@@ -1,0 +1,56 @@
+const BRAND = Symbol.for('ballast.error')
+
+/** Options every {@link SessionError} accepts. */
+export interface SessionErrorOptions {
+  /** The error that caused this one. */
+  cause?: unknown
+  /**
+   * Whether trying the same operation again can succeed.
+   * @default false
+   */
+  retryable?: boolean
+}
+
+/**
+ * Base class of every error `@ballast/session` throws. Check `code`, a stable string,
+ * rather than the message; use {@link isSessionError} rather than `instanceof` so the
+ * check holds when two copies of the package are installed.
+ */
+export class SessionError extends Error {
+  /** A stable identifier of the failure, such as `E_SESSION_INVALID_ARGUMENT`. */
+  readonly code: string
+  /** Whether trying the same operation again can succeed. */
+  readonly retryable: boolean
+  override name = 'SessionError'
+
+  constructor(code: string, message: string, options: SessionErrorOptions = {}) {
+    super(message, options.cause === undefined ? undefined : { cause: options.cause })
+    this.code = code
+    this.retryable = options.retryable ?? false
+    Object.defineProperty(this, BRAND, { value: '@ballast/session' })
+  }
+}
+
+/**
+ * An option or argument is invalid; the message names it, what was expected and what was
+ * given. Thrown at construction, never after work has started.
+ */
+export class InvalidArgumentError extends SessionError {
+  override name = 'InvalidArgumentError'
+
+  constructor(message: string, options: SessionErrorOptions = {}) {
+    super('E_SESSION_INVALID_ARGUMENT', message, options)
+  }
+}
+
+/** Every error class of `@ballast/session`, by name. */
+export const errors = { SessionError, InvalidArgumentError } as const
+
+/** Whether `error` was thrown by `@ballast/session` (any installed copy of it). */
+export function isSessionError(error: unknown): error is SessionError {
+  return (
+    typeof error === 'object' &&
+    error !== null &&
+    (error as Record<symbol, unknown>)[BRAND] === '@ballast/session'
+  )
+}

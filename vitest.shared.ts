@@ -1,0 +1,19 @@
+import { defineProject } from 'vitest/config'
+
+/**
+ * The vitest project every package and tool uses: tests import workspace packages from
+ * their `src` through the `@ballast/source` export condition, so no build is needed.
+ */
+export function ballastProject(name: string) {
+  return defineProject({
+    resolve: { conditions: ['@ballast/source'] },
+    ssr: { resolve: { conditions: ['@ballast/source'] } },
+    test: {
+      name,
+      include: ['test/**/*.test.ts'],
+      testTimeout: 30_000,
+      hookTimeout: 60_000,
+      environment: 'node',
+    },
+  })
+}
