@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# The README's test command. On a fresh clone with only Node 20+ and the standard servers,
+# it installs everything (Node 24 when the system's is older, pnpm, the dependencies), then
+# lints, typechecks, builds, checks the packages (publint, attw), starts the topologies
+# (MariaDB primary/replica, Redis Cluster), runs every test on Node 24 and again on Node 22,
+# builds the API reference with validation and smoke-runs every benchmark.
+# SKIP_NODE22=1 skips the second test run (for a quick local loop).
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+# shellcheck source=scripts/env.sh
+source scripts/env.sh
+export CI="${CI:-}"
+started=$(date +%s)
+step() { printf '\n==> %s (%ss)\n' "$*" "$(($(date +%s) - started))"; }
+
+step "install (node $(node -v), pnpm $(pnpm -v))"
+pnpm install --frozen-lockfile --reporter=append-only
+bash scripts/system-deps.sh
+
+step "lint and format (biome)"
+pnpm lint
+
+step typecheck
+pnpm typecheck
+
+step build
+pnpm build
+
+step "package checks (publint, attw)"
+pnpm publint
+pnpm attw
+
+step "servers and topologies"
+bash scripts/servers.sh
+bash scripts/topology.sh start
+
+results="$BALLAST_ROOT/.tools/test-results"
+rm -rf "$results" && mkdir -p "$results"
+
+step "tests on Node $(node -v)"
+status=0
+pnpm exec vitest run --reporter=default --reporter=json --outputFile="$results/node24.json" || status=$?
+
+if [ "${SKIP_NODE22:-}" != 1 ]; then
+  step "tests on Node 22"
+  BALLAST_NODE_MAJOR=22 bash -c 'source scripts/env.sh && echo "node $(node -v)" &&
+    pnpm exec vitest run --reporter=default --reporter=json --outputFile="$0/node22.json"' "$results" ||
+    status=$?
+fi
+
+if [ "$status" = 0 ]; then
+  step "API reference (typedoc, validation, warnings are errors)"
+  pnpm run docs
+
+  step "benchmarks, smoke run"
+  BENCH_SMOKE=1 pnpm bench
+fi
+
+step "summary"
+node scripts/test-summary.mjs "$results"/*.json
+exit "$status"
