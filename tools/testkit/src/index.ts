@@ -1,7 +1,13 @@
+export type { AmqpNames, AmqpNamesOptions } from './amqpNames.js'
+export { amqpNames } from './amqpNames.js'
+export type { Disposables, Releasable } from './disposables.js'
+export { disposables } from './disposables.js'
 export type { ServerSource, ServerUnavailableDetails } from './errors.js'
 export { isServerUnavailableError, ServerUnavailableError } from './errors.js'
 export type { FaultMode, FaultProxy, FaultProxyOptions, FaultProxyStats } from './faultProxy.js'
 export { createFaultProxy } from './faultProxy.js'
+export type { RedisKeyspace, RedisKeyspaceClient } from './redisKeyspace.js'
+export { redisKeyspace } from './redisKeyspace.js'
 export type { HostPort, ResolvedServer, ResolveServerOptions, ServerName } from './servers.js'
 export {
   amqpUrl,
@@ -17,3 +23,6 @@ export {
   serverEnvVar,
   serverStartCommand,
 } from './servers.js'
+export type { TempDatabase } from './tempDatabase.js'
+export { tempDatabase } from './tempDatabase.js'
+export { uniqueName } from './uniqueName.js'
