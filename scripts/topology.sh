@@ -1,0 +1,756 @@
+#!/usr/bin/env bash
+# Local test topology for ballast, run from the machine's own binaries (no Docker):
+#
+#   MariaDB primary  127.0.0.1:3307  (server_id 1, binlog, GTID)
+#   MariaDB replica  127.0.0.1:3308  (server_id 2, read_only, replicates 3307 by GTID)
+#   Redis Cluster    127.0.0.1:7000-7005 (3 masters + 3 replicas, no persistence)
+#
+# MariaDB users: root with an EMPTY password (localhost, 127.0.0.1, %), repl/repl for
+# replication. Database `test` exists on both servers.
+#
+# Usage: scripts/topology.sh start|stop|restart|status [mariadb|redis-cluster]...
+#        (no component = all)
+#
+# All state lives in <repo>/.topology/ (git-ignored). Everything there is test data:
+# deleting the folder (after `stop`) gives a clean topology on the next `start`.
+# The shared servers on 3306/6379/5672 are never touched.
+set -euo pipefail
+
+SCRIPT_DIR=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd -P)
+ROOT=$(cd -- "$SCRIPT_DIR/.." && pwd -P)
+TOPO="$ROOT/.topology"
+MDB_DIR="$TOPO/mariadb"
+RC_DIR="$TOPO/redis-cluster"
+
+PRIMARY_PORT=3307
+REPLICA_PORT=3308
+REDIS_PORTS=(7000 7001 7002 7003 7004 7005)
+REPL_USER=repl
+REPL_PASSWORD=repl
+
+MDB_READY_TIMEOUT=30   # seconds for a mariadbd to accept connections
+REPL_TIMEOUT=20        # seconds for replication threads to run and catch up
+REDIS_READY_TIMEOUT=10 # seconds for a redis-server to answer PING
+CLUSTER_TIMEOUT=20     # seconds for cluster_state:ok (after create or restart)
+STOP_TIMEOUT=30        # seconds for a process to exit after shutdown
+
+# ----------------------------------------------------------------------------- helpers
+
+log() { printf 'topology: %s\n' "$*"; }
+warn() { printf 'topology: WARNING: %s\n' "$*" >&2; }
+die() {
+  printf 'topology: ERROR: %s\n' "$*" >&2
+  exit 1
+}
+
+find_bin() {
+  local name=$1 dir
+  if command -v "$name" >/dev/null 2>&1; then
+    command -v "$name"
+    return 0
+  fi
+  for dir in /usr/sbin /usr/bin /usr/local/sbin /usr/local/bin; do
+    if [[ -x "$dir/$name" ]]; then
+      printf '%s\n' "$dir/$name"
+      return 0
+    fi
+  done
+  return 1
+}
+
+need_bin() {
+  find_bin "$1" || die "required binary '$1' not found (install it, e.g. apt-get install $2)"
+}
+
+# Print the tail of a log file to stderr (used when something fails to come up).
+show_log_tail() {
+  local file=$1
+  if [[ -f "$file" ]]; then
+    printf 'topology: ---- last lines of %s ----\n' "$file" >&2
+    tail -n 25 "$file" >&2 || true
+    printf 'topology: ----\n' >&2
+  fi
+}
+
+# Is anything listening on 127.0.0.1:$1? (Uses ss so that no connection is opened:
+# probing MariaDB with bare TCP connects would count as connection errors.)
+port_listening() {
+  local port=$1
+  if command -v ss >/dev/null 2>&1; then
+    ss -Hltn "sport = :$port" 2>/dev/null | grep -q .
+  else
+    (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null
+  fi
+}
+
+# Is process $1 alive? A zombie (exited, not yet reaped by its parent -- daemons are
+# re-parented to pid 1, which may reap slowly) counts as gone.
+proc_alive() {
+  local stat
+  kill -0 "$1" 2>/dev/null || return 1
+  stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
+  stat=${stat##*) }
+  [[ ${stat%% *} != Z ]]
+}
+
+# Print $1 if it is a live process whose command line contains $2, else fail.
+pid_matches() {
+  local pid=$1 needle=$2 cmdline
+  [[ "$pid" =~ ^[0-9]+$ ]] || return 1
+  proc_alive "$pid" || return 1
+  cmdline=$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null) || return 1
+  [[ "$cmdline" == *"$needle"* ]] || return 1
+  printf '%s\n' "$pid"
+}
+
+# Wait until process $1 is gone (bounded), escalating to TERM and KILL.
+wait_gone() {
+  local pid=$1 what=$2 deadline=$((SECONDS + STOP_TIMEOUT))
+  while proc_alive "$pid"; do
+    if ((SECONDS >= deadline)); then
+      warn "$what (pid $pid) did not exit after ${STOP_TIMEOUT}s; sending SIGTERM"
+      kill -TERM "$pid" 2>/dev/null || true
+      sleep 5
+      if proc_alive "$pid"; then
+        warn "$what (pid $pid) still alive; sending SIGKILL"
+        kill -KILL "$pid" 2>/dev/null || true
+        sleep 0.5
+      fi
+      break
+    fi
+    sleep 0.1
+  done
+  ! proc_alive "$pid" || die "$what (pid $pid) would not stop"
+}
+
+ensure_topo_dir() {
+  mkdir -p "$TOPO"
+  # Belt and braces: keep the folder out of git even without a root .gitignore entry.
+  [[ -f "$TOPO/.gitignore" ]] || printf '*\n' >"$TOPO/.gitignore"
+}
+
+# Serialise start/stop/restart across concurrent invocations (e.g. parallel test runs).
+take_lock() {
+  ensure_topo_dir
+  if command -v flock >/dev/null 2>&1; then
+    exec 9>"$TOPO/.lock"
+    flock -w 120 9 || die "could not get the lock $TOPO/.lock within 120s (another topology.sh running?)"
+  fi
+}
+
+# ----------------------------------------------------------------------------- mariadb
+
+mdb_port() {
+  case $1 in
+    primary) printf '%s\n' "$PRIMARY_PORT" ;;
+    replica) printf '%s\n' "$REPLICA_PORT" ;;
+    *) die "unknown mariadb instance '$1'" ;;
+  esac
+}
+mdb_home() { printf '%s\n' "$MDB_DIR/$1"; }
+mdb_cnf() { printf '%s\n' "$MDB_DIR/$1/my.cnf"; }
+mdb_pidfile() { printf '%s\n' "$MDB_DIR/$1/mariadbd.pid"; }
+mdb_log() { printf '%s\n' "$MDB_DIR/$1/mariadbd.log"; }
+mdb_marker() { printf '%s\n' "$MDB_DIR/$1/.initialized"; }
+
+# Unix socket paths are limited to ~107 bytes; fall back to /tmp for deep checkouts.
+mdb_sock() {
+  local sock="$MDB_DIR/$1/mariadbd.sock" sum
+  if ((${#sock} > 100)); then
+    sum=$(printf '%s' "$ROOT" | cksum | cut -d' ' -f1)
+    sock="/tmp/ballast-topology-$sum/$1.sock"
+  fi
+  printf '%s\n' "$sock"
+}
+
+# Client helpers. --no-defaults keeps /etc/mysql/my.cnf (which points at the shared
+# 3306 server's socket) out of the picture; the explicit socket selects our server.
+mdb_cli() {
+  local inst=$1
+  shift
+  "$MARIADB" --no-defaults --protocol=socket -S "$(mdb_sock "$inst")" -uroot \
+    --connect-timeout=2 "$@"
+}
+mdb_query() { mdb_cli "$1" -N -B -e "$2"; }
+
+mdb_pid() {
+  local pidfile pid
+  pidfile=$(mdb_pidfile "$1")
+  [[ -f "$pidfile" ]] || return 1
+  pid=$(tr -dc '0-9' <"$pidfile" 2>/dev/null) || return 1
+  pid_matches "$pid" "--defaults-file=$(mdb_cnf "$1")"
+}
+
+mdb_write_cnf() {
+  local inst=$1 port server_id home extra tmp
+  port=$(mdb_port "$inst")
+  home=$(mdb_home "$inst")
+  if [[ $inst == primary ]]; then
+    server_id=1
+    extra="read_only                      = OFF"
+  else
+    server_id=2
+    extra="read_only                      = ON
+relay_log                      = relay-bin
+relay_log_recovery             = ON
+slave_net_timeout              = 10"
+  fi
+  mkdir -p "$home"
+  tmp="$(mdb_cnf "$inst").tmp"
+  cat >"$tmp" <<EOF
+# Generated by scripts/topology.sh -- edits are overwritten on every start.
+[mysqld]
+user                           = root
+port                           = $port
+bind-address                   = 127.0.0.1
+skip-name-resolve
+socket                         = $(mdb_sock "$inst")
+pid-file                       = $(mdb_pidfile "$inst")
+datadir                        = $home/data
+log-error                      = $(mdb_log "$inst")
+server_id                      = $server_id
+log_bin                        = mariadb-bin
+binlog_format                  = ROW
+binlog_expire_logs_seconds     = 0
+gtid_strict_mode               = ON
+log_slave_updates              = ON
+$extra
+session_track_system_variables = autocommit,character_set_client,character_set_connection,character_set_results,time_zone,last_gtid
+character-set-server           = utf8mb4
+collation-server               = utf8mb4_general_ci
+max_connections                = 200
+table_open_cache               = 400
+# Small footprint: a 2-core box shared with other servers; this is test data.
+innodb_buffer_pool_size        = 32M
+innodb_log_file_size           = 16M
+innodb_log_buffer_size         = 4M
+innodb_flush_log_at_trx_commit = 2
+sync_binlog                    = 0
+key_buffer_size                = 1M
+aria_pagecache_buffer_size     = 8M
+query_cache_size               = 0
+performance_schema             = OFF
+
+[client]
+port                           = $port
+socket                         = $(mdb_sock "$inst")
+user                           = root
+EOF
+  mv -f "$tmp" "$(mdb_cnf "$inst")"
+}
+
+# Users and the `test` database, identical on both servers and kept out of the
+# binlog (sql_log_bin=0): the primary's binlog then holds only what clients write, so
+# a fresh replica can replay it from the very beginning without duplicate objects.
+mdb_bootstrap_sql() {
+  local host drop_host=""
+  host=$(hostname 2>/dev/null || true)
+  case $host in
+    '' | localhost | 127.0.0.1 | ::1 | %) ;;
+    *) drop_host="DROP USER IF EXISTS 'root'@'$host';" ;;
+  esac
+  cat <<EOF
+SET SESSION sql_log_bin = 0;
+$drop_host
+DROP USER IF EXISTS ''@'localhost';
+CREATE USER IF NOT EXISTS 'root'@'127.0.0.1' IDENTIFIED BY '';
+GRANT ALL PRIVILEGES ON *.* TO 'root'@'127.0.0.1' WITH GRANT OPTION;
+CREATE USER IF NOT EXISTS 'root'@'%' IDENTIFIED BY '';
+GRANT ALL PRIVILEGES ON *.* TO 'root'@'%' WITH GRANT OPTION;
+CREATE USER IF NOT EXISTS '$REPL_USER'@'%' IDENTIFIED BY '$REPL_PASSWORD';
+GRANT REPLICATION SLAVE, REPLICATION CLIENT ON *.* TO '$REPL_USER'@'%';
+CREATE DATABASE IF NOT EXISTS test;
+FLUSH PRIVILEGES;
+EOF
+}
+
+mdb_wait_ready() {
+  local inst=$1 pid=$2 port deadline=$((SECONDS + MDB_READY_TIMEOUT))
+  port=$(mdb_port "$inst")
+  until mdb_query "$inst" 'SELECT 1' >/dev/null 2>&1; do
+    if ! proc_alive "$pid"; then
+      show_log_tail "$(mdb_log "$inst")"
+      die "mariadb $inst (127.0.0.1:$port) exited during startup; see $(mdb_log "$inst")"
+    fi
+    if ((SECONDS >= deadline)); then
+      show_log_tail "$(mdb_log "$inst")"
+      die "mariadb $inst (127.0.0.1:$port) not accepting connections after ${MDB_READY_TIMEOUT}s"
+    fi
+    sleep 0.2
+  done
+}
+
+mdb_stop_one() {
+  local inst=$1 pid port
+  port=$(mdb_port "$inst")
+  if pid=$(mdb_pid "$inst"); then
+    log "stopping mariadb $inst 127.0.0.1:$port (pid $pid)"
+    # SIGTERM is mariadbd's normal (clean) shutdown; unlike `mariadb-admin shutdown` it
+    # does not sleep in whole seconds while polling, so wait_gone's 0.1s poll decides.
+    kill -TERM "$pid" 2>/dev/null || true
+    wait_gone "$pid" "mariadb $inst"
+  else
+    log "mariadb $inst 127.0.0.1:$port already stopped"
+  fi
+  rm -f "$(mdb_pidfile "$inst")" "$(mdb_sock "$inst")" "$(mdb_sock "$inst").lock"
+}
+
+mdb_wipe() {
+  local inst=$1
+  mdb_stop_one "$inst" >/dev/null
+  rm -rf "$(mdb_home "$inst")"
+}
+
+# Start one server (initialising its datadir if needed). Sets MDB_FRESH=1 when the
+# datadir was created by this call.
+mdb_start_one() {
+  local inst=$1 port home pid sock
+  port=$(mdb_port "$inst")
+  home=$(mdb_home "$inst")
+  sock=$(mdb_sock "$inst")
+  MDB_FRESH=0
+
+  if pid=$(mdb_pid "$inst"); then
+    if [[ -f "$(mdb_marker "$inst")" ]]; then
+      mdb_wait_ready "$inst" "$pid"
+      log "mariadb $inst 127.0.0.1:$port already running (pid $pid)"
+      return 0
+    fi
+    warn "mariadb $inst is running but its setup never finished; re-initialising"
+    mdb_wipe "$inst"
+  fi
+
+  # Not running: whatever pid/socket files are left are stale (e.g. after a reboot).
+  rm -f "$(mdb_pidfile "$inst")" "$sock" "$sock.lock"
+  if port_listening "$port"; then
+    die "port 127.0.0.1:$port is in use by another process; cannot start mariadb $inst"
+  fi
+
+  mkdir -p "$home" "$(dirname "$sock")"
+  mdb_write_cnf "$inst"
+
+  if [[ ! -f "$(mdb_marker "$inst")" ]]; then
+    log "initialising mariadb $inst datadir"
+    rm -rf "$home/data"
+    mkdir -p "$home/data"
+    if ! "$MARIADB_INSTALL_DB" --defaults-file="$(mdb_cnf "$inst")" \
+      --auth-root-authentication-method=normal --skip-test-db \
+      >"$home/install-db.log" 2>&1 9>&-; then
+      show_log_tail "$home/install-db.log"
+      die "mariadb-install-db failed for $inst; see $home/install-db.log"
+    fi
+    MDB_FRESH=1
+  fi
+
+  log "starting mariadb $inst on 127.0.0.1:$port"
+  # 9>&-: the daemon must not inherit (and so hold forever) the lock file descriptor.
+  setsid "$MARIADBD" --defaults-file="$(mdb_cnf "$inst")" </dev/null >>"$(mdb_log "$inst")" 2>&1 9>&- &
+  pid=$!
+  mdb_wait_ready "$inst" "$pid"
+
+  if ((MDB_FRESH)); then
+    mdb_bootstrap_sql | mdb_cli "$inst" ||
+      die "bootstrap SQL (users, database test) failed on mariadb $inst"
+    touch "$(mdb_marker "$inst")"
+  fi
+  log "mariadb $inst 127.0.0.1:$port up (pid $(mdb_pid "$inst" || echo "$pid"))"
+}
+
+# Field $2 from SHOW SLAVE STATUS on the replica (empty if not configured).
+slave_field() {
+  printf '%s\n' "$1" | awk -v f="$2" '{ i = index($0, ": "); if (i == 0) next; k = substr($0, 1, i - 1); sub(/^ +/, "", k) } k == f { print substr($0, i + 2); exit }'
+}
+slave_status() { mdb_cli replica -e 'SHOW SLAVE STATUS\G' 2>/dev/null || true; }
+
+# Point a freshly initialised replica at the primary, from the start of its binlog.
+mdb_configure_replica() {
+  log "configuring replication 127.0.0.1:$REPLICA_PORT <- 127.0.0.1:$PRIMARY_PORT (GTID slave_pos)"
+  mdb_cli replica <<EOF || die "CHANGE MASTER on the replica failed"
+STOP SLAVE;
+SET GLOBAL gtid_slave_pos = '';
+CHANGE MASTER TO
+  MASTER_HOST = '127.0.0.1',
+  MASTER_PORT = $PRIMARY_PORT,
+  MASTER_USER = '$REPL_USER',
+  MASTER_PASSWORD = '$REPL_PASSWORD',
+  MASTER_USE_GTID = slave_pos,
+  MASTER_CONNECT_RETRY = 1;
+START SLAVE;
+EOF
+}
+
+# Ensure both replication threads run and the replica has caught up with the primary.
+# Returns 1 (with REPL_ERROR set) when replication is broken.
+mdb_check_replication() {
+  local st io sql deadline=$((SECONDS + REPL_TIMEOUT)) started=0 pos waited
+  REPL_ERROR=""
+  while :; do
+    st=$(slave_status)
+    if [[ -z "$st" ]]; then
+      REPL_ERROR="replication is not configured on the replica"
+      return 1
+    fi
+    io=$(slave_field "$st" Slave_IO_Running)
+    sql=$(slave_field "$st" Slave_SQL_Running)
+    if [[ $io == Yes && $sql == Yes ]]; then
+      break
+    fi
+    if [[ -n "$(slave_field "$st" Last_SQL_Error)" && $sql != Yes ]]; then
+      REPL_ERROR="SQL thread stopped: $(slave_field "$st" Last_SQL_Error)"
+      return 1
+    fi
+    if ((!started)) && [[ $io == No || $sql == No ]]; then
+      mdb_query replica 'START SLAVE' >/dev/null 2>&1 || true
+      started=1
+    fi
+    if ((SECONDS >= deadline)); then
+      REPL_ERROR="threads not running after ${REPL_TIMEOUT}s (IO=$io SQL=$sql): $(slave_field "$st" Last_IO_Error)$(slave_field "$st" Last_SQL_Error)"
+      return 1
+    fi
+    sleep 0.2
+  done
+  pos=$(mdb_query primary 'SELECT @@GLOBAL.gtid_binlog_pos')
+  if [[ -n "$pos" ]]; then
+    waited=$(mdb_query replica "SELECT MASTER_GTID_WAIT('$pos', $REPL_TIMEOUT)")
+    if [[ $waited != 0 ]]; then
+      REPL_ERROR="replica did not reach primary position $pos within ${REPL_TIMEOUT}s"
+      return 1
+    fi
+  fi
+  return 0
+}
+
+mariadb_start() {
+  local fresh_primary pos
+  mdb_start_one primary
+  fresh_primary=$MDB_FRESH
+  if ((fresh_primary)) && [[ -e "$(mdb_home replica)" ]]; then
+    log "primary was (re)initialised; re-creating the replica to match"
+    mdb_wipe replica
+  fi
+  mdb_start_one replica
+  if ((MDB_FRESH)); then
+    mdb_configure_replica
+  fi
+  if ! mdb_check_replication; then
+    warn "replication broken ($REPL_ERROR); rebuilding the replica from the primary's binlog"
+    mdb_wipe replica
+    mdb_start_one replica
+    mdb_configure_replica
+    mdb_check_replication || die "replication still broken after rebuilding the replica: $REPL_ERROR"
+  fi
+  pos=$(mdb_query replica 'SELECT @@GLOBAL.gtid_slave_pos')
+  log "mariadb replication running, replica caught up (gtid_slave_pos=${pos:-<empty>})"
+}
+
+mariadb_stop() {
+  mdb_stop_one replica
+  mdb_stop_one primary
+}
+
+# Prints status lines; returns 1 if anything is down or unhealthy.
+mariadb_status() {
+  local ok=0 pid st io sql lag err
+  if pid=$(mdb_pid primary) && mdb_query primary 'SELECT 1' >/dev/null 2>&1; then
+    log "mariadb primary 127.0.0.1:$PRIMARY_PORT up (pid $pid) gtid_binlog_pos=$(mdb_query primary 'SELECT @@GLOBAL.gtid_binlog_pos')"
+  else
+    log "mariadb primary 127.0.0.1:$PRIMARY_PORT DOWN"
+    ok=1
+  fi
+  if pid=$(mdb_pid replica) && mdb_query replica 'SELECT 1' >/dev/null 2>&1; then
+    st=$(slave_status)
+    io=$(slave_field "$st" Slave_IO_Running)
+    sql=$(slave_field "$st" Slave_SQL_Running)
+    lag=$(slave_field "$st" Seconds_Behind_Master)
+    log "mariadb replica 127.0.0.1:$REPLICA_PORT up (pid $pid) Slave_IO_Running=${io:-n/a} Slave_SQL_Running=${sql:-n/a} Seconds_Behind_Master=${lag:-n/a}"
+    log "mariadb replica gtid_slave_pos=$(mdb_query replica 'SELECT @@GLOBAL.gtid_slave_pos') Gtid_IO_Pos=$(slave_field "$st" Gtid_IO_Pos)"
+    err="$(slave_field "$st" Last_IO_Error)$(slave_field "$st" Last_SQL_Error)"
+    [[ -z "$err" ]] || log "mariadb replica last error: $err"
+    [[ $io == Yes && $sql == Yes ]] || ok=1
+  else
+    log "mariadb replica 127.0.0.1:$REPLICA_PORT DOWN"
+    ok=1
+  fi
+  return "$ok"
+}
+
+# ----------------------------------------------------------------------------- redis
+
+rc_dir() { printf '%s\n' "$RC_DIR/$1"; }
+rc_cli() {
+  local port=$1
+  shift
+  "$REDIS_CLI" -h 127.0.0.1 -p "$port" "$@"
+}
+rc_ping() { [[ "$(rc_cli "$1" ping 2>/dev/null)" == PONG ]]; }
+
+rc_pid() {
+  local pidfile pid
+  pidfile="$(rc_dir "$1")/redis.pid"
+  [[ -f "$pidfile" ]] || return 1
+  pid=$(tr -dc '0-9' <"$pidfile" 2>/dev/null) || return 1
+  pid_matches "$pid" ":$1"
+}
+
+# Field $2 of CLUSTER INFO on node $1.
+rc_cluster_field() {
+  rc_cli "$1" cluster info 2>/dev/null | tr -d '\r' | sed -n "s/^$2://p"
+}
+
+rc_start_node() {
+  local port=$1 dir pid deadline
+  dir=$(rc_dir "$port")
+  if pid=$(rc_pid "$port") && rc_ping "$port"; then
+    return 0
+  fi
+  rm -f "$dir/redis.pid"
+  if port_listening "$port"; then
+    die "port 127.0.0.1:$port is in use by another process; cannot start redis node"
+  fi
+  mkdir -p "$dir"
+  if ! "$REDIS_SERVER" --port "$port" --bind 127.0.0.1 \
+    --cluster-enabled yes --cluster-config-file "$dir/nodes.conf" \
+    --cluster-node-timeout 2000 \
+    --save "" --appendonly no --repl-diskless-sync-delay 0 \
+    --daemonize yes --dir "$dir" --logfile "$dir/redis.log" --pidfile "$dir/redis.pid" \
+    >"$dir/redis-server.out" 2>&1 9>&-; then
+    show_log_tail "$dir/redis-server.out"
+    show_log_tail "$dir/redis.log"
+    die "redis-server on 127.0.0.1:$port failed to start"
+  fi
+  deadline=$((SECONDS + REDIS_READY_TIMEOUT))
+  until rc_ping "$port"; do
+    if ((SECONDS >= deadline)); then
+      show_log_tail "$dir/redis.log"
+      die "redis node 127.0.0.1:$port not answering PING after ${REDIS_READY_TIMEOUT}s"
+    fi
+    sleep 0.1
+  done
+  STARTED_NODES+=("$port")
+}
+
+rc_stop_node() {
+  local port=$1 pid
+  if pid=$(rc_pid "$port"); then
+    rc_cli "$port" shutdown nosave now >/dev/null 2>&1 ||
+      rc_cli "$port" shutdown nosave >/dev/null 2>&1 || kill -TERM "$pid" 2>/dev/null || true
+    printf '%s\n' "$pid"
+  fi
+}
+
+redis_stop() {
+  local port pid pids=() stopped=()
+  for port in "${REDIS_PORTS[@]}"; do
+    if pid=$(rc_stop_node "$port") && [[ -n "$pid" ]]; then
+      pids+=("$pid")
+      stopped+=("$port")
+    fi
+  done
+  for pid in "${pids[@]}"; do
+    wait_gone "$pid" "redis node pid $pid"
+  done
+  for port in "${REDIS_PORTS[@]}"; do
+    rm -f "$(rc_dir "$port")/redis.pid"
+  done
+  if ((${#stopped[@]})); then
+    log "stopped redis nodes ${stopped[*]}"
+  else
+    log "redis cluster already stopped"
+  fi
+}
+
+# 0 when every node has never joined a cluster (no slots, knows only itself).
+rc_all_fresh() {
+  local port
+  for port in "${REDIS_PORTS[@]}"; do
+    [[ "$(rc_cluster_field "$port" cluster_known_nodes)" == 1 ]] || return 1
+    [[ "$(rc_cluster_field "$port" cluster_slots_assigned)" == 0 ]] || return 1
+  done
+}
+
+# 0 when at least one node has never joined a cluster (its nodes.conf was lost).
+rc_any_fresh() {
+  local port
+  for port in "${REDIS_PORTS[@]}"; do
+    if [[ "$(rc_cluster_field "$port" cluster_known_nodes)" == 1 &&
+      "$(rc_cluster_field "$port" cluster_slots_assigned)" == 0 ]]; then
+      return 0
+    fi
+  done
+  return 1
+}
+
+# 0 when every node sees a complete, ok cluster of all nodes and every replica's link
+# to its master is up.
+rc_healthy() {
+  local port n=${#REDIS_PORTS[@]} info
+  for port in "${REDIS_PORTS[@]}"; do
+    info=$(rc_cli "$port" cluster info 2>/dev/null | tr -d '\r') || return 1
+    [[ $info == *"cluster_state:ok"* ]] || return 1
+    [[ $info == *"cluster_known_nodes:$n"* ]] || return 1
+    [[ $info == *"cluster_slots_assigned:16384"* ]] || return 1
+    info=$(rc_cli "$port" info replication 2>/dev/null | tr -d '\r') || return 1
+    if [[ $info == *"role:slave"* && $info != *"master_link_status:up"* ]]; then
+      return 1
+    fi
+  done
+}
+
+rc_wait_healthy() {
+  local deadline=$((SECONDS + $1))
+  until rc_healthy; do
+    ((SECONDS < deadline)) || return 1
+    sleep 0.2
+  done
+  return 0
+}
+
+rc_create() {
+  local port nodes=()
+  for port in "${REDIS_PORTS[@]}"; do
+    nodes+=("127.0.0.1:$port")
+  done
+  log "creating redis cluster (3 masters + 3 replicas)"
+  if ! "$REDIS_CLI" --cluster create "${nodes[@]}" --cluster-replicas 1 --cluster-yes \
+    >"$RC_DIR/cluster-create.log" 2>&1; then
+    show_log_tail "$RC_DIR/cluster-create.log"
+    die "redis-cli --cluster create failed; see $RC_DIR/cluster-create.log"
+  fi
+}
+
+redis_start_nodes() {
+  local port
+  STARTED_NODES=()
+  for port in "${REDIS_PORTS[@]}"; do
+    rc_start_node "$port"
+  done
+  if ((${#STARTED_NODES[@]})); then
+    log "started redis nodes ${STARTED_NODES[*]}"
+  fi
+}
+
+redis_start() {
+  mkdir -p "$RC_DIR"
+  redis_start_nodes
+  if rc_all_fresh; then
+    rc_create
+  elif ((${#STARTED_NODES[@]} == 0)) && rc_healthy; then
+    log "redis cluster 127.0.0.1:${REDIS_PORTS[0]}-${REDIS_PORTS[-1]} already running, cluster_state:ok"
+    return 0
+  elif rc_any_fresh || ! rc_wait_healthy "$CLUSTER_TIMEOUT"; then
+    warn "redis cluster state is inconsistent or not ok within ${CLUSTER_TIMEOUT}s; wiping and re-creating it (test data only)"
+    redis_stop >/dev/null
+    rm -rf "$RC_DIR"
+    mkdir -p "$RC_DIR"
+    redis_start_nodes
+    rc_create
+  fi
+  if ! rc_wait_healthy "$CLUSTER_TIMEOUT"; then
+    rc_cli "${REDIS_PORTS[0]}" cluster info >&2 || true
+    die "redis cluster not healthy (cluster_state:ok on all ${#REDIS_PORTS[@]} nodes) after ${CLUSTER_TIMEOUT}s"
+  fi
+  log "redis cluster 127.0.0.1:${REDIS_PORTS[0]}-${REDIS_PORTS[-1]} up, cluster_state:ok"
+}
+
+redis_status() {
+  local ok=0 port pid role up=()
+  for port in "${REDIS_PORTS[@]}"; do
+    if pid=$(rc_pid "$port") && rc_ping "$port"; then
+      role=$(rc_cli "$port" info replication 2>/dev/null | tr -d '\r' | sed -n 's/^role://p')
+      log "redis 127.0.0.1:$port up (pid $pid) role=$role"
+      up+=("$port")
+    else
+      log "redis 127.0.0.1:$port DOWN"
+      ok=1
+    fi
+  done
+  if ((${#up[@]})); then
+    log "redis cluster (via ${up[0]}): cluster_state:$(rc_cluster_field "${up[0]}" cluster_state) known_nodes=$(rc_cluster_field "${up[0]}" cluster_known_nodes) slots_assigned=$(rc_cluster_field "${up[0]}" cluster_slots_assigned)"
+    [[ "$(rc_cluster_field "${up[0]}" cluster_state)" == ok ]] || ok=1
+  else
+    log "redis cluster: cluster_state:down"
+  fi
+  return "$ok"
+}
+
+# ----------------------------------------------------------------------------- main
+
+usage() {
+  cat >&2 <<EOF
+usage: $0 start|stop|restart|status [mariadb|redis-cluster]...
+  start    start (and on first use create) the topology; idempotent
+  stop     stop the selected servers (data in .topology/ is kept)
+  restart  stop, then start
+  status   show each server up/down, replication and cluster state
+           (exit 0 when everything selected is up and healthy, 3 otherwise)
+default component: all (mariadb and redis-cluster)
+EOF
+  exit 2
+}
+
+resolve_bins() {
+  local want=$1
+  if [[ $want == *mariadb* ]]; then
+    MARIADBD=$(need_bin mariadbd mariadb-server)
+    MARIADB_INSTALL_DB=$(need_bin mariadb-install-db mariadb-server)
+    MARIADB=$(need_bin mariadb mariadb-client)
+  fi
+  if [[ $want == *redis* ]]; then
+    REDIS_SERVER=$(need_bin redis-server redis-server)
+    REDIS_CLI=$(need_bin redis-cli redis-tools)
+  fi
+}
+
+main() {
+  local cmd=${1:-} comp want="" rc=0 t0=$SECONDS
+  [[ -n "$cmd" ]] || usage
+  shift
+  if (($# == 0)); then
+    want="mariadb redis"
+  fi
+  for comp in "$@"; do
+    case $comp in
+      all) want="mariadb redis" ;;
+      mariadb | mysql) want="$want mariadb" ;;
+      redis-cluster | redis) want="$want redis" ;;
+      *)
+        printf 'topology: ERROR: unknown component %s\n' "$comp" >&2
+        usage
+        ;;
+    esac
+  done
+  resolve_bins "$want"
+
+  case $cmd in
+    start)
+      take_lock
+      if [[ $want == *mariadb* ]]; then mariadb_start; fi
+      if [[ $want == *redis* ]]; then redis_start; fi
+      log "started in $((SECONDS - t0))s"
+      ;;
+    stop)
+      take_lock
+      if [[ $want == *redis* ]]; then redis_stop; fi
+      if [[ $want == *mariadb* ]]; then mariadb_stop; fi
+      ;;
+    restart)
+      take_lock
+      if [[ $want == *redis* ]]; then redis_stop; fi
+      if [[ $want == *mariadb* ]]; then mariadb_stop; fi
+      if [[ $want == *mariadb* ]]; then mariadb_start; fi
+      if [[ $want == *redis* ]]; then redis_start; fi
+      ;;
+    status)
+      if [[ $want == *mariadb* ]]; then mariadb_status || rc=3; fi
+      if [[ $want == *redis* ]]; then redis_status || rc=3; fi
+      return "$rc"
+      ;;
+    -h | --help | help) usage ;;
+    *)
+      printf 'topology: ERROR: unknown command %s\n' "$cmd" >&2
+      usage
+      ;;
+  esac
+}
+
+main "$@"
