@@ -43,8 +43,147 @@ export class InvalidArgumentError extends LbError {
   }
 }
 
+/** An endpoint or ring node was given a weight that is not a positive finite number. */
+export class InvalidWeightError extends LbError {
+  override name = 'InvalidWeightError'
+  /** The id of the endpoint or node the weight was given for. */
+  readonly id: string
+  /** The weight that was rejected. */
+  readonly weight: unknown
+
+  constructor(id: string, weight: unknown) {
+    super(
+      'E_LB_INVALID_WEIGHT',
+      `invalid weight for "${id}": expected a positive finite number, got ${String(weight)}`,
+    )
+    this.id = id
+    this.weight = weight
+  }
+}
+
+/** Two endpoints (or ring nodes) share the same id. */
+export class DuplicateEndpointError extends LbError {
+  override name = 'DuplicateEndpointError'
+  /** The id that appears more than once. */
+  readonly id: string
+
+  constructor(id: string) {
+    super('E_LB_DUPLICATE_ENDPOINT', `duplicate endpoint "${id}": endpoint ids must be unique`)
+    this.id = id
+  }
+}
+
+/** A balancer was created with no endpoints at all. */
+export class EmptyEndpointsError extends LbError {
+  override name = 'EmptyEndpointsError'
+
+  constructor(what = 'endpoints') {
+    super(
+      'E_LB_EMPTY_ENDPOINTS',
+      `invalid option "${what}": expected at least one endpoint, got none`,
+    )
+  }
+}
+
+/** An operation named an endpoint (or ring node) id the balancer does not know. */
+export class UnknownEndpointError extends LbError {
+  override name = 'UnknownEndpointError'
+  /** The id that was not found. */
+  readonly id: string
+
+  constructor(id: string) {
+    super('E_LB_UNKNOWN_ENDPOINT', `unknown endpoint "${id}"`)
+    this.id = id
+  }
+}
+
+/** A lookup was made on a {@link HashRing} that has no nodes. */
+export class EmptyRingError extends LbError {
+  override name = 'EmptyRingError'
+
+  constructor() {
+    super('E_LB_EMPTY_RING', 'the hash ring has no nodes')
+  }
+}
+
+/**
+ * No endpoint can take the request: every endpoint is unhealthy, ejected or excluded.
+ * Thrown at once, without waiting; a later call may succeed once an endpoint recovers.
+ */
+export class NoEndpointAvailableError extends LbError {
+  override name = 'NoEndpointAvailableError'
+  /** How many endpoints the balancer holds. */
+  readonly total: number
+
+  constructor(total: number, detail = '') {
+    super(
+      'E_LB_NO_ENDPOINT',
+      `no endpoint available: ${total === 0 ? 'the balancer has no endpoints' : `all ${total} endpoints are unhealthy, ejected or already tried`}${detail}`,
+      { retryable: true },
+    )
+    this.total = total
+  }
+}
+
+/**
+ * An upstream endpoint could not answer: the connection failed or broke, or it answered with
+ * a status the caller treats as a failure, on every attempt the retry policy allowed.
+ */
+export class UpstreamError extends LbError {
+  override name = 'UpstreamError'
+  /** The id of the endpoint of the last attempt. */
+  readonly endpoint: string
+  /** How many attempts were made. */
+  readonly attempts: number
+
+  constructor(endpoint: string, attempts: number, message: string, options: LbErrorOptions = {}) {
+    super('E_LB_UPSTREAM', message, { retryable: true, ...options })
+    this.endpoint = endpoint
+    this.attempts = attempts
+  }
+}
+
+/** An upstream endpoint did not answer within the configured time. */
+export class UpstreamTimeoutError extends LbError {
+  override name = 'UpstreamTimeoutError'
+  /** The id of the endpoint of the last attempt. */
+  readonly endpoint: string
+  /** The limit that was exceeded, in milliseconds. */
+  readonly timeoutMs: number
+
+  constructor(endpoint: string, timeoutMs: number, options: LbErrorOptions = {}) {
+    super('E_LB_UPSTREAM_TIMEOUT', `endpoint "${endpoint}" did not answer within ${timeoutMs} ms`, {
+      retryable: true,
+      ...options,
+    })
+    this.endpoint = endpoint
+    this.timeoutMs = timeoutMs
+  }
+}
+
+/** The component was closed; it accepts no more work. */
+export class ClosedError extends LbError {
+  override name = 'ClosedError'
+
+  constructor(what: string) {
+    super('E_LB_CLOSED', `${what} is closed`)
+  }
+}
+
 /** Every error class of `@ballast/lb`, by name. */
-export const errors = { LbError, InvalidArgumentError } as const
+export const errors = {
+  LbError,
+  InvalidArgumentError,
+  InvalidWeightError,
+  DuplicateEndpointError,
+  EmptyEndpointsError,
+  UnknownEndpointError,
+  EmptyRingError,
+  NoEndpointAvailableError,
+  UpstreamError,
+  UpstreamTimeoutError,
+  ClosedError,
+} as const
 
 /** Whether `error` was thrown by `@ballast/lb` (any installed copy of it). */
 export function isLbError(error: unknown): error is LbError {

@@ -1,2 +1,53 @@
+export type {
+  Balancer,
+  BalancerEvents,
+  BalancerOptions,
+  BalancerStats,
+  EjectionReason,
+  OutlierDetectionOptions,
+  RestoreReason,
+  SlowStartOptions,
+  StrategyName,
+} from './balancer.js'
+export {
+  createBalancer,
+  DEFAULT_BALANCER_OPTIONS,
+  DEFAULT_OUTLIER_DETECTION_OPTIONS,
+  DEFAULT_SLOW_START_OPTIONS,
+  STRATEGIES,
+} from './balancer.js'
+export type { Endpoint, EndpointInput, EndpointStats } from './endpoint.js'
 export type { LbErrorOptions } from './errors.js'
-export { errors, InvalidArgumentError, isLbError, LbError } from './errors.js'
+export {
+  ClosedError,
+  DuplicateEndpointError,
+  EmptyEndpointsError,
+  EmptyRingError,
+  errors,
+  InvalidArgumentError,
+  InvalidWeightError,
+  isLbError,
+  LbError,
+  NoEndpointAvailableError,
+  UnknownEndpointError,
+  UpstreamError,
+  UpstreamTimeoutError,
+} from './errors.js'
+export type { HashKey } from './hash.js'
+export { murmur3 } from './hash.js'
+export type { HashRingNode, HashRingOptions } from './hashRing.js'
+export { DEFAULT_HASH_RING_OPTIONS, HashRing } from './hashRing.js'
+export type {
+  HealthChecker,
+  HealthCheckerEvents,
+  HealthCheckerOptions,
+  HealthCheckerStats,
+  HealthCheckFunction,
+  HttpHealthCheck,
+  TcpHealthCheck,
+} from './healthChecker.js'
+export { createHealthChecker, DEFAULT_HEALTH_CHECKER_OPTIONS } from './healthChecker.js'
+export type { RetryBudget, RetryBudgetOptions, RetryBudgetStats } from './retryBudget.js'
+export { createRetryBudget, DEFAULT_RETRY_BUDGET_OPTIONS } from './retryBudget.js'
+export type { Listener } from './typedEmitter.js'
+export { TypedEmitter } from './typedEmitter.js'

@@ -1,0 +1,781 @@
+import type { Endpoint, EndpointInput, EndpointStats } from './endpoint.js'
+import {
+  DuplicateEndpointError,
+  EmptyEndpointsError,
+  InvalidArgumentError,
+  InvalidWeightError,
+  NoEndpointAvailableError,
+  UnknownEndpointError,
+} from './errors.js'
+import type { HashKey } from './hash.js'
+import { HashRing, type HashRingOptions } from './hashRing.js'
+import { EndpointState } from './internal/endpointState.js'
+import {
+  BoundedLoad,
+  ConsistentHash,
+  type Exclude,
+  LeastRequest,
+  observeLatency,
+  PeakEwma,
+  RoundRobin,
+  SmoothWeightedRoundRobin,
+  type Strategy,
+  type StrategyContext,
+  WeightedRandom,
+} from './internal/strategies.js'
+import { type Listener, TypedEmitter } from './typedEmitter.js'
+
+/**
+ * How a balancer picks an endpoint:
+ * - `round-robin`: each usable endpoint in turn, ignoring weights.
+ * - `weighted-round-robin`: nginx's smooth weighted round robin ({5,1,1} → a a b a c a a).
+ * - `random`: weighted random.
+ * - `least-request`: power of two choices, fewer in-flight requests per unit of weight wins.
+ * - `peak-ewma`: power of two choices on Finagle's peak-EWMA latency × (in flight + 1).
+ * - `consistent-hash`: the key's owner on a {@link HashRing} of all endpoints.
+ * - `bounded-load`: consistent hashing where no endpoint takes more than `balanceFactor` × its
+ *   share of the requests in flight (HAProxy's hash-balance-factor).
+ */
+export type StrategyName =
+  | 'round-robin'
+  | 'weighted-round-robin'
+  | 'random'
+  | 'least-request'
+  | 'peak-ewma'
+  | 'consistent-hash'
+  | 'bounded-load'
+
+/** Every strategy name, in the order the docs and benchmarks list them. */
+export const STRATEGIES: readonly StrategyName[] = [
+  'round-robin',
+  'weighted-round-robin',
+  'random',
+  'least-request',
+  'peak-ewma',
+  'consistent-hash',
+  'bounded-load',
+]
+
+/** Passive health: when to eject an endpoint from rotation for a while (Envoy's outlier detection). */
+export interface OutlierDetectionOptions {
+  /**
+   * Eject after this many failures in a row.
+   * @default 5
+   */
+  consecutiveFailures?: number
+  /**
+   * Eject when the share of failures over the window reaches this (0..1]; `1` ejects only on
+   * all-failure windows.
+   * @default 0.5
+   */
+  failureRateThreshold?: number
+  /**
+   * The failure rate is judged only once the window holds this many requests.
+   * @default 20
+   */
+  failureRateMinimumRequests?: number
+  /**
+   * Length of the failure-rate window in milliseconds (the current and the previous window count).
+   * @default 10000
+   */
+  failureRateWindowMs?: number
+  /**
+   * Ejection time of a first ejection; the n-th ejection lasts n times this (the count drops by
+   * one for each such period without ejection).
+   * @default 30000
+   */
+  baseEjectionTimeMs?: number
+  /**
+   * Upper bound of one ejection.
+   * @default 300000
+   */
+  maxEjectionTimeMs?: number
+  /**
+   * Largest share of endpoints ejected at once; one endpoint can always be ejected when none is.
+   * @default 0.1
+   */
+  maxEjectionShare?: number
+}
+
+/** Slow start: a new or recovered endpoint's weight ramps from a floor to its full value. */
+export interface SlowStartOptions {
+  /**
+   * How long the ramp lasts, in milliseconds; `0` disables slow start.
+   * @default 10000
+   */
+  windowMs?: number
+  /**
+   * Shape of the ramp: weight × (elapsed / window)^(1 / aggression); 1 is linear, higher ramps faster early.
+   * @default 1
+   */
+  aggression?: number
+  /**
+   * The floor of the ramp, as a share of the weight (0..1].
+   * @default 0.1
+   */
+  minWeightShare?: number
+}
+
+/** Options of {@link createBalancer}. */
+export interface BalancerOptions<T = string> {
+  /**
+   * How endpoints are picked; see {@link StrategyName}.
+   * @default 'peak-ewma'
+   */
+  strategy?: StrategyName
+  /** The endpoints: ids (such as URLs), or `{ id, weight, value }`. At least one, ids unique. */
+  endpoints: ReadonlyArray<string | EndpointInput<T>>
+  /**
+   * When fewer than this share of endpoints is healthy (and not ejected), but at least one is,
+   * spread traffic over all endpoints rather than overload the few (Envoy's panic mode). When
+   * none is healthy, `pick()` throws {@link NoEndpointAvailableError} at once. `0` disables panic.
+   * @default 0.5
+   */
+  panicThreshold?: number
+  /**
+   * Passive outlier detection, fed by `end(endpoint, startedAt, ok)`; `false` turns it off.
+   * @default {} (the defaults of {@link OutlierDetectionOptions})
+   */
+  outlierDetection?: OutlierDetectionOptions | false
+  /**
+   * Slow start for endpoints added at run time or restored after ejection or failed health
+   * checks (weighted strategies and P2C; the hashing strategies keep their key mapping).
+   * @default {} (the defaults of {@link SlowStartOptions})
+   */
+  slowStart?: SlowStartOptions | false
+  /**
+   * Decay time (τ) of the peak-EWMA latency, in milliseconds.
+   * @default 10000
+   */
+  ewmaDecayMs?: number
+  /**
+   * Latency recorded for a failed request when it is lower, so fast failures do not attract
+   * traffic under `peak-ewma`, in milliseconds.
+   * @default 1000
+   */
+  failurePenaltyMs?: number
+  /**
+   * `bounded-load`: no endpoint takes more than this times its share of the in-flight requests (> 1).
+   * @default 1.25
+   */
+  balanceFactor?: number
+  /**
+   * Options of the hash ring used by `consistent-hash` and `bounded-load`.
+   * @default {} (the defaults of {@link HashRingOptions})
+   */
+  ring?: HashRingOptions
+  /**
+   * Clock in milliseconds; the simulator passes a simulated one.
+   * @default performance.now
+   */
+  clock?: () => number
+  /**
+   * Source of uniform numbers in [0, 1); pass a seeded one for reproducible picks.
+   * @default Math.random
+   */
+  random?: () => number
+}
+
+/** The defaults of {@link BalancerOptions}. */
+export const DEFAULT_BALANCER_OPTIONS = {
+  strategy: 'peak-ewma' as StrategyName,
+  panicThreshold: 0.5,
+  ewmaDecayMs: 10_000,
+  failurePenaltyMs: 1000,
+  balanceFactor: 1.25,
+  clock: () => performance.now(),
+  random: Math.random,
+} as const
+
+/** The defaults of {@link OutlierDetectionOptions}. */
+export const DEFAULT_OUTLIER_DETECTION_OPTIONS: Required<OutlierDetectionOptions> = {
+  consecutiveFailures: 5,
+  failureRateThreshold: 0.5,
+  failureRateMinimumRequests: 20,
+  failureRateWindowMs: 10_000,
+  baseEjectionTimeMs: 30_000,
+  maxEjectionTimeMs: 300_000,
+  maxEjectionShare: 0.1,
+}
+
+/** The defaults of {@link SlowStartOptions}. */
+export const DEFAULT_SLOW_START_OPTIONS: Required<SlowStartOptions> = {
+  windowMs: 10_000,
+  aggression: 1,
+  minWeightShare: 0.1,
+}
+
+/** Why an endpoint was ejected. */
+export type EjectionReason = 'consecutive-failures' | 'failure-rate'
+
+/** Why an endpoint is back in rotation. */
+export type RestoreReason = 'ejection-expired' | 'health-check'
+
+/** The events of a {@link Balancer}, with their payloads. */
+export interface BalancerEvents<T = string> {
+  /** An endpoint was returned by `pick()` (emitted only while someone listens). */
+  picked: [endpoint: Endpoint<T>]
+  /** Outlier detection took an endpoint out of rotation for `durationMs`. */
+  ejected: [
+    event: { endpoint: Endpoint<T>; reason: EjectionReason; durationMs: number; ejections: number },
+  ]
+  /** An ejected endpoint is back in rotation. */
+  restored: [event: { endpoint: Endpoint<T>; reason: RestoreReason }]
+  /** Active health checks changed their verdict on an endpoint. */
+  'health-changed': [event: { endpoint: Endpoint<T>; healthy: boolean }]
+  /** Panic mode started (`active: true`) or ended. */
+  panic: [event: { active: boolean; healthy: number; total: number }]
+  /** An endpoint was added at run time. */
+  'endpoint-added': [endpoint: Endpoint<T>]
+  /** An endpoint was removed. */
+  'endpoint-removed': [endpoint: Endpoint<T>]
+  /** An endpoint's configured weight changed. */
+  'weight-changed': [event: { endpoint: Endpoint<T>; previous: number }]
+}
+
+/** A snapshot of a balancer's state, from `stats()`. */
+export interface BalancerStats {
+  /** The strategy in use. */
+  strategy: StrategyName
+  /** How many endpoints it holds. */
+  total: number
+  /** How many are healthy and not ejected. */
+  available: number
+  /** Whether it is in panic mode. */
+  panicking: boolean
+  /** Picks that found no endpoint. */
+  noEndpoint: number
+  /** Requests in flight over all endpoints. */
+  inFlight: number
+  /** One entry per endpoint. */
+  endpoints: EndpointStats[]
+}
+
+/**
+ * Picks endpoints for requests and learns from their outcomes. Call {@link Balancer.pick},
+ * then {@link Balancer.begin} when the request starts and {@link Balancer.end} when it ends,
+ * so in-flight counts, latency and outlier detection stay accurate.
+ */
+export interface Balancer<T = string> {
+  /** The strategy in use. */
+  readonly strategy: StrategyName
+  /** How many endpoints it holds. */
+  readonly size: number
+  /** Whether panic mode is on (too few healthy endpoints, so all are used). */
+  readonly panicking: boolean
+  /**
+   * Picks an endpoint. `key` routes the hashing strategies (others ignore it); `exclude` skips
+   * endpoints already tried, so a retry goes elsewhere.
+   * @throws NoEndpointAvailableError when no endpoint can be used, at once.
+   */
+  pick(key?: HashKey, exclude?: Endpoint<T> | readonly Endpoint<T>[]): Endpoint<T>
+  /** Marks a request started on the endpoint; returns the start time to pass to `end`. */
+  begin(endpoint: Endpoint<T>): number
+  /** Marks a request ended: `ok` false counts as a failure for outlier detection. */
+  end(endpoint: Endpoint<T>, startedAt: number, ok: boolean): void
+  /** Adds an endpoint at run time (it slow-starts). */
+  add(endpoint: string | EndpointInput<T>): Endpoint<T>
+  /** Removes an endpoint; returns whether it was there. In-flight requests on it may still end. */
+  remove(id: string): boolean
+  /** Changes an endpoint's weight. */
+  setWeight(id: string, weight: number): void
+  /** Sets the active-health verdict of an endpoint (health checkers call this). */
+  setHealthy(id: string, healthy: boolean): void
+  /** The endpoint with this id, if any. */
+  get(id: string): Endpoint<T> | undefined
+  /** Every endpoint, in insertion order. */
+  endpoints(): readonly Endpoint<T>[]
+  /** Counters and state of the balancer and each endpoint. */
+  stats(): BalancerStats
+  /** Adds an event listener; returns a function that removes it. */
+  on<K extends keyof BalancerEvents<T>>(
+    event: K,
+    listener: Listener<BalancerEvents<T>[K]>,
+  ): () => void
+  /** Adds a listener called at most once. */
+  once<K extends keyof BalancerEvents<T>>(
+    event: K,
+    listener: Listener<BalancerEvents<T>[K]>,
+  ): () => void
+  /** Removes a listener. */
+  off<K extends keyof BalancerEvents<T>>(event: K, listener: Listener<BalancerEvents<T>[K]>): void
+  /** Stops its timers (ejections, slow start). Picking still works afterwards. */
+  close(): Promise<void>
+}
+
+function positive(name: string, value: unknown, allowZero = false): number {
+  if (
+    typeof value !== 'number' ||
+    !Number.isFinite(value) ||
+    value < 0 ||
+    (!allowZero && value === 0)
+  ) {
+    throw new InvalidArgumentError(
+      `invalid option "${name}": expected a ${allowZero ? 'non-negative' : 'positive'} number, got ${String(value)}`,
+    )
+  }
+  return value
+}
+
+function share(name: string, value: unknown, allowZero: boolean): number {
+  if (typeof value !== 'number' || !(value <= 1) || value < 0 || (!allowZero && value === 0)) {
+    throw new InvalidArgumentError(
+      `invalid option "${name}": expected a number in ${allowZero ? '[0, 1]' : '(0, 1]'}, got ${String(value)}`,
+    )
+  }
+  return value
+}
+
+/** Normalises an endpoint input, checking its id and weight. */
+function normalise<T>(input: string | EndpointInput<T>): { id: string; weight: number; value: T } {
+  if (typeof input === 'string') {
+    if (input === '')
+      throw new InvalidArgumentError('invalid endpoint: expected a non-empty id, got ""')
+    return { id: input, weight: 1, value: input as unknown as T }
+  }
+  if (
+    typeof input !== 'object' ||
+    input === null ||
+    typeof input.id !== 'string' ||
+    input.id === ''
+  ) {
+    throw new InvalidArgumentError(
+      `invalid endpoint: expected a non-empty string id or { id, weight?, value? }, got ${JSON.stringify(input)}`,
+    )
+  }
+  const weight = input.weight ?? 1
+  if (typeof weight !== 'number' || !Number.isFinite(weight) || weight <= 0)
+    throw new InvalidWeightError(input.id, weight)
+  return { id: input.id, weight, value: ('value' in input ? input.value : input.id) as T }
+}
+
+class BalancerImpl<T> extends TypedEmitter<BalancerEvents<T>> implements Balancer<T> {
+  readonly strategy: StrategyName
+  readonly #all: EndpointState<T>[] = []
+  readonly #byId = new Map<string, EndpointState<T>>()
+  readonly #strategy: Strategy<T>
+  readonly #ring: HashRing | undefined
+  readonly #clock: () => number
+  readonly #panicThreshold: number
+  readonly #outlier: Required<OutlierDetectionOptions> | undefined
+  readonly #slowStart: Required<SlowStartOptions> | undefined
+  readonly #ewmaDecayMs: number
+  readonly #failurePenaltyMs: number
+  readonly #isEwma: boolean
+  #available = 0
+  #ejectedCount = 0
+  #panicking = false
+  #totalInFlight = 0
+  #noEndpoint = 0
+  #slowStartTimer: ReturnType<typeof setInterval> | undefined
+  #closed = false
+
+  constructor(options: BalancerOptions<T>) {
+    super()
+    if (typeof options !== 'object' || options === null) {
+      throw new InvalidArgumentError(`invalid options: expected an object, got ${String(options)}`)
+    }
+    const o = { ...DEFAULT_BALANCER_OPTIONS, ...options }
+    if (!STRATEGIES.includes(o.strategy)) {
+      throw new InvalidArgumentError(
+        `invalid option "strategy": expected one of ${STRATEGIES.join(', ')}, got ${String(o.strategy)}`,
+      )
+    }
+    if (!Array.isArray(o.endpoints)) {
+      throw new InvalidArgumentError(
+        `invalid option "endpoints": expected an array, got ${typeof o.endpoints}`,
+      )
+    }
+    if (o.endpoints.length === 0) throw new EmptyEndpointsError()
+    this.strategy = o.strategy
+    this.#panicThreshold = share('panicThreshold', o.panicThreshold, true)
+    this.#ewmaDecayMs = positive('ewmaDecayMs', o.ewmaDecayMs)
+    this.#failurePenaltyMs = positive('failurePenaltyMs', o.failurePenaltyMs, true)
+    const balanceFactor = positive('balanceFactor', o.balanceFactor)
+    if (balanceFactor <= 1) {
+      throw new InvalidArgumentError(
+        `invalid option "balanceFactor": expected a number above 1, got ${balanceFactor}`,
+      )
+    }
+    if (typeof o.clock !== 'function')
+      throw new InvalidArgumentError(
+        `invalid option "clock": expected a function, got ${typeof o.clock}`,
+      )
+    if (typeof o.random !== 'function')
+      throw new InvalidArgumentError(
+        `invalid option "random": expected a function, got ${typeof o.random}`,
+      )
+    this.#clock = o.clock
+    if (o.outlierDetection !== false) {
+      const od = { ...DEFAULT_OUTLIER_DETECTION_OPTIONS, ...(o.outlierDetection ?? {}) }
+      if (!Number.isInteger(od.consecutiveFailures) || od.consecutiveFailures < 1) {
+        throw new InvalidArgumentError(
+          `invalid option "outlierDetection.consecutiveFailures": expected a positive integer, got ${String(od.consecutiveFailures)}`,
+        )
+      }
+      share('outlierDetection.failureRateThreshold', od.failureRateThreshold, false)
+      positive('outlierDetection.failureRateMinimumRequests', od.failureRateMinimumRequests)
+      positive('outlierDetection.failureRateWindowMs', od.failureRateWindowMs)
+      positive('outlierDetection.baseEjectionTimeMs', od.baseEjectionTimeMs)
+      positive('outlierDetection.maxEjectionTimeMs', od.maxEjectionTimeMs)
+      share('outlierDetection.maxEjectionShare', od.maxEjectionShare, true)
+      this.#outlier = od
+    }
+    if (o.slowStart !== false) {
+      const ss = { ...DEFAULT_SLOW_START_OPTIONS, ...(o.slowStart ?? {}) }
+      positive('slowStart.windowMs', ss.windowMs, true)
+      positive('slowStart.aggression', ss.aggression)
+      share('slowStart.minWeightShare', ss.minWeightShare, false)
+      if (ss.windowMs > 0) this.#slowStart = ss
+    }
+    const ctx: StrategyContext = {
+      random: o.random,
+      clock: o.clock,
+      totalInFlight: () => this.#totalInFlight,
+      ewmaDecayMs: this.#ewmaDecayMs,
+      balanceFactor,
+    }
+    this.#isEwma = o.strategy === 'peak-ewma'
+    this.#strategy = makeStrategy<T>(o.strategy, ctx)
+    const seen = new Set<string>()
+    const inputs = o.endpoints.map((e) => {
+      const n = normalise<T>(e)
+      if (seen.has(n.id)) throw new DuplicateEndpointError(n.id)
+      seen.add(n.id)
+      return n
+    })
+    if (o.strategy === 'consistent-hash' || o.strategy === 'bounded-load') {
+      this.#ring = new HashRing(
+        inputs.map(({ id, weight }) => ({ id, weight })),
+        o.ring,
+      )
+    }
+    const now = this.#clock()
+    for (const n of inputs) {
+      const ep = new EndpointState<T>(n.id, n.value, n.weight)
+      ep.stamp = now
+      this.#all.push(ep)
+      this.#byId.set(n.id, ep)
+    }
+    this.#refresh()
+  }
+
+  get size(): number {
+    return this.#all.length
+  }
+
+  get panicking(): boolean {
+    return this.#panicking
+  }
+
+  pick(key?: HashKey, exclude?: Endpoint<T> | readonly Endpoint<T>[]): Endpoint<T> {
+    const ep = this.#strategy.pick(key, exclude as Exclude<T>)
+    if (ep === undefined) {
+      this.#noEndpoint++
+      throw new NoEndpointAvailableError(this.#all.length)
+    }
+    ep.picks++
+    if (this.hasListeners('picked')) this.emit('picked', ep)
+    return ep
+  }
+
+  begin(endpoint: Endpoint<T>): number {
+    const ep = endpoint as EndpointState<T>
+    ep.inFlight++
+    this.#totalInFlight++
+    return this.#clock()
+  }
+
+  end(endpoint: Endpoint<T>, startedAt: number, ok: boolean): void {
+    const ep = endpoint as EndpointState<T>
+    if (ep.inFlight > 0) {
+      ep.inFlight--
+      this.#totalInFlight--
+    }
+    const now = this.#clock()
+    if (this.#isEwma) {
+      const rtt = now - startedAt
+      observeLatency(ep, ok ? rtt : Math.max(rtt, this.#failurePenaltyMs), now, this.#ewmaDecayMs)
+    }
+    if (ok) {
+      ep.successes++
+      ep.consecutiveFailures = 0
+    } else {
+      ep.failures++
+      ep.consecutiveFailures++
+    }
+    const od = this.#outlier
+    if (od === undefined || ep.removed) return
+    if (now - ep.windowStart >= od.failureRateWindowMs) {
+      const stale = now - ep.windowStart >= 2 * od.failureRateWindowMs
+      ep.previousRequests = stale ? 0 : ep.windowRequests
+      ep.previousFailures = stale ? 0 : ep.windowFailures
+      ep.windowRequests = 0
+      ep.windowFailures = 0
+      ep.windowStart = now
+    }
+    ep.windowRequests++
+    if (ok) return
+    ep.windowFailures++
+    if (ep.ejected) return
+    if (ep.consecutiveFailures >= od.consecutiveFailures) {
+      this.#eject(ep, 'consecutive-failures', now)
+      return
+    }
+    const requests = ep.windowRequests + ep.previousRequests
+    if (
+      requests >= od.failureRateMinimumRequests &&
+      (ep.windowFailures + ep.previousFailures) / requests >= od.failureRateThreshold
+    ) {
+      this.#eject(ep, 'failure-rate', now)
+    }
+  }
+
+  #eject(ep: EndpointState<T>, reason: EjectionReason, now: number): void {
+    const od = this.#outlier!
+    if (this.#ejectedCount > 0 && this.#ejectedCount + 1 > od.maxEjectionShare * this.#all.length)
+      return
+    if (ep.lastEjectionEnd > 0) {
+      const decay = Math.floor((now - ep.lastEjectionEnd) / od.baseEjectionTimeMs)
+      ep.ejections = Math.max(0, ep.ejections - decay)
+    }
+    ep.ejections++
+    const durationMs = Math.min(od.baseEjectionTimeMs * ep.ejections, od.maxEjectionTimeMs)
+    ep.ejected = true
+    this.#ejectedCount++
+    ep.ejectionTimer = setTimeout(() => this.#restore(ep, 'ejection-expired'), durationMs)
+    ep.ejectionTimer.unref?.()
+    this.#refresh()
+    this.emit('ejected', { endpoint: ep, reason, durationMs, ejections: ep.ejections })
+  }
+
+  #restore(ep: EndpointState<T>, reason: RestoreReason): void {
+    if (!ep.ejected) return
+    clearTimeout(ep.ejectionTimer)
+    ep.ejectionTimer = undefined
+    ep.ejected = false
+    this.#ejectedCount--
+    const now = this.#clock()
+    ep.lastEjectionEnd = now
+    ep.consecutiveFailures = 0
+    ep.windowRequests = ep.windowFailures = ep.previousRequests = ep.previousFailures = 0
+    ep.windowStart = now
+    if (ep.healthy) this.#beginSlowStart(ep, now)
+    this.#refresh()
+    this.emit('restored', { endpoint: ep, reason })
+  }
+
+  add(endpoint: string | EndpointInput<T>): Endpoint<T> {
+    const n = normalise<T>(endpoint)
+    if (this.#byId.has(n.id)) throw new DuplicateEndpointError(n.id)
+    const ep = new EndpointState<T>(n.id, n.value, n.weight)
+    const now = this.#clock()
+    ep.stamp = now
+    this.#ring?.add(n.id, n.weight)
+    this.#all.push(ep)
+    this.#byId.set(n.id, ep)
+    this.#beginSlowStart(ep, now)
+    this.#refresh()
+    this.emit('endpoint-added', ep)
+    return ep
+  }
+
+  remove(id: string): boolean {
+    const ep = this.#byId.get(id)
+    if (ep === undefined) return false
+    if (ep.ejected) {
+      clearTimeout(ep.ejectionTimer)
+      this.#ejectedCount--
+      ep.ejected = false
+    }
+    ep.removed = true
+    ep.usable = false
+    this.#byId.delete(id)
+    this.#all.splice(this.#all.indexOf(ep), 1)
+    this.#ring?.remove(id)
+    this.#refresh()
+    this.emit('endpoint-removed', ep)
+    return true
+  }
+
+  setWeight(id: string, weight: number): void {
+    const ep = this.#byId.get(id)
+    if (ep === undefined) throw new UnknownEndpointError(id)
+    if (typeof weight !== 'number' || !Number.isFinite(weight) || weight <= 0)
+      throw new InvalidWeightError(id, weight)
+    const previous = ep.weight
+    if (previous === weight) return
+    ep.weight = weight
+    this.#ring?.setWeight(id, weight)
+    this.#updateEffectiveWeight(ep, this.#clock())
+    this.#refresh()
+    this.emit('weight-changed', { endpoint: ep, previous })
+  }
+
+  setHealthy(id: string, healthy: boolean): void {
+    const ep = this.#byId.get(id)
+    if (ep === undefined) throw new UnknownEndpointError(id)
+    if (ep.healthy === healthy) return
+    ep.healthy = healthy
+    if (healthy) {
+      if (ep.ejected) {
+        // A passing active check returns an ejected endpoint (Envoy's default).
+        this.emit('health-changed', { endpoint: ep, healthy })
+        this.#restore(ep, 'health-check')
+        return
+      }
+      this.#beginSlowStart(ep, this.#clock())
+    }
+    this.#refresh()
+    this.emit('health-changed', { endpoint: ep, healthy })
+  }
+
+  get(id: string): Endpoint<T> | undefined {
+    return this.#byId.get(id)
+  }
+
+  endpoints(): readonly Endpoint<T>[] {
+    return this.#all.slice()
+  }
+
+  stats(): BalancerStats {
+    const now = this.#clock()
+    return {
+      strategy: this.strategy,
+      total: this.#all.length,
+      available: this.#available,
+      panicking: this.#panicking,
+      noEndpoint: this.#noEndpoint,
+      inFlight: this.#totalInFlight,
+      endpoints: this.#all.map((ep) => ({
+        id: ep.id,
+        weight: ep.weight,
+        effectiveWeight: ep.effectiveWeight,
+        healthy: ep.healthy,
+        ejected: ep.ejected,
+        slowStarting: !Number.isNaN(ep.slowStartFrom),
+        ejections: ep.ejections,
+        inFlight: ep.inFlight,
+        picks: ep.picks,
+        successes: ep.successes,
+        failures: ep.failures,
+        consecutiveFailures: ep.consecutiveFailures,
+        latencyEwmaMs: ep.cost * Math.exp(-Math.max(0, now - ep.stamp) / this.#ewmaDecayMs),
+      })),
+    }
+  }
+
+  async close(): Promise<void> {
+    this.#closed = true
+    if (this.#slowStartTimer !== undefined) clearInterval(this.#slowStartTimer)
+    this.#slowStartTimer = undefined
+    for (const ep of this.#all) {
+      if (ep.ejectionTimer !== undefined) clearTimeout(ep.ejectionTimer)
+      ep.ejectionTimer = undefined
+    }
+  }
+
+  #beginSlowStart(ep: EndpointState<T>, now: number): void {
+    const ss = this.#slowStart
+    if (ss === undefined || this.#closed) return
+    ep.slowStartFrom = now
+    this.#updateEffectiveWeight(ep, now)
+    if (this.#slowStartTimer === undefined) {
+      const every = Math.max(ss.windowMs / 20, 10)
+      this.#slowStartTimer = setInterval(() => this.#tickSlowStart(), every)
+      this.#slowStartTimer.unref?.()
+    }
+  }
+
+  #updateEffectiveWeight(ep: EndpointState<T>, now: number): void {
+    const ss = this.#slowStart
+    if (ss === undefined || Number.isNaN(ep.slowStartFrom)) {
+      ep.effectiveWeight = ep.weight
+      return
+    }
+    const elapsed = (now - ep.slowStartFrom) / ss.windowMs
+    if (elapsed >= 1) {
+      ep.slowStartFrom = Number.NaN
+      ep.effectiveWeight = ep.weight
+      return
+    }
+    const factor = Math.max(ss.minWeightShare, Math.max(elapsed, 0) ** (1 / ss.aggression))
+    ep.effectiveWeight = ep.weight * factor
+  }
+
+  #tickSlowStart(): void {
+    const now = this.#clock()
+    let ramping = false
+    for (const ep of this.#all) {
+      if (Number.isNaN(ep.slowStartFrom)) continue
+      this.#updateEffectiveWeight(ep, now)
+      if (!Number.isNaN(ep.slowStartFrom)) ramping = true
+    }
+    if (!ramping) {
+      clearInterval(this.#slowStartTimer)
+      this.#slowStartTimer = undefined
+    }
+    this.#refresh()
+  }
+
+  /** Recomputes which endpoints are usable and whether panic mode is on, then rebuilds the strategy. */
+  #refresh(): void {
+    let available = 0
+    for (const ep of this.#all) if (ep.healthy && !ep.ejected) available++
+    const total = this.#all.length
+    const panicking = available > 0 && available < this.#panicThreshold * total
+    const usable: EndpointState<T>[] = []
+    for (const ep of this.#all) {
+      ep.usable = available > 0 && (panicking || (ep.healthy && !ep.ejected))
+      if (ep.usable) usable.push(ep)
+    }
+    this.#available = available
+    this.#strategy.rebuild(usable, this.#all, this.#ring)
+    if (panicking !== this.#panicking) {
+      this.#panicking = panicking
+      this.emit('panic', { active: panicking, healthy: available, total })
+    }
+  }
+}
+
+function makeStrategy<T>(name: StrategyName, ctx: StrategyContext): Strategy<T> {
+  switch (name) {
+    case 'round-robin':
+      return new RoundRobin<T>()
+    case 'weighted-round-robin':
+      return new SmoothWeightedRoundRobin<T>()
+    case 'random':
+      return new WeightedRandom<T>(ctx)
+    case 'least-request':
+      return new LeastRequest<T>(ctx)
+    case 'peak-ewma':
+      return new PeakEwma<T>(ctx)
+    case 'consistent-hash':
+      return new ConsistentHash<T>(ctx)
+    case 'bounded-load':
+      return new BoundedLoad<T>(ctx)
+  }
+}
+
+/**
+ * Creates a load balancer over a set of endpoints: one of seven strategies, passive outlier
+ * detection, a panic threshold and slow start. Endpoints can be added, removed, re-weighted
+ * and marked (un)healthy at run time.
+ *
+ * @example
+ * ```ts
+ * import { createBalancer } from '@ballast/lb'
+ *
+ * const balancer = createBalancer({
+ *   strategy: 'peak-ewma',
+ *   endpoints: ['http://10.0.0.1:8080', 'http://10.0.0.2:8080', { id: 'http://10.0.0.3:8080', weight: 2 }],
+ * })
+ * const endpoint = balancer.pick()
+ * const startedAt = balancer.begin(endpoint)
+ * const ok = await callSomething(endpoint.id)
+ * balancer.end(endpoint, startedAt, ok)
+ * ```
+ */
+export function createBalancer<T = string>(options: BalancerOptions<T>): Balancer<T> {
+  return new BalancerImpl<T>(options)
+}

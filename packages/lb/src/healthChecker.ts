@@ -1,0 +1,323 @@
+import { connect } from 'node:net'
+import type { Balancer } from './balancer.js'
+import type { Endpoint } from './endpoint.js'
+import { InvalidArgumentError } from './errors.js'
+import { type Listener, TypedEmitter } from './typedEmitter.js'
+
+/** A check function: resolves true (or void) when the endpoint is healthy; false or a throw marks a failure. */
+export type HealthCheckFunction<T = string> = (
+  endpoint: Endpoint<T>,
+  signal: AbortSignal,
+) => Promise<boolean | undefined> | boolean | undefined
+
+/** An HTTP check: a GET to `path` on the endpoint's origin must answer with an expected status. */
+export interface HttpHealthCheck {
+  /** The kind of check. */
+  type: 'http'
+  /**
+   * The path requested.
+   * @default '/health'
+   */
+  path?: string
+  /**
+   * Statuses that count as healthy.
+   * @default 200-399
+   */
+  expectStatus?: (status: number) => boolean
+}
+
+/** A TCP check: the endpoint's host and port must accept a connection. */
+export interface TcpHealthCheck {
+  /** The kind of check. */
+  type: 'tcp'
+}
+
+/** Options of {@link createHealthChecker}. */
+export interface HealthCheckerOptions<T = string> {
+  /** The balancer whose endpoints are checked and marked. */
+  balancer: Balancer<T>
+  /**
+   * What to check: HTTP, TCP, or a function.
+   * @default { type: 'http', path: '/health' }
+   */
+  check?: HttpHealthCheck | TcpHealthCheck | HealthCheckFunction<T>
+  /**
+   * Time between two checks of an endpoint, in milliseconds.
+   * @default 5000
+   */
+  intervalMs?: number
+  /**
+   * A check that takes longer fails, in milliseconds.
+   * @default 2000
+   */
+  timeoutMs?: number
+  /**
+   * Consecutive passing checks that bring an unhealthy endpoint back.
+   * @default 2
+   */
+  rise?: number
+  /**
+   * Consecutive failing checks that mark a healthy endpoint unhealthy.
+   * @default 3
+   */
+  fall?: number
+  /**
+   * The URL an HTTP or TCP check targets, from the endpoint.
+   * @default the endpoint id parsed as a URL (such as `http://127.0.0.1:8080`)
+   */
+  target?: (endpoint: Endpoint<T>) => string
+}
+
+/** The defaults of {@link HealthCheckerOptions}. */
+export const DEFAULT_HEALTH_CHECKER_OPTIONS = {
+  check: { type: 'http', path: '/health' } as HttpHealthCheck,
+  intervalMs: 5000,
+  timeoutMs: 2000,
+  rise: 2,
+  fall: 3,
+} as const
+
+/** The events of a {@link HealthChecker}. */
+export interface HealthCheckerEvents<T = string> {
+  /** One check finished. */
+  check: [event: { endpoint: Endpoint<T>; healthy: boolean; durationMs: number; error?: unknown }]
+}
+
+/** Counters of a {@link HealthChecker}. */
+export interface HealthCheckerStats {
+  /** Checks run. */
+  checks: number
+  /** Checks that failed. */
+  failures: number
+  /** Endpoints currently marked unhealthy by this checker. */
+  unhealthy: string[]
+}
+
+/** Runs active health checks on a balancer's endpoints and marks them healthy or not. */
+export interface HealthChecker<T = string> {
+  /** Checks every endpoint once now (also runs on the interval). */
+  checkNow(): Promise<void>
+  /** Counters. */
+  stats(): HealthCheckerStats
+  /** Adds an event listener; returns a function that removes it. */
+  on<K extends keyof HealthCheckerEvents<T>>(
+    event: K,
+    listener: Listener<HealthCheckerEvents<T>[K]>,
+  ): () => void
+  /** Stops checking; waits for checks in progress. */
+  close(): Promise<void>
+}
+
+interface Streak {
+  passes: number
+  fails: number
+}
+
+function httpCheck(
+  url: string,
+  path: string,
+  expect: (s: number) => boolean,
+  signal: AbortSignal,
+): Promise<boolean> {
+  return fetch(new URL(path, url), { signal, redirect: 'manual' }).then(async (res) => {
+    await res.body?.cancel()
+    return expect(res.status)
+  })
+}
+
+function tcpCheck(url: string, signal: AbortSignal): Promise<boolean> {
+  const u = new URL(url)
+  const port = Number(u.port || (u.protocol === 'https:' ? 443 : 80))
+  return new Promise((resolve, reject) => {
+    const socket = connect({ host: u.hostname.replace(/^\[|\]$/g, ''), port })
+    const onAbort = () => {
+      socket.destroy()
+      reject(signal.reason)
+    }
+    signal.addEventListener('abort', onAbort, { once: true })
+    socket.once('connect', () => {
+      signal.removeEventListener('abort', onAbort)
+      socket.destroy()
+      resolve(true)
+    })
+    socket.once('error', (error) => {
+      signal.removeEventListener('abort', onAbort)
+      reject(error)
+    })
+  })
+}
+
+class HealthCheckerImpl<T>
+  extends TypedEmitter<HealthCheckerEvents<T>>
+  implements HealthChecker<T>
+{
+  readonly #balancer: Balancer<T>
+  readonly #run: (
+    endpoint: Endpoint<T>,
+    signal: AbortSignal,
+  ) => Promise<boolean | undefined> | boolean | undefined
+  readonly #timeoutMs: number
+  readonly #rise: number
+  readonly #fall: number
+  readonly #streaks = new Map<string, Streak>()
+  readonly #timer: ReturnType<typeof setInterval>
+  #running: Promise<void> | undefined
+  #checks = 0
+  #failures = 0
+  #closed = false
+
+  constructor(options: HealthCheckerOptions<T>) {
+    super()
+    const o = { ...DEFAULT_HEALTH_CHECKER_OPTIONS, ...options }
+    if (
+      typeof o.balancer !== 'object' ||
+      o.balancer === null ||
+      typeof o.balancer.setHealthy !== 'function'
+    ) {
+      throw new InvalidArgumentError(
+        'invalid option "balancer": expected a balancer from createBalancer()',
+      )
+    }
+    for (const name of ['intervalMs', 'timeoutMs'] as const) {
+      const v = o[name]
+      if (typeof v !== 'number' || !(v > 0) || !Number.isFinite(v)) {
+        throw new InvalidArgumentError(
+          `invalid option "${name}": expected a positive number of milliseconds, got ${String(v)}`,
+        )
+      }
+    }
+    for (const name of ['rise', 'fall'] as const) {
+      const v = o[name]
+      if (!Number.isInteger(v) || v < 1) {
+        throw new InvalidArgumentError(
+          `invalid option "${name}": expected a positive integer, got ${String(v)}`,
+        )
+      }
+    }
+    const target = o.target ?? ((e: Endpoint<T>) => e.id)
+    const check = o.check
+    if (typeof check === 'function') this.#run = check
+    else if (check.type === 'http') {
+      const path = check.path ?? '/health'
+      const expect = check.expectStatus ?? ((s: number) => s >= 200 && s < 400)
+      this.#run = (e, signal) => httpCheck(target(e), path, expect, signal)
+    } else if (check.type === 'tcp') this.#run = (e, signal) => tcpCheck(target(e), signal)
+    else {
+      throw new InvalidArgumentError(
+        `invalid option "check": expected { type: 'http' | 'tcp' } or a function, got ${JSON.stringify(check)}`,
+      )
+    }
+    this.#balancer = o.balancer
+    this.#timeoutMs = o.timeoutMs
+    this.#rise = o.rise
+    this.#fall = o.fall
+    this.#timer = setInterval(() => {
+      if (this.#running === undefined) void this.checkNow()
+    }, o.intervalMs)
+    this.#timer.unref?.()
+  }
+
+  checkNow(): Promise<void> {
+    if (this.#closed) return Promise.resolve()
+    const run = Promise.all(this.#balancer.endpoints().map((e) => this.#checkOne(e))).then(() => {
+      if (this.#running === run) this.#running = undefined
+    })
+    this.#running = run
+    return run
+  }
+
+  async #checkOne(endpoint: Endpoint<T>): Promise<void> {
+    const started = performance.now()
+    const controller = new AbortController()
+    const timer = setTimeout(
+      () => controller.abort(new Error(`health check timed out after ${this.#timeoutMs} ms`)),
+      this.#timeoutMs,
+    )
+    let healthy = false
+    let error: unknown
+    try {
+      const result = await Promise.race([
+        Promise.resolve(this.#run(endpoint, controller.signal)),
+        new Promise<never>((_, reject) =>
+          controller.signal.addEventListener('abort', () => reject(controller.signal.reason), {
+            once: true,
+          }),
+        ),
+      ])
+      healthy = result !== false
+    } catch (e) {
+      error = e
+    } finally {
+      clearTimeout(timer)
+    }
+    if (this.#closed || this.#balancer.get(endpoint.id) !== endpoint) return
+    this.#checks++
+    if (!healthy) this.#failures++
+    let streak = this.#streaks.get(endpoint.id)
+    if (streak === undefined) {
+      streak = { passes: 0, fails: 0 }
+      this.#streaks.set(endpoint.id, streak)
+    }
+    if (healthy) {
+      streak.passes++
+      streak.fails = 0
+      if (!endpoint.healthy && streak.passes >= this.#rise)
+        this.#balancer.setHealthy(endpoint.id, true)
+    } else {
+      streak.fails++
+      streak.passes = 0
+      if (endpoint.healthy && streak.fails >= this.#fall)
+        this.#balancer.setHealthy(endpoint.id, false)
+    }
+    this.emit('check', {
+      endpoint,
+      healthy,
+      durationMs: performance.now() - started,
+      ...(error === undefined ? {} : { error }),
+    })
+  }
+
+  stats(): HealthCheckerStats {
+    return {
+      checks: this.#checks,
+      failures: this.#failures,
+      unhealthy: this.#balancer
+        .endpoints()
+        .filter((e) => !e.healthy)
+        .map((e) => e.id),
+    }
+  }
+
+  async close(): Promise<void> {
+    this.#closed = true
+    clearInterval(this.#timer)
+    await this.#running
+  }
+}
+
+/**
+ * Starts active health checks (HTTP, TCP or a function) on every endpoint of a balancer: after
+ * `fall` failures in a row an endpoint is marked unhealthy, after `rise` passes healthy again
+ * (and slow-starts). A passing check also returns an endpoint that outlier detection ejected.
+ *
+ * @example
+ * ```ts
+ * import { createBalancer, createHealthChecker } from '@ballast/lb'
+ *
+ * const balancer = createBalancer({ endpoints: ['http://127.0.0.1:3001', 'http://127.0.0.1:3002'] })
+ * const checker = createHealthChecker({
+ *   balancer,
+ *   check: { type: 'http', path: '/health' },
+ *   intervalMs: 1000,
+ *   rise: 2,
+ *   fall: 3,
+ * })
+ * // later
+ * await checker.close()
+ * ```
+ */
+export function createHealthChecker<T = string>(
+  options: HealthCheckerOptions<T>,
+): HealthChecker<T> {
+  return new HealthCheckerImpl<T>(options)
+}

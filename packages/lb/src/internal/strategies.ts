@@ -1,0 +1,300 @@
+import type { HashKey } from '../hash.js'
+import { type HashRing, ringInternals } from '../hashRing.js'
+import type { EndpointState } from './endpointState.js'
+
+/** What a strategy reads from the balancer besides its endpoint list. */
+export interface StrategyContext {
+  random: () => number
+  clock: () => number
+  totalInFlight(): number
+  ewmaDecayMs: number
+  balanceFactor: number
+}
+
+export type Exclude<T> = EndpointState<T> | readonly EndpointState<T>[] | undefined
+
+export function excluded<T>(ep: EndpointState<T>, exclude: Exclude<T>): boolean {
+  if (exclude === undefined) return false
+  if (exclude === ep) return true
+  return Array.isArray(exclude) && (exclude as readonly EndpointState<T>[]).includes(ep)
+}
+
+export interface Strategy<T> {
+  /** Called with the usable endpoints whenever membership, health or weights change. */
+  rebuild(
+    usable: EndpointState<T>[],
+    all: readonly EndpointState<T>[],
+    ring: HashRing | undefined,
+  ): void
+  pick(key: HashKey | undefined, exclude: Exclude<T>): EndpointState<T> | undefined
+}
+
+function firstNotExcluded<T>(
+  list: readonly EndpointState<T>[],
+  start: number,
+  exclude: Exclude<T>,
+): EndpointState<T> | undefined {
+  const n = list.length
+  for (let k = 0; k < n; k++) {
+    const ep = list[(start + k) % n]!
+    if (!excluded(ep, exclude)) return ep
+  }
+  return undefined
+}
+
+export class RoundRobin<T> implements Strategy<T> {
+  #list: EndpointState<T>[] = []
+  #next = 0
+  rebuild(usable: EndpointState<T>[]): void {
+    this.#list = usable
+  }
+  pick(_key: HashKey | undefined, exclude: Exclude<T>): EndpointState<T> | undefined {
+    const list = this.#list
+    const n = list.length
+    if (n === 0) return undefined
+    let i = this.#next
+    if (i >= n) i = 0
+    this.#next = i + 1
+    const ep = list[i]!
+    if (exclude === undefined || !excluded(ep, exclude)) return ep
+    return firstNotExcluded(list, i + 1, exclude)
+  }
+}
+
+/** nginx's smooth weighted round robin: weights {5,1,1} give a a b a c a a. */
+export class SmoothWeightedRoundRobin<T> implements Strategy<T> {
+  #list: EndpointState<T>[] = []
+  rebuild(usable: EndpointState<T>[]): void {
+    this.#list = usable
+    for (const ep of usable) ep.current = 0
+  }
+  pick(_key: HashKey | undefined, exclude: Exclude<T>): EndpointState<T> | undefined {
+    const list = this.#list
+    let best: EndpointState<T> | undefined
+    let total = 0
+    for (let i = 0; i < list.length; i++) {
+      const ep = list[i]!
+      if (exclude !== undefined && excluded(ep, exclude)) continue
+      const w = ep.effectiveWeight
+      ep.current += w
+      total += w
+      if (best === undefined || ep.current > best.current) best = ep
+    }
+    if (best !== undefined) best.current -= total
+    return best
+  }
+}
+
+export class WeightedRandom<T> implements Strategy<T> {
+  #list: EndpointState<T>[] = []
+  #cumulative = new Float64Array(0)
+  #uniform = true
+  readonly #ctx: StrategyContext
+  constructor(ctx: StrategyContext) {
+    this.#ctx = ctx
+  }
+  rebuild(usable: EndpointState<T>[]): void {
+    this.#list = usable
+    this.#cumulative = new Float64Array(usable.length)
+    let sum = 0
+    this.#uniform = true
+    for (let i = 0; i < usable.length; i++) {
+      const w = usable[i]!.effectiveWeight
+      if (w !== usable[0]!.effectiveWeight) this.#uniform = false
+      sum += w
+      this.#cumulative[i] = sum
+    }
+  }
+  #draw(): number {
+    const n = this.#list.length
+    if (this.#uniform) return Math.floor(this.#ctx.random() * n)
+    const c = this.#cumulative
+    const target = this.#ctx.random() * c[n - 1]!
+    let lo = 0
+    let hi = n - 1
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1
+      if (c[mid]! <= target) lo = mid + 1
+      else hi = mid
+    }
+    return lo
+  }
+  pick(_key: HashKey | undefined, exclude: Exclude<T>): EndpointState<T> | undefined {
+    const list = this.#list
+    if (list.length === 0) return undefined
+    const i = this.#draw()
+    const ep = list[i]!
+    if (exclude === undefined || !excluded(ep, exclude)) return ep
+    for (let tries = 0; tries < 4; tries++) {
+      const other = list[this.#draw()]!
+      if (!excluded(other, exclude)) return other
+    }
+    return firstNotExcluded(list, i + 1, exclude)
+  }
+}
+
+/** Power of two choices over a load score; subclasses define the score. */
+abstract class PowerOfTwo<T> implements Strategy<T> {
+  protected list: EndpointState<T>[] = []
+  protected readonly ctx: StrategyContext
+  constructor(ctx: StrategyContext) {
+    this.ctx = ctx
+  }
+  rebuild(usable: EndpointState<T>[]): void {
+    this.list = usable
+  }
+  protected abstract score(ep: EndpointState<T>, now: number): number
+  protected now(): number {
+    return 0
+  }
+  pick(_key: HashKey | undefined, exclude: Exclude<T>): EndpointState<T> | undefined {
+    const list = this.list
+    const n = list.length
+    if (n === 0) return undefined
+    if (n === 1) {
+      const only = list[0]!
+      return exclude !== undefined && excluded(only, exclude) ? undefined : only
+    }
+    const random = this.ctx.random
+    const i = Math.floor(random() * n)
+    let j = Math.floor(random() * (n - 1))
+    if (j >= i) j++
+    const a = list[i]!
+    const b = list[j]!
+    if (exclude !== undefined) {
+      const xa = excluded(a, exclude)
+      const xb = excluded(b, exclude)
+      if (xa || xb) {
+        if (!xa) return a
+        if (!xb) return b
+        return this.#bestOf(exclude)
+      }
+    }
+    const now = this.now()
+    return this.score(b, now) < this.score(a, now) ? b : a
+  }
+  #bestOf(exclude: Exclude<T>): EndpointState<T> | undefined {
+    const now = this.now()
+    let best: EndpointState<T> | undefined
+    let bestScore = Number.POSITIVE_INFINITY
+    for (const ep of this.list) {
+      if (excluded(ep, exclude)) continue
+      const s = this.score(ep, now)
+      if (best === undefined || s < bestScore) {
+        best = ep
+        bestScore = s
+      }
+    }
+    return best
+  }
+}
+
+export class LeastRequest<T> extends PowerOfTwo<T> {
+  protected score(ep: EndpointState<T>): number {
+    return (ep.inFlight + 1) / ep.effectiveWeight
+  }
+}
+
+/** Finagle's penalty for an endpoint with requests in flight and no latency sample yet. */
+const PENALTY = 1e9
+
+/**
+ * P2C over Finagle's peak EWMA: cost = latency EWMA × (in flight + 1), where the EWMA jumps to
+ * any sample above it and otherwise decays towards recent samples (and towards zero while the
+ * endpoint gets no traffic, so a once-slow endpoint is probed again).
+ */
+export class PeakEwma<T> extends PowerOfTwo<T> {
+  protected override now(): number {
+    return this.ctx.clock()
+  }
+  protected score(ep: EndpointState<T>, now: number): number {
+    const cost = decayed(ep, now, this.ctx.ewmaDecayMs)
+    if (cost === 0 && ep.inFlight !== 0) return PENALTY + ep.inFlight
+    return (cost * (ep.inFlight + 1)) / ep.effectiveWeight
+  }
+}
+
+function decayed<T>(ep: EndpointState<T>, now: number, tau: number): number {
+  const td = now - ep.stamp
+  if (td <= 0) return ep.cost
+  const cost = ep.cost * Math.exp(-td / tau)
+  ep.cost = cost
+  ep.stamp = now
+  return cost
+}
+
+/** Records a latency sample into an endpoint's peak EWMA. */
+export function observeLatency<T>(
+  ep: EndpointState<T>,
+  rtt: number,
+  now: number,
+  tau: number,
+): void {
+  const td = Math.max(now - ep.stamp, 0)
+  const w = Math.exp(-td / tau)
+  if (rtt > ep.cost) ep.cost = rtt
+  else ep.cost = ep.cost * w + rtt * (1 - w)
+  ep.stamp = now
+}
+
+/** Consistent hashing over a ring of every endpoint; unusable owners pass the key clockwise. */
+export class ConsistentHash<T> implements Strategy<T> {
+  protected ring: HashRing | undefined
+  protected byRank: EndpointState<T>[] = []
+  protected usableCount = 0
+  protected usableWeight = 0
+  readonly #fallback: WeightedRandom<T>
+  protected readonly ctx: StrategyContext
+  constructor(ctx: StrategyContext) {
+    this.ctx = ctx
+    this.#fallback = new WeightedRandom(ctx)
+  }
+  rebuild(
+    usable: EndpointState<T>[],
+    all: readonly EndpointState<T>[],
+    ring: HashRing | undefined,
+  ): void {
+    this.ring = ring
+    const byId = new Map(all.map((ep) => [ep.id, ep]))
+    this.byRank = ring === undefined ? [] : ringInternals.ids(ring).map((id) => byId.get(id)!)
+    this.usableCount = usable.length
+    this.usableWeight = 0
+    for (const ep of usable) this.usableWeight += ep.weight
+    this.#fallback.rebuild(usable)
+  }
+  protected accept(ep: EndpointState<T>, _cap: number): boolean {
+    return ep.usable
+  }
+  protected capacityFactor(): number {
+    return 0
+  }
+  pick(key: HashKey | undefined, exclude: Exclude<T>): EndpointState<T> | undefined {
+    const ring = this.ring
+    if (this.usableCount === 0 || ring === undefined) return undefined
+    if (key === undefined) return this.#fallback.pick(undefined, exclude)
+    const total = ringInternals.pointCount(ring)
+    let p = ringInternals.locate(ring, ring.hashKey(key))
+    const byRank = this.byRank
+    const factor = this.capacityFactor()
+    for (let step = 0; step < total; step++) {
+      const ep = byRank[ringInternals.ownerAt(ring, p)]!
+      if (this.accept(ep, factor) && (exclude === undefined || !excluded(ep, exclude))) return ep
+      p = p + 1 === total ? 0 : p + 1
+    }
+    return undefined
+  }
+}
+
+/**
+ * Consistent hashing with bounded loads (Mirrokni, Thorup, Zadimoghaddam; HAProxy's
+ * hash-balance-factor): an endpoint takes a key only while its in-flight requests are below
+ * ⌈balanceFactor × (all in flight + 1) × its weight share⌉; otherwise the key walks on.
+ */
+export class BoundedLoad<T> extends ConsistentHash<T> {
+  protected override capacityFactor(): number {
+    return (this.ctx.balanceFactor * (this.ctx.totalInFlight() + 1)) / this.usableWeight
+  }
+  protected override accept(ep: EndpointState<T>, factor: number): boolean {
+    return ep.usable && ep.inFlight < Math.ceil(factor * ep.weight)
+  }
+}
