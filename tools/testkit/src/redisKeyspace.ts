@@ -17,7 +17,10 @@ export interface RedisKeyspaceClient {
 
 /** A key prefix of one's own on a shared Redis, and a way to delete everything under it. */
 export interface RedisKeyspace {
-  /** The prefix, ending in `:`, e.g. `cache_1k2x3f9c2a_1:`. */
+  /**
+   * The prefix, ending in `:`, e.g. `cache_1k2x3f9c2a_1:`. Keys are `prefix + name` as the
+   * client sees them: a client `keyPrefix` goes in front, as ioredis puts it.
+   */
   readonly prefix: string
   /** `prefix + name`. */
   key(name: string): string
@@ -35,8 +38,8 @@ function keyPrefixOf(client: RedisKeyspaceClient): string {
 }
 
 async function unlinkUnder(node: RedisKeyspaceClient, pattern: string, oneKeyAtATime: boolean) {
-  // SCAN MATCH sees whole key names, UNLINK gets the client's keyPrefix added: strip it
-  const clientPrefix = keyPrefixOf(node)
+  // SCAN MATCH sees whole key names, UNLINK gets the node's keyPrefix added: strip it
+  const nodePrefix = keyPrefixOf(node)
   let cursor = '0'
   let deleted = 0
   do {
@@ -46,8 +49,8 @@ async function unlinkUnder(node: RedisKeyspaceClient, pattern: string, oneKeyAtA
     ]
     cursor = String(next)
     const names = keys
-      .filter((key) => key.startsWith(clientPrefix))
-      .map((key) => key.slice(clientPrefix.length))
+      .filter((key) => key.startsWith(nodePrefix))
+      .map((key) => key.slice(nodePrefix.length))
     if (names.length === 0) continue
     if (oneKeyAtATime) {
       // keys on one cluster node still live in different slots: no multi-key UNLINK
@@ -75,7 +78,8 @@ async function unlinkUnder(node: RedisKeyspaceClient, pattern: string, oneKeyAtA
  */
 export function redisKeyspace(redis: RedisKeyspaceClient, label = 'keys'): RedisKeyspace {
   const prefix = `${uniqueName(label)}:`
-  const pattern = `${escapeGlob(prefix)}*`
+  // keys written through this client carry its own keyPrefix in front of ours
+  const pattern = `${escapeGlob(keyPrefixOf(redis) + prefix)}*`
   return {
     prefix,
     key: (name) => `${prefix}${name}`,

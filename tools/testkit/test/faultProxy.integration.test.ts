@@ -1,6 +1,6 @@
 import { Redis } from 'ioredis'
 import { afterEach, beforeAll, describe, expect, it } from 'vitest'
-import { createFaultProxy, disposables, type FaultProxy, resolveServer } from '../src/index.js'
+import { createFaultProxy, disposables, resolveServer } from '../src/index.js'
 import { until } from './helpers.js'
 
 const bin = disposables()
