@@ -43,8 +43,47 @@ export class InvalidArgumentError extends SessionError {
   }
 }
 
+/**
+ * Redis did not answer in time or refused the command: the session could not be read or
+ * written. Retryable; the middleware turns it into a `503` (or your `onUnavailable` handler).
+ */
+export class SessionUnavailableError extends SessionError {
+  override name = 'SessionUnavailableError'
+
+  constructor(message: string, options: SessionErrorOptions = {}) {
+    super('E_SESSION_UNAVAILABLE', message, { retryable: true, ...options })
+  }
+}
+
+/**
+ * The operation needs a live session and the id names none (it expired, was destroyed or
+ * never existed).
+ */
+export class SessionNotFoundError extends SessionError {
+  override name = 'SessionNotFoundError'
+
+  constructor(message = 'the session does not exist (expired, destroyed or never created)') {
+    super('E_SESSION_NOT_FOUND', message)
+  }
+}
+
+/** The operation needs a logged-in session (one with a `userId`), e.g. issuing an SSO ticket. */
+export class SessionNotLoggedInError extends SessionError {
+  override name = 'SessionNotLoggedInError'
+
+  constructor(message = 'the session has no user: log in (regenerate with a userId) first') {
+    super('E_SESSION_NOT_LOGGED_IN', message)
+  }
+}
+
 /** Every error class of `@ballast/session`, by name. */
-export const errors = { SessionError, InvalidArgumentError } as const
+export const errors = {
+  SessionError,
+  InvalidArgumentError,
+  SessionUnavailableError,
+  SessionNotFoundError,
+  SessionNotLoggedInError,
+} as const
 
 /** Whether `error` was thrown by `@ballast/session` (any installed copy of it). */
 export function isSessionError(error: unknown): error is SessionError {

@@ -1,2 +1,34 @@
 export type { SessionErrorOptions } from './errors.js'
-export { errors, InvalidArgumentError, isSessionError, SessionError } from './errors.js'
+export {
+  errors,
+  InvalidArgumentError,
+  isSessionError,
+  SessionError,
+  SessionNotFoundError,
+  SessionNotLoggedInError,
+  SessionUnavailableError,
+} from './errors.js'
+export type { Duration } from './internal/duration.js'
+export { RequestSession } from './requestSession.js'
+export type {
+  RequestHeaders,
+  SessionChanges,
+  SessionCookieOptions,
+  SessionCreatedEvent,
+  SessionData,
+  SessionDestroyedEvent,
+  SessionEvents,
+  SessionExpiredEvent,
+  SessionInfo,
+  SessionRecord,
+  SessionRegeneratedEvent,
+  SessionStats,
+  SessionStoreOptions,
+  SessionSuspiciousEvent,
+} from './sessionStore.js'
+export {
+  createSessionStore,
+  DEFAULT_SESSION_COOKIE_OPTIONS,
+  DEFAULT_SESSION_STORE_OPTIONS,
+  SessionStore,
+} from './sessionStore.js'

@@ -1,0 +1,165 @@
+import { createHash } from 'node:crypto'
+import type { Cluster, Redis } from 'ioredis'
+
+/** The client a store talks to: a standalone ioredis `Redis` or a `Cluster`. */
+export type RedisClient = Redis | Cluster
+
+/**
+ * A Lua script run by `EVALSHA`, loaded by `EVAL` on `NOSCRIPT` (a fresh node, a failover, a
+ * `SCRIPT FLUSH`). Every key a script touches is passed in KEYS and shares one hash tag, so
+ * the script runs on one Cluster slot.
+ */
+export class LuaScript {
+  readonly #lua: string
+  readonly #sha: string
+  readonly #keys: number
+
+  constructor(lua: string, keys: number) {
+    this.#lua = lua
+    this.#keys = keys
+    this.#sha = createHash('sha1').update(lua).digest('hex')
+  }
+
+  async run(client: RedisClient, keys: string[], args: (string | number)[]): Promise<unknown> {
+    try {
+      return await client.evalsha(this.#sha, this.#keys, ...keys, ...args)
+    } catch (error) {
+      if (error instanceof Error && error.message.startsWith('NOSCRIPT')) {
+        return client.eval(this.#lua, this.#keys, ...keys, ...args)
+      }
+      throw error
+    }
+  }
+}
+
+// Time comes from the Redis server so that every app instance agrees on it.
+const NOW = `local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)`
+
+/**
+ * Read and slide in one round trip. Expiry is PEXPIREAT min(now + idle, absolute): the idle
+ * deadline slides, the absolute one never does.
+ * KEYS: session. ARGV: idle ms. Returns HGETALL + expiry, or nil.
+ */
+export const LOAD = new LuaScript(
+  `local a = redis.call('HGET', KEYS[1], '_a')
+if not a then return false end
+${NOW}
+local abs = tonumber(a)
+local exp = now + tonumber(ARGV[1])
+if abs < exp then exp = abs end
+if exp <= now then
+  redis.call('DEL', KEYS[1])
+  return false
+end
+redis.call('PEXPIREAT', KEYS[1], exp)
+redis.call('HSET', KEYS[1], '_t', tostring(now))
+local all = redis.call('HGETALL', KEYS[1])
+all[#all + 1] = tostring(exp)
+return all`,
+  1,
+)
+
+/**
+ * Create a session that must not exist yet.
+ * KEYS: session. ARGV: idle ms, absolute ms, then field/value pairs.
+ * Returns { created, absolute, expiry } or nil when the id is taken.
+ */
+export const CREATE = new LuaScript(
+  `if redis.call('EXISTS', KEYS[1]) == 1 then return false end
+${NOW}
+local abs = now + tonumber(ARGV[2])
+local exp = now + tonumber(ARGV[1])
+if abs < exp then exp = abs end
+local args = { '_c', tostring(now), '_a', tostring(abs), '_t', tostring(now) }
+for i = 3, #ARGV do args[#args + 1] = ARGV[i] end
+redis.call('HSET', KEYS[1], unpack(args))
+redis.call('PEXPIREAT', KEYS[1], exp)
+return { tostring(now), tostring(abs), tostring(exp) }`,
+  1,
+)
+
+/**
+ * Apply a delta only if the session still exists: a destroyed or regenerated session is
+ * gone and ids are never reused, so a request in flight cannot bring it back. Fields not in
+ * the delta are untouched, so concurrent changes to different fields all survive.
+ * KEYS: session. ARGV: idle ms, number of pairs, pairs..., fields to delete...
+ * Returns the new expiry, or 0 when the session is gone.
+ */
+export const SAVE = new LuaScript(
+  `local a = redis.call('HGET', KEYS[1], '_a')
+if not a then return 0 end
+${NOW}
+local abs = tonumber(a)
+local exp = now + tonumber(ARGV[1])
+if abs < exp then exp = abs end
+if exp <= now then
+  redis.call('DEL', KEYS[1])
+  return 0
+end
+local n = tonumber(ARGV[2])
+local i = 3
+if n > 0 then
+  local args = {}
+  for j = i, i + 2 * n - 1 do args[#args + 1] = ARGV[j] end
+  redis.call('HSET', KEYS[1], unpack(args))
+  i = i + 2 * n
+end
+if #ARGV >= i then
+  local dels = {}
+  for j = i, #ARGV do dels[#dels + 1] = ARGV[j] end
+  redis.call('HDEL', KEYS[1], unpack(dels))
+end
+redis.call('PEXPIREAT', KEYS[1], exp)
+return exp`,
+  1,
+)
+
+/** Read and delete a session at once (regenerate: the old id dies in the same step). */
+export const TAKE = new LuaScript(
+  `local all = redis.call('HGETALL', KEYS[1])
+if #all == 0 then return false end
+redis.call('DEL', KEYS[1])
+return all`,
+  1,
+)
+
+/** Delete a session; returns { deleted, userId, loginId }. */
+export const DESTROY = new LuaScript(
+  `local m = redis.call('HMGET', KEYS[1], '_u', '_l')
+local n = redis.call('DEL', KEYS[1])
+return { n, m[1] or '', m[2] or '' }`,
+  1,
+)
+
+/** Metadata of a session without sliding it: { created, lastSeen, absolute, userId, loginId, pttl }. */
+export const INFO = new LuaScript(
+  `local m = redis.call('HMGET', KEYS[1], '_c', '_t', '_a', '_u', '_l')
+if not m[1] then return false end
+return { m[1], m[2] or '', m[3], m[4] or '', m[5] or '', redis.call('PTTL', KEYS[1]) }`,
+  1,
+)
+
+/**
+ * Add a session to its user's index (a sorted set scored by absolute expiry, so it prunes
+ * itself as it goes) and drop a replaced id. The index lives as long as its longest session.
+ * KEYS: user index. ARGV: session id, absolute expiry, replaced id or ''. Returns ZCARD.
+ */
+export const INDEX_ADD = new LuaScript(
+  `${NOW}
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+if ARGV[3] ~= '' then redis.call('ZREM', KEYS[1], ARGV[3]) end
+redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
+local top = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
+redis.call('PEXPIREAT', KEYS[1], top[2])
+return redis.call('ZCARD', KEYS[1])`,
+  1,
+)
+
+/** Prune expired entries and list the rest, oldest first: [id, score, id, score, ...]. */
+export const INDEX_LIST = new LuaScript(
+  `${NOW}
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+return redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')`,
+  1,
+)
