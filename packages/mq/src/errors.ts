@@ -43,8 +43,141 @@ export class InvalidArgumentError extends MqError {
   }
 }
 
+/** The broker rejected a declaration because an entity exists with other settings (406 PRECONDITION_FAILED). */
+export class TopologyConflictError extends MqError {
+  override name = 'TopologyConflictError'
+  /** The queue or exchange whose declaration was refused. */
+  readonly entity: string
+
+  constructor(entity: string, message: string, options: MqErrorOptions = {}) {
+    super('E_MQ_TOPOLOGY_CONFLICT', message, options)
+    this.entity = entity
+  }
+}
+
+/** The offline/backpressure buffer is full; the message was not accepted. Retry later. */
+export class BufferFullError extends MqError {
+  override name = 'BufferFullError'
+
+  constructor(message: string, options: MqErrorOptions = {}) {
+    super('E_MQ_BUFFER_FULL', message, { retryable: true, ...options })
+  }
+}
+
+/** The message body is larger than `maxMessageBytes`; nothing was sent. */
+export class MessageTooLargeError extends MqError {
+  override name = 'MessageTooLargeError'
+  /** The encoded size of the refused message, in bytes. */
+  readonly size: number
+  /** The configured limit, in bytes. */
+  readonly limit: number
+
+  constructor(size: number, limit: number) {
+    super(
+      'E_MQ_MESSAGE_TOO_LARGE',
+      `message of ${size} bytes is over the limit of ${limit} bytes ("maxMessageBytes")`,
+    )
+    this.size = size
+    this.limit = limit
+  }
+}
+
+/** A message failed its schema, on publish (nothing sent) or on consume (dead-lettered). */
+export class InvalidMessageError extends MqError {
+  override name = 'InvalidMessageError'
+  /** What the schema reported, one line per issue. */
+  readonly issues: readonly string[]
+
+  constructor(message: string, issues: readonly string[] = [], options: MqErrorOptions = {}) {
+    super('E_MQ_INVALID_MESSAGE', message, options)
+    this.issues = issues
+  }
+}
+
+/** The exchange does not exist on the broker (and is not in the topology); nothing was sent. */
+export class UnknownExchangeError extends MqError {
+  override name = 'UnknownExchangeError'
+  /** The exchange that was named. */
+  readonly exchange: string
+
+  constructor(exchange: string, options: MqErrorOptions = {}) {
+    super('E_MQ_UNKNOWN_EXCHANGE', `exchange "${exchange}" does not exist`, options)
+    this.exchange = exchange
+  }
+}
+
+/** A `mandatory` message matched no queue: the broker returned it instead of storing it. */
+export class UnroutableError extends MqError {
+  override name = 'UnroutableError'
+  /** Where the message was sent. */
+  readonly exchange: string
+  /** With which routing key. */
+  readonly routingKey: string
+
+  constructor(exchange: string, routingKey: string, replyText: string) {
+    super(
+      'E_MQ_UNROUTABLE',
+      `message to exchange "${exchange}" with routing key "${routingKey}" was returned: ${replyText}`,
+    )
+    this.exchange = exchange
+    this.routingKey = routingKey
+  }
+}
+
+/** The broker refused a message (basic.nack); it may or may not be stored. */
+export class PublishNackedError extends MqError {
+  override name = 'PublishNackedError'
+
+  constructor(message: string, options: MqErrorOptions = {}) {
+    super('E_MQ_PUBLISH_NACKED', message, { retryable: true, ...options })
+  }
+}
+
+/**
+ * The connection or channel closed before the broker confirmed the message, and the
+ * `unconfirmedPolicy` is `'fail'` (or the resend limit was reached). The message may have been stored.
+ */
+export class PublishUnconfirmedError extends MqError {
+  override name = 'PublishUnconfirmedError'
+
+  constructor(message: string, options: MqErrorOptions = {}) {
+    super('E_MQ_PUBLISH_UNCONFIRMED', message, { retryable: true, ...options })
+  }
+}
+
+/** The broker (or one of its clients) is closed or closing; no more work is accepted. */
+export class BrokerClosedError extends MqError {
+  override name = 'BrokerClosedError'
+
+  constructor(message = 'the broker is closed') {
+    super('E_MQ_CLOSED', message)
+  }
+}
+
+/** A connection could not be opened to any of the configured URLs (before the first connect). */
+export class ConnectionError extends MqError {
+  override name = 'ConnectionError'
+
+  constructor(message: string, options: MqErrorOptions = {}) {
+    super('E_MQ_CONNECTION', message, { retryable: true, ...options })
+  }
+}
+
 /** Every error class of `@ballast/mq`, by name. */
-export const errors = { MqError, InvalidArgumentError } as const
+export const errors = {
+  MqError,
+  InvalidArgumentError,
+  TopologyConflictError,
+  BufferFullError,
+  MessageTooLargeError,
+  InvalidMessageError,
+  UnknownExchangeError,
+  UnroutableError,
+  PublishNackedError,
+  PublishUnconfirmedError,
+  BrokerClosedError,
+  ConnectionError,
+} as const
 
 /** Whether `error` was thrown by `@ballast/mq` (any installed copy of it). */
 export function isMqError(error: unknown): error is MqError {

@@ -1,0 +1,464 @@
+import { setTimeout as sleep } from 'node:timers/promises'
+import type { Channel, ChannelModel, ConsumeMessage, MessagePropertyHeaders } from 'amqplib'
+import { InvalidMessageError, isMqError } from './errors.js'
+import type { Deduplicator } from './deduplicator.js'
+import type { MessageDefinition } from './message.js'
+import type { ResolvedQueue } from './topology.js'
+
+/** A message handed to a consumer's handler. */
+export interface Delivery<T = unknown> {
+  /** The decoded body (JSON parsed, validated against `options.message` when given). */
+  readonly body: T
+  /** The raw body. */
+  readonly content: Buffer
+  /** The message id (set on every message we publish). */
+  readonly messageId: string | undefined
+  /** The AMQP `type` property. */
+  readonly type: string | undefined
+  /** Application headers. */
+  readonly headers: MessagePropertyHeaders
+  /** How many times this message was retried through the retry queues before this delivery (0 on the first). */
+  readonly attempt: number
+  /** Whether the broker delivered it before (to this or another consumer) without an ack. */
+  readonly redelivered: boolean
+  /** The queue it came from. */
+  readonly queue: string
+  /** The exchange it was published to. */
+  readonly exchange: string
+  /** The routing key it was published with. */
+  readonly routingKey: string
+  /** The raw amqplib message, for anything not covered above. */
+  readonly raw: ConsumeMessage
+}
+
+/** Handles one delivery; resolving acks it, throwing sends it to retry or to the dead-letter queue. */
+export type MessageHandler<T = unknown> = (delivery: Delivery<T>) => Promise<void> | void
+
+/** Options of {@link Broker.consume}. */
+export interface ConsumeOptions<T = unknown> {
+  /**
+   * Messages the broker sends ahead of acks (basic.qos), and so the most handled at once.
+   * @default 32
+   */
+  prefetch?: number
+  /**
+   * Validates each body against this definition; an invalid one is dead-lettered at once.
+   * @default undefined (the JSON-decoded body is passed as it is)
+   */
+  message?: MessageDefinition<T>
+  /**
+   * Drops deliveries whose message id was already processed (see {@link idempotencyDeduplicator} and {@link Deduplicator}).
+   * @default undefined (no deduplication: at-least-once)
+   */
+  idempotency?: Deduplicator
+  /**
+   * Prefix of the deduplication keys (`<prefix><queue>:<messageId>`).
+   * @default 'mq:'
+   */
+  idempotencyPrefix?: string
+  /**
+   * How long a delivery whose id another consumer is processing right now waits before it is requeued.
+   * @default 1000
+   */
+  inProgressDelay?: number
+  /**
+   * Consumer tag prefix, shown in the broker's tooling.
+   * @default the broker's name
+   */
+  tag?: string
+}
+
+/** Counters of one consumer. */
+export interface ConsumerStats {
+  /** Deliveries received. */
+  consumed: number
+  /** Deliveries the handler finished (acked). */
+  acked: number
+  /** Deliveries sent to a retry queue. */
+  retried: number
+  /** Deliveries sent to the dead-letter queue (or rejected without requeue). */
+  deadLettered: number
+  /** Deliveries dropped as duplicates by the idempotency store. */
+  duplicates: number
+  /** Acks not sent because their channel had closed (the broker redelivers those messages). */
+  staleAcks: number
+  /** Handler runs going on now. */
+  inHand: number
+  /** Times the broker cancelled this consumer (queue deleted, node down) and it was restored. */
+  cancellations: number
+}
+
+/** What a consumer needs from its broker. @internal */
+export interface ConsumerHost {
+  name: string
+  queue(name: string): ResolvedQueue | undefined
+  republish(routingKey: string, message: ConsumeMessage, headers: Record<string, unknown>): Promise<void>
+  redeclare(connection: ChannelModel): Promise<void>
+  emit(event: string, payload: unknown): void
+  onCounter(counter: keyof ConsumerStats): void
+}
+
+/** A running consumer; `cancel()` stops it gracefully. */
+export interface Consumer {
+  /** The queue consumed. */
+  readonly queue: string
+  /** Counters of this consumer. */
+  stats(): ConsumerStats
+  /** Stops taking messages, lets those in hand finish and ack, then closes the channel. */
+  cancel(): Promise<void>
+}
+
+function headerNumber(headers: MessagePropertyHeaders | undefined, key: string): number {
+  const value = headers?.[key]
+  const n = typeof value === 'number' ? value : typeof value === 'string' ? Number(value) : Number.NaN
+  return Number.isFinite(n) && n >= 0 ? n : 0
+}
+
+function decode(message: ConsumeMessage): unknown {
+  const type = message.properties.contentType as string | undefined
+  if (type === 'application/json') return JSON.parse(message.content.toString('utf8'))
+  if (type?.startsWith('text/')) return message.content.toString('utf8')
+  return message.content
+}
+
+function describe(error: unknown): { message: string; code: string; stack: string } {
+  const e = error instanceof Error ? error : new Error(String(error))
+  const raw = (e as { code?: unknown }).code
+  const code = typeof raw === 'string' ? raw : e.name
+  return { message: e.message.slice(0, 1000), code, stack: (e.stack ?? '').slice(0, 4000) }
+}
+
+/** Whether a handler error says a retry cannot help (a ballast error with `retryable: false`, a bad message). */
+function permanent(error: unknown): boolean {
+  if (error instanceof InvalidMessageError) return true
+  if (isMqError(error)) return error.retryable === false && error.code !== 'E_MQ_INVALID_ARGUMENT'
+  const brand = (error as Record<symbol, unknown> | null)?.[Symbol.for('ballast.error')]
+  return brand !== undefined && (error as { retryable?: unknown }).retryable === false
+}
+
+/** @internal */
+export class ManagedConsumer<T> implements Consumer {
+  readonly queue: string
+  readonly #handler: MessageHandler<T>
+  readonly #options: Required<Pick<ConsumeOptions<T>, 'prefetch' | 'idempotencyPrefix' | 'inProgressDelay' | 'tag'>> &
+    ConsumeOptions<T>
+  readonly #host: ConsumerHost
+  readonly #stats: ConsumerStats = {
+    consumed: 0,
+    acked: 0,
+    retried: 0,
+    deadLettered: 0,
+    duplicates: 0,
+    staleAcks: 0,
+    inHand: 0,
+    cancellations: 0,
+  }
+  #channel: Channel | undefined
+  #consumerTag: string | undefined
+  #connection: ChannelModel | undefined
+  #stopping = false
+  #inHand = new Set<Promise<void>>()
+  #attaching: Promise<void> | undefined
+  #onCancel: (() => void) | undefined
+
+  constructor(
+    queue: string,
+    handler: MessageHandler<T>,
+    options: ConsumeOptions<T> & { prefetch: number; idempotencyPrefix: string; inProgressDelay: number; tag: string },
+    host: ConsumerHost,
+  ) {
+    this.queue = queue
+    this.#handler = handler
+    this.#options = options
+    this.#host = host
+  }
+
+  stats(): ConsumerStats {
+    return { ...this.#stats, inHand: this.#inHand.size }
+  }
+
+  #count(counter: keyof ConsumerStats): void {
+    this.#stats[counter]++
+    this.#host.onCounter(counter)
+  }
+
+  /** Starts consuming on a (new) consumer connection. Errors are retried with backoff until it works or stops. */
+  attach(connection: ChannelModel): Promise<void> {
+    this.#connection = connection
+    const run = async () => {
+      let delay = 100
+      while (!this.#stopping && this.#connection === connection) {
+        try {
+          await this.open(connection)
+          return
+        } catch (error) {
+          this.#host.emit('consumer.error', { queue: this.queue, error })
+          await sleep(delay)
+          delay = Math.min(delay * 2, 5000)
+        }
+      }
+    }
+    this.#attaching = run().finally(() => {
+      this.#attaching = undefined
+    })
+    return this.#attaching
+  }
+
+  /** The consumer connection is gone; its channel with it. Acks of deliveries in hand are dropped. */
+  detach(): void {
+    this.#connection = undefined
+    this.#channel = undefined
+    this.#consumerTag = undefined
+  }
+
+  async open(connection: ChannelModel): Promise<void> {
+    const channel = await connection.createChannel()
+    channel.on('error', () => {})
+    channel.on('close', () => {
+      if (this.#channel === channel) {
+        this.#channel = undefined
+        this.#consumerTag = undefined
+        // a channel-only close (connection still up): open a new one
+        if (!this.#stopping && this.#connection === connection) setTimeout(() => void this.attach(connection), 100).unref()
+      }
+    })
+    await channel.prefetch(this.#options.prefetch)
+    this.#channel = channel
+    const reply = await channel.consume(
+      this.queue,
+      (message) => {
+        if (message === null) this.#cancelled(channel, connection)
+        else this.#deliver(channel, message)
+      },
+      { noAck: false, consumerTag: `${this.#options.tag}.${this.queue}.${Math.random().toString(36).slice(2, 10)}` },
+    )
+    this.#consumerTag = reply.consumerTag
+    this.#host.emit('consumer.started', { queue: this.queue, consumerTag: reply.consumerTag })
+  }
+
+  /** The broker cancelled us (queue deleted, its node went down): re-declare and consume again. */
+  #cancelled(channel: Channel, connection: ChannelModel): void {
+    if (this.#channel !== channel) return
+    this.#count('cancellations')
+    this.#channel = undefined
+    this.#consumerTag = undefined
+    this.#host.emit('consumer.cancelled', { queue: this.queue })
+    void channel.close().catch(() => {})
+    if (this.#stopping) return
+    void (async () => {
+      let delay = 100
+      while (!this.#stopping && this.#connection === connection) {
+        try {
+          await this.#host.redeclare(connection)
+          await this.open(connection)
+          return
+        } catch (error) {
+          this.#host.emit('consumer.error', { queue: this.queue, error })
+          await sleep(delay)
+          delay = Math.min(delay * 2, 5000)
+        }
+      }
+    })()
+  }
+
+  #deliver(channel: Channel, message: ConsumeMessage): void {
+    // stopping: leave it unacked; closing the channel hands it back to the broker
+    if (this.#stopping) return
+    this.#count('consumed')
+    const work = this.#handle(channel, message).catch((error) => {
+      this.#host.emit('consumer.error', { queue: this.queue, error })
+    })
+    this.#inHand.add(work)
+    void work.finally(() => {
+      this.#inHand.delete(work)
+      if (this.#inHand.size === 0) this.#onCancel?.()
+    })
+  }
+
+  /** Acks on the channel the message came from, and only if that channel still lives. */
+  #ack(channel: Channel, message: ConsumeMessage): void {
+    if (this.#channel !== channel) {
+      this.#count('staleAcks')
+      return
+    }
+    try {
+      channel.ack(message)
+    } catch {
+      this.#count('staleAcks')
+    }
+  }
+
+  #nack(channel: Channel, message: ConsumeMessage, requeue: boolean): void {
+    if (this.#channel !== channel) {
+      this.#count('staleAcks')
+      return
+    }
+    try {
+      channel.nack(message, false, requeue)
+    } catch {
+      this.#count('staleAcks')
+    }
+  }
+
+  async #handle(channel: Channel, message: ConsumeMessage): Promise<void> {
+    const headers = message.properties.headers ?? {}
+    const attempt = headerNumber(headers, 'x-retry-attempt')
+    let body: unknown
+    try {
+      body = decode(message)
+      const definition = this.#options.message
+      if (definition !== undefined) {
+        const type = message.properties.type as string | undefined
+        if (type !== undefined && type !== definition.type) {
+          throw new InvalidMessageError(`expected a "${definition.type}" message, got "${type}"`)
+        }
+        const version = headerNumber(headers, 'x-message-version') || definition.version
+        body = await definition.parse(body, version)
+      }
+    } catch (error) {
+      const invalid =
+        error instanceof InvalidMessageError
+          ? error
+          : new InvalidMessageError(`undecodable message: ${(error as Error).message}`, [], { cause: error })
+      await this.#deadLetter(channel, message, invalid, attempt)
+      return
+    }
+
+    const dedupe = this.#options.idempotency
+    const id = message.properties.messageId as string | undefined
+    const key = dedupe !== undefined && id !== undefined ? `${this.#options.idempotencyPrefix}${this.queue}:${id}` : undefined
+    if (dedupe !== undefined && key !== undefined) {
+      const state = await dedupe.begin(key)
+      if (state === 'completed') {
+        this.#count('duplicates')
+        this.#host.emit('duplicate', { queue: this.queue, messageId: id })
+        this.#ack(channel, message)
+        return
+      }
+      if (state === 'in-progress') {
+        // another consumer has it right now (or died holding it until the lock expires)
+        await sleep(this.#options.inProgressDelay)
+        this.#nack(channel, message, true)
+        return
+      }
+    }
+
+    const delivery: Delivery<T> = {
+      body: body as T,
+      content: message.content,
+      messageId: id,
+      type: message.properties.type as string | undefined,
+      headers,
+      attempt,
+      redelivered: message.fields.redelivered,
+      queue: this.queue,
+      exchange: (headers['x-original-exchange'] as string | undefined) ?? message.fields.exchange,
+      routingKey: (headers['x-original-routing-key'] as string | undefined) ?? message.fields.routingKey,
+      raw: message,
+    }
+    try {
+      await this.#handler(delivery)
+    } catch (error) {
+      if (dedupe !== undefined && key !== undefined) await dedupe.release(key).catch(() => {})
+      this.#host.emit('handler.error', { queue: this.queue, messageId: id, attempt, error })
+      await this.#fail(channel, message, error, attempt)
+      return
+    }
+    if (dedupe !== undefined && key !== undefined) await dedupe.complete(key)
+    this.#count('acked')
+    this.#ack(channel, message)
+  }
+
+  async #fail(channel: Channel, message: ConsumeMessage, error: unknown, attempt: number): Promise<void> {
+    const queue = this.#host.queue(this.queue)
+    if (queue === undefined) {
+      // not ours: the queue's own dead-letter settings decide
+      this.#count('deadLettered')
+      this.#nack(channel, message, false)
+      return
+    }
+    const step = queue.retries[attempt]
+    const deliveryCount = headerNumber(message.properties.headers, 'x-delivery-count')
+    if (queue.retries.length === 0 && queue.deliveryLimit !== undefined && !permanent(error)) {
+      // quorum queue counting deliveries itself: requeue until the limit, then dead-letter with the error
+      if (deliveryCount + 1 < queue.deliveryLimit) {
+        this.#nack(channel, message, true)
+        return
+      }
+      await this.#deadLetter(channel, message, error, attempt)
+      return
+    }
+    if (step === undefined || permanent(error)) {
+      await this.#deadLetter(channel, message, error, attempt)
+      return
+    }
+    const info = describe(error)
+    try {
+      await this.#host.republish(step.queue, message, {
+        'x-retry-attempt': attempt + 1,
+        'x-last-error': info.message,
+        'x-last-error-code': info.code,
+        'x-original-exchange': message.properties.headers?.['x-original-exchange'] ?? message.fields.exchange,
+        'x-original-routing-key': message.properties.headers?.['x-original-routing-key'] ?? message.fields.routingKey,
+      })
+    } catch (republishError) {
+      this.#host.emit('consumer.error', { queue: this.queue, error: republishError })
+      this.#nack(channel, message, true)
+      return
+    }
+    this.#count('retried')
+    this.#host.emit('retried', { queue: this.queue, messageId: message.properties.messageId, attempt: attempt + 1, delay: step.delay })
+    this.#ack(channel, message)
+  }
+
+  async #deadLetter(channel: Channel, message: ConsumeMessage, error: unknown, attempt: number): Promise<void> {
+    const queue = this.#host.queue(this.queue)
+    const info = describe(error)
+    if (queue?.deadLetterQueue === undefined) {
+      this.#count('deadLettered')
+      this.#host.emit('dead-lettered', { queue: this.queue, messageId: message.properties.messageId, error })
+      this.#nack(channel, message, false)
+      return
+    }
+    try {
+      await this.#host.republish(queue.deadLetterQueue, message, {
+        'x-retry-attempt': attempt,
+        'x-error': info.message,
+        'x-error-code': info.code,
+        'x-error-stack': info.stack,
+        'x-failed-at': new Date().toISOString(),
+        'x-original-queue': this.queue,
+        'x-original-exchange': message.properties.headers?.['x-original-exchange'] ?? message.fields.exchange,
+        'x-original-routing-key': message.properties.headers?.['x-original-routing-key'] ?? message.fields.routingKey,
+      })
+    } catch (republishError) {
+      this.#host.emit('consumer.error', { queue: this.queue, error: republishError })
+      this.#nack(channel, message, true)
+      return
+    }
+    this.#count('deadLettered')
+    this.#host.emit('dead-lettered', { queue: this.queue, messageId: message.properties.messageId, error })
+    this.#ack(channel, message)
+  }
+
+  async cancel(timeoutMs = 30_000): Promise<void> {
+    if (this.#stopping) return
+    this.#stopping = true
+    const channel = this.#channel
+    const tag = this.#consumerTag
+    if (channel !== undefined && tag !== undefined) await channel.cancel(tag).catch(() => {})
+    await this.#attaching?.catch(() => {})
+    if (this.#inHand.size > 0) {
+      await Promise.race([
+        new Promise<void>((resolve) => {
+          this.#onCancel = resolve
+        }),
+        sleep(timeoutMs, undefined, { ref: false }),
+      ])
+    }
+    const current = this.#channel
+    this.#channel = undefined
+    if (current !== undefined) await current.close().catch(() => {})
+    this.#connection = undefined
+  }
+}

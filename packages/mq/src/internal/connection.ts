@@ -1,0 +1,208 @@
+import { setTimeout as sleep } from 'node:timers/promises'
+import amqp, { type Channel, type ChannelModel } from 'amqplib'
+import { TopologyConflictError } from '../errors.js'
+import type { ResolvedTopology } from '../topology.js'
+import { TypedEmitter } from './typedEmitter.js'
+
+/** Reconnect backoff. */
+export interface Backoff {
+  initialDelay: number
+  maxDelay: number
+  factor: number
+  jitter: number
+}
+
+/** Settings of one managed connection. */
+export interface ConnectionSettings {
+  role: 'publisher' | 'consumer'
+  urls: readonly string[]
+  heartbeatMs: number
+  connectTimeoutMs: number
+  backoff: Backoff
+  name: string
+  topology: ResolvedTopology
+}
+
+/** What a managed connection reports. */
+export interface ConnectionEvents extends Record<string, unknown> {
+  connect: { connection: ChannelModel; url: string; epoch: number }
+  disconnect: { error: Error | undefined; epoch: number }
+  reconnecting: { attempt: number; delay: number; error: Error | undefined }
+  blocked: { reason: string }
+  unblocked: undefined
+  failed: { error: Error }
+}
+
+/** Delay of reconnect `attempt` (1-based): exponential, capped, with +-jitter. */
+export function backoffDelay(backoff: Backoff, attempt: number, random = Math.random): number {
+  const base = Math.min(backoff.maxDelay, backoff.initialDelay * backoff.factor ** Math.max(0, attempt - 1))
+  const spread = base * backoff.jitter
+  return Math.max(0, Math.min(backoff.maxDelay, Math.round(base - spread + random() * 2 * spread)))
+}
+
+function withHeartbeat(url: string, heartbeatMs: number): string {
+  const parsed = new URL(url)
+  if (!parsed.searchParams.has('heartbeat')) {
+    parsed.searchParams.set('heartbeat', String(Math.ceil(heartbeatMs / 1000)))
+  }
+  return parsed.toString()
+}
+
+/** Strips credentials, for events and errors. */
+export function redact(url: string): string {
+  try {
+    const parsed = new URL(url)
+    parsed.password = ''
+    parsed.username = ''
+    parsed.search = ''
+    return parsed.toString()
+  } catch {
+    return '(invalid url)'
+  }
+}
+
+function closeCode(error: unknown): number | undefined {
+  const code = (error as { code?: unknown } | null)?.code
+  return typeof code === 'number' ? code : undefined
+}
+
+/** Declares the topology on a fresh channel; a 406/404 is a {@link TopologyConflictError}. */
+export async function declareTopology(connection: ChannelModel, topology: ResolvedTopology): Promise<void> {
+  if (topology.declarations.length === 0) return
+  let channel: Channel = await connection.createChannel()
+  channel.on('error', () => {})
+  try {
+    for (const declaration of topology.declarations) {
+      try {
+        await declaration.run(channel)
+      } catch (error) {
+        const code = closeCode(error)
+        if (code === 406 || code === 404 || code === 405) {
+          throw new TopologyConflictError(
+            declaration.name,
+            `cannot declare ${declaration.kind} "${declaration.name}": ${(error as Error).message}` +
+              (code === 406
+                ? ' (it exists with other settings: delete it or change the definition to match)'
+                : ''),
+            { cause: error },
+          )
+        }
+        throw error
+      }
+    }
+  } finally {
+    await channel.close().catch(() => {})
+    channel = undefined as unknown as Channel
+  }
+}
+
+/**
+ * One AMQP connection that reconnects with backoff and jitter across the cluster's URLs,
+ * declares the topology on every connect, and stops (state `failed`) on a topology conflict
+ * instead of reconnecting in a loop.
+ */
+export class ManagedConnection extends TypedEmitter<ConnectionEvents> {
+  readonly settings: ConnectionSettings
+  state: 'idle' | 'connecting' | 'connected' | 'failed' | 'closed' = 'idle'
+  connection: ChannelModel | undefined
+  epoch = 0
+  reconnects = 0
+  failure: Error | undefined
+  #next = 0
+  #abort = new AbortController()
+  #loop: Promise<void> | undefined
+  #waiters: Array<{ resolve: () => void; reject: (e: Error) => void }> = []
+
+  constructor(settings: ConnectionSettings) {
+    super()
+    this.settings = settings
+  }
+
+  start(): void {
+    if (this.#loop !== undefined || this.state === 'closed') return
+    this.state = 'connecting'
+    this.#loop = this.#run()
+  }
+
+  /** Resolves once connected (now or later); rejects if the connection failed or closed. */
+  connected(): Promise<void> {
+    if (this.state === 'connected') return Promise.resolve()
+    if (this.state === 'failed') return Promise.reject(this.failure)
+    if (this.state === 'closed') return Promise.reject(new Error('connection closed'))
+    return new Promise((resolve, reject) => this.#waiters.push({ resolve, reject }))
+  }
+
+  #settleWaiters(error?: Error): void {
+    const waiters = this.#waiters
+    this.#waiters = []
+    for (const w of waiters) error === undefined ? w.resolve() : w.reject(error)
+  }
+
+  async #run(): Promise<void> {
+    const { urls, heartbeatMs, connectTimeoutMs, backoff, name, role } = this.settings
+    let attempt = 0
+    let lastError: Error | undefined
+    while (!this.#abort.signal.aborted) {
+      const url = urls[this.#next++ % urls.length] as string
+      let connection: ChannelModel | undefined
+      try {
+        connection = await amqp.connect(withHeartbeat(url, heartbeatMs), {
+          timeout: connectTimeoutMs,
+          clientProperties: { connection_name: `${name} (${role})` },
+        })
+        connection.on('error', () => {})
+        if (this.#abort.signal.aborted) {
+          await connection.close().catch(() => {})
+          return
+        }
+        const closed = new Promise<Error | undefined>((resolve) => connection?.once('close', resolve))
+        connection.on('blocked', (reason: string) => this.emit('blocked', { reason }))
+        connection.on('unblocked', () => this.emit('unblocked', undefined))
+        await declareTopology(connection, this.settings.topology)
+        this.connection = connection
+        this.epoch++
+        if (attempt > 0 || this.epoch > 1) this.reconnects++
+        attempt = 0
+        this.state = 'connected'
+        this.emit('connect', { connection, url: redact(url), epoch: this.epoch })
+        this.#settleWaiters()
+        lastError = await closed
+        this.connection = undefined
+        if (this.state === 'connected') this.state = 'connecting'
+        this.emit('disconnect', { error: lastError, epoch: this.epoch })
+      } catch (error) {
+        lastError = error as Error
+        if (error instanceof TopologyConflictError) {
+          this.state = 'failed'
+          this.failure = error
+          await connection?.close().catch(() => {})
+          this.emit('failed', { error })
+          this.#settleWaiters(error)
+          return
+        }
+        await connection?.close().catch(() => {})
+      }
+      if (this.#abort.signal.aborted) return
+      attempt++
+      const delay = backoffDelay(backoff, attempt)
+      this.emit('reconnecting', { attempt, delay, error: lastError })
+      try {
+        await sleep(delay, undefined, { signal: this.#abort.signal })
+      } catch {
+        return
+      }
+    }
+  }
+
+  async close(): Promise<void> {
+    if (this.state === 'closed') return
+    const wasFailed = this.state === 'failed'
+    this.state = 'closed'
+    this.#abort.abort()
+    const connection = this.connection
+    this.connection = undefined
+    if (connection !== undefined) await connection.close().catch(() => {})
+    await this.#loop
+    if (!wasFailed) this.#settleWaiters(new Error('connection closed'))
+  }
+}

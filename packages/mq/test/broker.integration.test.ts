@@ -1,0 +1,160 @@
+import { amqpNames, amqpUrl } from '@ballast/testkit'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { z } from 'zod'
+import {
+  type Broker,
+  createBroker,
+  defineMessage,
+  type Delivery,
+  InvalidMessageError,
+  MessageTooLargeError,
+  TopologyConflictError,
+  UnknownExchangeError,
+  UnroutableError,
+} from '../src/index.js'
+
+const names = amqpNames('mqbroker')
+let url: string
+const brokers: Broker[] = []
+function broker(options: Parameters<typeof createBroker>[0]): Broker {
+  const b = createBroker(options)
+  brokers.push(b)
+  // derived retry and dead-letter queues are deleted with the rest
+  for (const q of options.topology?.queues ?? []) {
+    const resolved = b.queue(q.name)
+    for (const name of [resolved?.deadLetterQueue, ...(resolved?.retries ?? []).map((r) => r.queue)]) {
+      if (name?.startsWith(`${names.prefix}.`)) names.queue(name.slice(names.prefix.length + 1))
+    }
+  }
+  return b
+}
+
+beforeAll(async () => {
+  url = await amqpUrl()
+})
+afterAll(async () => {
+  await Promise.all(brokers.map((b) => b.close()))
+  await names.cleanup()
+})
+
+function until(check: () => boolean, timeoutMs = 10_000): Promise<void> {
+  const started = Date.now()
+  return new Promise((resolve, reject) => {
+    const tick = () => {
+      if (check()) resolve()
+      else if (Date.now() - started > timeoutMs) reject(new Error('condition not met in time'))
+      else setTimeout(tick, 20)
+    }
+    tick()
+  })
+}
+
+describe('Broker', () => {
+  describe('publish and consume', () => {
+    it('delivers a confirmed JSON message with a message id, persistent, to the bound queue', async () => {
+      const exchange = names.exchange('orders')
+      const queue = names.queue('billing')
+      const b = broker({
+        urls: url,
+        topology: { exchanges: [{ name: exchange }], queues: [{ name: queue, bindings: [{ exchange, routingKey: 'order.*' }] }] },
+      })
+      await b.ready()
+      const got: Delivery[] = []
+      await b.consume(queue, (m) => {
+        got.push(m)
+      })
+      await b.publish(exchange, 'order.placed', { orderId: 'o-1' })
+      await until(() => got.length === 1)
+      expect(got[0]?.body).toEqual({ orderId: 'o-1' })
+      expect(got[0]?.messageId).toMatch(/^[0-9a-f-]{36}$/)
+      expect(got[0]?.raw.properties.deliveryMode).toBe(2)
+      expect(b.stats()).toMatchObject({ published: 1, confirmed: 1, consumed: 1, acked: 1 })
+    })
+
+    it('rejects an unroutable mandatory message with UnroutableError', async () => {
+      const exchange = names.exchange('nowhere')
+      const b = broker({ urls: url, topology: { exchanges: [{ name: exchange }] } })
+      await expect(b.publish(exchange, 'no.queue', { a: 1 })).rejects.toBeInstanceOf(UnroutableError)
+      expect(b.stats().returned).toBe(1)
+      // the channel still works afterwards
+      const queue = names.queue('after-return')
+      const b2 = broker({ urls: url, topology: { queues: [{ name: queue }] } })
+      await b2.publish('', queue, 'ok')
+    })
+  })
+
+  describe('bad input', () => {
+    it('rejects a message over maxMessageBytes, an invalid typed message and an unknown exchange, sending nothing', async () => {
+      const queue = names.queue('bad-input')
+      const b = broker({ urls: url, maxMessageBytes: 1024, topology: { queues: [{ name: queue }] } })
+      const Order = defineMessage({ type: 'order.placed', schema: z.object({ orderId: z.string() }) })
+      await expect(b.publish('', queue, Buffer.alloc(2048))).rejects.toBeInstanceOf(MessageTooLargeError)
+      await expect(b.publish('', queue, Order.of({ orderId: 42 } as never))).rejects.toBeInstanceOf(InvalidMessageError)
+      await expect(b.publish(names.exchange('missing'), 'x', { a: 1 })).rejects.toBeInstanceOf(UnknownExchangeError)
+      await b.publish('', queue, Order.of({ orderId: 'o-9' }))
+      expect(b.stats()).toMatchObject({ published: 1, confirmed: 1, failed: 0 })
+      const got: unknown[] = []
+      await b.consume(queue, (m) => {
+        got.push(m.body)
+      }, { message: Order })
+      await until(() => got.length === 1)
+      expect(got).toEqual([{ orderId: 'o-9' }])
+    })
+  })
+
+  describe('topology', () => {
+    it('fails with TopologyConflictError, once, when a queue exists with other settings', async () => {
+      const queue = names.queue('conflict')
+      const plain = { retry: false, deadLetter: false } as const
+      const first = broker({ urls: url, topology: { queues: [{ name: queue, type: 'classic', ...plain }] } })
+      await first.ready()
+      const second = broker({ urls: url, topology: { queues: [{ name: queue, type: 'quorum', ...plain }] } })
+      let reconnects = 0
+      second.on('reconnecting', () => reconnects++)
+      const error = await second.ready().catch((e: unknown) => e)
+      expect(error).toBeInstanceOf(TopologyConflictError)
+      expect((error as TopologyConflictError).entity).toBe(queue)
+      await expect(second.publish('', queue, 'x')).rejects.toBeInstanceOf(TopologyConflictError)
+      await new Promise((r) => setTimeout(r, 500))
+      expect(reconnects).toBe(0)
+    })
+  })
+
+  describe('retries and dead letters', () => {
+    it('retries a poison message with the configured delays, then dead-letters it with the error, while others flow', async () => {
+      const queue = names.queue('poison')
+      const b = broker({
+        urls: url,
+        topology: { queues: [{ name: queue, retry: { attempts: 3, initialDelay: 200, factor: 2 } }] },
+      })
+      const seen: number[] = []
+      const good: string[] = []
+      await b.consume(queue, (m) => {
+        if ((m.body as { poison?: boolean }).poison) {
+          seen.push(Date.now())
+          throw new Error('cannot bill this order')
+        }
+        good.push((m.body as { id: string }).id)
+      })
+      await b.publish('', queue, { poison: true })
+      for (let i = 0; i < 20; i++) await b.publish('', queue, { id: `g${i}` })
+      await until(() => good.length === 20, 5000)
+      await until(() => b.stats().deadLettered === 1, 10_000)
+      expect(seen).toHaveLength(4)
+      const gaps = seen.slice(1).map((t, i) => t - (seen[i] as number))
+      expect(gaps[0]).toBeGreaterThanOrEqual(180)
+      expect(gaps[1]).toBeGreaterThanOrEqual(380)
+      expect(gaps[2]).toBeGreaterThanOrEqual(780)
+      expect(b.stats().retried).toBe(3)
+      const dead: Delivery[] = []
+      await b.consume(`${queue}.dlq`, (m) => {
+        dead.push(m)
+      })
+      await until(() => dead.length === 1)
+      expect(dead[0]?.headers['x-error']).toBe('cannot bill this order')
+      expect(dead[0]?.headers['x-retry-attempt']).toBe(3)
+      expect(dead[0]?.headers['x-original-queue']).toBe(queue)
+      expect(dead[0]?.body).toEqual({ poison: true })
+    })
+  })
+})
