@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest'
 import {
   amqpUrl,
+  exportServerUrls,
   mysqlPrimaryUrl,
   mysqlReplicaUrl,
   mysqlUrl,
@@ -34,5 +35,19 @@ describe('resolveServer against the real servers', () => {
     expect(await mysqlReplicaUrl()).toBe((await resolveServer('mysql-replica')).url)
     expect(await amqpUrl()).toBe((await resolveServer('amqp')).url)
     expect(await redisClusterNodes()).toEqual((await resolveServer('redis-cluster')).nodes)
+  })
+})
+
+describe('exportServerUrls', () => {
+  it('writes the resolved addresses under their environment variables', async () => {
+    const env: Record<string, string | undefined> = {}
+    const exported = await exportServerUrls(['redis', 'amqp', 'redis-cluster'], env)
+    expect(env).toEqual(exported)
+    expect(env.REDIS_URL).toBe(await redisUrl())
+    expect(env.AMQP_URL).toBe(await amqpUrl())
+    const nodes = await redisClusterNodes()
+    expect(env.REDIS_CLUSTER_NODES).toBe(nodes.map((n) => `${n.host}:${n.port}`).join(','))
+    // and what it wrote resolves from the environment
+    await expect(resolveServer('redis', { env })).resolves.toMatchObject({ source: 'env' })
   })
 })
