@@ -1,0 +1,153 @@
+import fc from 'fast-check'
+import { describe, expect, it } from 'vitest'
+import { FieldCipher } from '../src/internal/cipher.js'
+import { readCookie, serializeCookie } from '../src/internal/cookies.js'
+import { parseDuration } from '../src/internal/duration.js'
+import { isIdShape, newId } from '../src/internal/ids.js'
+import { Signer } from '../src/internal/signer.js'
+import { OLD_SECRET, SECRET } from './fixtures.js'
+
+describe('parseDuration', () => {
+  it('reads milliseconds and unit strings', () => {
+    expect(parseDuration('x', 250)).toBe(250)
+    expect(parseDuration('x', '15m')).toBe(900_000)
+    expect(parseDuration('x', '12h')).toBe(43_200_000)
+    expect(parseDuration('x', '1.5s')).toBe(1500)
+  })
+
+  it('names the option when the value is not a positive duration', () => {
+    expect(() => parseDuration('idleTimeout', -5)).toThrow(
+      'invalid option "idleTimeout": expected a positive number of milliseconds',
+    )
+    expect(() => parseDuration('idleTimeout', '15 minutes')).toThrow('got "15 minutes"')
+    expect(() => parseDuration('idleTimeout', Number.NaN)).toThrow('idleTimeout')
+  })
+})
+
+describe('ids', () => {
+  it('are 256 bits of base64url and never repeat', () => {
+    const seen = new Set<string>()
+    for (let i = 0; i < 10_000; i++) {
+      const id = newId()
+      expect(isIdShape(id)).toBe(true)
+      expect(Buffer.from(id, 'base64url')).toHaveLength(32)
+      seen.add(id)
+    }
+    expect(seen.size).toBe(10_000)
+  })
+})
+
+describe('Signer', () => {
+  const signer = new Signer([SECRET])
+
+  it('accepts what it signed, with the first secret or any later one', () => {
+    const id = newId()
+    expect(signer.unsign(signer.sign(id))).toEqual({ id })
+    const rotated = new Signer(['a-brand-new-secret-0123456789-abcdef', SECRET])
+    expect(rotated.unsign(signer.sign(id))).toEqual({ id })
+  })
+
+  it('refuses a value signed by a secret that was rotated out', () => {
+    const id = newId()
+    const old = new Signer([OLD_SECRET])
+    expect(signer.unsign(old.sign(id))).toEqual({ refused: 'bad-signature' })
+  })
+
+  it('refuses every single-character change of a signed value', () => {
+    const value = signer.sign(newId())
+    fc.assert(
+      fc.property(
+        fc.integer({ min: 0, max: value.length - 1 }),
+        fc.constantFrom(...'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.'),
+        (at, char) => {
+          fc.pre(value[at] !== char)
+          const forged = value.slice(0, at) + char + value.slice(at + 1)
+          expect('refused' in signer.unsign(forged)).toBe(true)
+        },
+      ),
+      { numRuns: 2000 },
+    )
+  })
+
+  it('refuses arbitrary strings as malformed or forged, never as an id', () => {
+    fc.assert(
+      fc.property(fc.string({ maxLength: 200 }), (value) => {
+        expect('refused' in signer.unsign(value)).toBe(true)
+      }),
+    )
+  })
+
+  it('hashes ids for logs: stable, short and not the id', () => {
+    const id = newId()
+    expect(signer.hash(id)).toBe(new Signer([SECRET]).hash(id))
+    expect(signer.hash(id)).toHaveLength(16)
+    expect(id).not.toContain(signer.hash(id))
+  })
+})
+
+describe('cookies', () => {
+  const spec = {
+    name: '__Host-sid',
+    domain: undefined,
+    path: '/',
+    secure: true,
+    httpOnly: true,
+    sameSite: 'lax' as const,
+    persistent: false,
+  }
+
+  it('finds one cookie among others, only at the start of a pair', () => {
+    expect(readCookie('a=1; __Host-sid=abc; b=2', '__Host-sid')).toBe('abc')
+    expect(readCookie('x__Host-sid=no; __Host-sid=yes', '__Host-sid')).toBe('yes')
+    expect(readCookie('__Host-sid="quoted"', '__Host-sid')).toBe('quoted')
+    expect(readCookie('a=1', '__Host-sid')).toBeUndefined()
+    expect(readCookie(undefined, '__Host-sid')).toBeUndefined()
+  })
+
+  it('serialises the OWASP defaults: HttpOnly, Secure, SameSite=Lax, Path=/, no Max-Age', () => {
+    expect(serializeCookie(spec, 'v')).toBe('__Host-sid=v; Path=/; HttpOnly; Secure; SameSite=Lax')
+  })
+
+  it('expires the cookie when there is no value', () => {
+    expect(serializeCookie(spec, undefined)).toContain('Max-Age=0')
+  })
+
+  it('adds the domain and Max-Age when asked', () => {
+    const out = serializeCookie(
+      { ...spec, name: '__Secure-sid', domain: 'shop.example', persistent: true },
+      'v',
+      60_000,
+    )
+    expect(out).toContain('Domain=shop.example')
+    expect(out).toContain('Max-Age=60')
+  })
+})
+
+describe('FieldCipher', () => {
+  const key1 = Buffer.alloc(32, 1)
+  const key2 = Buffer.alloc(32, 2)
+
+  it('round-trips and hides the plain text', () => {
+    const cipher = new FieldCipher([key1])
+    const sealed = cipher.encrypt('{"card":"4111"}', 'id', 'd:x')
+    expect(sealed).not.toContain('4111')
+    expect(cipher.decrypt(sealed, 'id', 'd:x')).toBe('{"card":"4111"}')
+  })
+
+  it('decrypts with a rotated-in key list and fails closed without the key', () => {
+    const sealed = new FieldCipher([key1]).encrypt('"v"', 'id', 'd:x')
+    expect(new FieldCipher([key2, key1]).decrypt(sealed, 'id', 'd:x')).toBe('"v"')
+    expect(new FieldCipher([key2]).decrypt(sealed, 'id', 'd:x')).toBeUndefined()
+  })
+
+  it('refuses a value moved to another session or field', () => {
+    const cipher = new FieldCipher([key1])
+    const sealed = cipher.encrypt('"v"', 'id-a', 'd:x')
+    expect(cipher.decrypt(sealed, 'id-b', 'd:x')).toBeUndefined()
+    expect(cipher.decrypt(sealed, 'id-a', 'd:y')).toBeUndefined()
+  })
+
+  it('reads values written before encryption was enabled', () => {
+    expect(new FieldCipher([key1]).decrypt('{"a":1}', 'id', 'd:x')).toBe('{"a":1}')
+  })
+})
