@@ -1,4 +1,12 @@
 export type {
+  BalancedClient,
+  BalancedClientOptions,
+  BalancedClientStats,
+  BalancedRequestOptions,
+  BalancedResponse,
+} from './balancedClient.js'
+export { createBalancedClient, DEFAULT_BALANCED_CLIENT_OPTIONS } from './balancedClient.js'
+export type {
   Balancer,
   BalancerEvents,
   BalancerOptions,
@@ -47,7 +55,20 @@ export type {
   TcpHealthCheck,
 } from './healthChecker.js'
 export { createHealthChecker, DEFAULT_HEALTH_CHECKER_OPTIONS } from './healthChecker.js'
+export type {
+  CompressionOptions,
+  Proxy,
+  ProxyCacheOptions,
+  ProxyEvents,
+  ProxyOptions,
+  ProxyRoute,
+  ProxyStats,
+} from './proxy.js'
+export { createProxy, DEFAULT_PROXY_OPTIONS } from './proxy.js'
+export type { CachedResponse, ResponseCache } from './responseCache.js'
 export type { RetryBudget, RetryBudgetOptions, RetryBudgetStats } from './retryBudget.js'
 export { createRetryBudget, DEFAULT_RETRY_BUDGET_OPTIONS } from './retryBudget.js'
+export type { SimulationOptions, SimulationResult } from './simulator.js'
+export { createSeededRandom, DEFAULT_SIMULATION_OPTIONS, simulate } from './simulator.js'
 export type { Listener } from './typedEmitter.js'
 export { TypedEmitter } from './typedEmitter.js'
