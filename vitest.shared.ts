@@ -1,4 +1,7 @@
+import { fileURLToPath } from 'node:url'
 import { defineProject } from 'vitest/config'
+
+const globalSetup = fileURLToPath(new URL('./vitest.global-setup.ts', import.meta.url))
 
 /**
  * The vitest project every package and tool uses: tests import workspace packages from
@@ -10,6 +13,7 @@ export function ballastProject(name: string) {
     ssr: { resolve: { conditions: ['@ballast/source'] } },
     test: {
       name,
+      globalSetup: [globalSetup],
       include: ['test/**/*.test.ts'],
       testTimeout: 30_000,
       hookTimeout: 60_000,

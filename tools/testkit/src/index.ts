@@ -12,6 +12,7 @@ export { redisKeyspace } from './redisKeyspace.js'
 export type { HostPort, ResolvedServer, ResolveServerOptions, ServerName } from './servers.js'
 export {
   amqpUrl,
+  containerRuntimeAnswers,
   DEFAULT_RESOLVE_SERVER_OPTIONS,
   mysqlPrimaryUrl,
   mysqlReplicaUrl,

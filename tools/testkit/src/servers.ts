@@ -221,6 +221,14 @@ async function defaultPing(server: ResolvedServer, timeoutMs: number): Promise<v
   }
 }
 
+/** Whether a container runtime (Docker or Podman) answers here, so testcontainers can serve. */
+export async function containerRuntimeAnswers(
+  env: Readonly<Record<string, string | undefined>> = process.env,
+): Promise<boolean> {
+  if (env.BALLAST_TESTCONTAINERS === '0') return false
+  return defaultContainerRuntimeAnswers(env)
+}
+
 async function defaultContainerRuntimeAnswers(env: Readonly<Record<string, string | undefined>>) {
   const endpoint = await findContainerRuntime(env)
   if (!endpoint) return false
