@@ -43,8 +43,197 @@ export class InvalidArgumentError extends ResilienceError {
   }
 }
 
+/** A circuit breaker is open (or half-open with its probes taken) and refused the call without running it. */
+export class BreakerOpenError extends ResilienceError {
+  override name = 'BreakerOpenError'
+  /** The name of the breaker that refused the call. */
+  readonly breaker: string
+
+  constructor(breaker: string, options: ResilienceErrorOptions = {}) {
+    super('E_RESILIENCE_BREAKER_OPEN', `circuit breaker "${breaker}" is open`, options)
+    this.breaker = breaker
+  }
+}
+
+/** The work took longer than the configured time; its `AbortSignal` was aborted. */
+export class TimeoutError extends ResilienceError {
+  override name = 'TimeoutError'
+  /** The time limit that was exceeded, in milliseconds. */
+  readonly timeoutMs: number
+
+  constructor(timeoutMs: number, options: ResilienceErrorOptions = {}) {
+    super('E_RESILIENCE_TIMEOUT', `operation timed out after ${timeoutMs} ms`, {
+      retryable: true,
+      ...options,
+    })
+    this.timeoutMs = timeoutMs
+  }
+}
+
+/** A bulkhead is at its concurrency limit and its queue is full; the work was not started. */
+export class BulkheadRejectedError extends ResilienceError {
+  override name = 'BulkheadRejectedError'
+  /** Calls running when the call was refused. */
+  readonly active: number
+  /** Calls queued when the call was refused. */
+  readonly queued: number
+
+  constructor(active: number, queued: number, options: ResilienceErrorOptions = {}) {
+    super(
+      'E_RESILIENCE_BULKHEAD_FULL',
+      `bulkhead is full (${active} running, ${queued} queued)`,
+      options,
+    )
+    this.active = active
+    this.queued = queued
+  }
+}
+
+/** The caller's `AbortSignal` was aborted; the work was stopped or never started. */
+export class AbortedError extends ResilienceError {
+  override name = 'AbortedError'
+
+  constructor(options: ResilienceErrorOptions = {}) {
+    super('E_RESILIENCE_ABORTED', 'operation was aborted', options)
+  }
+}
+
+/** A rate limiter refused the call; retry after `retryAfterMs`. */
+export class RateLimitedError extends ResilienceError {
+  override name = 'RateLimitedError'
+  /** How long until a call of the same cost would be allowed, in milliseconds. */
+  readonly retryAfterMs: number
+  /** The key that was limited. */
+  readonly key: string
+
+  constructor(key: string, retryAfterMs: number, options: ResilienceErrorOptions = {}) {
+    super(
+      'E_RESILIENCE_RATE_LIMITED',
+      `rate limit exceeded for "${key}", retry in ${retryAfterMs} ms`,
+      {
+        retryable: true,
+        ...options,
+      },
+    )
+    this.key = key
+    this.retryAfterMs = retryAfterMs
+  }
+}
+
+/** An idempotency key is required but missing, or is malformed (HTTP 400). */
+export class IdempotencyKeyError extends ResilienceError {
+  override name = 'IdempotencyKeyError'
+
+  constructor(message: string, options: ResilienceErrorOptions = {}) {
+    super('E_RESILIENCE_IDEMPOTENCY_KEY_INVALID', message, options)
+  }
+}
+
+/** The idempotency key was used before with a different request fingerprint (HTTP 422); nothing ran. */
+export class IdempotencyMismatchError extends ResilienceError {
+  override name = 'IdempotencyMismatchError'
+  /** The idempotency key. */
+  readonly key: string
+
+  constructor(key: string, options: ResilienceErrorOptions = {}) {
+    super(
+      'E_RESILIENCE_IDEMPOTENCY_MISMATCH',
+      `idempotency key "${key}" was used with a different request`,
+      options,
+    )
+    this.key = key
+  }
+}
+
+/** Another holder is working on the same idempotency key (HTTP 409); nothing ran. */
+export class IdempotencyInFlightError extends ResilienceError {
+  override name = 'IdempotencyInFlightError'
+  /** The idempotency key. */
+  readonly key: string
+  /** How long until the holder's lease runs out, in milliseconds, if it is not renewed. */
+  readonly retryAfterMs: number
+
+  constructor(key: string, retryAfterMs: number, options: ResilienceErrorOptions = {}) {
+    super(
+      'E_RESILIENCE_IDEMPOTENCY_IN_FLIGHT',
+      `a request with idempotency key "${key}" is already in flight`,
+      { retryable: true, ...options },
+    )
+    this.key = key
+    this.retryAfterMs = retryAfterMs
+  }
+}
+
+/**
+ * A holder tried to store or release a result with a fencing token that is no longer current:
+ * its lease ran out and another holder claimed the key. The write was refused.
+ */
+export class IdempotencyFencedError extends ResilienceError {
+  override name = 'IdempotencyFencedError'
+  /** The idempotency key. */
+  readonly key: string
+  /** The stale fencing token that was refused. */
+  readonly token: number
+
+  constructor(key: string, token: number, options: ResilienceErrorOptions = {}) {
+    super(
+      'E_RESILIENCE_IDEMPOTENCY_FENCED',
+      `write for idempotency key "${key}" with fencing token ${token} was refused: a newer holder owns it`,
+      options,
+    )
+    this.key = key
+    this.token = token
+  }
+}
+
+/** The idempotency store (Redis) did not answer; the work was not run (fail closed). */
+export class IdempotencyUnavailableError extends ResilienceError {
+  override name = 'IdempotencyUnavailableError'
+
+  constructor(message: string, options: ResilienceErrorOptions = {}) {
+    super('E_RESILIENCE_IDEMPOTENCY_UNAVAILABLE', message, { retryable: true, ...options })
+  }
+}
+
+/**
+ * A completed idempotent operation had failed permanently; its stored failure is replayed as
+ * this error without running the work again.
+ */
+export class IdempotentFailureError extends ResilienceError {
+  override name = 'IdempotentFailureError'
+  /** The stored error's `name`. */
+  readonly originalName: string
+  /** The stored error's `code`, when it had one. */
+  readonly originalCode: string | undefined
+
+  constructor(
+    message: string,
+    originalName: string,
+    originalCode: string | undefined,
+    options: ResilienceErrorOptions = {},
+  ) {
+    super('E_RESILIENCE_IDEMPOTENT_FAILURE', message, options)
+    this.originalName = originalName
+    this.originalCode = originalCode
+  }
+}
+
 /** Every error class of `@ballast/resilience`, by name. */
-export const errors = { ResilienceError, InvalidArgumentError } as const
+export const errors = {
+  ResilienceError,
+  InvalidArgumentError,
+  BreakerOpenError,
+  TimeoutError,
+  BulkheadRejectedError,
+  AbortedError,
+  RateLimitedError,
+  IdempotencyKeyError,
+  IdempotencyMismatchError,
+  IdempotencyInFlightError,
+  IdempotencyFencedError,
+  IdempotencyUnavailableError,
+  IdempotentFailureError,
+} as const
 
 /** Whether `error` was thrown by `@ballast/resilience` (any installed copy of it). */
 export function isResilienceError(error: unknown): error is ResilienceError {

@@ -1,2 +1,87 @@
+export type {
+  BulkheadEvents,
+  BulkheadOptions,
+  BulkheadStats,
+} from './bulkhead.js'
+export { BulkheadPolicy, bulkhead, DEFAULT_BULKHEAD_OPTIONS } from './bulkhead.js'
+export type {
+  BreakerState,
+  CircuitBreakerEvents,
+  CircuitBreakerOptions,
+  CircuitBreakerStats,
+  CountWindow,
+  TimeWindow,
+} from './circuitBreaker.js'
+export {
+  CircuitBreaker,
+  circuitBreaker,
+  DEFAULT_CIRCUIT_BREAKER_OPTIONS,
+} from './circuitBreaker.js'
+export type {
+  ChangeReason,
+  DegraderEvents,
+  DegraderOptions,
+  DegraderStats,
+  FeatureLevel,
+  FeatureOptions,
+  FeatureStats,
+  OverloadOptions,
+} from './degrader.js'
+export { createDegrader, DEFAULT_OVERLOAD_OPTIONS, Degrader } from './degrader.js'
 export type { ResilienceErrorOptions } from './errors.js'
-export { errors, InvalidArgumentError, isResilienceError, ResilienceError } from './errors.js'
+export {
+  AbortedError,
+  BreakerOpenError,
+  BulkheadRejectedError,
+  errors,
+  IdempotencyFencedError,
+  IdempotencyInFlightError,
+  IdempotencyKeyError,
+  IdempotencyMismatchError,
+  IdempotencyUnavailableError,
+  IdempotentFailureError,
+  InvalidArgumentError,
+  isResilienceError,
+  RateLimitedError,
+  ResilienceError,
+  TimeoutError,
+} from './errors.js'
+export type { FallbackEvents, FallbackOptions, FallbackStats } from './fallback.js'
+export { DEFAULT_FALLBACK_OPTIONS, FallbackPolicy, fallback } from './fallback.js'
+export type {
+  ClaimOutcome,
+  IdempotencyContext,
+  IdempotencyEvents,
+  IdempotencyOptions,
+  IdempotencyRecord,
+  IdempotencyStats,
+  IdempotentResult,
+  StoredFailure,
+} from './idempotency.js'
+export {
+  createIdempotency,
+  DEFAULT_IDEMPOTENCY_OPTIONS,
+  Idempotency,
+  IdempotencyClaim,
+} from './idempotency.js'
+export type { RedisLike } from './internal/lua.js'
+export type { ExtraOf } from './pipeline.js'
+export { Pipeline, pipeline } from './pipeline.js'
+export type { ExecutionContext, Operation, Policy } from './policy.js'
+export type {
+  RateLimiter,
+  RateLimiterEvents,
+  RateLimiterOptions,
+  RateLimiterStats,
+  RateLimitResult,
+} from './rateLimiter.js'
+export {
+  createRateLimiter,
+  DEFAULT_RATE_LIMITER_OPTIONS,
+  LocalRateLimiter,
+  RedisRateLimiter,
+} from './rateLimiter.js'
+export type { RetryEvents, RetryOptions, RetryStats } from './retry.js'
+export { DEFAULT_RETRY_OPTIONS, isRetryableError, RetryPolicy, retry } from './retry.js'
+export type { TimeoutEvents, TimeoutOptions, TimeoutStats } from './timeout.js'
+export { DEFAULT_TIMEOUT_OPTIONS, TimeoutPolicy, timeout } from './timeout.js'

@@ -1,0 +1,203 @@
+import { AbortedError, BulkheadRejectedError } from './errors.js'
+import { RUN, rootContext } from './internal/context.js'
+import { Emitter, type Listener } from './internal/emitter.js'
+import { merge, nonNegativeInteger, object, positiveInteger } from './internal/validate.js'
+import type { ExecutionContext, Operation, Policy } from './policy.js'
+
+/** Options of {@link bulkhead}. */
+export interface BulkheadOptions {
+  /** How many calls may run at once. */
+  limit: number
+  /**
+   * How many calls may wait for a slot; a call beyond that is refused at once with a
+   * {@link BulkheadRejectedError}.
+   * @default 0
+   */
+  queue?: number
+}
+
+/** Defaults of {@link BulkheadOptions}. */
+export const DEFAULT_BULKHEAD_OPTIONS: Readonly<Omit<Required<BulkheadOptions>, 'limit'>> =
+  Object.freeze({ queue: 0 })
+
+/** Events of a {@link BulkheadPolicy}. */
+export interface BulkheadEvents {
+  /** A call was refused because every slot and queue place was taken. */
+  reject: { error: BulkheadRejectedError }
+}
+
+/** Counters of a {@link BulkheadPolicy}. */
+export interface BulkheadStats {
+  /** Calls running now. */
+  active: number
+  /** Calls waiting for a slot now. */
+  queued: number
+  /** Calls that were given a slot since creation. */
+  executed: number
+  /** Calls refused since creation. */
+  rejected: number
+  /** Queued calls abandoned by their signal since creation. */
+  aborted: number
+}
+
+interface Waiter {
+  fn: Operation<unknown>
+  context: ExecutionContext
+  resolve: (value: unknown) => void
+  reject: (error: unknown) => void
+  next: Waiter | undefined
+  prev: Waiter | undefined
+  detach: (() => void) | undefined
+}
+
+/**
+ * A concurrency limit with a bounded FIFO queue: keeps one slow dependency from taking every
+ * connection or worker. Create it with {@link bulkhead}.
+ */
+export class BulkheadPolicy implements Policy {
+  readonly #limit: number
+  readonly #maxQueue: number
+  readonly #events = new Emitter<BulkheadEvents>()
+  #active = 0
+  #queued = 0
+  #executed = 0
+  #rejected = 0
+  #aborted = 0
+  #head: Waiter | undefined = undefined
+  #tail: Waiter | undefined = undefined
+
+  /** Use {@link bulkhead}. */
+  constructor(options: BulkheadOptions) {
+    const merged = merge(DEFAULT_BULKHEAD_OPTIONS, options)
+    this.#limit = positiveInteger('limit', merged.limit)
+    this.#maxQueue = nonNegativeInteger('queue', merged.queue)
+  }
+
+  /** Runs `fn` when a slot is free, waits in the queue if there is room, else refuses it. */
+  execute<T>(fn: Operation<T>, signal?: AbortSignal): Promise<T> {
+    return this[RUN](fn, rootContext(signal))
+  }
+
+  /** @internal */
+  [RUN]<T>(fn: Operation<T>, context: ExecutionContext): Promise<T> {
+    if (this.#active < this.#limit) {
+      this.#active++
+      this.#executed++
+      return this.#start(fn, context)
+    }
+    if (this.#queued >= this.#maxQueue) {
+      this.#rejected++
+      const error = new BulkheadRejectedError(this.#active, this.#queued)
+      if (this.#events.has('reject')) this.#events.emit('reject', { error })
+      return Promise.reject(error)
+    }
+    const signal = context.signal
+    if (signal.aborted) return Promise.reject(new AbortedError({ cause: signal.reason }))
+    return new Promise<T>((resolve, reject) => {
+      const waiter: Waiter = {
+        fn: fn as Operation<unknown>,
+        context,
+        resolve: resolve as (value: unknown) => void,
+        reject,
+        next: undefined,
+        prev: this.#tail,
+        detach: undefined,
+      }
+      const onAbort = () => {
+        this.#unlink(waiter)
+        this.#aborted++
+        reject(new AbortedError({ cause: signal.reason }))
+      }
+      signal.addEventListener('abort', onAbort, { once: true })
+      waiter.detach = () => signal.removeEventListener('abort', onAbort)
+      if (this.#tail === undefined) this.#head = waiter
+      else this.#tail.next = waiter
+      this.#tail = waiter
+      this.#queued++
+    })
+  }
+
+  /** Counters and current occupancy. */
+  stats(): BulkheadStats {
+    return {
+      active: this.#active,
+      queued: this.#queued,
+      executed: this.#executed,
+      rejected: this.#rejected,
+      aborted: this.#aborted,
+    }
+  }
+
+  /** Subscribes to an event. */
+  on<K extends keyof BulkheadEvents>(event: K, listener: Listener<BulkheadEvents[K]>): this {
+    this.#events.on(event, listener)
+    return this
+  }
+
+  /** Unsubscribes from an event. */
+  off<K extends keyof BulkheadEvents>(event: K, listener: Listener<BulkheadEvents[K]>): this {
+    this.#events.off(event, listener)
+    return this
+  }
+
+  #start<T>(fn: Operation<T>, context: ExecutionContext): Promise<T> {
+    let result: T | PromiseLike<T>
+    try {
+      result = fn(context)
+    } catch (error) {
+      this.#release()
+      return Promise.reject(error)
+    }
+    return Promise.resolve(result).then(this.#onFulfilled, this.#onRejected) as Promise<T>
+  }
+
+  readonly #onFulfilled = (value: unknown): unknown => {
+    this.#release()
+    return value
+  }
+
+  readonly #onRejected = (error: unknown): never => {
+    this.#release()
+    throw error
+  }
+
+  #release(): void {
+    const waiter = this.#head
+    if (waiter === undefined) {
+      this.#active--
+      return
+    }
+    this.#unlink(waiter)
+    this.#executed++
+    this.#start(waiter.fn, waiter.context).then(waiter.resolve, waiter.reject)
+  }
+
+  #unlink(waiter: Waiter): void {
+    const { prev, next } = waiter
+    if (prev === undefined) this.#head = next
+    else prev.next = next
+    if (next === undefined) this.#tail = prev
+    else next.prev = prev
+    waiter.next = waiter.prev = undefined
+    waiter.detach?.()
+    waiter.detach = undefined
+    this.#queued--
+  }
+}
+
+/**
+ * Creates a {@link BulkheadPolicy}: at most `limit` calls run at once, up to `queue` more wait
+ * in order, and the rest are refused with a {@link BulkheadRejectedError}.
+ *
+ * @example
+ * ```ts
+ * import { bulkhead } from '@ballast/resilience'
+ *
+ * const pdfWorkers = bulkhead({ limit: 4, queue: 20 })
+ * const pdf = await pdfWorkers.execute(() => renderInvoice(order))
+ * ```
+ */
+export function bulkhead(options: BulkheadOptions): BulkheadPolicy {
+  object('options', options)
+  return new BulkheadPolicy(options)
+}

@@ -1,0 +1,520 @@
+import OpossumBreaker from 'opossum'
+import { BreakerOpenError, ResilienceError, TimeoutError } from './errors.js'
+import { BreakerWindow, type WindowSpec } from './internal/breakerWindow.js'
+import { RUN, rootContext } from './internal/context.js'
+import { Emitter, type Listener } from './internal/emitter.js'
+import {
+  boolean,
+  duration,
+  invalid,
+  merge,
+  nonEmptyString,
+  nonNegativeInteger,
+  optionalFunction,
+  positiveInteger,
+} from './internal/validate.js'
+import type { ExecutionContext, Operation, Policy } from './policy.js'
+
+/** The breaker trips on the failure rate over a rolling time span. */
+export interface TimeWindow {
+  /** Trip on the calls of the last `duration` milliseconds. */
+  type: 'time'
+  /** Length of the window in milliseconds. */
+  duration: number
+  /**
+   * Slices the window is counted in; old slices drop out as time passes.
+   * @default 10
+   */
+  buckets?: number
+}
+
+/** The breaker trips on the failure rate over the last `size` calls. */
+export interface CountWindow {
+  /** Trip on the last `size` calls. */
+  type: 'count'
+  /** How many of the latest calls count. */
+  size: number
+}
+
+/** The state of a breaker: `closed` lets calls through, `open` refuses them, `halfOpen` lets probes through. */
+export type BreakerState = 'closed' | 'open' | 'halfOpen'
+
+/** Options of {@link circuitBreaker}. `A` are the arguments of the protected function, `R` its result. */
+export interface CircuitBreakerOptions<A extends unknown[] = [], R = never> {
+  /**
+   * Name used in errors, events and stats.
+   * @default the function's name, else `"breaker"`
+   */
+  name?: string
+  /**
+   * Which calls the failure rate is measured over.
+   * @default { type: 'time', duration: 10000, buckets: 10 }
+   */
+  window?: TimeWindow | CountWindow
+  /**
+   * The breaker opens when more than this percentage of the calls in the window failed.
+   * @default 50
+   */
+  errorThresholdPercentage?: number
+  /**
+   * The breaker never opens while the window holds fewer calls than this, so one early
+   * failure does not cut a dependency off.
+   * @default 10
+   */
+  volumeThreshold?: number
+  /**
+   * How long the breaker stays open, in milliseconds, before it lets probes through.
+   * @default 10000
+   */
+  resetTimeout?: number
+  /**
+   * How many probe calls the half-open breaker lets through; it closes when all of them
+   * succeed and opens again on the first failure. Calls beyond them are refused.
+   * @default 1
+   */
+  halfOpenProbes?: number
+  /**
+   * A time limit per call in milliseconds (a timeout counts as a failure), or `false`. For
+   * cancellation through an `AbortSignal`, put a {@link timeout} policy inside the breaker in
+   * a {@link pipeline} instead.
+   * @default false
+   */
+  timeout?: number | false
+  /**
+   * Errors for which this returns `true` do not count as failures (a 404, a validation
+   * error): the breaker counts the call as a success, the error still goes to the caller and
+   * the fallback is not called.
+   * @default every error counts
+   */
+  errorFilter?: (error: unknown, ...args: A) => boolean
+  /**
+   * Answers a failed or refused call instead of rejecting: receives the error
+   * ({@link BreakerOpenError} when refused) and the call's arguments.
+   * @default none: the call rejects
+   */
+  fallback?: (error: unknown, ...args: A) => R | PromiseLike<R>
+  /**
+   * Keep call latencies and report percentiles in `stats()`. Off by default: opossum's own
+   * percentiles sort the whole window on every failure. Here they are computed only when
+   * `stats()` is called, over the last `latencySamples` calls.
+   * @default false
+   */
+  rollingPercentiles?: boolean
+  /**
+   * How many recent latencies to keep when `rollingPercentiles` is on.
+   * @default 1024
+   */
+  latencySamples?: number
+}
+
+/** Defaults of {@link CircuitBreakerOptions}, in one place. */
+export const DEFAULT_CIRCUIT_BREAKER_OPTIONS = Object.freeze({
+  window: Object.freeze({ type: 'time', duration: 10_000, buckets: 10 }) as TimeWindow,
+  errorThresholdPercentage: 50,
+  volumeThreshold: 10,
+  resetTimeout: 10_000,
+  halfOpenProbes: 1,
+  timeout: false as number | false,
+  rollingPercentiles: false,
+  latencySamples: 1024,
+})
+
+/** Events of a {@link CircuitBreaker}. */
+export interface CircuitBreakerEvents {
+  /** The breaker opened; calls are refused for `resetTimeout` milliseconds. */
+  open: { name: string; calls: number; failures: number }
+  /** The open time passed; probes are let through. */
+  halfOpen: { name: string }
+  /** The breaker closed: probes succeeded, or it was reset. */
+  close: { name: string }
+  /** A call succeeded (or failed with an error the `errorFilter` excused). */
+  success: { name: string; latencyMs: number }
+  /** A call failed and counted against the breaker. */
+  failure: { name: string; error: unknown }
+  /** A call was refused because the breaker is open. */
+  reject: { name: string; error: BreakerOpenError }
+  /** A call ran past the breaker's own `timeout`. */
+  timeout: { name: string; error: TimeoutError }
+  /** The fallback answered a failed or refused call. */
+  fallback: { name: string; error: unknown }
+}
+
+/** Counters and state of a {@link CircuitBreaker}. */
+export interface CircuitBreakerStats {
+  /** The breaker's name. */
+  name: string
+  /** The current state. */
+  state: BreakerState
+  /** Calls started since creation (refused ones excluded). */
+  calls: number
+  /** Calls that succeeded since creation. */
+  successes: number
+  /** Calls that failed since creation. */
+  failures: number
+  /** Calls refused while open since creation. */
+  rejects: number
+  /** Calls that timed out since creation. */
+  timeouts: number
+  /** Calls the fallback answered since creation. */
+  fallbacks: number
+  /** How many times the breaker opened. */
+  opens: number
+  /** Calls and failures in the current window. */
+  window: { calls: number; failures: number }
+  /** Latency percentiles in milliseconds, when `rollingPercentiles` is on. */
+  latency: { mean: number; p50: number; p90: number; p99: number } | undefined
+}
+
+const FIRE: unique symbol = Symbol('fire')
+let unnamed = 0
+
+type Action = (a: unknown, b: unknown) => Promise<unknown>
+
+/**
+ * A circuit breaker on opossum: it counts failures in a rolling window, opens when they pass
+ * the threshold (calls then fail fast with a {@link BreakerOpenError} or get the fallback),
+ * lets probes through after `resetTimeout`, and closes when they succeed. A closed breaker
+ * holds no timer; an open one holds one unreferenced timer until it half-opens. Create it
+ * with {@link circuitBreaker}.
+ */
+export class CircuitBreaker<A extends unknown[] = [], R = never> implements Policy<R> {
+  readonly #name: string
+  readonly #cb: OpossumBreaker<[unknown, unknown], unknown>
+  readonly #window: BreakerWindow
+  readonly #events = new Emitter<CircuitBreakerEvents>()
+  readonly #fn: ((...args: A) => unknown) | undefined
+  readonly #errorFilter: ((error: unknown, ...args: A) => boolean) | undefined
+  readonly #fallback: ((error: unknown, ...args: A) => R | PromiseLike<R>) | undefined
+  readonly #probes: number
+  readonly #timeout: number | false
+  #state: BreakerState = 'closed'
+  #probesStarted = 0
+  #probesSucceeded = 0
+  #shutdown = false
+
+  /** Use {@link circuitBreaker}. */
+  constructor(
+    fn: ((...args: A) => unknown) | undefined,
+    options: CircuitBreakerOptions<A, R> = {},
+  ) {
+    const o = merge(
+      DEFAULT_CIRCUIT_BREAKER_OPTIONS,
+      options,
+    ) as typeof DEFAULT_CIRCUIT_BREAKER_OPTIONS & CircuitBreakerOptions<A, R>
+    if (fn !== undefined && typeof fn !== 'function') invalid('fn', 'a function', fn)
+    this.#name =
+      o.name === undefined ? fn?.name || `breaker-${++unnamed}` : nonEmptyString('name', o.name)
+    const spec = validateWindow(o.window)
+    const threshold = o.errorThresholdPercentage
+    if (typeof threshold !== 'number' || !(threshold >= 0 && threshold < 100)) {
+      invalid('errorThresholdPercentage', 'a number >= 0 and < 100', threshold)
+    }
+    const volume = nonNegativeInteger('volumeThreshold', o.volumeThreshold)
+    const reset = duration('resetTimeout', o.resetTimeout)
+    this.#probes = positiveInteger('halfOpenProbes', o.halfOpenProbes)
+    if (o.timeout !== false) duration('timeout', o.timeout)
+    this.#timeout = o.timeout
+    boolean('rollingPercentiles', o.rollingPercentiles)
+    const samples = positiveInteger('latencySamples', o.latencySamples)
+    this.#errorFilter = optionalFunction('errorFilter', o.errorFilter)
+    this.#fallback = optionalFunction('fallback', o.fallback)
+    this.#fn = fn
+
+    this.#window = new BreakerWindow(spec, o.rollingPercentiles ? samples : 0)
+    const errorFilter = this.#errorFilter
+    const action: Action =
+      fn === undefined
+        ? (op, context) => settle((op as Operation<unknown>)(context as ExecutionContext))
+        : (a, b) =>
+            b === FIRE
+              ? settle(fn(...(a as A)))
+              : settle((a as Operation<unknown>)(b as ExecutionContext))
+    this.#cb = new OpossumBreaker<[unknown, unknown], unknown>(action, {
+      name: this.#name,
+      status: this.#window as any,
+      timeout: this.#timeout,
+      resetTimeout: reset,
+      errorThresholdPercentage: threshold,
+      volumeThreshold: volume,
+      rollingPercentilesEnabled: false,
+      enableSnapshots: false,
+      errorFilter:
+        errorFilter === undefined
+          ? undefined
+          : (((error: unknown, a: unknown, b: unknown) =>
+              b === FIRE
+                ? errorFilter(error, ...(a as A))
+                : errorFilter(error, ...([] as unknown as A))) as (error: unknown) => boolean),
+    } as OpossumBreaker.Options<[unknown, unknown]>)
+    // Every failure that counts reaches this hook (opossum calls the fallback after counting):
+    // it translates opossum's errors into typed ones and runs the user's fallback.
+    this.#cb.fallback((a: unknown, b: unknown, raw: unknown) => this.#onFailure(a, b, raw))
+    this.#cb.on('open', () => {
+      this.#state = 'open'
+      if (this.#events.has('open')) {
+        const w = this.#window.windowCounts()
+        this.#events.emit('open', { name: this.#name, calls: w.calls, failures: w.failures })
+      }
+    })
+    this.#cb.on('halfOpen', () => {
+      this.#state = 'halfOpen'
+      this.#probesStarted = 0
+      this.#probesSucceeded = 0
+      this.#events.emit('halfOpen', { name: this.#name })
+    })
+    this.#cb.on('close', () => {
+      this.#state = 'closed'
+      this.#events.emit('close', { name: this.#name })
+    })
+  }
+
+  /** The breaker's name. */
+  get name(): string {
+    return this.#name
+  }
+
+  /** The current state. */
+  get state(): BreakerState {
+    return this.#state
+  }
+
+  /**
+   * Calls the protected function with `args` through the breaker.
+   * @throws {@link BreakerOpenError} when open (unless a fallback answers).
+   */
+  fire(...args: A): Promise<R> {
+    if (this.#fn === undefined) {
+      return Promise.reject(
+        new ResilienceError(
+          'E_RESILIENCE_NO_FUNCTION',
+          `circuit breaker "${this.#name}" was created without a function: use execute(fn)`,
+        ),
+      )
+    }
+    if (this.#state !== 'closed') return this.#notClosed(args, FIRE)
+    return this.#cb.fire(args, FIRE) as Promise<R>
+  }
+
+  /** Runs `fn` through the breaker: the breaker as a {@link Policy}. */
+  execute<T>(fn: Operation<T>, signal?: AbortSignal): Promise<T | R> {
+    return this[RUN](fn, rootContext(signal))
+  }
+
+  /** @internal */
+  [RUN]<T>(fn: Operation<T>, context: ExecutionContext): Promise<T | R> {
+    if (this.#state !== 'closed') return this.#notClosed(fn, context) as Promise<T | R>
+    return this.#cb.fire(fn, context) as Promise<T | R>
+  }
+
+  /** Opens the breaker now, as if the threshold had been passed (an operator's switch). */
+  trip(): void {
+    this.#cb.open()
+  }
+
+  /** Closes the breaker now and clears its window. */
+  reset(): void {
+    this.#cb.close()
+    this.#window.reset()
+  }
+
+  /** Counters, the window and the state. */
+  stats(): CircuitBreakerStats {
+    const w = this.#window
+    return {
+      name: this.#name,
+      state: this.#state,
+      calls: w.fires,
+      successes: w.successes,
+      failures: w.failures,
+      rejects: w.rejects,
+      timeouts: w.timeouts,
+      fallbacks: w.fallbacks,
+      opens: w.opens,
+      window: w.windowCounts(),
+      latency: w.latency(),
+    }
+  }
+
+  /** Subscribes to an event. */
+  on<K extends keyof CircuitBreakerEvents>(
+    event: K,
+    listener: Listener<CircuitBreakerEvents[K]>,
+  ): this {
+    this.#events.on(event, listener)
+    if (event === 'success' && this.#events.has('success')) this.#listenSuccess()
+    return this
+  }
+
+  /** Unsubscribes from an event. */
+  off<K extends keyof CircuitBreakerEvents>(
+    event: K,
+    listener: Listener<CircuitBreakerEvents[K]>,
+  ): this {
+    this.#events.off(event, listener)
+    return this
+  }
+
+  /** Stops the breaker: clears its timer and listeners; later calls are refused. */
+  async close(): Promise<void> {
+    if (this.#shutdown) return
+    this.#shutdown = true
+    this.#state = 'open'
+    this.#cb.shutdown()
+    this.#events.clear()
+  }
+
+  #successListening = false
+  #listenSuccess(): void {
+    // Only a subscriber pays for per-call success events.
+    if (this.#successListening) return
+    this.#successListening = true
+    this.#cb.on('success', (_result: unknown, latency: number) => {
+      if (this.#events.has('success')) {
+        this.#events.emit('success', { name: this.#name, latencyMs: latency })
+      }
+    })
+  }
+
+  #onFailure(a: unknown, b: unknown, raw: unknown): unknown {
+    let error = raw
+    const code = (raw as { code?: unknown } | null)?.code
+    if (raw instanceof Error && OpossumBreaker.isOurError(raw)) {
+      if (code === 'ETIMEDOUT') {
+        error = new TimeoutError(this.#timeout === false ? 0 : this.#timeout, { cause: raw })
+        if (this.#events.has('timeout')) {
+          this.#events.emit('timeout', { name: this.#name, error: error as TimeoutError })
+        }
+      } else if (code === 'EOPENBREAKER') {
+        return this.#refuse(a, b)
+      }
+    }
+    if (this.#events.has('failure')) this.#events.emit('failure', { name: this.#name, error })
+    return this.#answer(error, a, b)
+  }
+
+  #answer(error: unknown, a: unknown, b: unknown): unknown {
+    const fallback = this.#fallback
+    if (fallback === undefined) throw error
+    this.#window.fallbacks++
+    if (this.#events.has('fallback')) this.#events.emit('fallback', { name: this.#name, error })
+    return b === FIRE ? fallback(error, ...(a as A)) : fallback(error, ...([] as unknown as A))
+  }
+
+  #refuse(a: unknown, b: unknown): Promise<unknown> {
+    this.#window.rejects++
+    const error = new BreakerOpenError(this.#name)
+    if (this.#events.has('reject')) this.#events.emit('reject', { name: this.#name, error })
+    try {
+      return Promise.resolve(this.#answer(error, a, b))
+    } catch (e) {
+      return Promise.reject(e)
+    }
+  }
+
+  #notClosed(a: unknown, b: unknown): Promise<R> {
+    if (this.#state === 'open' || this.#shutdown) return this.#refuse(a, b) as Promise<R>
+    // Half-open: let `halfOpenProbes` calls through, refuse the rest until they settle.
+    if (this.#probesStarted >= this.#probes) return this.#refuse(a, b) as Promise<R>
+    this.#probesStarted++
+    return this.#probe(a, b) as Promise<R>
+  }
+
+  async #probe(a: unknown, b: unknown): Promise<unknown> {
+    const started = Date.now()
+    this.#window.fires++
+    let timer: NodeJS.Timeout | undefined
+    try {
+      const work =
+        b === FIRE
+          ? settle((this.#fn as (...args: A) => unknown)(...(a as A)))
+          : settle((a as Operation<unknown>)(b as ExecutionContext))
+      const limit = this.#timeout
+      const value =
+        limit === false
+          ? await work
+          : await Promise.race([
+              work,
+              new Promise<never>((_, reject) => {
+                timer = setTimeout(() => reject(new TimeoutError(limit)), limit)
+              }),
+            ])
+      this.#probeSucceeded(Date.now() - started)
+      return value
+    } catch (error) {
+      const excused =
+        this.#errorFilter !== undefined &&
+        (b === FIRE
+          ? this.#errorFilter(error, ...(a as A))
+          : this.#errorFilter(error, ...([] as unknown as A)))
+      if (excused) {
+        this.#probeSucceeded(Date.now() - started)
+        throw error
+      }
+      this.#window.increment('failures', Date.now() - started)
+      if (error instanceof TimeoutError) this.#window.timeouts++
+      if (this.#state === 'halfOpen') this.#cb.open()
+      if (this.#events.has('failure')) this.#events.emit('failure', { name: this.#name, error })
+      return this.#answer(error, a, b)
+    } finally {
+      if (timer !== undefined) clearTimeout(timer)
+    }
+  }
+
+  #probeSucceeded(latency: number): void {
+    this.#window.increment('successes', latency)
+    if (this.#state !== 'halfOpen') return
+    this.#probesSucceeded++
+    if (this.#probesSucceeded >= this.#probes) this.#cb.close()
+  }
+}
+
+/** Opossum calls `.then` on the action's result: hand it a promise for every value, even `undefined`. */
+function settle(result: unknown): Promise<unknown> {
+  return result instanceof Promise ? result : Promise.resolve(result)
+}
+
+function validateWindow(window: unknown): WindowSpec {
+  if (typeof window !== 'object' || window === null) {
+    invalid('window', "{ type: 'time', duration } or { type: 'count', size }", window)
+  }
+  const w = window as Partial<TimeWindow> & Partial<CountWindow>
+  if (w.type === 'count') return { type: 'count', size: positiveInteger('window.size', w.size) }
+  if (w.type === 'time') {
+    const buckets = positiveInteger('window.buckets', w.buckets ?? 10)
+    const span = duration('window.duration', w.duration)
+    return { type: 'time', duration: span, buckets }
+  }
+  return invalid('window.type', '"time" or "count"', w.type)
+}
+
+/**
+ * Creates a {@link CircuitBreaker} around `fn` (call it with `fire(...args)`), or, without a
+ * function, a breaker to use as a policy (`execute(fn)`, or in a {@link pipeline}).
+ *
+ * @example
+ * ```ts
+ * import { circuitBreaker, isResilienceError } from '@ballast/resilience'
+ *
+ * const getRates = circuitBreaker((currency: string) => fx.rates(currency), {
+ *   window: { type: 'count', size: 50 },
+ *   errorFilter: (error) => (error as { status?: number }).status === 404,
+ *   fallback: () => cachedRates,
+ * })
+ * getRates.on('open', ({ name }) => log.warn(`${name} is open`))
+ * const rates = await getRates.fire('EUR')
+ * ```
+ */
+export function circuitBreaker<A extends unknown[], R>(
+  fn: (...args: A) => R | PromiseLike<R>,
+  options?: CircuitBreakerOptions<A, Awaited<R>>,
+): CircuitBreaker<A, Awaited<R>>
+export function circuitBreaker<F = never>(
+  options?: CircuitBreakerOptions<[], F>,
+): CircuitBreaker<[], F>
+export function circuitBreaker(
+  fnOrOptions?: ((...args: unknown[]) => unknown) | CircuitBreakerOptions<unknown[], unknown>,
+  options?: CircuitBreakerOptions<unknown[], unknown>,
+): CircuitBreaker<unknown[], unknown> {
+  if (typeof fnOrOptions === 'function') return new CircuitBreaker(fnOrOptions, options)
+  return new CircuitBreaker<unknown[], unknown>(undefined, fnOrOptions)
+}

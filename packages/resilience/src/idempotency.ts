@@ -1,0 +1,721 @@
+import {
+  IdempotencyFencedError,
+  IdempotencyInFlightError,
+  IdempotencyKeyError,
+  IdempotencyMismatchError,
+  IdempotencyUnavailableError,
+  IdempotentFailureError,
+} from './errors.js'
+import { NEVER_ABORTED } from './internal/context.js'
+import { Emitter, type Listener } from './internal/emitter.js'
+import { fingerprintOf } from './internal/fingerprint.js'
+import { isRedisLike, LuaScript, type RedisLike, withTimeout } from './internal/lua.js'
+import {
+  boolean,
+  duration,
+  invalid,
+  merge,
+  nonEmptyString,
+  nonNegativeNumber,
+  optionalFunction,
+} from './internal/validate.js'
+
+/** Options of {@link createIdempotency}. */
+export interface IdempotencyOptions {
+  /** The ioredis `Redis` or `Cluster` the records live in. Its lifecycle is yours. */
+  redis: RedisLike
+  /**
+   * Prefix of the Redis keys. Each idempotency key is one Redis hash at
+   * `<prefix>{<key>}`: the hash tag keeps everything of one key in one Cluster slot.
+   * @default 'idem:'
+   */
+  prefix?: string
+  /**
+   * How long a claim holds the key without renewal, in milliseconds. The holder renews it
+   * every third of that while the work runs; if the holder dies, another caller can reclaim
+   * the key once it runs out.
+   * @default 30000
+   */
+  lease?: number
+  /**
+   * How long a completed result (or a permanent failure) is kept and replayed, in milliseconds.
+   * @default 86400000 (24 h)
+   */
+  retention?: number
+  /**
+   * How long a duplicate that finds the key in flight waits for the holder's result before
+   * giving up with an {@link IdempotencyInFlightError} (HTTP 409). 0 answers at once.
+   * @default 0
+   */
+  wait?: number
+  /**
+   * When Redis cannot be reached: `false` fails closed (an {@link IdempotencyUnavailableError},
+   * the work does not run); `true` runs the work unprotected and emits `failOpen`.
+   * @default false
+   */
+  failOpen?: boolean
+  /**
+   * Time limit of each Redis round trip, in milliseconds; past it Redis counts as unreachable.
+   * @default 2000
+   */
+  commandTimeout?: number
+  /**
+   * What a well-formed key looks like; others are refused with an {@link IdempotencyKeyError}.
+   * @default /^[\x21-\x7E]{1,255}$/ (1 to 255 printable ASCII characters, no spaces)
+   */
+  keyPattern?: RegExp
+  /**
+   * Whether an error thrown by the work is transient: the key is then released so a retry
+   * runs the work again. Otherwise the failure is stored and replayed to retries as an
+   * {@link IdempotentFailureError}.
+   * @default error => error.retryable !== false (only errors that say they are final are stored)
+   */
+  isTransient?: (error: unknown) => boolean
+}
+
+/** Defaults of {@link IdempotencyOptions}. */
+export const DEFAULT_IDEMPOTENCY_OPTIONS = Object.freeze({
+  prefix: 'idem:',
+  lease: 30_000,
+  retention: 86_400_000,
+  wait: 0,
+  failOpen: false,
+  commandTimeout: 2000,
+  keyPattern: /^[\x21-\x7E]{1,255}$/,
+  isTransient: (error: unknown): boolean =>
+    (error as { retryable?: unknown } | null)?.retryable !== false,
+})
+
+/** A failure stored for replay. */
+export interface StoredFailure {
+  /** The error's `name`. */
+  name: string
+  /** The error's message. */
+  message: string
+  /** The error's `code`, when it had a string one. */
+  code?: string
+}
+
+/** A stored outcome: the value the work returned, or its permanent failure. */
+export type IdempotencyRecord = { ok: true; value: unknown } | { ok: false; error: StoredFailure }
+
+/** The answer to {@link Idempotency.claim}. */
+export type ClaimOutcome =
+  /** The caller holds the key and must run the work, then complete, fail or release. */
+  | { status: 'acquired'; claim: IdempotencyClaim }
+  /** The work was done before: replay the record, do not run it again. */
+  | { status: 'completed'; record: IdempotencyRecord }
+  /** Another holder is working on it (after waiting `wait` if configured). */
+  | { status: 'inFlight'; retryAfterMs: number }
+  /** The key was used with a different fingerprint. Nothing runs. */
+  | { status: 'mismatch' }
+
+/** What the work receives from {@link Idempotency.run}. */
+export interface IdempotencyContext {
+  /** The idempotency key. */
+  readonly key: string
+  /** The fencing token of this claim (0 when running unprotected after fail-open). */
+  readonly token: number
+  /**
+   * Aborted when the claim's lease is lost (another holder took over, or Redis was
+   * unreachable for longer than the lease): stop, the result will not be stored.
+   */
+  readonly signal: AbortSignal
+}
+
+/** The result of {@link Idempotency.run}. */
+export interface IdempotentResult<T> {
+  /** The work's value, fresh or replayed. */
+  value: T
+  /** `true` when the value is a stored result and the work did not run now. */
+  replayed: boolean
+}
+
+/** Events of an {@link Idempotency} store. */
+export interface IdempotencyEvents {
+  /** A caller took the key (`reclaimed` when a dead holder's lease had run out). */
+  acquired: { key: string; token: number; reclaimed: boolean }
+  /** A stored result was handed back instead of running the work. */
+  replayed: { key: string }
+  /** A duplicate found the key in flight. */
+  inFlight: { key: string; retryAfterMs: number }
+  /** A key was reused with a different fingerprint. */
+  mismatch: { key: string }
+  /** A holder lost its lease: its signal was aborted. */
+  leaseLost: { key: string; token: number; error: Error }
+  /** A stale holder's write was refused by the fence. */
+  fenced: { key: string; token: number }
+  /** Redis could not be reached. */
+  unavailable: { key: string; error: IdempotencyUnavailableError }
+  /** Redis could not be reached and the work ran unprotected (`failOpen: true`). */
+  failOpen: { key: string }
+  /** The work ran but its result could not be stored (Redis lost meanwhile). */
+  storeFailed: { key: string; error: unknown }
+}
+
+/** Counters of an {@link Idempotency} store since it was created. */
+export interface IdempotencyStats {
+  /** Claims attempted (well-formed keys). */
+  claims: number
+  /** Claims acquired, reclaims included. */
+  acquired: number
+  /** Claims acquired from a holder whose lease had run out. */
+  reclaimed: number
+  /** Stored results replayed. */
+  replayed: number
+  /** Duplicates refused because the key was in flight. */
+  inFlight: number
+  /** Keys reused with a different fingerprint. */
+  mismatches: number
+  /** Results stored. */
+  completed: number
+  /** Permanent failures stored. */
+  failed: number
+  /** Keys released after a transient failure. */
+  released: number
+  /** Stale writes refused. */
+  fenced: number
+  /** Redis round trips that failed or timed out. */
+  unavailable: number
+  /** Claims held by this process now. */
+  held: number
+}
+
+// Record fields: s state ('p' in flight, 'd' done, 'r' released), f fingerprint, t fencing
+// token, l lease end (ms, Redis clock), v stored record.
+const NOW = `local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+`
+
+/** Claim. ARGV: fingerprint ('' for none), lease ms, retention ms. */
+const CLAIM = new LuaScript(`${NOW}
+local h = redis.call('HMGET', KEYS[1], 's', 'f', 'l', 'v')
+local s = h[1]
+if s == 'd' or s == 'p' then
+  if ARGV[1] ~= '' and h[2] and h[2] ~= '' and h[2] ~= ARGV[1] then return {'m'} end
+  if s == 'd' then return {'d', h[4]} end
+  local left = tonumber(h[3]) - now
+  if left > 0 then return {'p', left} end
+end
+local token = redis.call('HINCRBY', KEYS[1], 't', 1)
+redis.call('HSET', KEYS[1], 's', 'p', 'f', ARGV[1], 'l', now + tonumber(ARGV[2]))
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+if s == 'p' then return {'a', token, 1} end
+return {'a', token, 0}
+`)
+
+/** Renew. ARGV: token, lease ms. */
+const RENEW = new LuaScript(`${NOW}
+local h = redis.call('HMGET', KEYS[1], 's', 't')
+if h[1] ~= 'p' or h[2] ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], 'l', now + tonumber(ARGV[2]))
+return 1
+`)
+
+/** Complete (store the record). ARGV: token, record, retention ms. */
+const COMPLETE = new LuaScript(`
+local h = redis.call('HMGET', KEYS[1], 's', 't')
+if h[1] ~= 'p' or h[2] ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], 's', 'd', 'v', ARGV[2])
+redis.call('HDEL', KEYS[1], 'l')
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return 1
+`)
+
+/** Release. ARGV: token. The token counter stays, so fencing holds across releases. */
+const RELEASE = new LuaScript(`
+local h = redis.call('HMGET', KEYS[1], 's', 't')
+if h[1] ~= 'p' or h[2] ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], 's', 'r')
+redis.call('HDEL', KEYS[1], 'f', 'l', 'v')
+return 1
+`)
+
+type Resolved = Required<Omit<IdempotencyOptions, 'redis'>> & { redis: RedisLike }
+
+/**
+ * A claim on an idempotency key: the caller holds it and runs the work. Its lease is renewed
+ * while it is held. Finish with {@link IdempotencyClaim.complete} (store the result),
+ * {@link IdempotencyClaim.fail} (store a permanent failure) or
+ * {@link IdempotencyClaim.release} (let a retry run the work again). Every write carries the
+ * fencing token: a holder whose lease ran out and was reclaimed cannot overwrite the newer
+ * holder's result.
+ */
+export class IdempotencyClaim implements IdempotencyContext {
+  readonly key: string
+  readonly token: number
+  /** Whether the key was taken over from a holder whose lease had run out. */
+  readonly reclaimed: boolean
+  readonly #store: Idempotency
+  readonly #controller = new AbortController()
+  #timer: NodeJS.Timeout | undefined
+  #leaseEnd: number
+  #done = false
+
+  /** @internal Claims come from {@link Idempotency.claim}. */
+  constructor(store: Idempotency, key: string, token: number, reclaimed: boolean, lease: number) {
+    this.#store = store
+    this.key = key
+    this.token = token
+    this.reclaimed = reclaimed
+    this.#leaseEnd = Date.now() + lease
+  }
+
+  /** Aborted when the lease is lost; see {@link IdempotencyContext.signal}. */
+  get signal(): AbortSignal {
+    return this.#controller.signal
+  }
+
+  /** Whether the claim was completed, failed or released (or its lease was lost). */
+  get settled(): boolean {
+    return this.#done
+  }
+
+  /**
+   * Stores the work's result for replay. `value` must survive `JSON.stringify`.
+   * @throws {@link IdempotencyFencedError} when a newer holder owns the key.
+   */
+  complete(value: unknown): Promise<void> {
+    return this.#finish(JSON.stringify({ ok: true, value } satisfies IdempotencyRecord), 'complete')
+  }
+
+  /**
+   * Stores a permanent failure: retries get it replayed as an {@link IdempotentFailureError}.
+   * @throws {@link IdempotencyFencedError} when a newer holder owns the key.
+   */
+  fail(error: unknown): Promise<void> {
+    const e = error as { name?: unknown; message?: unknown; code?: unknown } | null
+    const failure: StoredFailure = {
+      name: typeof e?.name === 'string' ? e.name : 'Error',
+      message: typeof e?.message === 'string' ? e.message : String(error),
+    }
+    if (typeof e?.code === 'string') failure.code = e.code
+    return this.#finish(
+      JSON.stringify({ ok: false, error: failure } satisfies IdempotencyRecord),
+      'fail',
+    )
+  }
+
+  /**
+   * Gives the key back so a retry can run the work (after a transient failure). Resolves
+   * `false` when the claim was no longer ours.
+   */
+  async release(): Promise<boolean> {
+    if (this.#done) return false
+    this.#stop()
+    return this.#store[INTERNAL].release(this)
+  }
+
+  /** @internal */
+  startRenewal(lease: number): void {
+    const every = Math.max(10, Math.floor(lease / 3))
+    this.#timer = setInterval(() => {
+      void this.#renew(lease)
+    }, every)
+    this.#timer.unref()
+  }
+
+  /** @internal */
+  lose(error: Error): void {
+    if (this.#done) return
+    this.#stop()
+    this.#controller.abort(error)
+  }
+
+  async #renew(lease: number): Promise<void> {
+    if (this.#done) return
+    const sent = Date.now()
+    try {
+      const ok = await this.#store[INTERNAL].renew(this, lease)
+      if (this.#done) return
+      if (ok) this.#leaseEnd = sent + lease
+      else this.#store[INTERNAL].lost(this, new IdempotencyFencedError(this.key, this.token))
+    } catch (error) {
+      // Redis is unreachable: the lease may still hold; once it surely ran out, stop.
+      if (!this.#done && Date.now() >= this.#leaseEnd) {
+        this.#store[INTERNAL].lost(
+          this,
+          new IdempotencyUnavailableError('the lease ran out while Redis was unreachable', {
+            cause: error,
+          }),
+        )
+      }
+    }
+  }
+
+  async #finish(record: string, kind: 'complete' | 'fail'): Promise<void> {
+    if (this.#done && this.#controller.signal.aborted) {
+      // The lease was lost: still try, the fence decides.
+    } else if (this.#done) {
+      throw new IdempotencyFencedError(this.key, this.token)
+    }
+    this.#stop()
+    await this.#store[INTERNAL].finish(this, record, kind)
+  }
+
+  #stop(): void {
+    this.#done = true
+    if (this.#timer !== undefined) {
+      clearInterval(this.#timer)
+      this.#timer = undefined
+    }
+    this.#store[INTERNAL].forget(this)
+  }
+}
+
+const INTERNAL: unique symbol = Symbol('ballast.idempotency.internal')
+
+interface StoreInternals {
+  renew(claim: IdempotencyClaim, lease: number): Promise<boolean>
+  finish(claim: IdempotencyClaim, record: string, kind: 'complete' | 'fail'): Promise<void>
+  release(claim: IdempotencyClaim): Promise<boolean>
+  lost(claim: IdempotencyClaim, error: Error): void
+  forget(claim: IdempotencyClaim): void
+}
+
+/**
+ * Idempotency keys in Redis: a retried request or a redelivered message takes effect once.
+ * Use {@link Idempotency.run} for any handler (an AMQP consumer with the message id as key),
+ * {@link Idempotency.claim} for control over each step, or the HTTP adapters in
+ * `@ballast/resilience/express` and `@ballast/resilience/fastify`. Create it with
+ * {@link createIdempotency}.
+ */
+export class Idempotency {
+  readonly #o: Resolved
+  readonly #events = new Emitter<IdempotencyEvents>()
+  readonly #held = new Set<IdempotencyClaim>()
+  readonly #stats: Omit<IdempotencyStats, 'held'> = {
+    claims: 0,
+    acquired: 0,
+    reclaimed: 0,
+    replayed: 0,
+    inFlight: 0,
+    mismatches: 0,
+    completed: 0,
+    failed: 0,
+    released: 0,
+    fenced: 0,
+    unavailable: 0,
+  }
+  #closed = false
+
+  /** Use {@link createIdempotency}. */
+  constructor(options: IdempotencyOptions) {
+    if (typeof options !== 'object' || options === null) invalid('options', 'an object', options)
+    if (!isRedisLike(options.redis)) invalid('redis', 'an ioredis Redis or Cluster', options.redis)
+    const o = merge(DEFAULT_IDEMPOTENCY_OPTIONS, options) as Resolved
+    nonEmptyString('prefix', o.prefix)
+    if (/[{}]/.test(o.prefix))
+      invalid('prefix', 'a prefix without "{" or "}" (the key is the hash tag)', o.prefix)
+    duration('lease', o.lease)
+    if (o.lease < 30) invalid('lease', 'at least 30 milliseconds', o.lease)
+    duration('retention', o.retention)
+    if (o.retention < o.lease)
+      invalid('retention', `at least the lease (${o.lease} ms)`, o.retention)
+    nonNegativeNumber('wait', o.wait, 'a number of milliseconds >= 0')
+    boolean('failOpen', o.failOpen)
+    duration('commandTimeout', o.commandTimeout)
+    if (!(o.keyPattern instanceof RegExp)) invalid('keyPattern', 'a RegExp', o.keyPattern)
+    optionalFunction('isTransient', o.isTransient)
+    this.#o = o
+  }
+
+  /** Whether Redis being unreachable lets work run unprotected. */
+  get failOpen(): boolean {
+    return this.#o.failOpen
+  }
+
+  /**
+   * The fingerprint of a request: SHA-256 of its canonical form (object keys sorted at every
+   * depth; strings and bytes as they are). Same request, same fingerprint.
+   */
+  fingerprint(input: unknown): string {
+    return fingerprintOf(input)
+  }
+
+  /**
+   * Checks that `key` is present and well formed.
+   * @throws {@link IdempotencyKeyError} (HTTP 400) when it is missing or malformed.
+   */
+  validateKey(key: unknown): asserts key is string {
+    if (key === undefined || key === null || key === '') {
+      throw new IdempotencyKeyError('an idempotency key is required')
+    }
+    if (typeof key !== 'string' || !this.#o.keyPattern.test(key)) {
+      throw new IdempotencyKeyError(
+        `malformed idempotency key: expected ${String(this.#o.keyPattern)}, got ${JSON.stringify(String(key)).slice(0, 80)}`,
+      )
+    }
+  }
+
+  /**
+   * Claims `key` atomically (one Lua script, one round trip). With `wait` configured, a
+   * duplicate of a key in flight polls until the holder's result is stored, its lease runs
+   * out (then this caller takes over), or the wait ends.
+   *
+   * @param key The idempotency key.
+   * @param input What identifies the request (its canonicalized body, a message's payload);
+   *   the same key with a different input is a `mismatch`. `undefined` skips the check.
+   * @throws {@link IdempotencyKeyError} for a missing or malformed key.
+   * @throws {@link IdempotencyUnavailableError} when Redis does not answer.
+   */
+  async claim(
+    key: string,
+    input?: unknown,
+    options: { wait?: number } = {},
+  ): Promise<ClaimOutcome> {
+    this.validateKey(key)
+    const fingerprint = input === undefined ? '' : fingerprintOf(input)
+    this.#stats.claims++
+    const wait = options.wait ?? this.#o.wait
+    const deadline = Date.now() + wait
+    let pause = 10
+    for (;;) {
+      const outcome = await this.#claimOnce(key, fingerprint)
+      if (outcome.status !== 'inFlight' || wait <= 0) return this.#count(key, outcome)
+      const left = deadline - Date.now()
+      if (left <= 0) return this.#count(key, outcome)
+      await new Promise((r) => setTimeout(r, Math.min(pause, left, outcome.retryAfterMs + 1)))
+      pause = Math.min(pause * 2, 250)
+    }
+  }
+
+  /**
+   * Runs `fn` once per key: the first caller runs it and its result is stored; duplicates get
+   * the stored result (`replayed: true`) without running it, or an
+   * {@link IdempotencyInFlightError} while it is running. A transient failure releases the
+   * key; a permanent one is stored and replayed as an {@link IdempotentFailureError}.
+   *
+   * @param key The idempotency key (an `Idempotency-Key` header, an AMQP message id).
+   * @param input What identifies the request, for the fingerprint check; `undefined` skips it.
+   * @param fn The work. Its value must survive `JSON.stringify`.
+   * @throws {@link IdempotencyMismatchError} when the key was used with a different input.
+   * @throws {@link IdempotencyInFlightError} when another holder is running it.
+   * @throws {@link IdempotencyUnavailableError} when Redis is unreachable (unless `failOpen`).
+   * @example
+   * ```ts
+   * // An AMQP consumer: a redelivered message does not charge twice.
+   * channel.consume('payments', async (msg) => {
+   *   const { value } = await idempotency.run(msg.properties.messageId, msg.content, () => charge(msg))
+   *   channel.ack(msg)
+   * })
+   * ```
+   */
+  async run<T>(
+    key: string,
+    input: unknown,
+    fn: (context: IdempotencyContext) => T | PromiseLike<T>,
+  ): Promise<IdempotentResult<T>> {
+    let outcome: ClaimOutcome
+    try {
+      outcome = await this.claim(key, input)
+    } catch (error) {
+      if (error instanceof IdempotencyUnavailableError && this.#o.failOpen) {
+        this.#events.emit('failOpen', { key })
+        return { value: await fn({ key, token: 0, signal: NEVER_ABORTED }), replayed: false }
+      }
+      throw error
+    }
+    switch (outcome.status) {
+      case 'mismatch':
+        throw new IdempotencyMismatchError(key)
+      case 'inFlight':
+        throw new IdempotencyInFlightError(key, outcome.retryAfterMs)
+      case 'completed': {
+        const record = outcome.record
+        if (record.ok) return { value: record.value as T, replayed: true }
+        throw new IdempotentFailureError(record.error.message, record.error.name, record.error.code)
+      }
+      case 'acquired': {
+        const claim = outcome.claim
+        let value: T
+        try {
+          value = await fn(claim)
+        } catch (error) {
+          if (this.#o.isTransient(error)) {
+            await claim
+              .release()
+              .catch((e: unknown) => this.#events.emit('storeFailed', { key, error: e }))
+          } else {
+            await claim.fail(error).catch((e: unknown) => {
+              if (!(e instanceof IdempotencyFencedError))
+                this.#events.emit('storeFailed', { key, error: e })
+            })
+          }
+          throw error
+        }
+        try {
+          await claim.complete(value)
+        } catch (error) {
+          if (error instanceof IdempotencyFencedError) throw error
+          // The work is done; only the record is missing. The key stays in flight until its
+          // lease runs out, then a retry may run the work again.
+          this.#events.emit('storeFailed', { key, error })
+        }
+        return { value, replayed: false }
+      }
+    }
+  }
+
+  /** Counters since creation. */
+  stats(): IdempotencyStats {
+    return { ...this.#stats, held: this.#held.size }
+  }
+
+  /** Subscribes to an event. */
+  on<K extends keyof IdempotencyEvents>(event: K, listener: Listener<IdempotencyEvents[K]>): this {
+    this.#events.on(event, listener)
+    return this
+  }
+
+  /** Unsubscribes from an event. */
+  off<K extends keyof IdempotencyEvents>(event: K, listener: Listener<IdempotencyEvents[K]>): this {
+    this.#events.off(event, listener)
+    return this
+  }
+
+  /**
+   * Stops renewing the claims this process holds (their leases then run out and others can
+   * reclaim them) and refuses new claims. The Redis client is the caller's to close.
+   */
+  async close(): Promise<void> {
+    this.#closed = true
+    for (const claim of [...this.#held]) {
+      claim.lose(new IdempotencyUnavailableError('the idempotency store was closed'))
+    }
+    this.#events.clear()
+  }
+
+  /** The Redis key of an idempotency key. */
+  redisKey(key: string): string {
+    return `${this.#o.prefix}{${key}}`
+  }
+
+  /** @internal */
+  readonly [INTERNAL]: StoreInternals = {
+    renew: async (claim, lease) =>
+      (await this.#call(claim.key, RENEW, [String(claim.token), lease])) === 1,
+    finish: async (claim, record, kind) => {
+      const ok = await this.#call(claim.key, COMPLETE, [
+        String(claim.token),
+        record,
+        this.#o.retention,
+      ])
+      if (ok !== 1) {
+        this.#stats.fenced++
+        this.#events.emit('fenced', { key: claim.key, token: claim.token })
+        throw new IdempotencyFencedError(claim.key, claim.token)
+      }
+      if (kind === 'complete') this.#stats.completed++
+      else this.#stats.failed++
+    },
+    release: async (claim) => {
+      const ok = (await this.#call(claim.key, RELEASE, [String(claim.token)])) === 1
+      if (ok) this.#stats.released++
+      return ok
+    },
+    lost: (claim, error) => {
+      claim.lose(error)
+      this.#events.emit('leaseLost', { key: claim.key, token: claim.token, error })
+    },
+    forget: (claim) => {
+      this.#held.delete(claim)
+    },
+  }
+
+  async #claimOnce(key: string, fingerprint: string): Promise<ClaimOutcome> {
+    if (this.#closed) throw new IdempotencyUnavailableError('the idempotency store was closed')
+    const reply = (await this.#call(key, CLAIM, [
+      fingerprint,
+      this.#o.lease,
+      this.#o.retention,
+    ])) as [string, (string | number)?, number?]
+    switch (reply[0]) {
+      case 'a': {
+        const claim = new IdempotencyClaim(
+          this,
+          key,
+          Number(reply[1]),
+          reply[2] === 1,
+          this.#o.lease,
+        )
+        this.#held.add(claim)
+        claim.startRenewal(this.#o.lease)
+        return { status: 'acquired', claim }
+      }
+      case 'd':
+        return { status: 'completed', record: JSON.parse(String(reply[1])) as IdempotencyRecord }
+      case 'p':
+        return { status: 'inFlight', retryAfterMs: Number(reply[1]) }
+      default:
+        return { status: 'mismatch' }
+    }
+  }
+
+  #count(key: string, outcome: ClaimOutcome): ClaimOutcome {
+    const s = this.#stats
+    switch (outcome.status) {
+      case 'acquired':
+        s.acquired++
+        if (outcome.claim.reclaimed) s.reclaimed++
+        this.#events.emit('acquired', {
+          key,
+          token: outcome.claim.token,
+          reclaimed: outcome.claim.reclaimed,
+        })
+        break
+      case 'completed':
+        s.replayed++
+        this.#events.emit('replayed', { key })
+        break
+      case 'inFlight':
+        s.inFlight++
+        this.#events.emit('inFlight', { key, retryAfterMs: outcome.retryAfterMs })
+        break
+      case 'mismatch':
+        s.mismatches++
+        this.#events.emit('mismatch', { key })
+        break
+    }
+    return outcome
+  }
+
+  async #call(key: string, script: LuaScript, args: (string | number)[]): Promise<unknown> {
+    const ms = this.#o.commandTimeout
+    try {
+      return await withTimeout(
+        script.run(this.#o.redis, [this.redisKey(key)], args),
+        ms,
+        () => new Error(`Redis did not answer within ${ms} ms`),
+      )
+    } catch (cause) {
+      this.#stats.unavailable++
+      const error = new IdempotencyUnavailableError(
+        `idempotency store unreachable: ${cause instanceof Error ? cause.message : String(cause)}`,
+        { cause },
+      )
+      this.#events.emit('unavailable', { key, error })
+      throw error
+    }
+  }
+}
+
+/**
+ * Creates an {@link Idempotency} store on an ioredis `Redis` or `Cluster`.
+ *
+ * @example
+ * ```ts
+ * import { Redis } from 'ioredis'
+ * import { createIdempotency } from '@ballast/resilience'
+ *
+ * const idempotency = createIdempotency({ redis: new Redis(), lease: 15_000, wait: 2000 })
+ * const { value: receipt, replayed } = await idempotency.run(
+ *   request.headers['idempotency-key'],
+ *   { method: 'POST', path: '/payments', body: request.body },
+ *   () => payments.charge(request.body),
+ * )
+ * ```
+ */
+export function createIdempotency(options: IdempotencyOptions): Idempotency {
+  return new Idempotency(options)
+}

@@ -1,0 +1,346 @@
+import { RateLimitedError } from './errors.js'
+import { Emitter, type Listener } from './internal/emitter.js'
+import { isRedisLike, LuaScript, type RedisLike } from './internal/lua.js'
+import {
+  duration,
+  invalid,
+  merge,
+  nonEmptyString,
+  positiveInteger,
+  positiveNumber,
+} from './internal/validate.js'
+
+/** Options of {@link createRateLimiter}. */
+export interface RateLimiterOptions {
+  /** Calls allowed per `interval` on average, per key. */
+  limit: number
+  /**
+   * The period `limit` is counted over, in milliseconds.
+   * @default 1000
+   */
+  interval?: number
+  /**
+   * How many calls may come at once after a quiet period (the bucket's size).
+   * @default limit
+   */
+  burst?: number
+  /**
+   * An ioredis `Redis` or `Cluster`: every instance then counts against one budget per key
+   * (GCRA in one Lua script, one round trip per decision, on Redis's clock). Without it the
+   * limiter is a token bucket in this process.
+   * @default none (local)
+   */
+  redis?: RedisLike
+  /**
+   * Prefix of the Redis keys (`<prefix><key>`).
+   * @default 'rl:'
+   */
+  prefix?: string
+  /**
+   * Local limiter only: keys kept in memory; idle keys are dropped first when it is full.
+   * @default 100000
+   */
+  maxKeys?: number
+}
+
+/** Defaults of {@link RateLimiterOptions}. */
+export const DEFAULT_RATE_LIMITER_OPTIONS = Object.freeze({
+  interval: 1000,
+  prefix: 'rl:',
+  maxKeys: 100_000,
+})
+
+/** The decision on one call. */
+export interface RateLimitResult {
+  /** Whether the call may go ahead. */
+  allowed: boolean
+  /** Calls of cost 1 still allowed right now. */
+  remaining: number
+  /** When refused: milliseconds until a call of the same cost would be allowed; else 0. */
+  retryAfterMs: number
+}
+
+/** Events of a {@link RateLimiter}. */
+export interface RateLimiterEvents {
+  /** A call was refused. */
+  limited: { key: string; retryAfterMs: number }
+}
+
+/** Counters of a {@link RateLimiter} since it was created. */
+export interface RateLimiterStats {
+  /** Calls allowed. */
+  allowed: number
+  /** Calls refused. */
+  limited: number
+  /** Keys held in memory (local limiter only; 0 for Redis). */
+  keys: number
+}
+
+/**
+ * A rate limiter per key (user, IP, API token, dependency): {@link LocalRateLimiter} in
+ * process, {@link RedisRateLimiter} shared by every instance. Create one with
+ * {@link createRateLimiter}.
+ */
+export interface RateLimiter {
+  /** Decides on a call of `cost` (default 1) for `key`; resolves with the decision, never rejects on a limit. */
+  take(key: string, cost?: number): Promise<RateLimitResult>
+  /** Like {@link RateLimiter.take}, but rejects with a {@link RateLimitedError} when refused. */
+  consume(key: string, cost?: number): Promise<RateLimitResult>
+  /** Counters since creation. */
+  stats(): RateLimiterStats
+  /** Subscribes to an event. */
+  on<K extends keyof RateLimiterEvents>(event: K, listener: Listener<RateLimiterEvents[K]>): this
+  /** Unsubscribes from an event. */
+  off<K extends keyof RateLimiterEvents>(event: K, listener: Listener<RateLimiterEvents[K]>): this
+  /** Releases timers and memory; a Redis client is the caller's to close. */
+  close(): Promise<void>
+}
+
+interface Gcra {
+  /** Emission interval: ms per unit of cost. */
+  t: number
+  /** Burst tolerance: how far ahead of now the schedule may run, in ms. */
+  tau: number
+}
+
+function validate(
+  options: RateLimiterOptions,
+): Gcra & Required<Omit<RateLimiterOptions, 'redis' | 'burst'>> {
+  if (typeof options !== 'object' || options === null) invalid('options', 'an object', options)
+  const o = merge(DEFAULT_RATE_LIMITER_OPTIONS, options)
+  const limit = positiveNumber('limit', o.limit)
+  const interval = duration('interval', o.interval)
+  const burst = o.burst === undefined ? limit : positiveInteger('burst', o.burst)
+  if (o.redis !== undefined && !isRedisLike(o.redis))
+    invalid('redis', 'an ioredis Redis or Cluster', o.redis)
+  nonEmptyString('prefix', o.prefix)
+  positiveInteger('maxKeys', o.maxKeys)
+  const t = interval / limit
+  return { ...o, limit, interval, t, tau: t * burst }
+}
+
+function checkCost(cost: number): void {
+  if (typeof cost !== 'number' || !Number.isFinite(cost) || cost <= 0) {
+    throw new RangeError(`invalid cost: expected a positive number, got ${String(cost)}`)
+  }
+}
+
+/**
+ * A token bucket per key in this process, stored as GCRA's theoretical arrival time: one
+ * number per key, no timer. Decisions are synchronous underneath ({@link LocalRateLimiter.takeSync}).
+ */
+export class LocalRateLimiter implements RateLimiter {
+  readonly #t: number
+  readonly #tau: number
+  readonly #maxKeys: number
+  readonly #tat = new Map<string, number>()
+  readonly #events = new Emitter<RateLimiterEvents>()
+  readonly #now: () => number
+  #allowed = 0
+  #limited = 0
+
+  /** Use {@link createRateLimiter}. */
+  constructor(options: RateLimiterOptions, now: () => number = Date.now) {
+    const o = validate(options)
+    this.#t = o.t
+    this.#tau = o.tau
+    this.#maxKeys = o.maxKeys
+    this.#now = now
+  }
+
+  /** Decides on a call synchronously. */
+  takeSync(key: string, cost = 1): RateLimitResult {
+    checkCost(cost)
+    const now = this.#now()
+    const stored = this.#tat.get(key)
+    const tat = stored === undefined || stored < now ? now : stored
+    const next = tat + this.#t * cost
+    const wait = next - now - this.#tau
+    if (wait > 0) {
+      this.#limited++
+      const retryAfterMs = Math.ceil(wait)
+      if (this.#events.has('limited')) this.#events.emit('limited', { key, retryAfterMs })
+      return {
+        allowed: false,
+        remaining: Math.max(0, Math.floor((this.#tau - (tat - now)) / this.#t)),
+        retryAfterMs,
+      }
+    }
+    if (stored === undefined && this.#tat.size >= this.#maxKeys) this.#sweep(now)
+    this.#tat.set(key, next)
+    this.#allowed++
+    return {
+      allowed: true,
+      remaining: Math.floor((this.#tau - (next - now)) / this.#t),
+      retryAfterMs: 0,
+    }
+  }
+
+  take(key: string, cost = 1): Promise<RateLimitResult> {
+    try {
+      return Promise.resolve(this.takeSync(key, cost))
+    } catch (error) {
+      return Promise.reject(error)
+    }
+  }
+
+  consume(key: string, cost = 1): Promise<RateLimitResult> {
+    return this.take(key, cost).then((r) => {
+      if (!r.allowed) throw new RateLimitedError(key, r.retryAfterMs)
+      return r
+    })
+  }
+
+  stats(): RateLimiterStats {
+    return { allowed: this.#allowed, limited: this.#limited, keys: this.#tat.size }
+  }
+
+  on<K extends keyof RateLimiterEvents>(event: K, listener: Listener<RateLimiterEvents[K]>): this {
+    this.#events.on(event, listener)
+    return this
+  }
+
+  off<K extends keyof RateLimiterEvents>(event: K, listener: Listener<RateLimiterEvents[K]>): this {
+    this.#events.off(event, listener)
+    return this
+  }
+
+  async close(): Promise<void> {
+    this.#tat.clear()
+    this.#events.clear()
+  }
+
+  #sweep(now: number): void {
+    // Idle keys (schedule in the past) hold a full bucket: dropping them changes nothing.
+    for (const [k, tat] of this.#tat) if (tat <= now) this.#tat.delete(k)
+    // Still full of busy keys: drop the oldest entries.
+    let excess = this.#tat.size - this.#maxKeys + 1
+    if (excess > 0) {
+      for (const k of this.#tat.keys()) {
+        this.#tat.delete(k)
+        if (--excess <= 0) break
+      }
+    }
+  }
+}
+
+/**
+ * GCRA in one script on Redis's clock (microseconds). Returns `remaining` (>= 0) when allowed,
+ * or `-retryAfter` in microseconds (< 0) when refused: one integer, cheap to parse.
+ * KEYS[1] key; ARGV[1] emission interval µs; ARGV[2] burst tolerance µs; ARGV[3] cost.
+ */
+const GCRA = new LuaScript(`
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local T = tonumber(ARGV[1])
+local tau = tonumber(ARGV[2])
+local tat = tonumber(redis.call('GET', KEYS[1]))
+if tat == nil or tat < now then tat = now end
+local nxt = tat + T * tonumber(ARGV[3])
+local wait = nxt - now - tau
+if wait > 0 then return -math.ceil(wait) end
+redis.call('SET', KEYS[1], string.format('%.0f', nxt), 'PX', math.ceil((nxt - now) / 1000) + 1)
+return math.floor((tau - (nxt - now)) / T)
+`)
+
+/**
+ * A rate limiter shared through Redis: GCRA in one Lua script (TIME, GET, SET: one EVALSHA,
+ * one round trip per decision), so every instance counts against the same budget per key and
+ * Redis's clock is the only clock.
+ */
+export class RedisRateLimiter implements RateLimiter {
+  readonly #redis: RedisLike
+  readonly #prefix: string
+  readonly #tUs: string
+  readonly #tauUs: string
+  readonly #t: number
+  readonly #events = new Emitter<RateLimiterEvents>()
+  #allowed = 0
+  #limited = 0
+
+  /** Use {@link createRateLimiter}. */
+  constructor(options: RateLimiterOptions & { redis: RedisLike }) {
+    const o = validate(options)
+    this.#redis = options.redis
+    this.#prefix = o.prefix
+    this.#t = o.t
+    this.#tUs = String(Math.round(o.t * 1000))
+    this.#tauUs = String(Math.round(o.tau * 1000))
+  }
+
+  async take(key: string, cost = 1): Promise<RateLimitResult> {
+    checkCost(cost)
+    const reply = (await GCRA.run(
+      this.#redis,
+      [this.#prefix + key],
+      [this.#tUs, this.#tauUs, cost],
+    )) as number
+    if (reply >= 0) {
+      this.#allowed++
+      return { allowed: true, remaining: reply, retryAfterMs: 0 }
+    }
+    this.#limited++
+    const retryAfterMs = Math.ceil(-reply / 1000)
+    if (this.#events.has('limited')) this.#events.emit('limited', { key, retryAfterMs })
+    return { allowed: false, remaining: 0, retryAfterMs }
+  }
+
+  async consume(key: string, cost = 1): Promise<RateLimitResult> {
+    const r = await this.take(key, cost)
+    if (!r.allowed) throw new RateLimitedError(key, r.retryAfterMs)
+    return r
+  }
+
+  stats(): RateLimiterStats {
+    return { allowed: this.#allowed, limited: this.#limited, keys: 0 }
+  }
+
+  on<K extends keyof RateLimiterEvents>(event: K, listener: Listener<RateLimiterEvents[K]>): this {
+    this.#events.on(event, listener)
+    return this
+  }
+
+  off<K extends keyof RateLimiterEvents>(event: K, listener: Listener<RateLimiterEvents[K]>): this {
+    this.#events.off(event, listener)
+    return this
+  }
+
+  async close(): Promise<void> {
+    this.#events.clear()
+  }
+
+  /** Milliseconds per unit of cost (the emission interval). */
+  get emissionInterval(): number {
+    return this.#t
+  }
+}
+
+/**
+ * Creates a rate limiter: a local token bucket, or with `redis` one budget shared by every
+ * instance (GCRA in one Lua round trip). Refusals carry the time to retry; see
+ * `@ballast/resilience/express` and `/fastify` for a 429 with `Retry-After`.
+ *
+ * @example
+ * ```ts
+ * import { Redis } from 'ioredis'
+ * import { createRateLimiter } from '@ballast/resilience'
+ *
+ * // 5 login attempts per minute per account, across every instance
+ * const logins = createRateLimiter({ redis: new Redis(), prefix: 'rl:login:', limit: 5, interval: 60_000 })
+ * const decision = await logins.take(email)
+ * if (!decision.allowed) return reply.code(429).header('retry-after', Math.ceil(decision.retryAfterMs / 1000))
+ * ```
+ */
+export function createRateLimiter(
+  options: RateLimiterOptions & { redis: RedisLike },
+): RedisRateLimiter
+export function createRateLimiter(
+  options: RateLimiterOptions & { redis?: undefined },
+): LocalRateLimiter
+export function createRateLimiter(options: RateLimiterOptions): RateLimiter
+export function createRateLimiter(options: RateLimiterOptions): RateLimiter {
+  if (options !== null && typeof options === 'object' && options.redis !== undefined) {
+    return new RedisRateLimiter(options as RateLimiterOptions & { redis: RedisLike })
+  }
+  return new LocalRateLimiter(options)
+}

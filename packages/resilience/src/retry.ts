@@ -1,0 +1,236 @@
+import { AbortedError } from './errors.js'
+import { RUN, rootContext } from './internal/context.js'
+import { Emitter, type Listener } from './internal/emitter.js'
+import {
+  duration,
+  invalid,
+  merge,
+  nonNegativeNumber,
+  optionalFunction,
+  positiveInteger,
+} from './internal/validate.js'
+import type { ExecutionContext, Operation, Policy } from './policy.js'
+
+/** Options of {@link retry}. */
+export interface RetryOptions {
+  /**
+   * Tries in all, the first included (3 means one try and two retries).
+   * @default 3
+   */
+  maxAttempts?: number
+  /**
+   * Upper bound of the first backoff, in milliseconds; the n-th retry waits a random time in
+   * `[0, min(maxDelay, initialDelay * factor^(n-1))]` (full jitter).
+   * @default 100
+   */
+  initialDelay?: number
+  /**
+   * Growth of the backoff bound per retry.
+   * @default 2
+   */
+  factor?: number
+  /**
+   * Cap of the backoff bound, in milliseconds.
+   * @default 10000
+   */
+  maxDelay?: number
+  /**
+   * Give up when the next retry would start later than this many milliseconds after the
+   * first try started. `Infinity` for no limit.
+   * @default 30000
+   */
+  maxElapsed?: number
+  /**
+   * Which errors to retry. By default only errors that say so: `error.retryable === true`
+   * (every ballast error carries the flag). A retry waits at least `error.retryAfterMs`
+   * when the error has one (rate limits, in-flight idempotency keys).
+   * @default isRetryableError
+   */
+  retryOn?: (error: unknown, attempt: number) => boolean
+  /**
+   * Source of randomness in `[0, 1)`, for tests.
+   * @default Math.random
+   */
+  random?: () => number
+}
+
+/** Defaults of {@link RetryOptions}. */
+export const DEFAULT_RETRY_OPTIONS: Readonly<Required<RetryOptions>> = Object.freeze({
+  maxAttempts: 3,
+  initialDelay: 100,
+  factor: 2,
+  maxDelay: 10_000,
+  maxElapsed: 30_000,
+  retryOn: isRetryableError,
+  random: Math.random,
+})
+
+/** Whether an error says a retry can help: it has `retryable: true`. */
+export function isRetryableError(error: unknown): boolean {
+  return (
+    typeof error === 'object' &&
+    error !== null &&
+    (error as { retryable?: unknown }).retryable === true
+  )
+}
+
+/** Events of a {@link RetryPolicy}. */
+export interface RetryEvents {
+  /** An attempt failed and another will start after `delay` milliseconds. */
+  retry: { error: unknown; attempt: number; delay: number }
+  /** The last attempt failed, or the error was not retryable; the error goes to the caller. */
+  giveUp: {
+    error: unknown
+    attempts: number
+    reason: 'not-retryable' | 'max-attempts' | 'max-elapsed'
+  }
+}
+
+/** Counters of a {@link RetryPolicy} since it was created. */
+export interface RetryStats {
+  /** Calls started. */
+  calls: number
+  /** Retries made (attempts after the first). */
+  retries: number
+  /** Calls that succeeded, on any attempt. */
+  successes: number
+  /** Calls that failed after their last attempt. */
+  failures: number
+}
+
+class AttemptContext implements ExecutionContext {
+  readonly #parent: ExecutionContext
+  readonly attempt: number
+  constructor(parent: ExecutionContext, attempt: number) {
+    this.#parent = parent
+    this.attempt = attempt
+  }
+  get signal(): AbortSignal {
+    return this.#parent.signal
+  }
+}
+
+/**
+ * Retries failed work with exponential backoff and full jitter, within a number of attempts
+ * and a time budget, only for errors that are retryable. Create it with {@link retry}.
+ */
+export class RetryPolicy implements Policy {
+  readonly #options: Readonly<Required<RetryOptions>>
+  readonly #events = new Emitter<RetryEvents>()
+  #calls = 0
+  #retries = 0
+  #successes = 0
+  #failures = 0
+
+  /** Use {@link retry}. */
+  constructor(options: RetryOptions = {}) {
+    const o = merge(DEFAULT_RETRY_OPTIONS, options)
+    positiveInteger('maxAttempts', o.maxAttempts)
+    nonNegativeNumber('initialDelay', o.initialDelay, 'a number of milliseconds >= 0')
+    if (typeof o.factor !== 'number' || !(o.factor >= 1) || !Number.isFinite(o.factor)) {
+      invalid('factor', 'a finite number >= 1', o.factor)
+    }
+    nonNegativeNumber('maxDelay', o.maxDelay, 'a number of milliseconds >= 0')
+    duration('maxElapsed', o.maxElapsed, true)
+    optionalFunction('retryOn', o.retryOn) ?? invalid('retryOn', 'a function', o.retryOn)
+    optionalFunction('random', o.random) ?? invalid('random', 'a function', o.random)
+    this.#options = Object.freeze(o)
+  }
+
+  /** Runs `fn`, retrying it as configured. Rejects with the last error when it gives up. */
+  execute<T>(fn: Operation<T>, signal?: AbortSignal): Promise<T> {
+    return this[RUN](fn, rootContext(signal))
+  }
+
+  /** @internal */
+  async [RUN]<T>(fn: Operation<T>, context: ExecutionContext): Promise<T> {
+    this.#calls++
+    const o = this.#options
+    const started = Date.now()
+    let attempt = 1
+    for (;;) {
+      try {
+        const value = await fn(attempt === 1 ? context : new AttemptContext(context, attempt))
+        this.#successes++
+        return value
+      } catch (error) {
+        let reason: RetryEvents['giveUp']['reason'] | undefined
+        let delay = 0
+        if (attempt >= o.maxAttempts) reason = 'max-attempts'
+        else if (!o.retryOn(error, attempt)) reason = 'not-retryable'
+        else {
+          const bound = Math.min(o.maxDelay, o.initialDelay * o.factor ** (attempt - 1))
+          delay = o.random() * bound
+          const retryAfter = (error as { retryAfterMs?: unknown } | null)?.retryAfterMs
+          if (typeof retryAfter === 'number' && retryAfter > delay) delay = retryAfter
+          if (Date.now() + delay - started > o.maxElapsed) reason = 'max-elapsed'
+        }
+        if (reason !== undefined) {
+          this.#failures++
+          if (this.#events.has('giveUp')) {
+            this.#events.emit('giveUp', { error, attempts: attempt, reason })
+          }
+          throw error
+        }
+        this.#retries++
+        if (this.#events.has('retry')) this.#events.emit('retry', { error, attempt, delay })
+        await sleep(delay, context.signal)
+        attempt++
+      }
+    }
+  }
+
+  /** Counters since creation. */
+  stats(): RetryStats {
+    return {
+      calls: this.#calls,
+      retries: this.#retries,
+      successes: this.#successes,
+      failures: this.#failures,
+    }
+  }
+
+  /** Subscribes to an event. */
+  on<K extends keyof RetryEvents>(event: K, listener: Listener<RetryEvents[K]>): this {
+    this.#events.on(event, listener)
+    return this
+  }
+
+  /** Unsubscribes from an event. */
+  off<K extends keyof RetryEvents>(event: K, listener: Listener<RetryEvents[K]>): this {
+    this.#events.off(event, listener)
+    return this
+  }
+}
+
+function sleep(ms: number, signal: AbortSignal): Promise<void> {
+  if (signal.aborted) return Promise.reject(new AbortedError({ cause: signal.reason }))
+  return new Promise((resolve, reject) => {
+    const onAbort = () => {
+      clearTimeout(timer)
+      reject(new AbortedError({ cause: signal.reason }))
+    }
+    const timer = setTimeout(() => {
+      signal.removeEventListener('abort', onAbort)
+      resolve()
+    }, ms)
+    signal.addEventListener('abort', onAbort, { once: true })
+  })
+}
+
+/**
+ * Creates a {@link RetryPolicy}: exponential backoff with full jitter, `maxAttempts` tries
+ * within `maxElapsed` milliseconds, retrying only errors with `retryable: true` (or those
+ * `retryOn` accepts), and stopping when the signal aborts.
+ *
+ * @example
+ * ```ts
+ * import { retry } from '@ballast/resilience'
+ *
+ * const threeTimes = retry({ maxAttempts: 3, initialDelay: 50 })
+ * const stock = await threeTimes.execute(({ attempt }) => inventory.reserve(sku, 1, { attempt }))
+ * ```
+ */
+export function retry(options: RetryOptions = {}): RetryPolicy {
+  return new RetryPolicy(options)
+}

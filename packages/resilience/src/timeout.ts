@@ -1,0 +1,242 @@
+import { TimeoutError } from './errors.js'
+import { NEVER_ABORTED, RUN, rootContext } from './internal/context.js'
+import { Emitter, type Listener } from './internal/emitter.js'
+import { duration, invalid } from './internal/validate.js'
+import type { ExecutionContext, Operation, Policy } from './policy.js'
+
+/** Options of {@link timeout}. */
+export interface TimeoutOptions {
+  /** How long the work may run, in milliseconds, before it is abandoned with a {@link TimeoutError}. */
+  duration: number
+}
+
+/** Defaults of {@link TimeoutOptions} (every field is required). */
+export const DEFAULT_TIMEOUT_OPTIONS: Readonly<Partial<TimeoutOptions>> = Object.freeze({})
+
+/** Events of a {@link TimeoutPolicy}. */
+export interface TimeoutEvents {
+  /** A call ran out of time; its signal was aborted with the {@link TimeoutError}. */
+  timeout: { error: TimeoutError }
+}
+
+/** Counters of a {@link TimeoutPolicy} since it was created. */
+export interface TimeoutStats {
+  /** Calls started. */
+  calls: number
+  /** Calls that ran out of time. */
+  timeouts: number
+  /** Calls running now. */
+  inFlight: number
+}
+
+/**
+ * One call in flight: its context (with a signal created only when read) and its place in
+ * the deadline queue. Every call of one policy has the same duration, so deadlines come in
+ * start order and the queue is a FIFO list watched by a single timer.
+ */
+class TimeoutCall<T> implements ExecutionContext {
+  readonly parent: ExecutionContext
+  readonly deadline: number
+  prev: TimeoutCall<unknown> | undefined = undefined
+  next: TimeoutCall<unknown> | undefined = undefined
+  settled = false
+  controller: AbortController | undefined = undefined
+  resolve!: (value: T) => void
+  reject!: (error: unknown) => void
+  reason: TimeoutError | undefined = undefined
+  #detach: (() => void) | undefined = undefined
+
+  constructor(parent: ExecutionContext, deadline: number) {
+    this.parent = parent
+    this.deadline = deadline
+  }
+
+  get attempt(): number {
+    return this.parent.attempt
+  }
+
+  get signal(): AbortSignal {
+    if (this.controller === undefined) {
+      const controller = new AbortController()
+      this.controller = controller
+      if (this.reason !== undefined) controller.abort(this.reason)
+      else {
+        const parentSignal = this.parent.signal
+        if (parentSignal !== NEVER_ABORTED) {
+          if (parentSignal.aborted) controller.abort(parentSignal.reason)
+          else if (!this.settled) {
+            const onAbort = () => controller.abort(parentSignal.reason)
+            parentSignal.addEventListener('abort', onAbort, { once: true })
+            this.#detach = () => parentSignal.removeEventListener('abort', onAbort)
+          }
+        }
+      }
+    }
+    return this.controller.signal
+  }
+
+  detach(): void {
+    if (this.#detach !== undefined) {
+      this.#detach()
+      this.#detach = undefined
+    }
+  }
+}
+
+/**
+ * A policy that abandons work after a fixed time: the call rejects with a {@link TimeoutError}
+ * and the work's {@link ExecutionContext.signal} is aborted so it can stop. One timer per
+ * policy, whatever the number of calls in flight. Create it with {@link timeout}.
+ */
+export class TimeoutPolicy implements Policy {
+  readonly #duration: number
+  readonly #events = new Emitter<TimeoutEvents>()
+  #head: TimeoutCall<unknown> | undefined = undefined
+  #tail: TimeoutCall<unknown> | undefined = undefined
+  #timer: NodeJS.Timeout | undefined = undefined
+  #calls = 0
+  #timeouts = 0
+  #inFlight = 0
+
+  /** Use {@link timeout}. */
+  constructor(options: TimeoutOptions) {
+    this.#duration = duration('duration', options.duration)
+  }
+
+  /** The time limit in milliseconds. */
+  get duration(): number {
+    return this.#duration
+  }
+
+  /** Runs `fn`, rejecting with a {@link TimeoutError} if it takes longer than the duration. */
+  execute<T>(fn: Operation<T>, signal?: AbortSignal): Promise<T> {
+    return this[RUN](fn, rootContext(signal))
+  }
+
+  /** @internal */
+  [RUN]<T>(fn: Operation<T>, parent: ExecutionContext): Promise<T> {
+    this.#calls++
+    this.#inFlight++
+    const call = new TimeoutCall<T>(parent, Date.now() + this.#duration)
+    this.#enqueue(call as TimeoutCall<unknown>)
+    return new Promise<T>((resolve, reject) => {
+      call.resolve = resolve
+      call.reject = reject
+      let result: T | PromiseLike<T>
+      try {
+        result = fn(call)
+      } catch (error) {
+        this.#settle(call as TimeoutCall<unknown>)
+        reject(error)
+        return
+      }
+      if (
+        result !== null &&
+        typeof result === 'object' &&
+        typeof (result as PromiseLike<T>).then === 'function'
+      ) {
+        ;(result as PromiseLike<T>).then(
+          (value) => {
+            if (call.settled) return
+            this.#settle(call as TimeoutCall<unknown>)
+            resolve(value)
+          },
+          (error: unknown) => {
+            if (call.settled) return
+            this.#settle(call as TimeoutCall<unknown>)
+            reject(error)
+          },
+        )
+      } else {
+        this.#settle(call as TimeoutCall<unknown>)
+        resolve(result as T)
+      }
+    })
+  }
+
+  /** Counters since creation. */
+  stats(): TimeoutStats {
+    return { calls: this.#calls, timeouts: this.#timeouts, inFlight: this.#inFlight }
+  }
+
+  /** Subscribes to an event. */
+  on<K extends keyof TimeoutEvents>(event: K, listener: Listener<TimeoutEvents[K]>): this {
+    this.#events.on(event, listener)
+    return this
+  }
+
+  /** Unsubscribes from an event. */
+  off<K extends keyof TimeoutEvents>(event: K, listener: Listener<TimeoutEvents[K]>): this {
+    this.#events.off(event, listener)
+    return this
+  }
+
+  #enqueue(call: TimeoutCall<unknown>): void {
+    const tail = this.#tail
+    if (tail === undefined) this.#head = call
+    else {
+      tail.next = call
+      call.prev = tail
+    }
+    this.#tail = call
+    if (this.#timer === undefined) this.#arm(this.#duration)
+  }
+
+  #settle(call: TimeoutCall<unknown>): void {
+    call.settled = true
+    this.#inFlight--
+    const { prev, next } = call
+    if (prev === undefined) this.#head = next
+    else prev.next = next
+    if (next === undefined) this.#tail = prev
+    else next.prev = prev
+    call.prev = call.next = undefined
+    call.detach()
+  }
+
+  #arm(delay: number): void {
+    // Unreferenced: a pending deadline alone must not keep the process alive; the work
+    // being timed holds its own handles.
+    this.#timer = setTimeout(this.#onTimer, Math.max(1, delay))
+    this.#timer.unref()
+  }
+
+  readonly #onTimer = (): void => {
+    this.#timer = undefined
+    const now = Date.now()
+    let call = this.#head
+    while (call !== undefined && call.deadline <= now) {
+      const next = call.next
+      this.#settle(call)
+      this.#timeouts++
+      const error = new TimeoutError(this.#duration)
+      call.reason = error
+      call.controller?.abort(error)
+      if (this.#events.has('timeout')) this.#events.emit('timeout', { error })
+      call.reject(error)
+      call = next
+    }
+    if (this.#head !== undefined) this.#arm(this.#head.deadline - now)
+  }
+}
+
+/**
+ * Creates a {@link TimeoutPolicy}: work that runs longer than `duration` milliseconds is
+ * abandoned with a {@link TimeoutError}, and its signal is aborted so it can stop.
+ *
+ * @param options The time limit, as options or as a number of milliseconds.
+ * @example
+ * ```ts
+ * import { timeout } from '@ballast/resilience'
+ *
+ * const twoSeconds = timeout(2000)
+ * const res = await twoSeconds.execute(({ signal }) => fetch('https://psp.example/charge', { signal }))
+ * ```
+ */
+export function timeout(options: TimeoutOptions | number): TimeoutPolicy {
+  if (typeof options === 'number') return new TimeoutPolicy({ duration: options })
+  if (typeof options !== 'object' || options === null) {
+    invalid('duration', 'a positive number of milliseconds', options)
+  }
+  return new TimeoutPolicy({ ...DEFAULT_TIMEOUT_OPTIONS, ...options })
+}
