@@ -43,8 +43,164 @@ export class InvalidArgumentError extends ShardingError {
   }
 }
 
+/**
+ * A statement that must be routed by a shard key was given none (`undefined`, `null`, an
+ * empty string or a non-finite number). The router never guesses a shard.
+ */
+export class ShardKeyMissingError extends ShardingError {
+  override name = 'ShardKeyMissingError'
+
+  constructor(message = 'a shard key is required: got none') {
+    super('E_SHARD_KEY_MISSING', message)
+  }
+}
+
+/** A shard id, slot or shard key names no shard of this router. */
+export class UnknownShardError extends ShardingError {
+  override name = 'UnknownShardError'
+  /** The shard id or slot that was asked for. */
+  readonly shard: string
+
+  constructor(shard: string) {
+    super('E_SHARD_UNKNOWN', `unknown shard "${shard}"`)
+    this.shard = shard
+  }
+}
+
+/**
+ * A statement was refused before it was sent: more than one statement in one string, or an
+ * identifier that is not a plain SQL name. Values belong in placeholders.
+ */
+export class UnsafeStatementError extends ShardingError {
+  override name = 'UnsafeStatementError'
+
+  constructor(message: string) {
+    super('E_SHARD_UNSAFE_STATEMENT', message)
+  }
+}
+
+/** A causal token (from a cookie or header) could not be parsed. */
+export class InvalidCausalTokenError extends ShardingError {
+  override name = 'InvalidCausalTokenError'
+
+  constructor(message: string) {
+    super('E_SHARD_INVALID_CAUSAL_TOKEN', message)
+  }
+}
+
+/**
+ * A shard's server could not be reached or dropped the connection, or its breaker is open.
+ * Retryable: the same call can succeed once the server is back. For a write, the statement
+ * may or may not have been applied if the connection dropped after it was sent.
+ */
+export class ShardUnavailableError extends ShardingError {
+  override name = 'ShardUnavailableError'
+  /** The shard that failed. */
+  readonly shard: string
+  /** Which server of the shard failed. */
+  readonly role: 'primary' | 'replica'
+
+  constructor(
+    shard: string,
+    role: 'primary' | 'replica',
+    message: string,
+    options: ShardingErrorOptions = {},
+  ) {
+    super('E_SHARD_UNAVAILABLE', message, { retryable: true, ...options })
+    this.shard = shard
+    this.role = role
+  }
+}
+
+/**
+ * A statement did not complete within its timeout. Retryable; for a write the statement may
+ * or may not have been applied.
+ */
+export class ShardTimeoutError extends ShardingError {
+  override name = 'ShardTimeoutError'
+  /** The shard that did not answer in time. */
+  readonly shard: string
+  /** The timeout that fired, in milliseconds. */
+  readonly timeoutMs: number
+
+  constructor(shard: string, timeoutMs: number, options: ShardingErrorOptions = {}) {
+    super('E_SHARD_TIMEOUT', `shard "${shard}" did not answer within ${timeoutMs} ms`, {
+      retryable: true,
+      ...options,
+    })
+    this.shard = shard
+    this.timeoutMs = timeoutMs
+  }
+}
+
+/** One shard's failure inside a scatter-gather call. */
+export interface ShardFailure {
+  /** The shard that failed. */
+  shard: string
+  /** Why it failed. */
+  error: unknown
+}
+
+/**
+ * A scatter-gather call ({@link ShardRouter.all}) failed on at least one shard and the policy
+ * was `'error'`. `failures` lists every shard that failed.
+ */
+export class ScatterGatherError extends ShardingError {
+  override name = 'ScatterGatherError'
+  /** Every shard that failed, with its error. */
+  readonly failures: readonly ShardFailure[]
+
+  constructor(failures: readonly ShardFailure[]) {
+    super(
+      'E_SHARD_SCATTER_FAILED',
+      `scatter-gather failed on ${failures.length} shard(s): ${failures.map((f) => f.shard).join(', ')}`,
+      {
+        retryable: failures.every((f) => isShardingError(f.error) && f.error.retryable),
+        cause: failures[0]?.error,
+      },
+    )
+    this.failures = failures
+  }
+}
+
+/** The router was closed; no more statements are accepted. */
+export class RouterClosedError extends ShardingError {
+  override name = 'RouterClosedError'
+
+  constructor() {
+    super('E_SHARD_ROUTER_CLOSED', 'the shard router is closed')
+  }
+}
+
+/** The id generator's clock went backwards further than it will wait, or its sequence ran out of time bits. */
+export class ClockMovedBackwardsError extends ShardingError {
+  override name = 'ClockMovedBackwardsError'
+
+  constructor(byMs: number) {
+    super(
+      'E_SHARD_CLOCK_BACKWARDS',
+      `the clock moved backwards by ${byMs} ms; refusing to generate ids`,
+      {
+        retryable: true,
+      },
+    )
+  }
+}
+
 /** Every error class of `@ballast/sharding`, by name. */
-export const errors = { ShardingError, InvalidArgumentError } as const
+export const errors = {
+  ShardingError,
+  InvalidArgumentError,
+  ShardKeyMissingError,
+  UnknownShardError,
+  UnsafeStatementError,
+  InvalidCausalTokenError,
+  ShardUnavailableError,
+  ShardTimeoutError,
+  ScatterGatherError,
+  RouterClosedError,
+  ClockMovedBackwardsError,
+} as const
 
 /** Whether `error` was thrown by `@ballast/sharding` (any installed copy of it). */
 export function isShardingError(error: unknown): error is ShardingError {

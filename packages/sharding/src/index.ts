@@ -1,2 +1,58 @@
-export type { ShardingErrorOptions } from './errors.js'
-export { errors, InvalidArgumentError, isShardingError, ShardingError } from './errors.js'
+export { CausalToken } from './causalToken.js'
+export type { StatementClass, StatementKind } from './classifyStatement.js'
+export { classifyStatement } from './classifyStatement.js'
+export type { ShardFailure, ShardingErrorOptions } from './errors.js'
+export {
+  ClockMovedBackwardsError,
+  errors,
+  InvalidArgumentError,
+  InvalidCausalTokenError,
+  isShardingError,
+  RouterClosedError,
+  ScatterGatherError,
+  ShardingError,
+  ShardKeyMissingError,
+  ShardTimeoutError,
+  ShardUnavailableError,
+  UnknownShardError,
+  UnsafeStatementError,
+} from './errors.js'
+export type { DecodedId, IdGenerator, IdGeneratorOptions } from './idGenerator.js'
+export { createIdGenerator, DEFAULT_ID_GENERATOR_OPTIONS } from './idGenerator.js'
+export type {
+  Aggregate,
+  AggregateMerge,
+  MergeSpec,
+  OrderByMerge,
+  OrderKey,
+  Row,
+} from './mergeSpec.js'
+export { compareValues } from './mergeSpec.js'
+export type {
+  ReshardingPlan,
+  ReshardingPlanOptions,
+  ShardPlacement,
+  SlotMove,
+} from './reshardingPlan.js'
+export { planResharding } from './reshardingPlan.js'
+export type { ShardKey, SlotKey } from './shardKey.js'
+export { slotFor } from './shardKey.js'
+export type {
+  Consistency,
+  QueryOptions,
+  ReplicaStats,
+  RoutingScope,
+  ScatterOptions,
+  ScatterResult,
+  ServerConfig,
+  ServerRole,
+  ShardConfig,
+  ShardRouterEvents,
+  ShardRouterOptions,
+  ShardRouterStats,
+  ShardStats,
+  ShardTransaction,
+  TransactionOptions,
+} from './shardRouter.js'
+export { createShardRouter, DEFAULT_SHARD_ROUTER_OPTIONS, ShardRouter } from './shardRouter.js'
+export { sqlIdentifier } from './sqlIdentifier.js'

@@ -1,0 +1,229 @@
+import { ClockMovedBackwardsError, InvalidArgumentError, ShardKeyMissingError } from './errors.js'
+import { type ShardKey, type SlotKey, slotFor } from './shardKey.js'
+
+/** Options of {@link createIdGenerator}. */
+export interface IdGeneratorOptions {
+  /**
+   * This process's worker id, unique among every process that makes ids at the same time,
+   * `0 <= workerId < 2 ** workerBits`. Two generators with the same worker id can make the same id.
+   * @default 0
+   */
+  workerId?: number
+  /**
+   * The instant ids count from, in Unix milliseconds. Ids stay ordered and unique for
+   * `2 ** timestampBits` ms after it (about 69 years with the default layout).
+   * @default 1704067200000 (2024-01-01T00:00:00Z)
+   */
+  epoch?: number
+  /**
+   * Bits of the worker id.
+   * @default 10
+   */
+  workerBits?: number
+  /**
+   * Bits of the per-millisecond sequence: `2 ** sequenceBits` ids per millisecond per worker.
+   * @default 12
+   */
+  sequenceBits?: number
+  /**
+   * Bits of the owning key's slot embedded in each id; 0 embeds none. Set it to
+   * `log2(slots)` of the router (e.g. 12 for 4 096 slots) so `router.query(ids.slotOf(id), …)`
+   * reaches the owner's shard. The timestamp keeps `63 − slotBits − workerBits −
+   * sequenceBits` bits, which must be at least 39 (about 17 years): with a slot, shrink the
+   * worker and sequence bits (e.g. slotBits 12, workerBits 4, sequenceBits 6).
+   * @default 0
+   */
+  slotBits?: number
+  /**
+   * How far the clock may step back (NTP) before `next()` throws rather than wait, in ms.
+   * Within it, ids keep counting from the last timestamp used, so they never go backwards.
+   * @default 1000
+   */
+  maxClockBackwardsMs?: number
+  /**
+   * The clock, in Unix milliseconds.
+   * @default Date.now
+   */
+  now?: () => number
+}
+
+/** The defaults of {@link IdGeneratorOptions}. */
+export const DEFAULT_ID_GENERATOR_OPTIONS: Required<IdGeneratorOptions> = {
+  workerId: 0,
+  epoch: 1_704_067_200_000,
+  workerBits: 10,
+  sequenceBits: 12,
+  slotBits: 0,
+  maxClockBackwardsMs: 1000,
+  now: Date.now,
+}
+
+/** The fields of an id, as {@link IdGenerator.decode} reads them. */
+export interface DecodedId {
+  /** When the id was made, in Unix milliseconds. */
+  timestamp: number
+  /** The owning key's slot, or `undefined` when the layout embeds none. */
+  slot: number | undefined
+  /** The worker that made it. */
+  workerId: number
+  /** Its place among the ids the worker made in that millisecond. */
+  sequence: number
+}
+
+/**
+ * Makes 64-bit, time-ordered ids (snowflake-like): `timestamp | slot | worker | sequence`,
+ * always positive as a signed BIGINT. Ids from one generator strictly increase; ids from
+ * generators with distinct worker ids never collide. Synchronous: it never awaits.
+ *
+ * With `slotBits`, each id also carries the slot of its owning key (the user of an order),
+ * so `ids.slotOf(orderId)` routes the order to its user's shard with no lookup table.
+ */
+export interface IdGenerator {
+  /**
+   * The next id. With `slotBits`, pass the owning key (e.g. the user id).
+   * @throws ShardKeyMissingError if the layout embeds a slot and no key was given.
+   * @throws ClockMovedBackwardsError if the clock stepped back further than `maxClockBackwardsMs`.
+   */
+  next(ownerKey?: ShardKey): bigint
+  /** The slot embedded in an id, as a {@link SlotKey} for the router. */
+  slotOf(id: bigint | string | number): SlotKey
+  /** The fields of an id. */
+  decode(id: bigint | string | number): DecodedId
+  /** The layout in use, with the timestamp's bits. */
+  readonly layout: {
+    timestampBits: number
+    slotBits: number
+    workerBits: number
+    sequenceBits: number
+  }
+}
+
+function checkBits(name: string, value: unknown, min: number): number {
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < min || value > 22) {
+    throw new InvalidArgumentError(
+      `invalid option "${name}": expected an integer from ${min} to 22, got ${String(value)}`,
+    )
+  }
+  return value
+}
+
+/**
+ * Creates an {@link IdGenerator}.
+ *
+ * @example
+ * ```ts
+ * import { createIdGenerator, createShardRouter } from '@ballast/sharding'
+ *
+ * const ids = createIdGenerator({ workerId: 7, slotBits: 12, workerBits: 4, sequenceBits: 6 })
+ * const orderId = ids.next(userId) // carries the user's slot
+ * await router.query(userId, 'INSERT INTO orders (id, user_id) VALUES (?, ?)', [orderId, userId])
+ * // later, with only the order id:
+ * await router.query(ids.slotOf(orderId), 'SELECT * FROM orders WHERE id = ?', [orderId])
+ * ```
+ */
+export function createIdGenerator(options: IdGeneratorOptions = {}): IdGenerator {
+  const o = { ...DEFAULT_ID_GENERATOR_OPTIONS, ...options }
+  const workerBits = checkBits('workerBits', o.workerBits, 0)
+  const sequenceBits = checkBits('sequenceBits', o.sequenceBits, 1)
+  const slotBits = checkBits('slotBits', o.slotBits, 0)
+  const timestampBits = 63 - workerBits - sequenceBits - slotBits
+  if (timestampBits < 39) {
+    throw new InvalidArgumentError(
+      `invalid option "slotBits": slotBits + workerBits + sequenceBits must be at most 24 so the timestamp keeps 39 bits, got ${slotBits} + ${workerBits} + ${sequenceBits}`,
+    )
+  }
+  if (!Number.isInteger(o.workerId) || o.workerId < 0 || o.workerId >= 2 ** workerBits) {
+    throw new InvalidArgumentError(
+      `invalid option "workerId": expected an integer in [0, ${2 ** workerBits}), got ${String(o.workerId)}`,
+    )
+  }
+  if (!Number.isSafeInteger(o.epoch) || o.epoch < 0) {
+    throw new InvalidArgumentError(
+      `invalid option "epoch": expected Unix milliseconds, got ${String(o.epoch)}`,
+    )
+  }
+  if (typeof o.maxClockBackwardsMs !== 'number' || !(o.maxClockBackwardsMs >= 0)) {
+    throw new InvalidArgumentError(
+      `invalid option "maxClockBackwardsMs": expected a non-negative number of milliseconds, got ${String(o.maxClockBackwardsMs)}`,
+    )
+  }
+  if (typeof o.now !== 'function') {
+    throw new InvalidArgumentError(`invalid option "now": expected a function, got ${typeof o.now}`)
+  }
+  const now = o.now
+  const epoch = o.epoch
+  const maxBack = o.maxClockBackwardsMs
+  const seqMask = (1 << sequenceBits) - 1
+  const slots = 2 ** slotBits
+  const workerShift = BigInt(sequenceBits)
+  const slotShift = BigInt(sequenceBits + workerBits)
+  const tsShift = BigInt(sequenceBits + workerBits + slotBits)
+  const workerPart = BigInt(o.workerId) << workerShift
+  const maxTs = 2 ** timestampBits
+  let last = -1
+  let seq = 0
+
+  const toBig = (id: bigint | string | number): bigint => {
+    const v = typeof id === 'bigint' ? id : BigInt(id)
+    if (v < 0n || v >= 1n << 63n)
+      throw new InvalidArgumentError(
+        `invalid id: expected a 63-bit positive integer, got ${String(id)}`,
+      )
+    return v
+  }
+
+  return {
+    layout: { timestampBits, slotBits, workerBits, sequenceBits },
+    next(ownerKey?: ShardKey): bigint {
+      let slot = 0
+      if (slotBits > 0) {
+        if (ownerKey === undefined) {
+          throw new ShardKeyMissingError(
+            'this id layout embeds a slot: pass the owning key to next(key)',
+          )
+        }
+        slot = slotFor(ownerKey, slots)
+      }
+      let ts = now() - epoch
+      if (ts < last) {
+        if (last - ts > maxBack) throw new ClockMovedBackwardsError(last - ts)
+        ts = last
+      }
+      if (ts === last) {
+        seq = (seq + 1) & seqMask
+        if (seq === 0) {
+          // This millisecond is used up: wait for the clock to pass it (at most about a ms,
+          // or the tolerated step back).
+          ts = last + 1
+          const deadline = Date.now() + maxBack + 2
+          while (now() - epoch < ts) {
+            if (Date.now() > deadline) throw new ClockMovedBackwardsError(ts - (now() - epoch))
+          }
+        }
+      } else {
+        seq = 0
+      }
+      if (ts >= maxTs) {
+        throw new InvalidArgumentError(
+          `invalid option "epoch": the ${timestampBits}-bit timestamp ran out`,
+        )
+      }
+      last = ts
+      return (BigInt(ts) << tsShift) | (BigInt(slot) << slotShift) | workerPart | BigInt(seq)
+    },
+    slotOf(id) {
+      if (slotBits === 0)
+        throw new InvalidArgumentError('this id layout embeds no slot (slotBits is 0)')
+      return { slot: Number((toBig(id) >> slotShift) & BigInt(slots - 1)) }
+    },
+    decode(id) {
+      const v = toBig(id)
+      return {
+        timestamp: Number(v >> tsShift) + epoch,
+        slot: slotBits === 0 ? undefined : Number((v >> slotShift) & BigInt(slots - 1)),
+        workerId: Number((v >> workerShift) & BigInt(2 ** workerBits - 1)),
+        sequence: Number(v & BigInt(seqMask)),
+      }
+    },
+  }
+}

@@ -1,0 +1,120 @@
+import { InvalidArgumentError } from './errors.js'
+import { buildSlotTable } from './internal/slotTable.js'
+
+/** A shard as placement sees it: its id and weight on the ring. */
+export interface ShardPlacement {
+  /** The shard id. */
+  id: string
+  /**
+   * Relative share of keys.
+   * @default 1
+   */
+  weight?: number
+}
+
+/** Options of {@link planResharding}; they must match the router's. */
+export interface ReshardingPlanOptions {
+  /**
+   * Slots keys hash to (the router's `slots`).
+   * @default 4096
+   */
+  slots?: number
+  /**
+   * Ring points per unit of weight (the router's `ring.pointsPerWeight`).
+   * @default lb's HashRing default
+   */
+  pointsPerWeight?: number
+  /**
+   * Ring seed (the router's `ring.seed`).
+   * @default 0
+   */
+  seed?: number
+}
+
+/** Keys that move from one shard to another: slot ranges, `[start, end)`. */
+export interface SlotMove {
+  /** Where the keys live now. */
+  from: string
+  /** Where they live after the change. */
+  to: string
+  /** Contiguous slot ranges, `[start, end)`, in slot order. */
+  ranges: Array<[number, number]>
+  /** How many slots move along this edge. */
+  slots: number
+  /** The share of all keys that moves along this edge (slots / total slots). */
+  fraction: number
+}
+
+/** What changes when the shard list changes, as {@link planResharding} computes it. */
+export interface ReshardingPlan {
+  /** Total slots. */
+  slots: number
+  /** Slots whose shard changes. */
+  movedSlots: number
+  /** The share of keys that moves, `movedSlots / slots` (keys spread evenly over slots). */
+  movedFraction: number
+  /** The moves, one per (from, to) pair, largest first. */
+  moves: SlotMove[]
+  /** Per shard, its share of keys before and after. */
+  shares: Record<string, { before: number; after: number }>
+}
+
+/**
+ * Computes which key ranges (slot ranges) move where when the shard list changes, and the
+ * fraction of keys moved, with the same ring placement the router uses. Adding a shard moves
+ * keys only to it; removing one moves only its keys. It plans; it does not copy data.
+ *
+ * @example
+ * ```ts
+ * import { planResharding } from '@ballast/sharding'
+ *
+ * const plan = planResharding(['s1', 's2', 's3', 's4'].map((id) => ({ id })), ['s1', 's2', 's3', 's4', 's5'].map((id) => ({ id })))
+ * plan.movedFraction // about 0.2: only keys that s5 now owns move
+ * plan.moves // [{ from: 's3', to: 's5', ranges: [[17, 18], …], slots, fraction }, …]
+ * ```
+ */
+export function planResharding(
+  current: readonly ShardPlacement[],
+  next: readonly ShardPlacement[],
+  options: ReshardingPlanOptions = {},
+): ReshardingPlan {
+  const slots = options.slots ?? 4096
+  if (!Number.isInteger(slots) || slots < 1 || slots > 65536 || (slots & (slots - 1)) !== 0) {
+    throw new InvalidArgumentError(
+      `invalid option "slots": expected a power of two up to 65536, got ${String(slots)}`,
+    )
+  }
+  if (current.length === 0 || next.length === 0) {
+    throw new InvalidArgumentError(
+      'invalid shard list: expected at least one shard before and after',
+    )
+  }
+  const ring = { pointsPerWeight: options.pointsPerWeight, seed: options.seed }
+  const before = buildSlotTable(current, slots, ring)
+  const after = buildSlotTable(next, slots, ring)
+  const edges = new Map<string, SlotMove>()
+  const shares: Record<string, { before: number; after: number }> = {}
+  for (const id of new Set([...before.ids, ...after.ids])) shares[id] = { before: 0, after: 0 }
+  let moved = 0
+  for (let slot = 0; slot < slots; slot++) {
+    const from = before.ids[before.table[slot]!]!
+    const to = after.ids[after.table[slot]!]!
+    shares[from]!.before += 1 / slots
+    shares[to]!.after += 1 / slots
+    if (from === to) continue
+    moved++
+    const key = `${from}\u0000${to}`
+    let edge = edges.get(key)
+    if (edge === undefined) {
+      edge = { from, to, ranges: [], slots: 0, fraction: 0 }
+      edges.set(key, edge)
+    }
+    const lastRange = edge.ranges[edge.ranges.length - 1]
+    if (lastRange !== undefined && lastRange[1] === slot) lastRange[1] = slot + 1
+    else edge.ranges.push([slot, slot + 1])
+    edge.slots++
+  }
+  const moves = [...edges.values()].sort((a, b) => b.slots - a.slots)
+  for (const m of moves) m.fraction = m.slots / slots
+  return { slots, movedSlots: moved, movedFraction: moved / slots, moves, shares }
+}
