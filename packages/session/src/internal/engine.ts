@@ -327,7 +327,12 @@ export class Engine {
         id = newId()
         continue
       }
-      const [created, absolute, expiry] = reply.map(Number) as [number, number, number]
+      const [created, absolute, expiry, micros] = reply.map(Number) as [
+        number,
+        number,
+        number,
+        number,
+      ]
       this.counters.created++
       const stored: Stored = {
         id,
@@ -341,7 +346,11 @@ export class Engine {
         expiresAt: expiry,
         absoluteExpiresAt: absolute,
       }
-      if (init.userId !== undefined) await this.#index(init.userId, id, absolute, init.replaces)
+      if (init.userId !== undefined) {
+        // Sub-millisecond part of the score: "oldest" stays exact for logins in the same ms.
+        const score = absolute + (micros % 1000) / 1000
+        await this.#index(init.userId, id, score, init.replaces)
+      }
       this.emit('created', { idHash: this.hash(id), userId: init.userId })
       return stored
     }
@@ -424,9 +433,9 @@ export class Engine {
     return stored
   }
 
-  async #index(userId: string, id: string, absolute: number, replaces: string | undefined) {
+  async #index(userId: string, id: string, score: number, replaces: string | undefined) {
     const count = Number(
-      await this.run(INDEX_ADD, this.userKey(userId), [id, absolute, replaces ?? '']),
+      await this.run(INDEX_ADD, this.userKey(userId), [id, score.toFixed(3), replaces ?? '']),
     )
     const max = this.config.maxSessionsPerUser
     if (max > 0 && count > max) {
@@ -493,7 +502,7 @@ export class Engine {
         absoluteExpiresAt: Number(absolute),
       })
     }
-    return out.sort((a, b) => a.createdAt - b.createdAt)
+    return out // index order: by login time, oldest first
   }
 
   async destroyAll(userId: string, except: string | undefined): Promise<number> {

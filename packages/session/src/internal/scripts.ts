@@ -63,7 +63,7 @@ return all`,
 /**
  * Create a session that must not exist yet.
  * KEYS: session. ARGV: idle ms, absolute ms, then field/value pairs.
- * Returns { created, absolute, expiry } or nil when the id is taken.
+ * Returns { created, absolute, expiry, microseconds of the second } or nil when the id is taken.
  */
 export const CREATE = new LuaScript(
   `if redis.call('EXISTS', KEYS[1]) == 1 then return false end
@@ -75,7 +75,7 @@ local args = { '_c', tostring(now), '_a', tostring(abs), '_t', tostring(now) }
 for i = 3, #ARGV do args[#args + 1] = ARGV[i] end
 redis.call('HSET', KEYS[1], unpack(args))
 redis.call('PEXPIREAT', KEYS[1], exp)
-return { tostring(now), tostring(abs), tostring(exp) }`,
+return { tostring(now), tostring(abs), tostring(exp), t[2] }`,
   1,
 )
 
@@ -151,7 +151,7 @@ redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 if ARGV[3] ~= '' then redis.call('ZREM', KEYS[1], ARGV[3]) end
 redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
 local top = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
-redis.call('PEXPIREAT', KEYS[1], top[2])
+redis.call('PEXPIREAT', KEYS[1], math.ceil(tonumber(top[2])))
 return redis.call('ZCARD', KEYS[1])`,
   1,
 )
