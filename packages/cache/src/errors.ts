@@ -43,8 +43,61 @@ export class InvalidArgumentError extends CacheError {
   }
 }
 
+/**
+ * A value could not be serialized (a function, a symbol, a class instance the serializer
+ * does not know): nothing was written to L1 or L2.
+ */
+export class SerializationError extends CacheError {
+  override name = 'SerializationError'
+
+  constructor(message: string, options: CacheErrorOptions = {}) {
+    super('E_CACHE_SERIALIZATION', message, options)
+  }
+}
+
+/**
+ * A loader did not finish within the hard timeout and no stale value was available to
+ * serve instead. The loader is not cancelled: when it finishes, its value is still cached.
+ */
+export class LoaderTimeoutError extends CacheError {
+  override name = 'LoaderTimeoutError'
+
+  constructor(message: string, options: CacheErrorOptions = {}) {
+    super('E_CACHE_LOADER_TIMEOUT', message, { retryable: true, ...options })
+  }
+}
+
+/**
+ * Redis (L2) did not answer in time, refused, or its circuit breaker is open. The cache
+ * turns this into a miss, a stale value or a deferred invalidation wherever it can; it
+ * reaches the caller only through events and from {@link CacheError} `cause` chains.
+ */
+export class L2UnavailableError extends CacheError {
+  override name = 'L2UnavailableError'
+
+  constructor(message: string, options: CacheErrorOptions = {}) {
+    super('E_CACHE_L2_UNAVAILABLE', message, { retryable: true, ...options })
+  }
+}
+
+/** The cache was closed: it answers no more calls. */
+export class CacheClosedError extends CacheError {
+  override name = 'CacheClosedError'
+
+  constructor(message = 'the cache is closed', options: CacheErrorOptions = {}) {
+    super('E_CACHE_CLOSED', message, options)
+  }
+}
+
 /** Every error class of `@ballast/cache`, by name. */
-export const errors = { CacheError, InvalidArgumentError } as const
+export const errors = {
+  CacheError,
+  InvalidArgumentError,
+  SerializationError,
+  LoaderTimeoutError,
+  L2UnavailableError,
+  CacheClosedError,
+} as const
 
 /** Whether `error` was thrown by `@ballast/cache` (any installed copy of it). */
 export function isCacheError(error: unknown): error is CacheError {

@@ -1,2 +1,38 @@
+export type {
+  CacheEvents,
+  CacheStats,
+  CircuitState,
+  FlushReason,
+  StaleReason,
+} from './cacheEvents.js'
+export type {
+  BatchLoader,
+  CacheOptions,
+  GetOrSetOptions,
+  Loader,
+  LoaderContext,
+  SetOptions,
+} from './cacheOptions.js'
+export { DEFAULT_CACHE_OPTIONS } from './cacheOptions.js'
+export { createCache } from './createCache.js'
+export type { Duration } from './duration.js'
+export { parseDuration } from './duration.js'
 export type { CacheErrorOptions } from './errors.js'
-export { CacheError, errors, InvalidArgumentError, isCacheError } from './errors.js'
+export {
+  CacheClosedError,
+  CacheError,
+  errors,
+  InvalidArgumentError,
+  isCacheError,
+  L2UnavailableError,
+  LoaderTimeoutError,
+  SerializationError,
+} from './errors.js'
+export type { L1Entry, L1Store } from './l1Store.js'
+export type { LruStoreOptions } from './lruStore.js'
+export { createLruStore, DEFAULT_LRU_STORE_OPTIONS } from './lruStore.js'
+export type { NodeCacheStoreOptions } from './nodeCacheStore.js'
+export { createNodeCacheStore, DEFAULT_NODE_CACHE_STORE_OPTIONS } from './nodeCacheStore.js'
+export type { Serializer } from './serializer.js'
+export { devalueSerializer, jsonSerializer } from './serializer.js'
+export { TwoLevelCache } from './twoLevelCache.js'

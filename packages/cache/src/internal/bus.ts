@@ -1,0 +1,194 @@
+import type { RedisClient } from './l2.js'
+
+/** Message types: keys, tags, clear, heartbeat, filled (a lock holder stored the value). */
+export type BusType = 'k' | 'g' | 'c' | 'h' | 'f'
+
+export interface BusMessage {
+  /** Origin instance id. */
+  o: string
+  /** Origin's sequence number: consecutive, so a receiver can see that it missed one. */
+  s: number
+  t: BusType
+  k?: string[]
+  g?: string[]
+  /** New generation, for `c`. */
+  n?: number
+}
+
+export interface BusHandlers {
+  /** A message from another instance (own messages are only used for heartbeats). */
+  message(message: BusMessage): void
+  /** A message from `origin` was missed: its invalidations cannot be trusted. */
+  gap(origin: string): void
+  /** The subscription is confirmed working (own heartbeat came back) after being down. */
+  up(): void
+  /** The subscription is lost or silent. */
+  down(reason: string): void
+}
+
+export interface BusOptions {
+  client: RedisClient
+  subscriber: RedisClient | undefined
+  channel: string
+  instanceId: string
+  heartbeatInterval: number
+  heartbeatTimeout: number
+  /** Sends a publish through the L2 guard (breaker and timeout). */
+  publish(channel: string, message: string): Promise<void>
+  handlers: BusHandlers
+}
+
+/**
+ * Invalidation over Redis pub/sub (sharded pub/sub on a Cluster). Healthy only while the
+ * instance's own heartbeats come back through the subscription, so a connection that is
+ * silently dead (black-holed) is noticed within `heartbeatTimeout`.
+ */
+export class Bus {
+  readonly #options: BusOptions
+  readonly #subscriber: RedisClient
+  readonly #ownsSubscriber: boolean
+  readonly #isCluster: boolean
+  readonly #lastSeq = new Map<string, number>()
+  #seq = 0
+  #healthy = false
+  #lastHeartbeat = 0
+  #timer: NodeJS.Timeout | undefined
+  #closed = false
+  #published = 0
+  #received = 0
+  #gaps = 0
+  readonly #listener: (channel: string | Buffer, message: string | Buffer) => void
+
+  constructor(options: BusOptions) {
+    this.#options = options
+    this.#isCluster = (options.client as { isCluster?: boolean }).isCluster === true
+    if (options.subscriber !== undefined) {
+      this.#subscriber = options.subscriber
+      this.#ownsSubscriber = false
+    } else if (this.#isCluster) {
+      this.#subscriber = (options.client as import('ioredis').Cluster).duplicate(undefined, {
+        shardedSubscribers: true,
+      })
+      this.#ownsSubscriber = true
+    } else {
+      this.#subscriber = (options.client as import('ioredis').Redis).duplicate()
+      this.#ownsSubscriber = true
+    }
+    this.#listener = (channel, message) => {
+      if (String(channel) === options.channel) this.#onMessage(String(message))
+    }
+    this.#subscriber.on(this.#isCluster ? 'smessage' : 'message', this.#listener)
+    this.#subscriber.on('close', () => this.#down('subscriber connection closed'))
+    this.#subscriber.on('error', () => {
+      // ioredis reconnects by itself; the heartbeat decides when we trust the bus again
+    })
+  }
+
+  get healthy(): boolean {
+    return this.#healthy
+  }
+
+  stats(): { healthy: boolean; published: number; received: number; gaps: number } {
+    return {
+      healthy: this.#healthy,
+      published: this.#published,
+      received: this.#received,
+      gaps: this.#gaps,
+    }
+  }
+
+  /** Subscribes and starts the heartbeat; the bus turns healthy when the first heartbeat returns. */
+  async start(): Promise<void> {
+    this.#subscriber.on('ready', () => void this.#subscribe())
+    await this.#subscribe()
+    this.#lastHeartbeat = Date.now()
+    this.#timer = setInterval(() => this.#tick(), this.#options.heartbeatInterval)
+    this.#timer.unref()
+    this.#heartbeat()
+  }
+
+  /** Publishes; the sequence number is consumed even if the publish fails, so receivers see the gap. */
+  async publish(type: BusType, fields: Pick<BusMessage, 'k' | 'g' | 'n'> = {}): Promise<void> {
+    const message: BusMessage = { o: this.#options.instanceId, s: ++this.#seq, t: type, ...fields }
+    await this.#options.publish(this.#options.channel, JSON.stringify(message))
+    this.#published++
+  }
+
+  /** SUBSCRIBE is idempotent: sent at start, on every (re)connection and while unhealthy. */
+  async #subscribe(): Promise<void> {
+    if (this.#closed) return
+    const sub = this.#subscriber as import('ioredis').Redis
+    try {
+      if (this.#isCluster) await sub.ssubscribe(this.#options.channel)
+      else await sub.subscribe(this.#options.channel)
+    } catch {
+      // not connected yet: retried on 'ready' and by the heartbeat
+    }
+  }
+
+  #heartbeat(): void {
+    if (this.#closed) return
+    this.publish('h').catch(() => {
+      // L2 down: the missing echo turns the bus unhealthy
+    })
+  }
+
+  #tick(): void {
+    if (this.#healthy && Date.now() - this.#lastHeartbeat > this.#options.heartbeatTimeout) {
+      this.#down('heartbeat not echoed in time')
+    }
+    if (!this.#healthy) void this.#subscribe()
+    this.#heartbeat()
+  }
+
+  #down(reason: string): void {
+    if (!this.#healthy || this.#closed) return
+    this.#healthy = false
+    this.#options.handlers.down(reason)
+  }
+
+  #onMessage(text: string): void {
+    let message: BusMessage
+    try {
+      message = JSON.parse(text) as BusMessage
+    } catch {
+      return
+    }
+    if (typeof message.o !== 'string' || typeof message.s !== 'number') return
+    if (message.o === this.#options.instanceId) {
+      if (message.t === 'h') {
+        this.#lastHeartbeat = Date.now()
+        if (!this.#healthy && !this.#closed) {
+          this.#healthy = true
+          this.#options.handlers.up()
+        }
+      }
+      return
+    }
+    this.#received++
+    const last = this.#lastSeq.get(message.o)
+    this.#lastSeq.set(message.o, message.s)
+    if (last !== undefined && message.s > last + 1) {
+      this.#gaps++
+      this.#options.handlers.gap(message.o)
+    }
+    if (message.t !== 'h') this.#options.handlers.message(message)
+  }
+
+  async close(): Promise<void> {
+    this.#closed = true
+    if (this.#timer !== undefined) clearInterval(this.#timer)
+    this.#subscriber.off(this.#isCluster ? 'smessage' : 'message', this.#listener)
+    if (this.#ownsSubscriber) {
+      this.#subscriber.disconnect()
+    } else {
+      const sub = this.#subscriber as import('ioredis').Redis
+      try {
+        if (this.#isCluster) await sub.sunsubscribe(this.#options.channel)
+        else await sub.unsubscribe(this.#options.channel)
+      } catch {
+        // the user's subscriber is theirs to close
+      }
+    }
+  }
+}

@@ -1,0 +1,153 @@
+import { createHash } from 'node:crypto'
+import calculateSlot from 'cluster-key-slot'
+import type { Cluster, Redis } from 'ioredis'
+
+/** An ioredis client: a standalone `Redis` or a `Cluster`. */
+export type RedisClient = Redis | Cluster
+
+// KEYS[1] entry; ARGV[1] expected token ('' = absent), ARGV[2] value, ARGV[3] px
+const CAS = `local cur = redis.call('GET', KEYS[1])
+local tok = ''
+if cur then tok = string.match(cur, '^([^|]*)') or '?' end
+if tok ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+return 1`
+
+// KEYS[1] tag set; ARGV[1] member, ARGV[2] px: the set lives as long as its longest entry
+const ADD_TAG = `redis.call('SADD', KEYS[1], ARGV[1])
+local ttl = redis.call('PTTL', KEYS[1])
+if ttl < tonumber(ARGV[2]) then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 1`
+
+// KEYS[1] lock; ARGV[1] owner token
+const RELEASE = `if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0`
+
+interface Script {
+  text: string
+  sha: string
+}
+
+function script(text: string): Script {
+  return { text, sha: createHash('sha1').update(text).digest('hex') }
+}
+
+const SCRIPTS = { cas: script(CAS), addTag: script(ADD_TAG), release: script(RELEASE) }
+
+/**
+ * The Redis commands the cache sends, each a single round trip (or one per slot on a
+ * Cluster). No policy here: timeouts and the breaker wrap these calls in the cache.
+ */
+export class L2 {
+  readonly client: RedisClient
+  readonly isCluster: boolean
+
+  constructor(client: RedisClient) {
+    this.client = client
+    this.isCluster = (client as { isCluster?: boolean }).isCluster === true
+  }
+
+  get(key: string): Promise<string | null> {
+    return this.client.get(key)
+  }
+
+  /** One MGET; on a Cluster, one MGET per hash slot, in parallel. */
+  async mget(keys: readonly string[]): Promise<(string | null)[]> {
+    if (keys.length === 0) return []
+    if (!this.isCluster) return this.client.mget(keys as string[])
+    const bySlot = new Map<number, number[]>()
+    for (let i = 0; i < keys.length; i++) {
+      const slot = calculateSlot(keys[i] as string)
+      const group = bySlot.get(slot)
+      if (group === undefined) bySlot.set(slot, [i])
+      else group.push(i)
+    }
+    const out: (string | null)[] = new Array(keys.length).fill(null)
+    await Promise.all(
+      [...bySlot.values()].map(async (indexes) => {
+        const values = await this.client.mget(indexes.map((i) => keys[i] as string))
+        for (let j = 0; j < indexes.length; j++) out[indexes[j] as number] = values[j] ?? null
+      }),
+    )
+    return out
+  }
+
+  async set(key: string, value: string, px: number): Promise<void> {
+    await this.client.set(key, value, 'PX', px)
+  }
+
+  /** Writes many; one pipeline on a standalone server, commands sent together on a Cluster. */
+  async setMany(items: readonly { key: string; value: string; px: number }[]): Promise<void> {
+    if (items.length === 0) return
+    if (!this.isCluster) {
+      const pipeline = this.client.pipeline()
+      for (const item of items) pipeline.set(item.key, item.value, 'PX', item.px)
+      const results = await pipeline.exec()
+      for (const [error] of results ?? []) if (error) throw error
+      return
+    }
+    await Promise.all(items.map((item) => this.client.set(item.key, item.value, 'PX', item.px)))
+  }
+
+  /** Writes `value` only if the key's token is still `expected` ('' = absent). */
+  async cas(key: string, expected: string, value: string, px: number): Promise<boolean> {
+    return (await this.#eval(SCRIPTS.cas, key, expected, value, String(px))) === 1
+  }
+
+  async addTags(tagKeys: readonly string[], member: string, px: number): Promise<void> {
+    await Promise.all(
+      tagKeys.map((tagKey) => this.#eval(SCRIPTS.addTag, tagKey, member, String(px))),
+    )
+  }
+
+  smembers(key: string): Promise<string[]> {
+    return this.client.smembers(key)
+  }
+
+  async del(keys: readonly string[]): Promise<void> {
+    if (keys.length === 0) return
+    await Promise.all(keys.map((key) => this.client.del(key)))
+  }
+
+  async incr(key: string): Promise<number> {
+    return this.client.incr(key)
+  }
+
+  async acquire(key: string, owner: string, px: number): Promise<boolean> {
+    return (await this.client.set(key, owner, 'PX', px, 'NX')) === 'OK'
+  }
+
+  async release(key: string, owner: string): Promise<void> {
+    await this.#eval(SCRIPTS.release, key, owner)
+  }
+
+  async publish(channel: string, message: string): Promise<void> {
+    if (this.isCluster) await this.client.spublish(channel, message)
+    else await this.client.publish(channel, message)
+  }
+
+  /** Sets bits (a Bloom filter's add). */
+  async setBits(key: string, offsets: readonly number[]): Promise<void> {
+    if (offsets.length === 0) return
+    const args: (string | number)[] = [key]
+    for (const offset of offsets) args.push('SET', 'u1', offset, 1)
+    await this.client.call('BITFIELD', ...args)
+  }
+
+  /** Reads bits (a Bloom filter's check). */
+  async getBits(key: string, offsets: readonly number[]): Promise<number[]> {
+    if (offsets.length === 0) return []
+    const args: (string | number)[] = [key]
+    for (const offset of offsets) args.push('GET', 'u1', offset)
+    return (await this.client.call('BITFIELD_RO', ...args)) as number[]
+  }
+
+  async #eval(s: Script, key: string, ...args: string[]): Promise<unknown> {
+    try {
+      return await this.client.evalsha(s.sha, 1, key, ...args)
+    } catch (error) {
+      if (!(error instanceof Error) || !error.message.startsWith('NOSCRIPT')) throw error
+      return this.client.eval(s.text, 1, key, ...args)
+    }
+  }
+}

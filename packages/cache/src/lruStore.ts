@@ -1,0 +1,58 @@
+import { LRUCache } from 'lru-cache'
+import { integer } from './internal/validate.js'
+import type { L1Entry, L1Store } from './l1Store.js'
+
+/** Bounds of the default L1 engine. */
+export interface LruStoreOptions {
+  /**
+   * Most entries held; the least recently used go first.
+   * @default 10000
+   */
+  maxEntries?: number
+  /**
+   * Most approximate bytes held (keys, serialized values and ~100 bytes of bookkeeping per entry).
+   * @default 67108864 (64 MiB)
+   */
+  maxBytes?: number
+}
+
+/** The defaults of {@link LruStoreOptions}. */
+export const DEFAULT_LRU_STORE_OPTIONS: Required<LruStoreOptions> = {
+  maxEntries: 10_000,
+  maxBytes: 64 * 1024 * 1024,
+}
+
+/**
+ * The default L1 engine, on lru-cache: bounded by entries and bytes, least recently used
+ * evicted first. Chosen by benchmark (`bench/cache/l1Engines.bench.ts`): lru-cache's `get`
+ * is ~3x faster than node-cache's and it is bounded by construction.
+ *
+ * @example
+ * ```ts
+ * createCache({ redis, namespace: 'products', l1: createLruStore({ maxEntries: 50_000, maxBytes: 128 << 20 }) })
+ * ```
+ */
+export function createLruStore(options: LruStoreOptions = {}): L1Store {
+  const merged = { ...DEFAULT_LRU_STORE_OPTIONS, ...options }
+  const max = integer('l1.maxEntries', merged.maxEntries, 1)
+  const maxSize = integer('l1.maxBytes', merged.maxBytes, 1)
+  const lru = new LRUCache<string, L1Entry>({ max, maxSize })
+  return {
+    name: 'lru-cache',
+    get: (key) => lru.get(key),
+    set: (key, entry) => {
+      lru.set(key, entry, { size: Math.max(1, entry.size) })
+    },
+    delete: (key) => {
+      lru.delete(key)
+    },
+    clear: () => lru.clear(),
+    entries: () => lru.entries(),
+    get size() {
+      return lru.size
+    },
+    get bytes() {
+      return lru.calculatedSize
+    },
+  }
+}

@@ -1,0 +1,1501 @@
+import { randomBytes } from 'node:crypto'
+import { EventEmitter } from 'node:events'
+import type { CacheEvents, CacheStats, FlushReason, StaleReason } from './cacheEvents.js'
+import type {
+  BatchLoader,
+  CacheOptions,
+  GetOrSetOptions,
+  Loader,
+  LoaderContext,
+  SetOptions,
+} from './cacheOptions.js'
+import { DEFAULT_CACHE_OPTIONS } from './cacheOptions.js'
+import { CacheClosedError, L2UnavailableError, LoaderTimeoutError } from './errors.js'
+import { type BloomShape, bloomOffsets, bloomShape } from './internal/bloom.js'
+import { Bus, type BusMessage } from './internal/bus.js'
+import { exactNow, now } from './internal/clock.js'
+import {
+  decodeEnvelope,
+  type Envelope,
+  encodeEnvelope,
+  envelopeToken,
+} from './internal/envelope.js'
+import { L2, type RedisClient } from './internal/l2.js'
+import { L2Guard } from './internal/l2Guard.js'
+import { boolean, duration, integer, invalid, ratio, string } from './internal/validate.js'
+import type { L1Entry, L1Store } from './l1Store.js'
+import { createLruStore, type LruStoreOptions } from './lruStore.js'
+import { devalueSerializer, type Serializer, serializeOrThrow } from './serializer.js'
+
+interface Resolved {
+  namespace: string
+  prefix: string
+  ttl: number
+  grace: number
+  jitter: number
+  negativeTtl: number
+  earlyRefresh: number
+  softTimeout: number
+  hardTimeout: number
+  maxKeyLength: number
+  tombstoneTtl: number
+  lockLease: number
+  lockWait: number
+  maxPending: number
+}
+
+/** Per-call options after defaults. */
+interface CallOptions {
+  ttl: number
+  grace: number
+  tags: readonly string[] | undefined
+  softTimeout: number
+  hardTimeout: number
+  lock: boolean
+  negativeTtl: number
+}
+
+/** A value within grace that may be served if the loader or L2 fails. */
+interface Stale {
+  value: unknown
+}
+
+/** What an L2 read found. */
+type L2Read =
+  | { ok: true; token: string; envelope: Envelope | undefined; raw: string | null }
+  | { ok: false; token: undefined; envelope?: undefined; raw?: undefined }
+
+const MISSING = Symbol('missing')
+const MAX_TRACKED_INVALIDATIONS = 10_000
+
+function entryBytes(key: string, payload: string, tags: readonly string[] | undefined): number {
+  // V8 keeps the deserialized value in roughly twice its serialized length; plus ~96 bytes of bookkeeping
+  let bytes = 96 + 2 * key.length + 2 * payload.length
+  if (tags !== undefined) for (const tag of tags) bytes += 16 + tag.length
+  return bytes
+}
+
+/** The entry's resolved promise, made on the first async hit and reused: a hit allocates nothing. */
+function promiseOf(entry: L1Entry): Promise<unknown> {
+  let promise = entry.promise
+  if (promise === undefined) {
+    promise = Promise.resolve(entry.value)
+    entry.promise = promise
+  }
+  return promise
+}
+
+function delay<T>(ms: number, value: T): { promise: Promise<T>; cancel(): void } {
+  let timer: NodeJS.Timeout | undefined
+  const promise = new Promise<T>((resolve) => {
+    timer = setTimeout(() => resolve(value), ms)
+  })
+  return { promise, cancel: () => clearTimeout(timer) }
+}
+
+/**
+ * A two-level cache: L1 in process, L2 in Redis (standalone or Cluster), invalidation of
+ * every instance's L1 over pub/sub. Create it with {@link createCache}.
+ *
+ * @typeParam T The type of the values (use `unknown` for mixed namespaces).
+ */
+export class TwoLevelCache<T = unknown> {
+  readonly #o: Resolved
+  readonly #l1: L1Store | undefined
+  readonly #l2: L2 | undefined
+  readonly #guard: L2Guard | undefined
+  readonly #bus: Bus | undefined
+  readonly #serializer: Serializer
+  readonly #bloom: BloomShape | undefined
+  readonly #events = new EventEmitter()
+  readonly #instanceId = randomBytes(6).toString('base64url')
+  readonly #base: string
+  #tokenCounter = 0
+
+  /** L1 may answer on its own: no bus, or a bus that is working. */
+  #l1Trusted: boolean
+  #gen = 0
+  #genLoad: Promise<void> | undefined
+  #closed = false
+
+  // local invalidation bookkeeping: a fill that started before an invalidation may not write L1
+  #epoch = 0
+  #floorEpoch = 0
+  readonly #keyEpochs = new Map<string, number>()
+  readonly #tagEpochs = new Map<string, number>()
+
+  readonly #flights = new Map<string, Promise<unknown>>()
+  readonly #loads = new Map<string, Promise<unknown>>()
+  readonly #fillWaiters = new Map<string, Set<() => void>>()
+
+  readonly #pending = { keys: new Set<string>(), tags: new Set<string>(), clear: false }
+  #replaying: Promise<void> | undefined
+
+  readonly #s = {
+    l1Hits: 0,
+    l1Misses: 0,
+    l2Hits: 0,
+    l2Misses: 0,
+    l2Errors: 0,
+    loaderCalls: 0,
+    loaderErrors: 0,
+    loaderTimeouts: 0,
+    staleServed: 0,
+    coalesced: 0,
+    conflicts: 0,
+    flushes: 0,
+  }
+
+  /** Use {@link createCache}. */
+  constructor(options: CacheOptions = {}) {
+    const d = DEFAULT_CACHE_OPTIONS
+    const namespace = string('namespace', options.namespace ?? d.namespace, /^[^\s{}]+$/)
+    const prefix = string('prefix', options.prefix ?? d.prefix, /^[^\s{}]+$/)
+    const breaker = { ...d.breaker, ...options.breaker }
+    const lock = { ...d.lock, ...options.lock }
+    this.#o = {
+      namespace,
+      prefix,
+      ttl: duration('ttl', options.ttl ?? d.ttl, true),
+      grace: duration('grace', options.grace ?? d.grace, false),
+      jitter: ratio('jitter', options.jitter ?? d.jitter, 0, 0.9),
+      negativeTtl: duration('negativeTtl', options.negativeTtl ?? d.negativeTtl, false),
+      earlyRefresh: ratio('earlyRefresh', options.earlyRefresh ?? d.earlyRefresh, 0, 0.99),
+      softTimeout: duration('softTimeout', options.softTimeout ?? d.softTimeout, false),
+      hardTimeout: duration('hardTimeout', options.hardTimeout ?? d.hardTimeout, false),
+      maxKeyLength: integer('maxKeyLength', options.maxKeyLength ?? d.maxKeyLength, 1),
+      tombstoneTtl: duration('tombstoneTtl', options.tombstoneTtl ?? d.tombstoneTtl, true),
+      lockLease: duration('lock.lease', lock.lease, true),
+      lockWait: duration('lock.wait', lock.wait, false),
+      maxPending: integer(
+        'maxPendingInvalidations',
+        options.maxPendingInvalidations ?? d.maxPendingInvalidations,
+        1,
+      ),
+    }
+    const l2Timeout = duration('l2Timeout', options.l2Timeout ?? d.l2Timeout, true)
+    const failureThreshold = integer('breaker.failureThreshold', breaker.failureThreshold, 1)
+    const halfOpenAfter = duration('breaker.halfOpenAfter', breaker.halfOpenAfter, true)
+    const heartbeatInterval = duration(
+      'heartbeatInterval',
+      options.heartbeatInterval ?? d.heartbeatInterval,
+      true,
+    )
+    const heartbeatTimeout = duration(
+      'heartbeatTimeout',
+      options.heartbeatTimeout ?? d.heartbeatTimeout,
+      true,
+    )
+    if (heartbeatTimeout <= heartbeatInterval) {
+      invalid(
+        'heartbeatTimeout',
+        `more than heartbeatInterval (${heartbeatInterval} ms)`,
+        heartbeatTimeout,
+      )
+    }
+
+    const serializer = options.serializer ?? devalueSerializer
+    if (
+      typeof serializer?.serialize !== 'function' ||
+      typeof serializer.deserialize !== 'function'
+    ) {
+      invalid('serializer', 'an object with serialize() and deserialize()', serializer)
+    }
+    this.#serializer = serializer
+
+    const l1 = options.l1 ?? {}
+    if (l1 === false) this.#l1 = undefined
+    else if (typeof (l1 as L1Store).get === 'function') this.#l1 = l1 as L1Store
+    else if (typeof l1 === 'object' && l1 !== null) this.#l1 = createLruStore(l1 as LruStoreOptions)
+    else invalid('l1', 'an L1Store, LRU bounds or false', l1)
+
+    const bloom = options.bloom ?? d.bloom
+    if (bloom === false) this.#bloom = undefined
+    else {
+      const items = integer('bloom.expectedItems', bloom?.expectedItems, 1)
+      const rate = ratio('bloom.falsePositiveRate', bloom.falsePositiveRate ?? 0.01, 1e-9, 0.5)
+      this.#bloom = bloomShape(items, rate)
+    }
+
+    this.#base = `${prefix}:${namespace}:`
+    const redis = options.redis as RedisClient | undefined
+    if (redis === undefined) {
+      if (options.subscriber !== undefined)
+        invalid('subscriber', 'no subscriber without "redis"', 'a client')
+      if (this.#bloom !== undefined)
+        invalid('bloom', 'false without "redis" (the filter lives in Redis)', bloom)
+      this.#l2 = undefined
+      this.#guard = undefined
+      this.#bus = undefined
+      this.#l1Trusted = true
+      return
+    }
+    if (typeof (redis as { get?: unknown }).get !== 'function') {
+      invalid('redis', 'an ioredis Redis or Cluster', redis)
+    }
+    this.#l2 = new L2(redis)
+    this.#guard = new L2Guard({
+      timeout: l2Timeout,
+      failureThreshold,
+      halfOpenAfter,
+      onStateChange: (state) => {
+        this.#emit('breaker', { state })
+        if (state === 'closed') void this.#replay()
+      },
+    })
+    this.#l1Trusted = false
+    this.#bus = new Bus({
+      client: redis,
+      subscriber: options.subscriber as RedisClient | undefined,
+      channel: `${this.#base}bus`,
+      instanceId: this.#instanceId,
+      heartbeatInterval,
+      heartbeatTimeout,
+      publish: (channel, message) => this.#run('publish', (l2) => l2.publish(channel, message)),
+      handlers: {
+        message: (message) => this.#onBusMessage(message),
+        gap: () => this.#flush('gap'),
+        up: () => this.#onBusUp(),
+        down: (reason) => this.#onBusDown(reason),
+      },
+    })
+    this.#genLoad = this.#loadGen()
+    void this.#bus.start()
+  }
+
+  // ---------------------------------------------------------------- reads
+
+  /**
+   * The value of `key`, or `undefined` on a miss. An L1 hit does no I/O. During an L2
+   * outage, L1 (fresh or within grace) answers, and a key in neither is a miss.
+   */
+  get(key: string): Promise<T | undefined> {
+    if (this.#l1Trusted && this.#l1 !== undefined) {
+      const entry = this.#l1.get(key)
+      if (entry !== undefined && entry.freshUntil > now()) {
+        this.#s.l1Hits++
+        return promiseOf(entry) as Promise<T | undefined>
+      }
+    }
+    return this.#getSlow(key)
+  }
+
+  /** The fresh L1 value of `key`, synchronously; `undefined` if L1 does not hold it. Never touches L2. */
+  peek(key: string): T | undefined {
+    if (!this.#l1Trusted || this.#l1 === undefined) return undefined
+    const entry = this.#l1.get(key)
+    return entry !== undefined && entry.freshUntil > now() ? (entry.value as T) : undefined
+  }
+
+  /** Whether a fresh, non-negative value of `key` is cached in L1 or L2. */
+  async has(key: string): Promise<boolean> {
+    this.#checkKey(key)
+    this.#assertOpen()
+    const local = this.#l1Hit(key)
+    if (local !== MISSING) return local !== undefined
+    if (this.#l2 === undefined) return false
+    const read = await this.#readL2(key)
+    if (!read.ok) return this.#fallback(key, 'l2-unavailable') !== MISSING
+    const t = now()
+    return read.envelope !== undefined && read.envelope.kind === 'v' && read.envelope.freshUntil > t
+  }
+
+  /** Values of `keys` in order (`undefined` for misses): one L1 pass, then one L2 round trip (one MGET per slot on a Cluster). */
+  async getMany(keys: readonly string[]): Promise<(T | undefined)[]> {
+    this.#assertOpen()
+    for (const key of keys) this.#checkKey(key)
+    const out = new Array<T | undefined>(keys.length)
+    const missing: number[] = []
+    for (let i = 0; i < keys.length; i++) {
+      const local = this.#l1Hit(keys[i] as string)
+      if (local === MISSING) missing.push(i)
+      else out[i] = local as T | undefined
+    }
+    if (missing.length === 0 || this.#l2 === undefined) return out
+    const reads = await this.#readL2Many(missing.map((i) => keys[i] as string))
+    const t = now()
+    for (let j = 0; j < missing.length; j++) {
+      const i = missing[j] as number
+      const key = keys[i] as string
+      const read = reads[j] as L2Read
+      if (!read.ok) {
+        const fallback = this.#fallback(key, 'l2-unavailable')
+        out[i] = fallback === MISSING ? undefined : (fallback as T)
+      } else if (
+        read.envelope !== undefined &&
+        read.envelope.kind !== 't' &&
+        read.envelope.freshUntil > t
+      ) {
+        this.#s.l2Hits++
+        out[i] = this.#fromL2(key, read.envelope, read.raw as string, reads.epoch) as T | undefined
+      } else {
+        this.#s.l2Misses++
+        out[i] = undefined
+      }
+    }
+    return out
+  }
+
+  /**
+   * The value of `key`, loading it on a miss: one loader call per key per process at a
+   * time (and per deployment with `lock: true`), fail-safe and stale-while-revalidate within
+   * grace, negative caching of `undefined`.
+   *
+   * @example
+   * ```ts
+   * const product = await cache.getOrSet(`product:${id}`, () => db.products.find(id), { ttl: '5m', tags: ['products'] })
+   * ```
+   */
+  getOrSet(key: string, loader: Loader<T>, options?: GetOrSetOptions): Promise<T | undefined> {
+    if (options === undefined && this.#l1Trusted && this.#l1 !== undefined) {
+      const entry = this.#l1.get(key)
+      if (entry !== undefined) {
+        const t = now()
+        if (entry.freshUntil > t) {
+          this.#s.l1Hits++
+          if (entry.refreshAt <= t)
+            this.#refreshInBackground(key, loader, this.#callOptions(undefined))
+          return promiseOf(entry) as Promise<T | undefined>
+        }
+      }
+    }
+    return this.#getOrSetSlow(key, loader, options)
+  }
+
+  /**
+   * Values of `keys` in order, calling `loader` once for all the keys found in neither level
+   * (keys already loading elsewhere in this process are joined, not loaded again).
+   *
+   * @example
+   * ```ts
+   * const prices = await cache.getOrSetMany(skus.map((s) => `price:${s}`), (keys) => db.prices.byKeys(keys))
+   * ```
+   */
+  async getOrSetMany(
+    keys: readonly string[],
+    loader: BatchLoader<T>,
+    options?: GetOrSetOptions,
+  ): Promise<(T | undefined)[]> {
+    this.#assertOpen()
+    for (const key of keys) this.#checkKey(key)
+    const o = this.#callOptions(options)
+    const out = new Array<T | undefined>(keys.length)
+    const pending = new Map<string, number[]>()
+    for (let i = 0; i < keys.length; i++) {
+      const key = keys[i] as string
+      const local = this.#l1Hit(key)
+      if (local !== MISSING) out[i] = local as T | undefined
+      else {
+        const at = pending.get(key)
+        if (at === undefined) pending.set(key, [i])
+        else at.push(i)
+      }
+    }
+    if (pending.size === 0) return out
+
+    const waits = new Map<string, Promise<unknown>>()
+    const toRead: string[] = []
+    for (const key of pending.keys()) {
+      const running = this.#loads.get(key) ?? this.#flights.get(key)
+      if (running !== undefined) {
+        this.#s.coalesced++
+        waits.set(key, running)
+      } else toRead.push(key)
+    }
+
+    const stale = new Map<string, Stale>()
+    const tokens = new Map<string, string | undefined>()
+    const toLoad: string[] = []
+    if (toRead.length > 0) {
+      const reads = await this.#readL2Many(toRead)
+      const t = now()
+      for (let j = 0; j < toRead.length; j++) {
+        const key = toRead[j] as string
+        const read = reads[j] as L2Read
+        const env = read.ok ? read.envelope : undefined
+        if (env !== undefined && env.kind !== 't' && env.freshUntil > t) {
+          this.#s.l2Hits++
+          waits.set(key, Promise.resolve(this.#fromL2(key, env, read.raw as string, reads.epoch)))
+          continue
+        }
+        if (read.ok) this.#s.l2Misses++
+        tokens.set(key, read.token)
+        const candidate = this.#staleCandidate(key, env, t, read.ok)
+        if (candidate !== undefined) stale.set(key, candidate)
+        toLoad.push(key)
+      }
+    }
+
+    if (toLoad.length > 0) {
+      const startEpoch = this.#epoch
+      const started = exactNow()
+      this.#s.loaderCalls++
+      const batch = Promise.resolve().then(() => loader(toLoad))
+      for (const key of toLoad) {
+        const one = batch.then(async (result) => {
+          const value = pick(result, key, toLoad)
+          await this.#writeBack(key, value, o, tokens.get(key), started, startEpoch)
+          return value
+        })
+        this.#track(key, one)
+        waits.set(key, this.#settle(key, one, stale.get(key), o))
+      }
+    }
+
+    const settled = await Promise.all(
+      [...pending.keys()].map((key) => waits.get(key) as Promise<unknown>),
+    )
+    let k = 0
+    for (const indexes of pending.values()) {
+      const value = settled[k++] as T | undefined
+      for (const i of indexes) out[i] = value
+    }
+    return out
+  }
+
+  // ---------------------------------------------------------------- writes
+
+  /**
+   * Caches `value` in L2 and this L1, and drops the key from every other instance's L1.
+   * A value the serializer cannot represent is rejected with `SerializationError` and
+   * nothing is written. During an L2 outage the value goes to L1 only and the invalidation
+   * is replayed when L2 returns.
+   *
+   * @example
+   * ```ts
+   * await cache.set('price:sku-1', { amount: 1999n, currency: 'EUR' }, { ttl: '10m', tags: ['prices'] })
+   * ```
+   */
+  async set(key: string, value: T, options?: SetOptions): Promise<void> {
+    await this.setMany([{ key, value, ...options }])
+  }
+
+  /** Like {@link TwoLevelCache.set} for many keys: one L2 pipeline and one invalidation message. */
+  async setMany(entries: readonly ({ key: string; value: T } & SetOptions)[]): Promise<void> {
+    this.#assertOpen()
+    const prepared = entries.map((entry) => {
+      this.#checkKey(entry.key)
+      const o = this.#callOptions(entry)
+      const negative = entry.value === undefined
+      const payload = negative ? '' : serializeOrThrow(this.#serializer, entry.key, entry.value)
+      return { key: entry.key, value: entry.value, o, negative, payload }
+    })
+    const keys = prepared.map((p) => p.key)
+    this.#invalidateLocal(keys)
+    const t = exactNow()
+    const l1Entries: [string, L1Entry, string][] = []
+    const writes: { key: string; value: string; px: number }[] = [] // key: the user's key
+    const tagWrites: { tags: readonly string[]; key: string; px: number }[] = []
+    for (const p of prepared) {
+      const w = this.#shape(p.key, p.value, p.payload, p.negative, p.o, t)
+      l1Entries.push([p.key, w.entry, w.text])
+      writes.push({ key: p.key, value: w.text, px: w.px })
+      if (p.o.tags !== undefined && p.o.tags.length > 0)
+        tagWrites.push({ tags: p.o.tags, key: p.key, px: w.px })
+    }
+    if (this.#l2 !== undefined) {
+      try {
+        await this.#ready()
+        await this.#run('set', async (l2) => {
+          for (const tw of tagWrites) {
+            await l2.addTags(
+              tw.tags.map((tag) => this.#tagKey(tag)),
+              tw.key,
+              tw.px,
+            )
+          }
+          await l2.setMany(writes.map((w) => ({ ...w, key: this.#entryKey(w.key) })))
+        })
+        if (this.#bloom !== undefined)
+          await this.#bloomAdd(keys.filter((_, i) => !prepared[i]?.negative))
+        await this.#publish('k', { k: keys })
+      } catch (error) {
+        this.#l2Failed('set', error)
+        this.#defer(keys, [], false)
+      }
+    }
+    for (const [key, entry] of l1Entries) this.#l1Set(key, entry)
+  }
+
+  /** Drops `key` from L2 and every instance's L1. */
+  async delete(key: string): Promise<void> {
+    await this.deleteMany([key])
+  }
+
+  /** Drops `keys` from L2 and every instance's L1, with one invalidation message. */
+  async deleteMany(keys: readonly string[]): Promise<void> {
+    this.#assertOpen()
+    for (const key of keys) this.#checkKey(key)
+    this.#invalidateLocal(keys)
+    if (this.#l2 === undefined || keys.length === 0) return
+    try {
+      await this.#ready()
+      await this.#tombstone(keys)
+      await this.#publish('k', { k: [...keys] })
+    } catch (error) {
+      this.#l2Failed('delete', error)
+      this.#defer(keys, [], false)
+    }
+  }
+
+  /**
+   * Drops every key carrying one of `tags`, in L2 and in every instance's L1, without
+   * scanning the keyspace (each tag keeps the set of its keys). Grace never brings such a
+   * value back: it is deleted, not expired.
+   */
+  async deleteByTag(tags: string | readonly string[]): Promise<void> {
+    this.#assertOpen()
+    const list = typeof tags === 'string' ? [tags] : [...tags]
+    for (const tag of list) this.#checkKey(tag, 'tag')
+    this.#invalidateTagsLocal(list)
+    if (this.#l2 === undefined || list.length === 0) return
+    try {
+      await this.#ready()
+      await this.#deleteTagsL2(list)
+      await this.#publish('g', { g: list })
+    } catch (error) {
+      this.#l2Failed('deleteByTag', error)
+      this.#defer([], list, false)
+    }
+  }
+
+  /** Drops every key of the namespace, in L2 (by moving to a new generation) and in every instance's L1. */
+  async clear(): Promise<void> {
+    this.#assertOpen()
+    this.#flush('clear')
+    if (this.#l2 === undefined) return
+    try {
+      await this.#ready()
+      await this.#clearL2()
+    } catch (error) {
+      this.#l2Failed('clear', error)
+      this.#defer([], [], true)
+    }
+  }
+
+  /**
+   * Adds keys to the Bloom filter of keys that exist (see {@link CacheOptions.bloom}).
+   * Seed it with the ids that exist when you enable the filter, and add new ones as they are created.
+   */
+  async addToFilter(keys: string | readonly string[]): Promise<void> {
+    this.#assertOpen()
+    if (this.#bloom === undefined)
+      invalid('bloom', 'a Bloom filter configured on the cache', false, 'state')
+    const list = typeof keys === 'string' ? [keys] : keys
+    for (const key of list) this.#checkKey(key)
+    await this.#bloomAdd(list)
+  }
+
+  // ---------------------------------------------------------------- observability and lifecycle
+
+  /** Counters since creation and the state of L1, the bus and the breaker. */
+  stats(): CacheStats {
+    const s = this.#s
+    const bus = this.#bus?.stats()
+    return {
+      l1: {
+        hits: s.l1Hits,
+        misses: s.l1Misses,
+        entries: this.#l1?.size ?? 0,
+        bytes: this.#l1?.bytes ?? 0,
+        engine: this.#l1?.name ?? 'none',
+      },
+      l2: { hits: s.l2Hits, misses: s.l2Misses, errors: s.l2Errors },
+      loader: { calls: s.loaderCalls, errors: s.loaderErrors, timeouts: s.loaderTimeouts },
+      staleServed: s.staleServed,
+      coalesced: s.coalesced,
+      conflicts: s.conflicts,
+      bus: {
+        healthy: bus?.healthy ?? false,
+        published: bus?.published ?? 0,
+        received: bus?.received ?? 0,
+        gaps: bus?.gaps ?? 0,
+        flushes: s.flushes,
+      },
+      breaker: this.#guard?.state ?? 'closed',
+      pendingInvalidations: this.#pendingCount(),
+    }
+  }
+
+  /** Resolves once the invalidation subscription works (at once without Redis); rejects after `timeoutMs`. */
+  async ready(timeoutMs = 5000): Promise<void> {
+    const deadline = Date.now() + timeoutMs
+    while (!this.#l1Trusted) {
+      if (this.#closed) throw new CacheClosedError()
+      if (Date.now() > deadline)
+        throw new L2UnavailableError(`the invalidation bus was not ready after ${timeoutMs} ms`)
+      await new Promise((resolve) => setTimeout(resolve, 5))
+    }
+    await this.#ready()
+  }
+
+  /** Subscribes to an event. */
+  on<E extends keyof CacheEvents>(event: E, listener: (payload: CacheEvents[E]) => void): this {
+    this.#events.on(event, listener)
+    return this
+  }
+
+  /** Unsubscribes from an event. */
+  off<E extends keyof CacheEvents>(event: E, listener: (payload: CacheEvents[E]) => void): this {
+    this.#events.off(event, listener)
+    return this
+  }
+
+  /**
+   * Stops the heartbeat, closes the subscription connection the cache opened (never the
+   * `redis` client you passed) and releases L1. Calls after it reject with `CacheClosedError`.
+   */
+  async close(): Promise<void> {
+    if (this.#closed) return
+    this.#closed = true
+    this.#l1Trusted = false
+    for (const waiters of this.#fillWaiters.values()) for (const wake of waiters) wake()
+    this.#fillWaiters.clear()
+    await this.#bus?.close()
+    this.#l1?.clear()
+    this.#l1?.close?.()
+  }
+
+  // ---------------------------------------------------------------- internals: reads
+
+  /** L1 answer for key: the value, or MISSING. Counts hits and misses. */
+  #l1Hit(key: string): unknown {
+    if (this.#l1 === undefined || !this.#l1Trusted) return MISSING
+    const entry = this.#l1.get(key)
+    if (entry !== undefined && entry.freshUntil > now()) {
+      this.#s.l1Hits++
+      return entry.value
+    }
+    this.#s.l1Misses++
+    return MISSING
+  }
+
+  async #getSlow(key: string): Promise<T | undefined> {
+    this.#checkKey(key)
+    this.#assertOpen()
+    const local = this.#l1Hit(key)
+    if (local !== MISSING) return local as T | undefined
+    if (this.#l2 === undefined) return undefined
+    const read = await this.#readL2(key)
+    if (!read.ok) {
+      const fallback = this.#fallback(key, 'l2-unavailable')
+      return fallback === MISSING ? undefined : (fallback as T)
+    }
+    const env = read.envelope
+    if (env !== undefined && env.kind !== 't' && env.freshUntil > now()) {
+      this.#s.l2Hits++
+      return this.#fromL2(key, env, read.raw as string, read.epoch) as T | undefined
+    }
+    this.#s.l2Misses++
+    return undefined
+  }
+
+  /** L2 is down: an L1 entry that is fresh or within grace still answers. */
+  #fallback(key: string, reason: StaleReason): unknown {
+    const entry = this.#l1?.get(key)
+    if (entry === undefined) return MISSING
+    const t = now()
+    if (entry.freshUntil > t) return entry.value
+    if (entry.staleUntil > t) {
+      this.#served(key, reason)
+      return entry.value
+    }
+    return MISSING
+  }
+
+  #served(key: string, reason: StaleReason): void {
+    this.#s.staleServed++
+    this.#emit('stale', { key, reason })
+  }
+
+  /** Whether L2 may be read: configured, and no invalidation waiting to be replayed. */
+  get #l2Readable(): boolean {
+    return this.#l2 !== undefined && this.#pendingCount() === 0 && this.#guard?.available === true
+  }
+
+  async #readL2(key: string): Promise<L2Read & { epoch: number }> {
+    const epoch = this.#epoch
+    if (!this.#l2Readable) return { ok: false, token: undefined, epoch }
+    try {
+      await this.#ready()
+      const raw = await this.#run('get', (l2) => l2.get(this.#entryKey(key)))
+      return {
+        ok: true,
+        token: envelopeToken(raw),
+        envelope: raw === null ? undefined : decodeEnvelope(raw),
+        raw,
+        epoch,
+      }
+    } catch (error) {
+      this.#l2Failed('get', error)
+      return { ok: false, token: undefined, epoch }
+    }
+  }
+
+  async #readL2Many(keys: readonly string[]): Promise<L2Read[] & { epoch: number }> {
+    const epoch = this.#epoch
+    const fail = () =>
+      Object.assign(
+        keys.map((): L2Read => ({ ok: false, token: undefined })),
+        { epoch },
+      )
+    if (!this.#l2Readable) return fail()
+    try {
+      await this.#ready()
+      const raws = await this.#run('mget', (l2) => l2.mget(keys.map((key) => this.#entryKey(key))))
+      return Object.assign(
+        raws.map(
+          (raw): L2Read => ({
+            ok: true,
+            token: envelopeToken(raw),
+            envelope: raw === null ? undefined : decodeEnvelope(raw),
+            raw,
+          }),
+        ),
+        { epoch },
+      )
+    } catch (error) {
+      this.#l2Failed('mget', error)
+      return fail()
+    }
+  }
+
+  /** A fresh L2 entry: deserialize, copy to L1 with L2's remaining TTL (unless invalidated since the read began). */
+  #fromL2(key: string, env: Envelope, raw: string, epoch: number): unknown {
+    if (env.kind === 'n') {
+      this.#maybeBackfill(key, env, undefined, raw, epoch)
+      return undefined
+    }
+    const value = this.#serializer.deserialize(env.payload)
+    this.#maybeBackfill(key, env, value, raw, epoch)
+    return value
+  }
+
+  #maybeBackfill(key: string, env: Envelope, value: unknown, raw: string, epoch: number): void {
+    if (this.#l1 === undefined || !this.#stillValid(key, env.tags, epoch)) return
+    this.#l1Set(key, {
+      value,
+      freshUntil: env.freshUntil,
+      staleUntil: env.staleUntil,
+      refreshAt: env.refreshAt,
+      tags: env.tags,
+      negative: env.kind === 'n',
+      size: entryBytes(key, raw, undefined),
+      promise: undefined,
+    })
+  }
+
+  /**
+   * A value within grace: L2's, or L1's when L2 could not be read, or L1's when L1 is trusted
+   * and L2 holds no tombstone. An untrusted L1 (bus down) may have missed an invalidation.
+   */
+  #staleCandidate(
+    key: string,
+    env: Envelope | undefined,
+    t: number,
+    l2ok: boolean,
+  ): Stale | undefined {
+    if (env !== undefined && env.kind === 'v' && env.staleUntil > t) {
+      return { value: this.#serializer.deserialize(env.payload) }
+    }
+    if (l2ok && (env?.kind === 't' || !this.#l1Trusted)) return undefined
+    const entry = this.#l1?.get(key)
+    if (entry !== undefined && !entry.negative && entry.staleUntil > t)
+      return { value: entry.value }
+    return undefined
+  }
+
+  // ---------------------------------------------------------------- internals: getOrSet
+
+  async #getOrSetSlow(
+    key: string,
+    loader: Loader<T>,
+    options: GetOrSetOptions | undefined,
+  ): Promise<T | undefined> {
+    this.#checkKey(key)
+    this.#assertOpen()
+    if (typeof loader !== 'function') invalid('loader', 'a function', loader, 'argument')
+    const o = this.#callOptions(options)
+    const local = this.#l1Hit(key)
+    if (local !== MISSING) return local as T | undefined
+    const running = this.#flights.get(key) ?? this.#loads.get(key)
+    if (running !== undefined) {
+      this.#s.coalesced++
+      return running as Promise<T | undefined>
+    }
+    const flight = this.#flight(key, loader, o)
+    this.#flights.set(key, flight)
+    const forget = () => {
+      if (this.#flights.get(key) === flight) this.#flights.delete(key)
+    }
+    flight.then(forget, forget)
+    return flight
+  }
+
+  async #flight(key: string, loader: Loader<T>, o: CallOptions): Promise<T | undefined> {
+    let read = await this.#readL2(key)
+    let env = read.ok ? read.envelope : undefined
+    let t = now()
+    if (env !== undefined && env.kind !== 't' && env.freshUntil > t) {
+      this.#s.l2Hits++
+      return this.#fromL2(key, env, read.raw as string, read.epoch) as T | undefined
+    }
+    if (read.ok) this.#s.l2Misses++
+    let stale = this.#staleCandidate(key, env, t, read.ok)
+    if (!read.ok && stale === undefined) {
+      // L2 is down: an L1 entry still fresh (bus down, so not trusted) answers before the loader
+      const entry = this.#l1?.get(key)
+      if (entry !== undefined && entry.freshUntil > t) return entry.value as T | undefined
+    }
+
+    if (
+      stale === undefined &&
+      this.#bloom !== undefined &&
+      read.ok &&
+      !(await this.#bloomMightContain(key))
+    ) {
+      return undefined
+    }
+
+    let owner: string | undefined
+    if (o.lock && read.ok) {
+      const deadline = Date.now() + this.#o.lockWait
+      owner = this.#token()
+      for (;;) {
+        const acquired = await this.#run('lock', (l2) =>
+          l2.acquire(this.#lockKey(key), owner as string, this.#o.lockLease),
+        ).catch(() => undefined)
+        if (acquired === undefined) {
+          owner = undefined // L2 failed: load without the lock
+          break
+        }
+        if (!acquired)
+          await this.#waitForFill(
+            key,
+            Math.max(1, Math.min(deadline - Date.now(), this.#o.lockLease)),
+          )
+        // re-read: after a wake (the holder stored the value), or after acquiring (a previous holder may have)
+        read = await this.#readL2(key)
+        env = read.ok ? read.envelope : undefined
+        t = now()
+        if (env !== undefined && env.kind !== 't' && env.freshUntil > t) {
+          if (acquired) await this.#releaseLock(key, owner as string, false)
+          this.#s.l2Hits++
+          return this.#fromL2(key, env, read.raw as string, read.epoch) as T | undefined
+        }
+        stale = this.#staleCandidate(key, env, t, read.ok) ?? stale
+        if (acquired || !read.ok) {
+          if (!acquired) owner = undefined
+          break
+        }
+        if (Date.now() >= deadline) {
+          owner = undefined // waited long enough: load without the lock
+          break
+        }
+      }
+    }
+
+    const load = this.#load(key, loader, o, read.token, stale)
+    if (owner !== undefined) {
+      const lockOwner = owner
+      load.then(
+        () => this.#releaseLock(key, lockOwner, true),
+        () => this.#releaseLock(key, lockOwner, true),
+      )
+    }
+    return this.#settle(key, load, stale, o) as Promise<T | undefined>
+  }
+
+  /** Starts (or joins) the one load of `key` in this process; it writes back when done. */
+  #load(
+    key: string,
+    loader: Loader<T>,
+    o: CallOptions,
+    observed: string | undefined,
+    stale: Stale | undefined,
+  ): Promise<unknown> {
+    const running = this.#loads.get(key)
+    if (running !== undefined) return running
+    const started = exactNow()
+    const startEpoch = this.#epoch
+    const context: LoaderContext<T> = {
+      key,
+      staleValue: stale?.value as T | undefined,
+      ttl: o.ttl,
+      tags: o.tags,
+    }
+    this.#s.loaderCalls++
+    const load = (async () => {
+      const value = await loader(context)
+      const ttl = duration('ttl', context.ttl, true, 'loader result')
+      await this.#writeBack(
+        key,
+        value,
+        { ...o, ttl, tags: context.tags },
+        observed,
+        started,
+        startEpoch,
+      )
+      return value
+    })()
+    this.#track(key, load)
+    return load
+  }
+
+  #track(key: string, load: Promise<unknown>): void {
+    this.#loads.set(key, load)
+    const forget = () => {
+      if (this.#loads.get(key) === load) this.#loads.delete(key)
+    }
+    load.then(forget, (error: unknown) => {
+      forget()
+      this.#s.loaderErrors++
+      this.#emit('loader:error', { key, error })
+    })
+  }
+
+  /** Waits for a load with the soft/hard timeouts and serves the stale value on failure (fail-safe). */
+  async #settle(
+    key: string,
+    load: Promise<unknown>,
+    stale: Stale | undefined,
+    o: CallOptions,
+  ): Promise<unknown> {
+    if (stale !== undefined) {
+      if (o.softTimeout === 0) {
+        // stale-while-revalidate: the load goes on in the background
+        this.#served(key, 'soft-timeout')
+        return stale.value
+      }
+      const timer = delay(o.softTimeout, MISSING)
+      try {
+        const first = await Promise.race([load, timer.promise])
+        if (first === MISSING) {
+          this.#served(key, 'soft-timeout')
+          return stale.value
+        }
+        return first
+      } catch {
+        this.#served(key, 'loader-error')
+        return stale.value
+      } finally {
+        timer.cancel()
+      }
+    }
+    if (o.hardTimeout === 0) return load
+    const timer = delay(o.hardTimeout, MISSING)
+    try {
+      const first = await Promise.race([load, timer.promise])
+      if (first === MISSING) {
+        this.#s.loaderTimeouts++
+        throw new LoaderTimeoutError(
+          `the loader of key ${JSON.stringify(key)} did not finish within ${o.hardTimeout} ms`,
+        )
+      }
+      return first
+    } finally {
+      timer.cancel()
+    }
+  }
+
+  #refreshInBackground(key: string, loader: Loader<T>, o: CallOptions): void {
+    if (this.#loads.has(key) || this.#flights.has(key) || this.#closed) return
+    const refresh = (async () => {
+      const read = await this.#readL2(key)
+      const env = read.ok ? read.envelope : undefined
+      const t = now()
+      if (env !== undefined && env.kind === 'v' && env.refreshAt > t && env.freshUntil > t) {
+        // another instance refreshed it already
+        this.#fromL2(key, env, read.raw as string, read.epoch)
+        return
+      }
+      await this.#load(key, loader, o, read.token, undefined)
+    })()
+    refresh.catch(() => {
+      // counted and emitted by #track; the cached value keeps serving until it expires
+    })
+  }
+
+  /** Writes a loaded value: L2 first, only if the key is unchanged since the load began; then L1. */
+  async #writeBack(
+    key: string,
+    value: unknown,
+    o: CallOptions,
+    observed: string | undefined,
+    started: number,
+    startEpoch: number,
+  ): Promise<void> {
+    const negative = value === undefined
+    const payload = negative ? '' : serializeOrThrow(this.#serializer, key, value)
+    const t = exactNow()
+    const w = this.#shape(key, value, payload, negative, o, t)
+    if (observed !== undefined && this.#l2 !== undefined) {
+      if (t - started >= this.#o.tombstoneTtl) {
+        // a tombstone left by a delete during this load may be gone: we cannot tell, so do not write
+        this.#s.conflicts++
+        this.#emit('conflict', { key })
+        return
+      }
+      try {
+        if (o.tags !== undefined && o.tags.length > 0) {
+          await this.#run('tag', (l2) =>
+            l2.addTags(
+              (o.tags as readonly string[]).map((tag) => this.#tagKey(tag)),
+              key,
+              w.px,
+            ),
+          )
+        }
+        const written = await this.#run('cas', (l2) =>
+          l2.cas(this.#entryKey(key), observed, w.text, w.px),
+        )
+        if (!written) {
+          this.#s.conflicts++
+          this.#emit('conflict', { key })
+          return
+        }
+        if (!negative && this.#bloom !== undefined)
+          await this.#bloomAdd([key]).catch(() => undefined)
+      } catch (error) {
+        this.#l2Failed('cas', error)
+      }
+    }
+    if (this.#stillValid(key, o.tags, startEpoch)) this.#l1Set(key, w.entry)
+    else if (
+      observed !== undefined &&
+      o.tags !== undefined &&
+      this.#tagInvalidatedSince(o.tags, startEpoch)
+    ) {
+      // a deleteByTag reached us while this load ran: its value may predate it
+      await this.#tombstone([key]).catch(() => undefined)
+    }
+  }
+
+  /** The L1 entry and L2 text of a write. */
+  #shape(
+    key: string,
+    value: unknown,
+    payload: string,
+    negative: boolean,
+    o: CallOptions,
+    t: number,
+  ): { entry: L1Entry; text: string; px: number } {
+    const ttl = negative
+      ? o.negativeTtl
+      : Math.max(1, Math.round(o.ttl * (1 - this.#o.jitter * Math.random())))
+    const grace = negative ? 0 : o.grace
+    const freshUntil = t + ttl
+    const staleUntil = freshUntil + grace
+    const refreshAt =
+      !negative && this.#o.earlyRefresh > 0
+        ? t + ttl * this.#o.earlyRefresh
+        : Number.POSITIVE_INFINITY
+    const text = encodeEnvelope(
+      negative ? 'n' : 'v',
+      this.#token(),
+      freshUntil,
+      staleUntil,
+      refreshAt,
+      o.tags,
+      payload,
+    )
+    return {
+      entry: {
+        value: negative ? undefined : value,
+        freshUntil,
+        staleUntil,
+        refreshAt,
+        tags: o.tags,
+        negative,
+        size: entryBytes(key, payload, o.tags),
+        promise: undefined,
+      },
+      text,
+      px: Math.max(1, staleUntil - t),
+    }
+  }
+
+  #l1Set(key: string, entry: L1Entry): void {
+    if (this.#l1 === undefined) return
+    const ttl = entry.staleUntil - now()
+    if (ttl <= 0) return
+    this.#l1.set(key, entry, ttl)
+  }
+
+  // ---------------------------------------------------------------- internals: distributed lock
+
+  #waitForFill(key: string, ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      let set = this.#fillWaiters.get(key)
+      if (set === undefined) {
+        set = new Set()
+        this.#fillWaiters.set(key, set)
+      }
+      const timer = setTimeout(() => wake(), ms)
+      const wake = () => {
+        clearTimeout(timer)
+        set.delete(wake)
+        if (set.size === 0 && this.#fillWaiters.get(key) === set) this.#fillWaiters.delete(key)
+        resolve()
+      }
+      set.add(wake)
+    })
+  }
+
+  #wake(keys: readonly string[]): void {
+    for (const key of keys) {
+      const waiters = this.#fillWaiters.get(key)
+      if (waiters !== undefined) for (const wake of [...waiters]) wake()
+    }
+  }
+
+  async #releaseLock(key: string, owner: string, announce: boolean): Promise<void> {
+    try {
+      await this.#run('unlock', (l2) => l2.release(this.#lockKey(key), owner))
+      if (announce) await this.#publish('f', { k: [key] })
+    } catch (error) {
+      this.#l2Failed('unlock', error) // the lease expires by itself
+    }
+  }
+
+  // ---------------------------------------------------------------- internals: Bloom filter
+
+  async #bloomAdd(keys: readonly string[]): Promise<void> {
+    const shape = this.#bloom
+    if (shape === undefined || keys.length === 0) return
+    const offsets = keys.flatMap((key) => bloomOffsets(shape, key))
+    await this.#run('bloom', (l2) => l2.setBits(this.#bloomKey(), offsets))
+  }
+
+  async #bloomMightContain(key: string): Promise<boolean> {
+    const shape = this.#bloom as BloomShape
+    try {
+      const bits = await this.#run('bloom', (l2) =>
+        l2.getBits(this.#bloomKey(), bloomOffsets(shape, key)),
+      )
+      return bits.every((bit) => bit === 1)
+    } catch (error) {
+      this.#l2Failed('bloom', error)
+      return true // unknown: let the loader decide
+    }
+  }
+
+  // ---------------------------------------------------------------- internals: invalidation
+
+  #invalidateLocal(keys: readonly string[]): void {
+    const epoch = ++this.#epoch
+    for (const key of keys) {
+      this.#l1?.delete(key)
+      this.#keyEpochs.set(key, epoch)
+    }
+    this.#wake(keys)
+    if (this.#keyEpochs.size > MAX_TRACKED_INVALIDATIONS) this.#forgetEpochs()
+  }
+
+  #invalidateTagsLocal(tags: readonly string[]): void {
+    const epoch = ++this.#epoch
+    for (const tag of tags) this.#tagEpochs.set(tag, epoch)
+    if (this.#l1 !== undefined) {
+      const doomed: string[] = []
+      for (const [key, entry] of this.#l1.entries()) {
+        if (entry.tags?.some((tag) => tags.includes(tag))) doomed.push(key)
+      }
+      for (const key of doomed) this.#l1.delete(key)
+    }
+    if (this.#tagEpochs.size > MAX_TRACKED_INVALIDATIONS) this.#forgetEpochs()
+  }
+
+  /** Too many to track: every read in flight is treated as invalidated. */
+  #forgetEpochs(): void {
+    this.#keyEpochs.clear()
+    this.#tagEpochs.clear()
+    this.#floorEpoch = this.#epoch
+  }
+
+  #flush(reason: FlushReason): void {
+    this.#epoch++
+    this.#forgetEpochs()
+    this.#l1?.clear()
+    this.#s.flushes++
+    this.#emit('l1:flush', { reason })
+  }
+
+  #tagInvalidatedSince(tags: readonly string[], epoch: number): boolean {
+    for (const tag of tags) if ((this.#tagEpochs.get(tag) ?? 0) > epoch) return true
+    return false
+  }
+
+  /** Whether a read or load that began at `epoch` may still write L1. */
+  #stillValid(key: string, tags: readonly string[] | undefined, epoch: number): boolean {
+    if (epoch < this.#floorEpoch) return false
+    if ((this.#keyEpochs.get(key) ?? 0) > epoch) return false
+    return tags === undefined || !this.#tagInvalidatedSince(tags, epoch)
+  }
+
+  #onBusMessage(message: BusMessage): void {
+    switch (message.t) {
+      case 'k':
+        if (message.k !== undefined) {
+          this.#invalidateLocal(message.k)
+          this.#emit('invalidation', { origin: message.o, keys: message.k })
+        }
+        return
+      case 'g':
+        if (message.g !== undefined) {
+          this.#invalidateTagsLocal(message.g)
+          this.#emit('invalidation', { origin: message.o, tags: message.g })
+        }
+        return
+      case 'c':
+        this.#flush('clear')
+        if (typeof message.n === 'number' && message.n > this.#gen) this.#gen = message.n
+        this.#emit('invalidation', { origin: message.o, clear: true })
+        return
+      case 'f':
+        if (message.k !== undefined) this.#wake(message.k)
+        return
+      default:
+        return
+    }
+  }
+
+  #onBusDown(reason: string): void {
+    this.#l1Trusted = false
+    this.#emit('bus:down', { reason })
+  }
+
+  #onBusUp(): void {
+    // whatever L1 holds may predate invalidations sent while we were deaf
+    this.#flush('resubscribed')
+    this.#genLoad = this.#loadGen()
+    void this.#genLoad.then(() => this.#replay())
+    this.#l1Trusted = true
+    this.#emit('bus:up', {})
+  }
+
+  async #publish(
+    type: 'k' | 'g' | 'c' | 'f',
+    fields: Pick<BusMessage, 'k' | 'g' | 'n'>,
+  ): Promise<void> {
+    await this.#bus?.publish(type, fields)
+  }
+
+  // ---------------------------------------------------------------- internals: L2 plumbing
+
+  #run<R>(operation: string, fn: (l2: L2) => Promise<R>): Promise<R> {
+    const l2 = this.#l2 as L2
+    return (this.#guard as L2Guard).run(operation, () => fn(l2))
+  }
+
+  #l2Failed(operation: string, error: unknown): void {
+    this.#s.l2Errors++
+    this.#emit('l2:error', {
+      operation,
+      error: error instanceof Error ? error : new Error(String(error)),
+    })
+  }
+
+  /** Reads the namespace generation; the returned promise may reject, and nobody has to await it. */
+  #loadGen(): Promise<void> {
+    const load = this.#readGen()
+    load.catch(() => undefined)
+    return load
+  }
+
+  async #readGen(): Promise<void> {
+    try {
+      const raw = await this.#run('generation', (l2) => l2.get(`${this.#base}gen`))
+      const gen = raw === null ? 0 : Number(raw)
+      if (gen > this.#gen) this.#gen = gen
+    } catch (error) {
+      this.#l2Failed('generation', error)
+      throw error
+    }
+  }
+
+  /** Waits for the namespace generation; reloads it when the last attempt failed. */
+  async #ready(): Promise<void> {
+    const load = this.#genLoad
+    if (load === undefined) return
+    try {
+      await load
+      if (this.#genLoad === load) this.#genLoad = undefined
+    } catch (error) {
+      if (this.#genLoad === load) this.#genLoad = this.#loadGen()
+      throw error
+    }
+  }
+
+  async #tombstone(keys: readonly string[]): Promise<void> {
+    const t = exactNow()
+    const until = t + this.#o.tombstoneTtl
+    await this.#run('delete', (l2) =>
+      l2.setMany(
+        keys.map((key) => ({
+          key: this.#entryKey(key),
+          value: encodeEnvelope('t', this.#token(), 0, until, 0, undefined, ''),
+          px: this.#o.tombstoneTtl,
+        })),
+      ),
+    )
+  }
+
+  async #deleteTagsL2(tags: readonly string[]): Promise<void> {
+    for (const tag of tags) {
+      const tagKey = this.#tagKey(tag)
+      const members = await this.#run('deleteByTag', (l2) => l2.smembers(tagKey))
+      if (members.length > 0) await this.#tombstone(members)
+      await this.#run('deleteByTag', (l2) => l2.del([tagKey]))
+    }
+  }
+
+  async #clearL2(): Promise<void> {
+    const gen = await this.#run('clear', (l2) => l2.incr(`${this.#base}gen`))
+    if (gen > this.#gen) this.#gen = gen
+    await this.#publish('c', { n: gen })
+  }
+
+  #defer(keys: readonly string[], tags: readonly string[], clear: boolean): void {
+    const p = this.#pending
+    if (clear) p.clear = true
+    for (const key of keys) p.keys.add(key)
+    for (const tag of tags) p.tags.add(tag)
+    if (p.keys.size + p.tags.size > this.#o.maxPending) {
+      p.keys.clear()
+      p.tags.clear()
+      p.clear = true
+    }
+  }
+
+  #pendingCount(): number {
+    const p = this.#pending
+    return p.keys.size + p.tags.size + (p.clear ? 1 : 0)
+  }
+
+  /** Replays invalidations made while L2 was down, before L2 is read again. */
+  #replay(): Promise<void> {
+    if (this.#replaying !== undefined || this.#pendingCount() === 0 || this.#closed)
+      return this.#replaying ?? Promise.resolve()
+    const p = this.#pending
+    const keys = [...p.keys]
+    const tags = [...p.tags]
+    const clear = p.clear
+    this.#replaying = (async () => {
+      try {
+        if (clear) await this.#clearL2()
+        else {
+          if (keys.length > 0) {
+            await this.#tombstone(keys)
+            await this.#publish('k', { k: keys })
+          }
+          if (tags.length > 0) {
+            await this.#deleteTagsL2(tags)
+            await this.#publish('g', { g: tags })
+          }
+        }
+        if (clear) p.clear = false
+        for (const key of keys) p.keys.delete(key)
+        for (const tag of tags) p.tags.delete(tag)
+        this.#emit('replayed', { keys: keys.length, tags: tags.length, clear })
+      } catch (error) {
+        this.#l2Failed('replay', error)
+      } finally {
+        this.#replaying = undefined
+      }
+    })()
+    return this.#replaying
+  }
+
+  // ---------------------------------------------------------------- internals: names and checks
+
+  #entryKey(key: string): string {
+    return `${this.#base}${this.#gen}:e:${key}`
+  }
+
+  #tagKey(tag: string): string {
+    return `${this.#base}${this.#gen}:t:${tag}`
+  }
+
+  #lockKey(key: string): string {
+    return `${this.#base}${this.#gen}:l:${key}`
+  }
+
+  #bloomKey(): string {
+    return `${this.#base}bloom`
+  }
+
+  #token(): string {
+    return `${this.#instanceId}.${(++this.#tokenCounter).toString(36)}`
+  }
+
+  #checkKey(key: unknown, what = 'key'): void {
+    if (typeof key !== 'string' || key.length === 0 || key.length > this.#o.maxKeyLength) {
+      invalid(
+        what,
+        `a non-empty string of at most ${this.#o.maxKeyLength} characters`,
+        typeof key === 'string' && key.length > 64 ? `a string of ${key.length} characters` : key,
+        'argument',
+      )
+    }
+  }
+
+  #assertOpen(): void {
+    if (this.#closed) throw new CacheClosedError()
+  }
+
+  #callOptions(options: (SetOptions & Partial<GetOrSetOptions>) | undefined): CallOptions {
+    const o = this.#o
+    if (options === undefined) {
+      return {
+        ttl: o.ttl,
+        grace: o.grace,
+        tags: undefined,
+        softTimeout: o.softTimeout,
+        hardTimeout: o.hardTimeout,
+        lock: false,
+        negativeTtl: o.negativeTtl,
+      }
+    }
+    const tags = options.tags
+    if (tags !== undefined) {
+      if (!Array.isArray(tags)) invalid('tags', 'an array of strings', tags, 'argument')
+      for (const tag of tags) this.#checkKey(tag, 'tags')
+    }
+    return {
+      ttl: options.ttl === undefined ? o.ttl : duration('ttl', options.ttl, true, 'argument'),
+      grace:
+        options.grace === undefined ? o.grace : duration('grace', options.grace, false, 'argument'),
+      tags: tags === undefined || tags.length === 0 ? undefined : [...tags],
+      softTimeout:
+        options.softTimeout === undefined
+          ? o.softTimeout
+          : duration('softTimeout', options.softTimeout, false, 'argument'),
+      hardTimeout:
+        options.hardTimeout === undefined
+          ? o.hardTimeout
+          : duration('hardTimeout', options.hardTimeout, false, 'argument'),
+      lock: options.lock === undefined ? false : boolean('lock', options.lock),
+      negativeTtl:
+        options.negativeTtl === undefined
+          ? o.negativeTtl
+          : duration('negativeTtl', options.negativeTtl, false, 'argument'),
+    }
+  }
+
+  #emit<E extends keyof CacheEvents>(event: E, payload: CacheEvents[E]): void {
+    if (this.#events.listenerCount(event) > 0) this.#events.emit(event, payload)
+  }
+}
+
+function pick<T>(
+  result: Map<string, T | undefined> | Record<string, T | undefined> | readonly (T | undefined)[],
+  key: string,
+  keys: readonly string[],
+): T | undefined {
+  if (result instanceof Map) return result.get(key)
+  if (Array.isArray(result)) return result[keys.indexOf(key)] as T | undefined
+  if (typeof result === 'object' && result !== null) {
+    return Object.hasOwn(result, key) ? (result as Record<string, T | undefined>)[key] : undefined
+  }
+  return undefined
+}
