@@ -212,6 +212,7 @@ export class ManagedConsumer<T> implements Consumer {
   }
 
   async open(connection: ChannelModel): Promise<void> {
+    this.#connection = connection
     const channel = await connection.createChannel()
     channel.on('error', () => {})
     channel.on('close', () => {

@@ -1,0 +1,181 @@
+import { amqpNames, amqpUrl, createFaultProxy, type FaultProxy, redisKeyspace, redisUrl } from '@ballast/testkit'
+import { Redis } from 'ioredis'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import amqp from 'amqplib'
+import {
+  type Broker,
+  BufferFullError,
+  createBroker,
+  PublishUnconfirmedError,
+} from '../src/index.js'
+import { redisDeduplicator } from './support/redisDeduplicator.js'
+
+const names = amqpNames('mqfault')
+let url: string
+let proxy: FaultProxy
+let redis: Redis
+let keyspace: Awaited<ReturnType<typeof redisKeyspace>>
+const brokers: Broker[] = []
+
+beforeAll(async () => {
+  url = await amqpUrl()
+  const u = new URL(url)
+  proxy = await createFaultProxy({ host: u.hostname, port: Number(u.port || 5672) })
+  redis = new Redis(await redisUrl())
+  keyspace = await redisKeyspace(redis, 'mqfault')
+})
+afterAll(async () => {
+  await Promise.all(brokers.map((b) => b.close()))
+  await proxy.close()
+  await keyspace.cleanup()
+  redis.disconnect()
+  await names.cleanup()
+})
+
+function until(check: () => boolean, timeoutMs: number): Promise<void> {
+  const started = Date.now()
+  return new Promise((resolve, reject) => {
+    const tick = () => {
+      if (check()) resolve()
+      else if (Date.now() - started > timeoutMs) reject(new Error('condition not met in time'))
+      else setTimeout(tick, 25)
+    }
+    tick()
+  })
+}
+
+describe('Broker under connection faults', () => {
+  it('consumes every one of 10,000 confirmed publishes while all connections are cut 10 times: lost 0, processed twice 0', async () => {
+    const queue = names.queue('cuts')
+    const N = 10_000
+    const b = createBroker({
+      urls: proxy.url(url),
+      heartbeat: 1000,
+      reconnect: { initialDelay: 50, maxDelay: 500 },
+      maxBuffered: N,
+      topology: { queues: [{ name: queue, retry: false, deadLetter: false }] },
+    })
+    brokers.push(b)
+    const processed = new Map<number, number>()
+    await b.consume(
+      queue,
+      async (m) => {
+        const n = (m.body as { n: number }).n
+        processed.set(n, (processed.get(n) ?? 0) + 1)
+      },
+      { prefetch: 100, idempotency: redisDeduplicator(redis, `${keyspace.prefix}:`) },
+    )
+    const debug = process.env.DEBUG_MQ ? setInterval(() => console.info(JSON.stringify(b.stats()), processed.size), 1000) : undefined
+    let cuts = 0
+    const cutter = setInterval(() => {
+      if (cuts >= 10) return
+      cuts++
+      proxy.cut()
+    }, 250)
+    const results = await Promise.allSettled(
+      Array.from({ length: N }, (_, n) => b.publish('', queue, { n }, { messageId: `msg-${n}` })),
+    )
+    await until(() => cuts >= 10, 10_000)
+    clearInterval(cutter)
+    const failed = results.filter((r) => r.status === 'rejected')
+    expect(failed).toEqual([])
+    await until(() => processed.size === N, 60_000).finally(() => clearInterval(debug))
+    await new Promise((r) => setTimeout(r, 500))
+    const lost = N - processed.size
+    const twice = [...processed.values()].filter((c) => c > 1).length
+    const stats = b.stats()
+    expect({ lost, twice }).toEqual({ lost: 0, twice: 0 })
+    expect(stats.reconnects.publisher).toBeGreaterThanOrEqual(5)
+    expect(stats.reconnects.consumer).toBeGreaterThanOrEqual(5)
+    expect(stats.confirmed).toBe(N)
+    console.info('cut 10x:', { lost, twice, resent: stats.resent, duplicatesDropped: stats.duplicates, staleAcks: stats.staleAcks, reconnects: stats.reconnects })
+  }, 120_000)
+
+  it("fails unconfirmed publishes with PublishUnconfirmedError under unconfirmedPolicy 'fail', and every confirmed one arrives", async () => {
+    const queue = names.queue('fail-policy')
+    const b = createBroker({
+      urls: proxy.url(url),
+      unconfirmedPolicy: 'fail',
+      reconnect: { initialDelay: 50, maxDelay: 200 },
+      topology: { queues: [{ name: queue, retry: false, deadLetter: false }] },
+    })
+    brokers.push(b)
+    await b.ready()
+    const N = 3000
+    let cut = false
+    const results = await Promise.allSettled(
+      Array.from({ length: N }, (_, n) =>
+        b.publish('', queue, { n }).then(() => {
+          if (!cut && n > 200) {
+            cut = true
+            proxy.cut()
+          }
+          return n
+        }),
+      ),
+    )
+    const rejected = results.filter((r) => r.status === 'rejected') as PromiseRejectedResult[]
+    const confirmed = new Set(results.flatMap((r) => (r.status === 'fulfilled' ? [r.value] : [])))
+    expect(rejected.length).toBeGreaterThan(0)
+    for (const r of rejected) expect(r.reason).toBeInstanceOf(PublishUnconfirmedError)
+    const seen = new Set<number>()
+    await b.consume(queue, (m) => {
+      seen.add((m.body as { n: number }).n)
+    })
+    await until(() => [...confirmed].every((n) => seen.has(n)), 20_000)
+    expect([...confirmed].filter((n) => !seen.has(n))).toEqual([])
+  }, 60_000)
+
+  it('buffers while the broker is unreachable, rejects past maxBuffered with BufferFullError, and sends the buffer on reconnect', async () => {
+    const queue = names.queue('offline')
+    const b = createBroker({
+      urls: proxy.url(url),
+      maxBuffered: 10,
+      reconnect: { initialDelay: 50, maxDelay: 200 },
+      topology: { queues: [{ name: queue, retry: false, deadLetter: false }] },
+    })
+    brokers.push(b)
+    await b.ready()
+    proxy.refuse()
+    proxy.cut()
+    await until(() => !b.stats().connected.publisher, 5000)
+    const buffered = Array.from({ length: 10 }, (_, n) => b.publish('', queue, { n }))
+    await expect(b.publish('', queue, { n: 10 })).rejects.toBeInstanceOf(BufferFullError)
+    expect(b.stats().buffered).toBe(10)
+    let writable = false
+    void b.writable().then(() => {
+      writable = true
+    })
+    proxy.restore()
+    await Promise.all(buffered)
+    await until(() => writable, 5000)
+    expect(b.stats()).toMatchObject({ confirmed: 10, buffered: 0 })
+  }, 30_000)
+
+  it('restores a consumer the broker cancelled because its queue was deleted', async () => {
+    const queue = names.queue('cancelled')
+    const b = createBroker({
+      urls: url,
+      topology: { queues: [{ name: queue, retry: false, deadLetter: false }] },
+    })
+    brokers.push(b)
+    const seen: number[] = []
+    let started = 0
+    b.on('consumer.started', () => started++)
+    await b.consume(queue, (m) => {
+      seen.push((m.body as { n: number }).n)
+    })
+    await b.publish('', queue, { n: 1 })
+    await until(() => seen.length === 1, 5000)
+    const admin = await amqp.connect(url)
+    const channel = await admin.createChannel()
+    await channel.deleteQueue(queue)
+    await admin.close()
+    await until(() => b.stats().cancellations === 1, 5000)
+    // the queue is declared again and the consumer takes new messages
+    await until(() => started === 2, 5000)
+    await b.publish('', queue, { n: 2 })
+    await until(() => seen.length === 2, 5000)
+    expect(seen).toEqual([1, 2])
+  }, 30_000)
+})
