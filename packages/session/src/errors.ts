@@ -21,6 +21,7 @@ export class SessionError extends Error {
   readonly code: string
   /** Whether trying the same operation again can succeed. */
   readonly retryable: boolean
+  /** The class name, `SessionError`. */
   override name = 'SessionError'
 
   constructor(code: string, message: string, options: SessionErrorOptions = {}) {
@@ -36,6 +37,7 @@ export class SessionError extends Error {
  * given. Thrown at construction, never after work has started.
  */
 export class InvalidArgumentError extends SessionError {
+  /** The class name, `InvalidArgumentError`. */
   override name = 'InvalidArgumentError'
 
   constructor(message: string, options: SessionErrorOptions = {}) {
@@ -48,6 +50,7 @@ export class InvalidArgumentError extends SessionError {
  * written. Retryable; the middleware turns it into a `503` (or your `onUnavailable` handler).
  */
 export class SessionUnavailableError extends SessionError {
+  /** The class name, `SessionUnavailableError`. */
   override name = 'SessionUnavailableError'
 
   constructor(message: string, options: SessionErrorOptions = {}) {
@@ -60,6 +63,7 @@ export class SessionUnavailableError extends SessionError {
  * never existed).
  */
 export class SessionNotFoundError extends SessionError {
+  /** The class name, `SessionNotFoundError`. */
   override name = 'SessionNotFoundError'
 
   constructor(message = 'the session does not exist (expired, destroyed or never created)') {
@@ -69,6 +73,7 @@ export class SessionNotFoundError extends SessionError {
 
 /** The operation needs a logged-in session (one with a `userId`), e.g. issuing an SSO ticket. */
 export class SessionNotLoggedInError extends SessionError {
+  /** The class name, `SessionNotLoggedInError`. */
   override name = 'SessionNotLoggedInError'
 
   constructor(message = 'the session has no user: log in (regenerate with a userId) first') {
@@ -78,10 +83,15 @@ export class SessionNotLoggedInError extends SessionError {
 
 /** Every error class of `@ballast/session`, by name. */
 export const errors = {
+  /** {@link SessionError} */
   SessionError,
+  /** {@link InvalidArgumentError} */
   InvalidArgumentError,
+  /** {@link SessionUnavailableError} */
   SessionUnavailableError,
+  /** {@link SessionNotFoundError} */
   SessionNotFoundError,
+  /** {@link SessionNotLoggedInError} */
   SessionNotLoggedInError,
 } as const
 

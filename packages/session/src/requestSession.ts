@@ -29,7 +29,12 @@ export class RequestSession<T extends SessionData = SessionData> {
   #failed = false
 
   /** @internal Created by `SessionStore.loadRequest`. */
-  constructor(engine: Engine, stored: Stored | undefined, _hadCookie: boolean, ip: string | undefined) {
+  constructor(
+    engine: Engine,
+    stored: Stored | undefined,
+    _hadCookie: boolean,
+    ip: string | undefined,
+  ) {
     this.#engine = engine
     this.#ip = ip
     if (stored === undefined) {
@@ -80,6 +85,7 @@ export class RequestSession<T extends SessionData = SessionData> {
     return this.#data
   }
 
+  /** Replace the whole session data; fields missing from `value` are removed at commit. */
   set data(value: Partial<T>) {
     this.#data = value
   }

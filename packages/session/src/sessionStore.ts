@@ -4,7 +4,7 @@ import { InvalidArgumentError } from './errors.js'
 import { FieldCipher } from './internal/cipher.js'
 import { type CookieSpec, readCookie } from './internal/cookies.js'
 import { type Duration, parseDuration } from './internal/duration.js'
-import { Engine, type Stored, normalizeOrigin } from './internal/engine.js'
+import { Engine, normalizeOrigin, type Stored } from './internal/engine.js'
 import { Signer } from './internal/signer.js'
 import { RequestSession } from './requestSession.js'
 
@@ -103,7 +103,12 @@ export interface SessionStoreOptions {
 }
 
 /** Defaults of every optional {@link SessionStoreOptions} field. */
-export const DEFAULT_SESSION_STORE_OPTIONS = {
+export const DEFAULT_SESSION_STORE_OPTIONS: {
+  readonly [K in Exclude<keyof SessionStoreOptions, 'redis' | 'secrets'>]-?: Exclude<
+    SessionStoreOptions[K],
+    undefined
+  >
+} = {
   idleTimeout: '15m',
   absoluteTimeout: '12h',
   prefix: 'sess:',
@@ -115,19 +120,23 @@ export const DEFAULT_SESSION_STORE_OPTIONS = {
   bearer: false,
   saveUninitialized: false,
   timeout: '2s',
-} as const satisfies Omit<Required<SessionStoreOptions>, 'redis' | 'secrets'>
+}
 
-/** Defaults of every {@link SessionCookieOptions} field. */
-export const DEFAULT_SESSION_COOKIE_OPTIONS = {
+/** Defaults of the {@link SessionCookieOptions} fields (`domain` is unset by default). */
+export const DEFAULT_SESSION_COOKIE_OPTIONS: {
+  readonly [K in Exclude<keyof SessionCookieOptions, 'domain'>]-?: Exclude<
+    SessionCookieOptions[K],
+    undefined
+  >
+} = {
   name: 'sid',
-  domain: undefined,
   path: '/',
   secure: true,
   httpOnly: true,
   sameSite: 'lax',
   persistent: false,
   prefix: true,
-} as const satisfies Omit<Required<SessionCookieOptions>, 'domain'> & { domain: undefined }
+}
 
 /** Data of a session: any JSON-serialisable values by top-level key. */
 export type SessionData = Record<string, unknown>
@@ -478,7 +487,7 @@ function resolve(options: SessionStoreOptions) {
   if (options === null || typeof options !== 'object') {
     throw new InvalidArgumentError(`invalid options: expected an object, got ${String(options)}`)
   }
-  const o = { ...DEFAULT_SESSION_STORE_OPTIONS, ...options }
+  const o = { ...DEFAULT_SESSION_STORE_OPTIONS, ...defined(options) }
   const client = o.redis
   if (client === null || typeof client !== 'object' || typeof client.evalsha !== 'function') {
     throw new InvalidArgumentError(
@@ -537,6 +546,13 @@ function resolve(options: SessionStoreOptions) {
   }
 }
 
+/** `options` without the fields set to `undefined`, so they take their default. */
+function defined<O extends object>(options: O): O {
+  const out: Record<string, unknown> = {}
+  for (const [key, value] of Object.entries(options)) if (value !== undefined) out[key] = value
+  return out as O
+}
+
 function toKey(key: string | Buffer): Buffer {
   let buf: Buffer | undefined
   if (Buffer.isBuffer(key)) buf = key
@@ -551,7 +567,10 @@ function toKey(key: string | Buffer): Buffer {
 }
 
 function resolveCookie(options: SessionCookieOptions): CookieSpec {
-  const c = { ...DEFAULT_SESSION_COOKIE_OPTIONS, ...options }
+  const c: typeof DEFAULT_SESSION_COOKIE_OPTIONS & { domain?: string | undefined } = {
+    ...DEFAULT_SESSION_COOKIE_OPTIONS,
+    ...defined(options),
+  }
   if (typeof c.name !== 'string' || !/^[A-Za-z0-9!#$%&'*+.^_`|~-]+$/.test(c.name)) {
     throw new InvalidArgumentError(
       `invalid option "cookie.name": expected a cookie token, got ${JSON.stringify(c.name)}`,

@@ -1,8 +1,8 @@
 import type { AddressInfo } from 'node:net'
 import express from 'express'
 import Fastify from 'fastify'
-import { expressSession, getSession as expressGetSession } from '../src/express.js'
-import { fastifySession, getSession as fastifyGetSession } from '../src/fastify.js'
+import { getSession as expressGetSession, expressSession } from '../src/express.js'
+import { getSession as fastifyGetSession, fastifySession } from '../src/fastify.js'
 import { withSession } from '../src/http.js'
 import type { RequestSession, SessionStore } from '../src/index.js'
 import { listen, sleep } from './fixtures.js'
@@ -119,7 +119,14 @@ export async function startApp(
   return listen(
     withSession(store, async (req, res, session) => {
       const url = new URL(req.url ?? '/', 'http://x')
-      const reply = await act(session, url.pathname.slice(1), url.searchParams, req.headers, origin, hooks)
+      const reply = await act(
+        session,
+        url.pathname.slice(1),
+        url.searchParams,
+        req.headers,
+        origin,
+        hooks,
+      )
       res.statusCode = reply.status
       res.setHeader('content-type', 'application/json')
       res.end(JSON.stringify(reply.body))

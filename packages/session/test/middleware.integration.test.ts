@@ -195,7 +195,11 @@ describe.each(TOPOLOGIES)('middleware on Redis %s', (topology) => {
       })
       const cartApp = await startApp('express', cart.store)
       const payApp = await startApp('fastify', payment)
-      cleanups.push(() => cartApp.close(), () => payApp.close(), () => payment.close())
+      cleanups.push(
+        () => cartApp.close(),
+        () => payApp.close(),
+        () => payment.close(),
+      )
       const login = await call(cartApp, '/login?user=dana')
       expect(login.response.headers.getSetCookie()[0]).toMatch(
         /^__Secure-sid=.*; Domain=shop\.example; HttpOnly; Secure; SameSite=Lax$/,
@@ -210,7 +214,10 @@ describe.each(TOPOLOGIES)('middleware on Redis %s', (topology) => {
       cleanups.push(made.dispose)
       const shop = await startApp('express', made.store, { origin: 'https://shop.example' })
       const pay = await startApp('http', made.store, { origin: 'https://pay.example' })
-      cleanups.push(() => shop.close(), () => pay.close())
+      cleanups.push(
+        () => shop.close(),
+        () => pay.close(),
+      )
       const home = (await call(shop, '/login?user=erin')).cookie!
       const { ticket } = (await call(shop, '/ticket?to=https://pay.example', home)).body
       const redeemed = await call(pay, `/redeem?ticket=${ticket}`)

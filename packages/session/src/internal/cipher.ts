@@ -36,7 +36,10 @@ export class FieldCipher {
       const decipher = createDecipheriv('aes-256-gcm', key, Buffer.from(ivText, 'base64url'))
       decipher.setAAD(Buffer.from(`${id}\0${field}`))
       decipher.setAuthTag(body.subarray(body.length - 16))
-      return Buffer.concat([decipher.update(body.subarray(0, body.length - 16)), decipher.final()]).toString('utf8')
+      return Buffer.concat([
+        decipher.update(body.subarray(0, body.length - 16)),
+        decipher.final(),
+      ]).toString('utf8')
     } catch {
       return undefined
     }

@@ -26,7 +26,11 @@ export function readCookie(header: string | undefined, name: string): string | u
       let end = header.indexOf(';', eq + 1)
       if (end === -1) end = header.length
       let value = header.slice(eq + 1, end).trim()
-      if (value.length >= 2 && value.charCodeAt(0) === 34 && value.charCodeAt(value.length - 1) === 34) {
+      if (
+        value.length >= 2 &&
+        value.charCodeAt(0) === 34 &&
+        value.charCodeAt(value.length - 1) === 34
+      ) {
         value = value.slice(1, -1)
       }
       return value
@@ -37,7 +41,11 @@ export function readCookie(header: string | undefined, name: string): string | u
 }
 
 /** A `Set-Cookie` value for `value`, or one that expires the cookie when `value` is `undefined`. */
-export function serializeCookie(spec: CookieSpec, value: string | undefined, maxAgeMs?: number): string {
+export function serializeCookie(
+  spec: CookieSpec,
+  value: string | undefined,
+  maxAgeMs?: number,
+): string {
   let out = `${spec.name}=${value ?? ''}; Path=${spec.path}`
   if (spec.domain !== undefined) out += `; Domain=${spec.domain}`
   if (value === undefined) out += '; Max-Age=0; Expires=Thu, 01 Jan 1970 00:00:00 GMT'
@@ -46,6 +54,11 @@ export function serializeCookie(spec: CookieSpec, value: string | undefined, max
   }
   if (spec.httpOnly) out += '; HttpOnly'
   if (spec.secure) out += '; Secure'
-  out += spec.sameSite === 'lax' ? '; SameSite=Lax' : spec.sameSite === 'strict' ? '; SameSite=Strict' : '; SameSite=None'
+  out +=
+    spec.sameSite === 'lax'
+      ? '; SameSite=Lax'
+      : spec.sameSite === 'strict'
+        ? '; SameSite=Strict'
+        : '; SameSite=None'
   return out
 }

@@ -1,7 +1,10 @@
 import type { EventEmitter } from 'node:events'
 import {
   InvalidArgumentError,
-  SessionNotFoundError, SessionNotLoggedInError, SessionUnavailableError } from '../errors.js'
+  SessionNotFoundError,
+  SessionNotLoggedInError,
+  SessionUnavailableError,
+} from '../errors.js'
 import type { FieldCipher } from './cipher.js'
 import type { CookieSpec } from './cookies.js'
 import { isIdShape, newId } from './ids.js'
@@ -186,8 +189,7 @@ export class Engine {
       if (ms === 0) return await call
       const late = new Promise<never>((_, reject) => {
         timer = setTimeout(
-          () =>
-            reject(new SessionUnavailableError(`Redis did not answer within ${ms} ms`)),
+          () => reject(new SessionUnavailableError(`Redis did not answer within ${ms} ms`)),
           ms,
         )
       })
@@ -538,9 +540,7 @@ export class Engine {
     const ticket = newId()
     const body: Ticket = { s: id, u: stored.userId, l: stored.loginId, o: origin, d: carried }
     const payload = this.#encodeMeta(ticket, '_ticket', JSON.stringify(body))
-    await this.command((c) =>
-      c.set(this.ticketKey(ticket), payload, 'PX', this.config.ticketTtlMs),
-    )
+    await this.command((c) => c.set(this.ticketKey(ticket), payload, 'PX', this.config.ticketTtlMs))
     this.counters.ticketsIssued++
     return ticket
   }
