@@ -815,9 +815,14 @@ export class ShardRouter extends TypedEmitter<ShardRouterEvents> {
       options.timeoutMs === undefined
         ? this.#o.scatterTimeoutMs
         : positive('timeoutMs', options.timeoutMs)
+    const cls = classifyStatement(sql)
+    if (cls.multi) {
+      throw new UnsafeStatementError(
+        'one statement per call: the SQL holds several (values belong in placeholders)',
+      )
+    }
     let text = sql
     if (limit !== undefined) {
-      const cls = classifyStatement(sql)
       if (cls.hasLimit) {
         throw new InvalidArgumentError(
           'invalid merge: the SQL has its own LIMIT; give limit/offset in the merge and the router asks each shard for LIMIT offset + limit',

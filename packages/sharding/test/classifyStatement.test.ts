@@ -1,0 +1,103 @@
+import fc from 'fast-check'
+import { describe, expect, it } from 'vitest'
+import { classifyStatement } from '../src/index.js'
+
+const kind = (sql: string) => classifyStatement(sql).kind
+
+describe('classifyStatement', () => {
+  it('sends plain SELECTs, CTEs and VALUES to replicas', () => {
+    expect(kind('SELECT * FROM orders WHERE user_id = ?')).toBe('read')
+    expect(kind('  select id from t')).toBe('read')
+    expect(kind('(SELECT 1) UNION (SELECT 2)')).toBe('read')
+    expect(kind('WITH t AS (SELECT 1 AS x) SELECT x FROM t')).toBe('read')
+    expect(kind('/* hint */ SELECT 1')).toBe('read')
+    expect(kind('-- comment\nSELECT 1;')).toBe('read')
+  })
+
+  it('sends locking reads to the primary', () => {
+    expect(kind('SELECT * FROM t WHERE id = ? FOR UPDATE')).toBe('locking-read')
+    expect(kind('select * from t where id = 1 lock in share mode')).toBe('locking-read')
+    expect(kind('SELECT * FROM t FOR SHARE')).toBe('locking-read')
+    expect(kind('SELECT * FROM t WHERE id = ?\nFOR\tUPDATE SKIP LOCKED')).toBe('locking-read')
+  })
+
+  it('sends writes, DDL and transaction control to the primary', () => {
+    for (const sql of [
+      'INSERT INTO t VALUES (1)',
+      'update t set a = 1',
+      'DELETE FROM t',
+      'REPLACE INTO t VALUES (1)',
+      'CREATE TABLE t (id int)',
+      'ALTER TABLE t ADD c int',
+      'START TRANSACTION',
+      'CALL proc()',
+      'SET @a = 1',
+    ]) {
+      expect(kind(sql), sql).toBe('write')
+    }
+  })
+
+  it('treats what it is unsure of as not a read', () => {
+    for (const sql of [
+      'SELECT GET_LOCK("x", 1)',
+      'SELECT LAST_INSERT_ID()',
+      'SELECT NEXTVAL(seq)',
+      'SELECT NEXT VALUE FOR seq',
+      'SELECT @a := 1',
+      'SELECT @@last_insert_id',
+      'SELECT * FROM t INTO OUTFILE "/tmp/x"',
+      'SELECT 1 /*!50000 FOR UPDATE */',
+      'SELECT 1 /*M!100000 , SLEEP(1) */',
+      'WITH x AS (SELECT 1) DELETE FROM t',
+      'SHOW TABLES',
+      'EXPLAIN SELECT 1',
+      '',
+      '   ',
+    ]) {
+      expect(kind(sql), sql).not.toBe('read')
+    }
+  })
+
+  it('ignores keywords inside strings, quoted identifiers and comments', () => {
+    expect(kind("SELECT 'FOR UPDATE' AS s")).toBe('read')
+    expect(kind('SELECT "INSERT; DELETE" AS s')).toBe('read')
+    expect(kind('SELECT `update` FROM `insert`')).toBe('read')
+    expect(kind("SELECT 'it''s; DROP TABLE t' FROM t")).toBe('read')
+    expect(kind("SELECT 'a\\' FOR UPDATE' FROM t")).toBe('read')
+    expect(kind('SELECT 1 -- FOR UPDATE')).toBe('read')
+    expect(kind('SELECT 1 # INSERT')).toBe('read')
+  })
+
+  it('detects several statements, but not a trailing semicolon', () => {
+    expect(classifyStatement('SELECT 1; DROP TABLE t').multi).toBe(true)
+    expect(classifyStatement('SELECT 1; DROP TABLE t').kind).not.toBe('read')
+    expect(classifyStatement('SELECT 1;  -- done\n').multi).toBe(false)
+    expect(classifyStatement("SELECT ';' FROM t").multi).toBe(false)
+  })
+
+  it('finds an outermost LIMIT only', () => {
+    expect(classifyStatement('SELECT * FROM t ORDER BY a LIMIT 10').hasLimit).toBe(true)
+    expect(classifyStatement('SELECT * FROM (SELECT * FROM t LIMIT 5) x ORDER BY a').hasLimit).toBe(false)
+    expect(classifyStatement("SELECT 'LIMIT 3' FROM t").hasLimit).toBe(false)
+  })
+
+  it('never calls a statement that starts with a write keyword a read, whatever follows', () => {
+    fc.assert(
+      fc.property(
+        fc.constantFrom('INSERT', 'UPDATE', 'DELETE', 'REPLACE', 'CREATE', 'DROP', 'ALTER', 'TRUNCATE'),
+        fc.string(),
+        (keyword, rest) => classifyStatement(`${keyword} ${rest}`).kind !== 'read',
+      ),
+    )
+  })
+
+  it('never calls a SELECT with a locking clause a read, whatever precedes it', () => {
+    fc.assert(
+      fc.property(
+        fc.stringMatching(/^[a-z0-9_ ,=()<>*]*$/),
+        fc.constantFrom('FOR UPDATE', 'LOCK IN SHARE MODE', 'FOR SHARE'),
+        (middle, clause) => classifyStatement(`SELECT ${middle} ${clause}`).kind !== 'read',
+      ),
+    )
+  })
+})

@@ -1,0 +1,99 @@
+import fc from 'fast-check'
+import { describe, expect, it } from 'vitest'
+import {
+  ClockMovedBackwardsError,
+  createIdGenerator,
+  InvalidArgumentError,
+  ShardKeyMissingError,
+  slotFor,
+} from '../src/index.js'
+
+describe('createIdGenerator', () => {
+  it('makes strictly increasing, positive 63-bit ids', () => {
+    const ids = createIdGenerator({ workerId: 3 })
+    let last = 0n
+    for (let i = 0; i < 20_000; i++) {
+      const id = ids.next()
+      expect(id > last).toBe(true)
+      expect(id < 1n << 63n).toBe(true)
+      last = id
+    }
+  })
+
+  it('never collides across workers in the same millisecond', () => {
+    const clock = () => 1_800_000_000_000
+    let t = clock()
+    const now = () => t
+    const a = createIdGenerator({ workerId: 1, now })
+    const b = createIdGenerator({ workerId: 2, now })
+    const seen = new Set<bigint>()
+    for (let i = 0; i < 3000; i++) {
+      if (i % 1000 === 999) t++
+      seen.add(a.next())
+      seen.add(b.next())
+    }
+    expect(seen.size).toBe(6000)
+  })
+
+  it('orders ids by time and decodes their fields', () => {
+    let t = 1_800_000_000_000
+    const ids = createIdGenerator({ workerId: 5, now: () => t })
+    const first = ids.next()
+    t += 7
+    const second = ids.next()
+    expect(second > first).toBe(true)
+    expect(ids.decode(second)).toEqual({ timestamp: t, slot: undefined, workerId: 5, sequence: 0 })
+    expect(ids.decode(String(first)).timestamp).toBe(t - 7)
+  })
+
+  it('embeds the owning key slot so an id routes to its owner', () => {
+    fc.assert(
+      fc.property(fc.oneof(fc.string({ minLength: 1 }), fc.integer(), fc.bigInt({ min: 0n })), (owner) => {
+        const ids = createIdGenerator({ workerId: 9, slotBits: 12, workerBits: 4, sequenceBits: 6 })
+        const id = ids.next(owner)
+        expect(ids.slotOf(id).slot).toBe(slotFor(owner, 4096))
+        expect(ids.decode(id).workerId).toBe(9)
+      }),
+    )
+  })
+
+  it('asks for the owning key when the layout embeds a slot', () => {
+    const ids = createIdGenerator({ slotBits: 10, workerBits: 4, sequenceBits: 8 })
+    expect(() => ids.next()).toThrow(ShardKeyMissingError)
+    expect(() => createIdGenerator().slotOf(1n)).toThrow(InvalidArgumentError)
+  })
+
+  it('waits for the next millisecond when the sequence runs out', () => {
+    let t = 1_800_000_000_000
+    let reads = 0
+    const ids = createIdGenerator({
+      sequenceBits: 2,
+      now: () => {
+        reads++
+        if (reads > 6) t++
+        return t
+      },
+    })
+    const got = Array.from({ length: 6 }, () => ids.next())
+    expect(new Set(got).size).toBe(6)
+    expect(ids.decode(got[4]!).timestamp).toBeGreaterThan(ids.decode(got[3]!).timestamp)
+  })
+
+  it('keeps counting through a small clock step back and refuses a large one', () => {
+    let t = 1_800_000_000_000
+    const ids = createIdGenerator({ now: () => t, maxClockBackwardsMs: 50 })
+    const a = ids.next()
+    t -= 20
+    const b = ids.next()
+    expect(b > a).toBe(true)
+    t -= 100
+    expect(() => ids.next()).toThrow(ClockMovedBackwardsError)
+  })
+
+  it('names the option when a layout is invalid', () => {
+    expect(() => createIdGenerator({ workerId: 1024 })).toThrow(/invalid option "workerId"/)
+    expect(() => createIdGenerator({ slotBits: 12 })).toThrow(/invalid option "slotBits"/)
+    expect(() => createIdGenerator({ sequenceBits: 0 })).toThrow(/invalid option "sequenceBits"/)
+    expect(() => createIdGenerator({ epoch: -1 })).toThrow(/invalid option "epoch"/)
+  })
+})
