@@ -1,0 +1,149 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { createShardRouter, type ShardRouter, type ShardRouterEvents } from '../src/index.js'
+import { eventually, stopSqlThread, type Topology, topology } from './fixtures.js'
+
+// Every test here that stops the shared replica's SQL thread restarts it in a finally, and keeps
+// the window to a few seconds: other engineers use the same replica.
+
+let topo: Topology
+const routers: ShardRouter[] = []
+let nextId = 1
+
+beforeAll(async () => {
+  topo = await topology('shard_consistency', 1, 0)
+})
+
+afterAll(async () => {
+  await Promise.all(routers.map((r) => r.close()))
+  await topo?.cleanup()
+})
+
+function pairRouter(options: Record<string, unknown>): ShardRouter {
+  const router = createShardRouter({
+    shards: [{ id: 'pair', primary: topo.pair[0]!.primary, replicas: [topo.pair[0]!.replica] }],
+    connectionLimit: 20,
+    ...options,
+  })
+  routers.push(router)
+  return router
+}
+
+async function pool<T>(count: number, concurrency: number, fn: (i: number) => Promise<T>): Promise<T[]> {
+  const out: T[] = new Array(count)
+  let next = 0
+  await Promise.all(
+    Array.from({ length: concurrency }, async () => {
+      while (next < count) {
+        const i = next++
+        out[i] = await fn(i)
+      }
+    }),
+  )
+  return out
+}
+
+describe('read-your-writes', () => {
+  it('never returns a stale row in 1,000 reads right after writes while the replica SQL thread is stopped, and eventual reads keep working', async () => {
+    // Health checks off: every read goes through the GTID wait on the stalled replica.
+    const router = pairRouter({ healthCheckIntervalMs: 0, gtidWaitTimeoutMs: 50 })
+    const restart = await stopSqlThread(topo.replicaServer)
+    let stale = 0
+    let eventualOk = 0
+    try {
+      await pool(1000, 20, (i) =>
+        router.run({}, async () => {
+          const id = nextId++
+          const user = `ryw-${i % 50}`
+          await router.query(user, 'INSERT INTO orders (id, user_id, total, created_at) VALUES (?, ?, 1, ?)', [id, user, i])
+          const rows = await router.query<unknown[]>(user, 'SELECT id FROM orders WHERE id = ?', [id])
+          if (rows.length !== 1) stale++
+          if (i % 10 === 0) {
+            await router.query(user, 'SELECT COUNT(*) AS n FROM orders WHERE user_id = ?', [user], { consistency: 'eventual' })
+            eventualOk++
+          }
+        }),
+      )
+    } finally {
+      await restart()
+    }
+    expect(stale).toBe(0)
+    expect(eventualOk).toBe(100)
+    const stats = router.stats()
+    // The replica was really behind: the waits timed out and those reads went to the primary.
+    expect(stats.gtidWaitTimeouts).toBeGreaterThan(0)
+    expect(stats.replicaFallbacks).toBeGreaterThanOrEqual(stats.gtidWaitTimeouts)
+  })
+
+  it('reads its own writes from the replica when it keeps up, waiting in the same round trip', async () => {
+    const router = pairRouter({ healthCheckIntervalMs: 0, gtidWaitTimeoutMs: 2000 })
+    let stale = 0
+    await pool(200, 10, (i) =>
+      router.run({}, async () => {
+        const id = nextId++
+        await router.query(`u${i}`, 'INSERT INTO orders (id, user_id, total, created_at) VALUES (?, ?, 1, 0)', [id, `u${i}`])
+        const rows = await router.query<unknown[]>(`u${i}`, 'SELECT id FROM orders WHERE id = ?', [id])
+        if (rows.length !== 1) stale++
+      }),
+    )
+    expect(stale).toBe(0)
+    const stats = router.stats()
+    expect(stats.shards.pair!.replicaQueries).toBe(200)
+    expect(stats.gtidWaits + stats.gtidWaitsSkipped).toBe(200)
+    expect(stats.gtidWaitTimeouts).toBe(0)
+  })
+
+  it('reads the primary when the replica cannot reach the token in time', async () => {
+    const router = pairRouter({ healthCheckIntervalMs: 0, gtidWaitTimeoutMs: 100 })
+    const started = Date.now()
+    const rows = await router.run({ causalToken: 'pair:0-1-999999999999' }, () =>
+      router.query<Array<{ one: number }>>('k', 'SELECT 1 AS one'),
+    )
+    expect(rows).toEqual([{ one: 1 }])
+    expect(Date.now() - started).toBeLessThan(2000)
+    expect(router.stats()).toMatchObject({ gtidWaits: 1, gtidWaitTimeouts: 1, replicaFallbacks: 1 })
+  })
+})
+
+describe('replica health', () => {
+  it('takes a replica whose SQL thread stopped out of rotation, reads the primary meanwhile, and restores it', async () => {
+    const router = pairRouter({ healthCheckIntervalMs: 100, maxReplicaLagMs: 2000 })
+    const events: Array<{ type: keyof ShardRouterEvents; reason?: string }> = []
+    router.on('replica-down', (e) => events.push({ type: 'replica-down', reason: e.reason }))
+    router.on('replica-up', () => events.push({ type: 'replica-up' }))
+    await router.checkReplicas()
+    expect(router.stats().replicas[0]!.available).toBe(true)
+    const restart = await stopSqlThread(topo.replicaServer)
+    try {
+      await router.query('x', 'INSERT INTO orders (id, user_id, total, created_at) VALUES (?, ?, 1, 0)', [nextId++, 'x'])
+      await eventually(() => !router.stats().replicas[0]!.available, 5000)
+      expect(router.stats().replicas[0]).toMatchObject({ healthy: false, lagMs: Number.POSITIVE_INFINITY, reason: 'SQL thread stopped' })
+      const before = router.stats()
+      for (const consistency of ['eventual', 'bounded', 'read-your-writes'] as const) {
+        await router.query('x', 'SELECT * FROM orders WHERE user_id = ?', ['x'], { consistency })
+      }
+      const after = router.stats()
+      expect(after.shards.pair!.replicaQueries).toBe(before.shards.pair!.replicaQueries)
+      expect(after.replicaFallbacks - before.replicaFallbacks).toBe(3)
+    } finally {
+      await restart()
+    }
+    await eventually(() => router.stats().replicas[0]!.available, 10_000)
+    const before = router.stats().shards.pair!.replicaQueries
+    await router.query('x', 'SELECT * FROM orders WHERE user_id = ?', ['x'], { consistency: 'eventual' })
+    expect(router.stats().shards.pair!.replicaQueries).toBe(before + 1)
+    expect(events.map((e) => e.type)).toEqual(['replica-down', 'replica-up'])
+    expect(events[0]!.reason).toBe('SQL thread stopped')
+  })
+
+  it('serves bounded reads only from replicas whose measured lag is under the bound', async () => {
+    const router = pairRouter({ healthCheckIntervalMs: 0 })
+    // Before any measurement the lag is unknown: a bounded read goes to the primary.
+    await router.query('b', 'SELECT 1', [], { consistency: 'bounded', maxLagMs: 1000 })
+    expect(router.stats().shards.pair!.replicaQueries).toBe(0)
+    await router.checkReplicas()
+    await router.checkReplicas()
+    expect(router.stats().replicas[0]!.lagMs).toBeLessThanOrEqual(1000)
+    await router.query('b', 'SELECT 1', [], { consistency: 'bounded', maxLagMs: 1000 })
+    expect(router.stats().shards.pair!.replicaQueries).toBe(1)
+  })
+})
