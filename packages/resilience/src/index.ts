@@ -65,7 +65,7 @@ export {
   IdempotencyClaim,
 } from './idempotency.js'
 export type { RedisLike } from './internal/lua.js'
-export type { ExtraOf } from './pipeline.js'
+export type { ExtraOf, ExtraOfOne } from './pipeline.js'
 export { Pipeline, pipeline } from './pipeline.js'
 export type { ExecutionContext, Operation, Policy } from './policy.js'
 export type {

@@ -1,10 +1,25 @@
+import type { CircuitBreaker } from './circuitBreaker.js'
+import type { FallbackPolicy } from './fallback.js'
 import { RUN, rootContext } from './internal/context.js'
 import { invalid } from './internal/validate.js'
 import type { ExecutionContext, Operation, Policy } from './policy.js'
 
-/** The union of the substitute types of a list of policies (what fallbacks may return). */
-export type ExtraOf<P extends readonly Policy<unknown>[]> =
-  P[number] extends Policy<infer E> ? E : never
+/**
+ * The union of the substitute types of a list of policies: what the fallbacks (of a
+ * {@link FallbackPolicy}, a {@link CircuitBreaker}'s `fallback`, a nested {@link Pipeline})
+ * may resolve with instead of the work's own result.
+ */
+export type ExtraOf<P extends readonly Policy<unknown>[]> = ExtraOfOne<P[number]>
+
+/** The substitute type of one policy (`never` for policies that only pass results through). */
+export type ExtraOfOne<P> =
+  P extends FallbackPolicy<infer F>
+    ? F
+    : P extends Pipeline<infer E>
+      ? E
+      : P extends CircuitBreaker<infer _A, infer R>
+        ? R
+        : never
 
 type Runner = (fn: Operation<unknown>, context: ExecutionContext) => Promise<unknown>
 

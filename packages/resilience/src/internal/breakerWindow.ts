@@ -115,9 +115,6 @@ export class BreakerWindow extends OpossumStatus {
       case 'timeouts':
         this.timeouts++
         return
-      case 'fallbacks':
-        this.fallbacks++
-        return
       default:
         return
     }

@@ -1,0 +1,263 @@
+/**
+ * Fastify adapters of `@ballast/resilience`: idempotency keys on routes, and HTTP 429 with
+ * `Retry-After` from a rate limiter.
+ *
+ * @packageDocumentation
+ */
+import type {
+  FastifyInstance,
+  FastifyReply,
+  FastifyRequest,
+  onRequestHookHandler,
+  onResponseHookHandler,
+  onSendHookHandler,
+  preHandlerHookHandler,
+} from 'fastify'
+import type { Idempotency, IdempotencyClaim } from './idempotency.js'
+import {
+  defaultTransientStatus,
+  gate,
+  type Problem,
+  problem,
+  settleClaim,
+  toStored,
+} from './internal/http.js'
+import { invalid, merge, nonEmptyString, optionalFunction } from './internal/validate.js'
+import type { RateLimiter } from './rateLimiter.js'
+
+/** Options of the Fastify idempotency hooks and plugin. */
+export interface FastifyIdempotencyOptions {
+  /**
+   * The request header holding the key.
+   * @default 'idempotency-key'
+   */
+  header?: string
+  /**
+   * Whether a request without a key is refused with 400; otherwise it runs unprotected.
+   * @default true
+   */
+  required?: boolean
+  /**
+   * Methods guarded; others pass through.
+   * @default ['POST', 'PATCH']
+   */
+  methods?: readonly string[]
+  /**
+   * What the fingerprint covers. The same key with a different fingerprint gets 422.
+   * @default req => [req.method, req.url, req.body]
+   */
+  fingerprint?: (req: FastifyRequest) => unknown
+  /**
+   * Header set to `true` on replayed responses.
+   * @default 'idempotent-replayed'
+   */
+  replayHeader?: string
+  /**
+   * Statuses that release the key instead of being stored (so a retry runs again).
+   * @default status => status >= 500 || status === 429
+   */
+  isTransientStatus?: (status: number) => boolean
+}
+
+/** Defaults of {@link FastifyIdempotencyOptions}. */
+export const DEFAULT_FASTIFY_IDEMPOTENCY_OPTIONS = Object.freeze({
+  header: 'idempotency-key',
+  required: true,
+  methods: Object.freeze(['POST', 'PATCH']) as readonly string[],
+  fingerprint: (req: FastifyRequest): unknown => [req.method, req.url, req.body],
+  replayHeader: 'idempotent-replayed',
+  isTransientStatus: defaultTransientStatus,
+})
+
+/** The hooks that make routes idempotent; spread them into route options or use {@link idempotency}. */
+export interface IdempotencyHooks {
+  /** Claims the key after the body is parsed; answers 400/409/422/503 or replays. */
+  preHandler: preHandlerHookHandler
+  /** Stores the response (or releases the key on a 5xx) before it is sent. */
+  onSend: onSendHookHandler
+  /** Releases a claim that was never settled (the response failed). */
+  onResponse: onResponseHookHandler
+}
+
+function sendProblem(reply: FastifyReply, p: Problem): FastifyReply {
+  return reply
+    .code(p.status)
+    .headers(p.headers)
+    .type('application/problem+json')
+    .send(JSON.stringify(p.body))
+}
+
+/**
+ * Route hooks for the `Idempotency-Key` header, with the same rules as the Express adapter:
+ * 400 missing or malformed key, 422 different request, 409 in flight, replay with
+ * `Idempotent-Replayed: true`, 503 when Redis is unreachable (unless failing open); the
+ * response is stored before it is sent and a 5xx releases the key. Streamed payloads are not
+ * stored: the key is released.
+ *
+ * @example
+ * ```ts
+ * import Fastify from 'fastify'
+ * import { idempotencyHooks } from '@ballast/resilience/fastify'
+ *
+ * const app = Fastify()
+ * app.post('/payments', { ...idempotencyHooks(store) }, async (req, reply) => {
+ *   return reply.code(201).send(await payments.charge(req.body))
+ * })
+ * ```
+ */
+export function idempotencyHooks(
+  store: Idempotency,
+  options: FastifyIdempotencyOptions = {},
+): IdempotencyHooks {
+  const o = merge(DEFAULT_FASTIFY_IDEMPOTENCY_OPTIONS, options)
+  const header = nonEmptyString('header', o.header).toLowerCase()
+  const replayHeader = nonEmptyString('replayHeader', o.replayHeader)
+  if (!Array.isArray(o.methods)) invalid('methods', 'an array of HTTP methods', o.methods)
+  const methods = new Set(o.methods.map((m) => String(m).toUpperCase()))
+  const fingerprint = optionalFunction('fingerprint', o.fingerprint) as (
+    req: FastifyRequest,
+  ) => unknown
+  const isTransientStatus = optionalFunction('isTransientStatus', o.isTransientStatus) as (
+    s: number,
+  ) => boolean
+  const claims = new WeakMap<FastifyRequest, IdempotencyClaim>()
+
+  const preHandler: preHandlerHookHandler = async (req, reply) => {
+    if (!methods.has(req.method)) return
+    const raw = req.headers[header]
+    const key = Array.isArray(raw) ? raw[0] : raw
+    const g = await gate(store, key, o.required, key === undefined ? undefined : fingerprint(req))
+    switch (g.kind) {
+      case 'pass':
+        return
+      case 'problem':
+        return sendProblem(reply, g.problem)
+      case 'replay':
+        return reply
+          .code(g.response.s)
+          .headers(g.response.h)
+          .header(replayHeader, 'true')
+          .send(Buffer.from(g.response.b, 'base64'))
+      case 'claimed':
+        claims.set(req, g.claim)
+        return
+    }
+  }
+
+  const onSend: onSendHookHandler = async (req, reply, payload) => {
+    const claim = claims.get(req)
+    if (claim === undefined) return payload
+    claims.delete(req)
+    let body: Buffer | undefined
+    if (payload === null || payload === undefined) body = Buffer.alloc(0)
+    else if (typeof payload === 'string') body = Buffer.from(payload)
+    else if (Buffer.isBuffer(payload)) body = payload
+    if (body === undefined) {
+      await claim.release().catch(() => {})
+      return payload
+    }
+    await settleClaim(
+      claim,
+      toStored(reply.statusCode, reply.getHeaders(), body),
+      isTransientStatus,
+    )
+    return payload
+  }
+
+  const onResponse: onResponseHookHandler = async (req) => {
+    const claim = claims.get(req)
+    if (claim === undefined) return
+    claims.delete(req)
+    if (!claim.settled) await claim.release().catch(() => {})
+  }
+
+  return { preHandler, onSend, onResponse }
+}
+
+/**
+ * A Fastify plugin adding the {@link idempotencyHooks} to every route of the scope it is
+ * registered in (it is not encapsulated, like a `fastify-plugin`).
+ *
+ * @example
+ * ```ts
+ * await app.register(async (payments) => {
+ *   await payments.register(idempotency(store))
+ *   payments.post('/payments', async (req) => charge(req.body))
+ * })
+ * ```
+ */
+export function idempotency(
+  store: Idempotency,
+  options: FastifyIdempotencyOptions = {},
+): (instance: FastifyInstance) => Promise<void> {
+  const hooks = idempotencyHooks(store, options)
+  const plugin = async (instance: FastifyInstance): Promise<void> => {
+    instance.addHook('preHandler', hooks.preHandler)
+    instance.addHook('onSend', hooks.onSend)
+    instance.addHook('onResponse', hooks.onResponse)
+  }
+  // Not encapsulated: the hooks apply to the scope that registers the plugin.
+  Object.assign(plugin, {
+    [Symbol.for('skip-override')]: true,
+    [Symbol.for('fastify.display-name')]: 'ballast-idempotency',
+  })
+  return plugin
+}
+
+/** Options of the Fastify {@link rateLimitHook}. */
+export interface FastifyRateLimitOptions {
+  /**
+   * The key a request counts against.
+   * @default req => req.ip
+   */
+  key?: (req: FastifyRequest) => string
+  /**
+   * The cost of a request.
+   * @default 1
+   */
+  cost?: number | ((req: FastifyRequest) => number)
+}
+
+/** Defaults of {@link FastifyRateLimitOptions}. */
+export const DEFAULT_FASTIFY_RATE_LIMIT_OPTIONS = Object.freeze({
+  key: (req: FastifyRequest): string => req.ip,
+  cost: 1 as number | ((req: FastifyRequest) => number),
+})
+
+/**
+ * An `onRequest` hook answering HTTP 429 with `Retry-After` (seconds, rounded up) when the
+ * limiter refuses a request; allowed requests get `RateLimit-Remaining`.
+ *
+ * @example
+ * ```ts
+ * import { rateLimitHook } from '@ballast/resilience/fastify'
+ *
+ * app.post('/login', { onRequest: rateLimitHook(logins, { key: (req) => req.ip }) }, login)
+ * ```
+ */
+export function rateLimitHook(
+  limiter: RateLimiter,
+  options: FastifyRateLimitOptions = {},
+): onRequestHookHandler {
+  const o = merge(DEFAULT_FASTIFY_RATE_LIMIT_OPTIONS, options)
+  const keyOf = optionalFunction('key', o.key) as (req: FastifyRequest) => string
+  const cost = o.cost
+  if (typeof cost !== 'function' && (typeof cost !== 'number' || !(cost > 0)))
+    invalid('cost', 'a positive number or a function', cost)
+  return async (req, reply) => {
+    const decision = await limiter.take(keyOf(req), typeof cost === 'function' ? cost(req) : cost)
+    if (decision.allowed) {
+      reply.header('ratelimit-remaining', String(decision.remaining))
+      return
+    }
+    const seconds = Math.max(1, Math.ceil(decision.retryAfterMs / 1000))
+    return sendProblem(
+      reply,
+      problem(429, 'E_RESILIENCE_RATE_LIMITED', 'Too many requests', `Retry in ${seconds} s.`, {
+        'retry-after': String(seconds),
+      }),
+    )
+  }
+}
+
+export type { StoredResponse } from './internal/http.js'

@@ -1,0 +1,176 @@
+import { IdempotencyKeyError, IdempotencyUnavailableError, isResilienceError } from '../errors.js'
+import type { ClaimOutcome, Idempotency, IdempotencyClaim } from '../idempotency.js'
+
+/** A response as stored for replay. */
+export interface StoredResponse {
+  /** Status code. */
+  s: number
+  /** Headers, lower-cased names. */
+  h: Record<string, string | string[]>
+  /** Body, base64. */
+  b: string
+}
+
+/** Headers never stored: hop-by-hop, per-response, or per-client. */
+export const UNSTORED_HEADERS = new Set([
+  'connection',
+  'keep-alive',
+  'transfer-encoding',
+  'content-length',
+  'date',
+  'set-cookie',
+  'upgrade',
+  'trailer',
+])
+
+/** An RFC 9457 problem response. */
+export interface Problem {
+  status: number
+  headers: Record<string, string>
+  body: { type: string; title: string; status: number; code: string; detail?: string }
+}
+
+export function problem(
+  status: number,
+  code: string,
+  title: string,
+  detail?: string,
+  headers: Record<string, string> = {},
+): Problem {
+  return {
+    status,
+    headers,
+    body: { type: 'about:blank', title, status, code, ...(detail === undefined ? {} : { detail }) },
+  }
+}
+
+/** The outcome of the request phase of idempotent HTTP handling. */
+export type Gate =
+  | { kind: 'pass' }
+  | { kind: 'problem'; problem: Problem }
+  | { kind: 'replay'; response: StoredResponse }
+  | { kind: 'claimed'; claim: IdempotencyClaim }
+
+/** Reads the key, claims it, and decides what the request gets. */
+export async function gate(
+  store: Idempotency,
+  key: string | undefined,
+  required: boolean,
+  input: unknown,
+): Promise<Gate> {
+  if (key === undefined || key === '') {
+    if (!required) return { kind: 'pass' }
+    return {
+      kind: 'problem',
+      problem: problem(
+        400,
+        'E_RESILIENCE_IDEMPOTENCY_KEY_INVALID',
+        'Idempotency-Key is missing',
+        'This operation requires an Idempotency-Key header.',
+      ),
+    }
+  }
+  let outcome: ClaimOutcome
+  try {
+    outcome = await store.claim(key, input)
+  } catch (error) {
+    if (error instanceof IdempotencyKeyError) {
+      return {
+        kind: 'problem',
+        problem: problem(400, error.code, 'Idempotency-Key is malformed', error.message),
+      }
+    }
+    if (
+      error instanceof IdempotencyUnavailableError ||
+      (isResilienceError(error) && error.code === 'E_RESILIENCE_IDEMPOTENCY_UNAVAILABLE')
+    ) {
+      if (store.failOpen) return { kind: 'pass' }
+      return {
+        kind: 'problem',
+        problem: problem(
+          503,
+          'E_RESILIENCE_IDEMPOTENCY_UNAVAILABLE',
+          'Idempotency store unavailable',
+          'The request was not processed; retry later with the same key.',
+          { 'retry-after': '1' },
+        ),
+      }
+    }
+    throw error
+  }
+  switch (outcome.status) {
+    case 'mismatch':
+      return {
+        kind: 'problem',
+        problem: problem(
+          422,
+          'E_RESILIENCE_IDEMPOTENCY_MISMATCH',
+          'Idempotency-Key reused with a different request',
+          'This key was used before with a different request payload.',
+        ),
+      }
+    case 'inFlight':
+      return {
+        kind: 'problem',
+        problem: problem(
+          409,
+          'E_RESILIENCE_IDEMPOTENCY_IN_FLIGHT',
+          'A request with this Idempotency-Key is in progress',
+          'Retry after the original request has completed.',
+          {
+            'retry-after': String(Math.max(1, Math.ceil(outcome.retryAfterMs / 1000))),
+          },
+        ),
+      }
+    case 'completed': {
+      const record = outcome.record
+      if (record.ok) return { kind: 'replay', response: record.value as StoredResponse }
+      // A stored failure from run(): present it as a server error that will not change.
+      return {
+        kind: 'problem',
+        problem: problem(
+          500,
+          record.error.code ?? 'E_RESILIENCE_IDEMPOTENT_FAILURE',
+          record.error.name,
+          record.error.message,
+        ),
+      }
+    }
+    case 'acquired':
+      return { kind: 'claimed', claim: outcome.claim }
+  }
+}
+
+/** Builds the stored form of a response. */
+export function toStored(
+  status: number,
+  headers: Record<string, number | string | string[] | undefined>,
+  body: Buffer,
+): StoredResponse {
+  const h: Record<string, string | string[]> = {}
+  for (const [name, value] of Object.entries(headers)) {
+    const lower = name.toLowerCase()
+    if (value === undefined || UNSTORED_HEADERS.has(lower)) continue
+    h[lower] = typeof value === 'number' ? String(value) : value
+  }
+  return { s: status, h, b: body.toString('base64') }
+}
+
+/** Settles a claim with the response: stores it, or releases the key on a 5xx (transient). */
+export async function settleClaim(
+  claim: IdempotencyClaim,
+  stored: StoredResponse,
+  isTransientStatus: (status: number) => boolean,
+): Promise<void> {
+  try {
+    if (isTransientStatus(stored.s)) await claim.release()
+    else await claim.complete(stored)
+  } catch {
+    // Fenced or Redis lost: the response still goes out; the store emitted an event.
+  }
+}
+
+/** Default: a 5xx (and 429) is transient: the key is released and a retry runs again. */
+export function defaultTransientStatus(status: number): boolean {
+  return status >= 500 || status === 429
+}
