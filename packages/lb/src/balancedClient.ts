@@ -282,7 +282,7 @@ class BalancedClientImpl implements BalancedClient {
       } catch (error) {
         this.#failed++
         if (attempt === 1 || !(error instanceof NoEndpointAvailableError)) throw error
-        throw finalError(lastError, tried.at(-1)!, attempt - 1, this.#headersTimeoutMs)
+        throw this.#finalError(lastError, tried)
       }
       tried.push(endpoint)
       const startedAt = this.balancer.begin(endpoint)
@@ -309,7 +309,7 @@ class BalancedClientImpl implements BalancedClient {
           (idempotent || (replayable && neverSent(error))) && attempt < this.#maxAttempts
         if (canRetry && this.#takeRetry()) continue
         this.#failed++
-        throw finalError(error, endpoint, attempt, this.#headersTimeoutMs)
+        throw this.#finalError(error, tried)
       }
       const status = response.statusCode
       this.balancer.end(endpoint, startedAt, !this.#isFailure(status))
@@ -333,6 +333,18 @@ class BalancedClientImpl implements BalancedClient {
         attempts: attempt,
       }
     }
+  }
+
+  /** The error of the last attempt; when it could not even connect and every endpoint was tried, none is available. */
+  #finalError(error: unknown, tried: Endpoint<string>[]): Error {
+    if (neverSent(error) && tried.length >= this.balancer.size) {
+      return new NoEndpointAvailableError(
+        this.balancer.size,
+        `every endpoint was tried and the last refused the connection (${tried.map((e) => e.id).join(', ')})`,
+        { cause: error },
+      )
+    }
+    return finalError(error, tried.at(-1)!, tried.length, this.#headersTimeoutMs)
   }
 
   #takeRetry(): boolean {

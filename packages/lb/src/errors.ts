@@ -115,11 +115,11 @@ export class NoEndpointAvailableError extends LbError {
   /** How many endpoints the balancer holds. */
   readonly total: number
 
-  constructor(total: number, detail = '') {
+  constructor(total: number, detail?: string, options: LbErrorOptions = {}) {
     super(
       'E_LB_NO_ENDPOINT',
-      `no endpoint available: ${total === 0 ? 'the balancer has no endpoints' : `all ${total} endpoints are unhealthy, ejected or already tried`}${detail}`,
-      { retryable: true },
+      `no endpoint available: ${detail ?? (total === 0 ? 'the balancer has no endpoints' : `all ${total} endpoints are unhealthy, ejected or already tried`)}`,
+      { retryable: true, ...options },
     )
     this.total = total
   }

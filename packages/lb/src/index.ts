@@ -57,12 +57,12 @@ export type {
 export { createHealthChecker, DEFAULT_HEALTH_CHECKER_OPTIONS } from './healthChecker.js'
 export type {
   CompressionOptions,
-  Proxy,
   ProxyCacheOptions,
   ProxyEvents,
   ProxyOptions,
   ProxyRoute,
   ProxyStats,
+  ReverseProxy,
 } from './proxy.js'
 export { createProxy, DEFAULT_PROXY_OPTIONS } from './proxy.js'
 export type { CachedResponse, ResponseCache } from './responseCache.js'

@@ -206,7 +206,7 @@ export const DEFAULT_PROXY_OPTIONS: Required<
   drainTimeoutMs: 10_000,
 }
 
-/** The events of a {@link Proxy}. */
+/** The events of a {@link ReverseProxy}. */
 export interface ProxyEvents {
   /** An attempt to an upstream failed (it may be retried). */
   'upstream-error': [event: { route: string; endpoint: string; error: unknown; attempt: number }]
@@ -216,7 +216,7 @@ export interface ProxyEvents {
   'cache-error': [event: { key: string; error: unknown }]
 }
 
-/** Counters of a {@link Proxy}. */
+/** Counters of a {@link ReverseProxy}. */
 export interface ProxyStats {
   /** Requests received. */
   requests: number
@@ -245,8 +245,8 @@ export interface ProxyStats {
 }
 
 /** A reverse proxy over `node:http`. */
-export interface Proxy {
-  /** The underlying server (listen on it yourself, or call {@link Proxy.listen}). */
+export interface ReverseProxy {
+  /** The underlying server (listen on it yourself, or call {@link ReverseProxy.listen}). */
   readonly server: Server
   /** Starts listening; resolves with the address. */
   listen(port?: number, host?: string): Promise<AddressInfo>
@@ -373,7 +373,7 @@ interface RequestContext {
   acceptEncoding: string | undefined
 }
 
-class ProxyImpl extends TypedEmitter<ProxyEvents> implements Proxy {
+class ProxyImpl extends TypedEmitter<ProxyEvents> implements ReverseProxy {
   readonly server: Server
   readonly maxCacheBytes: number
   readonly #routes: RouteRuntime[]
@@ -827,6 +827,17 @@ class ProxyImpl extends TypedEmitter<ProxyEvents> implements Proxy {
       (error as { code?: string } | undefined)?.code ??
       (error as Error | undefined)?.message ??
       'error'
+    if (neverSent(error) && ctx.tried.length >= ctx.route.balancer.size) {
+      this.#stats.unavailable++
+      const ids = ctx.tried.map((e) => e.id).join(', ')
+      this.#plain(
+        ctx.res,
+        503,
+        `503 Service Unavailable: route "${ctx.route.name}": every endpoint was tried and the last refused the connection (${ids})\n`,
+      )
+      ctx.req.resume()
+      return
+    }
     if (isTimeout(error) && code !== 'UND_ERR_CONNECT_TIMEOUT') {
       this.#stats.timeouts++
       this.#plain(
@@ -1127,6 +1138,6 @@ class ProxyImpl extends TypedEmitter<ProxyEvents> implements Proxy {
  * await proxy.close()
  * ```
  */
-export function createProxy(options: ProxyOptions): Proxy {
+export function createProxy(options: ProxyOptions): ReverseProxy {
   return new ProxyImpl(options)
 }

@@ -15,7 +15,11 @@ import {
 
 const ids = (n: number) => Array.from({ length: n }, (_, i) => `e${i}`)
 
-function countPicks<T>(b: Balancer<T>, n: number, key?: (i: number) => string): Map<string, number> {
+function countPicks<T>(
+  b: Balancer<T>,
+  n: number,
+  key?: (i: number) => string,
+): Map<string, number> {
   const counts = new Map<string, number>()
   for (let i = 0; i < n; i++) {
     const id = b.pick(key?.(i)).id
@@ -42,6 +46,7 @@ describe('createBalancer', () => {
         } catch (e) {
           return e
         }
+        return undefined
       })()
       expect(error).toBeInstanceOf(DuplicateEndpointError)
       expect((error as DuplicateEndpointError).id).toBe('a')
@@ -49,8 +54,16 @@ describe('createBalancer', () => {
     })
 
     it('rejects invalid weights, naming the endpoint and the weight', () => {
-      for (const weight of [0, -1, Number.NaN, Number.POSITIVE_INFINITY, '2' as unknown as number]) {
-        expect(() => createBalancer({ endpoints: [{ id: 'x', weight }] })).toThrow(InvalidWeightError)
+      for (const weight of [
+        0,
+        -1,
+        Number.NaN,
+        Number.POSITIVE_INFINITY,
+        '2' as unknown as number,
+      ]) {
+        expect(() => createBalancer({ endpoints: [{ id: 'x', weight }] })).toThrow(
+          InvalidWeightError,
+        )
       }
       expect(() => createBalancer({ endpoints: [{ id: 'x', weight: -3 }] })).toThrow(/"x".*-3/)
       const b = createBalancer({ endpoints: ['a'] })
@@ -60,12 +73,18 @@ describe('createBalancer', () => {
     })
 
     it('rejects unknown strategies and out-of-range options, naming the option', () => {
-      expect(() => createBalancer({ endpoints: ['a'], strategy: 'fastest' as never })).toThrow(/"strategy"/)
-      expect(() => createBalancer({ endpoints: ['a'], panicThreshold: 2 })).toThrow(/"panicThreshold"/)
-      expect(() => createBalancer({ endpoints: ['a'], balanceFactor: 1 })).toThrow(/"balanceFactor"/)
-      expect(() => createBalancer({ endpoints: ['a'], outlierDetection: { consecutiveFailures: 0 } })).toThrow(
-        /"outlierDetection.consecutiveFailures"/,
+      expect(() => createBalancer({ endpoints: ['a'], strategy: 'fastest' as never })).toThrow(
+        /"strategy"/,
       )
+      expect(() => createBalancer({ endpoints: ['a'], panicThreshold: 2 })).toThrow(
+        /"panicThreshold"/,
+      )
+      expect(() => createBalancer({ endpoints: ['a'], balanceFactor: 1 })).toThrow(
+        /"balanceFactor"/,
+      )
+      expect(() =>
+        createBalancer({ endpoints: ['a'], outlierDetection: { consecutiveFailures: 0 } }),
+      ).toThrow(/"outlierDetection.consecutiveFailures"/)
       expect(() => createBalancer({ endpoints: [''] })).toThrow(InvalidArgumentError)
     })
   })
@@ -76,20 +95,27 @@ describe('createBalancer', () => {
         strategy: 'weighted-round-robin',
         endpoints: [{ id: 'a', weight: 5 }, { id: 'b' }, { id: 'c' }],
       })
-      expect(Array.from({ length: 14 }, () => b.pick().id).join(' ')).toBe('a a b a c a a a a b a c a a')
+      expect(Array.from({ length: 14 }, () => b.pick().id).join(' ')).toBe(
+        'a a b a c a a a a b a c a a',
+      )
     })
 
     it('gives each endpoint exactly its weight per cycle, for any integer weights', () => {
       fc.assert(
-        fc.property(fc.array(fc.integer({ min: 1, max: 9 }), { minLength: 1, maxLength: 8 }), (weights) => {
-          const b = createBalancer({
-            strategy: 'weighted-round-robin',
-            endpoints: weights.map((weight, i) => ({ id: `e${i}`, weight })),
-          })
-          const total = weights.reduce((s, w) => s + w, 0)
-          const counts = countPicks(b, total * 3)
-          weights.forEach((w, i) => expect(counts.get(`e${i}`)).toBe(w * 3))
-        }),
+        fc.property(
+          fc.array(fc.integer({ min: 1, max: 9 }), { minLength: 1, maxLength: 8 }),
+          (weights) => {
+            const b = createBalancer({
+              strategy: 'weighted-round-robin',
+              endpoints: weights.map((weight, i) => ({ id: `e${i}`, weight })),
+            })
+            const total = weights.reduce((s, w) => s + w, 0)
+            const counts = countPicks(b, total * 3)
+            weights.forEach((w, i) => {
+              expect(counts.get(`e${i}`)).toBe(w * 3)
+            })
+          },
+        ),
       )
     })
   })
@@ -97,26 +123,37 @@ describe('createBalancer', () => {
   describe('round-robin', () => {
     it('visits every endpoint in turn', () => {
       const b = createBalancer({ strategy: 'round-robin', endpoints: ids(3) })
-      expect(Array.from({ length: 6 }, () => b.pick().id)).toEqual(['e0', 'e1', 'e2', 'e0', 'e1', 'e2'])
+      expect(Array.from({ length: 6 }, () => b.pick().id)).toEqual([
+        'e0',
+        'e1',
+        'e2',
+        'e0',
+        'e1',
+        'e2',
+      ])
     })
   })
 
   describe('random', () => {
     it('spreads picks in proportion to weight (seeded)', () => {
       fc.assert(
-        fc.property(fc.array(fc.integer({ min: 1, max: 5 }), { minLength: 2, maxLength: 6 }), fc.integer(), (weights, seed) => {
-          const b = createBalancer({
-            strategy: 'random',
-            random: createSeededRandom(seed),
-            endpoints: weights.map((weight, i) => ({ id: `e${i}`, weight })),
-          })
-          const n = 20_000
-          const total = weights.reduce((s, w) => s + w, 0)
-          const counts = countPicks(b, n)
-          weights.forEach((w, i) => {
-            expect(Math.abs((counts.get(`e${i}`) ?? 0) / n - w / total)).toBeLessThan(0.03)
-          })
-        }),
+        fc.property(
+          fc.array(fc.integer({ min: 1, max: 5 }), { minLength: 2, maxLength: 6 }),
+          fc.integer(),
+          (weights, seed) => {
+            const b = createBalancer({
+              strategy: 'random',
+              random: createSeededRandom(seed),
+              endpoints: weights.map((weight, i) => ({ id: `e${i}`, weight })),
+            })
+            const n = 20_000
+            const total = weights.reduce((s, w) => s + w, 0)
+            const counts = countPicks(b, n)
+            weights.forEach((w, i) => {
+              expect(Math.abs((counts.get(`e${i}`) ?? 0) / n - w / total)).toBeLessThan(0.03)
+            })
+          },
+        ),
         { numRuns: 20 },
       )
     })
@@ -124,7 +161,11 @@ describe('createBalancer', () => {
 
   describe('least-request', () => {
     it('sends new requests away from the endpoint with requests in flight', () => {
-      const b = createBalancer({ strategy: 'least-request', endpoints: ['a', 'b'], random: createSeededRandom(3) })
+      const b = createBalancer({
+        strategy: 'least-request',
+        endpoints: ['a', 'b'],
+        random: createSeededRandom(3),
+      })
       const a = b.get('a')!
       for (let i = 0; i < 5; i++) b.begin(a)
       const counts = countPicks(b, 100)
@@ -132,7 +173,11 @@ describe('createBalancer', () => {
     })
 
     it('is fair when all endpoints are idle: every endpoint gets a share (power of two choices)', () => {
-      const b = createBalancer({ strategy: 'least-request', endpoints: ids(8), random: createSeededRandom(9) })
+      const b = createBalancer({
+        strategy: 'least-request',
+        endpoints: ids(8),
+        random: createSeededRandom(9),
+      })
       const counts = countPicks(b, 8000)
       for (const id of ids(8)) expect(counts.get(id)).toBeGreaterThan(700)
     })
@@ -170,7 +215,12 @@ describe('createBalancer', () => {
 
   describe('consistent-hash', () => {
     it('maps a key to the same endpoint, and to the next one on the ring while its owner is down', () => {
-      const b = createBalancer({ strategy: 'consistent-hash', endpoints: ids(5), outlierDetection: false, panicThreshold: 0 })
+      const b = createBalancer({
+        strategy: 'consistent-hash',
+        endpoints: ids(5),
+        outlierDetection: false,
+        panicThreshold: 0,
+      })
       const owner = b.pick('user:42').id
       for (let i = 0; i < 10; i++) expect(b.pick('user:42').id).toBe(owner)
       b.setHealthy(owner, false)
@@ -217,11 +267,17 @@ describe('createBalancer', () => {
 
   describe('run-time changes', () => {
     it('adds, removes and re-weights endpoints while picking', () => {
-      const b = createBalancer({ strategy: 'weighted-round-robin', endpoints: ['a', 'b'], slowStart: false })
+      const b = createBalancer({
+        strategy: 'weighted-round-robin',
+        endpoints: ['a', 'b'],
+        slowStart: false,
+      })
       const events: string[] = []
       b.on('endpoint-added', (e) => events.push(`+${e.id}`))
       b.on('endpoint-removed', (e) => events.push(`-${e.id}`))
-      b.on('weight-changed', ({ endpoint, previous }) => events.push(`${endpoint.id}:${previous}->${endpoint.weight}`))
+      b.on('weight-changed', ({ endpoint, previous }) =>
+        events.push(`${endpoint.id}:${previous}->${endpoint.weight}`),
+      )
       b.add({ id: 'c', weight: 2 })
       expect(countPicks(b, 40).get('c')).toBe(20)
       b.remove('a')
@@ -276,7 +332,11 @@ describe('outlier detection', () => {
     const b = createBalancer({
       strategy: 'round-robin',
       endpoints: ids(2),
-      outlierDetection: { consecutiveFailures: 100, failureRateThreshold: 0.5, failureRateMinimumRequests: 10 },
+      outlierDetection: {
+        consecutiveFailures: 100,
+        failureRateThreshold: 0.5,
+        failureRateMinimumRequests: 10,
+      },
     })
     const e0 = b.get('e0')!
     for (let i = 0; i < 10; i++) b.end(e0, b.begin(e0), i % 2 === 0)
@@ -345,7 +405,10 @@ describe('slow start', () => {
     vi.useFakeTimers()
     const b = createBalancer({
       strategy: 'weighted-round-robin',
-      endpoints: [{ id: 'a', weight: 10 }, { id: 'b', weight: 10 }],
+      endpoints: [
+        { id: 'a', weight: 10 },
+        { id: 'b', weight: 10 },
+      ],
       clock: () => Date.now(),
       slowStart: { windowMs: 1000, minWeightShare: 0.1 },
     })
@@ -375,7 +438,11 @@ describe('slow start', () => {
 
 describe('stats and events', () => {
   it('counts picks, successes and failures per endpoint, and emits picked while listened to', () => {
-    const b = createBalancer({ strategy: 'round-robin', endpoints: ['a', 'b'], outlierDetection: false })
+    const b = createBalancer({
+      strategy: 'round-robin',
+      endpoints: ['a', 'b'],
+      outlierDetection: false,
+    })
     const picked: string[] = []
     const off = b.on('picked', (e) => picked.push(e.id))
     const a = b.pick()

@@ -69,7 +69,10 @@ describe('HashRing', () => {
       const list = keys(20_000)
       fc.assert(
         fc.property(
-          fc.uniqueArray(fc.string({ minLength: 1, maxLength: 12 }), { minLength: 2, maxLength: 10 }),
+          fc.uniqueArray(fc.string({ minLength: 1, maxLength: 12 }), {
+            minLength: 2,
+            maxLength: 10,
+          }),
           fc.string({ minLength: 1, maxLength: 12 }),
           (ids, extra) => {
             fc.pre(!ids.includes(extra))
@@ -161,7 +164,8 @@ describe('HashRing', () => {
       for (let i = 0; i < list.length; i++) if (raised[i] !== before[i]) expect(raised[i]).toBe('b')
       ring.setWeight('b', 0.5)
       const lowered = owners(ring, list)
-      for (let i = 0; i < list.length; i++) if (lowered[i] !== raised[i]) expect(raised[i]).toBe('b')
+      for (let i = 0; i < list.length; i++)
+        if (lowered[i] !== raised[i]) expect(raised[i]).toBe('b')
       expect(() => ring.setWeight('zz', 1)).toThrow(UnknownEndpointError)
       expect(() => ring.setWeight('a', -2)).toThrow(InvalidWeightError)
       expect(ring.nodes()).toEqual([

@@ -3,8 +3,13 @@ import { createRetryBudget, InvalidArgumentError } from '../src/index.js'
 
 describe('RetryBudget', () => {
   it('allows the floor of retries even with no traffic, then refuses', () => {
-    let now = 0
-    const budget = createRetryBudget({ ratio: 0.2, minPerSecond: 1, windowMs: 5000, clock: () => now })
+    const now = 0
+    const budget = createRetryBudget({
+      ratio: 0.2,
+      minPerSecond: 1,
+      windowMs: 5000,
+      clock: () => now,
+    })
     let granted = 0
     for (let i = 0; i < 20; i++) if (budget.tryRetry()) granted++
     expect(granted).toBe(5)
@@ -13,7 +18,12 @@ describe('RetryBudget', () => {
 
   it('caps retries at the ratio of recent requests plus the floor', () => {
     let now = 0
-    const budget = createRetryBudget({ ratio: 0.2, minPerSecond: 0, windowMs: 10_000, clock: () => now })
+    const budget = createRetryBudget({
+      ratio: 0.2,
+      minPerSecond: 0,
+      windowMs: 10_000,
+      clock: () => now,
+    })
     for (let i = 0; i < 1000; i++) budget.recordRequest()
     let granted = 0
     for (let i = 0; i < 1000; i++) if (budget.tryRetry()) granted++

@@ -24,7 +24,9 @@ describe('simulate', () => {
   })
 
   it('rejects invalid options', () => {
-    expect(() => simulate({ strategy: 'peak-ewma', utilisation: 1.5 })).toThrow(InvalidArgumentError)
+    expect(() => simulate({ strategy: 'peak-ewma', utilisation: 1.5 })).toThrow(
+      InvalidArgumentError,
+    )
     expect(() => simulate({ strategy: 'nope' as never })).toThrow(/"strategy"/)
   })
 })

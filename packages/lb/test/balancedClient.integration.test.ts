@@ -1,0 +1,197 @@
+import { afterEach, describe, expect, it } from 'vitest'
+import {
+  type BalancedClient,
+  createBalancedClient,
+  InvalidArgumentError,
+  isLbError,
+  NoEndpointAvailableError,
+  UpstreamTimeoutError,
+} from '../src/index.js'
+import { type Backend, startBackends } from './fixtures/backend.js'
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
+
+let cleanup: Array<() => Promise<void>> = []
+afterEach(async () => {
+  for (const fn of cleanup.reverse()) await fn()
+  cleanup = []
+})
+
+async function backends(...names: string[]): Promise<Backend[]> {
+  const list = await startBackends(...names)
+  cleanup.push(async () => {
+    await Promise.all(list.map((b) => b.kill()))
+  })
+  return list
+}
+
+function client(options: Parameters<typeof createBalancedClient>[0]): BalancedClient {
+  const c = createBalancedClient(options)
+  cleanup.push(() => c.close())
+  return c
+}
+
+async function waitFor(check: () => boolean, timeoutMs: number): Promise<number> {
+  const started = performance.now()
+  while (!check()) {
+    if (performance.now() - started > timeoutMs)
+      throw new Error(`condition not met within ${timeoutMs} ms`)
+    await sleep(5)
+  }
+  return performance.now() - started
+}
+
+describe('createBalancedClient', () => {
+  it('spreads requests over the endpoints and says which one answered', async () => {
+    const [a, b] = await backends('a', 'b')
+    const c = client({ endpoints: [a!.url, b!.url], balancer: { strategy: 'round-robin' } })
+    const seen = new Set<string>()
+    for (let i = 0; i < 4; i++) {
+      const res = await c.request({ path: '/hello' })
+      expect(res.statusCode).toBe(200)
+      const body = (await res.body.json()) as { backend: string }
+      expect(res.endpoint).toBe(body.backend === 'a' ? a!.url : b!.url)
+      seen.add(body.backend)
+    }
+    expect(seen).toEqual(new Set(['a', 'b']))
+    expect(c.stats()).toMatchObject({ requests: 4, retries: 0, failed: 0 })
+  })
+
+  it('ejects a backend killed during a load run, retries idempotent requests elsewhere, loses only in-flight POSTs, and slow-starts it on return', async () => {
+    const [a, b] = await backends('a', 'b')
+    const c = client({
+      endpoints: [a!.url, b!.url],
+      balancer: {
+        strategy: 'weighted-round-robin',
+        outlierDetection: { consecutiveFailures: 3, baseEjectionTimeMs: 5000 },
+        slowStart: { windowMs: 2000 },
+      },
+      healthCheck: { intervalMs: 50, rise: 2, fall: 2, timeoutMs: 200 },
+      retryBudget: { minPerSecond: 1000 },
+    })
+    const events: string[] = []
+    c.balancer.on('ejected', (e) => events.push(`ejected ${e.endpoint.id} ${e.reason}`))
+    c.balancer.on('health-changed', (e) =>
+      events.push(`${e.healthy ? 'healthy' : 'unhealthy'} ${e.endpoint.id}`),
+    )
+    let stop = false
+    let getOk = 0
+    let postOk = 0
+    const getErrors: unknown[] = []
+    const postErrors: unknown[] = []
+    let killedAt = Number.POSITIVE_INFINITY
+    const lostAt: number[] = []
+    const worker = async (w: number) => {
+      for (let i = 0; !stop; i++) {
+        const post = (i + w) % 3 === 0
+        try {
+          const res = await c.request({
+            path: '/slow?ms=15',
+            method: post ? 'POST' : 'GET',
+            body: post ? 'order' : null,
+          })
+          await res.body.dump()
+          expect(res.statusCode).toBe(200)
+          if (post) postOk++
+          else getOk++
+        } catch (error) {
+          ;(post ? postErrors : getErrors).push(error)
+          lostAt.push(performance.now() - killedAt)
+        }
+      }
+    }
+    const workers = Array.from({ length: 6 }, (_, w) => worker(w))
+    await sleep(300)
+    killedAt = performance.now()
+    await b!.kill()
+    const ejectedWithin = await waitFor(
+      () => !c.balancer.get(b!.url)!.healthy || c.balancer.get(b!.url)!.ejected,
+      1000,
+    )
+    expect(ejectedWithin).toBeLessThan(500)
+    await sleep(300)
+    const hitsWhileDown = a!.hits
+    expect(c.balancer.pick().id).toBe(a!.url)
+    await b!.start()
+    await waitFor(() => c.balancer.get(b!.url)!.healthy && !c.balancer.get(b!.url)!.ejected, 2000)
+    const restored = c.balancer.get(b!.url)!
+    expect(restored.effectiveWeight).toBeLessThan(restored.weight)
+    await sleep(400)
+    stop = true
+    await Promise.all(workers)
+    expect(getErrors).toEqual([])
+    // Lost: only POSTs in flight on b when it died (at most one per worker), failed at once.
+    expect(postErrors.length).toBeLessThanOrEqual(6)
+    for (const t of lostAt) expect(t).toBeLessThan(100)
+    for (const e of postErrors)
+      expect(isLbError(e) && (e as { code: string }).code).toBe('E_LB_UPSTREAM')
+    expect(getOk).toBeGreaterThan(50)
+    expect(postOk).toBeGreaterThan(20)
+    expect(a!.hits).toBeGreaterThan(hitsWhileDown)
+    expect(b!.hits).toBeGreaterThan(0)
+    expect(events[0]).toMatch(/^(unhealthy|ejected) /)
+    expect(events.at(-1)).toBe(`healthy ${b!.url}`)
+  })
+
+  it('fails at once with a typed error when every endpoint is down', async () => {
+    const [a, b] = await backends('a', 'b')
+    const c = client({ endpoints: [a!.url, b!.url] })
+    await a!.kill()
+    await b!.kill()
+    const started = performance.now()
+    const error = await c.request({ path: '/' }).catch((e: unknown) => e)
+    expect(error).toBeInstanceOf(NoEndpointAvailableError)
+    expect((error as Error).message).toMatch(/refused/)
+    expect(performance.now() - started).toBeLessThan(500)
+    // Once health checks mark them down, the client does not even try.
+    c.balancer.setHealthy(a!.url, false)
+    c.balancer.setHealthy(b!.url, false)
+    const t = performance.now()
+    await expect(c.request({ path: '/' })).rejects.toBeInstanceOf(NoEndpointAvailableError)
+    expect(performance.now() - t).toBeLessThan(20)
+  })
+
+  it('times out a slow endpoint with a typed error and retries a GET elsewhere', async () => {
+    const [a, b] = await backends('a', 'b')
+    a!.delayMs = 1000
+    const c = client({
+      endpoints: [a!.url, b!.url],
+      headersTimeoutMs: 200,
+      balancer: { strategy: 'round-robin' },
+    })
+    const res = await c.request({ path: '/x' })
+    expect(res.statusCode).toBe(200)
+    expect(res.endpoint).toBe(b!.url)
+    expect(res.attempts).toBe(2)
+    await res.body.dump()
+    const post = await c.request({ path: '/x', method: 'POST', body: 'x' }).catch((e: unknown) => e)
+    expect(post).toBeInstanceOf(UpstreamTimeoutError)
+  })
+
+  it('retries a GET answered with 503 on another endpoint, within the budget', async () => {
+    const [a, b] = await backends('a', 'b')
+    a!.healthy = false
+    const c = client({ endpoints: [a!.url, b!.url], balancer: { strategy: 'round-robin' } })
+    const res = await c.request({ path: '/health' })
+    expect(res.statusCode).toBe(200)
+    expect(res.endpoint).toBe(b!.url)
+    await res.body.dump()
+    const strict = client({
+      endpoints: [a!.url, b!.url],
+      balancer: { strategy: 'round-robin' },
+      retryBudget: { ratio: 0, minPerSecond: 0 },
+    })
+    const first = await strict.request({ path: '/health' })
+    expect(first.statusCode).toBe(503)
+    await first.body.dump()
+    expect(strict.stats().retriesRefused).toBe(1)
+  })
+
+  it('rejects bad options, naming them', () => {
+    expect(() => createBalancedClient({ endpoints: ['not a url'] })).toThrow(InvalidArgumentError)
+    expect(() => createBalancedClient({})).toThrow(/"endpoints"/)
+    expect(() =>
+      createBalancedClient({ endpoints: ['http://127.0.0.1:1'], maxAttempts: 0 }),
+    ).toThrow(/"maxAttempts"/)
+  })
+})
