@@ -2,26 +2,19 @@ import { randomUUID } from 'node:crypto'
 import { setTimeout as sleep } from 'node:timers/promises'
 import type { ChannelModel, ConsumeMessage, Options } from 'amqplib'
 import {
-  BrokerClosedError,
-  InvalidArgumentError,
-  InvalidMessageError,
-  MessageTooLargeError,
-  MqError,
-  UnknownExchangeError,
-} from './errors.js'
-import {
-  type Consumer,
   type ConsumeOptions,
+  type Consumer,
   type ConsumerHost,
   type ConsumerStats,
   ManagedConsumer,
   type MessageHandler,
 } from './consumer.js'
+import { BrokerClosedError, InvalidArgumentError, MqError, UnknownExchangeError } from './errors.js'
 import { declareTopology, ManagedConnection } from './internal/connection.js'
 import { type Duration, positiveInt, toMs } from './internal/duration.js'
+import { encodeMessage } from './internal/encode.js'
 import { Publisher } from './internal/publisher.js'
 import { TypedEmitter } from './internal/typedEmitter.js'
-import { isTypedMessage, type TypedMessage } from './message.js'
 import { type ResolvedQueue, resolveTopology, type Topology } from './topology.js'
 
 /** Reconnect backoff of {@link BrokerOptions.reconnect}. */
@@ -226,7 +219,12 @@ export interface BrokerEvents {
   /** A connection closed. */
   disconnected: { role: 'publisher' | 'consumer'; error: Error | undefined }
   /** A reconnect attempt is scheduled. */
-  reconnecting: { role: 'publisher' | 'consumer'; attempt: number; delay: number; error: Error | undefined }
+  reconnecting: {
+    role: 'publisher' | 'consumer'
+    attempt: number
+    delay: number
+    error: Error | undefined
+  }
   /** The broker blocked a connection (memory or disk alarm): publishing waits. */
   blocked: { role: 'publisher' | 'consumer'; reason: string }
   /** The broker unblocked a connection. */
@@ -261,7 +259,9 @@ const BUILTIN_EXCHANGES = new Set([
 function resolveUrls(urls: unknown): string[] {
   const list = typeof urls === 'string' ? [urls] : urls
   if (!Array.isArray(list) || list.length === 0) {
-    throw new InvalidArgumentError(`invalid option "urls": expected an AMQP URL or a non-empty array of them, got ${JSON.stringify(urls)}`)
+    throw new InvalidArgumentError(
+      `invalid option "urls": expected an AMQP URL or a non-empty array of them, got ${JSON.stringify(urls)}`,
+    )
   }
   for (const url of list) {
     let ok = false
@@ -271,7 +271,10 @@ function resolveUrls(urls: unknown): string[] {
     } catch {
       ok = false
     }
-    if (!ok) throw new InvalidArgumentError(`invalid option "urls": expected amqp:// or amqps:// URLs, got ${JSON.stringify(url)}`)
+    if (!ok)
+      throw new InvalidArgumentError(
+        `invalid option "urls": expected amqp:// or amqps:// URLs, got ${JSON.stringify(url)}`,
+      )
   }
   return list as string[]
 }
@@ -315,20 +318,28 @@ export class Broker {
   /** Use {@link createBroker}. @internal */
   constructor(options: BrokerOptions) {
     if (typeof options !== 'object' || options === null) {
-      throw new InvalidArgumentError(`invalid options: expected an object with "urls", got ${JSON.stringify(options)}`)
+      throw new InvalidArgumentError(
+        `invalid options: expected an object with "urls", got ${JSON.stringify(options)}`,
+      )
     }
     const o = { ...DEFAULT_BROKER_OPTIONS, ...options }
     const r = { ...DEFAULT_BROKER_OPTIONS.reconnect, ...(options.reconnect ?? {}) }
     const urls = resolveUrls(o.urls)
     if (typeof o.name !== 'string' || o.name.length === 0) {
-      throw new InvalidArgumentError(`invalid option "name": expected a non-empty string, got ${JSON.stringify(o.name)}`)
+      throw new InvalidArgumentError(
+        `invalid option "name": expected a non-empty string, got ${JSON.stringify(o.name)}`,
+      )
     }
     const heartbeatMs = toMs('heartbeat', o.heartbeat)
     if (typeof r.factor !== 'number' || !(r.factor >= 1)) {
-      throw new InvalidArgumentError(`invalid option "reconnect.factor": expected a number >= 1, got ${JSON.stringify(r.factor)}`)
+      throw new InvalidArgumentError(
+        `invalid option "reconnect.factor": expected a number >= 1, got ${JSON.stringify(r.factor)}`,
+      )
     }
     if (typeof r.jitter !== 'number' || !(r.jitter >= 0 && r.jitter <= 1)) {
-      throw new InvalidArgumentError(`invalid option "reconnect.jitter": expected a number from 0 to 1, got ${JSON.stringify(r.jitter)}`)
+      throw new InvalidArgumentError(
+        `invalid option "reconnect.jitter": expected a number from 0 to 1, got ${JSON.stringify(r.jitter)}`,
+      )
     }
     if (o.unconfirmedPolicy !== 'resend' && o.unconfirmedPolicy !== 'fail') {
       throw new InvalidArgumentError(
@@ -353,7 +364,9 @@ export class Broker {
       shutdownTimeoutMs: toMs('shutdownTimeout', o.shutdownTimeout),
     }
     if (typeof o.mandatory !== 'boolean') {
-      throw new InvalidArgumentError(`invalid option "mandatory": expected a boolean, got ${JSON.stringify(o.mandatory)}`)
+      throw new InvalidArgumentError(
+        `invalid option "mandatory": expected a boolean, got ${JSON.stringify(o.mandatory)}`,
+      )
     }
     this.#publisher = new Publisher({
       channels: positiveInt('channels', o.channels),
@@ -444,50 +457,21 @@ export class Broker {
     options: PublishOptions = {},
   ): Promise<void> {
     if (this.#closing !== undefined) throw new BrokerClosedError()
-    if (typeof exchange !== 'string') throw new InvalidArgumentError(`invalid argument "exchange": expected a string, got ${JSON.stringify(exchange)}`)
+    if (typeof exchange !== 'string')
+      throw new InvalidArgumentError(
+        `invalid argument "exchange": expected a string, got ${JSON.stringify(exchange)}`,
+      )
     if (typeof routingKey !== 'string' || Buffer.byteLength(routingKey) > 255) {
-      throw new InvalidArgumentError(`invalid argument "routingKey": expected a string of at most 255 bytes, got ${JSON.stringify(routingKey)}`)
+      throw new InvalidArgumentError(
+        `invalid argument "routingKey": expected a string of at most 255 bytes, got ${JSON.stringify(routingKey)}`,
+      )
     }
-    let content: Buffer
-    let contentType: string
-    let type = options.type
-    let headers = options.headers
-    if (isTypedMessage(message)) {
-      const typed = message as TypedMessage<unknown>
-      const body = await typed.definition.parse(typed.body)
-      content = Buffer.from(JSON.stringify(body))
-      contentType = 'application/json'
-      type = typed.definition.type
-      headers = { ...headers, 'x-message-version': typed.definition.version }
-    } else if (Buffer.isBuffer(message)) {
-      content = message
-      contentType = 'application/octet-stream'
-    } else if (typeof message === 'string') {
-      content = Buffer.from(message, 'utf8')
-      contentType = 'text/plain'
-    } else {
-      let json: string | undefined
-      try {
-        json = JSON.stringify(message)
-      } catch (error) {
-        throw new InvalidMessageError(`message cannot be encoded as JSON: ${(error as Error).message}`, [], { cause: error })
-      }
-      if (json === undefined) throw new InvalidMessageError(`message cannot be encoded as JSON: got ${typeof message}`)
-      content = Buffer.from(json)
-      contentType = 'application/json'
-    }
-    if (content.length > this.#settings.maxMessageBytes) {
-      throw new MessageTooLargeError(content.length, this.#settings.maxMessageBytes)
-    }
-    if (headers !== undefined) {
-      let size = 0
-      try {
-        size = Buffer.byteLength(JSON.stringify(headers))
-      } catch (error) {
-        throw new InvalidMessageError(`headers cannot be encoded: ${(error as Error).message}`, [], { cause: error })
-      }
-      if (size > 60_000) throw new InvalidMessageError(`headers of ${size} bytes are over the 60 KB limit of an AMQP header table`)
-    }
+    const { content, contentType, type, headers } = await encodeMessage(
+      message,
+      this.#settings.maxMessageBytes,
+      options.type,
+      options.headers,
+    )
     if (!this.#knownExchanges.has(exchange)) await this.#checkExchange(exchange)
     const publishOptions: Options.Publish = {
       persistent: options.persistent ?? true,
@@ -499,10 +483,41 @@ export class Broker {
     }
     if (headers !== undefined) publishOptions.headers = headers
     if (type !== undefined) publishOptions.type = type
-    if (options.expiration !== undefined) publishOptions.expiration = String(toMs('expiration', options.expiration))
+    if (options.expiration !== undefined)
+      publishOptions.expiration = String(toMs('expiration', options.expiration))
     if (options.priority !== undefined) publishOptions.priority = options.priority
     if (options.correlationId !== undefined) publishOptions.correlationId = options.correlationId
     return this.#publisher.send({ exchange, routingKey, content, options: publishOptions })
+  }
+
+  /** The largest body `publish` accepts (for the outbox, which encodes ahead of time). @internal */
+  get maxMessageBytes(): number {
+    return this.#settings.maxMessageBytes
+  }
+
+  /**
+   * Publishes an already-encoded message (the outbox relay's path): same confirms, window and
+   * buffer as {@link Broker.publish}. @internal
+   */
+  publishEncoded(
+    exchange: string,
+    routingKey: string,
+    content: Buffer,
+    options: Options.Publish,
+  ): Promise<void> {
+    if (this.#closing !== undefined) return Promise.reject(new BrokerClosedError())
+    return this.#publisher.send({
+      exchange,
+      routingKey,
+      content,
+      options: {
+        persistent: true,
+        mandatory: this.#settings.mandatory,
+        timestamp: Math.floor(Date.now() / 1000),
+        appId: this.#settings.name,
+        ...options,
+      },
+    })
   }
 
   /** Checks once, on a throwaway channel, that an exchange outside the topology exists. */
@@ -516,7 +531,8 @@ export class Broker {
       await channel.checkExchange(exchange)
       this.#knownExchanges.add(exchange)
     } catch (error) {
-      if ((error as { code?: unknown }).code === 404) throw new UnknownExchangeError(exchange, { cause: error })
+      if ((error as { code?: unknown }).code === 404)
+        throw new UnknownExchangeError(exchange, { cause: error })
       throw error
     } finally {
       await channel.close().catch(() => {})
@@ -544,9 +560,12 @@ export class Broker {
   ): Promise<Consumer> {
     if (this.#closing !== undefined) throw new BrokerClosedError()
     if (typeof queue !== 'string' || queue.length === 0) {
-      throw new InvalidArgumentError(`invalid argument "queue": expected a queue name, got ${JSON.stringify(queue)}`)
+      throw new InvalidArgumentError(
+        `invalid argument "queue": expected a queue name, got ${JSON.stringify(queue)}`,
+      )
     }
-    if (typeof handler !== 'function') throw new InvalidArgumentError('invalid argument "handler": expected a function')
+    if (typeof handler !== 'function')
+      throw new InvalidArgumentError('invalid argument "handler": expected a function')
     const prefetch = positiveInt('prefetch', options.prefetch ?? 32)
     const inProgressDelay = toMs('inProgressDelay', options.inProgressDelay ?? 1000)
     const consumer = new ManagedConsumer<T>(
@@ -578,15 +597,21 @@ export class Broker {
       } catch (error) {
         lastError = error
         if ((error as { code?: unknown }).code === 404) {
-          throw new MqError('E_MQ_UNKNOWN_QUEUE', `queue "${queue}" does not exist`, { cause: error })
+          throw new MqError('E_MQ_UNKNOWN_QUEUE', `queue "${queue}" does not exist`, {
+            cause: error,
+          })
         }
         await sleep(200)
       }
     }
-    throw new MqError('E_MQ_CONSUME', `cannot consume queue "${queue}": ${(lastError as Error)?.message}`, {
-      cause: lastError,
-      retryable: true,
-    })
+    throw new MqError(
+      'E_MQ_CONSUME',
+      `cannot consume queue "${queue}": ${(lastError as Error)?.message}`,
+      {
+        cause: lastError,
+        retryable: true,
+      },
+    )
   }
 
   #startConsumerConnection(): ManagedConnection {
@@ -616,7 +641,11 @@ export class Broker {
     }
   }
 
-  #republish(routingKey: string, message: ConsumeMessage, headers: Record<string, unknown>): Promise<void> {
+  #republish(
+    routingKey: string,
+    message: ConsumeMessage,
+    headers: Record<string, unknown>,
+  ): Promise<void> {
     const p = message.properties
     const options: Options.Publish = {
       persistent: true,
@@ -632,7 +661,10 @@ export class Broker {
     if (p.timestamp !== undefined) options.timestamp = p.timestamp
     if (p.appId !== undefined) options.appId = p.appId
     if (p.priority !== undefined) options.priority = p.priority
-    return this.#publisher.send({ exchange: '', routingKey, content: message.content, options }, true)
+    return this.#publisher.send(
+      { exchange: '', routingKey, content: message.content, options },
+      true,
+    )
   }
 
   /** Counters and gauges of publishing and consuming. */

@@ -1,7 +1,7 @@
 import { setTimeout as sleep } from 'node:timers/promises'
 import type { Channel, ChannelModel, ConsumeMessage, MessagePropertyHeaders } from 'amqplib'
-import { InvalidMessageError, isMqError } from './errors.js'
 import type { Deduplicator } from './deduplicator.js'
+import { InvalidMessageError, isMqError } from './errors.js'
 import type { MessageDefinition } from './message.js'
 import type { ResolvedQueue } from './topology.js'
 
@@ -92,7 +92,11 @@ export interface ConsumerStats {
 export interface ConsumerHost {
   name: string
   queue(name: string): ResolvedQueue | undefined
-  republish(routingKey: string, message: ConsumeMessage, headers: Record<string, unknown>): Promise<void>
+  republish(
+    routingKey: string,
+    message: ConsumeMessage,
+    headers: Record<string, unknown>,
+  ): Promise<void>
   redeclare(connection: ChannelModel): Promise<void>
   emit(event: string, payload: unknown): void
   onCounter(counter: keyof ConsumerStats): void
@@ -110,7 +114,8 @@ export interface Consumer {
 
 function headerNumber(headers: MessagePropertyHeaders | undefined, key: string): number {
   const value = headers?.[key]
-  const n = typeof value === 'number' ? value : typeof value === 'string' ? Number(value) : Number.NaN
+  const n =
+    typeof value === 'number' ? value : typeof value === 'string' ? Number(value) : Number.NaN
   return Number.isFinite(n) && n >= 0 ? n : 0
 }
 
@@ -140,7 +145,9 @@ function permanent(error: unknown): boolean {
 export class ManagedConsumer<T> implements Consumer {
   readonly queue: string
   readonly #handler: MessageHandler<T>
-  readonly #options: Required<Pick<ConsumeOptions<T>, 'prefetch' | 'idempotencyPrefix' | 'inProgressDelay' | 'tag'>> &
+  readonly #options: Required<
+    Pick<ConsumeOptions<T>, 'prefetch' | 'idempotencyPrefix' | 'inProgressDelay' | 'tag'>
+  > &
     ConsumeOptions<T>
   readonly #host: ConsumerHost
   readonly #stats: ConsumerStats = {
@@ -164,7 +171,12 @@ export class ManagedConsumer<T> implements Consumer {
   constructor(
     queue: string,
     handler: MessageHandler<T>,
-    options: ConsumeOptions<T> & { prefetch: number; idempotencyPrefix: string; inProgressDelay: number; tag: string },
+    options: ConsumeOptions<T> & {
+      prefetch: number
+      idempotencyPrefix: string
+      inProgressDelay: number
+      tag: string
+    },
     host: ConsumerHost,
   ) {
     this.queue = queue
@@ -220,7 +232,8 @@ export class ManagedConsumer<T> implements Consumer {
         this.#channel = undefined
         this.#consumerTag = undefined
         // a channel-only close (connection still up): open a new one
-        if (!this.#stopping && this.#connection === connection) setTimeout(() => void this.attach(connection), 100).unref()
+        if (!this.#stopping && this.#connection === connection)
+          setTimeout(() => void this.attach(connection), 100).unref()
       }
     })
     await channel.prefetch(this.#options.prefetch)
@@ -231,7 +244,10 @@ export class ManagedConsumer<T> implements Consumer {
         if (message === null) this.#cancelled(channel, connection)
         else this.#deliver(channel, message)
       },
-      { noAck: false, consumerTag: `${this.#options.tag}.${this.queue}.${Math.random().toString(36).slice(2, 10)}` },
+      {
+        noAck: false,
+        consumerTag: `${this.#options.tag}.${this.queue}.${Math.random().toString(36).slice(2, 10)}`,
+      },
     )
     this.#consumerTag = reply.consumerTag
     this.#host.emit('consumer.started', { queue: this.queue, consumerTag: reply.consumerTag })
@@ -320,14 +336,19 @@ export class ManagedConsumer<T> implements Consumer {
       const invalid =
         error instanceof InvalidMessageError
           ? error
-          : new InvalidMessageError(`undecodable message: ${(error as Error).message}`, [], { cause: error })
+          : new InvalidMessageError(`undecodable message: ${(error as Error).message}`, [], {
+              cause: error,
+            })
       await this.#deadLetter(channel, message, invalid, attempt)
       return
     }
 
     const dedupe = this.#options.idempotency
     const id = message.properties.messageId as string | undefined
-    const key = dedupe !== undefined && id !== undefined ? `${this.#options.idempotencyPrefix}${this.queue}:${id}` : undefined
+    const key =
+      dedupe !== undefined && id !== undefined
+        ? `${this.#options.idempotencyPrefix}${this.queue}:${id}`
+        : undefined
     if (dedupe !== undefined && key !== undefined) {
       const state = await dedupe.begin(key)
       if (state === 'completed') {
@@ -354,7 +375,8 @@ export class ManagedConsumer<T> implements Consumer {
       redelivered: message.fields.redelivered,
       queue: this.queue,
       exchange: (headers['x-original-exchange'] as string | undefined) ?? message.fields.exchange,
-      routingKey: (headers['x-original-routing-key'] as string | undefined) ?? message.fields.routingKey,
+      routingKey:
+        (headers['x-original-routing-key'] as string | undefined) ?? message.fields.routingKey,
       raw: message,
     }
     try {
@@ -370,7 +392,12 @@ export class ManagedConsumer<T> implements Consumer {
     this.#ack(channel, message)
   }
 
-  async #fail(channel: Channel, message: ConsumeMessage, error: unknown, attempt: number): Promise<void> {
+  async #fail(
+    channel: Channel,
+    message: ConsumeMessage,
+    error: unknown,
+    attempt: number,
+  ): Promise<void> {
     const queue = this.#host.queue(this.queue)
     if (queue === undefined) {
       // not ours: the queue's own dead-letter settings decide
@@ -399,8 +426,10 @@ export class ManagedConsumer<T> implements Consumer {
         'x-retry-attempt': attempt + 1,
         'x-last-error': info.message,
         'x-last-error-code': info.code,
-        'x-original-exchange': message.properties.headers?.['x-original-exchange'] ?? message.fields.exchange,
-        'x-original-routing-key': message.properties.headers?.['x-original-routing-key'] ?? message.fields.routingKey,
+        'x-original-exchange':
+          message.properties.headers?.['x-original-exchange'] ?? message.fields.exchange,
+        'x-original-routing-key':
+          message.properties.headers?.['x-original-routing-key'] ?? message.fields.routingKey,
       })
     } catch (republishError) {
       this.#host.emit('consumer.error', { queue: this.queue, error: republishError })
@@ -408,16 +437,30 @@ export class ManagedConsumer<T> implements Consumer {
       return
     }
     this.#count('retried')
-    this.#host.emit('retried', { queue: this.queue, messageId: message.properties.messageId, attempt: attempt + 1, delay: step.delay })
+    this.#host.emit('retried', {
+      queue: this.queue,
+      messageId: message.properties.messageId,
+      attempt: attempt + 1,
+      delay: step.delay,
+    })
     this.#ack(channel, message)
   }
 
-  async #deadLetter(channel: Channel, message: ConsumeMessage, error: unknown, attempt: number): Promise<void> {
+  async #deadLetter(
+    channel: Channel,
+    message: ConsumeMessage,
+    error: unknown,
+    attempt: number,
+  ): Promise<void> {
     const queue = this.#host.queue(this.queue)
     const info = describe(error)
     if (queue?.deadLetterQueue === undefined) {
       this.#count('deadLettered')
-      this.#host.emit('dead-lettered', { queue: this.queue, messageId: message.properties.messageId, error })
+      this.#host.emit('dead-lettered', {
+        queue: this.queue,
+        messageId: message.properties.messageId,
+        error,
+      })
       this.#nack(channel, message, false)
       return
     }
@@ -429,8 +472,10 @@ export class ManagedConsumer<T> implements Consumer {
         'x-error-stack': info.stack,
         'x-failed-at': new Date().toISOString(),
         'x-original-queue': this.queue,
-        'x-original-exchange': message.properties.headers?.['x-original-exchange'] ?? message.fields.exchange,
-        'x-original-routing-key': message.properties.headers?.['x-original-routing-key'] ?? message.fields.routingKey,
+        'x-original-exchange':
+          message.properties.headers?.['x-original-exchange'] ?? message.fields.exchange,
+        'x-original-routing-key':
+          message.properties.headers?.['x-original-routing-key'] ?? message.fields.routingKey,
       })
     } catch (republishError) {
       this.#host.emit('consumer.error', { queue: this.queue, error: republishError })
@@ -438,7 +483,11 @@ export class ManagedConsumer<T> implements Consumer {
       return
     }
     this.#count('deadLettered')
-    this.#host.emit('dead-lettered', { queue: this.queue, messageId: message.properties.messageId, error })
+    this.#host.emit('dead-lettered', {
+      queue: this.queue,
+      messageId: message.properties.messageId,
+      error,
+    })
     this.#ack(channel, message)
   }
 

@@ -6,7 +6,13 @@ export type {
   ReconnectOptions,
 } from './broker.js'
 export { Broker, createBroker, DEFAULT_BROKER_OPTIONS } from './broker.js'
-export type { Consumer, ConsumeOptions, ConsumerStats, Delivery, MessageHandler } from './consumer.js'
+export type {
+  ConsumeOptions,
+  Consumer,
+  ConsumerStats,
+  Delivery,
+  MessageHandler,
+} from './consumer.js'
 export type { Deduplicator } from './deduplicator.js'
 export type { MqErrorOptions } from './errors.js'
 export {
@@ -25,6 +31,8 @@ export {
   UnknownExchangeError,
   UnroutableError,
 } from './errors.js'
+export type { Inbox, InboxHandler, InboxOptions, InboxStats } from './inbox.js'
+export { createInbox, DEFAULT_INBOX_OPTIONS } from './inbox.js'
 export type { Duration } from './internal/duration.js'
 export type {
   MessageDefinition,
@@ -36,6 +44,22 @@ export type {
   TypedMessage,
 } from './message.js'
 export { defineMessage } from './message.js'
+export type {
+  EnqueueOptions,
+  Outbox,
+  OutboxOptions,
+  SqlConnection,
+  SqlPool,
+  SqlPoolConnection,
+} from './outbox.js'
+export { createOutbox, DEFAULT_OUTBOX_OPTIONS } from './outbox.js'
+export type {
+  OutboxRelay,
+  OutboxRelayEvents,
+  OutboxRelayOptions,
+  OutboxRelayStats,
+} from './outboxRelay.js'
+export { createOutboxRelay, DEFAULT_OUTBOX_RELAY_OPTIONS } from './outboxRelay.js'
 export type {
   ExchangeDefinition,
   QueueBinding,

@@ -83,7 +83,11 @@ const TYPED = Symbol.for('ballast.mq.typedMessage')
 
 /** Whether `value` was made by {@link MessageDefinition.of}. @internal */
 export function isTypedMessage(value: unknown): value is TypedMessage<unknown> {
-  return typeof value === 'object' && value !== null && (value as Record<symbol, unknown>)[TYPED] === true
+  return (
+    typeof value === 'object' &&
+    value !== null &&
+    (value as Record<symbol, unknown>)[TYPED] === true
+  )
 }
 
 function formatIssues(issues: ReadonlyArray<StandardSchemaV1Issue>): string[] {
@@ -116,14 +120,20 @@ function formatIssues(issues: ReadonlyArray<StandardSchemaV1Issue>): string[] {
  */
 export function defineMessage<T>(options: MessageDefinitionOptions<T>): MessageDefinition<T> {
   if (typeof options?.type !== 'string' || options.type.length === 0) {
-    throw new InvalidArgumentError(`invalid option "type": expected a non-empty string, got ${JSON.stringify(options?.type)}`)
+    throw new InvalidArgumentError(
+      `invalid option "type": expected a non-empty string, got ${JSON.stringify(options?.type)}`,
+    )
   }
   const version = options.version ?? 1
   if (!Number.isInteger(version) || version < 1) {
-    throw new InvalidArgumentError(`invalid option "version": expected a positive integer, got ${JSON.stringify(version)}`)
+    throw new InvalidArgumentError(
+      `invalid option "version": expected a positive integer, got ${JSON.stringify(version)}`,
+    )
   }
   if (typeof options.schema?.['~standard']?.validate !== 'function') {
-    throw new InvalidArgumentError('invalid option "schema": expected a Standard Schema (zod, valibot, arktype, ...)')
+    throw new InvalidArgumentError(
+      'invalid option "schema": expected a Standard Schema (zod, valibot, arktype, ...)',
+    )
   }
   const { type, schema, upgrade } = options
   const definition: MessageDefinition<T> = {
@@ -138,7 +148,10 @@ export function defineMessage<T>(options: MessageDefinitionOptions<T>): MessageD
       const result = await schema['~standard'].validate(input)
       if (result.issues !== undefined) {
         const issues = formatIssues(result.issues)
-        throw new InvalidMessageError(`invalid "${type}" message (v${from}): ${issues.join('; ')}`, issues)
+        throw new InvalidMessageError(
+          `invalid "${type}" message (v${from}): ${issues.join('; ')}`,
+          issues,
+        )
       }
       return result.value
     },

@@ -192,25 +192,38 @@ function checkName(option: string, name: unknown): string {
 }
 
 /** Derives the delay of each retry attempt. */
-export function retryDelays(retry: RetryDefinition | false | undefined, option = 'retry'): number[] {
+export function retryDelays(
+  retry: RetryDefinition | false | undefined,
+  option = 'retry',
+): number[] {
   if (retry === false) return []
   if (retry?.delays !== undefined) {
     if (!Array.isArray(retry.delays)) {
-      throw new InvalidArgumentError(`invalid option "${option}.delays": expected an array of durations`)
+      throw new InvalidArgumentError(
+        `invalid option "${option}.delays": expected an array of durations`,
+      )
     }
     return retry.delays.map((d, i) => toMs(`${option}.delays[${i}]`, d, { allowZero: false }))
   }
   const attempts = positiveInt(`${option}.attempts`, retry?.attempts ?? DEFAULT_RETRY.attempts, {
     allowZero: true,
   })
-  const initial = toMs(`${option}.initialDelay`, retry?.initialDelay ?? DEFAULT_RETRY.initialDelay, {
-    allowZero: false,
-  })
+  const initial = toMs(
+    `${option}.initialDelay`,
+    retry?.initialDelay ?? DEFAULT_RETRY.initialDelay,
+    {
+      allowZero: false,
+    },
+  )
   const factor = retry?.factor ?? DEFAULT_RETRY.factor
   if (typeof factor !== 'number' || !(factor >= 1)) {
-    throw new InvalidArgumentError(`invalid option "${option}.factor": expected a number >= 1, got ${JSON.stringify(factor)}`)
+    throw new InvalidArgumentError(
+      `invalid option "${option}.factor": expected a number >= 1, got ${JSON.stringify(factor)}`,
+    )
   }
-  const max = toMs(`${option}.maxDelay`, retry?.maxDelay ?? DEFAULT_RETRY.maxDelay, { allowZero: false })
+  const max = toMs(`${option}.maxDelay`, retry?.maxDelay ?? DEFAULT_RETRY.maxDelay, {
+    allowZero: false,
+  })
   const delays: number[] = []
   for (let i = 0; i < attempts; i++) delays.push(Math.min(max, Math.round(initial * factor ** i)))
   return delays
@@ -223,23 +236,37 @@ export function resolveTopology(topology: Topology | undefined): ResolvedTopolog
   const declarations: Declaration[] = []
   if (topology === undefined) return { exchanges, queues, declarations }
   if (typeof topology !== 'object' || topology === null) {
-    throw new InvalidArgumentError(`invalid option "topology": expected an object, got ${JSON.stringify(topology)}`)
+    throw new InvalidArgumentError(
+      `invalid option "topology": expected an object, got ${JSON.stringify(topology)}`,
+    )
   }
   for (const [i, ex] of (topology.exchanges ?? []).entries()) {
     const name = checkName(`topology.exchanges[${i}].name`, ex?.name)
     if (exchanges.has(name)) {
-      throw new InvalidArgumentError(`invalid option "topology.exchanges[${i}].name": "${name}" is declared twice`)
+      throw new InvalidArgumentError(
+        `invalid option "topology.exchanges[${i}].name": "${name}" is declared twice`,
+      )
     }
     exchanges.add(name)
     const type = ex.type ?? 'topic'
-    const options = { durable: ex.durable ?? true, autoDelete: ex.autoDelete ?? false, arguments: ex.arguments ?? {} }
-    declarations.push({ kind: 'exchange', name, run: (ch) => ch.assertExchange(name, type, options) })
+    const options = {
+      durable: ex.durable ?? true,
+      autoDelete: ex.autoDelete ?? false,
+      arguments: ex.arguments ?? {},
+    }
+    declarations.push({
+      kind: 'exchange',
+      name,
+      run: (ch) => ch.assertExchange(name, type, options),
+    })
   }
   const binds: Declaration[] = []
   for (const [i, q] of (topology.queues ?? []).entries()) {
     const name = checkName(`topology.queues[${i}].name`, q?.name)
     if (queues.has(name)) {
-      throw new InvalidArgumentError(`invalid option "topology.queues[${i}].name": "${name}" is declared twice`)
+      throw new InvalidArgumentError(
+        `invalid option "topology.queues[${i}].name": "${name}" is declared twice`,
+      )
     }
     const type = q.type ?? 'classic'
     if (type !== 'classic' && type !== 'quorum') {
@@ -296,7 +323,11 @@ export function resolveTopology(topology: Topology | undefined): ResolvedTopolog
       args['x-dead-letter-routing-key'] = dlq
     }
     if (q.deliveryLimit !== undefined) args['x-delivery-limit'] = q.deliveryLimit
-    declarations.push({ kind: 'queue', name, run: (ch) => ch.assertQueue(name, { durable, arguments: args }) })
+    declarations.push({
+      kind: 'queue',
+      name,
+      run: (ch) => ch.assertQueue(name, { durable, arguments: args }),
+    })
     for (const [j, b] of (q.bindings ?? []).entries()) {
       const exchange = checkName(`topology.queues[${i}].bindings[${j}].exchange`, b?.exchange)
       const key = b.routingKey ?? '#'

@@ -4,8 +4,8 @@ import { z } from 'zod'
 import {
   type Broker,
   createBroker,
-  defineMessage,
   type Delivery,
+  defineMessage,
   InvalidMessageError,
   MessageTooLargeError,
   TopologyConflictError,
@@ -22,7 +22,10 @@ function broker(options: Parameters<typeof createBroker>[0]): Broker {
   // derived retry and dead-letter queues are deleted with the rest
   for (const q of options.topology?.queues ?? []) {
     const resolved = b.queue(q.name)
-    for (const name of [resolved?.deadLetterQueue, ...(resolved?.retries ?? []).map((r) => r.queue)]) {
+    for (const name of [
+      resolved?.deadLetterQueue,
+      ...(resolved?.retries ?? []).map((r) => r.queue),
+    ]) {
       if (name?.startsWith(`${names.prefix}.`)) names.queue(name.slice(names.prefix.length + 1))
     }
   }
@@ -56,7 +59,10 @@ describe('Broker', () => {
       const queue = names.queue('billing')
       const b = broker({
         urls: url,
-        topology: { exchanges: [{ name: exchange }], queues: [{ name: queue, bindings: [{ exchange, routingKey: 'order.*' }] }] },
+        topology: {
+          exchanges: [{ name: exchange }],
+          queues: [{ name: queue, bindings: [{ exchange, routingKey: 'order.*' }] }],
+        },
       })
       await b.ready()
       const got: Delivery[] = []
@@ -74,7 +80,9 @@ describe('Broker', () => {
     it('rejects an unroutable mandatory message with UnroutableError', async () => {
       const exchange = names.exchange('nowhere')
       const b = broker({ urls: url, topology: { exchanges: [{ name: exchange }] } })
-      await expect(b.publish(exchange, 'no.queue', { a: 1 })).rejects.toBeInstanceOf(UnroutableError)
+      await expect(b.publish(exchange, 'no.queue', { a: 1 })).rejects.toBeInstanceOf(
+        UnroutableError,
+      )
       expect(b.stats().returned).toBe(1)
       // the channel still works afterwards
       const queue = names.queue('after-return')
@@ -86,17 +94,34 @@ describe('Broker', () => {
   describe('bad input', () => {
     it('rejects a message over maxMessageBytes, an invalid typed message and an unknown exchange, sending nothing', async () => {
       const queue = names.queue('bad-input')
-      const b = broker({ urls: url, maxMessageBytes: 1024, topology: { queues: [{ name: queue }] } })
-      const Order = defineMessage({ type: 'order.placed', schema: z.object({ orderId: z.string() }) })
-      await expect(b.publish('', queue, Buffer.alloc(2048))).rejects.toBeInstanceOf(MessageTooLargeError)
-      await expect(b.publish('', queue, Order.of({ orderId: 42 } as never))).rejects.toBeInstanceOf(InvalidMessageError)
-      await expect(b.publish(names.exchange('missing'), 'x', { a: 1 })).rejects.toBeInstanceOf(UnknownExchangeError)
+      const b = broker({
+        urls: url,
+        maxMessageBytes: 1024,
+        topology: { queues: [{ name: queue }] },
+      })
+      const Order = defineMessage({
+        type: 'order.placed',
+        schema: z.object({ orderId: z.string() }),
+      })
+      await expect(b.publish('', queue, Buffer.alloc(2048))).rejects.toBeInstanceOf(
+        MessageTooLargeError,
+      )
+      await expect(b.publish('', queue, Order.of({ orderId: 42 } as never))).rejects.toBeInstanceOf(
+        InvalidMessageError,
+      )
+      await expect(b.publish(names.exchange('missing'), 'x', { a: 1 })).rejects.toBeInstanceOf(
+        UnknownExchangeError,
+      )
       await b.publish('', queue, Order.of({ orderId: 'o-9' }))
       expect(b.stats()).toMatchObject({ published: 1, confirmed: 1, failed: 0 })
       const got: unknown[] = []
-      await b.consume(queue, (m) => {
-        got.push(m.body)
-      }, { message: Order })
+      await b.consume(
+        queue,
+        (m) => {
+          got.push(m.body)
+        },
+        { message: Order },
+      )
       await until(() => got.length === 1)
       expect(got).toEqual([{ orderId: 'o-9' }])
     })
@@ -106,9 +131,15 @@ describe('Broker', () => {
     it('fails with TopologyConflictError, once, when a queue exists with other settings', async () => {
       const queue = names.queue('conflict')
       const plain = { retry: false, deadLetter: false } as const
-      const first = broker({ urls: url, topology: { queues: [{ name: queue, type: 'classic', ...plain }] } })
+      const first = broker({
+        urls: url,
+        topology: { queues: [{ name: queue, type: 'classic', ...plain }] },
+      })
       await first.ready()
-      const second = broker({ urls: url, topology: { queues: [{ name: queue, type: 'quorum', ...plain }] } })
+      const second = broker({
+        urls: url,
+        topology: { queues: [{ name: queue, type: 'quorum', ...plain }] },
+      })
       let reconnects = 0
       second.on('reconnecting', () => reconnects++)
       const error = await second.ready().catch((e: unknown) => e)
@@ -125,7 +156,9 @@ describe('Broker', () => {
       const queue = names.queue('poison')
       const b = broker({
         urls: url,
-        topology: { queues: [{ name: queue, retry: { attempts: 3, initialDelay: 200, factor: 2 } }] },
+        topology: {
+          queues: [{ name: queue, retry: { attempts: 3, initialDelay: 200, factor: 2 } }],
+        },
       })
       const seen: number[] = []
       const good: string[] = []

@@ -1,7 +1,14 @@
-import { amqpNames, amqpUrl, createFaultProxy, type FaultProxy, redisKeyspace, redisUrl } from '@ballast/testkit'
+import {
+  amqpNames,
+  amqpUrl,
+  createFaultProxy,
+  type FaultProxy,
+  redisKeyspace,
+  redisUrl,
+} from '@ballast/testkit'
+import amqp from 'amqplib'
 import { Redis } from 'ioredis'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import amqp from 'amqplib'
 import {
   type Broker,
   BufferFullError,
@@ -65,7 +72,9 @@ describe('Broker under connection faults', () => {
       },
       { prefetch: 100, idempotency: redisDeduplicator(redis, `${keyspace.prefix}:`) },
     )
-    const debug = process.env.DEBUG_MQ ? setInterval(() => console.info(JSON.stringify(b.stats()), processed.size), 1000) : undefined
+    const debug = process.env.DEBUG_MQ
+      ? setInterval(() => console.info(JSON.stringify(b.stats()), processed.size), 1000)
+      : undefined
     let cuts = 0
     const cutter = setInterval(() => {
       if (cuts >= 10) return
@@ -88,7 +97,14 @@ describe('Broker under connection faults', () => {
     expect(stats.reconnects.publisher).toBeGreaterThanOrEqual(5)
     expect(stats.reconnects.consumer).toBeGreaterThanOrEqual(5)
     expect(stats.confirmed).toBe(N)
-    console.info('cut 10x:', { lost, twice, resent: stats.resent, duplicatesDropped: stats.duplicates, staleAcks: stats.staleAcks, reconnects: stats.reconnects })
+    console.info('cut 10x:', {
+      lost,
+      twice,
+      resent: stats.resent,
+      duplicatesDropped: stats.duplicates,
+      staleAcks: stats.staleAcks,
+      reconnects: stats.reconnects,
+    })
   }, 120_000)
 
   it("fails unconfirmed publishes with PublishUnconfirmedError under unconfirmedPolicy 'fail', and every confirmed one arrives", async () => {

@@ -35,7 +35,10 @@ export interface ConnectionEvents extends Record<string, unknown> {
 
 /** Delay of reconnect `attempt` (1-based): exponential, capped, with +-jitter. */
 export function backoffDelay(backoff: Backoff, attempt: number, random = Math.random): number {
-  const base = Math.min(backoff.maxDelay, backoff.initialDelay * backoff.factor ** Math.max(0, attempt - 1))
+  const base = Math.min(
+    backoff.maxDelay,
+    backoff.initialDelay * backoff.factor ** Math.max(0, attempt - 1),
+  )
   const spread = base * backoff.jitter
   return Math.max(0, Math.min(backoff.maxDelay, Math.round(base - spread + random() * 2 * spread)))
 }
@@ -67,7 +70,10 @@ function closeCode(error: unknown): number | undefined {
 }
 
 /** Declares the topology on a fresh channel; a 406/404 is a {@link TopologyConflictError}. */
-export async function declareTopology(connection: ChannelModel, topology: ResolvedTopology): Promise<void> {
+export async function declareTopology(
+  connection: ChannelModel,
+  topology: ResolvedTopology,
+): Promise<void> {
   if (topology.declarations.length === 0) return
   let channel: Channel = await connection.createChannel()
   channel.on('error', () => {})
@@ -155,7 +161,9 @@ export class ManagedConnection extends TypedEmitter<ConnectionEvents> {
           await connection.close().catch(() => {})
           return
         }
-        const closed = new Promise<Error | undefined>((resolve) => connection?.once('close', resolve))
+        const closed = new Promise<Error | undefined>((resolve) =>
+          connection?.once('close', resolve),
+        )
         connection.on('blocked', (reason: string) => this.emit('blocked', { reason }))
         connection.on('unblocked', () => this.emit('unblocked', undefined))
         await declareTopology(connection, this.settings.topology)

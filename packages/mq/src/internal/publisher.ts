@@ -1,3 +1,4 @@
+import { setTimeout as sleep } from 'node:timers/promises'
 import type { ChannelModel, ConfirmChannel, Message, Options } from 'amqplib'
 import genericPool, { type Pool } from 'generic-pool'
 import {
@@ -111,7 +112,10 @@ export class Publisher {
   }
 
   /** Accepts a message; the promise settles when the broker confirmed it (or it failed). */
-  send(message: Omit<Outgoing, 'resolve' | 'reject' | 'resends'>, bypassLimit = false): Promise<void> {
+  send(
+    message: Omit<Outgoing, 'resolve' | 'reject' | 'resends'>,
+    bypassLimit = false,
+  ): Promise<void> {
     if (this.#failure !== undefined) return Promise.reject(this.#failure)
     if (this.#closed) return Promise.reject(new BrokerClosedError())
     if (!bypassLimit && this.#queue.length >= this.#settings.maxBuffered) {
@@ -152,18 +156,40 @@ export class Publisher {
   /** A new publisher connection: a fresh channel pool, then whatever waits is sent. */
   attach(connection: ChannelModel): void {
     const old = this.#pool
+    let alive = true
+    connection.once('close', () => {
+      alive = false
+    })
     this.#pool = genericPool.createPool<ChannelState>(
       {
         create: async () => {
-          const channel = await connection.createConfirmChannel()
-          const state: ChannelState = { channel, returned: new Map(), closed: false, draining: undefined }
+          // generic-pool retries a failed create at once for a waiting acquire: on a dead
+          // connection that would spin the microtask queue, so each failure waits a little
+          let channel: ConfirmChannel
+          try {
+            if (!alive) throw new Error('the publisher connection is closed')
+            channel = await connection.createConfirmChannel()
+          } catch (error) {
+            await sleep(100)
+            throw error
+          }
+          const state: ChannelState = {
+            channel,
+            returned: new Map(),
+            closed: false,
+            draining: undefined,
+          }
           channel.on('error', () => {})
           channel.on('close', () => {
             state.closed = true
           })
           channel.on('return', (message: Message) => {
             const id = message.properties.messageId as string | undefined
-            if (id !== undefined) state.returned.set(id, String((message.fields as { replyText?: unknown }).replyText ?? 'NO_ROUTE'))
+            if (id !== undefined)
+              state.returned.set(
+                id,
+                String((message.fields as { replyText?: unknown }).replyText ?? 'NO_ROUTE'),
+              )
           })
           return state
         },
@@ -172,7 +198,7 @@ export class Publisher {
         },
         validate: async (state) => !state.closed,
       },
-      { max: this.#settings.channels, min: 0, testOnBorrow: true, acquireTimeoutMillis: 10_000 },
+      { max: this.#settings.channels, min: 0, testOnBorrow: true, acquireTimeoutMillis: 5000 },
     )
     if (old !== undefined) void this.#dispose(old)
     this.#pump()
@@ -222,7 +248,11 @@ export class Publisher {
     this.#pumping = true
     void this.#drain().finally(() => {
       this.#pumping = false
-      if (this.#pool !== undefined && this.buffered > 0 && this.#inFlight < this.#settings.confirmWindow) {
+      if (
+        this.#pool !== undefined &&
+        this.buffered > 0 &&
+        this.#inFlight < this.#settings.confirmWindow
+      ) {
         setImmediate(() => this.#pump())
       }
     })
@@ -306,7 +336,9 @@ export class Publisher {
       }
     } else if ((error as Error).message === 'message nacked') {
       this.counters.nacked++
-      message.reject(new PublishNackedError('the broker refused the message (basic.nack)', { cause: error }))
+      message.reject(
+        new PublishNackedError('the broker refused the message (basic.nack)', { cause: error }),
+      )
     } else if (
       this.#settings.unconfirmedPolicy === 'resend' &&
       message.resends < this.#settings.maxResends &&

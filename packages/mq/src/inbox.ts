@@ -1,0 +1,128 @@
+import type { Delivery, MessageHandler } from './consumer.js'
+import { InvalidArgumentError } from './errors.js'
+import {
+  quoteTable,
+  type SqlConnection,
+  type SqlPool,
+  type SqlPoolConnection,
+} from './internal/sql.js'
+
+/** Options of {@link createInbox}. */
+export interface InboxOptions {
+  /** The mysql2 promise pool the handler's transaction runs on. */
+  pool: SqlPool
+  /**
+   * Table of handled message ids.
+   * @default 'mq_inbox'
+   */
+  table?: string
+  /** The consumer's name: one message may be handled once by each consumer name. */
+  consumer: string
+}
+
+/** The defaults of {@link InboxOptions}. */
+export const DEFAULT_INBOX_OPTIONS = { table: 'mq_inbox' } as const
+
+/** A handler that runs inside the inbox's MySQL transaction. */
+export type InboxHandler<T = unknown> = (
+  delivery: Delivery<T>,
+  connection: SqlPoolConnection,
+) => Promise<void>
+
+/** Counters of an inbox. */
+export interface InboxStats {
+  /** Deliveries handled and committed. */
+  handled: number
+  /** Deliveries dropped because their message id was committed before. */
+  duplicates: number
+}
+
+/** Effectively-once handling through an inbox table in the handler's own transaction. */
+export interface Inbox {
+  /** The inbox table's name. */
+  readonly table: string
+  /** Wraps a handler: record the message id and run the handler in one transaction; a duplicate is dropped. */
+  handler<T = unknown>(handler: InboxHandler<T>): MessageHandler<T>
+  /** Creates the inbox table if it does not exist. */
+  createTable(connection: SqlConnection): Promise<void>
+  /** Counters. */
+  stats(): InboxStats
+}
+
+/**
+ * Creates an inbox on MySQL/MariaDB: each delivery's message id is inserted into the inbox table
+ * in the same transaction as the handler's own writes. If the id is there already (committed by
+ * an earlier delivery) the delivery is acked and dropped; if the handler fails or the process dies,
+ * the transaction rolls back and the redelivery runs it again. The database changes of a message
+ * happen once, however often it is delivered.
+ *
+ * @example
+ * ```ts
+ * const inbox = createInbox({ pool, consumer: 'billing' })
+ * await inbox.createTable(pool)
+ * await broker.consume('billing', inbox.handler(async (m, conn) => {
+ *   await conn.query('INSERT INTO invoices (order_id) VALUES (?)', [m.body.orderId])
+ * }))
+ * ```
+ */
+export function createInbox(options: InboxOptions): Inbox {
+  if (typeof options?.pool?.getConnection !== 'function') {
+    throw new InvalidArgumentError('invalid option "pool": expected a mysql2 promise pool')
+  }
+  if (
+    typeof options.consumer !== 'string' ||
+    options.consumer.length === 0 ||
+    options.consumer.length > 191
+  ) {
+    throw new InvalidArgumentError(
+      `invalid option "consumer": expected a name of 1-191 characters, got ${JSON.stringify(options.consumer)}`,
+    )
+  }
+  const o = { ...DEFAULT_INBOX_OPTIONS, ...options }
+  const table = quoteTable('table', o.table)
+  const { pool, consumer } = o
+  const counters: InboxStats = { handled: 0, duplicates: 0 }
+  return {
+    table: o.table,
+    stats: () => ({ ...counters }),
+    async createTable(connection) {
+      await connection.query(
+        `CREATE TABLE IF NOT EXISTS ${table} (
+          consumer VARCHAR(191) NOT NULL,
+          message_id VARCHAR(128) NOT NULL,
+          handled_at DATETIME(3) NOT NULL DEFAULT CURRENT_TIMESTAMP(3),
+          PRIMARY KEY (consumer, message_id)
+        ) ENGINE=InnoDB`,
+      )
+    },
+    handler<T>(handler: InboxHandler<T>): MessageHandler<T> {
+      return async (delivery) => {
+        if (delivery.messageId === undefined) {
+          throw new InvalidArgumentError('the inbox needs a message id on every message')
+        }
+        const connection = await pool.getConnection()
+        let committed = false
+        try {
+          await connection.beginTransaction()
+          const [result] = (await connection.query(
+            `INSERT IGNORE INTO ${table} (consumer, message_id) VALUES (?, ?)`,
+            [consumer, delivery.messageId],
+          )) as [{ affectedRows: number }, unknown]
+          if (result.affectedRows === 0) {
+            await connection.commit()
+            committed = true
+            counters.duplicates++
+            return
+          }
+          await handler(delivery, connection)
+          await connection.commit()
+          committed = true
+          counters.handled++
+        } finally {
+          if (!committed) await connection.rollback().catch(() => {})
+          connection.release()
+        }
+      }
+    },
+  }
+}

@@ -1,0 +1,260 @@
+import { setTimeout as sleep } from 'node:timers/promises'
+import type { Broker } from './broker.js'
+import { InvalidArgumentError } from './errors.js'
+import { type Duration, positiveInt, toMs } from './internal/duration.js'
+import { quoteTable, type SqlPool, type SqlPoolConnection } from './internal/sql.js'
+import { TypedEmitter } from './internal/typedEmitter.js'
+import type { Outbox } from './outbox.js'
+
+/** Options of {@link createOutboxRelay}. */
+export interface OutboxRelayOptions {
+  /** The mysql2 promise pool holding the outbox table. */
+  pool: SqlPool
+  /** Where to publish. */
+  broker: Broker
+  /** The outbox whose table is relayed. */
+  outbox: Outbox
+  /**
+   * Rows claimed and published per transaction.
+   * @default 200
+   */
+  batchSize?: number
+  /**
+   * Wait between polls when the outbox is empty.
+   * @default 200
+   */
+  pollInterval?: Duration
+  /**
+   * A row that failed this many times (unroutable, nacked) is left for an operator, with `last_error` set.
+   * @default 10
+   */
+  maxAttempts?: number
+  /**
+   * Start polling at once.
+   * @default true
+   */
+  autoStart?: boolean
+}
+
+/** The defaults of {@link OutboxRelayOptions}. */
+export const DEFAULT_OUTBOX_RELAY_OPTIONS = {
+  batchSize: 200,
+  pollInterval: 200,
+  maxAttempts: 10,
+  autoStart: true,
+} as const
+
+/** Counters of a relay. */
+export interface OutboxRelayStats {
+  /** Rows published, confirmed and marked sent. */
+  sent: number
+  /** Row publishes that failed (the row stays, with `attempts` + 1). */
+  failed: number
+  /** Rows held back because an earlier row of their aggregate was not sent yet. */
+  deferred: number
+  /** Transactions run (polls that found rows). */
+  batches: number
+}
+
+/** Events of an {@link OutboxRelay}. */
+export interface OutboxRelayEvents {
+  /** A batch was published and marked sent. */
+  batch: { sent: number; failed: number; deferred: number }
+  /** Publishing a row failed; it stays in the outbox. */
+  'row.failed': { id: number; messageId: string; error: unknown }
+  /** A poll failed (database or broker down); the relay waits and tries again. */
+  error: { error: unknown }
+}
+
+/** Moves committed outbox rows to the broker. Made by {@link createOutboxRelay}. */
+export interface OutboxRelay {
+  /** Starts polling (if `autoStart` was false). */
+  start(): void
+  /** Claims, publishes and marks one batch; resolves to the rows sent. */
+  runOnce(): Promise<number>
+  /** Counters. */
+  stats(): OutboxRelayStats
+  /** Subscribes to an event. */
+  on<K extends keyof OutboxRelayEvents>(
+    event: K,
+    listener: (payload: OutboxRelayEvents[K]) => void,
+  ): this
+  /** Stops polling after the batch in hand. */
+  close(): Promise<void>
+}
+
+interface Row {
+  id: number | string
+  message_id: string
+  aggregate_id: string | null
+  exchange: string
+  routing_key: string
+  content: Buffer
+  content_type: string
+  type: string | null
+  headers: string | null
+}
+
+/**
+ * Creates an outbox relay: each batch claims unsent rows with `SELECT ... FOR UPDATE SKIP LOCKED`
+ * (so several relays share the work without publishing a row twice), publishes them with
+ * confirms, marks them sent and commits. A relay that dies before the commit leaves its rows to
+ * the next one: they are published again, and idempotent consumers drop the duplicates. Rows of
+ * one aggregate go out in order; a row waits while an earlier row of its aggregate is unsent.
+ *
+ * @example
+ * ```ts
+ * const relay = createOutboxRelay({ pool, broker, outbox, batchSize: 200 })
+ * relay.on('error', ({ error }) => log.warn(error))
+ * // on shutdown
+ * await relay.close()
+ * ```
+ */
+export function createOutboxRelay(options: OutboxRelayOptions): OutboxRelay {
+  if (typeof options?.pool?.getConnection !== 'function') {
+    throw new InvalidArgumentError('invalid option "pool": expected a mysql2 promise pool')
+  }
+  if (typeof options.broker?.publishEncoded !== 'function') {
+    throw new InvalidArgumentError('invalid option "broker": expected a Broker from createBroker()')
+  }
+  if (typeof options.outbox?.table !== 'string') {
+    throw new InvalidArgumentError(
+      'invalid option "outbox": expected an Outbox from createOutbox()',
+    )
+  }
+  const o = { ...DEFAULT_OUTBOX_RELAY_OPTIONS, ...options }
+  const table = quoteTable('outbox.table', o.outbox.table)
+  const batchSize = positiveInt('batchSize', o.batchSize)
+  const pollMs = toMs('pollInterval', o.pollInterval)
+  const maxAttempts = positiveInt('maxAttempts', o.maxAttempts)
+  const { pool, broker } = o
+  const events = new TypedEmitter<OutboxRelayEvents & Record<string, unknown>>()
+  const counters: OutboxRelayStats = { sent: 0, failed: 0, deferred: 0, batches: 0 }
+  let running = false
+  let closed = false
+  let loop: Promise<void> | undefined
+  const abort = new AbortController()
+
+  async function claim(connection: SqlPoolConnection): Promise<number> {
+    const [rows] = (await connection.query(
+      `SELECT id, message_id, aggregate_id, exchange, routing_key, content, content_type, type, headers FROM ${table} WHERE sent_at IS NULL AND attempts < ? ORDER BY id LIMIT ? FOR UPDATE SKIP LOCKED`,
+      [maxAttempts, batchSize],
+    )) as [Row[], unknown]
+    if (rows.length === 0) return 0
+    counters.batches++
+    // Per aggregate, publish only while our rows are exactly the aggregate's next unsent rows.
+    const aggregates = [
+      ...new Set(rows.flatMap((r) => (r.aggregate_id === null ? [] : [r.aggregate_id]))),
+    ]
+    const allowed = new Set<string>()
+    if (aggregates.length > 0) {
+      const ours = new Set(rows.map((r) => String(r.id)))
+      const maxId = rows[rows.length - 1]?.id
+      const [pending] = (await connection.query(
+        `SELECT id, aggregate_id FROM ${table} WHERE sent_at IS NULL AND aggregate_id IN (?) AND id <= ? ORDER BY id`,
+        [aggregates, maxId],
+      )) as [Array<{ id: number | string; aggregate_id: string }>, unknown]
+      const blocked = new Set<string>()
+      for (const p of pending) {
+        if (blocked.has(p.aggregate_id)) continue
+        if (ours.has(String(p.id))) allowed.add(String(p.id))
+        else blocked.add(p.aggregate_id)
+      }
+    }
+    const publishable = rows.filter((r) => r.aggregate_id === null || allowed.has(String(r.id)))
+    const deferred = rows.length - publishable.length
+    counters.deferred += deferred
+    const results = await Promise.allSettled(
+      publishable.map((r) => {
+        const publishOptions: Record<string, unknown> = {
+          messageId: r.message_id,
+          contentType: r.content_type,
+        }
+        if (r.type !== null) publishOptions.type = r.type
+        if (r.headers !== null) publishOptions.headers = JSON.parse(r.headers)
+        return broker.publishEncoded(r.exchange, r.routing_key, r.content, publishOptions)
+      }),
+    )
+    const sent: Array<number | string> = []
+    let failed = 0
+    for (const [i, result] of results.entries()) {
+      const row = publishable[i] as Row
+      if (result.status === 'fulfilled') sent.push(row.id)
+      else {
+        failed++
+        events.emit('row.failed', {
+          id: Number(row.id),
+          messageId: row.message_id,
+          error: result.reason,
+        })
+        await connection.query(
+          `UPDATE ${table} SET attempts = attempts + 1, last_error = ? WHERE id = ?`,
+          [String((result.reason as Error)?.message ?? result.reason).slice(0, 1000), row.id],
+        )
+      }
+    }
+    if (sent.length > 0) {
+      await connection.query(`UPDATE ${table} SET sent_at = CURRENT_TIMESTAMP(3) WHERE id IN (?)`, [
+        sent,
+      ])
+    }
+    counters.sent += sent.length
+    counters.failed += failed
+    events.emit('batch', { sent: sent.length, failed, deferred })
+    return sent.length
+  }
+
+  async function runOnce(): Promise<number> {
+    const connection = await pool.getConnection()
+    let done = false
+    try {
+      await connection.query('SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED')
+      await connection.beginTransaction()
+      const sent = await claim(connection)
+      await connection.commit()
+      done = true
+      return sent
+    } finally {
+      if (!done) await connection.rollback().catch(() => {})
+      connection.release()
+    }
+  }
+
+  async function run(): Promise<void> {
+    let backoff = pollMs
+    while (!closed) {
+      try {
+        const sent = await runOnce()
+        backoff = pollMs
+        if (sent > 0) continue
+        await sleep(pollMs, undefined, { signal: abort.signal })
+      } catch (error) {
+        if (closed) return
+        events.emit('error', { error })
+        backoff = Math.min(Math.max(backoff * 2, 100), 5000)
+        await sleep(backoff, undefined, { signal: abort.signal }).catch(() => {})
+      }
+    }
+  }
+
+  const relay: OutboxRelay = {
+    start() {
+      if (running || closed) return
+      running = true
+      loop = run().catch(() => {})
+    },
+    runOnce,
+    stats: () => ({ ...counters }),
+    on(event, listener) {
+      events.on(event, listener as (payload: unknown) => void)
+      return relay
+    },
+    async close() {
+      closed = true
+      abort.abort()
+      await loop
+    },
+  }
+  if (o.autoStart) relay.start()
+  return relay
+}

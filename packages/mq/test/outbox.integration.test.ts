@@ -1,0 +1,215 @@
+import { spawn } from 'node:child_process'
+import { fileURLToPath } from 'node:url'
+import { amqpNames, amqpUrl, mysqlUrl, redisKeyspace, redisUrl, uniqueName } from '@ballast/testkit'
+import { Redis } from 'ioredis'
+import mysql from 'mysql2/promise'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import {
+  type Broker,
+  createBroker,
+  createInbox,
+  createOutbox,
+  createOutboxRelay,
+} from '../src/index.js'
+import { redisDeduplicator } from './support/redisDeduplicator.js'
+
+const names = amqpNames('mqoutbox')
+let url: string
+let dbUrl: string
+let pool: mysql.Pool
+let redis: Redis
+let keyspace: ReturnType<typeof redisKeyspace>
+const tables: string[] = []
+const brokers: Broker[] = []
+
+beforeAll(async () => {
+  url = await amqpUrl()
+  dbUrl = await mysqlUrl()
+  pool = mysql.createPool({ uri: dbUrl, connectionLimit: 10 })
+  redis = new Redis(await redisUrl())
+  keyspace = redisKeyspace(redis, 'mqoutbox')
+})
+afterAll(async () => {
+  await Promise.all(brokers.map((b) => b.close()))
+  for (const t of tables) await pool.query(`DROP TABLE IF EXISTS \`${t}\``)
+  await pool.end()
+  await keyspace.cleanup()
+  redis.disconnect()
+  await names.cleanup()
+})
+
+function until(check: () => boolean, timeoutMs: number): Promise<void> {
+  const started = Date.now()
+  return new Promise((resolve, reject) => {
+    const tick = () => {
+      if (check()) resolve()
+      else if (Date.now() - started > timeoutMs) reject(new Error('condition not met in time'))
+      else setTimeout(tick, 25)
+    }
+    tick()
+  })
+}
+
+async function setup(label: string) {
+  const table = uniqueName(label)
+  tables.push(table)
+  const outbox = createOutbox({ table })
+  await outbox.createTable(pool)
+  const queue = names.queue(label)
+  const broker = createBroker({
+    urls: url,
+    topology: { queues: [{ name: queue, retry: false, deadLetter: false }] },
+  })
+  brokers.push(broker)
+  return { table, outbox, queue, broker }
+}
+
+describe('Outbox and relay', () => {
+  it('publishes what committed, never what rolled back', async () => {
+    const { outbox, queue, broker } = await setup('commit')
+    for (const commit of [true, false, true]) {
+      const conn = await pool.getConnection()
+      await conn.beginTransaction()
+      await outbox.enqueue(conn, '', queue, { commit })
+      if (commit) await conn.commit()
+      else await conn.rollback()
+      conn.release()
+    }
+    const relay = createOutboxRelay({ pool, broker, outbox, pollInterval: 50 })
+    const got: unknown[] = []
+    await broker.consume(queue, (m) => {
+      got.push(m.body)
+    })
+    await until(() => got.length === 2, 10_000)
+    await new Promise((r) => setTimeout(r, 300))
+    await relay.close()
+    expect(got).toEqual([{ commit: true }, { commit: true }])
+    expect(relay.stats().sent).toBe(2)
+  })
+
+  it('runs three relays at once without publishing a row twice, in order per aggregate', async () => {
+    const { outbox, queue, broker } = await setup('relays')
+    const N = 1500
+    const conn = await pool.getConnection()
+    for (let i = 0; i < N; i += 100) {
+      await conn.beginTransaction()
+      for (let j = i; j < i + 100; j++) {
+        await outbox.enqueue(
+          conn,
+          '',
+          queue,
+          { n: j, aggregate: `a${j % 7}` },
+          { aggregateId: `a${j % 7}` },
+        )
+      }
+      await conn.commit()
+    }
+    conn.release()
+    const seen = new Map<number, number>()
+    const perAggregate = new Map<string, number[]>()
+    await broker.consume(
+      queue,
+      (m) => {
+        const { n, aggregate } = m.body as { n: number; aggregate: string }
+        seen.set(n, (seen.get(n) ?? 0) + 1)
+        perAggregate.set(aggregate, [...(perAggregate.get(aggregate) ?? []), n])
+      },
+      { prefetch: 1 },
+    )
+    const relays = [0, 1, 2].map(() =>
+      createOutboxRelay({ pool, broker, outbox, batchSize: 50, pollInterval: 20 }),
+    )
+    await until(() => seen.size === N, 30_000)
+    await new Promise((r) => setTimeout(r, 300))
+    await Promise.all(relays.map((r) => r.close()))
+    expect([...seen.values()].filter((c) => c > 1)).toEqual([])
+    for (const ns of perAggregate.values()) expect(ns).toEqual([...ns].sort((a, b) => a - b))
+    expect(relays.reduce((s, r) => s + r.stats().sent, 0)).toBe(N)
+    expect(relays.filter((r) => r.stats().sent > 0).length).toBeGreaterThan(1)
+  })
+
+  it('publishes again after a relay is killed between publish and mark-sent; the idempotent consumer drops the duplicate', async () => {
+    const { table, outbox, queue, broker } = await setup('killed')
+    const conn = await pool.getConnection()
+    await conn.beginTransaction()
+    for (let n = 0; n < 20; n++) await outbox.enqueue(conn, '', queue, { n })
+    await conn.commit()
+    conn.release()
+    const handled = new Map<number, number>()
+    await broker.consume(
+      queue,
+      (m) => {
+        const n = (m.body as { n: number }).n
+        handled.set(n, (handled.get(n) ?? 0) + 1)
+      },
+      { idempotency: redisDeduplicator(redis, keyspace.prefix) },
+    )
+    const child = spawn(
+      process.execPath,
+      [
+        '--import',
+        'tsx',
+        '--conditions=@ballast/source',
+        fileURLToPath(new URL('./support/relayChild.ts', import.meta.url)),
+        url,
+        dbUrl,
+        table,
+      ],
+      { stdio: ['ignore', 'pipe', 'inherit'] },
+    )
+    await new Promise<void>((resolve, reject) => {
+      child.stdout.on('data', (d: Buffer) => d.toString().includes('published') && resolve())
+      child.once('exit', (code) => reject(new Error(`relay child exited early (${code})`)))
+    })
+    await until(() => handled.size === 20, 10_000)
+    child.kill('SIGKILL')
+    await new Promise((r) => child.once('exit', r))
+    const [before] = (await pool.query(
+      `SELECT COUNT(*) AS c FROM \`${table}\` WHERE sent_at IS NULL`,
+    )) as [Array<{ c: number }>, unknown]
+    expect(Number(before[0]?.c)).toBe(20)
+    const relay = createOutboxRelay({ pool, broker, outbox, pollInterval: 20 })
+    await until(() => relay.stats().sent === 20, 10_000)
+    await until(() => broker.stats().duplicates === 20, 10_000)
+    await relay.close()
+    expect([...handled.values()].filter((c) => c !== 1)).toEqual([])
+    expect(handled.size).toBe(20)
+  })
+})
+
+describe('Inbox', () => {
+  it('handles a message once in the handler transaction, however often it is delivered, and rolls back a failure', async () => {
+    const table = uniqueName('inbox')
+    const effects = uniqueName('effects')
+    tables.push(table, effects)
+    await pool.query(`CREATE TABLE \`${effects}\` (message_id VARCHAR(128) NOT NULL)`)
+    const queue = names.queue('inbox')
+    const broker = createBroker({
+      urls: url,
+      topology: { queues: [{ name: queue, retry: { delays: [100] }, deadLetter: false }] },
+    })
+    names.queue('inbox.retry.100ms')
+    brokers.push(broker)
+    const inbox = createInbox({ pool, table, consumer: 'billing' })
+    await inbox.createTable(pool)
+    let failOnce = true
+    await broker.consume(
+      queue,
+      inbox.handler(async (m, conn) => {
+        await conn.query(`INSERT INTO \`${effects}\` (message_id) VALUES (?)`, [m.messageId])
+        if ((m.body as { fail?: boolean }).fail && failOnce) {
+          failOnce = false
+          throw new Error('transient')
+        }
+      }),
+    )
+    await broker.publish('', queue, { n: 1 }, { messageId: 'same-id' })
+    await broker.publish('', queue, { n: 1 }, { messageId: 'same-id' })
+    await broker.publish('', queue, { fail: true }, { messageId: 'fails-once' })
+    await until(() => inbox.stats().handled === 2 && inbox.stats().duplicates === 1, 10_000)
+    const [rows] = (await pool.query(
+      `SELECT message_id FROM \`${effects}\` ORDER BY message_id`,
+    )) as [Array<{ message_id: string }>, unknown]
+    expect(rows.map((r) => r.message_id)).toEqual(['fails-once', 'same-id'])
+  })
+})
