@@ -1,0 +1,107 @@
+/**
+ * The shop's configuration: one JSON object computed by the supervisor and handed to every
+ * child process in `SHOP_CONFIG`. Only the supervisor, the CLI and the tests read the
+ * environment; services read this object.
+ */
+import { dirname, join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+
+export const SHOP_DIR = join(dirname(fileURLToPath(import.meta.url)), '..')
+
+export type ServiceName =
+  | 'gateway'
+  | 'account'
+  | 'catalog'
+  | 'cart'
+  | 'order'
+  | 'payment'
+  | 'inventory'
+  | 'delivery'
+  | 'provider'
+
+/** Services that answer HTTP behind the gateway. */
+export const WEB_SERVICES = ['account', 'catalog', 'cart', 'order'] as const
+export type WebService = (typeof WEB_SERVICES)[number]
+
+export interface InstanceSpec {
+  service: ServiceName
+  /** e.g. `catalog-2` */
+  name: string
+  port: number
+}
+
+export interface MysqlTarget {
+  host: string
+  port: number
+  user: string
+  password: string
+  database: string
+}
+
+export interface ShardSpec {
+  id: string
+  primary: MysqlTarget
+  /** Reads go here unless read-your-writes asks for the primary. */
+  replica?: MysqlTarget
+}
+
+export interface ShopConfig {
+  ns: string
+  gatewayPort: number
+  controlPort: number
+  instances: InstanceSpec[]
+  /** The standalone Redis (through the chaos proxy): cache L2, invalidations, idempotency, rate limits. */
+  redisUrl: string
+  /** The Redis Cluster: sessions. */
+  redisClusterNodes: { host: string; port: number }[]
+  amqpUrl: string
+  catalogDb: MysqlTarget
+  shards: ShardSpec[]
+  providerUrl: string
+  runDir: string
+  /** Honour `?cache=off` so the benchmark can compare the same page without caches. */
+  bench: boolean
+}
+
+export interface Counts {
+  catalog: number
+  cart: number
+  order: number
+  account: number
+}
+
+export const DEFAULT_COUNTS: Counts = { catalog: 2, cart: 2, order: 2, account: 1 }
+
+/** Port layout: the gateway on `base`, the supervisor's control port on `base + 1`, instances from `base + 10`. */
+export function layoutInstances(base: number, counts: Counts = DEFAULT_COUNTS): InstanceSpec[] {
+  const out: InstanceSpec[] = []
+  let port = base + 10
+  const add = (service: ServiceName, n: number) => {
+    for (let i = 1; i <= n; i++) out.push({ service, name: `${service}-${i}`, port: port++ })
+  }
+  add('provider', 1)
+  add('account', counts.account)
+  add('catalog', counts.catalog)
+  add('cart', counts.cart)
+  add('order', counts.order)
+  add('payment', 1)
+  add('inventory', 1)
+  add('delivery', 1)
+  out.push({ service: 'gateway', name: 'gateway', port: base })
+  return out
+}
+
+export function instancesOf(config: ShopConfig, service: ServiceName): InstanceSpec[] {
+  return config.instances.filter((i) => i.service === service)
+}
+
+export function loadConfig(): ShopConfig {
+  const raw = process.env.SHOP_CONFIG
+  if (!raw)
+    throw new Error('SHOP_CONFIG is not set: start services through the supervisor (src/main.ts)')
+  return JSON.parse(raw) as ShopConfig
+}
+
+export function mysqlUri(t: MysqlTarget): string {
+  return `mysql://${encodeURIComponent(t.user)}:${encodeURIComponent(t.password)}@${t.host}:${t.port}/${t.database}`
+}

@@ -1,0 +1,33 @@
+/**
+ * Sessions through `@ballast/session`, on the Redis Cluster: every service and instance reads
+ * the same session from the same cookie, so one login works across all subsystems (SSO).
+ */
+import { createSessionStore, type RequestSession, type SessionStore } from '@ballast/session'
+import type { Cluster } from 'ioredis'
+
+export interface ShopSessionData extends Record<string, unknown> {
+  name: string
+  email: string
+  isAdmin: boolean
+  /** Read-your-writes tokens of this user's latest writes, one per shard. */
+  ryw: string[]
+  flash: string
+}
+
+export type ShopSession = RequestSession<ShopSessionData>
+
+export function createShopSessions(
+  redis: Cluster,
+  ns: string,
+  secret: string,
+): SessionStore<ShopSessionData> {
+  return createSessionStore<ShopSessionData>({
+    redis,
+    secrets: [secret],
+    idleTimeout: '15m',
+    absoluteTimeout: '12h',
+    prefix: `${ns}:sess:`,
+    // Plain HTTP on 127.0.0.1 in the example; behind TLS keep the defaults (Secure, __Host-).
+    cookie: { name: 'sid', secure: false, prefix: false },
+  })
+}

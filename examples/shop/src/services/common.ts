@@ -1,0 +1,218 @@
+/**
+ * What every web service shares: the session middleware (SSO through `@ballast/session`), CSRF
+ * checks on every POST, the page layout, health and stats endpoints.
+ */
+import type { SessionStore } from '@ballast/session'
+import type { ShopConfig } from '../config.js'
+import { createRedis, createRedisCluster, createRedisSubscriber } from '../platform/redis.js'
+import { createShopSessions, type ShopSession, type ShopSessionData } from '../platform/session.js'
+import { loadOrCreateSecrets, type Secrets } from '../secrets.js'
+import { html, type SafeHtml } from '../web/html.js'
+import {
+  type Ctx,
+  HttpError,
+  Router,
+  readForm,
+  redirect,
+  send,
+  sendHtml,
+  sendJson,
+} from '../web/http.js'
+import { asset } from '../web/static.js'
+
+export interface ServiceEnv {
+  config: ShopConfig
+  instance: string
+  secrets: Secrets
+  redis: ReturnType<typeof createRedis>
+  subscriber: () => ReturnType<typeof createRedisSubscriber>
+  cluster: ReturnType<typeof createRedisCluster>
+  sessions: SessionStore<ShopSessionData>
+  closers: (() => Promise<void> | void)[]
+}
+
+export function createServiceEnv(config: ShopConfig, instance: string): ServiceEnv {
+  const secrets = loadOrCreateSecrets(config.runDir)
+  const redis = createRedis(config.redisUrl)
+  redis.on('error', () => {})
+  const cluster = createRedisCluster(config.redisClusterNodes)
+  cluster.on('error', () => {})
+  const env: ServiceEnv = {
+    config,
+    instance,
+    secrets,
+    redis,
+    cluster,
+    sessions: createShopSessions(cluster, config.ns, secrets.sessionSecret),
+    closers: [],
+    subscriber: () => {
+      const sub = createRedisSubscriber(config.redisUrl)
+      sub.on('error', () => {})
+      env.closers.push(() => sub.disconnect())
+      return sub
+    },
+  }
+  env.closers.push(
+    () => env.sessions.close(),
+    () => redis.disconnect(),
+    async () => {
+      await cluster.quit().catch(() => cluster.disconnect())
+    },
+  )
+  return env
+}
+
+export function session(ctx: Ctx): ShopSession {
+  return ctx.state.session as ShopSession
+}
+
+export function currentUser(
+  ctx: Ctx,
+): { id: string; name: string; email: string; isAdmin: boolean } | undefined {
+  const s = session(ctx)
+  if (!s.userId) return undefined
+  return {
+    id: s.userId,
+    name: s.data.name ?? '',
+    email: s.data.email ?? '',
+    isAdmin: s.data.isAdmin === true,
+  }
+}
+
+export function requireUser(ctx: Ctx): {
+  id: string
+  name: string
+  email: string
+  isAdmin: boolean
+} {
+  const u = currentUser(ctx)
+  if (!u) throw new HttpError(401, 'Please log in')
+  return u
+}
+
+/** Writes the session (and its cookie) before the response goes out. */
+async function commit(ctx: Ctx): Promise<void> {
+  const s = ctx.state.session as ShopSession | undefined
+  if (!s) return
+  const cookie = await s.commit()
+  if (cookie) ctx.res.setHeader('set-cookie', cookie)
+}
+
+export interface PageOptions {
+  status?: number
+  cacheControl?: string
+}
+
+export async function page(
+  ctx: Ctx,
+  env: ServiceEnv,
+  title: string,
+  body: SafeHtml,
+  opts: PageOptions = {},
+): Promise<void> {
+  const s = ctx.state.session as ShopSession | undefined
+  const user = s ? currentUser(ctx) : undefined
+  const flash = s?.data.flash
+  if (flash) s.data.flash = undefined as unknown as string
+  // Only logged-in pages carry a token in the layout: public pages stay free of per-visitor data.
+  const csrf = s && user ? s.csrfToken() : ''
+  const doc = html`<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>${title} · ballast shop</title>
+<link rel="stylesheet" href="${asset('app.css')}">
+<script src="${asset('app.js')}" defer></script></head>
+<body><header><a class="brand" href="/">ballast shop</a>
+<form class="inline" action="/search" method="get"><input name="q" placeholder="Search products" aria-label="Search"></form>
+<a href="/cart">Cart</a><a href="/orders">Orders</a>
+${
+  user
+    ? html`<a href="/account" data-user="${user.email}">${user.name}</a>${user.isAdmin ? html`<a href="/ops">Ops</a><a href="/admin">Admin</a>` : ''}
+<form class="inline" action="/logout" method="post"><input type="hidden" name="_csrf" value="${csrf}"><button class="secondary">Log out</button></form>`
+    : html`<a href="/login">Log in</a><a href="/signup">Sign up</a>`
+}
+</header><main>
+${flash ? html`<p class="flash">${flash}</p>` : ''}
+${body}
+</main><footer>served by <span data-instance>${env.instance}</span>${s && !s.isNew ? html` · session <span data-session>${s.idHash.slice(0, 12)}</span>` : ''}</footer></body></html>`
+  await commit(ctx)
+  sendHtml(ctx, opts.status ?? 200, doc, { cacheControl: opts.cacheControl })
+}
+
+export async function go(ctx: Ctx, location: string, flash?: string): Promise<void> {
+  if (flash) session(ctx).data.flash = flash
+  await commit(ctx)
+  redirect(ctx, location)
+}
+
+export async function json(ctx: Ctx, status: number, value: unknown): Promise<void> {
+  await commit(ctx)
+  sendJson(ctx, status, value)
+}
+
+/** A form field as a string ('' when missing). */
+export async function field(ctx: Ctx, name: string): Promise<string> {
+  return (await readForm(ctx)).get(name) ?? ''
+}
+
+/** The csrf hidden input for forms. */
+export function csrfInput(ctx: Ctx): SafeHtml {
+  return html`<input type="hidden" name="_csrf" value="${session(ctx).csrfToken()}">`
+}
+
+export interface WebServiceOptions {
+  /** Stats this service adds to `/_internal/stats`. */
+  stats?: () => Promise<Record<string, unknown>> | Record<string, unknown>
+  /** Paths whose GETs must not load the session (cacheable public pages decide themselves). */
+}
+
+/** A router with the session middleware, CSRF checks and the internal endpoints. */
+export function webRouter(env: ServiceEnv, opts: WebServiceOptions = {}): Router {
+  const router = new Router()
+  router.get('/_internal/health', (ctx) =>
+    send(ctx, 200, 'ok', { contentType: 'text/plain', cacheControl: 'no-store' }),
+  )
+  router.get('/_internal/stats', async (ctx) => {
+    sendJson(ctx, 200, {
+      instance: env.instance,
+      pid: process.pid,
+      session: env.sessions.stats(),
+      ...(await opts.stats?.()),
+    })
+  })
+  router.use(async (ctx) => {
+    if (ctx.url.pathname.startsWith('/_internal/')) return
+    ctx.state.session = await env.sessions.loadRequest({
+      cookie: ctx.req.headers.cookie,
+      ip: ctx.req.socket.remoteAddress,
+    })
+    if (ctx.req.method === 'POST') {
+      const token = ctx.req.headers['content-type']?.startsWith('application/x-www-form-urlencoded')
+        ? (await readForm(ctx)).get('_csrf')
+        : ctx.req.headers['x-csrf-token']
+      if (!session(ctx).verifyCsrf(token))
+        throw new HttpError(403, 'Invalid or missing CSRF token: reload the page and try again')
+    }
+  })
+  router.onError((ctx, err) => {
+    const status = err instanceof HttpError ? err.status : 500
+    if (status === 500)
+      process.stderr.write(`${env.instance}: ${String((err as Error)?.stack ?? err)}\n`)
+    if (status === 401 && ctx.req.method === 'GET') {
+      redirect(ctx, `/login?next=${encodeURIComponent(ctx.url.pathname)}`)
+      return
+    }
+    const message =
+      err instanceof HttpError ? err.message : 'Something went wrong; please try again.'
+    const body = html`<h1>${status === 404 ? 'Not found' : 'Sorry'}</h1><p class="error">${message}</p>`
+    sendHtml(ctx, status, body, { cacheControl: 'no-store' })
+  })
+  return router
+}
+
+/** Keeps the newest read-your-writes token per shard in the session (so any instance honours it). */
+export function rememberWrite(ctx: Ctx, token: string | undefined): void {
+  if (!token) return
+  const s = session(ctx)
+  const shard = token.slice(0, token.indexOf('|') + 1)
+  s.data.ryw = [...(s.data.ryw ?? []).filter((t) => !t.startsWith(shard)), token]
+}

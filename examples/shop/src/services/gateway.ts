@@ -1,0 +1,297 @@
+/**
+ * gateway: the `@ballast/lb` reverse proxy in front of every web service (per-service
+ * balancers with health checks and retries, routing by path), its response cache for public
+ * catalog pages (purged when a price changes), the static assets, and the operations page.
+ */
+import { type CachedResponse, createProxy, type ProxyRoute, type ResponseCache } from '@ballast/lb'
+import { instancesOf, type ShopConfig, type WebService } from '../config.js'
+import { html } from '../web/html.js'
+import { HttpError, send, sendJson } from '../web/http.js'
+import { findHashedAsset, IMMUTABLE } from '../web/static.js'
+import { GATEWAY_PURGE_CHANNEL } from './catalog.js'
+import { createServiceEnv, field, go, page, requireUser, webRouter } from './common.js'
+
+/** Which service owns which path prefix; everything else is the catalog's. */
+export const ROUTES: { prefix: string; service: WebService }[] = [
+  { prefix: '/signup', service: 'account' },
+  { prefix: '/login', service: 'account' },
+  { prefix: '/logout', service: 'account' },
+  { prefix: '/logout-everywhere', service: 'account' },
+  { prefix: '/account', service: 'account' },
+  { prefix: '/cart', service: 'cart' },
+  { prefix: '/checkout', service: 'order' },
+  { prefix: '/orders', service: 'order' },
+  { prefix: '/', service: 'catalog' },
+]
+
+export const CHAOS_FAULTS = [
+  'catalog-instance',
+  'redis',
+  'replica',
+  'rabbitmq',
+  'payment-provider',
+] as const
+export type ChaosFault = (typeof CHAOS_FAULTS)[number]
+
+/** A bounded in-memory response store; price changes clear it through Redis pub/sub. */
+function memoryResponseCache(max = 2000): ResponseCache & { clear(): void; size(): number } {
+  const map = new Map<string, { value: CachedResponse; expires: number }>()
+  return {
+    get(key) {
+      const e = map.get(key)
+      if (!e) return undefined
+      if (e.expires <= Date.now()) {
+        map.delete(key)
+        return undefined
+      }
+      return e.value
+    },
+    set(key, value, ttlMs) {
+      if (map.size >= max) map.delete(map.keys().next().value as string)
+      map.set(key, { value, expires: Date.now() + ttlMs })
+    },
+    clear: () => map.clear(),
+    size: () => map.size,
+  }
+}
+
+async function fetchJson(url: string, init: RequestInit = {}, timeoutMs = 1000): Promise<unknown> {
+  const res = await fetch(url, { ...init, signal: AbortSignal.timeout(timeoutMs) })
+  if (!res.ok) throw new Error(`${url} answered ${res.status}`)
+  return res.json()
+}
+
+export async function startGateway(config: ShopConfig, instance: string, port: number) {
+  const env = createServiceEnv(config, instance)
+  const responseCache = memoryResponseCache()
+  const sub = env.subscriber()
+  const purges = { received: 0 }
+  await sub.subscribe(GATEWAY_PURGE_CHANNEL(config.ns)).catch(() => {})
+  sub.on('message', () => {
+    purges.received++
+    responseCache.clear()
+  })
+
+  const routes: ProxyRoute[] = ROUTES.map((r) => ({
+    name: `${r.service}${r.prefix}`,
+    pathPrefix: r.prefix,
+    upstream: instancesOf(config, r.service).map((i) => ({
+      id: i.name,
+      value: `http://127.0.0.1:${i.port}`,
+    })),
+  }))
+  const proxy = createProxy({
+    routes,
+    balancer: { strategy: 'least-request' },
+    healthCheck: {
+      check: { type: 'http', path: '/_internal/health' },
+      target: (e) => e.value,
+      intervalMs: 1000,
+      timeoutMs: 500,
+      rise: 1,
+      fall: 1,
+    },
+    connectTimeoutMs: 500,
+    headersTimeoutMs: 10_000,
+    maxAttempts: 2,
+    cache: { store: responseCache },
+  })
+  env.closers.push(() => proxy.close())
+
+  const app = webRouter(env, {
+    stats: () => ({
+      proxy: proxy.stats(),
+      responseCache: { entries: responseCache.size(), purges: purges.received },
+    }),
+  })
+
+  const ops = async () => {
+    const instances = await Promise.all(
+      config.instances
+        .filter((i) => i.service !== 'gateway')
+        .map(async (i) => {
+          try {
+            return {
+              spec: i,
+              stats: (await fetchJson(`http://127.0.0.1:${i.port}/_internal/stats`)) as Record<
+                string,
+                unknown
+              >,
+            }
+          } catch (err) {
+            return { spec: i, error: (err as Error).message }
+          }
+        }),
+    )
+    let control: Record<string, unknown> | undefined
+    try {
+      control = (await fetchJson(`http://127.0.0.1:${config.controlPort}/status`)) as Record<
+        string,
+        unknown
+      >
+    } catch {}
+    return {
+      instances,
+      gateway: {
+        proxy: proxy.stats(),
+        responseCache: { entries: responseCache.size(), purges: purges.received },
+      },
+      control,
+    }
+  }
+
+  const requireAdmin = (ctx: Parameters<typeof requireUser>[0]) => {
+    if (!requireUser(ctx).isAdmin) throw new HttpError(403, 'Admins only')
+  }
+
+  app.get('/ops.json', async (ctx) => {
+    requireAdmin(ctx)
+    sendJson(ctx, 200, await ops())
+  })
+
+  app.get('/ops', async (ctx) => {
+    requireAdmin(ctx)
+    const o = await ops()
+    const get = (v: unknown, ...path: string[]): unknown =>
+      path.reduce<unknown>(
+        (a, k) => (a && typeof a === 'object' ? (a as Record<string, unknown>)[k] : undefined),
+        v,
+      )
+    const ratio = (c: unknown) => {
+      const s = c as { l1Hits?: number; l2Hits?: number; misses?: number } | undefined
+      if (!s) return ''
+      const total = (s.l1Hits ?? 0) + (s.l2Hits ?? 0) + (s.misses ?? 0)
+      return total === 0
+        ? 'no reads yet'
+        : `L1 ${(((s.l1Hits ?? 0) / total) * 100).toFixed(1)}% · L2 ${(((s.l2Hits ?? 0) / total) * 100).toFixed(1)}% · miss ${(((s.misses ?? 0) / total) * 100).toFixed(1)}%`
+    }
+    const routeStats = o.gateway.proxy.routes
+    const chaos = (get(o.control, 'chaos') ?? {}) as Record<string, boolean>
+    const csrf = (ctx.state.session as { csrfToken(): string }).csrfToken()
+    await page(
+      ctx,
+      env,
+      'Operations',
+      html`<h1>Operations</h1>
+<h2>Chaos switch</h2>
+<table><thead><tr><th>fault</th><th>state</th><th></th></tr></thead><tbody>
+${CHAOS_FAULTS.map(
+  (
+    f,
+  ) => html`<tr data-fault="${f}"><td>${f}</td><td class="${chaos[f] ? 'bad' : 'ok'}">${chaos[f] ? 'FAULT ON' : 'normal'}</td><td>
+<form method="post" action="/ops/chaos" class="inline"><input type="hidden" name="_csrf" value="${csrf}"><input type="hidden" name="fault" value="${f}"><input type="hidden" name="on" value="${chaos[f] ? '0' : '1'}"><button class="${chaos[f] ? '' : 'secondary'}">${chaos[f] ? 'restore' : 'inject'}</button></form></td></tr>`,
+)}
+</tbody></table>
+<h2>Balancer endpoints (gateway)</h2>
+<table><thead><tr><th>route</th><th>endpoint</th><th>healthy</th><th>ejected</th><th>in flight</th></tr></thead><tbody>
+${Object.entries(routeStats).flatMap(([route, s]) =>
+  (
+    (s as { endpoints?: { id: string; healthy: boolean; ejected: boolean; inFlight: number }[] })
+      .endpoints ?? []
+  ).map(
+    (e) =>
+      html`<tr><td>${route}</td><td>${e.id}</td><td class="${e.healthy ? 'ok' : 'bad'}">${String(e.healthy)}</td><td>${String(e.ejected)}</td><td>${e.inFlight}</td></tr>`,
+  ),
+)}
+</tbody></table>
+<p>Gateway: ${o.gateway.proxy.requests} requests, response cache ${o.gateway.proxy.cacheHits} hits / ${o.gateway.proxy.cacheMisses} misses, ${o.gateway.responseCache.entries} entries, ${o.gateway.responseCache.purges} purges.</p>
+<h2>Instances</h2>
+<table><thead><tr><th>instance</th><th>cache (L1 / L2 / miss)</th><th>breaker</th><th>shards (primary / replica lag)</th><th>queue work</th><th>other</th></tr></thead><tbody>
+${o.instances.map((i) => {
+  const s = i.stats
+  if (!s)
+    return html`<tr><td>${i.spec.name}</td><td colspan="5" class="bad">down: ${i.error ?? ''}</td></tr>`
+  const shards =
+    (s.shards as
+      | {
+          shard: string
+          primary: { up: boolean }
+          replica?: { up: boolean; lagSeconds: number | null }
+        }[]
+      | undefined) ?? []
+  return html`<tr data-instance-row="${i.spec.name}"><td>${i.spec.name} <span class="muted">pid ${String(s.pid ?? '')}</span></td>
+<td>${ratio(s.cache)}</td>
+<td>${s.breaker ? String(get(s, 'breaker', 'state')) : ''}</td>
+<td>${shards.map((h) => html`${h.shard}: <span class="${h.primary.up ? 'ok' : 'bad'}">${h.primary.up ? 'up' : 'DOWN'}</span>${h.replica ? html` / replica <span class="${h.replica.up ? 'ok' : 'bad'}">${h.replica.up ? `lag ${h.replica.lagSeconds ?? '?'} s` : 'DOWN'}</span>` : ''}<br>`)}</td>
+<td>${s.counters ? JSON.stringify(s.counters) : ''} ${s.broker ? `dead-lettered ${String(get(s, 'broker', 'deadLettered'))}, retried ${String(get(s, 'broker', 'retried'))}` : ''} ${s.outbox ? `outbox pending ${JSON.stringify(get(s, 'outbox', 'pending'))}` : ''}</td>
+<td class="muted">${s.degrader ? JSON.stringify(get(s, 'degrader')) : ''}${s.payments ? JSON.stringify(s.payments) : ''}${s.mode ? `mode ${String(s.mode)}, charged ${String(s.charged)}` : ''}</td></tr>`
+})}
+</tbody></table>
+<h2>Queues</h2>
+<table><thead><tr><th>queue</th><th>ready</th><th>consumers</th></tr></thead><tbody>
+${(
+  (get(o.control, 'queues') as
+    | { name: string; messages: number; consumers: number }[]
+    | undefined) ?? []
+).map(
+  (q) => html`<tr><td>${q.name}</td><td>${q.messages}</td><td>${q.consumers}</td></tr>`,
+)}</tbody></table>
+<h2>Processes</h2>
+<table><thead><tr><th>name</th><th>pid</th><th>state</th><th>restarts</th></tr></thead><tbody>
+${(
+  (get(o.control, 'processes') as
+    | { name: string; pid: number; state: string; restarts: number }[]
+    | undefined) ?? []
+).map(
+  (p) =>
+    html`<tr><td>${p.name}</td><td>${p.pid}</td><td>${p.state}</td><td>${p.restarts}</td></tr>`,
+)}</tbody></table>`,
+      { cacheControl: 'no-store' },
+    )
+  })
+
+  app.post('/ops/chaos', async (ctx) => {
+    requireAdmin(ctx)
+    const fault = await field(ctx, 'fault')
+    const on = (await field(ctx, 'on')) === '1'
+    if (!(CHAOS_FAULTS as readonly string[]).includes(fault))
+      throw new HttpError(400, 'Unknown fault')
+    await fetchJson(
+      `http://127.0.0.1:${config.controlPort}/chaos`,
+      {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ fault, on }),
+      },
+      5000,
+    )
+    await go(ctx, '/ops', `${fault}: ${on ? 'fault injected' : 'restored'}`)
+  })
+
+  const server = await app.listen(port)
+  // The gateway's own pages, the static assets and its health stay here; all else is proxied.
+  server.removeAllListeners('request')
+  server.on('request', (req, res) => {
+    const path = (req.url ?? '/').split('?')[0] ?? '/'
+    if (path.startsWith('/static/')) {
+      const a = findHashedAsset(path.slice('/static/'.length))
+      const ctx = {
+        req,
+        res,
+        url: new URL(req.url ?? '/', 'http://x'),
+        params: {},
+        cookies: {},
+        state: {},
+      }
+      if (!a)
+        return send(ctx, 404, 'not found', { contentType: 'text/plain', cacheControl: 'no-store' })
+      return send(ctx, 200, a.body, { contentType: a.contentType, cacheControl: IMMUTABLE })
+    }
+    if (
+      path === '/ops' ||
+      path === '/ops.json' ||
+      path.startsWith('/ops/') ||
+      path.startsWith('/_internal/')
+    ) {
+      void app.handle(req, res)
+      return
+    }
+    proxy.handle(req, res)
+  })
+  return {
+    server,
+    close: async () => {
+      for (const c of env.closers.reverse()) await c()
+    },
+  }
+}
