@@ -15,6 +15,8 @@ export interface L1Entry {
   readonly tags: readonly string[] | undefined
   /** True when the entry records that the key does not exist (negative caching). */
   readonly negative: boolean
+  /** The version of the L2 write this entry copies, so an invalidation for that same write can keep it. */
+  readonly version: string | undefined
   /** Approximate bytes the entry holds (key, serialized value and bookkeeping). */
   readonly size: number
   /** A resolved promise of the value, made once on the first async hit and reused after. */

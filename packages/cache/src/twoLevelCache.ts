@@ -123,6 +123,8 @@ export class TwoLevelCache<T = unknown> {
   #floorEpoch = 0
   readonly #keyEpochs = new Map<string, number>()
   readonly #tagEpochs = new Map<string, number>()
+  /** The version named by the last invalidation of a key (a set), if any. */
+  readonly #keyVersions = new Map<string, string | undefined>()
 
   readonly #flights = new Map<string, Promise<unknown>>()
   readonly #loads = new Map<string, Promise<unknown>>()
@@ -508,7 +510,7 @@ export class TwoLevelCache<T = unknown> {
         })
         if (this.#bloom !== undefined)
           await this.#bloomAdd(keys.filter((_, i) => !prepared[i]?.negative))
-        await this.#publish('k', { k: keys })
+        await this.#publish('k', { k: keys, v: l1Entries.map(([, entry]) => entry.version ?? '') })
       } catch (error) {
         this.#l2Failed('set', error)
         this.#defer(keys, [], false)
@@ -772,7 +774,7 @@ export class TwoLevelCache<T = unknown> {
   }
 
   #maybeBackfill(key: string, env: Envelope, value: unknown, raw: string, epoch: number): void {
-    if (this.#l1 === undefined || !this.#stillValid(key, env.tags, epoch)) return
+    if (this.#l1 === undefined || !this.#stillValid(key, env.tags, epoch, env.token)) return
     this.#l1Set(key, {
       value,
       freshUntil: env.freshUntil,
@@ -780,6 +782,7 @@ export class TwoLevelCache<T = unknown> {
       refreshAt: env.refreshAt,
       tags: env.tags,
       negative: env.kind === 'n',
+      version: env.token,
       size: entryBytes(key, raw, undefined),
       promise: undefined,
     })
@@ -1090,9 +1093,10 @@ export class TwoLevelCache<T = unknown> {
       !negative && this.#o.earlyRefresh > 0
         ? t + ttl * this.#o.earlyRefresh
         : Number.POSITIVE_INFINITY
+    const version = this.#token()
     const text = encodeEnvelope(
       negative ? 'n' : 'v',
-      this.#token(),
+      version,
       freshUntil,
       staleUntil,
       refreshAt,
@@ -1107,6 +1111,7 @@ export class TwoLevelCache<T = unknown> {
         refreshAt,
         tags: o.tags,
         negative,
+        version,
         size: entryBytes(key, payload, o.tags),
         promise: undefined,
       },
@@ -1182,11 +1187,16 @@ export class TwoLevelCache<T = unknown> {
 
   // ---------------------------------------------------------------- internals: invalidation
 
-  #invalidateLocal(keys: readonly string[]): void {
+  /** Drops keys from L1; `versions[i]`, when given, is the write that caused it: a copy of that very write stays. */
+  #invalidateLocal(keys: readonly string[], versions?: readonly string[]): void {
     const epoch = ++this.#epoch
-    for (const key of keys) {
-      this.#l1?.delete(key)
+    for (let i = 0; i < keys.length; i++) {
+      const key = keys[i] as string
+      const version = versions?.[i]
+      const known = version === undefined || version === '' ? undefined : version
+      if (known === undefined || this.#l1?.get(key)?.version !== known) this.#l1?.delete(key)
       this.#keyEpochs.set(key, epoch)
+      this.#keyVersions.set(key, known)
     }
     this.#wake(keys)
     if (this.#keyEpochs.size > MAX_TRACKED_INVALIDATIONS) this.#forgetEpochs()
@@ -1208,6 +1218,7 @@ export class TwoLevelCache<T = unknown> {
   /** Too many to track: every read in flight is treated as invalidated. */
   #forgetEpochs(): void {
     this.#keyEpochs.clear()
+    this.#keyVersions.clear()
     this.#tagEpochs.clear()
     this.#floorEpoch = this.#epoch
   }
@@ -1226,9 +1237,17 @@ export class TwoLevelCache<T = unknown> {
   }
 
   /** Whether a read or load that began at `epoch` may still write L1. */
-  #stillValid(key: string, tags: readonly string[] | undefined, epoch: number): boolean {
+  #stillValid(
+    key: string,
+    tags: readonly string[] | undefined,
+    epoch: number,
+    version?: string,
+  ): boolean {
     if (epoch < this.#floorEpoch) return false
-    if ((this.#keyEpochs.get(key) ?? 0) > epoch) return false
+    if ((this.#keyEpochs.get(key) ?? 0) > epoch) {
+      // invalidated meanwhile; fine only if the invalidation was for the very write we read
+      if (version === undefined || this.#keyVersions.get(key) !== version) return false
+    }
     return tags === undefined || !this.#tagInvalidatedSince(tags, epoch)
   }
 
@@ -1236,7 +1255,7 @@ export class TwoLevelCache<T = unknown> {
     switch (message.t) {
       case 'k':
         if (message.k !== undefined) {
-          this.#invalidateLocal(message.k)
+          this.#invalidateLocal(message.k, Array.isArray(message.v) ? message.v : undefined)
           this.#emit('invalidation', { origin: message.o, keys: message.k })
         }
         return
@@ -1275,7 +1294,7 @@ export class TwoLevelCache<T = unknown> {
 
   async #publish(
     type: 'k' | 'g' | 'c' | 'f',
-    fields: Pick<BusMessage, 'k' | 'g' | 'n'>,
+    fields: Pick<BusMessage, 'k' | 'v' | 'g' | 'n'>,
   ): Promise<void> {
     await this.#bus?.publish(type, fields)
   }

@@ -10,6 +10,8 @@ export interface BusMessage {
   s: number
   t: BusType
   k?: string[]
+  /** For `k` from a set: the version written per key ('' for none). */
+  v?: string[]
   g?: string[]
   /** New generation, for `c`. */
   n?: number
@@ -108,7 +110,10 @@ export class Bus {
   }
 
   /** Publishes; the sequence number is consumed even if the publish fails, so receivers see the gap. */
-  async publish(type: BusType, fields: Pick<BusMessage, 'k' | 'g' | 'n'> = {}): Promise<void> {
+  async publish(
+    type: BusType,
+    fields: Pick<BusMessage, 'k' | 'v' | 'g' | 'n'> = {},
+  ): Promise<void> {
     const message: BusMessage = { o: this.#options.instanceId, s: ++this.#seq, t: type, ...fields }
     await this.#options.publish(this.#options.channel, JSON.stringify(message))
     this.#published++
@@ -121,6 +126,7 @@ export class Bus {
     try {
       if (this.#isCluster) await sub.ssubscribe(this.#options.channel)
       else await sub.subscribe(this.#options.channel)
+      if (!this.#healthy) this.#heartbeat() // confirm the subscription now rather than at the next tick
     } catch {
       // not connected yet: retried on 'ready' and by the heartbeat
     }
