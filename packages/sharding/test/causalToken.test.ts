@@ -3,7 +3,11 @@ import { describe, expect, it } from 'vitest'
 import { CausalToken, InvalidCausalTokenError } from '../src/index.js'
 
 const gtid = fc
-  .tuple(fc.integer({ min: 0, max: 3 }), fc.integer({ min: 1, max: 9 }), fc.bigInt({ min: 1n, max: 10n ** 12n }))
+  .tuple(
+    fc.integer({ min: 0, max: 3 }),
+    fc.integer({ min: 1, max: 9 }),
+    fc.bigInt({ min: 1n, max: 10n ** 12n }),
+  )
   .map(([d, s, n]) => `${d}-${s}-${n}`)
 const shardId = fc.stringMatching(/^[A-Za-z0-9_-]{1,12}$/)
 
@@ -36,13 +40,18 @@ describe('CausalToken', () => {
 
   it('merges commutatively and idempotently', () => {
     fc.assert(
-      fc.property(fc.array(fc.tuple(shardId, gtid), { maxLength: 5 }), fc.array(fc.tuple(shardId, gtid), { maxLength: 5 }), (xs, ys) => {
-        const build = (es: [string, string][]) => es.reduce((t, [s, g]) => t.merge(CausalToken.of(s, g)), CausalToken.empty)
-        const x = build(xs)
-        const y = build(ys)
-        expect(x.merge(y).toString()).toBe(y.merge(x).toString())
-        expect(x.merge(x).toString()).toBe(x.toString())
-      }),
+      fc.property(
+        fc.array(fc.tuple(shardId, gtid), { maxLength: 5 }),
+        fc.array(fc.tuple(shardId, gtid), { maxLength: 5 }),
+        (xs, ys) => {
+          const build = (es: [string, string][]) =>
+            es.reduce((t, [s, g]) => t.merge(CausalToken.of(s, g)), CausalToken.empty)
+          const x = build(xs)
+          const y = build(ys)
+          expect(x.merge(y).toString()).toBe(y.merge(x).toString())
+          expect(x.merge(x).toString()).toBe(x.toString())
+        },
+      ),
     )
   })
 

@@ -77,14 +77,25 @@ describe('classifyStatement', () => {
 
   it('finds an outermost LIMIT only', () => {
     expect(classifyStatement('SELECT * FROM t ORDER BY a LIMIT 10').hasLimit).toBe(true)
-    expect(classifyStatement('SELECT * FROM (SELECT * FROM t LIMIT 5) x ORDER BY a').hasLimit).toBe(false)
+    expect(classifyStatement('SELECT * FROM (SELECT * FROM t LIMIT 5) x ORDER BY a').hasLimit).toBe(
+      false,
+    )
     expect(classifyStatement("SELECT 'LIMIT 3' FROM t").hasLimit).toBe(false)
   })
 
   it('never calls a statement that starts with a write keyword a read, whatever follows', () => {
     fc.assert(
       fc.property(
-        fc.constantFrom('INSERT', 'UPDATE', 'DELETE', 'REPLACE', 'CREATE', 'DROP', 'ALTER', 'TRUNCATE'),
+        fc.constantFrom(
+          'INSERT',
+          'UPDATE',
+          'DELETE',
+          'REPLACE',
+          'CREATE',
+          'DROP',
+          'ALTER',
+          'TRUNCATE',
+        ),
         fc.string(),
         (keyword, rest) => classifyStatement(`${keyword} ${rest}`).kind !== 'read',
       ),

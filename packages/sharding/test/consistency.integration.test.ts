@@ -28,7 +28,11 @@ function pairRouter(options: Record<string, unknown>): ShardRouter {
   return router
 }
 
-async function pool<T>(count: number, concurrency: number, fn: (i: number) => Promise<T>): Promise<T[]> {
+async function pool<T>(
+  count: number,
+  concurrency: number,
+  fn: (i: number) => Promise<T>,
+): Promise<T[]> {
   const out: T[] = new Array(count)
   let next = 0
   await Promise.all(
@@ -54,11 +58,19 @@ describe('read-your-writes', () => {
         router.run({}, async () => {
           const id = nextId++
           const user = `ryw-${i % 50}`
-          await router.query(user, 'INSERT INTO orders (id, user_id, total, created_at) VALUES (?, ?, 1, ?)', [id, user, i])
-          const rows = await router.query<unknown[]>(user, 'SELECT id FROM orders WHERE id = ?', [id])
+          await router.query(
+            user,
+            'INSERT INTO orders (id, user_id, total, created_at) VALUES (?, ?, 1, ?)',
+            [id, user, i],
+          )
+          const rows = await router.query<unknown[]>(user, 'SELECT id FROM orders WHERE id = ?', [
+            id,
+          ])
           if (rows.length !== 1) stale++
           if (i % 10 === 0) {
-            await router.query(user, 'SELECT COUNT(*) AS n FROM orders WHERE user_id = ?', [user], { consistency: 'eventual' })
+            await router.query(user, 'SELECT COUNT(*) AS n FROM orders WHERE user_id = ?', [user], {
+              consistency: 'eventual',
+            })
             eventualOk++
           }
         }),
@@ -80,8 +92,14 @@ describe('read-your-writes', () => {
     await pool(200, 10, (i) =>
       router.run({}, async () => {
         const id = nextId++
-        await router.query(`u${i}`, 'INSERT INTO orders (id, user_id, total, created_at) VALUES (?, ?, 1, 0)', [id, `u${i}`])
-        const rows = await router.query<unknown[]>(`u${i}`, 'SELECT id FROM orders WHERE id = ?', [id])
+        await router.query(
+          `u${i}`,
+          'INSERT INTO orders (id, user_id, total, created_at) VALUES (?, ?, 1, 0)',
+          [id, `u${i}`],
+        )
+        const rows = await router.query<unknown[]>(`u${i}`, 'SELECT id FROM orders WHERE id = ?', [
+          id,
+        ])
         if (rows.length !== 1) stale++
       }),
     )
@@ -114,9 +132,17 @@ describe('replica health', () => {
     expect(router.stats().replicas[0]!.available).toBe(true)
     const restart = await stopSqlThread(topo.replicaServer)
     try {
-      await router.query('x', 'INSERT INTO orders (id, user_id, total, created_at) VALUES (?, ?, 1, 0)', [nextId++, 'x'])
+      await router.query(
+        'x',
+        'INSERT INTO orders (id, user_id, total, created_at) VALUES (?, ?, 1, 0)',
+        [nextId++, 'x'],
+      )
       await eventually(() => !router.stats().replicas[0]!.available, 5000)
-      expect(router.stats().replicas[0]).toMatchObject({ healthy: false, lagMs: Number.POSITIVE_INFINITY, reason: 'SQL thread stopped' })
+      expect(router.stats().replicas[0]).toMatchObject({
+        healthy: false,
+        lagMs: Number.POSITIVE_INFINITY,
+        reason: 'SQL thread stopped',
+      })
       const before = router.stats()
       for (const consistency of ['eventual', 'bounded', 'read-your-writes'] as const) {
         await router.query('x', 'SELECT * FROM orders WHERE user_id = ?', ['x'], { consistency })
@@ -129,7 +155,9 @@ describe('replica health', () => {
     }
     await eventually(() => router.stats().replicas[0]!.available, 10_000)
     const before = router.stats().shards.pair!.replicaQueries
-    await router.query('x', 'SELECT * FROM orders WHERE user_id = ?', ['x'], { consistency: 'eventual' })
+    await router.query('x', 'SELECT * FROM orders WHERE user_id = ?', ['x'], {
+      consistency: 'eventual',
+    })
     expect(router.stats().shards.pair!.replicaQueries).toBe(before + 1)
     expect(events.map((e) => e.type)).toEqual(['replica-down', 'replica-up'])
     expect(events[0]!.reason).toBe('SQL thread stopped')

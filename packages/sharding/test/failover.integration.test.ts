@@ -45,9 +45,14 @@ async function readLoad(router: ShardRouter, durationMs: number, workers: number
     Array.from({ length: workers }, async (_, w) => {
       while (Date.now() < deadline) {
         try {
-          await router.query(`w${w}`, 'SELECT COUNT(*) AS n FROM orders WHERE user_id = ?', [`w${w}`], {
-            consistency: 'eventual',
-          })
+          await router.query(
+            `w${w}`,
+            'SELECT COUNT(*) AS n FROM orders WHERE user_id = ?',
+            [`w${w}`],
+            {
+              consistency: 'eventual',
+            },
+          )
           ok++
         } catch (error) {
           failures.push(error)
@@ -121,7 +126,10 @@ describe('a primary that fails', () => {
       }),
     )
     const write = () =>
-      router.query('u', 'INSERT INTO orders (id, user_id, total, created_at) VALUES (?, ?, 1, 0)', [nextId++, 'u'])
+      router.query('u', 'INSERT INTO orders (id, user_id, total, created_at) VALUES (?, ?, 1, 0)', [
+        nextId++,
+        'u',
+      ])
     await write()
 
     proxy.refuse()
@@ -130,7 +138,12 @@ describe('a primary that fails', () => {
     const refused = await write().catch((e: unknown) => e)
     expect(Date.now() - started).toBeLessThan(600)
     expect(refused).toBeInstanceOf(ShardUnavailableError)
-    expect(refused).toMatchObject({ code: 'E_SHARD_UNAVAILABLE', retryable: true, shard: 'pair', role: 'primary' })
+    expect(refused).toMatchObject({
+      code: 'E_SHARD_UNAVAILABLE',
+      retryable: true,
+      shard: 'pair',
+      role: 'primary',
+    })
 
     // An open connection that stops answering: the statement timeout fires.
     proxy.restore()
@@ -165,23 +178,41 @@ describe('a primary that fails', () => {
   it('applies nothing of a transaction whose connection is cut half way', async () => {
     const { proxy, url } = await proxyFor(topo.pair[0]!.primary)
     const router = track(
-      createShardRouter({ shards: [{ id: 'pair', primary: url }], queryTimeoutMs: 1000, connectTimeoutMs: 300 }),
+      createShardRouter({
+        shards: [{ id: 'pair', primary: url }],
+        queryTimeoutMs: 1000,
+        connectTimeoutMs: 300,
+      }),
     )
     const user = 'tx-cut'
     const outcome = await router
       .transaction(user, async (tx) => {
-        await tx.query('INSERT INTO orders (id, user_id, total, created_at) VALUES (?, ?, 1, 0)', [nextId++, user])
+        await tx.query('INSERT INTO orders (id, user_id, total, created_at) VALUES (?, ?, 1, 0)', [
+          nextId++,
+          user,
+        ])
         proxy.cut()
-        await tx.query('INSERT INTO orders (id, user_id, total, created_at) VALUES (?, ?, 2, 0)', [nextId++, user])
+        await tx.query('INSERT INTO orders (id, user_id, total, created_at) VALUES (?, ?, 2, 0)', [
+          nextId++,
+          user,
+        ])
       })
       .catch((e: unknown) => e)
     expect(isShardingError(outcome)).toBe(true)
     expect(outcome).toMatchObject({ retryable: true })
     expect(router.stats().transactions.rolledBack).toBe(1)
     await sleep(200)
-    expect(await sql(topo.pair[0]!.primary, 'SELECT * FROM orders WHERE user_id = ?', [user])).toEqual([])
+    expect(
+      await sql(topo.pair[0]!.primary, 'SELECT * FROM orders WHERE user_id = ?', [user]),
+    ).toEqual([])
     // The router keeps working once the connection is gone.
-    await router.query(user, 'INSERT INTO orders (id, user_id, total, created_at) VALUES (?, ?, 3, 0)', [nextId++, user])
-    expect(await sql(topo.pair[0]!.primary, 'SELECT total FROM orders WHERE user_id = ?', [user])).toHaveLength(1)
+    await router.query(
+      user,
+      'INSERT INTO orders (id, user_id, total, created_at) VALUES (?, ?, 3, 0)',
+      [nextId++, user],
+    )
+    expect(
+      await sql(topo.pair[0]!.primary, 'SELECT total FROM orders WHERE user_id = ?', [user]),
+    ).toHaveLength(1)
   })
 })

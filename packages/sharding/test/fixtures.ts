@@ -42,7 +42,11 @@ export interface Topology {
  * Creates `pairDbs` databases on the primary (replicated to the replica) and `standardDbs` on
  * the standard server, each with an `orders` table, and waits for the replica to have them.
  */
-export async function topology(label: string, pairDbs: number, standardDbs: number): Promise<Topology> {
+export async function topology(
+  label: string,
+  pairDbs: number,
+  standardDbs: number,
+): Promise<Topology> {
   const primaryServer = await mysqlPrimaryUrl()
   const replicaServer = await mysqlReplicaUrl()
   const standardServer = await mysqlUrl()
@@ -90,7 +94,11 @@ export async function stopSqlThread(replicaServer: string): Promise<() => Promis
 export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
 
 /** Polls `check` until it is true or `timeoutMs` passes. */
-export async function eventually(check: () => boolean | Promise<boolean>, timeoutMs = 10_000, stepMs = 50): Promise<void> {
+export async function eventually(
+  check: () => boolean | Promise<boolean>,
+  timeoutMs = 10_000,
+  stepMs = 50,
+): Promise<void> {
   const deadline = Date.now() + timeoutMs
   while (!(await check())) {
     if (Date.now() > deadline) throw new Error('condition not met in time')

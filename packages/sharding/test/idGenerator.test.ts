@@ -48,12 +48,20 @@ describe('createIdGenerator', () => {
 
   it('embeds the owning key slot so an id routes to its owner', () => {
     fc.assert(
-      fc.property(fc.oneof(fc.string({ minLength: 1 }), fc.integer(), fc.bigInt({ min: 0n })), (owner) => {
-        const ids = createIdGenerator({ workerId: 9, slotBits: 12, workerBits: 4, sequenceBits: 6 })
-        const id = ids.next(owner)
-        expect(ids.slotOf(id).slot).toBe(slotFor(owner, 4096))
-        expect(ids.decode(id).workerId).toBe(9)
-      }),
+      fc.property(
+        fc.oneof(fc.string({ minLength: 1 }), fc.integer(), fc.bigInt({ min: 0n })),
+        (owner) => {
+          const ids = createIdGenerator({
+            workerId: 9,
+            slotBits: 12,
+            workerBits: 4,
+            sequenceBits: 6,
+          })
+          const id = ids.next(owner)
+          expect(ids.slotOf(id).slot).toBe(slotFor(owner, 4096))
+          expect(ids.decode(id).workerId).toBe(9)
+        },
+      ),
     )
   })
 

@@ -8,9 +8,14 @@ describe('mergeSorted', () => {
   it('gives the same rows as sorting everything, for any sorted inputs and limit', () => {
     fc.assert(
       fc.property(
-        fc.array(fc.array(fc.record({ a: fc.integer({ min: 0, max: 20 }), b: fc.integer() }), { maxLength: 30 }), {
-          maxLength: 6,
-        }),
+        fc.array(
+          fc.array(fc.record({ a: fc.integer({ min: 0, max: 20 }), b: fc.integer() }), {
+            maxLength: 30,
+          }),
+          {
+            maxLength: 6,
+          },
+        ),
         fc.nat(100),
         (lists, take) => {
           const cmp = rowComparator([{ column: 'a', direction: 'desc' }, 'b'])
@@ -32,7 +37,15 @@ describe('mergeAggregates', () => {
         [{ n: 3, s: '4.25', lo: 0, hi: 4, avg: 1.4 }],
         [{ n: 0, s: null, lo: null, hi: null, avg: null }],
       ],
-      { aggregate: { n: 'count', s: 'sum', lo: 'min', hi: 'max', avg: { avg: { sum: 's', count: 'n' } } } },
+      {
+        aggregate: {
+          n: 'count',
+          s: 'sum',
+          lo: 'min',
+          hi: 'max',
+          avg: { avg: { sum: 's', count: 'n' } },
+        },
+      },
     )
     expect(rows).toEqual([{ n: 5, s: '14.75', lo: 0, hi: 9, avg: 2.95 }])
   })
@@ -61,9 +74,13 @@ describe('addDecimalStrings', () => {
     expect(addDecimalStrings('99999999999999999999', '1')).toBe('100000000000000000000')
     expect(addDecimalStrings('-1.50', '0.25')).toBe('-1.25')
     fc.assert(
-      fc.property(fc.bigInt({ min: -(10n ** 30n), max: 10n ** 30n }), fc.bigInt({ min: -(10n ** 30n), max: 10n ** 30n }), (a, b) => {
-        expect(addDecimalStrings(String(a), String(b))).toBe(String(a + b))
-      }),
+      fc.property(
+        fc.bigInt({ min: -(10n ** 30n), max: 10n ** 30n }),
+        fc.bigInt({ min: -(10n ** 30n), max: 10n ** 30n }),
+        (a, b) => {
+          expect(addDecimalStrings(String(a), String(b))).toBe(String(a + b))
+        },
+      ),
     )
   })
 })
@@ -84,6 +101,8 @@ describe('checkMergeSpec', () => {
     expect(checkMergeSpec({ orderBy: 'a' })).toBeUndefined()
     expect(() => checkMergeSpec({ orderBy: 'a', limit: -1 })).toThrow(/"limit"/)
     expect(() => checkMergeSpec({ orderBy: [] })).toThrow(/"orderBy"/)
-    expect(() => checkMergeSpec({ aggregate: { n: 'median' as never } })).toThrow(/aggregate for "n"/)
+    expect(() => checkMergeSpec({ aggregate: { n: 'median' as never } })).toThrow(
+      /aggregate for "n"/,
+    )
   })
 })

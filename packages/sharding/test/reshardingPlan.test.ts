@@ -34,6 +34,8 @@ describe('planResharding', () => {
   })
 
   it('names the option when slots is not a power of two', () => {
-    expect(() => planResharding(shards(2), shards(3), { slots: 1000 })).toThrow(/invalid option "slots"/)
+    expect(() => planResharding(shards(2), shards(3), { slots: 1000 })).toThrow(
+      /invalid option "slots"/,
+    )
   })
 })

@@ -32,31 +32,36 @@ afterAll(async () => {
 
 /** A key that lives on the given shard. */
 function keyOn(shard: string, salt = ''): string {
-  for (let i = 0; ; i++) if (router.shardFor(`user-${salt}${i}`) === shard) return `user-${salt}${i}`
+  for (let i = 0; ; i++)
+    if (router.shardFor(`user-${salt}${i}`) === shard) return `user-${salt}${i}`
 }
 
 let nextId = 1
 const insert = (user: string, total = 10, note: string | null = null) =>
-  router.query(user, 'INSERT INTO orders (id, user_id, total, note, created_at) VALUES (?, ?, ?, ?, ?)', [
-    nextId++,
+  router.query(
     user,
-    total,
-    note,
-    Date.now(),
-  ])
+    'INSERT INTO orders (id, user_id, total, note, created_at) VALUES (?, ?, ?, ?, ?)',
+    [nextId++, user, total, note, Date.now()],
+  )
 
 describe('routing against the primary/replica pair and the standard server', () => {
   it('writes to the key shard primary and reads plain SELECTs from its replica', async () => {
     const user = keyOn('pair')
     const before = router.stats().shards.pair!
     await insert(user)
-    const rows = await router.query<Array<{ user_id: string }>>(user, 'SELECT user_id FROM orders WHERE user_id = ?', [user])
+    const rows = await router.query<Array<{ user_id: string }>>(
+      user,
+      'SELECT user_id FROM orders WHERE user_id = ?',
+      [user],
+    )
     expect(rows.map((r) => r.user_id)).toEqual([user])
     const after = router.stats().shards.pair!
     expect(after.primaryQueries - before.primaryQueries).toBe(1)
     expect(after.replicaQueries - before.replicaQueries).toBe(1)
     // The row is on the pair's database only, not on the other shard.
-    expect(await sql(topo.standard[0]!, 'SELECT * FROM orders WHERE user_id = ?', [user])).toEqual([])
+    expect(await sql(topo.standard[0]!, 'SELECT * FROM orders WHERE user_id = ?', [user])).toEqual(
+      [],
+    )
   })
 
   it('sends locking reads and use: primary to the primary', async () => {
@@ -66,7 +71,9 @@ describe('routing against the primary/replica pair and the standard server', () 
     await router.query(user, 'SELECT * FROM orders WHERE user_id = ? FOR UPDATE', [user])
     await router.query(user, 'SELECT * FROM orders WHERE user_id = ? LOCK IN SHARE MODE', [user])
     await router.query(user, 'SELECT * FROM orders WHERE user_id = ?', [user], { use: 'primary' })
-    await router.query(user, 'SELECT * FROM orders WHERE user_id = ?', [user], { consistency: 'strong' })
+    await router.query(user, 'SELECT * FROM orders WHERE user_id = ?', [user], {
+      consistency: 'strong',
+    })
     const after = router.stats().shards.pair!
     expect(after.primaryQueries - before.primaryQueries).toBe(4)
     expect(after.replicaQueries - before.replicaQueries).toBe(0)
@@ -108,25 +115,42 @@ describe('routing against the primary/replica pair and the standard server', () 
       router.query<unknown[]>(user, 'SELECT * FROM orders WHERE user_id = ?', [user]),
     )
     expect(rows).toHaveLength(1)
-    expect(() => router.run({ causalToken: "pair:0-1-1'; DROP TABLE orders; --" }, () => 1)).toThrow(InvalidCausalTokenError)
+    expect(() =>
+      router.run({ causalToken: "pair:0-1-1'; DROP TABLE orders; --" }, () => 1),
+    ).toThrow(InvalidCausalTokenError)
   })
 
   it('pins a transaction to the primary, commits it whole and rolls it back on error', async () => {
     const user = keyOn('pair', 'tx')
     await router.transaction(user, async (tx) => {
-      await tx.query('INSERT INTO orders (id, user_id, total, created_at) VALUES (?, ?, 1, 0)', [nextId++, user])
+      await tx.query('INSERT INTO orders (id, user_id, total, created_at) VALUES (?, ?, 1, 0)', [
+        nextId++,
+        user,
+      ])
       // A router.query to the same shard inside the callback joins the transaction.
-      const seen = await router.query<unknown[]>(user, 'SELECT * FROM orders WHERE user_id = ?', [user])
+      const seen = await router.query<unknown[]>(user, 'SELECT * FROM orders WHERE user_id = ?', [
+        user,
+      ])
       expect(seen).toHaveLength(1)
-      await tx.query('INSERT INTO orders (id, user_id, total, created_at) VALUES (?, ?, 2, 0)', [nextId++, user])
+      await tx.query('INSERT INTO orders (id, user_id, total, created_at) VALUES (?, ?, 2, 0)', [
+        nextId++,
+        user,
+      ])
     })
-    expect(await router.query<unknown[]>(user, 'SELECT * FROM orders WHERE user_id = ?', [user])).toHaveLength(2)
+    expect(
+      await router.query<unknown[]>(user, 'SELECT * FROM orders WHERE user_id = ?', [user]),
+    ).toHaveLength(2)
     const failed = router.transaction(user, async (tx) => {
-      await tx.query('INSERT INTO orders (id, user_id, total, created_at) VALUES (?, ?, 3, 0)', [nextId++, user])
+      await tx.query('INSERT INTO orders (id, user_id, total, created_at) VALUES (?, ?, 3, 0)', [
+        nextId++,
+        user,
+      ])
       throw new Error('payment declined')
     })
     await expect(failed).rejects.toThrow('payment declined')
-    expect(await sql(topo.pair[0]!.primary, 'SELECT * FROM orders WHERE user_id = ?', [user])).toHaveLength(2)
+    expect(
+      await sql(topo.pair[0]!.primary, 'SELECT * FROM orders WHERE user_id = ?', [user]),
+    ).toHaveLength(2)
     const stats = router.stats().transactions
     expect(stats.committed).toBeGreaterThanOrEqual(1)
     expect(stats.rolledBack).toBeGreaterThanOrEqual(1)
@@ -137,7 +161,11 @@ describe('routing against the primary/replica pair and the standard server', () 
     for (let i = 0; i < 20; i++) {
       const user = `buyer-${i}`
       const orderId = ids.next(user)
-      await router.query(user, 'INSERT INTO orders (id, user_id, total, created_at) VALUES (?, ?, 5, 0)', [orderId, user])
+      await router.query(
+        user,
+        'INSERT INTO orders (id, user_id, total, created_at) VALUES (?, ?, 5, 0)',
+        [orderId, user],
+      )
       const rows = await router.query<Array<{ user_id: string }>>(
         ids.slotOf(orderId),
         'SELECT user_id FROM orders WHERE id = ?',
@@ -152,35 +180,62 @@ describe('routing against the primary/replica pair and the standard server', () 
     const evil = "x'); DROP TABLE orders; -- "
     const user = keyOn('pair', 'evil')
     await insert(user, 1, evil)
-    const rows = await router.query<Array<{ note: string }>>(user, 'SELECT note FROM orders WHERE note = ?', [evil], {
-      use: 'primary',
-    })
+    const rows = await router.query<Array<{ note: string }>>(
+      user,
+      'SELECT note FROM orders WHERE note = ?',
+      [evil],
+      {
+        use: 'primary',
+      },
+    )
     expect(rows.map((r) => r.note)).toEqual([evil])
     // A key made of SQL is only a key.
-    await insert("1 OR 1=1; DROP TABLE orders", 1, 'k')
+    await insert('1 OR 1=1; DROP TABLE orders', 1, 'k')
     expect(
-      await router.query<unknown[]>("1 OR 1=1; DROP TABLE orders", 'SELECT * FROM orders WHERE user_id = ?', ["1 OR 1=1; DROP TABLE orders"], {
-        use: 'primary',
-      }),
+      await router.query<unknown[]>(
+        '1 OR 1=1; DROP TABLE orders',
+        'SELECT * FROM orders WHERE user_id = ?',
+        ['1 OR 1=1; DROP TABLE orders'],
+        {
+          use: 'primary',
+        },
+      ),
     ).toHaveLength(1)
     // A value with SQL in it is one escaped string: it matches nothing.
-    for (const value of ["' OR '1'='1", '0 OR 1=1', '\\\' OR 1=1 -- ']) {
+    for (const value of ["' OR '1'='1", '0 OR 1=1', "\\' OR 1=1 -- "]) {
       expect(
-        await router.query<unknown[]>(user, 'SELECT * FROM orders WHERE user_id = ? OR id = ?', [value, value], { use: 'primary' }),
+        await router.query<unknown[]>(
+          user,
+          'SELECT * FROM orders WHERE user_id = ? OR id = ?',
+          [value, value],
+          { use: 'primary' },
+        ),
         value,
       ).toHaveLength(0)
     }
-    await expect(router.query(user, `SELECT 1; DROP TABLE orders`)).rejects.toThrow(UnsafeStatementError)
+    await expect(router.query(user, `SELECT 1; DROP TABLE orders`)).rejects.toThrow(
+      UnsafeStatementError,
+    )
     expect(() => sqlIdentifier('orders; DROP TABLE orders')).toThrow(UnsafeStatementError)
     // Both tables are still there.
-    expect((await sql(topo.pair[0]!.primary, 'SELECT COUNT(*) AS n FROM orders'))[0].n).toBeGreaterThan(0)
-    expect((await sql(topo.standard[0]!, 'SELECT COUNT(*) AS n FROM orders'))[0].n).toBeGreaterThanOrEqual(0)
+    expect(
+      (await sql(topo.pair[0]!.primary, 'SELECT COUNT(*) AS n FROM orders'))[0].n,
+    ).toBeGreaterThan(0)
+    expect(
+      (await sql(topo.standard[0]!, 'SELECT COUNT(*) AS n FROM orders'))[0].n,
+    ).toBeGreaterThanOrEqual(0)
   })
 
   it('reports the replica as healthy with its measured lag', async () => {
     await router.checkReplicas()
     const [replica] = router.stats().replicas
-    expect(replica).toMatchObject({ id: 'pair/replica-0', shard: 'pair', healthy: true, ejected: false, available: true })
+    expect(replica).toMatchObject({
+      id: 'pair/replica-0',
+      shard: 'pair',
+      healthy: true,
+      ejected: false,
+      available: true,
+    })
     expect(replica!.lagMs).toBeGreaterThanOrEqual(0)
     expect(replica!.lagMs).toBeLessThan(10_000)
   })

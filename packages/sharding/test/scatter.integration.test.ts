@@ -44,12 +44,11 @@ beforeAll(async () => {
       created_at: Math.floor(rand() * 50), // many ties: the merge must break them by id
     }
     all.push(order)
-    await router.query(order.user_id, 'INSERT INTO orders (id, user_id, total, created_at) VALUES (?, ?, ?, ?)', [
-      order.id,
+    await router.query(
       order.user_id,
-      order.total,
-      order.created_at,
-    ])
+      'INSERT INTO orders (id, user_id, total, created_at) VALUES (?, ?, ?, ?)',
+      [order.id, order.user_id, order.total, order.created_at],
+    )
   }
   const u = new URL(topo.standard[1]!)
   proxy = await createFaultProxy({ host: u.hostname, port: Number(u.port) })
@@ -65,7 +64,12 @@ const byNewest = (a: Order, b: Order) => b.created_at - a.created_at || b.id - a
 
 describe('all() scatter-gather over four shards', () => {
   it('spreads the rows over every shard', async () => {
-    const counts = await Promise.all(topo.pair.map((p) => p.primary).concat(topo.standard).map((url) => sql(url, 'SELECT COUNT(*) AS n FROM orders')))
+    const counts = await Promise.all(
+      topo.pair
+        .map((p) => p.primary)
+        .concat(topo.standard)
+        .map((url) => sql(url, 'SELECT COUNT(*) AS n FROM orders')),
+    )
     const ns = counts.map((rows) => Number(rows[0].n))
     expect(ns.reduce((a, b) => a + b, 0)).toBe(240)
     for (const n of ns) expect(n).toBeGreaterThan(20)
@@ -81,25 +85,45 @@ describe('all() scatter-gather over four shards', () => {
       const result = await router.all<Order>(
         'SELECT id, user_id, total, created_at FROM orders ORDER BY created_at DESC, id DESC',
         [],
-        { orderBy: [{ column: 'created_at', direction: 'desc' }, { column: 'id', direction: 'desc' }], limit, offset },
+        {
+          orderBy: [
+            { column: 'created_at', direction: 'desc' },
+            { column: 'id', direction: 'desc' },
+          ],
+          limit,
+          offset,
+        },
       )
       expect(result.partial).toBe(false)
       expect(result.shards).toEqual(['p0', 'p1', 's0', 's1'])
-      expect(result.rows.map((r) => r.id)).toEqual([...all].sort(byNewest).slice(offset, offset + limit).map((o) => o.id))
+      expect(result.rows.map((r) => r.id)).toEqual(
+        [...all]
+          .sort(byNewest)
+          .slice(offset, offset + limit)
+          .map((o) => o.id),
+      )
     }
   })
 
   it('refuses an ORDER BY merge whose SQL has its own LIMIT', async () => {
-    await expect(router.all('SELECT id FROM orders ORDER BY id LIMIT 5', [], { orderBy: 'id', limit: 5 })).rejects.toThrow(
-      InvalidArgumentError,
-    )
+    await expect(
+      router.all('SELECT id FROM orders ORDER BY id LIMIT 5', [], { orderBy: 'id', limit: 5 }),
+    ).rejects.toThrow(InvalidArgumentError)
   })
 
   it('merges COUNT, SUM, MIN, MAX and AVG (from SUM and COUNT), overall and by group', async () => {
     const { rows } = await router.all(
       'SELECT COUNT(*) AS n, SUM(total) AS s, MIN(total) AS lo, MAX(created_at) AS hi FROM orders WHERE created_at >= ?',
       [10],
-      { aggregate: { n: 'count', s: 'sum', lo: 'min', hi: 'max', avg: { avg: { sum: 's', count: 'n' } } } },
+      {
+        aggregate: {
+          n: 'count',
+          s: 'sum',
+          lo: 'min',
+          hi: 'max',
+          avg: { avg: { sum: 's', count: 'n' } },
+        },
+      },
     )
     const kept = all.filter((o) => o.created_at >= 10)
     const cents = kept.reduce((a, o) => a + Math.round(Number(o.total) * 100), 0)
@@ -122,7 +146,9 @@ describe('all() scatter-gather over four shards', () => {
 
   it('fails with every failed shard named, or returns the rest flagged partial, when a shard is down', async () => {
     const broken = createShardRouter({
-      shards: shards.map((s) => (s.id === 's1' ? { ...s, primary: proxy.url(topo.standard[1]!) } : s)),
+      shards: shards.map((s) =>
+        s.id === 's1' ? { ...s, primary: proxy.url(topo.standard[1]!) } : s,
+      ),
       healthCheckIntervalMs: 0,
       connectTimeoutMs: 300,
       scatterTimeoutMs: 400,
@@ -134,17 +160,28 @@ describe('all() scatter-gather over four shards', () => {
       expect((error as ScatterGatherError).failures.map((f) => f.shard)).toEqual(['s1'])
       expect((error as ScatterGatherError).retryable).toBe(true)
 
-      const partial = await broken.all<Order>('SELECT id FROM orders ORDER BY id', [], { orderBy: 'id', limit: 500 }, { onShardError: 'partial' })
+      const partial = await broken.all<Order>(
+        'SELECT id FROM orders ORDER BY id',
+        [],
+        { orderBy: 'id', limit: 500 },
+        { onShardError: 'partial' },
+      )
       expect(partial.partial).toBe(true)
       expect(partial.shards).toEqual(['p0', 'p1', 's0'])
-      const s1Ids = new Set((await sql(topo.standard[1]!, 'SELECT id FROM orders')).map((r: Order) => r.id))
-      expect(partial.rows.map((r) => r.id)).toEqual(all.map((o) => o.id).filter((id) => !s1Ids.has(id)))
+      const s1Ids = new Set(
+        (await sql(topo.standard[1]!, 'SELECT id FROM orders')).map((r: Order) => r.id),
+      )
+      expect(partial.rows.map((r) => r.id)).toEqual(
+        all.map((o) => o.id).filter((id) => !s1Ids.has(id)),
+      )
 
       // A shard that hangs is cut off by the per-shard timeout.
       proxy.restore()
       proxy.blackhole()
       const started = Date.now()
-      const slow = await broken.all('SELECT id FROM orders', [], undefined, { onShardError: 'partial' })
+      const slow = await broken.all('SELECT id FROM orders', [], undefined, {
+        onShardError: 'partial',
+      })
       expect(Date.now() - started).toBeLessThan(1500)
       expect(slow.partial).toBe(true)
       expect(slow.failures.map((f) => f.shard)).toEqual(['s1'])

@@ -6,8 +6,8 @@ import {
   ShardKeyMissingError,
   type ShardRouter,
   slotFor,
-  UnsafeStatementError,
   sqlIdentifier,
+  UnsafeStatementError,
 } from '../src/index.js'
 
 // Pools connect lazily: nothing here touches a server.
@@ -54,7 +54,9 @@ describe('ShardRouter (no server)', () => {
       await expect(r.query(key as never, 'SELECT 1')).rejects.toThrow(ShardKeyMissingError)
       expect(() => r.shardFor(key as never)).toThrow(ShardKeyMissingError)
     }
-    await expect(r.transaction(undefined as never, async () => 1)).rejects.toThrow(ShardKeyMissingError)
+    await expect(r.transaction(undefined as never, async () => 1)).rejects.toThrow(
+      ShardKeyMissingError,
+    )
     expect(() => r.shardFor({ slot: 99_999 })).toThrow(ShardKeyMissingError)
     await r.close()
   })
@@ -80,9 +82,15 @@ describe('ShardRouter (no server)', () => {
     expect(() => createShardRouter({ shards, gtidWaitTimeoutMs: -5 })).toThrow(
       'invalid option "gtidWaitTimeoutMs": expected a positive number of milliseconds, got -5',
     )
-    expect(() => createShardRouter({ shards, consistency: 'fresh' as never })).toThrow(/invalid option "consistency"/)
-    expect(() => createShardRouter({ shards: [{ id: 'a b', primary: url }] })).toThrow(InvalidArgumentError)
-    expect(() => createShardRouter({ shards: [shards[0]!, shards[0]!] })).toThrow(/duplicate shard id/)
+    expect(() => createShardRouter({ shards, consistency: 'fresh' as never })).toThrow(
+      /invalid option "consistency"/,
+    )
+    expect(() => createShardRouter({ shards: [{ id: 'a b', primary: url }] })).toThrow(
+      InvalidArgumentError,
+    )
+    expect(() => createShardRouter({ shards: [shards[0]!, shards[0]!] })).toThrow(
+      /duplicate shard id/,
+    )
   })
 
   it('rejects statements after close', async () => {
