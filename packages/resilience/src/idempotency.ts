@@ -625,11 +625,15 @@ export class Idempotency {
 
   async #claimOnce(key: string, fingerprint: string): Promise<ClaimOutcome> {
     if (this.#closed) throw new IdempotencyUnavailableError('the idempotency store was closed')
-    const reply = (await this.#call(key, CLAIM, [
-      fingerprint,
-      this.#o.lease,
-      this.#o.retention,
-    ])) as [string, (string | number)?, number?]
+    const args = [fingerprint, this.#o.lease, this.#o.retention]
+    const reply = (await this.#call(key, CLAIM, args, (late) => {
+      // The claim timed out here but reached Redis after all: give the key back at once
+      // rather than leave it in flight, owned by no one, until its lease runs out.
+      const r = late as [string, number?]
+      if (r[0] === 'a') {
+        RELEASE.run(this.#o.redis, [this.redisKey(key)], [String(r[1])]).catch(() => {})
+      }
+    })) as [string, (string | number)?, number?]
     switch (reply[0]) {
       case 'a': {
         const claim = new IdempotencyClaim(
@@ -680,14 +684,19 @@ export class Idempotency {
     return outcome
   }
 
-  async #call(key: string, script: LuaScript, args: (string | number)[]): Promise<unknown> {
+  async #call(
+    key: string,
+    script: LuaScript,
+    args: (string | number)[],
+    onLateReply?: (reply: unknown) => void,
+  ): Promise<unknown> {
     const ms = this.#o.commandTimeout
+    const sent = script.run(this.#o.redis, [this.redisKey(key)], args)
     try {
-      return await withTimeout(
-        script.run(this.#o.redis, [this.redisKey(key)], args),
-        ms,
-        () => new Error(`Redis did not answer within ${ms} ms`),
-      )
+      return await withTimeout(sent, ms, () => {
+        if (onLateReply !== undefined) sent.then(onLateReply, () => {})
+        return new Error(`Redis did not answer within ${ms} ms`)
+      })
     } catch (cause) {
       this.#stats.unavailable++
       const error = new IdempotencyUnavailableError(

@@ -46,7 +46,12 @@ describe('circuitBreaker', () => {
 
   describe('time window', () => {
     it('opens when more than the threshold of the calls in the window failed', async () => {
-      const b = track(circuitBreaker((fail: boolean) => (fail ? boom() : ok()), { volumeThreshold: 4, errorThresholdPercentage: 50 }))
+      const b = track(
+        circuitBreaker((fail: boolean) => (fail ? boom() : ok()), {
+          volumeThreshold: 4,
+          errorThresholdPercentage: 50,
+        }),
+      )
       await b.fire(false)
       await b.fire(false)
       await expect(b.fire(true)).rejects.toThrow()
@@ -58,7 +63,12 @@ describe('circuitBreaker', () => {
 
     it('forgets failures older than the window', async () => {
       vi.useFakeTimers({ toFake: ['Date', 'setTimeout', 'clearTimeout'] })
-      const b = track(circuitBreaker(boom, { volumeThreshold: 3, window: { type: 'time', duration: 1000, buckets: 10 } }))
+      const b = track(
+        circuitBreaker(boom, {
+          volumeThreshold: 3,
+          window: { type: 'time', duration: 1000, buckets: 10 },
+        }),
+      )
       await expect(b.fire()).rejects.toThrow()
       await expect(b.fire()).rejects.toThrow()
       vi.advanceTimersByTime(1100)
@@ -108,7 +118,8 @@ describe('circuitBreaker', () => {
       const b = track(
         circuitBreaker((id: string) => (id === 'x' ? boom() : ok()), {
           volumeThreshold: 1,
-          fallback: (error, id) => `fallback:${id}:${error instanceof BreakerOpenError ? 'open' : 'failed'}`,
+          fallback: (error, id) =>
+            `fallback:${id}:${error instanceof BreakerOpenError ? 'open' : 'failed'}`,
         }),
       )
       await expect(b.fire('x')).resolves.toBe('fallback:x:failed')
@@ -187,7 +198,12 @@ describe('circuitBreaker', () => {
 
   describe('timeout', () => {
     it('turns a slow call into a TimeoutError that counts as a failure', async () => {
-      const b = track(circuitBreaker(() => new Promise((r) => setTimeout(r, 200)), { timeout: 20, volumeThreshold: 1 }))
+      const b = track(
+        circuitBreaker(() => new Promise((r) => setTimeout(r, 200)), {
+          timeout: 20,
+          volumeThreshold: 1,
+        }),
+      )
       const error = await b.fire().catch((e: unknown) => e)
       expect(error).toBeInstanceOf(TimeoutError)
       expect(b.stats()).toMatchObject({ timeouts: 1, failures: 1, state: 'open' })
@@ -205,7 +221,9 @@ describe('circuitBreaker', () => {
 
     it('refuses fire() when created without a function', async () => {
       const b = track(circuitBreaker())
-      await expect((b as unknown as { fire(): Promise<unknown> }).fire()).rejects.toMatchObject({ code: 'E_RESILIENCE_NO_FUNCTION' })
+      await expect((b as unknown as { fire(): Promise<unknown> }).fire()).rejects.toMatchObject({
+        code: 'E_RESILIENCE_NO_FUNCTION',
+      })
     })
   })
 
@@ -228,11 +246,21 @@ describe('circuitBreaker', () => {
     })
 
     it('holds no timer while closed and refuses calls after close()', async () => {
-      const before = process.getActiveResourcesInfo().filter((r) => r === 'Timeout').length
-      const many = Array.from({ length: 200 }, (_, i) => track(circuitBreaker(ok, { name: `host-${i}` })))
-      await Promise.all(many.map((b) => b.fire()))
-      const after = process.getActiveResourcesInfo().filter((r) => r === 'Timeout').length
-      expect(after - before).toBe(0)
+      const setIntervalSpy = vi.spyOn(globalThis, 'setInterval')
+      const setTimeoutSpy = vi.spyOn(globalThis, 'setTimeout')
+      let many: CircuitBreaker<[], string>[]
+      try {
+        many = Array.from({ length: 200 }, (_, i) =>
+          track(circuitBreaker(ok, { name: `host-${i}` })),
+        )
+        await Promise.all(many.map((b) => b.fire()))
+        await Promise.all(many.map((b) => b.execute(() => 1)))
+        expect(setIntervalSpy).not.toHaveBeenCalled()
+        expect(setTimeoutSpy).not.toHaveBeenCalled()
+      } finally {
+        setIntervalSpy.mockRestore()
+        setTimeoutSpy.mockRestore()
+      }
       const b = many[0]!
       await b.close()
       await expect(b.fire()).rejects.toBeInstanceOf(BreakerOpenError)

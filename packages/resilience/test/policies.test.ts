@@ -46,14 +46,20 @@ describe('retry', () => {
 
   it('uses a predicate when given one', async () => {
     const fn = vi.fn(() => Promise.reject(Object.assign(new Error('x'), { code: 'ECONNRESET' })))
-    const policy = retry({ maxAttempts: 3, initialDelay: 1, retryOn: (e) => (e as { code?: string }).code === 'ECONNRESET' })
+    const policy = retry({
+      maxAttempts: 3,
+      initialDelay: 1,
+      retryOn: (e) => (e as { code?: string }).code === 'ECONNRESET',
+    })
     await expect(policy.execute(fn)).rejects.toThrow('x')
     expect(fn).toHaveBeenCalledTimes(3)
   })
 
   it('gives up after maxAttempts with the last error and says why', async () => {
     const giveUps: string[] = []
-    const policy = retry({ maxAttempts: 2, initialDelay: 1 }).on('giveUp', (e) => giveUps.push(e.reason))
+    const policy = retry({ maxAttempts: 2, initialDelay: 1 }).on('giveUp', (e) =>
+      giveUps.push(e.reason),
+    )
     let n = 0
     await expect(policy.execute(() => Promise.reject(retryable(`e${++n}`)))).rejects.toThrow('e2')
     expect(giveUps).toEqual(['max-attempts'])
@@ -62,7 +68,14 @@ describe('retry', () => {
   it('waits with full jitter: a random share of an exponentially growing bound, capped', async () => {
     vi.useFakeTimers()
     const delays: number[] = []
-    const policy = retry({ maxAttempts: 6, initialDelay: 100, factor: 2, maxDelay: 1000, random: () => 0.5, maxElapsed: Infinity })
+    const policy = retry({
+      maxAttempts: 6,
+      initialDelay: 100,
+      factor: 2,
+      maxDelay: 1000,
+      random: () => 0.5,
+      maxElapsed: Infinity,
+    })
     policy.on('retry', (e) => delays.push(e.delay))
     const run = policy.execute(() => Promise.reject(retryable()))
     const caught = run.catch((e: unknown) => e)
@@ -73,16 +86,29 @@ describe('retry', () => {
 
   it('property: every delay lies within [0, min(maxDelay, initial * factor^(n-1))]', async () => {
     await fc.assert(
-      fc.asyncProperty(fc.double({ min: 0, max: 0.999_999, noNaN: true }), fc.integer({ min: 1, max: 5 }), async (r, attempts) => {
-        const delays: number[] = []
-        const policy = retry({ maxAttempts: attempts + 1, initialDelay: 0.01, factor: 3, maxDelay: 0.05, random: () => r, maxElapsed: Infinity })
-        policy.on('retry', (e) => delays.push(e.delay))
-        await policy.execute(({ attempt }) => (attempt <= attempts ? Promise.reject(retryable()) : 1))
-        delays.forEach((d, i) => {
-          expect(d).toBeGreaterThanOrEqual(0)
-          expect(d).toBeLessThanOrEqual(Math.min(0.05, 0.01 * 3 ** i))
-        })
-      }),
+      fc.asyncProperty(
+        fc.double({ min: 0, max: 0.999_999, noNaN: true }),
+        fc.integer({ min: 1, max: 5 }),
+        async (r, attempts) => {
+          const delays: number[] = []
+          const policy = retry({
+            maxAttempts: attempts + 1,
+            initialDelay: 0.01,
+            factor: 3,
+            maxDelay: 0.05,
+            random: () => r,
+            maxElapsed: Infinity,
+          })
+          policy.on('retry', (e) => delays.push(e.delay))
+          await policy.execute(({ attempt }) =>
+            attempt <= attempts ? Promise.reject(retryable()) : 1,
+          )
+          delays.forEach((d, i) => {
+            expect(d).toBeGreaterThanOrEqual(0)
+            expect(d).toBeLessThanOrEqual(Math.min(0.05, 0.01 * 3 ** i))
+          })
+        },
+      ),
       { numRuns: 30 },
     )
   })
@@ -97,7 +123,9 @@ describe('retry', () => {
 
   it('waits at least retryAfterMs when the error carries it', async () => {
     const delays: number[] = []
-    const policy = retry({ maxAttempts: 2, initialDelay: 1, random: () => 0 }).on('retry', (e) => delays.push(e.delay))
+    const policy = retry({ maxAttempts: 2, initialDelay: 1, random: () => 0 }).on('retry', (e) =>
+      delays.push(e.delay),
+    )
     let first = true
     await policy.execute(() => {
       if (first) {
@@ -112,7 +140,10 @@ describe('retry', () => {
   it('stops waiting and rejects with AbortedError when the signal aborts', async () => {
     const controller = new AbortController()
     const fn = vi.fn(() => Promise.reject(retryable()))
-    const run = retry({ maxAttempts: 5, initialDelay: 10_000, random: () => 1 }).execute(fn, controller.signal)
+    const run = retry({ maxAttempts: 5, initialDelay: 10_000, random: () => 1 }).execute(
+      fn,
+      controller.signal,
+    )
     await sleep(5)
     controller.abort(new Error('client left'))
     const error = await run.catch((e: unknown) => e)
@@ -280,7 +311,9 @@ describe('pipeline', () => {
     const breaker = circuitBreaker({ volumeThreshold: 100 })
     const perTry = timeout(30)
     const policy = pipeline(retry({ maxAttempts: 3, initialDelay: 1 }), breaker, perTry)
-    const value = await policy.execute(({ attempt, signal }) => (attempt < 3 ? sleep(200) : signal.aborted ? 'aborted' : `ok on ${attempt}`))
+    const value = await policy.execute(({ attempt, signal }) =>
+      attempt < 3 ? sleep(200) : signal.aborted ? 'aborted' : `ok on ${attempt}`,
+    )
     expect(value).toBe('ok on 3')
     expect(perTry.stats().timeouts).toBe(2)
     expect(breaker.stats()).toMatchObject({ failures: 2, successes: 1 })
@@ -300,7 +333,11 @@ describe('pipeline', () => {
     const plain = pipeline(retry(), timeout(100), bulkhead({ limit: 1 }))
     const r1 = await plain.execute(() => 42)
     expectTypeOf(r1).toEqualTypeOf<number>()
-    const withFallback = pipeline(fallback(() => null), retry(), timeout(100))
+    const withFallback = pipeline(
+      fallback(() => null),
+      retry(),
+      timeout(100),
+    )
     const r2 = await withFallback.execute(() => 'x')
     expectTypeOf(r2).toEqualTypeOf<string | null>()
     expect([r1, r2]).toEqual([42, 'x'])
@@ -308,7 +345,10 @@ describe('pipeline', () => {
 
   it('accepts a policy from elsewhere that only has execute()', async () => {
     const seen: number[] = []
-    const custom: Policy = { execute: (fn, signal) => Promise.resolve(fn({ signal: signal ?? new AbortController().signal, attempt: 99 })) }
+    const custom: Policy = {
+      execute: (fn, signal) =>
+        Promise.resolve(fn({ signal: signal ?? new AbortController().signal, attempt: 99 })),
+    }
     const policy = pipeline(retry({ maxAttempts: 2, initialDelay: 1 }), custom)
     await policy.execute(({ attempt }) => {
       seen.push(attempt)

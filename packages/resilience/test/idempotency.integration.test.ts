@@ -1,0 +1,347 @@
+import { spawn } from 'node:child_process'
+import { dirname, join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { createFaultProxy, type FaultProxy, redisUrl } from '@ballast/testkit'
+import { Redis } from 'ioredis'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import {
+  createIdempotency,
+  IdempotencyClaim,
+  IdempotencyFencedError,
+  IdempotencyInFlightError,
+  IdempotencyKeyError,
+  IdempotencyMismatchError,
+  IdempotencyUnavailableError,
+  IdempotentFailureError,
+} from '../src/index.js'
+import { clusterFixture, redisFixture, uniquePrefix } from './helpers.js'
+
+const here = dirname(fileURLToPath(import.meta.url))
+const repoRoot = join(here, '..', '..', '..')
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
+
+const prefix = uniquePrefix('idem')
+let fixture: Awaited<ReturnType<typeof redisFixture>>
+let n = 0
+const key = () => `key-${++n}-${Date.now()}`
+
+beforeAll(async () => {
+  fixture = await redisFixture(prefix)
+})
+afterAll(async () => {
+  await fixture.cleanup()
+})
+
+describe('Idempotency (Redis)', () => {
+  it('runs the work once and replays its result without running it again', async () => {
+    const store = createIdempotency({ redis: fixture.redis, prefix })
+    const k = key()
+    let runs = 0
+    const first = await store.run(k, { amount: 100 }, () => ({ receipt: ++runs }))
+    const second = await store.run(k, { amount: 100 }, () => ({ receipt: ++runs }))
+    expect(first).toEqual({ value: { receipt: 1 }, replayed: false })
+    expect(second).toEqual({ value: { receipt: 1 }, replayed: true })
+    expect(runs).toBe(1)
+    expect(store.stats()).toMatchObject({ acquired: 1, replayed: 1, completed: 1, held: 0 })
+    const ttl = await fixture.redis.pttl(store.redisKey(k))
+    expect(ttl).toBeGreaterThan(86_000_000)
+    expect(ttl).toBeLessThanOrEqual(86_400_000)
+  })
+
+  it('200 concurrent calls with one key: the handler runs exactly once, every caller gets the result or 409', async () => {
+    const store = createIdempotency({ redis: fixture.redis, prefix })
+    const k = key()
+    let runs = 0
+    const results = await Promise.allSettled(
+      Array.from({ length: 200 }, () =>
+        store.run(k, { amount: 5 }, async () => {
+          runs++
+          await sleep(50)
+          return 'charged'
+        }),
+      ),
+    )
+    const fresh = results.filter((r) => r.status === 'fulfilled' && !r.value.replayed)
+    const replayed = results.filter((r) => r.status === 'fulfilled' && r.value.replayed)
+    const inFlight = results.filter(
+      (r) => r.status === 'rejected' && r.reason instanceof IdempotencyInFlightError,
+    )
+    const lost = results.length - fresh.length - replayed.length - inFlight.length
+    expect(runs).toBe(1)
+    expect(fresh).toHaveLength(1)
+    expect(lost).toBe(0)
+    expect(inFlight.length + replayed.length).toBe(199)
+    for (const r of replayed) expect(r.status === 'fulfilled' && r.value.value).toBe('charged')
+  })
+
+  it('200 concurrent calls with one key and a bounded wait: all get the one result', async () => {
+    const store = createIdempotency({ redis: fixture.redis, prefix, wait: 5000 })
+    const k = key()
+    let runs = 0
+    const results = await Promise.all(
+      Array.from({ length: 200 }, () =>
+        store.run(k, undefined, async () => {
+          runs++
+          await sleep(100)
+          return { order: 42 }
+        }),
+      ),
+    )
+    expect(runs).toBe(1)
+    expect(results.filter((r) => !r.replayed)).toHaveLength(1)
+    expect(results.every((r) => (r.value as { order: number }).order === 42)).toBe(true)
+  })
+
+  it('refuses the same key with a different payload (422) and runs nothing', async () => {
+    const store = createIdempotency({ redis: fixture.redis, prefix })
+    const k = key()
+    await store.run(k, { amount: 100 }, () => 'ok')
+    let ran = false
+    const error = await store
+      .run(k, { amount: 999 }, () => {
+        ran = true
+      })
+      .catch((e: unknown) => e)
+    expect(error).toBeInstanceOf(IdempotencyMismatchError)
+    expect(ran).toBe(false)
+    // key order does not matter: a canonicalized payload is the same request
+    await expect(store.run(k, { amount: 100 }, () => 'again')).resolves.toMatchObject({
+      replayed: true,
+    })
+  })
+
+  it('refuses a missing or malformed key (400)', async () => {
+    const store = createIdempotency({ redis: fixture.redis, prefix })
+    for (const bad of ['', 'has space', 'x'.repeat(256), 'ключ']) {
+      await expect(store.run(bad, {}, () => 1)).rejects.toBeInstanceOf(IdempotencyKeyError)
+    }
+    await expect(store.run(undefined as unknown as string, {}, () => 1)).rejects.toThrow('required')
+  })
+
+  it('releases the key after a transient failure, so a retry runs', async () => {
+    const store = createIdempotency({ redis: fixture.redis, prefix })
+    const k = key()
+    let runs = 0
+    await expect(
+      store.run(k, {}, () => {
+        runs++
+        throw Object.assign(new Error('gateway timeout'), { retryable: true })
+      }),
+    ).rejects.toThrow('gateway timeout')
+    await expect(store.run(k, {}, () => ++runs)).resolves.toEqual({ value: 2, replayed: false })
+    expect(store.stats()).toMatchObject({ released: 1 })
+  })
+
+  it('stores a permanent failure and replays it without running the work', async () => {
+    const store = createIdempotency({ redis: fixture.redis, prefix })
+    const k = key()
+    let runs = 0
+    const declined = Object.assign(new Error('card declined'), {
+      retryable: false,
+      code: 'E_DECLINED',
+    })
+    await expect(
+      store.run(k, {}, () => {
+        runs++
+        throw declined
+      }),
+    ).rejects.toBe(declined)
+    const replay = await store.run(k, {}, () => ++runs).catch((e: unknown) => e)
+    expect(replay).toBeInstanceOf(IdempotentFailureError)
+    expect(replay).toMatchObject({ message: 'card declined', originalCode: 'E_DECLINED' })
+    expect(runs).toBe(1)
+  })
+
+  it('renews the lease while the work runs, so a long job is not reclaimed', async () => {
+    const store = createIdempotency({ redis: fixture.redis, prefix, lease: 200 })
+    const k = key()
+    let runs = 0
+    const long = store.run(k, {}, async () => {
+      runs++
+      await sleep(700)
+      return 'done'
+    })
+    await sleep(450)
+    await expect(store.run(k, {}, () => ++runs)).rejects.toBeInstanceOf(IdempotencyInFlightError)
+    await expect(long).resolves.toEqual({ value: 'done', replayed: false })
+    expect(runs).toBe(1)
+  })
+
+  it('a holder killed with SIGKILL: after the lease a retry runs once, and its late write is fenced', async () => {
+    const lease = 600
+    const k = key()
+    const child = spawn(
+      process.execPath,
+      ['--import', 'tsx', '--conditions=@ballast/source', join(here, 'fixtures', 'holder.ts')],
+      {
+        cwd: repoRoot,
+        env: {
+          ...process.env,
+          REDIS_URL: await redisUrl(),
+          PREFIX: prefix,
+          KEY: k,
+          LEASE: String(lease),
+        },
+        stdio: ['ignore', 'pipe', 'inherit'],
+      },
+    )
+    const line = await new Promise<string>((resolve, reject) => {
+      let out = ''
+      child.stdout.on('data', (d: Buffer) => {
+        out += d.toString()
+        if (out.includes('\n')) resolve(out.trim())
+      })
+      child.on('exit', (code) => reject(new Error(`holder exited early with ${code}: ${out}`)))
+    })
+    const held = JSON.parse(line) as { status: string; token: number }
+    expect(held.status).toBe('acquired')
+    const exited = new Promise((r) => child.once('exit', r))
+    child.kill('SIGKILL')
+    await exited
+
+    const store = createIdempotency({ redis: fixture.redis, prefix, lease })
+    let runs = 0
+    // while the dead holder's lease lasts, a retry is refused
+    await expect(store.run(k, { amount: 100 }, () => ++runs)).rejects.toBeInstanceOf(
+      IdempotencyInFlightError,
+    )
+    await sleep(lease + 100)
+    const events: boolean[] = []
+    store.on('acquired', (e) => events.push(e.reclaimed))
+    await expect(store.run(k, { amount: 100 }, () => ++runs)).resolves.toEqual({
+      value: 1,
+      replayed: false,
+    })
+    expect(events).toEqual([true])
+    // The dead holder's late write, with its stale fencing token, is refused...
+    const stale = new IdempotencyClaim(store, k, held.token, false, lease)
+    const fenced = await stale.complete({ receipt: 'from the dead' }).catch((e: unknown) => e)
+    expect(fenced).toBeInstanceOf(IdempotencyFencedError)
+    expect(store.stats().fenced).toBe(1)
+    // ...and the stored result is the live holder's; the work ran once.
+    await expect(store.run(k, { amount: 100 }, () => ++runs)).resolves.toEqual({
+      value: 1,
+      replayed: true,
+    })
+    expect(runs).toBe(1)
+  })
+
+  it('aborts the holder’s signal when another holder took the key', async () => {
+    const store = createIdempotency({ redis: fixture.redis, prefix, lease: 100 })
+    const k = key()
+    const outcome = await store.claim(k)
+    if (outcome.status !== 'acquired') throw new Error(outcome.status)
+    // simulate a takeover: bump the fencing token behind the holder's back
+    await fixture.redis.hincrby(store.redisKey(k), 't', 1)
+    await sleep(150)
+    expect(outcome.claim.signal.aborted).toBe(true)
+    expect(outcome.claim.signal.reason).toBeInstanceOf(IdempotencyFencedError)
+  })
+
+  describe('Redis unreachable (fault proxy)', () => {
+    let proxy: FaultProxy
+    let redis: Redis
+    beforeAll(async () => {
+      const url = new URL(await redisUrl())
+      proxy = await createFaultProxy({ host: url.hostname, port: Number(url.port || 6379) })
+      redis = new Redis(proxy.url(await redisUrl()), {
+        maxRetriesPerRequest: 1,
+        retryStrategy: () => 50,
+      })
+    })
+    afterAll(async () => {
+      proxy.restore()
+      redis.disconnect()
+      await proxy.close()
+    })
+
+    it('fails closed with a typed error and does not run the handler; recovers after', async () => {
+      const store = createIdempotency({ redis, prefix, commandTimeout: 300 })
+      const k = key()
+      proxy.blackhole()
+      proxy.cut()
+      let runs = 0
+      const started = Date.now()
+      const error = await store.run(k, {}, () => ++runs).catch((e: unknown) => e)
+      expect(error).toBeInstanceOf(IdempotencyUnavailableError)
+      expect((error as IdempotencyUnavailableError).code).toBe(
+        'E_RESILIENCE_IDEMPOTENCY_UNAVAILABLE',
+      )
+      expect(Date.now() - started).toBeLessThan(2000)
+      expect(runs).toBe(0)
+      proxy.restore()
+      await sleep(300)
+      await expect(store.run(k, {}, () => ++runs)).resolves.toEqual({ value: 1, replayed: false })
+    })
+
+    it('runs the handler unprotected when configured to fail open', async () => {
+      const store = createIdempotency({ redis, prefix, commandTimeout: 300, failOpen: true })
+      const opened: string[] = []
+      store.on('failOpen', (e) => opened.push(e.key))
+      const k = key()
+      proxy.blackhole()
+      proxy.cut()
+      await expect(store.run(k, {}, () => 'unprotected')).resolves.toEqual({
+        value: 'unprotected',
+        replayed: false,
+      })
+      expect(opened).toEqual([k])
+      proxy.restore()
+      await sleep(300)
+    })
+  })
+
+  describe('Redis Cluster', () => {
+    it('keeps each key in one slot and runs the handler once under 100 concurrent calls', async () => {
+      const clusterPrefix = uniquePrefix('idem-cluster')
+      const { cluster, cleanup } = await clusterFixture(clusterPrefix)
+      try {
+        const store = createIdempotency({ redis: cluster, prefix: clusterPrefix })
+        const slots = new Set<number>()
+        for (let i = 0; i < 20; i++) {
+          const k = `order-${i}`
+          const [a, b] = await Promise.all([
+            cluster.cluster('KEYSLOT', store.redisKey(k)) as Promise<number>,
+            cluster.cluster('KEYSLOT', k) as Promise<number>,
+          ])
+          expect(a).toBe(b)
+          slots.add(a)
+          let runs = 0
+          const results = await Promise.allSettled(
+            Array.from({ length: 100 }, () =>
+              store.run(k, { i }, async () => {
+                runs++
+                await sleep(10)
+                return i
+              }),
+            ),
+          )
+          expect(runs).toBe(1)
+          expect(results.filter((r) => r.status === 'fulfilled' && !r.value.replayed)).toHaveLength(
+            1,
+          )
+        }
+        expect(slots.size).toBeGreaterThan(5) // keys spread over the cluster
+      } finally {
+        await cleanup()
+      }
+    })
+  })
+
+  describe('options', () => {
+    it.each([
+      [{}, 'redis'],
+      [{ lease: 10 }, 'lease'],
+      [{ retention: 1000, lease: 5000 }, 'retention'],
+      [{ prefix: 'a{b' }, 'prefix'],
+      [{ wait: -1 }, 'wait'],
+      [{ failOpen: 'yes' }, 'failOpen'],
+      [{ keyPattern: 'x' }, 'keyPattern'],
+    ])('rejects %j naming %s', (options, name) => {
+      const redis = 'redis' in options || name === 'redis' ? undefined : fixture.redis
+      expect(() => createIdempotency({ redis, ...options } as never)).toThrow(
+        `invalid option "${name}"`,
+      )
+    })
+  })
+})

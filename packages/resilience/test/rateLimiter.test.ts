@@ -1,0 +1,65 @@
+import fc from 'fast-check'
+import { describe, expect, it } from 'vitest'
+import { createRateLimiter, LocalRateLimiter, RateLimitedError } from '../src/index.js'
+
+describe('LocalRateLimiter', () => {
+  it('allows a burst, then one call per emission interval', () => {
+    let now = 1_000_000
+    const limiter = new LocalRateLimiter({ limit: 10, interval: 1000, burst: 3 }, () => now)
+    expect([1, 2, 3].map(() => limiter.takeSync('u').allowed)).toEqual([true, true, true])
+    const refused = limiter.takeSync('u')
+    expect(refused).toEqual({ allowed: false, remaining: 0, retryAfterMs: 100 })
+    now += 100
+    expect(limiter.takeSync('u')).toMatchObject({ allowed: true, remaining: 0 })
+    expect(limiter.takeSync('other').allowed).toBe(true)
+  })
+
+  it('property: over any span, allowed calls never exceed burst + span / interval', () => {
+    fc.assert(
+      fc.property(
+        fc.array(fc.integer({ min: 0, max: 50 }), { minLength: 1, maxLength: 300 }),
+        fc.integer({ min: 1, max: 5 }),
+        (gaps, burst) => {
+          let now = 0
+          const limiter = new LocalRateLimiter({ limit: 1, interval: 10, burst }, () => now)
+          let allowed = 0
+          for (const gap of gaps) {
+            now += gap
+            if (limiter.takeSync('k').allowed) allowed++
+          }
+          expect(allowed).toBeLessThanOrEqual(burst + Math.floor(now / 10))
+        },
+      ),
+    )
+  })
+
+  it('rejects with a typed error carrying the retry time from consume()', async () => {
+    const limiter = createRateLimiter({ limit: 1, interval: 60_000 })
+    await limiter.consume('ip')
+    const error = await limiter.consume('ip').catch((e: unknown) => e)
+    expect(error).toBeInstanceOf(RateLimitedError)
+    expect((error as RateLimitedError).retryAfterMs).toBeGreaterThan(59_000)
+    expect((error as RateLimitedError).retryable).toBe(true)
+    expect(limiter.stats()).toEqual({ allowed: 1, limited: 1, keys: 1 })
+  })
+
+  it('keeps at most maxKeys keys, dropping idle ones first', () => {
+    let now = 0
+    const limiter = new LocalRateLimiter({ limit: 1, interval: 10, maxKeys: 100 }, () => now)
+    for (let i = 0; i < 1000; i++) {
+      now += 1
+      limiter.takeSync(`k${i}`)
+    }
+    expect(limiter.stats().keys).toBeLessThanOrEqual(100)
+  })
+
+  it.each([
+    [{ limit: 0 }, 'limit'],
+    [{ limit: 5, interval: -1 }, 'interval'],
+    [{ limit: 5, burst: 0 }, 'burst'],
+    [{ limit: 5, redis: {} }, 'redis'],
+    [{ limit: 5, prefix: '' }, 'prefix'],
+  ])('rejects %j naming %s', (options, name) => {
+    expect(() => createRateLimiter(options as never)).toThrow(`invalid option "${name}"`)
+  })
+})
