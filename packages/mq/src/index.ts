@@ -31,6 +31,7 @@ export {
   UnknownExchangeError,
   UnroutableError,
 } from './errors.js'
+export { idempotencyDeduplicator } from './idempotencyDeduplicator.js'
 export type { Inbox, InboxHandler, InboxOptions, InboxStats } from './inbox.js'
 export { createInbox, DEFAULT_INBOX_OPTIONS } from './inbox.js'
 export type { Duration } from './internal/duration.js'

@@ -1,3 +1,6 @@
+import { spawn } from 'node:child_process'
+import { fileURLToPath } from 'node:url'
+import { createIdempotency } from '@ballast/resilience'
 import {
   amqpNames,
   amqpUrl,
@@ -13,9 +16,9 @@ import {
   type Broker,
   BufferFullError,
   createBroker,
+  idempotencyDeduplicator,
   PublishUnconfirmedError,
 } from '../src/index.js'
-import { redisDeduplicator } from './support/redisDeduplicator.js'
 
 const names = amqpNames('mqfault')
 let url: string
@@ -70,7 +73,12 @@ describe('Broker under connection faults', () => {
         const n = (m.body as { n: number }).n
         processed.set(n, (processed.get(n) ?? 0) + 1)
       },
-      { prefetch: 100, idempotency: redisDeduplicator(redis, `${keyspace.prefix}:`) },
+      {
+        prefetch: 100,
+        idempotency: idempotencyDeduplicator(
+          createIdempotency({ redis, prefix: `${keyspace.prefix}:`, lease: 5000 }),
+        ),
+      },
     )
     const debug = process.env.DEBUG_MQ
       ? setInterval(() => console.info(JSON.stringify(b.stats()), processed.size), 1000)
@@ -194,4 +202,62 @@ describe('Broker under connection faults', () => {
     await until(() => seen.length === 2, 5000)
     expect(seen).toEqual([1, 2])
   }, 30_000)
+
+  it('redelivers the unacked messages of a consumer killed with SIGKILL mid-batch; each is processed once in total', async () => {
+    const queue = names.queue('killed-consumer')
+    const N = 300
+    const b = createBroker({
+      urls: url,
+      topology: { queues: [{ name: queue, retry: false, deadLetter: false }] },
+    })
+    brokers.push(b)
+    await b.ready()
+    await Promise.all(
+      Array.from({ length: N }, (_, n) => b.publish('', queue, { n }, { messageId: `k-${n}` })),
+    )
+    const prefix = `${keyspace.prefix}killed:`
+    const child = spawn(
+      process.execPath,
+      [
+        '--import',
+        'tsx',
+        '--conditions=@ballast/source',
+        fileURLToPath(new URL('./support/consumerChild.ts', import.meta.url)),
+        url,
+        await redisUrl(),
+        queue,
+        prefix,
+      ],
+      { stdio: ['ignore', 'pipe', 'inherit'] },
+    )
+    let progress = 0
+    child.stdout.on('data', (d: Buffer) => {
+      progress += d.length
+    })
+    await until(() => progress >= 60, 20_000)
+    child.kill('SIGKILL')
+    await new Promise((r) => child.once('exit', r))
+    const killedAt = progress
+    // a second consumer (this process) takes over the rest, with the same idempotency store
+    await b.consume(
+      queue,
+      async (m) => {
+        await redis.hincrby(`${prefix}processed`, String((m.body as { n: number }).n), 1)
+      },
+      {
+        prefetch: 20,
+        idempotency: idempotencyDeduplicator(createIdempotency({ redis, prefix, lease: 2000 })),
+      },
+    )
+    const counts = async () => Object.values(await redis.hgetall(`${prefix}processed`)).map(Number)
+    const started = Date.now()
+    while ((await counts()).length < N && Date.now() - started < 30_000)
+      await new Promise((r) => setTimeout(r, 100))
+    await new Promise((r) => setTimeout(r, 500))
+    const all = await counts()
+    const lost = N - all.length
+    const twice = all.filter((c) => c > 1).length
+    expect(killedAt).toBeLessThan(N)
+    expect({ lost, twice }).toEqual({ lost: 0, twice: 0 })
+  }, 60_000)
 })

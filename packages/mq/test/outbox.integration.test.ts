@@ -1,5 +1,6 @@
 import { spawn } from 'node:child_process'
 import { fileURLToPath } from 'node:url'
+import { createIdempotency } from '@ballast/resilience'
 import { amqpNames, amqpUrl, mysqlUrl, redisKeyspace, redisUrl, uniqueName } from '@ballast/testkit'
 import { Redis } from 'ioredis'
 import mysql from 'mysql2/promise'
@@ -10,8 +11,8 @@ import {
   createInbox,
   createOutbox,
   createOutboxRelay,
+  idempotencyDeduplicator,
 } from '../src/index.js'
-import { redisDeduplicator } from './support/redisDeduplicator.js'
 
 const names = amqpNames('mqoutbox')
 let url: string
@@ -142,7 +143,11 @@ describe('Outbox and relay', () => {
         const n = (m.body as { n: number }).n
         handled.set(n, (handled.get(n) ?? 0) + 1)
       },
-      { idempotency: redisDeduplicator(redis, keyspace.prefix) },
+      {
+        idempotency: idempotencyDeduplicator(
+          createIdempotency({ redis, prefix: keyspace.prefix, lease: 5000 }),
+        ),
+      },
     )
     const child = spawn(
       process.execPath,
