@@ -58,10 +58,12 @@ export function fastifySession<T extends SessionData>(
     return BODY
   }
   const plugin: FastifyPluginCallback = (fastify, _opts, done) => {
-    fastify.decorateRequest('session', null)
+    // A string-typed name: another plugin's type augmentation of `session` must not clash.
+    fastify.decorateRequest('session' as string, null)
     fastify.addHook('onRequest', async (request, reply) => {
       try {
-        ;(request as { session?: unknown }).session = await store.loadRequest({
+        const target = request as unknown as { session?: unknown }
+        target.session = await store.loadRequest({
           cookie: request.headers.cookie,
           authorization: request.headers.authorization,
           ip: request.ip,
@@ -72,7 +74,7 @@ export function fastifySession<T extends SessionData>(
       }
     })
     fastify.addHook('onSend', async (request, reply, payload) => {
-      const session = (request as { session?: RequestSession<T> | null }).session
+      const session = (request as unknown as { session?: RequestSession<T> | null }).session
       if (session === null || session === undefined) return payload
       let cookie: string | undefined
       try {
@@ -103,7 +105,7 @@ export function fastifySession<T extends SessionData>(
 export function getSession<T extends SessionData = SessionData>(
   request: FastifyRequest,
 ): RequestSession<T> {
-  const session = (request as { session?: unknown }).session
+  const session = (request as unknown as { session?: unknown }).session
   if (session === undefined || session === null) {
     throw new TypeError('no session on this request: register fastifySession(store) first')
   }

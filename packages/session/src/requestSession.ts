@@ -309,7 +309,6 @@ export class RequestSession<T extends SessionData = SessionData> {
       loginId: undefined,
       csrf: this.#csrf,
       createdAt: 0,
-      lastSeenAt: 0,
       expiresAt: 0,
       absoluteExpiresAt: 0,
     }

@@ -49,7 +49,6 @@ export interface Stored {
   loginId: string | undefined
   csrf: string | undefined
   createdAt: number
-  lastSeenAt: number
   expiresAt: number
   absoluteExpiresAt: number
 }
@@ -233,7 +232,6 @@ export class Engine {
       loginId: undefined,
       csrf: undefined,
       createdAt: 0,
-      lastSeenAt: 0,
       expiresAt,
       absoluteExpiresAt: 0,
     }
@@ -254,9 +252,6 @@ export class Engine {
       switch (field) {
         case '_c':
           out.createdAt = Number(value)
-          break
-        case '_t':
-          out.lastSeenAt = Number(value)
           break
         case '_a':
           out.absoluteExpiresAt = Number(value)
@@ -344,7 +339,6 @@ export class Engine {
         loginId,
         csrf: init.csrf,
         createdAt: created,
-        lastSeenAt: created,
         expiresAt: expiry,
         absoluteExpiresAt: absolute,
       }
@@ -482,9 +476,9 @@ export class Engine {
     const infos = await Promise.all(
       ids.map(async (id) => {
         const m = (await this.run(INFO, this.sessionKey(id), [])) as
-          | [string, string, string, string, string, number]
+          | [string, string, string, string, number]
           | null
-        return m === null || m[3] !== userId ? { id, info: undefined } : { id, info: m }
+        return m === null || m[2] !== userId ? { id, info: undefined } : { id, info: m }
       }),
     )
     const dead = infos.filter((x) => x.info === undefined).map((x) => x.id)
@@ -492,15 +486,18 @@ export class Engine {
     const out: Info[] = []
     for (const { id, info } of infos) {
       if (info === undefined) continue
-      const [created, seen, absolute, , loginId, pttl] = info
+      const [created, absolute, , loginId, pttl] = info
+      const expiresAt = Date.now() + Number(pttl)
       out.push({
         id,
         idHash: this.hash(id),
         userId,
         loginId: loginId === '' ? undefined : loginId,
         createdAt: Number(created),
-        lastSeenAt: Number(seen || created),
-        expiresAt: Date.now() + Number(pttl),
+        // Each request sets expiry to last request + idle timeout, so the expiry tells when
+        // the last request was, without a write per request to record it.
+        lastSeenAt: Math.max(Number(created), expiresAt - this.config.idleMs),
+        expiresAt,
         absoluteExpiresAt: Number(absolute),
       })
     }
@@ -566,7 +563,7 @@ export class Engine {
     if (normalizeOrigin(origin) !== body.o) return reject('ticket-origin-mismatch')
     // The issuing session must still be alive: a logout after issuing voids the ticket.
     const source = (await this.run(INFO, this.sessionKey(body.s), [])) as string[] | null
-    if (source === null || source[3] !== body.u || source[4] !== body.l) {
+    if (source === null || source[2] !== body.u || source[3] !== body.l) {
       return reject('ticket-login-ended')
     }
     const data: Record<string, unknown> = {}

@@ -42,10 +42,16 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)`
  * KEYS: session. ARGV: idle ms. Returns HGETALL + expiry, or nil.
  */
 export const LOAD = new LuaScript(
-  `local a = redis.call('HGET', KEYS[1], '_a')
-if not a then return false end
+  `local all = redis.call('HGETALL', KEYS[1])
+local abs
+for i = 1, #all, 2 do
+  if all[i] == '_a' then
+    abs = tonumber(all[i + 1])
+    break
+  end
+end
+if not abs then return false end
 ${NOW}
-local abs = tonumber(a)
 local exp = now + tonumber(ARGV[1])
 if abs < exp then exp = abs end
 if exp <= now then
@@ -53,8 +59,6 @@ if exp <= now then
   return false
 end
 redis.call('PEXPIREAT', KEYS[1], exp)
-redis.call('HSET', KEYS[1], '_t', tostring(now))
-local all = redis.call('HGETALL', KEYS[1])
 all[#all + 1] = tostring(exp)
 return all`,
   1,
@@ -71,7 +75,7 @@ ${NOW}
 local abs = now + tonumber(ARGV[2])
 local exp = now + tonumber(ARGV[1])
 if abs < exp then exp = abs end
-local args = { '_c', tostring(now), '_a', tostring(abs), '_t', tostring(now) }
+local args = { '_c', tostring(now), '_a', tostring(abs) }
 for i = 3, #ARGV do args[#args + 1] = ARGV[i] end
 redis.call('HSET', KEYS[1], unpack(args))
 redis.call('PEXPIREAT', KEYS[1], exp)
@@ -132,11 +136,11 @@ return { n, m[1] or '', m[2] or '' }`,
   1,
 )
 
-/** Metadata of a session without sliding it: { created, lastSeen, absolute, userId, loginId, pttl }. */
+/** Metadata of a session without sliding it: { created, absolute, userId, loginId, pttl }. */
 export const INFO = new LuaScript(
-  `local m = redis.call('HMGET', KEYS[1], '_c', '_t', '_a', '_u', '_l')
+  `local m = redis.call('HMGET', KEYS[1], '_c', '_a', '_u', '_l')
 if not m[1] then return false end
-return { m[1], m[2] or '', m[3], m[4] or '', m[5] or '', redis.call('PTTL', KEYS[1]) }`,
+return { m[1], m[2], m[3] or '', m[4] or '', redis.call('PTTL', KEYS[1]) }`,
   1,
 )
 

@@ -1,0 +1,196 @@
+/**
+ * Sessions over real HTTP, ours against express-session + connect-redis on Express and
+ * @fastify/session + connect-redis on Fastify, plus ours on plain node:http: requests per
+ * second and latency with autocannon, and Redis commands per request from Redis's own
+ * INFO commandstats, for a request that leaves the session unchanged and one that changes a
+ * field. Same Redis (a private redis-server), same machine, same run; each server runs in its
+ * own child process, rounds interleave the contestants, and the table gives medians.
+ *
+ *   pnpm exec tsx --conditions=@ballast/source bench/session/http.bench.ts
+ */
+import { fork } from 'node:child_process'
+import { fileURLToPath } from 'node:url'
+import autocannon from 'autocannon'
+import { fmt, isSmoke, report } from '../harness.js'
+import { CONTESTANTS, type Contestant } from './contestants.js'
+import { type PrivateRedis, startPrivateRedis } from './redisServer.js'
+
+const SMOKE = isSmoke()
+const ROUNDS = SMOKE ? 1 : Number(process.env.SESSION_BENCH_ROUNDS ?? 3)
+const SECONDS = SMOKE ? 1 : Number(process.env.SESSION_BENCH_SECONDS ?? 8)
+const CONNECTIONS = SMOKE ? 4 : 32
+const SCENARIOS = ['read', 'write'] as const
+type Scenario = (typeof SCENARIOS)[number]
+
+interface Sample {
+  rps: number
+  p50: number
+  p99: number
+  requests: number
+  roundTrips: number
+  commands: number
+  errors: number
+}
+
+const contestantsFile = fileURLToPath(new URL('./contestants.ts', import.meta.url))
+
+async function startChild(index: number, redisPort: number) {
+  const child = fork(contestantsFile, [], {
+    execArgv: process.execArgv,
+    env: {
+      ...process.env,
+      SESSION_BENCH_SERVE: String(index),
+      SESSION_BENCH_REDIS_PORT: String(redisPort),
+    },
+    stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+  })
+  const port = await new Promise<number>((resolve, reject) => {
+    child.once('message', (m) => resolve((m as { port: number }).port))
+    child.once('exit', (code) => reject(new Error(`server ${index} exited with ${code}`)))
+  })
+  return {
+    port,
+    stop: async () => {
+      const exited = new Promise((resolve) => child.once('exit', resolve))
+      child.send('stop')
+      await exited
+    },
+  }
+}
+
+async function login(port: number): Promise<string> {
+  const response = await fetch(`http://127.0.0.1:${port}/login`)
+  const cookie = response.headers.getSetCookie()[0]?.split(';')[0]
+  if (cookie === undefined) throw new Error('login set no cookie')
+  return cookie
+}
+
+/** Client round trips: every command, except those Redis ran inside our EVALSHA scripts. */
+function diff(before: Map<string, number>, after: Map<string, number>) {
+  let commands = 0
+  let scripts = 0
+  for (const [name, calls] of after) {
+    if (name === 'info' || name.startsWith('client') || name.startsWith('config')) continue
+    const n = calls - (before.get(name) ?? 0)
+    commands += n
+    if (name === 'evalsha' || name === 'eval') scripts += n
+  }
+  // A contestant either scripts everything (ours) or nothing (the peers).
+  return { commands, roundTrips: scripts > 0 ? scripts : commands }
+}
+
+async function measure(
+  redis: PrivateRedis,
+  port: number,
+  cookie: string,
+  scenario: Scenario,
+): Promise<Sample> {
+  const url = `http://127.0.0.1:${port}/${scenario}`
+  // Warm up (JIT, connection pools), then measure.
+  await autocannon({ url, headers: { cookie }, connections: CONNECTIONS, duration: SMOKE ? 1 : 2 })
+  const before = await redis.commandStats()
+  const result = await autocannon({
+    url,
+    headers: { cookie },
+    connections: CONNECTIONS,
+    duration: SECONDS,
+  })
+  const after = await redis.commandStats()
+  const { commands, roundTrips } = diff(before, after)
+  const ok = result['2xx']
+  return {
+    rps: result.requests.average,
+    p50: result.latency.p50,
+    p99: result.latency.p99,
+    requests: ok,
+    roundTrips: roundTrips / ok,
+    commands: commands / ok,
+    errors: result.errors + result.non2xx,
+  }
+}
+
+function median(values: number[]): number {
+  const s = [...values].sort((a, b) => a - b)
+  return s[Math.floor(s.length / 2)]!
+}
+
+const redis = await startPrivateRedis()
+const samples = new Map<string, Sample[]>()
+try {
+  for (let round = 0; round < ROUNDS; round++) {
+    for (let i = 0; i < CONTESTANTS.length; i++) {
+      const server = await startChild(i, redis.port)
+      try {
+        const cookie = await login(server.port)
+        for (const scenario of SCENARIOS) {
+          const sample = await measure(redis, server.port, cookie, scenario)
+          const key = `${scenario}|${CONTESTANTS[i]}`
+          samples.set(key, [...(samples.get(key) ?? []), sample])
+          process.stderr.write(
+            `round ${round + 1} ${scenario} ${CONTESTANTS[i]}: ${Math.round(sample.rps)} req/s\n`,
+          )
+        }
+      } finally {
+        await server.stop()
+      }
+    }
+  }
+} finally {
+  await redis.close()
+}
+
+const PEER_OF: Record<Contestant, Contestant | undefined> = {
+  'express + express-session + connect-redis': undefined,
+  'express + @ballast/session': 'express + express-session + connect-redis',
+  'fastify + @fastify/session + connect-redis': undefined,
+  'fastify + @ballast/session': 'fastify + @fastify/session + connect-redis',
+  'node:http + @ballast/session': undefined,
+}
+
+const rows: (string | number)[][] = []
+const data: Record<string, unknown> = {}
+for (const scenario of SCENARIOS) {
+  for (const contestant of CONTESTANTS) {
+    const list = samples.get(`${scenario}|${contestant}`)!
+    const rps = median(list.map((s) => s.rps))
+    const peer = PEER_OF[contestant]
+    const peerRps =
+      peer === undefined ? undefined : median(samples.get(`${scenario}|${peer}`)!.map((s) => s.rps))
+    const ours = contestant.includes('@ballast')
+    rows.push([
+      scenario === 'read' ? 'unchanged' : 'one field changed',
+      ours ? `**${contestant}**` : contestant,
+      Math.round(rps).toLocaleString('en-US'),
+      fmt(median(list.map((s) => s.p50))),
+      fmt(median(list.map((s) => s.p99))),
+      median(list.map((s) => s.roundTrips)).toFixed(2),
+      median(list.map((s) => s.commands)).toFixed(2),
+      peerRps === undefined ? '' : `${(rps / peerRps).toFixed(2)}x`,
+      list.reduce((n, s) => n + s.errors, 0),
+    ])
+    data[`${scenario}|${contestant}`] = list
+  }
+}
+
+report({
+  package: 'session',
+  name: 'http',
+  title: `Sessions over HTTP: ${CONNECTIONS} connections, ${SECONDS} s per run, median of ${ROUNDS} rounds`,
+  columns: [
+    'request',
+    'stack',
+    'req/s',
+    'p50 ms',
+    'p99 ms',
+    'round trips/req',
+    'Redis commands/req',
+    'vs peer on same framework',
+    'errors',
+  ],
+  rows,
+  notes: [
+    'Round trips are client calls counted in Redis INFO commandstats. Ours makes one EVALSHA per read; the commands column adds what that script runs inside Redis (HGET, TIME, PEXPIREAT, HSET, HGETALL).',
+    'Peers: express-session (resave: false, saveUninitialized: false) and @fastify/session (rolling: true by default) with connect-redis on node-redis; ours with ioredis. Each server runs in its own process; autocannon runs in the parent.',
+  ],
+  data,
+})
