@@ -1,0 +1,251 @@
+/**
+ * Confirmed persistent publishing and end-to-end (publish + consume + ack) throughput of
+ * @ballast/mq against raw amqplib (same confirm window), amqp-connection-manager and rascal,
+ * all in this one process against the local RabbitMQ, in interleaved rounds.
+ *
+ * Run: cd /work/main && source scripts/env.sh && pnpm exec tsx --conditions=@ballast/source bench/mq/publish.bench.ts
+ */
+import { createBroker } from '@ballast/mq'
+import { amqpUrl } from '@ballast/testkit'
+import amqpcm from 'amqp-connection-manager'
+import amqp from 'amqplib'
+import rascal from 'rascal'
+import { fmtInt, isSmoke, report } from '../harness.js'
+
+const N = isSmoke() ? 200 : 20_000
+const ROUNDS = isSmoke() ? 1 : 3
+const WINDOW = 1000
+const BODY = Buffer.alloc(256, 'x')
+const url = await amqpUrl()
+const prefix = `bench_mq_${process.pid}`
+
+/** Runs `fn(i)` for i < n with at most `window` unsettled at once. */
+async function windowed(
+  n: number,
+  window: number,
+  fn: (i: number) => Promise<unknown>,
+): Promise<void> {
+  let next = 0
+  const worker = async () => {
+    while (next < n) await fn(next++)
+  }
+  await Promise.all(Array.from({ length: window }, worker))
+}
+
+const admin = await amqp.connect(url)
+const adminChannel = await admin.createChannel()
+async function freshQueue(kind: 'classic' | 'quorum'): Promise<string> {
+  const name = `${prefix}.${kind}`
+  await adminChannel.assertQueue(name, {
+    durable: true,
+    arguments: kind === 'quorum' ? { 'x-queue-type': 'quorum' } : {},
+  })
+  await adminChannel.purgeQueue(name)
+  return name
+}
+
+type Contestant = {
+  name: string
+  publish: (queue: string) => Promise<void>
+  close: () => Promise<void>
+  ours?: boolean
+}
+
+// ours
+const broker = createBroker({ urls: url, confirmWindow: WINDOW, maxBuffered: N, name: 'bench' })
+await broker.ready()
+const ours: Contestant = {
+  name: '@ballast/mq',
+  ours: true,
+  publish: (queue) => windowed(N, WINDOW, () => broker.publish('', queue, BODY)),
+  close: () => broker.close(),
+}
+
+// raw amqplib, confirm channel, same window
+const rawConn = await amqp.connect(url)
+const rawChannel = await rawConn.createConfirmChannel()
+const raw: Contestant = {
+  name: 'amqplib (raw, window 1000)',
+  publish: (queue) =>
+    windowed(
+      N,
+      WINDOW,
+      () =>
+        new Promise<void>((resolve, reject) => {
+          rawChannel.publish('', queue, BODY, { persistent: true }, (err) =>
+            err ? reject(err) : resolve(),
+          )
+        }),
+    ),
+  close: () => rawConn.close(),
+}
+
+// amqp-connection-manager
+const acmConn = amqpcm.connect([url])
+const acmChannel = acmConn.createChannel({ json: false })
+await acmChannel.waitForConnect()
+const acm: Contestant = {
+  name: 'amqp-connection-manager',
+  publish: (queue) =>
+    windowed(N, WINDOW, () => acmChannel.publish('', queue, BODY, { persistent: true })),
+  close: async () => {
+    await acmChannel.close()
+    await acmConn.close()
+  },
+}
+
+// rascal, defaults (confirm channel, persistent, mandatory)
+const rascalQueues = { classic: `${prefix}.classic`, quorum: `${prefix}.quorum` }
+const rascalBroker = await rascal.BrokerAsPromised.create(
+  rascal.withDefaultConfig({
+    vhosts: {
+      '/': {
+        connection: { url },
+        queues: {
+          [rascalQueues.classic]: { assert: false, check: false },
+          [rascalQueues.quorum]: { assert: false, check: false },
+        },
+        publications: {
+          classic: { queue: rascalQueues.classic },
+          quorum: { queue: rascalQueues.quorum },
+        },
+      },
+    },
+  }),
+)
+rascalBroker.on('error', () => {})
+const rascalContestant: Contestant = {
+  name: 'rascal (defaults)',
+  publish: (queue) =>
+    windowed(
+      N,
+      WINDOW,
+      async () =>
+        new Promise<void>((resolve, reject) => {
+          rascalBroker
+            .publish(queue.endsWith('quorum') ? 'quorum' : 'classic', BODY)
+            .then((publication) => {
+              publication.on('success', () => resolve())
+              publication.on('error', reject)
+            })
+            .catch(reject)
+        }),
+    ),
+  close: () => rascalBroker.shutdown(),
+}
+
+const contestants = [ours, raw, acm, rascalContestant]
+const results = new Map<string, number[]>()
+for (const kind of ['classic', 'quorum'] as const) {
+  for (let round = 0; round < ROUNDS; round++) {
+    for (const c of contestants) {
+      const queue = await freshQueue(kind)
+      const t0 = process.hrtime.bigint()
+      await c.publish(queue)
+      const seconds = Number(process.hrtime.bigint() - t0) / 1e9
+      const key = `${kind}|${c.name}`
+      results.set(key, [...(results.get(key) ?? []), N / seconds])
+    }
+  }
+}
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] ?? 0
+const rows: (string | number)[][] = []
+for (const kind of ['classic', 'quorum'] as const) {
+  const base = median(results.get(`${kind}|${ours.name}`) ?? [])
+  for (const c of contestants) {
+    const m = median(results.get(`${kind}|${c.name}`) ?? [])
+    rows.push([
+      kind,
+      c.ours ? `**${c.name}**` : c.name,
+      fmtInt(m),
+      c.ours ? '' : `${(base / m).toFixed(2)}x`,
+    ])
+  }
+}
+report({
+  package: 'mq',
+  name: 'publish',
+  title: `Confirmed persistent publish, ${N} x 256 B, window ${WINDOW}, median of ${ROUNDS} interleaved rounds`,
+  columns: ['queue', 'client', 'msg/s', 'ours / this'],
+  rows,
+  notes: ['ours / this above 1 means ours is faster. Publish only (queue purged before each run).'],
+  data: Object.fromEntries(results),
+})
+
+// end to end: publish and consume together, latency from publish to handler
+const e2eRows: (string | number)[][] = []
+for (const kind of ['classic', 'quorum'] as const) {
+  for (const who of ['ours', 'raw'] as const) {
+    const rates: number[] = []
+    let lat: number[] = []
+    for (let round = 0; round < ROUNDS; round++) {
+      const queue = await freshQueue(kind)
+      lat = []
+      let got = 0
+      let done: () => void = () => {}
+      const finished = new Promise<void>((r) => {
+        done = r
+      })
+      const onBody = (content: Buffer) => {
+        lat.push(Number(process.hrtime.bigint() - content.readBigUInt64BE(0)) / 1e3)
+        if (++got === N) done()
+      }
+      let cancel: () => Promise<void>
+      if (who === 'ours') {
+        const consumer = await broker.consume(queue, (m) => onBody(m.content), { prefetch: 500 })
+        cancel = () => consumer.cancel()
+      } else {
+        const ch = await rawConn.createChannel()
+        await ch.prefetch(500)
+        await ch.consume(queue, (m) => {
+          if (m === null) return
+          onBody(m.content)
+          ch.ack(m)
+        })
+        cancel = () => ch.close()
+      }
+      const t0 = process.hrtime.bigint()
+      const publish =
+        who === 'ours'
+          ? (i: number) => {
+              const body = Buffer.alloc(256, 'x')
+              body.writeBigUInt64BE(process.hrtime.bigint(), 0)
+              return broker.publish('', queue, body, { messageId: String(i) })
+            }
+          : () =>
+              new Promise<void>((resolve, reject) => {
+                const body = Buffer.alloc(256, 'x')
+                body.writeBigUInt64BE(process.hrtime.bigint(), 0)
+                rawChannel.publish('', queue, body, { persistent: true }, (err) =>
+                  err ? reject(err) : resolve(),
+                )
+              })
+      await windowed(N, WINDOW, publish)
+      await finished
+      rates.push(N / (Number(process.hrtime.bigint() - t0) / 1e9))
+      await cancel()
+    }
+    lat.sort((a, b) => a - b)
+    const at = (q: number) => lat[Math.min(lat.length - 1, Math.floor(q * lat.length))] ?? 0
+    e2eRows.push([
+      kind,
+      who === 'ours' ? '**@ballast/mq**' : 'amqplib (raw)',
+      fmtInt(median(rates)),
+      (at(0.5) / 1000).toFixed(1),
+      (at(0.99) / 1000).toFixed(1),
+    ])
+  }
+}
+report({
+  package: 'mq',
+  name: 'end-to-end',
+  title: `End to end (publish + consume + ack together), ${N} x 256 B, window ${WINDOW}, prefetch 500`,
+  columns: ['queue', 'client', 'msg/s (median)', 'p50 ms', 'p99 ms'],
+  rows: e2eRows,
+  notes: ['Latency is publish call to handler, of the last round.'],
+})
+
+for (const c of contestants) await c.close()
+for (const kind of ['classic', 'quorum'])
+  await adminChannel.deleteQueue(`${prefix}.${kind}`).catch(() => {})
+await admin.close()
