@@ -1,0 +1,254 @@
+import type { AddressInfo } from 'node:net'
+import { createFaultProxy, redisUrl } from '@ballast/testkit'
+import express from 'express'
+import Fastify, { type FastifyInstance } from 'fastify'
+import { Redis } from 'ioredis'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { idempotency as expressIdempotency, rateLimit as expressRateLimit } from '../src/express.js'
+import {
+  idempotency as fastifyIdempotency,
+  idempotencyHooks,
+  rateLimitHook,
+} from '../src/fastify.js'
+import { createIdempotency, createRateLimiter, type Idempotency } from '../src/index.js'
+import { redisFixture, uniquePrefix } from './helpers.js'
+
+const prefix = uniquePrefix('http')
+let fixture: Awaited<ReturnType<typeof redisFixture>>
+let store: Idempotency
+let n = 0
+const key = () => `http-key-${++n}-${Date.now()}`
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
+
+beforeAll(async () => {
+  fixture = await redisFixture(prefix)
+  store = createIdempotency({ redis: fixture.redis, prefix })
+})
+afterAll(async () => {
+  await fixture.cleanup()
+})
+
+interface App {
+  url: string
+  charges: () => number
+  close(): Promise<void>
+}
+
+/** The same payment route on Express or Fastify. `fail` in the body makes it answer 503. */
+async function expressApp(s: Idempotency): Promise<App> {
+  let charges = 0
+  const app = express()
+  app.use(express.json())
+  app.post('/payments', expressIdempotency(s), async (req, res) => {
+    charges++
+    await sleep(Number(req.body.delay ?? 0))
+    if (req.body.fail) {
+      res.status(503).json({ error: 'psp down' })
+      return
+    }
+    res
+      .status(201)
+      .setHeader('x-charge-id', `ch_${charges}`)
+      .json({ charged: req.body.amount, n: charges })
+  })
+  const server = app.listen(0, '127.0.0.1')
+  await new Promise((r) => server.once('listening', r))
+  return {
+    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+    charges: () => charges,
+    close: () => new Promise((r) => server.close(() => r())),
+  }
+}
+
+async function fastifyApp(s: Idempotency): Promise<App> {
+  let charges = 0
+  const app: FastifyInstance = Fastify()
+  await app.register(async (scope) => {
+    await scope.register(fastifyIdempotency(s))
+    scope.post('/payments', async (req, reply) => {
+      const body = req.body as { amount: number; delay?: number; fail?: boolean }
+      charges++
+      await sleep(Number(body.delay ?? 0))
+      if (body.fail) return reply.code(503).send({ error: 'psp down' })
+      return reply
+        .code(201)
+        .header('x-charge-id', `ch_${charges}`)
+        .send({ charged: body.amount, n: charges })
+    })
+  })
+  await app.listen({ port: 0, host: '127.0.0.1' })
+  return {
+    url: `http://127.0.0.1:${(app.server.address() as AddressInfo).port}`,
+    charges: () => charges,
+    close: () => app.close(),
+  }
+}
+
+function post(app: App, body: unknown, idempotencyKey?: string) {
+  return fetch(`${app.url}/payments`, {
+    method: 'POST',
+    headers: {
+      'content-type': 'application/json',
+      ...(idempotencyKey === undefined ? {} : { 'idempotency-key': idempotencyKey }),
+    },
+    body: JSON.stringify(body),
+  })
+}
+
+describe.each([
+  ['express', expressApp],
+  ['fastify', fastifyApp],
+])('%s idempotency adapter', (_name, makeApp) => {
+  let app: App
+  beforeAll(async () => {
+    app = await makeApp(store)
+  })
+  afterAll(async () => {
+    await app.close()
+  })
+
+  it('answers 400 for a missing or malformed key, without charging', async () => {
+    const before = app.charges()
+    const missing = await post(app, { amount: 1 })
+    expect(missing.status).toBe(400)
+    expect(missing.headers.get('content-type')).toContain('application/problem+json')
+    expect(await missing.json()).toMatchObject({
+      status: 400,
+      code: 'E_RESILIENCE_IDEMPOTENCY_KEY_INVALID',
+    })
+    expect((await post(app, { amount: 1 }, 'has spaces in it')).status).toBe(400)
+    expect(app.charges()).toBe(before)
+  })
+
+  it('replays the stored status, headers and body with a replay marker', async () => {
+    const k = key()
+    const first = await post(app, { amount: 100 }, k)
+    const firstBody = await first.json()
+    expect(first.status).toBe(201)
+    expect(first.headers.get('idempotent-replayed')).toBeNull()
+    const before = app.charges()
+    const again = await post(app, { amount: 100 }, k)
+    expect(again.status).toBe(201)
+    expect(again.headers.get('idempotent-replayed')).toBe('true')
+    expect(again.headers.get('x-charge-id')).toBe(first.headers.get('x-charge-id'))
+    expect(await again.json()).toEqual(firstBody)
+    expect(app.charges()).toBe(before)
+  })
+
+  it('answers 422 when the key is reused with a different payload', async () => {
+    const k = key()
+    await post(app, { amount: 100 }, k)
+    const before = app.charges()
+    const res = await post(app, { amount: 5000 }, k)
+    expect(res.status).toBe(422)
+    expect(app.charges()).toBe(before)
+  })
+
+  it('answers 409 with Retry-After while the first request is in flight; the charge happens once', async () => {
+    const k = key()
+    const before = app.charges()
+    const first = post(app, { amount: 7, delay: 300 }, k)
+    await sleep(100)
+    const dupes = await Promise.all(
+      Array.from({ length: 20 }, () => post(app, { amount: 7, delay: 300 }, k)),
+    )
+    expect(dupes.map((r) => r.status)).toEqual(Array(20).fill(409))
+    expect(Number(dupes[0]!.headers.get('retry-after'))).toBeGreaterThanOrEqual(1)
+    expect((await first).status).toBe(201)
+    expect(app.charges()).toBe(before + 1)
+  })
+
+  it('releases the key on a 5xx so the client’s retry runs again', async () => {
+    const k = key()
+    const before = app.charges()
+    expect((await post(app, { amount: 9, fail: true }, k)).status).toBe(503)
+    const retried = await post(app, { amount: 9, fail: true }, k)
+    expect(retried.status).toBe(503)
+    expect(retried.headers.get('idempotent-replayed')).toBeNull()
+    expect(app.charges()).toBe(before + 2)
+  })
+})
+
+describe('idempotency adapters when Redis is unreachable', () => {
+  it('answer 503 and do not run the handler (fail closed)', async () => {
+    const url = new URL(await redisUrl())
+    const proxy = await createFaultProxy({ host: url.hostname, port: Number(url.port || 6379) })
+    const redis = new Redis(proxy.url(await redisUrl()), {
+      maxRetriesPerRequest: 0,
+      retryStrategy: () => 50,
+    })
+    const down = createIdempotency({ redis, prefix, commandTimeout: 200 })
+    const apps = [await expressApp(down), await fastifyApp(down)]
+    try {
+      proxy.blackhole()
+      proxy.cut()
+      for (const app of apps) {
+        const res = await post(app, { amount: 1 }, key())
+        expect(res.status).toBe(503)
+        expect(await res.json()).toMatchObject({ code: 'E_RESILIENCE_IDEMPOTENCY_UNAVAILABLE' })
+        expect(app.charges()).toBe(0)
+      }
+    } finally {
+      for (const app of apps) await app.close()
+      proxy.restore()
+      redis.disconnect()
+      await proxy.close()
+    }
+  })
+})
+
+describe('rate limit adapters', () => {
+  it('express answers 429 with Retry-After once the budget is spent', async () => {
+    const limiter = createRateLimiter({
+      redis: fixture.redis,
+      prefix: `${prefix}rl:`,
+      limit: 2,
+      interval: 10_000,
+    })
+    const app = express()
+    app.post('/login', expressRateLimit(limiter, { key: () => 'alice' }), (_req, res) => {
+      res.status(204).end()
+    })
+    const server = app.listen(0, '127.0.0.1')
+    await new Promise((r) => server.once('listening', r))
+    const base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`
+    try {
+      const statuses = []
+      for (let i = 0; i < 3; i++) statuses.push(await fetch(`${base}/login`, { method: 'POST' }))
+      expect(statuses.map((r) => r.status)).toEqual([204, 204, 429])
+      expect(Number(statuses[2]!.headers.get('retry-after'))).toBe(5)
+      expect(await statuses[2]!.json()).toMatchObject({
+        code: 'E_RESILIENCE_RATE_LIMITED',
+        status: 429,
+      })
+    } finally {
+      await new Promise((r) => server.close(r))
+    }
+  })
+
+  it('fastify answers 429 with Retry-After once the budget is spent', async () => {
+    const limiter = createRateLimiter({ limit: 1, interval: 3000 })
+    const app = Fastify()
+    app.post(
+      '/login',
+      { onRequest: rateLimitHook(limiter, { key: () => 'bob' }) },
+      async (_req, reply) => reply.code(204).send(),
+    )
+    // idempotencyHooks are usable per route as well
+    app.post('/pay', { ...idempotencyHooks(store) }, async () => ({ ok: true }))
+    await app.listen({ port: 0, host: '127.0.0.1' })
+    const base = `http://127.0.0.1:${(app.server.address() as AddressInfo).port}`
+    try {
+      const a = await fetch(`${base}/login`, { method: 'POST' })
+      const b = await fetch(`${base}/login`, { method: 'POST' })
+      expect([a.status, b.status]).toEqual([204, 429])
+      expect(Number(b.headers.get('retry-after'))).toBe(3)
+      const k = key()
+      const pay = () => fetch(`${base}/pay`, { method: 'POST', headers: { 'idempotency-key': k } })
+      expect((await pay()).headers.get('idempotent-replayed')).toBeNull()
+      expect((await pay()).headers.get('idempotent-replayed')).toBe('true')
+    } finally {
+      await app.close()
+    }
+  })
+})

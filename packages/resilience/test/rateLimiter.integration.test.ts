@@ -1,0 +1,105 @@
+import { redisUrl } from '@ballast/testkit'
+import { Redis } from 'ioredis'
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest'
+import { createRateLimiter, RateLimitedError, RedisRateLimiter } from '../src/index.js'
+import { clusterFixture, redisFixture, uniquePrefix } from './helpers.js'
+
+const prefix = uniquePrefix('rl')
+let fixture: Awaited<ReturnType<typeof redisFixture>>
+let other: Redis
+
+beforeAll(async () => {
+  fixture = await redisFixture(prefix)
+  other = new Redis(await redisUrl())
+})
+afterAll(async () => {
+  await other.quit()
+  await fixture.cleanup()
+})
+
+describe('RedisRateLimiter', () => {
+  it('counts every instance against one budget per key', async () => {
+    const a = createRateLimiter({ redis: fixture.redis, prefix, limit: 10, interval: 60_000 })
+    const b = createRateLimiter({ redis: other, prefix, limit: 10, interval: 60_000 })
+    expect(a).toBeInstanceOf(RedisRateLimiter)
+    const decisions = await Promise.all(
+      Array.from({ length: 30 }, (_, i) => (i % 2 ? a : b).take('user:1')),
+    )
+    expect(decisions.filter((d) => d.allowed)).toHaveLength(10)
+    const refused = decisions.find((d) => !d.allowed)
+    expect(refused?.retryAfterMs).toBeGreaterThan(5000)
+    expect(refused?.retryAfterMs).toBeLessThanOrEqual(6000)
+    // another key has its own budget
+    await expect(a.take('user:2')).resolves.toMatchObject({ allowed: true, remaining: 9 })
+  })
+
+  it('refills at the configured rate', async () => {
+    const limiter = createRateLimiter({
+      redis: fixture.redis,
+      prefix,
+      limit: 20,
+      interval: 1000,
+      burst: 1,
+    })
+    expect((await limiter.take('k')).allowed).toBe(true)
+    const refused = await limiter.take('k')
+    expect(refused.allowed).toBe(false)
+    await new Promise((r) => setTimeout(r, refused.retryAfterMs + 5))
+    expect((await limiter.take('k')).allowed).toBe(true)
+  })
+
+  it('makes one round trip per decision', async () => {
+    const limiter = createRateLimiter({ redis: fixture.redis, prefix, limit: 1000 })
+    await limiter.take('warm')
+    const evalsha = vi.spyOn(fixture.redis, 'evalsha')
+    const evalScript = vi.spyOn(fixture.redis, 'eval')
+    try {
+      for (let i = 0; i < 20; i++) await limiter.take(`rt:${i}`)
+      expect(evalsha).toHaveBeenCalledTimes(20)
+      expect(evalScript).not.toHaveBeenCalled()
+    } finally {
+      evalsha.mockRestore()
+      evalScript.mockRestore()
+    }
+  })
+
+  it('rejects with RateLimitedError carrying the retry time from consume()', async () => {
+    const limiter = createRateLimiter({ redis: fixture.redis, prefix, limit: 1, interval: 10_000 })
+    await limiter.consume('c')
+    const error = await limiter.consume('c').catch((e: unknown) => e)
+    expect(error).toBeInstanceOf(RateLimitedError)
+    expect((error as RateLimitedError).retryAfterMs).toBeGreaterThan(9000)
+    expect(limiter.stats()).toEqual({ allowed: 1, limited: 1, keys: 0 })
+  })
+
+  it('loads its script again after SCRIPT FLUSH-like loss (NOSCRIPT)', async () => {
+    const limiter = createRateLimiter({ redis: fixture.redis, prefix, limit: 5 })
+    const evalsha = vi
+      .spyOn(fixture.redis, 'evalsha')
+      .mockRejectedValueOnce(new Error('NOSCRIPT No matching script.'))
+    try {
+      await expect(limiter.take('ns')).resolves.toMatchObject({ allowed: true })
+    } finally {
+      evalsha.mockRestore()
+    }
+  })
+
+  it('works on a Redis Cluster', async () => {
+    const clusterPrefix = uniquePrefix('rl-cluster')
+    const { cluster, cleanup } = await clusterFixture(clusterPrefix)
+    try {
+      const limiter = createRateLimiter({
+        redis: cluster,
+        prefix: clusterPrefix,
+        limit: 3,
+        interval: 60_000,
+      })
+      for (const key of ['a', 'b', 'c', 'd']) {
+        const d = await Promise.all([1, 2, 3, 4].map(() => limiter.take(key)))
+        expect(d.map((x) => x.allowed)).toEqual([true, true, true, false])
+      }
+    } finally {
+      await cleanup()
+    }
+  })
+})
