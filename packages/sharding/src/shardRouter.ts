@@ -9,6 +9,12 @@ import {
   type StrategyName,
   TypedEmitter,
 } from '@ballast/lb'
+import {
+  BreakerOpenError,
+  type CircuitBreaker,
+  type CircuitBreakerOptions,
+  circuitBreaker,
+} from '@ballast/resilience'
 import type { PoolOptions } from 'mysql2'
 import { CausalToken } from './causalToken.js'
 import { classifyStatement } from './classifyStatement.js'
@@ -149,6 +155,14 @@ export interface ShardRouterOptions {
    */
   outlierDetection?: OutlierDetectionOptions
   /**
+   * The circuit breaker (from `@ballast/resilience`) in front of each shard's primary: when
+   * most recent statements failed to reach it, statements fail at once with a retryable
+   * {@link ShardUnavailableError} instead of waiting for timeouts; `false` turns it off. Only
+   * connection failures and timeouts count, never SQL errors.
+   * @default { volumeThreshold: 10, errorThresholdPercentage: 50, resetTimeout: 5000 }
+   */
+  primaryBreaker?: Omit<CircuitBreakerOptions, 'errorFilter' | 'fallback' | 'name'> | false
+  /**
    * Per-shard timeout of {@link ShardRouter.all}, in ms.
    * @default 5000
    */
@@ -181,6 +195,9 @@ export const DEFAULT_SHARD_ROUTER_OPTIONS = {
   } as OutlierDetectionOptions,
   scatterTimeoutMs: 5000,
   onShardError: 'error' as 'error' | 'partial',
+  primaryBreaker: { volumeThreshold: 10, errorThresholdPercentage: 50, resetTimeout: 5000 } as
+    | Omit<CircuitBreakerOptions, 'errorFilter' | 'fallback' | 'name'>
+    | false,
 }
 
 /** Per-call routing of one statement. */
@@ -349,6 +366,7 @@ interface Shard {
   id: string
   index: number
   primary: Server
+  breaker: CircuitBreaker<[], never> | undefined
   replicas: ReplicaState[]
   balancer: Balancer<ReplicaState> | undefined
   monitored: MonitoredShard
@@ -551,6 +569,15 @@ export class ShardRouter extends TypedEmitter<ShardRouterEvents> {
         id: config.id,
         index,
         primary,
+        breaker:
+          o.primaryBreaker === false
+            ? undefined
+            : circuitBreaker({
+                ...o.primaryBreaker,
+                name: `${config.id}/primary`,
+                // Only the server failing counts, never a statement's own SQL error.
+                errorFilter: (error: unknown) => !isConnectionError(error),
+              }),
         replicas,
         balancer,
         monitored: { id: config.id, primary, replicas, samples: [] },
@@ -699,9 +726,13 @@ export class ShardRouter extends TypedEmitter<ShardRouterEvents> {
       ])
     }
     const server = shard.primary
-    const connection = await server.connection(timeoutMs).catch((error: unknown) => {
+    const take = () => server.connection(timeoutMs)
+    const connection = await (shard.breaker === undefined
+      ? take()
+      : shard.breaker.execute(take)
+    ).catch((error: unknown) => {
       shard.stats.errors++
-      throw error
+      throw this.#breakerError(shard, error)
     })
     let open = true
     let broken = false
@@ -964,6 +995,16 @@ export class ShardRouter extends TypedEmitter<ShardRouterEvents> {
     return shard
   }
 
+  #breakerError(shard: Shard, error: unknown): unknown {
+    if (!(error instanceof BreakerOpenError)) return error
+    return new ShardUnavailableError(
+      shard.id,
+      'primary',
+      `primary of shard "${shard.id}" is failing: its circuit breaker is open`,
+      { cause: error },
+    )
+  }
+
   #noteWrite(shardId: string, gtid: string, scope: Scope | undefined): void {
     let token: CausalToken
     try {
@@ -1026,10 +1067,11 @@ export class ShardRouter extends TypedEmitter<ShardRouterEvents> {
     shard.stats.primaryQueries++
     let result: unknown
     try {
-      ;[result] = await shard.primary.query(sql, params, timeoutMs)
+      const run = () => shard.primary.query(sql, params, timeoutMs)
+      ;[result] = shard.breaker === undefined ? await run() : await shard.breaker.execute(run)
     } catch (error) {
       if (isConnectionError(error)) shard.stats.errors++
-      throw error
+      throw this.#breakerError(shard, error)
     }
     const gtid = lastGtidOf(result)
     if (gtid !== undefined) this.#noteWrite(shard.id, gtid, scope)

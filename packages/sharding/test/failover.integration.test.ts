@@ -175,6 +175,44 @@ describe('a primary that fails', () => {
     }, 5000)
   })
 
+  it('opens the primary breaker after repeated connection failures, failing at once, and closes it when the primary is back', async () => {
+    const { proxy, url } = await proxyFor(topo.pair[0]!.primary)
+    const router = track(
+      createShardRouter({
+        shards: [{ id: 'pair', primary: url }],
+        connectTimeoutMs: 300,
+        primaryBreaker: { volumeThreshold: 3, errorThresholdPercentage: 25, resetTimeout: 400 },
+      }),
+    )
+    const write = () =>
+      router.query('b', 'INSERT INTO orders (id, user_id, total, created_at) VALUES (?, ?, 1, 0)', [
+        nextId++,
+        'b',
+      ])
+    // A SQL error is the statement's fault, not the server's: it never opens the breaker.
+    for (let i = 0; i < 5; i++)
+      await expect(router.query('b', 'SELECT * FROM no_such_table')).rejects.toThrow()
+    await write()
+    proxy.refuse()
+    proxy.cut()
+    for (let i = 0; i < 4; i++) await expect(write()).rejects.toThrow(ShardUnavailableError)
+    const started = Date.now()
+    const open = await write().catch((e: unknown) => e)
+    expect(Date.now() - started).toBeLessThan(50)
+    expect(open).toBeInstanceOf(ShardUnavailableError)
+    expect((open as Error).message).toMatch(/circuit breaker is open/)
+    expect(open).toMatchObject({ retryable: true })
+    proxy.restore()
+    await eventually(async () => {
+      try {
+        await write()
+        return true
+      } catch {
+        return false
+      }
+    }, 5000)
+  })
+
   it('applies nothing of a transaction whose connection is cut half way', async () => {
     const { proxy, url } = await proxyFor(topo.pair[0]!.primary)
     const router = track(
