@@ -844,12 +844,12 @@ export class TwoLevelCache<T = unknown> {
       return this.#fromL2(key, env, read.raw as string, read.epoch) as T | undefined
     }
     if (read.ok) this.#s.l2Misses++
-    let stale = this.#staleCandidate(key, env, t, read.ok)
-    if (!read.ok && stale === undefined) {
+    if (!read.ok) {
       // L2 is down: an L1 entry still fresh (bus down, so not trusted) answers before the loader
       const entry = this.#l1?.get(key)
       if (entry !== undefined && entry.freshUntil > t) return entry.value as T | undefined
     }
+    let stale = this.#staleCandidate(key, env, t, read.ok)
 
     if (
       stale === undefined &&
@@ -1287,7 +1287,10 @@ export class TwoLevelCache<T = unknown> {
     // whatever L1 holds may predate invalidations sent while we were deaf
     this.#flush('resubscribed')
     this.#genLoad = this.#loadGen()
-    void this.#genLoad.then(() => this.#replay())
+    this.#genLoad.then(
+      () => this.#replay(),
+      () => undefined, // retried by the next L2 call
+    )
     this.#l1Trusted = true
     this.#emit('bus:up', {})
   }
@@ -1334,15 +1337,17 @@ export class TwoLevelCache<T = unknown> {
 
   /** Waits for the namespace generation; reloads it when the last attempt failed. */
   async #ready(): Promise<void> {
-    const load = this.#genLoad
+    let load = this.#genLoad
     if (load === undefined) return
     try {
       await load
-      if (this.#genLoad === load) this.#genLoad = undefined
-    } catch (error) {
+    } catch {
+      // the last attempt failed (L2 was down then): try once more now
       if (this.#genLoad === load) this.#genLoad = this.#loadGen()
-      throw error
+      load = this.#genLoad as Promise<void>
+      await load
     }
+    if (this.#genLoad === load) this.#genLoad = undefined
   }
 
   async #tombstone(keys: readonly string[]): Promise<void> {

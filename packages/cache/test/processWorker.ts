@@ -10,7 +10,10 @@ const redis = await connect(topology)
 const cache = createCache<unknown>({ redis, namespace, prefix })
 await cache.ready()
 
-type Command = { cmd: 'lock'; key: string; n: number; counter: string } | { cmd: 'watch'; key: string } | { cmd: 'close' }
+type Command =
+  | { cmd: 'lock'; key: string; n: number; counter: string }
+  | { cmd: 'watch'; key: string }
+  | { cmd: 'close' }
 
 process.on('message', async (message: Command) => {
   if (message.cmd === 'lock') {

@@ -1,0 +1,120 @@
+import { createFaultProxy, type FaultProxy, redisUrl } from '@ballast/testkit'
+import { Redis } from 'ioredis'
+import { afterEach, describe, expect, it } from 'vitest'
+import type { TwoLevelCache } from '../src/index.js'
+import { CacheGroup, eventually, sleep } from './fixtures.js'
+
+const L2_TIMEOUT = 100
+
+describe('TwoLevelCache when Redis is cut off (fault proxy)', () => {
+  let group: CacheGroup
+  let proxy: FaultProxy
+  afterEach(async () => {
+    await group.close()
+    await proxy.close()
+  })
+
+  async function setup(): Promise<{ a: TwoLevelCache; b: TwoLevelCache }> {
+    group = new CacheGroup('standalone')
+    const url = new URL(await redisUrl())
+    proxy = await createFaultProxy({ host: url.hostname, port: Number(url.port || 6379) })
+    const viaProxy = new Redis(proxy.url(url.toString()), {
+      enableOfflineQueue: false,
+      maxRetriesPerRequest: 0,
+      retryStrategy: () => 50,
+    })
+    viaProxy.on('error', () => undefined) // reconnects are expected here
+    group.clients.push(viaProxy)
+    const options = {
+      grace: 60_000,
+      l2Timeout: L2_TIMEOUT,
+      heartbeatInterval: 50,
+      heartbeatTimeout: 200,
+      breaker: { failureThreshold: 3, halfOpenAfter: 100 },
+    }
+    const a = await group.add(options, viaProxy)
+    const b = await group.add(options)
+    return { a, b }
+  }
+
+  it('serves L1 and grace, sends other keys to the loader, never waits past the L2 timeout, and is consistent after the reconnect', async () => {
+    const { a, b } = await setup()
+    for (let i = 0; i < 100; i++) await a.getOrSet(`hot:${i}`, () => `v${i}`)
+    await b.set('changed', 'before')
+    expect(await a.get('changed')).toBe('before')
+
+    const errors: unknown[] = []
+    let slowest = 0
+    let loaderCalls = 0
+    let outage = false
+    let deferredDelete = false
+    const loader = async () => {
+      loaderCalls++
+      return 'loaded'
+    }
+    for (let i = 0; i < 10_000; i++) {
+      if (i === 2000) {
+        proxy.refuse()
+        proxy.cut()
+        outage = true
+      }
+      if (outage && i === 4000) {
+        // invalidations sent while a cannot hear them, and one a makes while it cannot reach L2
+        await b.set('changed', 'during outage')
+        await a.delete('hot:7')
+        deferredDelete = true
+      }
+      if (i === 8000) {
+        proxy.restore()
+        outage = false
+      }
+      const t0 = performance.now()
+      try {
+        const op = i % 10
+        if (op < 6) {
+          const key = `hot:${(i * 7) % 100}`
+          const value = await a.getOrSet(key, loader)
+          if (key !== 'hot:7' || !deferredDelete)
+            expect(value === `v${(i * 7) % 100}` || value === 'loaded').toBe(true)
+        } else if (op < 8) {
+          await a.getOrSet(`cold:${i}`, loader)
+        } else if (op < 9) {
+          await a.get(`hot:${i % 100}`)
+        } else {
+          await a.set(`written:${i % 50}`, i)
+        }
+      } catch (error) {
+        errors.push(error)
+      }
+      slowest = Math.max(slowest, performance.now() - t0)
+      if (i % 500 === 0) await sleep(5) // let timers and reconnects run
+    }
+    expect(errors).toEqual([])
+    expect(slowest).toBeLessThan(L2_TIMEOUT + 60)
+    expect(loaderCalls).toBeGreaterThanOrEqual(2000) // every cold key went to the loader
+    // after the reconnect: a flushed its L1 and replayed its delete; nothing older than an invalidation survives
+    await eventually(() => a.stats().bus.healthy && a.stats().pendingInvalidations === 0, 3000)
+    const changed = await a.get('changed')
+    expect(changed).toBe('during outage')
+    await eventually(async () => (await b.get('hot:7')) === undefined, 2000)
+    expect(a.stats().bus.flushes).toBeGreaterThanOrEqual(1)
+    expect(a.stats().staleServed + a.stats().l1.hits).toBeGreaterThan(0)
+  })
+
+  it('a black-holed connection is noticed by the heartbeat: L1 stops being trusted, then is flushed on return', async () => {
+    const { a, b } = await setup()
+    await b.set('k', 'v1')
+    expect(await a.get('k')).toBe('v1')
+    const down = new Promise((resolve) => a.on('bus:down', resolve))
+    proxy.blackhole()
+    await down
+    await b.set('k', 'v2') // a cannot hear this
+    const t0 = performance.now()
+    expect(await a.get('k')).toBe('v1') // L2 unreachable: L1 answers as the documented fallback
+    expect(performance.now() - t0).toBeLessThan(L2_TIMEOUT + 60)
+    const up = new Promise((resolve) => a.on('bus:up', resolve))
+    proxy.restore()
+    await up
+    expect(await a.get('k')).toBe('v2')
+  })
+})
