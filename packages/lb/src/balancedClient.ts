@@ -84,16 +84,18 @@ export interface BalancedClientOptions {
 }
 
 /** The defaults of {@link BalancedClientOptions}. */
-export const DEFAULT_BALANCED_CLIENT_OPTIONS = {
+export const DEFAULT_BALANCED_CLIENT_OPTIONS: Required<
+  Omit<BalancedClientOptions, 'endpoints' | 'balancer' | 'healthCheck' | 'retryBudget'>
+> = {
   connections: 64,
   connectTimeoutMs: 2000,
   headersTimeoutMs: 10_000,
   bodyTimeoutMs: 30_000,
   keepAliveTimeoutMs: 4000,
   maxAttempts: 3,
-  retryOnStatus: [502, 503, 504] as readonly number[],
+  retryOnStatus: [502, 503, 504],
   isFailure: (status: number) => status >= 500,
-} as const
+}
 
 /** One request of a {@link BalancedClient}. */
 export interface BalancedRequestOptions {

@@ -177,15 +177,26 @@ export interface BalancerOptions<T = string> {
 }
 
 /** The defaults of {@link BalancerOptions}. */
-export const DEFAULT_BALANCER_OPTIONS = {
-  strategy: 'peak-ewma' as StrategyName,
+export const DEFAULT_BALANCER_OPTIONS: Required<
+  Pick<
+    BalancerOptions,
+    | 'strategy'
+    | 'panicThreshold'
+    | 'ewmaDecayMs'
+    | 'failurePenaltyMs'
+    | 'balanceFactor'
+    | 'clock'
+    | 'random'
+  >
+> = {
+  strategy: 'peak-ewma',
   panicThreshold: 0.5,
   ewmaDecayMs: 10_000,
   failurePenaltyMs: 1000,
   balanceFactor: 1.25,
   clock: () => performance.now(),
   random: Math.random,
-} as const
+}
 
 /** The defaults of {@link OutlierDetectionOptions}. */
 export const DEFAULT_OUTLIER_DETECTION_OPTIONS: Required<OutlierDetectionOptions> = {
@@ -211,6 +222,52 @@ export type EjectionReason = 'consecutive-failures' | 'failure-rate'
 /** Why an endpoint is back in rotation. */
 export type RestoreReason = 'ejection-expired' | 'health-check'
 
+/** Payload of the balancer's `ejected` event. */
+export interface EjectedEvent<T = string> {
+  /** The endpoint taken out of rotation. */
+  endpoint: Endpoint<T>
+  /** What tripped the ejection. */
+  reason: EjectionReason
+  /** How long it stays out, in milliseconds. */
+  durationMs: number
+  /** Its ejection count, which multiplies the base ejection time. */
+  ejections: number
+}
+
+/** Payload of the balancer's `restored` event. */
+export interface RestoredEvent<T = string> {
+  /** The endpoint back in rotation. */
+  endpoint: Endpoint<T>
+  /** Why it is back. */
+  reason: RestoreReason
+}
+
+/** Payload of the balancer's `health-changed` event. */
+export interface HealthChangedEvent<T = string> {
+  /** The endpoint checked. */
+  endpoint: Endpoint<T>
+  /** The new verdict. */
+  healthy: boolean
+}
+
+/** Payload of the balancer's `panic` event. */
+export interface PanicEvent {
+  /** Whether panic mode is now on. */
+  active: boolean
+  /** Endpoints healthy and not ejected. */
+  healthy: number
+  /** All endpoints. */
+  total: number
+}
+
+/** Payload of the balancer's `weight-changed` event. */
+export interface WeightChangedEvent<T = string> {
+  /** The endpoint, carrying its new weight. */
+  endpoint: Endpoint<T>
+  /** The weight before the change. */
+  previous: number
+}
+
 /** The events of a {@link Balancer}, with their payloads. */
 export interface BalancerEvents<T = string> {
   /** An endpoint was returned by `pick()` (emitted only while someone listens). */
@@ -220,17 +277,17 @@ export interface BalancerEvents<T = string> {
     event: { endpoint: Endpoint<T>; reason: EjectionReason; durationMs: number; ejections: number },
   ]
   /** An ejected endpoint is back in rotation. */
-  restored: [event: { endpoint: Endpoint<T>; reason: RestoreReason }]
+  restored: [event: RestoredEvent<T>]
   /** Active health checks changed their verdict on an endpoint. */
-  'health-changed': [event: { endpoint: Endpoint<T>; healthy: boolean }]
+  'health-changed': [event: HealthChangedEvent<T>]
   /** Panic mode started (`active: true`) or ended. */
-  panic: [event: { active: boolean; healthy: number; total: number }]
+  panic: [event: PanicEvent]
   /** An endpoint was added at run time. */
   'endpoint-added': [endpoint: Endpoint<T>]
   /** An endpoint was removed. */
   'endpoint-removed': [endpoint: Endpoint<T>]
   /** An endpoint's configured weight changed. */
-  'weight-changed': [event: { endpoint: Endpoint<T>; previous: number }]
+  'weight-changed': [event: WeightChangedEvent<T>]
 }
 
 /** A snapshot of a balancer's state, from `stats()`. */

@@ -21,6 +21,7 @@ export class LbError extends Error {
   readonly code: string
   /** Whether trying the same operation again can succeed. */
   readonly retryable: boolean
+  /** The class name, `LbError`. */
   override name = 'LbError'
 
   constructor(code: string, message: string, options: LbErrorOptions = {}) {
@@ -36,6 +37,7 @@ export class LbError extends Error {
  * given. Thrown at construction, never after work has started.
  */
 export class InvalidArgumentError extends LbError {
+  /** The class name, `InvalidArgumentError`. */
   override name = 'InvalidArgumentError'
 
   constructor(message: string, options: LbErrorOptions = {}) {
@@ -45,6 +47,7 @@ export class InvalidArgumentError extends LbError {
 
 /** An endpoint or ring node was given a weight that is not a positive finite number. */
 export class InvalidWeightError extends LbError {
+  /** The class name, `InvalidWeightError`. */
   override name = 'InvalidWeightError'
   /** The id of the endpoint or node the weight was given for. */
   readonly id: string
@@ -63,6 +66,7 @@ export class InvalidWeightError extends LbError {
 
 /** Two endpoints (or ring nodes) share the same id. */
 export class DuplicateEndpointError extends LbError {
+  /** The class name, `DuplicateEndpointError`. */
   override name = 'DuplicateEndpointError'
   /** The id that appears more than once. */
   readonly id: string
@@ -75,6 +79,7 @@ export class DuplicateEndpointError extends LbError {
 
 /** A balancer was created with no endpoints at all. */
 export class EmptyEndpointsError extends LbError {
+  /** The class name, `EmptyEndpointsError`. */
   override name = 'EmptyEndpointsError'
 
   constructor(what = 'endpoints') {
@@ -87,6 +92,7 @@ export class EmptyEndpointsError extends LbError {
 
 /** An operation named an endpoint (or ring node) id the balancer does not know. */
 export class UnknownEndpointError extends LbError {
+  /** The class name, `UnknownEndpointError`. */
   override name = 'UnknownEndpointError'
   /** The id that was not found. */
   readonly id: string
@@ -99,6 +105,7 @@ export class UnknownEndpointError extends LbError {
 
 /** A lookup was made on a {@link HashRing} that has no nodes. */
 export class EmptyRingError extends LbError {
+  /** The class name, `EmptyRingError`. */
   override name = 'EmptyRingError'
 
   constructor() {
@@ -111,6 +118,7 @@ export class EmptyRingError extends LbError {
  * Thrown at once, without waiting; a later call may succeed once an endpoint recovers.
  */
 export class NoEndpointAvailableError extends LbError {
+  /** The class name, `NoEndpointAvailableError`. */
   override name = 'NoEndpointAvailableError'
   /** How many endpoints the balancer holds. */
   readonly total: number
@@ -130,6 +138,7 @@ export class NoEndpointAvailableError extends LbError {
  * a status the caller treats as a failure, on every attempt the retry policy allowed.
  */
 export class UpstreamError extends LbError {
+  /** The class name, `UpstreamError`. */
   override name = 'UpstreamError'
   /** The id of the endpoint of the last attempt. */
   readonly endpoint: string
@@ -145,6 +154,7 @@ export class UpstreamError extends LbError {
 
 /** An upstream endpoint did not answer within the configured time. */
 export class UpstreamTimeoutError extends LbError {
+  /** The class name, `UpstreamTimeoutError`. */
   override name = 'UpstreamTimeoutError'
   /** The id of the endpoint of the last attempt. */
   readonly endpoint: string
@@ -163,6 +173,7 @@ export class UpstreamTimeoutError extends LbError {
 
 /** The component was closed; it accepts no more work. */
 export class ClosedError extends LbError {
+  /** The class name, `ClosedError`. */
   override name = 'ClosedError'
 
   constructor(what: string) {
@@ -172,16 +183,27 @@ export class ClosedError extends LbError {
 
 /** Every error class of `@ballast/lb`, by name. */
 export const errors = {
+  /** {@link LbError} */
   LbError,
+  /** {@link InvalidArgumentError} */
   InvalidArgumentError,
+  /** {@link InvalidWeightError} */
   InvalidWeightError,
+  /** {@link DuplicateEndpointError} */
   DuplicateEndpointError,
+  /** {@link EmptyEndpointsError} */
   EmptyEndpointsError,
+  /** {@link UnknownEndpointError} */
   UnknownEndpointError,
+  /** {@link EmptyRingError} */
   EmptyRingError,
+  /** {@link NoEndpointAvailableError} */
   NoEndpointAvailableError,
+  /** {@link UpstreamError} */
   UpstreamError,
+  /** {@link UpstreamTimeoutError} */
   UpstreamTimeoutError,
+  /** {@link ClosedError} */
   ClosedError,
 } as const
 

@@ -69,18 +69,32 @@ export interface HealthCheckerOptions<T = string> {
 }
 
 /** The defaults of {@link HealthCheckerOptions}. */
-export const DEFAULT_HEALTH_CHECKER_OPTIONS = {
-  check: { type: 'http', path: '/health' } as HttpHealthCheck,
+export const DEFAULT_HEALTH_CHECKER_OPTIONS: Required<
+  Pick<HealthCheckerOptions, 'check' | 'intervalMs' | 'timeoutMs' | 'rise' | 'fall'>
+> = {
+  check: { type: 'http', path: '/health' },
   intervalMs: 5000,
   timeoutMs: 2000,
   rise: 2,
   fall: 3,
-} as const
+}
+
+/** Payload of the health checker's `check` event. */
+export interface HealthCheckEvent<T = string> {
+  /** The endpoint checked. */
+  endpoint: Endpoint<T>
+  /** Whether this one check passed. */
+  healthy: boolean
+  /** How long it took, in milliseconds. */
+  durationMs: number
+  /** Why it failed, when it threw or timed out. */
+  error?: unknown
+}
 
 /** The events of a {@link HealthChecker}. */
 export interface HealthCheckerEvents<T = string> {
   /** One check finished. */
-  check: [event: { endpoint: Endpoint<T>; healthy: boolean; durationMs: number; error?: unknown }]
+  check: [event: HealthCheckEvent<T>]
 }
 
 /** Counters of a {@link HealthChecker}. */
@@ -196,7 +210,7 @@ class HealthCheckerImpl<T>
     }
     const target = o.target ?? ((e: Endpoint<T>) => e.id)
     const check = o.check
-    if (typeof check === 'function') this.#run = check
+    if (typeof check === 'function') this.#run = check as HealthCheckFunction<T>
     else if (check.type === 'http') {
       const path = check.path ?? '/health'
       const expect = check.expectStatus ?? ((s: number) => s >= 200 && s < 400)

@@ -11,11 +11,16 @@ export type {
   BalancerEvents,
   BalancerOptions,
   BalancerStats,
+  EjectedEvent,
   EjectionReason,
+  HealthChangedEvent,
   OutlierDetectionOptions,
+  PanicEvent,
+  RestoredEvent,
   RestoreReason,
   SlowStartOptions,
   StrategyName,
+  WeightChangedEvent,
 } from './balancer.js'
 export {
   createBalancer,
@@ -46,6 +51,7 @@ export { murmur3 } from './hash.js'
 export type { HashRingNode, HashRingOptions } from './hashRing.js'
 export { DEFAULT_HASH_RING_OPTIONS, HashRing } from './hashRing.js'
 export type {
+  HealthCheckEvent,
   HealthChecker,
   HealthCheckerEvents,
   HealthCheckerOptions,
@@ -56,13 +62,16 @@ export type {
 } from './healthChecker.js'
 export { createHealthChecker, DEFAULT_HEALTH_CHECKER_OPTIONS } from './healthChecker.js'
 export type {
+  CacheErrorEvent,
   CompressionOptions,
   ProxyCacheOptions,
   ProxyEvents,
   ProxyOptions,
   ProxyRoute,
   ProxyStats,
+  RetryEvent,
   ReverseProxy,
+  UpstreamErrorEvent,
 } from './proxy.js'
 export { createProxy, DEFAULT_PROXY_OPTIONS } from './proxy.js'
 export type { CachedResponse, ResponseCache } from './responseCache.js'

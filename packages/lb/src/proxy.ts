@@ -206,14 +206,46 @@ export const DEFAULT_PROXY_OPTIONS: Required<
   drainTimeoutMs: 10_000,
 }
 
+/** Payload of the proxy's `upstream-error` event. */
+export interface UpstreamErrorEvent {
+  /** The route's name. */
+  route: string
+  /** The endpoint that failed. */
+  endpoint: string
+  /** What went wrong. */
+  error: unknown
+  /** Which attempt it was (1 for the first). */
+  attempt: number
+}
+
+/** Payload of the proxy's `retry` event. */
+export interface RetryEvent {
+  /** The route's name. */
+  route: string
+  /** The endpoint that failed. */
+  from: string
+  /** The attempt that failed (1 for the first). */
+  attempt: number
+  /** The error code or status that caused the retry. */
+  reason: string
+}
+
+/** Payload of the proxy's `cache-error` event. */
+export interface CacheErrorEvent {
+  /** The cache key. */
+  key: string
+  /** What the store threw. */
+  error: unknown
+}
+
 /** The events of a {@link ReverseProxy}. */
 export interface ProxyEvents {
   /** An attempt to an upstream failed (it may be retried). */
-  'upstream-error': [event: { route: string; endpoint: string; error: unknown; attempt: number }]
+  'upstream-error': [event: UpstreamErrorEvent]
   /** A request is retried on another endpoint. */
-  retry: [event: { route: string; from: string; attempt: number; reason: string }]
+  retry: [event: RetryEvent]
   /** The cache store failed; the request went upstream. */
-  'cache-error': [event: { key: string; error: unknown }]
+  'cache-error': [event: CacheErrorEvent]
 }
 
 /** Counters of a {@link ReverseProxy}. */
