@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# Debian packages the benchmarks use (nginx, the reverse-proxy peer). Installed only when
-# missing and only where apt-get can run as root; otherwise the benchmark prints that the
-# nginx row was left out.
+# Debian packages the benchmarks and the shop's browser tests use: nginx (the reverse-proxy
+# peer) and chromium (driven by playwright-core in examples/shop's end-to-end test). Installed
+# only when missing and only where apt-get can run as root; otherwise the benchmark prints that
+# the nginx row was left out, and the shop's browser test fails naming chromium.
 set -uo pipefail
 need=()
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need+=(nginx-light)
+[ -x /usr/bin/chromium ] || need+=(chromium)
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
   echo "system-deps: installing ${need[*]}"

@@ -1,3 +1,5 @@
+import { mergeConfig } from 'vitest/config'
 import { ballastProject } from '../../vitest.shared.js'
 
-export default ballastProject('@ballast/shop')
+// Each test file starts a whole shop (a dozen Node processes): run the files one after another.
+export default mergeConfig(ballastProject('@ballast/shop'), { test: { fileParallelism: false } })

@@ -1,0 +1,199 @@
+/**
+ * The chaos run: a bounded loop of checkouts while each fault of the chaos switch is applied
+ * in turn (a catalog instance stopped, Redis cut, the replica cut, RabbitMQ cut, the payment
+ * provider failing). Afterwards every order reaches a final state, none is lost, none is
+ * charged twice, and stock adds up.
+ */
+import { randomBytes } from 'node:crypto'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import type { ChaosFault } from '../src/services/gateway.js'
+import {
+  Client,
+  catalogRows,
+  eventually,
+  shardRows,
+  sleep,
+  startTestShop,
+  type TestShop,
+} from './fixture.js'
+
+const FAULTS: ChaosFault[] = [
+  'catalog-instance',
+  'redis',
+  'replica',
+  'rabbitmq',
+  'payment-provider',
+]
+const FAULT_MS = 4000
+const USERS = 4
+const PRODUCTS = [11, 12, 13, 14, 15]
+
+let shop: TestShop
+
+beforeAll(async () => {
+  shop = await startTestShop('shop_chaos', { users: USERS, stock: 10_000 })
+}, 120_000)
+
+afterAll(async () => {
+  await shop?.close()
+}, 60_000)
+
+interface Placed {
+  orderId: string
+  productId: number
+  qty: number
+}
+
+/** One checkout as a browser would do it, retrying a failed step; Pay keeps its key across retries. */
+async function checkout(c: Client, productId: number, qty: number): Promise<Placed> {
+  const retry = async <T>(fn: () => Promise<T>, ok: (v: T) => boolean): Promise<T> => {
+    let last: unknown
+    for (let i = 0; i < 20; i++) {
+      try {
+        const v = await fn()
+        if (ok(v)) return v
+        last = v
+      } catch (err) {
+        last = err
+      }
+      await sleep(250)
+    }
+    throw new Error(`step kept failing: ${String((last as { status?: number })?.status ?? last)}`)
+  }
+  await retry(
+    () => c.get(`/product/${productId}`),
+    (r) => r.status === 200 && c.csrf() !== '',
+  )
+  await retry(
+    () => c.post('/cart/add', { productId: String(productId), qty: String(qty) }),
+    (r) => r.status === 303,
+  )
+  const idem = randomBytes(12).toString('base64url')
+  await retry(
+    () => c.get('/checkout'),
+    (r) => r.status === 200 && r.text_.includes('data-pay'),
+  )
+  const res = await retry(
+    () => c.post('/checkout', { idem }),
+    (r) => r.status === 303 && String(r.headers.get('location')).startsWith('/orders/'),
+  )
+  return {
+    orderId: decodeURIComponent(String(res.headers.get('location')).slice('/orders/'.length)),
+    productId,
+    qty,
+  }
+}
+
+describe('chaos run', () => {
+  it('keeps taking orders through every fault and catches up after', async () => {
+    const stockBefore = new Map(
+      (
+        await catalogRows<{ id: number; stock: number }>(
+          shop,
+          'SELECT id, stock FROM products WHERE id IN (?)',
+          [PRODUCTS],
+        )
+      ).map((r) => [r.id, r.stock]),
+    )
+    const clients: Client[] = []
+    for (let i = 1; i <= USERS; i++) {
+      const c = new Client(shop.url)
+      await c.login(`user${i}@shop.example`, shop.secrets.seedPassword)
+      clients.push(c)
+    }
+    const placed: Placed[] = []
+    const perFault: Record<string, number> = {}
+    let n = 0
+    for (const fault of FAULTS) {
+      await shop.chaos(fault, true)
+      const until = Date.now() + FAULT_MS
+      perFault[fault] = 0
+      // Every user keeps shopping while the fault is on.
+      await Promise.all(
+        clients.map(async (c, i) => {
+          while (Date.now() < until) {
+            const productId = PRODUCTS[(n++ + i) % PRODUCTS.length] as number
+            placed.push(await checkout(c, productId, 1 + (n % 3)))
+            perFault[fault] = (perFault[fault] ?? 0) + 1
+          }
+        }),
+      )
+      await shop.chaos(fault, false)
+    }
+    // Orders were taken under every fault.
+    for (const fault of FAULTS) expect(perFault[fault], fault).toBeGreaterThan(0)
+
+    const ids = [...new Set(placed.map((p) => p.orderId))]
+    expect(ids.length).toBe(placed.length)
+
+    // Every order reaches a final state once the faults are gone.
+    const statuses = await eventually(
+      async () => {
+        const rows = (
+          await Promise.all(
+            shop.config.shards.map((s) =>
+              shardRows<{ id: string; status: string }>(
+                s,
+                'SELECT id, status FROM orders WHERE id IN (?)',
+                [ids],
+              ),
+            ),
+          )
+        ).flat()
+        return rows.length === ids.length &&
+          rows.every((r) => r.status === 'shipped' || r.status === 'cancelled')
+          ? rows
+          : undefined
+      },
+      90_000,
+      'every order to reach a final state',
+    )
+    // None lost: every order the shop confirmed exists, and the users have no others.
+    expect(statuses.length).toBe(ids.length)
+    const all = (
+      await Promise.all(
+        shop.config.shards.map((s) =>
+          shardRows<{ n: number }>(s, 'SELECT COUNT(*) AS n FROM orders'),
+        ),
+      )
+    ).reduce((a, [r]) => a + Number(r?.n ?? 0), 0)
+    expect(all).toBe(ids.length)
+    expect(statuses.filter((s) => s.status === 'shipped').length).toBe(ids.length)
+
+    // While the provider failed, checkout degraded to "payment pending" and completed later.
+    const pending = (
+      await Promise.all(
+        shop.config.shards.map((s) =>
+          shardRows(
+            s,
+            "SELECT DISTINCT order_id FROM order_events WHERE status = 'payment_pending' AND order_id IN (?)",
+            [ids],
+          ),
+        ),
+      )
+    ).flat()
+    expect(pending.length).toBeGreaterThan(0)
+
+    // No payment taken twice: the provider saw exactly one charge per order.
+    const charges = (await fetch(`${shop.config.providerUrl}/charges`).then((r) => r.json())) as {
+      perOrder: Record<string, number>
+    }
+    for (const id of ids) expect(charges.perOrder[id], id).toBe(1)
+    expect(Object.keys(charges.perOrder).length).toBe(ids.length)
+
+    // Stock adds up: what left the shelves is what the shipped orders hold.
+    const stockAfter = new Map(
+      (
+        await catalogRows<{ id: number; stock: number }>(
+          shop,
+          'SELECT id, stock FROM products WHERE id IN (?)',
+          [PRODUCTS],
+        )
+      ).map((r) => [r.id, r.stock]),
+    )
+    for (const id of PRODUCTS) {
+      const sold = placed.filter((p) => p.productId === id).reduce((a, p) => a + p.qty, 0)
+      expect((stockBefore.get(id) ?? 0) - (stockAfter.get(id) ?? 0), `product ${id}`).toBe(sold)
+    }
+  }, 150_000)
+})

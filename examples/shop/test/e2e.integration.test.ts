@@ -1,0 +1,241 @@
+/**
+ * The shop in a real browser (Debian's headless Chromium driven by playwright-core): sign up,
+ * log in, search, add to cart, check out, watch the order reach "shipped", one session across
+ * subsystems, log out everywhere; plus the security and caching behaviour a user would notice.
+ */
+import { existsSync } from 'node:fs'
+import { type Browser, chromium } from 'playwright-core'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { Client, eventually, startTestShop, type TestShop } from './fixture.js'
+
+const CHROMIUM = '/usr/bin/chromium'
+const ARGS = [
+  '--headless',
+  '--no-sandbox',
+  '--disable-gpu',
+  '--disable-quic',
+  '--no-first-run',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--disable-sync',
+]
+
+let shop: TestShop
+let browser: Browser
+
+beforeAll(async () => {
+  if (!existsSync(CHROMIUM))
+    throw new Error(
+      `${CHROMIUM} is missing: install Debian's chromium (bash scripts/system-deps.sh)`,
+    )
+  ;[shop, browser] = await Promise.all([
+    startTestShop('shop_e2e'),
+    chromium.launch({ executablePath: CHROMIUM, args: ARGS }),
+  ])
+}, 120_000)
+
+afterAll(async () => {
+  await browser?.close()
+  await shop?.close()
+}, 60_000)
+
+describe('shop in a browser', () => {
+  it('signs up, searches, adds to cart, checks out and sees the order shipped', async () => {
+    const ctx = await browser.newContext({ baseURL: shop.url })
+    const page = await ctx.newPage()
+    const email = `e2e-${Date.now()}@shop.example`
+    // A name with markup must show as text, never run.
+    const name = '<img src=x onerror=alert(1)>Eve'
+    let dialogs = 0
+    page.on('dialog', async (d) => {
+      dialogs++
+      await d.dismiss()
+    })
+
+    await page.goto('/signup')
+    await page.fill('input[name=name]', name)
+    await page.fill('input[name=email]', email)
+    await page.fill('input[name=password]', 'correct horse battery')
+    await page.click('button:has-text("Sign up")')
+    await expect.poll(() => page.locator(`[data-user="${email}"]`).textContent()).toBe(name)
+    expect(dialogs).toBe(0)
+
+    await page.fill('header input[name=q]', 'Kettle')
+    await page.press('header input[name=q]', 'Enter')
+    await page.waitForURL(/\/search\?q=Kettle/)
+    const first = page.locator('[data-product] a').first()
+    expect(await first.textContent()).toContain('Kettle')
+    await first.click()
+    await page.waitForURL(/\/product\/\d+/)
+    const productName = await page.locator('h1').textContent()
+
+    await page.fill('input[name=qty]', '2')
+    await page.click('[data-add-to-cart]')
+    await page.waitForURL(/\/cart$/)
+    expect(await page.locator('[data-cart-item] a').first().textContent()).toBe(productName)
+
+    await page.click('[data-checkout]')
+    await page.waitForURL(/\/checkout$/)
+    await page.click('[data-pay]')
+    // Read-your-writes: the page right after checkout already shows the new order.
+    await page.waitForURL(/\/orders\/[ab]-/)
+    const orderId = await page.locator('[data-order-id]').textContent()
+    expect(orderId).toMatch(/^[ab]-/)
+    // The page polls its status until the workers have shipped it.
+    await expect
+      .poll(() => page.locator('[data-field=status]').textContent(), {
+        timeout: 30_000,
+        interval: 500,
+      })
+      .toBe('shipped')
+    await page.goto('/orders')
+    expect(await page.locator(`[data-order="${orderId}"] .status`).textContent()).toBe('shipped')
+    await ctx.close()
+  })
+
+  it('shares one login across subsystems and instances, and logs out everywhere', async () => {
+    const email = 'user1@shop.example'
+    const a = await browser.newContext({ baseURL: shop.url })
+    const b = await browser.newContext({ baseURL: shop.url })
+    for (const c of [a, b]) {
+      const p = await c.newPage()
+      await p.goto('/login')
+      await p.fill('input[name=email]', email)
+      await p.fill('input[name=password]', shop.secrets.seedPassword)
+      await p.click('button:has-text("Log in")')
+      await p.waitForURL((u) => u.pathname === '/')
+    }
+    const seen = new Set<string>()
+    const instances = new Set<string>()
+    for (let i = 0; i < 6; i++) {
+      for (const path of ['/account/whoami.json', '/cart/whoami.json']) {
+        const r = await a.request.get(path)
+        expect(r.status()).toBe(200)
+        const body = (await r.json()) as { service: string; instance: string; session: string }
+        seen.add(body.session)
+        instances.add(body.instance)
+      }
+    }
+    // One session, read by the account service and by both cart instances.
+    expect(seen.size).toBe(1)
+    expect(instances).toContain('account-1')
+    expect(instances).toContain('cart-1')
+    expect(instances).toContain('cart-2')
+
+    const pa = await a.newPage()
+    await pa.goto('/account')
+    expect(await pa.locator('[data-session-row]').count()).toBeGreaterThanOrEqual(2)
+    await pa.click('button:has-text("Log out everywhere")')
+    await pa.waitForURL(/\/login/)
+    const pb = await b.newPage()
+    await pb.goto('/cart')
+    expect(new URL(pb.url()).pathname).toBe('/login')
+    await a.close()
+    await b.close()
+  })
+
+  it('shows a changed price on every catalog instance and through the gateway cache', async () => {
+    const anon = new Client(shop.url)
+    const before = await anon.get('/product/3')
+    expect(before.status).toBe(200)
+    const cached = await anon.get('/product/3')
+    expect(cached.headers.get('x-cache')).toBe('HIT')
+
+    const ctx = await browser.newContext({ baseURL: shop.url })
+    const page = await ctx.newPage()
+    await page.goto('/login')
+    await page.fill('input[name=email]', 'admin@shop.example')
+    await page.fill('input[name=password]', shop.secrets.adminPassword)
+    await page.click('button:has-text("Log in")')
+    await page.goto('/admin')
+    await page.fill('input[name=productId]', '3')
+    await page.fill('input[name=priceCents]', '12345')
+    await page.click('button:has-text("Change price")')
+    await page.waitForURL(/\/product\/3/)
+    expect(await page.locator('p[data-price]').textContent()).toBe('$123.45')
+
+    for (const inst of shop.config.instances.filter((i) => i.service === 'catalog')) {
+      await eventually(
+        async () =>
+          (await fetch(`http://127.0.0.1:${inst.port}/product/3`).then((r) => r.text())).includes(
+            '$123.45',
+          ),
+        5000,
+        `${inst.name} to show the new price`,
+      )
+    }
+    await eventually(
+      async () => (await anon.get('/product/3')).text_.includes('$123.45'),
+      5000,
+      'the gateway to show the new price',
+    )
+
+    await page.goto('/ops')
+    expect(await page.locator('h1').textContent()).toBe('Operations')
+    expect(await page.locator('[data-instance-row="catalog-1"]').textContent()).toMatch(/L1 \d/)
+    await ctx.close()
+  })
+
+  it('refuses forms without a CSRF token, limits login attempts and serves hashed assets for a year', async () => {
+    const c = new Client(shop.url)
+    await c.login('user2@shop.example', shop.secrets.seedPassword)
+    await c.get('/product/5')
+    const forged = await fetch(`${shop.url}cart/add`, {
+      method: 'POST',
+      headers: {
+        cookie: [...c.cookies].map(([k, v]) => `${k}=${v}`).join('; '),
+        'content-type': 'application/x-www-form-urlencoded',
+      },
+      body: 'productId=5&qty=1',
+      redirect: 'manual',
+    })
+    expect(forged.status).toBe(403)
+
+    const attacker = new Client(shop.url)
+    await attacker.get('/login')
+    const statuses: number[] = []
+    for (let i = 0; i < 7; i++)
+      statuses.push(
+        (await attacker.post('/login', { email: 'user3@shop.example', password: `wrong-${i}` }))
+          .status,
+      )
+    expect(statuses.slice(0, 5)).toEqual([401, 401, 401, 401, 401])
+    expect(statuses.at(-1)).toBe(429)
+
+    const home = await c.get('/')
+    const css = /href="(\/static\/app\.[0-9a-f]{10}\.css)"/.exec(home.text_)?.[1]
+    expect(css).toBeDefined()
+    const asset = await fetch(shop.url + (css as string).slice(1))
+    expect(asset.headers.get('cache-control')).toBe('public, max-age=31536000, immutable')
+    // A public page: the gateway's cache answers a revalidation with 304 Not Modified.
+    const anon = new Client(shop.url)
+    const page = await anon.get('/?page=2')
+    const etag = page.headers.get('etag') as string
+    expect(etag).toMatch(/^"/)
+    expect((await anon.get('/?page=2', { 'if-none-match': etag })).status).toBe(304)
+  })
+
+  it('charges a double-clicked Pay once', async () => {
+    const c = new Client(shop.url)
+    await c.login('user4@shop.example', shop.secrets.seedPassword)
+    await c.get('/product/9')
+    await c.post('/cart/add', { productId: '9', qty: '1' })
+    const checkout = await c.get('/checkout')
+    const idem = /name="idem" value="([^"]+)"/.exec(checkout.text_)?.[1] as string
+    const [r1, r2] = await Promise.all([
+      c.post('/checkout', { idem }),
+      c.post('/checkout', { idem }),
+    ])
+    expect(r1.headers.get('location')).toBe(r2.headers.get('location'))
+    const orderId = decodeURIComponent(String(r1.headers.get('location')).split('/').pop())
+    await eventually(
+      async () => (await c.get(`/orders/${orderId}/status.json`)).text_.includes('shipped'),
+      30_000,
+      'the order to ship',
+    )
+    const charges = (await fetch(`${shop.config.providerUrl}/charges`).then((r) => r.json())) as {
+      perOrder: Record<string, number>
+    }
+    expect(charges.perOrder[orderId]).toBe(1)
+  })
+})

@@ -1,0 +1,194 @@
+/**
+ * Test fixtures: a whole shop on its own ports, databases, Redis keys and queues (a unique
+ * namespace), and a small cookie-keeping HTTP client that fills CSRF tokens like a browser.
+ */
+import { mkdtempSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { amqpUrl, redisUrl, uniqueName } from '@ballast/testkit'
+import amqp from 'amqplib'
+import { Cluster, Redis } from 'ioredis'
+import mysql from 'mysql2/promise'
+import type { ShardSpec } from '../src/config.js'
+import { shopQueues, shopTopology } from '../src/platform/mq.js'
+import { type Shop, startShop } from '../src/supervisor.js'
+
+export interface TestShop extends Shop {
+  close(): Promise<void>
+}
+
+export async function startTestShop(
+  label: string,
+  opts: { products?: number; users?: number; stock?: number } = {},
+): Promise<TestShop> {
+  const ns = uniqueName(label)
+    .replace(/[^A-Za-z0-9_]/g, '_')
+    .slice(0, 40)
+  const runDir = mkdtempSync(join(tmpdir(), `${ns}-`))
+  const basePort = 20_000 + Math.floor(Math.random() * 400) * 100
+  const shop = await startShop({
+    basePort,
+    ns,
+    runDir,
+    seedProducts: opts.products ?? 300,
+    seedUsers: opts.users ?? 20,
+    stock: opts.stock ?? 100_000,
+    onLog: () => {},
+  })
+  return Object.assign(shop, {
+    async close() {
+      await shop.stop({ dropData: true })
+      await cleanupKeysAndQueues(shop)
+      rmSync(runDir, { recursive: true, force: true })
+    },
+  })
+}
+
+async function cleanupKeysAndQueues(shop: Shop): Promise<void> {
+  const ns = shop.config.ns
+  const r = new Redis(await redisUrl())
+  const del = async (client: Redis) => {
+    let cursor = '0'
+    do {
+      const [next, keys] = await client.scan(cursor, 'MATCH', `${ns}:*`, 'COUNT', 500)
+      cursor = next
+      if (keys.length) await client.del(...keys)
+    } while (cursor !== '0')
+  }
+  await del(r).catch(() => {})
+  r.disconnect()
+  const cluster = new Cluster(shop.config.redisClusterNodes)
+  await Promise.all(cluster.nodes('master').map((n) => del(n as unknown as Redis).catch(() => {})))
+  await cluster.quit().catch(() => {})
+  const q = shopQueues(ns)
+  const conn = await amqp.connect(await amqpUrl())
+  const ch = await conn.createChannel()
+  ch.on('error', () => {})
+  for (const def of shopTopology(ns).queues ?? []) {
+    const delays = def.retry ? [...new Set((def.retry.delays ?? []) as number[])] : []
+    for (const name of [
+      def.name,
+      `${def.name}.dlq`,
+      ...delays.map((d) => `${def.name}.retry.${d}ms`),
+    ]) {
+      await ch.deleteQueue(name).catch(() => {})
+    }
+  }
+  await ch.deleteExchange(q.exchange).catch(() => {})
+  await conn.close().catch(() => {})
+}
+
+/** Rows of a shard's primary (for checks the shop's pages do not show). */
+export async function shardRows<T = mysql.RowDataPacket>(
+  shard: ShardSpec,
+  sql: string,
+  params: unknown[] = [],
+): Promise<T[]> {
+  const c = await mysql.createConnection({ ...shard.primary })
+  try {
+    const [rows] = await c.query(sql, params)
+    return rows as T[]
+  } finally {
+    await c.end()
+  }
+}
+
+export async function catalogRows<T = mysql.RowDataPacket>(
+  shop: Shop,
+  sql: string,
+  params: unknown[] = [],
+): Promise<T[]> {
+  const c = await mysql.createConnection({ ...shop.config.catalogDb })
+  try {
+    const [rows] = await c.query(sql, params)
+    return rows as T[]
+  } finally {
+    await c.end()
+  }
+}
+
+/** A cookie-keeping client: `post` takes the CSRF token from the last page it fetched. */
+export class Client {
+  readonly base: string
+  readonly cookies = new Map<string, string>()
+  lastHtml = ''
+  constructor(base: string) {
+    this.base = base.replace(/\/$/, '')
+  }
+  #cookieHeader(): string {
+    return [...this.cookies].map(([k, v]) => `${k}=${v}`).join('; ')
+  }
+  #keep(res: Response): void {
+    for (const c of res.headers.getSetCookie()) {
+      const [pair = ''] = c.split(';')
+      const i = pair.indexOf('=')
+      const name = pair.slice(0, i)
+      const value = pair.slice(i + 1)
+      if (/max-age=0/i.test(c) || value === '') this.cookies.delete(name)
+      else this.cookies.set(name, value)
+    }
+  }
+  async get(
+    path: string,
+    headers: Record<string, string> = {},
+  ): Promise<Response & { text_: string }> {
+    const res = await fetch(this.base + path, {
+      headers: { cookie: this.#cookieHeader(), ...headers },
+      redirect: 'manual',
+      signal: AbortSignal.timeout(15_000),
+    })
+    this.#keep(res)
+    const text = await res.text()
+    if ((res.headers.get('content-type') ?? '').includes('text/html')) this.lastHtml = text
+    return Object.assign(res, { text_: text })
+  }
+  csrf(): string {
+    return /name="_csrf" value="([^"]+)"/.exec(this.lastHtml)?.[1] ?? ''
+  }
+  async post(
+    path: string,
+    form: Record<string, string>,
+    headers: Record<string, string> = {},
+  ): Promise<Response & { text_: string }> {
+    const body = new URLSearchParams({ _csrf: this.csrf(), ...form })
+    const res = await fetch(this.base + path, {
+      method: 'POST',
+      headers: {
+        cookie: this.#cookieHeader(),
+        'content-type': 'application/x-www-form-urlencoded',
+        ...headers,
+      },
+      body,
+      redirect: 'manual',
+      signal: AbortSignal.timeout(15_000),
+    })
+    this.#keep(res)
+    return Object.assign(res, { text_: await res.text() })
+  }
+  async login(email: string, password: string): Promise<void> {
+    await this.get('/login')
+    const res = await this.post('/login', { email, password })
+    if (res.status !== 303) throw new Error(`login of ${email} answered ${res.status}`)
+  }
+}
+
+export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
+
+export async function eventually<T>(
+  fn: () => Promise<T | undefined | false>,
+  timeoutMs: number,
+  what: string,
+): Promise<T> {
+  const deadline = Date.now() + timeoutMs
+  let last: unknown
+  while (Date.now() < deadline) {
+    try {
+      const v = await fn()
+      if (v) return v
+    } catch (err) {
+      last = err
+    }
+    await sleep(250)
+  }
+  throw new Error(`timed out waiting for ${what}${last ? `: ${String(last)}` : ''}`)
+}
