@@ -1,5 +1,5 @@
-/** State of the L2 circuit breaker. */
-export type CircuitState = 'closed' | 'open' | 'half-open'
+/** State of the L2 circuit breaker (as `@ballast/resilience` names it). */
+export type CircuitState = 'closed' | 'open' | 'halfOpen'
 
 /** Why L1 of a namespace was emptied. */
 export type FlushReason = 'clear' | 'gap' | 'resubscribed' | 'overflow'

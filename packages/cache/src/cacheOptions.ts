@@ -89,11 +89,11 @@ export interface CacheOptions {
    */
   l2Timeout?: Duration
   /**
-   * The L2 circuit breaker: it opens after `failureThreshold` failures in a row and lets a
-   * probe through after `halfOpenAfter`; while open, L2 calls fail in microseconds.
-   * @default { failureThreshold: 5, halfOpenAfter: 1000 }
+   * The L2 circuit breaker (`@ballast/resilience`): while open, L2 calls fail in
+   * microseconds instead of waiting for `l2Timeout`.
+   * @default { windowSize: 20, errorThresholdPercentage: 50, volumeThreshold: 5, resetTimeout: 1000 }
    */
-  breaker?: { failureThreshold?: number; halfOpenAfter?: Duration }
+  breaker?: L2BreakerOptions
   /**
    * How often each instance checks its invalidation subscription by echoing a heartbeat.
    * @default 1000
@@ -133,6 +133,30 @@ export interface CacheOptions {
   maxPendingInvalidations?: number
 }
 
+/** The L2 circuit breaker's settings, passed to `@ballast/resilience`'s `circuitBreaker`. */
+export interface L2BreakerOptions {
+  /**
+   * How many of the latest L2 calls the failure rate is measured over.
+   * @default 20
+   */
+  windowSize?: number
+  /**
+   * The breaker opens when more than this percentage of the calls in the window failed.
+   * @default 50
+   */
+  errorThresholdPercentage?: number
+  /**
+   * The breaker never opens while the window holds fewer calls than this.
+   * @default 5
+   */
+  volumeThreshold?: number
+  /**
+   * How long the breaker stays open before a probe call is let through, in ms.
+   * @default 1000
+   */
+  resetTimeout?: Duration
+}
+
 /** The defaults of {@link CacheOptions} that are plain values. */
 export const DEFAULT_CACHE_OPTIONS = {
   namespace: 'default',
@@ -146,7 +170,7 @@ export const DEFAULT_CACHE_OPTIONS = {
   hardTimeout: 0,
   maxKeyLength: 1024,
   l2Timeout: 250,
-  breaker: { failureThreshold: 5, halfOpenAfter: 1000 },
+  breaker: { windowSize: 20, errorThresholdPercentage: 50, volumeThreshold: 5, resetTimeout: 1000 },
   heartbeatInterval: 1000,
   heartbeatTimeout: 3000,
   tombstoneTtl: 60_000,

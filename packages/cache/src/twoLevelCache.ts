@@ -176,8 +176,15 @@ export class TwoLevelCache<T = unknown> {
       ),
     }
     const l2Timeout = duration('l2Timeout', options.l2Timeout ?? d.l2Timeout, true)
-    const failureThreshold = integer('breaker.failureThreshold', breaker.failureThreshold, 1)
-    const halfOpenAfter = duration('breaker.halfOpenAfter', breaker.halfOpenAfter, true)
+    const windowSize = integer('breaker.windowSize', breaker.windowSize, 1)
+    const errorThresholdPercentage = ratio(
+      'breaker.errorThresholdPercentage',
+      breaker.errorThresholdPercentage,
+      0,
+      99.999,
+    )
+    const volumeThreshold = integer('breaker.volumeThreshold', breaker.volumeThreshold, 0)
+    const resetTimeout = duration('breaker.resetTimeout', breaker.resetTimeout, true)
     const heartbeatInterval = duration(
       'heartbeatInterval',
       options.heartbeatInterval ?? d.heartbeatInterval,
@@ -237,9 +244,12 @@ export class TwoLevelCache<T = unknown> {
     }
     this.#l2 = new L2(redis)
     this.#guard = new L2Guard({
+      name: `cache L2 ${namespace}`,
       timeout: l2Timeout,
-      failureThreshold,
-      halfOpenAfter,
+      windowSize,
+      errorThresholdPercentage,
+      volumeThreshold,
+      resetTimeout,
       onStateChange: (state) => {
         this.#emit('breaker', { state })
         if (state === 'closed') void this.#replay()
@@ -654,6 +664,7 @@ export class TwoLevelCache<T = unknown> {
     for (const waiters of this.#fillWaiters.values()) for (const wake of waiters) wake()
     this.#fillWaiters.clear()
     await this.#bus?.close()
+    await this.#guard?.close()
     this.#l1?.clear()
     this.#l1?.close?.()
   }

@@ -30,7 +30,7 @@ describe('TwoLevelCache when Redis is cut off (fault proxy)', () => {
       l2Timeout: L2_TIMEOUT,
       heartbeatInterval: 50,
       heartbeatTimeout: 200,
-      breaker: { failureThreshold: 3, halfOpenAfter: 100 },
+      breaker: { windowSize: 10, volumeThreshold: 3, resetTimeout: 100 },
     }
     const a = await group.add(options, viaProxy)
     const b = await group.add(options)
@@ -44,6 +44,8 @@ describe('TwoLevelCache when Redis is cut off (fault proxy)', () => {
     expect(await a.get('changed')).toBe('before')
 
     const errors: unknown[] = []
+    const breaker: string[] = []
+    a.on('breaker', ({ state }) => breaker.push(state))
     let slowest = 0
     let loaderCalls = 0
     let outage = false
@@ -90,6 +92,8 @@ describe('TwoLevelCache when Redis is cut off (fault proxy)', () => {
       if (i % 500 === 0) await sleep(5) // let timers and reconnects run
     }
     expect(errors).toEqual([])
+    expect(breaker).toContain('open') // a dead Redis was cut off by the breaker, not waited for
+    expect(breaker.at(-1)).toBe('closed')
     expect(slowest).toBeLessThan(L2_TIMEOUT + 60)
     expect(loaderCalls).toBeGreaterThanOrEqual(2000) // every cold key went to the loader
     // after the reconnect: a flushed its L1 and replayed its delete; nothing older than an invalidation survives

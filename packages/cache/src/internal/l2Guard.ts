@@ -1,94 +1,64 @@
+import { type CircuitBreaker, circuitBreaker, isResilienceError } from '@ballast/resilience'
+import type { CircuitState } from '../cacheEvents.js'
 import { L2UnavailableError } from '../errors.js'
 
-/** The breaker's state as `stats()` reports it. */
-export type BreakerState = 'closed' | 'open' | 'half-open'
-
 export interface L2GuardOptions {
+  name: string
   timeout: number
-  failureThreshold: number
-  halfOpenAfter: number
-  onStateChange(state: BreakerState): void
+  windowSize: number
+  errorThresholdPercentage: number
+  volumeThreshold: number
+  resetTimeout: number
+  onStateChange(state: CircuitState): void
 }
 
 /**
- * Every L2 call goes through here: a timeout (a hung Redis costs at most `timeout`) and a
- * circuit breaker (a dead Redis costs microseconds once it is open).
+ * Every L2 call goes through here: `@ballast/resilience`'s circuit breaker with its per-call
+ * timeout, so a hung Redis costs at most `timeout` and a dead one costs microseconds once
+ * the breaker is open. Failures come out as {@link L2UnavailableError}.
  */
 export class L2Guard {
-  readonly #options: L2GuardOptions
-  #state: BreakerState = 'closed'
-  #failures = 0
-  #openedAt = 0
-  #probing = false
+  readonly #breaker: CircuitBreaker<[], never>
 
   constructor(options: L2GuardOptions) {
-    this.#options = options
+    this.#breaker = circuitBreaker({
+      name: options.name,
+      window: { type: 'count', size: options.windowSize },
+      errorThresholdPercentage: options.errorThresholdPercentage,
+      volumeThreshold: options.volumeThreshold,
+      resetTimeout: options.resetTimeout,
+      timeout: options.timeout,
+    })
+    this.#breaker.on('open', () => options.onStateChange('open'))
+    this.#breaker.on('halfOpen', () => options.onStateChange('halfOpen'))
+    this.#breaker.on('close', () => options.onStateChange('closed'))
   }
 
-  get state(): BreakerState {
-    if (this.#state === 'open' && Date.now() - this.#openedAt >= this.#options.halfOpenAfter)
-      return 'half-open'
-    return this.#state
+  get state(): CircuitState {
+    return this.#breaker.state
   }
 
-  /** Whether a call would be let through now (closed, or half-open with no probe running). */
+  /** Whether a call may be let through now (not open). */
   get available(): boolean {
-    const state = this.state
-    return state === 'closed' || (state === 'half-open' && !this.#probing)
+    return this.#breaker.state !== 'open'
   }
 
   async run<T>(operation: string, fn: () => Promise<T>): Promise<T> {
-    const state = this.state
-    let probe = false
-    if (state === 'open' || (state === 'half-open' && this.#probing)) {
-      throw new L2UnavailableError(`L2 ${operation} skipped: the circuit breaker is open`)
-    }
-    if (state === 'half-open') {
-      probe = true
-      this.#probing = true
-      this.#set('half-open')
-    }
-    let timer: NodeJS.Timeout | undefined
     try {
-      const result = await Promise.race([
-        fn(),
-        new Promise<never>((_, reject) => {
-          timer = setTimeout(
-            () =>
-              reject(
-                new L2UnavailableError(
-                  `L2 ${operation} timed out after ${this.#options.timeout} ms`,
-                ),
-              ),
-            this.#options.timeout,
-          )
-        }),
-      ])
-      this.#failures = 0
-      if (this.#state !== 'closed') this.#set('closed')
-      return result
+      return await this.#breaker.execute(fn)
     } catch (error) {
-      this.#failures++
-      if (probe || this.#failures >= this.#options.failureThreshold) {
-        this.#openedAt = Date.now()
-        this.#set('open')
-      }
-      if (error instanceof L2UnavailableError) throw error
-      throw new L2UnavailableError(
-        `L2 ${operation} failed: ${error instanceof Error ? error.message : String(error)}`,
-        {
-          cause: error,
-        },
-      )
-    } finally {
-      clearTimeout(timer)
-      if (probe) this.#probing = false
+      const why = isResilienceError(error)
+        ? error.code === 'E_RESILIENCE_BREAKER_OPEN'
+          ? 'the circuit breaker is open'
+          : error.message
+        : error instanceof Error
+          ? error.message
+          : String(error)
+      throw new L2UnavailableError(`L2 ${operation} failed: ${why}`, { cause: error })
     }
   }
 
-  #set(state: BreakerState): void {
-    if (this.#state === state) return
-    this.#state = state
-    this.#options.onStateChange(state)
+  async close(): Promise<void> {
+    await this.#breaker.close()
   }
 }
