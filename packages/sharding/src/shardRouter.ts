@@ -176,7 +176,9 @@ export interface ShardRouterOptions {
 }
 
 /** The defaults of {@link ShardRouterOptions}. */
-export const DEFAULT_SHARD_ROUTER_OPTIONS = {
+export const DEFAULT_SHARD_ROUTER_OPTIONS: Readonly<
+  Required<Omit<ShardRouterOptions, 'shards' | 'ring'>>
+> = {
   slots: 4096,
   consistency: 'read-your-writes' as Consistency,
   maxReplicaLagMs: 10_000,
