@@ -154,15 +154,6 @@ export class BrokerClosedError extends MqError {
   }
 }
 
-/** A connection could not be opened to any of the configured URLs (before the first connect). */
-export class ConnectionError extends MqError {
-  override name = 'ConnectionError'
-
-  constructor(message: string, options: MqErrorOptions = {}) {
-    super('E_MQ_CONNECTION', message, { retryable: true, ...options })
-  }
-}
-
 /** Every error class of `@ballast/mq`, by name. */
 export const errors = {
   MqError,
@@ -176,7 +167,6 @@ export const errors = {
   PublishNackedError,
   PublishUnconfirmedError,
   BrokerClosedError,
-  ConnectionError,
 } as const
 
 /** Whether `error` was thrown by `@ballast/mq` (any installed copy of it). */

@@ -18,7 +18,6 @@ export type { MqErrorOptions } from './errors.js'
 export {
   BrokerClosedError,
   BufferFullError,
-  ConnectionError,
   errors,
   InvalidArgumentError,
   InvalidMessageError,
