@@ -1,0 +1,273 @@
+/**
+ * The reverse proxy on loopback against http-proxy, @fastify/reply-from, @fastify/http-proxy
+ * and nginx (one worker, started by this bench with a generated config on its own port), all in
+ * front of the same two backends. Each server runs in its own process; autocannon runs in this
+ * one. For each: requests/s and latency under load (autocannon, 32 connections), and the latency
+ * each adds over calling a backend directly, measured one request at a time (µs).
+ *
+ *   pnpm exec tsx --conditions=@ballast/source bench/lb/proxy.bench.ts
+ *
+ * nginx is optional: without it on PATH the nginx row is skipped with a note (Debian:
+ * `apt-get install -y nginx`).
+ */
+import { type ChildProcess, execFileSync, fork, spawn } from 'node:child_process'
+import { once } from 'node:events'
+import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { Agent, request as httpRequest } from 'node:http'
+import { createServer, connect as netConnect } from 'node:net'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import autocannon from 'autocannon'
+import { fmt, fmtInt, isSmoke, report, sampleLatency } from '../harness.js'
+import { NODE_PROXIES } from './proxyContestants.js'
+
+const SMOKE = isSmoke()
+const SECONDS = SMOKE ? 1 : Number(process.env.LB_BENCH_SECONDS ?? 8)
+const CONNECTIONS = SMOKE ? 4 : 32
+const PROBES = SMOKE ? 50 : 3000
+
+const contestantsFile = fileURLToPath(new URL('./proxyContestants.ts', import.meta.url))
+
+interface Running {
+  port: number
+  ports: number[]
+  stop(): Promise<void>
+}
+
+async function startChild(serve: string, targets: string[] = []): Promise<Running> {
+  const child = fork(contestantsFile, [], {
+    execArgv: process.execArgv,
+    env: { ...process.env, LB_BENCH_SERVE: serve, LB_BENCH_TARGETS: targets.join(',') },
+    stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+  })
+  const { port, ports } = await new Promise<{ port: number; ports: number[] }>(
+    (resolve, reject) => {
+      child.once('message', (m) => resolve(m as { port: number; ports: number[] }))
+      child.once('exit', (code) => reject(new Error(`${serve} exited with ${code}`)))
+    },
+  )
+  return {
+    port,
+    ports,
+    stop: async () => {
+      const exited = once(child, 'exit')
+      child.send('stop')
+      await exited
+    },
+  }
+}
+
+function nginxPath(): string | undefined {
+  for (const candidate of ['nginx', '/usr/sbin/nginx']) {
+    try {
+      execFileSync(candidate, ['-v'], { stdio: 'ignore' })
+      return candidate
+    } catch {}
+  }
+  return undefined
+}
+
+async function freePort(): Promise<number> {
+  const s = createServer()
+  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r))
+  const port = (s.address() as { port: number }).port
+  await new Promise((r) => s.close(r))
+  return port
+}
+
+async function waitForPort(port: number, timeoutMs: number): Promise<void> {
+  const started = Date.now()
+  while (Date.now() - started < timeoutMs) {
+    const ok = await new Promise<boolean>((resolve) => {
+      const socket = netConnect(port, '127.0.0.1')
+      socket.once('connect', () => {
+        socket.destroy()
+        resolve(true)
+      })
+      socket.once('error', () => resolve(false))
+    })
+    if (ok) return
+    await new Promise((r) => setTimeout(r, 50))
+  }
+  throw new Error(`nothing listens on 127.0.0.1:${port} after ${timeoutMs} ms`)
+}
+
+async function startNginx(binary: string, backendPorts: number[]): Promise<Running> {
+  const dir = mkdtempSync(join(tmpdir(), 'ballast-lb-nginx-'))
+  chmodSync(dir, 0o755)
+  const port = await freePort()
+  const conf = join(dir, 'nginx.conf')
+  writeFileSync(
+    conf,
+    `worker_processes 1;
+daemon off;
+pid ${dir}/nginx.pid;
+error_log ${dir}/error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path ${dir}/body;
+  proxy_temp_path ${dir}/proxy;
+  fastcgi_temp_path ${dir}/fastcgi;
+  uwsgi_temp_path ${dir}/uwsgi;
+  scgi_temp_path ${dir}/scgi;
+  upstream backends {
+${backendPorts.map((p) => `    server 127.0.0.1:${p};`).join('\n')}
+    keepalive 64;
+  }
+  server {
+    listen 127.0.0.1:${port};
+    location / {
+      proxy_pass http://backends;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Host $host;
+      proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+    }
+  }
+}
+`,
+  )
+  const child: ChildProcess = spawn(binary, ['-c', conf, '-p', dir, '-e', `${dir}/error.log`], {
+    stdio: 'ignore',
+  })
+  await waitForPort(port, 5000)
+  return {
+    port,
+    ports: [port],
+    stop: async () => {
+      const exited = once(child, 'exit')
+      child.kill('SIGTERM')
+      await exited
+      rmSync(dir, { recursive: true, force: true })
+    },
+  }
+}
+
+interface Row {
+  name: string
+  rps: number
+  p50: number
+  p99: number
+  addedP50us: number
+  addedP99us: number
+  errors: number
+}
+
+async function probe(port: number) {
+  const agent = new Agent({ keepAlive: true, maxSockets: 1 })
+  const get = () =>
+    new Promise<void>((resolve, reject) => {
+      const req = httpRequest({ host: '127.0.0.1', port, path: '/', agent }, (res) => {
+        res.resume()
+        res.once('end', resolve)
+      })
+      req.once('error', reject)
+      req.end()
+    })
+  const stats = await sampleLatency(get, { iterations: PROBES, concurrency: 1 })
+  agent.destroy()
+  return stats
+}
+
+async function load(port: number) {
+  await autocannon({
+    url: `http://127.0.0.1:${port}/`,
+    connections: CONNECTIONS,
+    duration: SMOKE ? 1 : 2,
+  })
+  return autocannon({
+    url: `http://127.0.0.1:${port}/`,
+    connections: CONNECTIONS,
+    duration: SECONDS,
+  })
+}
+
+const backends = await startChild('backends')
+const targets = backends.ports.map((p) => `http://127.0.0.1:${p}`)
+const notes: string[] = []
+const rows: Row[] = []
+try {
+  const direct = await probe(backends.port)
+  const directLoad = await load(backends.port)
+  rows.push({
+    name: 'direct to one backend (no proxy)',
+    rps: directLoad.requests.average,
+    p50: directLoad.latency.p50,
+    p99: directLoad.latency.p99,
+    addedP50us: 0,
+    addedP99us: 0,
+    errors: directLoad.errors + directLoad.non2xx,
+  })
+  const contestants: Array<{ name: string; start: () => Promise<Running> }> = NODE_PROXIES.map(
+    (name) => ({
+      name,
+      start: () => startChild(name, targets),
+    }),
+  )
+  const nginx = nginxPath()
+  if (nginx === undefined)
+    notes.push('nginx row skipped: nginx is not installed (Debian: `apt-get install -y nginx`).')
+  else
+    contestants.push({
+      name: 'nginx (1 worker, keepalive 64)',
+      start: () => startNginx(nginx, backends.ports),
+    })
+  for (const c of contestants) {
+    const running = await c.start()
+    try {
+      const latency = await probe(running.port)
+      const result = await load(running.port)
+      rows.push({
+        name: c.name,
+        rps: result.requests.average,
+        p50: result.latency.p50,
+        p99: result.latency.p99,
+        addedP50us: latency.p50 - direct.p50,
+        addedP99us: latency.p99 - direct.p99,
+        errors: result.errors + result.non2xx,
+      })
+    } finally {
+      await running.stop()
+    }
+  }
+} finally {
+  await backends.stop()
+}
+
+const nginxRow = rows.find((r) => r.name.startsWith('nginx'))
+const ours = rows.find((r) => r.name.startsWith('@ballast'))!
+report({
+  package: 'lb',
+  name: 'proxy',
+  title: `Reverse proxy on loopback, 2 backends, autocannon ${CONNECTIONS} connections × ${SECONDS} s`,
+  columns: [
+    'proxy',
+    'req/s',
+    'x nginx',
+    'x ours',
+    'p50 ms (load)',
+    'p99 ms (load)',
+    'added p50 µs (1 at a time)',
+    'added p99 µs',
+    'errors',
+  ],
+  rows: rows.map((r) => [
+    r.name === ours.name ? `**${r.name}**` : r.name,
+    fmtInt(r.rps),
+    nginxRow === undefined ? 'n/a' : `${(r.rps / nginxRow.rps).toFixed(2)}x`,
+    `${(r.rps / ours.rps).toFixed(2)}x`,
+    fmt(r.p50),
+    fmt(r.p99),
+    r.addedP50us === 0 && r.addedP99us === 0 ? '' : fmt(r.addedP50us),
+    r.addedP99us === 0 && r.addedP50us === 0 ? '' : fmt(r.addedP99us),
+    r.errors,
+  ]),
+  notes: [
+    ...notes,
+    'Each proxy and the backends run in their own processes on the same 2 shared cores as autocannon; figures are from one run. "Added" latency: median/p99 of one request at a time through the proxy minus the same directly to a backend.',
+    'Ours runs with its defaults (peak-EWMA, X-Forwarded-*, retries, outlier detection); http-proxy alternates targets with a keep-alive agent; reply-from balances with undici BalancedPool; @fastify/http-proxy alternates with getUpstream.',
+  ],
+  data: rows,
+})
