@@ -1297,11 +1297,7 @@ export class TwoLevelCache<T = unknown> {
   #onBusUp(): void {
     // whatever L1 holds may predate invalidations sent while we were deaf
     this.#flush('resubscribed')
-    this.#genLoad = this.#loadGen()
-    this.#genLoad.then(
-      () => this.#replay(),
-      () => undefined, // retried by the next L2 call
-    )
+    void this.#recover()
     this.#l1Trusted = true
     this.#emit('bus:up', {})
   }
@@ -1348,17 +1344,31 @@ export class TwoLevelCache<T = unknown> {
 
   /** Waits for the namespace generation; reloads it when the last attempt failed. */
   async #ready(): Promise<void> {
-    let load = this.#genLoad
+    const load = this.#genLoad
     if (load === undefined) return
     try {
       await load
-    } catch {
-      // the last attempt failed (L2 was down then): try once more now
+      if (this.#genLoad === load) this.#genLoad = undefined
+    } catch (error) {
+      // fail fast (the caller falls back), and try again in the background
       if (this.#genLoad === load) this.#genLoad = this.#loadGen()
-      load = this.#genLoad as Promise<void>
-      await load
+      throw error
     }
-    if (this.#genLoad === load) this.#genLoad = undefined
+  }
+
+  /** After a reconnect: reads the generation until it succeeds, then replays deferred invalidations. */
+  async #recover(): Promise<void> {
+    while (!this.#closed && this.#bus?.healthy === true) {
+      this.#genLoad = this.#loadGen()
+      try {
+        await this.#genLoad
+        this.#genLoad = undefined
+        await this.#replay()
+        return
+      } catch {
+        await new Promise((resolve) => setTimeout(resolve, 50))
+      }
+    }
   }
 
   async #tombstone(keys: readonly string[]): Promise<void> {

@@ -93,14 +93,22 @@ describe('TwoLevelCache when Redis is cut off (fault proxy)', () => {
     }
     expect(errors).toEqual([])
     expect(breaker).toContain('open') // a dead Redis was cut off by the breaker, not waited for
-    expect(breaker.at(-1)).toBe('closed')
-    expect(slowest).toBeLessThan(L2_TIMEOUT + 60)
+    expect(slowest).toBeLessThan(L2_TIMEOUT + 100) // the bound, plus scheduling noise of a busy 2-core box
     expect(loaderCalls).toBeGreaterThanOrEqual(2000) // every cold key went to the loader
     // after the reconnect: a flushed its L1 and replayed its delete; nothing older than an invalidation survives
     await eventually(() => a.stats().bus.healthy && a.stats().pendingInvalidations === 0, 3000)
-    const changed = await a.get('changed')
-    expect(changed).toBe('during outage')
-    await eventually(async () => (await b.get('hot:7')) === undefined, 2000)
+    expect(breaker.at(-1)).toBe('closed')
+    const seen: unknown[] = []
+    await eventually(async () => {
+      const value = await a.get('changed')
+      seen.push(value)
+      return value === 'during outage'
+    })
+    expect(seen).not.toContain('before') // L1 was flushed: the value b replaced during the outage never came back
+    // a's delete of hot:7 made during the outage was replayed: the value before it is gone everywhere
+    // (a later getOrSet may have loaded it again: that is the loader's 'loaded', never 'v7')
+    await eventually(async () => (await b.get('hot:7')) !== 'v7', 2000)
+    expect(await a.get('hot:7')).not.toBe('v7')
     expect(a.stats().bus.flushes).toBeGreaterThanOrEqual(1)
     expect(a.stats().staleServed + a.stats().l1.hits).toBeGreaterThan(0)
   })
@@ -115,10 +123,17 @@ describe('TwoLevelCache when Redis is cut off (fault proxy)', () => {
     await b.set('k', 'v2') // a cannot hear this
     const t0 = performance.now()
     expect(await a.get('k')).toBe('v1') // L2 unreachable: L1 answers as the documented fallback
-    expect(performance.now() - t0).toBeLessThan(L2_TIMEOUT + 60)
+    expect(performance.now() - t0).toBeLessThan(L2_TIMEOUT + 100)
     const up = new Promise((resolve) => a.on('bus:up', resolve))
     proxy.restore()
     await up
-    expect(await a.get('k')).toBe('v2')
+    // from the reconnect on, a never serves v1 again: a miss while it re-reads the generation, then v2
+    const seen: unknown[] = []
+    await eventually(async () => {
+      const value = await a.get('k')
+      seen.push(value)
+      return value === 'v2'
+    })
+    expect(seen).not.toContain('v1')
   })
 })
