@@ -575,15 +575,10 @@ class ProxyImpl extends TypedEmitter<ProxyEvents> implements ReverseProxy {
   handle(req: IncomingMessage, res: ServerResponse): void {
     this.#stats.requests++
     this.#inFlight++
-    res.once('close', () => {
-      this.#inFlight--
-      if (this.#closing) {
-        if (this.#inFlight === 0) this.#onDrained?.()
-      }
-    })
     if (this.#closing) res.shouldKeepAlive = false
     const route = this.#match(req)
     if (route === undefined) {
+      res.once('close', () => this.#done())
       this.#stats.noRoute++
       this.#plain(
         res,
@@ -622,6 +617,7 @@ class ProxyImpl extends TypedEmitter<ProxyEvents> implements ReverseProxy {
           : (req.headers['accept-encoding'] as string | undefined),
     }
     res.once('close', () => {
+      this.#done()
       if (!res.writableFinished) {
         ctx.aborted = true
         ctx.attempt?.controller?.abort(new Error('client went away'))
@@ -637,6 +633,12 @@ class ProxyImpl extends TypedEmitter<ProxyEvents> implements ReverseProxy {
       }
     }
     this.#attempt(ctx)
+  }
+
+  /** A request is over (answered or abandoned). */
+  #done(): void {
+    this.#inFlight--
+    if (this.#closing && this.#inFlight === 0) this.#onDrained?.()
   }
 
   #upstreamHeaders(req: IncomingMessage): string[] {
@@ -655,8 +657,7 @@ class ProxyImpl extends TypedEmitter<ProxyEvents> implements ReverseProxy {
     const o = this.#o
     for (let i = 0; i < raw.length; i += 2) {
       const name = raw[i]!
-      const lower =
-        name.length < 20 || name.charCodeAt(0) > 96 ? name.toLowerCase() : name.toLowerCase()
+      const lower = name.toLowerCase()
       if (HOP_BY_HOP.has(lower) || lower === 'expect' || listed?.has(lower)) continue
       if (lower === 'host' && !o.preserveHost) continue
       if (o.xForwarded && lower.startsWith('x-forwarded-')) {
