@@ -20,10 +20,13 @@ import { Redis } from 'ioredis'
 import { createClient } from 'redis'
 
 export const CONTESTANTS = [
+  'express, no session',
   'express + express-session + connect-redis',
   'express + @ballast/session',
+  'fastify, no session',
   'fastify + @fastify/session + connect-redis',
   'fastify + @ballast/session',
+  'node:http, no session',
   'node:http + @ballast/session',
 ] as const
 export type Contestant = (typeof CONTESTANTS)[number]
@@ -39,6 +42,7 @@ export interface Served {
 /** Starts `contestant` against Redis on `redisPort`, on an ephemeral HTTP port. */
 export async function serve(contestant: Contestant, redisPort: number): Promise<Served> {
   const prefix = `bench-session:${process.pid}:`
+  if (contestant.endsWith('no session')) return serveBaseline(contestant)
   if (contestant.includes('connect-redis')) {
     const client = createClient({ url: `redis://127.0.0.1:${redisPort}` })
     await client.connect()
@@ -156,6 +160,38 @@ export async function serve(contestant: Contestant, redisPort: number): Promise<
   )
 }
 
+/** The same routes without sessions: what the framework costs on its own. */
+async function serveBaseline(contestant: Contestant): Promise<Served> {
+  const body = 'u1'
+  if (contestant.startsWith('express')) {
+    const app = express()
+    app.get('/login', (_req, res) => {
+      res.send('ok')
+    })
+    app.get('/read', (_req, res) => {
+      res.send(body)
+    })
+    app.get('/write', (_req, res) => {
+      res.send(body)
+    })
+    return listenNode(app, async () => {})
+  }
+  if (contestant.startsWith('fastify')) {
+    const app = Fastify()
+    app.get('/login', async () => 'ok')
+    app.get('/read', async () => body)
+    app.get('/write', async () => body)
+    await app.listen({ port: 0, host: '127.0.0.1' })
+    return { port: (app.server.address() as AddressInfo).port, close: () => app.close() }
+  }
+  return listenNode(
+    (req, res) => {
+      res.end(req.url === '/login' ? 'ok' : body)
+    },
+    async () => {},
+  )
+}
+
 async function listenNode(
   handler: Parameters<typeof createServer>[1],
   closeRest: () => Promise<void>,
@@ -177,7 +213,12 @@ if (process.env.SESSION_BENCH_SERVE !== undefined) {
   const contestant = CONTESTANTS[Number(process.env.SESSION_BENCH_SERVE)]!
   const served = await serve(contestant, Number(process.env.SESSION_BENCH_REDIS_PORT))
   process.send?.({ port: served.port })
-  process.on('message', async () => {
+  process.on('message', async (message) => {
+    if (message === 'cpu') {
+      const { user, system } = process.cpuUsage()
+      process.send?.({ cpu: user + system })
+      return
+    }
     await served.close()
     process.exit(0)
   })

@@ -16,8 +16,10 @@ import { CONTESTANTS, type Contestant } from './contestants.js'
 import { type PrivateRedis, startPrivateRedis } from './redisServer.js'
 
 const SMOKE = isSmoke()
-const ROUNDS = SMOKE ? 1 : Number(process.env.SESSION_BENCH_ROUNDS ?? 3)
-const SECONDS = SMOKE ? 1 : Number(process.env.SESSION_BENCH_SECONDS ?? 8)
+const ROUNDS = SMOKE ? 1 : Number(process.env.SESSION_BENCH_ROUNDS ?? 5)
+const SECONDS = SMOKE ? 1 : Number(process.env.SESSION_BENCH_SECONDS ?? 5)
+// SESSION_BENCH_ONLY=express (a substring) runs only the matching contestants.
+const ONLY = process.env.SESSION_BENCH_ONLY
 const CONNECTIONS = SMOKE ? 4 : 32
 const SCENARIOS = ['read', 'write'] as const
 type Scenario = (typeof SCENARIOS)[number]
@@ -29,6 +31,10 @@ interface Sample {
   requests: number
   roundTrips: number
   commands: number
+  /** Server process CPU per request, µs. */
+  appCpu: number
+  /** Redis CPU per request, µs. */
+  redisCpu: number
   errors: number
 }
 
@@ -50,6 +56,17 @@ async function startChild(index: number, redisPort: number) {
   })
   return {
     port,
+    cpu: () =>
+      new Promise<number>((resolve) => {
+        const onMessage = (m: unknown) => {
+          if (typeof m === 'object' && m !== null && 'cpu' in m) {
+            child.off('message', onMessage)
+            resolve((m as { cpu: number }).cpu)
+          }
+        }
+        child.on('message', onMessage)
+        child.send('cpu')
+      }),
     stop: async () => {
       const exited = new Promise((resolve) => child.once('exit', resolve))
       child.send('stop')
@@ -58,9 +75,10 @@ async function startChild(index: number, redisPort: number) {
   }
 }
 
-async function login(port: number): Promise<string> {
+async function login(port: number, baseline: boolean): Promise<string> {
   const response = await fetch(`http://127.0.0.1:${port}/login`)
   const cookie = response.headers.getSetCookie()[0]?.split(';')[0]
+  if (baseline) return 'none=1'
   if (cookie === undefined) throw new Error('login set no cookie')
   return cookie
 }
@@ -81,20 +99,24 @@ function diff(before: Map<string, number>, after: Map<string, number>) {
 
 async function measure(
   redis: PrivateRedis,
-  port: number,
+  server: { port: number; cpu(): Promise<number> },
   cookie: string,
   scenario: Scenario,
 ): Promise<Sample> {
-  const url = `http://127.0.0.1:${port}/${scenario}`
+  const url = `http://127.0.0.1:${server.port}/${scenario}`
   // Warm up (JIT, connection pools), then measure.
   await autocannon({ url, headers: { cookie }, connections: CONNECTIONS, duration: SMOKE ? 1 : 2 })
   const before = await redis.commandStats()
+  const appBefore = await server.cpu()
+  const redisBefore = await redis.cpuMicros()
   const result = await autocannon({
     url,
     headers: { cookie },
     connections: CONNECTIONS,
     duration: SECONDS,
   })
+  const appAfter = await server.cpu()
+  const redisAfter = await redis.cpuMicros()
   const after = await redis.commandStats()
   const { commands, roundTrips } = diff(before, after)
   const ok = result['2xx']
@@ -105,6 +127,8 @@ async function measure(
     requests: ok,
     roundTrips: roundTrips / ok,
     commands: commands / ok,
+    appCpu: (appAfter - appBefore) / ok,
+    redisCpu: (redisAfter - redisBefore) / ok,
     errors: result.errors + result.non2xx,
   }
 }
@@ -119,15 +143,17 @@ const samples = new Map<string, Sample[]>()
 try {
   for (let round = 0; round < ROUNDS; round++) {
     for (let i = 0; i < CONTESTANTS.length; i++) {
+      if (ONLY !== undefined && !CONTESTANTS[i]!.includes(ONLY)) continue
       const server = await startChild(i, redis.port)
       try {
-        const cookie = await login(server.port)
-        for (const scenario of SCENARIOS) {
-          const sample = await measure(redis, server.port, cookie, scenario)
+        const baseline = CONTESTANTS[i]!.endsWith('no session')
+        const cookie = await login(server.port, baseline)
+        for (const scenario of baseline ? (['read'] as const) : SCENARIOS) {
+          const sample = await measure(redis, server, cookie, scenario)
           const key = `${scenario}|${CONTESTANTS[i]}`
           samples.set(key, [...(samples.get(key) ?? []), sample])
           process.stderr.write(
-            `round ${round + 1} ${scenario} ${CONTESTANTS[i]}: ${Math.round(sample.rps)} req/s\n`,
+            `round ${round + 1} ${scenario} ${CONTESTANTS[i]}: ${Math.round(sample.rps)} req/s, ${sample.appCpu.toFixed(0)} µs app CPU/req\n`,
           )
         }
       } finally {
@@ -139,23 +165,33 @@ try {
   await redis.close()
 }
 
-const PEER_OF: Record<Contestant, Contestant | undefined> = {
-  'express + express-session + connect-redis': undefined,
+const PEER_OF: Partial<Record<Contestant, Contestant>> = {
   'express + @ballast/session': 'express + express-session + connect-redis',
-  'fastify + @fastify/session + connect-redis': undefined,
   'fastify + @ballast/session': 'fastify + @fastify/session + connect-redis',
-  'node:http + @ballast/session': undefined,
+}
+const BASELINE_OF = (c: Contestant) => `${c.split(' ')[0]!.replace(',', '')}, no session`
+
+/** Median app CPU per request of a framework without sessions (from the read runs). */
+function baselineCpu(contestant: Contestant): number | undefined {
+  const list = samples.get(`read|${BASELINE_OF(contestant)}`)
+  return list === undefined ? undefined : median(list.map((s) => s.appCpu))
 }
 
 const rows: (string | number)[][] = []
 const data: Record<string, unknown> = {}
 for (const scenario of SCENARIOS) {
   for (const contestant of CONTESTANTS) {
-    const list = samples.get(`${scenario}|${contestant}`)!
+    const list = samples.get(`${scenario}|${contestant}`)
+    if (list === undefined || (scenario === 'write' && contestant.endsWith('no session'))) continue
     const rps = median(list.map((s) => s.rps))
+    const cpu = median(list.map((s) => s.appCpu))
     const peer = PEER_OF[contestant]
-    const peerRps =
-      peer === undefined ? undefined : median(samples.get(`${scenario}|${peer}`)!.map((s) => s.rps))
+    const peerList = peer === undefined ? undefined : samples.get(`${scenario}|${peer}`)
+    const peerRps = peerList === undefined ? undefined : median(peerList.map((s) => s.rps))
+    const peerCpu = peerList === undefined ? undefined : median(peerList.map((s) => s.appCpu))
+    const base = baselineCpu(contestant)
+    const added = base === undefined ? undefined : cpu - base
+    const peerAdded = base === undefined || peerCpu === undefined ? undefined : peerCpu - base
     const ours = contestant.includes('@ballast')
     rows.push([
       scenario === 'read' ? 'unchanged' : 'one field changed',
@@ -165,7 +201,13 @@ for (const scenario of SCENARIOS) {
       fmt(median(list.map((s) => s.p99))),
       median(list.map((s) => s.roundTrips)).toFixed(2),
       median(list.map((s) => s.commands)).toFixed(2),
+      fmt(cpu),
+      contestant.endsWith('no session') || added === undefined ? '' : fmt(added),
+      fmt(median(list.map((s) => s.redisCpu))),
       peerRps === undefined ? '' : `${(rps / peerRps).toFixed(2)}x`,
+      peerAdded === undefined || added === undefined
+        ? ''
+        : `${(peerAdded / Math.max(added, 0.1)).toFixed(2)}x`,
       list.reduce((n, s) => n + s.errors, 0),
     ])
     data[`${scenario}|${contestant}`] = list
@@ -184,12 +226,17 @@ report({
     'p99 ms',
     'round trips/req',
     'Redis commands/req',
-    'vs peer on same framework',
+    'app CPU µs/req',
+    'session CPU µs/req',
+    'Redis CPU µs/req',
+    'req/s vs peer',
+    'session CPU: peer / ours',
     'errors',
   ],
   rows,
   notes: [
-    'Round trips are client calls counted in Redis INFO commandstats. Ours makes one EVALSHA per read; the commands column adds what that script runs inside Redis (HGET, TIME, PEXPIREAT, HSET, HGETALL).',
+    'Round trips are client calls counted in Redis INFO commandstats. Ours makes one EVALSHA per read; the commands column adds what that script runs inside Redis (HGETALL, TIME, PEXPIREAT; a write adds HGET, TIME, HSET, PEXPIREAT).',
+    'CPU per request is the server process (process.cpuUsage) and the Redis server (INFO cpu) over the measured window, divided by the requests served: it is far less sensitive to a busy machine than req/s. Session CPU is app CPU minus the same framework serving the same routes without sessions (median of the read runs). Ratios: above 1 means ours is better.',
     'Peers: express-session (resave: false, saveUninitialized: false) and @fastify/session (rolling: true by default) with connect-redis on node-redis; ours with ioredis. Each server runs in its own process; autocannon runs in the parent.',
   ],
   data,

@@ -10,6 +10,8 @@ export interface PrivateRedis {
   port: number
   /** `INFO commandstats` as command -> calls. */
   commandStats(): Promise<Map<string, number>>
+  /** CPU time the server has used, in microseconds (user + system). */
+  cpuMicros(): Promise<number>
   close(): Promise<void>
 }
 
@@ -54,6 +56,12 @@ export async function startPrivateRedis(): Promise<PrivateRedis> {
       const out = new Map<string, number>()
       for (const m of text.matchAll(/^cmdstat_([^:]+):calls=(\d+)/gm)) out.set(m[1]!, Number(m[2]))
       return out
+    },
+    async cpuMicros() {
+      const text = await admin.info('cpu')
+      const user = Number(/used_cpu_user:([\d.]+)/.exec(text)?.[1] ?? 0)
+      const sys = Number(/used_cpu_sys:([\d.]+)/.exec(text)?.[1] ?? 0)
+      return (user + sys) * 1e6
     },
     async close() {
       admin.disconnect()
