@@ -37,6 +37,13 @@ export interface RateLimiterOptions {
    */
   prefix?: string
   /**
+   * Redis limiter on a standalone `Redis` only: decisions asked for in the same tick go to
+   * Redis in one EVALSHA (still one round trip each, fewer commands for the server and the
+   * client). Ignored on a `Cluster`, where keys live on different nodes.
+   * @default true
+   */
+  batch?: boolean
+  /**
    * Local limiter only: keys kept in memory; idle keys are dropped first when it is full.
    * @default 100000
    */
@@ -46,6 +53,7 @@ export interface RateLimiterOptions {
 /** Defaults of {@link RateLimiterOptions}. */
 export const DEFAULT_RATE_LIMITER_OPTIONS = Object.freeze({
   interval: 1000,
+  batch: true,
   prefix: 'rl:',
   maxKeys: 100_000,
 })
@@ -115,6 +123,7 @@ function validate(
     invalid('redis', 'an ioredis Redis or Cluster', o.redis)
   nonEmptyString('prefix', o.prefix)
   positiveInteger('maxKeys', o.maxKeys)
+  if (typeof o.batch !== 'boolean') invalid('batch', 'a boolean', o.batch)
   const t = interval / limit
   return { ...o, limit, interval, t, tau: t * burst }
 }
@@ -244,6 +253,42 @@ return math.floor((tau - (nxt - now)) / T)
 `)
 
 /**
+ * The same decision for many keys in one script call (one TIME). KEYS: the keys; ARGV[1]
+ * emission interval µs, ARGV[2] burst tolerance µs, ARGV[2 + i] the cost of key i.
+ * Returns one integer per key, as {@link GCRA}.
+ */
+const GCRA_BATCH = new LuaScript(`
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local T = tonumber(ARGV[1])
+local tau = tonumber(ARGV[2])
+local out = {}
+for i, key in ipairs(KEYS) do
+  local tat = tonumber(redis.call('GET', key))
+  if tat == nil or tat < now then tat = now end
+  local nxt = tat + T * tonumber(ARGV[2 + i])
+  local wait = nxt - now - tau
+  if wait > 0 then
+    out[i] = -math.ceil(wait)
+  else
+    redis.call('SET', key, string.format('%.0f', nxt), 'PX', math.ceil((nxt - now) / 1000) + 1)
+    out[i] = math.floor((tau - (nxt - now)) / T)
+  end
+end
+return out
+`)
+
+/** Most decisions sent in one batched script call. */
+const MAX_BATCH = 128
+
+interface Pending {
+  key: string
+  cost: number
+  resolve: (result: RateLimitResult) => void
+  reject: (error: unknown) => void
+}
+
+/**
  * A rate limiter shared through Redis: GCRA in one Lua script (TIME, GET, SET: one EVALSHA,
  * one round trip per decision), so every instance counts against the same budget per key and
  * Redis's clock is the only clock.
@@ -255,6 +300,9 @@ export class RedisRateLimiter implements RateLimiter {
   readonly #tauUs: string
   readonly #t: number
   readonly #events = new Emitter<RateLimiterEvents>()
+  readonly #batch: boolean
+  #pending: Pending[] = []
+  #scheduled = false
   #allowed = 0
   #limited = 0
 
@@ -262,19 +310,72 @@ export class RedisRateLimiter implements RateLimiter {
   constructor(options: RateLimiterOptions & { redis: RedisLike }) {
     const o = validate(options)
     this.#redis = options.redis
+    this.#batch = o.batch && (options.redis as { isCluster?: boolean }).isCluster !== true
     this.#prefix = o.prefix
     this.#t = o.t
     this.#tUs = String(Math.round(o.t * 1000))
     this.#tauUs = String(Math.round(o.tau * 1000))
   }
 
-  async take(key: string, cost = 1): Promise<RateLimitResult> {
-    checkCost(cost)
-    const reply = (await GCRA.run(
-      this.#redis,
-      [this.#prefix + key],
-      [this.#tUs, this.#tauUs, cost],
-    )) as number
+  take(key: string, cost = 1): Promise<RateLimitResult> {
+    try {
+      checkCost(cost)
+    } catch (error) {
+      return Promise.reject(error)
+    }
+    if (!this.#batch) {
+      return GCRA.run(this.#redis, [this.#prefix + key], [this.#tUs, this.#tauUs, cost]).then(
+        (reply) => this.#decide(key, reply as number),
+      )
+    }
+    return new Promise<RateLimitResult>((resolve, reject) => {
+      this.#pending.push({ key, cost, resolve, reject })
+      if (!this.#scheduled) {
+        this.#scheduled = true
+        queueMicrotask(this.#flush)
+      }
+    })
+  }
+
+  readonly #flush = (): void => {
+    this.#scheduled = false
+    const all = this.#pending
+    this.#pending = []
+    for (let start = 0; start < all.length; start += MAX_BATCH) {
+      const batch = all.length <= MAX_BATCH ? all : all.slice(start, start + MAX_BATCH)
+      if (batch.length === 1) {
+        const p = batch[0] as Pending
+        GCRA.run(this.#redis, [this.#prefix + p.key], [this.#tUs, this.#tauUs, p.cost]).then(
+          (reply) => p.resolve(this.#decide(p.key, reply as number)),
+          p.reject,
+        )
+        continue
+      }
+      const keys = new Array<string>(batch.length)
+      const args = new Array<string | number>(batch.length + 2)
+      args[0] = this.#tUs
+      args[1] = this.#tauUs
+      for (let i = 0; i < batch.length; i++) {
+        const p = batch[i] as Pending
+        keys[i] = this.#prefix + p.key
+        args[i + 2] = p.cost
+      }
+      GCRA_BATCH.run(this.#redis, keys, args).then(
+        (replies) => {
+          const r = replies as number[]
+          for (let i = 0; i < batch.length; i++) {
+            const p = batch[i] as Pending
+            p.resolve(this.#decide(p.key, r[i] as number))
+          }
+        },
+        (error: unknown) => {
+          for (const p of batch) p.reject(error)
+        },
+      )
+    }
+  }
+
+  #decide(key: string, reply: number): RateLimitResult {
     if (reply >= 0) {
       this.#allowed++
       return { allowed: true, remaining: reply, retryAfterMs: 0 }

@@ -33,6 +33,36 @@ describe('RedisRateLimiter', () => {
     await expect(a.take('user:2')).resolves.toMatchObject({ allowed: true, remaining: 9 })
   })
 
+  it('decides a batch of concurrent calls in one script call, exactly as one by one', async () => {
+    const batched = createRateLimiter({
+      redis: fixture.redis,
+      prefix: `${prefix}b:`,
+      limit: 50,
+      interval: 60_000,
+    })
+    const single = createRateLimiter({
+      redis: fixture.redis,
+      prefix: `${prefix}s:`,
+      limit: 50,
+      interval: 60_000,
+      batch: false,
+    })
+    const evalsha = vi.spyOn(fixture.redis, 'evalsha')
+    try {
+      const a = await Promise.all(Array.from({ length: 80 }, (_, i) => batched.take(`k${i % 2}`)))
+      const batchedCalls = evalsha.mock.calls.length
+      const b = await Promise.all(Array.from({ length: 80 }, (_, i) => single.take(`k${i % 2}`)))
+      expect(a.map((d) => d.allowed)).toEqual(b.map((d) => d.allowed))
+      expect(a.filter((d) => d.allowed)).toHaveLength(80)
+      expect(batchedCalls).toBe(1)
+      expect(evalsha.mock.calls.length - batchedCalls).toBe(80)
+      const over = await Promise.all(Array.from({ length: 30 }, () => batched.take('k0')))
+      expect(over.filter((d) => d.allowed)).toHaveLength(10)
+    } finally {
+      evalsha.mockRestore()
+    }
+  })
+
   it('refills at the configured rate', async () => {
     const limiter = createRateLimiter({
       redis: fixture.redis,
