@@ -21,6 +21,7 @@ export class ShardingError extends Error {
   readonly code: string
   /** Whether trying the same operation again can succeed. */
   readonly retryable: boolean
+  /** The class name, `ShardingError`. */
   override name = 'ShardingError'
 
   constructor(code: string, message: string, options: ShardingErrorOptions = {}) {
@@ -36,6 +37,7 @@ export class ShardingError extends Error {
  * given. Thrown at construction, never after work has started.
  */
 export class InvalidArgumentError extends ShardingError {
+  /** The class name, `InvalidArgumentError`. */
   override name = 'InvalidArgumentError'
 
   constructor(message: string, options: ShardingErrorOptions = {}) {
@@ -48,6 +50,7 @@ export class InvalidArgumentError extends ShardingError {
  * empty string or a non-finite number). The router never guesses a shard.
  */
 export class ShardKeyMissingError extends ShardingError {
+  /** The class name, `ShardKeyMissingError`. */
   override name = 'ShardKeyMissingError'
 
   constructor(message = 'a shard key is required: got none') {
@@ -57,6 +60,7 @@ export class ShardKeyMissingError extends ShardingError {
 
 /** A shard id, slot or shard key names no shard of this router. */
 export class UnknownShardError extends ShardingError {
+  /** The class name, `UnknownShardError`. */
   override name = 'UnknownShardError'
   /** The shard id or slot that was asked for. */
   readonly shard: string
@@ -72,6 +76,7 @@ export class UnknownShardError extends ShardingError {
  * identifier that is not a plain SQL name. Values belong in placeholders.
  */
 export class UnsafeStatementError extends ShardingError {
+  /** The class name, `UnsafeStatementError`. */
   override name = 'UnsafeStatementError'
 
   constructor(message: string) {
@@ -81,6 +86,7 @@ export class UnsafeStatementError extends ShardingError {
 
 /** A causal token (from a cookie or header) could not be parsed. */
 export class InvalidCausalTokenError extends ShardingError {
+  /** The class name, `InvalidCausalTokenError`. */
   override name = 'InvalidCausalTokenError'
 
   constructor(message: string) {
@@ -94,6 +100,7 @@ export class InvalidCausalTokenError extends ShardingError {
  * may or may not have been applied if the connection dropped after it was sent.
  */
 export class ShardUnavailableError extends ShardingError {
+  /** The class name, `ShardUnavailableError`. */
   override name = 'ShardUnavailableError'
   /** The shard that failed. */
   readonly shard: string
@@ -117,6 +124,7 @@ export class ShardUnavailableError extends ShardingError {
  * or may not have been applied.
  */
 export class ShardTimeoutError extends ShardingError {
+  /** The class name, `ShardTimeoutError`. */
   override name = 'ShardTimeoutError'
   /** The shard that did not answer in time. */
   readonly shard: string
@@ -146,6 +154,7 @@ export interface ShardFailure {
  * was `'error'`. `failures` lists every shard that failed.
  */
 export class ScatterGatherError extends ShardingError {
+  /** The class name, `ScatterGatherError`. */
   override name = 'ScatterGatherError'
   /** Every shard that failed, with its error. */
   readonly failures: readonly ShardFailure[]
@@ -165,6 +174,7 @@ export class ScatterGatherError extends ShardingError {
 
 /** The router was closed; no more statements are accepted. */
 export class RouterClosedError extends ShardingError {
+  /** The class name, `RouterClosedError`. */
   override name = 'RouterClosedError'
 
   constructor() {
@@ -174,6 +184,7 @@ export class RouterClosedError extends ShardingError {
 
 /** The id generator's clock went backwards further than it will wait, or its sequence ran out of time bits. */
 export class ClockMovedBackwardsError extends ShardingError {
+  /** The class name, `ClockMovedBackwardsError`. */
   override name = 'ClockMovedBackwardsError'
 
   constructor(byMs: number) {
@@ -189,16 +200,27 @@ export class ClockMovedBackwardsError extends ShardingError {
 
 /** Every error class of `@ballast/sharding`, by name. */
 export const errors = {
+  /** Base class of every error of the package. See {@link ShardingError}. */
   ShardingError,
+  /** An option or argument is invalid. See {@link InvalidArgumentError}. */
   InvalidArgumentError,
+  /** A statement that needs a shard key was given none. See {@link ShardKeyMissingError}. */
   ShardKeyMissingError,
+  /** A shard id, slot or key names no shard. See {@link UnknownShardError}. */
   UnknownShardError,
+  /** A statement was refused before it was sent (several statements, unsafe identifier). See {@link UnsafeStatementError}. */
   UnsafeStatementError,
+  /** A causal token could not be parsed. See {@link InvalidCausalTokenError}. */
   InvalidCausalTokenError,
+  /** A server could not be reached, dropped the connection, or its breaker is open (retryable). See {@link ShardUnavailableError}. */
   ShardUnavailableError,
+  /** A statement did not complete within its timeout (retryable). See {@link ShardTimeoutError}. */
   ShardTimeoutError,
+  /** A scatter-gather call failed on at least one shard. See {@link ScatterGatherError}. */
   ScatterGatherError,
+  /** The router was closed. See {@link RouterClosedError}. */
   RouterClosedError,
+  /** The id generator's clock went backwards. See {@link ClockMovedBackwardsError}. */
   ClockMovedBackwardsError,
 } as const
 

@@ -90,12 +90,19 @@ export interface IdGenerator {
   /** The fields of an id. */
   decode(id: bigint | string | number): DecodedId
   /** The layout in use, with the timestamp's bits. */
-  readonly layout: {
-    timestampBits: number
-    slotBits: number
-    workerBits: number
-    sequenceBits: number
-  }
+  readonly layout: IdLayout
+}
+
+/** How the 63 value bits of an id are split, from the most significant: `timestamp | slot | worker | sequence`. */
+export interface IdLayout {
+  /** Bits of the millisecond timestamp (what is left of 63 after the other fields; at least 39). */
+  timestampBits: number
+  /** Bits of the embedded slot of the owning key; 0 when ids embed none. */
+  slotBits: number
+  /** Bits of the worker id. */
+  workerBits: number
+  /** Bits of the per-millisecond sequence. */
+  sequenceBits: number
 }
 
 function checkBits(name: string, value: unknown, min: number): number {

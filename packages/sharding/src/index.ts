@@ -1,3 +1,5 @@
+/** The typed event emitter {@link ShardRouter} extends (from `@ballast/lb`). */
+export type { Listener, TypedEmitter } from '@ballast/lb'
 export { CausalToken } from './causalToken.js'
 export type { StatementClass, StatementKind } from './classifyStatement.js'
 export { classifyStatement } from './classifyStatement.js'
@@ -17,11 +19,13 @@ export {
   UnknownShardError,
   UnsafeStatementError,
 } from './errors.js'
-export type { DecodedId, IdGenerator, IdGeneratorOptions } from './idGenerator.js'
+export type { DecodedId, IdGenerator, IdGeneratorOptions, IdLayout } from './idGenerator.js'
 export { createIdGenerator, DEFAULT_ID_GENERATOR_OPTIONS } from './idGenerator.js'
 export type {
   Aggregate,
   AggregateMerge,
+  AverageAggregate,
+  AverageColumns,
   MergeSpec,
   OrderByMerge,
   OrderKey,
@@ -32,6 +36,7 @@ export type {
   ReshardingPlan,
   ReshardingPlanOptions,
   ShardPlacement,
+  ShardShare,
   SlotMove,
 } from './reshardingPlan.js'
 export { planResharding } from './reshardingPlan.js'
@@ -39,11 +44,18 @@ export type { ShardKey, SlotKey } from './shardKey.js'
 export { slotFor } from './shardKey.js'
 export type {
   Consistency,
+  FallbackEvent,
+  FallbackReason,
+  HealthCheckFailedEvent,
   QueryOptions,
+  ReplicaDownEvent,
   ReplicaStats,
+  ReplicaUpEvent,
+  RingOptions,
   RoutingScope,
   ScatterOptions,
   ScatterResult,
+  ScatterStats,
   ServerConfig,
   ServerRole,
   ShardConfig,
@@ -53,6 +65,7 @@ export type {
   ShardStats,
   ShardTransaction,
   TransactionOptions,
+  TransactionStats,
 } from './shardRouter.js'
 export { createShardRouter, DEFAULT_SHARD_ROUTER_OPTIONS, ShardRouter } from './shardRouter.js'
 export { sqlIdentifier } from './sqlIdentifier.js'

@@ -43,7 +43,21 @@ export interface OrderByMerge {
  * `min`/`max` keep the extreme, and `{ avg: { sum, count } }` divides the merged `sum`
  * column by the merged `count` column (never an average of averages).
  */
-export type Aggregate = 'count' | 'sum' | 'min' | 'max' | { avg: { sum: string; count: string } }
+export type Aggregate = 'count' | 'sum' | 'min' | 'max' | AverageAggregate
+
+/** An average over shards, computed from merged `SUM` and `COUNT` columns of the same row. */
+export interface AverageAggregate {
+  /** The columns the average is made of. */
+  avg: AverageColumns
+}
+
+/** The columns an {@link AverageAggregate} divides: `sum / count`, after both are merged. */
+export interface AverageColumns {
+  /** The `SUM(x)` column (merged by adding). */
+  sum: string
+  /** The `COUNT(x)` column (merged by adding). */
+  count: string
+}
 
 /**
  * Merge of aggregate rows (`SELECT COUNT(*) AS n, SUM(total) AS s … [GROUP BY …]`): rows with

@@ -55,8 +55,16 @@ export interface ReshardingPlan {
   movedFraction: number
   /** The moves, one per (from, to) pair, largest first. */
   moves: SlotMove[]
-  /** Per shard, its share of keys before and after. */
-  shares: Record<string, { before: number; after: number }>
+  /** Per shard id, its share of keys before and after. */
+  shares: Record<string, ShardShare>
+}
+
+/** One shard's share of the keys (a fraction of all slots, 0 to 1) before and after a change. */
+export interface ShardShare {
+  /** Its share with the current shard list (0 if it is new). */
+  before: number
+  /** Its share with the next shard list (0 if it is removed). */
+  after: number
 }
 
 /**
@@ -93,7 +101,7 @@ export function planResharding(
   const before = buildSlotTable(current, slots, ring)
   const after = buildSlotTable(next, slots, ring)
   const edges = new Map<string, SlotMove>()
-  const shares: Record<string, { before: number; after: number }> = {}
+  const shares: Record<string, ShardShare> = {}
   for (const id of new Set([...before.ids, ...after.ids])) shares[id] = { before: 0, after: 0 }
   let moved = 0
   for (let slot = 0; slot < slots; slot++) {

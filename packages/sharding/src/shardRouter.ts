@@ -78,6 +78,23 @@ export interface ShardConfig {
   replicas?: readonly ServerConfig[]
 }
 
+/**
+ * Settings of lb's `HashRing` that places slots on shards. They must stay the same for keys to
+ * stay put, and {@link planResharding} must be given the same ones.
+ */
+export interface RingOptions {
+  /**
+   * Ring points per unit of shard weight.
+   * @default lb's HashRing default (4096)
+   */
+  pointsPerWeight?: number
+  /**
+   * Seed of the ring's hash.
+   * @default 0
+   */
+  seed?: number
+}
+
 /** Options of {@link createShardRouter}. */
 export interface ShardRouterOptions {
   /** The shards. At least one; ids unique. */
@@ -94,7 +111,7 @@ export interface ShardRouterOptions {
    * keys to stay put, and {@link planResharding} must be given the same ones.
    * @default {} (lb's defaults)
    */
-  ring?: { pointsPerWeight?: number; seed?: number }
+  ring?: RingOptions
   /**
    * Consistency of a read that names none (per call or in the async context).
    * @default 'read-your-writes'
@@ -326,6 +343,24 @@ export interface ReplicaStats {
   reads: number
 }
 
+/** Transaction counters, in {@link ShardRouterStats}. */
+export interface TransactionStats {
+  /** Transactions committed. */
+  committed: number
+  /** Transactions rolled back (the callback threw, a statement failed or the connection dropped). */
+  rolledBack: number
+}
+
+/** Scatter-gather counters, in {@link ShardRouterStats}. */
+export interface ScatterStats {
+  /** Calls of {@link ShardRouter.all}. */
+  calls: number
+  /** Calls that returned partial results (`onShardError: 'partial'` and some shard failed). */
+  partial: number
+  /** Calls that threw a {@link ScatterGatherError}. */
+  failed: number
+}
+
 /** A snapshot of a router's counters, from {@link ShardRouter.stats}. */
 export interface ShardRouterStats {
   /** Per shard id. */
@@ -339,29 +374,67 @@ export interface ShardRouterStats {
   /** Read-your-writes reads that needed no wait: the replica was known to have the token already. */
   gtidWaitsSkipped: number
   /** Transactions committed and rolled back. */
-  transactions: { committed: number; rolledBack: number }
+  transactions: TransactionStats
   /** Scatter-gather calls, those that returned partial results and those that failed. */
-  scatter: { calls: number; partial: number; failed: number }
+  scatter: ScatterStats
   /** Every replica. */
   replicas: ReplicaStats[]
+}
+
+/** Payload of the `replica-down` event. */
+export interface ReplicaDownEvent {
+  /** The replica's shard. */
+  shard: string
+  /** The replica's id, `<shard>/replica-<n>`. */
+  replica: string
+  /** Why it left rotation: the failed health check (e.g. `SQL thread stopped`, `lag over the bound`) or `ejected: …`. */
+  reason: string
+}
+
+/** Payload of the `replica-up` event. */
+export interface ReplicaUpEvent {
+  /** The replica's shard. */
+  shard: string
+  /** The replica's id, `<shard>/replica-<n>`. */
+  replica: string
+}
+
+/**
+ * Why a read meant for a replica went to the primary: no replica qualified, the replicas
+ * tried failed, or the replica did not apply the causal token within `gtidWaitTimeoutMs`.
+ */
+export type FallbackReason = 'no-healthy-replica' | 'replica-error' | 'gtid-wait-timeout'
+
+/** Payload of the `fallback` event. */
+export interface FallbackEvent {
+  /** The shard of the read. */
+  shard: string
+  /** Why the primary served it. */
+  reason: FallbackReason
+  /** The last replica error, with `reason: 'replica-error'`. */
+  error?: unknown
+}
+
+/** Payload of the `health-check-failed` event. */
+export interface HealthCheckFailedEvent {
+  /** The server's shard. */
+  shard: string
+  /** The server's id, `<shard>/primary` or `<shard>/replica-<n>`. */
+  server: string
+  /** The error of the check. */
+  error: unknown
 }
 
 /** The events of a {@link ShardRouter}, with their payloads. */
 export interface ShardRouterEvents {
   /** A replica left rotation: failed health check or lag over the bound (`reason`), or ejected by outlier detection. */
-  'replica-down': [event: { shard: string; replica: string; reason: string }]
+  'replica-down': [event: ReplicaDownEvent]
   /** A replica is back in rotation. */
-  'replica-up': [event: { shard: string; replica: string }]
+  'replica-up': [event: ReplicaUpEvent]
   /** A read meant for a replica went to the primary. */
-  fallback: [
-    event: {
-      shard: string
-      reason: 'no-healthy-replica' | 'replica-error' | 'gtid-wait-timeout'
-      error?: unknown
-    },
-  ]
+  fallback: [event: FallbackEvent]
   /** A health check could not reach a server. */
-  'health-check-failed': [event: { shard: string; server: string; error: unknown }]
+  'health-check-failed': [event: HealthCheckFailedEvent]
 }
 
 interface Shard {
@@ -1082,7 +1155,7 @@ export class ShardRouter extends TypedEmitter<ShardRouterEvents> {
 
   async #fallback(
     shard: Shard,
-    reason: 'no-healthy-replica' | 'replica-error' | 'gtid-wait-timeout',
+    reason: FallbackReason,
     sql: string,
     params: readonly unknown[],
     timeoutMs: number,
