@@ -21,6 +21,7 @@ export class MqError extends Error {
   readonly code: string
   /** Whether trying the same operation again can succeed. */
   readonly retryable: boolean
+  /** The class name, `MqError`. */
   override name = 'MqError'
 
   constructor(code: string, message: string, options: MqErrorOptions = {}) {
@@ -36,6 +37,7 @@ export class MqError extends Error {
  * given. Thrown at construction, never after work has started.
  */
 export class InvalidArgumentError extends MqError {
+  /** The class name, `InvalidArgumentError`. */
   override name = 'InvalidArgumentError'
 
   constructor(message: string, options: MqErrorOptions = {}) {
@@ -45,6 +47,7 @@ export class InvalidArgumentError extends MqError {
 
 /** The broker rejected a declaration because an entity exists with other settings (406 PRECONDITION_FAILED). */
 export class TopologyConflictError extends MqError {
+  /** The class name, `TopologyConflictError`. */
   override name = 'TopologyConflictError'
   /** The queue or exchange whose declaration was refused. */
   readonly entity: string
@@ -57,6 +60,7 @@ export class TopologyConflictError extends MqError {
 
 /** The offline/backpressure buffer is full; the message was not accepted. Retry later. */
 export class BufferFullError extends MqError {
+  /** The class name, `BufferFullError`. */
   override name = 'BufferFullError'
 
   constructor(message: string, options: MqErrorOptions = {}) {
@@ -66,6 +70,7 @@ export class BufferFullError extends MqError {
 
 /** The message body is larger than `maxMessageBytes`; nothing was sent. */
 export class MessageTooLargeError extends MqError {
+  /** The class name, `MessageTooLargeError`. */
   override name = 'MessageTooLargeError'
   /** The encoded size of the refused message, in bytes. */
   readonly size: number
@@ -84,6 +89,7 @@ export class MessageTooLargeError extends MqError {
 
 /** A message failed its schema, on publish (nothing sent) or on consume (dead-lettered). */
 export class InvalidMessageError extends MqError {
+  /** The class name, `InvalidMessageError`. */
   override name = 'InvalidMessageError'
   /** What the schema reported, one line per issue. */
   readonly issues: readonly string[]
@@ -96,6 +102,7 @@ export class InvalidMessageError extends MqError {
 
 /** The exchange does not exist on the broker (and is not in the topology); nothing was sent. */
 export class UnknownExchangeError extends MqError {
+  /** The class name, `UnknownExchangeError`. */
   override name = 'UnknownExchangeError'
   /** The exchange that was named. */
   readonly exchange: string
@@ -108,6 +115,7 @@ export class UnknownExchangeError extends MqError {
 
 /** A `mandatory` message matched no queue: the broker returned it instead of storing it. */
 export class UnroutableError extends MqError {
+  /** The class name, `UnroutableError`. */
   override name = 'UnroutableError'
   /** Where the message was sent. */
   readonly exchange: string
@@ -126,6 +134,7 @@ export class UnroutableError extends MqError {
 
 /** The broker refused a message (basic.nack); it may or may not be stored. */
 export class PublishNackedError extends MqError {
+  /** The class name, `PublishNackedError`. */
   override name = 'PublishNackedError'
 
   constructor(message: string, options: MqErrorOptions = {}) {
@@ -138,6 +147,7 @@ export class PublishNackedError extends MqError {
  * `unconfirmedPolicy` is `'fail'` (or the resend limit was reached). The message may have been stored.
  */
 export class PublishUnconfirmedError extends MqError {
+  /** The class name, `PublishUnconfirmedError`. */
   override name = 'PublishUnconfirmedError'
 
   constructor(message: string, options: MqErrorOptions = {}) {
@@ -147,6 +157,7 @@ export class PublishUnconfirmedError extends MqError {
 
 /** The broker (or one of its clients) is closed or closing; no more work is accepted. */
 export class BrokerClosedError extends MqError {
+  /** The class name, `BrokerClosedError`. */
   override name = 'BrokerClosedError'
 
   constructor(message = 'the broker is closed') {
@@ -156,16 +167,27 @@ export class BrokerClosedError extends MqError {
 
 /** Every error class of `@ballast/mq`, by name. */
 export const errors = {
+  /** {@link MqError} */
   MqError,
+  /** {@link InvalidArgumentError} */
   InvalidArgumentError,
+  /** {@link TopologyConflictError} */
   TopologyConflictError,
+  /** {@link BufferFullError} */
   BufferFullError,
+  /** {@link MessageTooLargeError} */
   MessageTooLargeError,
+  /** {@link InvalidMessageError} */
   InvalidMessageError,
+  /** {@link UnknownExchangeError} */
   UnknownExchangeError,
+  /** {@link UnroutableError} */
   UnroutableError,
+  /** {@link PublishNackedError} */
   PublishNackedError,
+  /** {@link PublishUnconfirmedError} */
   PublishUnconfirmedError,
+  /** {@link BrokerClosedError} */
   BrokerClosedError,
 } as const
 

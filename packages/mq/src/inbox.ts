@@ -21,7 +21,9 @@ export interface InboxOptions {
 }
 
 /** The defaults of {@link InboxOptions}. */
-export const DEFAULT_INBOX_OPTIONS = { table: 'mq_inbox' } as const
+export const DEFAULT_INBOX_OPTIONS: Readonly<Required<Pick<InboxOptions, 'table'>>> = {
+  table: 'mq_inbox',
+}
 
 /** A handler that runs inside the inbox's MySQL transaction. */
 export type InboxHandler<T = unknown> = (

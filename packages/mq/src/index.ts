@@ -1,9 +1,24 @@
 export type {
+  BlockedEvent,
   BrokerEvents,
   BrokerOptions,
   BrokerStats,
+  ConnectedEvent,
+  ConnectionRole,
+  ConsumerCancelledEvent,
+  ConsumerErrorEvent,
+  ConsumerStartedEvent,
+  DeadLetteredEvent,
+  DisconnectedEvent,
+  DuplicateEvent,
+  HandlerErrorEvent,
+  PerConnection,
   PublishOptions,
+  ReconnectingEvent,
   ReconnectOptions,
+  RetriedEvent,
+  TopologyFailedEvent,
+  UnblockedEvent,
 } from './broker.js'
 export { Broker, createBroker, DEFAULT_BROKER_OPTIONS } from './broker.js'
 export type {
@@ -38,9 +53,13 @@ export type {
   MessageDefinition,
   MessageDefinitionOptions,
   StandardSchemaV1,
+  StandardSchemaV1FailureResult,
   StandardSchemaV1Issue,
+  StandardSchemaV1PathSegment,
   StandardSchemaV1Props,
   StandardSchemaV1Result,
+  StandardSchemaV1SuccessResult,
+  StandardSchemaV1Types,
   TypedMessage,
 } from './message.js'
 export { defineMessage } from './message.js'
@@ -54,10 +73,13 @@ export type {
 } from './outbox.js'
 export { createOutbox, DEFAULT_OUTBOX_OPTIONS } from './outbox.js'
 export type {
+  OutboxBatchEvent,
   OutboxRelay,
+  OutboxRelayErrorEvent,
   OutboxRelayEvents,
   OutboxRelayOptions,
   OutboxRelayStats,
+  OutboxRowFailedEvent,
 } from './outboxRelay.js'
 export { createOutboxRelay, DEFAULT_OUTBOX_RELAY_OPTIONS } from './outboxRelay.js'
 export type {

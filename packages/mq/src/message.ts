@@ -20,20 +20,48 @@ export interface StandardSchemaV1Props<Input = unknown, Output = Input> {
     value: unknown,
   ) => StandardSchemaV1Result<Output> | Promise<StandardSchemaV1Result<Output>>
   /** Inferred types, for TypeScript only. */
-  readonly types?: { readonly input: Input; readonly output: Output } | undefined
+  readonly types?: StandardSchemaV1Types<Input, Output> | undefined
+}
+
+/** The inferred types of a {@link StandardSchemaV1} (for TypeScript only). */
+export interface StandardSchemaV1Types<Input = unknown, Output = Input> {
+  /** The type the schema accepts. */
+  readonly input: Input
+  /** The type validation produces. */
+  readonly output: Output
 }
 
 /** The result of {@link StandardSchemaV1Props.validate}. */
 export type StandardSchemaV1Result<Output> =
-  | { readonly value: Output; readonly issues?: undefined }
-  | { readonly issues: ReadonlyArray<StandardSchemaV1Issue> }
+  | StandardSchemaV1SuccessResult<Output>
+  | StandardSchemaV1FailureResult
+
+/** A {@link StandardSchemaV1Result} of a valid value. */
+export interface StandardSchemaV1SuccessResult<Output> {
+  /** The validated (possibly transformed) value. */
+  readonly value: Output
+  /** Absent on success. */
+  readonly issues?: undefined
+}
+
+/** A {@link StandardSchemaV1Result} of an invalid value. */
+export interface StandardSchemaV1FailureResult {
+  /** What is wrong with the value. */
+  readonly issues: ReadonlyArray<StandardSchemaV1Issue>
+}
 
 /** One problem a schema found. */
 export interface StandardSchemaV1Issue {
   /** What is wrong. */
   readonly message: string
   /** Where (keys of the path). */
-  readonly path?: ReadonlyArray<PropertyKey | { readonly key: PropertyKey }> | undefined
+  readonly path?: ReadonlyArray<PropertyKey | StandardSchemaV1PathSegment> | undefined
+}
+
+/** One key of a {@link StandardSchemaV1Issue.path}, in its object form. */
+export interface StandardSchemaV1PathSegment {
+  /** The key. */
+  readonly key: PropertyKey
 }
 
 /** What {@link defineMessage} takes. */

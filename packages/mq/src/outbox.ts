@@ -21,10 +21,10 @@ export interface OutboxOptions {
 }
 
 /** The defaults of {@link OutboxOptions}. */
-export const DEFAULT_OUTBOX_OPTIONS = {
+export const DEFAULT_OUTBOX_OPTIONS: Readonly<Required<OutboxOptions>> = {
   table: 'mq_outbox',
   maxMessageBytes: 4 * 1024 * 1024,
-} as const
+}
 
 /** Per-message options of {@link Outbox.enqueue}. */
 export interface EnqueueOptions {

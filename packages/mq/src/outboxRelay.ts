@@ -37,12 +37,14 @@ export interface OutboxRelayOptions {
 }
 
 /** The defaults of {@link OutboxRelayOptions}. */
-export const DEFAULT_OUTBOX_RELAY_OPTIONS = {
+export const DEFAULT_OUTBOX_RELAY_OPTIONS: Readonly<
+  Required<Omit<OutboxRelayOptions, 'pool' | 'broker' | 'outbox'>>
+> = {
   batchSize: 200,
   pollInterval: 200,
   maxAttempts: 10,
   autoStart: true,
-} as const
+}
 
 /** Counters of a relay. */
 export interface OutboxRelayStats {
@@ -59,11 +61,37 @@ export interface OutboxRelayStats {
 /** Events of an {@link OutboxRelay}. */
 export interface OutboxRelayEvents {
   /** A batch was published and marked sent. */
-  batch: { sent: number; failed: number; deferred: number }
+  batch: OutboxBatchEvent
   /** Publishing a row failed; it stays in the outbox. */
-  'row.failed': { id: number; messageId: string; error: unknown }
+  'row.failed': OutboxRowFailedEvent
   /** A poll failed (database or broker down); the relay waits and tries again. */
-  error: { error: unknown }
+  error: OutboxRelayErrorEvent
+}
+
+/** Payload of the relay's `batch` event. */
+export interface OutboxBatchEvent {
+  /** Rows of the batch published, confirmed and marked sent. */
+  sent: number
+  /** Rows of the batch whose publish failed (they stay, with `attempts` + 1). */
+  failed: number
+  /** Rows held back because an earlier row of their aggregate is unsent. */
+  deferred: number
+}
+
+/** Payload of the relay's `row.failed` event. */
+export interface OutboxRowFailedEvent {
+  /** The row's id in the outbox table. */
+  id: number
+  /** The message id of the row. */
+  messageId: string
+  /** Why the publish failed. */
+  error: unknown
+}
+
+/** Payload of the relay's `error` event. */
+export interface OutboxRelayErrorEvent {
+  /** What failed (database or broker). */
+  error: unknown
 }
 
 /** Moves committed outbox rows to the broker. Made by {@link createOutboxRelay}. */
