@@ -29,12 +29,7 @@ export class RequestSession<T extends SessionData = SessionData> {
   #failed = false
 
   /** @internal Created by `SessionStore.loadRequest`. */
-  constructor(
-    engine: Engine,
-    stored: Stored | undefined,
-    _hadCookie: boolean,
-    ip: string | undefined,
-  ) {
+  constructor(engine: Engine, stored: Stored | undefined, ip: string | undefined) {
     this.#engine = engine
     this.#ip = ip
     if (stored === undefined) {

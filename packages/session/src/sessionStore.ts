@@ -336,19 +336,19 @@ export class SessionStore<T extends SessionData = SessionData> extends EventEmit
         value = auth.slice(7).trim()
       }
     }
-    if (value === undefined) return new RequestSession<T>(engine, undefined, false, headers.ip)
+    if (value === undefined) return new RequestSession<T>(engine, undefined, headers.ip)
     const verdict = config.signer.unsign(value)
     if ('refused' in verdict) {
       engine.suspicious(verdict.refused, undefined, headers.ip)
-      return new RequestSession<T>(engine, undefined, true, headers.ip)
+      return new RequestSession<T>(engine, undefined, headers.ip)
     }
     const stored = await engine.load(verdict.id)
     if (stored === undefined) {
       engine.emit('expired', { idHash: engine.hash(verdict.id) })
       engine.suspicious('unknown', verdict.id, headers.ip)
-      return new RequestSession<T>(engine, undefined, true, headers.ip)
+      return new RequestSession<T>(engine, undefined, headers.ip)
     }
-    return new RequestSession<T>(engine, stored, true, headers.ip)
+    return new RequestSession<T>(engine, stored, headers.ip)
   }
 
   /**
