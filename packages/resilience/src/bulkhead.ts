@@ -23,7 +23,10 @@ export const DEFAULT_BULKHEAD_OPTIONS: Readonly<Omit<Required<BulkheadOptions>, 
 /** Events of a {@link BulkheadPolicy}. */
 export interface BulkheadEvents {
   /** A call was refused because every slot and queue place was taken. */
-  reject: { error: BulkheadRejectedError }
+  reject: {
+    /** The refusal the caller got. */
+    error: BulkheadRejectedError
+  }
 }
 
 /** Counters of a {@link BulkheadPolicy}. */

@@ -108,7 +108,9 @@ export interface CircuitBreakerOptions<A extends unknown[] = [], R = never> {
 }
 
 /** Defaults of {@link CircuitBreakerOptions}, in one place. */
-export const DEFAULT_CIRCUIT_BREAKER_OPTIONS = Object.freeze({
+export const DEFAULT_CIRCUIT_BREAKER_OPTIONS: Readonly<
+  Required<Omit<CircuitBreakerOptions, 'name' | 'errorFilter' | 'fallback'>>
+> = Object.freeze({
   window: Object.freeze({ type: 'time', duration: 10_000, buckets: 10 }) as TimeWindow,
   errorThresholdPercentage: 50,
   volumeThreshold: 10,
@@ -122,21 +124,79 @@ export const DEFAULT_CIRCUIT_BREAKER_OPTIONS = Object.freeze({
 /** Events of a {@link CircuitBreaker}. */
 export interface CircuitBreakerEvents {
   /** The breaker opened; calls are refused for `resetTimeout` milliseconds. */
-  open: { name: string; calls: number; failures: number }
+  open: {
+    /** The breaker's name. */
+    name: string
+    /** Calls in the window when it opened. */
+    calls: number
+    /** Failures in the window when it opened. */
+    failures: number
+  }
   /** The open time passed; probes are let through. */
-  halfOpen: { name: string }
+  halfOpen: {
+    /** The breaker's name. */
+    name: string
+  }
   /** The breaker closed: probes succeeded, or it was reset. */
-  close: { name: string }
-  /** A call succeeded (or failed with an error the `errorFilter` excused). */
-  success: { name: string; latencyMs: number }
+  close: {
+    /** The breaker's name. */
+    name: string
+  }
+  /** A call succeeded (or failed with an error the `errorFilter` excused). Subscribing costs a little per call. */
+  success: {
+    /** The breaker's name. */
+    name: string
+    /** How long the call took, in milliseconds. */
+    latencyMs: number
+  }
   /** A call failed and counted against the breaker. */
-  failure: { name: string; error: unknown }
+  failure: {
+    /** The breaker's name. */
+    name: string
+    /** The call's error. */
+    error: unknown
+  }
   /** A call was refused because the breaker is open. */
-  reject: { name: string; error: BreakerOpenError }
+  reject: {
+    /** The breaker's name. */
+    name: string
+    /** The refusal the caller got (or the fallback answered). */
+    error: BreakerOpenError
+  }
   /** A call ran past the breaker's own `timeout`. */
-  timeout: { name: string; error: TimeoutError }
+  timeout: {
+    /** The breaker's name. */
+    name: string
+    /** The timeout error. */
+    error: TimeoutError
+  }
   /** The fallback answered a failed or refused call. */
-  fallback: { name: string; error: unknown }
+  fallback: {
+    /** The breaker's name. */
+    name: string
+    /** The error the fallback answered. */
+    error: unknown
+  }
+}
+
+/** Calls and failures in a breaker's current window. */
+export interface BreakerWindowCounts {
+  /** Calls that completed in the window. */
+  calls: number
+  /** Of those, the ones that failed. */
+  failures: number
+}
+
+/** Latency percentiles over recent calls, in milliseconds. */
+export interface LatencyPercentiles {
+  /** Mean. */
+  mean: number
+  /** Median. */
+  p50: number
+  /** 90th percentile. */
+  p90: number
+  /** 99th percentile. */
+  p99: number
 }
 
 /** Counters and state of a {@link CircuitBreaker}. */
@@ -160,9 +220,9 @@ export interface CircuitBreakerStats {
   /** How many times the breaker opened. */
   opens: number
   /** Calls and failures in the current window. */
-  window: { calls: number; failures: number }
+  window: BreakerWindowCounts
   /** Latency percentiles in milliseconds, when `rollingPercentiles` is on. */
-  latency: { mean: number; p50: number; p90: number; p99: number } | undefined
+  latency: LatencyPercentiles | undefined
 }
 
 const FIRE: unique symbol = Symbol('fire')

@@ -90,9 +90,27 @@ export type ChangeReason = 'overload' | 'recovered' | 'breaker' | 'override'
 /** Events of a {@link Degrader}. */
 export interface DegraderEvents<F extends string = string> {
   /** A feature's effective level changed. */
-  change: { feature: F; from: FeatureLevel; to: FeatureLevel; reason: ChangeReason }
+  change: {
+    /** The feature. */
+    feature: F
+    /** Its level before. */
+    from: FeatureLevel
+    /** Its level now. */
+    to: FeatureLevel
+    /** What moved it. */
+    reason: ChangeReason
+  }
   /** A sample of pressure was taken (every `interval`). */
-  sample: { eventLoopDelayMs: number; inFlight: number; pressure: number; shedSteps: number }
+  sample: {
+    /** Event-loop p99 delay over the last interval, in milliseconds. */
+    eventLoopDelayMs: number
+    /** Requests in flight. */
+    inFlight: number
+    /** The highest of delay / maxEventLoopDelay and inFlight / maxInFlight; above 1 is overload. */
+    pressure: number
+    /** Shedding steps in force after this sample. */
+    shedSteps: number
+  }
 }
 
 /** One feature in {@link DegraderStats}. */

@@ -21,6 +21,7 @@ export class ResilienceError extends Error {
   readonly code: string
   /** Whether trying the same operation again can succeed. */
   readonly retryable: boolean
+  /** The class name, `'ResilienceError'`. */
   override name = 'ResilienceError'
 
   constructor(code: string, message: string, options: ResilienceErrorOptions = {}) {
@@ -36,6 +37,7 @@ export class ResilienceError extends Error {
  * given. Thrown at construction, never after work has started.
  */
 export class InvalidArgumentError extends ResilienceError {
+  /** The class name, `'InvalidArgumentError'`. */
   override name = 'InvalidArgumentError'
 
   constructor(message: string, options: ResilienceErrorOptions = {}) {
@@ -45,6 +47,7 @@ export class InvalidArgumentError extends ResilienceError {
 
 /** A circuit breaker is open (or half-open with its probes taken) and refused the call without running it. */
 export class BreakerOpenError extends ResilienceError {
+  /** The class name, `'BreakerOpenError'`. */
   override name = 'BreakerOpenError'
   /** The name of the breaker that refused the call. */
   readonly breaker: string
@@ -57,6 +60,7 @@ export class BreakerOpenError extends ResilienceError {
 
 /** The work took longer than the configured time; its `AbortSignal` was aborted. */
 export class TimeoutError extends ResilienceError {
+  /** The class name, `'TimeoutError'`. */
   override name = 'TimeoutError'
   /** The time limit that was exceeded, in milliseconds. */
   readonly timeoutMs: number
@@ -72,6 +76,7 @@ export class TimeoutError extends ResilienceError {
 
 /** A bulkhead is at its concurrency limit and its queue is full; the work was not started. */
 export class BulkheadRejectedError extends ResilienceError {
+  /** The class name, `'BulkheadRejectedError'`. */
   override name = 'BulkheadRejectedError'
   /** Calls running when the call was refused. */
   readonly active: number
@@ -91,6 +96,7 @@ export class BulkheadRejectedError extends ResilienceError {
 
 /** The caller's `AbortSignal` was aborted; the work was stopped or never started. */
 export class AbortedError extends ResilienceError {
+  /** The class name, `'AbortedError'`. */
   override name = 'AbortedError'
 
   constructor(options: ResilienceErrorOptions = {}) {
@@ -100,6 +106,7 @@ export class AbortedError extends ResilienceError {
 
 /** A rate limiter refused the call; retry after `retryAfterMs`. */
 export class RateLimitedError extends ResilienceError {
+  /** The class name, `'RateLimitedError'`. */
   override name = 'RateLimitedError'
   /** How long until a call of the same cost would be allowed, in milliseconds. */
   readonly retryAfterMs: number
@@ -122,6 +129,7 @@ export class RateLimitedError extends ResilienceError {
 
 /** An idempotency key is required but missing, or is malformed (HTTP 400). */
 export class IdempotencyKeyError extends ResilienceError {
+  /** The class name, `'IdempotencyKeyError'`. */
   override name = 'IdempotencyKeyError'
 
   constructor(message: string, options: ResilienceErrorOptions = {}) {
@@ -131,6 +139,7 @@ export class IdempotencyKeyError extends ResilienceError {
 
 /** The idempotency key was used before with a different request fingerprint (HTTP 422); nothing ran. */
 export class IdempotencyMismatchError extends ResilienceError {
+  /** The class name, `'IdempotencyMismatchError'`. */
   override name = 'IdempotencyMismatchError'
   /** The idempotency key. */
   readonly key: string
@@ -147,6 +156,7 @@ export class IdempotencyMismatchError extends ResilienceError {
 
 /** Another holder is working on the same idempotency key (HTTP 409); nothing ran. */
 export class IdempotencyInFlightError extends ResilienceError {
+  /** The class name, `'IdempotencyInFlightError'`. */
   override name = 'IdempotencyInFlightError'
   /** The idempotency key. */
   readonly key: string
@@ -169,6 +179,7 @@ export class IdempotencyInFlightError extends ResilienceError {
  * its lease ran out and another holder claimed the key. The write was refused.
  */
 export class IdempotencyFencedError extends ResilienceError {
+  /** The class name, `'IdempotencyFencedError'`. */
   override name = 'IdempotencyFencedError'
   /** The idempotency key. */
   readonly key: string
@@ -188,6 +199,7 @@ export class IdempotencyFencedError extends ResilienceError {
 
 /** The idempotency store (Redis) did not answer; the work was not run (fail closed). */
 export class IdempotencyUnavailableError extends ResilienceError {
+  /** The class name, `'IdempotencyUnavailableError'`. */
   override name = 'IdempotencyUnavailableError'
 
   constructor(message: string, options: ResilienceErrorOptions = {}) {
@@ -200,6 +212,7 @@ export class IdempotencyUnavailableError extends ResilienceError {
  * this error without running the work again.
  */
 export class IdempotentFailureError extends ResilienceError {
+  /** The class name, `'IdempotentFailureError'`. */
   override name = 'IdempotentFailureError'
   /** The stored error's `name`. */
   readonly originalName: string
@@ -220,18 +233,31 @@ export class IdempotentFailureError extends ResilienceError {
 
 /** Every error class of `@ballast/resilience`, by name. */
 export const errors = {
+  /** {@link ResilienceError} */
   ResilienceError,
+  /** {@link InvalidArgumentError} */
   InvalidArgumentError,
+  /** {@link BreakerOpenError} */
   BreakerOpenError,
+  /** {@link TimeoutError} */
   TimeoutError,
+  /** {@link BulkheadRejectedError} */
   BulkheadRejectedError,
+  /** {@link AbortedError} */
   AbortedError,
+  /** {@link RateLimitedError} */
   RateLimitedError,
+  /** {@link IdempotencyKeyError} */
   IdempotencyKeyError,
+  /** {@link IdempotencyMismatchError} */
   IdempotencyMismatchError,
+  /** {@link IdempotencyInFlightError} */
   IdempotencyInFlightError,
+  /** {@link IdempotencyFencedError} */
   IdempotencyFencedError,
+  /** {@link IdempotencyUnavailableError} */
   IdempotencyUnavailableError,
+  /** {@link IdempotentFailureError} */
   IdempotentFailureError,
 } as const
 

@@ -52,14 +52,15 @@ export interface ExpressIdempotencyOptions {
 }
 
 /** Defaults of {@link ExpressIdempotencyOptions}. */
-export const DEFAULT_EXPRESS_IDEMPOTENCY_OPTIONS = Object.freeze({
-  header: 'idempotency-key',
-  required: true,
-  methods: Object.freeze(['POST', 'PATCH']) as readonly string[],
-  fingerprint: (req: Request): unknown => [req.method, req.originalUrl, req.body],
-  replayHeader: 'idempotent-replayed',
-  isTransientStatus: defaultTransientStatus,
-})
+export const DEFAULT_EXPRESS_IDEMPOTENCY_OPTIONS: Readonly<Required<ExpressIdempotencyOptions>> =
+  Object.freeze({
+    header: 'idempotency-key',
+    required: true,
+    methods: Object.freeze(['POST', 'PATCH']) as readonly string[],
+    fingerprint: (req: Request): unknown => [req.method, req.originalUrl, req.body],
+    replayHeader: 'idempotent-replayed',
+    isTransientStatus: defaultTransientStatus,
+  })
 
 function sendProblem(res: Response, p: Problem): void {
   res.status(p.status)
@@ -198,10 +199,11 @@ export interface ExpressRateLimitOptions {
 }
 
 /** Defaults of {@link ExpressRateLimitOptions}. */
-export const DEFAULT_EXPRESS_RATE_LIMIT_OPTIONS = Object.freeze({
-  key: (req: Request): string => req.ip ?? 'unknown',
-  cost: 1 as number | ((req: Request) => number),
-})
+export const DEFAULT_EXPRESS_RATE_LIMIT_OPTIONS: Readonly<Required<ExpressRateLimitOptions>> =
+  Object.freeze({
+    key: (req: Request): string => req.ip ?? 'unknown',
+    cost: 1 as number | ((req: Request) => number),
+  })
 
 /**
  * Express middleware answering HTTP 429 with `Retry-After` (seconds, rounded up) when the

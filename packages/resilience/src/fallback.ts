@@ -20,7 +20,10 @@ export const DEFAULT_FALLBACK_OPTIONS: Readonly<Required<FallbackOptions>> = Obj
 /** Events of a {@link FallbackPolicy}. */
 export interface FallbackEvents {
   /** The work failed and the fallback answered instead. */
-  fallback: { error: unknown }
+  fallback: {
+    /** The error the fallback answered. */
+    error: unknown
+  }
 }
 
 /** Counters of a {@link FallbackPolicy} since it was created. */

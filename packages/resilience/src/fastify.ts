@@ -60,14 +60,15 @@ export interface FastifyIdempotencyOptions {
 }
 
 /** Defaults of {@link FastifyIdempotencyOptions}. */
-export const DEFAULT_FASTIFY_IDEMPOTENCY_OPTIONS = Object.freeze({
-  header: 'idempotency-key',
-  required: true,
-  methods: Object.freeze(['POST', 'PATCH']) as readonly string[],
-  fingerprint: (req: FastifyRequest): unknown => [req.method, req.url, req.body],
-  replayHeader: 'idempotent-replayed',
-  isTransientStatus: defaultTransientStatus,
-})
+export const DEFAULT_FASTIFY_IDEMPOTENCY_OPTIONS: Readonly<Required<FastifyIdempotencyOptions>> =
+  Object.freeze({
+    header: 'idempotency-key',
+    required: true,
+    methods: Object.freeze(['POST', 'PATCH']) as readonly string[],
+    fingerprint: (req: FastifyRequest): unknown => [req.method, req.url, req.body],
+    replayHeader: 'idempotent-replayed',
+    isTransientStatus: defaultTransientStatus,
+  })
 
 /** The hooks that make routes idempotent; spread them into route options or use {@link idempotency}. */
 export interface IdempotencyHooks {
@@ -219,10 +220,11 @@ export interface FastifyRateLimitOptions {
 }
 
 /** Defaults of {@link FastifyRateLimitOptions}. */
-export const DEFAULT_FASTIFY_RATE_LIMIT_OPTIONS = Object.freeze({
-  key: (req: FastifyRequest): string => req.ip,
-  cost: 1 as number | ((req: FastifyRequest) => number),
-})
+export const DEFAULT_FASTIFY_RATE_LIMIT_OPTIONS: Readonly<Required<FastifyRateLimitOptions>> =
+  Object.freeze({
+    key: (req: FastifyRequest): string => req.ip,
+    cost: 1 as number | ((req: FastifyRequest) => number),
+  })
 
 /**
  * An `onRequest` hook answering HTTP 429 with `Retry-After` (seconds, rounded up) when the

@@ -74,17 +74,18 @@ export interface IdempotencyOptions {
 }
 
 /** Defaults of {@link IdempotencyOptions}. */
-export const DEFAULT_IDEMPOTENCY_OPTIONS = Object.freeze({
-  prefix: 'idem:',
-  lease: 30_000,
-  retention: 86_400_000,
-  wait: 0,
-  failOpen: false,
-  commandTimeout: 2000,
-  keyPattern: /^[\x21-\x7E]{1,255}$/,
-  isTransient: (error: unknown): boolean =>
-    (error as { retryable?: unknown } | null)?.retryable !== false,
-})
+export const DEFAULT_IDEMPOTENCY_OPTIONS: Readonly<Required<Omit<IdempotencyOptions, 'redis'>>> =
+  Object.freeze({
+    prefix: 'idem:',
+    lease: 30_000,
+    retention: 86_400_000,
+    wait: 0,
+    failOpen: false,
+    commandTimeout: 2000,
+    keyPattern: /^[\x21-\x7E]{1,255}$/,
+    isTransient: (error: unknown): boolean =>
+      (error as { retryable?: unknown } | null)?.retryable !== false,
+  })
 
 /** A failure stored for replay. */
 export interface StoredFailure {
@@ -97,18 +98,56 @@ export interface StoredFailure {
 }
 
 /** A stored outcome: the value the work returned, or its permanent failure. */
-export type IdempotencyRecord = { ok: true; value: unknown } | { ok: false; error: StoredFailure }
+export type IdempotencyRecord = StoredValue | StoredFailureRecord
+
+/** A stored successful outcome. */
+export interface StoredValue {
+  /** `true`: the work succeeded. */
+  ok: true
+  /** What the work returned (as it came back from JSON). */
+  value: unknown
+}
+
+/** A stored permanent failure. */
+export interface StoredFailureRecord {
+  /** `false`: the work failed permanently. */
+  ok: false
+  /** The failure. */
+  error: StoredFailure
+}
 
 /** The answer to {@link Idempotency.claim}. */
-export type ClaimOutcome =
-  /** The caller holds the key and must run the work, then complete, fail or release. */
-  | { status: 'acquired'; claim: IdempotencyClaim }
-  /** The work was done before: replay the record, do not run it again. */
-  | { status: 'completed'; record: IdempotencyRecord }
-  /** Another holder is working on it (after waiting `wait` if configured). */
-  | { status: 'inFlight'; retryAfterMs: number }
-  /** The key was used with a different fingerprint. Nothing runs. */
-  | { status: 'mismatch' }
+export type ClaimOutcome = ClaimAcquired | ClaimCompleted | ClaimInFlight | ClaimMismatch
+
+/** The caller holds the key and must run the work, then complete, fail or release the claim. */
+export interface ClaimAcquired {
+  /** Discriminant. */
+  status: 'acquired'
+  /** The held claim. */
+  claim: IdempotencyClaim
+}
+
+/** The work was done before: replay the record, do not run it again. */
+export interface ClaimCompleted {
+  /** Discriminant. */
+  status: 'completed'
+  /** The stored outcome. */
+  record: IdempotencyRecord
+}
+
+/** Another holder is working on the key (still, after waiting `wait` if configured). */
+export interface ClaimInFlight {
+  /** Discriminant. */
+  status: 'inFlight'
+  /** Milliseconds until the holder's lease runs out if it is not renewed. */
+  retryAfterMs: number
+}
+
+/** The key was used with a different fingerprint. Nothing runs. */
+export interface ClaimMismatch {
+  /** Discriminant. */
+  status: 'mismatch'
+}
 
 /** What the work receives from {@link Idempotency.run}. */
 export interface IdempotencyContext {
@@ -134,23 +173,66 @@ export interface IdempotentResult<T> {
 /** Events of an {@link Idempotency} store. */
 export interface IdempotencyEvents {
   /** A caller took the key (`reclaimed` when a dead holder's lease had run out). */
-  acquired: { key: string; token: number; reclaimed: boolean }
+  acquired: {
+    /** The idempotency key. */
+    key: string
+    /** The new fencing token. */
+    token: number
+    /** Whether a holder's expired lease was taken over. */
+    reclaimed: boolean
+  }
   /** A stored result was handed back instead of running the work. */
-  replayed: { key: string }
+  replayed: {
+    /** The idempotency key. */
+    key: string
+  }
   /** A duplicate found the key in flight. */
-  inFlight: { key: string; retryAfterMs: number }
+  inFlight: {
+    /** The idempotency key. */
+    key: string
+    /** Milliseconds left on the holder's lease. */
+    retryAfterMs: number
+  }
   /** A key was reused with a different fingerprint. */
-  mismatch: { key: string }
+  mismatch: {
+    /** The idempotency key. */
+    key: string
+  }
   /** A holder lost its lease: its signal was aborted. */
-  leaseLost: { key: string; token: number; error: Error }
+  leaseLost: {
+    /** The idempotency key. */
+    key: string
+    /** The holder's fencing token. */
+    token: number
+    /** Why: fenced by a newer holder, or Redis unreachable past the lease. */
+    error: Error
+  }
   /** A stale holder's write was refused by the fence. */
-  fenced: { key: string; token: number }
+  fenced: {
+    /** The idempotency key. */
+    key: string
+    /** The stale fencing token. */
+    token: number
+  }
   /** Redis could not be reached. */
-  unavailable: { key: string; error: IdempotencyUnavailableError }
+  unavailable: {
+    /** The idempotency key. */
+    key: string
+    /** The error (its `cause` is the client's). */
+    error: IdempotencyUnavailableError
+  }
   /** Redis could not be reached and the work ran unprotected (`failOpen: true`). */
-  failOpen: { key: string }
-  /** The work ran but its result could not be stored (Redis lost meanwhile). */
-  storeFailed: { key: string; error: unknown }
+  failOpen: {
+    /** The idempotency key. */
+    key: string
+  }
+  /** The work ran but its result could not be stored or its key released (Redis lost meanwhile). */
+  storeFailed: {
+    /** The idempotency key. */
+    key: string
+    /** The store's error. */
+    error: unknown
+  }
 }
 
 /** Counters of an {@link Idempotency} store since it was created. */

@@ -6,10 +6,12 @@ export type {
 export { BulkheadPolicy, bulkhead, DEFAULT_BULKHEAD_OPTIONS } from './bulkhead.js'
 export type {
   BreakerState,
+  BreakerWindowCounts,
   CircuitBreakerEvents,
   CircuitBreakerOptions,
   CircuitBreakerStats,
   CountWindow,
+  LatencyPercentiles,
   TimeWindow,
 } from './circuitBreaker.js'
 export {
@@ -49,6 +51,10 @@ export {
 export type { FallbackEvents, FallbackOptions, FallbackStats } from './fallback.js'
 export { DEFAULT_FALLBACK_OPTIONS, FallbackPolicy, fallback } from './fallback.js'
 export type {
+  ClaimAcquired,
+  ClaimCompleted,
+  ClaimInFlight,
+  ClaimMismatch,
   ClaimOutcome,
   IdempotencyContext,
   IdempotencyEvents,
@@ -57,6 +63,8 @@ export type {
   IdempotencyStats,
   IdempotentResult,
   StoredFailure,
+  StoredFailureRecord,
+  StoredValue,
 } from './idempotency.js'
 export {
   createIdempotency,
@@ -64,6 +72,7 @@ export {
   Idempotency,
   IdempotencyClaim,
 } from './idempotency.js'
+export type { Listener } from './internal/emitter.js'
 export type { RedisLike } from './internal/lua.js'
 export type { ExtraOf, ExtraOfOne } from './pipeline.js'
 export { Pipeline, pipeline } from './pipeline.js'

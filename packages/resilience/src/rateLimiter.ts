@@ -51,7 +51,9 @@ export interface RateLimiterOptions {
 }
 
 /** Defaults of {@link RateLimiterOptions}. */
-export const DEFAULT_RATE_LIMITER_OPTIONS = Object.freeze({
+export const DEFAULT_RATE_LIMITER_OPTIONS: Readonly<
+  Required<Pick<RateLimiterOptions, 'interval' | 'batch' | 'prefix' | 'maxKeys'>>
+> = Object.freeze({
   interval: 1000,
   batch: true,
   prefix: 'rl:',
@@ -71,7 +73,12 @@ export interface RateLimitResult {
 /** Events of a {@link RateLimiter}. */
 export interface RateLimiterEvents {
   /** A call was refused. */
-  limited: { key: string; retryAfterMs: number }
+  limited: {
+    /** The key that was limited. */
+    key: string
+    /** Milliseconds until a call would be allowed. */
+    retryAfterMs: number
+  }
 }
 
 /** Counters of a {@link RateLimiter} since it was created. */

@@ -77,11 +77,21 @@ export function isRetryableError(error: unknown): boolean {
 /** Events of a {@link RetryPolicy}. */
 export interface RetryEvents {
   /** An attempt failed and another will start after `delay` milliseconds. */
-  retry: { error: unknown; attempt: number; delay: number }
+  retry: {
+    /** The error of the failed attempt. */
+    error: unknown
+    /** The attempt that failed (1 for the first try). */
+    attempt: number
+    /** Milliseconds until the next attempt. */
+    delay: number
+  }
   /** The last attempt failed, or the error was not retryable; the error goes to the caller. */
   giveUp: {
+    /** The error the caller gets. */
     error: unknown
+    /** Attempts made. */
     attempts: number
+    /** Why no further attempt is made. */
     reason: 'not-retryable' | 'max-attempts' | 'max-elapsed'
   }
 }

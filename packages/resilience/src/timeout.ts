@@ -16,7 +16,10 @@ export const DEFAULT_TIMEOUT_OPTIONS: Readonly<Partial<TimeoutOptions>> = Object
 /** Events of a {@link TimeoutPolicy}. */
 export interface TimeoutEvents {
   /** A call ran out of time; its signal was aborted with the {@link TimeoutError}. */
-  timeout: { error: TimeoutError }
+  timeout: {
+    /** The error the caller got and the signal was aborted with. */
+    error: TimeoutError
+  }
 }
 
 /** Counters of a {@link TimeoutPolicy} since it was created. */
