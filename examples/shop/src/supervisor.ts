@@ -61,6 +61,8 @@ export interface Shop {
   }>
   /** Kills one instance without the chaos flag: the supervisor restarts it. */
   crash(name: string): void
+  /** Stops an instance and keeps it stopped (`on`), or starts it again. */
+  hold(name: string, on: boolean): Promise<void>
   processes(): ProcessInfo[]
   stop(options?: { dropData?: boolean }): Promise<void>
 }
@@ -279,14 +281,8 @@ export async function startShop(o: ShopOptions): Promise<Shop> {
     async chaos(fault, on) {
       chaosState[fault] = on
       switch (fault) {
-        case 'catalog-instance': {
-          const c = children.get('catalog-1')
-          if (!c) return
-          c.held = on
-          if (on) await stopChild(c)
-          else if (!c.proc) spawnChild(c)
-          return
-        }
+        case 'catalog-instance':
+          return shop.hold('catalog-1', on)
         case 'redis':
         case 'rabbitmq':
         case 'replica': {
@@ -309,6 +305,16 @@ export async function startShop(o: ShopOptions): Promise<Shop> {
     },
     async status() {
       return { processes: shop.processes(), chaos: { ...chaosState }, queues: await queueDepths() }
+    },
+    async hold(name, on) {
+      const c = children.get(name)
+      if (!c) throw new Error(`unknown instance ${name}`)
+      c.held = on
+      if (on) await stopChild(c)
+      else if (!c.proc) {
+        spawnChild(c)
+        await waitHealthy(c.spec.port, Date.now() + 30_000)
+      }
     },
     crash(name) {
       children.get(name)?.proc?.kill('SIGKILL')

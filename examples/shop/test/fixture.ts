@@ -9,8 +9,10 @@ import { amqpUrl, redisUrl, uniqueName } from '@ballast/testkit'
 import amqp from 'amqplib'
 import { Cluster, Redis } from 'ioredis'
 import mysql from 'mysql2/promise'
-import type { ShardSpec } from '../src/config.js'
+import type { ShardSpec, ShopConfig } from '../src/config.js'
 import { shopQueues, shopTopology } from '../src/platform/mq.js'
+import type { Secrets } from '../src/secrets.js'
+import type { ChaosFault } from '../src/services/gateway.js'
 import { type Shop, startShop } from '../src/supervisor.js'
 
 export interface TestShop extends Shop {
@@ -78,6 +80,32 @@ async function cleanupKeysAndQueues(shop: Shop): Promise<void> {
   await conn.close().catch(() => {})
 }
 
+/** The shop started by the global setup, as a test file sees it; faults go through its control port. */
+export interface ShopHandle {
+  config: ShopConfig
+  secrets: Secrets
+  url: string
+  chaos(fault: ChaosFault, on: boolean): Promise<void>
+}
+
+export function shopHandle(provided: {
+  config: ShopConfig
+  secrets: Secrets
+  url: string
+}): ShopHandle {
+  return {
+    ...provided,
+    async chaos(fault, on) {
+      const res = await fetch(`http://127.0.0.1:${provided.config.controlPort}/chaos`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ fault, on }),
+      })
+      if (!res.ok) throw new Error(`chaos ${fault} answered ${res.status}`)
+    },
+  }
+}
+
 /** Rows of a shard's primary (for checks the shop's pages do not show). */
 export async function shardRows<T = mysql.RowDataPacket>(
   shard: ShardSpec,
@@ -94,7 +122,7 @@ export async function shardRows<T = mysql.RowDataPacket>(
 }
 
 export async function catalogRows<T = mysql.RowDataPacket>(
-  shop: Shop,
+  shop: { config: ShopConfig },
   sql: string,
   params: unknown[] = [],
 ): Promise<T[]> {
