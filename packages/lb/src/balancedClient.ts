@@ -307,8 +307,10 @@ class BalancedClientImpl implements BalancedClient {
           this.#failed++
           throw error
         }
-        const canRetry =
-          (idempotent || (replayable && neverSent(error))) && attempt < this.#maxAttempts
+        // A refused connection sent nothing: any method may go to the next endpoint, if its
+        // body can be sent again (bytes, or a stream nothing has read yet).
+        const unread = replayable || !(body as Readable).readableDidRead
+        const canRetry = (idempotent || (neverSent(error) && unread)) && attempt < this.#maxAttempts
         if (canRetry && this.#takeRetry()) continue
         this.#failed++
         throw this.#finalError(error, tried)

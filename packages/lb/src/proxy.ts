@@ -834,7 +834,9 @@ class ProxyImpl extends TypedEmitter<ProxyEvents> implements ReverseProxy {
       ctx.res.destroy(error)
       return
     }
-    const retryable = ctx.idempotent || (!ctx.hasBody && neverSent(error))
+    // A refused connection sent nothing; a body not yet read by undici can go to the next endpoint.
+    const retryable =
+      ctx.idempotent || (neverSent(error) && (!ctx.hasBody || !ctx.req.readableDidRead))
     if (
       retryable &&
       ctx.tried.length < this.#o.maxAttempts &&

@@ -148,6 +148,21 @@ describe('createProxy', () => {
       expect(p.stats().retries).toBeGreaterThan(0)
     })
 
+    it('sends a POST with a body to another endpoint when the first refuses the connection', async () => {
+      const [a, b] = await backends('a', 'b')
+      const { url } = await proxy({
+        routes: [{ upstream: [a!.url, b!.url] }],
+        balancer: { strategy: 'round-robin' },
+      })
+      await a!.kill()
+      for (let i = 0; i < 4; i++) {
+        const res = await get(`${url}/echo`, { method: 'POST', body: `order ${i}` })
+        expect(res.status).toBe(200)
+        expect(res.text).toBe(`order ${i}`)
+        expect(res.headers['x-backend']).toBe('b')
+      }
+    })
+
     it('answers 503 immediately when health checks have marked every endpoint down', async () => {
       const [a] = await backends('a')
       const balancer = createBalancer({ endpoints: [a!.url] })
