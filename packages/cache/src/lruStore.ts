@@ -10,7 +10,7 @@ export interface LruStoreOptions {
    */
   maxEntries?: number
   /**
-   * Most approximate bytes held (keys, serialized values and ~100 bytes of bookkeeping per entry).
+   * Most approximate bytes held: per entry ~280 bytes of bookkeeping, the key, and twice the serialized value (about what V8 keeps for it).
    * @default 67108864 (64 MiB)
    */
   maxBytes?: number
