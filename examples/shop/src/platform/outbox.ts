@@ -51,28 +51,33 @@ export function startOutboxRelay(
   const tick = async () => {
     for (const shardId of router.shardIds) {
       try {
-        const { value } = await router.write(shardId, async (tx) => {
-          const rows = await tx.rows<Row>(
-            'SELECT id, message_id, topic, payload FROM outbox WHERE sent_at IS NULL ORDER BY id LIMIT 50 FOR UPDATE SKIP LOCKED',
-          )
-          for (const r of rows) {
-            await withTimeout(
-              broker.publish(exchange, String(r.topic), JSON.parse(String(r.payload)), {
-                messageId: String(r.message_id),
-                persistent: true,
-              }),
-              3000,
+        const { value } = await router.write(
+          shardId,
+          async (tx) => {
+            const rows = await tx.rows<Row>(
+              'SELECT id, message_id, topic, payload FROM outbox WHERE sent_at IS NULL ORDER BY id LIMIT 50 FOR UPDATE SKIP LOCKED',
             )
-            s.published++
-          }
-          if (rows.length > 0) {
-            await tx.exec('UPDATE outbox SET sent_at = NOW(3) WHERE id IN (?)', [
-              rows.map((r) => r.id),
-            ])
-          }
-          const [c] = await tx.rows<Row>('SELECT COUNT(*) AS n FROM outbox WHERE sent_at IS NULL')
-          return Math.max(0, Number(c?.n ?? 0) - rows.length)
-        })
+            for (const r of rows) {
+              await withTimeout(
+                broker.publish(exchange, String(r.topic), JSON.parse(String(r.payload)), {
+                  messageId: String(r.message_id),
+                  persistent: true,
+                }),
+                3000,
+              )
+              s.published++
+            }
+            if (rows.length > 0) {
+              await tx.exec('UPDATE outbox SET sent_at = NOW(3) WHERE id IN (?)', [
+                rows.map((r) => r.id),
+              ])
+            }
+            const [c] = await tx.rows<Row>('SELECT COUNT(*) AS n FROM outbox WHERE sent_at IS NULL')
+            return Math.max(0, Number(c?.n ?? 0) - rows.length)
+            // READ COMMITTED: no gap locks, so checkouts can add outbox rows while the relay publishes.
+          },
+          { isolation: 'READ COMMITTED' },
+        )
         s.pending[shardId] = value
       } catch (err) {
         s.failures++

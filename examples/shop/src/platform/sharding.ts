@@ -36,6 +36,7 @@ export interface ShardRouter {
   write<T>(
     shardId: string,
     fn: (tx: Queryable) => Promise<T>,
+    options?: { isolation?: 'READ COMMITTED' },
   ): Promise<{ value: T; token: string | undefined }>
   /** A read from the replica, or from the primary when a token says the replica lags behind it. */
   read<T>(shardId: string, fn: (q: Queryable) => Promise<T>, tokens?: readonly string[]): Promise<T>
@@ -107,10 +108,12 @@ export function createShardRouter(shards: readonly ShardSpec[], poolSize = 5): S
     shardIds: shards.map((s) => s.id),
     shardFor: (key) => ring.get(key),
 
-    async write(shardId, fn) {
+    async write(shardId, fn, options = {}) {
       const s = shard(shardId)
       const conn = await s.primary.getConnection()
       try {
+        if (options.isolation)
+          await conn.query(`SET TRANSACTION ISOLATION LEVEL ${options.isolation}`)
         await conn.beginTransaction()
         const value = await fn(q(conn))
         await conn.commit()
