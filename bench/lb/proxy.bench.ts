@@ -23,9 +23,10 @@ import { fmt, fmtInt, isSmoke, report, sampleLatency } from '../harness.js'
 import { NODE_PROXIES } from './proxyContestants.js'
 
 const SMOKE = isSmoke()
-const SECONDS = SMOKE ? 1 : Number(process.env.LB_BENCH_SECONDS ?? 8)
+const SECONDS = SMOKE ? 1 : Number(process.env.LB_BENCH_SECONDS ?? 5)
+const ROUNDS = SMOKE ? 1 : Number(process.env.LB_BENCH_ROUNDS ?? 3)
 const CONNECTIONS = SMOKE ? 4 : 32
-const PROBES = SMOKE ? 50 : 3000
+const PROBES = SMOKE ? 50 : 2000
 
 const contestantsFile = fileURLToPath(new URL('./proxyContestants.ts', import.meta.url))
 
@@ -187,61 +188,81 @@ async function load(port: number) {
 const backends = await startChild('backends')
 const targets = backends.ports.map((p) => `http://127.0.0.1:${p}`)
 const notes: string[] = []
-const rows: Row[] = []
-try {
-  const direct = await probe(backends.port)
-  const directLoad = await load(backends.port)
-  rows.push({
-    name: 'direct to one backend (no proxy)',
-    rps: directLoad.requests.average,
-    p50: directLoad.latency.p50,
-    p99: directLoad.latency.p99,
-    addedP50us: 0,
-    addedP99us: 0,
-    errors: directLoad.errors + directLoad.non2xx,
+const DIRECT = 'direct to one backend (no proxy)'
+const contestants: Array<{ name: string; start: () => Promise<Running> }> = [
+  { name: DIRECT, start: async () => ({ ...backends, stop: async () => {} }) },
+  ...NODE_PROXIES.map((name) => ({ name, start: () => startChild(name, targets) })),
+]
+const nginx = nginxPath()
+if (nginx === undefined)
+  notes.push('nginx row skipped: nginx is not installed (Debian: `apt-get install -y nginx`).')
+else
+  contestants.push({
+    name: 'nginx (1 worker, keepalive 64)',
+    start: () => startNginx(nginx, backends.ports),
   })
-  const contestants: Array<{ name: string; start: () => Promise<Running> }> = NODE_PROXIES.map(
-    (name) => ({
-      name,
-      start: () => startChild(name, targets),
-    }),
-  )
-  const nginx = nginxPath()
-  if (nginx === undefined)
-    notes.push('nginx row skipped: nginx is not installed (Debian: `apt-get install -y nginx`).')
-  else
-    contestants.push({
-      name: 'nginx (1 worker, keepalive 64)',
-      start: () => startNginx(nginx, backends.ports),
-    })
-  for (const c of contestants) {
-    const running = await c.start()
-    try {
-      const latency = await probe(running.port)
-      const result = await load(running.port)
-      rows.push({
-        name: c.name,
-        rps: result.requests.average,
-        p50: result.latency.p50,
-        p99: result.latency.p99,
-        addedP50us: latency.p50 - direct.p50,
-        addedP99us: latency.p99 - direct.p99,
-        errors: result.errors + result.non2xx,
-      })
-    } finally {
-      await running.stop()
+
+interface Sample {
+  rps: number
+  p50: number
+  p99: number
+  probeP50: number
+  probeP99: number
+  errors: number
+}
+const samples = new Map<string, Sample[]>(contestants.map((c) => [c.name, []]))
+try {
+  // Rounds interleave the contestants, so a burst of noise on the shared cores hits all of them.
+  for (let round = 0; round < ROUNDS; round++) {
+    for (const c of contestants) {
+      const running = await c.start()
+      try {
+        const latency = await probe(running.port)
+        const result = await load(running.port)
+        samples.get(c.name)!.push({
+          rps: result.requests.average,
+          p50: result.latency.p50,
+          p99: result.latency.p99,
+          probeP50: latency.p50,
+          probeP99: latency.p99,
+          errors: result.errors + result.non2xx,
+        })
+      } finally {
+        await running.stop()
+      }
     }
   }
 } finally {
   await backends.stop()
 }
 
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!
+const direct = samples.get(DIRECT)!
+const rows: Row[] = contestants.map((c) => {
+  const s = samples.get(c.name)!
+  return {
+    name: c.name,
+    rps: median(s.map((x) => x.rps)),
+    p50: median(s.map((x) => x.p50)),
+    p99: median(s.map((x) => x.p99)),
+    addedP50us:
+      c.name === DIRECT
+        ? 0
+        : median(s.map((x) => x.probeP50)) - median(direct.map((x) => x.probeP50)),
+    addedP99us:
+      c.name === DIRECT
+        ? 0
+        : median(s.map((x) => x.probeP99)) - median(direct.map((x) => x.probeP99)),
+    errors: s.reduce((n, x) => n + x.errors, 0),
+  }
+})
+
 const nginxRow = rows.find((r) => r.name.startsWith('nginx'))
 const ours = rows.find((r) => r.name.startsWith('@ballast'))!
 report({
   package: 'lb',
   name: 'proxy',
-  title: `Reverse proxy on loopback, 2 backends, autocannon ${CONNECTIONS} connections × ${SECONDS} s`,
+  title: `Reverse proxy on loopback, 2 backends, autocannon ${CONNECTIONS} connections × ${SECONDS} s, median of ${ROUNDS} interleaved rounds`,
   columns: [
     'proxy',
     'req/s',
@@ -266,8 +287,8 @@ report({
   ]),
   notes: [
     ...notes,
-    'Each proxy and the backends run in their own processes on the same 2 shared cores as autocannon; figures are from one run. "Added" latency: median/p99 of one request at a time through the proxy minus the same directly to a backend.',
+    'Each proxy and the backends run in their own processes on the same 2 shared cores as autocannon; figures are medians of interleaved rounds. "Added" latency: median/p99 of one request at a time through the proxy minus the same directly to a backend.',
     'Ours runs with its defaults (peak-EWMA, X-Forwarded-*, retries, outlier detection); http-proxy alternates targets with a keep-alive agent; reply-from balances with undici BalancedPool; @fastify/http-proxy alternates with getUpstream.',
   ],
-  data: rows,
+  data: { rows, samples: Object.fromEntries(samples) },
 })

@@ -63,7 +63,7 @@ export interface HealthCheckerOptions<T = string> {
   fall?: number
   /**
    * The URL an HTTP or TCP check targets, from the endpoint.
-   * @default the endpoint id parsed as a URL (such as `http://127.0.0.1:8080`)
+   * @default the endpoint's value when it is a string, else its id (such as `http://127.0.0.1:8080`)
    */
   target?: (endpoint: Endpoint<T>) => string
 }
@@ -208,7 +208,7 @@ class HealthCheckerImpl<T>
         )
       }
     }
-    const target = o.target ?? ((e: Endpoint<T>) => e.id)
+    const target = o.target ?? ((e: Endpoint<T>) => (typeof e.value === 'string' ? e.value : e.id))
     const check = o.check
     if (typeof check === 'function') this.#run = check as HealthCheckFunction<T>
     else if (check.type === 'http') {
