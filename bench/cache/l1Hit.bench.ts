@@ -17,7 +17,7 @@ const ours = createCache({ redis: client, namespace: `${RUN}:ours`, ttl: '1h' })
 await ours.ready()
 const bc = bento(redis())
 const cm = cacheManager()
-const lru = new LRUCache<string, unknown>({ max: 10_000 })
+const lru = new LRUCache<string, object>({ max: 10_000 })
 const nc = new NodeCache({ useClones: false })
 const map = new Map<string, unknown>()
 for (const key of keys) {
