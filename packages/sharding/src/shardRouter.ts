@@ -29,7 +29,7 @@ import {
   UnsafeStatementError,
 } from './errors.js'
 import { checkShard, type MonitoredShard, type ReplicaState } from './internal/replicaMonitor.js'
-import { isConnectionError, queryOn, Server } from './internal/server.js'
+import { GUARDED, isConnectionError, lastGtidOf, queryOn, Server } from './internal/server.js'
 import { buildSlotTable } from './internal/slotTable.js'
 import {
   checkMergeSpec,
@@ -442,6 +442,11 @@ interface Shard {
   index: number
   primary: Server
   breaker: CircuitBreaker<[], never> | undefined
+  /**
+   * Until when (ms since the epoch) statements go through the breaker: a healthy primary's
+   * statements skip it, and the first connection failure engages it for a breaker window.
+   */
+  guardedUntil: number
   replicas: ReplicaState[]
   balancer: Balancer<ReplicaState> | undefined
   monitored: MonitoredShard
@@ -496,13 +501,9 @@ function trimStatement(sql: string): string {
   return end === sql.length ? sql : sql.slice(0, end)
 }
 
-function lastGtidOf(result: unknown): string | undefined {
-  if (typeof result !== 'object' || result === null || Array.isArray(result)) return undefined
-  const changes = (result as { stateChanges?: { systemVariables?: Record<string, string> } })
-    .stateChanges
-  const gtid = changes?.systemVariables?.last_gtid
-  return typeof gtid === 'string' && gtid !== '' ? gtid : undefined
-}
+function ignore(): void {}
+
+const NO_OPTIONS: QueryOptions = Object.freeze({})
 
 /**
  * Routes statements over shards by a shard key: the key's slot is placed on lb's `HashRing`
@@ -517,6 +518,8 @@ export class ShardRouter extends TypedEmitter<ShardRouterEvents> {
   readonly #slots: number
   readonly #o: typeof DEFAULT_SHARD_ROUTER_OPTIONS
   readonly #als = new AsyncLocalStorage<Scope>()
+  /** Whether any async context was ever entered: until then, statements skip the context lookup. */
+  #scoped = false
   #token = CausalToken.empty
   #closed = false
   #timer: ReturnType<typeof setTimeout> | undefined
@@ -595,6 +598,8 @@ export class ShardRouter extends TypedEmitter<ShardRouterEvents> {
     const placement = buildSlotTable(o.shards, slots, o.ring ?? {})
     this.#table = placement.table
     const defaults = { connectTimeoutMs: o.connectTimeoutMs, connectionLimit: o.connectionLimit }
+    const window = o.primaryBreaker === false ? undefined : o.primaryBreaker.window
+    const guardMs = window?.type === 'time' ? window.duration : 10_000
     this.#shards = o.shards.map((config, index) => {
       const replicaConfigs: readonly ServerConfig[] = config.replicas ?? []
       const primary = new Server(config.id, 'primary', `${config.id}/primary`, config.primary, {
@@ -653,10 +658,23 @@ export class ShardRouter extends TypedEmitter<ShardRouterEvents> {
                 // Only the server failing counts, never a statement's own SQL error.
                 errorFilter: (error: unknown) => !isConnectionError(error),
               }),
+        guardedUntil: 0,
         replicas,
         balancer,
         monitored: { id: config.id, primary, replicas, samples: [] },
         stats: { primaryQueries: 0, replicaQueries: 0, errors: 0 },
+      }
+      primary.onFailure = (error, flags) => {
+        shard.stats.errors++
+        const breaker = shard.breaker
+        if (breaker === undefined) return
+        shard.guardedUntil = Date.now() + guardMs
+        // A statement that skipped the breaker still counts as its failure.
+        if ((flags & GUARDED) === 0) breaker.execute(() => Promise.reject(error)).catch(ignore)
+      }
+      if (replicaConfigs.length > 0) {
+        primary.onGtid = (gtid, scope) =>
+          this.#noteWrite(config.id, gtid, scope as Scope | undefined)
       }
       this.#byId.set(config.id, shard)
       return shard
@@ -707,6 +725,7 @@ export class ShardRouter extends TypedEmitter<ShardRouterEvents> {
     if (scope.use !== undefined) oneOf('use', scope.use, ROLES)
     if (scope.consistency !== undefined) oneOf('consistency', scope.consistency, CONSISTENCIES)
     if (scope.maxLagMs !== undefined) positive('maxLagMs', scope.maxLagMs, true)
+    this.#scoped = true
     const parent = this.#als.getStore()
     const given =
       scope.causalToken === undefined
@@ -731,7 +750,7 @@ export class ShardRouter extends TypedEmitter<ShardRouterEvents> {
    * `causalToken().toString()` in a cookie to carry read-your-writes to the next request.
    */
   causalToken(): CausalToken {
-    return this.#als.getStore()?.token ?? this.#token
+    return (this.#scoped ? this.#als.getStore()?.token : undefined) ?? this.#token
   }
 
   /**
@@ -750,20 +769,26 @@ export class ShardRouter extends TypedEmitter<ShardRouterEvents> {
    * const orders = await router.query(userId, 'SELECT * FROM orders WHERE user_id = ?', [userId])
    * ```
    */
-  async query<T = Row[]>(
+  query<T = Row[]>(
     shardKey: ShardKey,
     sql: string,
     params: readonly unknown[] = [],
-    options: QueryOptions = {},
+    options: QueryOptions = NO_OPTIONS,
   ): Promise<T> {
-    if (this.#closed) throw new RouterClosedError()
-    const shard = this.#shardOf(shardKey)
-    if (!Array.isArray(params)) {
-      throw new InvalidArgumentError(
-        `invalid params: expected an array of values for "?" placeholders, got ${typeof params}`,
-      )
+    // Not an async function: the hot path hands mysql2's promise straight back, without an
+    // extra promise and microtask per layer. Every throw still becomes a rejection.
+    try {
+      if (this.#closed) throw new RouterClosedError()
+      const shard = this.#shardOf(shardKey)
+      if (!Array.isArray(params)) {
+        throw new InvalidArgumentError(
+          `invalid params: expected an array of values for "?" placeholders, got ${typeof params}`,
+        )
+      }
+      return this.#route(shard, sql, params, options, this.#o.queryTimeoutMs) as Promise<T>
+    } catch (error) {
+      return Promise.reject(error)
     }
-    return (await this.#route(shard, sql, params, options, this.#o.queryTimeoutMs)) as T
   }
 
   /**
@@ -801,12 +826,10 @@ export class ShardRouter extends TypedEmitter<ShardRouterEvents> {
       ])
     }
     const server = shard.primary
-    const take = () => server.connection(timeoutMs)
-    const connection = await (shard.breaker === undefined
-      ? take()
-      : shard.breaker.execute(take)
+    const connection = await (this.#guarded(shard)
+      ? shard.breaker!.execute(() => server.connection(timeoutMs, GUARDED))
+      : server.connection(timeoutMs)
     ).catch((error: unknown) => {
-      shard.stats.errors++
       throw this.#breakerError(shard, error)
     })
     let open = true
@@ -825,13 +848,9 @@ export class ShardRouter extends TypedEmitter<ShardRouterEvents> {
         )
       shard.stats.primaryQueries++
       try {
-        const [result] = await queryOn(server, connection, sql, params, timeoutMs)
-        return result
+        return await queryOn(server, connection, sql, params, timeoutMs)
       } catch (error) {
-        if (isConnectionError(error)) {
-          broken = true
-          shard.stats.errors++
-        }
+        if (isConnectionError(error)) broken = true
         throw error
       }
     }
@@ -851,6 +870,7 @@ export class ShardRouter extends TypedEmitter<ShardRouterEvents> {
         )
       }
       await queryOn(server, connection, 'START TRANSACTION', [], timeoutMs)
+      this.#scoped = true
       const parent = this.#als.getStore()
       const store: Scope = {
         use: parent?.use,
@@ -861,7 +881,7 @@ export class ShardRouter extends TypedEmitter<ShardRouterEvents> {
         tx: { shard: shard.id, run },
       }
       const result = await this.#als.run(store, () => fn(tx))
-      const [commit] = await queryOn(server, connection, 'COMMIT', [], timeoutMs)
+      const commit = await queryOn(server, connection, 'COMMIT', [], timeoutMs)
       open = false
       this.#counters.committed++
       const gtid = lastGtidOf(commit)
@@ -938,7 +958,13 @@ export class ShardRouter extends TypedEmitter<ShardRouterEvents> {
     }
     this.#counters.scatterCalls++
     const settled = await Promise.allSettled(
-      this.#shards.map((shard) => this.#route(shard, text, params, options, timeoutMs)),
+      this.#shards.map((shard) => {
+        try {
+          return this.#route(shard, text, params, options, timeoutMs)
+        } catch (error) {
+          return Promise.reject(error)
+        }
+      }),
     )
     const lists: Row[][] = []
     const answered: string[] = []
@@ -1091,7 +1117,8 @@ export class ShardRouter extends TypedEmitter<ShardRouterEvents> {
     for (let s = scope; s !== undefined; s = s.parent) s.token = s.token.merge(token)
   }
 
-  async #route(
+  /** Picks the server of one statement and runs it. May throw synchronously: callers turn that into a rejection. */
+  #route(
     shard: Shard,
     sql: string,
     params: readonly unknown[],
@@ -1104,7 +1131,7 @@ export class ShardRouter extends TypedEmitter<ShardRouterEvents> {
         'one statement per call: the SQL holds several (values belong in placeholders)',
       )
     }
-    const scope = this.#als.getStore()
+    const scope = this.#scoped ? this.#als.getStore() : undefined
     if (scope?.tx !== undefined && scope.tx.shard === shard.id) return scope.tx.run(sql, params)
     const timeoutMs =
       options.timeoutMs === undefined ? defaultTimeoutMs : positive('timeoutMs', options.timeoutMs)
@@ -1132,7 +1159,17 @@ export class ShardRouter extends TypedEmitter<ShardRouterEvents> {
     )
   }
 
-  async #onPrimary(
+  /**
+   * Whether a shard's statements must go through its primary breaker now: while it is not
+   * closed, and for a breaker window after the last connection failure. A primary that has
+   * not failed lately is not slowed by its breaker (the failure that engages it is counted).
+   */
+  #guarded(shard: Shard): boolean {
+    const breaker = shard.breaker
+    return breaker !== undefined && (breaker.state !== 'closed' || shard.guardedUntil > Date.now())
+  }
+
+  #onPrimary(
     shard: Shard,
     sql: string,
     params: readonly unknown[],
@@ -1140,17 +1177,14 @@ export class ShardRouter extends TypedEmitter<ShardRouterEvents> {
     scope: Scope | undefined,
   ): Promise<unknown> {
     shard.stats.primaryQueries++
-    let result: unknown
-    try {
-      const run = () => shard.primary.query(sql, params, timeoutMs)
-      ;[result] = shard.breaker === undefined ? await run() : await shard.breaker.execute(run)
-    } catch (error) {
-      if (isConnectionError(error)) shard.stats.errors++
-      throw this.#breakerError(shard, error)
-    }
-    const gtid = lastGtidOf(result)
-    if (gtid !== undefined) this.#noteWrite(shard.id, gtid, scope)
-    return result
+    // The write's GTID reaches the causal token through the server's onGtid hook, before the
+    // promise settles; connection failures reach stats and the breaker through onFailure.
+    if (!this.#guarded(shard)) return shard.primary.query(sql, params, timeoutMs, scope)
+    return shard
+      .breaker!.execute(() => shard.primary.query(sql, params, timeoutMs, scope, GUARDED))
+      .catch((error: unknown) => {
+        throw this.#breakerError(shard, error)
+      })
   }
 
   async #fallback(
@@ -1223,7 +1257,7 @@ export class ShardRouter extends TypedEmitter<ShardRouterEvents> {
           this.#counters.gtidWaits++
           const waitMs = this.#o.gtidWaitTimeoutMs
           // The wait and the read share one round trip; the read's rows count only if the wait succeeded.
-          const [results] = await replica.server.query(
+          const results = await replica.server.query(
             `SELECT MASTER_GTID_WAIT(?, ?) AS w;\n${trimStatement(sql)}`,
             [token.positionFor(shard.id), waitMs / 1000, ...params],
             timeoutMs + waitMs,
@@ -1238,7 +1272,7 @@ export class ShardRouter extends TypedEmitter<ShardRouterEvents> {
           rows = readRows
         } else {
           if (token?.has(shard.id)) this.#counters.gtidWaitsSkipped++
-          ;[rows] = await replica.server.query(sql, params, timeoutMs)
+          rows = await replica.server.query(sql, params, timeoutMs)
         }
         balancer.end(ep, startedAt, true)
         replica.reads++

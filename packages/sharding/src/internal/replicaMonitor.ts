@@ -1,5 +1,5 @@
 import { CausalToken } from '../causalToken.js'
-import type { Server } from './server.js'
+import { QUIET, type Server } from './server.js'
 
 /** What the router knows about one replica. */
 export interface ReplicaState {
@@ -46,7 +46,13 @@ export async function checkShard(
 ): Promise<void> {
   const at = Date.now()
   try {
-    const [rows] = await shard.primary.query('SELECT @@GLOBAL.gtid_binlog_pos AS p', [], timeoutMs)
+    const rows = await shard.primary.query(
+      'SELECT @@GLOBAL.gtid_binlog_pos AS p',
+      [],
+      timeoutMs,
+      undefined,
+      QUIET,
+    )
     const p = (rows as Row[])[0]?.p
     if (typeof p === 'string') {
       shard.samples.push({ at, position: CausalToken.of(shard.id, p) })
@@ -59,10 +65,12 @@ export async function checkShard(
   await Promise.all(
     shard.replicas.map(async (replica) => {
       try {
-        const [results] = await replica.server.query(
+        const results = await replica.server.query(
           'SHOW SLAVE STATUS; SELECT @@GLOBAL.gtid_slave_pos AS p',
           [],
           timeoutMs,
+          undefined,
+          QUIET,
         )
         const [statusRows, posRows] = results as [Row[], Row[]]
         const status = statusRows[0]

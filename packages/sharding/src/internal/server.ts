@@ -1,10 +1,4 @@
-import {
-  createPool,
-  type FieldPacket,
-  type Pool,
-  type PoolConnection,
-  type PoolOptions,
-} from 'mysql2'
+import { createPool, type Pool, type PoolConnection, type PoolOptions } from 'mysql2'
 import { ShardTimeoutError, ShardUnavailableError } from '../errors.js'
 
 /** Error codes of mysql2 and Node that mean the server, not the statement, failed. */
@@ -48,6 +42,30 @@ export interface ServerDefaults {
 const TRACK_GTID =
   "SET SESSION session_track_system_variables = IF(FIND_IN_SET('last_gtid', @@session.session_track_system_variables) OR @@session.session_track_system_variables = '*', @@session.session_track_system_variables, CONCAT_WS(',', NULLIF(@@session.session_track_system_variables, ''), 'last_gtid'))"
 
+/** Called with the GTID a write's OK packet carried (session-tracked `last_gtid`). */
+export type GtidSink = (gtid: string, scope: unknown) => void
+
+/**
+ * Called when a statement failed because the server could not be reached, before the caller
+ * sees the error; `flags` are the statement's ({@link GUARDED}).
+ */
+export type FailureSink = (error: Error, flags: number) => void
+
+/** Statement flag: the statement runs through the primary's breaker, which counts it itself. */
+export const GUARDED = 1
+/** Statement flag: a health check; its failure is not reported to `onFailure`. */
+export const QUIET = 2
+
+function ignoreError(): void {}
+
+/** The GTID of a write's OK packet, if the session tracks `last_gtid`. */
+export function lastGtidOf(result: unknown): string | undefined {
+  if (typeof result !== 'object' || result === null || Array.isArray(result)) return undefined
+  const gtid = (result as { stateChanges?: { systemVariables?: Record<string, string> } })
+    .stateChanges?.systemVariables?.last_gtid
+  return typeof gtid === 'string' && gtid !== '' ? gtid : undefined
+}
+
 /** One server of a shard (its primary or a replica) and its mysql2 pool. */
 export class Server {
   readonly id: string
@@ -56,6 +74,10 @@ export class Server {
   readonly pool: Pool
   queries = 0
   errors = 0
+  /** Receives each write's GTID (primaries of shards with replicas). */
+  onGtid: GtidSink | undefined
+  /** Hears of every connection failure. */
+  onFailure: FailureSink | undefined
 
   constructor(
     shard: string,
@@ -75,22 +97,28 @@ export class Server {
     }
     if (defaults.multipleStatements) options.multipleStatements = true
     this.pool = createPool(options)
-    if (defaults.trackGtid) {
+    // mysql2 reports a connection's failure to the statement that was waiting on it, and also
+    // as an 'error' event on the connection, listened to only with once(): a second error on
+    // the same connection (or one on a pool that someone else emits) would be thrown as
+    // unhandled and crash the process. Every statement already gets its error through its
+    // callback; these listeners only make sure an event never goes unheard.
+    this.pool.on('error', ignoreError)
+    const trackGtid = defaults.trackGtid
+    this.pool.on('connection', (connection) => {
+      connection.on('error', ignoreError)
       // Session tracking of last_gtid puts each write's GTID in its OK packet: read-your-writes
       // costs no extra round trip. Enabled per session, so the server config need not have it.
-      this.pool.on('connection', (connection) => {
-        connection.query(TRACK_GTID, () => {})
-      })
-    }
+      if (trackGtid) connection.query(TRACK_GTID, ignoreError)
+    })
   }
 
   /** Takes a pooled connection within `timeoutMs`. */
-  connection(timeoutMs: number): Promise<PoolConnection> {
+  connection(timeoutMs: number, flags = 0): Promise<PoolConnection> {
     return new Promise((resolve, reject) => {
       let done = false
       const timer = setTimeout(() => {
         done = true
-        reject(new ShardTimeoutError(this.shard, timeoutMs))
+        reject(this.fail(new ShardTimeoutError(this.shard, timeoutMs), flags))
       }, timeoutMs)
       this.pool.getConnection((error, connection) => {
         if (done) {
@@ -99,7 +127,7 @@ export class Server {
         }
         done = true
         clearTimeout(timer)
-        if (error) reject(this.wrap(error))
+        if (error) reject(this.fail(error, flags))
         else resolve(connection)
       })
     })
@@ -107,14 +135,18 @@ export class Server {
 
   /**
    * Runs one statement on a pooled connection, bounded by `timeoutMs` from the call (waiting
-   * for a connection included). On timeout the connection is destroyed, so nothing late can
-   * arrive on it, and a {@link ShardTimeoutError} is thrown.
+   * for a connection included), and resolves with what mysql2 returns first (rows or a
+   * `ResultSetHeader`). On timeout the connection is destroyed, so nothing late can arrive
+   * on it, and a {@link ShardTimeoutError} is thrown. A write's GTID goes to `onGtid` with
+   * `scope` before the promise settles.
    */
   query(
     sql: string,
     values: readonly unknown[],
     timeoutMs: number,
-  ): Promise<[unknown, FieldPacket[]]> {
+    scope?: unknown,
+    flags = 0,
+  ): Promise<unknown> {
     this.queries++
     return new Promise((resolve, reject) => {
       let done = false
@@ -122,8 +154,7 @@ export class Server {
       const timer = setTimeout(() => {
         done = true
         held?.destroy()
-        this.errors++
-        reject(new ShardTimeoutError(this.shard, timeoutMs))
+        reject(this.fail(new ShardTimeoutError(this.shard, timeoutMs), flags))
       }, timeoutMs)
       this.pool.getConnection((error, connection) => {
         if (done) {
@@ -133,20 +164,18 @@ export class Server {
         if (error) {
           done = true
           clearTimeout(timer)
-          this.errors++
-          reject(this.wrap(error))
+          reject(this.fail(error, flags))
           return
         }
         held = connection
-        connection.query({ sql, values: values as unknown[] }, (err, result, fields) => {
+        connection.query({ sql, values: values as unknown[] }, (err, result) => {
           if (done) return
           done = true
           clearTimeout(timer)
           if (err) {
             if (isConnectionError(err)) {
               connection.destroy()
-              this.errors++
-              reject(this.wrap(err))
+              reject(this.fail(err, flags))
             } else {
               connection.release()
               reject(err)
@@ -154,7 +183,11 @@ export class Server {
             return
           }
           connection.release()
-          resolve([result, fields as FieldPacket[]])
+          if (this.onGtid !== undefined) {
+            const gtid = lastGtidOf(result)
+            if (gtid !== undefined) this.onGtid(gtid, scope)
+          }
+          resolve(result)
         })
       })
     })
@@ -173,6 +206,16 @@ export class Server {
     )
   }
 
+  /** Counts and reports a failure; returns the error to throw (connection errors wrapped). */
+  fail(error: unknown, flags = 0): Error {
+    const wrapped = this.wrap(error)
+    if (isConnectionError(wrapped)) {
+      this.errors++
+      if ((flags & QUIET) === 0) this.onFailure?.(wrapped, flags)
+    }
+    return wrapped
+  }
+
   close(): Promise<void> {
     return new Promise((resolve) => {
       this.pool.end(() => resolve())
@@ -187,26 +230,24 @@ export function queryOn(
   sql: string,
   values: readonly unknown[],
   timeoutMs: number,
-): Promise<[unknown, FieldPacket[]]> {
+): Promise<unknown> {
   server.queries++
   return new Promise((resolve, reject) => {
     let done = false
     const timer = setTimeout(() => {
       done = true
       connection.destroy()
-      server.errors++
-      reject(new ShardTimeoutError(server.shard, timeoutMs))
+      reject(server.fail(new ShardTimeoutError(server.shard, timeoutMs)))
     }, timeoutMs)
-    connection.query({ sql, values: values as unknown[] }, (err, result, fields) => {
+    connection.query({ sql, values: values as unknown[] }, (err, result) => {
       if (done) return
       done = true
       clearTimeout(timer)
       if (err) {
-        if (isConnectionError(err)) server.errors++
-        reject(server.wrap(err))
+        reject(server.fail(err))
         return
       }
-      resolve([result, fields as FieldPacket[]])
+      resolve(result)
     })
   })
 }
