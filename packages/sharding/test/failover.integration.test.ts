@@ -115,6 +115,69 @@ describe('a replica that fails under read load', () => {
   })
 })
 
+describe('connections that fail while they connect', () => {
+  it('never lets a mysql2 error event escape: black hole, cut and restore during the handshake, then serves again', async () => {
+    const { proxy, url } = await proxyFor(topo.pair[0]!.primary)
+    const router = track(
+      createShardRouter({
+        shards: [{ id: 'pair', primary: url }],
+        connectTimeoutMs: 150,
+        queryTimeoutMs: 400,
+        connectionLimit: 4,
+        primaryBreaker: false,
+      }),
+    )
+    const escaped: unknown[] = []
+    const onUncaught = (error: unknown) => escaped.push(error)
+    process.on('uncaughtException', onUncaught)
+    try {
+      const outcomes: Array<Promise<unknown>> = []
+      const burst = (n: number) => {
+        for (let i = 0; i < n; i++) {
+          outcomes.push(
+            router.query(`k${i}`, 'SELECT 1 AS one', [], { use: 'primary' }).catch((e) => e),
+          )
+        }
+      }
+      for (let cycle = 0; cycle < 4; cycle++) {
+        // New connections hang before the server greeting: mysql2's connect timer fires.
+        proxy.blackhole()
+        burst(12)
+        await sleep(60 + cycle * 40)
+        // Connections in the middle of their handshake are destroyed.
+        proxy.cut()
+        burst(12)
+        await sleep(30)
+        // Held connections are connected to the server late, after their client gave up.
+        proxy.restore()
+        burst(12)
+        await sleep(200)
+      }
+      const settled = await Promise.all(outcomes)
+      for (const outcome of settled) {
+        if (Array.isArray(outcome)) continue
+        // Every failure is typed and retryable: nothing raw from mysql2.
+        expect(isShardingError(outcome) && outcome.retryable).toBe(true)
+      }
+      expect(settled.some((o) => !Array.isArray(o))).toBe(true)
+      expect(proxy.stats().cut).toBeGreaterThan(0)
+      await eventually(async () => {
+        try {
+          await router.query('after', 'SELECT 1 AS one', [], { use: 'primary' })
+          return true
+        } catch {
+          return false
+        }
+      }, 5000)
+      // Give late timers (connect timeouts, closes) time to fire before looking.
+      await sleep(300)
+      expect(escaped).toEqual([])
+    } finally {
+      process.off('uncaughtException', onUncaught)
+    }
+  })
+})
+
 describe('a primary that fails', () => {
   it('fails writes fast with a typed, retryable error within the configured timeout', async () => {
     const { proxy, url } = await proxyFor(topo.pair[0]!.primary)
