@@ -16,7 +16,8 @@ import {
   TimeoutStrategy,
   wrap,
 } from 'cockatiel'
-import { compare } from '../harness.js'
+import { compare, report } from '../harness.js'
+import { cpuPerCall, cpuRows } from './cpu.js'
 
 const ok = () => Promise.resolve(1)
 
@@ -69,5 +70,19 @@ await compare({
   notes: [
     'Our timeout keeps one timer per policy and creates the AbortController only when the work reads `signal`; cockatiel creates one per call.',
   ],
+})
+const cpu = await cpuPerCall([
+  { name: '@ballast/resilience pipeline (4 policies)', fn: () => ours4.execute(ok) },
+  { name: '@ballast/resilience pipeline (5, with fallback)', fn: () => ours5.execute(ok) },
+  { name: 'cockatiel 4 wrap (4 policies)', fn: () => cockatiel4.execute(ok) },
+  { name: 'cockatiel 4 wrap (5, with fallback)', fn: () => cockatiel5.execute(ok) },
+])
+report({
+  package: 'resilience',
+  name: 'pipeline-cpu',
+  title:
+    'retry + breaker + timeout + bulkhead, success path: CPU ns per awaited call (median of 5 interleaved rounds)',
+  columns: ['case', 'CPU ns/call', 'this / ours'],
+  rows: cpuRows(cpu, '@ballast/resilience pipeline (4 policies)'),
 })
 await breaker.close()

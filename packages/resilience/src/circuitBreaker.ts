@@ -287,7 +287,7 @@ export class CircuitBreaker<A extends unknown[] = [], R = never> implements Poli
         ? (op, context) => settle((op as Operation<unknown>)(context as ExecutionContext))
         : (a, b) =>
             b === FIRE
-              ? settle(fn(...(a as A)))
+              ? settle(fn.apply(undefined, a as A))
               : settle((a as Operation<unknown>)(b as ExecutionContext))
     this.#cb = new OpossumBreaker<[unknown, unknown], unknown>(action, {
       name: this.#name,
@@ -352,7 +352,7 @@ export class CircuitBreaker<A extends unknown[] = [], R = never> implements Poli
       )
     }
     if (this.#state !== 'closed') return this.#notClosed(args, FIRE)
-    return this.#cb.fire(args, FIRE) as Promise<R>
+    return this.#cb.call(undefined, args, FIRE) as Promise<R>
   }
 
   /** Runs `fn` through the breaker: the breaker as a {@link Policy}. */
@@ -363,7 +363,7 @@ export class CircuitBreaker<A extends unknown[] = [], R = never> implements Poli
   /** @internal */
   [RUN]<T>(fn: Operation<T>, context: ExecutionContext): Promise<T | R> {
     if (this.#state !== 'closed') return this.#notClosed(fn, context) as Promise<T | R>
-    return this.#cb.fire(fn, context) as Promise<T | R>
+    return this.#cb.call(undefined, fn, context) as Promise<T | R>
   }
 
   /** Opens the breaker now, as if the threshold had been passed (an operator's switch). */

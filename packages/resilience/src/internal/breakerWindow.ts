@@ -58,6 +58,8 @@ export class BreakerWindow extends OpossumStatus {
   #ring: Uint8Array | undefined
   #pos = 0
   #bucket = 0
+  /** When the current bucket ends (ms): the hot path compares against it, nothing more. */
+  #bucketEnd = 0
   #windowCalls = 0
   #windowFailures = 0
   readonly #trip: TripStats = { fires: 0, failures: 0 }
@@ -89,6 +91,7 @@ export class BreakerWindow extends OpossumStatus {
       this.#ok = new Uint32Array(spec.buckets)
       this.#bad = new Uint32Array(spec.buckets)
       this.#bucket = Math.floor(now() / this.#bucketMs)
+      this.#bucketEnd = (this.#bucket + 1) * this.#bucketMs
     }
     this.#samples = latencySamples > 0 ? new Float64Array(latencySamples) : undefined
   }
@@ -150,7 +153,10 @@ export class BreakerWindow extends OpossumStatus {
     if (this.#ring !== undefined) this.#ring.fill(0)
     this.#ok.fill(0)
     this.#bad.fill(0)
-    if (!this.#count) this.#bucket = Math.floor(this.#now() / this.#bucketMs)
+    if (!this.#count) {
+      this.#bucket = Math.floor(this.#now() / this.#bucketMs)
+      this.#bucketEnd = (this.#bucket + 1) * this.#bucketMs
+    }
   }
 
   /** Latency percentiles over the kept samples, in milliseconds; computed only when asked. */
@@ -193,7 +199,9 @@ export class BreakerWindow extends OpossumStatus {
   }
 
   #advance(): void {
-    const id = Math.floor(this.#now() / this.#bucketMs)
+    const now = this.#now()
+    if (now < this.#bucketEnd) return
+    const id = Math.floor(now / this.#bucketMs)
     let steps = id - this.#bucket
     if (steps <= 0) return
     if (steps > this.#size) steps = this.#size
@@ -207,5 +215,6 @@ export class BreakerWindow extends OpossumStatus {
       this.#bad[i] = 0
     }
     this.#bucket = id
+    this.#bucketEnd = (id + 1) * this.#bucketMs
   }
 }
