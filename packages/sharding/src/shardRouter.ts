@@ -29,13 +29,22 @@ import {
   UnsafeStatementError,
 } from './errors.js'
 import { checkShard, type MonitoredShard, type ReplicaState } from './internal/replicaMonitor.js'
-import { GUARDED, isConnectionError, lastGtidOf, queryOn, Server } from './internal/server.js'
-import { buildSlotTable } from './internal/slotTable.js'
 import {
+  GUARDED,
+  isConnectionError,
+  lastGtidOf,
+  queryOn,
+  Server,
+  STREAMED,
+} from './internal/server.js'
+import { buildSlotTable } from './internal/slotTable.js'
+import { type RowSink, StreamMerge } from './internal/streamMerge.js'
+import {
+  type AggregateMerge,
   checkMergeSpec,
   type MergeSpec,
   mergeAggregates,
-  mergeSorted,
+  type OrderByMerge,
   type Row,
   rowComparator,
 } from './mergeSpec.js'
@@ -957,6 +966,9 @@ export class ShardRouter extends TypedEmitter<ShardRouterEvents> {
       text = `${trimStatement(sql)} LIMIT ${limit}`
     }
     this.#counters.scatterCalls++
+    if (merge !== undefined && !('aggregate' in merge)) {
+      return this.#streamAll<T>(text, params, merge, limit, options, timeoutMs, onShardError)
+    }
     const settled = await Promise.allSettled(
       this.#shards.map((shard) => {
         try {
@@ -983,13 +995,60 @@ export class ShardRouter extends TypedEmitter<ShardRouterEvents> {
     if (failures.length > 0) this.#counters.scatterPartial++
     let rows: Row[]
     if (merge === undefined) rows = lists.flat()
-    else if ('aggregate' in merge) rows = mergeAggregates(lists, merge)
-    else {
-      const offset = merge.offset ?? 0
-      rows = mergeSorted(lists, rowComparator(merge.orderBy), limit ?? Infinity)
-      if (offset > 0) rows = rows.slice(offset)
-    }
+    else rows = mergeAggregates(lists, merge as AggregateMerge)
     return { rows: rows as T[], partial: failures.length > 0, failures, shards: answered }
+  }
+
+  /**
+   * The `ORDER BY` merge of {@link ShardRouter.all}: every shard's rows stream into a k-way
+   * merge as they arrive, and the call returns once `offset + limit` rows are merged (the
+   * shards still sending are drained in the background and their connections released).
+   * Reads that wait for a GTID on a replica arrive whole, and merge as they come.
+   */
+  async #streamAll<T>(
+    sql: string,
+    params: readonly unknown[],
+    merge: OrderByMerge,
+    limit: number | undefined,
+    options: ScatterOptions,
+    timeoutMs: number,
+    onShardError: 'error' | 'partial',
+  ): Promise<ScatterResult<T>> {
+    const shards = this.#shards
+    const merger = new StreamMerge<Row>(
+      shards.map((s) => s.id),
+      rowComparator(merge.orderBy),
+      limit ?? Infinity,
+      onShardError,
+    )
+    shards.forEach((shard, i) => {
+      let answer: Promise<unknown>
+      try {
+        answer = this.#route(shard, sql, params, options, timeoutMs, merger.sink(i))
+      } catch (error) {
+        answer = Promise.reject(error)
+      }
+      answer.then(
+        (rows) => {
+          if (rows === STREAMED) merger.end(i)
+          else merger.end(i, Array.isArray(rows) ? rows : [rows])
+        },
+        (error: unknown) => merger.fail(i, error),
+      )
+    })
+    const { rows, failures, answered } = await merger.done
+    if (failures.length > 0 && onShardError === 'error') {
+      this.#counters.scatterFailed++
+      throw new ScatterGatherError(failures)
+    }
+    if (failures.length > 0) this.#counters.scatterPartial++
+    const offset = merge.offset ?? 0
+    return {
+      rows: (offset > 0 ? rows.slice(offset) : rows) as T[],
+      partial: failures.length > 0,
+      failures,
+      shards: answered,
+    }
   }
 
   /** Counters of queries by shard and role, replica fallbacks, GTID waits, and every replica's state. */
@@ -1124,6 +1183,7 @@ export class ShardRouter extends TypedEmitter<ShardRouterEvents> {
     params: readonly unknown[],
     options: QueryOptions,
     defaultTimeoutMs: number,
+    sink?: RowSink,
   ): Promise<unknown> {
     const cls = classifyStatement(sql)
     if (cls.multi) {
@@ -1143,11 +1203,11 @@ export class ShardRouter extends TypedEmitter<ShardRouterEvents> {
       kind === 'locking-read' ||
       (kind === 'unknown' && use !== 'replica')
     ) {
-      return this.#onPrimary(shard, sql, params, timeoutMs, scope)
+      return this.#onPrimary(shard, sql, params, timeoutMs, scope, sink)
     }
     const consistency = options.consistency ?? scope?.consistency ?? this.#o.consistency
     if (consistency === 'strong' || shard.balancer === undefined)
-      return this.#onPrimary(shard, sql, params, timeoutMs, scope)
+      return this.#onPrimary(shard, sql, params, timeoutMs, scope, sink)
     return this.#onReplica(
       shard,
       sql,
@@ -1156,6 +1216,7 @@ export class ShardRouter extends TypedEmitter<ShardRouterEvents> {
       consistency,
       options.maxLagMs ?? scope?.maxLagMs,
       scope,
+      sink,
     )
   }
 
@@ -1175,13 +1236,23 @@ export class ShardRouter extends TypedEmitter<ShardRouterEvents> {
     params: readonly unknown[],
     timeoutMs: number,
     scope: Scope | undefined,
+    sink?: RowSink,
   ): Promise<unknown> {
     shard.stats.primaryQueries++
     // The write's GTID reaches the causal token through the server's onGtid hook, before the
     // promise settles; connection failures reach stats and the breaker through onFailure.
-    if (!this.#guarded(shard)) return shard.primary.query(sql, params, timeoutMs, scope)
+    const primary = shard.primary
+    if (!this.#guarded(shard)) {
+      return sink === undefined
+        ? primary.query(sql, params, timeoutMs, scope)
+        : primary.stream(sql, params, timeoutMs, sink)
+    }
     return shard
-      .breaker!.execute(() => shard.primary.query(sql, params, timeoutMs, scope, GUARDED))
+      .breaker!.execute(() =>
+        sink === undefined
+          ? primary.query(sql, params, timeoutMs, scope, GUARDED)
+          : primary.stream(sql, params, timeoutMs, sink, GUARDED),
+      )
       .catch((error: unknown) => {
         throw this.#breakerError(shard, error)
       })
@@ -1195,6 +1266,7 @@ export class ShardRouter extends TypedEmitter<ShardRouterEvents> {
     timeoutMs: number,
     scope: Scope | undefined,
     error?: unknown,
+    sink?: RowSink,
   ): Promise<unknown> {
     if (reason === 'no-healthy-replica' && this.#o.noHealthyReplica === 'error') {
       throw new ShardUnavailableError(
@@ -1210,7 +1282,7 @@ export class ShardRouter extends TypedEmitter<ShardRouterEvents> {
         'fallback',
         error === undefined ? { shard: shard.id, reason } : { shard: shard.id, reason, error },
       )
-    return this.#onPrimary(shard, sql, params, timeoutMs, scope)
+    return this.#onPrimary(shard, sql, params, timeoutMs, scope, sink)
   }
 
   async #onReplica(
@@ -1221,6 +1293,7 @@ export class ShardRouter extends TypedEmitter<ShardRouterEvents> {
     consistency: Consistency,
     maxLagMs: number | undefined,
     scope: Scope | undefined,
+    sink?: RowSink,
   ): Promise<unknown> {
     const balancer = shard.balancer!
     let exclude: Endpoint<ReplicaState>[] | undefined
@@ -1247,6 +1320,8 @@ export class ShardRouter extends TypedEmitter<ShardRouterEvents> {
           params,
           timeoutMs,
           scope,
+          undefined,
+          sink,
         )
       }
       const replica = ep.value
@@ -1272,7 +1347,10 @@ export class ShardRouter extends TypedEmitter<ShardRouterEvents> {
           rows = readRows
         } else {
           if (token?.has(shard.id)) this.#counters.gtidWaitsSkipped++
-          rows = await replica.server.query(sql, params, timeoutMs)
+          rows =
+            sink === undefined
+              ? await replica.server.query(sql, params, timeoutMs)
+              : await replica.server.stream(sql, params, timeoutMs, sink)
         }
         balancer.end(ep, startedAt, true)
         replica.reads++
@@ -1283,14 +1361,25 @@ export class ShardRouter extends TypedEmitter<ShardRouterEvents> {
         balancer.end(ep, startedAt, !failed)
         if (!failed) throw error
         shard.stats.errors++
+        // Rows already merged cannot be taken back: a stream that broke half way fails the shard.
+        if (sink !== undefined && sink.count > 0) throw error
         exclude ??= []
         exclude.push(ep)
         if (attempt === shard.replicas.length - 1) {
-          return this.#fallback(shard, 'replica-error', sql, params, timeoutMs, scope, error)
+          return this.#fallback(shard, 'replica-error', sql, params, timeoutMs, scope, error, sink)
         }
       }
     }
-    return this.#fallback(shard, 'no-healthy-replica', sql, params, timeoutMs, scope)
+    return this.#fallback(
+      shard,
+      'no-healthy-replica',
+      sql,
+      params,
+      timeoutMs,
+      scope,
+      undefined,
+      sink,
+    )
   }
 }
 

@@ -1,5 +1,9 @@
 import { createPool, type Pool, type PoolConnection, type PoolOptions } from 'mysql2'
 import { ShardTimeoutError, ShardUnavailableError } from '../errors.js'
+import type { RowSink } from './streamMerge.js'
+
+/** What {@link Server.stream} resolves with: the rows went to the sink. */
+export const STREAMED: unique symbol = Symbol('streamed')
 
 /** Error codes of mysql2 and Node that mean the server, not the statement, failed. */
 const CONNECTION_CODES = new Set([
@@ -188,6 +192,65 @@ export class Server {
             if (gtid !== undefined) this.onGtid(gtid, scope)
           }
           resolve(result)
+        })
+      })
+    })
+  }
+
+  /**
+   * Runs one read and hands each row to `sink` as it arrives (mysql2's row events), bounded
+   * by `timeoutMs` like {@link Server.query}; resolves with {@link STREAMED} after the last row.
+   */
+  stream(
+    sql: string,
+    values: readonly unknown[],
+    timeoutMs: number,
+    sink: RowSink,
+    flags = 0,
+  ): Promise<typeof STREAMED> {
+    this.queries++
+    return new Promise((resolve, reject) => {
+      let done = false
+      let held: PoolConnection | undefined
+      const timer = setTimeout(() => {
+        done = true
+        held?.destroy()
+        reject(this.fail(new ShardTimeoutError(this.shard, timeoutMs), flags))
+      }, timeoutMs)
+      this.pool.getConnection((error, connection) => {
+        if (done) {
+          connection?.release()
+          return
+        }
+        if (error) {
+          done = true
+          clearTimeout(timer)
+          reject(this.fail(error, flags))
+          return
+        }
+        held = connection
+        const query = connection.query({ sql, values: values as unknown[] })
+        query.on('result', (row: unknown) => {
+          if (!done) sink.push(row)
+        })
+        query.on('error', (err: unknown) => {
+          if (done) return
+          done = true
+          clearTimeout(timer)
+          if (isConnectionError(err)) {
+            connection.destroy()
+            reject(this.fail(err, flags))
+          } else {
+            connection.release()
+            reject(err)
+          }
+        })
+        query.on('end', () => {
+          if (done) return
+          done = true
+          clearTimeout(timer)
+          connection.release()
+          resolve(STREAMED)
         })
       })
     })
