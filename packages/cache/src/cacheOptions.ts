@@ -116,7 +116,7 @@ export interface CacheOptions {
    * holder blocks others; `wait` how long others wait before loading anyway.
    * @default { lease: 10000, wait: 10000 }
    */
-  lock?: { lease?: Duration; wait?: Duration }
+  lock?: LockOptions
   /**
    * A Bloom filter of keys that exist, shared in Redis, checked before a loader is called
    * for a key that is in neither level. Keys enter it through `set`, fills, and
@@ -124,7 +124,7 @@ export interface CacheOptions {
    * reported as absent).
    * @default false
    */
-  bloom?: false | { expectedItems: number; falsePositiveRate?: number }
+  bloom?: false | BloomOptions
   /**
    * Invalidations that could not reach L2 (outage) are replayed when it returns; past this
    * many, the replay is a `clear()` of the namespace.
@@ -157,8 +157,38 @@ export interface L2BreakerOptions {
   resetTimeout?: Duration
 }
 
+/** The distributed lock of `getOrSet(..., { lock: true })`. */
+export interface LockOptions {
+  /**
+   * How long a lock is held at most; a holder that crashed blocks others no longer.
+   * @default 10000
+   */
+  lease?: Duration
+  /**
+   * How long other instances wait for the holder before loading anyway.
+   * @default 10000
+   */
+  wait?: Duration
+}
+
+/** The shared Bloom filter of keys that exist. */
+export interface BloomOptions {
+  /** How many keys the filter is sized for. */
+  expectedItems: number
+  /**
+   * Chance that a key that never existed is reported as maybe existing (the loader then runs).
+   * @default 0.01
+   */
+  falsePositiveRate?: number
+}
+
+/** The shape of {@link DEFAULT_CACHE_OPTIONS}: every plain option with its default. */
+export type CacheDefaults = Readonly<
+  Required<Omit<CacheOptions, 'redis' | 'subscriber' | 'l1' | 'serializer'>>
+>
+
 /** The defaults of {@link CacheOptions} that are plain values. */
-export const DEFAULT_CACHE_OPTIONS = {
+export const DEFAULT_CACHE_OPTIONS: CacheDefaults = {
   namespace: 'default',
   prefix: 'ballast:cache',
   ttl: 60_000,
@@ -177,7 +207,7 @@ export const DEFAULT_CACHE_OPTIONS = {
   lock: { lease: 10_000, wait: 10_000 },
   bloom: false,
   maxPendingInvalidations: 10_000,
-} as const
+}
 
 /** Per-write options of `set`, `setMany` and loaders' results. */
 export interface SetOptions {

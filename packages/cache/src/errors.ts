@@ -21,6 +21,7 @@ export class CacheError extends Error {
   readonly code: string
   /** Whether trying the same operation again can succeed. */
   readonly retryable: boolean
+  /** The class name, `'CacheError'`. */
   override name = 'CacheError'
 
   constructor(code: string, message: string, options: CacheErrorOptions = {}) {
@@ -36,6 +37,7 @@ export class CacheError extends Error {
  * given. Thrown at construction, never after work has started.
  */
 export class InvalidArgumentError extends CacheError {
+  /** The class name, `'InvalidArgumentError'`. */
   override name = 'InvalidArgumentError'
 
   constructor(message: string, options: CacheErrorOptions = {}) {
@@ -48,6 +50,7 @@ export class InvalidArgumentError extends CacheError {
  * does not know): nothing was written to L1 or L2.
  */
 export class SerializationError extends CacheError {
+  /** The class name, `'SerializationError'`. */
   override name = 'SerializationError'
 
   constructor(message: string, options: CacheErrorOptions = {}) {
@@ -60,6 +63,7 @@ export class SerializationError extends CacheError {
  * serve instead. The loader is not cancelled: when it finishes, its value is still cached.
  */
 export class LoaderTimeoutError extends CacheError {
+  /** The class name, `'LoaderTimeoutError'`. */
   override name = 'LoaderTimeoutError'
 
   constructor(message: string, options: CacheErrorOptions = {}) {
@@ -73,6 +77,7 @@ export class LoaderTimeoutError extends CacheError {
  * reaches the caller only through events and from {@link CacheError} `cause` chains.
  */
 export class L2UnavailableError extends CacheError {
+  /** The class name, `'L2UnavailableError'`. */
   override name = 'L2UnavailableError'
 
   constructor(message: string, options: CacheErrorOptions = {}) {
@@ -82,6 +87,7 @@ export class L2UnavailableError extends CacheError {
 
 /** The cache was closed: it answers no more calls. */
 export class CacheClosedError extends CacheError {
+  /** The class name, `'CacheClosedError'`. */
   override name = 'CacheClosedError'
 
   constructor(message = 'the cache is closed', options: CacheErrorOptions = {}) {
@@ -91,11 +97,17 @@ export class CacheClosedError extends CacheError {
 
 /** Every error class of `@ballast/cache`, by name. */
 export const errors = {
+  /** {@link CacheError} */
   CacheError,
+  /** {@link InvalidArgumentError} */
   InvalidArgumentError,
+  /** {@link SerializationError} */
   SerializationError,
+  /** {@link LoaderTimeoutError} */
   LoaderTimeoutError,
+  /** {@link L2UnavailableError} */
   L2UnavailableError,
+  /** {@link CacheClosedError} */
   CacheClosedError,
 } as const
 

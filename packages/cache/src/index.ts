@@ -7,10 +7,14 @@ export type {
 } from './cacheEvents.js'
 export type {
   BatchLoader,
+  BloomOptions,
+  CacheDefaults,
   CacheOptions,
   GetOrSetOptions,
+  L2BreakerOptions,
   Loader,
   LoaderContext,
+  LockOptions,
   SetOptions,
 } from './cacheOptions.js'
 export { DEFAULT_CACHE_OPTIONS } from './cacheOptions.js'
