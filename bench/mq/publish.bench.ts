@@ -3,8 +3,17 @@
  * @ballast/mq against raw amqplib (same confirm window), amqp-connection-manager and rascal,
  * all in this one process against the local RabbitMQ, in interleaved rounds.
  *
+ * Fairness: every client publishes the same 256 B Buffer with the same window (1000 unsettled
+ * publishes, one confirm channel). Ours sets persistent, mandatory, a random UUID message id, a
+ * timestamp, contentType and appId by default; the peers run twice: bare (persistent only, their
+ * usual call) and with exactly those properties ("same properties"). rascal runs with its
+ * defaults (persistent, mandatory, a UUID message id) on N/10 messages (it is an order of
+ * magnitude slower; rates are per message).
+ *
  * Run: cd /work/main && source scripts/env.sh && pnpm exec tsx --conditions=@ballast/source bench/mq/publish.bench.ts
+ * Knobs: BENCH_MQ_N (messages per run, 20000), BENCH_MQ_ROUNDS (5), BENCH_MQ_E2E=0 skips end to end.
  */
+import { randomUUID } from 'node:crypto'
 import { createBroker } from '@ballast/mq'
 import { amqpUrl } from '@ballast/testkit'
 import amqpcm from 'amqp-connection-manager'
@@ -12,8 +21,9 @@ import amqp from 'amqplib'
 import rascal from 'rascal'
 import { fmtInt, isSmoke, report } from '../harness.js'
 
-const N = isSmoke() ? 200 : 20_000
-const ROUNDS = isSmoke() ? 1 : 3
+const N = isSmoke() ? 200 : Number(process.env.BENCH_MQ_N ?? 20_000)
+const ROUNDS = isSmoke() ? 1 : Number(process.env.BENCH_MQ_ROUNDS ?? 5)
+const E2E = process.env.BENCH_MQ_E2E !== '0'
 const WINDOW = 1000
 const BODY = Buffer.alloc(256, 'x')
 const url = await amqpUrl()
@@ -46,10 +56,23 @@ async function freshQueue(kind: 'classic' | 'quorum'): Promise<string> {
 
 type Contestant = {
   name: string
-  publish: (queue: string) => Promise<void>
+  publish: (queue: string, n: number) => Promise<void>
   close: () => Promise<void>
   ours?: boolean
+  /** Messages per run (rascal: fewer). */
+  n?: number
 }
+
+/** The properties our broker sets by default. */
+const same = () => ({
+  persistent: true,
+  mandatory: true,
+  messageId: randomUUID(),
+  timestamp: Math.floor(Date.now() / 1000),
+  contentType: 'application/octet-stream',
+  appId: 'bench',
+})
+const bare = () => ({ persistent: true })
 
 // ours
 const broker = createBroker({ urls: url, confirmWindow: WINDOW, maxBuffered: N, name: 'bench' })
@@ -57,42 +80,40 @@ await broker.ready()
 const ours: Contestant = {
   name: '@ballast/mq',
   ours: true,
-  publish: (queue) => windowed(N, WINDOW, () => broker.publish('', queue, BODY)),
+  publish: (queue, n) => windowed(n, WINDOW, () => broker.publish('', queue, BODY)),
   close: () => broker.close(),
 }
 
 // raw amqplib, confirm channel, same window
 const rawConn = await amqp.connect(url)
 const rawChannel = await rawConn.createConfirmChannel()
-const raw: Contestant = {
-  name: 'amqplib (raw, window 1000)',
-  publish: (queue) =>
+const rawWith = (name: string, props: () => amqp.Options.Publish): Contestant => ({
+  name,
+  publish: (queue, n) =>
     windowed(
-      N,
+      n,
       WINDOW,
       () =>
         new Promise<void>((resolve, reject) => {
-          rawChannel.publish('', queue, BODY, { persistent: true }, (err) =>
-            err ? reject(err) : resolve(),
-          )
+          rawChannel.publish('', queue, BODY, props(), (err) => (err ? reject(err) : resolve()))
         }),
     ),
-  close: () => rawConn.close(),
-}
+  close: async () => {},
+})
+const raw = rawWith('amqplib (raw, bare)', bare)
+const rawSame = rawWith('amqplib (raw, same properties)', same)
 
 // amqp-connection-manager
 const acmConn = amqpcm.connect([url])
 const acmChannel = acmConn.createChannel({ json: false })
 await acmChannel.waitForConnect()
-const acm: Contestant = {
-  name: 'amqp-connection-manager',
-  publish: (queue) =>
-    windowed(N, WINDOW, () => acmChannel.publish('', queue, BODY, { persistent: true })),
-  close: async () => {
-    await acmChannel.close()
-    await acmConn.close()
-  },
-}
+const acmWith = (name: string, props: () => amqp.Options.Publish): Contestant => ({
+  name,
+  publish: (queue, n) => windowed(n, WINDOW, () => acmChannel.publish('', queue, BODY, props())),
+  close: async () => {},
+})
+const acm = acmWith('amqp-connection-manager (bare)', bare)
+const acmSame = acmWith('amqp-connection-manager (same properties)', same)
 
 // rascal, defaults (confirm channel, persistent, mandatory)
 const rascalQueues = { classic: `${prefix}.classic`, quorum: `${prefix}.quorum` }
@@ -116,9 +137,10 @@ const rascalBroker = await rascal.BrokerAsPromised.create(
 rascalBroker.on('error', () => {})
 const rascalContestant: Contestant = {
   name: 'rascal (defaults)',
-  publish: (queue) =>
+  n: Math.max(1, Math.floor(N / 10)),
+  publish: (queue, n) =>
     windowed(
-      N,
+      n,
       WINDOW,
       async () =>
         new Promise<void>((resolve, reject) => {
@@ -134,31 +156,54 @@ const rascalContestant: Contestant = {
   close: () => rascalBroker.shutdown(),
 }
 
-const contestants = [ours, raw, acm, rascalContestant]
+const order = [ours, raw, rawSame, acm, acmSame, rascalContestant]
+const contestants = [...order]
+const closeAll = async () => {
+  await broker.close()
+  await rawConn.close()
+  await acmChannel.close()
+  await acmConn.close()
+  await rascalBroker.shutdown()
+}
+// warm up (JIT, channels) without recording
+for (const c of order) await c.publish(await freshQueue('classic'), Math.min(c.n ?? N, 2000))
 const results = new Map<string, number[]>()
+/** Client CPU time (user + system, this process) per message, in µs: robust to a loaded machine. */
+const cpuPerMessage = new Map<string, number[]>()
 for (const kind of ['classic', 'quorum'] as const) {
   for (let round = 0; round < ROUNDS; round++) {
     for (const c of contestants) {
       const queue = await freshQueue(kind)
+      const n = c.n ?? N
+      const cpu0 = process.cpuUsage()
       const t0 = process.hrtime.bigint()
-      await c.publish(queue)
+      await c.publish(queue, n)
       const seconds = Number(process.hrtime.bigint() - t0) / 1e9
+      const cpu = process.cpuUsage(cpu0)
       const key = `${kind}|${c.name}`
-      results.set(key, [...(results.get(key) ?? []), N / seconds])
+      results.set(key, [...(results.get(key) ?? []), n / seconds])
+      cpuPerMessage.set(key, [...(cpuPerMessage.get(key) ?? []), (cpu.user + cpu.system) / n])
     }
+    // rotate the order every round so no client always runs right after another
+    contestants.push(contestants.shift() as Contestant)
   }
 }
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] ?? 0
 const rows: (string | number)[][] = []
 for (const kind of ['classic', 'quorum'] as const) {
-  const base = median(results.get(`${kind}|${ours.name}`) ?? [])
-  for (const c of contestants) {
-    const m = median(results.get(`${kind}|${c.name}`) ?? [])
+  const oursRates = results.get(`${kind}|${ours.name}`) ?? []
+  for (const c of order) {
+    const rates = results.get(`${kind}|${c.name}`) ?? []
+    // the ratio of each round (same load), then their median and range
+    const ratios = rates.map((r, i) => (oursRates[i] ?? 0) / r).sort((a, b) => a - b)
     rows.push([
       kind,
       c.ours ? `**${c.name}**` : c.name,
-      fmtInt(m),
-      c.ours ? '' : `${(base / m).toFixed(2)}x`,
+      fmtInt(median(rates)),
+      median(cpuPerMessage.get(`${kind}|${c.name}`) ?? []).toFixed(1),
+      c.ours
+        ? ''
+        : `${median(ratios).toFixed(2)}x (${(ratios[0] ?? 0).toFixed(2)}-${(ratios.at(-1) ?? 0).toFixed(2)})`,
     ])
   }
 }
@@ -166,15 +211,26 @@ report({
   package: 'mq',
   name: 'publish',
   title: `Confirmed persistent publish, ${N} x 256 B, window ${WINDOW}, median of ${ROUNDS} interleaved rounds`,
-  columns: ['queue', 'client', 'msg/s', 'ours / this'],
+  columns: [
+    'queue',
+    'client',
+    'msg/s (median)',
+    'client CPU µs/msg (median)',
+    'ours / this: median of per-round ratios (range)',
+  ],
   rows,
-  notes: ['ours / this above 1 means ours is faster. Publish only (queue purged before each run).'],
-  data: Object.fromEntries(results),
+  notes: [
+    'ours / this above 1 means ours is faster. Publish only (queue purged before each run); the order of clients rotates every round.',
+  ],
+  data: {
+    rates: Object.fromEntries(results),
+    cpuMicrosPerMessage: Object.fromEntries(cpuPerMessage),
+  },
 })
 
 // end to end: publish and consume together, latency from publish to handler
 const e2eRows: (string | number)[][] = []
-for (const kind of ['classic', 'quorum'] as const) {
+for (const kind of E2E ? (['classic', 'quorum'] as const) : []) {
   for (const who of ['ours', 'raw'] as const) {
     const rates: number[] = []
     let lat: number[] = []
@@ -236,16 +292,17 @@ for (const kind of ['classic', 'quorum'] as const) {
     ])
   }
 }
-report({
-  package: 'mq',
-  name: 'end-to-end',
-  title: `End to end (publish + consume + ack together), ${N} x 256 B, window ${WINDOW}, prefetch 500`,
-  columns: ['queue', 'client', 'msg/s (median)', 'p50 ms', 'p99 ms'],
-  rows: e2eRows,
-  notes: ['Latency is publish call to handler, of the last round.'],
-})
+if (E2E)
+  report({
+    package: 'mq',
+    name: 'end-to-end',
+    title: `End to end (publish + consume + ack together), ${N} x 256 B, window ${WINDOW}, prefetch 500`,
+    columns: ['queue', 'client', 'msg/s (median)', 'p50 ms', 'p99 ms'],
+    rows: e2eRows,
+    notes: ['Latency is publish call to handler, of the last round.'],
+  })
 
-for (const c of contestants) await c.close()
+await closeAll()
 for (const kind of ['classic', 'quorum'])
   await adminChannel.deleteQueue(`${prefix}.${kind}`).catch(() => {})
 await admin.close()

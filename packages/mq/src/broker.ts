@@ -12,9 +12,10 @@ import {
 import { BrokerClosedError, InvalidArgumentError, MqError, UnknownExchangeError } from './errors.js'
 import { declareTopology, ManagedConnection } from './internal/connection.js'
 import { type Duration, positiveInt, toMs } from './internal/duration.js'
-import { encodeMessage } from './internal/encode.js'
+import { type Encoded, encodeMessage, encodePlain } from './internal/encode.js'
 import { Publisher } from './internal/publisher.js'
 import { TypedEmitter } from './internal/typedEmitter.js'
+import { isTypedMessage } from './message.js'
 import { type ResolvedQueue, resolveTopology, type Topology } from './topology.js'
 
 /** Reconnect backoff of {@link BrokerOptions.reconnect}. */
@@ -569,44 +570,81 @@ export class Broker {
    * @throws {@link UnroutableError} when a mandatory message matched no queue.
    * @throws {@link PublishNackedError}, {@link PublishUnconfirmedError} (policy `'fail'`), {@link TopologyConflictError}, {@link BrokerClosedError}.
    */
-  async publish(
+  publish(
     exchange: string,
     routingKey: string,
     message: unknown,
     options: PublishOptions = {},
   ): Promise<void> {
-    if (this.#closing !== undefined) throw new BrokerClosedError()
-    if (typeof exchange !== 'string')
-      throw new InvalidArgumentError(
-        `invalid argument "exchange": expected a string, got ${JSON.stringify(exchange)}`,
+    // not async: the common path (a Buffer, string or object to a known exchange) writes to the
+    // channel in this call, without waiting for a microtask
+    try {
+      if (this.#closing !== undefined) throw new BrokerClosedError()
+      if (typeof exchange !== 'string')
+        throw new InvalidArgumentError(
+          `invalid argument "exchange": expected a string, got ${JSON.stringify(exchange)}`,
+        )
+      if (
+        typeof routingKey !== 'string' ||
+        (routingKey.length > 85 && Buffer.byteLength(routingKey) > 255)
+      ) {
+        throw new InvalidArgumentError(
+          `invalid argument "routingKey": expected a string of at most 255 bytes, got ${JSON.stringify(routingKey)}`,
+        )
+      }
+      if (isTypedMessage(message) || !this.#knownExchanges.has(exchange)) {
+        return this.#publishSlow(exchange, routingKey, message, options)
+      }
+      const encoded = encodePlain(
+        message,
+        this.#settings.maxMessageBytes,
+        options.type,
+        options.headers,
       )
-    if (typeof routingKey !== 'string' || Buffer.byteLength(routingKey) > 255) {
-      throw new InvalidArgumentError(
-        `invalid argument "routingKey": expected a string of at most 255 bytes, got ${JSON.stringify(routingKey)}`,
-      )
+      return this.#send(exchange, routingKey, encoded, options)
+    } catch (error) {
+      return Promise.reject(error)
     }
-    const { content, contentType, type, headers } = await encodeMessage(
+  }
+
+  /** Typed messages (async schema) and exchanges outside the topology (checked once). */
+  async #publishSlow(
+    exchange: string,
+    routingKey: string,
+    message: unknown,
+    options: PublishOptions,
+  ): Promise<void> {
+    const encoded = await encodeMessage(
       message,
       this.#settings.maxMessageBytes,
       options.type,
       options.headers,
     )
     if (!this.#knownExchanges.has(exchange)) await this.#checkExchange(exchange)
+    return this.#send(exchange, routingKey, encoded, options)
+  }
+
+  #send(
+    exchange: string,
+    routingKey: string,
+    encoded: Encoded,
+    options: PublishOptions,
+  ): Promise<void> {
     const publishOptions: Options.Publish = {
       persistent: options.persistent ?? true,
       mandatory: options.mandatory ?? this.#settings.mandatory,
       messageId: options.messageId ?? randomUUID(),
       timestamp: Math.floor(Date.now() / 1000),
-      contentType,
+      contentType: encoded.contentType,
       appId: this.#settings.name,
     }
-    if (headers !== undefined) publishOptions.headers = headers
-    if (type !== undefined) publishOptions.type = type
+    if (encoded.headers !== undefined) publishOptions.headers = encoded.headers
+    if (encoded.type !== undefined) publishOptions.type = encoded.type
     if (options.expiration !== undefined)
       publishOptions.expiration = String(toMs('expiration', options.expiration))
     if (options.priority !== undefined) publishOptions.priority = options.priority
     if (options.correlationId !== undefined) publishOptions.correlationId = options.correlationId
-    return this.#publisher.send({ exchange, routingKey, content, options: publishOptions })
+    return this.#publisher.send(exchange, routingKey, encoded.content, publishOptions)
   }
 
   /** The largest body `publish` accepts (for the outbox, which encodes ahead of time). @internal */
@@ -625,17 +663,12 @@ export class Broker {
     options: Options.Publish,
   ): Promise<void> {
     if (this.#closing !== undefined) return Promise.reject(new BrokerClosedError())
-    return this.#publisher.send({
-      exchange,
-      routingKey,
-      content,
-      options: {
-        persistent: true,
-        mandatory: this.#settings.mandatory,
-        timestamp: Math.floor(Date.now() / 1000),
-        appId: this.#settings.name,
-        ...options,
-      },
+    return this.#publisher.send(exchange, routingKey, content, {
+      persistent: true,
+      mandatory: this.#settings.mandatory,
+      timestamp: Math.floor(Date.now() / 1000),
+      appId: this.#settings.name,
+      ...options,
     })
   }
 
@@ -780,10 +813,7 @@ export class Broker {
     if (p.timestamp !== undefined) options.timestamp = p.timestamp
     if (p.appId !== undefined) options.appId = p.appId
     if (p.priority !== undefined) options.priority = p.priority
-    return this.#publisher.send(
-      { exchange: '', routingKey, content: message.content, options },
-      true,
-    )
+    return this.#publisher.send('', routingKey, message.content, options, true)
   }
 
   /** Counters and gauges of publishing and consuming. */

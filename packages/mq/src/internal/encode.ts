@@ -19,16 +19,33 @@ export async function encodeMessage(
   type: string | undefined,
   headers: Record<string, unknown> | undefined,
 ): Promise<Encoded> {
-  let content: Buffer
-  let contentType: string
   if (isTypedMessage(message)) {
     const typed = message as TypedMessage<unknown>
     const body = await typed.definition.parse(typed.body)
-    content = Buffer.from(JSON.stringify(body))
-    contentType = 'application/json'
-    type = typed.definition.type
-    headers = { ...headers, 'x-message-version': typed.definition.version }
-  } else if (Buffer.isBuffer(message)) {
+    return check(
+      Buffer.from(JSON.stringify(body)),
+      'application/json',
+      maxBytes,
+      typed.definition.type,
+      { ...headers, 'x-message-version': typed.definition.version },
+    )
+  }
+  return encodePlain(message, maxBytes, type, headers)
+}
+
+/**
+ * Encodes a message that is not typed (see {@link isTypedMessage}), synchronously: Buffers as
+ * they are, strings as text, anything else as JSON.
+ */
+export function encodePlain(
+  message: unknown,
+  maxBytes: number,
+  type: string | undefined,
+  headers: Record<string, unknown> | undefined,
+): Encoded {
+  let content: Buffer
+  let contentType: string
+  if (Buffer.isBuffer(message)) {
     content = message
     contentType = 'application/octet-stream'
   } else if (typeof message === 'string') {
@@ -52,6 +69,16 @@ export async function encodeMessage(
     content = Buffer.from(json)
     contentType = 'application/json'
   }
+  return check(content, contentType, maxBytes, type, headers)
+}
+
+function check(
+  content: Buffer,
+  contentType: string,
+  maxBytes: number,
+  type: string | undefined,
+  headers: Record<string, unknown> | undefined,
+): Encoded {
   if (content.length > maxBytes) throw new MessageTooLargeError(content.length, maxBytes)
   if (headers !== undefined) {
     let size = 0

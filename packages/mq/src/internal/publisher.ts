@@ -41,9 +41,14 @@ export interface PublisherCounters {
 
 interface ChannelState {
   channel: ConfirmChannel
+  /** The pool it was borrowed from. */
+  pool: Pool<ChannelState>
   returned: Map<string, string>
   closed: boolean
-  draining: Promise<void> | undefined
+  /** amqplib's write buffer is full: wait for 'drain'. */
+  draining: boolean
+  /** Handed back to (or destroyed in) its pool already. */
+  returnedToPool: boolean
 }
 
 /** A FIFO with O(1) shift. */
@@ -78,6 +83,10 @@ class Fifo<T> {
  * Confirmed publishing over a pool of confirm channels (generic-pool) on the publisher
  * connection: a bounded window of unconfirmed messages, a bounded buffer in front of it, and
  * messages left unconfirmed by a disconnect resent (or failed) by policy.
+ *
+ * The channels are borrowed from the pool once per connection and kept (the pool creates,
+ * validates and replaces them); a message is written synchronously in `send` when nothing waits
+ * before it and the window has room, and each confirm writes the next waiting message.
  */
 export class Publisher {
   readonly #settings: PublisherSettings
@@ -93,7 +102,11 @@ export class Publisher {
   #resend = new Fifo<Outgoing>()
   #inFlight = 0
   #pool: Pool<ChannelState> | undefined
-  #pumping = false
+  /** Channels borrowed from the current pool. */
+  #channels: ChannelState[] = []
+  #next = 0
+  #acquiring = 0
+  #refill: NodeJS.Timeout | undefined
   #closed = false
   #failure: Error | undefined
   #idle: Array<() => void> = []
@@ -113,7 +126,10 @@ export class Publisher {
 
   /** Accepts a message; the promise settles when the broker confirmed it (or it failed). */
   send(
-    message: Omit<Outgoing, 'resolve' | 'reject' | 'resends'>,
+    exchange: string,
+    routingKey: string,
+    content: Buffer,
+    options: Options.Publish,
     bypassLimit = false,
   ): Promise<void> {
     if (this.#failure !== undefined) return Promise.reject(this.#failure)
@@ -126,9 +142,29 @@ export class Publisher {
       )
     }
     return new Promise<void>((resolve, reject) => {
-      this.#queue.push({ ...message, resolve, reject, resends: 0 })
+      const message: Outgoing = {
+        exchange,
+        routingKey,
+        content,
+        options,
+        resolve,
+        reject,
+        resends: 0,
+      }
       this.counters.published++
-      this.#pump()
+      if (
+        this.#queue.length === 0 &&
+        this.#resend.length === 0 &&
+        this.#inFlight < this.#settings.confirmWindow
+      ) {
+        const state = this.#channel()
+        if (state !== undefined) {
+          if (!this.#write(state, message)) this.#flush()
+          return
+        }
+      }
+      this.#queue.push(message)
+      this.#flush()
     })
   }
 
@@ -156,11 +192,12 @@ export class Publisher {
   /** A new publisher connection: a fresh channel pool, then whatever waits is sent. */
   attach(connection: ChannelModel): void {
     const old = this.#pool
+    if (old !== undefined) void this.#retire(old)
     let alive = true
     connection.once('close', () => {
       alive = false
     })
-    this.#pool = genericPool.createPool<ChannelState>(
+    const pool: Pool<ChannelState> = genericPool.createPool<ChannelState>(
       {
         create: async () => {
           // generic-pool retries a failed create at once for a waiting acquire: on a dead
@@ -175,13 +212,20 @@ export class Publisher {
           }
           const state: ChannelState = {
             channel,
+            pool,
             returned: new Map(),
             closed: false,
-            draining: undefined,
+            draining: false,
+            returnedToPool: false,
           }
           channel.on('error', () => {})
           channel.on('close', () => {
             state.closed = true
+            this.#lost(state)
+          })
+          channel.on('drain', () => {
+            state.draining = false
+            this.#flush()
           })
           channel.on('return', (message: Message) => {
             const id = message.properties.messageId as string | undefined
@@ -200,15 +244,40 @@ export class Publisher {
       },
       { max: this.#settings.channels, min: 0, testOnBorrow: true, acquireTimeoutMillis: 5000 },
     )
-    if (old !== undefined) void this.#dispose(old)
-    this.#pump()
+    this.#pool = pool
+    this.#fill()
   }
 
   /** The publisher connection is gone: channels close, amqplib fails their unconfirmed messages. */
   detach(): void {
     const old = this.#pool
+    if (old !== undefined) void this.#retire(old)
+  }
+
+  /** Stops using a pool: its channels go back (or are destroyed), then it is drained. */
+  #retire(pool: Pool<ChannelState>): Promise<void> {
+    if (this.#pool !== pool) return Promise.resolve()
     this.#pool = undefined
-    if (old !== undefined) void this.#dispose(old)
+    this.#acquiring = 0 // borrows still pending on the old pool are given back when they land
+    const channels = this.#channels
+    this.#channels = []
+    for (const state of channels) this.#giveBack(state)
+    return this.#dispose(pool)
+  }
+
+  #giveBack(state: ChannelState): void {
+    if (state.returnedToPool) return
+    state.returnedToPool = true
+    const done = state.closed ? state.pool.destroy(state) : state.pool.release(state)
+    done.catch(() => {})
+  }
+
+  /** A borrowed channel closed (connection lost, or a channel error): replace it. */
+  #lost(state: ChannelState): void {
+    const i = this.#channels.indexOf(state)
+    if (i !== -1) this.#channels.splice(i, 1)
+    this.#giveBack(state)
+    if (state.pool === this.#pool) this.#fill()
   }
 
   async #dispose(pool: Pool<ChannelState>): Promise<void> {
@@ -217,6 +286,43 @@ export class Publisher {
       await pool.clear()
     } catch {
       // the channels are dead already
+    }
+  }
+
+  /** Borrows channels from the current pool until `channels` are held. */
+  #fill(): void {
+    const pool = this.#pool
+    if (pool === undefined || this.#closed) return
+    while (this.#channels.length + this.#acquiring < this.#settings.channels) {
+      this.#acquiring++
+      pool.acquire().then(
+        (state) => {
+          if (this.#pool !== pool) {
+            this.#giveBack(state)
+            return
+          }
+          this.#acquiring--
+          if (this.#closed || state.closed) {
+            this.#giveBack(state)
+            this.#fill()
+            return
+          }
+          this.#channels.push(state)
+          this.#flush()
+        },
+        () => {
+          // the connection went away (attach() starts again) or is slow: try again shortly
+          if (this.#pool !== pool) return
+          this.#acquiring--
+          if (this.#refill === undefined) {
+            this.#refill = setTimeout(() => {
+              this.#refill = undefined
+              this.#fill()
+            }, 100)
+            this.#refill.unref()
+          }
+        },
+      )
     }
   }
 
@@ -232,59 +338,41 @@ export class Publisher {
 
   async close(): Promise<void> {
     this.#closed = true
+    if (this.#refill !== undefined) clearTimeout(this.#refill)
     const pool = this.#pool
-    this.#pool = undefined
-    if (pool !== undefined) await this.#dispose(pool)
+    if (pool !== undefined) await this.#retire(pool)
     this.fail(new BrokerClosedError())
   }
 
-  #next(): Outgoing | undefined {
-    return this.#resend.length > 0 ? this.#resend.shift() : this.#queue.shift()
-  }
-
-  #pump(): void {
-    if (this.#pumping || this.#pool === undefined) return
-    if (this.buffered === 0 || this.#inFlight >= this.#settings.confirmWindow) return
-    this.#pumping = true
-    void this.#drain().finally(() => {
-      this.#pumping = false
-      if (
-        this.#pool !== undefined &&
-        this.buffered > 0 &&
-        this.#inFlight < this.#settings.confirmWindow
-      ) {
-        setImmediate(() => this.#pump())
-      }
-    })
-  }
-
-  async #drain(): Promise<void> {
-    while (this.buffered > 0 && this.#inFlight < this.#settings.confirmWindow) {
-      const pool = this.#pool
-      if (pool === undefined) return
-      let state: ChannelState
-      try {
-        state = await pool.acquire()
-      } catch {
-        return // the connection went away; attach() pumps again
-      }
-      try {
-        while (
-          this.buffered > 0 &&
-          this.#inFlight < this.#settings.confirmWindow &&
-          !state.closed &&
-          this.#pool === pool
-        ) {
-          const message = this.#next() as Outgoing
-          if (!this.#write(state, message)) break
-        }
-      } finally {
-        if (state.closed) await pool.destroy(state).catch(() => {})
-        else await pool.release(state).catch(() => {})
-      }
-      if (state.draining !== undefined) await state.draining
-      this.#checkWaiters()
+  /** A held channel that takes writes now (round robin), if any. */
+  #channel(): ChannelState | undefined {
+    const channels = this.#channels
+    const n = channels.length
+    if (n === 1) {
+      const only = channels[0] as ChannelState
+      return only.draining || only.closed ? undefined : only
     }
+    for (let k = 0; k < n; k++) {
+      const state = channels[(this.#next + k) % n] as ChannelState
+      if (!state.draining && !state.closed) {
+        this.#next = (this.#next + k + 1) % n
+        return state
+      }
+    }
+    return undefined
+  }
+
+  /** Writes waiting messages while the window has room and a channel takes them. */
+  #flush(): void {
+    while (this.buffered > 0 && this.#inFlight < this.#settings.confirmWindow) {
+      const state = this.#channel()
+      if (state === undefined) break
+      const message = (
+        this.#resend.length > 0 ? this.#resend.shift() : this.#queue.shift()
+      ) as Outgoing
+      this.#write(state, message)
+    }
+    this.#checkWaiters()
   }
 
   /** Writes one message; false when the channel wants a pause (its buffer is full) or is gone. */
@@ -298,34 +386,24 @@ export class Publisher {
         message.options,
         (error: unknown) => this.#settle(state, message, error),
       )
-      if (!more && state.draining === undefined) {
-        state.draining = new Promise<void>((resolve) => {
-          const done = () => {
-            state.draining = undefined
-            state.channel.off('drain', done)
-            state.channel.off('close', done)
-            resolve()
-          }
-          state.channel.once('drain', done)
-          state.channel.once('close', done)
-        })
-        return false
-      }
-      return true
+      if (!more) state.draining = true
+      return more
     } catch {
       // the channel closed under us: nothing was written, so the message goes first next time
       this.#inFlight--
       state.closed = true
       this.#resend.push(message)
+      this.#lost(state)
       return false
     }
   }
 
   #settle(state: ChannelState, message: Outgoing, error: unknown): void {
     this.#inFlight--
-    const id = message.options.messageId
     if (error === null || error === undefined) {
-      const replyText = id === undefined ? undefined : state.returned.get(id)
+      const id = message.options.messageId
+      const replyText =
+        id === undefined || state.returned.size === 0 ? undefined : state.returned.get(id)
       if (replyText !== undefined) {
         state.returned.delete(id as string)
         this.counters.returned++
@@ -339,26 +417,31 @@ export class Publisher {
       message.reject(
         new PublishNackedError('the broker refused the message (basic.nack)', { cause: error }),
       )
-    } else if (
-      this.#settings.unconfirmedPolicy === 'resend' &&
-      message.resends < this.#settings.maxResends &&
-      this.#failure === undefined &&
-      !this.#closed
-    ) {
-      message.resends++
-      this.counters.resent++
-      this.#resend.push(message)
     } else {
-      this.counters.failed++
-      message.reject(
-        this.#failure ??
-          new PublishUnconfirmedError(
-            'the channel closed before the broker confirmed the message; it may or may not have been stored',
-            { cause: error },
-          ),
-      )
+      // amqplib fails the unconfirmed messages of a closing channel before it emits 'close':
+      // take the channel out of rotation now so nothing more is written to it
+      state.closed = true
+      if (
+        this.#settings.unconfirmedPolicy === 'resend' &&
+        message.resends < this.#settings.maxResends &&
+        this.#failure === undefined &&
+        !this.#closed
+      ) {
+        message.resends++
+        this.counters.resent++
+        this.#resend.push(message)
+      } else {
+        this.counters.failed++
+        message.reject(
+          this.#failure ??
+            new PublishUnconfirmedError(
+              'the channel closed before the broker confirmed the message; it may or may not have been stored',
+              { cause: error },
+            ),
+        )
+      }
     }
-    if (this.#pool !== undefined && !this.#pumping) this.#pump()
-    this.#checkWaiters()
+    if (this.buffered > 0) this.#flush()
+    else this.#checkWaiters()
   }
 }
