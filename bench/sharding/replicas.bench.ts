@@ -1,14 +1,14 @@
 /**
  * A read-your-writes replica read costs one round trip (the GTID wait rides with the read),
- * counted on the wire and with the replica's own counters, against the usual two-step wait;
- * and all() with ORDER BY … LIMIT over 4 shards against the slowest shard alone.
+ * counted on the wire and with the replica's own counters, against the usual two-step wait.
+ * (all() against the slowest shard alone: scatter.bench.ts.)
  * Run: pnpm exec tsx --conditions=@ballast/source bench/sharding/replicas.bench.ts
  */
 import { connect, createServer, type Socket } from 'node:net'
 import { createShardRouter } from '@ballast/sharding'
 import mysql from 'mysql2/promise'
 import { fmt, isSmoke, report, sampleLatency } from '../harness.js'
-import { benchDatabase, MYSQL_URL, PRIMARY_URL, REPLICA_URL, run, withDatabase } from './servers.js'
+import { benchDatabase, PRIMARY_URL, REPLICA_URL, run, withDatabase } from './servers.js'
 
 /** A TCP proxy that counts the requests clients send (each is one round trip). */
 async function countingProxy(target: URL) {
@@ -159,80 +159,4 @@ try {
 } finally {
   await proxy.close()
   await pairDb.drop()
-}
-
-// ---------- all() over 4 shards vs the slowest shard alone ----------
-const ROWS = isSmoke() ? 200 : 20_000
-const dbs = [
-  await benchDatabase(PRIMARY_URL, 'sg0'),
-  await benchDatabase(PRIMARY_URL, 'sg1'),
-  await benchDatabase(MYSQL_URL, 'sg2'),
-  await benchDatabase(MYSQL_URL, 'sg3'),
-]
-try {
-  for (const [i, db] of dbs.entries()) {
-    await run(
-      db.url,
-      'CREATE TABLE orders (id BIGINT PRIMARY KEY, user_id VARCHAR(64), total DECIMAL(10,2), created_at BIGINT)',
-    )
-    await run(
-      db.url,
-      `INSERT INTO orders SELECT seq * 4 + ${i}, CONCAT('u', seq % 500), (seq * 7919 % 10000) / 100, seq * 2654435761 % 1000003 FROM seq_1_to_${ROWS}`,
-    )
-  }
-  const SQL = 'SELECT id, user_id, total, created_at FROM orders ORDER BY created_at DESC, id DESC'
-  const router = createShardRouter({
-    shards: dbs.map((db, i) => ({ id: `s${i}`, primary: db.url })),
-    healthCheckIntervalMs: 0,
-    connectionLimit: 2,
-  })
-  const pools = dbs.map((db) => mysql.createPool({ uri: db.url, connectionLimit: 2 }))
-  const ITER = isSmoke() ? 5 : 300
-  const merge = {
-    orderBy: [
-      { column: 'created_at', direction: 'desc' as const },
-      { column: 'id', direction: 'desc' as const },
-    ],
-    limit: 50,
-  }
-  const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!
-  const allP50: number[] = []
-  const shardP50: number[][] = dbs.map(() => [])
-  for (let round = 0; round < (isSmoke() ? 1 : 3); round++) {
-    allP50.push((await sampleLatency(() => router.all(SQL, [], merge), { iterations: ITER })).p50)
-    for (const [i, pool] of pools.entries()) {
-      shardP50[i]!.push(
-        (await sampleLatency(() => pool.query(`${SQL} LIMIT 50`), { iterations: ITER })).p50,
-      )
-    }
-  }
-  const singles = shardP50.map(median)
-  const slowest = Math.max(...singles)
-  const ours = median(allP50)
-  report({
-    package: 'sharding',
-    name: 'scatter-gather',
-    title: `all() ORDER BY … LIMIT 50 over 4 shards (${ROWS} rows each, sort without index) vs each shard alone`,
-    columns: ['case', 'p50 µs', 'ratio to slowest shard'],
-    rows: [
-      [
-        '**router.all(…, { orderBy, limit: 50 }) over 4 shards**',
-        fmt(ours),
-        `${(ours / slowest).toFixed(2)}x`,
-      ],
-      ...singles.map((p, i) => [
-        `shard s${i} alone (mysql2, LIMIT 50)`,
-        fmt(p),
-        `${(p / slowest).toFixed(2)}x`,
-      ]),
-    ],
-    notes: [
-      'Median p50 of 3 rounds. Shards s0, s1 are databases on the 3307 server, s2, s3 on the 3306 server; both servers share the 2 cores with the client, so the 4 sorts compete for CPU. Goal: at most 1.3x the slowest shard.',
-    ],
-    data: { ours: allP50, singles: shardP50 },
-  })
-  await router.close()
-  await Promise.all(pools.map((p) => p.end()))
-} finally {
-  await Promise.all(dbs.map((d) => d.drop()))
 }

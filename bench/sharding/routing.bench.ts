@@ -20,64 +20,103 @@ try {
     'INSERT INTO orders SELECT seq, CONCAT("u", seq % 100), seq / 7 FROM seq_1_to_1000',
   )
 
-  const raw = mysql.createPool({ uri: db.url, connectionLimit: 4 })
+  // Both sides use the same mysql2 callback pool with the same options, sized so that no call
+  // waits for a connection at the highest concurrency measured.
+  const POOL = { connectionLimit: 16, connectTimeout: 3000 }
+  const raw = mysql.createPool({ uri: db.url, ...POOL })
   const rawQuery = (sql: string, values: unknown[]) =>
     new Promise<unknown>((resolve, reject) =>
       raw.query(sql, values, (e, r) => (e ? reject(e) : resolve(r))),
     )
-  const rawPromise = raw.promise()
+  // What the router does on a connection: take one, run the statement, release it.
+  const rawConnection = (sql: string, values: unknown[]) =>
+    new Promise<unknown>((resolve, reject) =>
+      raw.getConnection((e, c) => {
+        if (e) return reject(e)
+        c.query({ sql, values }, (err, r) => {
+          c.release()
+          if (err) reject(err)
+          else resolve(r)
+        })
+      }),
+    )
   // Four shards that all point at the same database: every statement pays the full routing
-  // cost (slot, ring table, classifier, async context, balancer-free primary path, timeout).
+  // cost (slot, ring table, classifier, async context, breaker check, timeout, stats).
   const router = createShardRouter({
     shards: ['a', 'b', 'c', 'd'].map((id) => ({ id, primary: db.url })),
-    connectionLimit: 4,
+    connectionLimit: POOL.connectionLimit,
+    connectTimeoutMs: POOL.connectTimeout,
     healthCheckIntervalMs: 0,
   })
   const SQL = 'SELECT id, total FROM orders WHERE user_id = ?'
-  const N = isSmoke() ? 20 : 20_000
+  const N = isSmoke() ? 20 : 4000
+  const ROUNDS = isSmoke() ? 1 : 9
+  const cases = [
+    ['mysql2 pool.query (callback)', (i: number) => rawQuery(SQL, [`u${i % 100}`])],
+    [
+      'mysql2 pool.getConnection + query + release',
+      (i: number) => rawConnection(SQL, [`u${i % 100}`]),
+    ],
+    [
+      '**@ballast/sharding router.query**',
+      (i: number) => router.query(`u${i % 100}`, SQL, [`u${i % 100}`]),
+    ],
+  ] as const
+  const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!
   const rows: (string | number)[][] = []
   const data: Record<string, unknown> = {}
-  for (const concurrency of [1, 8]) {
-    // Interleave rounds so drift on the shared machine hits both alike; keep the median.
-    const rounds: Record<string, number[]> = { raw: [], rawPromise: [], router: [] }
-    const p50s: Record<string, number[]> = { raw: [], rawPromise: [], router: [] }
-    for (let round = 0; round < (isSmoke() ? 1 : 3); round++) {
-      for (const [name, fn] of [
-        ['raw', (i: number) => rawQuery(SQL, [`u${i % 100}`])],
-        ['rawPromise', (i: number) => rawPromise.query(SQL, [`u${i % 100}`])],
-        ['router', (i: number) => router.query(`u${i % 100}`, SQL, [`u${i % 100}`])],
-      ] as const) {
-        const s = await sampleLatency(fn, { iterations: N, concurrency })
-        rounds[name]!.push(s.mean)
-        p50s[name]!.push(s.p50)
+  for (const concurrency of [1, 16]) {
+    const p50: number[][] = cases.map(() => [])
+    const mean: number[][] = cases.map(() => [])
+    const cpu: number[][] = cases.map(() => [])
+    // Many short rounds, interleaved and in alternating order, so drift on the shared machine
+    // hits every case alike; each figure is the median over rounds.
+    for (let round = 0; round < ROUNDS; round++) {
+      const order = cases.map((_, i) => i)
+      if (round % 2 === 1) order.reverse()
+      for (const i of order) {
+        const before = process.cpuUsage()
+        const s = await sampleLatency(cases[i]![1], { iterations: N, concurrency })
+        const used = process.cpuUsage(before)
+        p50[i]!.push(s.p50)
+        mean[i]!.push(s.mean)
+        // Client CPU per call (warmup calls included in both numerator and denominator).
+        cpu[i]!.push((used.user + used.system) / (s.iterations + Math.floor(s.iterations / 10)))
       }
     }
-    const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!
-    const base = median(rounds.raw!)
-    for (const name of ['raw', 'rawPromise', 'router']) {
-      const mean = median(rounds[name]!)
+    cases.forEach(([name], i) => {
       rows.push([
-        name === 'router'
-          ? '**@ballast/sharding router.query**'
-          : name === 'raw'
-            ? 'mysql2 pool.query (callback)'
-            : 'mysql2 pool.query (promise)',
+        name,
         concurrency,
-        fmt(median(p50s[name]!)),
-        fmt(mean),
-        fmtPct(mean / base - 1),
+        fmt(median(p50[i]!)),
+        fmtPct(median(p50[i]!) / median(p50[0]!) - 1),
+        fmt(median(mean[i]!)),
+        fmtPct(median(mean[i]!) / median(mean[0]!) - 1),
+        median(cpu[i]!).toFixed(1),
+        fmtPct(median(cpu[i]!) / median(cpu[0]!) - 1),
       ])
-    }
-    data[`c${concurrency}`] = rounds
+    })
+    data[`c${concurrency}`] = { cases: cases.map(([n]) => n), p50, mean, cpu }
   }
   report({
     package: 'sharding',
     name: 'routing-overhead',
-    title:
-      'Routing overhead against raw mysql2 (SELECT by indexed key, loopback MariaDB, median of 3 rounds)',
-    columns: ['case', 'concurrency', 'p50 µs', 'mean µs', 'vs callback pool'],
+    title: `Routing overhead against raw mysql2 (SELECT by indexed key, loopback MariaDB, median of ${ROUNDS} interleaved rounds)`,
+    columns: [
+      'case',
+      'concurrency',
+      'p50 µs',
+      'vs pool.query',
+      'mean µs',
+      'vs pool.query',
+      'client CPU µs/call',
+      'vs pool.query',
+    ],
     rows,
-    notes: [`${N} queries per round; goal: router within 5% of the raw pool.`],
+    notes: [
+      `${N} queries per round and case; same mysql2 callback pool type and options on every side (connectionLimit ${POOL.connectionLimit}, connectTimeout ${POOL.connectTimeout}). Goal: router within 5% of the raw pool.`,
+      'Client CPU is process.cpuUsage() over the round: the work this process did per call, which scheduling delays on a loaded machine do not inflate.',
+    ],
     data,
   })
   await router.close()
