@@ -12,7 +12,7 @@
  */
 import { type ChildProcess, execFileSync, fork, spawn } from 'node:child_process'
 import { once } from 'node:events'
-import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { Agent, request as httpRequest } from 'node:http'
 import { createServer, connect as netConnect } from 'node:net'
 import { tmpdir } from 'node:os'
@@ -33,7 +33,33 @@ const contestantsFile = fileURLToPath(new URL('./proxyContestants.ts', import.me
 interface Running {
   port: number
   ports: number[]
+  /** The server's process (its children count too: nginx's worker). */
+  pid: number
   stop(): Promise<void>
+}
+
+const CLK_TCK = 100
+
+/** CPU time (user + system) in µs of a process and its direct children, from /proc. */
+function cpuMicros(pid: number): number {
+  const one = (p: number) => {
+    try {
+      const stat = readFileSync(`/proc/${p}/stat`, 'utf8')
+      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+      return ((Number(fields[11]) + Number(fields[12])) * 1e6) / CLK_TCK
+    } catch {
+      return 0
+    }
+  }
+  let total = one(pid)
+  try {
+    for (const child of readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8')
+      .trim()
+      .split(/\s+/)) {
+      if (child !== '') total += one(Number(child))
+    }
+  } catch {}
+  return total
 }
 
 async function startChild(serve: string, targets: string[] = []): Promise<Running> {
@@ -51,6 +77,7 @@ async function startChild(serve: string, targets: string[] = []): Promise<Runnin
   return {
     port,
     ports,
+    pid: child.pid!,
     stop: async () => {
       const exited = once(child, 'exit')
       child.send('stop')
@@ -137,6 +164,7 @@ ${backendPorts.map((p) => `    server 127.0.0.1:${p};`).join('\n')}
   return {
     port,
     ports: [port],
+    pid: child.pid!,
     stop: async () => {
       const exited = once(child, 'exit')
       child.kill('SIGTERM')
@@ -149,6 +177,7 @@ ${backendPorts.map((p) => `    server 127.0.0.1:${p};`).join('\n')}
 interface Row {
   name: string
   rps: number
+  cpuUsPerRequest: number
   p50: number
   p99: number
   addedP50us: number
@@ -172,17 +201,12 @@ async function probe(port: number) {
   return stats
 }
 
-async function load(port: number) {
-  await autocannon({
-    url: `http://127.0.0.1:${port}/`,
-    connections: CONNECTIONS,
-    duration: SMOKE ? 1 : 2,
-  })
-  return autocannon({
-    url: `http://127.0.0.1:${port}/`,
-    connections: CONNECTIONS,
-    duration: SECONDS,
-  })
+async function load(port: number, pid: number) {
+  const url = `http://127.0.0.1:${port}/`
+  await autocannon({ url, connections: CONNECTIONS, duration: SMOKE ? 1 : 2 })
+  const before = cpuMicros(pid)
+  const result = await autocannon({ url, connections: CONNECTIONS, duration: SECONDS })
+  return { result, cpuUsPerRequest: (cpuMicros(pid) - before) / Math.max(1, result.requests.total) }
 }
 
 const backends = await startChild('backends')
@@ -204,6 +228,7 @@ else
 
 interface Sample {
   rps: number
+  cpuUsPerRequest: number
   p50: number
   p99: number
   probeP50: number
@@ -218,8 +243,9 @@ try {
       const running = await c.start()
       try {
         const latency = await probe(running.port)
-        const result = await load(running.port)
+        const { result, cpuUsPerRequest } = await load(running.port, running.pid)
         samples.get(c.name)!.push({
+          cpuUsPerRequest,
           rps: result.requests.average,
           p50: result.latency.p50,
           p99: result.latency.p99,
@@ -243,6 +269,7 @@ const rows: Row[] = contestants.map((c) => {
   return {
     name: c.name,
     rps: median(s.map((x) => x.rps)),
+    cpuUsPerRequest: median(s.map((x) => x.cpuUsPerRequest)),
     p50: median(s.map((x) => x.p50)),
     p99: median(s.map((x) => x.p99)),
     addedP50us:
@@ -265,9 +292,12 @@ report({
   title: `Reverse proxy on loopback, 2 backends, autocannon ${CONNECTIONS} connections × ${SECONDS} s, median of ${ROUNDS} interleaved rounds`,
   columns: [
     'proxy',
-    'req/s',
-    'x nginx',
-    'x ours',
+    'CPU µs / request',
+    'req per CPU-s',
+    'x nginx (per CPU-s)',
+    'x ours (per CPU-s)',
+    'req/s (wall)',
+    'x nginx (wall)',
     'p50 ms (load)',
     'p99 ms (load)',
     'added p50 µs (1 at a time)',
@@ -276,9 +306,14 @@ report({
   ],
   rows: rows.map((r) => [
     r.name === ours.name ? `**${r.name}**` : r.name,
+    r.name === DIRECT ? '' : fmt(r.cpuUsPerRequest),
+    r.name === DIRECT ? '' : fmtInt(1e6 / r.cpuUsPerRequest),
+    r.name === DIRECT || nginxRow === undefined
+      ? ''
+      : `${(nginxRow.cpuUsPerRequest / r.cpuUsPerRequest).toFixed(2)}x`,
+    r.name === DIRECT ? '' : `${(ours.cpuUsPerRequest / r.cpuUsPerRequest).toFixed(2)}x`,
     fmtInt(r.rps),
     nginxRow === undefined ? 'n/a' : `${(r.rps / nginxRow.rps).toFixed(2)}x`,
-    `${(r.rps / ours.rps).toFixed(2)}x`,
     fmt(r.p50),
     fmt(r.p99),
     r.addedP50us === 0 && r.addedP99us === 0 ? '' : fmt(r.addedP50us),
@@ -287,6 +322,7 @@ report({
   ]),
   notes: [
     ...notes,
+    'CPU µs / request is the proxy process’s own user+system time (nginx: master and worker) over the load run divided by the requests served, read from /proc: it does not depend on how busy the shared cores are, unlike req/s, which other processes on this 2-core machine disturb. "req per CPU-s" is what one core would serve.',
     'Each proxy and the backends run in their own processes on the same 2 shared cores as autocannon; figures are medians of interleaved rounds. "Added" latency: median/p99 of one request at a time through the proxy minus the same directly to a backend.',
     'Ours runs with its defaults (peak-EWMA, X-Forwarded-*, retries, outlier detection); http-proxy alternates targets with a keep-alive agent; reply-from balances with undici BalancedPool; @fastify/http-proxy alternates with getUpstream.',
   ],

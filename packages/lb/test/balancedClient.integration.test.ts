@@ -5,6 +5,7 @@ import {
   InvalidArgumentError,
   isLbError,
   NoEndpointAvailableError,
+  UpstreamError,
   UpstreamTimeoutError,
 } from '../src/index.js'
 import { type Backend, startBackends } from './fixtures/backend.js'
@@ -185,6 +186,21 @@ describe('createBalancedClient', () => {
     expect(first.statusCode).toBe(503)
     await first.body.dump()
     expect(strict.stats().retriesRefused).toBe(1)
+  })
+
+  it('retries only idempotent requests after the request was sent: a POST cut mid-way is not sent twice', async () => {
+    const [a, b] = await backends('a', 'b')
+    const c = client({ endpoints: [a!.url, b!.url], balancer: { strategy: 'round-robin' } })
+    const post = await c.request({ path: '/reset', method: 'POST', body: 'pay 10 EUR' }).catch((e: unknown) => e)
+    expect(post).toBeInstanceOf(UpstreamError)
+    expect((post as UpstreamError).attempts).toBe(1)
+    expect(a!.hits + b!.hits).toBe(1)
+    const getError = await c.request({ path: '/reset' }).catch((e: unknown) => e)
+    expect(getError).toBeInstanceOf(UpstreamError)
+    expect((getError as UpstreamError).attempts).toBe(2)
+    expect(a!.hits + b!.hits).toBe(3)
+    expect(a!.hits).toBeGreaterThan(0)
+    expect(b!.hits).toBeGreaterThan(0)
   })
 
   it('rejects bad options, naming them', () => {
