@@ -5,6 +5,9 @@ import type { TwoLevelCache } from '../src/index.js'
 import { CacheGroup, eventually, sleep } from './fixtures.js'
 
 const L2_TIMEOUT = 100
+// Bound on any one operation: the L2 timeout plus timer lateness on a shared 2-core machine.
+// What it rules out is waiting for TCP timeouts or reconnects (seconds).
+const BOUND = 2 * L2_TIMEOUT + 50
 
 describe('TwoLevelCache when Redis is cut off (fault proxy)', () => {
   let group: CacheGroup
@@ -93,7 +96,7 @@ describe('TwoLevelCache when Redis is cut off (fault proxy)', () => {
     }
     expect(errors).toEqual([])
     expect(breaker).toContain('open') // a dead Redis was cut off by the breaker, not waited for
-    expect(slowest).toBeLessThan(L2_TIMEOUT + 100) // the bound, plus scheduling noise of a busy 2-core box
+    expect(slowest).toBeLessThan(BOUND)
     expect(loaderCalls).toBeGreaterThanOrEqual(2000) // every cold key went to the loader
     // after the reconnect: a flushed its L1 and replayed its delete; nothing older than an invalidation survives
     await eventually(() => a.stats().bus.healthy && a.stats().pendingInvalidations === 0, 3000)
@@ -123,7 +126,7 @@ describe('TwoLevelCache when Redis is cut off (fault proxy)', () => {
     await b.set('k', 'v2') // a cannot hear this
     const t0 = performance.now()
     expect(await a.get('k')).toBe('v1') // L2 unreachable: L1 answers as the documented fallback
-    expect(performance.now() - t0).toBeLessThan(L2_TIMEOUT + 100)
+    expect(performance.now() - t0).toBeLessThan(BOUND)
     const up = new Promise((resolve) => a.on('bus:up', resolve))
     proxy.restore()
     await up
