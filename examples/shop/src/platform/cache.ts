@@ -1,9 +1,9 @@
 /**
- * ADAPTER for `@ballast/cache` (the catalog's two-level cache). The shop codes against
- * {@link ProductCache}; this file is the only place that knows how it is implemented.
- * Until the package's TwoLevelCache lands, a minimal in-shop version lives here:
- * L1 a Map with TTL, L2 Redis, invalidation over Redis pub/sub.
+ * The catalog's two-level cache, `@ballast/cache`: L1 in each process, L2 in Redis, and an
+ * invalidation bus so a price change drops the entry from every instance's L1. The shop codes
+ * against {@link ProductCache}; this file is the only place that knows the package.
  */
+import { createCache, type TwoLevelCache } from '@ballast/cache'
 import type { Redis } from 'ioredis'
 
 export interface CacheStats {
@@ -12,6 +12,7 @@ export interface CacheStats {
   misses: number
   l2Errors: number
   invalidationsReceived: number
+  breaker: string
 }
 
 export interface ProductCache {
@@ -24,69 +25,37 @@ export interface ProductCache {
 
 export interface ProductCacheOptions {
   redis: Redis
-  subscriber: Redis
+  /** Prefix of the cache's Redis keys and bus channel. */
   prefix: string
-  l1TtlMs: number
-  l2TtlMs: number
+  /** How long an entry stays fresh (both levels; the bus keeps L1 honest meanwhile). */
+  ttlMs: number
 }
 
 export function createProductCache(o: ProductCacheOptions): ProductCache {
-  const l1 = new Map<string, { value: unknown; expires: number }>()
-  const inflight = new Map<string, Promise<unknown>>()
-  const s: CacheStats = { l1Hits: 0, l2Hits: 0, misses: 0, l2Errors: 0, invalidationsReceived: 0 }
-  const channel = `${o.prefix}invalidate`
-  void o.subscriber.subscribe(channel).catch(() => {})
-  o.subscriber.on('message', (ch: string, key: string) => {
-    if (ch !== channel) return
-    s.invalidationsReceived++
-    l1.delete(key)
+  const cache: TwoLevelCache<unknown> = createCache<unknown>({
+    redis: o.redis,
+    namespace: 'catalog',
+    prefix: o.prefix,
+    ttl: o.ttlMs,
+    // Serve a stale entry for up to an hour when the loader (MariaDB) fails.
+    grace: '1h',
   })
-  const L1_MAX = 5000
   return {
     async getOrLoad<T>(key: string, loader: () => Promise<T>): Promise<T> {
-      const hit = l1.get(key)
-      if (hit && hit.expires > Date.now()) {
-        s.l1Hits++
-        return hit.value as T
-      }
-      const running = inflight.get(key)
-      if (running) return running as Promise<T>
-      const p = (async () => {
-        try {
-          const raw = await o.redis.get(o.prefix + key)
-          if (raw !== null) {
-            s.l2Hits++
-            const value = JSON.parse(raw) as T
-            l1.set(key, { value, expires: Date.now() + o.l1TtlMs })
-            return value
-          }
-        } catch {
-          s.l2Errors++
-        }
-        s.misses++
-        const value = await loader()
-        if (l1.size >= L1_MAX) l1.delete(l1.keys().next().value as string)
-        l1.set(key, { value, expires: Date.now() + o.l1TtlMs })
-        o.redis.set(o.prefix + key, JSON.stringify(value), 'PX', o.l2TtlMs).catch(() => {
-          s.l2Errors++
-        })
-        return value
-      })()
-      inflight.set(key, p)
-      try {
-        return await p
-      } finally {
-        inflight.delete(key)
+      return (await cache.getOrSet(key, loader)) as T
+    },
+    invalidate: (key) => cache.delete(key),
+    stats() {
+      const s = cache.stats()
+      return {
+        l1Hits: s.l1.hits,
+        l2Hits: s.l2.hits,
+        misses: s.loader.calls,
+        l2Errors: s.l2.errors,
+        invalidationsReceived: s.bus.received,
+        breaker: String(s.breaker),
       }
     },
-    async invalidate(key: string): Promise<void> {
-      l1.delete(key)
-      await o.redis.del(o.prefix + key)
-      await o.redis.publish(channel, key)
-    },
-    stats: () => ({ ...s }),
-    async close() {
-      l1.clear()
-    },
+    close: () => cache.close(),
   }
 }

@@ -1,15 +1,15 @@
 /**
- * ADAPTER for `@ballast/resilience`: the payment provider's circuit breaker, idempotency keys
- * in Redis, login rate limits and the degradation switchboard. The shop codes against the
- * interfaces below; until the package's exports land, minimal in-shop versions live here.
+ * `@ballast/resilience` for the shop: the payment provider's circuit breaker is the package's
+ * (for real). Still ADAPTERS with minimal in-shop versions: idempotency keys in Redis, login
+ * rate limits and the degradation switchboard (the package's createIdempotency, rate limiter
+ * and createDegrader have landed; swapping each is a change to this file only).
  */
+import { BreakerOpenError, circuitBreaker } from '@ballast/resilience'
 import type { Redis } from 'ioredis'
 
-export type BreakerState = 'closed' | 'open' | 'half-open'
+export type BreakerState = 'closed' | 'open' | 'halfOpen'
 
-export class BreakerOpenError extends Error {
-  readonly code = 'E_BREAKER_OPEN'
-}
+export { BreakerOpenError }
 
 export interface Breaker {
   run<T>(fn: (signal: AbortSignal) => Promise<T>): Promise<T>
@@ -19,70 +19,48 @@ export interface Breaker {
     successes: number
     failures: number
     rejected: number
-    opened: number
+    timeouts: number
   }
 }
 
 export interface BreakerOptions {
-  /** Consecutive failures that open it. */
-  failureThreshold: number
-  /** How long it stays open before one trial call. */
+  /** Failures among the last `window` calls (at least `volume` of them) that open it, in percent. */
+  errorThresholdPercentage: number
+  window: number
+  volume: number
+  /** How long it stays open before a trial call. */
   openMs: number
   /** Each call's timeout. */
   timeoutMs: number
 }
 
+/** The payment provider's breaker: `@ballast/resilience`'s circuitBreaker (on opossum). */
 export function createBreaker(o: BreakerOptions): Breaker {
-  let state: BreakerState = 'closed'
-  let consecutive = 0
-  let openedAt = 0
-  let trial = false
-  const s = { successes: 0, failures: 0, rejected: 0, opened: 0 }
-  const open = () => {
-    state = 'open'
-    openedAt = Date.now()
-    s.opened++
-  }
+  const cb = circuitBreaker({
+    name: 'payment-provider',
+    window: { type: 'count', size: o.window },
+    errorThresholdPercentage: o.errorThresholdPercentage,
+    volumeThreshold: o.volume,
+    resetTimeout: o.openMs,
+    timeout: o.timeoutMs,
+  })
   return {
     get state() {
-      if (state === 'open' && Date.now() - openedAt >= o.openMs) state = 'half-open'
-      return state
+      return cb.state
     },
-    async run<T>(fn: (signal: AbortSignal) => Promise<T>): Promise<T> {
-      const now = this.state
-      if (now === 'open' || (now === 'half-open' && trial)) {
-        s.rejected++
-        throw new BreakerOpenError('payment provider circuit is open')
-      }
-      if (now === 'half-open') trial = true
-      const ac = new AbortController()
-      const timer = setTimeout(
-        () => ac.abort(new Error(`timed out after ${o.timeoutMs} ms`)),
-        o.timeoutMs,
-      )
-      try {
-        const value = await Promise.race([
-          fn(ac.signal),
-          new Promise<never>((_, reject) =>
-            ac.signal.addEventListener('abort', () => reject(ac.signal.reason)),
-          ),
-        ])
-        s.successes++
-        consecutive = 0
-        state = 'closed'
-        return value
-      } catch (err) {
-        s.failures++
-        consecutive++
-        if (state === 'half-open' || consecutive >= o.failureThreshold) open()
-        throw err
-      } finally {
-        clearTimeout(timer)
-        trial = false
-      }
+    run<T>(fn: (signal: AbortSignal) => Promise<T>): Promise<T> {
+      // The breaker's timeout rejects the call; the signal also stops the request itself.
+      return cb.execute(() => fn(AbortSignal.timeout(o.timeoutMs))) as Promise<T>
     },
     stats() {
-      return { state: this.state, ...s }
+      const s = cb.stats()
+      return {
+        state: s.state,
+        successes: s.successes,
+        failures: s.failures,
+        rejected: s.rejects,
+        timeouts: s.timeouts,
+      }
     },
   }
 }

@@ -24,10 +24,8 @@ export async function startCart(config: ShopConfig, instance: string, port: numb
   const db = catalogPool(config.catalogDb, 4)
   const cache = createProductCache({
     redis: env.redis,
-    subscriber: env.subscriber(),
-    prefix: `${config.ns}:cache:`,
-    l1TtlMs: 60_000,
-    l2TtlMs: 600_000,
+    prefix: `${config.ns}:cache`,
+    ttlMs: 10 * 60_000,
   })
   const catalog = new Catalog(db, cache)
   env.closers.push(

@@ -27,10 +27,8 @@ export async function startCatalog(config: ShopConfig, instance: string, port: n
   const db = catalogPool(config.catalogDb)
   const cache = createProductCache({
     redis: env.redis,
-    subscriber: env.subscriber(),
-    prefix: `${config.ns}:cache:`,
-    l1TtlMs: 60_000,
-    l2TtlMs: 10 * 60_000,
+    prefix: `${config.ns}:cache`,
+    ttlMs: 10 * 60_000,
   })
   const catalog = new Catalog(db, cache)
   // Lowest priority first: recommendations go before reviews.

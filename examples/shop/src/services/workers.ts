@@ -141,7 +141,13 @@ export async function startWorker(
     redis.on('error', () => {})
     closers.push(() => redis.disconnect())
     const idempotency = createIdempotencyStore(redis, `${config.ns}:`)
-    const breaker = createBreaker({ failureThreshold: 3, openMs: 2000, timeoutMs: 1500 })
+    const breaker = createBreaker({
+      errorThresholdPercentage: 50,
+      window: 6,
+      volume: 3,
+      openMs: 2000,
+      timeoutMs: 1500,
+    })
     const pay = { captured: 0, pending: 0, breakerRejections: 0 }
     extra = () => ({ breaker: breaker.stats(), payments: pay })
     await broker.consume<OrderPlaced>(
@@ -185,7 +191,10 @@ export async function startWorker(
                 'payment provider unavailable; will retry',
               ),
             )
-            throw err
+            // A retry helps here: the provider may recover (an open breaker says "not now", not "never").
+            throw new Error(`payment pending for ${o.orderId}: ${(err as Error).message}`, {
+              cause: err,
+            })
           }
           await router.write(shard, async (tx) => {
             await tx.exec(
