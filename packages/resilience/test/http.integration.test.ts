@@ -19,6 +19,14 @@ let store: Idempotency
 let n = 0
 const key = () => `http-key-${++n}-${Date.now()}`
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
+/** Requests with `hold: true` wait here until the test opens the gate. */
+let gate: Promise<void> = Promise.resolve()
+let openGate: () => void = () => {}
+function closeGate() {
+  gate = new Promise<void>((r) => {
+    openGate = r
+  })
+}
 
 beforeAll(async () => {
   fixture = await redisFixture(prefix)
@@ -41,7 +49,7 @@ async function expressApp(s: Idempotency): Promise<App> {
   app.use(express.json())
   app.post('/payments', expressIdempotency(s), async (req, res) => {
     charges++
-    await sleep(Number(req.body.delay ?? 0))
+    if (req.body.hold) await gate
     if (req.body.fail) {
       res.status(503).json({ error: 'psp down' })
       return
@@ -66,9 +74,9 @@ async function fastifyApp(s: Idempotency): Promise<App> {
   await app.register(async (scope) => {
     await scope.register(fastifyIdempotency(s))
     scope.post('/payments', async (req, reply) => {
-      const body = req.body as { amount: number; delay?: number; fail?: boolean }
+      const body = req.body as { amount: number; hold?: boolean; fail?: boolean }
       charges++
-      await sleep(Number(body.delay ?? 0))
+      if (body.hold) await gate
       if (body.fail) return reply.code(503).send({ error: 'psp down' })
       return reply
         .code(201)
@@ -147,11 +155,13 @@ describe.each([
   it('answers 409 with Retry-After while the first request is in flight; the charge happens once', async () => {
     const k = key()
     const before = app.charges()
-    const first = post(app, { amount: 7, delay: 300 }, k)
-    await sleep(100)
+    closeGate()
+    const first = post(app, { amount: 7, hold: true }, k)
+    while (app.charges() === before) await sleep(5) // the first request is in the handler
     const dupes = await Promise.all(
-      Array.from({ length: 20 }, () => post(app, { amount: 7, delay: 300 }, k)),
+      Array.from({ length: 20 }, () => post(app, { amount: 7, hold: true }, k)),
     )
+    openGate()
     expect(dupes.map((r) => r.status)).toEqual(Array(20).fill(409))
     expect(Number(dupes[0]!.headers.get('retry-after'))).toBeGreaterThanOrEqual(1)
     expect((await first).status).toBe(201)
@@ -250,5 +260,20 @@ describe('rate limit adapters', () => {
     } finally {
       await app.close()
     }
+  })
+})
+
+describe('adapter options', () => {
+  it('throw at construction naming the option', () => {
+    const limiter = createRateLimiter({ limit: 1 })
+    expect(() => expressIdempotency(store, { header: '' })).toThrow('invalid option "header"')
+    expect(() => expressIdempotency(store, { methods: 'POST' as never })).toThrow(
+      'invalid option "methods"',
+    )
+    expect(() => idempotencyHooks(store, { replayHeader: '' })).toThrow(
+      'invalid option "replayHeader"',
+    )
+    expect(() => expressRateLimit(limiter, { cost: 0 })).toThrow('invalid option "cost"')
+    expect(() => rateLimitHook(limiter, { key: 'ip' as never })).toThrow('invalid option "key"')
   })
 })

@@ -153,22 +153,22 @@ describe('Idempotency (Redis)', () => {
   })
 
   it('renews the lease while the work runs, so a long job is not reclaimed', async () => {
-    const store = createIdempotency({ redis: fixture.redis, prefix, lease: 200 })
+    const store = createIdempotency({ redis: fixture.redis, prefix, lease: 400 })
     const k = key()
     let runs = 0
     const long = store.run(k, {}, async () => {
       runs++
-      await sleep(700)
+      await sleep(1300)
       return 'done'
     })
-    await sleep(450)
+    await sleep(900) // more than two leases
     await expect(store.run(k, {}, () => ++runs)).rejects.toBeInstanceOf(IdempotencyInFlightError)
     await expect(long).resolves.toEqual({ value: 'done', replayed: false })
     expect(runs).toBe(1)
   })
 
   it('a holder killed with SIGKILL: after the lease a retry runs once, and its late write is fenced', async () => {
-    const lease = 600
+    const lease = 1500
     const k = key()
     const child = spawn(
       process.execPath,
