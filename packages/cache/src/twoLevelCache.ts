@@ -272,8 +272,13 @@ export class TwoLevelCache<T = unknown> {
         down: (reason) => this.#onBusDown(reason),
       },
     })
-    this.#genLoad = this.#loadGen()
-    void this.#bus.start()
+    // nothing is sent before the client is connected: with enableOfflineQueue: false those
+    // commands would fail at once and open the breaker before the first call
+    const bus = this.#bus
+    const connected = this.#connected(redis)
+    this.#genLoad = connected.then(() => this.#loadGen())
+    this.#genLoad.catch(() => undefined)
+    void connected.then(() => bus.start())
   }
 
   // ---------------------------------------------------------------- reads
@@ -1314,7 +1319,27 @@ export class TwoLevelCache<T = unknown> {
 
   #run<R>(operation: string, fn: (l2: L2) => Promise<R>): Promise<R> {
     const l2 = this.#l2 as L2
+    if (l2.client.status !== 'ready') {
+      // reconnecting: fail at once, and do not count it against the breaker (nothing was tried)
+      return Promise.reject(
+        new L2UnavailableError(`L2 ${operation} skipped: the client is ${l2.client.status}`),
+      )
+    }
     return (this.#guard as L2Guard).run(operation, () => fn(l2))
+  }
+
+  /** Resolves when the client is connected (at once if it is). */
+  #connected(client: RedisClient): Promise<void> {
+    if (client.status === 'ready') return Promise.resolve()
+    // a lazyConnect client connects on its first command; ours would wait for it forever
+    if (client.status === 'wait') client.connect().catch(() => undefined)
+    return new Promise((resolve) => {
+      const onReady = () => {
+        client.off('ready', onReady)
+        resolve()
+      }
+      client.on('ready', onReady)
+    })
   }
 
   #l2Failed(operation: string, error: unknown): void {
