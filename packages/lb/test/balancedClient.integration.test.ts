@@ -191,7 +191,9 @@ describe('createBalancedClient', () => {
   it('retries only idempotent requests after the request was sent: a POST cut mid-way is not sent twice', async () => {
     const [a, b] = await backends('a', 'b')
     const c = client({ endpoints: [a!.url, b!.url], balancer: { strategy: 'round-robin' } })
-    const post = await c.request({ path: '/reset', method: 'POST', body: 'pay 10 EUR' }).catch((e: unknown) => e)
+    const post = await c
+      .request({ path: '/reset', method: 'POST', body: 'pay 10 EUR' })
+      .catch((e: unknown) => e)
     expect(post).toBeInstanceOf(UpstreamError)
     expect((post as UpstreamError).attempts).toBe(1)
     expect(a!.hits + b!.hits).toBe(1)

@@ -133,7 +133,7 @@ export class WeightedRandom<T> implements Strategy<T> {
   }
 }
 
-/** Power of two choices over a load score; subclasses define the score. */
+/** Power of two choices; subclasses define which of two endpoints is less loaded. */
 abstract class PowerOfTwo<T> implements Strategy<T> {
   protected list: EndpointState<T>[] = []
   protected readonly ctx: StrategyContext
@@ -143,10 +143,8 @@ abstract class PowerOfTwo<T> implements Strategy<T> {
   rebuild(usable: EndpointState<T>[]): void {
     this.list = usable
   }
-  protected abstract score(ep: EndpointState<T>, now: number): number
-  protected now(): number {
-    return 0
-  }
+  /** Whether `b` is less loaded than `a` (ties keep `a`). */
+  protected abstract better(a: EndpointState<T>, b: EndpointState<T>): boolean
   pick(_key: HashKey | undefined, exclude: Exclude<T>): EndpointState<T> | undefined {
     const list = this.list
     const n = list.length
@@ -170,58 +168,55 @@ abstract class PowerOfTwo<T> implements Strategy<T> {
         return this.#bestOf(exclude)
       }
     }
-    const now = this.now()
-    return this.score(b, now) < this.score(a, now) ? b : a
+    return this.better(a, b) ? b : a
   }
   #bestOf(exclude: Exclude<T>): EndpointState<T> | undefined {
-    const now = this.now()
     let best: EndpointState<T> | undefined
-    let bestScore = Number.POSITIVE_INFINITY
     for (const ep of this.list) {
       if (excluded(ep, exclude)) continue
-      const s = this.score(ep, now)
-      if (best === undefined || s < bestScore) {
-        best = ep
-        bestScore = s
-      }
+      if (best === undefined || this.better(best, ep)) best = ep
     }
     return best
   }
 }
 
 export class LeastRequest<T> extends PowerOfTwo<T> {
-  protected score(ep: EndpointState<T>): number {
-    return (ep.inFlight + 1) / ep.effectiveWeight
+  protected better(a: EndpointState<T>, b: EndpointState<T>): boolean {
+    return (b.inFlight + 1) / b.effectiveWeight < (a.inFlight + 1) / a.effectiveWeight
+  }
+}
+
+/**
+ * P2C over Finagle's peak EWMA: cost = latency EWMA × (in flight + 1) / weight, where the EWMA
+ * jumps to any sample above it and otherwise decays towards recent samples, and towards zero
+ * while the endpoint gets no traffic, so a once-slow endpoint is probed again. An endpoint with
+ * requests in flight and no sample yet is avoided (Finagle's penalty).
+ */
+export class PeakEwma<T> extends PowerOfTwo<T> {
+  protected better(a: EndpointState<T>, b: EndpointState<T>): boolean {
+    const ca = a.cost
+    const cb = b.cost
+    if (ca === 0 || cb === 0) {
+      // No sample yet: free when idle, penalised while it has requests in flight.
+      const pa = ca === 0 ? (a.inFlight === 0 ? 0 : PENALTY + a.inFlight) : -1
+      const pb = cb === 0 ? (b.inFlight === 0 ? 0 : PENALTY + b.inFlight) : -1
+      if (pa >= 0 && pb >= 0) return pb < pa
+      if (pb === 0) return true
+      if (pa === 0) return false
+      return pb < 0
+    }
+    // Both decay by exp(-(now - stamp) / τ); comparing them needs only the gap between their
+    // stamps, so no clock read and one exp per pick.
+    const sa =
+      ((ca * (a.inFlight + 1)) / a.effectiveWeight) *
+      Math.exp((a.stamp - b.stamp) / this.ctx.ewmaDecayMs)
+    const sb = (cb * (b.inFlight + 1)) / b.effectiveWeight
+    return sb < sa
   }
 }
 
 /** Finagle's penalty for an endpoint with requests in flight and no latency sample yet. */
 const PENALTY = 1e9
-
-/**
- * P2C over Finagle's peak EWMA: cost = latency EWMA × (in flight + 1), where the EWMA jumps to
- * any sample above it and otherwise decays towards recent samples (and towards zero while the
- * endpoint gets no traffic, so a once-slow endpoint is probed again).
- */
-export class PeakEwma<T> extends PowerOfTwo<T> {
-  protected override now(): number {
-    return this.ctx.clock()
-  }
-  protected score(ep: EndpointState<T>, now: number): number {
-    const cost = decayed(ep, now, this.ctx.ewmaDecayMs)
-    if (cost === 0 && ep.inFlight !== 0) return PENALTY + ep.inFlight
-    return (cost * (ep.inFlight + 1)) / ep.effectiveWeight
-  }
-}
-
-function decayed<T>(ep: EndpointState<T>, now: number, tau: number): number {
-  const td = now - ep.stamp
-  if (td <= 0) return ep.cost
-  const cost = ep.cost * Math.exp(-td / tau)
-  ep.cost = cost
-  ep.stamp = now
-  return cost
-}
 
 /** Records a latency sample into an endpoint's peak EWMA. */
 export function observeLatency<T>(
