@@ -10,6 +10,7 @@ import {
   type MessageHandler,
 } from './consumer.js'
 import { BrokerClosedError, InvalidArgumentError, MqError, UnknownExchangeError } from './errors.js'
+import { closeSafely } from './internal/closeSafely.js'
 import { declareTopology, ManagedConnection } from './internal/connection.js'
 import { type Duration, positiveInt, toMs } from './internal/duration.js'
 import { type Encoded, encodeMessage, encodePlain } from './internal/encode.js'
@@ -592,7 +593,10 @@ export class Broker {
           `invalid argument "routingKey": expected a string of at most 255 bytes, got ${JSON.stringify(routingKey)}`,
         )
       }
-      if (isTypedMessage(message) || !this.#knownExchanges.has(exchange)) {
+      if (
+        !this.#knownExchanges.has(exchange) ||
+        (!Buffer.isBuffer(message) && isTypedMessage(message))
+      ) {
         return this.#publishSlow(exchange, routingKey, message, options)
       }
       const encoded = encodePlain(
@@ -687,7 +691,7 @@ export class Broker {
         throw new UnknownExchangeError(exchange, { cause: error })
       throw error
     } finally {
-      await channel.close().catch(() => {})
+      await closeSafely(channel)
     }
   }
 

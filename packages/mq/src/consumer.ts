@@ -2,6 +2,7 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import type { Channel, ChannelModel, ConsumeMessage, MessagePropertyHeaders } from 'amqplib'
 import type { Deduplicator } from './deduplicator.js'
 import { InvalidMessageError, isMqError } from './errors.js'
+import { closeSafely } from './internal/closeSafely.js'
 import type { MessageDefinition } from './message.js'
 import type { ResolvedQueue } from './topology.js'
 
@@ -260,7 +261,7 @@ export class ManagedConsumer<T> implements Consumer {
     this.#channel = undefined
     this.#consumerTag = undefined
     this.#host.emit('consumer.cancelled', { queue: this.queue })
-    void channel.close().catch(() => {})
+    void closeSafely(channel)
     if (this.#stopping) return
     void (async () => {
       let delay = 100
@@ -508,7 +509,7 @@ export class ManagedConsumer<T> implements Consumer {
     }
     const current = this.#channel
     this.#channel = undefined
-    if (current !== undefined) await current.close().catch(() => {})
+    if (current !== undefined) await closeSafely(current)
     this.#connection = undefined
   }
 }

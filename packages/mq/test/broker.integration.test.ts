@@ -12,12 +12,13 @@ import {
   UnknownExchangeError,
   UnroutableError,
 } from '../src/index.js'
+import { closeAll } from './support/bounded.js'
 
 const names = amqpNames('mqbroker')
 let url: string
 const brokers: Broker[] = []
 function broker(options: Parameters<typeof createBroker>[0]): Broker {
-  const b = createBroker(options)
+  const b = createBroker({ shutdownTimeout: 2000, ...options })
   brokers.push(b)
   // derived retry and dead-letter queues are deleted with the rest
   for (const q of options.topology?.queues ?? []) {
@@ -36,9 +37,10 @@ beforeAll(async () => {
   url = await amqpUrl()
 })
 afterAll(async () => {
-  await Promise.all(brokers.map((b) => b.close()))
-  await names.cleanup()
-})
+  // bounded, and the queues are deleted even when a close fails
+  await closeAll(brokers.map((b) => () => b.close()))
+  await closeAll([() => names.cleanup()], 10_000)
+}, 30_000)
 
 function until(check: () => boolean, timeoutMs = 10_000): Promise<void> {
   const started = Date.now()

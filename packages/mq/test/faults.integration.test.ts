@@ -19,6 +19,7 @@ import {
   idempotencyDeduplicator,
   PublishUnconfirmedError,
 } from '../src/index.js'
+import { closeAll, until, within } from './support/bounded.js'
 
 const names = amqpNames('mqfault')
 let url: string
@@ -35,37 +36,30 @@ beforeAll(async () => {
   keyspace = await redisKeyspace(redis, 'mqfault')
 })
 afterAll(async () => {
-  await Promise.all(brokers.map((b) => b.close()))
-  await proxy.close()
-  await keyspace.cleanup()
+  // every step bounded and attempted, so a failed test still leaves no queue, key or socket
+  await closeAll(brokers.map((b) => () => b.close()))
+  await closeAll([() => proxy.close(), () => keyspace.cleanup(), () => names.cleanup()], 10_000)
   redis.disconnect()
-  await names.cleanup()
-})
+}, 30_000)
 
-function until(check: () => boolean, timeoutMs: number): Promise<void> {
-  const started = Date.now()
-  return new Promise((resolve, reject) => {
-    const tick = () => {
-      if (check()) resolve()
-      else if (Date.now() - started > timeoutMs) reject(new Error('condition not met in time'))
-      else setTimeout(tick, 25)
-    }
-    tick()
-  })
+/** A broker closed after the file (close() is bounded by a short shutdownTimeout). */
+function broker(options: Parameters<typeof createBroker>[0]): Broker {
+  const b = createBroker({ shutdownTimeout: 2000, ...options })
+  brokers.push(b)
+  return b
 }
 
 describe('Broker under connection faults', () => {
   it('consumes every one of 10,000 confirmed publishes while all connections are cut 10 times: lost 0, processed twice 0', async () => {
     const queue = names.queue('cuts')
     const N = 10_000
-    const b = createBroker({
+    const b = broker({
       urls: proxy.url(url),
       heartbeat: 1000,
       reconnect: { initialDelay: 50, maxDelay: 500 },
       maxBuffered: N,
       topology: { queues: [{ name: queue, retry: false, deadLetter: false }] },
     })
-    brokers.push(b)
     const processed = new Map<number, number>()
     await b.consume(
       queue,
@@ -89,14 +83,26 @@ describe('Broker under connection faults', () => {
       cuts++
       proxy.cut()
     }, 250)
-    const results = await Promise.allSettled(
-      Array.from({ length: N }, (_, n) => b.publish('', queue, { n }, { messageId: `msg-${n}` })),
-    )
-    await until(() => cuts >= 10, 10_000)
-    clearInterval(cutter)
-    const failed = results.filter((r) => r.status === 'rejected')
-    expect(failed).toEqual([])
-    await until(() => processed.size === N, 60_000).finally(() => clearInterval(debug))
+    const progress = () => ({ ...b.stats(), processed: processed.size, cuts })
+    try {
+      const results = await within(
+        Promise.allSettled(
+          Array.from({ length: N }, (_, n) =>
+            b.publish('', queue, { n }, { messageId: `msg-${n}` }),
+          ),
+        ),
+        40_000,
+        'the 10,000 confirmed publishes',
+        progress,
+      )
+      await until(() => cuts >= 10, 10_000, '10 cuts', progress)
+      const failed = results.filter((r) => r.status === 'rejected')
+      expect(failed).toEqual([])
+      await until(() => processed.size === N, 40_000, 'every message consumed', progress)
+    } finally {
+      clearInterval(cutter)
+      clearInterval(debug)
+    }
     await new Promise((r) => setTimeout(r, 500))
     const lost = N - processed.size
     const twice = [...processed.values()].filter((c) => c > 1).length
@@ -113,30 +119,35 @@ describe('Broker under connection faults', () => {
       staleAcks: stats.staleAcks,
       reconnects: stats.reconnects,
     })
-  }, 120_000)
+    await within(b.close(), 10_000, 'broker.close()')
+  }, 100_000)
 
   it("fails unconfirmed publishes with PublishUnconfirmedError under unconfirmedPolicy 'fail', and every confirmed one arrives", async () => {
     const queue = names.queue('fail-policy')
-    const b = createBroker({
+    const b = broker({
       urls: proxy.url(url),
       unconfirmedPolicy: 'fail',
       reconnect: { initialDelay: 50, maxDelay: 200 },
       topology: { queues: [{ name: queue, retry: false, deadLetter: false }] },
     })
-    brokers.push(b)
     await b.ready()
     const N = 3000
     let cut = false
-    const results = await Promise.allSettled(
-      Array.from({ length: N }, (_, n) =>
-        b.publish('', queue, { n }).then(() => {
-          if (!cut && n > 200) {
-            cut = true
-            proxy.cut()
-          }
-          return n
-        }),
+    const results = await within(
+      Promise.allSettled(
+        Array.from({ length: N }, (_, n) =>
+          b.publish('', queue, { n }).then(() => {
+            if (!cut && n > 200) {
+              cut = true
+              proxy.cut()
+            }
+            return n
+          }),
+        ),
       ),
+      20_000,
+      'the publishes',
+      () => b.stats(),
     )
     const rejected = results.filter((r) => r.status === 'rejected') as PromiseRejectedResult[]
     const confirmed = new Set(results.flatMap((r) => (r.status === 'fulfilled' ? [r.value] : [])))
@@ -146,19 +157,19 @@ describe('Broker under connection faults', () => {
     await b.consume(queue, (m) => {
       seen.add((m.body as { n: number }).n)
     })
-    await until(() => [...confirmed].every((n) => seen.has(n)), 20_000)
+    await until(() => [...confirmed].every((n) => seen.has(n)), 20_000, 'confirmed consumed')
     expect([...confirmed].filter((n) => !seen.has(n))).toEqual([])
+    await within(b.close(), 10_000, 'broker.close()')
   }, 60_000)
 
   it('buffers while the broker is unreachable, rejects past maxBuffered with BufferFullError, and sends the buffer on reconnect', async () => {
     const queue = names.queue('offline')
-    const b = createBroker({
+    const b = broker({
       urls: proxy.url(url),
       maxBuffered: 10,
       reconnect: { initialDelay: 50, maxDelay: 200 },
       topology: { queues: [{ name: queue, retry: false, deadLetter: false }] },
     })
-    brokers.push(b)
     await b.ready()
     proxy.refuse()
     proxy.cut()
@@ -171,18 +182,18 @@ describe('Broker under connection faults', () => {
       writable = true
     })
     proxy.restore()
-    await Promise.all(buffered)
-    await until(() => writable, 5000)
+    await within(Promise.all(buffered), 15_000, 'the buffered publishes', () => b.stats())
+    await until(() => writable, 5000, 'writable()')
     expect(b.stats()).toMatchObject({ confirmed: 10, buffered: 0 })
+    await within(b.close(), 10_000, 'broker.close()')
   }, 30_000)
 
   it('restores a consumer the broker cancelled because its queue was deleted', async () => {
     const queue = names.queue('cancelled')
-    const b = createBroker({
+    const b = broker({
       urls: url,
       topology: { queues: [{ name: queue, retry: false, deadLetter: false }] },
     })
-    brokers.push(b)
     const seen: number[] = []
     let started = 0
     b.on('consumer.started', () => started++)
@@ -201,16 +212,16 @@ describe('Broker under connection faults', () => {
     await b.publish('', queue, { n: 2 })
     await until(() => seen.length === 2, 5000)
     expect(seen).toEqual([1, 2])
+    await within(b.close(), 10_000, 'broker.close()')
   }, 30_000)
 
   it('redelivers the unacked messages of a consumer killed with SIGKILL mid-batch; each is processed once in total', async () => {
     const queue = names.queue('killed-consumer')
     const N = 300
-    const b = createBroker({
+    const b = broker({
       urls: url,
       topology: { queues: [{ name: queue, retry: false, deadLetter: false }] },
     })
-    brokers.push(b)
     await b.ready()
     await Promise.all(
       Array.from({ length: N }, (_, n) => b.publish('', queue, { n }, { messageId: `k-${n}` })),
@@ -230,13 +241,19 @@ describe('Broker under connection faults', () => {
       ],
       { stdio: ['ignore', 'pipe', 'inherit'] },
     )
+    const exited = new Promise((r) => child.once('exit', r))
     let progress = 0
     child.stdout.on('data', (d: Buffer) => {
       progress += d.length
     })
-    await until(() => progress >= 60, 20_000)
-    child.kill('SIGKILL')
-    await new Promise((r) => child.once('exit', r))
+    try {
+      await until(() => progress >= 60, 20_000, 'the child consumer to handle 60 messages')
+      // let the 60 finished handlers complete their claims and ack; the next 20 hang, claimed
+      await new Promise((r) => setTimeout(r, 1000))
+    } finally {
+      child.kill('SIGKILL')
+      await within(exited, 5000, 'the killed child to exit')
+    }
     const killedAt = progress
     // a second consumer (this process) takes over the rest, with the same idempotency store
     await b.consume(
@@ -257,7 +274,8 @@ describe('Broker under connection faults', () => {
     const all = await counts()
     const lost = N - all.length
     const twice = all.filter((c) => c > 1).length
-    expect(killedAt).toBeLessThan(N)
+    expect(killedAt).toBe(60)
     expect({ lost, twice }).toEqual({ lost: 0, twice: 0 })
+    await within(b.close(), 10_000, 'broker.close()')
   }, 60_000)
 })

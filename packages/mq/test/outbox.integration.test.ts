@@ -13,6 +13,7 @@ import {
   createOutboxRelay,
   idempotencyDeduplicator,
 } from '../src/index.js'
+import { closeAll, within } from './support/bounded.js'
 
 const names = amqpNames('mqoutbox')
 let url: string
@@ -31,13 +32,19 @@ beforeAll(async () => {
   keyspace = redisKeyspace(redis, 'mqoutbox')
 })
 afterAll(async () => {
-  await Promise.all(brokers.map((b) => b.close()))
-  for (const t of tables) await pool.query(`DROP TABLE IF EXISTS \`${t}\``)
-  await pool.end()
-  await keyspace.cleanup()
+  // bounded, and tables, keys and queues are removed even when a close fails
+  await closeAll(brokers.map((b) => () => b.close()))
+  await closeAll(
+    [
+      ...tables.map((t) => () => pool.query(`DROP TABLE IF EXISTS \`${t}\``)),
+      () => keyspace.cleanup(),
+      () => names.cleanup(),
+    ],
+    10_000,
+  )
+  await closeAll([() => pool.end()])
   redis.disconnect()
-  await names.cleanup()
-})
+}, 30_000)
 
 function until(check: () => boolean, timeoutMs: number): Promise<void> {
   const started = Date.now()
@@ -59,6 +66,7 @@ async function setup(label: string) {
   const queue = names.queue(label)
   const broker = createBroker({
     urls: url,
+    shutdownTimeout: 2000,
     topology: { queues: [{ name: queue, retry: false, deadLetter: false }] },
   })
   brokers.push(broker)
@@ -162,13 +170,21 @@ describe('Outbox and relay', () => {
       ],
       { stdio: ['ignore', 'pipe', 'inherit'] },
     )
-    await new Promise<void>((resolve, reject) => {
-      child.stdout.on('data', (d: Buffer) => d.toString().includes('published') && resolve())
-      child.once('exit', (code) => reject(new Error(`relay child exited early (${code})`)))
-    })
-    await until(() => handled.size === 20, 10_000)
-    child.kill('SIGKILL')
-    await new Promise((r) => child.once('exit', r))
+    const exited = new Promise((r) => child.once('exit', r))
+    try {
+      await within(
+        new Promise<void>((resolve, reject) => {
+          child.stdout.on('data', (d: Buffer) => d.toString().includes('published') && resolve())
+          child.once('exit', (code) => reject(new Error(`relay child exited early (${code})`)))
+        }),
+        20_000,
+        'the relay child to publish',
+      )
+      await until(() => handled.size === 20, 10_000)
+    } finally {
+      child.kill('SIGKILL')
+      await within(exited, 5000, 'the killed relay child to exit')
+    }
     const [before] = (await pool.query(
       `SELECT COUNT(*) AS c FROM \`${table}\` WHERE sent_at IS NULL`,
     )) as [Array<{ c: number }>, unknown]
@@ -191,6 +207,7 @@ describe('Inbox', () => {
     const queue = names.queue('inbox')
     const broker = createBroker({
       urls: url,
+      shutdownTimeout: 2000,
       topology: { queues: [{ name: queue, retry: { delays: [100] }, deadLetter: false }] },
     })
     names.queue('inbox.retry.100ms')

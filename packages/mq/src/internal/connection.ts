@@ -2,6 +2,7 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import amqp, { type Channel, type ChannelModel } from 'amqplib'
 import { TopologyConflictError } from '../errors.js'
 import type { ResolvedTopology } from '../topology.js'
+import { closeSafely } from './closeSafely.js'
 import { TypedEmitter } from './typedEmitter.js'
 
 /** Reconnect backoff. */
@@ -97,7 +98,7 @@ export async function declareTopology(
       }
     }
   } finally {
-    await channel.close().catch(() => {})
+    await closeSafely(channel)
     channel = undefined as unknown as Channel
   }
 }
@@ -158,7 +159,7 @@ export class ManagedConnection extends TypedEmitter<ConnectionEvents> {
         })
         connection.on('error', () => {})
         if (this.#abort.signal.aborted) {
-          await connection.close().catch(() => {})
+          await closeSafely(connection)
           return
         }
         const closed = new Promise<Error | undefined>((resolve) =>
@@ -183,12 +184,12 @@ export class ManagedConnection extends TypedEmitter<ConnectionEvents> {
         if (error instanceof TopologyConflictError) {
           this.state = 'failed'
           this.failure = error
-          await connection?.close().catch(() => {})
+          if (connection !== undefined) await closeSafely(connection)
           this.emit('failed', { error })
           this.#settleWaiters(error)
           return
         }
-        await connection?.close().catch(() => {})
+        if (connection !== undefined) await closeSafely(connection)
       }
       if (this.#abort.signal.aborted) return
       attempt++
@@ -209,7 +210,7 @@ export class ManagedConnection extends TypedEmitter<ConnectionEvents> {
     this.#abort.abort()
     const connection = this.connection
     this.connection = undefined
-    if (connection !== undefined) await connection.close().catch(() => {})
+    if (connection !== undefined) await closeSafely(connection)
     await this.#loop
     if (!wasFailed) this.#settleWaiters(new Error('connection closed'))
   }

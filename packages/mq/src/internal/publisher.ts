@@ -8,6 +8,7 @@ import {
   PublishUnconfirmedError,
   UnroutableError,
 } from '../errors.js'
+import { closeSafely } from './closeSafely.js'
 
 /** One message on its way: buffered, in flight, or waiting to be resent. */
 export interface Outgoing {
@@ -238,7 +239,7 @@ export class Publisher {
           return state
         },
         destroy: async (state) => {
-          if (!state.closed) await state.channel.close().catch(() => {})
+          if (!state.closed) await closeSafely(state.channel)
         },
         validate: async (state) => !state.closed,
       },
