@@ -80,11 +80,25 @@ try {
       ],
       limit: LIMIT,
     }
+    // The fan-out floor: the same four queries in parallel on the same pools, no router, the
+    // results concatenated and sorted.
+    const key = (r: Record<string, unknown>) => Number(r[column])
+    const fanOut = async () => {
+      const lists = (await Promise.all(
+        urls.map((_, i) => alone(i, `${SQL} LIMIT ${LIMIT}`)),
+      )) as Array<Array<Record<string, unknown>>>
+      return lists
+        .flat()
+        .sort((x, y) => key(y) - key(x) || Number(y.id) - Number(x.id))
+        .slice(0, LIMIT)
+    }
     const ours: number[] = []
+    const floor: number[] = []
     const singles: number[][] = urls.map(() => [])
     const ratios: number[] = []
     for (let round = 0; round < ROUNDS; round++) {
       const a = (await sampleLatency(() => router.all(SQL, [], merge), { iterations: ITER })).p50
+      floor.push((await sampleLatency(fanOut, { iterations: ITER })).p50)
       const s = []
       for (let i = 0; i < urls.length; i++) {
         s.push(
@@ -100,7 +114,12 @@ try {
     rows.push([
       `**router.all(…, { orderBy, limit: ${LIMIT} }) over 4 shards**, ${label}`,
       fmt(median(ours)),
-      `${(median(ours) / slowest).toFixed(2)}x (per round: median ${median(ratios).toFixed(2)}x)`,
+      `${(median(ours) / slowest).toFixed(2)}x (per round: median ${median(ratios).toFixed(2)}x); ${(median(ours) / median(floor)).toFixed(2)}x the no-router fan-out`,
+    ])
+    rows.push([
+      `the same 4 queries in parallel on the same pools, no router (Promise.all + sort), ${label}`,
+      fmt(median(floor)),
+      `${(median(floor) / slowest).toFixed(2)}x`,
     ])
     for (const [i, x] of single.entries()) {
       rows.push([
@@ -109,7 +128,7 @@ try {
         `${(x / slowest).toFixed(2)}x`,
       ])
     }
-    data[label] = { ours, singles, ratios }
+    data[label] = { ours, floor, singles, ratios }
   }
   report({
     package: 'sharding',

@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { createShardRouter, type ShardRouter, type ShardRouterEvents } from '../src/index.js'
-import { eventually, stopSqlThread, type Topology, topology } from './fixtures.js'
+import { eventually, setMasterDelay, stopSqlThread, type Topology, topology } from './fixtures.js'
 
 // Every test here that stops the shared replica's SQL thread restarts it in a finally, and keeps
 // the window to a few seconds: other engineers use the same replica.
@@ -84,6 +84,41 @@ describe('read-your-writes', () => {
     // The replica was really behind: the waits timed out and those reads went to the primary.
     expect(stats.gtidWaitTimeouts).toBeGreaterThan(0)
     expect(stats.replicaFallbacks).toBeGreaterThanOrEqual(stats.gtidWaitTimeouts)
+  })
+
+  it('never returns a stale row with MASTER_DELAY set on the replica; a long enough wait is served by the replica itself', async () => {
+    const fast = pairRouter({ healthCheckIntervalMs: 0, gtidWaitTimeoutMs: 50 })
+    const patient = pairRouter({ healthCheckIntervalMs: 0, gtidWaitTimeoutMs: 5000 })
+    const writeThenRead = (router: ShardRouter, i: number, label: string) =>
+      router.run({}, async () => {
+        const id = nextId++
+        const user = `${label}-${i % 20}`
+        await router.query(
+          user,
+          'INSERT INTO orders (id, user_id, total, created_at) VALUES (?, ?, 1, ?)',
+          [id, user, i],
+        )
+        const rows = await router.query<unknown[]>(user, 'SELECT id FROM orders WHERE id = ?', [id])
+        return rows.length === 1
+      })
+    const restore = await setMasterDelay(topo.replicaServer, 1)
+    let fresh: boolean[]
+    let patientFresh: boolean[]
+    try {
+      ;[fresh, patientFresh] = await Promise.all([
+        pool(300, 20, (i) => writeThenRead(fast, i, 'delay')),
+        pool(4, 4, (i) => writeThenRead(patient, i, 'delay-wait')),
+      ])
+    } finally {
+      await restore()
+    }
+    expect(fresh.filter((ok) => !ok)).toEqual([])
+    expect(patientFresh).toEqual([true, true, true, true])
+    // The delay was real: short waits timed out and went to the primary...
+    expect(fast.stats().gtidWaitTimeouts).toBeGreaterThan(0)
+    // ...and waits longer than the delay were answered by the replica, in the same round trip.
+    expect(patient.stats().gtidWaitTimeouts).toBe(0)
+    expect(patient.stats().shards.pair!.replicaQueries).toBe(4)
   })
 
   it('reads its own writes from the replica when it keeps up, waiting in the same round trip', async () => {

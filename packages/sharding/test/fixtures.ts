@@ -91,6 +91,32 @@ export async function stopSqlThread(replicaServer: string): Promise<() => Promis
   }
 }
 
+/**
+ * Delays the shared replica's SQL thread by `seconds` (`MASTER_DELAY`; keep it short) and
+ * returns a function that sets it back to 0; callers must call it in a finally.
+ */
+export async function setMasterDelay(
+  replicaServer: string,
+  seconds: number,
+): Promise<() => Promise<void>> {
+  const change = async (delay: number) => {
+    // MariaDB changes MASTER_DELAY only with both replication threads stopped.
+    await sql(replicaServer, 'STOP SLAVE')
+    try {
+      await sql(replicaServer, `CHANGE MASTER TO MASTER_DELAY = ${Number(delay)}`)
+    } finally {
+      await sql(replicaServer, 'START SLAVE')
+    }
+  }
+  await change(seconds)
+  let restored = false
+  return async () => {
+    if (restored) return
+    restored = true
+    await change(0)
+  }
+}
+
 export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
 
 /** Polls `check` until it is true or `timeoutMs` passes. */
