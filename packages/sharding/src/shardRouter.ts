@@ -532,6 +532,7 @@ export class ShardRouter extends TypedEmitter<ShardRouterEvents> {
   #token = CausalToken.empty
   #closed = false
   #timer: ReturnType<typeof setTimeout> | undefined
+  readonly #keepTimerLists: Array<ReturnType<typeof setTimeout>> = []
   #checking: Promise<void> | undefined
   #counters = {
     replicaFallbacks: 0,
@@ -690,6 +691,17 @@ export class ShardRouter extends TypedEmitter<ShardRouterEvents> {
     })
     if (o.healthCheckIntervalMs > 0 && this.#shards.some((s) => s.replicas.length > 0))
       this.#schedule(0)
+    // Node keeps one timer list per duration and tears it down when its last timer is cleared:
+    // with one statement at a time, every statement's timeout would build and destroy the list
+    // (a priority-queue update each way). One idle, unref'd timer per default duration keeps
+    // the lists alive, so a statement's timeout costs an append and an unlink.
+    for (const ms of new Set([o.queryTimeoutMs, o.scatterTimeoutMs])) {
+      const keep = setTimeout(function refresh() {
+        keep.refresh()
+      }, ms)
+      keep.unref()
+      this.#keepTimerLists.push(keep)
+    }
   }
 
   /** How many slots keys hash to. */
@@ -1128,6 +1140,7 @@ export class ShardRouter extends TypedEmitter<ShardRouterEvents> {
     if (this.#closed) return
     this.#closed = true
     if (this.#timer !== undefined) clearTimeout(this.#timer)
+    for (const keep of this.#keepTimerLists) clearTimeout(keep)
     await this.#checking?.catch(() => {})
     await Promise.all(
       this.#shards.flatMap((s) => [
