@@ -73,6 +73,17 @@ export class Pipeline<Extra = never> implements Policy<Extra> {
     return this.#policies
   }
 
+  /**
+   * The `stats()` of each policy, in the pipeline's order (`undefined` for a policy without
+   * one). The pipeline keeps no counters of its own, so it adds nothing per call.
+   */
+  stats(): unknown[] {
+    return this.#policies.map((p) => {
+      const stats = (p as { stats?: () => unknown }).stats
+      return typeof stats === 'function' ? stats.call(p) : undefined
+    })
+  }
+
   /** Runs `fn` through every policy, outermost first. */
   execute<T>(fn: Operation<T>, signal?: AbortSignal): Promise<T | Extra> {
     return this.#run(fn as Operation<unknown>, rootContext(signal)) as Promise<T | Extra>

@@ -320,6 +320,18 @@ describe('pipeline', () => {
     await breaker.close()
   })
 
+  it('reports the stats of each policy in order', async () => {
+    const custom: Policy = {
+      execute: (fn) => Promise.resolve(fn({ signal: new AbortController().signal, attempt: 1 })),
+    }
+    const policy = pipeline(retry(), timeout(100), custom)
+    await policy.execute(() => 1)
+    const [r, t, c] = policy.stats()
+    expect(r).toMatchObject({ calls: 1, successes: 1 })
+    expect(t).toMatchObject({ calls: 1, timeouts: 0 })
+    expect(c).toBeUndefined()
+  })
+
   it('stops retrying once the breaker opens', async () => {
     const breaker = circuitBreaker({ volumeThreshold: 1 })
     const fn = vi.fn(() => Promise.reject(retryable()))
