@@ -92,6 +92,30 @@ describe('Idempotency (Redis)', () => {
     expect(results.every((r) => (r.value as { order: number }).order === 42)).toBe(true)
   })
 
+  it('serves a message consumer: message id as key, raw bytes as fingerprint, void handler', async () => {
+    const store = createIdempotency({ redis: fixture.redis, prefix })
+    const messageId = key()
+    const content = Buffer.from(JSON.stringify({ orderId: 7, sku: 'A-1', qty: 2 }))
+    let reserved = 0
+    const handler = async () => {
+      reserved++
+    }
+    await expect(store.run(messageId, content, handler)).resolves.toEqual({
+      value: undefined,
+      replayed: false,
+    })
+    // the broker redelivers the same message: the handler does not run again
+    await expect(store.run(messageId, Buffer.from(content), handler)).resolves.toEqual({
+      value: undefined,
+      replayed: true,
+    })
+    // a different message reusing the id is refused
+    await expect(store.run(messageId, Buffer.from('other'), handler)).rejects.toBeInstanceOf(
+      IdempotencyMismatchError,
+    )
+    expect(reserved).toBe(1)
+  })
+
   it('refuses the same key with a different payload (422) and runs nothing', async () => {
     const store = createIdempotency({ redis: fixture.redis, prefix })
     const k = key()
