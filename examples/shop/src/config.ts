@@ -61,6 +61,8 @@ export interface ShopConfig {
   runDir: string
   /** Honour `?cache=off` so the benchmark can compare the same page without caches. */
   bench: boolean
+  /** Overload limits of the catalog's degrader (tests lower them to show shedding under a small load). */
+  degrader?: { maxInFlight: number; maxEventLoopDelay: number; interval: number }
 }
 
 export interface Counts {

@@ -36,6 +36,8 @@ export interface ShopOptions {
   seedUsers?: number
   stock?: number
   bench?: boolean
+  /** Overload limits of the catalog's degrader (default: `DEFAULT_DEGRADER_SETTINGS`). */
+  degrader?: ShopConfig['degrader']
   /** Also echo each process's stderr to ours. */
   echo?: boolean
   onLog?: (line: string) => void
@@ -141,6 +143,7 @@ export async function startShop(o: ShopOptions): Promise<Shop> {
     providerUrl: '',
     runDir: o.runDir,
     bench: o.bench === true,
+    ...(o.degrader ? { degrader: o.degrader } : {}),
   }
   const provider = config.instances.find((i) => i.service === 'provider') as InstanceSpec
   config.providerUrl = `http://127.0.0.1:${provider.port}`

@@ -106,6 +106,30 @@ describe('chaos run', () => {
           }
         }),
       )
+      if (fault === 'payment-provider') {
+        // The payment worker's breaker opened, and the catalog (which mirrors it) switched
+        // recommendations and reviews off through its degrader.
+        await eventually(
+          async () => {
+            const ports = shop.config.instances.filter((x) => x.service === 'catalog')
+            for (const p of ports) {
+              const s = (await (
+                await fetch(`http://127.0.0.1:${p.port}/_internal/stats`)
+              ).json()) as { degraderChanges?: { feature: string; to: string; reason: string }[] }
+              if (
+                s.degraderChanges?.some(
+                  (c) =>
+                    c.feature === 'recommendations' && c.to === 'off' && c.reason === 'breaker',
+                )
+              )
+                return true
+            }
+            return false
+          },
+          10_000,
+          'the payment breaker to switch recommendations off on a catalog instance',
+        )
+      }
       await shop.chaos(fault, false)
     }
     // Orders were taken under every fault.

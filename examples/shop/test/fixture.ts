@@ -21,7 +21,12 @@ export interface TestShop extends Shop {
 
 export async function startTestShop(
   label: string,
-  opts: { products?: number; users?: number; stock?: number } = {},
+  opts: {
+    products?: number
+    users?: number
+    stock?: number
+    degrader?: ShopConfig['degrader']
+  } = {},
 ): Promise<TestShop> {
   const ns = uniqueName(label)
     .replace(/[^A-Za-z0-9_]/g, '_')
@@ -35,6 +40,7 @@ export async function startTestShop(
     seedProducts: opts.products ?? 300,
     seedUsers: opts.users ?? 20,
     stock: opts.stock ?? 100_000,
+    ...(opts.degrader ? { degrader: opts.degrader } : {}),
     onLog: () => {},
   })
   return Object.assign(shop, {

@@ -11,7 +11,13 @@ declare module 'vitest' {
 }
 
 export default async function setup(project: TestProject) {
-  const shop = await startTestShop('shop_test', { products: 300, users: 20, stock: 10_000 })
+  const shop = await startTestShop('shop_test', {
+    products: 300,
+    users: 20,
+    stock: 10_000,
+    // Low overload limits so a small, bounded load shows the catalog shedding features.
+    degrader: { maxInFlight: 6, maxEventLoopDelay: 250, interval: 200 },
+  })
   project.provide('shop', { config: shop.config, secrets: shop.secrets, url: shop.url })
   return async () => {
     await shop.close()

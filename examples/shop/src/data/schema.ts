@@ -4,8 +4,10 @@
  */
 import mysql from 'mysql2/promise'
 import type { MysqlTarget, ShardSpec } from '../config.js'
+import { outbox } from '../platform/outbox.js'
+import { createShopRouter } from '../platform/sharding.js'
 import { hashPassword } from '../web/password.js'
-import { newUserId, shardRing } from './ids.js'
+import { newUserId } from './ids.js'
 
 const CATALOG_TABLES = [
   `CREATE TABLE IF NOT EXISTS products (
@@ -90,16 +92,6 @@ const SHARD_TABLES = [
     provider_ref VARCHAR(64) NOT NULL,
     created_at TIMESTAMP(3) NOT NULL DEFAULT CURRENT_TIMESTAMP(3)
   ) ENGINE=InnoDB`,
-  // Transactional outbox: written in the order's transaction, published by the relay.
-  `CREATE TABLE IF NOT EXISTS outbox (
-    id BIGINT PRIMARY KEY AUTO_INCREMENT,
-    message_id VARCHAR(96) NOT NULL UNIQUE,
-    topic VARCHAR(64) NOT NULL,
-    payload TEXT NOT NULL,
-    created_at TIMESTAMP(3) NOT NULL DEFAULT CURRENT_TIMESTAMP(3),
-    sent_at TIMESTAMP(3) NULL,
-    INDEX (sent_at, id)
-  ) ENGINE=InnoDB`,
 ]
 
 async function connectServer(t: MysqlTarget) {
@@ -120,6 +112,9 @@ async function ensureDatabase(t: MysqlTarget, tables: string[]): Promise<void> {
     await conn.query(`CREATE DATABASE IF NOT EXISTS \`${t.database}\``)
     await conn.query(`USE \`${t.database}\``)
     for (const sql of tables) await conn.query(sql)
+    // The transactional outbox (written in the order's transaction, published by the relay):
+    // @ballast/mq's table layout.
+    if (tables === SHARD_TABLES) await outbox.createTable(conn)
   } finally {
     await conn.end()
   }
@@ -261,7 +256,8 @@ export async function createSchemaAndSeed(
     await cat.end()
   }
 
-  const ring = shardRing(shards.map((s) => s.id))
+  // Placement is the router's (slots on lb's hash ring): the seed puts rows where services look.
+  const router = createShopRouter(shards, { healthCheckIntervalMs: 0, connectionLimit: 1 })
   const conns = new Map<string, mysql.Connection>()
   for (const s of shards) conns.set(s.id, await mysql.createConnection({ ...s.primary }))
   let users = 0
@@ -291,8 +287,8 @@ export async function createSchemaAndSeed(
       const emailsBy = new Map<string, unknown[][]>()
       for (const p of people) {
         const id = newUserId()
-        const us = ring.get(id)
-        const es = ring.get(p.email)
+        const us = router.shardFor(id)
+        const es = router.shardFor(p.email)
         usersBy.set(us, [...(usersBy.get(us) ?? []), [id, p.email, p.name, p.hash, p.admin]])
         emailsBy.set(es, [...(emailsBy.get(es) ?? []), [p.email, id]])
       }
@@ -308,6 +304,7 @@ export async function createSchemaAndSeed(
     }
   } finally {
     for (const c of conns.values()) await c.end()
+    await router.close()
   }
   return { products, users, seeded }
 }

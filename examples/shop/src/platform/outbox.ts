@@ -1,114 +1,100 @@
 /**
- * ADAPTER for `@ballast/mq`'s transactional outbox. Rows written in a shard transaction are
- * published by this relay: it takes unsent rows with `FOR UPDATE SKIP LOCKED` (so several
- * order instances relay in parallel without sending a row twice at once), publishes each
- * with a broker confirm, and marks it sent in the same transaction. A crash between publish
- * and commit sends a row again: consumers are idempotent. Until the package's relay lands,
- * this in-shop version does the job.
+ * `@ballast/mq`'s transactional outbox: checkout writes `order.placed` into the shard's outbox
+ * table inside its transaction (`createOutbox().enqueue`), and every order instance runs one
+ * relay per shard (`createOutboxRelay`) that claims unsent rows with `FOR UPDATE SKIP LOCKED`
+ * in READ COMMITTED, publishes them with confirms and marks them sent. A crash between publish
+ * and commit sends a row again: the consumers are idempotent.
  */
-import type { Broker } from '@ballast/mq'
-import type { Queryable, Row, ShardRouter } from './sharding.js'
+import {
+  type Broker,
+  createOutbox,
+  createOutboxRelay,
+  type Outbox,
+  type OutboxRelay,
+  type OutboxRelayStats,
+  type SqlConnection,
+} from '@ballast/mq'
+import type { ShardTransaction } from '@ballast/sharding'
+import mysql from 'mysql2/promise'
+import type { ShardSpec } from '../config.js'
 
-export interface OutboxMessage {
-  messageId: string
-  topic: string
-  payload: unknown
-}
+/** The outbox table on every shard (the package's layout, created by `outbox.createTable`). */
+export const OUTBOX_TABLE = 'mq_outbox'
 
-/** Adds a message to the outbox inside the caller's shard transaction. */
-export async function enqueue(tx: Queryable, m: OutboxMessage): Promise<void> {
-  await tx.exec('INSERT INTO outbox (message_id, topic, payload) VALUES (?, ?, ?)', [
-    m.messageId,
-    m.topic,
-    JSON.stringify(m.payload),
-  ])
-}
+export const outbox: Outbox = createOutbox({ table: OUTBOX_TABLE })
 
-export interface OutboxRelay {
-  stats(): {
-    published: number
-    failures: number
-    lastError: string | undefined
-    pending: Record<string, number>
+/**
+ * The shard router's transaction as the connection `outbox.enqueue` writes on. mq's
+ * `SqlConnection` wants mysql2's `[rows, fields]` tuple; sharding's transaction resolves to the
+ * rows alone, and enqueue ignores the result, so the tuple is made up here.
+ */
+export function outboxConnection(tx: ShardTransaction): SqlConnection {
+  return {
+    query: async (sql, values) => [await tx.query(sql, values ?? []), undefined],
   }
+}
+
+export interface ShopRelays {
+  stats(): Promise<{
+    relays: Record<string, OutboxRelayStats & { pending: number | null; lastError?: string }>
+  }>
   close(): Promise<void>
 }
 
-export function startOutboxRelay(
-  router: ShardRouter,
-  broker: Broker,
-  exchange: string,
-  intervalMs = 200,
-): OutboxRelay {
-  const s = {
-    published: 0,
-    failures: 0,
-    lastError: undefined as string | undefined,
-    pending: {} as Record<string, number>,
-  }
-  let stopped = false
-  let running: Promise<void> | undefined
-  const tick = async () => {
-    for (const shardId of router.shardIds) {
-      try {
-        const { value } = await router.write(
-          shardId,
-          async (tx) => {
-            const rows = await tx.rows<Row>(
-              'SELECT id, message_id, topic, payload FROM outbox WHERE sent_at IS NULL ORDER BY id LIMIT 50 FOR UPDATE SKIP LOCKED',
-            )
-            for (const r of rows) {
-              await withTimeout(
-                broker.publish(exchange, String(r.topic), JSON.parse(String(r.payload)), {
-                  messageId: String(r.message_id),
-                  persistent: true,
-                }),
-                3000,
-              )
-              s.published++
-            }
-            if (rows.length > 0) {
-              await tx.exec('UPDATE outbox SET sent_at = NOW(3) WHERE id IN (?)', [
-                rows.map((r) => r.id),
-              ])
-            }
-            const [c] = await tx.rows<Row>('SELECT COUNT(*) AS n FROM outbox WHERE sent_at IS NULL')
-            return Math.max(0, Number(c?.n ?? 0) - rows.length)
-            // READ COMMITTED: no gap locks, so checkouts can add outbox rows while the relay publishes.
-          },
-          { isolation: 'READ COMMITTED' },
-        )
-        s.pending[shardId] = value
-      } catch (err) {
-        s.failures++
-        s.lastError = (err as Error).message
-      }
-    }
-  }
-  const loop = async () => {
-    while (!stopped) {
-      running = tick()
-      await running
-      await new Promise((r) => setTimeout(r, intervalMs).unref())
-    }
-  }
-  void loop()
+/** One relay per shard primary, each on a small pool of its own. */
+export function startOutboxRelays(shards: readonly ShardSpec[], broker: Broker): ShopRelays {
+  const relays = shards.map((s) => {
+    const pool = mysql.createPool({
+      host: s.primary.host,
+      port: s.primary.port,
+      user: s.primary.user,
+      password: s.primary.password,
+      database: s.primary.database,
+      connectionLimit: 2,
+      connectTimeout: 1000,
+      enableKeepAlive: true,
+    })
+    pool.on('connection', (c) => c.on('error', () => {}))
+    const relay: OutboxRelay = createOutboxRelay({
+      pool,
+      broker,
+      outbox,
+      batchSize: 50,
+      pollInterval: 200,
+      // Rows are never given up on: a long broker outage must not strand orders.
+      maxAttempts: 1_000_000,
+    })
+    const state: { lastError?: string } = {}
+    relay.on('error', ({ error }) => {
+      state.lastError = String((error as Error)?.message ?? error)
+    })
+    relay.on('row.failed', ({ error }) => {
+      state.lastError = String((error as Error)?.message ?? error)
+    })
+    return { id: s.id, pool, relay, state }
+  })
   return {
-    stats: () => ({ ...s, pending: { ...s.pending } }),
+    async stats() {
+      const out: Record<string, OutboxRelayStats & { pending: number | null; lastError?: string }> =
+        {}
+      for (const r of relays) {
+        let pending: number | null = null
+        try {
+          const [rows] = await r.pool.query<mysql.RowDataPacket[]>({
+            sql: `SELECT COUNT(*) AS n FROM ${OUTBOX_TABLE} WHERE sent_at IS NULL`,
+            timeout: 1000,
+          })
+          pending = Number(rows[0]?.n ?? 0)
+        } catch {
+          pending = null
+        }
+        out[r.id] = { ...r.relay.stats(), pending, ...r.state }
+      }
+      return { relays: out }
+    },
     async close() {
-      stopped = true
-      await running
+      for (const r of relays) await r.relay.close()
+      for (const r of relays) await r.pool.end().catch(() => {})
     },
   }
-}
-
-/** A publish that waits on a broker outage must not hold the shard's row locks for long. */
-function withTimeout<T>(p: Promise<T>, ms: number): Promise<T> {
-  let timer: NodeJS.Timeout | undefined
-  return Promise.race([
-    p,
-    new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new Error(`publish not confirmed within ${ms} ms`)), ms)
-    }),
-  ]).finally(() => clearTimeout(timer))
 }

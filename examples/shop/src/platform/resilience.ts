@@ -1,27 +1,27 @@
 /**
- * `@ballast/resilience` for the shop: the payment provider's circuit breaker is the package's
- * (for real). Still ADAPTERS with minimal in-shop versions: idempotency keys in Redis, login
- * rate limits and the degradation switchboard (the package's createIdempotency, rate limiter
- * and createDegrader have landed; swapping each is a change to this file only).
+ * `@ballast/resilience` for the shop: the payment provider's circuit breaker, idempotency keys
+ * in Redis (checkout and payment), the login rate limits shared by every instance through
+ * Redis, and the degrader that switches recommendations and reviews off first, under overload
+ * and while the payment breaker is open.
  */
-import { BreakerOpenError, circuitBreaker } from '@ballast/resilience'
+import {
+  BreakerOpenError,
+  type ChangeReason,
+  type CircuitBreaker,
+  circuitBreaker,
+  createDegrader,
+  createIdempotency,
+  createRateLimiter,
+  type Degrader,
+  type FeatureLevel,
+  type Idempotency,
+  IdempotencyUnavailableError,
+  type RateLimiter,
+} from '@ballast/resilience'
 import type { Redis } from 'ioredis'
 
-export type BreakerState = 'closed' | 'open' | 'halfOpen'
-
+export type { BreakerState, CircuitBreaker } from '@ballast/resilience'
 export { BreakerOpenError }
-
-export interface Breaker {
-  run<T>(fn: (signal: AbortSignal) => Promise<T>): Promise<T>
-  readonly state: BreakerState
-  stats(): {
-    state: BreakerState
-    successes: number
-    failures: number
-    rejected: number
-    timeouts: number
-  }
-}
 
 export interface BreakerOptions {
   /** Failures among the last `window` calls (at least `volume` of them) that open it, in percent. */
@@ -34,9 +34,9 @@ export interface BreakerOptions {
   timeoutMs: number
 }
 
-/** The payment provider's breaker: `@ballast/resilience`'s circuitBreaker (on opossum). */
-export function createBreaker(o: BreakerOptions): Breaker {
-  const cb = circuitBreaker({
+/** The payment provider's breaker. */
+export function createPaymentBreaker(o: BreakerOptions): CircuitBreaker {
+  return circuitBreaker({
     name: 'payment-provider',
     window: { type: 'count', size: o.window },
     errorThresholdPercentage: o.errorThresholdPercentage,
@@ -44,171 +44,215 @@ export function createBreaker(o: BreakerOptions): Breaker {
     resetTimeout: o.openMs,
     timeout: o.timeoutMs,
   })
-  return {
-    get state() {
-      return cb.state
-    },
-    run<T>(fn: (signal: AbortSignal) => Promise<T>): Promise<T> {
-      // The breaker's timeout rejects the call; the signal also stops the request itself.
-      return cb.execute(() => fn(AbortSignal.timeout(o.timeoutMs))) as Promise<T>
-    },
-    stats() {
-      const s = cb.stats()
-      return {
-        state: s.state,
-        successes: s.successes,
-        failures: s.failures,
-        rejected: s.rejects,
-        timeouts: s.timeouts,
-      }
-    },
-  }
 }
 
-/** Idempotency keys in Redis: the first caller runs, later callers get the stored result. */
-export interface IdempotencyStore {
-  /**
-   * Runs `fn` once per key: a concurrent duplicate waits for the first and gets its result;
-   * a completed key returns the stored result without running `fn`.
-   */
-  once<T>(key: string, ttlMs: number, fn: () => Promise<T>): Promise<T>
+/**
+ * Checkout's idempotency keys: a double-clicked Pay runs checkout once; the duplicate waits
+ * for the first (up to 5 s) and gets its order id.
+ */
+export function checkoutIdempotency(redis: Redis, prefix: string): Idempotency {
+  return createIdempotency({
+    redis,
+    prefix,
+    wait: 5000,
+    lease: 15_000,
+    retention: 24 * 3600_000,
+    commandTimeout: 1000,
+  })
 }
 
-export class IdempotencyBusyError extends Error {
-  readonly code = 'E_IDEMPOTENCY_IN_PROGRESS'
+/**
+ * Payment's idempotency keys (`pay:<order id>`). Every failure of the provider call releases
+ * the key: the breaker's `BreakerOpenError` is not retryable (`retryable: false`), and the
+ * default `isTransient` would store it as a permanent failure and replay it for 24 h, leaving
+ * the order in `payment_pending` for good. The provider is asked with the same key on retry.
+ */
+export function paymentIdempotency(redis: Redis, prefix: string): Idempotency {
+  return createIdempotency({
+    redis,
+    prefix,
+    wait: 3000,
+    lease: 15_000,
+    retention: 24 * 3600_000,
+    commandTimeout: 1000,
+    isTransient: () => true,
+  })
 }
 
-export function createIdempotencyStore(redis: Redis, prefix: string): IdempotencyStore {
-  return {
-    async once<T>(key: string, ttlMs: number, fn: () => Promise<T>): Promise<T> {
-      const k = `${prefix}idem:${key}`
-      const claimed = await redis.set(k, JSON.stringify({ state: 'running' }), 'PX', 30_000, 'NX')
-      if (claimed !== 'OK') {
-        for (let i = 0; i < 100; i++) {
-          const raw = await redis.get(k)
-          if (raw === null) break
-          const rec = JSON.parse(raw) as { state: string; value?: T }
-          if (rec.state === 'done') return rec.value as T
-          await new Promise((r) => setTimeout(r, 50))
-        }
-        throw new IdempotencyBusyError(`operation ${key} is still in progress`)
-      }
-      try {
-        const value = await fn()
-        await redis.set(k, JSON.stringify({ state: 'done', value }), 'PX', ttlMs)
-        return value
-      } catch (err) {
-        await redis.del(k).catch(() => {})
-        throw err
-      }
-    },
-  }
+/** Redis is unreachable: the idempotency store refused to run the work (nothing ran). */
+export function isIdempotencyUnavailable(err: unknown): boolean {
+  return (
+    err instanceof IdempotencyUnavailableError ||
+    (err as { code?: unknown })?.code === 'E_RESILIENCE_IDEMPOTENCY_UNAVAILABLE'
+  )
 }
 
-/** Fixed-window rate limits in Redis; when Redis is away, an in-process window takes over. */
-export interface RateLimiter {
-  /** Counts a hit; returns how long to wait (ms) when over the limit, else 0. */
-  hit(key: string): Promise<number>
-  reset(key: string): Promise<void>
+/**
+ * Login limits per account and per address, one budget per key for every account instance
+ * (the package's GCRA in Redis). While Redis is away `take()` rejects; then a per-process
+ * limiter with the same limits decides (the package leaves fail-open to the caller).
+ */
+export interface LoginLimiter {
+  /** Counts an attempt; returns how long to wait (ms) when over a limit, else 0. */
+  hit(account: string, address: string): Promise<number>
   stats(): { allowed: number; limited: number; fallbacks: number }
+  close(): Promise<void>
 }
 
-export function createRateLimiter(
-  redis: Redis,
-  prefix: string,
-  limit: number,
-  windowMs: number,
-): RateLimiter {
-  const local = new Map<string, { n: number; until: number }>()
+export function createLoginLimiter(redis: Redis, prefix: string): LoginLimiter {
+  const make = (name: string, limit: number, shared: boolean): RateLimiter =>
+    createRateLimiter({
+      limit,
+      interval: 60_000,
+      burst: limit,
+      ...(shared ? { redis, prefix: `${prefix}${name}:` } : {}),
+    })
+  const perAccount = make('acct', 5, true)
+  const perAddress = make('ip', 30, true)
+  const localAccount = make('acct', 5, false)
+  const localAddress = make('ip', 30, false)
   const s = { allowed: 0, limited: 0, fallbacks: 0 }
+  const take = async (shared: RateLimiter, local: RateLimiter, key: string) => {
+    try {
+      return await shared.take(key)
+    } catch {
+      s.fallbacks++
+      return local.take(key)
+    }
+  }
   return {
-    async hit(key) {
-      let n: number
-      let ttl: number
-      try {
-        const k = `${prefix}rl:${key}`
-        const res = await redis.multi().incr(k).pexpire(k, windowMs, 'NX').pttl(k).exec()
-        n = Number(res?.[0]?.[1] ?? 0)
-        ttl = Number(res?.[2]?.[1] ?? windowMs)
-      } catch {
-        s.fallbacks++
-        const now = Date.now()
-        const w = local.get(key)
-        if (!w || w.until <= now) local.set(key, { n: 1, until: now + windowMs })
-        else w.n++
-        const cur = local.get(key) as { n: number; until: number }
-        n = cur.n
-        ttl = cur.until - now
-      }
-      if (n > limit) {
-        s.limited++
-        return Math.max(ttl, 1)
-      }
-      s.allowed++
-      return 0
-    },
-    async reset(key) {
-      local.delete(key)
-      await redis.del(`${prefix}rl:${key}`).catch(() => {})
+    async hit(account, address) {
+      const [a, b] = await Promise.all([
+        take(perAccount, localAccount, account),
+        take(perAddress, localAddress, address),
+      ])
+      const wait = Math.max(a.allowed ? 0 : a.retryAfterMs, b.allowed ? 0 : b.retryAfterMs)
+      const limited = !a.allowed || !b.allowed
+      if (limited) s.limited++
+      else s.allowed++
+      return limited ? Math.max(wait, 1) : 0
     },
     stats: () => ({ ...s }),
+    async close() {
+      for (const l of [perAccount, perAddress, localAccount, localAddress]) await l.close()
+    },
+  }
+}
+
+/** Optional features of product pages, lowest priority first. */
+export const FEATURES = ['recommendations', 'reviews'] as const
+export type Feature = (typeof FEATURES)[number]
+
+export interface DegraderSettings {
+  /** Requests in flight on one instance above which it sheds. */
+  maxInFlight: number
+  /** Event-loop p99 delay above which it sheds, in ms. */
+  maxEventLoopDelay: number
+  /** Sampling interval (one shedding step per sample), in ms. */
+  interval: number
+}
+
+export const DEFAULT_DEGRADER_SETTINGS: DegraderSettings = {
+  maxInFlight: 64,
+  maxEventLoopDelay: 200,
+  interval: 250,
+}
+
+export interface ShopDegrader {
+  readonly degrader: Degrader<Feature>
+  /** The latest level changes, newest last (for the ops page and the tests). */
+  changes(): {
+    feature: Feature
+    from: FeatureLevel
+    to: FeatureLevel
+    reason: ChangeReason
+    at: number
+  }[]
+  close(): Promise<void>
+}
+
+/**
+ * Recommendations (priority 10) then reviews (20) shed under overload; both go off while any of
+ * `breakers` is open (the payment provider's, mirrored into this process).
+ */
+export function createShopDegrader(
+  breakers: readonly CircuitBreaker[],
+  settings: DegraderSettings = DEFAULT_DEGRADER_SETTINGS,
+): ShopDegrader {
+  const degrader = createDegrader({
+    features: {
+      recommendations: { priority: 10, breakers, breakerLevel: 'off' },
+      reviews: { priority: 20, breakers, breakerLevel: 'off' },
+    },
+    overload: {
+      maxInFlight: settings.maxInFlight,
+      maxEventLoopDelay: settings.maxEventLoopDelay,
+      interval: settings.interval,
+    },
+  })
+  const log: ReturnType<ShopDegrader['changes']> = []
+  degrader.on('change', (c) => {
+    log.push({ ...c, at: Date.now() })
+    if (log.length > 50) log.shift()
+  })
+  return {
+    degrader,
+    changes: () => [...log],
+    close: () => degrader.close(),
   }
 }
 
 /**
- * The degradation switchboard: optional features, lowest priority first, switch off when the
- * instance is overloaded (event-loop delay or in-flight requests over a limit) and back on
- * when it recovers. An operator can force a feature off.
+ * The payment breaker lives in the payment worker; the degrader takes breakers of its own
+ * process. The worker publishes its breaker's state to Redis (on every change, refreshed every
+ * second) and each catalog instance mirrors it into a local breaker it trips and resets.
  */
-export interface Degrader {
-  enabled(feature: string): boolean
-  force(feature: string, off: boolean): void
-  begin(): () => void
-  stats(): { load: number; features: Record<string, { on: boolean; forcedOff: boolean }> }
+export function publishBreakerState(
+  redis: Redis,
+  key: string,
+  breaker: CircuitBreaker,
+): () => void {
+  const put = () => {
+    redis.set(key, breaker.state, 'PX', 5000).catch(() => {})
+  }
+  for (const e of ['open', 'halfOpen', 'close'] as const) breaker.on(e, put)
+  const timer = setInterval(put, 1000)
+  timer.unref()
+  put()
+  return () => clearInterval(timer)
+}
+
+export interface BreakerMirror {
+  readonly breaker: CircuitBreaker
   close(): void
 }
 
-export function createDegrader(features: string[], maxInFlight: number): Degrader {
-  let inflight = 0
-  let lagMs = 0
-  let last = performance.now()
-  const forced = new Set<string>()
-  const timer = setInterval(() => {
-    const now = performance.now()
-    lagMs = Math.max(0, now - last - 100)
-    last = now
-  }, 100)
-  timer.unref()
-  // Load in [0, 1+]: the worse of in-flight requests and event-loop lag (200 ms = full).
-  const load = () => Math.max(inflight / maxInFlight, lagMs / 200)
-  const enabled = (feature: string) => {
-    if (forced.has(feature)) return false
-    const i = features.indexOf(feature)
-    if (i < 0) return true
-    // Feature i (0 = first to go) switches off once load passes 0.6 + 0.2 * i.
-    return load() < 0.6 + 0.2 * i
+export function mirrorBreaker(
+  redis: Redis,
+  key: string,
+  name: string,
+  pollMs = 250,
+): BreakerMirror {
+  // Opened and closed only by the poll below: a long reset timeout keeps it from half-opening by itself.
+  const breaker = circuitBreaker({ name, resetTimeout: 24 * 3600_000 })
+  const poll = async () => {
+    const state = await redis.get(key).catch(() => undefined)
+    if (state === undefined) return // Redis away: keep the last known state
+    const open = state === 'open' || state === 'halfOpen'
+    if (open && breaker.state === 'closed') breaker.trip()
+    else if (!open && breaker.state !== 'closed') breaker.reset()
   }
+  const timer = setInterval(() => void poll(), pollMs)
+  timer.unref()
+  void poll()
   return {
-    enabled,
-    force(feature, off) {
-      if (off) forced.add(feature)
-      else forced.delete(feature)
-    },
-    begin() {
-      inflight++
-      let done = false
-      return () => {
-        if (!done) inflight--
-        done = true
-      }
-    },
-    stats() {
-      const f: Record<string, { on: boolean; forcedOff: boolean }> = {}
-      for (const name of features) f[name] = { on: enabled(name), forcedOff: forced.has(name) }
-      return { load: Number(load().toFixed(2)), features: f }
-    },
-    close() {
+    breaker,
+    close: () => {
       clearInterval(timer)
+      void breaker.close()
     },
   }
 }
+
+/** Where the payment worker publishes its breaker's state. */
+export const PAYMENT_BREAKER_KEY = (ns: string) => `${ns}:breaker:payment-provider`

@@ -9,8 +9,8 @@ export interface ShopSessionData extends Record<string, unknown> {
   name: string
   email: string
   isAdmin: boolean
-  /** Read-your-writes tokens of this user's latest writes, one per shard. */
-  ryw: string[]
+  /** The shard router's causal token of this user's writes (read-your-writes on any instance). */
+  ryw: string
   flash: string
 }
 

@@ -1,12 +1,13 @@
 /** account: sign-up, login (rate-limited per account and per address), logout, sessions, log out everywhere. */
 import type { ShopConfig } from '../config.js'
 import { newUserId } from '../data/ids.js'
-import { createRateLimiter } from '../platform/resilience.js'
-import { createShardRouter, type Row } from '../platform/sharding.js'
+import { createLoginLimiter } from '../platform/resilience.js'
+import { createShopRouter, type Row, routerHealth, withCausalToken } from '../platform/sharding.js'
 import { html } from '../web/html.js'
 import { HttpError } from '../web/http.js'
 import { hashPassword, verifyPassword } from '../web/password.js'
 import {
+  clientAddress,
   createServiceEnv,
   csrfInput,
   currentUser,
@@ -21,16 +22,17 @@ import {
 
 export async function startAccount(config: ShopConfig, instance: string, port: number) {
   const env = createServiceEnv(config, instance)
-  const router = createShardRouter(config.shards)
-  const perAccount = createRateLimiter(env.redis, `${config.ns}:login:acct:`, 5, 60_000)
-  const perAddress = createRateLimiter(env.redis, `${config.ns}:login:ip:`, 30, 60_000)
-  env.closers.push(() => router.close())
+  const router = createShopRouter(config.shards)
+  const loginLimits = createLoginLimiter(env.redis, `${config.ns}:login:`)
+  env.closers.push(
+    () => router.close(),
+    () => loginLimits.close(),
+  )
 
   const app = webRouter(env, {
     stats: async () => ({
-      shards: await router.health(),
-      router: router.stats(),
-      loginLimits: { perAccount: perAccount.stats(), perAddress: perAddress.stats() },
+      router: routerHealth(router.stats()),
+      loginLimits: loginLimits.stats(),
     }),
   })
 
@@ -76,9 +78,10 @@ ${kind === 'signup' ? html`<p><label>Name <input name="name" required maxlength=
     const hash = await hashPassword(password)
     // The email index row claims the address first (its primary key makes it unique everywhere).
     try {
-      await router.write(router.shardFor(email), (tx) =>
-        tx.exec('INSERT INTO email_index (email, user_id) VALUES (?, ?)', [email, id]),
-      )
+      await router.query(email, 'INSERT INTO email_index (email, user_id) VALUES (?, ?)', [
+        email,
+        id,
+      ])
     } catch (err) {
       if ((err as { code?: string }).code === 'ER_DUP_ENTRY') {
         return page(
@@ -91,8 +94,8 @@ ${kind === 'signup' ? html`<p><label>Name <input name="name" required maxlength=
       }
       throw err
     }
-    const { token } = await router.write(router.shardFor(id), (tx) =>
-      tx.exec('INSERT INTO users (id, email, name, password_hash) VALUES (?, ?, ?, ?)', [
+    const { token } = await withCausalToken(router, '', () =>
+      router.query(id, 'INSERT INTO users (id, email, name, password_hash) VALUES (?, ?, ?, ?)', [
         id,
         email,
         name || email,
@@ -104,7 +107,7 @@ ${kind === 'signup' ? html`<p><label>Name <input name="name" required maxlength=
     s.data.name = name || email
     s.data.email = email
     s.data.isAdmin = false
-    s.data.ryw = token ? [token] : []
+    s.data.ryw = token
     await go(ctx, '/', `Welcome, ${name || email}!`)
   })
 
@@ -112,8 +115,7 @@ ${kind === 'signup' ? html`<p><label>Name <input name="name" required maxlength=
   app.post('/login', async (ctx) => {
     const email = (await field(ctx, 'email')).trim().toLowerCase()
     const password = await field(ctx, 'password')
-    const ip = ctx.req.socket.remoteAddress ?? 'unknown'
-    const wait = Math.max(await perAddress.hit(ip), await perAccount.hit(email))
+    const wait = await loginLimits.hit(email, clientAddress(ctx))
     if (wait > 0) {
       ctx.res.setHeader('retry-after', String(Math.ceil(wait / 1000)))
       return page(
@@ -131,16 +133,18 @@ ${kind === 'signup' ? html`<p><label>Name <input name="name" required maxlength=
         },
       )
     }
-    const idx = await router.read(router.shardFor(email), (q) =>
-      q.rows<Row>('SELECT user_id FROM email_index WHERE email = ?', [email]),
+    const idx = await router.query<Row[]>(
+      email,
+      'SELECT user_id FROM email_index WHERE email = ?',
+      [email],
     )
     const userId = idx[0] ? String(idx[0].user_id) : undefined
     const user = userId
       ? (
-          await router.read(router.shardFor(userId), (q) =>
-            q.rows<Row>('SELECT id, name, email, password_hash, is_admin FROM users WHERE id = ?', [
-              userId,
-            ]),
+          await router.query<Row[]>(
+            userId,
+            'SELECT id, name, email, password_hash, is_admin FROM users WHERE id = ?',
+            [userId],
           )
         )[0]
       : undefined
@@ -151,13 +155,12 @@ ${kind === 'signup' ? html`<p><label>Name <input name="name" required maxlength=
         status: 401,
       })
     }
-    await perAccount.reset(email)
     const s = session(ctx)
     await s.regenerate({ userId: String(user.id) })
     s.data.name = String(user.name)
     s.data.email = String(user.email)
     s.data.isAdmin = Number(user.is_admin) === 1
-    s.data.ryw = []
+    s.data.ryw = ''
     const next = ctx.url.searchParams.get('next') ?? '/'
     await go(
       ctx,

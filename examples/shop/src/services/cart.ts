@@ -2,17 +2,17 @@
 import type { ShopConfig } from '../config.js'
 import { Catalog, catalogPool } from '../data/catalog.js'
 import { createProductCache } from '../platform/cache.js'
-import { createShardRouter, type Row } from '../platform/sharding.js'
+import { createShopRouter, type Row, routerHealth } from '../platform/sharding.js'
 import { html, money } from '../web/html.js'
 import { HttpError } from '../web/http.js'
 import {
+  consistent,
   createServiceEnv,
   csrfInput,
   field,
   go,
   json,
   page,
-  rememberWrite,
   requireUser,
   session,
   webRouter,
@@ -20,7 +20,7 @@ import {
 
 export async function startCart(config: ShopConfig, instance: string, port: number) {
   const env = createServiceEnv(config, instance)
-  const router = createShardRouter(config.shards)
+  const router = createShopRouter(config.shards)
   const db = catalogPool(config.catalogDb, 4)
   const cache = createProductCache({
     redis: env.redis,
@@ -34,20 +34,17 @@ export async function startCart(config: ShopConfig, instance: string, port: numb
     () => cache.close(),
   )
   const app = webRouter(env, {
-    stats: async () => ({ cache: cache.stats(), router: router.stats() }),
+    stats: async () => ({ cache: cache.stats(), router: routerHealth(router.stats()) }),
   })
 
   app.get('/cart', async (ctx) => {
     const user = requireUser(ctx)
-    const shard = router.shardFor(user.id)
-    const items = await router.read(
-      shard,
-      (q) =>
-        q.rows<Row>(
-          'SELECT product_id, qty FROM cart_items WHERE user_id = ? ORDER BY product_id',
-          [user.id],
-        ),
-      session(ctx).data.ryw,
+    const items = await consistent(ctx, router, () =>
+      router.query<Row[]>(
+        user.id,
+        'SELECT product_id, qty FROM cart_items WHERE user_id = ? ORDER BY product_id',
+        [user.id],
+      ),
     )
     const products = await catalog.products(items.map((i) => Number(i.product_id)))
     let total = 0
@@ -79,13 +76,13 @@ ${
     const qty = Math.max(1, Math.min(10, Number.parseInt(await field(ctx, 'qty'), 10) || 1))
     if (!Number.isSafeInteger(productId) || !(await catalog.product(productId)))
       throw new HttpError(404, 'No such product')
-    const { token } = await router.write(router.shardFor(user.id), (tx) =>
-      tx.exec(
+    await consistent(ctx, router, () =>
+      router.query(
+        user.id,
         'INSERT INTO cart_items (user_id, product_id, qty) VALUES (?, ?, ?) ON DUPLICATE KEY UPDATE qty = LEAST(qty + VALUES(qty), 99)',
         [user.id, productId, qty],
       ),
     )
-    rememberWrite(ctx, token)
     if (ctx.req.headers.accept?.includes('application/json')) return json(ctx, 200, { ok: true })
     await go(ctx, '/cart', 'Added to your cart.')
   })
@@ -93,10 +90,12 @@ ${
   app.post('/cart/remove', async (ctx) => {
     const user = requireUser(ctx)
     const productId = Number.parseInt(await field(ctx, 'productId'), 10)
-    const { token } = await router.write(router.shardFor(user.id), (tx) =>
-      tx.exec('DELETE FROM cart_items WHERE user_id = ? AND product_id = ?', [user.id, productId]),
+    await consistent(ctx, router, () =>
+      router.query(user.id, 'DELETE FROM cart_items WHERE user_id = ? AND product_id = ?', [
+        user.id,
+        productId,
+      ]),
     )
-    rememberWrite(ctx, token)
     await go(ctx, '/cart')
   })
 

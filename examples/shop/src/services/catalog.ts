@@ -6,7 +6,13 @@
 import type { ShopConfig } from '../config.js'
 import { Catalog, catalogPool, type Product } from '../data/catalog.js'
 import { createProductCache } from '../platform/cache.js'
-import { createDegrader } from '../platform/resilience.js'
+import {
+  createShopDegrader,
+  FEATURES,
+  type Feature,
+  mirrorBreaker,
+  PAYMENT_BREAKER_KEY,
+} from '../platform/resilience.js'
 import { html, money } from '../web/html.js'
 import { type Ctx, HttpError, readForm } from '../web/http.js'
 import {
@@ -31,16 +37,28 @@ export async function startCatalog(config: ShopConfig, instance: string, port: n
     ttlMs: 10 * 60_000,
   })
   const catalog = new Catalog(db, cache)
-  // Lowest priority first: recommendations go before reviews.
-  const degrader = createDegrader(['recommendations', 'reviews'], 64)
+  // Recommendations go first, then reviews: under overload, and while the payment provider's
+  // breaker (in the payment worker, mirrored here through Redis) is open.
+  const paymentBreaker = mirrorBreaker(
+    env.redis,
+    PAYMENT_BREAKER_KEY(config.ns),
+    'payment-provider',
+  )
+  const shop = createShopDegrader([paymentBreaker.breaker], config.degrader)
+  const degrader = shop.degrader
   env.closers.push(
     () => cache.close(),
     () => db.end(),
-    () => degrader.close(),
+    () => shop.close(),
+    () => paymentBreaker.close(),
   )
 
   const app = webRouter(env, {
-    stats: () => ({ cache: cache.stats(), degrader: degrader.stats() }),
+    stats: () => ({
+      cache: cache.stats(),
+      degrader: { ...degrader.stats(), paymentBreaker: paymentBreaker.breaker.state },
+      degraderChanges: shop.changes(),
+    }),
   })
   app.use((ctx) => {
     const end = degrader.begin()
@@ -95,10 +113,10 @@ export async function startCatalog(config: ShopConfig, instance: string, port: n
     const p = await catalog.product(id, fresh)
     if (!p) throw new HttpError(404, 'No such product')
     const user = currentUser(ctx)
-    const recs = degrader.enabled('recommendations')
+    const recs = degrader.isEnabled('recommendations')
       ? await catalog.recommendations(p, fresh)
       : undefined
-    const reviews = degrader.enabled('reviews') ? await catalog.reviews(p.id, fresh) : undefined
+    const reviews = degrader.isEnabled('reviews') ? await catalog.reviews(p.id, fresh) : undefined
     await page(
       ctx,
       env,
@@ -143,7 +161,7 @@ ${
 <form method="post" action="/admin/degrade" class="card">${csrfInput(ctx)}
 ${Object.entries(degrader.stats().features).map(
   ([name, f]) =>
-    html`<label><input type="checkbox" name="off" value="${name}" ${f.forcedOff ? 'checked' : ''}> force ${name} off</label> `,
+    html`<label><input type="checkbox" name="off" value="${name}" ${f.override === 'off' ? 'checked' : ''}> force ${name} off</label> <span class="muted">now ${f.level}</span> `,
 )}<button>Apply</button></form>`,
     )
   })
@@ -173,7 +191,10 @@ ${Object.entries(degrader.stats().features).map(
   app.post('/admin/degrade', async (ctx) => {
     requireAdmin(ctx)
     const off = new Set((await readForm(ctx)).getAll('off'))
-    for (const name of Object.keys(degrader.stats().features)) degrader.force(name, off.has(name))
+    for (const name of FEATURES as readonly Feature[]) {
+      if (off.has(name)) degrader.override(name, 'off')
+      else degrader.clearOverride(name)
+    }
     await go(ctx, '/admin', 'Switchboard updated on this instance.')
   })
 

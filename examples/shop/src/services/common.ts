@@ -6,6 +6,7 @@ import type { SessionStore } from '@ballast/session'
 import type { ShopConfig } from '../config.js'
 import { createRedis, createRedisCluster, createRedisSubscriber } from '../platform/redis.js'
 import { createShopSessions, type ShopSession, type ShopSessionData } from '../platform/session.js'
+import { type ShardRouter, withCausalToken } from '../platform/sharding.js'
 import { loadOrCreateSecrets, type Secrets } from '../secrets.js'
 import { html, type SafeHtml } from '../web/html.js'
 import {
@@ -209,10 +210,31 @@ export function webRouter(env: ServiceEnv, opts: WebServiceOptions = {}): Router
   return router
 }
 
-/** Keeps the newest read-your-writes token per shard in the session (so any instance honours it). */
-export function rememberWrite(ctx: Ctx, token: string | undefined): void {
-  if (!token) return
+/**
+ * Runs `fn` with the session's causal token from `@ballast/sharding` (replica reads wait for the
+ * user's own writes) and keeps the token, grown by the writes `fn` made, in the session: the
+ * next request, on any instance, sees them.
+ */
+export async function consistent<T>(
+  ctx: Ctx,
+  router: ShardRouter,
+  fn: () => Promise<T>,
+): Promise<T> {
   const s = session(ctx)
-  const shard = token.slice(0, token.indexOf('|') + 1)
-  s.data.ryw = [...(s.data.ryw ?? []).filter((t) => !t.startsWith(shard)), token]
+  const { value, token } = await withCausalToken(router, s.data.ryw, fn)
+  if (token !== (s.data.ryw ?? '')) s.data.ryw = token
+  return value
+}
+
+/**
+ * The client's address. Behind the gateway every request comes from 127.0.0.1; the gateway
+ * (lb's proxy) appends the address it saw as the last `X-Forwarded-For` entry, the only one
+ * to trust (earlier entries come from the client).
+ */
+export function clientAddress(ctx: Ctx): string {
+  const peer = ctx.req.socket.remoteAddress ?? 'unknown'
+  const xff = ctx.req.headers['x-forwarded-for']
+  const isLoopback = peer === '127.0.0.1' || peer === '::1' || peer === '::ffff:127.0.0.1'
+  if (!isLoopback || typeof xff !== 'string') return peer
+  return xff.split(',').at(-1)?.trim() || peer
 }

@@ -201,19 +201,37 @@ ${o.instances.map((i) => {
   const s = i.stats
   if (!s)
     return html`<tr><td>${i.spec.name}</td><td colspan="5" class="bad">down: ${i.error ?? ''}</td></tr>`
-  const shards =
-    (s.shards as
-      | {
+  // @ballast/sharding's router.stats(): per shard the statements and connection errors, per
+  // replica its health and measured lag (-1: replication stopped).
+  const router = s.router as
+    | {
+        shards: Record<string, { primaryQueries: number; replicaQueries: number; errors: number }>
+        replicas: {
+          id: string
           shard: string
-          primary: { up: boolean }
-          replica?: { up: boolean; lagSeconds: number | null }
+          available: boolean
+          healthy: boolean
+          lagMs: number | null
+          reason?: string
         }[]
-      | undefined) ?? []
+        replicaFallbacks: number
+      }
+    | undefined
   return html`<tr data-instance-row="${i.spec.name}"><td>${i.spec.name} <span class="muted">pid ${String(s.pid ?? '')}</span></td>
 <td>${ratio(s.cache)}</td>
 <td>${s.breaker ? String(get(s, 'breaker', 'state')) : ''}</td>
-<td>${shards.map((h) => html`${h.shard}: <span class="${h.primary.up ? 'ok' : 'bad'}">${h.primary.up ? 'up' : 'DOWN'}</span>${h.replica ? html` / replica <span class="${h.replica.up ? 'ok' : 'bad'}">${h.replica.up ? `lag ${h.replica.lagSeconds ?? '?'} s` : 'DOWN'}</span>` : ''}<br>`)}</td>
-<td>${s.counters ? JSON.stringify(s.counters) : ''} ${s.broker ? `dead-lettered ${String(get(s, 'broker', 'deadLettered'))}, retried ${String(get(s, 'broker', 'retried'))}` : ''} ${s.outbox ? `outbox pending ${JSON.stringify(get(s, 'outbox', 'pending'))}` : ''}</td>
+<td data-router>${
+    router
+      ? html`${Object.entries(router.shards).map(([id, sh]) => {
+          const replicas = router.replicas.filter((r) => r.shard === id)
+          return html`${id}: primary <span class="${sh.errors > 0 ? 'bad' : 'ok'}">${sh.primaryQueries} q, ${sh.errors} errors</span>${replicas.map(
+            (r) =>
+              html` / ${r.id} <span class="${r.available ? 'ok' : 'bad'}" data-replica="${r.id}">${r.available ? 'up' : `DOWN${r.reason ? ` (${r.reason})` : ''}`}, lag ${r.lagMs === null ? '?' : r.lagMs < 0 ? 'stopped' : `${r.lagMs} ms`}</span>`,
+          )}<br>`
+        })}<span class="muted">replica fallbacks ${router.replicaFallbacks}</span>`
+      : ''
+  }</td>
+<td>${s.counters ? JSON.stringify(s.counters) : ''} ${s.broker ? `dead-lettered ${String(get(s, 'broker', 'deadLettered'))}, retried ${String(get(s, 'broker', 'retried'))}` : ''} ${s.outbox ? `outbox ${JSON.stringify(get(s, 'outbox', 'relays'))}` : ''}</td>
 <td class="muted">${s.degrader ? JSON.stringify(get(s, 'degrader')) : ''}${s.payments ? JSON.stringify(s.payments) : ''}${s.mode ? `mode ${String(s.mode)}, charged ${String(s.charged)}` : ''}</td></tr>`
 })}
 </tbody></table>

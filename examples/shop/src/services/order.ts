@@ -6,24 +6,28 @@
 import { randomBytes } from 'node:crypto'
 import type { ShopConfig } from '../config.js'
 import { Catalog, catalogPool } from '../data/catalog.js'
-import { newOrderId, shardOfOrder } from '../data/ids.js'
 import { createProductCache } from '../platform/cache.js'
 import { createShopBroker, shopQueues, TOPICS } from '../platform/mq.js'
-import { enqueue, startOutboxRelay } from '../platform/outbox.js'
-import { createIdempotencyStore } from '../platform/resilience.js'
-import { createShardRouter, type Row } from '../platform/sharding.js'
+import { outbox, outboxConnection, startOutboxRelays } from '../platform/outbox.js'
+import { checkoutIdempotency, isIdempotencyUnavailable } from '../platform/resilience.js'
+import {
+  createOrderIds,
+  createShopRouter,
+  orderKey,
+  type Row,
+  routerHealth,
+} from '../platform/sharding.js'
 import { html, money } from '../web/html.js'
 import { type Ctx, HttpError } from '../web/http.js'
 import {
+  consistent,
   createServiceEnv,
   csrfInput,
   field,
   go,
   json,
   page,
-  rememberWrite,
   requireUser,
-  session,
   webRouter,
 } from './common.js'
 
@@ -31,7 +35,9 @@ export const FINAL_STATUSES = ['shipped', 'cancelled'] as const
 
 export async function startOrder(config: ShopConfig, instance: string, port: number) {
   const env = createServiceEnv(config, instance)
-  const router = createShardRouter(config.shards)
+  const router = createShopRouter(config.shards)
+  // Each order instance makes ids with its own worker id (order-1 → 1, order-2 → 2).
+  const ids = createOrderIds(Number(/-(\d+)$/.exec(instance)?.[1] ?? 0) % 16)
   const db = catalogPool(config.catalogDb, 4)
   const cache = createProductCache({
     redis: env.redis,
@@ -39,36 +45,34 @@ export async function startOrder(config: ShopConfig, instance: string, port: num
     ttlMs: 10 * 60_000,
   })
   const catalog = new Catalog(db, cache)
-  const idempotency = createIdempotencyStore(env.redis, `${config.ns}:`)
+  const idempotency = checkoutIdempotency(env.redis, `${config.ns}:idem:`)
   const broker = createShopBroker(config.amqpUrl, config.ns, instance)
-  const relay = startOutboxRelay(router, broker, shopQueues(config.ns).exchange)
+  const relays = startOutboxRelays(config.shards, broker)
   env.closers.push(
-    () => relay.close(),
+    () => relays.close(),
     () => broker.close(),
     () => router.close(),
     () => db.end(),
     () => cache.close(),
   )
-  const checkoutStats = { placed: 0, duplicates: 0, idempotencyFallbacks: 0 }
+  const checkoutStats = { placed: 0, duplicates: 0, replayed: 0, idempotencyFallbacks: 0 }
+  const exchange = shopQueues(config.ns).exchange
   const app = webRouter(env, {
     stats: async () => ({
-      router: router.stats(),
-      shards: await router.health(),
-      outbox: relay.stats(),
+      router: routerHealth(router.stats()),
+      outbox: await relays.stats(),
       broker: broker.stats(),
       checkout: checkoutStats,
     }),
   })
 
   const cartOf = (ctx: Ctx, userId: string) =>
-    router.read(
-      router.shardFor(userId),
-      (q) =>
-        q.rows<Row>(
-          'SELECT product_id, qty FROM cart_items WHERE user_id = ? ORDER BY product_id',
-          [userId],
-        ),
-      session(ctx).data.ryw,
+    consistent(ctx, router, () =>
+      router.query<Row[]>(
+        userId,
+        'SELECT product_id, qty FROM cart_items WHERE user_id = ? ORDER BY product_id',
+        [userId],
+      ),
     )
 
   app.get('/checkout', async (ctx) => {
@@ -96,23 +100,19 @@ export async function startOrder(config: ShopConfig, instance: string, port: num
   })
 
   /** Creates the order once per (user, key); a duplicate gets the first order's id. */
-  async function placeOrder(
-    userId: string,
-    key: string,
-  ): Promise<{ orderId: string; token: string | undefined } | undefined> {
-    const shard = router.shardFor(userId)
+  async function placeOrder(userId: string, key: string): Promise<string | null> {
     try {
-      const { value, token } = await router.write(shard, async (tx) => {
-        const existing = await tx.rows<Row>(
+      const value = await router.transaction(userId, async (tx) => {
+        const existing = await tx.query<Row[]>(
           'SELECT id FROM orders WHERE user_id = ? AND idem_key = ?',
           [userId, key],
         )
         if (existing[0]) return { orderId: String(existing[0].id), created: false }
-        const items = await tx.rows<Row>(
+        const items = await tx.query<Row[]>(
           'SELECT product_id, qty FROM cart_items WHERE user_id = ? ORDER BY product_id FOR UPDATE',
           [userId],
         )
-        if (items.length === 0) return undefined
+        if (items.length === 0) return null
         // Prices come fresh from the catalog database: an order never uses a stale cached price.
         const products = await catalog.products(
           items.map((i) => Number(i.product_id)),
@@ -125,48 +125,51 @@ export async function startOrder(config: ShopConfig, instance: string, port: num
             : []
         })
         const total = lines.reduce((a, l) => a + l.priceCents * l.qty, 0)
-        const orderId = newOrderId(shard)
-        await tx.exec(
+        // The id carries the user's slot: the order page and the workers find the shard from it.
+        const orderId = ids.next(userId).toString()
+        await tx.query(
           'INSERT INTO orders (id, user_id, idem_key, status, total_cents) VALUES (?, ?, ?, ?, ?)',
           [orderId, userId, key, 'placed', total],
         )
-        await tx.exec(
+        await tx.query(
           'INSERT INTO order_items (order_id, product_id, name, price_cents, qty) VALUES ?',
           [lines.map((l) => [orderId, l.productId, l.name, l.priceCents, l.qty])],
         )
-        await tx.exec('INSERT INTO order_events (order_id, status, note) VALUES (?, ?, ?)', [
+        await tx.query('INSERT INTO order_events (order_id, status, note) VALUES (?, ?, ?)', [
           orderId,
           'placed',
           'stock reserved, waiting for inventory',
         ])
-        await tx.exec('DELETE FROM cart_items WHERE user_id = ?', [userId])
-        await enqueue(tx, {
-          messageId: `order.placed:${orderId}`,
-          topic: TOPICS.orderPlaced,
-          payload: {
+        await tx.query('DELETE FROM cart_items WHERE user_id = ?', [userId])
+        await outbox.enqueue(
+          outboxConnection(tx),
+          exchange,
+          TOPICS.orderPlaced,
+          {
             orderId,
             userId,
             totalCents: total,
             items: lines.map((l) => ({ productId: l.productId, qty: l.qty })),
           },
-        })
+          { messageId: `order.placed:${orderId}`, aggregateId: orderId },
+        )
         return { orderId, created: true }
       })
-      if (!value) return undefined
+      if (!value) return null
       if (value.created) checkoutStats.placed++
       else checkoutStats.duplicates++
-      return { orderId: value.orderId, token }
+      return value.orderId
     } catch (err) {
       // Two requests with one key raced past the first check: the unique key let one through.
       if ((err as { code?: string }).code === 'ER_DUP_ENTRY') {
         checkoutStats.duplicates++
-        const rows = await router.read(
-          shard,
-          (q) =>
-            q.rows<Row>('SELECT id FROM orders WHERE user_id = ? AND idem_key = ?', [userId, key]),
-          [],
+        const rows = await router.query<Row[]>(
+          userId,
+          'SELECT id FROM orders WHERE user_id = ? AND idem_key = ?',
+          [userId, key],
+          { use: 'primary' },
         )
-        if (rows[0]) return { orderId: String(rows[0].id), token: undefined }
+        if (rows[0]) return String(rows[0].id)
       }
       throw err
     }
@@ -177,64 +180,68 @@ export async function startOrder(config: ShopConfig, instance: string, port: num
     const key = (await field(ctx, 'idem')).slice(0, 64)
     if (!/^[A-Za-z0-9_-]{8,64}$/.test(key))
       throw new HttpError(400, 'Missing checkout key: reload the checkout page')
-    let result: { orderId: string; token: string | undefined } | undefined
-    try {
-      // Concurrent duplicates wait for the first and share its result (Redis idempotency key)...
-      result = await idempotency.once(`checkout:${user.id}:${key}`, 24 * 3600_000, () =>
-        placeOrder(user.id, key),
-      )
-    } catch (err) {
-      if ((err as { code?: string }).code === 'ER_DUP_ENTRY' || err instanceof HttpError) throw err
-      // ...and without Redis, the unique (user, key) index still lets only one order through.
-      checkoutStats.idempotencyFallbacks++
-      result = await placeOrder(user.id, key)
-    }
-    if (!result) return go(ctx, '/cart', 'Your cart is empty.')
-    rememberWrite(ctx, result.token)
-    if (ctx.req.headers.accept?.includes('application/json'))
-      return json(ctx, 200, { orderId: result.orderId })
-    await go(
-      ctx,
-      `/orders/${encodeURIComponent(result.orderId)}`,
-      'Thank you! Your order is placed.',
-    )
+    const orderId = await consistent(ctx, router, async () => {
+      try {
+        // Concurrent duplicates wait for the first and share its result (resilience's idempotency key)...
+        const { value, replayed } = await idempotency.run(
+          `checkout:${user.id}:${key}`,
+          { key },
+          () => placeOrder(user.id, key),
+        )
+        if (replayed) checkoutStats.replayed++
+        return value
+      } catch (err) {
+        if (!isIdempotencyUnavailable(err)) throw err
+        // ...and without Redis, the unique (user, key) index still lets only one order through.
+        checkoutStats.idempotencyFallbacks++
+        return placeOrder(user.id, key)
+      }
+    })
+    if (!orderId) return go(ctx, '/cart', 'Your cart is empty.')
+    if (ctx.req.headers.accept?.includes('application/json')) return json(ctx, 200, { orderId })
+    await go(ctx, `/orders/${encodeURIComponent(orderId)}`, 'Thank you! Your order is placed.')
   })
 
   const loadOrder = async (ctx: Ctx, orderId: string, userId: string) => {
-    const shard = shardOfOrder(orderId)
-    if (!router.shardIds.includes(shard)) throw new HttpError(404, 'No such order')
-    return router.read(
-      shard,
-      async (q) => {
-        const [order] = await q.rows<Row>(
+    const shardKey = orderKey(ids, orderId)
+    if (!shardKey) throw new HttpError(404, 'No such order')
+    // Right after checkout the session's causal token makes the replica wait for the order
+    // (or the primary answer): the new order is always there.
+    return consistent(ctx, router, async () => {
+      const find = (consistency?: 'strong') =>
+        router.query<Row[]>(
+          shardKey,
           'SELECT id, status, total_cents, created_at FROM orders WHERE id = ? AND user_id = ?',
           [orderId, userId],
+          consistency ? { consistency } : {},
         )
-        if (!order) return undefined
-        const items = await q.rows<Row>(
-          'SELECT product_id, name, price_cents, qty FROM order_items WHERE order_id = ?',
-          [orderId],
-        )
-        const events = await q.rows<Row>(
-          'SELECT status, note, at FROM order_events WHERE order_id = ? ORDER BY id',
-          [orderId],
-        )
-        return { order, items, events }
-      },
-      session(ctx).data.ryw,
-    )
+      // A concurrent duplicate of the checkout may have saved the session without the first
+      // request's token: before answering 404, ask the primary.
+      let [order] = await find()
+      if (!order) [order] = await find('strong')
+      if (!order) return undefined
+      const items = await router.query<Row[]>(
+        shardKey,
+        'SELECT product_id, name, price_cents, qty FROM order_items WHERE order_id = ?',
+        [orderId],
+      )
+      const events = await router.query<Row[]>(
+        shardKey,
+        'SELECT status, note, at FROM order_events WHERE order_id = ? ORDER BY id',
+        [orderId],
+      )
+      return { order, items, events, shard: router.shardFor(shardKey) }
+    })
   }
 
   app.get('/orders', async (ctx) => {
     const user = requireUser(ctx)
-    const orders = await router.read(
-      router.shardFor(user.id),
-      (q) =>
-        q.rows<Row>(
-          'SELECT id, status, total_cents, created_at FROM orders WHERE user_id = ? ORDER BY created_at DESC LIMIT 50',
-          [user.id],
-        ),
-      session(ctx).data.ryw,
+    const orders = await consistent(ctx, router, () =>
+      router.query<Row[]>(
+        user.id,
+        'SELECT id, status, total_cents, created_at FROM orders WHERE user_id = ? ORDER BY created_at DESC LIMIT 50',
+        [user.id],
+      ),
     )
     await page(
       ctx,
@@ -245,7 +252,7 @@ export async function startOrder(config: ShopConfig, instance: string, port: num
           ? html`<p>No orders yet.</p>`
           : html`<table><thead><tr><th>order</th><th>placed</th><th>total</th><th>status</th></tr></thead><tbody>${orders.map(
               (o) =>
-                html`<tr data-order="${String(o.id)}"><td><a href="/orders/${String(o.id)}">${String(o.id)}</a></td><td>${new Date(o.created_at).toISOString()}</td><td>${money(Number(o.total_cents))}</td><td><span class="status ${String(o.status)}">${String(o.status)}</span></td></tr>`,
+                html`<tr data-order="${String(o.id)}"><td><a href="/orders/${String(o.id)}">${String(o.id)}</a></td><td>${new Date(o.created_at as string).toISOString()}</td><td>${money(Number(o.total_cents))}</td><td><span class="status ${String(o.status)}">${String(o.status)}</span></td></tr>`,
             )}</tbody></table>`
       }`,
     )
@@ -255,7 +262,7 @@ export async function startOrder(config: ShopConfig, instance: string, port: num
     const user = requireUser(ctx)
     const found = await loadOrder(ctx, ctx.params.id ?? '', user.id)
     if (!found) throw new HttpError(404, 'No such order')
-    const { order, items, events } = found
+    const { order, items, events, shard } = found
     const id = String(order.id)
     await page(
       ctx,
@@ -265,8 +272,8 @@ export async function startOrder(config: ShopConfig, instance: string, port: num
 <p>Status: <span class="status ${String(order.status)}" data-field="status" data-order-status="/orders/${id}/status.json">${String(order.status)}</span></p>
 <table><tbody>${items.map((i) => html`<tr><td>${String(i.name)}</td><td>× ${Number(i.qty)}</td><td>${money(Number(i.price_cents) * Number(i.qty))}</td></tr>`)}</tbody>
 <tfoot><tr><th colspan="2">total</th><th>${money(Number(order.total_cents))}</th></tr></tfoot></table>
-<h2>History</h2><ol>${events.map((e) => html`<li><span class="status ${String(e.status)}">${String(e.status)}</span> ${String(e.note)} <span class="muted">${new Date(e.at).toISOString()}</span></li>`)}</ol>
-<p class="muted">Stored on shard ${shardOfOrder(id)}.</p>`,
+<h2>History</h2><ol>${events.map((e) => html`<li><span class="status ${String(e.status)}">${String(e.status)}</span> ${String(e.note)} <span class="muted">${new Date(e.at as string).toISOString()}</span></li>`)}</ol>
+<p class="muted">Stored on shard <span data-shard>${shard}</span>.</p>`,
     )
   })
 

@@ -8,11 +8,23 @@
 import type mysql from 'mysql2/promise'
 import type { ShopConfig } from '../config.js'
 import { catalogPool } from '../data/catalog.js'
-import { shardOfOrder } from '../data/ids.js'
 import { createShopBroker, shopQueues, TOPICS } from '../platform/mq.js'
 import { createRedis } from '../platform/redis.js'
-import { BreakerOpenError, createBreaker, createIdempotencyStore } from '../platform/resilience.js'
-import { createShardRouter, type Queryable, type Row } from '../platform/sharding.js'
+import {
+  BreakerOpenError,
+  createPaymentBreaker,
+  PAYMENT_BREAKER_KEY,
+  paymentIdempotency,
+  publishBreakerState,
+} from '../platform/resilience.js'
+import {
+  createOrderIds,
+  createShopRouter,
+  orderKey,
+  type Row,
+  routerHealth,
+  type ShardTransaction,
+} from '../platform/sharding.js'
 import { Router, send, sendJson } from '../web/http.js'
 
 interface OrderPlaced {
@@ -24,19 +36,18 @@ interface OrderPlaced {
 
 /** Moves an order forward only from the states given: a replayed message finds nothing to do. */
 async function advance(
-  tx: Queryable,
+  tx: ShardTransaction,
   orderId: string,
   from: string[],
   to: string,
   note: string,
 ): Promise<boolean> {
-  const res = await tx.exec('UPDATE orders SET status = ? WHERE id = ? AND status IN (?)', [
-    to,
-    orderId,
-    from,
-  ])
+  const res = await tx.query<mysql.ResultSetHeader>(
+    'UPDATE orders SET status = ? WHERE id = ? AND status IN (?)',
+    [to, orderId, from],
+  )
   if (res.affectedRows === 1) {
-    await tx.exec('INSERT INTO order_events (order_id, status, note) VALUES (?, ?, ?)', [
+    await tx.query('INSERT INTO order_events (order_id, status, note) VALUES (?, ?, ?)', [
       orderId,
       to,
       note,
@@ -63,7 +74,14 @@ export async function startWorker(
 ) {
   const q = shopQueues(config.ns)
   const broker = createShopBroker(config.amqpUrl, config.ns, instance)
-  const router = createShardRouter(config.shards, 3)
+  const router = createShopRouter(config.shards, { connectionLimit: 3 })
+  const ids = createOrderIds()
+  /** An order's shard key: the user's slot its id carries. */
+  const keyOf = (orderId: string) => {
+    const key = orderKey(ids, orderId)
+    if (!key) throw new Error(`malformed order id ${JSON.stringify(orderId)}`)
+    return key
+  }
   const closers: (() => Promise<void> | void)[] = [() => broker.close(), () => router.close()]
   const counters = { handled: 0, skipped: 0, failed: 0 }
   let extra: () => unknown = () => ({})
@@ -79,7 +97,7 @@ export async function startWorker(
         let outcome: 'confirmed' | 'rejected'
         try {
           await conn.beginTransaction()
-          const [done] = await conn.query<Row[]>(
+          const [done] = await conn.query<mysql.RowDataPacket[]>(
             'SELECT outcome FROM stock_moves WHERE message_id = ? FOR UPDATE',
             [`inv:${o.orderId}`],
           )
@@ -110,9 +128,9 @@ export async function startWorker(
         } finally {
           conn.release()
         }
-        const shard = shardOfOrder(o.orderId)
+        const shard = keyOf(o.orderId)
         if (outcome === 'confirmed') {
-          await router.write(shard, (tx) =>
+          await router.transaction(shard, (tx) =>
             advance(
               tx,
               o.orderId,
@@ -126,7 +144,7 @@ export async function startWorker(
             persistent: true,
           })
         } else {
-          await router.write(shard, (tx) =>
+          await router.transaction(shard, (tx) =>
             advance(tx, o.orderId, ['placed'], 'cancelled', 'out of stock'),
           )
         }
@@ -140,49 +158,72 @@ export async function startWorker(
     const redis = createRedis(config.redisUrl)
     redis.on('error', () => {})
     closers.push(() => redis.disconnect())
-    const idempotency = createIdempotencyStore(redis, `${config.ns}:`)
-    const breaker = createBreaker({
+    const idempotency = paymentIdempotency(redis, `${config.ns}:idem:`)
+    const breaker = createPaymentBreaker({
       errorThresholdPercentage: 50,
       window: 6,
       volume: 3,
       openMs: 2000,
       timeoutMs: 1500,
     })
+    // Catalog instances mirror this breaker into their degraders (recommendations and reviews go off).
+    closers.push(publishBreakerState(redis, PAYMENT_BREAKER_KEY(config.ns), breaker))
+    closers.push(() => breaker.close())
     const pay = { captured: 0, pending: 0, breakerRejections: 0 }
-    extra = () => ({ breaker: breaker.stats(), payments: pay })
+    extra = () => {
+      const b = breaker.stats()
+      return {
+        breaker: {
+          state: b.state,
+          successes: b.successes,
+          failures: b.failures,
+          rejected: b.rejects,
+          timeouts: b.timeouts,
+          opens: b.opens,
+        },
+        payments: pay,
+      }
+    }
     await broker.consume<OrderPlaced>(
       q.payment,
       async (m) => {
         const o = m.body
-        const shard = shardOfOrder(o.orderId)
-        const already = await router.read(
+        const shard = keyOf(o.orderId)
+        const already = await router.query<Row[]>(
           shard,
-          (qq) => qq.rows<Row>('SELECT provider_ref FROM payments WHERE order_id = ?', [o.orderId]),
-          [],
+          'SELECT provider_ref FROM payments WHERE order_id = ?',
+          [o.orderId],
+          { use: 'primary' },
         )
         if (!already[0]) {
           let ref: string
           try {
             // The key is the order's: a retry or a redelivery asks the provider for the same charge.
-            ref = await idempotency.once(`pay:${o.orderId}`, 24 * 3600_000, () =>
-              breaker.run(async (signal) => {
-                const res = await fetch(`${config.providerUrl}/charge`, {
-                  method: 'POST',
-                  headers: {
-                    'content-type': 'application/json',
-                    'idempotency-key': `pay:${o.orderId}`,
-                  },
-                  body: JSON.stringify({ orderId: o.orderId, amountCents: o.totalCents }),
-                  signal,
-                })
-                if (!res.ok) throw new Error(`provider answered ${res.status}`)
-                return String(((await res.json()) as { ref: string }).ref)
-              }),
+            const charged = await idempotency.run(
+              `pay:${o.orderId}`,
+              { amount: o.totalCents },
+              () =>
+                breaker.execute(async () => {
+                  // The breaker's timeout rejects the call; the signal also stops the request itself.
+                  const signal = AbortSignal.timeout(1500)
+                  const res = await fetch(`${config.providerUrl}/charge`, {
+                    method: 'POST',
+                    headers: {
+                      'content-type': 'application/json',
+                      'idempotency-key': `pay:${o.orderId}`,
+                    },
+                    body: JSON.stringify({ orderId: o.orderId, amountCents: o.totalCents }),
+                    signal,
+                  })
+                  if (!res.ok) throw new Error(`provider answered ${res.status}`)
+                  return String(((await res.json()) as { ref: string }).ref)
+                }),
             )
+            ref = charged.value
           } catch (err) {
             if (err instanceof BreakerOpenError) pay.breakerRejections++
             pay.pending++
-            await router.write(shard, (tx) =>
+            await router.transaction(shard, (tx) =>
               advance(
                 tx,
                 o.orderId,
@@ -196,15 +237,15 @@ export async function startWorker(
               cause: err,
             })
           }
-          await router.write(shard, async (tx) => {
-            await tx.exec(
+          await router.transaction(shard, async (tx) => {
+            await tx.query(
               'INSERT IGNORE INTO payments (order_id, idem_key, amount_cents, provider_ref) VALUES (?, ?, ?, ?)',
               [o.orderId, `pay:${o.orderId}`, o.totalCents, ref],
             )
           })
           pay.captured++
         } else counters.skipped++
-        await router.write(shard, (tx) =>
+        await router.transaction(shard, (tx) =>
           advance(
             tx,
             o.orderId,
@@ -230,8 +271,8 @@ export async function startWorker(
       q.delivery,
       async (m) => {
         const orderId = m.body.orderId
-        const shard = shardOfOrder(orderId)
-        await router.write(shard, async (tx) => {
+        const shard = keyOf(orderId)
+        await router.transaction(shard, async (tx) => {
           if (
             await advance(
               tx,
@@ -262,6 +303,7 @@ export async function startWorker(
     service,
     counters,
     broker: broker.stats(),
+    router: routerHealth(router.stats()),
     ...(extra() as object),
   }))
   return {
