@@ -1320,7 +1320,9 @@ export class TwoLevelCache<T = unknown> {
   #run<R>(operation: string, fn: (l2: L2) => Promise<R>): Promise<R> {
     const l2 = this.#l2 as L2
     if (l2.client.status !== 'ready') {
-      // reconnecting: fail at once, and do not count it against the breaker (nothing was tried)
+      // reconnecting: fail at once, and do not count it against the breaker (nothing was tried).
+      // The subscription may have dropped with the connection: L1 is not trusted until it is proven.
+      this.#bus?.suspect(`the L2 client is ${l2.client.status}`)
       return Promise.reject(
         new L2UnavailableError(`L2 ${operation} skipped: the client is ${l2.client.status}`),
       )

@@ -53,6 +53,8 @@ export class Bus {
   readonly #lastSeq = new Map<string, number>()
   #seq = 0
   #healthy = false
+  /** Own sequence number when the bus went down: only a later heartbeat's echo proves it works again. */
+  #downSeq = 0
   #lastHeartbeat = 0
   #timer: NodeJS.Timeout | undefined
   #closed = false
@@ -81,6 +83,7 @@ export class Bus {
     }
     this.#subscriber.on(this.#isCluster ? 'smessage' : 'message', this.#listener)
     this.#subscriber.on('close', () => this.#down('subscriber connection closed'))
+    this.#subscriber.on('-subscriber', () => this.#down('a shard subscriber was lost'))
     this.#subscriber.on('error', () => {
       // ioredis reconnects by itself; the heartbeat decides when we trust the bus again
     })
@@ -134,9 +137,7 @@ export class Bus {
 
   #heartbeat(): void {
     if (this.#closed) return
-    this.publish('h').catch(() => {
-      // L2 down: the missing echo turns the bus unhealthy
-    })
+    this.publish('h').catch(() => this.#down('heartbeat could not be published'))
   }
 
   #tick(): void {
@@ -147,9 +148,18 @@ export class Bus {
     this.#heartbeat()
   }
 
+  /**
+   * Something suggests messages may have been missed (an L2 call failed: the subscription may
+   * have dropped with it). L1 stops being trusted until a heartbeat sent after now comes back.
+   */
+  suspect(reason: string): void {
+    this.#down(reason)
+  }
+
   #down(reason: string): void {
     if (!this.#healthy || this.#closed) return
     this.#healthy = false
+    this.#downSeq = this.#seq
     this.#options.handlers.down(reason)
   }
 
@@ -164,7 +174,7 @@ export class Bus {
     if (message.o === this.#options.instanceId) {
       if (message.t === 'h') {
         this.#lastHeartbeat = Date.now()
-        if (!this.#healthy && !this.#closed) {
+        if (!this.#healthy && !this.#closed && message.s > this.#downSeq) {
           this.#healthy = true
           this.#options.handlers.up()
         }
