@@ -1,5 +1,5 @@
-import { createFaultProxy, type FaultProxy, redisUrl } from '@ballast/testkit'
-import { type Cluster, Redis } from 'ioredis'
+import { createFaultProxy, type FaultProxy, redisClusterNodes, redisUrl } from '@ballast/testkit'
+import { Cluster, Redis } from 'ioredis'
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
 import { createSessionStore, type SessionStore } from '../src/index.js'
 import { Signer } from '../src/internal/signer.js'
@@ -283,40 +283,62 @@ describe('forged cookies in bulk', () => {
   })
 })
 
-describe('Redis outage through the fault proxy', () => {
-  let proxy: FaultProxy
-  let client: Redis
+describe.each(TOPOLOGIES)('Redis %s outage through the fault proxy', (topology) => {
+  // Every node sits behind its own proxy; on Cluster, natMap sends the client to the proxies
+  // for the addresses CLUSTER SLOTS announces, so nothing reaches Redis around them.
+  let proxies: FaultProxy[] = []
+  let client: Redis | Cluster
   let store: SessionStore
   const cleanups: (() => Promise<void>)[] = []
+  const each = (fn: (proxy: FaultProxy) => void) => {
+    for (const proxy of proxies) fn(proxy)
+  }
 
   beforeAll(async () => {
-    const url = new URL(await redisUrl())
-    proxy = await createFaultProxy({ host: url.hostname, port: Number(url.port || 6379) })
-    client = new Redis({
-      host: proxy.host,
-      port: proxy.port,
-      retryStrategy: () => 50,
-      maxRetriesPerRequest: 1,
-    })
-    client.on('error', () => {}) // reconnect noise while the proxy refuses
+    if (topology === 'standalone') {
+      const url = new URL(await redisUrl())
+      proxies = [await createFaultProxy({ host: url.hostname, port: Number(url.port || 6379) })]
+      client = new Redis({
+        host: proxies[0]!.host,
+        port: proxies[0]!.port,
+        retryStrategy: () => 50,
+        maxRetriesPerRequest: 1,
+      })
+    } else {
+      const nodes = await redisClusterNodes()
+      proxies = await Promise.all(nodes.map((node) => createFaultProxy(node)))
+      const natMap: Record<string, { host: string; port: number }> = {}
+      nodes.forEach((node, i) => {
+        natMap[`${node.host}:${node.port}`] = { host: proxies[i]!.host, port: proxies[i]!.port }
+      })
+      client = new Cluster(
+        proxies.map((p) => ({ host: p.host, port: p.port })),
+        {
+          natMap,
+          clusterRetryStrategy: () => 50,
+          redisOptions: { maxRetriesPerRequest: 1 },
+        },
+      )
+    }
+    client.on('error', () => {}) // reconnect noise while the proxies refuse
     const made = await storeOn(client, { timeout: 300 })
     store = made.store
     cleanups.push(made.dispose)
   })
-  afterEach(() => proxy.restore())
+  afterEach(() => each((p) => p.restore()))
   afterAll(async () => {
-    proxy.restore()
+    each((p) => p.restore())
     for (const cleanup of cleanups.splice(0).reverse()) await cleanup()
     client.disconnect()
-    await proxy.close()
+    await Promise.all(proxies.map((p) => p.close()))
   })
 
   async function recovered(app: App, cookie: string) {
-    const deadline = Date.now() + 10_000
+    const deadline = Date.now() + 15_000
     for (;;) {
       const { response, body } = await call(app, '/get', cookie)
       if (response.status === 200) return body
-      if (Date.now() > deadline) throw new Error('did not recover within 10 s')
+      if (Date.now() > deadline) throw new Error('did not recover within 15 s')
       await sleep(100)
     }
   }
@@ -326,18 +348,20 @@ describe('Redis outage through the fault proxy', () => {
       const app = await startApp(framework, store)
       try {
         const cookie = (await call(app, '/set?field=a&value=1')).cookie!
-        proxy.cut()
-        proxy.refuse()
+        each((p) => {
+          p.cut()
+          p.refuse()
+        })
         const started = Date.now()
         const down = await call(app, '/get', cookie)
         expect(down.response.status).toBe(503)
         expect(down.response.headers.get('retry-after')).toBe('1')
         expect(down.body.code).toBe('E_SESSION_UNAVAILABLE')
         expect(Date.now() - started).toBeLessThan(3000)
-        proxy.blackhole()
+        each((p) => p.blackhole())
         const hung = await call(app, '/get', cookie)
         expect(hung.response.status).toBe(503)
-        proxy.restore()
+        each((p) => p.restore())
         const body = await recovered(app, cookie)
         expect(body).toMatchObject({ isNew: false, data: { a: '1' } })
       } finally {
@@ -347,14 +371,14 @@ describe('Redis outage through the fault proxy', () => {
 
     it('answers 503 when the write at the end of the request fails, and sets no cookie', async () => {
       const app = await startApp(framework, store, {
-        hooks: { duringSlow: () => proxy.blackhole() },
+        hooks: { duringSlow: () => each((p) => p.blackhole()) },
       })
       try {
         const cookie = (await call(app, '/set?field=a&value=1')).cookie!
         const failed = await call(app, '/slow-set?field=a&value=2&delay=10', cookie)
         expect(failed.response.status).toBe(503)
         expect(failed.cookie).toBeUndefined()
-        proxy.restore()
+        each((p) => p.restore())
         // The session survives. The timed-out write may still land: ioredis resends unanswered
         // commands after reconnecting (documented in the README).
         const body = await recovered(app, cookie)
