@@ -8,6 +8,7 @@
 import { HashRing } from '@ballast/lb'
 import HashRingPeer from 'hashring'
 import { compare, do_not_optimize, fmt, fmtInt, isSmoke, report } from '../harness.js'
+import { cpuNsPerOp } from './cpuTime.js'
 
 const NODES = Array.from({ length: 16 }, (_, i) => `10.0.0.${i}:11211`)
 const KEY_COUNT = isSmoke() ? 20_000 : 1_000_000
@@ -45,6 +46,32 @@ await compare({
   notes: [
     '"Cache off" is `max cache size: 1` (the LRU keeps one key, so rotating keys always miss).',
   ],
+})
+
+const cpuRows: Array<[string, number]> = [
+  ['HashRing.get (string key)', cpuNsPerOp((k) => ours.get(keys[k & 4095]!))],
+  ['HashRing.get (Buffer key)', cpuNsPerOp((k) => ours.get(bufferKeys[k & 4095]!))],
+  [
+    'hashring.get, cache off',
+    cpuNsPerOp((k) => peerNoCache.get(keys[k & 4095]!), isSmoke() ? 1000 : 200_000),
+  ],
+  ['hashring.get, default cache (all hits)', cpuNsPerOp((k) => peerCached.get(keys[k & 4095]!))],
+]
+const ourCpu = cpuRows[0]![1]
+report({
+  package: 'lb',
+  name: 'ring-lookup-cpu',
+  title: 'Ring lookup CPU time per call (process CPU time, median of 7 runs)',
+  columns: ['case', 'CPU ns / get', 'this / ours'],
+  rows: cpuRows.map(([name, ns], n) => [
+    n === 0 ? `**${name}**` : name,
+    fmt(ns),
+    n === 0 ? '' : `${(ns / ourCpu).toFixed(2)}x`,
+  ]),
+  notes: [
+    'Process CPU time, not wall time, so time preempted by other processes on the shared cores does not count.',
+  ],
+  data: Object.fromEntries(cpuRows),
 })
 
 interface Quality {

@@ -47,18 +47,30 @@ export interface HashRingNode {
   weight?: number
 }
 
+/** The ring's lookup tables at one moment, for the hashing balancers' inlined lookup. */
+export interface RingSnapshot {
+  hashes: Uint32Array
+  owners: Uint16Array
+  buckets: Uint32Array
+  ids: readonly string[]
+  seed: number
+  hash: (key: HashKey, seed: number) => number
+}
+
 interface NodeEntry {
   id: string
   weight: number
   points: Uint32Array
 }
 
-const BUCKET_BITS = 16
+export const BUCKET_BITS = 16
 const BUCKETS = 1 << BUCKET_BITS
 const MAX_NODES = 0xffff
 
 /** Internal access to the ring's point arrays for the hashing balancers. */
 export let ringInternals: {
+  /** The current point arrays (replaced, never mutated, on each change). */
+  snapshot(ring: HashRing): RingSnapshot
   locate(ring: HashRing, hash: number): number
   pointCount(ring: HashRing): number
   ownerAt(ring: HashRing, point: number): number
@@ -103,6 +115,14 @@ export class HashRing {
 
   static {
     ringInternals = {
+      snapshot: (ring) => ({
+        hashes: ring.#hashes,
+        owners: ring.#owners,
+        buckets: ring.#buckets,
+        ids: ring.#ids,
+        seed: ring.#seed,
+        hash: ring.#hash,
+      }),
       locate: (ring, hash) => ring.#locate(hash),
       pointCount: (ring) => ring.#hashes.length,
       ownerAt: (ring, point) => ring.#owners[point]!,

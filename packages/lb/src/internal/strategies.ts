@@ -1,5 +1,5 @@
 import type { HashKey } from '../hash.js'
-import { type HashRing, ringInternals } from '../hashRing.js'
+import { BUCKET_BITS, type HashRing, type RingSnapshot, ringInternals } from '../hashRing.js'
 import type { EndpointState } from './endpointState.js'
 
 /** What a strategy reads from the balancer besides its endpoint list. */
@@ -234,7 +234,7 @@ export function observeLatency<T>(
 
 /** Consistent hashing over a ring of every endpoint; unusable owners pass the key clockwise. */
 export class ConsistentHash<T> implements Strategy<T> {
-  protected ring: HashRing | undefined
+  protected ring: RingSnapshot | undefined
   protected byRank: EndpointState<T>[] = []
   protected usableCount = 0
   protected usableWeight = 0
@@ -249,31 +249,46 @@ export class ConsistentHash<T> implements Strategy<T> {
     all: readonly EndpointState<T>[],
     ring: HashRing | undefined,
   ): void {
-    this.ring = ring
+    // The balancer rebuilds after every ring change, so a snapshot of its arrays stays current.
+    this.ring = ring === undefined ? undefined : ringInternals.snapshot(ring)
     const byId = new Map(all.map((ep) => [ep.id, ep]))
-    this.byRank = ring === undefined ? [] : ringInternals.ids(ring).map((id) => byId.get(id)!)
+    this.byRank = this.ring === undefined ? [] : this.ring.ids.map((id) => byId.get(id)!)
     this.usableCount = usable.length
     this.usableWeight = 0
     for (const ep of usable) this.usableWeight += ep.weight
     this.#fallback.rebuild(usable)
   }
-  protected accept(ep: EndpointState<T>, _cap: number): boolean {
-    return ep.usable
-  }
+  /** In-flight cap factor per unit of weight; +Infinity means no cap. */
   protected capacityFactor(): number {
-    return 0
+    return Number.POSITIVE_INFINITY
   }
   pick(key: HashKey | undefined, exclude: Exclude<T>): EndpointState<T> | undefined {
     const ring = this.ring
     if (this.usableCount === 0 || ring === undefined) return undefined
     if (key === undefined) return this.#fallback.pick(undefined, exclude)
-    const total = ringInternals.pointCount(ring)
-    let p = ringInternals.locate(ring, ring.hashKey(key))
+    const { hashes, owners, buckets } = ring
+    const total = hashes.length
+    const h = ring.hash(key, ring.seed) >>> 0
+    const bucket = h >>> (32 - BUCKET_BITS)
+    let lo = buckets[bucket]!
+    let hi = buckets[bucket + 1]!
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1
+      if (hashes[mid]! < h) lo = mid + 1
+      else hi = mid
+    }
+    let p = lo === total ? 0 : lo
     const byRank = this.byRank
     const factor = this.capacityFactor()
     for (let step = 0; step < total; step++) {
-      const ep = byRank[ringInternals.ownerAt(ring, p)]!
-      if (this.accept(ep, factor) && (exclude === undefined || !excluded(ep, exclude))) return ep
+      const ep = byRank[owners[p]!]!
+      if (
+        ep.usable &&
+        ep.inFlight < Math.ceil(factor * ep.weight) &&
+        (exclude === undefined || !excluded(ep, exclude))
+      ) {
+        return ep
+      }
       p = p + 1 === total ? 0 : p + 1
     }
     return undefined
@@ -288,8 +303,5 @@ export class ConsistentHash<T> implements Strategy<T> {
 export class BoundedLoad<T> extends ConsistentHash<T> {
   protected override capacityFactor(): number {
     return (this.ctx.balanceFactor * (this.ctx.totalInFlight() + 1)) / this.usableWeight
-  }
-  protected override accept(ep: EndpointState<T>, factor: number): boolean {
-    return ep.usable && ep.inFlight < Math.ceil(factor * ep.weight)
   }
 }
