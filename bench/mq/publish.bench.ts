@@ -5,7 +5,7 @@
  *
  * Fairness: every client publishes the same 256 B Buffer with the same window (1000 unsettled
  * publishes, one confirm channel). Ours sets persistent, mandatory, a random UUID message id, a
- * timestamp, contentType and appId by default; the peers run twice: bare (persistent only, their
+ * timestamp and appId by default (and no contentType for a Buffer); the peers run twice: bare (persistent only, their
  * usual call) and with exactly those properties ("same properties"). rascal runs with its
  * defaults (persistent, mandatory, a UUID message id) on N/10 messages (it is an order of
  * magnitude slower; rates are per message).
@@ -69,7 +69,6 @@ const same = () => ({
   mandatory: true,
   messageId: randomUUID(),
   timestamp: Math.floor(Date.now() / 1000),
-  contentType: 'application/octet-stream',
   appId: 'bench',
 })
 const bare = () => ({ persistent: true })
