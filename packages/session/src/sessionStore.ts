@@ -59,7 +59,8 @@ export interface SessionStoreOptions {
    */
   idleTimeout?: Duration
   /**
-   * Time after creation (or login) after which a session ends however active it is.
+   * Time after creation (or login) after which a session ends however active it is. A
+   * `regenerate` that is not a login keeps the deadline.
    * @default '12h'
    */
   absoluteTimeout?: Duration
@@ -385,8 +386,9 @@ export class SessionStore<T extends SessionData = SessionData> extends EventEmit
   }
 
   /**
-   * Give a session a new id, keeping its data; the old id dies at once. Pass `userId` at login
-   * (it starts a new login and adds the session to the user's index).
+   * Give a session a new id, keeping its data; the old id dies at once. Pass `userId` at login:
+   * it starts a new login (and a new absolute lifetime) and adds the session to the user's
+   * index. Without a new `userId` the absolute deadline is kept.
    */
   async regenerate(id: string, options: { userId?: string } = {}): Promise<SessionRecord<T>> {
     return this.#record(await this.#engine.regenerate(id, { userId: options.userId }))

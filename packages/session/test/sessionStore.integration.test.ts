@@ -121,6 +121,21 @@ describe.each(TOPOLOGIES)('SessionStore on Redis %s', (topology) => {
       expect(await store.save(old.id, { set: { x: 1 } })).toBe(false)
     })
 
+    it('keeps the absolute deadline unless it is a login', async () => {
+      const { store } = await make()
+      const anon = await store.create({ data: { a: 1 } })
+      await sleep(20)
+      const same = await store.regenerate(anon.id)
+      expect(same.absoluteExpiresAt).toBe(anon.absoluteExpiresAt)
+      await sleep(20)
+      const login = await store.regenerate(same.id, { userId: 'u1' })
+      expect(login.absoluteExpiresAt).toBeGreaterThan(anon.absoluteExpiresAt)
+      await sleep(20)
+      const privilege = await store.regenerate(login.id)
+      expect(privilege.absoluteExpiresAt).toBe(login.absoluteExpiresAt)
+      expect(privilege.userId).toBe('u1')
+    })
+
     it('fails with E_SESSION_NOT_FOUND for an id that names no session', async () => {
       const { store } = await make()
       const error = await store.regenerate('A'.repeat(43)).catch((e: unknown) => e)

@@ -309,11 +309,17 @@ export class Engine {
     csrf?: string | undefined
     id?: string | undefined
     replaces?: string | undefined
+    /** Keep this absolute deadline (a regenerate that is not a login) instead of a new one. */
+    keepAbsolute?: number | undefined
   }): Promise<Stored> {
     let id = init.id ?? newId()
     for (let attempt = 0; ; attempt++) {
       const originals = new Map<string, string>()
-      const args: (string | number)[] = [this.config.idleMs, this.config.absoluteMs]
+      const args: (string | number)[] = [
+        this.config.idleMs,
+        this.config.absoluteMs,
+        init.keepAbsolute ?? 0,
+      ]
       const loginId = init.userId === undefined ? undefined : (init.loginId ?? newId())
       if (init.userId !== undefined) args.push('_u', init.userId, '_l', loginId!)
       if (init.csrf !== undefined) args.push('_x', this.#encodeMeta(id, '_x', init.csrf))
@@ -330,6 +336,7 @@ export class Engine {
         number,
         number,
       ]
+      if (expiry === 0) throw new SessionNotFoundError('the session reached its absolute timeout')
       this.counters.created++
       const stored: Stored = {
         id,
@@ -415,6 +422,8 @@ export class Engine {
       loginId: newLogin ? undefined : base.loginId,
       csrf: newLogin ? undefined : (options.delta?.csrf ?? base.csrf),
       replaces: newLogin ? undefined : oldId,
+      // Only a login starts a new absolute lifetime; a privilege change keeps the old one.
+      keepAbsolute: newLogin || reply === null ? undefined : base.absoluteExpiresAt,
     })
     if (reply !== null && base.userId !== undefined && newLogin) {
       // The old id belonged to another user's index: drop it there.

@@ -66,17 +66,21 @@ return all`,
 
 /**
  * Create a session that must not exist yet.
- * KEYS: session. ARGV: idle ms, absolute ms, then field/value pairs.
+ * KEYS: session. ARGV: idle ms, absolute ms, absolute deadline to keep (0: now + absolute),
+ * then field/value pairs. A kept deadline that has passed creates nothing (all zeros).
  * Returns { created, absolute, expiry, microseconds of the second } or nil when the id is taken.
  */
 export const CREATE = new LuaScript(
   `if redis.call('EXISTS', KEYS[1]) == 1 then return false end
 ${NOW}
 local abs = now + tonumber(ARGV[2])
+local keep = tonumber(ARGV[3])
+if keep > 0 then abs = keep end
 local exp = now + tonumber(ARGV[1])
 if abs < exp then exp = abs end
+if exp <= now then return { '0', '0', '0', '0' } end
 local args = { '_c', tostring(now), '_a', tostring(abs) }
-for i = 3, #ARGV do args[#args + 1] = ARGV[i] end
+for i = 4, #ARGV do args[#args + 1] = ARGV[i] end
 redis.call('HSET', KEYS[1], unpack(args))
 redis.call('PEXPIREAT', KEYS[1], exp)
 return { tostring(now), tostring(abs), tostring(exp), t[2] }`,
