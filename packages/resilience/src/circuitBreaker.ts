@@ -306,9 +306,12 @@ export class CircuitBreaker<A extends unknown[] = [], R = never> implements Poli
                 ? errorFilter(error, ...(a as A))
                 : errorFilter(error, ...([] as unknown as A))) as (error: unknown) => boolean),
     } as OpossumBreaker.Options<[unknown, unknown]>)
-    // Every failure that counts reaches this hook (opossum calls the fallback after counting):
-    // it translates opossum's errors into typed ones and runs the user's fallback.
-    this.#cb.fallback((a: unknown, b: unknown, raw: unknown) => this.#onFailure(a, b, raw))
+    // Every failure that counts reaches opossum's fallback hook, after it was counted: ours
+    // translates opossum's timeout into a typed error and runs the user's fallback. Without
+    // either there is nothing to do, and opossum rejects with the error at once.
+    if (this.#fallback !== undefined || this.#timeout !== false) {
+      this.#cb.fallback((a: unknown, b: unknown, raw: unknown) => this.#onFailure(a, b, raw))
+    }
     this.#cb.on('open', () => {
       this.#state = 'open'
       if (this.#events.has('open')) {
@@ -401,7 +404,9 @@ export class CircuitBreaker<A extends unknown[] = [], R = never> implements Poli
     listener: Listener<CircuitBreakerEvents[K]>,
   ): this {
     this.#events.on(event, listener)
-    if (event === 'success' && this.#events.has('success')) this.#listenSuccess()
+    if (event === 'success') this.#listenSuccess()
+    if (event === 'failure') this.#listenFailure()
+    if (event === 'timeout') this.#listenTimeout()
     return this
   }
 
@@ -435,21 +440,42 @@ export class CircuitBreaker<A extends unknown[] = [], R = never> implements Poli
     })
   }
 
-  #onFailure(a: unknown, b: unknown, raw: unknown): unknown {
-    let error = raw
-    const code = (raw as { code?: unknown } | null)?.code
+  #failureListening = false
+  #listenFailure(): void {
+    // Failures of closed-state calls come from opossum's event; probes emit their own.
+    if (this.#failureListening) return
+    this.#failureListening = true
+    this.#cb.on('failure', (raw: unknown) => {
+      if (!this.#events.has('failure')) return
+      const error = this.#translate(raw)
+      this.#events.emit('failure', { name: this.#name, error })
+    })
+  }
+
+  #timeoutListening = false
+  #listenTimeout(): void {
+    if (this.#timeoutListening) return
+    this.#timeoutListening = true
+    this.#cb.on('timeout', (raw: unknown) => {
+      const error = this.#translate(raw)
+      if (error instanceof TimeoutError) this.#events.emit('timeout', { name: this.#name, error })
+    })
+  }
+
+  #translate(raw: unknown): unknown {
     if (raw instanceof Error && OpossumBreaker.isOurError(raw)) {
-      if (code === 'ETIMEDOUT') {
-        error = new TimeoutError(this.#timeout === false ? 0 : this.#timeout, { cause: raw })
-        if (this.#events.has('timeout')) {
-          this.#events.emit('timeout', { name: this.#name, error: error as TimeoutError })
-        }
-      } else if (code === 'EOPENBREAKER') {
-        return this.#refuse(a, b)
+      if ((raw as { code?: unknown }).code === 'ETIMEDOUT') {
+        return new TimeoutError(this.#timeout === false ? 0 : this.#timeout, { cause: raw })
       }
     }
-    if (this.#events.has('failure')) this.#events.emit('failure', { name: this.#name, error })
-    return this.#answer(error, a, b)
+    return raw
+  }
+
+  #onFailure(a: unknown, b: unknown, raw: unknown): unknown {
+    if (raw instanceof Error && OpossumBreaker.isOurError(raw)) {
+      if ((raw as { code?: unknown }).code === 'EOPENBREAKER') return this.#refuse(a, b)
+    }
+    return this.#answer(this.#translate(raw), a, b)
   }
 
   #answer(error: unknown, a: unknown, b: unknown): unknown {
@@ -511,7 +537,10 @@ export class CircuitBreaker<A extends unknown[] = [], R = never> implements Poli
         throw error
       }
       this.#window.increment('failures', Date.now() - started)
-      if (error instanceof TimeoutError) this.#window.timeouts++
+      if (error instanceof TimeoutError) {
+        this.#window.timeouts++
+        this.#events.emit('timeout', { name: this.#name, error })
+      }
       if (this.#state === 'halfOpen') this.#cb.open()
       if (this.#events.has('failure')) this.#events.emit('failure', { name: this.#name, error })
       return this.#answer(error, a, b)

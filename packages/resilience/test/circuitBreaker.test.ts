@@ -227,6 +227,42 @@ describe('circuitBreaker', () => {
     })
   })
 
+  describe('events', () => {
+    it('reports each counted failure, success and refusal, with typed errors', async () => {
+      const b = track(
+        circuitBreaker(
+          (mode: string) =>
+            mode === 'slow'
+              ? new Promise((r) => setTimeout(r, 100))
+              : mode === 'bad'
+                ? boom()
+                : ok(),
+          {
+            timeout: 20,
+            volumeThreshold: 3,
+            errorThresholdPercentage: 50,
+          },
+        ),
+      )
+      const seen: string[] = []
+      b.on('failure', (e) => seen.push(`failure:${(e.error as Error).name}`))
+        .on('success', (e) => seen.push(`success:${typeof e.latencyMs}`))
+        .on('timeout', (e) => seen.push(`timeout:${e.error.timeoutMs}`))
+        .on('reject', (e) => seen.push(`reject:${e.error.code}`))
+      await b.fire('ok')
+      await b.fire('bad').catch(() => {})
+      await b.fire('slow').catch(() => {})
+      await b.fire('ok').catch(() => {})
+      expect(seen).toEqual([
+        'success:number',
+        'failure:Error',
+        'timeout:20',
+        'failure:TimeoutError',
+        'reject:E_RESILIENCE_BREAKER_OPEN',
+      ])
+    })
+  })
+
   describe('stats and control', () => {
     it('reports latency percentiles only when asked to keep them', async () => {
       const off = track(circuitBreaker(ok))
