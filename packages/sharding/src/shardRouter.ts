@@ -928,8 +928,9 @@ export class ShardRouter extends TypedEmitter<ShardRouterEvents> {
 
   /**
    * Scatter-gather: runs one statement on every shard in parallel (each bounded by a
-   * per-shard timeout) and merges the rows: concatenated, k-way merged by an `ORDER BY` (with
-   * `limit`/`offset`, each shard is asked for `LIMIT offset + limit`), or combined as
+   * per-shard timeout) and merges the rows: concatenated, k-way merged by an `ORDER BY` as
+   * the rows stream in (with `limit`/`offset`, each shard is asked for `LIMIT offset + limit`
+   * and the call returns as soon as that many rows are merged), or combined as
    * aggregates (`COUNT`/`SUM`/`MIN`/`MAX`, `AVG` from SUM and COUNT). A shard that fails makes
    * the call throw a {@link ScatterGatherError}, or, with `onShardError: 'partial'`, returns the
    * rest flagged `partial`.
