@@ -74,9 +74,11 @@ describe('shop in a browser', () => {
     await page.waitForURL(/\/checkout$/)
     await page.click('[data-pay]')
     // Read-your-writes: the page right after checkout already shows the new order.
-    await page.waitForURL(/\/orders\/[ab]-/)
+    await page.waitForURL(/\/orders\/\d+$/)
     const orderId = await page.locator('[data-order-id]').textContent()
-    expect(orderId).toMatch(/^[ab]-/)
+    // A 64-bit id from sharding's id generator: it carries the user's slot, hence the shard.
+    expect(orderId).toMatch(/^\d{10,19}$/)
+    const orderShard = await page.locator('[data-shard]').textContent()
     // The page polls its status until the workers have shipped it.
     await expect
       .poll(() => page.locator('[data-field=status]').textContent(), {
@@ -86,6 +88,9 @@ describe('shop in a browser', () => {
       .toBe('shipped')
     await page.goto('/orders')
     expect(await page.locator(`[data-order="${orderId}"] .status`).textContent()).toBe('shipped')
+    // The order lives on its user's shard.
+    await page.goto('/account')
+    expect(await page.locator('[data-user-shard]').textContent()).toBe(orderShard)
     await ctx.close()
   })
 
@@ -136,6 +141,15 @@ describe('shop in a browser', () => {
     expect(before.status).toBe(200)
     const cached = await anon.get('/product/3')
     expect(cached.headers.get('x-cache')).toBe('HIT')
+    // A revalidation is answered by the gateway's cache too: 304 from the stored entry. The
+    // request says `max-age=0` as browsers do; without it fetch() adds `no-cache`, which rightly
+    // sends the request past any cache to the origin.
+    const revalidated = await anon.get('/product/3', {
+      'if-none-match': cached.headers.get('etag') as string,
+      'cache-control': 'max-age=0',
+    })
+    expect(revalidated.status).toBe(304)
+    expect(revalidated.headers.get('x-cache')).toBe('HIT')
 
     const ctx = await browser.newContext({ baseURL: shop.url })
     const page = await ctx.newPage()

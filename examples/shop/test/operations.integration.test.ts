@@ -48,10 +48,16 @@ describe('degradation under load', () => {
     let stop = false
     let requests = 0
     let recsOffReviewsOn = 0
-    // At most 16 clients for at most 8 s, straight at one instance (the gateway would cache).
+    const words = ['Kettle', 'Lamp', 'Chair', 'Mug', 'Desk', 'Tent', 'Red', 'Blue']
+    // At most 16 clients for at most 8 s, straight at one instance (the gateway would cache):
+    // searches (each a database query, so requests stay in flight) and product pages.
     const load = Array.from({ length: 16 }, async (_, i) => {
       while (!stop) {
-        const res = await fetch(`${base}/product/${1 + ((requests + i) % 50)}`, {
+        const path =
+          i % 4 === 0
+            ? `/product/${1 + ((requests + i) % 50)}`
+            : `/search?q=${words[(requests + i) % words.length]}`
+        const res = await fetch(base + path, {
           signal: AbortSignal.timeout(10_000),
         }).catch(() => undefined)
         requests++
@@ -63,18 +69,25 @@ describe('degradation under load', () => {
           recsOffReviewsOn++
       }
     })
+    let last: unknown
     const shedChanges = await eventually(
       async () => {
-        const changes = (await catalogStats(name)).degraderChanges.filter(
+        const stats = await catalogStats(name)
+        last = stats.degrader
+        const changes = stats.degraderChanges.filter(
           (c) => c.at >= since && c.reason === 'overload' && c.to === 'off',
         )
         return changes.some((c) => c.feature === 'reviews') ? changes : undefined
       },
       8000,
       'the catalog to shed both features under load',
-    ).finally(() => {
-      stop = true
-    })
+    )
+      .catch((err: Error) => {
+        throw new Error(`${err.message}; last degrader stats ${JSON.stringify(last)}`)
+      })
+      .finally(() => {
+        stop = true
+      })
     await Promise.all(load)
     expect(requests).toBeGreaterThan(0)
     // Recommendations (priority 10) went first; reviews (20) only after them.

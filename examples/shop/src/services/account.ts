@@ -188,7 +188,7 @@ ${kind === 'signup' ? html`<p><label>Name <input name="name" required maxlength=
       env,
       'Your account',
       html`<h1>Your account</h1>
-<p>${user.name} &lt;${user.email}&gt; · user id <code>${user.id}</code> · shard <code>${router.shardFor(user.id)}</code></p>
+<p>${user.name} &lt;${user.email}&gt; · user id <code>${user.id}</code> · shard <code data-user-shard>${router.shardFor(user.id)}</code></p>
 <h2>Sessions</h2>
 <table><thead><tr><th>session</th><th>started</th><th>last seen</th><th></th></tr></thead><tbody>
 ${list.map(

@@ -82,10 +82,18 @@ export async function startGateway(config: ShopConfig, instance: string, port: n
   }))
   const proxy = createProxy({
     routes,
-    balancer: { strategy: 'least-request' },
+    balancer: {
+      strategy: 'least-request',
+      // An instance that failed (crashed, restarted by the supervisor) is tried again after 5 s,
+      // not lb's default 30 s; the health check keeps it out while it is really down.
+      outlierDetection: {
+        consecutiveFailures: 3,
+        baseEjectionTimeMs: 5000,
+        maxEjectionTimeMs: 20_000,
+      },
+    },
     healthCheck: {
       check: { type: 'http', path: '/_internal/health' },
-      target: (e) => e.value,
       intervalMs: 1000,
       timeoutMs: 1000,
       rise: 1,
