@@ -32,7 +32,11 @@ pnpm attw
 
 step "servers and topologies"
 bash scripts/servers.sh
-bash scripts/topology.sh start
+# Topologies given by URL in the environment are used as they are (testkit reads them first).
+if [ -z "${MYSQL_PRIMARY_URL:-}" ] || [ -z "${MYSQL_REPLICA_URL:-}" ]; then
+  bash scripts/topology.sh start mariadb
+fi
+if [ -z "${REDIS_CLUSTER_NODES:-}" ]; then bash scripts/topology.sh start redis-cluster; fi
 
 results="$BALLAST_ROOT/.tools/test-results"
 rm -rf "$results" && mkdir -p "$results"
