@@ -79,6 +79,41 @@ describe('Broker', () => {
       expect(b.stats()).toMatchObject({ published: 1, confirmed: 1, consumed: 1, acked: 1 })
     })
 
+    it('publishes over a pool of three confirm channels within the confirm window, and delivers every one', async () => {
+      const queue = names.queue('channels')
+      const b = broker({
+        urls: url,
+        channels: 3,
+        confirmWindow: 50,
+        topology: { queues: [{ name: queue, retry: false, deadLetter: false }] },
+      })
+      await b.ready()
+      const N = 2000
+      let maxInFlight = 0
+      const sampler = setInterval(() => {
+        maxInFlight = Math.max(maxInFlight, b.stats().inFlight)
+      }, 1)
+      const sends = Array.from({ length: N }, (_, n) =>
+        b.publish('', queue, Buffer.from(String(n))),
+      )
+      expect(b.stats().buffered + b.stats().inFlight).toBe(N)
+      await Promise.all(sends).finally(() => clearInterval(sampler))
+      expect(maxInFlight).toBeGreaterThan(0)
+      expect(maxInFlight).toBeLessThanOrEqual(50)
+      const seen = new Set<string>()
+      await b.consume(
+        queue,
+        (m) => {
+          expect(Buffer.isBuffer(m.body)).toBe(true)
+          expect(m.raw.properties.contentType).toBeUndefined()
+          seen.add((m.body as Buffer).toString())
+        },
+        { prefetch: 200 },
+      )
+      await until(() => seen.size === N)
+      expect(b.stats()).toMatchObject({ published: N, confirmed: N, inFlight: 0, buffered: 0 })
+    })
+
     it('rejects an unroutable mandatory message with UnroutableError', async () => {
       const exchange = names.exchange('nowhere')
       const b = broker({ urls: url, topology: { exchanges: [{ name: exchange }] } })

@@ -19,6 +19,7 @@ import {
   idempotencyDeduplicator,
   PublishUnconfirmedError,
 } from '../src/index.js'
+import { closeSafely } from '../src/internal/closeSafely.js'
 import { closeAll, until, within } from './support/bounded.js'
 
 const names = amqpNames('mqfault')
@@ -121,6 +122,18 @@ describe('Broker under connection faults', () => {
     })
     await within(b.close(), 10_000, 'broker.close()')
   }, 100_000)
+
+  it('settles close() of a connection whose socket dies while closing (amqplib alone waits forever)', async () => {
+    const connection = await amqp.connect(proxy.url(url))
+    connection.on('error', () => {})
+    proxy.blackhole() // our Close frame is swallowed: no Close-Ok will come
+    const closing = closeSafely(connection, 10_000)
+    setTimeout(() => proxy.cut(), 50)
+    const started = Date.now()
+    await within(closing, 5000, 'closeSafely(connection)')
+    expect(Date.now() - started).toBeLessThan(5000)
+    proxy.restore()
+  })
 
   it("fails unconfirmed publishes with PublishUnconfirmedError under unconfirmedPolicy 'fail', and every confirmed one arrives", async () => {
     const queue = names.queue('fail-policy')
