@@ -301,7 +301,8 @@ class BalancedClientImpl implements BalancedClient {
           bodyTimeout: this.#bodyTimeoutMs,
         })
       } catch (error) {
-        this.balancer.end(endpoint, startedAt, false)
+        // An abort by the caller is not the endpoint's failure.
+        this.balancer.end(endpoint, startedAt, options.signal?.aborted === true)
         lastError = error
         if (options.signal?.aborted) {
           this.#failed++

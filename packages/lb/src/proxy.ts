@@ -815,7 +815,8 @@ class ProxyImpl extends TypedEmitter<ProxyEvents> implements ReverseProxy {
     const ctx = attempt.ctx
     if (!attempt.ended) {
       attempt.ended = true
-      ctx.route.balancer.end(attempt.endpoint, attempt.startedAt, false)
+      // A client that went away is not the endpoint's failure.
+      ctx.route.balancer.end(attempt.endpoint, attempt.startedAt, ctx.aborted)
     }
     if (ctx.aborted) return
     if (attempt.retrying) {

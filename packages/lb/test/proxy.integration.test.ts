@@ -163,6 +163,27 @@ describe('createProxy', () => {
       }
     })
 
+    it('does not hold clients that hang up against the endpoint', async () => {
+      const [a] = await backends('a')
+      const balancer = createBalancer({
+        endpoints: [a!.url],
+        outlierDetection: { consecutiveFailures: 2 },
+      })
+      const { url, proxy: p } = await proxy({ routes: [{ upstream: balancer }] })
+      for (let i = 0; i < 4; i++) {
+        const controller = new AbortController()
+        const pending = request(`${url}/slow?ms=300`, { signal: controller.signal })
+        await sleep(30)
+        controller.abort()
+        await expect(pending).rejects.toThrow()
+      }
+      await sleep(20)
+      expect(balancer.get(a!.url)!.ejected).toBe(false)
+      expect(balancer.stats().endpoints[0]!.failures).toBe(0)
+      expect(p.stats().inFlight).toBe(0)
+      await balancer.close()
+    })
+
     it('answers 503 immediately when health checks have marked every endpoint down', async () => {
       const [a] = await backends('a')
       const balancer = createBalancer({ endpoints: [a!.url] })
