@@ -66,6 +66,7 @@ type L2Read =
   | { ok: false; token: undefined; envelope?: undefined; raw?: undefined }
 
 const MISSING = Symbol('missing')
+const GET = (l2: L2, key: string) => l2.get(key)
 const MAX_TRACKED_INVALIDATIONS = 10_000
 
 function entryBytes(key: string, payload: string, tags: readonly string[] | undefined): number {
@@ -695,18 +696,29 @@ export class TwoLevelCache<T = unknown> {
     const local = this.#l1Hit(key)
     if (local !== MISSING) return local as T | undefined
     if (this.#l2 === undefined) return undefined
-    const read = await this.#readL2(key)
-    if (!read.ok) {
-      const fallback = this.#fallback(key, 'l2-unavailable')
-      return fallback === MISSING ? undefined : (fallback as T)
+    // #readL2, inlined: this is the hot L2 path, and every layer of promises costs
+    const epoch = this.#epoch
+    let raw: string | null
+    if (!this.#l2Readable) return this.#l2Fallback(key)
+    try {
+      if (this.#genLoad !== undefined) await this.#ready()
+      raw = await this.#run('get', GET, this.#entryKey(key))
+    } catch (error) {
+      this.#l2Failed('get', error)
+      return this.#l2Fallback(key)
     }
-    const env = read.envelope
+    const env = raw === null ? undefined : decodeEnvelope(raw)
     if (env !== undefined && env.kind !== 't' && env.freshUntil > now()) {
       this.#s.l2Hits++
-      return this.#fromL2(key, env, read.raw as string, read.epoch) as T | undefined
+      return this.#fromL2(key, env, raw as string, epoch) as T | undefined
     }
     this.#s.l2Misses++
     return undefined
+  }
+
+  #l2Fallback(key: string): T | undefined {
+    const fallback = this.#fallback(key, 'l2-unavailable')
+    return fallback === MISSING ? undefined : (fallback as T)
   }
 
   /** L2 is down: an L1 entry that is fresh or within grace still answers. */
@@ -737,7 +749,7 @@ export class TwoLevelCache<T = unknown> {
     if (!this.#l2Readable) return { ok: false, token: undefined, epoch }
     try {
       if (this.#genLoad !== undefined) await this.#ready()
-      const raw = await this.#run('get', (l2) => l2.get(this.#entryKey(key)))
+      const raw = await this.#run('get', GET, this.#entryKey(key))
       return {
         ok: true,
         token: envelopeToken(raw),
@@ -1317,7 +1329,11 @@ export class TwoLevelCache<T = unknown> {
 
   // ---------------------------------------------------------------- internals: L2 plumbing
 
-  #run<R>(operation: string, fn: (l2: L2) => Promise<R>): Promise<R> {
+  #run<R, A = undefined>(
+    operation: string,
+    fn: (l2: L2, arg: A) => Promise<R>,
+    arg?: A,
+  ): Promise<R> {
     const l2 = this.#l2 as L2
     if (l2.client.status !== 'ready') {
       // reconnecting: fail at once, and do not count it against the breaker (nothing was tried).
@@ -1327,7 +1343,7 @@ export class TwoLevelCache<T = unknown> {
         new L2UnavailableError(`L2 ${operation} skipped: the client is ${l2.client.status}`),
       )
     }
-    return (this.#guard as L2Guard).run(operation, () => fn(l2))
+    return (this.#guard as L2Guard).run(operation, fn, l2, arg as A)
   }
 
   /** Resolves when the client is connected (at once if it is). */

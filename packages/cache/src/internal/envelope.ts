@@ -44,18 +44,29 @@ export function decodeEnvelope(text: string): Envelope | undefined {
   const d = text.indexOf('|', c + 1)
   const e = text.indexOf('|', d + 1)
   if (a < 0 || b < 0 || c < 0 || d < 0 || e < 0) return undefined
-  const tagLength = Number(text.slice(d + 1, e))
-  const refresh = Number(text.slice(c + 1, d))
-  const tagText = text.slice(e + 1, e + 1 + tagLength)
+  const tagLength = numberAt(text, d + 1, e)
+  const refresh = numberAt(text, c + 1, d)
   return {
     kind,
     token: text.slice(1, a),
-    freshUntil: Number(text.slice(a + 1, b)),
-    staleUntil: Number(text.slice(b + 1, c)),
+    freshUntil: numberAt(text, a + 1, b),
+    staleUntil: numberAt(text, b + 1, c),
     refreshAt: refresh === 0 ? Number.POSITIVE_INFINITY : refresh,
-    tags: tagLength === 0 ? undefined : (JSON.parse(tagText) as string[]),
+    tags:
+      tagLength === 0 ? undefined : (JSON.parse(text.slice(e + 1, e + 1 + tagLength)) as string[]),
     payload: text.slice(e + 1 + tagLength),
   }
+}
+
+/** `Number(text.slice(from, to))` without the slice for the usual case, a run of digits. */
+function numberAt(text: string, from: number, to: number): number {
+  let n = 0
+  for (let i = from; i < to; i++) {
+    const digit = text.charCodeAt(i) - 48
+    if (digit < 0 || digit > 9) return Number(text.slice(from, to))
+    n = n * 10 + digit
+  }
+  return n
 }
 
 /** The token of a raw L2 value, as the Lua scripts read it. */
