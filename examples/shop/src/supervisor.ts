@@ -242,11 +242,15 @@ export async function startShop(o: ShopOptions): Promise<Shop> {
     const q = shopQueues(o.ns)
     const out: { name: string; messages: number; consumers: number }[] = []
     try {
-      amqpConn ??= await amqp.connect(rabbit.url)
-      amqpConn.on('error', () => {})
-      amqpConn.on('close', () => {
-        amqpConn = undefined
-      })
+      if (!amqpConn) {
+        // Listeners once per connection, not per call (the ops page polls this).
+        const conn = await amqp.connect(rabbit.url)
+        conn.on('error', () => {})
+        conn.on('close', () => {
+          if (amqpConn === conn) amqpConn = undefined
+        })
+        amqpConn = conn
+      }
       const ch = await amqpConn.createChannel()
       ch.on('error', () => {})
       try {

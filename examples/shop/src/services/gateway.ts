@@ -84,13 +84,15 @@ export async function startGateway(config: ShopConfig, instance: string, port: n
     routes,
     balancer: {
       strategy: 'least-request',
-      // An instance that failed (crashed, restarted by the supervisor) is tried again after 5 s,
+      // An instance that failed (crashed, restarted by the supervisor) is tried again after 3 s (5 s at most),
       // not lb's default 30 s; the health check keeps it out while it is really down.
       outlierDetection: {
         consecutiveFailures: 3,
-        baseEjectionTimeMs: 5000,
-        maxEjectionTimeMs: 20_000,
+        baseEjectionTimeMs: 3000,
+        maxEjectionTimeMs: 5000,
       },
+      // A restarted instance ramps up over 3 s (lb's default is 10 s): the services are small.
+      slowStart: { windowMs: 3000 },
     },
     healthCheck: {
       check: { type: 'http', path: '/_internal/health' },
