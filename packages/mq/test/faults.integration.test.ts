@@ -97,8 +97,10 @@ describe('Broker under connection faults', () => {
         progress,
       )
       await until(() => cuts >= 10, 10_000, '10 cuts', progress)
-      const failed = results.filter((r) => r.status === 'rejected')
-      expect(failed).toEqual([])
+      const failed = results.flatMap((r) =>
+        r.status === 'rejected' ? [String((r.reason as Error)?.message ?? r.reason)] : [],
+      )
+      expect({ failed: failed.slice(0, 5), count: failed.length }).toEqual({ failed: [], count: 0 })
       await until(() => processed.size === N, 40_000, 'every message consumed', progress)
     } finally {
       clearInterval(cutter)
@@ -108,10 +110,22 @@ describe('Broker under connection faults', () => {
     const lost = N - processed.size
     const twice = [...processed.values()].filter((c) => c > 1).length
     const stats = b.stats()
-    expect({ lost, twice }).toEqual({ lost: 0, twice: 0 })
-    expect(stats.reconnects.publisher).toBeGreaterThanOrEqual(5)
-    expect(stats.reconnects.consumer).toBeGreaterThanOrEqual(5)
-    expect(stats.confirmed).toBe(N)
+    // one assertion over everything, so a rare failure shows the whole picture
+    expect({
+      lost,
+      twice,
+      confirmed: stats.confirmed,
+      publisherReconnectsAtLeast5: stats.reconnects.publisher >= 5,
+      consumerReconnectsAtLeast5: stats.reconnects.consumer >= 5,
+      stats,
+    }).toEqual({
+      lost: 0,
+      twice: 0,
+      confirmed: N,
+      publisherReconnectsAtLeast5: true,
+      consumerReconnectsAtLeast5: true,
+      stats,
+    })
     console.info('cut 10x:', {
       lost,
       twice,
