@@ -289,6 +289,17 @@ class BalancedClientImpl implements BalancedClient {
       tried.push(endpoint)
       const startedAt = this.balancer.begin(endpoint)
       let response: Dispatcher.ResponseData
+      // undici's own headers timeout runs on coarse timers (about half a second of slack), so
+      // the client keeps a precise one of its own and aborts the attempt with a typed error.
+      const attemptAbort = new AbortController()
+      const timer = setTimeout(
+        () => attemptAbort.abort(new UpstreamTimeoutError(endpoint.id, this.#headersTimeoutMs)),
+        this.#headersTimeoutMs,
+      )
+      const userSignal = options.signal
+      const onUserAbort = () => attemptAbort.abort(userSignal?.reason)
+      userSignal?.addEventListener('abort', onUserAbort, { once: true })
+      if (userSignal?.aborted) onUserAbort()
       try {
         response = await this.#pools.get(endpoint).request({
           path: options.path,
@@ -296,11 +307,15 @@ class BalancedClientImpl implements BalancedClient {
           headers: options.headers ?? null,
           body,
           idempotent,
-          signal: options.signal ?? null,
-          headersTimeout: this.#headersTimeoutMs,
+          signal: attemptAbort.signal,
+          headersTimeout: this.#headersTimeoutMs + 1000,
           bodyTimeout: this.#bodyTimeoutMs,
         })
+        clearTimeout(timer)
+        userSignal?.removeEventListener('abort', onUserAbort)
       } catch (error) {
+        clearTimeout(timer)
+        userSignal?.removeEventListener('abort', onUserAbort)
         // An abort by the caller is not the endpoint's failure.
         this.balancer.end(endpoint, startedAt, options.signal?.aborted === true)
         lastError = error
@@ -393,6 +408,7 @@ function finalError(
   attempts: number,
   headersTimeoutMs: number,
 ): Error {
+  if (error instanceof UpstreamTimeoutError) return error
   if (isTimeout(error)) {
     const code = (error as { code?: string }).code
     return new UpstreamTimeoutError(

@@ -328,6 +328,18 @@ function positive(name: string, value: unknown): number {
   return value
 }
 
+function headersTimeoutError(): Error {
+  return Object.assign(new Error('upstream did not send response headers in time'), {
+    code: 'UND_ERR_HEADERS_TIMEOUT',
+  })
+}
+
+function onHeadersTimeout(attempt: Attempt): void {
+  attempt.timer = undefined
+  attempt.timedOut = true
+  attempt.controller?.abort(headersTimeoutError())
+}
+
 class Attempt implements Dispatcher.DispatchHandler {
   readonly ctx: RequestContext
   readonly endpoint: Endpoint<string>
@@ -341,6 +353,9 @@ class Attempt implements Dispatcher.DispatchHandler {
   maxAge = 0
   stored: { status: number; headers: Record<string, string | string[]> } | undefined
   lastError: unknown = undefined
+  /** The precise headers timer (undici's own runs on coarse timers). */
+  timer: ReturnType<typeof setTimeout> | undefined = undefined
+  timedOut = false
 
   constructor(ctx: RequestContext, endpoint: Endpoint<string>, startedAt: number) {
     this.ctx = ctx
@@ -351,6 +366,7 @@ class Attempt implements Dispatcher.DispatchHandler {
   onRequestStart(controller: Dispatcher.DispatchController): void {
     this.controller = controller
     if (this.ctx.aborted) controller.abort(new Error('client went away'))
+    else if (this.timedOut) controller.abort(headersTimeoutError())
   }
 
   onResponseStart(
@@ -704,13 +720,14 @@ class ProxyImpl extends TypedEmitter<ProxyEvents> implements ReverseProxy {
     ctx.tried.push(endpoint)
     const attempt = new Attempt(ctx, endpoint, route.balancer.begin(endpoint))
     ctx.attempt = attempt
+    attempt.timer = setTimeout(onHeadersTimeout, this.#o.headersTimeoutMs, attempt)
     this.#pools.get(endpoint).dispatch(
       {
         path: ctx.path,
         method: ctx.method as Dispatcher.HttpMethod,
         headers: ctx.headers,
         body: ctx.hasBody ? ctx.req : null,
-        headersTimeout: this.#o.headersTimeoutMs,
+        headersTimeout: this.#o.headersTimeoutMs + 1000,
         bodyTimeout: this.#o.bodyTimeoutMs,
       },
       attempt,
@@ -725,6 +742,7 @@ class ProxyImpl extends TypedEmitter<ProxyEvents> implements ReverseProxy {
     statusMessage: string | undefined,
   ): void {
     const ctx = attempt.ctx
+    clearTimeout(attempt.timer)
     attempt.ended = true
     ctx.route.balancer.end(attempt.endpoint, attempt.startedAt, status < 500)
     if (
@@ -813,6 +831,7 @@ class ProxyImpl extends TypedEmitter<ProxyEvents> implements ReverseProxy {
 
   onAttemptError(attempt: Attempt, error: Error): void {
     const ctx = attempt.ctx
+    clearTimeout(attempt.timer)
     if (!attempt.ended) {
       attempt.ended = true
       // A client that went away is not the endpoint's failure.

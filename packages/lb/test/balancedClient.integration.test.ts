@@ -160,13 +160,17 @@ describe('createBalancedClient', () => {
       headersTimeoutMs: 200,
       balancer: { strategy: 'round-robin' },
     })
+    const started = performance.now()
     const res = await c.request({ path: '/x' })
     expect(res.statusCode).toBe(200)
     expect(res.endpoint).toBe(b!.url)
     expect(res.attempts).toBe(2)
+    // The 200 ms limit holds to the timer, not to undici's half-second timer wheel.
+    expect(performance.now() - started).toBeLessThan(600)
     await res.body.dump()
     const post = await c.request({ path: '/x', method: 'POST', body: 'x' }).catch((e: unknown) => e)
     expect(post).toBeInstanceOf(UpstreamTimeoutError)
+    expect((post as UpstreamTimeoutError).timeoutMs).toBe(200)
   })
 
   it('retries a GET answered with 503 on another endpoint, within the budget', async () => {

@@ -198,8 +198,10 @@ describe('createProxy', () => {
     it('answers 504 with a clear body when the upstream is too slow, and 502 when a POST is cut', async () => {
       const [a] = await backends('a')
       const { url } = await proxy({ routes: [{ upstream: [a!.url] }], headersTimeoutMs: 150 })
+      const started = performance.now()
       const slow = await get(`${url}/slow?ms=1000`)
       expect(slow.status).toBe(504)
+      expect(performance.now() - started).toBeLessThan(500)
       expect(slow.text).toMatch(/504 Gateway Timeout: .* did not answer within 150 ms/)
       const pending = get(`${url}/slow?ms=100`, { method: 'POST', body: 'order' })
       await sleep(30)
