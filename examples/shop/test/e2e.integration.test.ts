@@ -183,6 +183,13 @@ describe('shop in a browser', () => {
     await page.goto('/ops')
     expect(await page.locator('h1').textContent()).toBe('Operations')
     expect(await page.locator('[data-instance-row="catalog-1"]').textContent()).toMatch(/L1 \d/)
+    // Shard and replica health and lag from the sharding router's stats().
+    const routerCell = await page
+      .locator('[data-instance-row="order-1"] [data-router]')
+      .textContent()
+    expect(routerCell).toMatch(/a: primary \d+ q, 0 errors/)
+    expect(routerCell).toMatch(/a\/replica-\d+ up, lag \d+ ms/)
+    expect(routerCell).toMatch(/b: primary \d+ q/)
     await ctx.close()
   })
 
