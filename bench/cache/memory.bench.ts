@@ -49,7 +49,7 @@ report({
     ],
   ],
   notes: [
-    "Accounted bytes: 280 + key + 2 × serialized value per entry, the figure lru-cache bounds. Heap growth is measured after a forced GC and includes lru-cache's arrays preallocated for maxEntries.",
+    "Accounted bytes: lru-cache's arrays preallocated for maxEntries (24 bytes a slot), plus per entry 300 + key + the value (2 × serialized length; a string's own length), the figure the bound applies to. Heap growth is measured after a forced GC: it includes everything the cache holds, also its bookkeeping of recent invalidations outside L1 (at most 10,000 keys, about 1 MB).",
   ],
 })
 await cache.close()

@@ -34,7 +34,7 @@ export {
 } from './errors.js'
 export type { L1Entry, L1Store } from './l1Store.js'
 export type { LruStoreOptions } from './lruStore.js'
-export { createLruStore, DEFAULT_LRU_STORE_OPTIONS } from './lruStore.js'
+export { createLruStore, DEFAULT_LRU_STORE_OPTIONS, LRU_SLOT_BYTES } from './lruStore.js'
 export type { NodeCacheStoreOptions } from './nodeCacheStore.js'
 export { createNodeCacheStore, DEFAULT_NODE_CACHE_STORE_OPTIONS } from './nodeCacheStore.js'
 export type { Serializer } from './serializer.js'

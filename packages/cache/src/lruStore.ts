@@ -1,5 +1,5 @@
 import { LRUCache } from 'lru-cache'
-import { integer } from './internal/validate.js'
+import { integer, invalid } from './internal/validate.js'
 import type { L1Entry, L1Store } from './l1Store.js'
 
 /** Bounds of the default L1 engine. */
@@ -10,7 +10,10 @@ export interface LruStoreOptions {
    */
   maxEntries?: number
   /**
-   * Most approximate bytes held: per entry ~280 bytes of bookkeeping, the key, and twice the serialized value (about what V8 keeps for it).
+   * Most approximate bytes held, everything L1 keeps on the heap: the arrays lru-cache
+   * preallocates for `maxEntries` ({@link LRU_SLOT_BYTES} per slot), and per entry ~300 bytes
+   * of bookkeeping, the key, and the value (twice its serialized length for objects, its
+   * length for strings: about what V8 keeps for them). Must exceed the slots' share.
    * @default 67108864 (64 MiB)
    */
   maxBytes?: number
@@ -23,8 +26,14 @@ export const DEFAULT_LRU_STORE_OPTIONS: Required<LruStoreOptions> = {
 }
 
 /**
+ * Heap bytes lru-cache preallocates per `maxEntries` slot (measured on Node 24 with V8's
+ * pointer compression, `bench/cache/memory.bench.ts`): reserved out of `maxBytes`.
+ */
+export const LRU_SLOT_BYTES = 24
+
+/**
  * The default L1 engine, on lru-cache: bounded by entries and bytes, least recently used
- * evicted first. Chosen by benchmark (`bench/cache/l1Engines.bench.ts`): lru-cache's `get`
+ * evicted first. Chosen by benchmark (`bench/cache/l1Hit.bench.ts`, the `peek` table): lru-cache's `get`
  * is ~3x faster than node-cache's and it is bounded by construction.
  *
  * @example
@@ -35,8 +44,16 @@ export const DEFAULT_LRU_STORE_OPTIONS: Required<LruStoreOptions> = {
 export function createLruStore(options: LruStoreOptions = {}): L1Store {
   const merged = { ...DEFAULT_LRU_STORE_OPTIONS, ...options }
   const max = integer('l1.maxEntries', merged.maxEntries, 1)
-  const maxSize = integer('l1.maxBytes', merged.maxBytes, 1)
-  const lru = new LRUCache<string, L1Entry>({ max, maxSize })
+  const maxBytes = integer('l1.maxBytes', merged.maxBytes, 1)
+  const slots = max * LRU_SLOT_BYTES
+  if (maxBytes <= slots) {
+    invalid(
+      'l1.maxBytes',
+      `more than the ${LRU_SLOT_BYTES} bytes per slot lru-cache preallocates for maxEntries (${slots})`,
+      maxBytes,
+    )
+  }
+  const lru = new LRUCache<string, L1Entry>({ max, maxSize: maxBytes - slots })
   return {
     name: 'lru-cache',
     get: (key) => lru.get(key),
@@ -52,7 +69,7 @@ export function createLruStore(options: LruStoreOptions = {}): L1Store {
       return lru.size
     },
     get bytes() {
-      return lru.calculatedSize
+      return slots + lru.calculatedSize
     },
   }
 }

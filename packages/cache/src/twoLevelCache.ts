@@ -69,13 +69,25 @@ const MISSING = Symbol('missing')
 const GET = (l2: L2, key: string) => l2.get(key)
 const MAX_TRACKED_INVALIDATIONS = 10_000
 
-function entryBytes(key: string, payload: string, tags: readonly string[] | undefined): number {
-  // Calibrated on V8 (bench/cache/memory.bench.ts): ~280 bytes of entry, LRU slot and map
-  // bookkeeping, the key, and the live value at about twice its serialized length.
-  let bytes = 280 + key.length + 2 * payload.length
+function entryBytes(
+  key: string,
+  value: unknown,
+  payload: string,
+  tags: readonly string[] | undefined,
+): number {
+  // Calibrated on Node 24 under churn (bench/cache/memory.bench.ts): ~300 bytes of entry,
+  // version token, LRU slot and map bookkeeping, the key, and the live value: a string as
+  // V8 stores it (one byte a character unless it needs two), anything else at about twice
+  // its serialized length.
+  let bytes = 300 + key.length
+  if (typeof value === 'string')
+    bytes += 16 + (ONE_BYTE.test(value) ? value.length : 2 * value.length)
+  else bytes += 2 * payload.length
   if (tags !== undefined) for (const tag of tags) bytes += 24 + tag.length
   return bytes
 }
+
+const ONE_BYTE = /^[\0-\xff]*$/
 
 /** The entry's resolved promise, made on the first async hit and reused: a hit allocates nothing. */
 function promiseOf(entry: L1Entry): Promise<unknown> {
@@ -346,7 +358,7 @@ export class TwoLevelCache<T = unknown> {
         read.envelope.freshUntil > t
       ) {
         this.#s.l2Hits++
-        out[i] = this.#fromL2(key, read.envelope, read.raw as string, reads.epoch) as T | undefined
+        out[i] = this.#fromL2(key, read.envelope, reads.epoch) as T | undefined
       } else {
         this.#s.l2Misses++
         out[i] = undefined
@@ -434,7 +446,7 @@ export class TwoLevelCache<T = unknown> {
         const env = read.ok ? read.envelope : undefined
         if (env !== undefined && env.kind !== 't' && env.freshUntil > t) {
           this.#s.l2Hits++
-          waits.set(key, Promise.resolve(this.#fromL2(key, env, read.raw as string, reads.epoch)))
+          waits.set(key, Promise.resolve(this.#fromL2(key, env, reads.epoch)))
           continue
         }
         if (read.ok) this.#s.l2Misses++
@@ -710,7 +722,7 @@ export class TwoLevelCache<T = unknown> {
     const env = raw === null ? undefined : decodeEnvelope(raw)
     if (env !== undefined && env.kind !== 't' && env.freshUntil > now()) {
       this.#s.l2Hits++
-      return this.#fromL2(key, env, raw as string, epoch) as T | undefined
+      return this.#fromL2(key, env, epoch) as T | undefined
     }
     this.#s.l2Misses++
     return undefined
@@ -792,17 +804,17 @@ export class TwoLevelCache<T = unknown> {
   }
 
   /** A fresh L2 entry: deserialize, copy to L1 with L2's remaining TTL (unless invalidated since the read began). */
-  #fromL2(key: string, env: Envelope, raw: string, epoch: number): unknown {
+  #fromL2(key: string, env: Envelope, epoch: number): unknown {
     if (env.kind === 'n') {
-      this.#maybeBackfill(key, env, undefined, raw, epoch)
+      this.#maybeBackfill(key, env, undefined, epoch)
       return undefined
     }
     const value = this.#serializer.deserialize(env.payload)
-    this.#maybeBackfill(key, env, value, raw, epoch)
+    this.#maybeBackfill(key, env, value, epoch)
     return value
   }
 
-  #maybeBackfill(key: string, env: Envelope, value: unknown, raw: string, epoch: number): void {
+  #maybeBackfill(key: string, env: Envelope, value: unknown, epoch: number): void {
     if (this.#l1 === undefined || !this.#stillValid(key, env.tags, epoch, env.token)) return
     this.#l1Set(key, {
       value,
@@ -812,7 +824,7 @@ export class TwoLevelCache<T = unknown> {
       tags: env.tags,
       negative: env.kind === 'n',
       version: env.token,
-      size: entryBytes(key, raw, undefined),
+      size: entryBytes(key, value, env.payload, undefined),
       promise: undefined,
     })
   }
@@ -870,7 +882,7 @@ export class TwoLevelCache<T = unknown> {
     let t = now()
     if (env !== undefined && env.kind !== 't' && env.freshUntil > t) {
       this.#s.l2Hits++
-      return this.#fromL2(key, env, read.raw as string, read.epoch) as T | undefined
+      return this.#fromL2(key, env, read.epoch) as T | undefined
     }
     if (read.ok) this.#s.l2Misses++
     if (!read.ok) {
@@ -913,7 +925,7 @@ export class TwoLevelCache<T = unknown> {
         if (env !== undefined && env.kind !== 't' && env.freshUntil > t) {
           if (acquired) await this.#releaseLock(key, owner as string, false)
           this.#s.l2Hits++
-          return this.#fromL2(key, env, read.raw as string, read.epoch) as T | undefined
+          return this.#fromL2(key, env, read.epoch) as T | undefined
         }
         stale = this.#staleCandidate(key, env, t, read.ok) ?? stale
         if (acquired || !read.ok) {
@@ -1038,7 +1050,7 @@ export class TwoLevelCache<T = unknown> {
       const t = now()
       if (env !== undefined && env.kind === 'v' && env.refreshAt > t && env.freshUntil > t) {
         // another instance refreshed it already
-        this.#fromL2(key, env, read.raw as string, read.epoch)
+        this.#fromL2(key, env, read.epoch)
         return
       }
       await this.#load(key, loader, o, read.token, undefined)
@@ -1141,7 +1153,7 @@ export class TwoLevelCache<T = unknown> {
         tags: o.tags,
         negative,
         version,
-        size: entryBytes(key, payload, o.tags),
+        size: entryBytes(key, value, payload, o.tags),
         promise: undefined,
       },
       text,
@@ -1225,7 +1237,9 @@ export class TwoLevelCache<T = unknown> {
       const known = version === undefined || version === '' ? undefined : version
       if (known === undefined || this.#l1?.get(key)?.version !== known) this.#l1?.delete(key)
       this.#keyEpochs.set(key, epoch)
-      this.#keyVersions.set(key, known)
+      // absent reads as undefined: no entry to keep for a version nobody named
+      if (known === undefined) this.#keyVersions.delete(key)
+      else this.#keyVersions.set(key, known)
     }
     this.#wake(keys)
     if (this.#keyEpochs.size > MAX_TRACKED_INVALIDATIONS) this.#forgetEpochs()

@@ -251,7 +251,7 @@ describe('L1 engines', () => {
           maxLength: 300,
         }),
         (ops) => {
-          const store = createLruStore({ maxEntries: 1000, maxBytes: 20_000 })
+          const store = createLruStore({ maxEntries: 100, maxBytes: 20_000 })
           for (const [key, size] of ops) {
             store.set(
               key,
