@@ -527,6 +527,19 @@ export class TwoLevelCache<T = unknown> {
     if (this.#l2 !== undefined) {
       try {
         await this.#ready()
+        if (tagWrites.length === 0 && this.#bloom === undefined && !this.#l2.isCluster) {
+          // the writes and their message in one round trip
+          const l2Writes = writes.map((w) => ({ ...w, key: this.#entryKey(w.key) }))
+          const bus = this.#bus as Bus
+          await bus.publishVia(
+            'k',
+            { k: keys, v: l1Entries.map(([, entry]) => entry.version ?? '') },
+            (channel, message) =>
+              this.#run('set', (l2) => l2.setManyAndPublish(l2Writes, channel, message)),
+          )
+          for (const [key, entry] of l1Entries) this.#l1Set(key, entry)
+          return
+        }
         await this.#run('set', async (l2) => {
           for (const tw of tagWrites) {
             await l2.addTags(

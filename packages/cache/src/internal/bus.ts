@@ -122,6 +122,20 @@ export class Bus {
     this.#published++
   }
 
+  /**
+   * Like {@link Bus.publish}, but `send` delivers the message, so that the caller can send it
+   * with its own commands in one round trip. The sequence number is consumed either way.
+   */
+  async publishVia(
+    type: BusType,
+    fields: Pick<BusMessage, 'k' | 'v' | 'g' | 'n'>,
+    send: (channel: string, message: string) => Promise<void>,
+  ): Promise<void> {
+    const message: BusMessage = { o: this.#options.instanceId, s: ++this.#seq, t: type, ...fields }
+    await send(this.#options.channel, JSON.stringify(message))
+    this.#published++
+  }
+
   /** SUBSCRIBE is idempotent: sent at start, on every (re)connection and while unhealthy. */
   async #subscribe(): Promise<void> {
     if (this.#closed) return

@@ -79,6 +79,11 @@ export class L2 {
   /** Writes many; one pipeline on a standalone server, commands sent together on a Cluster. */
   async setMany(items: readonly { key: string; value: string; px: number }[]): Promise<void> {
     if (items.length === 0) return
+    if (items.length === 1) {
+      // one write: a plain SET, without a pipeline's bookkeeping
+      const item = items[0] as { key: string; value: string; px: number }
+      return this.set(item.key, item.value, item.px)
+    }
     if (!this.isCluster) {
       const pipeline = this.client.pipeline()
       for (const item of items) pipeline.set(item.key, item.value, 'PX', item.px)
@@ -87,6 +92,23 @@ export class L2 {
       return
     }
     await Promise.all(items.map((item) => this.client.set(item.key, item.value, 'PX', item.px)))
+  }
+
+  /**
+   * Writes many, then publishes `message` on `channel`, in one pipeline (one round trip; Redis
+   * runs them in order, so the message never arrives before the writes). Standalone only: on a
+   * Cluster the channel and the keys live on different nodes.
+   */
+  async setManyAndPublish(
+    items: readonly { key: string; value: string; px: number }[],
+    channel: string,
+    message: string,
+  ): Promise<void> {
+    const pipeline = this.client.pipeline()
+    for (const item of items) pipeline.set(item.key, item.value, 'PX', item.px)
+    pipeline.publish(channel, message)
+    const results = await pipeline.exec()
+    for (const [error] of results ?? []) if (error) throw error
   }
 
   /** Writes `value` only if the key's token is still `expected` ('' = absent). */
