@@ -2,7 +2,12 @@
 import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { type Shop, type ShopOptions, startShop } from '../../examples/shop/src/supervisor.js'
+import {
+  findFreeBasePort,
+  type Shop,
+  type ShopOptions,
+  startShop,
+} from '../../examples/shop/src/supervisor.js'
 
 export async function benchShop(
   label: string,
@@ -11,7 +16,7 @@ export async function benchShop(
   const ns = `bench_${label}_${process.pid}`
   const runDir = mkdtempSync(join(tmpdir(), `${ns}-`))
   const shop = await startShop({
-    basePort: 30_000 + (process.pid % 300) * 100,
+    basePort: await findFreeBasePort(),
     ns,
     runDir,
     seedProducts: 500,

@@ -82,6 +82,31 @@ function mysqlTarget(url: string, database: string): MysqlTarget {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
 
+function portFree(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const probe = createServer()
+    probe.once('error', () => resolve(false))
+    probe.listen(port, '127.0.0.1', () => probe.close(() => resolve(true)))
+  })
+}
+
+/**
+ * A base port (a multiple of 100 in `[from, to)`) whose next `span` ports are all free, for
+ * tests and benchmarks that start a shop beside others. Keep the range below the kernel's
+ * ephemeral ports (32768 and up on Linux): fault proxies and other listeners on port 0 get
+ * ports from there at any time.
+ */
+export async function findFreeBasePort(from = 20_000, to = 32_000, span = 30): Promise<number> {
+  const slots = Math.floor((to - from) / 100)
+  for (let attempt = 0; attempt < 40; attempt++) {
+    const base = from + Math.floor(Math.random() * slots) * 100
+    let free = true
+    for (let p = base; p < base + span && free; p++) free = await portFree(p)
+    if (free) return base
+  }
+  throw new Error(`no ${span} free ports found between ${from} and ${to}`)
+}
+
 async function waitHealthy(port: number, deadline: number): Promise<void> {
   while (Date.now() < deadline) {
     try {

@@ -13,7 +13,7 @@ import type { ShardSpec, ShopConfig } from '../src/config.js'
 import { shopQueues, shopTopology } from '../src/platform/mq.js'
 import type { Secrets } from '../src/secrets.js'
 import type { ChaosFault } from '../src/services/gateway.js'
-import { type Shop, startShop } from '../src/supervisor.js'
+import { findFreeBasePort, type Shop, startShop } from '../src/supervisor.js'
 
 export interface TestShop extends Shop {
   close(): Promise<void>
@@ -32,7 +32,7 @@ export async function startTestShop(
     .replace(/[^A-Za-z0-9_]/g, '_')
     .slice(0, 40)
   const runDir = mkdtempSync(join(tmpdir(), `${ns}-`))
-  const basePort = 20_000 + Math.floor(Math.random() * 400) * 100
+  const basePort = await findFreeBasePort()
   const shop = await startShop({
     basePort,
     ns,
