@@ -273,9 +273,7 @@ export interface BalancerEvents<T = string> {
   /** An endpoint was returned by `pick()` (emitted only while someone listens). */
   picked: [endpoint: Endpoint<T>]
   /** Outlier detection took an endpoint out of rotation for `durationMs`. */
-  ejected: [
-    event: { endpoint: Endpoint<T>; reason: EjectionReason; durationMs: number; ejections: number },
-  ]
+  ejected: [event: EjectedEvent<T>]
   /** An ejected endpoint is back in rotation. */
   restored: [event: RestoredEvent<T>]
   /** Active health checks changed their verdict on an endpoint. */
