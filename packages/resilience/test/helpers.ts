@@ -43,3 +43,10 @@ export async function clusterFixture(prefix: string) {
     },
   }
 }
+
+/**
+ * Redis command timeout for tests that are not about timeouts: CI runs every test file in
+ * parallel on two cores, and a stall past the 2 s default would fail the store closed (503),
+ * which those tests do not mean to exercise. Timeout tests set their own small values.
+ */
+export const NOT_ABOUT_TIMEOUTS = 15_000

@@ -11,7 +11,7 @@ import {
   rateLimitHook,
 } from '../src/fastify.js'
 import { createIdempotency, createRateLimiter, type Idempotency } from '../src/index.js'
-import { redisFixture, uniquePrefix } from './helpers.js'
+import { NOT_ABOUT_TIMEOUTS, redisFixture, uniquePrefix } from './helpers.js'
 
 const prefix = uniquePrefix('http')
 let fixture: Awaited<ReturnType<typeof redisFixture>>
@@ -30,7 +30,7 @@ function closeGate() {
 
 beforeAll(async () => {
   fixture = await redisFixture(prefix)
-  store = createIdempotency({ redis: fixture.redis, prefix })
+  store = createIdempotency({ redis: fixture.redis, commandTimeout: NOT_ABOUT_TIMEOUTS, prefix })
 })
 afterAll(async () => {
   await fixture.cleanup()

@@ -14,7 +14,7 @@ import {
   IdempotencyUnavailableError,
   IdempotentFailureError,
 } from '../src/index.js'
-import { clusterFixture, redisFixture, uniquePrefix } from './helpers.js'
+import { clusterFixture, NOT_ABOUT_TIMEOUTS, redisFixture, uniquePrefix } from './helpers.js'
 
 const here = dirname(fileURLToPath(import.meta.url))
 const repoRoot = join(here, '..', '..', '..')
@@ -34,7 +34,11 @@ afterAll(async () => {
 
 describe('Idempotency (Redis)', () => {
   it('runs the work once and replays its result without running it again', async () => {
-    const store = createIdempotency({ redis: fixture.redis, prefix })
+    const store = createIdempotency({
+      redis: fixture.redis,
+      commandTimeout: NOT_ABOUT_TIMEOUTS,
+      prefix,
+    })
     const k = key()
     let runs = 0
     const first = await store.run(k, { amount: 100 }, () => ({ receipt: ++runs }))
@@ -49,7 +53,11 @@ describe('Idempotency (Redis)', () => {
   })
 
   it('200 concurrent calls with one key: the handler runs exactly once, every caller gets the result or 409', async () => {
-    const store = createIdempotency({ redis: fixture.redis, prefix })
+    const store = createIdempotency({
+      redis: fixture.redis,
+      commandTimeout: NOT_ABOUT_TIMEOUTS,
+      prefix,
+    })
     const k = key()
     let runs = 0
     const results = await Promise.allSettled(
@@ -75,7 +83,12 @@ describe('Idempotency (Redis)', () => {
   })
 
   it('200 concurrent calls with one key and a bounded wait: all get the one result', async () => {
-    const store = createIdempotency({ redis: fixture.redis, prefix, wait: 5000 })
+    const store = createIdempotency({
+      redis: fixture.redis,
+      commandTimeout: NOT_ABOUT_TIMEOUTS,
+      prefix,
+      wait: 5000,
+    })
     const k = key()
     let runs = 0
     const results = await Promise.all(
@@ -93,7 +106,11 @@ describe('Idempotency (Redis)', () => {
   })
 
   it('serves a message consumer: message id as key, raw bytes as fingerprint, void handler', async () => {
-    const store = createIdempotency({ redis: fixture.redis, prefix })
+    const store = createIdempotency({
+      redis: fixture.redis,
+      commandTimeout: NOT_ABOUT_TIMEOUTS,
+      prefix,
+    })
     const messageId = key()
     const content = Buffer.from(JSON.stringify({ orderId: 7, sku: 'A-1', qty: 2 }))
     let reserved = 0
@@ -117,7 +134,11 @@ describe('Idempotency (Redis)', () => {
   })
 
   it('refuses the same key with a different payload (422) and runs nothing', async () => {
-    const store = createIdempotency({ redis: fixture.redis, prefix })
+    const store = createIdempotency({
+      redis: fixture.redis,
+      commandTimeout: NOT_ABOUT_TIMEOUTS,
+      prefix,
+    })
     const k = key()
     await store.run(k, { amount: 100 }, () => 'ok')
     let ran = false
@@ -135,7 +156,11 @@ describe('Idempotency (Redis)', () => {
   })
 
   it('refuses a missing or malformed key (400)', async () => {
-    const store = createIdempotency({ redis: fixture.redis, prefix })
+    const store = createIdempotency({
+      redis: fixture.redis,
+      commandTimeout: NOT_ABOUT_TIMEOUTS,
+      prefix,
+    })
     for (const bad of ['', 'has space', 'x'.repeat(256), 'ключ']) {
       await expect(store.run(bad, {}, () => 1)).rejects.toBeInstanceOf(IdempotencyKeyError)
     }
@@ -143,7 +168,11 @@ describe('Idempotency (Redis)', () => {
   })
 
   it('releases the key after a transient failure, so a retry runs', async () => {
-    const store = createIdempotency({ redis: fixture.redis, prefix })
+    const store = createIdempotency({
+      redis: fixture.redis,
+      commandTimeout: NOT_ABOUT_TIMEOUTS,
+      prefix,
+    })
     const k = key()
     let runs = 0
     await expect(
@@ -157,7 +186,11 @@ describe('Idempotency (Redis)', () => {
   })
 
   it('stores a permanent failure and replays it without running the work', async () => {
-    const store = createIdempotency({ redis: fixture.redis, prefix })
+    const store = createIdempotency({
+      redis: fixture.redis,
+      commandTimeout: NOT_ABOUT_TIMEOUTS,
+      prefix,
+    })
     const k = key()
     let runs = 0
     const declined = Object.assign(new Error('card declined'), {
@@ -177,7 +210,12 @@ describe('Idempotency (Redis)', () => {
   })
 
   it('renews the lease while the work runs, so a long job is not reclaimed', async () => {
-    const store = createIdempotency({ redis: fixture.redis, prefix, lease: 400 })
+    const store = createIdempotency({
+      redis: fixture.redis,
+      commandTimeout: NOT_ABOUT_TIMEOUTS,
+      prefix,
+      lease: 400,
+    })
     const k = key()
     let runs = 0
     const long = store.run(k, {}, async () => {
@@ -223,7 +261,12 @@ describe('Idempotency (Redis)', () => {
     child.kill('SIGKILL')
     await exited
 
-    const store = createIdempotency({ redis: fixture.redis, prefix, lease })
+    const store = createIdempotency({
+      redis: fixture.redis,
+      commandTimeout: NOT_ABOUT_TIMEOUTS,
+      prefix,
+      lease,
+    })
     let runs = 0
     // while the dead holder's lease lasts, a retry is refused
     await expect(store.run(k, { amount: 100 }, () => ++runs)).rejects.toBeInstanceOf(
@@ -251,7 +294,12 @@ describe('Idempotency (Redis)', () => {
   })
 
   it('aborts the holder’s signal when another holder took the key', async () => {
-    const store = createIdempotency({ redis: fixture.redis, prefix, lease: 100 })
+    const store = createIdempotency({
+      redis: fixture.redis,
+      commandTimeout: NOT_ABOUT_TIMEOUTS,
+      prefix,
+      lease: 100,
+    })
     const k = key()
     const outcome = await store.claim(k)
     if (outcome.status !== 'acquired') throw new Error(outcome.status)
@@ -320,7 +368,11 @@ describe('Idempotency (Redis)', () => {
       const clusterPrefix = uniquePrefix('idem-cluster')
       const { cluster, cleanup } = await clusterFixture(clusterPrefix)
       try {
-        const store = createIdempotency({ redis: cluster, prefix: clusterPrefix })
+        const store = createIdempotency({
+          redis: cluster,
+          commandTimeout: NOT_ABOUT_TIMEOUTS,
+          prefix: clusterPrefix,
+        })
         const slots = new Set<number>()
         for (let i = 0; i < 20; i++) {
           const k = `order-${i}`
