@@ -356,6 +356,8 @@ class Attempt implements Dispatcher.DispatchHandler {
   /** The precise headers timer (undici's own runs on coarse timers). */
   timer: ReturnType<typeof setTimeout> | undefined = undefined
   timedOut = false
+  /** The upstream response could not be relayed; the client already got a 502. */
+  invalid = false
 
   constructor(ctx: RequestContext, endpoint: Endpoint<string>, startedAt: number) {
     this.ctx = ctx
@@ -386,7 +388,8 @@ class Attempt implements Dispatcher.DispatchHandler {
       if (this.size > this.ctx.proxy.maxCacheBytes) this.chunks = undefined
       else chunks.push(chunk)
     }
-    const sink = this.sink!
+    const sink = this.sink
+    if (sink === undefined) return
     if (!sink.write(chunk)) {
       controller.pause()
       sink.once('drain', () => controller.resume())
@@ -394,7 +397,8 @@ class Attempt implements Dispatcher.DispatchHandler {
   }
 
   onResponseEnd(): void {
-    this.sink!.end()
+    if (this.sink === undefined) return
+    this.sink.end()
     if (this.chunks !== undefined && this.stored !== undefined) this.ctx.proxy.store(this)
   }
 
@@ -825,13 +829,35 @@ class ProxyImpl extends TypedEmitter<ProxyEvents> implements ReverseProxy {
     }
     attempt.sink = sink
     if (this.#closing) res.shouldKeepAlive = false
-    if (statusMessage) res.writeHead(status, statusMessage, out)
-    else res.writeHead(status, out)
+    try {
+      if (statusMessage) res.writeHead(status, statusMessage, out)
+      else res.writeHead(status, out)
+    } catch (error) {
+      // node rejects some header values upstreams send (control characters, bad names): answer
+      // 502 rather than let the error escape into undici.
+      attempt.sink = undefined
+      attempt.chunks = undefined
+      this.emit('upstream-error', {
+        route: ctx.route.name,
+        endpoint: attempt.endpoint.id,
+        error,
+        attempt: ctx.tried.length,
+      })
+      this.#stats.badGateway++
+      attempt.invalid = true
+      controller.abort(error as Error)
+      this.#plain(
+        res,
+        502,
+        `502 Bad Gateway: route "${ctx.route.name}": upstream "${attempt.endpoint.id}" sent an invalid response header (${(error as Error).message})\n`,
+      )
+    }
   }
 
   onAttemptError(attempt: Attempt, error: Error): void {
     const ctx = attempt.ctx
     clearTimeout(attempt.timer)
+    if (attempt.invalid) return
     if (!attempt.ended) {
       attempt.ended = true
       // A client that went away is not the endpoint's failure.

@@ -1,6 +1,6 @@
 import { once } from 'node:events'
 import { request as httpRequest } from 'node:http'
-import type { AddressInfo } from 'node:net'
+import { type AddressInfo, createServer as createNetServer } from 'node:net'
 import { gunzipSync } from 'node:zlib'
 import { request } from 'undici'
 import { afterEach, describe, expect, it } from 'vitest'
@@ -161,6 +161,22 @@ describe('createProxy', () => {
         expect(res.text).toBe(`order ${i}`)
         expect(res.headers['x-backend']).toBe('b')
       }
+    })
+
+    it('answers 502 when an upstream sends a header node cannot relay', async () => {
+      const raw = createNetServer((socket) => {
+        socket.once('data', () => {
+          socket.end('HTTP/1.1 200 OK\r\ncontent-length: 2\r\nx-bad: a\u0001b\r\n\r\nok')
+        })
+      })
+      await new Promise<void>((r) => raw.listen(0, '127.0.0.1', r))
+      cleanup.push(() => new Promise((r) => raw.close(() => r())))
+      const { url } = await proxy({
+        routes: [{ upstream: [`http://127.0.0.1:${(raw.address() as AddressInfo).port}`] }],
+      })
+      const res = await get(`${url}/x`)
+      expect(res.status).toBe(502)
+      expect(res.text).toMatch(/502 Bad Gateway/)
     })
 
     it('does not hold clients that hang up against the endpoint', async () => {
