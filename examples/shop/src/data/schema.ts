@@ -120,6 +120,27 @@ async function ensureDatabase(t: MysqlTarget, tables: string[]): Promise<void> {
   }
 }
 
+/**
+ * Shops started before the swap to `@ballast/sharding` placed users with a different hash (and
+ * had their own `outbox` table): their rows would not be found. Refuse them with what to do.
+ */
+async function refuseOldLayout(t: MysqlTarget): Promise<void> {
+  const conn = await connectServer(t)
+  try {
+    const [rows] = await conn.query<mysql.RowDataPacket[]>(
+      'SELECT COUNT(*) AS n FROM information_schema.tables WHERE table_schema = ? AND table_name = ?',
+      [t.database, 'outbox'],
+    )
+    if (Number(rows[0]?.n ?? 0) > 0) {
+      throw new Error(
+        `database ${t.database} holds a shop from before it used @ballast/sharding (users placed by another hash): stop it and drop its databases (<ns>_catalog, <ns>_shard_a, <ns>_shard_b), or start with another SHOP_NS`,
+      )
+    }
+  } finally {
+    await conn.end()
+  }
+}
+
 export async function dropDatabases(catalog: MysqlTarget, shards: ShardSpec[]): Promise<void> {
   for (const t of [catalog, ...shards.map((s) => s.primary)]) {
     if (!/^[A-Za-z0-9_]+$/.test(t.database)) continue
@@ -212,7 +233,10 @@ export async function createSchemaAndSeed(
   opts: SeedOptions,
 ): Promise<SeedReport> {
   await ensureDatabase(catalog, CATALOG_TABLES)
-  for (const s of shards) await ensureDatabase(s.primary, SHARD_TABLES)
+  for (const s of shards) {
+    await refuseOldLayout(s.primary)
+    await ensureDatabase(s.primary, SHARD_TABLES)
+  }
 
   const cat = await mysql.createConnection({ ...catalog, multipleStatements: false })
   let products = 0

@@ -234,7 +234,7 @@ ${o.instances.map((i) => {
     router
       ? html`${Object.entries(router.shards).map(([id, sh]) => {
           const replicas = router.replicas.filter((r) => r.shard === id)
-          return html`${id}: primary <span class="${sh.errors > 0 ? 'bad' : 'ok'}">${sh.primaryQueries} q, ${sh.errors} errors</span>${replicas.map(
+          return html`${id}: primary ${sh.primaryQueries} q, ${sh.errors} errors (since start)${replicas.map(
             (r) =>
               html` / ${r.id} <span class="${r.available ? 'ok' : 'bad'}" data-replica="${r.id}">${r.available ? 'up' : `DOWN${r.reason ? ` (${r.reason})` : ''}`}, lag ${r.lagMs === null ? '?' : r.lagMs < 0 ? 'stopped' : `${r.lagMs} ms`}</span>`,
           )}<br>`
