@@ -53,7 +53,13 @@ export class BreakerOpenError extends ResilienceError {
   readonly breaker: string
 
   constructor(breaker: string, options: ResilienceErrorOptions = {}) {
-    super('E_RESILIENCE_BREAKER_OPEN', `circuit breaker "${breaker}" is open`, options)
+    // Retryable: the call was refused without being tried, and a later attempt (after the
+    // breaker's resetTimeout) can succeed. A delayed retry queue or an idempotency store
+    // must not treat it as a permanent failure.
+    super('E_RESILIENCE_BREAKER_OPEN', `circuit breaker "${breaker}" is open`, {
+      retryable: true,
+      ...options,
+    })
     this.breaker = breaker
   }
 }

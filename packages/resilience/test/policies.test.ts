@@ -154,7 +154,7 @@ describe('retry', () => {
   it('isRetryableError reads the retryable flag only', () => {
     expect(isRetryableError(retryable())).toBe(true)
     expect(isRetryableError(new TimeoutError(5))).toBe(true)
-    expect(isRetryableError(new BreakerOpenError('x'))).toBe(false)
+    expect(isRetryableError(new BreakerOpenError('x'))).toBe(true)
     expect(isRetryableError(new Error('x'))).toBe(false)
     expect(isRetryableError(null)).toBe(false)
   })
