@@ -213,14 +213,20 @@ const backends = await startChild('backends')
 const targets = backends.ports.map((p) => `http://127.0.0.1:${p}`)
 const notes: string[] = []
 const DIRECT = 'direct to one backend (no proxy)'
+// LB_BENCH_ONLY=ballast,nginx keeps the contestants whose name contains one of the words.
+const only = process.env.LB_BENCH_ONLY?.split(',').filter((w) => w !== '')
+const wanted = (name: string) => only === undefined || only.some((w) => name.includes(w))
 const contestants: Array<{ name: string; start: () => Promise<Running> }> = [
   { name: DIRECT, start: async () => ({ ...backends, stop: async () => {} }) },
-  ...NODE_PROXIES.map((name) => ({ name, start: () => startChild(name, targets) })),
+  ...NODE_PROXIES.filter(wanted).map((name) => ({
+    name,
+    start: () => startChild(name, targets),
+  })),
 ]
 const nginx = nginxPath()
 if (nginx === undefined)
   notes.push('nginx row skipped: nginx is not installed (Debian: `apt-get install -y nginx`).')
-else
+else if (wanted('nginx'))
   contestants.push({
     name: 'nginx (1 worker, keepalive 64)',
     start: () => startNginx(nginx, backends.ports),
@@ -285,7 +291,7 @@ const rows: Row[] = contestants.map((c) => {
 })
 
 const nginxRow = rows.find((r) => r.name.startsWith('nginx'))
-const ours = rows.find((r) => r.name.startsWith('@ballast'))!
+const ours = rows.find((r) => r.name.startsWith('@ballast')) ?? rows[0]!
 report({
   package: 'lb',
   name: 'proxy',

@@ -311,6 +311,9 @@ interface RouteRuntime {
 const COMPRESSIBLE =
   /^(text\/|application\/(json|javascript|xml|x-javascript|[a-z.+-]*\+(json|xml))|image\/svg\+xml)/i
 
+/** Bodies up to this size that arrive in one chunk leave with the response head in one write. */
+const WHOLE_BODY_MAX = 16_384
+
 function isBalancer(value: unknown): value is Balancer<string> {
   return (
     typeof value === 'object' &&
@@ -358,6 +361,11 @@ class Attempt implements Dispatcher.DispatchHandler {
   timedOut = false
   /** The upstream response could not be relayed; the client already got a 502. */
   invalid = false
+  /**
+   * The announced length of a small body sent straight to the client (no compression), or -1:
+   * when it arrives in one chunk, status line, headers and body leave in one write.
+   */
+  whole = -1
 
   constructor(ctx: RequestContext, endpoint: Endpoint<string>, startedAt: number) {
     this.ctx = ctx
@@ -390,6 +398,15 @@ class Attempt implements Dispatcher.DispatchHandler {
     }
     const sink = this.sink
     if (sink === undefined) return
+    if (this.whole === chunk.length) {
+      // The whole body in one chunk: as a latin1 string (bytes unchanged), node's http response
+      // joins it to the head and sends both in one write instead of a writev of two buffers.
+      this.whole = -1
+      this.sink = undefined
+      ;(sink as ServerResponse).end(chunk.toString('latin1'), 'latin1')
+      return
+    }
+    this.whole = -1
     if (!sink.write(chunk)) {
       controller.pause()
       sink.once('drain', () => controller.resume())
@@ -397,9 +414,9 @@ class Attempt implements Dispatcher.DispatchHandler {
   }
 
   onResponseEnd(): void {
+    if (this.chunks !== undefined && this.stored !== undefined) this.ctx.proxy.store(this)
     if (this.sink === undefined) return
     this.sink.end()
-    if (this.chunks !== undefined && this.stored !== undefined) this.ctx.proxy.store(this)
   }
 
   onResponseError(_controller: Dispatcher.DispatchController, error: Error): void {
@@ -504,7 +521,12 @@ class ProxyImpl extends TypedEmitter<ProxyEvents> implements ReverseProxy {
         Number(a.wildcard) - Number(b.wildcard) ||
         b.prefix.length - a.prefix.length,
     )
-    this.server = createServer(o.server ?? {}, (req, res) => this.handle(req, res))
+    // Requests without a body skip the readable-stream life cycle of their IncomingMessage
+    // (node >= 24.9; older versions ignore the option); the proxy never reads such a body.
+    this.server = createServer(
+      { optimizeEmptyRequests: true, ...o.server } as ServerOptions,
+      (req, res) => this.handle(req, res),
+    )
     this.server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) =>
       this.#upgrade(req, socket, head),
     )
@@ -828,6 +850,13 @@ class ProxyImpl extends TypedEmitter<ProxyEvents> implements ReverseProxy {
       }
     }
     attempt.sink = sink
+    if (sink === res && ctx.method !== 'HEAD') {
+      const length = out['content-length']
+      if (typeof length === 'string' && length.length <= 5) {
+        const n = Number(length)
+        if (n > 0 && n <= WHOLE_BODY_MAX) attempt.whole = n
+      }
+    }
     if (this.#closing) res.shouldKeepAlive = false
     try {
       if (statusMessage) res.writeHead(status, statusMessage, out)

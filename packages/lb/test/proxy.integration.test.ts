@@ -12,7 +12,7 @@ import {
   type ProxyOptions,
   type ReverseProxy,
 } from '../src/index.js'
-import { type Backend, startBackends } from './fixtures/backend.js'
+import { type Backend, bytesBody, startBackends } from './fixtures/backend.js'
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
 
@@ -125,6 +125,20 @@ describe('createProxy', () => {
       const res = await get(`${url}/echo`, { method: 'POST', body: payload })
       expect(res.status).toBe(200)
       expect(res.body.equals(payload)).toBe(true)
+    })
+
+    it('relays bodies with a content-length byte for byte, small (head and body in one write) and large', async () => {
+      const [a] = await backends('a')
+      const { url } = await proxy({ routes: [{ upstream: [a!.url] }] })
+      for (const n of [1, 512, 16_384, 16_385, 200_000]) {
+        const res = await get(`${url}/bytes?n=${n}`)
+        expect(res.status).toBe(200)
+        expect(res.headers['content-length']).toBe(String(n))
+        expect(res.body.equals(bytesBody(n))).toBe(true)
+        const head = await get(`${url}/bytes?n=${n}`, { method: 'HEAD' })
+        expect(head.headers['content-length']).toBe(String(n))
+        expect(head.body.length).toBe(0)
+      }
     })
   })
 
