@@ -182,8 +182,10 @@ export interface ProxyOptions {
    */
   drainTimeoutMs?: number
   /**
-   * Options of the `node:http` server.
-   * @default {}
+   * Options of the `node:http` server. The proxy turns on `optimizeEmptyRequests` (node 24.9 and
+   * later: a request without a body skips the stream life cycle of its `IncomingMessage`);
+   * pass `optimizeEmptyRequests: false` to turn it off.
+   * @default { optimizeEmptyRequests: true }
    */
   server?: ServerOptions
 }
