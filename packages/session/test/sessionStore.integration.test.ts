@@ -1,6 +1,7 @@
 import type { Cluster, Redis } from 'ioredis'
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
 import { isSessionError, type SessionStore } from '../src/index.js'
+import { LuaScript } from '../src/internal/scripts.js'
 import { connect, OLD_SECRET, SECRET, sleep, storeOn, TOPOLOGIES } from './fixtures.js'
 
 describe.each(TOPOLOGIES)('SessionStore on Redis %s', (topology) => {
@@ -49,6 +50,34 @@ describe.each(TOPOLOGIES)('SessionStore on Redis %s', (topology) => {
       const pttl = await client.pttl(`${prefix}{${id}}`)
       expect(pttl).toBeGreaterThan(55_000)
       expect(pttl).toBeLessThanOrEqual(60_000)
+    })
+  })
+
+  describe('concurrent calls', () => {
+    it('gives each of many loads started together its own session', async () => {
+      const { store } = await make()
+      const made = await Promise.all(
+        Array.from({ length: 20 }, (_, i) => store.create({ data: { n: i } })),
+      )
+      const ids = made.map((m, i) => (i % 5 === 4 ? 'B'.repeat(43) : m.id))
+      const loaded = await Promise.all(ids.map((id) => store.load(id)))
+      loaded.forEach((record, i) => {
+        if (i % 5 === 4) expect(record).toBeUndefined()
+        else expect(record?.data).toEqual({ n: i })
+      })
+    })
+
+    it('falls back to EVAL for each call of a script Redis has not seen (NOSCRIPT)', async () => {
+      const script = new LuaScript(
+        `-- ${Date.now()}-${Math.random()}\nreturn redis.call('ECHO', ARGV[1])`,
+        1,
+      )
+      const replies = await Promise.all(
+        Array.from({ length: 6 }, (_, i) =>
+          script.run(client, [`session-test-noscript-${i}`], [`hello-${i}`]),
+        ),
+      )
+      expect(replies).toEqual(Array.from({ length: 6 }, (_, i) => `hello-${i}`))
     })
   })
 
