@@ -2,6 +2,8 @@
 import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { amqpUrl, redisUrl } from '@ballast/testkit'
+import { dropKeysAndQueues } from '../../examples/shop/src/data/cleanup.js'
 import {
   findFreeBasePort,
   type Shop,
@@ -29,6 +31,7 @@ export async function benchShop(
   return Object.assign(shop, {
     async close() {
       await shop.stop({ dropData: true })
+      await dropKeysAndQueues(shop.config, await redisUrl(), await amqpUrl())
       rmSync(runDir, { recursive: true, force: true })
     },
   })

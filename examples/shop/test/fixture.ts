@@ -6,11 +6,9 @@ import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { amqpUrl, redisUrl, uniqueName } from '@ballast/testkit'
-import amqp from 'amqplib'
-import { Cluster, Redis } from 'ioredis'
 import mysql from 'mysql2/promise'
 import type { ShardSpec, ShopConfig } from '../src/config.js'
-import { shopQueues, shopTopology } from '../src/platform/mq.js'
+import { dropKeysAndQueues } from '../src/data/cleanup.js'
 import type { Secrets } from '../src/secrets.js'
 import type { ChaosFault } from '../src/services/gateway.js'
 import { findFreeBasePort, type Shop, startShop } from '../src/supervisor.js'
@@ -46,44 +44,10 @@ export async function startTestShop(
   return Object.assign(shop, {
     async close() {
       await shop.stop({ dropData: true })
-      await cleanupKeysAndQueues(shop)
+      await dropKeysAndQueues(shop.config, await redisUrl(), await amqpUrl())
       rmSync(runDir, { recursive: true, force: true })
     },
   })
-}
-
-async function cleanupKeysAndQueues(shop: Shop): Promise<void> {
-  const ns = shop.config.ns
-  const r = new Redis(await redisUrl())
-  const del = async (client: Redis) => {
-    let cursor = '0'
-    do {
-      const [next, keys] = await client.scan(cursor, 'MATCH', `${ns}:*`, 'COUNT', 500)
-      cursor = next
-      if (keys.length) await client.del(...keys)
-    } while (cursor !== '0')
-  }
-  await del(r).catch(() => {})
-  r.disconnect()
-  const cluster = new Cluster(shop.config.redisClusterNodes)
-  await Promise.all(cluster.nodes('master').map((n) => del(n as unknown as Redis).catch(() => {})))
-  await cluster.quit().catch(() => {})
-  const q = shopQueues(ns)
-  const conn = await amqp.connect(await amqpUrl())
-  const ch = await conn.createChannel()
-  ch.on('error', () => {})
-  for (const def of shopTopology(ns).queues ?? []) {
-    const delays = def.retry ? [...new Set((def.retry.delays ?? []) as number[])] : []
-    for (const name of [
-      def.name,
-      `${def.name}.dlq`,
-      ...delays.map((d) => `${def.name}.retry.${d}ms`),
-    ]) {
-      await ch.deleteQueue(name).catch(() => {})
-    }
-  }
-  await ch.deleteExchange(q.exchange).catch(() => {})
-  await conn.close().catch(() => {})
 }
 
 /** The shop started by the global setup, as a test file sees it; faults go through its control port. */
