@@ -22,9 +22,7 @@ export class LuaScript {
 
   async run(client: RedisClient, keys: string[], args: (string | number)[]): Promise<unknown> {
     try {
-      return await (client.isCluster
-        ? client.evalsha(this.#sha, this.#keys, ...keys, ...args)
-        : batched(client as Redis, this.#sha, [this.#keys, ...keys, ...args]))
+      return await client.evalsha(this.#sha, this.#keys, ...keys, ...args)
     } catch (error) {
       if (error instanceof Error && error.message.startsWith('NOSCRIPT')) {
         return client.eval(this.#lua, this.#keys, ...keys, ...args)
@@ -32,60 +30,6 @@ export class LuaScript {
       throw error
     }
   }
-}
-
-interface Pending {
-  sha: string
-  args: (string | number)[]
-  resolve: (value: unknown) => void
-  reject: (error: unknown) => void
-}
-
-// Captured at load: fake timers in a caller's tests must not hold back Redis calls.
-const defer = setImmediate
-const queues = new Map<Redis, Pending[]>()
-
-/**
- * EVALSHA on a standalone client, batched: calls made in one turn of the event loop (several
- * HTTP requests read in one poll) go out as one pipeline, one socket write instead of one
- * each. Each call still gets its own reply or error. Cluster clients call directly (a
- * pipeline there must stay on one slot).
- */
-function batched(client: Redis, sha: string, args: (string | number)[]): Promise<unknown> {
-  return new Promise((resolve, reject) => {
-    let queue = queues.get(client)
-    if (queue === undefined) {
-      queue = []
-      queues.set(client, queue)
-      defer(flush, client)
-    }
-    queue.push({ sha, args, resolve, reject })
-  })
-}
-
-function flush(client: Redis): void {
-  const queue = queues.get(client)!
-  queues.delete(client)
-  if (queue.length === 1) {
-    const only = queue[0]!
-    client.evalsha(only.sha, ...(only.args as [number])).then(only.resolve, only.reject)
-    return
-  }
-  const pipeline = client.pipeline()
-  for (const call of queue) pipeline.evalsha(call.sha, ...(call.args as [number]))
-  pipeline.exec().then(
-    (results) => {
-      for (let i = 0; i < queue.length; i++) {
-        const reply = results?.[i]
-        if (reply === undefined) queue[i]!.reject(new Error('the pipeline returned no reply'))
-        else if (reply[0] !== null) queue[i]!.reject(reply[0])
-        else queue[i]!.resolve(reply[1])
-      }
-    },
-    (error: unknown) => {
-      for (const call of queue) call.reject(error)
-    },
-  )
 }
 
 // Time comes from the Redis server so that every app instance agrees on it.
