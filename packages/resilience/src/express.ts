@@ -5,51 +5,22 @@
  * @packageDocumentation
  */
 import type { NextFunction, Request, RequestHandler, Response } from 'express'
+import type { HttpIdempotencyOptions } from './httpIdempotencyOptions.js'
 import type { Idempotency } from './idempotency.js'
 import {
   defaultTransientStatus,
   gate,
   type Problem,
   problem,
+  resolveHttpIdempotency,
   settleClaim,
   toStored,
 } from './internal/http.js'
-import { invalid, merge, nonEmptyString, optionalFunction } from './internal/validate.js'
+import { invalid, merge, optionalFunction } from './internal/validate.js'
 import type { RateLimiter } from './rateLimiter.js'
 
 /** Options of the Express {@link idempotency} middleware. */
-export interface ExpressIdempotencyOptions {
-  /**
-   * The request header holding the key.
-   * @default 'idempotency-key'
-   */
-  header?: string
-  /**
-   * Whether a request without a key is refused with 400; otherwise it runs unprotected.
-   * @default true
-   */
-  required?: boolean
-  /**
-   * Methods the middleware guards; others pass through.
-   * @default ['POST', 'PATCH']
-   */
-  methods?: readonly string[]
-  /**
-   * What the fingerprint covers. The same key with a different fingerprint gets 422.
-   * @default req => [req.method, req.originalUrl, req.body]
-   */
-  fingerprint?: (req: Request) => unknown
-  /**
-   * Header set to `true` on replayed responses.
-   * @default 'idempotent-replayed'
-   */
-  replayHeader?: string
-  /**
-   * Statuses that release the key instead of being stored (so a retry runs again).
-   * @default status => status >= 500 || status === 429
-   */
-  isTransientStatus?: (status: number) => boolean
-}
+export type ExpressIdempotencyOptions = HttpIdempotencyOptions<Request>
 
 /** Defaults of {@link ExpressIdempotencyOptions}. */
 export const DEFAULT_EXPRESS_IDEMPOTENCY_OPTIONS: Readonly<Required<ExpressIdempotencyOptions>> =
@@ -94,18 +65,8 @@ export function idempotency(
   store: Idempotency,
   options: ExpressIdempotencyOptions = {},
 ): RequestHandler {
-  const o = merge(DEFAULT_EXPRESS_IDEMPOTENCY_OPTIONS, options)
-  const header = nonEmptyString('header', o.header).toLowerCase()
-  const replayHeader = nonEmptyString('replayHeader', o.replayHeader)
-  if (!Array.isArray(o.methods)) invalid('methods', 'an array of HTTP methods', o.methods)
-  const methods = new Set(o.methods.map((m) => String(m).toUpperCase()))
-  const fingerprint = optionalFunction<(req: Request) => unknown>('fingerprint', o.fingerprint) as (
-    req: Request,
-  ) => unknown
-  const isTransientStatus = optionalFunction<(s: number) => boolean>(
-    'isTransientStatus',
-    o.isTransientStatus,
-  ) as (s: number) => boolean
+  const { header, replayHeader, required, methods, fingerprint, isTransientStatus } =
+    resolveHttpIdempotency(DEFAULT_EXPRESS_IDEMPOTENCY_OPTIONS, options)
 
   return (req: Request, res: Response, next: NextFunction): void => {
     if (!methods.has(req.method)) {
@@ -114,7 +75,7 @@ export function idempotency(
     }
     const raw = req.headers[header]
     const key = Array.isArray(raw) ? raw[0] : raw
-    gate(store, key, o.required, key === undefined ? undefined : fingerprint(req)).then(
+    gate(store, key, required, key === undefined ? undefined : fingerprint(req)).then(
       (g) => {
         switch (g.kind) {
           case 'pass':

@@ -13,51 +13,22 @@ import type {
   onSendHookHandler,
   preHandlerHookHandler,
 } from 'fastify'
+import type { HttpIdempotencyOptions } from './httpIdempotencyOptions.js'
 import type { Idempotency, IdempotencyClaim } from './idempotency.js'
 import {
   defaultTransientStatus,
   gate,
   type Problem,
   problem,
+  resolveHttpIdempotency,
   settleClaim,
   toStored,
 } from './internal/http.js'
-import { invalid, merge, nonEmptyString, optionalFunction } from './internal/validate.js'
+import { invalid, merge, optionalFunction } from './internal/validate.js'
 import type { RateLimiter } from './rateLimiter.js'
 
 /** Options of the Fastify idempotency hooks and plugin. */
-export interface FastifyIdempotencyOptions {
-  /**
-   * The request header holding the key.
-   * @default 'idempotency-key'
-   */
-  header?: string
-  /**
-   * Whether a request without a key is refused with 400; otherwise it runs unprotected.
-   * @default true
-   */
-  required?: boolean
-  /**
-   * Methods guarded; others pass through.
-   * @default ['POST', 'PATCH']
-   */
-  methods?: readonly string[]
-  /**
-   * What the fingerprint covers. The same key with a different fingerprint gets 422.
-   * @default req => [req.method, req.url, req.body]
-   */
-  fingerprint?: (req: FastifyRequest) => unknown
-  /**
-   * Header set to `true` on replayed responses.
-   * @default 'idempotent-replayed'
-   */
-  replayHeader?: string
-  /**
-   * Statuses that release the key instead of being stored (so a retry runs again).
-   * @default status => status >= 500 || status === 429
-   */
-  isTransientStatus?: (status: number) => boolean
-}
+export type FastifyIdempotencyOptions = HttpIdempotencyOptions<FastifyRequest>
 
 /** Defaults of {@link FastifyIdempotencyOptions}. */
 export const DEFAULT_FASTIFY_IDEMPOTENCY_OPTIONS: Readonly<Required<FastifyIdempotencyOptions>> =
@@ -110,24 +81,15 @@ export function idempotencyHooks(
   store: Idempotency,
   options: FastifyIdempotencyOptions = {},
 ): IdempotencyHooks {
-  const o = merge(DEFAULT_FASTIFY_IDEMPOTENCY_OPTIONS, options)
-  const header = nonEmptyString('header', o.header).toLowerCase()
-  const replayHeader = nonEmptyString('replayHeader', o.replayHeader)
-  if (!Array.isArray(o.methods)) invalid('methods', 'an array of HTTP methods', o.methods)
-  const methods = new Set(o.methods.map((m) => String(m).toUpperCase()))
-  const fingerprint = optionalFunction('fingerprint', o.fingerprint) as (
-    req: FastifyRequest,
-  ) => unknown
-  const isTransientStatus = optionalFunction('isTransientStatus', o.isTransientStatus) as (
-    s: number,
-  ) => boolean
+  const { header, replayHeader, required, methods, fingerprint, isTransientStatus } =
+    resolveHttpIdempotency(DEFAULT_FASTIFY_IDEMPOTENCY_OPTIONS, options)
   const claims = new WeakMap<FastifyRequest, IdempotencyClaim>()
 
   const preHandler: preHandlerHookHandler = async (req, reply) => {
     if (!methods.has(req.method)) return
     const raw = req.headers[header]
     const key = Array.isArray(raw) ? raw[0] : raw
-    const g = await gate(store, key, o.required, key === undefined ? undefined : fingerprint(req))
+    const g = await gate(store, key, required, key === undefined ? undefined : fingerprint(req))
     switch (g.kind) {
       case 'pass':
         return

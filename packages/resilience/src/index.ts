@@ -50,6 +50,7 @@ export {
 } from './errors.js'
 export type { FallbackEvents, FallbackOptions, FallbackStats } from './fallback.js'
 export { DEFAULT_FALLBACK_OPTIONS, FallbackPolicy, fallback } from './fallback.js'
+export type { HttpIdempotencyOptions } from './httpIdempotencyOptions.js'
 export type {
   ClaimAcquired,
   ClaimCompleted,

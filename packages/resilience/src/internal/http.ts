@@ -1,5 +1,7 @@
 import { IdempotencyKeyError, IdempotencyUnavailableError, isResilienceError } from '../errors.js'
+import type { HttpIdempotencyOptions } from '../httpIdempotencyOptions.js'
 import type { ClaimOutcome, Idempotency, IdempotencyClaim } from '../idempotency.js'
+import { invalid, merge, nonEmptyString, optionalFunction } from './validate.js'
 
 /** A response as stored for replay. */
 export interface StoredResponse {
@@ -173,4 +175,33 @@ export async function settleClaim(
 /** Default: a 5xx (and 429) is transient: the key is released and a retry runs again. */
 export function defaultTransientStatus(status: number): boolean {
   return status >= 500 || status === 429
+}
+
+/** The HTTP idempotency options, merged with the adapter's defaults and validated once. */
+export interface ResolvedHttpIdempotency<Req> {
+  header: string
+  replayHeader: string
+  required: boolean
+  methods: ReadonlySet<string>
+  fingerprint: (req: Req) => unknown
+  isTransientStatus: (status: number) => boolean
+}
+
+/** Merges and validates the options of either HTTP adapter; throws naming the bad option. */
+export function resolveHttpIdempotency<Req>(
+  defaults: Readonly<Required<HttpIdempotencyOptions<Req>>>,
+  options: HttpIdempotencyOptions<Req>,
+): ResolvedHttpIdempotency<Req> {
+  const o = merge(defaults, options)
+  if (!Array.isArray(o.methods)) invalid('methods', 'an array of HTTP methods', o.methods)
+  return {
+    header: nonEmptyString('header', o.header).toLowerCase(),
+    replayHeader: nonEmptyString('replayHeader', o.replayHeader),
+    required: o.required,
+    methods: new Set(o.methods.map((m) => String(m).toUpperCase())),
+    fingerprint: optionalFunction('fingerprint', o.fingerprint) as (req: Req) => unknown,
+    isTransientStatus: optionalFunction('isTransientStatus', o.isTransientStatus) as (
+      status: number,
+    ) => boolean,
+  }
 }
