@@ -4,8 +4,8 @@
  * all in this one process against the local RabbitMQ, in interleaved rounds.
  *
  * Fairness: every client publishes the same 256 B Buffer with the same window (1000 unsettled
- * publishes, one confirm channel). Ours sets persistent, mandatory, a random UUID message id, a
- * timestamp and appId by default (and no contentType for a Buffer); the peers run twice: bare (persistent only, their
+ * publishes, one confirm channel). Ours sets persistent, mandatory and a random UUID message id
+ * by default (no timestamp or appId unless `stamp: true`, no contentType for a Buffer); the peers run twice: bare (persistent only, their
  * usual call) and with exactly those properties ("same properties"). rascal runs with its
  * defaults (persistent, mandatory, a UUID message id) on N/10 messages (it is an order of
  * magnitude slower; rates are per message).
@@ -68,8 +68,6 @@ const same = () => ({
   persistent: true,
   mandatory: true,
   messageId: randomUUID(),
-  timestamp: Math.floor(Date.now() / 1000),
-  appId: 'bench',
 })
 const bare = () => ({ persistent: true })
 

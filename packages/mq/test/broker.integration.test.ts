@@ -79,6 +79,31 @@ describe('Broker', () => {
       expect(b.stats()).toMatchObject({ published: 1, confirmed: 1, consumed: 1, acked: 1 })
     })
 
+    it('leaves timestamp and appId off unless `stamp` is set, then stamps every message', async () => {
+      const queue = names.queue('stamp')
+      const topology = { queues: [{ name: queue, retry: false as const, deadLetter: false as const }] }
+      const plain = broker({ urls: url, topology })
+      const stamped = broker({ urls: url, name: 'billing-api', stamp: true, topology })
+      await Promise.all([plain.ready(), stamped.ready()])
+      const before = Math.floor(Date.now() / 1000)
+      await plain.publish('', queue, { n: 1 })
+      await stamped.publish('', queue, { n: 2 })
+      const got: Delivery[] = []
+      await plain.consume(queue, (m) => {
+        got.push(m)
+      })
+      await until(() => got.length === 2)
+      const byN = new Map(got.map((m) => [(m.body as { n: number }).n, m.raw.properties]))
+      expect(byN.get(1)?.timestamp).toBeUndefined()
+      expect(byN.get(1)?.appId).toBeUndefined()
+      expect(byN.get(2)?.appId).toBe('billing-api')
+      expect(byN.get(2)?.timestamp).toBeGreaterThanOrEqual(before)
+      expect(byN.get(2)?.timestamp).toBeLessThanOrEqual(Math.floor(Date.now() / 1000))
+      expect(() => createBroker({ urls: url, stamp: 'yes' as unknown as boolean })).toThrow(
+        /invalid option "stamp": expected a boolean/,
+      )
+    })
+
     it('publishes over a pool of three confirm channels within the confirm window, and delivers every one', async () => {
       const queue = names.queue('channels')
       const b = broker({
