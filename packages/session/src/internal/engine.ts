@@ -15,6 +15,7 @@ import {
   INDEX_LIST,
   INFO,
   LOAD,
+  batchWrites,
   type LuaScript,
   type RedisClient,
   SAVE,
@@ -171,6 +172,7 @@ export class Engine {
   async run(script: LuaScript, key: string, args: (string | number)[]): Promise<unknown> {
     if (this.#closed) throw new SessionUnavailableError('the session store is closed')
     this.counters.redisCalls++
+    batchWrites(this.config.client)
     const call = script.run(this.config.client, [key], args)
     return this.#bounded(call)
   }
@@ -178,6 +180,7 @@ export class Engine {
   async command<R>(fn: (client: RedisClient) => Promise<R>): Promise<R> {
     if (this.#closed) throw new SessionUnavailableError('the session store is closed')
     this.counters.redisCalls++
+    batchWrites(this.config.client)
     return this.#bounded(fn(this.config.client))
   }
 
