@@ -67,6 +67,44 @@ describe.each(TOPOLOGIES)('SessionStore on Redis %s', (topology) => {
       })
     })
 
+    it('sends the commands of one event-loop turn in one socket write, the app\'s own included, and uncorks after', async () => {
+      const { store } = await make()
+      const made = await Promise.all(
+        Array.from({ length: 10 }, (_, i) => store.create({ data: { n: i } })),
+      )
+      if (topology === 'cluster') {
+        // a Cluster's commands go to many sockets: left alone
+        const loaded = await Promise.all(made.map((m) => store.load(m.id)))
+        expect(loaded.map((r) => r?.data)).toEqual(made.map((_, i) => ({ n: i })))
+        return
+      }
+      const stream = (client as Redis).stream
+      let writes = 0
+      const countWrites = (name: '_write' | '_writev') => {
+        const original = stream[name] as (...args: unknown[]) => void
+        stream[name] = function (this: unknown, ...args: unknown[]) {
+          writes++
+          return original.apply(this, args)
+        } as never
+        return () => {
+          stream[name] = original as never
+        }
+      }
+      const restore = [countWrites('_write'), countWrites('_writev')]
+      try {
+        const loads = made.map((m) => store.load(m.id))
+        const own = (client as Redis).echo('the app, same turn')
+        expect(stream.writableCorked).toBe(1)
+        const [loaded, echoed] = await Promise.all([Promise.all(loads), own])
+        expect(loaded.map((r) => r?.data)).toEqual(made.map((_, i) => ({ n: i })))
+        expect(echoed).toBe('the app, same turn')
+        expect(writes).toBe(1)
+        expect(stream.writableCorked).toBe(0)
+      } finally {
+        for (const r of restore) r()
+      }
+    })
+
     it('falls back to EVAL for each call of a script Redis has not seen (NOSCRIPT)', async () => {
       const script = new LuaScript(
         `-- ${Date.now()}-${Math.random()}\nreturn redis.call('ECHO', ARGV[1])`,
