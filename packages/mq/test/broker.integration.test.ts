@@ -81,7 +81,9 @@ describe('Broker', () => {
 
     it('leaves timestamp and appId off unless `stamp` is set, then stamps every message', async () => {
       const queue = names.queue('stamp')
-      const topology = { queues: [{ name: queue, retry: false as const, deadLetter: false as const }] }
+      const topology = {
+        queues: [{ name: queue, retry: false as const, deadLetter: false as const }],
+      }
       const plain = broker({ urls: url, topology })
       const stamped = broker({ urls: url, name: 'billing-api', stamp: true, topology })
       await Promise.all([plain.ready(), stamped.ready()])

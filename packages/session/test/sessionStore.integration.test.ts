@@ -67,7 +67,7 @@ describe.each(TOPOLOGIES)('SessionStore on Redis %s', (topology) => {
       })
     })
 
-    it('sends the commands of one event-loop turn in one socket write, the app\'s own included, and uncorks after', async () => {
+    it("sends the commands of one event-loop turn in one socket write, the app's own included, and uncorks after", async () => {
       const { store } = await make()
       const made = await Promise.all(
         Array.from({ length: 10 }, (_, i) => store.create({ data: { n: i } })),

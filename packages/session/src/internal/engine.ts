@@ -9,13 +9,13 @@ import type { FieldCipher } from './cipher.js'
 import type { CookieSpec } from './cookies.js'
 import { isIdShape, newId } from './ids.js'
 import {
+  batchWrites,
   CREATE,
   DESTROY,
   INDEX_ADD,
   INDEX_LIST,
   INFO,
   LOAD,
-  batchWrites,
   type LuaScript,
   type RedisClient,
   SAVE,
