@@ -155,6 +155,25 @@ export class PublishUnconfirmedError extends MqError {
   }
 }
 
+/**
+ * An outbox relay's batch was not confirmed within `publishTimeout` (the broker is blocked by an
+ * alarm, or unreachable): its transaction was rolled back, so the rows stay unsent, unlocked and
+ * without an attempt counted, and a later batch publishes them again. Some may have been stored
+ * already: idempotent consumers drop those duplicates.
+ */
+export class OutboxPublishTimeoutError extends MqError {
+  /** The class name, `OutboxPublishTimeoutError`. */
+  override name = 'OutboxPublishTimeoutError'
+
+  constructor(rows: number, timeoutMs: number) {
+    super(
+      'E_MQ_OUTBOX_PUBLISH_TIMEOUT',
+      `the broker did not confirm a batch of ${rows} outbox rows within ${timeoutMs} ms ("publishTimeout"); the batch was rolled back and will be published again`,
+      { retryable: true },
+    )
+  }
+}
+
 /** The broker (or one of its clients) is closed or closing; no more work is accepted. */
 export class BrokerClosedError extends MqError {
   /** The class name, `BrokerClosedError`. */
@@ -187,6 +206,8 @@ export const errors = {
   PublishNackedError,
   /** {@link PublishUnconfirmedError} */
   PublishUnconfirmedError,
+  /** {@link OutboxPublishTimeoutError} */
+  OutboxPublishTimeoutError,
   /** {@link BrokerClosedError} */
   BrokerClosedError,
 } as const

@@ -39,6 +39,7 @@ export {
   isMqError,
   MessageTooLargeError,
   MqError,
+  OutboxPublishTimeoutError,
   PublishNackedError,
   PublishUnconfirmedError,
   TopologyConflictError,

@@ -1,6 +1,6 @@
 import { setTimeout as sleep } from 'node:timers/promises'
 import type { Broker } from './broker.js'
-import { InvalidArgumentError } from './errors.js'
+import { InvalidArgumentError, OutboxPublishTimeoutError } from './errors.js'
 import { type Duration, positiveInt, toMs } from './internal/duration.js'
 import { quoteTable, type SqlPool, type SqlPoolConnection } from './internal/sql.js'
 import { TypedEmitter } from './internal/typedEmitter.js'
@@ -30,6 +30,15 @@ export interface OutboxRelayOptions {
    */
   maxAttempts?: number
   /**
+   * How long a batch may wait for the broker's confirms. Past it the batch's transaction is
+   * rolled back (its rows stay unsent, unlocked, with no attempt counted), an `error` event
+   * carries an {@link OutboxPublishTimeoutError}, and the relay backs off and tries again. Without
+   * it, a broker blocked by a memory or disk alarm would keep the batch's row locks and its
+   * transaction open for as long as the alarm lasts.
+   * @default 30_000
+   */
+  publishTimeout?: Duration
+  /**
    * Start polling at once.
    * @default true
    */
@@ -43,6 +52,7 @@ export const DEFAULT_OUTBOX_RELAY_OPTIONS: Readonly<
   batchSize: 200,
   pollInterval: 200,
   maxAttempts: 10,
+  publishTimeout: 30_000,
   autoStart: true,
 }
 
@@ -155,6 +165,7 @@ export function createOutboxRelay(options: OutboxRelayOptions): OutboxRelay {
   const batchSize = positiveInt('batchSize', o.batchSize)
   const pollMs = toMs('pollInterval', o.pollInterval)
   const maxAttempts = positiveInt('maxAttempts', o.maxAttempts)
+  const publishTimeoutMs = toMs('publishTimeout', o.publishTimeout, { allowZero: false })
   const { pool, broker } = o
   const events = new TypedEmitter<OutboxRelayEvents & Record<string, unknown>>()
   const counters: OutboxRelayStats = { sent: 0, failed: 0, deferred: 0, batches: 0 }
@@ -192,7 +203,7 @@ export function createOutboxRelay(options: OutboxRelayOptions): OutboxRelay {
     const publishable = rows.filter((r) => r.aggregate_id === null || allowed.has(String(r.id)))
     const deferred = rows.length - publishable.length
     counters.deferred += deferred
-    const results = await Promise.allSettled(
+    const results = await confirmedWithin(
       publishable.map((r) => {
         const publishOptions: Record<string, unknown> = {
           messageId: r.message_id,
@@ -230,6 +241,24 @@ export function createOutboxRelay(options: OutboxRelayOptions): OutboxRelay {
     counters.failed += failed
     events.emit('batch', { sent: sent.length, failed, deferred })
     return sent.length
+  }
+
+  /** Settles every publish, or throws {@link OutboxPublishTimeoutError} (the caller rolls back). */
+  async function confirmedWithin(
+    publishes: Promise<void>[],
+  ): Promise<PromiseSettledResult<void>[]> {
+    let timer: NodeJS.Timeout | undefined
+    const late = new Promise<never>((_, reject) => {
+      timer = setTimeout(
+        () => reject(new OutboxPublishTimeoutError(publishes.length, publishTimeoutMs)),
+        publishTimeoutMs,
+      )
+    })
+    try {
+      return await Promise.race([Promise.allSettled(publishes), late])
+    } finally {
+      clearTimeout(timer)
+    }
   }
 
   async function runOnce(): Promise<number> {

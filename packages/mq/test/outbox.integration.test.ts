@@ -1,7 +1,15 @@
 import { spawn } from 'node:child_process'
 import { fileURLToPath } from 'node:url'
 import { createIdempotency } from '@ballast/resilience'
-import { amqpNames, amqpUrl, mysqlUrl, redisKeyspace, redisUrl, uniqueName } from '@ballast/testkit'
+import {
+  amqpNames,
+  amqpUrl,
+  createFaultProxy,
+  mysqlUrl,
+  redisKeyspace,
+  redisUrl,
+  uniqueName,
+} from '@ballast/testkit'
 import { Redis } from 'ioredis'
 import mysql from 'mysql2/promise'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
@@ -12,6 +20,7 @@ import {
   createOutbox,
   createOutboxRelay,
   idempotencyDeduplicator,
+  OutboxPublishTimeoutError,
 } from '../src/index.js'
 import { closeAll, within } from './support/bounded.js'
 
@@ -195,6 +204,89 @@ describe('Outbox and relay', () => {
     await relay.close()
     expect([...handled.values()].filter((c) => c !== 1)).toEqual([])
     expect(handled.size).toBe(20)
+  })
+})
+
+describe('Outbox relay against a broker that stops answering', () => {
+  it('rolls a batch back after publishTimeout (rows unsent, unlocked, no attempt counted), then publishes every row once the broker answers', async () => {
+    const u = new URL(url)
+    const proxy = await createFaultProxy({ host: u.hostname, port: Number(u.port || 5672) })
+    try {
+      const { table, outbox, queue, broker: direct } = await setup('stalled')
+      const broker = createBroker({
+        urls: proxy.url(url),
+        shutdownTimeout: 2000,
+        reconnect: { initialDelay: 50, maxDelay: 200 },
+        topology: { queues: [{ name: queue, retry: false, deadLetter: false }] },
+      })
+      brokers.push(broker)
+      await broker.ready()
+      const conn = await pool.getConnection()
+      await conn.beginTransaction()
+      for (let n = 0; n < 10; n++) await outbox.enqueue(conn, '', queue, { n })
+      await conn.commit()
+      conn.release()
+      const handled = new Map<number, number>()
+      await direct.consume(
+        queue,
+        (m) => {
+          const n = (m.body as { n: number }).n
+          handled.set(n, (handled.get(n) ?? 0) + 1)
+        },
+        {
+          idempotency: idempotencyDeduplicator(
+            createIdempotency({ redis, prefix: `${keyspace.prefix}stalled:`, lease: 5000 }),
+          ),
+        },
+      )
+
+      expect(() =>
+        createOutboxRelay({ pool, broker, outbox, publishTimeout: 0, autoStart: false }),
+      ).toThrow(/invalid option "publishTimeout": expected a positive number/)
+      proxy.blackhole() // the publishes leave, no confirm comes back
+      const stalled = createOutboxRelay({
+        pool,
+        broker,
+        outbox,
+        publishTimeout: 300,
+        pollInterval: 20,
+      })
+      const errors: unknown[] = []
+      stalled.on('error', ({ error }) => errors.push(error))
+      await until(() => errors.length >= 1, 5000)
+      await within(stalled.close(), 5000, 'the stalled relay to close')
+      expect(errors[0]).toBeInstanceOf(OutboxPublishTimeoutError)
+      expect((errors[0] as OutboxPublishTimeoutError).code).toBe('E_MQ_OUTBOX_PUBLISH_TIMEOUT')
+      expect(stalled.stats().sent).toBe(0)
+      const [rows] = (await pool.query(
+        `SELECT COUNT(*) AS unsent, SUM(attempts) AS attempts FROM \`${table}\` WHERE sent_at IS NULL`,
+      )) as [Array<{ unsent: number; attempts: number }>, unknown]
+      expect(Number(rows[0]?.unsent)).toBe(10)
+      expect(Number(rows[0]?.attempts)).toBe(0)
+      // the rolled-back batch holds no row lock
+      const other = await pool.getConnection()
+      try {
+        await other.beginTransaction()
+        const [locked] = (await other.query(`SELECT id FROM \`${table}\` FOR UPDATE NOWAIT`)) as [
+          unknown[],
+          unknown,
+        ]
+        expect(locked).toHaveLength(10)
+      } finally {
+        await other.rollback()
+        other.release()
+      }
+
+      proxy.restore() // the connection that lost bytes closes; the broker reconnects
+      const relay = createOutboxRelay({ pool, broker, outbox, pollInterval: 20 })
+      await until(() => relay.stats().sent === 10, 15_000)
+      await until(() => handled.size === 10, 10_000)
+      await relay.close()
+      expect([...handled.values()].filter((c) => c !== 1)).toEqual([]) // processed twice: 0
+      expect([...handled.keys()].sort((a, b) => a - b)).toEqual([...Array(10).keys()]) // lost: 0
+    } finally {
+      await proxy.close()
+    }
   })
 })
 
