@@ -101,6 +101,11 @@ export interface RateLimiter {
   take(key: string, cost?: number): Promise<RateLimitResult>
   /** Like {@link RateLimiter.take}, but rejects with a {@link RateLimitedError} when refused. */
   consume(key: string, cost?: number): Promise<RateLimitResult>
+  /**
+   * Gives `key` its full budget back, e.g. an account's login attempts after a successful
+   * login. With Redis, for every instance at once.
+   */
+  reset(key: string): Promise<void>
   /** Counters since creation. */
   stats(): RateLimiterStats
   /** Subscribes to an event. */
@@ -205,6 +210,11 @@ export class LocalRateLimiter implements RateLimiter {
       if (!r.allowed) throw new RateLimitedError(key, r.retryAfterMs)
       return r
     })
+  }
+
+  reset(key: string): Promise<void> {
+    this.#tat.delete(key)
+    return Promise.resolve()
   }
 
   stats(): RateLimiterStats {
@@ -397,6 +407,10 @@ export class RedisRateLimiter implements RateLimiter {
     const r = await this.take(key, cost)
     if (!r.allowed) throw new RateLimitedError(key, r.retryAfterMs)
     return r
+  }
+
+  async reset(key: string): Promise<void> {
+    await this.#redis.del(this.#prefix + key)
   }
 
   stats(): RateLimiterStats {

@@ -33,6 +33,21 @@ describe('RedisRateLimiter', () => {
     await expect(a.take('user:2')).resolves.toMatchObject({ allowed: true, remaining: 9 })
   })
 
+  it('resets a key for every instance at once', async () => {
+    const a = createRateLimiter({
+      redis: fixture.redis,
+      prefix: `${prefix}r:`,
+      limit: 2,
+      interval: 60_000,
+    })
+    const b = createRateLimiter({ redis: other, prefix: `${prefix}r:`, limit: 2, interval: 60_000 })
+    await a.consume('login:ana')
+    await b.consume('login:ana')
+    expect((await b.take('login:ana')).allowed).toBe(false)
+    await a.reset('login:ana')
+    expect(await b.take('login:ana')).toMatchObject({ allowed: true, remaining: 1 })
+  })
+
   it('decides a batch of concurrent calls in one script call, exactly as one by one', async () => {
     const batched = createRateLimiter({
       redis: fixture.redis,

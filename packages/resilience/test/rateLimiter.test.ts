@@ -33,6 +33,17 @@ describe('LocalRateLimiter', () => {
     )
   })
 
+  it('gives a key its whole budget back on reset(key), and leaves other keys alone', async () => {
+    const limiter = createRateLimiter({ limit: 3, interval: 60_000 })
+    for (let i = 0; i < 3; i++) await limiter.consume('login:ana')
+    await limiter.consume('login:bob')
+    expect((await limiter.take('login:ana')).allowed).toBe(false)
+    await limiter.reset('login:ana')
+    expect(await limiter.take('login:ana')).toMatchObject({ allowed: true, remaining: 2 })
+    expect(await limiter.take('login:bob')).toMatchObject({ allowed: true, remaining: 1 })
+    await limiter.reset('never-seen') // a no-op
+  })
+
   it('rejects with a typed error carrying the retry time from consume()', async () => {
     const limiter = createRateLimiter({ limit: 1, interval: 60_000 })
     await limiter.consume('ip')
