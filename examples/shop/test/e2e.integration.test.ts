@@ -232,6 +232,16 @@ describe('shop in a browser', () => {
       )
     expect(statuses.slice(0, 5)).toEqual([401, 401, 401, 401, 401])
     expect(statuses.at(-1)).toBe(429)
+    // a successful login gives the account its attempts back: a typo after it is a 401, not a 429
+    const attempts = async (owner: Client, password: string) =>
+      (await owner.post('/login', { email: 'user7@shop.example', password })).status
+    const before = new Client(shop.url)
+    await before.get('/login')
+    for (let i = 0; i < 4; i++) expect(await attempts(before, `typo-${i}`)).toBe(401)
+    expect(await attempts(before, shop.secrets.seedPassword)).toBe(303)
+    const after = new Client(shop.url) // a new browser: the account's budget is what counts
+    await after.get('/login')
+    for (let i = 0; i < 3; i++) expect(await attempts(after, `typo-again-${i}`)).toBe(401)
 
     const home = await c.get('/')
     const css = /href="(\/static\/app\.[0-9a-f]{10}\.css)"/.exec(home.text_)?.[1]

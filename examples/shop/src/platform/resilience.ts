@@ -95,6 +95,8 @@ export function isIdempotencyUnavailable(err: unknown): boolean {
 export interface LoginLimiter {
   /** Counts an attempt; returns how long to wait (ms) when over a limit, else 0. */
   hit(account: string, address: string): Promise<number>
+  /** A successful login: the account's budget is whole again (the address's is not). */
+  succeeded(account: string): Promise<void>
   stats(): { allowed: number; limited: number; fallbacks: number }
   close(): Promise<void>
 }
@@ -131,6 +133,12 @@ export function createLoginLimiter(redis: Redis, prefix: string): LoginLimiter {
       if (limited) s.limited++
       else s.allowed++
       return limited ? Math.max(wait, 1) : 0
+    },
+    async succeeded(account) {
+      await localAccount.reset(account)
+      await perAccount.reset(account).catch(() => {
+        s.fallbacks++
+      })
     },
     stats: () => ({ ...s }),
     async close() {

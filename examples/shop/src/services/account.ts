@@ -155,6 +155,7 @@ ${kind === 'signup' ? html`<p><label>Name <input name="name" required maxlength=
         status: 401,
       })
     }
+    await loginLimits.succeeded(email)
     const s = session(ctx)
     await s.regenerate({ userId: String(user.id) })
     s.data.name = String(user.name)
