@@ -20,6 +20,7 @@ import {
   createOutbox,
   createOutboxRelay,
   idempotencyDeduplicator,
+  type Outbox,
   OutboxPublishTimeoutError,
 } from '../src/index.js'
 import { closeAll, within } from './support/bounded.js'
@@ -80,6 +81,33 @@ async function setup(label: string) {
   })
   brokers.push(broker)
   return { table, outbox, queue, broker }
+}
+
+/** Enqueues `{ n }` for n < count in one committed transaction. */
+async function enqueueCommitted(outbox: Outbox, queue: string, count: number): Promise<void> {
+  const conn = await pool.getConnection()
+  await conn.beginTransaction()
+  for (let n = 0; n < count; n++) await outbox.enqueue(conn, '', queue, { n })
+  await conn.commit()
+  conn.release()
+}
+
+/** Consumes `queue` through the Redis idempotency store; counts how often each `n` was handled. */
+async function countIdempotently(
+  broker: Broker,
+  queue: string,
+  prefix: string,
+): Promise<Map<number, number>> {
+  const handled = new Map<number, number>()
+  await broker.consume(
+    queue,
+    (m) => {
+      const n = (m.body as { n: number }).n
+      handled.set(n, (handled.get(n) ?? 0) + 1)
+    },
+    { idempotency: idempotencyDeduplicator(createIdempotency({ redis, prefix, lease: 5000 })) },
+  )
+  return handled
 }
 
 describe('Outbox and relay', () => {
@@ -148,24 +176,8 @@ describe('Outbox and relay', () => {
 
   it('publishes again after a relay is killed between publish and mark-sent; the idempotent consumer drops the duplicate', async () => {
     const { table, outbox, queue, broker } = await setup('killed')
-    const conn = await pool.getConnection()
-    await conn.beginTransaction()
-    for (let n = 0; n < 20; n++) await outbox.enqueue(conn, '', queue, { n })
-    await conn.commit()
-    conn.release()
-    const handled = new Map<number, number>()
-    await broker.consume(
-      queue,
-      (m) => {
-        const n = (m.body as { n: number }).n
-        handled.set(n, (handled.get(n) ?? 0) + 1)
-      },
-      {
-        idempotency: idempotencyDeduplicator(
-          createIdempotency({ redis, prefix: keyspace.prefix, lease: 5000 }),
-        ),
-      },
-    )
+    await enqueueCommitted(outbox, queue, 20)
+    const handled = await countIdempotently(broker, queue, keyspace.prefix)
     const child = spawn(
       process.execPath,
       [
@@ -221,24 +233,8 @@ describe('Outbox relay against a broker that stops answering', () => {
       })
       brokers.push(broker)
       await broker.ready()
-      const conn = await pool.getConnection()
-      await conn.beginTransaction()
-      for (let n = 0; n < 10; n++) await outbox.enqueue(conn, '', queue, { n })
-      await conn.commit()
-      conn.release()
-      const handled = new Map<number, number>()
-      await direct.consume(
-        queue,
-        (m) => {
-          const n = (m.body as { n: number }).n
-          handled.set(n, (handled.get(n) ?? 0) + 1)
-        },
-        {
-          idempotency: idempotencyDeduplicator(
-            createIdempotency({ redis, prefix: `${keyspace.prefix}stalled:`, lease: 5000 }),
-          ),
-        },
-      )
+      await enqueueCommitted(outbox, queue, 10)
+      const handled = await countIdempotently(direct, queue, `${keyspace.prefix}stalled:`)
 
       expect(() =>
         createOutboxRelay({ pool, broker, outbox, publishTimeout: 0, autoStart: false }),
