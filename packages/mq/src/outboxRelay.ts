@@ -243,25 +243,45 @@ export function createOutboxRelay(options: OutboxRelayOptions): OutboxRelay {
     return sent.length
   }
 
-  /** Settles every publish, or throws {@link OutboxPublishTimeoutError} (the caller rolls back). */
-  async function confirmedWithin(
-    publishes: Promise<void>[],
-  ): Promise<PromiseSettledResult<void>[]> {
+  // The publishes of a batch that timed out: still waiting in the broker's buffer or for their
+  // confirms. The next batch is not claimed before they settle, so a long broker alarm does not
+  // pile up copies of the same rows in the buffer, and no transaction stays open meanwhile.
+  let unsettled: { done: Promise<unknown>; rows: number } | undefined
+
+  /** Resolves with `work` or rejects with {@link OutboxPublishTimeoutError} after `publishTimeout`. */
+  async function within<T>(work: Promise<T>, rows: number): Promise<T> {
     let timer: NodeJS.Timeout | undefined
     const late = new Promise<never>((_, reject) => {
       timer = setTimeout(
-        () => reject(new OutboxPublishTimeoutError(publishes.length, publishTimeoutMs)),
+        () => reject(new OutboxPublishTimeoutError(rows, publishTimeoutMs)),
         publishTimeoutMs,
       )
     })
     try {
-      return await Promise.race([Promise.allSettled(publishes), late])
+      return await Promise.race([work, late])
     } finally {
       clearTimeout(timer)
     }
   }
 
+  /** Settles every publish, or throws {@link OutboxPublishTimeoutError} (the caller rolls back). */
+  async function confirmedWithin(
+    publishes: Promise<void>[],
+  ): Promise<PromiseSettledResult<void>[]> {
+    const all = Promise.allSettled(publishes)
+    try {
+      return await within(all, publishes.length)
+    } catch (error) {
+      unsettled = { done: all, rows: publishes.length }
+      throw error
+    }
+  }
+
   async function runOnce(): Promise<number> {
+    if (unsettled !== undefined) {
+      await within(unsettled.done, unsettled.rows)
+      unsettled = undefined
+    }
     const connection = await pool.getConnection()
     let done = false
     try {
