@@ -118,23 +118,7 @@ export class Server {
 
   /** Takes a pooled connection within `timeoutMs`. */
   connection(timeoutMs: number, flags = 0): Promise<PoolConnection> {
-    return new Promise((resolve, reject) => {
-      let done = false
-      const timer = setTimeout(() => {
-        done = true
-        reject(this.fail(new ShardTimeoutError(this.shard, timeoutMs), flags))
-      }, timeoutMs)
-      this.pool.getConnection((error, connection) => {
-        if (done) {
-          connection?.release()
-          return
-        }
-        done = true
-        clearTimeout(timer)
-        if (error) reject(this.fail(error, flags))
-        else resolve(connection)
-      })
-    })
+    return this.#call(timeoutMs, flags, (connection, call) => call.succeed(connection, false))
   }
 
   /**
@@ -152,47 +136,18 @@ export class Server {
     flags = 0,
   ): Promise<unknown> {
     this.queries++
-    return new Promise((resolve, reject) => {
-      let done = false
-      let held: PoolConnection | undefined
-      const timer = setTimeout(() => {
-        done = true
-        held?.destroy()
-        reject(this.fail(new ShardTimeoutError(this.shard, timeoutMs), flags))
-      }, timeoutMs)
-      this.pool.getConnection((error, connection) => {
-        if (done) {
-          connection?.release()
+    return this.#call(timeoutMs, flags, (connection, call) => {
+      connection.query({ sql, values: values as unknown[] }, (err, result) => {
+        if (call.done) return
+        if (err) {
+          call.failStatement(err)
           return
         }
-        if (error) {
-          done = true
-          clearTimeout(timer)
-          reject(this.fail(error, flags))
-          return
+        if (this.onGtid !== undefined) {
+          const gtid = lastGtidOf(result)
+          if (gtid !== undefined) this.onGtid(gtid, scope)
         }
-        held = connection
-        connection.query({ sql, values: values as unknown[] }, (err, result) => {
-          if (done) return
-          done = true
-          clearTimeout(timer)
-          if (err) {
-            if (isConnectionError(err)) {
-              connection.destroy()
-              reject(this.fail(err, flags))
-            } else {
-              connection.release()
-              reject(err)
-            }
-            return
-          }
-          connection.release()
-          if (this.onGtid !== undefined) {
-            const gtid = lastGtidOf(result)
-            if (gtid !== undefined) this.onGtid(gtid, scope)
-          }
-          resolve(result)
-        })
+        call.succeed(result)
       })
     })
   }
@@ -209,49 +164,41 @@ export class Server {
     flags = 0,
   ): Promise<typeof STREAMED> {
     this.queries++
-    return new Promise((resolve, reject) => {
-      let done = false
-      let held: PoolConnection | undefined
-      const timer = setTimeout(() => {
-        done = true
-        held?.destroy()
-        reject(this.fail(new ShardTimeoutError(this.shard, timeoutMs), flags))
-      }, timeoutMs)
+    return this.#call(timeoutMs, flags, (connection, call) => {
+      const query = connection.query({ sql, values: values as unknown[] })
+      query.on('result', (row: unknown) => {
+        if (!call.done) sink.push(row)
+      })
+      query.on('error', (err: unknown) => call.failStatement(err))
+      query.on('end', () => call.succeed(STREAMED))
+    })
+  }
+
+  /**
+   * What {@link Server.connection}, {@link Server.query} and {@link Server.stream} share: a
+   * pooled connection taken within `timeoutMs` of the call and handed to `use`, which settles
+   * the call through the {@link PendingCall}. At the deadline the call fails with
+   * {@link ShardTimeoutError} and a connection it holds is destroyed.
+   */
+  #call<T>(
+    timeoutMs: number,
+    flags: number,
+    use: (connection: PoolConnection, call: PendingCall<T>) => void,
+  ): Promise<T> {
+    return new Promise<T>((resolve, reject) => {
+      const call = new PendingCall<T>(this, flags, resolve, reject)
+      call.timer = setTimeout(() => call.timeOut(timeoutMs), timeoutMs)
       this.pool.getConnection((error, connection) => {
-        if (done) {
+        if (call.done) {
           connection?.release()
           return
         }
         if (error) {
-          done = true
-          clearTimeout(timer)
-          reject(this.fail(error, flags))
+          call.failConnecting(error)
           return
         }
-        held = connection
-        const query = connection.query({ sql, values: values as unknown[] })
-        query.on('result', (row: unknown) => {
-          if (!done) sink.push(row)
-        })
-        query.on('error', (err: unknown) => {
-          if (done) return
-          done = true
-          clearTimeout(timer)
-          if (isConnectionError(err)) {
-            connection.destroy()
-            reject(this.fail(err, flags))
-          } else {
-            connection.release()
-            reject(err)
-          }
-        })
-        query.on('end', () => {
-          if (done) return
-          done = true
-          clearTimeout(timer)
-          connection.release()
-          resolve(STREAMED)
-        })
+        call.held = connection
+        use(connection, call)
       })
     })
   }
@@ -313,4 +260,73 @@ export function queryOn(
       resolve(result)
     })
   })
+}
+
+/** One call of a {@link Server} in progress: settled once, by its outcome or its deadline. */
+class PendingCall<T> {
+  /** Settled (or timed out): whatever arrives later is dropped. */
+  done = false
+  /** The pooled connection, once taken. */
+  held: PoolConnection | undefined
+  timer: NodeJS.Timeout | undefined
+  readonly #server: Server
+  readonly #flags: number
+  readonly #resolve: (value: T) => void
+  readonly #reject: (error: unknown) => void
+
+  constructor(
+    server: Server,
+    flags: number,
+    resolve: (value: T) => void,
+    reject: (error: unknown) => void,
+  ) {
+    this.#server = server
+    this.#flags = flags
+    this.#resolve = resolve
+    this.#reject = reject
+  }
+
+  /** Resolves; the connection goes back to the pool unless the caller keeps it. */
+  succeed(value: T, release = true): void {
+    if (this.done) return
+    this.done = true
+    clearTimeout(this.timer)
+    if (release) this.held?.release()
+    this.#resolve(value)
+  }
+
+  /** No connection could be had. */
+  failConnecting(error: unknown): void {
+    this.done = true
+    clearTimeout(this.timer)
+    this.#reject(this.#server.fail(error, this.#flags))
+  }
+
+  /**
+   * The statement failed: a connection error destroys the connection and is reported (wrapped);
+   * an SQL error hands the healthy connection back and reaches the caller as it is.
+   */
+  failStatement(error: unknown): void {
+    if (this.done) return
+    this.done = true
+    clearTimeout(this.timer)
+    const connection = this.held as PoolConnection
+    if (isConnectionError(error)) {
+      connection.destroy()
+      this.#reject(this.#server.fail(error, this.#flags))
+    } else {
+      connection.release()
+      this.#reject(error)
+    }
+  }
+
+  /** The deadline passed first. */
+  timeOut(timeoutMs: number): void {
+    if (this.done) return
+    this.done = true
+    this.held?.destroy()
+    this.#reject(
+      this.#server.fail(new ShardTimeoutError(this.#server.shard, timeoutMs), this.#flags),
+    )
+  }
 }
