@@ -8,8 +8,8 @@ import type { NextFunction, Request, RequestHandler, Response } from 'express'
 import type { HttpIdempotencyOptions } from './httpIdempotencyOptions.js'
 import type { Idempotency } from './idempotency.js'
 import {
-  defaultTransientStatus,
   gate,
+  httpIdempotencyDefaults,
   type Problem,
   problem,
   resolveHttpIdempotency,
@@ -24,14 +24,7 @@ export type ExpressIdempotencyOptions = HttpIdempotencyOptions<Request>
 
 /** Defaults of {@link ExpressIdempotencyOptions}. */
 export const DEFAULT_EXPRESS_IDEMPOTENCY_OPTIONS: Readonly<Required<ExpressIdempotencyOptions>> =
-  Object.freeze({
-    header: 'idempotency-key',
-    required: true,
-    methods: Object.freeze(['POST', 'PATCH']) as readonly string[],
-    fingerprint: (req: Request): unknown => [req.method, req.originalUrl, req.body],
-    replayHeader: 'idempotent-replayed',
-    isTransientStatus: defaultTransientStatus,
-  })
+  httpIdempotencyDefaults((req: Request): unknown => [req.method, req.originalUrl, req.body])
 
 function sendProblem(res: Response, p: Problem): void {
   res.status(p.status)

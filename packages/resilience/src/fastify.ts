@@ -16,8 +16,8 @@ import type {
 import type { HttpIdempotencyOptions } from './httpIdempotencyOptions.js'
 import type { Idempotency, IdempotencyClaim } from './idempotency.js'
 import {
-  defaultTransientStatus,
   gate,
+  httpIdempotencyDefaults,
   type Problem,
   problem,
   resolveHttpIdempotency,
@@ -32,14 +32,7 @@ export type FastifyIdempotencyOptions = HttpIdempotencyOptions<FastifyRequest>
 
 /** Defaults of {@link FastifyIdempotencyOptions}. */
 export const DEFAULT_FASTIFY_IDEMPOTENCY_OPTIONS: Readonly<Required<FastifyIdempotencyOptions>> =
-  Object.freeze({
-    header: 'idempotency-key',
-    required: true,
-    methods: Object.freeze(['POST', 'PATCH']) as readonly string[],
-    fingerprint: (req: FastifyRequest): unknown => [req.method, req.url, req.body],
-    replayHeader: 'idempotent-replayed',
-    isTransientStatus: defaultTransientStatus,
-  })
+  httpIdempotencyDefaults((req: FastifyRequest): unknown => [req.method, req.url, req.body])
 
 /** The hooks that make routes idempotent; spread them into route options or use {@link idempotency}. */
 export interface IdempotencyHooks {

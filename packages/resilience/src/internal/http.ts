@@ -177,6 +177,20 @@ export function defaultTransientStatus(status: number): boolean {
   return status >= 500 || status === 429
 }
 
+/** An adapter's defaults: the same for every framework but for how the fingerprint reads the request. */
+export function httpIdempotencyDefaults<Req>(
+  fingerprint: (req: Req) => unknown,
+): Readonly<Required<HttpIdempotencyOptions<Req>>> {
+  return Object.freeze({
+    header: 'idempotency-key',
+    required: true,
+    methods: Object.freeze(['POST', 'PATCH']) as readonly string[],
+    fingerprint,
+    replayHeader: 'idempotent-replayed',
+    isTransientStatus: defaultTransientStatus,
+  })
+}
+
 /** The HTTP idempotency options, merged with the adapter's defaults and validated once. */
 export interface ResolvedHttpIdempotency<Req> {
   header: string
