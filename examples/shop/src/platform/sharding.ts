@@ -109,14 +109,15 @@ function safeParse(token: string): string {
   }
 }
 
-/** What the ops page shows of a router: shard counters and each replica's health and lag. */
-export function routerHealth(stats: ShardRouterStats): {
+/** What the ops page shows of a router (sent as JSON by each service's stats endpoint). */
+export interface RouterHealth {
   shards: Record<string, { primaryQueries: number; replicaQueries: number; errors: number }>
   replicas: {
     id: string
     shard: string
     available: boolean
     healthy: boolean
+    /** -1: replication stopped; null: not measured yet. */
     lagMs: number | null
     reason: string | undefined
   }[]
@@ -124,7 +125,10 @@ export function routerHealth(stats: ShardRouterStats): {
   gtidWaits: number
   gtidWaitTimeouts: number
   gtidWaitsSkipped: number
-} {
+}
+
+/** What the ops page shows of a router: shard counters and each replica's health and lag. */
+export function routerHealth(stats: ShardRouterStats): RouterHealth {
   return {
     shards: stats.shards,
     replicas: stats.replicas.map((r) => ({

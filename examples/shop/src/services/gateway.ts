@@ -5,6 +5,7 @@
  */
 import { type CachedResponse, createProxy, type ProxyRoute, type ResponseCache } from '@ballast/lb'
 import { instancesOf, type ShopConfig, type WebService } from '../config.js'
+import type { RouterHealth } from '../platform/sharding.js'
 import { html } from '../web/html.js'
 import { HttpError, send, sendJson } from '../web/http.js'
 import { findHashedAsset, IMMUTABLE } from '../web/static.js'
@@ -211,22 +212,9 @@ ${o.instances.map((i) => {
   const s = i.stats
   if (!s)
     return html`<tr><td>${i.spec.name}</td><td colspan="5" class="bad">down: ${i.error ?? ''}</td></tr>`
-  // @ballast/sharding's router.stats(): per shard the statements and connection errors, per
-  // replica its health and measured lag (-1: replication stopped).
-  const router = s.router as
-    | {
-        shards: Record<string, { primaryQueries: number; replicaQueries: number; errors: number }>
-        replicas: {
-          id: string
-          shard: string
-          available: boolean
-          healthy: boolean
-          lagMs: number | null
-          reason?: string
-        }[]
-        replicaFallbacks: number
-      }
-    | undefined
+  // routerHealth() of the instance's shard router: per shard the statements and connection
+  // errors, per replica its health and measured lag (-1: replication stopped).
+  const router = s.router as RouterHealth | undefined
   return html`<tr data-instance-row="${i.spec.name}"><td>${i.spec.name} <span class="muted">pid ${String(s.pid ?? '')}</span></td>
 <td>${ratio(s.cache)}</td>
 <td>${s.breaker ? String(get(s, 'breaker', 'state')) : ''}</td>
