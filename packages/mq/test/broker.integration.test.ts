@@ -1,3 +1,4 @@
+import { Socket } from 'node:net'
 import { amqpNames, amqpUrl } from '@ballast/testkit'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { z } from 'zod'
@@ -139,6 +140,48 @@ describe('Broker', () => {
       )
       await until(() => seen.size === N)
       expect(b.stats()).toMatchObject({ published: N, confirmed: N, inFlight: 0, buffered: 0 })
+    })
+
+    it('writes the messages of one turn to the socket in one write, in order, not one write each', async () => {
+      const queue = names.queue('batched')
+      const b = broker({
+        urls: url,
+        topology: { queues: [{ name: queue, retry: false, deadLetter: false }] },
+      })
+      await b.ready()
+      const marker = `batched-${process.pid}-`
+      const N = 100
+      // count the socket writes that carry our messages (a writev counts once)
+      let writes = 0
+      const carries = (data: unknown) => (Buffer.isBuffer(data) && data.includes(marker) ? 1 : 0)
+      const proto = Socket.prototype as unknown as Record<string, (...args: unknown[]) => unknown>
+      const write = proto._write as (...args: unknown[]) => unknown
+      const writev = proto._writev as (...args: unknown[]) => unknown
+      proto._write = function (this: unknown, ...args: unknown[]) {
+        writes += carries(args[0])
+        return write.apply(this, args)
+      }
+      proto._writev = function (this: unknown, ...args: unknown[]) {
+        const chunks = args[0] as { chunk: unknown }[]
+        if (chunks.some((c) => carries(c.chunk) === 1)) writes++
+        return writev.apply(this, args)
+      }
+      try {
+        await Promise.all(
+          Array.from({ length: N }, (_, n) => b.publish('', queue, Buffer.from(`${marker}${n}`))),
+        )
+      } finally {
+        proto._write = write
+        proto._writev = writev
+      }
+      expect(writes).toBeGreaterThanOrEqual(1)
+      expect(writes).toBeLessThanOrEqual(2)
+      const got: string[] = []
+      await b.consume(queue, (m) => {
+        got.push((m.body as Buffer).toString())
+      })
+      await until(() => got.length === N)
+      expect(got).toEqual(Array.from({ length: N }, (_, n) => `${marker}${n}`))
     })
 
     it('rejects an unroutable mandatory message with UnroutableError', async () => {

@@ -70,6 +70,50 @@ function closeCode(error: unknown): number | undefined {
   return typeof code === 'number' ? code : undefined
 }
 
+/** The parts of amqplib's connection that {@link batchWrites} uses (not in amqplib's types). */
+interface Internals {
+  connection?: {
+    stream?: { cork?: unknown; uncork?: unknown }
+    muxer?: { _readIncoming?: unknown }
+  }
+}
+
+/**
+ * Makes amqplib send what it writes in one pass as one socket write.
+ *
+ * amqplib queues each frame (a publish, an ack) in its channel's buffer and writes them to the
+ * socket in a later pass of its multiplexer, one `socket.write` per frame: on a fast link that is
+ * one system call per message, about a third of a publisher's CPU. Corking the socket for each
+ * pass turns them into one `writev` (a pass stops at the socket's high-water mark, so a write is
+ * at most about 64 KiB). Nothing waits longer: the pass uncorks before it returns.
+ *
+ * Returns false, and changes nothing, when amqplib's internals are not what this expects.
+ */
+export function batchWrites(model: ChannelModel): boolean {
+  const connection = (model as unknown as Internals).connection
+  const stream = connection?.stream
+  const muxer = connection?.muxer
+  const pass = muxer?._readIncoming
+  if (
+    muxer === undefined ||
+    typeof pass !== 'function' ||
+    typeof stream?.cork !== 'function' ||
+    typeof stream.uncork !== 'function'
+  ) {
+    return false
+  }
+  const socket = stream as { cork(): void; uncork(): void }
+  muxer._readIncoming = function corkedPass(this: unknown, ...args: unknown[]) {
+    socket.cork()
+    try {
+      return pass.apply(this, args)
+    } finally {
+      socket.uncork()
+    }
+  }
+  return true
+}
+
 /** Declares the topology on a fresh channel; a 406/404 is a {@link TopologyConflictError}. */
 export async function declareTopology(
   connection: ChannelModel,
@@ -158,6 +202,7 @@ export class ManagedConnection extends TypedEmitter<ConnectionEvents> {
           clientProperties: { connection_name: `${name} (${role})` },
         })
         connection.on('error', () => {})
+        batchWrites(connection)
         if (this.#abort.signal.aborted) {
           await closeSafely(connection)
           return
