@@ -239,7 +239,7 @@ export type ConnectionRole = 'publisher' | 'consumer'
 export interface ConnectedEvent {
   /** The connection that opened. */
   role: ConnectionRole
-  /** The URL it connected to (with its credentials). */
+  /** The URL it connected to, without its credentials. */
   url: string
 }
 

@@ -1,5 +1,6 @@
 import { Socket } from 'node:net'
 import { amqpNames, amqpUrl } from '@ballast/testkit'
+import amqp from 'amqplib'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { z } from 'zod'
 import {
@@ -13,7 +14,7 @@ import {
   UnknownExchangeError,
   UnroutableError,
 } from '../src/index.js'
-import { closeAll } from './support/bounded.js'
+import { closeAll, until } from './support/bounded.js'
 
 const names = amqpNames('mqbroker')
 let url: string
@@ -42,18 +43,6 @@ afterAll(async () => {
   await closeAll(brokers.map((b) => () => b.close()))
   await closeAll([() => names.cleanup()], 10_000)
 }, 30_000)
-
-function until(check: () => boolean, timeoutMs = 10_000): Promise<void> {
-  const started = Date.now()
-  return new Promise((resolve, reject) => {
-    const tick = () => {
-      if (check()) resolve()
-      else if (Date.now() - started > timeoutMs) reject(new Error('condition not met in time'))
-      else setTimeout(tick, 20)
-    }
-    tick()
-  })
-}
 
 describe('Broker', () => {
   describe('publish and consume', () => {
@@ -295,6 +284,148 @@ describe('Broker', () => {
       expect(dead[0]?.headers['x-retry-attempt']).toBe(3)
       expect(dead[0]?.headers['x-original-queue']).toBe(queue)
       expect(dead[0]?.body).toEqual({ poison: true })
+    })
+
+    it('dead-letters a message its schema rejects at once, with the reason, without the handler or a retry', async () => {
+      const queue = names.queue('invalid')
+      const b = broker({
+        urls: url,
+        topology: { queues: [{ name: queue, retry: { attempts: 3, initialDelay: 100 } }] },
+      })
+      const Order = defineMessage({
+        type: 'order.placed',
+        schema: z.object({ orderId: z.string() }),
+      })
+      const handled: unknown[] = []
+      await b.consume(
+        queue,
+        (m) => {
+          handled.push(m.body)
+        },
+        { message: Order },
+      )
+      // plain objects skip the schema at publish, as from a producer without the definition
+      await b.publish('', queue, { orderId: 42 }, { type: 'order.placed' })
+      await b.publish('', queue, { orderId: 'o-1' }, { type: 'order.shipped' })
+      await b.publish('', queue, Order.of({ orderId: 'o-2' }))
+      await until(() => handled.length === 1 && b.stats().deadLettered === 2)
+      expect(handled).toEqual([{ orderId: 'o-2' }])
+      const dead: Delivery[] = []
+      await b.consume(`${queue}.dlq`, (m) => {
+        dead.push(m)
+      })
+      await until(() => dead.length === 2)
+      const reasons = new Map(dead.map((m) => [m.type, m.headers]))
+      expect(reasons.get('order.placed')?.['x-error-code']).toBe('E_MQ_INVALID_MESSAGE')
+      expect(reasons.get('order.placed')?.['x-error']).toMatch(
+        /invalid "order.placed" message.*orderId/,
+      )
+      expect(reasons.get('order.shipped')?.['x-error']).toBe(
+        'expected a "order.placed" message, got "order.shipped"',
+      )
+      for (const m of dead) expect(m.headers['x-retry-attempt']).toBe(0)
+      expect(b.stats()).toMatchObject({ retried: 0, deadLettered: 2 })
+    })
+
+    it('on a quorum queue with deliveryLimit and no retry queues, requeues a failing message until the limit, then dead-letters it with the error', async () => {
+      const queue = names.queue('limited')
+      const b = broker({
+        urls: url,
+        topology: { queues: [{ name: queue, type: 'quorum', retry: false, deliveryLimit: 3 }] },
+      })
+      let poisonRuns = 0
+      const good: number[] = []
+      await b.consume(queue, (m) => {
+        const body = m.body as { n?: number; poison?: boolean }
+        if (body.poison) {
+          poisonRuns++
+          throw new Error('the warehouse refused it')
+        }
+        good.push(body.n as number)
+      })
+      await b.publish('', queue, { poison: true })
+      for (let n = 0; n < 10; n++) await b.publish('', queue, { n })
+      await until(() => good.length === 10 && b.stats().deadLettered === 1)
+      expect(poisonRuns).toBe(3)
+      expect(b.stats().retried).toBe(0)
+      const dead: Delivery[] = []
+      await b.consume(`${queue}.dlq`, (m) => {
+        dead.push(m)
+      })
+      await until(() => dead.length === 1)
+      expect(dead[0]?.body).toEqual({ poison: true })
+      expect(dead[0]?.headers['x-error']).toBe('the warehouse refused it')
+      expect(dead[0]?.headers['x-original-queue']).toBe(queue)
+    })
+
+    it("has the broker dead-letter a quorum queue's message after deliveryLimit deliveries that no consumer of ours settles", async () => {
+      const queue = names.queue('crashing')
+      const b = broker({
+        urls: url,
+        topology: { queues: [{ name: queue, type: 'quorum', retry: false, deliveryLimit: 2 }] },
+      })
+      await b.ready()
+      await b.publish('', queue, { order: 'o-7' })
+      // a foreign consumer that hands every delivery back, as a crash loop would
+      const connection = await amqp.connect(url)
+      const channel = await connection.createChannel()
+      let deliveries = 0
+      await channel.consume(queue, (m) => {
+        if (m === null) return
+        deliveries++
+        channel.nack(m, false, true)
+      })
+      const dead: Delivery[] = []
+      await b.consume(`${queue}.dlq`, (m) => {
+        dead.push(m)
+      })
+      try {
+        await until(() => dead.length === 1)
+      } finally {
+        await connection.close()
+      }
+      // 3.x dead-letters when the count exceeds the limit: the first delivery plus `deliveryLimit` redeliveries
+      expect(deliveries).toBe(3)
+      expect(dead[0]?.body).toEqual({ order: 'o-7' })
+      const death = (dead[0]?.headers['x-death'] as { reason?: string }[] | undefined)?.[0]
+      expect(death?.reason).toBe('delivery_limit')
+    })
+  })
+
+  describe('graceful shutdown', () => {
+    it('close() stops taking messages, finishes and acks those in hand, and leaves the rest in the queue', async () => {
+      const queue = names.queue('shutdown')
+      const topology = { queues: [{ name: queue, retry: false as const, deadLetter: false }] }
+      const b = broker({ urls: url, topology })
+      const N = 20
+      for (let n = 0; n < N; n++) await b.publish('', queue, { n })
+      const started: number[] = []
+      const finished: number[] = []
+      await b.consume(
+        queue,
+        async (m) => {
+          const n = (m.body as { n: number }).n
+          started.push(n)
+          await new Promise((r) => setTimeout(r, 300))
+          finished.push(n)
+        },
+        { prefetch: 5 },
+      )
+      await until(() => started.length === 5)
+      await b.close()
+      expect(finished.sort((x, y) => x - y)).toEqual([...started].sort((x, y) => x - y))
+      expect(b.stats()).toMatchObject({ consumed: 5, acked: 5, staleAcks: 0 })
+      // what was acked is gone; the rest is still there, once
+      const after = broker({ urls: url, topology })
+      const rest: number[] = []
+      await after.consume(queue, (m) => {
+        rest.push((m.body as { n: number }).n)
+      })
+      await until(() => rest.length === N - 5)
+      await new Promise((r) => setTimeout(r, 300))
+      expect([...started, ...rest].sort((x, y) => x - y)).toEqual(
+        Array.from({ length: N }, (_, n) => n),
+      )
     })
   })
 })

@@ -12,7 +12,7 @@ function describeDetail(detail: (() => unknown) | undefined): string {
 /** Polls `check` every 25 ms; rejects after `timeoutMs` naming `what` (and `detail()`, e.g. stats). */
 export function until(
   check: () => boolean,
-  timeoutMs: number,
+  timeoutMs = 10_000,
   what = 'condition',
   detail?: () => unknown,
 ): Promise<void> {
