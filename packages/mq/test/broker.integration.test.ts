@@ -173,6 +173,40 @@ describe('Broker', () => {
       expect(got).toEqual(Array.from({ length: N }, (_, n) => `${marker}${n}`))
     })
 
+    it('sends the version of a typed message, and upgrades an older version on consume before validating it', async () => {
+      const queue = names.queue('versions')
+      const b = broker({
+        urls: url,
+        topology: { queues: [{ name: queue, retry: false }] },
+      })
+      const V1 = defineMessage({
+        type: 'order.placed',
+        schema: z.object({ orderId: z.string() }),
+      })
+      const V2 = defineMessage({
+        type: 'order.placed',
+        version: 2,
+        schema: z.object({ orderId: z.string(), total: z.number() }),
+        upgrade: (body, from) => (from === 1 ? { ...(body as object), total: 0 } : body),
+      })
+      await b.publish('', queue, V1.of({ orderId: 'o-old' }))
+      await b.publish('', queue, V2.of({ orderId: 'o-new', total: 42 }))
+      const got: Delivery[] = []
+      await b.consume(
+        queue,
+        (m) => {
+          got.push(m)
+        },
+        { message: V2 },
+      )
+      await until(() => got.length === 2)
+      expect(got.map((m) => [m.headers['x-message-version'], m.body])).toEqual([
+        [1, { orderId: 'o-old', total: 0 }],
+        [2, { orderId: 'o-new', total: 42 }],
+      ])
+      expect(b.stats().deadLettered).toBe(0)
+    })
+
     it('rejects an unroutable mandatory message with UnroutableError', async () => {
       const exchange = names.exchange('nowhere')
       const b = broker({ urls: url, topology: { exchanges: [{ name: exchange }] } })

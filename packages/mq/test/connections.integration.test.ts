@@ -132,6 +132,32 @@ describe('Broker connections', () => {
     })
   })
 
+  it('notices a connection that went silent (no reset) by its heartbeats, and reconnects once the node answers', async () => {
+    const a = await node()
+    const queue = names.queue('silent')
+    const mq = broker({
+      urls: a.url(url),
+      heartbeat: 1000,
+      connectTimeout: 1000,
+      reconnect: { initialDelay: 50, maxDelay: 200 },
+      topology: { queues: [{ name: queue, retry: false, deadLetter: false }] },
+    })
+    await mq.ready()
+    const lost: number[] = []
+    mq.on('disconnected', (e) => {
+      if (e.role === 'publisher') lost.push(Date.now())
+    })
+    const silent = Date.now()
+    a.blackhole() // bytes vanish both ways; no FIN, no RST
+    await until(() => lost.length === 1, 6000, 'the silent connection to be dropped')
+    // two missed heartbeats of 1 s (amqplib checks each half period)
+    expect((lost[0] as number) - silent).toBeLessThan(4000)
+    const late = mq.publish('', queue, 'after the silence')
+    a.restore()
+    await within(late, 10_000, 'the publish once the node answers again')
+    expect(mq.stats().connected.publisher).toBe(true)
+  })
+
   it('keeps consuming and acking while the broker blocks the publisher connection (memory alarm)', async () => {
     const queue = names.queue('alarm')
     const mq = broker({
