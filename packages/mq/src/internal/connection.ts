@@ -81,8 +81,8 @@ interface Internals {
 /**
  * Makes amqplib send what it writes in one pass as one socket write.
  *
- * amqplib queues each frame (a publish, an ack) in its channel's buffer and writes them to the
- * socket in a later pass of its multiplexer, one `socket.write` per frame: on a fast link that is
+ * amqplib queues each message or method (a publish, an ack) in its channel's buffer and writes them
+ * to the socket in a later pass of its multiplexer, one `socket.write` each: on a fast link that is
  * one system call per message, about a third of a publisher's CPU. Corking the socket for each
  * pass turns them into one `writev` (a pass stops at the socket's high-water mark, so a write is
  * at most about 64 KiB). Nothing waits longer: the pass uncorks before it returns.
