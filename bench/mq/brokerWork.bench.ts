@@ -32,14 +32,13 @@ const channel = await connection.createConfirmChannel()
 await admin.assertQueue(queue, { durable: true })
 const broker = createBroker({ urls: url, name: 'bench-work' })
 const loose = createBroker({ urls: url, name: 'bench-work-loose', mandatory: false })
-await Promise.all([broker.ready(), loose.ready()])
+const stamped = createBroker({ urls: url, name: 'bench-work-stamped', stamp: true })
+await Promise.all([broker.ready(), loose.ready(), stamped.ready()])
 
-const raw =
-  (props: () => amqp.Options.Publish) =>
-  (): Promise<void> =>
-    new Promise((resolve, reject) =>
-      channel.publish('', queue, BODY, props(), (error) => (error ? reject(error) : resolve())),
-    )
+const raw = (props: () => amqp.Options.Publish) => (): Promise<void> =>
+  new Promise((resolve, reject) =>
+    channel.publish('', queue, BODY, props(), (error) => (error ? reject(error) : resolve())),
+  )
 const variants: [string, () => Promise<void>][] = [
   ['amqplib: persistent (bare)', raw(() => ({ persistent: true }))],
   ['amqplib: + message id', raw(() => ({ persistent: true, messageId: randomUUID() }))],
@@ -50,6 +49,7 @@ const variants: [string, () => Promise<void>][] = [
   ],
   ['@ballast/mq (defaults)', () => broker.publish('', queue, BODY)],
   ['@ballast/mq (mandatory: false)', () => loose.publish('', queue, BODY)],
+  ['@ballast/mq (stamp: true)', () => stamped.publish('', queue, BODY)],
 ]
 
 /** Erlang run by `rabbitmqctl eval`: messages enqueued in the window, and reductions per message of the busiest processes. */
@@ -136,5 +136,6 @@ report({
 
 await broker.close()
 await loose.close()
+await stamped.close()
 await admin.deleteQueue(queue)
 await connection.close()
