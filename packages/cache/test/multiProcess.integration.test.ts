@@ -17,25 +17,30 @@ function start(topology: Topology, group: CacheGroup): Promise<Worker> {
     stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
   })
   const messages: Record<string, unknown>[] = []
-  const waiters: [(m: Record<string, unknown>) => boolean, (m: Record<string, unknown>) => void][] =
-    []
+  interface Waiter {
+    predicate: (m: Record<string, unknown>) => boolean
+    resolve: (m: Record<string, unknown>) => void
+    reject: (error: Error) => void
+  }
+  const waiters: Waiter[] = []
+  let exited: Error | undefined
   child.on('message', (message: Record<string, unknown>) => {
     messages.push(message)
-    for (const [i, [predicate, resolve]] of waiters.entries()) {
-      if (predicate(message)) {
-        waiters.splice(i, 1)
-        resolve(message)
-        break
-      }
-    }
+    const i = waiters.findIndex((w) => w.predicate(message))
+    if (i !== -1) waiters.splice(i, 1)[0]?.resolve(message)
+  })
+  // one listener for every wait (one per wait piled up past Node's listener limit)
+  child.once('exit', (code) => {
+    exited = new Error(`worker exited with ${code}`)
+    for (const w of waiters.splice(0)) w.reject(exited)
   })
   const worker: Worker = {
     child,
     messages,
     next: (predicate) =>
       new Promise((resolve, reject) => {
-        waiters.push([predicate, resolve])
-        child.once('exit', (code) => reject(new Error(`worker exited with ${code}`)))
+        if (exited !== undefined) reject(exited)
+        else waiters.push({ predicate, resolve, reject })
       }),
   }
   return worker.next((m) => m.ready === true).then(() => worker)
