@@ -17,6 +17,11 @@ import {
 import { closeAll, until } from './support/bounded.js'
 
 const names = amqpNames('mqbroker')
+/** The version-1 typed message the tests publish and consume. */
+const Order = defineMessage({
+  type: 'order.placed',
+  schema: z.object({ orderId: z.string() }),
+})
 let url: string
 const brokers: Broker[] = []
 function broker(options: Parameters<typeof createBroker>[0]): Broker {
@@ -179,17 +184,13 @@ describe('Broker', () => {
         urls: url,
         topology: { queues: [{ name: queue, retry: false }] },
       })
-      const V1 = defineMessage({
-        type: 'order.placed',
-        schema: z.object({ orderId: z.string() }),
-      })
       const V2 = defineMessage({
         type: 'order.placed',
         version: 2,
         schema: z.object({ orderId: z.string(), total: z.number() }),
         upgrade: (body, from) => (from === 1 ? { ...(body as object), total: 0 } : body),
       })
-      await b.publish('', queue, V1.of({ orderId: 'o-old' }))
+      await b.publish('', queue, Order.of({ orderId: 'o-old' }))
       await b.publish('', queue, V2.of({ orderId: 'o-new', total: 42 }))
       const got: Delivery[] = []
       await b.consume(
@@ -228,10 +229,6 @@ describe('Broker', () => {
         urls: url,
         maxMessageBytes: 1024,
         topology: { queues: [{ name: queue }] },
-      })
-      const Order = defineMessage({
-        type: 'order.placed',
-        schema: z.object({ orderId: z.string() }),
       })
       await expect(b.publish('', queue, Buffer.alloc(2048))).rejects.toBeInstanceOf(
         MessageTooLargeError,
@@ -325,10 +322,6 @@ describe('Broker', () => {
       const b = broker({
         urls: url,
         topology: { queues: [{ name: queue, retry: { attempts: 3, initialDelay: 100 } }] },
-      })
-      const Order = defineMessage({
-        type: 'order.placed',
-        schema: z.object({ orderId: z.string() }),
       })
       const handled: unknown[] = []
       await b.consume(
