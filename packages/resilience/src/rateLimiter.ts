@@ -44,7 +44,10 @@ export interface RateLimiterOptions {
    */
   batch?: boolean
   /**
-   * Local limiter only: keys kept in memory; idle keys are dropped first when it is full.
+   * Local limiter only: keys kept in memory. When it is full, a new key evicts the least
+   * recently used one (a call, allowed or refused, is a use), in O(1). An evicted key starts
+   * again with a full bucket, so size it above the number of keys active within one
+   * `interval`.
    * @default 100000
    */
   maxKeys?: number
@@ -148,7 +151,7 @@ function checkCost(cost: number): void {
 
 /**
  * A token bucket per key in this process, stored as GCRA's theoretical arrival time: one
- * number per key, no timer. Decisions are synchronous underneath ({@link LocalRateLimiter.takeSync}).
+ * number per key, no timer, at most `maxKeys` keys in least-recently-used order. Decisions are synchronous underneath ({@link LocalRateLimiter.takeSync}).
  */
 export class LocalRateLimiter implements RateLimiter {
   readonly #t: number
@@ -157,6 +160,8 @@ export class LocalRateLimiter implements RateLimiter {
   readonly #tat = new Map<string, number>()
   readonly #events = new Emitter<RateLimiterEvents>()
   readonly #now: () => number
+  /** The key touched last: re-touching it needs no Map re-insert. */
+  #mostRecent: string | undefined
   #allowed = 0
   #limited = 0
 
@@ -178,6 +183,9 @@ export class LocalRateLimiter implements RateLimiter {
     const next = tat + this.#t * cost
     const wait = next - now - this.#tau
     if (wait > 0) {
+      // A refused call is a use too: the key moves to the recent end, so a key that keeps
+      // knocking while blocked is the last one eviction picks.
+      if (stored !== undefined) this.#touch(key, stored)
       this.#limited++
       const retryAfterMs = Math.ceil(wait)
       if (this.#events.has('limited')) this.#events.emit('limited', { key, retryAfterMs })
@@ -187,8 +195,13 @@ export class LocalRateLimiter implements RateLimiter {
         retryAfterMs,
       }
     }
-    if (stored === undefined && this.#tat.size >= this.#maxKeys) this.#sweep(now)
-    this.#tat.set(key, next)
+    if (stored === undefined) {
+      if (this.#tat.size >= this.#maxKeys) this.#evictLeastRecentlyUsed()
+      this.#tat.set(key, next)
+      this.#mostRecent = key
+    } else {
+      this.#touch(key, next)
+    }
     this.#allowed++
     return {
       allowed: true,
@@ -214,6 +227,7 @@ export class LocalRateLimiter implements RateLimiter {
 
   reset(key: string): Promise<void> {
     this.#tat.delete(key)
+    if (key === this.#mostRecent) this.#mostRecent = undefined
     return Promise.resolve()
   }
 
@@ -233,20 +247,32 @@ export class LocalRateLimiter implements RateLimiter {
 
   async close(): Promise<void> {
     this.#tat.clear()
+    this.#mostRecent = undefined
     this.#events.clear()
   }
 
-  #sweep(now: number): void {
-    // Idle keys (schedule in the past) hold a full bucket: dropping them changes nothing.
-    for (const [k, tat] of this.#tat) if (tat <= now) this.#tat.delete(k)
-    // Still full of busy keys: drop the oldest entries.
-    let excess = this.#tat.size - this.#maxKeys + 1
-    if (excess > 0) {
-      for (const k of this.#tat.keys()) {
-        this.#tat.delete(k)
-        if (--excess <= 0) break
-      }
+  /**
+   * Stores `tat` for a known key and makes it the most recently used. A Map iterates in
+   * insertion order, so deleting and re-inserting moves the key to the end: the first key
+   * is then always the least recently used, and both steps are O(1). The re-insert is
+   * skipped when the key is already the most recent (one hot key costs a plain `set`).
+   */
+  #touch(key: string, tat: number): void {
+    if (key !== this.#mostRecent) {
+      this.#tat.delete(key)
+      this.#mostRecent = key
     }
+    this.#tat.set(key, tat)
+  }
+
+  /**
+   * Drops the least recently used key: O(1), the first entry of the Map. Its bucket may not
+   * be full yet; a key idle for longer than `maxKeys` other keys' calls gets its budget back
+   * early, which bounds memory without ever scanning the whole map on a call.
+   */
+  #evictLeastRecentlyUsed(): void {
+    const oldest = this.#tat.keys().next()
+    if (oldest.done !== true) this.#tat.delete(oldest.value)
   }
 }
 

@@ -54,7 +54,34 @@ describe('LocalRateLimiter', () => {
     expect(limiter.stats()).toEqual({ allowed: 1, limited: 1, keys: 1 })
   })
 
-  it('keeps at most maxKeys keys, dropping idle ones first', () => {
+  it('keeps a busy key blocked while a spray of more than maxKeys other keys goes by', () => {
+    let now = 0
+    const limiter = new LocalRateLimiter({ limit: 1, interval: 60_000, maxKeys: 100 }, () => now)
+    expect(limiter.takeSync('busy').allowed).toBe(true)
+    expect(limiter.takeSync('busy').allowed).toBe(false)
+    for (let i = 0; i < 1000; i++) {
+      now += 1
+      limiter.takeSync(`spray-${i}`)
+      // the busy key keeps knocking: it is the most recently used, never the one evicted
+      if (i % 50 === 0) expect(limiter.takeSync('busy').allowed).toBe(false)
+    }
+    expect(limiter.takeSync('busy').allowed).toBe(false)
+    expect(limiter.stats().keys).toBeLessThanOrEqual(100)
+  })
+
+  it('evicts the least recently used key, not the oldest inserted', () => {
+    let now = 0
+    const limiter = new LocalRateLimiter({ limit: 1, interval: 60_000, maxKeys: 3 }, () => now)
+    for (const k of ['a', 'b', 'c']) limiter.takeSync(k)
+    now += 1
+    limiter.takeSync('a') // refused, but touched: 'b' is now the least recently used
+    limiter.takeSync('d') // full: evicts 'b'
+    expect(limiter.takeSync('a').allowed).toBe(false)
+    expect(limiter.takeSync('c').allowed).toBe(false)
+    expect(limiter.takeSync('b').allowed).toBe(true) // forgotten, so a fresh budget
+  })
+
+  it('keeps at most maxKeys keys, dropping the least recently used', () => {
     let now = 0
     const limiter = new LocalRateLimiter({ limit: 1, interval: 10, maxKeys: 100 }, () => now)
     for (let i = 0; i < 1000; i++) {
