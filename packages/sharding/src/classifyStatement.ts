@@ -137,17 +137,15 @@ function scan(sql: string): StatementClass {
   while (i < n) {
     const c = sql.charCodeAt(i)
     // whitespace
-    if (c === 32 || c === 9 || c === 10 || c === 13 || c === 12) {
+    if (isBlank(c)) {
       i++
       continue
     }
     // comments
     if (c === 47 && sql.charCodeAt(i + 1) === 42) {
-      const next = sql.charCodeAt(i + 2)
-      if (next === 33 || (next === 77 && sql.charCodeAt(i + 3) === 33)) {
-        // /*! ... */ and /*M! ... */ are executed by MariaDB: never a plain read.
-        unsafe ||= 'executable comment'
-      }
+      // /*! ... */ and /*M! ... */ are executed by MariaDB: never a plain read.
+      if (isExecutableComment(sql, i)) unsafe ||= 'executable comment'
+
       const end = sql.indexOf('*/', i + 2)
       i = end === -1 ? n : end + 2
       continue
@@ -226,6 +224,50 @@ function scan(sql: string): StatementClass {
   }
   if (WRITE_STARTS.has(word)) return { kind: 'write', multi, hasLimit, reason: word }
   return { kind: 'unknown', multi, hasLimit, reason: word === '' ? 'empty statement' : word }
+}
+
+/**
+ * The statement without what may follow its last token: blanks, `;` and comments (`-- …`,
+ * `# …`, `/* … *\/`; executable `/*! … *\/` comments are SQL and stay). Text appended after it
+ * (a `LIMIT`, a second statement) is then never inside a trailing comment.
+ */
+export function statementBody(sql: string): string {
+  const n = sql.length
+  let i = 0
+  let end = 0
+  while (i < n) {
+    const c = sql.charCodeAt(i)
+    if (isBlank(c) || c === 59) {
+      i++
+      continue
+    }
+    if (c === 47 && sql.charCodeAt(i + 1) === 42) {
+      const close = sql.indexOf('*/', i + 2)
+      const after = close === -1 ? n : close + 2
+      if (isExecutableComment(sql, i)) end = after
+      i = after
+      continue
+    }
+    if (c === 35 || (c === 45 && sql.charCodeAt(i + 1) === 45 && isSpaceOrEnd(sql, i + 2))) {
+      const newline = sql.indexOf('\n', i)
+      i = newline === -1 ? n : newline + 1
+      continue
+    }
+    if (c === 39 || c === 34 || c === 96) i = skipQuoted(sql, i, c)
+    else i++
+    end = i
+  }
+  return end === n ? sql : sql.slice(0, end)
+}
+
+function isBlank(c: number): boolean {
+  return c === 32 || c === 9 || c === 10 || c === 13 || c === 12
+}
+
+/** Whether the comment opening at `i` is one MariaDB executes: `/*!` or `/*M!`. */
+function isExecutableComment(sql: string, i: number): boolean {
+  const next = sql.charCodeAt(i + 2)
+  return next === 33 || (next === 77 && sql.charCodeAt(i + 3) === 33)
 }
 
 function isSpaceOrEnd(sql: string, i: number): boolean {

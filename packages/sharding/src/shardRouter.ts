@@ -17,7 +17,7 @@ import {
 } from '@ballast/resilience'
 import type { PoolOptions } from 'mysql2'
 import { CausalToken } from './causalToken.js'
-import { classifyStatement } from './classifyStatement.js'
+import { classifyStatement, statementBody } from './classifyStatement.js'
 import {
   InvalidArgumentError,
   RouterClosedError,
@@ -499,17 +499,6 @@ function oneOf<T extends string>(name: string, value: unknown, allowed: readonly
 const CONSISTENCIES: readonly Consistency[] = ['eventual', 'bounded', 'read-your-writes', 'strong']
 const ROLES: readonly ServerRole[] = ['auto', 'primary', 'replica']
 
-/** Drops trailing semicolons and blanks, so the statement can follow another one. */
-function trimStatement(sql: string): string {
-  let end = sql.length
-  while (end > 0) {
-    const c = sql.charCodeAt(end - 1)
-    if (c === 59 || c === 32 || c === 9 || c === 10 || c === 13) end--
-    else break
-  }
-  return end === sql.length ? sql : sql.slice(0, end)
-}
-
 function ignore(): void {}
 
 const NO_OPTIONS: QueryOptions = Object.freeze({})
@@ -976,7 +965,9 @@ export class ShardRouter extends TypedEmitter<ShardRouterEvents> {
           'invalid merge: the SQL has its own LIMIT; give limit/offset in the merge and the router asks each shard for LIMIT offset + limit',
         )
       }
-      text = `${trimStatement(sql)} LIMIT ${limit}`
+      // Trailing comments go, and the LIMIT gets its own line: a `--` or `#` comment must not
+      // swallow it (each shard would return its whole result).
+      text = `${statementBody(sql)}\nLIMIT ${limit}`
     }
     this.#counters.scatterCalls++
     if (merge !== undefined && !('aggregate' in merge)) {
@@ -1347,7 +1338,7 @@ export class ShardRouter extends TypedEmitter<ShardRouterEvents> {
           const waitMs = this.#o.gtidWaitTimeoutMs
           // The wait and the read share one round trip; the read's rows count only if the wait succeeded.
           const results = await replica.server.query(
-            `SELECT MASTER_GTID_WAIT(?, ?) AS w;\n${trimStatement(sql)}`,
+            `SELECT MASTER_GTID_WAIT(?, ?) AS w;\n${statementBody(sql)}`,
             [token.positionFor(shard.id), waitMs / 1000, ...params],
             timeoutMs + waitMs,
           )

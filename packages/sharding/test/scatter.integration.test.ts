@@ -105,6 +105,23 @@ describe('all() scatter-gather over four shards', () => {
     }
   })
 
+  it('keeps the per-shard LIMIT in force when the SQL ends with a -- or # comment', async () => {
+    // Every row but each shard's first makes the subquery return two rows (error 1242), so a
+    // shard that runs the statement without its LIMIT 1 fails the whole call.
+    const failsPastFirstRow =
+      'SELECT o.id, (SELECT 1 UNION SELECT 2 FROM DUAL WHERE o.id > (SELECT MIN(i.id) FROM orders i)) AS x FROM orders o ORDER BY o.id'
+    for (const comment of [' -- first row only', ' # first row only', '-- ', ' #', ';  -- end']) {
+      const { rows } = await router.all<{ id: number }>(`${failsPastFirstRow}${comment}`, [], {
+        orderBy: 'id',
+        limit: 1,
+      })
+      expect(
+        rows.map((r) => Number(r.id)),
+        comment,
+      ).toEqual([Math.min(...all.map((o) => o.id))])
+    }
+  })
+
   it('refuses an ORDER BY merge whose SQL has its own LIMIT', async () => {
     await expect(
       router.all('SELECT id FROM orders ORDER BY id LIMIT 5', [], { orderBy: 'id', limit: 5 }),
