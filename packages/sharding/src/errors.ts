@@ -187,14 +187,16 @@ export class ClockMovedBackwardsError extends ShardingError {
   /** The class name, `ClockMovedBackwardsError`. */
   override name = 'ClockMovedBackwardsError'
 
-  constructor(byMs: number) {
+  /** How far the clock is behind the last millisecond ids were made in, in ms. */
+  readonly byMs: number
+
+  constructor(byMs: number, message?: string) {
     super(
       'E_SHARD_CLOCK_BACKWARDS',
-      `the clock moved backwards by ${byMs} ms; refusing to generate ids`,
-      {
-        retryable: true,
-      },
+      message ?? `the clock moved backwards by ${byMs} ms; refusing to generate ids`,
+      { retryable: true },
     )
+    this.byMs = byMs
   }
 }
 

@@ -1,6 +1,9 @@
 import { ClockMovedBackwardsError, InvalidArgumentError, ShardKeyMissingError } from './errors.js'
 import { type ShardKey, type SlotKey, slotFor } from './shardKey.js'
 
+/** The longest `next()` blocks waiting for the clock to reach a fresh millisecond, in ms. */
+const MAX_SPIN_MS = 2
+
 /** Options of {@link createIdGenerator}. */
 export interface IdGeneratorOptions {
   /**
@@ -35,8 +38,10 @@ export interface IdGeneratorOptions {
    */
   slotBits?: number
   /**
-   * How far the clock may step back (NTP) before `next()` throws rather than wait, in ms.
-   * Within it, ids keep counting from the last timestamp used, so they never go backwards.
+   * How far the clock may step back (NTP) before `next()` throws, in ms. Within it, ids keep
+   * counting from the last timestamp used, so they never go backwards; if that millisecond's
+   * sequence runs out before the clock catches up, `next()` throws a retryable
+   * {@link ClockMovedBackwardsError} rather than block the event loop.
    * @default 1000
    */
   maxClockBackwardsMs?: number
@@ -82,7 +87,9 @@ export interface IdGenerator {
   /**
    * The next id. With `slotBits`, pass the owning key (e.g. the user id).
    * @throws ShardKeyMissingError if the layout embeds a slot and no key was given.
-   * @throws ClockMovedBackwardsError if the clock stepped back further than `maxClockBackwardsMs`.
+   * @throws ClockMovedBackwardsError (retryable) if the clock stepped back further than
+   * `maxClockBackwardsMs`, or the millisecond's sequence ran out and the clock is not about to
+   * pass it. A throw leaves the generator as it was: no id is ever issued twice.
    */
   next(ownerKey?: ShardKey): bigint
   /** The slot embedded in an id, as a {@link SlotKey} for the router. */
@@ -170,6 +177,29 @@ export function createIdGenerator(options: IdGeneratorOptions = {}): IdGenerator
   let last = -1
   let seq = 0
 
+  // Waits (synchronously) for the clock to pass `used`, but only when that is about a
+  // millisecond away: a clock stepped back, or one that does not move, throws instead of
+  // blocking the event loop.
+  const waitPast = (used: number): number => {
+    const deadline = Date.now() + MAX_SPIN_MS
+    for (;;) {
+      const current = now() - epoch
+      if (current > used) return current
+      if (used - current >= MAX_SPIN_MS) {
+        throw new ClockMovedBackwardsError(
+          used - current,
+          `the ids of millisecond ${used + epoch} are used up and the clock is ${used - current} ms behind it (stepped back); refusing to block until it catches up`,
+        )
+      }
+      if (Date.now() > deadline) {
+        throw new ClockMovedBackwardsError(
+          0,
+          `the ids of millisecond ${used + epoch} are used up and the clock has not moved on for ${MAX_SPIN_MS} ms`,
+        )
+      }
+    }
+  }
+
   const toBig = (id: bigint | string | number): bigint => {
     const v = typeof id === 'bigint' ? id : BigInt(id)
     if (v < 0n || v >= 1n << 63n)
@@ -196,26 +226,21 @@ export function createIdGenerator(options: IdGeneratorOptions = {}): IdGenerator
         if (last - ts > maxBack) throw new ClockMovedBackwardsError(last - ts)
         ts = last
       }
+      let nextSeq = 0
       if (ts === last) {
-        seq = (seq + 1) & seqMask
-        if (seq === 0) {
-          // This millisecond is used up: wait for the clock to pass it (at most about a ms,
-          // or the tolerated step back).
-          ts = last + 1
-          const deadline = Date.now() + maxBack + 2
-          while (now() - epoch < ts) {
-            if (Date.now() > deadline) throw new ClockMovedBackwardsError(ts - (now() - epoch))
-          }
-        }
-      } else {
-        seq = 0
+        nextSeq = (seq + 1) & seqMask
+        // This millisecond is used up: the id needs a later one.
+        if (nextSeq === 0) ts = waitPast(last)
       }
       if (ts >= maxTs) {
         throw new InvalidArgumentError(
           `invalid option "epoch": the ${timestampBits}-bit timestamp ran out`,
         )
       }
+      // State changes only once the id is certain: a throw above leaves the sequence where it
+      // was, so the next call cannot hand out an id already issued.
       last = ts
+      seq = nextSeq
       return (BigInt(ts) << tsShift) | (BigInt(slot) << slotShift) | workerPart | BigInt(seq)
     },
     slotOf(id) {

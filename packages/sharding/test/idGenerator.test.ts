@@ -98,6 +98,45 @@ describe('createIdGenerator', () => {
     expect(() => ids.next()).toThrow(ClockMovedBackwardsError)
   })
 
+  it('never reissues an id after the sequence ran out and next() threw', () => {
+    let t = 1_800_000_000_000
+    // A clock stuck on one millisecond: the third id of it cannot be made.
+    const ids = createIdGenerator({ sequenceBits: 1, maxClockBackwardsMs: 0, now: () => t })
+    const issued: bigint[] = [ids.next(), ids.next()]
+    for (let i = 0; i < 3; i++) {
+      try {
+        issued.push(ids.next())
+      } catch (error) {
+        expect(error).toBeInstanceOf(ClockMovedBackwardsError)
+      }
+    }
+    t++
+    for (let i = 0; i < 2; i++) issued.push(ids.next())
+    expect(new Set(issued).size).toBe(issued.length)
+    expect(issued).toEqual([...issued].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0)))
+  })
+
+  it('throws at once rather than spinning when the sequence runs out during a clock step back', () => {
+    let t = 1_800_000_000_000
+    let reads = 0
+    const ids = createIdGenerator({
+      sequenceBits: 1,
+      maxClockBackwardsMs: 1000,
+      now: () => {
+        reads++
+        return t
+      },
+    })
+    ids.next()
+    t -= 800 // NTP steps the clock back: ids keep counting from the last millisecond used
+    ids.next()
+    reads = 0
+    // The millisecond is used up and the clock is 800 ms behind it: waiting would block the
+    // event loop for 800 ms, so next() refuses (retryably) after a look at the clock.
+    expect(() => ids.next()).toThrow(ClockMovedBackwardsError)
+    expect(reads).toBeLessThan(5)
+  })
+
   it('names the option when a layout is invalid', () => {
     expect(() => createIdGenerator({ workerId: 1024 })).toThrow(/invalid option "workerId"/)
     expect(() => createIdGenerator({ slotBits: 12 })).toThrow(/invalid option "slotBits"/)
