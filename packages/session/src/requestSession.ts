@@ -1,4 +1,4 @@
-import { timingSafeEqual } from 'node:crypto'
+import { createHash, timingSafeEqual } from 'node:crypto'
 import { isSessionError } from './errors.js'
 import { serializeCookie } from './internal/cookies.js'
 import type { Delta, Engine, Stored } from './internal/engine.js'
@@ -166,13 +166,19 @@ export class RequestSession<T extends SessionData = SessionData> {
     return this.#csrf
   }
 
-  /** Whether `token` is this session's CSRF token (constant-time comparison). */
+  /**
+   * Whether `token` is this session's CSRF token (constant-time comparison). Any input gives a
+   * boolean: a non-string, a token of another length or with non-ASCII characters is `false`.
+   */
   verifyCsrf(token: unknown): boolean {
     const expected = this.#csrf
+    // The length of a token is public (every token has 43 characters).
     if (expected === undefined || typeof token !== 'string' || token.length !== expected.length) {
       return false
     }
-    return timingSafeEqual(Buffer.from(token), Buffer.from(expected))
+    // Compare digests: they have one byte length whatever the input, so timingSafeEqual cannot
+    // throw on a token whose UTF-8 is longer than its 43 characters.
+    return timingSafeEqual(sha256(token), sha256(expected))
   }
 
   /**
@@ -335,4 +341,8 @@ export class RequestSession<T extends SessionData = SessionData> {
     if (csrf !== undefined) delta.csrf = csrf
     return delta
   }
+}
+
+function sha256(text: string): Buffer {
+  return createHash('sha256').update(text, 'utf8').digest()
 }

@@ -104,6 +104,74 @@ describe('cookies', () => {
     expect(readCookie(undefined, '__Host-sid')).toBeUndefined()
   })
 
+  it("never reads a cookie smuggled inside another cookie's value (space or tab)", () => {
+    expect(readCookie('x=a __Host-sid=ATTACKER; __Host-sid=VICTIM', '__Host-sid')).toBe('VICTIM')
+    expect(readCookie('x=a\t__Host-sid=ATTACKER; __Host-sid=VICTIM', '__Host-sid')).toBe('VICTIM')
+    expect(readCookie('x=a __Host-sid=ATTACKER', '__Host-sid')).toBeUndefined()
+    expect(readCookie('x="__Host-sid=ATTACKER"', '__Host-sid')).toBeUndefined()
+  })
+
+  it('takes the first of two cookies of the same name, as browsers order them', () => {
+    // Browsers send the longer path (and, for equal paths, the earlier created) first.
+    expect(readCookie('__Host-sid=first; __Host-sid=second', '__Host-sid')).toBe('first')
+    expect(readCookie(' __Host-sid = spaced ;a=1', '__Host-sid')).toBe('spaced')
+  })
+
+  describe('for any Cookie header (fuzz)', () => {
+    const NAME = '__Host-sid'
+    // Names and values without the pair separator, including ones that spell the name.
+    const text = fc.oneof(
+      fc.string({ unit: 'binary', maxLength: 20 }),
+      fc.constantFrom(NAME, ` ${NAME}`, `\t${NAME}`, `x${NAME}`, `${NAME}=evil`, `a ${NAME}=evil`),
+    )
+    const pair = fc
+      .tuple(text, fc.constantFrom('=', '= ', ' = ', ''), text)
+      .map(([name, eq, value]) => `${name}${eq}${value}`.replaceAll(';', ''))
+    const trim = (s: string) => s.replace(/^[ \t]+|[ \t]+$/g, '')
+    /** RFC 6265: pairs split on ';', the name before the first '=', space and tab trimmed. */
+    function reference(header: string): string | undefined {
+      for (const part of header.split(';')) {
+        const eq = part.indexOf('=')
+        if (eq !== -1 && trim(part.slice(0, eq)) === NAME) return trim(part.slice(eq + 1))
+      }
+      return undefined
+    }
+
+    it('never throws, and reads only a pair whose whole name is the cookie name', () => {
+      fc.assert(
+        fc.property(
+          fc.oneof(
+            fc.string({ unit: 'binary', maxLength: 300 }),
+            fc.array(pair).map((p) => p.join('; ')),
+          ),
+          (header) => {
+            const value = readCookie(header, NAME)
+            const expected = reference(header)
+            if (expected === undefined) expect(value).toBeUndefined()
+            else expect([expected, expected.slice(1, -1)]).toContain(value)
+          },
+        ),
+        { numRuns: 2000, seed: 0x5e55 },
+      )
+    })
+
+    it('reads the first real pair, whatever other pairs hold', () => {
+      fc.assert(
+        fc.property(
+          fc.array(pair, { maxLength: 8 }),
+          fc.array(pair, { maxLength: 8 }),
+          fc.stringMatching(/^[A-Za-z0-9_.-]{1,50}$/),
+          (before, after, id) => {
+            const others = before.filter((p) => reference(p) === undefined)
+            const header = [...others, `${NAME}=${id}`, ...after].join('; ')
+            expect(readCookie(header, NAME)).toBe(id)
+          },
+        ),
+        { numRuns: 1000, seed: 0x5e56 },
+      )
+    })
+  })
+
   it('serialises the OWASP defaults: HttpOnly, Secure, SameSite=Lax, Path=/, no Max-Age', () => {
     expect(serializeCookie(spec, 'v')).toBe('__Host-sid=v; Path=/; HttpOnly; Secure; SameSite=Lax')
   })

@@ -1,3 +1,5 @@
+import { type ParseOptions, parseCookie } from 'cookie'
+
 /** Resolved attributes of the session cookie. */
 export interface CookieSpec {
   name: string
@@ -10,34 +12,27 @@ export interface CookieSpec {
 }
 
 /**
- * The value of cookie `name` in a `Cookie` header, or `undefined`. Scans for the one name
- * instead of parsing every cookie; the first occurrence wins, as in browsers' ordering.
+ * The value of cookie `name` in a `Cookie` header, or `undefined`. The header is parsed as
+ * RFC 6265 says, by the `cookie` package (what Express and Fastify use): pairs split on `;`,
+ * the name before the first `=`, space and tab trimmed. A name that appears only inside
+ * another cookie's value (`x=a __Host-sid=evil`) is never read.
+ *
+ * When the name appears twice the first pair wins: browsers send the cookie with the longer
+ * path first and, for equal paths, the one created earlier, so the first is the most
+ * specific one the browser holds.
  */
 export function readCookie(header: string | undefined, name: string): string | undefined {
   if (header === undefined || header.length === 0) return undefined
-  let from = 0
-  while (from < header.length) {
-    const at = header.indexOf(name, from)
-    if (at === -1) return undefined
-    const before = at === 0 ? 32 : header.charCodeAt(at - 1)
-    const eq = at + name.length
-    if ((before === 32 || before === 59 || before === 9) && header.charCodeAt(eq) === 61) {
-      // Only when the name is at the start of a pair and followed by '='.
-      let end = header.indexOf(';', eq + 1)
-      if (end === -1) end = header.length
-      let value = header.slice(eq + 1, end).trim()
-      if (
-        value.length >= 2 &&
-        value.charCodeAt(0) === 34 &&
-        value.charCodeAt(value.length - 1) === 34
-      ) {
-        value = value.slice(1, -1)
-      }
-      return value
-    }
-    from = at + 1
-  }
-  return undefined
+  return parseCookie(header, RAW)[name]
+}
+
+// Session values are base64url and a dot: never percent-encoded, so they are read as sent
+// (one spelling per value), only unquoted as RFC 6265 allows (`name="value"`).
+const RAW: ParseOptions = {
+  decode: (value) =>
+    value.length >= 2 && value.charCodeAt(0) === 34 && value.charCodeAt(value.length - 1) === 34
+      ? value.slice(1, -1)
+      : value,
 }
 
 /** A `Set-Cookie` value for `value`, or one that expires the cookie when `value` is `undefined`. */
