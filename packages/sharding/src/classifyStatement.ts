@@ -52,6 +52,25 @@ const WRITE_STARTS = new Set([
   'RESET',
   'INSTALL',
   'UNINSTALL',
+  'PREPARE',
+  'EXECUTE',
+  'DEALLOCATE',
+])
+/**
+ * Words that, inside a SELECT or WITH, make it a write (`WITH x AS (…) DELETE …`,
+ * `SELECT … INTO OUTFILE`): such a statement never goes to a replica, even with `use: 'replica'`.
+ * `INSERT(…)` and `REPLACE(…)` are also string functions: directly followed by `(`, they are not.
+ */
+const WRITE_IN_READ = new Set([
+  'INTO',
+  'INSERT',
+  'UPDATE',
+  'DELETE',
+  'REPLACE',
+  'CREATE',
+  'DROP',
+  'ALTER',
+  'TRUNCATE',
 ])
 /** Words that, inside a SELECT, mean it changes data or depends on the session it runs in. */
 const UNSAFE_IN_READ = new Set([
@@ -99,9 +118,12 @@ function isWordChar(c: number): boolean {
  * `SELECT` (or `WITH … SELECT`, `VALUES`) with no locking clause (`FOR UPDATE`,
  * `LOCK IN SHARE MODE`, `FOR SHARE`), no `INTO`, no user-variable assignment, no session
  * variables and no function with side effects or session state (`GET_LOCK`, `LAST_INSERT_ID`,
- * `NEXTVAL`, …) is a `read`. Anything it is unsure of, including executable comments
- * (`/*! … *\/`), is `unknown` and goes to the primary. Strings, quoted identifiers and comments
- * are skipped, so words inside them do not count.
+ * `NEXTVAL`, …) is a `read`. A read-shaped statement that may write (`WITH x AS (…) DELETE …`,
+ * `SELECT … INTO`, any executable comment `/*! … *\/`) is a `write`, so even `use: 'replica'`
+ * keeps it on the primary; anything else it is unsure of is `unknown` and goes to the primary.
+ * Strings, quoted identifiers and comments are skipped as MariaDB skips them (blanks include
+ * `\v`, `--` plus any control character opens a comment, a NUL byte ends one), so words inside
+ * them do not count.
  *
  * @example
  * ```ts
@@ -131,6 +153,7 @@ function scan(sql: string): StatementClass {
   let prev2 = ''
   let locking = false
   let unsafe = ''
+  let writes = ''
   let multi = false
   let hasLimit = false
   let ended = false
@@ -143,16 +166,15 @@ function scan(sql: string): StatementClass {
     }
     // comments
     if (c === 47 && sql.charCodeAt(i + 1) === 42) {
-      // /*! ... */ and /*M! ... */ are executed by MariaDB: never a plain read.
-      if (isExecutableComment(sql, i)) unsafe ||= 'executable comment'
+      // /*! ... */ and /*M! ... */ are executed by MariaDB: they may hold anything, a write too.
+      if (isExecutableComment(sql, i)) writes ||= 'executable comment'
 
       const end = sql.indexOf('*/', i + 2)
       i = end === -1 ? n : end + 2
       continue
     }
     if (c === 35 || (c === 45 && sql.charCodeAt(i + 1) === 45 && isSpaceOrEnd(sql, i + 2))) {
-      const end = sql.indexOf('\n', i)
-      i = end === -1 ? n : end + 1
+      i = lineCommentEnd(sql, i)
       continue
     }
     if (ended) {
@@ -204,7 +226,14 @@ function scan(sql: string): StatementClass {
       if (word === 'UPDATE' && prev === 'FOR') locking = true
       else if (word === 'SHARE' && ((prev === 'IN' && prev2 === 'LOCK') || prev === 'FOR'))
         locking = true
-      else if (UNSAFE_IN_READ.has(word)) unsafe ||= word
+      else if (UNSAFE_IN_READ.has(word)) {
+        unsafe ||= word
+        if (
+          WRITE_IN_READ.has(word) &&
+          !((word === 'INSERT' || word === 'REPLACE') && sql.charCodeAt(i) === 40)
+        )
+          writes ||= word
+      }
       if (word === 'LIMIT' && depth === 0) hasLimit = true
       prev2 = prev
       prev = word
@@ -216,6 +245,7 @@ function scan(sql: string): StatementClass {
     i++
   }
   const word = first ?? ''
+  if (writes !== '' && !multi) return { kind: 'write', multi, hasLimit, reason: writes }
   if (READ_STARTS.has(word)) {
     if (locking) return { kind: 'locking-read', multi, hasLimit, reason: 'locking read' }
     if (unsafe !== '') return { kind: 'unknown', multi, hasLimit, reason: unsafe }
@@ -249,8 +279,7 @@ export function statementBody(sql: string): string {
       continue
     }
     if (c === 35 || (c === 45 && sql.charCodeAt(i + 1) === 45 && isSpaceOrEnd(sql, i + 2))) {
-      const newline = sql.indexOf('\n', i)
-      i = newline === -1 ? n : newline + 1
+      i = lineCommentEnd(sql, i)
       continue
     }
     if (c === 39 || c === 34 || c === 96) i = skipQuoted(sql, i, c)
@@ -260,20 +289,33 @@ export function statementBody(sql: string): string {
   return end === n ? sql : sql.slice(0, end)
 }
 
+/** MariaDB's blanks between tokens: space, tab, newline, vertical tab, form feed, return. */
 function isBlank(c: number): boolean {
-  return c === 32 || c === 9 || c === 10 || c === 13 || c === 12
+  return c === 32 || (c >= 9 && c <= 13)
 }
 
-/** Whether the comment opening at `i` is one MariaDB executes: `/*!` or `/*M!`. */
+/** Whether the comment opening at `i` is one MariaDB executes: `/*!` or `/*M!` (`/*m!` too, to be safe). */
 function isExecutableComment(sql: string, i: number): boolean {
   const next = sql.charCodeAt(i + 2)
-  return next === 33 || (next === 77 && sql.charCodeAt(i + 3) === 33)
+  return next === 33 || ((next === 77 || next === 109) && sql.charCodeAt(i + 3) === 33)
 }
 
+/** Whether `--` followed by the character at `i` opens a comment: a blank or control character, or the end. */
 function isSpaceOrEnd(sql: string, i: number): boolean {
   if (i >= sql.length) return true
   const c = sql.charCodeAt(i)
-  return c === 32 || c === 9 || c === 10 || c === 13
+  return c <= 32 || c === 127
+}
+
+/** Where a `#` or `-- ` comment ends: after its newline, or at a NUL byte, where MariaDB ends it too. */
+function lineCommentEnd(sql: string, i: number): number {
+  const n = sql.length
+  for (let j = i; j < n; j++) {
+    const c = sql.charCodeAt(j)
+    if (c === 10) return j + 1
+    if (c === 0) return j
+  }
+  return n
 }
 
 function skipQuoted(sql: string, start: number, quote: number): number {

@@ -58,6 +58,25 @@ describe('classifyStatement', () => {
     }
   })
 
+  it('reads blanks and comment ends as MariaDB does (found by the fuzz test)', () => {
+    // \v is a blank to MariaDB; `--` then any control character opens a comment; a NUL ends one.
+    expect(kind('SELECT * FROM t\vLOCK\vIN\vSHARE\vMODE')).toBe('locking-read')
+    expect(kind('SELECT * FROM t FOR\vSHARE')).toBe('locking-read')
+    expect(kind("SELECT * FROM t --\u0001'\n FOR UPDATE")).toBe('locking-read')
+    expect(kind('SELECT * FROM t -- x\u0000 FOR UPDATE')).toBe('locking-read')
+  })
+
+  it('calls a read-shaped statement that writes a write, so use: replica cannot send it to a replica', () => {
+    expect(kind('WITH x AS (SELECT 1) UPDATE t SET a = 1')).toBe('write')
+    expect(kind('WITH x AS (SELECT 1) DELETE FROM t')).toBe('write')
+    expect(kind('/*!40000 ALTER TABLE t DISABLE KEYS */')).toBe('write')
+    expect(kind('SELECT 1 /*M!100000 , SLEEP(1) */')).toBe('write')
+    expect(kind('SELECT * FROM t INTO OUTFILE "/tmp/x"')).toBe('write')
+    expect(kind('EXECUTE stmt')).toBe('write')
+    // INSERT() and REPLACE() are string functions too: unsure, not writes.
+    expect(kind("SELECT REPLACE(a, 'x', 'y'), INSERT(a, 1, 2, 'z') FROM t")).toBe('unknown')
+  })
+
   it('ignores keywords inside strings, quoted identifiers and comments', () => {
     expect(kind("SELECT 'FOR UPDATE' AS s")).toBe('read')
     expect(kind('SELECT "INSERT; DELETE" AS s')).toBe('read')
