@@ -143,6 +143,20 @@ export class IdempotencyKeyError extends ResilienceError {
   }
 }
 
+/**
+ * An idempotency key was to be scoped (to a user, tenant or API key) but the scope value is
+ * missing or empty (HTTP 400); nothing ran. Keys are never shared between callers by
+ * accident: without a scope one caller could replay or block another's request.
+ */
+export class IdempotencyScopeError extends ResilienceError {
+  /** The class name, `'IdempotencyScopeError'`. */
+  override name = 'IdempotencyScopeError'
+
+  constructor(message: string, options: ResilienceErrorOptions = {}) {
+    super('E_RESILIENCE_IDEMPOTENCY_SCOPE_MISSING', message, options)
+  }
+}
+
 /** The idempotency key was used before with a different request fingerprint (HTTP 422); nothing ran. */
 export class IdempotencyMismatchError extends ResilienceError {
   /** The class name, `'IdempotencyMismatchError'`. */
@@ -255,6 +269,8 @@ export const errors = {
   RateLimitedError,
   /** {@link IdempotencyKeyError} */
   IdempotencyKeyError,
+  /** {@link IdempotencyScopeError} */
+  IdempotencyScopeError,
   /** {@link IdempotencyMismatchError} */
   IdempotencyMismatchError,
   /** {@link IdempotencyInFlightError} */

@@ -5,7 +5,7 @@
  * @packageDocumentation
  */
 import type { NextFunction, Request, RequestHandler, Response } from 'express'
-import type { HttpIdempotencyOptions } from './httpIdempotencyOptions.js'
+import type { HttpIdempotencyDefaults, HttpIdempotencyOptions } from './httpIdempotencyOptions.js'
 import type { Idempotency } from './idempotency.js'
 import {
   gate,
@@ -23,7 +23,7 @@ import type { RateLimiter } from './rateLimiter.js'
 export type ExpressIdempotencyOptions = HttpIdempotencyOptions<Request>
 
 /** Defaults of {@link ExpressIdempotencyOptions}. */
-export const DEFAULT_EXPRESS_IDEMPOTENCY_OPTIONS: Readonly<Required<ExpressIdempotencyOptions>> =
+export const DEFAULT_EXPRESS_IDEMPOTENCY_OPTIONS: HttpIdempotencyDefaults<Request> =
   httpIdempotencyDefaults((req: Request): unknown => [req.method, req.originalUrl, req.body])
 
 function sendProblem(res: Response, p: Problem): void {
@@ -58,7 +58,7 @@ export function idempotency(
   store: Idempotency,
   options: ExpressIdempotencyOptions = {},
 ): RequestHandler {
-  const { header, replayHeader, required, methods, fingerprint, isTransientStatus } =
+  const { header, replayHeader, required, methods, fingerprint, isTransientStatus, scopeOf } =
     resolveHttpIdempotency(DEFAULT_EXPRESS_IDEMPOTENCY_OPTIONS, options)
 
   return (req: Request, res: Response, next: NextFunction): void => {
@@ -68,7 +68,13 @@ export function idempotency(
     }
     const raw = req.headers[header]
     const key = Array.isArray(raw) ? raw[0] : raw
-    gate(store, key, required, key === undefined ? undefined : fingerprint(req)).then(
+    gate(
+      store,
+      key,
+      required,
+      key === undefined ? undefined : fingerprint(req),
+      key === undefined ? undefined : scopeOf(req),
+    ).then(
       (g) => {
         switch (g.kind) {
           case 'pass':

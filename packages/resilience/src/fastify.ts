@@ -13,7 +13,7 @@ import type {
   onSendHookHandler,
   preHandlerHookHandler,
 } from 'fastify'
-import type { HttpIdempotencyOptions } from './httpIdempotencyOptions.js'
+import type { HttpIdempotencyDefaults, HttpIdempotencyOptions } from './httpIdempotencyOptions.js'
 import type { Idempotency, IdempotencyClaim } from './idempotency.js'
 import {
   gate,
@@ -31,7 +31,7 @@ import type { RateLimiter } from './rateLimiter.js'
 export type FastifyIdempotencyOptions = HttpIdempotencyOptions<FastifyRequest>
 
 /** Defaults of {@link FastifyIdempotencyOptions}. */
-export const DEFAULT_FASTIFY_IDEMPOTENCY_OPTIONS: Readonly<Required<FastifyIdempotencyOptions>> =
+export const DEFAULT_FASTIFY_IDEMPOTENCY_OPTIONS: HttpIdempotencyDefaults<FastifyRequest> =
   httpIdempotencyDefaults((req: FastifyRequest): unknown => [req.method, req.url, req.body])
 
 /** The hooks that make routes idempotent; spread them into route options or use {@link idempotency}. */
@@ -74,7 +74,7 @@ export function idempotencyHooks(
   store: Idempotency,
   options: FastifyIdempotencyOptions = {},
 ): IdempotencyHooks {
-  const { header, replayHeader, required, methods, fingerprint, isTransientStatus } =
+  const { header, replayHeader, required, methods, fingerprint, isTransientStatus, scopeOf } =
     resolveHttpIdempotency(DEFAULT_FASTIFY_IDEMPOTENCY_OPTIONS, options)
   const claims = new WeakMap<FastifyRequest, IdempotencyClaim>()
 
@@ -82,7 +82,13 @@ export function idempotencyHooks(
     if (!methods.has(req.method)) return
     const raw = req.headers[header]
     const key = Array.isArray(raw) ? raw[0] : raw
-    const g = await gate(store, key, required, key === undefined ? undefined : fingerprint(req))
+    const g = await gate(
+      store,
+      key,
+      required,
+      key === undefined ? undefined : fingerprint(req),
+      key === undefined ? undefined : scopeOf(req),
+    )
     switch (g.kind) {
       case 'pass':
         return

@@ -4,6 +4,20 @@
  */
 export interface HttpIdempotencyOptions<Req> {
   /**
+   * Whose key it is: returns the request's user, tenant or API key id, which becomes part of
+   * the Redis key. Required, or `false` to opt out explicitly. Why: `Idempotency-Key` values
+   * come from clients and are not secret; keyed by the header alone, a second user sending
+   * the same key and body is handed the first user's stored response, and anyone can squat
+   * a key to make its owner's request fail with 409 or 422. `false` is for routes whose
+   * callers all may share one key space (a single trusted client).
+   *
+   * A request for which it returns `undefined` or `''` is refused with 400 and code
+   * `E_RESILIENCE_IDEMPOTENCY_SCOPE_MISSING` (the handler does not run): put the
+   * authentication middleware first so anonymous requests get its 401 instead.
+   * @default none: the adapter throws an `InvalidArgumentError` naming `scope`
+   */
+  scope?: ((req: Req) => string | undefined) | false
+  /**
    * The request header holding the key.
    * @default 'idempotency-key'
    */
@@ -34,3 +48,11 @@ export interface HttpIdempotencyOptions<Req> {
    */
   isTransientStatus?: (status: number) => boolean
 }
+
+/**
+ * Defaults of {@link HttpIdempotencyOptions}: every field but `scope`, which has no default
+ * and must be given (a function, or `false`).
+ */
+export type HttpIdempotencyDefaults<Req> = Readonly<
+  Required<Omit<HttpIdempotencyOptions<Req>, 'scope'>>
+>

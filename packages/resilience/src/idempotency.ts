@@ -1,8 +1,10 @@
+import { createHash } from 'node:crypto'
 import {
   IdempotencyFencedError,
   IdempotencyInFlightError,
   IdempotencyKeyError,
   IdempotencyMismatchError,
+  IdempotencyScopeError,
   IdempotencyUnavailableError,
   IdempotentFailureError,
 } from './errors.js'
@@ -26,7 +28,9 @@ export interface IdempotencyOptions {
   redis: RedisLike
   /**
    * Prefix of the Redis keys. Each idempotency key is one Redis hash at
-   * `<prefix>{<key>}`: the hash tag keeps everything of one key in one Cluster slot.
+   * `<prefix>{<key>}`, or `<prefix>~<scope hash>{<key>}` when claimed with a `scope`
+   * (the scope's SHA-256, base64url, a fixed 43 characters: unambiguous, and no user ids in
+   * key names). The hash tag keeps everything of one key in one Cluster slot.
    * @default 'idem:'
    */
   prefix?: string
@@ -149,10 +153,37 @@ export interface ClaimMismatch {
   status: 'mismatch'
 }
 
+/** Options of one {@link Idempotency.claim}. */
+export interface ClaimOptions {
+  /**
+   * How long a duplicate that finds the key in flight waits, in milliseconds.
+   * @default the store's `wait`
+   */
+  wait?: number
+  /**
+   * Who the key belongs to (a user, tenant or API key id): keys of different scopes are
+   * different records, so one caller can neither replay nor block another's request with
+   * the same key. Must be a non-empty string when given.
+   * @default none (the key is shared by every caller of the store)
+   */
+  scope?: string
+}
+
+/** Options of one {@link Idempotency.run}. */
+export interface RunOptions {
+  /**
+   * Who the key belongs to; see {@link ClaimOptions.scope}.
+   * @default none (the key is shared by every caller of the store)
+   */
+  scope?: string
+}
+
 /** What the work receives from {@link Idempotency.run}. */
 export interface IdempotencyContext {
   /** The idempotency key. */
   readonly key: string
+  /** The scope the key was claimed in, if any. */
+  readonly scope?: string | undefined
   /** The fencing token of this claim (0 when running unprotected after fail-open). */
   readonly token: number
   /**
@@ -325,6 +356,7 @@ type Resolved = Required<Omit<IdempotencyOptions, 'redis'>> & { redis: RedisLike
  */
 export class IdempotencyClaim implements IdempotencyContext {
   readonly key: string
+  readonly scope: string | undefined
   readonly token: number
   /** Whether the key was taken over from a holder whose lease had run out. */
   readonly reclaimed: boolean
@@ -335,9 +367,17 @@ export class IdempotencyClaim implements IdempotencyContext {
   #done = false
 
   /** @internal Claims come from {@link Idempotency.claim}. */
-  constructor(store: Idempotency, key: string, token: number, reclaimed: boolean, lease: number) {
+  constructor(
+    store: Idempotency,
+    key: string,
+    token: number,
+    reclaimed: boolean,
+    lease: number,
+    scope?: string,
+  ) {
     this.#store = store
     this.key = key
+    this.scope = scope
     this.token = token
     this.reclaimed = reclaimed
     this.#leaseEnd = Date.now() + lease
@@ -538,22 +578,22 @@ export class Idempotency {
    * @param key The idempotency key.
    * @param input What identifies the request (its canonicalized body, a message's payload);
    *   the same key with a different input is a `mismatch`. `undefined` skips the check.
+   * @param options `wait`, and the `scope` (user, tenant, API key) the key belongs to.
    * @throws {@link IdempotencyKeyError} for a missing or malformed key.
+   * @throws {@link IdempotencyScopeError} for a `scope` given empty or not a string.
    * @throws {@link IdempotencyUnavailableError} when Redis does not answer.
    */
-  async claim(
-    key: string,
-    input?: unknown,
-    options: { wait?: number } = {},
-  ): Promise<ClaimOutcome> {
+  async claim(key: string, input?: unknown, options: ClaimOptions = {}): Promise<ClaimOutcome> {
     this.validateKey(key)
+    const scope = validateScope(options.scope)
     const fingerprint = input === undefined ? '' : fingerprintOf(input)
     this.#stats.claims++
     const wait = options.wait ?? this.#o.wait
     const deadline = Date.now() + wait
+    const redisKey = this.redisKey(key, scope)
     let pause = 10
     for (;;) {
-      const outcome = await this.#claimOnce(key, fingerprint)
+      const outcome = await this.#claimOnce(key, scope, redisKey, fingerprint)
       if (outcome.status !== 'inFlight' || wait <= 0) return this.#count(key, outcome)
       const left = deadline - Date.now()
       if (left <= 0) return this.#count(key, outcome)
@@ -571,6 +611,10 @@ export class Idempotency {
    * @param key The idempotency key (an `Idempotency-Key` header, an AMQP message id).
    * @param input What identifies the request, for the fingerprint check; `undefined` skips it.
    * @param fn The work. Its value must survive `JSON.stringify`.
+   * @param options The `scope` (user, tenant, API key) the key belongs to; see
+   *   {@link ClaimOptions.scope}.
+   * @throws {@link IdempotencyKeyError} for a missing or malformed key.
+   * @throws {@link IdempotencyScopeError} for a `scope` given empty or not a string.
    * @throws {@link IdempotencyMismatchError} when the key was used with a different input.
    * @throws {@link IdempotencyInFlightError} when another holder is running it.
    * @throws {@link IdempotencyUnavailableError} when Redis is unreachable (unless `failOpen`).
@@ -587,14 +631,16 @@ export class Idempotency {
     key: string,
     input: unknown,
     fn: (context: IdempotencyContext) => T | PromiseLike<T>,
+    options: RunOptions = {},
   ): Promise<IdempotentResult<T>> {
     let outcome: ClaimOutcome
     try {
-      outcome = await this.claim(key, input)
+      outcome = await this.claim(key, input, { scope: options.scope })
     } catch (error) {
       if (error instanceof IdempotencyUnavailableError && this.#o.failOpen) {
         this.#events.emit('failOpen', { key })
-        return { value: await fn({ key, token: 0, signal: NEVER_ABORTED }), replayed: false }
+        const context = { key, scope: options.scope, token: 0, signal: NEVER_ABORTED }
+        return { value: await fn(context), replayed: false }
       }
       throw error
     }
@@ -668,17 +714,26 @@ export class Idempotency {
     this.#events.clear()
   }
 
-  /** The Redis key of an idempotency key. */
-  redisKey(key: string): string {
-    return `${this.#o.prefix}{${key}}`
+  /**
+   * The Redis key of an idempotency key, in `scope` if given: `<prefix>{<key>}`, or
+   * `<prefix>~<SHA-256 of the scope, base64url>{<key>}`. The scope's hash has a fixed
+   * length, so no scope and key pair can spell another's; `~` after the prefix keeps scoped
+   * records apart from unscoped ones; the hash tag is the key, one Cluster slot per key.
+   */
+  redisKey(key: string, scope?: string): string {
+    if (scope === undefined) return `${this.#o.prefix}{${key}}`
+    return `${this.#o.prefix}~${scopeHash(scope)}{${key}}`
   }
 
   /** @internal */
   readonly [INTERNAL]: StoreInternals = {
     renew: async (claim, lease) =>
-      (await this.#call(claim.key, RENEW, [String(claim.token), lease])) === 1,
+      (await this.#call(claim.key, this.redisKey(claim.key, claim.scope), RENEW, [
+        String(claim.token),
+        lease,
+      ])) === 1,
     finish: async (claim, record, kind) => {
-      const ok = await this.#call(claim.key, COMPLETE, [
+      const ok = await this.#call(claim.key, this.redisKey(claim.key, claim.scope), COMPLETE, [
         String(claim.token),
         record,
         this.#o.retention,
@@ -692,7 +747,10 @@ export class Idempotency {
       else this.#stats.failed++
     },
     release: async (claim) => {
-      const ok = (await this.#call(claim.key, RELEASE, [String(claim.token)])) === 1
+      const ok =
+        (await this.#call(claim.key, this.redisKey(claim.key, claim.scope), RELEASE, [
+          String(claim.token),
+        ])) === 1
       if (ok) this.#stats.released++
       return ok
     },
@@ -705,15 +763,20 @@ export class Idempotency {
     },
   }
 
-  async #claimOnce(key: string, fingerprint: string): Promise<ClaimOutcome> {
+  async #claimOnce(
+    key: string,
+    scope: string | undefined,
+    redisKey: string,
+    fingerprint: string,
+  ): Promise<ClaimOutcome> {
     if (this.#closed) throw new IdempotencyUnavailableError('the idempotency store was closed')
     const args = [fingerprint, this.#o.lease, this.#o.retention]
-    const reply = (await this.#call(key, CLAIM, args, (late) => {
+    const reply = (await this.#call(key, redisKey, CLAIM, args, (late) => {
       // The claim timed out here but reached Redis after all: give the key back at once
       // rather than leave it in flight, owned by no one, until its lease runs out.
       const r = late as [string, number?]
       if (r[0] === 'a') {
-        RELEASE.run(this.#o.redis, [this.redisKey(key)], [String(r[1])]).catch(() => {})
+        RELEASE.run(this.#o.redis, [redisKey], [String(r[1])]).catch(() => {})
       }
     })) as [string, (string | number)?, number?]
     switch (reply[0]) {
@@ -724,6 +787,7 @@ export class Idempotency {
           Number(reply[1]),
           reply[2] === 1,
           this.#o.lease,
+          scope,
         )
         this.#held.add(claim)
         claim.startRenewal(this.#o.lease)
@@ -768,12 +832,13 @@ export class Idempotency {
 
   async #call(
     key: string,
+    redisKey: string,
     script: LuaScript,
     args: (string | number)[],
     onLateReply?: (reply: unknown) => void,
   ): Promise<unknown> {
     const ms = this.#o.commandTimeout
-    const sent = script.run(this.#o.redis, [this.redisKey(key)], args)
+    const sent = script.run(this.#o.redis, [redisKey], args)
     try {
       return await withTimeout(sent, ms, () => {
         if (onLateReply !== undefined) sent.then(onLateReply, () => {})
@@ -789,6 +854,26 @@ export class Idempotency {
       throw error
     }
   }
+}
+
+/** A scope given must be a non-empty string: an empty one would silently share the key. */
+function validateScope(scope: unknown): string | undefined {
+  if (scope === undefined) return undefined
+  if (typeof scope !== 'string' || scope === '') {
+    throw new IdempotencyScopeError(
+      `an idempotency scope must be a non-empty string, got ${scope === '' ? 'an empty string' : typeof scope}`,
+    )
+  }
+  return scope
+}
+
+/**
+ * SHA-256 of the scope's UTF-16 code units, base64url (43 characters). UTF-16 rather than
+ * UTF-8: every JavaScript string, lone surrogates included, maps to distinct bytes (UTF-8
+ * would turn each lone surrogate into U+FFFD and let two scopes share a record).
+ */
+function scopeHash(scope: string): string {
+  return createHash('sha256').update(scope, 'utf16le').digest('base64url')
 }
 
 /**

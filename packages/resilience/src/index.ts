@@ -40,6 +40,7 @@ export {
   IdempotencyInFlightError,
   IdempotencyKeyError,
   IdempotencyMismatchError,
+  IdempotencyScopeError,
   IdempotencyUnavailableError,
   IdempotentFailureError,
   InvalidArgumentError,
@@ -50,12 +51,16 @@ export {
 } from './errors.js'
 export type { FallbackEvents, FallbackOptions, FallbackStats } from './fallback.js'
 export { DEFAULT_FALLBACK_OPTIONS, FallbackPolicy, fallback } from './fallback.js'
-export type { HttpIdempotencyOptions } from './httpIdempotencyOptions.js'
+export type {
+  HttpIdempotencyDefaults,
+  HttpIdempotencyOptions,
+} from './httpIdempotencyOptions.js'
 export type {
   ClaimAcquired,
   ClaimCompleted,
   ClaimInFlight,
   ClaimMismatch,
+  ClaimOptions,
   ClaimOutcome,
   IdempotencyContext,
   IdempotencyEvents,
@@ -63,6 +68,7 @@ export type {
   IdempotencyRecord,
   IdempotencyStats,
   IdempotentResult,
+  RunOptions,
   StoredFailure,
   StoredFailureRecord,
   StoredValue,

@@ -10,7 +10,12 @@ import {
   idempotencyHooks,
   rateLimitHook,
 } from '../src/fastify.js'
-import { createIdempotency, createRateLimiter, type Idempotency } from '../src/index.js'
+import {
+  createIdempotency,
+  createRateLimiter,
+  type Idempotency,
+  InvalidArgumentError,
+} from '../src/index.js'
 import { NOT_ABOUT_TIMEOUTS, redisFixture, uniquePrefix } from './helpers.js'
 
 const prefix = uniquePrefix('http')
@@ -43,11 +48,15 @@ interface App {
 }
 
 /** The same payment route on Express or Fastify. `fail` in the body makes it answer 503. */
+/** The caller's identity: a stand-in for the user id an authentication middleware sets. */
+const USER = 'x-user'
+
 async function expressApp(s: Idempotency): Promise<App> {
   let charges = 0
   const app = express()
   app.use(express.json())
-  app.post('/payments', expressIdempotency(s), async (req, res) => {
+  const idempotent = expressIdempotency(s, { scope: (req) => req.get(USER) })
+  app.post('/payments', idempotent, async (req, res) => {
     charges++
     if (req.body.hold) await gate
     if (req.body.fail) {
@@ -72,7 +81,9 @@ async function fastifyApp(s: Idempotency): Promise<App> {
   let charges = 0
   const app: FastifyInstance = Fastify()
   await app.register(async (scope) => {
-    await scope.register(fastifyIdempotency(s))
+    await scope.register(
+      fastifyIdempotency(s, { scope: (req) => req.headers[USER] as string | undefined }),
+    )
     scope.post('/payments', async (req, reply) => {
       const body = req.body as { amount: number; hold?: boolean; fail?: boolean }
       charges++
@@ -92,12 +103,13 @@ async function fastifyApp(s: Idempotency): Promise<App> {
   }
 }
 
-function post(app: App, body: unknown, idempotencyKey?: string) {
+function post(app: App, body: unknown, idempotencyKey?: string, user: string | null = 'alice') {
   return fetch(`${app.url}/payments`, {
     method: 'POST',
     headers: {
       'content-type': 'application/json',
       ...(idempotencyKey === undefined ? {} : { 'idempotency-key': idempotencyKey }),
+      ...(user === null ? {} : { [USER]: user }),
     },
     body: JSON.stringify(body),
   })
@@ -166,6 +178,41 @@ describe.each([
     expect(Number(dupes[0]!.headers.get('retry-after'))).toBeGreaterThanOrEqual(1)
     expect((await first).status).toBe(201)
     expect(app.charges()).toBe(before + 1)
+  })
+
+  it('gives two users with the same key and body each their own response', async () => {
+    const k = key()
+    const alice = await post(app, { amount: 30 }, k, 'alice')
+    const bob = await post(app, { amount: 30 }, k, 'bob')
+    expect([alice.status, bob.status]).toEqual([201, 201])
+    expect(bob.headers.get('idempotent-replayed')).toBeNull()
+    expect(bob.headers.get('x-charge-id')).not.toBe(alice.headers.get('x-charge-id'))
+    const aliceAgain = await post(app, { amount: 30 }, k, 'alice')
+    expect(aliceAgain.headers.get('idempotent-replayed')).toBe('true')
+    expect(aliceAgain.headers.get('x-charge-id')).toBe(alice.headers.get('x-charge-id'))
+  })
+
+  it('does not let a key squatted by one user answer another user with 409 or 422', async () => {
+    const k = key()
+    const before = app.charges()
+    closeGate()
+    // mallory holds the key in flight, and has used it with another body
+    const squat = post(app, { amount: 1, hold: true }, k, 'mallory')
+    while (app.charges() === before) await sleep(5)
+    const victim = await post(app, { amount: 40 }, k, 'victim')
+    openGate()
+    expect(victim.status).toBe(201)
+    expect(victim.headers.get('idempotent-replayed')).toBeNull()
+    expect((await squat).status).toBe(201)
+    expect(app.charges()).toBe(before + 2)
+  })
+
+  it('answers 400 without running the handler when the request has no scope value', async () => {
+    const before = app.charges()
+    const res = await post(app, { amount: 1 }, key(), null)
+    expect(res.status).toBe(400)
+    expect(await res.json()).toMatchObject({ code: 'E_RESILIENCE_IDEMPOTENCY_SCOPE_MISSING' })
+    expect(app.charges()).toBe(before)
   })
 
   it('releases the key on a 5xx so the client’s retry runs again', async () => {
@@ -245,7 +292,7 @@ describe('rate limit adapters', () => {
       async (_req, reply) => reply.code(204).send(),
     )
     // idempotencyHooks are usable per route as well
-    app.post('/pay', { ...idempotencyHooks(store) }, async () => ({ ok: true }))
+    app.post('/pay', { ...idempotencyHooks(store, { scope: false }) }, async () => ({ ok: true }))
     await app.listen({ port: 0, host: '127.0.0.1' })
     const base = `http://127.0.0.1:${(app.server.address() as AddressInfo).port}`
     try {
@@ -275,5 +322,27 @@ describe('adapter options', () => {
     )
     expect(() => expressRateLimit(limiter, { cost: 0 })).toThrow('invalid option "cost"')
     expect(() => rateLimitHook(limiter, { key: 'ip' as never })).toThrow('invalid option "key"')
+  })
+
+  it('refuse to build without a scope function or an explicit scope: false', () => {
+    for (const build of [
+      () => expressIdempotency(store),
+      () => expressIdempotency(store, {}),
+      () => idempotencyHooks(store),
+      () => fastifyIdempotency(store, { scope: undefined }),
+      () => expressIdempotency(store, { scope: 'user' as never }),
+      () => idempotencyHooks(store, { scope: true as never }),
+    ]) {
+      let error: unknown
+      try {
+        build()
+      } catch (e) {
+        error = e
+      }
+      expect(error).toBeInstanceOf(InvalidArgumentError)
+      expect((error as Error).message).toContain('invalid option "scope"')
+    }
+    expect(() => expressIdempotency(store, { scope: false })).not.toThrow()
+    expect(() => idempotencyHooks(store, { scope: (req) => req.ip })).not.toThrow()
   })
 })

@@ -11,6 +11,7 @@ import {
   IdempotencyInFlightError,
   IdempotencyKeyError,
   IdempotencyMismatchError,
+  IdempotencyScopeError,
   IdempotencyUnavailableError,
   IdempotentFailureError,
 } from '../src/index.js'
@@ -308,6 +309,52 @@ describe('Idempotency (Redis)', () => {
     await sleep(150)
     expect(outcome.claim.signal.aborted).toBe(true)
     expect(outcome.claim.signal.reason).toBeInstanceOf(IdempotencyFencedError)
+  })
+
+  describe('scope', () => {
+    it('keeps one record per scope: the same key and input run once for each user', async () => {
+      const store = createIdempotency({
+        redis: fixture.redis,
+        commandTimeout: NOT_ABOUT_TIMEOUTS,
+        prefix,
+      })
+      const k = key()
+      let runs = 0
+      const work = () => ({ receipt: ++runs })
+      const alice = await store.run(k, { amount: 1 }, work, { scope: 'user:alice' })
+      const bob = await store.run(k, { amount: 1 }, work, { scope: 'user:bob' })
+      const aliceAgain = await store.run(k, { amount: 1 }, work, { scope: 'user:alice' })
+      expect(alice).toEqual({ value: { receipt: 1 }, replayed: false })
+      expect(bob).toEqual({ value: { receipt: 2 }, replayed: false })
+      expect(aliceAgain).toEqual({ value: { receipt: 1 }, replayed: true })
+      // a key one user holds (or used with another body) is nothing to another user
+      const held = await store.claim(k, { amount: 999 }, { scope: 'user:mallory' })
+      expect(held.status).toBe('acquired')
+      expect((await store.claim(k, { amount: 5 }, { scope: 'user:carol' })).status).toBe('acquired')
+    })
+
+    it('encodes the scope unambiguously, apart from unscoped keys and under the prefix', () => {
+      const store = createIdempotency({ redis: fixture.redis, prefix })
+      expect(store.redisKey('c', 'a:b')).not.toBe(store.redisKey('b:c', 'a'))
+      expect(store.redisKey('bc', 'a')).not.toBe(store.redisKey('c', 'ab'))
+      expect(store.redisKey('k', 'u')).not.toBe(store.redisKey('k'))
+      for (const k of [store.redisKey('k', 'a}b{c'), store.redisKey('k')]) {
+        expect(k.startsWith(prefix)).toBe(true)
+      }
+      // the hash tag is the key alone: every command of one key goes to one Cluster slot
+      expect(store.redisKey('k', 'tenant-7')).toMatch(/\{k\}$/)
+    })
+
+    it('refuses an empty scope with a typed error and runs nothing', async () => {
+      const store = createIdempotency({ redis: fixture.redis, prefix })
+      let runs = 0
+      for (const scope of ['', 7 as never, null as never]) {
+        const error = await store.run(key(), {}, () => ++runs, { scope }).catch((e: unknown) => e)
+        expect(error).toBeInstanceOf(IdempotencyScopeError)
+        expect((error as IdempotencyScopeError).code).toBe('E_RESILIENCE_IDEMPOTENCY_SCOPE_MISSING')
+      }
+      expect(runs).toBe(0)
+    })
   })
 
   describe('Redis unreachable (fault proxy)', () => {

@@ -1,5 +1,10 @@
-import { IdempotencyKeyError, IdempotencyUnavailableError, isResilienceError } from '../errors.js'
-import type { HttpIdempotencyOptions } from '../httpIdempotencyOptions.js'
+import {
+  IdempotencyKeyError,
+  IdempotencyScopeError,
+  IdempotencyUnavailableError,
+  isResilienceError,
+} from '../errors.js'
+import type { HttpIdempotencyDefaults, HttpIdempotencyOptions } from '../httpIdempotencyOptions.js'
 import type { ClaimOutcome, Idempotency, IdempotencyClaim } from '../idempotency.js'
 import { invalid, merge, nonEmptyString, optionalFunction } from './validate.js'
 
@@ -53,12 +58,17 @@ export type Gate =
   | { kind: 'replay'; response: StoredResponse }
   | { kind: 'claimed'; claim: IdempotencyClaim }
 
-/** Reads the key, claims it, and decides what the request gets. */
+/**
+ * Reads the key, claims it in `scope`, and decides what the request gets. `scope` is
+ * `undefined` only when the adapter opted out (`scope: false`); `''` is a request whose scope
+ * function found no caller (answered 400).
+ */
 export async function gate(
   store: Idempotency,
   key: string | undefined,
   required: boolean,
   input: unknown,
+  scope?: string,
 ): Promise<Gate> {
   if (key === undefined || key === '') {
     if (!required) return { kind: 'pass' }
@@ -74,12 +84,23 @@ export async function gate(
   }
   let outcome: ClaimOutcome
   try {
-    outcome = await store.claim(key, input)
+    outcome = await store.claim(key, input, { scope })
   } catch (error) {
     if (error instanceof IdempotencyKeyError) {
       return {
         kind: 'problem',
         problem: problem(400, error.code, 'Idempotency-Key is malformed', error.message),
+      }
+    }
+    if (error instanceof IdempotencyScopeError) {
+      return {
+        kind: 'problem',
+        problem: problem(
+          400,
+          error.code,
+          'Idempotency-Key has no owner',
+          'This operation scopes idempotency keys to the caller, and the request names none.',
+        ),
       }
     }
     if (
@@ -180,7 +201,7 @@ export function defaultTransientStatus(status: number): boolean {
 /** An adapter's defaults: the same for every framework but for how the fingerprint reads the request. */
 export function httpIdempotencyDefaults<Req>(
   fingerprint: (req: Req) => unknown,
-): Readonly<Required<HttpIdempotencyOptions<Req>>> {
+): HttpIdempotencyDefaults<Req> {
   return Object.freeze({
     header: 'idempotency-key',
     required: true,
@@ -199,16 +220,20 @@ export interface ResolvedHttpIdempotency<Req> {
   methods: ReadonlySet<string>
   fingerprint: (req: Req) => unknown
   isTransientStatus: (status: number) => boolean
+  /** The request's scope: `undefined` when opted out, `''` when the request names no caller. */
+  scopeOf: (req: Req) => string | undefined
 }
+
+const UNSCOPED = (): undefined => undefined
 
 /** Merges and validates the options of either HTTP adapter; throws naming the bad option. */
 export function resolveHttpIdempotency<Req>(
-  defaults: Readonly<Required<HttpIdempotencyOptions<Req>>>,
+  defaults: HttpIdempotencyDefaults<Req>,
   options: HttpIdempotencyOptions<Req>,
 ): ResolvedHttpIdempotency<Req> {
   const o = merge(defaults, options)
   if (!Array.isArray(o.methods)) invalid('methods', 'an array of HTTP methods', o.methods)
-  return {
+  const resolved = {
     header: nonEmptyString('header', o.header).toLowerCase(),
     replayHeader: nonEmptyString('replayHeader', o.replayHeader),
     required: o.required,
@@ -218,4 +243,22 @@ export function resolveHttpIdempotency<Req>(
       status: number,
     ) => boolean,
   }
+  const scope = o.scope
+  if (scope !== false && typeof scope !== 'function') {
+    invalid(
+      'scope',
+      "a function returning the caller's user, tenant or API key id (keys are otherwise shared " +
+        'between callers: one could replay or block another’s request), or false to opt out',
+      scope,
+    )
+  }
+  const scopeOf =
+    scope === false
+      ? UNSCOPED
+      : (req: Req): string => {
+          const value = scope(req)
+          // Anything but a non-empty string names no caller: '' makes the store refuse it.
+          return typeof value === 'string' ? value : ''
+        }
+  return { ...resolved, scopeOf }
 }
