@@ -1,6 +1,74 @@
-import { InvalidCausalTokenError } from './errors.js'
+import { createHmac, timingSafeEqual } from 'node:crypto'
+import { InvalidArgumentError, InvalidCausalTokenError } from './errors.js'
 
 const SHARD_ID = /^[A-Za-z0-9_-]{1,64}$/
+const MAX_TOKEN_LENGTH = 4096
+/** Length of a base64url HMAC-SHA256. */
+const SIG_LENGTH = 43
+const SIG_SHAPE = /^[A-Za-z0-9_-]{43}$/
+/** Keeps these signatures apart from anything else the same secret may sign. */
+const SIG_CONTEXT = 'ballast.sharding.causal-token.v1\0'
+
+/** Why a signed token string was refused. */
+export type TokenRefusal = 'malformed' | 'bad-signature'
+
+/**
+ * Checks the `secrets` option: one or more strings of at least 32 characters.
+ * @throws InvalidArgumentError naming the option.
+ */
+export function checkSecrets(secrets: unknown): string[] {
+  const list = typeof secrets === 'string' ? [secrets] : Array.isArray(secrets) ? [...secrets] : []
+  if (list.length === 0 || list.some((s) => typeof s !== 'string' || s.length < 32)) {
+    throw new InvalidArgumentError(
+      'invalid option "secrets": expected one or more strings of at least 32 characters',
+    )
+  }
+  return list as string[]
+}
+
+function mac(secret: string, payload: string): string {
+  return createHmac('sha256', secret).update(SIG_CONTEXT).update(payload).digest('base64url')
+}
+
+/** Signs a token's text form with `secret` (already checked). */
+export function signToken(token: CausalToken, secret: string): string {
+  const payload = token.toString()
+  return `${payload}~${mac(secret, payload)}`
+}
+
+/**
+ * Reads a signed token string: the token, or why it is refused. Never throws: any string
+ * gets an answer. The empty string is the empty token (no cookie yet), not a refusal.
+ */
+export function verifyToken(text: unknown, secrets: readonly string[]): CausalToken | TokenRefusal {
+  if (typeof text !== 'string') return 'malformed'
+  if (text === '') return CausalToken.empty
+  const tilde = text.length - SIG_LENGTH - 1
+  if (
+    text.length > MAX_TOKEN_LENGTH + SIG_LENGTH + 1 ||
+    tilde < 0 ||
+    text.charCodeAt(tilde) !== 126
+  )
+    return 'malformed'
+  const payload = text.slice(0, tilde)
+  const sig = text.slice(tilde + 1)
+  if (!SIG_SHAPE.test(sig)) return 'malformed'
+  // Compare the text, not decoded bytes: base64url's last character carries spare bits, so
+  // several spellings decode alike and a tampered one must still be refused.
+  const given = Buffer.from(sig, 'latin1')
+  let signed = false
+  for (const secret of secrets) {
+    if (timingSafeEqual(Buffer.from(mac(secret, payload), 'latin1'), given)) signed = true
+  }
+  if (!signed) return 'bad-signature'
+  try {
+    const token = CausalToken.parse(payload)
+    // Only the canonical text is ever signed: anything else was not made by sign().
+    return token.toString() === payload ? token : 'malformed'
+  } catch {
+    return 'malformed'
+  }
+}
 const GTID = /^(\d{1,10})-(\d{1,10})-(\d{1,20})$/
 
 /** One MariaDB GTID, `domain-server-sequence`. */
@@ -38,16 +106,18 @@ function gtidListString(gtids: Map<number, Gtid>, separator: string): string {
  * position (`MASTER_GTID_WAIT`). Immutable; {@link CausalToken.merge} returns a new token
  * holding, per shard and replication domain, the later position.
  *
- * `toString()` gives a compact, cookie-safe string (`shard:0-1-42.other:0-2-7+1-2-3`) that
- * {@link CausalToken.parse} reads back, so a token can travel to the next request in a cookie
- * or header.
+ * A token that travels through a client (a cookie, a header) must be signed:
+ * {@link CausalToken.sign} / {@link CausalToken.verify}, or the router's
+ * {@link ShardRouter.signCausalToken} and `run({ causalToken: string })`, which verify with the
+ * router's `secrets`. A forged token would make replica reads wait for positions that never
+ * come. `toString()` / {@link CausalToken.parse} are the unsigned form, for storage the client
+ * cannot write (a server-side session).
  *
  * @example
  * ```ts
- * const token = CausalToken.parse(req.cookies.ryw ?? '')
- * await router.run({ causalToken: token }, async () => {
+ * await router.run({ causalToken: req.cookies.ryw ?? '' }, async () => {
  *   await router.query(userId, 'INSERT INTO orders (user_id, total) VALUES (?, ?)', [userId, 12])
- *   res.cookie('ryw', router.causalToken().toString())
+ *   res.cookie('ryw', router.signCausalToken())
  * })
  * ```
  */
@@ -62,15 +132,16 @@ export class CausalToken {
   static readonly empty: CausalToken = new CausalToken(new Map())
 
   /**
-   * Reads a token written by {@link CausalToken.toString}. The empty string gives
-   * {@link CausalToken.empty}.
+   * Reads a token written by {@link CausalToken.toString}: the unsigned form, for text the
+   * client cannot have written (use {@link CausalToken.verify} for cookies). The empty string
+   * gives {@link CausalToken.empty}.
    * @throws InvalidCausalTokenError if the text is not a token (it never reaches SQL unchecked).
    */
   static parse(text: string): CausalToken {
     if (typeof text !== 'string')
       throw new InvalidCausalTokenError(`expected a string, got ${typeof text}`)
-    if (text.length > 4096)
-      throw new InvalidCausalTokenError('token is longer than 4096 characters')
+    if (text.length > MAX_TOKEN_LENGTH)
+      throw new InvalidCausalTokenError(`token is longer than ${MAX_TOKEN_LENGTH} characters`)
     if (text === '') return CausalToken.empty
     const shards = new Map<string, Map<number, Gtid>>()
     for (const entry of text.split('.')) {
@@ -84,6 +155,22 @@ export class CausalToken {
       if (gtids.size > 0) shards.set(shard, new Map(mergeGtids(shards.get(shard), gtids)))
     }
     return new CausalToken(shards)
+  }
+
+  /**
+   * Reads a token signed by {@link CausalToken.sign} with one of `secrets` (the current one
+   * first, then those being rotated out), or `undefined` when the text is not one: unsigned,
+   * tampered, signed with another secret, or malformed. Never throws on any text, so a cookie
+   * can go straight in. The empty string gives {@link CausalToken.empty}.
+   * @throws InvalidArgumentError if `secrets` is not one or more strings of at least 32 characters.
+   * @example
+   * ```ts
+   * const token = CausalToken.verify(req.cookies.ryw ?? '', secrets) ?? CausalToken.empty
+   * ```
+   */
+  static verify(text: string, secrets: string | readonly string[]): CausalToken | undefined {
+    const result = verifyToken(text, checkSecrets(secrets))
+    return typeof result === 'string' ? undefined : result
   }
 
   /**
@@ -182,7 +269,10 @@ export class CausalToken {
     return changed ? new CausalToken(shards) : this
   }
 
-  /** The cookie-safe text form, read back by {@link CausalToken.parse}. */
+  /**
+   * The unsigned text form, read back by {@link CausalToken.parse}: for server-side storage
+   * only. A token sent to a client goes signed ({@link CausalToken.sign}).
+   */
   toString(): string {
     return [...this.#shards.keys()]
       .sort()
@@ -190,6 +280,17 @@ export class CausalToken {
         (shard) => `${shard}:${gtidListString(this.#shards.get(shard) as Map<number, Gtid>, '+')}`,
       )
       .join('.')
+  }
+
+  /**
+   * The signed, cookie-safe text form (`<token>~<HMAC-SHA256>`), read back by
+   * {@link CausalToken.verify}: a client cannot forge or alter it. Signs with the first of
+   * `secrets`. Use it (or {@link ShardRouter.signCausalToken}) for any token that leaves the
+   * server.
+   * @throws InvalidArgumentError if `secrets` is not one or more strings of at least 32 characters.
+   */
+  sign(secrets: string | readonly string[]): string {
+    return signToken(this, checkSecrets(secrets)[0]!)
   }
 
   /** The text form, so a token serialises as its string in JSON. */

@@ -1,6 +1,6 @@
 import fc from 'fast-check'
 import { describe, expect, it } from 'vitest'
-import { CausalToken, InvalidCausalTokenError } from '../src/index.js'
+import { CausalToken, InvalidArgumentError, InvalidCausalTokenError } from '../src/index.js'
 
 const gtid = fc
   .tuple(
@@ -77,5 +77,87 @@ describe('CausalToken', () => {
       expect(() => CausalToken.parse(text), text).toThrow(InvalidCausalTokenError)
     }
     expect(CausalToken.parse('').isEmpty).toBe(true)
+  })
+})
+
+const SECRET_A = 'a'.repeat(16) + '-causal-token-secret-A'
+const SECRET_B = 'b'.repeat(16) + '-causal-token-secret-B'
+const SECRET_X = 'x'.repeat(16) + '-causal-token-secret-X'
+const tokenChar = fc.constantFrom(...'s1:0-9~.+_Az\u0000\u00e9\ud83d')
+const tokenArb = fc
+  .array(fc.tuple(shardId, gtid), { maxLength: 4 })
+  .map((es) => es.reduce((t, [s, g]) => t.merge(CausalToken.of(s, g)), CausalToken.empty))
+
+describe('CausalToken signing', () => {
+  it('signs with the first secret and verifies with any, so a secret can be rotated', () => {
+    const token = CausalToken.of('s1', '0-1-42').merge(CausalToken.of('s2', '0-2-7,1-2-3'))
+    const old = token.sign(SECRET_B)
+    const current = token.sign([SECRET_A, SECRET_B])
+    expect(current).toBe(token.sign(SECRET_A))
+    expect(current).toMatch(/^[A-Za-z0-9_.:+-]*~[A-Za-z0-9_-]{43}$/)
+    for (const text of [old, current]) {
+      const back = CausalToken.verify(text, [SECRET_A, SECRET_B])
+      expect(back?.toString()).toBe(token.toString())
+    }
+    expect(CausalToken.verify(old, SECRET_A)).toBeUndefined()
+    expect(CausalToken.verify('', SECRET_A)?.isEmpty).toBe(true)
+  })
+
+  it('refuses an unsigned, a tampered and a foreign-signed token', () => {
+    const signed = CausalToken.of('s1', '0-1-42').sign(SECRET_A)
+    const [payload, sig] = signed.split('~') as [string, string]
+    for (const text of [
+      payload,
+      `s1:0-1-999999999999~${sig}`,
+      `${payload}~${sig.slice(0, -1)}${sig.endsWith('A') ? 'B' : 'A'}`,
+      CausalToken.of('s1', '0-1-42').sign(SECRET_X),
+      `${signed}~${sig}`,
+      `${payload}.s2:0-1-1~${sig}`,
+    ]) {
+      expect(CausalToken.verify(text, SECRET_A), text).toBeUndefined()
+    }
+  })
+
+  it('refuses secrets shorter than 32 characters, naming the option', () => {
+    expect(() => CausalToken.empty.sign('short')).toThrow(/invalid option "secrets"/)
+    expect(() => CausalToken.verify('', [])).toThrow(InvalidArgumentError)
+  })
+
+  it('(fuzz) never throws on any string and never accepts one not signed with a known secret', () => {
+    const secrets = [SECRET_A, SECRET_B]
+    const mutated = fc
+      .tuple(
+        tokenArb,
+        fc.constantFrom(SECRET_A, SECRET_B, SECRET_X),
+        fc.nat(),
+        fc.string({ maxLength: 8 }),
+        fc.integer({ min: 0, max: 3 }),
+      )
+      .map(([token, secret, at, insert, how]) => {
+        const text = token.sign(secret)
+        const i = at % (text.length + 1)
+        if (how === 0) return text
+        if (how === 1) return text.slice(0, i)
+        if (how === 2) return text.slice(0, i) + insert + text.slice(i)
+        return text.slice(0, i) + insert + text.slice(i + 1)
+      })
+    fc.assert(
+      fc.property(
+        fc.oneof(fc.string({ maxLength: 200 }), fc.string({ unit: tokenChar }), mutated),
+        (text) => {
+          const token = CausalToken.verify(text, secrets)
+          if (token !== undefined) {
+            // Accepted: it is exactly a token's signature under one of the secrets.
+            expect(secrets.some((s) => token.sign(s) === text) || text === '').toBe(true)
+          }
+          try {
+            CausalToken.parse(text)
+          } catch (error) {
+            expect(error).toBeInstanceOf(InvalidCausalTokenError)
+          }
+        },
+      ),
+      { numRuns: 500, seed: 4 },
+    )
   })
 })
