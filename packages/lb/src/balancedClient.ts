@@ -312,7 +312,11 @@ class BalancedClientImpl implements BalancedClient {
           bodyTimeout: this.#bodyTimeoutMs,
         })
         clearTimeout(timer)
-        userSignal?.removeEventListener('abort', onUserAbort)
+        // The caller's signal stays linked to the attempt until the body ends: aborting after
+        // the headers must stop a slow body (undici destroys it) rather than wait for bodyTimeoutMs.
+        if (userSignal !== undefined) {
+          response.body.once('close', () => userSignal.removeEventListener('abort', onUserAbort))
+        }
       } catch (error) {
         clearTimeout(timer)
         userSignal?.removeEventListener('abort', onUserAbort)

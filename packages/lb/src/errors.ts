@@ -171,6 +171,23 @@ export class UpstreamTimeoutError extends LbError {
   }
 }
 
+/**
+ * Bytes from a client that the proxy will not act on: a `Host` header that is not
+ * `host[:port]`, a request target that is malformed, leaves the root, hides a separator
+ * behind percent-encoding, or names another host in absolute form. The proxy answers 400.
+ */
+export class InvalidRequestError extends LbError {
+  /** The class name, `InvalidRequestError`. */
+  override name = 'InvalidRequestError'
+  /** Which part of the request was refused. */
+  readonly part: 'host' | 'target'
+
+  constructor(part: 'host' | 'target', message: string) {
+    super('E_LB_INVALID_REQUEST', message)
+    this.part = part
+  }
+}
+
 /** The component was closed; it accepts no more work. */
 export class ClosedError extends LbError {
   /** The class name, `ClosedError`. */
@@ -203,6 +220,8 @@ export const errors = {
   UpstreamError,
   /** {@link UpstreamTimeoutError} */
   UpstreamTimeoutError,
+  /** {@link InvalidRequestError} */
+  InvalidRequestError,
   /** {@link ClosedError} */
   ClosedError,
 } as const

@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto'
 import {
   createServer,
   request as httpRequest,
@@ -13,13 +14,22 @@ import { createBrotliCompress, createGzip, constants as zlibConstants } from 'no
 import type { Dispatcher } from 'undici'
 import { type Balancer, type BalancerOptions, createBalancer } from './balancer.js'
 import type { Endpoint, EndpointInput } from './endpoint.js'
-import { InvalidArgumentError, NoEndpointAvailableError } from './errors.js'
+import { InvalidArgumentError, isLbError, NoEndpointAvailableError } from './errors.js'
 import type { HashKey } from './hash.js'
 import {
   createHealthChecker,
   type HealthChecker,
   type HealthCheckerOptions,
 } from './healthChecker.js'
+import {
+  connectionTokens,
+  matchRoute,
+  normalizePath,
+  type ParsedHost,
+  parseHost,
+  parseRequestTarget,
+  type RequestTarget,
+} from './internal/requestTarget.js'
 import {
   HOP_BY_HOP,
   isIdempotent,
@@ -32,6 +42,7 @@ import {
   etagMatches,
   parseCacheControl,
   type ResponseCache,
+  responseCacheKey,
   sharedMaxAgeMs,
   varyNames,
 } from './responseCache.js'
@@ -218,6 +229,29 @@ export interface UpstreamErrorEvent {
   error: unknown
   /** Which attempt it was (1 for the first). */
   attempt: number
+  /** The id the client gets in the body of a 502/503/504 answer to this request, if it gets one. */
+  requestId: string
+}
+
+/**
+ * Payload of the proxy's `request-failed` event: the proxy answered 502, 503 or 504. The client
+ * gets only the status and `requestId`; the details are here, for logs.
+ */
+export interface RequestFailedEvent {
+  /** The id in the answer's body and `x-request-id` header. */
+  requestId: string
+  /** The status the client got. */
+  status: 502 | 503 | 504
+  /** The route's name. */
+  route: string
+  /** The endpoint of the last attempt, if one was picked. */
+  endpoint: string | undefined
+  /** Why, for people: the error code or a sentence. */
+  reason: string
+  /** The underlying error, if any. */
+  error: unknown
+  /** How many attempts were made. */
+  attempts: number
 }
 
 /** Payload of the proxy's `retry` event. */
@@ -248,6 +282,8 @@ export interface ProxyEvents {
   retry: [event: RetryEvent]
   /** The cache store failed; the request went upstream. */
   'cache-error': [event: CacheErrorEvent]
+  /** The proxy answered 502, 503 or 504 (with a generic body); the details are in the payload. */
+  'request-failed': [event: RequestFailedEvent]
 }
 
 /** Counters of a {@link ReverseProxy}. */
@@ -262,6 +298,8 @@ export interface ProxyStats {
   retriesRefused: number
   /** 404 answers: no route matched. */
   noRoute: number
+  /** 400 answers: a `Host` header or request target the proxy refuses. */
+  badRequests: number
   /** 503 answers: no endpoint available. */
   unavailable: number
   /** 502 answers: upstream failed. */
@@ -315,6 +353,23 @@ const COMPRESSIBLE =
 
 /** Bodies up to this size that arrive in one chunk leave with the response head in one write. */
 const WHOLE_BODY_MAX = 16_384
+
+const FAILURE_TEXT = { 502: 'Bad Gateway', 503: 'Service Unavailable', 504: 'Gateway Timeout' }
+
+/** The body of a 502/503/504 answer: the status and the request id, nothing about the inside. */
+function failureBody(status: 502 | 503 | 504, requestId: string): string {
+  return `${status} ${FAILURE_TEXT[status]}\nrequest id: ${requestId}\n`
+}
+
+/** The path and query sent upstream: the normalised path, without the prefix when it is stripped. */
+function upstreamPath(route: RouteRuntime, target: RequestTarget): string {
+  let path = target.path
+  if (route.stripPrefix && route.prefix !== '/') {
+    path = path.slice(route.prefix.length)
+    if (path === '') path = '/'
+  }
+  return target.query === undefined ? path : `${path}?${target.query}`
+}
 
 function isBalancer(value: unknown): value is Balancer<string> {
   return (
@@ -442,6 +497,8 @@ interface RequestContext {
   aborted: boolean
   cacheKey: string | undefined
   acceptEncoding: string | undefined
+  /** Set when an event or a failure answer first needs it. */
+  requestId: string | undefined
 }
 
 class ProxyImpl extends TypedEmitter<ProxyEvents> implements ReverseProxy {
@@ -463,6 +520,7 @@ class ProxyImpl extends TypedEmitter<ProxyEvents> implements ReverseProxy {
     retries: 0,
     retriesRefused: 0,
     noRoute: 0,
+    badRequests: 0,
     unavailable: 0,
     badGateway: 0,
     timeouts: 0,
@@ -535,10 +593,16 @@ class ProxyImpl extends TypedEmitter<ProxyEvents> implements ReverseProxy {
   }
 
   #route(r: ProxyRoute, i: number): RouteRuntime {
-    const prefix = r.pathPrefix ?? '/'
-    if (typeof prefix !== 'string' || !prefix.startsWith('/')) {
+    const rawPrefix = r.pathPrefix ?? '/'
+    let prefix: string
+    try {
+      if (typeof rawPrefix !== 'string') throw new TypeError('not a string')
+      // Requests are routed on their normalised path, so the prefix is normalised alike.
+      prefix = normalizePath(rawPrefix)
+    } catch (error) {
       throw new InvalidArgumentError(
-        `invalid option "routes[${i}].pathPrefix": expected a path starting with "/", got ${JSON.stringify(prefix)}`,
+        `invalid option "routes[${i}].pathPrefix": expected a path starting with "/" without dot segments, got ${JSON.stringify(rawPrefix)}`,
+        { cause: error },
       )
     }
     const host = r.host?.toLowerCase()
@@ -582,28 +646,19 @@ class ProxyImpl extends TypedEmitter<ProxyEvents> implements ReverseProxy {
     }
   }
 
-  #match(req: IncomingMessage): RouteRuntime | undefined {
-    const rawHost = req.headers.host
-    let host: string | undefined
-    if (rawHost !== undefined) {
-      const colon = rawHost.lastIndexOf(':')
-      host = (colon > rawHost.lastIndexOf(']') ? rawHost.slice(0, colon) : rawHost).toLowerCase()
-    }
-    const url = req.url ?? '/'
-    for (const r of this.#routes) {
-      if (r.host !== undefined) {
-        if (host === undefined) continue
-        if (r.wildcard ? !host.endsWith(r.host) : host !== r.host) continue
-      }
-      const p = r.prefix
-      if (p === '/') return r
-      if (url.startsWith(p)) {
-        const next = url.charCodeAt(p.length)
-        // next: end, '/', '?'
-        if (Number.isNaN(next) || next === 47 || next === 63) return r
-      }
-    }
-    return undefined
+  /** The route for a parsed host and a normalised path (no query). */
+  #match(host: ParsedHost | undefined, path: string): RouteRuntime | undefined {
+    return matchRoute(this.#routes, host?.name, path)
+  }
+
+  /**
+   * Parses what routing reads from the client: the `Host` header and the request target.
+   * @throws InvalidRequestError (answered with 400).
+   */
+  #parse(req: IncomingMessage): { host: ParsedHost | undefined; target: RequestTarget } {
+    const raw = req.headers.host
+    const host = raw === undefined ? undefined : parseHost(raw)
+    return { host, target: parseRequestTarget(req.url ?? '/', host) }
   }
 
   listen(port = 0, host = '127.0.0.1'): Promise<AddressInfo> {
@@ -620,7 +675,24 @@ class ProxyImpl extends TypedEmitter<ProxyEvents> implements ReverseProxy {
     this.#stats.requests++
     this.#inFlight++
     if (this.#closing) res.shouldKeepAlive = false
-    const route = this.#match(req)
+    let host: ParsedHost | undefined
+    let target: RequestTarget
+    let headers: string[] | undefined
+    try {
+      ;({ host, target } = this.#parse(req))
+      headers = this.#upstreamHeaders(req)
+    } catch (error) {
+      if (!isLbError(error)) throw error
+      res.once('close', () => this.#done())
+      this.#badRequest(res, (error as Error).message)
+      return
+    }
+    if (headers === undefined) {
+      res.once('close', () => this.#done())
+      this.#badRequest(res, 'more than one Host header')
+      return
+    }
+    const route = this.#match(host, target.path)
     if (route === undefined) {
       res.once('close', () => this.#done())
       this.#stats.noRoute++
@@ -635,19 +707,14 @@ class ProxyImpl extends TypedEmitter<ProxyEvents> implements ReverseProxy {
     const cl = req.headers['content-length']
     const hasBody =
       (cl !== undefined && cl !== '0') || req.headers['transfer-encoding'] !== undefined
-    let path = req.url ?? '/'
-    if (route.stripPrefix && route.prefix !== '/') {
-      path = path.slice(route.prefix.length)
-      if (path === '' || path.charCodeAt(0) !== 47) path = `/${path}`
-    }
     const ctx: RequestContext = {
       proxy: this,
       req,
       res,
       route,
       method,
-      path,
-      headers: this.#upstreamHeaders(req),
+      path: upstreamPath(route, target),
+      headers,
       hasBody,
       idempotent: !hasBody && isIdempotent(method),
       key: route.key?.(req),
@@ -659,6 +726,7 @@ class ProxyImpl extends TypedEmitter<ProxyEvents> implements ReverseProxy {
         this.#compression === undefined
           ? undefined
           : (req.headers['accept-encoding'] as string | undefined),
+      requestId: undefined,
     }
     res.once('close', () => {
       this.#done()
@@ -668,10 +736,10 @@ class ProxyImpl extends TypedEmitter<ProxyEvents> implements ReverseProxy {
       }
     })
     route.budget?.recordRequest()
-    if (this.#cache !== undefined && (method === 'GET' || method === 'HEAD') && !hasBody) {
+    if (this.#cache !== undefined && method === 'GET' && !hasBody) {
       const cc = parseCacheControl(req.headers['cache-control'])
       if (!cc.has('no-store') && !cc.has('no-cache') && req.headers.authorization === undefined) {
-        ctx.cacheKey = `${(req.headers.host ?? '').toLowerCase()}${req.url ?? '/'}`
+        ctx.cacheKey = responseCacheKey(method, host?.authority, target.path, target.query)
         this.#lookup(ctx)
         return
       }
@@ -685,24 +753,19 @@ class ProxyImpl extends TypedEmitter<ProxyEvents> implements ReverseProxy {
     if (this.#closing && this.#inFlight === 0) this.#onDrained?.()
   }
 
-  #upstreamHeaders(req: IncomingMessage): string[] {
+  /** The headers to send upstream, or `undefined` when the request has more than one `Host`. */
+  #upstreamHeaders(req: IncomingMessage): string[] | undefined {
     const raw = req.rawHeaders
     const out: string[] = []
-    const connection = req.headers.connection
-    const listed =
-      connection !== undefined && connection !== 'keep-alive' && connection !== 'close'
-        ? new Set(
-            connection
-              .toLowerCase()
-              .split(',')
-              .map((s) => s.trim()),
-          )
-        : undefined
+    const listed = connectionTokens(req.headers.connection)
     const o = this.#o
+    let hosts = 0
     for (let i = 0; i < raw.length; i += 2) {
       const name = raw[i]!
       const lower = name.toLowerCase()
       if (HOP_BY_HOP.has(lower) || lower === 'expect' || listed?.has(lower)) continue
+      // node keeps the first of two Host headers; an upstream may read the second.
+      if (lower === 'host' && ++hosts > 1) return undefined
       if (lower === 'host' && !o.preserveHost) continue
       if (o.xForwarded && lower.startsWith('x-forwarded-')) {
         if (lower === 'x-forwarded-for') continue
@@ -741,7 +804,14 @@ class ProxyImpl extends TypedEmitter<ProxyEvents> implements ReverseProxy {
       }
       this.#stats.unavailable++
       const detail = error instanceof NoEndpointAvailableError ? error.message : String(error)
-      this.#plain(ctx.res, 503, `503 Service Unavailable: route "${route.name}": ${detail}\n`)
+      this.#failure(ctx.res, this.#requestId(ctx), {
+        status: 503,
+        route: route.name,
+        endpoint: undefined,
+        reason: detail,
+        error,
+        attempts: ctx.tried.length,
+      })
       ctx.req.resume()
       return
     }
@@ -793,14 +863,10 @@ class ProxyImpl extends TypedEmitter<ProxyEvents> implements ReverseProxy {
     }
     const res = ctx.res
     const out: OutgoingHttpHeaders = {}
-    const connection = headers.connection
-    const listed =
-      typeof connection === 'string' && connection !== 'keep-alive' && connection !== 'close'
-        ? connection.toLowerCase()
-        : undefined
+    const listed = connectionTokens(headers.connection)
     for (const name in headers) {
       if (HOP_BY_HOP.has(name)) continue
-      if (listed?.includes(name)) continue
+      if (listed?.has(name)) continue
       out[name] = headers[name]
     }
     if (ctx.cacheKey !== undefined && ctx.method === 'GET') {
@@ -868,20 +934,25 @@ class ProxyImpl extends TypedEmitter<ProxyEvents> implements ReverseProxy {
       // 502 rather than let the error escape into undici.
       attempt.sink = undefined
       attempt.chunks = undefined
+      const requestId = this.#requestId(ctx)
       this.emit('upstream-error', {
         route: ctx.route.name,
         endpoint: attempt.endpoint.id,
         error,
         attempt: ctx.tried.length,
+        requestId,
       })
       this.#stats.badGateway++
       attempt.invalid = true
       controller.abort(error as Error)
-      this.#plain(
-        res,
-        502,
-        `502 Bad Gateway: route "${ctx.route.name}": upstream "${attempt.endpoint.id}" sent an invalid response header (${(error as Error).message})\n`,
-      )
+      this.#failure(res, requestId, {
+        status: 502,
+        route: ctx.route.name,
+        endpoint: attempt.endpoint.id,
+        reason: `invalid response header (${(error as Error).message})`,
+        error,
+        attempts: ctx.tried.length,
+      })
     }
   }
 
@@ -905,6 +976,7 @@ class ProxyImpl extends TypedEmitter<ProxyEvents> implements ReverseProxy {
       endpoint: attempt.endpoint.id,
       error,
       attempt: ctx.tried.length,
+      requestId: this.#requestId(ctx),
     })
     if (ctx.res.headersSent) {
       // The response already started: all we can do is cut it so the client sees it is incomplete.
@@ -939,31 +1011,37 @@ class ProxyImpl extends TypedEmitter<ProxyEvents> implements ReverseProxy {
       (error as { code?: string } | undefined)?.code ??
       (error as Error | undefined)?.message ??
       'error'
+    const failure = {
+      route: ctx.route.name,
+      endpoint: attempt.endpoint.id,
+      error,
+      attempts: ctx.tried.length,
+    }
     if (neverSent(error) && ctx.tried.length >= ctx.route.balancer.size) {
       this.#stats.unavailable++
       const ids = ctx.tried.map((e) => e.id).join(', ')
-      this.#plain(
-        ctx.res,
-        503,
-        `503 Service Unavailable: route "${ctx.route.name}": every endpoint was tried and the last refused the connection (${ids})\n`,
-      )
+      this.#failure(ctx.res, this.#requestId(ctx), {
+        ...failure,
+        status: 503,
+        reason: `every endpoint was tried and the last refused the connection (${ids})`,
+      })
       ctx.req.resume()
       return
     }
     if (isTimeout(error) && code !== 'UND_ERR_CONNECT_TIMEOUT') {
       this.#stats.timeouts++
-      this.#plain(
-        ctx.res,
-        504,
-        `504 Gateway Timeout: route "${ctx.route.name}": upstream "${attempt.endpoint.id}" did not answer within ${this.#o.headersTimeoutMs} ms (${code})\n`,
-      )
+      this.#failure(ctx.res, this.#requestId(ctx), {
+        ...failure,
+        status: 504,
+        reason: `no answer within ${this.#o.headersTimeoutMs} ms (${code})`,
+      })
     } else {
       this.#stats.badGateway++
-      this.#plain(
-        ctx.res,
-        502,
-        `502 Bad Gateway: route "${ctx.route.name}": upstream "${attempt.endpoint.id}" failed (${code}) after ${ctx.tried.length} attempt(s)\n`,
-      )
+      this.#failure(ctx.res, this.#requestId(ctx), {
+        ...failure,
+        status: 502,
+        reason: `failed (${code}) after ${ctx.tried.length} attempt(s)`,
+      })
     }
     ctx.req.resume()
   }
@@ -976,7 +1054,7 @@ class ProxyImpl extends TypedEmitter<ProxyEvents> implements ReverseProxy {
     return true
   }
 
-  #plain(res: ServerResponse, status: number, body: string): void {
+  #plain(res: ServerResponse, status: number, body: string, extra?: Record<string, string>): void {
     if (res.headersSent) {
       res.destroy()
       return
@@ -985,8 +1063,36 @@ class ProxyImpl extends TypedEmitter<ProxyEvents> implements ReverseProxy {
       'content-type': 'text/plain; charset=utf-8',
       'content-length': Buffer.byteLength(body),
       'cache-control': 'no-store',
+      'x-content-type-options': 'nosniff',
+      ...extra,
     })
     res.end(body)
+  }
+
+  #requestId(ctx: RequestContext): string {
+    ctx.requestId ??= randomUUID()
+    return ctx.requestId
+  }
+
+  /**
+   * Answers 502/503/504 with the status and the request id only: upstream addresses and error
+   * text would tell a client about the inside. The details go to the `request-failed` event.
+   */
+  #failure(
+    res: ServerResponse,
+    requestId: string,
+    event: Omit<RequestFailedEvent, 'requestId'>,
+  ): void {
+    this.emit('request-failed', { requestId, ...event })
+    this.#plain(res, event.status, failureBody(event.status, requestId), {
+      'x-request-id': requestId,
+    })
+  }
+
+  #badRequest(res: ServerResponse, why: string): void {
+    this.#stats.badRequests++
+    res.shouldKeepAlive = false
+    this.#plain(res, 400, `400 Bad Request: ${why}\n`)
   }
 
   #lookup(ctx: RequestContext): void {
@@ -1081,20 +1187,45 @@ class ProxyImpl extends TypedEmitter<ProxyEvents> implements ReverseProxy {
   }
 
   #upgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
-    const fail = (status: number, text: string) => {
-      const body = `${status} ${text}\n`
+    const answer = (status: number, text: string, body: string, extra = '') => {
       socket.end(
-        `HTTP/1.1 ${status} ${text.split(':')[0]}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`,
+        `HTTP/1.1 ${status} ${text}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(body)}\r\nx-content-type-options: nosniff\r\n${extra}connection: close\r\n\r\n${body}`,
+      )
+    }
+    let requestId: string | undefined
+    const failure = (event: Omit<RequestFailedEvent, 'requestId'>) => {
+      requestId ??= randomUUID()
+      this.emit('request-failed', { requestId, ...event })
+      answer(
+        event.status,
+        FAILURE_TEXT[event.status],
+        failureBody(event.status, requestId),
+        `x-request-id: ${requestId}\r\n`,
       )
     }
     socket.on('error', () => socket.destroy())
     if (this.#closing) {
-      fail(503, 'Service Unavailable: the proxy is shutting down')
+      answer(503, 'Service Unavailable', '503 Service Unavailable: the proxy is shutting down\n')
       return
     }
-    const route = this.#match(req)
+    let host: ParsedHost | undefined
+    let target: RequestTarget
+    try {
+      ;({ host, target } = this.#parse(req))
+    } catch (error) {
+      if (!isLbError(error)) throw error
+      this.#stats.badRequests++
+      answer(400, 'Bad Request', `400 Bad Request: ${(error as Error).message}\n`)
+      return
+    }
+    const route = this.#match(host, target.path)
     if (route === undefined) {
-      fail(404, `Not Found: no route for ${req.headers.host ?? ''}${req.url ?? ''}`)
+      this.#stats.noRoute++
+      answer(
+        404,
+        'Not Found',
+        `404 Not Found: no route for host ${JSON.stringify(req.headers.host ?? '')} and path ${JSON.stringify(target.path)}\n`,
+      )
       return
     }
     let endpoint: Endpoint<string>
@@ -1102,13 +1233,26 @@ class ProxyImpl extends TypedEmitter<ProxyEvents> implements ReverseProxy {
       endpoint = route.balancer.pick(route.key?.(req))
     } catch (error) {
       this.#stats.unavailable++
-      fail(503, `Service Unavailable: route "${route.name}": ${(error as Error).message}`)
+      failure({
+        status: 503,
+        route: route.name,
+        endpoint: undefined,
+        reason: (error as Error).message,
+        error,
+        attempts: 0,
+      })
       return
     }
     const origin = new URL(endpoint.value)
     const headers: Record<string, string | string[]> = {}
+    let hosts = 0
     for (let i = 0; i < req.rawHeaders.length; i += 2) {
       const name = req.rawHeaders[i]!.toLowerCase()
+      if (name === 'host' && ++hosts > 1) {
+        this.#stats.badRequests++
+        answer(400, 'Bad Request', '400 Bad Request: more than one Host header\n')
+        return
+      }
       if (name === 'host' && !this.#o.preserveHost) continue
       if (name.startsWith('x-forwarded-') && !this.#o.trustForwarded) continue
       const prev = headers[name]
@@ -1125,11 +1269,6 @@ class ProxyImpl extends TypedEmitter<ProxyEvents> implements ReverseProxy {
         : 'http'
       if (req.headers.host !== undefined) headers['x-forwarded-host'] ??= req.headers.host
     }
-    let path = req.url ?? '/'
-    if (route.stripPrefix && route.prefix !== '/') {
-      path = path.slice(route.prefix.length)
-      if (path === '' || path.charCodeAt(0) !== 47) path = `/${path}`
-    }
     const startedAt = route.balancer.begin(endpoint)
     let ended = false
     const end = (ok: boolean) => {
@@ -1142,7 +1281,7 @@ class ProxyImpl extends TypedEmitter<ProxyEvents> implements ReverseProxy {
       host: origin.hostname,
       port: origin.port || 80,
       method: req.method,
-      path,
+      path: upstreamPath(route, target),
       headers,
       timeout: this.#o.connectTimeoutMs,
     })
@@ -1153,18 +1292,32 @@ class ProxyImpl extends TypedEmitter<ProxyEvents> implements ReverseProxy {
     )
     upstream.on('error', (error) => {
       end(false)
-      if (socket.writable)
-        fail(
-          502,
-          `Bad Gateway: upstream "${endpoint.id}" failed (${(error as { code?: string }).code ?? error.message})`,
-        )
+      if (socket.writable) {
+        this.#stats.badGateway++
+        failure({
+          status: 502,
+          route: route.name,
+          endpoint: endpoint.id,
+          reason: (error as { code?: string }).code ?? error.message,
+          error,
+          attempts: 1,
+        })
+      }
     })
     upstream.on('response', (res) => {
       end(res.statusCode !== undefined && res.statusCode < 500)
-      let head = `HTTP/1.1 ${res.statusCode} ${res.statusMessage}\r\n`
-      for (let i = 0; i < res.rawHeaders.length; i += 2)
-        head += `${res.rawHeaders[i]}: ${res.rawHeaders[i + 1]}\r\n`
-      socket.write(`${head}\r\n`)
+      // A refusal (no 101): node has already de-chunked the body, so relay it without the
+      // hop-by-hop headers (Transfer-Encoding among them) and delimit it by closing the connection.
+      const listed = connectionTokens(res.headers.connection)
+      let text = `HTTP/1.1 ${res.statusCode} ${res.statusMessage}\r\n`
+      for (let i = 0; i < res.rawHeaders.length; i += 2) {
+        const name = res.rawHeaders[i]!
+        const lower = name.toLowerCase()
+        if (HOP_BY_HOP.has(lower) || listed?.has(lower)) continue
+        text += `${name}: ${res.rawHeaders[i + 1]}\r\n`
+      }
+      socket.write(`${text}connection: close\r\n\r\n`)
+      res.on('error', () => socket.destroy())
       res.pipe(socket)
     })
     upstream.on('upgrade', (res, upSocket, upHead) => {

@@ -92,3 +92,18 @@ export function etagMatches(ifNoneMatch: string | undefined, etag: string | unde
   const target = strip(etag)
   return ifNoneMatch.split(',').some((t) => strip(t) === target)
 }
+
+/**
+ * The key the proxy stores a response under: the method, the normalised `host[:port]`, the
+ * normalised path and the query, as a JSON array. Each part stays in its own slot, so two
+ * requests share a key only when all four are equal, whatever bytes a part holds (a `Host`
+ * with a `/` cannot pass for a longer path).
+ */
+export function responseCacheKey(
+  method: string,
+  host: string | undefined,
+  path: string,
+  query: string | undefined,
+): string {
+  return JSON.stringify([method, host ?? null, path, query ?? null])
+}

@@ -209,6 +209,20 @@ describe('createBalancedClient', () => {
     expect(b!.hits).toBeGreaterThan(0)
   })
 
+  it('stops the body when the caller aborts after the headers arrived', async () => {
+    const [a] = await backends('a')
+    const c = client({ endpoints: [a!.url], bodyTimeoutMs: 20_000 })
+    const controller = new AbortController()
+    // The backend would end the body after 10 s; the abort must cut it long before.
+    const res = await c.request({ path: '/slowbody?ms=10000', signal: controller.signal })
+    expect(res.statusCode).toBe(200)
+    const reading = res.body.text()
+    await sleep(50)
+    controller.abort(new Error('user left'))
+    await expect(reading).rejects.toThrow()
+    await waitFor(() => a!.cut === 1, 5000)
+  })
+
   it('rejects bad options, naming them', () => {
     expect(() => createBalancedClient({ endpoints: ['not a url'] })).toThrow(InvalidArgumentError)
     expect(() => createBalancedClient({})).toThrow(/"endpoints"/)

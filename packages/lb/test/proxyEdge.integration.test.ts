@@ -1,0 +1,321 @@
+import { once } from 'node:events'
+import { request as httpRequest } from 'node:http'
+import { type AddressInfo, connect, createServer as createNetServer, type Socket } from 'node:net'
+import { afterEach, describe, expect, it } from 'vitest'
+import {
+  type CachedResponse,
+  createProxy,
+  type ProxyOptions,
+  type RequestFailedEvent,
+  type ReverseProxy,
+  type UpstreamErrorEvent,
+} from '../src/index.js'
+import { type Backend, startBackends } from './fixtures/backend.js'
+
+let cleanup: Array<() => Promise<void>> = []
+afterEach(async () => {
+  for (const fn of cleanup.reverse()) await fn()
+  cleanup = []
+})
+
+async function backends(...names: string[]): Promise<Backend[]> {
+  const list = await startBackends(...names)
+  cleanup.push(async () => {
+    await Promise.all(list.map((b) => b.kill()))
+  })
+  return list
+}
+
+async function proxy(options: ProxyOptions): Promise<{ proxy: ReverseProxy; port: number }> {
+  const p = createProxy(options)
+  const address: AddressInfo = await p.listen(0, '127.0.0.1')
+  cleanup.push(() => p.close())
+  return { proxy: p, port: address.port }
+}
+
+/** A server on a raw socket: answers every request with `answer` and closes. */
+async function rawUpstream(answer: string): Promise<string> {
+  const sockets = new Set<Socket>()
+  const server = createNetServer((socket) => {
+    sockets.add(socket)
+    socket.once('close', () => sockets.delete(socket))
+    socket.once('data', () => socket.end(answer))
+  })
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r))
+  cleanup.push(
+    () =>
+      new Promise((r) => {
+        for (const s of sockets) s.destroy()
+        server.close(() => r())
+      }),
+  )
+  return `http://127.0.0.1:${(server.address() as AddressInfo).port}`
+}
+
+interface RawResponse {
+  status: number
+  head: string
+  headers: Record<string, string>
+  body: string
+}
+
+/** Sends bytes as they are on a fresh connection and reads until the proxy closes it. */
+async function send(port: number, text: string): Promise<RawResponse> {
+  const socket = connect(port, '127.0.0.1')
+  socket.write(text)
+  let all = ''
+  socket.setEncoding('latin1')
+  socket.on('data', (d: string) => {
+    all += d
+  })
+  await once(socket, 'close')
+  const end = all.indexOf('\r\n\r\n')
+  const head = all.slice(0, end)
+  const headers: Record<string, string> = {}
+  for (const line of head.split('\r\n').slice(1)) {
+    const colon = line.indexOf(':')
+    headers[line.slice(0, colon).toLowerCase()] = line.slice(colon + 1).trim()
+  }
+  let body = all.slice(end + 4)
+  if (headers['transfer-encoding'] === 'chunked') {
+    let out = ''
+    for (;;) {
+      const eol = body.indexOf('\r\n')
+      const size = Number.parseInt(body.slice(0, eol), 16)
+      if (!(size > 0)) break
+      out += body.slice(eol + 2, eol + 2 + size)
+      body = body.slice(eol + 4 + size)
+    }
+    body = out
+  }
+  return { status: Number(head.split(' ')[1]), head, headers, body }
+}
+
+const get = (port: number, target: string, host = `127.0.0.1:${port}`, extra = '') =>
+  send(port, `GET ${target} HTTP/1.1\r\nHost: ${host}\r\n${extra}Connection: close\r\n\r\n`)
+
+function mapStore() {
+  const map = new Map<string, CachedResponse>()
+  return {
+    map,
+    store: {
+      get: (k: string) => map.get(k),
+      set: (k: string, v: CachedResponse) => void map.set(k, v),
+    },
+  }
+}
+
+describe('createProxy at the edge (raw sockets)', () => {
+  describe('Host header', () => {
+    it('refuses a Host that is not host[:port] with 400, so it cannot poison the cache key of another path', async () => {
+      const [a] = await backends('a')
+      const { store, map } = mapStore()
+      const { port } = await proxy({ routes: [{ upstream: [a!.url] }], cache: { store } })
+      const cacheable = '/cache?cc=max-age%3D60'
+      const poisoned = await get(port, cacheable, 'shop.test/x')
+      expect(poisoned.status).toBe(400)
+      expect(map.size).toBe(0)
+      // The victim: GET /x/cache... on shop.test must come from the backend, not the attacker's entry.
+      const victim = await get(port, `/x${cacheable}`, 'shop.test')
+      expect(victim.status).toBe(200)
+      expect(victim.headers['x-cache']).toBe('MISS')
+      expect(JSON.parse(victim.body)).toMatchObject({ backend: 'a', url: `/x${cacheable}` })
+      for (const bad of ['shop.test:80/x', 'a b', 'shop.test:99999', 'shop..test', '[::1', 'x@y']) {
+        expect((await get(port, '/', bad)).status, bad).toBe(400)
+      }
+      const twice = await send(
+        port,
+        'GET / HTTP/1.1\r\nHost: a.test\r\nHost: b.test\r\nConnection: close\r\n\r\n',
+      )
+      expect(twice.status).toBe(400)
+      expect(a!.hits).toBe(1)
+    })
+
+    it('keys cached entries by method, normalised host, path and query', async () => {
+      const [a] = await backends('a')
+      const { store, map } = mapStore()
+      const { port } = await proxy({ routes: [{ upstream: [a!.url] }], cache: { store } })
+      const target = '/cache?cc=max-age%3D60'
+      expect((await get(port, target, 'Shop.Test:8080')).headers['x-cache']).toBe('MISS')
+      expect((await get(port, target, 'shop.test:8080')).headers['x-cache']).toBe('HIT')
+      expect((await get(port, target, 'shop.test.:8080')).headers['x-cache']).toBe('HIT')
+      expect((await get(port, target, 'shop.test')).headers['x-cache']).toBe('MISS')
+      expect([...map.keys()]).toEqual([
+        JSON.stringify(['GET', 'shop.test:8080', '/cache', 'cc=max-age%3D60']),
+        JSON.stringify(['GET', 'shop.test', '/cache', 'cc=max-age%3D60']),
+      ])
+    })
+  })
+
+  describe('request target', () => {
+    async function guarded() {
+      const [app, guard] = await backends('app', 'guard')
+      const { port } = await proxy({
+        routes: [
+          { pathPrefix: '/_internal', upstream: [guard!.url] },
+          { pathPrefix: '/', upstream: [app!.url] },
+        ],
+      })
+      return { app: app!, guard: guard!, port }
+    }
+
+    it('never routes a target that normalises into a prefix to another route', async () => {
+      const { app, port } = await guarded()
+      for (const target of [
+        '/./_internal/x',
+        '/%2e/_internal/x',
+        '/a/%2E%2e/_internal/x',
+        '/public/../_internal/x',
+        '//_internal/x',
+        '/%5finternal/x',
+        '/public/%2e%2e/_internal/x',
+      ]) {
+        const res = await get(port, target)
+        expect(res.status, target).toBe(200)
+        expect(res.headers['x-backend'], target).toBe('guard')
+        expect(JSON.parse(res.body).url, target).toBe('/_internal/x')
+      }
+      expect(app.hits).toBe(0)
+    })
+
+    it('refuses with 400 targets it cannot normalise safely and absolute-form targets for another host', async () => {
+      const { app, guard, port } = await guarded()
+      for (const target of [
+        'http://x/_internal/x',
+        'http://evil.test/',
+        '/public/%2f..%2f_internal/x',
+        '/public/..%5c_internal/x',
+        '/public\\..\\_internal/x',
+        '/..;/_internal/x',
+        '/../_internal/x',
+        '/%zz',
+        '*',
+      ]) {
+        const res = await get(port, target)
+        expect(res.status, target).toBe(400)
+        expect(res.body, target).toMatch(/^400 Bad Request/)
+      }
+      expect(app.hits + guard.hits).toBe(0)
+      // Absolute-form naming the proxy itself is routed on its normalised path.
+      const own = await get(port, `http://127.0.0.1:${port}/a/../_internal/x?q=1`)
+      expect(own.status).toBe(200)
+      expect(own.headers['x-backend']).toBe('guard')
+      expect(JSON.parse(own.body).url).toBe('/_internal/x?q=1')
+    })
+
+    it('refuses a traversal target on a WebSocket upgrade too', async () => {
+      const { app, port } = await guarded()
+      const res = await send(
+        port,
+        `GET /%2e%2e/x HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n`,
+      )
+      expect(res.status).toBe(400)
+      const bad = await send(
+        port,
+        `GET / HTTP/1.1\r\nHost: a/b\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n`,
+      )
+      expect(bad.status).toBe(400)
+      expect(app.hits).toBe(0)
+    })
+  })
+
+  describe('Connection header of a response', () => {
+    it('strips only the headers whose exact names it lists', async () => {
+      const origin = await rawUpstream(
+        'HTTP/1.1 200 OK\r\nConnection: close, x-set-cookie-hint\r\nSet-Cookie: sid=1\r\nx-set-cookie-hint: y\r\nx-cookie: z\r\ncontent-length: 2\r\n\r\nok',
+      )
+      const { port } = await proxy({ routes: [{ upstream: [origin] }] })
+      const res = await get(port, '/')
+      expect(res.status).toBe(200)
+      expect(res.headers['set-cookie']).toBe('sid=1')
+      expect(res.headers['x-cookie']).toBe('z')
+      expect(res.headers['x-set-cookie-hint']).toBeUndefined()
+      expect(res.body).toBe('ok')
+    })
+  })
+
+  describe('WebSocket upgrade refused by the upstream', () => {
+    it('relays a non-101 answer with valid framing and no hop-by-hop headers', async () => {
+      const origin = await rawUpstream(
+        'HTTP/1.1 403 Forbidden\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\nKeep-Alive: timeout=5\r\nx-reason: nope\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n',
+      )
+      const { port } = await proxy({ routes: [{ upstream: [origin] }] })
+      const req = httpRequest({
+        host: '127.0.0.1',
+        port,
+        path: '/ws',
+        headers: { connection: 'Upgrade', upgrade: 'websocket' },
+      })
+      req.end()
+      const [res] = (await once(req, 'response')) as [import('node:http').IncomingMessage]
+      let body = ''
+      for await (const chunk of res) body += chunk
+      expect(res.statusCode).toBe(403)
+      expect(res.headers['x-reason']).toBe('nope')
+      expect(res.headers['keep-alive']).toBeUndefined()
+      expect(body).toBe('hello world')
+    })
+  })
+
+  describe('error bodies', () => {
+    const GENERIC =
+      /^(502 Bad Gateway|503 Service Unavailable|504 Gateway Timeout)\nrequest id: ([\w-]+)\n$/
+
+    it('answer 502, 503 and 504 with the status and a request id; the details go to events', async () => {
+      const [a] = await backends('a')
+      const refused = await backends('gone')
+      const goneUrl = refused[0]!.url
+      await refused[0]!.kill()
+      const badHeader = await rawUpstream(
+        'HTTP/1.1 200 OK\r\ncontent-length: 2\r\nx-bad: a\u0001b\r\n\r\nok',
+      )
+      const { port, proxy: p } = await proxy({
+        routes: [
+          { name: 'down', pathPrefix: '/down', upstream: [goneUrl] },
+          { name: 'bad', pathPrefix: '/bad', upstream: [badHeader] },
+          { name: 'slow', pathPrefix: '/', upstream: [a!.url] },
+        ],
+        headersTimeoutMs: 100,
+      })
+      const failed: RequestFailedEvent[] = []
+      const upstreamErrors: UpstreamErrorEvent[] = []
+      p.on('request-failed', (e) => failed.push(e))
+      p.on('upstream-error', (e) => upstreamErrors.push(e))
+      const answers = [
+        await get(port, '/down/x'),
+        await get(port, '/bad/x'),
+        await get(port, '/slow?ms=1000'),
+      ]
+      expect(answers.map((r) => r.status)).toEqual([503, 502, 504])
+      for (const [i, res] of answers.entries()) {
+        const m = GENERIC.exec(res.body)
+        expect(m, res.body).not.toBeNull()
+        expect(res.body).not.toContain('127.0.0.1')
+        expect(res.headers['x-request-id']).toBe(m![2])
+        expect(failed[i]).toMatchObject({ requestId: m![2], status: res.status })
+      }
+      expect(failed.map((e) => e.route)).toEqual(['down', 'bad', 'slow'])
+      expect(failed[0]!.endpoint).toBe(goneUrl)
+      expect(failed[2]!.endpoint).toBe(a!.url)
+      expect(upstreamErrors.find((e) => e.route === 'bad')?.requestId).toBe(failed[1]!.requestId)
+    })
+
+    it('answer a failed WebSocket upgrade with a generic body too', async () => {
+      const refused = await backends('gone')
+      const goneUrl = refused[0]!.url
+      await refused[0]!.kill()
+      const { port, proxy: p } = await proxy({ routes: [{ upstream: [goneUrl] }] })
+      const failed: RequestFailedEvent[] = []
+      p.on('request-failed', (e) => failed.push(e))
+      const res = await send(
+        port,
+        `GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n`,
+      )
+      expect(res.status).toBe(502)
+      expect(res.body).toMatch(GENERIC)
+      expect(res.body).not.toContain('127.0.0.1')
+      expect(failed).toMatchObject([{ status: 502, endpoint: goneUrl }])
+      expect(res.body).toContain(failed[0]!.requestId)
+    })
+  })
+})
