@@ -26,6 +26,25 @@ export interface CacheEvents {
     /** What was noticed. */
     reason: string
   }
+  /**
+   * A message on the invalidation channel was dropped: malformed (anyone with access to
+   * Redis can publish there), or its handling failed. Counted in `stats().bus.rejected`.
+   */
+  'bus:rejected': {
+    /** What was wrong with it, such as `bad keys` or `not JSON`. */
+    reason: string
+  }
+  /**
+   * An L2 value could not be decoded (not an envelope of this cache, written with another
+   * serializer, or the serializer threw): it was treated as a miss. Counted in
+   * `stats().l2.decodeErrors`.
+   */
+  'decode:error': {
+    /** The key. */
+    key: string
+    /** Why it could not be decoded. */
+    error: Error
+  }
   /** The invalidation subscription works again (L1 was flushed first). */
   'bus:up': Record<string, never>
   /** L1 was emptied. */
@@ -97,6 +116,8 @@ export interface CacheStats {
     misses: number
     /** L2 calls that failed or timed out. */
     errors: number
+    /** L2 values that could not be decoded and were treated as misses. */
+    decodeErrors: number
   }
   /** Loader calls and their failures. */
   loader: {
@@ -123,6 +144,8 @@ export interface CacheStats {
     received: number
     /** Gaps seen in other instances' sequence numbers. */
     gaps: number
+    /** Messages dropped because they were malformed or their handling failed. */
+    rejected: number
     /** Times L1 was flushed (clear, gap, resubscription). */
     flushes: number
   }
@@ -130,4 +153,6 @@ export interface CacheStats {
   breaker: CircuitState
   /** Invalidations waiting for L2 to return. */
   pendingInvalidations: number
+  /** The namespace generation this instance reads and writes (moved by `clear()`). */
+  generation: number
 }

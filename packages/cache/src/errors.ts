@@ -85,6 +85,20 @@ export class L2UnavailableError extends CacheError {
   }
 }
 
+/**
+ * An L2 value could not be decoded: not an envelope of this cache, written with another
+ * serializer, or a payload the serializer rejects. Never thrown to callers: the read is a
+ * miss and the error comes with the `decode:error` event.
+ */
+export class DecodeError extends CacheError {
+  /** The class name, `'DecodeError'`. */
+  override name = 'DecodeError'
+
+  constructor(message: string, options: CacheErrorOptions = {}) {
+    super('E_CACHE_DECODE', message, options)
+  }
+}
+
 /** The cache was closed: it answers no more calls. */
 export class CacheClosedError extends CacheError {
   /** The class name, `'CacheClosedError'`. */
@@ -109,6 +123,8 @@ export const errors = {
   L2UnavailableError,
   /** {@link CacheClosedError} */
   CacheClosedError,
+  /** {@link DecodeError} */
+  DecodeError,
 } as const
 
 /** Whether `error` was thrown by `@ballast/cache` (any installed copy of it). */

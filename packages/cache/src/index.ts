@@ -25,6 +25,7 @@ export type { CacheErrorOptions } from './errors.js'
 export {
   CacheClosedError,
   CacheError,
+  DecodeError,
   errors,
   InvalidArgumentError,
   isCacheError,

@@ -10,7 +10,7 @@ import type {
   SetOptions,
 } from './cacheOptions.js'
 import { DEFAULT_CACHE_OPTIONS } from './cacheOptions.js'
-import { CacheClosedError, L2UnavailableError, LoaderTimeoutError } from './errors.js'
+import { CacheClosedError, DecodeError, L2UnavailableError, LoaderTimeoutError } from './errors.js'
 import { type BloomShape, bloomOffsets, bloomShape } from './internal/bloom.js'
 import { Bus, type BusMessage } from './internal/bus.js'
 import { exactNow, now } from './internal/clock.js'
@@ -19,8 +19,9 @@ import {
   type Envelope,
   encodeEnvelope,
   envelopeToken,
+  SERIALIZER_MARK,
 } from './internal/envelope.js'
-import { L2, type RedisClient } from './internal/l2.js'
+import { L2, type RedisClient, TAG_CHUNK, type TagMember } from './internal/l2.js'
 import { L2Guard } from './internal/l2Guard.js'
 import { boolean, duration, integer, invalid, ratio, string } from './internal/validate.js'
 import type { L1Entry, L1Store } from './l1Store.js'
@@ -42,6 +43,8 @@ interface Resolved {
   lockLease: number
   lockWait: number
   maxPending: number
+  /** How long after a failed invalidation (or a failed replay) the replay is tried again. */
+  replayDelay: number
 }
 
 /** Per-call options after defaults. */
@@ -146,6 +149,8 @@ export class TwoLevelCache<T = unknown> {
 
   readonly #pending = { keys: new Set<string>(), tags: new Set<string>(), clear: false }
   #replaying: Promise<void> | undefined
+  /** Retries the replay: a failure that never opens the breaker nor drops the bus must not keep L2 unread. */
+  #replayTimer: NodeJS.Timeout | undefined
 
   readonly #s = {
     l1Hits: 0,
@@ -153,6 +158,7 @@ export class TwoLevelCache<T = unknown> {
     l2Hits: 0,
     l2Misses: 0,
     l2Errors: 0,
+    decodeErrors: 0,
     loaderCalls: 0,
     loaderErrors: 0,
     loaderTimeouts: 0,
@@ -165,7 +171,8 @@ export class TwoLevelCache<T = unknown> {
   /** Use {@link createCache}. */
   constructor(options: CacheOptions = {}) {
     const d = DEFAULT_CACHE_OPTIONS
-    const namespace = string('namespace', options.namespace ?? d.namespace, /^[^\s{}]+$/)
+    // no ':' in a namespace: `a` and `a:0:e` would share keys
+    const namespace = string('namespace', options.namespace ?? d.namespace, /^[^\s{}:]+$/)
     const prefix = string('prefix', options.prefix ?? d.prefix, /^[^\s{}]+$/)
     const breaker = { ...d.breaker, ...options.breaker }
     const lock = { ...d.lock, ...options.lock }
@@ -188,6 +195,7 @@ export class TwoLevelCache<T = unknown> {
         options.maxPendingInvalidations ?? d.maxPendingInvalidations,
         1,
       ),
+      replayDelay: 0,
     }
     const l2Timeout = duration('l2Timeout', options.l2Timeout ?? d.l2Timeout, true)
     const windowSize = integer('breaker.windowSize', breaker.windowSize, 1)
@@ -199,6 +207,7 @@ export class TwoLevelCache<T = unknown> {
     )
     const volumeThreshold = integer('breaker.volumeThreshold', breaker.volumeThreshold, 0)
     const resetTimeout = duration('breaker.resetTimeout', breaker.resetTimeout, true)
+    this.#o.replayDelay = resetTimeout
     const heartbeatInterval = duration(
       'heartbeatInterval',
       options.heartbeatInterval ?? d.heartbeatInterval,
@@ -224,6 +233,8 @@ export class TwoLevelCache<T = unknown> {
     ) {
       invalid('serializer', 'an object with serialize() and deserialize()', serializer)
     }
+    // the name goes into every value's token: a reader with another serializer then knows
+    string('serializer.name', serializer.name, /^[A-Za-z0-9_.-]{1,64}$/)
     this.#serializer = serializer
 
     const l1 = options.l1 ?? {}
@@ -283,6 +294,7 @@ export class TwoLevelCache<T = unknown> {
         gap: () => this.#flush('gap'),
         up: () => this.#onBusUp(),
         down: (reason) => this.#onBusDown(reason),
+        rejected: (reason) => this.#emit('bus:rejected', { reason }),
       },
     })
     // nothing is sent before the client is connected: with enableOfflineQueue: false those
@@ -462,9 +474,18 @@ export class TwoLevelCache<T = unknown> {
       const started = exactNow()
       this.#s.loaderCalls++
       const batch = Promise.resolve().then(() => loader(toLoad))
+      // an array result is read by position: one index for all keys, not an indexOf per key
+      let positions: Map<string, number> | undefined
+      const positionOf = (key: string): number => {
+        if (positions === undefined) {
+          positions = new Map()
+          for (let i = 0; i < toLoad.length; i++) positions.set(toLoad[i] as string, i)
+        }
+        return positions.get(key) as number
+      }
       for (const key of toLoad) {
         const one = batch.then(async (result) => {
-          const value = pick(result, key, toLoad)
+          const value = pick(result, key, positionOf)
           await this.#writeBack(key, value, o, tokens.get(key), started, startEpoch)
           return value
         })
@@ -541,13 +562,7 @@ export class TwoLevelCache<T = unknown> {
           return
         }
         await this.#run('set', async (l2) => {
-          for (const tw of tagWrites) {
-            await l2.addTags(
-              tw.tags.map((tag) => this.#tagKey(tag)),
-              tw.key,
-              tw.px,
-            )
-          }
+          if (tagWrites.length > 0) await l2.addTags(this.#tagMembers(tagWrites, t), t)
           await l2.setMany(writes.map((w) => ({ ...w, key: this.#entryKey(w.key) })))
         })
         if (this.#bloom !== undefined)
@@ -644,7 +659,12 @@ export class TwoLevelCache<T = unknown> {
         bytes: this.#l1?.bytes ?? 0,
         engine: this.#l1?.name ?? 'none',
       },
-      l2: { hits: s.l2Hits, misses: s.l2Misses, errors: s.l2Errors },
+      l2: {
+        hits: s.l2Hits,
+        misses: s.l2Misses,
+        errors: s.l2Errors,
+        decodeErrors: s.decodeErrors,
+      },
       loader: { calls: s.loaderCalls, errors: s.loaderErrors, timeouts: s.loaderTimeouts },
       staleServed: s.staleServed,
       coalesced: s.coalesced,
@@ -654,10 +674,12 @@ export class TwoLevelCache<T = unknown> {
         published: bus?.published ?? 0,
         received: bus?.received ?? 0,
         gaps: bus?.gaps ?? 0,
+        rejected: bus?.rejected ?? 0,
         flushes: s.flushes,
       },
       breaker: this.#guard?.state ?? 'closed',
       pendingInvalidations: this.#pendingCount(),
+      generation: this.#gen,
     }
   }
 
@@ -693,6 +715,8 @@ export class TwoLevelCache<T = unknown> {
     if (this.#closed) return
     this.#closed = true
     this.#l1Trusted = false
+    clearTimeout(this.#replayTimer)
+    this.#replayTimer = undefined
     for (const waiters of this.#fillWaiters.values()) for (const wake of waiters) wake()
     this.#fillWaiters.clear()
     await this.#bus?.close()
@@ -732,7 +756,7 @@ export class TwoLevelCache<T = unknown> {
       this.#l2Failed('get', error)
       return this.#l2Fallback(key)
     }
-    const env = raw === null ? undefined : decodeEnvelope(raw)
+    const env = raw === null ? undefined : this.#decode(key, raw)
     if (env !== undefined && env.kind !== 't' && env.freshUntil > now()) {
       this.#s.l2Hits++
       return this.#fromL2(key, env, epoch) as T | undefined
@@ -778,7 +802,7 @@ export class TwoLevelCache<T = unknown> {
       return {
         ok: true,
         token: envelopeToken(raw),
-        envelope: raw === null ? undefined : decodeEnvelope(raw),
+        envelope: raw === null ? undefined : this.#decode(key, raw),
         raw,
         epoch,
       }
@@ -801,10 +825,10 @@ export class TwoLevelCache<T = unknown> {
       const raws = await this.#run('mget', (l2) => l2.mget(keys.map((key) => this.#entryKey(key))))
       return Object.assign(
         raws.map(
-          (raw): L2Read => ({
+          (raw, i): L2Read => ({
             ok: true,
             token: envelopeToken(raw),
-            envelope: raw === null ? undefined : decodeEnvelope(raw),
+            envelope: raw === null ? undefined : this.#decode(keys[i] as string, raw),
             raw,
           }),
         ),
@@ -822,9 +846,47 @@ export class TwoLevelCache<T = unknown> {
       this.#maybeBackfill(key, env, undefined, epoch)
       return undefined
     }
-    const value = this.#serializer.deserialize(env.payload)
+    const value = env.value
     this.#maybeBackfill(key, env, value, epoch)
     return value
+  }
+
+  /**
+   * The envelope of a raw L2 value with its payload deserialized, or `undefined` (a miss, with
+   * a `decode:error` event) when it cannot be read: not an envelope, a value written with
+   * another serializer (a rolling deploy), or a payload the serializer rejects. Whatever
+   * is stored at our keys, reads never reject because of it.
+   */
+  #decode(key: string, raw: string): Envelope | undefined {
+    const env = decodeEnvelope(raw)
+    if (env === undefined) {
+      this.#decodeFailed(key, 'it is not an envelope of @ballast/cache')
+      return undefined
+    }
+    if (env.kind !== 'v') return env
+    const name = this.#serializer.name
+    if (env.serializer !== undefined && env.serializer !== name) {
+      this.#decodeFailed(key, `it was written with the ${env.serializer} serializer, not ${name}`)
+      return undefined
+    }
+    try {
+      env.value = this.#serializer.deserialize(env.payload)
+    } catch (cause) {
+      const why = cause instanceof Error ? cause.message : String(cause)
+      this.#decodeFailed(key, `the ${name} serializer rejected its payload: ${why}`, cause)
+      return undefined
+    }
+    return env
+  }
+
+  #decodeFailed(key: string, why: string, cause?: unknown): void {
+    this.#s.decodeErrors++
+    if (this.#events.listenerCount('decode:error') === 0) return
+    const error = new DecodeError(
+      `the L2 value of key ${JSON.stringify(key)} was treated as a miss: ${why}`,
+      { cause },
+    )
+    this.#emit('decode:error', { key, error })
   }
 
   #maybeBackfill(key: string, env: Envelope, value: unknown, epoch: number): void {
@@ -853,7 +915,7 @@ export class TwoLevelCache<T = unknown> {
     l2ok: boolean,
   ): Stale | undefined {
     if (env !== undefined && env.kind === 'v' && env.staleUntil > t) {
-      return { value: this.#serializer.deserialize(env.payload) }
+      return { value: env.value }
     }
     if (l2ok && (env?.kind === 't' || !this.#l1Trusted)) return undefined
     const entry = this.#l1?.get(key)
@@ -1095,12 +1157,9 @@ export class TwoLevelCache<T = unknown> {
       }
       try {
         if (o.tags !== undefined && o.tags.length > 0) {
+          const tags = o.tags
           await this.#run('tag', (l2) =>
-            l2.addTags(
-              (o.tags as readonly string[]).map((tag) => this.#tagKey(tag)),
-              key,
-              w.px,
-            ),
+            l2.addTags(this.#tagMembers([{ tags, key, px: w.px }], t), t),
           )
         }
         const written = await this.#run('cas', (l2) =>
@@ -1147,7 +1206,10 @@ export class TwoLevelCache<T = unknown> {
       !negative && this.#o.earlyRefresh > 0
         ? t + ttl * this.#o.earlyRefresh
         : Number.POSITIVE_INFINITY
-    const version = this.#token()
+    // a value's version names its serializer (see envelope.ts); a negative entry has no payload
+    const version = negative
+      ? this.#token()
+      : `${this.#token()}${SERIALIZER_MARK}${this.#serializer.name}`
     const text = encodeEnvelope(
       negative ? 'n' : 'v',
       version,
@@ -1323,7 +1385,9 @@ export class TwoLevelCache<T = unknown> {
         return
       case 'c':
         this.#flush('clear')
-        if (typeof message.n === 'number' && message.n > this.#gen) this.#gen = message.n
+        // the message's number is not trusted (anyone with Redis access can publish): the
+        // generation key is, and a genuine clear incremented it before publishing
+        this.#genLoad = this.#loadGen()
         this.#emit('invalidation', { origin: message.o, clear: true })
         return
       case 'f':
@@ -1405,7 +1469,13 @@ export class TwoLevelCache<T = unknown> {
   async #readGen(): Promise<void> {
     try {
       const raw = await this.#run('generation', (l2) => l2.get(`${this.#base}gen`))
-      const gen = raw === null ? 0 : Number(raw)
+      const gen = raw === null ? 0 : /^\d{1,16}$/.test(raw) ? Number(raw) : Number.NaN
+      if (!Number.isSafeInteger(gen)) {
+        // written by someone else: which generation is current cannot be known, so L2 is not read
+        throw new L2UnavailableError(
+          `the generation key holds ${JSON.stringify(raw?.slice(0, 40))}, not a safe integer`,
+        )
+      }
       if (gen > this.#gen) this.#gen = gen
     } catch (error) {
       this.#l2Failed('generation', error)
@@ -1456,12 +1526,56 @@ export class TwoLevelCache<T = unknown> {
     )
   }
 
+  /** Tag writes grouped by tag key: one script call per tag (and chunk), however many keys carry it. */
+  #tagMembers(
+    tagWrites: readonly { tags: readonly string[]; key: string; px: number }[],
+    t: number,
+  ): Map<string, TagMember[]> {
+    const byTag = new Map<string, TagMember[]>()
+    for (const tw of tagWrites) {
+      for (const tag of tw.tags) {
+        const tagKey = this.#tagKey(tag)
+        let members = byTag.get(tagKey)
+        if (members === undefined) {
+          members = []
+          byTag.set(tagKey, members)
+        }
+        members.push({ member: tw.key, until: t + tw.px })
+      }
+    }
+    return byTag
+  }
+
+  /**
+   * Tombstones a tag's members and removes them from its set, `TAG_CHUNK` at a time, so each
+   * L2 call stays small and within `l2Timeout` whatever the size of the tag. Members are
+   * removed only once tombstoned: a failure part-way leaves the rest for the replay.
+   */
   async #deleteTagsL2(tags: readonly string[]): Promise<void> {
     for (const tag of tags) {
       const tagKey = this.#tagKey(tag)
-      const members = await this.#run('deleteByTag', (l2) => l2.smembers(tagKey))
-      if (members.length > 0) await this.#tombstone(members)
-      await this.#run('deleteByTag', (l2) => l2.del([tagKey]))
+      const live = await this.#run('deleteByTag', (l2) => l2.pruneTag(tagKey, exactNow()))
+      // members added while we work are taken too, but a stream of writers cannot keep us here
+      const rounds = Math.ceil(live / TAG_CHUNK) + 2
+      for (let round = 0; round < rounds; round++) {
+        const members = await this.#run('deleteByTag', (l2) => l2.tagMembers(tagKey, TAG_CHUNK))
+        if (members.length === 0) break
+        await this.#tombstone(members)
+        await this.#run('deleteByTag', (l2) => l2.removeTagMembers(tagKey, members))
+      }
+      // a tag set written by a version before sorted sets (a rolling deploy): same, by SSCAN
+      const legacyKey = this.#legacyTagKey(tag)
+      let cursor = '0'
+      do {
+        const [next, members] = await this.#run('deleteByTag', (l2) =>
+          l2.scanLegacyTag(legacyKey, cursor, TAG_CHUNK),
+        )
+        if (members.length > 0) {
+          await this.#tombstone(members)
+          await this.#run('deleteByTag', (l2) => l2.removeLegacyTagMembers(legacyKey, members))
+        }
+        cursor = next
+      } while (cursor !== '0')
     }
   }
 
@@ -1481,6 +1595,16 @@ export class TwoLevelCache<T = unknown> {
       p.tags.clear()
       p.clear = true
     }
+    this.#scheduleReplay()
+  }
+
+  #scheduleReplay(): void {
+    if (this.#replayTimer !== undefined || this.#closed) return
+    this.#replayTimer = setTimeout(() => {
+      this.#replayTimer = undefined
+      void this.#replay()
+    }, this.#o.replayDelay)
+    this.#replayTimer.unref()
   }
 
   #pendingCount(): number {
@@ -1515,6 +1639,7 @@ export class TwoLevelCache<T = unknown> {
         this.#emit('replayed', { keys: keys.length, tags: tags.length, clear })
       } catch (error) {
         this.#l2Failed('replay', error)
+        this.#scheduleReplay()
       } finally {
         this.#replaying = undefined
       }
@@ -1529,6 +1654,11 @@ export class TwoLevelCache<T = unknown> {
   }
 
   #tagKey(tag: string): string {
+    return `${this.#base}${this.#gen}:z:${tag}`
+  }
+
+  /** Where versions before sorted-set tags kept a tag (a plain set, never pruned). */
+  #legacyTagKey(tag: string): string {
     return `${this.#base}${this.#gen}:t:${tag}`
   }
 
@@ -1606,10 +1736,10 @@ export class TwoLevelCache<T = unknown> {
 function pick<T>(
   result: Map<string, T | undefined> | Record<string, T | undefined> | readonly (T | undefined)[],
   key: string,
-  keys: readonly string[],
+  positionOf: (key: string) => number,
 ): T | undefined {
   if (result instanceof Map) return result.get(key)
-  if (Array.isArray(result)) return result[keys.indexOf(key)] as T | undefined
+  if (Array.isArray(result)) return result[positionOf(key)] as T | undefined
   if (typeof result === 'object' && result !== null) {
     return Object.hasOwn(result, key) ? (result as Record<string, T | undefined>)[key] : undefined
   }

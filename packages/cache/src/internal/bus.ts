@@ -17,6 +17,61 @@ export interface BusMessage {
   n?: number
 }
 
+/** Longest origin id accepted (ours are 8 characters). */
+const MAX_ORIGIN_LENGTH = 64
+/** Origins whose sequence numbers are tracked; forged origins cannot grow the map past it. */
+const MAX_TRACKED_ORIGINS = 10_000
+const TYPES: ReadonlySet<string> = new Set(['k', 'g', 'c', 'h', 'f'])
+
+function isStringArray(value: unknown): value is string[] {
+  if (!Array.isArray(value)) return false
+  for (const item of value) if (typeof item !== 'string') return false
+  return true
+}
+
+/**
+ * A bus message from the text received on the channel, or the reason it is not one. Anyone
+ * who can reach Redis can publish there, so every field is checked: the handlers get only
+ * the shapes they expect (`k`/`f` with a string array of keys, `v` as long as `k`, `g` with a
+ * string array of tags, `c` with a safe integer generation).
+ */
+export function parseBusMessage(text: string): BusMessage | string {
+  let data: unknown
+  try {
+    data = JSON.parse(text)
+  } catch {
+    return 'not JSON'
+  }
+  if (typeof data !== 'object' || data === null || Array.isArray(data)) return 'not an object'
+  const m = data as Record<string, unknown>
+  if (typeof m.o !== 'string' || m.o.length === 0 || m.o.length > MAX_ORIGIN_LENGTH)
+    return 'bad origin'
+  if (typeof m.s !== 'number' || !Number.isSafeInteger(m.s) || m.s < 0) return 'bad sequence'
+  if (typeof m.t !== 'string' || !TYPES.has(m.t)) return 'bad type'
+  const message: BusMessage = { o: m.o, s: m.s, t: m.t as BusType }
+  switch (m.t) {
+    case 'k':
+    case 'f':
+      if (!isStringArray(m.k)) return 'bad keys'
+      message.k = m.k
+      if (m.t === 'k' && m.v !== undefined) {
+        if (!isStringArray(m.v) || m.v.length !== m.k.length) return 'bad versions'
+        message.v = m.v
+      }
+      return message
+    case 'g':
+      if (!isStringArray(m.g)) return 'bad tags'
+      message.g = m.g
+      return message
+    case 'c':
+      if (typeof m.n !== 'number' || !Number.isSafeInteger(m.n) || m.n < 0) return 'bad generation'
+      message.n = m.n
+      return message
+    default:
+      return message
+  }
+}
+
 export interface BusHandlers {
   /** A message from another instance (own messages are only used for heartbeats). */
   message(message: BusMessage): void
@@ -26,6 +81,8 @@ export interface BusHandlers {
   up(): void
   /** The subscription is lost or silent. */
   down(reason: string): void
+  /** A message was malformed (or its handling threw): it was dropped. */
+  rejected(reason: string): void
 }
 
 export interface BusOptions {
@@ -61,6 +118,7 @@ export class Bus {
   #published = 0
   #received = 0
   #gaps = 0
+  #rejected = 0
   readonly #listener: (channel: string | Buffer, message: string | Buffer) => void
 
   constructor(options: BusOptions) {
@@ -79,7 +137,13 @@ export class Bus {
       this.#ownsSubscriber = true
     }
     this.#listener = (channel, message) => {
-      if (String(channel) === options.channel) this.#onMessage(String(message))
+      if (String(channel) !== options.channel) return
+      // this runs inside ioredis's data handler: a throw here would take the process down
+      try {
+        this.#onMessage(String(message))
+      } catch (error) {
+        this.#reject(`handling failed: ${error instanceof Error ? error.message : String(error)}`)
+      }
     }
     this.#subscriber.on(this.#isCluster ? 'smessage' : 'message', this.#listener)
     this.#subscriber.on('close', () => this.#down('subscriber connection closed'))
@@ -93,12 +157,28 @@ export class Bus {
     return this.#healthy
   }
 
-  stats(): { healthy: boolean; published: number; received: number; gaps: number } {
+  stats(): {
+    healthy: boolean
+    published: number
+    received: number
+    gaps: number
+    rejected: number
+  } {
     return {
       healthy: this.#healthy,
       published: this.#published,
       received: this.#received,
       gaps: this.#gaps,
+      rejected: this.#rejected,
+    }
+  }
+
+  #reject(reason: string): void {
+    this.#rejected++
+    try {
+      this.#options.handlers.rejected(reason)
+    } catch {
+      // a listener's failure must not escape into ioredis either
     }
   }
 
@@ -178,13 +258,11 @@ export class Bus {
   }
 
   #onMessage(text: string): void {
-    let message: BusMessage
-    try {
-      message = JSON.parse(text) as BusMessage
-    } catch {
+    const message = parseBusMessage(text)
+    if (typeof message === 'string') {
+      this.#reject(message)
       return
     }
-    if (typeof message.o !== 'string' || typeof message.s !== 'number') return
     if (message.o === this.#options.instanceId) {
       if (message.t === 'h') {
         this.#lastHeartbeat = Date.now()
@@ -197,6 +275,7 @@ export class Bus {
     }
     this.#received++
     const last = this.#lastSeq.get(message.o)
+    if (last === undefined && this.#lastSeq.size >= MAX_TRACKED_ORIGINS) this.#lastSeq.clear()
     this.#lastSeq.set(message.o, message.s)
     if (last !== undefined && message.s > last + 1) {
       this.#gaps++

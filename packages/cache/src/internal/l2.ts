@@ -13,11 +13,18 @@ if tok ~= ARGV[1] then return 0 end
 redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
 return 1`
 
-// KEYS[1] tag set; ARGV[1] member, ARGV[2] px: the set lives as long as its longest entry
-const ADD_TAG = `redis.call('SADD', KEYS[1], ARGV[1])
-local ttl = redis.call('PTTL', KEYS[1])
-if ttl < tonumber(ARGV[2]) then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+// KEYS[1] tag (a sorted set: member = key, score = when its entry expires, ms since the epoch);
+// ARGV[1] now, then pairs of expiry and member. Expired members are pruned on every write, and
+// the set lives as long as its longest-lived member, so a tag's set holds only live entries.
+const ADD_TAG = `redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
+for i = 2, #ARGV, 2 do redis.call('ZADD', KEYS[1], ARGV[i], ARGV[i + 1]) end
+local last = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
+if last[2] then redis.call('PEXPIREAT', KEYS[1], last[2]) end
 return 1`
+
+// KEYS[1] tag; ARGV[1] now: prunes expired members, returns how many are left
+const PRUNE_TAG = `redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
+return redis.call('ZCARD', KEYS[1])`
 
 // KEYS[1] lock; ARGV[1] owner token
 const RELEASE = `if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
@@ -32,7 +39,21 @@ function script(text: string): Script {
   return { text, sha: createHash('sha1').update(text).digest('hex') }
 }
 
-const SCRIPTS = { cas: script(CAS), addTag: script(ADD_TAG), release: script(RELEASE) }
+const SCRIPTS = {
+  cas: script(CAS),
+  addTag: script(ADD_TAG),
+  pruneTag: script(PRUNE_TAG),
+  release: script(RELEASE),
+}
+
+/** Members per tag command: every call stays small whatever the size of the tag. */
+export const TAG_CHUNK = 500
+
+/** A key to add to a tag, with the time its entry expires (ms since the epoch). */
+export interface TagMember {
+  member: string
+  until: number
+}
 
 /**
  * The Redis commands the cache sends, each a single round trip (or one per slot on a
@@ -116,14 +137,40 @@ export class L2 {
     return (await this.#eval(SCRIPTS.cas, key, expected, value, String(px))) === 1
   }
 
-  async addTags(tagKeys: readonly string[], member: string, px: number): Promise<void> {
-    await Promise.all(
-      tagKeys.map((tagKey) => this.#eval(SCRIPTS.addTag, tagKey, member, String(px))),
-    )
+  /** Adds members to tags, pruning each tag's expired members: one script call per tag and chunk. */
+  async addTags(byTag: ReadonlyMap<string, readonly TagMember[]>, now: number): Promise<void> {
+    const calls: Promise<unknown>[] = []
+    for (const [tagKey, members] of byTag) {
+      for (let from = 0; from < members.length; from += TAG_CHUNK) {
+        const args: string[] = [String(now)]
+        for (const m of members.slice(from, from + TAG_CHUNK)) args.push(String(m.until), m.member)
+        calls.push(this.#eval(SCRIPTS.addTag, tagKey, ...args))
+      }
+    }
+    await Promise.all(calls)
   }
 
-  smembers(key: string): Promise<string[]> {
-    return this.client.smembers(key)
+  /** Drops the tag's expired members; returns how many are left. */
+  async pruneTag(tagKey: string, now: number): Promise<number> {
+    return Number(await this.#eval(SCRIPTS.pruneTag, tagKey, String(now)))
+  }
+
+  /** Up to `count` members of a tag. */
+  tagMembers(tagKey: string, count: number): Promise<string[]> {
+    return this.client.zrange(tagKey, '0', String(count - 1))
+  }
+
+  async removeTagMembers(tagKey: string, members: readonly string[]): Promise<void> {
+    if (members.length > 0) await this.client.zrem(tagKey, ...members)
+  }
+
+  /** One page of a tag set written by an older version (a plain set); `[nextCursor, members]`. */
+  scanLegacyTag(setKey: string, cursor: string, count: number): Promise<[string, string[]]> {
+    return this.client.sscan(setKey, cursor, 'COUNT', String(count))
+  }
+
+  async removeLegacyTagMembers(setKey: string, members: readonly string[]): Promise<void> {
+    if (members.length > 0) await this.client.srem(setKey, ...members)
   }
 
   async del(keys: readonly string[]): Promise<void> {

@@ -1,0 +1,222 @@
+import { createFaultProxy, type FaultProxy, redisUrl } from '@ballast/testkit'
+import { Redis } from 'ioredis'
+import { afterEach, describe, expect, it } from 'vitest'
+import { jsonSerializer } from '../src/index.js'
+import { CacheGroup, connect, eventually, sleep } from './fixtures.js'
+
+/** What an attacker with Redis access can do: publish on the channel and write under the prefix. */
+function names(group: CacheGroup) {
+  const base = `${group.prefix}:${group.namespace}:`
+  return {
+    channel: `${base}bus`,
+    gen: `${base}gen`,
+    entry: (key: string, gen = 0) => `${base}${gen}:e:${key}`,
+    tag: (tag: string, gen = 0) => `${base}${gen}:z:${tag}`,
+    legacyTag: (tag: string, gen = 0) => `${base}${gen}:t:${tag}`,
+  }
+}
+
+describe('TwoLevelCache against hostile bus messages', () => {
+  let group: CacheGroup
+  afterEach(async () => {
+    await group.close()
+  })
+
+  it('rejects malformed messages without throwing, counts them and keeps working', async () => {
+    group = new CacheGroup('standalone')
+    const a = await group.add()
+    const b = await group.add()
+    const rejected: string[] = []
+    b.on('bus:rejected', ({ reason }) => rejected.push(reason))
+    const raw = await group.raw()
+    const { channel } = names(group)
+    const hostile = [
+      '{"o":"x","s":1,"t":"k","k":null}',
+      '{"o":"x","s":2,"t":"g","g":null}',
+      '{"o":"x","s":3,"t":"f","k":5}',
+      '{"o":"x","s":4,"t":"k","k":[1,2]}',
+      '{"o":"x","s":5,"t":"k","k":["a"],"v":"nope"}',
+      '{"o":"x","s":6,"t":"z"}',
+      'null',
+      '[]',
+      'not json',
+    ]
+    for (const message of hostile) await raw.publish(channel, message)
+    await eventually(() => b.stats().bus.rejected === hostile.length)
+    expect(rejected).toHaveLength(hostile.length)
+    await a.set('k', 'v')
+    await eventually(() => b.peek('k') === undefined)
+    expect(await b.get('k')).toBe('v')
+    expect(b.stats().bus.healthy).toBe(true)
+  })
+
+  it('a forged clear cannot move the generation off the generation key', async () => {
+    group = new CacheGroup('standalone')
+    const a = await group.add()
+    const b = await group.add()
+    const raw = await group.raw()
+    const { channel } = names(group)
+    await raw.publish(channel, '{"o":"x","s":1,"t":"c","n":1e999}')
+    await raw.publish(channel, '{"o":"x","s":2,"t":"c","n":1000000}')
+    await eventually(() => b.stats().bus.received + b.stats().bus.rejected >= 2)
+    await sleep(20)
+    expect(b.stats().generation).toBe(0)
+    await a.set('k', 'v1')
+    expect(await b.get('k')).toBe('v1') // the same generation as a
+    await b.clear()
+    expect(b.stats().generation).toBe(1)
+    await eventually(() => a.stats().generation === 1)
+    await b.set('k', 'v2')
+    expect(await a.get('k')).toBe('v2')
+  })
+})
+
+describe('TwoLevelCache after one timed-out invalidation', () => {
+  let group: CacheGroup
+  let proxy: FaultProxy
+  afterEach(async () => {
+    await group.close()
+    await proxy.close()
+  })
+
+  it('replays it without a breaker trip or a bus outage and reads L2 again', async () => {
+    group = new CacheGroup('standalone')
+    const url = new URL(await redisUrl())
+    proxy = await createFaultProxy({ host: url.hostname, port: Number(url.port || 6379) })
+    const viaProxy = new Redis(proxy.url(url.toString()), {
+      enableOfflineQueue: false,
+      maxRetriesPerRequest: 0,
+    })
+    viaProxy.on('error', () => undefined)
+    group.clients.push(viaProxy)
+    // no heartbeat falls in the slow window, and one failure cannot trip the breaker
+    const options = {
+      l2Timeout: 100,
+      heartbeatInterval: 20_000,
+      heartbeatTimeout: 60_000,
+      breaker: { volumeThreshold: 100, resetTimeout: 200 },
+    }
+    const a = await group.add(options, viaProxy)
+    const b = await group.add()
+    const breaker: string[] = []
+    a.on('breaker', ({ state }) => breaker.push(state))
+    await a.set('k', 'v1')
+    proxy.setLatency(300)
+    await a.set('k', 'v2') // times out once: its invalidation is kept for replay
+    proxy.setLatency(0)
+    expect(a.stats().pendingInvalidations).toBe(1)
+    await sleep(400) // the slow reply has arrived; nothing else happens on its own
+    await eventually(() => a.stats().pendingInvalidations === 0, 5000)
+    await b.set('k', 'v3')
+    await eventually(() => a.peek('k') === undefined)
+    expect(await a.getOrSet('k', () => 'from the loader')).toBe('v3')
+    expect(breaker).toEqual([])
+    expect(a.stats().bus.healthy).toBe(true)
+  })
+})
+
+describe('TwoLevelCache tag sets', () => {
+  let group: CacheGroup
+  afterEach(async () => {
+    await group.close()
+  })
+
+  it('prunes members whose entries expired', async () => {
+    group = new CacheGroup('standalone')
+    const a = await group.add({ jitter: 0 })
+    const raw = await group.raw()
+    await a.set('long', 'x', { ttl: 60_000, tags: ['t'] }) // keeps the tag's key alive
+    for (let i = 0; i < 20; i++) await a.set(`short:${i}`, i, { ttl: 30, tags: ['t'] })
+    await sleep(80)
+    await a.set('later', 'y', { ttl: 60_000, tags: ['t'] })
+    const { tag, legacyTag } = names(group)
+    const count = async (key: string) => {
+      const type = await raw.type(key)
+      return type === 'zset' ? raw.zcard(key) : type === 'set' ? raw.scard(key) : 0
+    }
+    expect((await count(tag('t'))) + (await count(legacyTag('t')))).toBe(2)
+  })
+
+  it('deleteByTag of 50,000 members works in bounded chunks under the L2 timeout', async () => {
+    group = new CacheGroup('standalone')
+    const writer = await group.add({ l2Timeout: 20_000, l1: false })
+    const a = await group.add() // default l2Timeout (250 ms)
+    const b = await group.add()
+    const errors: string[] = []
+    a.on('l2:error', ({ operation, error }) => errors.push(`${operation}: ${error.message}`))
+    const n = 50_000
+    for (let from = 0; from < n; from += 5000) {
+      await writer.setMany(
+        Array.from({ length: 5000 }, (_, j) => ({
+          key: `big:${from + j}`,
+          value: from + j,
+          tags: ['big'],
+        })),
+      )
+    }
+    await b.get('big:7')
+    expect(b.peek('big:7')).toBe(7)
+    await a.deleteByTag('big')
+    expect(errors).toEqual([])
+    expect(a.stats().pendingInvalidations).toBe(0)
+    await eventually(() => b.peek('big:7') === undefined)
+    const raw = await group.raw()
+    const { entry, tag, legacyTag } = names(group)
+    expect(await raw.exists(tag('big'), legacyTag('big'))).toBe(0)
+    for (let from = 0; from < n; from += 5000) {
+      const values = await raw.mget(
+        Array.from({ length: 5000 }, (_, j) => entry(`big:${from + j}`)),
+      )
+      expect(values.every((v) => v?.startsWith('t'))).toBe(true)
+    }
+  }, 120_000)
+})
+
+describe('TwoLevelCache with values it cannot decode', () => {
+  let group: CacheGroup
+  afterEach(async () => {
+    await group.close()
+  })
+
+  it('treats a foreign or undecodable L2 value as a miss with an event, and the loader replaces it', async () => {
+    group = new CacheGroup('standalone')
+    const a = await group.add()
+    const undecodable: string[] = []
+    a.on('decode:error', ({ key }) => undecodable.push(key))
+    const raw = await group.raw()
+    const { entry } = names(group)
+    const now = Date.now()
+    await raw.set(entry('foreign'), 'hello')
+    await raw.set(entry('badtags'), `vx.1|${now + 60_000}|${now + 60_000}|0|3|[1,"a"]`)
+    await raw.set(entry('badpayload'), `vx.1|${now + 60_000}|${now + 60_000}|0|0|[[`)
+    for (const key of ['foreign', 'badtags', 'badpayload']) {
+      expect(await a.get(key)).toBeUndefined()
+      expect(await a.getMany([key])).toEqual([undefined])
+      expect(await a.getOrSet(key, () => `loaded ${key}`)).toBe(`loaded ${key}`)
+    }
+    expect(new Set(undecodable)).toEqual(new Set(['foreign', 'badtags', 'badpayload']))
+    // the loader's value replaced the bad one in L2
+    const fresh = await group.add()
+    expect(await fresh.get('badpayload')).toBe('loaded badpayload')
+  })
+
+  it('does not hand a value written with another serializer to this one (rolling deploy)', async () => {
+    group = new CacheGroup('standalone')
+    const a = await group.add() // devalue
+    const b = await group.add({ serializer: jsonSerializer })
+    const events: string[] = []
+    b.on('decode:error', ({ key }) => events.push(key))
+    await a.set('d', new Date(0))
+    expect(await b.get('d')).toBeUndefined()
+    expect(events).toEqual(['d'])
+    expect(await b.getOrSet('d', () => 'json value')).toBe('json value')
+  })
+
+  it('refuses a namespace that contains a colon', async () => {
+    group = new CacheGroup('standalone')
+    const redis = await connect('standalone')
+    group.clients.push(redis)
+    const { createCache } = await import('../src/index.js')
+    expect(() => createCache({ redis, namespace: 'a:0:e' })).toThrow('invalid option "namespace"')
+  })
+})
