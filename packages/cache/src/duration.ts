@@ -22,5 +22,7 @@ export function parseDuration(value: unknown): number | undefined {
   if (typeof value !== 'string') return undefined
   const match = PATTERN.exec(value)
   if (match === null) return undefined
-  return Number(match[1]) * (UNITS[match[2] as string] as number)
+  // a long enough run of digits is Infinity: not a duration
+  const ms = Number(match[1]) * (UNITS[match[2] as string] as number)
+  return Number.isFinite(ms) ? ms : undefined
 }

@@ -212,6 +212,21 @@ describe('getOrSetMany', () => {
     await cache.close()
   })
 
+  it('reads an array result by position, for duplicates and large batches alike', async () => {
+    const cache = createCache<string>({ l1: { maxEntries: 50_000 } })
+    await cache.set('k:3', 'cached')
+    const keys = Array.from({ length: 20_000 }, (_, i) => `k:${i % 10_000}`) // each key twice
+    let asked: readonly string[] = []
+    const values = await cache.getOrSetMany(keys, async (missing) => {
+      asked = missing
+      return missing.map((key) => `v${key}`)
+    })
+    expect(asked).toHaveLength(9_999) // each missing key once, k:3 from L1
+    expect(values).toEqual(keys.map((key) => (key === 'k:3' ? 'cached' : `v${key}`)))
+    expect(cache.peek('k:9999')).toBe('vk:9999')
+    await cache.close()
+  })
+
   it('keeps grace per key when the batch loader fails', async () => {
     vi.useFakeTimers({ now: 1_000_000 })
     const cache = createCache<string>({ ttl: 1000, jitter: 0, grace: 10_000, softTimeout: 1000 })

@@ -1,4 +1,5 @@
 import { createFaultProxy, type FaultProxy, redisUrl } from '@ballast/testkit'
+import fc from 'fast-check'
 import { Redis } from 'ioredis'
 import { afterEach, describe, expect, it } from 'vitest'
 import { jsonSerializer } from '../src/index.js'
@@ -71,6 +72,107 @@ describe('TwoLevelCache against hostile bus messages', () => {
   })
 })
 
+describe('TwoLevelCache fuzzed through real Redis', () => {
+  let group: CacheGroup
+  afterEach(async () => {
+    await group.close()
+  })
+
+  it('any bytes published on the invalidation channel are handled or rejected, never thrown', async () => {
+    group = new CacheGroup('standalone')
+    const a = await group.add()
+    const b = await group.add()
+    const raw = await group.raw()
+    const { channel } = names(group)
+    let events = 0
+    b.on('bus:rejected', () => events++)
+    const field = fc.oneof(
+      fc.jsonValue({ maxDepth: 2 }),
+      fc.constantFrom(null, 5, -1, 1.5, 'x', [1], ['a'], Number.MAX_SAFE_INTEGER + 2),
+    )
+    const text = fc.oneof(
+      fc
+        .record(
+          {
+            o: fc.oneof(fc.constant('x'), field),
+            s: fc.oneof(fc.nat(), field),
+            t: fc.oneof(fc.constantFrom('k', 'g', 'c', 'h', 'f'), field),
+            k: field,
+            v: field,
+            g: field,
+            n: field,
+          },
+          { requiredKeys: [] },
+        )
+        .map((m) => Buffer.from(JSON.stringify(m))),
+      fc
+        .constantFrom('{"o":"x","s":9,"t":"c","n":1e999}', '{"o":"y","s":1,"t":"k","k":null}')
+        .map((m) => Buffer.from(m)),
+      fc.uint8Array({ maxLength: 64 }).map((bytes) => Buffer.from(bytes)),
+    )
+    await fc.assert(
+      fc.asyncProperty(text, async (message) => {
+        const before = b.stats().bus
+        await raw.publish(channel, message)
+        await eventually(() => {
+          const after = b.stats().bus
+          return after.received + after.rejected === before.received + before.rejected + 1
+        })
+        expect(Number.isSafeInteger(b.stats().generation)).toBe(true)
+        expect(events).toBe(b.stats().bus.rejected)
+      }),
+      { seed: 14, numRuns: 60 },
+    )
+    expect(b.stats().bus.rejected).toBeGreaterThan(0)
+    await a.set('after', 'fuzz')
+    await eventually(async () => (await b.get('after')) === 'fuzz')
+    expect(b.stats().generation).toBe(0)
+  })
+
+  it('any bytes stored at a key never make get, getMany or getOrSet reject; a decode failure is a miss and an event', async () => {
+    group = new CacheGroup('standalone')
+    const a = await group.add({ l1: false })
+    const raw = await group.raw()
+    const { entry } = names(group)
+    const undecodable = new Set<string>()
+    a.on('decode:error', ({ key }) => undecodable.add(key))
+    const t = Date.now()
+    const time = fc.oneof(fc.constant(String(t + 60_000)), fc.nat().map(String), fc.string())
+    const stored = fc.oneof(
+      fc.string(),
+      fc.uint8Array({ maxLength: 64 }).map((bytes) => Buffer.from(bytes)),
+      fc
+        .tuple(
+          fc.constantFrom('v', 'n', 't', 'x'),
+          fc.oneof(fc.string(), fc.constantFrom('i.1~devalue', 'i.1~json', 'i.1')),
+          time,
+          time,
+          fc.oneof(fc.constant('0'), fc.string()),
+          fc.oneof(fc.nat({ max: 12 }).map(String), fc.string()),
+          fc.oneof(fc.string(), fc.constantFrom('["a"]', '[1]', '{}', '1', '"x"')),
+        )
+        .map(
+          ([kind, token, fresh, stale, refresh, length, rest]) =>
+            `${kind}${token}|${fresh}|${stale}|${refresh}|${length}|${rest}`,
+        ),
+    )
+    let n = 0
+    await fc.assert(
+      fc.asyncProperty(stored, async (value) => {
+        const key = `fuzz:${n++}`
+        await raw.set(entry(key), value, 'PX', 60_000)
+        await a.get(key)
+        await a.getMany([key, 'absent'])
+        const loaded = await a.getOrSet(key, () => 'loaded')
+        if (undecodable.has(key)) expect(loaded).toBe('loaded')
+      }),
+      { seed: 14, numRuns: 80 },
+    )
+    expect(undecodable.size).toBeGreaterThan(0)
+    expect(a.stats().l2.decodeErrors).toBeGreaterThanOrEqual(undecodable.size)
+  })
+})
+
 describe('TwoLevelCache after one timed-out invalidation', () => {
   let group: CacheGroup
   let proxy: FaultProxy
@@ -136,6 +238,33 @@ describe('TwoLevelCache tag sets', () => {
     }
     expect((await count(tag('t'))) + (await count(legacyTag('t')))).toBe(2)
   })
+
+  it.each(['standalone', 'cluster'] as const)(
+    'deleteByTag also empties a tag set written by the previous version (rolling deploy, %s)',
+    async (topology) => {
+      group = new CacheGroup(topology)
+      const a = await group.add()
+      const raw = await group.raw()
+      const { entry, tag, legacyTag } = names(group)
+      await a.set('new', 'n', { tags: ['mixed'] })
+      // what the previous version left: a plain set of keys, and their values
+      for (let i = 0; i < 1200; i++)
+        await raw.set(
+          entry(`old:${i}`),
+          `vi.${i}|${Date.now() + 60_000}|${Date.now() + 60_000}|0|0|"x"`,
+          'PX',
+          60_000,
+        )
+      await raw.sadd(legacyTag('mixed'), ...Array.from({ length: 1200 }, (_, i) => `old:${i}`))
+      expect(await a.get('old:5')).toBeUndefined() // "x" is no devalue: a miss, not a rejection
+      await a.deleteByTag('mixed')
+      expect(await raw.exists(tag('mixed'))).toBe(0)
+      expect(await raw.exists(legacyTag('mixed'))).toBe(0)
+      for (const key of ['new', 'old:0', 'old:777', 'old:1199'])
+        expect((await raw.get(entry(key)))?.[0]).toBe('t')
+      expect(await a.get('new')).toBeUndefined()
+    },
+  )
 
   it('deleteByTag of 50,000 members works in bounded chunks under the L2 timeout', async () => {
     group = new CacheGroup('standalone')
