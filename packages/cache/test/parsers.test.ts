@@ -11,7 +11,7 @@ const SEED = 14
 const anyJson = fc.jsonValue({ maxDepth: 3 })
 const field = fc.oneof(
   anyJson,
-  fc.constantFrom(1e999, -1, 1.5, Number.MAX_SAFE_INTEGER + 2, '', 'k', null),
+  fc.constantFrom(Number.POSITIVE_INFINITY, -1, 1.5, Number.MAX_SAFE_INTEGER + 2, '', 'k', null),
   fc.array(fc.oneof(fc.string(), fc.integer(), fc.constant(null)), { maxLength: 4 }),
 )
 const forged = fc.record(
@@ -27,7 +27,7 @@ const forged = fc.record(
   { requiredKeys: [] },
 )
 const busText = fc.oneof(
-  forged.map((m) => JSON.stringify(m).replace('"n":1e+999', '"n":1e999')),
+  forged.map((m) => JSON.stringify(m)),
   fc.string(),
   fc.constantFrom('{"o":"x","s":1,"t":"c","n":1e999}', '{"o":"x","s":1,"t":"k","k":null}'),
 )
