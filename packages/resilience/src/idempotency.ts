@@ -65,6 +65,7 @@ export interface IdempotencyOptions {
   commandTimeout?: number
   /**
    * What a well-formed key looks like; others are refused with an {@link IdempotencyKeyError}.
+   * Without the `g` or `y` flag (they make `test()` depend on the previous call).
    * @default /^[\x21-\x7E]{1,255}$/ (1 to 255 printable ASCII characters, no spaces)
    */
   keyPattern?: RegExp
@@ -538,6 +539,10 @@ export class Idempotency {
     boolean('failOpen', o.failOpen)
     duration('commandTimeout', o.commandTimeout)
     if (!(o.keyPattern instanceof RegExp)) invalid('keyPattern', 'a RegExp', o.keyPattern)
+    // test() on a global or sticky RegExp starts at its lastIndex: one key would be accepted,
+    // then refused on the next call.
+    if (o.keyPattern.global || o.keyPattern.sticky)
+      invalid('keyPattern', 'a RegExp without the g or y flag', String(o.keyPattern))
     optionalFunction('isTransient', o.isTransient)
     this.#o = o
   }
@@ -563,9 +568,16 @@ export class Idempotency {
     if (key === undefined || key === null || key === '') {
       throw new IdempotencyKeyError('an idempotency key is required')
     }
-    if (typeof key !== 'string' || !this.#o.keyPattern.test(key)) {
+    if (typeof key !== 'string') {
+      // Never String(key): a hostile object (null prototype, a toString that is not a
+      // function) would throw a TypeError instead of this error.
       throw new IdempotencyKeyError(
-        `malformed idempotency key: expected ${String(this.#o.keyPattern)}, got ${JSON.stringify(String(key)).slice(0, 80)}`,
+        `malformed idempotency key: expected a string, got ${typeof key}`,
+      )
+    }
+    if (!this.#o.keyPattern.test(key)) {
+      throw new IdempotencyKeyError(
+        `malformed idempotency key: expected ${String(this.#o.keyPattern)}, got ${JSON.stringify(key).slice(0, 80)}`,
       )
     }
   }

@@ -460,6 +460,9 @@ describe('Idempotency (Redis)', () => {
       [{ wait: -1 }, 'wait'],
       [{ failOpen: 'yes' }, 'failOpen'],
       [{ keyPattern: 'x' }, 'keyPattern'],
+      // test() on a g or y RegExp resumes at lastIndex: the same key would pass, then fail
+      [{ keyPattern: /^[a-z]+$/g }, 'keyPattern'],
+      [{ keyPattern: /^[a-z]+$/y }, 'keyPattern'],
     ])('rejects %j naming %s', (options, name) => {
       const redis = 'redis' in options || name === 'redis' ? undefined : fixture.redis
       expect(() => createIdempotency({ redis, ...options } as never)).toThrow(
