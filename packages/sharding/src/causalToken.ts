@@ -247,6 +247,32 @@ export class CausalToken {
     return true
   }
 
+  /**
+   * This token without the positions on `shard` that `bound` does not reach (a later
+   * sequence, or a replication domain `bound` lacks): what is left once positions the
+   * primary never wrote are dropped. Returns this token when nothing is dropped.
+   */
+  dropAhead(shard: string, bound: CausalToken): CausalToken {
+    const mine = this.#shards.get(shard)
+    if (mine === undefined) return this
+    const limit = bound.#shards.get(shard)
+    const kept = new Map<number, Gtid>()
+    for (const [domain, gtid] of mine) {
+      const reach = limit?.get(domain)
+      if (reach !== undefined && gtid.seq <= reach.seq) kept.set(domain, gtid)
+    }
+    if (kept.size === mine.size) return this
+    const shards = new Map(this.#shards)
+    if (kept.size === 0) shards.delete(shard)
+    else shards.set(shard, kept)
+    return shards.size === 0 ? CausalToken.empty : new CausalToken(shards)
+  }
+
+  /** How many positions (replication domains) the token demands on `shard`. */
+  positionCount(shard: string): number {
+    return this.#shards.get(shard)?.size ?? 0
+  }
+
   /** Whether the token demands anything on `shard`. */
   has(shard: string): boolean {
     return this.#shards.has(shard)

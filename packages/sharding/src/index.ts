@@ -43,6 +43,7 @@ export { planResharding } from './reshardingPlan.js'
 export type { ShardKey, SlotKey } from './shardKey.js'
 export { slotFor } from './shardKey.js'
 export type {
+  CausalTokenRefusedEvent,
   Consistency,
   FallbackEvent,
   FallbackReason,

@@ -16,7 +16,7 @@ import {
   circuitBreaker,
 } from '@ballast/resilience'
 import type { PoolOptions } from 'mysql2'
-import { CausalToken } from './causalToken.js'
+import { CausalToken, checkSecrets, signToken, verifyToken } from './causalToken.js'
 import { classifyStatement, statementBody } from './classifyStatement.js'
 import {
   InvalidArgumentError,
@@ -199,11 +199,21 @@ export interface ShardRouterOptions {
    * @default 'error'
    */
   onShardError?: 'error' | 'partial'
+  /**
+   * Secrets that sign causal tokens given to clients (HMAC-SHA256), each at least 32
+   * characters. The first signs, any verifies: rotate by putting a new secret first, and drop
+   * the old one once the tokens it signed no longer matter (a token only matters until the
+   * replicas have applied its writes: seconds). Required to take a token as a string
+   * (`run({ causalToken: string })`) or to give one ({@link ShardRouter.signCausalToken}); a
+   * string that fails verification is ignored and counted, never an error.
+   * @default none: token strings are refused with an {@link InvalidArgumentError}
+   */
+  secrets?: string | readonly string[]
 }
 
 /** The defaults of {@link ShardRouterOptions}. */
 export const DEFAULT_SHARD_ROUTER_OPTIONS: Readonly<
-  Required<Omit<ShardRouterOptions, 'shards' | 'ring'>>
+  Required<Omit<ShardRouterOptions, 'shards' | 'ring' | 'secrets'>>
 > = {
   slots: 4096,
   consistency: 'read-your-writes' as Consistency,
@@ -382,6 +392,10 @@ export interface ShardRouterStats {
   gtidWaitTimeouts: number
   /** Read-your-writes reads that needed no wait: the replica was known to have the token already. */
   gtidWaitsSkipped: number
+  /** Causal token strings refused (malformed, unsigned, tampered or signed with an unknown secret) and ignored. */
+  causalTokensRefused: number
+  /** Token positions dropped because the primary, sampled after the request began, had not written them. */
+  causalPositionsDropped: number
   /** Transactions committed and rolled back. */
   transactions: TransactionStats
   /** Scatter-gather calls, those that returned partial results and those that failed. */
@@ -410,9 +424,15 @@ export interface ReplicaUpEvent {
 
 /**
  * Why a read meant for a replica went to the primary: no replica qualified, the replicas
- * tried failed, or the replica did not apply the causal token within `gtidWaitTimeoutMs`.
+ * tried failed, the replica did not apply the causal token within `gtidWaitTimeoutMs`, or the
+ * token demands a position the router has not seen the primary write yet (a write of another
+ * process since the last health check, or a forged position): no replica waits for it.
  */
-export type FallbackReason = 'no-healthy-replica' | 'replica-error' | 'gtid-wait-timeout'
+export type FallbackReason =
+  | 'no-healthy-replica'
+  | 'replica-error'
+  | 'gtid-wait-timeout'
+  | 'token-ahead-of-primary'
 
 /** Payload of the `fallback` event. */
 export interface FallbackEvent {
@@ -422,6 +442,18 @@ export interface FallbackEvent {
   reason: FallbackReason
   /** The last replica error, with `reason: 'replica-error'`. */
   error?: unknown
+}
+
+/** Payload of the `causal-token-refused` event. */
+export interface CausalTokenRefusedEvent {
+  /**
+   * Why: `malformed` (not a signed token, e.g. unsigned or cut), `bad-signature` (tampered, or
+   * signed with a secret the router does not hold), `ahead-of-primary` (positions the primary
+   * had not written when sampled after the request began; they were dropped).
+   */
+  reason: 'malformed' | 'bad-signature' | 'ahead-of-primary'
+  /** The shard whose positions were dropped, with `ahead-of-primary`. */
+  shard?: string
 }
 
 /** Payload of the `health-check-failed` event. */
@@ -444,6 +476,8 @@ export interface ShardRouterEvents {
   fallback: [event: FallbackEvent]
   /** A health check could not reach a server. */
   'health-check-failed': [event: HealthCheckFailedEvent]
+  /** A causal token string was refused, or positions of a token were dropped; the request goes on without them. */
+  'causal-token-refused': [event: CausalTokenRefusedEvent]
 }
 
 interface Shard {
@@ -467,6 +501,8 @@ interface Scope {
   consistency: Consistency | undefined
   maxLagMs: number | undefined
   token: CausalToken
+  /** When the context's token came in (ms since the epoch): a primary sample after it must cover it. */
+  since: number
   parent: Scope | undefined
   tx:
     | { shard: string; run: (sql: string, params: readonly unknown[]) => Promise<unknown> }
@@ -519,6 +555,7 @@ export class ShardRouter extends TypedEmitter<ShardRouterEvents> {
   /** Whether any async context was ever entered: until then, statements skip the context lookup. */
   #scoped = false
   #token = CausalToken.empty
+  readonly #secrets: string[] | undefined
   #closed = false
   #timer: ReturnType<typeof setTimeout> | undefined
   readonly #keepTimerLists: Array<ReturnType<typeof setTimeout>> = []
@@ -528,6 +565,8 @@ export class ShardRouter extends TypedEmitter<ShardRouterEvents> {
     gtidWaits: 0,
     gtidWaitTimeouts: 0,
     gtidWaitsSkipped: 0,
+    causalTokensRefused: 0,
+    causalPositionsDropped: 0,
     committed: 0,
     rolledBack: 0,
     scatterCalls: 0,
@@ -566,6 +605,7 @@ export class ShardRouter extends TypedEmitter<ShardRouterEvents> {
     }
     oneOf('noHealthyReplica', o.noHealthyReplica, ['primary', 'error'])
     oneOf('onShardError', o.onShardError, ['error', 'partial'])
+    this.#secrets = o.secrets === undefined ? undefined : checkSecrets(o.secrets)
     if (!Array.isArray(o.shards) || o.shards.length === 0) {
       throw new InvalidArgumentError(
         `invalid option "shards": expected a non-empty array, got ${Array.isArray(o.shards) ? '[]' : typeof o.shards}`,
@@ -741,13 +781,14 @@ export class ShardRouter extends TypedEmitter<ShardRouterEvents> {
       scope.causalToken === undefined
         ? CausalToken.empty
         : typeof scope.causalToken === 'string'
-          ? CausalToken.parse(scope.causalToken)
+          ? this.verifyCausalToken(scope.causalToken)
           : scope.causalToken
     const store: Scope = {
       use: scope.use ?? parent?.use,
       consistency: scope.consistency ?? parent?.consistency,
       maxLagMs: scope.maxLagMs ?? parent?.maxLagMs,
       token: (parent?.token ?? CausalToken.empty).merge(given),
+      since: Date.now(),
       parent,
       tx: parent?.tx,
     }
@@ -761,6 +802,46 @@ export class ShardRouter extends TypedEmitter<ShardRouterEvents> {
    */
   causalToken(): CausalToken {
     return (this.#scoped ? this.#als.getStore()?.token : undefined) ?? this.#token
+  }
+
+  /**
+   * The signed string of a causal token (by default the current one, see
+   * {@link ShardRouter.causalToken}), for a cookie or header: `run({ causalToken })` and
+   * {@link ShardRouter.verifyCausalToken} read it back. Signed with the first of `secrets`.
+   * @throws InvalidArgumentError if the router has no `secrets`.
+   * @example
+   * ```ts
+   * res.cookie('ryw', router.signCausalToken(), { httpOnly: true, sameSite: 'lax' })
+   * ```
+   */
+  signCausalToken(token: CausalToken = this.causalToken()): string {
+    return signToken(token, this.#needSecrets()[0]!)
+  }
+
+  /**
+   * Reads a signed causal token string from a client. Anything that is not a token signed
+   * with one of `secrets` (unsigned, tampered, cut, another secret's) gives
+   * {@link CausalToken.empty}, is counted in `stats().causalTokensRefused` and emitted as
+   * `causal-token-refused`: a bad cookie costs the user read-your-writes for one request,
+   * never an error. `run({ causalToken: string })` calls it.
+   * @throws InvalidArgumentError if the router has no `secrets`.
+   */
+  verifyCausalToken(text: string): CausalToken {
+    const result = verifyToken(text, this.#needSecrets())
+    if (typeof result !== 'string') return result
+    this.#counters.causalTokensRefused++
+    if (this.hasListeners('causal-token-refused'))
+      this.emit('causal-token-refused', { reason: result })
+    return CausalToken.empty
+  }
+
+  #needSecrets(): string[] {
+    if (this.#secrets === undefined) {
+      throw new InvalidArgumentError(
+        'invalid option "secrets": causal tokens travel as strings only signed; give the router secrets (or pass a CausalToken from server-side storage)',
+      )
+    }
+    return this.#secrets
   }
 
   /**
@@ -887,6 +968,7 @@ export class ShardRouter extends TypedEmitter<ShardRouterEvents> {
         consistency: parent?.consistency,
         maxLagMs: parent?.maxLagMs,
         token: parent?.token ?? CausalToken.empty,
+        since: parent?.since ?? Date.now(),
         parent,
         tx: { shard: shard.id, run },
       }
@@ -1083,6 +1165,8 @@ export class ShardRouter extends TypedEmitter<ShardRouterEvents> {
       gtidWaits: c.gtidWaits,
       gtidWaitTimeouts: c.gtidWaitTimeouts,
       gtidWaitsSkipped: c.gtidWaitsSkipped,
+      causalTokensRefused: c.causalTokensRefused,
+      causalPositionsDropped: c.causalPositionsDropped,
       transactions: { committed: c.committed, rolledBack: c.rolledBack },
       scatter: { calls: c.scatterCalls, partial: c.scatterPartial, failed: c.scatterFailed },
       replicas,
@@ -1179,6 +1263,35 @@ export class ShardRouter extends TypedEmitter<ShardRouterEvents> {
     }
     this.#token = this.#token.merge(token)
     for (let s = scope; s !== undefined; s = s.parent) s.token = s.token.merge(token)
+  }
+
+  /**
+   * The part of a read-your-writes token a replica may be asked to wait for: only positions
+   * the primary is known to have written (its last `gtid_binlog_pos` sample, or this router's
+   * own writes), so a forged position never holds a replica connection for
+   * `gtidWaitTimeoutMs`. Positions beyond that are dropped from the context's token when the
+   * primary was sampled after the token came in (it would have them by then); otherwise they
+   * may be another process's fresh write, and the read goes to the primary (`undefined`).
+   */
+  #withinPrimary(
+    shard: Shard,
+    token: CausalToken,
+    scope: Scope | undefined,
+  ): CausalToken | undefined {
+    const samples = shard.monitored.samples
+    const latest = samples[samples.length - 1]
+    const known = latest === undefined ? this.#token : latest.position.merge(this.#token)
+    if (known.covers(token, shard.id)) return token
+    if (latest === undefined || scope === undefined || latest.at < scope.since) return undefined
+    const kept = token.dropAhead(shard.id, known)
+    const dropped = token.positionCount(shard.id) - kept.positionCount(shard.id)
+    for (let s: Scope | undefined = scope; s !== undefined; s = s.parent) {
+      if (s.since <= latest.at) s.token = s.token.dropAhead(shard.id, known)
+    }
+    this.#counters.causalPositionsDropped += dropped
+    if (this.hasListeners('causal-token-refused'))
+      this.emit('causal-token-refused', { reason: 'ahead-of-primary', shard: shard.id })
+    return kept
   }
 
   /** Picks the server of one statement and runs it. May throw synchronously: callers turn that into a rejection. */
@@ -1311,7 +1424,22 @@ export class ShardRouter extends TypedEmitter<ShardRouterEvents> {
         }
       }
     }
-    const token = consistency === 'read-your-writes' ? (scope?.token ?? this.#token) : undefined
+    let token = consistency === 'read-your-writes' ? (scope?.token ?? this.#token) : undefined
+    if (token?.has(shard.id)) {
+      token = this.#withinPrimary(shard, token, scope)
+      if (token === undefined) {
+        return this.#fallback(
+          shard,
+          'token-ahead-of-primary',
+          sql,
+          params,
+          timeoutMs,
+          scope,
+          undefined,
+          sink,
+        )
+      }
+    }
     for (let attempt = 0; attempt < shard.replicas.length; attempt++) {
       let ep: Endpoint<ReplicaState>
       try {

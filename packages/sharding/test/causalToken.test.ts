@@ -80,9 +80,9 @@ describe('CausalToken', () => {
   })
 })
 
-const SECRET_A = 'a'.repeat(16) + '-causal-token-secret-A'
-const SECRET_B = 'b'.repeat(16) + '-causal-token-secret-B'
-const SECRET_X = 'x'.repeat(16) + '-causal-token-secret-X'
+const SECRET_A = 'aaaaaaaaaaaaaaaa-causal-token-secret-A'
+const SECRET_B = 'bbbbbbbbbbbbbbbb-causal-token-secret-B'
+const SECRET_X = 'xxxxxxxxxxxxxxxx-causal-token-secret-X'
 const tokenChar = fc.constantFrom(...'s1:0-9~.+_Az\u0000\u00e9\ud83d')
 const tokenArb = fc
   .array(fc.tuple(shardId, gtid), { maxLength: 4 })

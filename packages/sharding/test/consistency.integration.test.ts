@@ -1,6 +1,18 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { createShardRouter, type ShardRouter, type ShardRouterEvents } from '../src/index.js'
-import { eventually, setMasterDelay, stopSqlThread, type Topology, topology } from './fixtures.js'
+import {
+  CausalToken,
+  createShardRouter,
+  type ShardRouter,
+  type ShardRouterEvents,
+} from '../src/index.js'
+import {
+  eventually,
+  setMasterDelay,
+  sql,
+  stopSqlThread,
+  type Topology,
+  topology,
+} from './fixtures.js'
 
 // Every test here that stops the shared replica's SQL thread restarts it in a finally, and keeps
 // the window to a few seconds: other engineers use the same replica.
@@ -147,13 +159,113 @@ describe('read-your-writes', () => {
 
   it('reads the primary when the replica cannot reach the token in time', async () => {
     const router = pairRouter({ healthCheckIntervalMs: 0, gtidWaitTimeoutMs: 100 })
-    const started = Date.now()
-    const rows = await router.run({ causalToken: 'pair:0-1-999999999999' }, () =>
-      router.query<Array<{ one: number }>>('k', 'SELECT 1 AS one'),
+    const restart = await stopSqlThread(topo.replicaServer)
+    try {
+      const id = nextId++
+      const rows = await router.run({}, async () => {
+        await router.query(
+          'k',
+          'INSERT INTO orders (id, user_id, total, created_at) VALUES (?, ?, 1, 0)',
+          [id, 'k'],
+        )
+        return router.query<unknown[]>('k', 'SELECT id FROM orders WHERE id = ?', [id])
+      })
+      expect(rows).toHaveLength(1)
+      expect(router.stats()).toMatchObject({
+        gtidWaits: 1,
+        gtidWaitTimeouts: 1,
+        replicaFallbacks: 1,
+      })
+    } finally {
+      await restart()
+    }
+  })
+})
+
+describe('causal tokens from clients', () => {
+  const secrets = ['current-secret-0123456789abcdef0123', 'previous-secret-0123456789abcdef012']
+
+  it('ignores a forged or tampered token string: counted, emitted, and no read waits for it', async () => {
+    const router = pairRouter({ healthCheckIntervalMs: 0, gtidWaitTimeoutMs: 300, secrets })
+    const refused: string[] = []
+    router.on('causal-token-refused', (e) => refused.push(e.reason))
+    const signed = router.signCausalToken(CausalToken.of('pair', '0-1-1'))
+    const tampered = signed.replace('0-1-1~', '0-1-999999999999~')
+    for (const cookie of ['pair:0-1-999999999999', tampered]) {
+      const rows = await router.run({ causalToken: cookie }, async () => {
+        expect(router.causalToken().isEmpty).toBe(true)
+        return router.query('k', 'SELECT 1 AS one')
+      })
+      expect(rows).toEqual([{ one: 1 }])
+    }
+    // A token signed with the previous secret still counts (rotation).
+    const rotated = CausalToken.of('pair', '0-1-1').sign(secrets[1]!)
+    router.run({ causalToken: rotated }, () => {
+      expect(router.causalToken().toString()).toBe('pair:0-1-1')
+    })
+    expect(refused).toEqual(['malformed', 'bad-signature'])
+    expect(router.stats()).toMatchObject({
+      causalTokensRefused: 2,
+      gtidWaits: 0,
+      gtidWaitTimeouts: 0,
+    })
+    expect(router.stats().shards.pair!.replicaQueries).toBe(2)
+  })
+
+  it('makes no read wait for positions ahead of the primary, even validly signed, so they cannot hold replica connections', async () => {
+    const router = pairRouter({
+      healthCheckIntervalMs: 0,
+      gtidWaitTimeoutMs: 500,
+      connectionLimit: 2,
+      secrets,
+    })
+    const events: string[] = []
+    router.on('causal-token-refused', (e) => events.push(e.reason))
+    router.on('fallback', (e) => events.push(e.reason))
+    await router.checkReplicas() // samples the primary's gtid_binlog_pos
+    const [{ p }] = await sql(topo.primaryServer, 'SELECT @@GLOBAL.gtid_binlog_pos AS p')
+    const [domain, server] = String(p).split(',')[0]!.split('-')
+    // Far ahead of the primary, and in a domain it never wrote: as if the secret had leaked.
+    const forged = router.signCausalToken(
+      CausalToken.of('pair', `${domain}-${server}-999999999999,77-1-5`),
     )
-    expect(rows).toEqual([{ one: 1 }])
-    expect(Date.now() - started).toBeLessThan(2000)
-    expect(router.stats()).toMatchObject({ gtidWaits: 1, gtidWaitTimeouts: 1, replicaFallbacks: 1 })
+    // Twenty requests at once carry it, with two connections per pool; an honest read joins them.
+    const [forgedRows, honest] = await Promise.all([
+      Promise.all(
+        Array.from({ length: 20 }, () =>
+          router.run({ causalToken: forged }, () => router.query('k', 'SELECT 1 AS one')),
+        ),
+      ),
+      router.query('k', 'SELECT 2 AS two', [], { consistency: 'eventual' }),
+    ])
+    expect(forgedRows).toEqual(Array.from({ length: 20 }, () => [{ one: 1 }]))
+    expect(honest).toEqual([{ two: 2 }])
+    // The primary's last sample predates these requests, so the positions might be fresh
+    // writes of another process: each read goes to the primary, none waits on the replica.
+    let stats = router.stats()
+    expect(stats).toMatchObject({ gtidWaits: 0, gtidWaitTimeouts: 0, replicaFallbacks: 20 })
+    expect(stats.shards.pair!.replicaQueries).toBe(1)
+    expect(events.filter((e) => e === 'token-ahead-of-primary')).toHaveLength(20)
+    // Once the primary is sampled after the request began and still lacks them, they are
+    // dropped from the token, and reads go back to the replica.
+    await router.run({ causalToken: forged }, async () => {
+      await router.checkReplicas()
+      expect(await router.query('k', 'SELECT 1 AS one')).toEqual([{ one: 1 }])
+      expect(router.causalToken().isEmpty).toBe(true)
+    })
+    stats = router.stats()
+    expect(stats).toMatchObject({ gtidWaits: 0, gtidWaitTimeouts: 0, causalPositionsDropped: 2 })
+    expect(stats.shards.pair!.replicaQueries).toBe(2)
+    expect(events).toContain('ahead-of-primary')
+  })
+
+  it('asks for secrets before it takes a token string', () => {
+    const router = pairRouter({ healthCheckIntervalMs: 0 })
+    expect(() => router.run({ causalToken: 'pair:0-1-1' }, () => 1)).toThrow(
+      /invalid option "secrets"/,
+    )
+    expect(() => router.signCausalToken()).toThrow(/invalid option "secrets"/)
+    expect(() => pairRouter({ secrets: 'too short' })).toThrow(/invalid option "secrets"/)
   })
 })
 
