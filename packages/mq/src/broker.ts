@@ -815,6 +815,7 @@ export class Broker {
       queue: (name) => this.#topology.queues.get(name),
       republish: (routingKey, message, headers) => this.#republish(routingKey, message, headers),
       redeclare: (connection: ChannelModel) => declareTopology(connection, this.#topology),
+      current: () => this.#consumerConnection?.connection,
       emit: (event, payload) => this.#events.emit(event, payload as never),
       onCounter: (counter) => {
         this.#consumerTotals[counter]++

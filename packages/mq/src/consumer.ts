@@ -1,9 +1,10 @@
 import { setTimeout as sleep } from 'node:timers/promises'
 import type { Channel, ChannelModel, ConsumeMessage, MessagePropertyHeaders } from 'amqplib'
 import type { Deduplicator } from './deduplicator.js'
-import { InvalidMessageError, isMqError } from './errors.js'
+import { InvalidMessageError, InvalidMessageIdError, isMqError } from './errors.js'
 import { closeSafely } from './internal/closeSafely.js'
-import type { MessageDefinition } from './message.js'
+import { checkMessageId } from './internal/messageId.js'
+import { type MessageDefinition, messageVersion } from './message.js'
 import type { ResolvedQueue } from './topology.js'
 
 /** A message handed to a consumer's handler. */
@@ -99,6 +100,8 @@ export interface ConsumerHost {
     headers: Record<string, unknown>,
   ): Promise<void>
   redeclare(connection: ChannelModel): Promise<void>
+  /** The consumer connection that is up now, if any: the only one a consumer may attach to. */
+  current(): ChannelModel | undefined
   emit(event: string, payload: unknown): void
   onCounter(counter: keyof ConsumerStats): void
 }
@@ -113,12 +116,28 @@ export interface Consumer {
   cancel(): Promise<void>
 }
 
-function headerNumber(headers: MessagePropertyHeaders | undefined, key: string): number {
+/** A count header (`x-retry-attempt`, `x-delivery-count`): a non-negative integer, else 0. */
+function headerCount(headers: MessagePropertyHeaders | undefined, key: string): number {
   const value = headers?.[key]
   const n =
-    typeof value === 'number' ? value : typeof value === 'string' ? Number(value) : Number.NaN
-  return Number.isFinite(n) && n >= 0 ? n : 0
+    typeof value === 'number'
+      ? value
+      : typeof value === 'string' && /^[0-9]{1,9}$/.test(value)
+        ? Number(value)
+        : Number.NaN
+  return Number.isSafeInteger(n) && n >= 0 ? n : 0
 }
+
+/** A string header, or `fallback` when it is absent or of another type. */
+function headerString(headers: MessagePropertyHeaders | undefined, key: string, fallback: string) {
+  const value = headers?.[key]
+  return typeof value === 'string' ? value : fallback
+}
+
+/** First wait before requeueing a message whose republish (or deduplication) failed; doubles up to the cap. */
+const REQUEUE_BACKOFF_MS = 250
+/** Longest wait before such a requeue. */
+const REQUEUE_BACKOFF_MAX_MS = 10_000
 
 function decode(message: ConsumeMessage): unknown {
   const type = message.properties.contentType as string | undefined
@@ -168,6 +187,12 @@ export class ManagedConsumer<T> implements Consumer {
   #inHand = new Set<Promise<void>>()
   #attaching: Promise<void> | undefined
   #onCancel: (() => void) | undefined
+  /** Aborted by cancel(): ends backoff waits so their messages go back at once. */
+  readonly #stop = new AbortController()
+  /** Requeues in a row that followed a failure (republish, store); reset by a success. */
+  #requeueFailures = 0
+  /** Deliveries acked or nacked (or whose channel was gone): the others are settled by #deliver. */
+  readonly #settled = new WeakSet<ConsumeMessage>()
 
   constructor(
     queue: string,
@@ -195,16 +220,28 @@ export class ManagedConsumer<T> implements Consumer {
     this.#host.onCounter(counter)
   }
 
-  /** Starts consuming on a (new) consumer connection. Errors are retried with backoff until it works or stops. */
+  /** Whether `connection` is still the one to consume on: ours and the broker's live one. */
+  #current(connection: ChannelModel): boolean {
+    return !this.#stopping && this.#connection === connection && this.#host.current() === connection
+  }
+
+  /**
+   * Starts consuming on a (new) consumer connection. Errors are retried with backoff until it
+   * works, stops, or `connection` is no longer the live one (a stale call is a no-op).
+   */
   attach(connection: ChannelModel): Promise<void> {
+    // amqplib closes a channel before its connection: a late call may name a connection gone by now
+    if (this.#host.current() !== connection) return this.#attaching ?? Promise.resolve()
     this.#connection = connection
     const run = async () => {
       let delay = 100
-      while (!this.#stopping && this.#connection === connection) {
+      while (this.#current(connection)) {
         try {
           await this.open(connection)
           return
         } catch (error) {
+          // a connection that went away meanwhile is not an error of ours: its successor attaches
+          if (!this.#current(connection)) return
           this.#host.emit('consumer.error', { queue: this.queue, error })
           await sleep(delay)
           delay = Math.min(delay * 2, 5000)
@@ -232,9 +269,11 @@ export class ManagedConsumer<T> implements Consumer {
       if (this.#channel === channel) {
         this.#channel = undefined
         this.#consumerTag = undefined
-        // a channel-only close (connection still up): open a new one
-        if (!this.#stopping && this.#connection === connection)
-          setTimeout(() => void this.attach(connection), 100).unref()
+        // a channel-only close (connection still up): open a new one. The connection's own close
+        // comes after this one, so check again when the timer fires, by identity
+        setTimeout(() => {
+          if (this.#current(connection) && this.#channel === undefined) void this.attach(connection)
+        }, 100).unref()
       }
     })
     await channel.prefetch(this.#options.prefetch)
@@ -265,12 +304,13 @@ export class ManagedConsumer<T> implements Consumer {
     if (this.#stopping) return
     void (async () => {
       let delay = 100
-      while (!this.#stopping && this.#connection === connection) {
+      while (this.#current(connection)) {
         try {
           await this.#host.redeclare(connection)
           await this.open(connection)
           return
         } catch (error) {
+          if (!this.#current(connection)) return
           this.#host.emit('consumer.error', { queue: this.queue, error })
           await sleep(delay)
           delay = Math.min(delay * 2, 5000)
@@ -283,8 +323,13 @@ export class ManagedConsumer<T> implements Consumer {
     // stopping: leave it unacked; closing the channel hands it back to the broker
     if (this.#stopping) return
     this.#count('consumed')
-    const work = this.#handle(channel, message).catch((error) => {
+    const work = this.#handle(channel, message).catch(async (error) => {
       this.#host.emit('consumer.error', { queue: this.queue, error })
+      // never leave a delivery unsettled: it would hold a prefetch slot until the channel closes
+      if (!this.#settled.has(message)) {
+        await this.#backoff()
+        this.#nack(channel, message, true)
+      }
     })
     this.#inHand.add(work)
     void work.finally(() => {
@@ -295,6 +340,7 @@ export class ManagedConsumer<T> implements Consumer {
 
   /** Acks on the channel the message came from, and only if that channel still lives. */
   #ack(channel: Channel, message: ConsumeMessage): void {
+    this.#settled.add(message)
     if (this.#channel !== channel) {
       this.#count('staleAcks')
       return
@@ -307,6 +353,7 @@ export class ManagedConsumer<T> implements Consumer {
   }
 
   #nack(channel: Channel, message: ConsumeMessage, requeue: boolean): void {
+    this.#settled.add(message)
     if (this.#channel !== channel) {
       this.#count('staleAcks')
       return
@@ -320,7 +367,7 @@ export class ManagedConsumer<T> implements Consumer {
 
   async #handle(channel: Channel, message: ConsumeMessage): Promise<void> {
     const headers = message.properties.headers ?? {}
-    const attempt = headerNumber(headers, 'x-retry-attempt')
+    const attempt = headerCount(headers, 'x-retry-attempt')
     let body: unknown
     try {
       body = decode(message)
@@ -330,7 +377,7 @@ export class ManagedConsumer<T> implements Consumer {
         if (type !== undefined && type !== definition.type) {
           throw new InvalidMessageError(`expected a "${definition.type}" message, got "${type}"`)
         }
-        const version = headerNumber(headers, 'x-message-version') || definition.version
+        const version = messageVersion(headers['x-message-version'], definition.version)
         body = await definition.parse(body, version)
       }
     } catch (error) {
@@ -351,7 +398,28 @@ export class ManagedConsumer<T> implements Consumer {
         ? `${this.#options.idempotencyPrefix}${this.queue}:${id}`
         : undefined
     if (dedupe !== undefined && key !== undefined) {
-      const state = await dedupe.begin(key)
+      let state: Awaited<ReturnType<typeof dedupe.begin>>
+      try {
+        checkMessageId(id)
+        state = await dedupe.begin(key)
+      } catch (error) {
+        if (error instanceof InvalidMessageIdError || permanent(error)) {
+          // the id itself is refused (e.g. by the idempotency key pattern): no retry can help
+          const refused =
+            error instanceof InvalidMessageIdError
+              ? error
+              : new InvalidMessageIdError(
+                  `message id refused by the deduplicator: ${(error as Error)?.message}`,
+                  { cause: error },
+                )
+          await this.#deadLetter(channel, message, refused, attempt)
+          return
+        }
+        // the store is down or failing: try again later through the retry queue
+        this.#host.emit('consumer.error', { queue: this.queue, error })
+        await this.#retryLater(channel, message, error, attempt)
+        return
+      }
       if (state === 'completed') {
         this.#count('duplicates')
         this.#host.emit('duplicate', { queue: this.queue, messageId: id })
@@ -360,7 +428,9 @@ export class ManagedConsumer<T> implements Consumer {
       }
       if (state === 'in-progress') {
         // another consumer has it right now (or died holding it until the lock expires)
-        await sleep(this.#options.inProgressDelay)
+        await sleep(this.#options.inProgressDelay, undefined, { signal: this.#stop.signal }).catch(
+          () => {},
+        )
         this.#nack(channel, message, true)
         return
       }
@@ -375,9 +445,8 @@ export class ManagedConsumer<T> implements Consumer {
       attempt,
       redelivered: message.fields.redelivered,
       queue: this.queue,
-      exchange: (headers['x-original-exchange'] as string | undefined) ?? message.fields.exchange,
-      routingKey:
-        (headers['x-original-routing-key'] as string | undefined) ?? message.fields.routingKey,
+      exchange: headerString(headers, 'x-original-exchange', message.fields.exchange),
+      routingKey: headerString(headers, 'x-original-routing-key', message.fields.routingKey),
       raw: message,
     }
     try {
@@ -388,7 +457,15 @@ export class ManagedConsumer<T> implements Consumer {
       await this.#fail(channel, message, error, attempt)
       return
     }
-    if (dedupe !== undefined && key !== undefined) await dedupe.complete(key)
+    if (dedupe !== undefined && key !== undefined) {
+      try {
+        await dedupe.complete(key)
+      } catch (error) {
+        // the handler's work is done: ack it rather than run it again; only a later duplicate
+        // delivery of this id can be reprocessed (the claim lapses with its lease)
+        this.#host.emit('consumer.error', { queue: this.queue, error })
+      }
+    }
     this.#count('acked')
     this.#ack(channel, message)
   }
@@ -407,7 +484,7 @@ export class ManagedConsumer<T> implements Consumer {
       return
     }
     const step = queue.retries[attempt]
-    const deliveryCount = headerNumber(message.properties.headers, 'x-delivery-count')
+    const deliveryCount = headerCount(message.properties.headers, 'x-delivery-count')
     if (queue.retries.length === 0 && queue.deliveryLimit !== undefined && !permanent(error)) {
       // quorum queue counting deliveries itself: requeue until the limit, then dead-letter with the error
       if (deliveryCount + 1 < queue.deliveryLimit) {
@@ -427,16 +504,22 @@ export class ManagedConsumer<T> implements Consumer {
         'x-retry-attempt': attempt + 1,
         'x-last-error': info.message,
         'x-last-error-code': info.code,
-        'x-original-exchange':
-          message.properties.headers?.['x-original-exchange'] ?? message.fields.exchange,
-        'x-original-routing-key':
-          message.properties.headers?.['x-original-routing-key'] ?? message.fields.routingKey,
+        'x-original-exchange': headerString(
+          message.properties.headers,
+          'x-original-exchange',
+          message.fields.exchange,
+        ),
+        'x-original-routing-key': headerString(
+          message.properties.headers,
+          'x-original-routing-key',
+          message.fields.routingKey,
+        ),
       })
     } catch (republishError) {
-      this.#host.emit('consumer.error', { queue: this.queue, error: republishError })
-      this.#nack(channel, message, true)
+      await this.#requeueAfterFailure(channel, message, republishError)
       return
     }
+    this.#requeueFailures = 0
     this.#count('retried')
     this.#host.emit('retried', {
       queue: this.queue,
@@ -473,16 +556,22 @@ export class ManagedConsumer<T> implements Consumer {
         'x-error-stack': info.stack,
         'x-failed-at': new Date().toISOString(),
         'x-original-queue': this.queue,
-        'x-original-exchange':
-          message.properties.headers?.['x-original-exchange'] ?? message.fields.exchange,
-        'x-original-routing-key':
-          message.properties.headers?.['x-original-routing-key'] ?? message.fields.routingKey,
+        'x-original-exchange': headerString(
+          message.properties.headers,
+          'x-original-exchange',
+          message.fields.exchange,
+        ),
+        'x-original-routing-key': headerString(
+          message.properties.headers,
+          'x-original-routing-key',
+          message.fields.routingKey,
+        ),
       })
     } catch (republishError) {
-      this.#host.emit('consumer.error', { queue: this.queue, error: republishError })
-      this.#nack(channel, message, true)
+      await this.#requeueAfterFailure(channel, message, republishError)
       return
     }
+    this.#requeueFailures = 0
     this.#count('deadLettered')
     this.#host.emit('dead-lettered', {
       queue: this.queue,
@@ -492,9 +581,76 @@ export class ManagedConsumer<T> implements Consumer {
     this.#ack(channel, message)
   }
 
+  /** Waits before a requeue after a failure: 250 ms doubling to 10 s, cut short by cancel(). */
+  async #backoff(): Promise<void> {
+    const delay = Math.min(REQUEUE_BACKOFF_MS * 2 ** this.#requeueFailures, REQUEUE_BACKOFF_MAX_MS)
+    this.#requeueFailures = Math.min(this.#requeueFailures + 1, 16)
+    await sleep(delay, undefined, { signal: this.#stop.signal }).catch(() => {})
+  }
+
+  /**
+   * A republish (to a retry or dead-letter queue) failed, e.g. the publisher is down: requeue the
+   * message after a backoff, so it does not spin in a hot redelivery loop meanwhile.
+   */
+  async #requeueAfterFailure(channel: Channel, message: ConsumeMessage, error: unknown) {
+    this.#host.emit('consumer.error', { queue: this.queue, error })
+    await this.#backoff()
+    this.#nack(channel, message, true)
+  }
+
+  /**
+   * The deduplication store failed (not the message): send the message through the retry queue of
+   * its attempt (the last one once they are spent) without counting an attempt, so an outage delays
+   * messages but does not dead-letter them. Without retry queues: requeue after a backoff.
+   */
+  async #retryLater(
+    channel: Channel,
+    message: ConsumeMessage,
+    error: unknown,
+    attempt: number,
+  ): Promise<void> {
+    const retries = this.#host.queue(this.queue)?.retries ?? []
+    const step = retries[Math.min(attempt, retries.length - 1)]
+    if (step === undefined) {
+      await this.#backoff()
+      this.#nack(channel, message, true)
+      return
+    }
+    const info = describe(error)
+    try {
+      await this.#host.republish(step.queue, message, {
+        'x-retry-attempt': attempt,
+        'x-last-error': info.message,
+        'x-last-error-code': info.code,
+        'x-original-exchange': headerString(
+          message.properties.headers,
+          'x-original-exchange',
+          message.fields.exchange,
+        ),
+        'x-original-routing-key': headerString(
+          message.properties.headers,
+          'x-original-routing-key',
+          message.fields.routingKey,
+        ),
+      })
+    } catch (republishError) {
+      await this.#requeueAfterFailure(channel, message, republishError)
+      return
+    }
+    this.#count('retried')
+    this.#host.emit('retried', {
+      queue: this.queue,
+      messageId: message.properties.messageId,
+      attempt,
+      delay: step.delay,
+    })
+    this.#ack(channel, message)
+  }
+
   async cancel(timeoutMs = 30_000): Promise<void> {
     if (this.#stopping) return
     this.#stopping = true
+    this.#stop.abort()
     const channel = this.#channel
     const tag = this.#consumerTag
     if (channel !== undefined && tag !== undefined) await channel.cancel(tag).catch(() => {})

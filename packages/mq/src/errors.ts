@@ -100,6 +100,21 @@ export class InvalidMessageError extends MqError {
   }
 }
 
+/**
+ * A consumed message's id cannot be used to deduplicate it: missing or empty, longer than the
+ * store takes, not well-formed UTF-8 (so two distinct ids could read the same), or refused by the
+ * deduplicator (e.g. by the idempotency key pattern). The consumer dead-letters the message
+ * with this error's code and reason; a retry cannot help.
+ */
+export class InvalidMessageIdError extends MqError {
+  /** The class name, `InvalidMessageIdError`. */
+  override name = 'InvalidMessageIdError'
+
+  constructor(message: string, options: MqErrorOptions = {}) {
+    super('E_MQ_INVALID_MESSAGE_ID', message, { ...options, retryable: false })
+  }
+}
+
 /** The exchange does not exist on the broker (and is not in the topology); nothing was sent. */
 export class UnknownExchangeError extends MqError {
   /** The class name, `UnknownExchangeError`. */
@@ -198,6 +213,8 @@ export const errors = {
   MessageTooLargeError,
   /** {@link InvalidMessageError} */
   InvalidMessageError,
+  /** {@link InvalidMessageIdError} */
+  InvalidMessageIdError,
   /** {@link UnknownExchangeError} */
   UnknownExchangeError,
   /** {@link UnroutableError} */

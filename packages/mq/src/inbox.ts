@@ -1,5 +1,6 @@
 import type { Delivery, MessageHandler } from './consumer.js'
 import { InvalidArgumentError } from './errors.js'
+import { checkMessageId } from './internal/messageId.js'
 import {
   quoteTable,
   type SqlConnection,
@@ -19,6 +20,9 @@ export interface InboxOptions {
   /** The consumer's name: one message may be handled once by each consumer name. */
   consumer: string
 }
+
+/** MySQL's and MariaDB's error number of a duplicate key (`ER_DUP_ENTRY`). */
+const ER_DUP_ENTRY = 1062
 
 /** The defaults of {@link InboxOptions}. */
 export const DEFAULT_INBOX_OPTIONS: Readonly<Required<Pick<InboxOptions, 'table'>>> = {
@@ -43,9 +47,16 @@ export interface InboxStats {
 export interface Inbox {
   /** The inbox table's name. */
   readonly table: string
-  /** Wraps a handler: record the message id and run the handler in one transaction; a duplicate is dropped. */
+  /**
+   * Wraps a handler: record the message id and run the handler in one transaction; a duplicate is
+   * dropped. Ids are compared byte for byte; a missing, empty, over-255-byte or ill-formed id is an
+   * {@link InvalidMessageIdError} (the consumer dead-letters the message).
+   */
   handler<T = unknown>(handler: InboxHandler<T>): MessageHandler<T>
-  /** Creates the inbox table if it does not exist. */
+  /**
+   * Creates the inbox table if it does not exist (`message_id VARBINARY(255)`: byte for byte; see
+   * the README to migrate a table made by an earlier version).
+   */
   createTable(connection: SqlConnection): Promise<void>
   /** Counters. */
   stats(): InboxStats
@@ -91,7 +102,7 @@ export function createInbox(options: InboxOptions): Inbox {
       await connection.query(
         `CREATE TABLE IF NOT EXISTS ${table} (
           consumer VARCHAR(191) NOT NULL,
-          message_id VARCHAR(128) NOT NULL,
+          message_id VARBINARY(255) NOT NULL,
           handled_at DATETIME(3) NOT NULL DEFAULT CURRENT_TIMESTAMP(3),
           PRIMARY KEY (consumer, message_id)
         ) ENGINE=InnoDB`,
@@ -99,18 +110,23 @@ export function createInbox(options: InboxOptions): Inbox {
     },
     handler<T>(handler: InboxHandler<T>): MessageHandler<T> {
       return async (delivery) => {
-        if (delivery.messageId === undefined) {
-          throw new InvalidArgumentError('the inbox needs a message id on every message')
-        }
+        const id = checkMessageId(delivery.messageId)
         const connection = await pool.getConnection()
         let committed = false
         try {
           await connection.beginTransaction()
-          const [result] = (await connection.query(
-            `INSERT IGNORE INTO ${table} (consumer, message_id) VALUES (?, ?)`,
-            [consumer, delivery.messageId],
-          )) as [{ affectedRows: number }, unknown]
-          if (result.affectedRows === 0) {
+          // plain INSERT: IGNORE would also turn a foreign key, truncation or conversion error
+          // into "0 rows", read as a duplicate; only ER_DUP_ENTRY is one
+          const duplicate = await connection
+            .query(`INSERT INTO ${table} (consumer, message_id) VALUES (?, ?)`, [consumer, id])
+            .then(
+              () => false,
+              (error: unknown) => {
+                if ((error as { errno?: unknown })?.errno === ER_DUP_ENTRY) return true
+                throw error
+              },
+            )
+          if (duplicate) {
             await connection.commit()
             committed = true
             counters.duplicates++

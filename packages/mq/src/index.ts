@@ -36,6 +36,7 @@ export {
   errors,
   InvalidArgumentError,
   InvalidMessageError,
+  InvalidMessageIdError,
   isMqError,
   MessageTooLargeError,
   MqError,

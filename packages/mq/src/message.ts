@@ -93,8 +93,9 @@ export interface MessageDefinition<T> {
   /** Wraps a body for {@link Broker.publish}; validation happens at publish. */
   of(body: T): TypedMessage<T>
   /**
-   * Validates (and upgrades) a received body.
-   * @throws {@link InvalidMessageError} when it does not match.
+   * Validates (and upgrades) a received body written by version `version` (default: the current one).
+   * @throws {@link InvalidMessageError} when it does not match, or when `version` is not an integer
+   * from 1 to the current version (`upgrade` is not called then).
    */
   parse(body: unknown, version?: number): Promise<T>
 }
@@ -116,6 +117,37 @@ export function isTypedMessage(value: unknown): value is TypedMessage<unknown> {
     value !== null &&
     (value as Record<symbol, unknown>)[TYPED] === true
   )
+}
+
+/**
+ * Reads the `x-message-version` header of a received message for a definition at version
+ * `known`: absent means `known` (a producer without versions); otherwise it must be an integer
+ * from 1 to `known`, as a number or in canonical decimal. A newer version would be parsed as the
+ * current one (its new fields dropped) and a fractional one would run `upgrade`, so both are refused.
+ * @throws {@link InvalidMessageError} naming the version otherwise. @internal
+ */
+export function messageVersion(value: unknown, known: number): number {
+  const version =
+    typeof value === 'number'
+      ? value
+      : typeof value === 'string' && /^[1-9][0-9]{0,8}$/.test(value)
+        ? Number(value)
+        : undefined
+  if (value === undefined) return known
+  if (version === undefined || !Number.isInteger(version) || version < 1 || version > known) {
+    throw new InvalidMessageError(
+      `unsupported message version ${describeVersion(value)}: expected an integer from 1 to ${known}`,
+    )
+  }
+  return version
+}
+
+function describeVersion(value: unknown): string {
+  try {
+    return (JSON.stringify(value) ?? String(value)).slice(0, 100)
+  } catch {
+    return typeof value
+  }
 }
 
 function formatIssues(issues: ReadonlyArray<StandardSchemaV1Issue>): string[] {
@@ -172,6 +204,11 @@ export function defineMessage<T>(options: MessageDefinitionOptions<T>): MessageD
       return Object.defineProperty({ definition, body }, TYPED, { value: true }) as TypedMessage<T>
     },
     async parse(body: unknown, from = version): Promise<T> {
+      if (!Number.isInteger(from) || from < 1 || from > version) {
+        throw new InvalidMessageError(
+          `unsupported "${type}" message version ${String(from)}: expected an integer from 1 to ${version}`,
+        )
+      }
       const input = upgrade !== undefined && from < version ? upgrade(body, from) : body
       const result = await schema['~standard'].validate(input)
       if (result.issues !== undefined) {
