@@ -50,6 +50,9 @@ export interface ConsumeOptions<T = unknown> {
   message?: MessageDefinition<T>
   /**
    * Drops deliveries whose message id was already processed (see {@link idempotencyDeduplicator} and {@link Deduplicator}).
+   * An id the store cannot key (empty, not well-formed UTF-8, or refused by it, e.g. by its key pattern) is
+   * dead-lettered with an {@link InvalidMessageIdError}; a store error sends the message through the retry
+   * queue without counting an attempt.
    * @default undefined (no deduplication: at-least-once)
    */
   idempotency?: Deduplicator
