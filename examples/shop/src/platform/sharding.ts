@@ -98,14 +98,18 @@ export async function withCausalToken<T>(
   })
 }
 
-function safeParse(token: string): string {
-  if (token === '') return ''
+/**
+ * The token lives in the server-side session (Redis), which the client cannot write, so its
+ * unsigned form is read here; a token that travelled through a cookie would need the router's
+ * `secrets` and `router.signCausalToken()` instead.
+ */
+function safeParse(token: string): CausalToken {
+  if (token === '') return CausalToken.empty
   try {
-    // A token the router cannot read is dropped rather than failing the request.
-    CausalToken.parse(token)
-    return token
+    return CausalToken.parse(token)
   } catch {
-    return ''
+    // A token the router cannot read is dropped rather than failing the request.
+    return CausalToken.empty
   }
 }
 
