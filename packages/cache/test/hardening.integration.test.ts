@@ -230,13 +230,16 @@ describe('TwoLevelCache tag sets', () => {
     await a.set('long', 'x', { ttl: 60_000, tags: ['t'] }) // keeps the tag's key alive
     for (let i = 0; i < 20; i++) await a.set(`short:${i}`, i, { ttl: 30, tags: ['t'] })
     await sleep(80)
-    await a.set('later', 'y', { ttl: 60_000, tags: ['t'] })
+    await a.set('later', 'y', { ttl: 60_000, grace: 0.5, tags: ['t'] }) // a fractional expiry too
     const { tag, legacyTag } = names(group)
     const count = async (key: string) => {
       const type = await raw.type(key)
       return type === 'zset' ? raw.zcard(key) : type === 'set' ? raw.scard(key) : 0
     }
     expect((await count(tag('t'))) + (await count(legacyTag('t')))).toBe(2)
+    const ttl = await raw.pttl(tag('t'))
+    expect(ttl).toBeGreaterThan(50_000) // the set lives as long as its longest entry
+    expect(a.stats().l2.errors).toBe(0)
   })
 
   it.each(['standalone', 'cluster'] as const)(

@@ -19,7 +19,7 @@ return 1`
 const ADD_TAG = `redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
 for i = 2, #ARGV, 2 do redis.call('ZADD', KEYS[1], ARGV[i], ARGV[i + 1]) end
 local last = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
-if last[2] then redis.call('PEXPIREAT', KEYS[1], last[2]) end
+if last[2] then redis.call('PEXPIREAT', KEYS[1], string.format('%d', math.ceil(tonumber(last[2])))) end
 return 1`
 
 // KEYS[1] tag; ARGV[1] now: prunes expired members, returns how many are left
@@ -58,6 +58,9 @@ export interface TagMember {
 /**
  * The Redis commands the cache sends, each a single round trip (or one per slot on a
  * Cluster). No policy here: timeouts and the breaker wrap these calls in the cache.
+ *
+ * Durations may be fractional milliseconds (`'1.5ms'`, a grace of 0.5): every `PX` is rounded
+ * up, as Redis takes only integers.
  */
 export class L2 {
   readonly client: RedisClient
@@ -94,7 +97,7 @@ export class L2 {
   }
 
   async set(key: string, value: string, px: number): Promise<void> {
-    await this.client.set(key, value, 'PX', px)
+    await this.client.set(key, value, 'PX', Math.ceil(px))
   }
 
   /** Writes many; one pipeline on a standalone server, commands sent together on a Cluster. */
@@ -107,12 +110,14 @@ export class L2 {
     }
     if (!this.isCluster) {
       const pipeline = this.client.pipeline()
-      for (const item of items) pipeline.set(item.key, item.value, 'PX', item.px)
+      for (const item of items) pipeline.set(item.key, item.value, 'PX', Math.ceil(item.px))
       const results = await pipeline.exec()
       for (const [error] of results ?? []) if (error) throw error
       return
     }
-    await Promise.all(items.map((item) => this.client.set(item.key, item.value, 'PX', item.px)))
+    await Promise.all(
+      items.map((item) => this.client.set(item.key, item.value, 'PX', Math.ceil(item.px))),
+    )
   }
 
   /**
@@ -126,7 +131,7 @@ export class L2 {
     message: string,
   ): Promise<void> {
     const pipeline = this.client.pipeline()
-    for (const item of items) pipeline.set(item.key, item.value, 'PX', item.px)
+    for (const item of items) pipeline.set(item.key, item.value, 'PX', Math.ceil(item.px))
     pipeline.publish(channel, message)
     const results = await pipeline.exec()
     for (const [error] of results ?? []) if (error) throw error
@@ -134,7 +139,7 @@ export class L2 {
 
   /** Writes `value` only if the key's token is still `expected` ('' = absent). */
   async cas(key: string, expected: string, value: string, px: number): Promise<boolean> {
-    return (await this.#eval(SCRIPTS.cas, key, expected, value, String(px))) === 1
+    return (await this.#eval(SCRIPTS.cas, key, expected, value, String(Math.ceil(px)))) === 1
   }
 
   /** Adds members to tags, pruning each tag's expired members: one script call per tag and chunk. */
@@ -183,7 +188,7 @@ export class L2 {
   }
 
   async acquire(key: string, owner: string, px: number): Promise<boolean> {
-    return (await this.client.set(key, owner, 'PX', px, 'NX')) === 'OK'
+    return (await this.client.set(key, owner, 'PX', Math.ceil(px), 'NX')) === 'OK'
   }
 
   async release(key: string, owner: string): Promise<void> {
