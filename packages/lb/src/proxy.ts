@@ -22,6 +22,7 @@ import {
   type HealthCheckerOptions,
 } from './healthChecker.js'
 import {
+  byPrecedence,
   connectionTokens,
   matchRoute,
   normalizePath,
@@ -575,12 +576,7 @@ class ProxyImpl extends TypedEmitter<ProxyEvents> implements ReverseProxy {
       keepAliveTimeoutMs: o.keepAliveTimeoutMs,
     })
     this.#routes = o.routes.map((r, i) => this.#route(r, i))
-    this.#routes.sort(
-      (a, b) =>
-        Number(b.host !== undefined) - Number(a.host !== undefined) ||
-        Number(a.wildcard) - Number(b.wildcard) ||
-        b.prefix.length - a.prefix.length,
-    )
+    this.#routes.sort(byPrecedence)
     // Requests without a body skip the readable-stream life cycle of their IncomingMessage
     // (node >= 24.9; older versions ignore the option); the proxy never reads such a body.
     this.server = createServer(

@@ -220,8 +220,17 @@ export interface RouteMatcher {
   prefix: string
 }
 
+/** Orders routes most specific first: a host before none, an exact host before a wildcard, then the longest prefix. */
+export function byPrecedence(a: RouteMatcher, b: RouteMatcher): number {
+  return (
+    Number(b.host !== undefined) - Number(a.host !== undefined) ||
+    Number(a.wildcard) - Number(b.wildcard) ||
+    b.prefix.length - a.prefix.length
+  )
+}
+
 /**
- * The first route, in the order given, whose host matches and whose prefix contains the path on
+ * The first route, in the order given (sort with {@link byPrecedence} first), whose host matches and whose prefix contains the path on
  * a segment boundary (`/api` matches `/api` and `/api/x`, not `/apix`).
  * @param path a path from {@link parseRequestTarget}: normalised, without the query.
  */
