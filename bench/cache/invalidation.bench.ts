@@ -33,7 +33,7 @@ if (process.argv[2] === 'child') {
   })
   process.send?.('ready')
 } else {
-  const namespace = `${RUN}:inv`
+  const namespace = `${RUN}-inv` // no ":" in a cache namespace
   const child = fork(fileURLToPath(import.meta.url), ['child', namespace], {
     execArgv: ['--import', 'tsx', '--conditions=@ballast/source'],
   })

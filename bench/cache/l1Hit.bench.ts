@@ -13,7 +13,7 @@ const keys = Array.from({ length: KEYS }, (_, i) => `product:${i}`)
 const value = { id: 1, name: 'Widget', price: 1999, tags: ['a', 'b'] }
 
 const client = redis()
-const ours = createCache({ redis: client, namespace: `${RUN}:ours`, ttl: '1h' })
+const ours = createCache({ redis: client, namespace: `${RUN}-ours`, ttl: '1h' })
 await ours.ready()
 const bc = bento(redis())
 const cm = cacheManager()

@@ -14,7 +14,7 @@ const keys = Array.from({ length: KEYS }, (_, i) => `product:${i}`)
 const value = { id: 1, name: 'Widget', price: 1999, at: new Date(0), tags: ['a', 'b'] }
 
 const client = redis()
-const ours = createCache({ redis: client, namespace: `${RUN}:ours`, ttl: '1h', l1: false })
+const ours = createCache({ redis: client, namespace: `${RUN}-ours`, ttl: '1h', l1: false })
 await ours.ready()
 const bc = bento(redis(), false)
 const cm = cacheManager(false)
@@ -24,7 +24,7 @@ for (const key of keys) {
   await cm.cache.set(key, value, 3_600_000)
 }
 // the raw baseline reads our own entries: GET, then the same deserializer on the payload
-const rawKeys = keys.map((key) => `ballast:cache:${RUN}:ours:0:e:${key}`)
+const rawKeys = keys.map((key) => `ballast:cache:${RUN}-ours:0:e:${key}`)
 const rawGet = async (i: number) => {
   const text = (await client.get(rawKeys[Math.abs(i) % KEYS] as string)) as string
   let at = -1
