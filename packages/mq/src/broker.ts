@@ -11,7 +11,7 @@ import {
 } from './consumer.js'
 import { BrokerClosedError, InvalidArgumentError, MqError, UnknownExchangeError } from './errors.js'
 import { closeSafely } from './internal/closeSafely.js'
-import { declareTopology, ManagedConnection } from './internal/connection.js'
+import { declareTopology, ManagedConnection, redact } from './internal/connection.js'
 import { type Duration, positiveInt, toMs } from './internal/duration.js'
 import { type Encoded, encodeMessage, encodePlain } from './internal/encode.js'
 import { Publisher } from './internal/publisher.js'
@@ -391,24 +391,35 @@ const BUILTIN_EXCHANGES = new Set([
   'amq.match',
 ])
 
+/**
+ * A `urls` value (or a part of it) for an error message: a string through {@link redact}, so no
+ * password is echoed; of anything else only its kind, since it may hold a URL too.
+ */
+function showUrls(value: unknown): string {
+  if (typeof value === 'string') return JSON.stringify(redact(value))
+  if (Array.isArray(value)) return `an array of ${value.length} items`
+  if (value === null || typeof value !== 'object') return String(value)
+  return 'an object'
+}
+
 function resolveUrls(urls: unknown): string[] {
   const list = typeof urls === 'string' ? [urls] : urls
   if (!Array.isArray(list) || list.length === 0) {
     throw new InvalidArgumentError(
-      `invalid option "urls": expected an AMQP URL or a non-empty array of them, got ${JSON.stringify(urls)}`,
+      `invalid option "urls": expected an AMQP URL or a non-empty array of them, got ${showUrls(urls)}`,
     )
   }
   for (const url of list) {
     let ok = false
     try {
       const parsed = new URL(url)
-      ok = parsed.protocol === 'amqp:' || parsed.protocol === 'amqps:'
+      ok = typeof url === 'string' && (parsed.protocol === 'amqp:' || parsed.protocol === 'amqps:')
     } catch {
       ok = false
     }
     if (!ok)
       throw new InvalidArgumentError(
-        `invalid option "urls": expected amqp:// or amqps:// URLs, got ${JSON.stringify(url)}`,
+        `invalid option "urls": expected amqp:// or amqps:// URLs, got ${showUrls(url)}`,
       )
   }
   return list as string[]
@@ -455,7 +466,7 @@ export class Broker {
   constructor(options: BrokerOptions) {
     if (typeof options !== 'object' || options === null) {
       throw new InvalidArgumentError(
-        `invalid options: expected an object with "urls", got ${JSON.stringify(options)}`,
+        `invalid options: expected an object with "urls", got ${showUrls(options)}`,
       )
     }
     const o = { ...DEFAULT_BROKER_OPTIONS, ...options }
@@ -599,10 +610,14 @@ export class Broker {
     // channel in this call, without waiting for a microtask
     try {
       if (this.#closing !== undefined) throw new BrokerClosedError()
-      if (typeof exchange !== 'string')
+      if (
+        typeof exchange !== 'string' ||
+        (exchange.length > 85 && Buffer.byteLength(exchange) > 255)
+      ) {
         throw new InvalidArgumentError(
-          `invalid argument "exchange": expected a string, got ${JSON.stringify(exchange)}`,
+          `invalid argument "exchange": expected a string of at most 255 bytes, got ${typeof exchange === 'string' ? `${Buffer.byteLength(exchange)} bytes` : JSON.stringify(exchange)}`,
         )
+      }
       if (
         typeof routingKey !== 'string' ||
         (routingKey.length > 85 && Buffer.byteLength(routingKey) > 255)
@@ -879,8 +894,9 @@ export class Broker {
 
   /**
    * Shuts down gracefully: consumers stop taking messages and finish (and ack) those in hand,
-   * buffered and unconfirmed messages get up to `shutdownTimeout` to be confirmed, then both
-   * connections close. Publishes still pending after that reject with {@link BrokerClosedError}.
+   * buffered and unconfirmed messages get up to `shutdownTimeout` to be confirmed (also during an
+   * outage: the connection keeps reconnecting meanwhile), then both connections close. Publishes
+   * still pending after that reject with {@link BrokerClosedError}.
    */
   close(): Promise<void> {
     this.#closing ??= this.#close()
@@ -890,8 +906,16 @@ export class Broker {
   async #close(): Promise<void> {
     const timeout = this.#settings.shutdownTimeoutMs
     await Promise.all([...this.#consumers].map((c) => c.cancel(timeout)))
-    if (this.#publisherConnection.state === 'connected') {
-      await Promise.race([this.#publisher.idle(), sleep(timeout, undefined, { ref: false })])
+    // during an outage too: the connection keeps reconnecting meanwhile, and a message buffered
+    // while it was down is confirmed if it comes back within the timeout (after a topology
+    // conflict nothing is waiting: every publish was rejected with it)
+    if (this.#publisherConnection.state !== 'failed') {
+      const timer = new AbortController()
+      await Promise.race([
+        this.#publisher.idle(),
+        sleep(timeout, undefined, { ref: false, signal: timer.signal }).catch(() => {}),
+      ])
+      timer.abort()
     }
     await this.#publisher.close()
     await Promise.all([this.#publisherConnection.close(), this.#consumerConnection?.close()])

@@ -52,13 +52,42 @@ function withHeartbeat(url: string, heartbeatMs: number): string {
   return parsed.toString()
 }
 
-/** Strips credentials, for events and errors. */
+/** What the URL parser ignores: tabs and newlines anywhere, spaces and C0 controls around the URL. */
+function trimLikeUrlParser(url: string): string {
+  const text = url.replace(/[\t\n\r]/g, '')
+  let start = 0
+  let end = text.length
+  while (start < end && text.charCodeAt(start) <= 0x20) start++
+  while (end > start && text.charCodeAt(end - 1) <= 0x20) end--
+  return text.slice(start, end)
+}
+
+/** A URL's scheme and the slashes after it, as a person writes them. */
+const SCHEME = /^[a-z][a-z\d+.-]*:[/\\]*/i
+
+/**
+ * A URL as every event, error and log line of the package shows it: without user name, password,
+ * query or fragment; `(invalid url)` when it does not parse, so a malformed URL is never echoed.
+ *
+ * Everything from the scheme to the last `@` goes, whatever a parser makes of it: a password
+ * typed raw with a `/`, `?` or `#` in it would otherwise land in the path, query or fragment
+ * (`amqp://user:1/secret@host` parses as host `user`, port 1, path `/secret@host`).
+ */
 export function redact(url: string): string {
+  const text = trimLikeUrlParser(String(url))
+  const at = text.lastIndexOf('@')
+  let stripped = text
+  if (at !== -1) {
+    const scheme = SCHEME.exec(text)
+    if (scheme === null) return '(invalid url)'
+    stripped = scheme[0] + text.slice(at + 1)
+  }
   try {
-    const parsed = new URL(url)
+    const parsed = new URL(stripped)
     parsed.password = ''
     parsed.username = ''
     parsed.search = ''
+    parsed.hash = ''
     return parsed.toString()
   } catch {
     return '(invalid url)'

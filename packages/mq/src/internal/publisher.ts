@@ -4,11 +4,13 @@ import genericPool, { type Pool } from 'generic-pool'
 import {
   BrokerClosedError,
   BufferFullError,
+  InvalidMessageError,
   PublishNackedError,
   PublishUnconfirmedError,
   UnroutableError,
 } from '../errors.js'
 import { closeSafely } from './closeSafely.js'
+import { checkPublish } from './encode.js'
 
 /** One message on its way: buffered, in flight, or waiting to be resent. */
 export interface Outgoing {
@@ -125,7 +127,11 @@ export class Publisher {
     return this.#inFlight
   }
 
-  /** Accepts a message; the promise settles when the broker confirmed it (or it failed). */
+  /**
+   * Accepts a message; the promise settles when the broker confirmed it (or it failed). A message
+   * amqplib could not encode (see {@link checkPublish}) is refused here, alone: nothing is
+   * buffered or written, and the channel is not touched.
+   */
   send(
     exchange: string,
     routingKey: string,
@@ -135,6 +141,11 @@ export class Publisher {
   ): Promise<void> {
     if (this.#failure !== undefined) return Promise.reject(this.#failure)
     if (this.#closed) return Promise.reject(new BrokerClosedError())
+    try {
+      checkPublish(exchange, routingKey, options)
+    } catch (error) {
+      return Promise.reject(error)
+    }
     if (!bypassLimit && this.#queue.length >= this.#settings.maxBuffered) {
       return Promise.reject(
         new BufferFullError(
@@ -389,9 +400,23 @@ export class Publisher {
       )
       if (!more) state.draining = true
       return more
-    } catch {
-      // the channel closed under us: nothing was written, so the message goes first next time
+    } catch (error) {
       this.#inFlight--
+      if (!state.closed && (error as Error | null)?.name !== 'IllegalOperationError') {
+        // amqplib refused to encode this message (checkPublish missed a case): it threw before
+        // writing a byte or taking a delivery tag, so the channel is sound and only this message fails
+        this.counters.failed++
+        message.reject(
+          new InvalidMessageError(
+            `the message cannot be sent: ${(error as Error | null)?.message ?? String(error)}`,
+            [],
+            { cause: error },
+          ),
+        )
+        this.#checkWaiters()
+        return true
+      }
+      // the channel closed under us: nothing was written, so the message goes first next time
       state.closed = true
       this.#resend.push(message)
       this.#lost(state)
