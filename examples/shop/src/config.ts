@@ -74,8 +74,38 @@ export interface Counts {
 
 export const DEFAULT_COUNTS: Counts = { catalog: 2, cart: 2, order: 2, account: 1 }
 
+/**
+ * How many order instances can run: each makes order ids with a worker id of its own, and
+ * the order id generator has 4 worker bits (`createOrderIds` in platform/sharding.ts), so 16.
+ */
+export const MAX_ORDER_INSTANCES = 16
+
+/**
+ * The id generator's worker id of order instance `order-<n>`: `n - 1`, unique for every
+ * instance the generator supports. Beyond that two instances would make the same ids, so it
+ * throws.
+ */
+export function orderWorkerId(instance: string): number {
+  const n = Number(/^order-(\d+)$/.exec(instance)?.[1] ?? Number.NaN)
+  if (!Number.isSafeInteger(n) || n < 1 || n > MAX_ORDER_INSTANCES) {
+    throw new Error(
+      `order instance "${instance}" has no worker id: the order id generator supports order-1 to order-${MAX_ORDER_INSTANCES}`,
+    )
+  }
+  return n - 1
+}
+
 /** Port layout: the gateway on `base`, the supervisor's control port on `base + 1`, instances from `base + 10`. */
 export function layoutInstances(base: number, counts: Counts = DEFAULT_COUNTS): InstanceSpec[] {
+  if (
+    !Number.isSafeInteger(counts.order) ||
+    counts.order < 1 ||
+    counts.order > MAX_ORDER_INSTANCES
+  ) {
+    throw new Error(
+      `invalid order instance count ${counts.order}: between 1 and ${MAX_ORDER_INSTANCES} (each order instance needs a worker id of its own for order ids)`,
+    )
+  }
   const out: InstanceSpec[] = []
   let port = base + 10
   const add = (service: ServiceName, n: number) => {

@@ -10,6 +10,7 @@
 import { existsSync, readFileSync, rmSync } from 'node:fs'
 import { join } from 'node:path'
 import { SHOP_DIR } from './config.js'
+import { controlHeaders } from './control.js'
 import { CHAOS_FAULTS, type ChaosFault } from './services/gateway.js'
 import { startShop } from './supervisor.js'
 
@@ -70,7 +71,7 @@ async function stop(): Promise<void> {
 async function control(path: string, body?: unknown): Promise<unknown> {
   const res = await fetch(`http://127.0.0.1:${port + 1}${path}`, {
     method: body ? 'POST' : 'GET',
-    headers: { 'content-type': 'application/json' },
+    headers: controlHeaders(runDir),
     body: body ? JSON.stringify(body) : undefined,
   })
   return res.json()

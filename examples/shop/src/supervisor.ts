@@ -19,6 +19,7 @@ import {
   SHOP_DIR,
   type ShopConfig,
 } from './config.js'
+import { loadOrCreateControlToken, refuseControlRequest } from './control.js'
 import { createSchemaAndSeed, dropDatabases, type SeedReport } from './data/schema.js'
 import { shopQueues } from './platform/mq.js'
 import { loadOrCreateSecrets } from './secrets.js'
@@ -133,6 +134,7 @@ export async function startShop(o: ShopOptions): Promise<Shop> {
   const log = o.onLog ?? ((line: string) => process.stdout.write(`${line}\n`))
   mkdirSync(join(o.runDir, 'logs'), { recursive: true })
   const secrets = loadOrCreateSecrets(o.runDir)
+  const controlToken = loadOrCreateControlToken(o.runDir)
 
   const [redis, mysqlStd, primary, replica, rabbit, cluster] = await Promise.all([
     resolveServer('redis'),
@@ -366,9 +368,18 @@ export async function startShop(o: ShopOptions): Promise<Shop> {
     },
   }
 
-  // The control port: the ops page's chaos switch and the CLI talk to the supervisor here.
+  // The control port: the ops page's chaos switch and the CLI talk to the supervisor here,
+  // with the run directory's token, JSON and a loopback Host (see control.ts).
   const control: Server = createServer(async (req, res) => {
     try {
+      const refused = refuseControlRequest(req.method, req.headers, controlToken)
+      if (refused) {
+        res.statusCode = refused.status
+        res.setHeader('content-type', 'application/json')
+        res.end(JSON.stringify({ error: refused.error }))
+        req.resume()
+        return
+      }
       if (req.method === 'GET' && req.url === '/status') {
         res.setHeader('content-type', 'application/json')
         res.end(JSON.stringify(await shop.status()))
@@ -376,8 +387,23 @@ export async function startShop(o: ShopOptions): Promise<Shop> {
       }
       if (req.method === 'POST' && req.url === '/chaos') {
         let body = ''
-        for await (const chunk of req) body += chunk
-        const { fault, on } = JSON.parse(body) as { fault: ChaosFault; on: boolean }
+        for await (const chunk of req) {
+          body += chunk
+          if (body.length > 4096) {
+            res.statusCode = 413
+            res.end('{}')
+            return
+          }
+        }
+        let parsed: { fault?: unknown; on?: unknown }
+        try {
+          parsed = JSON.parse(body) as typeof parsed
+        } catch {
+          res.statusCode = 400
+          res.end(JSON.stringify({ error: 'the body is not JSON' }))
+          return
+        }
+        const { fault, on } = parsed as { fault: ChaosFault; on: boolean }
         if (!(CHAOS_FAULTS as readonly string[]).includes(fault)) {
           res.statusCode = 400
           res.end(JSON.stringify({ error: `unknown fault ${fault}` }))

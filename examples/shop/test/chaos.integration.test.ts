@@ -4,7 +4,6 @@
  * provider failing). Afterwards every order reaches a final state, none is lost, none is
  * charged twice, and stock adds up.
  */
-import { randomBytes } from 'node:crypto'
 import { describe, expect, inject, it } from 'vitest'
 import type { ChaosFault } from '../src/services/gateway.js'
 import { Client, catalogRows, eventually, shardRows, shopHandle, sleep } from './fixture.js'
@@ -54,13 +53,16 @@ async function checkout(c: Client, productId: number, qty: number): Promise<Plac
     () => c.post('/cart/add', { productId: String(productId), qty: String(qty) }),
     (r) => r.status === 303,
   )
-  const idem = randomBytes(12).toString('base64url')
-  await retry(
+  const shown = await retry(
     () => c.get('/checkout'),
     (r) => r.status === 200 && r.text_.includes('data-pay'),
   )
+  // Retries press Pay on the same page: same key, same cart digest.
+  const hidden = (name: string) =>
+    new RegExp(`name="${name}" value="([^"]*)"`).exec(shown.text_)?.[1] ?? ''
+  const form = { idem: hidden('idem'), cart: hidden('cart') }
   const res = await retry(
-    () => c.post('/checkout', { idem }),
+    () => c.post('/checkout', form),
     (r) => r.status === 303 && String(r.headers.get('location')).startsWith('/orders/'),
   )
   return {

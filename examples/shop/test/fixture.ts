@@ -8,6 +8,7 @@ import { join } from 'node:path'
 import { amqpUrl, redisUrl, uniqueName } from '@ballast/testkit'
 import mysql from 'mysql2/promise'
 import type { ShardSpec, ShopConfig } from '../src/config.js'
+import { controlHeaders } from '../src/control.js'
 import { dropKeysAndQueues } from '../src/data/cleanup.js'
 import type { Secrets } from '../src/secrets.js'
 import type { ChaosFault } from '../src/services/gateway.js'
@@ -68,7 +69,7 @@ export function shopHandle(provided: {
     async chaos(fault, on) {
       const res = await fetch(`http://127.0.0.1:${provided.config.controlPort}/chaos`, {
         method: 'POST',
-        headers: { 'content-type': 'application/json' },
+        headers: controlHeaders(provided.config.runDir),
         body: JSON.stringify({ fault, on }),
       })
       if (!res.ok) throw new Error(`chaos ${fault} answered ${res.status}`)
@@ -162,6 +163,12 @@ export class Client {
     })
     this.#keep(res)
     return Object.assign(res, { text_: await res.text() })
+  }
+  /** Presses Pay on the checkout page last fetched: posts its hidden fields, as a browser does. */
+  async pay(headers: Record<string, string> = {}): Promise<Response & { text_: string }> {
+    const hidden = (name: string) =>
+      new RegExp(`name="${name}" value="([^"]*)"`).exec(this.lastHtml)?.[1] ?? ''
+    return this.post('/checkout', { idem: hidden('idem'), cart: hidden('cart') }, headers)
   }
   async login(email: string, password: string): Promise<void> {
     await this.get('/login')

@@ -4,6 +4,7 @@
  * restarted by the supervisor while the shop keeps serving through the other instance.
  */
 import { describe, expect, inject, it } from 'vitest'
+import { controlHeaders } from '../src/control.js'
 import type { ProcessInfo } from '../src/supervisor.js'
 import { Client, eventually, shopHandle, sleep } from './fixture.js'
 
@@ -35,6 +36,7 @@ async function catalogStats(name: string): Promise<{
 
 async function processes(): Promise<ProcessInfo[]> {
   const res = await fetch(`http://127.0.0.1:${shop.config.controlPort}/status`, {
+    headers: controlHeaders(shop.config.runDir),
     signal: AbortSignal.timeout(5000),
   })
   return ((await res.json()) as { processes: ProcessInfo[] }).processes

@@ -6,6 +6,7 @@ import { createShopRouter, type Row, routerHealth, withCausalToken } from '../pl
 import { html } from '../web/html.js'
 import { HttpError } from '../web/http.js'
 import { hashPassword, verifyPassword } from '../web/password.js'
+import { sameOriginPath } from '../web/redirect.js'
 import {
   clientAddress,
   createServiceEnv,
@@ -44,7 +45,7 @@ export async function startAccount(config: ShopConfig, instance: string, port: n
   ) => html`
 <h1>${kind === 'login' ? 'Log in' : 'Create an account'}</h1>
 ${error ? html`<p class="error" role="alert">${error}</p>` : ''}
-<form method="post" action="/${kind}${kind === 'login' && ctx.url.searchParams.get('next') ? html`?next=${ctx.url.searchParams.get('next') ?? ''}` : ''}" class="card">
+<form method="post" action="/${kind}${kind === 'login' && ctx.url.searchParams.get('next') ? html`?next=${encodeURIComponent(sameOriginPath(ctx.url.searchParams.get('next')))}` : ''}" class="card">
 ${csrfInput(ctx)}
 ${kind === 'signup' ? html`<p><label>Name <input name="name" required maxlength="100" autocomplete="name"></label></p>` : ''}
 <p><label>Email <input name="email" type="email" required maxlength="254" value="${email}" autocomplete="email"></label></p>
@@ -162,10 +163,10 @@ ${kind === 'signup' ? html`<p><label>Name <input name="name" required maxlength=
     s.data.email = String(user.email)
     s.data.isAdmin = Number(user.is_admin) === 1
     s.data.ryw = ''
-    const next = ctx.url.searchParams.get('next') ?? '/'
+    // Only a path of this shop: `/%5Cevil.example` or `/%09/evil.example` would leave it.
     await go(
       ctx,
-      next.startsWith('/') && !next.startsWith('//') ? next : '/',
+      sameOriginPath(ctx.url.searchParams.get('next')),
       `Logged in as ${String(user.email)}`,
     )
   })

@@ -4,6 +4,7 @@
  */
 import type { SessionStore } from '@ballast/session'
 import type { ShopConfig } from '../config.js'
+import { isLoopbackAddress, isLoopbackHost } from '../control.js'
 import { createRedis, createRedisCluster, createRedisSubscriber } from '../platform/redis.js'
 import { createShopSessions, type ShopSession, type ShopSessionData } from '../platform/session.js'
 import { type ShardRouter, withCausalToken } from '../platform/sharding.js'
@@ -181,7 +182,18 @@ export function webRouter(env: ServiceEnv, opts: WebServiceOptions = {}): Router
     })
   })
   router.use(async (ctx) => {
-    if (ctx.url.pathname.startsWith('/_internal/')) return
+    if (ctx.url.pathname.startsWith('/_internal/')) {
+      // A loopback peer that no proxy forwarded (the supervisor, the gateway's health checks),
+      // or an admin's session: the gateway forwards with X-Forwarded-For, so a client that
+      // reached an instance through it is not taken for a loopback peer.
+      if (isDirectLoopbackPeer(ctx)) return
+      ctx.state.session = await env.sessions.loadRequest({
+        cookie: ctx.req.headers.cookie,
+        ip: ctx.req.socket.remoteAddress,
+      })
+      if (currentUser(ctx)?.isAdmin !== true) throw new HttpError(403, 'Admins only')
+      return
+    }
     ctx.state.session = await env.sessions.loadRequest({
       cookie: ctx.req.headers.cookie,
       ip: ctx.req.socket.remoteAddress,
@@ -224,6 +236,18 @@ export async function consistent<T>(
   const { value, token } = await withCausalToken(router, s.data.ryw, fn)
   if (token !== (s.data.ryw ?? '')) s.data.ryw = token
   return value
+}
+
+/**
+ * Whether the request comes straight from this machine: a loopback peer, a loopback Host (a
+ * DNS-rebound page names another) and no `X-Forwarded-For` (nothing proxied it).
+ */
+function isDirectLoopbackPeer(ctx: Ctx): boolean {
+  return (
+    isLoopbackAddress(ctx.req.socket.remoteAddress) &&
+    isLoopbackHost(ctx.req.headers.host) &&
+    ctx.req.headers['x-forwarded-for'] === undefined
+  )
 }
 
 /**

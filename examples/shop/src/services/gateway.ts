@@ -5,6 +5,7 @@
  */
 import { type CachedResponse, createProxy, type ProxyRoute, type ResponseCache } from '@ballast/lb'
 import { instancesOf, type ShopConfig, type WebService } from '../config.js'
+import { controlHeaders } from '../control.js'
 import type { RouterHealth } from '../platform/sharding.js'
 import { html } from '../web/html.js'
 import { HttpError, send, sendJson } from '../web/http.js'
@@ -136,10 +137,9 @@ export async function startGateway(config: ShopConfig, instance: string, port: n
     )
     let control: Record<string, unknown> | undefined
     try {
-      control = (await fetchJson(`http://127.0.0.1:${config.controlPort}/status`)) as Record<
-        string,
-        unknown
-      >
+      control = (await fetchJson(`http://127.0.0.1:${config.controlPort}/status`, {
+        headers: controlHeaders(config.runDir),
+      })) as Record<string, unknown>
     } catch {}
     return {
       instances,
@@ -266,7 +266,7 @@ ${(
       `http://127.0.0.1:${config.controlPort}/chaos`,
       {
         method: 'POST',
-        headers: { 'content-type': 'application/json' },
+        headers: controlHeaders(config.runDir),
         body: JSON.stringify({ fault, on }),
       },
       5000,
@@ -278,7 +278,14 @@ ${(
   // The gateway's own pages, the static assets and its health stay here; all else is proxied.
   server.removeAllListeners('request')
   server.on('request', (req, res) => {
-    const path = (req.url ?? '/').split('?')[0] ?? '/'
+    // Decide on the path as the services will read it (`/./_internal/x` is `/_internal/x`),
+    // so no spelling of an internal path is proxied past the gateway's own checks.
+    let path: string
+    try {
+      path = new URL(req.url ?? '/', 'http://gateway.invalid').pathname
+    } catch {
+      path = '/'
+    }
     if (path.startsWith('/static/')) {
       const a = findHashedAsset(path.slice('/static/'.length))
       const ctx = {

@@ -3,8 +3,9 @@
  * outbox row), order history and the order page with live status. Each instance also runs the
  * outbox relay that publishes `order.placed`.
  */
-import { randomBytes } from 'node:crypto'
-import type { ShopConfig } from '../config.js'
+import { createHash, randomBytes } from 'node:crypto'
+import { IdempotencyMismatchError } from '@ballast/resilience'
+import { orderWorkerId, type ShopConfig } from '../config.js'
 import { Catalog, catalogPool } from '../data/catalog.js'
 import { createProductCache } from '../platform/cache.js'
 import { createShopBroker, shopQueues, TOPICS } from '../platform/mq.js'
@@ -33,11 +34,43 @@ import {
 
 export const FINAL_STATUSES = ['shipped', 'cancelled'] as const
 
+interface Line {
+  productId: number
+  name: string
+  priceCents: number
+  qty: number
+}
+
+/** The lines of a cart at current prices; a product gone from the catalog drops out. */
+function linesOf(
+  items: Row[],
+  products: Map<number, { id: number; name: string; priceCents: number }>,
+): Line[] {
+  return items.flatMap((i) => {
+    const p = products.get(Number(i.product_id))
+    return p
+      ? [{ productId: p.id, name: p.name, priceCents: p.priceCents, qty: Number(i.qty) }]
+      : []
+  })
+}
+
+/**
+ * What the checkout page showed, as a digest of its lines (product, quantity, price) and total.
+ * The Pay form carries it and the order is placed only if the cart still has this digest: a
+ * form shown for $39.96 never places a $1,034.56 order after another tab changed the cart.
+ */
+export function cartDigest(lines: readonly Line[], totalCents: number): string {
+  const shown = [lines.map((l) => [l.productId, l.qty, l.priceCents]), totalCents]
+  return createHash('sha256').update(JSON.stringify(shown)).digest('base64url')
+}
+
+const DIGEST_SHAPE = /^[A-Za-z0-9_-]{43}$/
+
 export async function startOrder(config: ShopConfig, instance: string, port: number) {
   const env = createServiceEnv(config, instance)
   const router = createShopRouter(config.shards)
-  // Each order instance makes ids with its own worker id (order-1 → 1, order-2 → 2).
-  const ids = createOrderIds(Number(/-(\d+)$/.exec(instance)?.[1] ?? 0) % 16)
+  // Each order instance makes ids with its own worker id (order-1 → 0 ... order-16 → 15).
+  const ids = createOrderIds(orderWorkerId(instance))
   const db = catalogPool(config.catalogDb, 4)
   const cache = createProductCache({
     redis: env.redis,
@@ -55,7 +88,13 @@ export async function startOrder(config: ShopConfig, instance: string, port: num
     () => db.end(),
     () => cache.close(),
   )
-  const checkoutStats = { placed: 0, duplicates: 0, replayed: 0, idempotencyFallbacks: 0 }
+  const checkoutStats = {
+    placed: 0,
+    duplicates: 0,
+    replayed: 0,
+    idempotencyFallbacks: 0,
+    refusedChanged: 0,
+  }
   const exchange = shopQueues(config.ns).exchange
   const app = webRouter(env, {
     stats: async () => ({
@@ -79,52 +118,64 @@ export async function startOrder(config: ShopConfig, instance: string, port: num
     const user = requireUser(ctx)
     const items = await cartOf(ctx, user.id)
     if (items.length === 0) return go(ctx, '/cart', 'Your cart is empty.')
-    const products = await catalog.products(items.map((i) => Number(i.product_id)))
-    let total = 0
-    for (const i of items)
-      total += (products.get(Number(i.product_id))?.priceCents ?? 0) * Number(i.qty)
-    // One key per rendered form: a double-clicked Pay sends the same key twice.
+    // Fresh prices, as the order will use: the page shows exactly what Pay charges.
+    const lines = linesOf(
+      items,
+      await catalog.products(
+        items.map((i) => Number(i.product_id)),
+        true,
+      ),
+    )
+    const total = lines.reduce((a, l) => a + l.priceCents * l.qty, 0)
+    // One key per rendered form: a double-clicked Pay sends the same key twice. The key is bound
+    // to the digest of what this page shows (see cartDigest).
     const key = randomBytes(16).toString('base64url')
     await page(
       ctx,
       env,
       'Checkout',
       html`<h1>Checkout</h1>
-<table><tbody>${items.map((i) => {
-        const p = products.get(Number(i.product_id))
-        return html`<tr><td>${p?.name ?? ''}</td><td>× ${Number(i.qty)}</td><td>${money((p?.priceCents ?? 0) * Number(i.qty))}</td></tr>`
-      })}</tbody><tfoot><tr><th colspan="2">total</th><th>${money(total)}</th></tr></tfoot></table>
-<form method="post" action="/checkout" class="card">${csrfInput(ctx)}<input type="hidden" name="idem" value="${key}">
+<table><tbody>${lines.map(
+        (l) =>
+          html`<tr><td>${l.name}</td><td>× ${l.qty}</td><td>${money(l.priceCents * l.qty)}</td></tr>`,
+      )}</tbody><tfoot><tr><th colspan="2">total</th><th>${money(total)}</th></tr></tfoot></table>
+<form method="post" action="/checkout" class="card">${csrfInput(ctx)}<input type="hidden" name="idem" value="${key}"><input type="hidden" name="cart" value="${cartDigest(lines, total)}">
 <p>Pay with the test card ending 4242.</p><button data-pay>Place order and pay</button></form>`,
     )
   })
 
-  /** Creates the order once per (user, key); a duplicate gets the first order's id. */
-  async function placeOrder(userId: string, key: string): Promise<string | null> {
+  /**
+   * Creates the order once per (user, key); a duplicate gets the first order's id. Refuses when
+   * the cart is empty, or no longer what the page with `digest` showed.
+   */
+  async function placeOrder(
+    userId: string,
+    key: string,
+    digest: string,
+  ): Promise<{ orderId: string } | { refused: 'empty' | 'changed' }> {
     try {
       const value = await router.transaction(userId, async (tx) => {
         const existing = await tx.query<Row[]>(
           'SELECT id FROM orders WHERE user_id = ? AND idem_key = ?',
           [userId, key],
         )
-        if (existing[0]) return { orderId: String(existing[0].id), created: false }
+        if (existing[0]) return { orderId: String(existing[0].id), created: false as boolean }
         const items = await tx.query<Row[]>(
           'SELECT product_id, qty FROM cart_items WHERE user_id = ? ORDER BY product_id FOR UPDATE',
           [userId],
         )
-        if (items.length === 0) return null
+        if (items.length === 0) return { refused: 'empty' as const }
         // Prices come fresh from the catalog database: an order never uses a stale cached price.
-        const products = await catalog.products(
-          items.map((i) => Number(i.product_id)),
-          true,
+        const lines = linesOf(
+          items,
+          await catalog.products(
+            items.map((i) => Number(i.product_id)),
+            true,
+          ),
         )
-        const lines = items.flatMap((i) => {
-          const p = products.get(Number(i.product_id))
-          return p
-            ? [{ productId: p.id, name: p.name, priceCents: p.priceCents, qty: Number(i.qty) }]
-            : []
-        })
         const total = lines.reduce((a, l) => a + l.priceCents * l.qty, 0)
+        // The cart rows are locked (FOR UPDATE): what is compared here is what gets ordered.
+        if (cartDigest(lines, total) !== digest) return { refused: 'changed' as const }
         // The id carries the user's slot: the order page and the workers find the shard from it.
         const orderId = ids.next(userId).toString()
         await tx.query(
@@ -155,10 +206,10 @@ export async function startOrder(config: ShopConfig, instance: string, port: num
         )
         return { orderId, created: true }
       })
-      if (!value) return null
+      if ('refused' in value) return value
       if (value.created) checkoutStats.placed++
       else checkoutStats.duplicates++
-      return value.orderId
+      return { orderId: value.orderId }
     } catch (err) {
       // Two requests with one key raced past the first check: the unique key let one through.
       if ((err as { code?: string }).code === 'ER_DUP_ENTRY') {
@@ -169,7 +220,7 @@ export async function startOrder(config: ShopConfig, instance: string, port: num
           [userId, key],
           { use: 'primary' },
         )
-        if (rows[0]) return String(rows[0].id)
+        if (rows[0]) return { orderId: String(rows[0].id) }
       }
       throw err
     }
@@ -180,24 +231,40 @@ export async function startOrder(config: ShopConfig, instance: string, port: num
     const key = (await field(ctx, 'idem')).slice(0, 64)
     if (!/^[A-Za-z0-9_-]{8,64}$/.test(key))
       throw new HttpError(400, 'Missing checkout key: reload the checkout page')
-    const orderId = await consistent(ctx, router, async () => {
+    const digest = await field(ctx, 'cart')
+    if (!DIGEST_SHAPE.test(digest))
+      throw new HttpError(400, 'Missing cart digest: reload the checkout page')
+    const placed = await consistent(ctx, router, async () => {
       try {
         // Concurrent duplicates wait for the first and share its result (resilience's idempotency key)...
         const { value, replayed } = await idempotency.run(
           `checkout:${user.id}:${key}`,
-          { key },
-          () => placeOrder(user.id, key),
+          // The key is bound to the page's digest: the same key with another cart is refused.
+          { key, cart: digest },
+          () => placeOrder(user.id, key, digest),
         )
         if (replayed) checkoutStats.replayed++
         return value
       } catch (err) {
+        if (isIdempotencyMismatch(err)) return { refused: 'changed' as const }
         if (!isIdempotencyUnavailable(err)) throw err
         // ...and without Redis, the unique (user, key) index still lets only one order through.
         checkoutStats.idempotencyFallbacks++
-        return placeOrder(user.id, key)
+        return placeOrder(user.id, key, digest)
       }
     })
-    if (!orderId) return go(ctx, '/cart', 'Your cart is empty.')
+    if ('refused' in placed) {
+      if (placed.refused === 'empty') return go(ctx, '/cart', 'Your cart is empty.')
+      checkoutStats.refusedChanged++
+      if (ctx.req.headers.accept?.includes('application/json'))
+        return json(ctx, 409, { error: 'the cart changed since the checkout page was shown' })
+      return go(
+        ctx,
+        '/checkout',
+        'Your cart changed since this page was shown (another tab?). Nothing was charged: check the new total and pay again.',
+      )
+    }
+    const { orderId } = placed
     if (ctx.req.headers.accept?.includes('application/json')) return json(ctx, 200, { orderId })
     await go(ctx, `/orders/${encodeURIComponent(orderId)}`, 'Thank you! Your order is placed.')
   })
@@ -291,4 +358,11 @@ export async function startOrder(config: ShopConfig, instance: string, port: num
       for (const c of env.closers.reverse()) await c()
     },
   }
+}
+
+function isIdempotencyMismatch(err: unknown): boolean {
+  return (
+    err instanceof IdempotencyMismatchError ||
+    (err as { code?: unknown })?.code === 'E_RESILIENCE_IDEMPOTENCY_MISMATCH'
+  )
 }
