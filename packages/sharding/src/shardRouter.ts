@@ -1280,6 +1280,9 @@ export class ShardRouter extends TypedEmitter<ShardRouterEvents> {
   ): CausalToken | undefined {
     const samples = shard.monitored.samples
     const latest = samples[samples.length - 1]
+    // The usual cases first, with no allocation: the sample or this router's writes cover it.
+    if (latest?.position.covers(token, shard.id) || this.#token.covers(token, shard.id))
+      return token
     const known = latest === undefined ? this.#token : latest.position.merge(this.#token)
     if (known.covers(token, shard.id)) return token
     if (latest === undefined || scope === undefined || latest.at < scope.since) return undefined
