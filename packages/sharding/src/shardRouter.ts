@@ -275,8 +275,12 @@ export interface RoutingScope {
   /** Lag bound of `bounded` reads in this context, in ms. */
   maxLagMs?: number
   /**
-   * The causal token to start from, e.g. read from the user's cookie. Writes made in the
-   * context add to it; read it back with {@link ShardRouter.causalToken}.
+   * The causal token to start from. A string is a signed token from a client (the user's
+   * cookie, made by {@link ShardRouter.signCausalToken}), verified with the router's
+   * `secrets`: one that fails verification is ignored and counted. A {@link CausalToken} is
+   * trusted as given (e.g. parsed from a server-side session). Writes made in the context add
+   * to it; read it back with {@link ShardRouter.causalToken}.
+   * @throws InvalidArgumentError (from {@link ShardRouter.run}) for a string when the router has no `secrets`.
    */
   causalToken?: CausalToken | string
 }
@@ -759,14 +763,16 @@ export class ShardRouter extends TypedEmitter<ShardRouterEvents> {
   /**
    * Runs `fn` in an async context with routing hints and a causal token: every statement made
    * inside it (across awaits) uses them, and nothing outside it does. Writes inside add their
-   * GTIDs to the context's token (and to every enclosing context's).
+   * GTIDs to the context's token (and to every enclosing context's). A token string is
+   * verified with the router's `secrets` (see {@link RoutingScope.causalToken}).
    *
+   * @throws InvalidArgumentError if a hint is invalid, or the token is a string and the router has no `secrets`.
    * @example
    * ```ts
-   * app.use((req, res, next) =>
-   *   router.run({ causalToken: req.cookies.ryw ?? '' }, () => {
-   *     res.on('finish', () => {})
-   *     next()
+   * app.post('/orders', (req, res) =>
+   *   router.run({ causalToken: req.cookies.ryw ?? '' }, async () => {
+   *     await router.query(req.userId, 'INSERT INTO orders (user_id, total) VALUES (?, ?)', [req.userId, 12])
+   *     res.cookie('ryw', router.signCausalToken(), { httpOnly: true }).sendStatus(201)
    *   }),
    * )
    * ```
@@ -798,7 +804,8 @@ export class ShardRouter extends TypedEmitter<ShardRouterEvents> {
   /**
    * The causal token of the current async context (see {@link ShardRouter.run}), or, outside
    * any context, the router's own token of every write it has made. Put
-   * `causalToken().toString()` in a cookie to carry read-your-writes to the next request.
+   * {@link ShardRouter.signCausalToken}'s string in a cookie to carry read-your-writes to the
+   * next request.
    */
   causalToken(): CausalToken {
     return (this.#scoped ? this.#als.getStore()?.token : undefined) ?? this.#token
