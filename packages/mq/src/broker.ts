@@ -150,12 +150,15 @@ export const DEFAULT_BROKER_OPTIONS: Readonly<Required<Omit<BrokerOptions, 'urls
 /** Per-message options of {@link Broker.publish}. */
 export interface PublishOptions {
   /**
-   * The message id consumers deduplicate by.
+   * The message id consumers deduplicate by; at most 255 UTF-8 bytes (an AMQP short string), or
+   * `publish` rejects with {@link InvalidMessageError}.
    * @default a random UUID
    */
   messageId?: string
   /**
-   * Application headers.
+   * Application headers: at most 64 KiB once encoded as an AMQP table, names of at most 255 bytes,
+   * values amqplib can encode (no NaN, bigint, function...), nested at most 64 deep; otherwise
+   * `publish` rejects with {@link InvalidMessageError}.
    * @default {}
    */
   headers?: Record<string, unknown>
@@ -175,17 +178,17 @@ export interface PublishOptions {
    */
   expiration?: Duration
   /**
-   * Priority (priority queues only).
+   * Priority (priority queues only): a whole number from 0 to 255.
    * @default undefined
    */
   priority?: number
   /**
-   * Correlation id, e.g. of the request this answers.
+   * Correlation id, e.g. of the request this answers; at most 255 UTF-8 bytes.
    * @default undefined
    */
   correlationId?: string
   /**
-   * AMQP `type` property (set from the definition for typed messages).
+   * AMQP `type` property (set from the definition for typed messages); at most 255 UTF-8 bytes.
    * @default undefined
    */
   type?: string
@@ -595,7 +598,7 @@ export class Broker {
    * they are; `definition.of(body)` is validated against its schema first. While disconnected the
    * message waits in a bounded buffer.
    *
-   * @throws {@link MessageTooLargeError}, {@link InvalidMessageError}, {@link UnknownExchangeError}: nothing was sent.
+   * @throws {@link MessageTooLargeError}, {@link InvalidMessageError} (also for a property or header table over its AMQP limit), {@link InvalidArgumentError} (an exchange or routing key over 255 bytes), {@link UnknownExchangeError}: nothing was sent, and the publisher goes on with the next message.
    * @throws {@link BufferFullError} when `maxBuffered` messages wait already.
    * @throws {@link UnroutableError} when a mandatory message matched no queue.
    * @throws {@link PublishNackedError}, {@link PublishUnconfirmedError} (policy `'fail'`), {@link TopologyConflictError}, {@link BrokerClosedError}.

@@ -87,7 +87,12 @@ export class MessageTooLargeError extends MqError {
   }
 }
 
-/** A message failed its schema, on publish (nothing sent) or on consume (dead-lettered). */
+/**
+ * A message failed its schema, on publish (nothing sent) or on consume (dead-lettered), or cannot be
+ * put on the wire: a property over its AMQP limit (a `messageId`, `type` or `correlationId` over 255
+ * UTF-8 bytes) or a header table amqplib cannot encode (over 64 KiB, a NaN...). Only that message
+ * fails; `issues` names each problem.
+ */
 export class InvalidMessageError extends MqError {
   /** The class name, `InvalidMessageError`. */
   override name = 'InvalidMessageError'
