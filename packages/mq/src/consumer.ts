@@ -275,7 +275,12 @@ export class ManagedConsumer<T> implements Consumer {
         // a channel-only close (connection still up): open a new one. The connection's own close
         // comes after this one, so check again when the timer fires, by identity
         setTimeout(() => {
-          if (this.#current(connection) && this.#channel === undefined) void this.attach(connection)
+          if (
+            this.#current(connection) &&
+            this.#channel === undefined &&
+            this.#attaching === undefined
+          )
+            void this.attach(connection)
         }, 100).unref()
       }
     })

@@ -127,13 +127,13 @@ export function isTypedMessage(value: unknown): value is TypedMessage<unknown> {
  * @throws {@link InvalidMessageError} naming the version otherwise. @internal
  */
 export function messageVersion(value: unknown, known: number): number {
+  if (value === undefined) return known
   const version =
     typeof value === 'number'
       ? value
       : typeof value === 'string' && /^[1-9][0-9]{0,8}$/.test(value)
         ? Number(value)
         : undefined
-  if (value === undefined) return known
   if (version === undefined || !Number.isInteger(version) || version < 1 || version > known) {
     throw new InvalidMessageError(
       `unsupported message version ${describeVersion(value)}: expected an integer from 1 to ${known}`,
