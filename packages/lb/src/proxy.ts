@@ -63,7 +63,8 @@ export interface ProxyRoute {
    */
   host?: string
   /**
-   * The path prefix to match, on segment boundaries (`/api` matches `/api` and `/api/x`, not `/apix`).
+   * The path prefix to match, on segment boundaries (`/api` matches `/api` and `/api/x`, not `/apix`),
+   * against the request's normalised path (dot segments resolved, `%2e` decoded, `//` merged).
    * @default '/'
    */
   pathPrefix?: string
@@ -1379,7 +1380,8 @@ class ProxyImpl extends TypedEmitter<ProxyEvents> implements ReverseProxy {
 /**
  * Creates an L7 reverse proxy on `node:http`: routes by host and path prefix to upstream
  * balancers, streams bodies both ways, sets `X-Forwarded-*`, strips hop-by-hop headers, retries
- * idempotent requests on another endpoint, answers 502/503/504 with a clear body, proxies
+ * idempotent requests on another endpoint, answers 502/503/504 with a generic body and a request
+ * id (details in the `request-failed` event), refuses a bad `Host` or request target with 400, proxies
  * WebSocket upgrades, drains on shutdown, and optionally compresses and caches responses.
  *
  * @example

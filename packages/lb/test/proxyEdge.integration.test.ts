@@ -219,6 +219,23 @@ describe('createProxy at the edge (raw sockets)', () => {
     })
   })
 
+  describe('request smuggling', () => {
+    it('never forwards a request whose length is ambiguous or whose headers are folded', async () => {
+      const [a] = await backends('a')
+      const { port } = await proxy({ routes: [{ upstream: [a!.url] }] })
+      for (const head of [
+        'POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n',
+        'POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 2\r\n',
+        'GET / HTTP/1.1\r\nHost: a\r\nX-A: 1\r\n 2\r\n',
+        'POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, identity\r\n',
+      ]) {
+        const res = await send(port, `${head}Connection: close\r\n\r\n0\r\n\r\n`)
+        expect(res.status, head).toBe(400)
+      }
+      expect(a!.hits).toBe(0)
+    })
+  })
+
   describe('Connection header of a response', () => {
     it('strips only the headers whose exact names it lists', async () => {
       const origin = await rawUpstream(
