@@ -81,7 +81,7 @@ function check(
   headers: Record<string, unknown> | undefined,
 ): Encoded {
   if (content.length > maxBytes) throw new MessageTooLargeError(content.length, maxBytes)
-  if (headers !== undefined) {
+  if (headers !== undefined && headers !== null) {
     const issue = headersIssue(headers)
     if (issue !== undefined)
       throw new InvalidMessageError(`the message cannot be sent: ${issue}`, [issue])
