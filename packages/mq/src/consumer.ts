@@ -164,6 +164,12 @@ function permanent(error: unknown): boolean {
   return brand !== undefined && (error as { retryable?: unknown }).retryable === false
 }
 
+/** Whether a republish failed because of the message itself (the publish check), so no retry can help. */
+function unpublishable(error: unknown): boolean {
+  if (!isMqError(error)) return false
+  return error.code === 'E_MQ_INVALID_MESSAGE' || error.code === 'E_MQ_MESSAGE_TOO_LARGE'
+}
+
 /** @internal */
 export class ManagedConsumer<T> implements Consumer {
   readonly queue: string
@@ -598,10 +604,24 @@ export class ManagedConsumer<T> implements Consumer {
 
   /**
    * A republish (to a retry or dead-letter queue) failed, e.g. the publisher is down: requeue the
-   * message after a backoff, so it does not spin in a hot redelivery loop meanwhile.
+   * message after a backoff, so it does not spin in a hot redelivery loop meanwhile. A message the
+   * publish check refuses is rejected instead (see {@link unpublishable}).
    */
   async #requeueAfterFailure(channel: Channel, message: ConsumeMessage, error: unknown) {
     this.#host.emit('consumer.error', { queue: this.queue, error })
+    if (unpublishable(error)) {
+      // this message can never be republished (e.g. its headers with ours are over what amqplib
+      // encodes): requeueing would loop forever. Reject it instead: the queue's own dead-letter
+      // exchange takes it as it was sent (with x-death), or the broker drops it if there is none
+      this.#count('deadLettered')
+      this.#host.emit('dead-lettered', {
+        queue: this.queue,
+        messageId: message.properties.messageId,
+        error,
+      })
+      this.#nack(channel, message, false)
+      return
+    }
     await this.#backoff()
     this.#nack(channel, message, true)
   }

@@ -174,6 +174,31 @@ describe('Consumer hardening', () => {
     }, 30_000)
   })
 
+  describe('unpublishable republish', () => {
+    it("rejects a message that cannot be republished (its headers with ours are too large) to the queue's own dead-letter exchange, once, instead of requeueing it forever", async () => {
+      const queue = names.queue('bigheaders')
+      const b = broker({ urls: url, topology: { queues: [{ name: queue, retry: false }] } })
+      let deliveries = 0
+      await b.consume(queue, () => {
+        deliveries++
+        throw new Error('fails')
+      })
+      // fits amqplib's 64 KiB header buffer as sent; with x-error-stack and the rest added it does not
+      channel.sendToQueue(queue, Buffer.from('{}'), {
+        contentType: 'application/json',
+        messageId: 'big-1',
+        headers: { blob: 'a'.repeat(65_200) },
+      })
+      const [dead] = await drain(`${queue}.dlq`, 1)
+      expect(dead?.properties.messageId).toBe('big-1')
+      // dead-lettered by the broker (x-death), as it was sent
+      expect(dead?.properties.headers?.['x-death']).toBeDefined()
+      await sleep(500)
+      expect(deliveries).toBe(1)
+      expect(b.stats().deadLettered).toBe(1)
+    }, 30_000)
+  })
+
   describe('message versions', () => {
     const OrderV2 = (upgrades: number[]) =>
       defineMessage({
