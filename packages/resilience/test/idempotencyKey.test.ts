@@ -1,16 +1,21 @@
 import fc from 'fast-check'
 import { Redis } from 'ioredis'
 import { afterAll, describe, expect, it } from 'vitest'
-import { createIdempotency, IdempotencyKeyError, isResilienceError } from '../src/index.js'
+import {
+  createIdempotency,
+  type Idempotency,
+  IdempotencyKeyError,
+  isResilienceError,
+} from '../src/index.js'
 
 /** Fixed seed: a failing run replays. */
 const SEED = 0x1de3
 const prefix = 'test:resilience:keys:'
 // A real client that never connects: these properties are about names, not Redis.
 const redis = new Redis({ lazyConnect: true })
-const store = createIdempotency({ redis, prefix })
+const store: Idempotency = createIdempotency({ redis, prefix })
 /** A store whose pattern accepts anything, so keys with `{`, `}`, `~` and controls get through. */
-const lax = createIdempotency({ redis, prefix, keyPattern: /^[\s\S]{1,255}$/ })
+const lax: Idempotency = createIdempotency({ redis, prefix, keyPattern: /^[\s\S]{1,255}$/ })
 
 afterAll(() => {
   redis.disconnect()
@@ -32,9 +37,10 @@ describe('idempotency keys (hostile input)', () => {
   it('fuzz: any key is accepted as a well-formed string or refused with IdempotencyKeyError', () => {
     fc.assert(
       fc.property(anyKey, (key) => {
-        for (const s of [store, lax]) {
+        for (const s of [store, lax] as const) {
+          const checker: Idempotency = s
           try {
-            s.validateKey(key)
+            checker.validateKey(key)
             expect(typeof key).toBe('string')
             expect((key as string).length).toBeGreaterThan(0)
           } catch (error) {
