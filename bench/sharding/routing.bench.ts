@@ -4,7 +4,12 @@
  * Run: pnpm exec tsx --conditions=@ballast/source bench/sharding/routing.bench.ts
  */
 import { HashRing } from '@ballast/lb'
-import { classifyStatement, createShardRouter, planResharding } from '@ballast/sharding'
+import {
+  CausalToken,
+  classifyStatement,
+  createShardRouter,
+  planResharding,
+} from '@ballast/sharding'
 import mysql from 'mysql2'
 import { compare, do_not_optimize, fmt, isSmoke, report, sampleLatency } from '../harness.js'
 import { benchDatabase, MYSQL_URL, run } from './servers.js'
@@ -129,6 +134,7 @@ try {
   const routerOnly = createShardRouter({
     shards: ['a', 'b', 'c', 'd'].map((id) => ({ id, primary: db.url })),
     healthCheckIntervalMs: 0,
+    secrets: ['bench-secret-0123456789abcdef0123456789', 'bench-old-secret-0123456789abcdef01234'],
   })
   const ring = new HashRing(['a', 'b', 'c', 'd'])
   let k = 0
@@ -146,6 +152,32 @@ try {
       {
         name: 'lb HashRing.get (no slots)',
         fn: () => do_not_optimize(ring.get(`user:${k++ & 1023}`)),
+      },
+    ],
+  })
+
+  // What a request pays to read its causal token cookie: HMAC-SHA256 verification (against the
+  // rotated-out secret too, for a forged one) next to the unsigned parse it replaced.
+  const token = CausalToken.of('a', '0-1-123456').merge(CausalToken.of('c', '0-3-98765,1-3-42'))
+  const signed = routerOnly.signCausalToken(token)
+  const forged = `${token.toString()}~${'A'.repeat(43)}`
+  await compare({
+    package: 'sharding',
+    name: 'causal-token',
+    title: 'Reading the causal token cookie (no I/O)',
+    cases: [
+      {
+        name: 'router.verifyCausalToken (signed, 2 secrets)',
+        ours: true,
+        fn: () => do_not_optimize(routerOnly.verifyCausalToken(signed)),
+      },
+      {
+        name: 'router.verifyCausalToken (forged: both secrets tried)',
+        fn: () => do_not_optimize(routerOnly.verifyCausalToken(forged)),
+      },
+      {
+        name: 'CausalToken.parse (unsigned, before #14)',
+        fn: () => do_not_optimize(CausalToken.parse(token.toString())),
       },
     ],
   })
