@@ -683,7 +683,10 @@ export class TwoLevelCache<T = unknown> {
     }
   }
 
-  /** Resolves once the invalidation subscription works (at once without Redis); rejects after `timeoutMs`. */
+  /**
+   * Resolves once the invalidation subscription works and the namespace generation is read
+   * (at once without Redis); rejects after `timeoutMs`.
+   */
   async ready(timeoutMs = 5000): Promise<void> {
     const deadline = Date.now() + timeoutMs
     while (!this.#l1Trusted) {
@@ -692,7 +695,17 @@ export class TwoLevelCache<T = unknown> {
         throw new L2UnavailableError(`the invalidation bus was not ready after ${timeoutMs} ms`)
       await new Promise((resolve) => setTimeout(resolve, 5))
     }
-    await this.#ready()
+    // one slow or failed generation read (a loaded Redis at start) is not a verdict: retry until the deadline
+    for (;;) {
+      try {
+        await this.#ready()
+        return
+      } catch (error) {
+        if (this.#closed) throw new CacheClosedError()
+        if (Date.now() > deadline) throw error
+        await new Promise((resolve) => setTimeout(resolve, 20))
+      }
+    }
   }
 
   /** Subscribes to an event. */

@@ -217,6 +217,31 @@ describe('TwoLevelCache after one timed-out invalidation', () => {
   })
 })
 
+describe('TwoLevelCache.ready when the generation cannot be read at first', () => {
+  let group: CacheGroup
+  afterEach(async () => {
+    await group.close()
+  })
+
+  it('keeps trying until its deadline instead of rejecting on the first failure', async () => {
+    group = new CacheGroup('standalone')
+    const raw = await group.raw()
+    const { gen } = names(group)
+    await raw.set(gen, 'not a number') // a foreign write: which generation is current is unknown
+    const redis = await connect('standalone')
+    group.clients.push(redis)
+    const { createCache } = await import('../src/index.js')
+    const cache = createCache({ redis, namespace: group.namespace, prefix: group.prefix })
+    group.caches.push(cache)
+    const errors: string[] = []
+    cache.on('l2:error', ({ error }) => errors.push(error.message))
+    setTimeout(() => void raw.set(gen, '3'), 300)
+    await cache.ready(10_000)
+    expect(cache.stats().generation).toBe(3)
+    expect(errors.some((message) => message.includes('not a safe integer'))).toBe(true)
+  })
+})
+
 describe('TwoLevelCache tag sets', () => {
   let group: CacheGroup
   afterEach(async () => {
