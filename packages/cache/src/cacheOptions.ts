@@ -19,7 +19,8 @@ export interface CacheOptions {
    */
   subscriber?: Redis | Cluster
   /**
-   * The namespace: keys, tags, `clear()` and invalidation messages are scoped to it.
+   * The namespace: keys, tags, `clear()` and invalidation messages are scoped to it. No `:`,
+   * whitespace or braces (`'a'` and `'a:0:e'` would share keys).
    * @default 'default'
    */
   namespace?: string
@@ -74,7 +75,8 @@ export interface CacheOptions {
    */
   l1?: L1Store | LruStoreOptions | false
   /**
-   * How values are turned into strings for L2 and sized for L1.
+   * How values are turned into strings for L2 and sized for L1. Its `name` is written with
+   * every value, so an instance with another serializer reads such a value as a miss.
    * @default devalueSerializer (Date, BigInt, Map, Set, undefined round-trip)
    */
   serializer?: Serializer
@@ -126,8 +128,10 @@ export interface CacheOptions {
    */
   bloom?: false | BloomOptions
   /**
-   * Invalidations that could not reach L2 (outage) are replayed when it returns; past this
-   * many, the replay is a `clear()` of the namespace.
+   * Invalidations that could not reach L2 (an outage, one timed-out call) are replayed: after
+   * `breaker.resetTimeout` and again after each failed replay, and when the breaker closes or
+   * the bus comes back. L2 is not read while any wait. Past this many, the replay is a
+   * `clear()` of the namespace.
    * @default 10000
    */
   maxPendingInvalidations?: number

@@ -7,7 +7,10 @@ import { SerializationError } from './errors.js'
  * rejects with a {@link SerializationError}.
  */
 export interface Serializer {
-  /** A short name, shown in errors. */
+  /**
+   * A short name (letters, digits, `_`, `.`, `-`; at most 64), shown in errors and written
+   * with every value, so that a reader with another serializer treats the value as a miss.
+   */
   readonly name: string
   /** The value as a string. Throws when the value cannot be represented. */
   serialize(value: unknown): string

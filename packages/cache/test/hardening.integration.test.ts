@@ -1,6 +1,6 @@
 import { createFaultProxy, type FaultProxy, redisUrl } from '@ballast/testkit'
 import fc from 'fast-check'
-import { Redis } from 'ioredis'
+import { Cluster, Redis } from 'ioredis'
 import { afterEach, describe, expect, it } from 'vitest'
 import { jsonSerializer } from '../src/index.js'
 import { CacheGroup, connect, eventually, sleep } from './fixtures.js'
@@ -23,33 +23,39 @@ describe('TwoLevelCache against hostile bus messages', () => {
     await group.close()
   })
 
-  it('rejects malformed messages without throwing, counts them and keeps working', async () => {
-    group = new CacheGroup('standalone')
-    const a = await group.add()
-    const b = await group.add()
-    const rejected: string[] = []
-    b.on('bus:rejected', ({ reason }) => rejected.push(reason))
-    const raw = await group.raw()
-    const { channel } = names(group)
-    const hostile = [
-      '{"o":"x","s":1,"t":"k","k":null}',
-      '{"o":"x","s":2,"t":"g","g":null}',
-      '{"o":"x","s":3,"t":"f","k":5}',
-      '{"o":"x","s":4,"t":"k","k":[1,2]}',
-      '{"o":"x","s":5,"t":"k","k":["a"],"v":"nope"}',
-      '{"o":"x","s":6,"t":"z"}',
-      'null',
-      '[]',
-      'not json',
-    ]
-    for (const message of hostile) await raw.publish(channel, message)
-    await eventually(() => b.stats().bus.rejected === hostile.length)
-    expect(rejected).toHaveLength(hostile.length)
-    await a.set('k', 'v')
-    await eventually(() => b.peek('k') === undefined)
-    expect(await b.get('k')).toBe('v')
-    expect(b.stats().bus.healthy).toBe(true)
-  })
+  it.each(['standalone', 'cluster'] as const)(
+    'rejects malformed messages without throwing, counts them and keeps working (%s)',
+    async (topology) => {
+      group = new CacheGroup(topology)
+      const a = await group.add()
+      const b = await group.add()
+      const rejected: string[] = []
+      b.on('bus:rejected', ({ reason }) => rejected.push(reason))
+      const raw = await group.raw()
+      const { channel } = names(group)
+      const hostile = [
+        '{"o":"x","s":1,"t":"k","k":null}',
+        '{"o":"x","s":2,"t":"g","g":null}',
+        '{"o":"x","s":3,"t":"f","k":5}',
+        '{"o":"x","s":4,"t":"k","k":[1,2]}',
+        '{"o":"x","s":5,"t":"k","k":["a"],"v":"nope"}',
+        '{"o":"x","s":6,"t":"z"}',
+        'null',
+        '[]',
+        'not json',
+      ]
+      for (const message of hostile) {
+        if (raw instanceof Cluster) await raw.spublish(channel, message)
+        else await raw.publish(channel, message)
+      }
+      await eventually(() => b.stats().bus.rejected === hostile.length)
+      expect(rejected).toHaveLength(hostile.length)
+      await a.set('k', 'v')
+      await eventually(() => b.peek('k') === undefined)
+      expect(await b.get('k')).toBe('v')
+      expect(b.stats().bus.healthy).toBe(true)
+    },
+  )
 
   it('a forged clear cannot move the generation off the generation key', async () => {
     group = new CacheGroup('standalone')
