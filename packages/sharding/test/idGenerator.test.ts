@@ -137,6 +137,44 @@ describe('createIdGenerator', () => {
     expect(reads).toBeLessThan(5)
   })
 
+  it('(fuzz) issues strictly increasing ids whatever the clock does, and throws only ClockMovedBackwardsError', () => {
+    fc.assert(
+      fc.property(
+        fc.array(
+          fc.tuple(
+            fc.oneof(fc.integer({ min: -1500, max: 3 }), fc.constant(0), fc.constant(1)),
+            fc.integer({ min: 1, max: 6 }),
+          ),
+          { maxLength: 20 },
+        ),
+        (steps) => {
+          let t = 1_800_000_000_000
+          const ids = createIdGenerator({
+            sequenceBits: 2,
+            maxClockBackwardsMs: 1000,
+            now: () => t,
+          })
+          let last = -1n
+          for (const [delta, calls] of steps) {
+            t += delta
+            for (let i = 0; i < calls; i++) {
+              let id: bigint
+              try {
+                id = ids.next()
+              } catch (error) {
+                expect(error).toBeInstanceOf(ClockMovedBackwardsError)
+                continue
+              }
+              expect(id > last).toBe(true)
+              last = id
+            }
+          }
+        },
+      ),
+      { numRuns: 60, seed: 17 },
+    )
+  })
+
   it('names the option when a layout is invalid', () => {
     expect(() => createIdGenerator({ workerId: 1024 })).toThrow(/invalid option "workerId"/)
     expect(() => createIdGenerator({ slotBits: 12 })).toThrow(/invalid option "slotBits"/)
