@@ -4,6 +4,7 @@
  * SIGTERM or when the supervisor goes away (its IPC channel closes).
  */
 import { loadConfig } from './config.js'
+import { loadOrCreateControlToken } from './control.js'
 import { startAccount } from './services/account.js'
 import { startCart } from './services/cart.js'
 import { startCatalog } from './services/catalog.js'
@@ -31,7 +32,7 @@ async function start() {
     case 'order':
       return startOrder(config, s.name, s.port)
     case 'provider':
-      return startProvider(s.port)
+      return startProvider(s.port, loadOrCreateControlToken(config.runDir))
     case 'inventory':
     case 'payment':
     case 'delivery':

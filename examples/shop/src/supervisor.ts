@@ -19,7 +19,7 @@ import {
   SHOP_DIR,
   type ShopConfig,
 } from './config.js'
-import { loadOrCreateControlToken, refuseControlRequest } from './control.js'
+import { controlHeaders, loadOrCreateControlToken, refuseControlRequest } from './control.js'
 import { createSchemaAndSeed, dropDatabases, type SeedReport } from './data/schema.js'
 import { shopQueues } from './platform/mq.js'
 import { loadOrCreateSecrets } from './secrets.js'
@@ -330,7 +330,7 @@ export async function startShop(o: ShopOptions): Promise<Shop> {
         case 'payment-provider': {
           await fetch(`${config.providerUrl}/mode`, {
             method: 'POST',
-            headers: { 'content-type': 'application/json' },
+            headers: controlHeaders(o.runDir),
             body: JSON.stringify({ mode: on ? 'fail' : 'ok' }),
           })
           return

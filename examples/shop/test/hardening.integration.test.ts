@@ -205,6 +205,26 @@ describe("the supervisor's control port", () => {
     }
   })
 
+  it("guards the payment provider's fault switch the same way", async () => {
+    const providerPort = Number(new URL(shop.config.providerUrl).port)
+    const fail = JSON.stringify({ mode: 'fail' })
+    const attempts: Record<string, string>[] = [
+      { 'content-type': 'text/plain' },
+      { 'content-type': 'application/json' },
+      {
+        'content-type': 'application/json',
+        host: 'evil.example',
+        'x-shop-control-token': controlToken(),
+      },
+    ]
+    for (const headers of attempts) {
+      const res = await raw(providerPort, { method: 'POST', path: '/mode', headers, body: fail })
+      expect(res.status, JSON.stringify(headers)).toBeGreaterThanOrEqual(403)
+    }
+    const stats = await raw(providerPort, { path: '/_internal/stats' })
+    expect(JSON.parse(stats.body).mode).toBe('ok')
+  })
+
   it('obeys JSON with the token on a loopback Host', async () => {
     for (const host of [
       `127.0.0.1:${controlPort}`,

@@ -4,11 +4,13 @@
  * the tests can prove that no order was charged twice.
  */
 import { randomBytes } from 'node:crypto'
+import { refuseControlRequest } from '../control.js'
 import { Router, readJson, sendJson } from '../web/http.js'
 
 export type ProviderMode = 'ok' | 'slow' | 'fail'
 
-export async function startProvider(port: number) {
+/** `controlToken`: the supervisor's, required (with JSON and a loopback Host) to switch modes. */
+export async function startProvider(port: number, controlToken: string) {
   let mode: ProviderMode = 'ok'
   let slowMs = 3000
   const byKey = new Map<string, { ref: string; orderId: string; amountCents: number }>()
@@ -20,6 +22,9 @@ export async function startProvider(port: number) {
     sendJson(ctx, 200, { service: 'provider', mode, slowMs, ...s }),
   )
   r.post('/mode', async (ctx) => {
+    // A fault switch like the supervisor's control port: the same token, JSON, loopback Host.
+    const refused = refuseControlRequest(ctx.req.method, ctx.req.headers, controlToken)
+    if (refused) return sendJson(ctx, refused.status, { error: refused.error })
     const body = await readJson<{ mode: ProviderMode; slowMs?: number }>(ctx)
     if (!['ok', 'slow', 'fail'].includes(body.mode))
       return sendJson(ctx, 400, { error: 'mode must be ok, slow or fail' })
