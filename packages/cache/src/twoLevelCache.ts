@@ -147,7 +147,13 @@ export class TwoLevelCache<T = unknown> {
   readonly #loads = new Map<string, Promise<unknown>>()
   readonly #fillWaiters = new Map<string, Set<() => void>>()
 
-  readonly #pending = { keys: new Set<string>(), tags: new Set<string>(), clear: false }
+  /**
+   * Invalidations waiting for replay, each with the number of its latest deferral (`clear`: 0
+   * for none), so that a replay forgets only what it replayed: a key deferred again while the
+   * replay runs stays pending.
+   */
+  readonly #pending = { keys: new Map<string, number>(), tags: new Map<string, number>(), clear: 0 }
+  #deferrals = 0
   #replaying: Promise<void> | undefined
   /** Retries the replay: a failure that never opens the breaker nor drops the bus must not keep L2 unread. */
   #replayTimer: NodeJS.Timeout | undefined
@@ -1600,13 +1606,14 @@ export class TwoLevelCache<T = unknown> {
 
   #defer(keys: readonly string[], tags: readonly string[], clear: boolean): void {
     const p = this.#pending
-    if (clear) p.clear = true
-    for (const key of keys) p.keys.add(key)
-    for (const tag of tags) p.tags.add(tag)
+    const stamp = ++this.#deferrals
+    if (clear) p.clear = stamp
+    for (const key of keys) p.keys.set(key, stamp)
+    for (const tag of tags) p.tags.set(tag, stamp)
     if (p.keys.size + p.tags.size > this.#o.maxPending) {
       p.keys.clear()
       p.tags.clear()
-      p.clear = true
+      p.clear = stamp
     }
     this.#scheduleReplay()
   }
@@ -1622,7 +1629,7 @@ export class TwoLevelCache<T = unknown> {
 
   #pendingCount(): number {
     const p = this.#pending
-    return p.keys.size + p.tags.size + (p.clear ? 1 : 0)
+    return p.keys.size + p.tags.size + (p.clear > 0 ? 1 : 0)
   }
 
   /** Replays invalidations made while L2 was down, before L2 is read again. */
@@ -1630,9 +1637,12 @@ export class TwoLevelCache<T = unknown> {
     if (this.#replaying !== undefined || this.#pendingCount() === 0 || this.#closed)
       return this.#replaying ?? Promise.resolve()
     const p = this.#pending
-    const keys = [...p.keys]
-    const tags = [...p.tags]
-    const clear = p.clear
+    const keyStamps = [...p.keys]
+    const tagStamps = [...p.tags]
+    const keys = keyStamps.map(([key]) => key)
+    const tags = tagStamps.map(([tag]) => tag)
+    const clearStamp = p.clear
+    const clear = clearStamp > 0
     this.#replaying = (async () => {
       try {
         if (clear) await this.#clearL2()
@@ -1646,15 +1656,17 @@ export class TwoLevelCache<T = unknown> {
             await this.#publish('g', { g: tags })
           }
         }
-        if (clear) p.clear = false
-        for (const key of keys) p.keys.delete(key)
-        for (const tag of tags) p.tags.delete(tag)
+        // only what this replay covered: a deferral made meanwhile has a newer stamp and stays
+        if (p.clear === clearStamp) p.clear = 0
+        for (const [key, stamp] of keyStamps) if (p.keys.get(key) === stamp) p.keys.delete(key)
+        for (const [tag, stamp] of tagStamps) if (p.tags.get(tag) === stamp) p.tags.delete(tag)
         this.#emit('replayed', { keys: keys.length, tags: tags.length, clear })
       } catch (error) {
         this.#l2Failed('replay', error)
-        this.#scheduleReplay()
       } finally {
         this.#replaying = undefined
+        // whatever is left (a failure, or deferred meanwhile) is tried again later
+        if (this.#pendingCount() > 0) this.#scheduleReplay()
       }
     })()
     return this.#replaying

@@ -1,0 +1,80 @@
+import type { Redis } from 'ioredis'
+import { afterEach, describe, expect, it } from 'vitest'
+import { CacheGroup, connect, eventually } from './fixtures.js'
+
+/**
+ * Interleavings found in review. Every test runs against the real Redis; where an interleaving
+ * has to happen at one exact moment, the test wraps one method of a real client so that another
+ * instance acts right then (the command itself still goes to the server).
+ */
+
+function names(group: CacheGroup) {
+  const base = `${group.prefix}:${group.namespace}:`
+  return {
+    entry: (key: string, gen = 0) => `${base}${gen}:e:${key}`,
+    tag: (tag: string, gen = 0) => `${base}${gen}:z:${tag}`,
+  }
+}
+
+type AnyFn = (...args: unknown[]) => Promise<unknown>
+
+/** Replaces `client[method]` with `wrapper(original)` for the rest of the test. */
+function wrap(
+  client: Redis,
+  method: 'set' | 'publish' | 'evalsha',
+  wrapper: (original: AnyFn) => AnyFn,
+): void {
+  const target = client as unknown as Record<string, AnyFn>
+  const original = (target[method] as AnyFn).bind(client)
+  target[method] = wrapper(original)
+}
+
+describe('TwoLevelCache replay of deferred invalidations', () => {
+  let group: CacheGroup
+  afterEach(async () => {
+    await group.close()
+  })
+
+  it('keeps a key deferred again while a replay is in flight, and replays it too', async () => {
+    group = new CacheGroup('standalone')
+    const client = (await connect('standalone')) as Redis
+    group.clients.push(client)
+    // one failure cannot trip the breaker; the replay is retried every 300 ms
+    const a = await group.add({ breaker: { volumeThreshold: 100, resetTimeout: 300 } }, client)
+    const b = await group.add()
+    const raw = await group.raw()
+    const { entry } = names(group)
+    let failTombstone = false
+    let interleave = false
+    wrap(client, 'set', (original) => async (...args) => {
+      if (failTombstone && String(args[1]).startsWith('t')) {
+        failTombstone = false
+        throw new Error('injected: the tombstone write failed')
+      }
+      return original(...args)
+    })
+    wrap(client, 'publish', (original) => async (...args) => {
+      if (interleave && String(args[1]).includes('"t":"k"')) {
+        // the replay has tombstoned "k" and is announcing it: another instance writes "k",
+        // then this instance deletes it again, and that delete fails and is deferred
+        interleave = false
+        await b.set('k', 'written after the replay began')
+        failTombstone = true
+        await a.delete('k')
+        expect(a.stats().pendingInvalidations).toBe(1)
+      }
+      return original(...args)
+    })
+    await a.set('k', 'v1')
+    failTombstone = true
+    interleave = true
+    await a.delete('k') // fails once: deferred, replayed by the timer
+    expect(a.stats().pendingInvalidations).toBe(1)
+    await eventually(() => !interleave, 5000) // the replay ran, and the second delete failed meanwhile
+    // the last operation on "k" is a delete: it must reach L2 and every instance in the end
+    await eventually(async () => (await raw.get(entry('k')))?.startsWith('t') === true, 5000)
+    await eventually(() => a.stats().pendingInvalidations === 0, 5000)
+    await eventually(() => b.peek('k') === undefined)
+    expect(await b.get('k')).toBeUndefined()
+  })
+})
