@@ -10,9 +10,9 @@ import { InvalidRequestError } from '../errors.js'
 /** A `Host` header taken apart and normalised. */
 export interface ParsedHost {
   /** The host name in lower case, without a trailing dot; an IPv6 literal keeps its brackets. */
-  name: string
+  readonly name: string
   /** `name` or `name:port` (the port without leading zeros): the host part of a cache key. */
-  authority: string
+  readonly authority: string
 }
 
 /** A request target reduced to what routing and the upstream see. */
@@ -32,6 +32,20 @@ const HOST = /^(?:([a-z0-9_~-]+(?:\.[a-z0-9_~-]+)*)\.?|\[([0-9a-f:.]+)\])(?::([0
  * @throws InvalidRequestError when it is not `host[:port]`.
  */
 export function parseHost(raw: string): ParsedHost {
+  // Nearly every request of a connection, and most connections, name the same host: one
+  // remembered answer saves the regular expression (about 200 ns) on the hot path.
+  if (raw === lastHost.raw) return lastHost.parsed
+  const parsed = parseHostUncached(raw)
+  lastHost = { raw, parsed }
+  return parsed
+}
+
+let lastHost: { raw: string; parsed: ParsedHost } = {
+  raw: 'localhost',
+  parsed: { name: 'localhost', authority: 'localhost' },
+}
+
+function parseHostUncached(raw: string): ParsedHost {
   const m = raw.length <= 261 ? HOST.exec(raw) : null
   if (m === null || (m[2] !== undefined && !isIPv6(m[2]))) {
     throw new InvalidRequestError('host', 'invalid Host header: expected host[:port]')
