@@ -15,6 +15,7 @@ import { declareTopology, ManagedConnection, redact } from './internal/connectio
 import { type Duration, positiveInt, toMs } from './internal/duration.js'
 import { type Encoded, encodeMessage, encodePlain } from './internal/encode.js'
 import { Publisher } from './internal/publisher.js'
+import { show } from './internal/show.js'
 import { TypedEmitter } from './internal/typedEmitter.js'
 import { isTypedMessage } from './message.js'
 import { type ResolvedQueue, resolveTopology, type Topology } from './topology.js'
@@ -399,7 +400,7 @@ const BUILTIN_EXCHANGES = new Set([
  * password is echoed; of anything else only its kind, since it may hold a URL too.
  */
 function showUrls(value: unknown): string {
-  if (typeof value === 'string') return JSON.stringify(redact(value))
+  if (typeof value === 'string') return show(redact(value), 200)
   if (Array.isArray(value)) return `an array of ${value.length} items`
   if (value === null || typeof value !== 'object') return String(value)
   return 'an object'
@@ -416,13 +417,18 @@ function resolveUrls(urls: unknown): string[] {
     let ok = false
     try {
       const parsed = new URL(url)
-      ok = typeof url === 'string' && (parsed.protocol === 'amqp:' || parsed.protocol === 'amqps:')
+      // a host is required: amqplib reads `amqp:user:pw@host` (no "//") as no host at all and
+      // connects to localhost as guest
+      ok =
+        typeof url === 'string' &&
+        (parsed.protocol === 'amqp:' || parsed.protocol === 'amqps:') &&
+        parsed.hostname !== ''
     } catch {
       ok = false
     }
     if (!ok)
       throw new InvalidArgumentError(
-        `invalid option "urls": expected amqp:// or amqps:// URLs, got ${showUrls(url)}`,
+        `invalid option "urls": expected amqp:// or amqps:// URLs with a host, got ${showUrls(url)}`,
       )
   }
   return list as string[]
@@ -618,7 +624,7 @@ export class Broker {
         (exchange.length > 85 && Buffer.byteLength(exchange) > 255)
       ) {
         throw new InvalidArgumentError(
-          `invalid argument "exchange": expected a string of at most 255 bytes, got ${typeof exchange === 'string' ? `${Buffer.byteLength(exchange)} bytes` : JSON.stringify(exchange)}`,
+          `invalid argument "exchange": expected a string of at most 255 bytes, got ${typeof exchange === 'string' ? `${Buffer.byteLength(exchange)} bytes` : show(exchange)}`,
         )
       }
       if (
@@ -626,7 +632,7 @@ export class Broker {
         (routingKey.length > 85 && Buffer.byteLength(routingKey) > 255)
       ) {
         throw new InvalidArgumentError(
-          `invalid argument "routingKey": expected a string of at most 255 bytes, got ${JSON.stringify(routingKey)}`,
+          `invalid argument "routingKey": expected a string of at most 255 bytes, got ${typeof routingKey === 'string' ? `${Buffer.byteLength(routingKey)} bytes` : show(routingKey)}`,
         )
       }
       if (
@@ -760,7 +766,7 @@ export class Broker {
     if (this.#closing !== undefined) throw new BrokerClosedError()
     if (typeof queue !== 'string' || queue.length === 0) {
       throw new InvalidArgumentError(
-        `invalid argument "queue": expected a queue name, got ${JSON.stringify(queue)}`,
+        `invalid argument "queue": expected a queue name, got ${show(queue)}`,
       )
     }
     if (typeof handler !== 'function')

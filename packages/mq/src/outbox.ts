@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto'
 import { InvalidArgumentError } from './errors.js'
 import { positiveInt } from './internal/duration.js'
 import { encodeMessage } from './internal/encode.js'
+import { show } from './internal/show.js'
 import { quoteTable, type SqlConnection } from './internal/sql.js'
 
 export type { SqlConnection, SqlPool, SqlPoolConnection } from './internal/sql.js'
@@ -96,7 +97,7 @@ export function createOutbox(options: OutboxOptions = {}): Outbox {
     async enqueue(connection, exchange, routingKey, message, enqueueOptions = {}) {
       if (typeof exchange !== 'string') {
         throw new InvalidArgumentError(
-          `invalid argument "exchange": expected a string, got ${JSON.stringify(exchange)}`,
+          `invalid argument "exchange": expected a string, got ${show(exchange)}`,
         )
       }
       if (typeof routingKey !== 'string' || Buffer.byteLength(routingKey) > 255) {

@@ -46,6 +46,28 @@ describe('createBroker urls', () => {
     expect(leaks((error as Error).message, password), (error as Error).message).toBe(false)
   })
 
+  it.each([
+    ['no "//" (amqplib would connect to localhost as guest)', `amqp:user:${password}@rabbit-1`],
+    ['one slash', `amqp:/user:${password}@rabbit-1`],
+    ['an empty host', 'amqp://'],
+    ['only credentials', `amqps://user:${password}@`],
+  ])('rejects a URL without a host: %s', async (_label, urls) => {
+    const error = await construct(urls)
+    expect(error).toBeInstanceOf(InvalidArgumentError)
+    expect((error as Error).message).toContain('"urls"')
+    expect(leaks((error as Error).message, password), (error as Error).message).toBe(false)
+  })
+
+  it('accepts URLs with a host', async () => {
+    for (const urls of [
+      'amqp://rabbit-1',
+      'amqps://guest:guest@rabbit-1:5671/%2F',
+      'amqp://[::1]:5672',
+    ]) {
+      expect(await construct(urls)).toBeUndefined()
+    }
+  })
+
   it('rejects options that are a URL string without echoing its password', () => {
     const run = () => createBroker(`amqp://user:${password}@rabbit-1` as never)
     expect(run).toThrow(InvalidArgumentError)

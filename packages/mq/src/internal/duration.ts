@@ -1,4 +1,5 @@
 import { InvalidArgumentError } from '../errors.js'
+import { show } from './show.js'
 
 const UNITS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 }
 
@@ -15,7 +16,7 @@ export function toMs(option: string, value: unknown, { allowZero = true } = {}):
   }
   if (ms === undefined || !Number.isFinite(ms) || ms < 0 || (!allowZero && ms === 0)) {
     throw new InvalidArgumentError(
-      `invalid option "${option}": expected a ${allowZero ? 'non-negative' : 'positive'} number of milliseconds or a string like '30s', got ${JSON.stringify(value)}`,
+      `invalid option "${option}": expected a ${allowZero ? 'non-negative' : 'positive'} number of milliseconds or a string like '30s', got ${show(value)}`,
     )
   }
   return ms
@@ -25,7 +26,7 @@ export function toMs(option: string, value: unknown, { allowZero = true } = {}):
 export function positiveInt(option: string, value: unknown, { allowZero = false } = {}): number {
   if (typeof value !== 'number' || !Number.isInteger(value) || value < (allowZero ? 0 : 1)) {
     throw new InvalidArgumentError(
-      `invalid option "${option}": expected a ${allowZero ? 'non-negative' : 'positive'} integer, got ${JSON.stringify(value)}`,
+      `invalid option "${option}": expected a ${allowZero ? 'non-negative' : 'positive'} integer, got ${show(value)}`,
     )
   }
   return value
