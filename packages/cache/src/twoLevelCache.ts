@@ -1573,15 +1573,20 @@ export class TwoLevelCache<T = unknown> {
   async #deleteTagsL2(tags: readonly string[]): Promise<void> {
     for (const tag of tags) {
       const tagKey = this.#tagKey(tag)
-      const live = await this.#run('deleteByTag', (l2) => l2.pruneTag(tagKey, exactNow()))
-      // members added while we work are taken too, but a stream of writers cannot keep us here
-      const rounds = Math.ceil(live / TAG_CHUNK) + 2
-      for (let round = 0; round < rounds; round++) {
-        const members = await this.#run('deleteByTag', (l2) => l2.tagMembers(tagKey, TAG_CHUNK))
-        if (members.length === 0) break
-        await this.#tombstone(members)
-        await this.#run('deleteByTag', (l2) => l2.removeTagMembers(tagKey, members))
-      }
+      await this.#run('deleteByTag', (l2) => l2.pruneTag(tagKey, exactNow()))
+      // by ZSCAN: every member present from start to end is reached, whatever writers add
+      // meanwhile (a member written again during the scan keeps its place, see removeTagMembers)
+      let zcursor = '0'
+      do {
+        const [next, members] = await this.#run('deleteByTag', (l2) =>
+          l2.scanTag(tagKey, zcursor, TAG_CHUNK),
+        )
+        if (members.length > 0) {
+          await this.#tombstone(members.map((m) => m.member))
+          await this.#run('deleteByTag', (l2) => l2.removeTagMembers(tagKey, members))
+        }
+        zcursor = next
+      } while (zcursor !== '0')
       // a tag set written by a version before sorted sets (a rolling deploy): same, by SSCAN
       const legacyKey = this.#legacyTagKey(tag)
       let cursor = '0'

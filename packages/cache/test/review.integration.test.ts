@@ -78,3 +78,75 @@ describe('TwoLevelCache replay of deferred invalidations', () => {
     expect(await b.get('k')).toBeUndefined()
   })
 })
+
+describe('TwoLevelCache.deleteByTag with writers at work', () => {
+  let group: CacheGroup
+  afterEach(async () => {
+    await group.close()
+  })
+
+  it('leaves a member written again between its tombstone and its removal in the tag set', async () => {
+    group = new CacheGroup('standalone')
+    const client = (await connect('standalone')) as Redis
+    group.clients.push(client)
+    const a = await group.add({}, client)
+    const b = await group.add()
+    const raw = await group.raw()
+    const { entry } = names(group)
+    let interleave = false
+    wrap(client, 'set', (original) => async (...args) => {
+      const result = await original(...args)
+      if (interleave && args[0] === entry('x') && String(args[1]).startsWith('t')) {
+        interleave = false
+        await b.set('x', 'written during the deleteByTag', { tags: ['T'] })
+      }
+      return result
+    })
+    await a.set('x', 'old', { tags: ['T'] })
+    interleave = true
+    await a.deleteByTag('T')
+    expect(interleave).toBe(false)
+    // the new value carries the tag: the next deleteByTag must find it
+    await a.deleteByTag('T')
+    expect((await raw.get(entry('x')))?.[0]).toBe('t')
+    expect(await b.get('x')).toBeUndefined()
+  })
+
+  it('tombstones every member it started with however many short-lived members arrive meanwhile', async () => {
+    group = new CacheGroup('standalone')
+    const client = (await connect('standalone')) as Redis
+    group.clients.push(client)
+    const a = await group.add({}, client)
+    const writer = await group.add({ l1: false, l2Timeout: 20_000 })
+    const raw = await group.raw()
+    const { entry, tag } = names(group)
+    let interleave = false
+    const inject = async () => {
+      // after the tag was measured: 2,000 writes that expire sooner than the member below
+      for (let from = 0; from < 2000; from += 500)
+        await writer.setMany(
+          Array.from({ length: 500 }, (_, j) => ({
+            key: `short:${from + j}`,
+            value: from + j,
+            ttl: 60_000,
+            tags: ['T'],
+          })),
+        )
+    }
+    wrap(client, 'evalsha', (original) => async (...args) => {
+      const prune = interleave && args[2] === tag('T') && args.length === 4
+      if (prune) interleave = false
+      try {
+        return await original(...args)
+      } finally {
+        if (prune) await inject()
+      }
+    })
+    await a.set('long-lived', 'old', { ttl: 3_600_000, tags: ['T'] })
+    interleave = true
+    await a.deleteByTag('T')
+    expect(interleave).toBe(false)
+    expect((await raw.get(entry('long-lived')))?.[0]).toBe('t')
+    expect(await writer.get('long-lived')).toBeUndefined()
+  }, 30_000)
+})

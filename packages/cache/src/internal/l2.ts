@@ -26,6 +26,16 @@ return 1`
 const PRUNE_TAG = `redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
 return redis.call('ZCARD', KEYS[1])`
 
+// KEYS[1] tag; ARGV pairs of member and the score it had when read. A member whose score
+// changed since (a write added it again, with its own expiry) stays: it is a newer entry that
+// still carries the tag, and a later deleteByTag must find it.
+const REMOVE_TAG_MEMBERS = `local n = 0
+for i = 1, #ARGV, 2 do
+  local score = redis.call('ZSCORE', KEYS[1], ARGV[i])
+  if score and tonumber(score) == tonumber(ARGV[i + 1]) then n = n + redis.call('ZREM', KEYS[1], ARGV[i]) end
+end
+return n`
+
 // KEYS[1] lock; ARGV[1] owner token
 const RELEASE = `if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0`
@@ -43,6 +53,7 @@ const SCRIPTS = {
   cas: script(CAS),
   addTag: script(ADD_TAG),
   pruneTag: script(PRUNE_TAG),
+  removeTagMembers: script(REMOVE_TAG_MEMBERS),
   release: script(RELEASE),
 }
 
@@ -53,6 +64,12 @@ export const TAG_CHUNK = 500
 export interface TagMember {
   member: string
   until: number
+}
+
+/** A member of a tag as read: the key, and its score (when its entry expires) as Redis wrote it. */
+export interface TagEntry {
+  member: string
+  score: string
 }
 
 /**
@@ -160,13 +177,25 @@ export class L2 {
     return Number(await this.#eval(SCRIPTS.pruneTag, tagKey, String(now)))
   }
 
-  /** Up to `count` members of a tag. */
-  tagMembers(tagKey: string, count: number): Promise<string[]> {
-    return this.client.zrange(tagKey, '0', String(count - 1))
+  /**
+   * One page of a tag's members with their scores; `[nextCursor, members]`. ZSCAN returns every
+   * member that is in the set from the first page to the last, however many are added or
+   * removed meanwhile, which reading the lowest scores again and again does not.
+   */
+  async scanTag(tagKey: string, cursor: string, count: number): Promise<[string, TagEntry[]]> {
+    const [next, flat] = await this.client.zscan(tagKey, cursor, 'COUNT', String(count))
+    const members: TagEntry[] = []
+    for (let i = 0; i + 1 < flat.length; i += 2)
+      members.push({ member: flat[i] as string, score: flat[i + 1] as string })
+    return [next, members]
   }
 
-  async removeTagMembers(tagKey: string, members: readonly string[]): Promise<void> {
-    if (members.length > 0) await this.client.zrem(tagKey, ...members)
+  /** Removes members read by {@link L2.scanTag}, each only if its score is unchanged since. */
+  async removeTagMembers(tagKey: string, members: readonly TagEntry[]): Promise<void> {
+    if (members.length === 0) return
+    const args: string[] = []
+    for (const m of members) args.push(m.member, m.score)
+    await this.#eval(SCRIPTS.removeTagMembers, tagKey, ...args)
   }
 
   /** One page of a tag set written by an older version (a plain set); `[nextCursor, members]`. */
