@@ -116,7 +116,20 @@ describe('fingerprint', () => {
         withTypedArray: true,
         withBigInt: true,
         withNullPrototype: true,
+        withSparseArray: true,
+        withBoxedValues: true,
+        withMap: true,
+        withSet: true,
+        withObjectString: true,
       }),
+      // holes, which a caller's value may have (parsed JSON cannot)
+      fc.sparseArray(fc.oneof(fc.jsonValue({ maxDepth: 1 }), fc.constant(undefined)), {
+        maxLength: 6,
+      }),
+      // values that say how to be written, inside a container
+      fc
+        .array(fc.anything({ withSparseArray: true, withDate: true }), { maxLength: 3 })
+        .map((items) => items.map((v) => ({ toJSON: () => v }))),
     )
     fc.assert(
       fc.property(value, (v) => {
@@ -124,6 +137,16 @@ describe('fingerprint', () => {
       }),
       { seed: SEED, numRuns: 300 },
     )
+  })
+
+  it('writes the holes of a sparse array as the shipped form did (empty), not as null', () => {
+    // biome-ignore lint/suspicious/noSparseArray: the holes are the point
+    const holes = [, 1, , 2, ,]
+    expect(canonicalJson(holes)).toBe('[,1,,2,]')
+    expect(canonicalJson(holes)).toBe(shippedCanonicalJson(holes))
+    expect(canonicalJson({ a: new Array(3) })).toBe('{"a":[,,]}')
+    // an element that is there but undefined is null, as before
+    expect(canonicalJson([undefined, 1])).toBe('[null,1]')
   })
 
   it('fingerprints a body nested deeper than the call stack (a 100 KB JSON body can be 50 000 deep)', () => {

@@ -14,6 +14,7 @@ class Leave {
 const COMMA = new Text(',')
 const CLOSE_ARRAY = new Text(']')
 const CLOSE_OBJECT = new Text('}')
+const HOLE = new Text('')
 
 function primitive(value: unknown): string {
   if (value === undefined) return 'null'
@@ -62,7 +63,9 @@ export function canonicalJson(value: unknown): string {
       out += '['
       stack.push(new Leave(item), CLOSE_ARRAY)
       for (let i = item.length - 1; i >= 0; i--) {
-        stack.push(item[i])
+        // A hole is written as nothing, as the shipped `map().join(',')` did: `[,1]`, not
+        // `[null,1]` (fingerprints stored before must keep matching).
+        stack.push(i in item ? item[i] : HOLE)
         if (i > 0) stack.push(COMMA)
       }
       continue
