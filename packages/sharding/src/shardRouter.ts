@@ -505,7 +505,10 @@ interface Scope {
   consistency: Consistency | undefined
   maxLagMs: number | undefined
   token: CausalToken
-  /** When the context's token came in (ms since the epoch): a primary sample after it must cover it. */
+  /**
+   * When the context's token came in, by `performance.now()` (monotonic, like the primary's
+   * samples): a primary sample taken after it must cover it.
+   */
   since: number
   parent: Scope | undefined
   tx:
@@ -766,7 +769,7 @@ export class ShardRouter extends TypedEmitter<ShardRouterEvents> {
    * GTIDs to the context's token (and to every enclosing context's). A token string is
    * verified with the router's `secrets` (see {@link RoutingScope.causalToken}).
    *
-   * @throws InvalidArgumentError if a hint is invalid, or the token is a string and the router has no `secrets`.
+   * @throws InvalidArgumentError if a hint is invalid, the token is neither a string nor a {@link CausalToken}, or it is a string and the router has no `secrets`.
    * @example
    * ```ts
    * app.post('/orders', (req, res) =>
@@ -783,18 +786,22 @@ export class ShardRouter extends TypedEmitter<ShardRouterEvents> {
     if (scope.maxLagMs !== undefined) positive('maxLagMs', scope.maxLagMs, true)
     this.#scoped = true
     const parent = this.#als.getStore()
-    const given =
-      scope.causalToken === undefined
-        ? CausalToken.empty
-        : typeof scope.causalToken === 'string'
-          ? this.verifyCausalToken(scope.causalToken)
-          : scope.causalToken
+    const token = scope.causalToken
+    let given: CausalToken
+    if (token === undefined) given = CausalToken.empty
+    else if (typeof token === 'string') given = this.verifyCausalToken(token)
+    else if (token instanceof CausalToken) given = token
+    else {
+      throw new InvalidArgumentError(
+        `invalid option "causalToken": expected a signed token string or a CausalToken, got ${token === null ? 'null' : typeof token}`,
+      )
+    }
     const store: Scope = {
       use: scope.use ?? parent?.use,
       consistency: scope.consistency ?? parent?.consistency,
       maxLagMs: scope.maxLagMs ?? parent?.maxLagMs,
       token: (parent?.token ?? CausalToken.empty).merge(given),
-      since: Date.now(),
+      since: performance.now(),
       parent,
       tx: parent?.tx,
     }
@@ -975,7 +982,7 @@ export class ShardRouter extends TypedEmitter<ShardRouterEvents> {
         consistency: parent?.consistency,
         maxLagMs: parent?.maxLagMs,
         token: parent?.token ?? CausalToken.empty,
-        since: parent?.since ?? Date.now(),
+        since: parent?.since ?? performance.now(),
         parent,
         tx: { shard: shard.id, run },
       }

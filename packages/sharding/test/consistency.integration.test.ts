@@ -1,4 +1,4 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest'
 import {
   CausalToken,
   createShardRouter,
@@ -257,6 +257,40 @@ describe('causal tokens from clients', () => {
     expect(stats).toMatchObject({ gtidWaits: 0, gtidWaitTimeouts: 0, causalPositionsDropped: 2 })
     expect(stats.shards.pair!.replicaQueries).toBe(2)
     expect(events).toContain('ahead-of-primary')
+  })
+
+  it('keeps a real position of another process when the wall clock steps back after the primary was sampled', async () => {
+    const router = pairRouter({ healthCheckIntervalMs: 0, gtidWaitTimeoutMs: 1000, secrets })
+    const other = pairRouter({ healthCheckIntervalMs: 0, secrets }) // another process
+    await router.checkReplicas() // samples the primary before the other process writes
+    const id = nextId++
+    const cookie = await other.run({}, async () => {
+      await other.query(
+        'k',
+        'INSERT INTO orders (id, user_id, total, created_at) VALUES (?, ?, 1, 0)',
+        [id, 'k'],
+      )
+      return other.signCausalToken()
+    })
+    const written = CausalToken.verify(cookie, secrets)!
+    // NTP steps the wall clock back 5 s just as the request comes in: by the wall clock, the
+    // request now seems to have begun before the sample was taken.
+    const clock = vi.spyOn(Date, 'now').mockReturnValueOnce(Date.now() - 5000)
+    let rows: unknown[]
+    let token: CausalToken
+    try {
+      ;[rows, token] = await router.run({ causalToken: cookie }, async () => [
+        await router.query<unknown[]>('k', 'SELECT id FROM orders WHERE id = ?', [id]),
+        router.causalToken(),
+      ])
+    } finally {
+      clock.mockRestore()
+    }
+    // The write is newer than the sample: it is kept (the next cookie still demands it), and
+    // the read does not go to a replica that may not have it.
+    expect(rows).toHaveLength(1)
+    expect(token.covers(written)).toBe(true)
+    expect(router.stats().causalPositionsDropped).toBe(0)
   })
 
   it('asks for secrets before it takes a token string', () => {

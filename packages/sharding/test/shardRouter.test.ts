@@ -93,6 +93,14 @@ describe('ShardRouter (no server)', () => {
     )
   })
 
+  it('refuses a causal token that is neither a string nor a CausalToken with InvalidArgumentError', async () => {
+    const r = router(1)
+    for (const bad of [null, 42, {}, ['s0:0-1-1']]) {
+      expect(() => r.run({ causalToken: bad as never }, () => 1)).toThrow(InvalidArgumentError)
+    }
+    await r.close()
+  })
+
   it('rejects statements after close', async () => {
     const r = router(1)
     await r.close()

@@ -17,6 +17,11 @@ export interface ReplicaState {
 }
 
 interface Sample {
+  /**
+   * When the sample was taken, by `performance.now()`: a monotonic clock, so an NTP step of the
+   * wall clock can neither make an old sample look newer than a request (and drop a real
+   * position from its token) nor distort measured lag.
+   */
   at: number
   position: CausalToken
 }
@@ -44,7 +49,7 @@ export async function checkShard(
   keepSamplesMs: number,
   onError: (server: Server, error: unknown) => void,
 ): Promise<void> {
-  const at = Date.now()
+  const at = performance.now()
   try {
     const rows = await shard.primary.query(
       'SELECT @@GLOBAL.gtid_binlog_pos AS p',
@@ -75,7 +80,7 @@ export async function checkShard(
         const [statusRows, posRows] = results as [Row[], Row[]]
         const status = statusRows[0]
         const p = posRows[0]?.p
-        const now = Date.now()
+        const now = performance.now()
         replica.checkedAt = now
         if (typeof p === 'string') replica.applied = CausalToken.of(shard.id, p)
         if (status === undefined)
