@@ -46,7 +46,7 @@ export interface IdGeneratorOptions {
    */
   maxClockBackwardsMs?: number
   /**
-   * The clock, in Unix milliseconds.
+   * The clock, in Unix milliseconds; fractions of a millisecond are dropped.
    * @default Date.now
    */
   now?: () => number
@@ -87,6 +87,7 @@ export interface IdGenerator {
   /**
    * The next id. With `slotBits`, pass the owning key (e.g. the user id).
    * @throws ShardKeyMissingError if the layout embeds a slot and no key was given.
+   * @throws InvalidArgumentError if the clock (`now`) reads NaN or a time before `epoch`.
    * @throws ClockMovedBackwardsError (retryable) if the clock stepped back further than
    * `maxClockBackwardsMs`, or the millisecond's sequence ran out and the clock is not about to
    * pass it. A throw leaves the generator as it was: no id is ever issued twice.
@@ -183,7 +184,7 @@ export function createIdGenerator(options: IdGeneratorOptions = {}): IdGenerator
   const waitPast = (used: number): number => {
     const deadline = Date.now() + MAX_SPIN_MS
     for (;;) {
-      const current = now() - epoch
+      const current = Math.floor(now()) - epoch
       if (current > used) return current
       if (used - current >= MAX_SPIN_MS) {
         throw new ClockMovedBackwardsError(
@@ -221,7 +222,15 @@ export function createIdGenerator(options: IdGeneratorOptions = {}): IdGenerator
         }
         slot = slotFor(ownerKey, slots)
       }
-      let ts = now() - epoch
+      // A clock with fractions of a millisecond (performance.timeOrigin + performance.now())
+      // counts by whole milliseconds; one that reads NaN or before the epoch cannot make an id.
+      const reading = Math.floor(now())
+      if (!(reading >= epoch)) {
+        throw new InvalidArgumentError(
+          `invalid option "now": the clock reads ${String(reading)}, before "epoch" (${epoch}); ids need a clock at or after it`,
+        )
+      }
+      let ts = reading - epoch
       if (ts < last) {
         if (last - ts > maxBack) throw new ClockMovedBackwardsError(last - ts)
         ts = last

@@ -175,6 +175,22 @@ describe('createIdGenerator', () => {
     )
   })
 
+  it('takes a clock with fractions of a millisecond, and refuses a clock it cannot use with its typed error', () => {
+    let t = 1_800_000_000_000.25
+    const ids = createIdGenerator({ now: () => t })
+    const a = ids.next()
+    t += 0.5 // same millisecond
+    const b = ids.next()
+    expect(b > a).toBe(true)
+    expect(ids.decode(b)).toMatchObject({ timestamp: 1_800_000_000_000, sequence: 1 })
+    // NaN, or a clock before the epoch (a machine booted with its clock at 1970): never a
+    // RangeError and never a negative id.
+    for (const reading of [Number.NaN, 1_704_067_199_999, 0]) {
+      const broken = createIdGenerator({ now: () => reading })
+      expect(() => broken.next()).toThrow(InvalidArgumentError)
+    }
+  })
+
   it('names the option when a layout is invalid', () => {
     expect(() => createIdGenerator({ workerId: 1024 })).toThrow(/invalid option "workerId"/)
     expect(() => createIdGenerator({ slotBits: 12 })).toThrow(/invalid option "slotBits"/)
