@@ -1,5 +1,6 @@
 import fc from 'fast-check'
 import { describe, expect, it } from 'vitest'
+import { statementBody } from '../src/classifyStatement.js'
 import { classifyStatement, type ServerRole } from '../src/index.js'
 
 /**
@@ -166,6 +167,57 @@ describe('classifyStatement (fuzzed)', () => {
         expect(['read', 'locking-read', 'write', 'unknown']).toContain(cls.kind)
       }),
       { numRuns: 500, seed: 1414 },
+    )
+  })
+})
+
+describe('statementBody (fuzz)', () => {
+  // What may end a statement: words, punctuation (a lone `-` or `/` must not join a comment
+  // opener after it), executable comments (SQL to MariaDB), and quoted text holding comment
+  // openers, quotes and escapes, which is never a comment.
+  const token = fc.oneof(
+    fc.constantFrom('SELECT', 'a', 't', '1', 'x1', '-', '/', '*', '(', ')', ',', '=', '?'),
+    fc.constantFrom('/*! STRAIGHT_JOIN */', '/*M!100000 a */', '/*!50000 -- */'),
+    fc
+      .array(fc.constantFrom('a', ' ', '--', '-- ', '#', '/*', '*/', ';', '"', '`'), {
+        maxLength: 5,
+      })
+      .chain((parts) =>
+        fc.constantFrom(
+          `'${parts.join('').replaceAll("'", '')}\\'${parts.join('')}''x'`,
+          `"${parts.join('').replaceAll('"', '""')}\\""`,
+          `\`${parts.join('').replaceAll('`', '``')}\\\``,
+          `_utf8mb4'${parts.join('').replaceAll("'", "''")}'`,
+        ),
+      ),
+  )
+  const body = fc
+    .array(fc.tuple(token, fc.constantFrom(' ', '\n', '\t', '\f')), { minLength: 1, maxLength: 8 })
+    .map((parts) => parts.map(([t, gap], i) => (i === 0 ? t : `${gap}${t}`)).join(''))
+  const text = fc.constantFrom('', ' x', ' LIMIT 1', " it's", ' "', ' `', ' /* a', ' -- b', ' #')
+  const tail = fc
+    .array(
+      fc.oneof(
+        fc.constantFrom(' ', '\n', '\t', '\v', ';', ' ;'),
+        text.map((t) => `-- ${t}\n`),
+        text.map((t) => `--\t${t}`),
+        text.map((t) => `#${t}\n`),
+        text.map((t) => `#${t}`),
+        text.map((t) => `/*${t.replace('/*', '')} */`),
+      ),
+      { maxLength: 5 },
+    )
+    .map((parts) => parts.join(''))
+
+  it('strips exactly the trailing blanks, semicolons and comments, never a quoted string or SQL', () => {
+    fc.assert(
+      fc.property(body, tail, (sql, end) => {
+        // Glued on: after a lone `-`, `-- x` reads `--- x`, whose first `-` is SQL to MariaDB.
+        const joined = sql + end
+        expect(statementBody(joined), JSON.stringify(joined)).toBe(sql)
+        expect(statementBody(sql)).toBe(sql)
+      }),
+      { numRuns: 1000, seed: 2024 },
     )
   })
 })
