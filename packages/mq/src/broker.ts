@@ -913,16 +913,19 @@ export class Broker {
   }
 
   async #close(): Promise<void> {
+    // one deadline for the whole shutdown, handlers and confirms together (as documented)
     const timeout = this.#settings.shutdownTimeoutMs
+    const deadline = performance.now() + timeout
     await Promise.all([...this.#consumers].map((c) => c.cancel(timeout)))
     // during an outage too: the connection keeps reconnecting meanwhile, and a message buffered
     // while it was down is confirmed if it comes back within the timeout (after a topology
     // conflict nothing is waiting: every publish was rejected with it)
-    if (this.#publisherConnection.state !== 'failed') {
+    const left = deadline - performance.now()
+    if (this.#publisherConnection.state !== 'failed' && left > 0) {
       const timer = new AbortController()
       await Promise.race([
         this.#publisher.idle(),
-        sleep(timeout, undefined, { ref: false, signal: timer.signal }).catch(() => {}),
+        sleep(left, undefined, { ref: false, signal: timer.signal }).catch(() => {}),
       ])
       timer.abort()
     }

@@ -1,5 +1,11 @@
 import { setTimeout as sleep } from 'node:timers/promises'
-import type { Channel, ChannelModel, ConsumeMessage, MessagePropertyHeaders } from 'amqplib'
+import type {
+  Channel,
+  ChannelModel,
+  ConsumeMessage,
+  MessagePropertyHeaders,
+  Replies,
+} from 'amqplib'
 import type { Deduplicator } from './deduplicator.js'
 import { InvalidMessageError, InvalidMessageIdError, isMqError } from './errors.js'
 import { closeSafely } from './internal/closeSafely.js'
@@ -273,11 +279,16 @@ export class ManagedConsumer<T> implements Consumer {
   async open(connection: ChannelModel): Promise<void> {
     this.#connection = connection
     const channel = await connection.createChannel()
+    // set once the broker confirmed the consume: a channel closed before that (a 404 for a missing
+    // queue) is the caller's failure to handle (attach and #cancelled retry, consume() rejects), and
+    // re-opening it from here would leave a consumer nobody holds retrying, or consuming, forever
+    let consuming = false
     channel.on('error', () => {})
     channel.on('close', () => {
       if (this.#channel === channel) {
         this.#channel = undefined
         this.#consumerTag = undefined
+        if (!consuming) return
         // a channel-only close (connection still up): open a new one. The connection's own close
         // comes after this one, so check again when the timer fires, by identity
         setTimeout(() => {
@@ -290,19 +301,27 @@ export class ManagedConsumer<T> implements Consumer {
         }, 100).unref()
       }
     })
-    await channel.prefetch(this.#options.prefetch)
-    this.#channel = channel
-    const reply = await channel.consume(
-      this.queue,
-      (message) => {
-        if (message === null) this.#cancelled(channel, connection)
-        else this.#deliver(channel, message)
-      },
-      {
-        noAck: false,
-        consumerTag: `${this.#options.tag}.${this.queue}.${Math.random().toString(36).slice(2, 10)}`,
-      },
-    )
+    let reply: Replies.Consume
+    try {
+      await channel.prefetch(this.#options.prefetch)
+      this.#channel = channel
+      reply = await channel.consume(
+        this.queue,
+        (message) => {
+          if (message === null) this.#cancelled(channel, connection)
+          else this.#deliver(channel, message)
+        },
+        {
+          noAck: false,
+          consumerTag: `${this.#options.tag}.${this.queue}.${Math.random().toString(36).slice(2, 10)}`,
+        },
+      )
+    } catch (error) {
+      if (this.#channel === channel) this.#channel = undefined
+      void closeSafely(channel)
+      throw error
+    }
+    consuming = true
     this.#consumerTag = reply.consumerTag
     this.#host.emit('consumer.started', { queue: this.queue, consumerTag: reply.consumerTag })
   }

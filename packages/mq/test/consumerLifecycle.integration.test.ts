@@ -1,0 +1,100 @@
+import { setTimeout as sleep } from 'node:timers/promises'
+import { amqpNames, amqpUrl, createFaultProxy, type FaultProxy } from '@ballast/testkit'
+import amqp, { type Channel, type ChannelModel } from 'amqplib'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { type Broker, BrokerClosedError, createBroker } from '../src/index.js'
+import { closeAll, until, within } from './support/bounded.js'
+
+const names = amqpNames('mqlife')
+let url: string
+let proxy: FaultProxy
+let admin: ChannelModel
+let channel: Channel
+const brokers: Broker[] = []
+
+beforeAll(async () => {
+  url = await amqpUrl()
+  const u = new URL(url)
+  proxy = await createFaultProxy({ host: u.hostname, port: Number(u.port || 5672) })
+  admin = await amqp.connect(url)
+  admin.on('error', () => {})
+  channel = await admin.createChannel()
+  channel.on('error', () => {})
+})
+afterAll(async () => {
+  await closeAll(brokers.map((b) => () => b.close()))
+  await closeAll([() => admin.close()])
+  await closeAll([() => proxy.close(), () => names.cleanup()], 10_000)
+}, 30_000)
+
+function broker(options: Parameters<typeof createBroker>[0]): Broker {
+  const b = createBroker({ shutdownTimeout: 2000, ...options })
+  brokers.push(b)
+  return b
+}
+
+describe('Consumer lifecycle', () => {
+  describe('a consume() that rejected', () => {
+    it('leaves nothing behind: no retries, no consumer.error, and it never consumes the queue once it exists', async () => {
+      const queue = names.queue('missing')
+      const b = broker({ urls: url })
+      const errors: unknown[] = []
+      b.on('consumer.error', ({ error }) => errors.push(error))
+      const handled: unknown[] = []
+      await expect(b.consume(queue, (m) => void handled.push(m.body))).rejects.toMatchObject({
+        code: 'E_MQ_UNKNOWN_QUEUE',
+      })
+      // the channel the broker closed with 404 had a re-open timer of 100 ms
+      await sleep(700)
+      expect(errors.map((e) => String((e as Error)?.message ?? e))).toEqual([])
+      await channel.assertQueue(queue, { durable: true })
+      await channel.sendToQueue(queue, Buffer.from('"late"'), { contentType: 'application/json' })
+      await sleep(6000) // longer than the longest retry backoff of a zombie consumer (5 s)
+      expect(handled).toEqual([])
+      expect(await channel.checkQueue(queue)).toMatchObject({ messageCount: 1, consumerCount: 0 })
+      await within(b.close(), 10_000, 'broker.close()')
+    }, 30_000)
+  })
+
+  describe('close()', () => {
+    it('honours one shutdownTimeout for handlers in hand and buffered messages together, not one after the other', async () => {
+      const queue = names.queue('deadline')
+      const shutdownTimeout = 2000
+      const b = broker({
+        urls: proxy.url(url),
+        shutdownTimeout,
+        reconnect: { initialDelay: 50, maxDelay: 200 },
+        topology: { queues: [{ name: queue, retry: false, deadLetter: false }] },
+      })
+      let release: () => void = () => {}
+      const stuck = new Promise<void>((resolve) => {
+        release = resolve
+      })
+      let started = false
+      await b.consume(queue, async () => {
+        started = true
+        await stuck
+      })
+      await b.publish('', queue, 'in hand')
+      await until(() => started, 10_000, 'the handler in hand')
+      proxy.refuse()
+      proxy.cut()
+      await until(() => !b.stats().connected.publisher, 10_000, 'the publisher disconnected')
+      const late = b.publish('', queue, 'buffered').then(
+        () => 'confirmed',
+        (error: unknown) => error,
+      )
+      const t0 = Date.now()
+      try {
+        await within(b.close(), 4 * shutdownTimeout, 'broker.close()')
+        const elapsed = Date.now() - t0
+        // one deadline: about shutdownTimeout; before, the handler's wait and then the buffer's each took it
+        expect(elapsed).toBeLessThan(shutdownTimeout * 1.75)
+        expect(await late).toBeInstanceOf(BrokerClosedError)
+      } finally {
+        release()
+        proxy.restore()
+      }
+    }, 30_000)
+  })
+})
