@@ -19,7 +19,12 @@ export interface BusMessage {
 
 /** Longest origin id accepted (ours are 8 characters). */
 const MAX_ORIGIN_LENGTH = 64
-/** Origins whose sequence numbers are tracked; forged origins cannot grow the map past it. */
+/**
+ * Origins whose sequence numbers are tracked; forged origins cannot grow the map past it. The
+ * origin heard from least recently is forgotten first (a live instance heartbeats), and once
+ * any was forgotten, an unknown origin that does not start at 1 counts as a gap: it may be one
+ * whose missed message can no longer be seen.
+ */
 const MAX_TRACKED_ORIGINS = 10_000
 const TYPES: ReadonlySet<string> = new Set(['k', 'g', 'c', 'h', 'f'])
 
@@ -107,7 +112,10 @@ export class Bus {
   readonly #subscriber: RedisClient
   readonly #ownsSubscriber: boolean
   readonly #isCluster: boolean
+  /** Last sequence number per origin, in the order origins were last heard from. */
   readonly #lastSeq = new Map<string, number>()
+  /** Whether an origin was ever dropped from #lastSeq to make room. */
+  #forgotten = false
   #seq = 0
   #healthy = false
   /** Own sequence number when the bus went down: only a later heartbeat's echo proves it works again. */
@@ -275,9 +283,16 @@ export class Bus {
     }
     this.#received++
     const last = this.#lastSeq.get(message.o)
-    if (last === undefined && this.#lastSeq.size >= MAX_TRACKED_ORIGINS) this.#lastSeq.clear()
+    if (last !== undefined)
+      this.#lastSeq.delete(message.o) // set again below: now the most recent
+    else if (this.#lastSeq.size >= MAX_TRACKED_ORIGINS) {
+      // a flood of forged origins must not make us forget everyone (a gap would go unseen)
+      this.#lastSeq.delete(this.#lastSeq.keys().next().value as string)
+      this.#forgotten = true
+    }
     this.#lastSeq.set(message.o, message.s)
-    if (last !== undefined && message.s > last + 1) {
+    const missed = last === undefined ? this.#forgotten && message.s > 1 : message.s > last + 1
+    if (missed) {
       this.#gaps++
       this.#options.handlers.gap(message.o)
     }
