@@ -91,6 +91,69 @@ describe('LocalRateLimiter', () => {
     expect(limiter.stats().keys).toBeLessThanOrEqual(100)
   })
 
+  it('fuzz: decides like a least-recently-used model through any takes, resets and evictions', () => {
+    /** The rule in its plainest form: a Map in order of use, re-inserted on every use. */
+    class Model {
+      readonly tat = new Map<string, number>()
+      constructor(
+        readonly t: number,
+        readonly tau: number,
+        readonly maxKeys: number,
+      ) {}
+      take(key: string, cost: number, now: number): boolean {
+        const stored = this.tat.get(key)
+        const next = Math.max(stored ?? now, now) + this.t * cost
+        if (next - now - this.tau > 0) {
+          if (stored !== undefined) {
+            this.tat.delete(key)
+            this.tat.set(key, stored)
+          }
+          return false
+        }
+        if (stored === undefined && this.tat.size >= this.maxKeys) {
+          this.tat.delete(this.tat.keys().next().value as string)
+        }
+        this.tat.delete(key)
+        this.tat.set(key, next)
+        return true
+      }
+    }
+    const op = fc.oneof(
+      fc.record({
+        kind: fc.constant('take' as const),
+        key: fc.constantFrom('a', 'b', 'c', 'd', 'e'),
+        cost: fc.integer({ min: 1, max: 3 }),
+        gap: fc.integer({ min: 0, max: 20 }),
+      }),
+      fc.record({ kind: fc.constant('reset' as const), key: fc.constantFrom('a', 'b', 'c', 'f') }),
+    )
+    fc.assert(
+      fc.property(
+        fc.integer({ min: 1, max: 4 }),
+        fc.array(op, { maxLength: 120 }),
+        (maxKeys, ops) => {
+          let now = 0
+          const limiter = new LocalRateLimiter(
+            { limit: 1, interval: 100, burst: 2, maxKeys },
+            () => now,
+          )
+          const model = new Model(100, 200, maxKeys)
+          for (const o of ops) {
+            if (o.kind === 'reset') {
+              void limiter.reset(o.key)
+              model.tat.delete(o.key)
+            } else {
+              now += o.gap
+              expect(limiter.takeSync(o.key, o.cost).allowed).toBe(model.take(o.key, o.cost, now))
+            }
+            expect(limiter.stats().keys).toBe(model.tat.size)
+          }
+        },
+      ),
+      { seed: 0x10ad, numRuns: 300 },
+    )
+  })
+
   it.each([
     [{ limit: 0 }, 'limit'],
     [{ limit: 5, interval: -1 }, 'interval'],
