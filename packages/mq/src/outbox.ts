@@ -1,11 +1,15 @@
 import { randomUUID } from 'node:crypto'
-import { InvalidArgumentError } from './errors.js'
+import type { Options } from 'amqplib'
+import { InvalidArgumentError, InvalidMessageError } from './errors.js'
 import { positiveInt } from './internal/duration.js'
-import { encodeMessage } from './internal/encode.js'
+import { checkPublish, encodeMessage } from './internal/encode.js'
 import { show } from './internal/show.js'
 import { quoteTable, type SqlConnection } from './internal/sql.js'
 
 export type { SqlConnection, SqlPool, SqlPoolConnection } from './internal/sql.js'
+
+/** The outbox's `message_id VARCHAR(128)`: a longer id would be cut (or refused) by the database. */
+const MAX_OUTBOX_MESSAGE_ID = 128
 
 /** Options of {@link createOutbox}. */
 export interface OutboxOptions {
@@ -30,7 +34,8 @@ export const DEFAULT_OUTBOX_OPTIONS: Readonly<Required<OutboxOptions>> = {
 /** Per-message options of {@link Outbox.enqueue}. */
 export interface EnqueueOptions {
   /**
-   * Message id (consumers deduplicate by it; the relay sends it unchanged every time).
+   * Message id (consumers deduplicate by it; the relay sends it unchanged every time); at most 128
+   * characters (the outbox column) and 255 UTF-8 bytes, or `enqueue` rejects with {@link InvalidMessageError}.
    * @default a random UUID
    */
   messageId?: string
@@ -58,7 +63,9 @@ export interface Outbox {
   /**
    * Writes a message into the outbox on `connection`, inside the caller's transaction: it is sent
    * (by {@link createOutboxRelay}) if and only if that transaction commits. Resolves to the message id.
-   * @throws {@link MessageTooLargeError}, {@link InvalidMessageError}: nothing was written.
+   * @throws {@link MessageTooLargeError}, {@link InvalidMessageError} (also for what the relay's publish
+   * would refuse: an id, type or header table over its limit), {@link InvalidArgumentError} (an exchange or
+   * routing key over 255 bytes): nothing was written.
    */
   enqueue(
     connection: SqlConnection,
@@ -112,6 +119,16 @@ export function createOutbox(options: OutboxOptions = {}): Outbox {
         enqueueOptions.headers,
       )
       const messageId = enqueueOptions.messageId ?? randomUUID()
+      if (typeof messageId !== 'string' || messageId.length > MAX_OUTBOX_MESSAGE_ID) {
+        throw new InvalidMessageError(
+          `invalid "messageId": expected a string of at most ${MAX_OUTBOX_MESSAGE_ID} characters (the outbox column), got ${typeof messageId === 'string' ? `${messageId.length} characters` : typeof messageId}`,
+        )
+      }
+      // what the relay's publish would refuse (exchange, ids, type over 255 bytes) is refused now,
+      // in the caller's transaction, instead of failing on every relay poll later
+      const publishOptions: Options.Publish = { messageId, contentType: encoded.contentType }
+      if (encoded.type !== undefined) publishOptions.type = encoded.type
+      checkPublish(exchange, routingKey, publishOptions)
       await connection.query(
         `INSERT INTO ${table} (message_id, aggregate_id, exchange, routing_key, content, content_type, type, headers) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
         [

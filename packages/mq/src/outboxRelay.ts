@@ -1,10 +1,25 @@
 import { setTimeout as sleep } from 'node:timers/promises'
 import type { Broker } from './broker.js'
-import { InvalidArgumentError, OutboxPublishTimeoutError } from './errors.js'
+import {
+  InvalidArgumentError,
+  InvalidMessageError,
+  isMqError,
+  OutboxPublishTimeoutError,
+} from './errors.js'
 import { type Duration, positiveInt, toMs } from './internal/duration.js'
 import { quoteTable, type SqlPool, type SqlPoolConnection } from './internal/sql.js'
 import { TypedEmitter } from './internal/typedEmitter.js'
 import type { Outbox } from './outbox.js'
+
+/** Whether a row's publish failed because of the row itself (the publish check), so no retry can help. */
+function unpublishable(error: unknown): boolean {
+  if (!isMqError(error)) return false
+  return (
+    error.code === 'E_MQ_INVALID_MESSAGE' ||
+    error.code === 'E_MQ_MESSAGE_TOO_LARGE' ||
+    error.code === 'E_MQ_INVALID_ARGUMENT'
+  )
+}
 
 /** Options of {@link createOutboxRelay}. */
 export interface OutboxRelayOptions {
@@ -26,6 +41,8 @@ export interface OutboxRelayOptions {
   pollInterval?: Duration
   /**
    * A row that failed this many times (unroutable, nacked) is left for an operator, with `last_error` set.
+   * A row no publish can take (the publish check refuses it, or its headers are not JSON) fails with
+   * {@link InvalidMessageError} (or {@link InvalidArgumentError}) and is left at once: its `attempts` jump to this.
    * @default 10
    */
   maxAttempts?: number
@@ -203,17 +220,7 @@ export function createOutboxRelay(options: OutboxRelayOptions): OutboxRelay {
     const publishable = rows.filter((r) => r.aggregate_id === null || allowed.has(String(r.id)))
     const deferred = rows.length - publishable.length
     counters.deferred += deferred
-    const results = await confirmedWithin(
-      publishable.map((r) => {
-        const publishOptions: Record<string, unknown> = {
-          messageId: r.message_id,
-          contentType: r.content_type,
-        }
-        if (r.type !== null) publishOptions.type = r.type
-        if (r.headers !== null) publishOptions.headers = JSON.parse(r.headers)
-        return broker.publishEncoded(r.exchange, r.routing_key, r.content, publishOptions)
-      }),
-    )
+    const results = await confirmedWithin(publishable.map(publishRow))
     const sent: Array<number | string> = []
     let failed = 0
     for (const [i, result] of results.entries()) {
@@ -226,9 +233,16 @@ export function createOutboxRelay(options: OutboxRelayOptions): OutboxRelay {
           messageId: row.message_id,
           error: result.reason,
         })
+        // a row no publish can take (the publish check, headers that are not JSON) is left for an
+        // operator at once: attempts jump to maxAttempts instead of failing the same way each poll
+        const floor = unpublishable(result.reason) ? maxAttempts : 0
         await connection.query(
-          `UPDATE ${table} SET attempts = attempts + 1, last_error = ? WHERE id = ?`,
-          [String((result.reason as Error)?.message ?? result.reason).slice(0, 1000), row.id],
+          `UPDATE ${table} SET attempts = GREATEST(attempts + 1, ?), last_error = ? WHERE id = ?`,
+          [
+            floor,
+            String((result.reason as Error)?.message ?? result.reason).slice(0, 1000),
+            row.id,
+          ],
         )
       }
     }
@@ -241,6 +255,33 @@ export function createOutboxRelay(options: OutboxRelayOptions): OutboxRelay {
     counters.failed += failed
     events.emit('batch', { sent: sent.length, failed, deferred })
     return sent.length
+  }
+
+  /** Publishes one claimed row; a row that cannot even be read as a message rejects alone. */
+  function publishRow(r: Row): Promise<void> {
+    const publishOptions: Record<string, unknown> = {
+      messageId: r.message_id,
+      contentType: r.content_type,
+    }
+    if (r.type !== null) publishOptions.type = r.type
+    if (r.headers !== null) {
+      // written by enqueue as JSON, but the table is the caller's: one bad row must not throw the
+      // whole batch (it would come first in every batch, and the relay would never move again)
+      let headers: unknown
+      try {
+        headers = JSON.parse(r.headers)
+      } catch (error) {
+        return Promise.reject(
+          new InvalidMessageError(
+            `outbox row ${r.id}: its headers are not JSON: ${(error as Error).message}`,
+            [],
+            { cause: error },
+          ),
+        )
+      }
+      publishOptions.headers = headers
+    }
+    return broker.publishEncoded(r.exchange, r.routing_key, r.content, publishOptions)
   }
 
   // The publishes of a batch that timed out: still waiting in the broker's buffer or for their

@@ -19,6 +19,8 @@ import {
   createInbox,
   createOutbox,
   createOutboxRelay,
+  InvalidArgumentError,
+  InvalidMessageError,
   idempotencyDeduplicator,
   type Outbox,
   OutboxPublishTimeoutError,
@@ -323,5 +325,65 @@ describe('Inbox', () => {
       `SELECT message_id FROM \`${effects}\` ORDER BY message_id`,
     )) as [Array<{ message_id: string }>, unknown]
     expect(rows.map((r) => r.message_id)).toEqual(['fails-once', 'same-id'])
+  })
+})
+
+describe('Outbox poison rows', () => {
+  it('fails a row the relay cannot publish (headers that are not JSON) alone, with InvalidMessageError, marked for an operator at once; the rows around it are sent', async () => {
+    const { table, outbox, queue, broker } = await setup('poison')
+    await enqueueCommitted(outbox, queue, 1)
+    await pool.query(
+      `INSERT INTO \`${table}\` (message_id, exchange, routing_key, content, content_type, headers) VALUES ('poison-1', '', ?, '{}', 'application/json', '{not json')`,
+      [queue],
+    )
+    const conn = await pool.getConnection()
+    await outbox.enqueue(conn, '', queue, { n: 1 })
+    conn.release()
+    const relay = createOutboxRelay({ pool, broker, outbox, autoStart: false, maxAttempts: 5 })
+    const failed: Array<{ messageId: string; error: unknown }> = []
+    relay.on('row.failed', (e) => failed.push(e))
+    expect(await within(relay.runOnce(), 10_000, 'relay.runOnce()')).toBe(2)
+    expect(failed).toHaveLength(1)
+    expect(failed[0]?.messageId).toBe('poison-1')
+    expect(failed[0]?.error).toBeInstanceOf(InvalidMessageError)
+    const [rows] = (await pool.query(
+      `SELECT message_id, attempts, last_error, sent_at IS NOT NULL AS sent FROM \`${table}\` ORDER BY id`,
+    )) as [
+      Array<{ message_id: string; attempts: number; last_error: string | null; sent: number }>,
+      unknown,
+    ]
+    expect(rows.map((r) => Number(r.sent))).toEqual([1, 0, 1])
+    // no retry can help: left for an operator now, not re-published maxAttempts times
+    expect(rows[1]).toMatchObject({ message_id: 'poison-1', attempts: 5 })
+    expect(rows[1]?.last_error).toContain('headers')
+    expect(await within(relay.runOnce(), 10_000, 'relay.runOnce()')).toBe(0)
+    expect(failed).toHaveLength(1)
+    await relay.close()
+  })
+
+  it('enqueue refuses with a typed error, writing nothing, what the relay could never publish: an id over the column, a type over 255 bytes, an exchange over 255 bytes', async () => {
+    const { table, outbox, queue } = await setup('refuse')
+    const conn = await pool.getConnection()
+    try {
+      await expect(
+        outbox.enqueue(conn, '', queue, { n: 0 }, { messageId: 'm'.repeat(129) }),
+      ).rejects.toBeInstanceOf(InvalidMessageError)
+      await expect(
+        outbox.enqueue(conn, '', queue, { n: 0 }, { type: 'é'.repeat(128) }),
+      ).rejects.toBeInstanceOf(InvalidMessageError)
+      await expect(outbox.enqueue(conn, 'e'.repeat(256), queue, { n: 0 })).rejects.toBeInstanceOf(
+        InvalidArgumentError,
+      )
+      await expect(
+        outbox.enqueue(conn, '', queue, { n: 0 }, { messageId: 7 as unknown as string }),
+      ).rejects.toBeInstanceOf(InvalidMessageError)
+    } finally {
+      conn.release()
+    }
+    const [rows] = (await pool.query(`SELECT COUNT(*) AS n FROM \`${table}\``)) as [
+      Array<{ n: number }>,
+      unknown,
+    ]
+    expect(Number(rows[0]?.n)).toBe(0)
   })
 })
