@@ -314,8 +314,14 @@ class BalancedClientImpl implements BalancedClient {
         clearTimeout(timer)
         // The caller's signal stays linked to the attempt until the body ends: aborting after
         // the headers must stop a slow body (undici destroys it) rather than wait for bodyTimeoutMs.
+        // A response that has no body is over now: callers rarely read its empty body, and a
+        // listener left until then would pile up on a long-lived signal.
         if (userSignal !== undefined) {
-          response.body.once('close', () => userSignal.removeEventListener('abort', onUserAbort))
+          if (hasNoBody(method, response.statusCode, response.headers['content-length'])) {
+            userSignal.removeEventListener('abort', onUserAbort)
+          } else {
+            response.body.once('close', () => userSignal.removeEventListener('abort', onUserAbort))
+          }
         }
       } catch (error) {
         clearTimeout(timer)
@@ -396,6 +402,15 @@ class BalancedClientImpl implements BalancedClient {
     await this.#pools.close()
     if (this.#ownBalancer) await this.balancer.close()
   }
+}
+
+/** Whether a response can carry no body bytes (RFC 9110 §6.4.1), so nothing is left to abort. */
+function hasNoBody(
+  method: string,
+  status: number,
+  contentLength: string | string[] | undefined,
+): boolean {
+  return method === 'HEAD' || status === 204 || status === 304 || contentLength === '0'
 }
 
 function isBudget(value: unknown): value is RetryBudget {

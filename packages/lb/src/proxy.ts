@@ -733,10 +733,11 @@ class ProxyImpl extends TypedEmitter<ProxyEvents> implements ReverseProxy {
       }
     })
     route.budget?.recordRequest()
-    if (this.#cache !== undefined && method === 'GET' && !hasBody) {
+    if (this.#cache !== undefined && (method === 'GET' || method === 'HEAD') && !hasBody) {
       const cc = parseCacheControl(req.headers['cache-control'])
       if (!cc.has('no-store') && !cc.has('no-cache') && req.headers.authorization === undefined) {
-        ctx.cacheKey = responseCacheKey(method, host?.authority, target.path, target.query)
+        // A HEAD is answered from the stored GET (headers, no body); only a GET stores.
+        ctx.cacheKey = responseCacheKey('GET', host?.authority, target.path, target.query)
         this.#lookup(ctx)
         return
       }
@@ -1287,8 +1288,14 @@ class ProxyImpl extends TypedEmitter<ProxyEvents> implements ReverseProxy {
         Object.assign(new Error('upgrade timed out'), { code: 'UND_ERR_HEADERS_TIMEOUT' }),
       ),
     )
+    let answered = false
     upstream.on('error', (error) => {
       end(false)
+      if (answered) {
+        // The refusal is already on its way: cut it so the client sees it is incomplete.
+        socket.destroy()
+        return
+      }
       if (socket.writable) {
         this.#stats.badGateway++
         failure({
@@ -1302,6 +1309,7 @@ class ProxyImpl extends TypedEmitter<ProxyEvents> implements ReverseProxy {
       }
     })
     upstream.on('response', (res) => {
+      answered = true
       end(res.statusCode !== undefined && res.statusCode < 500)
       // A refusal (no 101): node has already de-chunked the body, so relay it without the
       // hop-by-hop headers (Transfer-Encoding among them) and delimit it by closing the connection.

@@ -1,3 +1,4 @@
+import { getEventListeners } from 'node:events'
 import { afterEach, describe, expect, it } from 'vitest'
 import {
   type BalancedClient,
@@ -221,6 +222,22 @@ describe('createBalancedClient', () => {
     controller.abort(new Error('user left'))
     await expect(reading).rejects.toThrow()
     await waitFor(() => a!.cut === 1, 5000)
+  })
+
+  it('leaves no listener on a long-lived signal once a response without a body arrived, read or not', async () => {
+    const [a] = await backends('a')
+    const c = client({ endpoints: [a!.url] })
+    const shutdown = new AbortController()
+    for (let i = 0; i < 20; i++) {
+      const res = await c.request({ method: 'HEAD', path: '/health', signal: shutdown.signal })
+      expect(res.statusCode).toBe(200)
+    }
+    expect(getEventListeners(shutdown.signal, 'abort')).toHaveLength(0)
+    // A body that is read to its end unlinks the signal too.
+    const res = await c.request({ path: '/health', signal: shutdown.signal })
+    expect(await res.body.text()).toBe('ok')
+    await new Promise((r) => setImmediate(r)) // 'close' follows 'end' on the next tick
+    expect(getEventListeners(shutdown.signal, 'abort')).toHaveLength(0)
   })
 
   it('rejects bad options, naming them', () => {

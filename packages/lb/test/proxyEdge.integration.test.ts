@@ -336,3 +336,72 @@ describe('createProxy at the edge (raw sockets)', () => {
     })
   })
 })
+
+/** A raw upstream that writes `answer` on the first bytes of each connection and keeps the socket open. */
+async function heldUpstream(answer: string) {
+  const sockets = new Set<Socket>()
+  const server = createNetServer((socket) => {
+    sockets.add(socket)
+    socket.on('error', () => socket.destroy())
+    socket.once('close', () => sockets.delete(socket))
+    socket.once('data', () => socket.write(answer))
+  })
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r))
+  cleanup.push(
+    () =>
+      new Promise((r) => {
+        for (const s of sockets) s.destroy()
+        server.close(() => r())
+      }),
+  )
+  return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, sockets }
+}
+
+describe('createProxy after review of #15', () => {
+  it('answers a HEAD from the cached GET, as most proxies do', async () => {
+    const [a] = await backends('a')
+    const { store } = mapStore()
+    const { port, proxy: p } = await proxy({ routes: [{ upstream: [a!.url] }], cache: { store } })
+    const target = '/cache?cc=max-age%3D60'
+    const full = await get(port, target, 'shop.test')
+    expect(full.headers['x-cache']).toBe('MISS')
+    const head = await send(
+      port,
+      `HEAD ${target} HTTP/1.1\r\nHost: shop.test\r\nConnection: close\r\n\r\n`,
+    )
+    expect(head.status).toBe(200)
+    expect(head.headers['x-cache']).toBe('HIT')
+    expect(head.headers['content-length']).toBe(String(Buffer.byteLength(full.body)))
+    expect(head.body).toBe('')
+    expect(a!.hits).toBe(1)
+    // A HEAD that misses goes upstream as a HEAD and stores nothing.
+    const miss = await send(
+      port,
+      `HEAD /cache?cc=max-age%3D61 HTTP/1.1\r\nHost: shop.test\r\nConnection: close\r\n\r\n`,
+    )
+    expect(miss.status).toBe(200)
+    expect(a!.seen.at(-1)?.method).toBe('HEAD')
+    expect(p.stats()).toMatchObject({ cacheHits: 1, cacheMisses: 2 })
+  })
+
+  it('cuts a refused upgrade whose body fails midway instead of appending a 502 to it', async () => {
+    const upstream = await heldUpstream(
+      'HTTP/1.1 403 Forbidden\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n',
+    )
+    // connectTimeoutMs is also the idle limit of an upgrade before its 101: it cuts the stalled body.
+    const { port } = await proxy({ routes: [{ upstream: [upstream.url] }], connectTimeoutMs: 200 })
+    const socket = connect(port, '127.0.0.1')
+    socket.write(
+      'GET /ws HTTP/1.1\r\nHost: a.test\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n',
+    )
+    let all = ''
+    socket.setEncoding('latin1')
+    socket.on('data', (d: string) => {
+      all += d
+    })
+    await once(socket, 'close')
+    expect(all.startsWith('HTTP/1.1 403 Forbidden\r\n')).toBe(true)
+    expect(all).toContain('hello')
+    expect(all).not.toContain('502')
+  })
+})
