@@ -3,6 +3,11 @@ import { type ShardKey, type SlotKey, slotFor } from './shardKey.js'
 
 /** The longest `next()` blocks waiting for the clock to reach a fresh millisecond, in ms. */
 const MAX_SPIN_MS = 2
+/**
+ * A bound on that wait in clock reads, for when `Date.now` does not move either (fake timers):
+ * far more reads than 2 ms take on a real clock, few enough to stop within tens of ms.
+ */
+const MAX_SPIN_READS = 1_000_000
 
 /** Options of {@link createIdGenerator}. */
 export interface IdGeneratorOptions {
@@ -183,7 +188,7 @@ export function createIdGenerator(options: IdGeneratorOptions = {}): IdGenerator
   // blocking the event loop.
   const waitPast = (used: number): number => {
     const deadline = Date.now() + MAX_SPIN_MS
-    for (;;) {
+    for (let reads = 1; ; reads++) {
       const current = Math.floor(now()) - epoch
       if (current > used) return current
       if (used - current >= MAX_SPIN_MS) {
@@ -192,7 +197,7 @@ export function createIdGenerator(options: IdGeneratorOptions = {}): IdGenerator
           `the ids of millisecond ${used + epoch} are used up and the clock is ${used - current} ms behind it (stepped back); refusing to block until it catches up`,
         )
       }
-      if (Date.now() > deadline) {
+      if (reads >= MAX_SPIN_READS || Date.now() > deadline) {
         throw new ClockMovedBackwardsError(
           0,
           `the ids of millisecond ${used + epoch} are used up and the clock has not moved on for ${MAX_SPIN_MS} ms`,

@@ -137,6 +137,27 @@ describe('createIdGenerator', () => {
     expect(reads).toBeLessThan(5)
   })
 
+  it('throws rather than hangs when neither its clock nor Date.now moves (fake timers)', () => {
+    const realNow = Date.now
+    Date.now = () => 1_800_000_000_000 // what fake timers do to it
+    try {
+      let reads = 0
+      const ids = createIdGenerator({
+        sequenceBits: 1,
+        now: () => {
+          // Escape hatch so a regression fails here instead of spinning forever.
+          if (++reads > 3_000_000) throw new Error('next() spun on a clock that never moves')
+          return Date.now()
+        },
+      })
+      ids.next()
+      ids.next()
+      expect(() => ids.next()).toThrow(ClockMovedBackwardsError)
+    } finally {
+      Date.now = realNow
+    }
+  })
+
   it('(fuzz) issues strictly increasing ids whatever the clock does, and throws only ClockMovedBackwardsError', () => {
     fc.assert(
       fc.property(
