@@ -150,3 +150,29 @@ describe('TwoLevelCache.deleteByTag with writers at work', () => {
     expect(await writer.get('long-lived')).toBeUndefined()
   }, 30_000)
 })
+
+describe('TwoLevelCache with a foreign value at a tag key', () => {
+  let group: CacheGroup
+  afterEach(async () => {
+    await group.close()
+  })
+
+  it('deleteByTag and tagged writes still work, and L2 is read again', async () => {
+    group = new CacheGroup('standalone')
+    const a = await group.add({ breaker: { resetTimeout: 100 } })
+    const b = await group.add()
+    const raw = await group.raw()
+    const { tag } = names(group)
+    const legacyTag = (t: string) => tag(t).replace(/:z:([^:]*)$/, ':t:$1')
+    await raw.set(tag('T'), 'not a sorted set')
+    await raw.rpush(legacyTag('T'), 'not a set')
+    await a.set('x', 'tagged', { tags: ['T'] })
+    await a.deleteByTag('T')
+    await eventually(() => a.stats().pendingInvalidations === 0, 3000)
+    await b.set('w', 'from b')
+    expect(await a.get('w')).toBe('from b') // read from L2: nothing waits for a replay
+    await a.set('x', 'tagged again', { tags: ['T'] })
+    expect(await raw.type(tag('T'))).toBe('zset')
+    expect(a.stats().pendingInvalidations).toBe(0)
+  })
+})

@@ -16,14 +16,19 @@ return 1`
 // KEYS[1] tag (a sorted set: member = key, score = when its entry expires, ms since the epoch);
 // ARGV[1] now, then pairs of expiry and member. Expired members are pruned on every write, and
 // the set lives as long as its longest-lived member, so a tag's set holds only live entries.
-const ADD_TAG = `redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
+// Something else at the tag's key (not ours: a foreign write) is replaced, or every tagged
+// write and every deleteByTag of the tag would fail, and a deleteByTag's replay forever.
+const NOT_A_TAG = `local t = redis.call('TYPE', KEYS[1]).ok
+if t ~= 'zset' and t ~= 'none' then redis.call('DEL', KEYS[1]) end
+`
+const ADD_TAG = `${NOT_A_TAG}redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
 for i = 2, #ARGV, 2 do redis.call('ZADD', KEYS[1], ARGV[i], ARGV[i + 1]) end
 local last = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
 if last[2] then redis.call('PEXPIREAT', KEYS[1], string.format('%d', math.ceil(tonumber(last[2])))) end
 return 1`
 
 // KEYS[1] tag; ARGV[1] now: prunes expired members, returns how many are left
-const PRUNE_TAG = `redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
+const PRUNE_TAG = `${NOT_A_TAG}redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
 return redis.call('ZCARD', KEYS[1])`
 
 // KEYS[1] tag; ARGV pairs of member and the score it had when read. A member whose score
@@ -199,8 +204,15 @@ export class L2 {
   }
 
   /** One page of a tag set written by an older version (a plain set); `[nextCursor, members]`. */
-  scanLegacyTag(setKey: string, cursor: string, count: number): Promise<[string, string[]]> {
-    return this.client.sscan(setKey, cursor, 'COUNT', String(count))
+  async scanLegacyTag(setKey: string, cursor: string, count: number): Promise<[string, string[]]> {
+    try {
+      return await this.client.sscan(setKey, cursor, 'COUNT', String(count))
+    } catch (error) {
+      // not a set (a foreign write): nothing of ours to find there, and it must not fail every deleteByTag
+      if (!(error instanceof Error) || !error.message.startsWith('WRONGTYPE')) throw error
+      await this.client.del(setKey)
+      return ['0', []]
+    }
   }
 
   async removeLegacyTagMembers(setKey: string, members: readonly string[]): Promise<void> {
