@@ -33,7 +33,8 @@ function sendProblem(res: Response, p: Problem): void {
 }
 
 /**
- * Express middleware for the `Idempotency-Key` header: 400 for a missing or malformed key,
+ * Express middleware for the `Idempotency-Key` header, in the caller's `scope` (required: a
+ * function, or `false` to share one key space): 400 for a missing or malformed key or scope,
  * 422 when the key is reused with a different request, 409 (with `Retry-After`) while the
  * first request is running, a replay of the stored status, headers and body (marked with
  * `Idempotent-Replayed: true`) once it completed, and 503 when Redis is unreachable (unless
@@ -49,7 +50,9 @@ function sendProblem(res: Response, p: Problem): void {
  *
  * const store = createIdempotency({ redis: new Redis() })
  * const app = express().use(express.json())
- * app.post('/payments', idempotency(store), async (req, res) => {
+ * // scope: whose key it is, as your authentication middleware (run before) established it
+ * const idempotent = idempotency(store, { scope: (req) => req.user?.id })
+ * app.post('/payments', authenticate, idempotent, async (req, res) => {
  *   res.status(201).json(await payments.charge(req.body))
  * })
  * ```

@@ -53,8 +53,8 @@ function sendProblem(reply: FastifyReply, p: Problem): FastifyReply {
 }
 
 /**
- * Route hooks for the `Idempotency-Key` header, with the same rules as the Express adapter:
- * 400 missing or malformed key, 422 different request, 409 in flight, replay with
+ * Route hooks for the `Idempotency-Key` header, with the same rules as the Express adapter
+ * (`scope` required: a function, or `false`): 400 missing or malformed key or scope, 422 different request, 409 in flight, replay with
  * `Idempotent-Replayed: true`, 503 when Redis is unreachable (unless failing open); the
  * response is stored before it is sent and a 5xx releases the key. Streamed payloads are not
  * stored: the key is released.
@@ -65,7 +65,9 @@ function sendProblem(reply: FastifyReply, p: Problem): FastifyReply {
  * import { idempotencyHooks } from '@ballast/resilience/fastify'
  *
  * const app = Fastify()
- * app.post('/payments', { ...idempotencyHooks(store) }, async (req, reply) => {
+ * // scope: whose key it is, as your authentication hook (run before) established it
+ * const hooks = idempotencyHooks(store, { scope: (req) => req.user?.id })
+ * app.post('/payments', { ...hooks }, async (req, reply) => {
  *   return reply.code(201).send(await payments.charge(req.body))
  * })
  * ```
@@ -143,7 +145,7 @@ export function idempotencyHooks(
  * @example
  * ```ts
  * await app.register(async (payments) => {
- *   await payments.register(idempotency(store))
+ *   await payments.register(idempotency(store, { scope: (req) => req.user?.id }))
  *   payments.post('/payments', async (req) => charge(req.body))
  * })
  * ```

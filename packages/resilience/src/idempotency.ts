@@ -730,7 +730,8 @@ export class Idempotency {
    * The Redis key of an idempotency key, in `scope` if given: `<prefix>{<key>}`, or
    * `<prefix>~<SHA-256 of the scope, base64url>{<key>}`. The scope's hash has a fixed
    * length, so no scope and key pair can spell another's; `~` after the prefix keeps scoped
-   * records apart from unscoped ones; the hash tag is the key, one Cluster slot per key.
+   * records apart from unscoped ones. Each record is this one Redis key (the scripts touch
+   * nothing else), so it lives in one Cluster slot: the key's own (its text up to a `}`).
    */
   redisKey(key: string, scope?: string): string {
     if (scope === undefined) return `${this.#o.prefix}{${key}}`

@@ -449,6 +449,38 @@ describe('Idempotency (Redis)', () => {
         await cleanup()
       }
     })
+
+    it("keeps a scoped key in its key's slot, one record per scope, on the Cluster", async () => {
+      const clusterPrefix = uniquePrefix('idem-cluster-scope')
+      const { cluster, cleanup } = await clusterFixture(clusterPrefix)
+      try {
+        const store = createIdempotency({
+          redis: cluster,
+          commandTimeout: NOT_ABOUT_TIMEOUTS,
+          prefix: clusterPrefix,
+        })
+        const slot = (name: string) => cluster.cluster('KEYSLOT', name) as Promise<number>
+        // Each record is one Redis key (scripts touch KEYS[1] only), so any name works on a
+        // Cluster; for a key without braces the slot is the key's own, whatever the scope.
+        for (const k of ['order-1', 'order-2', 'a}b', '{x}', 'p{q}r', '}{']) {
+          if (!/[{}]/.test(k)) {
+            for (const scope of ['user:alice', 'tenant{7}', '}']) {
+              expect(await slot(store.redisKey(k, scope))).toBe(await slot(k))
+            }
+          }
+          let runs = 0
+          const work = async () => ++runs
+          const alice = await store.run(k, { k }, work, { scope: 'user:alice' })
+          const bob = await store.run(k, { k }, work, { scope: 'user:bob' })
+          const again = await store.run(k, { k }, work, { scope: 'user:alice' })
+          expect([alice.replayed, bob.replayed, again.replayed]).toEqual([false, false, true])
+          expect(again.value).toBe(alice.value)
+          expect(runs).toBe(2)
+        }
+      } finally {
+        await cleanup()
+      }
+    })
   })
 
   describe('options', () => {
