@@ -258,15 +258,25 @@ export class ManagedConsumer<T> implements Consumer {
           // a connection that went away meanwhile is not an error of ours: its successor attaches
           if (!this.#current(connection)) return
           this.#host.emit('consumer.error', { queue: this.queue, error })
-          await sleep(delay)
+          // cut short by cancel(), which waits for this loop
+          await sleep(delay, undefined, { signal: this.#stop.signal }).catch(() => {})
           delay = Math.min(delay * 2, 5000)
         }
       }
     }
-    this.#attaching = run().finally(() => {
-      this.#attaching = undefined
+    return this.#track(run())
+  }
+
+  /**
+   * Holds a (re)start in `#attaching`, so cancel() waits for it and the channel-close timer does not
+   * start another; a later one replaces it, and an earlier one ending does not clear the later one.
+   */
+  #track(work: Promise<void>): Promise<void> {
+    const tracked: Promise<void> = work.finally(() => {
+      if (this.#attaching === tracked) this.#attaching = undefined
     })
-    return this.#attaching
+    this.#attaching = tracked
+    return tracked
   }
 
   /** The consumer connection is gone; its channel with it. Acks of deliveries in hand are dropped. */
@@ -321,6 +331,12 @@ export class ManagedConsumer<T> implements Consumer {
       void closeSafely(channel)
       throw error
     }
+    if (this.#stopping) {
+      // cancel() came while this start was under way: do not leave a consumer it cannot see
+      if (this.#channel === channel) this.#channel = undefined
+      await closeSafely(channel)
+      return
+    }
     consuming = true
     this.#consumerTag = reply.consumerTag
     this.#host.emit('consumer.started', { queue: this.queue, consumerTag: reply.consumerTag })
@@ -335,21 +351,23 @@ export class ManagedConsumer<T> implements Consumer {
     this.#host.emit('consumer.cancelled', { queue: this.queue })
     void closeSafely(channel)
     if (this.#stopping) return
-    void (async () => {
-      let delay = 100
-      while (this.#current(connection)) {
-        try {
-          await this.#host.redeclare(connection)
-          await this.open(connection)
-          return
-        } catch (error) {
-          if (!this.#current(connection)) return
-          this.#host.emit('consumer.error', { queue: this.queue, error })
-          await sleep(delay)
-          delay = Math.min(delay * 2, 5000)
+    void this.#track(
+      (async () => {
+        let delay = 100
+        while (this.#current(connection)) {
+          try {
+            await this.#host.redeclare(connection)
+            await this.open(connection)
+            return
+          } catch (error) {
+            if (!this.#current(connection)) return
+            this.#host.emit('consumer.error', { queue: this.queue, error })
+            await sleep(delay, undefined, { signal: this.#stop.signal }).catch(() => {})
+            delay = Math.min(delay * 2, 5000)
+          }
         }
-      }
-    })()
+      })(),
+    )
   }
 
   #deliver(channel: Channel, message: ConsumeMessage): void {

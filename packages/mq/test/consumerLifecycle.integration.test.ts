@@ -56,6 +56,40 @@ describe('Consumer lifecycle', () => {
     }, 30_000)
   })
 
+  describe('cancel()', () => {
+    it('during the restore after a broker-side cancel leaves no consumer behind on the queue', async () => {
+      const queue = names.queue('restore')
+      const b = broker({
+        urls: url,
+        topology: { queues: [{ name: queue, retry: false, deadLetter: false }] },
+      })
+      const handled: unknown[] = []
+      const consumer = await b.consume(queue, (m) => void handled.push(m.body))
+      let cancelling: Promise<void> | undefined
+      b.on('consumer.cancelled', () => {
+        // the restore (re-declare, then consume again) starts right after this event: cancel
+        // once it is under way
+        queueMicrotask(() => {
+          cancelling ??= consumer.cancel()
+        })
+      })
+      await channel.deleteQueue(queue)
+      await until(() => cancelling !== undefined, 10_000, 'the broker-side cancel')
+      await within(cancelling as Promise<void>, 10_000, 'consumer.cancel()')
+      // let a restore still in flight finish, if one is (re-declare and consume take a few round trips)
+      await sleep(1000)
+      await channel.assertQueue(queue, { durable: true }) // the same declaration as the topology's
+      await channel.sendToQueue(queue, Buffer.from('"after cancel"'), {
+        contentType: 'application/json',
+      })
+      await sleep(300)
+      expect(handled).toEqual([])
+      // nobody holds the message unacked: it is ready for the next consumer
+      expect(await channel.checkQueue(queue)).toMatchObject({ messageCount: 1, consumerCount: 0 })
+      await within(b.close(), 10_000, 'broker.close()')
+    }, 30_000)
+  })
+
   describe('close()', () => {
     it('honours one shutdownTimeout for handlers in hand and buffered messages together, not one after the other', async () => {
       const queue = names.queue('deadline')
