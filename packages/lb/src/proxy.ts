@@ -1243,6 +1243,15 @@ class ProxyImpl extends TypedEmitter<ProxyEvents> implements ReverseProxy {
     }
     const origin = new URL(endpoint.value)
     const headers: Record<string, string | string[]> = {}
+    // Only WebSocket is tunnelled. Any other protocol (h2c above all) would give the client a raw
+    // connection on which it sends further requests to the upstream past the routes; such a
+    // request goes upstream as a plain one, without Upgrade, and its connection closes after it.
+    const websocket = req.headers.upgrade?.trim().toLowerCase() === 'websocket'
+    if (websocket) {
+      headers.connection = 'Upgrade'
+      headers.upgrade = req.headers.upgrade!
+    }
+    const listed = connectionTokens(req.headers.connection)
     let hosts = 0
     for (let i = 0; i < req.rawHeaders.length; i += 2) {
       const name = req.rawHeaders[i]!.toLowerCase()
@@ -1251,6 +1260,7 @@ class ProxyImpl extends TypedEmitter<ProxyEvents> implements ReverseProxy {
         answer(400, 'Bad Request', '400 Bad Request: more than one Host header\n')
         return
       }
+      if (HOP_BY_HOP.has(name) || listed?.has(name)) continue
       if (name === 'host' && !this.#o.preserveHost) continue
       if (name.startsWith('x-forwarded-') && !this.#o.trustForwarded) continue
       const prev = headers[name]

@@ -322,7 +322,7 @@ describe('createProxy', () => {
         host: u.hostname,
         port: u.port,
         path: '/ws',
-        headers: { connection: 'Upgrade', upgrade: 'echo' },
+        headers: { connection: 'Upgrade', upgrade: 'websocket' },
       })
       req.end()
       const [res, socket] = (await once(req, 'upgrade')) as [

@@ -207,12 +207,12 @@ describe('createProxy at the edge (raw sockets)', () => {
       const { app, port } = await guarded()
       const res = await send(
         port,
-        `GET /%2e%2e/x HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n`,
+        `GET /%2e%2e/x HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n`,
       )
       expect(res.status).toBe(400)
       const bad = await send(
         port,
-        `GET / HTTP/1.1\r\nHost: a/b\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n`,
+        `GET / HTTP/1.1\r\nHost: a/b\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n`,
       )
       expect(bad.status).toBe(400)
       expect(app.hits).toBe(0)
@@ -326,7 +326,7 @@ describe('createProxy at the edge (raw sockets)', () => {
       p.on('request-failed', (e) => failed.push(e))
       const res = await send(
         port,
-        `GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n`,
+        `GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n`,
       )
       expect(res.status).toBe(502)
       expect(res.body).toMatch(GENERIC)
@@ -403,5 +403,53 @@ describe('createProxy after review of #15', () => {
     expect(all.startsWith('HTTP/1.1 403 Forbidden\r\n')).toBe(true)
     expect(all).toContain('hello')
     expect(all).not.toContain('502')
+  })
+
+  it('tunnels only WebSocket upgrades, and strips hop-by-hop headers from them as from any request', async () => {
+    const [a] = await backends('a')
+    const { port, proxy: p } = await proxy({
+      routes: [{ pathPrefix: '/public', upstream: [a!.url] }],
+    })
+    // h2c: a tunnel would let the client send any request to the upstream, past the route's prefix.
+    const h2c = await send(
+      port,
+      'GET /public/x HTTP/1.1\r\nHost: a.test\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\nProxy-Authorization: Basic c2VjcmV0\r\n\r\n',
+    )
+    expect(h2c.status).toBe(200)
+    expect(h2c.headers.connection).toBe('close')
+    const plain = a!.seen.at(-1)!
+    expect(plain.url).toBe('/public/x')
+    expect(plain.headers.upgrade).toBeUndefined()
+    expect(plain.headers['http2-settings']).toBeUndefined()
+    expect(plain.headers['proxy-authorization']).toBeUndefined()
+    expect(p.stats().upgrades).toBe(0)
+    // A WebSocket upgrade is tunnelled, without the headers its Connection lists or other hop-by-hop ones.
+    const req = httpRequest({
+      host: '127.0.0.1',
+      port,
+      path: '/public/ws',
+      headers: {
+        connection: 'Upgrade, x-hop',
+        upgrade: 'websocket',
+        'x-hop': '1',
+        'keep-alive': 'timeout=5',
+        'proxy-authorization': 'Basic c2VjcmV0',
+        'sec-websocket-key': 'dGhlIHNhbXBsZSBub25jZQ==',
+      },
+    })
+    req.end()
+    const [res, socket] = (await once(req, 'upgrade')) as [
+      import('node:http').IncomingMessage,
+      Socket,
+    ]
+    socket.destroy()
+    expect(res.statusCode).toBe(101)
+    const seen = a!.seen.at(-1)!.headers
+    expect(seen.upgrade).toBe('websocket')
+    expect(seen.connection?.toLowerCase()).toBe('upgrade')
+    expect(seen['sec-websocket-key']).toBe('dGhlIHNhbXBsZSBub25jZQ==')
+    expect(seen['x-hop']).toBeUndefined()
+    expect(seen['keep-alive']).toBeUndefined()
+    expect(seen['proxy-authorization']).toBeUndefined()
   })
 })
