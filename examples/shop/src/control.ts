@@ -6,20 +6,31 @@
  * page cannot send cross-origin without a CORS preflight that the port never answers.
  */
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto'
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs'
+import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs'
 import type { IncomingHttpHeaders } from 'node:http'
 import { join } from 'node:path'
 
 /** The request header that carries the control token. */
 export const CONTROL_TOKEN_HEADER = 'x-shop-control-token'
 
-/** The control token of a run directory, made at first use. */
+const TOKEN_SHAPE = /^[A-Za-z0-9_-]{43}$/
+
+/**
+ * The control token of a run directory, made at first use, and made afresh when the file holds
+ * none (emptied or cut short): an empty token must never be what a request has to match. It is
+ * written to a temporary file and renamed, so a reader never sees a half-written token.
+ */
 export function loadOrCreateControlToken(runDir: string): string {
   const file = join(runDir, 'control-token')
-  if (existsSync(file)) return readFileSync(file, 'utf8').trim()
+  if (existsSync(file)) {
+    const stored = readFileSync(file, 'utf8').trim()
+    if (TOKEN_SHAPE.test(stored)) return stored
+  }
   mkdirSync(runDir, { recursive: true })
   const token = randomBytes(32).toString('base64url')
-  writeFileSync(file, `${token}\n`, { mode: 0o600 })
+  const temporary = `${file}.${process.pid}.tmp`
+  writeFileSync(temporary, `${token}\n`, { mode: 0o600 })
+  renameSync(temporary, file)
   return token
 }
 
@@ -59,7 +70,8 @@ export function refuseControlRequest(
 ): { status: number; error: string } | undefined {
   if (!isLoopbackHost(headers.host)) return { status: 403, error: 'Host must be loopback' }
   const given = headers[CONTROL_TOKEN_HEADER]
-  if (typeof given !== 'string' || !sameSecret(given, token)) {
+  // Fails closed: with no real token to compare with, nothing is let through.
+  if (!TOKEN_SHAPE.test(token) || typeof given !== 'string' || !sameSecret(given, token)) {
     return {
       status: 403,
       error: `missing or wrong ${CONTROL_TOKEN_HEADER} (see the run directory)`,

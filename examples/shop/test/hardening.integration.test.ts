@@ -2,12 +2,18 @@
  * The shop's edges (issue #15): where login sends the browser, who may drive the supervisor's
  * chaos switch and read `/_internal/`, and that Pay charges what the checkout page showed.
  */
-import { existsSync, readFileSync } from 'node:fs'
+import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs'
 import { request } from 'node:http'
+import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import fc from 'fast-check'
 import { describe, expect, inject, it } from 'vitest'
-import { layoutInstances, MAX_ORDER_INSTANCES, orderWorkerId } from '../src/config.js'
+import { instancesOf, layoutInstances, MAX_ORDER_INSTANCES, orderWorkerId } from '../src/config.js'
+import {
+  CONTROL_TOKEN_HEADER,
+  loadOrCreateControlToken,
+  refuseControlRequest,
+} from '../src/control.js'
 import { sameOriginPath } from '../src/web/redirect.js'
 import { Client, shopHandle } from './fixture.js'
 
@@ -252,6 +258,67 @@ describe("the supervisor's control port", () => {
   })
 })
 
+describe('the control token', () => {
+  it('is made afresh, mode 0600, when the file in the run directory holds none', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'shop-control-'))
+    try {
+      const file = join(dir, 'control-token')
+      // A file emptied by a crash while it was written, or by hand.
+      for (const content of ['', '\n', '   ', 'short']) {
+        writeFileSync(file, content, { mode: 0o600 })
+        const token = loadOrCreateControlToken(dir)
+        expect(token, JSON.stringify(content)).toMatch(/^[A-Za-z0-9_-]{43}$/)
+        expect(readFileSync(file, 'utf8').trim()).toBe(token)
+        expect(statSync(file).mode & 0o777).toBe(0o600)
+        expect(loadOrCreateControlToken(dir)).toBe(token)
+      }
+    } finally {
+      rmSync(dir, { recursive: true, force: true })
+    }
+  })
+
+  it('opens nothing when the expected token is empty (fails closed)', () => {
+    const headers = { host: '127.0.0.1:1', [CONTROL_TOKEN_HEADER]: '' }
+    expect(refuseControlRequest('GET', headers, '')?.status).toBe(403)
+    expect(
+      refuseControlRequest('GET', { ...headers, [CONTROL_TOKEN_HEADER]: 'x' }, 'x')?.status,
+    ).toBe(403)
+  })
+})
+
+describe("an instance's /_internal/ paths, reached directly", () => {
+  const catalog = instancesOf(shop.config, 'catalog')[0]?.port ?? 0
+  // Spellings the instance's router matches to /_internal/stats (it ignores empty segments).
+  const spellings = [
+    '/_internal/stats',
+    '/.//_internal/stats',
+    '/x/..//_internal/stats',
+    '/%2e//_internal/stats',
+    '/_internal//stats',
+  ]
+
+  it('are not served to a request a proxy forwarded or that names another Host', async () => {
+    for (const path of spellings) {
+      for (const headers of [
+        { host: 'shop.example' },
+        { 'x-forwarded-for': '203.0.113.9' },
+      ] as Record<string, string>[]) {
+        const res = await raw(catalog, { path, headers })
+        expect(res.status, `${path} ${JSON.stringify(headers)}`).toBe(403)
+        expect(res.body, path).not.toContain('"pid"')
+      }
+    }
+  })
+
+  it('are served to a direct loopback peer, however spelled', async () => {
+    for (const path of spellings) {
+      const res = await raw(catalog, { path })
+      expect(res.status, path).toBe(200)
+      expect(res.body, path).toContain('"pid"')
+    }
+  })
+})
+
 describe("the gateway's /_internal/ paths", () => {
   const spellings = ['/./_internal/stats', '/%2e/_internal/stats', '/x/../_internal/stats']
 
@@ -317,6 +384,26 @@ describe('checkout', () => {
     expect(String(paid.headers.get('location'))).toMatch(/^\/orders\//)
     const order = await c.get(String(paid.headers.get('location')))
     expect(total(order.text_)).toBe(total(fresh.text_))
+  })
+
+  it('charges once when two tabs showing the same cart press Pay together', async () => {
+    const c = new Client(shop.url)
+    await c.login('user8@shop.example', shop.secrets.seedPassword)
+    await c.get('/account')
+    expect((await c.post('/cart/add', { productId: '14', qty: '2' })).status).toBe(303)
+    // Two checkout pages: two keys, one digest.
+    const tabs = [await c.get('/checkout'), await c.get('/checkout')].map((page) => ({
+      idem: field(page.text_, 'idem'),
+      cart: field(page.text_, 'cart'),
+    }))
+    expect(tabs[0]?.cart).toBe(tabs[1]?.cart)
+    expect(tabs[0]?.idem).not.toBe(tabs[1]?.idem)
+    const [a, b] = await Promise.all(tabs.map((form) => c.post('/checkout', form)))
+    const locations = [a, b].map((r) => String(r?.headers.get('location'))).sort()
+    expect(locations[0]).toBe('/cart')
+    expect(locations[1]).toMatch(/^\/orders\//)
+    const orders = (await c.get('/orders')).text_
+    expect(orders.match(/data-order="/g) ?? []).toHaveLength(1)
   })
 
   it('refuses a Pay that carries no digest of the page it came from', async () => {

@@ -182,7 +182,7 @@ export function webRouter(env: ServiceEnv, opts: WebServiceOptions = {}): Router
     })
   })
   router.use(async (ctx) => {
-    if (ctx.url.pathname.startsWith('/_internal/')) {
+    if (isInternalPath(ctx.url.pathname)) {
       // A loopback peer that no proxy forwarded (the supervisor, the gateway's health checks),
       // or an admin's session: the gateway forwards with X-Forwarded-For, so a client that
       // reached an instance through it is not taken for a loopback peer.
@@ -236,6 +236,20 @@ export async function consistent<T>(
   const { value, token } = await withCausalToken(router, s.data.ryw, fn)
   if (token !== (s.data.ryw ?? '')) s.data.ryw = token
   return value
+}
+
+/**
+ * Whether the router reads `pathname` as an `/_internal/` path. It matches on the non-empty
+ * segments, so `//_internal/stats` (what `/.//_internal/stats` resolves to) is one: the guard
+ * decides on what the router serves, not on a prefix of the spelling.
+ */
+export function isInternalPath(pathname: string): boolean {
+  let start = 0
+  while (pathname.charCodeAt(start) === 47) start++
+  return (
+    pathname.startsWith('_internal', start) &&
+    (pathname.length === start + 9 || pathname.charCodeAt(start + 9) === 47)
+  )
 }
 
 /**
