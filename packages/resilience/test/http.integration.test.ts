@@ -346,3 +346,37 @@ describe('adapter options', () => {
     expect(() => idempotencyHooks(store, { scope: (req) => req.ip })).not.toThrow()
   })
 })
+
+describe('idempotency adapters with a store from another copy of the package', () => {
+  /** An error as another copy (the CJS build beside the ESM one) throws it: branded, not our class. */
+  function foreign(code: string): Error {
+    const error = Object.assign(new Error(code), { code, retryable: false })
+    return Object.defineProperty(error, Symbol.for('ballast.error'), {
+      value: '@ballast/resilience',
+    })
+  }
+  const storeThrowing = (code: string) =>
+    ({
+      failOpen: false,
+      claim: () => Promise.reject(foreign(code)),
+    }) as unknown as Idempotency
+
+  it.each([
+    ['E_RESILIENCE_IDEMPOTENCY_KEY_INVALID', 400],
+    ['E_RESILIENCE_IDEMPOTENCY_SCOPE_MISSING', 400],
+    ['E_RESILIENCE_IDEMPOTENCY_UNAVAILABLE', 503],
+  ])('answer %s with %i on Express and Fastify, not 500', async (code, status) => {
+    const s = storeThrowing(code)
+    for (const makeApp of [expressApp, fastifyApp]) {
+      const app = await makeApp(s)
+      try {
+        const res = await post(app, { amount: 1 }, key())
+        expect(res.status).toBe(status)
+        expect(await res.json()).toMatchObject({ code })
+        expect(app.charges()).toBe(0)
+      } finally {
+        await app.close()
+      }
+    }
+  })
+})

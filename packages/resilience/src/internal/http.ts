@@ -1,9 +1,4 @@
-import {
-  IdempotencyKeyError,
-  IdempotencyScopeError,
-  IdempotencyUnavailableError,
-  isResilienceError,
-} from '../errors.js'
+import { isResilienceError } from '../errors.js'
 import type { HttpIdempotencyDefaults, HttpIdempotencyOptions } from '../httpIdempotencyOptions.js'
 import type { ClaimOutcome, Idempotency, IdempotencyClaim } from '../idempotency.js'
 import { invalid, merge, nonEmptyString, optionalFunction } from './validate.js'
@@ -86,27 +81,27 @@ export async function gate(
   try {
     outcome = await store.claim(key, input, { scope })
   } catch (error) {
-    if (error instanceof IdempotencyKeyError) {
+    // By code, not instanceof: the store may come from another copy of the package (the CJS
+    // build beside the ESM one), whose error classes are not ours; a 400 must not become a 500.
+    const code = isResilienceError(error) ? error.code : undefined
+    if (code === 'E_RESILIENCE_IDEMPOTENCY_KEY_INVALID') {
       return {
         kind: 'problem',
-        problem: problem(400, error.code, 'Idempotency-Key is malformed', error.message),
+        problem: problem(400, code, 'Idempotency-Key is malformed', (error as Error).message),
       }
     }
-    if (error instanceof IdempotencyScopeError) {
+    if (code === 'E_RESILIENCE_IDEMPOTENCY_SCOPE_MISSING') {
       return {
         kind: 'problem',
         problem: problem(
           400,
-          error.code,
+          code,
           'Idempotency-Key has no owner',
           'This operation scopes idempotency keys to the caller, and the request names none.',
         ),
       }
     }
-    if (
-      error instanceof IdempotencyUnavailableError ||
-      (isResilienceError(error) && error.code === 'E_RESILIENCE_IDEMPOTENCY_UNAVAILABLE')
-    ) {
+    if (code === 'E_RESILIENCE_IDEMPOTENCY_UNAVAILABLE') {
       if (store.failOpen) return { kind: 'pass' }
       return {
         kind: 'problem',
