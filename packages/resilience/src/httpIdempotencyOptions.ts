@@ -11,7 +11,8 @@ export interface HttpIdempotencyOptions<Req> {
    * a key to make its owner's request fail with 409 or 422. `false` is for routes whose
    * callers all may share one key space (a single trusted client).
    *
-   * A request for which it returns `undefined` or `''` is refused with 400 and code
+   * A request for which it returns `undefined`, `''` or anything but a string (turn a numeric
+   * id into a string) is refused with 400 and code
    * `E_RESILIENCE_IDEMPOTENCY_SCOPE_MISSING` (the handler does not run): put the
    * authentication middleware first so anonymous requests get its 401 instead.
    * @default none: the adapter throws an `InvalidArgumentError` naming `scope`
