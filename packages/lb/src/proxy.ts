@@ -363,6 +363,14 @@ function failureBody(status: 502 | 503 | 504, requestId: string): string {
   return `${status} ${FAILURE_TEXT[status]}\nrequest id: ${requestId}\n`
 }
 
+/**
+ * The body of a 404: the host name and path as the proxy parsed them (validated, so they carry
+ * no markup), never the query or raw target, which a client could fill with text to reflect.
+ */
+function noRouteBody(host: ParsedHost | undefined, target: RequestTarget): string {
+  return `404 Not Found: no route for host ${JSON.stringify(host?.name ?? '')} and path ${JSON.stringify(target.path)}\n`
+}
+
 /** The path and query sent upstream: the normalised path, without the prefix when it is stripped. */
 function upstreamPath(route: RouteRuntime, target: RequestTarget): string {
   let path = target.path
@@ -693,11 +701,7 @@ class ProxyImpl extends TypedEmitter<ProxyEvents> implements ReverseProxy {
     if (route === undefined) {
       res.once('close', () => this.#done())
       this.#stats.noRoute++
-      this.#plain(
-        res,
-        404,
-        `404 Not Found: no route for host ${JSON.stringify(req.headers.host ?? '')} and path ${JSON.stringify(req.url ?? '')}\n`,
-      )
+      this.#plain(res, 404, noRouteBody(host, target))
       return
     }
     const method = req.method ?? 'GET'
@@ -1219,11 +1223,7 @@ class ProxyImpl extends TypedEmitter<ProxyEvents> implements ReverseProxy {
     const route = this.#match(host, target.path)
     if (route === undefined) {
       this.#stats.noRoute++
-      answer(
-        404,
-        'Not Found',
-        `404 Not Found: no route for host ${JSON.stringify(req.headers.host ?? '')} and path ${JSON.stringify(target.path)}\n`,
-      )
+      answer(404, 'Not Found', noRouteBody(host, target))
       return
     }
     let endpoint: Endpoint<string>

@@ -452,4 +452,12 @@ describe('createProxy after review of #15', () => {
     expect(seen['keep-alive']).toBeUndefined()
     expect(seen['proxy-authorization']).toBeUndefined()
   })
+
+  it('names in a 404 only the validated host and the normalised path, never the query the client wrote', async () => {
+    const [a] = await backends('a')
+    const { port } = await proxy({ routes: [{ host: 'only.test', upstream: [a!.url] }] })
+    const res = await get(port, '/x/./y?%3Cscript%3E=<b>Call+us</b>', 'Other.Test')
+    expect(res.status).toBe(404)
+    expect(res.body).toBe('404 Not Found: no route for host "other.test" and path "/x/y"\n')
+  })
 })
