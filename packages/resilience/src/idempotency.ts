@@ -593,14 +593,19 @@ export class Idempotency {
    * @param options `wait`, and the `scope` (user, tenant, API key) the key belongs to.
    * @throws {@link IdempotencyKeyError} for a missing or malformed key.
    * @throws {@link IdempotencyScopeError} for a `scope` given empty or not a string.
+   * @throws {@link InvalidArgumentError} for a `wait` that is not a number >= 0.
    * @throws {@link IdempotencyUnavailableError} when Redis does not answer.
    */
   async claim(key: string, input?: unknown, options: ClaimOptions = {}): Promise<ClaimOutcome> {
     this.validateKey(key)
     const scope = validateScope(options.scope)
+    // Checked like the store's own: NaN would make a duplicate poll Redis every millisecond.
+    const wait =
+      options.wait === undefined
+        ? this.#o.wait
+        : nonNegativeNumber('wait', options.wait, 'a number of milliseconds >= 0')
     const fingerprint = input === undefined ? '' : fingerprintOf(input)
     this.#stats.claims++
-    const wait = options.wait ?? this.#o.wait
     const deadline = Date.now() + wait
     const redisKey = this.redisKey(key, scope)
     let pause = 10

@@ -14,6 +14,7 @@ import {
   IdempotencyScopeError,
   IdempotencyUnavailableError,
   IdempotentFailureError,
+  InvalidArgumentError,
 } from '../src/index.js'
 import { clusterFixture, NOT_ABOUT_TIMEOUTS, redisFixture, uniquePrefix } from './helpers.js'
 
@@ -501,5 +502,19 @@ describe('Idempotency (Redis)', () => {
         `invalid option "${name}"`,
       )
     })
+
+    it.each([Number.NaN, -1, '2000'])(
+      'refuses a claim with wait %j naming it, before any round trip',
+      async (wait) => {
+        // NaN once made the duplicate poll Redis every millisecond until the holder's lease ran out
+        const store = createIdempotency({ redis: fixture.redis, prefix })
+        const error = await store
+          .claim(key(), undefined, { wait: wait as never })
+          .catch((e: unknown) => e)
+        expect(error).toBeInstanceOf(InvalidArgumentError)
+        expect((error as Error).message).toContain('invalid option "wait"')
+        expect(store.stats().claims).toBe(0)
+      },
+    )
   })
 })
