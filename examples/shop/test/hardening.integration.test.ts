@@ -340,6 +340,21 @@ describe("the gateway's /_internal/ paths", () => {
     expect(forwarded.status).toBe(403)
   })
 
+  it('forwards every other spelling with X-Forwarded-For, which a client cannot strip', async () => {
+    // Spellings the gateway does not serve itself but its proxy normalises to /_internal/stats:
+    // the instance must see them as forwarded even with a loopback Host and no client header.
+    for (const path of ['/%5Finternal/stats', '//_internal/stats', '/.//_internal/stats']) {
+      for (const headers of [
+        { host: `127.0.0.1:${gatewayPort}` },
+        { host: `127.0.0.1:${gatewayPort}`, connection: 'x-forwarded-for' },
+      ] as Record<string, string>[]) {
+        const res = await raw(gatewayPort, { path, headers })
+        expect(res.status, `${path} ${JSON.stringify(headers)}`).toBe(403)
+        expect(res.body, path).not.toContain('"pid"')
+      }
+    }
+  })
+
   it('are served to an admin session, and to a loopback peer such as the supervisor', async () => {
     const admin = new Client(shop.url)
     await admin.login('admin@shop.example', shop.secrets.adminPassword)
