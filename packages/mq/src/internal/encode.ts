@@ -102,19 +102,6 @@ export const MAX_SHORTSTR_BYTES = 255
 /** Header tables and arrays nested deeper than this are refused (amqplib recurses without a bound). */
 export const MAX_HEADER_DEPTH = 64
 
-/** The short-string properties of a message (AMQP `BasicProperties`). */
-const SHORTSTR_PROPERTIES = [
-  'contentType',
-  'contentEncoding',
-  'correlationId',
-  'replyTo',
-  'messageId',
-  'type',
-  'userId',
-  'appId',
-  'clusterId',
-] as const
-
 /** Why a string is not an AMQP short string, if it is not one. */
 function shortstrIssue(name: string, value: unknown): string | undefined {
   if (typeof value !== 'string') return `"${name}" must be a string, got ${typeof value}`
@@ -141,11 +128,20 @@ export function checkPublish(exchange: string, routingKey: string, options: Opti
   if (nameIssue !== undefined) throw new InvalidArgumentError(`invalid argument ${nameIssue}`)
   // nothing is allocated unless an issue is found: this runs on every publish
   let issues: string[] | undefined
-  for (const name of SHORTSTR_PROPERTIES) {
-    // clusterId is not in amqplib's types, but its codec encodes it when given
-    const value = (options as Record<string, unknown>)[name]
-    if (value !== undefined && value !== null) issues = append(issues, shortstrIssue(name, value))
-  }
+  // one named read per property, not a loop of keyed reads: this runs on every publish
+  const o = options as Options.Publish & { clusterId?: unknown }
+  if (o.contentType != null) issues = append(issues, shortstrIssue('contentType', o.contentType))
+  if (o.contentEncoding != null)
+    issues = append(issues, shortstrIssue('contentEncoding', o.contentEncoding))
+  if (o.correlationId != null)
+    issues = append(issues, shortstrIssue('correlationId', o.correlationId))
+  if (o.replyTo != null) issues = append(issues, shortstrIssue('replyTo', o.replyTo))
+  if (o.messageId != null) issues = append(issues, shortstrIssue('messageId', o.messageId))
+  if (o.type != null) issues = append(issues, shortstrIssue('type', o.type))
+  if (o.userId != null) issues = append(issues, shortstrIssue('userId', o.userId))
+  if (o.appId != null) issues = append(issues, shortstrIssue('appId', o.appId))
+  // clusterId is not in amqplib's types, but its codec encodes it when given
+  if (o.clusterId != null) issues = append(issues, shortstrIssue('clusterId', o.clusterId))
   if (options.expiration !== undefined && options.expiration !== null) {
     issues = append(issues, shortstrIssue('expiration', String(options.expiration)))
   }
@@ -192,9 +188,15 @@ function isUint64(value: unknown): boolean {
 /** A header table amqplib cannot encode, found while measuring it. */
 class Unencodable extends Error {}
 
-/** Where a header value sits, for the message: `headers.a.b[2]`. */
-function at(path: string, key: string): string {
-  return `${path}.${JSON.stringify(key).slice(1, -1).slice(0, 40)}`
+/**
+ * Where a header value sits, for the message: `headers.a.b[2]`. Built only for an error or to
+ * descend into a nested table or array: a flat header table (the common case, measured on every
+ * publish) allocates no path strings.
+ */
+function at(path: string, key: string | number): string {
+  return typeof key === 'number'
+    ? `${path}[${key}]`
+    : `${path}.${JSON.stringify(key).slice(1, -1).slice(0, 40)}`
 }
 
 /**
@@ -211,14 +213,13 @@ export function headersIssue(headers: unknown): string | undefined {
   }
   const cursor = { bytes: 0 }
   try {
-    for (const name of ['CC', 'BCC']) {
-      const value = (headers as Record<string, unknown>)[name]
-      if (
-        value !== undefined &&
-        !(Array.isArray(value) && value.every((v) => typeof v === 'string'))
-      ) {
-        return `header "${name}" must be an array of strings (RabbitMQ routes by it)`
-      }
+    const table = headers as Record<string, unknown>
+    // (two checks rather than a loop over ['CC', 'BCC']: this runs on every publish with headers)
+    if (table.CC !== undefined && !isStringArray(table.CC)) {
+      return 'header "CC" must be an array of strings (RabbitMQ routes by it)'
+    }
+    if (table.BCC !== undefined && !isStringArray(table.BCC)) {
+      return 'header "BCC" must be an array of strings (RabbitMQ routes by it)'
     }
     measureTable(cursor, headers as Record<string, unknown>, 'headers', 0)
   } catch (error) {
@@ -226,6 +227,10 @@ export function headersIssue(headers: unknown): string | undefined {
     return `"headers" cannot be encoded: ${(error as Error)?.message ?? String(error)}`
   }
   return undefined
+}
+
+function isStringArray(value: unknown): boolean {
+  return Array.isArray(value) && value.every((v) => typeof v === 'string')
 }
 
 function grow(cursor: { bytes: number }, bytes: number): void {
@@ -258,12 +263,12 @@ function measureTable(
       )
     }
     grow(cursor, 1 + keyBytes)
-    measureValue(cursor, value, at(path, key), depth)
+    measureValue(cursor, value, path, key, depth)
   }
 }
 
 /** amqplib's guess for a JS number: a double, or the smallest signed integer that holds it. */
-function numberBytes(value: number, path: string): number {
+function numberBytes(value: number, path: string, key: string | number): number {
   if (
     value >= 0x8000000000000000 ||
     (Math.abs(value) < 0x4000000000000 && Math.floor(value) !== value)
@@ -276,13 +281,20 @@ function numberBytes(value: number, path: string): number {
   // amqplib writes the rest as a signed 64-bit integer: BigInt() throws on NaN, infinities and
   // fractions, writeBigInt64BE below -2^63
   if (!Number.isInteger(value) || value < -0x8000000000000000) {
-    throw new Unencodable(`header value at ${path} (${value}) cannot be encoded as an AMQP number`)
+    throw new Unencodable(
+      `header value at ${at(path, key)} (${value}) cannot be encoded as an AMQP number`,
+    )
   }
   return 9
 }
 
 /** The explicit types amqplib takes as `{ '!': type, value }`, with the checks its codec needs. */
-function typedValueBytes(type: unknown, value: unknown, path: string): number {
+function typedValueBytes(
+  type: unknown,
+  value: unknown,
+  path: string,
+  key: string | number,
+): number {
   const integer = (min: number, max: number) =>
     Number.isInteger(value) && (value as number) >= min && (value as number) <= max
   switch (type) {
@@ -342,14 +354,16 @@ function typedValueBytes(type: unknown, value: unknown, path: string): number {
     }
   }
   throw new Unencodable(
-    `header value at ${path} ({ "!": ${JSON.stringify(String(type)).slice(0, 40)} }) is not an encodable typed value`,
+    `header value at ${at(path, key)} ({ "!": ${JSON.stringify(String(type)).slice(0, 40)} }) is not an encodable typed value`,
   )
 }
 
+/** Measures `value`, found at `key` of the table or array at `path`. */
 function measureValue(
   cursor: { bytes: number },
   value: unknown,
   path: string,
+  key: string | number,
   depth: number,
 ): void {
   switch (typeof value) {
@@ -360,7 +374,7 @@ function measureValue(
       grow(cursor, 2)
       return
     case 'number':
-      grow(cursor, numberBytes(value, path))
+      grow(cursor, numberBytes(value, path, key))
       return
     case 'object': {
       if (value === null) {
@@ -372,9 +386,10 @@ function measureValue(
           throw new Unencodable(`"headers" are nested deeper than ${MAX_HEADER_DEPTH} levels`)
         }
         grow(cursor, 5)
+        const inner = at(path, key)
         for (let i = 0; i < value.length; i++) {
           // amqplib encodes every element: a hole or an undefined is an unknown type to it
-          measureValue(cursor, value[i], `${path}[${i}]`, depth + 1)
+          measureValue(cursor, value[i], inner, i, depth + 1)
         }
         return
       }
@@ -388,19 +403,21 @@ function measureValue(
         // amqplib's trapdoor: the plain types are encoded as usual, the others by name
         if (type === 'string' || type === 'number' || type === 'boolean' || type === 'object') {
           if (typeof typed.value !== type || typed.value === null) {
-            throw new Unencodable(`header value at ${path} is not a ${type}`)
+            throw new Unencodable(`header value at ${at(path, key)} is not a ${type}`)
           }
-          measureValue(cursor, typed.value, path, depth + 1)
+          measureValue(cursor, typed.value, path, key, depth + 1)
           return
         }
-        grow(cursor, typedValueBytes(type, typed.value, path))
+        grow(cursor, typedValueBytes(type, typed.value, path, key))
         return
       }
       grow(cursor, 1)
-      measureTable(cursor, value as Record<string, unknown>, path, depth + 1)
+      measureTable(cursor, value as Record<string, unknown>, at(path, key), depth + 1)
       return
     }
     default:
-      throw new Unencodable(`header value at ${path} is a ${typeof value}, which AMQP cannot carry`)
+      throw new Unencodable(
+        `header value at ${at(path, key)} is a ${typeof value}, which AMQP cannot carry`,
+      )
   }
 }
