@@ -460,4 +460,22 @@ describe('createProxy after review of #15', () => {
     expect(res.status).toBe(404)
     expect(res.body).toBe('404 Not Found: no route for host "other.test" and path "/x/y"\n')
   })
+
+  it('never forwards CONNECT, OPTIONS *, userinfo or a bare IPv6 Host, and routes a bracketed IPv6 Host', async () => {
+    const [a] = await backends('a')
+    const { port } = await proxy({ routes: [{ upstream: [a!.url] }] })
+    // No 'connect' listener: node closes the connection without an answer.
+    const tunnel = await send(port, 'CONNECT a.test:443 HTTP/1.1\r\nHost: a.test:443\r\n\r\n')
+    expect(tunnel.head).toBe('')
+    const star = await send(port, 'OPTIONS * HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n')
+    expect(star.status).toBe(400)
+    for (const host of ['user@a.test', 'a.test@evil.test', '::1', '[::1%25lo]', '[::1]x', '']) {
+      expect((await get(port, '/', host)).status, host).toBe(400)
+    }
+    expect((await get(port, 'http://user@a.test/', 'a.test')).status).toBe(400)
+    const v6 = await get(port, '/v6', '[::1]:8080')
+    expect(v6.status).toBe(200)
+    expect(JSON.parse(v6.body)).toMatchObject({ url: '/v6' })
+    expect(a!.seen.map((s) => s.url)).toEqual(['/v6'])
+  })
 })
