@@ -107,6 +107,34 @@ describe('parseHost', () => {
     )
   })
 
+  it('answers from its one remembered Host only for the very same bytes, whatever came before', () => {
+    // Variants of one host that differ in case, port, trailing dot or validity, parsed in any order.
+    const variant = fc.constantFrom(
+      'shop.test',
+      'Shop.Test',
+      'shop.test:8080',
+      'shop.test:08080',
+      'shop.test:8081',
+      'shop.test.',
+      'shop.test/x',
+      '[::1]:8080',
+      '[::1]:8081',
+      'a@shop.test',
+    )
+    const fresh = (raw: string) => {
+      parseHost('memo.reset') // forget the last Host, so the next parse runs the full parser
+      return attempt(() => parseHost(raw))
+    }
+    fc.assert(
+      fc.property(fc.array(variant, { minLength: 1, maxLength: 12 }), (sequence) => {
+        const expected = sequence.map(fresh)
+        const seen = sequence.map((raw) => attempt(() => parseHost(raw)))
+        expect(seen).toEqual(expected)
+      }),
+      { numRuns: 300, seed: 15 },
+    )
+  })
+
   it('refuses the Host values that once poisoned the cache or split routing', () => {
     for (const raw of ['shop.test/x', 'shop.test:80/x', 'a@b', 'a b', 'x:65536', '', '[::1', '.x'])
       expect(() => parseHost(raw), raw).toThrow(InvalidRequestError)
