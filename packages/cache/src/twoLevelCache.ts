@@ -1201,8 +1201,12 @@ export class TwoLevelCache<T = unknown> {
       o.tags !== undefined &&
       this.#tagInvalidatedSince(o.tags, startEpoch)
     ) {
-      // a deleteByTag reached us while this load ran: its value may predate it
-      await this.#tombstone([key]).catch(() => undefined)
+      // a deleteByTag reached us while this load ran: its value may predate it, and if the
+      // tombstone cannot be written now it is replayed like any failed invalidation
+      await this.#tombstone([key]).catch((error: unknown) => {
+        this.#l2Failed('delete', error)
+        this.#defer([key], [], false)
+      })
     }
   }
 

@@ -176,3 +176,40 @@ describe('TwoLevelCache with a foreign value at a tag key', () => {
     expect(a.stats().pendingInvalidations).toBe(0)
   })
 })
+
+describe('TwoLevelCache fill racing a deleteByTag', () => {
+  let group: CacheGroup
+  afterEach(async () => {
+    await group.close()
+  })
+
+  it('replays the tombstone of a fill that predates the delete when writing it fails', async () => {
+    group = new CacheGroup('standalone')
+    const client = (await connect('standalone')) as Redis
+    group.clients.push(client)
+    const a = await group.add({ breaker: { volumeThreshold: 100, resetTimeout: 200 } }, client)
+    const raw = await group.raw()
+    const { entry } = names(group)
+    let failTombstone = false
+    wrap(client, 'set', (original) => async (...args) => {
+      if (failTombstone && args[0] === entry('k') && String(args[1]).startsWith('t')) {
+        failTombstone = false
+        throw new Error('injected: the tombstone write failed')
+      }
+      return original(...args)
+    })
+    const value = await a.getOrSet(
+      'k',
+      async () => {
+        // the tag is deleted while this load runs: its value predates the delete
+        await a.deleteByTag('T')
+        failTombstone = true
+        return 'loaded before the delete'
+      },
+      { tags: ['T'] },
+    )
+    expect(value).toBe('loaded before the delete')
+    expect(failTombstone).toBe(false) // the fill's tombstone was tried, and failed
+    await eventually(async () => (await raw.get(entry('k')))?.startsWith('t') === true, 3000)
+  })
+})
