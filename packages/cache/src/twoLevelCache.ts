@@ -1347,9 +1347,12 @@ export class TwoLevelCache<T = unknown> {
     const epoch = ++this.#epoch
     for (const tag of tags) this.#tagEpochs.set(tag, epoch)
     if (this.#l1 !== undefined) {
+      // A Set, so the sweep costs L1 entries x their own tags, not x the message's tags: a
+      // forged message with thousands of tags must not hold the event loop of every instance.
+      const gone = new Set(tags)
       const doomed: string[] = []
       for (const [key, entry] of this.#l1.entries()) {
-        if (entry.tags?.some((tag) => tags.includes(tag))) doomed.push(key)
+        if (entry.tags?.some((tag) => gone.has(tag))) doomed.push(key)
       }
       for (const key of doomed) this.#l1.delete(key)
     }

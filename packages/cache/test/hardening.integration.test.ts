@@ -76,6 +76,23 @@ describe('TwoLevelCache against hostile bus messages', () => {
     await b.set('k', 'v2')
     expect(await a.get('k')).toBe('v2')
   })
+  it('drops from L1 exactly the entries of a forged tag message with 100,000 tags, and keeps working', async () => {
+    group = new CacheGroup('standalone')
+    const a = await group.add()
+    const b = await group.add()
+    for (let i = 0; i < 500; i++) await b.set(`k${i}`, i, { tags: [`t${i}`] })
+    const raw = await group.raw()
+    const { channel } = names(group)
+    // Every even entry's tag among 100,000 decoys: the sweep costs L1 x each entry's own tags.
+    const tags = Array.from({ length: 100_000 }, (_, i) => `decoy${i}`)
+    for (let i = 0; i < 500; i += 2) tags.push(`t${i}`)
+    await raw.publish(channel, JSON.stringify({ o: 'x', s: 1, t: 'g', g: tags }))
+    await eventually(() => b.stats().bus.received >= 1)
+    for (let i = 0; i < 500; i++) expect(b.peek(`k${i}`)).toBe(i % 2 === 0 ? undefined : i)
+    await a.set('after', 'v')
+    await eventually(() => b.peek('after') === undefined)
+    expect(await b.get('after')).toBe('v')
+  })
 })
 
 describe('TwoLevelCache fuzzed through real Redis', () => {
