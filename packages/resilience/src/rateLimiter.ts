@@ -1,4 +1,4 @@
-import { RateLimitedError } from './errors.js'
+import { InvalidArgumentError, RateLimitedError } from './errors.js'
 import { Emitter, type Listener } from './internal/emitter.js'
 import { isRedisLike, LuaScript, type RedisLike } from './internal/lua.js'
 import {
@@ -8,6 +8,7 @@ import {
   nonEmptyString,
   positiveInteger,
   positiveNumber,
+  show,
 } from './internal/validate.js'
 
 /** Options of {@link createRateLimiter}. */
@@ -145,7 +146,9 @@ function validate(
 
 function checkCost(cost: number): void {
   if (typeof cost !== 'number' || !Number.isFinite(cost) || cost <= 0) {
-    throw new RangeError(`invalid cost: expected a positive number, got ${String(cost)}`)
+    throw new InvalidArgumentError(
+      `invalid argument "cost": expected a positive finite number, got ${show(cost)}`,
+    )
   }
 }
 

@@ -1,6 +1,11 @@
 import fc from 'fast-check'
 import { describe, expect, it } from 'vitest'
-import { createRateLimiter, LocalRateLimiter, RateLimitedError } from '../src/index.js'
+import {
+  createRateLimiter,
+  InvalidArgumentError,
+  LocalRateLimiter,
+  RateLimitedError,
+} from '../src/index.js'
 
 describe('LocalRateLimiter', () => {
   it('allows a burst, then one call per emission interval', () => {
@@ -43,6 +48,18 @@ describe('LocalRateLimiter', () => {
     expect(await limiter.take('login:bob')).toMatchObject({ allowed: true, remaining: 1 })
     await limiter.reset('never-seen') // a no-op
   })
+
+  it.each([0, -1, Number.NaN, Number.POSITIVE_INFINITY, '2' as unknown as number])(
+    'refuses a cost of %s with InvalidArgumentError naming it, and counts nothing',
+    async (cost) => {
+      const limiter = createRateLimiter({ limit: 1, interval: 60_000 })
+      expect(() => (limiter as LocalRateLimiter).takeSync('k', cost)).toThrow(InvalidArgumentError)
+      const error = await limiter.take('k', cost).catch((e: unknown) => e)
+      expect(error).toBeInstanceOf(InvalidArgumentError)
+      expect((error as Error).message).toContain('"cost"')
+      expect(limiter.stats()).toEqual({ allowed: 0, limited: 0, keys: 0 })
+    },
+  )
 
   it('rejects with a typed error carrying the retry time from consume()', async () => {
     const limiter = createRateLimiter({ limit: 1, interval: 60_000 })
