@@ -14,6 +14,8 @@ import {
   loadOrCreateControlToken,
   refuseControlRequest,
 } from '../src/control.js'
+import type { Ctx } from '../src/web/http.js'
+import { redirect } from '../src/web/http.js'
 import { sameOriginPath } from '../src/web/redirect.js'
 import { Client, shopHandle } from './fixture.js'
 
@@ -134,6 +136,36 @@ describe('sameOriginPath', () => {
     expect(sameOriginPath(null)).toBe('/')
     expect(sameOriginPath('/\\evil.example')).toBe('/')
     expect(sameOriginPath('/\t/evil.example')).toBe('/')
+  })
+})
+
+describe('redirect', () => {
+  /** The Location a redirect() sends for `location`. */
+  function locationOf(location: string): string {
+    const headers: Record<string, unknown> = {}
+    const res = {
+      statusCode: 200,
+      setHeader: (name: string, value: unknown) => {
+        headers[name] = value
+      },
+      end: () => {},
+    }
+    redirect({ res } as unknown as Ctx, location)
+    return String(headers.location)
+  }
+
+  it('never sends the browser to another origin, whatever a caller passes', () => {
+    for (const location of [
+      '/\\evil.example',
+      '/\t/evil.example',
+      '/\n/evil.example',
+      '//evil.example',
+    ]) {
+      const sent = locationOf(location)
+      expect(new URL(sent, origin).origin, `${JSON.stringify(location)} -> ${sent}`).toBe(origin)
+    }
+    expect(locationOf('/orders/42?x=1')).toBe('/orders/42?x=1')
+    expect(locationOf('/login?next=%2Fproduct%2F3')).toBe('/login?next=%2Fproduct%2F3')
   })
 })
 

@@ -6,6 +6,7 @@ import { createHash } from 'node:crypto'
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
 import { brotliCompressSync, gzipSync, constants as zlib } from 'node:zlib'
 import type { SafeHtml } from './html.js'
+import { sameOriginPath } from './redirect.js'
 
 export interface Ctx {
   req: IncomingMessage
@@ -260,8 +261,9 @@ export function sendJson(ctx: Ctx, status: number, value: unknown): void {
 }
 
 export function redirect(ctx: Ctx, location: string, status = 303): void {
-  // Only same-site paths: an open redirect would let a link send users elsewhere.
-  const safe = location.startsWith('/') && !location.startsWith('//') ? location : '/'
+  // Only same-origin paths, read as a browser reads a Location header (`/\host` and `/\t/host`
+  // are `//host` to it): an open redirect would let a link send users elsewhere.
+  const safe = sameOriginPath(location)
   ctx.res.statusCode = status
   ctx.res.setHeader('location', safe)
   ctx.res.setHeader('cache-control', 'no-store')
