@@ -197,8 +197,10 @@ export interface ProxyOptions {
   /**
    * Options of the `node:http` server. The proxy turns on `optimizeEmptyRequests` (node 24.9 and
    * later: a request without a body skips the stream life cycle of its `IncomingMessage`);
-   * pass `optimizeEmptyRequests: false` to turn it off.
-   * @default { optimizeEmptyRequests: true }
+   * pass `optimizeEmptyRequests: false` to turn it off. It also sets `shouldUpgradeCallback`
+   * (node 24.9 and later) so that only `Upgrade: websocket` is tunnelled and any other upgrade,
+   * such as h2c, is an ordinary request; replacing it gives up that defence.
+   * @default { optimizeEmptyRequests: true, shouldUpgradeCallback: (only WebSocket) }
    */
   server?: ServerOptions
 }
@@ -379,6 +381,11 @@ function upstreamPath(route: RouteRuntime, target: RequestTarget): string {
     if (path === '') path = '/'
   }
   return target.query === undefined ? path : `${path}?${target.query}`
+}
+
+/** Whether a request asks for a WebSocket, the one protocol the proxy tunnels. */
+function isWebSocketUpgrade(req: IncomingMessage): boolean {
+  return req.headers.upgrade?.trim().toLowerCase() === 'websocket'
 }
 
 function isBalancer(value: unknown): value is Balancer<string> {
@@ -588,8 +595,15 @@ class ProxyImpl extends TypedEmitter<ProxyEvents> implements ReverseProxy {
     this.#routes.sort(byPrecedence)
     // Requests without a body skip the readable-stream life cycle of their IncomingMessage
     // (node >= 24.9; older versions ignore the option); the proxy never reads such a body.
+    // Only WebSocket upgrades leave the request path (node >= 24.9 reads shouldUpgradeCallback;
+    // older versions send every upgrade to #upgrade, which treats the others alike): any other
+    // Upgrade, such as h2c, is an ordinary request whose Upgrade header is hop-by-hop.
     this.server = createServer(
-      { optimizeEmptyRequests: true, ...o.server } as ServerOptions,
+      {
+        optimizeEmptyRequests: true,
+        shouldUpgradeCallback: isWebSocketUpgrade,
+        ...o.server,
+      } as ServerOptions,
       (req, res) => this.handle(req, res),
     )
     this.server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) =>
@@ -1246,7 +1260,16 @@ class ProxyImpl extends TypedEmitter<ProxyEvents> implements ReverseProxy {
     // Only WebSocket is tunnelled. Any other protocol (h2c above all) would give the client a raw
     // connection on which it sends further requests to the upstream past the routes; such a
     // request goes upstream as a plain one, without Upgrade, and its connection closes after it.
-    const websocket = req.headers.upgrade?.trim().toLowerCase() === 'websocket'
+    const websocket = isWebSocketUpgrade(req)
+    // A handshake has no body. Bytes after the request head (`head`, and what follows on the
+    // socket) are the client's first frames: they go upstream only after its 101, since an
+    // upstream that refuses the upgrade would read them as its next request (smuggling).
+    const cl = req.headers['content-length']
+    if ((cl !== undefined && cl !== '0') || req.headers['transfer-encoding'] !== undefined) {
+      this.#stats.badRequests++
+      answer(400, 'Bad Request', '400 Bad Request: an upgrade request with a body\n')
+      return
+    }
     if (websocket) {
       headers.connection = 'Upgrade'
       headers.upgrade = req.headers.upgrade!
@@ -1260,7 +1283,7 @@ class ProxyImpl extends TypedEmitter<ProxyEvents> implements ReverseProxy {
         answer(400, 'Bad Request', '400 Bad Request: more than one Host header\n')
         return
       }
-      if (HOP_BY_HOP.has(name) || listed?.has(name)) continue
+      if (HOP_BY_HOP.has(name) || listed?.has(name) || name === 'content-length') continue
       if (name === 'host' && !this.#o.preserveHost) continue
       if (name.startsWith('x-forwarded-') && !this.#o.trustForwarded) continue
       const prev = headers[name]
@@ -1286,6 +1309,9 @@ class ProxyImpl extends TypedEmitter<ProxyEvents> implements ReverseProxy {
       }
     }
     const upstream = httpRequest({
+      // A connection of its own: a 101 takes it over, and after a refusal it closes rather
+      // than idling in node's global agent beyond the proxy's close().
+      agent: false,
       host: origin.hostname,
       port: origin.port || 80,
       method: req.method,
@@ -1344,6 +1370,7 @@ class ProxyImpl extends TypedEmitter<ProxyEvents> implements ReverseProxy {
         text += `${res.rawHeaders[i]}: ${res.rawHeaders[i + 1]}\r\n`
       socket.write(`${text}\r\n`)
       if (upHead.length > 0) socket.write(upHead)
+      if (head.length > 0) upSocket.write(head)
       this.#upgraded.add(socket)
       socket.once('close', () => {
         this.#upgraded.delete(socket)
@@ -1354,7 +1381,6 @@ class ProxyImpl extends TypedEmitter<ProxyEvents> implements ReverseProxy {
       upSocket.pipe(socket)
       socket.pipe(upSocket)
     })
-    if (head.length > 0) upstream.write(head)
     upstream.end()
   }
 
