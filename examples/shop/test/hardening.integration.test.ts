@@ -14,6 +14,7 @@ import {
   loadOrCreateControlToken,
   refuseControlRequest,
 } from '../src/control.js'
+import { createOrderIds } from '../src/platform/sharding.js'
 import type { Ctx } from '../src/web/http.js'
 import { redirect } from '../src/web/http.js'
 import { sameOriginPath } from '../src/web/redirect.js'
@@ -189,6 +190,11 @@ describe('order instances', () => {
       layoutInstances(20_000, { catalog: 1, cart: 1, account: 1, order: MAX_ORDER_INSTANCES + 1 }),
     ).toThrow(`between 1 and ${MAX_ORDER_INSTANCES}`)
     expect(() => orderWorkerId(`order-${MAX_ORDER_INSTANCES + 1}`)).toThrow('order-1 to order-16')
+  })
+
+  it('match what the order id generator accepts (its worker bits), no more, no less', () => {
+    expect(() => createOrderIds(orderWorkerId(`order-${MAX_ORDER_INSTANCES}`))).not.toThrow()
+    expect(() => createOrderIds(MAX_ORDER_INSTANCES)).toThrow('workerId')
   })
 })
 
