@@ -1234,6 +1234,15 @@ class ProxyImpl extends TypedEmitter<ProxyEvents> implements ReverseProxy {
       answer(400, 'Bad Request', `400 Bad Request: ${(error as Error).message}\n`)
       return
     }
+    // A handshake has no body. Bytes after the request head (`head`, and what follows on the
+    // socket) are the client's first frames: they go upstream only after its 101, since an
+    // upstream that refuses the upgrade would read them as its next request (smuggling).
+    const cl = req.headers['content-length']
+    if ((cl !== undefined && cl !== '0') || req.headers['transfer-encoding'] !== undefined) {
+      this.#stats.badRequests++
+      answer(400, 'Bad Request', '400 Bad Request: an upgrade request with a body\n')
+      return
+    }
     const route = this.#match(host, target.path)
     if (route === undefined) {
       this.#stats.noRoute++
@@ -1261,15 +1270,6 @@ class ProxyImpl extends TypedEmitter<ProxyEvents> implements ReverseProxy {
     // connection on which it sends further requests to the upstream past the routes; such a
     // request goes upstream as a plain one, without Upgrade, and its connection closes after it.
     const websocket = isWebSocketUpgrade(req)
-    // A handshake has no body. Bytes after the request head (`head`, and what follows on the
-    // socket) are the client's first frames: they go upstream only after its 101, since an
-    // upstream that refuses the upgrade would read them as its next request (smuggling).
-    const cl = req.headers['content-length']
-    if ((cl !== undefined && cl !== '0') || req.headers['transfer-encoding'] !== undefined) {
-      this.#stats.badRequests++
-      answer(400, 'Bad Request', '400 Bad Request: an upgrade request with a body\n')
-      return
-    }
     if (websocket) {
       headers.connection = 'Upgrade'
       headers.upgrade = req.headers.upgrade!
