@@ -716,18 +716,27 @@ export class ManagedConsumer<T> implements Consumer {
     if (this.#stopping) return
     this.#stopping = true
     this.#stop.abort()
+    // one deadline for every wait below: on a connection gone silent the broker never answers
+    // basic.cancel, and only missed heartbeats (2x heartbeat) would end that wait
+    const timer = new AbortController()
+    const deadline = sleep(timeoutMs, undefined, { ref: false, signal: timer.signal }).catch(
+      () => {},
+    )
     const channel = this.#channel
     const tag = this.#consumerTag
-    if (channel !== undefined && tag !== undefined) await channel.cancel(tag).catch(() => {})
-    await this.#attaching?.catch(() => {})
+    if (channel !== undefined && tag !== undefined)
+      await Promise.race([channel.cancel(tag).catch(() => {}), deadline])
+    if (this.#attaching !== undefined)
+      await Promise.race([this.#attaching.catch(() => {}), deadline])
     if (this.#inHand.size > 0) {
       await Promise.race([
         new Promise<void>((resolve) => {
           this.#onCancel = resolve
         }),
-        sleep(timeoutMs, undefined, { ref: false }),
+        deadline,
       ])
     }
+    timer.abort()
     const current = this.#channel
     this.#channel = undefined
     if (current !== undefined) await closeSafely(current)

@@ -130,5 +130,28 @@ describe('Consumer lifecycle', () => {
         proxy.restore()
       }
     }, 30_000)
+
+    it('is not held past shutdownTimeout by a consumer whose connection went silent (its cancel is never answered)', async () => {
+      const silent = await createFaultProxy({
+        host: new URL(url).hostname,
+        port: Number(new URL(url).port || 5672),
+      })
+      const queue = names.queue('silent')
+      const b = broker({
+        urls: silent.url(url),
+        shutdownTimeout: 1000,
+        topology: { queues: [{ name: queue, retry: false, deadLetter: false }] },
+      })
+      try {
+        await b.consume(queue, () => {})
+        silent.blackhole()
+        // the default heartbeat (10 s) would notice the silence only after about 20 s
+        // then each close of a channel, the pool and the connections bounded at 2 s: well under the
+        // heartbeats' 20 s, and it used to wait on them (or forever, for a channel being created)
+        await within(b.close(), 12_000, 'broker.close()')
+      } finally {
+        await silent.close()
+      }
+    }, 30_000)
   })
 })

@@ -23,9 +23,13 @@ export function closeSafely(target: Closable, timeoutMs = 2000): Promise<void> {
     }
     const timer = setTimeout(() => {
       // a connection's socket is `connection.stream`; a channel has none (its connection owns it)
-      const stream = (target as { connection?: { stream?: { destroy?: () => void } } }).connection
-        ?.stream
-      if (typeof stream?.destroy === 'function') stream.destroy()
+      // with an error: amqplib learns of a dead socket only from its 'error' or 'end' event, and a
+      // plain destroy() emits neither, so the connection would never emit 'close' (and everything
+      // waiting for it, our reconnect loop and close() included, would wait forever)
+      const stream = (target as { connection?: { stream?: { destroy?: (error?: Error) => void } } })
+        .connection?.stream
+      if (typeof stream?.destroy === 'function')
+        stream.destroy(new Error('the broker did not answer the close within the timeout'))
       finish()
     }, timeoutMs)
     timer.unref()

@@ -226,10 +226,12 @@ export class ManagedConnection extends TypedEmitter<ConnectionEvents> {
       const url = urls[this.#next++ % urls.length] as string
       let connection: ChannelModel | undefined
       try {
-        connection = await amqp.connect(withHeartbeat(url, heartbeatMs), {
-          timeout: connectTimeoutMs,
-          clientProperties: { connection_name: `${name} (${role})` },
-        })
+        connection = await this.#unlessClosed(
+          amqp.connect(withHeartbeat(url, heartbeatMs), {
+            timeout: connectTimeoutMs,
+            clientProperties: { connection_name: `${name} (${role})` },
+          }),
+        )
         connection.on('error', () => {})
         batchWrites(connection)
         if (this.#abort.signal.aborted) {
@@ -275,6 +277,34 @@ export class ManagedConnection extends TypedEmitter<ConnectionEvents> {
         return
       }
     }
+  }
+
+  /**
+   * Settles like `connecting`, or rejects as soon as close() is called: close() does not wait out
+   * `connectTimeout` for a node that does not answer. A connection that opens later is closed.
+   */
+  #unlessClosed(connecting: Promise<ChannelModel>): Promise<ChannelModel> {
+    const signal = this.#abort.signal
+    return new Promise((resolve, reject) => {
+      const onAbort = () => {
+        connecting.then(
+          (late) => closeSafely(late),
+          () => {},
+        )
+        reject(new Error('connection closed'))
+      }
+      signal.addEventListener('abort', onAbort, { once: true })
+      connecting.then(
+        (connection) => {
+          signal.removeEventListener('abort', onAbort)
+          resolve(connection)
+        },
+        (error: unknown) => {
+          signal.removeEventListener('abort', onAbort)
+          reject(error)
+        },
+      )
+    })
   }
 
   async close(): Promise<void> {

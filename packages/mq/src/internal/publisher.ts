@@ -352,7 +352,16 @@ export class Publisher {
     this.#closed = true
     if (this.#refill !== undefined) clearTimeout(this.#refill)
     const pool = this.#pool
-    if (pool !== undefined) await this.#retire(pool)
+    if (pool !== undefined) {
+      // bounded like closeSafely: on a connection gone silent a channel's create never settles,
+      // and generic-pool's drain() waits for it; the connection's own close ends it later
+      const timer = new AbortController()
+      await Promise.race([
+        this.#retire(pool),
+        sleep(2000, undefined, { ref: false, signal: timer.signal }).catch(() => {}),
+      ])
+      timer.abort()
+    }
     this.fail(new BrokerClosedError())
   }
 
