@@ -1,6 +1,6 @@
 import fc from 'fast-check'
 import { afterAll, describe, expect, it } from 'vitest'
-import { createBroker, InvalidArgumentError, isMqError } from '../src/index.js'
+import { BrokerClosedError, createBroker, InvalidArgumentError, isMqError } from '../src/index.js'
 
 // never connects (nothing listens on port 1): publish's argument checks run before any I/O
 const broker = createBroker({ urls: 'amqp://127.0.0.1:1', connectTimeout: 200, shutdownTimeout: 0 })
@@ -63,5 +63,25 @@ describe('Broker.publish arguments', () => {
       }),
       { numRuns: 100, seed: 1415 },
     )
+  })
+})
+
+describe('Broker closed while waiting for a connection', () => {
+  it('rejects ready() and a pending consume() with BrokerClosedError, not a plain Error', async () => {
+    const b = createBroker({ urls: 'amqp://127.0.0.1:1', connectTimeout: 200, shutdownTimeout: 0 })
+    const ready = b.ready().then(
+      () => 'resolved',
+      (error: unknown) => error,
+    )
+    const consuming = b
+      .consume('q', () => {})
+      .then(
+        () => 'resolved',
+        (error: unknown) => error,
+      )
+    await b.close()
+    expect(await ready).toBeInstanceOf(BrokerClosedError)
+    expect(await consuming).toBeInstanceOf(BrokerClosedError)
+    await expect(b.ready()).rejects.toBeInstanceOf(BrokerClosedError)
   })
 })
