@@ -399,8 +399,11 @@ export async function startShop(o: ShopOptions): Promise<Shop> {
         try {
           parsed = JSON.parse(body) as typeof parsed
         } catch {
+          parsed = null as unknown as typeof parsed
+        }
+        if (typeof parsed !== 'object' || parsed === null) {
           res.statusCode = 400
-          res.end(JSON.stringify({ error: 'the body is not JSON' }))
+          res.end(JSON.stringify({ error: 'the body is not a JSON object' }))
           return
         }
         const { fault, on } = parsed as { fault: ChaosFault; on: boolean }

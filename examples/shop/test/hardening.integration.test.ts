@@ -269,6 +269,18 @@ describe("the supervisor's control port", () => {
     expect(JSON.parse(stats.body).mode).toBe('ok')
   })
 
+  it('answers a body that is not a JSON object with 400, not 500', async () => {
+    for (const body of ['null', '"x"', '[]', '{"fault":', '']) {
+      const res = await raw(controlPort, {
+        method: 'POST',
+        path: '/chaos',
+        headers: { ...json, 'x-shop-control-token': controlToken() },
+        body,
+      })
+      expect(res.status, body).toBe(400)
+    }
+  })
+
   it('obeys JSON with the token on a loopback Host', async () => {
     for (const host of [
       `127.0.0.1:${controlPort}`,
