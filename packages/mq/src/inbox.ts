@@ -118,7 +118,12 @@ export function createInbox(options: InboxOptions): Inbox {
           // plain INSERT: IGNORE would also turn a foreign key, truncation or conversion error
           // into "0 rows", read as a duplicate; only ER_DUP_ENTRY is one
           const duplicate = await connection
-            .query(`INSERT INTO ${table} (consumer, message_id) VALUES (?, ?)`, [consumer, id])
+            // the id's UTF-8 bytes, not text: a connection in another character set (latin1)
+            // would convert it, and "order-ж" would land as "order-6"
+            .query(`INSERT INTO ${table} (consumer, message_id) VALUES (?, ?)`, [
+              consumer,
+              Buffer.from(id, 'utf8'),
+            ])
             .then(
               () => false,
               (error: unknown) => {

@@ -45,6 +45,39 @@ describe('Inbox message ids', () => {
     expect(inbox.stats()).toEqual({ handled: ids.length, duplicates: 1 })
   })
 
+  it('keeps ids distinct whatever the pool\'s character set: on a latin1 pool, "order-ж" and "order-6" are two messages', async () => {
+    const table = await inboxTable('inbox_charset')
+    const latin1 = mysql.createPool({
+      uri: await mysqlUrl(),
+      connectionLimit: 1,
+      charset: 'latin1',
+    })
+    try {
+      const inbox = createInbox({ pool: latin1, table, consumer: 'billing' })
+      await inbox.createTable(latin1)
+      const ran: string[] = []
+      const handle = inbox.handler(async (m) => {
+        ran.push(m.messageId as string)
+      })
+      // sent as text, a latin1 connection keeps the low byte of each character: "ж" (U+0436) is "6"
+      for (const id of ['order-ж', 'order-6', '注文-1', '注文-2']) await handle(delivery(id))
+      await handle(delivery('order-ж'))
+      expect(ran).toEqual(['order-ж', 'order-6', '注文-1', '注文-2'])
+      expect(inbox.stats()).toEqual({ handled: 4, duplicates: 1 })
+      // the same bytes as a utf8mb4 pool writes, so a table shared by both pools agrees
+      const [rows] = (await pool.query(
+        `SELECT HEX(message_id) AS hex FROM \`${table}\` ORDER BY handled_at, message_id`,
+      )) as [Array<{ hex: string }>, unknown]
+      expect(rows.map((r) => r.hex).sort()).toEqual(
+        ['order-ж', 'order-6', '注文-1', '注文-2']
+          .map((id) => Buffer.from(id).toString('hex').toUpperCase())
+          .sort(),
+      )
+    } finally {
+      await closeAll([() => latin1.end()])
+    }
+  })
+
   it('refuses an id over 255 bytes, an empty, missing or ill-formed id with InvalidMessageIdError (dead-lettered, not retried), running nothing', async () => {
     const table = await inboxTable('inbox_refuse')
     const inbox = createInbox({ pool, table, consumer: 'billing' })
