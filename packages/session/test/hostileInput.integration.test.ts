@@ -96,7 +96,8 @@ describe('hostile input on Redis standalone', () => {
           fc.oneof(
             anyText,
             anyText.map((v) => `${name}=${v}`),
-            anyText.map((v) => `a=${v} ${name}=${real.token}`),
+            // Inside another cookie's value: no ';', which would make the real pair a pair.
+            anyText.map((v) => `a=${v.replaceAll(';', '')} ${name}=${real.token}`),
             // One character changed, added or dropped at the end of the real token.
             anyText
               .filter((v) => !v.startsWith(real.token.slice(-3)))
