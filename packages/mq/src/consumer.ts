@@ -204,7 +204,7 @@ export class ManagedConsumer<T> implements Consumer {
   #onCancel: (() => void) | undefined
   /** Aborted by cancel(): ends backoff waits so their messages go back at once. */
   readonly #stop = new AbortController()
-  /** Requeues in a row that followed a failure (republish, store); reset by a success. */
+  /** Requeues in a row that followed a failure (republish, store); reset by any ack. */
   #requeueFailures = 0
   /** Deliveries acked or nacked (or whose channel was gone): the others are settled by #deliver. */
   readonly #settled = new WeakSet<ConsumeMessage>()
@@ -392,6 +392,9 @@ export class ManagedConsumer<T> implements Consumer {
   /** Acks on the channel the message came from, and only if that channel still lives. */
   #ack(channel: Channel, message: ConsumeMessage): void {
     this.#settled.add(message)
+    // a message went through (handled, retried or dead-lettered): the next failure starts the
+    // requeue backoff from its first step again
+    this.#requeueFailures = 0
     if (this.#channel !== channel) {
       this.#count('staleAcks')
       return
@@ -570,7 +573,6 @@ export class ManagedConsumer<T> implements Consumer {
       await this.#requeueAfterFailure(channel, message, republishError)
       return
     }
-    this.#requeueFailures = 0
     this.#count('retried')
     this.#host.emit('retried', {
       queue: this.queue,
@@ -622,7 +624,6 @@ export class ManagedConsumer<T> implements Consumer {
       await this.#requeueAfterFailure(channel, message, republishError)
       return
     }
-    this.#requeueFailures = 0
     this.#count('deadLettered')
     this.#host.emit('dead-lettered', {
       queue: this.queue,
