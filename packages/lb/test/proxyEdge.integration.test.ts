@@ -357,7 +357,7 @@ async function heldUpstream(answer: string) {
   return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, sockets }
 }
 
-describe('createProxy after review of #15', () => {
+describe('createProxy on HEAD, upgrades, 404s and unusual targets', () => {
   it('answers a HEAD from the cached GET, as most proxies do', async () => {
     const [a] = await backends('a')
     const { store } = mapStore()

@@ -3,7 +3,7 @@ import { afterEach, describe, expect, it } from 'vitest'
 import { CacheGroup, connect, eventually } from './fixtures.js'
 
 /**
- * Interleavings found in review. Every test runs against the real Redis; where an interleaving
+ * Interleavings of invalidation with writes and replays, and foreign values at tag keys. Every test runs against the real Redis; where an interleaving
  * has to happen at one exact moment, the test wraps one method of a real client so that another
  * instance acts right then (the command itself still goes to the server).
  */
