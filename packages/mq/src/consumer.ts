@@ -11,7 +11,7 @@ import { InvalidMessageError, InvalidMessageIdError, isMqError } from './errors.
 import { closeSafely } from './internal/closeSafely.js'
 import { checkMessageId } from './internal/messageId.js'
 import { type MessageDefinition, messageVersion } from './message.js'
-import type { ResolvedQueue } from './topology.js'
+import type { ResolvedQueue, RetryStep } from './topology.js'
 
 /** A message handed to a consumer's handler. */
 export interface Delivery<T = unknown> {
@@ -141,6 +141,19 @@ function headerCount(headers: MessagePropertyHeaders | undefined, key: string): 
 function headerString(headers: MessagePropertyHeaders | undefined, key: string, fallback: string) {
   const value = headers?.[key]
   return typeof value === 'string' ? value : fallback
+}
+
+/** Where a message was first published: kept through every retry and the dead-letter queue. */
+function originalRoute(message: ConsumeMessage) {
+  const headers = message.properties.headers
+  return {
+    'x-original-exchange': headerString(headers, 'x-original-exchange', message.fields.exchange),
+    'x-original-routing-key': headerString(
+      headers,
+      'x-original-routing-key',
+      message.fields.routingKey,
+    ),
+  }
 }
 
 /** First wait before requeueing a message whose republish (or deduplication) failed; doubles up to the cap. */
@@ -552,35 +565,7 @@ export class ManagedConsumer<T> implements Consumer {
       await this.#deadLetter(channel, message, error, attempt)
       return
     }
-    const info = describe(error)
-    try {
-      await this.#host.republish(step.queue, message, {
-        'x-retry-attempt': attempt + 1,
-        'x-last-error': info.message,
-        'x-last-error-code': info.code,
-        'x-original-exchange': headerString(
-          message.properties.headers,
-          'x-original-exchange',
-          message.fields.exchange,
-        ),
-        'x-original-routing-key': headerString(
-          message.properties.headers,
-          'x-original-routing-key',
-          message.fields.routingKey,
-        ),
-      })
-    } catch (republishError) {
-      await this.#requeueAfterFailure(channel, message, republishError)
-      return
-    }
-    this.#count('retried')
-    this.#host.emit('retried', {
-      queue: this.queue,
-      messageId: message.properties.messageId,
-      attempt: attempt + 1,
-      delay: step.delay,
-    })
-    this.#ack(channel, message)
+    await this.#sendToRetry(channel, message, step, error, attempt + 1)
   }
 
   async #deadLetter(
@@ -609,16 +594,7 @@ export class ManagedConsumer<T> implements Consumer {
         'x-error-stack': info.stack,
         'x-failed-at': new Date().toISOString(),
         'x-original-queue': this.queue,
-        'x-original-exchange': headerString(
-          message.properties.headers,
-          'x-original-exchange',
-          message.fields.exchange,
-        ),
-        'x-original-routing-key': headerString(
-          message.properties.headers,
-          'x-original-routing-key',
-          message.fields.routingKey,
-        ),
+        ...originalRoute(message),
       })
     } catch (republishError) {
       await this.#requeueAfterFailure(channel, message, republishError)
@@ -682,22 +658,27 @@ export class ManagedConsumer<T> implements Consumer {
       this.#nack(channel, message, true)
       return
     }
+    await this.#sendToRetry(channel, message, step, error, attempt)
+  }
+
+  /**
+   * Republishes the message to retry queue `step` as attempt `attempt`, with the error and where
+   * it was first published, then acks it; a failed republish requeues it after a backoff.
+   */
+  async #sendToRetry(
+    channel: Channel,
+    message: ConsumeMessage,
+    step: RetryStep,
+    error: unknown,
+    attempt: number,
+  ): Promise<void> {
     const info = describe(error)
     try {
       await this.#host.republish(step.queue, message, {
         'x-retry-attempt': attempt,
         'x-last-error': info.message,
         'x-last-error-code': info.code,
-        'x-original-exchange': headerString(
-          message.properties.headers,
-          'x-original-exchange',
-          message.fields.exchange,
-        ),
-        'x-original-routing-key': headerString(
-          message.properties.headers,
-          'x-original-routing-key',
-          message.fields.routingKey,
-        ),
+        ...originalRoute(message),
       })
     } catch (republishError) {
       await this.#requeueAfterFailure(channel, message, republishError)
