@@ -74,15 +74,7 @@ const WRITE_IN_READ = new Set([
 ])
 /** Words that, inside a SELECT, mean it changes data or depends on the session it runs in. */
 const UNSAFE_IN_READ = new Set([
-  'INTO',
-  'INSERT',
-  'UPDATE',
-  'DELETE',
-  'REPLACE',
-  'CREATE',
-  'DROP',
-  'ALTER',
-  'TRUNCATE',
+  ...WRITE_IN_READ,
   'SET',
   'GET_LOCK',
   'RELEASE_LOCK',
