@@ -105,6 +105,16 @@ export async function startOrder(config: ShopConfig, instance: string, port: num
     }),
   })
 
+  /** The cart's lines at fresh prices (the catalog database, not the cache) and their total. */
+  const priced = async (items: Row[]) => {
+    const fresh = await catalog.products(
+      items.map((i) => Number(i.product_id)),
+      true,
+    )
+    const lines = linesOf(items, fresh)
+    return { lines, total: lines.reduce((a, l) => a + l.priceCents * l.qty, 0) }
+  }
+
   const cartOf = (ctx: Ctx, userId: string) =>
     consistent(ctx, router, () =>
       router.query<Row[]>(
@@ -119,14 +129,7 @@ export async function startOrder(config: ShopConfig, instance: string, port: num
     const items = await cartOf(ctx, user.id)
     if (items.length === 0) return go(ctx, '/cart', 'Your cart is empty.')
     // Fresh prices, as the order will use: the page shows exactly what Pay charges.
-    const lines = linesOf(
-      items,
-      await catalog.products(
-        items.map((i) => Number(i.product_id)),
-        true,
-      ),
-    )
-    const total = lines.reduce((a, l) => a + l.priceCents * l.qty, 0)
+    const { lines, total } = await priced(items)
     // One key per rendered form: a double-clicked Pay sends the same key twice. The key is bound
     // to the digest of what this page shows (see cartDigest).
     const key = randomBytes(16).toString('base64url')
@@ -166,14 +169,7 @@ export async function startOrder(config: ShopConfig, instance: string, port: num
         )
         if (items.length === 0) return { refused: 'empty' as const }
         // Prices come fresh from the catalog database: an order never uses a stale cached price.
-        const lines = linesOf(
-          items,
-          await catalog.products(
-            items.map((i) => Number(i.product_id)),
-            true,
-          ),
-        )
-        const total = lines.reduce((a, l) => a + l.priceCents * l.qty, 0)
+        const { lines, total } = await priced(items)
         // The cart rows are locked (FOR UPDATE): what is compared here is what gets ordered.
         if (cartDigest(lines, total) !== digest) return { refused: 'changed' as const }
         // The id carries the user's slot: the order page and the workers find the shard from it.
