@@ -460,14 +460,13 @@ export class ManagedConsumer<T> implements Consumer {
 
     const dedupe = this.#options.idempotency
     const id = message.properties.messageId as string | undefined
-    const key =
-      dedupe !== undefined && id !== undefined
-        ? `${this.#options.idempotencyPrefix}${this.queue}:${id}`
-        : undefined
-    if (dedupe !== undefined && key !== undefined) {
+    // a message with no id cannot be deduplicated: like an id the store refuses, it is
+    // dead-lettered with the reason rather than processed with no once-only guarantee
+    let key: string | undefined
+    if (dedupe !== undefined) {
       let state: Awaited<ReturnType<typeof dedupe.begin>>
       try {
-        checkMessageId(id)
+        key = `${this.#options.idempotencyPrefix}${this.queue}:${checkMessageId(id)}`
         state = await dedupe.begin(key)
       } catch (error) {
         if (error instanceof InvalidMessageIdError || permanent(error)) {

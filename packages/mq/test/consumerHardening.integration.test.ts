@@ -142,6 +142,23 @@ describe('Consumer hardening', () => {
       expect(b.stats()).toMatchObject({ deadLettered: 2, acked: 2 })
       await until(() => b.stats().consumed >= 6, 10_000, 'the outage redelivered', progress)
     }, 30_000)
+
+    it('dead-letters a message with no id, which no deduplicator can make once-only, without running the handler', async () => {
+      const queue = names.queue('noid')
+      const b = broker({ urls: url, topology: { queues: [{ name: queue }] } })
+      const handled: (string | undefined)[] = []
+      await b.consume(queue, (m) => void handled.push(m.messageId), {
+        prefetch: 1,
+        idempotency: idempotencyDeduplicator(createIdempotency({ redis, prefix: keyspace.prefix })),
+      })
+      // a foreign producer that sets no message id, then one of ours
+      channel.sendToQueue(queue, Buffer.from('{}'), { contentType: 'application/json' })
+      await b.publish('', queue, {}, { messageId: 'after-1' })
+      await until(() => handled.includes('after-1'), 10_000, 'the message with an id handled')
+      const [dead] = await drain(`${queue}.dlq`, 1)
+      expect(dead?.properties.headers?.['x-error-code']).toBe('E_MQ_INVALID_MESSAGE_ID')
+      expect(handled).toEqual(['after-1'])
+    }, 30_000)
   })
 
   describe('failed republish', () => {
