@@ -172,15 +172,33 @@ export class ScatterGatherError extends ShardingError {
   }
 }
 
-/** The router was closed; no more statements are accepted. */
-export class RouterClosedError extends ShardingError {
-  /** The class name, `RouterClosedError`. */
-  override name = 'RouterClosedError'
+/**
+ * An object of the package (the shard router) was closed, or is closing, and was asked to do
+ * more work. Never retryable: the same call on the same object fails the same way; create a new
+ * one instead.
+ */
+export class ShardingClosedError extends ShardingError {
+  /** The class name, `ShardingClosedError`. */
+  override name = 'ShardingClosedError'
+  /** The closed object, such as `'shard router'`. */
+  readonly object: string
+  /** The operation that was refused, such as `'query'`. */
+  readonly operation: string
 
-  constructor() {
-    super('E_SHARD_ROUTER_CLOSED', 'the shard router is closed')
+  constructor(object: string, operation: string, options: ShardingErrorOptions = {}) {
+    super('E_SHARD_CLOSED', `${object} is closed: ${operation}() after close()`, {
+      ...options,
+      retryable: false,
+    })
+    this.object = object
+    this.operation = operation
   }
 }
+
+/** @deprecated Renamed {@link ShardingClosedError} (code `E_SHARD_CLOSED`); this alias goes in 1.0. */
+export const RouterClosedError = ShardingClosedError
+/** @deprecated Renamed {@link ShardingClosedError}. */
+export type RouterClosedError = ShardingClosedError
 
 /** The id generator's clock went backwards further than it will wait, or its sequence ran out of time bits. */
 export class ClockMovedBackwardsError extends ShardingError {
@@ -220,8 +238,8 @@ export const errors = {
   ShardTimeoutError,
   /** A scatter-gather call failed on at least one shard. See {@link ScatterGatherError}. */
   ScatterGatherError,
-  /** The router was closed. See {@link RouterClosedError}. */
-  RouterClosedError,
+  /** The router was closed (never retryable). See {@link ShardingClosedError}. */
+  ShardingClosedError,
   /** The id generator's clock went backwards. See {@link ClockMovedBackwardsError}. */
   ClockMovedBackwardsError,
 } as const

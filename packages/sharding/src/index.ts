@@ -12,6 +12,7 @@ export {
   isShardingError,
   RouterClosedError,
   ScatterGatherError,
+  ShardingClosedError,
   ShardingError,
   ShardKeyMissingError,
   ShardTimeoutError,

@@ -20,9 +20,9 @@ import { CausalToken, checkSecrets, signToken, verifyToken } from './causalToken
 import { classifyStatement, statementBody } from './classifyStatement.js'
 import {
   InvalidArgumentError,
-  RouterClosedError,
   ScatterGatherError,
   type ShardFailure,
+  ShardingClosedError,
   ShardTimeoutError,
   ShardUnavailableError,
   UnknownShardError,
@@ -883,7 +883,7 @@ export class ShardRouter extends TypedEmitter<ShardRouterEvents> {
     // Not an async function: the hot path hands mysql2's promise straight back, without an
     // extra promise and microtask per layer. Every throw still becomes a rejection.
     try {
-      if (this.#closed) throw new RouterClosedError()
+      if (this.#closed) throw new ShardingClosedError('shard router', 'query')
       const shard = this.#shardOf(shardKey)
       if (!Array.isArray(params)) {
         throw new InvalidArgumentError(
@@ -916,7 +916,7 @@ export class ShardRouter extends TypedEmitter<ShardRouterEvents> {
     fn: (tx: ShardTransaction) => Promise<R>,
     options: TransactionOptions = {},
   ): Promise<R> {
-    if (this.#closed) throw new RouterClosedError()
+    if (this.#closed) throw new ShardingClosedError('shard router', 'transaction')
     const shard = this.#shardOf(shardKey)
     const timeoutMs =
       options.timeoutMs === undefined
@@ -1038,7 +1038,7 @@ export class ShardRouter extends TypedEmitter<ShardRouterEvents> {
     merge?: MergeSpec,
     options: ScatterOptions = {},
   ): Promise<ScatterResult<T>> {
-    if (this.#closed) throw new RouterClosedError()
+    if (this.#closed) throw new ShardingClosedError('shard router', 'all')
     if (!Array.isArray(params))
       throw new InvalidArgumentError(`invalid params: expected an array, got ${typeof params}`)
     const limit = checkMergeSpec(merge)
@@ -1189,6 +1189,7 @@ export class ShardRouter extends TypedEmitter<ShardRouterEvents> {
 
   /** Runs one round of replica health checks now (they also run every `healthCheckIntervalMs`). */
   async checkReplicas(): Promise<void> {
+    if (this.#closed) throw new ShardingClosedError('shard router', 'checkReplicas')
     if (this.#checking !== undefined) return this.#checking
     const round = Promise.all(
       this.#shards
@@ -1225,7 +1226,7 @@ export class ShardRouter extends TypedEmitter<ShardRouterEvents> {
     }
   }
 
-  /** Stops health checks and closes every pool. Statements in flight finish first; new ones throw {@link RouterClosedError}. */
+  /** Stops health checks and closes every pool. Statements in flight finish first; new ones (`query`, `transaction`, `all`, `checkReplicas`) throw {@link ShardingClosedError}. */
   async close(): Promise<void> {
     if (this.#closed) return
     this.#closed = true
@@ -1244,6 +1245,7 @@ export class ShardRouter extends TypedEmitter<ShardRouterEvents> {
   #schedule(delayMs: number): void {
     this.#timer = setTimeout(() => {
       this.#timer = undefined
+      if (this.#closed) return
       void this.checkReplicas().finally(() => {
         if (!this.#closed) this.#schedule(this.#o.healthCheckIntervalMs)
       })
