@@ -3,8 +3,8 @@ import type { Dispatcher } from 'undici'
 import { type Balancer, type BalancerOptions, createBalancer } from './balancer.js'
 import type { Endpoint, EndpointInput } from './endpoint.js'
 import {
-  ClosedError,
   InvalidArgumentError,
+  LbClosedError,
   NoEndpointAvailableError,
   UpstreamError,
   UpstreamTimeoutError,
@@ -263,7 +263,7 @@ class BalancedClientImpl implements BalancedClient {
   }
 
   async request(options: BalancedRequestOptions): Promise<BalancedResponse> {
-    if (this.#closed) throw new ClosedError('the balanced client')
+    if (this.#closed) throw new LbClosedError('balanced client', 'request')
     if (typeof options?.path !== 'string' || !options.path.startsWith('/')) {
       throw new InvalidArgumentError(
         `invalid request "path": expected a string starting with "/", got ${JSON.stringify(options?.path)}`,

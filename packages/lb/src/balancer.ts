@@ -4,6 +4,7 @@ import {
   EmptyEndpointsError,
   InvalidArgumentError,
   InvalidWeightError,
+  LbClosedError,
   NoEndpointAvailableError,
   UnknownEndpointError,
 } from './errors.js'
@@ -524,6 +525,7 @@ class BalancerImpl<T> extends TypedEmitter<BalancerEvents<T>> implements Balance
   }
 
   pick(key?: HashKey, exclude?: Endpoint<T> | readonly Endpoint<T>[]): Endpoint<T> {
+    if (this.#closed) throw new LbClosedError('balancer', 'pick')
     const ep = this.#strategy.pick(key, exclude as Exclude<T>)
     if (ep === undefined) {
       this.#noEndpoint++
@@ -621,6 +623,7 @@ class BalancerImpl<T> extends TypedEmitter<BalancerEvents<T>> implements Balance
   }
 
   add(endpoint: string | EndpointInput<T>): Endpoint<T> {
+    if (this.#closed) throw new LbClosedError('balancer', 'add')
     const n = normalise<T>(endpoint)
     if (this.#byId.has(n.id)) throw new DuplicateEndpointError(n.id)
     const ep = new EndpointState<T>(n.id, n.value, n.weight)

@@ -188,15 +188,33 @@ export class InvalidRequestError extends LbError {
   }
 }
 
-/** The component was closed; it accepts no more work. */
-export class ClosedError extends LbError {
-  /** The class name, `ClosedError`. */
-  override name = 'ClosedError'
+/**
+ * An object of the package (balancer, balanced client, health checker, reverse proxy) was
+ * closed, or is closing, and was asked to do more work. Never retryable: the same call on the
+ * same object fails the same way; create a new one instead.
+ */
+export class LbClosedError extends LbError {
+  /** The class name, `LbClosedError`. */
+  override name = 'LbClosedError'
+  /** The closed object, such as `'balanced client'`. */
+  readonly object: string
+  /** The operation that was refused, such as `'request'`. */
+  readonly operation: string
 
-  constructor(what: string) {
-    super('E_LB_CLOSED', `${what} is closed`)
+  constructor(object: string, operation: string, options: LbErrorOptions = {}) {
+    super('E_LB_CLOSED', `${object} is closed: ${operation}() after close()`, {
+      ...options,
+      retryable: false,
+    })
+    this.object = object
+    this.operation = operation
   }
 }
+
+/** @deprecated Renamed {@link LbClosedError}; this alias goes in 1.0. */
+export const ClosedError = LbClosedError
+/** @deprecated Renamed {@link LbClosedError}. */
+export type ClosedError = LbClosedError
 
 /** Every error class of `@ballast/lb`, by name. */
 export const errors = {
@@ -222,8 +240,8 @@ export const errors = {
   UpstreamTimeoutError,
   /** {@link InvalidRequestError} */
   InvalidRequestError,
-  /** {@link ClosedError} */
-  ClosedError,
+  /** {@link LbClosedError} */
+  LbClosedError,
 } as const
 
 /** Whether `error` was thrown by `@ballast/lb` (any installed copy of it). */

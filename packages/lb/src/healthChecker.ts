@@ -1,7 +1,7 @@
 import { connect } from 'node:net'
 import type { Balancer } from './balancer.js'
 import type { Endpoint } from './endpoint.js'
-import { InvalidArgumentError } from './errors.js'
+import { InvalidArgumentError, LbClosedError } from './errors.js'
 import { type Listener, TypedEmitter } from './typedEmitter.js'
 
 /** A check function: resolves true (or void) when the endpoint is healthy; false or a throw marks a failure. */
@@ -226,13 +226,13 @@ class HealthCheckerImpl<T>
     this.#rise = o.rise
     this.#fall = o.fall
     this.#timer = setInterval(() => {
-      if (this.#running === undefined) void this.checkNow()
+      if (this.#running === undefined && !this.#closed) void this.checkNow()
     }, o.intervalMs)
     this.#timer.unref?.()
   }
 
   checkNow(): Promise<void> {
-    if (this.#closed) return Promise.resolve()
+    if (this.#closed) return Promise.reject(new LbClosedError('health checker', 'checkNow'))
     const run = Promise.all(this.#balancer.endpoints().map((e) => this.#checkOne(e))).then(() => {
       if (this.#running === run) this.#running = undefined
     })

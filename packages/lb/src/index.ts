@@ -41,6 +41,7 @@ export {
   InvalidRequestError,
   InvalidWeightError,
   isLbError,
+  LbClosedError,
   LbError,
   NoEndpointAvailableError,
   UnknownEndpointError,

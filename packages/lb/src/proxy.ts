@@ -14,7 +14,12 @@ import { createBrotliCompress, createGzip, constants as zlibConstants } from 'no
 import type { Dispatcher } from 'undici'
 import { type Balancer, type BalancerOptions, createBalancer } from './balancer.js'
 import type { Endpoint, EndpointInput } from './endpoint.js'
-import { InvalidArgumentError, isLbError, NoEndpointAvailableError } from './errors.js'
+import {
+  InvalidArgumentError,
+  isLbError,
+  LbClosedError,
+  NoEndpointAvailableError,
+} from './errors.js'
 import type { HashKey } from './hash.js'
 import {
   createHealthChecker,
@@ -681,6 +686,7 @@ class ProxyImpl extends TypedEmitter<ProxyEvents> implements ReverseProxy {
   }
 
   listen(port = 0, host = '127.0.0.1'): Promise<AddressInfo> {
+    if (this.#closing) return Promise.reject(new LbClosedError('reverse proxy', 'listen'))
     return new Promise((resolve, reject) => {
       this.server.once('error', reject)
       this.server.listen(port, host, () => {
