@@ -1,5 +1,5 @@
 import OpossumBreaker from 'opossum'
-import { BreakerOpenError, ResilienceError, TimeoutError } from './errors.js'
+import { BreakerOpenError, ResilienceClosedError, ResilienceError, TimeoutError } from './errors.js'
 import { BreakerWindow, type WindowSpec } from './internal/breakerWindow.js'
 import { RUN, rootContext } from './internal/context.js'
 import { Emitter, type Listener } from './internal/emitter.js'
@@ -354,7 +354,7 @@ export class CircuitBreaker<A extends unknown[] = [], R = never> implements Poli
         ),
       )
     }
-    if (this.#state !== 'closed') return this.#notClosed(args, FIRE)
+    if (this.#state !== 'closed') return this.#notClosed(args, FIRE, 'fire')
     return this.#cb.call(undefined, args, FIRE) as Promise<R>
   }
 
@@ -365,17 +365,19 @@ export class CircuitBreaker<A extends unknown[] = [], R = never> implements Poli
 
   /** @internal */
   [RUN]<T>(fn: Operation<T>, context: ExecutionContext): Promise<T | R> {
-    if (this.#state !== 'closed') return this.#notClosed(fn, context) as Promise<T | R>
+    if (this.#state !== 'closed') return this.#notClosed(fn, context, 'execute') as Promise<T | R>
     return this.#cb.call(undefined, fn, context) as Promise<T | R>
   }
 
   /** Opens the breaker now, as if the threshold had been passed (an operator's switch). */
   trip(): void {
+    if (this.#shutdown) throw new ResilienceClosedError('circuit breaker', 'trip')
     this.#cb.open()
   }
 
   /** Closes the breaker now and clears its window. */
   reset(): void {
+    if (this.#shutdown) throw new ResilienceClosedError('circuit breaker', 'reset')
     this.#cb.close()
     this.#window.reset()
   }
@@ -419,7 +421,7 @@ export class CircuitBreaker<A extends unknown[] = [], R = never> implements Poli
     return this
   }
 
-  /** Stops the breaker: clears its timer and listeners; later calls are refused. */
+  /** Stops the breaker: clears its timer and listeners; later calls reject with {@link ResilienceClosedError}. */
   async close(): Promise<void> {
     if (this.#shutdown) return
     this.#shutdown = true
@@ -497,8 +499,12 @@ export class CircuitBreaker<A extends unknown[] = [], R = never> implements Poli
     }
   }
 
-  #notClosed(a: unknown, b: unknown): Promise<R> {
-    if (this.#state === 'open' || this.#shutdown) return this.#refuse(a, b) as Promise<R>
+  #notClosed(a: unknown, b: unknown, operation: string): Promise<R> {
+    // A closed breaker refuses for good: not a retryable BreakerOpenError, and no fallback.
+    if (this.#shutdown) {
+      return Promise.reject(new ResilienceClosedError('circuit breaker', operation))
+    }
+    if (this.#state === 'open') return this.#refuse(a, b) as Promise<R>
     // Half-open: let `halfOpenProbes` calls through, refuse the rest until they settle.
     if (this.#probesStarted >= this.#probes) return this.#refuse(a, b) as Promise<R>
     this.#probesStarted++

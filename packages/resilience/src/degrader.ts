@@ -1,6 +1,6 @@
 import { monitorEventLoopDelay } from 'node:perf_hooks'
 import type { CircuitBreaker } from './circuitBreaker.js'
-import { InvalidArgumentError } from './errors.js'
+import { InvalidArgumentError, ResilienceClosedError } from './errors.js'
 import { Emitter, type Listener } from './internal/emitter.js'
 import { duration, invalid, merge, object, oneOf, positiveNumber } from './internal/validate.js'
 
@@ -248,6 +248,7 @@ export class Degrader<F extends string = string> {
 
   /** Forces a feature to a level until {@link Degrader.clearOverride}; wins over everything else. */
   override(feature: F, level: FeatureLevel): void {
+    if (this.#closed) throw new ResilienceClosedError('degrader', 'override')
     const f = this.#get(feature)
     f.override = oneOf('level', level, LEVELS)
     this.#update(f, 'override')
@@ -255,6 +256,7 @@ export class Degrader<F extends string = string> {
 
   /** Removes a manual override; the feature follows overload and breakers again. */
   clearOverride(feature: F): void {
+    if (this.#closed) throw new ResilienceClosedError('degrader', 'clearOverride')
     const f = this.#get(feature)
     f.override = undefined
     this.#update(f, 'override')
@@ -286,8 +288,9 @@ export class Degrader<F extends string = string> {
    * own; call it to react at once.
    */
   evaluate(): void {
+    if (this.#closed) throw new ResilienceClosedError('degrader', 'evaluate')
     const o = this.#overload
-    if (o === undefined || this.#closed) return
+    if (o === undefined) return
     const h = this.#histogram as EventLoopHistogram
     this.#eventLoopDelay = h.count > 0 ? h.percentile(99) / 1e6 : 0
     h.reset()
@@ -345,7 +348,11 @@ export class Degrader<F extends string = string> {
     return this
   }
 
-  /** Stops sampling and detaches from the breakers. */
+  /**
+   * Stops sampling and detaches from the breakers. Afterwards `override()`, `clearOverride()`
+   * and `evaluate()` throw {@link ResilienceClosedError}; `level()`, `isEnabled()`, `begin()`
+   * and `track()` keep answering with the last levels, so requests in flight at shutdown pass.
+   */
   async close(): Promise<void> {
     if (this.#closed) return
     this.#closed = true

@@ -251,6 +251,29 @@ export class IdempotentFailureError extends ResilienceError {
   }
 }
 
+/**
+ * An object of the package (circuit breaker, rate limiter, idempotency store, degrader) was
+ * closed, or is closing, and was asked to do more work. Never retryable, so `retry()`
+ * gives up at once: the same call on the same object fails the same way.
+ */
+export class ResilienceClosedError extends ResilienceError {
+  /** The class name, `'ResilienceClosedError'`. */
+  override name = 'ResilienceClosedError'
+  /** The closed object, such as `'idempotency store'`. */
+  readonly object: string
+  /** The operation that was refused, such as `'claim'`. */
+  readonly operation: string
+
+  constructor(object: string, operation: string, options: ResilienceErrorOptions = {}) {
+    super('E_RESILIENCE_CLOSED', `${object} is closed: ${operation}() after close()`, {
+      ...options,
+      retryable: false,
+    })
+    this.object = object
+    this.operation = operation
+  }
+}
+
 /** Every error class of `@ballast/resilience`, by name. */
 export const errors = {
   /** {@link ResilienceError} */
@@ -281,6 +304,8 @@ export const errors = {
   IdempotencyUnavailableError,
   /** {@link IdempotentFailureError} */
   IdempotentFailureError,
+  /** {@link ResilienceClosedError} */
+  ResilienceClosedError,
 } as const
 
 /** Whether `error` was thrown by `@ballast/resilience` (any installed copy of it). */

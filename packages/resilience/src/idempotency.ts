@@ -7,6 +7,7 @@ import {
   IdempotencyScopeError,
   IdempotencyUnavailableError,
   IdempotentFailureError,
+  ResilienceClosedError,
 } from './errors.js'
 import { NEVER_ABORTED } from './internal/context.js'
 import { Emitter, type Listener } from './internal/emitter.js'
@@ -595,8 +596,10 @@ export class Idempotency {
    * @throws {@link IdempotencyScopeError} for a `scope` given empty or not a string.
    * @throws {@link InvalidArgumentError} for a `wait` that is not a number >= 0.
    * @throws {@link IdempotencyUnavailableError} when Redis does not answer.
+   * @throws {@link ResilienceClosedError} after {@link Idempotency.close} (never retryable).
    */
   async claim(key: string, input?: unknown, options: ClaimOptions = {}): Promise<ClaimOutcome> {
+    if (this.#closed) throw new ResilienceClosedError('idempotency store', 'claim')
     this.validateKey(key)
     const scope = validateScope(options.scope)
     // Checked like the store's own: NaN would make a duplicate poll Redis every millisecond.
@@ -635,6 +638,7 @@ export class Idempotency {
    * @throws {@link IdempotencyMismatchError} when the key was used with a different input.
    * @throws {@link IdempotencyInFlightError} when another holder is running it.
    * @throws {@link IdempotencyUnavailableError} when Redis is unreachable (unless `failOpen`).
+   * @throws {@link ResilienceClosedError} after {@link Idempotency.close}, even with `failOpen`.
    * @example
    * ```ts
    * // An AMQP consumer: a redelivered message does not charge twice.
@@ -650,6 +654,8 @@ export class Idempotency {
     fn: (context: IdempotencyContext) => T | PromiseLike<T>,
     options: RunOptions = {},
   ): Promise<IdempotentResult<T>> {
+    // Before failOpen is looked at: a closed store never runs the work unprotected.
+    if (this.#closed) throw new ResilienceClosedError('idempotency store', 'run')
     let outcome: ClaimOutcome
     try {
       outcome = await this.claim(key, input, { scope: options.scope })
@@ -726,7 +732,7 @@ export class Idempotency {
   async close(): Promise<void> {
     this.#closed = true
     for (const claim of [...this.#held]) {
-      claim.lose(new IdempotencyUnavailableError('the idempotency store was closed'))
+      claim.lose(new ResilienceClosedError('idempotency store', 'renew'))
     }
     this.#events.clear()
   }
@@ -787,7 +793,7 @@ export class Idempotency {
     redisKey: string,
     fingerprint: string,
   ): Promise<ClaimOutcome> {
-    if (this.#closed) throw new IdempotencyUnavailableError('the idempotency store was closed')
+    if (this.#closed) throw new ResilienceClosedError('idempotency store', 'claim')
     const args = [fingerprint, this.#o.lease, this.#o.retention]
     const reply = (await this.#call(key, redisKey, CLAIM, args, (late) => {
       // The claim timed out here but reached Redis after all: give the key back at once

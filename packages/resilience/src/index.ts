@@ -46,6 +46,7 @@ export {
   InvalidArgumentError,
   isResilienceError,
   RateLimitedError,
+  ResilienceClosedError,
   ResilienceError,
   TimeoutError,
 } from './errors.js'

@@ -1,4 +1,4 @@
-import { InvalidArgumentError, RateLimitedError } from './errors.js'
+import { InvalidArgumentError, RateLimitedError, ResilienceClosedError } from './errors.js'
 import { Emitter, type Listener } from './internal/emitter.js'
 import { isRedisLike, LuaScript, type RedisLike } from './internal/lua.js'
 import {
@@ -116,7 +116,10 @@ export interface RateLimiter {
   on<K extends keyof RateLimiterEvents>(event: K, listener: Listener<RateLimiterEvents[K]>): this
   /** Unsubscribes from an event. */
   off<K extends keyof RateLimiterEvents>(event: K, listener: Listener<RateLimiterEvents[K]>): this
-  /** Releases timers and memory; a Redis client is the caller's to close. */
+  /**
+   * Releases timers and memory; a Redis client is the caller's to close. Afterwards `take()`,
+   * `consume()` and `reset()` reject with {@link ResilienceClosedError}.
+   */
   close(): Promise<void>
 }
 
@@ -186,6 +189,7 @@ export class LocalRateLimiter implements RateLimiter {
   readonly #now: () => number
   #allowed = 0
   #limited = 0
+  #closed = false
 
   /** Use {@link createRateLimiter}. */
   constructor(options: RateLimiterOptions, now: () => number = Date.now) {
@@ -198,6 +202,7 @@ export class LocalRateLimiter implements RateLimiter {
 
   /** Decides on a call synchronously. O(1) whatever the number of keys. */
   takeSync(key: string, cost = 1): RateLimitResult {
+    if (this.#closed) throw new ResilienceClosedError('rate limiter', 'take')
     checkCost(cost)
     const now = this.#now()
     const entry = this.#entries.get(key)
@@ -252,6 +257,7 @@ export class LocalRateLimiter implements RateLimiter {
   }
 
   reset(key: string): Promise<void> {
+    if (this.#closed) return Promise.reject(new ResilienceClosedError('rate limiter', 'reset'))
     const entry = this.#entries.get(key)
     if (entry !== undefined) {
       this.#unlink(entry)
@@ -275,6 +281,7 @@ export class LocalRateLimiter implements RateLimiter {
   }
 
   async close(): Promise<void> {
+    this.#closed = true
     this.#entries.clear()
     this.#oldest = undefined
     this.#newest = undefined
@@ -386,6 +393,7 @@ export class RedisRateLimiter implements RateLimiter {
   #scheduled = false
   #allowed = 0
   #limited = 0
+  #closed = false
 
   /** Use {@link createRateLimiter}. */
   constructor(options: RateLimiterOptions & { redis: RedisLike }) {
@@ -400,6 +408,7 @@ export class RedisRateLimiter implements RateLimiter {
 
   take(key: string, cost = 1): Promise<RateLimitResult> {
     try {
+      if (this.#closed) throw new ResilienceClosedError('rate limiter', 'take')
       checkCost(cost)
     } catch (error) {
       return Promise.reject(error)
@@ -474,6 +483,7 @@ export class RedisRateLimiter implements RateLimiter {
   }
 
   async reset(key: string): Promise<void> {
+    if (this.#closed) throw new ResilienceClosedError('rate limiter', 'reset')
     await this.#redis.del(this.#prefix + key)
   }
 
@@ -492,6 +502,7 @@ export class RedisRateLimiter implements RateLimiter {
   }
 
   async close(): Promise<void> {
+    this.#closed = true
     this.#events.clear()
   }
 

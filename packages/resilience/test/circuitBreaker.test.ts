@@ -299,7 +299,11 @@ describe('circuitBreaker', () => {
       }
       const b = many[0]!
       await b.close()
-      await expect(b.fire()).rejects.toBeInstanceOf(BreakerOpenError)
+      // a closed breaker refuses for good: not BreakerOpenError, which says a retry can help
+      await expect(b.fire()).rejects.toMatchObject({
+        code: 'E_RESILIENCE_CLOSED',
+        retryable: false,
+      })
     })
   })
 
