@@ -81,6 +81,29 @@ export class SessionNotLoggedInError extends SessionError {
   }
 }
 
+/**
+ * The session store was closed, or is closing, and was asked to do more work (through the
+ * store or a request's session). Never retryable: the same call on the same store fails the
+ * same way, so `retry()` of `@ballast/resilience` gives up at once.
+ */
+export class SessionClosedError extends SessionError {
+  /** The class name, `SessionClosedError`. */
+  override name = 'SessionClosedError'
+  /** The closed object, `'session store'`. */
+  readonly object: string
+  /** The operation that was refused, such as `'load'`. */
+  readonly operation: string
+
+  constructor(object: string, operation: string, options: SessionErrorOptions = {}) {
+    super('E_SESSION_CLOSED', `${object} is closed: ${operation}() after close()`, {
+      ...options,
+      retryable: false,
+    })
+    this.object = object
+    this.operation = operation
+  }
+}
+
 /** Every error class of `@ballast/session`, by name. */
 export const errors = {
   /** {@link SessionError} */
@@ -93,6 +116,8 @@ export const errors = {
   SessionNotFoundError,
   /** {@link SessionNotLoggedInError} */
   SessionNotLoggedInError,
+  /** {@link SessionClosedError} */
+  SessionClosedError,
 } as const
 
 /** Whether `error` was thrown by `@ballast/session` (any installed copy of it). */

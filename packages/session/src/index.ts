@@ -3,6 +3,7 @@ export {
   errors,
   InvalidArgumentError,
   isSessionError,
+  SessionClosedError,
   SessionError,
   SessionNotFoundError,
   SessionNotLoggedInError,

@@ -111,6 +111,7 @@ export class RequestSession<T extends SessionData = SessionData> {
    * ```
    */
   async regenerate(options: { userId?: string } = {}): Promise<void> {
+    this.#engine.assertOpen('regenerate')
     this.#assertUsable()
     const engine = this.#engine
     let stored: Stored
@@ -143,6 +144,7 @@ export class RequestSession<T extends SessionData = SessionData> {
    * session of the user; `linked` ends those of the same login (other domains' SSO sessions).
    */
   async destroy(options: { everywhere?: boolean; linked?: boolean } = {}): Promise<void> {
+    this.#engine.assertOpen('destroy')
     const engine = this.#engine
     if (this.#state === 'live' || this.#state === 'gone') {
       await engine.destroy(this.#id, 'logout', options.linked === true)
@@ -190,6 +192,7 @@ export class RequestSession<T extends SessionData = SessionData> {
     targetOrigin: string,
     options: { carry?: readonly (keyof T & string)[] } = {},
   ): Promise<string> {
+    this.#engine.assertOpen('issueTicket')
     this.#assertUsable()
     await this.save()
     return this.#engine.issueTicket(this.#id, targetOrigin, options.carry ?? [])
@@ -201,6 +204,7 @@ export class RequestSession<T extends SessionData = SessionData> {
    * foreign ticket, or when the login has ended.
    */
   async redeemTicket(ticket: string, origin: string): Promise<boolean> {
+    this.#engine.assertOpen('redeemTicket')
     this.#assertUsable()
     const stored = await this.#engine.redeemTicket(ticket, origin, this.#ip)
     if (stored === undefined) return false
@@ -211,6 +215,7 @@ export class RequestSession<T extends SessionData = SessionData> {
 
   /** Write pending changes now instead of at the end of the request. */
   async save(): Promise<void> {
+    this.#engine.assertOpen('save')
     if (this.#state === 'destroyed' || this.#state === 'gone') return
     const engine = this.#engine
     if (this.#state === 'new') {
@@ -247,6 +252,7 @@ export class RequestSession<T extends SessionData = SessionData> {
    */
   async commit(): Promise<string | undefined> {
     try {
+      this.#engine.assertOpen('commit')
       await this.save()
     } catch (error) {
       this.#failed = true

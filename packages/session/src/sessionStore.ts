@@ -328,6 +328,7 @@ export class SessionStore<T extends SessionData = SessionData> extends EventEmit
    * ```
    */
   async loadRequest(headers: RequestHeaders): Promise<RequestSession<T>> {
+    this.#engine.assertOpen('loadRequest')
     const engine = this.#engine
     const config = engine.config
     let value = readCookie(headers.cookie, config.cookie.name)
@@ -361,12 +362,14 @@ export class SessionStore<T extends SessionData = SessionData> extends EventEmit
    * ```
    */
   async create(init: { data?: Partial<T>; userId?: string } = {}): Promise<SessionRecord<T>> {
+    this.#engine.assertOpen('create')
     const stored = await this.#engine.create({ data: { ...init.data }, userId: init.userId })
     return this.#record(stored)
   }
 
   /** Read a session by raw id and slide its idle deadline, in one round trip. */
   async load(id: string): Promise<SessionRecord<T> | undefined> {
+    this.#engine.assertOpen('load')
     const stored = await this.#engine.load(id)
     return stored === undefined ? undefined : this.#record(stored)
   }
@@ -376,6 +379,7 @@ export class SessionStore<T extends SessionData = SessionData> extends EventEmit
    * had ended (a request in flight never brings a logged-out session back).
    */
   async save(id: string, changes: SessionChanges<T>): Promise<boolean> {
+    this.#engine.assertOpen('save')
     const set = new Map<string, string>()
     const unset: string[] = [...(changes.unset ?? [])]
     for (const [key, value] of Object.entries(changes.set ?? {})) {
@@ -391,6 +395,7 @@ export class SessionStore<T extends SessionData = SessionData> extends EventEmit
    * index. Without a new `userId` the absolute deadline is kept.
    */
   async regenerate(id: string, options: { userId?: string } = {}): Promise<SessionRecord<T>> {
+    this.#engine.assertOpen('regenerate')
     return this.#record(await this.#engine.regenerate(id, { userId: options.userId }))
   }
 
@@ -399,16 +404,19 @@ export class SessionStore<T extends SessionData = SessionData> extends EventEmit
    * its SSO tickets). Returns whether it existed.
    */
   async destroy(id: string, options: { linked?: boolean } = {}): Promise<boolean> {
+    this.#engine.assertOpen('destroy')
     return this.#engine.destroy(id, 'logout', options.linked === true)
   }
 
   /** A user's live sessions, oldest first. Entries of ended sessions are pruned as it goes. */
   async listForUser(userId: string): Promise<SessionInfo[]> {
+    this.#engine.assertOpen('listForUser')
     return this.#engine.list(userId)
   }
 
   /** End every session of a user (log out everywhere), but `except` one. Returns how many. */
   async destroyAllForUser(userId: string, options: { except?: string } = {}): Promise<number> {
+    this.#engine.assertOpen('destroyAllForUser')
     return this.#engine.destroyAll(userId, options.except)
   }
 
@@ -420,6 +428,7 @@ export class SessionStore<T extends SessionData = SessionData> extends EventEmit
     id: string,
     options: { targetOrigin: string; carry?: readonly (keyof T & string)[] },
   ): Promise<string> {
+    this.#engine.assertOpen('issueTicket')
     const ticket = await this.#engine.issueTicket(id, options.targetOrigin, options.carry ?? [])
     return ticket
   }
@@ -432,6 +441,7 @@ export class SessionStore<T extends SessionData = SessionData> extends EventEmit
     ticket: string,
     options: { origin: string },
   ): Promise<SessionRecord<T> | undefined> {
+    this.#engine.assertOpen('redeemTicket')
     const stored = await this.#engine.redeemTicket(ticket, options.origin)
     return stored === undefined ? undefined : this.#record(stored)
   }
@@ -442,8 +452,9 @@ export class SessionStore<T extends SessionData = SessionData> extends EventEmit
   }
 
   /**
-   * Stop accepting calls. The Redis client is yours and stays open; the store holds no timer
-   * or subscription of its own.
+   * Stop accepting calls: afterwards every operation of the store and of its request sessions
+   * rejects with {@link SessionClosedError} (never retryable). The Redis client is yours and
+   * stays open; the store holds no timer or subscription of its own.
    */
   async close(): Promise<void> {
     this.#engine.close()

@@ -1,6 +1,7 @@
 import type { EventEmitter } from 'node:events'
 import {
   InvalidArgumentError,
+  SessionClosedError,
   SessionNotFoundError,
   SessionNotLoggedInError,
   SessionUnavailableError,
@@ -169,8 +170,14 @@ export class Engine {
 
   // ---- Redis calls: each one round trip, bounded by the timeout ----
 
+  /** Throws {@link SessionClosedError} naming `operation` once the store is closed. */
+  assertOpen(operation: string): void {
+    if (this.#closed) throw new SessionClosedError('session store', operation)
+  }
+
   async run(script: LuaScript, key: string, args: (string | number)[]): Promise<unknown> {
-    if (this.#closed) throw new SessionUnavailableError('the session store is closed')
+    // Public operations check first, with their own name; this catches a call in flight at close().
+    this.assertOpen('command')
     this.counters.redisCalls++
     batchWrites(this.config.client)
     const call = script.run(this.config.client, [key], args)
@@ -178,7 +185,7 @@ export class Engine {
   }
 
   async command<R>(fn: (client: RedisClient) => Promise<R>): Promise<R> {
-    if (this.#closed) throw new SessionUnavailableError('the session store is closed')
+    this.assertOpen('command')
     this.counters.redisCalls++
     batchWrites(this.config.client)
     return this.#bounded(fn(this.config.client))
