@@ -99,13 +99,26 @@ export class DecodeError extends CacheError {
   }
 }
 
-/** The cache was closed: it answers no more calls. */
+/**
+ * The cache was closed, or is closing, and was asked to do more work. Never retryable: the same
+ * call on the same cache fails the same way, so `retry()` of `@ballast/resilience` gives up at
+ * once.
+ */
 export class CacheClosedError extends CacheError {
   /** The class name, `'CacheClosedError'`. */
   override name = 'CacheClosedError'
+  /** The closed object, `'cache'`. */
+  readonly object: string
+  /** The operation that was refused, such as `'get'`. */
+  readonly operation: string
 
-  constructor(message = 'the cache is closed', options: CacheErrorOptions = {}) {
-    super('E_CACHE_CLOSED', message, options)
+  constructor(object: string, operation: string, options: CacheErrorOptions = {}) {
+    super('E_CACHE_CLOSED', `${object} is closed: ${operation}() after close()`, {
+      ...options,
+      retryable: false,
+    })
+    this.object = object
+    this.operation = operation
   }
 }
 

@@ -331,7 +331,11 @@ export class TwoLevelCache<T = unknown> {
 
   /** The fresh L1 value of `key`, synchronously; `undefined` if L1 does not hold it. Never touches L2. */
   peek(key: string): T | undefined {
-    if (!this.#l1Trusted || this.#l1 === undefined) return undefined
+    if (!this.#l1Trusted || this.#l1 === undefined) {
+      // off the hot path: a closed cache never trusts L1
+      this.#assertOpen('peek')
+      return undefined
+    }
     const entry = this.#l1.get(key)
     return entry !== undefined && entry.freshUntil > now() ? (entry.value as T) : undefined
   }
@@ -339,7 +343,7 @@ export class TwoLevelCache<T = unknown> {
   /** Whether a fresh, non-negative value of `key` is cached in L1 or L2. */
   async has(key: string): Promise<boolean> {
     this.#checkKey(key)
-    this.#assertOpen()
+    this.#assertOpen('has')
     const local = this.#l1Hit(key)
     if (local !== MISSING) return local !== undefined
     if (this.#l2 === undefined) return false
@@ -351,7 +355,7 @@ export class TwoLevelCache<T = unknown> {
 
   /** Values of `keys` in order (`undefined` for misses): one L1 pass, then one L2 round trip (one MGET per slot on a Cluster). */
   async getMany(keys: readonly string[]): Promise<(T | undefined)[]> {
-    this.#assertOpen()
+    this.#assertOpen('getMany')
     for (const key of keys) this.#checkKey(key)
     const out = new Array<T | undefined>(keys.length)
     const missing: number[] = []
@@ -425,7 +429,7 @@ export class TwoLevelCache<T = unknown> {
     loader: BatchLoader<T>,
     options?: GetOrSetOptions,
   ): Promise<(T | undefined)[]> {
-    this.#assertOpen()
+    this.#assertOpen('getOrSetMany')
     for (const key of keys) this.#checkKey(key)
     const o = this.#callOptions(options)
     const out = new Array<T | undefined>(keys.length)
@@ -525,12 +529,13 @@ export class TwoLevelCache<T = unknown> {
    * ```
    */
   async set(key: string, value: T, options?: SetOptions): Promise<void> {
+    this.#assertOpen('set')
     await this.setMany([{ key, value, ...options }])
   }
 
   /** Like {@link TwoLevelCache.set} for many keys: one L2 pipeline and one invalidation message. */
   async setMany(entries: readonly ({ key: string; value: T } & SetOptions)[]): Promise<void> {
-    this.#assertOpen()
+    this.#assertOpen('setMany')
     const prepared = entries.map((entry) => {
       this.#checkKey(entry.key)
       const o = this.#callOptions(entry)
@@ -584,12 +589,13 @@ export class TwoLevelCache<T = unknown> {
 
   /** Drops `key` from L2 and every instance's L1. */
   async delete(key: string): Promise<void> {
+    this.#assertOpen('delete')
     await this.deleteMany([key])
   }
 
   /** Drops `keys` from L2 and every instance's L1, with one invalidation message. */
   async deleteMany(keys: readonly string[]): Promise<void> {
-    this.#assertOpen()
+    this.#assertOpen('deleteMany')
     for (const key of keys) this.#checkKey(key)
     this.#invalidateLocal(keys)
     if (this.#l2 === undefined || keys.length === 0) return
@@ -609,7 +615,7 @@ export class TwoLevelCache<T = unknown> {
    * value back: it is deleted, not expired.
    */
   async deleteByTag(tags: string | readonly string[]): Promise<void> {
-    this.#assertOpen()
+    this.#assertOpen('deleteByTag')
     const list = typeof tags === 'string' ? [tags] : [...tags]
     for (const tag of list) this.#checkKey(tag, 'tag')
     this.#invalidateTagsLocal(list)
@@ -626,7 +632,7 @@ export class TwoLevelCache<T = unknown> {
 
   /** Drops every key of the namespace, in L2 (by moving to a new generation) and in every instance's L1. */
   async clear(): Promise<void> {
-    this.#assertOpen()
+    this.#assertOpen('clear')
     this.#flush('clear')
     if (this.#l2 === undefined) return
     try {
@@ -643,7 +649,7 @@ export class TwoLevelCache<T = unknown> {
    * Seed it with the ids that exist when you enable the filter, and add new ones as they are created.
    */
   async addToFilter(keys: string | readonly string[]): Promise<void> {
-    this.#assertOpen()
+    this.#assertOpen('addToFilter')
     if (this.#bloom === undefined)
       invalid('bloom', 'a Bloom filter configured on the cache', false, 'state')
     const list = typeof keys === 'string' ? [keys] : keys
@@ -696,7 +702,7 @@ export class TwoLevelCache<T = unknown> {
   async ready(timeoutMs = 5000): Promise<void> {
     const deadline = Date.now() + timeoutMs
     while (!this.#l1Trusted) {
-      if (this.#closed) throw new CacheClosedError()
+      if (this.#closed) throw new CacheClosedError('cache', 'ready')
       if (Date.now() > deadline)
         throw new L2UnavailableError(`the invalidation bus was not ready after ${timeoutMs} ms`)
       await new Promise((resolve) => setTimeout(resolve, 5))
@@ -707,7 +713,7 @@ export class TwoLevelCache<T = unknown> {
         await this.#ready()
         return
       } catch (error) {
-        if (this.#closed) throw new CacheClosedError()
+        if (this.#closed) throw new CacheClosedError('cache', 'ready')
         if (Date.now() > deadline) throw error
         await new Promise((resolve) => setTimeout(resolve, 20))
       }
@@ -760,7 +766,7 @@ export class TwoLevelCache<T = unknown> {
 
   async #getSlow(key: string): Promise<T | undefined> {
     this.#checkKey(key)
-    this.#assertOpen()
+    this.#assertOpen('get')
     const local = this.#l1Hit(key)
     if (local !== MISSING) return local as T | undefined
     if (this.#l2 === undefined) return undefined
@@ -951,7 +957,7 @@ export class TwoLevelCache<T = unknown> {
     options: GetOrSetOptions | undefined,
   ): Promise<T | undefined> {
     this.#checkKey(key)
-    this.#assertOpen()
+    this.#assertOpen('getOrSet')
     if (typeof loader !== 'function') invalid('loader', 'a function', loader, 'argument')
     const o = this.#callOptions(options)
     const local = this.#l1Hit(key)
@@ -1722,8 +1728,8 @@ export class TwoLevelCache<T = unknown> {
     }
   }
 
-  #assertOpen(): void {
-    if (this.#closed) throw new CacheClosedError()
+  #assertOpen(operation: string): void {
+    if (this.#closed) throw new CacheClosedError('cache', operation)
   }
 
   #callOptions(options: (SetOptions & Partial<GetOrSetOptions>) | undefined): CallOptions {
