@@ -9,7 +9,7 @@ import {
   ManagedConsumer,
   type MessageHandler,
 } from './consumer.js'
-import { BrokerClosedError, InvalidArgumentError, MqError, UnknownExchangeError } from './errors.js'
+import { InvalidArgumentError, MqClosedError, MqError, UnknownExchangeError } from './errors.js'
 import { closeSafely } from './internal/closeSafely.js'
 import { declareTopology, ManagedConnection, redact } from './internal/connection.js'
 import { type Duration, positiveInt, toMs } from './internal/duration.js'
@@ -584,12 +584,14 @@ export class Broker {
    * the topology declared; rejects with {@link TopologyConflictError} if the topology conflicts.
    */
   async ready(): Promise<void> {
+    if (this.#closing !== undefined) throw new MqClosedError('broker', 'ready')
     await this.#publisherConnection.connected()
     await this.#consumerConnection?.connected()
   }
 
   /** Resolves when the publish buffer has room (awaitable backpressure). */
   writable(): Promise<void> {
+    if (this.#closing !== undefined) return Promise.reject(new MqClosedError('broker', 'writable'))
     return this.#publisher.writable()
   }
 
@@ -607,7 +609,7 @@ export class Broker {
    * @throws {@link MessageTooLargeError}, {@link InvalidMessageError} (also for a property or header table over its AMQP limit), {@link InvalidArgumentError} (an exchange or routing key over 255 bytes), {@link UnknownExchangeError}: nothing was sent, and the publisher goes on with the next message.
    * @throws {@link BufferFullError} when `maxBuffered` messages wait already.
    * @throws {@link UnroutableError} when a mandatory message matched no queue.
-   * @throws {@link PublishNackedError}, {@link PublishUnconfirmedError} (policy `'fail'`), {@link TopologyConflictError}, {@link BrokerClosedError}.
+   * @throws {@link PublishNackedError}, {@link PublishUnconfirmedError} (policy `'fail'`), {@link TopologyConflictError}, {@link MqClosedError}.
    */
   publish(
     exchange: string,
@@ -618,7 +620,7 @@ export class Broker {
     // not async: the common path (a Buffer, string or object to a known exchange) writes to the
     // channel in this call, without waiting for a microtask
     try {
-      if (this.#closing !== undefined) throw new BrokerClosedError()
+      if (this.#closing !== undefined) throw new MqClosedError('broker', 'publish')
       if (
         typeof exchange !== 'string' ||
         (exchange.length > 85 && Buffer.byteLength(exchange) > 255)
@@ -710,7 +712,7 @@ export class Broker {
     content: Buffer,
     options: Options.Publish,
   ): Promise<void> {
-    if (this.#closing !== undefined) return Promise.reject(new BrokerClosedError())
+    if (this.#closing !== undefined) return Promise.reject(new MqClosedError('broker', 'publish'))
     const publishOptions: Options.Publish = {
       persistent: true,
       mandatory: this.#settings.mandatory,
@@ -763,7 +765,7 @@ export class Broker {
     handler: MessageHandler<T>,
     options: ConsumeOptions<T> = {},
   ): Promise<Consumer> {
-    if (this.#closing !== undefined) throw new BrokerClosedError()
+    if (this.#closing !== undefined) throw new MqClosedError('broker', 'consume')
     if (typeof queue !== 'string' || queue.length === 0) {
       throw new InvalidArgumentError(
         `invalid argument "queue": expected a queue name, got ${show(queue)}`,
@@ -905,7 +907,8 @@ export class Broker {
    * Shuts down gracefully: consumers stop taking messages and finish (and ack) those in hand,
    * buffered and unconfirmed messages get up to `shutdownTimeout` to be confirmed (also during an
    * outage: the connection keeps reconnecting meanwhile), then both connections close. Publishes
-   * still pending after that reject with {@link BrokerClosedError}.
+   * still pending after that reject with {@link MqClosedError}; so do `publish`, `consume`,
+   * `ready` and `writable` called after `close()`.
    */
   close(): Promise<void> {
     this.#closing ??= this.#close()

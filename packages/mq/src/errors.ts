@@ -194,15 +194,33 @@ export class OutboxPublishTimeoutError extends MqError {
   }
 }
 
-/** The broker (or one of its clients) is closed or closing; no more work is accepted. */
-export class BrokerClosedError extends MqError {
-  /** The class name, `BrokerClosedError`. */
-  override name = 'BrokerClosedError'
+/**
+ * An object of the package (the broker, an outbox relay) is closed or closing and was asked to
+ * do more work; publishes still pending when the broker's `shutdownTimeout` ran out reject with
+ * it too. Never retryable: the same call on the same object fails the same way.
+ */
+export class MqClosedError extends MqError {
+  /** The class name, `MqClosedError`. */
+  override name = 'MqClosedError'
+  /** The closed object, such as `'broker'`. */
+  readonly object: string
+  /** The operation that was refused, such as `'publish'`. */
+  readonly operation: string
 
-  constructor(message = 'the broker is closed') {
-    super('E_MQ_CLOSED', message)
+  constructor(object: string, operation: string, options: MqErrorOptions = {}) {
+    super('E_MQ_CLOSED', `${object} is closed: ${operation}() after close()`, {
+      ...options,
+      retryable: false,
+    })
+    this.object = object
+    this.operation = operation
   }
 }
+
+/** @deprecated Renamed {@link MqClosedError}; this alias goes in 1.0. */
+export const BrokerClosedError = MqClosedError
+/** @deprecated Renamed {@link MqClosedError}. */
+export type BrokerClosedError = MqClosedError
 
 /** Every error class of `@ballast/mq`, by name. */
 export const errors = {
@@ -230,8 +248,8 @@ export const errors = {
   PublishUnconfirmedError,
   /** {@link OutboxPublishTimeoutError} */
   OutboxPublishTimeoutError,
-  /** {@link BrokerClosedError} */
-  BrokerClosedError,
+  /** {@link MqClosedError} */
+  MqClosedError,
 } as const
 
 /** Whether `error` was thrown by `@ballast/mq` (any installed copy of it). */

@@ -39,6 +39,7 @@ export {
   InvalidMessageIdError,
   isMqError,
   MessageTooLargeError,
+  MqClosedError,
   MqError,
   OutboxPublishTimeoutError,
   PublishNackedError,

@@ -4,6 +4,7 @@ import {
   InvalidArgumentError,
   InvalidMessageError,
   isMqError,
+  MqClosedError,
   OutboxPublishTimeoutError,
 } from './errors.js'
 import { type Duration, positiveInt, toMs } from './internal/duration.js'
@@ -134,7 +135,10 @@ export interface OutboxRelay {
     event: K,
     listener: (payload: OutboxRelayEvents[K]) => void,
   ): this
-  /** Stops polling after the batch in hand. */
+  /**
+   * Stops polling after the batch in hand. Afterwards `start()` throws and `runOnce()` rejects
+   * with {@link MqClosedError}.
+   */
   close(): Promise<void>
 }
 
@@ -357,11 +361,13 @@ export function createOutboxRelay(options: OutboxRelayOptions): OutboxRelay {
 
   const relay: OutboxRelay = {
     start() {
-      if (running || closed) return
+      if (closed) throw new MqClosedError('outbox relay', 'start')
+      if (running) return
       running = true
       loop = run().catch(() => {})
     },
-    runOnce,
+    runOnce: () =>
+      closed ? Promise.reject(new MqClosedError('outbox relay', 'runOnce')) : runOnce(),
     stats: () => ({ ...counters }),
     on(event, listener) {
       events.on(event, listener as (payload: unknown) => void)

@@ -1,6 +1,6 @@
 import { setTimeout as sleep } from 'node:timers/promises'
 import amqp, { type Channel, type ChannelModel } from 'amqplib'
-import { BrokerClosedError, TopologyConflictError } from '../errors.js'
+import { MqClosedError, TopologyConflictError } from '../errors.js'
 import type { ResolvedTopology } from '../topology.js'
 import { closeSafely } from './closeSafely.js'
 import { TypedEmitter } from './typedEmitter.js'
@@ -208,7 +208,7 @@ export class ManagedConnection extends TypedEmitter<ConnectionEvents> {
   connected(): Promise<void> {
     if (this.state === 'connected') return Promise.resolve()
     if (this.state === 'failed') return Promise.reject(this.failure)
-    if (this.state === 'closed') return Promise.reject(new BrokerClosedError())
+    if (this.state === 'closed') return Promise.reject(new MqClosedError('broker', 'connect'))
     return new Promise((resolve, reject) => this.#waiters.push({ resolve, reject }))
   }
 
@@ -291,7 +291,7 @@ export class ManagedConnection extends TypedEmitter<ConnectionEvents> {
           (late) => closeSafely(late),
           () => {},
         )
-        reject(new BrokerClosedError())
+        reject(new MqClosedError('broker', 'connect'))
       }
       signal.addEventListener('abort', onAbort, { once: true })
       connecting.then(
@@ -316,6 +316,6 @@ export class ManagedConnection extends TypedEmitter<ConnectionEvents> {
     this.connection = undefined
     if (connection !== undefined) await closeSafely(connection)
     await this.#loop
-    if (!wasFailed) this.#settleWaiters(new BrokerClosedError())
+    if (!wasFailed) this.#settleWaiters(new MqClosedError('broker', 'connect'))
   }
 }

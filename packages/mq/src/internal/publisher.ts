@@ -2,9 +2,9 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import type { ChannelModel, ConfirmChannel, Message, Options } from 'amqplib'
 import genericPool, { type Pool } from 'generic-pool'
 import {
-  BrokerClosedError,
   BufferFullError,
   InvalidMessageError,
+  MqClosedError,
   PublishNackedError,
   PublishUnconfirmedError,
   UnroutableError,
@@ -140,7 +140,7 @@ export class Publisher {
     bypassLimit = false,
   ): Promise<void> {
     if (this.#failure !== undefined) return Promise.reject(this.#failure)
-    if (this.#closed) return Promise.reject(new BrokerClosedError())
+    if (this.#closed) return Promise.reject(new MqClosedError('broker', 'publish'))
     try {
       checkPublish(exchange, routingKey, options)
     } catch (error) {
@@ -362,7 +362,7 @@ export class Publisher {
       ])
       timer.abort()
     }
-    this.fail(new BrokerClosedError())
+    this.fail(new MqClosedError('broker', 'publish'))
   }
 
   /** A held channel that takes writes now (round robin), if any. */
