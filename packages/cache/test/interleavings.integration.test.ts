@@ -116,7 +116,9 @@ describe('TwoLevelCache.deleteByTag with writers at work', () => {
     group = new CacheGroup('standalone')
     const client = (await connect('standalone')) as Redis
     group.clients.push(client)
-    const a = await group.add({}, client)
+    // a generous L2 timeout: the injected writes run inside a's prune call, and on a loaded
+    // machine 2,000 of them can outlast the default and time the delete out
+    const a = await group.add({ l2Timeout: 20_000 }, client)
     const writer = await group.add({ l1: false, l2Timeout: 20_000 })
     const raw = await group.raw()
     const { entry, tag } = names(group)
