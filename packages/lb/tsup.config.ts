@@ -1,3 +1,4 @@
 import { ballastTsup } from '../../tsup.shared.js'
 
-export default ballastTsup(['src/index.ts'])
+// @ballast/shared is private: bundle it, so users see no extra ballast dependency.
+export default ballastTsup(['src/index.ts'], { noExternal: ['@ballast/shared'] })

@@ -1,4 +1,5 @@
 import type { Readable } from 'node:stream'
+import { merge } from '@ballast/shared'
 import type { Dispatcher } from 'undici'
 import { type Balancer, type BalancerOptions, createBalancer } from './balancer.js'
 import type { Endpoint, EndpointInput } from './endpoint.js'
@@ -203,7 +204,7 @@ class BalancedClientImpl implements BalancedClient {
   #closed = false
 
   constructor(options: BalancedClientOptions) {
-    const o = { ...DEFAULT_BALANCED_CLIENT_OPTIONS, ...options }
+    const o = merge(DEFAULT_BALANCED_CLIENT_OPTIONS, options)
     for (const name of [
       'connections',
       'connectTimeoutMs',

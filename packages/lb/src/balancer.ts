@@ -1,3 +1,4 @@
+import { merge } from '@ballast/shared'
 import type { Endpoint, EndpointInput, EndpointStats } from './endpoint.js'
 import {
   DuplicateEndpointError,
@@ -431,7 +432,7 @@ class BalancerImpl<T> extends TypedEmitter<BalancerEvents<T>> implements Balance
     if (typeof options !== 'object' || options === null) {
       throw new InvalidArgumentError(`invalid options: expected an object, got ${String(options)}`)
     }
-    const o = { ...DEFAULT_BALANCER_OPTIONS, ...options }
+    const o = merge(DEFAULT_BALANCER_OPTIONS, options)
     if (!STRATEGIES.includes(o.strategy)) {
       throw new InvalidArgumentError(
         `invalid option "strategy": expected one of ${STRATEGIES.join(', ')}, got ${String(o.strategy)}`,
@@ -463,7 +464,7 @@ class BalancerImpl<T> extends TypedEmitter<BalancerEvents<T>> implements Balance
       )
     this.#clock = o.clock
     if (o.outlierDetection !== false) {
-      const od = { ...DEFAULT_OUTLIER_DETECTION_OPTIONS, ...(o.outlierDetection ?? {}) }
+      const od = merge(DEFAULT_OUTLIER_DETECTION_OPTIONS, o.outlierDetection)
       if (!Number.isInteger(od.consecutiveFailures) || od.consecutiveFailures < 1) {
         throw new InvalidArgumentError(
           `invalid option "outlierDetection.consecutiveFailures": expected a positive integer, got ${String(od.consecutiveFailures)}`,
@@ -478,7 +479,7 @@ class BalancerImpl<T> extends TypedEmitter<BalancerEvents<T>> implements Balance
       this.#outlier = od
     }
     if (o.slowStart !== false) {
-      const ss = { ...DEFAULT_SLOW_START_OPTIONS, ...(o.slowStart ?? {}) }
+      const ss = merge(DEFAULT_SLOW_START_OPTIONS, o.slowStart)
       positive('slowStart.windowMs', ss.windowMs, true)
       positive('slowStart.aggression', ss.aggression)
       share('slowStart.minWeightShare', ss.minWeightShare, false)

@@ -1,3 +1,4 @@
+import { merge } from '@ballast/shared'
 import {
   DuplicateEndpointError,
   EmptyRingError,
@@ -136,7 +137,7 @@ export class HashRing {
    * @param options - see {@link HashRingOptions}.
    */
   constructor(nodes: Iterable<string | HashRingNode> = [], options: HashRingOptions = {}) {
-    const merged = { ...DEFAULT_HASH_RING_OPTIONS, ...options }
+    const merged = merge(DEFAULT_HASH_RING_OPTIONS, options)
     if (!Number.isInteger(merged.pointsPerWeight) || merged.pointsPerWeight < 1) {
       throw new InvalidArgumentError(
         `invalid option "pointsPerWeight": expected a positive integer, got ${String(merged.pointsPerWeight)}`,

@@ -1,4 +1,5 @@
 import { connect } from 'node:net'
+import { merge } from '@ballast/shared'
 import type { Balancer } from './balancer.js'
 import type { Endpoint } from './endpoint.js'
 import { InvalidArgumentError, LbClosedError } from './errors.js'
@@ -182,7 +183,7 @@ class HealthCheckerImpl<T>
 
   constructor(options: HealthCheckerOptions<T>) {
     super()
-    const o = { ...DEFAULT_HEALTH_CHECKER_OPTIONS, ...options }
+    const o = merge(DEFAULT_HEALTH_CHECKER_OPTIONS, options)
     if (
       typeof o.balancer !== 'object' ||
       o.balancer === null ||

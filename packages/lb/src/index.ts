@@ -76,7 +76,12 @@ export type {
   ReverseProxy,
   UpstreamErrorEvent,
 } from './proxy.js'
-export { createProxy, DEFAULT_PROXY_OPTIONS } from './proxy.js'
+export {
+  createProxy,
+  DEFAULT_COMPRESSION_OPTIONS,
+  DEFAULT_PROXY_CACHE_OPTIONS,
+  DEFAULT_PROXY_OPTIONS,
+} from './proxy.js'
 export type { CachedResponse, ResponseCache } from './responseCache.js'
 export type { RetryBudget, RetryBudgetOptions, RetryBudgetStats } from './retryBudget.js'
 export { createRetryBudget, DEFAULT_RETRY_BUDGET_OPTIONS } from './retryBudget.js'

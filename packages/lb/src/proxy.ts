@@ -11,6 +11,7 @@ import {
 import type { AddressInfo, Socket } from 'node:net'
 import type { Duplex, Writable } from 'node:stream'
 import { createBrotliCompress, createGzip, constants as zlibConstants } from 'node:zlib'
+import { merge, show } from '@ballast/shared'
 import type { Dispatcher } from 'undici'
 import { type Balancer, type BalancerOptions, createBalancer } from './balancer.js'
 import type { Endpoint, EndpointInput } from './endpoint.js'
@@ -97,7 +98,7 @@ export interface CompressionOptions {
    */
   brotli?: boolean
   /**
-   * gzip level (1..9).
+   * gzip level, an integer from 1 to 9 (Brotli, when chosen, uses quality 4).
    * @default 6
    */
   level?: number
@@ -112,6 +113,18 @@ export interface ProxyCacheOptions {
    * @default 1048576
    */
   maxBodyBytes?: number
+}
+
+/** The defaults of {@link CompressionOptions}. */
+export const DEFAULT_COMPRESSION_OPTIONS: Required<CompressionOptions> = {
+  threshold: 1024,
+  brotli: false,
+  level: 6,
+}
+
+/** The defaults of {@link ProxyCacheOptions} (the store has none). */
+export const DEFAULT_PROXY_CACHE_OPTIONS: Required<Omit<ProxyCacheOptions, 'store'>> = {
+  maxBodyBytes: 1_048_576,
 }
 
 /** Options of {@link createProxy}. */
@@ -553,7 +566,7 @@ class ProxyImpl extends TypedEmitter<ProxyEvents> implements ReverseProxy {
 
   constructor(options: ProxyOptions) {
     super()
-    const o = { ...DEFAULT_PROXY_OPTIONS, ...options }
+    const o = merge(DEFAULT_PROXY_OPTIONS, options)
     this.#o = o
     for (const name of [
       'connections',
@@ -575,12 +588,20 @@ class ProxyImpl extends TypedEmitter<ProxyEvents> implements ReverseProxy {
     this.#compression =
       o.compression === false
         ? undefined
-        : {
-            threshold: 1024,
-            brotli: false,
-            level: 6,
-            ...(o.compression === true ? {} : o.compression),
-          }
+        : merge(DEFAULT_COMPRESSION_OPTIONS, o.compression === true ? {} : o.compression)
+    if (this.#compression !== undefined) {
+      const { level, threshold } = this.#compression
+      if (!Number.isInteger(level) || level < 1 || level > 9) {
+        throw new InvalidArgumentError(
+          `invalid option "compression.level": expected an integer from 1 to 9, got ${show(level)}`,
+        )
+      }
+      if (!Number.isInteger(threshold) || threshold < 0) {
+        throw new InvalidArgumentError(
+          `invalid option "compression.threshold": expected an integer >= 0, got ${show(threshold)}`,
+        )
+      }
+    }
     if (
       o.cache !== undefined &&
       (typeof o.cache.store?.get !== 'function' || typeof o.cache.store?.set !== 'function')
@@ -590,7 +611,12 @@ class ProxyImpl extends TypedEmitter<ProxyEvents> implements ReverseProxy {
       )
     }
     this.#cache = o.cache?.store
-    this.maxCacheBytes = o.cache?.maxBodyBytes ?? 1_048_576
+    this.maxCacheBytes = merge(DEFAULT_PROXY_CACHE_OPTIONS, o.cache).maxBodyBytes
+    if (!Number.isInteger(this.maxCacheBytes) || this.maxCacheBytes <= 0) {
+      throw new InvalidArgumentError(
+        `invalid option "cache.maxBodyBytes": expected a positive integer, got ${show(this.maxCacheBytes)}`,
+      )
+    }
     this.#pools = new UpstreamPools({
       connections: o.connections,
       connectTimeoutMs: o.connectTimeoutMs,

@@ -1,3 +1,4 @@
+import { merge } from '@ballast/shared'
 import { InvalidArgumentError } from './errors.js'
 
 /** Options of {@link createRetryBudget}. */
@@ -145,7 +146,7 @@ class SlidingBudget implements RetryBudget {
  * ```
  */
 export function createRetryBudget(options: RetryBudgetOptions = {}): RetryBudget {
-  const o = { ...DEFAULT_RETRY_BUDGET_OPTIONS, ...options }
+  const o = merge(DEFAULT_RETRY_BUDGET_OPTIONS, options)
   if (typeof o.ratio !== 'number' || !(o.ratio >= 0) || !Number.isFinite(o.ratio)) {
     throw new InvalidArgumentError(
       `invalid option "ratio": expected a non-negative number, got ${String(o.ratio)}`,

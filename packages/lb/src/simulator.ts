@@ -1,3 +1,4 @@
+import { merge } from '@ballast/shared'
 import { type BalancerOptions, createBalancer, STRATEGIES, type StrategyName } from './balancer.js'
 import { InvalidArgumentError } from './errors.js'
 
@@ -205,7 +206,7 @@ const ARRIVAL = -1
  * ```
  */
 export function simulate(options: SimulationOptions): SimulationResult {
-  const o = { ...DEFAULT_SIMULATION_OPTIONS, ...options }
+  const o = merge(DEFAULT_SIMULATION_OPTIONS, options)
   if (!STRATEGIES.includes(o.strategy)) {
     throw new InvalidArgumentError(
       `invalid option "strategy": expected one of ${STRATEGIES.join(', ')}, got ${String(o.strategy)}`,

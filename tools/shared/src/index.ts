@@ -1,0 +1,1 @@
+export { merge, show } from './options.js'
