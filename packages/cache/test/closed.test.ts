@@ -1,3 +1,4 @@
+import { rejection } from '@ballast/testkit'
 import { describe, expect, it } from 'vitest'
 import { CacheClosedError, createCache, errors, isCacheError } from '../src/index.js'
 
@@ -9,13 +10,6 @@ function expectClosed(error: unknown, operation: string): void {
   expect(closed.retryable).toBe(false)
   expect(closed.operation).toBe(operation)
   expect(closed.message).toBe(`cache is closed: ${operation}() after close()`)
-}
-
-async function rejection(call: () => Promise<unknown>): Promise<unknown> {
-  return call().then(
-    () => undefined,
-    (e: unknown) => e,
-  )
 }
 
 describe('TwoLevelCache', () => {

@@ -1,3 +1,4 @@
+import { rejection, thrown } from '@ballast/testkit'
 import { describe, expect, it } from 'vitest'
 import {
   ClosedError,
@@ -22,22 +23,6 @@ function expectClosed(error: unknown, object: string, operation: string): void {
   expect(closed.object).toBe(object)
   expect(closed.operation).toBe(operation)
   expect(closed.message).toBe(`${object} is closed: ${operation}() after close()`)
-}
-
-async function rejection(call: () => Promise<unknown>): Promise<unknown> {
-  return call().then(
-    () => undefined,
-    (e: unknown) => e,
-  )
-}
-
-function thrown(call: () => unknown): unknown {
-  try {
-    call()
-  } catch (error) {
-    return error
-  }
-  return undefined
 }
 
 describe('after close()', () => {

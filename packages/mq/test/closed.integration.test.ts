@@ -1,4 +1,4 @@
-import { amqpUrl, mysqlUrl, uniqueName } from '@ballast/testkit'
+import { amqpUrl, mysqlUrl, rejection, uniqueName } from '@ballast/testkit'
 import mysql from 'mysql2/promise'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import {
@@ -21,13 +21,6 @@ function expectClosed(error: unknown, object: string, operation: string): void {
   expect(closed.object).toBe(object)
   expect(closed.operation).toBe(operation)
   expect(closed.message).toBe(`${object} is closed: ${operation}() after close()`)
-}
-
-async function rejection(call: () => Promise<unknown>): Promise<unknown> {
-  return call().then(
-    () => undefined,
-    (e: unknown) => e,
-  )
 }
 
 let url: string

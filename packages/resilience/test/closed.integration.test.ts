@@ -1,3 +1,4 @@
+import { rejection } from '@ballast/testkit'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import {
   createIdempotency,
@@ -15,13 +16,6 @@ function expectClosed(error: unknown, object: string, operation: string): void {
   expect(closed.code).toBe('E_RESILIENCE_CLOSED')
   expect(closed.retryable).toBe(false)
   expect(closed.message).toBe(`${object} is closed: ${operation}() after close()`)
-}
-
-async function rejection(call: () => Promise<unknown>): Promise<unknown> {
-  return call().then(
-    () => undefined,
-    (e: unknown) => e,
-  )
 }
 
 const prefix = uniquePrefix('closed')

@@ -1,3 +1,4 @@
+import { rejection } from '@ballast/testkit'
 import type { Cluster, Redis } from 'ioredis'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { errors, isSessionError, SessionClosedError } from '../src/index.js'
@@ -11,13 +12,6 @@ function expectClosed(error: unknown, operation: string): void {
   expect(closed.retryable).toBe(false)
   expect(closed.operation).toBe(operation)
   expect(closed.message).toBe(`session store is closed: ${operation}() after close()`)
-}
-
-async function rejection(call: () => Promise<unknown>): Promise<unknown> {
-  return call().then(
-    () => undefined,
-    (e: unknown) => e,
-  )
 }
 
 let client: Redis | Cluster

@@ -1,3 +1,4 @@
+import { rejection } from '@ballast/testkit'
 import { describe, expect, it } from 'vitest'
 import {
   createShardRouter,
@@ -11,10 +12,7 @@ import {
 const url = 'mysql://nobody@127.0.0.1:1/none'
 
 async function expectClosed(call: () => Promise<unknown>, operation: string): Promise<void> {
-  const error = await call().then(
-    () => undefined,
-    (e: unknown) => e,
-  )
+  const error = await rejection(call)
   expect(error).toBeInstanceOf(ShardingClosedError)
   expect(isShardingError(error)).toBe(true)
   const closed = error as ShardingClosedError

@@ -1,5 +1,6 @@
 export type { AmqpNames, AmqpNamesOptions } from './amqpNames.js'
 export { amqpNames } from './amqpNames.js'
+export { rejection, thrown } from './caught.js'
 export type { Disposables, Releasable } from './disposables.js'
 export { disposables } from './disposables.js'
 export type { ServerSource, ServerUnavailableDetails } from './errors.js'
