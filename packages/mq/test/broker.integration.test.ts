@@ -15,6 +15,7 @@ import {
   UnroutableError,
 } from '../src/index.js'
 import { closeAll, until } from './support/bounded.js'
+import { trackDerivedQueues } from './support/derivedQueues.js'
 
 const names = amqpNames('mqbroker')
 /** The version-1 typed message the tests publish and consume. */
@@ -27,16 +28,7 @@ const brokers: Broker[] = []
 function broker(options: Parameters<typeof createBroker>[0]): Broker {
   const b = createBroker({ shutdownTimeout: 2000, ...options })
   brokers.push(b)
-  // derived retry and dead-letter queues are deleted with the rest
-  for (const q of options.topology?.queues ?? []) {
-    const resolved = b.queue(q.name)
-    for (const name of [
-      resolved?.deadLetterQueue,
-      ...(resolved?.retries ?? []).map((r) => r.queue),
-    ]) {
-      if (name?.startsWith(`${names.prefix}.`)) names.queue(name.slice(names.prefix.length + 1))
-    }
-  }
+  trackDerivedQueues(b, options.topology, names)
   return b
 }
 

@@ -22,6 +22,7 @@ import {
   idempotencyDeduplicator,
 } from '../src/index.js'
 import { closeAll, until, within } from './support/bounded.js'
+import { trackDerivedQueues } from './support/derivedQueues.js'
 
 /** Any double amqplib can put in a header (it encodes an integral one as int64: not past 2^63, not infinite). */
 const headerDouble = fc
@@ -70,15 +71,7 @@ afterAll(async () => {
 function broker(options: Parameters<typeof createBroker>[0]): Broker {
   const b = createBroker({ shutdownTimeout: 2000, ...options })
   brokers.push(b)
-  for (const q of options.topology?.queues ?? []) {
-    const resolved = b.queue(q.name)
-    for (const name of [
-      resolved?.deadLetterQueue,
-      ...(resolved?.retries ?? []).map((r) => r.queue),
-    ]) {
-      if (name?.startsWith(`${names.prefix}.`)) names.queue(name.slice(names.prefix.length + 1))
-    }
-  }
+  trackDerivedQueues(b, options.topology, names)
   return b
 }
 
