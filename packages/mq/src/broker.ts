@@ -1,6 +1,13 @@
 import { randomUUID } from 'node:crypto'
 import { setTimeout as sleep } from 'node:timers/promises'
 import type { ChannelModel, ConsumeMessage, Options } from 'amqplib'
+import type { BrokerEvents } from './brokerEvents.js'
+import {
+  type BrokerOptions,
+  type BrokerStats,
+  DEFAULT_BROKER_OPTIONS,
+  type PublishOptions,
+} from './brokerOptions.js'
 import {
   type ConsumeOptions,
   type Consumer,
@@ -12,379 +19,13 @@ import {
 import { InvalidArgumentError, MqClosedError, MqError, UnknownExchangeError } from './errors.js'
 import { closeSafely } from './internal/closeSafely.js'
 import { declareTopology, ManagedConnection, redact } from './internal/connection.js'
-import { type Duration, positiveInt, toMs } from './internal/duration.js'
+import { positiveInt, toMs } from './internal/duration.js'
 import { type Encoded, encodeMessage, encodePlain } from './internal/encode.js'
 import { Publisher } from './internal/publisher.js'
 import { show } from './internal/show.js'
 import { TypedEmitter } from './internal/typedEmitter.js'
 import { isTypedMessage } from './message.js'
-import { type ResolvedQueue, resolveTopology, type Topology } from './topology.js'
-
-/** Reconnect backoff of {@link BrokerOptions.reconnect}. */
-export interface ReconnectOptions {
-  /**
-   * Delay before the first reconnect attempt.
-   * @default 250
-   */
-  initialDelay?: Duration
-  /**
-   * The longest delay between attempts.
-   * @default 30_000
-   */
-  maxDelay?: Duration
-  /**
-   * Each attempt waits this many times longer than the one before.
-   * @default 2
-   */
-  factor?: number
-  /**
-   * Random spread of each delay, as a fraction of it (0.2: +-20%), so clients do not reconnect in step.
-   * @default 0.2
-   */
-  jitter?: number
-}
-
-/** Options of {@link createBroker}. */
-export interface BrokerOptions {
-  /** AMQP URL, or the URLs of the cluster's nodes (tried in turn on reconnect). */
-  urls: string | string[]
-  /**
-   * Exchanges, queues, bindings, retry and dead-letter queues, declared on every (re)connect.
-   * @default {}
-   */
-  topology?: Topology
-  /**
-   * Shown as the connection name in the broker's tooling and used as the consumer tag prefix.
-   * @default 'ballast'
-   */
-  name?: string
-  /**
-   * AMQP heartbeat (rounded up to whole seconds; 0 turns heartbeats off). A connection that misses two is dropped and reopened.
-   * @default 10_000
-   */
-  heartbeat?: Duration
-  /**
-   * Bound on opening one connection.
-   * @default 10_000
-   */
-  connectTimeout?: Duration
-  /**
-   * Reconnect backoff.
-   * @default { initialDelay: 250, maxDelay: 30_000, factor: 2, jitter: 0.2 }
-   */
-  reconnect?: ReconnectOptions
-  /**
-   * Messages published but not yet confirmed, across all publisher channels.
-   * @default 1000
-   */
-  confirmWindow?: number
-  /**
-   * Confirm channels in the publisher pool. More than one spreads the load but gives up ordering across them.
-   * @default 1
-   */
-  channels?: number
-  /**
-   * Messages waiting in memory for the connection or the window; past it `publish` rejects with {@link BufferFullError}.
-   * @default 10_000
-   */
-  maxBuffered?: number
-  /**
-   * What happens to messages still unconfirmed when a connection drops: `'resend'` them on the
-   * next connection (they may arrive twice: consumers deduplicate by message id) or `'fail'` their
-   * `publish` with {@link PublishUnconfirmedError}.
-   * @default 'resend'
-   */
-  unconfirmedPolicy?: 'resend' | 'fail'
-  /**
-   * How many times one message is resent after disconnects before its `publish` fails.
-   * @default 10
-   */
-  maxResends?: number
-  /**
-   * Largest body accepted by `publish`, in bytes.
-   * @default 4_194_304 (4 MiB)
-   */
-  maxMessageBytes?: number
-  /**
-   * Publish as `mandatory`: a message no queue takes is returned and its `publish` rejects with
-   * {@link UnroutableError}, instead of being confirmed and dropped. RabbitMQ pays for it: about
-   * 13% more work in the channel process per message, 14% of the rate on a classic queue in our
-   * benchmark on RabbitMQ 3.10 (nothing measurable on a quorum queue). Turn it off only where
-   * every route is certain, or where an alternate exchange
-   * (`arguments: { 'alternate-exchange': ... }`) catches the rest.
-   * @default true
-   */
-  mandatory?: boolean
-  /**
-   * Stamp every message with the AMQP `timestamp` (whole seconds) and `appId` (the broker's
-   * `name`) properties. Off by default: nothing of ours needs them, and RabbitMQ's queue process
-   * does about 6% more work per message with them (the README's benchmarks). (RabbitMQ can also
-   * stamp arrival times itself: `message_interceptors.incoming.set_header_timestamp`.)
-   * @default false
-   */
-  stamp?: boolean
-  /**
-   * How long `close()` waits for handlers in hand and unconfirmed messages.
-   * @default 30_000
-   */
-  shutdownTimeout?: Duration
-}
-
-/** The defaults of {@link BrokerOptions}. */
-export const DEFAULT_BROKER_OPTIONS: Readonly<Required<Omit<BrokerOptions, 'urls' | 'topology'>>> =
-  {
-    name: 'ballast',
-    heartbeat: 10_000,
-    connectTimeout: 10_000,
-    reconnect: { initialDelay: 250, maxDelay: 30_000, factor: 2, jitter: 0.2 },
-    confirmWindow: 1000,
-    channels: 1,
-    maxBuffered: 10_000,
-    unconfirmedPolicy: 'resend',
-    maxResends: 10,
-    maxMessageBytes: 4 * 1024 * 1024,
-    mandatory: true,
-    stamp: false,
-    shutdownTimeout: 30_000,
-  }
-
-/** Per-message options of {@link Broker.publish}. */
-export interface PublishOptions {
-  /**
-   * The message id consumers deduplicate by; at most 255 UTF-8 bytes (an AMQP short string), or
-   * `publish` rejects with {@link InvalidMessageError}.
-   * @default a random UUID
-   */
-  messageId?: string
-  /**
-   * Application headers: at most 64 KiB once encoded as an AMQP table, names of at most 255 bytes,
-   * values amqplib can encode (no NaN, bigint, function...), nested at most 64 deep; otherwise
-   * `publish` rejects with {@link InvalidMessageError}.
-   * @default {}
-   */
-  headers?: Record<string, unknown>
-  /**
-   * Written to disk by the broker (delivery mode 2).
-   * @default true
-   */
-  persistent?: boolean
-  /**
-   * Overrides {@link BrokerOptions.mandatory} for this message.
-   * @default the broker's `mandatory`
-   */
-  mandatory?: boolean
-  /**
-   * Per-message TTL.
-   * @default undefined (no expiry)
-   */
-  expiration?: Duration
-  /**
-   * Priority (priority queues only): a whole number from 0 to 255.
-   * @default undefined
-   */
-  priority?: number
-  /**
-   * Correlation id, e.g. of the request this answers; at most 255 UTF-8 bytes.
-   * @default undefined
-   */
-  correlationId?: string
-  /**
-   * AMQP `type` property (set from the definition for typed messages); at most 255 UTF-8 bytes.
-   * @default undefined
-   */
-  type?: string
-}
-
-/** Counters and gauges of a broker. */
-export interface BrokerStats {
-  /** Messages accepted by `publish`. */
-  published: number
-  /** Messages the broker confirmed. */
-  confirmed: number
-  /** Mandatory messages returned as unroutable. */
-  returned: number
-  /** Messages the broker nacked. */
-  nacked: number
-  /** Messages resent after a disconnect left them unconfirmed. */
-  resent: number
-  /** Publishes that failed after being accepted (policy `'fail'`, resend limit, close). */
-  failed: number
-  /** Messages waiting in memory now. */
-  buffered: number
-  /** Messages sent and not yet confirmed now. */
-  inFlight: number
-  /** Deliveries received by every consumer. */
-  consumed: number
-  /** Deliveries handled and acked. */
-  acked: number
-  /** Deliveries sent to a retry queue. */
-  retried: number
-  /** Deliveries dead-lettered. */
-  deadLettered: number
-  /** Deliveries dropped as duplicates. */
-  duplicates: number
-  /** Acks dropped because their channel had closed. */
-  staleAcks: number
-  /** Broker-side consumer cancellations recovered from. */
-  cancellations: number
-  /** Reconnects of the publisher and consumer connections. */
-  reconnects: PerConnection<number>
-  /** Whether each connection is up now. */
-  connected: PerConnection<boolean>
-}
-
-/** A value for each of the broker's two connections. */
-export interface PerConnection<T> {
-  /** Of the publisher connection. */
-  publisher: T
-  /** Of the consumer connection. */
-  consumer: T
-}
-
-/** Which of the broker's two connections an event is about. */
-export type ConnectionRole = 'publisher' | 'consumer'
-
-/** Payload of the `connected` event. */
-export interface ConnectedEvent {
-  /** The connection that opened. */
-  role: ConnectionRole
-  /** The URL it connected to, without its credentials. */
-  url: string
-}
-
-/** Payload of the `disconnected` event. */
-export interface DisconnectedEvent {
-  /** The connection that closed. */
-  role: ConnectionRole
-  /** Why, if it did not close on request. */
-  error: Error | undefined
-}
-
-/** Payload of the `reconnecting` event. */
-export interface ReconnectingEvent {
-  /** The connection being reopened. */
-  role: ConnectionRole
-  /** The attempt number, from 1. */
-  attempt: number
-  /** Milliseconds until this attempt. */
-  delay: number
-  /** Why the previous attempt or the connection failed. */
-  error: Error | undefined
-}
-
-/** Payload of the `blocked` event. */
-export interface BlockedEvent {
-  /** The blocked connection. */
-  role: ConnectionRole
-  /** The broker's reason, e.g. `'low on memory'`. */
-  reason: string
-}
-
-/** Payload of the `unblocked` event. */
-export interface UnblockedEvent {
-  /** The unblocked connection. */
-  role: ConnectionRole
-}
-
-/** Payload of the `topology.failed` event. */
-export interface TopologyFailedEvent {
-  /** The {@link TopologyConflictError} (or other declaration error) that stopped the broker. */
-  error: Error
-}
-
-/** Payload of the `consumer.started` event. */
-export interface ConsumerStartedEvent {
-  /** The consumed queue. */
-  queue: string
-  /** The consumer tag the broker knows the consumer by. */
-  consumerTag: string
-}
-
-/** Payload of the `consumer.cancelled` event. */
-export interface ConsumerCancelledEvent {
-  /** The queue whose consumer the broker cancelled. */
-  queue: string
-}
-
-/** Payload of the `consumer.error` event. */
-export interface ConsumerErrorEvent {
-  /** The consumed queue. */
-  queue: string
-  /** What failed. */
-  error: unknown
-}
-
-/** Payload of the `handler.error` event. */
-export interface HandlerErrorEvent {
-  /** The consumed queue. */
-  queue: string
-  /** The message's id, if it has one. */
-  messageId: string | undefined
-  /** Which delivery attempt failed, from 1. */
-  attempt: number
-  /** What the handler threw. */
-  error: unknown
-}
-
-/** Payload of the `retried` event. */
-export interface RetriedEvent {
-  /** The consumed queue. */
-  queue: string
-  /** The message's id, if it has one. */
-  messageId: string | undefined
-  /** The attempt that failed, from 1. */
-  attempt: number
-  /** Milliseconds before the message comes back. */
-  delay: number
-}
-
-/** Payload of the `dead-lettered` event. */
-export interface DeadLetteredEvent {
-  /** The consumed queue. */
-  queue: string
-  /** The message's id, if it has one. */
-  messageId: string | undefined
-  /** The last error (handler, schema or decoding). */
-  error: unknown
-}
-
-/** Payload of the `duplicate` event. */
-export interface DuplicateEvent {
-  /** The consumed queue. */
-  queue: string
-  /** The id that was handled before. */
-  messageId: string | undefined
-}
-
-/** Events of a {@link Broker}, by name. */
-export interface BrokerEvents {
-  /** A connection opened and the topology is declared. */
-  connected: ConnectedEvent
-  /** A connection closed. */
-  disconnected: DisconnectedEvent
-  /** A reconnect attempt is scheduled. */
-  reconnecting: ReconnectingEvent
-  /** The broker blocked a connection (memory or disk alarm): publishing waits. */
-  blocked: BlockedEvent
-  /** The broker unblocked a connection. */
-  unblocked: UnblockedEvent
-  /** The topology conflicts with what exists: the broker stopped; publishes fail with this error. */
-  'topology.failed': TopologyFailedEvent
-  /** A consumer started (again) on a channel. */
-  'consumer.started': ConsumerStartedEvent
-  /** The broker cancelled a consumer; it is being restored. */
-  'consumer.cancelled': ConsumerCancelledEvent
-  /** A consumer could not (re)start or settle a message; it keeps trying. */
-  'consumer.error': ConsumerErrorEvent
-  /** A handler threw. */
-  'handler.error': HandlerErrorEvent
-  /** A failed message went to a retry queue. */
-  retried: RetriedEvent
-  /** A message was dead-lettered (retries spent, invalid, or a permanent error). */
-  'dead-lettered': DeadLetteredEvent
-  /** A delivery was dropped because its message id was handled before. */
-  duplicate: DuplicateEvent
-}
+import { type ResolvedQueue, resolveTopology } from './topology.js'
 
 const BUILTIN_EXCHANGES = new Set([
   '',
@@ -478,78 +119,78 @@ export class Broker {
         `invalid options: expected an object with "urls", got ${showUrls(options)}`,
       )
     }
-    const o = { ...DEFAULT_BROKER_OPTIONS, ...options }
-    const r = { ...DEFAULT_BROKER_OPTIONS.reconnect, ...(options.reconnect ?? {}) }
-    const urls = resolveUrls(o.urls)
-    if (typeof o.name !== 'string' || o.name.length === 0) {
+    const merged = { ...DEFAULT_BROKER_OPTIONS, ...options }
+    const reconnect = { ...DEFAULT_BROKER_OPTIONS.reconnect, ...(options.reconnect ?? {}) }
+    const urls = resolveUrls(merged.urls)
+    if (typeof merged.name !== 'string' || merged.name.length === 0) {
       throw new InvalidArgumentError(
-        `invalid option "name": expected a non-empty string, got ${JSON.stringify(o.name)}`,
+        `invalid option "name": expected a non-empty string, got ${JSON.stringify(merged.name)}`,
       )
     }
-    const heartbeatMs = toMs('heartbeat', o.heartbeat)
-    if (typeof r.factor !== 'number' || !(r.factor >= 1)) {
+    const heartbeatMs = toMs('heartbeat', merged.heartbeat)
+    if (typeof reconnect.factor !== 'number' || !(reconnect.factor >= 1)) {
       throw new InvalidArgumentError(
-        `invalid option "reconnect.factor": expected a number >= 1, got ${JSON.stringify(r.factor)}`,
+        `invalid option "reconnect.factor": expected a number >= 1, got ${JSON.stringify(reconnect.factor)}`,
       )
     }
-    if (typeof r.jitter !== 'number' || !(r.jitter >= 0 && r.jitter <= 1)) {
+    if (typeof reconnect.jitter !== 'number' || !(reconnect.jitter >= 0 && reconnect.jitter <= 1)) {
       throw new InvalidArgumentError(
-        `invalid option "reconnect.jitter": expected a number from 0 to 1, got ${JSON.stringify(r.jitter)}`,
+        `invalid option "reconnect.jitter": expected a number from 0 to 1, got ${JSON.stringify(reconnect.jitter)}`,
       )
     }
-    if (o.unconfirmedPolicy !== 'resend' && o.unconfirmedPolicy !== 'fail') {
+    if (merged.unconfirmedPolicy !== 'resend' && merged.unconfirmedPolicy !== 'fail') {
       throw new InvalidArgumentError(
-        `invalid option "unconfirmedPolicy": expected 'resend' or 'fail', got ${JSON.stringify(o.unconfirmedPolicy)}`,
+        `invalid option "unconfirmedPolicy": expected 'resend' or 'fail', got ${JSON.stringify(merged.unconfirmedPolicy)}`,
       )
     }
-    this.#topology = resolveTopology(o.topology)
+    this.#topology = resolveTopology(merged.topology)
     this.#knownExchanges = new Set([...BUILTIN_EXCHANGES, ...this.#topology.exchanges])
     this.#settings = {
-      name: o.name,
+      name: merged.name,
       urls,
       heartbeatMs,
-      connectTimeoutMs: toMs('connectTimeout', o.connectTimeout, { allowZero: false }),
+      connectTimeoutMs: toMs('connectTimeout', merged.connectTimeout, { allowZero: false }),
       backoff: {
-        initialDelay: toMs('reconnect.initialDelay', r.initialDelay),
-        maxDelay: toMs('reconnect.maxDelay', r.maxDelay, { allowZero: false }),
-        factor: r.factor,
-        jitter: r.jitter,
+        initialDelay: toMs('reconnect.initialDelay', reconnect.initialDelay),
+        maxDelay: toMs('reconnect.maxDelay', reconnect.maxDelay, { allowZero: false }),
+        factor: reconnect.factor,
+        jitter: reconnect.jitter,
       },
-      maxMessageBytes: positiveInt('maxMessageBytes', o.maxMessageBytes),
-      mandatory: o.mandatory === true,
-      stamp: o.stamp === true,
-      shutdownTimeoutMs: toMs('shutdownTimeout', o.shutdownTimeout),
+      maxMessageBytes: positiveInt('maxMessageBytes', merged.maxMessageBytes),
+      mandatory: merged.mandatory === true,
+      stamp: merged.stamp === true,
+      shutdownTimeoutMs: toMs('shutdownTimeout', merged.shutdownTimeout),
     }
     for (const name of ['mandatory', 'stamp'] as const) {
-      if (typeof o[name] !== 'boolean') {
+      if (typeof merged[name] !== 'boolean') {
         throw new InvalidArgumentError(
-          `invalid option "${name}": expected a boolean, got ${JSON.stringify(o[name])}`,
+          `invalid option "${name}": expected a boolean, got ${JSON.stringify(merged[name])}`,
         )
       }
     }
     this.#publisher = new Publisher({
-      channels: positiveInt('channels', o.channels),
-      confirmWindow: positiveInt('confirmWindow', o.confirmWindow),
-      maxBuffered: positiveInt('maxBuffered', o.maxBuffered),
-      unconfirmedPolicy: o.unconfirmedPolicy,
-      maxResends: positiveInt('maxResends', o.maxResends, { allowZero: true }),
+      channels: positiveInt('channels', merged.channels),
+      confirmWindow: positiveInt('confirmWindow', merged.confirmWindow),
+      maxBuffered: positiveInt('maxBuffered', merged.maxBuffered),
+      unconfirmedPolicy: merged.unconfirmedPolicy,
+      maxResends: positiveInt('maxResends', merged.maxResends, { allowZero: true }),
     })
-    this.#publisherConnection = this.#connection('publisher')
+    this.#publisherConnection = this.#createConnection('publisher')
     this.#publisherConnection.on('connect', ({ connection }) => this.#publisher.attach(connection))
     this.#publisherConnection.on('disconnect', () => this.#publisher.detach())
     this.#publisherConnection.on('failed', ({ error }) => this.#publisher.fail(error))
     this.#publisherConnection.start()
   }
 
-  #connection(role: 'publisher' | 'consumer'): ManagedConnection {
-    const s = this.#settings
+  #createConnection(role: 'publisher' | 'consumer'): ManagedConnection {
+    const settings = this.#settings
     const connection = new ManagedConnection({
       role,
-      urls: s.urls,
-      heartbeatMs: s.heartbeatMs,
-      connectTimeoutMs: s.connectTimeoutMs,
-      backoff: s.backoff,
-      name: s.name,
+      urls: settings.urls,
+      heartbeatMs: settings.heartbeatMs,
+      connectTimeoutMs: settings.connectTimeoutMs,
+      backoff: settings.backoff,
+      name: settings.name,
       topology: this.#topology,
     })
     connection.on('connect', ({ url }) => this.#events.emit('connected', { role, url }))
@@ -823,7 +464,7 @@ export class Broker {
 
   #startConsumerConnection(): ManagedConnection {
     if (this.#consumerConnection !== undefined) return this.#consumerConnection
-    const connection = this.#connection('consumer')
+    const connection = this.#createConnection('consumer')
     connection.on('connect', ({ connection: live }) => {
       for (const consumer of this.#consumers) void consumer.attach(live)
     })
@@ -854,44 +495,45 @@ export class Broker {
     message: ConsumeMessage,
     headers: Record<string, unknown>,
   ): Promise<void> {
-    const p = message.properties
+    const properties = message.properties
     const options: Options.Publish = {
       persistent: true,
       mandatory: true,
-      headers: { ...(p.headers ?? {}), ...headers },
+      headers: { ...(properties.headers ?? {}), ...headers },
     }
-    if (p.messageId !== undefined) options.messageId = p.messageId
-    if (p.contentType !== undefined) options.contentType = p.contentType
-    if (p.contentEncoding !== undefined) options.contentEncoding = p.contentEncoding
-    if (p.type !== undefined) options.type = p.type
-    if (p.correlationId !== undefined) options.correlationId = p.correlationId
-    if (p.replyTo !== undefined) options.replyTo = p.replyTo
-    if (p.timestamp !== undefined) options.timestamp = p.timestamp
-    if (p.appId !== undefined) options.appId = p.appId
-    if (p.priority !== undefined) options.priority = p.priority
+    if (properties.messageId !== undefined) options.messageId = properties.messageId
+    if (properties.contentType !== undefined) options.contentType = properties.contentType
+    if (properties.contentEncoding !== undefined)
+      options.contentEncoding = properties.contentEncoding
+    if (properties.type !== undefined) options.type = properties.type
+    if (properties.correlationId !== undefined) options.correlationId = properties.correlationId
+    if (properties.replyTo !== undefined) options.replyTo = properties.replyTo
+    if (properties.timestamp !== undefined) options.timestamp = properties.timestamp
+    if (properties.appId !== undefined) options.appId = properties.appId
+    if (properties.priority !== undefined) options.priority = properties.priority
     return this.#publisher.send('', routingKey, message.content, options, true)
   }
 
   /** Counters and gauges of publishing and consuming. */
   stats(): BrokerStats {
-    const p = this.#publisher.counters
-    const c = this.#consumerTotals
+    const publisherCounters = this.#publisher.counters
+    const consumerCounters = this.#consumerTotals
     return {
-      published: p.published,
-      confirmed: p.confirmed,
-      returned: p.returned,
-      nacked: p.nacked,
-      resent: p.resent,
-      failed: p.failed,
+      published: publisherCounters.published,
+      confirmed: publisherCounters.confirmed,
+      returned: publisherCounters.returned,
+      nacked: publisherCounters.nacked,
+      resent: publisherCounters.resent,
+      failed: publisherCounters.failed,
       buffered: this.#publisher.buffered,
       inFlight: this.#publisher.inFlight,
-      consumed: c.consumed,
-      acked: c.acked,
-      retried: c.retried,
-      deadLettered: c.deadLettered,
-      duplicates: c.duplicates,
-      staleAcks: c.staleAcks,
-      cancellations: c.cancellations,
+      consumed: consumerCounters.consumed,
+      acked: consumerCounters.acked,
+      retried: consumerCounters.retried,
+      deadLettered: consumerCounters.deadLettered,
+      duplicates: consumerCounters.duplicates,
+      staleAcks: consumerCounters.staleAcks,
+      cancellations: consumerCounters.cancellations,
       reconnects: {
         publisher: this.#publisherConnection.reconnects,
         consumer: this.#consumerConnection?.reconnects ?? 0,

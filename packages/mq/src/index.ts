@@ -1,8 +1,7 @@
+export { Broker, createBroker } from './broker.js'
 export type {
   BlockedEvent,
   BrokerEvents,
-  BrokerOptions,
-  BrokerStats,
   ConnectedEvent,
   ConnectionRole,
   ConsumerCancelledEvent,
@@ -12,15 +11,19 @@ export type {
   DisconnectedEvent,
   DuplicateEvent,
   HandlerErrorEvent,
-  PerConnection,
-  PublishOptions,
   ReconnectingEvent,
-  ReconnectOptions,
   RetriedEvent,
   TopologyFailedEvent,
   UnblockedEvent,
-} from './broker.js'
-export { Broker, createBroker, DEFAULT_BROKER_OPTIONS } from './broker.js'
+} from './brokerEvents.js'
+export type {
+  BrokerOptions,
+  BrokerStats,
+  PerConnection,
+  PublishOptions,
+  ReconnectOptions,
+} from './brokerOptions.js'
+export { DEFAULT_BROKER_OPTIONS } from './brokerOptions.js'
 export type {
   ConsumeOptions,
   Consumer,
