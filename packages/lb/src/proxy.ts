@@ -1,16 +1,13 @@
 import { randomUUID } from 'node:crypto'
 import {
   createServer,
-  request as httpRequest,
   type IncomingMessage,
-  type OutgoingHttpHeaders,
   type Server,
   type ServerOptions,
   type ServerResponse,
 } from 'node:http'
-import type { AddressInfo, Socket } from 'node:net'
+import type { AddressInfo } from 'node:net'
 import type { Duplex, Writable } from 'node:stream'
-import { createBrotliCompress, createGzip, constants as zlibConstants } from 'node:zlib'
 import { merge, show } from '@ballast/shared'
 import type { Dispatcher } from 'undici'
 import { type Balancer, type BalancerOptions, createBalancer } from './balancer.js'
@@ -27,9 +24,22 @@ import {
   type HealthChecker,
   type HealthCheckerOptions,
 } from './healthChecker.js'
+import { Attempt, onHeadersTimeout } from './internal/proxy/attempt.js'
+import { ProxyCache } from './internal/proxy/cache.js'
+import { compressor } from './internal/proxy/compression.js'
+import {
+  announcesBody,
+  failureBody,
+  isWebSocketUpgrade,
+  noRouteBody,
+  type RequestContext,
+  type RouteRuntime,
+  upstreamPath,
+} from './internal/proxy/context.js'
+import { downstreamHeaders, upstreamHeaders } from './internal/proxy/forwardHeaders.js'
+import { proxyUpgrade, type UpgradeOwner } from './internal/proxy/upgrade.js'
 import {
   byPrecedence,
-  connectionTokens,
   matchRoute,
   normalizePath,
   type ParsedHost,
@@ -37,23 +47,9 @@ import {
   parseRequestTarget,
   type RequestTarget,
 } from './internal/requestTarget.js'
-import {
-  HOP_BY_HOP,
-  isIdempotent,
-  isTimeout,
-  neverSent,
-  UpstreamPools,
-} from './internal/upstreams.js'
-import {
-  type CachedResponse,
-  etagMatches,
-  parseCacheControl,
-  type ResponseCache,
-  responseCacheKey,
-  sharedMaxAgeMs,
-  varyNames,
-} from './responseCache.js'
-import { createRetryBudget, type RetryBudget, type RetryBudgetOptions } from './retryBudget.js'
+import { isIdempotent, isTimeout, neverSent, UpstreamPools } from './internal/upstreams.js'
+import { parseCacheControl, type ResponseCache, responseCacheKey } from './responseCache.js'
+import { createRetryBudget, type RetryBudgetOptions } from './retryBudget.js'
 import { type Listener, TypedEmitter } from './typedEmitter.js'
 
 /** One routing rule of the proxy: requests whose host and path match go to its upstream. */
@@ -356,55 +352,8 @@ export interface ReverseProxy {
    */
   close(): Promise<void>
 }
-
-interface RouteRuntime {
-  name: string
-  host: string | undefined
-  wildcard: boolean
-  prefix: string
-  stripPrefix: boolean
-  balancer: Balancer<string>
-  own: boolean
-  checker: HealthChecker<string> | undefined
-  budget: RetryBudget | undefined
-  key: ((req: IncomingMessage) => HashKey | undefined) | undefined
-}
-
-const COMPRESSIBLE =
-  /^(text\/|application\/(json|javascript|xml|x-javascript|[a-z.+-]*\+(json|xml))|image\/svg\+xml)/i
-
 /** Bodies up to this size that arrive in one chunk leave with the response head in one write. */
 const WHOLE_BODY_MAX = 16_384
-
-const FAILURE_TEXT = { 502: 'Bad Gateway', 503: 'Service Unavailable', 504: 'Gateway Timeout' }
-
-/** The body of a 502/503/504 answer: the status and the request id, nothing about the inside. */
-function failureBody(status: 502 | 503 | 504, requestId: string): string {
-  return `${status} ${FAILURE_TEXT[status]}\nrequest id: ${requestId}\n`
-}
-
-/**
- * The body of a 404: the host name and path as the proxy parsed them (validated, so they carry
- * no markup), never the query or raw target, which a client could fill with text to reflect.
- */
-function noRouteBody(host: ParsedHost | undefined, target: RequestTarget): string {
-  return `404 Not Found: no route for host ${JSON.stringify(host?.name ?? '')} and path ${JSON.stringify(target.path)}\n`
-}
-
-/** The path and query sent upstream: the normalised path, without the prefix when it is stripped. */
-function upstreamPath(route: RouteRuntime, target: RequestTarget): string {
-  let path = target.path
-  if (route.stripPrefix && route.prefix !== '/') {
-    path = path.slice(route.prefix.length)
-    if (path === '') path = '/'
-  }
-  return target.query === undefined ? path : `${path}?${target.query}`
-}
-
-/** Whether a request asks for a WebSocket, the one protocol the proxy tunnels. */
-function isWebSocketUpgrade(req: IncomingMessage): boolean {
-  return req.headers.upgrade?.trim().toLowerCase() === 'websocket'
-}
 
 function isBalancer(value: unknown): value is Balancer<string> {
   return (
@@ -423,129 +372,17 @@ function positive(name: string, value: unknown): number {
   return value
 }
 
-function headersTimeoutError(): Error {
-  return Object.assign(new Error('upstream did not send response headers in time'), {
-    code: 'UND_ERR_HEADERS_TIMEOUT',
-  })
-}
-
-function onHeadersTimeout(attempt: Attempt): void {
-  attempt.timer = undefined
-  attempt.timedOut = true
-  attempt.controller?.abort(headersTimeoutError())
-}
-
-class Attempt implements Dispatcher.DispatchHandler {
-  readonly ctx: RequestContext
-  readonly endpoint: Endpoint<string>
-  readonly startedAt: number
-  controller: Dispatcher.DispatchController | undefined
-  ended = false
-  retrying = false
-  sink: Writable | undefined
-  chunks: Buffer[] | undefined
-  size = 0
-  maxAge = 0
-  stored: { status: number; headers: Record<string, string | string[]> } | undefined
-  lastError: unknown = undefined
-  /** The precise headers timer (undici's own runs on coarse timers). */
-  timer: ReturnType<typeof setTimeout> | undefined = undefined
-  timedOut = false
-  /** The upstream response could not be relayed; the client already got a 502. */
-  invalid = false
-  /**
-   * The announced length of a small body sent straight to the client (no compression), or -1:
-   * when it arrives in one chunk, status line, headers and body leave in one write.
-   */
-  whole = -1
-
-  constructor(ctx: RequestContext, endpoint: Endpoint<string>, startedAt: number) {
-    this.ctx = ctx
-    this.endpoint = endpoint
-    this.startedAt = startedAt
-  }
-
-  onRequestStart(controller: Dispatcher.DispatchController): void {
-    this.controller = controller
-    if (this.ctx.aborted) controller.abort(new Error('client went away'))
-    else if (this.timedOut) controller.abort(headersTimeoutError())
-  }
-
-  onResponseStart(
-    controller: Dispatcher.DispatchController,
-    statusCode: number,
-    headers: Record<string, string | string[] | undefined>,
-    statusMessage?: string,
-  ): void {
-    if (statusCode < 200) return
-    this.ctx.proxy.onResponseStart(this, controller, statusCode, headers, statusMessage)
-  }
-
-  onResponseData(controller: Dispatcher.DispatchController, chunk: Buffer): void {
-    const chunks = this.chunks
-    if (chunks !== undefined) {
-      this.size += chunk.length
-      if (this.size > this.ctx.proxy.maxCacheBytes) this.chunks = undefined
-      else chunks.push(chunk)
-    }
-    const sink = this.sink
-    if (sink === undefined) return
-    if (this.whole === chunk.length) {
-      // The whole body in one chunk: as a latin1 string (bytes unchanged), node's http response
-      // joins it to the head and sends both in one write instead of a writev of two buffers.
-      this.whole = -1
-      this.sink = undefined
-      ;(sink as ServerResponse).end(chunk.toString('latin1'), 'latin1')
-      return
-    }
-    this.whole = -1
-    if (!sink.write(chunk)) {
-      controller.pause()
-      sink.once('drain', () => controller.resume())
-    }
-  }
-
-  onResponseEnd(): void {
-    if (this.chunks !== undefined && this.stored !== undefined) this.ctx.proxy.store(this)
-    if (this.sink === undefined) return
-    this.sink.end()
-  }
-
-  onResponseError(_controller: Dispatcher.DispatchController, error: Error): void {
-    this.ctx.proxy.onAttemptError(this, error)
-  }
-}
-
-interface RequestContext {
-  proxy: ProxyImpl
-  req: IncomingMessage
-  res: ServerResponse
-  route: RouteRuntime
-  method: string
-  path: string
-  headers: string[]
-  hasBody: boolean
-  idempotent: boolean
-  key: HashKey | undefined
-  tried: Endpoint<string>[]
-  attempt: Attempt | undefined
-  aborted: boolean
-  cacheKey: string | undefined
-  acceptEncoding: string | undefined
-  /** Set when an event or a failure answer first needs it. */
-  requestId: string | undefined
-}
-
 class ProxyImpl extends TypedEmitter<ProxyEvents> implements ReverseProxy {
   readonly server: Server
   readonly maxCacheBytes: number
   readonly #routes: RouteRuntime[]
   readonly #pools: UpstreamPools
-  readonly #o: typeof DEFAULT_PROXY_OPTIONS & ProxyOptions
+  readonly #options: typeof DEFAULT_PROXY_OPTIONS & ProxyOptions
   readonly #retryOnStatus: ReadonlySet<number>
   readonly #compression: Required<CompressionOptions> | undefined
-  readonly #cache: ResponseCache | undefined
+  readonly #cache: ProxyCache | undefined
   readonly #upgraded = new Set<Duplex>()
+  readonly #upgradeOwner: UpgradeOwner
   #inFlight = 0
   #closing = false
   #closed: Promise<void> | undefined
@@ -567,7 +404,7 @@ class ProxyImpl extends TypedEmitter<ProxyEvents> implements ReverseProxy {
   constructor(options: ProxyOptions) {
     super()
     const o = merge(DEFAULT_PROXY_OPTIONS, options)
-    this.#o = o
+    this.#options = o
     for (const name of [
       'connections',
       'connectTimeoutMs',
@@ -610,7 +447,14 @@ class ProxyImpl extends TypedEmitter<ProxyEvents> implements ReverseProxy {
         'invalid option "cache.store": expected an object with get(key) and set(key, value, ttlMs)',
       )
     }
-    this.#cache = o.cache?.store
+    this.#cache =
+      o.cache === undefined
+        ? undefined
+        : new ProxyCache(o.cache.store, {
+            counters: this.#stats,
+            miss: (ctx) => this.#attempt(ctx),
+            failed: (key, error) => this.emit('cache-error', { key, error }),
+          })
     this.maxCacheBytes = merge(DEFAULT_PROXY_CACHE_OPTIONS, o.cache).maxBodyBytes
     if (!Number.isInteger(this.maxCacheBytes) || this.maxCacheBytes <= 0) {
       throw new InvalidArgumentError(
@@ -624,10 +468,19 @@ class ProxyImpl extends TypedEmitter<ProxyEvents> implements ReverseProxy {
     })
     this.#routes = o.routes.map((r, i) => this.#route(r, i))
     this.#routes.sort(byPrecedence)
+    this.#upgradeOwner = {
+      counters: this.#stats,
+      settings: o,
+      upgraded: this.#upgraded,
+      closing: () => this.#closing,
+      parse: (req) => this.#parse(req),
+      match: (host, path) => this.#match(host, path),
+      failed: (event) => this.emit('request-failed', event),
+    }
     // Requests without a body skip the readable-stream life cycle of their IncomingMessage
     // (node >= 24.9; older versions ignore the option); the proxy never reads such a body.
     // Only WebSocket upgrades leave the request path (node >= 24.9 reads shouldUpgradeCallback;
-    // older versions send every upgrade to #upgrade, which treats the others alike): any other
+    // older versions send every upgrade to proxyUpgrade, which treats the others alike): any other
     // Upgrade, such as h2c, is an ordinary request whose Upgrade header is hop-by-hop.
     this.server = createServer(
       {
@@ -638,7 +491,7 @@ class ProxyImpl extends TypedEmitter<ProxyEvents> implements ReverseProxy {
       (req, res) => this.handle(req, res),
     )
     this.server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) =>
-      this.#upgrade(req, socket, head),
+      proxyUpgrade(this.#upgradeOwner, req, socket, head),
     )
   }
 
@@ -675,10 +528,13 @@ class ProxyImpl extends TypedEmitter<ProxyEvents> implements ReverseProxy {
           )
         }
       }
-      balancer = createBalancer<string>({ ...(this.#o.balancer ?? {}), endpoints: r.upstream })
+      balancer = createBalancer<string>({
+        ...(this.#options.balancer ?? {}),
+        endpoints: r.upstream,
+      })
       own = true
-      if (this.#o.healthCheck !== false && this.#o.healthCheck !== undefined)
-        checker = createHealthChecker({ ...this.#o.healthCheck, balancer })
+      if (this.#options.healthCheck !== false && this.#options.healthCheck !== undefined)
+        checker = createHealthChecker({ ...this.#options.healthCheck, balancer })
     }
     this.#pools.watch(balancer)
     return {
@@ -691,7 +547,9 @@ class ProxyImpl extends TypedEmitter<ProxyEvents> implements ReverseProxy {
       own,
       checker,
       budget:
-        this.#o.retryBudget === false ? undefined : createRetryBudget(this.#o.retryBudget ?? {}),
+        this.#options.retryBudget === false
+          ? undefined
+          : createRetryBudget(this.#options.retryBudget ?? {}),
       key: r.key,
     }
   }
@@ -731,7 +589,7 @@ class ProxyImpl extends TypedEmitter<ProxyEvents> implements ReverseProxy {
     let headers: string[] | undefined
     try {
       ;({ host, target } = this.#parse(req))
-      headers = this.#upstreamHeaders(req)
+      headers = upstreamHeaders(req, this.#options)
     } catch (error) {
       if (!isLbError(error)) throw error
       res.once('close', () => this.#done())
@@ -747,13 +605,11 @@ class ProxyImpl extends TypedEmitter<ProxyEvents> implements ReverseProxy {
     if (route === undefined) {
       res.once('close', () => this.#done())
       this.#stats.noRoute++
-      this.#plain(res, 404, noRouteBody(host, target))
+      this.#answer(res, 404, noRouteBody(host, target))
       return
     }
     const method = req.method ?? 'GET'
-    const cl = req.headers['content-length']
-    const hasBody =
-      (cl !== undefined && cl !== '0') || req.headers['transfer-encoding'] !== undefined
+    const hasBody = announcesBody(req)
     const ctx: RequestContext = {
       proxy: this,
       req,
@@ -784,11 +640,15 @@ class ProxyImpl extends TypedEmitter<ProxyEvents> implements ReverseProxy {
     })
     route.budget?.recordRequest()
     if (this.#cache !== undefined && (method === 'GET' || method === 'HEAD') && !hasBody) {
-      const cc = parseCacheControl(req.headers['cache-control'])
-      if (!cc.has('no-store') && !cc.has('no-cache') && req.headers.authorization === undefined) {
+      const cacheControl = parseCacheControl(req.headers['cache-control'])
+      if (
+        !cacheControl.has('no-store') &&
+        !cacheControl.has('no-cache') &&
+        req.headers.authorization === undefined
+      ) {
         // A HEAD is answered from the stored GET (headers, no body); only a GET stores.
         ctx.cacheKey = responseCacheKey('GET', host?.authority, target.path, target.query)
-        this.#lookup(ctx)
+        this.#cache.lookup(ctx)
         return
       }
     }
@@ -799,43 +659,6 @@ class ProxyImpl extends TypedEmitter<ProxyEvents> implements ReverseProxy {
   #done(): void {
     this.#inFlight--
     if (this.#closing && this.#inFlight === 0) this.#onDrained?.()
-  }
-
-  /** The headers to send upstream, or `undefined` when the request has more than one `Host`. */
-  #upstreamHeaders(req: IncomingMessage): string[] | undefined {
-    const raw = req.rawHeaders
-    const out: string[] = []
-    const listed = connectionTokens(req.headers.connection)
-    const o = this.#o
-    let hosts = 0
-    for (let i = 0; i < raw.length; i += 2) {
-      const name = raw[i]!
-      const lower = name.toLowerCase()
-      if (HOP_BY_HOP.has(lower) || lower === 'expect' || listed?.has(lower)) continue
-      // node keeps the first of two Host headers; an upstream may read the second.
-      if (lower === 'host' && ++hosts > 1) return undefined
-      if (lower === 'host' && !o.preserveHost) continue
-      if (o.xForwarded && lower.startsWith('x-forwarded-')) {
-        if (lower === 'x-forwarded-for') continue
-        if (!o.trustForwarded) continue
-      }
-      out.push(name, raw[i + 1]!)
-    }
-    if (o.xForwarded) {
-      const ip = req.socket.remoteAddress ?? ''
-      const prior = req.headers['x-forwarded-for']
-      out.push('x-forwarded-for', prior === undefined ? ip : `${prior}, ${ip}`)
-      if (!o.trustForwarded || req.headers['x-forwarded-proto'] === undefined) {
-        out.push(
-          'x-forwarded-proto',
-          (req.socket as Socket & { encrypted?: boolean }).encrypted ? 'https' : 'http',
-        )
-      }
-      if (!o.trustForwarded || req.headers['x-forwarded-host'] === undefined) {
-        if (req.headers.host !== undefined) out.push('x-forwarded-host', req.headers.host)
-      }
-    }
-    return out
   }
 
   #attempt(ctx: RequestContext): void {
@@ -866,15 +689,15 @@ class ProxyImpl extends TypedEmitter<ProxyEvents> implements ReverseProxy {
     ctx.tried.push(endpoint)
     const attempt = new Attempt(ctx, endpoint, route.balancer.begin(endpoint))
     ctx.attempt = attempt
-    attempt.timer = setTimeout(onHeadersTimeout, this.#o.headersTimeoutMs, attempt)
+    attempt.timer = setTimeout(onHeadersTimeout, this.#options.headersTimeoutMs, attempt)
     this.#pools.get(endpoint).dispatch(
       {
         path: ctx.path,
         method: ctx.method as Dispatcher.HttpMethod,
         headers: ctx.headers,
         body: ctx.hasBody ? ctx.req : null,
-        headersTimeout: this.#o.headersTimeoutMs + 1000,
-        bodyTimeout: this.#o.bodyTimeoutMs,
+        headersTimeout: this.#options.headersTimeoutMs + 1000,
+        bodyTimeout: this.#options.bodyTimeoutMs,
       },
       attempt,
     )
@@ -894,7 +717,7 @@ class ProxyImpl extends TypedEmitter<ProxyEvents> implements ReverseProxy {
     if (
       this.#retryOnStatus.has(status) &&
       ctx.idempotent &&
-      ctx.tried.length < this.#o.maxAttempts &&
+      ctx.tried.length < this.#options.maxAttempts &&
       ctx.route.balancer.size > ctx.tried.length
     ) {
       if (this.#takeRetry(ctx.route)) {
@@ -910,67 +733,26 @@ class ProxyImpl extends TypedEmitter<ProxyEvents> implements ReverseProxy {
       }
     }
     const res = ctx.res
-    const out: OutgoingHttpHeaders = {}
-    const listed = connectionTokens(headers.connection)
-    for (const name in headers) {
-      if (HOP_BY_HOP.has(name)) continue
-      if (listed?.has(name)) continue
-      out[name] = headers[name]
-    }
-    if (ctx.cacheKey !== undefined && ctx.method === 'GET') {
-      const maxAge = sharedMaxAgeMs(status, out, false)
-      if (maxAge > 0 && !parseCacheControl(ctx.req.headers['cache-control']).has('no-store')) {
-        attempt.maxAge = maxAge
-        attempt.chunks = []
-        attempt.stored = { status, headers: { ...(out as Record<string, string | string[]>) } }
-      }
-      out['x-cache'] = 'MISS'
-    }
+    const out = downstreamHeaders(headers)
+    if (ctx.cacheKey !== undefined) this.#cache!.prepare(attempt, status, out)
     let sink: Writable = res
-    const enc = ctx.acceptEncoding
+    const acceptEncoding = ctx.acceptEncoding
     if (
-      enc !== undefined &&
+      acceptEncoding !== undefined &&
       this.#compression !== undefined &&
       ctx.method !== 'HEAD' &&
       status !== 204 &&
       status !== 304 &&
       out['content-encoding'] === undefined
     ) {
-      const type = out['content-type']
-      const length = out['content-length']
-      const c = this.#compression
-      if (
-        typeof type === 'string' &&
-        COMPRESSIBLE.test(type) &&
-        (length === undefined || Number(length) >= c.threshold)
-      ) {
-        const coding =
-          c.brotli && /\bbr\b/.test(enc)
-            ? 'br'
-            : /\bgzip\b/.test(enc) && !/gzip;\s*q=0(\.0*)?(,|$)/.test(enc)
-              ? 'gzip'
-              : undefined
-        if (coding !== undefined) {
-          delete out['content-length']
-          out['content-encoding'] = coding
-          const vary = out.vary
-          out.vary = vary === undefined ? 'accept-encoding' : `${String(vary)}, accept-encoding`
-          const z =
-            coding === 'br'
-              ? createBrotliCompress({ params: { [zlibConstants.BROTLI_PARAM_QUALITY]: 4 } })
-              : createGzip({ level: c.level })
-          z.pipe(res)
-          z.on('error', (e) => res.destroy(e))
-          sink = z
-        }
-      }
+      sink = compressor(this.#compression, acceptEncoding, out, res) ?? res
     }
     attempt.sink = sink
     if (sink === res && ctx.method !== 'HEAD') {
       const length = out['content-length']
       if (typeof length === 'string' && length.length <= 5) {
         const n = Number(length)
-        if (n > 0 && n <= WHOLE_BODY_MAX) attempt.whole = n
+        if (n > 0 && n <= WHOLE_BODY_MAX) attempt.wholeBodyLength = n
       }
     }
     if (this.#closing) res.shouldKeepAlive = false
@@ -1036,7 +818,7 @@ class ProxyImpl extends TypedEmitter<ProxyEvents> implements ReverseProxy {
       ctx.idempotent || (neverSent(error) && (!ctx.hasBody || !ctx.req.readableDidRead))
     if (
       retryable &&
-      ctx.tried.length < this.#o.maxAttempts &&
+      ctx.tried.length < this.#options.maxAttempts &&
       ctx.route.balancer.size > ctx.tried.length &&
       this.#takeRetry(ctx.route)
     ) {
@@ -1052,6 +834,10 @@ class ProxyImpl extends TypedEmitter<ProxyEvents> implements ReverseProxy {
       return
     }
     this.#fail(ctx, attempt, error)
+  }
+
+  store(attempt: Attempt): void {
+    this.#cache!.store(attempt)
   }
 
   #fail(ctx: RequestContext, attempt: Attempt, error: unknown): void {
@@ -1081,7 +867,7 @@ class ProxyImpl extends TypedEmitter<ProxyEvents> implements ReverseProxy {
       this.#failure(ctx.res, this.#requestId(ctx), {
         ...failure,
         status: 504,
-        reason: `no answer within ${this.#o.headersTimeoutMs} ms (${code})`,
+        reason: `no answer within ${this.#options.headersTimeoutMs} ms (${code})`,
       })
     } else {
       this.#stats.badGateway++
@@ -1102,7 +888,8 @@ class ProxyImpl extends TypedEmitter<ProxyEvents> implements ReverseProxy {
     return true
   }
 
-  #plain(res: ServerResponse, status: number, body: string, extra?: Record<string, string>): void {
+  /** Answers with a short plain-text body, or cuts the response if its head already left. */
+  #answer(res: ServerResponse, status: number, body: string, extra?: Record<string, string>): void {
     if (res.headersSent) {
       res.destroy()
       return
@@ -1132,7 +919,7 @@ class ProxyImpl extends TypedEmitter<ProxyEvents> implements ReverseProxy {
     event: Omit<RequestFailedEvent, 'requestId'>,
   ): void {
     this.emit('request-failed', { requestId, ...event })
-    this.#plain(res, event.status, failureBody(event.status, requestId), {
+    this.#answer(res, event.status, failureBody(event.status, requestId), {
       'x-request-id': requestId,
     })
   }
@@ -1140,280 +927,7 @@ class ProxyImpl extends TypedEmitter<ProxyEvents> implements ReverseProxy {
   #badRequest(res: ServerResponse, why: string): void {
     this.#stats.badRequests++
     res.shouldKeepAlive = false
-    this.#plain(res, 400, `400 Bad Request: ${why}\n`)
-  }
-
-  #lookup(ctx: RequestContext): void {
-    const key = ctx.cacheKey!
-    let result: ReturnType<ResponseCache['get']>
-    try {
-      result = this.#cache!.get(key)
-    } catch (error) {
-      this.emit('cache-error', { key, error })
-      this.#stats.cacheMisses++
-      this.#attempt(ctx)
-      return
-    }
-    const onEntry = (entry: CachedResponse | undefined) => {
-      if (entry !== undefined && this.#serveCached(ctx, entry)) return
-      this.#stats.cacheMisses++
-      this.#attempt(ctx)
-    }
-    if (result !== undefined && typeof (result as Promise<unknown>).then === 'function') {
-      ;(result as Promise<CachedResponse | undefined>).then(onEntry, (error: unknown) => {
-        this.emit('cache-error', { key, error })
-        this.#stats.cacheMisses++
-        this.#attempt(ctx)
-      })
-    } else onEntry(result as CachedResponse | undefined)
-  }
-
-  #serveCached(ctx: RequestContext, entry: CachedResponse): boolean {
-    if (ctx.aborted) return true
-    const now = Date.now()
-    if (now - entry.storedAt >= entry.maxAgeMs) return false
-    if (entry.vary !== undefined) {
-      for (const name in entry.vary) {
-        const v = ctx.req.headers[name]
-        if ((Array.isArray(v) ? v.join(', ') : (v ?? '')) !== entry.vary[name]) return false
-      }
-    }
-    this.#stats.cacheHits++
-    const res = ctx.res
-    const age = String(Math.floor((now - entry.storedAt) / 1000))
-    if (etagMatches(ctx.req.headers['if-none-match'], entry.etag)) {
-      const h: OutgoingHttpHeaders = { etag: entry.etag, age, 'x-cache': 'HIT' }
-      for (const name of ['cache-control', 'vary', 'expires', 'last-modified', 'content-location'])
-        if (entry.headers[name] !== undefined) h[name] = entry.headers[name]
-      res.writeHead(304, h)
-      res.end()
-      return true
-    }
-    const body = Buffer.from(entry.body, 'base64')
-    res.writeHead(entry.status, {
-      ...entry.headers,
-      'content-length': String(body.length),
-      age,
-      'x-cache': 'HIT',
-    })
-    res.end(ctx.method === 'HEAD' ? undefined : body)
-    return true
-  }
-
-  store(attempt: Attempt): void {
-    const ctx = attempt.ctx
-    const stored = attempt.stored!
-    delete stored.headers['x-cache']
-    const names = varyNames(stored.headers.vary)
-    let vary: Record<string, string> | undefined
-    if (names.length > 0) {
-      vary = {}
-      for (const name of names) {
-        const v = ctx.req.headers[name]
-        vary[name] = Array.isArray(v) ? v.join(', ') : (v ?? '')
-      }
-    }
-    const etag = stored.headers.etag
-    const entry: CachedResponse = {
-      status: stored.status,
-      headers: stored.headers,
-      body: Buffer.concat(attempt.chunks!).toString('base64'),
-      storedAt: Date.now(),
-      maxAgeMs: attempt.maxAge,
-      ...(typeof etag === 'string' ? { etag } : {}),
-      ...(vary === undefined ? {} : { vary }),
-    }
-    const key = ctx.cacheKey!
-    try {
-      const r = this.#cache!.set(key, entry, attempt.maxAge)
-      if (r !== undefined && typeof (r as Promise<unknown>).then === 'function') {
-        ;(r as Promise<unknown>).catch((error: unknown) => this.emit('cache-error', { key, error }))
-      }
-    } catch (error) {
-      this.emit('cache-error', { key, error })
-    }
-  }
-
-  #upgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
-    const answer = (status: number, text: string, body: string, extra = '') => {
-      socket.end(
-        `HTTP/1.1 ${status} ${text}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(body)}\r\nx-content-type-options: nosniff\r\n${extra}connection: close\r\n\r\n${body}`,
-      )
-    }
-    let requestId: string | undefined
-    const failure = (event: Omit<RequestFailedEvent, 'requestId'>) => {
-      requestId ??= randomUUID()
-      this.emit('request-failed', { requestId, ...event })
-      answer(
-        event.status,
-        FAILURE_TEXT[event.status],
-        failureBody(event.status, requestId),
-        `x-request-id: ${requestId}\r\n`,
-      )
-    }
-    socket.on('error', () => socket.destroy())
-    if (this.#closing) {
-      answer(503, 'Service Unavailable', '503 Service Unavailable: the proxy is shutting down\n')
-      return
-    }
-    let host: ParsedHost | undefined
-    let target: RequestTarget
-    try {
-      ;({ host, target } = this.#parse(req))
-    } catch (error) {
-      if (!isLbError(error)) throw error
-      this.#stats.badRequests++
-      answer(400, 'Bad Request', `400 Bad Request: ${(error as Error).message}\n`)
-      return
-    }
-    // A handshake has no body. Bytes after the request head (`head`, and what follows on the
-    // socket) are the client's first frames: they go upstream only after its 101, since an
-    // upstream that refuses the upgrade would read them as its next request (smuggling).
-    const cl = req.headers['content-length']
-    if ((cl !== undefined && cl !== '0') || req.headers['transfer-encoding'] !== undefined) {
-      this.#stats.badRequests++
-      answer(400, 'Bad Request', '400 Bad Request: an upgrade request with a body\n')
-      return
-    }
-    const route = this.#match(host, target.path)
-    if (route === undefined) {
-      this.#stats.noRoute++
-      answer(404, 'Not Found', noRouteBody(host, target))
-      return
-    }
-    let endpoint: Endpoint<string>
-    try {
-      endpoint = route.balancer.pick(route.key?.(req))
-    } catch (error) {
-      this.#stats.unavailable++
-      failure({
-        status: 503,
-        route: route.name,
-        endpoint: undefined,
-        reason: (error as Error).message,
-        error,
-        attempts: 0,
-      })
-      return
-    }
-    const origin = new URL(endpoint.value)
-    const headers: Record<string, string | string[]> = {}
-    // Only WebSocket is tunnelled. Any other protocol (h2c above all) would give the client a raw
-    // connection on which it sends further requests to the upstream past the routes; such a
-    // request goes upstream as a plain one, without Upgrade, and its connection closes after it.
-    const websocket = isWebSocketUpgrade(req)
-    if (websocket) {
-      headers.connection = 'Upgrade'
-      headers.upgrade = req.headers.upgrade!
-    }
-    const listed = connectionTokens(req.headers.connection)
-    let hosts = 0
-    for (let i = 0; i < req.rawHeaders.length; i += 2) {
-      const name = req.rawHeaders[i]!.toLowerCase()
-      if (name === 'host' && ++hosts > 1) {
-        this.#stats.badRequests++
-        answer(400, 'Bad Request', '400 Bad Request: more than one Host header\n')
-        return
-      }
-      if (HOP_BY_HOP.has(name) || listed?.has(name) || name === 'content-length') continue
-      if (name === 'host' && !this.#o.preserveHost) continue
-      if (name.startsWith('x-forwarded-') && !this.#o.trustForwarded) continue
-      const prev = headers[name]
-      const value = req.rawHeaders[i + 1]!
-      headers[name] =
-        prev === undefined ? value : Array.isArray(prev) ? [...prev, value] : [prev, value]
-    }
-    if (this.#o.xForwarded) {
-      const ip = req.socket.remoteAddress ?? ''
-      const prior = req.headers['x-forwarded-for']
-      headers['x-forwarded-for'] = prior === undefined ? ip : `${prior}, ${ip}`
-      headers['x-forwarded-proto'] ??= (req.socket as Socket & { encrypted?: boolean }).encrypted
-        ? 'https'
-        : 'http'
-      if (req.headers.host !== undefined) headers['x-forwarded-host'] ??= req.headers.host
-    }
-    const startedAt = route.balancer.begin(endpoint)
-    let ended = false
-    const end = (ok: boolean) => {
-      if (!ended) {
-        ended = true
-        route.balancer.end(endpoint, startedAt, ok)
-      }
-    }
-    const upstream = httpRequest({
-      // A connection of its own: a 101 takes it over, and after a refusal it closes rather
-      // than idling in node's global agent beyond the proxy's close().
-      agent: false,
-      host: origin.hostname,
-      port: origin.port || 80,
-      method: req.method,
-      path: upstreamPath(route, target),
-      headers,
-      timeout: this.#o.connectTimeoutMs,
-    })
-    upstream.on('timeout', () =>
-      upstream.destroy(
-        Object.assign(new Error('upgrade timed out'), { code: 'UND_ERR_HEADERS_TIMEOUT' }),
-      ),
-    )
-    let answered = false
-    upstream.on('error', (error) => {
-      end(false)
-      if (answered) {
-        // The refusal is already on its way: cut it so the client sees it is incomplete.
-        socket.destroy()
-        return
-      }
-      if (socket.writable) {
-        this.#stats.badGateway++
-        failure({
-          status: 502,
-          route: route.name,
-          endpoint: endpoint.id,
-          reason: (error as { code?: string }).code ?? error.message,
-          error,
-          attempts: 1,
-        })
-      }
-    })
-    upstream.on('response', (res) => {
-      answered = true
-      end(res.statusCode !== undefined && res.statusCode < 500)
-      // A refusal (no 101): node has already de-chunked the body, so relay it without the
-      // hop-by-hop headers (Transfer-Encoding among them) and delimit it by closing the connection.
-      const listed = connectionTokens(res.headers.connection)
-      let text = `HTTP/1.1 ${res.statusCode} ${res.statusMessage}\r\n`
-      for (let i = 0; i < res.rawHeaders.length; i += 2) {
-        const name = res.rawHeaders[i]!
-        const lower = name.toLowerCase()
-        if (HOP_BY_HOP.has(lower) || listed?.has(lower)) continue
-        text += `${name}: ${res.rawHeaders[i + 1]}\r\n`
-      }
-      socket.write(`${text}connection: close\r\n\r\n`)
-      res.on('error', () => socket.destroy())
-      res.pipe(socket)
-    })
-    upstream.on('upgrade', (res, upSocket, upHead) => {
-      end(true)
-      upstream.setTimeout(0)
-      this.#stats.upgrades++
-      let text = `HTTP/1.1 101 ${res.statusMessage ?? 'Switching Protocols'}\r\n`
-      for (let i = 0; i < res.rawHeaders.length; i += 2)
-        text += `${res.rawHeaders[i]}: ${res.rawHeaders[i + 1]}\r\n`
-      socket.write(`${text}\r\n`)
-      if (upHead.length > 0) socket.write(upHead)
-      if (head.length > 0) upSocket.write(head)
-      this.#upgraded.add(socket)
-      socket.once('close', () => {
-        this.#upgraded.delete(socket)
-        upSocket.destroy()
-      })
-      upSocket.once('close', () => socket.destroy())
-      upSocket.on('error', () => socket.destroy())
-      upSocket.pipe(socket)
-      socket.pipe(upSocket)
-    })
-    upstream.end()
+    this.#answer(res, 400, `400 Bad Request: ${why}\n`)
   }
 
   stats(): ProxyStats {
@@ -1436,7 +950,7 @@ class ProxyImpl extends TypedEmitter<ProxyEvents> implements ReverseProxy {
     this.server.closeIdleConnections()
     if (this.#inFlight > 0) {
       await new Promise<void>((resolve) => {
-        const timer = setTimeout(resolve, this.#o.drainTimeoutMs)
+        const timer = setTimeout(resolve, this.#options.drainTimeoutMs)
         timer.unref?.()
         this.#onDrained = () => {
           clearTimeout(timer)
