@@ -1,5 +1,5 @@
-/** The typed event emitter {@link ShardRouter} extends (from `@ballast/lb`). */
-export type { Listener, TypedEmitter } from '@ballast/lb'
+/** What {@link ShardRouter.on} and {@link ShardRouter.once} return: removes the listener. */
+export type { Unsubscribe } from '@ballast/shared'
 export { CausalToken } from './causalToken.js'
 export type { StatementClass, StatementKind } from './classifyStatement.js'
 export { classifyStatement } from './classifyStatement.js'
@@ -46,13 +46,13 @@ export { slotFor } from './shardKey.js'
 export type {
   CausalTokenRefusedEvent,
   Consistency,
-  FallbackEvent,
   FallbackReason,
+  FellBackToPrimaryEvent,
   HealthCheckFailedEvent,
   QueryOptions,
-  ReplicaDownEvent,
+  ReplicaEjectedEvent,
+  ReplicaRestoredEvent,
   ReplicaStats,
-  ReplicaUpEvent,
   RingOptions,
   RoutingScope,
   ScatterOptions,

@@ -7,7 +7,6 @@ import {
   isLbError,
   type OutlierDetectionOptions,
   type StrategyName,
-  TypedEmitter,
 } from '@ballast/lb'
 import {
   BreakerOpenError,
@@ -15,6 +14,7 @@ import {
   type CircuitBreakerOptions,
   circuitBreaker,
 } from '@ballast/resilience'
+import { Emitter, type Unsubscribe } from '@ballast/shared'
 import type { PoolOptions } from 'mysql2'
 import { CausalToken, checkSecrets, signToken, verifyToken } from './causalToken.js'
 import { classifyStatement, statementBody } from './classifyStatement.js'
@@ -408,8 +408,8 @@ export interface ShardRouterStats {
   replicas: ReplicaStats[]
 }
 
-/** Payload of the `replica-down` event. */
-export interface ReplicaDownEvent {
+/** Payload of the `replica-ejected` event. */
+export interface ReplicaEjectedEvent {
   /** The replica's shard. */
   shard: string
   /** The replica's id, `<shard>/replica-<n>`. */
@@ -418,8 +418,8 @@ export interface ReplicaDownEvent {
   reason: string
 }
 
-/** Payload of the `replica-up` event. */
-export interface ReplicaUpEvent {
+/** Payload of the `replica-restored` event. */
+export interface ReplicaRestoredEvent {
   /** The replica's shard. */
   shard: string
   /** The replica's id, `<shard>/replica-<n>`. */
@@ -438,8 +438,8 @@ export type FallbackReason =
   | 'gtid-wait-timeout'
   | 'token-ahead-of-primary'
 
-/** Payload of the `fallback` event. */
-export interface FallbackEvent {
+/** Payload of the `fell-back-to-primary` event. */
+export interface FellBackToPrimaryEvent {
   /** The shard of the read. */
   shard: string
   /** Why the primary served it. */
@@ -473,15 +473,15 @@ export interface HealthCheckFailedEvent {
 /** The events of a {@link ShardRouter}, with their payloads. */
 export interface ShardRouterEvents {
   /** A replica left rotation: failed health check or lag over the bound (`reason`), or ejected by outlier detection. */
-  'replica-down': [event: ReplicaDownEvent]
+  'replica-ejected': ReplicaEjectedEvent
   /** A replica is back in rotation. */
-  'replica-up': [event: ReplicaUpEvent]
+  'replica-restored': ReplicaRestoredEvent
   /** A read meant for a replica went to the primary. */
-  fallback: [event: FallbackEvent]
+  'fell-back-to-primary': FellBackToPrimaryEvent
   /** A health check could not reach a server. */
-  'health-check-failed': [event: HealthCheckFailedEvent]
+  'health-check-failed': HealthCheckFailedEvent
   /** A causal token string was refused, or positions of a token were dropped; the request goes on without them. */
-  'causal-token-refused': [event: CausalTokenRefusedEvent]
+  'causal-token-refused': CausalTokenRefusedEvent
 }
 
 interface Shard {
@@ -552,7 +552,8 @@ const NO_OPTIONS: QueryOptions = Object.freeze({})
  * primary; plain reads go to a replica picked by an lb balancer (with outlier ejection),
  * fresh enough for the read's {@link Consistency}. Create it with {@link createShardRouter}.
  */
-export class ShardRouter extends TypedEmitter<ShardRouterEvents> {
+export class ShardRouter {
+  readonly #events = new Emitter<ShardRouterEvents>()
   readonly #shards: Shard[]
   readonly #byId = new Map<string, Shard>()
   readonly #table: Uint16Array
@@ -583,7 +584,6 @@ export class ShardRouter extends TypedEmitter<ShardRouterEvents> {
 
   /** @internal Use {@link createShardRouter}. */
   constructor(options: ShardRouterOptions) {
-    super()
     if (typeof options !== 'object' || options === null) {
       throw new InvalidArgumentError(`invalid options: expected an object, got ${String(options)}`)
     }
@@ -680,7 +680,7 @@ export class ShardRouter extends TypedEmitter<ShardRouterEvents> {
         }
         balancer = createBalancer(balancerOptions)
         balancer.on('ejected', ({ endpoint, reason }) =>
-          this.emit('replica-down', {
+          this.#events.emit('replica-ejected', {
             shard: config.id,
             replica: endpoint.id,
             reason: `ejected: ${reason}`,
@@ -688,7 +688,7 @@ export class ShardRouter extends TypedEmitter<ShardRouterEvents> {
         )
         balancer.on('restored', ({ endpoint, reason }) => {
           if (reason === 'ejection-expired')
-            this.emit('replica-up', { shard: config.id, replica: endpoint.id })
+            this.#events.emit('replica-restored', { shard: config.id, replica: endpoint.id })
         })
       }
       const shard: Shard = {
@@ -738,6 +738,38 @@ export class ShardRouter extends TypedEmitter<ShardRouterEvents> {
       keep.unref()
       this.#keepTimerLists.push(keep)
     }
+  }
+
+  /**
+   * Adds a listener of a router event; returns a function that removes it. A listener that
+   * throws never breaks the statement that emitted: its error is rethrown in a microtask.
+   * @example
+   * ```ts
+   * const off = router.on('replica-ejected', ({ replica, reason }) => log.warn({ replica, reason }))
+   * off()
+   * ```
+   */
+  on<K extends keyof ShardRouterEvents>(
+    event: K,
+    listener: (event: ShardRouterEvents[K]) => void,
+  ): Unsubscribe {
+    return this.#events.on(event, listener)
+  }
+
+  /** Adds a listener called at most once; returns a function that removes it. */
+  once<K extends keyof ShardRouterEvents>(
+    event: K,
+    listener: (event: ShardRouterEvents[K]) => void,
+  ): Unsubscribe {
+    return this.#events.once(event, listener)
+  }
+
+  /** Removes a listener added with {@link ShardRouter.on} or {@link ShardRouter.once}. */
+  off<K extends keyof ShardRouterEvents>(
+    event: K,
+    listener: (event: ShardRouterEvents[K]) => void,
+  ): void {
+    this.#events.off(event, listener)
   }
 
   /** How many slots keys hash to. */
@@ -844,8 +876,8 @@ export class ShardRouter extends TypedEmitter<ShardRouterEvents> {
     const result = verifyToken(text, this.#needSecrets())
     if (typeof result !== 'string') return result
     this.#counters.causalTokensRefused++
-    if (this.hasListeners('causal-token-refused'))
-      this.emit('causal-token-refused', { reason: result })
+    if (this.#events.has('causal-token-refused'))
+      this.#events.emit('causal-token-refused', { reason: result })
     return CausalToken.empty
   }
 
@@ -1202,18 +1234,22 @@ export class ShardRouter extends TypedEmitter<ShardRouterEvents> {
             this.#o.maxReplicaLagMs,
             Math.max(this.#o.maxReplicaLagMs * 2, 10_000),
             (server, error) =>
-              this.emit('health-check-failed', { shard: shard.id, server: server.id, error }),
+              this.#events.emit('health-check-failed', {
+                shard: shard.id,
+                server: server.id,
+                error,
+              }),
           )
           shard.replicas.forEach((r, i) => {
             shard.balancer?.setHealthy(r.server.id, r.healthy)
             if (before[i] && !r.healthy) {
-              this.emit('replica-down', {
+              this.#events.emit('replica-ejected', {
                 shard: shard.id,
                 replica: r.server.id,
                 reason: r.reason ?? 'unhealthy',
               })
             } else if (!before[i] && r.healthy) {
-              this.emit('replica-up', { shard: shard.id, replica: r.server.id })
+              this.#events.emit('replica-restored', { shard: shard.id, replica: r.server.id })
             }
           })
         }),
@@ -1308,8 +1344,8 @@ export class ShardRouter extends TypedEmitter<ShardRouterEvents> {
       if (s.since <= latest.at) s.token = s.token.dropAhead(shard.id, known)
     }
     this.#counters.causalPositionsDropped += dropped
-    if (this.hasListeners('causal-token-refused'))
-      this.emit('causal-token-refused', { reason: 'ahead-of-primary', shard: shard.id })
+    if (this.#events.has('causal-token-refused'))
+      this.#events.emit('causal-token-refused', { reason: 'ahead-of-primary', shard: shard.id })
     return kept
   }
 
@@ -1414,9 +1450,9 @@ export class ShardRouter extends TypedEmitter<ShardRouterEvents> {
       )
     }
     this.#counters.replicaFallbacks++
-    if (this.hasListeners('fallback'))
-      this.emit(
-        'fallback',
+    if (this.#events.has('fell-back-to-primary'))
+      this.#events.emit(
+        'fell-back-to-primary',
         error === undefined ? { shard: shard.id, reason } : { shard: shard.id, reason, error },
       )
     return this.#onPrimary(shard, sql, params, timeoutMs, scope, sink)

@@ -221,7 +221,7 @@ describe('causal tokens from clients', () => {
     })
     const events: string[] = []
     router.on('causal-token-refused', (e) => events.push(e.reason))
-    router.on('fallback', (e) => events.push(e.reason))
+    router.on('fell-back-to-primary', (e) => events.push(e.reason))
     await router.checkReplicas() // samples the primary's gtid_binlog_pos
     const [{ p }] = await sql(topo.primaryServer, 'SELECT @@GLOBAL.gtid_binlog_pos AS p')
     const [domain, server] = String(p).split(',')[0]!.split('-')
@@ -307,8 +307,8 @@ describe('replica health', () => {
   it('takes a replica whose SQL thread stopped out of rotation, reads the primary meanwhile, and restores it', async () => {
     const router = pairRouter({ healthCheckIntervalMs: 100, maxReplicaLagMs: 2000 })
     const events: Array<{ type: keyof ShardRouterEvents; reason?: string }> = []
-    router.on('replica-down', (e) => events.push({ type: 'replica-down', reason: e.reason }))
-    router.on('replica-up', () => events.push({ type: 'replica-up' }))
+    router.on('replica-ejected', (e) => events.push({ type: 'replica-ejected', reason: e.reason }))
+    router.on('replica-restored', () => events.push({ type: 'replica-restored' }))
     await router.checkReplicas()
     expect(router.stats().replicas[0]!.available).toBe(true)
     const restart = await stopSqlThread(topo.replicaServer)
@@ -340,7 +340,7 @@ describe('replica health', () => {
       consistency: 'eventual',
     })
     expect(router.stats().shards.pair!.replicaQueries).toBe(before + 1)
-    expect(events.map((e) => e.type)).toEqual(['replica-down', 'replica-up'])
+    expect(events.map((e) => e.type)).toEqual(['replica-ejected', 'replica-restored'])
     expect(events[0]!.reason).toBe('SQL thread stopped')
   })
 
