@@ -12,7 +12,8 @@ import {
 import { NEVER_ABORTED } from './internal/context.js'
 import { Emitter, type Listener } from './internal/emitter.js'
 import { fingerprintOf } from './internal/fingerprint.js'
-import { isRedisLike, LuaScript, type RedisLike, withTimeout } from './internal/lua.js'
+import { isRedisLike, type LuaScript, type RedisLike, withTimeout } from './internal/lua.js'
+import { CLAIM_SCRIPT, COMPLETE_SCRIPT, RELEASE_SCRIPT, RENEW_SCRIPT } from './internal/scripts.js'
 import {
   boolean,
   duration,
@@ -296,57 +297,7 @@ export interface IdempotencyStats {
   held: number
 }
 
-// Record fields: s state ('p' in flight, 'd' done, 'r' released), f fingerprint, t fencing
-// token, l lease end (ms, Redis clock), v stored record.
-const NOW = `local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-`
-
-/** Claim. ARGV: fingerprint ('' for none), lease ms, retention ms. */
-const CLAIM = new LuaScript(`${NOW}
-local h = redis.call('HMGET', KEYS[1], 's', 'f', 'l', 'v')
-local s = h[1]
-if s == 'd' or s == 'p' then
-  if ARGV[1] ~= '' and h[2] and h[2] ~= '' and h[2] ~= ARGV[1] then return {'m'} end
-  if s == 'd' then return {'d', h[4]} end
-  local left = tonumber(h[3]) - now
-  if left > 0 then return {'p', left} end
-end
-local token = redis.call('HINCRBY', KEYS[1], 't', 1)
-redis.call('HSET', KEYS[1], 's', 'p', 'f', ARGV[1], 'l', now + tonumber(ARGV[2]))
-redis.call('PEXPIRE', KEYS[1], ARGV[3])
-if s == 'p' then return {'a', token, 1} end
-return {'a', token, 0}
-`)
-
-/** Renew. ARGV: token, lease ms. */
-const RENEW = new LuaScript(`${NOW}
-local h = redis.call('HMGET', KEYS[1], 's', 't')
-if h[1] ~= 'p' or h[2] ~= ARGV[1] then return 0 end
-redis.call('HSET', KEYS[1], 'l', now + tonumber(ARGV[2]))
-return 1
-`)
-
-/** Complete (store the record). ARGV: token, record, retention ms. */
-const COMPLETE = new LuaScript(`
-local h = redis.call('HMGET', KEYS[1], 's', 't')
-if h[1] ~= 'p' or h[2] ~= ARGV[1] then return 0 end
-redis.call('HSET', KEYS[1], 's', 'd', 'v', ARGV[2])
-redis.call('HDEL', KEYS[1], 'l')
-redis.call('PEXPIRE', KEYS[1], ARGV[3])
-return 1
-`)
-
-/** Release. ARGV: token. The token counter stays, so fencing holds across releases. */
-const RELEASE = new LuaScript(`
-local h = redis.call('HMGET', KEYS[1], 's', 't')
-if h[1] ~= 'p' or h[2] ~= ARGV[1] then return 0 end
-redis.call('HSET', KEYS[1], 's', 'r')
-redis.call('HDEL', KEYS[1], 'f', 'l', 'v')
-return 1
-`)
-
-type Resolved = Required<Omit<IdempotencyOptions, 'redis'>> & { redis: RedisLike }
+type ResolvedIdempotencyOptions = Required<Omit<IdempotencyOptions, 'redis'>> & { redis: RedisLike }
 
 /**
  * A claim on an idempotency key: the caller holds it and runs the work. Its lease is renewed
@@ -505,7 +456,7 @@ interface StoreInternals {
  * {@link createIdempotency}.
  */
 export class Idempotency {
-  readonly #o: Resolved
+  readonly #options: ResolvedIdempotencyOptions
   readonly #events = new Emitter<IdempotencyEvents>()
   readonly #held = new Set<IdempotencyClaim>()
   readonly #stats: Omit<IdempotencyStats, 'held'> = {
@@ -527,7 +478,7 @@ export class Idempotency {
   constructor(options: IdempotencyOptions) {
     if (typeof options !== 'object' || options === null) invalid('options', 'an object', options)
     if (!isRedisLike(options.redis)) invalid('redis', 'an ioredis Redis or Cluster', options.redis)
-    const o = merge(DEFAULT_IDEMPOTENCY_OPTIONS, options) as Resolved
+    const o = merge(DEFAULT_IDEMPOTENCY_OPTIONS, options) as ResolvedIdempotencyOptions
     nonEmptyString('prefix', o.prefix)
     if (/[{}]/.test(o.prefix))
       invalid('prefix', 'a prefix without "{" or "}" (the key is the hash tag)', o.prefix)
@@ -545,12 +496,12 @@ export class Idempotency {
     if (o.keyPattern.global || o.keyPattern.sticky)
       invalid('keyPattern', 'a RegExp without the g or y flag', String(o.keyPattern))
     optionalFunction('isTransient', o.isTransient)
-    this.#o = o
+    this.#options = o
   }
 
   /** Whether Redis being unreachable lets work run unprotected. */
   get failOpen(): boolean {
-    return this.#o.failOpen
+    return this.#options.failOpen
   }
 
   /**
@@ -576,9 +527,9 @@ export class Idempotency {
         `malformed idempotency key: expected a string, got ${typeof key}`,
       )
     }
-    if (!this.#o.keyPattern.test(key)) {
+    if (!this.#options.keyPattern.test(key)) {
       throw new IdempotencyKeyError(
-        `malformed idempotency key: expected ${String(this.#o.keyPattern)}, got ${JSON.stringify(key).slice(0, 80)}`,
+        `malformed idempotency key: expected ${String(this.#options.keyPattern)}, got ${JSON.stringify(key).slice(0, 80)}`,
       )
     }
   }
@@ -605,7 +556,7 @@ export class Idempotency {
     // Checked like the store's own: NaN would make a duplicate poll Redis every millisecond.
     const wait =
       options.wait === undefined
-        ? this.#o.wait
+        ? this.#options.wait
         : nonNegativeNumber('wait', options.wait, 'a number of milliseconds >= 0')
     const fingerprint = input === undefined ? '' : fingerprintOf(input)
     this.#stats.claims++
@@ -660,7 +611,7 @@ export class Idempotency {
     try {
       outcome = await this.claim(key, input, { scope: options.scope })
     } catch (error) {
-      if (error instanceof IdempotencyUnavailableError && this.#o.failOpen) {
+      if (error instanceof IdempotencyUnavailableError && this.#options.failOpen) {
         this.#events.emit('failOpen', { key })
         const context = { key, scope: options.scope, token: 0, signal: NEVER_ABORTED }
         return { value: await fn(context), replayed: false }
@@ -683,7 +634,7 @@ export class Idempotency {
         try {
           value = await fn(claim)
         } catch (error) {
-          if (this.#o.isTransient(error)) {
+          if (this.#options.isTransient(error)) {
             await claim
               .release()
               .catch((e: unknown) => this.#events.emit('storeFailed', { key, error: e }))
@@ -745,23 +696,24 @@ export class Idempotency {
    * nothing else), so it lives in one Cluster slot: the key's own (its text up to a `}`).
    */
   redisKey(key: string, scope?: string): string {
-    if (scope === undefined) return `${this.#o.prefix}{${key}}`
-    return `${this.#o.prefix}~${scopeHash(scope)}{${key}}`
+    if (scope === undefined) return `${this.#options.prefix}{${key}}`
+    return `${this.#options.prefix}~${scopeHash(scope)}{${key}}`
   }
 
   /** @internal */
   readonly [INTERNAL]: StoreInternals = {
     renew: async (claim, lease) =>
-      (await this.#call(claim.key, this.redisKey(claim.key, claim.scope), RENEW, [
+      (await this.#call(claim.key, this.redisKey(claim.key, claim.scope), RENEW_SCRIPT, [
         String(claim.token),
         lease,
       ])) === 1,
     finish: async (claim, record, kind) => {
-      const ok = await this.#call(claim.key, this.redisKey(claim.key, claim.scope), COMPLETE, [
-        String(claim.token),
-        record,
-        this.#o.retention,
-      ])
+      const ok = await this.#call(
+        claim.key,
+        this.redisKey(claim.key, claim.scope),
+        COMPLETE_SCRIPT,
+        [String(claim.token), record, this.#options.retention],
+      )
       if (ok !== 1) {
         this.#stats.fenced++
         this.#events.emit('fenced', { key: claim.key, token: claim.token })
@@ -772,7 +724,7 @@ export class Idempotency {
     },
     release: async (claim) => {
       const ok =
-        (await this.#call(claim.key, this.redisKey(claim.key, claim.scope), RELEASE, [
+        (await this.#call(claim.key, this.redisKey(claim.key, claim.scope), RELEASE_SCRIPT, [
           String(claim.token),
         ])) === 1
       if (ok) this.#stats.released++
@@ -794,13 +746,13 @@ export class Idempotency {
     fingerprint: string,
   ): Promise<ClaimOutcome> {
     if (this.#closed) throw new ResilienceClosedError('idempotency store', 'claim')
-    const args = [fingerprint, this.#o.lease, this.#o.retention]
-    const reply = (await this.#call(key, redisKey, CLAIM, args, (late) => {
+    const args = [fingerprint, this.#options.lease, this.#options.retention]
+    const reply = (await this.#call(key, redisKey, CLAIM_SCRIPT, args, (late) => {
       // The claim timed out here but reached Redis after all: give the key back at once
       // rather than leave it in flight, owned by no one, until its lease runs out.
       const r = late as [string, number?]
       if (r[0] === 'a') {
-        RELEASE.run(this.#o.redis, [redisKey], [String(r[1])]).catch(() => {})
+        RELEASE_SCRIPT.run(this.#options.redis, [redisKey], [String(r[1])]).catch(() => {})
       }
     })) as [string, (string | number)?, number?]
     switch (reply[0]) {
@@ -810,11 +762,11 @@ export class Idempotency {
           key,
           Number(reply[1]),
           reply[2] === 1,
-          this.#o.lease,
+          this.#options.lease,
           scope,
         )
         this.#held.add(claim)
-        claim.startRenewal(this.#o.lease)
+        claim.startRenewal(this.#options.lease)
         return { status: 'acquired', claim }
       }
       case 'd':
@@ -861,8 +813,8 @@ export class Idempotency {
     args: (string | number)[],
     onLateReply?: (reply: unknown) => void,
   ): Promise<unknown> {
-    const ms = this.#o.commandTimeout
-    const sent = script.run(this.#o.redis, [redisKey], args)
+    const ms = this.#options.commandTimeout
+    const sent = script.run(this.#options.redis, [redisKey], args)
     try {
       return await withTimeout(sent, ms, () => {
         if (onLateReply !== undefined) sent.then(onLateReply, () => {})

@@ -1,6 +1,7 @@
 import { InvalidArgumentError, RateLimitedError, ResilienceClosedError } from './errors.js'
 import { Emitter, type Listener } from './internal/emitter.js'
-import { isRedisLike, LuaScript, type RedisLike } from './internal/lua.js'
+import { isRedisLike, type RedisLike } from './internal/lua.js'
+import { GCRA_BATCH_SCRIPT, GCRA_SCRIPT } from './internal/scripts.js'
 import {
   duration,
   invalid,
@@ -125,9 +126,9 @@ export interface RateLimiter {
 
 interface Gcra {
   /** Emission interval: ms per unit of cost. */
-  t: number
+  emissionInterval: number
   /** Burst tolerance: how far ahead of now the schedule may run, in ms. */
-  tau: number
+  burstTolerance: number
 }
 
 function validate(
@@ -143,8 +144,8 @@ function validate(
   nonEmptyString('prefix', o.prefix)
   positiveInteger('maxKeys', o.maxKeys)
   if (typeof o.batch !== 'boolean') invalid('batch', 'a boolean', o.batch)
-  const t = interval / limit
-  return { ...o, limit, interval, t, tau: t * burst }
+  const emissionInterval = interval / limit
+  return { ...o, limit, interval, emissionInterval, burstTolerance: emissionInterval * burst }
 }
 
 function checkCost(cost: number): void {
@@ -172,8 +173,8 @@ interface KeyEntry {
  * Decisions are synchronous underneath ({@link LocalRateLimiter.takeSync}).
  */
 export class LocalRateLimiter implements RateLimiter {
-  readonly #t: number
-  readonly #tau: number
+  readonly #emissionInterval: number
+  readonly #burstTolerance: number
   readonly #maxKeys: number
   /**
    * The keys, each also on a list in order of use (`#oldest` ... `#newest`): a use relinks
@@ -194,8 +195,8 @@ export class LocalRateLimiter implements RateLimiter {
   /** Use {@link createRateLimiter}. */
   constructor(options: RateLimiterOptions, now: () => number = Date.now) {
     const o = validate(options)
-    this.#t = o.t
-    this.#tau = o.tau
+    this.#emissionInterval = o.emissionInterval
+    this.#burstTolerance = o.burstTolerance
     this.#maxKeys = o.maxKeys
     this.#now = now
   }
@@ -207,8 +208,8 @@ export class LocalRateLimiter implements RateLimiter {
     const now = this.#now()
     const entry = this.#entries.get(key)
     const tat = entry === undefined || entry.tat < now ? now : entry.tat
-    const next = tat + this.#t * cost
-    const wait = next - now - this.#tau
+    const next = tat + this.#emissionInterval * cost
+    const wait = next - now - this.#burstTolerance
     if (wait > 0) {
       // A refused call is a use too: a key that keeps knocking while blocked is the last one
       // eviction picks, so it stays blocked.
@@ -218,7 +219,10 @@ export class LocalRateLimiter implements RateLimiter {
       if (this.#events.has('limited')) this.#events.emit('limited', { key, retryAfterMs })
       return {
         allowed: false,
-        remaining: Math.max(0, Math.floor((this.#tau - (tat - now)) / this.#t)),
+        remaining: Math.max(
+          0,
+          Math.floor((this.#burstTolerance - (tat - now)) / this.#emissionInterval),
+        ),
         retryAfterMs,
       }
     }
@@ -236,7 +240,7 @@ export class LocalRateLimiter implements RateLimiter {
     this.#allowed++
     return {
       allowed: true,
-      remaining: Math.floor((this.#tau - (next - now)) / this.#t),
+      remaining: Math.floor((this.#burstTolerance - (next - now)) / this.#emissionInterval),
       retryAfterMs: 0,
     }
   }
@@ -321,51 +325,6 @@ export class LocalRateLimiter implements RateLimiter {
   }
 }
 
-/**
- * GCRA in one script on Redis's clock (microseconds). Returns `remaining` (>= 0) when allowed,
- * or `-retryAfter` in microseconds (< 0) when refused: one integer, cheap to parse.
- * KEYS[1] key; ARGV[1] emission interval µs; ARGV[2] burst tolerance µs; ARGV[3] cost.
- */
-const GCRA = new LuaScript(`
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local T = tonumber(ARGV[1])
-local tau = tonumber(ARGV[2])
-local tat = tonumber(redis.call('GET', KEYS[1]))
-if tat == nil or tat < now then tat = now end
-local nxt = tat + T * tonumber(ARGV[3])
-local wait = nxt - now - tau
-if wait > 0 then return -math.ceil(wait) end
-redis.call('SET', KEYS[1], string.format('%.0f', nxt), 'PX', math.ceil((nxt - now) / 1000) + 1)
-return math.floor((tau - (nxt - now)) / T)
-`)
-
-/**
- * The same decision for many keys in one script call (one TIME). KEYS: the keys; ARGV[1]
- * emission interval µs, ARGV[2] burst tolerance µs, ARGV[2 + i] the cost of key i.
- * Returns one integer per key, as {@link GCRA}.
- */
-const GCRA_BATCH = new LuaScript(`
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local T = tonumber(ARGV[1])
-local tau = tonumber(ARGV[2])
-local out = {}
-for i, key in ipairs(KEYS) do
-  local tat = tonumber(redis.call('GET', key))
-  if tat == nil or tat < now then tat = now end
-  local nxt = tat + T * tonumber(ARGV[2 + i])
-  local wait = nxt - now - tau
-  if wait > 0 then
-    out[i] = -math.ceil(wait)
-  else
-    redis.call('SET', key, string.format('%.0f', nxt), 'PX', math.ceil((nxt - now) / 1000) + 1)
-    out[i] = math.floor((tau - (nxt - now)) / T)
-  end
-end
-return out
-`)
-
 /** Most decisions sent in one batched script call. */
 const MAX_BATCH = 128
 
@@ -384,9 +343,9 @@ interface Pending {
 export class RedisRateLimiter implements RateLimiter {
   readonly #redis: RedisLike
   readonly #prefix: string
-  readonly #tUs: string
-  readonly #tauUs: string
-  readonly #t: number
+  readonly #emissionIntervalUs: string
+  readonly #burstToleranceUs: string
+  readonly #emissionInterval: number
   readonly #events = new Emitter<RateLimiterEvents>()
   readonly #batch: boolean
   #pending: Pending[] = []
@@ -401,9 +360,9 @@ export class RedisRateLimiter implements RateLimiter {
     this.#redis = options.redis
     this.#batch = o.batch && (options.redis as { isCluster?: boolean }).isCluster !== true
     this.#prefix = o.prefix
-    this.#t = o.t
-    this.#tUs = String(Math.round(o.t * 1000))
-    this.#tauUs = String(Math.round(o.tau * 1000))
+    this.#emissionInterval = o.emissionInterval
+    this.#emissionIntervalUs = String(Math.round(o.emissionInterval * 1000))
+    this.#burstToleranceUs = String(Math.round(o.burstTolerance * 1000))
   }
 
   take(key: string, cost = 1): Promise<RateLimitResult> {
@@ -414,9 +373,11 @@ export class RedisRateLimiter implements RateLimiter {
       return Promise.reject(error)
     }
     if (!this.#batch) {
-      return GCRA.run(this.#redis, [this.#prefix + key], [this.#tUs, this.#tauUs, cost]).then(
-        (reply) => this.#decide(key, reply as number),
-      )
+      return GCRA_SCRIPT.run(
+        this.#redis,
+        [this.#prefix + key],
+        [this.#emissionIntervalUs, this.#burstToleranceUs, cost],
+      ).then((reply) => this.#decide(key, reply as number))
     }
     return new Promise<RateLimitResult>((resolve, reject) => {
       this.#pending.push({ key, cost, resolve, reject })
@@ -435,22 +396,23 @@ export class RedisRateLimiter implements RateLimiter {
       const batch = all.length <= MAX_BATCH ? all : all.slice(start, start + MAX_BATCH)
       if (batch.length === 1) {
         const p = batch[0] as Pending
-        GCRA.run(this.#redis, [this.#prefix + p.key], [this.#tUs, this.#tauUs, p.cost]).then(
-          (reply) => p.resolve(this.#decide(p.key, reply as number)),
-          p.reject,
-        )
+        GCRA_SCRIPT.run(
+          this.#redis,
+          [this.#prefix + p.key],
+          [this.#emissionIntervalUs, this.#burstToleranceUs, p.cost],
+        ).then((reply) => p.resolve(this.#decide(p.key, reply as number)), p.reject)
         continue
       }
       const keys = new Array<string>(batch.length)
       const args = new Array<string | number>(batch.length + 2)
-      args[0] = this.#tUs
-      args[1] = this.#tauUs
+      args[0] = this.#emissionIntervalUs
+      args[1] = this.#burstToleranceUs
       for (let i = 0; i < batch.length; i++) {
         const p = batch[i] as Pending
         keys[i] = this.#prefix + p.key
         args[i + 2] = p.cost
       }
-      GCRA_BATCH.run(this.#redis, keys, args).then(
+      GCRA_BATCH_SCRIPT.run(this.#redis, keys, args).then(
         (replies) => {
           const r = replies as number[]
           for (let i = 0; i < batch.length; i++) {
@@ -508,7 +470,7 @@ export class RedisRateLimiter implements RateLimiter {
 
   /** Milliseconds per unit of cost (the emission interval). */
   get emissionInterval(): number {
-    return this.#t
+    return this.#emissionInterval
   }
 }
 
