@@ -1,0 +1,82 @@
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
+import { createServer } from 'node:net'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { afterAll, describe, expect, test } from 'vitest'
+import {
+  activeResources,
+  extractBlocks,
+  leftOpen,
+  readmeLine,
+  settle,
+  writeExamples,
+} from '../src/index.js'
+
+const README = [
+  '# pkg', //                                 1
+  '```sh', //                                 2
+  'npm install pkg', //                       3
+  '```', //                                   4
+  '```ts', //                                 5
+  "import { a } from 'pkg'", //               6
+  'a()', //                                   7
+  '```', //                                   8
+  '- a list item:', //                        9
+  '  ```typescript compile-only', //          10
+  '  type T = string', //                     11
+  '  ```', //                                 12
+  '````md', //                                13
+  '```ts', //                                 14
+  'not a block: inside a longer fence', //    15
+  '```', //                                   16
+  '````', //                                  17
+  '```js', //                                 18
+  'console.log(1)', //                        19
+  '```', //                                   20
+].join('\n')
+
+describe('extractBlocks', () => {
+  const blocks = extractBlocks('packages/pkg/README.md', README)
+
+  test('finds ts, typescript and js blocks with the line of their fence, and no other language', () => {
+    expect(blocks.map(({ line, extension }) => ({ line, extension }))).toEqual([
+      { line: 5, extension: 'ts' },
+      { line: 10, extension: 'ts' },
+      { line: 18, extension: 'mjs' },
+    ])
+    expect(blocks[0]?.code).toBe("import { a } from 'pkg'\na()\n")
+  })
+
+  test('reads the compile-only marker of the info string', () => {
+    expect(blocks.map((block) => block.compileOnly)).toEqual([false, true, false])
+  })
+
+  test('a block inside a longer fence is not an example', () => {
+    expect(blocks.some((block) => block.code.includes('not a block'))).toBe(false)
+  })
+})
+
+describe('writeExamples', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'readme-examples-'))
+  afterAll(() => rmSync(dir, { recursive: true, force: true }))
+
+  test('writes each block line for line, named after its README and line', () => {
+    const [first] = writeExamples(extractBlocks('packages/pkg/README.md', README), dir)
+    expect(first?.name).toBe('packages/pkg/README.md:5')
+    expect(first?.file).toBe(join(dir, 'packages-pkg-readme-5.ts'))
+    expect(readFileSync(first?.file ?? '', 'utf8').split('\n')[1]).toBe('a()')
+    // line 2 of the file is line 7 of the README
+    expect(first && readmeLine(first, 2)).toBe(7)
+  })
+})
+
+describe('left-open resources', () => {
+  test('a server still listening is reported, and no longer once closed', async () => {
+    const before = activeResources()
+    const server = createServer()
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+    expect(leftOpen(before).join()).toMatch(/TCPServerWrap x1/)
+    await new Promise((resolve) => server.close(resolve))
+    expect(await settle(before, 2_000)).toEqual([])
+  })
+})

@@ -1,0 +1,106 @@
+import { join } from 'node:path'
+import { fileURLToPath, pathToFileURL } from 'node:url'
+import { afterAll, beforeAll, expect, test } from 'vitest'
+import {
+  activeResources,
+  type Example,
+  findBlocks,
+  readmeLine,
+  readmePaths,
+  settle,
+  typecheck,
+  writeExamples,
+} from '../src/index.js'
+
+/**
+ * Every TypeScript block of README.md, packages/<name>/README.md and examples/shop/README.md
+ * is written to generated/, typechecked with the repo's strict settings, and run (imported)
+ * against the real servers: it must finish within the timeout and leave nothing open.
+ * A block marked ```ts compile-only is typechecked and not run.
+ */
+
+const root = fileURLToPath(new URL('../../../', import.meta.url))
+const here = fileURLToPath(new URL('../', import.meta.url))
+const generated = join(here, 'generated')
+
+// The blocks name the local servers; where testkit's global setup exported other addresses
+// (containers), the generated files use those.
+const DEFAULT_ADDRESSES: Record<string, string> = {
+  REDIS_URL: 'redis://127.0.0.1:6379',
+  MYSQL_URL: 'mysql://root@127.0.0.1:3306/test',
+  AMQP_URL: 'amqp://guest:guest@127.0.0.1:5672',
+}
+function useExportedAddresses(code: string): string {
+  let result = code
+  for (const [variable, address] of Object.entries(DEFAULT_ADDRESSES)) {
+    const exported = process.env[variable]
+    if (exported && exported !== address) result = result.replaceAll(address, exported)
+  }
+  return result
+}
+
+const examples = writeExamples(findBlocks(root), generated, useExportedAddresses)
+const RUN_TIMEOUT_MS = 30_000
+const SETTLE_MS = 5_000
+
+let errors = new Map<Example, string[]>()
+beforeAll(() => {
+  errors = typecheck(examples, join(here, 'tsconfig.json'))
+}, 180_000)
+
+afterAll(() => {
+  const compileOnly = examples.filter((example) => example.compileOnly).length
+  console.log(
+    `README examples: ${examples.length - compileOnly} run, ${compileOnly} compile-only, ` +
+      `from ${readmePaths(root).length} READMEs`,
+  )
+})
+
+test('the READMEs have examples to run', () => {
+  expect(examples.filter((example) => !example.compileOnly).length).toBeGreaterThan(0)
+})
+
+for (const example of examples) {
+  const title = example.compileOnly ? `${example.name} (compile-only)` : example.name
+  test(
+    title,
+    async () => {
+      const problems = errors.get(example) ?? []
+      if (problems.length > 0)
+        throw new Error(`${example.name} does not typecheck:\n${problems.join('\n')}`)
+      if (example.compileOnly) return
+      const before = activeResources()
+      try {
+        await import(pathToFileURL(example.file).href)
+      } catch (error) {
+        throw located(error, example)
+      }
+      const open = await settle(before, SETTLE_MS)
+      if (open.length > 0) {
+        throw new Error(
+          `${example.name} finished but left open: ${open.join(', ')} ` +
+            '(an example closes every client, pool, broker and server it opens)',
+        )
+      }
+    },
+    RUN_TIMEOUT_MS + SETTLE_MS,
+  )
+}
+
+/** The error, its message prefixed with the block's README and line, its stack pointing into the README. */
+function located(error: unknown, example: Example): Error {
+  const located = error instanceof Error ? error : new Error(String(error))
+  const file = example.file.replaceAll('\\', '/')
+  const toReadme = (text: string) =>
+    text.replace(
+      new RegExp(`(?:file://)?${escapeRegExp(file)}:(\\d+)(?::\\d+)?`, 'g'),
+      (_match, line: string) => `${example.readme}:${readmeLine(example, Number(line))}`,
+    )
+  located.message = `${example.name}: ${located.message}`
+  if (located.stack) located.stack = toReadme(located.stack)
+  return located
+}
+
+function escapeRegExp(text: string): string {
+  return text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')
+}
