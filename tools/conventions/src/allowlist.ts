@@ -1,0 +1,32 @@
+import type { RuleId } from './surface.js'
+
+/** A violation the rules would report that is not one, and why (a reviewer must accept the reason). */
+export interface Allowance {
+  /** The package, such as `mq`. */
+  pkg: string
+  /** The symbol as the violation names it, such as `BrokerOptions.confirmWindow`. */
+  symbol: string
+  /** The rule it is excused from. */
+  rule: RuleId
+  /** Why it is not a violation. */
+  reason: string
+}
+
+/** Every excused violation. Keep it short: each entry is a hole in a rule. */
+export const ALLOWLIST: readonly Allowance[] = [
+  {
+    pkg: 'mq',
+    symbol: 'BrokerOptions.confirmWindow',
+    rule: 'option-duration',
+    reason:
+      'a count (messages published and not yet confirmed, the AMQP publisher-confirm window), not a time',
+  },
+]
+
+/** Whether a violation is excused by an entry of `allowlist`. */
+export function isAllowed(
+  v: { pkg: string; symbol: string; rule: RuleId },
+  allowlist: readonly Allowance[] = ALLOWLIST,
+): boolean {
+  return allowlist.some((a) => a.pkg === v.pkg && a.symbol === v.symbol && a.rule === v.rule)
+}

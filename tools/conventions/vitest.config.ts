@@ -1,0 +1,3 @@
+import { ballastProject } from '../../vitest.shared.js'
+
+export default ballastProject('@ballast/conventions')
