@@ -1,6 +1,6 @@
 /**
  * How long an invalidation takes to reach another process: the parent sets a key, a child
- * process (its own cache and clients) records when its 'invalidation' event fires. In the
+ * process (its own cache and clients) records when its 'invalidated' event fires. In the
  * same run, interleaved message by message, the same trip with raw ioredis: a PUBLISH alone,
  * and a SET then a PUBLISH (the two round trips a set() makes), each seen by a raw
  * subscriber in the child. The raw figures are what the machine gives; the gap between
@@ -24,7 +24,7 @@ if (process.argv[2] === 'child') {
   await raw.subscribe(`${namespace}:raw`)
   raw.on('message', () => process.send?.(wallNow()))
   await cache.ready()
-  cache.on('invalidation', () => process.send?.(wallNow()))
+  cache.on('invalidated', () => process.send?.(wallNow()))
   process.on('message', async () => {
     await cache.close()
     client.disconnect()

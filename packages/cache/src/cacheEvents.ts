@@ -5,92 +5,129 @@ export type CircuitState = 'closed' | 'open' | 'halfOpen'
 export type FlushReason = 'clear' | 'gap' | 'resubscribed' | 'overflow'
 
 /** Why a stale value was served. */
-export type StaleReason = 'loader-error' | 'soft-timeout' | 'l2-unavailable'
+export type StaleReason = 'load-failed' | 'soft-timeout' | 'l2-unavailable'
+
+/** Payload of `l2-failed`: an L2 call failed or timed out; the cache degraded as documented. */
+export interface L2FailedEvent {
+  /** The cache operation that called L2 (`get`, `mget`, `set`, `cas`, `publish`, ...). */
+  operation: string
+  /** The failure, usually an `L2UnavailableError` with the client's error as `cause`. */
+  error: Error
+}
+
+/** Payload of `breaker-changed`: the L2 circuit breaker changed state. */
+export interface BreakerChangedEvent {
+  /** The new state. */
+  state: CircuitState
+}
+
+/** Payload of `bus-disconnected`: the invalidation subscription is lost or silent; L1 is not trusted until it returns. */
+export interface BusDisconnectedEvent {
+  /** What was noticed. */
+  reason: string
+}
+
+/** Payload of `bus-connected`: the invalidation subscription works again (L1 was flushed first). */
+export type BusConnectedEvent = Record<string, never>
+
+/**
+ * Payload of `bus-message-rejected`: a message on the invalidation channel was dropped,
+ * malformed (anyone with access to Redis can publish there) or its handling failed. Counted in
+ * `stats().bus.rejected`.
+ */
+export interface BusMessageRejectedEvent {
+  /** What was wrong with it, such as `bad keys` or `not JSON`. */
+  reason: string
+}
+
+/**
+ * Payload of `decode-failed`: an L2 value could not be decoded (not an envelope of this cache,
+ * written with another serializer, or the serializer threw) and was treated as a miss. Counted
+ * in `stats().l2.decodeFailed`.
+ */
+export interface DecodeFailedEvent {
+  /** The key. */
+  key: string
+  /** Why it could not be decoded: a `DecodeError`. */
+  error: Error
+}
+
+/** Payload of `l1-flushed`: L1 was emptied. */
+export interface L1FlushedEvent {
+  /** Why. */
+  reason: FlushReason
+}
+
+/** Payload of `stale-served`: a stale value (within grace) was served. */
+export interface StaleServedEvent {
+  /** The key. */
+  key: string
+  /** Why the stale value was served instead of a fresh one. */
+  reason: StaleReason
+}
+
+/** Payload of `load-failed`: a loader threw (or its result was refused). Counted in `stats().loader.failed`. */
+export interface LoadFailedEvent {
+  /** The key being loaded. */
+  key: string
+  /** What the loader threw. */
+  error: unknown
+}
+
+/** Payload of `invalidated`: another instance invalidated keys, tags or the namespace. */
+export interface InvalidatedEvent {
+  /** The id of the instance that sent it. */
+  origin: string
+  /** The keys invalidated, for a set or delete. */
+  keys?: readonly string[]
+  /** The tags invalidated, for a deleteByTag. */
+  tags?: readonly string[]
+  /** True for a clear of the namespace. */
+  clear?: boolean
+}
+
+/** Payload of `conflict-detected`: a fill was not written back because the key changed while it loaded. */
+export interface ConflictDetectedEvent {
+  /** The key. */
+  key: string
+}
+
+/** Payload of `invalidations-replayed`: invalidations made during an L2 outage were replayed. */
+export interface InvalidationsReplayedEvent {
+  /** How many keys were invalidated. */
+  keys: number
+  /** How many tags were invalidated. */
+  tags: number
+  /** Whether the replay was a clear of the namespace (too many to replay one by one). */
+  clear: boolean
+}
 
 /** The events of a cache, by name, with their payloads. */
 export interface CacheEvents {
   /** An L2 call failed or timed out; the cache degraded as documented. */
-  'l2:error': {
-    /** The cache operation that called L2 (`get`, `mget`, `set`, `cas`, `publish`, ...). */
-    operation: string
-    /** The failure, usually an `L2UnavailableError` with the client's error as `cause`. */
-    error: Error
-  }
+  'l2-failed': L2FailedEvent
   /** The L2 circuit breaker changed state. */
-  breaker: {
-    /** The new state. */
-    state: CircuitState
-  }
+  'breaker-changed': BreakerChangedEvent
   /** The invalidation subscription is lost or silent: L1 is not trusted until it returns. */
-  'bus:down': {
-    /** What was noticed. */
-    reason: string
-  }
-  /**
-   * A message on the invalidation channel was dropped: malformed (anyone with access to
-   * Redis can publish there), or its handling failed. Counted in `stats().bus.rejected`.
-   */
-  'bus:rejected': {
-    /** What was wrong with it, such as `bad keys` or `not JSON`. */
-    reason: string
-  }
-  /**
-   * An L2 value could not be decoded (not an envelope of this cache, written with another
-   * serializer, or the serializer threw): it was treated as a miss. Counted in
-   * `stats().l2.decodeErrors`.
-   */
-  'decode:error': {
-    /** The key. */
-    key: string
-    /** Why it could not be decoded. */
-    error: Error
-  }
+  'bus-disconnected': BusDisconnectedEvent
   /** The invalidation subscription works again (L1 was flushed first). */
-  'bus:up': Record<string, never>
+  'bus-connected': BusConnectedEvent
+  /** A message on the invalidation channel was dropped. */
+  'bus-message-rejected': BusMessageRejectedEvent
+  /** An L2 value could not be decoded and was treated as a miss. */
+  'decode-failed': DecodeFailedEvent
   /** L1 was emptied. */
-  'l1:flush': {
-    /** Why. */
-    reason: FlushReason
-  }
+  'l1-flushed': L1FlushedEvent
   /** A stale value (within grace) was served. */
-  stale: {
-    /** The key. */
-    key: string
-    /** Why the stale value was served instead of a fresh one. */
-    reason: StaleReason
-  }
-  /** A loader threw or timed out. */
-  'loader:error': {
-    /** The key being loaded. */
-    key: string
-    /** What the loader threw. */
-    error: unknown
-  }
+  'stale-served': StaleServedEvent
+  /** A loader threw. */
+  'load-failed': LoadFailedEvent
   /** Another instance invalidated keys, tags or the namespace. */
-  invalidation: {
-    /** The id of the instance that sent it. */
-    origin: string
-    /** The keys invalidated, for a set or delete. */
-    keys?: readonly string[]
-    /** The tags invalidated, for a deleteByTag. */
-    tags?: readonly string[]
-    /** True for a clear of the namespace. */
-    clear?: boolean
-  }
+  invalidated: InvalidatedEvent
   /** A fill was not written back because the key changed while it loaded (versioned write). */
-  conflict: {
-    /** The key. */
-    key: string
-  }
+  'conflict-detected': ConflictDetectedEvent
   /** Invalidations made during an L2 outage were replayed. */
-  replayed: {
-    /** How many keys were invalidated. */
-    keys: number
-    /** How many tags were invalidated. */
-    tags: number
-    /** Whether the replay was a clear of the namespace (too many to replay one by one). */
-    clear: boolean
-  }
+  'invalidations-replayed': InvalidationsReplayedEvent
 }
 
 /** Counters since creation, from `stats()`. */
@@ -115,18 +152,18 @@ export interface CacheStats {
     /** Reads L2 could not answer. */
     misses: number
     /** L2 calls that failed or timed out. */
-    errors: number
+    failed: number
     /** L2 values that could not be decoded and were treated as misses. */
-    decodeErrors: number
+    decodeFailed: number
   }
   /** Loader calls and their failures. */
   loader: {
     /** Loader calls (a batch loader call counts once). */
     calls: number
     /** Loader calls that threw. */
-    errors: number
+    failed: number
     /** Waits that hit the hard timeout. */
-    timeouts: number
+    timedOut: number
   }
   /** Stale values served (fail-safe and stale-while-revalidate). */
   staleServed: number

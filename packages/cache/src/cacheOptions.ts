@@ -1,5 +1,5 @@
+import type { Duration } from '@ballast/shared'
 import type { Cluster, Redis } from 'ioredis'
-import type { Duration } from './duration.js'
 import type { L1Store } from './l1Store.js'
 import type { LruStoreOptions } from './lruStore.js'
 import type { Serializer } from './serializer.js'
@@ -155,7 +155,7 @@ export interface L2BreakerOptions {
    */
   volumeThreshold?: number
   /**
-   * How long the breaker stays open before a probe call is let through, in ms.
+   * How long the breaker stays open before a probe call is let through.
    * @default 1000
    */
   resetTimeout?: Duration
@@ -186,13 +186,34 @@ export interface BloomOptions {
   falsePositiveRate?: number
 }
 
+/** The defaults of {@link L2BreakerOptions}. */
+export const DEFAULT_L2_BREAKER_OPTIONS: Readonly<Required<L2BreakerOptions>> = Object.freeze({
+  windowSize: 20,
+  errorThresholdPercentage: 50,
+  volumeThreshold: 5,
+  resetTimeout: 1000,
+})
+
+/** The defaults of {@link LockOptions}. */
+export const DEFAULT_LOCK_OPTIONS: Readonly<Required<LockOptions>> = Object.freeze({
+  lease: 10_000,
+  wait: 10_000,
+})
+
+/** The defaults of {@link BloomOptions} (`expectedItems` has none: it is required). */
+export const DEFAULT_BLOOM_OPTIONS: Readonly<Required<Omit<BloomOptions, 'expectedItems'>>> =
+  Object.freeze({ falsePositiveRate: 0.01 })
+
 /** The shape of {@link DEFAULT_CACHE_OPTIONS}: every plain option with its default. */
 export type CacheDefaults = Readonly<
-  Required<Omit<CacheOptions, 'redis' | 'subscriber' | 'l1' | 'serializer'>>
->
+  Required<Omit<CacheOptions, 'redis' | 'subscriber' | 'l1' | 'serializer' | 'breaker' | 'lock'>>
+> & {
+  readonly breaker: Readonly<Required<L2BreakerOptions>>
+  readonly lock: Readonly<Required<LockOptions>>
+}
 
-/** The defaults of {@link CacheOptions} that are plain values. */
-export const DEFAULT_CACHE_OPTIONS: CacheDefaults = {
+/** The defaults of {@link CacheOptions} that are plain values (frozen). */
+export const DEFAULT_CACHE_OPTIONS: CacheDefaults = Object.freeze({
   namespace: 'default',
   prefix: 'ballast:cache',
   ttl: 60_000,
@@ -204,14 +225,14 @@ export const DEFAULT_CACHE_OPTIONS: CacheDefaults = {
   hardTimeout: 0,
   maxKeyLength: 1024,
   l2Timeout: 250,
-  breaker: { windowSize: 20, errorThresholdPercentage: 50, volumeThreshold: 5, resetTimeout: 1000 },
+  breaker: DEFAULT_L2_BREAKER_OPTIONS,
   heartbeatInterval: 1000,
   heartbeatTimeout: 3000,
   tombstoneTtl: 60_000,
-  lock: { lease: 10_000, wait: 10_000 },
+  lock: DEFAULT_LOCK_OPTIONS,
   bloom: false,
   maxPendingInvalidations: 10_000,
-}
+})
 
 /** Per-write options of `set`, `setMany` and loaders' results. */
 export interface SetOptions {
@@ -274,9 +295,10 @@ export interface LoaderContext<T> {
 
 /**
  * Loads one key from the source of truth. Return `undefined` when the key does not exist:
- * that is cached for `negativeTtl`.
+ * that is cached for `negativeTtl`. `getOrSet` returns what the loader's type says (a loader
+ * typed `Promise<Product | undefined>` makes it `Promise<Product | undefined>`).
  */
-export type Loader<T> = (context: LoaderContext<T>) => T | undefined | Promise<T | undefined>
+export type Loader<T> = (context: LoaderContext<T>) => T | Promise<T>
 
 /**
  * Loads many keys in one call. Return a `Map` or a plain object by key, or an array in the

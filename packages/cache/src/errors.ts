@@ -88,7 +88,7 @@ export class L2UnavailableError extends CacheError {
 /**
  * An L2 value could not be decoded: not an envelope of this cache, written with another
  * serializer, or a payload the serializer rejects. Never thrown to callers: the read is a
- * miss and the error comes with the `decode:error` event.
+ * miss and the error comes with the `decode-failed` event.
  */
 export class DecodeError extends CacheError {
   /** The class name, `'DecodeError'`. */

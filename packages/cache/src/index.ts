@@ -1,9 +1,22 @@
+export { type Duration, parseDuration, type Unsubscribe } from '@ballast/shared'
 export type {
+  BreakerChangedEvent,
+  BusConnectedEvent,
+  BusDisconnectedEvent,
+  BusMessageRejectedEvent,
   CacheEvents,
   CacheStats,
   CircuitState,
+  ConflictDetectedEvent,
+  DecodeFailedEvent,
   FlushReason,
+  InvalidatedEvent,
+  InvalidationsReplayedEvent,
+  L1FlushedEvent,
+  L2FailedEvent,
+  LoadFailedEvent,
   StaleReason,
+  StaleServedEvent,
 } from './cacheEvents.js'
 export type {
   BatchLoader,
@@ -17,10 +30,13 @@ export type {
   LockOptions,
   SetOptions,
 } from './cacheOptions.js'
-export { DEFAULT_CACHE_OPTIONS } from './cacheOptions.js'
+export {
+  DEFAULT_BLOOM_OPTIONS,
+  DEFAULT_CACHE_OPTIONS,
+  DEFAULT_L2_BREAKER_OPTIONS,
+  DEFAULT_LOCK_OPTIONS,
+} from './cacheOptions.js'
 export { createCache } from './createCache.js'
-export type { Duration } from './duration.js'
-export { parseDuration } from './duration.js'
 export type { CacheErrorOptions } from './errors.js'
 export {
   CacheClosedError,

@@ -1,5 +1,6 @@
+import { merge } from '@ballast/shared'
 import { LRUCache } from 'lru-cache'
-import { integer, invalid } from './internal/validate.js'
+import { option } from './internal/validate.js'
 import type { L1Entry, L1Store } from './l1Store.js'
 
 /** Bounds of the default L1 engine. */
@@ -19,11 +20,11 @@ export interface LruStoreOptions {
   maxBytes?: number
 }
 
-/** The defaults of {@link LruStoreOptions}. */
-export const DEFAULT_LRU_STORE_OPTIONS: Required<LruStoreOptions> = {
+/** The defaults of {@link LruStoreOptions} (frozen). */
+export const DEFAULT_LRU_STORE_OPTIONS: Readonly<Required<LruStoreOptions>> = Object.freeze({
   maxEntries: 10_000,
   maxBytes: 64 * 1024 * 1024,
-}
+})
 
 /**
  * Heap bytes lru-cache preallocates per `maxEntries` slot (measured on Node 24 with V8's
@@ -42,12 +43,13 @@ export const LRU_SLOT_BYTES = 24
  * ```
  */
 export function createLruStore(options: LruStoreOptions = {}): L1Store {
-  const merged = { ...DEFAULT_LRU_STORE_OPTIONS, ...options }
-  const max = integer('l1.maxEntries', merged.maxEntries, 1)
-  const maxBytes = integer('l1.maxBytes', merged.maxBytes, 1)
+  if (typeof options !== 'object' || options === null) option.object('l1', options)
+  const merged = merge(DEFAULT_LRU_STORE_OPTIONS, options)
+  const max = option.positiveInteger('l1.maxEntries', merged.maxEntries)
+  const maxBytes = option.positiveInteger('l1.maxBytes', merged.maxBytes)
   const slots = max * LRU_SLOT_BYTES
   if (maxBytes <= slots) {
-    invalid(
+    option.invalid(
       'l1.maxBytes',
       `more than the ${LRU_SLOT_BYTES} bytes per slot lru-cache preallocates for maxEntries (${slots})`,
       maxBytes,

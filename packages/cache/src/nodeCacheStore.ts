@@ -1,5 +1,6 @@
+import { type Duration, merge } from '@ballast/shared'
 import NodeCache from 'node-cache'
-import { integer } from './internal/validate.js'
+import { option } from './internal/validate.js'
 import type { L1Entry, L1Store } from './l1Store.js'
 
 /** Bounds of the node-cache L1 adapter. */
@@ -11,17 +12,19 @@ export interface NodeCacheStoreOptions {
    */
   maxEntries?: number
   /**
-   * Seconds between node-cache's sweeps of expired entries.
-   * @default 60
+   * Time between node-cache's sweeps of expired entries (it counts whole seconds, so a
+   * duration under a second sweeps every second); 0 turns the sweep off.
+   * @default 60000 (1 minute)
    */
-  checkPeriodSeconds?: number
+  checkPeriod?: Duration
 }
 
-/** The defaults of {@link NodeCacheStoreOptions}. */
-export const DEFAULT_NODE_CACHE_STORE_OPTIONS: Required<NodeCacheStoreOptions> = {
-  maxEntries: 10_000,
-  checkPeriodSeconds: 60,
-}
+/** The defaults of {@link NodeCacheStoreOptions} (frozen). */
+export const DEFAULT_NODE_CACHE_STORE_OPTIONS: Readonly<Required<NodeCacheStoreOptions>> =
+  Object.freeze({
+    maxEntries: 10_000,
+    checkPeriod: 60_000,
+  })
 
 /**
  * An L1 engine on node-cache (without clones), for applications that already use it. It is
@@ -34,9 +37,12 @@ export const DEFAULT_NODE_CACHE_STORE_OPTIONS: Required<NodeCacheStoreOptions> =
  * ```
  */
 export function createNodeCacheStore(options: NodeCacheStoreOptions = {}): L1Store {
-  const merged = { ...DEFAULT_NODE_CACHE_STORE_OPTIONS, ...options }
-  const maxKeys = integer('l1.maxEntries', merged.maxEntries, 1)
-  const checkperiod = integer('l1.checkPeriodSeconds', merged.checkPeriodSeconds, 0)
+  if (typeof options !== 'object' || options === null) option.object('l1', options)
+  const merged = merge(DEFAULT_NODE_CACHE_STORE_OPTIONS, options)
+  const maxKeys = option.positiveInteger('l1.maxEntries', merged.maxEntries)
+  const checkPeriod = option.duration('l1.checkPeriod', merged.checkPeriod)
+  // node-cache counts seconds (0: no sweep)
+  const checkperiod = checkPeriod === 0 ? 0 : Math.max(1, Math.round(checkPeriod / 1000))
   const cache = new NodeCache({
     useClones: false,
     stdTTL: 0,

@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto'
-import { EventEmitter } from 'node:events'
+import { Emitter, merge, type Unsubscribe } from '@ballast/shared'
 import type { CacheEvents, CacheStats, FlushReason, StaleReason } from './cacheEvents.js'
 import type {
   BatchLoader,
@@ -9,8 +9,14 @@ import type {
   LoaderContext,
   SetOptions,
 } from './cacheOptions.js'
-import { DEFAULT_CACHE_OPTIONS } from './cacheOptions.js'
-import { CacheClosedError, DecodeError, L2UnavailableError, LoaderTimeoutError } from './errors.js'
+import { DEFAULT_BLOOM_OPTIONS, DEFAULT_CACHE_OPTIONS } from './cacheOptions.js'
+import {
+  CacheClosedError,
+  DecodeError,
+  InvalidArgumentError,
+  L2UnavailableError,
+  LoaderTimeoutError,
+} from './errors.js'
 import { type BloomShape, bloomOffsets, bloomShape } from './internal/bloom.js'
 import { Bus, type BusMessage } from './internal/bus.js'
 import { exactNow, now } from './internal/clock.js'
@@ -23,7 +29,7 @@ import {
 } from './internal/envelope.js'
 import { L2, type RedisClient, TAG_CHUNK, type TagMember } from './internal/l2.js'
 import { L2Guard } from './internal/l2Guard.js'
-import { boolean, duration, integer, invalid, ratio, string } from './internal/validate.js'
+import { argument, option } from './internal/validate.js'
 import type { L1Entry, L1Store } from './l1Store.js'
 import { createLruStore, type LruStoreOptions } from './lruStore.js'
 import { devalueSerializer, type Serializer, serializeOrThrow } from './serializer.js'
@@ -124,7 +130,7 @@ export class TwoLevelCache<T = unknown> {
   readonly #bus: Bus | undefined
   readonly #serializer: Serializer
   readonly #bloom: BloomShape | undefined
-  readonly #events = new EventEmitter()
+  readonly #events = new Emitter<CacheEvents>()
   readonly #instanceId = randomBytes(6).toString('base64url')
   readonly #base: string
   #tokenCounter = 0
@@ -163,11 +169,11 @@ export class TwoLevelCache<T = unknown> {
     l1Misses: 0,
     l2Hits: 0,
     l2Misses: 0,
-    l2Errors: 0,
-    decodeErrors: 0,
+    l2Failed: 0,
+    decodeFailed: 0,
     loaderCalls: 0,
-    loaderErrors: 0,
-    loaderTimeouts: 0,
+    loaderFailed: 0,
+    loaderTimedOut: 0,
     staleServed: 0,
     coalesced: 0,
     conflicts: 0,
@@ -176,94 +182,96 @@ export class TwoLevelCache<T = unknown> {
 
   /** Use {@link createCache}. */
   constructor(options: CacheOptions = {}) {
-    const d = DEFAULT_CACHE_OPTIONS
+    if (typeof options !== 'object' || options === null) option.object('options', options)
+    // an option given as undefined keeps its default, nested `breaker` and `lock` included
+    const o = merge(DEFAULT_CACHE_OPTIONS, options)
     // no ':' in a namespace: `a` and `a:0:e` would share keys
-    const namespace = string('namespace', options.namespace ?? d.namespace, /^[^\s{}:]+$/)
-    const prefix = string('prefix', options.prefix ?? d.prefix, /^[^\s{}]+$/)
-    const breaker = { ...d.breaker, ...options.breaker }
-    const lock = { ...d.lock, ...options.lock }
+    const namespace = option.string('namespace', o.namespace, { pattern: /^[^\s{}:]+$/ })
+    const prefix = option.string('prefix', o.prefix, { pattern: /^[^\s{}]+$/ })
+    const breaker = option.object('breaker', o.breaker)
+    const lock = option.object('lock', o.lock)
     this.#o = {
       namespace,
       prefix,
-      ttl: duration('ttl', options.ttl ?? d.ttl, true),
-      grace: duration('grace', options.grace ?? d.grace, false),
-      jitter: ratio('jitter', options.jitter ?? d.jitter, 0, 0.9),
-      negativeTtl: duration('negativeTtl', options.negativeTtl ?? d.negativeTtl, false),
-      earlyRefresh: ratio('earlyRefresh', options.earlyRefresh ?? d.earlyRefresh, 0, 0.99),
-      softTimeout: duration('softTimeout', options.softTimeout ?? d.softTimeout, false),
-      hardTimeout: duration('hardTimeout', options.hardTimeout ?? d.hardTimeout, false),
-      maxKeyLength: integer('maxKeyLength', options.maxKeyLength ?? d.maxKeyLength, 1),
-      tombstoneTtl: duration('tombstoneTtl', options.tombstoneTtl ?? d.tombstoneTtl, true),
-      lockLease: duration('lock.lease', lock.lease, true),
-      lockWait: duration('lock.wait', lock.wait, false),
-      maxPending: integer(
-        'maxPendingInvalidations',
-        options.maxPendingInvalidations ?? d.maxPendingInvalidations,
-        1,
-      ),
+      ttl: option.duration('ttl', o.ttl, { positive: true }),
+      grace: option.duration('grace', o.grace),
+      jitter: option.number('jitter', o.jitter, { min: 0, max: 0.9 }),
+      negativeTtl: option.duration('negativeTtl', o.negativeTtl),
+      earlyRefresh: option.number('earlyRefresh', o.earlyRefresh, { min: 0, max: 0.99 }),
+      softTimeout: option.duration('softTimeout', o.softTimeout),
+      hardTimeout: option.duration('hardTimeout', o.hardTimeout),
+      maxKeyLength: option.positiveInteger('maxKeyLength', o.maxKeyLength),
+      tombstoneTtl: option.duration('tombstoneTtl', o.tombstoneTtl, { positive: true }),
+      lockLease: option.duration('lock.lease', lock.lease, { positive: true }),
+      lockWait: option.duration('lock.wait', lock.wait),
+      maxPending: option.positiveInteger('maxPendingInvalidations', o.maxPendingInvalidations),
       replayDelay: 0,
     }
-    const l2Timeout = duration('l2Timeout', options.l2Timeout ?? d.l2Timeout, true)
-    const windowSize = integer('breaker.windowSize', breaker.windowSize, 1)
-    const errorThresholdPercentage = ratio(
+    const l2Timeout = option.duration('l2Timeout', o.l2Timeout, { positive: true })
+    const windowSize = option.positiveInteger('breaker.windowSize', breaker.windowSize)
+    const errorThresholdPercentage = option.number(
       'breaker.errorThresholdPercentage',
       breaker.errorThresholdPercentage,
-      0,
-      99.999,
+      { min: 0, max: 99.999 },
     )
-    const volumeThreshold = integer('breaker.volumeThreshold', breaker.volumeThreshold, 0)
-    const resetTimeout = duration('breaker.resetTimeout', breaker.resetTimeout, true)
+    const volumeThreshold = option.nonNegativeInteger(
+      'breaker.volumeThreshold',
+      breaker.volumeThreshold,
+    )
+    const resetTimeout = option.duration('breaker.resetTimeout', breaker.resetTimeout, {
+      positive: true,
+    })
     this.#o.replayDelay = resetTimeout
-    const heartbeatInterval = duration(
-      'heartbeatInterval',
-      options.heartbeatInterval ?? d.heartbeatInterval,
-      true,
-    )
-    const heartbeatTimeout = duration(
-      'heartbeatTimeout',
-      options.heartbeatTimeout ?? d.heartbeatTimeout,
-      true,
-    )
+    const heartbeatInterval = option.duration('heartbeatInterval', o.heartbeatInterval, {
+      positive: true,
+    })
+    const heartbeatTimeout = option.duration('heartbeatTimeout', o.heartbeatTimeout, {
+      positive: true,
+    })
     if (heartbeatTimeout <= heartbeatInterval) {
-      invalid(
+      option.invalid(
         'heartbeatTimeout',
         `more than heartbeatInterval (${heartbeatInterval} ms)`,
         heartbeatTimeout,
       )
     }
 
-    const serializer = options.serializer ?? devalueSerializer
+    const serializer = o.serializer ?? devalueSerializer
     if (
       typeof serializer?.serialize !== 'function' ||
       typeof serializer.deserialize !== 'function'
     ) {
-      invalid('serializer', 'an object with serialize() and deserialize()', serializer)
+      option.invalid('serializer', 'an object with serialize() and deserialize()', serializer)
     }
     // the name goes into every value's token: a reader with another serializer then knows
-    string('serializer.name', serializer.name, /^[A-Za-z0-9_.-]{1,64}$/)
+    option.string('serializer.name', serializer.name, { pattern: /^[A-Za-z0-9_.-]{1,64}$/ })
     this.#serializer = serializer
 
-    const l1 = options.l1 ?? {}
+    const l1 = o.l1 ?? {}
     if (l1 === false) this.#l1 = undefined
     else if (typeof (l1 as L1Store).get === 'function') this.#l1 = l1 as L1Store
     else if (typeof l1 === 'object' && l1 !== null) this.#l1 = createLruStore(l1 as LruStoreOptions)
-    else invalid('l1', 'an L1Store, LRU bounds or false', l1)
+    else option.invalid('l1', 'an L1Store, LRU bounds or false', l1)
 
-    const bloom = options.bloom ?? d.bloom
+    const bloom = o.bloom
     if (bloom === false) this.#bloom = undefined
     else {
-      const items = integer('bloom.expectedItems', bloom?.expectedItems, 1)
-      const rate = ratio('bloom.falsePositiveRate', bloom.falsePositiveRate ?? 0.01, 1e-9, 0.5)
+      const bloomOptions = merge(DEFAULT_BLOOM_OPTIONS, option.object('bloom', bloom))
+      const items = option.positiveInteger('bloom.expectedItems', bloomOptions.expectedItems)
+      const rate = option.number('bloom.falsePositiveRate', bloomOptions.falsePositiveRate, {
+        min: 1e-9,
+        max: 0.5,
+      })
       this.#bloom = bloomShape(items, rate)
     }
 
     this.#base = `${prefix}:${namespace}:`
-    const redis = options.redis as RedisClient | undefined
+    const redis = o.redis as RedisClient | undefined
     if (redis === undefined) {
-      if (options.subscriber !== undefined)
-        invalid('subscriber', 'no subscriber without "redis"', 'a client')
+      if (o.subscriber !== undefined)
+        option.invalid('subscriber', 'no subscriber without "redis"', 'a client')
       if (this.#bloom !== undefined)
-        invalid('bloom', 'false without "redis" (the filter lives in Redis)', bloom)
+        option.invalid('bloom', 'false without "redis" (the filter lives in Redis)', bloom)
       this.#l2 = undefined
       this.#guard = undefined
       this.#bus = undefined
@@ -271,7 +279,7 @@ export class TwoLevelCache<T = unknown> {
       return
     }
     if (typeof (redis as { get?: unknown }).get !== 'function') {
-      invalid('redis', 'an ioredis Redis or Cluster', redis)
+      option.invalid('redis', 'an ioredis Redis or Cluster', redis)
     }
     this.#l2 = new L2(redis)
     this.#guard = new L2Guard({
@@ -282,14 +290,14 @@ export class TwoLevelCache<T = unknown> {
       volumeThreshold,
       resetTimeout,
       onStateChange: (state) => {
-        this.#emit('breaker', { state })
+        this.#emit('breaker-changed', { state })
         if (state === 'closed') void this.#replay()
       },
     })
     this.#l1Trusted = false
     this.#bus = new Bus({
       client: redis,
-      subscriber: options.subscriber as RedisClient | undefined,
+      subscriber: o.subscriber as RedisClient | undefined,
       channel: `${this.#base}bus`,
       instanceId: this.#instanceId,
       heartbeatInterval,
@@ -300,7 +308,7 @@ export class TwoLevelCache<T = unknown> {
         gap: () => this.#flush('gap'),
         up: () => this.#onBusUp(),
         down: (reason) => this.#onBusDown(reason),
-        rejected: (reason) => this.#emit('bus:rejected', { reason }),
+        rejected: (reason) => this.#emit('bus-message-rejected', { reason }),
       },
     })
     // nothing is sent before the client is connected: with enableOfflineQueue: false those
@@ -318,26 +326,26 @@ export class TwoLevelCache<T = unknown> {
    * The value of `key`, or `undefined` on a miss. An L1 hit does no I/O. During an L2
    * outage, L1 (fresh or within grace) answers, and a key in neither is a miss.
    */
-  get(key: string): Promise<T | undefined> {
+  get<V extends T = T>(key: string): Promise<V | undefined> {
     if (this.#l1Trusted && this.#l1 !== undefined) {
       const entry = this.#l1.get(key)
       if (entry !== undefined && entry.freshUntil > now()) {
         this.#s.l1Hits++
-        return promiseOf(entry) as Promise<T | undefined>
+        return promiseOf(entry) as Promise<V | undefined>
       }
     }
-    return this.#getSlow(key)
+    return this.#getSlow(key) as Promise<V | undefined>
   }
 
   /** The fresh L1 value of `key`, synchronously; `undefined` if L1 does not hold it. Never touches L2. */
-  peek(key: string): T | undefined {
+  peek<V extends T = T>(key: string): V | undefined {
     if (!this.#l1Trusted || this.#l1 === undefined) {
       // off the hot path: a closed cache never trusts L1
       this.#assertOpen('peek')
       return undefined
     }
     const entry = this.#l1.get(key)
-    return entry !== undefined && entry.freshUntil > now() ? (entry.value as T) : undefined
+    return entry !== undefined && entry.freshUntil > now() ? (entry.value as V) : undefined
   }
 
   /** Whether a fresh, non-negative value of `key` is cached in L1 or L2. */
@@ -354,15 +362,15 @@ export class TwoLevelCache<T = unknown> {
   }
 
   /** Values of `keys` in order (`undefined` for misses): one L1 pass, then one L2 round trip (one MGET per slot on a Cluster). */
-  async getMany(keys: readonly string[]): Promise<(T | undefined)[]> {
+  async getMany<V extends T = T>(keys: readonly string[]): Promise<(V | undefined)[]> {
     this.#assertOpen('getMany')
     for (const key of keys) this.#checkKey(key)
-    const out = new Array<T | undefined>(keys.length)
+    const out = new Array<V | undefined>(keys.length)
     const missing: number[] = []
     for (let i = 0; i < keys.length; i++) {
       const local = this.#l1Hit(keys[i] as string)
       if (local === MISSING) missing.push(i)
-      else out[i] = local as T | undefined
+      else out[i] = local as V | undefined
     }
     if (missing.length === 0 || this.#l2 === undefined) return out
     const reads = await this.#readL2Many(missing.map((i) => keys[i] as string))
@@ -373,14 +381,14 @@ export class TwoLevelCache<T = unknown> {
       const read = reads[j] as L2Read
       if (!read.ok) {
         const fallback = this.#fallback(key, 'l2-unavailable')
-        out[i] = fallback === MISSING ? undefined : (fallback as T)
+        out[i] = fallback === MISSING ? undefined : (fallback as V)
       } else if (
         read.envelope !== undefined &&
         read.envelope.kind !== 't' &&
         read.envelope.freshUntil > t
       ) {
         this.#s.l2Hits++
-        out[i] = this.#fromL2(key, read.envelope, reads.epoch) as T | undefined
+        out[i] = this.#fromL2(key, read.envelope, reads.epoch) as V | undefined
       } else {
         this.#s.l2Misses++
         out[i] = undefined
@@ -399,7 +407,11 @@ export class TwoLevelCache<T = unknown> {
    * const product = await cache.getOrSet(`product:${id}`, () => db.products.find(id), { ttl: '5m', tags: ['products'] })
    * ```
    */
-  getOrSet(key: string, loader: Loader<T>, options?: GetOrSetOptions): Promise<T | undefined> {
+  getOrSet<V extends T | undefined>(
+    key: string,
+    loader: Loader<V>,
+    options?: GetOrSetOptions,
+  ): Promise<V> {
     if (options === undefined && this.#l1Trusted && this.#l1 !== undefined) {
       const entry = this.#l1.get(key)
       if (entry !== undefined) {
@@ -407,12 +419,12 @@ export class TwoLevelCache<T = unknown> {
         if (entry.freshUntil > t) {
           this.#s.l1Hits++
           if (entry.refreshAt <= t)
-            this.#refreshInBackground(key, loader, this.#callOptions(undefined))
-          return promiseOf(entry) as Promise<T | undefined>
+            this.#refreshInBackground(key, loader as Loader<unknown>, this.#callOptions(undefined))
+          return promiseOf(entry) as Promise<V>
         }
       }
     }
-    return this.#getOrSetSlow(key, loader, options)
+    return this.#getOrSetSlow(key, loader as Loader<unknown>, options) as Promise<V>
   }
 
   /**
@@ -424,20 +436,20 @@ export class TwoLevelCache<T = unknown> {
    * const prices = await cache.getOrSetMany(skus.map((s) => `price:${s}`), (keys) => db.prices.byKeys(keys))
    * ```
    */
-  async getOrSetMany(
+  async getOrSetMany<V extends T = T>(
     keys: readonly string[],
-    loader: BatchLoader<T>,
+    loader: BatchLoader<V>,
     options?: GetOrSetOptions,
-  ): Promise<(T | undefined)[]> {
+  ): Promise<(V | undefined)[]> {
     this.#assertOpen('getOrSetMany')
     for (const key of keys) this.#checkKey(key)
     const o = this.#callOptions(options)
-    const out = new Array<T | undefined>(keys.length)
+    const out = new Array<V | undefined>(keys.length)
     const pending = new Map<string, number[]>()
     for (let i = 0; i < keys.length; i++) {
       const key = keys[i] as string
       const local = this.#l1Hit(key)
-      if (local !== MISSING) out[i] = local as T | undefined
+      if (local !== MISSING) out[i] = local as V | undefined
       else {
         const at = pending.get(key)
         if (at === undefined) pending.set(key, [i])
@@ -509,7 +521,7 @@ export class TwoLevelCache<T = unknown> {
     )
     let k = 0
     for (const indexes of pending.values()) {
-      const value = settled[k++] as T | undefined
+      const value = settled[k++] as V | undefined
       for (const i of indexes) out[i] = value
     }
     return out
@@ -651,7 +663,9 @@ export class TwoLevelCache<T = unknown> {
   async addToFilter(keys: string | readonly string[]): Promise<void> {
     this.#assertOpen('addToFilter')
     if (this.#bloom === undefined)
-      invalid('bloom', 'a Bloom filter configured on the cache', false, 'state')
+      throw new InvalidArgumentError(
+        'addToFilter() needs a Bloom filter: the cache was created without the "bloom" option',
+      )
     const list = typeof keys === 'string' ? [keys] : keys
     for (const key of list) this.#checkKey(key)
     await this.#bloomAdd(list)
@@ -674,10 +688,10 @@ export class TwoLevelCache<T = unknown> {
       l2: {
         hits: s.l2Hits,
         misses: s.l2Misses,
-        errors: s.l2Errors,
-        decodeErrors: s.decodeErrors,
+        failed: s.l2Failed,
+        decodeFailed: s.decodeFailed,
       },
-      loader: { calls: s.loaderCalls, errors: s.loaderErrors, timeouts: s.loaderTimeouts },
+      loader: { calls: s.loaderCalls, failed: s.loaderFailed, timedOut: s.loaderTimedOut },
       staleServed: s.staleServed,
       coalesced: s.coalesced,
       conflicts: s.conflicts,
@@ -720,16 +734,34 @@ export class TwoLevelCache<T = unknown> {
     }
   }
 
-  /** Subscribes to an event. */
-  on<E extends keyof CacheEvents>(event: E, listener: (payload: CacheEvents[E]) => void): this {
-    this.#events.on(event, listener)
-    return this
+  /**
+   * Adds a listener; returns a function that removes it. A listener that throws never makes
+   * a cache call fail: its error is rethrown in a microtask (an `uncaughtException`).
+   *
+   * @example
+   * ```ts
+   * const off = cache.on('stale-served', ({ key, reason }) => log.warn({ key, reason }))
+   * off()
+   * ```
+   */
+  on<E extends keyof CacheEvents>(
+    event: E,
+    listener: (payload: CacheEvents[E]) => void,
+  ): Unsubscribe {
+    return this.#events.on(event, listener)
   }
 
-  /** Unsubscribes from an event. */
-  off<E extends keyof CacheEvents>(event: E, listener: (payload: CacheEvents[E]) => void): this {
+  /** Adds a listener called at most once; returns a function that removes it. */
+  once<E extends keyof CacheEvents>(
+    event: E,
+    listener: (payload: CacheEvents[E]) => void,
+  ): Unsubscribe {
+    return this.#events.once(event, listener)
+  }
+
+  /** Removes a listener added with `on()` or `once()`. */
+  off<E extends keyof CacheEvents>(event: E, listener: (payload: CacheEvents[E]) => void): void {
     this.#events.off(event, listener)
-    return this
   }
 
   /**
@@ -764,11 +796,11 @@ export class TwoLevelCache<T = unknown> {
     return MISSING
   }
 
-  async #getSlow(key: string): Promise<T | undefined> {
+  async #getSlow(key: string): Promise<unknown> {
     this.#checkKey(key)
     this.#assertOpen('get')
     const local = this.#l1Hit(key)
-    if (local !== MISSING) return local as T | undefined
+    if (local !== MISSING) return local
     if (this.#l2 === undefined) return undefined
     // #readL2, inlined: this is the hot L2 path, and every layer of promises costs
     const epoch = this.#epoch
@@ -784,15 +816,15 @@ export class TwoLevelCache<T = unknown> {
     const env = raw === null ? undefined : this.#decode(key, raw)
     if (env !== undefined && env.kind !== 't' && env.freshUntil > now()) {
       this.#s.l2Hits++
-      return this.#fromL2(key, env, epoch) as T | undefined
+      return this.#fromL2(key, env, epoch)
     }
     this.#s.l2Misses++
     return undefined
   }
 
-  #l2Fallback(key: string): T | undefined {
+  #l2Fallback(key: string): unknown {
     const fallback = this.#fallback(key, 'l2-unavailable')
-    return fallback === MISSING ? undefined : (fallback as T)
+    return fallback === MISSING ? undefined : fallback
   }
 
   /** L2 is down: an L1 entry that is fresh or within grace still answers. */
@@ -810,7 +842,7 @@ export class TwoLevelCache<T = unknown> {
 
   #served(key: string, reason: StaleReason): void {
     this.#s.staleServed++
-    this.#emit('stale', { key, reason })
+    this.#emit('stale-served', { key, reason })
   }
 
   /** Whether L2 may be read: configured, and no invalidation waiting to be replayed. */
@@ -905,13 +937,13 @@ export class TwoLevelCache<T = unknown> {
   }
 
   #decodeFailed(key: string, why: string, cause?: unknown): void {
-    this.#s.decodeErrors++
-    if (this.#events.listenerCount('decode:error') === 0) return
+    this.#s.decodeFailed++
+    if (!this.#events.has('decode-failed')) return
     const error = new DecodeError(
       `the L2 value of key ${JSON.stringify(key)} was treated as a miss: ${why}`,
       { cause },
     )
-    this.#emit('decode:error', { key, error })
+    this.#emit('decode-failed', { key, error })
   }
 
   #maybeBackfill(key: string, env: Envelope, value: unknown, epoch: number): void {
@@ -953,19 +985,19 @@ export class TwoLevelCache<T = unknown> {
 
   async #getOrSetSlow(
     key: string,
-    loader: Loader<T>,
+    loader: Loader<unknown>,
     options: GetOrSetOptions | undefined,
-  ): Promise<T | undefined> {
+  ): Promise<unknown> {
     this.#checkKey(key)
     this.#assertOpen('getOrSet')
-    if (typeof loader !== 'function') invalid('loader', 'a function', loader, 'argument')
+    if (typeof loader !== 'function') argument.invalid('loader', 'a function', loader)
     const o = this.#callOptions(options)
     const local = this.#l1Hit(key)
-    if (local !== MISSING) return local as T | undefined
+    if (local !== MISSING) return local
     const running = this.#flights.get(key) ?? this.#loads.get(key)
     if (running !== undefined) {
       this.#s.coalesced++
-      return running as Promise<T | undefined>
+      return running
     }
     const flight = this.#flight(key, loader, o)
     this.#flights.set(key, flight)
@@ -976,19 +1008,19 @@ export class TwoLevelCache<T = unknown> {
     return flight
   }
 
-  async #flight(key: string, loader: Loader<T>, o: CallOptions): Promise<T | undefined> {
+  async #flight(key: string, loader: Loader<unknown>, o: CallOptions): Promise<unknown> {
     let read = await this.#readL2(key)
     let env = read.ok ? read.envelope : undefined
     let t = now()
     if (env !== undefined && env.kind !== 't' && env.freshUntil > t) {
       this.#s.l2Hits++
-      return this.#fromL2(key, env, read.epoch) as T | undefined
+      return this.#fromL2(key, env, read.epoch)
     }
     if (read.ok) this.#s.l2Misses++
     if (!read.ok) {
       // L2 is down: an L1 entry still fresh (bus down, so not trusted) answers before the loader
       const entry = this.#l1?.get(key)
-      if (entry !== undefined && entry.freshUntil > t) return entry.value as T | undefined
+      if (entry !== undefined && entry.freshUntil > t) return entry.value
     }
     let stale = this.#staleCandidate(key, env, t, read.ok)
 
@@ -1025,7 +1057,7 @@ export class TwoLevelCache<T = unknown> {
         if (env !== undefined && env.kind !== 't' && env.freshUntil > t) {
           if (acquired) await this.#releaseLock(key, owner as string, false)
           this.#s.l2Hits++
-          return this.#fromL2(key, env, read.epoch) as T | undefined
+          return this.#fromL2(key, env, read.epoch)
         }
         stale = this.#staleCandidate(key, env, t, read.ok) ?? stale
         if (acquired || !read.ok) {
@@ -1047,13 +1079,13 @@ export class TwoLevelCache<T = unknown> {
         () => this.#releaseLock(key, lockOwner, true),
       )
     }
-    return this.#settle(key, load, stale, o) as Promise<T | undefined>
+    return this.#settle(key, load, stale, o)
   }
 
   /** Starts (or joins) the one load of `key` in this process; it writes back when done. */
   #load(
     key: string,
-    loader: Loader<T>,
+    loader: Loader<unknown>,
     o: CallOptions,
     observed: string | undefined,
     stale: Stale | undefined,
@@ -1062,16 +1094,16 @@ export class TwoLevelCache<T = unknown> {
     if (running !== undefined) return running
     const started = exactNow()
     const startEpoch = this.#epoch
-    const context: LoaderContext<T> = {
+    const context: LoaderContext<unknown> = {
       key,
-      staleValue: stale?.value as T | undefined,
+      staleValue: stale?.value,
       ttl: o.ttl,
       tags: o.tags,
     }
     this.#s.loaderCalls++
     const load = (async () => {
       const value = await loader(context)
-      const ttl = duration('ttl', context.ttl, true, 'loader result')
+      const ttl = argument.duration('context.ttl', context.ttl, { positive: true })
       await this.#writeBack(
         key,
         value,
@@ -1093,8 +1125,8 @@ export class TwoLevelCache<T = unknown> {
     }
     load.then(forget, (error: unknown) => {
       forget()
-      this.#s.loaderErrors++
-      this.#emit('loader:error', { key, error })
+      this.#s.loaderFailed++
+      this.#emit('load-failed', { key, error })
     })
   }
 
@@ -1120,7 +1152,7 @@ export class TwoLevelCache<T = unknown> {
         }
         return first
       } catch {
-        this.#served(key, 'loader-error')
+        this.#served(key, 'load-failed')
         return stale.value
       } finally {
         timer.cancel()
@@ -1131,7 +1163,7 @@ export class TwoLevelCache<T = unknown> {
     try {
       const first = await Promise.race([load, timer.promise])
       if (first === MISSING) {
-        this.#s.loaderTimeouts++
+        this.#s.loaderTimedOut++
         throw new LoaderTimeoutError(
           `the loader of key ${JSON.stringify(key)} did not finish within ${o.hardTimeout} ms`,
         )
@@ -1142,7 +1174,7 @@ export class TwoLevelCache<T = unknown> {
     }
   }
 
-  #refreshInBackground(key: string, loader: Loader<T>, o: CallOptions): void {
+  #refreshInBackground(key: string, loader: Loader<unknown>, o: CallOptions): void {
     if (this.#loads.has(key) || this.#flights.has(key) || this.#closed) return
     const refresh = (async () => {
       const read = await this.#readL2(key)
@@ -1177,7 +1209,7 @@ export class TwoLevelCache<T = unknown> {
       if (t - started >= this.#o.tombstoneTtl) {
         // a tombstone left by a delete during this load may be gone: we cannot tell, so do not write
         this.#s.conflicts++
-        this.#emit('conflict', { key })
+        this.#emit('conflict-detected', { key })
         return
       }
       try {
@@ -1192,7 +1224,7 @@ export class TwoLevelCache<T = unknown> {
         )
         if (!written) {
           this.#s.conflicts++
-          this.#emit('conflict', { key })
+          this.#emit('conflict-detected', { key })
           return
         }
         if (!negative && this.#bloom !== undefined)
@@ -1378,7 +1410,7 @@ export class TwoLevelCache<T = unknown> {
     this.#forgetEpochs()
     this.#l1?.clear()
     this.#s.flushes++
-    this.#emit('l1:flush', { reason })
+    this.#emit('l1-flushed', { reason })
   }
 
   #tagInvalidatedSince(tags: readonly string[], epoch: number): boolean {
@@ -1406,13 +1438,13 @@ export class TwoLevelCache<T = unknown> {
       case 'k':
         if (message.k !== undefined) {
           this.#invalidateLocal(message.k, Array.isArray(message.v) ? message.v : undefined)
-          this.#emit('invalidation', { origin: message.o, keys: message.k })
+          this.#emit('invalidated', { origin: message.o, keys: message.k })
         }
         return
       case 'g':
         if (message.g !== undefined) {
           this.#invalidateTagsLocal(message.g)
-          this.#emit('invalidation', { origin: message.o, tags: message.g })
+          this.#emit('invalidated', { origin: message.o, tags: message.g })
         }
         return
       case 'c':
@@ -1420,7 +1452,7 @@ export class TwoLevelCache<T = unknown> {
         // the message's number is not trusted (anyone with Redis access can publish): the
         // generation key is, and a genuine clear incremented it before publishing
         this.#genLoad = this.#loadGen()
-        this.#emit('invalidation', { origin: message.o, clear: true })
+        this.#emit('invalidated', { origin: message.o, clear: true })
         return
       case 'f':
         if (message.k !== undefined) this.#wake(message.k)
@@ -1432,7 +1464,7 @@ export class TwoLevelCache<T = unknown> {
 
   #onBusDown(reason: string): void {
     this.#l1Trusted = false
-    this.#emit('bus:down', { reason })
+    this.#emit('bus-disconnected', { reason })
   }
 
   #onBusUp(): void {
@@ -1440,7 +1472,7 @@ export class TwoLevelCache<T = unknown> {
     this.#flush('resubscribed')
     void this.#recover()
     this.#l1Trusted = true
-    this.#emit('bus:up', {})
+    this.#emit('bus-connected', {})
   }
 
   async #publish(
@@ -1484,8 +1516,8 @@ export class TwoLevelCache<T = unknown> {
   }
 
   #l2Failed(operation: string, error: unknown): void {
-    this.#s.l2Errors++
-    this.#emit('l2:error', {
+    this.#s.l2Failed++
+    this.#emit('l2-failed', {
       operation,
       error: error instanceof Error ? error : new Error(String(error)),
     })
@@ -1678,7 +1710,7 @@ export class TwoLevelCache<T = unknown> {
         if (p.clear === clearStamp) p.clear = 0
         for (const [key, stamp] of keyStamps) if (p.keys.get(key) === stamp) p.keys.delete(key)
         for (const [tag, stamp] of tagStamps) if (p.tags.get(tag) === stamp) p.tags.delete(tag)
-        this.#emit('replayed', { keys: keys.length, tags: tags.length, clear })
+        this.#emit('invalidations-replayed', { keys: keys.length, tags: tags.length, clear })
       } catch (error) {
         this.#l2Failed('replay', error)
       } finally {
@@ -1719,11 +1751,10 @@ export class TwoLevelCache<T = unknown> {
 
   #checkKey(key: unknown, what = 'key'): void {
     if (typeof key !== 'string' || key.length === 0 || key.length > this.#o.maxKeyLength) {
-      invalid(
+      argument.invalid(
         what,
         `a non-empty string of at most ${this.#o.maxKeyLength} characters`,
         typeof key === 'string' && key.length > 64 ? `a string of ${key.length} characters` : key,
-        'argument',
       )
     }
   }
@@ -1747,32 +1778,35 @@ export class TwoLevelCache<T = unknown> {
     }
     const tags = options.tags
     if (tags !== undefined) {
-      if (!Array.isArray(tags)) invalid('tags', 'an array of strings', tags, 'argument')
+      if (!Array.isArray(tags)) argument.invalid('tags', 'an array of strings', tags)
       for (const tag of tags) this.#checkKey(tag, 'tags')
     }
     return {
-      ttl: options.ttl === undefined ? o.ttl : duration('ttl', options.ttl, true, 'argument'),
-      grace:
-        options.grace === undefined ? o.grace : duration('grace', options.grace, false, 'argument'),
+      ttl:
+        options.ttl === undefined
+          ? o.ttl
+          : argument.duration('ttl', options.ttl, { positive: true }),
+      grace: options.grace === undefined ? o.grace : argument.duration('grace', options.grace),
       tags: tags === undefined || tags.length === 0 ? undefined : [...tags],
       softTimeout:
         options.softTimeout === undefined
           ? o.softTimeout
-          : duration('softTimeout', options.softTimeout, false, 'argument'),
+          : argument.duration('softTimeout', options.softTimeout),
       hardTimeout:
         options.hardTimeout === undefined
           ? o.hardTimeout
-          : duration('hardTimeout', options.hardTimeout, false, 'argument'),
-      lock: options.lock === undefined ? false : boolean('lock', options.lock),
+          : argument.duration('hardTimeout', options.hardTimeout),
+      lock: options.lock === undefined ? false : argument.boolean('lock', options.lock),
       negativeTtl:
         options.negativeTtl === undefined
           ? o.negativeTtl
-          : duration('negativeTtl', options.negativeTtl, false, 'argument'),
+          : argument.duration('negativeTtl', options.negativeTtl),
     }
   }
 
+  /** Emits only when someone listens; a listener that throws never reaches the caller (see Emitter). */
   #emit<E extends keyof CacheEvents>(event: E, payload: CacheEvents[E]): void {
-    if (this.#events.listenerCount(event) > 0) this.#events.emit(event, payload)
+    if (this.#events.has(event)) this.#events.emit(event, payload)
   }
 }
 

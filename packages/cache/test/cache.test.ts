@@ -20,7 +20,7 @@ afterEach(() => {
 describe('createCache', () => {
   it('rejects bad options with an error naming the option', () => {
     expect(() => createCache({ ttl: -5 })).toThrow(
-      'invalid option "ttl": expected a positive number of milliseconds',
+      'invalid option "ttl": expected a positive duration (milliseconds, or a string such as',
     )
     expect(() => createCache({ ttl: '5 parsecs' as never })).toThrow(InvalidArgumentError)
     expect(() => createCache({ jitter: 2 })).toThrow('invalid option "jitter"')
@@ -32,11 +32,12 @@ describe('createCache', () => {
     expect(() => createCache({ bloom: { expectedItems: 100 } })).toThrow('invalid option "bloom"')
   })
 
-  it('parses durations in one place', () => {
+  it('parses durations with the shared parser: a unit is required', () => {
     expect(parseDuration('15m')).toBe(900_000)
     expect(parseDuration('250ms')).toBe(250)
     expect(parseDuration(-1)).toBeUndefined()
-    expect(parseDuration('1y')).toBeUndefined()
+    expect(parseDuration('30')).toBeUndefined()
+    expect(() => createCache({ ttl: '30' as never })).toThrow('invalid option "ttl"')
   })
 })
 
@@ -162,7 +163,7 @@ describe('getOrSet', () => {
     const assertion = expect(pending).rejects.toBeInstanceOf(LoaderTimeoutError)
     await vi.advanceTimersByTimeAsync(101)
     await assertion
-    expect(cache.stats().loader.timeouts).toBe(1)
+    expect(cache.stats().loader.timedOut).toBe(1)
     await cache.close()
   })
 
@@ -292,7 +293,7 @@ describe('L1 engines', () => {
   })
 
   it('the node-cache adapter serves hits and refuses entries past its bound instead of throwing', async () => {
-    const l1 = createNodeCacheStore({ maxEntries: 2, checkPeriodSeconds: 0 })
+    const l1 = createNodeCacheStore({ maxEntries: 2, checkPeriod: 0 })
     const cache = createCache<number>({ l1 })
     await cache.setMany([
       { key: 'a', value: 1 },

@@ -1,5 +1,17 @@
 import { describe, expect, it } from 'vitest'
-import { CacheError, errors, InvalidArgumentError, isCacheError } from '../src/index.js'
+import {
+  CacheClosedError,
+  CacheError,
+  errors,
+  InvalidArgumentError,
+  isCacheError,
+} from '../src/index.js'
+
+/** The code the convention derives from a class name: `L2UnavailableError` is `E_CACHE_L2_UNAVAILABLE`. */
+function codeOf(className: string): string {
+  const what = className.replace(/Error$/, '').replace(/^Cache/, '')
+  return `E_CACHE_${what.replace(/([a-z0-9])([A-Z])/g, '$1_$2').toUpperCase()}`
+}
 
 describe('CacheError', () => {
   it('carries a stable code, the cause and whether a retry can help', () => {
@@ -23,5 +35,36 @@ describe('CacheError', () => {
     expect(isCacheError(foreign)).toBe(true)
     expect(isCacheError(new Error('plain'))).toBe(false)
     expect(isCacheError(null)).toBe(false)
+  })
+
+  it('every class in the errors map has the code derived from its name, a retryable flag and keeps its cause', () => {
+    const cause = new Error('ECONNRESET')
+    const classes = Object.entries(errors).filter(([name]) => name !== 'CacheError')
+    expect(classes.map(([name]) => name).sort()).toEqual([
+      'CacheClosedError',
+      'DecodeError',
+      'InvalidArgumentError',
+      'L2UnavailableError',
+      'LoaderTimeoutError',
+      'SerializationError',
+    ])
+    for (const [name, ErrorClass] of classes) {
+      const error =
+        ErrorClass === CacheClosedError
+          ? new CacheClosedError('cache', 'get', { cause })
+          : new (ErrorClass as new (message: string, options: { cause: unknown }) => CacheError)(
+              'it failed',
+              { cause },
+            )
+      expect(error.name).toBe(name)
+      expect(error.code).toBe(codeOf(name))
+      expect(typeof error.retryable).toBe('boolean')
+      expect(error.cause).toBe(cause)
+      expect(isCacheError(error)).toBe(true)
+      expect(error).toBeInstanceOf(CacheError)
+    }
+    expect(codeOf('L2UnavailableError')).toBe('E_CACHE_L2_UNAVAILABLE')
+    expect(new errors.CacheClosedError('cache', 'get').retryable).toBe(false)
+    expect(new errors.LoaderTimeoutError('slow').retryable).toBe(true)
   })
 })

@@ -30,7 +30,7 @@ describe('TwoLevelCache against hostile bus messages', () => {
       const a = await group.add()
       const b = await group.add()
       const rejected: string[] = []
-      b.on('bus:rejected', ({ reason }) => rejected.push(reason))
+      b.on('bus-message-rejected', ({ reason }) => rejected.push(reason))
       const raw = await group.raw()
       const { channel } = names(group)
       const hostile = [
@@ -114,7 +114,7 @@ describe('TwoLevelCache fuzzed through real Redis', () => {
     const raw = await group.raw()
     const { channel } = names(group)
     let events = 0
-    b.on('bus:rejected', () => events++)
+    b.on('bus-message-rejected', () => events++)
     const field = fc.oneof(
       fc.jsonValue({ maxDepth: 2 }),
       fc.constantFrom(null, 5, -1, 1.5, 'x', [1], ['a'], Number.MAX_SAFE_INTEGER + 2),
@@ -164,7 +164,7 @@ describe('TwoLevelCache fuzzed through real Redis', () => {
     const raw = await group.raw()
     const { entry } = names(group)
     const undecodable = new Set<string>()
-    a.on('decode:error', ({ key }) => undecodable.add(key))
+    a.on('decode-failed', ({ key }) => undecodable.add(key))
     const t = Date.now()
     const time = fc.oneof(fc.constant(String(t + 60_000)), fc.nat().map(String), fc.string())
     const stored = fc.oneof(
@@ -198,7 +198,7 @@ describe('TwoLevelCache fuzzed through real Redis', () => {
       { seed: 14, numRuns: 80 },
     )
     expect(undecodable.size).toBeGreaterThan(0)
-    expect(a.stats().l2.decodeErrors).toBeGreaterThanOrEqual(undecodable.size)
+    expect(a.stats().l2.decodeFailed).toBeGreaterThanOrEqual(undecodable.size)
   })
 })
 
@@ -230,7 +230,7 @@ describe('TwoLevelCache after one timed-out invalidation', () => {
     const a = await group.add(options, viaProxy)
     const b = await group.add()
     const breaker: string[] = []
-    a.on('breaker', ({ state }) => breaker.push(state))
+    a.on('breaker-changed', ({ state }) => breaker.push(state))
     await a.set('k', 'v1')
     proxy.setLatency(300)
     await a.set('k', 'v2') // times out once: its invalidation is kept for replay
@@ -263,7 +263,7 @@ describe('TwoLevelCache.ready when the generation cannot be read at first', () =
     const cache = createCache({ redis, namespace: group.namespace, prefix: group.prefix })
     group.caches.push(cache)
     const errors: string[] = []
-    cache.on('l2:error', ({ error }) => errors.push(error.message))
+    cache.on('l2-failed', ({ error }) => errors.push(error.message))
     setTimeout(() => void raw.set(gen, '3'), 300)
     await cache.ready(10_000)
     expect(cache.stats().generation).toBe(3)
@@ -293,7 +293,7 @@ describe('TwoLevelCache tag sets', () => {
     expect((await count(tag('t'))) + (await count(legacyTag('t')))).toBe(2)
     const ttl = await raw.pttl(tag('t'))
     expect(ttl).toBeGreaterThan(50_000) // the set lives as long as its longest entry
-    expect(a.stats().l2.errors).toBe(0)
+    expect(a.stats().l2.failed).toBe(0)
   })
 
   it.each(['standalone', 'cluster'] as const)(
@@ -331,7 +331,7 @@ describe('TwoLevelCache tag sets', () => {
     const a = await group.add({ l2Timeout: 1000 })
     const b = await group.add()
     const errors: string[] = []
-    a.on('l2:error', ({ operation, error }) => errors.push(`${operation}: ${error.message}`))
+    a.on('l2-failed', ({ operation, error }) => errors.push(`${operation}: ${error.message}`))
     const n = 50_000
     for (let from = 0; from < n; from += 5000) {
       await writer.setMany(
@@ -369,7 +369,7 @@ describe('TwoLevelCache with values it cannot decode', () => {
     group = new CacheGroup('standalone')
     const a = await group.add()
     const undecodable: string[] = []
-    a.on('decode:error', ({ key }) => undecodable.push(key))
+    a.on('decode-failed', ({ key }) => undecodable.push(key))
     const raw = await group.raw()
     const { entry } = names(group)
     const now = Date.now()
@@ -392,7 +392,7 @@ describe('TwoLevelCache with values it cannot decode', () => {
     const a = await group.add() // devalue
     const b = await group.add({ serializer: jsonSerializer })
     const events: string[] = []
-    b.on('decode:error', ({ key }) => events.push(key))
+    b.on('decode-failed', ({ key }) => events.push(key))
     await a.set('d', new Date(0))
     expect(await b.get('d')).toBeUndefined()
     expect(events).toEqual(['d'])

@@ -49,7 +49,7 @@ describe('TwoLevelCache when Redis is cut off (fault proxy)', () => {
 
     const errors: unknown[] = []
     const breaker: string[] = []
-    a.on('breaker', ({ state }) => breaker.push(state))
+    a.on('breaker-changed', ({ state }) => breaker.push(state))
     let slowest = 0
     let loaderCalls = 0
     let outage = false
@@ -120,7 +120,7 @@ describe('TwoLevelCache when Redis is cut off (fault proxy)', () => {
     const { a, b } = await setup()
     await b.set('k', 'v1')
     expect(await a.get('k')).toBe('v1')
-    const down = new Promise((resolve) => a.on('bus:down', resolve))
+    const down = new Promise((resolve) => a.on('bus-disconnected', resolve))
     proxy.blackhole()
     await down
     await b.set('k', 'v2') // a cannot hear this
@@ -129,14 +129,14 @@ describe('TwoLevelCache when Redis is cut off (fault proxy)', () => {
     expect(performance.now() - t0).toBeLessThan(BOUND)
     // a hung connection (still 'ready' to ioredis) trips the breaker: then L2 costs nothing
     const opened = new Promise((resolve) =>
-      a.on('breaker', ({ state }) => state === 'open' && resolve(state)),
+      a.on('breaker-changed', ({ state }) => state === 'open' && resolve(state)),
     )
     for (let i = 0; i < 5; i++) await a.get(`other:${i}`)
     await opened
     const t1 = performance.now()
     expect(await a.get('k')).toBe('v1')
     expect(performance.now() - t1).toBeLessThan(20)
-    const up = new Promise((resolve) => a.on('bus:up', resolve))
+    const up = new Promise((resolve) => a.on('bus-connected', resolve))
     proxy.restore()
     await up
     // from the reconnect on, a never serves v1 again: a miss while it re-reads the generation, then v2

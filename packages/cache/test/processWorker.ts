@@ -30,7 +30,7 @@ process.on('message', async (message: Command) => {
     )
     process.send?.({ done: 'lock', values: [...new Set(values)] })
   } else if (message.cmd === 'watch') {
-    cache.on('invalidation', async (event) => {
+    cache.on('invalidated', async (event) => {
       if (!event.keys?.includes(message.key)) return
       process.send?.({ seen: await cache.get(message.key) })
     })

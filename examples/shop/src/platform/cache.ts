@@ -41,8 +41,8 @@ export function createProductCache(o: ProductCacheOptions): ProductCache {
     grace: '1h',
   })
   return {
-    async getOrLoad<T>(key: string, loader: () => Promise<T>): Promise<T> {
-      return (await cache.getOrSet(key, loader)) as T
+    getOrLoad<T>(key: string, loader: () => Promise<T>): Promise<T> {
+      return cache.getOrSet(key, loader)
     },
     invalidate: (key) => cache.delete(key),
     stats() {
@@ -51,7 +51,7 @@ export function createProductCache(o: ProductCacheOptions): ProductCache {
         l1Hits: s.l1.hits,
         l2Hits: s.l2.hits,
         misses: s.loader.calls,
-        l2Errors: s.l2.errors,
+        l2Errors: s.l2.failed,
         invalidationsReceived: s.bus.received,
         breaker: String(s.breaker),
       }
