@@ -9,7 +9,7 @@ import type { AddressInfo } from 'node:net'
 import { createSessionStore } from '@ballast/session'
 import { getSession as expressGet, expressSession } from '@ballast/session/express'
 import { getSession as fastifyGet, fastifySession } from '@ballast/session/fastify'
-import { withSession } from '@ballast/session/http'
+import { httpSession } from '@ballast/session/http'
 import fastifyCookie from '@fastify/cookie'
 import fastifySessionPeer from '@fastify/session'
 import { RedisStore } from 'connect-redis'
@@ -146,7 +146,7 @@ export async function serve(contestant: Contestant, redisPort: number): Promise<
     }
   }
   return listenNode(
-    withSession(store, (req, res, session) => {
+    httpSession(store, (req, res, session) => {
       const data = session.data as { userId?: string; views?: number }
       if (req.url === '/login') {
         Object.assign(data, LOGIN)

@@ -66,8 +66,11 @@ export class SessionNotFoundError extends SessionError {
   /** The class name, `SessionNotFoundError`. */
   override name = 'SessionNotFoundError'
 
-  constructor(message = 'the session does not exist (expired, destroyed or never created)') {
-    super('E_SESSION_NOT_FOUND', message)
+  constructor(
+    message = 'the session does not exist (expired, destroyed or never created)',
+    options: SessionErrorOptions = {},
+  ) {
+    super('E_SESSION_NOT_FOUND', message, options)
   }
 }
 
@@ -76,8 +79,11 @@ export class SessionNotLoggedInError extends SessionError {
   /** The class name, `SessionNotLoggedInError`. */
   override name = 'SessionNotLoggedInError'
 
-  constructor(message = 'the session has no user: log in (regenerate with a userId) first') {
-    super('E_SESSION_NOT_LOGGED_IN', message)
+  constructor(
+    message = 'the session has no user: log in (regenerate with a userId) first',
+    options: SessionErrorOptions = {},
+  ) {
+    super('E_SESSION_NOT_LOGGED_IN', message, options)
   }
 }
 

@@ -1,5 +1,6 @@
 import type { NextFunction, Request, RequestHandler, Response } from 'express'
 import type { SessionUnavailableError } from './errors.js'
+import { adapterOptions } from './internal/adapterOptions.js'
 import { answerUnavailable, bindResponse, isUnavailable } from './internal/nodeResponse.js'
 import type { RequestSession } from './requestSession.js'
 import type { SessionData, SessionStore } from './sessionStore.js'
@@ -15,8 +16,10 @@ export interface ExpressSessionOptions {
     | undefined
 }
 
-/** Defaults of {@link ExpressSessionOptions}. */
-export const DEFAULT_EXPRESS_SESSION_OPTIONS: ExpressSessionOptions = { onUnavailable: undefined }
+/** Defaults of {@link ExpressSessionOptions}; an option given as `undefined` keeps its default. */
+export const DEFAULT_EXPRESS_SESSION_OPTIONS: Readonly<ExpressSessionOptions> = Object.freeze({
+  onUnavailable: undefined,
+})
 
 /**
  * Express middleware: sets `req.session` (read it typed with {@link getSession}) and writes
@@ -29,17 +32,17 @@ export const DEFAULT_EXPRESS_SESSION_OPTIONS: ExpressSessionOptions = { onUnavai
  * const app = express()
  * app.use(expressSession(store))
  * app.get('/', (req, res) => {
- *   const session = getSession(req)
- *   session.data.views = ((session.data.views as number) ?? 0) + 1
+ *   const session = getSession<{ views: number }>(req)
+ *   session.data.views = (session.data.views ?? 0) + 1
  *   res.send(`views: ${session.data.views}`)
  * })
  * ```
  */
-export function expressSession<T extends SessionData>(
+export function expressSession<T extends object>(
   store: SessionStore<T>,
   options: ExpressSessionOptions = {},
 ): RequestHandler {
-  const onUnavailable = options.onUnavailable ?? DEFAULT_EXPRESS_SESSION_OPTIONS.onUnavailable
+  const { onUnavailable } = adapterOptions(DEFAULT_EXPRESS_SESSION_OPTIONS, options)
   const nodeHandler =
     onUnavailable === undefined
       ? undefined
@@ -68,10 +71,10 @@ export function expressSession<T extends SessionData>(
 }
 
 /**
- * The session {@link expressSession} attached to `req`, typed. Throws if the middleware is
- * not mounted on this route.
+ * The session {@link expressSession} attached to `req`, typed as `T` (the data type of the
+ * store you mounted). Throws if the middleware is not mounted on this route.
  */
-export function getSession<T extends SessionData = SessionData>(req: Request): RequestSession<T> {
+export function getSession<T extends object = SessionData>(req: Request): RequestSession<T> {
   const session = (req as { session?: unknown }).session
   if (session === undefined || session === null) {
     throw new TypeError('no session on this request: mount expressSession(store) before this route')

@@ -1,5 +1,6 @@
 import type { FastifyPluginCallback, FastifyReply, FastifyRequest } from 'fastify'
 import type { SessionUnavailableError } from './errors.js'
+import { adapterOptions } from './internal/adapterOptions.js'
 import { isUnavailable } from './internal/nodeResponse.js'
 import type { RequestSession } from './requestSession.js'
 import type { SessionData, SessionStore } from './sessionStore.js'
@@ -16,8 +17,10 @@ export interface FastifySessionOptions {
     | undefined
 }
 
-/** Defaults of {@link FastifySessionOptions}. */
-export const DEFAULT_FASTIFY_SESSION_OPTIONS: FastifySessionOptions = { onUnavailable: undefined }
+/** Defaults of {@link FastifySessionOptions}; an option given as `undefined` keeps its default. */
+export const DEFAULT_FASTIFY_SESSION_OPTIONS: Readonly<FastifySessionOptions> = Object.freeze({
+  onUnavailable: undefined,
+})
 
 const BODY = JSON.stringify({
   error: 'session store unavailable, try again shortly',
@@ -36,17 +39,17 @@ const BODY = JSON.stringify({
  * const app = Fastify()
  * app.register(fastifySession(store))
  * app.get('/', async (request) => {
- *   const session = getSession(request)
- *   session.data.views = ((session.data.views as number) ?? 0) + 1
+ *   const session = getSession<{ views: number }>(request)
+ *   session.data.views = (session.data.views ?? 0) + 1
  *   return { views: session.data.views }
  * })
  * ```
  */
-export function fastifySession<T extends SessionData>(
+export function fastifySession<T extends object>(
   store: SessionStore<T>,
   options: FastifySessionOptions = {},
 ): FastifyPluginCallback {
-  const onUnavailable = options.onUnavailable ?? DEFAULT_FASTIFY_SESSION_OPTIONS.onUnavailable
+  const { onUnavailable } = adapterOptions(DEFAULT_FASTIFY_SESSION_OPTIONS, options)
   const unavailable = (
     error: SessionUnavailableError,
     request: FastifyRequest,
@@ -99,10 +102,10 @@ export function fastifySession<T extends SessionData>(
 }
 
 /**
- * The session {@link fastifySession} attached to `request`, typed. Throws if the plugin is not
- * registered for this route.
+ * The session {@link fastifySession} attached to `request`, typed as `T` (the data type of the
+ * store you registered). Throws if the plugin is not registered for this route.
  */
-export function getSession<T extends SessionData = SessionData>(
+export function getSession<T extends object = SessionData>(
   request: FastifyRequest,
 ): RequestSession<T> {
   const session = (request as unknown as { session?: unknown }).session

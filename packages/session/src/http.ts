@@ -1,4 +1,5 @@
 import type { IncomingMessage, ServerResponse } from 'node:http'
+import { adapterOptions } from './internal/adapterOptions.js'
 import {
   answerUnavailable,
   bindResponse,
@@ -10,7 +11,7 @@ import type { SessionData, SessionStore } from './sessionStore.js'
 
 export type { NodeUnavailableHandler } from './internal/nodeResponse.js'
 
-/** Options of {@link withSession} and {@link attachSession}. */
+/** Options of {@link httpSession} and {@link attachSession}. */
 export interface HttpSessionOptions {
   /**
    * Answers a request whose session cannot be read or written because Redis is unreachable.
@@ -19,11 +20,13 @@ export interface HttpSessionOptions {
   onUnavailable?: NodeUnavailableHandler | undefined
 }
 
-/** Defaults of {@link HttpSessionOptions}. */
-export const DEFAULT_HTTP_SESSION_OPTIONS: HttpSessionOptions = { onUnavailable: undefined }
+/** Defaults of {@link HttpSessionOptions}; an option given as `undefined` keeps its default. */
+export const DEFAULT_HTTP_SESSION_OPTIONS: Readonly<HttpSessionOptions> = Object.freeze({
+  onUnavailable: undefined,
+})
 
 /** A node:http handler that receives the request's session as its third argument. */
-export type SessionRequestHandler<T extends SessionData> = (
+export type SessionRequestHandler<T extends object = SessionData> = (
   req: IncomingMessage,
   res: ServerResponse,
   session: RequestSession<T>,
@@ -42,13 +45,13 @@ export type SessionRequestHandler<T extends SessionData> = (
  * })
  * ```
  */
-export async function attachSession<T extends SessionData>(
+export async function attachSession<T extends object>(
   store: SessionStore<T>,
   req: IncomingMessage,
   res: ServerResponse,
   options: HttpSessionOptions = {},
 ): Promise<RequestSession<T> | undefined> {
-  const onUnavailable = options.onUnavailable ?? DEFAULT_HTTP_SESSION_OPTIONS.onUnavailable
+  const { onUnavailable } = adapterOptions(DEFAULT_HTTP_SESSION_OPTIONS, options)
   let session: RequestSession<T>
   try {
     session = await store.loadRequest({
@@ -71,23 +74,25 @@ export async function attachSession<T extends SessionData>(
  * @example
  * ```ts
  * import { createServer } from 'node:http'
- * import { withSession } from '@ballast/session/http'
+ * import { httpSession } from '@ballast/session/http'
  *
+ * // store: a SessionStore<{ views: number }>
  * createServer(
- *   withSession(store, async (req, res, session) => {
- *     session.data.views = ((session.data.views as number) ?? 0) + 1
+ *   httpSession(store, async (req, res, session) => {
+ *     session.data.views = (session.data.views ?? 0) + 1
  *     res.end(`views: ${session.data.views}`)
  *   }),
  * ).listen(3000)
  * ```
  */
-export function withSession<T extends SessionData>(
+export function httpSession<T extends object>(
   store: SessionStore<T>,
   handler: SessionRequestHandler<T>,
   options: HttpSessionOptions = {},
 ): (req: IncomingMessage, res: ServerResponse) => void {
+  const resolved = adapterOptions(DEFAULT_HTTP_SESSION_OPTIONS, options)
   return (req, res) => {
-    attachSession(store, req, res, options).then(async (session) => {
+    attachSession(store, req, res, resolved).then(async (session) => {
       if (session === undefined) return
       try {
         await handler(req, res, session)

@@ -1,3 +1,4 @@
+export type { Duration, Listener, Unsubscribe } from '@ballast/shared'
 export type { SessionErrorOptions } from './errors.js'
 export {
   errors,
@@ -9,7 +10,6 @@ export {
   SessionNotLoggedInError,
   SessionUnavailableError,
 } from './errors.js'
-export type { Duration } from './internal/duration.js'
 export { RequestSession } from './requestSession.js'
 export type {
   RequestHeaders,
@@ -25,7 +25,8 @@ export type {
   SessionRegeneratedEvent,
   SessionStats,
   SessionStoreOptions,
-  SessionSuspiciousEvent,
+  SuspicionRaisedEvent,
+  SuspicionReason,
 } from './sessionStore.js'
 export {
   createSessionStore,

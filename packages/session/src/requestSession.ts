@@ -7,12 +7,31 @@ import type { SessionData } from './sessionStore.js'
 
 type State = 'new' | 'live' | 'destroyed' | 'gone'
 
+/** Set by the class's static block: the one way to construct it, kept out of the public API. */
+let construct: (
+  engine: Engine,
+  stored: Stored | undefined,
+  ip: string | undefined,
+) => RequestSession<object>
+
+/**
+ * The session of one request, for `SessionStore.loadRequest`. Not exported by the package:
+ * `RequestSession` has no public constructor.
+ */
+export function openRequestSession<T extends object>(
+  engine: Engine,
+  stored: Stored | undefined,
+  ip: string | undefined,
+): RequestSession<T> {
+  return construct(engine, stored, ip) as RequestSession<T>
+}
+
 /**
  * The session of one request, as the middleware hands it to your handler (`req.session`, or
  * `getSession(req)`). Change `data` freely: at the end of the request only the top-level
  * fields that changed are written, in one round trip, and only if the session still exists.
  */
-export class RequestSession<T extends SessionData = SessionData> {
+export class RequestSession<T extends object = SessionData> {
   readonly #engine: Engine
   readonly #ip: string | undefined
   #state: State
@@ -28,8 +47,12 @@ export class RequestSession<T extends SessionData = SessionData> {
   #cookie: 'keep' | 'set' | 'clear' = 'keep'
   #failed = false
 
-  /** @internal Created by `SessionStore.loadRequest`. */
-  constructor(engine: Engine, stored: Stored | undefined, ip: string | undefined) {
+  static {
+    construct = (engine, stored, ip) => new RequestSession(engine, stored, ip)
+  }
+
+  /** Sessions come from `SessionStore.loadRequest` (or an adapter), never from `new`. */
+  private constructor(engine: Engine, stored: Stored | undefined, ip: string | undefined) {
     this.#engine = engine
     this.#ip = ip
     if (stored === undefined) {
@@ -117,7 +140,7 @@ export class RequestSession<T extends SessionData = SessionData> {
     let stored: Stored
     if (this.#state === 'new') {
       stored = await engine.create({
-        data: this.#data,
+        data: this.#data as SessionData,
         userId: options.userId,
         csrf: undefined,
       })
@@ -221,7 +244,7 @@ export class RequestSession<T extends SessionData = SessionData> {
     if (this.#state === 'new') {
       if (!this.#wantsCreate()) return
       const stored = await engine.create({
-        data: this.#data,
+        data: this.#data as SessionData,
         csrf: this.#csrf,
         id: this.#id,
       })

@@ -1,47 +1,82 @@
-import { EventEmitter } from 'node:events'
+import {
+  checks,
+  type Duration,
+  Emitter,
+  type Listener,
+  merge,
+  show,
+  type Unsubscribe,
+} from '@ballast/shared'
 import type { Cluster, Redis } from 'ioredis'
 import { InvalidArgumentError } from './errors.js'
 import { FieldCipher } from './internal/cipher.js'
 import { type CookieSpec, readCookie } from './internal/cookies.js'
-import { type Duration, parseDuration } from './internal/duration.js'
-import { Engine, normalizeOrigin, type Stored } from './internal/engine.js'
+import { Engine, type EngineConfig, normalizeOrigin, type Stored } from './internal/engine.js'
 import { Signer } from './internal/signer.js'
-import { RequestSession } from './requestSession.js'
+import { openRequestSession, type RequestSession } from './requestSession.js'
 
 /** Attributes of the session cookie. Defaults follow the OWASP session management cheat sheet. */
 export interface SessionCookieOptions {
   /**
-   * Cookie name before its prefix. With `secure` and `prefix`, `__Host-` is prepended when no
-   * `domain` is set (and `path` is `/`), `__Secure-` otherwise.
+   * Cookie name before its prefix (an RFC 6265 token). With `secure` and `prefix`, `__Host-` is
+   * prepended when no `domain` is set (and `path` is `/`), `__Secure-` otherwise.
    * @default 'sid'
    */
-  name?: string
+  name?: string | undefined
   /**
    * Parent domain for subdomain single sign-on (e.g. `'shop.example'`): every subdomain then
    * shares the session. Leave unset for a host-only `__Host-` cookie.
    * @default undefined
    */
   domain?: string | undefined
-  /** @default '/' */
-  path?: string
+  /**
+   * `Path` attribute: starts with `/`.
+   * @default '/'
+   */
+  path?: string | undefined
   /**
    * `Secure` attribute. Turn off only for plain-HTTP development: prefixes need it.
    * @default true
    */
-  secure?: boolean
-  /** `HttpOnly` attribute: scripts cannot read the id. @default true */
-  httpOnly?: boolean
-  /** `SameSite` attribute. @default 'lax' */
-  sameSite?: 'lax' | 'strict' | 'none'
+  secure?: boolean | undefined
+  /**
+   * `HttpOnly` attribute: scripts cannot read the id.
+   * @default true
+   */
+  httpOnly?: boolean | undefined
+  /**
+   * `SameSite` attribute; `'none'` needs `secure`.
+   * @default 'lax'
+   */
+  sameSite?: 'lax' | 'strict' | 'none' | undefined
   /**
    * Send `Max-Age` (the time left before the absolute timeout). Off: a browser-session cookie,
    * which OWASP prefers.
    * @default false
    */
-  persistent?: boolean
-  /** Prepend `__Host-` / `__Secure-` to the name when `secure` is on. @default true */
-  prefix?: boolean
+  persistent?: boolean | undefined
+  /**
+   * Prepend `__Host-` / `__Secure-` to the name when `secure` is on.
+   * @default true
+   */
+  prefix?: boolean | undefined
 }
+
+/** Defaults of the {@link SessionCookieOptions} fields (`domain` is unset by default). */
+export const DEFAULT_SESSION_COOKIE_OPTIONS: {
+  readonly [K in Exclude<keyof SessionCookieOptions, 'domain'>]-?: Exclude<
+    SessionCookieOptions[K],
+    undefined
+  >
+} = Object.freeze({
+  name: 'sid',
+  path: '/',
+  secure: true,
+  httpOnly: true,
+  sameSite: 'lax',
+  persistent: false,
+  prefix: true,
+})
 
 /** Options of {@link createSessionStore}. */
 export interface SessionStoreOptions {
@@ -54,96 +89,102 @@ export interface SessionStoreOptions {
    */
   secrets: string | readonly string[]
   /**
-   * Time without a request after which a session ends. Slides on every request.
+   * Time without a request after which a session ends (positive, at most `absoluteTimeout`).
+   * Slides on every request.
    * @default '15m'
    */
-  idleTimeout?: Duration
+  idleTimeout?: Duration | undefined
   /**
    * Time after creation (or login) after which a session ends however active it is. A
    * `regenerate` that is not a login keeps the deadline.
    * @default '12h'
    */
-  absoluteTimeout?: Duration
-  /** Prefix of every Redis key of this store. @default 'sess:' */
-  prefix?: string
+  absoluteTimeout?: Duration | undefined
+  /**
+   * Prefix of every Redis key of this store (no braces: the keys carry hash tags).
+   * @default 'sess:'
+   */
+  prefix?: string | undefined
   /**
    * Most sessions one user may hold at once; logging in beyond it ends the oldest. `0`: no cap.
    * @default 0
    */
-  maxSessionsPerUser?: number
-  /** Origins (`https://other.example`) that SSO tickets may be issued for. @default [] */
-  ticketOrigins?: readonly string[]
-  /** Lifetime of an SSO ticket. @default '60s' */
-  ticketTtl?: Duration
+  maxSessionsPerUser?: number | undefined
+  /**
+   * Origins (`https://other.example`) that SSO tickets may be issued for.
+   * @default []
+   */
+  ticketOrigins?: readonly string[] | undefined
+  /**
+   * Lifetime of an SSO ticket.
+   * @default '60s'
+   */
+  ticketTtl?: Duration | undefined
   /**
    * AES-256-GCM keys (32-byte `Buffer`s, or 64 hex / 43-44 base64 characters) to encrypt session
    * data at rest. The first encrypts, any decrypts. Empty: data is stored as JSON.
    * @default []
    */
-  encryptionKeys?: readonly (string | Buffer)[]
-  /** The session cookie. See {@link SessionCookieOptions}. @default {} */
-  cookie?: SessionCookieOptions
+  encryptionKeys?: readonly (string | Buffer)[] | undefined
+  /**
+   * The session cookie, merged field by field over {@link DEFAULT_SESSION_COOKIE_OPTIONS}. See
+   * {@link SessionCookieOptions}.
+   * @default DEFAULT_SESSION_COOKIE_OPTIONS
+   */
+  cookie?: SessionCookieOptions | undefined
   /**
    * Also accept the signed id from `Authorization: Bearer <token>` (for API clients). The
    * cookie wins when both are present.
    * @default false
    */
-  bearer?: boolean
+  bearer?: boolean | undefined
   /**
    * Store sessions nobody wrote to. Off: a visitor costs no Redis write until the app stores
    * something.
    * @default false
    */
-  saveUninitialized?: boolean
+  saveUninitialized?: boolean | undefined
   /**
    * Longest wait for one Redis call before it fails with `SessionUnavailableError`. `0`: wait
    * as long as the client does.
    * @default '2s'
    */
-  timeout?: Duration | 0
+  timeout?: Duration | undefined
 }
 
-/** Defaults of every optional {@link SessionStoreOptions} field. */
+/**
+ * Defaults of every optional {@link SessionStoreOptions} field. An option given as `undefined`
+ * takes its default; `cookie` is merged field by field.
+ */
 export const DEFAULT_SESSION_STORE_OPTIONS: {
   readonly [K in Exclude<keyof SessionStoreOptions, 'redis' | 'secrets'>]-?: Exclude<
     SessionStoreOptions[K],
     undefined
   >
-} = {
+} = Object.freeze({
   idleTimeout: '15m',
   absoluteTimeout: '12h',
   prefix: 'sess:',
   maxSessionsPerUser: 0,
-  ticketOrigins: [],
+  ticketOrigins: Object.freeze([]),
   ticketTtl: '60s',
-  encryptionKeys: [],
-  cookie: {},
+  encryptionKeys: Object.freeze([]),
+  cookie: DEFAULT_SESSION_COOKIE_OPTIONS,
   bearer: false,
   saveUninitialized: false,
   timeout: '2s',
-}
+})
 
-/** Defaults of the {@link SessionCookieOptions} fields (`domain` is unset by default). */
-export const DEFAULT_SESSION_COOKIE_OPTIONS: {
-  readonly [K in Exclude<keyof SessionCookieOptions, 'domain'>]-?: Exclude<
-    SessionCookieOptions[K],
-    undefined
-  >
-} = {
-  name: 'sid',
-  path: '/',
-  secure: true,
-  httpOnly: true,
-  sameSite: 'lax',
-  persistent: false,
-  prefix: true,
-}
-
-/** Data of a session: any JSON-serialisable values by top-level key. */
+/**
+ * Data of a session when the store is not given a type: any JSON-serialisable values by
+ * top-level key. Give your own type instead, an interface or a type alias
+ * (`createSessionStore<{ cart: string[] }>(...)`): the store, its request sessions and the
+ * adapters then read and write that type.
+ */
 export type SessionData = Record<string, unknown>
 
 /** A session as the store returns it. */
-export interface SessionRecord<T extends SessionData = SessionData> {
+export interface SessionRecord<T extends object = SessionData> {
   /** The raw id. Keep it on the server: logs and events get {@link SessionRecord.idHash}. */
   id: string
   /** A keyed hash of the id, safe to log. */
@@ -185,7 +226,7 @@ export interface SessionInfo {
 }
 
 /** Fields to change in {@link SessionStore.save}. */
-export interface SessionChanges<T extends SessionData = SessionData> {
+export interface SessionChanges<T extends object = SessionData> {
   /** Fields to set (top-level keys; each replaces the stored value). */
   set?: Partial<T>
   /** Fields to remove. */
@@ -206,18 +247,21 @@ export interface SessionStats {
   saves: number
   /** Requests that ended with nothing to write. */
   unchanged: number
-  /** Writes refused because the session had ended meanwhile (it was not brought back). */
-  lostWrites: number
+  /** Delta writes refused because the session had ended meanwhile (it was not brought back). */
+  savesRefused: number
   /** Ids renewed. */
   regenerated: number
   /** Sessions deleted (logout, eviction, logout everywhere). */
   destroyed: number
-  /** `suspicious` events: forged, malformed, unknown or expired ids, bad tickets. */
-  suspicious: number
-  /** Redis calls that failed or timed out. */
-  unavailable: number
+  /**
+   * `suspicion-raised` events: forged, malformed, unknown or expired ids, bad tickets (counted
+   * whether or not anyone listens).
+   */
+  suspicionsRaised: number
   /** Redis round trips made. */
   redisCalls: number
+  /** Redis calls that failed or timed out (each one a `SessionUnavailableError`). */
+  redisCallsFailed: number
   /** SSO tickets issued. */
   ticketsIssued: number
   /** SSO tickets redeemed. */
@@ -260,31 +304,44 @@ export interface SessionExpiredEvent {
   idHash: string
 }
 
-/** Payload of the `suspicious` event. Never carries a raw id. */
-export interface SessionSuspiciousEvent {
-  /**
-   * `malformed` (wrong shape or size), `bad-signature` (forged or signed by a retired
-   * secret), `unknown` (well signed but no such session), or a `ticket-*` refusal.
-   */
-  reason: string
+/**
+ * Why a request's id or a ticket was refused: `malformed` (wrong shape or size),
+ * `bad-signature` (forged or signed by a retired secret), `unknown` (well signed but no such
+ * session), or a ticket refusal: `ticket-malformed`, `ticket-unknown` (never issued, used or
+ * expired), `ticket-unreadable`, `ticket-origin-mismatch`, `ticket-login-ended`.
+ */
+export type SuspicionReason =
+  | 'malformed'
+  | 'bad-signature'
+  | 'unknown'
+  | 'ticket-malformed'
+  | 'ticket-unknown'
+  | 'ticket-unreadable'
+  | 'ticket-origin-mismatch'
+  | 'ticket-login-ended'
+
+/** Payload of the `suspicion-raised` event. Never carries a raw id. */
+export interface SuspicionRaisedEvent {
+  /** What was refused and why. */
+  reason: SuspicionReason
   /** Keyed hash of the id, when there was a well-formed one. */
   idHash: string | undefined
   /** Remote address of the request, when known. */
   ip: string | undefined
 }
 
-/** Events of a {@link SessionStore}, by name. */
+/** Events of a {@link SessionStore}, by name: each listener gets one payload object. */
 export interface SessionEvents {
   /** A session was written for the first time. */
-  created: [SessionCreatedEvent]
+  created: SessionCreatedEvent
   /** A session got a new id. */
-  regenerated: [SessionRegeneratedEvent]
+  regenerated: SessionRegeneratedEvent
   /** A session was deleted. */
-  destroyed: [SessionDestroyedEvent]
+  destroyed: SessionDestroyedEvent
   /** A request carried the id of a session that had expired. */
-  expired: [SessionExpiredEvent]
-  /** A request carried a forged, malformed or unknown id, or a bad ticket. */
-  suspicious: [SessionSuspiciousEvent]
+  expired: SessionExpiredEvent
+  /** A request carried a forged, malformed or unknown id, or a bad ticket was redeemed. */
+  'suspicion-raised': SuspicionRaisedEvent
 }
 
 /** What {@link SessionStore.loadRequest} needs from a request. */
@@ -293,22 +350,47 @@ export interface RequestHeaders {
   cookie?: string | undefined
   /** The `Authorization` header (read only with the `bearer` option). */
   authorization?: string | undefined
-  /** Remote address, for `suspicious` events. */
+  /** Remote address, for `suspicion-raised` events. */
   ip?: string | undefined
 }
 
 /**
  * Sessions in Redis (standalone or Cluster) shared by every instance of every subsystem. Build
  * it with {@link createSessionStore}; mount it with `@ballast/session/express`, `/fastify` or
- * `/http`, or use its methods directly.
+ * `/http`, or use its methods directly. `T` types the session data (an interface or a type
+ * alias of the top-level fields).
  */
-export class SessionStore<T extends SessionData = SessionData> extends EventEmitter<SessionEvents> {
+export class SessionStore<T extends object = SessionData> {
   readonly #engine: Engine
+  readonly #events = new Emitter<SessionEvents>()
 
   /** Use {@link createSessionStore}. */
   constructor(options: SessionStoreOptions) {
-    super()
-    this.#engine = new Engine(resolve(options), this)
+    this.#engine = new Engine(resolve(options), this.#events)
+  }
+
+  /**
+   * Listen to an event; returns a function that removes the listener. A listener that throws
+   * never breaks the operation that emitted: its error is rethrown in a microtask (an
+   * `uncaughtException`, like any other bug in application code).
+   * @example
+   * ```ts
+   * const off = store.on('suspicion-raised', ({ reason, ip }) => log.warn({ reason, ip }))
+   * off()
+   * ```
+   */
+  on<K extends keyof SessionEvents>(event: K, listener: Listener<SessionEvents[K]>): Unsubscribe {
+    return this.#events.on(event, listener)
+  }
+
+  /** Listen to the next occurrence of an event only; returns a function that removes it. */
+  once<K extends keyof SessionEvents>(event: K, listener: Listener<SessionEvents[K]>): Unsubscribe {
+    return this.#events.once(event, listener)
+  }
+
+  /** Remove a listener added with {@link SessionStore.on} or {@link SessionStore.once}. */
+  off<K extends keyof SessionEvents>(event: K, listener: Listener<SessionEvents[K]>): void {
+    this.#events.off(event, listener)
   }
 
   /** The resolved cookie name (with its `__Host-` / `__Secure-` prefix). */
@@ -323,7 +405,7 @@ export class SessionStore<T extends SessionData = SessionData> extends EventEmit
    * @example
    * ```ts
    * const session = await store.loadRequest({ cookie: req.headers.cookie })
-   * session.data.views = ((session.data.views as number) ?? 0) + 1
+   * session.data.views = (session.data.views ?? 0) + 1 // a SessionStore<{ views: number }>
    * const setCookie = await session.commit()
    * ```
    */
@@ -338,19 +420,21 @@ export class SessionStore<T extends SessionData = SessionData> extends EventEmit
         value = auth.slice(7).trim()
       }
     }
-    if (value === undefined) return new RequestSession<T>(engine, undefined, headers.ip)
+    if (value === undefined) return openRequestSession<T>(engine, undefined, headers.ip)
     const verdict = config.signer.unsign(value)
     if ('refused' in verdict) {
-      engine.suspicious(verdict.refused, undefined, headers.ip)
-      return new RequestSession<T>(engine, undefined, headers.ip)
+      engine.raiseSuspicion(verdict.refused, undefined, headers.ip)
+      return openRequestSession<T>(engine, undefined, headers.ip)
     }
     const stored = await engine.load(verdict.id)
     if (stored === undefined) {
-      engine.emit('expired', { idHash: engine.hash(verdict.id) })
-      engine.suspicious('unknown', verdict.id, headers.ip)
-      return new RequestSession<T>(engine, undefined, headers.ip)
+      if (engine.events.has('expired')) {
+        engine.events.emit('expired', { idHash: engine.hash(verdict.id) })
+      }
+      engine.raiseSuspicion('unknown', verdict.id, headers.ip)
+      return openRequestSession<T>(engine, undefined, headers.ip)
     }
-    return new RequestSession<T>(engine, stored, headers.ip)
+    return openRequestSession<T>(engine, stored, headers.ip)
   }
 
   /**
@@ -363,7 +447,10 @@ export class SessionStore<T extends SessionData = SessionData> extends EventEmit
    */
   async create(init: { data?: Partial<T>; userId?: string } = {}): Promise<SessionRecord<T>> {
     this.#engine.assertOpen('create')
-    const stored = await this.#engine.create({ data: { ...init.data }, userId: init.userId })
+    const stored = await this.#engine.create({
+      data: { ...init.data } as SessionData,
+      userId: init.userId,
+    })
     return this.#record(stored)
   }
 
@@ -490,126 +577,163 @@ export class SessionStore<T extends SessionData = SessionData> extends EventEmit
  * })
  * ```
  */
-export function createSessionStore<T extends SessionData = SessionData>(
+export function createSessionStore<T extends object = SessionData>(
   options: SessionStoreOptions,
 ): SessionStore<T> {
   return new SessionStore<T>(options)
 }
 
-function resolve(options: SessionStoreOptions) {
+const check = checks(InvalidArgumentError)
+
+/** RFC 6265 `token`: what a cookie name may be. */
+const COOKIE_NAME = /^[A-Za-z0-9!#$%&'*+.^_`|~-]+$/
+/** A host name such as `shop.example` (what a `Domain` attribute may carry). */
+const COOKIE_DOMAIN = /^\.?[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*$/
+/** A `Path` attribute: starts with `/`, no `;`, no control characters or spaces. */
+const COOKIE_PATH = /^\/[\x21-\x3A\x3C-\x7E]*$/
+
+/** Milliseconds of a positive duration option, a whole number (Redis expiries take integers). */
+function positiveMs(name: string, value: unknown): number {
+  return Math.ceil(check.duration(name, value, { positive: true }))
+}
+
+/** What an error message may show of a secret or a key: its type and size, never its text. */
+function sizeOf(value: unknown): string {
+  if (typeof value === 'string') return `a string of ${value.length} characters`
+  if (Buffer.isBuffer(value)) return `a Buffer of ${value.length} bytes`
+  return show(value)
+}
+
+/** Checks every option and resolves it to what the engine runs with; throws before any I/O. */
+function resolve(options: SessionStoreOptions): EngineConfig {
   if (options === null || typeof options !== 'object') {
-    throw new InvalidArgumentError(`invalid options: expected an object, got ${String(options)}`)
+    throw new InvalidArgumentError(`invalid options: expected an object, got ${show(options)}`)
   }
-  const o = { ...DEFAULT_SESSION_STORE_OPTIONS, ...defined(options) }
-  const client = o.redis
-  if (client === null || typeof client !== 'object' || typeof client.evalsha !== 'function') {
-    throw new InvalidArgumentError(
-      'invalid option "redis": expected an ioredis Redis or Cluster client',
-    )
+  const merged = merge(DEFAULT_SESSION_STORE_OPTIONS, options)
+  const client = merged.redis as unknown
+  if (
+    client === null ||
+    typeof client !== 'object' ||
+    typeof (client as Partial<Redis>).evalsha !== 'function'
+  ) {
+    check.invalid('redis', 'an ioredis Redis or Cluster client', client)
   }
-  const secrets = typeof o.secrets === 'string' ? [o.secrets] : [...(o.secrets ?? [])]
-  if (secrets.length === 0 || secrets.some((s) => typeof s !== 'string' || s.length < 32)) {
-    throw new InvalidArgumentError(
-      'invalid option "secrets": expected one or more strings of at least 32 characters',
-    )
-  }
-  const idleMs = parseDuration('idleTimeout', o.idleTimeout)
-  const absoluteMs = parseDuration('absoluteTimeout', o.absoluteTimeout)
+  const idleMs = positiveMs('idleTimeout', merged.idleTimeout)
+  const absoluteMs = positiveMs('absoluteTimeout', merged.absoluteTimeout)
   if (idleMs > absoluteMs) {
-    throw new InvalidArgumentError(
-      `invalid option "idleTimeout": expected at most "absoluteTimeout" (${absoluteMs} ms), got ${idleMs} ms`,
-    )
+    check.invalid('idleTimeout', `at most "absoluteTimeout" (${absoluteMs} ms)`, merged.idleTimeout)
   }
-  const timeoutMs = o.timeout === 0 ? 0 : parseDuration('timeout', o.timeout)
-  if (typeof o.prefix !== 'string' || /[{}]/.test(o.prefix)) {
-    throw new InvalidArgumentError(
-      `invalid option "prefix": expected a string without braces, got ${JSON.stringify(o.prefix)}`,
-    )
-  }
-  if (!Number.isInteger(o.maxSessionsPerUser) || o.maxSessionsPerUser < 0) {
-    throw new InvalidArgumentError(
-      `invalid option "maxSessionsPerUser": expected a non-negative integer, got ${String(o.maxSessionsPerUser)}`,
-    )
+  const prefix = merged.prefix as unknown
+  if (typeof prefix !== 'string' || /[{}]/.test(prefix)) {
+    check.invalid('prefix', 'a string without braces', prefix)
   }
   const ticketOrigins = new Set<string>()
-  for (const origin of o.ticketOrigins) {
-    const normal = normalizeOrigin(origin)
+  const origins = merged.ticketOrigins as unknown
+  if (!Array.isArray(origins)) check.invalid('ticketOrigins', 'an array of origins', origins)
+  for (const [i, origin] of (origins as unknown[]).entries()) {
+    const normal = typeof origin === 'string' ? normalizeOrigin(origin) : undefined
     if (normal === undefined) {
-      throw new InvalidArgumentError(
-        `invalid option "ticketOrigins": expected origins like 'https://shop.example', got ${JSON.stringify(origin)}`,
-      )
+      check.invalid(`ticketOrigins[${i}]`, "an origin such as 'https://shop.example'", origin)
     }
-    ticketOrigins.add(normal)
+    ticketOrigins.add(normal as string)
   }
-  const keys = o.encryptionKeys.map((k) => toKey(k))
+  const keys = merged.encryptionKeys as unknown
+  if (!Array.isArray(keys)) {
+    throw new InvalidArgumentError(
+      `invalid option "encryptionKeys": expected an array of keys, got ${sizeOf(keys)}`,
+    )
+  }
   return {
-    client,
-    prefix: o.prefix,
+    client: client as Redis | Cluster,
+    prefix: prefix as string,
     idleMs,
     absoluteMs,
-    ticketTtlMs: parseDuration('ticketTtl', o.ticketTtl),
-    timeoutMs,
-    maxSessionsPerUser: o.maxSessionsPerUser,
+    ticketTtlMs: positiveMs('ticketTtl', merged.ticketTtl),
+    timeoutMs: Math.ceil(check.duration('timeout', merged.timeout)),
+    maxSessionsPerUser: check.nonNegativeInteger('maxSessionsPerUser', merged.maxSessionsPerUser),
     ticketOrigins,
-    saveUninitialized: o.saveUninitialized === true,
-    bearer: o.bearer === true,
-    cookie: resolveCookie(o.cookie),
-    signer: new Signer(secrets),
-    cipher: keys.length === 0 ? undefined : new FieldCipher(keys),
+    saveUninitialized: check.boolean('saveUninitialized', merged.saveUninitialized),
+    bearer: check.boolean('bearer', merged.bearer),
+    cookie: resolveCookie(merged.cookie),
+    signer: new Signer(resolveSecrets(merged.secrets)),
+    cipher:
+      (keys as unknown[]).length === 0
+        ? undefined
+        : new FieldCipher((keys as unknown[]).map((key, i) => toKey(`encryptionKeys[${i}]`, key))),
   }
 }
 
-/** `options` without the fields set to `undefined`, so they take their default. */
-function defined<O extends object>(options: O): O {
-  const out: Record<string, unknown> = {}
-  for (const [key, value] of Object.entries(options)) if (value !== undefined) out[key] = value
-  return out as O
+function resolveSecrets(value: unknown): string[] {
+  const expected = 'one or more strings of at least 32 characters'
+  if (typeof value === 'string') {
+    if (value.length < 32)
+      throw new InvalidArgumentError(
+        `invalid option "secrets": expected ${expected}, got ${sizeOf(value)}`,
+      )
+    return [value]
+  }
+  if (!Array.isArray(value) || value.length === 0) check.invalid('secrets', expected, value)
+  const secrets = value as unknown[]
+  for (const [i, secret] of secrets.entries()) {
+    if (typeof secret !== 'string' || secret.length < 32) {
+      throw new InvalidArgumentError(
+        `invalid option "secrets[${i}]": expected a string of at least 32 characters, got ${sizeOf(secret)}`,
+      )
+    }
+  }
+  return secrets as string[]
 }
 
-function toKey(key: string | Buffer): Buffer {
+function toKey(name: string, key: unknown): Buffer {
   let buf: Buffer | undefined
   if (Buffer.isBuffer(key)) buf = key
   else if (typeof key === 'string' && /^[0-9a-fA-F]{64}$/.test(key)) buf = Buffer.from(key, 'hex')
   else if (typeof key === 'string') buf = Buffer.from(key, 'base64')
   if (buf === undefined || buf.length !== 32) {
     throw new InvalidArgumentError(
-      'invalid option "encryptionKeys": expected 32-byte keys (Buffer, 64 hex or base64 characters)',
+      `invalid option "${name}": expected a 32-byte key (a Buffer, 64 hex or 43-44 base64 characters), got ${sizeOf(key)}`,
     )
   }
   return buf
 }
 
-function resolveCookie(options: SessionCookieOptions): CookieSpec {
-  const c: typeof DEFAULT_SESSION_COOKIE_OPTIONS & { domain?: string | undefined } = {
-    ...DEFAULT_SESSION_COOKIE_OPTIONS,
-    ...defined(options),
+function resolveCookie(value: unknown): CookieSpec {
+  const cookie = check.object('cookie', value)
+  if (typeof cookie.name !== 'string' || !COOKIE_NAME.test(cookie.name)) {
+    check.invalid('cookie.name', 'a cookie name (an RFC 6265 token)', cookie.name)
   }
-  if (typeof c.name !== 'string' || !/^[A-Za-z0-9!#$%&'*+.^_`|~-]+$/.test(c.name)) {
-    throw new InvalidArgumentError(
-      `invalid option "cookie.name": expected a cookie token, got ${JSON.stringify(c.name)}`,
+  if (
+    cookie.domain !== undefined &&
+    (typeof cookie.domain !== 'string' || !COOKIE_DOMAIN.test(cookie.domain))
+  ) {
+    check.invalid('cookie.domain', "a domain such as 'shop.example'", cookie.domain)
+  }
+  if (typeof cookie.path !== 'string' || !COOKIE_PATH.test(cookie.path)) {
+    check.invalid('cookie.path', "a path starting with '/'", cookie.path)
+  }
+  const secure = check.boolean('cookie.secure', cookie.secure)
+  const sameSite = check.oneOf('cookie.sameSite', cookie.sameSite, ['lax', 'strict', 'none'])
+  if (sameSite === 'none' && !secure) {
+    check.invalid(
+      'cookie.sameSite',
+      `'lax' or 'strict' when "cookie.secure" is off (browsers refuse 'none' without it)`,
+      sameSite,
     )
   }
-  if (!['lax', 'strict', 'none'].includes(c.sameSite)) {
-    throw new InvalidArgumentError(
-      `invalid option "cookie.sameSite": expected 'lax', 'strict' or 'none', got ${JSON.stringify(c.sameSite)}`,
-    )
-  }
-  if (c.sameSite === 'none' && !c.secure) {
-    throw new InvalidArgumentError(
-      'invalid option "cookie.sameSite": \'none\' needs "cookie.secure" (browsers refuse it otherwise)',
-    )
-  }
-  let name = c.name
-  if (c.secure && c.prefix) {
-    name = (c.domain === undefined && c.path === '/' ? '__Host-' : '__Secure-') + name
+  const domain = cookie.domain as string | undefined
+  const path = cookie.path as string
+  const prefix = check.boolean('cookie.prefix', cookie.prefix)
+  let name = cookie.name as string
+  if (secure && prefix) {
+    name = (domain === undefined && path === '/' ? '__Host-' : '__Secure-') + name
   }
   return {
     name,
-    domain: c.domain,
-    path: c.path,
-    secure: c.secure,
-    httpOnly: c.httpOnly,
-    sameSite: c.sameSite,
-    persistent: c.persistent,
+    domain,
+    path,
+    secure,
+    httpOnly: check.boolean('cookie.httpOnly', cookie.httpOnly),
+    sameSite,
+    persistent: check.boolean('cookie.persistent', cookie.persistent),
   }
 }

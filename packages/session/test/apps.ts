@@ -3,7 +3,7 @@ import express from 'express'
 import Fastify from 'fastify'
 import { getSession as expressGetSession, expressSession } from '../src/express.js'
 import { getSession as fastifyGetSession, fastifySession } from '../src/fastify.js'
-import { withSession } from '../src/http.js'
+import { httpSession } from '../src/http.js'
 import type { RequestSession, SessionStore } from '../src/index.js'
 import { listen, sleep } from './fixtures.js'
 
@@ -117,7 +117,7 @@ export async function startApp(
     return { url: `http://127.0.0.1:${port}`, close: () => app.close() }
   }
   return listen(
-    withSession(store, async (req, res, session) => {
+    httpSession(store, async (req, res, session) => {
       const url = new URL(req.url ?? '/', 'http://x')
       const reply = await act(
         session,

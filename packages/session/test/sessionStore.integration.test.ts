@@ -165,7 +165,7 @@ describe.each(TOPOLOGIES)('SessionStore on Redis %s', (topology) => {
       await store.destroy(id)
       expect(await store.save(id, { set: { a: 2 } })).toBe(false)
       expect(await client.exists(`${prefix}{${id}}`)).toBe(0)
-      expect(store.stats().lostWrites).toBe(1)
+      expect(store.stats().savesRefused).toBe(1)
     })
 
     it('removes unset fields', async () => {
@@ -273,7 +273,7 @@ describe.each(TOPOLOGIES)('SessionStore on Redis %s', (topology) => {
     it('refuses a ticket at another origin, after its TTL, or after logout', async () => {
       const { store } = await make({ ticketOrigins: [origin], ticketTtl: 200 })
       const suspicious: string[] = []
-      store.on('suspicious', (e) => suspicious.push(e.reason))
+      store.on('suspicion-raised', (e) => suspicious.push(e.reason))
       const home = await loggedIn(store)
       const t1 = await store.issueTicket(home.id, { targetOrigin: origin })
       expect(await store.redeemTicket(t1, { origin: 'https://evil.example' })).toBeUndefined()
@@ -356,7 +356,7 @@ describe.each(TOPOLOGIES)('SessionStore on Redis %s', (topology) => {
       expect((await during.store.loadRequest({ cookie })).isNew).toBe(false)
       const refused = await after.store.loadRequest({ cookie })
       expect(refused.isNew).toBe(true)
-      expect(after.store.stats().suspicious).toBe(1)
+      expect(after.store.stats().suspicionsRaised).toBe(1)
     })
   })
 })

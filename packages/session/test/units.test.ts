@@ -2,27 +2,9 @@ import fc from 'fast-check'
 import { describe, expect, it } from 'vitest'
 import { FieldCipher } from '../src/internal/cipher.js'
 import { readCookie, serializeCookie } from '../src/internal/cookies.js'
-import { parseDuration } from '../src/internal/duration.js'
 import { isIdShape, newId } from '../src/internal/ids.js'
 import { Signer } from '../src/internal/signer.js'
 import { OLD_SECRET, SECRET } from './fixtures.js'
-
-describe('parseDuration', () => {
-  it('reads milliseconds and unit strings', () => {
-    expect(parseDuration('x', 250)).toBe(250)
-    expect(parseDuration('x', '15m')).toBe(900_000)
-    expect(parseDuration('x', '12h')).toBe(43_200_000)
-    expect(parseDuration('x', '1.5s')).toBe(1500)
-  })
-
-  it('names the option when the value is not a positive duration', () => {
-    expect(() => parseDuration('idleTimeout', -5)).toThrow(
-      'invalid option "idleTimeout": expected a positive number of milliseconds',
-    )
-    expect(() => parseDuration('idleTimeout', '15 minutes')).toThrow('got "15 minutes"')
-    expect(() => parseDuration('idleTimeout', Number.NaN)).toThrow('idleTimeout')
-  })
-})
 
 describe('ids', () => {
   it('are 256 bits of base64url and never repeat', () => {

@@ -5,7 +5,7 @@
 import { createSessionStore, type RequestSession, type SessionStore } from '@ballast/session'
 import type { Cluster } from 'ioredis'
 
-export interface ShopSessionData extends Record<string, unknown> {
+export interface ShopSessionData {
   name: string
   email: string
   isAdmin: boolean

@@ -64,8 +64,13 @@ export function createServiceEnv(config: ShopConfig, instance: string): ServiceE
   return env
 }
 
+/** The session of each request behind {@link webRouter}, set by its middleware. */
+const requestSessions = new WeakMap<Ctx, ShopSession>()
+
 export function session(ctx: Ctx): ShopSession {
-  return ctx.state.session as ShopSession
+  const s = requestSessions.get(ctx)
+  if (s === undefined) throw new Error('no session on this request: route it through webRouter()')
+  return s
 }
 
 export function currentUser(
@@ -94,7 +99,7 @@ export function requireUser(ctx: Ctx): {
 
 /** Writes the session (and its cookie) before the response goes out. */
 async function commit(ctx: Ctx): Promise<void> {
-  const s = ctx.state.session as ShopSession | undefined
+  const s = requestSessions.get(ctx)
   if (!s) return
   const cookie = await s.commit()
   if (cookie) ctx.res.setHeader('set-cookie', cookie)
@@ -112,10 +117,10 @@ export async function page(
   body: SafeHtml,
   opts: PageOptions = {},
 ): Promise<void> {
-  const s = ctx.state.session as ShopSession | undefined
+  const s = requestSessions.get(ctx)
   const user = s ? currentUser(ctx) : undefined
   const flash = s?.data.flash
-  if (flash) s.data.flash = undefined as unknown as string
+  if (flash) s.data.flash = undefined
   // Only logged-in pages carry a token in the layout: public pages stay free of per-visitor data.
   const csrf = s && user ? s.csrfToken() : ''
   const doc = html`<!doctype html>
@@ -187,17 +192,23 @@ export function webRouter(env: ServiceEnv, opts: WebServiceOptions = {}): Router
       // or an admin's session: the gateway forwards with X-Forwarded-For, so a client that
       // reached an instance through it is not taken for a loopback peer.
       if (isDirectLoopbackPeer(ctx)) return
-      ctx.state.session = await env.sessions.loadRequest({
-        cookie: ctx.req.headers.cookie,
-        ip: ctx.req.socket.remoteAddress,
-      })
+      requestSessions.set(
+        ctx,
+        await env.sessions.loadRequest({
+          cookie: ctx.req.headers.cookie,
+          ip: ctx.req.socket.remoteAddress,
+        }),
+      )
       if (currentUser(ctx)?.isAdmin !== true) throw new HttpError(403, 'Admins only')
       return
     }
-    ctx.state.session = await env.sessions.loadRequest({
-      cookie: ctx.req.headers.cookie,
-      ip: ctx.req.socket.remoteAddress,
-    })
+    requestSessions.set(
+      ctx,
+      await env.sessions.loadRequest({
+        cookie: ctx.req.headers.cookie,
+        ip: ctx.req.socket.remoteAddress,
+      }),
+    )
     if (ctx.req.method === 'POST') {
       const token = ctx.req.headers['content-type']?.startsWith('application/x-www-form-urlencoded')
         ? (await readForm(ctx)).get('_csrf')

@@ -11,7 +11,7 @@ import { html } from '../web/html.js'
 import { HttpError, send, sendJson } from '../web/http.js'
 import { findHashedAsset, IMMUTABLE } from '../web/static.js'
 import { GATEWAY_PURGE_CHANNEL } from './catalog.js'
-import { createServiceEnv, field, go, page, requireUser, webRouter } from './common.js'
+import { createServiceEnv, field, go, page, requireUser, session, webRouter } from './common.js'
 
 /** Which service owns which path prefix; everything else is the catalog's. */
 export const ROUTES: { prefix: string; service: WebService }[] = [
@@ -178,7 +178,7 @@ export async function startGateway(config: ShopConfig, instance: string, port: n
     }
     const routeStats = o.gateway.proxy.routes
     const chaos = (get(o.control, 'chaos') ?? {}) as Record<string, boolean>
-    const csrf = (ctx.state.session as { csrfToken(): string }).csrfToken()
+    const csrf = session(ctx).csrfToken()
     await page(
       ctx,
       env,

@@ -1,4 +1,4 @@
-import type { EventEmitter } from 'node:events'
+import type { Emitter } from '@ballast/shared'
 import {
   InvalidArgumentError,
   SessionClosedError,
@@ -6,6 +6,7 @@ import {
   SessionNotLoggedInError,
   SessionUnavailableError,
 } from '../errors.js'
+import type { SessionEvents, SuspicionReason } from '../sessionStore.js'
 import type { FieldCipher } from './cipher.js'
 import type { CookieSpec } from './cookies.js'
 import { isIdShape, newId } from './ids.js'
@@ -70,12 +71,12 @@ export interface Counters {
   created: number
   saves: number
   unchanged: number
-  lostWrites: number
+  savesRefused: number
   regenerated: number
   destroyed: number
-  suspicious: number
-  unavailable: number
+  suspicionsRaised: number
   redisCalls: number
+  redisCallsFailed: number
   ticketsIssued: number
   ticketsRedeemed: number
   ticketsRejected: number
@@ -95,11 +96,17 @@ export interface Info {
   absoluteExpiresAt: number
 }
 
+/** A ticket as stored in Redis (short keys: the stored format). */
 interface Ticket {
+  /** Id of the issuing session. */
   s: string
+  /** User id. */
   u: string
+  /** Login id. */
   l: string
+  /** Origin it was issued for. */
   o: string
+  /** Carried data fields, as JSON. */
   d: Record<string, string>
 }
 
@@ -115,22 +122,23 @@ export class Engine {
     created: 0,
     saves: 0,
     unchanged: 0,
-    lostWrites: 0,
+    savesRefused: 0,
     regenerated: 0,
     destroyed: 0,
-    suspicious: 0,
-    unavailable: 0,
+    suspicionsRaised: 0,
     redisCalls: 0,
+    redisCallsFailed: 0,
     ticketsIssued: 0,
     ticketsRedeemed: 0,
     ticketsRejected: 0,
   }
-  readonly #events: EventEmitter
+  /** The store's events: emit only after `has(event)`, so nobody listening costs no payload. */
+  readonly events: Emitter<SessionEvents>
   #closed = false
 
-  constructor(config: EngineConfig, events: EventEmitter) {
+  constructor(config: EngineConfig, events: Emitter<SessionEvents>) {
     this.config = config
-    this.#events = events
+    this.events = events
   }
 
   // ---- keys: every key of one session shares the tag {id}; of one user, {u:userId} ----
@@ -149,18 +157,14 @@ export class Engine {
 
   // ---- events ----
 
-  emit(event: string, payload: object): void {
-    if (this.#events.listenerCount(event) > 0) this.#events.emit(event, payload)
-  }
-
   hash(id: string): string {
     return this.config.signer.hash(id)
   }
 
-  suspicious(reason: string, id: string | undefined, ip: string | undefined): void {
-    this.counters.suspicious++
-    if (this.#events.listenerCount('suspicious') > 0) {
-      this.#events.emit('suspicious', {
+  raiseSuspicion(reason: SuspicionReason, id: string | undefined, ip: string | undefined): void {
+    this.counters.suspicionsRaised++
+    if (this.events.has('suspicion-raised')) {
+      this.events.emit('suspicion-raised', {
         reason,
         idHash: id === undefined ? undefined : this.hash(id),
         ip,
@@ -204,7 +208,7 @@ export class Engine {
       })
       return await Promise.race([call, late])
     } catch (error) {
-      this.counters.unavailable++
+      this.counters.redisCallsFailed++
       if (error instanceof SessionUnavailableError) throw error
       throw new SessionUnavailableError(
         `Redis refused or failed the command: ${error instanceof Error ? error.message : String(error)}`,
@@ -364,7 +368,9 @@ export class Engine {
         const score = absolute + (micros % 1000) / 1000
         await this.#index(init.userId, id, score, init.replaces)
       }
-      this.emit('created', { idHash: this.hash(id), userId: init.userId })
+      if (this.events.has('created')) {
+        this.events.emit('created', { idHash: this.hash(id), userId: init.userId })
+      }
       return stored
     }
   }
@@ -391,7 +397,7 @@ export class Engine {
     const expiry = Number(await this.run(SAVE, this.sessionKey(id), args))
     this.counters.saves++
     if (expiry === 0) {
-      this.counters.lostWrites++
+      this.counters.savesRefused++
       return undefined
     }
     return expiry
@@ -440,11 +446,13 @@ export class Engine {
       await this.command((c) => c.zrem(this.userKey(base.userId!), oldId))
     }
     this.counters.regenerated++
-    this.emit('regenerated', {
-      previousIdHash: this.hash(oldId),
-      idHash: this.hash(stored.id),
-      userId,
-    })
+    if (this.events.has('regenerated')) {
+      this.events.emit('regenerated', {
+        previousIdHash: this.hash(oldId),
+        idHash: this.hash(stored.id),
+        userId,
+      })
+    }
     return stored
   }
 
@@ -473,11 +481,13 @@ export class Engine {
     }
     if (deleted > 0) {
       this.counters.destroyed++
-      this.emit('destroyed', {
-        idHash: this.hash(id),
-        userId: userId === '' ? undefined : userId,
-        reason,
-      })
+      if (this.events.has('destroyed')) {
+        this.events.emit('destroyed', {
+          idHash: this.hash(id),
+          userId: userId === '' ? undefined : userId,
+          reason,
+        })
+      }
     }
     if (linked && userId !== '' && loginId !== '') {
       for (const other of await this.list(userId)) {
@@ -494,10 +504,10 @@ export class Engine {
     for (let i = 0; i < flat.length; i += 2) ids.push(flat[i]!)
     const infos = await Promise.all(
       ids.map(async (id) => {
-        const m = (await this.run(INFO, this.sessionKey(id), [])) as
+        const meta = (await this.run(INFO, this.sessionKey(id), [])) as
           | [string, string, string, string, number]
           | null
-        return m === null || m[2] !== userId ? { id, info: undefined } : { id, info: m }
+        return meta === null || meta[2] !== userId ? { id, info: undefined } : { id, info: meta }
       }),
     )
     const dead = infos.filter((x) => x.info === undefined).map((x) => x.id)
@@ -525,13 +535,13 @@ export class Engine {
 
   async destroyAll(userId: string, except: string | undefined): Promise<number> {
     const flat = (await this.run(INDEX_LIST, this.userKey(userId), [])) as string[]
-    let n = 0
+    let destroyed = 0
     for (let i = 0; i < flat.length; i += 2) {
       const id = flat[i]!
       if (id === except) continue
-      if (await this.destroy(id, 'logout-everywhere')) n++
+      if (await this.destroy(id, 'logout-everywhere')) destroyed++
     }
-    return n
+    return destroyed
   }
 
   // ---- SSO tickets ----
@@ -563,9 +573,9 @@ export class Engine {
 
   /** Redeem once (GETDEL) for `origin`; a new session of the same login, or `undefined`. */
   async redeemTicket(ticket: string, origin: string, ip?: string): Promise<Stored | undefined> {
-    const reject = (reason: string) => {
+    const reject = (reason: SuspicionReason) => {
       this.counters.ticketsRejected++
-      this.suspicious(reason, undefined, ip)
+      this.raiseSuspicion(reason, undefined, ip)
       return undefined
     }
     if (typeof ticket !== 'string' || !isIdShape(ticket)) return reject('ticket-malformed')

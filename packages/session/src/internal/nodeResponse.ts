@@ -33,7 +33,7 @@ export function isUnavailable(error: unknown): error is SessionUnavailableError 
 }
 
 /** Adds the session cookie (and `Cache-Control: no-store`) to a response not yet sent. */
-export function applyCookie(session: RequestSession<any>, res: ServerResponse): void {
+export function applyCookie(session: RequestSession<object>, res: ServerResponse): void {
   const cookie = session.setCookieHeader()
   if (cookie === undefined) return
   const prev = res.getHeader('set-cookie')
@@ -49,7 +49,7 @@ export function applyCookie(session: RequestSession<any>, res: ServerResponse): 
  * before the last byte: `end()` waits for the write, and answers 503 instead when it fails.
  */
 export function bindResponse(
-  session: RequestSession<any>,
+  session: RequestSession<object>,
   req: IncomingMessage,
   res: ServerResponse,
   onUnavailable: NodeUnavailableHandler | undefined,
