@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto'
 import { setTimeout as sleep } from 'node:timers/promises'
+import { Emitter, merge, type Unsubscribe } from '@ballast/shared'
 import type { ChannelModel, ConsumeMessage, Options } from 'amqplib'
 import type { BrokerEvents } from './brokerEvents.js'
 import {
@@ -13,18 +14,23 @@ import {
   type Consumer,
   type ConsumerHost,
   type ConsumerStats,
+  DEFAULT_CONSUME_OPTIONS,
   ManagedConsumer,
   type MessageHandler,
 } from './consumer.js'
-import { InvalidArgumentError, MqClosedError, MqError, UnknownExchangeError } from './errors.js'
+import {
+  ConsumeFailedError,
+  InvalidArgumentError,
+  MqClosedError,
+  UnknownExchangeError,
+  UnknownQueueError,
+} from './errors.js'
 import { closeSafely } from './internal/closeSafely.js'
 import { declareTopology, ManagedConnection, redact } from './internal/connection.js'
-import { positiveInt, toMs } from './internal/duration.js'
 import { type Encoded, encodeMessage, encodePlain } from './internal/encode.js'
 import { Publisher } from './internal/publisher.js'
-import { show } from './internal/show.js'
-import { TypedEmitter } from './internal/typedEmitter.js'
-import { isTypedMessage } from './message.js'
+import { brief, check, checkArgument } from './internal/validate.js'
+import { isTypedMessage, type MessageDefinition } from './message.js'
 import { type ResolvedQueue, resolveTopology } from './topology.js'
 
 const BUILTIN_EXCHANGES = new Set([
@@ -41,7 +47,7 @@ const BUILTIN_EXCHANGES = new Set([
  * password is echoed; of anything else only its kind, since it may hold a URL too.
  */
 function showUrls(value: unknown): string {
-  if (typeof value === 'string') return show(redact(value), 200)
+  if (typeof value === 'string') return brief(redact(value), 200)
   if (Array.isArray(value)) return `an array of ${value.length} items`
   if (value === null || typeof value !== 'object') return String(value)
   return 'an object'
@@ -75,6 +81,17 @@ function resolveUrls(urls: unknown): string[] {
   return list as string[]
 }
 
+/** The relay's path to a broker's private publish of an already-encoded message. */
+export type PublishEncoded = (
+  exchange: string,
+  routingKey: string,
+  content: Buffer,
+  options: Options.Publish,
+) => Promise<void>
+
+/** Gives the outbox relay a broker's {@link PublishEncoded}; not part of the package's exports. */
+export let publishEncodedOf: (broker: Broker) => PublishEncoded
+
 /**
  * A RabbitMQ client that loses nothing: separate publisher and consumer connections that
  * reconnect across the cluster, the topology re-declared on each, confirmed publishing with
@@ -82,7 +99,7 @@ function resolveUrls(urls: unknown): string[] {
  * retries and dead-lettering. Made by {@link createBroker}.
  */
 export class Broker {
-  readonly #events = new TypedEmitter<BrokerEvents & Record<string, unknown>>()
+  readonly #events = new Emitter<BrokerEvents>()
   readonly #publisherConnection: ManagedConnection
   #consumerConnection: ManagedConnection | undefined
   readonly #publisher: Publisher
@@ -92,7 +109,7 @@ export class Broker {
   readonly #settings: {
     name: string
     urls: string[]
-    heartbeatMs: number
+    heartbeatIntervalMs: number
     connectTimeoutMs: number
     backoff: { initialDelay: number; maxDelay: number; factor: number; jitter: number }
     maxMessageBytes: number
@@ -112,68 +129,45 @@ export class Broker {
   }
   #closing: Promise<void> | undefined
 
-  /** Use {@link createBroker}. @internal */
+  /** Use {@link createBroker}: the same, as a function. */
   constructor(options: BrokerOptions) {
-    if (typeof options !== 'object' || options === null) {
+    if (typeof options !== 'object' || options === null || Array.isArray(options)) {
       throw new InvalidArgumentError(
         `invalid options: expected an object with "urls", got ${showUrls(options)}`,
       )
     }
-    const merged = { ...DEFAULT_BROKER_OPTIONS, ...options }
-    const reconnect = { ...DEFAULT_BROKER_OPTIONS.reconnect, ...(options.reconnect ?? {}) }
+    if (options.reconnect !== undefined) check.object('reconnect', options.reconnect)
+    const merged = merge(DEFAULT_BROKER_OPTIONS, options)
+    const reconnect = merged.reconnect
     const urls = resolveUrls(merged.urls)
-    if (typeof merged.name !== 'string' || merged.name.length === 0) {
-      throw new InvalidArgumentError(
-        `invalid option "name": expected a non-empty string, got ${JSON.stringify(merged.name)}`,
-      )
-    }
-    const heartbeatMs = toMs('heartbeat', merged.heartbeat)
-    if (typeof reconnect.factor !== 'number' || !(reconnect.factor >= 1)) {
-      throw new InvalidArgumentError(
-        `invalid option "reconnect.factor": expected a number >= 1, got ${JSON.stringify(reconnect.factor)}`,
-      )
-    }
-    if (typeof reconnect.jitter !== 'number' || !(reconnect.jitter >= 0 && reconnect.jitter <= 1)) {
-      throw new InvalidArgumentError(
-        `invalid option "reconnect.jitter": expected a number from 0 to 1, got ${JSON.stringify(reconnect.jitter)}`,
-      )
-    }
-    if (merged.unconfirmedPolicy !== 'resend' && merged.unconfirmedPolicy !== 'fail') {
-      throw new InvalidArgumentError(
-        `invalid option "unconfirmedPolicy": expected 'resend' or 'fail', got ${JSON.stringify(merged.unconfirmedPolicy)}`,
-      )
-    }
+    const name = check.string('name', merged.name)
     this.#topology = resolveTopology(merged.topology)
     this.#knownExchanges = new Set([...BUILTIN_EXCHANGES, ...this.#topology.exchanges])
     this.#settings = {
-      name: merged.name,
+      name,
       urls,
-      heartbeatMs,
-      connectTimeoutMs: toMs('connectTimeout', merged.connectTimeout, { allowZero: false }),
+      heartbeatIntervalMs: check.duration('heartbeatInterval', merged.heartbeatInterval),
+      connectTimeoutMs: check.duration('connectTimeout', merged.connectTimeout, { positive: true }),
       backoff: {
-        initialDelay: toMs('reconnect.initialDelay', reconnect.initialDelay),
-        maxDelay: toMs('reconnect.maxDelay', reconnect.maxDelay, { allowZero: false }),
-        factor: reconnect.factor,
-        jitter: reconnect.jitter,
+        initialDelay: check.duration('reconnect.initialDelay', reconnect.initialDelay),
+        maxDelay: check.duration('reconnect.maxDelay', reconnect.maxDelay, { positive: true }),
+        factor: check.number('reconnect.factor', reconnect.factor, { min: 1 }),
+        jitter: check.ratio('reconnect.jitter', reconnect.jitter),
       },
-      maxMessageBytes: positiveInt('maxMessageBytes', merged.maxMessageBytes),
-      mandatory: merged.mandatory === true,
-      stamp: merged.stamp === true,
-      shutdownTimeoutMs: toMs('shutdownTimeout', merged.shutdownTimeout),
-    }
-    for (const name of ['mandatory', 'stamp'] as const) {
-      if (typeof merged[name] !== 'boolean') {
-        throw new InvalidArgumentError(
-          `invalid option "${name}": expected a boolean, got ${JSON.stringify(merged[name])}`,
-        )
-      }
+      maxMessageBytes: check.positiveInteger('maxMessageBytes', merged.maxMessageBytes),
+      mandatory: check.boolean('mandatory', merged.mandatory),
+      stamp: check.boolean('stamp', merged.stamp),
+      shutdownTimeoutMs: check.duration('shutdownTimeout', merged.shutdownTimeout),
     }
     this.#publisher = new Publisher({
-      channels: positiveInt('channels', merged.channels),
-      confirmWindow: positiveInt('confirmWindow', merged.confirmWindow),
-      maxBuffered: positiveInt('maxBuffered', merged.maxBuffered),
-      unconfirmedPolicy: merged.unconfirmedPolicy,
-      maxResends: positiveInt('maxResends', merged.maxResends, { allowZero: true }),
+      channels: check.positiveInteger('channels', merged.channels),
+      confirmWindow: check.positiveInteger('confirmWindow', merged.confirmWindow),
+      maxBuffered: check.positiveInteger('maxBuffered', merged.maxBuffered),
+      unconfirmedPolicy: check.oneOf('unconfirmedPolicy', merged.unconfirmedPolicy, [
+        'resend',
+        'fail',
+      ] as const),
+      maxSendAttempts: check.positiveInteger('maxSendAttempts', merged.maxSendAttempts),
     })
     this.#publisherConnection = this.#createConnection('publisher')
     this.#publisherConnection.on('connect', ({ connection }) => this.#publisher.attach(connection))
@@ -187,7 +181,7 @@ export class Broker {
     const connection = new ManagedConnection({
       role,
       urls: settings.urls,
-      heartbeatMs: settings.heartbeatMs,
+      heartbeatMs: settings.heartbeatIntervalMs,
       connectTimeoutMs: settings.connectTimeoutMs,
       backoff: settings.backoff,
       name: settings.name,
@@ -195,29 +189,40 @@ export class Broker {
     })
     connection.on('connect', ({ url }) => this.#events.emit('connected', { role, url }))
     connection.on('disconnect', ({ error }) => this.#events.emit('disconnected', { role, error }))
-    connection.on('reconnecting', (e) => this.#events.emit('reconnecting', { role, ...e }))
+    connection.on('reconnecting', ({ attempt, delayMs, error }) =>
+      this.#events.emit('reconnect-scheduled', { role, attempt, delayMs, error }),
+    )
     connection.on('blocked', ({ reason }) => this.#events.emit('blocked', { role, reason }))
     connection.on('unblocked', () => this.#events.emit('unblocked', { role }))
-    connection.on('failed', ({ error }) => this.#events.emit('topology.failed', { error }))
+    connection.on('failed', ({ error }) => this.#events.emit('topology-failed', { error }))
     return connection
   }
 
-  /** Subscribes to an event. */
-  on<K extends keyof BrokerEvents>(event: K, listener: (payload: BrokerEvents[K]) => void): this {
-    this.#events.on(event, listener as (payload: unknown) => void)
-    return this
+  /**
+   * Subscribes to an event; returns a function that unsubscribes. A listener that throws does not
+   * break the broker: its error is rethrown in a microtask (an `uncaughtException`).
+   */
+  on<K extends keyof BrokerEvents & string>(
+    event: K,
+    listener: (payload: BrokerEvents[K]) => void,
+  ): Unsubscribe {
+    return this.#events.on(event, listener)
   }
 
-  /** Subscribes to the next occurrence of an event. */
-  once<K extends keyof BrokerEvents>(event: K, listener: (payload: BrokerEvents[K]) => void): this {
-    this.#events.once(event, listener as (payload: unknown) => void)
-    return this
+  /** Subscribes to the next occurrence of an event; returns a function that unsubscribes. */
+  once<K extends keyof BrokerEvents & string>(
+    event: K,
+    listener: (payload: BrokerEvents[K]) => void,
+  ): Unsubscribe {
+    return this.#events.once(event, listener)
   }
 
-  /** Unsubscribes from an event. */
-  off<K extends keyof BrokerEvents>(event: K, listener: (payload: BrokerEvents[K]) => void): this {
-    this.#events.off(event, listener as (payload: unknown) => void)
-    return this
+  /** Unsubscribes a listener added with `on()` or `once()`. */
+  off<K extends keyof BrokerEvents & string>(
+    event: K,
+    listener: (payload: BrokerEvents[K]) => void,
+  ): void {
+    this.#events.off(event, listener)
   }
 
   /**
@@ -267,7 +272,7 @@ export class Broker {
         (exchange.length > 85 && Buffer.byteLength(exchange) > 255)
       ) {
         throw new InvalidArgumentError(
-          `invalid argument "exchange": expected a string of at most 255 bytes, got ${typeof exchange === 'string' ? `${Buffer.byteLength(exchange)} bytes` : show(exchange)}`,
+          `invalid argument "exchange": expected a string of at most 255 bytes, got ${typeof exchange === 'string' ? `${Buffer.byteLength(exchange)} bytes` : brief(exchange)}`,
         )
       }
       if (
@@ -275,7 +280,7 @@ export class Broker {
         (routingKey.length > 85 && Buffer.byteLength(routingKey) > 255)
       ) {
         throw new InvalidArgumentError(
-          `invalid argument "routingKey": expected a string of at most 255 bytes, got ${typeof routingKey === 'string' ? `${Buffer.byteLength(routingKey)} bytes` : show(routingKey)}`,
+          `invalid argument "routingKey": expected a string of at most 255 bytes, got ${typeof routingKey === 'string' ? `${Buffer.byteLength(routingKey)} bytes` : brief(routingKey)}`,
         )
       }
       if (
@@ -332,22 +337,21 @@ export class Broker {
     if (encoded.headers !== undefined) publishOptions.headers = encoded.headers
     if (encoded.type !== undefined) publishOptions.type = encoded.type
     if (options.expiration !== undefined)
-      publishOptions.expiration = String(toMs('expiration', options.expiration))
+      publishOptions.expiration = String(check.duration('expiration', options.expiration))
     if (options.priority !== undefined) publishOptions.priority = options.priority
     if (options.correlationId !== undefined) publishOptions.correlationId = options.correlationId
     return this.#publisher.send(exchange, routingKey, encoded.content, publishOptions)
   }
 
-  /** The largest body `publish` accepts (for the outbox, which encodes ahead of time). @internal */
-  get maxMessageBytes(): number {
-    return this.#settings.maxMessageBytes
+  static {
+    publishEncodedOf = (broker) => broker.#publishEncoded.bind(broker)
   }
 
   /**
    * Publishes an already-encoded message (the outbox relay's path): same confirms, window and
-   * buffer as {@link Broker.publish}. @internal
+   * buffer as {@link Broker.publish}.
    */
-  publishEncoded(
+  #publishEncoded(
     exchange: string,
     routingKey: string,
     content: Buffer,
@@ -392,39 +396,57 @@ export class Broker {
    * queue's retry queues and, once they are spent, to its dead-letter queue with the error in the
    * headers. The consumer survives reconnects and broker-side cancels. Resolves once consuming.
    *
+   * With `{ message: definition }` each body is validated against the definition's schema (an
+   * invalid one is dead-lettered) and the handler's `m.body` has the definition's type. Options
+   * given as `undefined` keep their defaults ({@link DEFAULT_CONSUME_OPTIONS}).
+   *
    * @example
    * ```ts
    * const consumer = await broker.consume('billing', async (m) => {
-   *   await charge(m.body)
-   * }, { prefetch: 50 })
+   *   await charge(m.body.orderId) // m.body: the OrderPlaced schema's output type
+   * }, { message: OrderPlaced, prefetch: 50 })
    * // later: stop taking messages, finish those in hand
    * await consumer.cancel()
    * ```
    */
   async consume<T = unknown>(
     queue: string,
-    handler: MessageHandler<T>,
-    options: ConsumeOptions<T> = {},
+    handler: MessageHandler<NoInfer<T>>,
+    options?: ConsumeOptions<T>,
   ): Promise<Consumer> {
     if (this.#closing !== undefined) throw new MqClosedError('broker', 'consume')
     if (typeof queue !== 'string' || queue.length === 0) {
       throw new InvalidArgumentError(
-        `invalid argument "queue": expected a queue name, got ${show(queue)}`,
+        `invalid argument "queue": expected a queue name, got ${brief(queue)}`,
       )
     }
-    if (typeof handler !== 'function')
-      throw new InvalidArgumentError('invalid argument "handler": expected a function')
-    const prefetch = positiveInt('prefetch', options.prefetch ?? 32)
-    const inProgressDelay = toMs('inProgressDelay', options.inProgressDelay ?? 1000)
+    checkArgument.func('handler', handler)
+    if (options !== undefined) checkArgument.object('options', options)
+    const settings = merge(DEFAULT_CONSUME_OPTIONS, options)
+    const definition: MessageDefinition<T> | undefined = settings.message
+    if (definition !== undefined && typeof definition?.parse !== 'function') {
+      throw new InvalidArgumentError(
+        `invalid option "message": expected a definition from defineMessage(), got ${brief(definition)}`,
+      )
+    }
+    const idempotency = settings.idempotency
+    if (idempotency !== undefined && typeof idempotency?.begin !== 'function') {
+      throw new InvalidArgumentError(
+        `invalid option "idempotency": expected a Deduplicator (begin, complete, release), got ${brief(idempotency)}`,
+      )
+    }
     const consumer = new ManagedConsumer<T>(
       queue,
       handler,
       {
-        ...options,
-        prefetch,
-        inProgressDelay,
-        idempotencyPrefix: options.idempotencyPrefix ?? 'mq:',
-        tag: options.tag ?? this.#settings.name,
+        message: definition,
+        idempotency,
+        prefetch: check.positiveInteger('prefetch', settings.prefetch),
+        inProgressDelayMs: check.duration('inProgressDelay', settings.inProgressDelay),
+        idempotencyPrefix: check.string('idempotencyPrefix', settings.idempotencyPrefix, {
+          allowEmpty: true,
+        }),
+        tag: check.string('tag', settings.tag ?? this.#settings.name),
       },
       this.#host(),
     )
@@ -445,20 +467,15 @@ export class Broker {
       } catch (error) {
         lastError = error
         if ((error as { code?: unknown }).code === 404) {
-          throw new MqError('E_MQ_UNKNOWN_QUEUE', `queue "${queue}" does not exist`, {
-            cause: error,
-          })
+          throw new UnknownQueueError(queue, { cause: error })
         }
         await sleep(200)
       }
     }
-    throw new MqError(
-      'E_MQ_CONSUME',
+    throw new ConsumeFailedError(
+      queue,
       `cannot consume queue "${queue}": ${(lastError as Error)?.message}`,
-      {
-        cause: lastError,
-        retryable: true,
-      },
+      { cause: lastError },
     )
   }
 
@@ -483,7 +500,7 @@ export class Broker {
       republish: (routingKey, message, headers) => this.#republish(routingKey, message, headers),
       redeclare: (connection: ChannelModel) => declareTopology(connection, this.#topology),
       current: () => this.#consumerConnection?.connection,
-      emit: (event, payload) => this.#events.emit(event, payload as never),
+      emit: (event, payload) => this.#events.emit(event, payload),
       onCounter: (counter) => {
         this.#consumerTotals[counter]++
       },

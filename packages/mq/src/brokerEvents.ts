@@ -17,14 +17,14 @@ export interface DisconnectedEvent {
   error: Error | undefined
 }
 
-/** Payload of the `reconnecting` event. */
-export interface ReconnectingEvent {
+/** Payload of the `reconnect-scheduled` event. */
+export interface ReconnectScheduledEvent {
   /** The connection being reopened. */
   role: ConnectionRole
   /** The attempt number, from 1. */
   attempt: number
   /** Milliseconds until this attempt. */
-  delay: number
+  delayMs: number
   /** Why the previous attempt or the connection failed. */
   error: Error | undefined
 }
@@ -43,13 +43,13 @@ export interface UnblockedEvent {
   role: ConnectionRole
 }
 
-/** Payload of the `topology.failed` event. */
+/** Payload of the `topology-failed` event. */
 export interface TopologyFailedEvent {
   /** The {@link TopologyConflictError} (or other declaration error) that stopped the broker. */
   error: Error
 }
 
-/** Payload of the `consumer.started` event. */
+/** Payload of the `consumer-started` event. */
 export interface ConsumerStartedEvent {
   /** The consumed queue. */
   queue: string
@@ -57,22 +57,22 @@ export interface ConsumerStartedEvent {
   consumerTag: string
 }
 
-/** Payload of the `consumer.cancelled` event. */
+/** Payload of the `consumer-cancelled` event. */
 export interface ConsumerCancelledEvent {
   /** The queue whose consumer the broker cancelled. */
   queue: string
 }
 
-/** Payload of the `consumer.error` event. */
-export interface ConsumerErrorEvent {
+/** Payload of the `consumer-failed` event. */
+export interface ConsumerFailedEvent {
   /** The consumed queue. */
   queue: string
   /** What failed. */
   error: unknown
 }
 
-/** Payload of the `handler.error` event. */
-export interface HandlerErrorEvent {
+/** Payload of the `handler-failed` event. */
+export interface HandlerFailedEvent {
   /** The consumed queue. */
   queue: string
   /** The message's id, if it has one. */
@@ -92,7 +92,7 @@ export interface RetriedEvent {
   /** The attempt that failed, from 1. */
   attempt: number
   /** Milliseconds before the message comes back. */
-  delay: number
+  delayMs: number
 }
 
 /** Payload of the `dead-lettered` event. */
@@ -105,8 +105,8 @@ export interface DeadLetteredEvent {
   error: unknown
 }
 
-/** Payload of the `duplicate` event. */
-export interface DuplicateEvent {
+/** Payload of the `duplicate-skipped` event. */
+export interface DuplicateSkippedEvent {
   /** The consumed queue. */
   queue: string
   /** The id that was handled before. */
@@ -120,25 +120,25 @@ export interface BrokerEvents {
   /** A connection closed. */
   disconnected: DisconnectedEvent
   /** A reconnect attempt is scheduled. */
-  reconnecting: ReconnectingEvent
+  'reconnect-scheduled': ReconnectScheduledEvent
   /** The broker blocked a connection (memory or disk alarm): publishing waits. */
   blocked: BlockedEvent
   /** The broker unblocked a connection. */
   unblocked: UnblockedEvent
   /** The topology conflicts with what exists: the broker stopped; publishes fail with this error. */
-  'topology.failed': TopologyFailedEvent
+  'topology-failed': TopologyFailedEvent
   /** A consumer started (again) on a channel. */
-  'consumer.started': ConsumerStartedEvent
+  'consumer-started': ConsumerStartedEvent
   /** The broker cancelled a consumer; it is being restored. */
-  'consumer.cancelled': ConsumerCancelledEvent
+  'consumer-cancelled': ConsumerCancelledEvent
   /** A consumer could not (re)start or settle a message; it keeps trying. */
-  'consumer.error': ConsumerErrorEvent
+  'consumer-failed': ConsumerFailedEvent
   /** A handler threw. */
-  'handler.error': HandlerErrorEvent
+  'handler-failed': HandlerFailedEvent
   /** A failed message went to a retry queue. */
   retried: RetriedEvent
   /** A message was dead-lettered (retries spent, invalid, or a permanent error). */
   'dead-lettered': DeadLetteredEvent
   /** A delivery was dropped because its message id was handled before. */
-  duplicate: DuplicateEvent
+  'duplicate-skipped': DuplicateSkippedEvent
 }

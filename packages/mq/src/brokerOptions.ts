@@ -1,4 +1,4 @@
-import type { Duration } from './internal/duration.js'
+import type { Duration } from '@ballast/shared'
 import type { Topology } from './topology.js'
 
 /** Reconnect backoff of {@link BrokerOptions.reconnect}. */
@@ -40,18 +40,18 @@ export interface BrokerOptions {
    */
   name?: string
   /**
-   * AMQP heartbeat (rounded up to whole seconds; 0 turns heartbeats off). A connection that misses two is dropped and reopened.
+   * AMQP heartbeat interval (rounded up to whole seconds; 0 turns heartbeats off). A connection that misses two is dropped and reopened.
    * @default 10_000
    */
-  heartbeat?: Duration
+  heartbeatInterval?: Duration
   /**
    * Bound on opening one connection.
    * @default 10_000
    */
   connectTimeout?: Duration
   /**
-   * Reconnect backoff.
-   * @default { initialDelay: 250, maxDelay: 30_000, factor: 2, jitter: 0.2 }
+   * Reconnect backoff; a field left out (or `undefined`) keeps its default.
+   * @default {@link DEFAULT_RECONNECT_OPTIONS}: `{ initialDelay: 250, maxDelay: 30_000, factor: 2, jitter: 0.2 }`
    */
   reconnect?: ReconnectOptions
   /**
@@ -77,10 +77,12 @@ export interface BrokerOptions {
    */
   unconfirmedPolicy?: 'resend' | 'fail'
   /**
-   * How many times one message is resent after disconnects before its `publish` fails.
-   * @default 10
+   * How many times one message is sent, the first send included, before its `publish` fails
+   * because disconnects left it unconfirmed each time (policy `'resend'`): `maxSendAttempts - 1`
+   * resends (1: never resent).
+   * @default 11
    */
-  maxResends?: number
+  maxSendAttempts?: number
   /**
    * Largest body accepted by `publish`, in bytes.
    * @default 4_194_304 (4 MiB)
@@ -111,23 +113,31 @@ export interface BrokerOptions {
   shutdownTimeout?: Duration
 }
 
+/** The defaults of {@link ReconnectOptions}. */
+export const DEFAULT_RECONNECT_OPTIONS: Readonly<Required<ReconnectOptions>> = Object.freeze({
+  initialDelay: 250,
+  maxDelay: 30_000,
+  factor: 2,
+  jitter: 0.2,
+})
+
 /** The defaults of {@link BrokerOptions}. */
 export const DEFAULT_BROKER_OPTIONS: Readonly<Required<Omit<BrokerOptions, 'urls' | 'topology'>>> =
-  {
+  Object.freeze({
     name: 'ballast',
-    heartbeat: 10_000,
+    heartbeatInterval: 10_000,
     connectTimeout: 10_000,
-    reconnect: { initialDelay: 250, maxDelay: 30_000, factor: 2, jitter: 0.2 },
+    reconnect: DEFAULT_RECONNECT_OPTIONS,
     confirmWindow: 1000,
     channels: 1,
     maxBuffered: 10_000,
     unconfirmedPolicy: 'resend',
-    maxResends: 10,
+    maxSendAttempts: 11,
     maxMessageBytes: 4 * 1024 * 1024,
     mandatory: true,
     stamp: false,
     shutdownTimeout: 30_000,
-  }
+  })
 
 /** Per-message options of {@link Broker.publish}. */
 export interface PublishOptions {
@@ -188,7 +198,7 @@ export interface BrokerStats {
   nacked: number
   /** Messages resent after a disconnect left them unconfirmed. */
   resent: number
-  /** Publishes that failed after being accepted (policy `'fail'`, resend limit, close). */
+  /** Publishes that failed after being accepted (policy `'fail'`, `maxSendAttempts` spent, close). */
   failed: number
   /** Messages waiting in memory now. */
   buffered: number

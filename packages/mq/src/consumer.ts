@@ -1,4 +1,5 @@
 import { setTimeout as sleep } from 'node:timers/promises'
+import type { Duration } from '@ballast/shared'
 import type {
   Channel,
   ChannelModel,
@@ -6,6 +7,7 @@ import type {
   MessagePropertyHeaders,
   Replies,
 } from 'amqplib'
+import type { BrokerEvents } from './brokerEvents.js'
 import type { Deduplicator } from './deduplicator.js'
 import { InvalidMessageError, InvalidMessageIdError, isMqError } from './errors.js'
 import { closeSafely } from './internal/closeSafely.js'
@@ -71,13 +73,23 @@ export interface ConsumeOptions<T = unknown> {
    * How long a delivery whose id another consumer is processing right now waits before it is requeued.
    * @default 1000
    */
-  inProgressDelay?: number
+  inProgressDelay?: Duration
   /**
    * Consumer tag prefix, shown in the broker's tooling.
    * @default the broker's name
    */
   tag?: string
 }
+
+/** The defaults of {@link ConsumeOptions} (`tag` defaults to the broker's name). */
+export const DEFAULT_CONSUME_OPTIONS: Readonly<
+  Required<Pick<ConsumeOptions, 'prefetch' | 'idempotencyPrefix' | 'inProgressDelay'>>
+> &
+  ConsumeOptions = Object.freeze({
+  prefetch: 32,
+  idempotencyPrefix: 'mq:',
+  inProgressDelay: 1000,
+})
 
 /** Counters of one consumer. */
 export interface ConsumerStats {
@@ -99,7 +111,7 @@ export interface ConsumerStats {
   cancellations: number
 }
 
-/** What a consumer needs from its broker. @internal */
+/** What a consumer needs from its broker. */
 export interface ConsumerHost {
   name: string
   queue(name: string): ResolvedQueue | undefined
@@ -111,7 +123,7 @@ export interface ConsumerHost {
   redeclare(connection: ChannelModel): Promise<void>
   /** The consumer connection that is up now, if any: the only one a consumer may attach to. */
   current(): ChannelModel | undefined
-  emit(event: string, payload: unknown): void
+  emit<K extends keyof BrokerEvents & string>(event: K, payload: BrokerEvents[K]): void
   onCounter(counter: keyof ConsumerStats): void
 }
 
@@ -189,14 +201,21 @@ function unpublishable(error: unknown): boolean {
   return error.code === 'E_MQ_INVALID_MESSAGE' || error.code === 'E_MQ_MESSAGE_TOO_LARGE'
 }
 
-/** @internal */
+/** The settings of one consumer, validated by `Broker.consume()`. */
+export interface ConsumerSettings<T> {
+  message: MessageDefinition<T> | undefined
+  idempotency: Deduplicator | undefined
+  prefetch: number
+  idempotencyPrefix: string
+  inProgressDelayMs: number
+  tag: string
+}
+
+/** The consumer behind {@link Consumer}: made by `Broker.consume()`, not exported by the package. */
 export class ManagedConsumer<T> implements Consumer {
   readonly queue: string
   readonly #handler: MessageHandler<T>
-  readonly #options: Required<
-    Pick<ConsumeOptions<T>, 'prefetch' | 'idempotencyPrefix' | 'inProgressDelay' | 'tag'>
-  > &
-    ConsumeOptions<T>
+  readonly #options: ConsumerSettings<T>
   readonly #host: ConsumerHost
   readonly #stats: ConsumerStats = {
     consumed: 0,
@@ -225,12 +244,7 @@ export class ManagedConsumer<T> implements Consumer {
   constructor(
     queue: string,
     handler: MessageHandler<T>,
-    options: ConsumeOptions<T> & {
-      prefetch: number
-      idempotencyPrefix: string
-      inProgressDelay: number
-      tag: string
-    },
+    options: ConsumerSettings<T>,
     host: ConsumerHost,
   ) {
     this.queue = queue
@@ -270,7 +284,7 @@ export class ManagedConsumer<T> implements Consumer {
         } catch (error) {
           // a connection that went away meanwhile is not an error of ours: its successor attaches
           if (!this.#current(connection)) return
-          this.#host.emit('consumer.error', { queue: this.queue, error })
+          this.#host.emit('consumer-failed', { queue: this.queue, error })
           // cut short by cancel(), which waits for this loop
           await sleep(delay, undefined, { signal: this.#stop.signal }).catch(() => {})
           delay = Math.min(delay * 2, 5000)
@@ -352,7 +366,7 @@ export class ManagedConsumer<T> implements Consumer {
     }
     consuming = true
     this.#consumerTag = reply.consumerTag
-    this.#host.emit('consumer.started', { queue: this.queue, consumerTag: reply.consumerTag })
+    this.#host.emit('consumer-started', { queue: this.queue, consumerTag: reply.consumerTag })
   }
 
   /** The broker cancelled us (queue deleted, its node went down): re-declare and consume again. */
@@ -361,7 +375,7 @@ export class ManagedConsumer<T> implements Consumer {
     this.#count('cancellations')
     this.#channel = undefined
     this.#consumerTag = undefined
-    this.#host.emit('consumer.cancelled', { queue: this.queue })
+    this.#host.emit('consumer-cancelled', { queue: this.queue })
     void closeSafely(channel)
     if (this.#stopping) return
     void this.#track(
@@ -374,7 +388,7 @@ export class ManagedConsumer<T> implements Consumer {
             return
           } catch (error) {
             if (!this.#current(connection)) return
-            this.#host.emit('consumer.error', { queue: this.queue, error })
+            this.#host.emit('consumer-failed', { queue: this.queue, error })
             await sleep(delay, undefined, { signal: this.#stop.signal }).catch(() => {})
             delay = Math.min(delay * 2, 5000)
           }
@@ -388,7 +402,7 @@ export class ManagedConsumer<T> implements Consumer {
     if (this.#stopping) return
     this.#count('consumed')
     const work = this.#handle(channel, message).catch(async (error) => {
-      this.#host.emit('consumer.error', { queue: this.queue, error })
+      this.#host.emit('consumer-failed', { queue: this.queue, error })
       // never leave a delivery unsettled: it would hold a prefetch slot until the channel closes
       if (!this.#settled.has(message)) {
         await this.#backoff()
@@ -482,21 +496,21 @@ export class ManagedConsumer<T> implements Consumer {
           return
         }
         // the store is down or failing: try again later through the retry queue
-        this.#host.emit('consumer.error', { queue: this.queue, error })
+        this.#host.emit('consumer-failed', { queue: this.queue, error })
         await this.#retryLater(channel, message, error, attempt)
         return
       }
       if (state === 'completed') {
         this.#count('duplicates')
-        this.#host.emit('duplicate', { queue: this.queue, messageId: id })
+        this.#host.emit('duplicate-skipped', { queue: this.queue, messageId: id })
         this.#ack(channel, message)
         return
       }
       if (state === 'in-progress') {
         // another consumer has it right now (or died holding it until the lock expires)
-        await sleep(this.#options.inProgressDelay, undefined, { signal: this.#stop.signal }).catch(
-          () => {},
-        )
+        await sleep(this.#options.inProgressDelayMs, undefined, {
+          signal: this.#stop.signal,
+        }).catch(() => {})
         this.#nack(channel, message, true)
         return
       }
@@ -519,7 +533,7 @@ export class ManagedConsumer<T> implements Consumer {
       await this.#handler(delivery)
     } catch (error) {
       if (dedupe !== undefined && key !== undefined) await dedupe.release(key).catch(() => {})
-      this.#host.emit('handler.error', { queue: this.queue, messageId: id, attempt, error })
+      this.#host.emit('handler-failed', { queue: this.queue, messageId: id, attempt, error })
       await this.#fail(channel, message, error, attempt)
       return
     }
@@ -529,7 +543,7 @@ export class ManagedConsumer<T> implements Consumer {
       } catch (error) {
         // the handler's work is done: ack it rather than run it again; only a later duplicate
         // delivery of this id can be reprocessed (the claim lapses with its lease)
-        this.#host.emit('consumer.error', { queue: this.queue, error })
+        this.#host.emit('consumer-failed', { queue: this.queue, error })
       }
     }
     this.#count('acked')
@@ -621,7 +635,7 @@ export class ManagedConsumer<T> implements Consumer {
    * publish check refuses is rejected instead (see {@link unpublishable}).
    */
   async #requeueAfterFailure(channel: Channel, message: ConsumeMessage, error: unknown) {
-    this.#host.emit('consumer.error', { queue: this.queue, error })
+    this.#host.emit('consumer-failed', { queue: this.queue, error })
     if (unpublishable(error)) {
       // this message can never be republished (e.g. its headers with ours are over what amqplib
       // encodes): requeueing would loop forever. Reject it instead: the queue's own dead-letter
@@ -688,7 +702,7 @@ export class ManagedConsumer<T> implements Consumer {
       queue: this.queue,
       messageId: message.properties.messageId,
       attempt,
-      delay: step.delay,
+      delayMs: step.delay,
     })
     this.#ack(channel, message)
   }

@@ -77,10 +77,11 @@ export class MessageTooLargeError extends MqError {
   /** The configured limit, in bytes. */
   readonly limit: number
 
-  constructor(size: number, limit: number) {
+  constructor(size: number, limit: number, options: MqErrorOptions = {}) {
     super(
       'E_MQ_MESSAGE_TOO_LARGE',
       `message of ${size} bytes is over the limit of ${limit} bytes ("maxMessageBytes")`,
+      options,
     )
     this.size = size
     this.limit = limit
@@ -142,10 +143,16 @@ export class UnroutableError extends MqError {
   /** With which routing key. */
   readonly routingKey: string
 
-  constructor(exchange: string, routingKey: string, replyText: string) {
+  constructor(
+    exchange: string,
+    routingKey: string,
+    replyText: string,
+    options: MqErrorOptions = {},
+  ) {
     super(
       'E_MQ_UNROUTABLE',
       `message to exchange "${exchange}" with routing key "${routingKey}" was returned: ${replyText}`,
+      options,
     )
     this.exchange = exchange
     this.routingKey = routingKey
@@ -185,12 +192,48 @@ export class OutboxPublishTimeoutError extends MqError {
   /** The class name, `OutboxPublishTimeoutError`. */
   override name = 'OutboxPublishTimeoutError'
 
-  constructor(rows: number, timeoutMs: number) {
+  /** Rows in the batch that timed out. */
+  readonly rows: number
+  /** The `publishTimeout` that ran out, in milliseconds. */
+  readonly timeoutMs: number
+
+  constructor(rows: number, timeoutMs: number, options: MqErrorOptions = {}) {
     super(
       'E_MQ_OUTBOX_PUBLISH_TIMEOUT',
       `the broker did not confirm a batch of ${rows} outbox rows within ${timeoutMs} ms ("publishTimeout"); the batch was rolled back and will be published again`,
-      { retryable: true },
+      { retryable: true, ...options },
     )
+    this.rows = rows
+    this.timeoutMs = timeoutMs
+  }
+}
+
+/** `consume()` named a queue that does not exist on the broker (and so was not consumed). */
+export class UnknownQueueError extends MqError {
+  /** The class name, `UnknownQueueError`. */
+  override name = 'UnknownQueueError'
+  /** The queue that was named. */
+  readonly queue: string
+
+  constructor(queue: string, options: MqErrorOptions = {}) {
+    super('E_MQ_UNKNOWN_QUEUE', `queue "${queue}" does not exist`, options)
+    this.queue = queue
+  }
+}
+
+/**
+ * `consume()` could not start its consumer after several tries (the channel or the connection kept
+ * failing); retryable: a later `consume()` may succeed. The last failure is its `cause`.
+ */
+export class ConsumeFailedError extends MqError {
+  /** The class name, `ConsumeFailedError`. */
+  override name = 'ConsumeFailedError'
+  /** The queue that was not consumed. */
+  readonly queue: string
+
+  constructor(queue: string, message: string, options: MqErrorOptions = {}) {
+    super('E_MQ_CONSUME_FAILED', message, { retryable: true, ...options })
+    this.queue = queue
   }
 }
 
@@ -248,6 +291,10 @@ export const errors = {
   PublishUnconfirmedError,
   /** {@link OutboxPublishTimeoutError} */
   OutboxPublishTimeoutError,
+  /** {@link UnknownQueueError} */
+  UnknownQueueError,
+  /** {@link ConsumeFailedError} */
+  ConsumeFailedError,
   /** {@link MqClosedError} */
   MqClosedError,
 } as const

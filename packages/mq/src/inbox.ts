@@ -1,3 +1,4 @@
+import { merge } from '@ballast/shared'
 import type { Delivery, MessageHandler } from './consumer.js'
 import { InvalidArgumentError } from './errors.js'
 import { checkMessageId } from './internal/messageId.js'
@@ -7,6 +8,7 @@ import {
   type SqlPool,
   type SqlPoolConnection,
 } from './internal/sql.js'
+import { brief, check } from './internal/validate.js'
 
 /** Options of {@link createInbox}. */
 export interface InboxOptions {
@@ -25,9 +27,9 @@ export interface InboxOptions {
 const ER_DUP_ENTRY = 1062
 
 /** The defaults of {@link InboxOptions}. */
-export const DEFAULT_INBOX_OPTIONS: Readonly<Required<Pick<InboxOptions, 'table'>>> = {
-  table: 'mq_inbox',
-}
+export const DEFAULT_INBOX_OPTIONS: Readonly<Required<Pick<InboxOptions, 'table'>>> = Object.freeze(
+  { table: 'mq_inbox' },
+)
 
 /** A handler that runs inside the inbox's MySQL transaction. */
 export type InboxHandler<T = unknown> = (
@@ -80,23 +82,23 @@ export interface Inbox {
  */
 export function createInbox(options: InboxOptions): Inbox {
   if (typeof options?.pool?.getConnection !== 'function') {
-    throw new InvalidArgumentError('invalid option "pool": expected a mysql2 promise pool')
+    throw new InvalidArgumentError(
+      `invalid option "pool": expected a mysql2 promise pool, got ${brief(options?.pool)}`,
+    )
   }
   if (
     typeof options.consumer !== 'string' ||
     options.consumer.length === 0 ||
     options.consumer.length > 191
   ) {
-    throw new InvalidArgumentError(
-      `invalid option "consumer": expected a name of 1-191 characters, got ${JSON.stringify(options.consumer)}`,
-    )
+    check.invalid('consumer', 'a name of 1-191 characters', options.consumer)
   }
-  const o = { ...DEFAULT_INBOX_OPTIONS, ...options }
-  const table = quoteTable('table', o.table)
-  const { pool, consumer } = o
+  const settings = merge(DEFAULT_INBOX_OPTIONS, options)
+  const table = quoteTable('table', settings.table)
+  const { pool, consumer } = settings
   const counters: InboxStats = { handled: 0, duplicates: 0 }
   return {
-    table: o.table,
+    table: settings.table,
     stats: () => ({ ...counters }),
     async createTable(connection) {
       await connection.query(

@@ -1,3 +1,4 @@
+export type { Duration, Unsubscribe } from '@ballast/shared'
 export { Broker, createBroker } from './broker.js'
 export type {
   BlockedEvent,
@@ -5,13 +6,13 @@ export type {
   ConnectedEvent,
   ConnectionRole,
   ConsumerCancelledEvent,
-  ConsumerErrorEvent,
+  ConsumerFailedEvent,
   ConsumerStartedEvent,
   DeadLetteredEvent,
   DisconnectedEvent,
-  DuplicateEvent,
-  HandlerErrorEvent,
-  ReconnectingEvent,
+  DuplicateSkippedEvent,
+  HandlerFailedEvent,
+  ReconnectScheduledEvent,
   RetriedEvent,
   TopologyFailedEvent,
   UnblockedEvent,
@@ -23,7 +24,7 @@ export type {
   PublishOptions,
   ReconnectOptions,
 } from './brokerOptions.js'
-export { DEFAULT_BROKER_OPTIONS } from './brokerOptions.js'
+export { DEFAULT_BROKER_OPTIONS, DEFAULT_RECONNECT_OPTIONS } from './brokerOptions.js'
 export type {
   ConsumeOptions,
   Consumer,
@@ -31,11 +32,13 @@ export type {
   Delivery,
   MessageHandler,
 } from './consumer.js'
+export { DEFAULT_CONSUME_OPTIONS } from './consumer.js'
 export type { Deduplicator } from './deduplicator.js'
 export type { MqErrorOptions } from './errors.js'
 export {
   BrokerClosedError,
   BufferFullError,
+  ConsumeFailedError,
   errors,
   InvalidArgumentError,
   InvalidMessageError,
@@ -49,25 +52,13 @@ export {
   PublishUnconfirmedError,
   TopologyConflictError,
   UnknownExchangeError,
+  UnknownQueueError,
   UnroutableError,
 } from './errors.js'
 export { idempotencyDeduplicator } from './idempotencyDeduplicator.js'
 export type { Inbox, InboxHandler, InboxOptions, InboxStats } from './inbox.js'
 export { createInbox, DEFAULT_INBOX_OPTIONS } from './inbox.js'
-export type { Duration } from './internal/duration.js'
-export type {
-  MessageDefinition,
-  MessageDefinitionOptions,
-  StandardSchemaV1,
-  StandardSchemaV1FailureResult,
-  StandardSchemaV1Issue,
-  StandardSchemaV1PathSegment,
-  StandardSchemaV1Props,
-  StandardSchemaV1Result,
-  StandardSchemaV1SuccessResult,
-  StandardSchemaV1Types,
-  TypedMessage,
-} from './message.js'
+export type { MessageDefinition, MessageDefinitionOptions, TypedMessage } from './message.js'
 export { defineMessage } from './message.js'
 export type {
   EnqueueOptions,
@@ -79,13 +70,13 @@ export type {
 } from './outbox.js'
 export { createOutbox, DEFAULT_OUTBOX_OPTIONS } from './outbox.js'
 export type {
-  OutboxBatchEvent,
+  BatchRelayedEvent,
   OutboxRelay,
-  OutboxRelayErrorEvent,
   OutboxRelayEvents,
   OutboxRelayOptions,
   OutboxRelayStats,
-  OutboxRowFailedEvent,
+  RelayFailedEvent,
+  RowFailedEvent,
 } from './outboxRelay.js'
 export { createOutboxRelay, DEFAULT_OUTBOX_RELAY_OPTIONS } from './outboxRelay.js'
 export type {
@@ -93,8 +84,8 @@ export type {
   QueueBinding,
   QueueDefinition,
   ResolvedQueue,
-  RetryDefinition,
+  RetryOptions,
   RetryStep,
   Topology,
 } from './topology.js'
-export { DEFAULT_RETRY, retryDelays } from './topology.js'
+export { DEFAULT_RETRY_OPTIONS, retryDelays } from './topology.js'

@@ -1,68 +1,6 @@
-import { InvalidArgumentError, InvalidMessageError } from './errors.js'
-
-/**
- * The Standard Schema interface (https://standardschema.dev), copied as its authors ask, so
- * zod, valibot, arktype and others plug in without a dependency.
- */
-export interface StandardSchemaV1<Input = unknown, Output = Input> {
-  /** The Standard Schema properties. */
-  readonly '~standard': StandardSchemaV1Props<Input, Output>
-}
-
-/** The properties of a {@link StandardSchemaV1}. */
-export interface StandardSchemaV1Props<Input = unknown, Output = Input> {
-  /** The version of the standard. */
-  readonly version: 1
-  /** The library that made the schema. */
-  readonly vendor: string
-  /** Validates a value. */
-  readonly validate: (
-    value: unknown,
-  ) => StandardSchemaV1Result<Output> | Promise<StandardSchemaV1Result<Output>>
-  /** Inferred types, for TypeScript only. */
-  readonly types?: StandardSchemaV1Types<Input, Output> | undefined
-}
-
-/** The inferred types of a {@link StandardSchemaV1} (for TypeScript only). */
-export interface StandardSchemaV1Types<Input = unknown, Output = Input> {
-  /** The type the schema accepts. */
-  readonly input: Input
-  /** The type validation produces. */
-  readonly output: Output
-}
-
-/** The result of {@link StandardSchemaV1Props.validate}. */
-export type StandardSchemaV1Result<Output> =
-  | StandardSchemaV1SuccessResult<Output>
-  | StandardSchemaV1FailureResult
-
-/** A {@link StandardSchemaV1Result} of a valid value. */
-export interface StandardSchemaV1SuccessResult<Output> {
-  /** The validated (possibly transformed) value. */
-  readonly value: Output
-  /** Absent on success. */
-  readonly issues?: undefined
-}
-
-/** A {@link StandardSchemaV1Result} of an invalid value. */
-export interface StandardSchemaV1FailureResult {
-  /** What is wrong with the value. */
-  readonly issues: ReadonlyArray<StandardSchemaV1Issue>
-}
-
-/** One problem a schema found. */
-export interface StandardSchemaV1Issue {
-  /** What is wrong. */
-  readonly message: string
-  /** Where (keys of the path). */
-  readonly path?: ReadonlyArray<PropertyKey | StandardSchemaV1PathSegment> | undefined
-}
-
-/** One key of a {@link StandardSchemaV1Issue.path}, in its object form. */
-export interface StandardSchemaV1PathSegment {
-  /** The key. */
-  readonly key: PropertyKey
-}
+import { InvalidMessageError } from './errors.js'
+import type { StandardSchemaV1, StandardSchemaV1Issue } from './internal/standardSchema.js'
+import { check } from './internal/validate.js'
 
 /** What {@link defineMessage} takes. */
 export interface MessageDefinitionOptions<T> {
@@ -110,7 +48,7 @@ export interface TypedMessage<T> {
 
 const TYPED = Symbol.for('ballast.mq.typedMessage')
 
-/** Whether `value` was made by {@link MessageDefinition.of}. @internal */
+/** Whether `value` was made by {@link MessageDefinition.of}. */
 export function isTypedMessage(value: unknown): value is TypedMessage<unknown> {
   return (
     typeof value === 'object' &&
@@ -124,7 +62,7 @@ export function isTypedMessage(value: unknown): value is TypedMessage<unknown> {
  * `known`: absent means `known` (a producer without versions); otherwise it must be an integer
  * from 1 to `known`, as a number or in canonical decimal. A newer version would be parsed as the
  * current one (its new fields dropped) and a fractional one would run `upgrade`, so both are refused.
- * @throws {@link InvalidMessageError} naming the version otherwise. @internal
+ * @throws {@link InvalidMessageError} naming the version otherwise.
  */
 export function messageVersion(value: unknown, known: number): number {
   if (value === undefined) return known
@@ -179,22 +117,13 @@ function formatIssues(issues: ReadonlyArray<StandardSchemaV1Issue>): string[] {
  * ```
  */
 export function defineMessage<T>(options: MessageDefinitionOptions<T>): MessageDefinition<T> {
-  if (typeof options?.type !== 'string' || options.type.length === 0) {
-    throw new InvalidArgumentError(
-      `invalid option "type": expected a non-empty string, got ${JSON.stringify(options?.type)}`,
-    )
-  }
-  const version = options.version ?? 1
-  if (!Number.isInteger(version) || version < 1) {
-    throw new InvalidArgumentError(
-      `invalid option "version": expected a positive integer, got ${JSON.stringify(version)}`,
-    )
-  }
+  check.object('options', options)
+  check.string('type', options.type)
+  const version = check.positiveInteger('version', options.version ?? 1)
   if (typeof options.schema?.['~standard']?.validate !== 'function') {
-    throw new InvalidArgumentError(
-      'invalid option "schema": expected a Standard Schema (zod, valibot, arktype, ...)',
-    )
+    check.invalid('schema', 'a Standard Schema (zod, valibot, arktype, ...)', options.schema)
   }
+  if (options.upgrade !== undefined) check.func('upgrade', options.upgrade)
   const { type, schema, upgrade } = options
   const definition: MessageDefinition<T> = {
     type,

@@ -1,10 +1,10 @@
 import { randomUUID } from 'node:crypto'
+import { merge } from '@ballast/shared'
 import type { Options } from 'amqplib'
 import { InvalidArgumentError, InvalidMessageError } from './errors.js'
-import { positiveInt } from './internal/duration.js'
 import { checkPublish, encodeMessage } from './internal/encode.js'
-import { show } from './internal/show.js'
 import { quoteTable, type SqlConnection } from './internal/sql.js'
+import { brief, check } from './internal/validate.js'
 
 export type { SqlConnection, SqlPool, SqlPoolConnection } from './internal/sql.js'
 
@@ -26,10 +26,10 @@ export interface OutboxOptions {
 }
 
 /** The defaults of {@link OutboxOptions}. */
-export const DEFAULT_OUTBOX_OPTIONS: Readonly<Required<OutboxOptions>> = {
+export const DEFAULT_OUTBOX_OPTIONS: Readonly<Required<OutboxOptions>> = Object.freeze({
   table: 'mq_outbox',
   maxMessageBytes: 4 * 1024 * 1024,
-}
+})
 
 /** Per-message options of {@link Outbox.enqueue}. */
 export interface EnqueueOptions {
@@ -96,15 +96,16 @@ export interface Outbox {
  * ```
  */
 export function createOutbox(options: OutboxOptions = {}): Outbox {
-  const o = { ...DEFAULT_OUTBOX_OPTIONS, ...options }
-  const table = quoteTable('table', o.table)
-  const maxBytes = positiveInt('maxMessageBytes', o.maxMessageBytes)
+  if (options !== undefined) check.object('options', options)
+  const settings = merge(DEFAULT_OUTBOX_OPTIONS, options)
+  const table = quoteTable('table', settings.table)
+  const maxBytes = check.positiveInteger('maxMessageBytes', settings.maxMessageBytes)
   return {
-    table: o.table,
+    table: settings.table,
     async enqueue(connection, exchange, routingKey, message, enqueueOptions = {}) {
       if (typeof exchange !== 'string') {
         throw new InvalidArgumentError(
-          `invalid argument "exchange": expected a string, got ${show(exchange)}`,
+          `invalid argument "exchange": expected a string, got ${brief(exchange)}`,
         )
       }
       if (typeof routingKey !== 'string' || Buffer.byteLength(routingKey) > 255) {

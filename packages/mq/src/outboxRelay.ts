@@ -1,5 +1,6 @@
 import { setTimeout as sleep } from 'node:timers/promises'
-import type { Broker } from './broker.js'
+import { type Duration, Emitter, merge, type Unsubscribe } from '@ballast/shared'
+import { Broker, publishEncodedOf } from './broker.js'
 import {
   InvalidArgumentError,
   InvalidMessageError,
@@ -7,9 +8,8 @@ import {
   MqClosedError,
   OutboxPublishTimeoutError,
 } from './errors.js'
-import { type Duration, positiveInt, toMs } from './internal/duration.js'
 import { quoteTable, type SqlPool, type SqlPoolConnection } from './internal/sql.js'
-import { TypedEmitter } from './internal/typedEmitter.js'
+import { brief, check } from './internal/validate.js'
 import type { Outbox } from './outbox.js'
 
 /** Whether a row's publish failed because of the row itself (the publish check), so no retry can help. */
@@ -49,7 +49,7 @@ export interface OutboxRelayOptions {
   maxAttempts?: number
   /**
    * How long a batch may wait for the broker's confirms. Past it the batch's transaction is
-   * rolled back (its rows stay unsent, unlocked, with no attempt counted), an `error` event
+   * rolled back (its rows stay unsent, unlocked, with no attempt counted), a `relay-failed` event
    * carries an {@link OutboxPublishTimeoutError}, and the relay backs off and tries again. Without
    * it, a broker blocked by a memory or disk alarm would keep the batch's row locks and its
    * transaction open for as long as the alarm lasts.
@@ -66,13 +66,13 @@ export interface OutboxRelayOptions {
 /** The defaults of {@link OutboxRelayOptions}. */
 export const DEFAULT_OUTBOX_RELAY_OPTIONS: Readonly<
   Required<Omit<OutboxRelayOptions, 'pool' | 'broker' | 'outbox'>>
-> = {
+> = Object.freeze({
   batchSize: 200,
   pollInterval: 200,
   maxAttempts: 10,
   publishTimeout: 30_000,
   autoStart: true,
-}
+})
 
 /** Counters of a relay. */
 export interface OutboxRelayStats {
@@ -89,15 +89,15 @@ export interface OutboxRelayStats {
 /** Events of an {@link OutboxRelay}. */
 export interface OutboxRelayEvents {
   /** A batch was published and marked sent. */
-  batch: OutboxBatchEvent
+  'batch-relayed': BatchRelayedEvent
   /** Publishing a row failed; it stays in the outbox. */
-  'row.failed': OutboxRowFailedEvent
+  'row-failed': RowFailedEvent
   /** A poll failed (database or broker down); the relay waits and tries again. */
-  error: OutboxRelayErrorEvent
+  'relay-failed': RelayFailedEvent
 }
 
-/** Payload of the relay's `batch` event. */
-export interface OutboxBatchEvent {
+/** Payload of the relay's `batch-relayed` event. */
+export interface BatchRelayedEvent {
   /** Rows of the batch published, confirmed and marked sent. */
   sent: number
   /** Rows of the batch whose publish failed (they stay, with `attempts` + 1). */
@@ -106,20 +106,25 @@ export interface OutboxBatchEvent {
   deferred: number
 }
 
-/** Payload of the relay's `row.failed` event. */
-export interface OutboxRowFailedEvent {
+/** Payload of the relay's `row-failed` event. */
+export interface RowFailedEvent {
   /** The row's id in the outbox table. */
   id: number
   /** The message id of the row. */
   messageId: string
   /** Why the publish failed. */
-  error: unknown
+  error: Error
 }
 
-/** Payload of the relay's `error` event. */
-export interface OutboxRelayErrorEvent {
-  /** What failed (database or broker). */
-  error: unknown
+/** Payload of the relay's `relay-failed` event. */
+export interface RelayFailedEvent {
+  /** What failed (database or broker), such as an {@link OutboxPublishTimeoutError}. */
+  error: Error
+}
+
+/** A thrown value as an `Error` (a driver may throw anything), for an event payload. */
+function asError(value: unknown): Error {
+  return value instanceof Error ? value : new Error(String(value), { cause: value })
 }
 
 /** Moves committed outbox rows to the broker. Made by {@link createOutboxRelay}. */
@@ -130,11 +135,24 @@ export interface OutboxRelay {
   runOnce(): Promise<number>
   /** Counters. */
   stats(): OutboxRelayStats
-  /** Subscribes to an event. */
-  on<K extends keyof OutboxRelayEvents>(
+  /**
+   * Subscribes to an event; returns a function that unsubscribes. A listener that throws does not
+   * break the relay: its error is rethrown in a microtask (an `uncaughtException`).
+   */
+  on<K extends keyof OutboxRelayEvents & string>(
     event: K,
     listener: (payload: OutboxRelayEvents[K]) => void,
-  ): this
+  ): Unsubscribe
+  /** Subscribes to the next occurrence of an event; returns a function that unsubscribes. */
+  once<K extends keyof OutboxRelayEvents & string>(
+    event: K,
+    listener: (payload: OutboxRelayEvents[K]) => void,
+  ): Unsubscribe
+  /** Unsubscribes a listener added with `on()` or `once()`. */
+  off<K extends keyof OutboxRelayEvents & string>(
+    event: K,
+    listener: (payload: OutboxRelayEvents[K]) => void,
+  ): void
   /**
    * Stops polling after the batch in hand. Afterwards `start()` throws and `runOnce()` rejects
    * with {@link MqClosedError}.
@@ -164,31 +182,39 @@ interface Row {
  * @example
  * ```ts
  * const relay = createOutboxRelay({ pool, broker, outbox, batchSize: 200 })
- * relay.on('error', ({ error }) => log.warn(error))
+ * relay.on('relay-failed', ({ error }) => log.warn(error))
  * // on shutdown
  * await relay.close()
  * ```
  */
 export function createOutboxRelay(options: OutboxRelayOptions): OutboxRelay {
   if (typeof options?.pool?.getConnection !== 'function') {
-    throw new InvalidArgumentError('invalid option "pool": expected a mysql2 promise pool')
+    throw new InvalidArgumentError(
+      `invalid option "pool": expected a mysql2 promise pool, got ${brief(options?.pool)}`,
+    )
   }
-  if (typeof options.broker?.publishEncoded !== 'function') {
-    throw new InvalidArgumentError('invalid option "broker": expected a Broker from createBroker()')
+  if (!(options.broker instanceof Broker)) {
+    throw new InvalidArgumentError(
+      `invalid option "broker": expected a Broker from createBroker(), got ${brief(options.broker)}`,
+    )
   }
   if (typeof options.outbox?.table !== 'string') {
     throw new InvalidArgumentError(
-      'invalid option "outbox": expected an Outbox from createOutbox()',
+      `invalid option "outbox": expected an Outbox from createOutbox(), got ${brief(options.outbox)}`,
     )
   }
-  const o = { ...DEFAULT_OUTBOX_RELAY_OPTIONS, ...options }
-  const table = quoteTable('outbox.table', o.outbox.table)
-  const batchSize = positiveInt('batchSize', o.batchSize)
-  const pollMs = toMs('pollInterval', o.pollInterval)
-  const maxAttempts = positiveInt('maxAttempts', o.maxAttempts)
-  const publishTimeoutMs = toMs('publishTimeout', o.publishTimeout, { allowZero: false })
-  const { pool, broker } = o
-  const events = new TypedEmitter<OutboxRelayEvents & Record<string, unknown>>()
+  const settings = merge(DEFAULT_OUTBOX_RELAY_OPTIONS, options)
+  const table = quoteTable('outbox.table', settings.outbox.table)
+  const batchSize = check.positiveInteger('batchSize', settings.batchSize)
+  const pollMs = check.duration('pollInterval', settings.pollInterval)
+  const maxAttempts = check.positiveInteger('maxAttempts', settings.maxAttempts)
+  const publishTimeoutMs = check.duration('publishTimeout', settings.publishTimeout, {
+    positive: true,
+  })
+  const autoStart = check.boolean('autoStart', settings.autoStart)
+  const { pool } = settings
+  const publishEncoded = publishEncodedOf(options.broker)
+  const events = new Emitter<OutboxRelayEvents>()
   const counters: OutboxRelayStats = { sent: 0, failed: 0, deferred: 0, batches: 0 }
   let running = false
   let closed = false
@@ -232,10 +258,10 @@ export function createOutboxRelay(options: OutboxRelayOptions): OutboxRelay {
       if (result.status === 'fulfilled') sent.push(row.id)
       else {
         failed++
-        events.emit('row.failed', {
+        events.emit('row-failed', {
           id: Number(row.id),
           messageId: row.message_id,
-          error: result.reason,
+          error: asError(result.reason),
         })
         // a row no publish can take (the publish check, headers that are not JSON) is left for an
         // operator at once: attempts jump to maxAttempts instead of failing the same way each poll
@@ -257,7 +283,7 @@ export function createOutboxRelay(options: OutboxRelayOptions): OutboxRelay {
     }
     counters.sent += sent.length
     counters.failed += failed
-    events.emit('batch', { sent: sent.length, failed, deferred })
+    events.emit('batch-relayed', { sent: sent.length, failed, deferred })
     return sent.length
   }
 
@@ -285,7 +311,7 @@ export function createOutboxRelay(options: OutboxRelayOptions): OutboxRelay {
       }
       publishOptions.headers = headers
     }
-    return broker.publishEncoded(r.exchange, r.routing_key, r.content, publishOptions)
+    return publishEncoded(r.exchange, r.routing_key, r.content, publishOptions)
   }
 
   // The publishes of a batch that timed out: still waiting in the broker's buffer or for their
@@ -352,7 +378,7 @@ export function createOutboxRelay(options: OutboxRelayOptions): OutboxRelay {
         await sleep(pollMs, undefined, { signal: abort.signal })
       } catch (error) {
         if (closed) return
-        events.emit('error', { error })
+        events.emit('relay-failed', { error: asError(error) })
         backoff = Math.min(Math.max(backoff * 2, 100), 5000)
         await sleep(backoff, undefined, { signal: abort.signal }).catch(() => {})
       }
@@ -369,16 +395,15 @@ export function createOutboxRelay(options: OutboxRelayOptions): OutboxRelay {
     runOnce: () =>
       closed ? Promise.reject(new MqClosedError('outbox relay', 'runOnce')) : runOnce(),
     stats: () => ({ ...counters }),
-    on(event, listener) {
-      events.on(event, listener as (payload: unknown) => void)
-      return relay
-    },
+    on: (event, listener) => events.on(event, listener),
+    once: (event, listener) => events.once(event, listener),
+    off: (event, listener) => events.off(event, listener),
     async close() {
       closed = true
       abort.abort()
       await loop
     },
   }
-  if (o.autoStart) relay.start()
+  if (autoStart) relay.start()
   return relay
 }

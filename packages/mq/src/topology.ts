@@ -1,5 +1,5 @@
-import { InvalidArgumentError } from './errors.js'
-import { type Duration, positiveInt, toMs } from './internal/duration.js'
+import { type Duration, merge } from '@ballast/shared'
+import { check } from './internal/validate.js'
 
 /** An exchange to declare. */
 export interface ExchangeDefinition {
@@ -28,12 +28,13 @@ export interface ExchangeDefinition {
 }
 
 /** Delayed retries of a queue's failed messages: TTL queues that dead-letter back into the queue. */
-export interface RetryDefinition {
+export interface RetryOptions {
   /**
-   * How many times a failed message is retried before it is dead-lettered (0: never retried).
-   * @default 3
+   * How many deliveries a message gets, the first one included, before it is dead-lettered:
+   * `maxAttempts - 1` retries (1: never retried).
+   * @default 4
    */
-  attempts?: number
+  maxAttempts?: number
   /**
    * Delay before the first retry.
    * @default 1000
@@ -50,7 +51,8 @@ export interface RetryDefinition {
    */
   maxDelay?: Duration
   /**
-   * Explicit delays, one per attempt; overrides `attempts`, `initialDelay`, `factor` and `maxDelay`.
+   * Explicit delays, one per retry (so `delays.length + 1` attempts); overrides `maxAttempts`,
+   * `initialDelay`, `factor` and `maxDelay`.
    * @default undefined
    */
   delays?: Duration[]
@@ -93,9 +95,9 @@ export interface QueueDefinition {
   bindings?: QueueBinding[]
   /**
    * Delayed retries of failed messages; `false` sends a failed message straight to the dead-letter queue.
-   * @default { attempts: 3, initialDelay: 1000, factor: 4, maxDelay: 3_600_000 }
+   * @default {@link DEFAULT_RETRY_OPTIONS}: `{ maxAttempts: 4, initialDelay: 1000, factor: 4, maxDelay: 3_600_000 }`
    */
-  retry?: RetryDefinition | false
+  retry?: RetryOptions | false
   /**
    * Declare `<name>.dlq` and dead-letter into it (rejected messages, spent retries, quorum delivery limit).
    * A string names the dead-letter queue instead. `false`: no dead-letter queue (failed messages are dropped after the retries).
@@ -151,29 +153,30 @@ export interface ResolvedQueue {
   deliveryLimit: number | undefined
 }
 
-/** @internal */
+/** One declaration of a topology, run on every (re)connect. */
 export interface Declaration {
   kind: 'exchange' | 'queue' | 'bind'
   name: string
   run: (channel: DeclareChannel) => Promise<unknown>
 }
 
-/** The part of an amqplib channel the declarations use. @internal */
+/** The part of an amqplib channel the declarations use. */
 export interface DeclareChannel {
   assertExchange(name: string, type: string, options: object): Promise<unknown>
   assertQueue(name: string, options: object): Promise<unknown>
   bindQueue(queue: string, exchange: string, key: string, args?: object): Promise<unknown>
 }
 
-/** The default retry policy of a queue. */
-export const DEFAULT_RETRY: Required<Omit<RetryDefinition, 'delays'>> = {
-  attempts: 3,
-  initialDelay: 1000,
-  factor: 4,
-  maxDelay: 3_600_000,
-}
+/** The defaults of {@link RetryOptions}: the retry policy of a queue that sets none. */
+export const DEFAULT_RETRY_OPTIONS: Readonly<Required<Omit<RetryOptions, 'delays'>>> =
+  Object.freeze({
+    maxAttempts: 4,
+    initialDelay: 1000,
+    factor: 4,
+    maxDelay: 3_600_000,
+  })
 
-/** A validated topology: what to declare, in order, and each queue's retry and dead-letter routes. @internal */
+/** A validated topology: what to declare, in order, and each queue's retry and dead-letter routes. */
 export interface ResolvedTopology {
   exchanges: Set<string>
   queues: Map<string, ResolvedQueue>
@@ -184,68 +187,48 @@ const NAME = /^[\w.:\-/]{1,255}$/
 
 function checkName(option: string, name: unknown): string {
   if (typeof name !== 'string' || !NAME.test(name)) {
-    throw new InvalidArgumentError(
-      `invalid option "${option}": expected a name of 1-255 letters, digits, "_", "-", ".", ":" or "/", got ${JSON.stringify(name)}`,
-    )
+    check.invalid(option, 'a name of 1-255 letters, digits, "_", "-", ".", ":" or "/"', name)
   }
-  return name
+  return name as string
 }
 
-/** Derives the delay of each retry attempt. */
-export function retryDelays(
-  retry: RetryDefinition | false | undefined,
-  option = 'retry',
-): number[] {
+/** Derives the delay of each retry: one per attempt after the first. */
+export function retryDelays(retry: RetryOptions | false | undefined, option = 'retry'): number[] {
   if (retry === false) return []
+  if (retry !== undefined) check.object(option, retry)
   if (retry?.delays !== undefined) {
     if (!Array.isArray(retry.delays)) {
-      throw new InvalidArgumentError(
-        `invalid option "${option}.delays": expected an array of durations`,
-      )
+      check.invalid(`${option}.delays`, 'an array of durations', retry.delays)
     }
-    return retry.delays.map((d, i) => toMs(`${option}.delays[${i}]`, d, { allowZero: false }))
-  }
-  const attempts = positiveInt(`${option}.attempts`, retry?.attempts ?? DEFAULT_RETRY.attempts, {
-    allowZero: true,
-  })
-  const initial = toMs(
-    `${option}.initialDelay`,
-    retry?.initialDelay ?? DEFAULT_RETRY.initialDelay,
-    {
-      allowZero: false,
-    },
-  )
-  const factor = retry?.factor ?? DEFAULT_RETRY.factor
-  if (typeof factor !== 'number' || !(factor >= 1)) {
-    throw new InvalidArgumentError(
-      `invalid option "${option}.factor": expected a number >= 1, got ${JSON.stringify(factor)}`,
+    return retry.delays.map((d, i) =>
+      check.duration(`${option}.delays[${i}]`, d, { positive: true }),
     )
   }
-  const max = toMs(`${option}.maxDelay`, retry?.maxDelay ?? DEFAULT_RETRY.maxDelay, {
-    allowZero: false,
+  const settings = merge(DEFAULT_RETRY_OPTIONS, retry)
+  const maxAttempts = check.positiveInteger(`${option}.maxAttempts`, settings.maxAttempts)
+  const initialDelay = check.duration(`${option}.initialDelay`, settings.initialDelay, {
+    positive: true,
   })
+  const factor = check.number(`${option}.factor`, settings.factor, { min: 1 })
+  const maxDelay = check.duration(`${option}.maxDelay`, settings.maxDelay, { positive: true })
   const delays: number[] = []
-  for (let i = 0; i < attempts; i++) delays.push(Math.min(max, Math.round(initial * factor ** i)))
+  for (let i = 0; i < maxAttempts - 1; i++) {
+    delays.push(Math.min(maxDelay, Math.round(initialDelay * factor ** i)))
+  }
   return delays
 }
 
-/** Validates a topology and turns it into declarations. @internal */
+/** Validates a topology and turns it into declarations. */
 export function resolveTopology(topology: Topology | undefined): ResolvedTopology {
   const exchanges = new Set<string>()
   const queues = new Map<string, ResolvedQueue>()
   const declarations: Declaration[] = []
   if (topology === undefined) return { exchanges, queues, declarations }
-  if (typeof topology !== 'object' || topology === null) {
-    throw new InvalidArgumentError(
-      `invalid option "topology": expected an object, got ${JSON.stringify(topology)}`,
-    )
-  }
+  check.object('topology', topology)
   for (const [i, ex] of (topology.exchanges ?? []).entries()) {
     const name = checkName(`topology.exchanges[${i}].name`, ex?.name)
     if (exchanges.has(name)) {
-      throw new InvalidArgumentError(
-        `invalid option "topology.exchanges[${i}].name": "${name}" is declared twice`,
-      )
+      check.invalid(`topology.exchanges[${i}].name`, 'a name not declared before', name)
     }
     exchanges.add(name)
     const type = ex.type ?? 'topic'
@@ -264,21 +247,17 @@ export function resolveTopology(topology: Topology | undefined): ResolvedTopolog
   for (const [i, q] of (topology.queues ?? []).entries()) {
     const name = checkName(`topology.queues[${i}].name`, q?.name)
     if (queues.has(name)) {
-      throw new InvalidArgumentError(
-        `invalid option "topology.queues[${i}].name": "${name}" is declared twice`,
-      )
+      check.invalid(`topology.queues[${i}].name`, 'a name not declared before', name)
     }
     const type = q.type ?? 'classic'
-    if (type !== 'classic' && type !== 'quorum') {
-      throw new InvalidArgumentError(
-        `invalid option "topology.queues[${i}].type": expected 'classic' or 'quorum', got ${JSON.stringify(type)}`,
-      )
-    }
+    check.oneOf(`topology.queues[${i}].type`, type, ['classic', 'quorum'] as const)
     if (q.deliveryLimit !== undefined) {
-      positiveInt(`topology.queues[${i}].deliveryLimit`, q.deliveryLimit)
+      check.positiveInteger(`topology.queues[${i}].deliveryLimit`, q.deliveryLimit)
       if (type !== 'quorum') {
-        throw new InvalidArgumentError(
-          `invalid option "topology.queues[${i}].deliveryLimit": only quorum queues count deliveries; set type: 'quorum'`,
+        check.invalid(
+          `topology.queues[${i}].deliveryLimit`,
+          "no limit on a classic queue (only quorum queues count deliveries: set type: 'quorum')",
+          q.deliveryLimit,
         )
       }
     }

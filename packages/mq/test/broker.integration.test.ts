@@ -260,7 +260,7 @@ describe('Broker', () => {
         topology: { queues: [{ name: queue, type: 'quorum', ...plain }] },
       })
       let reconnects = 0
-      second.on('reconnecting', () => reconnects++)
+      second.on('reconnect-scheduled', () => reconnects++)
       const error = await second.ready().catch((e: unknown) => e)
       expect(error).toBeInstanceOf(TopologyConflictError)
       expect((error as TopologyConflictError).entity).toBe(queue)
@@ -276,7 +276,7 @@ describe('Broker', () => {
       const b = broker({
         urls: url,
         topology: {
-          queues: [{ name: queue, retry: { attempts: 3, initialDelay: 200, factor: 2 } }],
+          queues: [{ name: queue, retry: { maxAttempts: 4, initialDelay: 200, factor: 2 } }],
         },
       })
       const seen: number[] = []
@@ -313,7 +313,7 @@ describe('Broker', () => {
       const queue = names.queue('invalid')
       const b = broker({
         urls: url,
-        topology: { queues: [{ name: queue, retry: { attempts: 3, initialDelay: 100 } }] },
+        topology: { queues: [{ name: queue, retry: { maxAttempts: 4, initialDelay: 100 } }] },
       })
       const handled: unknown[] = []
       await b.consume(

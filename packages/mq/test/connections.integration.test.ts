@@ -2,7 +2,7 @@ import { execFile } from 'node:child_process'
 import { promisify } from 'node:util'
 import { amqpNames, amqpUrl, createFaultProxy, type FaultProxy } from '@ballast/testkit'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { type Broker, createBroker, type ReconnectingEvent } from '../src/index.js'
+import { type Broker, createBroker, type ReconnectScheduledEvent } from '../src/index.js'
 import { backoffDelay } from '../src/internal/connection.js'
 import { closeAll, until, within } from './support/bounded.js'
 
@@ -63,16 +63,16 @@ describe('Broker connections', () => {
     const b = await node()
     a.refuse()
     b.refuse()
-    const events: (ReconnectingEvent & { at: number })[] = []
+    const events: (ReconnectScheduledEvent & { at: number })[] = []
     const mq = broker({
       urls: [a.url(url), b.url(url)],
       reconnect: { initialDelay: 100, maxDelay: 800, factor: 2, jitter: 0.2 },
     })
-    mq.on('reconnecting', (e) => {
+    mq.on('reconnect-scheduled', (e) => {
       if (e.role === 'publisher') events.push({ ...e, at: Date.now() })
     })
     await until(() => events.length >= 5, 10_000, '5 reconnect attempts')
-    const delays = events.slice(0, 5).map((e) => e.delay)
+    const delays = events.slice(0, 5).map((e) => e.delayMs)
     const bases = [100, 200, 400, 800, 800]
     delays.forEach((d, i) => {
       expect(d).toBeGreaterThanOrEqual((bases[i] as number) * 0.8)
@@ -82,7 +82,7 @@ describe('Broker connections', () => {
     // each attempt waited its delay
     for (let i = 1; i < 5; i++) {
       const waited = (events[i]?.at as number) - (events[i - 1]?.at as number)
-      expect(waited).toBeGreaterThanOrEqual((events[i - 1]?.delay as number) - 5)
+      expect(waited).toBeGreaterThanOrEqual((events[i - 1]?.delayMs as number) - 5)
     }
     b.restore()
     await within(mq.ready(), 5000, 'connecting once a node answers')
@@ -137,7 +137,7 @@ describe('Broker connections', () => {
     const queue = names.queue('silent')
     const mq = broker({
       urls: a.url(url),
-      heartbeat: 1000,
+      heartbeatInterval: 1000,
       connectTimeout: 1000,
       reconnect: { initialDelay: 50, maxDelay: 200 },
       topology: { queues: [{ name: queue, retry: false, deadLetter: false }] },

@@ -163,7 +163,7 @@ describe('Consumer hardening', () => {
       })
       let deliveries = 0
       let errors = 0
-      b.on('consumer.error', () => errors++)
+      b.on('consumer-failed', () => errors++)
       await b.consume(
         queue,
         () => {
@@ -472,9 +472,9 @@ describe('Consumer hardening', () => {
         topology: { queues: [{ name: queue, retry: false, deadLetter: false }] },
       })
       const errors: unknown[] = []
-      b.on('consumer.error', ({ error }) => errors.push(error))
+      b.on('consumer-failed', ({ error }) => errors.push(error))
       let started = 0
-      b.on('consumer.started', () => started++)
+      b.on('consumer-started', () => started++)
       const seen: number[] = []
       await b.consume(queue, (m) => {
         seen.push((m.body as { n: number }).n)

@@ -39,7 +39,7 @@ describe('Consumer lifecycle', () => {
       const queue = names.queue('missing')
       const b = broker({ urls: url })
       const errors: unknown[] = []
-      b.on('consumer.error', ({ error }) => errors.push(error))
+      b.on('consumer-failed', ({ error }) => errors.push(error))
       const handled: unknown[] = []
       await expect(b.consume(queue, (m) => void handled.push(m.body))).rejects.toMatchObject({
         code: 'E_MQ_UNKNOWN_QUEUE',
@@ -66,7 +66,7 @@ describe('Consumer lifecycle', () => {
       const handled: unknown[] = []
       const consumer = await b.consume(queue, (m) => void handled.push(m.body))
       let cancelling: Promise<void> | undefined
-      b.on('consumer.cancelled', () => {
+      b.on('consumer-cancelled', () => {
         // the restore (re-declare, then consume again) starts right after this event: cancel
         // once it is under way
         queueMicrotask(() => {

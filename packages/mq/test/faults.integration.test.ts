@@ -56,7 +56,7 @@ describe('Broker under connection faults', () => {
     const N = 10_000
     const b = broker({
       urls: proxy.url(url),
-      heartbeat: 1000,
+      heartbeatInterval: 1000,
       reconnect: { initialDelay: 50, maxDelay: 500 },
       maxBuffered: N,
       topology: { queues: [{ name: queue, retry: false, deadLetter: false }] },
@@ -227,7 +227,7 @@ describe('Broker under connection faults', () => {
     })
     const seen: number[] = []
     let started = 0
-    b.on('consumer.started', () => started++)
+    b.on('consumer-started', () => started++)
     await b.consume(queue, (m) => {
       seen.push((m.body as { n: number }).n)
     })

@@ -240,7 +240,7 @@ describe('Outbox relay against a broker that stops answering', () => {
 
       expect(() =>
         createOutboxRelay({ pool, broker, outbox, publishTimeout: 0, autoStart: false }),
-      ).toThrow(/invalid option "publishTimeout": expected a positive number/)
+      ).toThrow(/invalid option "publishTimeout": expected a positive duration/)
       proxy.blackhole() // the publishes leave, no confirm comes back
       const stalled = createOutboxRelay({
         pool,
@@ -250,7 +250,7 @@ describe('Outbox relay against a broker that stops answering', () => {
         pollInterval: 20,
       })
       const errors: unknown[] = []
-      stalled.on('error', ({ error }) => errors.push(error))
+      stalled.on('relay-failed', ({ error }) => errors.push(error))
       await until(() => errors.length >= 3, 10_000)
       await within(stalled.close(), 5000, 'the stalled relay to close')
       expect(errors.every((e) => e instanceof OutboxPublishTimeoutError)).toBe(true)
@@ -341,7 +341,7 @@ describe('Outbox poison rows', () => {
     conn.release()
     const relay = createOutboxRelay({ pool, broker, outbox, autoStart: false, maxAttempts: 5 })
     const failed: Array<{ messageId: string; error: unknown }> = []
-    relay.on('row.failed', (e) => failed.push(e))
+    relay.on('row-failed', (e) => failed.push(e))
     expect(await within(relay.runOnce(), 10_000, 'relay.runOnce()')).toBe(2)
     expect(failed).toHaveLength(1)
     expect(failed[0]?.messageId).toBe('poison-1')

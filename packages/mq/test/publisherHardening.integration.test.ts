@@ -146,7 +146,7 @@ describe('Broker publisher hardening', () => {
         reconnect: { initialDelay: 50, maxDelay: 100 },
       })
       const payloads: unknown[] = []
-      refused.on('reconnecting', (e) => payloads.push({ ...e, error: String(e.error) }))
+      refused.on('reconnect-scheduled', (e) => payloads.push({ ...e, error: String(e.error) }))
       await until(() => payloads.length >= 2, 10_000, 'two reconnect attempts')
       await within(refused.close(), 10_000, 'broker.close()')
       const ok = broker({ urls: url })
@@ -175,7 +175,7 @@ describe('Broker publisher hardening', () => {
       await b.ready()
       await within(b.publish('', queue, 'warm-up'), 10_000, 'the warm-up publish')
       const errors: unknown[] = []
-      b.on('consumer.error', ({ error }) => errors.push(error))
+      b.on('consumer-failed', ({ error }) => errors.push(error))
       const consumer = await b.consume(queue, (m) => {
         if (m.body !== 'warm-up') throw new Error('fails, so it goes to the retry queue')
       })

@@ -59,7 +59,7 @@ export function createShopBroker(url: string, ns: string, name: string): Broker 
     urls: url,
     topology: shopTopology(ns),
     name,
-    heartbeat: 5000,
+    heartbeatInterval: 5000,
     connectTimeout: 2000,
     reconnect: { initialDelay: 200, maxDelay: 2000, factor: 2, jitter: 0.2 },
     shutdownTimeout: 3000,

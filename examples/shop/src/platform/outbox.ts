@@ -65,11 +65,11 @@ export function startOutboxRelays(shards: readonly ShardSpec[], broker: Broker):
       maxAttempts: 1_000_000,
     })
     const state: { lastError?: string } = {}
-    relay.on('error', ({ error }) => {
-      state.lastError = String((error as Error)?.message ?? error)
+    relay.on('relay-failed', ({ error }) => {
+      state.lastError = error.message
     })
-    relay.on('row.failed', ({ error }) => {
-      state.lastError = String((error as Error)?.message ?? error)
+    relay.on('row-failed', ({ error }) => {
+      state.lastError = error.message
     })
     return { id: s.id, pool, relay, state }
   })

@@ -1,9 +1,9 @@
 import { setTimeout as sleep } from 'node:timers/promises'
+import { Emitter } from '@ballast/shared'
 import amqp, { type Channel, type ChannelModel } from 'amqplib'
 import { MqClosedError, TopologyConflictError } from '../errors.js'
 import type { ResolvedTopology } from '../topology.js'
 import { closeSafely } from './closeSafely.js'
-import { TypedEmitter } from './typedEmitter.js'
 
 /** Reconnect backoff. */
 export interface Backoff {
@@ -25,12 +25,12 @@ export interface ConnectionSettings {
 }
 
 /** What a managed connection reports. */
-export interface ConnectionEvents extends Record<string, unknown> {
+export interface ConnectionEvents {
   connect: { connection: ChannelModel; url: string; epoch: number }
   disconnect: { error: Error | undefined; epoch: number }
-  reconnecting: { attempt: number; delay: number; error: Error | undefined }
+  reconnecting: { attempt: number; delayMs: number; error: Error | undefined }
   blocked: { reason: string }
-  unblocked: undefined
+  unblocked: Record<string, never>
   failed: { error: Error }
 }
 
@@ -181,7 +181,7 @@ export async function declareTopology(
  * declares the topology on every connect, and stops (state `failed`) on a topology conflict
  * instead of reconnecting in a loop.
  */
-export class ManagedConnection extends TypedEmitter<ConnectionEvents> {
+export class ManagedConnection extends Emitter<ConnectionEvents> {
   readonly settings: ConnectionSettings
   state: 'idle' | 'connecting' | 'connected' | 'failed' | 'closed' = 'idle'
   connection: ChannelModel | undefined
@@ -242,7 +242,7 @@ export class ManagedConnection extends TypedEmitter<ConnectionEvents> {
           connection?.once('close', resolve),
         )
         connection.on('blocked', (reason: string) => this.emit('blocked', { reason }))
-        connection.on('unblocked', () => this.emit('unblocked', undefined))
+        connection.on('unblocked', () => this.emit('unblocked', {}))
         await declareTopology(connection, this.settings.topology)
         this.connection = connection
         this.epoch++
@@ -270,7 +270,7 @@ export class ManagedConnection extends TypedEmitter<ConnectionEvents> {
       if (this.#abort.signal.aborted) return
       attempt++
       const delay = backoffDelay(backoff, attempt)
-      this.emit('reconnecting', { attempt, delay, error: lastError })
+      this.emit('reconnecting', { attempt, delayMs: delay, error: lastError })
       try {
         await sleep(delay, undefined, { signal: this.#abort.signal })
       } catch {

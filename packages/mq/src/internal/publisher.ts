@@ -29,7 +29,8 @@ export interface PublisherSettings {
   confirmWindow: number
   maxBuffered: number
   unconfirmedPolicy: 'resend' | 'fail'
-  maxResends: number
+  /** Sends of one message, the first included, before disconnects fail it. */
+  maxSendAttempts: number
 }
 
 /** Counters the broker's stats() reads. */
@@ -458,7 +459,7 @@ export class Publisher {
       state.closed = true
       if (
         this.#settings.unconfirmedPolicy === 'resend' &&
-        message.resends < this.#settings.maxResends &&
+        message.resends + 1 < this.#settings.maxSendAttempts &&
         this.#failure === undefined &&
         !this.#closed
       ) {

@@ -1,4 +1,4 @@
-import { InvalidArgumentError } from '../errors.js'
+import { check } from './validate.js'
 
 /** The part of a mysql2 (promise) connection the outbox and inbox use. */
 export interface SqlConnection {
@@ -27,9 +27,7 @@ export interface SqlPool {
 /** Checks a table name and quotes it. */
 export function quoteTable(option: string, name: unknown): string {
   if (typeof name !== 'string' || !/^[A-Za-z_][\w$]{0,63}$/.test(name)) {
-    throw new InvalidArgumentError(
-      `invalid option "${option}": expected a table name of letters, digits and "_" (at most 64), got ${JSON.stringify(name)}`,
-    )
+    check.invalid(option, 'a table name of letters, digits and "_" (at most 64)', name)
   }
   return `\`${name}\``
 }
