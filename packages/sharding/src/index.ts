@@ -41,33 +41,38 @@ export type {
   SlotMove,
 } from './reshardingPlan.js'
 export { planResharding } from './reshardingPlan.js'
+export type { ScatterResult } from './scatterGather.js'
 export type { ShardKey, SlotKey } from './shardKey.js'
 export { slotFor } from './shardKey.js'
+export { createShardRouter, ShardRouter } from './shardRouter.js'
 export type {
   CausalTokenRefusedEvent,
-  Consistency,
   FallbackReason,
   FellBackToPrimaryEvent,
   HealthCheckFailedEvent,
-  QueryOptions,
   ReplicaEjectedEvent,
   ReplicaRestoredEvent,
-  ReplicaStats,
+  ShardRouterEvents,
+} from './shardRouterEvents.js'
+export type {
+  Consistency,
+  QueryOptions,
   RingOptions,
   RoutingScope,
   ScatterOptions,
-  ScatterResult,
-  ScatterStats,
   ServerConfig,
   ServerRole,
   ShardConfig,
-  ShardRouterEvents,
   ShardRouterOptions,
+  TransactionOptions,
+} from './shardRouterOptions.js'
+export { DEFAULT_SHARD_ROUTER_OPTIONS } from './shardRouterOptions.js'
+export type {
+  ReplicaStats,
+  ScatterStats,
   ShardRouterStats,
   ShardStats,
-  ShardTransaction,
-  TransactionOptions,
   TransactionStats,
-} from './shardRouter.js'
-export { createShardRouter, DEFAULT_SHARD_ROUTER_OPTIONS, ShardRouter } from './shardRouter.js'
+} from './shardRouterStats.js'
 export { sqlIdentifier } from './sqlIdentifier.js'
+export type { ShardTransaction } from './transaction.js'

@@ -5,539 +5,43 @@ import {
   createBalancer,
   type Endpoint,
   isLbError,
-  type OutlierDetectionOptions,
-  type StrategyName,
 } from '@ballast/lb'
-import {
-  BreakerOpenError,
-  type CircuitBreaker,
-  type CircuitBreakerOptions,
-  circuitBreaker,
-} from '@ballast/resilience'
-import { Emitter, type Unsubscribe } from '@ballast/shared'
-import type { PoolOptions } from 'mysql2'
+import { BreakerOpenError, circuitBreaker } from '@ballast/resilience'
+import { Emitter, parseDuration, type Unsubscribe } from '@ballast/shared'
 import { CausalToken, checkSecrets, signToken, verifyToken } from './causalToken.js'
 import { classifyStatement, statementBody } from './classifyStatement.js'
 import {
   InvalidArgumentError,
-  ScatterGatherError,
-  type ShardFailure,
   ShardingClosedError,
-  ShardTimeoutError,
   ShardUnavailableError,
   UnknownShardError,
   UnsafeStatementError,
 } from './errors.js'
-import { checkShard, type MonitoredShard, type ReplicaState } from './internal/replicaMonitor.js'
-import {
-  GUARDED,
-  isConnectionError,
-  lastGtidOf,
-  queryOn,
-  Server,
-  STREAMED,
-} from './internal/server.js'
+import { oneOf, positive } from './internal/check.js'
+import { checkShard, type ReplicaState } from './internal/replicaMonitor.js'
+import type { RouterCounters, RouterInternals, Scope, Shard } from './internal/routerInternals.js'
+import { GUARDED, isConnectionError, Server } from './internal/server.js'
 import { buildSlotTable } from './internal/slotTable.js'
-import { type RowSink, StreamMerge } from './internal/streamMerge.js'
-import {
-  type AggregateMerge,
-  checkMergeSpec,
-  type MergeSpec,
-  mergeAggregates,
-  type OrderByMerge,
-  type Row,
-  rowComparator,
-} from './mergeSpec.js'
+import type { RowSink } from './internal/streamMerge.js'
+import type { MergeSpec, Row } from './mergeSpec.js'
+import { type ScatterResult, scatterGather } from './scatterGather.js'
 import { type ShardKey, slotFor } from './shardKey.js'
+import type { FallbackReason, ShardRouterEvents } from './shardRouterEvents.js'
+import {
+  type Consistency,
+  DEFAULT_SHARD_ROUTER_OPTIONS,
+  type QueryOptions,
+  type RoutingScope,
+  type ScatterOptions,
+  type ServerConfig,
+  type ServerRole,
+  type ShardRouterOptions,
+  type TransactionOptions,
+} from './shardRouterOptions.js'
+import type { ReplicaStats, ShardRouterStats, ShardStats } from './shardRouterStats.js'
+import { runTransaction, type ShardTransaction } from './transaction.js'
 
 const SHARD_ID = /^[A-Za-z0-9_-]{1,64}$/
-
-/**
- * How fresh a read must be:
- * - `eventual`: any healthy replica (lag within `maxReplicaLagMs`).
- * - `bounded`: a replica whose measured lag is at most `maxLagMs` (per call, or `boundedLagMs`).
- * - `read-your-writes`: a replica that has applied every write of the current causal token
- *   (the async context's, or the router's own outside one); it waits with
- *   `MASTER_GTID_WAIT` in the same round trip as the read and reads the primary on timeout.
- * - `strong`: the primary.
- */
-export type Consistency = 'eventual' | 'bounded' | 'read-your-writes' | 'strong'
-
-/** Which server a statement may use: `auto` lets the classifier decide. */
-export type ServerRole = 'auto' | 'primary' | 'replica'
-
-/** A server's connection settings: a `mysql://` URL or mysql2 pool options (`uri`, `host`, `user`, …). */
-export type ServerConfig = string | PoolOptions
-
-/** One shard: a primary that takes writes and replicas that take reads. */
-export interface ShardConfig {
-  /** The shard's id: letters, digits, `_` and `-`, up to 64; it places the shard on the ring. */
-  id: string
-  /**
-   * Relative share of keys on the ring.
-   * @default 1
-   */
-  weight?: number
-  /** The primary. */
-  primary: ServerConfig
-  /**
-   * The replicas; reads are spread over the healthy ones.
-   * @default []
-   */
-  replicas?: readonly ServerConfig[]
-}
-
-/**
- * Settings of lb's `HashRing` that places slots on shards. They must stay the same for keys to
- * stay put, and {@link planResharding} must be given the same ones.
- */
-export interface RingOptions {
-  /**
-   * Ring points per unit of shard weight.
-   * @default lb's HashRing default (4096)
-   */
-  pointsPerWeight?: number
-  /**
-   * Seed of the ring's hash.
-   * @default 0
-   */
-  seed?: number
-}
-
-/** Options of {@link createShardRouter}. */
-export interface ShardRouterOptions {
-  /** The shards. At least one; ids unique. */
-  shards: readonly ShardConfig[]
-  /**
-   * Slots keys hash to before the ring places slots on shards; a power of two. Keys of a slot
-   * move together, and {@link IdGenerator} can embed a slot in an id (`slotBits = log2(slots)`).
-   * Changing it moves most keys.
-   * @default 4096
-   */
-  slots?: number
-  /**
-   * Settings of lb's `HashRing` (points per unit of weight, seed); they must stay the same for
-   * keys to stay put, and {@link planResharding} must be given the same ones.
-   * @default {} (lb's defaults)
-   */
-  ring?: RingOptions
-  /**
-   * Consistency of a read that names none (per call or in the async context).
-   * @default 'read-your-writes'
-   */
-  consistency?: Consistency
-  /**
-   * Replicas whose measured lag goes over this are taken out of rotation until they catch up, in ms.
-   * @default 10000
-   */
-  maxReplicaLagMs?: number
-  /**
-   * The lag bound of a `bounded` read that gives no `maxLagMs`, in ms.
-   * @default 1000
-   */
-  boundedLagMs?: number
-  /**
-   * How long a read-your-writes read waits for its replica to apply the token
-   * (`MASTER_GTID_WAIT`) before it reads the primary instead, in ms.
-   * @default 1000
-   */
-  gtidWaitTimeoutMs?: number
-  /**
-   * Bound on one statement, waiting for a connection included, in ms; a write that times out
-   * throws a retryable {@link ShardTimeoutError}.
-   * @default 10000
-   */
-  queryTimeoutMs?: number
-  /**
-   * mysql2 `connectTimeout` of every pool (unless a server's options set one), in ms.
-   * @default 3000
-   */
-  connectTimeoutMs?: number
-  /**
-   * mysql2 `connectionLimit` of every pool (unless a server's options set one).
-   * @default 10
-   */
-  connectionLimit?: number
-  /**
-   * What a read does when its shard has replicas but none is healthy: `'primary'` reads the
-   * primary (counted in `stats().replicaFallbacks`), `'error'` throws a retryable
-   * {@link ShardUnavailableError}.
-   * @default 'primary'
-   */
-  noHealthyReplica?: 'primary' | 'error'
-  /**
-   * How often replicas' lag and health are checked, in ms; 0 turns checks off.
-   * @default 1000
-   */
-  healthCheckIntervalMs?: number
-  /**
-   * How replicas are picked: an lb strategy name.
-   * @default 'peak-ewma'
-   */
-  replicaStrategy?: StrategyName
-  /**
-   * lb outlier detection of replicas: failed reads eject a replica for a while.
-   * @default { consecutiveFailures: 3, baseEjectionTimeMs: 5000, maxEjectionShare: 1 }
-   */
-  outlierDetection?: OutlierDetectionOptions
-  /**
-   * The circuit breaker (from `@ballast/resilience`) in front of each shard's primary: when
-   * most recent statements failed to reach it, statements fail at once with a retryable
-   * {@link ShardUnavailableError} instead of waiting for timeouts; `false` turns it off. Only
-   * connection failures and timeouts count, never SQL errors.
-   * @default { volumeThreshold: 10, errorThresholdPercentage: 50, resetTimeout: 5000 }
-   */
-  primaryBreaker?: Omit<CircuitBreakerOptions, 'errorFilter' | 'fallback' | 'name'> | false
-  /**
-   * Per-shard timeout of {@link ShardRouter.all}, in ms.
-   * @default 5000
-   */
-  scatterTimeoutMs?: number
-  /**
-   * What {@link ShardRouter.all} does when a shard fails: `'error'` throws a
-   * {@link ScatterGatherError}; `'partial'` returns the other shards' rows flagged `partial`.
-   * @default 'error'
-   */
-  onShardError?: 'error' | 'partial'
-  /**
-   * Secrets that sign causal tokens given to clients (HMAC-SHA256), each at least 32
-   * characters. The first signs, any verifies: rotate by putting a new secret first, and drop
-   * the old one once the tokens it signed no longer matter (a token only matters until the
-   * replicas have applied its writes: seconds). Required to take a token as a string
-   * (`run({ causalToken: string })`) or to give one ({@link ShardRouter.signCausalToken}); a
-   * string that fails verification is ignored and counted, never an error.
-   * @default none: token strings are refused with an {@link InvalidArgumentError}
-   */
-  secrets?: string | readonly string[]
-}
-
-/** The defaults of {@link ShardRouterOptions}. */
-export const DEFAULT_SHARD_ROUTER_OPTIONS: Readonly<
-  Required<Omit<ShardRouterOptions, 'shards' | 'ring' | 'secrets'>>
-> = {
-  slots: 4096,
-  consistency: 'read-your-writes' as Consistency,
-  maxReplicaLagMs: 10_000,
-  boundedLagMs: 1000,
-  gtidWaitTimeoutMs: 1000,
-  queryTimeoutMs: 10_000,
-  connectTimeoutMs: 3000,
-  connectionLimit: 10,
-  noHealthyReplica: 'primary' as 'primary' | 'error',
-  healthCheckIntervalMs: 1000,
-  replicaStrategy: 'peak-ewma' as StrategyName,
-  outlierDetection: {
-    consecutiveFailures: 3,
-    baseEjectionTimeMs: 5000,
-    maxEjectionShare: 1,
-  } as OutlierDetectionOptions,
-  scatterTimeoutMs: 5000,
-  onShardError: 'error' as 'error' | 'partial',
-  primaryBreaker: { volumeThreshold: 10, errorThresholdPercentage: 50, resetTimeout: 5000 } as
-    | Omit<CircuitBreakerOptions, 'errorFilter' | 'fallback' | 'name'>
-    | false,
-}
-
-/** Per-call routing of one statement. */
-export interface QueryOptions {
-  /**
-   * Which server: `'primary'` forces the primary; `'replica'` lets a statement the classifier
-   * is unsure of go to a replica (writes and locking reads never do).
-   * @default the async context's, else 'auto'
-   */
-  use?: ServerRole
-  /**
-   * How fresh a read must be.
-   * @default the async context's, else the router's `consistency`
-   */
-  consistency?: Consistency
-  /**
-   * Lag bound of a `bounded` read, in ms.
-   * @default the router's `boundedLagMs`
-   */
-  maxLagMs?: number
-  /**
-   * Bound on this statement, in ms.
-   * @default the router's `queryTimeoutMs`
-   */
-  timeoutMs?: number
-}
-
-/**
- * Routing hints and the causal token of an async context, set by {@link ShardRouter.run}:
- * they hold for every statement made inside the callback (and its awaits), and nowhere else.
- */
-export interface RoutingScope {
-  /** Which server statements use by default in this context. */
-  use?: ServerRole
-  /** Consistency of reads in this context. */
-  consistency?: Consistency
-  /** Lag bound of `bounded` reads in this context, in ms. */
-  maxLagMs?: number
-  /**
-   * The causal token to start from. A string is a signed token from a client (the user's
-   * cookie, made by {@link ShardRouter.signCausalToken}), verified with the router's
-   * `secrets`: one that fails verification is ignored and counted. A {@link CausalToken} is
-   * trusted as given (e.g. parsed from a server-side session). Writes made in the context add
-   * to it; read it back with {@link ShardRouter.causalToken}.
-   * @throws InvalidArgumentError (from {@link ShardRouter.run}) for a string when the router has no `secrets`.
-   */
-  causalToken?: CausalToken | string
-}
-
-/** Options of {@link ShardRouter.all}. */
-export interface ScatterOptions extends Omit<QueryOptions, 'timeoutMs'> {
-  /**
-   * Per-shard timeout, in ms.
-   * @default the router's `scatterTimeoutMs`
-   */
-  timeoutMs?: number
-  /**
-   * What to do when a shard fails.
-   * @default the router's `onShardError`
-   */
-  onShardError?: 'error' | 'partial'
-}
-
-/** The merged answer of {@link ShardRouter.all}. */
-export interface ScatterResult<T = Row> {
-  /** The merged rows. */
-  rows: T[]
-  /** Whether some shard failed and its rows are missing (only with `onShardError: 'partial'`). */
-  partial: boolean
-  /** Every shard that failed, with its error. */
-  failures: ShardFailure[]
-  /** The shards that answered, in shard order. */
-  shards: string[]
-}
-
-/** A transaction on one shard's primary, given to the callback of {@link ShardRouter.transaction}. */
-export interface ShardTransaction {
-  /** The shard the transaction runs on. */
-  readonly shard: string
-  /**
-   * Runs a statement inside the transaction (always on the primary), values through placeholders.
-   * @throws once the transaction has ended.
-   */
-  query<T = Row[]>(sql: string, params?: readonly unknown[]): Promise<T>
-}
-
-/** Options of {@link ShardRouter.transaction}. */
-export interface TransactionOptions {
-  /**
-   * Isolation level of this transaction.
-   * @default the server's (REPEATABLE READ on MariaDB)
-   */
-  isolationLevel?: 'READ UNCOMMITTED' | 'READ COMMITTED' | 'REPEATABLE READ' | 'SERIALIZABLE'
-  /**
-   * Bound on each statement of the transaction, in ms.
-   * @default the router's `queryTimeoutMs`
-   */
-  timeoutMs?: number
-}
-
-/** Counters of one shard. */
-export interface ShardStats {
-  /** Statements run on the primary. */
-  primaryQueries: number
-  /** Reads run on replicas. */
-  replicaQueries: number
-  /** Statements that failed because a server was unreachable or timed out. */
-  errors: number
-}
-
-/** The state of one replica, in {@link ShardRouterStats}. */
-export interface ReplicaStats {
-  /** The replica's id, `<shard>/replica-<n>`. */
-  id: string
-  /** Its shard. */
-  shard: string
-  /** Whether it takes reads now (healthy and not ejected). */
-  available: boolean
-  /** Whether the last health check passed. */
-  healthy: boolean
-  /** Whether lb's outlier detection has ejected it for failed reads. */
-  ejected: boolean
-  /** Measured lag in ms (`null` before the first check, `Infinity` when replication is stopped). */
-  lagMs: number | null
-  /** Why it is unhealthy, if it is. */
-  reason: string | undefined
-  /** Reads it served. */
-  reads: number
-}
-
-/** Transaction counters, in {@link ShardRouterStats}. */
-export interface TransactionStats {
-  /** Transactions committed. */
-  committed: number
-  /** Transactions rolled back (the callback threw, a statement failed or the connection dropped). */
-  rolledBack: number
-}
-
-/** Scatter-gather counters, in {@link ShardRouterStats}. */
-export interface ScatterStats {
-  /** Calls of {@link ShardRouter.all}. */
-  calls: number
-  /** Calls that returned partial results (`onShardError: 'partial'` and some shard failed). */
-  partial: number
-  /** Calls that threw a {@link ScatterGatherError}. */
-  failed: number
-}
-
-/** A snapshot of a router's counters, from {@link ShardRouter.stats}. */
-export interface ShardRouterStats {
-  /** Per shard id. */
-  shards: Record<string, ShardStats>
-  /** Reads meant for a replica that the primary served (no healthy replica, replica error, GTID wait timeout). */
-  replicaFallbacks: number
-  /** Read-your-writes reads that waited on a replica with `MASTER_GTID_WAIT`. */
-  gtidWaits: number
-  /** Waits that timed out (the read then went to the primary). */
-  gtidWaitTimeouts: number
-  /** Read-your-writes reads that needed no wait: the replica was known to have the token already. */
-  gtidWaitsSkipped: number
-  /** Causal token strings refused (malformed, unsigned, tampered or signed with an unknown secret) and ignored. */
-  causalTokensRefused: number
-  /** Token positions dropped because the primary, sampled after the request began, had not written them. */
-  causalPositionsDropped: number
-  /** Transactions committed and rolled back. */
-  transactions: TransactionStats
-  /** Scatter-gather calls, those that returned partial results and those that failed. */
-  scatter: ScatterStats
-  /** Every replica. */
-  replicas: ReplicaStats[]
-}
-
-/** Payload of the `replica-ejected` event. */
-export interface ReplicaEjectedEvent {
-  /** The replica's shard. */
-  shard: string
-  /** The replica's id, `<shard>/replica-<n>`. */
-  replica: string
-  /** Why it left rotation: the failed health check (e.g. `SQL thread stopped`, `lag over the bound`) or `ejected: …`. */
-  reason: string
-}
-
-/** Payload of the `replica-restored` event. */
-export interface ReplicaRestoredEvent {
-  /** The replica's shard. */
-  shard: string
-  /** The replica's id, `<shard>/replica-<n>`. */
-  replica: string
-}
-
-/**
- * Why a read meant for a replica went to the primary: no replica qualified, the replicas
- * tried failed, the replica did not apply the causal token within `gtidWaitTimeoutMs`, or the
- * token demands a position the router has not seen the primary write yet (a write of another
- * process since the last health check, or a forged position): no replica waits for it.
- */
-export type FallbackReason =
-  | 'no-healthy-replica'
-  | 'replica-error'
-  | 'gtid-wait-timeout'
-  | 'token-ahead-of-primary'
-
-/** Payload of the `fell-back-to-primary` event. */
-export interface FellBackToPrimaryEvent {
-  /** The shard of the read. */
-  shard: string
-  /** Why the primary served it. */
-  reason: FallbackReason
-  /** The last replica error, with `reason: 'replica-error'`. */
-  error?: unknown
-}
-
-/** Payload of the `causal-token-refused` event. */
-export interface CausalTokenRefusedEvent {
-  /**
-   * Why: `malformed` (not a signed token, e.g. unsigned or cut), `bad-signature` (tampered, or
-   * signed with a secret the router does not hold), `ahead-of-primary` (positions the primary
-   * had not written when sampled after the request began; they were dropped).
-   */
-  reason: 'malformed' | 'bad-signature' | 'ahead-of-primary'
-  /** The shard whose positions were dropped, with `ahead-of-primary`. */
-  shard?: string
-}
-
-/** Payload of the `health-check-failed` event. */
-export interface HealthCheckFailedEvent {
-  /** The server's shard. */
-  shard: string
-  /** The server's id, `<shard>/primary` or `<shard>/replica-<n>`. */
-  server: string
-  /** The error of the check. */
-  error: unknown
-}
-
-/** The events of a {@link ShardRouter}, with their payloads. */
-export interface ShardRouterEvents {
-  /** A replica left rotation: failed health check or lag over the bound (`reason`), or ejected by outlier detection. */
-  'replica-ejected': ReplicaEjectedEvent
-  /** A replica is back in rotation. */
-  'replica-restored': ReplicaRestoredEvent
-  /** A read meant for a replica went to the primary. */
-  'fell-back-to-primary': FellBackToPrimaryEvent
-  /** A health check could not reach a server. */
-  'health-check-failed': HealthCheckFailedEvent
-  /** A causal token string was refused, or positions of a token were dropped; the request goes on without them. */
-  'causal-token-refused': CausalTokenRefusedEvent
-}
-
-interface Shard {
-  id: string
-  index: number
-  primary: Server
-  breaker: CircuitBreaker<[], never> | undefined
-  /**
-   * Until when (ms since the epoch) statements go through the breaker: a healthy primary's
-   * statements skip it, and the first connection failure engages it for a breaker window.
-   */
-  guardedUntil: number
-  replicas: ReplicaState[]
-  balancer: Balancer<ReplicaState> | undefined
-  monitored: MonitoredShard
-  stats: ShardStats
-}
-
-interface Scope {
-  use: ServerRole | undefined
-  consistency: Consistency | undefined
-  maxLagMs: number | undefined
-  token: CausalToken
-  /**
-   * When the context's token came in, by `performance.now()` (monotonic, like the primary's
-   * samples): a primary sample taken after it must cover it.
-   */
-  since: number
-  parent: Scope | undefined
-  tx:
-    | { shard: string; run: (sql: string, params: readonly unknown[]) => Promise<unknown> }
-    | undefined
-}
-
-function positive(name: string, value: unknown, allowZero = false): number {
-  if (
-    typeof value !== 'number' ||
-    !Number.isFinite(value) ||
-    value < 0 ||
-    (!allowZero && value === 0)
-  ) {
-    throw new InvalidArgumentError(
-      `invalid option "${name}": expected a ${allowZero ? 'non-negative' : 'positive'} number of milliseconds, got ${String(value)}`,
-    )
-  }
-  return value
-}
-
-function oneOf<T extends string>(name: string, value: unknown, allowed: readonly T[]): T {
-  if (!allowed.includes(value as T)) {
-    throw new InvalidArgumentError(
-      `invalid option "${name}": expected one of ${allowed.map((a) => `'${a}'`).join(', ')}, got ${String(value)}`,
-    )
-  }
-  return value as T
-}
 
 const CONSISTENCIES: readonly Consistency[] = ['eventual', 'bounded', 'read-your-writes', 'strong']
 const ROLES: readonly ServerRole[] = ['auto', 'primary', 'replica']
@@ -558,8 +62,8 @@ export class ShardRouter {
   readonly #byId = new Map<string, Shard>()
   readonly #table: Uint16Array
   readonly #slots: number
-  readonly #o: typeof DEFAULT_SHARD_ROUTER_OPTIONS
-  readonly #als = new AsyncLocalStorage<Scope>()
+  readonly #options: typeof DEFAULT_SHARD_ROUTER_OPTIONS
+  readonly #context = new AsyncLocalStorage<Scope>()
   /** Whether any async context was ever entered: until then, statements skip the context lookup. */
   #scoped = false
   #token = CausalToken.empty
@@ -567,8 +71,9 @@ export class ShardRouter {
   #closed = false
   #timer: ReturnType<typeof setTimeout> | undefined
   readonly #keepTimerLists: Array<ReturnType<typeof setTimeout>> = []
+  readonly #internals: RouterInternals
   #checking: Promise<void> | undefined
-  #counters = {
+  readonly #counters: RouterCounters = {
     replicaFallbacks: 0,
     gtidWaits: 0,
     gtidWaitTimeouts: 0,
@@ -587,74 +92,87 @@ export class ShardRouter {
     if (typeof options !== 'object' || options === null) {
       throw new InvalidArgumentError(`invalid options: expected an object, got ${String(options)}`)
     }
-    const o = {
+    const settings = {
       ...DEFAULT_SHARD_ROUTER_OPTIONS,
       ...options,
     } as typeof DEFAULT_SHARD_ROUTER_OPTIONS & ShardRouterOptions
-    const slots = o.slots
+    const slots = settings.slots
     if (!Number.isInteger(slots) || slots < 1 || slots > 65536 || (slots & (slots - 1)) !== 0) {
       throw new InvalidArgumentError(
         `invalid option "slots": expected a power of two up to 65536, got ${String(slots)}`,
       )
     }
-    oneOf('consistency', o.consistency, CONSISTENCIES)
-    positive('maxReplicaLagMs', o.maxReplicaLagMs)
-    positive('boundedLagMs', o.boundedLagMs, true)
-    positive('gtidWaitTimeoutMs', o.gtidWaitTimeoutMs)
-    positive('queryTimeoutMs', o.queryTimeoutMs)
-    positive('connectTimeoutMs', o.connectTimeoutMs)
-    positive('scatterTimeoutMs', o.scatterTimeoutMs)
-    positive('healthCheckIntervalMs', o.healthCheckIntervalMs, true)
-    if (!Number.isInteger(o.connectionLimit) || o.connectionLimit < 1) {
+    oneOf('consistency', settings.consistency, CONSISTENCIES)
+    positive('maxReplicaLagMs', settings.maxReplicaLagMs)
+    positive('boundedLagMs', settings.boundedLagMs, true)
+    positive('gtidWaitTimeoutMs', settings.gtidWaitTimeoutMs)
+    positive('queryTimeoutMs', settings.queryTimeoutMs)
+    positive('connectTimeoutMs', settings.connectTimeoutMs)
+    positive('scatterTimeoutMs', settings.scatterTimeoutMs)
+    positive('healthCheckIntervalMs', settings.healthCheckIntervalMs, true)
+    if (!Number.isInteger(settings.connectionLimit) || settings.connectionLimit < 1) {
       throw new InvalidArgumentError(
-        `invalid option "connectionLimit": expected a positive integer, got ${String(o.connectionLimit)}`,
+        `invalid option "connectionLimit": expected a positive integer, got ${String(settings.connectionLimit)}`,
       )
     }
-    oneOf('noHealthyReplica', o.noHealthyReplica, ['primary', 'error'])
-    oneOf('onShardError', o.onShardError, ['error', 'partial'])
-    this.#secrets = o.secrets === undefined ? undefined : checkSecrets(o.secrets)
-    if (!Array.isArray(o.shards) || o.shards.length === 0) {
+    oneOf('noHealthyReplica', settings.noHealthyReplica, ['primary', 'error'])
+    oneOf('onShardError', settings.onShardError, ['error', 'partial'])
+    this.#secrets = settings.secrets === undefined ? undefined : checkSecrets(settings.secrets)
+    if (!Array.isArray(settings.shards) || settings.shards.length === 0) {
       throw new InvalidArgumentError(
-        `invalid option "shards": expected a non-empty array, got ${Array.isArray(o.shards) ? '[]' : typeof o.shards}`,
+        `invalid option "shards": expected a non-empty array, got ${Array.isArray(settings.shards) ? '[]' : typeof settings.shards}`,
       )
     }
     const seen = new Set<string>()
-    for (const s of o.shards) {
-      if (typeof s !== 'object' || s === null || typeof s.id !== 'string' || !SHARD_ID.test(s.id)) {
+    for (const shardConfig of settings.shards) {
+      if (
+        typeof shardConfig !== 'object' ||
+        shardConfig === null ||
+        typeof shardConfig.id !== 'string' ||
+        !SHARD_ID.test(shardConfig.id)
+      ) {
         throw new InvalidArgumentError(
-          `invalid option "shards": each shard needs an id of letters, digits, "_" or "-" (1 to 64), got ${JSON.stringify((s as { id?: unknown } | null)?.id)}`,
+          `invalid option "shards": each shard needs an id of letters, digits, "_" or "-" (1 to 64), got ${JSON.stringify((shardConfig as { id?: unknown } | null)?.id)}`,
         )
       }
-      if (seen.has(s.id))
-        throw new InvalidArgumentError(`invalid option "shards": duplicate shard id "${s.id}"`)
-      seen.add(s.id)
-      if (typeof s.primary !== 'string' && (typeof s.primary !== 'object' || s.primary === null)) {
+      if (seen.has(shardConfig.id))
         throw new InvalidArgumentError(
-          `invalid option "shards[${s.id}].primary": expected a URL or mysql2 pool options`,
+          `invalid option "shards": duplicate shard id "${shardConfig.id}"`,
+        )
+      seen.add(shardConfig.id)
+      if (
+        typeof shardConfig.primary !== 'string' &&
+        (typeof shardConfig.primary !== 'object' || shardConfig.primary === null)
+      ) {
+        throw new InvalidArgumentError(
+          `invalid option "shards[${shardConfig.id}].primary": expected a URL or mysql2 pool options`,
         )
       }
-      if (s.replicas !== undefined && !Array.isArray(s.replicas)) {
+      if (shardConfig.replicas !== undefined && !Array.isArray(shardConfig.replicas)) {
         throw new InvalidArgumentError(
-          `invalid option "shards[${s.id}].replicas": expected an array`,
+          `invalid option "shards[${shardConfig.id}].replicas": expected an array`,
         )
       }
     }
-    this.#o = o
+    this.#options = settings
     this.#slots = slots
-    const placement = buildSlotTable(o.shards, slots, o.ring ?? {})
+    const placement = buildSlotTable(settings.shards, slots, settings.ring ?? {})
     this.#table = placement.table
-    const defaults = { connectTimeoutMs: o.connectTimeoutMs, connectionLimit: o.connectionLimit }
-    const window = o.primaryBreaker === false ? undefined : o.primaryBreaker.window
-    const guardMs = window?.type === 'time' ? window.duration : 10_000
-    this.#shards = o.shards.map((config, index) => {
+    const defaults = {
+      connectTimeoutMs: settings.connectTimeoutMs,
+      connectionLimit: settings.connectionLimit,
+    }
+    const window = settings.primaryBreaker === false ? undefined : settings.primaryBreaker.window
+    const guardMs = window?.type === 'time' ? (parseDuration(window.duration) ?? 10_000) : 10_000
+    this.#shards = settings.shards.map((config, index) => {
       const replicaConfigs: readonly ServerConfig[] = config.replicas ?? []
       const primary = new Server(config.id, 'primary', `${config.id}/primary`, config.primary, {
         ...defaults,
         multipleStatements: false,
         trackGtid: replicaConfigs.length > 0,
       })
-      const replicas: ReplicaState[] = replicaConfigs.map((rc, i) => ({
-        server: new Server(config.id, 'replica', `${config.id}/replica-${i}`, rc, {
+      const replicas: ReplicaState[] = replicaConfigs.map((replicaConfig, i) => ({
+        server: new Server(config.id, 'replica', `${config.id}/replica-${i}`, replicaConfig, {
           ...defaults,
           multipleStatements: true,
           trackGtid: false,
@@ -669,13 +187,13 @@ export class ShardRouter {
       let balancer: Balancer<ReplicaState> | undefined
       if (replicas.length > 0) {
         const balancerOptions: BalancerOptions<ReplicaState> = {
-          strategy: o.replicaStrategy,
+          strategy: settings.replicaStrategy,
           endpoints: replicas.map((r) => ({ id: r.server.id, value: r })),
           // A stale or stopped replica must never take reads because too few are healthy.
           panicThreshold: 0,
           outlierDetection: {
             ...DEFAULT_SHARD_ROUTER_OPTIONS.outlierDetection,
-            ...o.outlierDetection,
+            ...settings.outlierDetection,
           },
         }
         balancer = createBalancer(balancerOptions)
@@ -696,10 +214,10 @@ export class ShardRouter {
         index,
         primary,
         breaker:
-          o.primaryBreaker === false
+          settings.primaryBreaker === false
             ? undefined
             : circuitBreaker({
-                ...o.primaryBreaker,
+                ...settings.primaryBreaker,
                 name: `${config.id}/primary`,
                 // Only the server failing counts, never a statement's own SQL error.
                 errorFilter: (error: unknown) => !isConnectionError(error),
@@ -725,13 +243,32 @@ export class ShardRouter {
       this.#byId.set(config.id, shard)
       return shard
     })
-    if (o.healthCheckIntervalMs > 0 && this.#shards.some((s) => s.replicas.length > 0))
+    this.#internals = {
+      shards: this.#shards,
+      counters: this.#counters,
+      context: this.#context,
+      queryTimeoutMs: settings.queryTimeoutMs,
+      scatterTimeoutMs: settings.scatterTimeoutMs,
+      onShardError: settings.onShardError,
+      enterContext: () => {
+        this.#scoped = true
+      },
+      guarded: (shard) => this.#guarded(shard),
+      breakerError: (shard, error) => this.#breakerError(shard, error),
+      noteWrite: (shardId, gtid, scope) => this.#noteWrite(shardId, gtid, scope),
+      route: (shard, sql, params, options, defaultTimeoutMs, sink) =>
+        this.#route(shard, sql, params, options, defaultTimeoutMs, sink),
+    }
+    if (
+      settings.healthCheckIntervalMs > 0 &&
+      this.#shards.some((shard) => shard.replicas.length > 0)
+    )
       this.#schedule(0)
     // Node keeps one timer list per duration and tears it down when its last timer is cleared:
     // with one statement at a time, every statement's timeout would build and destroy the list
     // (a priority-queue update each way). One idle, unref'd timer per default duration keeps
     // the lists alive, so a statement's timeout costs an append and an unlink.
-    for (const ms of new Set([o.queryTimeoutMs, o.scatterTimeoutMs])) {
+    for (const ms of new Set([settings.queryTimeoutMs, settings.scatterTimeoutMs])) {
       const keep = setTimeout(function refresh() {
         keep.refresh()
       }, ms)
@@ -779,7 +316,7 @@ export class ShardRouter {
 
   /** The shard ids, in configuration order. */
   shardIds(): string[] {
-    return this.#shards.map((s) => s.id)
+    return this.#shards.map((shard) => shard.id)
   }
 
   /**
@@ -817,7 +354,7 @@ export class ShardRouter {
     if (scope.consistency !== undefined) oneOf('consistency', scope.consistency, CONSISTENCIES)
     if (scope.maxLagMs !== undefined) positive('maxLagMs', scope.maxLagMs, true)
     this.#scoped = true
-    const parent = this.#als.getStore()
+    const parent = this.#context.getStore()
     const token = scope.causalToken
     let given: CausalToken
     if (token === undefined) given = CausalToken.empty
@@ -837,7 +374,7 @@ export class ShardRouter {
       parent,
       tx: parent?.tx,
     }
-    return this.#als.run(store, fn)
+    return this.#context.run(store, fn)
   }
 
   /**
@@ -847,7 +384,7 @@ export class ShardRouter {
    * next request.
    */
   causalToken(): CausalToken {
-    return (this.#scoped ? this.#als.getStore()?.token : undefined) ?? this.#token
+    return (this.#scoped ? this.#context.getStore()?.token : undefined) ?? this.#token
   }
 
   /**
@@ -922,7 +459,7 @@ export class ShardRouter {
           `invalid params: expected an array of values for "?" placeholders, got ${typeof params}`,
         )
       }
-      return this.#route(shard, sql, params, options, this.#o.queryTimeoutMs) as Promise<T>
+      return this.#route(shard, sql, params, options, this.#options.queryTimeoutMs) as Promise<T>
     } catch (error) {
       return Promise.reject(error)
     }
@@ -950,97 +487,7 @@ export class ShardRouter {
   ): Promise<R> {
     if (this.#closed) throw new ShardingClosedError('shard router', 'transaction')
     const shard = this.#shardOf(shardKey)
-    const timeoutMs =
-      options.timeoutMs === undefined
-        ? this.#o.queryTimeoutMs
-        : positive('timeoutMs', options.timeoutMs)
-    if (options.isolationLevel !== undefined) {
-      oneOf('isolationLevel', options.isolationLevel, [
-        'READ UNCOMMITTED',
-        'READ COMMITTED',
-        'REPEATABLE READ',
-        'SERIALIZABLE',
-      ])
-    }
-    const server = shard.primary
-    const connection = await (this.#guarded(shard)
-      ? shard.breaker!.execute(() => server.connection(timeoutMs, GUARDED))
-      : server.connection(timeoutMs)
-    ).catch((error: unknown) => {
-      throw this.#breakerError(shard, error)
-    })
-    let open = true
-    let broken = false
-    const run = async (sql: string, params: readonly unknown[]): Promise<unknown> => {
-      if (!open)
-        throw new InvalidArgumentError(
-          'the transaction has ended: run statements inside its callback',
-        )
-      if (!Array.isArray(params))
-        throw new InvalidArgumentError(`invalid params: expected an array, got ${typeof params}`)
-      const cls = classifyStatement(sql)
-      if (cls.multi)
-        throw new UnsafeStatementError(
-          'one statement per call: the SQL holds several (values belong in placeholders)',
-        )
-      shard.stats.primaryQueries++
-      try {
-        return await queryOn(server, connection, sql, params, timeoutMs)
-      } catch (error) {
-        if (isConnectionError(error)) broken = true
-        throw error
-      }
-    }
-    const tx: ShardTransaction = {
-      shard: shard.id,
-      query: <T = Row[]>(sql: string, params: readonly unknown[] = []) =>
-        run(sql, params) as Promise<T>,
-    }
-    try {
-      if (options.isolationLevel !== undefined) {
-        await queryOn(
-          server,
-          connection,
-          `SET TRANSACTION ISOLATION LEVEL ${options.isolationLevel}`,
-          [],
-          timeoutMs,
-        )
-      }
-      await queryOn(server, connection, 'START TRANSACTION', [], timeoutMs)
-      this.#scoped = true
-      const parent = this.#als.getStore()
-      const store: Scope = {
-        use: parent?.use,
-        consistency: parent?.consistency,
-        maxLagMs: parent?.maxLagMs,
-        token: parent?.token ?? CausalToken.empty,
-        since: parent?.since ?? performance.now(),
-        parent,
-        tx: { shard: shard.id, run },
-      }
-      const result = await this.#als.run(store, () => fn(tx))
-      const commit = await queryOn(server, connection, 'COMMIT', [], timeoutMs)
-      open = false
-      this.#counters.committed++
-      const gtid = lastGtidOf(commit)
-      if (gtid !== undefined) this.#noteWrite(shard.id, gtid, parent)
-      return result
-    } catch (error) {
-      open = false
-      this.#counters.rolledBack++
-      if (!broken && !isConnectionError(error)) {
-        await queryOn(server, connection, 'ROLLBACK', [], timeoutMs).catch(() => {
-          broken = true
-        })
-      } else {
-        broken = true
-      }
-      throw server.wrap(error)
-    } finally {
-      open = false
-      if (broken) connection.destroy()
-      else connection.release()
-    }
+    return runTransaction(this.#internals, shard, fn, options)
   }
 
   /**
@@ -1071,116 +518,7 @@ export class ShardRouter {
     options: ScatterOptions = {},
   ): Promise<ScatterResult<T>> {
     if (this.#closed) throw new ShardingClosedError('shard router', 'all')
-    if (!Array.isArray(params))
-      throw new InvalidArgumentError(`invalid params: expected an array, got ${typeof params}`)
-    const limit = checkMergeSpec(merge)
-    const onShardError = options.onShardError ?? this.#o.onShardError
-    oneOf('onShardError', onShardError, ['error', 'partial'])
-    const timeoutMs =
-      options.timeoutMs === undefined
-        ? this.#o.scatterTimeoutMs
-        : positive('timeoutMs', options.timeoutMs)
-    const cls = classifyStatement(sql)
-    if (cls.multi) {
-      throw new UnsafeStatementError(
-        'one statement per call: the SQL holds several (values belong in placeholders)',
-      )
-    }
-    let text = sql
-    if (limit !== undefined) {
-      if (cls.hasLimit) {
-        throw new InvalidArgumentError(
-          'invalid merge: the SQL has its own LIMIT; give limit/offset in the merge and the router asks each shard for LIMIT offset + limit',
-        )
-      }
-      // Trailing comments go, and the LIMIT gets its own line: a `--` or `#` comment must not
-      // swallow it (each shard would return its whole result).
-      text = `${statementBody(sql)}\nLIMIT ${limit}`
-    }
-    this.#counters.scatterCalls++
-    if (merge !== undefined && !('aggregate' in merge)) {
-      return this.#streamAll<T>(text, params, merge, limit, options, timeoutMs, onShardError)
-    }
-    const settled = await Promise.allSettled(
-      this.#shards.map((shard) => {
-        try {
-          return this.#route(shard, text, params, options, timeoutMs)
-        } catch (error) {
-          return Promise.reject(error)
-        }
-      }),
-    )
-    const lists: Row[][] = []
-    const answered: string[] = []
-    const failures: ShardFailure[] = []
-    settled.forEach((s, i) => {
-      const id = this.#shards[i]!.id
-      if (s.status === 'fulfilled') {
-        answered.push(id)
-        lists.push(Array.isArray(s.value) ? (s.value as Row[]) : [s.value as Row])
-      } else failures.push({ shard: id, error: s.reason })
-    })
-    if (failures.length > 0 && onShardError === 'error') {
-      this.#counters.scatterFailed++
-      throw new ScatterGatherError(failures)
-    }
-    if (failures.length > 0) this.#counters.scatterPartial++
-    let rows: Row[]
-    if (merge === undefined) rows = lists.flat()
-    else rows = mergeAggregates(lists, merge as AggregateMerge)
-    return { rows: rows as T[], partial: failures.length > 0, failures, shards: answered }
-  }
-
-  /**
-   * The `ORDER BY` merge of {@link ShardRouter.all}: every shard's rows stream into a k-way
-   * merge as they arrive, and the call returns once `offset + limit` rows are merged (the
-   * shards still sending are drained in the background and their connections released).
-   * Reads that wait for a GTID on a replica arrive whole, and merge as they come.
-   */
-  async #streamAll<T>(
-    sql: string,
-    params: readonly unknown[],
-    merge: OrderByMerge,
-    limit: number | undefined,
-    options: ScatterOptions,
-    timeoutMs: number,
-    onShardError: 'error' | 'partial',
-  ): Promise<ScatterResult<T>> {
-    const shards = this.#shards
-    const merger = new StreamMerge<Row>(
-      shards.map((s) => s.id),
-      rowComparator(merge.orderBy),
-      limit ?? Infinity,
-      onShardError,
-    )
-    shards.forEach((shard, i) => {
-      let answer: Promise<unknown>
-      try {
-        answer = this.#route(shard, sql, params, options, timeoutMs, merger.sink(i))
-      } catch (error) {
-        answer = Promise.reject(error)
-      }
-      answer.then(
-        (rows) => {
-          if (rows === STREAMED) merger.end(i)
-          else merger.end(i, Array.isArray(rows) ? rows : [rows])
-        },
-        (error: unknown) => merger.fail(i, error),
-      )
-    })
-    const { rows, failures, answered } = await merger.done
-    if (failures.length > 0 && onShardError === 'error') {
-      this.#counters.scatterFailed++
-      throw new ScatterGatherError(failures)
-    }
-    if (failures.length > 0) this.#counters.scatterPartial++
-    const offset = merge.offset ?? 0
-    return {
-      rows: (offset > 0 ? rows.slice(offset) : rows) as T[],
-      partial: failures.length > 0,
-      failures,
-      shards: answered,
-    }
+    return scatterGather<T>(this.#internals, sql, params, merge, options)
   }
 
   /** Counters of queries by shard and role, replica fallbacks, GTID waits, and every replica's state. */
@@ -1190,8 +528,8 @@ export class ShardRouter {
     for (const shard of this.#shards) {
       shards[shard.id] = { ...shard.stats }
       for (const r of shard.replicas) {
-        const ep = shard.balancer?.get(r.server.id)
-        const ejected = ep?.ejected ?? false
+        const endpoint = shard.balancer?.get(r.server.id)
+        const ejected = endpoint?.ejected ?? false
         replicas.push({
           id: r.server.id,
           shard: shard.id,
@@ -1204,17 +542,21 @@ export class ShardRouter {
         })
       }
     }
-    const c = this.#counters
+    const counters = this.#counters
     return {
       shards,
-      replicaFallbacks: c.replicaFallbacks,
-      gtidWaits: c.gtidWaits,
-      gtidWaitTimeouts: c.gtidWaitTimeouts,
-      gtidWaitsSkipped: c.gtidWaitsSkipped,
-      causalTokensRefused: c.causalTokensRefused,
-      causalPositionsDropped: c.causalPositionsDropped,
-      transactions: { committed: c.committed, rolledBack: c.rolledBack },
-      scatter: { calls: c.scatterCalls, partial: c.scatterPartial, failed: c.scatterFailed },
+      replicaFallbacks: counters.replicaFallbacks,
+      gtidWaits: counters.gtidWaits,
+      gtidWaitTimeouts: counters.gtidWaitTimeouts,
+      gtidWaitsSkipped: counters.gtidWaitsSkipped,
+      causalTokensRefused: counters.causalTokensRefused,
+      causalPositionsDropped: counters.causalPositionsDropped,
+      transactions: { committed: counters.committed, rolledBack: counters.rolledBack },
+      scatter: {
+        calls: counters.scatterCalls,
+        partial: counters.scatterPartial,
+        failed: counters.scatterFailed,
+      },
       replicas,
     }
   }
@@ -1225,14 +567,17 @@ export class ShardRouter {
     if (this.#checking !== undefined) return this.#checking
     const round = Promise.all(
       this.#shards
-        .filter((s) => s.replicas.length > 0)
+        .filter((shard) => shard.replicas.length > 0)
         .map(async (shard) => {
           const before = shard.replicas.map((r) => r.healthy)
           await checkShard(
             shard.monitored,
-            Math.min(this.#o.connectTimeoutMs, Math.max(this.#o.healthCheckIntervalMs, 200)),
-            this.#o.maxReplicaLagMs,
-            Math.max(this.#o.maxReplicaLagMs * 2, 10_000),
+            Math.min(
+              this.#options.connectTimeoutMs,
+              Math.max(this.#options.healthCheckIntervalMs, 200),
+            ),
+            this.#options.maxReplicaLagMs,
+            Math.max(this.#options.maxReplicaLagMs * 2, 10_000),
             (server, error) =>
               this.#events.emit('health-check-failed', {
                 shard: shard.id,
@@ -1270,10 +615,10 @@ export class ShardRouter {
     for (const keep of this.#keepTimerLists) clearTimeout(keep)
     await this.#checking?.catch(() => {})
     await Promise.all(
-      this.#shards.flatMap((s) => [
-        s.primary.close(),
-        ...s.replicas.map((r) => r.server.close()),
-        s.balancer?.close() ?? Promise.resolve(),
+      this.#shards.flatMap((shard) => [
+        shard.primary.close(),
+        ...shard.replicas.map((r) => r.server.close()),
+        shard.balancer?.close() ?? Promise.resolve(),
       ]),
     )
   }
@@ -1283,7 +628,7 @@ export class ShardRouter {
       this.#timer = undefined
       if (this.#closed) return
       void this.checkReplicas().finally(() => {
-        if (!this.#closed) this.#schedule(this.#o.healthCheckIntervalMs)
+        if (!this.#closed) this.#schedule(this.#options.healthCheckIntervalMs)
       })
     }, delayMs)
     this.#timer.unref()
@@ -1314,7 +659,8 @@ export class ShardRouter {
       return
     }
     this.#token = this.#token.merge(token)
-    for (let s = scope; s !== undefined; s = s.parent) s.token = s.token.merge(token)
+    for (let context = scope; context !== undefined; context = context.parent)
+      context.token = context.token.merge(token)
   }
 
   /**
@@ -1340,8 +686,8 @@ export class ShardRouter {
     if (latest === undefined || scope === undefined || latest.at < scope.since) return undefined
     const kept = token.dropAhead(shard.id, known)
     const dropped = token.positionCount(shard.id) - kept.positionCount(shard.id)
-    for (let s: Scope | undefined = scope; s !== undefined; s = s.parent) {
-      if (s.since <= latest.at) s.token = s.token.dropAhead(shard.id, known)
+    for (let context: Scope | undefined = scope; context !== undefined; context = context.parent) {
+      if (context.since <= latest.at) context.token = context.token.dropAhead(shard.id, known)
     }
     this.#counters.causalPositionsDropped += dropped
     if (this.#events.has('causal-token-refused'))
@@ -1358,18 +704,18 @@ export class ShardRouter {
     defaultTimeoutMs: number,
     sink?: RowSink,
   ): Promise<unknown> {
-    const cls = classifyStatement(sql)
-    if (cls.multi) {
+    const statement = classifyStatement(sql)
+    if (statement.multi) {
       throw new UnsafeStatementError(
         'one statement per call: the SQL holds several (values belong in placeholders)',
       )
     }
-    const scope = this.#scoped ? this.#als.getStore() : undefined
+    const scope = this.#scoped ? this.#context.getStore() : undefined
     if (scope?.tx !== undefined && scope.tx.shard === shard.id) return scope.tx.run(sql, params)
     const timeoutMs =
       options.timeoutMs === undefined ? defaultTimeoutMs : positive('timeoutMs', options.timeoutMs)
     const use = options.use ?? scope?.use ?? 'auto'
-    const kind = cls.kind
+    const kind = statement.kind
     if (
       use === 'primary' ||
       kind === 'write' ||
@@ -1378,7 +724,7 @@ export class ShardRouter {
     ) {
       return this.#onPrimary(shard, sql, params, timeoutMs, scope, sink)
     }
-    const consistency = options.consistency ?? scope?.consistency ?? this.#o.consistency
+    const consistency = options.consistency ?? scope?.consistency ?? this.#options.consistency
     if (consistency === 'strong' || shard.balancer === undefined)
       return this.#onPrimary(shard, sql, params, timeoutMs, scope, sink)
     return this.#onReplica(
@@ -1441,7 +787,7 @@ export class ShardRouter {
     error?: unknown,
     sink?: RowSink,
   ): Promise<unknown> {
-    if (reason === 'no-healthy-replica' && this.#o.noHealthyReplica === 'error') {
+    if (reason === 'no-healthy-replica' && this.#options.noHealthyReplica === 'error') {
       throw new ShardUnavailableError(
         shard.id,
         'replica',
@@ -1471,7 +817,7 @@ export class ShardRouter {
     const balancer = shard.balancer!
     let exclude: Endpoint<ReplicaState>[] | undefined
     if (consistency === 'bounded') {
-      const bound = maxLagMs ?? this.#o.boundedLagMs
+      const bound = maxLagMs ?? this.#options.boundedLagMs
       for (const r of shard.replicas) {
         if (r.lagMs === undefined || r.lagMs > bound) {
           exclude ??= []
@@ -1496,9 +842,9 @@ export class ShardRouter {
       }
     }
     for (let attempt = 0; attempt < shard.replicas.length; attempt++) {
-      let ep: Endpoint<ReplicaState>
+      let endpoint: Endpoint<ReplicaState>
       try {
-        ep = balancer.pick(undefined, exclude)
+        endpoint = balancer.pick(undefined, exclude)
       } catch (error) {
         if (!isLbError(error)) throw error
         return this.#fallback(
@@ -1512,13 +858,13 @@ export class ShardRouter {
           sink,
         )
       }
-      const replica = ep.value
-      const startedAt = balancer.begin(ep)
+      const replica = endpoint.value
+      const startedAt = balancer.begin(endpoint)
       try {
         let rows: unknown
         if (token?.has(shard.id) && !replica.applied.covers(token, shard.id)) {
           this.#counters.gtidWaits++
-          const waitMs = this.#o.gtidWaitTimeoutMs
+          const waitMs = this.#options.gtidWaitTimeoutMs
           // The wait and the read share one round trip; the read's rows count only if the wait succeeded.
           const results = await replica.server.query(
             `SELECT MASTER_GTID_WAIT(?, ?) AS w;\n${statementBody(sql)}`,
@@ -1527,7 +873,7 @@ export class ShardRouter {
           )
           const [waitRows, readRows] = results as [Array<{ w: unknown }>, unknown]
           if (Number(waitRows[0]?.w) !== 0 || waitRows[0]?.w === null) {
-            balancer.end(ep, startedAt, true)
+            balancer.end(endpoint, startedAt, true)
             this.#counters.gtidWaitTimeouts++
             return this.#fallback(shard, 'gtid-wait-timeout', sql, params, timeoutMs, scope)
           }
@@ -1540,19 +886,19 @@ export class ShardRouter {
               ? await replica.server.query(sql, params, timeoutMs)
               : await replica.server.stream(sql, params, timeoutMs, sink)
         }
-        balancer.end(ep, startedAt, true)
+        balancer.end(endpoint, startedAt, true)
         replica.reads++
         shard.stats.replicaQueries++
         return rows
       } catch (error) {
         const failed = isConnectionError(error)
-        balancer.end(ep, startedAt, !failed)
+        balancer.end(endpoint, startedAt, !failed)
         if (!failed) throw error
         shard.stats.errors++
         // Rows already merged cannot be taken back: a stream that broke half way fails the shard.
         if (sink !== undefined && sink.count > 0) throw error
         exclude ??= []
-        exclude.push(ep)
+        exclude.push(endpoint)
         if (attempt === shard.replicas.length - 1) {
           return this.#fallback(shard, 'replica-error', sql, params, timeoutMs, scope, error, sink)
         }

@@ -1,0 +1,94 @@
+import type { AsyncLocalStorage } from 'node:async_hooks'
+import type { Balancer } from '@ballast/lb'
+import type { CircuitBreaker } from '@ballast/resilience'
+import type { CausalToken } from '../causalToken.js'
+import type { Consistency, QueryOptions, ServerRole } from '../shardRouterOptions.js'
+import type { ShardStats } from '../shardRouterStats.js'
+import type { MonitoredShard, ReplicaState } from './replicaMonitor.js'
+import type { Server } from './server.js'
+import type { RowSink } from './streamMerge.js'
+
+/** One shard as the router holds it: its servers, breaker, replica balancer and counters. */
+export interface Shard {
+  id: string
+  index: number
+  primary: Server
+  breaker: CircuitBreaker<[], never> | undefined
+  /**
+   * Until when (ms since the epoch) statements go through the breaker: a healthy primary's
+   * statements skip it, and the first connection failure engages it for a breaker window.
+   */
+  guardedUntil: number
+  replicas: ReplicaState[]
+  balancer: Balancer<ReplicaState> | undefined
+  monitored: MonitoredShard
+  stats: ShardStats
+}
+
+/** The routing hints and causal token of one async context (see `ShardRouter.run`). */
+export interface Scope {
+  use: ServerRole | undefined
+  consistency: Consistency | undefined
+  maxLagMs: number | undefined
+  token: CausalToken
+  /**
+   * When the context's token came in, by `performance.now()` (monotonic, like the primary's
+   * samples): a primary sample taken after it must cover it.
+   */
+  since: number
+  parent: Scope | undefined
+  tx:
+    | { shard: string; run: (sql: string, params: readonly unknown[]) => Promise<unknown> }
+    | undefined
+}
+
+/** The router's counters that are not per shard; `stats()` reads them. */
+export interface RouterCounters {
+  replicaFallbacks: number
+  gtidWaits: number
+  gtidWaitTimeouts: number
+  gtidWaitsSkipped: number
+  causalTokensRefused: number
+  causalPositionsDropped: number
+  committed: number
+  rolledBack: number
+  scatterCalls: number
+  scatterPartial: number
+  scatterFailed: number
+}
+
+/**
+ * What `transaction()` and `all()`, in their own files, need of the router's private state:
+ * built once by the router's constructor.
+ */
+export interface RouterInternals {
+  /** The shards, in configuration order. */
+  readonly shards: readonly Shard[]
+  /** The router's counters (the same object `stats()` reads). */
+  readonly counters: RouterCounters
+  /** The async context of routing hints and causal tokens. */
+  readonly context: AsyncLocalStorage<Scope>
+  /** The router's default per-statement timeout, in ms. */
+  readonly queryTimeoutMs: number
+  /** The router's default per-shard timeout of `all()`, in ms. */
+  readonly scatterTimeoutMs: number
+  /** The router's default policy of `all()` when a shard fails. */
+  readonly onShardError: 'error' | 'partial'
+  /** Notes that an async context was entered: statements look the context up from now on. */
+  enterContext(): void
+  /** Whether a shard's statements must go through its primary breaker now. */
+  guarded(shard: Shard): boolean
+  /** The error a caller sees for a breaker failure: an open breaker becomes `ShardUnavailableError`. */
+  breakerError(shard: Shard, error: unknown): unknown
+  /** Adds a write's GTID to the router's token and to every enclosing context's. */
+  noteWrite(shardId: string, gtid: string, scope: Scope | undefined): void
+  /** Picks the server of one statement and runs it; may throw synchronously. */
+  route(
+    shard: Shard,
+    sql: string,
+    params: readonly unknown[],
+    options: QueryOptions,
+    defaultTimeoutMs: number,
+    sink?: RowSink,
+  ): Promise<unknown>
+}

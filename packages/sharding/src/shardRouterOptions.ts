@@ -1,0 +1,265 @@
+import type { OutlierDetectionOptions, StrategyName } from '@ballast/lb'
+import type { CircuitBreakerOptions } from '@ballast/resilience'
+import type { PoolOptions } from 'mysql2'
+import type { CausalToken } from './causalToken.js'
+
+/**
+ * How fresh a read must be:
+ * - `eventual`: any healthy replica (lag within `maxReplicaLagMs`).
+ * - `bounded`: a replica whose measured lag is at most `maxLagMs` (per call, or `boundedLagMs`).
+ * - `read-your-writes`: a replica that has applied every write of the current causal token
+ *   (the async context's, or the router's own outside one); it waits with
+ *   `MASTER_GTID_WAIT` in the same round trip as the read and reads the primary on timeout.
+ * - `strong`: the primary.
+ */
+export type Consistency = 'eventual' | 'bounded' | 'read-your-writes' | 'strong'
+
+/** Which server a statement may use: `auto` lets the classifier decide. */
+export type ServerRole = 'auto' | 'primary' | 'replica'
+
+/** A server's connection settings: a `mysql://` URL or mysql2 pool options (`uri`, `host`, `user`, …). */
+export type ServerConfig = string | PoolOptions
+
+/** One shard: a primary that takes writes and replicas that take reads. */
+export interface ShardConfig {
+  /** The shard's id: letters, digits, `_` and `-`, up to 64; it places the shard on the ring. */
+  id: string
+  /**
+   * Relative share of keys on the ring.
+   * @default 1
+   */
+  weight?: number
+  /** The primary. */
+  primary: ServerConfig
+  /**
+   * The replicas; reads are spread over the healthy ones.
+   * @default []
+   */
+  replicas?: readonly ServerConfig[]
+}
+
+/**
+ * Settings of lb's `HashRing` that places slots on shards. They must stay the same for keys to
+ * stay put, and {@link planResharding} must be given the same ones.
+ */
+export interface RingOptions {
+  /**
+   * Ring points per unit of shard weight.
+   * @default lb's HashRing default (4096)
+   */
+  pointsPerWeight?: number
+  /**
+   * Seed of the ring's hash.
+   * @default 0
+   */
+  seed?: number
+}
+
+/** Options of {@link createShardRouter}. */
+export interface ShardRouterOptions {
+  /** The shards. At least one; ids unique. */
+  shards: readonly ShardConfig[]
+  /**
+   * Slots keys hash to before the ring places slots on shards; a power of two. Keys of a slot
+   * move together, and {@link IdGenerator} can embed a slot in an id (`slotBits = log2(slots)`).
+   * Changing it moves most keys.
+   * @default 4096
+   */
+  slots?: number
+  /**
+   * Settings of lb's `HashRing` (points per unit of weight, seed); they must stay the same for
+   * keys to stay put, and {@link planResharding} must be given the same ones.
+   * @default {} (lb's defaults)
+   */
+  ring?: RingOptions
+  /**
+   * Consistency of a read that names none (per call or in the async context).
+   * @default 'read-your-writes'
+   */
+  consistency?: Consistency
+  /**
+   * Replicas whose measured lag goes over this are taken out of rotation until they catch up, in ms.
+   * @default 10000
+   */
+  maxReplicaLagMs?: number
+  /**
+   * The lag bound of a `bounded` read that gives no `maxLagMs`, in ms.
+   * @default 1000
+   */
+  boundedLagMs?: number
+  /**
+   * How long a read-your-writes read waits for its replica to apply the token
+   * (`MASTER_GTID_WAIT`) before it reads the primary instead, in ms.
+   * @default 1000
+   */
+  gtidWaitTimeoutMs?: number
+  /**
+   * Bound on one statement, waiting for a connection included, in ms; a write that times out
+   * throws a retryable {@link ShardTimeoutError}.
+   * @default 10000
+   */
+  queryTimeoutMs?: number
+  /**
+   * mysql2 `connectTimeout` of every pool (unless a server's options set one), in ms.
+   * @default 3000
+   */
+  connectTimeoutMs?: number
+  /**
+   * mysql2 `connectionLimit` of every pool (unless a server's options set one).
+   * @default 10
+   */
+  connectionLimit?: number
+  /**
+   * What a read does when its shard has replicas but none is healthy: `'primary'` reads the
+   * primary (counted in `stats().replicaFallbacks`), `'error'` throws a retryable
+   * {@link ShardUnavailableError}.
+   * @default 'primary'
+   */
+  noHealthyReplica?: 'primary' | 'error'
+  /**
+   * How often replicas' lag and health are checked, in ms; 0 turns checks off.
+   * @default 1000
+   */
+  healthCheckIntervalMs?: number
+  /**
+   * How replicas are picked: an lb strategy name.
+   * @default 'peak-ewma'
+   */
+  replicaStrategy?: StrategyName
+  /**
+   * lb outlier detection of replicas: failed reads eject a replica for a while.
+   * @default { consecutiveFailures: 3, baseEjectionTimeMs: 5000, maxEjectionShare: 1 }
+   */
+  outlierDetection?: OutlierDetectionOptions
+  /**
+   * The circuit breaker (from `@ballast/resilience`) in front of each shard's primary: when
+   * most recent statements failed to reach it, statements fail at once with a retryable
+   * {@link ShardUnavailableError} instead of waiting for timeouts; `false` turns it off. Only
+   * connection failures and timeouts count, never SQL errors.
+   * @default { volumeThreshold: 10, errorThresholdPercentage: 50, resetTimeout: 5000 }
+   */
+  primaryBreaker?: Omit<CircuitBreakerOptions, 'errorFilter' | 'fallback' | 'name'> | false
+  /**
+   * Per-shard timeout of {@link ShardRouter.all}, in ms.
+   * @default 5000
+   */
+  scatterTimeoutMs?: number
+  /**
+   * What {@link ShardRouter.all} does when a shard fails: `'error'` throws a
+   * {@link ScatterGatherError}; `'partial'` returns the other shards' rows flagged `partial`.
+   * @default 'error'
+   */
+  onShardError?: 'error' | 'partial'
+  /**
+   * Secrets that sign causal tokens given to clients (HMAC-SHA256), each at least 32
+   * characters. The first signs, any verifies: rotate by putting a new secret first, and drop
+   * the old one once the tokens it signed no longer matter (a token only matters until the
+   * replicas have applied its writes: seconds). Required to take a token as a string
+   * (`run({ causalToken: string })`) or to give one ({@link ShardRouter.signCausalToken}); a
+   * string that fails verification is ignored and counted, never an error.
+   * @default none: token strings are refused with an {@link InvalidArgumentError}
+   */
+  secrets?: string | readonly string[]
+}
+
+/** The defaults of {@link ShardRouterOptions}. */
+export const DEFAULT_SHARD_ROUTER_OPTIONS: Readonly<
+  Required<Omit<ShardRouterOptions, 'shards' | 'ring' | 'secrets'>>
+> = {
+  slots: 4096,
+  consistency: 'read-your-writes' as Consistency,
+  maxReplicaLagMs: 10_000,
+  boundedLagMs: 1000,
+  gtidWaitTimeoutMs: 1000,
+  queryTimeoutMs: 10_000,
+  connectTimeoutMs: 3000,
+  connectionLimit: 10,
+  noHealthyReplica: 'primary' as 'primary' | 'error',
+  healthCheckIntervalMs: 1000,
+  replicaStrategy: 'peak-ewma' as StrategyName,
+  outlierDetection: {
+    consecutiveFailures: 3,
+    baseEjectionTimeMs: 5000,
+    maxEjectionShare: 1,
+  } as OutlierDetectionOptions,
+  scatterTimeoutMs: 5000,
+  onShardError: 'error' as 'error' | 'partial',
+  primaryBreaker: { volumeThreshold: 10, errorThresholdPercentage: 50, resetTimeout: 5000 } as
+    | Omit<CircuitBreakerOptions, 'errorFilter' | 'fallback' | 'name'>
+    | false,
+}
+
+/** Per-call routing of one statement. */
+export interface QueryOptions {
+  /**
+   * Which server: `'primary'` forces the primary; `'replica'` lets a statement the classifier
+   * is unsure of go to a replica (writes and locking reads never do).
+   * @default the async context's, else 'auto'
+   */
+  use?: ServerRole
+  /**
+   * How fresh a read must be.
+   * @default the async context's, else the router's `consistency`
+   */
+  consistency?: Consistency
+  /**
+   * Lag bound of a `bounded` read, in ms.
+   * @default the router's `boundedLagMs`
+   */
+  maxLagMs?: number
+  /**
+   * Bound on this statement, in ms.
+   * @default the router's `queryTimeoutMs`
+   */
+  timeoutMs?: number
+}
+
+/**
+ * Routing hints and the causal token of an async context, set by {@link ShardRouter.run}:
+ * they hold for every statement made inside the callback (and its awaits), and nowhere else.
+ */
+export interface RoutingScope {
+  /** Which server statements use by default in this context. */
+  use?: ServerRole
+  /** Consistency of reads in this context. */
+  consistency?: Consistency
+  /** Lag bound of `bounded` reads in this context, in ms. */
+  maxLagMs?: number
+  /**
+   * The causal token to start from. A string is a signed token from a client (the user's
+   * cookie, made by {@link ShardRouter.signCausalToken}), verified with the router's
+   * `secrets`: one that fails verification is ignored and counted. A {@link CausalToken} is
+   * trusted as given (e.g. parsed from a server-side session). Writes made in the context add
+   * to it; read it back with {@link ShardRouter.causalToken}.
+   * @throws InvalidArgumentError (from {@link ShardRouter.run}) for a string when the router has no `secrets`.
+   */
+  causalToken?: CausalToken | string
+}
+
+/** Options of {@link ShardRouter.all}. */
+export interface ScatterOptions extends Omit<QueryOptions, 'timeoutMs'> {
+  /**
+   * Per-shard timeout, in ms.
+   * @default the router's `scatterTimeoutMs`
+   */
+  timeoutMs?: number
+  /**
+   * What to do when a shard fails.
+   * @default the router's `onShardError`
+   */
+  onShardError?: 'error' | 'partial'
+}
+
+/** Options of {@link ShardRouter.transaction}. */
+export interface TransactionOptions {
+  /**
+   * Isolation level of this transaction.
+   * @default the server's (REPEATABLE READ on MariaDB)
+   */
+  isolationLevel?: 'READ UNCOMMITTED' | 'READ COMMITTED' | 'REPEATABLE READ' | 'SERIALIZABLE'
+  /**
+   * Bound on each statement of the transaction, in ms.
+   * @default the router's `queryTimeoutMs`
+   */
+  timeoutMs?: number
+}
