@@ -1,7 +1,7 @@
+import { Emitter, type Listener, merge, type Unsubscribe } from '@ballast/shared'
 import { AbortedError, BulkheadRejectedError } from './errors.js'
 import { RUN, rootContext } from './internal/context.js'
-import { Emitter, type Listener } from './internal/emitter.js'
-import { merge, nonNegativeInteger, object, positiveInteger } from './internal/validate.js'
+import { check } from './internal/validate.js'
 import type { ExecutionContext, Operation, Policy } from './policy.js'
 
 /** Options of {@link bulkhead}. */
@@ -16,17 +16,20 @@ export interface BulkheadOptions {
   queue?: number
 }
 
-/** Defaults of {@link BulkheadOptions}. */
+/** Defaults of {@link BulkheadOptions} (frozen; `limit` has none and must be given). */
 export const DEFAULT_BULKHEAD_OPTIONS: Readonly<Omit<Required<BulkheadOptions>, 'limit'>> =
   Object.freeze({ queue: 0 })
 
-/** Events of a {@link BulkheadPolicy}. */
+/** Events of a {@link BulkheadPolicy}, by name. */
 export interface BulkheadEvents {
   /** A call was refused because every slot and queue place was taken. */
-  reject: {
-    /** The refusal the caller got. */
-    error: BulkheadRejectedError
-  }
+  rejected: BulkheadRejectedEvent
+}
+
+/** Payload of `rejected`. */
+export interface BulkheadRejectedEvent {
+  /** The refusal the caller got. */
+  error: BulkheadRejectedError
 }
 
 /** Counters of a {@link BulkheadPolicy}. */
@@ -71,9 +74,10 @@ export class BulkheadPolicy implements Policy {
 
   /** Use {@link bulkhead}. */
   constructor(options: BulkheadOptions) {
+    check.object('options', options)
     const merged = merge(DEFAULT_BULKHEAD_OPTIONS, options)
-    this.#limit = positiveInteger('limit', merged.limit)
-    this.#maxQueue = nonNegativeInteger('queue', merged.queue)
+    this.#limit = check.positiveInteger('limit', merged.limit)
+    this.#maxQueue = check.nonNegativeInteger('queue', merged.queue)
   }
 
   /** Runs `fn` when a slot is free, waits in the queue if there is room, else refuses it. */
@@ -91,7 +95,7 @@ export class BulkheadPolicy implements Policy {
     if (this.#queued >= this.#maxQueue) {
       this.#rejected++
       const error = new BulkheadRejectedError(this.#active, this.#queued)
-      if (this.#events.has('reject')) this.#events.emit('reject', { error })
+      if (this.#events.has('rejected')) this.#events.emit('rejected', { error })
       return Promise.reject(error)
     }
     const signal = context.signal
@@ -131,16 +135,26 @@ export class BulkheadPolicy implements Policy {
     }
   }
 
-  /** Subscribes to an event. */
-  on<K extends keyof BulkheadEvents>(event: K, listener: Listener<BulkheadEvents[K]>): this {
-    this.#events.on(event, listener)
-    return this
+  /**
+   * Adds a listener; a listener that throws does not break the call (its error is rethrown
+   * in a microtask).
+   * @returns A function that removes the listener.
+   */
+  on<K extends keyof BulkheadEvents>(event: K, listener: Listener<BulkheadEvents[K]>): Unsubscribe {
+    return this.#events.on(event, listener)
   }
 
-  /** Unsubscribes from an event. */
-  off<K extends keyof BulkheadEvents>(event: K, listener: Listener<BulkheadEvents[K]>): this {
+  /** Adds a listener called at most once; returns a function that removes it. */
+  once<K extends keyof BulkheadEvents>(
+    event: K,
+    listener: Listener<BulkheadEvents[K]>,
+  ): Unsubscribe {
+    return this.#events.once(event, listener)
+  }
+
+  /** Removes a listener. */
+  off<K extends keyof BulkheadEvents>(event: K, listener: Listener<BulkheadEvents[K]>): void {
     this.#events.off(event, listener)
-    return this
   }
 
   #start<T>(fn: Operation<T>, context: ExecutionContext): Promise<T> {
@@ -201,6 +215,5 @@ export class BulkheadPolicy implements Policy {
  * ```
  */
 export function bulkhead(options: BulkheadOptions): BulkheadPolicy {
-  object('options', options)
   return new BulkheadPolicy(options)
 }

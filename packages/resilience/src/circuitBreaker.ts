@@ -1,26 +1,17 @@
+import { type Duration, Emitter, type Listener, merge, type Unsubscribe } from '@ballast/shared'
 import OpossumBreaker from 'opossum'
 import { BreakerOpenError, ResilienceClosedError, ResilienceError, TimeoutError } from './errors.js'
 import { BreakerWindow, type WindowSpec } from './internal/breakerWindow.js'
 import { RUN, rootContext } from './internal/context.js'
-import { Emitter, type Listener } from './internal/emitter.js'
-import {
-  boolean,
-  duration,
-  invalid,
-  merge,
-  nonEmptyString,
-  nonNegativeInteger,
-  optionalFunction,
-  positiveInteger,
-} from './internal/validate.js'
+import { check } from './internal/validate.js'
 import type { ExecutionContext, Operation, Policy } from './policy.js'
 
 /** The breaker trips on the failure rate over a rolling time span. */
 export interface TimeWindow {
-  /** Trip on the calls of the last `duration` milliseconds. */
+  /** Trip on the calls of the last `duration`. */
   type: 'time'
-  /** Length of the window in milliseconds. */
-  duration: number
+  /** Length of the window: milliseconds, or a string such as `'10s'`. */
+  duration: Duration
   /**
    * Slices the window is counted in; old slices drop out as time passes.
    * @default 10
@@ -63,10 +54,11 @@ export interface CircuitBreakerOptions<A extends unknown[] = [], R = never> {
    */
   volumeThreshold?: number
   /**
-   * How long the breaker stays open, in milliseconds, before it lets probes through.
+   * How long the breaker stays open before it lets probes through: milliseconds, or a string
+   * such as `'10s'`.
    * @default 10000
    */
-  resetTimeout?: number
+  resetTimeout?: Duration
   /**
    * How many probe calls the half-open breaker lets through; it closes when all of them
    * succeed and opens again on the first failure. Calls beyond them are refused.
@@ -74,12 +66,13 @@ export interface CircuitBreakerOptions<A extends unknown[] = [], R = never> {
    */
   halfOpenProbes?: number
   /**
-   * A time limit per call in milliseconds (a timeout counts as a failure), or `false`. For
+   * A time limit per call (a timeout counts as a failure): milliseconds, or a string such as
+   * `'2s'`; or `false` for none. For
    * cancellation through an `AbortSignal`, put a {@link timeout} policy inside the breaker in
    * a {@link pipeline} instead.
    * @default false
    */
-  timeout?: number | false
+  timeout?: Duration | false
   /**
    * Errors for which this returns `true` do not count as failures (a 404, a validation
    * error): the breaker counts the call as a success, the error still goes to the caller and
@@ -107,76 +100,101 @@ export interface CircuitBreakerOptions<A extends unknown[] = [], R = never> {
   latencySamples?: number
 }
 
-/** Defaults of {@link CircuitBreakerOptions}, in one place. */
+/** The default window: the calls of the last 10 seconds, counted in 10 slices. */
+const DEFAULT_TIME_WINDOW: Readonly<Required<TimeWindow>> = Object.freeze({
+  type: 'time',
+  duration: 10_000,
+  buckets: 10,
+})
+
+/** Defaults of {@link CircuitBreakerOptions}, in one place (frozen). */
 export const DEFAULT_CIRCUIT_BREAKER_OPTIONS: Readonly<
   Required<Omit<CircuitBreakerOptions, 'name' | 'errorFilter' | 'fallback'>>
 > = Object.freeze({
-  window: Object.freeze({ type: 'time', duration: 10_000, buckets: 10 }) as TimeWindow,
+  window: DEFAULT_TIME_WINDOW as TimeWindow | CountWindow,
   errorThresholdPercentage: 50,
   volumeThreshold: 10,
   resetTimeout: 10_000,
   halfOpenProbes: 1,
-  timeout: false as number | false,
+  timeout: false as Duration | false,
   rollingPercentiles: false,
   latencySamples: 1024,
 })
 
-/** Events of a {@link CircuitBreaker}. */
+/** Events of a {@link CircuitBreaker}, by name. */
 export interface CircuitBreakerEvents {
-  /** The breaker opened; calls are refused for `resetTimeout` milliseconds. */
-  open: {
-    /** The breaker's name. */
-    name: string
-    /** Calls in the window when it opened. */
-    calls: number
-    /** Failures in the window when it opened. */
-    failures: number
-  }
+  /** The breaker opened; calls are refused for `resetTimeout`. */
+  opened: BreakerOpenedEvent
   /** The open time passed; probes are let through. */
-  halfOpen: {
-    /** The breaker's name. */
-    name: string
-  }
+  'half-opened': BreakerStateEvent
   /** The breaker closed: probes succeeded, or it was reset. */
-  close: {
-    /** The breaker's name. */
-    name: string
-  }
+  closed: BreakerStateEvent
   /** A call succeeded (or failed with an error the `errorFilter` excused). Subscribing costs a little per call. */
-  success: {
-    /** The breaker's name. */
-    name: string
-    /** How long the call took, in milliseconds. */
-    latencyMs: number
-  }
+  succeeded: BreakerSucceededEvent
   /** A call failed and counted against the breaker. */
-  failure: {
-    /** The breaker's name. */
-    name: string
-    /** The call's error. */
-    error: unknown
-  }
+  failed: BreakerFailedEvent
   /** A call was refused because the breaker is open. */
-  reject: {
-    /** The breaker's name. */
-    name: string
-    /** The refusal the caller got (or the fallback answered). */
-    error: BreakerOpenError
-  }
+  rejected: BreakerRejectedEvent
   /** A call ran past the breaker's own `timeout`. */
-  timeout: {
-    /** The breaker's name. */
-    name: string
-    /** The timeout error. */
-    error: TimeoutError
-  }
+  'timed-out': BreakerTimedOutEvent
   /** The fallback answered a failed or refused call. */
-  fallback: {
-    /** The breaker's name. */
-    name: string
-    /** The error the fallback answered. */
-    error: unknown
-  }
+  'fell-back': BreakerFellBackEvent
+}
+
+/** Payload of `opened`. */
+export interface BreakerOpenedEvent {
+  /** The breaker's name. */
+  name: string
+  /** Calls in the window when it opened. */
+  calls: number
+  /** Of those, the ones that failed. */
+  failed: number
+}
+
+/** Payload of `half-opened` and `closed`. */
+export interface BreakerStateEvent {
+  /** The breaker's name. */
+  name: string
+}
+
+/** Payload of `succeeded`. */
+export interface BreakerSucceededEvent {
+  /** The breaker's name. */
+  name: string
+  /** How long the call took, in milliseconds. */
+  latencyMs: number
+}
+
+/** Payload of `failed`. */
+export interface BreakerFailedEvent {
+  /** The breaker's name. */
+  name: string
+  /** The call's error. */
+  error: unknown
+}
+
+/** Payload of `rejected`. */
+export interface BreakerRejectedEvent {
+  /** The breaker's name. */
+  name: string
+  /** The refusal the caller got (or the fallback answered). */
+  error: BreakerOpenError
+}
+
+/** Payload of `timed-out`. */
+export interface BreakerTimedOutEvent {
+  /** The breaker's name. */
+  name: string
+  /** The timeout error. */
+  error: TimeoutError
+}
+
+/** Payload of `fell-back`. */
+export interface BreakerFellBackEvent {
+  /** The breaker's name. */
+  name: string
+  /** The error the fallback answered. */
+  error: unknown
 }
 
 /** Calls and failures in a breaker's current window. */
@@ -184,7 +202,7 @@ export interface BreakerWindowCounts {
   /** Calls that completed in the window. */
   calls: number
   /** Of those, the ones that failed. */
-  failures: number
+  failed: number
 }
 
 /** Latency percentiles over recent calls, in milliseconds. */
@@ -207,18 +225,18 @@ export interface CircuitBreakerStats {
   state: BreakerState
   /** Calls started since creation (refused ones excluded). */
   calls: number
-  /** Calls that succeeded since creation. */
-  successes: number
+  /** Calls that succeeded since creation (errors the `errorFilter` excused included). */
+  succeeded: number
   /** Calls that failed since creation. */
-  failures: number
+  failed: number
   /** Calls refused while open since creation. */
-  rejects: number
+  rejected: number
   /** Calls that timed out since creation. */
-  timeouts: number
+  timedOut: number
   /** Calls the fallback answered since creation. */
-  fallbacks: number
-  /** How many times the breaker opened. */
-  opens: number
+  fellBack: number
+  /** How many times the breaker opened since creation. */
+  opened: number
   /** Calls and failures in the current window. */
   window: BreakerWindowCounts
   /** Latency percentiles in milliseconds, when `rollingPercentiles` is on. */
@@ -246,6 +264,7 @@ export class CircuitBreaker<A extends unknown[] = [], R = never> implements Poli
   readonly #errorFilter: ((error: unknown, ...args: A) => boolean) | undefined
   readonly #fallback: ((error: unknown, ...args: A) => R | PromiseLike<R>) | undefined
   readonly #probes: number
+  /** The per-call time limit in milliseconds, or `false`. */
   readonly #timeout: number | false
   #state: BreakerState = 'closed'
   #probesStarted = 0
@@ -261,23 +280,24 @@ export class CircuitBreaker<A extends unknown[] = [], R = never> implements Poli
       DEFAULT_CIRCUIT_BREAKER_OPTIONS,
       options,
     ) as typeof DEFAULT_CIRCUIT_BREAKER_OPTIONS & CircuitBreakerOptions<A, R>
-    if (fn !== undefined && typeof fn !== 'function') invalid('fn', 'a function', fn)
+    if (fn !== undefined) check.func('fn', fn)
     this.#name =
-      o.name === undefined ? fn?.name || `breaker-${++unnamed}` : nonEmptyString('name', o.name)
+      o.name === undefined ? fn?.name || `breaker-${++unnamed}` : check.string('name', o.name)
     const spec = validateWindow(o.window)
     const threshold = o.errorThresholdPercentage
     if (typeof threshold !== 'number' || !(threshold >= 0 && threshold < 100)) {
-      invalid('errorThresholdPercentage', 'a number >= 0 and < 100', threshold)
+      check.invalid('errorThresholdPercentage', 'a number >= 0 and < 100', threshold)
     }
-    const volume = nonNegativeInteger('volumeThreshold', o.volumeThreshold)
-    const reset = duration('resetTimeout', o.resetTimeout)
-    this.#probes = positiveInteger('halfOpenProbes', o.halfOpenProbes)
-    if (o.timeout !== false) duration('timeout', o.timeout)
-    this.#timeout = o.timeout
-    boolean('rollingPercentiles', o.rollingPercentiles)
-    const samples = positiveInteger('latencySamples', o.latencySamples)
-    this.#errorFilter = optionalFunction('errorFilter', o.errorFilter)
-    this.#fallback = optionalFunction('fallback', o.fallback)
+    const volume = check.nonNegativeInteger('volumeThreshold', o.volumeThreshold)
+    const reset = check.duration('resetTimeout', o.resetTimeout, { positive: true })
+    this.#probes = check.positiveInteger('halfOpenProbes', o.halfOpenProbes)
+    this.#timeout =
+      o.timeout === false ? false : check.duration('timeout', o.timeout, { positive: true })
+    check.boolean('rollingPercentiles', o.rollingPercentiles)
+    const samples = check.positiveInteger('latencySamples', o.latencySamples)
+    this.#errorFilter =
+      o.errorFilter === undefined ? undefined : check.func('errorFilter', o.errorFilter)
+    this.#fallback = o.fallback === undefined ? undefined : check.func('fallback', o.fallback)
     this.#fn = fn
 
     this.#window = new BreakerWindow(spec, o.rollingPercentiles ? samples : 0)
@@ -314,20 +334,20 @@ export class CircuitBreaker<A extends unknown[] = [], R = never> implements Poli
     }
     this.#cb.on('open', () => {
       this.#state = 'open'
-      if (this.#events.has('open')) {
+      if (this.#events.has('opened')) {
         const w = this.#window.windowCounts()
-        this.#events.emit('open', { name: this.#name, calls: w.calls, failures: w.failures })
+        this.#events.emit('opened', { name: this.#name, calls: w.calls, failed: w.failures })
       }
     })
     this.#cb.on('halfOpen', () => {
       this.#state = 'halfOpen'
       this.#probesStarted = 0
       this.#probesSucceeded = 0
-      this.#events.emit('halfOpen', { name: this.#name })
+      this.#events.emit('half-opened', { name: this.#name })
     })
     this.#cb.on('close', () => {
       this.#state = 'closed'
-      this.#events.emit('close', { name: this.#name })
+      this.#events.emit('closed', { name: this.#name })
     })
   }
 
@@ -385,40 +405,50 @@ export class CircuitBreaker<A extends unknown[] = [], R = never> implements Poli
   /** Counters, the window and the state. */
   stats(): CircuitBreakerStats {
     const w = this.#window
+    const inWindow = w.windowCounts()
     return {
       name: this.#name,
       state: this.#state,
       calls: w.fires,
-      successes: w.successes,
-      failures: w.failures,
-      rejects: w.rejects,
-      timeouts: w.timeouts,
-      fallbacks: w.fallbacks,
-      opens: w.opens,
-      window: w.windowCounts(),
+      succeeded: w.successes,
+      failed: w.failures,
+      rejected: w.rejects,
+      timedOut: w.timeouts,
+      fellBack: w.fallbacks,
+      opened: w.opens,
+      window: { calls: inWindow.calls, failed: inWindow.failures },
       latency: w.latency(),
     }
   }
 
-  /** Subscribes to an event. */
+  /**
+   * Adds a listener. A listener that throws does not break the call that emitted: its error
+   * is rethrown in a microtask.
+   * @returns A function that removes the listener.
+   */
   on<K extends keyof CircuitBreakerEvents>(
     event: K,
     listener: Listener<CircuitBreakerEvents[K]>,
-  ): this {
-    this.#events.on(event, listener)
-    if (event === 'success') this.#listenSuccess()
-    if (event === 'failure') this.#listenFailure()
-    if (event === 'timeout') this.#listenTimeout()
-    return this
+  ): Unsubscribe {
+    this.#listenFor(event)
+    return this.#events.on(event, listener)
   }
 
-  /** Unsubscribes from an event. */
+  /** Adds a listener called at most once; returns a function that removes it. */
+  once<K extends keyof CircuitBreakerEvents>(
+    event: K,
+    listener: Listener<CircuitBreakerEvents[K]>,
+  ): Unsubscribe {
+    this.#listenFor(event)
+    return this.#events.once(event, listener)
+  }
+
+  /** Removes a listener. */
   off<K extends keyof CircuitBreakerEvents>(
     event: K,
     listener: Listener<CircuitBreakerEvents[K]>,
-  ): this {
+  ): void {
     this.#events.off(event, listener)
-    return this
   }
 
   /** Stops the breaker: clears its timer and listeners; later calls reject with {@link ResilienceClosedError}. */
@@ -427,7 +457,13 @@ export class CircuitBreaker<A extends unknown[] = [], R = never> implements Poli
     this.#shutdown = true
     this.#state = 'open'
     this.#cb.shutdown()
-    this.#events.clear()
+    this.#events.removeAllListeners()
+  }
+
+  #listenFor(event: keyof CircuitBreakerEvents): void {
+    if (event === 'succeeded') this.#listenSuccess()
+    else if (event === 'failed') this.#listenFailure()
+    else if (event === 'timed-out') this.#listenTimeout()
   }
 
   #successListening = false
@@ -436,8 +472,8 @@ export class CircuitBreaker<A extends unknown[] = [], R = never> implements Poli
     if (this.#successListening) return
     this.#successListening = true
     this.#cb.on('success', (_result: unknown, latency: number) => {
-      if (this.#events.has('success')) {
-        this.#events.emit('success', { name: this.#name, latencyMs: latency })
+      if (this.#events.has('succeeded')) {
+        this.#events.emit('succeeded', { name: this.#name, latencyMs: latency })
       }
     })
   }
@@ -448,9 +484,9 @@ export class CircuitBreaker<A extends unknown[] = [], R = never> implements Poli
     if (this.#failureListening) return
     this.#failureListening = true
     this.#cb.on('failure', (raw: unknown) => {
-      if (!this.#events.has('failure')) return
+      if (!this.#events.has('failed')) return
       const error = this.#translate(raw)
-      this.#events.emit('failure', { name: this.#name, error })
+      this.#events.emit('failed', { name: this.#name, error })
     })
   }
 
@@ -460,7 +496,7 @@ export class CircuitBreaker<A extends unknown[] = [], R = never> implements Poli
     this.#timeoutListening = true
     this.#cb.on('timeout', (raw: unknown) => {
       const error = this.#translate(raw)
-      if (error instanceof TimeoutError) this.#events.emit('timeout', { name: this.#name, error })
+      if (error instanceof TimeoutError) this.#events.emit('timed-out', { name: this.#name, error })
     })
   }
 
@@ -484,14 +520,14 @@ export class CircuitBreaker<A extends unknown[] = [], R = never> implements Poli
     const fallback = this.#fallback
     if (fallback === undefined) throw error
     this.#window.fallbacks++
-    if (this.#events.has('fallback')) this.#events.emit('fallback', { name: this.#name, error })
+    if (this.#events.has('fell-back')) this.#events.emit('fell-back', { name: this.#name, error })
     return b === FIRE ? fallback(error, ...(a as A)) : fallback(error, ...([] as unknown as A))
   }
 
   #refuse(a: unknown, b: unknown): Promise<unknown> {
     this.#window.rejects++
     const error = new BreakerOpenError(this.#name)
-    if (this.#events.has('reject')) this.#events.emit('reject', { name: this.#name, error })
+    if (this.#events.has('rejected')) this.#events.emit('rejected', { name: this.#name, error })
     try {
       return Promise.resolve(this.#answer(error, a, b))
     } catch (e) {
@@ -545,10 +581,10 @@ export class CircuitBreaker<A extends unknown[] = [], R = never> implements Poli
       this.#window.increment('failures', Date.now() - started)
       if (error instanceof TimeoutError) {
         this.#window.timeouts++
-        this.#events.emit('timeout', { name: this.#name, error })
+        this.#events.emit('timed-out', { name: this.#name, error })
       }
       if (this.#state === 'halfOpen') this.#cb.open()
-      if (this.#events.has('failure')) this.#events.emit('failure', { name: this.#name, error })
+      if (this.#events.has('failed')) this.#events.emit('failed', { name: this.#name, error })
       return this.#answer(error, a, b)
     } finally {
       if (timer !== undefined) clearTimeout(timer)
@@ -570,16 +606,20 @@ function settle(result: unknown): Promise<unknown> {
 
 function validateWindow(window: unknown): WindowSpec {
   if (typeof window !== 'object' || window === null) {
-    invalid('window', "{ type: 'time', duration } or { type: 'count', size }", window)
+    check.invalid('window', "{ type: 'time', duration } or { type: 'count', size }", window)
   }
   const w = window as Partial<TimeWindow> & Partial<CountWindow>
-  if (w.type === 'count') return { type: 'count', size: positiveInteger('window.size', w.size) }
+  if (w.type === 'count')
+    return { type: 'count', size: check.positiveInteger('window.size', w.size) }
   if (w.type === 'time') {
-    const buckets = positiveInteger('window.buckets', w.buckets ?? 10)
-    const span = duration('window.duration', w.duration)
+    const buckets = check.positiveInteger(
+      'window.buckets',
+      w.buckets ?? DEFAULT_TIME_WINDOW.buckets,
+    )
+    const span = check.duration('window.duration', w.duration, { positive: true })
     return { type: 'time', duration: span, buckets }
   }
-  return invalid('window.type', '"time" or "count"', w.type)
+  return check.invalid('window.type', '"time" or "count"', w.type)
 }
 
 /**
@@ -595,7 +635,7 @@ function validateWindow(window: unknown): WindowSpec {
  *   errorFilter: (error) => (error as { status?: number }).status === 404,
  *   fallback: () => cachedRates,
  * })
- * getRates.on('open', ({ name }) => log.warn(`${name} is open`))
+ * getRates.on('opened', ({ name }) => log.warn(`${name} is open`))
  * const rates = await getRates.fire('EUR')
  * ```
  */

@@ -1,8 +1,8 @@
 import { monitorEventLoopDelay } from 'node:perf_hooks'
+import { type Duration, Emitter, type Listener, merge, type Unsubscribe } from '@ballast/shared'
 import type { CircuitBreaker } from './circuitBreaker.js'
 import { InvalidArgumentError, ResilienceClosedError } from './errors.js'
-import { Emitter, type Listener } from './internal/emitter.js'
-import { duration, invalid, merge, object, oneOf, positiveNumber } from './internal/validate.js'
+import { check, checkArgument } from './internal/validate.js'
 
 /** How much of a feature runs: all of it, a cheaper variant, or none. */
 export type FeatureLevel = 'full' | 'degraded' | 'off'
@@ -42,10 +42,10 @@ export interface FeatureOptions {
 export interface OverloadOptions {
   /**
    * Overloaded when the event loop's p99 delay over the last sample interval exceeds this
-   * many milliseconds.
+   * (milliseconds, or a string such as `'200ms'`).
    * @default 200
    */
-  maxEventLoopDelay?: number
+  maxEventLoopDelay?: Duration
   /**
    * Overloaded when more than this many requests are in flight (counted with
    * {@link Degrader.begin} or {@link Degrader.track}).
@@ -53,10 +53,11 @@ export interface OverloadOptions {
    */
   maxInFlight?: number
   /**
-   * How often pressure is sampled and one shedding step taken or undone, in milliseconds.
+   * How often pressure is sampled and one shedding step taken or undone (milliseconds, or a
+   * string such as `'500ms'`).
    * @default 500
    */
-  interval?: number
+  interval?: Duration
   /**
    * Hysteresis: a shed step is undone only when pressure falls below this fraction of the
    * limits, so levels do not flap.
@@ -76,7 +77,15 @@ export interface DegraderOptions<F extends string = string> {
   overload?: OverloadOptions | false
 }
 
-/** Defaults of {@link OverloadOptions}. */
+/** Defaults of {@link FeatureOptions} (frozen; `priority` has none and must be given). */
+export const DEFAULT_FEATURE_OPTIONS: Readonly<Required<Omit<FeatureOptions, 'priority'>>> =
+  Object.freeze({
+    minLevel: 'off' as FeatureLevel,
+    breakers: Object.freeze([]) as readonly CircuitBreaker<any, any>[],
+    breakerLevel: 'off' as 'degraded' | 'off',
+  })
+
+/** Defaults of {@link OverloadOptions} (frozen). */
 export const DEFAULT_OVERLOAD_OPTIONS: Readonly<Required<OverloadOptions>> = Object.freeze({
   maxEventLoopDelay: 200,
   maxInFlight: Number.POSITIVE_INFINITY,
@@ -87,30 +96,36 @@ export const DEFAULT_OVERLOAD_OPTIONS: Readonly<Required<OverloadOptions>> = Obj
 /** Why a feature changed level. */
 export type ChangeReason = 'overload' | 'recovered' | 'breaker' | 'override'
 
-/** Events of a {@link Degrader}. */
+/** Events of a {@link Degrader}, by name. */
 export interface DegraderEvents<F extends string = string> {
   /** A feature's effective level changed. */
-  change: {
-    /** The feature. */
-    feature: F
-    /** Its level before. */
-    from: FeatureLevel
-    /** Its level now. */
-    to: FeatureLevel
-    /** What moved it. */
-    reason: ChangeReason
-  }
+  'level-changed': LevelChangedEvent<F>
   /** A sample of pressure was taken (every `interval`). */
-  sample: {
-    /** Event-loop p99 delay over the last interval, in milliseconds. */
-    eventLoopDelayMs: number
-    /** Requests in flight. */
-    inFlight: number
-    /** The highest of delay / maxEventLoopDelay and inFlight / maxInFlight; above 1 is overload. */
-    pressure: number
-    /** Shedding steps in force after this sample. */
-    shedSteps: number
-  }
+  sampled: PressureSampledEvent
+}
+
+/** Payload of `level-changed`. */
+export interface LevelChangedEvent<F extends string = string> {
+  /** The feature. */
+  feature: F
+  /** Its level before. */
+  from: FeatureLevel
+  /** Its level now. */
+  to: FeatureLevel
+  /** What moved it. */
+  reason: ChangeReason
+}
+
+/** Payload of `sampled`. */
+export interface PressureSampledEvent {
+  /** Event-loop p99 delay over the last interval, in milliseconds. */
+  eventLoopDelayMs: number
+  /** Requests in flight. */
+  inFlight: number
+  /** The highest of delay / maxEventLoopDelay and inFlight / maxInFlight; above 1 is overload. */
+  pressure: number
+  /** Shedding steps in force after this sample. */
+  shedSteps: number
 }
 
 /** One feature in {@link DegraderStats}. */
@@ -137,6 +152,14 @@ export interface DegraderStats<F extends string = string> {
   inFlight: number
 }
 
+/** {@link OverloadOptions} validated, durations in milliseconds. */
+interface ResolvedOverload {
+  readonly maxEventLoopDelay: number
+  readonly maxInFlight: number
+  readonly interval: number
+  readonly recoverBelow: number
+}
+
 interface Feature {
   name: string
   priority: number
@@ -159,7 +182,7 @@ export class Degrader<F extends string = string> {
   readonly #features = new Map<string, Feature>()
   readonly #steps: { feature: Feature; level: FeatureLevel }[] = []
   readonly #events = new Emitter<DegraderEvents<F>>()
-  readonly #overload: Readonly<Required<OverloadOptions>> | undefined
+  readonly #overload: ResolvedOverload | undefined
   readonly #histogram: EventLoopHistogram | undefined
   readonly #timer: NodeJS.Timeout | undefined
   readonly #unsubscribe: (() => void)[] = []
@@ -170,24 +193,22 @@ export class Degrader<F extends string = string> {
 
   /** Use {@link createDegrader}. */
   constructor(options: DegraderOptions<F>) {
-    object('options', options)
-    const features = object('features', options.features)
+    check.object('options', options)
+    const features = check.object('features', options.features)
     const names = Object.keys(features)
-    if (names.length === 0) invalid('features', 'at least one feature', features)
+    if (names.length === 0) check.invalid('features', 'at least one feature', features)
     for (const name of names) {
-      const f = object(`features.${name}`, features[name])
-      const priority = f.priority
-      if (typeof priority !== 'number' || !Number.isFinite(priority)) {
-        invalid(`features.${name}.priority`, 'a finite number', priority)
-      }
-      const minLevel = oneOf(`features.${name}.minLevel`, f.minLevel ?? 'off', LEVELS)
-      const breakerLevel = oneOf(`features.${name}.breakerLevel`, f.breakerLevel ?? 'off', [
+      check.object(`features.${name}`, features[name])
+      const f = merge(DEFAULT_FEATURE_OPTIONS, features[name] as FeatureOptions)
+      const priority = check.number(`features.${name}.priority`, f.priority)
+      const minLevel = check.oneOf(`features.${name}.minLevel`, f.minLevel, LEVELS)
+      const breakerLevel = check.oneOf(`features.${name}.breakerLevel`, f.breakerLevel, [
         'degraded',
         'off',
       ] as const)
-      const breakers = f.breakers ?? []
+      const breakers = f.breakers
       if (!Array.isArray(breakers))
-        invalid(`features.${name}.breakers`, 'an array of circuit breakers', breakers)
+        check.invalid(`features.${name}.breakers`, 'an array of circuit breakers', breakers)
       const feature: Feature = {
         name,
         priority,
@@ -201,9 +222,8 @@ export class Degrader<F extends string = string> {
       this.#features.set(name, feature)
       for (const breaker of feature.breakers) {
         const update = () => this.#update(feature, 'breaker')
-        for (const event of ['open', 'halfOpen', 'close'] as const) {
-          breaker.on(event, update)
-          this.#unsubscribe.push(() => breaker.off(event, update))
+        for (const event of ['opened', 'half-opened', 'closed'] as const) {
+          this.#unsubscribe.push(breaker.on(event, update))
         }
       }
     }
@@ -216,22 +236,27 @@ export class Degrader<F extends string = string> {
     for (const feature of this.#features.values()) feature.level = this.#effective(feature)
 
     if (options.overload !== false) {
-      const o = merge(DEFAULT_OVERLOAD_OPTIONS, options.overload ?? {})
-      positiveNumber(
-        'overload.maxEventLoopDelay',
-        o.maxEventLoopDelay,
-        'a positive number of milliseconds',
-      )
-      if (o.maxInFlight !== Number.POSITIVE_INFINITY)
-        positiveNumber('overload.maxInFlight', o.maxInFlight)
-      duration('overload.interval', o.interval)
-      if (typeof o.recoverBelow !== 'number' || !(o.recoverBelow > 0 && o.recoverBelow <= 1)) {
-        invalid('overload.recoverBelow', 'a number > 0 and <= 1', o.recoverBelow)
+      if (options.overload !== undefined) check.object('overload', options.overload)
+      const o = merge(DEFAULT_OVERLOAD_OPTIONS, options.overload)
+      const maxInFlight = o.maxInFlight
+      if (maxInFlight !== Number.POSITIVE_INFINITY) {
+        check.positiveNumber('overload.maxInFlight', maxInFlight)
       }
-      this.#overload = Object.freeze(o)
+      if (typeof o.recoverBelow !== 'number' || !(o.recoverBelow > 0 && o.recoverBelow <= 1)) {
+        check.invalid('overload.recoverBelow', 'a number > 0 and <= 1', o.recoverBelow)
+      }
+      const overload: ResolvedOverload = Object.freeze({
+        maxEventLoopDelay: check.duration('overload.maxEventLoopDelay', o.maxEventLoopDelay, {
+          positive: true,
+        }),
+        maxInFlight,
+        interval: check.duration('overload.interval', o.interval, { positive: true }),
+        recoverBelow: o.recoverBelow,
+      })
+      this.#overload = overload
       this.#histogram = monitorEventLoopDelay({ resolution: 10 })
       this.#histogram.enable()
-      this.#timer = setInterval(() => this.evaluate(), o.interval)
+      this.#timer = setInterval(() => this.evaluate(), overload.interval)
       this.#timer.unref()
     }
   }
@@ -250,7 +275,7 @@ export class Degrader<F extends string = string> {
   override(feature: F, level: FeatureLevel): void {
     if (this.#closed) throw new ResilienceClosedError('degrader', 'override')
     const f = this.#get(feature)
-    f.override = oneOf('level', level, LEVELS)
+    f.override = checkArgument.oneOf('level', level, LEVELS)
     this.#update(f, 'override')
   }
 
@@ -307,8 +332,8 @@ export class Degrader<F extends string = string> {
       step.feature.shedLevel = step.level === 'off' ? 'degraded' : 'full'
       this.#update(step.feature, 'recovered')
     }
-    if (this.#events.has('sample')) {
-      this.#events.emit('sample', {
+    if (this.#events.has('sampled')) {
+      this.#events.emit('sampled', {
         eventLoopDelayMs: this.#eventLoopDelay,
         inFlight: this.#inFlight,
         pressure,
@@ -336,16 +361,32 @@ export class Degrader<F extends string = string> {
     }
   }
 
-  /** Subscribes to an event. */
-  on<K extends keyof DegraderEvents<F>>(event: K, listener: Listener<DegraderEvents<F>[K]>): this {
-    this.#events.on(event, listener)
-    return this
+  /**
+   * Adds a listener; a listener that throws does not break the degrader (its error is
+   * rethrown in a microtask).
+   * @returns A function that removes the listener.
+   */
+  on<K extends keyof DegraderEvents<F> & string>(
+    event: K,
+    listener: Listener<DegraderEvents<F>[K]>,
+  ): Unsubscribe {
+    return this.#events.on(event, listener)
   }
 
-  /** Unsubscribes from an event. */
-  off<K extends keyof DegraderEvents<F>>(event: K, listener: Listener<DegraderEvents<F>[K]>): this {
+  /** Adds a listener called at most once; returns a function that removes it. */
+  once<K extends keyof DegraderEvents<F> & string>(
+    event: K,
+    listener: Listener<DegraderEvents<F>[K]>,
+  ): Unsubscribe {
+    return this.#events.once(event, listener)
+  }
+
+  /** Removes a listener. */
+  off<K extends keyof DegraderEvents<F> & string>(
+    event: K,
+    listener: Listener<DegraderEvents<F>[K]>,
+  ): void {
     this.#events.off(event, listener)
-    return this
   }
 
   /**
@@ -359,7 +400,7 @@ export class Degrader<F extends string = string> {
     if (this.#timer !== undefined) clearInterval(this.#timer)
     this.#histogram?.disable()
     for (const off of this.#unsubscribe) off()
-    this.#events.clear()
+    this.#events.removeAllListeners()
   }
 
   #get(name: string): Feature {
@@ -389,7 +430,7 @@ export class Degrader<F extends string = string> {
     const to = this.#effective(f)
     if (from === to) return
     f.level = to
-    this.#events.emit('change', { feature: f.name as F, from, to, reason })
+    this.#events.emit('level-changed', { feature: f.name as F, from, to, reason })
   }
 }
 

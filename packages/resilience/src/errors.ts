@@ -91,7 +91,7 @@ export class BulkheadRejectedError extends ResilienceError {
 
   constructor(active: number, queued: number, options: ResilienceErrorOptions = {}) {
     super(
-      'E_RESILIENCE_BULKHEAD_FULL',
+      'E_RESILIENCE_BULKHEAD_REJECTED',
       `bulkhead is full (${active} running, ${queued} queued)`,
       options,
     )
@@ -134,9 +134,9 @@ export class RateLimitedError extends ResilienceError {
 }
 
 /** An idempotency key is required but missing, or is malformed (HTTP 400). */
-export class IdempotencyKeyError extends ResilienceError {
-  /** The class name, `'IdempotencyKeyError'`. */
-  override name = 'IdempotencyKeyError'
+export class IdempotencyKeyInvalidError extends ResilienceError {
+  /** The class name, `'IdempotencyKeyInvalidError'`. */
+  override name = 'IdempotencyKeyInvalidError'
 
   constructor(message: string, options: ResilienceErrorOptions = {}) {
     super('E_RESILIENCE_IDEMPOTENCY_KEY_INVALID', message, options)
@@ -148,9 +148,9 @@ export class IdempotencyKeyError extends ResilienceError {
  * missing or empty (HTTP 400); nothing ran. Keys are never shared between callers by
  * accident: without a scope one caller could replay or block another's request.
  */
-export class IdempotencyScopeError extends ResilienceError {
-  /** The class name, `'IdempotencyScopeError'`. */
-  override name = 'IdempotencyScopeError'
+export class IdempotencyScopeMissingError extends ResilienceError {
+  /** The class name, `'IdempotencyScopeMissingError'`. */
+  override name = 'IdempotencyScopeMissingError'
 
   constructor(message: string, options: ResilienceErrorOptions = {}) {
     super('E_RESILIENCE_IDEMPOTENCY_SCOPE_MISSING', message, options)
@@ -290,10 +290,10 @@ export const errors = {
   AbortedError,
   /** {@link RateLimitedError} */
   RateLimitedError,
-  /** {@link IdempotencyKeyError} */
-  IdempotencyKeyError,
-  /** {@link IdempotencyScopeError} */
-  IdempotencyScopeError,
+  /** {@link IdempotencyKeyInvalidError} */
+  IdempotencyKeyInvalidError,
+  /** {@link IdempotencyScopeMissingError} */
+  IdempotencyScopeMissingError,
   /** {@link IdempotencyMismatchError} */
   IdempotencyMismatchError,
   /** {@link IdempotencyInFlightError} */

@@ -4,6 +4,7 @@
  *
  * @packageDocumentation
  */
+import { merge } from '@ballast/shared'
 import type { NextFunction, Request, RequestHandler, Response } from 'express'
 import type { HttpIdempotencyDefaults, HttpIdempotencyOptions } from './httpIdempotencyOptions.js'
 import type { Idempotency } from './idempotency.js'
@@ -16,13 +17,13 @@ import {
   settleClaim,
   toStored,
 } from './internal/http.js'
-import { invalid, merge, optionalFunction } from './internal/validate.js'
+import { check } from './internal/validate.js'
 import type { RateLimiter } from './rateLimiter.js'
 
-/** Options of the Express {@link idempotency} middleware. */
+/** Options of the Express {@link expressIdempotency} middleware. */
 export type ExpressIdempotencyOptions = HttpIdempotencyOptions<Request>
 
-/** Defaults of {@link ExpressIdempotencyOptions}. */
+/** Defaults of {@link ExpressIdempotencyOptions} (frozen; `scope` has none and must be given). */
 export const DEFAULT_EXPRESS_IDEMPOTENCY_OPTIONS: HttpIdempotencyDefaults<Request> =
   httpIdempotencyDefaults((req: Request): unknown => [req.method, req.originalUrl, req.body])
 
@@ -46,18 +47,18 @@ function sendProblem(res: Response, p: Problem): void {
  * import express from 'express'
  * import { Redis } from 'ioredis'
  * import { createIdempotency } from '@ballast/resilience'
- * import { idempotency } from '@ballast/resilience/express'
+ * import { expressIdempotency } from '@ballast/resilience/express'
  *
  * const store = createIdempotency({ redis: new Redis() })
  * const app = express().use(express.json())
  * // scope: whose key it is, as your authentication middleware (run before) established it
- * const idempotent = idempotency(store, { scope: (req) => req.user?.id })
+ * const idempotent = expressIdempotency(store, { scope: (req) => req.user?.id })
  * app.post('/payments', authenticate, idempotent, async (req, res) => {
  *   res.status(201).json(await payments.charge(req.body))
  * })
  * ```
  */
-export function idempotency(
+export function expressIdempotency(
   store: Idempotency,
   options: ExpressIdempotencyOptions = {},
 ): RequestHandler {
@@ -147,7 +148,7 @@ export function idempotency(
   }
 }
 
-/** Options of the Express {@link rateLimit} middleware. */
+/** Options of the Express {@link expressRateLimit} middleware. */
 export interface ExpressRateLimitOptions {
   /**
    * The key a request counts against.
@@ -161,7 +162,7 @@ export interface ExpressRateLimitOptions {
   cost?: number | ((req: Request) => number)
 }
 
-/** Defaults of {@link ExpressRateLimitOptions}. */
+/** Defaults of {@link ExpressRateLimitOptions} (frozen). */
 export const DEFAULT_EXPRESS_RATE_LIMIT_OPTIONS: Readonly<Required<ExpressRateLimitOptions>> =
   Object.freeze({
     key: (req: Request): string => req.ip ?? 'unknown',
@@ -175,21 +176,22 @@ export const DEFAULT_EXPRESS_RATE_LIMIT_OPTIONS: Readonly<Required<ExpressRateLi
  * @example
  * ```ts
  * import { createRateLimiter } from '@ballast/resilience'
- * import { rateLimit } from '@ballast/resilience/express'
+ * import { expressRateLimit } from '@ballast/resilience/express'
  *
- * const logins = createRateLimiter({ redis, prefix: 'rl:login:', limit: 5, interval: 60_000 })
- * app.post('/login', rateLimit(logins, { key: (req) => String(req.body.email) }), login)
+ * const logins = createRateLimiter({ redis, prefix: 'rl:login:', limit: 5, interval: '1m' })
+ * app.post('/login', expressRateLimit(logins, { key: (req) => String(req.body.email) }), login)
  * ```
  */
-export function rateLimit(
+export function expressRateLimit(
   limiter: RateLimiter,
   options: ExpressRateLimitOptions = {},
 ): RequestHandler {
+  check.object('options', options)
   const o = merge(DEFAULT_EXPRESS_RATE_LIMIT_OPTIONS, options)
-  const keyOf = optionalFunction<(req: Request) => string>('key', o.key) as (req: Request) => string
+  const keyOf = check.func<(req: Request) => string>('key', o.key)
   const cost = o.cost
   if (typeof cost !== 'function' && (typeof cost !== 'number' || !(cost > 0)))
-    invalid('cost', 'a positive number or a function', cost)
+    check.invalid('cost', 'a positive number or a function', cost)
   return (req, res, next) => {
     limiter.take(keyOf(req), typeof cost === 'function' ? cost(req) : cost).then(
       (decision) => {

@@ -1,6 +1,6 @@
+import { Emitter, type Listener, merge, type Unsubscribe } from '@ballast/shared'
 import { RUN, rootContext } from './internal/context.js'
-import { Emitter, type Listener } from './internal/emitter.js'
-import { invalid, merge, optionalFunction } from './internal/validate.js'
+import { check } from './internal/validate.js'
 import type { ExecutionContext, Operation, Policy } from './policy.js'
 
 /** Options of {@link fallback}. */
@@ -12,18 +12,21 @@ export interface FallbackOptions {
   when?: (error: unknown) => boolean
 }
 
-/** Defaults of {@link FallbackOptions}. */
+/** Defaults of {@link FallbackOptions} (frozen). */
 export const DEFAULT_FALLBACK_OPTIONS: Readonly<Required<FallbackOptions>> = Object.freeze({
   when: () => true,
 })
 
-/** Events of a {@link FallbackPolicy}. */
+/** Events of a {@link FallbackPolicy}, by name. */
 export interface FallbackEvents {
   /** The work failed and the fallback answered instead. */
-  fallback: {
-    /** The error the fallback answered. */
-    error: unknown
-  }
+  'fell-back': FellBackEvent
+}
+
+/** Payload of `fell-back`. */
+export interface FellBackEvent {
+  /** The error the fallback answered. */
+  error: unknown
 }
 
 /** Counters of a {@link FallbackPolicy} since it was created. */
@@ -31,7 +34,7 @@ export interface FallbackStats {
   /** Calls started. */
   calls: number
   /** Calls the fallback answered. */
-  fallbacks: number
+  fellBack: number
 }
 
 /**
@@ -44,17 +47,17 @@ export class FallbackPolicy<F> implements Policy<F> {
   readonly #when: (error: unknown) => boolean
   readonly #events = new Emitter<FallbackEvents>()
   #calls = 0
-  #fallbacks = 0
+  #fellBack = 0
 
   /** Use {@link fallback}. */
   constructor(
     handler: (error: unknown, context: ExecutionContext) => F | PromiseLike<F>,
     options: FallbackOptions = {},
   ) {
-    if (typeof handler !== 'function') invalid('handler', 'a function', handler)
+    check.func('handler', handler)
     const o = merge(DEFAULT_FALLBACK_OPTIONS, options)
     this.#handler = handler
-    this.#when = optionalFunction<(error: unknown) => boolean>('when', o.when) ?? (() => true)
+    this.#when = check.func<(error: unknown) => boolean>('when', o.when)
   }
 
   /** Runs `fn`; if it fails with an error `when` accepts, resolves with the fallback instead. */
@@ -76,25 +79,35 @@ export class FallbackPolicy<F> implements Policy<F> {
 
   /** Counters since creation. */
   stats(): FallbackStats {
-    return { calls: this.#calls, fallbacks: this.#fallbacks }
+    return { calls: this.#calls, fellBack: this.#fellBack }
   }
 
-  /** Subscribes to an event. */
-  on<K extends keyof FallbackEvents>(event: K, listener: Listener<FallbackEvents[K]>): this {
-    this.#events.on(event, listener)
-    return this
+  /**
+   * Adds a listener; a listener that throws does not break the call (its error is rethrown
+   * in a microtask).
+   * @returns A function that removes the listener.
+   */
+  on<K extends keyof FallbackEvents>(event: K, listener: Listener<FallbackEvents[K]>): Unsubscribe {
+    return this.#events.on(event, listener)
   }
 
-  /** Unsubscribes from an event. */
-  off<K extends keyof FallbackEvents>(event: K, listener: Listener<FallbackEvents[K]>): this {
+  /** Adds a listener called at most once; returns a function that removes it. */
+  once<K extends keyof FallbackEvents>(
+    event: K,
+    listener: Listener<FallbackEvents[K]>,
+  ): Unsubscribe {
+    return this.#events.once(event, listener)
+  }
+
+  /** Removes a listener. */
+  off<K extends keyof FallbackEvents>(event: K, listener: Listener<FallbackEvents[K]>): void {
     this.#events.off(event, listener)
-    return this
   }
 
   #answer(error: unknown, context: ExecutionContext): Promise<F> {
     if (!this.#when(error)) return Promise.reject(error)
-    this.#fallbacks++
-    if (this.#events.has('fallback')) this.#events.emit('fallback', { error })
+    this.#fellBack++
+    if (this.#events.has('fell-back')) this.#events.emit('fell-back', { error })
     try {
       return Promise.resolve(this.#handler(error, context))
     } catch (fallbackError) {

@@ -4,6 +4,7 @@
  *
  * @packageDocumentation
  */
+import { merge } from '@ballast/shared'
 import type {
   FastifyInstance,
   FastifyReply,
@@ -24,18 +25,18 @@ import {
   settleClaim,
   toStored,
 } from './internal/http.js'
-import { invalid, merge, optionalFunction } from './internal/validate.js'
+import { check } from './internal/validate.js'
 import type { RateLimiter } from './rateLimiter.js'
 
 /** Options of the Fastify idempotency hooks and plugin. */
 export type FastifyIdempotencyOptions = HttpIdempotencyOptions<FastifyRequest>
 
-/** Defaults of {@link FastifyIdempotencyOptions}. */
+/** Defaults of {@link FastifyIdempotencyOptions} (frozen; `scope` has none and must be given). */
 export const DEFAULT_FASTIFY_IDEMPOTENCY_OPTIONS: HttpIdempotencyDefaults<FastifyRequest> =
   httpIdempotencyDefaults((req: FastifyRequest): unknown => [req.method, req.url, req.body])
 
-/** The hooks that make routes idempotent; spread them into route options or use {@link idempotency}. */
-export interface IdempotencyHooks {
+/** The hooks that make routes idempotent; spread them into route options or use {@link fastifyIdempotency}. */
+export interface FastifyIdempotencyHooks {
   /** Claims the key after the body is parsed; answers 400/409/422/503 or replays. */
   preHandler: preHandlerHookHandler
   /** Stores the response (or releases the key on a 5xx) before it is sent. */
@@ -62,20 +63,20 @@ function sendProblem(reply: FastifyReply, p: Problem): FastifyReply {
  * @example
  * ```ts
  * import Fastify from 'fastify'
- * import { idempotencyHooks } from '@ballast/resilience/fastify'
+ * import { fastifyIdempotencyHooks } from '@ballast/resilience/fastify'
  *
  * const app = Fastify()
  * // scope: whose key it is, as your authentication hook (run before) established it
- * const hooks = idempotencyHooks(store, { scope: (req) => req.user?.id })
+ * const hooks = fastifyIdempotencyHooks(store, { scope: (req) => req.user?.id })
  * app.post('/payments', { ...hooks }, async (req, reply) => {
  *   return reply.code(201).send(await payments.charge(req.body))
  * })
  * ```
  */
-export function idempotencyHooks(
+export function fastifyIdempotencyHooks(
   store: Idempotency,
   options: FastifyIdempotencyOptions = {},
-): IdempotencyHooks {
+): FastifyIdempotencyHooks {
   const { header, replayHeader, required, methods, fingerprint, isTransientStatus, scopeOf } =
     resolveHttpIdempotency(DEFAULT_FASTIFY_IDEMPOTENCY_OPTIONS, options)
   const claims = new WeakMap<FastifyRequest, IdempotencyClaim>()
@@ -139,22 +140,22 @@ export function idempotencyHooks(
 }
 
 /**
- * A Fastify plugin adding the {@link idempotencyHooks} to every route of the scope it is
+ * A Fastify plugin adding the {@link fastifyIdempotencyHooks} to every route of the scope it is
  * registered in (it is not encapsulated, like a `fastify-plugin`).
  *
  * @example
  * ```ts
  * await app.register(async (payments) => {
- *   await payments.register(idempotency(store, { scope: (req) => req.user?.id }))
+ *   await payments.register(fastifyIdempotency(store, { scope: (req) => req.user?.id }))
  *   payments.post('/payments', async (req) => charge(req.body))
  * })
  * ```
  */
-export function idempotency(
+export function fastifyIdempotency(
   store: Idempotency,
   options: FastifyIdempotencyOptions = {},
 ): (instance: FastifyInstance) => Promise<void> {
-  const hooks = idempotencyHooks(store, options)
+  const hooks = fastifyIdempotencyHooks(store, options)
   const plugin = async (instance: FastifyInstance): Promise<void> => {
     instance.addHook('preHandler', hooks.preHandler)
     instance.addHook('onSend', hooks.onSend)
@@ -168,8 +169,8 @@ export function idempotency(
   return plugin
 }
 
-/** Options of the Fastify {@link rateLimitHook}. */
-export interface FastifyRateLimitOptions {
+/** Options of the Fastify {@link fastifyRateLimitHook}. */
+export interface FastifyRateLimitHookOptions {
   /**
    * The key a request counts against.
    * @default req => req.ip
@@ -182,12 +183,13 @@ export interface FastifyRateLimitOptions {
   cost?: number | ((req: FastifyRequest) => number)
 }
 
-/** Defaults of {@link FastifyRateLimitOptions}. */
-export const DEFAULT_FASTIFY_RATE_LIMIT_OPTIONS: Readonly<Required<FastifyRateLimitOptions>> =
-  Object.freeze({
-    key: (req: FastifyRequest): string => req.ip,
-    cost: 1 as number | ((req: FastifyRequest) => number),
-  })
+/** Defaults of {@link FastifyRateLimitHookOptions} (frozen). */
+export const DEFAULT_FASTIFY_RATE_LIMIT_HOOK_OPTIONS: Readonly<
+  Required<FastifyRateLimitHookOptions>
+> = Object.freeze({
+  key: (req: FastifyRequest): string => req.ip,
+  cost: 1 as number | ((req: FastifyRequest) => number),
+})
 
 /**
  * An `onRequest` hook answering HTTP 429 with `Retry-After` (seconds, rounded up) when the
@@ -195,20 +197,21 @@ export const DEFAULT_FASTIFY_RATE_LIMIT_OPTIONS: Readonly<Required<FastifyRateLi
  *
  * @example
  * ```ts
- * import { rateLimitHook } from '@ballast/resilience/fastify'
+ * import { fastifyRateLimitHook } from '@ballast/resilience/fastify'
  *
- * app.post('/login', { onRequest: rateLimitHook(logins, { key: (req) => req.ip }) }, login)
+ * app.post('/login', { onRequest: fastifyRateLimitHook(logins, { key: (req) => req.ip }) }, login)
  * ```
  */
-export function rateLimitHook(
+export function fastifyRateLimitHook(
   limiter: RateLimiter,
-  options: FastifyRateLimitOptions = {},
+  options: FastifyRateLimitHookOptions = {},
 ): onRequestHookHandler {
-  const o = merge(DEFAULT_FASTIFY_RATE_LIMIT_OPTIONS, options)
-  const keyOf = optionalFunction('key', o.key) as (req: FastifyRequest) => string
+  check.object('options', options)
+  const o = merge(DEFAULT_FASTIFY_RATE_LIMIT_HOOK_OPTIONS, options)
+  const keyOf = check.func<(req: FastifyRequest) => string>('key', o.key)
   const cost = o.cost
   if (typeof cost !== 'function' && (typeof cost !== 'number' || !(cost > 0)))
-    invalid('cost', 'a positive number or a function', cost)
+    check.invalid('cost', 'a positive number or a function', cost)
   return async (req, reply) => {
     const decision = await limiter.take(keyOf(req), typeof cost === 'function' ? cost(req) : cost)
     if (decision.allowed) {

@@ -1,28 +1,20 @@
 import { createHash } from 'node:crypto'
+import { type Duration, Emitter, type Listener, merge, type Unsubscribe } from '@ballast/shared'
 import {
   IdempotencyFencedError,
   IdempotencyInFlightError,
-  IdempotencyKeyError,
+  IdempotencyKeyInvalidError,
   IdempotencyMismatchError,
-  IdempotencyScopeError,
+  IdempotencyScopeMissingError,
   IdempotencyUnavailableError,
   IdempotentFailureError,
   ResilienceClosedError,
 } from './errors.js'
 import { NEVER_ABORTED } from './internal/context.js'
-import { Emitter, type Listener } from './internal/emitter.js'
 import { fingerprintOf } from './internal/fingerprint.js'
 import { isRedisLike, type LuaScript, type RedisLike, withTimeout } from './internal/lua.js'
 import { CLAIM_SCRIPT, COMPLETE_SCRIPT, RELEASE_SCRIPT, RENEW_SCRIPT } from './internal/scripts.js'
-import {
-  boolean,
-  duration,
-  invalid,
-  merge,
-  nonEmptyString,
-  nonNegativeNumber,
-  optionalFunction,
-} from './internal/validate.js'
+import { check, checkArgument } from './internal/validate.js'
 
 /** Options of {@link createIdempotency}. */
 export interface IdempotencyOptions {
@@ -37,36 +29,39 @@ export interface IdempotencyOptions {
    */
   prefix?: string
   /**
-   * How long a claim holds the key without renewal, in milliseconds. The holder renews it
-   * every third of that while the work runs; if the holder dies, another caller can reclaim
-   * the key once it runs out.
+   * How long a claim holds the key without renewal (milliseconds, or a string such as
+   * `'30s'`; at least 30 ms). The holder renews it every third of that while the work runs;
+   * if the holder dies, another caller can reclaim the key once it runs out.
    * @default 30000
    */
-  lease?: number
+  lease?: Duration
   /**
-   * How long a completed result (or a permanent failure) is kept and replayed, in milliseconds.
+   * How long a completed result (or a permanent failure) is kept and replayed (milliseconds,
+   * or a string such as `'1d'`; at least the lease).
    * @default 86400000 (24 h)
    */
-  retention?: number
+  retention?: Duration
   /**
    * How long a duplicate that finds the key in flight waits for the holder's result before
-   * giving up with an {@link IdempotencyInFlightError} (HTTP 409). 0 answers at once.
+   * giving up with an {@link IdempotencyInFlightError} (HTTP 409): milliseconds, or a string
+   * such as `'2s'`. 0 answers at once.
    * @default 0
    */
-  wait?: number
+  wait?: Duration
   /**
    * When Redis cannot be reached: `false` fails closed (an {@link IdempotencyUnavailableError},
-   * the work does not run); `true` runs the work unprotected and emits `failOpen`.
+   * the work does not run); `true` runs the work unprotected and emits `failed-open`.
    * @default false
    */
   failOpen?: boolean
   /**
-   * Time limit of each Redis round trip, in milliseconds; past it Redis counts as unreachable.
+   * Time limit of each Redis round trip (milliseconds, or a string such as `'2s'`); past it
+   * Redis counts as unreachable.
    * @default 2000
    */
-  commandTimeout?: number
+  commandTimeout?: Duration
   /**
-   * What a well-formed key looks like; others are refused with an {@link IdempotencyKeyError}.
+   * What a well-formed key looks like; others are refused with an {@link IdempotencyKeyInvalidError}.
    * Without the `g` or `y` flag (they make `test()` depend on the previous call).
    * @default /^[\x21-\x7E]{1,255}$/ (1 to 255 printable ASCII characters, no spaces)
    */
@@ -80,7 +75,7 @@ export interface IdempotencyOptions {
   isTransient?: (error: unknown) => boolean
 }
 
-/** Defaults of {@link IdempotencyOptions}. */
+/** Defaults of {@link IdempotencyOptions} (frozen; `redis` has none and must be given). */
 export const DEFAULT_IDEMPOTENCY_OPTIONS: Readonly<Required<Omit<IdempotencyOptions, 'redis'>>> =
   Object.freeze({
     prefix: 'idem:',
@@ -159,10 +154,11 @@ export interface ClaimMismatch {
 /** Options of one {@link Idempotency.claim}. */
 export interface ClaimOptions {
   /**
-   * How long a duplicate that finds the key in flight waits, in milliseconds.
+   * How long a duplicate that finds the key in flight waits: milliseconds, or a string such
+   * as `'2s'`.
    * @default the store's `wait`
    */
-  wait?: number
+  wait?: Duration
   /**
    * Who the key belongs to (a user, tenant or API key id): keys of different scopes are
    * different records, so one caller can neither replay nor block another's request with
@@ -204,69 +200,84 @@ export interface IdempotentResult<T> {
   replayed: boolean
 }
 
-/** Events of an {@link Idempotency} store. */
+/** Events of an {@link Idempotency} store, by name. */
 export interface IdempotencyEvents {
   /** A caller took the key (`reclaimed` when a dead holder's lease had run out). */
-  acquired: {
-    /** The idempotency key. */
-    key: string
-    /** The new fencing token. */
-    token: number
-    /** Whether a holder's expired lease was taken over. */
-    reclaimed: boolean
-  }
+  acquired: AcquiredEvent
   /** A stored result was handed back instead of running the work. */
-  replayed: {
-    /** The idempotency key. */
-    key: string
-  }
-  /** A duplicate found the key in flight. */
-  inFlight: {
-    /** The idempotency key. */
-    key: string
-    /** Milliseconds left on the holder's lease. */
-    retryAfterMs: number
-  }
+  replayed: IdempotencyKeyEvent
+  /** A duplicate found the key in flight and was refused (after waiting `wait`, if set). */
+  'in-flight-refused': InFlightRefusedEvent
   /** A key was reused with a different fingerprint. */
-  mismatch: {
-    /** The idempotency key. */
-    key: string
-  }
+  mismatched: IdempotencyKeyEvent
   /** A holder lost its lease: its signal was aborted. */
-  leaseLost: {
-    /** The idempotency key. */
-    key: string
-    /** The holder's fencing token. */
-    token: number
-    /** Why: fenced by a newer holder, or Redis unreachable past the lease. */
-    error: Error
-  }
+  'lease-lost': LeaseLostEvent
   /** A stale holder's write was refused by the fence. */
-  fenced: {
-    /** The idempotency key. */
-    key: string
-    /** The stale fencing token. */
-    token: number
-  }
+  fenced: FencedEvent
   /** Redis could not be reached. */
-  unavailable: {
-    /** The idempotency key. */
-    key: string
-    /** The error (its `cause` is the client's). */
-    error: IdempotencyUnavailableError
-  }
+  'store-unavailable': StoreUnavailableEvent
   /** Redis could not be reached and the work ran unprotected (`failOpen: true`). */
-  failOpen: {
-    /** The idempotency key. */
-    key: string
-  }
+  'failed-open': IdempotencyKeyEvent
   /** The work ran but its result could not be stored or its key released (Redis lost meanwhile). */
-  storeFailed: {
-    /** The idempotency key. */
-    key: string
-    /** The store's error. */
-    error: unknown
-  }
+  'store-failed': StoreFailedEvent
+}
+
+/** Payload of the events that report only the key: `replayed`, `mismatched`, `failed-open`. */
+export interface IdempotencyKeyEvent {
+  /** The idempotency key. */
+  key: string
+}
+
+/** Payload of `acquired`. */
+export interface AcquiredEvent {
+  /** The idempotency key. */
+  key: string
+  /** The new fencing token. */
+  token: number
+  /** Whether a holder's expired lease was taken over. */
+  reclaimed: boolean
+}
+
+/** Payload of `in-flight-refused`. */
+export interface InFlightRefusedEvent {
+  /** The idempotency key. */
+  key: string
+  /** Milliseconds left on the holder's lease. */
+  retryAfterMs: number
+}
+
+/** Payload of `lease-lost`. */
+export interface LeaseLostEvent {
+  /** The idempotency key. */
+  key: string
+  /** The holder's fencing token. */
+  token: number
+  /** Why: fenced by a newer holder, or Redis unreachable past the lease. */
+  error: Error
+}
+
+/** Payload of `fenced`. */
+export interface FencedEvent {
+  /** The idempotency key. */
+  key: string
+  /** The stale fencing token. */
+  token: number
+}
+
+/** Payload of `store-unavailable`. */
+export interface StoreUnavailableEvent {
+  /** The idempotency key. */
+  key: string
+  /** The error (its `cause` is the client's). */
+  error: IdempotencyUnavailableError
+}
+
+/** Payload of `store-failed`. */
+export interface StoreFailedEvent {
+  /** The idempotency key. */
+  key: string
+  /** The store's error. */
+  error: unknown
 }
 
 /** Counters of an {@link Idempotency} store since it was created. */
@@ -297,7 +308,18 @@ export interface IdempotencyStats {
   held: number
 }
 
-type ResolvedIdempotencyOptions = Required<Omit<IdempotencyOptions, 'redis'>> & { redis: RedisLike }
+/** {@link IdempotencyOptions} validated, durations in milliseconds. */
+interface ResolvedIdempotencyOptions {
+  readonly redis: RedisLike
+  readonly prefix: string
+  readonly lease: number
+  readonly retention: number
+  readonly wait: number
+  readonly failOpen: boolean
+  readonly commandTimeout: number
+  readonly keyPattern: RegExp
+  readonly isTransient: (error: unknown) => boolean
+}
 
 /**
  * A claim on an idempotency key: the caller holds it and runs the work. Its lease is renewed
@@ -319,8 +341,8 @@ export class IdempotencyClaim implements IdempotencyContext {
   #leaseEnd: number
   #done = false
 
-  /** @internal Claims come from {@link Idempotency.claim}. */
-  constructor(
+  /** Claims come from {@link Idempotency.claim}. */
+  private constructor(
     store: Idempotency,
     key: string,
     token: number,
@@ -334,6 +356,18 @@ export class IdempotencyClaim implements IdempotencyContext {
     this.token = token
     this.reclaimed = reclaimed
     this.#leaseEnd = Date.now() + lease
+  }
+
+  /** @internal Claims come from {@link Idempotency.claim}. */
+  static acquired(
+    store: Idempotency,
+    key: string,
+    token: number,
+    reclaimed: boolean,
+    lease: number,
+    scope?: string,
+  ): IdempotencyClaim {
+    return new IdempotencyClaim(store, key, token, reclaimed, lease, scope)
   }
 
   /** Aborted when the lease is lost; see {@link IdempotencyContext.signal}. */
@@ -476,27 +510,36 @@ export class Idempotency {
 
   /** Use {@link createIdempotency}. */
   constructor(options: IdempotencyOptions) {
-    if (typeof options !== 'object' || options === null) invalid('options', 'an object', options)
-    if (!isRedisLike(options.redis)) invalid('redis', 'an ioredis Redis or Cluster', options.redis)
-    const o = merge(DEFAULT_IDEMPOTENCY_OPTIONS, options) as ResolvedIdempotencyOptions
-    nonEmptyString('prefix', o.prefix)
-    if (/[{}]/.test(o.prefix))
-      invalid('prefix', 'a prefix without "{" or "}" (the key is the hash tag)', o.prefix)
-    duration('lease', o.lease)
-    if (o.lease < 30) invalid('lease', 'at least 30 milliseconds', o.lease)
-    duration('retention', o.retention)
-    if (o.retention < o.lease)
-      invalid('retention', `at least the lease (${o.lease} ms)`, o.retention)
-    nonNegativeNumber('wait', o.wait, 'a number of milliseconds >= 0')
-    boolean('failOpen', o.failOpen)
-    duration('commandTimeout', o.commandTimeout)
-    if (!(o.keyPattern instanceof RegExp)) invalid('keyPattern', 'a RegExp', o.keyPattern)
+    check.object('options', options)
+    if (!isRedisLike(options.redis)) {
+      check.invalid('redis', 'an ioredis Redis or Cluster', options.redis)
+    }
+    const o = merge(DEFAULT_IDEMPOTENCY_OPTIONS, options)
+    const prefix = check.string('prefix', o.prefix)
+    if (/[{}]/.test(prefix))
+      check.invalid('prefix', 'a prefix without "{" or "}" (the key is the hash tag)', prefix)
+    const lease = check.duration('lease', o.lease, { positive: true })
+    if (lease < 30) check.invalid('lease', 'at least 30 milliseconds', o.lease)
+    const retention = check.duration('retention', o.retention, { positive: true })
+    if (retention < lease)
+      check.invalid('retention', `at least the lease (${lease} ms)`, o.retention)
+    const keyPattern = o.keyPattern
+    if (!(keyPattern instanceof RegExp)) check.invalid('keyPattern', 'a RegExp', keyPattern)
     // test() on a global or sticky RegExp starts at its lastIndex: one key would be accepted,
     // then refused on the next call.
-    if (o.keyPattern.global || o.keyPattern.sticky)
-      invalid('keyPattern', 'a RegExp without the g or y flag', String(o.keyPattern))
-    optionalFunction('isTransient', o.isTransient)
-    this.#options = o
+    if (keyPattern.global || keyPattern.sticky)
+      check.invalid('keyPattern', 'a RegExp without the g or y flag', String(keyPattern))
+    this.#options = Object.freeze({
+      redis: options.redis,
+      prefix,
+      lease,
+      retention,
+      wait: check.duration('wait', o.wait),
+      failOpen: check.boolean('failOpen', o.failOpen),
+      commandTimeout: check.duration('commandTimeout', o.commandTimeout, { positive: true }),
+      keyPattern,
+      isTransient: check.func<(error: unknown) => boolean>('isTransient', o.isTransient),
+    })
   }
 
   /** Whether Redis being unreachable lets work run unprotected. */
@@ -514,21 +557,21 @@ export class Idempotency {
 
   /**
    * Checks that `key` is present and well formed.
-   * @throws {@link IdempotencyKeyError} (HTTP 400) when it is missing or malformed.
+   * @throws {@link IdempotencyKeyInvalidError} (HTTP 400) when it is missing or malformed.
    */
   validateKey(key: unknown): asserts key is string {
     if (key === undefined || key === null || key === '') {
-      throw new IdempotencyKeyError('an idempotency key is required')
+      throw new IdempotencyKeyInvalidError('an idempotency key is required')
     }
     if (typeof key !== 'string') {
       // Never String(key): a hostile object (null prototype, a toString that is not a
       // function) would throw a TypeError instead of this error.
-      throw new IdempotencyKeyError(
+      throw new IdempotencyKeyInvalidError(
         `malformed idempotency key: expected a string, got ${typeof key}`,
       )
     }
     if (!this.#options.keyPattern.test(key)) {
-      throw new IdempotencyKeyError(
+      throw new IdempotencyKeyInvalidError(
         `malformed idempotency key: expected ${String(this.#options.keyPattern)}, got ${JSON.stringify(key).slice(0, 80)}`,
       )
     }
@@ -543,9 +586,9 @@ export class Idempotency {
    * @param input What identifies the request (its canonicalized body, a message's payload);
    *   the same key with a different input is a `mismatch`. `undefined` skips the check.
    * @param options `wait`, and the `scope` (user, tenant, API key) the key belongs to.
-   * @throws {@link IdempotencyKeyError} for a missing or malformed key.
-   * @throws {@link IdempotencyScopeError} for a `scope` given empty or not a string.
-   * @throws {@link InvalidArgumentError} for a `wait` that is not a number >= 0.
+   * @throws {@link IdempotencyKeyInvalidError} for a missing or malformed key.
+   * @throws {@link IdempotencyScopeMissingError} for a `scope` given empty or not a string.
+   * @throws {@link InvalidArgumentError} for a `wait` that is not a duration.
    * @throws {@link IdempotencyUnavailableError} when Redis does not answer.
    * @throws {@link ResilienceClosedError} after {@link Idempotency.close} (never retryable).
    */
@@ -555,9 +598,7 @@ export class Idempotency {
     const scope = validateScope(options.scope)
     // Checked like the store's own: NaN would make a duplicate poll Redis every millisecond.
     const wait =
-      options.wait === undefined
-        ? this.#options.wait
-        : nonNegativeNumber('wait', options.wait, 'a number of milliseconds >= 0')
+      options.wait === undefined ? this.#options.wait : checkArgument.duration('wait', options.wait)
     const fingerprint = input === undefined ? '' : fingerprintOf(input)
     this.#stats.claims++
     const deadline = Date.now() + wait
@@ -584,8 +625,8 @@ export class Idempotency {
    * @param fn The work. Its value must survive `JSON.stringify`.
    * @param options The `scope` (user, tenant, API key) the key belongs to; see
    *   {@link ClaimOptions.scope}.
-   * @throws {@link IdempotencyKeyError} for a missing or malformed key.
-   * @throws {@link IdempotencyScopeError} for a `scope` given empty or not a string.
+   * @throws {@link IdempotencyKeyInvalidError} for a missing or malformed key.
+   * @throws {@link IdempotencyScopeMissingError} for a `scope` given empty or not a string.
    * @throws {@link IdempotencyMismatchError} when the key was used with a different input.
    * @throws {@link IdempotencyInFlightError} when another holder is running it.
    * @throws {@link IdempotencyUnavailableError} when Redis is unreachable (unless `failOpen`).
@@ -612,7 +653,7 @@ export class Idempotency {
       outcome = await this.claim(key, input, { scope: options.scope })
     } catch (error) {
       if (error instanceof IdempotencyUnavailableError && this.#options.failOpen) {
-        this.#events.emit('failOpen', { key })
+        this.#events.emit('failed-open', { key })
         const context = { key, scope: options.scope, token: 0, signal: NEVER_ABORTED }
         return { value: await fn(context), replayed: false }
       }
@@ -637,11 +678,11 @@ export class Idempotency {
           if (this.#options.isTransient(error)) {
             await claim
               .release()
-              .catch((e: unknown) => this.#events.emit('storeFailed', { key, error: e }))
+              .catch((e: unknown) => this.#events.emit('store-failed', { key, error: e }))
           } else {
             await claim.fail(error).catch((e: unknown) => {
               if (!(e instanceof IdempotencyFencedError))
-                this.#events.emit('storeFailed', { key, error: e })
+                this.#events.emit('store-failed', { key, error: e })
             })
           }
           throw error
@@ -652,7 +693,7 @@ export class Idempotency {
           if (error instanceof IdempotencyFencedError) throw error
           // The work is done; only the record is missing. The key stays in flight until its
           // lease runs out, then a retry may run the work again.
-          this.#events.emit('storeFailed', { key, error })
+          this.#events.emit('store-failed', { key, error })
         }
         return { value, replayed: false }
       }
@@ -664,16 +705,29 @@ export class Idempotency {
     return { ...this.#stats, held: this.#held.size }
   }
 
-  /** Subscribes to an event. */
-  on<K extends keyof IdempotencyEvents>(event: K, listener: Listener<IdempotencyEvents[K]>): this {
-    this.#events.on(event, listener)
-    return this
+  /**
+   * Adds a listener; a listener that throws does not break the claim or run that emitted (its
+   * error is rethrown in a microtask).
+   * @returns A function that removes the listener.
+   */
+  on<K extends keyof IdempotencyEvents>(
+    event: K,
+    listener: Listener<IdempotencyEvents[K]>,
+  ): Unsubscribe {
+    return this.#events.on(event, listener)
   }
 
-  /** Unsubscribes from an event. */
-  off<K extends keyof IdempotencyEvents>(event: K, listener: Listener<IdempotencyEvents[K]>): this {
+  /** Adds a listener called at most once; returns a function that removes it. */
+  once<K extends keyof IdempotencyEvents>(
+    event: K,
+    listener: Listener<IdempotencyEvents[K]>,
+  ): Unsubscribe {
+    return this.#events.once(event, listener)
+  }
+
+  /** Removes a listener. */
+  off<K extends keyof IdempotencyEvents>(event: K, listener: Listener<IdempotencyEvents[K]>): void {
     this.#events.off(event, listener)
-    return this
   }
 
   /**
@@ -685,7 +739,7 @@ export class Idempotency {
     for (const claim of [...this.#held]) {
       claim.lose(new ResilienceClosedError('idempotency store', 'renew'))
     }
-    this.#events.clear()
+    this.#events.removeAllListeners()
   }
 
   /**
@@ -732,7 +786,7 @@ export class Idempotency {
     },
     lost: (claim, error) => {
       claim.lose(error)
-      this.#events.emit('leaseLost', { key: claim.key, token: claim.token, error })
+      this.#events.emit('lease-lost', { key: claim.key, token: claim.token, error })
     },
     forget: (claim) => {
       this.#held.delete(claim)
@@ -757,7 +811,7 @@ export class Idempotency {
     })) as [string, (string | number)?, number?]
     switch (reply[0]) {
       case 'a': {
-        const claim = new IdempotencyClaim(
+        const claim = IdempotencyClaim.acquired(
           this,
           key,
           Number(reply[1]),
@@ -796,11 +850,11 @@ export class Idempotency {
         break
       case 'inFlight':
         s.inFlight++
-        this.#events.emit('inFlight', { key, retryAfterMs: outcome.retryAfterMs })
+        this.#events.emit('in-flight-refused', { key, retryAfterMs: outcome.retryAfterMs })
         break
       case 'mismatch':
         s.mismatches++
-        this.#events.emit('mismatch', { key })
+        this.#events.emit('mismatched', { key })
         break
     }
     return outcome
@@ -826,7 +880,7 @@ export class Idempotency {
         `idempotency store unreachable: ${cause instanceof Error ? cause.message : String(cause)}`,
         { cause },
       )
-      this.#events.emit('unavailable', { key, error })
+      this.#events.emit('store-unavailable', { key, error })
       throw error
     }
   }
@@ -836,7 +890,7 @@ export class Idempotency {
 function validateScope(scope: unknown): string | undefined {
   if (scope === undefined) return undefined
   if (typeof scope !== 'string' || scope === '') {
-    throw new IdempotencyScopeError(
+    throw new IdempotencyScopeMissingError(
       `an idempotency scope must be a non-empty string, got ${scope === '' ? 'an empty string' : typeof scope}`,
     )
   }
@@ -860,7 +914,7 @@ function scopeHash(scope: string): string {
  * import { Redis } from 'ioredis'
  * import { createIdempotency } from '@ballast/resilience'
  *
- * const idempotency = createIdempotency({ redis: new Redis(), lease: 15_000, wait: 2000 })
+ * const idempotency = createIdempotency({ redis: new Redis(), lease: '15s', wait: '2s' })
  * const { value: receipt, replayed } = await idempotency.run(
  *   request.headers['idempotency-key'],
  *   { method: 'POST', path: '/payments', body: request.body },

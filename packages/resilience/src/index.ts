@@ -1,11 +1,20 @@
+export type { Duration, Listener, Unsubscribe } from '@ballast/shared'
 export type {
   BulkheadEvents,
   BulkheadOptions,
+  BulkheadRejectedEvent,
   BulkheadStats,
 } from './bulkhead.js'
 export { BulkheadPolicy, bulkhead, DEFAULT_BULKHEAD_OPTIONS } from './bulkhead.js'
 export type {
+  BreakerFailedEvent,
+  BreakerFellBackEvent,
+  BreakerOpenedEvent,
+  BreakerRejectedEvent,
   BreakerState,
+  BreakerStateEvent,
+  BreakerSucceededEvent,
+  BreakerTimedOutEvent,
   BreakerWindowCounts,
   CircuitBreakerEvents,
   CircuitBreakerOptions,
@@ -27,9 +36,16 @@ export type {
   FeatureLevel,
   FeatureOptions,
   FeatureStats,
+  LevelChangedEvent,
   OverloadOptions,
+  PressureSampledEvent,
 } from './degrader.js'
-export { createDegrader, DEFAULT_OVERLOAD_OPTIONS, Degrader } from './degrader.js'
+export {
+  createDegrader,
+  DEFAULT_FEATURE_OPTIONS,
+  DEFAULT_OVERLOAD_OPTIONS,
+  Degrader,
+} from './degrader.js'
 export type { ResilienceErrorOptions } from './errors.js'
 export {
   AbortedError,
@@ -38,9 +54,9 @@ export {
   errors,
   IdempotencyFencedError,
   IdempotencyInFlightError,
-  IdempotencyKeyError,
+  IdempotencyKeyInvalidError,
   IdempotencyMismatchError,
-  IdempotencyScopeError,
+  IdempotencyScopeMissingError,
   IdempotencyUnavailableError,
   IdempotentFailureError,
   InvalidArgumentError,
@@ -50,29 +66,36 @@ export {
   ResilienceError,
   TimeoutError,
 } from './errors.js'
-export type { FallbackEvents, FallbackOptions, FallbackStats } from './fallback.js'
+export type { FallbackEvents, FallbackOptions, FallbackStats, FellBackEvent } from './fallback.js'
 export { DEFAULT_FALLBACK_OPTIONS, FallbackPolicy, fallback } from './fallback.js'
 export type {
   HttpIdempotencyDefaults,
   HttpIdempotencyOptions,
 } from './httpIdempotencyOptions.js'
 export type {
+  AcquiredEvent,
   ClaimAcquired,
   ClaimCompleted,
   ClaimInFlight,
   ClaimMismatch,
   ClaimOptions,
   ClaimOutcome,
+  FencedEvent,
   IdempotencyContext,
   IdempotencyEvents,
+  IdempotencyKeyEvent,
   IdempotencyOptions,
   IdempotencyRecord,
   IdempotencyStats,
   IdempotentResult,
+  InFlightRefusedEvent,
+  LeaseLostEvent,
   RunOptions,
   StoredFailure,
   StoredFailureRecord,
   StoredValue,
+  StoreFailedEvent,
+  StoreUnavailableEvent,
 } from './idempotency.js'
 export {
   createIdempotency,
@@ -80,12 +103,12 @@ export {
   Idempotency,
   IdempotencyClaim,
 } from './idempotency.js'
-export type { Listener } from './internal/emitter.js'
 export type { RedisLike } from './internal/lua.js'
 export type { ExtraOf, ExtraOfOne } from './pipeline.js'
 export { Pipeline, pipeline } from './pipeline.js'
 export type { ExecutionContext, Operation, Policy } from './policy.js'
 export type {
+  LimitedEvent,
   RateLimiter,
   RateLimiterEvents,
   RateLimiterOptions,
@@ -98,7 +121,7 @@ export {
   LocalRateLimiter,
   RedisRateLimiter,
 } from './rateLimiter.js'
-export type { RetryEvents, RetryOptions, RetryStats } from './retry.js'
+export type { GaveUpEvent, RetriedEvent, RetryEvents, RetryOptions, RetryStats } from './retry.js'
 export { DEFAULT_RETRY_OPTIONS, isRetryableError, RetryPolicy, retry } from './retry.js'
-export type { TimeoutEvents, TimeoutOptions, TimeoutStats } from './timeout.js'
+export type { TimedOutEvent, TimeoutEvents, TimeoutOptions, TimeoutStats } from './timeout.js'
 export { DEFAULT_TIMEOUT_OPTIONS, TimeoutPolicy, timeout } from './timeout.js'

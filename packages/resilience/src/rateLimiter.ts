@@ -1,26 +1,18 @@
-import { InvalidArgumentError, RateLimitedError, ResilienceClosedError } from './errors.js'
-import { Emitter, type Listener } from './internal/emitter.js'
+import { type Duration, Emitter, type Listener, merge, type Unsubscribe } from '@ballast/shared'
+import { RateLimitedError, ResilienceClosedError } from './errors.js'
 import { isRedisLike, type RedisLike } from './internal/lua.js'
 import { GCRA_BATCH_SCRIPT, GCRA_SCRIPT } from './internal/scripts.js'
-import {
-  duration,
-  invalid,
-  merge,
-  nonEmptyString,
-  positiveInteger,
-  positiveNumber,
-  show,
-} from './internal/validate.js'
+import { check, checkArgument } from './internal/validate.js'
 
 /** Options of {@link createRateLimiter}. */
 export interface RateLimiterOptions {
   /** Calls allowed per `interval` on average, per key. */
   limit: number
   /**
-   * The period `limit` is counted over, in milliseconds.
+   * The period `limit` is counted over: milliseconds, or a string such as `'1m'`.
    * @default 1000
    */
-  interval?: number
+  interval?: Duration
   /**
    * How many calls may come at once after a quiet period (the bucket's size).
    * @default limit
@@ -55,7 +47,7 @@ export interface RateLimiterOptions {
   maxKeys?: number
 }
 
-/** Defaults of {@link RateLimiterOptions}. */
+/** Defaults of {@link RateLimiterOptions} (frozen; `limit` has none, `burst` defaults to `limit`). */
 export const DEFAULT_RATE_LIMITER_OPTIONS: Readonly<
   Required<Pick<RateLimiterOptions, 'interval' | 'batch' | 'prefix' | 'maxKeys'>>
 > = Object.freeze({
@@ -75,15 +67,18 @@ export interface RateLimitResult {
   retryAfterMs: number
 }
 
-/** Events of a {@link RateLimiter}. */
+/** Events of a {@link RateLimiter}, by name. */
 export interface RateLimiterEvents {
   /** A call was refused. */
-  limited: {
-    /** The key that was limited. */
-    key: string
-    /** Milliseconds until a call would be allowed. */
-    retryAfterMs: number
-  }
+  limited: LimitedEvent
+}
+
+/** Payload of `limited`. */
+export interface LimitedEvent {
+  /** The key that was limited. */
+  key: string
+  /** Milliseconds until a call would be allowed. */
+  retryAfterMs: number
 }
 
 /** Counters of a {@link RateLimiter} since it was created. */
@@ -113,10 +108,22 @@ export interface RateLimiter {
   reset(key: string): Promise<void>
   /** Counters since creation. */
   stats(): RateLimiterStats
-  /** Subscribes to an event. */
-  on<K extends keyof RateLimiterEvents>(event: K, listener: Listener<RateLimiterEvents[K]>): this
-  /** Unsubscribes from an event. */
-  off<K extends keyof RateLimiterEvents>(event: K, listener: Listener<RateLimiterEvents[K]>): this
+  /**
+   * Adds a listener; a listener that throws does not break the decision (its error is
+   * rethrown in a microtask).
+   * @returns A function that removes the listener.
+   */
+  on<K extends keyof RateLimiterEvents>(
+    event: K,
+    listener: Listener<RateLimiterEvents[K]>,
+  ): Unsubscribe
+  /** Adds a listener called at most once; returns a function that removes it. */
+  once<K extends keyof RateLimiterEvents>(
+    event: K,
+    listener: Listener<RateLimiterEvents[K]>,
+  ): Unsubscribe
+  /** Removes a listener. */
+  off<K extends keyof RateLimiterEvents>(event: K, listener: Listener<RateLimiterEvents[K]>): void
   /**
    * Releases timers and memory; a Redis client is the caller's to close. Afterwards `take()`,
    * `consume()` and `reset()` reject with {@link ResilienceClosedError}.
@@ -133,27 +140,26 @@ interface Gcra {
 
 function validate(
   options: RateLimiterOptions,
-): Gcra & Required<Omit<RateLimiterOptions, 'redis' | 'burst'>> {
-  if (typeof options !== 'object' || options === null) invalid('options', 'an object', options)
+): Gcra & { prefix: string; batch: boolean; maxKeys: number } {
+  check.object('options', options)
   const o = merge(DEFAULT_RATE_LIMITER_OPTIONS, options)
-  const limit = positiveNumber('limit', o.limit)
-  const interval = duration('interval', o.interval)
-  const burst = o.burst === undefined ? limit : positiveInteger('burst', o.burst)
+  const limit = check.positiveNumber('limit', o.limit)
+  const interval = check.duration('interval', o.interval, { positive: true })
+  const burst = o.burst === undefined ? limit : check.positiveInteger('burst', o.burst)
   if (o.redis !== undefined && !isRedisLike(o.redis))
-    invalid('redis', 'an ioredis Redis or Cluster', o.redis)
-  nonEmptyString('prefix', o.prefix)
-  positiveInteger('maxKeys', o.maxKeys)
-  if (typeof o.batch !== 'boolean') invalid('batch', 'a boolean', o.batch)
+    check.invalid('redis', 'an ioredis Redis or Cluster', o.redis)
   const emissionInterval = interval / limit
-  return { ...o, limit, interval, emissionInterval, burstTolerance: emissionInterval * burst }
+  return {
+    prefix: check.string('prefix', o.prefix),
+    batch: check.boolean('batch', o.batch),
+    maxKeys: check.positiveInteger('maxKeys', o.maxKeys),
+    emissionInterval,
+    burstTolerance: emissionInterval * burst,
+  }
 }
 
 function checkCost(cost: number): void {
-  if (typeof cost !== 'number' || !Number.isFinite(cost) || cost <= 0) {
-    throw new InvalidArgumentError(
-      `invalid argument "cost": expected a positive finite number, got ${show(cost)}`,
-    )
-  }
+  checkArgument.positiveNumber('cost', cost)
 }
 
 /** One key of the local limiter, linked in order of use. */
@@ -274,14 +280,22 @@ export class LocalRateLimiter implements RateLimiter {
     return { allowed: this.#allowed, limited: this.#limited, keys: this.#entries.size }
   }
 
-  on<K extends keyof RateLimiterEvents>(event: K, listener: Listener<RateLimiterEvents[K]>): this {
-    this.#events.on(event, listener)
-    return this
+  on<K extends keyof RateLimiterEvents>(
+    event: K,
+    listener: Listener<RateLimiterEvents[K]>,
+  ): Unsubscribe {
+    return this.#events.on(event, listener)
   }
 
-  off<K extends keyof RateLimiterEvents>(event: K, listener: Listener<RateLimiterEvents[K]>): this {
+  once<K extends keyof RateLimiterEvents>(
+    event: K,
+    listener: Listener<RateLimiterEvents[K]>,
+  ): Unsubscribe {
+    return this.#events.once(event, listener)
+  }
+
+  off<K extends keyof RateLimiterEvents>(event: K, listener: Listener<RateLimiterEvents[K]>): void {
     this.#events.off(event, listener)
-    return this
   }
 
   async close(): Promise<void> {
@@ -289,7 +303,7 @@ export class LocalRateLimiter implements RateLimiter {
     this.#entries.clear()
     this.#oldest = undefined
     this.#newest = undefined
-    this.#events.clear()
+    this.#events.removeAllListeners()
   }
 
   /** Makes `entry` the most recently used: O(1), two pointers moved. */
@@ -453,19 +467,27 @@ export class RedisRateLimiter implements RateLimiter {
     return { allowed: this.#allowed, limited: this.#limited, keys: 0 }
   }
 
-  on<K extends keyof RateLimiterEvents>(event: K, listener: Listener<RateLimiterEvents[K]>): this {
-    this.#events.on(event, listener)
-    return this
+  on<K extends keyof RateLimiterEvents>(
+    event: K,
+    listener: Listener<RateLimiterEvents[K]>,
+  ): Unsubscribe {
+    return this.#events.on(event, listener)
   }
 
-  off<K extends keyof RateLimiterEvents>(event: K, listener: Listener<RateLimiterEvents[K]>): this {
+  once<K extends keyof RateLimiterEvents>(
+    event: K,
+    listener: Listener<RateLimiterEvents[K]>,
+  ): Unsubscribe {
+    return this.#events.once(event, listener)
+  }
+
+  off<K extends keyof RateLimiterEvents>(event: K, listener: Listener<RateLimiterEvents[K]>): void {
     this.#events.off(event, listener)
-    return this
   }
 
   async close(): Promise<void> {
     this.#closed = true
-    this.#events.clear()
+    this.#events.removeAllListeners()
   }
 
   /** Milliseconds per unit of cost (the emission interval). */
@@ -485,7 +507,7 @@ export class RedisRateLimiter implements RateLimiter {
  * import { createRateLimiter } from '@ballast/resilience'
  *
  * // 5 login attempts per minute per account, across every instance
- * const logins = createRateLimiter({ redis: new Redis(), prefix: 'rl:login:', limit: 5, interval: 60_000 })
+ * const logins = createRateLimiter({ redis: new Redis(), prefix: 'rl:login:', limit: 5, interval: '1m' })
  * const decision = await logins.take(email)
  * if (!decision.allowed) return reply.code(429).header('retry-after', Math.ceil(decision.retryAfterMs / 1000))
  * ```

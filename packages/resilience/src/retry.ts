@@ -1,14 +1,7 @@
+import { type Duration, Emitter, type Listener, merge, type Unsubscribe } from '@ballast/shared'
 import { AbortedError } from './errors.js'
 import { RUN, rootContext } from './internal/context.js'
-import { Emitter, type Listener } from './internal/emitter.js'
-import {
-  duration,
-  invalid,
-  merge,
-  nonNegativeNumber,
-  optionalFunction,
-  positiveInteger,
-} from './internal/validate.js'
+import { check } from './internal/validate.js'
 import type { ExecutionContext, Operation, Policy } from './policy.js'
 
 /** Options of {@link retry}. */
@@ -19,27 +12,28 @@ export interface RetryOptions {
    */
   maxAttempts?: number
   /**
-   * Upper bound of the first backoff, in milliseconds; the n-th retry waits a random time in
-   * `[0, min(maxDelay, initialDelay * factor^(n-1))]` (full jitter).
+   * Upper bound of the first backoff (milliseconds, or a string such as `'100ms'`); the n-th
+   * retry waits a random time in `[0, min(maxDelay, initialDelay * factor^(n-1))]` (full
+   * jitter).
    * @default 100
    */
-  initialDelay?: number
+  initialDelay?: Duration
   /**
    * Growth of the backoff bound per retry.
    * @default 2
    */
   factor?: number
   /**
-   * Cap of the backoff bound, in milliseconds.
+   * Cap of the backoff bound (milliseconds, or a string such as `'10s'`).
    * @default 10000
    */
-  maxDelay?: number
+  maxDelay?: Duration
   /**
-   * Give up when the next retry would start later than this many milliseconds after the
-   * first try started. `Infinity` for no limit.
+   * Give up when the next retry would start later than this after the first try started
+   * (milliseconds, or a string such as `'30s'`). `Infinity` for no limit.
    * @default 30000
    */
-  maxElapsed?: number
+  maxElapsed?: Duration
   /**
    * Which errors to retry. By default only errors that say so: `error.retryable === true`
    * (every ballast error carries the flag). A retry waits at least `error.retryAfterMs`
@@ -54,7 +48,7 @@ export interface RetryOptions {
   random?: () => number
 }
 
-/** Defaults of {@link RetryOptions}. */
+/** Defaults of {@link RetryOptions} (frozen). */
 export const DEFAULT_RETRY_OPTIONS: Readonly<Required<RetryOptions>> = Object.freeze({
   maxAttempts: 3,
   initialDelay: 100,
@@ -74,26 +68,32 @@ export function isRetryableError(error: unknown): boolean {
   )
 }
 
-/** Events of a {@link RetryPolicy}. */
+/** Events of a {@link RetryPolicy}, by name. */
 export interface RetryEvents {
-  /** An attempt failed and another will start after `delay` milliseconds. */
-  retry: {
-    /** The error of the failed attempt. */
-    error: unknown
-    /** The attempt that failed (1 for the first try). */
-    attempt: number
-    /** Milliseconds until the next attempt. */
-    delay: number
-  }
+  /** An attempt failed and another will start after `delayMs`. */
+  retried: RetriedEvent
   /** The last attempt failed, or the error was not retryable; the error goes to the caller. */
-  giveUp: {
-    /** The error the caller gets. */
-    error: unknown
-    /** Attempts made. */
-    attempts: number
-    /** Why no further attempt is made. */
-    reason: 'not-retryable' | 'max-attempts' | 'max-elapsed'
-  }
+  'gave-up': GaveUpEvent
+}
+
+/** Payload of `retried`. */
+export interface RetriedEvent {
+  /** The error of the failed attempt. */
+  error: unknown
+  /** The attempt that failed (1 for the first try). */
+  attempt: number
+  /** Milliseconds until the next attempt. */
+  delayMs: number
+}
+
+/** Payload of `gave-up`. */
+export interface GaveUpEvent {
+  /** The error the caller gets. */
+  error: unknown
+  /** Attempts made. */
+  attempts: number
+  /** Why no further attempt is made. */
+  reason: 'not-retryable' | 'max-attempts' | 'max-elapsed'
 }
 
 /** Counters of a {@link RetryPolicy} since it was created. */
@@ -103,9 +103,20 @@ export interface RetryStats {
   /** Retries made (attempts after the first). */
   retries: number
   /** Calls that succeeded, on any attempt. */
-  successes: number
+  succeeded: number
   /** Calls that failed after their last attempt. */
-  failures: number
+  failed: number
+}
+
+/** {@link RetryOptions} validated, durations in milliseconds. */
+interface ResolvedRetryOptions {
+  readonly maxAttempts: number
+  readonly initialDelay: number
+  readonly factor: number
+  readonly maxDelay: number
+  readonly maxElapsed: number
+  readonly retryOn: (error: unknown, attempt: number) => boolean
+  readonly random: () => number
 }
 
 class AttemptContext implements ExecutionContext {
@@ -125,26 +136,28 @@ class AttemptContext implements ExecutionContext {
  * and a time budget, only for errors that are retryable. Create it with {@link retry}.
  */
 export class RetryPolicy implements Policy {
-  readonly #options: Readonly<Required<RetryOptions>>
+  readonly #options: ResolvedRetryOptions
   readonly #events = new Emitter<RetryEvents>()
   #calls = 0
   #retries = 0
-  #successes = 0
-  #failures = 0
+  #succeeded = 0
+  #failed = 0
 
   /** Use {@link retry}. */
   constructor(options: RetryOptions = {}) {
-    const o = merge(DEFAULT_RETRY_OPTIONS, options)
-    positiveInteger('maxAttempts', o.maxAttempts)
-    nonNegativeNumber('initialDelay', o.initialDelay, 'a number of milliseconds >= 0')
-    if (typeof o.factor !== 'number' || !(o.factor >= 1) || !Number.isFinite(o.factor)) {
-      invalid('factor', 'a finite number >= 1', o.factor)
+    if (options !== undefined && (typeof options !== 'object' || options === null)) {
+      check.invalid('options', 'an object', options)
     }
-    nonNegativeNumber('maxDelay', o.maxDelay, 'a number of milliseconds >= 0')
-    duration('maxElapsed', o.maxElapsed, true)
-    optionalFunction('retryOn', o.retryOn) ?? invalid('retryOn', 'a function', o.retryOn)
-    optionalFunction('random', o.random) ?? invalid('random', 'a function', o.random)
-    this.#options = Object.freeze(o)
+    const o = merge(DEFAULT_RETRY_OPTIONS, options)
+    this.#options = Object.freeze({
+      maxAttempts: check.positiveInteger('maxAttempts', o.maxAttempts),
+      initialDelay: check.duration('initialDelay', o.initialDelay),
+      factor: check.number('factor', o.factor, { min: 1 }),
+      maxDelay: check.duration('maxDelay', o.maxDelay),
+      maxElapsed: check.duration('maxElapsed', o.maxElapsed, { positive: true, infinite: true }),
+      retryOn: check.func<(error: unknown, attempt: number) => boolean>('retryOn', o.retryOn),
+      random: check.func<() => number>('random', o.random),
+    })
   }
 
   /** Runs `fn`, retrying it as configured. Rejects with the last error when it gives up. */
@@ -161,10 +174,10 @@ export class RetryPolicy implements Policy {
     for (;;) {
       try {
         const value = await fn(attempt === 1 ? context : new AttemptContext(context, attempt))
-        this.#successes++
+        this.#succeeded++
         return value
       } catch (error) {
-        let reason: RetryEvents['giveUp']['reason'] | undefined
+        let reason: GaveUpEvent['reason'] | undefined
         let delay = 0
         if (attempt >= o.maxAttempts) reason = 'max-attempts'
         else if (!o.retryOn(error, attempt)) reason = 'not-retryable'
@@ -176,14 +189,16 @@ export class RetryPolicy implements Policy {
           if (Date.now() + delay - started > o.maxElapsed) reason = 'max-elapsed'
         }
         if (reason !== undefined) {
-          this.#failures++
-          if (this.#events.has('giveUp')) {
-            this.#events.emit('giveUp', { error, attempts: attempt, reason })
+          this.#failed++
+          if (this.#events.has('gave-up')) {
+            this.#events.emit('gave-up', { error, attempts: attempt, reason })
           }
           throw error
         }
         this.#retries++
-        if (this.#events.has('retry')) this.#events.emit('retry', { error, attempt, delay })
+        if (this.#events.has('retried')) {
+          this.#events.emit('retried', { error, attempt, delayMs: delay })
+        }
         await sleep(delay, context.signal)
         attempt++
       }
@@ -195,21 +210,28 @@ export class RetryPolicy implements Policy {
     return {
       calls: this.#calls,
       retries: this.#retries,
-      successes: this.#successes,
-      failures: this.#failures,
+      succeeded: this.#succeeded,
+      failed: this.#failed,
     }
   }
 
-  /** Subscribes to an event. */
-  on<K extends keyof RetryEvents>(event: K, listener: Listener<RetryEvents[K]>): this {
-    this.#events.on(event, listener)
-    return this
+  /**
+   * Adds a listener; a listener that throws does not break the call (its error is rethrown
+   * in a microtask).
+   * @returns A function that removes the listener.
+   */
+  on<K extends keyof RetryEvents>(event: K, listener: Listener<RetryEvents[K]>): Unsubscribe {
+    return this.#events.on(event, listener)
   }
 
-  /** Unsubscribes from an event. */
-  off<K extends keyof RetryEvents>(event: K, listener: Listener<RetryEvents[K]>): this {
+  /** Adds a listener called at most once; returns a function that removes it. */
+  once<K extends keyof RetryEvents>(event: K, listener: Listener<RetryEvents[K]>): Unsubscribe {
+    return this.#events.once(event, listener)
+  }
+
+  /** Removes a listener. */
+  off<K extends keyof RetryEvents>(event: K, listener: Listener<RetryEvents[K]>): void {
     this.#events.off(event, listener)
-    return this
   }
 }
 
@@ -230,7 +252,7 @@ function sleep(ms: number, signal: AbortSignal): Promise<void> {
 
 /**
  * Creates a {@link RetryPolicy}: exponential backoff with full jitter, `maxAttempts` tries
- * within `maxElapsed` milliseconds, retrying only errors with `retryable: true` (or those
+ * within `maxElapsed`, retrying only errors with `retryable: true` (or those
  * `retryOn` accepts), and stopping when the signal aborts.
  *
  * @example

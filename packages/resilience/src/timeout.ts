@@ -1,25 +1,34 @@
+import { type Duration, Emitter, type Listener, merge, type Unsubscribe } from '@ballast/shared'
 import { TimeoutError } from './errors.js'
 import { NEVER_ABORTED, RUN, rootContext } from './internal/context.js'
-import { Emitter, type Listener } from './internal/emitter.js'
-import { duration, invalid } from './internal/validate.js'
+import { check } from './internal/validate.js'
 import type { ExecutionContext, Operation, Policy } from './policy.js'
 
 /** Options of {@link timeout}. */
 export interface TimeoutOptions {
-  /** How long the work may run, in milliseconds, before it is abandoned with a {@link TimeoutError}. */
-  duration: number
+  /**
+   * How long the work may run before it is abandoned with a {@link TimeoutError}:
+   * milliseconds, or a string such as `'2s'`.
+   * @default 10000
+   */
+  duration?: Duration
 }
 
-/** Defaults of {@link TimeoutOptions} (every field is required). */
-export const DEFAULT_TIMEOUT_OPTIONS: Readonly<Partial<TimeoutOptions>> = Object.freeze({})
+/** Defaults of {@link TimeoutOptions} (frozen). */
+export const DEFAULT_TIMEOUT_OPTIONS: Readonly<Required<TimeoutOptions>> = Object.freeze({
+  duration: 10_000,
+})
 
-/** Events of a {@link TimeoutPolicy}. */
+/** Events of a {@link TimeoutPolicy}, by name. */
 export interface TimeoutEvents {
   /** A call ran out of time; its signal was aborted with the {@link TimeoutError}. */
-  timeout: {
-    /** The error the caller got and the signal was aborted with. */
-    error: TimeoutError
-  }
+  'timed-out': TimedOutEvent
+}
+
+/** Payload of `timed-out`. */
+export interface TimedOutEvent {
+  /** The error the caller got and the signal was aborted with. */
+  error: TimeoutError
 }
 
 /** Counters of a {@link TimeoutPolicy} since it was created. */
@@ -27,7 +36,7 @@ export interface TimeoutStats {
   /** Calls started. */
   calls: number
   /** Calls that ran out of time. */
-  timeouts: number
+  timedOut: number
   /** Calls running now. */
   inFlight: number
 }
@@ -98,12 +107,16 @@ export class TimeoutPolicy implements Policy {
   #tail: TimeoutCall<unknown> | undefined = undefined
   #timer: NodeJS.Timeout | undefined = undefined
   #calls = 0
-  #timeouts = 0
+  #timedOut = 0
   #inFlight = 0
 
   /** Use {@link timeout}. */
-  constructor(options: TimeoutOptions) {
-    this.#duration = duration('duration', options.duration)
+  constructor(options: TimeoutOptions = {}) {
+    if (typeof options !== 'object' || options === null) {
+      check.invalid('options', 'an object', options)
+    }
+    const o = merge(DEFAULT_TIMEOUT_OPTIONS, options)
+    this.#duration = check.duration('duration', o.duration, { positive: true })
   }
 
   /** The time limit in milliseconds. */
@@ -159,19 +172,26 @@ export class TimeoutPolicy implements Policy {
 
   /** Counters since creation. */
   stats(): TimeoutStats {
-    return { calls: this.#calls, timeouts: this.#timeouts, inFlight: this.#inFlight }
+    return { calls: this.#calls, timedOut: this.#timedOut, inFlight: this.#inFlight }
   }
 
-  /** Subscribes to an event. */
-  on<K extends keyof TimeoutEvents>(event: K, listener: Listener<TimeoutEvents[K]>): this {
-    this.#events.on(event, listener)
-    return this
+  /**
+   * Adds a listener; a listener that throws does not break the call (its error is rethrown
+   * in a microtask).
+   * @returns A function that removes the listener.
+   */
+  on<K extends keyof TimeoutEvents>(event: K, listener: Listener<TimeoutEvents[K]>): Unsubscribe {
+    return this.#events.on(event, listener)
   }
 
-  /** Unsubscribes from an event. */
-  off<K extends keyof TimeoutEvents>(event: K, listener: Listener<TimeoutEvents[K]>): this {
+  /** Adds a listener called at most once; returns a function that removes it. */
+  once<K extends keyof TimeoutEvents>(event: K, listener: Listener<TimeoutEvents[K]>): Unsubscribe {
+    return this.#events.once(event, listener)
+  }
+
+  /** Removes a listener. */
+  off<K extends keyof TimeoutEvents>(event: K, listener: Listener<TimeoutEvents[K]>): void {
     this.#events.off(event, listener)
-    return this
   }
 
   #enqueue(call: TimeoutCall<unknown>): void {
@@ -211,11 +231,11 @@ export class TimeoutPolicy implements Policy {
     while (call !== undefined && call.deadline <= now) {
       const next = call.next
       this.#settle(call)
-      this.#timeouts++
+      this.#timedOut++
       const error = new TimeoutError(this.#duration)
       call.reason = error
       call.controller?.abort(error)
-      if (this.#events.has('timeout')) this.#events.emit('timeout', { error })
+      if (this.#events.has('timed-out')) this.#events.emit('timed-out', { error })
       call.reject(error)
       call = next
     }
@@ -224,22 +244,22 @@ export class TimeoutPolicy implements Policy {
 }
 
 /**
- * Creates a {@link TimeoutPolicy}: work that runs longer than `duration` milliseconds is
- * abandoned with a {@link TimeoutError}, and its signal is aborted so it can stop.
+ * Creates a {@link TimeoutPolicy}: work that runs longer than `duration` is abandoned with a
+ * {@link TimeoutError}, and its signal is aborted so it can stop.
  *
- * @param options The time limit, as options or as a number of milliseconds.
+ * @param options The time limit, as options or as a {@link Duration} (milliseconds, or a
+ *   string such as `'2s'`).
  * @example
  * ```ts
  * import { timeout } from '@ballast/resilience'
  *
- * const twoSeconds = timeout(2000)
+ * const twoSeconds = timeout('2s')
  * const res = await twoSeconds.execute(({ signal }) => fetch('https://psp.example/charge', { signal }))
  * ```
  */
-export function timeout(options: TimeoutOptions | number): TimeoutPolicy {
-  if (typeof options === 'number') return new TimeoutPolicy({ duration: options })
-  if (typeof options !== 'object' || options === null) {
-    invalid('duration', 'a positive number of milliseconds', options)
+export function timeout(options?: TimeoutOptions | Duration): TimeoutPolicy {
+  if (typeof options === 'number' || typeof options === 'string') {
+    return new TimeoutPolicy({ duration: options })
   }
-  return new TimeoutPolicy({ ...DEFAULT_TIMEOUT_OPTIONS, ...options })
+  return new TimeoutPolicy(options)
 }

@@ -37,10 +37,9 @@ describe('circuitBreaker around a real dependency (Redis through a fault proxy)'
       timeout: 200,
     })
     const events: string[] = []
-    breaker
-      .on('open', () => events.push('open'))
-      .on('halfOpen', () => events.push('halfOpen'))
-      .on('close', () => events.push('close'))
+    breaker.on('opened', () => events.push('open'))
+    breaker.on('half-opened', () => events.push('halfOpen'))
+    breaker.on('closed', () => events.push('close'))
     for (let i = 0; i < 5; i++) await expect(breaker.fire(key)).resolves.toBe('v')
 
     proxy.refuse()

@@ -26,13 +26,13 @@ describe('circuitBreaker', () => {
     it('passes calls and their arguments through and returns the result', async () => {
       const b = track(circuitBreaker(async (a: number, s: string) => `${s}${a * 2}`))
       await expect(b.fire(21, 'x')).resolves.toBe('x42')
-      expect(b.stats()).toMatchObject({ state: 'closed', calls: 1, successes: 1, failures: 0 })
+      expect(b.stats()).toMatchObject({ state: 'closed', calls: 1, succeeded: 1, failed: 0 })
     })
 
     it('treats synchronous results, including undefined, as successes', async () => {
       const b = track(circuitBreaker((): undefined => undefined))
       await expect(b.fire()).resolves.toBeUndefined()
-      expect(b.stats().successes).toBe(1)
+      expect(b.stats().succeeded).toBe(1)
     })
 
     it('does not open below the volume threshold, however many of them fail', async () => {
@@ -72,7 +72,7 @@ describe('circuitBreaker', () => {
       await expect(b.fire()).rejects.toThrow()
       await expect(b.fire()).rejects.toThrow()
       vi.advanceTimersByTime(1100)
-      expect(b.stats().window).toEqual({ calls: 0, failures: 0 })
+      expect(b.stats().window).toEqual({ calls: 0, failed: 0 })
       await expect(b.fire()).rejects.toThrow()
       expect(b.state).toBe('closed')
     })
@@ -91,13 +91,13 @@ describe('circuitBreaker', () => {
       await expect(b.fire(true)).rejects.toThrow()
       await expect(b.fire(true)).rejects.toThrow()
       for (let i = 0; i < 4; i++) await b.fire(false)
-      expect(b.stats().window).toEqual({ calls: 4, failures: 0 })
+      expect(b.stats().window).toEqual({ calls: 4, failed: 0 })
       await expect(b.fire(true)).rejects.toThrow()
       await expect(b.fire(true)).rejects.toThrow()
       expect(b.state).toBe('closed')
       await expect(b.fire(true)).rejects.toThrow()
       expect(b.state).toBe('open')
-      expect(b.stats().window).toEqual({ calls: 4, failures: 3 })
+      expect(b.stats().window).toEqual({ calls: 4, failed: 3 })
     })
   })
 
@@ -111,7 +111,7 @@ describe('circuitBreaker', () => {
       expect((error as BreakerOpenError).breaker).toBe('psp')
       expect((error as BreakerOpenError).code).toBe('E_RESILIENCE_BREAKER_OPEN')
       expect(fn).toHaveBeenCalledTimes(1)
-      expect(b.stats()).toMatchObject({ rejects: 1, opens: 1 })
+      expect(b.stats()).toMatchObject({ rejected: 1, opened: 1 })
     })
 
     it('answers failures and refusals with the fallback, with the arguments', async () => {
@@ -124,7 +124,7 @@ describe('circuitBreaker', () => {
       )
       await expect(b.fire('x')).resolves.toBe('fallback:x:failed')
       await expect(b.fire('y')).resolves.toBe('fallback:y:open')
-      expect(b.stats().fallbacks).toBe(2)
+      expect(b.stats().fellBack).toBe(2)
     })
   })
 
@@ -143,9 +143,9 @@ describe('circuitBreaker', () => {
         ),
       )
       const events: string[] = []
-      b.on('open', () => events.push('open'))
-        .on('halfOpen', () => events.push('halfOpen'))
-        .on('close', () => events.push('close'))
+      b.on('opened', () => events.push('open'))
+      b.on('half-opened', () => events.push('halfOpen'))
+      b.on('closed', () => events.push('close'))
       await expect(b.fire('a')).rejects.toThrow()
       vi.advanceTimersByTime(1000)
       expect(b.state).toBe('halfOpen')
@@ -174,7 +174,7 @@ describe('circuitBreaker', () => {
       expect(b.state).toBe('halfOpen')
       await expect(b.fire()).rejects.toThrow('down')
       expect(b.state).toBe('open')
-      expect(b.stats().opens).toBe(2)
+      expect(b.stats().opened).toBe(2)
     })
   })
 
@@ -192,7 +192,7 @@ describe('circuitBreaker', () => {
       for (let i = 0; i < 5; i++) await expect(b.fire()).rejects.toBe(notFound)
       expect(b.state).toBe('closed')
       expect(fallback).not.toHaveBeenCalled()
-      expect(b.stats()).toMatchObject({ failures: 0, successes: 5 })
+      expect(b.stats()).toMatchObject({ failed: 0, succeeded: 5 })
     })
   })
 
@@ -206,7 +206,7 @@ describe('circuitBreaker', () => {
       )
       const error = await b.fire().catch((e: unknown) => e)
       expect(error).toBeInstanceOf(TimeoutError)
-      expect(b.stats()).toMatchObject({ timeouts: 1, failures: 1, state: 'open' })
+      expect(b.stats()).toMatchObject({ timedOut: 1, failed: 1, state: 'open' })
     })
   })
 
@@ -245,10 +245,10 @@ describe('circuitBreaker', () => {
         ),
       )
       const seen: string[] = []
-      b.on('failure', (e) => seen.push(`failure:${(e.error as Error).name}`))
-        .on('success', (e) => seen.push(`success:${typeof e.latencyMs}`))
-        .on('timeout', (e) => seen.push(`timeout:${e.error.timeoutMs}`))
-        .on('reject', (e) => seen.push(`reject:${e.error.code}`))
+      b.on('failed', (e) => seen.push(`failure:${(e.error as Error).name}`))
+      b.on('succeeded', (e) => seen.push(`success:${typeof e.latencyMs}`))
+      b.on('timed-out', (e) => seen.push(`timeout:${e.error.timeoutMs}`))
+      b.on('rejected', (e) => seen.push(`reject:${e.error.code}`))
       await b.fire('ok')
       await b.fire('bad').catch(() => {})
       await b.fire('slow').catch(() => {})

@@ -42,7 +42,7 @@ describe('Degrader', () => {
   it('sheds in priority order under overload, one step per sample, and never below minLevel', () => {
     const { degrader } = shop(2)
     const changes: string[] = []
-    degrader.on('change', (c) => changes.push(`${c.feature}:${c.to}:${c.reason}`))
+    degrader.on('level-changed', (c) => changes.push(`${c.feature}:${c.to}:${c.reason}`))
     const ends = [degrader.begin(), degrader.begin(), degrader.begin()]
     for (let i = 0; i < 5; i++) degrader.evaluate()
     expect(changes).toEqual([

@@ -4,11 +4,11 @@ import express from 'express'
 import Fastify, { type FastifyInstance } from 'fastify'
 import { Redis } from 'ioredis'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { idempotency as expressIdempotency, rateLimit as expressRateLimit } from '../src/express.js'
+import { expressIdempotency, expressRateLimit } from '../src/express.js'
 import {
-  idempotency as fastifyIdempotency,
-  idempotencyHooks,
-  rateLimitHook,
+  fastifyIdempotency,
+  fastifyIdempotencyHooks,
+  fastifyRateLimitHook,
 } from '../src/fastify.js'
 import {
   createIdempotency,
@@ -288,11 +288,13 @@ describe('rate limit adapters', () => {
     const app = Fastify()
     app.post(
       '/login',
-      { onRequest: rateLimitHook(limiter, { key: () => 'bob' }) },
+      { onRequest: fastifyRateLimitHook(limiter, { key: () => 'bob' }) },
       async (_req, reply) => reply.code(204).send(),
     )
     // idempotencyHooks are usable per route as well
-    app.post('/pay', { ...idempotencyHooks(store, { scope: false }) }, async () => ({ ok: true }))
+    app.post('/pay', { ...fastifyIdempotencyHooks(store, { scope: false }) }, async () => ({
+      ok: true,
+    }))
     await app.listen({ port: 0, host: '127.0.0.1' })
     const base = `http://127.0.0.1:${(app.server.address() as AddressInfo).port}`
     try {
@@ -317,21 +319,23 @@ describe('adapter options', () => {
     expect(() => expressIdempotency(store, { methods: 'POST' as never })).toThrow(
       'invalid option "methods"',
     )
-    expect(() => idempotencyHooks(store, { replayHeader: '' })).toThrow(
+    expect(() => fastifyIdempotencyHooks(store, { replayHeader: '' })).toThrow(
       'invalid option "replayHeader"',
     )
     expect(() => expressRateLimit(limiter, { cost: 0 })).toThrow('invalid option "cost"')
-    expect(() => rateLimitHook(limiter, { key: 'ip' as never })).toThrow('invalid option "key"')
+    expect(() => fastifyRateLimitHook(limiter, { key: 'ip' as never })).toThrow(
+      'invalid option "key"',
+    )
   })
 
   it('refuse to build without a scope function or an explicit scope: false', () => {
     for (const build of [
       () => expressIdempotency(store),
       () => expressIdempotency(store, {}),
-      () => idempotencyHooks(store),
+      () => fastifyIdempotencyHooks(store),
       () => fastifyIdempotency(store, { scope: undefined }),
       () => expressIdempotency(store, { scope: 'user' as never }),
-      () => idempotencyHooks(store, { scope: true as never }),
+      () => fastifyIdempotencyHooks(store, { scope: true as never }),
     ]) {
       let error: unknown
       try {
@@ -343,7 +347,7 @@ describe('adapter options', () => {
       expect((error as Error).message).toContain('invalid option "scope"')
     }
     expect(() => expressIdempotency(store, { scope: false })).not.toThrow()
-    expect(() => idempotencyHooks(store, { scope: (req) => req.ip })).not.toThrow()
+    expect(() => fastifyIdempotencyHooks(store, { scope: (req) => req.ip })).not.toThrow()
   })
 })
 

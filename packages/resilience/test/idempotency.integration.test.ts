@@ -9,9 +9,9 @@ import {
   IdempotencyClaim,
   IdempotencyFencedError,
   IdempotencyInFlightError,
-  IdempotencyKeyError,
+  IdempotencyKeyInvalidError,
   IdempotencyMismatchError,
-  IdempotencyScopeError,
+  IdempotencyScopeMissingError,
   IdempotencyUnavailableError,
   IdempotentFailureError,
   InvalidArgumentError,
@@ -164,7 +164,7 @@ describe('Idempotency (Redis)', () => {
       prefix,
     })
     for (const bad of ['', 'has space', 'x'.repeat(256), 'ключ']) {
-      await expect(store.run(bad, {}, () => 1)).rejects.toBeInstanceOf(IdempotencyKeyError)
+      await expect(store.run(bad, {}, () => 1)).rejects.toBeInstanceOf(IdempotencyKeyInvalidError)
     }
     await expect(store.run(undefined as unknown as string, {}, () => 1)).rejects.toThrow('required')
   })
@@ -283,7 +283,7 @@ describe('Idempotency (Redis)', () => {
     })
     expect(events).toEqual([true])
     // The dead holder's late write, with its stale fencing token, is refused...
-    const stale = new IdempotencyClaim(store, k, held.token, false, lease)
+    const stale = IdempotencyClaim.acquired(store, k, held.token, false, lease)
     const fenced = await stale.complete({ receipt: 'from the dead' }).catch((e: unknown) => e)
     expect(fenced).toBeInstanceOf(IdempotencyFencedError)
     expect(store.stats().fenced).toBe(1)
@@ -351,8 +351,10 @@ describe('Idempotency (Redis)', () => {
       let runs = 0
       for (const scope of ['', 7 as never, null as never]) {
         const error = await store.run(key(), {}, () => ++runs, { scope }).catch((e: unknown) => e)
-        expect(error).toBeInstanceOf(IdempotencyScopeError)
-        expect((error as IdempotencyScopeError).code).toBe('E_RESILIENCE_IDEMPOTENCY_SCOPE_MISSING')
+        expect(error).toBeInstanceOf(IdempotencyScopeMissingError)
+        expect((error as IdempotencyScopeMissingError).code).toBe(
+          'E_RESILIENCE_IDEMPOTENCY_SCOPE_MISSING',
+        )
       }
       expect(runs).toBe(0)
     })
@@ -397,7 +399,7 @@ describe('Idempotency (Redis)', () => {
     it('runs the handler unprotected when configured to fail open', async () => {
       const store = createIdempotency({ redis, prefix, commandTimeout: 300, failOpen: true })
       const opened: string[] = []
-      store.on('failOpen', (e) => opened.push(e.key))
+      store.on('failed-open', (e) => opened.push(e.key))
       const k = key()
       proxy.blackhole()
       proxy.cut()
@@ -512,7 +514,8 @@ describe('Idempotency (Redis)', () => {
           .claim(key(), undefined, { wait: wait as never })
           .catch((e: unknown) => e)
         expect(error).toBeInstanceOf(InvalidArgumentError)
-        expect((error as Error).message).toContain('invalid option "wait"')
+        // a per-call argument: the same message shape, with "argument"
+        expect((error as Error).message).toContain('invalid argument "wait"')
         expect(store.stats().claims).toBe(0)
       },
     )

@@ -4,7 +4,7 @@ import { afterAll, describe, expect, it } from 'vitest'
 import {
   createIdempotency,
   type Idempotency,
-  IdempotencyKeyError,
+  IdempotencyKeyInvalidError,
   isResilienceError,
 } from '../src/index.js'
 
@@ -34,7 +34,7 @@ const anyScope = fc.option(fc.string({ unit: 'binary', minLength: 1, maxLength: 
 })
 
 describe('idempotency keys (hostile input)', () => {
-  it('fuzz: any key is accepted as a well-formed string or refused with IdempotencyKeyError', () => {
+  it('fuzz: any key is accepted as a well-formed string or refused with IdempotencyKeyInvalidError', () => {
     fc.assert(
       fc.property(anyKey, (key) => {
         for (const s of [store, lax] as const) {
@@ -44,9 +44,9 @@ describe('idempotency keys (hostile input)', () => {
             expect(typeof key).toBe('string')
             expect((key as string).length).toBeGreaterThan(0)
           } catch (error) {
-            expect(error).toBeInstanceOf(IdempotencyKeyError)
+            expect(error).toBeInstanceOf(IdempotencyKeyInvalidError)
             expect(isResilienceError(error)).toBe(true)
-            expect((error as IdempotencyKeyError).message.length).toBeLessThan(400)
+            expect((error as IdempotencyKeyInvalidError).message.length).toBeLessThan(400)
           }
         }
       }),

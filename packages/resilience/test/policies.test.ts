@@ -35,7 +35,7 @@ describe('retry', () => {
     })
     expect(value).toBe('done')
     expect(attempts).toEqual([1, 2, 3])
-    expect(policy.stats()).toEqual({ calls: 1, retries: 2, successes: 1, failures: 0 })
+    expect(policy.stats()).toEqual({ calls: 1, retries: 2, succeeded: 1, failed: 0 })
   })
 
   it('does not retry errors that do not say they are retryable', async () => {
@@ -57,9 +57,8 @@ describe('retry', () => {
 
   it('gives up after maxAttempts with the last error and says why', async () => {
     const giveUps: string[] = []
-    const policy = retry({ maxAttempts: 2, initialDelay: 1 }).on('giveUp', (e) =>
-      giveUps.push(e.reason),
-    )
+    const policy = retry({ maxAttempts: 2, initialDelay: 1 })
+    policy.on('gave-up', (e) => giveUps.push(e.reason))
     let n = 0
     await expect(policy.execute(() => Promise.reject(retryable(`e${++n}`)))).rejects.toThrow('e2')
     expect(giveUps).toEqual(['max-attempts'])
@@ -76,7 +75,7 @@ describe('retry', () => {
       random: () => 0.5,
       maxElapsed: Infinity,
     })
-    policy.on('retry', (e) => delays.push(e.delay))
+    policy.on('retried', (e) => delays.push(e.delayMs))
     const run = policy.execute(() => Promise.reject(retryable()))
     const caught = run.catch((e: unknown) => e)
     await vi.runAllTimersAsync()
@@ -99,7 +98,7 @@ describe('retry', () => {
             random: () => r,
             maxElapsed: Infinity,
           })
-          policy.on('retry', (e) => delays.push(e.delay))
+          policy.on('retried', (e) => delays.push(e.delayMs))
           await policy.execute(({ attempt }) =>
             attempt <= attempts ? Promise.reject(retryable()) : 1,
           )
@@ -116,16 +115,15 @@ describe('retry', () => {
   it('gives up when the next retry would pass maxElapsed', async () => {
     const giveUps: string[] = []
     const policy = retry({ maxAttempts: 10, initialDelay: 1000, random: () => 1, maxElapsed: 500 })
-    policy.on('giveUp', (e) => giveUps.push(e.reason))
+    policy.on('gave-up', (e) => giveUps.push(e.reason))
     await expect(policy.execute(() => Promise.reject(retryable()))).rejects.toThrow('flaky')
     expect(giveUps).toEqual(['max-elapsed'])
   })
 
   it('waits at least retryAfterMs when the error carries it', async () => {
     const delays: number[] = []
-    const policy = retry({ maxAttempts: 2, initialDelay: 1, random: () => 0 }).on('retry', (e) =>
-      delays.push(e.delay),
-    )
+    const policy = retry({ maxAttempts: 2, initialDelay: 1, random: () => 0 })
+    policy.on('retried', (e) => delays.push(e.delayMs))
     let first = true
     await policy.execute(() => {
       if (first) {
@@ -184,7 +182,7 @@ describe('timeout', () => {
     expect((error as TimeoutError).timeoutMs).toBe(20)
     expect(seen?.aborted).toBe(true)
     expect(seen?.reason).toBe(error)
-    expect(policy.stats()).toEqual({ calls: 1, timeouts: 1, inFlight: 0 })
+    expect(policy.stats()).toEqual({ calls: 1, timedOut: 1, inFlight: 0 })
   })
 
   it('lets fast work through with its value and its errors', async () => {
@@ -196,7 +194,7 @@ describe('timeout', () => {
         throw new Error('sync')
       }),
     ).rejects.toThrow('sync')
-    expect(policy.stats()).toMatchObject({ timeouts: 0, inFlight: 0 })
+    expect(policy.stats()).toMatchObject({ timedOut: 0, inFlight: 0 })
   })
 
   it('times out each of many concurrent calls on time with one timer', async () => {
@@ -249,7 +247,7 @@ describe('bulkhead', () => {
     const p = [0, 1, 2].map((i) => policy.execute(work(i)))
     const refused = await policy.execute(work(3)).catch((e: unknown) => e)
     expect(refused).toBeInstanceOf(BulkheadRejectedError)
-    expect(refused).toMatchObject({ active: 2, queued: 1, code: 'E_RESILIENCE_BULKHEAD_FULL' })
+    expect(refused).toMatchObject({ active: 2, queued: 1, code: 'E_RESILIENCE_BULKHEAD_REJECTED' })
     expect(started).toEqual([0, 1])
     gates[0]!()
     await p[0]
@@ -302,7 +300,7 @@ describe('fallback', () => {
     await expect(policy.execute(() => Promise.reject(new Error('down')))).resolves.toBe('cached')
     await expect(policy.execute(() => Promise.reject(new Error('bug')))).rejects.toThrow('bug')
     await expect(policy.execute(() => 'live')).resolves.toBe('live')
-    expect(policy.stats()).toEqual({ calls: 3, fallbacks: 1 })
+    expect(policy.stats()).toEqual({ calls: 3, fellBack: 1 })
   })
 })
 
@@ -315,8 +313,8 @@ describe('pipeline', () => {
       attempt < 3 ? sleep(200) : signal.aborted ? 'aborted' : `ok on ${attempt}`,
     )
     expect(value).toBe('ok on 3')
-    expect(perTry.stats().timeouts).toBe(2)
-    expect(breaker.stats()).toMatchObject({ failures: 2, successes: 1 })
+    expect(perTry.stats().timedOut).toBe(2)
+    expect(breaker.stats()).toMatchObject({ failed: 2, succeeded: 1 })
     await breaker.close()
   })
 
@@ -327,8 +325,8 @@ describe('pipeline', () => {
     const policy = pipeline(retry(), timeout(100), custom)
     await policy.execute(() => 1)
     const [r, t, c] = policy.stats()
-    expect(r).toMatchObject({ calls: 1, successes: 1 })
-    expect(t).toMatchObject({ calls: 1, timeouts: 0 })
+    expect(r).toMatchObject({ calls: 1, succeeded: 1 })
+    expect(t).toMatchObject({ calls: 1, timedOut: 0 })
     expect(c).toBeUndefined()
   })
 

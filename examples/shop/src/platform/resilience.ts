@@ -199,7 +199,7 @@ export function createShopDegrader(
     },
   })
   const log: ReturnType<ShopDegrader['changes']> = []
-  degrader.on('change', (c) => {
+  degrader.on('level-changed', (c) => {
     log.push({ ...c, at: Date.now() })
     if (log.length > 50) log.shift()
   })
@@ -223,7 +223,7 @@ export function publishBreakerState(
   const put = () => {
     redis.set(key, breaker.state, 'PX', 5000).catch(() => {})
   }
-  for (const e of ['open', 'halfOpen', 'close'] as const) breaker.on(e, put)
+  for (const e of ['opened', 'half-opened', 'closed'] as const) breaker.on(e, put)
   const timer = setInterval(put, 1000)
   timer.unref()
   put()

@@ -175,11 +175,11 @@ export async function startWorker(
       return {
         breaker: {
           state: b.state,
-          successes: b.successes,
-          failures: b.failures,
-          rejected: b.rejects,
-          timeouts: b.timeouts,
-          opens: b.opens,
+          successes: b.succeeded,
+          failures: b.failed,
+          rejected: b.rejected,
+          timeouts: b.timedOut,
+          opens: b.opened,
         },
         payments: pay,
       }

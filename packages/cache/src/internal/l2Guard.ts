@@ -61,9 +61,9 @@ export class L2Guard {
       resetTimeout: options.resetTimeout,
       timeout: options.timeout,
     })
-    this.#breaker.on('open', () => options.onStateChange('open'))
-    this.#breaker.on('halfOpen', () => options.onStateChange('halfOpen'))
-    this.#breaker.on('close', () => {
+    this.#breaker.on('opened', () => options.onStateChange('open'))
+    this.#breaker.on('half-opened', () => options.onStateChange('halfOpen'))
+    this.#breaker.on('closed', () => {
       this.#clearWindow()
       options.onStateChange('closed')
     })

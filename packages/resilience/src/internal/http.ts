@@ -1,7 +1,8 @@
+import { merge } from '@ballast/shared'
 import { isResilienceError } from '../errors.js'
 import type { HttpIdempotencyDefaults, HttpIdempotencyOptions } from '../httpIdempotencyOptions.js'
 import type { ClaimOutcome, Idempotency, IdempotencyClaim } from '../idempotency.js'
-import { invalid, merge, nonEmptyString, optionalFunction } from './validate.js'
+import { check } from './validate.js'
 
 /** A response as stored for replay. */
 export interface StoredResponse {
@@ -46,6 +47,10 @@ export function problem(
   }
 }
 
+/** Codes of IdempotencyKeyInvalidError and IdempotencyScopeMissingError (matched by code: see gate()). */
+const IDEMPOTENCY_KEY_INVALID = 'E_RESILIENCE_IDEMPOTENCY_KEY_INVALID'
+const IDEMPOTENCY_SCOPE_MISSING = 'E_RESILIENCE_IDEMPOTENCY_SCOPE_MISSING'
+
 /** The outcome of the request phase of idempotent HTTP handling. */
 export type Gate =
   | { kind: 'pass' }
@@ -71,7 +76,7 @@ export async function gate(
       kind: 'problem',
       problem: problem(
         400,
-        'E_RESILIENCE_IDEMPOTENCY_KEY_INVALID',
+        IDEMPOTENCY_KEY_INVALID,
         'Idempotency-Key is missing',
         'This operation requires an Idempotency-Key header.',
       ),
@@ -84,13 +89,13 @@ export async function gate(
     // By code, not instanceof: the store may come from another copy of the package (the CJS
     // build beside the ESM one), whose error classes are not ours; a 400 must not become a 500.
     const code = isResilienceError(error) ? error.code : undefined
-    if (code === 'E_RESILIENCE_IDEMPOTENCY_KEY_INVALID') {
+    if (code === IDEMPOTENCY_KEY_INVALID) {
       return {
         kind: 'problem',
         problem: problem(400, code, 'Idempotency-Key is malformed', (error as Error).message),
       }
     }
-    if (code === 'E_RESILIENCE_IDEMPOTENCY_SCOPE_MISSING') {
+    if (code === IDEMPOTENCY_SCOPE_MISSING) {
       return {
         kind: 'problem',
         problem: problem(
@@ -226,21 +231,24 @@ export function resolveHttpIdempotency<Req>(
   defaults: HttpIdempotencyDefaults<Req>,
   options: HttpIdempotencyOptions<Req>,
 ): ResolvedHttpIdempotency<Req> {
+  if (options !== undefined) check.object('options', options)
   const o = merge(defaults, options)
-  if (!Array.isArray(o.methods)) invalid('methods', 'an array of HTTP methods', o.methods)
+  const methods: unknown = o.methods
+  if (!Array.isArray(methods)) check.invalid('methods', 'an array of HTTP methods', methods)
   const resolved = {
-    header: nonEmptyString('header', o.header).toLowerCase(),
-    replayHeader: nonEmptyString('replayHeader', o.replayHeader),
-    required: o.required,
-    methods: new Set(o.methods.map((m) => String(m).toUpperCase())),
-    fingerprint: optionalFunction('fingerprint', o.fingerprint) as (req: Req) => unknown,
-    isTransientStatus: optionalFunction('isTransientStatus', o.isTransientStatus) as (
-      status: number,
-    ) => boolean,
+    header: check.string('header', o.header).toLowerCase(),
+    replayHeader: check.string('replayHeader', o.replayHeader),
+    required: check.boolean('required', o.required),
+    methods: new Set((methods as unknown[]).map((m) => String(m).toUpperCase())),
+    fingerprint: check.func<(req: Req) => unknown>('fingerprint', o.fingerprint),
+    isTransientStatus: check.func<(status: number) => boolean>(
+      'isTransientStatus',
+      o.isTransientStatus,
+    ),
   }
   const scope = o.scope
   if (scope !== false && typeof scope !== 'function') {
-    invalid(
+    check.invalid(
       'scope',
       "a function returning the caller's user, tenant or API key id (keys are otherwise shared " +
         'between callers: one could replay or block another’s request), or false to opt out',
