@@ -6,16 +6,19 @@ import { until } from './support/bounded.js'
 const URL = 'amqp://127.0.0.1:1'
 const downPool: SqlPool = { getConnection: () => Promise.reject(new Error('database down')) }
 
-/** Runs microtasks queued with queueMicrotask at once, collecting what they throw. */
+/** Collects what listeners throw: their errors still go through the real queueMicrotask. */
 function catchRethrown(): unknown[] {
   const rethrown: unknown[] = []
-  vi.spyOn(globalThis, 'queueMicrotask').mockImplementation((task) => {
-    try {
-      task()
-    } catch (error) {
-      rethrown.push(error)
-    }
-  })
+  const original = globalThis.queueMicrotask
+  vi.spyOn(globalThis, 'queueMicrotask').mockImplementation((task) =>
+    original(() => {
+      try {
+        task()
+      } catch (error) {
+        rethrown.push(error)
+      }
+    }),
+  )
   return rethrown
 }
 
