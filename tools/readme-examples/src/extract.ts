@@ -1,11 +1,12 @@
 import { mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 
-/** The languages of the fenced blocks that are programs: each is typechecked and run. */
+/** The languages of the fenced blocks that are programs (the info string's first word): each is typechecked and run. */
 export const LANGUAGES: Readonly<Record<string, 'ts' | 'mjs'>> = {
   ts: 'ts',
   typescript: 'ts',
   js: 'mjs',
+  javascript: 'mjs',
   mjs: 'mjs',
 }
 
@@ -56,7 +57,7 @@ function exists(path: string): boolean {
 const OPENING = /^ {0,3}(`{3,}|~{3,})\s*([^\s`]*)\s*(.*)$/
 
 /**
- * The TypeScript and JavaScript blocks of a Markdown text (```ts, ```typescript, ```js, ```mjs),
+ * The TypeScript and JavaScript blocks of a Markdown text (```ts, ```typescript, ```js, ```javascript, ```mjs),
  * with the line of each opening fence. Blocks of other languages are passed over.
  */
 export function extractBlocks(readme: string, markdown: string): Block[] {
@@ -102,9 +103,9 @@ export function findBlocks(root: string): Block[] {
 }
 
 /**
- * Writes each block to `<outDir>/<readme>-<line>.<ts|mjs>` (the directory is emptied first),
- * line for line, so line `n` of the file is line `block.line + n` of the README.
- * `rewrite` may change the code on its way to the file (say, a server address).
+ * Writes each block to `<outDir>/<readme>-<line>.<ts|mjs>`, line for line, so line `n` of the
+ * file is line `block.line + n` of the README. `outDir` is emptied first. `rewrite` may change
+ * the code on its way to the file (say, a server address).
  */
 export function writeExamples(
   blocks: Block[],

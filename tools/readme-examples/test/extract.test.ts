@@ -1,7 +1,8 @@
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
 import { afterAll, describe, expect, test } from 'vitest'
 import {
   activeResources,
@@ -9,8 +10,11 @@ import {
   leftOpen,
   readmeLine,
   settle,
+  typecheck,
   writeExamples,
 } from '../src/index.js'
+
+const root = fileURLToPath(new URL('../../../', import.meta.url))
 
 const README = [
   '# pkg', //                                 1
@@ -78,5 +82,42 @@ describe('left-open resources', () => {
     expect(leftOpen(before).join()).toMatch(/TCPServerWrap x1/)
     await new Promise((resolve) => server.close(resolve))
     expect(await settle(before, 2_000)).toEqual([])
+  })
+})
+
+describe('typecheck', () => {
+  // inside the package, where @types/node resolves
+  const dir = mkdtempSync(fileURLToPath(new URL('../.tmp-', import.meta.url)))
+  afterAll(() => rmSync(dir, { recursive: true, force: true }))
+
+  test('names the README, line and column of each error, and passes a correct block', () => {
+    const markdown = [
+      '# pkg', //                                       1
+      '```ts', //                                       2
+      'const fine: number = 1', //                      3
+      'console.log(fine)', //                           4
+      '```', //                                         5
+      '```ts', //                                       6
+      'const total: number = 1', //                     7
+      'const label: string = total', //                 8
+      'console.log(label, missing)', //                 9
+      '```', //                                         10
+    ].join('\n')
+    const tsconfig = join(dir, 'tsconfig.json')
+    writeFileSync(
+      tsconfig,
+      JSON.stringify({ extends: join(root, 'tsconfig.base.json'), include: [] }),
+    )
+    const [good, bad] = writeExamples(
+      extractBlocks('packages/pkg/README.md', markdown),
+      join(dir, 'generated'),
+    )
+    if (!good || !bad) throw new Error('expected two blocks')
+    const errors = typecheck([good, bad], tsconfig)
+    expect(errors.get(good)).toEqual([])
+    expect(errors.get(bad)).toEqual([
+      expect.stringMatching(/^packages\/pkg\/README\.md:8:7 - TS2322: /),
+      expect.stringMatching(/^packages\/pkg\/README\.md:9:20 - TS2304: Cannot find name 'missing'/),
+    ])
   })
 })

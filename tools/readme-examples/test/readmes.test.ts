@@ -1,3 +1,4 @@
+import { mkdirSync, readdirSync, rmSync, statSync } from 'node:fs'
 import { join } from 'node:path'
 import { fileURLToPath, pathToFileURL } from 'node:url'
 import { afterAll, beforeAll, expect, test } from 'vitest'
@@ -21,7 +22,16 @@ import {
 
 const root = fileURLToPath(new URL('../../../', import.meta.url))
 const here = fileURLToPath(new URL('../', import.meta.url))
-const generated = join(here, 'generated')
+// A directory per run, removed at the end: two runs at once must not overwrite each other's
+// files. Directories of runs that were killed go after an hour.
+const runs = join(here, 'generated')
+mkdirSync(runs, { recursive: true })
+for (const run of readdirSync(runs)) {
+  const path = join(runs, run)
+  if (statSync(path).mtimeMs < Date.now() - 3_600_000)
+    rmSync(path, { recursive: true, force: true })
+}
+const generated = join(runs, `run-${process.pid}-${Date.now().toString(36)}`)
 
 // The blocks name the local servers; where testkit's global setup exported other addresses
 // (containers), the generated files use those.
@@ -54,6 +64,7 @@ afterAll(() => {
     `README examples: ${examples.length - compileOnly} run, ${compileOnly} compile-only, ` +
       `from ${readmePaths(root).length} READMEs`,
   )
+  rmSync(generated, { recursive: true, force: true })
 })
 
 test('the READMEs have examples to run', () => {
