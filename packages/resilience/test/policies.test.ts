@@ -108,7 +108,7 @@ describe('retry', () => {
           })
         },
       ),
-      { numRuns: 30 },
+      { seed: 16, numRuns: 30 },
     )
   })
 

@@ -35,6 +35,7 @@ describe('LocalRateLimiter', () => {
           expect(allowed).toBeLessThanOrEqual(burst + Math.floor(now / 10))
         },
       ),
+      { seed: 0x10ad, numRuns: 100 },
     )
   })
 
