@@ -75,8 +75,8 @@ try {
   await run(replicaDbUrl, 'SELECT MASTER_GTID_WAIT(?, 10)', [p])
   const router = createShardRouter({
     shards: [{ id: 'p', primary: pairDb.url, replicas: [proxy.url(replicaDbUrl)] }],
-    healthCheckIntervalMs: 0,
-    gtidWaitTimeoutMs: 2000,
+    healthCheckInterval: 0,
+    gtidWaitTimeout: 2000,
   })
   const primary = mysql.createPool({ uri: pairDb.url, connectionLimit: 2 })
   const replica = mysql.createPool({ uri: proxy.url(replicaDbUrl), connectionLimit: 2 })

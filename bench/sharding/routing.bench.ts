@@ -53,8 +53,8 @@ try {
   const router = createShardRouter({
     shards: [{ id: 'a', primary: db.url }],
     connectionLimit: POOL.connectionLimit,
-    connectTimeoutMs: POOL.connectTimeout,
-    healthCheckIntervalMs: 0,
+    connectTimeout: POOL.connectTimeout,
+    healthCheckInterval: 0,
   })
   const SQL = 'SELECT id, total FROM orders WHERE user_id = ?'
   const N = isSmoke() ? 20 : 2000
@@ -133,7 +133,7 @@ try {
   // Routing alone, no I/O.
   const routerOnly = createShardRouter({
     shards: ['a', 'b', 'c', 'd'].map((id) => ({ id, primary: db.url })),
-    healthCheckIntervalMs: 0,
+    healthCheckInterval: 0,
     secrets: ['bench-secret-0123456789abcdef0123456789', 'bench-old-secret-0123456789abcdef01234'],
   })
   const ring = new HashRing(['a', 'b', 'c', 'd'])
@@ -189,11 +189,11 @@ try {
   const plan = planResharding(four, five)
   const r4 = createShardRouter({
     shards: four.map((s) => ({ ...s, primary: db.url })),
-    healthCheckIntervalMs: 0,
+    healthCheckInterval: 0,
   })
   const r5 = createShardRouter({
     shards: five.map((s) => ({ ...s, primary: db.url })),
-    healthCheckIntervalMs: 0,
+    healthCheckInterval: 0,
   })
   const KEYS = isSmoke() ? 1000 : 1_000_000
   let moved = 0

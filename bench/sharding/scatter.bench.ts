@@ -57,9 +57,9 @@ try {
   ) {
     const router = createShardRouter({
       shards: shardUrls.map((url, i) => ({ id: `s${i}`, primary: url })),
-      healthCheckIntervalMs: 0,
+      healthCheckInterval: 0,
       connectionLimit: POOL.connectionLimit,
-      connectTimeoutMs: POOL.connectTimeout,
+      connectTimeout: POOL.connectTimeout,
     })
     // Each shard alone: the same mysql2 callback pool type and options as the router's.
     const pools = shardUrls.map((url) => mysql.createPool({ uri: url, ...POOL }))

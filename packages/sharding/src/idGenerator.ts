@@ -1,4 +1,6 @@
+import { type Duration, merge } from '@ballast/shared'
 import { ClockMovedBackwardsError, InvalidArgumentError, ShardKeyMissingError } from './errors.js'
+import { option } from './internal/check.js'
 import { type ShardKey, type SlotKey, slotFor } from './shardKey.js'
 
 /** The longest `next()` blocks waiting for the clock to reach a fresh millisecond, in ms. */
@@ -43,13 +45,14 @@ export interface IdGeneratorOptions {
    */
   slotBits?: number
   /**
-   * How far the clock may step back (NTP) before `next()` throws, in ms. Within it, ids keep
+   * How far the clock may step back (NTP) before `next()` throws (a {@link Duration}: zero
+   * allowed). Within it, ids keep
    * counting from the last timestamp used, so they never go backwards; if that millisecond's
    * sequence runs out before the clock catches up, `next()` throws a retryable
    * {@link ClockMovedBackwardsError} rather than block the event loop.
    * @default 1000
    */
-  maxClockBackwardsMs?: number
+  maxClockBackwards?: Duration
   /**
    * The clock, in Unix milliseconds; fractions of a millisecond are dropped.
    * @default Date.now
@@ -57,16 +60,16 @@ export interface IdGeneratorOptions {
   now?: () => number
 }
 
-/** The defaults of {@link IdGeneratorOptions}. */
-export const DEFAULT_ID_GENERATOR_OPTIONS: Required<IdGeneratorOptions> = {
+/** The defaults of {@link IdGeneratorOptions}, frozen; an option given as `undefined` keeps its default. */
+export const DEFAULT_ID_GENERATOR_OPTIONS: Readonly<Required<IdGeneratorOptions>> = Object.freeze({
   workerId: 0,
   epoch: 1_704_067_200_000,
   workerBits: 10,
   sequenceBits: 12,
   slotBits: 0,
-  maxClockBackwardsMs: 1000,
+  maxClockBackwards: 1000,
   now: Date.now,
-}
+})
 
 /** The fields of an id, as {@link IdGenerator.decode} reads them. */
 export interface DecodedId {
@@ -94,7 +97,7 @@ export interface IdGenerator {
    * @throws ShardKeyMissingError if the layout embeds a slot and no key was given.
    * @throws InvalidArgumentError if the clock (`now`) reads NaN or a time before `epoch`.
    * @throws ClockMovedBackwardsError (retryable) if the clock stepped back further than
-   * `maxClockBackwardsMs`, or the millisecond's sequence ran out and the clock is not about to
+   * `maxClockBackwards`, or the millisecond's sequence ran out and the clock is not about to
    * pass it. A throw leaves the generator as it was: no id is ever issued twice.
    */
   next(ownerKey?: ShardKey): bigint
@@ -118,15 +121,6 @@ export interface IdLayout {
   sequenceBits: number
 }
 
-function checkBits(name: string, value: unknown, min: number): number {
-  if (typeof value !== 'number' || !Number.isInteger(value) || value < min || value > 22) {
-    throw new InvalidArgumentError(
-      `invalid option "${name}": expected an integer from ${min} to 22, got ${String(value)}`,
-    )
-  }
-  return value
-}
-
 /**
  * Creates an {@link IdGenerator}.
  *
@@ -142,43 +136,30 @@ function checkBits(name: string, value: unknown, min: number): number {
  * ```
  */
 export function createIdGenerator(options: IdGeneratorOptions = {}): IdGenerator {
-  const o = { ...DEFAULT_ID_GENERATOR_OPTIONS, ...options }
-  const workerBits = checkBits('workerBits', o.workerBits, 0)
-  const sequenceBits = checkBits('sequenceBits', o.sequenceBits, 1)
-  const slotBits = checkBits('slotBits', o.slotBits, 0)
+  if (typeof options !== 'object' || options === null)
+    option.invalid('options', 'an object', options)
+  const merged = merge(DEFAULT_ID_GENERATOR_OPTIONS, options)
+  const workerBits = option.integer('workerBits', merged.workerBits, { min: 0, max: 22 })
+  const sequenceBits = option.integer('sequenceBits', merged.sequenceBits, { min: 1, max: 22 })
+  const slotBits = option.integer('slotBits', merged.slotBits, { min: 0, max: 22 })
   const timestampBits = 63 - workerBits - sequenceBits - slotBits
   if (timestampBits < 39) {
-    throw new InvalidArgumentError(
-      `invalid option "slotBits": slotBits + workerBits + sequenceBits must be at most 24 so the timestamp keeps 39 bits, got ${slotBits} + ${workerBits} + ${sequenceBits}`,
+    option.invalid(
+      'slotBits',
+      `slotBits + workerBits + sequenceBits of at most 24, so the timestamp keeps 39 bits (${workerBits} + ${sequenceBits} are taken)`,
+      slotBits,
     )
   }
-  if (!Number.isInteger(o.workerId) || o.workerId < 0 || o.workerId >= 2 ** workerBits) {
-    throw new InvalidArgumentError(
-      `invalid option "workerId": expected an integer in [0, ${2 ** workerBits}), got ${String(o.workerId)}`,
-    )
-  }
-  if (!Number.isSafeInteger(o.epoch) || o.epoch < 0) {
-    throw new InvalidArgumentError(
-      `invalid option "epoch": expected Unix milliseconds, got ${String(o.epoch)}`,
-    )
-  }
-  if (typeof o.maxClockBackwardsMs !== 'number' || !(o.maxClockBackwardsMs >= 0)) {
-    throw new InvalidArgumentError(
-      `invalid option "maxClockBackwardsMs": expected a non-negative number of milliseconds, got ${String(o.maxClockBackwardsMs)}`,
-    )
-  }
-  if (typeof o.now !== 'function') {
-    throw new InvalidArgumentError(`invalid option "now": expected a function, got ${typeof o.now}`)
-  }
-  const now = o.now
-  const epoch = o.epoch
-  const maxBack = o.maxClockBackwardsMs
+  const workerId = option.integer('workerId', merged.workerId, { min: 0, max: 2 ** workerBits - 1 })
+  const epoch = option.integer('epoch', merged.epoch, { min: 0 })
+  const maxBackMs = option.duration('maxClockBackwards', merged.maxClockBackwards)
+  const now = option.func<() => number>('now', merged.now)
   const seqMask = (1 << sequenceBits) - 1
   const slots = 2 ** slotBits
   const workerShift = BigInt(sequenceBits)
   const slotShift = BigInt(sequenceBits + workerBits)
   const tsShift = BigInt(sequenceBits + workerBits + slotBits)
-  const workerPart = BigInt(o.workerId) << workerShift
+  const workerPart = BigInt(workerId) << workerShift
   const maxTs = 2 ** timestampBits
   let last = -1
   let seq = 0
@@ -237,7 +218,7 @@ export function createIdGenerator(options: IdGeneratorOptions = {}): IdGenerator
       }
       let ts = reading - epoch
       if (ts < last) {
-        if (last - ts > maxBack) throw new ClockMovedBackwardsError(last - ts)
+        if (last - ts > maxBackMs) throw new ClockMovedBackwardsError(last - ts)
         ts = last
       }
       let nextSeq = 0

@@ -1,5 +1,6 @@
 /** What {@link ShardRouter.on} and {@link ShardRouter.once} return: removes the listener. */
-export type { Unsubscribe } from '@ballast/shared'
+/** A duration: milliseconds, or a string with its unit (`'250ms'`, `'30s'`, `'15m'`). */
+export type { Duration, Unsubscribe } from '@ballast/shared'
 export { CausalToken } from './causalToken.js'
 export type { StatementClass, StatementKind } from './classifyStatement.js'
 export { classifyStatement } from './classifyStatement.js'
@@ -40,7 +41,7 @@ export type {
   ShardShare,
   SlotMove,
 } from './reshardingPlan.js'
-export { planResharding } from './reshardingPlan.js'
+export { DEFAULT_RESHARDING_PLAN_OPTIONS, planResharding } from './reshardingPlan.js'
 export type { ScatterResult } from './scatterGather.js'
 export type { ShardKey, SlotKey } from './shardKey.js'
 export { slotFor } from './shardKey.js'
@@ -56,6 +57,7 @@ export type {
 } from './shardRouterEvents.js'
 export type {
   Consistency,
+  PrimaryBreakerOptions,
   QueryOptions,
   RingOptions,
   RoutingScope,

@@ -1,4 +1,7 @@
+import { DEFAULT_HASH_RING_OPTIONS } from '@ballast/lb'
+import { merge } from '@ballast/shared'
 import { InvalidArgumentError } from './errors.js'
+import { option } from './internal/check.js'
 import { buildSlotTable } from './internal/slotTable.js'
 
 /** A shard as placement sees it: its id and weight on the ring. */
@@ -21,7 +24,7 @@ export interface ReshardingPlanOptions {
   slots?: number
   /**
    * Ring points per unit of weight (the router's `ring.pointsPerWeight`).
-   * @default lb's HashRing default
+   * @default 4096 (lb's HashRing default)
    */
   pointsPerWeight?: number
   /**
@@ -30,6 +33,14 @@ export interface ReshardingPlanOptions {
    */
   seed?: number
 }
+
+/** The defaults of {@link ReshardingPlanOptions}, frozen: the router's and lb's `HashRing`'s. */
+export const DEFAULT_RESHARDING_PLAN_OPTIONS: Readonly<Required<ReshardingPlanOptions>> =
+  Object.freeze({
+    slots: 4096,
+    pointsPerWeight: DEFAULT_HASH_RING_OPTIONS.pointsPerWeight,
+    seed: DEFAULT_HASH_RING_OPTIONS.seed,
+  })
 
 /** Keys that move from one shard to another: slot ranges, `[start, end)`. */
 export interface SlotMove {
@@ -86,18 +97,19 @@ export function planResharding(
   next: readonly ShardPlacement[],
   options: ReshardingPlanOptions = {},
 ): ReshardingPlan {
-  const slots = options.slots ?? 4096
+  if (typeof options !== 'object' || options === null)
+    option.invalid('options', 'an object', options)
+  const merged = merge(DEFAULT_RESHARDING_PLAN_OPTIONS, options)
+  const slots = merged.slots
   if (!Number.isInteger(slots) || slots < 1 || slots > 65536 || (slots & (slots - 1)) !== 0) {
-    throw new InvalidArgumentError(
-      `invalid option "slots": expected a power of two up to 65536, got ${String(slots)}`,
-    )
+    option.invalid('slots', 'a power of two up to 65536', slots)
   }
   if (current.length === 0 || next.length === 0) {
     throw new InvalidArgumentError(
       'invalid shard list: expected at least one shard before and after',
     )
   }
-  const ring = { pointsPerWeight: options.pointsPerWeight, seed: options.seed }
+  const ring = { pointsPerWeight: merged.pointsPerWeight, seed: merged.seed }
   const before = buildSlotTable(current, slots, ring)
   const after = buildSlotTable(next, slots, ring)
   const edges = new Map<string, SlotMove>()

@@ -5,7 +5,7 @@ import {
   type ShardFailure,
   UnsafeStatementError,
 } from './errors.js'
-import { oneOf, positive } from './internal/check.js'
+import { argument, POSITIVE } from './internal/check.js'
 import type { RouterInternals } from './internal/routerInternals.js'
 import { STREAMED } from './internal/server.js'
 import { StreamMerge } from './internal/streamMerge.js'
@@ -44,14 +44,16 @@ export async function scatterGather<T>(
   options: ScatterOptions,
 ): Promise<ScatterResult<T>> {
   if (!Array.isArray(params))
-    throw new InvalidArgumentError(`invalid params: expected an array, got ${typeof params}`)
+    throw new InvalidArgumentError(
+      `invalid argument "params": expected an array of values for "?" placeholders, got ${typeof params}`,
+    )
   const limit = checkMergeSpec(merge)
   const onShardError = options.onShardError ?? router.onShardError
-  oneOf('onShardError', onShardError, ['error', 'partial'])
+  argument.oneOf('onShardError', onShardError, ['error', 'partial'])
   const timeoutMs =
-    options.timeoutMs === undefined
+    options.timeout === undefined
       ? router.scatterTimeoutMs
-      : positive('timeoutMs', options.timeoutMs)
+      : argument.duration('timeout', options.timeout, POSITIVE)
   const statement = classifyStatement(sql)
   if (statement.multi) {
     throw new UnsafeStatementError(

@@ -6,8 +6,8 @@ import {
   type Endpoint,
   isLbError,
 } from '@ballast/lb'
-import { BreakerOpenError, circuitBreaker } from '@ballast/resilience'
-import { Emitter, parseDuration, type Unsubscribe } from '@ballast/shared'
+import { BreakerOpenError, circuitBreaker, isResilienceError } from '@ballast/resilience'
+import { Emitter, merge, parseDuration, type Unsubscribe } from '@ballast/shared'
 import { CausalToken, checkSecrets, signToken, verifyToken } from './causalToken.js'
 import { classifyStatement, statementBody } from './classifyStatement.js'
 import {
@@ -17,7 +17,7 @@ import {
   UnknownShardError,
   UnsafeStatementError,
 } from './errors.js'
-import { oneOf, positive } from './internal/check.js'
+import { argument, option, POSITIVE } from './internal/check.js'
 import { checkShard, type ReplicaState } from './internal/replicaMonitor.js'
 import type { RouterCounters, RouterInternals, Scope, Shard } from './internal/routerInternals.js'
 import { GUARDED, isConnectionError, Server } from './internal/server.js'
@@ -43,10 +43,46 @@ import { runTransaction, type ShardTransaction } from './transaction.js'
 
 const SHARD_ID = /^[A-Za-z0-9_-]{1,64}$/
 
+/** The router's options once checked, durations in milliseconds. */
+interface RouterSettings {
+  consistency: Consistency
+  maxReplicaLagMs: number
+  boundedLagMs: number
+  gtidWaitTimeoutMs: number
+  queryTimeoutMs: number
+  connectTimeoutMs: number
+  scatterTimeoutMs: number
+  healthCheckIntervalMs: number
+  noHealthyReplica: 'primary' | 'error'
+  onShardError: 'error' | 'partial'
+}
+
 const CONSISTENCIES: readonly Consistency[] = ['eventual', 'bounded', 'read-your-writes', 'strong']
 const ROLES: readonly ServerRole[] = ['auto', 'primary', 'replica']
 
 function ignore(): void {}
+
+/**
+ * Runs a factory of lb or resilience (the replica balancer, the primary breaker) and turns its
+ * `InvalidArgumentError` into this package's, naming the option as the router's
+ * (`primaryBreaker.resetTimeout`), with the original as `cause`.
+ */
+function adoptInvalidArgument<T>(make: () => T, prefix = ''): T {
+  try {
+    return make()
+  } catch (error) {
+    if (
+      (isLbError(error) || isResilienceError(error)) &&
+      error.code.endsWith('_INVALID_ARGUMENT')
+    ) {
+      throw new InvalidArgumentError(
+        error.message.replace(/^invalid option "/, `invalid option "${prefix}`),
+        { cause: error },
+      )
+    }
+    throw error
+  }
+}
 
 const NO_OPTIONS: QueryOptions = Object.freeze({})
 
@@ -62,7 +98,7 @@ export class ShardRouter {
   readonly #byId = new Map<string, Shard>()
   readonly #table: Uint16Array
   readonly #slots: number
-  readonly #options: typeof DEFAULT_SHARD_ROUTER_OPTIONS
+  readonly #options: RouterSettings
   readonly #context = new AsyncLocalStorage<Scope>()
   /** Whether any async context was ever entered: until then, statements skip the context lookup. */
   #scoped = false
@@ -89,82 +125,78 @@ export class ShardRouter {
 
   /** @internal Use {@link createShardRouter}. */
   constructor(options: ShardRouterOptions) {
-    if (typeof options !== 'object' || options === null) {
-      throw new InvalidArgumentError(`invalid options: expected an object, got ${String(options)}`)
-    }
-    const settings = {
-      ...DEFAULT_SHARD_ROUTER_OPTIONS,
-      ...options,
-    } as typeof DEFAULT_SHARD_ROUTER_OPTIONS & ShardRouterOptions
-    const slots = settings.slots
+    if (typeof options !== 'object' || options === null)
+      option.invalid('options', 'an object', options)
+    const merged = merge(DEFAULT_SHARD_ROUTER_OPTIONS, options)
+    const slots = merged.slots
     if (!Number.isInteger(slots) || slots < 1 || slots > 65536 || (slots & (slots - 1)) !== 0) {
-      throw new InvalidArgumentError(
-        `invalid option "slots": expected a power of two up to 65536, got ${String(slots)}`,
-      )
+      option.invalid('slots', 'a power of two up to 65536', slots)
     }
-    oneOf('consistency', settings.consistency, CONSISTENCIES)
-    positive('maxReplicaLagMs', settings.maxReplicaLagMs)
-    positive('boundedLagMs', settings.boundedLagMs, true)
-    positive('gtidWaitTimeoutMs', settings.gtidWaitTimeoutMs)
-    positive('queryTimeoutMs', settings.queryTimeoutMs)
-    positive('connectTimeoutMs', settings.connectTimeoutMs)
-    positive('scatterTimeoutMs', settings.scatterTimeoutMs)
-    positive('healthCheckIntervalMs', settings.healthCheckIntervalMs, true)
-    if (!Number.isInteger(settings.connectionLimit) || settings.connectionLimit < 1) {
-      throw new InvalidArgumentError(
-        `invalid option "connectionLimit": expected a positive integer, got ${String(settings.connectionLimit)}`,
-      )
+    const settings: RouterSettings = {
+      consistency: option.oneOf('consistency', merged.consistency, CONSISTENCIES),
+      maxReplicaLagMs: option.duration('maxReplicaLag', merged.maxReplicaLag, POSITIVE),
+      boundedLagMs: option.duration('boundedLag', merged.boundedLag),
+      gtidWaitTimeoutMs: option.duration('gtidWaitTimeout', merged.gtidWaitTimeout, POSITIVE),
+      queryTimeoutMs: option.duration('queryTimeout', merged.queryTimeout, POSITIVE),
+      connectTimeoutMs: option.duration('connectTimeout', merged.connectTimeout, POSITIVE),
+      scatterTimeoutMs: option.duration('scatterTimeout', merged.scatterTimeout, POSITIVE),
+      healthCheckIntervalMs: option.duration('healthCheckInterval', merged.healthCheckInterval),
+      noHealthyReplica: option.oneOf('noHealthyReplica', merged.noHealthyReplica, [
+        'primary',
+        'error',
+      ]),
+      onShardError: option.oneOf('onShardError', merged.onShardError, ['error', 'partial']),
     }
-    oneOf('noHealthyReplica', settings.noHealthyReplica, ['primary', 'error'])
-    oneOf('onShardError', settings.onShardError, ['error', 'partial'])
-    this.#secrets = settings.secrets === undefined ? undefined : checkSecrets(settings.secrets)
-    if (!Array.isArray(settings.shards) || settings.shards.length === 0) {
-      throw new InvalidArgumentError(
-        `invalid option "shards": expected a non-empty array, got ${Array.isArray(settings.shards) ? '[]' : typeof settings.shards}`,
+    const connectionLimit = option.positiveInteger('connectionLimit', merged.connectionLimit)
+    option.object('ring', merged.ring)
+    option.object('outlierDetection', merged.outlierDetection)
+    if (merged.primaryBreaker !== false) option.object('primaryBreaker', merged.primaryBreaker)
+    this.#secrets = merged.secrets === undefined ? undefined : checkSecrets(merged.secrets)
+    const shards: unknown = merged.shards
+    if (!Array.isArray(shards) || shards.length === 0) {
+      option.invalid(
+        'shards',
+        'a non-empty array of shards',
+        Array.isArray(shards) ? [] : typeof shards,
       )
     }
     const seen = new Set<string>()
-    for (const shardConfig of settings.shards) {
+    merged.shards.forEach((shardConfig: unknown, i) => {
+      const config = option.object(`shards[${i}]`, shardConfig)
+      const id = option.string(`shards[${i}].id`, config.id, { pattern: SHARD_ID })
+      if (seen.has(id)) option.invalid(`shards[${i}].id`, 'an id no other shard has', id)
+      seen.add(id)
       if (
-        typeof shardConfig !== 'object' ||
-        shardConfig === null ||
-        typeof shardConfig.id !== 'string' ||
-        !SHARD_ID.test(shardConfig.id)
+        typeof config.primary !== 'string' &&
+        (typeof config.primary !== 'object' || config.primary === null)
       ) {
-        throw new InvalidArgumentError(
-          `invalid option "shards": each shard needs an id of letters, digits, "_" or "-" (1 to 64), got ${JSON.stringify((shardConfig as { id?: unknown } | null)?.id)}`,
+        // Never shown: a server's settings may hold a password.
+        option.invalid(
+          `shards[${i}].primary`,
+          'a mysql:// URL or mysql2 pool options',
+          typeof config.primary,
         )
       }
-      if (seen.has(shardConfig.id))
-        throw new InvalidArgumentError(
-          `invalid option "shards": duplicate shard id "${shardConfig.id}"`,
-        )
-      seen.add(shardConfig.id)
-      if (
-        typeof shardConfig.primary !== 'string' &&
-        (typeof shardConfig.primary !== 'object' || shardConfig.primary === null)
-      ) {
-        throw new InvalidArgumentError(
-          `invalid option "shards[${shardConfig.id}].primary": expected a URL or mysql2 pool options`,
+      if (config.replicas !== undefined && !Array.isArray(config.replicas)) {
+        option.invalid(
+          `shards[${i}].replicas`,
+          'an array of mysql:// URLs or mysql2 pool options',
+          typeof config.replicas,
         )
       }
-      if (shardConfig.replicas !== undefined && !Array.isArray(shardConfig.replicas)) {
-        throw new InvalidArgumentError(
-          `invalid option "shards[${shardConfig.id}].replicas": expected an array`,
-        )
-      }
-    }
+    })
     this.#options = settings
     this.#slots = slots
-    const placement = buildSlotTable(settings.shards, slots, settings.ring ?? {})
+    const placement = buildSlotTable(merged.shards, slots, merged.ring)
     this.#table = placement.table
     const defaults = {
       connectTimeoutMs: settings.connectTimeoutMs,
-      connectionLimit: settings.connectionLimit,
+      connectionLimit,
     }
-    const window = settings.primaryBreaker === false ? undefined : settings.primaryBreaker.window
+    const primaryBreaker = merged.primaryBreaker
+    const window = primaryBreaker === false ? undefined : primaryBreaker.window
     const guardMs = window?.type === 'time' ? (parseDuration(window.duration) ?? 10_000) : 10_000
-    this.#shards = settings.shards.map((config, index) => {
+    this.#shards = merged.shards.map((config, index) => {
       const replicaConfigs: readonly ServerConfig[] = config.replicas ?? []
       const primary = new Server(config.id, 'primary', `${config.id}/primary`, config.primary, {
         ...defaults,
@@ -187,16 +219,13 @@ export class ShardRouter {
       let balancer: Balancer<ReplicaState> | undefined
       if (replicas.length > 0) {
         const balancerOptions: BalancerOptions<ReplicaState> = {
-          strategy: settings.replicaStrategy,
+          strategy: merged.replicaStrategy,
           endpoints: replicas.map((r) => ({ id: r.server.id, value: r })),
           // A stale or stopped replica must never take reads because too few are healthy.
           panicThreshold: 0,
-          outlierDetection: {
-            ...DEFAULT_SHARD_ROUTER_OPTIONS.outlierDetection,
-            ...settings.outlierDetection,
-          },
+          outlierDetection: merged.outlierDetection,
         }
-        balancer = createBalancer(balancerOptions)
+        balancer = adoptInvalidArgument(() => createBalancer(balancerOptions))
         balancer.on('ejected', ({ endpoint, reason }) =>
           this.#events.emit('replica-ejected', {
             shard: config.id,
@@ -214,14 +243,18 @@ export class ShardRouter {
         index,
         primary,
         breaker:
-          settings.primaryBreaker === false
+          primaryBreaker === false
             ? undefined
-            : circuitBreaker({
-                ...settings.primaryBreaker,
-                name: `${config.id}/primary`,
-                // Only the server failing counts, never a statement's own SQL error.
-                errorFilter: (error: unknown) => !isConnectionError(error),
-              }),
+            : adoptInvalidArgument(
+                () =>
+                  circuitBreaker({
+                    ...primaryBreaker,
+                    name: `${config.id}/primary`,
+                    // Only the server failing counts, never a statement's own SQL error.
+                    errorFilter: (error: unknown) => !isConnectionError(error),
+                  }),
+                'primaryBreaker.',
+              ),
         guardedUntil: 0,
         replicas,
         balancer,
@@ -350,9 +383,11 @@ export class ShardRouter {
    * ```
    */
   run<R>(scope: RoutingScope, fn: () => R): R {
-    if (scope.use !== undefined) oneOf('use', scope.use, ROLES)
-    if (scope.consistency !== undefined) oneOf('consistency', scope.consistency, CONSISTENCIES)
-    if (scope.maxLagMs !== undefined) positive('maxLagMs', scope.maxLagMs, true)
+    if (scope.use !== undefined) argument.oneOf('use', scope.use, ROLES)
+    if (scope.consistency !== undefined)
+      argument.oneOf('consistency', scope.consistency, CONSISTENCIES)
+    const maxLagMs =
+      scope.maxLag === undefined ? undefined : argument.duration('maxLag', scope.maxLag)
     this.#scoped = true
     const parent = this.#context.getStore()
     const token = scope.causalToken
@@ -360,15 +395,11 @@ export class ShardRouter {
     if (token === undefined) given = CausalToken.empty
     else if (typeof token === 'string') given = this.verifyCausalToken(token)
     else if (token instanceof CausalToken) given = token
-    else {
-      throw new InvalidArgumentError(
-        `invalid option "causalToken": expected a signed token string or a CausalToken, got ${token === null ? 'null' : typeof token}`,
-      )
-    }
+    else return argument.invalid('causalToken', 'a signed token string or a CausalToken', token)
     const store: Scope = {
       use: scope.use ?? parent?.use,
       consistency: scope.consistency ?? parent?.consistency,
-      maxLagMs: scope.maxLagMs ?? parent?.maxLagMs,
+      maxLagMs: maxLagMs ?? parent?.maxLagMs,
       token: (parent?.token ?? CausalToken.empty).merge(given),
       since: performance.now(),
       parent,
@@ -456,7 +487,7 @@ export class ShardRouter {
       const shard = this.#shardOf(shardKey)
       if (!Array.isArray(params)) {
         throw new InvalidArgumentError(
-          `invalid params: expected an array of values for "?" placeholders, got ${typeof params}`,
+          `invalid argument "params": expected an array of values for "?" placeholders, got ${typeof params}`,
         )
       }
       return this.#route(shard, sql, params, options, this.#options.queryTimeoutMs) as Promise<T>
@@ -561,7 +592,7 @@ export class ShardRouter {
     }
   }
 
-  /** Runs one round of replica health checks now (they also run every `healthCheckIntervalMs`). */
+  /** Runs one round of replica health checks now (they also run every `healthCheckInterval`). */
   async checkReplicas(): Promise<void> {
     if (this.#closed) throw new ShardingClosedError('shard router', 'checkReplicas')
     if (this.#checking !== undefined) return this.#checking
@@ -667,7 +698,7 @@ export class ShardRouter {
    * The part of a read-your-writes token a replica may be asked to wait for: only positions
    * the primary is known to have written (its last `gtid_binlog_pos` sample, or this router's
    * own writes), so a forged position never holds a replica connection for
-   * `gtidWaitTimeoutMs`. Positions beyond that are dropped from the context's token when the
+   * `gtidWaitTimeout`. Positions beyond that are dropped from the context's token when the
    * primary was sampled after the token came in (it would have them by then); otherwise they
    * may be another process's fresh write, and the read goes to the primary (`undefined`).
    */
@@ -713,7 +744,9 @@ export class ShardRouter {
     const scope = this.#scoped ? this.#context.getStore() : undefined
     if (scope?.tx !== undefined && scope.tx.shard === shard.id) return scope.tx.run(sql, params)
     const timeoutMs =
-      options.timeoutMs === undefined ? defaultTimeoutMs : positive('timeoutMs', options.timeoutMs)
+      options.timeout === undefined
+        ? defaultTimeoutMs
+        : argument.duration('timeout', options.timeout, POSITIVE)
     const use = options.use ?? scope?.use ?? 'auto'
     const kind = statement.kind
     if (
@@ -733,7 +766,7 @@ export class ShardRouter {
       params,
       timeoutMs,
       consistency,
-      options.maxLagMs ?? scope?.maxLagMs,
+      options.maxLag === undefined ? scope?.maxLagMs : argument.duration('maxLag', options.maxLag),
       scope,
       sink,
     )

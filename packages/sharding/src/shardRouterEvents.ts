@@ -18,7 +18,7 @@ export interface ReplicaRestoredEvent {
 
 /**
  * Why a read meant for a replica went to the primary: no replica qualified, the replicas
- * tried failed, the replica did not apply the causal token within `gtidWaitTimeoutMs`, or the
+ * tried failed, the replica did not apply the causal token within `gtidWaitTimeout`, or the
  * token demands a position the router has not seen the primary write yet (a write of another
  * process since the last health check, or a forged position): no replica waits for it.
  */

@@ -1,12 +1,13 @@
 import type { OutlierDetectionOptions, StrategyName } from '@ballast/lb'
 import type { CircuitBreakerOptions } from '@ballast/resilience'
+import type { Duration } from '@ballast/shared'
 import type { PoolOptions } from 'mysql2'
 import type { CausalToken } from './causalToken.js'
 
 /**
  * How fresh a read must be:
- * - `eventual`: any healthy replica (lag within `maxReplicaLagMs`).
- * - `bounded`: a replica whose measured lag is at most `maxLagMs` (per call, or `boundedLagMs`).
+ * - `eventual`: any healthy replica (lag within `maxReplicaLag`).
+ * - `bounded`: a replica whose measured lag is at most `maxLag` (per call, or `boundedLag`).
  * - `read-your-writes`: a replica that has applied every write of the current causal token
  *   (the async context's, or the router's own outside one); it waits with
  *   `MASTER_GTID_WAIT` in the same round trip as the read and reads the primary on timeout.
@@ -78,32 +79,33 @@ export interface ShardRouterOptions {
    */
   consistency?: Consistency
   /**
-   * Replicas whose measured lag goes over this are taken out of rotation until they catch up, in ms.
+   * Replicas whose measured lag goes over this are taken out of rotation until they catch up
+   * (a {@link Duration}: milliseconds, or a string such as `'10s'`).
    * @default 10000
    */
-  maxReplicaLagMs?: number
+  maxReplicaLag?: Duration
   /**
-   * The lag bound of a `bounded` read that gives no `maxLagMs`, in ms.
+   * The lag bound of a `bounded` read that gives no `maxLag`; zero allowed.
    * @default 1000
    */
-  boundedLagMs?: number
+  boundedLag?: Duration
   /**
    * How long a read-your-writes read waits for its replica to apply the token
-   * (`MASTER_GTID_WAIT`) before it reads the primary instead, in ms.
+   * (`MASTER_GTID_WAIT`) before it reads the primary instead.
    * @default 1000
    */
-  gtidWaitTimeoutMs?: number
+  gtidWaitTimeout?: Duration
   /**
-   * Bound on one statement, waiting for a connection included, in ms; a write that times out
+   * Bound on one statement, waiting for a connection included; a write that times out
    * throws a retryable {@link ShardTimeoutError}.
    * @default 10000
    */
-  queryTimeoutMs?: number
+  queryTimeout?: Duration
   /**
-   * mysql2 `connectTimeout` of every pool (unless a server's options set one), in ms.
+   * mysql2 `connectTimeout` of every pool (unless a server's options set one).
    * @default 3000
    */
-  connectTimeoutMs?: number
+  connectTimeout?: Duration
   /**
    * mysql2 `connectionLimit` of every pool (unless a server's options set one).
    * @default 10
@@ -117,10 +119,10 @@ export interface ShardRouterOptions {
    */
   noHealthyReplica?: 'primary' | 'error'
   /**
-   * How often replicas' lag and health are checked, in ms; 0 turns checks off.
+   * How often replicas' lag and health are checked; 0 turns checks off.
    * @default 1000
    */
-  healthCheckIntervalMs?: number
+  healthCheckInterval?: Duration
   /**
    * How replicas are picked: an lb strategy name.
    * @default 'peak-ewma'
@@ -128,7 +130,7 @@ export interface ShardRouterOptions {
   replicaStrategy?: StrategyName
   /**
    * lb outlier detection of replicas: failed reads eject a replica for a while.
-   * @default { consecutiveFailures: 3, baseEjectionTimeMs: 5000, maxEjectionShare: 1 }
+   * @default { consecutiveFailures: 3, baseEjectionTime: 5000, maxEjectionShare: 1 }
    */
   outlierDetection?: OutlierDetectionOptions
   /**
@@ -138,12 +140,12 @@ export interface ShardRouterOptions {
    * connection failures and timeouts count, never SQL errors.
    * @default { volumeThreshold: 10, errorThresholdPercentage: 50, resetTimeout: 5000 }
    */
-  primaryBreaker?: Omit<CircuitBreakerOptions, 'errorFilter' | 'fallback' | 'name'> | false
+  primaryBreaker?: PrimaryBreakerOptions | false
   /**
-   * Per-shard timeout of {@link ShardRouter.all}, in ms.
+   * Per-shard timeout of {@link ShardRouter.all}.
    * @default 5000
    */
-  scatterTimeoutMs?: number
+  scatterTimeout?: Duration
   /**
    * What {@link ShardRouter.all} does when a shard fails: `'error'` throws a
    * {@link ScatterGatherError}; `'partial'` returns the other shards' rows flagged `partial`.
@@ -162,32 +164,56 @@ export interface ShardRouterOptions {
   secrets?: string | readonly string[]
 }
 
-/** The defaults of {@link ShardRouterOptions}. */
-export const DEFAULT_SHARD_ROUTER_OPTIONS: Readonly<
-  Required<Omit<ShardRouterOptions, 'shards' | 'ring' | 'secrets'>>
-> = {
+/** The options of the primary breaker: resilience's circuit breaker options that the router does not set itself. */
+export type PrimaryBreakerOptions = Omit<CircuitBreakerOptions, 'errorFilter' | 'fallback' | 'name'>
+
+/**
+ * The defaults of {@link ShardRouterOptions}, frozen. An option given as `undefined` keeps its
+ * default; `outlierDetection` and `primaryBreaker` objects are merged over theirs field by field.
+ */
+export const DEFAULT_SHARD_ROUTER_OPTIONS: Readonly<{
+  slots: number
+  ring: Readonly<RingOptions>
+  consistency: Consistency
+  maxReplicaLag: Duration
+  boundedLag: Duration
+  gtidWaitTimeout: Duration
+  queryTimeout: Duration
+  connectTimeout: Duration
+  connectionLimit: number
+  noHealthyReplica: 'primary' | 'error'
+  healthCheckInterval: Duration
+  replicaStrategy: StrategyName
+  outlierDetection: Readonly<OutlierDetectionOptions>
+  primaryBreaker: Readonly<PrimaryBreakerOptions> | false
+  scatterTimeout: Duration
+  onShardError: 'error' | 'partial'
+}> = Object.freeze({
   slots: 4096,
-  consistency: 'read-your-writes' as Consistency,
-  maxReplicaLagMs: 10_000,
-  boundedLagMs: 1000,
-  gtidWaitTimeoutMs: 1000,
-  queryTimeoutMs: 10_000,
-  connectTimeoutMs: 3000,
+  ring: Object.freeze({}),
+  consistency: 'read-your-writes',
+  maxReplicaLag: 10_000,
+  boundedLag: 1000,
+  gtidWaitTimeout: 1000,
+  queryTimeout: 10_000,
+  connectTimeout: 3000,
   connectionLimit: 10,
-  noHealthyReplica: 'primary' as 'primary' | 'error',
-  healthCheckIntervalMs: 1000,
-  replicaStrategy: 'peak-ewma' as StrategyName,
-  outlierDetection: {
+  noHealthyReplica: 'primary',
+  healthCheckInterval: 1000,
+  replicaStrategy: 'peak-ewma',
+  outlierDetection: Object.freeze({
     consecutiveFailures: 3,
-    baseEjectionTimeMs: 5000,
+    baseEjectionTime: 5000,
     maxEjectionShare: 1,
-  } as OutlierDetectionOptions,
-  scatterTimeoutMs: 5000,
-  onShardError: 'error' as 'error' | 'partial',
-  primaryBreaker: { volumeThreshold: 10, errorThresholdPercentage: 50, resetTimeout: 5000 } as
-    | Omit<CircuitBreakerOptions, 'errorFilter' | 'fallback' | 'name'>
-    | false,
-}
+  }),
+  primaryBreaker: Object.freeze({
+    volumeThreshold: 10,
+    errorThresholdPercentage: 50,
+    resetTimeout: 5000,
+  }),
+  scatterTimeout: 5000,
+  onShardError: 'error',
+})
 
 /** Per-call routing of one statement. */
 export interface QueryOptions {
@@ -203,15 +229,15 @@ export interface QueryOptions {
    */
   consistency?: Consistency
   /**
-   * Lag bound of a `bounded` read, in ms.
-   * @default the router's `boundedLagMs`
+   * Lag bound of a `bounded` read.
+   * @default the async context's, else the router's `boundedLag`
    */
-  maxLagMs?: number
+  maxLag?: Duration
   /**
-   * Bound on this statement, in ms.
-   * @default the router's `queryTimeoutMs`
+   * Bound on this statement.
+   * @default the router's `queryTimeout`
    */
-  timeoutMs?: number
+  timeout?: Duration
 }
 
 /**
@@ -223,8 +249,8 @@ export interface RoutingScope {
   use?: ServerRole
   /** Consistency of reads in this context. */
   consistency?: Consistency
-  /** Lag bound of `bounded` reads in this context, in ms. */
-  maxLagMs?: number
+  /** Lag bound of `bounded` reads in this context. */
+  maxLag?: Duration
   /**
    * The causal token to start from. A string is a signed token from a client (the user's
    * cookie, made by {@link ShardRouter.signCausalToken}), verified with the router's
@@ -237,12 +263,12 @@ export interface RoutingScope {
 }
 
 /** Options of {@link ShardRouter.all}. */
-export interface ScatterOptions extends Omit<QueryOptions, 'timeoutMs'> {
+export interface ScatterOptions extends Omit<QueryOptions, 'timeout'> {
   /**
-   * Per-shard timeout, in ms.
-   * @default the router's `scatterTimeoutMs`
+   * Per-shard timeout.
+   * @default the router's `scatterTimeout`
    */
-  timeoutMs?: number
+  timeout?: Duration
   /**
    * What to do when a shard fails.
    * @default the router's `onShardError`
@@ -258,8 +284,8 @@ export interface TransactionOptions {
    */
   isolationLevel?: 'READ UNCOMMITTED' | 'READ COMMITTED' | 'REPEATABLE READ' | 'SERIALIZABLE'
   /**
-   * Bound on each statement of the transaction, in ms.
-   * @default the router's `queryTimeoutMs`
+   * Bound on each statement of the transaction.
+   * @default the router's `queryTimeout`
    */
-  timeoutMs?: number
+  timeout?: Duration
 }

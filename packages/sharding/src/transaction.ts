@@ -1,7 +1,7 @@
 import { CausalToken } from './causalToken.js'
 import { classifyStatement } from './classifyStatement.js'
 import { InvalidArgumentError, UnsafeStatementError } from './errors.js'
-import { oneOf, positive } from './internal/check.js'
+import { argument, POSITIVE } from './internal/check.js'
 import type { RouterInternals, Scope, Shard } from './internal/routerInternals.js'
 import { GUARDED, isConnectionError, lastGtidOf, queryOn } from './internal/server.js'
 import type { Row } from './mergeSpec.js'
@@ -31,11 +31,11 @@ export async function runTransaction<R>(
   options: TransactionOptions,
 ): Promise<R> {
   const timeoutMs =
-    options.timeoutMs === undefined
+    options.timeout === undefined
       ? router.queryTimeoutMs
-      : positive('timeoutMs', options.timeoutMs)
+      : argument.duration('timeout', options.timeout, POSITIVE)
   if (options.isolationLevel !== undefined) {
-    oneOf('isolationLevel', options.isolationLevel, [
+    argument.oneOf('isolationLevel', options.isolationLevel, [
       'READ UNCOMMITTED',
       'READ COMMITTED',
       'REPEATABLE READ',
@@ -57,7 +57,9 @@ export async function runTransaction<R>(
         'the transaction has ended: run statements inside its callback',
       )
     if (!Array.isArray(params))
-      throw new InvalidArgumentError(`invalid params: expected an array, got ${typeof params}`)
+      throw new InvalidArgumentError(
+        `invalid argument "params": expected an array of values for "?" placeholders, got ${typeof params}`,
+      )
     const statement = classifyStatement(sql)
     if (statement.multi)
       throw new UnsafeStatementError(

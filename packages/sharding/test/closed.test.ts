@@ -30,7 +30,7 @@ describe('ShardRouter', () => {
           { id: 's0', primary: url, replicas: [url] },
           { id: 's1', primary: url },
         ],
-        healthCheckIntervalMs: 0,
+        healthCheckInterval: 0,
       })
       await router.close()
       await expectClosed(() => router.query(1, 'SELECT 1'), 'query')

@@ -61,7 +61,7 @@ async function pool<T>(
 describe('read-your-writes', () => {
   it('never returns a stale row in 1,000 reads right after writes while the replica SQL thread is stopped, and eventual reads keep working', async () => {
     // Health checks off: every read goes through the GTID wait on the stalled replica.
-    const router = pairRouter({ healthCheckIntervalMs: 0, gtidWaitTimeoutMs: 50 })
+    const router = pairRouter({ healthCheckInterval: 0, gtidWaitTimeout: 50 })
     const restart = await stopSqlThread(topo.replicaServer)
     let stale = 0
     let eventualOk = 0
@@ -99,8 +99,8 @@ describe('read-your-writes', () => {
   })
 
   it('never returns a stale row with MASTER_DELAY set on the replica; a long enough wait is served by the replica itself', async () => {
-    const fast = pairRouter({ healthCheckIntervalMs: 0, gtidWaitTimeoutMs: 50 })
-    const patient = pairRouter({ healthCheckIntervalMs: 0, gtidWaitTimeoutMs: 5000 })
+    const fast = pairRouter({ healthCheckInterval: 0, gtidWaitTimeout: 50 })
+    const patient = pairRouter({ healthCheckInterval: 0, gtidWaitTimeout: 5000 })
     const writeThenRead = (router: ShardRouter, i: number, label: string) =>
       router.run({}, async () => {
         const id = nextId++
@@ -134,7 +134,7 @@ describe('read-your-writes', () => {
   })
 
   it('reads its own writes from the replica when it keeps up, waiting in the same round trip', async () => {
-    const router = pairRouter({ healthCheckIntervalMs: 0, gtidWaitTimeoutMs: 2000 })
+    const router = pairRouter({ healthCheckInterval: 0, gtidWaitTimeout: 2000 })
     let stale = 0
     await pool(200, 10, (i) =>
       router.run({}, async () => {
@@ -158,7 +158,7 @@ describe('read-your-writes', () => {
   })
 
   it('reads the primary when the replica cannot reach the token in time', async () => {
-    const router = pairRouter({ healthCheckIntervalMs: 0, gtidWaitTimeoutMs: 100 })
+    const router = pairRouter({ healthCheckInterval: 0, gtidWaitTimeout: 100 })
     const restart = await stopSqlThread(topo.replicaServer)
     try {
       const id = nextId++
@@ -186,7 +186,7 @@ describe('causal tokens from clients', () => {
   const secrets = ['current-secret-0123456789abcdef0123', 'previous-secret-0123456789abcdef012']
 
   it('ignores a forged or tampered token string: counted, emitted, and no read waits for it', async () => {
-    const router = pairRouter({ healthCheckIntervalMs: 0, gtidWaitTimeoutMs: 300, secrets })
+    const router = pairRouter({ healthCheckInterval: 0, gtidWaitTimeout: 300, secrets })
     const refused: string[] = []
     router.on('causal-token-refused', (e) => refused.push(e.reason))
     const signed = router.signCausalToken(CausalToken.of('pair', '0-1-1'))
@@ -214,8 +214,8 @@ describe('causal tokens from clients', () => {
 
   it('makes no read wait for positions ahead of the primary, even validly signed, so they cannot hold replica connections', async () => {
     const router = pairRouter({
-      healthCheckIntervalMs: 0,
-      gtidWaitTimeoutMs: 500,
+      healthCheckInterval: 0,
+      gtidWaitTimeout: 500,
       connectionLimit: 2,
       secrets,
     })
@@ -260,8 +260,8 @@ describe('causal tokens from clients', () => {
   })
 
   it('keeps a real position of another process when the wall clock steps back after the primary was sampled', async () => {
-    const router = pairRouter({ healthCheckIntervalMs: 0, gtidWaitTimeoutMs: 1000, secrets })
-    const other = pairRouter({ healthCheckIntervalMs: 0, secrets }) // another process
+    const router = pairRouter({ healthCheckInterval: 0, gtidWaitTimeout: 1000, secrets })
+    const other = pairRouter({ healthCheckInterval: 0, secrets }) // another process
     await router.checkReplicas() // samples the primary before the other process writes
     const id = nextId++
     const cookie = await other.run({}, async () => {
@@ -294,7 +294,7 @@ describe('causal tokens from clients', () => {
   })
 
   it('asks for secrets before it takes a token string', () => {
-    const router = pairRouter({ healthCheckIntervalMs: 0 })
+    const router = pairRouter({ healthCheckInterval: 0 })
     expect(() => router.run({ causalToken: 'pair:0-1-1' }, () => 1)).toThrow(
       /invalid option "secrets"/,
     )
@@ -305,7 +305,7 @@ describe('causal tokens from clients', () => {
 
 describe('replica health', () => {
   it('takes a replica whose SQL thread stopped out of rotation, reads the primary meanwhile, and restores it', async () => {
-    const router = pairRouter({ healthCheckIntervalMs: 100, maxReplicaLagMs: 2000 })
+    const router = pairRouter({ healthCheckInterval: 100, maxReplicaLag: 2000 })
     const events: Array<{ type: keyof ShardRouterEvents; reason?: string }> = []
     router.on('replica-ejected', (e) => events.push({ type: 'replica-ejected', reason: e.reason }))
     router.on('replica-restored', () => events.push({ type: 'replica-restored' }))
@@ -345,14 +345,14 @@ describe('replica health', () => {
   })
 
   it('serves bounded reads only from replicas whose measured lag is under the bound', async () => {
-    const router = pairRouter({ healthCheckIntervalMs: 0 })
+    const router = pairRouter({ healthCheckInterval: 0 })
     // Before any measurement the lag is unknown: a bounded read goes to the primary.
-    await router.query('b', 'SELECT 1', [], { consistency: 'bounded', maxLagMs: 1000 })
+    await router.query('b', 'SELECT 1', [], { consistency: 'bounded', maxLag: 1000 })
     expect(router.stats().shards.pair!.replicaQueries).toBe(0)
     await router.checkReplicas()
     await router.checkReplicas()
     expect(router.stats().replicas[0]!.lagMs).toBeLessThanOrEqual(1000)
-    await router.query('b', 'SELECT 1', [], { consistency: 'bounded', maxLagMs: 1000 })
+    await router.query('b', 'SELECT 1', [], { consistency: 'bounded', maxLag: 1000 })
     expect(router.stats().shards.pair!.replicaQueries).toBe(1)
   })
 })

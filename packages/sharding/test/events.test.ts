@@ -8,7 +8,7 @@ const routers: ShardRouter[] = []
 function router(): ShardRouter {
   const r = createShardRouter({
     shards: [{ id: 's0', primary: url, replicas: [url] }],
-    healthCheckIntervalMs: 0,
+    healthCheckInterval: 0,
     secrets,
   })
   routers.push(r)

@@ -69,9 +69,9 @@ describe('a replica that fails under read load', () => {
     const router = track(
       createShardRouter({
         shards: [{ id: 'pair', primary: topo.pair[0]!.primary, replicas: [url] }],
-        healthCheckIntervalMs: 100,
-        connectTimeoutMs: 500,
-        outlierDetection: { consecutiveFailures: 2, baseEjectionTimeMs: 300 },
+        healthCheckInterval: 100,
+        connectTimeout: 500,
+        outlierDetection: { consecutiveFailures: 2, baseEjectionTime: 300 },
       }),
     )
     await router.checkReplicas()
@@ -96,10 +96,10 @@ describe('a replica that fails under read load', () => {
     const router = track(
       createShardRouter({
         shards: [{ id: 'pair', primary: topo.pair[0]!.primary, replicas: [url] }],
-        healthCheckIntervalMs: 100,
-        queryTimeoutMs: 300,
-        connectTimeoutMs: 300,
-        outlierDetection: { consecutiveFailures: 2, baseEjectionTimeMs: 1000 },
+        healthCheckInterval: 100,
+        queryTimeout: 300,
+        connectTimeout: 300,
+        outlierDetection: { consecutiveFailures: 2, baseEjectionTime: 1000 },
       }),
     )
     await router.checkReplicas()
@@ -121,8 +121,8 @@ describe('connections that fail while they connect', () => {
     const router = track(
       createShardRouter({
         shards: [{ id: 'pair', primary: url }],
-        connectTimeoutMs: 150,
-        queryTimeoutMs: 400,
+        connectTimeout: 150,
+        queryTimeout: 400,
         connectionLimit: 4,
         primaryBreaker: false,
       }),
@@ -184,8 +184,8 @@ describe('a primary that fails', () => {
     const router = track(
       createShardRouter({
         shards: [{ id: 'pair', primary: url }],
-        queryTimeoutMs: 500,
-        connectTimeoutMs: 300,
+        queryTimeout: 500,
+        connectTimeout: 300,
       }),
     )
     const write = () =>
@@ -243,7 +243,7 @@ describe('a primary that fails', () => {
     const router = track(
       createShardRouter({
         shards: [{ id: 'pair', primary: url }],
-        connectTimeoutMs: 300,
+        connectTimeout: 300,
         primaryBreaker: { volumeThreshold: 3, errorThresholdPercentage: 25, resetTimeout: 400 },
       }),
     )
@@ -281,8 +281,8 @@ describe('a primary that fails', () => {
     const router = track(
       createShardRouter({
         shards: [{ id: 'pair', primary: url }],
-        queryTimeoutMs: 1000,
-        connectTimeoutMs: 300,
+        queryTimeout: 1000,
+        connectTimeout: 300,
       }),
     )
     const user = 'tx-cut'

@@ -89,7 +89,7 @@ describe('createIdGenerator', () => {
 
   it('keeps counting through a small clock step back and refuses a large one', () => {
     let t = 1_800_000_000_000
-    const ids = createIdGenerator({ now: () => t, maxClockBackwardsMs: 50 })
+    const ids = createIdGenerator({ now: () => t, maxClockBackwards: 50 })
     const a = ids.next()
     t -= 20
     const b = ids.next()
@@ -101,7 +101,7 @@ describe('createIdGenerator', () => {
   it('never reissues an id after the sequence ran out and next() threw', () => {
     let t = 1_800_000_000_000
     // A clock stuck on one millisecond: the third id of it cannot be made.
-    const ids = createIdGenerator({ sequenceBits: 1, maxClockBackwardsMs: 0, now: () => t })
+    const ids = createIdGenerator({ sequenceBits: 1, maxClockBackwards: 0, now: () => t })
     const issued: bigint[] = [ids.next(), ids.next()]
     for (let i = 0; i < 3; i++) {
       try {
@@ -121,7 +121,7 @@ describe('createIdGenerator', () => {
     let reads = 0
     const ids = createIdGenerator({
       sequenceBits: 1,
-      maxClockBackwardsMs: 1000,
+      maxClockBackwards: 1000,
       now: () => {
         reads++
         return t
@@ -172,7 +172,7 @@ describe('createIdGenerator', () => {
           let t = 1_800_000_000_000
           const ids = createIdGenerator({
             sequenceBits: 2,
-            maxClockBackwardsMs: 1000,
+            maxClockBackwards: 1000,
             now: () => t,
           })
           let last = -1n

@@ -20,7 +20,7 @@ beforeAll(async () => {
       { id: 'pair', primary: topo.pair[0]!.primary, replicas: [topo.pair[0]!.replica] },
       { id: 'std', primary: topo.standard[0]! },
     ],
-    healthCheckIntervalMs: 200,
+    healthCheckInterval: 200,
     secrets: SECRET,
   })
   await router.checkReplicas()

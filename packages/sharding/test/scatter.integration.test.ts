@@ -30,7 +30,7 @@ beforeAll(async () => {
     { id: 's0', primary: topo.standard[0]! },
     { id: 's1', primary: topo.standard[1]! },
   ]
-  router = createShardRouter({ shards, healthCheckIntervalMs: 0 })
+  router = createShardRouter({ shards, healthCheckInterval: 0 })
   let seed = 7
   const rand = () => {
     seed = (seed * 1103515245 + 12345) % 2147483648
@@ -166,9 +166,9 @@ describe('all() scatter-gather over four shards', () => {
       shards: shards.map((s) =>
         s.id === 's1' ? { ...s, primary: proxy.url(topo.standard[1]!) } : s,
       ),
-      healthCheckIntervalMs: 0,
-      connectTimeoutMs: 300,
-      scatterTimeoutMs: 400,
+      healthCheckInterval: 0,
+      connectTimeout: 300,
+      scatterTimeout: 400,
     })
     try {
       proxy.refuse()

@@ -15,7 +15,7 @@ const url = 'mysql://nobody@127.0.0.1:1/none'
 function router(n: number, extra: Record<string, unknown> = {}): ShardRouter {
   return createShardRouter({
     shards: Array.from({ length: n }, (_, i) => ({ id: `s${i}`, primary: url, replicas: [url] })),
-    healthCheckIntervalMs: 0,
+    healthCheckInterval: 0,
     ...extra,
   })
 }
@@ -79,8 +79,8 @@ describe('ShardRouter (no server)', () => {
     const shards = [{ id: 's1', primary: url }]
     expect(() => createShardRouter({ shards: [] })).toThrow(/invalid option "shards"/)
     expect(() => createShardRouter({ shards, slots: 1000 })).toThrow(/invalid option "slots"/)
-    expect(() => createShardRouter({ shards, gtidWaitTimeoutMs: -5 })).toThrow(
-      'invalid option "gtidWaitTimeoutMs": expected a positive number of milliseconds, got -5',
+    expect(() => createShardRouter({ shards, gtidWaitTimeout: -5 })).toThrow(
+      /^invalid option "gtidWaitTimeout": expected a positive duration .*, got -5$/,
     )
     expect(() => createShardRouter({ shards, consistency: 'fresh' as never })).toThrow(
       /invalid option "consistency"/,
@@ -89,7 +89,7 @@ describe('ShardRouter (no server)', () => {
       InvalidArgumentError,
     )
     expect(() => createShardRouter({ shards: [shards[0]!, shards[0]!] })).toThrow(
-      /duplicate shard id/,
+      /^invalid option "shards\[1\]\.id": expected an id no other shard has/,
     )
   })
 

@@ -54,12 +54,12 @@ export function createShopRouter(
     })),
     slots: SLOTS,
     connectionLimit: options.connectionLimit ?? 5,
-    healthCheckIntervalMs: options.healthCheckIntervalMs ?? 1000,
+    healthCheckInterval: options.healthCheckIntervalMs ?? 1000,
     // A user waits at most this long for the replica to apply their own write, then the primary answers.
-    gtidWaitTimeoutMs: 250,
-    queryTimeoutMs: 3000,
-    connectTimeoutMs: 1000,
-    maxReplicaLagMs: 5000,
+    gtidWaitTimeout: 250,
+    queryTimeout: 3000,
+    connectTimeout: 1000,
+    maxReplicaLag: 5000,
   })
 }
 

@@ -1,26 +1,11 @@
+import { checks } from '@ballast/shared'
 import { InvalidArgumentError } from '../errors.js'
 
-/** A number of milliseconds, > 0 (>= 0 with `allowZero`), or an `InvalidArgumentError` naming the option. */
-export function positive(name: string, value: unknown, allowZero = false): number {
-  if (
-    typeof value !== 'number' ||
-    !Number.isFinite(value) ||
-    value < 0 ||
-    (!allowZero && value === 0)
-  ) {
-    throw new InvalidArgumentError(
-      `invalid option "${name}": expected a ${allowZero ? 'non-negative' : 'positive'} number of milliseconds, got ${String(value)}`,
-    )
-  }
-  return value
-}
+/** Checks of options, at construction: `invalid option "<name>": expected …, got …`. */
+export const option = checks(InvalidArgumentError)
 
-/** One of `allowed`, or an `InvalidArgumentError` naming the option. */
-export function oneOf<T extends string>(name: string, value: unknown, allowed: readonly T[]): T {
-  if (!allowed.includes(value as T)) {
-    throw new InvalidArgumentError(
-      `invalid option "${name}": expected one of ${allowed.map((a) => `'${a}'`).join(', ')}, got ${String(value)}`,
-    )
-  }
-  return value as T
-}
+/** Checks of per-call arguments: `invalid argument "<name>": expected …, got …`. */
+export const argument = checks(InvalidArgumentError, 'argument')
+
+/** The `{ positive: true }` of a duration check, made once: a per-call check allocates nothing. */
+export const POSITIVE: { readonly positive: true } = Object.freeze({ positive: true })
