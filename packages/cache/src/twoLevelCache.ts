@@ -1,102 +1,59 @@
 import { randomBytes } from 'node:crypto'
-import { Emitter, merge, type Unsubscribe } from '@ballast/shared'
+import { Emitter, type Unsubscribe } from '@ballast/shared'
 import type { CacheEvents, CacheStats, FlushReason, StaleReason } from './cacheEvents.js'
 import type {
   BatchLoader,
   CacheOptions,
   GetOrSetOptions,
   Loader,
-  LoaderContext,
   SetOptions,
 } from './cacheOptions.js'
-import { DEFAULT_BLOOM_OPTIONS, DEFAULT_CACHE_OPTIONS } from './cacheOptions.js'
 import {
   CacheClosedError,
   DecodeError,
   InvalidArgumentError,
   L2UnavailableError,
-  LoaderTimeoutError,
 } from './errors.js'
-import { type BloomShape, bloomOffsets, bloomShape } from './internal/bloom.js'
+import { type BloomShape, bloomOffsets } from './internal/bloom.js'
 import { Bus, type BusMessage } from './internal/bus.js'
+import {
+  keysInvalidated,
+  MESSAGE_TYPE,
+  namespaceCleared,
+  type OutgoingMessage,
+  tagsInvalidated,
+} from './internal/busMessages.js'
 import { exactNow, now } from './internal/clock.js'
+import { type CacheCounters, createCounters } from './internal/counters.js'
+import { entryBytes, type PreparedWrite, prepareWrite, storeInL1 } from './internal/entries.js'
 import {
   decodeEnvelope,
   type Envelope,
-  encodeEnvelope,
   envelopeToken,
   SERIALIZER_MARK,
 } from './internal/envelope.js'
-import { L2, type RedisClient, TAG_CHUNK, type TagMember } from './internal/l2.js'
+import {
+  InvalidationEpochs,
+  PendingInvalidations,
+  tombstoneEnvelope,
+} from './internal/invalidations.js'
+import { KeyNames, type TagWrite } from './internal/keys.js'
+import { L2, type RedisClient, TAG_CHUNK } from './internal/l2.js'
 import { L2Guard } from './internal/l2Guard.js'
-import { argument, option } from './internal/validate.js'
+import { type L2Read, LoadFlow, type Stale } from './internal/loadFlow.js'
+import {
+  type CallOptions,
+  checkKey,
+  type ResolvedOptions,
+  resolveCallOptions,
+  resolveOptions,
+} from './internal/options.js'
+import { argument } from './internal/validate.js'
 import type { L1Entry, L1Store } from './l1Store.js'
-import { createLruStore, type LruStoreOptions } from './lruStore.js'
-import { devalueSerializer, type Serializer, serializeOrThrow } from './serializer.js'
-
-interface Resolved {
-  namespace: string
-  prefix: string
-  ttl: number
-  grace: number
-  jitter: number
-  negativeTtl: number
-  earlyRefresh: number
-  softTimeout: number
-  hardTimeout: number
-  maxKeyLength: number
-  tombstoneTtl: number
-  lockLease: number
-  lockWait: number
-  maxPending: number
-  /** How long after a failed invalidation (or a failed replay) the replay is tried again. */
-  replayDelay: number
-}
-
-/** Per-call options after defaults. */
-interface CallOptions {
-  ttl: number
-  grace: number
-  tags: readonly string[] | undefined
-  softTimeout: number
-  hardTimeout: number
-  lock: boolean
-  negativeTtl: number
-}
-
-/** A value within grace that may be served if the loader or L2 fails. */
-interface Stale {
-  value: unknown
-}
-
-/** What an L2 read found. */
-type L2Read =
-  | { ok: true; token: string; envelope: Envelope | undefined; raw: string | null }
-  | { ok: false; token: undefined; envelope?: undefined; raw?: undefined }
+import { type Serializer, serializeOrThrow } from './serializer.js'
 
 const MISSING = Symbol('missing')
 const GET = (l2: L2, key: string) => l2.get(key)
-const MAX_TRACKED_INVALIDATIONS = 10_000
-
-function entryBytes(
-  key: string,
-  value: unknown,
-  payload: string,
-  tags: readonly string[] | undefined,
-): number {
-  // Calibrated on Node 24 under churn (bench/cache/memory.bench.ts): ~300 bytes of entry,
-  // version token, LRU slot and map bookkeeping, the key, and the live value: a string as
-  // V8 stores it (one byte a character unless it needs two), anything else at about twice
-  // its serialized length.
-  let bytes = 300 + key.length
-  if (typeof value === 'string')
-    bytes += 16 + (ONE_BYTE.test(value) ? value.length : 2 * value.length)
-  else bytes += 2 * payload.length
-  if (tags !== undefined) for (const tag of tags) bytes += 24 + tag.length
-  return bytes
-}
-
-const ONE_BYTE = /^[\0-\xff]*$/
 
 /** The entry's resolved promise, made on the first async hit and reused: a hit allocates nothing. */
 function promiseOf(entry: L1Entry): Promise<unknown> {
@@ -108,14 +65,6 @@ function promiseOf(entry: L1Entry): Promise<unknown> {
   return promise
 }
 
-function delay<T>(ms: number, value: T): { promise: Promise<T>; cancel(): void } {
-  let timer: NodeJS.Timeout | undefined
-  const promise = new Promise<T>((resolve) => {
-    timer = setTimeout(() => resolve(value), ms)
-  })
-  return { promise, cancel: () => clearTimeout(timer) }
-}
-
 /**
  * A two-level cache: L1 in process, L2 in Redis (standalone or Cluster), invalidation of
  * every instance's L1 over pub/sub. Create it with {@link createCache}.
@@ -123,7 +72,7 @@ function delay<T>(ms: number, value: T): { promise: Promise<T>; cancel(): void }
  * @typeParam T The type of the values (use `unknown` for mixed namespaces).
  */
 export class TwoLevelCache<T = unknown> {
-  readonly #o: Resolved
+  readonly #options: ResolvedOptions
   readonly #l1: L1Store | undefined
   readonly #l2: L2 | undefined
   readonly #guard: L2Guard | undefined
@@ -132,163 +81,52 @@ export class TwoLevelCache<T = unknown> {
   readonly #bloom: BloomShape | undefined
   readonly #events = new Emitter<CacheEvents>()
   readonly #instanceId = randomBytes(6).toString('base64url')
-  readonly #base: string
+  /** Redis key names; their generation moves with `clear()`. */
+  readonly #keys: KeyNames
   #tokenCounter = 0
 
   /** L1 may answer on its own: no bus, or a bus that is working. */
   #l1Trusted: boolean
-  #gen = 0
-  #genLoad: Promise<void> | undefined
+  #generationLoad: Promise<void> | undefined
   #closed = false
 
-  // local invalidation bookkeeping: a fill that started before an invalidation may not write L1
-  #epoch = 0
-  #floorEpoch = 0
-  readonly #keyEpochs = new Map<string, number>()
-  readonly #tagEpochs = new Map<string, number>()
-  /** The version named by the last invalidation of a key (a set), if any. */
-  readonly #keyVersions = new Map<string, string | undefined>()
-
-  readonly #flights = new Map<string, Promise<unknown>>()
-  readonly #loads = new Map<string, Promise<unknown>>()
-  readonly #fillWaiters = new Map<string, Set<() => void>>()
-
-  /**
-   * Invalidations waiting for replay, each with the number of its latest deferral (`clear`: 0
-   * for none), so that a replay forgets only what it replayed: a key deferred again while the
-   * replay runs stays pending.
-   */
-  readonly #pending = { keys: new Map<string, number>(), tags: new Map<string, number>(), clear: 0 }
-  #deferrals = 0
+  /** Local invalidation bookkeeping: a fill that started before an invalidation may not write L1. */
+  readonly #epochs = new InvalidationEpochs()
+  /** Invalidations that could not reach L2, replayed before L2 is read again. */
+  readonly #pending: PendingInvalidations
   #replaying: Promise<void> | undefined
   /** Retries the replay: a failure that never opens the breaker nor drops the bus must not keep L2 unread. */
   #replayTimer: NodeJS.Timeout | undefined
 
-  readonly #s = {
-    l1Hits: 0,
-    l1Misses: 0,
-    l2Hits: 0,
-    l2Misses: 0,
-    l2Failed: 0,
-    decodeFailed: 0,
-    loaderCalls: 0,
-    loaderFailed: 0,
-    loaderTimedOut: 0,
-    staleServed: 0,
-    coalesced: 0,
-    conflicts: 0,
-    flushes: 0,
-  }
+  readonly #counters: CacheCounters = createCounters()
+  /** Single flight, locks and write-back of getOrSet and getOrSetMany. */
+  readonly #loadFlow: LoadFlow
 
   /** Use {@link createCache}. */
   constructor(options: CacheOptions = {}) {
-    if (typeof options !== 'object' || options === null) option.object('options', options)
-    // an option given as undefined keeps its default, nested `breaker` and `lock` included
-    const o = merge(DEFAULT_CACHE_OPTIONS, options)
-    // no ':' in a namespace: `a` and `a:0:e` would share keys
-    const namespace = option.string('namespace', o.namespace, { pattern: /^[^\s{}:]+$/ })
-    const prefix = option.string('prefix', o.prefix, { pattern: /^[^\s{}]+$/ })
-    const breaker = option.object('breaker', o.breaker)
-    const lock = option.object('lock', o.lock)
-    this.#o = {
-      namespace,
-      prefix,
-      ttl: option.duration('ttl', o.ttl, { positive: true }),
-      grace: option.duration('grace', o.grace),
-      jitter: option.number('jitter', o.jitter, { min: 0, max: 0.9 }),
-      negativeTtl: option.duration('negativeTtl', o.negativeTtl),
-      earlyRefresh: option.number('earlyRefresh', o.earlyRefresh, { min: 0, max: 0.99 }),
-      softTimeout: option.duration('softTimeout', o.softTimeout),
-      hardTimeout: option.duration('hardTimeout', o.hardTimeout),
-      maxKeyLength: option.positiveInteger('maxKeyLength', o.maxKeyLength),
-      tombstoneTtl: option.duration('tombstoneTtl', o.tombstoneTtl, { positive: true }),
-      lockLease: option.duration('lock.lease', lock.lease, { positive: true }),
-      lockWait: option.duration('lock.wait', lock.wait),
-      maxPending: option.positiveInteger('maxPendingInvalidations', o.maxPendingInvalidations),
-      replayDelay: 0,
-    }
-    const l2Timeout = option.duration('l2Timeout', o.l2Timeout, { positive: true })
-    const windowSize = option.positiveInteger('breaker.windowSize', breaker.windowSize)
-    const errorThresholdPercentage = option.number(
-      'breaker.errorThresholdPercentage',
-      breaker.errorThresholdPercentage,
-      { min: 0, max: 99.999 },
-    )
-    const volumeThreshold = option.nonNegativeInteger(
-      'breaker.volumeThreshold',
-      breaker.volumeThreshold,
-    )
-    const resetTimeout = option.duration('breaker.resetTimeout', breaker.resetTimeout, {
-      positive: true,
-    })
-    this.#o.replayDelay = resetTimeout
-    const heartbeatInterval = option.duration('heartbeatInterval', o.heartbeatInterval, {
-      positive: true,
-    })
-    const heartbeatTimeout = option.duration('heartbeatTimeout', o.heartbeatTimeout, {
-      positive: true,
-    })
-    if (heartbeatTimeout <= heartbeatInterval) {
-      option.invalid(
-        'heartbeatTimeout',
-        `more than heartbeatInterval (${heartbeatInterval} ms)`,
-        heartbeatTimeout,
-      )
-    }
+    const resolved = resolveOptions(options)
+    this.#options = resolved.options
+    this.#serializer = resolved.serializer
+    this.#l1 = resolved.l1
+    this.#bloom = resolved.bloom
+    this.#keys = new KeyNames(this.#options.prefix, this.#options.namespace)
+    this.#pending = new PendingInvalidations(this.#options.maxPendingInvalidations)
+    this.#loadFlow = this.#createLoadFlow(resolved.l2 !== undefined)
 
-    const serializer = o.serializer ?? devalueSerializer
-    if (
-      typeof serializer?.serialize !== 'function' ||
-      typeof serializer.deserialize !== 'function'
-    ) {
-      option.invalid('serializer', 'an object with serialize() and deserialize()', serializer)
-    }
-    // the name goes into every value's token: a reader with another serializer then knows
-    option.string('serializer.name', serializer.name, { pattern: /^[A-Za-z0-9_.-]{1,64}$/ })
-    this.#serializer = serializer
-
-    const l1 = o.l1 ?? {}
-    if (l1 === false) this.#l1 = undefined
-    else if (typeof (l1 as L1Store).get === 'function') this.#l1 = l1 as L1Store
-    else if (typeof l1 === 'object' && l1 !== null) this.#l1 = createLruStore(l1 as LruStoreOptions)
-    else option.invalid('l1', 'an L1Store, LRU bounds or false', l1)
-
-    const bloom = o.bloom
-    if (bloom === false) this.#bloom = undefined
-    else {
-      const bloomOptions = merge(DEFAULT_BLOOM_OPTIONS, option.object('bloom', bloom))
-      const items = option.positiveInteger('bloom.expectedItems', bloomOptions.expectedItems)
-      const rate = option.number('bloom.falsePositiveRate', bloomOptions.falsePositiveRate, {
-        min: 1e-9,
-        max: 0.5,
-      })
-      this.#bloom = bloomShape(items, rate)
-    }
-
-    this.#base = `${prefix}:${namespace}:`
-    const redis = o.redis as RedisClient | undefined
-    if (redis === undefined) {
-      if (o.subscriber !== undefined)
-        option.invalid('subscriber', 'no subscriber without "redis"', 'a client')
-      if (this.#bloom !== undefined)
-        option.invalid('bloom', 'false without "redis" (the filter lives in Redis)', bloom)
+    const l2 = resolved.l2
+    if (l2 === undefined) {
       this.#l2 = undefined
       this.#guard = undefined
       this.#bus = undefined
       this.#l1Trusted = true
       return
     }
-    if (typeof (redis as { get?: unknown }).get !== 'function') {
-      option.invalid('redis', 'an ioredis Redis or Cluster', redis)
-    }
+    const redis = l2.redis
     this.#l2 = new L2(redis)
     this.#guard = new L2Guard({
-      name: `cache L2 ${namespace}`,
-      timeout: l2Timeout,
-      windowSize,
-      errorThresholdPercentage,
-      volumeThreshold,
-      resetTimeout,
+      name: `cache L2 ${this.#options.namespace}`,
+      timeout: l2.timeout,
+      ...l2.breaker,
       onStateChange: (state) => {
         this.#emit('breaker-changed', { state })
         if (state === 'closed') void this.#replay()
@@ -297,11 +135,11 @@ export class TwoLevelCache<T = unknown> {
     this.#l1Trusted = false
     this.#bus = new Bus({
       client: redis,
-      subscriber: o.subscriber as RedisClient | undefined,
-      channel: `${this.#base}bus`,
+      subscriber: l2.subscriber,
+      channel: this.#keys.channel(),
       instanceId: this.#instanceId,
-      heartbeatInterval,
-      heartbeatTimeout,
+      heartbeatInterval: l2.heartbeatInterval,
+      heartbeatTimeout: l2.heartbeatTimeout,
       publish: (channel, message) => this.#run('publish', (l2) => l2.publish(channel, message)),
       handlers: {
         message: (message) => this.#onBusMessage(message),
@@ -315,9 +153,43 @@ export class TwoLevelCache<T = unknown> {
     // commands would fail at once and open the breaker before the first call
     const bus = this.#bus
     const connected = this.#connected(redis)
-    this.#genLoad = connected.then(() => this.#loadGen())
-    this.#genLoad.catch(() => undefined)
+    this.#generationLoad = connected.then(() => this.#loadGeneration())
+    this.#generationLoad.catch(() => undefined)
     void connected.then(() => bus.start())
+  }
+
+  /** The load flow, with what it needs of this cache. */
+  #createLoadFlow(hasL2: boolean): LoadFlow {
+    const cache = this
+    return new LoadFlow({
+      options: this.#options,
+      l1: this.#l1,
+      keys: this.#keys,
+      epochs: this.#epochs,
+      counters: this.#counters,
+      serializer: this.#serializer,
+      hasL2,
+      hasBloom: this.#bloom !== undefined,
+      get closed() {
+        return cache.#closed
+      },
+      readL2: (key) => this.#readL2(key),
+      fromL2: (key, envelope, epoch) => this.#fromL2(key, envelope, epoch),
+      staleCandidate: (key, envelope, t, l2ok) => this.#staleCandidate(key, envelope, t, l2ok),
+      bloomMightContain: (key) => this.#bloomMightContain(key),
+      bloomAdd: (keys) => this.#bloomAdd(keys),
+      run: (operation, fn, arg) => this.#run(operation, fn, arg),
+      l2Failed: (operation, error) => this.#l2Failed(operation, error),
+      served: (key, reason) => this.#served(key, reason),
+      emit: (event, payload) => this.#emit(event, payload),
+      tombstone: (keys) => this.#tombstone(keys),
+      defer: (keys, tags, clear) => this.#defer(keys, tags, clear),
+      publish: (message) => this.#publish(message),
+      token: () => this.#token(),
+      prepareWrite: (key, value, payload, negative, call, t) =>
+        this.#prepareWrite(key, value, payload, negative, call, t),
+      l1Set: (key, entry) => this.#l1Set(key, entry),
+    })
   }
 
   // ---------------------------------------------------------------- reads
@@ -330,7 +202,7 @@ export class TwoLevelCache<T = unknown> {
     if (this.#l1Trusted && this.#l1 !== undefined) {
       const entry = this.#l1.get(key)
       if (entry !== undefined && entry.freshUntil > now()) {
-        this.#s.l1Hits++
+        this.#counters.l1Hits++
         return promiseOf(entry) as Promise<V | undefined>
       }
     }
@@ -350,7 +222,7 @@ export class TwoLevelCache<T = unknown> {
 
   /** Whether a fresh, non-negative value of `key` is cached in L1 or L2. */
   async has(key: string): Promise<boolean> {
-    this.#checkKey(key)
+    checkKey(key, this.#options.maxKeyLength)
     this.#assertOpen('has')
     const local = this.#l1Hit(key)
     if (local !== MISSING) return local !== undefined
@@ -364,7 +236,7 @@ export class TwoLevelCache<T = unknown> {
   /** Values of `keys` in order (`undefined` for misses): one L1 pass, then one L2 round trip (one MGET per slot on a Cluster). */
   async getMany<V extends T = T>(keys: readonly string[]): Promise<(V | undefined)[]> {
     this.#assertOpen('getMany')
-    for (const key of keys) this.#checkKey(key)
+    for (const key of keys) checkKey(key, this.#options.maxKeyLength)
     const out = new Array<V | undefined>(keys.length)
     const missing: number[] = []
     for (let i = 0; i < keys.length; i++) {
@@ -387,10 +259,10 @@ export class TwoLevelCache<T = unknown> {
         read.envelope.kind !== 't' &&
         read.envelope.freshUntil > t
       ) {
-        this.#s.l2Hits++
+        this.#counters.l2Hits++
         out[i] = this.#fromL2(key, read.envelope, reads.epoch) as V | undefined
       } else {
-        this.#s.l2Misses++
+        this.#counters.l2Misses++
         out[i] = undefined
       }
     }
@@ -417,9 +289,13 @@ export class TwoLevelCache<T = unknown> {
       if (entry !== undefined) {
         const t = now()
         if (entry.freshUntil > t) {
-          this.#s.l1Hits++
+          this.#counters.l1Hits++
           if (entry.refreshAt <= t)
-            this.#refreshInBackground(key, loader as Loader<unknown>, this.#callOptions(undefined))
+            this.#loadFlow.refreshInBackground(
+              key,
+              loader as Loader<unknown>,
+              resolveCallOptions(this.#options, undefined),
+            )
           return promiseOf(entry) as Promise<V>
         }
       }
@@ -442,8 +318,8 @@ export class TwoLevelCache<T = unknown> {
     options?: GetOrSetOptions,
   ): Promise<(V | undefined)[]> {
     this.#assertOpen('getOrSetMany')
-    for (const key of keys) this.#checkKey(key)
-    const o = this.#callOptions(options)
+    for (const key of keys) checkKey(key, this.#options.maxKeyLength)
+    const call = resolveCallOptions(this.#options, options)
     const out = new Array<V | undefined>(keys.length)
     const pending = new Map<string, number[]>()
     for (let i = 0; i < keys.length; i++) {
@@ -461,9 +337,9 @@ export class TwoLevelCache<T = unknown> {
     const waits = new Map<string, Promise<unknown>>()
     const toRead: string[] = []
     for (const key of pending.keys()) {
-      const running = this.#loads.get(key) ?? this.#flights.get(key)
+      const running = this.#loadFlow.running(key)
       if (running !== undefined) {
-        this.#s.coalesced++
+        this.#counters.coalesced++
         waits.set(key, running)
       } else toRead.push(key)
     }
@@ -479,11 +355,11 @@ export class TwoLevelCache<T = unknown> {
         const read = reads[j] as L2Read
         const env = read.ok ? read.envelope : undefined
         if (env !== undefined && env.kind !== 't' && env.freshUntil > t) {
-          this.#s.l2Hits++
+          this.#counters.l2Hits++
           waits.set(key, Promise.resolve(this.#fromL2(key, env, reads.epoch)))
           continue
         }
-        if (read.ok) this.#s.l2Misses++
+        if (read.ok) this.#counters.l2Misses++
         tokens.set(key, read.token)
         const candidate = this.#staleCandidate(key, env, t, read.ok)
         if (candidate !== undefined) stale.set(key, candidate)
@@ -492,28 +368,7 @@ export class TwoLevelCache<T = unknown> {
     }
 
     if (toLoad.length > 0) {
-      const startEpoch = this.#epoch
-      const started = exactNow()
-      this.#s.loaderCalls++
-      const batch = Promise.resolve().then(() => loader(toLoad))
-      // an array result is read by position: one index for all keys, not an indexOf per key
-      let positions: Map<string, number> | undefined
-      const positionOf = (key: string): number => {
-        if (positions === undefined) {
-          positions = new Map()
-          for (let i = 0; i < toLoad.length; i++) positions.set(toLoad[i] as string, i)
-        }
-        return positions.get(key) as number
-      }
-      for (const key of toLoad) {
-        const one = batch.then(async (result) => {
-          const value = pick(result, key, positionOf)
-          await this.#writeBack(key, value, o, tokens.get(key), started, startEpoch)
-          return value
-        })
-        this.#track(key, one)
-        waits.set(key, this.#settle(key, one, stale.get(key), o))
-      }
+      this.#loadFlow.loadBatch(toLoad, loader as BatchLoader<unknown>, call, tokens, stale, waits)
     }
 
     const settled = await Promise.all(
@@ -549,35 +404,44 @@ export class TwoLevelCache<T = unknown> {
   async setMany(entries: readonly ({ key: string; value: T } & SetOptions)[]): Promise<void> {
     this.#assertOpen('setMany')
     const prepared = entries.map((entry) => {
-      this.#checkKey(entry.key)
-      const o = this.#callOptions(entry)
+      checkKey(entry.key, this.#options.maxKeyLength)
+      const call = resolveCallOptions(this.#options, entry)
       const negative = entry.value === undefined
       const payload = negative ? '' : serializeOrThrow(this.#serializer, entry.key, entry.value)
-      return { key: entry.key, value: entry.value, o, negative, payload }
+      return { key: entry.key, value: entry.value, call, negative, payload }
     })
-    const keys = prepared.map((p) => p.key)
+    const keys = prepared.map((item) => item.key)
     this.#invalidateLocal(keys)
     const t = exactNow()
     const l1Entries: [string, L1Entry, string][] = []
     const writes: { key: string; value: string; px: number }[] = [] // key: the user's key
-    const tagWrites: { tags: readonly string[]; key: string; px: number }[] = []
-    for (const p of prepared) {
-      const w = this.#shape(p.key, p.value, p.payload, p.negative, p.o, t)
-      l1Entries.push([p.key, w.entry, w.text])
-      writes.push({ key: p.key, value: w.text, px: w.px })
-      if (p.o.tags !== undefined && p.o.tags.length > 0)
-        tagWrites.push({ tags: p.o.tags, key: p.key, px: w.px })
+    const tagWrites: TagWrite[] = []
+    for (const item of prepared) {
+      const write = this.#prepareWrite(
+        item.key,
+        item.value,
+        item.payload,
+        item.negative,
+        item.call,
+        t,
+      )
+      l1Entries.push([item.key, write.entry, write.text])
+      writes.push({ key: item.key, value: write.text, px: write.px })
+      if (item.call.tags !== undefined && item.call.tags.length > 0)
+        tagWrites.push({ tags: item.call.tags, key: item.key, px: write.px })
     }
     if (this.#l2 !== undefined) {
       try {
         await this.#ready()
         if (tagWrites.length === 0 && this.#bloom === undefined && !this.#l2.isCluster) {
           // the writes and their message in one round trip
-          const l2Writes = writes.map((w) => ({ ...w, key: this.#entryKey(w.key) }))
+          const l2Writes = writes.map((w) => ({ ...w, key: this.#keys.entry(w.key) }))
           const bus = this.#bus as Bus
           await bus.publishVia(
-            'k',
-            { k: keys, v: l1Entries.map(([, entry]) => entry.version ?? '') },
+            keysInvalidated(
+              keys,
+              l1Entries.map(([, entry]) => entry.version ?? ''),
+            ),
             (channel, message) =>
               this.#run('set', (l2) => l2.setManyAndPublish(l2Writes, channel, message)),
           )
@@ -585,12 +449,17 @@ export class TwoLevelCache<T = unknown> {
           return
         }
         await this.#run('set', async (l2) => {
-          if (tagWrites.length > 0) await l2.addTags(this.#tagMembers(tagWrites, t), t)
-          await l2.setMany(writes.map((w) => ({ ...w, key: this.#entryKey(w.key) })))
+          if (tagWrites.length > 0) await l2.addTags(this.#keys.tagMembers(tagWrites, t), t)
+          await l2.setMany(writes.map((w) => ({ ...w, key: this.#keys.entry(w.key) })))
         })
         if (this.#bloom !== undefined)
           await this.#bloomAdd(keys.filter((_, i) => !prepared[i]?.negative))
-        await this.#publish('k', { k: keys, v: l1Entries.map(([, entry]) => entry.version ?? '') })
+        await this.#publish(
+          keysInvalidated(
+            keys,
+            l1Entries.map(([, entry]) => entry.version ?? ''),
+          ),
+        )
       } catch (error) {
         this.#l2Failed('set', error)
         this.#defer(keys, [], false)
@@ -608,13 +477,13 @@ export class TwoLevelCache<T = unknown> {
   /** Drops `keys` from L2 and every instance's L1, with one invalidation message. */
   async deleteMany(keys: readonly string[]): Promise<void> {
     this.#assertOpen('deleteMany')
-    for (const key of keys) this.#checkKey(key)
+    for (const key of keys) checkKey(key, this.#options.maxKeyLength)
     this.#invalidateLocal(keys)
     if (this.#l2 === undefined || keys.length === 0) return
     try {
       await this.#ready()
       await this.#tombstone(keys)
-      await this.#publish('k', { k: [...keys] })
+      await this.#publish(keysInvalidated(keys))
     } catch (error) {
       this.#l2Failed('delete', error)
       this.#defer(keys, [], false)
@@ -629,13 +498,13 @@ export class TwoLevelCache<T = unknown> {
   async deleteByTag(tags: string | readonly string[]): Promise<void> {
     this.#assertOpen('deleteByTag')
     const list = typeof tags === 'string' ? [tags] : [...tags]
-    for (const tag of list) this.#checkKey(tag, 'tag')
+    for (const tag of list) checkKey(tag, this.#options.maxKeyLength, 'tag')
     this.#invalidateTagsLocal(list)
     if (this.#l2 === undefined || list.length === 0) return
     try {
       await this.#ready()
       await this.#deleteTagsL2(list)
-      await this.#publish('g', { g: list })
+      await this.#publish(tagsInvalidated(list))
     } catch (error) {
       this.#l2Failed('deleteByTag', error)
       this.#defer([], list, false)
@@ -667,7 +536,7 @@ export class TwoLevelCache<T = unknown> {
         'addToFilter() needs a Bloom filter: the cache was created without the "bloom" option',
       )
     const list = typeof keys === 'string' ? [keys] : keys
-    for (const key of list) this.#checkKey(key)
+    for (const key of list) checkKey(key, this.#options.maxKeyLength)
     await this.#bloomAdd(list)
   }
 
@@ -675,37 +544,41 @@ export class TwoLevelCache<T = unknown> {
 
   /** Counters since creation and the state of L1, the bus and the breaker. */
   stats(): CacheStats {
-    const s = this.#s
+    const counters = this.#counters
     const bus = this.#bus?.stats()
     return {
       l1: {
-        hits: s.l1Hits,
-        misses: s.l1Misses,
+        hits: counters.l1Hits,
+        misses: counters.l1Misses,
         entries: this.#l1?.size ?? 0,
         bytes: this.#l1?.bytes ?? 0,
         engine: this.#l1?.name ?? 'none',
       },
       l2: {
-        hits: s.l2Hits,
-        misses: s.l2Misses,
-        failed: s.l2Failed,
-        decodeFailed: s.decodeFailed,
+        hits: counters.l2Hits,
+        misses: counters.l2Misses,
+        failed: counters.l2Failed,
+        decodeFailed: counters.decodeFailed,
       },
-      loader: { calls: s.loaderCalls, failed: s.loaderFailed, timedOut: s.loaderTimedOut },
-      staleServed: s.staleServed,
-      coalesced: s.coalesced,
-      conflicts: s.conflicts,
+      loader: {
+        calls: counters.loaderCalls,
+        failed: counters.loaderFailed,
+        timedOut: counters.loaderTimedOut,
+      },
+      staleServed: counters.staleServed,
+      coalesced: counters.coalesced,
+      conflicts: counters.conflicts,
       bus: {
         healthy: bus?.healthy ?? false,
         published: bus?.published ?? 0,
         received: bus?.received ?? 0,
         gaps: bus?.gaps ?? 0,
         rejected: bus?.rejected ?? 0,
-        flushes: s.flushes,
+        flushes: counters.flushes,
       },
       breaker: this.#guard?.state ?? 'closed',
-      pendingInvalidations: this.#pendingCount(),
-      generation: this.#gen,
+      pendingInvalidations: this.#pending.count,
+      generation: this.#keys.generation,
     }
   }
 
@@ -774,8 +647,7 @@ export class TwoLevelCache<T = unknown> {
     this.#l1Trusted = false
     clearTimeout(this.#replayTimer)
     this.#replayTimer = undefined
-    for (const waiters of this.#fillWaiters.values()) for (const wake of waiters) wake()
-    this.#fillWaiters.clear()
+    this.#loadFlow.wakeAll()
     await this.#bus?.close()
     await this.#guard?.close()
     this.#l1?.clear()
@@ -789,36 +661,36 @@ export class TwoLevelCache<T = unknown> {
     if (this.#l1 === undefined || !this.#l1Trusted) return MISSING
     const entry = this.#l1.get(key)
     if (entry !== undefined && entry.freshUntil > now()) {
-      this.#s.l1Hits++
+      this.#counters.l1Hits++
       return entry.value
     }
-    this.#s.l1Misses++
+    this.#counters.l1Misses++
     return MISSING
   }
 
   async #getSlow(key: string): Promise<unknown> {
-    this.#checkKey(key)
+    checkKey(key, this.#options.maxKeyLength)
     this.#assertOpen('get')
     const local = this.#l1Hit(key)
     if (local !== MISSING) return local
     if (this.#l2 === undefined) return undefined
     // #readL2, inlined: this is the hot L2 path, and every layer of promises costs
-    const epoch = this.#epoch
+    const epoch = this.#epochs.current
     let raw: string | null
     if (!this.#l2Readable) return this.#l2Fallback(key)
     try {
-      if (this.#genLoad !== undefined) await this.#ready()
-      raw = await this.#run('get', GET, this.#entryKey(key))
+      if (this.#generationLoad !== undefined) await this.#ready()
+      raw = await this.#run('get', GET, this.#keys.entry(key))
     } catch (error) {
       this.#l2Failed('get', error)
       return this.#l2Fallback(key)
     }
     const env = raw === null ? undefined : this.#decode(key, raw)
     if (env !== undefined && env.kind !== 't' && env.freshUntil > now()) {
-      this.#s.l2Hits++
+      this.#counters.l2Hits++
       return this.#fromL2(key, env, epoch)
     }
-    this.#s.l2Misses++
+    this.#counters.l2Misses++
     return undefined
   }
 
@@ -841,21 +713,21 @@ export class TwoLevelCache<T = unknown> {
   }
 
   #served(key: string, reason: StaleReason): void {
-    this.#s.staleServed++
+    this.#counters.staleServed++
     this.#emit('stale-served', { key, reason })
   }
 
   /** Whether L2 may be read: configured, and no invalidation waiting to be replayed. */
   get #l2Readable(): boolean {
-    return this.#l2 !== undefined && this.#pendingCount() === 0 && this.#guard?.available === true
+    return this.#l2 !== undefined && this.#pending.count === 0 && this.#guard?.available === true
   }
 
   async #readL2(key: string): Promise<L2Read & { epoch: number }> {
-    const epoch = this.#epoch
+    const epoch = this.#epochs.current
     if (!this.#l2Readable) return { ok: false, token: undefined, epoch }
     try {
-      if (this.#genLoad !== undefined) await this.#ready()
-      const raw = await this.#run('get', GET, this.#entryKey(key))
+      if (this.#generationLoad !== undefined) await this.#ready()
+      const raw = await this.#run('get', GET, this.#keys.entry(key))
       return {
         ok: true,
         token: envelopeToken(raw),
@@ -870,7 +742,7 @@ export class TwoLevelCache<T = unknown> {
   }
 
   async #readL2Many(keys: readonly string[]): Promise<L2Read[] & { epoch: number }> {
-    const epoch = this.#epoch
+    const epoch = this.#epochs.current
     const fail = () =>
       Object.assign(
         keys.map((): L2Read => ({ ok: false, token: undefined })),
@@ -878,8 +750,10 @@ export class TwoLevelCache<T = unknown> {
       )
     if (!this.#l2Readable) return fail()
     try {
-      if (this.#genLoad !== undefined) await this.#ready()
-      const raws = await this.#run('mget', (l2) => l2.mget(keys.map((key) => this.#entryKey(key))))
+      if (this.#generationLoad !== undefined) await this.#ready()
+      const raws = await this.#run('mget', (l2) =>
+        l2.mget(keys.map((key) => this.#keys.entry(key))),
+      )
       return Object.assign(
         raws.map(
           (raw, i): L2Read => ({
@@ -937,7 +811,7 @@ export class TwoLevelCache<T = unknown> {
   }
 
   #decodeFailed(key: string, why: string, cause?: unknown): void {
-    this.#s.decodeFailed++
+    this.#counters.decodeFailed++
     if (!this.#events.has('decode-failed')) return
     const error = new DecodeError(
       `the L2 value of key ${JSON.stringify(key)} was treated as a miss: ${why}`,
@@ -947,7 +821,7 @@ export class TwoLevelCache<T = unknown> {
   }
 
   #maybeBackfill(key: string, env: Envelope, value: unknown, epoch: number): void {
-    if (this.#l1 === undefined || !this.#stillValid(key, env.tags, epoch, env.token)) return
+    if (this.#l1 === undefined || !this.#epochs.stillValid(key, env.tags, epoch, env.token)) return
     this.#l1Set(key, {
       value,
       freshUntil: env.freshUntil,
@@ -988,356 +862,33 @@ export class TwoLevelCache<T = unknown> {
     loader: Loader<unknown>,
     options: GetOrSetOptions | undefined,
   ): Promise<unknown> {
-    this.#checkKey(key)
+    checkKey(key, this.#options.maxKeyLength)
     this.#assertOpen('getOrSet')
     if (typeof loader !== 'function') argument.invalid('loader', 'a function', loader)
-    const o = this.#callOptions(options)
+    const call = resolveCallOptions(this.#options, options)
     const local = this.#l1Hit(key)
     if (local !== MISSING) return local
-    const running = this.#flights.get(key) ?? this.#loads.get(key)
-    if (running !== undefined) {
-      this.#s.coalesced++
-      return running
-    }
-    const flight = this.#flight(key, loader, o)
-    this.#flights.set(key, flight)
-    const forget = () => {
-      if (this.#flights.get(key) === flight) this.#flights.delete(key)
-    }
-    flight.then(forget, forget)
-    return flight
+    return this.#loadFlow.getOrSet(key, loader, call)
   }
 
-  async #flight(key: string, loader: Loader<unknown>, o: CallOptions): Promise<unknown> {
-    let read = await this.#readL2(key)
-    let env = read.ok ? read.envelope : undefined
-    let t = now()
-    if (env !== undefined && env.kind !== 't' && env.freshUntil > t) {
-      this.#s.l2Hits++
-      return this.#fromL2(key, env, read.epoch)
-    }
-    if (read.ok) this.#s.l2Misses++
-    if (!read.ok) {
-      // L2 is down: an L1 entry still fresh (bus down, so not trusted) answers before the loader
-      const entry = this.#l1?.get(key)
-      if (entry !== undefined && entry.freshUntil > t) return entry.value
-    }
-    let stale = this.#staleCandidate(key, env, t, read.ok)
-
-    if (
-      stale === undefined &&
-      this.#bloom !== undefined &&
-      read.ok &&
-      !(await this.#bloomMightContain(key))
-    ) {
-      return undefined
-    }
-
-    let owner: string | undefined
-    if (o.lock && read.ok) {
-      const deadline = Date.now() + this.#o.lockWait
-      owner = this.#token()
-      for (;;) {
-        const acquired = await this.#run('lock', (l2) =>
-          l2.acquire(this.#lockKey(key), owner as string, this.#o.lockLease),
-        ).catch(() => undefined)
-        if (acquired === undefined) {
-          owner = undefined // L2 failed: load without the lock
-          break
-        }
-        if (!acquired)
-          await this.#waitForFill(
-            key,
-            Math.max(1, Math.min(deadline - Date.now(), this.#o.lockLease)),
-          )
-        // re-read: after a wake (the holder stored the value), or after acquiring (a previous holder may have)
-        read = await this.#readL2(key)
-        env = read.ok ? read.envelope : undefined
-        t = now()
-        if (env !== undefined && env.kind !== 't' && env.freshUntil > t) {
-          if (acquired) await this.#releaseLock(key, owner as string, false)
-          this.#s.l2Hits++
-          return this.#fromL2(key, env, read.epoch)
-        }
-        stale = this.#staleCandidate(key, env, t, read.ok) ?? stale
-        if (acquired || !read.ok) {
-          if (!acquired) owner = undefined
-          break
-        }
-        if (Date.now() >= deadline) {
-          owner = undefined // waited long enough: load without the lock
-          break
-        }
-      }
-    }
-
-    const load = this.#load(key, loader, o, read.token, stale)
-    if (owner !== undefined) {
-      const lockOwner = owner
-      load.then(
-        () => this.#releaseLock(key, lockOwner, true),
-        () => this.#releaseLock(key, lockOwner, true),
-      )
-    }
-    return this.#settle(key, load, stale, o)
-  }
-
-  /** Starts (or joins) the one load of `key` in this process; it writes back when done. */
-  #load(
-    key: string,
-    loader: Loader<unknown>,
-    o: CallOptions,
-    observed: string | undefined,
-    stale: Stale | undefined,
-  ): Promise<unknown> {
-    const running = this.#loads.get(key)
-    if (running !== undefined) return running
-    const started = exactNow()
-    const startEpoch = this.#epoch
-    const context: LoaderContext<unknown> = {
-      key,
-      staleValue: stale?.value,
-      ttl: o.ttl,
-      tags: o.tags,
-    }
-    this.#s.loaderCalls++
-    const load = (async () => {
-      const value = await loader(context)
-      const ttl = argument.duration('context.ttl', context.ttl, { positive: true })
-      await this.#writeBack(
-        key,
-        value,
-        { ...o, ttl, tags: context.tags },
-        observed,
-        started,
-        startEpoch,
-      )
-      return value
-    })()
-    this.#track(key, load)
-    return load
-  }
-
-  #track(key: string, load: Promise<unknown>): void {
-    this.#loads.set(key, load)
-    const forget = () => {
-      if (this.#loads.get(key) === load) this.#loads.delete(key)
-    }
-    load.then(forget, (error: unknown) => {
-      forget()
-      this.#s.loaderFailed++
-      this.#emit('load-failed', { key, error })
-    })
-  }
-
-  /** Waits for a load with the soft/hard timeouts and serves the stale value on failure (fail-safe). */
-  async #settle(
-    key: string,
-    load: Promise<unknown>,
-    stale: Stale | undefined,
-    o: CallOptions,
-  ): Promise<unknown> {
-    if (stale !== undefined) {
-      if (o.softTimeout === 0) {
-        // stale-while-revalidate: the load goes on in the background
-        this.#served(key, 'soft-timeout')
-        return stale.value
-      }
-      const timer = delay(o.softTimeout, MISSING)
-      try {
-        const first = await Promise.race([load, timer.promise])
-        if (first === MISSING) {
-          this.#served(key, 'soft-timeout')
-          return stale.value
-        }
-        return first
-      } catch {
-        this.#served(key, 'load-failed')
-        return stale.value
-      } finally {
-        timer.cancel()
-      }
-    }
-    if (o.hardTimeout === 0) return load
-    const timer = delay(o.hardTimeout, MISSING)
-    try {
-      const first = await Promise.race([load, timer.promise])
-      if (first === MISSING) {
-        this.#s.loaderTimedOut++
-        throw new LoaderTimeoutError(
-          `the loader of key ${JSON.stringify(key)} did not finish within ${o.hardTimeout} ms`,
-        )
-      }
-      return first
-    } finally {
-      timer.cancel()
-    }
-  }
-
-  #refreshInBackground(key: string, loader: Loader<unknown>, o: CallOptions): void {
-    if (this.#loads.has(key) || this.#flights.has(key) || this.#closed) return
-    const refresh = (async () => {
-      const read = await this.#readL2(key)
-      const env = read.ok ? read.envelope : undefined
-      const t = now()
-      if (env !== undefined && env.kind === 'v' && env.refreshAt > t && env.freshUntil > t) {
-        // another instance refreshed it already
-        this.#fromL2(key, env, read.epoch)
-        return
-      }
-      await this.#load(key, loader, o, read.token, undefined)
-    })()
-    refresh.catch(() => {
-      // counted and emitted by #track; the cached value keeps serving until it expires
-    })
-  }
-
-  /** Writes a loaded value: L2 first, only if the key is unchanged since the load began; then L1. */
-  async #writeBack(
-    key: string,
-    value: unknown,
-    o: CallOptions,
-    observed: string | undefined,
-    started: number,
-    startEpoch: number,
-  ): Promise<void> {
-    const negative = value === undefined
-    const payload = negative ? '' : serializeOrThrow(this.#serializer, key, value)
-    const t = exactNow()
-    const w = this.#shape(key, value, payload, negative, o, t)
-    if (observed !== undefined && this.#l2 !== undefined) {
-      if (t - started >= this.#o.tombstoneTtl) {
-        // a tombstone left by a delete during this load may be gone: we cannot tell, so do not write
-        this.#s.conflicts++
-        this.#emit('conflict-detected', { key })
-        return
-      }
-      try {
-        if (o.tags !== undefined && o.tags.length > 0) {
-          const tags = o.tags
-          await this.#run('tag', (l2) =>
-            l2.addTags(this.#tagMembers([{ tags, key, px: w.px }], t), t),
-          )
-        }
-        const written = await this.#run('cas', (l2) =>
-          l2.cas(this.#entryKey(key), observed, w.text, w.px),
-        )
-        if (!written) {
-          this.#s.conflicts++
-          this.#emit('conflict-detected', { key })
-          return
-        }
-        if (!negative && this.#bloom !== undefined)
-          await this.#bloomAdd([key]).catch(() => undefined)
-      } catch (error) {
-        this.#l2Failed('cas', error)
-      }
-    }
-    if (this.#stillValid(key, o.tags, startEpoch)) this.#l1Set(key, w.entry)
-    else if (
-      observed !== undefined &&
-      o.tags !== undefined &&
-      this.#tagInvalidatedSince(o.tags, startEpoch)
-    ) {
-      // a deleteByTag reached us while this load ran: its value may predate it, and if the
-      // tombstone cannot be written now it is replayed like any failed invalidation
-      await this.#tombstone([key]).catch((error: unknown) => {
-        this.#l2Failed('delete', error)
-        this.#defer([key], [], false)
-      })
-    }
-  }
-
-  /** The L1 entry and L2 text of a write. */
-  #shape(
+  /** Builds a write with the cache's jitter and early refresh, and a new version naming the serializer. */
+  #prepareWrite(
     key: string,
     value: unknown,
     payload: string,
     negative: boolean,
-    o: CallOptions,
+    call: CallOptions,
     t: number,
-  ): { entry: L1Entry; text: string; px: number } {
-    const ttl = negative
-      ? o.negativeTtl
-      : Math.max(1, Math.round(o.ttl * (1 - this.#o.jitter * Math.random())))
-    const grace = negative ? 0 : o.grace
-    const freshUntil = t + ttl
-    const staleUntil = freshUntil + grace
-    const refreshAt =
-      !negative && this.#o.earlyRefresh > 0
-        ? t + ttl * this.#o.earlyRefresh
-        : Number.POSITIVE_INFINITY
+  ): PreparedWrite {
     // a value's version names its serializer (see envelope.ts); a negative entry has no payload
     const version = negative
       ? this.#token()
       : `${this.#token()}${SERIALIZER_MARK}${this.#serializer.name}`
-    const text = encodeEnvelope(
-      negative ? 'n' : 'v',
-      version,
-      freshUntil,
-      staleUntil,
-      refreshAt,
-      o.tags,
-      payload,
-    )
-    return {
-      entry: {
-        value: negative ? undefined : value,
-        freshUntil,
-        staleUntil,
-        refreshAt,
-        tags: o.tags,
-        negative,
-        version,
-        size: entryBytes(key, value, payload, o.tags),
-        promise: undefined,
-      },
-      text,
-      px: Math.max(1, staleUntil - t),
-    }
+    return prepareWrite(key, value, payload, negative, call, t, this.#options, version)
   }
 
   #l1Set(key: string, entry: L1Entry): void {
-    if (this.#l1 === undefined) return
-    const ttl = entry.staleUntil - now()
-    if (ttl <= 0) return
-    this.#l1.set(key, entry, ttl)
-  }
-
-  // ---------------------------------------------------------------- internals: distributed lock
-
-  #waitForFill(key: string, ms: number): Promise<void> {
-    return new Promise((resolve) => {
-      let set = this.#fillWaiters.get(key)
-      if (set === undefined) {
-        set = new Set()
-        this.#fillWaiters.set(key, set)
-      }
-      const timer = setTimeout(() => wake(), ms)
-      const wake = () => {
-        clearTimeout(timer)
-        set.delete(wake)
-        if (set.size === 0 && this.#fillWaiters.get(key) === set) this.#fillWaiters.delete(key)
-        resolve()
-      }
-      set.add(wake)
-    })
-  }
-
-  #wake(keys: readonly string[]): void {
-    for (const key of keys) {
-      const waiters = this.#fillWaiters.get(key)
-      if (waiters !== undefined) for (const wake of [...waiters]) wake()
-    }
-  }
-
-  async #releaseLock(key: string, owner: string, announce: boolean): Promise<void> {
-    try {
-      await this.#run('unlock', (l2) => l2.release(this.#lockKey(key), owner))
-      if (announce) await this.#publish('f', { k: [key] })
-    } catch (error) {
-      this.#l2Failed('unlock', error) // the lease expires by itself
-    }
+    storeInL1(this.#l1, key, entry, now())
   }
 
   // ---------------------------------------------------------------- internals: Bloom filter
@@ -1346,14 +897,14 @@ export class TwoLevelCache<T = unknown> {
     const shape = this.#bloom
     if (shape === undefined || keys.length === 0) return
     const offsets = keys.flatMap((key) => bloomOffsets(shape, key))
-    await this.#run('bloom', (l2) => l2.setBits(this.#bloomKey(), offsets))
+    await this.#run('bloom', (l2) => l2.setBits(this.#keys.bloom(), offsets))
   }
 
   async #bloomMightContain(key: string): Promise<boolean> {
     const shape = this.#bloom as BloomShape
     try {
       const bits = await this.#run('bloom', (l2) =>
-        l2.getBits(this.#bloomKey(), bloomOffsets(shape, key)),
+        l2.getBits(this.#keys.bloom(), bloomOffsets(shape, key)),
       )
       return bits.every((bit) => bit === 1)
     } catch (error) {
@@ -1366,96 +917,45 @@ export class TwoLevelCache<T = unknown> {
 
   /** Drops keys from L1; `versions[i]`, when given, is the write that caused it: a copy of that very write stays. */
   #invalidateLocal(keys: readonly string[], versions?: readonly string[]): void {
-    const epoch = ++this.#epoch
-    for (let i = 0; i < keys.length; i++) {
-      const key = keys[i] as string
-      const version = versions?.[i]
-      const known = version === undefined || version === '' ? undefined : version
-      if (known === undefined || this.#l1?.get(key)?.version !== known) this.#l1?.delete(key)
-      this.#keyEpochs.set(key, epoch)
-      // absent reads as undefined: no entry to keep for a version nobody named
-      if (known === undefined) this.#keyVersions.delete(key)
-      else this.#keyVersions.set(key, known)
-    }
-    this.#wake(keys)
-    if (this.#keyEpochs.size > MAX_TRACKED_INVALIDATIONS) this.#forgetEpochs()
+    this.#epochs.invalidateKeys(keys, versions, this.#l1)
+    this.#loadFlow.wake(keys)
+    this.#epochs.trimKeys()
   }
 
   #invalidateTagsLocal(tags: readonly string[]): void {
-    const epoch = ++this.#epoch
-    for (const tag of tags) this.#tagEpochs.set(tag, epoch)
-    if (this.#l1 !== undefined) {
-      // A Set, so the sweep costs L1 entries x their own tags, not x the message's tags: a
-      // forged message with thousands of tags must not hold the event loop of every instance.
-      const gone = new Set(tags)
-      const doomed: string[] = []
-      for (const [key, entry] of this.#l1.entries()) {
-        if (entry.tags?.some((tag) => gone.has(tag))) doomed.push(key)
-      }
-      for (const key of doomed) this.#l1.delete(key)
-    }
-    if (this.#tagEpochs.size > MAX_TRACKED_INVALIDATIONS) this.#forgetEpochs()
-  }
-
-  /** Too many to track: every read in flight is treated as invalidated. */
-  #forgetEpochs(): void {
-    this.#keyEpochs.clear()
-    this.#keyVersions.clear()
-    this.#tagEpochs.clear()
-    this.#floorEpoch = this.#epoch
+    this.#epochs.invalidateTags(tags, this.#l1)
   }
 
   #flush(reason: FlushReason): void {
-    this.#epoch++
-    this.#forgetEpochs()
+    this.#epochs.flush()
     this.#l1?.clear()
-    this.#s.flushes++
+    this.#counters.flushes++
     this.#emit('l1-flushed', { reason })
-  }
-
-  #tagInvalidatedSince(tags: readonly string[], epoch: number): boolean {
-    for (const tag of tags) if ((this.#tagEpochs.get(tag) ?? 0) > epoch) return true
-    return false
-  }
-
-  /** Whether a read or load that began at `epoch` may still write L1. */
-  #stillValid(
-    key: string,
-    tags: readonly string[] | undefined,
-    epoch: number,
-    version?: string,
-  ): boolean {
-    if (epoch < this.#floorEpoch) return false
-    if ((this.#keyEpochs.get(key) ?? 0) > epoch) {
-      // invalidated meanwhile; fine only if the invalidation was for the very write we read
-      if (version === undefined || this.#keyVersions.get(key) !== version) return false
-    }
-    return tags === undefined || !this.#tagInvalidatedSince(tags, epoch)
   }
 
   #onBusMessage(message: BusMessage): void {
     switch (message.t) {
-      case 'k':
+      case MESSAGE_TYPE.keysInvalidated:
         if (message.k !== undefined) {
           this.#invalidateLocal(message.k, Array.isArray(message.v) ? message.v : undefined)
           this.#emit('invalidated', { origin: message.o, keys: message.k })
         }
         return
-      case 'g':
+      case MESSAGE_TYPE.tagsInvalidated:
         if (message.g !== undefined) {
           this.#invalidateTagsLocal(message.g)
           this.#emit('invalidated', { origin: message.o, tags: message.g })
         }
         return
-      case 'c':
+      case MESSAGE_TYPE.namespaceCleared:
         this.#flush('clear')
         // the message's number is not trusted (anyone with Redis access can publish): the
         // generation key is, and a genuine clear incremented it before publishing
-        this.#genLoad = this.#loadGen()
+        this.#generationLoad = this.#loadGeneration()
         this.#emit('invalidated', { origin: message.o, clear: true })
         return
-      case 'f':
-        if (message.k !== undefined) this.#wake(message.k)
+      case MESSAGE_TYPE.keyFilled:
+        if (message.k !== undefined) this.#loadFlow.wake(message.k)
         return
       default:
         return
@@ -1475,11 +975,8 @@ export class TwoLevelCache<T = unknown> {
     this.#emit('bus-connected', {})
   }
 
-  async #publish(
-    type: 'k' | 'g' | 'c' | 'f',
-    fields: Pick<BusMessage, 'k' | 'v' | 'g' | 'n'>,
-  ): Promise<void> {
-    await this.#bus?.publish(type, fields)
+  async #publish(message: OutgoingMessage): Promise<void> {
+    await this.#bus?.publish(message)
   }
 
   // ---------------------------------------------------------------- internals: L2 plumbing
@@ -1516,7 +1013,7 @@ export class TwoLevelCache<T = unknown> {
   }
 
   #l2Failed(operation: string, error: unknown): void {
-    this.#s.l2Failed++
+    this.#counters.l2Failed++
     this.#emit('l2-failed', {
       operation,
       error: error instanceof Error ? error : new Error(String(error)),
@@ -1524,15 +1021,15 @@ export class TwoLevelCache<T = unknown> {
   }
 
   /** Reads the namespace generation; the returned promise may reject, and nobody has to await it. */
-  #loadGen(): Promise<void> {
-    const load = this.#readGen()
+  #loadGeneration(): Promise<void> {
+    const load = this.#readGeneration()
     load.catch(() => undefined)
     return load
   }
 
-  async #readGen(): Promise<void> {
+  async #readGeneration(): Promise<void> {
     try {
-      const raw = await this.#run('generation', (l2) => l2.get(`${this.#base}gen`))
+      const raw = await this.#run('generation', (l2) => l2.get(this.#keys.generationKey()))
       const gen = raw === null ? 0 : /^\d{1,16}$/.test(raw) ? Number(raw) : Number.NaN
       if (!Number.isSafeInteger(gen)) {
         // written by someone else: which generation is current cannot be known, so L2 is not read
@@ -1540,7 +1037,7 @@ export class TwoLevelCache<T = unknown> {
           `the generation key holds ${JSON.stringify(raw?.slice(0, 40))}, not a safe integer`,
         )
       }
-      if (gen > this.#gen) this.#gen = gen
+      if (gen > this.#keys.generation) this.#keys.generation = gen
     } catch (error) {
       this.#l2Failed('generation', error)
       throw error
@@ -1549,14 +1046,14 @@ export class TwoLevelCache<T = unknown> {
 
   /** Waits for the namespace generation; reloads it when the last attempt failed. */
   async #ready(): Promise<void> {
-    const load = this.#genLoad
+    const load = this.#generationLoad
     if (load === undefined) return
     try {
       await load
-      if (this.#genLoad === load) this.#genLoad = undefined
+      if (this.#generationLoad === load) this.#generationLoad = undefined
     } catch (error) {
       // fail fast (the caller falls back), and try again in the background
-      if (this.#genLoad === load) this.#genLoad = this.#loadGen()
+      if (this.#generationLoad === load) this.#generationLoad = this.#loadGeneration()
       throw error
     }
   }
@@ -1564,10 +1061,10 @@ export class TwoLevelCache<T = unknown> {
   /** After a reconnect: reads the generation until it succeeds, then replays deferred invalidations. */
   async #recover(): Promise<void> {
     while (!this.#closed && this.#bus?.healthy === true) {
-      this.#genLoad = this.#loadGen()
+      this.#generationLoad = this.#loadGeneration()
       try {
-        await this.#genLoad
-        this.#genLoad = undefined
+        await this.#generationLoad
+        this.#generationLoad = undefined
         await this.#replay()
         return
       } catch {
@@ -1578,36 +1075,16 @@ export class TwoLevelCache<T = unknown> {
 
   async #tombstone(keys: readonly string[]): Promise<void> {
     const t = exactNow()
-    const until = t + this.#o.tombstoneTtl
+    const until = t + this.#options.tombstoneTtl
     await this.#run('delete', (l2) =>
       l2.setMany(
         keys.map((key) => ({
-          key: this.#entryKey(key),
-          value: encodeEnvelope('t', this.#token(), 0, until, 0, undefined, ''),
-          px: this.#o.tombstoneTtl,
+          key: this.#keys.entry(key),
+          value: tombstoneEnvelope(this.#token(), until),
+          px: this.#options.tombstoneTtl,
         })),
       ),
     )
-  }
-
-  /** Tag writes grouped by tag key: one script call per tag (and chunk), however many keys carry it. */
-  #tagMembers(
-    tagWrites: readonly { tags: readonly string[]; key: string; px: number }[],
-    t: number,
-  ): Map<string, TagMember[]> {
-    const byTag = new Map<string, TagMember[]>()
-    for (const tw of tagWrites) {
-      for (const tag of tw.tags) {
-        const tagKey = this.#tagKey(tag)
-        let members = byTag.get(tagKey)
-        if (members === undefined) {
-          members = []
-          byTag.set(tagKey, members)
-        }
-        members.push({ member: tw.key, until: t + tw.px })
-      }
-    }
-    return byTag
   }
 
   /**
@@ -1617,7 +1094,7 @@ export class TwoLevelCache<T = unknown> {
    */
   async #deleteTagsL2(tags: readonly string[]): Promise<void> {
     for (const tag of tags) {
-      const tagKey = this.#tagKey(tag)
+      const tagKey = this.#keys.tag(tag)
       await this.#run('deleteByTag', (l2) => l2.pruneTag(tagKey, exactNow()))
       // by ZSCAN: every member present from start to end is reached, whatever writers add
       // meanwhile (a member written again during the scan keeps its place, see removeTagMembers)
@@ -1633,7 +1110,7 @@ export class TwoLevelCache<T = unknown> {
         zcursor = next
       } while (zcursor !== '0')
       // a tag set written by a version before sorted sets (a rolling deploy): same, by SSCAN
-      const legacyKey = this.#legacyTagKey(tag)
+      const legacyKey = this.#keys.legacyTag(tag)
       let cursor = '0'
       do {
         const [next, members] = await this.#run('deleteByTag', (l2) =>
@@ -1649,22 +1126,13 @@ export class TwoLevelCache<T = unknown> {
   }
 
   async #clearL2(): Promise<void> {
-    const gen = await this.#run('clear', (l2) => l2.incr(`${this.#base}gen`))
-    if (gen > this.#gen) this.#gen = gen
-    await this.#publish('c', { n: gen })
+    const generation = await this.#run('clear', (l2) => l2.incr(this.#keys.generationKey()))
+    if (generation > this.#keys.generation) this.#keys.generation = generation
+    await this.#publish(namespaceCleared(generation))
   }
 
   #defer(keys: readonly string[], tags: readonly string[], clear: boolean): void {
-    const p = this.#pending
-    const stamp = ++this.#deferrals
-    if (clear) p.clear = stamp
-    for (const key of keys) p.keys.set(key, stamp)
-    for (const tag of tags) p.tags.set(tag, stamp)
-    if (p.keys.size + p.tags.size > this.#o.maxPending) {
-      p.keys.clear()
-      p.tags.clear()
-      p.clear = stamp
-    }
+    this.#pending.defer(keys, tags, clear)
     this.#scheduleReplay()
   }
 
@@ -1673,152 +1141,57 @@ export class TwoLevelCache<T = unknown> {
     this.#replayTimer = setTimeout(() => {
       this.#replayTimer = undefined
       void this.#replay()
-    }, this.#o.replayDelay)
+    }, this.#options.replayDelay)
     this.#replayTimer.unref()
-  }
-
-  #pendingCount(): number {
-    const p = this.#pending
-    return p.keys.size + p.tags.size + (p.clear > 0 ? 1 : 0)
   }
 
   /** Replays invalidations made while L2 was down, before L2 is read again. */
   #replay(): Promise<void> {
-    if (this.#replaying !== undefined || this.#pendingCount() === 0 || this.#closed)
+    if (this.#replaying !== undefined || this.#pending.count === 0 || this.#closed)
       return this.#replaying ?? Promise.resolve()
-    const p = this.#pending
-    const keyStamps = [...p.keys]
-    const tagStamps = [...p.tags]
-    const keys = keyStamps.map(([key]) => key)
-    const tags = tagStamps.map(([tag]) => tag)
-    const clearStamp = p.clear
-    const clear = clearStamp > 0
+    const replayed = this.#pending.snapshot()
+    const keys = replayed.keyDeferrals.map(([key]) => key)
+    const tags = replayed.tagDeferrals.map(([tag]) => tag)
+    const clear = replayed.clearDeferral > 0
     this.#replaying = (async () => {
       try {
         if (clear) await this.#clearL2()
         else {
           if (keys.length > 0) {
             await this.#tombstone(keys)
-            await this.#publish('k', { k: keys })
+            await this.#publish(keysInvalidated(keys))
           }
           if (tags.length > 0) {
             await this.#deleteTagsL2(tags)
-            await this.#publish('g', { g: tags })
+            await this.#publish(tagsInvalidated(tags))
           }
         }
-        // only what this replay covered: a deferral made meanwhile has a newer stamp and stays
-        if (p.clear === clearStamp) p.clear = 0
-        for (const [key, stamp] of keyStamps) if (p.keys.get(key) === stamp) p.keys.delete(key)
-        for (const [tag, stamp] of tagStamps) if (p.tags.get(tag) === stamp) p.tags.delete(tag)
+        // only what this replay covered: a deferral made meanwhile has a newer number and stays
+        this.#pending.forgetReplayed(replayed)
         this.#emit('invalidations-replayed', { keys: keys.length, tags: tags.length, clear })
       } catch (error) {
         this.#l2Failed('replay', error)
       } finally {
         this.#replaying = undefined
         // whatever is left (a failure, or deferred meanwhile) is tried again later
-        if (this.#pendingCount() > 0) this.#scheduleReplay()
+        if (this.#pending.count > 0) this.#scheduleReplay()
       }
     })()
     return this.#replaying
   }
 
-  // ---------------------------------------------------------------- internals: names and checks
-
-  #entryKey(key: string): string {
-    return `${this.#base}${this.#gen}:e:${key}`
-  }
-
-  #tagKey(tag: string): string {
-    return `${this.#base}${this.#gen}:z:${tag}`
-  }
-
-  /** Where versions before sorted-set tags kept a tag (a plain set, never pruned). */
-  #legacyTagKey(tag: string): string {
-    return `${this.#base}${this.#gen}:t:${tag}`
-  }
-
-  #lockKey(key: string): string {
-    return `${this.#base}${this.#gen}:l:${key}`
-  }
-
-  #bloomKey(): string {
-    return `${this.#base}bloom`
-  }
+  // ---------------------------------------------------------------- internals: versions and checks
 
   #token(): string {
     return `${this.#instanceId}.${(++this.#tokenCounter).toString(36)}`
-  }
-
-  #checkKey(key: unknown, what = 'key'): void {
-    if (typeof key !== 'string' || key.length === 0 || key.length > this.#o.maxKeyLength) {
-      argument.invalid(
-        what,
-        `a non-empty string of at most ${this.#o.maxKeyLength} characters`,
-        typeof key === 'string' && key.length > 64 ? `a string of ${key.length} characters` : key,
-      )
-    }
   }
 
   #assertOpen(operation: string): void {
     if (this.#closed) throw new CacheClosedError('cache', operation)
   }
 
-  #callOptions(options: (SetOptions & Partial<GetOrSetOptions>) | undefined): CallOptions {
-    const o = this.#o
-    if (options === undefined) {
-      return {
-        ttl: o.ttl,
-        grace: o.grace,
-        tags: undefined,
-        softTimeout: o.softTimeout,
-        hardTimeout: o.hardTimeout,
-        lock: false,
-        negativeTtl: o.negativeTtl,
-      }
-    }
-    const tags = options.tags
-    if (tags !== undefined) {
-      if (!Array.isArray(tags)) argument.invalid('tags', 'an array of strings', tags)
-      for (const tag of tags) this.#checkKey(tag, 'tags')
-    }
-    return {
-      ttl:
-        options.ttl === undefined
-          ? o.ttl
-          : argument.duration('ttl', options.ttl, { positive: true }),
-      grace: options.grace === undefined ? o.grace : argument.duration('grace', options.grace),
-      tags: tags === undefined || tags.length === 0 ? undefined : [...tags],
-      softTimeout:
-        options.softTimeout === undefined
-          ? o.softTimeout
-          : argument.duration('softTimeout', options.softTimeout),
-      hardTimeout:
-        options.hardTimeout === undefined
-          ? o.hardTimeout
-          : argument.duration('hardTimeout', options.hardTimeout),
-      lock: options.lock === undefined ? false : argument.boolean('lock', options.lock),
-      negativeTtl:
-        options.negativeTtl === undefined
-          ? o.negativeTtl
-          : argument.duration('negativeTtl', options.negativeTtl),
-    }
-  }
-
   /** Emits only when someone listens; a listener that throws never reaches the caller (see Emitter). */
   #emit<E extends keyof CacheEvents>(event: E, payload: CacheEvents[E]): void {
     if (this.#events.has(event)) this.#events.emit(event, payload)
   }
-}
-
-function pick<T>(
-  result: Map<string, T | undefined> | Record<string, T | undefined> | readonly (T | undefined)[],
-  key: string,
-  positionOf: (key: string) => number,
-): T | undefined {
-  if (result instanceof Map) return result.get(key)
-  if (Array.isArray(result)) return result[positionOf(key)] as T | undefined
-  if (typeof result === 'object' && result !== null) {
-    return Object.hasOwn(result, key) ? (result as Record<string, T | undefined>)[key] : undefined
-  }
-  return undefined
 }

@@ -1,3 +1,4 @@
+import { heartbeat, MESSAGE_TYPE, type OutgoingMessage } from './busMessages.js'
 import type { RedisClient } from './l2.js'
 
 /** Message types: keys, tags, clear, heartbeat, filled (a lock holder stored the value). */
@@ -201,11 +202,8 @@ export class Bus {
   }
 
   /** Publishes; the sequence number is consumed even if the publish fails, so receivers see the gap. */
-  async publish(
-    type: BusType,
-    fields: Pick<BusMessage, 'k' | 'v' | 'g' | 'n'> = {},
-  ): Promise<void> {
-    const message: BusMessage = { o: this.#options.instanceId, s: ++this.#seq, t: type, ...fields }
+  async publish(outgoing: OutgoingMessage): Promise<void> {
+    const message: BusMessage = { o: this.#options.instanceId, s: ++this.#seq, ...outgoing }
     await this.#options.publish(this.#options.channel, JSON.stringify(message))
     this.#published++
   }
@@ -215,11 +213,10 @@ export class Bus {
    * with its own commands in one round trip. The sequence number is consumed either way.
    */
   async publishVia(
-    type: BusType,
-    fields: Pick<BusMessage, 'k' | 'v' | 'g' | 'n'>,
+    outgoing: OutgoingMessage,
     send: (channel: string, message: string) => Promise<void>,
   ): Promise<void> {
-    const message: BusMessage = { o: this.#options.instanceId, s: ++this.#seq, t: type, ...fields }
+    const message: BusMessage = { o: this.#options.instanceId, s: ++this.#seq, ...outgoing }
     await send(this.#options.channel, JSON.stringify(message))
     this.#published++
   }
@@ -239,7 +236,7 @@ export class Bus {
 
   #heartbeat(): void {
     if (this.#closed) return
-    this.publish('h').catch(() => this.#down('heartbeat could not be published'))
+    this.publish(heartbeat()).catch(() => this.#down('heartbeat could not be published'))
   }
 
   #tick(): void {
@@ -272,7 +269,7 @@ export class Bus {
       return
     }
     if (message.o === this.#options.instanceId) {
-      if (message.t === 'h') {
+      if (message.t === MESSAGE_TYPE.heartbeat) {
         this.#lastHeartbeat = Date.now()
         if (!this.#healthy && !this.#closed && message.s > this.#downSeq) {
           this.#healthy = true
@@ -296,7 +293,7 @@ export class Bus {
       this.#gaps++
       this.#options.handlers.gap(message.o)
     }
-    if (message.t !== 'h') this.#options.handlers.message(message)
+    if (message.t !== MESSAGE_TYPE.heartbeat) this.#options.handlers.message(message)
   }
 
   async close(): Promise<void> {
