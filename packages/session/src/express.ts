@@ -22,17 +22,17 @@ export const DEFAULT_EXPRESS_SESSION_OPTIONS: Readonly<ExpressSessionOptions> = 
 })
 
 /**
- * Express middleware: sets `req.session` (read it typed with {@link getSession}) and writes
+ * Express middleware: sets `req.session` (read it typed with {@link expressGetSession}) and writes
  * changes before the response ends.
  * @example
  * ```ts
  * import express from 'express'
- * import { expressSession, getSession } from '@ballast/session/express'
+ * import { expressGetSession, expressSession } from '@ballast/session/express'
  *
  * const app = express()
  * app.use(expressSession(store))
  * app.get('/', (req, res) => {
- *   const session = getSession<{ views: number }>(req)
+ *   const session = expressGetSession<{ views: number }>(req)
  *   session.data.views = (session.data.views ?? 0) + 1
  *   res.send(`views: ${session.data.views}`)
  * })
@@ -74,7 +74,7 @@ export function expressSession<T extends object>(
  * The session {@link expressSession} attached to `req`, typed as `T` (the data type of the
  * store you mounted). Throws if the middleware is not mounted on this route.
  */
-export function getSession<T extends object = SessionData>(req: Request): RequestSession<T> {
+export function expressGetSession<T extends object = SessionData>(req: Request): RequestSession<T> {
   const session = (req as { session?: unknown }).session
   if (session === undefined || session === null) {
     throw new TypeError('no session on this request: mount expressSession(store) before this route')

@@ -28,18 +28,18 @@ const BODY = JSON.stringify({
 })
 
 /**
- * Fastify plugin: decorates `request.session` (read it typed with {@link getSession}) and
+ * Fastify plugin: decorates `request.session` (read it typed with {@link fastifyGetSession}) and
  * writes changes in `onSend`, before the response goes out. Registered without encapsulation,
  * so it applies to routes of the instance it is registered on.
  * @example
  * ```ts
  * import Fastify from 'fastify'
- * import { fastifySession, getSession } from '@ballast/session/fastify'
+ * import { fastifyGetSession, fastifySession } from '@ballast/session/fastify'
  *
  * const app = Fastify()
  * app.register(fastifySession(store))
  * app.get('/', async (request) => {
- *   const session = getSession<{ views: number }>(request)
+ *   const session = fastifyGetSession<{ views: number }>(request)
  *   session.data.views = (session.data.views ?? 0) + 1
  *   return { views: session.data.views }
  * })
@@ -105,7 +105,7 @@ export function fastifySession<T extends object>(
  * The session {@link fastifySession} attached to `request`, typed as `T` (the data type of the
  * store you registered). Throws if the plugin is not registered for this route.
  */
-export function getSession<T extends object = SessionData>(
+export function fastifyGetSession<T extends object = SessionData>(
   request: FastifyRequest,
 ): RequestSession<T> {
   const session = (request as unknown as { session?: unknown }).session

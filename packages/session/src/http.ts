@@ -11,7 +11,7 @@ import type { SessionData, SessionStore } from './sessionStore.js'
 
 export type { NodeUnavailableHandler } from './internal/nodeResponse.js'
 
-/** Options of {@link httpSession} and {@link attachSession}. */
+/** Options of {@link httpSession} and {@link httpAttachSession}. */
 export interface HttpSessionOptions {
   /**
    * Answers a request whose session cannot be read or written because Redis is unreachable.
@@ -39,13 +39,13 @@ export type SessionRequestHandler<T extends object = SessionData> = (
  * @example
  * ```ts
  * createServer(async (req, res) => {
- *   const session = await attachSession(store, req, res)
+ *   const session = await httpAttachSession(store, req, res)
  *   if (session === undefined) return
  *   res.end(String(session.userId))
  * })
  * ```
  */
-export async function attachSession<T extends object>(
+export async function httpAttachSession<T extends object>(
   store: SessionStore<T>,
   req: IncomingMessage,
   res: ServerResponse,
@@ -92,7 +92,7 @@ export function httpSession<T extends object>(
 ): (req: IncomingMessage, res: ServerResponse) => void {
   const resolved = adapterOptions(DEFAULT_HTTP_SESSION_OPTIONS, options)
   return (req, res) => {
-    attachSession(store, req, res, resolved).then(async (session) => {
+    httpAttachSession(store, req, res, resolved).then(async (session) => {
       if (session === undefined) return
       try {
         await handler(req, res, session)

@@ -28,7 +28,7 @@ export function openRequestSession<T extends object>(
 
 /**
  * The session of one request, as the middleware hands it to your handler (`req.session`, or
- * `getSession(req)`). Change `data` freely: at the end of the request only the top-level
+ * `expressGetSession(req)`). Change `data` freely: at the end of the request only the top-level
  * fields that changed are written, in one round trip, and only if the session still exists.
  */
 export class RequestSession<T extends object = SessionData> {

@@ -3,7 +3,7 @@ import { Redis } from 'ioredis'
 import { afterAll, describe, expect, it } from 'vitest'
 import { DEFAULT_EXPRESS_SESSION_OPTIONS, expressSession } from '../src/express.js'
 import { DEFAULT_FASTIFY_SESSION_OPTIONS, fastifySession } from '../src/fastify.js'
-import { attachSession, DEFAULT_HTTP_SESSION_OPTIONS, httpSession } from '../src/http.js'
+import { DEFAULT_HTTP_SESSION_OPTIONS, httpAttachSession, httpSession } from '../src/http.js'
 import {
   createSessionStore,
   DEFAULT_SESSION_COOKIE_OPTIONS,
@@ -222,7 +222,7 @@ describe('adapter options', () => {
     expect(() => fastifySession(store, { onUnavailable: undefined })).not.toThrow()
     const req = { headers: {}, socket: {} } as IncomingMessage
     const res = { writeHead() {}, end() {} } as unknown as ServerResponse
-    const session = await attachSession(store, req, res, { onUnavailable: undefined })
+    const session = await httpAttachSession(store, req, res, { onUnavailable: undefined })
     expect(session?.isNew).toBe(true)
   })
 })

@@ -3,8 +3,8 @@ import type { Request } from 'express'
 import type { FastifyRequest } from 'fastify'
 import { Redis } from 'ioredis'
 import { afterAll, describe, expectTypeOf, it } from 'vitest'
-import { getSession as expressGetSession } from '../src/express.js'
-import { getSession as fastifyGetSession } from '../src/fastify.js'
+import { expressGetSession } from '../src/express.js'
+import { fastifyGetSession } from '../src/fastify.js'
 import { httpSession } from '../src/http.js'
 import {
   createSessionStore,
