@@ -1,4 +1,5 @@
 export { ALLOWLIST, type Allowance, isAllowed } from './allowlist.js'
+export { checkEmitters, checkStats, OUTCOME_NOUNS } from './api.js'
 export {
   checkErrors,
   ERROR_NAMING,

@@ -40,6 +40,10 @@ export const RULES = {
   'errors-map': 'Errors: an errors map of every class',
   'event-name': 'Events: names are kebab-case, past tense, never error',
   'event-payload': 'Events: one payload, an object, typed as <Name>Event',
+  'emitter-api':
+    'Events: on() and once() return a function that removes the listener; off() exists too',
+  'stats-name':
+    'Stats: how it ended is a past participle (failed, rejected, timedOut), never failures or errors',
   'adapter-name': 'Framework adapters: <framework><Feature> per adapter',
   'no-internal-in-dts': 'Public surface: nothing marked @internal reaches a .d.ts',
 } as const

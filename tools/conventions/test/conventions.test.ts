@@ -4,9 +4,11 @@ import {
   checkAdapters,
   checkBuiltDeclarations,
   checkDurationExport,
+  checkEmitters,
   checkErrors,
   checkEvents,
   checkOptions,
+  checkStats,
   createSurface,
   formatViolation,
   isAllowed,
@@ -61,6 +63,14 @@ describe.each(packages)('@ballast/$name', (pkg) => {
 
   it('names events in kebab-case and past tense, each with one <Name>Event object', () => {
     expectNone(checkEvents(surface, pkg))
+  })
+
+  it('returns an unsubscribe function from on() and once(), and has off()', () => {
+    expectNone(checkEmitters(surface, pkg))
+  })
+
+  it('names stats outcomes with past participles', () => {
+    expectNone(checkStats(surface, pkg))
   })
 
   it('names what a framework subpath exports after the framework', () => {

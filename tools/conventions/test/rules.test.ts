@@ -8,9 +8,11 @@ import {
   checkAdapters,
   checkBuiltDeclarations,
   checkDurationExport,
+  checkEmitters,
   checkErrors,
   checkEvents,
   checkOptions,
+  checkStats,
   createSurface,
   ERROR_NAMING,
   expectedCode,
@@ -186,6 +188,32 @@ describe('events', () => {
 
   it('passes past-tense kebab-case events with named event objects', () => {
     expect(checkEvents(surface, gadget)).toEqual([])
+  })
+})
+
+describe('emitters', () => {
+  it('reports an on() that does not return an unsubscribe function, and a missing once() or off()', () => {
+    expect(lines(checkEmitters(surface, widget))).toEqual([
+      'emitter-api Widget.off',
+      'emitter-api Widget.on',
+      'emitter-api Widget.once',
+    ])
+    expect(checkEmitters(surface, gadget)).toEqual([])
+  })
+})
+
+describe('stats', () => {
+  it('reports outcomes counted with nouns, nested ones included, and says the participle', () => {
+    const violations = checkStats(surface, widget)
+    expect(lines(violations)).toEqual([
+      'stats-name Widget.stats().l2.timeouts',
+      'stats-name WidgetStats.decodeErrors',
+      'stats-name WidgetStats.failures',
+    ])
+    expect(violations.map((v) => v.message)).toContain(
+      'counts an outcome with a noun: name it `decodeFailed`, the past participle',
+    )
+    expect(checkStats(surface, gadget)).toEqual([])
   })
 })
 
