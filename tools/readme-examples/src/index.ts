@@ -8,5 +8,6 @@ export {
   readmePaths,
   writeExamples,
 } from './extract.js'
+export { locateError } from './locate.js'
 export { activeResources, leftOpen, settle } from './resources.js'
 export { typecheck } from './typecheck.js'

@@ -8,6 +8,7 @@ import {
   activeResources,
   extractBlocks,
   leftOpen,
+  locateError,
   readmeLine,
   settle,
   typecheck,
@@ -119,5 +120,28 @@ describe('typecheck', () => {
       expect.stringMatching(/^packages\/pkg\/README\.md:8:7 - TS2322: /),
       expect.stringMatching(/^packages\/pkg\/README\.md:9:20 - TS2304: Cannot find name 'missing'/),
     ])
+  })
+})
+
+describe('locateError', () => {
+  test("names the block and turns the generated file's lines into the README's", () => {
+    const example = {
+      file: '/repo/tools/readme-examples/generated/run-1/packages-pkg-readme-20.ts',
+      line: 20,
+      name: 'packages/pkg/README.md:20',
+      readme: 'packages/pkg/README.md',
+    }
+    const error = new Error('connect ECONNREFUSED')
+    error.stack = `Error: connect ECONNREFUSED\n    at file://${example.file}:3:9\n    at elsewhere.js:1:1`
+    const located = locateError(error, example)
+    expect(located).toBe(error)
+    expect(located.message).toBe('packages/pkg/README.md:20: connect ECONNREFUSED')
+    expect(located.stack).toContain('at packages/pkg/README.md:23\n')
+    expect(located.stack).toContain('at elsewhere.js:1:1')
+  })
+
+  test('a thrown value that is not an Error becomes one', () => {
+    const example = { file: '/x.ts', line: 1, name: 'README.md:1', readme: 'README.md' }
+    expect(locateError('boom', example).message).toBe('README.md:1: boom')
   })
 })

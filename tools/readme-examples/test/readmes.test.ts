@@ -6,7 +6,7 @@ import {
   activeResources,
   type Example,
   findBlocks,
-  readmeLine,
+  locateError,
   readmePaths,
   settle,
   typecheck,
@@ -84,7 +84,7 @@ for (const example of examples) {
       try {
         await import(pathToFileURL(example.file).href)
       } catch (error) {
-        throw located(error, example)
+        throw locateError(error, example)
       }
       const open = await settle(before, SETTLE_MS)
       if (open.length > 0) {
@@ -96,22 +96,4 @@ for (const example of examples) {
     },
     RUN_TIMEOUT_MS + SETTLE_MS,
   )
-}
-
-/** The error, its message prefixed with the block's README and line, its stack pointing into the README. */
-function located(error: unknown, example: Example): Error {
-  const located = error instanceof Error ? error : new Error(String(error))
-  const file = example.file.replaceAll('\\', '/')
-  const toReadme = (text: string) =>
-    text.replace(
-      new RegExp(`(?:file://)?${escapeRegExp(file)}:(\\d+)(?::\\d+)?`, 'g'),
-      (_match, line: string) => `${example.readme}:${readmeLine(example, Number(line))}`,
-    )
-  located.message = `${example.name}: ${located.message}`
-  if (located.stack) located.stack = toReadme(located.stack)
-  return located
-}
-
-function escapeRegExp(text: string): string {
-  return text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')
 }
