@@ -19,7 +19,7 @@ const median = (xs: number[]) => {
 
 function run(strategy: (typeof STRATEGIES)[number], slowFactor: number) {
   const results: SimulationResult[] = SEEDS.map((seed) =>
-    simulate({ strategy, seed, durationMs, slowFactor }),
+    simulate({ strategy, seed, duration: durationMs, slowFactor }),
   )
   return {
     p50: median(results.map((r) => r.p50)),

@@ -1,5 +1,5 @@
 import type { Readable } from 'node:stream'
-import { merge } from '@ballast/shared'
+import { type Checks, checks, type Duration, merge } from '@ballast/shared'
 import type { Dispatcher } from 'undici'
 import { type Balancer, type BalancerOptions, createBalancer } from './balancer.js'
 import type { Endpoint, EndpointInput } from './endpoint.js'
@@ -43,25 +43,25 @@ export interface BalancedClientOptions {
    */
   connections?: number
   /**
-   * Time to establish a connection, in milliseconds.
+   * Time to establish a connection.
    * @default 2000
    */
-  connectTimeoutMs?: number
+  connectTimeout?: Duration
   /**
-   * Time until the response headers arrive, in milliseconds.
+   * Time until the response headers arrive (then {@link UpstreamTimeoutError}).
    * @default 10000
    */
-  headersTimeoutMs?: number
+  headersTimeout?: Duration
   /**
-   * Longest pause between two body chunks, in milliseconds.
+   * Longest pause between two body chunks.
    * @default 30000
    */
-  bodyTimeoutMs?: number
+  bodyTimeout?: Duration
   /**
-   * Idle keep-alive connections are closed after this, in milliseconds.
+   * Idle keep-alive connections are closed after this.
    * @default 4000
    */
-  keepAliveTimeoutMs?: number
+  keepAliveTimeout?: Duration
   /**
    * Attempts per request, the first included; retries go to a different endpoint.
    * @default 3
@@ -85,18 +85,20 @@ export interface BalancedClientOptions {
 }
 
 /** The defaults of {@link BalancedClientOptions}. */
-export const DEFAULT_BALANCED_CLIENT_OPTIONS: Required<
-  Omit<BalancedClientOptions, 'endpoints' | 'balancer' | 'healthCheck' | 'retryBudget'>
-> = {
+export const DEFAULT_BALANCED_CLIENT_OPTIONS: Readonly<
+  Required<Omit<BalancedClientOptions, 'endpoints' | 'balancer' | 'healthCheck' | 'retryBudget'>>
+> = Object.freeze({
   connections: 64,
-  connectTimeoutMs: 2000,
-  headersTimeoutMs: 10_000,
-  bodyTimeoutMs: 30_000,
-  keepAliveTimeoutMs: 4000,
+  connectTimeout: 2000,
+  headersTimeout: 10_000,
+  bodyTimeout: 30_000,
+  keepAliveTimeout: 4000,
   maxAttempts: 3,
-  retryOnStatus: [502, 503, 504],
+  retryOnStatus: Object.freeze([502, 503, 504]),
   isFailure: (status: number) => status >= 500,
-}
+})
+
+const check: Checks = checks(InvalidArgumentError)
 
 /** One request of a {@link BalancedClient}. */
 export interface BalancedRequestOptions {
@@ -205,16 +207,13 @@ class BalancedClientImpl implements BalancedClient {
 
   constructor(options: BalancedClientOptions) {
     const o = merge(DEFAULT_BALANCED_CLIENT_OPTIONS, options)
-    for (const name of [
-      'connections',
-      'connectTimeoutMs',
-      'headersTimeoutMs',
-      'bodyTimeoutMs',
-      'keepAliveTimeoutMs',
-      'maxAttempts',
-    ] as const) {
-      positive(name, o[name])
-    }
+    for (const name of ['connections', 'maxAttempts'] as const) positive(name, o[name])
+    const connectTimeoutMs = check.duration('connectTimeout', o.connectTimeout, { positive: true })
+    const headersTimeoutMs = check.duration('headersTimeout', o.headersTimeout, { positive: true })
+    const bodyTimeoutMs = check.duration('bodyTimeout', o.bodyTimeout, { positive: true })
+    const keepAliveTimeoutMs = check.duration('keepAliveTimeout', o.keepAliveTimeout, {
+      positive: true,
+    })
     if (!Number.isInteger(o.maxAttempts)) {
       throw new InvalidArgumentError(
         `invalid option "maxAttempts": expected a positive integer, got ${o.maxAttempts}`,
@@ -242,8 +241,8 @@ class BalancedClientImpl implements BalancedClient {
     }
     this.#pools = new UpstreamPools({
       connections: o.connections,
-      connectTimeoutMs: o.connectTimeoutMs,
-      keepAliveTimeoutMs: o.keepAliveTimeoutMs,
+      connectTimeoutMs,
+      keepAliveTimeoutMs,
     })
     this.#pools.watch(this.balancer)
     this.#checker =
@@ -257,8 +256,8 @@ class BalancedClientImpl implements BalancedClient {
           ? o.retryBudget
           : createRetryBudget(o.retryBudget ?? {})
     this.#maxAttempts = o.maxAttempts
-    this.#headersTimeoutMs = o.headersTimeoutMs
-    this.#bodyTimeoutMs = o.bodyTimeoutMs
+    this.#headersTimeoutMs = headersTimeoutMs
+    this.#bodyTimeoutMs = bodyTimeoutMs
     this.#retryOnStatus = new Set(o.retryOnStatus)
     this.#isFailure = o.isFailure
   }
@@ -314,7 +313,7 @@ class BalancedClientImpl implements BalancedClient {
         })
         clearTimeout(timer)
         // The caller's signal stays linked to the attempt until the body ends: aborting after
-        // the headers must stop a slow body (undici destroys it) rather than wait for bodyTimeoutMs.
+        // the headers must stop a slow body (undici destroys it) rather than wait for bodyTimeout.
         // A response that has no body is over now: callers rarely read its empty body, and a
         // listener left until then would pile up on a long-lived signal.
         if (userSignal !== undefined) {
@@ -461,7 +460,7 @@ function finalError(
  * const client = createBalancedClient({
  *   endpoints: ['http://127.0.0.1:3001', 'http://127.0.0.1:3002'],
  *   balancer: { strategy: 'peak-ewma' },
- *   healthCheck: { check: { type: 'http', path: '/health' }, intervalMs: 1000 },
+ *   healthCheck: { check: { type: 'http', path: '/health' }, interval: '1s' },
  * })
  * const res = await client.request({ path: '/orders/42' })
  * console.log(res.statusCode, res.endpoint, await res.body.json())

@@ -1,4 +1,12 @@
-import { merge } from '@ballast/shared'
+import {
+  type Checks,
+  checks,
+  type Duration,
+  Emitter,
+  type Listener,
+  merge,
+  type Unsubscribe,
+} from '@ballast/shared'
 import type { Endpoint, EndpointInput, EndpointStats } from './endpoint.js'
 import {
   DuplicateEndpointError,
@@ -25,7 +33,6 @@ import {
   type StrategyContext,
   WeightedRandom,
 } from './internal/strategies.js'
-import { type Listener, TypedEmitter } from './typedEmitter.js'
 
 /**
  * How a balancer picks an endpoint:
@@ -77,21 +84,21 @@ export interface OutlierDetectionOptions {
    */
   failureRateMinimumRequests?: number
   /**
-   * Length of the failure-rate window in milliseconds (the current and the previous window count).
+   * Length of the failure-rate window (the current and the previous window count).
    * @default 10000
    */
-  failureRateWindowMs?: number
+  failureRateWindow?: Duration
   /**
    * Ejection time of a first ejection; the n-th ejection lasts n times this (the count drops by
    * one for each such period without ejection).
    * @default 30000
    */
-  baseEjectionTimeMs?: number
+  baseEjectionTime?: Duration
   /**
    * Upper bound of one ejection.
    * @default 300000
    */
-  maxEjectionTimeMs?: number
+  maxEjectionTime?: Duration
   /**
    * Largest share of endpoints ejected at once; one endpoint can always be ejected when none is.
    * @default 0.1
@@ -102,10 +109,10 @@ export interface OutlierDetectionOptions {
 /** Slow start: a new or recovered endpoint's weight ramps from a floor to its full value. */
 export interface SlowStartOptions {
   /**
-   * How long the ramp lasts, in milliseconds; `0` disables slow start.
+   * How long the ramp lasts; `0` disables slow start.
    * @default 10000
    */
-  windowMs?: number
+  window?: Duration
   /**
    * Shape of the ramp: weight × (elapsed / window)^(1 / aggression); 1 is linear, higher ramps faster early.
    * @default 1
@@ -146,16 +153,16 @@ export interface BalancerOptions<T = string> {
    */
   slowStart?: SlowStartOptions | false
   /**
-   * Decay time (τ) of the peak-EWMA latency, in milliseconds.
+   * Decay time (τ) of the peak-EWMA latency.
    * @default 10000
    */
-  ewmaDecayMs?: number
+  ewmaDecay?: Duration
   /**
    * Latency recorded for a failed request when it is lower, so fast failures do not attract
-   * traffic under `peak-ewma`, in milliseconds.
+   * traffic under `peak-ewma`.
    * @default 1000
    */
-  failurePenaltyMs?: number
+  failurePenalty?: Duration
   /**
    * `bounded-load`: no endpoint takes more than this times its share of the in-flight requests (> 1).
    * @default 1.25
@@ -179,44 +186,47 @@ export interface BalancerOptions<T = string> {
 }
 
 /** The defaults of {@link BalancerOptions}. */
-export const DEFAULT_BALANCER_OPTIONS: Required<
-  Pick<
-    BalancerOptions,
-    | 'strategy'
-    | 'panicThreshold'
-    | 'ewmaDecayMs'
-    | 'failurePenaltyMs'
-    | 'balanceFactor'
-    | 'clock'
-    | 'random'
+export const DEFAULT_BALANCER_OPTIONS: Readonly<
+  Required<
+    Pick<
+      BalancerOptions,
+      | 'strategy'
+      | 'panicThreshold'
+      | 'ewmaDecay'
+      | 'failurePenalty'
+      | 'balanceFactor'
+      | 'clock'
+      | 'random'
+    >
   >
-> = {
+> = Object.freeze({
   strategy: 'peak-ewma',
   panicThreshold: 0.5,
-  ewmaDecayMs: 10_000,
-  failurePenaltyMs: 1000,
+  ewmaDecay: 10_000,
+  failurePenalty: 1000,
   balanceFactor: 1.25,
   clock: () => performance.now(),
   random: Math.random,
-}
+})
 
 /** The defaults of {@link OutlierDetectionOptions}. */
-export const DEFAULT_OUTLIER_DETECTION_OPTIONS: Required<OutlierDetectionOptions> = {
-  consecutiveFailures: 5,
-  failureRateThreshold: 0.5,
-  failureRateMinimumRequests: 20,
-  failureRateWindowMs: 10_000,
-  baseEjectionTimeMs: 30_000,
-  maxEjectionTimeMs: 300_000,
-  maxEjectionShare: 0.1,
-}
+export const DEFAULT_OUTLIER_DETECTION_OPTIONS: Readonly<Required<OutlierDetectionOptions>> =
+  Object.freeze({
+    consecutiveFailures: 5,
+    failureRateThreshold: 0.5,
+    failureRateMinimumRequests: 20,
+    failureRateWindow: 10_000,
+    baseEjectionTime: 30_000,
+    maxEjectionTime: 300_000,
+    maxEjectionShare: 0.1,
+  })
 
 /** The defaults of {@link SlowStartOptions}. */
-export const DEFAULT_SLOW_START_OPTIONS: Required<SlowStartOptions> = {
-  windowMs: 10_000,
+export const DEFAULT_SLOW_START_OPTIONS: Readonly<Required<SlowStartOptions>> = Object.freeze({
+  window: 10_000,
   aggression: 1,
   minWeightShare: 0.1,
-}
+})
 
 /** Why an endpoint was ejected. */
 export type EjectionReason = 'consecutive-failures' | 'failure-rate'
@@ -252,8 +262,26 @@ export interface HealthChangedEvent<T = string> {
   healthy: boolean
 }
 
-/** Payload of the balancer's `panic` event. */
-export interface PanicEvent {
+/** Payload of the balancer's `picked` event. */
+export interface PickedEvent<T = string> {
+  /** The endpoint `pick()` returned. */
+  endpoint: Endpoint<T>
+}
+
+/** Payload of the balancer's `endpoint-added` event. */
+export interface EndpointAddedEvent<T = string> {
+  /** The endpoint added (it slow-starts). */
+  endpoint: Endpoint<T>
+}
+
+/** Payload of the balancer's `endpoint-removed` event. */
+export interface EndpointRemovedEvent<T = string> {
+  /** The endpoint removed. */
+  endpoint: Endpoint<T>
+}
+
+/** Payload of the balancer's `panic-changed` event. */
+export interface PanicChangedEvent {
   /** Whether panic mode is now on. */
   active: boolean
   /** Endpoints healthy and not ejected. */
@@ -270,24 +298,24 @@ export interface WeightChangedEvent<T = string> {
   previous: number
 }
 
-/** The events of a {@link Balancer}, with their payloads. */
+/** The events of a {@link Balancer}, each with its one payload object. */
 export interface BalancerEvents<T = string> {
-  /** An endpoint was returned by `pick()` (emitted only while someone listens). */
-  picked: [endpoint: Endpoint<T>]
+  /** An endpoint was returned by `pick()` (the payload is built only while someone listens). */
+  picked: PickedEvent<T>
   /** Outlier detection took an endpoint out of rotation for `durationMs`. */
-  ejected: [event: EjectedEvent<T>]
-  /** An ejected endpoint is back in rotation. */
-  restored: [event: RestoredEvent<T>]
+  ejected: EjectedEvent<T>
+  /** An ejected endpoint is back in rotation (its ejection expired, or a health check passed). */
+  restored: RestoredEvent<T>
   /** Active health checks changed their verdict on an endpoint. */
-  'health-changed': [event: HealthChangedEvent<T>]
-  /** Panic mode started (`active: true`) or ended. */
-  panic: [event: PanicEvent]
-  /** An endpoint was added at run time. */
-  'endpoint-added': [endpoint: Endpoint<T>]
-  /** An endpoint was removed. */
-  'endpoint-removed': [endpoint: Endpoint<T>]
-  /** An endpoint's configured weight changed. */
-  'weight-changed': [event: WeightChangedEvent<T>]
+  'health-changed': HealthChangedEvent<T>
+  /** Panic mode started (`active: true`: too few endpoints healthy, all are used) or ended. */
+  'panic-changed': PanicChangedEvent
+  /** An endpoint was added at run time with `add()`. */
+  'endpoint-added': EndpointAddedEvent<T>
+  /** An endpoint was removed with `remove()`. */
+  'endpoint-removed': EndpointRemovedEvent<T>
+  /** An endpoint's configured weight changed with `setWeight()`. */
+  'weight-changed': WeightChangedEvent<T>
 }
 
 /** A snapshot of a balancer's state, from `stats()`. */
@@ -344,20 +372,46 @@ export interface Balancer<T = string> {
   endpoints(): readonly Endpoint<T>[]
   /** Counters and state of the balancer and each endpoint. */
   stats(): BalancerStats
-  /** Adds an event listener; returns a function that removes it. */
-  on<K extends keyof BalancerEvents<T>>(
+  /**
+   * Adds an event listener; returns a function that removes it. A listener that throws does
+   * not break the balancer: its error is rethrown in a microtask.
+   */
+  on<K extends keyof BalancerEvents<T> & string>(
     event: K,
     listener: Listener<BalancerEvents<T>[K]>,
-  ): () => void
-  /** Adds a listener called at most once. */
-  once<K extends keyof BalancerEvents<T>>(
+  ): Unsubscribe
+  /** Adds a listener called at most once; returns a function that removes it. */
+  once<K extends keyof BalancerEvents<T> & string>(
     event: K,
     listener: Listener<BalancerEvents<T>[K]>,
-  ): () => void
+  ): Unsubscribe
   /** Removes a listener. */
-  off<K extends keyof BalancerEvents<T>>(event: K, listener: Listener<BalancerEvents<T>[K]>): void
+  off<K extends keyof BalancerEvents<T> & string>(
+    event: K,
+    listener: Listener<BalancerEvents<T>[K]>,
+  ): void
   /** Stops its timers (ejections, slow start). Picking still works afterwards. */
   close(): Promise<void>
+}
+
+const check: Checks = checks(InvalidArgumentError)
+
+/** Outlier detection as it runs: the options with durations in milliseconds. */
+interface OutlierSettings {
+  consecutiveFailures: number
+  failureRateThreshold: number
+  failureRateMinimumRequests: number
+  failureRateWindowMs: number
+  baseEjectionTimeMs: number
+  maxEjectionTimeMs: number
+  maxEjectionShare: number
+}
+
+/** Slow start as it runs: the options with the window in milliseconds. */
+interface SlowStartSettings {
+  windowMs: number
+  aggression: number
+  minWeightShare: number
 }
 
 function positive(name: string, value: unknown, allowZero = false): number {
@@ -406,7 +460,7 @@ function normalise<T>(input: string | EndpointInput<T>): { id: string; weight: n
   return { id: input.id, weight, value: ('value' in input ? input.value : input.id) as T }
 }
 
-class BalancerImpl<T> extends TypedEmitter<BalancerEvents<T>> implements Balancer<T> {
+class BalancerImpl<T> extends Emitter<BalancerEvents<T>> implements Balancer<T> {
   readonly strategy: StrategyName
   readonly #all: EndpointState<T>[] = []
   readonly #byId = new Map<string, EndpointState<T>>()
@@ -414,8 +468,8 @@ class BalancerImpl<T> extends TypedEmitter<BalancerEvents<T>> implements Balance
   readonly #ring: HashRing | undefined
   readonly #clock: () => number
   readonly #panicThreshold: number
-  readonly #outlier: Required<OutlierDetectionOptions> | undefined
-  readonly #slowStart: Required<SlowStartOptions> | undefined
+  readonly #outlier: OutlierSettings | undefined
+  readonly #slowStart: SlowStartSettings | undefined
   readonly #ewmaDecayMs: number
   readonly #failurePenaltyMs: number
   readonly #isEwma: boolean
@@ -446,8 +500,8 @@ class BalancerImpl<T> extends TypedEmitter<BalancerEvents<T>> implements Balance
     if (o.endpoints.length === 0) throw new EmptyEndpointsError()
     this.strategy = o.strategy
     this.#panicThreshold = share('panicThreshold', o.panicThreshold, true)
-    this.#ewmaDecayMs = positive('ewmaDecayMs', o.ewmaDecayMs)
-    this.#failurePenaltyMs = positive('failurePenaltyMs', o.failurePenaltyMs, true)
+    this.#ewmaDecayMs = check.duration('ewmaDecay', o.ewmaDecay, { positive: true })
+    this.#failurePenaltyMs = check.duration('failurePenalty', o.failurePenalty)
     const balanceFactor = positive('balanceFactor', o.balanceFactor)
     if (balanceFactor <= 1) {
       throw new InvalidArgumentError(
@@ -472,18 +526,39 @@ class BalancerImpl<T> extends TypedEmitter<BalancerEvents<T>> implements Balance
       }
       share('outlierDetection.failureRateThreshold', od.failureRateThreshold, false)
       positive('outlierDetection.failureRateMinimumRequests', od.failureRateMinimumRequests)
-      positive('outlierDetection.failureRateWindowMs', od.failureRateWindowMs)
-      positive('outlierDetection.baseEjectionTimeMs', od.baseEjectionTimeMs)
-      positive('outlierDetection.maxEjectionTimeMs', od.maxEjectionTimeMs)
       share('outlierDetection.maxEjectionShare', od.maxEjectionShare, true)
-      this.#outlier = od
+      this.#outlier = {
+        consecutiveFailures: od.consecutiveFailures,
+        failureRateThreshold: od.failureRateThreshold,
+        failureRateMinimumRequests: od.failureRateMinimumRequests,
+        failureRateWindowMs: check.duration(
+          'outlierDetection.failureRateWindow',
+          od.failureRateWindow,
+          { positive: true },
+        ),
+        baseEjectionTimeMs: check.duration(
+          'outlierDetection.baseEjectionTime',
+          od.baseEjectionTime,
+          { positive: true },
+        ),
+        maxEjectionTimeMs: check.duration('outlierDetection.maxEjectionTime', od.maxEjectionTime, {
+          positive: true,
+        }),
+        maxEjectionShare: od.maxEjectionShare,
+      }
     }
     if (o.slowStart !== false) {
       const ss = merge(DEFAULT_SLOW_START_OPTIONS, o.slowStart)
-      positive('slowStart.windowMs', ss.windowMs, true)
+      const windowMs = check.duration('slowStart.window', ss.window)
       positive('slowStart.aggression', ss.aggression)
       share('slowStart.minWeightShare', ss.minWeightShare, false)
-      if (ss.windowMs > 0) this.#slowStart = ss
+      if (windowMs > 0) {
+        this.#slowStart = {
+          windowMs,
+          aggression: ss.aggression,
+          minWeightShare: ss.minWeightShare,
+        }
+      }
     }
     const ctx: StrategyContext = {
       random: o.random,
@@ -533,7 +608,7 @@ class BalancerImpl<T> extends TypedEmitter<BalancerEvents<T>> implements Balance
       throw new NoEndpointAvailableError(this.#all.length)
     }
     ep.picks++
-    if (this.hasListeners('picked')) this.emit('picked', ep)
+    if (this.has('picked')) this.emit('picked', { endpoint: ep })
     return ep
   }
 
@@ -635,7 +710,7 @@ class BalancerImpl<T> extends TypedEmitter<BalancerEvents<T>> implements Balance
     this.#byId.set(n.id, ep)
     this.#beginSlowStart(ep, now)
     this.#refresh()
-    this.emit('endpoint-added', ep)
+    this.emit('endpoint-added', { endpoint: ep })
     return ep
   }
 
@@ -653,7 +728,7 @@ class BalancerImpl<T> extends TypedEmitter<BalancerEvents<T>> implements Balance
     this.#all.splice(this.#all.indexOf(ep), 1)
     this.#ring?.remove(id)
     this.#refresh()
-    this.emit('endpoint-removed', ep)
+    this.emit('endpoint-removed', { endpoint: ep })
     return true
   }
 
@@ -716,8 +791,8 @@ class BalancerImpl<T> extends TypedEmitter<BalancerEvents<T>> implements Balance
         ejections: ep.ejections,
         inFlight: ep.inFlight,
         picks: ep.picks,
-        successes: ep.successes,
-        failures: ep.failures,
+        succeeded: ep.successes,
+        failed: ep.failures,
         consecutiveFailures: ep.consecutiveFailures,
         latencyEwmaMs: ep.cost * Math.exp(-Math.max(0, now - ep.stamp) / this.#ewmaDecayMs),
       })),
@@ -792,7 +867,7 @@ class BalancerImpl<T> extends TypedEmitter<BalancerEvents<T>> implements Balance
     this.#strategy.rebuild(usable, this.#all, this.#ring)
     if (panicking !== this.#panicking) {
       this.#panicking = panicking
-      this.emit('panic', { active: panicking, healthy: available, total })
+      this.emit('panic-changed', { active: panicking, healthy: available, total })
     }
   }
 }

@@ -52,10 +52,10 @@ export interface EndpointStats {
   inFlight: number
   /** Times it was returned by `pick()`. */
   picks: number
-  /** Requests ended as successes. */
-  successes: number
-  /** Requests ended as failures. */
-  failures: number
+  /** Requests that ended as successes. */
+  succeeded: number
+  /** Requests that ended as failures. */
+  failed: number
   /** Failures since the last success. */
   consecutiveFailures: number
   /** The peak-EWMA latency estimate in milliseconds (0 before the first sample). */

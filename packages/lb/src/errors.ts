@@ -1,3 +1,5 @@
+import { show } from '@ballast/shared'
+
 const BRAND = Symbol.for('ballast.error')
 
 /** Options every {@link LbError} accepts. */
@@ -54,10 +56,11 @@ export class InvalidWeightError extends LbError {
   /** The weight that was rejected. */
   readonly weight: unknown
 
-  constructor(id: string, weight: unknown) {
+  constructor(id: string, weight: unknown, options: LbErrorOptions = {}) {
     super(
       'E_LB_INVALID_WEIGHT',
-      `invalid weight for "${id}": expected a positive finite number, got ${String(weight)}`,
+      `invalid weight for "${id}": expected a positive finite number, got ${show(weight)}`,
+      options,
     )
     this.id = id
     this.weight = weight
@@ -71,8 +74,12 @@ export class DuplicateEndpointError extends LbError {
   /** The id that appears more than once. */
   readonly id: string
 
-  constructor(id: string) {
-    super('E_LB_DUPLICATE_ENDPOINT', `duplicate endpoint "${id}": endpoint ids must be unique`)
+  constructor(id: string, options: LbErrorOptions = {}) {
+    super(
+      'E_LB_DUPLICATE_ENDPOINT',
+      `duplicate endpoint "${id}": endpoint ids must be unique`,
+      options,
+    )
     this.id = id
   }
 }
@@ -82,10 +89,11 @@ export class EmptyEndpointsError extends LbError {
   /** The class name, `EmptyEndpointsError`. */
   override name = 'EmptyEndpointsError'
 
-  constructor(what = 'endpoints') {
+  constructor(what = 'endpoints', options: LbErrorOptions = {}) {
     super(
       'E_LB_EMPTY_ENDPOINTS',
       `invalid option "${what}": expected at least one endpoint, got none`,
+      options,
     )
   }
 }
@@ -97,8 +105,8 @@ export class UnknownEndpointError extends LbError {
   /** The id that was not found. */
   readonly id: string
 
-  constructor(id: string) {
-    super('E_LB_UNKNOWN_ENDPOINT', `unknown endpoint "${id}"`)
+  constructor(id: string, options: LbErrorOptions = {}) {
+    super('E_LB_UNKNOWN_ENDPOINT', `unknown endpoint "${id}"`, options)
     this.id = id
   }
 }
@@ -108,8 +116,8 @@ export class EmptyRingError extends LbError {
   /** The class name, `EmptyRingError`. */
   override name = 'EmptyRingError'
 
-  constructor() {
-    super('E_LB_EMPTY_RING', 'the hash ring has no nodes')
+  constructor(options: LbErrorOptions = {}) {
+    super('E_LB_EMPTY_RING', 'the hash ring has no nodes', options)
   }
 }
 
@@ -125,7 +133,7 @@ export class NoEndpointAvailableError extends LbError {
 
   constructor(total: number, detail?: string, options: LbErrorOptions = {}) {
     super(
-      'E_LB_NO_ENDPOINT',
+      'E_LB_NO_ENDPOINT_AVAILABLE',
       `no endpoint available: ${detail ?? (total === 0 ? 'the balancer has no endpoints' : `all ${total} endpoints are unhealthy, ejected or already tried`)}`,
       { retryable: true, ...options },
     )
@@ -182,8 +190,8 @@ export class InvalidRequestError extends LbError {
   /** Which part of the request was refused. */
   readonly part: 'host' | 'target'
 
-  constructor(part: 'host' | 'target', message: string) {
-    super('E_LB_INVALID_REQUEST', message)
+  constructor(part: 'host' | 'target', message: string, options: LbErrorOptions = {}) {
+    super('E_LB_INVALID_REQUEST', message, options)
     this.part = part
   }
 }

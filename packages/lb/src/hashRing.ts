@@ -31,11 +31,11 @@ export interface HashRingOptions {
 }
 
 /** The defaults of {@link HashRingOptions}. */
-export const DEFAULT_HASH_RING_OPTIONS: Required<HashRingOptions> = {
+export const DEFAULT_HASH_RING_OPTIONS: Readonly<Required<HashRingOptions>> = Object.freeze({
   pointsPerWeight: 4096,
   seed: 0,
   hash: murmur3,
-}
+})
 
 /** A node given to a {@link HashRing}: its id and optional weight (default 1). */
 export interface HashRingNode {

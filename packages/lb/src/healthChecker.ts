@@ -1,9 +1,16 @@
 import { connect } from 'node:net'
-import { merge } from '@ballast/shared'
+import {
+  type Checks,
+  checks,
+  type Duration,
+  Emitter,
+  type Listener,
+  merge,
+  type Unsubscribe,
+} from '@ballast/shared'
 import type { Balancer } from './balancer.js'
 import type { Endpoint } from './endpoint.js'
 import { InvalidArgumentError, LbClosedError } from './errors.js'
-import { type Listener, TypedEmitter } from './typedEmitter.js'
 
 /** A check function: resolves true (or void) when the endpoint is healthy; false or a throw marks a failure. */
 export type HealthCheckFunction<T = string> = (
@@ -43,15 +50,15 @@ export interface HealthCheckerOptions<T = string> {
    */
   check?: HttpHealthCheck | TcpHealthCheck | HealthCheckFunction<T>
   /**
-   * Time between two checks of an endpoint, in milliseconds.
+   * Time between two checks of an endpoint.
    * @default 5000
    */
-  intervalMs?: number
+  interval?: Duration
   /**
-   * A check that takes longer fails, in milliseconds.
+   * A check that takes longer fails.
    * @default 2000
    */
-  timeoutMs?: number
+  timeout?: Duration
   /**
    * Consecutive passing checks that bring an unhealthy endpoint back.
    * @default 2
@@ -70,18 +77,18 @@ export interface HealthCheckerOptions<T = string> {
 }
 
 /** The defaults of {@link HealthCheckerOptions}. */
-export const DEFAULT_HEALTH_CHECKER_OPTIONS: Required<
-  Pick<HealthCheckerOptions, 'check' | 'intervalMs' | 'timeoutMs' | 'rise' | 'fall'>
-> = {
-  check: { type: 'http', path: '/health' },
-  intervalMs: 5000,
-  timeoutMs: 2000,
+export const DEFAULT_HEALTH_CHECKER_OPTIONS: Readonly<
+  Required<Pick<HealthCheckerOptions, 'check' | 'interval' | 'timeout' | 'rise' | 'fall'>>
+> = Object.freeze({
+  check: Object.freeze({ type: 'http', path: '/health' }) as HttpHealthCheck,
+  interval: 5000,
+  timeout: 2000,
   rise: 2,
   fall: 3,
-}
+})
 
-/** Payload of the health checker's `check` event. */
-export interface HealthCheckEvent<T = string> {
+/** Payload of the health checker's `checked` event. */
+export interface CheckedEvent<T = string> {
   /** The endpoint checked. */
   endpoint: Endpoint<T>
   /** Whether this one check passed. */
@@ -92,18 +99,20 @@ export interface HealthCheckEvent<T = string> {
   error?: unknown
 }
 
-/** The events of a {@link HealthChecker}. */
+/** The events of a {@link HealthChecker}, each with its one payload object. */
 export interface HealthCheckerEvents<T = string> {
-  /** One check finished. */
-  check: [event: HealthCheckEvent<T>]
+  /** One check of one endpoint finished, passed or failed (after the balancer was told). */
+  checked: CheckedEvent<T>
 }
 
 /** Counters of a {@link HealthChecker}. */
 export interface HealthCheckerStats {
   /** Checks run. */
   checks: number
+  /** Checks that passed. */
+  succeeded: number
   /** Checks that failed. */
-  failures: number
+  failed: number
   /** Endpoints currently marked unhealthy by this checker. */
   unhealthy: string[]
 }
@@ -114,11 +123,24 @@ export interface HealthChecker<T = string> {
   checkNow(): Promise<void>
   /** Counters. */
   stats(): HealthCheckerStats
-  /** Adds an event listener; returns a function that removes it. */
-  on<K extends keyof HealthCheckerEvents<T>>(
+  /**
+   * Adds an event listener; returns a function that removes it. A listener that throws does
+   * not break the checks: its error is rethrown in a microtask.
+   */
+  on<K extends keyof HealthCheckerEvents<T> & string>(
     event: K,
     listener: Listener<HealthCheckerEvents<T>[K]>,
-  ): () => void
+  ): Unsubscribe
+  /** Adds a listener called at most once; returns a function that removes it. */
+  once<K extends keyof HealthCheckerEvents<T> & string>(
+    event: K,
+    listener: Listener<HealthCheckerEvents<T>[K]>,
+  ): Unsubscribe
+  /** Removes a listener. */
+  off<K extends keyof HealthCheckerEvents<T> & string>(
+    event: K,
+    listener: Listener<HealthCheckerEvents<T>[K]>,
+  ): void
   /** Stops checking; waits for checks in progress. */
   close(): Promise<void>
 }
@@ -162,10 +184,9 @@ function tcpCheck(url: string, signal: AbortSignal): Promise<boolean> {
   })
 }
 
-class HealthCheckerImpl<T>
-  extends TypedEmitter<HealthCheckerEvents<T>>
-  implements HealthChecker<T>
-{
+const check: Checks = checks(InvalidArgumentError)
+
+class HealthCheckerImpl<T> extends Emitter<HealthCheckerEvents<T>> implements HealthChecker<T> {
   readonly #balancer: Balancer<T>
   readonly #run: (
     endpoint: Endpoint<T>,
@@ -178,7 +199,8 @@ class HealthCheckerImpl<T>
   readonly #timer: ReturnType<typeof setInterval>
   #running: Promise<void> | undefined
   #checks = 0
-  #failures = 0
+  #succeeded = 0
+  #failed = 0
   #closed = false
 
   constructor(options: HealthCheckerOptions<T>) {
@@ -193,14 +215,8 @@ class HealthCheckerImpl<T>
         'invalid option "balancer": expected a balancer from createBalancer()',
       )
     }
-    for (const name of ['intervalMs', 'timeoutMs'] as const) {
-      const v = o[name]
-      if (typeof v !== 'number' || !(v > 0) || !Number.isFinite(v)) {
-        throw new InvalidArgumentError(
-          `invalid option "${name}": expected a positive number of milliseconds, got ${String(v)}`,
-        )
-      }
-    }
+    const intervalMs = check.duration('interval', o.interval, { positive: true })
+    const timeoutMs = check.duration('timeout', o.timeout, { positive: true })
     for (const name of ['rise', 'fall'] as const) {
       const v = o[name]
       if (!Number.isInteger(v) || v < 1) {
@@ -210,25 +226,23 @@ class HealthCheckerImpl<T>
       }
     }
     const target = o.target ?? ((e: Endpoint<T>) => (typeof e.value === 'string' ? e.value : e.id))
-    const check = o.check
-    if (typeof check === 'function') this.#run = check as HealthCheckFunction<T>
-    else if (check.type === 'http') {
-      const path = check.path ?? '/health'
-      const expect = check.expectStatus ?? ((s: number) => s >= 200 && s < 400)
+    const kind = o.check
+    if (typeof kind === 'function') this.#run = kind as HealthCheckFunction<T>
+    else if (kind?.type === 'http') {
+      const path = kind.path ?? '/health'
+      const expect = kind.expectStatus ?? ((s: number) => s >= 200 && s < 400)
       this.#run = (e, signal) => httpCheck(target(e), path, expect, signal)
-    } else if (check.type === 'tcp') this.#run = (e, signal) => tcpCheck(target(e), signal)
+    } else if (kind?.type === 'tcp') this.#run = (e, signal) => tcpCheck(target(e), signal)
     else {
-      throw new InvalidArgumentError(
-        `invalid option "check": expected { type: 'http' | 'tcp' } or a function, got ${JSON.stringify(check)}`,
-      )
+      check.invalid('check', "{ type: 'http' | 'tcp' } or a function", kind)
     }
     this.#balancer = o.balancer
-    this.#timeoutMs = o.timeoutMs
+    this.#timeoutMs = timeoutMs
     this.#rise = o.rise
     this.#fall = o.fall
     this.#timer = setInterval(() => {
       if (this.#running === undefined && !this.#closed) void this.checkNow()
-    }, o.intervalMs)
+    }, intervalMs)
     this.#timer.unref?.()
   }
 
@@ -267,7 +281,8 @@ class HealthCheckerImpl<T>
     }
     if (this.#closed || this.#balancer.get(endpoint.id) !== endpoint) return
     this.#checks++
-    if (!healthy) this.#failures++
+    if (healthy) this.#succeeded++
+    else this.#failed++
     let streak = this.#streaks.get(endpoint.id)
     if (streak === undefined) {
       streak = { passes: 0, fails: 0 }
@@ -284,7 +299,8 @@ class HealthCheckerImpl<T>
       if (endpoint.healthy && streak.fails >= this.#fall)
         this.#balancer.setHealthy(endpoint.id, false)
     }
-    this.emit('check', {
+    if (!this.has('checked')) return
+    this.emit('checked', {
       endpoint,
       healthy,
       durationMs: performance.now() - started,
@@ -295,7 +311,8 @@ class HealthCheckerImpl<T>
   stats(): HealthCheckerStats {
     return {
       checks: this.#checks,
-      failures: this.#failures,
+      succeeded: this.#succeeded,
+      failed: this.#failed,
       unhealthy: this.#balancer
         .endpoints()
         .filter((e) => !e.healthy)
@@ -323,7 +340,7 @@ class HealthCheckerImpl<T>
  * const checker = createHealthChecker({
  *   balancer,
  *   check: { type: 'http', path: '/health' },
- *   intervalMs: 1000,
+ *   interval: '1s',
  *   rise: 2,
  *   fall: 3,
  * })

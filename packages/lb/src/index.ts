@@ -1,3 +1,4 @@
+export type { Duration, Listener, Unsubscribe } from '@ballast/shared'
 export type {
   BalancedClient,
   BalancedClientOptions,
@@ -13,9 +14,12 @@ export type {
   BalancerStats,
   EjectedEvent,
   EjectionReason,
+  EndpointAddedEvent,
+  EndpointRemovedEvent,
   HealthChangedEvent,
   OutlierDetectionOptions,
-  PanicEvent,
+  PanicChangedEvent,
+  PickedEvent,
   RestoredEvent,
   RestoreReason,
   SlowStartOptions,
@@ -53,7 +57,7 @@ export { murmur3 } from './hash.js'
 export type { HashRingNode, HashRingOptions } from './hashRing.js'
 export { DEFAULT_HASH_RING_OPTIONS, HashRing } from './hashRing.js'
 export type {
-  HealthCheckEvent,
+  CheckedEvent,
   HealthChecker,
   HealthCheckerEvents,
   HealthCheckerOptions,
@@ -64,7 +68,7 @@ export type {
 } from './healthChecker.js'
 export { createHealthChecker, DEFAULT_HEALTH_CHECKER_OPTIONS } from './healthChecker.js'
 export type {
-  CacheErrorEvent,
+  CacheFailedEvent,
   CompressionOptions,
   ProxyCacheOptions,
   ProxyEvents,
@@ -72,9 +76,9 @@ export type {
   ProxyRoute,
   ProxyStats,
   RequestFailedEvent,
-  RetryEvent,
+  RetriedEvent,
   ReverseProxy,
-  UpstreamErrorEvent,
+  UpstreamFailedEvent,
 } from './proxy.js'
 export {
   createProxy,
@@ -87,5 +91,3 @@ export type { RetryBudget, RetryBudgetOptions, RetryBudgetStats } from './retryB
 export { createRetryBudget, DEFAULT_RETRY_BUDGET_OPTIONS } from './retryBudget.js'
 export type { SimulationOptions, SimulationResult } from './simulator.js'
 export { createSeededRandom, DEFAULT_SIMULATION_OPTIONS, simulate } from './simulator.js'
-export type { Listener } from './typedEmitter.js'
-export { TypedEmitter } from './typedEmitter.js'

@@ -8,7 +8,16 @@ import {
 } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import type { Duplex, Writable } from 'node:stream'
-import { merge, show } from '@ballast/shared'
+import {
+  type Checks,
+  checks,
+  type Duration,
+  Emitter,
+  type Listener,
+  merge,
+  show,
+  type Unsubscribe,
+} from '@ballast/shared'
 import type { Dispatcher } from 'undici'
 import { type Balancer, type BalancerOptions, createBalancer } from './balancer.js'
 import type { Endpoint, EndpointInput } from './endpoint.js'
@@ -50,7 +59,6 @@ import {
 import { isIdempotent, isTimeout, neverSent, UpstreamPools } from './internal/upstreams.js'
 import { parseCacheControl, type ResponseCache, responseCacheKey } from './responseCache.js'
 import { createRetryBudget, type RetryBudgetOptions } from './retryBudget.js'
-import { type Listener, TypedEmitter } from './typedEmitter.js'
 
 /** One routing rule of the proxy: requests whose host and path match go to its upstream. */
 export interface ProxyRoute {
@@ -112,16 +120,17 @@ export interface ProxyCacheOptions {
 }
 
 /** The defaults of {@link CompressionOptions}. */
-export const DEFAULT_COMPRESSION_OPTIONS: Required<CompressionOptions> = {
+export const DEFAULT_COMPRESSION_OPTIONS: Readonly<Required<CompressionOptions>> = Object.freeze({
   threshold: 1024,
   brotli: false,
   level: 6,
-}
+})
 
 /** The defaults of {@link ProxyCacheOptions} (the store has none). */
-export const DEFAULT_PROXY_CACHE_OPTIONS: Required<Omit<ProxyCacheOptions, 'store'>> = {
-  maxBodyBytes: 1_048_576,
-}
+export const DEFAULT_PROXY_CACHE_OPTIONS: Readonly<Required<Omit<ProxyCacheOptions, 'store'>>> =
+  Object.freeze({
+    maxBodyBytes: 1_048_576,
+  })
 
 /** Options of {@link createProxy}. */
 export interface ProxyOptions {
@@ -143,25 +152,25 @@ export interface ProxyOptions {
    */
   connections?: number
   /**
-   * Time to connect to an upstream, in milliseconds.
+   * Time to connect to an upstream.
    * @default 2000
    */
-  connectTimeoutMs?: number
+  connectTimeout?: Duration
   /**
-   * Time until the upstream sends its response headers, in milliseconds (then 504).
+   * Time until the upstream sends its response headers (then 504).
    * @default 30000
    */
-  headersTimeoutMs?: number
+  headersTimeout?: Duration
   /**
-   * Longest pause between two upstream body chunks, in milliseconds.
+   * Longest pause between two upstream body chunks.
    * @default 60000
    */
-  bodyTimeoutMs?: number
+  bodyTimeout?: Duration
   /**
-   * Idle upstream connections are closed after this, in milliseconds.
+   * Idle upstream connections are closed after this.
    * @default 4000
    */
-  keepAliveTimeoutMs?: number
+  keepAliveTimeout?: Duration
   /**
    * Attempts per request; only idempotent requests without a body are retried (and any request
    * whose connection was refused), always on another endpoint.
@@ -204,10 +213,10 @@ export interface ProxyOptions {
    */
   cache?: ProxyCacheOptions
   /**
-   * How long `close()` waits for in-flight requests before cutting them, in milliseconds.
+   * How long `close()` waits for in-flight requests before cutting them.
    * @default 10000
    */
-  drainTimeoutMs?: number
+  drainTimeout?: Duration
   /**
    * Options of the `node:http` server. The proxy turns on `optimizeEmptyRequests` (node 24.9 and
    * later: a request without a body skips the stream life cycle of its `IncomingMessage`);
@@ -220,25 +229,27 @@ export interface ProxyOptions {
 }
 
 /** The defaults of {@link ProxyOptions}. */
-export const DEFAULT_PROXY_OPTIONS: Required<
-  Omit<ProxyOptions, 'routes' | 'balancer' | 'healthCheck' | 'retryBudget' | 'cache' | 'server'>
-> = {
+export const DEFAULT_PROXY_OPTIONS: Readonly<
+  Required<
+    Omit<ProxyOptions, 'routes' | 'balancer' | 'healthCheck' | 'retryBudget' | 'cache' | 'server'>
+  >
+> = Object.freeze({
   connections: 128,
-  connectTimeoutMs: 2000,
-  headersTimeoutMs: 30_000,
-  bodyTimeoutMs: 60_000,
-  keepAliveTimeoutMs: 4000,
+  connectTimeout: 2000,
+  headersTimeout: 30_000,
+  bodyTimeout: 60_000,
+  keepAliveTimeout: 4000,
   maxAttempts: 2,
-  retryOnStatus: [502, 503, 504],
+  retryOnStatus: Object.freeze([502, 503, 504]),
   xForwarded: true,
   trustForwarded: false,
   preserveHost: true,
   compression: false,
-  drainTimeoutMs: 10_000,
-}
+  drainTimeout: 10_000,
+})
 
-/** Payload of the proxy's `upstream-error` event. */
-export interface UpstreamErrorEvent {
+/** Payload of the proxy's `upstream-failed` event. */
+export interface UpstreamFailedEvent {
   /** The route's name. */
   route: string
   /** The endpoint that failed. */
@@ -272,8 +283,8 @@ export interface RequestFailedEvent {
   attempts: number
 }
 
-/** Payload of the proxy's `retry` event. */
-export interface RetryEvent {
+/** Payload of the proxy's `retried` event. */
+export interface RetriedEvent {
   /** The route's name. */
   route: string
   /** The endpoint that failed. */
@@ -284,24 +295,24 @@ export interface RetryEvent {
   reason: string
 }
 
-/** Payload of the proxy's `cache-error` event. */
-export interface CacheErrorEvent {
+/** Payload of the proxy's `cache-failed` event. */
+export interface CacheFailedEvent {
   /** The cache key. */
   key: string
   /** What the store threw. */
   error: unknown
 }
 
-/** The events of a {@link ReverseProxy}. */
+/** The events of a {@link ReverseProxy}, each with its one payload object. */
 export interface ProxyEvents {
-  /** An attempt to an upstream failed (it may be retried). */
-  'upstream-error': [event: UpstreamErrorEvent]
-  /** A request is retried on another endpoint. */
-  retry: [event: RetryEvent]
-  /** The cache store failed; the request went upstream. */
-  'cache-error': [event: CacheErrorEvent]
+  /** An attempt to an upstream failed (it may be retried, then `retried` follows). */
+  'upstream-failed': UpstreamFailedEvent
+  /** A request was sent again, to another endpoint. */
+  retried: RetriedEvent
+  /** The cache store threw or rejected; the request went upstream (or was not stored). */
+  'cache-failed': CacheFailedEvent
   /** The proxy answered 502, 503 or 504 (with a generic body); the details are in the payload. */
-  'request-failed': [event: RequestFailedEvent]
+  'request-failed': RequestFailedEvent
 }
 
 /** Counters of a {@link ReverseProxy}. */
@@ -323,7 +334,7 @@ export interface ProxyStats {
   /** 502 answers: upstream failed. */
   badGateway: number
   /** 504 answers: upstream too slow. */
-  timeouts: number
+  timedOut: number
   /** Responses served from the cache. */
   cacheHits: number
   /** Cacheable requests that went upstream. */
@@ -344,10 +355,17 @@ export interface ReverseProxy {
   handle(req: IncomingMessage, res: ServerResponse): void
   /** Counters. */
   stats(): ProxyStats
-  /** Adds an event listener; returns a function that removes it. */
-  on<K extends keyof ProxyEvents>(event: K, listener: Listener<ProxyEvents[K]>): () => void
   /**
-   * Graceful shutdown: stops accepting, lets in-flight requests finish (up to `drainTimeoutMs`),
+   * Adds an event listener; returns a function that removes it. A listener that throws does
+   * not break the request: its error is rethrown in a microtask.
+   */
+  on<K extends keyof ProxyEvents>(event: K, listener: Listener<ProxyEvents[K]>): Unsubscribe
+  /** Adds a listener called at most once; returns a function that removes it. */
+  once<K extends keyof ProxyEvents>(event: K, listener: Listener<ProxyEvents[K]>): Unsubscribe
+  /** Removes a listener. */
+  off<K extends keyof ProxyEvents>(event: K, listener: Listener<ProxyEvents[K]>): void
+  /**
+   * Graceful shutdown: stops accepting, lets in-flight requests finish (up to `drainTimeout`),
    * then closes connections, pools, health checkers and the balancers it created.
    */
   close(): Promise<void>
@@ -363,21 +381,24 @@ function isBalancer(value: unknown): value is Balancer<string> {
   )
 }
 
-function positive(name: string, value: unknown): number {
-  if (typeof value !== 'number' || !(value > 0) || !Number.isFinite(value)) {
-    throw new InvalidArgumentError(
-      `invalid option "${name}": expected a positive number, got ${String(value)}`,
-    )
-  }
-  return value
+const check: Checks = checks(InvalidArgumentError)
+
+/** The proxy's durations, in milliseconds. */
+interface ProxyTimeouts {
+  readonly connectTimeoutMs: number
+  readonly headersTimeoutMs: number
+  readonly bodyTimeoutMs: number
+  readonly keepAliveTimeoutMs: number
+  readonly drainTimeoutMs: number
 }
 
-class ProxyImpl extends TypedEmitter<ProxyEvents> implements ReverseProxy {
+class ProxyImpl extends Emitter<ProxyEvents> implements ReverseProxy {
   readonly server: Server
   readonly maxCacheBytes: number
   readonly #routes: RouteRuntime[]
   readonly #pools: UpstreamPools
   readonly #options: typeof DEFAULT_PROXY_OPTIONS & ProxyOptions
+  readonly #timeouts: ProxyTimeouts
   readonly #retryOnStatus: ReadonlySet<number>
   readonly #compression: Required<CompressionOptions> | undefined
   readonly #cache: ProxyCache | undefined
@@ -395,7 +416,7 @@ class ProxyImpl extends TypedEmitter<ProxyEvents> implements ReverseProxy {
     badRequests: 0,
     unavailable: 0,
     badGateway: 0,
-    timeouts: 0,
+    timedOut: 0,
     cacheHits: 0,
     cacheMisses: 0,
     upgrades: 0,
@@ -405,17 +426,18 @@ class ProxyImpl extends TypedEmitter<ProxyEvents> implements ReverseProxy {
     super()
     const o = merge(DEFAULT_PROXY_OPTIONS, options)
     this.#options = o
-    for (const name of [
-      'connections',
-      'connectTimeoutMs',
-      'headersTimeoutMs',
-      'bodyTimeoutMs',
-      'keepAliveTimeoutMs',
-      'maxAttempts',
-      'drainTimeoutMs',
-    ] as const) {
-      positive(name, o[name])
+    check.positiveInteger('connections', o.connections)
+    check.positiveInteger('maxAttempts', o.maxAttempts)
+    const timeouts: ProxyTimeouts = {
+      connectTimeoutMs: check.duration('connectTimeout', o.connectTimeout, { positive: true }),
+      headersTimeoutMs: check.duration('headersTimeout', o.headersTimeout, { positive: true }),
+      bodyTimeoutMs: check.duration('bodyTimeout', o.bodyTimeout, { positive: true }),
+      keepAliveTimeoutMs: check.duration('keepAliveTimeout', o.keepAliveTimeout, {
+        positive: true,
+      }),
+      drainTimeoutMs: check.duration('drainTimeout', o.drainTimeout, { positive: true }),
     }
+    this.#timeouts = timeouts
     if (!Array.isArray(o.routes) || o.routes.length === 0) {
       throw new InvalidArgumentError(
         'invalid option "routes": expected at least one route, got none',
@@ -453,7 +475,7 @@ class ProxyImpl extends TypedEmitter<ProxyEvents> implements ReverseProxy {
         : new ProxyCache(o.cache.store, {
             counters: this.#stats,
             miss: (ctx) => this.#attempt(ctx),
-            failed: (key, error) => this.emit('cache-error', { key, error }),
+            failed: (key, error) => this.emit('cache-failed', { key, error }),
           })
     this.maxCacheBytes = merge(DEFAULT_PROXY_CACHE_OPTIONS, o.cache).maxBodyBytes
     if (!Number.isInteger(this.maxCacheBytes) || this.maxCacheBytes <= 0) {
@@ -463,14 +485,19 @@ class ProxyImpl extends TypedEmitter<ProxyEvents> implements ReverseProxy {
     }
     this.#pools = new UpstreamPools({
       connections: o.connections,
-      connectTimeoutMs: o.connectTimeoutMs,
-      keepAliveTimeoutMs: o.keepAliveTimeoutMs,
+      connectTimeoutMs: timeouts.connectTimeoutMs,
+      keepAliveTimeoutMs: timeouts.keepAliveTimeoutMs,
     })
     this.#routes = o.routes.map((r, i) => this.#route(r, i))
     this.#routes.sort(byPrecedence)
     this.#upgradeOwner = {
       counters: this.#stats,
-      settings: o,
+      settings: {
+        preserveHost: o.preserveHost,
+        xForwarded: o.xForwarded,
+        trustForwarded: o.trustForwarded,
+        connectTimeoutMs: timeouts.connectTimeoutMs,
+      },
       upgraded: this.#upgraded,
       closing: () => this.#closing,
       parse: (req) => this.#parse(req),
@@ -689,15 +716,15 @@ class ProxyImpl extends TypedEmitter<ProxyEvents> implements ReverseProxy {
     ctx.tried.push(endpoint)
     const attempt = new Attempt(ctx, endpoint, route.balancer.begin(endpoint))
     ctx.attempt = attempt
-    attempt.timer = setTimeout(onHeadersTimeout, this.#options.headersTimeoutMs, attempt)
+    attempt.timer = setTimeout(onHeadersTimeout, this.#timeouts.headersTimeoutMs, attempt)
     this.#pools.get(endpoint).dispatch(
       {
         path: ctx.path,
         method: ctx.method as Dispatcher.HttpMethod,
         headers: ctx.headers,
         body: ctx.hasBody ? ctx.req : null,
-        headersTimeout: this.#options.headersTimeoutMs + 1000,
-        bodyTimeout: this.#options.bodyTimeoutMs,
+        headersTimeout: this.#timeouts.headersTimeoutMs + 1000,
+        bodyTimeout: this.#timeouts.bodyTimeoutMs,
       },
       attempt,
     )
@@ -722,7 +749,7 @@ class ProxyImpl extends TypedEmitter<ProxyEvents> implements ReverseProxy {
     ) {
       if (this.#takeRetry(ctx.route)) {
         attempt.retrying = true
-        this.emit('retry', {
+        this.emit('retried', {
           route: ctx.route.name,
           from: attempt.endpoint.id,
           attempt: ctx.tried.length,
@@ -765,7 +792,7 @@ class ProxyImpl extends TypedEmitter<ProxyEvents> implements ReverseProxy {
       attempt.sink = undefined
       attempt.chunks = undefined
       const requestId = this.#requestId(ctx)
-      this.emit('upstream-error', {
+      this.emit('upstream-failed', {
         route: ctx.route.name,
         endpoint: attempt.endpoint.id,
         error,
@@ -801,13 +828,15 @@ class ProxyImpl extends TypedEmitter<ProxyEvents> implements ReverseProxy {
       this.#attempt(ctx)
       return
     }
-    this.emit('upstream-error', {
-      route: ctx.route.name,
-      endpoint: attempt.endpoint.id,
-      error,
-      attempt: ctx.tried.length,
-      requestId: this.#requestId(ctx),
-    })
+    if (this.has('upstream-failed')) {
+      this.emit('upstream-failed', {
+        route: ctx.route.name,
+        endpoint: attempt.endpoint.id,
+        error,
+        attempt: ctx.tried.length,
+        requestId: this.#requestId(ctx),
+      })
+    }
     if (ctx.res.headersSent) {
       // The response already started: all we can do is cut it so the client sees it is incomplete.
       ctx.res.destroy(error)
@@ -824,7 +853,7 @@ class ProxyImpl extends TypedEmitter<ProxyEvents> implements ReverseProxy {
     ) {
       this.#stats.retries++
       attempt.lastError = error
-      this.emit('retry', {
+      this.emit('retried', {
         route: ctx.route.name,
         from: attempt.endpoint.id,
         attempt: ctx.tried.length,
@@ -863,11 +892,11 @@ class ProxyImpl extends TypedEmitter<ProxyEvents> implements ReverseProxy {
       return
     }
     if (isTimeout(error) && code !== 'UND_ERR_CONNECT_TIMEOUT') {
-      this.#stats.timeouts++
+      this.#stats.timedOut++
       this.#failure(ctx.res, this.#requestId(ctx), {
         ...failure,
         status: 504,
-        reason: `no answer within ${this.#options.headersTimeoutMs} ms (${code})`,
+        reason: `no answer within ${this.#timeouts.headersTimeoutMs} ms (${code})`,
       })
     } else {
       this.#stats.badGateway++
@@ -950,7 +979,7 @@ class ProxyImpl extends TypedEmitter<ProxyEvents> implements ReverseProxy {
     this.server.closeIdleConnections()
     if (this.#inFlight > 0) {
       await new Promise<void>((resolve) => {
-        const timer = setTimeout(resolve, this.#options.drainTimeoutMs)
+        const timer = setTimeout(resolve, this.#timeouts.drainTimeoutMs)
         timer.unref?.()
         this.#onDrained = () => {
           clearTimeout(timer)
@@ -983,7 +1012,7 @@ class ProxyImpl extends TypedEmitter<ProxyEvents> implements ReverseProxy {
  *     { pathPrefix: '/api', upstream: ['http://127.0.0.1:3001', 'http://127.0.0.1:3002'] },
  *     { host: 'static.shop.test', upstream: ['http://127.0.0.1:4000'] },
  *   ],
- *   healthCheck: { check: { type: 'http', path: '/health' }, intervalMs: 2000 },
+ *   healthCheck: { check: { type: 'http', path: '/health' }, interval: '2s' },
  *   compression: true,
  * })
  * await proxy.listen(8080)

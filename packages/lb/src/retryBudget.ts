@@ -1,4 +1,4 @@
-import { merge } from '@ballast/shared'
+import { type Checks, checks, type Duration, merge } from '@ballast/shared'
 import { InvalidArgumentError } from './errors.js'
 
 /** Options of {@link createRetryBudget}. */
@@ -14,10 +14,10 @@ export interface RetryBudgetOptions {
    */
   minPerSecond?: number
   /**
-   * The window over which requests and retries are counted, in milliseconds.
+   * The window over which requests and retries are counted.
    * @default 10000
    */
-  windowMs?: number
+  window?: Duration
   /**
    * Clock in milliseconds.
    * @default Date.now
@@ -26,11 +26,21 @@ export interface RetryBudgetOptions {
 }
 
 /** The defaults of {@link RetryBudgetOptions}. */
-export const DEFAULT_RETRY_BUDGET_OPTIONS: Required<RetryBudgetOptions> = {
+export const DEFAULT_RETRY_BUDGET_OPTIONS: Readonly<Required<RetryBudgetOptions>> = Object.freeze({
   ratio: 0.2,
   minPerSecond: 10,
-  windowMs: 10_000,
+  window: 10_000,
   clock: Date.now,
+})
+
+const check: Checks = checks(InvalidArgumentError)
+
+/** A retry budget's settings as it runs: the window in milliseconds. */
+interface BudgetSettings {
+  ratio: number
+  minPerSecond: number
+  windowMs: number
+  clock: () => number
 }
 
 /** A snapshot of a {@link RetryBudget}. */
@@ -71,7 +81,7 @@ class SlidingBudget implements RetryBudget {
   #slotStart = 0
   #refused = 0
 
-  constructor(o: Required<RetryBudgetOptions>) {
+  constructor(o: BudgetSettings) {
     this.#ratio = o.ratio
     this.#floor = (o.minPerSecond * o.windowMs) / 1000
     this.#slotMs = o.windowMs / SLOTS
@@ -161,15 +171,16 @@ export function createRetryBudget(options: RetryBudgetOptions = {}): RetryBudget
       `invalid option "minPerSecond": expected a non-negative number, got ${String(o.minPerSecond)}`,
     )
   }
-  if (typeof o.windowMs !== 'number' || !(o.windowMs > 0) || !Number.isFinite(o.windowMs)) {
-    throw new InvalidArgumentError(
-      `invalid option "windowMs": expected a positive number of milliseconds, got ${String(o.windowMs)}`,
-    )
-  }
+  const windowMs = check.duration('window', o.window, { positive: true })
   if (typeof o.clock !== 'function') {
     throw new InvalidArgumentError(
       `invalid option "clock": expected a function, got ${typeof o.clock}`,
     )
   }
-  return new SlidingBudget(o)
+  return new SlidingBudget({
+    ratio: o.ratio,
+    minPerSecond: o.minPerSecond,
+    windowMs,
+    clock: o.clock,
+  })
 }

@@ -1,4 +1,4 @@
-import { merge } from '@ballast/shared'
+import { type Checks, checks, type Duration, merge } from '@ballast/shared'
 import { type BalancerOptions, createBalancer, STRATEGIES, type StrategyName } from './balancer.js'
 import { InvalidArgumentError } from './errors.js'
 
@@ -27,15 +27,15 @@ export interface SimulationOptions {
    */
   utilisation?: number
   /**
-   * Simulated time, in milliseconds.
+   * Simulated time.
    * @default 60000
    */
-  durationMs?: number
+  duration?: Duration
   /**
-   * Median of the lognormal service time, in milliseconds.
+   * Median of the lognormal service time.
    * @default 20
    */
-  serviceMedianMs?: number
+  serviceMedian?: Duration
   /**
    * σ of the lognormal service time.
    * @default 0.5
@@ -69,21 +69,23 @@ export interface SimulationOptions {
 }
 
 /** The defaults of {@link SimulationOptions}. */
-export const DEFAULT_SIMULATION_OPTIONS: Required<
-  Omit<SimulationOptions, 'strategy' | 'balancer'>
-> = {
+export const DEFAULT_SIMULATION_OPTIONS: Readonly<
+  Required<Omit<SimulationOptions, 'strategy' | 'balancer'>>
+> = Object.freeze({
   seed: 1,
   backends: 10,
   slotsPerBackend: 4,
   utilisation: 0.7,
-  durationMs: 60_000,
-  serviceMedianMs: 20,
+  duration: 60_000,
+  serviceMedian: 20,
   serviceSigma: 0.5,
   slowBackends: 1,
   slowFactor: 10,
   slowFrom: 0.25,
   slowUntil: 0.75,
-}
+})
+
+const check: Checks = checks(InvalidArgumentError)
 
 /** The latency distribution of one simulated run, in milliseconds. */
 export interface SimulationResult {
@@ -212,13 +214,9 @@ export function simulate(options: SimulationOptions): SimulationResult {
       `invalid option "strategy": expected one of ${STRATEGIES.join(', ')}, got ${String(o.strategy)}`,
     )
   }
-  for (const name of [
-    'backends',
-    'slotsPerBackend',
-    'durationMs',
-    'serviceMedianMs',
-    'slowFactor',
-  ] as const) {
+  const durationMs = check.duration('duration', o.duration, { positive: true })
+  const serviceMedianMs = check.duration('serviceMedian', o.serviceMedian, { positive: true })
+  for (const name of ['backends', 'slotsPerBackend', 'slowFactor'] as const) {
     const v = o[name]
     if (typeof v !== 'number' || !(v > 0) || !Number.isFinite(v)) {
       throw new InvalidArgumentError(
@@ -245,11 +243,11 @@ export function simulate(options: SimulationOptions): SimulationResult {
     random: createSeededRandom(o.seed ^ 0x1b873593),
   })
   const endpoints = balancer.endpoints()
-  const mu = Math.log(o.serviceMedianMs)
-  const meanService = o.serviceMedianMs * Math.exp((o.serviceSigma * o.serviceSigma) / 2)
+  const mu = Math.log(serviceMedianMs)
+  const meanService = serviceMedianMs * Math.exp((o.serviceSigma * o.serviceSigma) / 2)
   const rate = (o.utilisation * o.backends * o.slotsPerBackend) / meanService // per ms
-  const slowFrom = o.slowFrom * o.durationMs
-  const slowUntil = o.slowUntil * o.durationMs
+  const slowFrom = o.slowFrom * durationMs
+  const slowUntil = o.slowUntil * durationMs
   const busy = new Int32Array(o.backends)
   const queues: number[][] = Array.from({ length: o.backends }, () => [])
   // per request: arrival time, backend, start time
@@ -284,7 +282,7 @@ export function simulate(options: SimulationOptions): SimulationResult {
     const payload = heap.pop()
     now = heap.lastTime
     if (payload === ARRIVAL) {
-      if (now >= o.durationMs) {
+      if (now >= durationMs) {
         for (let b = 0; b < o.backends; b++) unfinished += busy[b]! + queues[b]!.length
         continue
       }

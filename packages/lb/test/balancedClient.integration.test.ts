@@ -65,10 +65,10 @@ describe('createBalancedClient', () => {
       endpoints: [a!.url, b!.url],
       balancer: {
         strategy: 'weighted-round-robin',
-        outlierDetection: { consecutiveFailures: 3, baseEjectionTimeMs: 5000 },
-        slowStart: { windowMs: 2000 },
+        outlierDetection: { consecutiveFailures: 3, baseEjectionTime: 5000 },
+        slowStart: { window: 2000 },
       },
-      healthCheck: { intervalMs: 50, rise: 2, fall: 2, timeoutMs: 200 },
+      healthCheck: { interval: 50, rise: 2, fall: 2, timeout: 200 },
       retryBudget: { minPerSecond: 1000 },
     })
     const events: string[] = []
@@ -157,7 +157,7 @@ describe('createBalancedClient', () => {
     a!.delayMs = 1000
     const c = client({
       endpoints: [a!.url, b!.url],
-      headersTimeoutMs: 200,
+      headersTimeout: 200,
       balancer: { strategy: 'round-robin' },
     })
     const started = performance.now()
@@ -211,7 +211,7 @@ describe('createBalancedClient', () => {
 
   it('stops the body when the caller aborts after the headers arrived', async () => {
     const [a] = await backends('a')
-    const c = client({ endpoints: [a!.url], bodyTimeoutMs: 20_000 })
+    const c = client({ endpoints: [a!.url], bodyTimeout: 20_000 })
     const controller = new AbortController()
     // The backend would end the body after 10 s; the abort must cut it long before.
     const res = await c.request({ path: '/slowbody?ms=10000', signal: controller.signal })

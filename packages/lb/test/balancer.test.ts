@@ -191,7 +191,7 @@ describe('createBalancer', () => {
         endpoints: ['fast', 'slow'],
         clock: () => now,
         random: createSeededRandom(1),
-        ewmaDecayMs: 1000,
+        ewmaDecay: 1000,
       })
       const fast = b.get('fast')!
       const slow = b.get('slow')!
@@ -273,8 +273,8 @@ describe('createBalancer', () => {
         slowStart: false,
       })
       const events: string[] = []
-      b.on('endpoint-added', (e) => events.push(`+${e.id}`))
-      b.on('endpoint-removed', (e) => events.push(`-${e.id}`))
+      b.on('endpoint-added', ({ endpoint }) => events.push(`+${endpoint.id}`))
+      b.on('endpoint-removed', ({ endpoint }) => events.push(`-${endpoint.id}`))
       b.on('weight-changed', ({ endpoint, previous }) =>
         events.push(`${endpoint.id}:${previous}->${endpoint.weight}`),
       )
@@ -298,7 +298,7 @@ describe('outlier detection', () => {
       endpoints: ids(4),
       clock: () => Date.now(),
       slowStart: false,
-      outlierDetection: { consecutiveFailures: 3, baseEjectionTimeMs: 1000, maxEjectionShare: 0.5 },
+      outlierDetection: { consecutiveFailures: 3, baseEjectionTime: 1000, maxEjectionShare: 0.5 },
     })
     const ejected: number[] = []
     const restored: string[] = []
@@ -380,7 +380,7 @@ describe('panic threshold', () => {
   it('spreads over all endpoints when too few are healthy, and fails at once when none is', () => {
     const b = createBalancer({ strategy: 'round-robin', endpoints: ids(4), panicThreshold: 0.5 })
     const panics: boolean[] = []
-    b.on('panic', (e) => panics.push(e.active))
+    b.on('panic-changed', (e) => panics.push(e.active))
     b.setHealthy('e0', false)
     b.setHealthy('e1', false)
     expect(b.panicking).toBe(false)
@@ -410,7 +410,7 @@ describe('slow start', () => {
         { id: 'b', weight: 10 },
       ],
       clock: () => Date.now(),
-      slowStart: { windowMs: 1000, minWeightShare: 0.1 },
+      slowStart: { window: 1000, minWeightShare: 0.1 },
     })
     const a = b.get('a')!
     expect(a.effectiveWeight).toBe(10)
@@ -444,7 +444,7 @@ describe('stats and events', () => {
       outlierDetection: false,
     })
     const picked: string[] = []
-    const off = b.on('picked', (e) => picked.push(e.id))
+    const off = b.on('picked', ({ endpoint }) => picked.push(endpoint.id))
     const a = b.pick()
     b.end(a, b.begin(a), true)
     const bb = b.pick()
@@ -453,7 +453,7 @@ describe('stats and events', () => {
     b.pick()
     expect(picked).toEqual(['a', 'b'])
     const s = b.stats()
-    expect(s.endpoints.map((e) => [e.id, e.picks, e.successes, e.failures])).toEqual([
+    expect(s.endpoints.map((e) => [e.id, e.picks, e.succeeded, e.failed])).toEqual([
       ['a', 2, 1, 0],
       ['b', 1, 0, 1],
     ])

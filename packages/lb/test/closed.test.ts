@@ -51,7 +51,7 @@ describe('after close()', () => {
 
   it('a health checker refuses checkNow() with a non-retryable LbClosedError', async () => {
     const balancer = createBalancer({ endpoints: [url] })
-    const checker = createHealthChecker({ balancer, check: { type: 'tcp' }, intervalMs: 60_000 })
+    const checker = createHealthChecker({ balancer, check: { type: 'tcp' }, interval: 60_000 })
     await checker.close()
     expectClosed(await rejection(() => checker.checkNow()), 'health checker', 'checkNow')
     await balancer.close()

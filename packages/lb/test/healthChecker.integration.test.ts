@@ -34,7 +34,7 @@ describe('createHealthChecker', () => {
       createHealthChecker({
         balancer,
         check: { type: 'http', path: '/health' },
-        intervalMs: 60_000,
+        interval: 60_000,
         rise: 2,
         fall: 2,
       }),
@@ -57,7 +57,7 @@ describe('createHealthChecker', () => {
     const [a, b] = await backends('a', 'b')
     const balancer = track(createBalancer({ endpoints: [a!.url, b!.url] }))
     const checker = track(
-      createHealthChecker({ balancer, check: { type: 'tcp' }, intervalMs: 60_000, fall: 1 }),
+      createHealthChecker({ balancer, check: { type: 'tcp' }, interval: 60_000, fall: 1 }),
     )
     await b!.kill()
     await checker.checkNow()
@@ -77,8 +77,8 @@ describe('createHealthChecker', () => {
     const checker = track(
       createHealthChecker({
         balancer,
-        intervalMs: 20,
-        timeoutMs: 50,
+        interval: 20,
+        timeout: 50,
         fall: 1,
         check: (endpoint) => {
           const v = verdicts.get(endpoint.id)
@@ -89,7 +89,7 @@ describe('createHealthChecker', () => {
         },
       }),
     )
-    checker.on('check', (e) => checks.push(`${e.endpoint.id}:${e.healthy}`))
+    checker.on('checked', (e) => checks.push(`${e.endpoint.id}:${e.healthy}`))
     const started = Date.now()
     while (balancer.endpoints().filter((e) => !e.healthy).length < 3) {
       if (Date.now() - started > 2000) throw new Error('checks did not run on the interval')
@@ -107,7 +107,7 @@ describe('createHealthChecker', () => {
 
   it('rejects bad options, naming them', () => {
     const balancer = createBalancer({ endpoints: ['http://127.0.0.1:1'] })
-    expect(() => createHealthChecker({ balancer, intervalMs: 0 })).toThrow(/"intervalMs"/)
+    expect(() => createHealthChecker({ balancer, interval: 0 })).toThrow(/"interval"/)
     expect(() => createHealthChecker({ balancer, rise: 1.5 })).toThrow(/"rise"/)
     expect(() => createHealthChecker({ balancer, check: { type: 'udp' } as never })).toThrow(
       InvalidArgumentError,

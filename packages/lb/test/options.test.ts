@@ -80,7 +80,7 @@ describe('options given as undefined keep their defaults', () => {
     }
     make(0, {})
     make(1, allUndefined(DEFAULT_HEALTH_CHECKER_OPTIONS))
-    await vi.advanceTimersByTimeAsync(DEFAULT_HEALTH_CHECKER_OPTIONS.intervalMs * 3 + 1)
+    await vi.advanceTimersByTimeAsync((DEFAULT_HEALTH_CHECKER_OPTIONS.interval as number) * 3 + 1)
     expect(counts[0]).toBeGreaterThan(0)
     expect(counts[1]).toBe(counts[0])
   })
@@ -105,7 +105,7 @@ describe('options given as undefined keep their defaults', () => {
   })
 
   it('simulate: gives the same figures as with no options', () => {
-    const base = { strategy: 'round-robin' as const, durationMs: 5000 }
+    const base = { strategy: 'round-robin' as const, duration: 5000 }
     expect(
       simulate({ ...allUndefined(DEFAULT_SIMULATION_OPTIONS), ...base, balancer: undefined }),
     ).toEqual(simulate(base))

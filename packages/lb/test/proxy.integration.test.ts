@@ -214,7 +214,7 @@ describe('createProxy', () => {
       }
       await sleep(20)
       expect(balancer.get(a!.url)!.ejected).toBe(false)
-      expect(balancer.stats().endpoints[0]!.failures).toBe(0)
+      expect(balancer.stats().endpoints[0]!.failed).toBe(0)
       expect(p.stats().inFlight).toBe(0)
       await balancer.close()
     })
@@ -238,7 +238,7 @@ describe('createProxy', () => {
       const [a] = await backends('a')
       const { url, proxy: p } = await proxy({
         routes: [{ upstream: [a!.url] }],
-        headersTimeoutMs: 150,
+        headersTimeout: 150,
       })
       const failed: RequestFailedEvent[] = []
       p.on('request-failed', (e) => failed.push(e))
@@ -263,8 +263,8 @@ describe('createProxy', () => {
       const balancer = createBalancer({
         strategy: 'weighted-round-robin',
         endpoints: [a!.url, b!.url],
-        outlierDetection: { consecutiveFailures: 3, baseEjectionTimeMs: 300 },
-        slowStart: { windowMs: 2000 },
+        outlierDetection: { consecutiveFailures: 3, baseEjectionTime: 300 },
+        slowStart: { window: 2000 },
       })
       const { url } = await proxy({
         routes: [{ upstream: balancer }],

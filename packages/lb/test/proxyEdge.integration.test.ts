@@ -8,7 +8,7 @@ import {
   type ProxyOptions,
   type RequestFailedEvent,
   type ReverseProxy,
-  type UpstreamErrorEvent,
+  type UpstreamFailedEvent,
 } from '../src/index.js'
 import { type Backend, startBackends } from './fixtures/backend.js'
 
@@ -292,12 +292,12 @@ describe('createProxy at the edge (raw sockets)', () => {
           { name: 'bad', pathPrefix: '/bad', upstream: [badHeader] },
           { name: 'slow', pathPrefix: '/', upstream: [a!.url] },
         ],
-        headersTimeoutMs: 100,
+        headersTimeout: 100,
       })
       const failed: RequestFailedEvent[] = []
-      const upstreamErrors: UpstreamErrorEvent[] = []
+      const upstreamErrors: UpstreamFailedEvent[] = []
       p.on('request-failed', (e) => failed.push(e))
-      p.on('upstream-error', (e) => upstreamErrors.push(e))
+      p.on('upstream-failed', (e) => upstreamErrors.push(e))
       const answers = [
         await get(port, '/down/x'),
         await get(port, '/bad/x'),
@@ -388,8 +388,8 @@ describe('createProxy on HEAD, upgrades, 404s and unusual targets', () => {
     const upstream = await heldUpstream(
       'HTTP/1.1 403 Forbidden\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n',
     )
-    // connectTimeoutMs is also the idle limit of an upgrade before its 101: it cuts the stalled body.
-    const { port } = await proxy({ routes: [{ upstream: [upstream.url] }], connectTimeoutMs: 200 })
+    // connectTimeout is also the idle limit of an upgrade before its 101: it cuts the stalled body.
+    const { port } = await proxy({ routes: [{ upstream: [upstream.url] }], connectTimeout: 200 })
     const socket = connect(port, '127.0.0.1')
     socket.write(
       'GET /ws HTTP/1.1\r\nHost: a.test\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n',

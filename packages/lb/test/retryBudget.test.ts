@@ -7,7 +7,7 @@ describe('RetryBudget', () => {
     const budget = createRetryBudget({
       ratio: 0.2,
       minPerSecond: 1,
-      windowMs: 5000,
+      window: 5000,
       clock: () => now,
     })
     let granted = 0
@@ -21,7 +21,7 @@ describe('RetryBudget', () => {
     const budget = createRetryBudget({
       ratio: 0.2,
       minPerSecond: 0,
-      windowMs: 10_000,
+      window: 10_000,
       clock: () => now,
     })
     for (let i = 0; i < 1000; i++) budget.recordRequest()
@@ -36,6 +36,6 @@ describe('RetryBudget', () => {
 
   it('rejects invalid options, naming them', () => {
     expect(() => createRetryBudget({ ratio: -1 })).toThrow(InvalidArgumentError)
-    expect(() => createRetryBudget({ windowMs: 0 })).toThrow(/"windowMs"/)
+    expect(() => createRetryBudget({ window: 0 })).toThrow(/"window"/)
   })
 })

@@ -3,10 +3,10 @@ import { createSeededRandom, InvalidArgumentError, simulate } from '../src/index
 
 describe('simulate', () => {
   it('is reproducible: the same seed gives the same figures', () => {
-    const a = simulate({ strategy: 'least-request', durationMs: 5000, seed: 7 })
-    const b = simulate({ strategy: 'least-request', durationMs: 5000, seed: 7 })
+    const a = simulate({ strategy: 'least-request', duration: 5000, seed: 7 })
+    const b = simulate({ strategy: 'least-request', duration: 5000, seed: 7 })
     expect(a).toEqual(b)
-    expect(simulate({ strategy: 'least-request', durationMs: 5000, seed: 8 })).not.toEqual(a)
+    expect(simulate({ strategy: 'least-request', duration: 5000, seed: 8 })).not.toEqual(a)
   })
 
   it('keeps P2C peak-EWMA p99 within 1.2x of the all-healthy p99 with one backend 10x slow', () => {

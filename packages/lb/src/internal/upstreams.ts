@@ -20,7 +20,7 @@ export class UpstreamPools {
 
   watch(balancer: Balancer<string>): void {
     this.#unsubscribe.push(
-      balancer.on('endpoint-removed', (endpoint) => {
+      balancer.on('endpoint-removed', ({ endpoint }) => {
         const pool = this.#pools.get(endpoint.value)
         if (pool !== undefined) {
           this.#pools.delete(endpoint.value)
