@@ -90,21 +90,21 @@ export async function startGateway(config: ShopConfig, instance: string, port: n
       // not lb's default 30 s; the health check keeps it out while it is really down.
       outlierDetection: {
         consecutiveFailures: 3,
-        baseEjectionTimeMs: 3000,
-        maxEjectionTimeMs: 5000,
+        baseEjectionTime: '3s',
+        maxEjectionTime: '5s',
       },
       // A restarted instance ramps up over 3 s (lb's default is 10 s): the services are small.
-      slowStart: { windowMs: 3000 },
+      slowStart: { window: '3s' },
     },
     healthCheck: {
       check: { type: 'http', path: '/_internal/health' },
-      intervalMs: 1000,
-      timeoutMs: 1000,
+      interval: '1s',
+      timeout: '1s',
       rise: 1,
       fall: 2,
     },
-    connectTimeoutMs: 500,
-    headersTimeoutMs: 10_000,
+    connectTimeout: 500,
+    headersTimeout: '10s',
     maxAttempts: 2,
     cache: { store: responseCache },
   })
