@@ -1,13 +1,20 @@
 /**
  * The Standard Schema interface (https://standardschema.dev), copied as its authors ask, so
- * zod, valibot, arktype and others plug in without a dependency.
+ * zod, valibot, arktype and others plug in without a dependency. Not exported by the package: the
+ * reference shows it where it is used.
+ *
+ * @inline
  */
 export interface StandardSchemaV1<Input = unknown, Output = Input> {
   /** The Standard Schema properties. */
   readonly '~standard': StandardSchemaV1Props<Input, Output>
 }
 
-/** The properties of a {@link StandardSchemaV1}. */
+/**
+ * The properties of a {@link StandardSchemaV1}.
+ *
+ * @inline
+ */
 export interface StandardSchemaV1Props<Input = unknown, Output = Input> {
   /** The version of the standard. */
   readonly version: 1
@@ -21,7 +28,11 @@ export interface StandardSchemaV1Props<Input = unknown, Output = Input> {
   readonly types?: StandardSchemaV1Types<Input, Output> | undefined
 }
 
-/** The inferred types of a {@link StandardSchemaV1} (for TypeScript only). */
+/**
+ * The inferred types of a {@link StandardSchemaV1} (for TypeScript only).
+ *
+ * @inline
+ */
 export interface StandardSchemaV1Types<Input = unknown, Output = Input> {
   /** The type the schema accepts. */
   readonly input: Input
@@ -29,12 +40,20 @@ export interface StandardSchemaV1Types<Input = unknown, Output = Input> {
   readonly output: Output
 }
 
-/** The result of {@link StandardSchemaV1Props.validate}. */
+/**
+ * The result of {@link StandardSchemaV1Props.validate}.
+ *
+ * @inline
+ */
 export type StandardSchemaV1Result<Output> =
   | StandardSchemaV1SuccessResult<Output>
   | StandardSchemaV1FailureResult
 
-/** A {@link StandardSchemaV1Result} of a valid value. */
+/**
+ * A {@link StandardSchemaV1Result} of a valid value.
+ *
+ * @inline
+ */
 export interface StandardSchemaV1SuccessResult<Output> {
   /** The validated (possibly transformed) value. */
   readonly value: Output
@@ -42,13 +61,21 @@ export interface StandardSchemaV1SuccessResult<Output> {
   readonly issues?: undefined
 }
 
-/** A {@link StandardSchemaV1Result} of an invalid value. */
+/**
+ * A {@link StandardSchemaV1Result} of an invalid value.
+ *
+ * @inline
+ */
 export interface StandardSchemaV1FailureResult {
   /** What is wrong with the value. */
   readonly issues: ReadonlyArray<StandardSchemaV1Issue>
 }
 
-/** One problem a schema found. */
+/**
+ * One problem a schema found.
+ *
+ * @inline
+ */
 export interface StandardSchemaV1Issue {
   /** What is wrong. */
   readonly message: string
@@ -56,7 +83,11 @@ export interface StandardSchemaV1Issue {
   readonly path?: ReadonlyArray<PropertyKey | StandardSchemaV1PathSegment> | undefined
 }
 
-/** One key of a {@link StandardSchemaV1Issue.path}, in its object form. */
+/**
+ * One key of a {@link StandardSchemaV1Issue.path}, in its object form.
+ *
+ * @inline
+ */
 export interface StandardSchemaV1PathSegment {
   /** The key. */
   readonly key: PropertyKey
