@@ -597,10 +597,14 @@ function positiveMs(name: string, value: unknown): number {
   return Math.ceil(check.duration(name, value, { positive: true }))
 }
 
-/** What an error message may show of a secret or a key: its type and size, never its text. */
+/** What an error message may show of secrets or keys: their type and size, never their text. */
 function sizeOf(value: unknown): string {
   if (typeof value === 'string') return `a string of ${value.length} characters`
   if (Buffer.isBuffer(value)) return `a Buffer of ${value.length} bytes`
+  if (Array.isArray(value)) {
+    return value.length === 0 ? 'an empty array' : `an array of ${value.length}`
+  }
+  if (typeof value === 'object' && value !== null) return 'an object'
   return show(value)
 }
 
@@ -616,7 +620,12 @@ function resolve(options: SessionStoreOptions): EngineConfig {
     typeof client !== 'object' ||
     typeof (client as Partial<Redis>).evalsha !== 'function'
   ) {
-    check.invalid('redis', 'an ioredis Redis or Cluster client', client)
+    // Not show(): a connection-options object passed by mistake carries the password.
+    const got =
+      typeof client === 'object' && client !== null ? 'an object without evalsha()' : show(client)
+    throw new InvalidArgumentError(
+      `invalid option "redis": expected an ioredis Redis or Cluster client, got ${got}`,
+    )
   }
   const idleMs = positiveMs('idleTimeout', merged.idleTimeout)
   const absoluteMs = positiveMs('absoluteTimeout', merged.absoluteTimeout)
@@ -664,15 +673,12 @@ function resolve(options: SessionStoreOptions): EngineConfig {
 }
 
 function resolveSecrets(value: unknown): string[] {
-  const expected = 'one or more strings of at least 32 characters'
-  if (typeof value === 'string') {
-    if (value.length < 32)
-      throw new InvalidArgumentError(
-        `invalid option "secrets": expected ${expected}, got ${sizeOf(value)}`,
-      )
-    return [value]
+  if (typeof value === 'string' ? value.length < 32 : !Array.isArray(value) || value.length === 0) {
+    throw new InvalidArgumentError(
+      `invalid option "secrets": expected one or more strings of at least 32 characters, got ${sizeOf(value)}`,
+    )
   }
-  if (!Array.isArray(value) || value.length === 0) check.invalid('secrets', expected, value)
+  if (typeof value === 'string') return [value]
   const secrets = value as unknown[]
   for (const [i, secret] of secrets.entries()) {
     if (typeof secret !== 'string' || secret.length < 32) {

@@ -47,8 +47,10 @@ describe('createSessionStore options', () => {
     ).toThrow(
       'invalid option "idleTimeout": expected at most "absoluteTimeout" (3600000 ms), got "2h"',
     )
-    expect(() => createSessionStore({ redis: {} as Redis, secrets: SECRET })).toThrow(
-      'invalid option "redis": expected an ioredis Redis or Cluster client, got {}',
+    // Connection options passed instead of a client: the message does not show the password.
+    const settings = { host: '127.0.0.1', password: 'hunter2' } as unknown as Redis
+    expect(() => createSessionStore({ redis: settings, secrets: SECRET })).toThrow(
+      'invalid option "redis": expected an ioredis Redis or Cluster client, got an object without evalsha()',
     )
     expect(() => createSessionStore({ redis, secrets: SECRET, prefix: 'a{b}' })).toThrow(
       'invalid option "prefix": expected a string without braces, got "a{b}"',
@@ -126,7 +128,11 @@ describe('createSessionStore options', () => {
       'invalid option "encryptionKeys[0]": expected a 32-byte key (a Buffer, 64 hex or 43-44 base64 characters), got a string of 13 characters',
     )
     expect(thrown(() => createSessionStore({ redis, secrets: [] })).message).toBe(
-      'invalid option "secrets": expected one or more strings of at least 32 characters, got []',
+      'invalid option "secrets": expected one or more strings of at least 32 characters, got an empty array',
+    )
+    const inObject = { primary: SECRET } as unknown as string
+    expect(thrown(() => createSessionStore({ redis, secrets: inObject })).message).toBe(
+      'invalid option "secrets": expected one or more strings of at least 32 characters, got an object',
     )
   })
 
