@@ -289,6 +289,7 @@ describe('L1 engines', () => {
           return true
         },
       ),
+      { seed: 16, numRuns: 100 },
     )
   })
 
@@ -335,6 +336,7 @@ describe('devalueSerializer', () => {
       fc.property(value, (v) => {
         expect(devalueSerializer.deserialize(devalueSerializer.serialize(v))).toStrictEqual(v)
       }),
+      { seed: 16, numRuns: 100 },
     )
   })
 })

@@ -87,7 +87,7 @@ async function deleteUnder(redis: Redis | Cluster, prefix: string): Promise<void
 /** Waits until `check` holds, polling every 2 ms, or throws after `ms`. */
 export async function eventually(
   check: () => boolean | Promise<boolean>,
-  ms = 2000,
+  ms = 10_000,
 ): Promise<void> {
   const deadline = Date.now() + ms
   for (;;) {
