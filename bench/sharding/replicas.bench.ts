@@ -130,7 +130,7 @@ try {
       (trips / s.iterations).toFixed(2),
       ((after.count - before.count) / s.iterations).toFixed(2),
       name.startsWith('**')
-        ? `${waits} waits, ${st.gtidWaitsSkipped - statsBefore.gtidWaitsSkipped} skipped, ${st.gtidWaitTimeouts - statsBefore.gtidWaitTimeouts} timeouts`
+        ? `${waits} waits, ${st.gtidWaitsSkipped - statsBefore.gtidWaitsSkipped} skipped, ${st.gtidWaitsTimedOut - statsBefore.gtidWaitsTimedOut} timeouts`
         : '',
     ])
     data[name] = { ...s, trips, gtidWaitCount: after.count - before.count }

@@ -112,7 +112,7 @@ export class ShardRouter {
   readonly #counters: RouterCounters = {
     replicaFallbacks: 0,
     gtidWaits: 0,
-    gtidWaitTimeouts: 0,
+    gtidWaitsTimedOut: 0,
     gtidWaitsSkipped: 0,
     causalTokensRefused: 0,
     causalPositionsDropped: 0,
@@ -259,10 +259,10 @@ export class ShardRouter {
         replicas,
         balancer,
         monitored: { id: config.id, primary, replicas, samples: [] },
-        stats: { primaryQueries: 0, replicaQueries: 0, errors: 0 },
+        stats: { primaryQueries: 0, replicaQueries: 0, failed: 0 },
       }
       primary.onFailure = (error, flags) => {
-        shard.stats.errors++
+        shard.stats.failed++
         const breaker = shard.breaker
         if (breaker === undefined) return
         shard.guardedUntil = Date.now() + guardMs
@@ -578,7 +578,7 @@ export class ShardRouter {
       shards,
       replicaFallbacks: counters.replicaFallbacks,
       gtidWaits: counters.gtidWaits,
-      gtidWaitTimeouts: counters.gtidWaitTimeouts,
+      gtidWaitsTimedOut: counters.gtidWaitsTimedOut,
       gtidWaitsSkipped: counters.gtidWaitsSkipped,
       causalTokensRefused: counters.causalTokensRefused,
       causalPositionsDropped: counters.causalPositionsDropped,
@@ -907,7 +907,7 @@ export class ShardRouter {
           const [waitRows, readRows] = results as [Array<{ w: unknown }>, unknown]
           if (Number(waitRows[0]?.w) !== 0 || waitRows[0]?.w === null) {
             balancer.end(endpoint, startedAt, true)
-            this.#counters.gtidWaitTimeouts++
+            this.#counters.gtidWaitsTimedOut++
             return this.#fallback(shard, 'gtid-wait-timeout', sql, params, timeoutMs, scope)
           }
           replica.applied = replica.applied.merge(token)
@@ -927,7 +927,7 @@ export class ShardRouter {
         const failed = isConnectionError(error)
         balancer.end(endpoint, startedAt, !failed)
         if (!failed) throw error
-        shard.stats.errors++
+        shard.stats.failed++
         // Rows already merged cannot be taken back: a stream that broke half way fails the shard.
         if (sink !== undefined && sink.count > 0) throw error
         exclude ??= []

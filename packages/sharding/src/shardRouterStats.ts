@@ -5,7 +5,7 @@ export interface ShardStats {
   /** Reads run on replicas. */
   replicaQueries: number
   /** Statements that failed because a server was unreachable or timed out. */
-  errors: number
+  failed: number
 }
 
 /** The state of one replica, in {@link ShardRouterStats}. */
@@ -55,7 +55,7 @@ export interface ShardRouterStats {
   /** Read-your-writes reads that waited on a replica with `MASTER_GTID_WAIT`. */
   gtidWaits: number
   /** Waits that timed out (the read then went to the primary). */
-  gtidWaitTimeouts: number
+  gtidWaitsTimedOut: number
   /** Read-your-writes reads that needed no wait: the replica was known to have the token already. */
   gtidWaitsSkipped: number
   /** Causal token strings refused (malformed, unsigned, tampered or signed with an unknown secret) and ignored. */

@@ -94,8 +94,8 @@ describe('read-your-writes', () => {
     expect(eventualOk).toBe(100)
     const stats = router.stats()
     // The replica was really behind: the waits timed out and those reads went to the primary.
-    expect(stats.gtidWaitTimeouts).toBeGreaterThan(0)
-    expect(stats.replicaFallbacks).toBeGreaterThanOrEqual(stats.gtidWaitTimeouts)
+    expect(stats.gtidWaitsTimedOut).toBeGreaterThan(0)
+    expect(stats.replicaFallbacks).toBeGreaterThanOrEqual(stats.gtidWaitsTimedOut)
   })
 
   it('never returns a stale row with MASTER_DELAY set on the replica; a long enough wait is served by the replica itself', async () => {
@@ -127,9 +127,9 @@ describe('read-your-writes', () => {
     expect(fresh.filter((ok) => !ok)).toEqual([])
     expect(patientFresh).toEqual([true, true, true, true])
     // The delay was real: short waits timed out and went to the primary...
-    expect(fast.stats().gtidWaitTimeouts).toBeGreaterThan(0)
+    expect(fast.stats().gtidWaitsTimedOut).toBeGreaterThan(0)
     // ...and waits longer than the delay were answered by the replica, in the same round trip.
-    expect(patient.stats().gtidWaitTimeouts).toBe(0)
+    expect(patient.stats().gtidWaitsTimedOut).toBe(0)
     expect(patient.stats().shards.pair!.replicaQueries).toBe(4)
   })
 
@@ -154,7 +154,7 @@ describe('read-your-writes', () => {
     const stats = router.stats()
     expect(stats.shards.pair!.replicaQueries).toBe(200)
     expect(stats.gtidWaits + stats.gtidWaitsSkipped).toBe(200)
-    expect(stats.gtidWaitTimeouts).toBe(0)
+    expect(stats.gtidWaitsTimedOut).toBe(0)
   })
 
   it('reads the primary when the replica cannot reach the token in time', async () => {
@@ -173,7 +173,7 @@ describe('read-your-writes', () => {
       expect(rows).toHaveLength(1)
       expect(router.stats()).toMatchObject({
         gtidWaits: 1,
-        gtidWaitTimeouts: 1,
+        gtidWaitsTimedOut: 1,
         replicaFallbacks: 1,
       })
     } finally {
@@ -207,7 +207,7 @@ describe('causal tokens from clients', () => {
     expect(router.stats()).toMatchObject({
       causalTokensRefused: 2,
       gtidWaits: 0,
-      gtidWaitTimeouts: 0,
+      gtidWaitsTimedOut: 0,
     })
     expect(router.stats().shards.pair!.replicaQueries).toBe(2)
   })
@@ -243,7 +243,7 @@ describe('causal tokens from clients', () => {
     // The primary's last sample predates these requests, so the positions might be fresh
     // writes of another process: each read goes to the primary, none waits on the replica.
     let stats = router.stats()
-    expect(stats).toMatchObject({ gtidWaits: 0, gtidWaitTimeouts: 0, replicaFallbacks: 20 })
+    expect(stats).toMatchObject({ gtidWaits: 0, gtidWaitsTimedOut: 0, replicaFallbacks: 20 })
     expect(stats.shards.pair!.replicaQueries).toBe(1)
     expect(events.filter((e) => e === 'token-ahead-of-primary')).toHaveLength(20)
     // Once the primary is sampled after the request began and still lacks them, they are
@@ -254,7 +254,7 @@ describe('causal tokens from clients', () => {
       expect(router.causalToken().isEmpty).toBe(true)
     })
     stats = router.stats()
-    expect(stats).toMatchObject({ gtidWaits: 0, gtidWaitTimeouts: 0, causalPositionsDropped: 2 })
+    expect(stats).toMatchObject({ gtidWaits: 0, gtidWaitsTimedOut: 0, causalPositionsDropped: 2 })
     expect(stats.shards.pair!.replicaQueries).toBe(2)
     expect(events).toContain('ahead-of-primary')
   })

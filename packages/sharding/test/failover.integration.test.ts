@@ -207,6 +207,7 @@ describe('a primary that fails', () => {
       shard: 'pair',
       role: 'primary',
     })
+    expect(router.stats().shards.pair!.failed).toBeGreaterThan(0)
 
     // An open connection that stops answering: the statement timeout fires.
     proxy.restore()

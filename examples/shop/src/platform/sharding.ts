@@ -115,7 +115,7 @@ function safeParse(token: string): CausalToken {
 
 /** What the ops page shows of a router (sent as JSON by each service's stats endpoint). */
 export interface RouterHealth {
-  shards: Record<string, { primaryQueries: number; replicaQueries: number; errors: number }>
+  shards: Record<string, { primaryQueries: number; replicaQueries: number; failed: number }>
   replicas: {
     id: string
     shard: string
@@ -146,7 +146,7 @@ export function routerHealth(stats: ShardRouterStats): RouterHealth {
     })),
     replicaFallbacks: stats.replicaFallbacks,
     gtidWaits: stats.gtidWaits,
-    gtidWaitTimeouts: stats.gtidWaitTimeouts,
+    gtidWaitTimeouts: stats.gtidWaitsTimedOut,
     gtidWaitsSkipped: stats.gtidWaitsSkipped,
   }
 }

@@ -46,7 +46,7 @@ export interface Scope {
 export interface RouterCounters {
   replicaFallbacks: number
   gtidWaits: number
-  gtidWaitTimeouts: number
+  gtidWaitsTimedOut: number
   gtidWaitsSkipped: number
   causalTokensRefused: number
   causalPositionsDropped: number
