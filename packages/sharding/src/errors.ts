@@ -17,7 +17,10 @@ export interface ShardingErrorOptions {
  * check holds when two copies of the package are installed.
  */
 export class ShardingError extends Error {
-  /** A stable identifier of the failure, such as `E_SHARD_INVALID_ARGUMENT`. */
+  /**
+   * A stable identifier of the failure, `E_SHARD_` and the class name without `Error` (and
+   * without a leading `Shard`) in SCREAMING_SNAKE: `E_SHARD_INVALID_ARGUMENT`.
+   */
   readonly code: string
   /** Whether trying the same operation again can succeed. */
   readonly retryable: boolean
@@ -53,8 +56,11 @@ export class ShardKeyMissingError extends ShardingError {
   /** The class name, `ShardKeyMissingError`. */
   override name = 'ShardKeyMissingError'
 
-  constructor(message = 'a shard key is required: got none') {
-    super('E_SHARD_KEY_MISSING', message)
+  constructor(
+    message = 'a shard key is required: got none',
+    options: Pick<ShardingErrorOptions, 'cause'> = {},
+  ) {
+    super('E_SHARD_KEY_MISSING', message, { cause: options.cause })
   }
 }
 
@@ -65,8 +71,8 @@ export class UnknownShardError extends ShardingError {
   /** The shard id or slot that was asked for. */
   readonly shard: string
 
-  constructor(shard: string) {
-    super('E_SHARD_UNKNOWN', `unknown shard "${shard}"`)
+  constructor(shard: string, options: Pick<ShardingErrorOptions, 'cause'> = {}) {
+    super('E_SHARD_UNKNOWN_SHARD', `unknown shard "${shard}"`, { cause: options.cause })
     this.shard = shard
   }
 }
@@ -79,8 +85,8 @@ export class UnsafeStatementError extends ShardingError {
   /** The class name, `UnsafeStatementError`. */
   override name = 'UnsafeStatementError'
 
-  constructor(message: string) {
-    super('E_SHARD_UNSAFE_STATEMENT', message)
+  constructor(message: string, options: Pick<ShardingErrorOptions, 'cause'> = {}) {
+    super('E_SHARD_UNSAFE_STATEMENT', message, { cause: options.cause })
   }
 }
 
@@ -89,8 +95,8 @@ export class InvalidCausalTokenError extends ShardingError {
   /** The class name, `InvalidCausalTokenError`. */
   override name = 'InvalidCausalTokenError'
 
-  constructor(message: string) {
-    super('E_SHARD_INVALID_CAUSAL_TOKEN', message)
+  constructor(message: string, options: Pick<ShardingErrorOptions, 'cause'> = {}) {
+    super('E_SHARD_INVALID_CAUSAL_TOKEN', message, { cause: options.cause })
   }
 }
 
@@ -159,13 +165,20 @@ export class ScatterGatherError extends ShardingError {
   /** Every shard that failed, with its error. */
   readonly failures: readonly ShardFailure[]
 
-  constructor(failures: readonly ShardFailure[]) {
+  /**
+   * @param failures every shard that failed, with its error.
+   * @param options `cause` defaults to the first shard's error; retryable when every shard's error is.
+   */
+  constructor(
+    failures: readonly ShardFailure[],
+    options: Pick<ShardingErrorOptions, 'cause'> = {},
+  ) {
     super(
-      'E_SHARD_SCATTER_FAILED',
+      'E_SHARD_SCATTER_GATHER',
       `scatter-gather failed on ${failures.length} shard(s): ${failures.map((f) => f.shard).join(', ')}`,
       {
         retryable: failures.every((f) => isShardingError(f.error) && f.error.retryable),
-        cause: failures[0]?.error,
+        cause: options.cause ?? failures[0]?.error,
       },
     )
     this.failures = failures
@@ -208,11 +221,11 @@ export class ClockMovedBackwardsError extends ShardingError {
   /** How far the clock is behind the last millisecond ids were made in, in ms. */
   readonly byMs: number
 
-  constructor(byMs: number, message?: string) {
+  constructor(byMs: number, message?: string, options: Pick<ShardingErrorOptions, 'cause'> = {}) {
     super(
-      'E_SHARD_CLOCK_BACKWARDS',
+      'E_SHARD_CLOCK_MOVED_BACKWARDS',
       message ?? `the clock moved backwards by ${byMs} ms; refusing to generate ids`,
-      { retryable: true },
+      { retryable: true, cause: options.cause },
     )
     this.byMs = byMs
   }

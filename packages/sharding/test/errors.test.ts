@@ -25,3 +25,59 @@ describe('ShardingError', () => {
     expect(isShardingError(null)).toBe(false)
   })
 })
+
+/** `E_SHARD_` and the class name without `Error` and a leading package word, in SCREAMING_SNAKE. */
+function codeOf(className: string): string {
+  const what = className.replace(/Error$/, '').replace(/^(Sharding|Shard)(?=[A-Z])/, '')
+  return `E_SHARD_${what.replace(/([a-z])([A-Z])/g, '$1_$2').toUpperCase()}`
+}
+
+describe('every error class', () => {
+  const cause = new Error('the driver said no')
+  const made: Record<string, ShardingError> = {
+    InvalidArgumentError: new errors.InvalidArgumentError('bad', { cause }),
+    ShardKeyMissingError: new errors.ShardKeyMissingError(undefined, { cause }),
+    UnknownShardError: new errors.UnknownShardError('s9', { cause }),
+    UnsafeStatementError: new errors.UnsafeStatementError('two statements', { cause }),
+    InvalidCausalTokenError: new errors.InvalidCausalTokenError('cut', { cause }),
+    ShardUnavailableError: new errors.ShardUnavailableError('s1', 'primary', 'down', { cause }),
+    ShardTimeoutError: new errors.ShardTimeoutError('s1', 500, { cause }),
+    ScatterGatherError: new errors.ScatterGatherError([{ shard: 's1', error: new Error('x') }], {
+      cause,
+    }),
+    ShardingClosedError: new errors.ShardingClosedError('shard router', 'query', { cause }),
+    ClockMovedBackwardsError: new errors.ClockMovedBackwardsError(5, undefined, { cause }),
+  }
+
+  it('covers every class of the errors map', () => {
+    expect(Object.keys(made).sort()).toEqual(
+      Object.keys(errors)
+        .filter((name) => name !== 'ShardingError')
+        .sort(),
+    )
+  })
+
+  for (const [name, error] of Object.entries(made)) {
+    it(`${name}: code derived from the class name, name, brand, cause`, () => {
+      expect(error.code).toBe(codeOf(name))
+      expect(error.name).toBe(name)
+      expect(error).toBeInstanceOf(errors[name as keyof typeof errors])
+      expect(isShardingError(error)).toBe(true)
+      expect(error.cause).toBe(cause)
+      expect(typeof error.retryable).toBe('boolean')
+    })
+  }
+
+  it('reads as codes the README lists', () => {
+    expect(made.UnknownShardError!.code).toBe('E_SHARD_UNKNOWN_SHARD')
+    expect(made.ScatterGatherError!.code).toBe('E_SHARD_SCATTER_GATHER')
+    expect(made.ClockMovedBackwardsError!.code).toBe('E_SHARD_CLOCK_MOVED_BACKWARDS')
+    expect(made.ShardingClosedError!.retryable).toBe(false)
+    expect(made.ShardTimeoutError!.retryable).toBe(true)
+  })
+
+  it('ScatterGatherError takes the first shard error as its cause when given none', () => {
+    const first = new Error('s1 down')
+    expect(new errors.ScatterGatherError([{ shard: 's1', error: first }]).cause).toBe(first)
+  })
+})

@@ -222,7 +222,7 @@ ${o.instances.map((i) => {
     router
       ? html`${Object.entries(router.shards).map(([id, sh]) => {
           const replicas = router.replicas.filter((r) => r.shard === id)
-          return html`${id}: primary ${sh.primaryQueries} q, ${sh.errors} errors (since start)${replicas.map(
+          return html`${id}: primary ${sh.primaryQueries} q, ${sh.failed} failed (since start)${replicas.map(
             (r) =>
               html` / ${r.id} <span class="${r.available ? 'ok' : 'bad'}" data-replica="${r.id}">${r.available ? 'up' : `DOWN${r.reason ? ` (${r.reason})` : ''}`}, lag ${r.lagMs === null ? '?' : r.lagMs < 0 ? 'stopped' : `${r.lagMs} ms`}</span>`,
           )}<br>`
