@@ -533,7 +533,12 @@ export class ManagedConsumer<T> implements Consumer {
       await this.#handler(delivery)
     } catch (error) {
       if (dedupe !== undefined && key !== undefined) await dedupe.release(key).catch(() => {})
-      this.#host.emit('handler-failed', { queue: this.queue, messageId: id, attempt, error })
+      this.#host.emit('handler-failed', {
+        queue: this.queue,
+        messageId: id,
+        attempt: attempt + 1, // from 1, as documented: `attempt` counts the retries before it
+        error,
+      })
       await this.#fail(channel, message, error, attempt)
       return
     }

@@ -55,6 +55,10 @@ describe('Broker events against RabbitMQ', () => {
     }
     const deadLettered: unknown[] = []
     broker.on('dead-lettered', ({ messageId }) => deadLettered.push(messageId))
+    const failedAttempts: number[] = []
+    broker.on('handler-failed', ({ attempt }) => failedAttempts.push(attempt))
+    const retriedAttempts: number[] = []
+    broker.on('retried', ({ attempt }) => retriedAttempts.push(attempt))
     const handled: string[] = []
     await broker.consume(queue, (m) => {
       if (m.body === 'poison') throw new Error('always fails')
@@ -70,6 +74,9 @@ describe('Broker events against RabbitMQ', () => {
     )
     expect(handled).toEqual(['first', 'last'])
     expect(deadLettered).toEqual(['poison-1'])
+    // maxAttempts 2: the first delivery and one retry, each attempt numbered from 1
+    expect(failedAttempts).toEqual([1, 2])
+    expect(retriedAttempts).toEqual([1])
     // published counts the republishes to the retry and dead-letter queues too
     expect(broker.stats()).toMatchObject({
       published: 5,
