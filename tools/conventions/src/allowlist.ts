@@ -22,13 +22,6 @@ export const ALLOWLIST: readonly Allowance[] = [
       'a count (messages published and not yet confirmed, the AMQP publisher-confirm window), not a time',
   },
   {
-    pkg: 'resilience',
-    symbol: "IdempotencyEvents['failed-open']",
-    rule: 'event-name',
-    reason:
-      'past tense with its complement: the store failed open (the work ran without it); `open` says how it failed, it is not a thing to put first',
-  },
-  {
     pkg: 'sharding',
     symbol: "ShardRouterEvents['fell-back-to-primary']",
     rule: 'event-name',

@@ -9,6 +9,7 @@ export {
 } from './errors.js'
 export { checkEvents } from './events.js'
 export { checkDurationExport, checkOptions, type OptionsReport, sharedDuration } from './options.js'
+export { checkSharedCode, SHARED_HELPERS } from './sharedCode.js'
 export {
   createSurface,
   exportsOf,

@@ -45,6 +45,8 @@ export const RULES = {
   'stats-name':
     'Stats: how it ended is a past participle (failed, rejected, timedOut), never failures or errors',
   'adapter-name': 'Framework adapters: <framework><Feature> per adapter',
+  'shared-code':
+    'Shared code: the duration parser, the validation helpers and the emitter live once, in @ballast/shared',
   'no-internal-in-dts': 'Public surface: nothing marked @internal reaches a .d.ts',
 } as const
 

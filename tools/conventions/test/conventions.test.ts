@@ -1,6 +1,7 @@
 import { pathToFileURL } from 'node:url'
 import { beforeAll, describe, expect, it } from 'vitest'
 import {
+  ALLOWLIST,
   checkAdapters,
   checkBuiltDeclarations,
   checkDurationExport,
@@ -8,6 +9,7 @@ import {
   checkErrors,
   checkEvents,
   checkOptions,
+  checkSharedCode,
   checkStats,
   createSurface,
   formatViolation,
@@ -28,8 +30,12 @@ beforeAll(() => {
   surface = createSurface(packages)
 }, 180_000)
 
+/** Every violation found, excused or not, to check that each allowlist entry is still needed. */
+const found: Violation[] = []
+
 /** Fails with one line per violation the allowlist does not excuse. */
 function expectNone(violations: Violation[]): void {
+  found.push(...violations)
   const lines = violations.filter((v) => !isAllowed(v)).map(formatViolation)
   if (lines.length > 0) {
     expect.fail(`${lines.length} violation(s) of docs/CONVENTIONS.md:\n${lines.join('\n')}`)
@@ -73,6 +79,10 @@ describe.each(packages)('@ballast/$name', (pkg) => {
     expectNone(checkStats(surface, pkg))
   })
 
+  it('keeps no copy of a helper or emitter of @ballast/shared', () => {
+    expectNone(checkSharedCode(surface, pkg))
+  })
+
   it('names what a framework subpath exports after the framework', () => {
     expectNone(checkAdapters(surface, pkg))
   })
@@ -80,4 +90,11 @@ describe.each(packages)('@ballast/$name', (pkg) => {
   it('ships nothing marked @internal in its built declarations', () => {
     expectNone(checkBuiltDeclarations(pkg))
   })
+})
+
+// Runs after the packages' tests (a file's tests run in order): an entry that excuses nothing
+// any more is a hole left in a rule.
+it('needs every allowlist entry', () => {
+  const unused = ALLOWLIST.filter((a) => !found.some((v) => isAllowed(v, [a])))
+  expect(unused.map((a) => `${a.pkg}: ${a.symbol} [${a.rule}]`)).toEqual([])
 })

@@ -12,6 +12,7 @@ import {
   checkErrors,
   checkEvents,
   checkOptions,
+  checkSharedCode,
   checkStats,
   createSurface,
   ERROR_NAMING,
@@ -214,6 +215,17 @@ describe('stats', () => {
       'counts an outcome with a noun: name it `decodeFailed`, the past participle',
     )
     expect(checkStats(surface, gadget)).toEqual([])
+  })
+})
+
+describe('shared code', () => {
+  it('reports own copies of the shared helpers and emitter', () => {
+    expect(lines(checkSharedCode(surface, widget))).toEqual([
+      'shared-code src/index.ts WidgetEmitter',
+      'shared-code src/index.ts merge',
+      'shared-code src/index.ts show',
+    ])
+    expect(checkSharedCode(surface, gadget)).toEqual([])
   })
 })
 
