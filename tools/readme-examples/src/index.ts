@@ -1,3 +1,4 @@
+export { LOCAL_ADDRESSES, useServerAddresses } from './addresses.js'
 export type { Block, Example } from './extract.js'
 export {
   COMPILE_ONLY,

@@ -12,6 +12,7 @@ import {
   readmeLine,
   settle,
   typecheck,
+  useServerAddresses,
   writeExamples,
 } from '../src/index.js'
 
@@ -143,5 +144,19 @@ describe('locateError', () => {
   test('a thrown value that is not an Error becomes one', () => {
     const example = { file: '/x.ts', line: 1, name: 'README.md:1', readme: 'README.md' }
     expect(locateError('boom', example).message).toBe('README.md:1: boom')
+  })
+})
+
+describe('useServerAddresses', () => {
+  const code = "new Redis('redis://127.0.0.1:6379')\nconnect('amqp://guest:guest@127.0.0.1:5672')\n"
+
+  test('an address the environment gives replaces the local one the example names', () => {
+    expect(useServerAddresses(code, { REDIS_URL: 'redis://10.0.0.5:32768' })).toBe(
+      "new Redis('redis://10.0.0.5:32768')\nconnect('amqp://guest:guest@127.0.0.1:5672')\n",
+    )
+  })
+
+  test('without one, the code is left as written', () => {
+    expect(useServerAddresses(code, {})).toBe(code)
   })
 })

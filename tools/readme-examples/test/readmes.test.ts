@@ -10,6 +10,7 @@ import {
   readmePaths,
   settle,
   typecheck,
+  useServerAddresses,
   writeExamples,
 } from '../src/index.js'
 
@@ -33,23 +34,9 @@ for (const run of readdirSync(runs)) {
 }
 const generated = join(runs, `run-${process.pid}-${Date.now().toString(36)}`)
 
-// The blocks name the local servers; where testkit's global setup exported other addresses
-// (containers), the generated files use those.
-const DEFAULT_ADDRESSES: Record<string, string> = {
-  REDIS_URL: 'redis://127.0.0.1:6379',
-  MYSQL_URL: 'mysql://root@127.0.0.1:3306/test',
-  AMQP_URL: 'amqp://guest:guest@127.0.0.1:5672',
-}
-function useExportedAddresses(code: string): string {
-  let result = code
-  for (const [variable, address] of Object.entries(DEFAULT_ADDRESSES)) {
-    const exported = process.env[variable]
-    if (exported && exported !== address) result = result.replaceAll(address, exported)
-  }
-  return result
-}
-
-const examples = writeExamples(findBlocks(root), generated, useExportedAddresses)
+const examples = writeExamples(findBlocks(root), generated, (code) =>
+  useServerAddresses(code, process.env),
+)
 const RUN_TIMEOUT_MS = 30_000
 const SETTLE_MS = 5_000
 
