@@ -50,7 +50,7 @@ export interface IdempotencyOptions {
   wait?: Duration
   /**
    * When Redis cannot be reached: `false` fails closed (an {@link IdempotencyUnavailableError},
-   * the work does not run); `true` runs the work unprotected and emits `failed-open`.
+   * the work does not run); `true` runs the work unprotected and emits `ran-unprotected`.
    * @default false
    */
   failOpen?: boolean
@@ -215,14 +215,14 @@ export interface IdempotencyEvents {
   /** A stale holder's write was refused by the fence. */
   fenced: FencedEvent
   /** Redis could not be reached. */
-  'store-unavailable': StoreUnavailableEvent
+  'redis-call-failed': RedisCallFailedEvent
   /** Redis could not be reached and the work ran unprotected (`failOpen: true`). */
-  'failed-open': IdempotencyKeyEvent
+  'ran-unprotected': IdempotencyKeyEvent
   /** The work ran but its result could not be stored or its key released (Redis lost meanwhile). */
-  'store-failed': StoreFailedEvent
+  'result-not-stored': ResultNotStoredEvent
 }
 
-/** Payload of the events that report only the key: `replayed`, `mismatched`, `failed-open`. */
+/** Payload of the events that report only the key: `replayed`, `mismatched`, `ran-unprotected`. */
 export interface IdempotencyKeyEvent {
   /** The idempotency key. */
   key: string
@@ -264,16 +264,16 @@ export interface FencedEvent {
   token: number
 }
 
-/** Payload of `store-unavailable`. */
-export interface StoreUnavailableEvent {
+/** Payload of `redis-call-failed`. */
+export interface RedisCallFailedEvent {
   /** The idempotency key. */
   key: string
   /** The error (its `cause` is the client's). */
   error: IdempotencyUnavailableError
 }
 
-/** Payload of `store-failed`. */
-export interface StoreFailedEvent {
+/** Payload of `result-not-stored`. */
+export interface ResultNotStoredEvent {
   /** The idempotency key. */
   key: string
   /** The store's error. */
@@ -290,10 +290,10 @@ export interface IdempotencyStats {
   reclaimed: number
   /** Stored results replayed. */
   replayed: number
-  /** Duplicates refused because the key was in flight. */
-  inFlight: number
-  /** Keys reused with a different fingerprint. */
-  mismatches: number
+  /** Duplicates refused because the key was in flight (the `in-flight-refused` event). */
+  inFlightRefused: number
+  /** Keys reused with a different fingerprint (the `mismatched` event). */
+  mismatched: number
   /** Results stored. */
   completed: number
   /** Permanent failures stored. */
@@ -302,8 +302,8 @@ export interface IdempotencyStats {
   released: number
   /** Stale writes refused. */
   fenced: number
-  /** Redis round trips that failed or timed out. */
-  unavailable: number
+  /** Redis round trips that failed or timed out (the `redis-call-failed` event). */
+  redisCallsFailed: number
   /** Claims held by this process now. */
   held: number
 }
@@ -498,13 +498,13 @@ export class Idempotency {
     acquired: 0,
     reclaimed: 0,
     replayed: 0,
-    inFlight: 0,
-    mismatches: 0,
+    inFlightRefused: 0,
+    mismatched: 0,
     completed: 0,
     failed: 0,
     released: 0,
     fenced: 0,
-    unavailable: 0,
+    redisCallsFailed: 0,
   }
   #closed = false
 
@@ -653,7 +653,7 @@ export class Idempotency {
       outcome = await this.claim(key, input, { scope: options.scope })
     } catch (error) {
       if (error instanceof IdempotencyUnavailableError && this.#options.failOpen) {
-        this.#events.emit('failed-open', { key })
+        this.#events.emit('ran-unprotected', { key })
         const context = { key, scope: options.scope, token: 0, signal: NEVER_ABORTED }
         return { value: await fn(context), replayed: false }
       }
@@ -678,11 +678,11 @@ export class Idempotency {
           if (this.#options.isTransient(error)) {
             await claim
               .release()
-              .catch((e: unknown) => this.#events.emit('store-failed', { key, error: e }))
+              .catch((e: unknown) => this.#events.emit('result-not-stored', { key, error: e }))
           } else {
             await claim.fail(error).catch((e: unknown) => {
               if (!(e instanceof IdempotencyFencedError))
-                this.#events.emit('store-failed', { key, error: e })
+                this.#events.emit('result-not-stored', { key, error: e })
             })
           }
           throw error
@@ -693,7 +693,7 @@ export class Idempotency {
           if (error instanceof IdempotencyFencedError) throw error
           // The work is done; only the record is missing. The key stays in flight until its
           // lease runs out, then a retry may run the work again.
-          this.#events.emit('store-failed', { key, error })
+          this.#events.emit('result-not-stored', { key, error })
         }
         return { value, replayed: false }
       }
@@ -849,11 +849,11 @@ export class Idempotency {
         this.#events.emit('replayed', { key })
         break
       case 'inFlight':
-        s.inFlight++
+        s.inFlightRefused++
         this.#events.emit('in-flight-refused', { key, retryAfterMs: outcome.retryAfterMs })
         break
       case 'mismatch':
-        s.mismatches++
+        s.mismatched++
         this.#events.emit('mismatched', { key })
         break
     }
@@ -875,12 +875,12 @@ export class Idempotency {
         return new Error(`Redis did not answer within ${ms} ms`)
       })
     } catch (cause) {
-      this.#stats.unavailable++
+      this.#stats.redisCallsFailed++
       const error = new IdempotencyUnavailableError(
         `idempotency store unreachable: ${cause instanceof Error ? cause.message : String(cause)}`,
         { cause },
       )
-      this.#events.emit('store-unavailable', { key, error })
+      this.#events.emit('redis-call-failed', { key, error })
       throw error
     }
   }

@@ -90,12 +90,12 @@ export type {
   IdempotentResult,
   InFlightRefusedEvent,
   LeaseLostEvent,
+  RedisCallFailedEvent,
+  ResultNotStoredEvent,
   RunOptions,
   StoredFailure,
   StoredFailureRecord,
   StoredValue,
-  StoreFailedEvent,
-  StoreUnavailableEvent,
 } from './idempotency.js'
 export {
   createIdempotency,

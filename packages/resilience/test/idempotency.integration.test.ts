@@ -104,7 +104,7 @@ describe('Idempotency (Redis)', () => {
     )
     expect(runs).toBe(1)
     expect(results.filter((r) => !r.replayed)).toHaveLength(1)
-    expect(results.every((r) => (r.value as { order: number }).order === 42)).toBe(true)
+    expect(results.every((r) => r.value.order === 42)).toBe(true)
   })
 
   it('serves a message consumer: message id as key, raw bytes as fingerprint, void handler', async () => {
@@ -151,6 +151,7 @@ describe('Idempotency (Redis)', () => {
       .catch((e: unknown) => e)
     expect(error).toBeInstanceOf(IdempotencyMismatchError)
     expect(ran).toBe(false)
+    expect(store.stats()).toMatchObject({ mismatched: 1, redisCallsFailed: 0 })
     // key order does not matter: a canonicalized payload is the same request
     await expect(store.run(k, { amount: 100 }, () => 'again')).resolves.toMatchObject({
       replayed: true,
@@ -229,6 +230,7 @@ describe('Idempotency (Redis)', () => {
     await expect(store.run(k, {}, () => ++runs)).rejects.toBeInstanceOf(IdempotencyInFlightError)
     await expect(long).resolves.toEqual({ value: 'done', replayed: false })
     expect(runs).toBe(1)
+    expect(store.stats().inFlightRefused).toBe(1)
   })
 
   it('a holder killed with SIGKILL: after the lease a retry runs once, and its late write is fenced', async () => {
@@ -380,12 +382,16 @@ describe('Idempotency (Redis)', () => {
     it('fails closed with a typed error and does not run the handler; recovers after', async () => {
       const store = createIdempotency({ redis, prefix, commandTimeout: 300 })
       const k = key()
+      const failedCalls: string[] = []
+      store.on('redis-call-failed', ({ key, error }) => failedCalls.push(`${key}:${error.code}`))
       proxy.blackhole()
       proxy.cut()
       let runs = 0
       const started = Date.now()
       const error = await store.run(k, {}, () => ++runs).catch((e: unknown) => e)
       expect(error).toBeInstanceOf(IdempotencyUnavailableError)
+      expect(failedCalls).toEqual([`${k}:E_RESILIENCE_IDEMPOTENCY_UNAVAILABLE`])
+      expect(store.stats().redisCallsFailed).toBe(1)
       expect((error as IdempotencyUnavailableError).code).toBe(
         'E_RESILIENCE_IDEMPOTENCY_UNAVAILABLE',
       )
@@ -399,7 +405,7 @@ describe('Idempotency (Redis)', () => {
     it('runs the handler unprotected when configured to fail open', async () => {
       const store = createIdempotency({ redis, prefix, commandTimeout: 300, failOpen: true })
       const opened: string[] = []
-      store.on('failed-open', (e) => opened.push(e.key))
+      store.on('ran-unprotected', (e) => opened.push(e.key))
       const k = key()
       proxy.blackhole()
       proxy.cut()
