@@ -86,6 +86,9 @@ function adoptInvalidArgument<T>(make: () => T, prefix = ''): T {
 
 const NO_OPTIONS: QueryOptions = Object.freeze({})
 
+/** Calls the router's private constructor: set by the class's static block, used by {@link createShardRouter}. */
+let construct: (options: ShardRouterOptions) => ShardRouter
+
 /**
  * Routes statements over shards by a shard key: the key's slot is placed on lb's `HashRing`
  * of shards; writes, locking reads and anything the classifier is unsure of go to the shard's
@@ -123,8 +126,12 @@ export class ShardRouter {
     scatterFailed: 0,
   }
 
-  /** @internal Use {@link createShardRouter}. */
-  constructor(options: ShardRouterOptions) {
+  static {
+    construct = (options) => new ShardRouter(options)
+  }
+
+  /** Private: create a router with {@link createShardRouter}. */
+  private constructor(options: ShardRouterOptions) {
     if (typeof options !== 'object' || options === null)
       option.invalid('options', 'an object', options)
     const merged = merge(DEFAULT_SHARD_ROUTER_OPTIONS, options)
@@ -970,5 +977,5 @@ export class ShardRouter {
  * ```
  */
 export function createShardRouter(options: ShardRouterOptions): ShardRouter {
-  return new ShardRouter(options)
+  return construct(options)
 }
