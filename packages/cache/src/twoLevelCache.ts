@@ -69,7 +69,8 @@ function promiseOf(entry: L1Entry): Promise<unknown> {
  * A two-level cache: L1 in process, L2 in Redis (standalone or Cluster), invalidation of
  * every instance's L1 over pub/sub. Create it with {@link createCache}.
  *
- * @typeParam T The type of the values (use `unknown` for mixed namespaces).
+ * @typeParam T The type of the values. Without it (`unknown`), `getOrSet` returns its loader's
+ *   type and `get<Product>(key)` narrows a read.
  */
 export class TwoLevelCache<T = unknown> {
   readonly #options: ResolvedOptions
