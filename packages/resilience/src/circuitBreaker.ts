@@ -3,7 +3,7 @@ import OpossumBreaker from 'opossum'
 import { BreakerOpenError, ResilienceClosedError, ResilienceError, TimeoutError } from './errors.js'
 import { BreakerWindow, type WindowSpec } from './internal/breakerWindow.js'
 import { RUN, rootContext } from './internal/context.js'
-import { check } from './internal/validate.js'
+import { check, checkArgument } from './internal/validate.js'
 import type { ExecutionContext, Operation, Policy } from './policy.js'
 
 /** The breaker trips on the failure rate over a rolling time span. */
@@ -280,7 +280,7 @@ export class CircuitBreaker<A extends unknown[] = [], R = never> implements Poli
       DEFAULT_CIRCUIT_BREAKER_OPTIONS,
       options,
     ) as typeof DEFAULT_CIRCUIT_BREAKER_OPTIONS & CircuitBreakerOptions<A, R>
-    if (fn !== undefined) check.func('fn', fn)
+    if (fn !== undefined) checkArgument.func('fn', fn)
     this.#name =
       o.name === undefined ? fn?.name || `breaker-${++unnamed}` : check.string('name', o.name)
     const spec = validateWindow(o.window)

@@ -1,6 +1,6 @@
 import { Emitter, type Listener, merge, type Unsubscribe } from '@ballast/shared'
 import { RUN, rootContext } from './internal/context.js'
-import { check } from './internal/validate.js'
+import { check, checkArgument } from './internal/validate.js'
 import type { ExecutionContext, Operation, Policy } from './policy.js'
 
 /** Options of {@link fallback}. */
@@ -54,7 +54,7 @@ export class FallbackPolicy<F> implements Policy<F> {
     handler: (error: unknown, context: ExecutionContext) => F | PromiseLike<F>,
     options: FallbackOptions = {},
   ) {
-    check.func('handler', handler)
+    checkArgument.func('handler', handler)
     const o = merge(DEFAULT_FALLBACK_OPTIONS, options)
     this.#handler = handler
     this.#when = check.func<(error: unknown) => boolean>('when', o.when)

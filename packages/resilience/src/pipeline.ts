@@ -1,7 +1,7 @@
 import type { CircuitBreaker } from './circuitBreaker.js'
 import type { FallbackPolicy } from './fallback.js'
 import { RUN, rootContext } from './internal/context.js'
-import { check } from './internal/validate.js'
+import { checkArgument } from './internal/validate.js'
 import type { ExecutionContext, Operation, Policy } from './policy.js'
 
 /**
@@ -50,10 +50,10 @@ export class Pipeline<Extra = never> implements Policy<Extra> {
 
   /** Use {@link pipeline}. */
   constructor(policies: readonly Policy<unknown>[]) {
-    if (policies.length === 0) check.invalid('policies', 'at least one policy', policies)
+    if (policies.length === 0) checkArgument.invalid('policies', 'at least one policy', policies)
     policies.forEach((p, i) => {
       if (p === null || typeof p !== 'object' || typeof p.execute !== 'function') {
-        check.invalid(`policies[${i}]`, 'a policy (an object with execute())', p)
+        checkArgument.invalid(`policies[${i}]`, 'a policy (an object with execute())', p)
       }
     })
     this.#policies = Object.freeze([...policies])

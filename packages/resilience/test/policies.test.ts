@@ -369,7 +369,9 @@ describe('pipeline', () => {
   })
 
   it('refuses an empty list or a non-policy naming it', () => {
-    expect(() => pipeline()).toThrow('invalid option "policies"')
-    expect(() => pipeline(retry(), {} as Policy)).toThrow('invalid option "policies[1]"')
+    // arguments, not options: the same message shape, with "argument"
+    expect(() => pipeline()).toThrow('invalid argument "policies"')
+    expect(() => pipeline(retry(), {} as Policy)).toThrow('invalid argument "policies[1]"')
+    expect(() => fallback('cached' as never)).toThrow('invalid argument "handler"')
   })
 })
