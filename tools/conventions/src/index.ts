@@ -1,5 +1,6 @@
 export { ALLOWLIST, type Allowance, isAllowed } from './allowlist.js'
 export { checkEmitters, checkStats, OUTCOME_NOUNS } from './api.js'
+export { checkDefaults, defaultsName } from './defaults.js'
 export {
   checkErrors,
   ERROR_NAMING,

@@ -30,6 +30,8 @@ export interface Violation {
 export const RULES = {
   'option-unit-suffix': 'Durations: no unit in option names',
   'option-duration': 'Durations: a time option has the package Duration type',
+  'options-default':
+    'Options: one exported DEFAULT_<SUBJECT>_OPTIONS per <Subject>Options, frozen, every field with a @default tag that matches it',
   'duration-export': 'Durations: one Duration type, exported from each package (the shared one)',
   'error-code': 'Errors: code is E_<PACKAGE>_<WHAT>, derived from the class name',
   'error-retryable': 'Errors: retryable is a boolean',

@@ -4,6 +4,7 @@ import {
   ALLOWLIST,
   checkAdapters,
   checkBuiltDeclarations,
+  checkDefaults,
   checkDurationExport,
   checkEmitters,
   checkErrors,
@@ -61,6 +62,10 @@ describe.each(packages)('@ballast/$name', (pkg) => {
     const { violations, takesDurations } = checkOptions(surface, pkg)
     const all = [...violations, ...checkDurationExport(surface, pkg, takesDurations)]
     expectNone(all)
+  })
+
+  it('exports a frozen DEFAULT_<SUBJECT>_OPTIONS per <Subject>Options, with matching @default tags', async () => {
+    expectNone(await checkDefaults(surface, pkg, load))
   })
 
   it('derives each error code from its class name, with retryable, { cause } and a closed error', async () => {

@@ -7,6 +7,7 @@ import {
   ALLOWLIST,
   checkAdapters,
   checkBuiltDeclarations,
+  checkDefaults,
   checkDurationExport,
   checkEmitters,
   checkErrors,
@@ -146,6 +147,25 @@ describe('options', () => {
 
   it('gives every allowlist entry a reason', () => {
     for (const entry of ALLOWLIST) expect(entry.reason.length, entry.symbol).toBeGreaterThan(20)
+  })
+})
+
+describe('defaults', () => {
+  it('reports options with no DEFAULT_*_OPTIONS, defaults not frozen, fields with no or another @default', async () => {
+    const violations = await checkDefaults(surface, widget, load)
+    expect(lines(violations)).toEqual([
+      'options-default DEFAULT_EXPRESS_RATE_LIMIT_OPTIONS',
+      'options-default ExpressRateLimitOptions.limit',
+      'options-default WidgetLimitsOptions.maxItems',
+      'options-default WidgetOptions',
+    ])
+    expect(violations.find((v) => v.symbol === 'WidgetLimitsOptions.maxItems')?.message).toBe(
+      'says @default 10, but DEFAULT_WIDGET_LIMITS_OPTIONS has 20',
+    )
+  })
+
+  it('passes frozen defaults whose @default tags match, and leaves error options alone', async () => {
+    expect(await checkDefaults(surface, gadget, load)).toEqual([])
   })
 })
 
