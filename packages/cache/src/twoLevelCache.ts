@@ -19,7 +19,6 @@ import { Bus, type BusMessage } from './internal/bus.js'
 import {
   keysInvalidated,
   MESSAGE_TYPE,
-  namespaceCleared,
   type OutgoingMessage,
   tagsInvalidated,
 } from './internal/busMessages.js'
@@ -32,14 +31,11 @@ import {
   envelopeToken,
   SERIALIZER_MARK,
 } from './internal/envelope.js'
-import {
-  InvalidationEpochs,
-  PendingInvalidations,
-  tombstoneEnvelope,
-} from './internal/invalidations.js'
+import { InvalidationEpochs } from './internal/invalidations.js'
 import { KeyNames, type TagWrite } from './internal/keys.js'
-import { L2, type RedisClient, TAG_CHUNK } from './internal/l2.js'
+import { L2, type RedisClient } from './internal/l2.js'
 import { L2Guard } from './internal/l2Guard.js'
+import { L2Invalidations } from './internal/l2Invalidations.js'
 import { type L2Read, LoadFlow, type Stale } from './internal/loadFlow.js'
 import {
   type CallOptions,
@@ -93,11 +89,8 @@ export class TwoLevelCache<T = unknown> {
 
   /** Local invalidation bookkeeping: a fill that started before an invalidation may not write L1. */
   readonly #epochs = new InvalidationEpochs()
-  /** Invalidations that could not reach L2, replayed before L2 is read again. */
-  readonly #pending: PendingInvalidations
-  #replaying: Promise<void> | undefined
-  /** Retries the replay: a failure that never opens the breaker nor drops the bus must not keep L2 unread. */
-  #replayTimer: NodeJS.Timeout | undefined
+  /** Tombstones, tag deletion, clears, and the replay of those that could not reach L2. */
+  readonly #l2Invalidations: L2Invalidations
 
   readonly #counters: CacheCounters = createCounters()
   /** Single flight, locks and write-back of getOrSet and getOrSetMany. */
@@ -111,7 +104,7 @@ export class TwoLevelCache<T = unknown> {
     this.#l1 = resolved.l1
     this.#bloom = resolved.bloom
     this.#keys = new KeyNames(this.#options.prefix, this.#options.namespace)
-    this.#pending = new PendingInvalidations(this.#options.maxPendingInvalidations)
+    this.#l2Invalidations = this.#createL2Invalidations()
     this.#loadFlow = this.#createLoadFlow(resolved.l2 !== undefined)
 
     const l2 = resolved.l2
@@ -130,7 +123,7 @@ export class TwoLevelCache<T = unknown> {
       ...l2.breaker,
       onStateChange: (state) => {
         this.#emit('breaker-changed', { state })
-        if (state === 'closed') void this.#replay()
+        if (state === 'closed') void this.#l2Invalidations.replay()
       },
     })
     this.#l1Trusted = false
@@ -159,6 +152,23 @@ export class TwoLevelCache<T = unknown> {
     void connected.then(() => bus.start())
   }
 
+  /** The L2 side of invalidations, with what it needs of this cache. */
+  #createL2Invalidations(): L2Invalidations {
+    const cache = this
+    return new L2Invalidations({
+      options: this.#options,
+      keys: this.#keys,
+      get closed() {
+        return cache.#closed
+      },
+      run: (operation, fn, arg) => this.#run(operation, fn, arg),
+      publish: (message) => this.#publish(message),
+      token: () => this.#token(),
+      l2Failed: (operation, error) => this.#l2Failed(operation, error),
+      emit: (event, payload) => this.#emit(event, payload),
+    })
+  }
+
   /** The load flow, with what it needs of this cache. */
   #createLoadFlow(hasL2: boolean): LoadFlow {
     const cache = this
@@ -183,8 +193,8 @@ export class TwoLevelCache<T = unknown> {
       l2Failed: (operation, error) => this.#l2Failed(operation, error),
       served: (key, reason) => this.#served(key, reason),
       emit: (event, payload) => this.#emit(event, payload),
-      tombstone: (keys) => this.#tombstone(keys),
-      defer: (keys, tags, clear) => this.#defer(keys, tags, clear),
+      tombstone: (keys) => this.#l2Invalidations.tombstone(keys),
+      defer: (keys, tags, clear) => this.#l2Invalidations.defer(keys, tags, clear),
       publish: (message) => this.#publish(message),
       token: () => this.#token(),
       prepareWrite: (key, value, payload, negative, call, t) =>
@@ -463,7 +473,7 @@ export class TwoLevelCache<T = unknown> {
         )
       } catch (error) {
         this.#l2Failed('set', error)
-        this.#defer(keys, [], false)
+        this.#l2Invalidations.defer(keys, [], false)
       }
     }
     for (const [key, entry] of l1Entries) this.#l1Set(key, entry)
@@ -483,11 +493,11 @@ export class TwoLevelCache<T = unknown> {
     if (this.#l2 === undefined || keys.length === 0) return
     try {
       await this.#ready()
-      await this.#tombstone(keys)
+      await this.#l2Invalidations.tombstone(keys)
       await this.#publish(keysInvalidated(keys))
     } catch (error) {
       this.#l2Failed('delete', error)
-      this.#defer(keys, [], false)
+      this.#l2Invalidations.defer(keys, [], false)
     }
   }
 
@@ -504,11 +514,11 @@ export class TwoLevelCache<T = unknown> {
     if (this.#l2 === undefined || list.length === 0) return
     try {
       await this.#ready()
-      await this.#deleteTagsL2(list)
+      await this.#l2Invalidations.deleteTags(list)
       await this.#publish(tagsInvalidated(list))
     } catch (error) {
       this.#l2Failed('deleteByTag', error)
-      this.#defer([], list, false)
+      this.#l2Invalidations.defer([], list, false)
     }
   }
 
@@ -519,10 +529,10 @@ export class TwoLevelCache<T = unknown> {
     if (this.#l2 === undefined) return
     try {
       await this.#ready()
-      await this.#clearL2()
+      await this.#l2Invalidations.clearNamespace()
     } catch (error) {
       this.#l2Failed('clear', error)
-      this.#defer([], [], true)
+      this.#l2Invalidations.defer([], [], true)
     }
   }
 
@@ -578,7 +588,7 @@ export class TwoLevelCache<T = unknown> {
         flushes: counters.flushes,
       },
       breaker: this.#guard?.state ?? 'closed',
-      pendingInvalidations: this.#pending.count,
+      pendingInvalidations: this.#l2Invalidations.pendingCount,
       generation: this.#keys.generation,
     }
   }
@@ -646,8 +656,7 @@ export class TwoLevelCache<T = unknown> {
     if (this.#closed) return
     this.#closed = true
     this.#l1Trusted = false
-    clearTimeout(this.#replayTimer)
-    this.#replayTimer = undefined
+    this.#l2Invalidations.close()
     this.#loadFlow.wakeAll()
     await this.#bus?.close()
     await this.#guard?.close()
@@ -720,7 +729,11 @@ export class TwoLevelCache<T = unknown> {
 
   /** Whether L2 may be read: configured, and no invalidation waiting to be replayed. */
   get #l2Readable(): boolean {
-    return this.#l2 !== undefined && this.#pending.count === 0 && this.#guard?.available === true
+    return (
+      this.#l2 !== undefined &&
+      this.#l2Invalidations.pendingCount === 0 &&
+      this.#guard?.available === true
+    )
   }
 
   async #readL2(key: string): Promise<L2Read & { epoch: number }> {
@@ -1066,119 +1079,12 @@ export class TwoLevelCache<T = unknown> {
       try {
         await this.#generationLoad
         this.#generationLoad = undefined
-        await this.#replay()
+        await this.#l2Invalidations.replay()
         return
       } catch {
         await new Promise((resolve) => setTimeout(resolve, 50))
       }
     }
-  }
-
-  async #tombstone(keys: readonly string[]): Promise<void> {
-    const t = exactNow()
-    const until = t + this.#options.tombstoneTtl
-    await this.#run('delete', (l2) =>
-      l2.setMany(
-        keys.map((key) => ({
-          key: this.#keys.entry(key),
-          value: tombstoneEnvelope(this.#token(), until),
-          px: this.#options.tombstoneTtl,
-        })),
-      ),
-    )
-  }
-
-  /**
-   * Tombstones a tag's members and removes them from its set, `TAG_CHUNK` at a time, so each
-   * L2 call stays small and within `l2Timeout` whatever the size of the tag. Members are
-   * removed only once tombstoned: a failure part-way leaves the rest for the replay.
-   */
-  async #deleteTagsL2(tags: readonly string[]): Promise<void> {
-    for (const tag of tags) {
-      const tagKey = this.#keys.tag(tag)
-      await this.#run('deleteByTag', (l2) => l2.pruneTag(tagKey, exactNow()))
-      // by ZSCAN: every member present from start to end is reached, whatever writers add
-      // meanwhile (a member written again during the scan keeps its place, see removeTagMembers)
-      let zcursor = '0'
-      do {
-        const [next, members] = await this.#run('deleteByTag', (l2) =>
-          l2.scanTag(tagKey, zcursor, TAG_CHUNK),
-        )
-        if (members.length > 0) {
-          await this.#tombstone(members.map((m) => m.member))
-          await this.#run('deleteByTag', (l2) => l2.removeTagMembers(tagKey, members))
-        }
-        zcursor = next
-      } while (zcursor !== '0')
-      // a tag set written by a version before sorted sets (a rolling deploy): same, by SSCAN
-      const legacyKey = this.#keys.legacyTag(tag)
-      let cursor = '0'
-      do {
-        const [next, members] = await this.#run('deleteByTag', (l2) =>
-          l2.scanLegacyTag(legacyKey, cursor, TAG_CHUNK),
-        )
-        if (members.length > 0) {
-          await this.#tombstone(members)
-          await this.#run('deleteByTag', (l2) => l2.removeLegacyTagMembers(legacyKey, members))
-        }
-        cursor = next
-      } while (cursor !== '0')
-    }
-  }
-
-  async #clearL2(): Promise<void> {
-    const generation = await this.#run('clear', (l2) => l2.incr(this.#keys.generationKey()))
-    if (generation > this.#keys.generation) this.#keys.generation = generation
-    await this.#publish(namespaceCleared(generation))
-  }
-
-  #defer(keys: readonly string[], tags: readonly string[], clear: boolean): void {
-    this.#pending.defer(keys, tags, clear)
-    this.#scheduleReplay()
-  }
-
-  #scheduleReplay(): void {
-    if (this.#replayTimer !== undefined || this.#closed) return
-    this.#replayTimer = setTimeout(() => {
-      this.#replayTimer = undefined
-      void this.#replay()
-    }, this.#options.replayDelay)
-    this.#replayTimer.unref()
-  }
-
-  /** Replays invalidations made while L2 was down, before L2 is read again. */
-  #replay(): Promise<void> {
-    if (this.#replaying !== undefined || this.#pending.count === 0 || this.#closed)
-      return this.#replaying ?? Promise.resolve()
-    const replayed = this.#pending.snapshot()
-    const keys = replayed.keyDeferrals.map(([key]) => key)
-    const tags = replayed.tagDeferrals.map(([tag]) => tag)
-    const clear = replayed.clearDeferral > 0
-    this.#replaying = (async () => {
-      try {
-        if (clear) await this.#clearL2()
-        else {
-          if (keys.length > 0) {
-            await this.#tombstone(keys)
-            await this.#publish(keysInvalidated(keys))
-          }
-          if (tags.length > 0) {
-            await this.#deleteTagsL2(tags)
-            await this.#publish(tagsInvalidated(tags))
-          }
-        }
-        // only what this replay covered: a deferral made meanwhile has a newer number and stays
-        this.#pending.forgetReplayed(replayed)
-        this.#emit('invalidations-replayed', { keys: keys.length, tags: tags.length, clear })
-      } catch (error) {
-        this.#l2Failed('replay', error)
-      } finally {
-        this.#replaying = undefined
-        // whatever is left (a failure, or deferred meanwhile) is tried again later
-        if (this.#pending.count > 0) this.#scheduleReplay()
-      }
-    })()
-    return this.#replaying
   }
 
   // ---------------------------------------------------------------- internals: versions and checks

@@ -5,6 +5,13 @@ import type { Cluster, Redis } from 'ioredis'
 /** An ioredis client: a standalone `Redis` or a `Cluster`. */
 export type RedisClient = Redis | Cluster
 
+/** Runs one operation on L2 under the guard (breaker and timeout). */
+export type L2Runner = <R, A = undefined>(
+  operation: string,
+  fn: (l2: L2, arg: A) => Promise<R>,
+  arg?: A,
+) => Promise<R>
+
 // KEYS[1] entry; ARGV[1] expected token ('' = absent), ARGV[2] value, ARGV[3] px
 const CAS = `local cur = redis.call('GET', KEYS[1])
 local tok = ''

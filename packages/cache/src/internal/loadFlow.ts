@@ -10,7 +10,7 @@ import type { PreparedWrite } from './entries.js'
 import type { Envelope } from './envelope.js'
 import type { InvalidationEpochs } from './invalidations.js'
 import type { KeyNames } from './keys.js'
-import type { L2 } from './l2.js'
+import type { L2Runner } from './l2.js'
 import type { CallOptions, ResolvedOptions } from './options.js'
 import { argument } from './validate.js'
 
@@ -34,13 +34,6 @@ function delay<T>(ms: number, value: T): { promise: Promise<T>; cancel(): void }
   })
   return { promise, cancel: () => clearTimeout(timer) }
 }
-
-/** Runs one operation on L2 under the guard (breaker and timeout). */
-export type L2Runner = <R, A = undefined>(
-  operation: string,
-  fn: (l2: L2, arg: A) => Promise<R>,
-  arg?: A,
-) => Promise<R>
 
 /** What the load flow uses of the cache: its state, its L2 reads and its invalidations. */
 export interface LoadHost {
