@@ -82,8 +82,10 @@ describe('RedisRateLimiter', () => {
     const limiter = createRateLimiter({
       redis: fixture.redis,
       prefix,
-      limit: 20,
-      interval: 1000,
+      // one call per 500 ms: the second take, right after the first, is refused even on a
+      // loaded machine (at 50 ms per call it was sometimes allowed)
+      limit: 2,
+      interval: '1s',
       burst: 1,
     })
     expect((await limiter.take('k')).allowed).toBe(true)
