@@ -7,6 +7,7 @@ import {
   type BrokerOptions,
   type BrokerStats,
   DEFAULT_BROKER_OPTIONS,
+  DEFAULT_PUBLISH_OPTIONS,
   type PublishOptions,
 } from './brokerOptions.js'
 import {
@@ -325,7 +326,7 @@ export class Broker {
     options: PublishOptions,
   ): Promise<void> {
     const publishOptions: Options.Publish = {
-      persistent: options.persistent ?? true,
+      persistent: options.persistent ?? DEFAULT_PUBLISH_OPTIONS.persistent,
       mandatory: options.mandatory ?? this.#settings.mandatory,
       messageId: options.messageId ?? randomUUID(),
     }
@@ -359,7 +360,7 @@ export class Broker {
   ): Promise<void> {
     if (this.#closing !== undefined) return Promise.reject(new MqClosedError('broker', 'publish'))
     const publishOptions: Options.Publish = {
-      persistent: true,
+      persistent: DEFAULT_PUBLISH_OPTIONS.persistent,
       mandatory: this.#settings.mandatory,
     }
     if (this.#settings.stamp) this.#stampOn(publishOptions)

@@ -186,6 +186,13 @@ export interface PublishOptions {
   type?: string
 }
 
+/**
+ * The defaults of {@link PublishOptions} that are fixed values (the others depend on the call or
+ * the broker: a random UUID, the broker's `mandatory`).
+ */
+export const DEFAULT_PUBLISH_OPTIONS: Readonly<Required<Pick<PublishOptions, 'persistent'>>> =
+  Object.freeze({ persistent: true })
+
 /** Counters and gauges of a broker. */
 export interface BrokerStats {
   /** Messages accepted by `publish`. */

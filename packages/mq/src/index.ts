@@ -24,7 +24,11 @@ export type {
   PublishOptions,
   ReconnectOptions,
 } from './brokerOptions.js'
-export { DEFAULT_BROKER_OPTIONS, DEFAULT_RECONNECT_OPTIONS } from './brokerOptions.js'
+export {
+  DEFAULT_BROKER_OPTIONS,
+  DEFAULT_PUBLISH_OPTIONS,
+  DEFAULT_RECONNECT_OPTIONS,
+} from './brokerOptions.js'
 export type {
   ConsumeOptions,
   Consumer,

@@ -9,6 +9,7 @@ import {
   DEFAULT_INBOX_OPTIONS,
   DEFAULT_OUTBOX_OPTIONS,
   DEFAULT_OUTBOX_RELAY_OPTIONS,
+  DEFAULT_PUBLISH_OPTIONS,
   DEFAULT_RECONNECT_OPTIONS,
   DEFAULT_RETRY_OPTIONS,
   InvalidArgumentError,
@@ -49,6 +50,7 @@ describe('defaults', () => {
       DEFAULT_OUTBOX_OPTIONS,
       DEFAULT_OUTBOX_RELAY_OPTIONS,
       DEFAULT_INBOX_OPTIONS,
+      DEFAULT_PUBLISH_OPTIONS,
     ]) {
       expect(Object.isFrozen(defaults)).toBe(true)
     }
