@@ -2,8 +2,9 @@ import parseMs from 'ms'
 
 /**
  * A duration: a number of milliseconds, or a string with its unit such as `'250ms'`, `'30s'`,
- * `'15m'`, `'2h'` or `'1d'`. Strings are parsed by the `ms` package, in one place
- * ({@link parseDuration}).
+ * `'15m'`, `'2h'` or `'1d'`. Strings are read by the `ms` package; a string with no unit
+ * (`'30'`), a negative or a non-finite value is refused with the package's
+ * `InvalidArgumentError` naming the option.
  */
 export type Duration = number | `${number}${'ms' | 's' | 'm' | 'h' | 'd'}`
 
@@ -11,7 +12,7 @@ export type Duration = number | `${number}${'ms' | 's' | 'm' | 'h' | 'd'}`
 const HAS_UNIT = /[a-z]\s*$/i
 
 /**
- * Milliseconds of a {@link Duration}, or `undefined` when the value is not one: a negative,
+ * Milliseconds of a `Duration`, or `undefined` when the value is not one: a negative,
  * `NaN` or infinite number, a string `ms` cannot read, a string with no unit (`'30'`), or
  * anything that is neither a number nor a string.
  *

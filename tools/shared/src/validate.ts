@@ -16,7 +16,7 @@ export type CheckKind = 'option' | 'argument'
 export interface Checks {
   /** Throws the house-style error for `name`. */
   invalid(name: string, expected: string, value: unknown): never
-  /** A {@link Duration} as milliseconds: zero is allowed unless `positive`; `Infinity` only with `infinite`. */
+  /** A `Duration` as milliseconds: zero is allowed unless `positive`; `Infinity` only with `infinite`. */
   duration(
     name: string,
     value: unknown,
