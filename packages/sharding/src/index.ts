@@ -31,6 +31,7 @@ export type {
   MergeSpec,
   OrderByMerge,
   OrderKey,
+  QueryResult,
   Row,
 } from './mergeSpec.js'
 export { compareValues } from './mergeSpec.js'

@@ -1,8 +1,17 @@
+import type { ResultSetHeader } from 'mysql2'
 import { InvalidArgumentError } from './errors.js'
 import { addDecimalStrings } from './internal/decimal.js'
 
 /** A row as mysql2 returns it: column name to value. */
 export type Row = Record<string, unknown>
+
+/**
+ * What one statement resolves to, as mysql2 gives it: the rows of a read (an array of the row
+ * type the caller names, an interface or a type) or the `ResultSetHeader` of a write. The
+ * type argument of {@link ShardRouter.query} and {@link ShardTransaction.query}, as in mysql2's
+ * `pool.query<T>()`: `router.query<OrderRow[]>(…)`, `router.query<ResultSetHeader>(…)`.
+ */
+export type QueryResult = readonly unknown[] | ResultSetHeader
 
 /** One sort key of an `ORDER BY` merge. */
 export interface OrderKey {

@@ -21,8 +21,8 @@ import {
 import type { ScatterOptions } from './shardRouterOptions.js'
 
 /** The merged answer of {@link ShardRouter.all}. */
-export interface ScatterResult<T = Row> {
-  /** The merged rows. */
+export interface ScatterResult<T extends object = Row> {
+  /** The merged rows, of the row type given to {@link ShardRouter.all} (`router.all<OrderRow>(…)`). */
   rows: T[]
   /** Whether some shard failed and its rows are missing (only with `onShardError: 'partial'`). */
   partial: boolean
@@ -36,7 +36,7 @@ export interface ScatterResult<T = Row> {
  * The body of {@link ShardRouter.all}, once the router is known open: checks the call, appends
  * the merge's `LIMIT`, runs the statement on every shard and merges the answers.
  */
-export async function scatterGather<T>(
+export async function scatterGather<T extends object>(
   router: RouterInternals,
   sql: string,
   params: readonly unknown[],
@@ -111,7 +111,7 @@ export async function scatterGather<T>(
  * shards still sending are drained in the background and their connections released).
  * Reads that wait for a GTID on a replica arrive whole, and merge as they come.
  */
-async function streamMerged<T>(
+async function streamMerged<T extends object>(
   router: RouterInternals,
   sql: string,
   params: readonly unknown[],

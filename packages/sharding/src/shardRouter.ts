@@ -23,7 +23,7 @@ import type { RouterCounters, RouterInternals, Scope, Shard } from './internal/r
 import { GUARDED, isConnectionError, Server } from './internal/server.js'
 import { buildSlotTable } from './internal/slotTable.js'
 import type { RowSink } from './internal/streamMerge.js'
-import type { MergeSpec, Row } from './mergeSpec.js'
+import type { MergeSpec, QueryResult, Row } from './mergeSpec.js'
 import { type ScatterResult, scatterGather } from './scatterGather.js'
 import { type ShardKey, slotFor } from './shardKey.js'
 import type { FallbackReason, ShardRouterEvents } from './shardRouterEvents.js'
@@ -470,7 +470,8 @@ export class ShardRouter {
    * into the SQL text); one statement per call. Writes, locking reads and statements the
    * classifier is unsure of run on the primary; plain reads on a replica fresh enough for the
    * read's consistency, else on the primary. Returns what mysql2 returns first: rows for a
-   * read, a `ResultSetHeader` for a write.
+   * read, a `ResultSetHeader` for a write; name the type as with mysql2's `pool.query<T>()`
+   * (`router.query<OrderRow[]>(…)`, `router.query<ResultSetHeader>(…)`; rows default to {@link Row}).
    *
    * @throws ShardKeyMissingError if the key is missing.
    * @throws UnsafeStatementError if `sql` holds more than one statement.
@@ -478,10 +479,11 @@ export class ShardRouter {
    * @example
    * ```ts
    * await router.query(userId, 'INSERT INTO orders (id, user_id, total) VALUES (?, ?, ?)', [orderId, userId, 25])
-   * const orders = await router.query(userId, 'SELECT * FROM orders WHERE user_id = ?', [userId])
+   * interface OrderRow { id: string; total: number }
+   * const orders = await router.query<OrderRow[]>(userId, 'SELECT id, total FROM orders WHERE user_id = ?', [userId])
    * ```
    */
-  query<T = Row[]>(
+  query<T extends QueryResult = Row[]>(
     shardKey: ShardKey,
     sql: string,
     params: readonly unknown[] = [],
@@ -549,7 +551,7 @@ export class ShardRouter {
    * })
    * ```
    */
-  async all<T = Row>(
+  async all<T extends object = Row>(
     sql: string,
     params: readonly unknown[] = [],
     merge?: MergeSpec,

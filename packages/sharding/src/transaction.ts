@@ -4,7 +4,7 @@ import { InvalidArgumentError, UnsafeStatementError } from './errors.js'
 import { argument, POSITIVE } from './internal/check.js'
 import type { RouterInternals, Scope, Shard } from './internal/routerInternals.js'
 import { GUARDED, isConnectionError, lastGtidOf, queryOn } from './internal/server.js'
-import type { Row } from './mergeSpec.js'
+import type { QueryResult, Row } from './mergeSpec.js'
 import type { TransactionOptions } from './shardRouterOptions.js'
 
 /** A transaction on one shard's primary, given to the callback of {@link ShardRouter.transaction}. */
@@ -12,10 +12,11 @@ export interface ShardTransaction {
   /** The shard the transaction runs on. */
   readonly shard: string
   /**
-   * Runs a statement inside the transaction (always on the primary), values through placeholders.
+   * Runs a statement inside the transaction (always on the primary), values through
+   * placeholders; typed like {@link ShardRouter.query} (`tx.query<OrderRow[]>(…)`).
    * @throws once the transaction has ended.
    */
-  query<T = Row[]>(sql: string, params?: readonly unknown[]): Promise<T>
+  query<T extends QueryResult = Row[]>(sql: string, params?: readonly unknown[]): Promise<T>
 }
 
 /**
@@ -75,7 +76,7 @@ export async function runTransaction<R>(
   }
   const tx: ShardTransaction = {
     shard: shard.id,
-    query: <T = Row[]>(sql: string, params: readonly unknown[] = []) =>
+    query: <T extends QueryResult = Row[]>(sql: string, params: readonly unknown[] = []) =>
       run(sql, params) as Promise<T>,
   }
   try {

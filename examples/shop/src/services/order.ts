@@ -34,6 +34,21 @@ import {
 
 export const FINAL_STATUSES = ['shipped', 'cancelled'] as const
 
+/** An order as the order pages read it (mysql2 gives DATETIME as a Date). */
+interface OrderRow {
+  id: string | number
+  status: string
+  total_cents: number | string
+  created_at: Date | string
+}
+
+/** One step of an order's history. */
+interface OrderEventRow {
+  status: string
+  note: string | null
+  at: Date | string
+}
+
 interface Line {
   productId: number
   name: string
@@ -272,7 +287,7 @@ export async function startOrder(config: ShopConfig, instance: string, port: num
     // (or the primary answer): the new order is always there.
     return consistent(ctx, router, async () => {
       const find = (consistency?: 'strong') =>
-        router.query<Row[]>(
+        router.query<OrderRow[]>(
           shardKey,
           'SELECT id, status, total_cents, created_at FROM orders WHERE id = ? AND user_id = ?',
           [orderId, userId],
@@ -288,7 +303,7 @@ export async function startOrder(config: ShopConfig, instance: string, port: num
         'SELECT product_id, name, price_cents, qty FROM order_items WHERE order_id = ?',
         [orderId],
       )
-      const events = await router.query<Row[]>(
+      const events = await router.query<OrderEventRow[]>(
         shardKey,
         'SELECT status, note, at FROM order_events WHERE order_id = ? ORDER BY id',
         [orderId],
@@ -300,7 +315,7 @@ export async function startOrder(config: ShopConfig, instance: string, port: num
   app.get('/orders', async (ctx) => {
     const user = requireUser(ctx)
     const orders = await consistent(ctx, router, () =>
-      router.query<Row[]>(
+      router.query<OrderRow[]>(
         user.id,
         'SELECT id, status, total_cents, created_at FROM orders WHERE user_id = ? ORDER BY created_at DESC LIMIT 50',
         [user.id],
@@ -315,7 +330,7 @@ export async function startOrder(config: ShopConfig, instance: string, port: num
           ? html`<p>No orders yet.</p>`
           : html`<table><thead><tr><th>order</th><th>placed</th><th>total</th><th>status</th></tr></thead><tbody>${orders.map(
               (o) =>
-                html`<tr data-order="${String(o.id)}"><td><a href="/orders/${String(o.id)}">${String(o.id)}</a></td><td>${new Date(o.created_at as string).toISOString()}</td><td>${money(Number(o.total_cents))}</td><td><span class="status ${String(o.status)}">${String(o.status)}</span></td></tr>`,
+                html`<tr data-order="${String(o.id)}"><td><a href="/orders/${String(o.id)}">${String(o.id)}</a></td><td>${new Date(o.created_at).toISOString()}</td><td>${money(Number(o.total_cents))}</td><td><span class="status ${String(o.status)}">${String(o.status)}</span></td></tr>`,
             )}</tbody></table>`
       }`,
     )
@@ -335,7 +350,7 @@ export async function startOrder(config: ShopConfig, instance: string, port: num
 <p>Status: <span class="status ${String(order.status)}" data-field="status" data-order-status="/orders/${id}/status.json">${String(order.status)}</span></p>
 <table><tbody>${items.map((i) => html`<tr><td>${String(i.name)}</td><td>× ${Number(i.qty)}</td><td>${money(Number(i.price_cents) * Number(i.qty))}</td></tr>`)}</tbody>
 <tfoot><tr><th colspan="2">total</th><th>${money(Number(order.total_cents))}</th></tr></tfoot></table>
-<h2>History</h2><ol>${events.map((e) => html`<li><span class="status ${String(e.status)}">${String(e.status)}</span> ${String(e.note)} <span class="muted">${new Date(e.at as string).toISOString()}</span></li>`)}</ol>
+<h2>History</h2><ol>${events.map((e) => html`<li><span class="status ${String(e.status)}">${String(e.status)}</span> ${String(e.note)} <span class="muted">${new Date(e.at).toISOString()}</span></li>`)}</ol>
 <p class="muted">Stored on shard <span data-shard>${shard}</span>.</p>`,
     )
   })
