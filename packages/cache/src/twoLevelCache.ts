@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto'
-import { Emitter, type Unsubscribe } from '@ballast/shared'
+import { type Duration, Emitter, type Unsubscribe } from '@ballast/shared'
 import type { CacheEvents, CacheStats, FlushReason, StaleReason } from './cacheEvents.js'
 import type {
   BatchLoader,
@@ -595,9 +595,12 @@ export class TwoLevelCache<T = unknown> {
 
   /**
    * Resolves once the invalidation subscription works and the namespace generation is read
-   * (at once without Redis); rejects after `timeoutMs`.
+   * (at once without Redis); rejects with `L2UnavailableError` after `timeout`.
+   *
+   * @param timeout How long to wait, a {@link Duration}. Default 5000 (5 seconds).
    */
-  async ready(timeoutMs = 5000): Promise<void> {
+  async ready(timeout: Duration = 5000): Promise<void> {
+    const timeoutMs = argument.duration('timeout', timeout)
     const deadline = Date.now() + timeoutMs
     while (!this.#l1Trusted) {
       if (this.#closed) throw new CacheClosedError('cache', 'ready')

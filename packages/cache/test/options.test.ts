@@ -81,6 +81,13 @@ describe('options', () => {
     )
   })
 
+  it('ready() takes its timeout as a Duration', async () => {
+    const cache = createCache()
+    await expect(cache.ready('1s')).resolves.toBeUndefined()
+    await expect(cache.ready('soon' as never)).rejects.toThrow('invalid argument "timeout"')
+    await cache.close()
+  })
+
   it('per-call durations are checked with the argument message shape', async () => {
     const cache = createCache()
     await expect(cache.set('k', 1, { ttl: '1 fortnight' as never })).rejects.toThrow(
