@@ -387,7 +387,6 @@ describe('Idempotency (Redis)', () => {
       proxy.blackhole()
       proxy.cut()
       let runs = 0
-      const started = Date.now()
       const error = await store.run(k, {}, () => ++runs).catch((e: unknown) => e)
       expect(error).toBeInstanceOf(IdempotencyUnavailableError)
       expect(failedCalls).toEqual([`${k}:E_RESILIENCE_IDEMPOTENCY_UNAVAILABLE`])
@@ -395,7 +394,9 @@ describe('Idempotency (Redis)', () => {
       expect((error as IdempotencyUnavailableError).code).toBe(
         'E_RESILIENCE_IDEMPOTENCY_UNAVAILABLE',
       )
-      expect(Date.now() - started).toBeLessThan(2000)
+      // the command timeout answered, not a hang until Redis came back (asserted by which
+      // path ran, not by the clock)
+      expect((error as Error).message).toContain('did not answer within 300 ms')
       expect(runs).toBe(0)
       proxy.restore()
       await sleep(300)
