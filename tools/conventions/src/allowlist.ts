@@ -22,6 +22,13 @@ export const ALLOWLIST: readonly Allowance[] = [
       'a count (messages published and not yet confirmed, the AMQP publisher-confirm window), not a time',
   },
   {
+    pkg: 'resilience',
+    symbol: 'HttpIdempotencyOptions',
+    rule: 'options-default',
+    reason:
+      'the generic base of ExpressIdempotencyOptions and FastifyIdempotencyOptions, whose defaults are DEFAULT_EXPRESS_IDEMPOTENCY_OPTIONS and DEFAULT_FASTIFY_IDEMPOTENCY_OPTIONS',
+  },
+  {
     pkg: 'sharding',
     symbol: "ShardRouterEvents['fell-back-to-primary']",
     rule: 'event-name',
