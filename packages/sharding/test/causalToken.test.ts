@@ -24,6 +24,7 @@ describe('CausalToken', () => {
         expect(back.covers(token)).toBe(true)
         expect(token.covers(back)).toBe(true)
       }),
+      { seed: 16, numRuns: 100 },
     )
   })
 
@@ -52,6 +53,7 @@ describe('CausalToken', () => {
           expect(x.merge(x).toString()).toBe(x.toString())
         },
       ),
+      { seed: 17, numRuns: 100 },
     )
   })
 

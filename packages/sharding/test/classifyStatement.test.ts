@@ -118,6 +118,7 @@ describe('classifyStatement', () => {
         fc.string(),
         (keyword, rest) => classifyStatement(`${keyword} ${rest}`).kind !== 'read',
       ),
+      { seed: 16, numRuns: 100 },
     )
   })
 
@@ -128,6 +129,7 @@ describe('classifyStatement', () => {
         fc.constantFrom('FOR UPDATE', 'LOCK IN SHARE MODE', 'FOR SHARE'),
         (middle, clause) => classifyStatement(`SELECT ${middle} ${clause}`).kind !== 'read',
       ),
+      { seed: 17, numRuns: 100 },
     )
   })
 })

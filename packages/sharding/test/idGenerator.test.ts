@@ -62,6 +62,7 @@ describe('createIdGenerator', () => {
           expect(ids.decode(id).workerId).toBe(9)
         },
       ),
+      { seed: 16, numRuns: 100 },
     )
   })
 

@@ -25,6 +25,7 @@ describe('mergeSorted', () => {
           expect(got.map((r) => [r.a, r.b])).toEqual(expected.map((r) => [r.a, r.b]))
         },
       ),
+      { seed: 16, numRuns: 100 },
     )
   })
 })
@@ -81,6 +82,7 @@ describe('addDecimalStrings', () => {
           expect(addDecimalStrings(String(a), String(b))).toBe(String(a + b))
         },
       ),
+      { seed: 17, numRuns: 100 },
     )
   })
 })

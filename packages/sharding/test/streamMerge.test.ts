@@ -71,6 +71,7 @@ describe('StreamMerge', () => {
         expect(failures).toEqual([])
         expect(rows).toEqual(mergeSorted(sorted, cmp, take))
       }),
+      { seed: 16, numRuns: 100 },
     )
   })
 
@@ -118,6 +119,7 @@ describe('StreamMerge', () => {
           expect(answered).not.toContain(`s${failed}`)
         }
       }),
+      { seed: 17, numRuns: 100 },
     )
   })
 
