@@ -364,15 +364,15 @@ export class TwoLevelCache<T = unknown> {
       for (let j = 0; j < toRead.length; j++) {
         const key = toRead[j] as string
         const read = reads[j] as L2Read
-        const env = read.ok ? read.envelope : undefined
-        if (env !== undefined && env.kind !== 't' && env.freshUntil > t) {
+        const envelope = read.ok ? read.envelope : undefined
+        if (envelope !== undefined && envelope.kind !== 't' && envelope.freshUntil > t) {
           this.#counters.l2Hits++
-          waits.set(key, Promise.resolve(this.#fromL2(key, env, reads.epoch)))
+          waits.set(key, Promise.resolve(this.#fromL2(key, envelope, reads.epoch)))
           continue
         }
         if (read.ok) this.#counters.l2Misses++
         tokens.set(key, read.token)
-        const candidate = this.#staleCandidate(key, env, t, read.ok)
+        const candidate = this.#staleCandidate(key, envelope, t, read.ok)
         if (candidate !== undefined) stale.set(key, candidate)
         toLoad.push(key)
       }
@@ -698,10 +698,10 @@ export class TwoLevelCache<T = unknown> {
       this.#l2Failed('get', error)
       return this.#l2Fallback(key)
     }
-    const env = raw === null ? undefined : this.#decode(key, raw)
-    if (env !== undefined && env.kind !== 't' && env.freshUntil > now()) {
+    const envelope = raw === null ? undefined : this.#decode(key, raw)
+    if (envelope !== undefined && envelope.kind !== 't' && envelope.freshUntil > now()) {
       this.#counters.l2Hits++
-      return this.#fromL2(key, env, epoch)
+      return this.#fromL2(key, envelope, epoch)
     }
     this.#counters.l2Misses++
     return undefined
@@ -789,13 +789,13 @@ export class TwoLevelCache<T = unknown> {
   }
 
   /** A fresh L2 entry: deserialize, copy to L1 with L2's remaining TTL (unless invalidated since the read began). */
-  #fromL2(key: string, env: Envelope, epoch: number): unknown {
-    if (env.kind === 'n') {
-      this.#maybeBackfill(key, env, undefined, epoch)
+  #fromL2(key: string, envelope: Envelope, epoch: number): unknown {
+    if (envelope.kind === 'n') {
+      this.#maybeBackfill(key, envelope, undefined, epoch)
       return undefined
     }
-    const value = env.value
-    this.#maybeBackfill(key, env, value, epoch)
+    const value = envelope.value
+    this.#maybeBackfill(key, envelope, value, epoch)
     return value
   }
 
@@ -806,25 +806,28 @@ export class TwoLevelCache<T = unknown> {
    * is stored at our keys, reads never reject because of it.
    */
   #decode(key: string, raw: string): Envelope | undefined {
-    const env = decodeEnvelope(raw)
-    if (env === undefined) {
+    const envelope = decodeEnvelope(raw)
+    if (envelope === undefined) {
       this.#decodeFailed(key, 'it is not an envelope of @ballast/cache')
       return undefined
     }
-    if (env.kind !== 'v') return env
+    if (envelope.kind !== 'v') return envelope
     const name = this.#serializer.name
-    if (env.serializer !== undefined && env.serializer !== name) {
-      this.#decodeFailed(key, `it was written with the ${env.serializer} serializer, not ${name}`)
+    if (envelope.serializer !== undefined && envelope.serializer !== name) {
+      this.#decodeFailed(
+        key,
+        `it was written with the ${envelope.serializer} serializer, not ${name}`,
+      )
       return undefined
     }
     try {
-      env.value = this.#serializer.deserialize(env.payload)
+      envelope.value = this.#serializer.deserialize(envelope.payload)
     } catch (cause) {
       const why = cause instanceof Error ? cause.message : String(cause)
       this.#decodeFailed(key, `the ${name} serializer rejected its payload: ${why}`, cause)
       return undefined
     }
-    return env
+    return envelope
   }
 
   #decodeFailed(key: string, why: string, cause?: unknown): void {
@@ -837,17 +840,21 @@ export class TwoLevelCache<T = unknown> {
     this.#emit('decode-failed', { key, error })
   }
 
-  #maybeBackfill(key: string, env: Envelope, value: unknown, epoch: number): void {
-    if (this.#l1 === undefined || !this.#epochs.stillValid(key, env.tags, epoch, env.token)) return
+  #maybeBackfill(key: string, envelope: Envelope, value: unknown, epoch: number): void {
+    if (
+      this.#l1 === undefined ||
+      !this.#epochs.stillValid(key, envelope.tags, epoch, envelope.token)
+    )
+      return
     this.#l1Set(key, {
       value,
-      freshUntil: env.freshUntil,
-      staleUntil: env.staleUntil,
-      refreshAt: env.refreshAt,
-      tags: env.tags,
-      negative: env.kind === 'n',
-      version: env.token,
-      size: entryBytes(key, value, env.payload, undefined),
+      freshUntil: envelope.freshUntil,
+      staleUntil: envelope.staleUntil,
+      refreshAt: envelope.refreshAt,
+      tags: envelope.tags,
+      negative: envelope.kind === 'n',
+      version: envelope.token,
+      size: entryBytes(key, value, envelope.payload, undefined),
       promise: undefined,
     })
   }
@@ -858,14 +865,14 @@ export class TwoLevelCache<T = unknown> {
    */
   #staleCandidate(
     key: string,
-    env: Envelope | undefined,
+    envelope: Envelope | undefined,
     t: number,
     l2ok: boolean,
   ): Stale | undefined {
-    if (env !== undefined && env.kind === 'v' && env.staleUntil > t) {
-      return { value: env.value }
+    if (envelope !== undefined && envelope.kind === 'v' && envelope.staleUntil > t) {
+      return { value: envelope.value }
     }
-    if (l2ok && (env?.kind === 't' || !this.#l1Trusted)) return undefined
+    if (l2ok && (envelope?.kind === 't' || !this.#l1Trusted)) return undefined
     const entry = this.#l1?.get(key)
     if (entry !== undefined && !entry.negative && entry.staleUntil > t)
       return { value: entry.value }

@@ -159,11 +159,11 @@ export class LoadFlow {
 
   async #flight(key: string, loader: Loader<unknown>, call: CallOptions): Promise<unknown> {
     let read = await this.#host.readL2(key)
-    let env = read.ok ? read.envelope : undefined
+    let envelope = read.ok ? read.envelope : undefined
     let t = now()
-    if (env !== undefined && env.kind !== 't' && env.freshUntil > t) {
+    if (envelope !== undefined && envelope.kind !== 't' && envelope.freshUntil > t) {
       this.#host.counters.l2Hits++
-      return this.#host.fromL2(key, env, read.epoch)
+      return this.#host.fromL2(key, envelope, read.epoch)
     }
     if (read.ok) this.#host.counters.l2Misses++
     if (!read.ok) {
@@ -171,7 +171,7 @@ export class LoadFlow {
       const entry = this.#host.l1?.get(key)
       if (entry !== undefined && entry.freshUntil > t) return entry.value
     }
-    let stale = this.#host.staleCandidate(key, env, t, read.ok)
+    let stale = this.#host.staleCandidate(key, envelope, t, read.ok)
 
     if (
       stale === undefined &&
@@ -203,14 +203,14 @@ export class LoadFlow {
           )
         // re-read: after a wake (the holder stored the value), or after acquiring (a previous holder may have)
         read = await this.#host.readL2(key)
-        env = read.ok ? read.envelope : undefined
+        envelope = read.ok ? read.envelope : undefined
         t = now()
-        if (env !== undefined && env.kind !== 't' && env.freshUntil > t) {
+        if (envelope !== undefined && envelope.kind !== 't' && envelope.freshUntil > t) {
           if (acquired) await this.#releaseLock(key, owner as string, false)
           this.#host.counters.l2Hits++
-          return this.#host.fromL2(key, env, read.epoch)
+          return this.#host.fromL2(key, envelope, read.epoch)
         }
-        stale = this.#host.staleCandidate(key, env, t, read.ok) ?? stale
+        stale = this.#host.staleCandidate(key, envelope, t, read.ok) ?? stale
         if (acquired || !read.ok) {
           if (!acquired) owner = undefined
           break
@@ -330,11 +330,16 @@ export class LoadFlow {
     if (this.#loads.has(key) || this.#flights.has(key) || this.#host.closed) return
     const refresh = (async () => {
       const read = await this.#host.readL2(key)
-      const env = read.ok ? read.envelope : undefined
+      const envelope = read.ok ? read.envelope : undefined
       const t = now()
-      if (env !== undefined && env.kind === 'v' && env.refreshAt > t && env.freshUntil > t) {
+      if (
+        envelope !== undefined &&
+        envelope.kind === 'v' &&
+        envelope.refreshAt > t &&
+        envelope.freshUntil > t
+      ) {
         // another instance refreshed it already
-        this.#host.fromL2(key, env, read.epoch)
+        this.#host.fromL2(key, envelope, read.epoch)
         return
       }
       await this.#load(key, loader, call, read.token, undefined)
