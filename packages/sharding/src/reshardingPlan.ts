@@ -1,7 +1,7 @@
 import { DEFAULT_HASH_RING_OPTIONS } from '@ballast/lb'
 import { merge } from '@ballast/shared'
 import { InvalidArgumentError } from './errors.js'
-import { option } from './internal/check.js'
+import { adoptInvalidArgument, option } from './internal/check.js'
 import { buildSlotTable } from './internal/slotTable.js'
 
 /** A shard as placement sees it: its id and weight on the ring. */
@@ -110,8 +110,8 @@ export function planResharding(
     )
   }
   const ring = { pointsPerWeight: merged.pointsPerWeight, seed: merged.seed }
-  const before = buildSlotTable(current, slots, ring)
-  const after = buildSlotTable(next, slots, ring)
+  const before = adoptInvalidArgument(() => buildSlotTable(current, slots, ring))
+  const after = adoptInvalidArgument(() => buildSlotTable(next, slots, ring))
   const edges = new Map<string, SlotMove>()
   const shares: Record<string, ShardShare> = {}
   for (const id of new Set([...before.ids, ...after.ids])) shares[id] = { before: 0, after: 0 }

@@ -6,7 +6,7 @@ import {
   type Endpoint,
   isLbError,
 } from '@ballast/lb'
-import { BreakerOpenError, circuitBreaker, isResilienceError } from '@ballast/resilience'
+import { BreakerOpenError, circuitBreaker } from '@ballast/resilience'
 import { Emitter, merge, parseDuration, type Unsubscribe } from '@ballast/shared'
 import { CausalToken, checkSecrets, signToken, verifyToken } from './causalToken.js'
 import { classifyStatement, statementBody } from './classifyStatement.js'
@@ -17,7 +17,7 @@ import {
   UnknownShardError,
   UnsafeStatementError,
 } from './errors.js'
-import { argument, option, POSITIVE } from './internal/check.js'
+import { adoptInvalidArgument, argument, option, POSITIVE } from './internal/check.js'
 import { checkShard, type ReplicaState } from './internal/replicaMonitor.js'
 import type { RouterCounters, RouterInternals, Scope, Shard } from './internal/routerInternals.js'
 import { GUARDED, isConnectionError, Server } from './internal/server.js'
@@ -61,28 +61,6 @@ const CONSISTENCIES: readonly Consistency[] = ['eventual', 'bounded', 'read-your
 const ROLES: readonly ServerRole[] = ['auto', 'primary', 'replica']
 
 function ignore(): void {}
-
-/**
- * Runs a factory of lb or resilience (the replica balancer, the primary breaker) and turns its
- * `InvalidArgumentError` into this package's, naming the option as the router's
- * (`primaryBreaker.resetTimeout`), with the original as `cause`.
- */
-function adoptInvalidArgument<T>(make: () => T, prefix = ''): T {
-  try {
-    return make()
-  } catch (error) {
-    if (
-      (isLbError(error) || isResilienceError(error)) &&
-      error.code.endsWith('_INVALID_ARGUMENT')
-    ) {
-      throw new InvalidArgumentError(
-        error.message.replace(/^invalid option "/, `invalid option "${prefix}`),
-        { cause: error },
-      )
-    }
-    throw error
-  }
-}
 
 const NO_OPTIONS: QueryOptions = Object.freeze({})
 
@@ -173,6 +151,7 @@ export class ShardRouter {
       const id = option.string(`shards[${i}].id`, config.id, { pattern: SHARD_ID })
       if (seen.has(id)) option.invalid(`shards[${i}].id`, 'an id no other shard has', id)
       seen.add(id)
+      if (config.weight !== undefined) option.positiveNumber(`shards[${i}].weight`, config.weight)
       if (
         typeof config.primary !== 'string' &&
         (typeof config.primary !== 'object' || config.primary === null)
@@ -194,7 +173,10 @@ export class ShardRouter {
     })
     this.#options = settings
     this.#slots = slots
-    const placement = buildSlotTable(merged.shards, slots, merged.ring)
+    const placement = adoptInvalidArgument(
+      () => buildSlotTable(merged.shards, slots, merged.ring),
+      'ring.',
+    )
     this.#table = placement.table
     const defaults = {
       connectTimeoutMs: settings.connectTimeoutMs,

@@ -110,6 +110,12 @@ describe('createShardRouter options', () => {
     expect(() =>
       createShardRouter({ shards: [{ id: 'a', primary: url, replicas: url as never }] }),
     ).toThrow(/^invalid option "shards\[0\]\.replicas"/)
+    expect(() => createShardRouter({ shards: [{ id: 'a', primary: url, weight: 0 }] })).toThrow(
+      'invalid option "shards[0].weight": expected a positive number, got 0',
+    )
+    expect(() => createShardRouter({ shards, ring: { pointsPerWeight: 0 } })).toThrow(
+      /^invalid option "ring\.pointsPerWeight"/,
+    )
   })
 
   it('refuses a bad per-call duration as an invalid argument, before anything is sent', async () => {
@@ -183,6 +189,9 @@ describe('planResharding options', () => {
     expect(planResharding(shards, shards, { slots: undefined }).slots).toBe(4096)
     expect(() => planResharding(shards, shards, { slots: 1000 })).toThrow(
       'invalid option "slots": expected a power of two up to 65536, got 1000',
+    )
+    expect(() => planResharding(shards, shards, { pointsPerWeight: -1 })).toThrow(
+      InvalidArgumentError,
     )
   })
 })

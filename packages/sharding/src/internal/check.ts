@@ -1,3 +1,5 @@
+import { isLbError } from '@ballast/lb'
+import { isResilienceError } from '@ballast/resilience'
 import { checks } from '@ballast/shared'
 import { InvalidArgumentError } from '../errors.js'
 
@@ -9,3 +11,25 @@ export const argument = checks(InvalidArgumentError, 'argument')
 
 /** The `{ positive: true }` of a duration check, made once: a per-call check allocates nothing. */
 export const POSITIVE: { readonly positive: true } = Object.freeze({ positive: true })
+
+/**
+ * Runs a factory of lb or resilience (the ring, the replica balancer, the primary breaker) and turns its
+ * `InvalidArgumentError` into this package's, naming the option as the router's
+ * (`primaryBreaker.resetTimeout`), with the original as `cause`.
+ */
+export function adoptInvalidArgument<T>(make: () => T, prefix = ''): T {
+  try {
+    return make()
+  } catch (error) {
+    if (
+      (isLbError(error) || isResilienceError(error)) &&
+      error.code.endsWith('_INVALID_ARGUMENT')
+    ) {
+      throw new InvalidArgumentError(
+        error.message.replace(/^invalid option "/, `invalid option "${prefix}`),
+        { cause: error },
+      )
+    }
+    throw error
+  }
+}
