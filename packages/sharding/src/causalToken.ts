@@ -17,13 +17,30 @@ export type TokenRefusal = 'malformed' | 'bad-signature'
  * @throws InvalidArgumentError naming the option.
  */
 export function checkSecrets(secrets: unknown): string[] {
-  const list = typeof secrets === 'string' ? [secrets] : Array.isArray(secrets) ? [...secrets] : []
-  if (list.length === 0 || list.some((s) => typeof s !== 'string' || s.length < 32)) {
+  // A secret is never shown in the message, only its size.
+  const sized = (value: unknown) =>
+    typeof value === 'string' ? `a string of ${value.length} characters` : typeof value
+  if (typeof secrets === 'string') {
+    if (secrets.length < 32) {
+      throw new InvalidArgumentError(
+        `invalid option "secrets": expected a string of at least 32 characters or an array of them, got ${sized(secrets)}`,
+      )
+    }
+    return [secrets]
+  }
+  if (!Array.isArray(secrets) || secrets.length === 0) {
     throw new InvalidArgumentError(
-      'invalid option "secrets": expected one or more strings of at least 32 characters',
+      `invalid option "secrets": expected a string of at least 32 characters or a non-empty array of them, got ${Array.isArray(secrets) ? 'an empty array' : sized(secrets)}`,
     )
   }
-  return list as string[]
+  secrets.forEach((secret: unknown, i) => {
+    if (typeof secret !== 'string' || secret.length < 32) {
+      throw new InvalidArgumentError(
+        `invalid option "secrets[${i}]": expected a string of at least 32 characters, got ${sized(secret)}`,
+      )
+    }
+  })
+  return [...secrets] as string[]
 }
 
 function mac(secret: string, payload: string): string {

@@ -122,6 +122,9 @@ describe('CausalToken signing', () => {
 
   it('refuses secrets shorter than 32 characters, naming the option', () => {
     expect(() => CausalToken.empty.sign('short')).toThrow(/invalid option "secrets"/)
+    expect(() => CausalToken.empty.sign('short')).toThrow(
+      'invalid option "secrets": expected a string of at least 32 characters or an array of them, got a string of 5 characters',
+    )
     expect(() => CausalToken.verify('', [])).toThrow(InvalidArgumentError)
   })
 

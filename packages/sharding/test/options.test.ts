@@ -118,6 +118,15 @@ describe('createShardRouter options', () => {
     )
   })
 
+  it('names the secret that is too short by index, and never shows it', () => {
+    const good = 'a-secret-of-at-least-thirty-two-characters'
+    const make = () => createShardRouter({ shards, secrets: [good, 'hunter2'] })
+    expect(make).toThrow(
+      'invalid option "secrets[1]": expected a string of at least 32 characters, got a string of 7 characters',
+    )
+    expect(make).not.toThrow(/hunter2/)
+  })
+
   it('refuses a bad per-call duration as an invalid argument, before anything is sent', async () => {
     await withRouter({}, async (r) => {
       await expect(r.query(1, 'SELECT 1', [], { timeout: 'soon' as never })).rejects.toThrow(
