@@ -99,6 +99,7 @@ export const DEFAULT_BALANCED_CLIENT_OPTIONS: Readonly<
 })
 
 const check: Checks = checks(InvalidArgumentError)
+const argument: Checks = checks(InvalidArgumentError, 'argument')
 
 /** One request of a {@link BalancedClient}. */
 export interface BalancedRequestOptions {
@@ -171,15 +172,6 @@ export interface BalancedClient {
   close(): Promise<void>
 }
 
-function positive(name: string, value: unknown): number {
-  if (typeof value !== 'number' || !(value > 0) || !Number.isFinite(value)) {
-    throw new InvalidArgumentError(
-      `invalid option "${name}": expected a positive number, got ${String(value)}`,
-    )
-  }
-  return value
-}
-
 function isBalancer(value: unknown): value is Balancer<string> {
   return (
     typeof value === 'object' &&
@@ -207,33 +199,25 @@ class BalancedClientImpl implements BalancedClient {
 
   constructor(options: BalancedClientOptions) {
     const o = merge(DEFAULT_BALANCED_CLIENT_OPTIONS, options)
-    for (const name of ['connections', 'maxAttempts'] as const) positive(name, o[name])
+    check.positiveInteger('connections', o.connections)
+    check.positiveInteger('maxAttempts', o.maxAttempts)
     const connectTimeoutMs = check.duration('connectTimeout', o.connectTimeout, { positive: true })
     const headersTimeoutMs = check.duration('headersTimeout', o.headersTimeout, { positive: true })
     const bodyTimeoutMs = check.duration('bodyTimeout', o.bodyTimeout, { positive: true })
     const keepAliveTimeoutMs = check.duration('keepAliveTimeout', o.keepAliveTimeout, {
       positive: true,
     })
-    if (!Number.isInteger(o.maxAttempts)) {
-      throw new InvalidArgumentError(
-        `invalid option "maxAttempts": expected a positive integer, got ${o.maxAttempts}`,
-      )
-    }
     if (isBalancer(o.balancer)) {
       this.balancer = o.balancer
       this.#ownBalancer = false
     } else {
-      if (o.endpoints === undefined) {
-        throw new InvalidArgumentError(
-          'invalid option "endpoints": expected a list of origins (or a "balancer"), got undefined',
-        )
+      if (!Array.isArray(o.endpoints)) {
+        check.invalid('endpoints', 'a list of origins (or a "balancer")', o.endpoints)
       }
       for (const e of o.endpoints) {
         const origin = typeof e === 'string' ? e : (e.value ?? e.id)
         if (typeof origin !== 'string' || !/^https?:\/\/[^/]+\/?$/.test(origin)) {
-          throw new InvalidArgumentError(
-            `invalid endpoint ${JSON.stringify(origin)}: expected an origin such as "http://127.0.0.1:8080"`,
-          )
+          check.invalid('endpoints', 'origins such as "http://127.0.0.1:8080"', origin)
         }
       }
       this.balancer = createBalancer<string>({ ...(o.balancer ?? {}), endpoints: o.endpoints })
@@ -265,9 +249,7 @@ class BalancedClientImpl implements BalancedClient {
   async request(options: BalancedRequestOptions): Promise<BalancedResponse> {
     if (this.#closed) throw new LbClosedError('balanced client', 'request')
     if (typeof options?.path !== 'string' || !options.path.startsWith('/')) {
-      throw new InvalidArgumentError(
-        `invalid request "path": expected a string starting with "/", got ${JSON.stringify(options?.path)}`,
-      )
+      argument.invalid('path', 'a string starting with "/"', options?.path)
     }
     const method = (options.method ?? 'GET').toUpperCase()
     const body = options.body ?? null

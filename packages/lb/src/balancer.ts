@@ -5,6 +5,7 @@ import {
   Emitter,
   type Listener,
   merge,
+  show,
   type Unsubscribe,
 } from '@ballast/shared'
 import type { Endpoint, EndpointInput, EndpointStats } from './endpoint.js'
@@ -395,6 +396,10 @@ export interface Balancer<T = string> {
 }
 
 const check: Checks = checks(InvalidArgumentError)
+const argument: Checks = checks(InvalidArgumentError, 'argument')
+/** How an endpoint given to the constructor, and one given to `add()`, are named in errors. */
+const AS_OPTION = { c: check, name: 'endpoints' }
+const AS_ARGUMENT = { c: argument, name: 'endpoint' }
 
 /** Outlier detection as it runs: the options with durations in milliseconds. */
 interface OutlierSettings {
@@ -414,34 +419,21 @@ interface SlowStartSettings {
   minWeightShare: number
 }
 
-function positive(name: string, value: unknown, allowZero = false): number {
-  if (
-    typeof value !== 'number' ||
-    !Number.isFinite(value) ||
-    value < 0 ||
-    (!allowZero && value === 0)
-  ) {
-    throw new InvalidArgumentError(
-      `invalid option "${name}": expected a ${allowZero ? 'non-negative' : 'positive'} number, got ${String(value)}`,
-    )
+/** A share above zero and at most one. */
+function positiveShare(name: string, value: unknown): number {
+  if (typeof value !== 'number' || !(value > 0 && value <= 1)) {
+    check.invalid(name, 'a number above 0 and at most 1', value)
   }
-  return value
-}
-
-function share(name: string, value: unknown, allowZero: boolean): number {
-  if (typeof value !== 'number' || !(value <= 1) || value < 0 || (!allowZero && value === 0)) {
-    throw new InvalidArgumentError(
-      `invalid option "${name}": expected a number in ${allowZero ? '[0, 1]' : '(0, 1]'}, got ${String(value)}`,
-    )
-  }
-  return value
+  return value as number
 }
 
 /** Normalises an endpoint input, checking its id and weight. */
-function normalise<T>(input: string | EndpointInput<T>): { id: string; weight: number; value: T } {
+function normalise<T>(
+  input: string | EndpointInput<T>,
+  { c, name }: { c: Checks; name: string },
+): { id: string; weight: number; value: T } {
   if (typeof input === 'string') {
-    if (input === '')
-      throw new InvalidArgumentError('invalid endpoint: expected a non-empty id, got ""')
+    if (input === '') c.invalid(name, 'a non-empty id', input)
     return { id: input, weight: 1, value: input as unknown as T }
   }
   if (
@@ -450,9 +442,7 @@ function normalise<T>(input: string | EndpointInput<T>): { id: string; weight: n
     typeof input.id !== 'string' ||
     input.id === ''
   ) {
-    throw new InvalidArgumentError(
-      `invalid endpoint: expected a non-empty string id or { id, weight?, value? }, got ${JSON.stringify(input)}`,
-    )
+    c.invalid(name, 'a non-empty string id or { id, weight?, value? }', input)
   }
   const weight = input.weight ?? 1
   if (typeof weight !== 'number' || !Number.isFinite(weight) || weight <= 0)
@@ -484,49 +474,32 @@ class BalancerImpl<T> extends Emitter<BalancerEvents<T>> implements Balancer<T> 
   constructor(options: BalancerOptions<T>) {
     super()
     if (typeof options !== 'object' || options === null) {
-      throw new InvalidArgumentError(`invalid options: expected an object, got ${String(options)}`)
+      throw new InvalidArgumentError(`invalid options: expected an object, got ${show(options)}`)
     }
     const o = merge(DEFAULT_BALANCER_OPTIONS, options)
-    if (!STRATEGIES.includes(o.strategy)) {
-      throw new InvalidArgumentError(
-        `invalid option "strategy": expected one of ${STRATEGIES.join(', ')}, got ${String(o.strategy)}`,
-      )
-    }
-    if (!Array.isArray(o.endpoints)) {
-      throw new InvalidArgumentError(
-        `invalid option "endpoints": expected an array, got ${typeof o.endpoints}`,
-      )
-    }
+    check.oneOf('strategy', o.strategy, STRATEGIES)
+    if (!Array.isArray(o.endpoints)) check.invalid('endpoints', 'an array', o.endpoints)
     if (o.endpoints.length === 0) throw new EmptyEndpointsError()
     this.strategy = o.strategy
-    this.#panicThreshold = share('panicThreshold', o.panicThreshold, true)
+    this.#panicThreshold = check.ratio('panicThreshold', o.panicThreshold)
     this.#ewmaDecayMs = check.duration('ewmaDecay', o.ewmaDecay, { positive: true })
     this.#failurePenaltyMs = check.duration('failurePenalty', o.failurePenalty)
-    const balanceFactor = positive('balanceFactor', o.balanceFactor)
-    if (balanceFactor <= 1) {
-      throw new InvalidArgumentError(
-        `invalid option "balanceFactor": expected a number above 1, got ${balanceFactor}`,
-      )
+    const balanceFactor = o.balanceFactor
+    if (typeof balanceFactor !== 'number' || !(balanceFactor > 1 && balanceFactor < Infinity)) {
+      check.invalid('balanceFactor', 'a number above 1', balanceFactor)
     }
-    if (typeof o.clock !== 'function')
-      throw new InvalidArgumentError(
-        `invalid option "clock": expected a function, got ${typeof o.clock}`,
-      )
-    if (typeof o.random !== 'function')
-      throw new InvalidArgumentError(
-        `invalid option "random": expected a function, got ${typeof o.random}`,
-      )
+    check.func('clock', o.clock)
+    check.func('random', o.random)
     this.#clock = o.clock
     if (o.outlierDetection !== false) {
       const od = merge(DEFAULT_OUTLIER_DETECTION_OPTIONS, o.outlierDetection)
-      if (!Number.isInteger(od.consecutiveFailures) || od.consecutiveFailures < 1) {
-        throw new InvalidArgumentError(
-          `invalid option "outlierDetection.consecutiveFailures": expected a positive integer, got ${String(od.consecutiveFailures)}`,
-        )
-      }
-      share('outlierDetection.failureRateThreshold', od.failureRateThreshold, false)
-      positive('outlierDetection.failureRateMinimumRequests', od.failureRateMinimumRequests)
-      share('outlierDetection.maxEjectionShare', od.maxEjectionShare, true)
+      check.positiveInteger('outlierDetection.consecutiveFailures', od.consecutiveFailures)
+      positiveShare('outlierDetection.failureRateThreshold', od.failureRateThreshold)
+      check.positiveNumber(
+        'outlierDetection.failureRateMinimumRequests',
+        od.failureRateMinimumRequests,
+      )
+      check.ratio('outlierDetection.maxEjectionShare', od.maxEjectionShare)
       this.#outlier = {
         consecutiveFailures: od.consecutiveFailures,
         failureRateThreshold: od.failureRateThreshold,
@@ -550,8 +523,8 @@ class BalancerImpl<T> extends Emitter<BalancerEvents<T>> implements Balancer<T> 
     if (o.slowStart !== false) {
       const ss = merge(DEFAULT_SLOW_START_OPTIONS, o.slowStart)
       const windowMs = check.duration('slowStart.window', ss.window)
-      positive('slowStart.aggression', ss.aggression)
-      share('slowStart.minWeightShare', ss.minWeightShare, false)
+      check.positiveNumber('slowStart.aggression', ss.aggression)
+      positiveShare('slowStart.minWeightShare', ss.minWeightShare)
       if (windowMs > 0) {
         this.#slowStart = {
           windowMs,
@@ -571,7 +544,7 @@ class BalancerImpl<T> extends Emitter<BalancerEvents<T>> implements Balancer<T> 
     this.#strategy = makeStrategy<T>(o.strategy, ctx)
     const seen = new Set<string>()
     const inputs = o.endpoints.map((e) => {
-      const n = normalise<T>(e)
+      const n = normalise<T>(e, AS_OPTION)
       if (seen.has(n.id)) throw new DuplicateEndpointError(n.id)
       seen.add(n.id)
       return n
@@ -700,7 +673,7 @@ class BalancerImpl<T> extends Emitter<BalancerEvents<T>> implements Balancer<T> 
 
   add(endpoint: string | EndpointInput<T>): Endpoint<T> {
     if (this.#closed) throw new LbClosedError('balancer', 'add')
-    const n = normalise<T>(endpoint)
+    const n = normalise<T>(endpoint, AS_ARGUMENT)
     if (this.#byId.has(n.id)) throw new DuplicateEndpointError(n.id)
     const ep = new EndpointState<T>(n.id, n.value, n.weight)
     const now = this.#clock()

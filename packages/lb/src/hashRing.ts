@@ -1,4 +1,4 @@
-import { merge } from '@ballast/shared'
+import { type Checks, checks, merge } from '@ballast/shared'
 import {
   DuplicateEndpointError,
   EmptyRingError,
@@ -36,6 +36,9 @@ export const DEFAULT_HASH_RING_OPTIONS: Readonly<Required<HashRingOptions>> = Ob
   seed: 0,
   hash: murmur3,
 })
+
+const check: Checks = checks(InvalidArgumentError)
+const argument: Checks = checks(InvalidArgumentError, 'argument')
 
 /** A node given to a {@link HashRing}: its id and optional weight (default 1). */
 export interface HashRingNode {
@@ -138,21 +141,9 @@ export class HashRing {
    */
   constructor(nodes: Iterable<string | HashRingNode> = [], options: HashRingOptions = {}) {
     const merged = merge(DEFAULT_HASH_RING_OPTIONS, options)
-    if (!Number.isInteger(merged.pointsPerWeight) || merged.pointsPerWeight < 1) {
-      throw new InvalidArgumentError(
-        `invalid option "pointsPerWeight": expected a positive integer, got ${String(merged.pointsPerWeight)}`,
-      )
-    }
-    if (!Number.isInteger(merged.seed)) {
-      throw new InvalidArgumentError(
-        `invalid option "seed": expected an integer, got ${String(merged.seed)}`,
-      )
-    }
-    if (typeof merged.hash !== 'function') {
-      throw new InvalidArgumentError(
-        `invalid option "hash": expected a function, got ${typeof merged.hash}`,
-      )
-    }
+    check.positiveInteger('pointsPerWeight', merged.pointsPerWeight)
+    check.integer('seed', merged.seed)
+    check.func('hash', merged.hash)
     this.#pointsPerWeight = merged.pointsPerWeight
     this.#seed = merged.seed | 0
     this.#hash = merged.hash
@@ -185,8 +176,7 @@ export class HashRing {
    * @throws InvalidWeightError if the weight is not a positive finite number.
    */
   add(id: string, weight = 1): this {
-    if (typeof id !== 'string')
-      throw new InvalidArgumentError(`invalid node id: expected a string, got ${typeof id}`)
+    if (typeof id !== 'string') argument.invalid('id', 'a string', id)
     if (this.#nodes.has(id)) throw new DuplicateEndpointError(id)
     this.#insert(id, weight)
     this.#rebuild()
@@ -267,8 +257,7 @@ export class HashRing {
   }
 
   #insert(id: string, weight: number): void {
-    if (typeof id !== 'string')
-      throw new InvalidArgumentError(`invalid node id: expected a string, got ${typeof id}`)
+    if (typeof id !== 'string') argument.invalid('id', 'a string', id)
     if (this.#nodes.size >= MAX_NODES) {
       throw new InvalidArgumentError(`too many nodes: a ring holds at most ${MAX_NODES}`)
     }

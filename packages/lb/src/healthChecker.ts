@@ -211,20 +211,13 @@ class HealthCheckerImpl<T> extends Emitter<HealthCheckerEvents<T>> implements He
       o.balancer === null ||
       typeof o.balancer.setHealthy !== 'function'
     ) {
-      throw new InvalidArgumentError(
-        'invalid option "balancer": expected a balancer from createBalancer()',
-      )
+      check.invalid('balancer', 'a balancer from createBalancer()', o.balancer)
     }
     const intervalMs = check.duration('interval', o.interval, { positive: true })
     const timeoutMs = check.duration('timeout', o.timeout, { positive: true })
-    for (const name of ['rise', 'fall'] as const) {
-      const v = o[name]
-      if (!Number.isInteger(v) || v < 1) {
-        throw new InvalidArgumentError(
-          `invalid option "${name}": expected a positive integer, got ${String(v)}`,
-        )
-      }
-    }
+    check.positiveInteger('rise', o.rise)
+    check.positiveInteger('fall', o.fall)
+    if (o.target !== undefined) check.func('target', o.target)
     const target = o.target ?? ((e: Endpoint<T>) => (typeof e.value === 'string' ? e.value : e.id))
     const kind = o.check
     if (typeof kind === 'function') this.#run = kind as HealthCheckFunction<T>

@@ -15,7 +15,6 @@ import {
   Emitter,
   type Listener,
   merge,
-  show,
   type Unsubscribe,
 } from '@ballast/shared'
 import type { Dispatcher } from 'undici'
@@ -439,9 +438,7 @@ class ProxyImpl extends Emitter<ProxyEvents> implements ReverseProxy {
     }
     this.#timeouts = timeouts
     if (!Array.isArray(o.routes) || o.routes.length === 0) {
-      throw new InvalidArgumentError(
-        'invalid option "routes": expected at least one route, got none',
-      )
+      check.invalid('routes', 'a list of at least one route', o.routes)
     }
     this.#retryOnStatus = new Set(o.retryOnStatus)
     this.#compression =
@@ -451,22 +448,20 @@ class ProxyImpl extends Emitter<ProxyEvents> implements ReverseProxy {
     if (this.#compression !== undefined) {
       const { level, threshold } = this.#compression
       if (!Number.isInteger(level) || level < 1 || level > 9) {
-        throw new InvalidArgumentError(
-          `invalid option "compression.level": expected an integer from 1 to 9, got ${show(level)}`,
-        )
+        check.invalid('compression.level', 'an integer from 1 to 9', level)
       }
       if (!Number.isInteger(threshold) || threshold < 0) {
-        throw new InvalidArgumentError(
-          `invalid option "compression.threshold": expected an integer >= 0, got ${show(threshold)}`,
-        )
+        check.invalid('compression.threshold', 'an integer >= 0', threshold)
       }
     }
     if (
       o.cache !== undefined &&
       (typeof o.cache.store?.get !== 'function' || typeof o.cache.store?.set !== 'function')
     ) {
-      throw new InvalidArgumentError(
-        'invalid option "cache.store": expected an object with get(key) and set(key, value, ttlMs)',
+      check.invalid(
+        'cache.store',
+        'an object with get(key) and set(key, value, ttlMs)',
+        o.cache.store,
       )
     }
     this.#cache =
@@ -479,9 +474,7 @@ class ProxyImpl extends Emitter<ProxyEvents> implements ReverseProxy {
           })
     this.maxCacheBytes = merge(DEFAULT_PROXY_CACHE_OPTIONS, o.cache).maxBodyBytes
     if (!Number.isInteger(this.maxCacheBytes) || this.maxCacheBytes <= 0) {
-      throw new InvalidArgumentError(
-        `invalid option "cache.maxBodyBytes": expected a positive integer, got ${show(this.maxCacheBytes)}`,
-      )
+      check.invalid('cache.maxBodyBytes', 'a positive integer', this.maxCacheBytes)
     }
     this.#pools = new UpstreamPools({
       connections: o.connections,
@@ -543,16 +536,12 @@ class ProxyImpl extends Emitter<ProxyEvents> implements ReverseProxy {
     if (isBalancer(r.upstream)) balancer = r.upstream
     else {
       if (!Array.isArray(r.upstream)) {
-        throw new InvalidArgumentError(
-          `invalid option "routes[${i}].upstream": expected a balancer or a list of origins`,
-        )
+        check.invalid(`routes[${i}].upstream`, 'a balancer or a list of origins', r.upstream)
       }
       for (const e of r.upstream) {
         const origin = typeof e === 'string' ? e : (e.value ?? e.id)
         if (typeof origin !== 'string' || !/^https?:\/\/[^/]+\/?$/.test(origin)) {
-          throw new InvalidArgumentError(
-            `invalid endpoint ${JSON.stringify(origin)} in routes[${i}].upstream: expected an origin such as "http://127.0.0.1:8080"`,
-          )
+          check.invalid(`routes[${i}].upstream`, 'origins such as "http://127.0.0.1:8080"', origin)
         }
       }
       balancer = createBalancer<string>({

@@ -157,26 +157,10 @@ class SlidingBudget implements RetryBudget {
  */
 export function createRetryBudget(options: RetryBudgetOptions = {}): RetryBudget {
   const o = merge(DEFAULT_RETRY_BUDGET_OPTIONS, options)
-  if (typeof o.ratio !== 'number' || !(o.ratio >= 0) || !Number.isFinite(o.ratio)) {
-    throw new InvalidArgumentError(
-      `invalid option "ratio": expected a non-negative number, got ${String(o.ratio)}`,
-    )
-  }
-  if (
-    typeof o.minPerSecond !== 'number' ||
-    !(o.minPerSecond >= 0) ||
-    !Number.isFinite(o.minPerSecond)
-  ) {
-    throw new InvalidArgumentError(
-      `invalid option "minPerSecond": expected a non-negative number, got ${String(o.minPerSecond)}`,
-    )
-  }
+  check.number('ratio', o.ratio, { min: 0 })
+  check.number('minPerSecond', o.minPerSecond, { min: 0 })
   const windowMs = check.duration('window', o.window, { positive: true })
-  if (typeof o.clock !== 'function') {
-    throw new InvalidArgumentError(
-      `invalid option "clock": expected a function, got ${typeof o.clock}`,
-    )
-  }
+  check.func('clock', o.clock)
   return new SlidingBudget({
     ratio: o.ratio,
     minPerSecond: o.minPerSecond,

@@ -209,25 +209,14 @@ const ARRIVAL = -1
  */
 export function simulate(options: SimulationOptions): SimulationResult {
   const o = merge(DEFAULT_SIMULATION_OPTIONS, options)
-  if (!STRATEGIES.includes(o.strategy)) {
-    throw new InvalidArgumentError(
-      `invalid option "strategy": expected one of ${STRATEGIES.join(', ')}, got ${String(o.strategy)}`,
-    )
-  }
+  check.oneOf('strategy', o.strategy, STRATEGIES)
   const durationMs = check.duration('duration', o.duration, { positive: true })
   const serviceMedianMs = check.duration('serviceMedian', o.serviceMedian, { positive: true })
   for (const name of ['backends', 'slotsPerBackend', 'slowFactor'] as const) {
-    const v = o[name]
-    if (typeof v !== 'number' || !(v > 0) || !Number.isFinite(v)) {
-      throw new InvalidArgumentError(
-        `invalid option "${name}": expected a positive number, got ${String(v)}`,
-      )
-    }
+    check.positiveNumber(name, o[name])
   }
-  if (!(o.utilisation > 0 && o.utilisation < 1)) {
-    throw new InvalidArgumentError(
-      `invalid option "utilisation": expected a number in (0, 1), got ${String(o.utilisation)}`,
-    )
+  if (typeof o.utilisation !== 'number' || !(o.utilisation > 0 && o.utilisation < 1)) {
+    check.invalid('utilisation', 'a number above 0 and below 1', o.utilisation)
   }
   let now = 0
   const arrivalsRandom = createSeededRandom(o.seed)

@@ -70,6 +70,9 @@ describe('createBalancedClient', () => {
       },
       healthCheck: { interval: 50, rise: 2, fall: 2, timeout: 200 },
       retryBudget: { minPerSecond: 1000 },
+      // A request that waited for the headers timeout instead of failing on the reset would
+      // hang the test: the slow path cannot pass unnoticed.
+      headersTimeout: '1h',
     })
     const events: string[] = []
     c.balancer.on('ejected', (e) => events.push(`ejected ${e.endpoint.id} ${e.reason}`))
@@ -81,8 +84,6 @@ describe('createBalancedClient', () => {
     let postOk = 0
     const getErrors: unknown[] = []
     const postErrors: unknown[] = []
-    let killedAt = Number.POSITIVE_INFINITY
-    const lostAt: number[] = []
     const worker = async (w: number) => {
       for (let i = 0; !stop; i++) {
         const post = (i + w) % 3 === 0
@@ -98,13 +99,11 @@ describe('createBalancedClient', () => {
           else getOk++
         } catch (error) {
           ;(post ? postErrors : getErrors).push(error)
-          lostAt.push(performance.now() - killedAt)
         }
       }
     }
     const workers = Array.from({ length: 6 }, (_, w) => worker(w))
     await sleep(300)
-    killedAt = performance.now()
     await b!.kill()
     // Taken out by its health check (50 ms interval, fall 2) or by outlier ejection; the bound
     // is generous because the machine is shared: the ejection is the behaviour, not its speed.
@@ -122,8 +121,7 @@ describe('createBalancedClient', () => {
     expect(getErrors).toEqual([])
     // Lost: only POSTs in flight on b when it died (at most one per worker), failed at once.
     expect(postErrors.length).toBeLessThanOrEqual(6)
-    // Failed at once (the connection was reset), not after the 10 s headers timeout.
-    for (const t of lostAt) expect(t).toBeLessThan(5000)
+    // Failed on the reset (E_LB_UPSTREAM), not on the hour-long headers timeout.
     for (const e of postErrors)
       expect(isLbError(e) && (e as { code: string }).code).toBe('E_LB_UPSTREAM')
     expect(getOk).toBeGreaterThan(50)
@@ -136,20 +134,21 @@ describe('createBalancedClient', () => {
 
   it('fails at once with a typed error when every endpoint is down', async () => {
     const [a, b] = await backends('a', 'b')
-    const c = client({ endpoints: [a!.url, b!.url] })
+    // Hour-long timeouts: an answer that waited for one would hang the test.
+    const c = client({ endpoints: [a!.url, b!.url], connectTimeout: '1h', headersTimeout: '1h' })
     await a!.kill()
     await b!.kill()
-    const started = performance.now()
     const error = await c.request({ path: '/' }).catch((e: unknown) => e)
     expect(error).toBeInstanceOf(NoEndpointAvailableError)
     expect((error as Error).message).toMatch(/refused/)
-    expect(performance.now() - started).toBeLessThan(500)
+    expect(c.balancer.stats().endpoints.map((e) => e.picks)).toEqual([1, 1])
     // Once health checks mark them down, the client does not even try.
     c.balancer.setHealthy(a!.url, false)
     c.balancer.setHealthy(b!.url, false)
-    const t = performance.now()
-    await expect(c.request({ path: '/' })).rejects.toBeInstanceOf(NoEndpointAvailableError)
-    expect(performance.now() - t).toBeLessThan(20)
+    const again = await c.request({ path: '/' }).catch((e: unknown) => e)
+    expect(again).toBeInstanceOf(NoEndpointAvailableError)
+    expect((again as Error).message).toMatch(/all 2 endpoints are unhealthy/)
+    expect(c.balancer.stats().endpoints.map((e) => e.picks)).toEqual([1, 1])
   })
 
   it('times out a slow endpoint with a typed error and retries a GET elsewhere', async () => {
@@ -160,13 +159,12 @@ describe('createBalancedClient', () => {
       headersTimeout: 200,
       balancer: { strategy: 'round-robin' },
     })
-    const started = performance.now()
     const res = await c.request({ path: '/x' })
+    // The client's own 200 ms timer cut the attempt on a: undici's (1.2 s) would have let a
+    // answer first, after 1 s.
     expect(res.statusCode).toBe(200)
     expect(res.endpoint).toBe(b!.url)
     expect(res.attempts).toBe(2)
-    // The 200 ms limit holds to the timer, not to undici's half-second timer wheel.
-    expect(performance.now() - started).toBeLessThan(600)
     await res.body.dump()
     const post = await c.request({ path: '/x', method: 'POST', body: 'x' }).catch((e: unknown) => e)
     expect(post).toBeInstanceOf(UpstreamTimeoutError)

@@ -389,9 +389,8 @@ describe('panic threshold', () => {
     expect(b.panicking).toBe(true)
     expect(new Set(countPicks(b, 8).keys())).toEqual(new Set(ids(4)))
     b.setHealthy('e3', false)
-    const started = performance.now()
+    // At once: pick() throws synchronously, it never waits for an endpoint to come back.
     expect(() => b.pick()).toThrow(NoEndpointAvailableError)
-    expect(performance.now() - started).toBeLessThan(5)
     b.setHealthy('e3', true)
     b.setHealthy('e2', true)
     expect(b.panicking).toBe(false)

@@ -155,7 +155,6 @@ describe('createProxy', () => {
       await b!.kill()
       const failed: RequestFailedEvent[] = []
       p.on('request-failed', (e) => failed.push(e))
-      const started = performance.now()
       const res = await get(`${url}/x`)
       expect(res.status).toBe(503)
       expect(res.text).toMatch(/^503 Service Unavailable\nrequest id: /)
@@ -163,7 +162,6 @@ describe('createProxy', () => {
         /every endpoint was tried and the last refused the connection/,
       )
       expect(failed[0]!.route).toBe('*/')
-      expect(performance.now() - started).toBeLessThan(500)
       expect(p.stats().retries).toBeGreaterThan(0)
     })
 
@@ -242,10 +240,10 @@ describe('createProxy', () => {
       })
       const failed: RequestFailedEvent[] = []
       p.on('request-failed', (e) => failed.push(e))
-      const started = performance.now()
+      // The proxy's own 150 ms timer answers 504: undici's (1.15 s) would have let the
+      // upstream answer 200 first, after 1 s.
       const slow = await get(`${url}/slow?ms=1000`)
       expect(slow.status).toBe(504)
-      expect(performance.now() - started).toBeLessThan(500)
       expect(slow.text).toMatch(/^504 Gateway Timeout\nrequest id: /)
       expect(failed[0]!.reason).toMatch(/no answer within 150 ms/)
       const pending = get(`${url}/slow?ms=100`, { method: 'POST', body: 'order' })
@@ -270,14 +268,16 @@ describe('createProxy', () => {
         routes: [{ upstream: balancer }],
         maxAttempts: 2,
         retryBudget: { minPerSecond: 1000 },
+        // A lost POST answered on the headers timeout rather than on the reset would be a 504,
+        // an hour later: the slow path cannot pass unnoticed.
+        headersTimeout: '1h',
       })
       const ejected: string[] = []
       const restored: string[] = []
       balancer.on('ejected', (e) => ejected.push(e.endpoint.id))
       balancer.on('restored', (e) => restored.push(e.endpoint.id))
       let stop = false
-      let killedAt = Number.POSITIVE_INFINITY
-      const lostAt: number[] = []
+      let lost = 0
       const statuses = { get: new Map<number, number>(), post: new Map<number, number>() }
       const worker = async (w: number) => {
         for (let i = 0; !stop; i++) {
@@ -285,13 +285,12 @@ describe('createProxy', () => {
           const res = await get(`${url}/slow?ms=15`, post ? { method: 'POST', body: 'x' } : {})
           const m = post ? statuses.post : statuses.get
           m.set(res.status, (m.get(res.status) ?? 0) + 1)
-          if (res.status === 502) lostAt.push(performance.now() - killedAt)
+          if (res.status === 502) lost++
           if (res.status === 502) expect(res.text).toMatch(/^502 Bad Gateway\nrequest id: /)
         }
       }
       const workers = Array.from({ length: 6 }, (_, w) => worker(w))
       await sleep(300)
-      killedAt = performance.now()
       await b!.kill()
       await sleep(200)
       expect(ejected).toEqual([b!.url])
@@ -304,9 +303,9 @@ describe('createProxy', () => {
       stop = true
       await Promise.all(workers)
       expect([...statuses.get.keys()]).toEqual([200])
-      // Lost: only POSTs that were in flight on b when it died (at most one per worker), answered at once.
-      expect(lostAt.length).toBeLessThanOrEqual(6)
-      for (const t of lostAt) expect(t).toBeLessThan(100)
+      // Lost: only POSTs that were in flight on b when it died (at most one per worker),
+      // answered 502 on the reset (never 504, the hour-long timeout).
+      expect(lost).toBeLessThanOrEqual(6)
       expect([...statuses.post.keys()].filter((s) => s !== 200 && s !== 502)).toEqual([])
       expect(b!.hits).toBeGreaterThan(0)
       await balancer.close()
