@@ -58,7 +58,6 @@ export type {
 } from './shardRouterEvents.js'
 export type {
   Consistency,
-  PrimaryBreakerOptions,
   QueryOptions,
   RingOptions,
   RoutingScope,
@@ -69,7 +68,13 @@ export type {
   ShardRouterOptions,
   TransactionOptions,
 } from './shardRouterOptions.js'
-export { DEFAULT_SHARD_ROUTER_OPTIONS } from './shardRouterOptions.js'
+export {
+  DEFAULT_QUERY_OPTIONS,
+  DEFAULT_RING_OPTIONS,
+  DEFAULT_SCATTER_OPTIONS,
+  DEFAULT_SHARD_ROUTER_OPTIONS,
+  DEFAULT_TRANSACTION_OPTIONS,
+} from './shardRouterOptions.js'
 export type {
   ReplicaStats,
   ScatterStats,

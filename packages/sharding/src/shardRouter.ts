@@ -29,7 +29,10 @@ import { type ShardKey, slotFor } from './shardKey.js'
 import type { FallbackReason, ShardRouterEvents } from './shardRouterEvents.js'
 import {
   type Consistency,
+  DEFAULT_QUERY_OPTIONS,
+  DEFAULT_SCATTER_OPTIONS,
   DEFAULT_SHARD_ROUTER_OPTIONS,
+  DEFAULT_TRANSACTION_OPTIONS,
   type QueryOptions,
   type RoutingScope,
   type ScatterOptions,
@@ -62,8 +65,6 @@ const ROLES: readonly ServerRole[] = ['auto', 'primary', 'replica']
 
 function ignore(): void {}
 
-const NO_OPTIONS: QueryOptions = Object.freeze({})
-
 /** Calls the router's private constructor: set by the class's static block, used by {@link createShardRouter}. */
 let construct: (options: ShardRouterOptions) => ShardRouter
 
@@ -91,7 +92,7 @@ export class ShardRouter {
   readonly #internals: RouterInternals
   #checking: Promise<void> | undefined
   readonly #counters: RouterCounters = {
-    replicaFallbacks: 0,
+    fellBackToPrimary: 0,
     gtidWaits: 0,
     gtidWaitsTimedOut: 0,
     gtidWaitsSkipped: 0,
@@ -469,7 +470,7 @@ export class ShardRouter {
     shardKey: ShardKey,
     sql: string,
     params: readonly unknown[] = [],
-    options: QueryOptions = NO_OPTIONS,
+    options: QueryOptions = DEFAULT_QUERY_OPTIONS,
   ): Promise<T> {
     // Not an async function: the hot path hands mysql2's promise straight back, without an
     // extra promise and microtask per layer. Every throw still becomes a rejection.
@@ -505,7 +506,7 @@ export class ShardRouter {
   async transaction<R>(
     shardKey: ShardKey,
     fn: (tx: ShardTransaction) => Promise<R>,
-    options: TransactionOptions = {},
+    options: TransactionOptions = DEFAULT_TRANSACTION_OPTIONS,
   ): Promise<R> {
     if (this.#closed) throw new ShardingClosedError('shard router', 'transaction')
     const shard = this.#shardOf(shardKey)
@@ -537,7 +538,7 @@ export class ShardRouter {
     sql: string,
     params: readonly unknown[] = [],
     merge?: MergeSpec,
-    options: ScatterOptions = {},
+    options: ScatterOptions = DEFAULT_SCATTER_OPTIONS,
   ): Promise<ScatterResult<T>> {
     if (this.#closed) throw new ShardingClosedError('shard router', 'all')
     return scatterGather<T>(this.#internals, sql, params, merge, options)
@@ -567,7 +568,7 @@ export class ShardRouter {
     const counters = this.#counters
     return {
       shards,
-      replicaFallbacks: counters.replicaFallbacks,
+      fellBackToPrimary: counters.fellBackToPrimary,
       gtidWaits: counters.gtidWaits,
       gtidWaitsTimedOut: counters.gtidWaitsTimedOut,
       gtidWaitsSkipped: counters.gtidWaitsSkipped,
@@ -819,7 +820,7 @@ export class ShardRouter {
         { cause: error },
       )
     }
-    this.#counters.replicaFallbacks++
+    this.#counters.fellBackToPrimary++
     if (this.#events.has('fell-back-to-primary'))
       this.#events.emit(
         'fell-back-to-primary',

@@ -1,4 +1,8 @@
-import type { OutlierDetectionOptions, StrategyName } from '@ballast/lb'
+import {
+  DEFAULT_HASH_RING_OPTIONS,
+  type OutlierDetectionOptions,
+  type StrategyName,
+} from '@ballast/lb'
 import type { CircuitBreakerOptions } from '@ballast/resilience'
 import type { Duration } from '@ballast/shared'
 import type { PoolOptions } from 'mysql2'
@@ -45,16 +49,22 @@ export interface ShardConfig {
  */
 export interface RingOptions {
   /**
-   * Ring points per unit of shard weight.
-   * @default lb's HashRing default (4096)
+   * Ring points per unit of shard weight (lb's `HashRing` default).
+   * @default 4096
    */
   pointsPerWeight?: number
   /**
-   * Seed of the ring's hash.
+   * Seed of the ring's hash (lb's `HashRing` default).
    * @default 0
    */
   seed?: number
 }
+
+/** The defaults of {@link RingOptions}, frozen: lb's `HashRing`'s. */
+export const DEFAULT_RING_OPTIONS: Readonly<Required<RingOptions>> = Object.freeze({
+  pointsPerWeight: DEFAULT_HASH_RING_OPTIONS.pointsPerWeight,
+  seed: DEFAULT_HASH_RING_OPTIONS.seed,
+})
 
 /** Options of {@link createShardRouter}. */
 export interface ShardRouterOptions {
@@ -70,7 +80,7 @@ export interface ShardRouterOptions {
   /**
    * Settings of lb's `HashRing` (points per unit of weight, seed); they must stay the same for
    * keys to stay put, and {@link planResharding} must be given the same ones.
-   * @default {} (lb's defaults)
+   * @default DEFAULT_RING_OPTIONS
    */
   ring?: RingOptions
   /**
@@ -113,7 +123,7 @@ export interface ShardRouterOptions {
   connectionLimit?: number
   /**
    * What a read does when its shard has replicas but none is healthy: `'primary'` reads the
-   * primary (counted in `stats().replicaFallbacks`), `'error'` throws a retryable
+   * primary (counted in `stats().fellBackToPrimary`), `'error'` throws a retryable
    * {@link ShardUnavailableError}.
    * @default 'primary'
    */
@@ -165,7 +175,7 @@ export interface ShardRouterOptions {
 }
 
 /** The options of the primary breaker: resilience's circuit breaker options that the router does not set itself. */
-export type PrimaryBreakerOptions = Omit<CircuitBreakerOptions, 'errorFilter' | 'fallback' | 'name'>
+type PrimaryBreakerOptions = Omit<CircuitBreakerOptions, 'errorFilter' | 'fallback' | 'name'>
 
 /**
  * The defaults of {@link ShardRouterOptions}, frozen. An option given as `undefined` keeps its
@@ -190,7 +200,7 @@ export const DEFAULT_SHARD_ROUTER_OPTIONS: Readonly<{
   onShardError: 'error' | 'partial'
 }> = Object.freeze({
   slots: 4096,
-  ring: Object.freeze({}),
+  ring: DEFAULT_RING_OPTIONS,
   consistency: 'read-your-writes',
   maxReplicaLag: 10_000,
   boundedLag: 1000,
@@ -240,6 +250,9 @@ export interface QueryOptions {
   timeout?: Duration
 }
 
+/** The defaults of {@link QueryOptions}, frozen: none is set per call, so each falls back to the async context's, then to the router's options. */
+export const DEFAULT_QUERY_OPTIONS: Readonly<QueryOptions> = Object.freeze({})
+
 /**
  * Routing hints and the causal token of an async context, set by {@link ShardRouter.run}:
  * they hold for every statement made inside the callback (and its awaits), and nowhere else.
@@ -276,6 +289,9 @@ export interface ScatterOptions extends Omit<QueryOptions, 'timeout'> {
   onShardError?: 'error' | 'partial'
 }
 
+/** The defaults of {@link ScatterOptions}, frozen: none is set per call, so each falls back to the async context's, then to the router's options (`scatterTimeout`, `onShardError`). */
+export const DEFAULT_SCATTER_OPTIONS: Readonly<ScatterOptions> = Object.freeze({})
+
 /** Options of {@link ShardRouter.transaction}. */
 export interface TransactionOptions {
   /**
@@ -289,3 +305,6 @@ export interface TransactionOptions {
    */
   timeout?: Duration
 }
+
+/** The defaults of {@link TransactionOptions}, frozen: none is set per call (the server's isolation level, the router's `queryTimeout`). */
+export const DEFAULT_TRANSACTION_OPTIONS: Readonly<TransactionOptions> = Object.freeze({})

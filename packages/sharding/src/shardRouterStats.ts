@@ -51,7 +51,7 @@ export interface ShardRouterStats {
   /** Per shard id. */
   shards: Record<string, ShardStats>
   /** Reads meant for a replica that the primary served (no healthy replica, replica error, GTID wait timeout). */
-  replicaFallbacks: number
+  fellBackToPrimary: number
   /** Read-your-writes reads that waited on a replica with `MASTER_GTID_WAIT`. */
   gtidWaits: number
   /** Waits that timed out (the read then went to the primary). */

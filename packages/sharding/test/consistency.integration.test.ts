@@ -95,7 +95,7 @@ describe('read-your-writes', () => {
     const stats = router.stats()
     // The replica was really behind: the waits timed out and those reads went to the primary.
     expect(stats.gtidWaitsTimedOut).toBeGreaterThan(0)
-    expect(stats.replicaFallbacks).toBeGreaterThanOrEqual(stats.gtidWaitsTimedOut)
+    expect(stats.fellBackToPrimary).toBeGreaterThanOrEqual(stats.gtidWaitsTimedOut)
   })
 
   it('never returns a stale row with MASTER_DELAY set on the replica; a long enough wait is served by the replica itself', async () => {
@@ -174,7 +174,7 @@ describe('read-your-writes', () => {
       expect(router.stats()).toMatchObject({
         gtidWaits: 1,
         gtidWaitsTimedOut: 1,
-        replicaFallbacks: 1,
+        fellBackToPrimary: 1,
       })
     } finally {
       await restart()
@@ -243,7 +243,7 @@ describe('causal tokens from clients', () => {
     // The primary's last sample predates these requests, so the positions might be fresh
     // writes of another process: each read goes to the primary, none waits on the replica.
     let stats = router.stats()
-    expect(stats).toMatchObject({ gtidWaits: 0, gtidWaitsTimedOut: 0, replicaFallbacks: 20 })
+    expect(stats).toMatchObject({ gtidWaits: 0, gtidWaitsTimedOut: 0, fellBackToPrimary: 20 })
     expect(stats.shards.pair!.replicaQueries).toBe(1)
     expect(events.filter((e) => e === 'token-ahead-of-primary')).toHaveLength(20)
     // Once the primary is sampled after the request began and still lacks them, they are
@@ -330,7 +330,7 @@ describe('replica health', () => {
       }
       const after = router.stats()
       expect(after.shards.pair!.replicaQueries).toBe(before.shards.pair!.replicaQueries)
-      expect(after.replicaFallbacks - before.replicaFallbacks).toBe(3)
+      expect(after.fellBackToPrimary - before.fellBackToPrimary).toBe(3)
     } finally {
       await restart()
     }

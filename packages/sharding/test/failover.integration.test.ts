@@ -84,7 +84,7 @@ describe('a replica that fails under read load', () => {
     const { ok, failures } = await load
     expect(failures).toEqual([])
     expect(ok).toBeGreaterThan(100)
-    expect(router.stats().replicaFallbacks).toBeGreaterThan(0)
+    expect(router.stats().fellBackToPrimary).toBeGreaterThan(0)
     await eventually(() => router.stats().replicas[0]!.available, 10_000)
     const before = router.stats().shards.pair!.replicaQueries
     await readLoad(router, 200, 2)
@@ -111,7 +111,7 @@ describe('a replica that fails under read load', () => {
     const { ok, failures } = await load
     expect(failures).toEqual([])
     expect(ok).toBeGreaterThan(20)
-    expect(router.stats().replicaFallbacks).toBeGreaterThan(0)
+    expect(router.stats().fellBackToPrimary).toBeGreaterThan(0)
   })
 })
 

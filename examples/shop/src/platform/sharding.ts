@@ -144,7 +144,7 @@ export function routerHealth(stats: ShardRouterStats): RouterHealth {
       lagMs: r.lagMs === null ? null : Number.isFinite(r.lagMs) ? r.lagMs : -1,
       reason: r.reason,
     })),
-    replicaFallbacks: stats.replicaFallbacks,
+    replicaFallbacks: stats.fellBackToPrimary,
     gtidWaits: stats.gtidWaits,
     gtidWaitTimeouts: stats.gtidWaitsTimedOut,
     gtidWaitsSkipped: stats.gtidWaitsSkipped,

@@ -44,7 +44,7 @@ export interface Scope {
 
 /** The router's counters that are not per shard; `stats()` reads them. */
 export interface RouterCounters {
-  replicaFallbacks: number
+  fellBackToPrimary: number
   gtidWaits: number
   gtidWaitsTimedOut: number
   gtidWaitsSkipped: number
