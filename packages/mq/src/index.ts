@@ -63,7 +63,7 @@ export { idempotencyDeduplicator } from './idempotencyDeduplicator.js'
 export type { Inbox, InboxHandler, InboxOptions, InboxStats } from './inbox.js'
 export { createInbox, DEFAULT_INBOX_OPTIONS } from './inbox.js'
 export type { MessageDefinition, MessageDefinitionOptions, TypedMessage } from './message.js'
-export { defineMessage } from './message.js'
+export { DEFAULT_MESSAGE_DEFINITION_OPTIONS, defineMessage } from './message.js'
 export type {
   EnqueueOptions,
   Outbox,
@@ -72,7 +72,7 @@ export type {
   SqlPool,
   SqlPoolConnection,
 } from './outbox.js'
-export { createOutbox, DEFAULT_OUTBOX_OPTIONS } from './outbox.js'
+export { createOutbox, DEFAULT_ENQUEUE_OPTIONS, DEFAULT_OUTBOX_OPTIONS } from './outbox.js'
 export type {
   BatchRelayedEvent,
   OutboxRelay,

@@ -1,3 +1,4 @@
+import { merge } from '@ballast/shared'
 import { InvalidMessageError } from './errors.js'
 import type { StandardSchemaV1, StandardSchemaV1Issue } from './internal/standardSchema.js'
 import { check } from './internal/validate.js'
@@ -19,6 +20,11 @@ export interface MessageDefinitionOptions<T> {
    */
   upgrade?: (body: unknown, fromVersion: number) => unknown
 }
+
+/** The defaults of {@link MessageDefinitionOptions}. */
+export const DEFAULT_MESSAGE_DEFINITION_OPTIONS: Readonly<
+  Required<Pick<MessageDefinitionOptions<unknown>, 'version'>>
+> = Object.freeze({ version: 1 })
 
 /** A typed message kind: its name, version and schema. Made by {@link defineMessage}. */
 export interface MessageDefinition<T> {
@@ -118,13 +124,14 @@ function formatIssues(issues: ReadonlyArray<StandardSchemaV1Issue>): string[] {
  */
 export function defineMessage<T>(options: MessageDefinitionOptions<T>): MessageDefinition<T> {
   check.object('options', options)
-  check.string('type', options.type)
-  const version = check.positiveInteger('version', options.version ?? 1)
-  if (typeof options.schema?.['~standard']?.validate !== 'function') {
-    check.invalid('schema', 'a Standard Schema (zod, valibot, arktype, ...)', options.schema)
+  const settings = merge(DEFAULT_MESSAGE_DEFINITION_OPTIONS, options)
+  check.string('type', settings.type)
+  const version = check.positiveInteger('version', settings.version)
+  if (typeof settings.schema?.['~standard']?.validate !== 'function') {
+    check.invalid('schema', 'a Standard Schema (zod, valibot, arktype, ...)', settings.schema)
   }
-  if (options.upgrade !== undefined) check.func('upgrade', options.upgrade)
-  const { type, schema, upgrade } = options
+  if (settings.upgrade !== undefined) check.func('upgrade', settings.upgrade)
+  const { type, schema, upgrade } = settings
   const definition: MessageDefinition<T> = {
     type,
     version,

@@ -56,6 +56,13 @@ export interface EnqueueOptions {
   type?: string
 }
 
+/**
+ * The defaults of {@link EnqueueOptions}: none is a fixed value (each message gets a random UUID,
+ * no aggregate, no headers, and the type of its definition), so it is empty; it exists so that
+ * every options type has its defaults in one place.
+ */
+export const DEFAULT_ENQUEUE_OPTIONS: Readonly<EnqueueOptions> = Object.freeze({})
+
 /** A transactional outbox: messages written in the caller's transaction, sent later by a relay. */
 export interface Outbox {
   /** The outbox table's name. */

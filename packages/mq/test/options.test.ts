@@ -6,12 +6,15 @@ import {
   createOutboxRelay,
   DEFAULT_BROKER_OPTIONS,
   DEFAULT_CONSUME_OPTIONS,
+  DEFAULT_ENQUEUE_OPTIONS,
   DEFAULT_INBOX_OPTIONS,
+  DEFAULT_MESSAGE_DEFINITION_OPTIONS,
   DEFAULT_OUTBOX_OPTIONS,
   DEFAULT_OUTBOX_RELAY_OPTIONS,
   DEFAULT_PUBLISH_OPTIONS,
   DEFAULT_RECONNECT_OPTIONS,
   DEFAULT_RETRY_OPTIONS,
+  defineMessage,
   InvalidArgumentError,
   MqClosedError,
   retryDelays,
@@ -51,6 +54,8 @@ describe('defaults', () => {
       DEFAULT_OUTBOX_RELAY_OPTIONS,
       DEFAULT_INBOX_OPTIONS,
       DEFAULT_PUBLISH_OPTIONS,
+      DEFAULT_ENQUEUE_OPTIONS,
+      DEFAULT_MESSAGE_DEFINITION_OPTIONS,
     ]) {
       expect(Object.isFrozen(defaults)).toBe(true)
     }
@@ -78,6 +83,13 @@ describe('an option given as undefined keeps its default', () => {
         reconnect: { initialDelay: undefined, maxDelay: undefined, factor: undefined },
       }),
     ).not.toThrow()
+  })
+
+  it('in defineMessage', () => {
+    const schema = {
+      '~standard': { version: 1 as const, vendor: 'x', validate: (value: unknown) => ({ value }) },
+    }
+    expect(defineMessage({ type: 'order.placed', schema, version: undefined }).version).toBe(1)
   })
 
   it('in createOutbox and createInbox', () => {
