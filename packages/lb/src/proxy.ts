@@ -15,6 +15,7 @@ import {
   Emitter,
   type Listener,
   merge,
+  show,
   type Unsubscribe,
 } from '@ballast/shared'
 import type { Dispatcher } from 'undici'
@@ -524,7 +525,7 @@ class ProxyImpl extends Emitter<ProxyEvents> implements ReverseProxy {
       prefix = normalizePath(rawPrefix)
     } catch (error) {
       throw new InvalidArgumentError(
-        `invalid option "routes[${i}].pathPrefix": expected a path starting with "/" without dot segments, got ${JSON.stringify(rawPrefix)}`,
+        `invalid option "routes[${i}].pathPrefix": expected a path starting with "/" without dot segments, got ${show(rawPrefix)}`,
         { cause: error },
       )
     }
