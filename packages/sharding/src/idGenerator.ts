@@ -1,6 +1,6 @@
 import { type Duration, merge } from '@ballast/shared'
 import { ClockMovedBackwardsError, InvalidArgumentError, ShardKeyMissingError } from './errors.js'
-import { option } from './internal/check.js'
+import { argument, option } from './internal/check.js'
 import { type ShardKey, type SlotKey, slotFor } from './shardKey.js'
 
 /** The longest `next()` blocks waiting for the clock to reach a fresh millisecond, in ms. */
@@ -188,11 +188,15 @@ export function createIdGenerator(options: IdGeneratorOptions = {}): IdGenerator
   }
 
   const toBig = (id: bigint | string | number): bigint => {
-    const v = typeof id === 'bigint' ? id : BigInt(id)
-    if (v < 0n || v >= 1n << 63n)
-      throw new InvalidArgumentError(
-        `invalid id: expected a 63-bit positive integer, got ${String(id)}`,
-      )
+    // Strict: BigInt() reads '' as 0 and throws a SyntaxError or RangeError on other text.
+    const v =
+      typeof id === 'bigint'
+        ? id
+        : (typeof id === 'string' && /^\d{1,19}$/.test(id)) ||
+            (typeof id === 'number' && Number.isSafeInteger(id))
+          ? BigInt(id)
+          : -1n
+    if (v < 0n || v >= 1n << 63n) argument.invalid('id', 'a 63-bit positive integer', id)
     return v
   }
 

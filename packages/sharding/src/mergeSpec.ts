@@ -1,5 +1,5 @@
 import type { ResultSetHeader } from 'mysql2'
-import { InvalidArgumentError } from './errors.js'
+import { argument } from './internal/check.js'
 import { addDecimalStrings } from './internal/decimal.js'
 
 /** A row as mysql2 returns it: column name to value. */
@@ -115,20 +115,15 @@ export function rowComparator(
   orderBy: string | OrderKey | ReadonlyArray<string | OrderKey>,
 ): (a: Row, b: Row) => number {
   const list = (Array.isArray(orderBy) ? orderBy : [orderBy]) as ReadonlyArray<string | OrderKey>
-  if (list.length === 0)
-    throw new InvalidArgumentError('invalid merge "orderBy": expected at least one column')
-  const keys = list.map((k) => {
+  if (list.length === 0) argument.invalid('merge.orderBy', 'at least one column', orderBy)
+  const keys = list.map((k, i) => {
     const key = typeof k === 'string' ? { column: k } : k
-    if (typeof key.column !== 'string' || key.column === '') {
-      throw new InvalidArgumentError(
-        `invalid merge "orderBy": expected column names, got ${String(key.column)}`,
-      )
-    }
-    if (key.direction !== undefined && key.direction !== 'asc' && key.direction !== 'desc') {
-      throw new InvalidArgumentError(
-        `invalid merge "orderBy" direction: expected 'asc' or 'desc', got ${String(key.direction)}`,
-      )
-    }
+    const name = Array.isArray(orderBy) ? `merge.orderBy[${i}]` : 'merge.orderBy'
+    if (typeof key !== 'object' || key === null)
+      argument.invalid(name, 'a column name or { column, direction? }', key)
+    argument.string(`${name}${typeof k === 'string' ? '' : '.column'}`, key.column)
+    if (key.direction !== undefined)
+      argument.oneOf(`${name}.direction`, key.direction, ['asc', 'desc'])
     return {
       column: key.column,
       sign: key.direction === 'desc' ? -1 : 1,
@@ -253,9 +248,7 @@ function groupKeyValue(v: unknown): unknown {
 export function checkMergeSpec(spec: MergeSpec | undefined): number | undefined {
   if (spec === undefined) return undefined
   if (typeof spec !== 'object' || spec === null) {
-    throw new InvalidArgumentError(
-      `invalid merge: expected { orderBy, limit?, offset? } or { aggregate }, got ${typeof spec}`,
-    )
+    argument.invalid('merge', '{ orderBy, limit?, offset? } or { aggregate }', spec)
   }
   if ('aggregate' in spec) {
     for (const [column, how] of Object.entries(spec.aggregate)) {
@@ -269,28 +262,18 @@ export function checkMergeSpec(spec: MergeSpec | undefined): number | undefined 
           typeof how.avg?.sum === 'string' &&
           typeof how.avg?.count === 'string')
       if (!ok) {
-        throw new InvalidArgumentError(
-          `invalid merge aggregate for "${column}": expected 'count', 'sum', 'min', 'max' or { avg: { sum, count } }`,
+        argument.invalid(
+          `merge.aggregate.${column}`,
+          "'count', 'sum', 'min', 'max' or { avg: { sum, count } }",
+          how,
         )
       }
     }
     return undefined
   }
-  if (!('orderBy' in spec)) {
-    throw new InvalidArgumentError('invalid merge: expected an "orderBy" or an "aggregate" field')
-  }
+  if (!('orderBy' in spec)) argument.invalid('merge', 'an "orderBy" or an "aggregate" field', spec)
   rowComparator(spec.orderBy)
-  const offset = spec.offset ?? 0
-  if (!Number.isSafeInteger(offset) || offset < 0) {
-    throw new InvalidArgumentError(
-      `invalid merge "offset": expected a non-negative integer, got ${String(spec.offset)}`,
-    )
-  }
+  const offset = argument.nonNegativeInteger('merge.offset', spec.offset ?? 0)
   if (spec.limit === undefined) return undefined
-  if (!Number.isSafeInteger(spec.limit) || spec.limit < 0) {
-    throw new InvalidArgumentError(
-      `invalid merge "limit": expected a non-negative integer, got ${String(spec.limit)}`,
-    )
-  }
-  return offset + spec.limit
+  return offset + argument.nonNegativeInteger('merge.limit', spec.limit)
 }

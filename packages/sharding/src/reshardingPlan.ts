@@ -1,7 +1,6 @@
 import { DEFAULT_HASH_RING_OPTIONS } from '@ballast/lb'
 import { merge } from '@ballast/shared'
-import { InvalidArgumentError } from './errors.js'
-import { adoptInvalidArgument, option } from './internal/check.js'
+import { adoptInvalidArgument, argument, option } from './internal/check.js'
 import { buildSlotTable } from './internal/slotTable.js'
 
 /** A shard as placement sees it: its id and weight on the ring. */
@@ -104,10 +103,11 @@ export function planResharding(
   if (!Number.isInteger(slots) || slots < 1 || slots > 65536 || (slots & (slots - 1)) !== 0) {
     option.invalid('slots', 'a power of two up to 65536', slots)
   }
-  if (current.length === 0 || next.length === 0) {
-    throw new InvalidArgumentError(
-      'invalid shard list: expected at least one shard before and after',
-    )
+  if (!Array.isArray(current) || current.length === 0) {
+    argument.invalid('current', 'a non-empty array of shards', current)
+  }
+  if (!Array.isArray(next) || next.length === 0) {
+    argument.invalid('next', 'a non-empty array of shards', next)
   }
   const ring = { pointsPerWeight: merged.pointsPerWeight, seed: merged.seed }
   const before = adoptInvalidArgument(() => buildSlotTable(current, slots, ring))

@@ -219,4 +219,14 @@ describe('createIdGenerator', () => {
     expect(() => createIdGenerator({ sequenceBits: 0 })).toThrow(/invalid option "sequenceBits"/)
     expect(() => createIdGenerator({ epoch: -1 })).toThrow(/invalid option "epoch"/)
   })
+
+  it('refuses an id that is not a 63-bit positive integer with InvalidArgumentError, never a SyntaxError', () => {
+    const ids = createIdGenerator({ slotBits: 12, workerBits: 4, sequenceBits: 6 })
+    for (const bad of ['abc', '1.5', '', '-1', 1.5, '9223372036854775808', ' 12x']) {
+      expect(() => ids.slotOf(bad), String(bad)).toThrow(InvalidArgumentError)
+      expect(() => ids.decode(bad), String(bad)).toThrow(
+        /^invalid argument "id": expected a 63-bit positive integer/,
+      )
+    }
+  })
 })

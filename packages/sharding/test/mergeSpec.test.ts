@@ -101,10 +101,18 @@ describe('checkMergeSpec', () => {
   it('asks each shard for offset + limit rows and rejects bad specs by name', () => {
     expect(checkMergeSpec({ orderBy: 'a', limit: 10, offset: 5 })).toBe(15)
     expect(checkMergeSpec({ orderBy: 'a' })).toBeUndefined()
-    expect(() => checkMergeSpec({ orderBy: 'a', limit: -1 })).toThrow(/"limit"/)
-    expect(() => checkMergeSpec({ orderBy: [] })).toThrow(/"orderBy"/)
+    expect(() => checkMergeSpec({ orderBy: 'a', limit: -1 })).toThrow(/"merge\.limit"/)
+    expect(() => checkMergeSpec({ orderBy: [] })).toThrow(/"merge\.orderBy"/)
     expect(() => checkMergeSpec({ aggregate: { n: 'median' as never } })).toThrow(
-      /aggregate for "n"/,
+      `invalid argument "merge.aggregate.n": expected 'count', 'sum', 'min', 'max' or { avg: { sum, count } }, got "median"`,
+    )
+    expect(() => checkMergeSpec({ orderBy: 'a', limit: 1.5 })).toThrow(
+      'invalid argument "merge.limit": expected an integer >= 0, got 1.5',
+    )
+    expect(() =>
+      checkMergeSpec({ orderBy: ['a', { column: 'b', direction: 'up' as never }] }),
+    ).toThrow(
+      'invalid argument "merge.orderBy[1].direction": expected one of "asc", "desc", got "up"',
     )
   })
 })
