@@ -128,6 +128,14 @@ export interface BalancedRequestOptions {
   signal?: AbortSignal
 }
 
+/**
+ * The defaults of {@link BalancedRequestOptions} (`idempotent` has none of its own: it follows
+ * the method).
+ */
+export const DEFAULT_BALANCED_REQUEST_OPTIONS: Readonly<
+  Required<Pick<BalancedRequestOptions, 'method'>>
+> = Object.freeze({ method: 'GET' })
+
 /** The answer to a {@link BalancedClient.request}. Consume or `dump()` the body. */
 export interface BalancedResponse {
   /** The HTTP status. */
@@ -251,7 +259,7 @@ class BalancedClientImpl implements BalancedClient {
     if (typeof options?.path !== 'string' || !options.path.startsWith('/')) {
       argument.invalid('path', 'a string starting with "/"', options?.path)
     }
-    const method = (options.method ?? 'GET').toUpperCase()
+    const method = (options.method ?? DEFAULT_BALANCED_REQUEST_OPTIONS.method).toUpperCase()
     const body = options.body ?? null
     const replayable = body === null || typeof body === 'string' || body instanceof Uint8Array
     const idempotent = (options.idempotent ?? isIdempotent(method)) && replayable

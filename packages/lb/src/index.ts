@@ -6,7 +6,11 @@ export type {
   BalancedRequestOptions,
   BalancedResponse,
 } from './balancedClient.js'
-export { createBalancedClient, DEFAULT_BALANCED_CLIENT_OPTIONS } from './balancedClient.js'
+export {
+  createBalancedClient,
+  DEFAULT_BALANCED_CLIENT_OPTIONS,
+  DEFAULT_BALANCED_REQUEST_OPTIONS,
+} from './balancedClient.js'
 export type {
   Balancer,
   BalancerEvents,
