@@ -68,8 +68,8 @@ export interface CircuitBreakerOptions<A extends unknown[] = [], R = never> {
   /**
    * A time limit per call (a timeout counts as a failure): milliseconds, or a string such as
    * `'2s'`; or `false` for none. For
-   * cancellation through an `AbortSignal`, put a {@link timeout} policy inside the breaker in
-   * a {@link pipeline} instead.
+   * cancellation through an `AbortSignal`, put a `timeout()` policy inside the breaker in
+   * a `pipeline()` instead.
    * @default false
    */
   timeout?: Duration | false

@@ -174,7 +174,11 @@ export interface ShardRouterOptions {
   secrets?: string | readonly string[]
 }
 
-/** The options of the primary breaker: resilience's circuit breaker options that the router does not set itself. */
+/**
+ * The options of the primary breaker: resilience's circuit breaker options that the router does
+ * not set itself.
+ * @inline
+ */
 type PrimaryBreakerOptions = Omit<CircuitBreakerOptions, 'errorFilter' | 'fallback' | 'name'>
 
 /**
