@@ -16,6 +16,7 @@ import {
   type FeatureLevel,
   type Idempotency,
   IdempotencyUnavailableError,
+  isResilienceError,
   type RateLimiter,
 } from '@ballast/resilience'
 import type { Redis } from 'ioredis'
@@ -81,9 +82,10 @@ export function paymentIdempotency(redis: Redis, prefix: string): Idempotency {
 
 /** Redis is unreachable: the idempotency store refused to run the work (nothing ran). */
 export function isIdempotencyUnavailable(err: unknown): boolean {
+  // the code, through the brand, also matches an error from another installed copy
   return (
     err instanceof IdempotencyUnavailableError ||
-    (err as { code?: unknown })?.code === 'E_RESILIENCE_IDEMPOTENCY_UNAVAILABLE'
+    (isResilienceError(err) && err.code === 'E_RESILIENCE_IDEMPOTENCY_UNAVAILABLE')
   )
 }
 

@@ -4,7 +4,7 @@
  * outbox relay that publishes `order.placed`.
  */
 import { createHash, randomBytes } from 'node:crypto'
-import { IdempotencyMismatchError } from '@ballast/resilience'
+import { IdempotencyMismatchError, isResilienceError } from '@ballast/resilience'
 import { orderWorkerId, type ShopConfig } from '../config.js'
 import { Catalog, catalogPool } from '../data/catalog.js'
 import { createProductCache } from '../platform/cache.js'
@@ -374,6 +374,6 @@ export async function startOrder(config: ShopConfig, instance: string, port: num
 function isIdempotencyMismatch(err: unknown): boolean {
   return (
     err instanceof IdempotencyMismatchError ||
-    (err as { code?: unknown })?.code === 'E_RESILIENCE_IDEMPOTENCY_MISMATCH'
+    (isResilienceError(err) && err.code === 'E_RESILIENCE_IDEMPOTENCY_MISMATCH')
   )
 }
