@@ -279,6 +279,13 @@ export interface GetOrSetOptions extends SetOptions {
 }
 
 /**
+ * The defaults of {@link GetOrSetOptions} that are constants (frozen). The others default to
+ * the cache's own settings (`ttl`, `grace`, `softTimeout`, `hardTimeout`, `negativeTtl`).
+ */
+export const DEFAULT_GET_OR_SET_OPTIONS: Readonly<Required<Pick<GetOrSetOptions, 'lock'>>> =
+  Object.freeze({ lock: false })
+
+/**
  * What a loader receives: the key, the stale value if one is at hand, and options it may
  * change from what it loaded (adaptive TTL and tags).
  */

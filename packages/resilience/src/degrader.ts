@@ -72,7 +72,7 @@ export interface DegraderOptions<F extends string = string> {
   features: Record<F, FeatureOptions>
   /**
    * Automatic shedding under overload, or `false` for none (no timer, no monitor).
-   * @default {}
+   * @default {@link DEFAULT_OVERLOAD_OPTIONS}
    */
   overload?: OverloadOptions | false
 }
@@ -92,6 +92,10 @@ export const DEFAULT_OVERLOAD_OPTIONS: Readonly<Required<OverloadOptions>> = Obj
   interval: 500,
   recoverBelow: 0.7,
 })
+
+/** Defaults of {@link DegraderOptions} (frozen; `features` has none and must be given). */
+export const DEFAULT_DEGRADER_OPTIONS: Readonly<{ overload: Readonly<Required<OverloadOptions>> }> =
+  Object.freeze({ overload: DEFAULT_OVERLOAD_OPTIONS })
 
 /** Why a feature changed level. */
 export type ChangeReason = 'overload' | 'recovered' | 'breaker' | 'override'
@@ -237,7 +241,7 @@ export class Degrader<F extends string = string> {
 
     if (options.overload !== false) {
       if (options.overload !== undefined) check.object('overload', options.overload)
-      const o = merge(DEFAULT_OVERLOAD_OPTIONS, options.overload)
+      const o = merge(DEFAULT_DEGRADER_OPTIONS.overload, options.overload)
       const maxInFlight = o.maxInFlight
       if (maxInFlight !== Number.POSITIVE_INFINITY) {
         check.positiveNumber('overload.maxInFlight', maxInFlight)

@@ -42,6 +42,7 @@ export type {
 } from './degrader.js'
 export {
   createDegrader,
+  DEFAULT_DEGRADER_OPTIONS,
   DEFAULT_FEATURE_OPTIONS,
   DEFAULT_OVERLOAD_OPTIONS,
   Degrader,

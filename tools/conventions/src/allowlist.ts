@@ -29,6 +29,26 @@ export const ALLOWLIST: readonly Allowance[] = [
       'the generic base of ExpressIdempotencyOptions and FastifyIdempotencyOptions, whose defaults are DEFAULT_EXPRESS_IDEMPOTENCY_OPTIONS and DEFAULT_FASTIFY_IDEMPOTENCY_OPTIONS',
   },
   {
+    pkg: 'cache',
+    symbol: 'SetOptions',
+    rule: 'options-default',
+    reason:
+      "per-call options with no constant default: ttl and grace default to the cache's own settings (DEFAULT_CACHE_OPTIONS), tags to none",
+  },
+  {
+    pkg: 'resilience',
+    symbol: 'ClaimOptions',
+    rule: 'options-default',
+    reason:
+      "per-call options with no constant default: wait defaults to the store's own wait (DEFAULT_IDEMPOTENCY_OPTIONS), scope to none",
+  },
+  {
+    pkg: 'resilience',
+    symbol: 'RunOptions',
+    rule: 'options-default',
+    reason: 'per-call options with no constant default: scope defaults to none',
+  },
+  {
     pkg: 'sharding',
     symbol: "ShardRouterEvents['fell-back-to-primary']",
     rule: 'event-name',

@@ -1,6 +1,10 @@
 import { merge } from '@ballast/shared'
 import type { CacheOptions, GetOrSetOptions, SetOptions } from '../cacheOptions.js'
-import { DEFAULT_BLOOM_OPTIONS, DEFAULT_CACHE_OPTIONS } from '../cacheOptions.js'
+import {
+  DEFAULT_BLOOM_OPTIONS,
+  DEFAULT_CACHE_OPTIONS,
+  DEFAULT_GET_OR_SET_OPTIONS,
+} from '../cacheOptions.js'
 import type { L1Store } from '../l1Store.js'
 import { createLruStore, type LruStoreOptions } from '../lruStore.js'
 import { devalueSerializer, type Serializer } from '../serializer.js'
@@ -228,7 +232,10 @@ export function resolveCallOptions(
       options.hardTimeout === undefined
         ? defaults.hardTimeout
         : argument.duration('hardTimeout', options.hardTimeout),
-    lock: options.lock === undefined ? false : argument.boolean('lock', options.lock),
+    lock:
+      options.lock === undefined
+        ? DEFAULT_GET_OR_SET_OPTIONS.lock
+        : argument.boolean('lock', options.lock),
     negativeTtl:
       options.negativeTtl === undefined
         ? defaults.negativeTtl
