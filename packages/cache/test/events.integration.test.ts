@@ -1,3 +1,4 @@
+import { captureListenerErrors } from '@ballast/testkit/vitest'
 import { afterEach, describe, expect, it, vi } from 'vitest'
 import { CacheGroup } from './fixtures.js'
 
@@ -11,14 +12,7 @@ afterEach(async () => {
 
 describe('TwoLevelCache events against Redis', () => {
   it('a throwing decode-failed listener does not make get() or getOrSet() reject: the read is still a miss', async () => {
-    const rethrown: unknown[] = []
-    vi.spyOn(globalThis, 'queueMicrotask').mockImplementation((task) => {
-      try {
-        task()
-      } catch (error) {
-        rethrown.push(error)
-      }
-    })
+    const rethrown = captureListenerErrors()
     group = new CacheGroup('standalone')
     const cache = await group.add({ l1: false })
     const raw = await group.raw()
@@ -29,7 +23,7 @@ describe('TwoLevelCache events against Redis', () => {
     })
     await expect(cache.get('k')).resolves.toBeUndefined()
     await expect(cache.getOrSet('k', () => 'loaded')).resolves.toBe('loaded')
-    expect(rethrown).toEqual([bug, bug])
+    await vi.waitFor(() => expect(rethrown).toEqual([bug, bug]))
     expect(cache.stats().l2.decodeFailed).toBe(2)
   })
 })

@@ -1,3 +1,4 @@
+import { captureListenerErrors } from '@ballast/testkit/vitest'
 import { request } from 'undici'
 import { afterEach, describe, expect, it, vi } from 'vitest'
 import * as lb from '../src/index.js'
@@ -10,24 +11,9 @@ afterEach(async () => {
   cleanup = []
 })
 
-/**
- * Collects the errors of listeners rethrown in a microtask (those marked `fromListener`), which
- * would otherwise be uncaught exceptions; every other microtask runs as usual.
- */
-function captureRethrown(): unknown[] {
-  const rethrown: unknown[] = []
-  const original = globalThis.queueMicrotask
-  vi.spyOn(globalThis, 'queueMicrotask').mockImplementation((task) =>
-    original(() => {
-      try {
-        task()
-      } catch (error) {
-        if ((error as { fromListener?: boolean }).fromListener) rethrown.push(error)
-        else throw error
-      }
-    }),
-  )
-  return rethrown
+/** The errors these tests' listeners throw; anything else a microtask throws is a real failure. */
+function isListenerBug(error: unknown): boolean {
+  return (error as { fromListener?: boolean }).fromListener === true
 }
 
 function listenerBug(message: string): Error {
@@ -59,7 +45,7 @@ describe('balancer events', () => {
   })
 
   it('a listener that throws does not break pick() nor the listeners after it; its error is rethrown in a microtask', async () => {
-    const rethrown = captureRethrown()
+    const rethrown = captureListenerErrors(isListenerBug)
     const b = createBalancer({ endpoints: ['a'] })
     cleanup.push(() => b.close())
     const boom = listenerBug('metrics listener bug')
@@ -111,7 +97,7 @@ describe('health checker events', () => {
 
 describe('proxy events', () => {
   it('once() hears one request-failed; a throwing listener does not change the 503 the client gets', async () => {
-    const rethrown = captureRethrown()
+    const rethrown = captureListenerErrors(isListenerBug)
     // Nothing listens on port 1: every attempt is refused.
     const proxy = createProxy({ routes: [{ upstream: ['http://127.0.0.1:1'] }] })
     cleanup.push(() => proxy.close())

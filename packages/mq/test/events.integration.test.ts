@@ -1,4 +1,5 @@
 import { amqpNames, amqpUrl } from '@ballast/testkit'
+import { captureListenerErrors } from '@ballast/testkit/vitest'
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest'
 import { type Broker, type BrokerEvents, createBroker } from '../src/index.js'
 import { closeAll, until } from './support/bounded.js'
@@ -17,25 +18,9 @@ afterAll(async () => {
   await closeAll([() => names.cleanup()], 10_000)
 }, 30_000)
 
-/** Collects what listeners throw: their errors still go through the real queueMicrotask. */
-function catchRethrown(): unknown[] {
-  const rethrown: unknown[] = []
-  const original = globalThis.queueMicrotask
-  vi.spyOn(globalThis, 'queueMicrotask').mockImplementation((task) =>
-    original(() => {
-      try {
-        task()
-      } catch (error) {
-        rethrown.push(error)
-      }
-    }),
-  )
-  return rethrown
-}
-
 describe('Broker events against RabbitMQ', () => {
   it('listeners that throw break neither publish nor consume, retry nor dead-lettering; each error is rethrown in a microtask', async () => {
-    const rethrown = catchRethrown()
+    const rethrown = captureListenerErrors()
     const queue = names.queue('throwing-listeners')
     const topology = { queues: [{ name: queue, retry: { maxAttempts: 2, initialDelay: 50 } }] }
     const broker = createBroker({ urls: url, topology, shutdownTimeout: 2000 })

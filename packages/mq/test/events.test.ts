@@ -1,3 +1,4 @@
+import { captureListenerErrors } from '@ballast/testkit/vitest'
 import { afterEach, describe, expect, it, vi } from 'vitest'
 import { createBroker, createOutbox, createOutboxRelay, type SqlPool } from '../src/index.js'
 import { until } from './support/bounded.js'
@@ -5,22 +6,6 @@ import { until } from './support/bounded.js'
 // nothing listens on port 1: each connect is refused at once and a reconnect is scheduled
 const URL = 'amqp://127.0.0.1:1'
 const downPool: SqlPool = { getConnection: () => Promise.reject(new Error('database down')) }
-
-/** Collects what listeners throw: their errors still go through the real queueMicrotask. */
-function catchRethrown(): unknown[] {
-  const rethrown: unknown[] = []
-  const original = globalThis.queueMicrotask
-  vi.spyOn(globalThis, 'queueMicrotask').mockImplementation((task) =>
-    original(() => {
-      try {
-        task()
-      } catch (error) {
-        rethrown.push(error)
-      }
-    }),
-  )
-  return rethrown
-}
 
 afterEach(() => {
   vi.restoreAllMocks()
@@ -37,7 +22,7 @@ function refusedBroker() {
 
 describe('Broker events', () => {
   it('a throwing listener breaks neither the reconnect loop nor the listeners after it; its error is rethrown in a microtask', async () => {
-    const rethrown = catchRethrown()
+    const rethrown = captureListenerErrors()
     const broker = refusedBroker()
     const bug = new Error('listener bug')
     const seen: number[] = []
@@ -75,7 +60,7 @@ describe('Broker events', () => {
 
 describe('OutboxRelay events', () => {
   it('a throwing relay-failed listener does not stop the relay; its error is rethrown in a microtask', async () => {
-    const rethrown = catchRethrown()
+    const rethrown = captureListenerErrors()
     const broker = refusedBroker()
     const relay = createOutboxRelay({
       pool: downPool,

@@ -1,3 +1,4 @@
+import { captureListenerErrors } from '@ballast/testkit/vitest'
 import type { Cluster, Redis } from 'ioredis'
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest'
 import type { SuspicionRaisedEvent } from '../src/index.js'
@@ -23,23 +24,10 @@ async function make(options: Parameters<typeof storeOn>[1] = {}) {
   return made.store
 }
 
-/** Runs microtasks queued by the emitter at once, collecting what they throw. */
-function catchRethrown(): unknown[] {
-  const rethrown: unknown[] = []
-  vi.spyOn(globalThis, 'queueMicrotask').mockImplementation((task) => {
-    try {
-      task()
-    } catch (error) {
-      rethrown.push(error)
-    }
-  })
-  return rethrown
-}
-
 describe('SessionStore events', () => {
   it('a throwing listener fails neither the operation nor the listeners after it; its error is rethrown in a microtask', async () => {
     const store = await make()
-    const rethrown = catchRethrown()
+    const rethrown = captureListenerErrors()
     const bug = new Error('metrics listener bug')
     const seen: string[] = []
     for (const event of ['created', 'regenerated', 'destroyed', 'expired'] as const) {
@@ -54,12 +42,12 @@ describe('SessionStore events', () => {
     const session = await store.loadRequest({ cookie: `${store.cookieName}=${regenerated.token}` })
     expect(session.isNew).toBe(true)
     expect(seen).toEqual(['created', 'created', 'regenerated', 'destroyed', 'expired'])
-    expect(rethrown).toEqual([bug, bug, bug, bug, bug])
+    await vi.waitFor(() => expect(rethrown).toEqual([bug, bug, bug, bug, bug]))
   })
 
   it('a throwing suspicion-raised listener does not make loadRequest or redeemTicket reject', async () => {
     const store = await make({ ticketOrigins: ['https://pay.example'] })
-    const rethrown = catchRethrown()
+    const rethrown = captureListenerErrors()
     const raised: SuspicionRaisedEvent[] = []
     store.on('suspicion-raised', () => {
       throw new Error('alerting bug')
@@ -75,7 +63,7 @@ describe('SessionStore events', () => {
       { reason: 'malformed', idHash: undefined, ip: '10.0.0.9' },
       { reason: 'ticket-malformed', idHash: undefined, ip: undefined },
     ])
-    expect(rethrown).toHaveLength(2)
+    await vi.waitFor(() => expect(rethrown).toHaveLength(2))
     expect(store.stats().suspicionsRaised).toBe(2)
     expect(store.stats().ticketsRejected).toBe(1)
   })
