@@ -3,6 +3,7 @@ import { request as httpRequest, type IncomingMessage } from 'node:http'
 import type { Duplex } from 'node:stream'
 import type { Endpoint } from '../../endpoint.js'
 import { isLbError } from '../../errors.js'
+import type { RequestFailedEvent } from '../../proxy.js'
 import type { ParsedHost, RequestTarget } from '../requestTarget.js'
 import {
   announcesBody,
@@ -15,15 +16,8 @@ import {
 } from './context.js'
 import { type ForwardSettings, refusedUpgradeHead, upgradeHeaders } from './forwardHeaders.js'
 
-/** A 502/503/504 the proxy answered, as its `request-failed` event reports it. */
-export interface UpgradeFailure {
-  status: 502 | 503 | 504
-  route: string
-  endpoint: string | undefined
-  reason: string
-  error: unknown
-  attempts: number
-}
+/** A 502/503/504 the proxy answered, as its `request-failed` event reports it, before the request id is added. */
+export type UpgradeFailure = Omit<RequestFailedEvent, 'requestId'>
 
 /** What an upgrade reads from and reports to the proxy. */
 export interface UpgradeOwner {
@@ -41,7 +35,7 @@ export interface UpgradeOwner {
   /** @throws InvalidRequestError */
   parse(req: IncomingMessage): { host: ParsedHost | undefined; target: RequestTarget }
   match(host: ParsedHost | undefined, path: string): RouteRuntime | undefined
-  failed(event: UpgradeFailure & { requestId: string }): void
+  failed(event: RequestFailedEvent): void
 }
 
 /**
