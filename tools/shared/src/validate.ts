@@ -66,36 +66,22 @@ export function checks(ErrorClass: InvalidArgumentErrorClass, kind: CheckKind = 
   const invalid = (name: string, expected: string, value: unknown): never => {
     throw new ErrorClass(`invalid ${kind} "${name}": expected ${expected}, got ${show(value)}`)
   }
-  const number = (
-    name: string,
-    value: unknown,
-    { min, max }: { min?: number; max?: number } = {},
-  ) => {
-    if (
-      typeof value !== 'number' ||
-      !Number.isFinite(value) ||
-      (min !== undefined && value < min) ||
-      (max !== undefined && value > max)
-    ) {
-      invalid(name, rangeText('a number', min, max), value)
+  // a number or an integer within min..max (inclusive; both optional)
+  const ranged =
+    (what: 'a number' | 'an integer', accepts: (value: number) => boolean) =>
+    (name: string, value: unknown, { min, max }: { min?: number; max?: number } = {}) => {
+      if (
+        typeof value !== 'number' ||
+        !accepts(value) ||
+        (min !== undefined && value < min) ||
+        (max !== undefined && value > max)
+      ) {
+        invalid(name, rangeText(what, min, max), value)
+      }
+      return value as number
     }
-    return value as number
-  }
-  const integer = (
-    name: string,
-    value: unknown,
-    { min, max }: { min?: number; max?: number } = {},
-  ) => {
-    if (
-      typeof value !== 'number' ||
-      !Number.isSafeInteger(value) ||
-      (min !== undefined && value < min) ||
-      (max !== undefined && value > max)
-    ) {
-      invalid(name, rangeText('an integer', min, max), value)
-    }
-    return value as number
-  }
+  const number = ranged('a number', Number.isFinite)
+  const integer = ranged('an integer', Number.isSafeInteger)
   return {
     invalid,
     duration(name, value, { positive = false, infinite = false } = {}) {
