@@ -202,7 +202,7 @@ describe('shop in a browser', () => {
       10_000,
       "the ops page to show shard a's replica up, with its lag",
     )
-    expect(routerCell).toMatch(/a: primary \d+ q, \d+ errors/)
+    expect(routerCell).toMatch(/a: primary \d+ q, \d+ failed/)
     expect(routerCell).toMatch(/b: primary \d+ q/)
     await ctx.close()
   })
