@@ -32,6 +32,9 @@ type Wrapped = ((payload: unknown) => void) & { listener: Listener<never> }
  */
 export class Emitter<E extends { [K in keyof E]: object }> {
   readonly #events = new EventEmitter()
+  // The events that have a listener now, so has() on a hot path (a balancer's pick()) is one
+  // Set lookup; kept in step with #events after every add and removal.
+  readonly #live = new Set<string>()
 
   constructor() {
     // Many listeners on one event (a dashboard per breaker) are not a leak here.
@@ -41,25 +44,27 @@ export class Emitter<E extends { [K in keyof E]: object }> {
   /** Adds a listener; returns a function that removes it. */
   on<K extends keyof E & string>(event: K, listener: Listener<E[K]>): Unsubscribe {
     this.#events.on(event, guard(listener))
+    this.#live.add(event)
     return () => this.off(event, listener)
   }
 
   /** Adds a listener called at most once; returns a function that removes it. */
   once<K extends keyof E & string>(event: K, listener: Listener<E[K]>): Unsubscribe {
-    const wrapped: Wrapped = guard(listener, () => this.#events.off(event, wrapped))
+    const wrapped: Wrapped = guard(listener, () => this.#remove(event, wrapped))
     this.#events.on(event, wrapped)
+    this.#live.add(event)
     return () => this.off(event, listener)
   }
 
   /** Removes a listener added with `on()` or `once()` (the most recent one, if added twice). */
   off<K extends keyof E & string>(event: K, listener: Listener<E[K]>): void {
     // node:events matches a wrapper by its `listener` property, as it does for once().
-    this.#events.off(event, listener as (payload: unknown) => void)
+    this.#remove(event, listener as (payload: unknown) => void)
   }
 
   /** Whether any listener is registered for the event. */
   has(event: keyof E & string): boolean {
-    return this.#events.listenerCount(event) > 0
+    return this.#live.has(event)
   }
 
   /** How many listeners the event has. */
@@ -74,8 +79,18 @@ export class Emitter<E extends { [K in keyof E]: object }> {
 
   /** Removes every listener, of one event or of all. */
   removeAllListeners(event?: keyof E & string): void {
-    if (event === undefined) this.#events.removeAllListeners()
-    else this.#events.removeAllListeners(event)
+    if (event === undefined) {
+      this.#events.removeAllListeners()
+      this.#live.clear()
+    } else {
+      this.#events.removeAllListeners(event)
+      this.#live.delete(event)
+    }
+  }
+
+  #remove(event: string, listener: (payload: unknown) => void): void {
+    this.#events.off(event, listener)
+    if (this.#events.listenerCount(event) === 0) this.#live.delete(event)
   }
 }
 

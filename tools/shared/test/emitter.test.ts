@@ -99,3 +99,39 @@ describe('Emitter', () => {
     expect(warn).not.toHaveBeenCalled()
   })
 })
+
+describe('Emitter.has', () => {
+  it('follows every way a listener comes and goes', () => {
+    const events = new Emitter<Events>()
+    const a = () => {}
+    const b = () => {}
+    events.on('opened', a)
+    events.on('opened', b)
+    events.off('opened', a)
+    expect(events.has('opened')).toBe(true)
+    events.off('opened', b)
+    expect(events.has('opened')).toBe(false)
+    events.off('opened', b) // removing what is not there changes nothing
+    expect(events.has('opened')).toBe(false)
+
+    events.once('opened', a)
+    events.on('opened', b)
+    events.emit('opened', { name: 'x' }) // the once listener goes, b stays
+    expect(events.has('opened')).toBe(true)
+    events.off('opened', b)
+    expect(events.has('opened')).toBe(false)
+
+    events.once('half-opened', a)
+    events.emit('half-opened', { name: 'x', at: 1 })
+    expect(events.has('half-opened')).toBe(false)
+
+    const off = events.on('opened', a)
+    events.on('half-opened', b)
+    off()
+    expect(events.has('opened')).toBe(false)
+    events.removeAllListeners()
+    expect(events.has('half-opened')).toBe(false)
+    events.on('opened', a)
+    expect(events.has('opened')).toBe(true)
+  })
+})
