@@ -27,6 +27,19 @@ afterAll(async () => {
   await closeAll([() => proxy.close(), () => names.cleanup()], 10_000)
 }, 30_000)
 
+/** On a channel of its own: a missing queue closes the channel that asked. */
+async function queueExists(queue: string): Promise<boolean> {
+  const probe = await admin.createChannel()
+  probe.on('error', () => {})
+  try {
+    await probe.checkQueue(queue)
+    await probe.close()
+    return true
+  } catch {
+    return false
+  }
+}
+
 function broker(options: Parameters<typeof createBroker>[0]): Broker {
   const b = createBroker({ shutdownTimeout: 2000, ...options })
   brokers.push(b)
@@ -153,6 +166,38 @@ describe('Consumer lifecycle', () => {
         await within(b.close(), 12_000, 'broker.close()')
       } finally {
         await silent.close()
+      }
+    }, 30_000)
+
+    it('is not held by a connection that went silent while it declared the topology', async () => {
+      // the window between the AMQP handshake and the topology being declared: amqp.connect has
+      // settled, a channel is open, and nothing answers any more. close() used to wait there for
+      // the heartbeats (about 20 s), which CI hit when the publisher connection was slow to start
+      const slow = await createFaultProxy({
+        host: new URL(url).hostname,
+        port: Number(new URL(url).port || 5672),
+      })
+      const queues = Array.from({ length: 40 }, (_, i) => names.queue(`declaring-${i}`))
+      slow.setLatency(60)
+      const b = broker({
+        urls: slow.url(url),
+        shutdownTimeout: 1000,
+        topology: { queues: queues.map((name) => ({ name, retry: false, deadLetter: false })) },
+      })
+      try {
+        // the first queue exists: the connection is declaring, with 39 queues (seconds) to go
+        const deadline = performance.now() + 10_000
+        while (!(await queueExists(queues[0] as string))) {
+          if (performance.now() > deadline) throw new Error('the topology was never declared')
+          await sleep(20)
+        }
+        expect(b.stats().connected.publisher).toBe(false)
+        slow.blackhole()
+        const started = performance.now()
+        await within(b.close(), 8_000, 'broker.close()')
+        expect(performance.now() - started).toBeLessThan(5_000)
+      } finally {
+        await slow.close()
       }
     }, 30_000)
   })

@@ -231,6 +231,8 @@ export class ManagedConnection extends Emitter<ConnectionEvents> {
             timeout: connectTimeoutMs,
             clientProperties: { connection_name: `${name} (${role})` },
           }),
+          'connect',
+          (late) => void closeSafely(late),
         )
         connection.on('error', () => {})
         batchWrites(connection)
@@ -243,7 +245,9 @@ export class ManagedConnection extends Emitter<ConnectionEvents> {
         )
         connection.on('blocked', (reason: string) => this.emit('blocked', { reason }))
         connection.on('unblocked', () => this.emit('unblocked', {}))
-        await declareTopology(connection, this.settings.topology)
+        // cut short by close() too: on a connection gone silent here a channel's open or a
+        // declaration never settles, and only the heartbeats (2x heartbeat) would end the wait
+        await this.#unlessClosed(declareTopology(connection, this.settings.topology), 'declare')
         this.connection = connection
         this.epoch++
         if (attempt > 0 || this.epoch > 1) this.reconnects++
@@ -280,24 +284,23 @@ export class ManagedConnection extends Emitter<ConnectionEvents> {
   }
 
   /**
-   * Settles like `connecting`, or rejects as soon as close() is called: close() does not wait out
-   * `connectTimeout` for a node that does not answer. A connection that opens later is closed.
+   * Settles like `step`, or rejects as soon as close() is called: close() does not wait out
+   * `connectTimeout` for a node that does not answer, nor a declaration on a connection gone
+   * silent (the loop's catch then closes that connection). `late` gets what settles afterwards
+   * (a connection that opens after close() is closed).
    */
-  #unlessClosed(connecting: Promise<ChannelModel>): Promise<ChannelModel> {
+  #unlessClosed<T>(step: Promise<T>, operation: string, late?: (value: T) => void): Promise<T> {
     const signal = this.#abort.signal
     return new Promise((resolve, reject) => {
       const onAbort = () => {
-        connecting.then(
-          (late) => closeSafely(late),
-          () => {},
-        )
-        reject(new MqClosedError('broker', 'connect'))
+        step.then(late, () => {})
+        reject(new MqClosedError('broker', operation))
       }
       signal.addEventListener('abort', onAbort, { once: true })
-      connecting.then(
-        (connection) => {
+      step.then(
+        (value) => {
           signal.removeEventListener('abort', onAbort)
-          resolve(connection)
+          resolve(value)
         },
         (error: unknown) => {
           signal.removeEventListener('abort', onAbort)
