@@ -15,7 +15,7 @@ afterAll(() => otel.shutdown())
 
 describe('telemetry', () => {
   it('observe() reads every instrument from one callback at collection time, and stops when told', async () => {
-    const { meter } = telemetry('@ballast/test', '0.0.0', otel)
+    const { meter } = telemetry('@ballast/test', otel)
     let hits = 3
     const stop = observe(
       meter,
@@ -38,7 +38,7 @@ describe('telemetry', () => {
   })
 
   it('inSpan() makes the span active for what runs inside, and marks a failure with its code', async () => {
-    const { tracer } = telemetry('@ballast/test', '0.0.0', otel)
+    const { tracer } = telemetry('@ballast/test', otel)
     otel.resetSpans()
     await inSpan(tracer, 'outer', { kind: SpanKind.CLIENT }, async () => {
       await inSpan(tracer, 'inner', {}, async () => {})
@@ -54,7 +54,7 @@ describe('telemetry', () => {
   })
 
   it('carries a context through a carrier as W3C traceparent', async () => {
-    const { tracer } = telemetry('@ballast/test', '0.0.0', otel)
+    const { tracer } = telemetry('@ballast/test', otel)
     const span = tracer.startSpan('producer')
     const headers: Record<string, unknown> = {}
     injectContext(headers, trace.setSpan(context.active(), span))
