@@ -24,6 +24,7 @@ import { createSchemaAndSeed, dropDatabases, type SeedReport } from './data/sche
 import { shopQueues } from './platform/mq.js'
 import { loadOrCreateSecrets } from './secrets.js'
 import { CHAOS_FAULTS, type ChaosFault } from './services/gateway.js'
+import { handleTraceRequest, TraceStore } from './traces.js'
 
 export interface ShopOptions {
   /** Gateway port; the control port is `basePort + 1`, instances from `basePort + 10`. */
@@ -185,6 +186,8 @@ export async function startShop(o: ShopOptions): Promise<Shop> {
   })
   log(`shop: ${seed.products} products, ${seed.users} users${seed.seeded ? ' (seeded now)' : ''}`)
 
+  // Every process exports its spans here (OTLP/HTTP JSON on the control port, see traces.ts).
+  const traces = new TraceStore()
   const chaosState: Record<string, boolean> = Object.fromEntries(
     CHAOS_FAULTS.map((f) => [f, false]),
   )
@@ -380,6 +383,7 @@ export async function startShop(o: ShopOptions): Promise<Shop> {
         req.resume()
         return
       }
+      if (await handleTraceRequest(traces, req, res)) return
       if (req.method === 'GET' && req.url === '/status') {
         res.setHeader('content-type', 'application/json')
         res.end(JSON.stringify(await shop.status()))

@@ -25,6 +25,7 @@ import {
   routerHealth,
   type ShardTransaction,
 } from '../platform/sharding.js'
+import { tracedFetch } from '../platform/tracing.js'
 import { Router, send, sendJson } from '../web/http.js'
 
 interface OrderPlaced {
@@ -206,7 +207,8 @@ export async function startWorker(
                 breaker.execute(async () => {
                   // The breaker's timeout rejects the call; the signal also stops the request itself.
                   const signal = AbortSignal.timeout(1500)
-                  const res = await fetch(`${config.providerUrl}/charge`, {
+                  // A CLIENT span whose traceparent the provider continues.
+                  const res = await tracedFetch(`${config.providerUrl}/charge`, {
                     method: 'POST',
                     headers: {
                       'content-type': 'application/json',

@@ -1,10 +1,23 @@
 /**
  * A deliberately small HTTP layer on node:http for the shop's services: routes, cookies,
- * urlencoded forms, and responses with ETags, compression and security headers.
+ * urlencoded forms, and responses with ETags, compression and security headers. Every request
+ * is a SERVER span (`METHOD route`, continuing the caller's W3C trace context) and a point of
+ * the `http.server.request.duration` histogram.
  */
 import { createHash } from 'node:crypto'
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
+import { performance } from 'node:perf_hooks'
 import { brotliCompressSync, gzipSync, constants as zlib } from 'node:zlib'
+import {
+  type Attributes,
+  context,
+  type Histogram,
+  metrics,
+  SpanKind,
+  SpanStatusCode,
+  trace,
+} from '@opentelemetry/api'
+import { contextFromHeaders, errorType, SHOP_SCOPE } from '../platform/tracing.js'
 import type { SafeHtml } from './html.js'
 import { sameOriginPath } from './redirect.js'
 
@@ -22,8 +35,36 @@ export type Handler = (ctx: Ctx) => Promise<void> | void
 
 interface Route {
   method: string
+  /** The route as registered (`/orders/:id`): the span name and `http.route`, never the ids. */
+  path: string
   parts: string[]
   handler: Handler
+}
+
+/**
+ * Bucket boundaries (seconds) of the request duration histogram: the ballast packages'
+ * `DURATION_BUCKETS` (the shop cannot import `@ballast/shared`), half a millisecond to ten
+ * seconds.
+ */
+const DURATION_BUCKETS = [
+  0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10,
+]
+
+const KNOWN_METHODS = new Set(['GET', 'HEAD', 'POST', 'PUT', 'DELETE', 'PATCH', 'OPTIONS'])
+
+let requestDuration: Histogram | undefined
+
+/**
+ * `http.server.request.duration` on the global meter, made at the first request: the process
+ * installs its MeterProvider at start, before it serves anything.
+ */
+function requestDurationHistogram(): Histogram {
+  requestDuration ??= metrics.getMeter(SHOP_SCOPE).createHistogram('http.server.request.duration', {
+    description: 'Duration of the HTTP requests this process served',
+    unit: 's',
+    advice: { explicitBucketBoundaries: DURATION_BUCKETS },
+  })
+  return requestDuration
 }
 
 export class HttpError extends Error {
@@ -54,14 +95,14 @@ export class Router {
     return this
   }
   #add(method: string, path: string, handler: Handler): this {
-    this.#routes.push({ method, parts: path.split('/').filter(Boolean), handler })
+    this.#routes.push({ method, path, parts: path.split('/').filter(Boolean), handler })
     return this
   }
 
   match(
     method: string,
     pathname: string,
-  ): { handler: Handler; params: Record<string, string> } | undefined {
+  ): { handler: Handler; params: Record<string, string>; route: string } | undefined {
     const segs = pathname.split('/').filter(Boolean)
     for (const r of this.#routes) {
       if (r.method !== method && !(method === 'HEAD' && r.method === 'GET')) continue
@@ -83,13 +124,48 @@ export class Router {
           break
         }
       }
-      if (ok) return { handler: r.handler, params }
+      if (ok) return { handler: r.handler, params, route: r.path }
     }
     return undefined
   }
 
+  /**
+   * Serves one request in a SERVER span named `METHOD route` (just `METHOD` when no route
+   * matches), child of the context in the request's `traceparent`; the span ends, and the
+   * duration is recorded, when the response closes. The attributes are bounded: method, route,
+   * status, `error.type`; never the path with its ids, a query, a cookie or a user.
+   */
   async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const started = performance.now()
     const url = new URL(req.url ?? '/', 'http://shop.local')
+    const method = KNOWN_METHODS.has(req.method ?? '') ? (req.method as string) : '_OTHER'
+    const m = this.match(req.method ?? 'GET', url.pathname)
+    const attributes: Attributes = { 'http.request.method': method, 'url.scheme': 'http' }
+    if (m) attributes['http.route'] = m.route
+    const parent = contextFromHeaders(req.headers)
+    const span = trace
+      .getTracer(SHOP_SCOPE)
+      .startSpan(m ? `${method} ${m.route}` : method, { kind: SpanKind.SERVER, attributes }, parent)
+    let failure: unknown
+    res.once('close', () => {
+      const status = res.statusCode
+      span.setAttribute('http.response.status_code', status)
+      const recorded: Attributes = {
+        'http.request.method': method,
+        'http.response.status_code': status,
+      }
+      // A server span fails on a 5xx only (a 4xx is the client's); error.type is the thrown
+      // error's code when there was one, else the status, as the HTTP conventions ask.
+      if (status >= 500 || !res.writableFinished) {
+        const type =
+          failure !== undefined ? errorType(failure) : status >= 500 ? String(status) : 'aborted'
+        span.setAttribute('error.type', type)
+        recorded['error.type'] = type
+        if (status >= 500) span.setStatus({ code: SpanStatusCode.ERROR })
+      }
+      span.end()
+      requestDurationHistogram().record((performance.now() - started) / 1000, recorded)
+    })
     const ctx: Ctx = {
       req,
       res,
@@ -98,19 +174,21 @@ export class Router {
       cookies: parseCookies(req.headers.cookie),
       state: {},
     }
-    try {
-      const m = this.match(req.method ?? 'GET', url.pathname)
-      if (!m) throw new HttpError(404, 'Not found')
-      ctx.params = m.params
-      for (const fn of this.#before) {
-        await fn(ctx)
-        if (res.headersSent || res.writableEnded) return
+    await context.with(trace.setSpan(parent, span), async () => {
+      try {
+        if (!m) throw new HttpError(404, 'Not found')
+        ctx.params = m.params
+        for (const fn of this.#before) {
+          await fn(ctx)
+          if (res.headersSent || res.writableEnded) return
+        }
+        await m.handler(ctx)
+      } catch (err) {
+        if (!(err instanceof HttpError)) failure = err
+        if (!res.headersSent) this.#onError(ctx, err)
+        else res.destroy()
       }
-      await m.handler(ctx)
-    } catch (err) {
-      if (!res.headersSent) this.#onError(ctx, err)
-      else res.destroy()
-    }
+    })
   }
 
   listen(port: number, host = '127.0.0.1'): Promise<Server> {
