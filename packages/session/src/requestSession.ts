@@ -3,6 +3,7 @@ import { isSessionError } from './errors.js'
 import { serializeCookie } from './internal/cookies.js'
 import type { Delta, Engine, Stored } from './internal/engine.js'
 import { newId } from './internal/ids.js'
+import { OUTCOME, SAVE_SPAN } from './internal/sessionTelemetry.js'
 import type { SessionData } from './sessionStore.js'
 
 type State = 'new' | 'live' | 'destroyed' | 'gone'
@@ -243,10 +244,14 @@ export class RequestSession<T extends object = SessionData> {
     const engine = this.#engine
     if (this.#state === 'new') {
       if (!this.#wantsCreate()) return
-      const stored = await engine.create({
-        data: this.#data as SessionData,
-        csrf: this.#csrf,
-        id: this.#id,
+      const stored = await engine.inSpan(SAVE_SPAN, async (span) => {
+        const created = await engine.create({
+          data: this.#data as SessionData,
+          csrf: this.#csrf,
+          id: this.#id,
+        })
+        span.setAttribute(OUTCOME, 'created')
+        return created
       })
       this.#csrfDirty = false
       this.#adopt(stored)
@@ -257,7 +262,11 @@ export class RequestSession<T extends object = SessionData> {
       engine.counters.unchanged++
       return
     }
-    const expiry = await engine.save(this.#id, delta)
+    const expiry = await engine.inSpan(SAVE_SPAN, async (span) => {
+      const saved = await engine.save(this.#id, delta)
+      span.setAttribute(OUTCOME, saved === undefined ? 'refused' : 'saved')
+      return saved
+    })
     if (expiry === undefined) {
       // Ended elsewhere (logout, expiry) while this request ran: it stays ended.
       this.#state = 'gone'

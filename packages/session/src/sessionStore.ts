@@ -5,6 +5,7 @@ import {
   type Listener,
   merge,
   show,
+  type TelemetryOptions,
   type Unsubscribe,
 } from '@ballast/shared'
 import type { Cluster, Redis } from 'ioredis'
@@ -12,6 +13,7 @@ import { InvalidArgumentError } from './errors.js'
 import { FieldCipher } from './internal/cipher.js'
 import { type CookieSpec, readCookie } from './internal/cookies.js'
 import { Engine, type EngineConfig, normalizeOrigin, type Stored } from './internal/engine.js'
+import { OUTCOME, SAVE_SPAN } from './internal/sessionTelemetry.js'
 import { Signer } from './internal/signer.js'
 import { openRequestSession, type RequestSession } from './requestSession.js'
 
@@ -78,8 +80,11 @@ export const DEFAULT_SESSION_COOKIE_OPTIONS: {
   prefix: true,
 })
 
-/** Options of {@link createSessionStore}. */
-export interface SessionStoreOptions {
+/**
+ * Options of {@link createSessionStore}. `meterProvider` and `tracerProvider` (from
+ * {@link TelemetryOptions}) default to the global OpenTelemetry providers.
+ */
+export interface SessionStoreOptions extends TelemetryOptions {
   /** Your ioredis client: a standalone `Redis` or a `Cluster`. The store never closes it. */
   redis: Redis | Cluster
   /**
@@ -157,10 +162,10 @@ export interface SessionStoreOptions {
  * takes its default; `cookie` is merged field by field.
  */
 export const DEFAULT_SESSION_STORE_OPTIONS: {
-  readonly [K in Exclude<keyof SessionStoreOptions, 'redis' | 'secrets'>]-?: Exclude<
-    SessionStoreOptions[K],
-    undefined
-  >
+  readonly [K in Exclude<
+    keyof SessionStoreOptions,
+    'redis' | 'secrets' | keyof TelemetryOptions
+  >]-?: Exclude<SessionStoreOptions[K], undefined>
 } = Object.freeze({
   idleTimeout: '15m',
   absoluteTimeout: '12h',
@@ -241,6 +246,8 @@ export interface SessionStats {
   hits: number
   /** Lookups of a well-signed id that found nothing (expired or destroyed). */
   misses: number
+  /** Lookups that failed because Redis did not answer (each one a `SessionUnavailableError`). */
+  loadsFailed: number
   /** Sessions written for the first time. */
   created: number
   /** Delta writes. */
@@ -253,11 +260,15 @@ export interface SessionStats {
   regenerated: number
   /** Sessions deleted (logout, eviction, logout everywhere). */
   destroyed: number
+  /** {@link SessionStats.destroyed} by the reason of the `destroyed` event. */
+  destroyedByReason: Record<SessionDestroyedEvent['reason'], number>
   /**
    * `suspicion-raised` events: forged, malformed, unknown or expired ids, bad tickets (counted
    * whether or not anyone listens).
    */
   suspicionsRaised: number
+  /** {@link SessionStats.suspicionsRaised} by the reason of the `suspicion-raised` event. */
+  suspicionsByReason: Record<SuspicionReason, number>
   /** Redis round trips made. */
   redisCalls: number
   /** Redis calls that failed or timed out (each one a `SessionUnavailableError`). */
@@ -447,9 +458,13 @@ export class SessionStore<T extends object = SessionData> {
    */
   async create(init: { data?: Partial<T>; userId?: string } = {}): Promise<SessionRecord<T>> {
     this.#engine.assertOpen('create')
-    const stored = await this.#engine.create({
-      data: { ...init.data } as SessionData,
-      userId: init.userId,
+    const stored = await this.#engine.inSpan(SAVE_SPAN, async (span) => {
+      const created = await this.#engine.create({
+        data: { ...init.data } as SessionData,
+        userId: init.userId,
+      })
+      span.setAttribute(OUTCOME, 'created')
+      return created
     })
     return this.#record(stored)
   }
@@ -473,7 +488,11 @@ export class SessionStore<T extends object = SessionData> {
       if (value === undefined) unset.push(key)
       else set.set(key, JSON.stringify(value))
     }
-    return (await this.#engine.save(id, { set, unset })) !== undefined
+    return this.#engine.inSpan(SAVE_SPAN, async (span) => {
+      const saved = (await this.#engine.save(id, { set, unset })) !== undefined
+      span.setAttribute(OUTCOME, saved ? 'saved' : 'refused')
+      return saved
+    })
   }
 
   /**
@@ -535,7 +554,12 @@ export class SessionStore<T extends object = SessionData> {
 
   /** Counters since creation. */
   stats(): SessionStats {
-    return { ...this.#engine.counters }
+    const counters = this.#engine.counters
+    return {
+      ...counters,
+      destroyedByReason: { ...counters.destroyedByReason },
+      suspicionsByReason: { ...counters.suspicionsByReason },
+    }
   }
 
   /**
@@ -665,11 +689,30 @@ function resolve(options: SessionStoreOptions): EngineConfig {
     bearer: check.boolean('bearer', merged.bearer),
     cookie: resolveCookie(merged.cookie),
     signer: new Signer(resolveSecrets(merged.secrets)),
+    telemetry: resolveTelemetry(options),
     cipher:
       (keys as unknown[]).length === 0
         ? undefined
         : new FieldCipher((keys as unknown[]).map((key, i) => toKey(`encryptionKeys[${i}]`, key))),
   }
+}
+
+/** The providers, checked for the one method each is used for. */
+function resolveTelemetry(options: SessionStoreOptions): TelemetryOptions {
+  const { meterProvider, tracerProvider } = options
+  if (
+    meterProvider !== undefined &&
+    typeof (meterProvider as { getMeter?: unknown } | null)?.getMeter !== 'function'
+  ) {
+    check.invalid('meterProvider', 'an OpenTelemetry MeterProvider', meterProvider)
+  }
+  if (
+    tracerProvider !== undefined &&
+    typeof (tracerProvider as { getTracer?: unknown } | null)?.getTracer !== 'function'
+  ) {
+    check.invalid('tracerProvider', 'an OpenTelemetry TracerProvider', tracerProvider)
+  }
+  return { meterProvider, tracerProvider }
 }
 
 function resolveSecrets(value: unknown): string[] {

@@ -107,6 +107,7 @@ describe.each(TOPOLOGIES)('SessionStore on Redis %s', (topology) => {
 
     it('falls back to EVAL for each call of a script Redis has not seen (NOSCRIPT)', async () => {
       const script = new LuaScript(
+        'echo',
         `-- ${Date.now()}-${Math.random()}\nreturn redis.call('ECHO', ARGV[1])`,
         1,
       )

@@ -1,4 +1,20 @@
-import type { Emitter } from '@ballast/shared'
+import {
+  durationHistogram,
+  type Emitter,
+  errorType,
+  failSpan,
+  inSpan,
+  type TelemetryOptions,
+  telemetry,
+} from '@ballast/shared'
+import {
+  type Attributes,
+  type Histogram,
+  type Span,
+  SpanKind,
+  type SpanOptions,
+  type Tracer,
+} from '@opentelemetry/api'
 import {
   InvalidArgumentError,
   SessionClosedError,
@@ -23,6 +39,15 @@ import {
   SAVE,
   TAKE,
 } from './scripts.js'
+import {
+  DURATION,
+  LOAD_SPAN,
+  OUTCOME,
+  observeCounters,
+  redisAttributes,
+  SCOPE,
+  SUSPICION_REASONS,
+} from './sessionTelemetry.js'
 import type { Signer } from './signer.js'
 
 /** Settings the engine runs with, already validated and resolved. */
@@ -40,6 +65,7 @@ export interface EngineConfig {
   cookie: CookieSpec
   signer: Signer
   cipher: FieldCipher | undefined
+  telemetry: TelemetryOptions
 }
 
 /** A session as stored, decoded. */
@@ -68,13 +94,16 @@ export interface Counters {
   loads: number
   hits: number
   misses: number
+  loadsFailed: number
   created: number
   saves: number
   unchanged: number
   savesRefused: number
   regenerated: number
   destroyed: number
+  destroyedByReason: Record<DestroyReason, number>
   suspicionsRaised: number
+  suspicionsByReason: Record<SuspicionReason, number>
   redisCalls: number
   redisCallsFailed: number
   ticketsIssued: number
@@ -112,6 +141,8 @@ interface Ticket {
 
 const DATA = 'd:'
 
+const INTERNAL: SpanOptions = { kind: SpanKind.INTERNAL }
+
 /** Everything that talks to Redis. Public classes wrap it; it is not exported. */
 export class Engine {
   readonly config: EngineConfig
@@ -119,13 +150,25 @@ export class Engine {
     loads: 0,
     hits: 0,
     misses: 0,
+    loadsFailed: 0,
     created: 0,
     saves: 0,
     unchanged: 0,
     savesRefused: 0,
     regenerated: 0,
     destroyed: 0,
+    destroyedByReason: {
+      logout: 0,
+      'logout-everywhere': 0,
+      linked: 0,
+      evicted: 0,
+      replaced: 0,
+    },
     suspicionsRaised: 0,
+    suspicionsByReason: Object.fromEntries(SUSPICION_REASONS.map((r) => [r, 0])) as Record<
+      SuspicionReason,
+      number
+    >,
     redisCalls: 0,
     redisCallsFailed: 0,
     ticketsIssued: 0,
@@ -135,10 +178,27 @@ export class Engine {
   /** The store's events: emit only after `has(event)`, so nobody listening costs no payload. */
   readonly events: Emitter<SessionEvents>
   #closed = false
+  readonly #tracer: Tracer
+  /** `db.client.operation.duration`: every Redis round trip, in seconds. */
+  readonly #duration: Histogram
+  /** `db.system.name` and the server: what every round trip's attributes start from. */
+  readonly #redis: Attributes
+  /** Attributes of each kind of round trip, by `db.query.summary`, built once. */
+  readonly #attributes = new Map<string, Attributes>()
+  readonly #unobserve: () => void
 
   constructor(config: EngineConfig, events: Emitter<SessionEvents>) {
     this.config = config
     this.events = events
+    const { meter, tracer } = telemetry(SCOPE, config.telemetry)
+    this.#tracer = tracer
+    this.#duration = durationHistogram(
+      meter,
+      DURATION,
+      'Duration of the Redis round trips of the session store',
+    )
+    this.#redis = redisAttributes(config.client)
+    this.#unobserve = observeCounters(meter, this.counters)
   }
 
   // ---- keys: every key of one session shares the tag {id}; of one user, {u:userId} ----
@@ -163,6 +223,7 @@ export class Engine {
 
   raiseSuspicion(reason: SuspicionReason, id: string | undefined, ip: string | undefined): void {
     this.counters.suspicionsRaised++
+    this.counters.suspicionsByReason[reason]++
     if (this.events.has('suspicion-raised')) {
       this.events.emit('suspicion-raised', {
         reason,
@@ -180,19 +241,62 @@ export class Engine {
   }
 
   async run(script: LuaScript, key: string, args: (string | number)[]): Promise<unknown> {
+    return this.#roundTrip('EVALSHA', script.name, (client) => script.run(client, [key], args))
+  }
+
+  /** One plain Redis command (`operation` is its name, for telemetry). */
+  async command<R>(
+    operation: 'SET' | 'GETDEL' | 'ZREM',
+    fn: (client: RedisClient) => Promise<R>,
+  ): Promise<R> {
+    return this.#roundTrip(operation, undefined, fn)
+  }
+
+  /**
+   * One round trip: bounded by the timeout, timed into `db.client.operation.duration` and
+   * traced as a CLIENT span (child of the active span). Its attributes name the command and
+   * the script, never a key or an argument: keys carry session and user ids.
+   */
+  async #roundTrip<R>(
+    operation: string,
+    script: string | undefined,
+    fn: (client: RedisClient) => Promise<R>,
+  ): Promise<R> {
     // Public operations check first, with their own name; this catches a call in flight at close().
     this.assertOpen('command')
     this.counters.redisCalls++
-    batchWrites(this.config.client)
-    const call = script.run(this.config.client, [key], args)
-    return this.#bounded(call)
+    const summary = script === undefined ? operation : `${operation} ${script}`
+    let attributes = this.#attributes.get(summary)
+    if (attributes === undefined) {
+      attributes = {
+        ...this.#redis,
+        'db.operation.name': operation,
+        'db.query.summary': summary,
+      }
+      this.#attributes.set(summary, attributes)
+    }
+    const span = this.#tracer.startSpan(summary, { kind: SpanKind.CLIENT, attributes })
+    const started = performance.now()
+    try {
+      batchWrites(this.config.client)
+      const result = await this.#bounded(fn(this.config.client))
+      this.#duration.record((performance.now() - started) / 1000, attributes)
+      return result
+    } catch (error) {
+      this.#duration.record((performance.now() - started) / 1000, {
+        ...attributes,
+        'error.type': errorType(error),
+      })
+      failSpan(span, error)
+      throw error
+    } finally {
+      span.end()
+    }
   }
 
-  async command<R>(fn: (client: RedisClient) => Promise<R>): Promise<R> {
-    this.assertOpen('command')
-    this.counters.redisCalls++
-    batchWrites(this.config.client)
-    return this.#bounded(fn(this.config.client))
+  /** Runs `fn` in an INTERNAL span of the package (`ballast.session.load`, `.save`). */
+  inSpan<R>(name: string, fn: (span: Span) => Promise<R>): Promise<R> {
+    return inSpan(this.#tracer, name, INTERNAL, fn)
   }
 
   async #bounded<R>(call: Promise<R>): Promise<R> {
@@ -220,7 +324,9 @@ export class Engine {
   }
 
   close(): void {
+    if (this.#closed) return
     this.#closed = true
+    this.#unobserve()
   }
 
   // ---- encoding ----
@@ -303,16 +409,24 @@ export class Engine {
   async load(id: string): Promise<Stored | undefined> {
     if (!isIdShape(id)) return undefined
     this.counters.loads++
-    const reply = (await this.run(LOAD, this.sessionKey(id), [this.config.idleMs])) as
-      | string[]
-      | null
-    if (reply === null) {
-      this.counters.misses++
-      return undefined
-    }
-    this.counters.hits++
-    const expiresAt = Number(reply[reply.length - 1])
-    return this.#decode(id, reply.slice(0, -1), expiresAt)
+    return this.inSpan(LOAD_SPAN, async (span) => {
+      let reply: string[] | null
+      try {
+        reply = (await this.run(LOAD, this.sessionKey(id), [this.config.idleMs])) as string[] | null
+      } catch (error) {
+        this.counters.loadsFailed++
+        throw error
+      }
+      if (reply === null) {
+        this.counters.misses++
+        span.setAttribute(OUTCOME, 'expired')
+        return undefined
+      }
+      this.counters.hits++
+      span.setAttribute(OUTCOME, 'found')
+      const expiresAt = Number(reply[reply.length - 1])
+      return this.#decode(id, reply.slice(0, -1), expiresAt)
+    })
   }
 
   /** Persist a new session under a fresh id (retrying on the impossible collision). */
@@ -443,7 +557,7 @@ export class Engine {
     })
     if (reply !== null && base.userId !== undefined && newLogin) {
       // The old id belonged to another user's index: drop it there.
-      await this.command((c) => c.zrem(this.userKey(base.userId!), oldId))
+      await this.command('ZREM', (c) => c.zrem(this.userKey(base.userId!), oldId))
     }
     this.counters.regenerated++
     if (this.events.has('regenerated')) {
@@ -477,10 +591,11 @@ export class Engine {
       string,
     ]
     if (userId !== '') {
-      await this.command((c) => c.zrem(this.userKey(userId), id))
+      await this.command('ZREM', (c) => c.zrem(this.userKey(userId), id))
     }
     if (deleted > 0) {
       this.counters.destroyed++
+      this.counters.destroyedByReason[reason]++
       if (this.events.has('destroyed')) {
         this.events.emit('destroyed', {
           idHash: this.hash(id),
@@ -511,7 +626,7 @@ export class Engine {
       }),
     )
     const dead = infos.filter((x) => x.info === undefined).map((x) => x.id)
-    if (dead.length > 0) await this.command((c) => c.zrem(this.userKey(userId), ...dead))
+    if (dead.length > 0) await this.command('ZREM', (c) => c.zrem(this.userKey(userId), ...dead))
     const out: Info[] = []
     for (const { id, info } of infos) {
       if (info === undefined) continue
@@ -566,7 +681,9 @@ export class Engine {
     const ticket = newId()
     const body: Ticket = { s: id, u: stored.userId, l: stored.loginId, o: origin, d: carried }
     const payload = this.#encodeMeta(ticket, '_ticket', JSON.stringify(body))
-    await this.command((c) => c.set(this.ticketKey(ticket), payload, 'PX', this.config.ticketTtlMs))
+    await this.command('SET', (c) =>
+      c.set(this.ticketKey(ticket), payload, 'PX', this.config.ticketTtlMs),
+    )
     this.counters.ticketsIssued++
     return ticket
   }
@@ -579,7 +696,7 @@ export class Engine {
       return undefined
     }
     if (typeof ticket !== 'string' || !isIdShape(ticket)) return reject('ticket-malformed')
-    const raw = await this.command((c) => c.getdel(this.ticketKey(ticket)))
+    const raw = await this.command('GETDEL', (c) => c.getdel(this.ticketKey(ticket)))
     if (raw === null) return reject('ticket-unknown')
     const cipher = this.config.cipher
     const json = cipher === undefined ? raw : cipher.decrypt(raw, ticket, '_ticket')

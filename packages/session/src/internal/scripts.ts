@@ -34,11 +34,14 @@ export function batchWrites(client: RedisClient): void {
  * the script runs on one Cluster slot.
  */
 export class LuaScript {
+  /** A short name (`load`, `index-add`): the `db.query.summary` of its round trips is `EVALSHA <name>`. */
+  readonly name: string
   readonly #lua: string
   readonly #sha: string
   readonly #keys: number
 
-  constructor(lua: string, keys: number) {
+  constructor(name: string, lua: string, keys: number) {
+    this.name = name
     this.#lua = lua
     this.#keys = keys
     this.#sha = createHash('sha1').update(lua).digest('hex')
@@ -66,6 +69,7 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)`
  * KEYS: session. ARGV: idle ms. Returns HGETALL + expiry, or nil.
  */
 export const LOAD = new LuaScript(
+  'load',
   `local all = redis.call('HGETALL', KEYS[1])
 local abs
 for i = 1, #all, 2 do
@@ -95,6 +99,7 @@ return all`,
  * Returns { created, absolute, expiry, microseconds of the second } or nil when the id is taken.
  */
 export const CREATE = new LuaScript(
+  'create',
   `if redis.call('EXISTS', KEYS[1]) == 1 then return false end
 ${NOW}
 local abs = now + tonumber(ARGV[2])
@@ -119,6 +124,7 @@ return { tostring(now), tostring(abs), tostring(exp), t[2] }`,
  * Returns the new expiry, or 0 when the session is gone.
  */
 export const SAVE = new LuaScript(
+  'save',
   `local a = redis.call('HGET', KEYS[1], '_a')
 if not a then return 0 end
 ${NOW}
@@ -149,6 +155,7 @@ return exp`,
 
 /** Read and delete a session at once (regenerate: the old id dies in the same step). */
 export const TAKE = new LuaScript(
+  'take',
   `local all = redis.call('HGETALL', KEYS[1])
 if #all == 0 then return false end
 redis.call('DEL', KEYS[1])
@@ -158,6 +165,7 @@ return all`,
 
 /** Delete a session; returns { deleted, userId, loginId }. */
 export const DESTROY = new LuaScript(
+  'destroy',
   `local m = redis.call('HMGET', KEYS[1], '_u', '_l')
 local n = redis.call('DEL', KEYS[1])
 return { n, m[1] or '', m[2] or '' }`,
@@ -166,6 +174,7 @@ return { n, m[1] or '', m[2] or '' }`,
 
 /** Metadata of a session without sliding it: { created, absolute, userId, loginId, pttl }. */
 export const INFO = new LuaScript(
+  'info',
   `local m = redis.call('HMGET', KEYS[1], '_c', '_a', '_u', '_l')
 if not m[1] then return false end
 return { m[1], m[2], m[3] or '', m[4] or '', redis.call('PTTL', KEYS[1]) }`,
@@ -178,6 +187,7 @@ return { m[1], m[2], m[3] or '', m[4] or '', redis.call('PTTL', KEYS[1]) }`,
  * KEYS: user index. ARGV: session id, absolute expiry, replaced id or ''. Returns ZCARD.
  */
 export const INDEX_ADD = new LuaScript(
+  'index-add',
   `${NOW}
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 if ARGV[3] ~= '' then redis.call('ZREM', KEYS[1], ARGV[3]) end
@@ -190,6 +200,7 @@ return redis.call('ZCARD', KEYS[1])`,
 
 /** Prune expired entries and list the rest, oldest first: [id, score, id, score, ...]. */
 export const INDEX_LIST = new LuaScript(
+  'index-list',
   `${NOW}
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 return redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')`,
