@@ -50,11 +50,7 @@ export interface Telemetry {
  * global ones at construction (install the SDK before creating components, as with any
  * OpenTelemetry instrumentation).
  */
-export function telemetry(
-  scope: string,
-  options: TelemetryOptions,
-  version?: string,
-): Telemetry {
+export function telemetry(scope: string, options: TelemetryOptions, version?: string): Telemetry {
   const meterProvider = options.meterProvider ?? metrics.getMeterProvider()
   const tracerProvider = options.tracerProvider ?? trace.getTracerProvider()
   return {
