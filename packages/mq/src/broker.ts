@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto'
 import { setTimeout as sleep } from 'node:timers/promises'
-import { Emitter, merge, type Unsubscribe } from '@ballast/shared'
+import { Emitter, merge, type Observe, observe, type Unsubscribe } from '@ballast/shared'
+import { type Context, context, type Tracer } from '@opentelemetry/api'
 import type { ChannelModel, ConsumeMessage, Options } from 'amqplib'
 import type { BrokerEvents } from './brokerEvents.js'
 import {
@@ -30,6 +31,15 @@ import { closeSafely } from './internal/closeSafely.js'
 import { declareTopology, ManagedConnection, redact } from './internal/connection.js'
 import { type Encoded, encodeMessage, encodePlain } from './internal/encode.js'
 import { Publisher } from './internal/publisher.js'
+import {
+  contextWith,
+  endWith,
+  MESSAGING_SYSTEM,
+  mqTelemetry,
+  processDuration,
+  startPublishSpan,
+  withContext,
+} from './internal/telemetry.js'
 import { brief, check, checkArgument } from './internal/validate.js'
 import { isTypedMessage, type MessageDefinition } from './message.js'
 import { type ResolvedQueue, resolveTopology } from './topology.js'
@@ -82,13 +92,145 @@ function resolveUrls(urls: unknown): string[] {
   return list as string[]
 }
 
-/** The relay's path to a broker's private publish of an already-encoded message. */
+/**
+ * The relay's path to a broker's private publish of an already-encoded message, under `parent`
+ * (the context stored with the outbox row).
+ */
 export type PublishEncoded = (
   exchange: string,
   routingKey: string,
   content: Buffer,
   options: Options.Publish,
+  parent: Context,
 ) => Promise<void>
+
+/** The broker's observable instruments (read from `stats()` at collection time). */
+const BROKER_INSTRUMENTS = {
+  'messaging.client.sent.messages': {
+    kind: 'counter',
+    description: 'Messages accepted by publish (stats().published)',
+    unit: '{message}',
+  },
+  'ballast.mq.confirmed': {
+    kind: 'counter',
+    description: 'Messages the broker confirmed',
+    unit: '{message}',
+  },
+  'ballast.mq.returned': {
+    kind: 'counter',
+    description: 'Mandatory messages returned as unroutable',
+    unit: '{message}',
+  },
+  'ballast.mq.nacked': {
+    kind: 'counter',
+    description: 'Messages the broker nacked',
+    unit: '{message}',
+  },
+  'ballast.mq.resent': {
+    kind: 'counter',
+    description: 'Messages resent after a disconnect left them unconfirmed',
+    unit: '{message}',
+  },
+  'ballast.mq.failed': {
+    kind: 'counter',
+    description:
+      'Publishes that failed after being accepted (policy fail, maxSendAttempts spent, close)',
+    unit: '{message}',
+  },
+  'ballast.mq.buffered': {
+    kind: 'gauge',
+    description: 'Messages waiting in memory for the connection or the confirm window',
+    unit: '{message}',
+  },
+  'ballast.mq.in_flight': {
+    kind: 'gauge',
+    description: 'Messages sent and not yet confirmed',
+    unit: '{message}',
+  },
+  'messaging.client.consumed.messages': {
+    kind: 'counter',
+    description: 'Deliveries received, per queue',
+    unit: '{message}',
+  },
+  'ballast.mq.acked': {
+    kind: 'counter',
+    description: 'Deliveries handled and acked, per queue',
+    unit: '{message}',
+  },
+  'ballast.mq.retried': {
+    kind: 'counter',
+    description: 'Deliveries sent to a retry queue, per queue',
+    unit: '{message}',
+  },
+  'ballast.mq.dead_lettered': {
+    kind: 'counter',
+    description: 'Deliveries dead-lettered, per queue',
+    unit: '{message}',
+  },
+  'ballast.mq.duplicates': {
+    kind: 'counter',
+    description: 'Deliveries dropped as duplicates by the idempotency store, per queue',
+    unit: '{message}',
+  },
+  'ballast.mq.redelivered': {
+    kind: 'counter',
+    description: 'Deliveries the broker flagged as redelivered, per queue',
+    unit: '{message}',
+  },
+  'ballast.mq.stale_acks': {
+    kind: 'counter',
+    description: 'Acks dropped because their channel had closed, per queue',
+    unit: '{ack}',
+  },
+  'ballast.mq.cancellations': {
+    kind: 'counter',
+    description: 'Broker-side consumer cancellations recovered from, per queue',
+    unit: '{cancellation}',
+  },
+  'ballast.mq.in_hand': {
+    kind: 'gauge',
+    description: 'Handler runs going on now, per queue',
+    unit: '{message}',
+  },
+  'ballast.mq.reconnects': {
+    kind: 'counter',
+    description: 'Reconnects, per connection (publisher, consumer)',
+    unit: '{reconnect}',
+  },
+  'ballast.mq.connected': {
+    kind: 'gauge',
+    description: 'Whether the connection is up now (1) or not (0), per connection',
+    unit: '1',
+  },
+} as const
+
+type BrokerInstrument = keyof typeof BROKER_INSTRUMENTS
+
+/** Each per-queue consumer counter and the instrument that reports it. */
+const CONSUMER_COUNTERS: ReadonlyArray<readonly [keyof ConsumerStats, BrokerInstrument]> = [
+  ['consumed', 'messaging.client.consumed.messages'],
+  ['acked', 'ballast.mq.acked'],
+  ['retried', 'ballast.mq.retried'],
+  ['deadLettered', 'ballast.mq.dead_lettered'],
+  ['duplicates', 'ballast.mq.duplicates'],
+  ['redelivered', 'ballast.mq.redelivered'],
+  ['staleAcks', 'ballast.mq.stale_acks'],
+  ['cancellations', 'ballast.mq.cancellations'],
+]
+
+function emptyConsumerTotals(): Record<keyof ConsumerStats, number> {
+  return {
+    consumed: 0,
+    redelivered: 0,
+    acked: 0,
+    retried: 0,
+    deadLettered: 0,
+    duplicates: 0,
+    staleAcks: 0,
+    inHand: 0,
+    cancellations: 0,
+  }
+}
 
 /** Gives the outbox relay a broker's {@link PublishEncoded}; not part of the package's exports. */
 export let publishEncodedOf: (broker: Broker) => PublishEncoded
@@ -118,16 +260,12 @@ export class Broker {
     stamp: boolean
     shutdownTimeoutMs: number
   }
-  readonly #consumerTotals: Record<keyof ConsumerStats, number> = {
-    consumed: 0,
-    acked: 0,
-    retried: 0,
-    deadLettered: 0,
-    duplicates: 0,
-    staleAcks: 0,
-    inHand: 0,
-    cancellations: 0,
-  }
+  readonly #consumerTotals: Record<keyof ConsumerStats, number> = emptyConsumerTotals()
+  /** The consumer counters per queue, for the instruments' `messaging.destination.name`. */
+  readonly #queueTotals = new Map<string, Record<keyof ConsumerStats, number>>()
+  readonly #tracer: Tracer
+  readonly #processDuration: ReturnType<typeof processDuration>
+  readonly #stopObserving: () => void
   #closing: Promise<void> | undefined
 
   /** Use {@link createBroker}: the same, as a function. */
@@ -175,6 +313,53 @@ export class Broker {
     this.#publisherConnection.on('disconnect', () => this.#publisher.detach())
     this.#publisherConnection.on('failed', ({ error }) => this.#publisher.fail(error))
     this.#publisherConnection.start()
+    const { meter, tracer } = mqTelemetry(options)
+    this.#tracer = tracer
+    this.#processDuration = processDuration(meter)
+    this.#stopObserving = observe(meter, BROKER_INSTRUMENTS, (record) => this.#observe(record))
+  }
+
+  /** Reads the counters for the metrics SDK (at collection time: publishing pays nothing for it). */
+  #observe(record: Observe<BrokerInstrument>): void {
+    const stats = this.stats()
+    // the broker's name tells brokers of one process apart (their points would overwrite each
+    // other's otherwise): give each its own `name` when several report to one meter provider
+    const client = this.#settings.name
+    const publish = {
+      'messaging.system': MESSAGING_SYSTEM,
+      'messaging.client.id': client,
+      'messaging.operation.name': 'publish',
+    }
+    record('messaging.client.sent.messages', stats.published, publish)
+    record('ballast.mq.confirmed', stats.confirmed, publish)
+    record('ballast.mq.returned', stats.returned, publish)
+    record('ballast.mq.nacked', stats.nacked, publish)
+    record('ballast.mq.resent', stats.resent, publish)
+    record('ballast.mq.failed', stats.failed, publish)
+    record('ballast.mq.buffered', stats.buffered, publish)
+    record('ballast.mq.in_flight', stats.inFlight, publish)
+    const inHand = new Map<string, number>()
+    for (const consumer of this.#consumers)
+      inHand.set(consumer.queue, (inHand.get(consumer.queue) ?? 0) + consumer.stats().inHand)
+    for (const [queue, totals] of this.#queueTotals) {
+      const attributes = {
+        'messaging.system': MESSAGING_SYSTEM,
+        'messaging.client.id': client,
+        'messaging.destination.name': queue,
+        'messaging.operation.name': 'process',
+      }
+      for (const [counter, name] of CONSUMER_COUNTERS) record(name, totals[counter], attributes)
+      record('ballast.mq.in_hand', inHand.get(queue) ?? 0, attributes)
+    }
+    for (const role of ['publisher', 'consumer'] as const) {
+      const attributes = {
+        'messaging.system': MESSAGING_SYSTEM,
+        'messaging.client.id': client,
+        'ballast.mq.connection': role,
+      }
+      record('ballast.mq.reconnects', stats.reconnects[role], attributes)
+      record('ballast.mq.connected', stats.connected[role] ? 1 : 0, attributes)
+    }
   }
 
   #createConnection(role: 'publisher' | 'consumer'): ManagedConnection {
@@ -341,7 +526,36 @@ export class Broker {
       publishOptions.expiration = String(check.duration('expiration', options.expiration))
     if (options.priority !== undefined) publishOptions.priority = options.priority
     if (options.correlationId !== undefined) publishOptions.correlationId = options.correlationId
-    return this.#publisher.send(exchange, routingKey, encoded.content, publishOptions)
+    return this.#traced(exchange, routingKey, encoded.content, publishOptions, context.active())
+  }
+
+  /**
+   * Sends under a PRODUCER span (`publish <destination>`, a child of `parent`) whose context goes
+   * into the message's headers, so the consumer continues the trace; the headers are kept with the
+   * message, so a resend after a reconnect carries the same context.
+   */
+  #traced(
+    exchange: string,
+    routingKey: string,
+    content: Buffer,
+    publishOptions: Options.Publish,
+    parent: Context,
+    bypassLimit = false,
+  ): Promise<void> {
+    const span = startPublishSpan(
+      this.#tracer,
+      exchange,
+      routingKey,
+      publishOptions.messageId,
+      content.length,
+      parent,
+    )
+    const headers = withContext(publishOptions.headers, contextWith(parent, span))
+    if (headers !== undefined) publishOptions.headers = headers
+    return endWith(
+      span,
+      this.#publisher.send(exchange, routingKey, content, publishOptions, bypassLimit),
+    )
   }
 
   static {
@@ -357,6 +571,7 @@ export class Broker {
     routingKey: string,
     content: Buffer,
     options: Options.Publish,
+    parent: Context,
   ): Promise<void> {
     if (this.#closing !== undefined) return Promise.reject(new MqClosedError('broker', 'publish'))
     const publishOptions: Options.Publish = {
@@ -364,7 +579,7 @@ export class Broker {
       mandatory: this.#settings.mandatory,
     }
     if (this.#settings.stamp) this.#stampOn(publishOptions)
-    return this.#publisher.send(exchange, routingKey, content, { ...publishOptions, ...options })
+    return this.#traced(exchange, routingKey, content, { ...publishOptions, ...options }, parent)
   }
 
   /** Sets the `timestamp` and `appId` properties (option `stamp`). */
@@ -449,7 +664,7 @@ export class Broker {
         }),
         tag: check.string('tag', settings.tag ?? this.#settings.name),
       },
-      this.#host(),
+      this.#host(queue),
     )
     const connection = this.#startConsumerConnection()
     await connection.connected()
@@ -494,9 +709,17 @@ export class Broker {
     return connection
   }
 
-  #host(): ConsumerHost {
+  #host(queue: string): ConsumerHost {
+    let totals = this.#queueTotals.get(queue)
+    if (totals === undefined) {
+      totals = emptyConsumerTotals()
+      this.#queueTotals.set(queue, totals)
+    }
+    const perQueue = totals
     return {
       name: this.#settings.name,
+      tracer: this.#tracer,
+      processDuration: this.#processDuration,
       queue: (name) => this.#topology.queues.get(name),
       republish: (routingKey, message, headers) => this.#republish(routingKey, message, headers),
       redeclare: (connection: ChannelModel) => declareTopology(connection, this.#topology),
@@ -504,6 +727,7 @@ export class Broker {
       emit: (event, payload) => this.#events.emit(event, payload),
       onCounter: (counter) => {
         this.#consumerTotals[counter]++
+        perQueue[counter]++
       },
     }
   }
@@ -529,7 +753,9 @@ export class Broker {
     if (properties.timestamp !== undefined) options.timestamp = properties.timestamp
     if (properties.appId !== undefined) options.appId = properties.appId
     if (properties.priority !== undefined) options.priority = properties.priority
-    return this.#publisher.send('', routingKey, message.content, options, true)
+    // under the process span of the delivery (the active context): the retry's or the dead
+    // letter's next delivery continues the trace from here
+    return this.#traced('', routingKey, message.content, options, context.active(), true)
   }
 
   /** Counters and gauges of publishing and consuming. */
@@ -546,6 +772,7 @@ export class Broker {
       buffered: this.#publisher.buffered,
       inFlight: this.#publisher.inFlight,
       consumed: consumerCounters.consumed,
+      redelivered: consumerCounters.redelivered,
       acked: consumerCounters.acked,
       retried: consumerCounters.retried,
       deadLettered: consumerCounters.deadLettered,
@@ -576,6 +803,14 @@ export class Broker {
   }
 
   async #close(): Promise<void> {
+    try {
+      await this.#shutDown()
+    } finally {
+      this.#stopObserving()
+    }
+  }
+
+  async #shutDown(): Promise<void> {
     // one deadline for the whole shutdown, handlers and confirms together (as documented)
     const timeout = this.#settings.shutdownTimeoutMs
     const deadline = performance.now() + timeout

@@ -1,4 +1,4 @@
-import type { Duration } from '@ballast/shared'
+import type { Duration, TelemetryOptions } from '@ballast/shared'
 import type { Topology } from './topology.js'
 
 /** Reconnect backoff of {@link BrokerOptions.reconnect}. */
@@ -25,8 +25,11 @@ export interface ReconnectOptions {
   jitter?: number
 }
 
-/** Options of {@link createBroker}. */
-export interface BrokerOptions {
+/**
+ * Options of {@link createBroker}. `meterProvider` and `tracerProvider` (from the shared
+ * `TelemetryOptions`) default to the global OpenTelemetry providers: see the README's Telemetry.
+ */
+export interface BrokerOptions extends TelemetryOptions {
   /** AMQP URL, or the URLs of the cluster's nodes (tried in turn on reconnect). */
   urls: string | string[]
   /**
@@ -122,22 +125,23 @@ export const DEFAULT_RECONNECT_OPTIONS: Readonly<Required<ReconnectOptions>> = O
 })
 
 /** The defaults of {@link BrokerOptions}. */
-export const DEFAULT_BROKER_OPTIONS: Readonly<Required<Omit<BrokerOptions, 'urls' | 'topology'>>> =
-  Object.freeze({
-    name: 'ballast',
-    heartbeatInterval: 10_000,
-    connectTimeout: 10_000,
-    reconnect: DEFAULT_RECONNECT_OPTIONS,
-    confirmWindow: 1000,
-    channels: 1,
-    maxBuffered: 10_000,
-    unconfirmedPolicy: 'resend',
-    maxSendAttempts: 11,
-    maxMessageBytes: 4 * 1024 * 1024,
-    mandatory: true,
-    stamp: false,
-    shutdownTimeout: 30_000,
-  })
+export const DEFAULT_BROKER_OPTIONS: Readonly<
+  Required<Omit<BrokerOptions, 'urls' | 'topology' | keyof TelemetryOptions>>
+> = Object.freeze({
+  name: 'ballast',
+  heartbeatInterval: 10_000,
+  connectTimeout: 10_000,
+  reconnect: DEFAULT_RECONNECT_OPTIONS,
+  confirmWindow: 1000,
+  channels: 1,
+  maxBuffered: 10_000,
+  unconfirmedPolicy: 'resend',
+  maxSendAttempts: 11,
+  maxMessageBytes: 4 * 1024 * 1024,
+  mandatory: true,
+  stamp: false,
+  shutdownTimeout: 30_000,
+})
 
 /** Per-message options of {@link Broker.publish}. */
 export interface PublishOptions {
@@ -213,6 +217,8 @@ export interface BrokerStats {
   inFlight: number
   /** Deliveries received by every consumer. */
   consumed: number
+  /** Deliveries the broker flagged as redelivered (delivered before without an ack). */
+  redelivered: number
   /** Deliveries handled and acked. */
   acked: number
   /** Deliveries sent to a retry queue. */

@@ -1,5 +1,18 @@
 import { setTimeout as sleep } from 'node:timers/promises'
-import type { Duration } from '@ballast/shared'
+import { type Duration, extractContext } from '@ballast/shared'
+import {
+  type Attributes,
+  type Context,
+  context,
+  type Histogram,
+  isSpanContextValid,
+  type Link,
+  ROOT_CONTEXT,
+  type Span,
+  SpanKind,
+  type Tracer,
+  trace,
+} from '@opentelemetry/api'
 import type {
   Channel,
   ChannelModel,
@@ -12,6 +25,7 @@ import type { Deduplicator } from './deduplicator.js'
 import { InvalidMessageError, InvalidMessageIdError, isMqError } from './errors.js'
 import { closeSafely } from './internal/closeSafely.js'
 import { checkMessageId } from './internal/messageId.js'
+import { contextWith, errorType, failSpan, MESSAGING_SYSTEM } from './internal/telemetry.js'
 import { type MessageDefinition, messageVersion } from './message.js'
 import type { ResolvedQueue, RetryStep } from './topology.js'
 
@@ -95,6 +109,8 @@ export const DEFAULT_CONSUME_OPTIONS: Readonly<
 export interface ConsumerStats {
   /** Deliveries received. */
   consumed: number
+  /** Deliveries the broker flagged as redelivered (delivered before, to this or another consumer, without an ack). */
+  redelivered: number
   /** Deliveries the handler finished (acked). */
   acked: number
   /** Deliveries sent to a retry queue. */
@@ -114,6 +130,10 @@ export interface ConsumerStats {
 /** What a consumer needs from its broker. */
 export interface ConsumerHost {
   name: string
+  /** Starts each delivery's `process <queue>` span. */
+  tracer: Tracer
+  /** `messaging.process.duration`. */
+  processDuration: Histogram
   queue(name: string): ResolvedQueue | undefined
   republish(
     routingKey: string,
@@ -168,6 +188,25 @@ function originalRoute(message: ConsumeMessage) {
   }
 }
 
+/** How a delivery ended, as the process span's `ballast.mq.outcome` says it. */
+type Outcome = 'ack' | 'retry' | 'dead_letter' | 'duplicate' | 'requeue'
+
+/** The counters that settle a delivery, and the outcome each one means. */
+const OUTCOMES: Partial<Record<keyof ConsumerStats, Outcome>> = {
+  acked: 'ack',
+  retried: 'retry',
+  deadLettered: 'dead_letter',
+  duplicates: 'duplicate',
+}
+
+/** The telemetry of one delivery in hand. */
+interface DeliveryTrace {
+  readonly span: Span
+  outcome: Outcome
+  /** `error.type` of the failure that decided the outcome, if any. */
+  errorType: string | undefined
+}
+
 /** First wait before requeueing a message whose republish (or deduplication) failed; doubles up to the cap. */
 const REQUEUE_BACKOFF_MS = 250
 /** Longest wait before such a requeue. */
@@ -219,6 +258,7 @@ export class ManagedConsumer<T> implements Consumer {
   readonly #host: ConsumerHost
   readonly #stats: ConsumerStats = {
     consumed: 0,
+    redelivered: 0,
     acked: 0,
     retried: 0,
     deadLettered: 0,
@@ -240,6 +280,10 @@ export class ManagedConsumer<T> implements Consumer {
   #requeueFailures = 0
   /** Deliveries acked or nacked (or whose channel was gone): the others are settled by #deliver. */
   readonly #settled = new WeakSet<ConsumeMessage>()
+  /** The span and outcome of each delivery in hand. */
+  readonly #traces = new WeakMap<ConsumeMessage, DeliveryTrace>()
+  /** The attributes of this queue's `messaging.process.duration` points without an error. */
+  readonly #metricAttributes: Attributes
 
   constructor(
     queue: string,
@@ -251,15 +295,83 @@ export class ManagedConsumer<T> implements Consumer {
     this.#handler = handler
     this.#options = options
     this.#host = host
+    this.#metricAttributes = {
+      'messaging.system': MESSAGING_SYSTEM,
+      'messaging.destination.name': queue,
+      'messaging.operation.name': 'process',
+    }
   }
 
   stats(): ConsumerStats {
     return { ...this.#stats, inHand: this.#inHand.size }
   }
 
-  #count(counter: keyof ConsumerStats): void {
+  /** Moves a counter; with the delivery it settled, records the outcome on the delivery's span. */
+  #count(counter: keyof ConsumerStats, message?: ConsumeMessage, error?: unknown): void {
     this.#stats[counter]++
     this.#host.onCounter(counter)
+    if (message === undefined) return
+    const traced = this.#traces.get(message)
+    const outcome = OUTCOMES[counter]
+    if (traced === undefined || outcome === undefined) return
+    traced.outcome = outcome
+    if (error !== undefined) this.#failed(traced, error)
+  }
+
+  /** Marks the delivery's span failed with the error that decided its outcome. */
+  #failed(traced: DeliveryTrace, error: unknown): void {
+    traced.errorType = errorType(error)
+    failSpan(traced.span, error)
+  }
+
+  /**
+   * Starts the CONSUMER span of a delivery, `process <queue>`: its parent is the context the
+   * publisher put in the headers (so the trace goes on) and it links to that producer context too,
+   * as the messaging conventions ask. The body is never recorded: only its size.
+   */
+  #startSpan(message: ConsumeMessage, attempt: number): { span: Span; parent: Context } {
+    const headers = message.properties.headers
+    const parent = extractContext(headers, ROOT_CONTEXT)
+    const producer = trace.getSpanContext(parent)
+    const links: Link[] | undefined =
+      producer !== undefined && isSpanContextValid(producer) ? [{ context: producer }] : undefined
+    const attributes: Attributes = {
+      'messaging.system': MESSAGING_SYSTEM,
+      'messaging.operation.name': 'process',
+      'messaging.operation.type': 'process',
+      'messaging.destination.name': this.queue,
+      'messaging.rabbitmq.destination.routing_key': headerString(
+        headers,
+        'x-original-routing-key',
+        message.fields.routingKey,
+      ),
+      'messaging.message.body.size': message.content.length,
+      'ballast.mq.attempt': attempt,
+      'ballast.mq.redelivered': message.fields.redelivered,
+    }
+    const id = message.properties.messageId
+    if (typeof id === 'string') attributes['messaging.message.id'] = id
+    const span = this.#host.tracer.startSpan(
+      `process ${this.queue}`,
+      links === undefined
+        ? { kind: SpanKind.CONSUMER, attributes }
+        : { kind: SpanKind.CONSUMER, attributes, links },
+      parent,
+    )
+    return { span, parent }
+  }
+
+  /** Ends a delivery's span with its outcome and records its duration. */
+  #finish(traced: DeliveryTrace, started: number): void {
+    const seconds = (performance.now() - started) / 1000
+    this.#host.processDuration.record(
+      seconds,
+      traced.errorType === undefined
+        ? this.#metricAttributes
+        : { ...this.#metricAttributes, 'error.type': traced.errorType },
+    )
+    traced.span.setAttribute('ballast.mq.outcome', traced.outcome)
+    traced.span.end()
   }
 
   /** Whether `connection` is still the one to consume on: ours and the broker's live one. */
@@ -401,14 +513,27 @@ export class ManagedConsumer<T> implements Consumer {
     // stopping: leave it unacked; closing the channel hands it back to the broker
     if (this.#stopping) return
     this.#count('consumed')
-    const work = this.#handle(channel, message).catch(async (error) => {
-      this.#host.emit('consumer-failed', { queue: this.queue, error })
-      // never leave a delivery unsettled: it would hold a prefetch slot until the channel closes
-      if (!this.#settled.has(message)) {
-        await this.#backoff()
-        this.#nack(channel, message, true)
-      }
-    })
+    if (message.fields.redelivered) this.#count('redelivered')
+    const started = performance.now()
+    const { span, parent } = this.#startSpan(
+      message,
+      headerCount(message.properties.headers, 'x-retry-attempt'),
+    )
+    const traced: DeliveryTrace = { span, outcome: 'requeue', errorType: undefined }
+    this.#traces.set(message, traced)
+    // the handler, and whatever it publishes, runs under the delivery's span
+    const work = context
+      .with(contextWith(parent, span), () => this.#handle(channel, message, traced))
+      .catch(async (error) => {
+        this.#host.emit('consumer-failed', { queue: this.queue, error })
+        if (traced.errorType === undefined) this.#failed(traced, error)
+        // never leave a delivery unsettled: it would hold a prefetch slot until the channel closes
+        if (!this.#settled.has(message)) {
+          await this.#backoff()
+          this.#nack(channel, message, true)
+        }
+      })
+      .finally(() => this.#finish(traced, started))
     this.#inHand.add(work)
     void work.finally(() => {
       this.#inHand.delete(work)
@@ -446,7 +571,7 @@ export class ManagedConsumer<T> implements Consumer {
     }
   }
 
-  async #handle(channel: Channel, message: ConsumeMessage): Promise<void> {
+  async #handle(channel: Channel, message: ConsumeMessage, traced: DeliveryTrace): Promise<void> {
     const headers = message.properties.headers ?? {}
     const attempt = headerCount(headers, 'x-retry-attempt')
     let body: unknown
@@ -468,6 +593,7 @@ export class ManagedConsumer<T> implements Consumer {
           : new InvalidMessageError(`undecodable message: ${(error as Error).message}`, [], {
               cause: error,
             })
+      this.#failed(traced, invalid)
       await this.#deadLetter(channel, message, invalid, attempt)
       return
     }
@@ -492,16 +618,18 @@ export class ManagedConsumer<T> implements Consumer {
                   `message id refused by the deduplicator: ${(error as Error)?.message}`,
                   { cause: error },
                 )
+          this.#failed(traced, refused)
           await this.#deadLetter(channel, message, refused, attempt)
           return
         }
         // the store is down or failing: try again later through the retry queue
+        this.#failed(traced, error)
         this.#host.emit('consumer-failed', { queue: this.queue, error })
         await this.#retryLater(channel, message, error, attempt)
         return
       }
       if (state === 'completed') {
-        this.#count('duplicates')
+        this.#count('duplicates', message)
         this.#host.emit('duplicate-skipped', { queue: this.queue, messageId: id })
         this.#ack(channel, message)
         return
@@ -532,6 +660,7 @@ export class ManagedConsumer<T> implements Consumer {
     try {
       await this.#handler(delivery)
     } catch (error) {
+      this.#failed(traced, error)
       if (dedupe !== undefined && key !== undefined) await dedupe.release(key).catch(() => {})
       this.#host.emit('handler-failed', {
         queue: this.queue,
@@ -551,7 +680,7 @@ export class ManagedConsumer<T> implements Consumer {
         this.#host.emit('consumer-failed', { queue: this.queue, error })
       }
     }
-    this.#count('acked')
+    this.#count('acked', message)
     this.#ack(channel, message)
   }
 
@@ -564,7 +693,7 @@ export class ManagedConsumer<T> implements Consumer {
     const queue = this.#host.queue(this.queue)
     if (queue === undefined) {
       // not ours: the queue's own dead-letter settings decide
-      this.#count('deadLettered')
+      this.#count('deadLettered', message)
       this.#nack(channel, message, false)
       return
     }
@@ -595,7 +724,7 @@ export class ManagedConsumer<T> implements Consumer {
     const queue = this.#host.queue(this.queue)
     const info = describe(error)
     if (queue?.deadLetterQueue === undefined) {
-      this.#count('deadLettered')
+      this.#count('deadLettered', message)
       this.#host.emit('dead-lettered', {
         queue: this.queue,
         messageId: message.properties.messageId,
@@ -618,7 +747,7 @@ export class ManagedConsumer<T> implements Consumer {
       await this.#requeueAfterFailure(channel, message, republishError)
       return
     }
-    this.#count('deadLettered')
+    this.#count('deadLettered', message)
     this.#host.emit('dead-lettered', {
       queue: this.queue,
       messageId: message.properties.messageId,
@@ -645,7 +774,7 @@ export class ManagedConsumer<T> implements Consumer {
       // this message can never be republished (e.g. its headers with ours are over what amqplib
       // encodes): requeueing would loop forever. Reject it instead: the queue's own dead-letter
       // exchange takes it as it was sent (with x-death), or the broker drops it if there is none
-      this.#count('deadLettered')
+      this.#count('deadLettered', message)
       this.#host.emit('dead-lettered', {
         queue: this.queue,
         messageId: message.properties.messageId,
@@ -702,7 +831,7 @@ export class ManagedConsumer<T> implements Consumer {
       await this.#requeueAfterFailure(channel, message, republishError)
       return
     }
-    this.#count('retried')
+    this.#count('retried', message)
     this.#host.emit('retried', {
       queue: this.queue,
       messageId: message.properties.messageId,

@@ -1,9 +1,18 @@
 import { randomUUID } from 'node:crypto'
-import { merge } from '@ballast/shared'
+import { merge, type TelemetryOptions } from '@ballast/shared'
+import { context, SpanKind } from '@opentelemetry/api'
 import type { Options } from 'amqplib'
 import { InvalidArgumentError, InvalidMessageError } from './errors.js'
 import { checkPublish, encodeMessage } from './internal/encode.js'
 import { quoteTable, type SqlConnection } from './internal/sql.js'
+import {
+  contextWith,
+  destinationOf,
+  failSpan,
+  MESSAGING_SYSTEM,
+  mqTelemetry,
+  withContext,
+} from './internal/telemetry.js'
 import { brief, check } from './internal/validate.js'
 
 export type { SqlConnection, SqlPool, SqlPoolConnection } from './internal/sql.js'
@@ -11,8 +20,12 @@ export type { SqlConnection, SqlPool, SqlPoolConnection } from './internal/sql.j
 /** The outbox's `message_id VARCHAR(128)`: a longer id would be cut (or refused) by the database. */
 const MAX_OUTBOX_MESSAGE_ID = 128
 
-/** Options of {@link createOutbox}. */
-export interface OutboxOptions {
+/**
+ * Options of {@link createOutbox}. `tracerProvider` (from the shared `TelemetryOptions`) gives the
+ * `create <exchange>` span of each `enqueue`; the outbox keeps no counters, so `meterProvider` is
+ * not used (the relay reports the backlog).
+ */
+export interface OutboxOptions extends TelemetryOptions {
   /**
    * Table holding the messages to send.
    * @default 'mq_outbox'
@@ -26,7 +39,9 @@ export interface OutboxOptions {
 }
 
 /** The defaults of {@link OutboxOptions}. */
-export const DEFAULT_OUTBOX_OPTIONS: Readonly<Required<OutboxOptions>> = Object.freeze({
+export const DEFAULT_OUTBOX_OPTIONS: Readonly<
+  Required<Omit<OutboxOptions, keyof TelemetryOptions>>
+> = Object.freeze({
   table: 'mq_outbox',
   maxMessageBytes: 4 * 1024 * 1024,
 })
@@ -45,7 +60,9 @@ export interface EnqueueOptions {
    */
   aggregateId?: string
   /**
-   * Application headers.
+   * Application headers. The trace context of the `enqueue` (W3C `traceparent`/`tracestate`, when an
+   * OpenTelemetry SDK is installed) is added to them in the row, so the relay publishes the message
+   * in the trace of the request that wrote it.
    * @default {}
    */
   headers?: Record<string, unknown>
@@ -107,6 +124,7 @@ export function createOutbox(options: OutboxOptions = {}): Outbox {
   const settings = merge(DEFAULT_OUTBOX_OPTIONS, options)
   const table = quoteTable('table', settings.table)
   const maxBytes = check.positiveInteger('maxMessageBytes', settings.maxMessageBytes)
+  const { tracer } = mqTelemetry(options)
   return {
     table: settings.table,
     async enqueue(connection, exchange, routingKey, message, enqueueOptions = {}) {
@@ -137,19 +155,48 @@ export function createOutbox(options: OutboxOptions = {}): Outbox {
       const publishOptions: Options.Publish = { messageId, contentType: encoded.contentType }
       if (encoded.type !== undefined) publishOptions.type = encoded.type
       checkPublish(exchange, routingKey, publishOptions)
-      await connection.query(
-        `INSERT INTO ${table} (message_id, aggregate_id, exchange, routing_key, content, content_type, type, headers) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
-        [
-          messageId,
-          enqueueOptions.aggregateId ?? null,
-          exchange,
-          routingKey,
-          encoded.content,
-          encoded.contentType,
-          encoded.type ?? null,
-          encoded.headers === undefined ? null : JSON.stringify(encoded.headers),
-        ],
+      // the message is created now, in the caller's trace; the row keeps this span's context in
+      // its headers, and the relay's publish continues it (the "outbox gap" closed)
+      const destination = destinationOf(exchange, routingKey)
+      const parent = context.active()
+      const span = tracer.startSpan(
+        `create ${destination}`,
+        {
+          kind: SpanKind.PRODUCER,
+          attributes: {
+            'messaging.system': MESSAGING_SYSTEM,
+            'messaging.operation.name': 'create',
+            'messaging.operation.type': 'create',
+            'messaging.destination.name': destination,
+            'messaging.rabbitmq.destination.routing_key': routingKey,
+            'messaging.message.id': messageId,
+            'messaging.message.body.size': encoded.content.length,
+            'ballast.mq.outbox': settings.table,
+          },
+        },
+        parent,
       )
+      const headers = withContext(encoded.headers, contextWith(parent, span))
+      try {
+        await connection.query(
+          `INSERT INTO ${table} (message_id, aggregate_id, exchange, routing_key, content, content_type, type, headers) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
+          [
+            messageId,
+            enqueueOptions.aggregateId ?? null,
+            exchange,
+            routingKey,
+            encoded.content,
+            encoded.contentType,
+            encoded.type ?? null,
+            headers === undefined ? null : JSON.stringify(headers),
+          ],
+        )
+      } catch (error) {
+        failSpan(span, error)
+        throw error
+      } finally {
+        span.end()
+      }
       return messageId
     },
     async createTable(connection) {

@@ -1,5 +1,14 @@
 import { setTimeout as sleep } from 'node:timers/promises'
-import { type Duration, Emitter, merge, type Unsubscribe } from '@ballast/shared'
+import {
+  type Duration,
+  Emitter,
+  extractContext,
+  merge,
+  observe,
+  type TelemetryOptions,
+  type Unsubscribe,
+} from '@ballast/shared'
+import { type Attributes, type BatchObservableResult, ROOT_CONTEXT } from '@opentelemetry/api'
 import { Broker, publishEncodedOf } from './broker.js'
 import {
   InvalidArgumentError,
@@ -9,6 +18,7 @@ import {
   OutboxPublishTimeoutError,
 } from './errors.js'
 import { quoteTable, type SqlPool, type SqlPoolConnection } from './internal/sql.js'
+import { mqTelemetry } from './internal/telemetry.js'
 import { brief, check } from './internal/validate.js'
 import type { Outbox } from './outbox.js'
 
@@ -22,8 +32,12 @@ function unpublishable(error: unknown): boolean {
   )
 }
 
-/** Options of {@link createOutboxRelay}. */
-export interface OutboxRelayOptions {
+/**
+ * Options of {@link createOutboxRelay}. `meterProvider` (from the shared `TelemetryOptions`) gets
+ * the relay's counters and the outbox backlog; the publish spans are the broker's (its
+ * `tracerProvider`), each continuing the trace stored with its row.
+ */
+export interface OutboxRelayOptions extends TelemetryOptions {
   /** The mysql2 promise pool holding the outbox table. */
   pool: SqlPool
   /** Where to publish. */
@@ -65,7 +79,7 @@ export interface OutboxRelayOptions {
 
 /** The defaults of {@link OutboxRelayOptions}. */
 export const DEFAULT_OUTBOX_RELAY_OPTIONS: Readonly<
-  Required<Omit<OutboxRelayOptions, 'pool' | 'broker' | 'outbox'>>
+  Required<Omit<OutboxRelayOptions, 'pool' | 'broker' | 'outbox' | keyof TelemetryOptions>>
 > = Object.freeze({
   batchSize: 200,
   pollInterval: 200,
@@ -121,6 +135,33 @@ export interface RelayFailedEvent {
   /** What failed (database or broker), such as an {@link OutboxPublishTimeoutError}. */
   error: Error
 }
+
+/** The relay's counters as observable instruments (read from `stats()` at collection time). */
+const RELAY_INSTRUMENTS = {
+  'ballast.mq.outbox.sent': {
+    kind: 'counter',
+    description: 'Outbox rows published, confirmed and marked sent',
+    unit: '{row}',
+  },
+  'ballast.mq.outbox.failed': {
+    kind: 'counter',
+    description: 'Outbox row publishes that failed (the row stays, with attempts + 1)',
+    unit: '{row}',
+  },
+  'ballast.mq.outbox.deferred': {
+    kind: 'counter',
+    description: 'Outbox rows held back because an earlier row of their aggregate was not sent yet',
+    unit: '{row}',
+  },
+  'ballast.mq.outbox.batches': {
+    kind: 'counter',
+    description: 'Relay transactions run (polls that found rows)',
+    unit: '{batch}',
+  },
+} as const
+
+/** How long one reading of the backlog may take before a collection goes on without it. */
+const BACKLOG_QUERY_TIMEOUT_MS = 5000
 
 /** A thrown value as an `Error` (a driver may throw anything), for an event payload. */
 function asError(value: unknown): Error {
@@ -220,6 +261,9 @@ export function createOutboxRelay(options: OutboxRelayOptions): OutboxRelay {
   let closed = false
   let loop: Promise<void> | undefined
   const abort = new AbortController()
+  const stopTelemetry = instrument(options, pool, table, settings.outbox.table, () => ({
+    ...counters,
+  }))
 
   async function claim(connection: SqlPoolConnection): Promise<number> {
     const [rows] = (await connection.query(
@@ -311,7 +355,13 @@ export function createOutboxRelay(options: OutboxRelayOptions): OutboxRelay {
       }
       publishOptions.headers = headers
     }
-    return publishEncoded(r.exchange, r.routing_key, r.content, publishOptions)
+    // under the context stored with the row by enqueue (none in rows written before it did, or
+    // without an SDK): the publish span, and the consumers after it, continue that trace
+    const parent = extractContext(
+      publishOptions.headers as Record<string, unknown> | undefined,
+      ROOT_CONTEXT,
+    )
+    return publishEncoded(r.exchange, r.routing_key, r.content, publishOptions, parent)
   }
 
   // The publishes of a batch that timed out: still waiting in the broker's buffer or for their
@@ -399,6 +449,7 @@ export function createOutboxRelay(options: OutboxRelayOptions): OutboxRelay {
     once: (event, listener) => events.once(event, listener),
     off: (event, listener) => events.off(event, listener),
     async close() {
+      if (!closed) stopTelemetry()
       closed = true
       abort.abort()
       await loop
@@ -406,4 +457,80 @@ export function createOutboxRelay(options: OutboxRelayOptions): OutboxRelay {
   }
   if (autoStart) relay.start()
   return relay
+}
+
+/**
+ * Registers the relay's instruments: its counters, and the outbox backlog (rows not sent yet) and
+ * the age of the oldest one, read with one indexed query only when the metrics SDK collects (no
+ * SDK, no query). Returns the function that unregisters them.
+ */
+function instrument(
+  options: TelemetryOptions,
+  pool: SqlPool,
+  table: string,
+  name: string,
+  stats: () => OutboxRelayStats,
+): () => void {
+  const { meter } = mqTelemetry(options)
+  const attributes: Attributes = { 'ballast.mq.outbox': name }
+  const stopCounters = observe(meter, RELAY_INSTRUMENTS, (record) => {
+    const counters = stats()
+    record('ballast.mq.outbox.sent', counters.sent, attributes)
+    record('ballast.mq.outbox.failed', counters.failed, attributes)
+    record('ballast.mq.outbox.deferred', counters.deferred, attributes)
+    record('ballast.mq.outbox.batches', counters.batches, attributes)
+  })
+  const backlog = meter.createObservableGauge('ballast.mq.outbox.backlog', {
+    description: 'Outbox rows not sent yet (including rows left for an operator after maxAttempts)',
+    unit: '{row}',
+  })
+  const oldest = meter.createObservableGauge('ballast.mq.outbox.oldest_age', {
+    description:
+      'Age of the oldest outbox row not sent yet (0 when there is none), by the database clock',
+    unit: 's',
+  })
+  const read = async (result: BatchObservableResult) => {
+    const reading = await readBacklog(pool, table).catch(() => undefined)
+    if (reading === undefined) return // the database is down: this collection has no point
+    result.observe(backlog, reading.rows, attributes)
+    result.observe(oldest, reading.ageSeconds, attributes)
+  }
+  meter.addBatchObservableCallback(read, [backlog, oldest])
+  return () => {
+    stopCounters()
+    meter.removeBatchObservableCallback(read, [backlog, oldest])
+  }
+}
+
+/** The rows not sent yet and the age of the oldest, in one query on the `pending` index, bounded in time. */
+async function readBacklog(
+  pool: SqlPool,
+  table: string,
+): Promise<{ rows: number; ageSeconds: number }> {
+  let timer: NodeJS.Timeout | undefined
+  const late = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error('backlog query timed out')), BACKLOG_QUERY_TIMEOUT_MS)
+    timer.unref()
+  })
+  const query = (async () => {
+    const connection = await pool.getConnection()
+    try {
+      const [rows] = (await connection.query(
+        `SELECT COUNT(*) AS backlog, TIMESTAMPDIFF(MICROSECOND, MIN(created_at), CURRENT_TIMESTAMP(3)) AS age FROM ${table} WHERE sent_at IS NULL`,
+      )) as [Array<{ backlog: number | string; age: number | string | null }>, unknown]
+      const row = rows[0]
+      return {
+        rows: Number(row?.backlog ?? 0),
+        ageSeconds:
+          row?.age === null || row?.age === undefined ? 0 : Math.max(0, Number(row.age) / 1e6),
+      }
+    } finally {
+      connection.release()
+    }
+  })()
+  try {
+    return await Promise.race([query, late])
+  } finally {
+    clearTimeout(timer)
+  }
 }
