@@ -1,5 +1,25 @@
+import { randomUUID } from 'node:crypto'
 import type { Readable } from 'node:stream'
-import { type Checks, checks, type Duration, merge } from '@ballast/shared'
+import {
+  type Checks,
+  checks,
+  type Duration,
+  durationHistogram,
+  errorType,
+  failSpan,
+  merge,
+  observe,
+  type TelemetryOptions,
+  telemetry,
+} from '@ballast/shared'
+import {
+  type Attributes,
+  context,
+  type Histogram,
+  type Span,
+  SpanStatusCode,
+  type Tracer,
+} from '@opentelemetry/api'
 import type { Dispatcher } from 'undici'
 import { type Balancer, type BalancerOptions, createBalancer } from './balancer.js'
 import type { Endpoint, EndpointInput } from './endpoint.js'
@@ -16,11 +36,24 @@ import {
   type HealthChecker,
   type HealthCheckerOptions,
 } from './healthChecker.js'
+import {
+  checkTelemetry,
+  endpointAddress,
+  isSaneRequestId,
+  methodAttribute,
+  SCOPE,
+  spanName,
+  startAttemptSpan,
+} from './internal/telemetry.js'
 import { isIdempotent, isTimeout, neverSent, UpstreamPools } from './internal/upstreams.js'
 import { createRetryBudget, type RetryBudget, type RetryBudgetOptions } from './retryBudget.js'
 
-/** Options of {@link createBalancedClient}. */
-export interface BalancedClientOptions {
+/**
+ * Options of {@link createBalancedClient}. `meterProvider` and `tracerProvider` (from
+ * {@link TelemetryOptions}) default to the global ones; the balancer and health checker the
+ * client creates report through them too.
+ */
+export interface BalancedClientOptions extends TelemetryOptions {
   /**
    * The upstream origins (`http://host:port`), or `{ id, weight, value }` where `value` (default
    * the id) is the origin. Ignored when `balancer` is given.
@@ -86,7 +119,12 @@ export interface BalancedClientOptions {
 
 /** The defaults of {@link BalancedClientOptions}. */
 export const DEFAULT_BALANCED_CLIENT_OPTIONS: Readonly<
-  Required<Omit<BalancedClientOptions, 'endpoints' | 'balancer' | 'healthCheck' | 'retryBudget'>>
+  Required<
+    Omit<
+      BalancedClientOptions,
+      'endpoints' | 'balancer' | 'healthCheck' | 'retryBudget' | 'meterProvider' | 'tracerProvider'
+    >
+  >
 > = Object.freeze({
   connections: 64,
   connectTimeout: 2000,
@@ -110,7 +148,11 @@ export interface BalancedRequestOptions {
    * @default 'GET'
    */
   method?: string
-  /** Request headers. */
+  /**
+   * Request headers. An `x-request-id` that is a sane token (up to 128 letters, digits, `-`, `_`,
+   * `.`, `:`) is sent as it is, else one is generated; a `traceparent`/`tracestate` here is
+   * replaced by the attempt span's context when a propagator is installed.
+   */
   headers?: Record<string, string | string[]>
   /**
    * The body. A string or bytes can be sent again on a retry; a stream cannot, so a request with
@@ -204,11 +246,16 @@ class BalancedClientImpl implements BalancedClient {
   #refused = 0
   #failed = 0
   #closed = false
+  readonly #tracer: Tracer
+  readonly #duration: Histogram
+  readonly #stopObserving: () => void
 
   constructor(options: BalancedClientOptions) {
     const o = merge(DEFAULT_BALANCED_CLIENT_OPTIONS, options)
+    const { meterProvider, tracerProvider } = o
     check.positiveInteger('connections', o.connections)
     check.positiveInteger('maxAttempts', o.maxAttempts)
+    checkTelemetry(check, o)
     const connectTimeoutMs = check.duration('connectTimeout', o.connectTimeout, { positive: true })
     const headersTimeoutMs = check.duration('headersTimeout', o.headersTimeout, { positive: true })
     const bodyTimeoutMs = check.duration('bodyTimeout', o.bodyTimeout, { positive: true })
@@ -228,7 +275,12 @@ class BalancedClientImpl implements BalancedClient {
           check.invalid('endpoints', 'origins such as "http://127.0.0.1:8080"', origin)
         }
       }
-      this.balancer = createBalancer<string>({ ...(o.balancer ?? {}), endpoints: o.endpoints })
+      this.balancer = createBalancer<string>({
+        ...(o.balancer ?? {}),
+        endpoints: o.endpoints,
+        meterProvider,
+        tracerProvider,
+      })
       this.#ownBalancer = true
     }
     this.#pools = new UpstreamPools({
@@ -240,7 +292,12 @@ class BalancedClientImpl implements BalancedClient {
     this.#checker =
       o.healthCheck === false || o.healthCheck === undefined
         ? undefined
-        : createHealthChecker({ ...o.healthCheck, balancer: this.balancer })
+        : createHealthChecker({
+            ...o.healthCheck,
+            balancer: this.balancer,
+            meterProvider,
+            tracerProvider,
+          })
     this.#budget =
       o.retryBudget === false
         ? undefined
@@ -252,6 +309,44 @@ class BalancedClientImpl implements BalancedClient {
     this.#bodyTimeoutMs = bodyTimeoutMs
     this.#retryOnStatus = new Set(o.retryOnStatus)
     this.#isFailure = o.isFailure
+    const { meter, tracer } = telemetry(SCOPE, o)
+    this.#tracer = tracer
+    this.#duration = durationHistogram(
+      meter,
+      'http.client.request.duration',
+      'Duration of each attempt to an endpoint, until its response headers arrived or it failed',
+    )
+    this.#stopObserving = observe(
+      meter,
+      {
+        'ballast.lb.client.requests': {
+          kind: 'counter',
+          description: 'Requests made (first attempts)',
+          unit: '{request}',
+        },
+        'ballast.lb.client.retries': {
+          kind: 'counter',
+          description: 'Retries made, each on another endpoint',
+          unit: '{retry}',
+        },
+        'ballast.lb.client.retries_refused': {
+          kind: 'counter',
+          description: 'Retries the retry budget refused',
+          unit: '{retry}',
+        },
+        'ballast.lb.client.failed': {
+          kind: 'counter',
+          description: 'Requests that ended in an error',
+          unit: '{request}',
+        },
+      },
+      (record) => {
+        record('ballast.lb.client.requests', this.#requests)
+        record('ballast.lb.client.retries', this.#retries)
+        record('ballast.lb.client.retries_refused', this.#refused)
+        record('ballast.lb.client.failed', this.#failed)
+      },
+    )
   }
 
   async request(options: BalancedRequestOptions): Promise<BalancedResponse> {
@@ -267,6 +362,10 @@ class BalancedClientImpl implements BalancedClient {
     this.#budget?.recordRequest()
     const tried: Endpoint<string>[] = []
     let lastError: unknown
+    const methodAttr = methodAttribute(method)
+    // Every attempt's CLIENT span is a child of the caller's active span: retries are siblings.
+    const parent = context.active()
+    const headers = outgoingHeaders(options.headers)
     for (let attempt = 1; ; attempt++) {
       let endpoint: Endpoint<string>
       try {
@@ -278,6 +377,27 @@ class BalancedClientImpl implements BalancedClient {
       }
       tried.push(endpoint)
       const startedAt = this.balancer.begin(endpoint)
+      const address = endpointAddress(endpoint)
+      const attributes: Attributes = {
+        'http.request.method': methodAttr,
+        'server.address': address.address,
+        'server.port': address.port,
+      }
+      const injected: Record<string, string> = {}
+      const span = startAttemptSpan(
+        this.#tracer,
+        spanName(methodAttr),
+        attempt > 1
+          ? {
+              ...attributes,
+              'url.scheme': address.scheme,
+              'http.request.resend_count': attempt - 1,
+            }
+          : { ...attributes, 'url.scheme': address.scheme },
+        parent,
+        injected,
+      )
+      const sentAt = performance.now()
       let response: Dispatcher.ResponseData
       // undici's own headers timeout runs on coarse timers (about half a second of slack), so
       // the client keeps a precise one of its own and aborts the attempt with a typed error.
@@ -294,7 +414,7 @@ class BalancedClientImpl implements BalancedClient {
         response = await this.#pools.get(endpoint).request({
           path: options.path,
           method: method as Dispatcher.HttpMethod,
-          headers: options.headers ?? null,
+          headers: withInjected(headers, injected),
           body,
           idempotent,
           signal: attemptAbort.signal,
@@ -315,6 +435,7 @@ class BalancedClientImpl implements BalancedClient {
         }
       } catch (error) {
         clearTimeout(timer)
+        this.#endAttempt(span, attributes, sentAt, undefined, error)
         userSignal?.removeEventListener('abort', onUserAbort)
         // An abort by the caller is not the endpoint's failure.
         this.balancer.end(endpoint, startedAt, options.signal?.aborted === true)
@@ -332,6 +453,7 @@ class BalancedClientImpl implements BalancedClient {
         throw this.#finalError(error, tried)
       }
       const status = response.statusCode
+      this.#endAttempt(span, attributes, sentAt, status, undefined)
       this.balancer.end(endpoint, startedAt, !this.#isFailure(status))
       if (
         this.#retryOnStatus.has(status) &&
@@ -353,6 +475,34 @@ class BalancedClientImpl implements BalancedClient {
         attempts: attempt,
       }
     }
+  }
+
+  /**
+   * Ends an attempt's CLIENT span (at its response headers: the body is the caller's to read)
+   * and records its duration.
+   */
+  #endAttempt(
+    span: Span,
+    attributes: Attributes,
+    sentAt: number,
+    status: number | undefined,
+    error: unknown,
+  ): void {
+    if (status !== undefined) {
+      attributes['http.response.status_code'] = status
+      span.setAttribute('http.response.status_code', status)
+    }
+    if (error !== undefined) {
+      attributes['error.type'] = errorType(error)
+      failSpan(span, error)
+    } else if (status !== undefined && status >= 400) {
+      // A client span with a 4xx or 5xx answer is an error (HTTP semantic conventions).
+      attributes['error.type'] = String(status)
+      span.setAttribute('error.type', String(status))
+      span.setStatus({ code: SpanStatusCode.ERROR })
+    }
+    span.end()
+    this.#duration.record((performance.now() - sentAt) / 1000, attributes)
   }
 
   /** The error of the last attempt; when it could not even connect and every endpoint was tried, none is available. */
@@ -388,10 +538,58 @@ class BalancedClientImpl implements BalancedClient {
   async close(): Promise<void> {
     if (this.#closed) return
     this.#closed = true
+    this.#stopObserving()
     await this.#checker?.close()
     await this.#pools.close()
     if (this.#ownBalancer) await this.balancer.close()
   }
+}
+
+/**
+ * The caller's headers to send, with an `x-request-id`: theirs when it is a sane token, else a
+ * new UUID (one request id for every attempt of the request).
+ */
+function outgoingHeaders(
+  given: Record<string, string | string[]> | undefined,
+): Record<string, string | string[]> {
+  const out: Record<string, string | string[]> = {}
+  let requestId: string | undefined
+  if (given !== undefined) {
+    for (const name in given) {
+      if (name.toLowerCase() === 'x-request-id') {
+        const value = given[name]
+        if (isSaneRequestId(value)) requestId = value
+        continue
+      }
+      out[name] = given[name]!
+    }
+  }
+  out['x-request-id'] = requestId ?? randomUUID()
+  return out
+}
+
+/**
+ * The headers with the injected trace context: when the propagator wrote anything, the caller's
+ * `traceparent`/`tracestate` (in any case) give way to it; with no propagator, they stay.
+ */
+function withInjected(
+  headers: Record<string, string | string[]>,
+  injected: Record<string, string>,
+): Record<string, string | string[]> {
+  let written = false
+  for (const _ in injected) {
+    written = true
+    break
+  }
+  if (!written) return headers
+  const out: Record<string, string | string[]> = {}
+  for (const name in headers) {
+    const lower = name.toLowerCase()
+    if (lower === 'traceparent' || lower === 'tracestate' || Object.hasOwn(injected, lower))
+      continue
+    out[name] = headers[name]!
+  }
+  return Object.assign(out, injected)
 }
 
 /** Whether a response can carry no body bytes (RFC 9110 §6.4.1), so nothing is left to abort. */

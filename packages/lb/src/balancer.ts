@@ -5,9 +5,13 @@ import {
   Emitter,
   type Listener,
   merge,
+  observe,
   show,
+  type TelemetryOptions,
+  telemetry,
   type Unsubscribe,
 } from '@ballast/shared'
+import type { Attributes } from '@opentelemetry/api'
 import type { Endpoint, EndpointInput, EndpointStats } from './endpoint.js'
 import {
   DuplicateEndpointError,
@@ -34,6 +38,7 @@ import {
   type StrategyContext,
   WeightedRandom,
 } from './internal/strategies.js'
+import { BALANCER_ATTRIBUTES, checkTelemetry, SCOPE } from './internal/telemetry.js'
 
 /**
  * How a balancer picks an endpoint:
@@ -126,8 +131,12 @@ export interface SlowStartOptions {
   minWeightShare?: number
 }
 
-/** Options of {@link createBalancer}. */
-export interface BalancerOptions<T = string> {
+/**
+ * Options of {@link createBalancer}. `meterProvider` (from {@link TelemetryOptions}) receives the
+ * per-endpoint instruments, read from the counters at collection time: `pick()` makes no
+ * telemetry call.
+ */
+export interface BalancerOptions<T = string> extends TelemetryOptions {
   /**
    * How endpoints are picked; see {@link StrategyName}.
    * @default 'peak-ewma'
@@ -470,6 +479,7 @@ class BalancerImpl<T> extends Emitter<BalancerEvents<T>> implements Balancer<T> 
   #noEndpoint = 0
   #slowStartTimer: ReturnType<typeof setInterval> | undefined
   #closed = false
+  readonly #stopObserving: () => void
 
   constructor(options: BalancerOptions<T>) {
     super()
@@ -490,6 +500,7 @@ class BalancerImpl<T> extends Emitter<BalancerEvents<T>> implements Balancer<T> 
     }
     check.func('clock', o.clock)
     check.func('random', o.random)
+    checkTelemetry(check, o)
     this.#clock = o.clock
     if (o.outlierDetection !== false) {
       const od = merge(DEFAULT_OUTLIER_DETECTION_OPTIONS, o.outlierDetection)
@@ -563,6 +574,78 @@ class BalancerImpl<T> extends Emitter<BalancerEvents<T>> implements Balancer<T> 
       this.#byId.set(n.id, ep)
     }
     this.#refresh()
+    const extra = (options as { [BALANCER_ATTRIBUTES]?: Attributes })[BALANCER_ATTRIBUTES]
+    this.#stopObserving = this.#observe(telemetry(SCOPE, o).meter, extra ?? {})
+  }
+
+  /** The per-endpoint instruments, read from the endpoints' counters when the SDK collects. */
+  #observe(meter: ReturnType<typeof telemetry>['meter'], extra: Attributes): () => void {
+    return observe(
+      meter,
+      {
+        'ballast.lb.endpoint.picks': {
+          kind: 'counter',
+          description: 'Times pick() returned the endpoint',
+          unit: '{pick}',
+        },
+        'ballast.lb.endpoint.requests': {
+          kind: 'counter',
+          description:
+            'Requests on the endpoint that ended, by ballast.lb.outcome: success, or failure (an error, a timeout, a 5xx answer)',
+          unit: '{request}',
+        },
+        'ballast.lb.endpoint.ejections': {
+          kind: 'counter',
+          description: 'Times outlier detection ejected the endpoint',
+          unit: '{ejection}',
+        },
+        'ballast.lb.endpoint.healthy': {
+          kind: 'gauge',
+          description: 'Whether active health checks consider the endpoint healthy (1) or not (0)',
+          unit: '1',
+        },
+        'ballast.lb.endpoint.ejected': {
+          kind: 'gauge',
+          description: 'Whether the endpoint is ejected now (1) or not (0)',
+          unit: '1',
+        },
+        'ballast.lb.endpoint.in_flight': {
+          kind: 'upDownCounter',
+          description: 'Requests on the endpoint begun and not yet ended',
+          unit: '{request}',
+        },
+        'ballast.lb.no_endpoint': {
+          kind: 'counter',
+          description: 'Picks that found no usable endpoint',
+          unit: '{pick}',
+        },
+        'ballast.lb.panicking': {
+          kind: 'gauge',
+          description: 'Whether panic mode is on (1: too few endpoints healthy, all are used)',
+          unit: '1',
+        },
+      },
+      (record) => {
+        record('ballast.lb.no_endpoint', this.#noEndpoint, extra)
+        record('ballast.lb.panicking', this.#panicking ? 1 : 0, extra)
+        for (const ep of this.#all) {
+          const attributes: Attributes = { ...extra, 'ballast.lb.endpoint': ep.id }
+          record('ballast.lb.endpoint.picks', ep.picks, attributes)
+          record('ballast.lb.endpoint.requests', ep.successes, {
+            ...attributes,
+            'ballast.lb.outcome': 'success',
+          })
+          record('ballast.lb.endpoint.requests', ep.failures, {
+            ...attributes,
+            'ballast.lb.outcome': 'failure',
+          })
+          record('ballast.lb.endpoint.ejections', ep.totalEjections, attributes)
+          record('ballast.lb.endpoint.healthy', ep.healthy ? 1 : 0, attributes)
+          record('ballast.lb.endpoint.ejected', ep.ejected ? 1 : 0, attributes)
+          record('ballast.lb.endpoint.in_flight', ep.inFlight, attributes)
+        }
+      },
+    )
   }
 
   get size(): number {
@@ -646,6 +729,7 @@ class BalancerImpl<T> extends Emitter<BalancerEvents<T>> implements Balancer<T> 
       ep.ejections = Math.max(0, ep.ejections - decay)
     }
     ep.ejections++
+    ep.totalEjections++
     const durationMs = Math.min(od.baseEjectionTimeMs * ep.ejections, od.maxEjectionTimeMs)
     ep.ejected = true
     this.#ejectedCount++
@@ -762,6 +846,7 @@ class BalancerImpl<T> extends Emitter<BalancerEvents<T>> implements Balancer<T> 
         ejected: ep.ejected,
         slowStarting: !Number.isNaN(ep.slowStartFrom),
         ejections: ep.ejections,
+        totalEjections: ep.totalEjections,
         inFlight: ep.inFlight,
         picks: ep.picks,
         succeeded: ep.successes,
@@ -773,6 +858,7 @@ class BalancerImpl<T> extends Emitter<BalancerEvents<T>> implements Balancer<T> 
   }
 
   async close(): Promise<void> {
+    if (!this.#closed) this.#stopObserving()
     this.#closed = true
     if (this.#slowStartTimer !== undefined) clearInterval(this.#slowStartTimer)
     this.#slowStartTimer = undefined

@@ -48,6 +48,8 @@ export interface EndpointStats {
   slowStarting: boolean
   /** How many times it has been ejected (decays while it behaves). */
   ejections: number
+  /** How many times it has been ejected since it was added (never decays). */
+  totalEjections: number
   /** Requests in flight now. */
   inFlight: number
   /** Times it was returned by `pick()`. */

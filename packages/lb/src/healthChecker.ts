@@ -6,11 +6,15 @@ import {
   Emitter,
   type Listener,
   merge,
+  observe,
+  type TelemetryOptions,
+  telemetry,
   type Unsubscribe,
 } from '@ballast/shared'
 import type { Balancer } from './balancer.js'
 import type { Endpoint } from './endpoint.js'
 import { InvalidArgumentError, LbClosedError } from './errors.js'
+import { checkTelemetry, SCOPE } from './internal/telemetry.js'
 
 /** A check function: resolves true (or void) when the endpoint is healthy; false or a throw marks a failure. */
 export type HealthCheckFunction<T = string> = (
@@ -40,8 +44,11 @@ export interface TcpHealthCheck {
   type: 'tcp'
 }
 
-/** Options of {@link createHealthChecker}. */
-export interface HealthCheckerOptions<T = string> {
+/**
+ * Options of {@link createHealthChecker}. `meterProvider` (from {@link TelemetryOptions}) receives
+ * the checks counter; the verdicts show on the balancer's `ballast.lb.endpoint.healthy` gauge.
+ */
+export interface HealthCheckerOptions<T = string> extends TelemetryOptions {
   /** The balancer whose endpoints are checked and marked. */
   balancer: Balancer<T>
   /**
@@ -202,6 +209,7 @@ class HealthCheckerImpl<T> extends Emitter<HealthCheckerEvents<T>> implements He
   #succeeded = 0
   #failed = 0
   #closed = false
+  readonly #stopObserving: () => void
 
   constructor(options: HealthCheckerOptions<T>) {
     super()
@@ -217,6 +225,7 @@ class HealthCheckerImpl<T> extends Emitter<HealthCheckerEvents<T>> implements He
     const timeoutMs = check.duration('timeout', o.timeout, { positive: true })
     check.positiveInteger('rise', o.rise)
     check.positiveInteger('fall', o.fall)
+    checkTelemetry(check, o)
     if (o.target !== undefined) check.func('target', o.target)
     const target = o.target ?? ((e: Endpoint<T>) => (typeof e.value === 'string' ? e.value : e.id))
     const kind = o.check
@@ -237,6 +246,20 @@ class HealthCheckerImpl<T> extends Emitter<HealthCheckerEvents<T>> implements He
       if (this.#running === undefined && !this.#closed) void this.checkNow()
     }, intervalMs)
     this.#timer.unref?.()
+    this.#stopObserving = observe(
+      telemetry(SCOPE, o).meter,
+      {
+        'ballast.lb.health_checks': {
+          kind: 'counter',
+          description: 'Active health checks run, by ballast.lb.outcome (success, failure)',
+          unit: '{check}',
+        },
+      },
+      (record) => {
+        record('ballast.lb.health_checks', this.#succeeded, { 'ballast.lb.outcome': 'success' })
+        record('ballast.lb.health_checks', this.#failed, { 'ballast.lb.outcome': 'failure' })
+      },
+    )
   }
 
   checkNow(): Promise<void> {
@@ -314,6 +337,7 @@ class HealthCheckerImpl<T> extends Emitter<HealthCheckerEvents<T>> implements He
   }
 
   async close(): Promise<void> {
+    if (!this.#closed) this.#stopObserving()
     this.#closed = true
     clearInterval(this.#timer)
     await this.#running

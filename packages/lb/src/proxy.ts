@@ -12,12 +12,28 @@ import {
   type Checks,
   checks,
   type Duration,
+  durationHistogram,
   Emitter,
+  errorType,
+  extractContext,
+  failSpan,
   type Listener,
   merge,
+  observe,
   show,
+  type TelemetryOptions,
+  telemetry,
   type Unsubscribe,
 } from '@ballast/shared'
+import {
+  type Attributes,
+  type Histogram,
+  type Meter,
+  SpanKind,
+  SpanStatusCode,
+  type Tracer,
+  trace,
+} from '@opentelemetry/api'
 import type { Dispatcher } from 'undici'
 import { type Balancer, type BalancerOptions, createBalancer } from './balancer.js'
 import type { Endpoint, EndpointInput } from './endpoint.js'
@@ -43,6 +59,7 @@ import {
   noRouteBody,
   type RequestContext,
   type RouteRuntime,
+  type ServedRequest,
   upstreamPath,
 } from './internal/proxy/context.js'
 import { downstreamHeaders, upstreamHeaders } from './internal/proxy/forwardHeaders.js'
@@ -56,6 +73,17 @@ import {
   parseRequestTarget,
   type RequestTarget,
 } from './internal/requestTarget.js'
+import {
+  BALANCER_ATTRIBUTES,
+  checkTelemetry,
+  endpointAddress,
+  isSaneRequestId,
+  methodAttribute,
+  SCOPE,
+  spanName,
+  startAttemptSpan,
+  withInjected,
+} from './internal/telemetry.js'
 import { isIdempotent, isTimeout, neverSent, UpstreamPools } from './internal/upstreams.js'
 import { parseCacheControl, type ResponseCache, responseCacheKey } from './responseCache.js'
 import { createRetryBudget, type RetryBudgetOptions } from './retryBudget.js'
@@ -132,8 +160,12 @@ export const DEFAULT_PROXY_CACHE_OPTIONS: Readonly<Required<Omit<ProxyCacheOptio
     maxBodyBytes: 1_048_576,
   })
 
-/** Options of {@link createProxy}. */
-export interface ProxyOptions {
+/**
+ * Options of {@link createProxy}. `meterProvider` and `tracerProvider` (from
+ * {@link TelemetryOptions}) default to the global ones; the balancers and health checkers the
+ * proxy creates report through them too.
+ */
+export interface ProxyOptions extends TelemetryOptions {
   /** The routes; the most specific match wins (a host before none, then the longest prefix). */
   routes: readonly ProxyRoute[]
   /**
@@ -231,7 +263,17 @@ export interface ProxyOptions {
 /** The defaults of {@link ProxyOptions}. */
 export const DEFAULT_PROXY_OPTIONS: Readonly<
   Required<
-    Omit<ProxyOptions, 'routes' | 'balancer' | 'healthCheck' | 'retryBudget' | 'cache' | 'server'>
+    Omit<
+      ProxyOptions,
+      | 'routes'
+      | 'balancer'
+      | 'healthCheck'
+      | 'retryBudget'
+      | 'cache'
+      | 'server'
+      | 'meterProvider'
+      | 'tracerProvider'
+    >
   >
 > = Object.freeze({
   connections: 128,
@@ -421,11 +463,28 @@ class ProxyImpl extends Emitter<ProxyEvents> implements ReverseProxy {
     cacheMisses: 0,
     upgrades: 0,
   }
+  readonly #tracer: Tracer
+  readonly #serverDuration: Histogram
+  readonly #clientDuration: Histogram
+  readonly #stopObserving: () => void
 
   constructor(options: ProxyOptions) {
     super()
     const o = merge(DEFAULT_PROXY_OPTIONS, options)
     this.#options = o
+    checkTelemetry(check, o)
+    const { meter, tracer } = telemetry(SCOPE, o)
+    this.#tracer = tracer
+    this.#serverDuration = durationHistogram(
+      meter,
+      'http.server.request.duration',
+      'Duration of the requests the proxy served, until their response ended',
+    )
+    this.#clientDuration = durationHistogram(
+      meter,
+      'http.client.request.duration',
+      'Duration of each attempt to an upstream endpoint, until its response ended or failed',
+    )
     check.positiveInteger('connections', o.connections)
     check.positiveInteger('maxAttempts', o.maxAttempts)
     const timeouts: ProxyTimeouts = {
@@ -514,6 +573,7 @@ class ProxyImpl extends Emitter<ProxyEvents> implements ReverseProxy {
     this.server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) =>
       proxyUpgrade(this.#upgradeOwner, req, socket, head),
     )
+    this.#stopObserving = observeProxy(meter, this.#stats, () => this.#inFlight)
   }
 
   #route(r: ProxyRoute, i: number): RouteRuntime {
@@ -545,13 +605,22 @@ class ProxyImpl extends Emitter<ProxyEvents> implements ReverseProxy {
           check.invalid(`routes[${i}].upstream`, 'origins such as "http://127.0.0.1:8080"', origin)
         }
       }
+      const { meterProvider, tracerProvider } = this.#options
       balancer = createBalancer<string>({
         ...(this.#options.balancer ?? {}),
         endpoints: r.upstream,
-      })
+        meterProvider,
+        tracerProvider,
+        [BALANCER_ATTRIBUTES]: { 'ballast.lb.route': name },
+      } as BalancerOptions<string>)
       own = true
       if (this.#options.healthCheck !== false && this.#options.healthCheck !== undefined)
-        checker = createHealthChecker({ ...this.#options.healthCheck, balancer })
+        checker = createHealthChecker({
+          ...this.#options.healthCheck,
+          balancer,
+          meterProvider,
+          tracerProvider,
+        })
     }
     this.#pools.watch(balancer)
     return {
@@ -598,9 +667,32 @@ class ProxyImpl extends Emitter<ProxyEvents> implements ReverseProxy {
   }
 
   handle(req: IncomingMessage, res: ServerResponse): void {
+    const startedAt = performance.now()
     this.#stats.requests++
     this.#inFlight++
     if (this.#closing) res.shouldKeepAlive = false
+    const method = req.method ?? 'GET'
+    // The SERVER span continues the client's trace (W3C traceparent with the usual SDK setup;
+    // without a propagator extract is a no-op and the span a non-recording one).
+    const parent = extractContext(req.headers)
+    const methodAttr = methodAttribute(method)
+    const scheme = (req.socket as { encrypted?: boolean }).encrypted ? 'https' : 'http'
+    const span = this.#tracer.startSpan(
+      spanName(methodAttr),
+      {
+        kind: SpanKind.SERVER,
+        attributes: { 'http.request.method': methodAttr, 'url.scheme': scheme },
+      },
+      parent,
+    )
+    const served: ServedRequest = {
+      span,
+      startedAt,
+      method: methodAttr,
+      scheme,
+      route: undefined,
+      errorType: undefined,
+    }
     let host: ParsedHost | undefined
     let target: RequestTarget
     let headers: string[] | undefined
@@ -609,23 +701,39 @@ class ProxyImpl extends Emitter<ProxyEvents> implements ReverseProxy {
       headers = upstreamHeaders(req, this.#options)
     } catch (error) {
       if (!isLbError(error)) throw error
-      res.once('close', () => this.#done())
+      res.once('close', () => this.#served(served, res))
       this.#badRequest(res, (error as Error).message)
       return
     }
     if (headers === undefined) {
-      res.once('close', () => this.#done())
+      res.once('close', () => this.#served(served, res))
       this.#badRequest(res, 'more than one Host header')
       return
     }
+    if (host !== undefined && span.isRecording()) {
+      span.setAttribute('server.address', host.name)
+      if (host.authority.length > host.name.length) {
+        span.setAttribute('server.port', Number(host.authority.slice(host.name.length + 1)))
+      }
+    }
     const route = this.#match(host, target.path)
     if (route === undefined) {
-      res.once('close', () => this.#done())
+      res.once('close', () => this.#served(served, res))
       this.#stats.noRoute++
       this.#answer(res, 404, noRouteBody(host, target))
       return
     }
-    const method = req.method ?? 'GET'
+    served.route = route.name
+    // The request id goes upstream: the client's when it is a sane token, else a new UUID
+    // (replacing one that is not).
+    const incomingId = req.headers['x-request-id']
+    let requestId: string
+    if (isSaneRequestId(incomingId)) requestId = incomingId
+    else {
+      requestId = randomUUID()
+      if (incomingId !== undefined) headers = withoutHeader(headers, 'x-request-id')
+      headers.push('x-request-id', requestId)
+    }
     const hasBody = announcesBody(req)
     const ctx: RequestContext = {
       proxy: this,
@@ -646,10 +754,12 @@ class ProxyImpl extends Emitter<ProxyEvents> implements ReverseProxy {
         this.#compression === undefined
           ? undefined
           : (req.headers['accept-encoding'] as string | undefined),
-      requestId: undefined,
+      requestId,
+      served,
+      traceContext: trace.setSpan(parent, span),
     }
     res.once('close', () => {
-      this.#done()
+      this.#served(served, res)
       if (!res.writableFinished) {
         ctx.aborted = true
         ctx.attempt?.controller?.abort(new Error('client went away'))
@@ -672,10 +782,65 @@ class ProxyImpl extends Emitter<ProxyEvents> implements ReverseProxy {
     this.#attempt(ctx)
   }
 
-  /** A request is over (answered or abandoned). */
-  #done(): void {
+  /** A request is over (answered or abandoned): its span ends and its duration is recorded. */
+  #served(served: ServedRequest, res: ServerResponse): void {
     this.#inFlight--
     if (this.#closing && this.#inFlight === 0) this.#onDrained?.()
+    const attributes: Attributes = {
+      'http.request.method': served.method,
+      'url.scheme': served.scheme,
+    }
+    if (served.route !== undefined) attributes['ballast.lb.route'] = served.route
+    let type = served.errorType
+    if (res.headersSent) {
+      const status = res.statusCode
+      attributes['http.response.status_code'] = status
+      if (type === undefined && status >= 500) type = String(status)
+    }
+    // The response did not end: the client went away, or the proxy cut a broken upstream body.
+    if (type === undefined && !res.writableFinished) type = 'aborted'
+    if (type !== undefined) attributes['error.type'] = type
+    const span = served.span
+    if (span.isRecording()) {
+      span.setAttributes(attributes)
+      if (type !== undefined) span.setStatus({ code: SpanStatusCode.ERROR })
+    }
+    span.end()
+    this.#serverDuration.record((performance.now() - served.startedAt) / 1000, attributes)
+  }
+
+  /** Ends an attempt's CLIENT span and records its duration, once. */
+  #endAttempt(attempt: Attempt, error?: unknown): void {
+    const span = attempt.span
+    if (span === undefined) return
+    attempt.span = undefined
+    const address = endpointAddress(attempt.endpoint)
+    const attributes: Attributes = {
+      'http.request.method': attempt.ctx.served.method,
+      'server.address': address.address,
+      'server.port': address.port,
+      'ballast.lb.route': attempt.ctx.route.name,
+    }
+    const status = attempt.status
+    if (status !== undefined) {
+      attributes['http.response.status_code'] = status
+      span.setAttribute('http.response.status_code', status)
+    }
+    if (error !== undefined) {
+      attributes['error.type'] = errorType(error)
+      failSpan(span, error)
+    } else if (status !== undefined && status >= 400) {
+      // A client span with a 4xx or 5xx answer is an error (HTTP semantic conventions).
+      attributes['error.type'] = String(status)
+      span.setAttribute('error.type', String(status))
+      span.setStatus({ code: SpanStatusCode.ERROR })
+    }
+    span.end()
+    this.#clientDuration.record((performance.now() - attempt.sentAt) / 1000, attributes)
+  }
+
+  onAttemptEnd(attempt: Attempt): void {
+    this.#endAttempt(attempt)
   }
 
   #attempt(ctx: RequestContext): void {
@@ -691,6 +856,7 @@ class ProxyImpl extends Emitter<ProxyEvents> implements ReverseProxy {
         return
       }
       this.#stats.unavailable++
+      ctx.served.errorType = errorType(error)
       const detail = error instanceof NoEndpointAvailableError ? error.message : String(error)
       this.#failure(ctx.res, this.#requestId(ctx), {
         status: 503,
@@ -706,12 +872,32 @@ class ProxyImpl extends Emitter<ProxyEvents> implements ReverseProxy {
     ctx.tried.push(endpoint)
     const attempt = new Attempt(ctx, endpoint, route.balancer.begin(endpoint))
     ctx.attempt = attempt
+    // One CLIENT span per attempt, a child of the SERVER span (retries are its siblings), whose
+    // context replaces the client's traceparent upstream; with no propagator nothing is written
+    // and the client's traceparent goes on as it came.
+    const address = endpointAddress(endpoint)
+    const attributes: Attributes = {
+      'http.request.method': ctx.served.method,
+      'server.address': address.address,
+      'server.port': address.port,
+      'url.scheme': address.scheme,
+    }
+    if (ctx.tried.length > 1) attributes['http.request.resend_count'] = ctx.tried.length - 1
+    const injected: Record<string, unknown> = {}
+    attempt.span = startAttemptSpan(
+      this.#tracer,
+      spanName(ctx.served.method),
+      attributes,
+      ctx.traceContext,
+      injected,
+    )
+    attempt.sentAt = performance.now()
     attempt.timer = setTimeout(onHeadersTimeout, this.#timeouts.headersTimeoutMs, attempt)
     this.#pools.get(endpoint).dispatch(
       {
         path: ctx.path,
         method: ctx.method as Dispatcher.HttpMethod,
-        headers: ctx.headers,
+        headers: withInjected(ctx.headers, injected),
         body: ctx.hasBody ? ctx.req : null,
         headersTimeout: this.#timeouts.headersTimeoutMs + 1000,
         bodyTimeout: this.#timeouts.bodyTimeoutMs,
@@ -730,6 +916,7 @@ class ProxyImpl extends Emitter<ProxyEvents> implements ReverseProxy {
     const ctx = attempt.ctx
     clearTimeout(attempt.timer)
     attempt.ended = true
+    attempt.status = status
     ctx.route.balancer.end(attempt.endpoint, attempt.startedAt, status < 500)
     if (
       this.#retryOnStatus.has(status) &&
@@ -739,6 +926,7 @@ class ProxyImpl extends Emitter<ProxyEvents> implements ReverseProxy {
     ) {
       if (this.#takeRetry(ctx.route)) {
         attempt.retrying = true
+        this.#endAttempt(attempt)
         this.emit('retried', {
           route: ctx.route.name,
           from: attempt.endpoint.id,
@@ -791,6 +979,8 @@ class ProxyImpl extends Emitter<ProxyEvents> implements ReverseProxy {
       })
       this.#stats.badGateway++
       attempt.invalid = true
+      this.#endAttempt(attempt, error)
+      ctx.served.errorType = 'invalid_response_header'
       controller.abort(error as Error)
       this.#failure(res, requestId, {
         status: 502,
@@ -807,6 +997,7 @@ class ProxyImpl extends Emitter<ProxyEvents> implements ReverseProxy {
     const ctx = attempt.ctx
     clearTimeout(attempt.timer)
     if (attempt.invalid) return
+    this.#endAttempt(attempt, error)
     if (!attempt.ended) {
       attempt.ended = true
       // A client that went away is not the endpoint's failure.
@@ -864,6 +1055,7 @@ class ProxyImpl extends Emitter<ProxyEvents> implements ReverseProxy {
       (error as { code?: string } | undefined)?.code ??
       (error as Error | undefined)?.message ??
       'error'
+    ctx.served.errorType = errorType(error)
     const failure = {
       route: ctx.route.name,
       endpoint: attempt.endpoint.id,
@@ -962,6 +1154,7 @@ class ProxyImpl extends Emitter<ProxyEvents> implements ReverseProxy {
 
   async #close(): Promise<void> {
     this.#closing = true
+    this.#stopObserving()
     const closed = new Promise<void>((resolve) => {
       if (!this.server.listening) resolve()
       else this.server.close(() => resolve())
@@ -984,6 +1177,89 @@ class ProxyImpl extends Emitter<ProxyEvents> implements ReverseProxy {
     await this.#pools.close()
     await Promise.all(this.#routes.filter((r) => r.own).map((r) => r.balancer.close()))
   }
+}
+
+/** Registers the proxy's observable counters, read from its stats when the SDK collects. */
+function observeProxy(
+  meter: Meter,
+  stats: Readonly<Omit<ProxyStats, 'inFlight' | 'routes'>>,
+  inFlight: () => number,
+): () => void {
+  return observe(
+    meter,
+    {
+      'ballast.lb.proxy.requests': {
+        kind: 'counter',
+        description: 'Requests the proxy received',
+        unit: '{request}',
+      },
+      'ballast.lb.proxy.in_flight': {
+        kind: 'upDownCounter',
+        description: 'Requests being handled now',
+        unit: '{request}',
+      },
+      'ballast.lb.proxy.retries': {
+        kind: 'counter',
+        description: 'Requests sent again to another endpoint',
+        unit: '{retry}',
+      },
+      'ballast.lb.proxy.retries_refused': {
+        kind: 'counter',
+        description: 'Retries the retry budget refused',
+        unit: '{retry}',
+      },
+      'ballast.lb.proxy.failed': {
+        kind: 'counter',
+        description:
+          'Requests the proxy answered itself with an error, by ballast.lb.proxy.reason (no_route, bad_request, unavailable, bad_gateway, timed_out)',
+        unit: '{request}',
+      },
+      'ballast.lb.proxy.cache.hits': {
+        kind: 'counter',
+        description: 'Responses served from the response cache',
+        unit: '{request}',
+      },
+      'ballast.lb.proxy.cache.misses': {
+        kind: 'counter',
+        description: 'Cacheable requests that went upstream',
+        unit: '{request}',
+      },
+      'ballast.lb.proxy.upgrades': {
+        kind: 'counter',
+        description: 'WebSocket connections proxied',
+        unit: '{connection}',
+      },
+    },
+    (record) => {
+      record('ballast.lb.proxy.requests', stats.requests)
+      record('ballast.lb.proxy.in_flight', inFlight())
+      record('ballast.lb.proxy.retries', stats.retries)
+      record('ballast.lb.proxy.retries_refused', stats.retriesRefused)
+      record('ballast.lb.proxy.failed', stats.noRoute, { 'ballast.lb.proxy.reason': 'no_route' })
+      record('ballast.lb.proxy.failed', stats.badRequests, {
+        'ballast.lb.proxy.reason': 'bad_request',
+      })
+      record('ballast.lb.proxy.failed', stats.unavailable, {
+        'ballast.lb.proxy.reason': 'unavailable',
+      })
+      record('ballast.lb.proxy.failed', stats.badGateway, {
+        'ballast.lb.proxy.reason': 'bad_gateway',
+      })
+      record('ballast.lb.proxy.failed', stats.timedOut, { 'ballast.lb.proxy.reason': 'timed_out' })
+      record('ballast.lb.proxy.cache.hits', stats.cacheHits)
+      record('ballast.lb.proxy.cache.misses', stats.cacheMisses)
+      record('ballast.lb.proxy.upgrades', stats.upgrades)
+    },
+  )
+}
+
+/** The header list without every header of this (lower-case) name. */
+function withoutHeader(headers: string[], name: string): string[] {
+  const out: string[] = []
+  for (let i = 0; i < headers.length; i += 2) {
+    if (headers[i]!.toLowerCase() !== name) out.push(headers[i]!, headers[i + 1]!)
+  }
+  return out
 }
 
 /**

@@ -18,6 +18,8 @@ export class EndpointState<T> implements Endpoint<T> {
   failures = 0
   consecutiveFailures = 0
   ejections = 0
+  /** Ejections since the endpoint was added (never decays, unlike `ejections`). */
+  totalEjections = 0
   lastEjectionEnd = 0
   ejectionTimer: ReturnType<typeof setTimeout> | undefined = undefined
   // failure-rate windows

@@ -1,5 +1,6 @@
 import type { ServerResponse } from 'node:http'
 import type { Writable } from 'node:stream'
+import type { Span } from '@opentelemetry/api'
 import type { Dispatcher } from 'undici'
 import type { Endpoint } from '../../endpoint.js'
 import type { RequestContext } from './context.js'
@@ -16,6 +17,8 @@ export interface AttemptOwner {
     statusMessage: string | undefined,
   ): void
   onAttemptError(attempt: Attempt, error: Error): void
+  /** The upstream response ended (its body relayed). */
+  onAttemptEnd(attempt: Attempt): void
   /** Stores the response the attempt collected. */
   store(attempt: Attempt): void
 }
@@ -59,6 +62,12 @@ export class Attempt implements Dispatcher.DispatchHandler {
    * when it arrives in one chunk, status line, headers and body leave in one write.
    */
   wholeBodyLength = -1
+  /** The attempt's CLIENT span, until it ends. */
+  span: Span | undefined = undefined
+  /** `performance.now()` when the request was dispatched. */
+  sentAt = 0
+  /** The upstream's status, once its headers arrived. */
+  status: number | undefined = undefined
 
   constructor(ctx: RequestContext, endpoint: Endpoint<string>, startedAt: number) {
     this.ctx = ctx
@@ -107,6 +116,7 @@ export class Attempt implements Dispatcher.DispatchHandler {
   }
 
   onResponseEnd(): void {
+    this.ctx.proxy.onAttemptEnd(this)
     if (this.chunks !== undefined && this.stored !== undefined) this.ctx.proxy.store(this)
     if (this.sink === undefined) return
     this.sink.end()

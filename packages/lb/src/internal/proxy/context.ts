@@ -1,4 +1,5 @@
 import type { IncomingMessage, ServerResponse } from 'node:http'
+import type { Context, Span } from '@opentelemetry/api'
 import type { Balancer } from '../../balancer.js'
 import type { Endpoint } from '../../endpoint.js'
 import type { HashKey } from '../../hash.js'
@@ -22,6 +23,22 @@ export interface RouteRuntime {
   key: ((req: IncomingMessage) => HashKey | undefined) | undefined
 }
 
+/** What the telemetry of one served request needs when its response closes. */
+export interface ServedRequest {
+  /** The SERVER span (a non-recording one without an SDK). */
+  readonly span: Span
+  /** `performance.now()` when the request arrived. */
+  readonly startedAt: number
+  /** The `http.request.method` attribute (`_OTHER` for unknown methods). */
+  readonly method: string
+  /** The `url.scheme` attribute. */
+  readonly scheme: string
+  /** The route's name, once matched. */
+  route: string | undefined
+  /** The `error.type` of a failure answer (the upstream error's code), if any. */
+  errorType: string | undefined
+}
+
 /** One client request on its way through the proxy, across its attempts. */
 export interface RequestContext {
   proxy: AttemptOwner
@@ -41,8 +58,12 @@ export interface RequestContext {
   aborted: boolean
   cacheKey: string | undefined
   acceptEncoding: string | undefined
-  /** Set when an event or a failure answer first needs it. */
+  /** The `x-request-id` sent upstream: the client's when sane, else a new UUID. */
   requestId: string | undefined
+  /** The request's telemetry. */
+  served: ServedRequest
+  /** The context the attempts' CLIENT spans are children of: the SERVER span's. */
+  traceContext: Context
 }
 
 export const FAILURE_TEXT = {
