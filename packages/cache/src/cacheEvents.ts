@@ -160,7 +160,9 @@ export interface CacheStats {
   loader: {
     /** Loader calls (a batch loader call counts once). */
     calls: number
-    /** Loader calls that threw. */
+    /** Loads that settled with a value written (a batch load counts once per key, as `failed` does). */
+    succeeded: number
+    /** Loader calls that threw or whose value was refused (a batch load counts once per key). */
     failed: number
     /** Waits that hit the hard timeout. */
     timedOut: number
@@ -169,6 +171,8 @@ export interface CacheStats {
   staleServed: number
   /** Calls that joined a load already in flight instead of starting one. */
   coalesced: number
+  /** Waits of `getOrSet(..., { lock: true })` for another instance's load (the lock was held). */
+  lockWaits: number
   /** Fills not written back because the key changed meanwhile. */
   conflicts: number
   /** Invalidation bus counters. */
@@ -183,6 +187,10 @@ export interface CacheStats {
     gaps: number
     /** Messages dropped because they were malformed or their handling failed. */
     rejected: number
+    /** Invalidation messages (keys, tags, clear; not heartbeats) published. */
+    invalidationsPublished: number
+    /** Invalidation messages (keys, tags, clear; not heartbeats) received from other instances. */
+    invalidationsReceived: number
     /** Times L1 was flushed (clear, gap, resubscription). */
     flushes: number
   }

@@ -1,11 +1,15 @@
-import type { Duration } from '@ballast/shared'
+import type { Duration, TelemetryOptions } from '@ballast/shared'
 import type { Cluster, Redis } from 'ioredis'
 import type { L1Store } from './l1Store.js'
 import type { LruStoreOptions } from './lruStore.js'
 import type { Serializer } from './serializer.js'
 
-/** Options of {@link createCache}. Durations are milliseconds or strings like `'15m'`. */
-export interface CacheOptions {
+/**
+ * Options of {@link createCache}. Durations are milliseconds or strings like `'15m'`.
+ * `meterProvider` and `tracerProvider` (from the shared `TelemetryOptions`, both defaulting to
+ * the global providers) receive the cache's metrics and the spans of its L2 calls and loads.
+ */
+export interface CacheOptions extends TelemetryOptions {
   /**
    * The L2 client: an ioredis `Redis` or `Cluster` you own (the cache never closes it). For
    * outages to cost no more than `l2Timeout`, create it with `enableOfflineQueue: false`.
@@ -206,7 +210,19 @@ export const DEFAULT_BLOOM_OPTIONS: Readonly<Required<Omit<BloomOptions, 'expect
 
 /** The shape of {@link DEFAULT_CACHE_OPTIONS}: every plain option with its default. */
 export type CacheDefaults = Readonly<
-  Required<Omit<CacheOptions, 'redis' | 'subscriber' | 'l1' | 'serializer' | 'breaker' | 'lock'>>
+  Required<
+    Omit<
+      CacheOptions,
+      | 'redis'
+      | 'subscriber'
+      | 'l1'
+      | 'serializer'
+      | 'breaker'
+      | 'lock'
+      | 'meterProvider'
+      | 'tracerProvider'
+    >
+  >
 > & {
   readonly breaker: Readonly<Required<L2BreakerOptions>>
   readonly lock: Readonly<Required<LockOptions>>

@@ -44,12 +44,14 @@ import {
   resolveCallOptions,
   resolveOptions,
 } from './internal/options.js'
+import { CacheTelemetry, L2_CALLS, type L2Call, writeCall } from './internal/telemetry.js'
 import { argument } from './internal/validate.js'
 import type { L1Entry, L1Store } from './l1Store.js'
 import { type Serializer, serializeOrThrow } from './serializer.js'
 
 const MISSING = Symbol('missing')
 const GET = (l2: L2, key: string) => l2.get(key)
+const PUBLISH = (l2: L2, [channel, message]: [string, string]) => l2.publish(channel, message)
 
 /** The entry's resolved promise, made on the first async hit and reused: a hit allocates nothing. */
 function promiseOf(entry: L1Entry): Promise<unknown> {
@@ -93,6 +95,8 @@ export class TwoLevelCache<T = unknown> {
   readonly #l2Invalidations: L2Invalidations
 
   readonly #counters: CacheCounters = createCounters()
+  /** Spans of L2 calls and loads, the load histogram, and the instruments read from stats(). */
+  readonly #telemetry: CacheTelemetry
   /** Single flight, locks and write-back of getOrSet and getOrSetMany. */
   readonly #loadFlow: LoadFlow
 
@@ -104,6 +108,12 @@ export class TwoLevelCache<T = unknown> {
     this.#l1 = resolved.l1
     this.#bloom = resolved.bloom
     this.#keys = new KeyNames(this.#options.prefix, this.#options.namespace)
+    this.#telemetry = new CacheTelemetry(
+      resolved.telemetry,
+      this.#options.namespace,
+      resolved.l2?.redis,
+    )
+    this.#telemetry.observe(() => this.stats())
     this.#l2Invalidations = this.#createL2Invalidations()
     this.#loadFlow = this.#createLoadFlow(resolved.l2 !== undefined)
 
@@ -116,7 +126,10 @@ export class TwoLevelCache<T = unknown> {
       return
     }
     const redis = l2.redis
-    this.#l2 = new L2(redis)
+    const l2Client = new L2(redis)
+    this.#l2 = l2Client
+    const publishCall = l2Client.isCluster ? L2_CALLS.spublish : L2_CALLS.publish
+    const heartbeatCall = l2Client.isCluster ? L2_CALLS.sheartbeat : L2_CALLS.heartbeat
     this.#guard = new L2Guard({
       name: `cache L2 ${this.#options.namespace}`,
       timeout: l2.timeout,
@@ -134,7 +147,8 @@ export class TwoLevelCache<T = unknown> {
       instanceId: this.#instanceId,
       heartbeatInterval: l2.heartbeatInterval,
       heartbeatTimeout: l2.heartbeatTimeout,
-      publish: (channel, message) => this.#run('publish', (l2) => l2.publish(channel, message)),
+      publish: (channel, message, heartbeat) =>
+        this.#run(heartbeat ? heartbeatCall : publishCall, PUBLISH, [channel, message]),
       handlers: {
         message: (message) => this.#onBusMessage(message),
         gap: () => this.#flush('gap'),
@@ -179,6 +193,7 @@ export class TwoLevelCache<T = unknown> {
       epochs: this.#epochs,
       counters: this.#counters,
       serializer: this.#serializer,
+      telemetry: this.#telemetry,
       hasL2,
       hasBloom: this.#bloom !== undefined,
       get closed() {
@@ -454,12 +469,15 @@ export class TwoLevelCache<T = unknown> {
               l1Entries.map(([, entry]) => entry.version ?? ''),
             ),
             (channel, message) =>
-              this.#run('set', (l2) => l2.setManyAndPublish(l2Writes, channel, message)),
+              this.#run(
+                { operation: 'set', command: 'BATCH', batchSize: l2Writes.length + 1 },
+                (l2) => l2.setManyAndPublish(l2Writes, channel, message),
+              ),
           )
           for (const [key, entry] of l1Entries) this.#l1Set(key, entry)
           return
         }
-        await this.#run('set', async (l2) => {
+        await this.#run(writeCall('set', writes.length, tagWrites.length > 0), async (l2) => {
           if (tagWrites.length > 0) await l2.addTags(this.#keys.tagMembers(tagWrites, t), t)
           await l2.setMany(writes.map((w) => ({ ...w, key: this.#keys.entry(w.key) })))
         })
@@ -573,11 +591,13 @@ export class TwoLevelCache<T = unknown> {
       },
       loader: {
         calls: counters.loaderCalls,
+        succeeded: counters.loaderSucceeded,
         failed: counters.loaderFailed,
         timedOut: counters.loaderTimedOut,
       },
       staleServed: counters.staleServed,
       coalesced: counters.coalesced,
+      lockWaits: counters.lockWaits,
       conflicts: counters.conflicts,
       bus: {
         healthy: bus?.healthy ?? false,
@@ -585,6 +605,8 @@ export class TwoLevelCache<T = unknown> {
         received: bus?.received ?? 0,
         gaps: bus?.gaps ?? 0,
         rejected: bus?.rejected ?? 0,
+        invalidationsPublished: bus?.invalidationsPublished ?? 0,
+        invalidationsReceived: bus?.invalidationsReceived ?? 0,
         flushes: counters.flushes,
       },
       breaker: this.#guard?.state ?? 'closed',
@@ -659,6 +681,7 @@ export class TwoLevelCache<T = unknown> {
     if (this.#closed) return
     this.#closed = true
     this.#l1Trusted = false
+    this.#telemetry.close()
     this.#l2Invalidations.close()
     this.#loadFlow.wakeAll()
     await this.#bus?.close()
@@ -693,7 +716,7 @@ export class TwoLevelCache<T = unknown> {
     if (!this.#l2Readable) return this.#l2Fallback(key)
     try {
       if (this.#generationLoad !== undefined) await this.#ready()
-      raw = await this.#run('get', GET, this.#keys.entry(key))
+      raw = await this.#run(L2_CALLS.get, GET, this.#keys.entry(key))
     } catch (error) {
       this.#l2Failed('get', error)
       return this.#l2Fallback(key)
@@ -744,7 +767,7 @@ export class TwoLevelCache<T = unknown> {
     if (!this.#l2Readable) return { ok: false, token: undefined, epoch }
     try {
       if (this.#generationLoad !== undefined) await this.#ready()
-      const raw = await this.#run('get', GET, this.#keys.entry(key))
+      const raw = await this.#run(L2_CALLS.get, GET, this.#keys.entry(key))
       return {
         ok: true,
         token: envelopeToken(raw),
@@ -768,7 +791,7 @@ export class TwoLevelCache<T = unknown> {
     if (!this.#l2Readable) return fail()
     try {
       if (this.#generationLoad !== undefined) await this.#ready()
-      const raws = await this.#run('mget', (l2) =>
+      const raws = await this.#run(L2_CALLS.mget, (l2) =>
         l2.mget(keys.map((key) => this.#keys.entry(key))),
       )
       return Object.assign(
@@ -921,13 +944,13 @@ export class TwoLevelCache<T = unknown> {
     const shape = this.#bloom
     if (shape === undefined || keys.length === 0) return
     const offsets = keys.flatMap((key) => bloomOffsets(shape, key))
-    await this.#run('bloom', (l2) => l2.setBits(this.#keys.bloom(), offsets))
+    await this.#run(L2_CALLS.bloomAdd, (l2) => l2.setBits(this.#keys.bloom(), offsets))
   }
 
   async #bloomMightContain(key: string): Promise<boolean> {
     const shape = this.#bloom as BloomShape
     try {
-      const bits = await this.#run('bloom', (l2) =>
+      const bits = await this.#run(L2_CALLS.bloomCheck, (l2) =>
         l2.getBits(this.#keys.bloom(), bloomOffsets(shape, key)),
       )
       return bits.every((bit) => bit === 1)
@@ -1005,21 +1028,17 @@ export class TwoLevelCache<T = unknown> {
 
   // ---------------------------------------------------------------- internals: L2 plumbing
 
-  #run<R, A = undefined>(
-    operation: string,
-    fn: (l2: L2, arg: A) => Promise<R>,
-    arg?: A,
-  ): Promise<R> {
+  #run<R, A = undefined>(call: L2Call, fn: (l2: L2, arg: A) => Promise<R>, arg?: A): Promise<R> {
     const l2 = this.#l2 as L2
     if (l2.client.status !== 'ready') {
       // reconnecting: fail at once, and do not count it against the breaker (nothing was tried).
       // The subscription may have dropped with the connection: L1 is not trusted until it is proven.
       this.#bus?.suspect(`the L2 client is ${l2.client.status}`)
       return Promise.reject(
-        new L2UnavailableError(`L2 ${operation} skipped: the client is ${l2.client.status}`),
+        new L2UnavailableError(`L2 ${call.operation} skipped: the client is ${l2.client.status}`),
       )
     }
-    return (this.#guard as L2Guard).run(operation, fn, l2, arg as A)
+    return this.#telemetry.l2(call, this.#guard as L2Guard, fn, l2, arg as A)
   }
 
   /** Resolves when the client is connected (at once if it is). */
@@ -1053,7 +1072,7 @@ export class TwoLevelCache<T = unknown> {
 
   async #readGeneration(): Promise<void> {
     try {
-      const raw = await this.#run('generation', (l2) => l2.get(this.#keys.generationKey()))
+      const raw = await this.#run(L2_CALLS.generation, (l2) => l2.get(this.#keys.generationKey()))
       const gen = raw === null ? 0 : /^\d{1,16}$/.test(raw) ? Number(raw) : Number.NaN
       if (!Number.isSafeInteger(gen)) {
         // written by someone else: which generation is current cannot be known, so L2 is not read

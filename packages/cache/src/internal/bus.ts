@@ -29,6 +29,15 @@ const MAX_ORIGIN_LENGTH = 64
 const MAX_TRACKED_ORIGINS = 10_000
 const TYPES: ReadonlySet<string> = new Set(['k', 'g', 'c', 'h', 'f'])
 
+/** Keys, tags or a clear: the messages that invalidate (not heartbeats, not a lock holder's fill). */
+function isInvalidation(type: BusType): boolean {
+  return (
+    type === MESSAGE_TYPE.keysInvalidated ||
+    type === MESSAGE_TYPE.tagsInvalidated ||
+    type === MESSAGE_TYPE.namespaceCleared
+  )
+}
+
 function isStringArray(value: unknown): value is string[] {
   if (!Array.isArray(value)) return false
   for (const item of value) if (typeof item !== 'string') return false
@@ -98,8 +107,8 @@ export interface BusOptions {
   instanceId: string
   heartbeatInterval: number
   heartbeatTimeout: number
-  /** Sends a publish through the L2 guard (breaker and timeout). */
-  publish(channel: string, message: string): Promise<void>
+  /** Sends a publish through the L2 guard (breaker and timeout); `heartbeat` for the bus's own echo. */
+  publish(channel: string, message: string, heartbeat: boolean): Promise<void>
   handlers: BusHandlers
 }
 
@@ -128,6 +137,8 @@ export class Bus {
   #received = 0
   #gaps = 0
   #rejected = 0
+  #invalidationsPublished = 0
+  #invalidationsReceived = 0
   readonly #listener: (channel: string | Buffer, message: string | Buffer) => void
 
   constructor(options: BusOptions) {
@@ -172,6 +183,8 @@ export class Bus {
     received: number
     gaps: number
     rejected: number
+    invalidationsPublished: number
+    invalidationsReceived: number
   } {
     return {
       healthy: this.#healthy,
@@ -179,6 +192,8 @@ export class Bus {
       received: this.#received,
       gaps: this.#gaps,
       rejected: this.#rejected,
+      invalidationsPublished: this.#invalidationsPublished,
+      invalidationsReceived: this.#invalidationsReceived,
     }
   }
 
@@ -204,8 +219,10 @@ export class Bus {
   /** Publishes; the sequence number is consumed even if the publish fails, so receivers see the gap. */
   async publish(outgoing: OutgoingMessage): Promise<void> {
     const message: BusMessage = { o: this.#options.instanceId, s: ++this.#seq, ...outgoing }
-    await this.#options.publish(this.#options.channel, JSON.stringify(message))
+    const heartbeat = outgoing.t === MESSAGE_TYPE.heartbeat
+    await this.#options.publish(this.#options.channel, JSON.stringify(message), heartbeat)
     this.#published++
+    if (isInvalidation(outgoing.t)) this.#invalidationsPublished++
   }
 
   /**
@@ -219,6 +236,7 @@ export class Bus {
     const message: BusMessage = { o: this.#options.instanceId, s: ++this.#seq, ...outgoing }
     await send(this.#options.channel, JSON.stringify(message))
     this.#published++
+    if (isInvalidation(outgoing.t)) this.#invalidationsPublished++
   }
 
   /** SUBSCRIBE is idempotent: sent at start, on every (re)connection and while unhealthy. */
@@ -293,6 +311,7 @@ export class Bus {
       this.#gaps++
       this.#options.handlers.gap(message.o)
     }
+    if (isInvalidation(message.t)) this.#invalidationsReceived++
     if (message.t !== MESSAGE_TYPE.heartbeat) this.#options.handlers.message(message)
   }
 

@@ -7,10 +7,12 @@ export interface CacheCounters {
   l2Failed: number
   decodeFailed: number
   loaderCalls: number
+  loaderSucceeded: number
   loaderFailed: number
   loaderTimedOut: number
   staleServed: number
   coalesced: number
+  lockWaits: number
   conflicts: number
   flushes: number
 }
@@ -24,10 +26,12 @@ export function createCounters(): CacheCounters {
     l2Failed: 0,
     decodeFailed: 0,
     loaderCalls: 0,
+    loaderSucceeded: 0,
     loaderFailed: 0,
     loaderTimedOut: 0,
     staleServed: 0,
     coalesced: 0,
+    lockWaits: 0,
     conflicts: 0,
     flushes: 0,
   }

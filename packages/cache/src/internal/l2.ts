@@ -1,13 +1,14 @@
 import { createHash } from 'node:crypto'
 import calculateSlot from 'cluster-key-slot'
 import type { Cluster, Redis } from 'ioredis'
+import type { L2Call } from './telemetry.js'
 
 /** An ioredis client: a standalone `Redis` or a `Cluster`. */
 export type RedisClient = Redis | Cluster
 
-/** Runs one operation on L2 under the guard (breaker and timeout). */
+/** Runs one operation on L2 under the guard (breaker and timeout), in a span when traced. */
 export type L2Runner = <R, A = undefined>(
-  operation: string,
+  call: L2Call,
   fn: (l2: L2, arg: A) => Promise<R>,
   arg?: A,
 ) => Promise<R>

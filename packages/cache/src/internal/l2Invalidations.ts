@@ -10,6 +10,7 @@ import { PendingInvalidations, tombstoneEnvelope } from './invalidations.js'
 import type { KeyNames } from './keys.js'
 import { type L2Runner, TAG_CHUNK } from './l2.js'
 import type { ResolvedOptions } from './options.js'
+import { L2_CALLS, writeCall } from './telemetry.js'
 
 /** What the L2 invalidations use of the cache. */
 export interface L2InvalidationsHost {
@@ -55,7 +56,7 @@ export class L2Invalidations {
   async tombstone(keys: readonly string[]): Promise<void> {
     const t = exactNow()
     const until = t + this.#host.options.tombstoneTtl
-    await this.#host.run('delete', (l2) =>
+    await this.#host.run(writeCall('delete', keys.length), (l2) =>
       l2.setMany(
         keys.map((key) => ({
           key: this.#host.keys.entry(key),
@@ -74,17 +75,19 @@ export class L2Invalidations {
   async deleteTags(tags: readonly string[]): Promise<void> {
     for (const tag of tags) {
       const tagKey = this.#host.keys.tag(tag)
-      await this.#host.run('deleteByTag', (l2) => l2.pruneTag(tagKey, exactNow()))
+      await this.#host.run(L2_CALLS.pruneTag, (l2) => l2.pruneTag(tagKey, exactNow()))
       // by ZSCAN: every member present from start to end is reached, whatever writers add
       // meanwhile (a member written again during the scan keeps its place, see removeTagMembers)
       let zcursor = '0'
       do {
-        const [next, members] = await this.#host.run('deleteByTag', (l2) =>
+        const [next, members] = await this.#host.run(L2_CALLS.scanTag, (l2) =>
           l2.scanTag(tagKey, zcursor, TAG_CHUNK),
         )
         if (members.length > 0) {
           await this.tombstone(members.map((m) => m.member))
-          await this.#host.run('deleteByTag', (l2) => l2.removeTagMembers(tagKey, members))
+          await this.#host.run(L2_CALLS.removeTagMembers, (l2) =>
+            l2.removeTagMembers(tagKey, members),
+          )
         }
         zcursor = next
       } while (zcursor !== '0')
@@ -92,12 +95,14 @@ export class L2Invalidations {
       const legacyKey = this.#host.keys.legacyTag(tag)
       let cursor = '0'
       do {
-        const [next, members] = await this.#host.run('deleteByTag', (l2) =>
+        const [next, members] = await this.#host.run(L2_CALLS.scanLegacyTag, (l2) =>
           l2.scanLegacyTag(legacyKey, cursor, TAG_CHUNK),
         )
         if (members.length > 0) {
           await this.tombstone(members)
-          await this.#host.run('deleteByTag', (l2) => l2.removeLegacyTagMembers(legacyKey, members))
+          await this.#host.run(L2_CALLS.removeLegacyTagMembers, (l2) =>
+            l2.removeLegacyTagMembers(legacyKey, members),
+          )
         }
         cursor = next
       } while (cursor !== '0')
@@ -105,7 +110,7 @@ export class L2Invalidations {
   }
 
   async clearNamespace(): Promise<void> {
-    const generation = await this.#host.run('clear', (l2) =>
+    const generation = await this.#host.run(L2_CALLS.clear, (l2) =>
       l2.incr(this.#host.keys.generationKey()),
     )
     if (generation > this.#host.keys.generation) this.#host.keys.generation = generation

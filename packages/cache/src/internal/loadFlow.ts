@@ -12,6 +12,7 @@ import type { InvalidationEpochs } from './invalidations.js'
 import type { KeyNames } from './keys.js'
 import type { L2Runner } from './l2.js'
 import type { CallOptions, ResolvedOptions } from './options.js'
+import { type CacheTelemetry, L2_CALLS } from './telemetry.js'
 import { argument } from './validate.js'
 
 /** A value within grace that may be served if the loader or L2 fails. */
@@ -43,6 +44,8 @@ export interface LoadHost {
   readonly epochs: InvalidationEpochs
   readonly counters: CacheCounters
   readonly serializer: Serializer
+  /** The load span and histogram. */
+  readonly telemetry: CacheTelemetry
   readonly hasL2: boolean
   readonly hasBloom: boolean
   readonly closed: boolean
@@ -130,7 +133,9 @@ export class LoadFlow {
     const startEpoch = this.#host.epochs.current
     const started = exactNow()
     this.#host.counters.loaderCalls++
-    const batch = Promise.resolve().then(() => loader(keys))
+    const batch = Promise.resolve().then(() =>
+      this.#host.telemetry.load(keys.length, () => loader(keys)),
+    )
     // an array result is read by position: one index for all keys, not an indexOf per key
     let positions: Map<string, number> | undefined
     const positionOf = (key: string): number => {
@@ -188,7 +193,7 @@ export class LoadFlow {
       owner = this.#host.token()
       for (;;) {
         const acquired = await this.#host
-          .run('lock', (l2) =>
+          .run(L2_CALLS.lock, (l2) =>
             l2.acquire(this.#host.keys.lock(key), owner as string, this.#host.options.lockLease),
           )
           .catch(() => undefined)
@@ -196,11 +201,13 @@ export class LoadFlow {
           owner = undefined // L2 failed: load without the lock
           break
         }
-        if (!acquired)
+        if (!acquired) {
+          this.#host.counters.lockWaits++
           await this.#waitForFill(
             key,
             Math.max(1, Math.min(deadline - Date.now(), this.#host.options.lockLease)),
           )
+        }
         // re-read: after a wake (the holder stored the value), or after acquiring (a previous holder may have)
         read = await this.#host.readL2(key)
         envelope = read.ok ? read.envelope : undefined
@@ -253,7 +260,7 @@ export class LoadFlow {
     }
     this.#host.counters.loaderCalls++
     const load = (async () => {
-      const value = await loader(context)
+      const value = await this.#host.telemetry.load(undefined, () => loader(context))
       const ttl = argument.duration('context.ttl', context.ttl, { positive: true })
       await this.#writeBack(
         key,
@@ -274,11 +281,17 @@ export class LoadFlow {
     const forget = () => {
       if (this.#loads.get(key) === load) this.#loads.delete(key)
     }
-    load.then(forget, (error: unknown) => {
-      forget()
-      this.#host.counters.loaderFailed++
-      this.#host.emit('load-failed', { key, error })
-    })
+    load.then(
+      () => {
+        forget()
+        this.#host.counters.loaderSucceeded++
+      },
+      (error: unknown) => {
+        forget()
+        this.#host.counters.loaderFailed++
+        this.#host.emit('load-failed', { key, error })
+      },
+    )
   }
 
   /** Waits for a load with the soft/hard timeouts and serves the stale value on failure (fail-safe). */
@@ -372,11 +385,11 @@ export class LoadFlow {
       try {
         if (call.tags !== undefined && call.tags.length > 0) {
           const tags = call.tags
-          await this.#host.run('tag', (l2) =>
+          await this.#host.run(L2_CALLS.tag, (l2) =>
             l2.addTags(this.#host.keys.tagMembers([{ tags, key, px: write.px }], t), t),
           )
         }
-        const written = await this.#host.run('cas', (l2) =>
+        const written = await this.#host.run(L2_CALLS.cas, (l2) =>
           l2.cas(this.#host.keys.entry(key), observed, write.text, write.px),
         )
         if (!written) {
@@ -435,7 +448,7 @@ export class LoadFlow {
 
   async #releaseLock(key: string, owner: string, announce: boolean): Promise<void> {
     try {
-      await this.#host.run('unlock', (l2) => l2.release(this.#host.keys.lock(key), owner))
+      await this.#host.run(L2_CALLS.unlock, (l2) => l2.release(this.#host.keys.lock(key), owner))
       if (announce) await this.#host.publish(keyFilled(key))
     } catch (error) {
       this.#host.l2Failed('unlock', error) // the lease expires by itself

@@ -1,4 +1,4 @@
-import { merge } from '@ballast/shared'
+import { merge, type TelemetryOptions } from '@ballast/shared'
 import type { CacheOptions, GetOrSetOptions, SetOptions } from '../cacheOptions.js'
 import {
   DEFAULT_BLOOM_OPTIONS,
@@ -65,6 +65,8 @@ export interface Resolution {
   l1: L1Store | undefined
   bloom: BloomShape | undefined
   l2: ResolvedL2 | undefined
+  /** The providers given (checked), or none: the global ones. */
+  telemetry: TelemetryOptions
 }
 
 /**
@@ -158,13 +160,14 @@ export function resolveOptions(options: CacheOptions): Resolution {
     bloom = bloomShape(items, rate)
   }
 
+  const telemetry = telemetryOptions(options)
   const redis = merged.redis as RedisClient | undefined
   if (redis === undefined) {
     if (merged.subscriber !== undefined)
       option.invalid('subscriber', 'no subscriber without "redis"', 'a client')
     if (bloom !== undefined)
       option.invalid('bloom', 'false without "redis" (the filter lives in Redis)', bloomOption)
-    return { options: resolved, serializer, l1, bloom, l2: undefined }
+    return { options: resolved, serializer, l1, bloom, l2: undefined, telemetry }
   }
   if (typeof (redis as { get?: unknown }).get !== 'function') {
     option.invalid('redis', 'an ioredis Redis or Cluster', redis)
@@ -174,6 +177,7 @@ export function resolveOptions(options: CacheOptions): Resolution {
     serializer,
     l1,
     bloom,
+    telemetry,
     l2: {
       redis,
       subscriber: merged.subscriber as RedisClient | undefined,
@@ -183,6 +187,22 @@ export function resolveOptions(options: CacheOptions): Resolution {
       heartbeatTimeout,
     },
   }
+}
+
+/** `meterProvider` and `tracerProvider`, each absent or an object with the provider's method. */
+function telemetryOptions(options: TelemetryOptions): TelemetryOptions {
+  const { meterProvider, tracerProvider } = options
+  if (
+    meterProvider !== undefined &&
+    typeof (meterProvider as { getMeter?: unknown } | null)?.getMeter !== 'function'
+  )
+    option.invalid('meterProvider', 'an OpenTelemetry MeterProvider', meterProvider)
+  if (
+    tracerProvider !== undefined &&
+    typeof (tracerProvider as { getTracer?: unknown } | null)?.getTracer !== 'function'
+  )
+    option.invalid('tracerProvider', 'an OpenTelemetry TracerProvider', tracerProvider)
+  return { meterProvider, tracerProvider }
 }
 
 /** Throws the `invalid argument` error unless `key` is a non-empty string of at most `maxKeyLength`. */
