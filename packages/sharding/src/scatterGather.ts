@@ -6,6 +6,7 @@ import {
   UnsafeStatementError,
 } from './errors.js'
 import { argument, POSITIVE } from './internal/check.js'
+import { operationName, tracedScatter } from './internal/queryTelemetry.js'
 import type { RouterInternals } from './internal/routerInternals.js'
 import { STREAMED } from './internal/server.js'
 import { StreamMerge } from './internal/streamMerge.js'
@@ -72,9 +73,34 @@ export async function scatterGather<T extends object>(
     text = `${statementBody(sql)}\nLIMIT ${limit}`
   }
   router.counters.scatterCalls++
-  if (merge !== undefined && !('aggregate' in merge)) {
-    return streamMerged<T>(router, text, params, merge, limit, options, timeoutMs, onShardError)
-  }
+  return tracedScatter(router.instruments, operationName(sql), router.shards.length, async () => {
+    const result =
+      merge !== undefined && !('aggregate' in merge)
+        ? await streamMerged<T>(
+            router,
+            text,
+            params,
+            merge,
+            limit,
+            options,
+            timeoutMs,
+            onShardError,
+          )
+        : await gathered<T>(router, text, params, merge, options, timeoutMs, onShardError)
+    return { result, failedShards: result.failures.length }
+  })
+}
+
+/** The plain and aggregate merges of {@link ShardRouter.all}: every shard's whole answer, then merged. */
+async function gathered<T extends object>(
+  router: RouterInternals,
+  text: string,
+  params: readonly unknown[],
+  merge: MergeSpec | undefined,
+  options: ScatterOptions,
+  timeoutMs: number,
+  onShardError: 'error' | 'partial',
+): Promise<ScatterResult<T>> {
   const settled = await Promise.allSettled(
     router.shards.map((shard) => {
       try {

@@ -7,7 +7,7 @@ import {
   isLbError,
 } from '@ballast/lb'
 import { BreakerOpenError, circuitBreaker } from '@ballast/resilience'
-import { Emitter, merge, parseDuration, type Unsubscribe } from '@ballast/shared'
+import { Emitter, merge, parseDuration, telemetry, type Unsubscribe } from '@ballast/shared'
 import { CausalToken, checkSecrets, signToken, verifyToken } from './causalToken.js'
 import { classifyStatement, statementBody } from './classifyStatement.js'
 import {
@@ -18,8 +18,10 @@ import {
   UnsafeStatementError,
 } from './errors.js'
 import { adoptInvalidArgument, argument, option, POSITIVE } from './internal/check.js'
+import { FALLBACK_REASON, GTID_WAIT_OUTCOME, queryInstruments } from './internal/queryTelemetry.js'
 import { checkShard, type ReplicaState } from './internal/replicaMonitor.js'
 import type { RouterCounters, RouterInternals, Scope, Shard } from './internal/routerInternals.js'
+import { observeRouter } from './internal/routerMetrics.js'
 import { GUARDED, isConnectionError, Server } from './internal/server.js'
 import { buildSlotTable } from './internal/slotTable.js'
 import type { RowSink } from './internal/streamMerge.js'
@@ -91,10 +93,20 @@ export class ShardRouter {
   readonly #keepTimerLists: Array<ReturnType<typeof setTimeout>> = []
   readonly #internals: RouterInternals
   #checking: Promise<void> | undefined
+  /** Unregisters the observed instruments (in `close()`). */
+  readonly #stopObserving: () => void
   readonly #counters: RouterCounters = {
     fellBackToPrimary: 0,
+    fellBackToPrimaryByReason: {
+      'no-healthy-replica': 0,
+      'replica-error': 0,
+      'gtid-wait-timeout': 0,
+      'token-ahead-of-primary': 0,
+    },
     gtidWaits: 0,
+    gtidWaitsCaughtUp: 0,
     gtidWaitsTimedOut: 0,
+    gtidWaitsFailed: 0,
     gtidWaitsSkipped: 0,
     causalTokensRefused: 0,
     causalPositionsDropped: 0,
@@ -134,6 +146,20 @@ export class ShardRouter {
       onShardError: option.oneOf('onShardError', merged.onShardError, ['error', 'partial']),
     }
     const connectionLimit = option.positiveInteger('connectionLimit', merged.connectionLimit)
+    // Duck-typed: a provider from another copy of @opentelemetry/api is as good.
+    const { meterProvider, tracerProvider } = options
+    if (
+      meterProvider !== undefined &&
+      typeof (meterProvider as { getMeter?: unknown } | null)?.getMeter !== 'function'
+    )
+      option.invalid('meterProvider', 'an OpenTelemetry MeterProvider', typeof meterProvider)
+    if (
+      tracerProvider !== undefined &&
+      typeof (tracerProvider as { getTracer?: unknown } | null)?.getTracer !== 'function'
+    )
+      option.invalid('tracerProvider', 'an OpenTelemetry TracerProvider', typeof tracerProvider)
+    const { meter, tracer } = telemetry('@ballast/sharding', options)
+    const instruments = queryInstruments(meter, tracer)
     option.object('ring', merged.ring)
     option.object('outlierDetection', merged.outlierDetection)
     if (merged.primaryBreaker !== false) option.object('primaryBreaker', merged.primaryBreaker)
@@ -182,6 +208,7 @@ export class ShardRouter {
     const defaults = {
       connectTimeoutMs: settings.connectTimeoutMs,
       connectionLimit,
+      instruments,
     }
     const primaryBreaker = merged.primaryBreaker
     const window = primaryBreaker === false ? undefined : primaryBreaker.window
@@ -269,6 +296,7 @@ export class ShardRouter {
     this.#internals = {
       shards: this.#shards,
       counters: this.#counters,
+      instruments,
       context: this.#context,
       queryTimeoutMs: settings.queryTimeoutMs,
       scatterTimeoutMs: settings.scatterTimeoutMs,
@@ -287,6 +315,7 @@ export class ShardRouter {
       this.#shards.some((shard) => shard.replicas.length > 0)
     )
       this.#schedule(0)
+    this.#stopObserving = observeRouter(meter, this.#shards, this.#counters)
     // Node keeps one timer list per duration and tears it down when its last timer is cleared:
     // with one statement at a time, every statement's timeout would build and destroy the list
     // (a priority-queue update each way). One idle, unref'd timer per default duration keeps
@@ -569,8 +598,11 @@ export class ShardRouter {
     return {
       shards,
       fellBackToPrimary: counters.fellBackToPrimary,
+      fellBackToPrimaryByReason: { ...counters.fellBackToPrimaryByReason },
       gtidWaits: counters.gtidWaits,
+      gtidWaitsCaughtUp: counters.gtidWaitsCaughtUp,
       gtidWaitsTimedOut: counters.gtidWaitsTimedOut,
+      gtidWaitsFailed: counters.gtidWaitsFailed,
       gtidWaitsSkipped: counters.gtidWaitsSkipped,
       causalTokensRefused: counters.causalTokensRefused,
       causalPositionsDropped: counters.causalPositionsDropped,
@@ -636,6 +668,7 @@ export class ShardRouter {
     this.#closed = true
     if (this.#timer !== undefined) clearTimeout(this.#timer)
     for (const keep of this.#keepTimerLists) clearTimeout(keep)
+    this.#stopObserving()
     await this.#checking?.catch(() => {})
     await Promise.all(
       this.#shards.flatMap((shard) => [
@@ -781,24 +814,31 @@ export class ShardRouter {
     timeoutMs: number,
     scope: Scope | undefined,
     sink?: RowSink,
+    fallback?: FallbackReason,
   ): Promise<unknown> {
     shard.stats.primaryQueries++
     // The write's GTID reaches the causal token through the server's onGtid hook, before the
     // promise settles; connection failures reach stats and the breaker through onFailure.
     const primary = shard.primary
+    const op = primary.telemetry.begin(sql)
+    if (fallback !== undefined && op.span.isRecording())
+      op.span.setAttribute(FALLBACK_REASON, fallback)
     if (!this.#guarded(shard)) {
       return sink === undefined
-        ? primary.query(sql, params, timeoutMs, scope)
-        : primary.stream(sql, params, timeoutMs, sink)
+        ? primary.query(sql, params, timeoutMs, scope, 0, op)
+        : primary.stream(sql, params, timeoutMs, sink, 0, op)
     }
     return shard
       .breaker!.execute(() =>
         sink === undefined
-          ? primary.query(sql, params, timeoutMs, scope, GUARDED)
-          : primary.stream(sql, params, timeoutMs, sink, GUARDED),
+          ? primary.query(sql, params, timeoutMs, scope, GUARDED, op)
+          : primary.stream(sql, params, timeoutMs, sink, GUARDED, op),
       )
       .catch((error: unknown) => {
-        throw this.#breakerError(shard, error)
+        const thrown = this.#breakerError(shard, error)
+        // An open breaker refuses before the statement runs: its span still ends, failed.
+        if (thrown !== error) op.fail(thrown)
+        throw thrown
       })
   }
 
@@ -821,12 +861,13 @@ export class ShardRouter {
       )
     }
     this.#counters.fellBackToPrimary++
+    this.#counters.fellBackToPrimaryByReason[reason]++
     if (this.#events.has('fell-back-to-primary'))
       this.#events.emit(
         'fell-back-to-primary',
         error === undefined ? { shard: shard.id, reason } : { shard: shard.id, reason, error },
       )
-    return this.#onPrimary(shard, sql, params, timeoutMs, scope, sink)
+    return this.#onPrimary(shard, sql, params, timeoutMs, scope, sink, reason)
   }
 
   async #onReplica(
@@ -885,37 +926,52 @@ export class ShardRouter {
       }
       const replica = endpoint.value
       const startedAt = balancer.begin(endpoint)
+      const op = replica.server.telemetry.begin(sql)
+      let waiting = false
       try {
         let rows: unknown
         if (token?.has(shard.id) && !replica.applied.covers(token, shard.id)) {
           this.#counters.gtidWaits++
+          waiting = true
+          op.gtidWait = true
           const waitMs = this.#options.gtidWaitTimeoutMs
-          // The wait and the read share one round trip; the read's rows count only if the wait succeeded.
+          // The wait and the read share one round trip; the read's rows count only if the wait
+          // succeeded. The replica times the wait itself (t, in µs: SYSDATE is read after the
+          // wait, NOW at the statement's start), so its span shows apart from the read.
           const results = await replica.server.query(
-            `SELECT MASTER_GTID_WAIT(?, ?) AS w;\n${statementBody(sql)}`,
+            `SELECT MASTER_GTID_WAIT(?, ?) AS w, TIMESTAMPDIFF(MICROSECOND, NOW(6), SYSDATE(6)) AS t;\n${statementBody(sql)}`,
             [token.positionFor(shard.id), waitMs / 1000, ...params],
             timeoutMs + waitMs,
+            undefined,
+            0,
+            op,
           )
+          waiting = false
           const [waitRows, readRows] = results as [Array<{ w: unknown }>, unknown]
           if (Number(waitRows[0]?.w) !== 0 || waitRows[0]?.w === null) {
             balancer.end(endpoint, startedAt, true)
             this.#counters.gtidWaitsTimedOut++
             return this.#fallback(shard, 'gtid-wait-timeout', sql, params, timeoutMs, scope)
           }
+          this.#counters.gtidWaitsCaughtUp++
           replica.applied = replica.applied.merge(token)
           rows = readRows
         } else {
-          if (token?.has(shard.id)) this.#counters.gtidWaitsSkipped++
+          if (token?.has(shard.id)) {
+            this.#counters.gtidWaitsSkipped++
+            if (op.span.isRecording()) op.span.setAttribute(GTID_WAIT_OUTCOME, 'skipped')
+          }
           rows =
             sink === undefined
-              ? await replica.server.query(sql, params, timeoutMs)
-              : await replica.server.stream(sql, params, timeoutMs, sink)
+              ? await replica.server.query(sql, params, timeoutMs, undefined, 0, op)
+              : await replica.server.stream(sql, params, timeoutMs, sink, 0, op)
         }
         balancer.end(endpoint, startedAt, true)
         replica.reads++
         shard.stats.replicaQueries++
         return rows
       } catch (error) {
+        if (waiting) this.#counters.gtidWaitsFailed++
         const failed = isConnectionError(error)
         balancer.end(endpoint, startedAt, !failed)
         if (!failed) throw error

@@ -4,7 +4,7 @@ import {
   type StrategyName,
 } from '@ballast/lb'
 import type { CircuitBreakerOptions } from '@ballast/resilience'
-import type { Duration } from '@ballast/shared'
+import type { Duration, TelemetryOptions } from '@ballast/shared'
 import type { PoolOptions } from 'mysql2'
 import type { CausalToken } from './causalToken.js'
 
@@ -66,8 +66,11 @@ export const DEFAULT_RING_OPTIONS: Readonly<Required<RingOptions>> = Object.free
   seed: DEFAULT_HASH_RING_OPTIONS.seed,
 })
 
-/** Options of {@link createShardRouter}. */
-export interface ShardRouterOptions {
+/**
+ * Options of {@link createShardRouter}. `meterProvider` and `tracerProvider` (from
+ * `TelemetryOptions`) say where its metrics and spans go: the global providers by default.
+ */
+export interface ShardRouterOptions extends TelemetryOptions {
   /** The shards. At least one; ids unique. */
   shards: readonly ShardConfig[]
   /**

@@ -1,3 +1,5 @@
+import type { FallbackReason } from './shardRouterEvents.js'
+
 /** Counters of one shard. */
 export interface ShardStats {
   /** Statements run on the primary. */
@@ -52,10 +54,16 @@ export interface ShardRouterStats {
   shards: Record<string, ShardStats>
   /** Reads meant for a replica that the primary served (no healthy replica, replica error, GTID wait timeout). */
   fellBackToPrimary: number
+  /** {@link ShardRouterStats.fellBackToPrimary}, per reason. */
+  fellBackToPrimaryByReason: Record<FallbackReason, number>
   /** Read-your-writes reads that waited on a replica with `MASTER_GTID_WAIT`. */
   gtidWaits: number
+  /** Waits the replica ended in time: it had applied the token, and it served the read. */
+  gtidWaitsCaughtUp: number
   /** Waits that timed out (the read then went to the primary). */
   gtidWaitsTimedOut: number
+  /** Waits whose round trip failed (the replica was unreachable or dropped the connection). */
+  gtidWaitsFailed: number
   /** Read-your-writes reads that needed no wait: the replica was known to have the token already. */
   gtidWaitsSkipped: number
   /** Causal token strings refused (malformed, unsigned, tampered or signed with an unknown secret) and ignored. */

@@ -2,6 +2,7 @@ import { CausalToken } from './causalToken.js'
 import { classifyStatement } from './classifyStatement.js'
 import { InvalidArgumentError, UnsafeStatementError } from './errors.js'
 import { argument, POSITIVE } from './internal/check.js'
+import { tracedTransaction } from './internal/queryTelemetry.js'
 import type { RouterInternals, Scope, Shard } from './internal/routerInternals.js'
 import { GUARDED, isConnectionError, lastGtidOf, queryOn } from './internal/server.js'
 import type { QueryResult, Row } from './mergeSpec.js'
@@ -43,6 +44,19 @@ export async function runTransaction<R>(
       'SERIALIZABLE',
     ])
   }
+  return tracedTransaction(router.instruments, shard.id, () =>
+    transact(router, shard, fn, timeoutMs, options),
+  )
+}
+
+/** {@link runTransaction} once its options are checked, in the transaction's span. */
+async function transact<R>(
+  router: RouterInternals,
+  shard: Shard,
+  fn: (tx: ShardTransaction) => Promise<R>,
+  timeoutMs: number,
+  options: TransactionOptions,
+): Promise<R> {
   const server = shard.primary
   const connection = await (router.guarded(shard)
     ? shard.breaker!.execute(() => server.connection(timeoutMs, GUARDED))

@@ -2,8 +2,10 @@ import type { AsyncLocalStorage } from 'node:async_hooks'
 import type { Balancer } from '@ballast/lb'
 import type { CircuitBreaker } from '@ballast/resilience'
 import type { CausalToken } from '../causalToken.js'
+import type { FallbackReason } from '../shardRouterEvents.js'
 import type { Consistency, QueryOptions, ServerRole } from '../shardRouterOptions.js'
 import type { ShardStats } from '../shardRouterStats.js'
+import type { QueryInstruments } from './queryTelemetry.js'
 import type { MonitoredShard, ReplicaState } from './replicaMonitor.js'
 import type { Server } from './server.js'
 import type { RowSink } from './streamMerge.js'
@@ -42,11 +44,14 @@ export interface Scope {
     | undefined
 }
 
-/** The router's counters that are not per shard; `stats()` reads them. */
+/** The router's counters that are not per shard; `stats()` and the observed instruments read them. */
 export interface RouterCounters {
   fellBackToPrimary: number
+  fellBackToPrimaryByReason: Record<FallbackReason, number>
   gtidWaits: number
+  gtidWaitsCaughtUp: number
   gtidWaitsTimedOut: number
+  gtidWaitsFailed: number
   gtidWaitsSkipped: number
   causalTokensRefused: number
   causalPositionsDropped: number
@@ -66,6 +71,8 @@ export interface RouterInternals {
   readonly shards: readonly Shard[]
   /** The router's counters (the same object `stats()` reads). */
   readonly counters: RouterCounters
+  /** The router's tracer and histograms. */
+  readonly instruments: QueryInstruments
   /** The async context of routing hints and causal tokens. */
   readonly context: AsyncLocalStorage<Scope>
   /** The router's default per-statement timeout, in ms. */

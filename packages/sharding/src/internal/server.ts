@@ -1,5 +1,6 @@
 import { createPool, type Pool, type PoolConnection, type PoolOptions } from 'mysql2'
 import { ShardTimeoutError, ShardUnavailableError } from '../errors.js'
+import { type QueryInstruments, type QueryOp, ServerTelemetry } from './queryTelemetry.js'
 import type { RowSink } from './streamMerge.js'
 
 /** What {@link Server.stream} resolves with: the rows went to the sink. */
@@ -41,6 +42,8 @@ export interface ServerDefaults {
   connectionLimit: number
   multipleStatements: boolean
   trackGtid: boolean
+  /** The router's tracer and histograms. */
+  instruments: QueryInstruments
 }
 
 const TRACK_GTID =
@@ -82,6 +85,8 @@ export class Server {
   onGtid: GtidSink | undefined
   /** Hears of every connection failure. */
   onFailure: FailureSink | undefined
+  /** Spans and durations of this server's statements (health checks have none). */
+  readonly telemetry: ServerTelemetry
 
   constructor(
     shard: string,
@@ -93,6 +98,7 @@ export class Server {
     this.shard = shard
     this.role = role
     this.id = id
+    this.telemetry = new ServerTelemetry(defaults.instruments, shard, role, config)
     const base: PoolOptions = typeof config === 'string' ? { uri: config } : { ...config }
     const options: PoolOptions = {
       connectTimeout: defaults.connectTimeoutMs,
@@ -108,8 +114,15 @@ export class Server {
     // callback; these listeners only make sure an event never goes unheard.
     this.pool.on('error', ignoreError)
     const trackGtid = defaults.trackGtid
+    const telemetry = this.telemetry
     this.pool.on('connection', (connection) => {
       connection.on('error', ignoreError)
+      // db.system.name: mysql2 keeps the handshake's server version only in a private field.
+      if (telemetry.system === undefined)
+        telemetry.noteServerVersion(
+          (connection as unknown as { _handshakePacket?: { serverVersion?: unknown } })
+            ._handshakePacket?.serverVersion,
+        )
       // Session tracking of last_gtid puts each write's GTID in its OK packet: read-your-writes
       // costs no extra round trip. Enabled per session, so the server config need not have it.
       if (trackGtid) connection.query(TRACK_GTID, ignoreError)
@@ -118,7 +131,9 @@ export class Server {
 
   /** Takes a pooled connection within `timeoutMs`. */
   connection(timeoutMs: number, flags = 0): Promise<PoolConnection> {
-    return this.#call(timeoutMs, flags, (connection, call) => call.succeed(connection, false))
+    return this.#call(timeoutMs, flags, undefined, (connection, call) =>
+      call.succeed(connection, false),
+    )
   }
 
   /**
@@ -126,7 +141,8 @@ export class Server {
    * for a connection included), and resolves with what mysql2 returns first (rows or a
    * `ResultSetHeader`). On timeout the connection is destroyed, so nothing late can arrive
    * on it, and a {@link ShardTimeoutError} is thrown. A write's GTID goes to `onGtid` with
-   * `scope` before the promise settles.
+   * `scope` before the promise settles. `op`, the statement's span (from `telemetry.begin`),
+   * ends when the statement settles.
    */
   query(
     sql: string,
@@ -134,9 +150,10 @@ export class Server {
     timeoutMs: number,
     scope?: unknown,
     flags = 0,
+    op?: QueryOp,
   ): Promise<unknown> {
     this.queries++
-    return this.#call(timeoutMs, flags, (connection, call) => {
+    return this.#call(timeoutMs, flags, op, (connection, call) => {
       connection.query({ sql, values: values as unknown[] }, (err, result) => {
         if (call.done) return
         if (err) {
@@ -162,9 +179,10 @@ export class Server {
     timeoutMs: number,
     sink: RowSink,
     flags = 0,
+    op?: QueryOp,
   ): Promise<typeof STREAMED> {
     this.queries++
-    return this.#call(timeoutMs, flags, (connection, call) => {
+    return this.#call(timeoutMs, flags, op, (connection, call) => {
       const query = connection.query({ sql, values: values as unknown[] })
       query.on('result', (row: unknown) => {
         if (!call.done) sink.push(row)
@@ -183,10 +201,11 @@ export class Server {
   #call<T>(
     timeoutMs: number,
     flags: number,
+    op: QueryOp | undefined,
     use: (connection: PoolConnection, call: PendingCall<T>) => void,
   ): Promise<T> {
     return new Promise<T>((resolve, reject) => {
-      const call = new PendingCall<T>(this, flags, resolve, reject)
+      const call = new PendingCall<T>(this, flags, op, resolve, reject)
       call.timer = setTimeout(() => call.timeOut(timeoutMs), timeoutMs)
       this.pool.getConnection((error, connection) => {
         if (call.done) {
@@ -233,7 +252,10 @@ export class Server {
   }
 }
 
-/** Runs a statement on a connection already held (a transaction), bounded by `timeoutMs`. */
+/**
+ * Runs a statement on a connection already held (a transaction), bounded by `timeoutMs`, in a
+ * span of its own (a child of the transaction's).
+ */
 export function queryOn(
   server: Server,
   connection: PoolConnection,
@@ -242,21 +264,27 @@ export function queryOn(
   timeoutMs: number,
 ): Promise<unknown> {
   server.queries++
+  const op = server.telemetry.begin(sql)
   return new Promise((resolve, reject) => {
     let done = false
     const timer = setTimeout(() => {
       done = true
       connection.destroy()
-      reject(server.fail(new ShardTimeoutError(server.shard, timeoutMs)))
+      const error = server.fail(new ShardTimeoutError(server.shard, timeoutMs))
+      op.fail(error)
+      reject(error)
     }, timeoutMs)
     connection.query({ sql, values: values as unknown[] }, (err, result) => {
       if (done) return
       done = true
       clearTimeout(timer)
       if (err) {
-        reject(server.fail(err))
+        const error = server.fail(err)
+        op.fail(error)
+        reject(error)
         return
       }
+      op.end(result)
       resolve(result)
     })
   })
@@ -271,17 +299,20 @@ class PendingCall<T> {
   timer: NodeJS.Timeout | undefined
   readonly #server: Server
   readonly #flags: number
+  readonly #op: QueryOp | undefined
   readonly #resolve: (value: T) => void
   readonly #reject: (error: unknown) => void
 
   constructor(
     server: Server,
     flags: number,
+    op: QueryOp | undefined,
     resolve: (value: T) => void,
     reject: (error: unknown) => void,
   ) {
     this.#server = server
     this.#flags = flags
+    this.#op = op
     this.#resolve = resolve
     this.#reject = reject
   }
@@ -292,6 +323,7 @@ class PendingCall<T> {
     this.done = true
     clearTimeout(this.timer)
     if (release) this.held?.release()
+    this.#op?.end(value)
     this.#resolve(value)
   }
 
@@ -299,7 +331,12 @@ class PendingCall<T> {
   failConnecting(error: unknown): void {
     this.done = true
     clearTimeout(this.timer)
-    this.#reject(this.#server.fail(error, this.#flags))
+    this.#failWith(this.#server.fail(error, this.#flags))
+  }
+
+  #failWith(error: unknown): void {
+    this.#op?.fail(error)
+    this.#reject(error)
   }
 
   /**
@@ -313,10 +350,10 @@ class PendingCall<T> {
     const connection = this.held as PoolConnection
     if (isConnectionError(error)) {
       connection.destroy()
-      this.#reject(this.#server.fail(error, this.#flags))
+      this.#failWith(this.#server.fail(error, this.#flags))
     } else {
       connection.release()
-      this.#reject(error)
+      this.#failWith(error)
     }
   }
 
@@ -325,7 +362,7 @@ class PendingCall<T> {
     if (this.done) return
     this.done = true
     this.held?.destroy()
-    this.#reject(
+    this.#failWith(
       this.#server.fail(new ShardTimeoutError(this.#server.shard, timeoutMs), this.#flags),
     )
   }
