@@ -1,11 +1,20 @@
-import { Emitter, type Listener, merge, type Unsubscribe } from '@ballast/shared'
-import { AbortedError, BulkheadRejectedError } from './errors.js'
+import {
+  Emitter,
+  type Listener,
+  merge,
+  type ObservedInstrument,
+  observe,
+  type TelemetryOptions,
+  type Unsubscribe,
+} from '@ballast/shared'
+import { AbortedError, BulkheadRejectedError, ResilienceClosedError } from './errors.js'
 import { RUN, rootContext } from './internal/context.js'
+import { BULKHEAD_NAME, OUTCOME, resilienceTelemetry } from './internal/telemetry.js'
 import { check } from './internal/validate.js'
 import type { ExecutionContext, Operation, Policy } from './policy.js'
 
 /** Options of {@link bulkhead}. */
-export interface BulkheadOptions {
+export interface BulkheadOptions extends TelemetryOptions {
   /** How many calls may run at once. */
   limit: number
   /**
@@ -14,11 +23,18 @@ export interface BulkheadOptions {
    * @default 0
    */
   queue?: number
+  /**
+   * Name of the bulkhead in telemetry (the `ballast.resilience.bulkhead.name` attribute): give
+   * each bulkhead of a process its own, from a fixed set (one per dependency).
+   * @default 'bulkhead'
+   */
+  name?: string
 }
 
 /** Defaults of {@link BulkheadOptions} (frozen; `limit` has none and must be given). */
-export const DEFAULT_BULKHEAD_OPTIONS: Readonly<Omit<Required<BulkheadOptions>, 'limit'>> =
-  Object.freeze({ queue: 0 })
+export const DEFAULT_BULKHEAD_OPTIONS: Readonly<
+  Omit<Required<BulkheadOptions>, 'limit' | keyof TelemetryOptions>
+> = Object.freeze({ queue: 0, name: 'bulkhead' })
 
 /** Events of a {@link BulkheadPolicy}, by name. */
 export interface BulkheadEvents {
@@ -46,6 +62,26 @@ export interface BulkheadStats {
   aborted: number
 }
 
+/** The bulkhead's instruments (README, Telemetry). */
+const BULKHEAD_INSTRUMENTS = {
+  'ballast.resilience.bulkhead.active': {
+    kind: 'upDownCounter',
+    unit: '{call}',
+    description: 'Calls running now (holding a slot)',
+  },
+  'ballast.resilience.bulkhead.queued': {
+    kind: 'upDownCounter',
+    unit: '{call}',
+    description: 'Calls waiting for a slot now',
+  },
+  'ballast.resilience.bulkhead.calls': {
+    kind: 'counter',
+    unit: '{call}',
+    description:
+      'Calls by outcome: executed (given a slot, at once or after queueing), rejected (no slot and no queue place), aborted (left the queue on their signal)',
+  },
+} satisfies Record<string, ObservedInstrument>
+
 interface Waiter {
   fn: Operation<unknown>
   context: ExecutionContext
@@ -71,6 +107,9 @@ export class BulkheadPolicy implements Policy {
   #aborted = 0
   #head: Waiter | undefined = undefined
   #tail: Waiter | undefined = undefined
+  #closed = false
+  readonly #name: string
+  readonly #stopMetrics: () => void
 
   /** Use {@link bulkhead}. */
   constructor(options: BulkheadOptions) {
@@ -78,6 +117,24 @@ export class BulkheadPolicy implements Policy {
     const merged = merge(DEFAULT_BULKHEAD_OPTIONS, options)
     this.#limit = check.positiveInteger('limit', merged.limit)
     this.#maxQueue = check.nonNegativeInteger('queue', merged.queue)
+    this.#name = check.string('name', merged.name)
+    const { meter } = resilienceTelemetry(options)
+    const named = Object.freeze({ [BULKHEAD_NAME]: this.#name })
+    const executed = Object.freeze({ ...named, [OUTCOME]: 'executed' })
+    const rejected = Object.freeze({ ...named, [OUTCOME]: 'rejected' })
+    const aborted = Object.freeze({ ...named, [OUTCOME]: 'aborted' })
+    this.#stopMetrics = observe(meter, BULKHEAD_INSTRUMENTS, (record) => {
+      record('ballast.resilience.bulkhead.active', this.#active, named)
+      record('ballast.resilience.bulkhead.queued', this.#queued, named)
+      record('ballast.resilience.bulkhead.calls', this.#executed, executed)
+      record('ballast.resilience.bulkhead.calls', this.#rejected, rejected)
+      record('ballast.resilience.bulkhead.calls', this.#aborted, aborted)
+    })
+  }
+
+  /** The bulkhead's name in telemetry. */
+  get name(): string {
+    return this.#name
   }
 
   /** Runs `fn` when a slot is free, waits in the queue if there is room, else refuses it. */
@@ -87,6 +144,9 @@ export class BulkheadPolicy implements Policy {
 
   /** @internal */
   [RUN]<T>(fn: Operation<T>, context: ExecutionContext): Promise<T> {
+    if (this.#closed) {
+      return Promise.reject(new ResilienceClosedError('bulkhead', 'execute'))
+    }
     if (this.#active < this.#limit) {
       this.#active++
       this.#executed++
@@ -155,6 +215,17 @@ export class BulkheadPolicy implements Policy {
   /** Removes a listener. */
   off<K extends keyof BulkheadEvents>(event: K, listener: Listener<BulkheadEvents[K]>): void {
     this.#events.off(event, listener)
+  }
+
+  /**
+   * Stops reporting metrics and removes the listeners; later calls reject with
+   * {@link ResilienceClosedError}. Running and queued calls go on as before.
+   */
+  async close(): Promise<void> {
+    if (this.#closed) return
+    this.#closed = true
+    this.#stopMetrics()
+    this.#events.removeAllListeners()
   }
 
   #start<T>(fn: Operation<T>, context: ExecutionContext): Promise<T> {

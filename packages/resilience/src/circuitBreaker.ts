@@ -1,8 +1,28 @@
-import { type Duration, Emitter, type Listener, merge, type Unsubscribe } from '@ballast/shared'
+import {
+  type Duration,
+  Emitter,
+  type Listener,
+  merge,
+  type ObservedInstrument,
+  observe,
+  type TelemetryOptions,
+  type Unsubscribe,
+} from '@ballast/shared'
+import type { Meter } from '@opentelemetry/api'
 import OpossumBreaker from 'opossum'
 import { BreakerOpenError, ResilienceClosedError, ResilienceError, TimeoutError } from './errors.js'
 import { BreakerWindow, type WindowSpec } from './internal/breakerWindow.js'
 import { RUN, rootContext } from './internal/context.js'
+import {
+  addActiveSpanEvent,
+  BREAKER_NAME,
+  OPENED_EVENT,
+  OUTCOME,
+  REJECTED_EVENT,
+  resilienceTelemetry,
+  STATE,
+  TIMED_OUT_EVENT,
+} from './internal/telemetry.js'
 import { check, checkArgument } from './internal/validate.js'
 import type { ExecutionContext, Operation, Policy } from './policy.js'
 
@@ -31,9 +51,11 @@ export interface CountWindow {
 export type BreakerState = 'closed' | 'open' | 'halfOpen'
 
 /** Options of {@link circuitBreaker}. `A` are the arguments of the protected function, `R` its result. */
-export interface CircuitBreakerOptions<A extends unknown[] = [], R = never> {
+export interface CircuitBreakerOptions<A extends unknown[] = [], R = never>
+  extends TelemetryOptions {
   /**
-   * Name used in errors, events and stats.
+   * Name used in errors, events, stats and telemetry (the `ballast.resilience.breaker.name`
+   * attribute: keep it to a fixed set, one per dependency).
    * @default the function's name, else `"breaker"`
    */
   name?: string
@@ -109,7 +131,9 @@ const DEFAULT_TIME_WINDOW: Readonly<Required<TimeWindow>> = Object.freeze({
 
 /** Defaults of {@link CircuitBreakerOptions}, in one place (frozen). */
 export const DEFAULT_CIRCUIT_BREAKER_OPTIONS: Readonly<
-  Required<Omit<CircuitBreakerOptions, 'name' | 'errorFilter' | 'fallback'>>
+  Required<
+    Omit<CircuitBreakerOptions, 'name' | 'errorFilter' | 'fallback' | keyof TelemetryOptions>
+  >
 > = Object.freeze({
   window: DEFAULT_TIME_WINDOW as TimeWindow | CountWindow,
   errorThresholdPercentage: 50,
@@ -237,11 +261,47 @@ export interface CircuitBreakerStats {
   fellBack: number
   /** How many times the breaker opened since creation. */
   opened: number
+  /** How many times the breaker half-opened (let probes through) since creation. */
+  halfOpened: number
+  /** How many times the breaker closed again (probes succeeded, or a reset) since creation. */
+  closed: number
   /** Calls and failures in the current window. */
   window: BreakerWindowCounts
   /** Latency percentiles in milliseconds, when `rollingPercentiles` is on. */
   latency: LatencyPercentiles | undefined
 }
+
+/** The breaker's instruments (README, Telemetry). */
+const BREAKER_INSTRUMENTS = {
+  'ballast.resilience.breaker.state': {
+    kind: 'gauge',
+    unit: '1',
+    description:
+      'Breaker state: one series per state (closed, open, halfOpen), 1 for the current one, 0 for the others',
+  },
+  'ballast.resilience.breaker.transitions': {
+    kind: 'counter',
+    unit: '{transition}',
+    description:
+      'Times the breaker entered a state (opened, half-opened, closed), by the new state',
+  },
+  'ballast.resilience.breaker.calls': {
+    kind: 'counter',
+    unit: '{call}',
+    description:
+      'Calls by outcome: succeeded (errors the errorFilter excused included), failed (timeouts included), rejected (refused while open or half-open)',
+  },
+  'ballast.resilience.breaker.timeouts': {
+    kind: 'counter',
+    unit: '{call}',
+    description: "Calls that ran past the breaker's own timeout (also counted as failed)",
+  },
+  'ballast.resilience.breaker.fallbacks': {
+    kind: 'counter',
+    unit: '{call}',
+    description: 'Failed or refused calls the fallback answered',
+  },
+} satisfies Record<string, ObservedInstrument>
 
 const FIRE: unique symbol = Symbol('fire')
 let unnamed = 0
@@ -269,7 +329,11 @@ export class CircuitBreaker<A extends unknown[] = [], R = never> implements Poli
   #state: BreakerState = 'closed'
   #probesStarted = 0
   #probesSucceeded = 0
+  #halfOpened = 0
+  #closed = 0
   #shutdown = false
+  /** Unregisters the observable instruments (from `close()`). */
+  readonly #stopMetrics: () => void
 
   /** Use {@link circuitBreaker}. */
   constructor(
@@ -299,6 +363,7 @@ export class CircuitBreaker<A extends unknown[] = [], R = never> implements Poli
       o.errorFilter === undefined ? undefined : check.func('errorFilter', o.errorFilter)
     this.#fallback = o.fallback === undefined ? undefined : check.func('fallback', o.fallback)
     this.#fn = fn
+    const { meter } = resilienceTelemetry(options)
 
     this.#window = new BreakerWindow(spec, o.rollingPercentiles ? samples : 0)
     const errorFilter = this.#errorFilter
@@ -334,6 +399,8 @@ export class CircuitBreaker<A extends unknown[] = [], R = never> implements Poli
     }
     this.#cb.on('open', () => {
       this.#state = 'open'
+      // On the span of the call that tripped it (or of the caller of trip()): rare, so free.
+      addActiveSpanEvent(OPENED_EVENT, { [BREAKER_NAME]: this.#name })
       if (this.#events.has('opened')) {
         const w = this.#window.windowCounts()
         this.#events.emit('opened', { name: this.#name, calls: w.calls, failed: w.failures })
@@ -341,13 +408,52 @@ export class CircuitBreaker<A extends unknown[] = [], R = never> implements Poli
     })
     this.#cb.on('halfOpen', () => {
       this.#state = 'halfOpen'
+      this.#halfOpened++
       this.#probesStarted = 0
       this.#probesSucceeded = 0
       this.#events.emit('half-opened', { name: this.#name })
     })
     this.#cb.on('close', () => {
       this.#state = 'closed'
+      this.#closed++
       this.#events.emit('closed', { name: this.#name })
+    })
+    // opossum emits 'timeout' from the call's own timer, in the caller's context: the event
+    // lands on the caller's span. Nothing is emitted on the success path.
+    this.#cb.on('timeout', () =>
+      addActiveSpanEvent(TIMED_OUT_EVENT, { [BREAKER_NAME]: this.#name }),
+    )
+    this.#stopMetrics = this.#observe(meter)
+  }
+
+  /**
+   * The observable instruments, read from the counters `stats()` keeps when the SDK collects:
+   * a call pays nothing for metrics.
+   */
+  #observe(meter: Meter): () => void {
+    const name = { [BREAKER_NAME]: this.#name }
+    const byState = (state: BreakerState) => ({ ...name, [STATE]: state })
+    const closed = byState('closed')
+    const open = byState('open')
+    const halfOpen = byState('halfOpen')
+    const byOutcome = (outcome: string) => ({ ...name, [OUTCOME]: outcome })
+    const succeeded = byOutcome('succeeded')
+    const failed = byOutcome('failed')
+    const rejected = byOutcome('rejected')
+    return observe(meter, BREAKER_INSTRUMENTS, (record) => {
+      const w = this.#window
+      const state = this.#state
+      record('ballast.resilience.breaker.state', state === 'closed' ? 1 : 0, closed)
+      record('ballast.resilience.breaker.state', state === 'open' ? 1 : 0, open)
+      record('ballast.resilience.breaker.state', state === 'halfOpen' ? 1 : 0, halfOpen)
+      record('ballast.resilience.breaker.transitions', w.opens, open)
+      record('ballast.resilience.breaker.transitions', this.#halfOpened, halfOpen)
+      record('ballast.resilience.breaker.transitions', this.#closed, closed)
+      record('ballast.resilience.breaker.calls', w.successes, succeeded)
+      record('ballast.resilience.breaker.calls', w.failures, failed)
+      record('ballast.resilience.breaker.calls', w.rejects, rejected)
+      record('ballast.resilience.breaker.timeouts', w.timeouts, name)
+      record('ballast.resilience.breaker.fallbacks', w.fallbacks, name)
     })
   }
 
@@ -416,6 +522,8 @@ export class CircuitBreaker<A extends unknown[] = [], R = never> implements Poli
       timedOut: w.timeouts,
       fellBack: w.fallbacks,
       opened: w.opens,
+      halfOpened: this.#halfOpened,
+      closed: this.#closed,
       window: { calls: inWindow.calls, failed: inWindow.failures },
       latency: w.latency(),
     }
@@ -455,6 +563,7 @@ export class CircuitBreaker<A extends unknown[] = [], R = never> implements Poli
   async close(): Promise<void> {
     if (this.#shutdown) return
     this.#shutdown = true
+    this.#stopMetrics()
     this.#state = 'open'
     this.#cb.shutdown()
     this.#events.removeAllListeners()
@@ -527,6 +636,7 @@ export class CircuitBreaker<A extends unknown[] = [], R = never> implements Poli
   #refuse(a: unknown, b: unknown): Promise<unknown> {
     this.#window.rejects++
     const error = new BreakerOpenError(this.#name)
+    addActiveSpanEvent(REJECTED_EVENT, { [BREAKER_NAME]: this.#name, [STATE]: this.#state })
     if (this.#events.has('rejected')) this.#events.emit('rejected', { name: this.#name, error })
     try {
       return Promise.resolve(this.#answer(error, a, b))
@@ -581,6 +691,7 @@ export class CircuitBreaker<A extends unknown[] = [], R = never> implements Poli
       this.#window.increment('failures', Date.now() - started)
       if (error instanceof TimeoutError) {
         this.#window.timeouts++
+        addActiveSpanEvent(TIMED_OUT_EVENT, { [BREAKER_NAME]: this.#name })
         this.#events.emit('timed-out', { name: this.#name, error })
       }
       if (this.#state === 'halfOpen') this.#cb.open()

@@ -1,5 +1,15 @@
 import { createHash } from 'node:crypto'
-import { type Duration, Emitter, type Listener, merge, type Unsubscribe } from '@ballast/shared'
+import {
+  type Duration,
+  Emitter,
+  type Listener,
+  merge,
+  type ObservedInstrument,
+  observe,
+  type TelemetryOptions,
+  type Unsubscribe,
+} from '@ballast/shared'
+import type { Meter, Span } from '@opentelemetry/api'
 import {
   IdempotencyFencedError,
   IdempotencyInFlightError,
@@ -14,12 +24,25 @@ import { NEVER_ABORTED } from './internal/context.js'
 import { fingerprintOf } from './internal/fingerprint.js'
 import { isRedisLike, type LuaScript, type RedisLike, withTimeout } from './internal/lua.js'
 import { CLAIM_SCRIPT, COMPLETE_SCRIPT, RELEASE_SCRIPT, RENEW_SCRIPT } from './internal/scripts.js'
+import {
+  IDEMPOTENCY_NAME,
+  OUTCOME,
+  RedisRoundTrips,
+  type RoundTrip,
+  resilienceTelemetry,
+} from './internal/telemetry.js'
 import { check, checkArgument } from './internal/validate.js'
 
 /** Options of {@link createIdempotency}. */
-export interface IdempotencyOptions {
+export interface IdempotencyOptions extends TelemetryOptions {
   /** The ioredis `Redis` or `Cluster` the records live in. Its lifecycle is yours. */
   redis: RedisLike
+  /**
+   * Name of the store in telemetry (the `ballast.resilience.idempotency.name` attribute):
+   * give each store of a process its own, from a fixed set.
+   * @default 'idempotency'
+   */
+  name?: string
   /**
    * Prefix of the Redis keys. Each idempotency key is one Redis hash at
    * `<prefix>{<key>}`, or `<prefix>~<scope hash>{<key>}` when claimed with a `scope`
@@ -76,18 +99,20 @@ export interface IdempotencyOptions {
 }
 
 /** Defaults of {@link IdempotencyOptions} (frozen; `redis` has none and must be given). */
-export const DEFAULT_IDEMPOTENCY_OPTIONS: Readonly<Required<Omit<IdempotencyOptions, 'redis'>>> =
-  Object.freeze({
-    prefix: 'idem:',
-    lease: 30_000,
-    retention: 86_400_000,
-    wait: 0,
-    failOpen: false,
-    commandTimeout: 2000,
-    keyPattern: /^[\x21-\x7E]{1,255}$/,
-    isTransient: (error: unknown): boolean =>
-      (error as { retryable?: unknown } | null)?.retryable !== false,
-  })
+export const DEFAULT_IDEMPOTENCY_OPTIONS: Readonly<
+  Required<Omit<IdempotencyOptions, 'redis' | keyof TelemetryOptions>>
+> = Object.freeze({
+  name: 'idempotency',
+  prefix: 'idem:',
+  lease: 30_000,
+  retention: 86_400_000,
+  wait: 0,
+  failOpen: false,
+  commandTimeout: 2000,
+  keyPattern: /^[\x21-\x7E]{1,255}$/,
+  isTransient: (error: unknown): boolean =>
+    (error as { retryable?: unknown } | null)?.retryable !== false,
+})
 
 /** A failure stored for replay. */
 export interface StoredFailure {
@@ -304,6 +329,8 @@ export interface IdempotencyStats {
   fenced: number
   /** Redis round trips that failed or timed out (the `redis-call-failed` event). */
   redisCallsFailed: number
+  /** Runs that went ahead without Redis, unprotected (`failOpen`, the `ran-unprotected` event). */
+  ranUnprotected: number
   /** Claims held by this process now. */
   held: number
 }
@@ -474,6 +501,101 @@ export class IdempotencyClaim implements IdempotencyContext {
 
 const INTERNAL: unique symbol = Symbol('ballast.idempotency.internal')
 
+/** The store's instruments (README, Telemetry). */
+const IDEMPOTENCY_INSTRUMENTS = {
+  'ballast.resilience.idempotency.claims': {
+    kind: 'counter',
+    unit: '{claim}',
+    description:
+      'Claims by outcome: new (the caller runs the work; reclaims included), replayed (a stored result handed back), conflict (the key was in flight), mismatch (the key was reused with another request)',
+  },
+  'ballast.resilience.idempotency.reclaimed': {
+    kind: 'counter',
+    unit: '{claim}',
+    description: 'New claims taken over from a holder whose lease had run out',
+  },
+  'ballast.resilience.idempotency.results': {
+    kind: 'counter',
+    unit: '{claim}',
+    description:
+      'How held claims ended: completed (result stored), failed (permanent failure stored), released (transient failure, key given back), fenced (a stale holder refused)',
+  },
+  'ballast.resilience.idempotency.redis_calls_failed': {
+    kind: 'counter',
+    unit: '{call}',
+    description: 'Redis round trips that failed or timed out (the store was unavailable)',
+  },
+  'ballast.resilience.idempotency.unprotected': {
+    kind: 'counter',
+    unit: '{run}',
+    description: 'Runs that went ahead without Redis (failOpen: true), unprotected',
+  },
+  'ballast.resilience.idempotency.held': {
+    kind: 'upDownCounter',
+    unit: '{claim}',
+    description: 'Claims this process holds now (their leases being renewed)',
+  },
+} satisfies Record<string, ObservedInstrument>
+
+/** What the claim script answered, on its span: never the key, the scope or the fingerprint. */
+function describeClaim(span: Span, reply: unknown): void {
+  const status = (reply as [string])[0]
+  span.setAttribute(
+    OUTCOME,
+    status === 'a' ? 'new' : status === 'd' ? 'replayed' : status === 'p' ? 'conflict' : 'mismatch',
+  )
+}
+
+/** A write that the fence let through (`stored`, `renewed`, `released`) or refused (`fenced`). */
+function describeWrite(done: string): (span: Span, reply: unknown) => void {
+  return (span, reply) => span.setAttribute(OUTCOME, reply === 1 ? done : 'fenced')
+}
+const DESCRIBE_RENEW = describeWrite('renewed')
+const DESCRIBE_STORE = describeWrite('stored')
+const DESCRIBE_RELEASE = describeWrite('released')
+
+/** The kinds of round trip of a store, each with its span name and attributes built once. */
+interface Trips {
+  readonly claim: RoundTrip
+  readonly renew: RoundTrip
+  readonly complete: RoundTrip
+  readonly fail: RoundTrip
+  readonly release: RoundTrip
+}
+
+/** Registers the store's observable instruments, read from its counters at collection time. */
+function observeStore(
+  meter: Meter,
+  name: string,
+  s: Omit<IdempotencyStats, 'held'>,
+  held: Set<IdempotencyClaim>,
+): () => void {
+  const store = { [IDEMPOTENCY_NAME]: name }
+  const by = (outcome: string) => Object.freeze({ ...store, [OUTCOME]: outcome })
+  const isNew = by('new')
+  const replayed = by('replayed')
+  const conflict = by('conflict')
+  const mismatch = by('mismatch')
+  const completed = by('completed')
+  const failed = by('failed')
+  const released = by('released')
+  const fenced = by('fenced')
+  return observe(meter, IDEMPOTENCY_INSTRUMENTS, (record) => {
+    record('ballast.resilience.idempotency.claims', s.acquired, isNew)
+    record('ballast.resilience.idempotency.claims', s.replayed, replayed)
+    record('ballast.resilience.idempotency.claims', s.inFlightRefused, conflict)
+    record('ballast.resilience.idempotency.claims', s.mismatched, mismatch)
+    record('ballast.resilience.idempotency.reclaimed', s.reclaimed, store)
+    record('ballast.resilience.idempotency.results', s.completed, completed)
+    record('ballast.resilience.idempotency.results', s.failed, failed)
+    record('ballast.resilience.idempotency.results', s.released, released)
+    record('ballast.resilience.idempotency.results', s.fenced, fenced)
+    record('ballast.resilience.idempotency.redis_calls_failed', s.redisCallsFailed, store)
+    record('ballast.resilience.idempotency.unprotected', s.ranUnprotected, store)
+    record('ballast.resilience.idempotency.held', held.size, store)
+  })
+}
+
 interface StoreInternals {
   renew(claim: IdempotencyClaim, lease: number): Promise<boolean>
   finish(claim: IdempotencyClaim, record: string, kind: 'complete' | 'fail'): Promise<void>
@@ -505,8 +627,13 @@ export class Idempotency {
     released: 0,
     fenced: 0,
     redisCallsFailed: 0,
+    ranUnprotected: 0,
   }
   #closed = false
+  readonly #name: string
+  readonly #roundTrips: RedisRoundTrips
+  readonly #trips: Trips
+  readonly #stopMetrics: () => void
 
   /** Use {@link createIdempotency}. */
   constructor(options: IdempotencyOptions) {
@@ -540,6 +667,25 @@ export class Idempotency {
       keyPattern,
       isTransient: check.func<(error: unknown) => boolean>('isTransient', o.isTransient),
     })
+    this.#name = check.string('name', o.name)
+    const { meter, tracer } = resilienceTelemetry(options)
+    const trips = new RedisRoundTrips(tracer, meter, options.redis, {
+      [IDEMPOTENCY_NAME]: this.#name,
+    })
+    this.#roundTrips = trips
+    this.#trips = Object.freeze({
+      claim: trips.kind('EVALSHA', 'claim'),
+      renew: trips.kind('EVALSHA', 'renew'),
+      complete: trips.kind('EVALSHA', 'complete'),
+      fail: trips.kind('EVALSHA', 'fail'),
+      release: trips.kind('EVALSHA', 'release'),
+    })
+    this.#stopMetrics = observeStore(meter, this.#name, this.#stats, this.#held)
+  }
+
+  /** The store's name in telemetry. */
+  get name(): string {
+    return this.#name
   }
 
   /** Whether Redis being unreachable lets work run unprotected. */
@@ -653,6 +799,7 @@ export class Idempotency {
       outcome = await this.claim(key, input, { scope: options.scope })
     } catch (error) {
       if (error instanceof IdempotencyUnavailableError && this.#options.failOpen) {
+        this.#stats.ranUnprotected++
         this.#events.emit('ran-unprotected', { key })
         const context = { key, scope: options.scope, token: 0, signal: NEVER_ABORTED }
         return { value: await fn(context), replayed: false }
@@ -735,6 +882,7 @@ export class Idempotency {
    * reclaim them) and refuses new claims. The Redis client is the caller's to close.
    */
   async close(): Promise<void> {
+    if (!this.#closed) this.#stopMetrics()
     this.#closed = true
     for (const claim of [...this.#held]) {
       claim.lose(new ResilienceClosedError('idempotency store', 'renew'))
@@ -757,16 +905,22 @@ export class Idempotency {
   /** @internal */
   readonly [INTERNAL]: StoreInternals = {
     renew: async (claim, lease) =>
-      (await this.#call(claim.key, this.redisKey(claim.key, claim.scope), RENEW_SCRIPT, [
-        String(claim.token),
-        lease,
-      ])) === 1,
+      (await this.#call(
+        claim.key,
+        this.redisKey(claim.key, claim.scope),
+        RENEW_SCRIPT,
+        [String(claim.token), lease],
+        this.#trips.renew,
+        DESCRIBE_RENEW,
+      )) === 1,
     finish: async (claim, record, kind) => {
       const ok = await this.#call(
         claim.key,
         this.redisKey(claim.key, claim.scope),
         COMPLETE_SCRIPT,
         [String(claim.token), record, this.#options.retention],
+        kind === 'complete' ? this.#trips.complete : this.#trips.fail,
+        DESCRIBE_STORE,
       )
       if (ok !== 1) {
         this.#stats.fenced++
@@ -778,9 +932,14 @@ export class Idempotency {
     },
     release: async (claim) => {
       const ok =
-        (await this.#call(claim.key, this.redisKey(claim.key, claim.scope), RELEASE_SCRIPT, [
-          String(claim.token),
-        ])) === 1
+        (await this.#call(
+          claim.key,
+          this.redisKey(claim.key, claim.scope),
+          RELEASE_SCRIPT,
+          [String(claim.token)],
+          this.#trips.release,
+          DESCRIBE_RELEASE,
+        )) === 1
       if (ok) this.#stats.released++
       return ok
     },
@@ -801,14 +960,22 @@ export class Idempotency {
   ): Promise<ClaimOutcome> {
     if (this.#closed) throw new ResilienceClosedError('idempotency store', 'claim')
     const args = [fingerprint, this.#options.lease, this.#options.retention]
-    const reply = (await this.#call(key, redisKey, CLAIM_SCRIPT, args, (late) => {
-      // The claim timed out here but reached Redis after all: give the key back at once
-      // rather than leave it in flight, owned by no one, until its lease runs out.
-      const r = late as [string, number?]
-      if (r[0] === 'a') {
-        RELEASE_SCRIPT.run(this.#options.redis, [redisKey], [String(r[1])]).catch(() => {})
-      }
-    })) as [string, (string | number)?, number?]
+    const reply = (await this.#call(
+      key,
+      redisKey,
+      CLAIM_SCRIPT,
+      args,
+      this.#trips.claim,
+      describeClaim,
+      (late) => {
+        // The claim timed out here but reached Redis after all: give the key back at once
+        // rather than leave it in flight, owned by no one, until its lease runs out.
+        const r = late as [string, number?]
+        if (r[0] === 'a') {
+          RELEASE_SCRIPT.run(this.#options.redis, [redisKey], [String(r[1])]).catch(() => {})
+        }
+      },
+    )) as [string, (string | number)?, number?]
     switch (reply[0]) {
       case 'a': {
         const claim = IdempotencyClaim.acquired(
@@ -861,6 +1028,24 @@ export class Idempotency {
   }
 
   async #call(
+    key: string,
+    redisKey: string,
+    script: LuaScript,
+    args: (string | number)[],
+    trip: RoundTrip,
+    describe: (span: Span, reply: unknown) => void,
+    onLateReply?: (reply: unknown) => void,
+  ): Promise<unknown> {
+    // One client span per round trip, the command timeout included: a cut or a silent Redis
+    // shows as E_RESILIENCE_IDEMPOTENCY_UNAVAILABLE on it.
+    return this.#roundTrips.run(
+      trip,
+      () => this.#send(key, redisKey, script, args, onLateReply),
+      describe,
+    )
+  }
+
+  async #send(
     key: string,
     redisKey: string,
     script: LuaScript,

@@ -1,13 +1,36 @@
-import { type Duration, Emitter, type Listener, merge, type Unsubscribe } from '@ballast/shared'
+import {
+  type Duration,
+  Emitter,
+  type Listener,
+  merge,
+  type ObservedInstrument,
+  observe,
+  type TelemetryOptions,
+  type Unsubscribe,
+} from '@ballast/shared'
+import type { Meter, Span } from '@opentelemetry/api'
 import { RateLimitedError, ResilienceClosedError } from './errors.js'
 import { isRedisLike, type RedisLike } from './internal/lua.js'
 import { GCRA_BATCH_SCRIPT, GCRA_SCRIPT } from './internal/scripts.js'
+import {
+  DECISION,
+  RATE_LIMITER_NAME,
+  RedisRoundTrips,
+  type RoundTrip,
+  resilienceTelemetry,
+} from './internal/telemetry.js'
 import { check, checkArgument } from './internal/validate.js'
 
 /** Options of {@link createRateLimiter}. */
-export interface RateLimiterOptions {
+export interface RateLimiterOptions extends TelemetryOptions {
   /** Calls allowed per `interval` on average, per key. */
   limit: number
+  /**
+   * Name of the limiter in telemetry (the `ballast.resilience.rate_limiter.name` attribute):
+   * give each limiter of a process its own, from a fixed set (`'login'`, `'api'`).
+   * @default 'rate-limiter'
+   */
+  name?: string
   /**
    * The period `limit` is counted over: milliseconds, or a string such as `'1m'`.
    * @default 1000
@@ -49,8 +72,9 @@ export interface RateLimiterOptions {
 
 /** Defaults of {@link RateLimiterOptions} (frozen; `limit` has none, `burst` defaults to `limit`). */
 export const DEFAULT_RATE_LIMITER_OPTIONS: Readonly<
-  Required<Pick<RateLimiterOptions, 'interval' | 'batch' | 'prefix' | 'maxKeys'>>
+  Required<Pick<RateLimiterOptions, 'name' | 'interval' | 'batch' | 'prefix' | 'maxKeys'>>
 > = Object.freeze({
+  name: 'rate-limiter',
   interval: 1000,
   batch: true,
   prefix: 'rl:',
@@ -131,6 +155,51 @@ export interface RateLimiter {
   close(): Promise<void>
 }
 
+/** The rate limiter's instruments (README, Telemetry). */
+const RATE_LIMITER_INSTRUMENTS = {
+  'ballast.resilience.rate_limiter.decisions': {
+    kind: 'counter',
+    unit: '{decision}',
+    description: 'Decisions by outcome: allowed, limited',
+  },
+  'ballast.resilience.rate_limiter.keys': {
+    kind: 'upDownCounter',
+    unit: '{key}',
+    description: 'Keys held in memory (local limiter; 0 with Redis)',
+  },
+} satisfies Record<string, ObservedInstrument>
+
+/** Registers the limiter's observable instruments, read from its `stats()`. */
+function observeLimiter(meter: Meter, name: string, limiter: RateLimiter): () => void {
+  const named = Object.freeze({ [RATE_LIMITER_NAME]: name })
+  const allowed = Object.freeze({ ...named, [DECISION]: 'allowed' })
+  const limited = Object.freeze({ ...named, [DECISION]: 'limited' })
+  return observe(meter, RATE_LIMITER_INSTRUMENTS, (record) => {
+    const s = limiter.stats()
+    record('ballast.resilience.rate_limiter.decisions', s.allowed, allowed)
+    record('ballast.resilience.rate_limiter.decisions', s.limited, limited)
+    record('ballast.resilience.rate_limiter.keys', s.keys, named)
+  })
+}
+
+/** The decision a GCRA reply stands for, on its span. */
+function describeDecision(span: Span, reply: unknown): void {
+  span.setAttribute(DECISION, (reply as number) >= 0 ? 'allowed' : 'limited')
+}
+
+const ALLOWED_IN_BATCH = 'ballast.resilience.rate_limiter.allowed'
+const LIMITED_IN_BATCH = 'ballast.resilience.rate_limiter.limited'
+
+/** The decisions of a batched reply, on its span: how many, how many of each. */
+function describeDecisions(span: Span, replies: unknown): void {
+  const r = replies as number[]
+  let allowed = 0
+  for (const reply of r) if (reply >= 0) allowed++
+  span.setAttribute('db.operation.batch.size', r.length)
+  span.setAttribute(ALLOWED_IN_BATCH, allowed)
+  span.setAttribute(LIMITED_IN_BATCH, r.length - allowed)
+}
+
 interface Gcra {
   /** Emission interval: ms per unit of cost. */
   emissionInterval: number
@@ -140,7 +209,7 @@ interface Gcra {
 
 function validate(
   options: RateLimiterOptions,
-): Gcra & { prefix: string; batch: boolean; maxKeys: number } {
+): Gcra & { name: string; prefix: string; batch: boolean; maxKeys: number } {
   check.object('options', options)
   const o = merge(DEFAULT_RATE_LIMITER_OPTIONS, options)
   const limit = check.positiveNumber('limit', o.limit)
@@ -150,6 +219,7 @@ function validate(
     check.invalid('redis', 'an ioredis Redis or Cluster', o.redis)
   const emissionInterval = interval / limit
   return {
+    name: check.string('name', o.name),
     prefix: check.string('prefix', o.prefix),
     batch: check.boolean('batch', o.batch),
     maxKeys: check.positiveInteger('maxKeys', o.maxKeys),
@@ -197,6 +267,8 @@ export class LocalRateLimiter implements RateLimiter {
   #allowed = 0
   #limited = 0
   #closed = false
+  readonly #name: string
+  readonly #stopMetrics: () => void
 
   /** Use {@link createRateLimiter}. */
   constructor(options: RateLimiterOptions, now: () => number = Date.now) {
@@ -205,6 +277,13 @@ export class LocalRateLimiter implements RateLimiter {
     this.#burstTolerance = o.burstTolerance
     this.#maxKeys = o.maxKeys
     this.#now = now
+    this.#name = o.name
+    this.#stopMetrics = observeLimiter(resilienceTelemetry(options).meter, o.name, this)
+  }
+
+  /** The limiter's name in telemetry. */
+  get name(): string {
+    return this.#name
   }
 
   /** Decides on a call synchronously. O(1) whatever the number of keys. */
@@ -299,6 +378,7 @@ export class LocalRateLimiter implements RateLimiter {
   }
 
   async close(): Promise<void> {
+    if (!this.#closed) this.#stopMetrics()
     this.#closed = true
     this.#entries.clear()
     this.#oldest = undefined
@@ -367,16 +447,33 @@ export class RedisRateLimiter implements RateLimiter {
   #allowed = 0
   #limited = 0
   #closed = false
+  readonly #name: string
+  readonly #roundTrips: RedisRoundTrips
+  readonly #take: RoundTrip
+  readonly #del: RoundTrip
+  readonly #stopMetrics: () => void
 
   /** Use {@link createRateLimiter}. */
   constructor(options: RateLimiterOptions & { redis: RedisLike }) {
     const o = validate(options)
+    const { meter, tracer } = resilienceTelemetry(options)
+    this.#name = o.name
+    const trips = new RedisRoundTrips(tracer, meter, options.redis, { [RATE_LIMITER_NAME]: o.name })
+    this.#roundTrips = trips
+    this.#take = trips.kind('EVALSHA', 'rate_limit')
+    this.#del = trips.kind('DEL')
+    this.#stopMetrics = observeLimiter(meter, o.name, this)
     this.#redis = options.redis
     this.#batch = o.batch && (options.redis as { isCluster?: boolean }).isCluster !== true
     this.#prefix = o.prefix
     this.#emissionInterval = o.emissionInterval
     this.#emissionIntervalUs = String(Math.round(o.emissionInterval * 1000))
     this.#burstToleranceUs = String(Math.round(o.burstTolerance * 1000))
+  }
+
+  /** The limiter's name in telemetry. */
+  get name(): string {
+    return this.#name
   }
 
   take(key: string, cost = 1): Promise<RateLimitResult> {
@@ -386,13 +483,7 @@ export class RedisRateLimiter implements RateLimiter {
     } catch (error) {
       return Promise.reject(error)
     }
-    if (!this.#batch) {
-      return GCRA_SCRIPT.run(
-        this.#redis,
-        [this.#prefix + key],
-        [this.#emissionIntervalUs, this.#burstToleranceUs, cost],
-      ).then((reply) => this.#decide(key, reply as number))
-    }
+    if (!this.#batch) return this.#takeOne(key, cost)
     return new Promise<RateLimitResult>((resolve, reject) => {
       this.#pending.push({ key, cost, resolve, reject })
       if (!this.#scheduled) {
@@ -410,11 +501,7 @@ export class RedisRateLimiter implements RateLimiter {
       const batch = all.length <= MAX_BATCH ? all : all.slice(start, start + MAX_BATCH)
       if (batch.length === 1) {
         const p = batch[0] as Pending
-        GCRA_SCRIPT.run(
-          this.#redis,
-          [this.#prefix + p.key],
-          [this.#emissionIntervalUs, this.#burstToleranceUs, p.cost],
-        ).then((reply) => p.resolve(this.#decide(p.key, reply as number)), p.reject)
+        this.#takeOne(p.key, p.cost).then(p.resolve, p.reject)
         continue
       }
       const keys = new Array<string>(batch.length)
@@ -426,19 +513,37 @@ export class RedisRateLimiter implements RateLimiter {
         keys[i] = this.#prefix + p.key
         args[i + 2] = p.cost
       }
-      GCRA_BATCH_SCRIPT.run(this.#redis, keys, args).then(
-        (replies) => {
-          const r = replies as number[]
-          for (let i = 0; i < batch.length; i++) {
-            const p = batch[i] as Pending
-            p.resolve(this.#decide(p.key, r[i] as number))
-          }
-        },
-        (error: unknown) => {
-          for (const p of batch) p.reject(error)
-        },
-      )
+      this.#roundTrips
+        .run(this.#take, () => GCRA_BATCH_SCRIPT.run(this.#redis, keys, args), describeDecisions)
+        .then(
+          (replies) => {
+            const r = replies as number[]
+            for (let i = 0; i < batch.length; i++) {
+              const p = batch[i] as Pending
+              p.resolve(this.#decide(p.key, r[i] as number))
+            }
+          },
+          (error: unknown) => {
+            for (const p of batch) p.reject(error)
+          },
+        )
     }
+  }
+
+  /** One decision, one EVALSHA, in a client span that says what was decided (never the key). */
+  #takeOne(key: string, cost: number): Promise<RateLimitResult> {
+    return this.#roundTrips
+      .run(
+        this.#take,
+        () =>
+          GCRA_SCRIPT.run(
+            this.#redis,
+            [this.#prefix + key],
+            [this.#emissionIntervalUs, this.#burstToleranceUs, cost],
+          ),
+        describeDecision,
+      )
+      .then((reply) => this.#decide(key, reply as number))
   }
 
   #decide(key: string, reply: number): RateLimitResult {
@@ -460,7 +565,7 @@ export class RedisRateLimiter implements RateLimiter {
 
   async reset(key: string): Promise<void> {
     if (this.#closed) throw new ResilienceClosedError('rate limiter', 'reset')
-    await this.#redis.del(this.#prefix + key)
+    await this.#roundTrips.run(this.#del, () => this.#redis.del(this.#prefix + key))
   }
 
   stats(): RateLimiterStats {
@@ -486,6 +591,7 @@ export class RedisRateLimiter implements RateLimiter {
   }
 
   async close(): Promise<void> {
+    if (!this.#closed) this.#stopMetrics()
     this.#closed = true
     this.#events.removeAllListeners()
   }

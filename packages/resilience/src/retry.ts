@@ -1,11 +1,35 @@
-import { type Duration, Emitter, type Listener, merge, type Unsubscribe } from '@ballast/shared'
-import { AbortedError } from './errors.js'
+import {
+  type Duration,
+  Emitter,
+  errorType,
+  type Listener,
+  merge,
+  type ObservedInstrument,
+  observe,
+  type TelemetryOptions,
+  type Unsubscribe,
+} from '@ballast/shared'
+import { AbortedError, ResilienceClosedError } from './errors.js'
 import { RUN, rootContext } from './internal/context.js'
+import {
+  ATTEMPT,
+  addActiveSpanEvent,
+  OUTCOME,
+  RETRIED_EVENT,
+  RETRY_NAME,
+  resilienceTelemetry,
+} from './internal/telemetry.js'
 import { check } from './internal/validate.js'
 import type { ExecutionContext, Operation, Policy } from './policy.js'
 
 /** Options of {@link retry}. */
-export interface RetryOptions {
+export interface RetryOptions extends TelemetryOptions {
+  /**
+   * Name of the policy in telemetry (the `ballast.resilience.retry.name` attribute): give each
+   * retry policy of a process its own, from a fixed set (one per dependency).
+   * @default 'retry'
+   */
+  name?: string
   /**
    * Tries in all, the first included (3 means one try and two retries).
    * @default 3
@@ -49,15 +73,17 @@ export interface RetryOptions {
 }
 
 /** Defaults of {@link RetryOptions} (frozen). */
-export const DEFAULT_RETRY_OPTIONS: Readonly<Required<RetryOptions>> = Object.freeze({
-  maxAttempts: 3,
-  initialDelay: 100,
-  factor: 2,
-  maxDelay: 10_000,
-  maxElapsed: 30_000,
-  retryOn: isRetryableError,
-  random: Math.random,
-})
+export const DEFAULT_RETRY_OPTIONS: Readonly<Required<Omit<RetryOptions, keyof TelemetryOptions>>> =
+  Object.freeze({
+    name: 'retry',
+    maxAttempts: 3,
+    initialDelay: 100,
+    factor: 2,
+    maxDelay: 10_000,
+    maxElapsed: 30_000,
+    retryOn: isRetryableError,
+    random: Math.random,
+  })
 
 /** Whether an error says a retry can help: it has `retryable: true`. */
 export function isRetryableError(error: unknown): boolean {
@@ -119,6 +145,20 @@ interface ResolvedRetryOptions {
   readonly random: () => number
 }
 
+/** The retry policy's instruments (README, Telemetry). */
+const RETRY_INSTRUMENTS = {
+  'ballast.resilience.retry.calls': {
+    kind: 'counter',
+    unit: '{call}',
+    description: 'Calls by outcome: succeeded (on any attempt), failed (after the last attempt)',
+  },
+  'ballast.resilience.retry.retries': {
+    kind: 'counter',
+    unit: '{retry}',
+    description: 'Retries made (attempts after the first)',
+  },
+} satisfies Record<string, ObservedInstrument>
+
 class AttemptContext implements ExecutionContext {
   readonly #parent: ExecutionContext
   readonly attempt: number
@@ -142,6 +182,9 @@ export class RetryPolicy implements Policy {
   #retries = 0
   #succeeded = 0
   #failed = 0
+  #closed = false
+  readonly #name: string
+  readonly #stopMetrics: () => void
 
   /** Use {@link retry}. */
   constructor(options: RetryOptions = {}) {
@@ -158,6 +201,21 @@ export class RetryPolicy implements Policy {
       retryOn: check.func<(error: unknown, attempt: number) => boolean>('retryOn', o.retryOn),
       random: check.func<() => number>('random', o.random),
     })
+    this.#name = check.string('name', o.name)
+    const { meter } = resilienceTelemetry(options)
+    const named = Object.freeze({ [RETRY_NAME]: this.#name })
+    const succeeded = Object.freeze({ ...named, [OUTCOME]: 'succeeded' })
+    const failed = Object.freeze({ ...named, [OUTCOME]: 'failed' })
+    this.#stopMetrics = observe(meter, RETRY_INSTRUMENTS, (record) => {
+      record('ballast.resilience.retry.calls', this.#succeeded, succeeded)
+      record('ballast.resilience.retry.calls', this.#failed, failed)
+      record('ballast.resilience.retry.retries', this.#retries, named)
+    })
+  }
+
+  /** The policy's name in telemetry. */
+  get name(): string {
+    return this.#name
   }
 
   /** Runs `fn`, retrying it as configured. Rejects with the last error when it gives up. */
@@ -167,6 +225,7 @@ export class RetryPolicy implements Policy {
 
   /** @internal */
   async [RUN]<T>(fn: Operation<T>, context: ExecutionContext): Promise<T> {
+    if (this.#closed) throw new ResilienceClosedError('retry policy', 'execute')
     this.#calls++
     const o = this.#options
     const started = Date.now()
@@ -196,6 +255,12 @@ export class RetryPolicy implements Policy {
           throw error
         }
         this.#retries++
+        // On the caller's span (this loop runs in its context), only when a retry happens.
+        addActiveSpanEvent(RETRIED_EVENT, {
+          [RETRY_NAME]: this.#name,
+          [ATTEMPT]: attempt + 1,
+          'error.type': errorType(error),
+        })
         if (this.#events.has('retried')) {
           this.#events.emit('retried', { error, attempt, delayMs: delay })
         }
@@ -232,6 +297,17 @@ export class RetryPolicy implements Policy {
   /** Removes a listener. */
   off<K extends keyof RetryEvents>(event: K, listener: Listener<RetryEvents[K]>): void {
     this.#events.off(event, listener)
+  }
+
+  /**
+   * Stops reporting metrics and removes the listeners; later calls reject with
+   * {@link ResilienceClosedError}. Calls already running finish as configured.
+   */
+  async close(): Promise<void> {
+    if (this.#closed) return
+    this.#closed = true
+    this.#stopMetrics()
+    this.#events.removeAllListeners()
   }
 }
 

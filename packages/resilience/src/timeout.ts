@@ -1,22 +1,47 @@
-import { type Duration, Emitter, type Listener, merge, type Unsubscribe } from '@ballast/shared'
-import { TimeoutError } from './errors.js'
+import {
+  type Duration,
+  Emitter,
+  type Listener,
+  merge,
+  type ObservedInstrument,
+  observe,
+  type TelemetryOptions,
+  type Unsubscribe,
+} from '@ballast/shared'
+import { type Context, context as otelContext, trace } from '@opentelemetry/api'
+import { ResilienceClosedError, TimeoutError } from './errors.js'
 import { NEVER_ABORTED, RUN, rootContext } from './internal/context.js'
+import {
+  canRecord,
+  resilienceTelemetry,
+  TIMED_OUT_EVENT,
+  TIMEOUT_NAME,
+} from './internal/telemetry.js'
 import { check } from './internal/validate.js'
 import type { ExecutionContext, Operation, Policy } from './policy.js'
 
 /** Options of {@link timeout}. */
-export interface TimeoutOptions {
+export interface TimeoutOptions extends TelemetryOptions {
   /**
    * How long the work may run before it is abandoned with a {@link TimeoutError}:
    * milliseconds, or a string such as `'2s'`.
    * @default 10000
    */
   duration?: Duration
+  /**
+   * Name of the policy in telemetry (the `ballast.resilience.timeout.name` attribute): give
+   * each timeout policy of a process its own, from a fixed set (one per dependency).
+   * @default 'timeout'
+   */
+  name?: string
 }
 
 /** Defaults of {@link TimeoutOptions} (frozen). */
-export const DEFAULT_TIMEOUT_OPTIONS: Readonly<Required<TimeoutOptions>> = Object.freeze({
+export const DEFAULT_TIMEOUT_OPTIONS: Readonly<
+  Required<Omit<TimeoutOptions, keyof TelemetryOptions>>
+> = Object.freeze({
   duration: 10_000,
+  name: 'timeout',
 })
 
 /** Events of a {@link TimeoutPolicy}, by name. */
@@ -56,6 +81,8 @@ class TimeoutCall<T> implements ExecutionContext {
   resolve!: (value: T) => void
   reject!: (error: unknown) => void
   reason: TimeoutError | undefined = undefined
+  /** The caller's context, kept only while spans can be recorded (for the timeout's span event). */
+  caller: Context | undefined = undefined
   #detach: (() => void) | undefined = undefined
 
   constructor(parent: ExecutionContext, deadline: number) {
@@ -95,6 +122,25 @@ class TimeoutCall<T> implements ExecutionContext {
   }
 }
 
+/** The timeout policy's instruments (README, Telemetry). */
+const TIMEOUT_INSTRUMENTS = {
+  'ballast.resilience.timeout.calls': {
+    kind: 'counter',
+    unit: '{call}',
+    description: 'Calls started',
+  },
+  'ballast.resilience.timeout.timeouts': {
+    kind: 'counter',
+    unit: '{call}',
+    description: 'Calls that ran out of time (rejected with a TimeoutError, their signal aborted)',
+  },
+  'ballast.resilience.timeout.in_flight': {
+    kind: 'upDownCounter',
+    unit: '{call}',
+    description: 'Calls running now',
+  },
+} satisfies Record<string, ObservedInstrument>
+
 /**
  * A policy that abandons work after a fixed time: the call rejects with a {@link TimeoutError}
  * and the work's {@link ExecutionContext.signal} is aborted so it can stop. One timer per
@@ -109,6 +155,14 @@ export class TimeoutPolicy implements Policy {
   #calls = 0
   #timedOut = 0
   #inFlight = 0
+  #closed = false
+  /**
+   * Whether spans can be recorded: only then does a call keep its caller's context, which the
+   * single deadline timer needs to put the timeout's event on the right span.
+   */
+  readonly #traced: boolean
+  readonly #name: string
+  readonly #stopMetrics: () => void
 
   /** Use {@link timeout}. */
   constructor(options: TimeoutOptions = {}) {
@@ -117,6 +171,20 @@ export class TimeoutPolicy implements Policy {
     }
     const o = merge(DEFAULT_TIMEOUT_OPTIONS, options)
     this.#duration = check.duration('duration', o.duration, { positive: true })
+    this.#name = check.string('name', o.name)
+    const { meter, tracer } = resilienceTelemetry(options)
+    this.#traced = canRecord(tracer)
+    const named = Object.freeze({ [TIMEOUT_NAME]: this.#name })
+    this.#stopMetrics = observe(meter, TIMEOUT_INSTRUMENTS, (record) => {
+      record('ballast.resilience.timeout.calls', this.#calls, named)
+      record('ballast.resilience.timeout.timeouts', this.#timedOut, named)
+      record('ballast.resilience.timeout.in_flight', this.#inFlight, named)
+    })
+  }
+
+  /** The policy's name in telemetry. */
+  get name(): string {
+    return this.#name
   }
 
   /** The time limit in milliseconds. */
@@ -131,9 +199,13 @@ export class TimeoutPolicy implements Policy {
 
   /** @internal */
   [RUN]<T>(fn: Operation<T>, parent: ExecutionContext): Promise<T> {
+    if (this.#closed) {
+      return Promise.reject(new ResilienceClosedError('timeout policy', 'execute'))
+    }
     this.#calls++
     this.#inFlight++
     const call = new TimeoutCall<T>(parent, Date.now() + this.#duration)
+    if (this.#traced) call.caller = otelContext.active()
     this.#enqueue(call as TimeoutCall<unknown>)
     return new Promise<T>((resolve, reject) => {
       call.resolve = resolve
@@ -194,6 +266,17 @@ export class TimeoutPolicy implements Policy {
     this.#events.off(event, listener)
   }
 
+  /**
+   * Stops reporting metrics and removes the listeners; later calls reject with
+   * {@link ResilienceClosedError}. Calls already running keep their deadline.
+   */
+  async close(): Promise<void> {
+    if (this.#closed) return
+    this.#closed = true
+    this.#stopMetrics()
+    this.#events.removeAllListeners()
+  }
+
   #enqueue(call: TimeoutCall<unknown>): void {
     const tail = this.#tail
     if (tail === undefined) this.#head = call
@@ -235,6 +318,13 @@ export class TimeoutPolicy implements Policy {
       const error = new TimeoutError(this.#duration)
       call.reason = error
       call.controller?.abort(error)
+      if (call.caller !== undefined) {
+        const span = trace.getSpan(call.caller)
+        if (span?.isRecording()) {
+          span.addEvent(TIMED_OUT_EVENT, { [TIMEOUT_NAME]: this.#name, 'error.type': error.code })
+        }
+        call.caller = undefined
+      }
       if (this.#events.has('timed-out')) this.#events.emit('timed-out', { error })
       call.reject(error)
       call = next
