@@ -1,7 +1,13 @@
 import { randomUUID } from 'node:crypto'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { Emitter, merge, type Observe, observe, type Unsubscribe } from '@ballast/shared'
-import { type Context, context, type Tracer } from '@opentelemetry/api'
+import {
+  type Attributes,
+  type Context,
+  context,
+  type Histogram,
+  type Tracer,
+} from '@opentelemetry/api'
 import type { ChannelModel, ConsumeMessage, Options } from 'amqplib'
 import type { BrokerEvents } from './brokerEvents.js'
 import {
@@ -33,10 +39,14 @@ import { type Encoded, encodeMessage, encodePlain } from './internal/encode.js'
 import { Publisher } from './internal/publisher.js'
 import {
   contextWith,
-  endWith,
+  destinationOf,
   MESSAGING_SYSTEM,
   mqTelemetry,
+  operationDuration,
   processDuration,
+  publishAttributes,
+  records,
+  settle,
   startPublishSpan,
   withContext,
 } from './internal/telemetry.js'
@@ -152,24 +162,10 @@ const BROKER_INSTRUMENTS = {
     description: 'Deliveries received, per queue',
     unit: '{message}',
   },
-  'ballast.mq.acked': {
+  'ballast.mq.processed': {
     kind: 'counter',
-    description: 'Deliveries handled and acked, per queue',
-    unit: '{message}',
-  },
-  'ballast.mq.retried': {
-    kind: 'counter',
-    description: 'Deliveries sent to a retry queue, per queue',
-    unit: '{message}',
-  },
-  'ballast.mq.dead_lettered': {
-    kind: 'counter',
-    description: 'Deliveries dead-lettered, per queue',
-    unit: '{message}',
-  },
-  'ballast.mq.duplicates': {
-    kind: 'counter',
-    description: 'Deliveries dropped as duplicates by the idempotency store, per queue',
+    description:
+      'Deliveries whose processing ended, per queue and by outcome (ballast.mq.outcome): ack (handled), retry (sent to a retry queue), dead_letter, duplicate (dropped by the idempotency store)',
     unit: '{message}',
   },
   'ballast.mq.redelivered': {
@@ -209,13 +205,17 @@ type BrokerInstrument = keyof typeof BROKER_INSTRUMENTS
 /** Each per-queue consumer counter and the instrument that reports it. */
 const CONSUMER_COUNTERS: ReadonlyArray<readonly [keyof ConsumerStats, BrokerInstrument]> = [
   ['consumed', 'messaging.client.consumed.messages'],
-  ['acked', 'ballast.mq.acked'],
-  ['retried', 'ballast.mq.retried'],
-  ['deadLettered', 'ballast.mq.dead_lettered'],
-  ['duplicates', 'ballast.mq.duplicates'],
   ['redelivered', 'ballast.mq.redelivered'],
   ['staleAcks', 'ballast.mq.stale_acks'],
   ['cancellations', 'ballast.mq.cancellations'],
+]
+
+/** The per-queue counters of `ballast.mq.processed`, each with its `ballast.mq.outcome`. */
+const OUTCOME_COUNTERS: ReadonlyArray<readonly [keyof ConsumerStats, string]> = [
+  ['acked', 'ack'],
+  ['retried', 'retry'],
+  ['deadLettered', 'dead_letter'],
+  ['duplicates', 'duplicate'],
 ]
 
 function emptyConsumerTotals(): Record<keyof ConsumerStats, number> {
@@ -264,7 +264,11 @@ export class Broker {
   /** The consumer counters per queue, for the instruments' `messaging.destination.name`. */
   readonly #queueTotals = new Map<string, Record<keyof ConsumerStats, number>>()
   readonly #tracer: Tracer
-  readonly #processDuration: ReturnType<typeof processDuration>
+  readonly #processDuration: Histogram
+  /** `messaging.client.operation.duration` of publishes, or undefined when it records nothing (no SDK). */
+  readonly #operationDuration: Histogram | undefined
+  /** Its attributes per destination (bounded: exchanges and queues), made once each. */
+  readonly #publishAttributes = new Map<string, Attributes>()
   readonly #stopObserving: () => void
   #closing: Promise<void> | undefined
 
@@ -316,6 +320,8 @@ export class Broker {
     const { meter, tracer } = mqTelemetry(options)
     this.#tracer = tracer
     this.#processDuration = processDuration(meter)
+    const duration = operationDuration(meter)
+    this.#operationDuration = records(duration) ? duration : undefined
     this.#stopObserving = observe(meter, BROKER_INSTRUMENTS, (record) => this.#observe(record))
   }
 
@@ -349,6 +355,11 @@ export class Broker {
         'messaging.operation.name': 'process',
       }
       for (const [counter, name] of CONSUMER_COUNTERS) record(name, totals[counter], attributes)
+      for (const [counter, outcome] of OUTCOME_COUNTERS)
+        record('ballast.mq.processed', totals[counter], {
+          ...attributes,
+          'ballast.mq.outcome': outcome,
+        })
       record('ballast.mq.in_hand', inHand.get(queue) ?? 0, attributes)
     }
     for (const role of ['publisher', 'consumer'] as const) {
@@ -542,9 +553,12 @@ export class Broker {
     parent: Context,
     bypassLimit = false,
   ): Promise<void> {
+    const destination = destinationOf(exchange, routingKey)
+    const histogram = this.#operationDuration
+    const started = histogram === undefined ? 0 : performance.now()
     const span = startPublishSpan(
       this.#tracer,
-      exchange,
+      destination,
       routingKey,
       publishOptions.messageId,
       content.length,
@@ -552,10 +566,14 @@ export class Broker {
     )
     const headers = withContext(publishOptions.headers, contextWith(parent, span))
     if (headers !== undefined) publishOptions.headers = headers
-    return endWith(
-      span,
-      this.#publisher.send(exchange, routingKey, content, publishOptions, bypassLimit),
-    )
+    const sent = this.#publisher.send(exchange, routingKey, content, publishOptions, bypassLimit)
+    if (histogram === undefined) return settle(sent, span, undefined)
+    let attributes = this.#publishAttributes.get(destination)
+    if (attributes === undefined) {
+      attributes = publishAttributes(destination)
+      this.#publishAttributes.set(destination, attributes)
+    }
+    return settle(sent, span, { histogram, attributes, started })
   }
 
   static {

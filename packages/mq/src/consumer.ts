@@ -10,6 +10,7 @@ import {
   ROOT_CONTEXT,
   type Span,
   SpanKind,
+  SpanStatusCode,
   type Tracer,
   trace,
 } from '@opentelemetry/api'
@@ -199,6 +200,9 @@ const OUTCOMES: Partial<Record<keyof ConsumerStats, Outcome>> = {
   duplicates: 'duplicate',
 }
 
+/** `error.type` of a delivery whose ack or nack was lost with its channel. */
+const STALE_ACK = 'stale_ack'
+
 /** The telemetry of one delivery in hand. */
 interface DeliveryTrace {
   readonly span: Span
@@ -312,8 +316,19 @@ export class ManagedConsumer<T> implements Consumer {
     this.#host.onCounter(counter)
     if (message === undefined) return
     const traced = this.#traces.get(message)
+    if (traced === undefined) return
+    if (counter === 'staleAcks') {
+      // the ack (or nack) never reached the broker: it delivers the message again
+      traced.errorType = STALE_ACK
+      traced.span.setAttribute('error.type', STALE_ACK)
+      traced.span.setStatus({
+        code: SpanStatusCode.ERROR,
+        message: 'the channel closed before the ack: the broker will deliver the message again',
+      })
+      return
+    }
     const outcome = OUTCOMES[counter]
-    if (traced === undefined || outcome === undefined) return
+    if (outcome === undefined) return
     traced.outcome = outcome
     if (error !== undefined) this.#failed(traced, error)
   }
@@ -548,26 +563,26 @@ export class ManagedConsumer<T> implements Consumer {
     // requeue backoff from its first step again
     this.#requeueFailures = 0
     if (this.#channel !== channel) {
-      this.#count('staleAcks')
+      this.#count('staleAcks', message)
       return
     }
     try {
       channel.ack(message)
     } catch {
-      this.#count('staleAcks')
+      this.#count('staleAcks', message)
     }
   }
 
   #nack(channel: Channel, message: ConsumeMessage, requeue: boolean): void {
     this.#settled.add(message)
     if (this.#channel !== channel) {
-      this.#count('staleAcks')
+      this.#count('staleAcks', message)
       return
     }
     try {
       channel.nack(message, false, requeue)
     } catch {
-      this.#count('staleAcks')
+      this.#count('staleAcks', message)
     }
   }
 

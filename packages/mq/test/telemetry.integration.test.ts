@@ -60,7 +60,11 @@ afterAll(async () => {
   )
   await closeAll([() => pool.end(), () => otel.shutdown()])
 }, 30_000)
-beforeEach(() => otel.resetSpans())
+beforeEach(() => {
+  otel.resetSpans()
+  // a fault test that failed midway must not leave the next one behind a black hole
+  proxy.restore()
+})
 
 /** A broker reporting to the test SDK (under a name of its own), closed after the file. */
 function broker(options: BrokerOptions): Broker {
@@ -244,8 +248,14 @@ describe('mq telemetry', () => {
       expect(confirmed).toContain(5)
       const where = { 'messaging.destination.name': queue }
       expect(await otel.value('messaging.client.consumed.messages', where)).toBe(5)
-      expect(await otel.value('ballast.mq.acked', where)).toBe(5)
-      expect(await otel.value('ballast.mq.dead_lettered', where)).toBe(0)
+      expect(
+        await otel.value('ballast.mq.processed', { ...where, 'ballast.mq.outcome': 'ack' }),
+      ).toBe(5)
+      expect(
+        await otel.value('ballast.mq.processed', { ...where, 'ballast.mq.outcome': 'dead_letter' }),
+      ).toBe(0)
+      expect(await otel.value('ballast.mq.processed', where)).toBe(5)
+      expect(await otel.value('ballast.mq.redelivered', where)).toBe(0)
       expect(await otel.value('ballast.mq.in_hand', where)).toBe(0)
       expect(await otel.value('messaging.process.duration', where)).toBe(5)
 
@@ -255,6 +265,21 @@ describe('mq telemetry', () => {
       expect(descriptor('messaging.process.duration')?.unit).toBe('s')
       expect(descriptor('messaging.client.sent.messages')?.unit).toBe('{message}')
       expect(descriptor('ballast.mq.buffered')?.unit).toBe('{message}')
+      // each publish's round trip to its confirm, per destination
+      expect(descriptor('messaging.client.operation.duration')?.unit).toBe('s')
+      const publishes = (await otel.points('messaging.client.operation.duration')).filter(
+        (p) => p.attributes['messaging.destination.name'] === queue,
+      )
+      expect(publishes).toHaveLength(1)
+      expect(publishes[0]?.attributes).toEqual({
+        'messaging.system': 'rabbitmq',
+        'messaging.operation.name': 'publish',
+        'messaging.operation.type': 'send',
+        'messaging.destination.name': queue,
+      })
+      expect(publishes[0]?.value).toBe(5)
+      expect(publishes[0]?.sum).toBeGreaterThan(0)
+      expect(publishes[0]?.sum).toBeLessThan(10)
       const [point] = (await otel.points('messaging.process.duration')).filter(
         (p) => p.attributes['messaging.destination.name'] === queue,
       )
@@ -287,8 +312,15 @@ describe('mq telemetry', () => {
       expect(parentOf(toDlq)).toEqual(idOf(process.spanContext()))
 
       const where = { 'messaging.destination.name': queue }
-      expect(await otel.value('ballast.mq.dead_lettered', where)).toBe(1)
-      expect(await otel.value('ballast.mq.acked', where)).toBe(0)
+      expect(
+        await otel.value('ballast.mq.processed', { ...where, 'ballast.mq.outcome': 'dead_letter' }),
+      ).toBe(1)
+      expect(
+        await otel.value('ballast.mq.processed', { ...where, 'ballast.mq.outcome': 'ack' }),
+      ).toBe(0)
+      expect(
+        await otel.value('ballast.mq.processed', { ...where, 'ballast.mq.outcome': 'retry' }),
+      ).toBe(0)
       expect(
         await otel.value('messaging.process.duration', {
           ...where,
@@ -338,9 +370,13 @@ describe('mq telemetry', () => {
         idOf((retryPublish as ReadableSpan).spanContext()),
       )
       expect(succeeded?.spanContext().traceId).toBe(request.traceId)
-      expect(await otel.value('ballast.mq.retried', { 'messaging.destination.name': queue })).toBe(
-        1,
-      )
+      const where = { 'messaging.destination.name': queue }
+      expect(
+        await otel.value('ballast.mq.processed', { ...where, 'ballast.mq.outcome': 'retry' }),
+      ).toBe(1)
+      expect(
+        await otel.value('ballast.mq.processed', { ...where, 'ballast.mq.outcome': 'ack' }),
+      ).toBe(1)
     })
   })
 
@@ -388,6 +424,131 @@ describe('mq telemetry', () => {
         expect(parentOf(span)).toEqual(request)
         expect(span.status.code).not.toBe(SpanStatusCode.ERROR)
       }
+    })
+    it("fails the unconfirmed publishes (unconfirmedPolicy 'fail'): ERROR publish spans and durations with error.type, the failed counter rises", async () => {
+      const queue = names.queue('unconfirmed')
+      const name = uniqueName('otelcut')
+      const b = broker({
+        name,
+        urls: proxy.url(url),
+        heartbeatInterval: 1000,
+        unconfirmedPolicy: 'fail',
+        reconnect: { initialDelay: 50, maxDelay: 200 },
+        topology: { queues: [{ name: queue, retry: false, deadLetter: false }] },
+      })
+      // one confirmed publish first: the channel is open before the black hole
+      await b.publish('', queue, { warm: true }, { messageId: 'warm' })
+      proxy.blackhole()
+      const results = Promise.allSettled(
+        [0, 1, 2].map((i) => b.publish('', queue, { i }, { messageId: `f-${i}` })),
+      )
+      await until(() => b.stats().inFlight === 3, 5000, 'three in flight')
+      proxy.restore()
+      proxy.cut()
+      const settled = await within(results, 15_000, 'failed by the cut', () => b.stats())
+      expect(settled.map((r) => r.status)).toEqual(['rejected', 'rejected', 'rejected'])
+
+      const publishes = otel.spansNamed(`publish ${queue}`)
+      expect(publishes).toHaveLength(4)
+      const warm = publishes.find((s) => s.attributes['messaging.message.id'] === 'warm')
+      expect(warm?.status.code).not.toBe(SpanStatusCode.ERROR)
+      expect(warm?.attributes['error.type']).toBeUndefined()
+      const cut = publishes.filter((s) => s !== warm)
+      expect(cut).toHaveLength(3)
+      for (const span of cut) {
+        expect(span.status.code).toBe(SpanStatusCode.ERROR)
+        expect(span.attributes['error.type']).toBe('E_MQ_PUBLISH_UNCONFIRMED')
+      }
+      const client = { 'messaging.client.id': name }
+      expect(await otel.value('ballast.mq.failed', client)).toBe(3)
+      expect(await otel.value('ballast.mq.confirmed', client)).toBe(1)
+      expect(await otel.value('messaging.client.sent.messages', client)).toBe(4)
+      await until(() => b.stats().connected.publisher, 10_000, 'reconnected')
+      expect(
+        await otel.value('ballast.mq.reconnects', {
+          ...client,
+          'ballast.mq.connection': 'publisher',
+        }),
+      ).toBeGreaterThanOrEqual(1)
+      expect(
+        await otel.value('messaging.client.operation.duration', {
+          'messaging.destination.name': queue,
+          'error.type': 'E_MQ_PUBLISH_UNCONFIRMED',
+        }),
+      ).toBe(3)
+      expect(
+        await otel.value('messaging.client.operation.duration', {
+          'messaging.destination.name': queue,
+        }),
+      ).toBe(4)
+    })
+
+    it('marks a delivery whose channel was cut under its handler ERROR (stale_ack), and counts the stale ack and the redelivery', async () => {
+      const queue = names.queue('cutconsumer')
+      const name = uniqueName('otelcutc')
+      const publisher = broker({ urls: url, topology: { queues: [{ name: queue }] } })
+      const b = broker({
+        name,
+        urls: proxy.url(url),
+        heartbeatInterval: 1000,
+        reconnect: { initialDelay: 50, maxDelay: 200 },
+        topology: { queues: [{ name: queue }] },
+      })
+      let release: () => void = () => {}
+      const gate = new Promise<void>((resolve) => {
+        release = resolve
+      })
+      let calls = 0
+      await b.consume(queue, async () => {
+        calls++
+        if (calls === 1) await gate
+      })
+      await inRequest(() => publisher.publish('', queue, { n: 1 }, { messageId: 'c-1' }))
+      await until(() => calls === 1, 10_000, 'first delivery')
+      proxy.cut()
+      await until(
+        () => calls === 2,
+        15_000,
+        'redelivery on the new channel',
+        () => b.stats(),
+      )
+      release()
+      await until(
+        () => b.stats().staleAcks === 1 && b.stats().acked === 2,
+        10_000,
+        'the stale ack',
+        () => b.stats(),
+      )
+      await until(() => otel.spansNamed(`process ${queue}`).length === 2, 5000, 'two spans')
+
+      const spans = otel.spansNamed(`process ${queue}`)
+      const lost = spans.find((s) => s.attributes['ballast.mq.redelivered'] === false)
+      const again = spans.find((s) => s.attributes['ballast.mq.redelivered'] === true)
+      expect(lost?.status.code).toBe(SpanStatusCode.ERROR)
+      expect(lost?.attributes['error.type']).toBe('stale_ack')
+      expect(again?.status.code).not.toBe(SpanStatusCode.ERROR)
+      expect(again?.attributes['ballast.mq.outcome']).toBe('ack')
+      // both continue the publisher's trace
+      const publish = only(`publish ${queue}`)
+      for (const span of [lost, again])
+        expect(parentOf(span as ReadableSpan)).toEqual(idOf(publish.spanContext()))
+
+      const where = { 'messaging.destination.name': queue, 'messaging.client.id': name }
+      expect(await otel.value('ballast.mq.stale_acks', where)).toBe(1)
+      expect(await otel.value('ballast.mq.redelivered', where)).toBe(1)
+      expect(await otel.value('messaging.client.consumed.messages', where)).toBe(2)
+      expect(
+        await otel.value('messaging.process.duration', {
+          'messaging.destination.name': queue,
+          'error.type': 'stale_ack',
+        }),
+      ).toBe(1)
+      expect(
+        await otel.value('ballast.mq.reconnects', {
+          'messaging.client.id': name,
+          'ballast.mq.connection': 'consumer',
+        }),
+      ).toBeGreaterThanOrEqual(1)
     })
   })
 
@@ -580,7 +741,9 @@ describe('mq telemetry', () => {
     await b.publish('', queue, 'x')
     const where = { 'messaging.destination.name': queue }
     await until(() => b.stats().acked === 1, 10_000, 'ack')
-    expect(await otel.value('ballast.mq.acked', where)).toBe(1)
+    expect(
+      await otel.value('ballast.mq.processed', { ...where, 'ballast.mq.outcome': 'ack' }),
+    ).toBe(1)
     expect(counting.live.size).toBe(1)
     await b.close()
     expect(counting.live.size).toBe(0)

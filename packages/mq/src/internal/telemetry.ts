@@ -10,6 +10,7 @@ import {
 import {
   type Attributes,
   type Context,
+  createNoopMeter,
   type Histogram,
   type Span,
   SpanKind,
@@ -29,12 +30,25 @@ export function mqTelemetry(options: TelemetryOptions): Telemetry {
   return telemetry(SCOPE, options)
 }
 
+/** The destination of a message sent to a server-named queue (`amq.gen-…`, one per client). */
+export const TEMPORARY_DESTINATION = '(temporary)'
+
 /**
  * The destination a span and an instrument name: the exchange, or for the default exchange
- * (`''`, which routes straight to the queue named by the routing key) that queue.
+ * (`''`, which routes straight to the queue named by the routing key) that queue, a server-named
+ * one (`amq.gen-…`, a new name per client) as `(temporary)`, so the values stay bounded.
  */
 export function destinationOf(exchange: string, routingKey: string): string {
-  return exchange === '' ? routingKey : exchange
+  if (exchange !== '') return exchange
+  return routingKey.startsWith('amq.gen-') ? TEMPORARY_DESTINATION : routingKey
+}
+
+/** The class of the API's no-op histogram: what a meter from no SDK (or a no-op provider) gives. */
+const NOOP_HISTOGRAM: unknown = createNoopMeter().createHistogram('noop').constructor
+
+/** Whether `histogram` records anything (false without an SDK: then no timestamp is worth taking). */
+export function records(histogram: Histogram): boolean {
+  return histogram.constructor !== NOOP_HISTOGRAM
 }
 
 /** Whether an object has an own key (without allocating the list of keys). */
@@ -64,13 +78,12 @@ export function withContext(
  */
 export function startPublishSpan(
   tracer: Telemetry['tracer'],
-  exchange: string,
+  destination: string,
   routingKey: string,
   messageId: string | undefined,
   bodySize: number,
   parent: Context,
 ): Span {
-  const destination = destinationOf(exchange, routingKey)
   const attributes: Attributes = {
     'messaging.system': MESSAGING_SYSTEM,
     'messaging.operation.name': 'publish',
@@ -84,17 +97,58 @@ export function startPublishSpan(
 }
 
 /**
- * Ends a publish span when the publish settles: OK on the broker's confirm, ERROR with
- * `error.type` on a failure. A span that records nothing (no SDK, sampled out) is left alone:
- * the publish promise is returned as it is, with no extra callbacks.
+ * The histogram of publish round trips (`messaging.client.operation.duration`): from the send to
+ * the broker's confirm (or the failure), buffering included.
  */
-export function endWith(span: Span, sent: Promise<void>): Promise<void> {
-  if (!span.isRecording()) return sent
+export function operationDuration(meter: Telemetry['meter']): Histogram {
+  return durationHistogram(
+    meter,
+    'messaging.client.operation.duration',
+    'Duration of one publish, from the call to the broker confirm (or the failure), time in the buffer included',
+  )
+}
+
+/** The attributes of a publish's `messaging.client.operation.duration` points, per destination. */
+export function publishAttributes(destination: string): Attributes {
+  return {
+    'messaging.system': MESSAGING_SYSTEM,
+    'messaging.operation.name': 'publish',
+    'messaging.operation.type': 'send',
+    'messaging.destination.name': destination,
+  }
+}
+
+/**
+ * Ends a publish's span and records its duration when the publish settles: OK on the broker's
+ * confirm, ERROR with `error.type` on a failure. With a span that records nothing (no SDK, sampled
+ * out) and no duration to record, the publish promise is returned as it is, with no callbacks.
+ */
+export function settle(
+  sent: Promise<void>,
+  span: Span,
+  duration: { histogram: Histogram; attributes: Attributes; started: number } | undefined,
+): Promise<void> {
+  const traced = span.isRecording()
+  if (!traced && duration === undefined) return sent
   return sent.then(
-    () => span.end(),
+    () => {
+      if (duration !== undefined)
+        duration.histogram.record(
+          (performance.now() - duration.started) / 1000,
+          duration.attributes,
+        )
+      if (traced) span.end()
+    },
     (error: unknown) => {
-      failSpan(span, error)
-      span.end()
+      if (duration !== undefined)
+        duration.histogram.record((performance.now() - duration.started) / 1000, {
+          ...duration.attributes,
+          'error.type': errorType(error),
+        })
+      if (traced) {
+        failSpan(span, error)
+        span.end()
+      }
       throw error
     },
   )
