@@ -28,6 +28,7 @@ import {
 import {
   type Attributes,
   type Histogram,
+  isSpanContextValid,
   type Meter,
   SpanKind,
   SpanStatusCode,
@@ -756,7 +757,11 @@ class ProxyImpl extends Emitter<ProxyEvents> implements ReverseProxy {
           : (req.headers['accept-encoding'] as string | undefined),
       requestId,
       served,
-      traceContext: trace.setSpan(parent, span),
+      // Without an SDK (and no incoming trace to pass on) the span has no valid context: the
+      // attempts then make no span, no context and no injection.
+      traceContext: isSpanContextValid(span.spanContext())
+        ? trace.setSpan(parent, span)
+        : undefined,
     }
     res.once('close', () => {
       this.#served(served, res)
@@ -809,11 +814,10 @@ class ProxyImpl extends Emitter<ProxyEvents> implements ReverseProxy {
     this.#serverDuration.record((performance.now() - served.startedAt) / 1000, attributes)
   }
 
-  /** Ends an attempt's CLIENT span and records its duration, once. */
+  /** Ends an attempt's CLIENT span (if it has one) and records its duration, once. */
   #endAttempt(attempt: Attempt, error?: unknown): void {
-    const span = attempt.span
-    if (span === undefined) return
-    attempt.span = undefined
+    if (attempt.reported) return
+    attempt.reported = true
     const address = endpointAddress(attempt.endpoint)
     const attributes: Attributes = {
       'http.request.method': attempt.ctx.served.method,
@@ -822,20 +826,23 @@ class ProxyImpl extends Emitter<ProxyEvents> implements ReverseProxy {
       'ballast.lb.route': attempt.ctx.route.name,
     }
     const status = attempt.status
-    if (status !== undefined) {
-      attributes['http.response.status_code'] = status
-      span.setAttribute('http.response.status_code', status)
-    }
+    if (status !== undefined) attributes['http.response.status_code'] = status
+    const span = attempt.span
     if (error !== undefined) {
       attributes['error.type'] = errorType(error)
-      failSpan(span, error)
+      if (span !== undefined) failSpan(span, error)
     } else if (status !== undefined && status >= 400) {
       // A client span with a 4xx or 5xx answer is an error (HTTP semantic conventions).
       attributes['error.type'] = String(status)
-      span.setAttribute('error.type', String(status))
-      span.setStatus({ code: SpanStatusCode.ERROR })
+      if (span !== undefined) {
+        span.setAttribute('error.type', String(status))
+        span.setStatus({ code: SpanStatusCode.ERROR })
+      }
     }
-    span.end()
+    if (span !== undefined) {
+      if (status !== undefined) span.setAttribute('http.response.status_code', status)
+      span.end()
+    }
     this.#clientDuration.record((performance.now() - attempt.sentAt) / 1000, attributes)
   }
 
@@ -875,29 +882,33 @@ class ProxyImpl extends Emitter<ProxyEvents> implements ReverseProxy {
     // One CLIENT span per attempt, a child of the SERVER span (retries are its siblings), whose
     // context replaces the client's traceparent upstream; with no propagator nothing is written
     // and the client's traceparent goes on as it came.
-    const address = endpointAddress(endpoint)
-    const attributes: Attributes = {
-      'http.request.method': ctx.served.method,
-      'server.address': address.address,
-      'server.port': address.port,
-      'url.scheme': address.scheme,
+    let headers = ctx.headers
+    if (ctx.traceContext !== undefined) {
+      const address = endpointAddress(endpoint)
+      const attributes: Attributes = {
+        'http.request.method': ctx.served.method,
+        'server.address': address.address,
+        'server.port': address.port,
+        'url.scheme': address.scheme,
+      }
+      if (ctx.tried.length > 1) attributes['http.request.resend_count'] = ctx.tried.length - 1
+      const injected: Record<string, unknown> = {}
+      attempt.span = startAttemptSpan(
+        this.#tracer,
+        spanName(ctx.served.method),
+        attributes,
+        ctx.traceContext,
+        injected,
+      )
+      headers = withInjected(headers, injected)
     }
-    if (ctx.tried.length > 1) attributes['http.request.resend_count'] = ctx.tried.length - 1
-    const injected: Record<string, unknown> = {}
-    attempt.span = startAttemptSpan(
-      this.#tracer,
-      spanName(ctx.served.method),
-      attributes,
-      ctx.traceContext,
-      injected,
-    )
     attempt.sentAt = performance.now()
     attempt.timer = setTimeout(onHeadersTimeout, this.#timeouts.headersTimeoutMs, attempt)
     this.#pools.get(endpoint).dispatch(
       {
         path: ctx.path,
         method: ctx.method as Dispatcher.HttpMethod,
-        headers: withInjected(ctx.headers, injected),
+        headers,
         body: ctx.hasBody ? ctx.req : null,
         headersTimeout: this.#timeouts.headersTimeoutMs + 1000,
         bodyTimeout: this.#timeouts.bodyTimeoutMs,

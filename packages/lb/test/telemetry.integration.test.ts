@@ -183,6 +183,27 @@ describe('lb telemetry', () => {
       expect(new Set(servers.map((s) => s.spanContext().traceId)).size).toBe(3)
     })
 
+    it('with no tracer SDK: the durations still recorded, an incoming traceparent passed on as it came, none made up', async () => {
+      const [a] = await backends('a')
+      otel = createTestTelemetry()
+      const p = createProxy({
+        routes: [{ upstream: [a!.url] }],
+        meterProvider: otel.meterProvider,
+        // the global tracer provider: no SDK registered, a no-op
+      })
+      const { port } = await p.listen(0, '127.0.0.1')
+      cleanup.push(() => p.close())
+      await get(`http://127.0.0.1:${port}/x`, { traceparent: TRACEPARENT })
+      expect(a!.seen.at(-1)!.headers.traceparent).toBe(TRACEPARENT)
+      await get(`http://127.0.0.1:${port}/x`)
+      expect(a!.seen.at(-1)!.headers.traceparent).toBeUndefined()
+      expect(a!.seen.at(-1)!.headers['x-request-id']).toMatch(/^[0-9a-f-]{36}$/)
+      expect(otel.spans()).toEqual([])
+      expect(await otel.value('http.client.request.duration', { 'server.port': a!.port })).toBe(2)
+      await sleep(10)
+      expect(await otel.value('http.server.request.duration')).toBe(2)
+    })
+
     it('records http.server.request.duration per request and http.client.request.duration per attempt, with semconv attributes', async () => {
       const [a] = await backends('a')
       const { url } = await proxy({ routes: [{ name: 'web', upstream: [a!.url] }] })

@@ -62,8 +62,10 @@ export class Attempt implements Dispatcher.DispatchHandler {
    * when it arrives in one chunk, status line, headers and body leave in one write.
    */
   wholeBodyLength = -1
-  /** The attempt's CLIENT span, until it ends. */
+  /** The attempt's CLIENT span (none when the request is not traced). */
   span: Span | undefined = undefined
+  /** Its duration was recorded and its span ended. */
+  reported = false
   /** `performance.now()` when the request was dispatched. */
   sentAt = 0
   /** The upstream's status, once its headers arrived. */

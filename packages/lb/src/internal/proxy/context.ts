@@ -62,8 +62,11 @@ export interface RequestContext {
   requestId: string | undefined
   /** The request's telemetry. */
   served: ServedRequest
-  /** The context the attempts' CLIENT spans are children of: the SERVER span's. */
-  traceContext: Context
+  /**
+   * The context the attempts' CLIENT spans are children of: the SERVER span's; undefined when
+   * that span has no valid context (no SDK, no incoming trace), and the attempts make none.
+   */
+  traceContext: Context | undefined
 }
 
 export const FAILURE_TEXT = {

@@ -1,0 +1,302 @@
+/**
+ * What telemetry costs lb's hot paths (issue #17), under the four setups of bench/telemetry.ts
+ * in one run (no SDK, an SDK with metrics only, traces sampled at 100% and at 1%):
+ *
+ * - `Balancer.pick()` (16 endpoints, peak-EWMA and round-robin): pick makes no telemetry call
+ *   (the per-endpoint counters are read when the SDK collects), so every setup should match.
+ * - A proxied request (GET, small JSON body) through `createProxy` on loopback: with an SDK it
+ *   records `http.server.request.duration` and `http.client.request.duration` and, when
+ *   sampled, a SERVER span and a CLIENT span whose traceparent goes upstream. The proxy runs in
+ *   a child process per setup and reports its own CPU time (process.cpuUsage), so the CPU per
+ *   request is the proxy's alone; the client (undici, this process) and the two backends
+ *   (another process) are the same for every setup.
+ *
+ * With `LB_BEFORE` set to the `src/index.ts` of a checkout of the code before telemetry, a
+ * `before` row runs that code in the same run, so "off" can be compared with it:
+ *
+ *   git worktree add /tmp/lb-before 45c7c6f~1
+ *   ln -s "$PWD/packages/lb/node_modules" /tmp/lb-before/packages/lb/node_modules
+ *   LB_BEFORE=/tmp/lb-before/packages/lb/src/index.ts \
+ *     node --expose-gc --conditions=@ballast/source --import tsx bench/lb/telemetry.bench.ts
+ *
+ * Rounds interleave the setups; the tables give medians over the rounds.
+ */
+import { type ChildProcess, fork } from 'node:child_process'
+import { once } from 'node:events'
+import { Agent, createServer, request as httpRequest } from 'node:http'
+import type { AddressInfo } from 'node:net'
+import { fileURLToPath } from 'node:url'
+import * as lb from '@ballast/lb'
+import { fmt, fmtInt, isSmoke, report, sampleLatency } from '../harness.js'
+import { TELEMETRY_MODES, type TelemetryMode, telemetryMode } from '../telemetry.js'
+import { cpuNsPerOp } from './cpuTime.js'
+
+type Lb = typeof lb
+type Setup = 'before' | TelemetryMode['name']
+
+const SMOKE = isSmoke()
+const ROUNDS = SMOKE ? 1 : Number(process.env.LB_BENCH_ROUNDS ?? 3)
+const REQUESTS = SMOKE ? 50 : Number(process.env.LB_BENCH_REQUESTS ?? 15_000)
+const CONCURRENCIES = [1, 32] as const
+const BEFORE = process.env.LB_BEFORE
+const SETUPS: Setup[] = [...(BEFORE === undefined ? [] : (['before'] as const)), ...TELEMETRY_MODES]
+const self = fileURLToPath(import.meta.url)
+
+const median = (values: number[]) => {
+  const sorted = [...values].sort((a, b) => a - b)
+  return sorted[Math.floor(sorted.length / 2)] ?? Number.NaN
+}
+
+async function load(setup: Setup): Promise<Lb> {
+  return setup === 'before' ? ((await import(BEFORE!)) as Lb) : lb
+}
+
+// ---- child roles ------------------------------------------------------------------------------
+
+/** Two backends answering a small JSON body, in a process of their own. */
+async function serveBackends(): Promise<void> {
+  const body = JSON.stringify({ ok: true, items: [1, 2, 3], name: 'telemetry bench' })
+  const ports: number[] = []
+  for (let i = 0; i < 2; i++) {
+    const server = createServer((req, res) => {
+      req.resume()
+      res.writeHead(200, { 'content-type': 'application/json', 'content-length': body.length })
+      res.end(body)
+    })
+    server.keepAliveTimeout = 60_000
+    server.listen(0, '127.0.0.1')
+    await once(server, 'listening')
+    ports.push((server.address() as AddressInfo).port)
+  }
+  process.send!({ ports })
+  process.on('message', (m) => {
+    if (m === 'stop') process.exit(0)
+  })
+}
+
+/** The proxy under one setup; answers 'cpu' with its CPU time so far (µs). */
+async function serveProxy(setup: Setup, targets: string[]): Promise<void> {
+  const { createProxy } = await load(setup)
+  const mode = setup === 'before' ? undefined : telemetryMode(setup)
+  const proxy = createProxy({ routes: [{ upstream: targets }], ...(mode?.options ?? {}) })
+  const { port } = await proxy.listen(0, '127.0.0.1')
+  process.send!({ port })
+  process.on('message', async (m) => {
+    if (m === 'cpu') {
+      const cpu = process.cpuUsage()
+      process.send!({ cpu: cpu.user + cpu.system })
+    } else if (m === 'stop') {
+      await proxy.close()
+      await mode?.shutdown()
+      process.exit(0)
+    }
+  })
+}
+
+// ---- the run ----------------------------------------------------------------------------------
+
+interface Child {
+  child: ChildProcess
+  message: Record<string, unknown>
+}
+
+async function start(env: Record<string, string>): Promise<Child> {
+  const child = fork(self, [], {
+    execArgv: process.execArgv,
+    env: { ...process.env, ...env },
+    stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+  })
+  const message = await new Promise<Record<string, unknown>>((resolve, reject) => {
+    child.once('message', (m) => resolve(m as Record<string, unknown>))
+    child.once('exit', (code) => reject(new Error(`bench child exited with ${code}`)))
+  })
+  return { child, message }
+}
+
+async function ask(child: ChildProcess, what: string): Promise<Record<string, unknown>> {
+  const reply = once(child, 'message')
+  child.send(what)
+  return (await reply)[0] as Record<string, unknown>
+}
+
+async function stop(child: ChildProcess): Promise<void> {
+  const exited = once(child, 'exit')
+  child.send('stop')
+  await exited
+}
+
+interface ProxySample {
+  p50: number
+  p99: number
+  rps: number
+  /** The proxy process's CPU per request, µs. */
+  cpu: number
+}
+
+async function measureProxy(
+  setup: Setup,
+  targets: string[],
+  concurrency: number,
+): Promise<ProxySample> {
+  const { child, message } = await start({
+    LB_TELEMETRY_ROLE: 'proxy',
+    LB_TELEMETRY_SETUP: setup,
+    LB_TELEMETRY_TARGETS: targets.join(','),
+  })
+  const port = message.port as number
+  const agent = new Agent({ keepAlive: true, maxSockets: concurrency })
+  try {
+    const get = () =>
+      new Promise<void>((resolve, reject) => {
+        const req = httpRequest({ host: '127.0.0.1', port, path: '/api/items', agent }, (res) => {
+          res.resume()
+          res.once('end', resolve)
+          res.once('error', reject)
+        })
+        req.once('error', reject)
+        req.end()
+      })
+    for (let i = 0; i < (SMOKE ? 5 : 3000); i++) await get() // JIT, connections
+    const before = (await ask(child, 'cpu')).cpu as number
+    const stats = await sampleLatency(get, { iterations: REQUESTS, concurrency, warmup: 0 })
+    const after = (await ask(child, 'cpu')).cpu as number
+    return {
+      p50: stats.p50,
+      p99: stats.p99,
+      rps: stats.opsPerSec,
+      cpu: (after - before) / REQUESTS,
+    }
+  } finally {
+    agent.destroy()
+    await stop(child)
+  }
+}
+
+async function pickCosts(): Promise<Map<string, number[]>> {
+  const endpoints = Array.from({ length: 16 }, (_, i) => ({
+    id: `http://10.0.0.${i}:8080`,
+    weight: 1 + (i % 3),
+  }))
+  const results = new Map<string, number[]>()
+  for (let round = 0; round < ROUNDS; round++) {
+    for (const setup of SETUPS) {
+      const { createBalancer } = await load(setup)
+      const mode = setup === 'before' ? undefined : telemetryMode(setup)
+      for (const strategy of ['peak-ewma', 'round-robin'] as const) {
+        const balancer = createBalancer({ strategy, endpoints, ...(mode?.options ?? {}) })
+        for (const e of balancer.endpoints().slice(0, 5)) balancer.begin(e)
+        const ns = cpuNsPerOp(() => balancer.pick(), SMOKE ? 1000 : 1_000_000, SMOKE ? 1 : 5)
+        const key = `${strategy}|${setup}`
+        results.set(key, [...(results.get(key) ?? []), ns])
+        await balancer.close()
+      }
+      await mode?.shutdown()
+    }
+  }
+  return results
+}
+
+async function main(): Promise<void> {
+  const picks = await pickCosts()
+  const pickRows: (string | number)[][] = []
+  const pickData: Record<string, number> = {}
+  for (const strategy of ['peak-ewma', 'round-robin']) {
+    const off = median(picks.get(`${strategy}|off`)!)
+    for (const setup of SETUPS) {
+      const ns = median(picks.get(`${strategy}|${setup}`)!)
+      pickData[`${strategy}|${setup}`] = ns
+      pickRows.push([
+        strategy,
+        setup,
+        fmt(ns),
+        setup === 'off' ? '' : `${(((ns - off) / off) * 100).toFixed(1)}%`,
+      ])
+    }
+  }
+  report({
+    package: 'lb',
+    name: 'telemetry-pick',
+    title: 'Balancer.pick() (16 endpoints) under each telemetry setup: CPU ns per pick',
+    columns: ['strategy', 'setup', 'CPU ns / pick', 'vs off'],
+    rows: pickRows,
+    notes: [
+      `Process CPU time over 1M picks, median of 5, then median of ${ROUNDS} rounds with the setups interleaved.${BEFORE === undefined ? '' : ' "before" is the code before telemetry (LB_BEFORE).'}`,
+    ],
+    data: pickData,
+  })
+
+  const backends = await start({ LB_TELEMETRY_ROLE: 'backends' })
+  const targets = (backends.message.ports as number[]).map((p) => `http://127.0.0.1:${p}`)
+  try {
+    const samples = new Map<string, ProxySample[]>()
+    for (let round = 0; round < ROUNDS; round++) {
+      for (const concurrency of CONCURRENCIES) {
+        for (const setup of SETUPS) {
+          const key = `${setup}|${concurrency}`
+          samples.set(key, [
+            ...(samples.get(key) ?? []),
+            await measureProxy(setup, targets, concurrency),
+          ])
+        }
+      }
+    }
+    const rows: (string | number)[][] = []
+    const data: Record<string, ProxySample> = {}
+    for (const concurrency of CONCURRENCIES) {
+      const off = samples.get(`off|${concurrency}`)!
+      const offCpu = median(off.map((s) => s.cpu))
+      const offRps = median(off.map((s) => s.rps))
+      for (const setup of SETUPS) {
+        const list = samples.get(`${setup}|${concurrency}`)!
+        const row: ProxySample = {
+          p50: median(list.map((s) => s.p50)),
+          p99: median(list.map((s) => s.p99)),
+          rps: median(list.map((s) => s.rps)),
+          cpu: median(list.map((s) => s.cpu)),
+        }
+        data[`${setup}|${concurrency}`] = row
+        rows.push([
+          setup,
+          concurrency,
+          fmt(row.p50),
+          fmt(row.p99),
+          fmtInt(row.rps),
+          setup === 'off' ? '' : `${(((row.rps - offRps) / offRps) * 100).toFixed(1)}%`,
+          fmt(row.cpu),
+          setup === 'off' ? '' : `${(((row.cpu - offCpu) / offCpu) * 100).toFixed(1)}%`,
+        ])
+      }
+    }
+    report({
+      package: 'lb',
+      name: 'telemetry-proxy',
+      title: 'A proxied GET (createProxy on loopback, two backends) under each telemetry setup',
+      columns: [
+        'setup',
+        'concurrency',
+        'p50 µs',
+        'p99 µs',
+        'requests/s',
+        'req/s vs off',
+        'proxy CPU µs/req',
+        'CPU vs off',
+      ],
+      rows,
+      notes: [
+        `${ROUNDS} rounds of ${REQUESTS} requests per setup and concurrency, setups interleaved, each in a fresh proxy process; medians. The CPU is the proxy process's own (process.cpuUsage).${BEFORE === undefined ? '' : ' "before" is the code before telemetry (LB_BEFORE).'}`,
+      ],
+      data,
+    })
+  } finally {
+    await stop(backends.child)
+  }
+}
+
+const role = process.env.LB_TELEMETRY_ROLE
+if (role === 'backends') await serveBackends()
+else if (role === 'proxy') {
+  await serveProxy(
+    process.env.LB_TELEMETRY_SETUP as Setup,
+    (process.env.LB_TELEMETRY_TARGETS ?? '').split(','),
+  )
+} else await main()
