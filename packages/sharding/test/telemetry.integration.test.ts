@@ -528,6 +528,52 @@ describe('ShardRouter telemetry', () => {
       ).toBe(Infinity)
     })
 
+    it('counts a GTID wait on a replica that was cut as failed, and the read the primary served instead', async () => {
+      const pair = topo.pair[0]!
+      const { proxy, url } = await proxyFor(pair.replica)
+      const router = make({
+        shards: [{ id: 'pair', primary: pair.primary, replicas: [url] }],
+        connectTimeout: 500,
+        gtidWaitTimeout: 5000,
+      })
+      await router.query('k', 'SELECT 1 AS one', [], { consistency: 'eventual' }) // a replica connection
+      const id = nextId++
+      await router.query('k', INSERT, [id, 'k', '1.00', null, 1])
+      proxy.refuse()
+      proxy.cut()
+      const rows = await router.query('k', 'SELECT id FROM orders WHERE id = ?', [id])
+      expect(rows).toHaveLength(1)
+
+      const outcome = (o: string) => ({ 'ballast.sharding.gtid_wait.outcome': o })
+      expect(await otel.value('ballast.sharding.gtid_waits', outcome('failed'))).toBe(1)
+      expect(await otel.value('ballast.sharding.gtid_waits', outcome('caught_up'))).toBe(0)
+      expect(await otel.points('ballast.sharding.gtid_wait.duration')).toEqual([]) // no wait ended
+      const reads = otel.spansNamed(`SELECT ${dbOf(pair.primary)}`)
+      const [warmup, failed, ...more] = reads.filter(
+        (s) => s.attributes['ballast.sharding.role'] === 'replica',
+      )
+      expect(more).toEqual([])
+      expect(warmup?.status.code).toBe(SpanStatusCode.UNSET)
+      expect(failed?.status.code).toBe(SpanStatusCode.ERROR)
+      expect(failed?.attributes).toMatchObject({
+        'error.type': 'E_SHARD_UNAVAILABLE',
+        'ballast.sharding.gtid_wait.outcome': 'failed',
+      })
+      expect(childrenOf(failed!)).toEqual([])
+      const served = reads.find((s) => s.attributes['ballast.sharding.role'] === 'primary')
+      expect(served?.attributes['ballast.sharding.fallback.reason']).toBe('replica-error')
+      expect(
+        await otel.value('ballast.sharding.fell_back_to_primary', {
+          'ballast.sharding.fallback.reason': 'replica-error',
+        }),
+      ).toBe(1)
+      expect(router.stats()).toMatchObject({
+        gtidWaits: 1,
+        gtidWaitsFailed: 1,
+        gtidWaitsCaughtUp: 0,
+      })
+    })
+
     it('shows a refused primary as failed spans and errors, then its open breaker', async () => {
       const pair = topo.pair[0]!
       const { proxy, url } = await proxyFor(pair.primary)

@@ -322,6 +322,7 @@ export class QueryOp {
     const operation = this.#current()
     const type = errorType(error)
     failSpan(this.span, error)
+    if (this.gtidWait) this.span.setAttribute(GTID_WAIT_OUTCOME, 'failed')
     this.#server.instruments.duration.record((end - this.startedAt) / 1000, {
       ...operation.attributes,
       'error.type': type,
