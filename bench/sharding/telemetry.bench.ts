@@ -8,6 +8,10 @@
  * CPU per query, where the overhead shows. Rounds interleave the setups (in alternating order)
  * and the table gives medians.
  *
+ * A second table isolates the client work telemetry adds to one statement, without the round
+ * trip whose noise hides it in the first: the span and duration of a statement (what the router
+ * does around each mysql2 call), in ns, under each setup.
+ *
  * With SHARDING_BENCH_BEFORE set to a checkout of the code before telemetry (a worktree of
  * 45c7c6f~1 with its dependencies installed), its router runs in the same rounds as a fifth
  * setup, "before telemetry", which "off" must match.
@@ -17,6 +21,11 @@
 import { join } from 'node:path'
 import { pathToFileURL } from 'node:url'
 import { createShardRouter } from '@ballast/sharding'
+import { metrics, trace } from '@opentelemetry/api'
+import {
+  queryInstruments,
+  ServerTelemetry,
+} from '../../packages/sharding/src/internal/queryTelemetry.js'
 import { fmt, fmtInt, isSmoke, report, sampleLatency } from '../harness.js'
 import { TELEMETRY_MODES, type TelemetryMode, telemetryMode } from '../telemetry.js'
 import { benchDatabase, MYSQL_URL, run } from './servers.js'
@@ -24,7 +33,7 @@ import { benchDatabase, MYSQL_URL, run } from './servers.js'
 const SMOKE = isSmoke()
 const ROUNDS = SMOKE ? 1 : Number(process.env.SHARDING_BENCH_ROUNDS ?? 7)
 const ITERATIONS = SMOKE ? 20 : Number(process.env.SHARDING_BENCH_ITERATIONS ?? 4_000)
-const CONCURRENCIES = [1, 16] as const
+const CONCURRENCIES = [1, 8] as const
 const BEFORE = process.env.SHARDING_BENCH_BEFORE
 const SQL = 'SELECT id, total FROM orders WHERE user_id = ?'
 
@@ -52,7 +61,9 @@ type CreateRouter = typeof createShardRouter
 function setup(name: string, create: CreateRouter, url: string, mode?: TelemetryMode): Setup {
   const router = create({
     shards: [{ id: 'a', primary: url }],
-    connectionLimit: 16,
+    // Every setup keeps its pool open through the run: 8 connections each leave the shared
+    // server room for others.
+    connectionLimit: 8,
     healthCheckInterval: 0,
     ...mode?.options,
   })
@@ -77,6 +88,62 @@ async function measure(s: Setup, concurrency: number): Promise<Sample> {
     opsPerSec: stats.opsPerSec,
     cpu: (cpu.user + cpu.system) / stats.iterations,
   }
+}
+
+/**
+ * ns of telemetry work per statement (span and duration, begun and ended as the router does
+ * around each mysql2 call) under each setup, rounds interleaved, medians; `none` is the empty
+ * loop, the cost of the code before telemetry.
+ */
+async function perStatement(): Promise<void> {
+  const N = SMOKE ? 1_000 : 200_000
+  const RUNS = SMOKE ? 1 : 15
+  const result = [{ id: 1, total: '1.00' }]
+  const modes = TELEMETRY_MODES.map((name) => telemetryMode(name))
+  const cases: Array<{ name: string; run: () => void }> = [
+    {
+      name: 'none (before telemetry)',
+      run: () => {
+        for (let i = 0; i < N; i++) if (result.length === 0) throw new Error('never')
+      },
+    },
+    ...modes.map((mode) => {
+      const meter = (mode.options.meterProvider ?? metrics.getMeterProvider()).getMeter('bench')
+      const tracer = (mode.options.tracerProvider ?? trace.getTracerProvider()).getTracer('bench')
+      const server = new ServerTelemetry(queryInstruments(meter, tracer), 'a', 'primary', MYSQL_URL)
+      server.noteServerVersion('10.11.6-MariaDB-0+deb12u1')
+      return {
+        name: mode.name,
+        run: () => {
+          for (let i = 0; i < N; i++) server.begin(SQL).end(result)
+        },
+      }
+    }),
+  ]
+  const ns = new Map<string, number[]>()
+  for (let round = 0; round < RUNS; round++) {
+    const order = round % 2 === 0 ? cases : [...cases].reverse()
+    for (const c of order) {
+      const t0 = process.hrtime.bigint()
+      c.run()
+      const list = ns.get(c.name) ?? []
+      list.push(Number(process.hrtime.bigint() - t0) / N)
+      ns.set(c.name, list)
+    }
+  }
+  for (const mode of modes) await mode.shutdown()
+  report({
+    package: 'sharding',
+    name: 'telemetry-statement',
+    title:
+      'Telemetry work per statement, without the round trip (span + db.client.operation.duration)',
+    columns: ['setup', 'ns/statement'],
+    rows: cases.map((c) => [c.name, fmt(median(ns.get(c.name)!))]),
+    notes: [
+      `${RUNS} rounds of ${N} statements per setup, interleaved in alternating order; medians. No parent span: the traces 1% setup samples 1% of them.`,
+    ],
+    data: Object.fromEntries(ns),
+  })
 }
 
 const db = await benchDatabase(MYSQL_URL, 'telemetry')
@@ -166,3 +233,4 @@ try {
   for (const s of setups) await s.close()
   await db.drop()
 }
+await perStatement()
