@@ -293,7 +293,10 @@ describe('TwoLevelCache telemetry', () => {
       const [load] = otel.spansNamed('ballast.cache.load')
       const [query] = otel.spansNamed('db query')
       expect(load?.kind).toBe(SpanKind.INTERNAL)
-      expect(load?.attributes).toEqual({ 'ballast.cache.namespace': group?.namespace })
+      expect(load?.attributes).toEqual({
+        'ballast.cache.namespace': group?.namespace,
+        'ballast.cache.outcome': 'succeeded',
+      })
       expect(load?.status.code).toBe(SpanStatusCode.UNSET)
       expect(parentOf(load as ReadableSpan)).toBe(request?.spanContext().spanId)
       expect(parentOf(query as ReadableSpan)).toBe(load?.spanContext().spanId)
@@ -363,6 +366,7 @@ describe('TwoLevelCache telemetry', () => {
       expect(load?.status.code).toBe(SpanStatusCode.ERROR)
       expect(load?.status.message).toBeUndefined()
       expect(load?.attributes['error.type']).toBe('TypeError')
+      expect(load?.attributes['ballast.cache.outcome']).toBe('failed')
       const values = await everyAttributeValue(otel)
       expect(values.some((v) => v.includes('secret-77'))).toBe(false)
     })
@@ -442,7 +446,7 @@ describe('TwoLevelCache telemetry', () => {
         (p) => p.attributes['error.type'] !== undefined,
       )
       const failedGets = failures.filter((p) => p.attributes['db.operation.name'] === 'GET')
-      expect(failedGets[0]?.attributes['error.type']).toBe('E_CACHE_L2_UNAVAILABLE')
+      expect(failedGets[0]?.attributes['error.type']).toBe('E_RESILIENCE_TIMEOUT')
       expect(failedGets[0]?.attributes['db.system.name']).toBe('redis')
       expect(failedGets[0]?.value).toBeGreaterThanOrEqual(3)
       expect(failedGets[0]?.sum).toBeGreaterThanOrEqual(3 * 0.09) // each waited the L2 timeout
@@ -450,7 +454,7 @@ describe('TwoLevelCache telemetry', () => {
       expect(spans.length).toBeGreaterThanOrEqual(3)
       for (const span of spans) {
         expect(span.status.code).toBe(SpanStatusCode.ERROR)
-        expect(span.attributes['error.type']).toBe('E_CACHE_L2_UNAVAILABLE')
+        expect(span.attributes['error.type']).toBe('E_RESILIENCE_TIMEOUT')
       }
       expect(await otel.value('ballast.cache.l2.failed')).toBeGreaterThanOrEqual(3)
 

@@ -1,4 +1,9 @@
-import { type CircuitBreaker, circuitBreaker, isResilienceError } from '@ballast/resilience'
+import {
+  type CircuitBreaker,
+  circuitBreaker,
+  isResilienceError,
+  TimeoutError,
+} from '@ballast/resilience'
 import type { CircuitState } from '../cacheEvents.js'
 import { L2UnavailableError } from '../errors.js'
 
@@ -181,9 +186,11 @@ export class L2Guard {
         if (call.deadline > t) break
         call.done = true
         this.#record(true)
+        // the cause says "timeout" as the breaker's own probes do (E_RESILIENCE_TIMEOUT)
         call.reject(
           new L2UnavailableError(
             `L2 ${call.operation} failed: timed out after ${this.#timeout} ms`,
+            { cause: new TimeoutError(this.#timeout) },
           ),
         )
       }

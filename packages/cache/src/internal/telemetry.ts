@@ -235,9 +235,10 @@ function withSpan<T>(span: Span, fn: () => T): T {
 const NOOP_HISTOGRAM: unknown = createNoopMeter().createHistogram('noop').constructor
 
 /**
- * The `error.type` of a failed L2 call: the code of what the guard caught (`ECONNRESET`,
- * `E_RESILIENCE_TIMEOUT` of a half-open probe, `E_RESILIENCE_BREAKER_OPEN`) when it has one,
- * else the guard's own `E_CACHE_L2_UNAVAILABLE` (a timeout, a closed connection, an error reply).
+ * The `error.type` of a failed L2 call: the code of what the guard caught when it has one
+ * (`E_RESILIENCE_TIMEOUT` for a timeout, `E_RESILIENCE_BREAKER_OPEN` for a call the half-open
+ * breaker refused, a socket's `ECONNRESET`), else the guard's own `E_CACHE_L2_UNAVAILABLE`
+ * (a closed connection, an error reply).
  */
 export function l2ErrorType(error: unknown): string {
   const cause = (error as { cause?: unknown } | null)?.cause
@@ -406,14 +407,17 @@ export class CacheTelemetry {
     }
     return result.then(
       (value) => {
-        span?.end()
+        if (span !== undefined) {
+          span.setAttribute(OUTCOME, 'succeeded')
+          span.end()
+        }
         this.#loadDuration.record((performance.now() - started) / 1000, this.#loadSucceeded)
         return value
       },
       (error: unknown) => {
         const type = errorType(error)
         if (span !== undefined) {
-          span.setAttribute('error.type', type)
+          span.setAttributes({ [OUTCOME]: 'failed', 'error.type': type })
           span.setStatus({ code: SpanStatusCode.ERROR })
           span.end()
         }
