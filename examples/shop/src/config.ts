@@ -28,6 +28,8 @@ export interface InstanceSpec {
   /** e.g. `catalog-2` */
   name: string
   port: number
+  /** Where the process's Prometheus exporter serves `/metrics` (127.0.0.1). */
+  metricsPort: number
 }
 
 export interface MysqlTarget {
@@ -49,6 +51,10 @@ export interface ShopConfig {
   ns: string
   gatewayPort: number
   controlPort: number
+  /** The shop's Prometheus (127.0.0.1): it scrapes every process and evaluates the rules; the ops page queries it. */
+  prometheusPort: number
+  /** The supervisor's own metrics exporter (queue depths from the broker, process restarts). */
+  supervisorMetricsPort: number
   instances: InstanceSpec[]
   /** The standalone Redis (through the chaos proxy): cache L2, invalidations, idempotency, rate limits. */
   redisUrl: string
@@ -95,7 +101,20 @@ export function orderWorkerId(instance: string): number {
   return n - 1
 }
 
-/** Port layout: the gateway on `base`, the supervisor's control port on `base + 1`, instances from `base + 10`. */
+/** The first metrics port: instance `i` of the layout (gateway included) serves `/metrics` on `base + METRICS_PORT_OFFSET + i`. */
+export const METRICS_PORT_OFFSET = 50
+
+/** Prometheus listens on `base + PROMETHEUS_PORT_OFFSET`. */
+export const PROMETHEUS_PORT_OFFSET = 2
+
+/** The supervisor's metrics exporter listens on `base + SUPERVISOR_METRICS_PORT_OFFSET`. */
+export const SUPERVISOR_METRICS_PORT_OFFSET = 3
+
+/**
+ * Port layout: the gateway on `base`, the supervisor's control port on `base + 1`, Prometheus
+ * on `base + 2`, the supervisor's metrics on `base + 3`, instances from `base + 10`, their
+ * metrics exporters from `base + 50`.
+ */
 export function layoutInstances(base: number, counts: Counts = DEFAULT_COUNTS): InstanceSpec[] {
   if (
     !Number.isSafeInteger(counts.order) ||
@@ -109,7 +128,13 @@ export function layoutInstances(base: number, counts: Counts = DEFAULT_COUNTS): 
   const out: InstanceSpec[] = []
   let port = base + 10
   const add = (service: ServiceName, n: number) => {
-    for (let i = 1; i <= n; i++) out.push({ service, name: `${service}-${i}`, port: port++ })
+    for (let i = 1; i <= n; i++)
+      out.push({
+        service,
+        name: `${service}-${i}`,
+        port: port++,
+        metricsPort: base + METRICS_PORT_OFFSET + out.length,
+      })
   }
   add('provider', 1)
   add('account', counts.account)
@@ -119,7 +144,12 @@ export function layoutInstances(base: number, counts: Counts = DEFAULT_COUNTS): 
   add('payment', 1)
   add('inventory', 1)
   add('delivery', 1)
-  out.push({ service: 'gateway', name: 'gateway', port: base })
+  out.push({
+    service: 'gateway',
+    name: 'gateway',
+    port: base,
+    metricsPort: base + METRICS_PORT_OFFSET + out.length,
+  })
   return out
 }
 

@@ -5,6 +5,8 @@
  */
 import { loadConfig } from './config.js'
 import { loadOrCreateControlToken } from './control.js'
+import { installShopMetrics } from './platform/metrics.js'
+import { installShopTracing } from './platform/tracing.js'
 import { startAccount } from './services/account.js'
 import { startCart } from './services/cart.js'
 import { startCatalog } from './services/catalog.js'
@@ -17,6 +19,11 @@ const config = loadConfig()
 const name = process.env.SHOP_INSTANCE ?? ''
 const spec = config.instances.find((i) => i.name === name)
 if (!spec) throw new Error(`unknown instance ${JSON.stringify(name)}`)
+
+// Metrics first: the ballast components take the global MeterProvider when they are created.
+const meters = await installShopMetrics(spec)
+// Traces too: the global TracerProvider, context manager and W3C propagator.
+const tracing = installShopTracing(config, spec.service, spec.name)
 
 async function start() {
   const s = spec as NonNullable<typeof spec>
@@ -52,6 +59,8 @@ async function stop(code: number) {
   running.server.closeIdleConnections?.()
   await new Promise<void>((r) => running.server.close(() => r()))
   await running.close().catch(() => {})
+  await meters.shutdown()
+  await tracing.shutdown()
   process.exit(code)
 }
 process.on('SIGTERM', () => void stop(0))

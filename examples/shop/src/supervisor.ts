@@ -16,12 +16,16 @@ import {
   type InstanceSpec,
   layoutInstances,
   type MysqlTarget,
+  PROMETHEUS_PORT_OFFSET,
   SHOP_DIR,
   type ShopConfig,
+  SUPERVISOR_METRICS_PORT_OFFSET,
 } from './config.js'
 import { controlHeaders, loadOrCreateControlToken, refuseControlRequest } from './control.js'
 import { createSchemaAndSeed, dropDatabases, type SeedReport } from './data/schema.js'
+import { installMetrics, type MetricsSetup } from './platform/metrics.js'
 import { shopQueues } from './platform/mq.js'
+import { type RunningPrometheus, startPrometheus } from './platform/prometheus.js'
 import { loadOrCreateSecrets } from './secrets.js'
 import { CHAOS_FAULTS, type ChaosFault } from './services/gateway.js'
 import { handleTraceRequest, TraceStore } from './traces.js'
@@ -98,7 +102,7 @@ function portFree(port: number): Promise<boolean> {
  * ephemeral ports (32768 and up on Linux): fault proxies and other listeners on port 0 get
  * ports from there at any time.
  */
-export async function findFreeBasePort(from = 20_000, to = 32_000, span = 30): Promise<number> {
+export async function findFreeBasePort(from = 20_000, to = 32_000, span = 100): Promise<number> {
   const slots = Math.floor((to - from) / 100)
   for (let attempt = 0; attempt < 40; attempt++) {
     const base = from + Math.floor(Math.random() * slots) * 100
@@ -155,6 +159,8 @@ export async function startShop(o: ShopOptions): Promise<Shop> {
     ns: o.ns,
     gatewayPort: o.basePort,
     controlPort: o.basePort + 1,
+    prometheusPort: o.basePort + PROMETHEUS_PORT_OFFSET,
+    supervisorMetricsPort: o.basePort + SUPERVISOR_METRICS_PORT_OFFSET,
     instances: layoutInstances(o.basePort, o.counts ?? DEFAULT_COUNTS),
     redisUrl: proxies.redis.url(redis.url),
     redisClusterNodes: [...cluster.nodes],
@@ -299,6 +305,61 @@ export async function startShop(o: ShopOptions): Promise<Shop> {
     return out
   }
 
+  // Metrics of the supervisor itself: the depth of every queue as the broker reports it (the
+  // dead-letter queues included), read every second into `lastQueues` because an observable
+  // instrument's callback cannot wait for the broker; and the processes' restarts.
+  let supervisorMetrics: MetricsSetup | undefined
+  let prometheus: RunningPrometheus | undefined
+  let lastQueues: { name: string; messages: number; consumers: number }[] = []
+  let queuePoll: NodeJS.Timeout | undefined
+  const startMetrics = async () => {
+    supervisorMetrics = await installMetrics({
+      service: 'supervisor',
+      instance: 'supervisor',
+      port: config.supervisorMetricsPort,
+      global: false,
+    })
+    const meter = supervisorMetrics.provider.getMeter('@ballast/shop')
+    const messages = meter.createObservableGauge('shop.queue.messages', {
+      description: 'Messages ready in the queue, as the broker reports them',
+      unit: '{message}',
+    })
+    const consumers = meter.createObservableGauge('shop.queue.consumers', {
+      description: 'Consumers attached to the queue',
+      unit: '{consumer}',
+    })
+    const restarts = meter.createObservableCounter('shop.process.restarts', {
+      description: 'Restarts of each shop process by the supervisor since its last 10 s of uptime',
+      unit: '{restart}',
+    })
+    meter.addBatchObservableCallback(
+      (r) => {
+        for (const q of lastQueues) {
+          r.observe(messages, q.messages, { 'messaging.destination.name': q.name })
+          r.observe(consumers, q.consumers, { 'messaging.destination.name': q.name })
+        }
+        for (const c of children.values())
+          r.observe(restarts, c.info.restarts, { 'service.instance.id': c.spec.name })
+      },
+      [messages, consumers, restarts],
+    )
+    let polling = false
+    const poll = async () => {
+      if (polling || stopping) return
+      polling = true
+      try {
+        const q = await queueDepths()
+        if (q.length > 0) lastQueues = q
+      } finally {
+        polling = false
+      }
+    }
+    void poll()
+    queuePoll = setInterval(() => void poll(), 1000)
+    prometheus = await startPrometheus(config)
+    log(`shop: prometheus at ${prometheus.url}`)
+  }
+
   const stopChild = async (c: Child) => {
     if (c.timer) clearTimeout(c.timer)
     const proc = c.proc
@@ -360,6 +421,9 @@ export async function startShop(o: ShopOptions): Promise<Shop> {
     async stop(opts = {}) {
       if (stopping) return
       stopping = true
+      if (queuePoll) clearInterval(queuePoll)
+      await prometheus?.stop()
+      await supervisorMetrics?.shutdown()
       control.closeAllConnections()
       await new Promise((r) => control.close(r))
       await Promise.all([...children.values()].map(stopChild))
@@ -434,6 +498,7 @@ export async function startShop(o: ShopOptions): Promise<Shop> {
   })
 
   try {
+    await startMetrics()
     const deadline = Date.now() + 90_000
     await Promise.all(config.instances.map((i) => waitHealthy(i.port, deadline)))
   } catch (err) {

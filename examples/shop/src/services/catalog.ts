@@ -42,7 +42,8 @@ export async function startCatalog(config: ShopConfig, instance: string, port: n
   const paymentBreaker = mirrorBreaker(
     env.redis,
     PAYMENT_BREAKER_KEY(config.ns),
-    'payment-provider',
+    // Its own name: its metrics are the mirror's, the alert is the payment worker's breaker.
+    'payment-provider-mirror',
   )
   const shop = createShopDegrader([paymentBreaker.breaker], config.degrader)
   const degrader = shop.degrader

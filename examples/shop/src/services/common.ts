@@ -108,6 +108,8 @@ async function commit(ctx: Ctx): Promise<void> {
 export interface PageOptions {
   status?: number
   cacheControl?: string
+  /** A wider main column (the ops page's charts and tables), still within a 1280 px screen. */
+  wide?: boolean
 }
 
 export async function page(
@@ -137,7 +139,7 @@ ${
 <form class="inline" action="/logout" method="post"><input type="hidden" name="_csrf" value="${csrf}"><button class="secondary">Log out</button></form>`
     : html`<a href="/login">Log in</a><a href="/signup">Sign up</a>`
 }
-</header><main>
+</header><main${opts.wide ? html` class="wide"` : ''}>
 ${flash ? html`<p class="flash">${flash}</p>` : ''}
 ${body}
 </main><footer>served by <span data-instance>${env.instance}</span>${s && !s.isNew ? html` · session <span data-session>${s.idHash.slice(0, 12)}</span>` : ''}</footer></body></html>`

@@ -7,9 +7,12 @@ import { type CachedResponse, createProxy, type ProxyRoute, type ResponseCache }
 import { instancesOf, type ShopConfig, type WebService } from '../config.js'
 import { controlHeaders } from '../control.js'
 import type { RouterHealth } from '../platform/sharding.js'
+import { opsCharts } from '../web/charts.js'
 import { html } from '../web/html.js'
 import { HttpError, send, sendJson } from '../web/http.js'
+import { readable, readableBroker, readableDegrader, readableOutbox } from '../web/readable.js'
 import { findHashedAsset, IMMUTABLE } from '../web/static.js'
+import { traceWaterfallSection } from '../web/waterfall.js'
 import { GATEWAY_PURGE_CHANNEL } from './catalog.js'
 import { createServiceEnv, field, go, page, requireUser, session, webRouter } from './common.js'
 
@@ -162,7 +165,13 @@ export async function startGateway(config: ShopConfig, instance: string, port: n
 
   app.get('/ops', async (ctx) => {
     requireAdmin(ctx)
-    const o = await ops()
+    // The stats of every process, the charts and alerts from Prometheus and the last checkouts'
+    // traces from the supervisor's receiver, read together (each bounded in time, none throws).
+    const [o, observed, waterfall] = await Promise.all([
+      ops(),
+      opsCharts(config),
+      traceWaterfallSection(config),
+    ])
     const get = (v: unknown, ...path: string[]): unknown =>
       path.reduce<unknown>(
         (a, k) => (a && typeof a === 'object' ? (a as Record<string, unknown>)[k] : undefined),
@@ -184,6 +193,10 @@ export async function startGateway(config: ShopConfig, instance: string, port: n
       env,
       'Operations',
       html`<h1>Operations</h1>
+${observed.alerts}
+<h2>Metrics <span class="muted">(Prometheus, last 5 minutes)</span></h2>
+${observed.charts}
+${waterfall}
 <h2>Chaos switch</h2>
 <table><thead><tr><th>fault</th><th>state</th><th></th></tr></thead><tbody>
 ${CHAOS_FAULTS.map(
@@ -201,13 +214,13 @@ ${Object.entries(routeStats).flatMap(([route, s]) =>
       .endpoints ?? []
   ).map(
     (e) =>
-      html`<tr><td>${route}</td><td>${e.id}</td><td class="${e.healthy ? 'ok' : 'bad'}">${String(e.healthy)}</td><td>${String(e.ejected)}</td><td>${e.inFlight}</td></tr>`,
+      html`<tr><td>${route}</td><td>${e.id}</td><td class="${e.healthy ? 'ok' : 'bad'}">${e.healthy ? 'yes' : 'NO'}</td><td class="${e.ejected ? 'bad' : ''}">${e.ejected ? 'ejected' : 'no'}</td><td>${e.inFlight}</td></tr>`,
   ),
 )}
 </tbody></table>
 <p>Gateway: ${o.gateway.proxy.requests} requests, response cache ${o.gateway.proxy.cacheHits} hits / ${o.gateway.proxy.cacheMisses} misses, ${o.gateway.responseCache.entries} entries, ${o.gateway.responseCache.purges} purges.</p>
 <h2>Instances</h2>
-<table><thead><tr><th>instance</th><th>cache (L1 / L2 / miss)</th><th>breaker</th><th>shards (primary / replica lag)</th><th>queue work</th><th>other</th></tr></thead><tbody>
+<table class="instances"><thead><tr><th>instance</th><th>cache (L1 / L2 / miss)</th><th>breaker</th><th>shards (primary / replica lag)</th><th>queue work</th><th>other</th></tr></thead><tbody>
 ${o.instances.map((i) => {
   const s = i.stats
   if (!s)
@@ -215,9 +228,22 @@ ${o.instances.map((i) => {
   // routerHealth() of the instance's shard router: per shard the statements and connection
   // errors, per replica its health and measured lag (-1: replication stopped).
   const router = s.router as RouterHealth | undefined
+  const breaker = s.breaker as { state?: string } | undefined
+  const work = [
+    s.counters ? readable(s.counters) : '',
+    s.broker ? `broker: ${readableBroker(s.broker)}` : '',
+    s.outbox ? `outbox: ${readableOutbox(get(s, 'outbox', 'relays'))}` : '',
+  ].filter(Boolean)
+  const other = [
+    s.degrader ? `degrader: ${readableDegrader(s.degrader)}` : '',
+    s.payments ? `payments: ${readable(s.payments)}` : '',
+    s.checkout ? `checkouts: ${readable(s.checkout)}` : '',
+    s.loginLimits ? `login limits: ${readable(s.loginLimits)}` : '',
+    s.mode ? `mode ${String(s.mode)}, ${readable(s, ['requests', 'charged', 'failures'])}` : '',
+  ].filter(Boolean)
   return html`<tr data-instance-row="${i.spec.name}"><td>${i.spec.name} <span class="muted">pid ${String(s.pid ?? '')}</span></td>
 <td>${ratio(s.cache)}</td>
-<td>${s.breaker ? String(get(s, 'breaker', 'state')) : ''}</td>
+<td>${breaker ? html`<span class="${breaker.state === 'closed' ? 'ok' : 'bad'}">${breaker.state ?? ''}</span> <span class="muted">${readable(breaker, ['opens', 'failures', 'rejected', 'timeouts'])}</span>` : ''}</td>
 <td data-router>${
     router
       ? html`${Object.entries(router.shards).map(([id, sh]) => {
@@ -229,8 +255,8 @@ ${o.instances.map((i) => {
         })}<span class="muted">replica fallbacks ${router.replicaFallbacks}</span>`
       : ''
   }</td>
-<td>${s.counters ? JSON.stringify(s.counters) : ''} ${s.broker ? `dead-lettered ${String(get(s, 'broker', 'deadLettered'))}, retried ${String(get(s, 'broker', 'retried'))}` : ''} ${s.outbox ? `outbox ${JSON.stringify(get(s, 'outbox', 'relays'))}` : ''}</td>
-<td class="muted">${s.degrader ? JSON.stringify(get(s, 'degrader')) : ''}${s.payments ? JSON.stringify(s.payments) : ''}${s.mode ? `mode ${String(s.mode)}, charged ${String(s.charged)}` : ''}</td></tr>`
+<td data-work>${work.map((w) => html`<div>${w}</div>`)}</td>
+<td data-other class="muted">${other.map((w) => html`<div>${w}</div>`)}</td></tr>`
 })}
 </tbody></table>
 <h2>Queues</h2>
@@ -252,7 +278,7 @@ ${(
   (p) =>
     html`<tr><td>${p.name}</td><td>${p.pid}</td><td>${p.state}</td><td>${p.restarts}</td></tr>`,
 )}</tbody></table>`,
-      { cacheControl: 'no-store' },
+      { cacheControl: 'no-store', wide: true },
     )
   })
 
