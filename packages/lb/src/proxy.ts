@@ -12,11 +12,7 @@ import {
   type Checks,
   checks,
   type Duration,
-  durationHistogram,
   Emitter,
-  errorType,
-  extractContext,
-  failSpan,
   type Listener,
   merge,
   observe,
@@ -25,16 +21,7 @@ import {
   telemetry,
   type Unsubscribe,
 } from '@ballast/shared'
-import {
-  type Attributes,
-  type Histogram,
-  isSpanContextValid,
-  type Meter,
-  SpanKind,
-  SpanStatusCode,
-  type Tracer,
-  trace,
-} from '@opentelemetry/api'
+import { type Meter, trace } from '@opentelemetry/api'
 import type { Dispatcher } from 'undici'
 import { type Balancer, type BalancerOptions, createBalancer } from './balancer.js'
 import type { Endpoint, EndpointInput } from './endpoint.js'
@@ -60,10 +47,16 @@ import {
   noRouteBody,
   type RequestContext,
   type RouteRuntime,
-  type ServedRequest,
   upstreamPath,
 } from './internal/proxy/context.js'
 import { downstreamHeaders, upstreamHeaders } from './internal/proxy/forwardHeaders.js'
+import {
+  attemptChannel,
+  isLive,
+  ProxyTelemetry,
+  requestChannel,
+  type ServedRequest,
+} from './internal/proxy/telemetry.js'
 import { proxyUpgrade, type UpgradeOwner } from './internal/proxy/upgrade.js'
 import {
   byPrecedence,
@@ -77,13 +70,8 @@ import {
 import {
   BALANCER_ATTRIBUTES,
   checkTelemetry,
-  endpointAddress,
   isSaneRequestId,
-  methodAttribute,
   SCOPE,
-  spanName,
-  startAttemptSpan,
-  withInjected,
 } from './internal/telemetry.js'
 import { isIdempotent, isTimeout, neverSent, UpstreamPools } from './internal/upstreams.js'
 import { parseCacheControl, type ResponseCache, responseCacheKey } from './responseCache.js'
@@ -464,9 +452,7 @@ class ProxyImpl extends Emitter<ProxyEvents> implements ReverseProxy {
     cacheMisses: 0,
     upgrades: 0,
   }
-  readonly #tracer: Tracer
-  readonly #serverDuration: Histogram
-  readonly #clientDuration: Histogram
+  readonly #telemetry: ProxyTelemetry | undefined
   readonly #stopObserving: () => void
 
   constructor(options: ProxyOptions) {
@@ -474,18 +460,12 @@ class ProxyImpl extends Emitter<ProxyEvents> implements ReverseProxy {
     const o = merge(DEFAULT_PROXY_OPTIONS, options)
     this.#options = o
     checkTelemetry(check, o)
-    const { meter, tracer } = telemetry(SCOPE, o)
-    this.#tracer = tracer
-    this.#serverDuration = durationHistogram(
-      meter,
-      'http.server.request.duration',
-      'Duration of the requests the proxy served, until their response ended',
-    )
-    this.#clientDuration = durationHistogram(
-      meter,
-      'http.client.request.duration',
-      'Duration of each attempt to an upstream endpoint, until its response ended or failed',
-    )
+    const providers = telemetry(SCOPE, o)
+    const live = isLive(providers.meter, o.tracerProvider ?? trace.getTracerProvider())
+    // Subscribed to the proxy's channels only when an SDK records something: without one, the
+    // request path publishes nothing and pays one check.
+    this.#telemetry =
+      live.metrics || live.traces ? new ProxyTelemetry(this, providers, live.traces) : undefined
     check.positiveInteger('connections', o.connections)
     check.positiveInteger('maxAttempts', o.maxAttempts)
     const timeouts: ProxyTimeouts = {
@@ -574,7 +554,7 @@ class ProxyImpl extends Emitter<ProxyEvents> implements ReverseProxy {
     this.server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) =>
       proxyUpgrade(this.#upgradeOwner, req, socket, head),
     )
-    this.#stopObserving = observeProxy(meter, this.#stats, () => this.#inFlight)
+    this.#stopObserving = observeProxy(providers.meter, this.#stats, () => this.#inFlight)
   }
 
   #route(r: ProxyRoute, i: number): RouteRuntime {
@@ -668,31 +648,23 @@ class ProxyImpl extends Emitter<ProxyEvents> implements ReverseProxy {
   }
 
   handle(req: IncomingMessage, res: ServerResponse): void {
-    const startedAt = performance.now()
     this.#stats.requests++
     this.#inFlight++
     if (this.#closing) res.shouldKeepAlive = false
-    const method = req.method ?? 'GET'
-    // The SERVER span continues the client's trace (W3C traceparent with the usual SDK setup;
-    // without a propagator extract is a no-op and the span a non-recording one).
-    const parent = extractContext(req.headers)
-    const methodAttr = methodAttribute(method)
-    const scheme = (req.socket as { encrypted?: boolean }).encrypted ? 'https' : 'http'
-    const span = this.#tracer.startSpan(
-      spanName(methodAttr),
-      {
-        kind: SpanKind.SERVER,
-        attributes: { 'http.request.method': methodAttr, 'url.scheme': scheme },
-      },
-      parent,
-    )
-    const served: ServedRequest = {
-      span,
-      startedAt,
-      method: methodAttr,
-      scheme,
-      route: undefined,
-      errorType: undefined,
+    let served: ServedRequest | undefined
+    if (requestChannel.hasSubscribers) {
+      served = {
+        proxy: this,
+        req,
+        res,
+        route: undefined,
+        host: undefined,
+        error: undefined,
+        startedAt: 0,
+        span: undefined,
+        traceContext: undefined,
+      }
+      requestChannel.start.publish(served)
     }
     let host: ParsedHost | undefined
     let target: RequestTarget
@@ -702,29 +674,25 @@ class ProxyImpl extends Emitter<ProxyEvents> implements ReverseProxy {
       headers = upstreamHeaders(req, this.#options)
     } catch (error) {
       if (!isLbError(error)) throw error
-      res.once('close', () => this.#served(served, res))
+      res.once('close', () => this.#done(served))
       this.#badRequest(res, (error as Error).message)
       return
     }
     if (headers === undefined) {
-      res.once('close', () => this.#served(served, res))
+      res.once('close', () => this.#done(served))
       this.#badRequest(res, 'more than one Host header')
       return
     }
-    if (host !== undefined && span.isRecording()) {
-      span.setAttribute('server.address', host.name)
-      if (host.authority.length > host.name.length) {
-        span.setAttribute('server.port', Number(host.authority.slice(host.name.length + 1)))
-      }
-    }
+    if (served !== undefined) served.host = host
     const route = this.#match(host, target.path)
     if (route === undefined) {
-      res.once('close', () => this.#served(served, res))
+      res.once('close', () => this.#done(served))
       this.#stats.noRoute++
       this.#answer(res, 404, noRouteBody(host, target))
       return
     }
-    served.route = route.name
+    if (served !== undefined) served.route = route.name
+    const method = req.method ?? 'GET'
     // The request id goes upstream: the client's when it is a sane token, else a new UUID
     // (replacing one that is not).
     const incomingId = req.headers['x-request-id']
@@ -757,14 +725,9 @@ class ProxyImpl extends Emitter<ProxyEvents> implements ReverseProxy {
           : (req.headers['accept-encoding'] as string | undefined),
       requestId,
       served,
-      // Without an SDK (and no incoming trace to pass on) the span has no valid context: the
-      // attempts then make no span, no context and no injection.
-      traceContext: isSpanContextValid(span.spanContext())
-        ? trace.setSpan(parent, span)
-        : undefined,
     }
     res.once('close', () => {
-      this.#served(served, res)
+      this.#done(served)
       if (!res.writableFinished) {
         ctx.aborted = true
         ctx.attempt?.controller?.abort(new Error('client went away'))
@@ -787,63 +750,19 @@ class ProxyImpl extends Emitter<ProxyEvents> implements ReverseProxy {
     this.#attempt(ctx)
   }
 
-  /** A request is over (answered or abandoned): its span ends and its duration is recorded. */
-  #served(served: ServedRequest, res: ServerResponse): void {
+  /** A request is over (answered or abandoned). */
+  #done(served: ServedRequest | undefined): void {
     this.#inFlight--
     if (this.#closing && this.#inFlight === 0) this.#onDrained?.()
-    const attributes: Attributes = {
-      'http.request.method': served.method,
-      'url.scheme': served.scheme,
-    }
-    if (served.route !== undefined) attributes['ballast.lb.route'] = served.route
-    let type = served.errorType
-    if (res.headersSent) {
-      const status = res.statusCode
-      attributes['http.response.status_code'] = status
-      if (type === undefined && status >= 500) type = String(status)
-    }
-    // The response did not end: the client went away, or the proxy cut a broken upstream body.
-    if (type === undefined && !res.writableFinished) type = 'aborted'
-    if (type !== undefined) attributes['error.type'] = type
-    const span = served.span
-    if (span.isRecording()) {
-      span.setAttributes(attributes)
-      if (type !== undefined) span.setStatus({ code: SpanStatusCode.ERROR })
-    }
-    span.end()
-    this.#serverDuration.record((performance.now() - served.startedAt) / 1000, attributes)
+    if (served !== undefined) requestChannel.asyncEnd.publish(served)
   }
 
-  /** Ends an attempt's CLIENT span (if it has one) and records its duration, once. */
+  /** Publishes the end of an attempt whose start was published, once. */
   #endAttempt(attempt: Attempt, error?: unknown): void {
-    if (attempt.reported) return
+    if (!attempt.published || attempt.reported) return
     attempt.reported = true
-    const address = endpointAddress(attempt.endpoint)
-    const attributes: Attributes = {
-      'http.request.method': attempt.ctx.served.method,
-      'server.address': address.address,
-      'server.port': address.port,
-      'ballast.lb.route': attempt.ctx.route.name,
-    }
-    const status = attempt.status
-    if (status !== undefined) attributes['http.response.status_code'] = status
-    const span = attempt.span
-    if (error !== undefined) {
-      attributes['error.type'] = errorType(error)
-      if (span !== undefined) failSpan(span, error)
-    } else if (status !== undefined && status >= 400) {
-      // A client span with a 4xx or 5xx answer is an error (HTTP semantic conventions).
-      attributes['error.type'] = String(status)
-      if (span !== undefined) {
-        span.setAttribute('error.type', String(status))
-        span.setStatus({ code: SpanStatusCode.ERROR })
-      }
-    }
-    if (span !== undefined) {
-      if (status !== undefined) span.setAttribute('http.response.status_code', status)
-      span.end()
-    }
-    this.#clientDuration.record((performance.now() - attempt.sentAt) / 1000, attributes)
+    attempt.error = error
+    attemptChannel.asyncEnd.publish(attempt)
   }
 
   onAttemptEnd(attempt: Attempt): void {
@@ -863,7 +782,7 @@ class ProxyImpl extends Emitter<ProxyEvents> implements ReverseProxy {
         return
       }
       this.#stats.unavailable++
-      ctx.served.errorType = errorType(error)
+      if (ctx.served !== undefined) ctx.served.error = error
       const detail = error instanceof NoEndpointAvailableError ? error.message : String(error)
       this.#failure(ctx.res, this.#requestId(ctx), {
         status: 503,
@@ -879,36 +798,16 @@ class ProxyImpl extends Emitter<ProxyEvents> implements ReverseProxy {
     ctx.tried.push(endpoint)
     const attempt = new Attempt(ctx, endpoint, route.balancer.begin(endpoint))
     ctx.attempt = attempt
-    // One CLIENT span per attempt, a child of the SERVER span (retries are its siblings), whose
-    // context replaces the client's traceparent upstream; with no propagator nothing is written
-    // and the client's traceparent goes on as it came.
-    let headers = ctx.headers
-    if (ctx.traceContext !== undefined) {
-      const address = endpointAddress(endpoint)
-      const attributes: Attributes = {
-        'http.request.method': ctx.served.method,
-        'server.address': address.address,
-        'server.port': address.port,
-        'url.scheme': address.scheme,
-      }
-      if (ctx.tried.length > 1) attributes['http.request.resend_count'] = ctx.tried.length - 1
-      const injected: Record<string, unknown> = {}
-      attempt.span = startAttemptSpan(
-        this.#tracer,
-        spanName(ctx.served.method),
-        attributes,
-        ctx.traceContext,
-        injected,
-      )
-      headers = withInjected(headers, injected)
+    if (ctx.served !== undefined && attemptChannel.hasSubscribers) {
+      attempt.published = true
+      attemptChannel.start.publish(attempt)
     }
-    attempt.sentAt = performance.now()
     attempt.timer = setTimeout(onHeadersTimeout, this.#timeouts.headersTimeoutMs, attempt)
     this.#pools.get(endpoint).dispatch(
       {
         path: ctx.path,
         method: ctx.method as Dispatcher.HttpMethod,
-        headers,
+        headers: attempt.headers ?? ctx.headers,
         body: ctx.hasBody ? ctx.req : null,
         headersTimeout: this.#timeouts.headersTimeoutMs + 1000,
         bodyTimeout: this.#timeouts.bodyTimeoutMs,
@@ -991,7 +890,7 @@ class ProxyImpl extends Emitter<ProxyEvents> implements ReverseProxy {
       this.#stats.badGateway++
       attempt.invalid = true
       this.#endAttempt(attempt, error)
-      ctx.served.errorType = 'invalid_response_header'
+      if (ctx.served !== undefined) ctx.served.error = error
       controller.abort(error as Error)
       this.#failure(res, requestId, {
         status: 502,
@@ -1066,7 +965,7 @@ class ProxyImpl extends Emitter<ProxyEvents> implements ReverseProxy {
       (error as { code?: string } | undefined)?.code ??
       (error as Error | undefined)?.message ??
       'error'
-    ctx.served.errorType = errorType(error)
+    if (ctx.served !== undefined) ctx.served.error = error
     const failure = {
       route: ctx.route.name,
       endpoint: attempt.endpoint.id,
@@ -1187,6 +1086,8 @@ class ProxyImpl extends Emitter<ProxyEvents> implements ReverseProxy {
     await Promise.all(this.#routes.map((r) => r.checker?.close()))
     await this.#pools.close()
     await Promise.all(this.#routes.filter((r) => r.own).map((r) => r.balancer.close()))
+    // Last: the requests cut above still end their spans.
+    this.#telemetry?.close()
   }
 }
 

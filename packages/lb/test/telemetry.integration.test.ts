@@ -1,3 +1,4 @@
+import { tracingChannel } from 'node:diagnostics_channel'
 import type { AddressInfo } from 'node:net'
 import { createTestTelemetry, type ReadableSpan, type TestTelemetry } from '@ballast/testkit/otel'
 import { context, SpanKind, SpanStatusCode, trace } from '@opentelemetry/api'
@@ -75,6 +76,10 @@ async function spansSettled(count: number): Promise<ReadableSpan[]> {
 const TRACE_ID = '0af7651916cd43dd8448eb211c80319c'
 const PARENT_ID = 'b7ad6b7169203331'
 const TRACEPARENT = `00-${TRACE_ID}-${PARENT_ID}-01`
+
+function errorCode(error: unknown): string | undefined {
+  return (error as { code?: string } | undefined)?.code
+}
 
 /** Every attribute value of every span and metric point, as strings. */
 async function everyAttributeValue(): Promise<string[]> {
@@ -407,6 +412,78 @@ describe('lb telemetry', () => {
       expect(await otel.points('ballast.lb.endpoint.picks')).toEqual([])
       expect(await otel.points('ballast.lb.endpoint.healthy')).toEqual([])
       expect(await otel.value('http.server.request.duration')).toBe(1)
+    })
+  })
+
+  describe('diagnostics channels', () => {
+    const requests = tracingChannel('ballast:lb:proxy:request')
+    const attempts = tracingChannel('ballast:lb:proxy:attempt')
+
+    it('a proxy with no SDK subscribes to nothing, so its requests publish nothing; one with an SDK does until closed', async () => {
+      const [a] = await backends('a')
+      const bare = createProxy({ routes: [{ upstream: [a!.url] }] })
+      expect(requests.hasSubscribers).toBe(false)
+      expect(attempts.hasSubscribers).toBe(false)
+      const { proxy: p } = await proxy({ routes: [{ upstream: [a!.url] }] })
+      expect(requests.hasSubscribers).toBe(true)
+      expect(attempts.hasSubscribers).toBe(true)
+      await p.close()
+      await bare.close()
+      expect(requests.hasSubscribers).toBe(false)
+      expect(attempts.hasSubscribers).toBe(false)
+    })
+
+    it('any subscriber hears each request (start, asyncEnd with its route and failure) and each attempt', async () => {
+      const [dead, live] = await backends('dead', 'live')
+      await dead!.kill()
+      const heard: string[] = []
+      const noop = () => {}
+      const onRequest = {
+        start: () => heard.push('request start'),
+        end: noop,
+        asyncStart: noop,
+        asyncEnd: (m: unknown) => {
+          const served = m as { route?: string; error?: unknown; res: { statusCode: number } }
+          heard.push(
+            `request end ${served.route} ${served.res.statusCode} ${errorCode(served.error)}`,
+          )
+        },
+        error: noop,
+      }
+      const onAttempt = {
+        start: (m: unknown) =>
+          heard.push(`attempt start ${(m as { endpoint: { id: string } }).endpoint.id}`),
+        end: noop,
+        asyncStart: noop,
+        asyncEnd: (m: unknown) => {
+          const attempt = m as { status?: number; error?: unknown }
+          heard.push(`attempt end ${attempt.status} ${errorCode(attempt.error)}`)
+        },
+        error: noop,
+      }
+      requests.subscribe(onRequest)
+      attempts.subscribe(onAttempt)
+      try {
+        const p = createProxy({
+          routes: [{ name: 'r', upstream: [dead!.url, live!.url] }],
+          balancer: { strategy: 'round-robin' },
+        })
+        const { port } = await p.listen(0, '127.0.0.1')
+        cleanup.push(() => p.close())
+        expect((await get(`http://127.0.0.1:${port}/x`)).status).toBe(200)
+        await sleep(10)
+        expect(heard).toEqual([
+          'request start',
+          `attempt start ${dead!.url}`,
+          'attempt end undefined ECONNREFUSED',
+          `attempt start ${live!.url}`,
+          'attempt end 200 undefined',
+          'request end r 200 undefined',
+        ])
+      } finally {
+        requests.unsubscribe(onRequest)
+        attempts.unsubscribe(onAttempt)
+      }
     })
   })
 

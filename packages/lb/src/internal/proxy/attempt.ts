@@ -62,10 +62,16 @@ export class Attempt implements Dispatcher.DispatchHandler {
    * when it arrives in one chunk, status line, headers and body leave in one write.
    */
   wholeBodyLength = -1
-  /** The attempt's CLIENT span (none when the request is not traced). */
-  span: Span | undefined = undefined
-  /** Its duration was recorded and its span ended. */
+  /** Whether its `ballast:lb:proxy:attempt` start was published (then its end is, once). */
+  published = false
+  /** Its end was published. */
   reported = false
+  /** The upstream request's headers when a subscriber changed them (trace context). */
+  headers: string[] | undefined = undefined
+  /** Why it failed, if it did. */
+  error: unknown = undefined
+  /** The attempt's CLIENT span, when the request is traced. */
+  span: Span | undefined = undefined
   /** `performance.now()` when the request was dispatched. */
   sentAt = 0
   /** The upstream's status, once its headers arrived. */

@@ -1,5 +1,4 @@
 import type { IncomingMessage, ServerResponse } from 'node:http'
-import type { Context, Span } from '@opentelemetry/api'
 import type { Balancer } from '../../balancer.js'
 import type { Endpoint } from '../../endpoint.js'
 import type { HashKey } from '../../hash.js'
@@ -7,6 +6,7 @@ import type { HealthChecker } from '../../healthChecker.js'
 import type { RetryBudget } from '../../retryBudget.js'
 import type { ParsedHost, RequestTarget } from '../requestTarget.js'
 import type { Attempt, AttemptOwner } from './attempt.js'
+import type { ServedRequest } from './telemetry.js'
 
 /** A route of the proxy as it runs: its matcher, its balancer and what the proxy created for it. */
 export interface RouteRuntime {
@@ -21,22 +21,6 @@ export interface RouteRuntime {
   checker: HealthChecker<string> | undefined
   budget: RetryBudget | undefined
   key: ((req: IncomingMessage) => HashKey | undefined) | undefined
-}
-
-/** What the telemetry of one served request needs when its response closes. */
-export interface ServedRequest {
-  /** The SERVER span (a non-recording one without an SDK). */
-  readonly span: Span
-  /** `performance.now()` when the request arrived. */
-  readonly startedAt: number
-  /** The `http.request.method` attribute (`_OTHER` for unknown methods). */
-  readonly method: string
-  /** The `url.scheme` attribute. */
-  readonly scheme: string
-  /** The route's name, once matched. */
-  route: string | undefined
-  /** The `error.type` of a failure answer (the upstream error's code), if any. */
-  errorType: string | undefined
 }
 
 /** One client request on its way through the proxy, across its attempts. */
@@ -60,13 +44,8 @@ export interface RequestContext {
   acceptEncoding: string | undefined
   /** The `x-request-id` sent upstream: the client's when sane, else a new UUID. */
   requestId: string | undefined
-  /** The request's telemetry. */
-  served: ServedRequest
-  /**
-   * The context the attempts' CLIENT spans are children of: the SERVER span's; undefined when
-   * that span has no valid context (no SDK, no incoming trace), and the attempts make none.
-   */
-  traceContext: Context | undefined
+  /** The request's `ballast:lb:proxy:request` message, when it was published. */
+  served: ServedRequest | undefined
 }
 
 export const FAILURE_TEXT = {

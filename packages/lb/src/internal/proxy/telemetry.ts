@@ -1,0 +1,256 @@
+import { tracingChannel } from 'node:diagnostics_channel'
+import type { IncomingMessage, ServerResponse } from 'node:http'
+import {
+  durationHistogram,
+  errorType,
+  extractContext,
+  failSpan,
+  type Telemetry,
+} from '@ballast/shared'
+import {
+  type Attributes,
+  type Context,
+  createNoopMeter,
+  type Histogram,
+  isSpanContextValid,
+  ProxyTracerProvider,
+  type Span,
+  SpanKind,
+  SpanStatusCode,
+  type TracerProvider,
+  trace,
+} from '@opentelemetry/api'
+import type { ParsedHost } from '../requestTarget.js'
+import {
+  endpointAddress,
+  methodAttribute,
+  spanName,
+  startAttemptSpan,
+  withInjected,
+} from '../telemetry.js'
+import type { Attempt } from './attempt.js'
+
+/**
+ * One request the proxy handles, as its `ballast:lb:proxy:request` messages carry it: `start`
+ * when it arrives, `asyncEnd` when its response closed (answered, or the client gone).
+ */
+export interface ServedRequest {
+  /** The proxy that handles it (a subscriber for one proxy filters on it). */
+  readonly proxy: object
+  readonly req: IncomingMessage
+  readonly res: ServerResponse
+  /** The route's name, once matched. */
+  route: string | undefined
+  /** The parsed `Host`, once read. */
+  host: ParsedHost | undefined
+  /** Why the proxy answered with a failure (502, 503, 504), if it did. */
+  error: unknown
+  // What the proxy's own telemetry keeps between the messages.
+  startedAt: number
+  span: Span | undefined
+  /** The context of the attempts' CLIENT spans: the SERVER span's, when it has a valid one. */
+  traceContext: Context | undefined
+}
+
+/**
+ * The proxy's hot path publishes here only while someone subscribes (its own telemetry when an
+ * SDK is installed, or any diagnostics tool): a process without an SDK pays one check per
+ * request. Messages are {@link ServedRequest}s.
+ */
+export const requestChannel = tracingChannel<unknown, ServedRequest>('ballast:lb:proxy:request')
+
+/**
+ * Each attempt upstream of a published request: `start` before it is sent (a subscriber may set
+ * `attempt.headers`, the upstream request's flat header list, to add trace context), `asyncEnd`
+ * when it ended (its response relayed, failed, or abandoned for a retry). Messages are the
+ * proxy's attempts: `endpoint`, `status` and `error` are stable to read.
+ */
+export const attemptChannel = tracingChannel<unknown, Attempt>('ballast:lb:proxy:attempt')
+
+const NOOP_METER = createNoopMeter()
+const NO_TRACER_PROVIDER = new ProxyTracerProvider().getDelegate()
+
+/**
+ * Whether the providers record anything: not the API's no-op meter, not the global tracer
+ * provider before an SDK registered one. Read at construction, like the providers themselves.
+ */
+export function isLive(
+  meter: object,
+  tracerProvider: TracerProvider,
+): { metrics: boolean; traces: boolean } {
+  return {
+    metrics: meter.constructor !== NOOP_METER.constructor,
+    traces: !(
+      tracerProvider instanceof ProxyTracerProvider &&
+      tracerProvider.getDelegate() === NO_TRACER_PROVIDER
+    ),
+  }
+}
+
+/**
+ * The proxy's spans and durations, fed by its channels: subscribed only when an SDK records
+ * metrics or traces, so without one the proxy publishes nothing.
+ */
+export class ProxyTelemetry {
+  readonly #proxy: object
+  readonly #tracer: Telemetry['tracer']
+  readonly #traced: boolean
+  readonly #serverDuration: Histogram
+  readonly #clientDuration: Histogram
+  readonly #requestHandlers: Parameters<typeof requestChannel.subscribe>[0]
+  readonly #attemptHandlers: Parameters<typeof attemptChannel.subscribe>[0]
+
+  constructor(proxy: object, telemetry: Telemetry, traced: boolean) {
+    this.#proxy = proxy
+    this.#tracer = telemetry.tracer
+    this.#traced = traced
+    this.#serverDuration = durationHistogram(
+      telemetry.meter,
+      'http.server.request.duration',
+      'Duration of the requests the proxy served, until their response ended',
+    )
+    this.#clientDuration = durationHistogram(
+      telemetry.meter,
+      'http.client.request.duration',
+      'Duration of each attempt to an upstream endpoint, until its response ended or failed',
+    )
+    const noop = () => {}
+    this.#requestHandlers = {
+      start: (m) => this.#requestStart(m),
+      end: noop,
+      asyncStart: noop,
+      asyncEnd: (m) => this.#requestEnd(m),
+      error: noop,
+    }
+    this.#attemptHandlers = {
+      start: (m) => this.#attemptStart(m),
+      end: noop,
+      asyncStart: noop,
+      asyncEnd: (m) => this.#attemptEnd(m),
+      error: noop,
+    }
+    requestChannel.subscribe(this.#requestHandlers)
+    attemptChannel.subscribe(this.#attemptHandlers)
+  }
+
+  close(): void {
+    requestChannel.unsubscribe(this.#requestHandlers)
+    attemptChannel.unsubscribe(this.#attemptHandlers)
+  }
+
+  #requestStart(served: ServedRequest): void {
+    if (served.proxy !== this.#proxy) return
+    served.startedAt = performance.now()
+    if (!this.#traced) return
+    const req = served.req
+    // The SERVER span continues the client's trace (W3C traceparent with the usual SDK setup).
+    const parent = extractContext(req.headers)
+    const method = methodAttribute(req.method ?? 'GET')
+    const span = this.#tracer.startSpan(
+      spanName(method),
+      {
+        kind: SpanKind.SERVER,
+        attributes: { 'http.request.method': method, 'url.scheme': schemeOf(req) },
+      },
+      parent,
+    )
+    served.span = span
+    // A span without a valid context (a tracer that records nothing) gives the attempts nothing
+    // to be children of: they make no span and inject nothing.
+    if (isSpanContextValid(span.spanContext())) served.traceContext = trace.setSpan(parent, span)
+  }
+
+  #requestEnd(served: ServedRequest): void {
+    if (served.proxy !== this.#proxy) return
+    const { req, res } = served
+    const attributes: Attributes = {
+      'http.request.method': methodAttribute(req.method ?? 'GET'),
+      'url.scheme': schemeOf(req),
+    }
+    if (served.route !== undefined) attributes['ballast.lb.route'] = served.route
+    let type = served.error === undefined ? undefined : errorType(served.error)
+    if (res.headersSent) {
+      const status = res.statusCode
+      attributes['http.response.status_code'] = status
+      if (type === undefined && status >= 500) type = String(status)
+    }
+    // The response did not end: the client went away, or the proxy cut a broken upstream body.
+    if (type === undefined && !res.writableFinished) type = 'aborted'
+    if (type !== undefined) attributes['error.type'] = type
+    const span = served.span
+    if (span !== undefined) {
+      if (span.isRecording()) {
+        span.setAttributes(attributes)
+        const host = served.host
+        if (host !== undefined) {
+          span.setAttribute('server.address', host.name)
+          if (host.authority.length > host.name.length) {
+            span.setAttribute('server.port', Number(host.authority.slice(host.name.length + 1)))
+          }
+        }
+        if (type !== undefined) span.setStatus({ code: SpanStatusCode.ERROR })
+      }
+      span.end()
+    }
+    this.#serverDuration.record((performance.now() - served.startedAt) / 1000, attributes)
+  }
+
+  #attemptStart(attempt: Attempt): void {
+    const served = attempt.ctx.served
+    if (served?.proxy !== this.#proxy) return
+    attempt.sentAt = performance.now()
+    const parent = served.traceContext
+    if (parent === undefined) return
+    // One CLIENT span per attempt, a child of the SERVER span (retries are its siblings), whose
+    // context replaces the client's traceparent upstream; with no propagator nothing is written
+    // and the client's traceparent goes on as it came.
+    const endpoint = attempt.endpoint
+    const address = endpointAddress(endpoint)
+    const method = methodAttribute(attempt.ctx.method)
+    const attributes: Attributes = {
+      'http.request.method': method,
+      'server.address': address.address,
+      'server.port': address.port,
+      'url.scheme': address.scheme,
+    }
+    const tried = attempt.ctx.tried.length
+    if (tried > 1) attributes['http.request.resend_count'] = tried - 1
+    const injected: Record<string, unknown> = {}
+    attempt.span = startAttemptSpan(this.#tracer, spanName(method), attributes, parent, injected)
+    attempt.headers = withInjected(attempt.ctx.headers, injected)
+  }
+
+  #attemptEnd(attempt: Attempt): void {
+    if (attempt.ctx.served?.proxy !== this.#proxy) return
+    const address = endpointAddress(attempt.endpoint)
+    const attributes: Attributes = {
+      'http.request.method': methodAttribute(attempt.ctx.method),
+      'server.address': address.address,
+      'server.port': address.port,
+      'ballast.lb.route': attempt.ctx.route.name,
+    }
+    const { status, error } = attempt
+    if (status !== undefined) attributes['http.response.status_code'] = status
+    const span = attempt.span
+    if (error !== undefined) {
+      attributes['error.type'] = errorType(error)
+      if (span !== undefined) failSpan(span, error)
+    } else if (status !== undefined && status >= 400) {
+      // A client span with a 4xx or 5xx answer is an error (HTTP semantic conventions).
+      attributes['error.type'] = String(status)
+      if (span !== undefined) {
+        span.setAttribute('error.type', String(status))
+        span.setStatus({ code: SpanStatusCode.ERROR })
+      }
+    }
+    if (span !== undefined) {
+      if (status !== undefined) span.setAttribute('http.response.status_code', status)
+      span.end()
+    }
+    this.#clientDuration.record((performance.now() - attempt.sentAt) / 1000, attributes)
+  }
+}
+
+function schemeOf(req: IncomingMessage): string {
+  return (req.socket as { encrypted?: boolean } | null)?.encrypted ? 'https' : 'http'
+}
