@@ -421,7 +421,10 @@ export class CircuitBreaker<A extends unknown[] = [], R = never> implements Poli
     // opossum emits 'timeout' from the call's own timer, in the caller's context: the event
     // lands on the caller's span. Nothing is emitted on the success path.
     this.#cb.on('timeout', () =>
-      addActiveSpanEvent(TIMED_OUT_EVENT, { [BREAKER_NAME]: this.#name }),
+      addActiveSpanEvent(TIMED_OUT_EVENT, {
+        [BREAKER_NAME]: this.#name,
+        'error.type': 'E_RESILIENCE_TIMEOUT',
+      }),
     )
     this.#stopMetrics = this.#observe(meter)
   }
@@ -691,7 +694,10 @@ export class CircuitBreaker<A extends unknown[] = [], R = never> implements Poli
       this.#window.increment('failures', Date.now() - started)
       if (error instanceof TimeoutError) {
         this.#window.timeouts++
-        addActiveSpanEvent(TIMED_OUT_EVENT, { [BREAKER_NAME]: this.#name })
+        addActiveSpanEvent(TIMED_OUT_EVENT, {
+          [BREAKER_NAME]: this.#name,
+          'error.type': 'E_RESILIENCE_TIMEOUT',
+        })
         this.#events.emit('timed-out', { name: this.#name, error })
       }
       if (this.#state === 'halfOpen') this.#cb.open()

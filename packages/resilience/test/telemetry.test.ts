@@ -165,7 +165,10 @@ describe('circuit breaker telemetry', () => {
     otel.resetSpans()
     const late = await inCallerSpan(() => slow.execute(() => sleep(200)).catch(() => {}))
     expect(late.events.map((e) => e.name)).toEqual(['ballast.resilience.timed_out'])
-    expect(late.events[0]?.attributes).toEqual({ 'ballast.resilience.breaker.name': 'slow' })
+    expect(late.events[0]?.attributes).toEqual({
+      'ballast.resilience.breaker.name': 'slow',
+      'error.type': 'E_RESILIENCE_TIMEOUT',
+    })
   })
 
   it('stops reporting at close(): the gauge is no longer read', async () => {
