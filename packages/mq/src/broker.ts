@@ -2,10 +2,10 @@ import { randomUUID } from 'node:crypto'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { Emitter, merge, type Observe, observe, type Unsubscribe } from '@ballast/shared'
 import {
-  type Attributes,
   type Context,
   context,
   type Histogram,
+  INVALID_SPAN_CONTEXT,
   type Tracer,
 } from '@opentelemetry/api'
 import type { ChannelModel, ConsumeMessage, Options } from 'amqplib'
@@ -43,8 +43,9 @@ import {
   MESSAGING_SYSTEM,
   mqTelemetry,
   operationDuration,
+  type PublishTarget,
   processDuration,
-  publishAttributes,
+  publishTarget,
   records,
   settle,
   startPublishSpan,
@@ -267,8 +268,8 @@ export class Broker {
   readonly #processDuration: Histogram
   /** `messaging.client.operation.duration` of publishes, or undefined when it records nothing (no SDK). */
   readonly #operationDuration: Histogram | undefined
-  /** Its attributes per destination (bounded: exchanges and queues), made once each. */
-  readonly #publishAttributes = new Map<string, Attributes>()
+  /** Span name and attributes per destination (bounded: exchanges and queues), made once each. */
+  readonly #targets = new Map<string, PublishTarget>()
   readonly #stopObserving: () => void
   #closing: Promise<void> | undefined
 
@@ -302,6 +303,12 @@ export class Broker {
       stamp: check.boolean('stamp', merged.stamp),
       shutdownTimeoutMs: check.duration('shutdownTimeout', merged.shutdownTimeout),
     }
+    // checked with the other options, before anything starts
+    const { meter, tracer } = mqTelemetry(options)
+    this.#tracer = tracer
+    this.#processDuration = processDuration(meter)
+    const duration = operationDuration(meter)
+    this.#operationDuration = records(duration) ? duration : undefined
     this.#publisher = new Publisher({
       channels: check.positiveInteger('channels', merged.channels),
       confirmWindow: check.positiveInteger('confirmWindow', merged.confirmWindow),
@@ -317,11 +324,6 @@ export class Broker {
     this.#publisherConnection.on('disconnect', () => this.#publisher.detach())
     this.#publisherConnection.on('failed', ({ error }) => this.#publisher.fail(error))
     this.#publisherConnection.start()
-    const { meter, tracer } = mqTelemetry(options)
-    this.#tracer = tracer
-    this.#processDuration = processDuration(meter)
-    const duration = operationDuration(meter)
-    this.#operationDuration = records(duration) ? duration : undefined
     this.#stopObserving = observe(meter, BROKER_INSTRUMENTS, (record) => this.#observe(record))
   }
 
@@ -554,26 +556,32 @@ export class Broker {
     bypassLimit = false,
   ): Promise<void> {
     const destination = destinationOf(exchange, routingKey)
+    let target = this.#targets.get(destination)
+    if (target === undefined) {
+      target = publishTarget(destination)
+      this.#targets.set(destination, target)
+    }
     const histogram = this.#operationDuration
     const started = histogram === undefined ? 0 : performance.now()
     const span = startPublishSpan(
       this.#tracer,
-      destination,
+      target,
       routingKey,
       publishOptions.messageId,
       content.length,
       parent,
     )
-    const headers = withContext(publishOptions.headers, contextWith(parent, span))
-    if (headers !== undefined) publishOptions.headers = headers
-    const sent = this.#publisher.send(exchange, routingKey, content, publishOptions, bypassLimit)
-    if (histogram === undefined) return settle(sent, span, undefined)
-    let attributes = this.#publishAttributes.get(destination)
-    if (attributes === undefined) {
-      attributes = publishAttributes(destination)
-      this.#publishAttributes.set(destination, attributes)
+    // no SDK and no trace around: a span with the invalid context has nothing to propagate
+    if (span.spanContext() !== INVALID_SPAN_CONTEXT) {
+      const headers = withContext(publishOptions.headers, contextWith(parent, span))
+      if (headers !== undefined) publishOptions.headers = headers
     }
-    return settle(sent, span, { histogram, attributes, started })
+    const sent = this.#publisher.send(exchange, routingKey, content, publishOptions, bypassLimit)
+    return settle(
+      sent,
+      span,
+      histogram === undefined ? undefined : { histogram, attributes: target.attributes, started },
+    )
   }
 
   static {

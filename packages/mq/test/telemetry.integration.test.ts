@@ -14,6 +14,7 @@ import {
   type Observable,
   SpanKind,
   SpanStatusCode,
+  type TracerProvider,
 } from '@opentelemetry/api'
 import mysql from 'mysql2/promise'
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest'
@@ -24,6 +25,7 @@ import {
   createOutbox,
   createOutboxRelay,
   type Delivery,
+  InvalidArgumentError,
   type OutboxRelay,
 } from '../src/index.js'
 import { closeAll, until, within } from './support/bounded.js'
@@ -218,7 +220,14 @@ describe('mq telemetry', () => {
       })
       const { request } = await inRequest(() => b.publish('', first, { step: 1 }))
       await until(() => done, 10_000, 'second delivery')
-      await until(() => otel.spansNamed(`process ${second}`).length === 1, 5000, 'process span')
+      // the first delivery's span ends after its handler's publish is confirmed: maybe after the second's
+      await until(
+        () =>
+          otel.spansNamed(`process ${first}`).length === 1 &&
+          otel.spansNamed(`process ${second}`).length === 1,
+        5000,
+        'both process spans',
+      )
 
       const processFirst = only(`process ${first}`)
       const publishSecond = only(`publish ${second}`)
@@ -238,6 +247,8 @@ describe('mq telemetry', () => {
       })
       for (let i = 0; i < 5; i++) await b.publish('', queue, { i })
       await until(() => handled === 5 && b.stats().acked === 5, 10_000, 'five acks')
+      // each delivery's duration is recorded as its span ends, just after the ack
+      await until(() => otel.spansNamed(`process ${queue}`).length === 5, 5000, 'five spans')
 
       // this broker's own publishes: the instruments of one broker report its stats()
       const stats = b.stats()
@@ -726,6 +737,28 @@ describe('mq telemetry', () => {
       expect(value).not.toContain('4111111111111111')
       expect(value).not.toContain('tok-9f8e7d6c5b4a')
     }
+  })
+
+  it('checks meterProvider and tracerProvider like the other options, before connecting', () => {
+    expect(() => createBroker({ urls: url, meterProvider: {} as MeterProvider })).toThrow(
+      /invalid option "meterProvider": expected an OpenTelemetry MeterProvider/,
+    )
+    expect(() =>
+      createBroker({ urls: url, tracerProvider: 'otel' as unknown as TracerProvider }),
+    ).toThrow(/invalid option "tracerProvider": expected an OpenTelemetry TracerProvider/)
+    expect(() => createOutbox({ tracerProvider: null as unknown as TracerProvider })).toThrow(
+      InvalidArgumentError,
+    )
+    const b = broker({ urls: url })
+    expect(() =>
+      createOutboxRelay({
+        pool,
+        broker: b,
+        outbox: createOutbox(),
+        autoStart: false,
+        meterProvider: 42 as unknown as MeterProvider,
+      }),
+    ).toThrow(/invalid option "meterProvider"/)
   })
 
   it('unregisters the broker instruments on close()', async () => {

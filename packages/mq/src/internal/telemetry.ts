@@ -14,8 +14,11 @@ import {
   type Histogram,
   type Span,
   SpanKind,
+  type SpanOptions,
   trace,
 } from '@opentelemetry/api'
+
+import { check } from './validate.js'
 
 export { errorType, failSpan }
 
@@ -25,9 +28,24 @@ export const SCOPE = '@ballast/mq'
 /** `messaging.system` of every span and instrument (the messaging semantic conventions). */
 export const MESSAGING_SYSTEM = 'rabbitmq'
 
-/** The meter and tracer of one component of the package. */
+/**
+ * The meter and tracer of one component of the package, from its `meterProvider` and
+ * `tracerProvider` options (checked like every option: an `InvalidArgumentError` for a value that
+ * is not a provider) or the global ones.
+ */
 export function mqTelemetry(options: TelemetryOptions): Telemetry {
-  return telemetry(SCOPE, options)
+  const { meterProvider, tracerProvider } = options
+  if (
+    meterProvider !== undefined &&
+    typeof (meterProvider as { getMeter?: unknown } | null)?.getMeter !== 'function'
+  )
+    check.invalid('meterProvider', 'an OpenTelemetry MeterProvider', meterProvider)
+  if (
+    tracerProvider !== undefined &&
+    typeof (tracerProvider as { getTracer?: unknown } | null)?.getTracer !== 'function'
+  )
+    check.invalid('tracerProvider', 'an OpenTelemetry TracerProvider', tracerProvider)
+  return telemetry(SCOPE, { meterProvider, tracerProvider })
 }
 
 /** The destination of a message sent to a server-named queue (`amq.gen-…`, one per client). */
@@ -72,28 +90,50 @@ export function withContext(
   return headers === undefined ? carrier : { ...headers, ...carrier }
 }
 
-/**
- * Starts the PRODUCER span of one publish (`publish <destination>`), under `parent`. The body is
- * never recorded: only its size.
- */
-export function startPublishSpan(
-  tracer: Telemetry['tracer'],
-  destination: string,
-  routingKey: string,
-  messageId: string | undefined,
-  bodySize: number,
-  parent: Context,
-): Span {
+/** What every publish to one destination shares: made once per destination, kept by the broker. */
+export interface PublishTarget {
+  /** `publish <destination>`. */
+  readonly spanName: string
+  /** PRODUCER, with the attributes a sampler may look at. */
+  readonly spanOptions: SpanOptions
+  /** The attributes of its `messaging.client.operation.duration` points (the span's, too). */
+  readonly attributes: Attributes
+}
+
+export function publishTarget(destination: string): PublishTarget {
   const attributes: Attributes = {
     'messaging.system': MESSAGING_SYSTEM,
     'messaging.operation.name': 'publish',
     'messaging.operation.type': 'send',
     'messaging.destination.name': destination,
-    'messaging.rabbitmq.destination.routing_key': routingKey,
-    'messaging.message.body.size': bodySize,
   }
-  if (messageId !== undefined) attributes['messaging.message.id'] = messageId
-  return tracer.startSpan(`publish ${destination}`, { kind: SpanKind.PRODUCER, attributes }, parent)
+  return {
+    spanName: `publish ${destination}`,
+    spanOptions: { kind: SpanKind.PRODUCER, attributes },
+    attributes,
+  }
+}
+
+/**
+ * Starts the PRODUCER span of one publish (`publish <destination>`), under `parent`, with the
+ * destination's shared attributes; the per-message ones only when the span records (a span sampled
+ * out costs no attribute object). The body is never recorded: only its size.
+ */
+export function startPublishSpan(
+  tracer: Telemetry['tracer'],
+  target: PublishTarget,
+  routingKey: string,
+  messageId: string | undefined,
+  bodySize: number,
+  parent: Context,
+): Span {
+  const span = tracer.startSpan(target.spanName, target.spanOptions, parent)
+  if (span.isRecording()) {
+    span.setAttribute('messaging.rabbitmq.destination.routing_key', routingKey)
+    span.setAttribute('messaging.message.body.size', bodySize)
+    if (messageId !== undefined) span.setAttribute('messaging.message.id', messageId)
+  }
+  return span
 }
 
 /**
@@ -106,16 +146,6 @@ export function operationDuration(meter: Telemetry['meter']): Histogram {
     'messaging.client.operation.duration',
     'Duration of one publish, from the call to the broker confirm (or the failure), time in the buffer included',
   )
-}
-
-/** The attributes of a publish's `messaging.client.operation.duration` points, per destination. */
-export function publishAttributes(destination: string): Attributes {
-  return {
-    'messaging.system': MESSAGING_SYSTEM,
-    'messaging.operation.name': 'publish',
-    'messaging.operation.type': 'send',
-    'messaging.destination.name': destination,
-  }
 }
 
 /**
