@@ -6,6 +6,7 @@ import {
   BulkheadRejectedError,
   bulkhead,
   circuitBreaker,
+  createIdempotency,
   createRateLimiter,
   InvalidArgumentError,
   ResilienceClosedError,
@@ -383,6 +384,49 @@ describe('close()', () => {
     for (const c of components) await c.close()
     for (const c of components) await c.close() // twice: removed once
     expect(removed).toBe(5)
+  })
+})
+
+describe('names', () => {
+  it('tag every series; each component has a default and refuses a name that is not a string', async () => {
+    const telemetry = sdk()
+    const components = [
+      retry(telemetry),
+      timeout(telemetry),
+      bulkhead({ limit: 1, ...telemetry }),
+      createRateLimiter({ limit: 1, ...telemetry }),
+    ]
+    expect(components.map((c) => c.name)).toEqual(['retry', 'timeout', 'bulkhead', 'rate-limiter'])
+    closers.push(...components.map((c) => () => c.close()))
+    expect(
+      await otel.value('ballast.resilience.retry.retries', {
+        'ballast.resilience.retry.name': 'retry',
+      }),
+    ).toBe(0)
+    expect(
+      await otel.value('ballast.resilience.timeout.calls', {
+        'ballast.resilience.timeout.name': 'timeout',
+      }),
+    ).toBe(0)
+    expect(
+      await otel.value('ballast.resilience.bulkhead.active', {
+        'ballast.resilience.bulkhead.name': 'bulkhead',
+      }),
+    ).toBe(0)
+    expect(
+      await otel.value('ballast.resilience.rate_limiter.keys', {
+        'ballast.resilience.rate_limiter.name': 'rate-limiter',
+      }),
+    ).toBe(0)
+    expect(() => retry({ name: 5 as never })).toThrow(/invalid option "name"/)
+    expect(() => timeout({ name: '' })).toThrow(InvalidArgumentError)
+    expect(() => bulkhead({ limit: 1, name: null as never })).toThrow(InvalidArgumentError)
+    expect(() => createRateLimiter({ limit: 1, name: {} as never })).toThrow(InvalidArgumentError)
+    const fakeRedis = { evalsha: () => Promise.resolve(), eval: () => Promise.resolve() } as never
+    expect(() => createIdempotency({ redis: fakeRedis, name: 7 as never })).toThrow(/"name"/)
+    expect(() => createIdempotency({ redis: fakeRedis, meterProvider: {} as never })).toThrow(
+      /meterProvider/,
+    )
   })
 })
 
