@@ -160,7 +160,7 @@ export interface CacheStats {
   loader: {
     /** Loader calls (a batch loader call counts once). */
     calls: number
-    /** Loads that settled with a value written (a batch load counts once per key, as `failed` does). */
+    /** Loads whose value was accepted and cached (in L1, and in L2 if it answered); a batch load counts once per key, as `failed` does. */
     succeeded: number
     /** Loader calls that threw or whose value was refused (a batch load counts once per key). */
     failed: number

@@ -247,6 +247,21 @@ export function l2ErrorType(error: unknown): string {
   return errorType(error)
 }
 
+/**
+ * What one kind of L2 call records. The SDK hashes a point's attributes on every record and
+ * copies a span's start attributes even when it does not sample it, both at a cost per
+ * attribute: the point carries the semantic-convention attributes only, and a span starts with
+ * the two a sampler may look at and gets the rest only once it is known to record.
+ */
+interface CallShape {
+  /** `db.client.operation.duration`: `db.system.name`, the server, `db.operation.name`. */
+  readonly point: Attributes
+  /** The CLIENT span as it starts. */
+  readonly start: SpanOptions
+  /** Set on a recording span: the server, the cache step, the namespace, a batch's size. */
+  readonly span: Attributes
+}
+
 /** The telemetry of one cache: its meter's instruments and its tracer's spans. */
 export class CacheTelemetry {
   readonly #meter: Meter
@@ -256,8 +271,10 @@ export class CacheTelemetry {
   readonly #active: boolean
   readonly #loadDuration: Histogram
   readonly #l2Duration: Histogram
-  readonly #base: Attributes
-  readonly #spanOptions = new Map<L2Call, SpanOptions>()
+  /** `db.system.name` and the server: what every round trip's point and span start from. */
+  readonly #redis: Attributes
+  /** Per kind of L2 call, what its point and its span carry, built once. */
+  readonly #shapes = new Map<L2Call, CallShape>()
   readonly #loadSucceeded: Attributes
   readonly #namespace: string
   #stopObserving: (() => void) | undefined
@@ -268,7 +285,7 @@ export class CacheTelemetry {
     this.#tracer = tracer
     this.#tracing = canRecord(tracer)
     this.#namespace = namespace
-    this.#base = { ...redisAttributes(client), [NAMESPACE]: namespace }
+    this.#redis = redisAttributes(client)
     this.#loadDuration = durationHistogram(
       meter,
       LOAD_DURATION,
@@ -281,7 +298,7 @@ export class CacheTelemetry {
     )
     this.#active = this.#tracing || this.#l2Duration.constructor !== NOOP_HISTOGRAM
     this.#loadSucceeded = Object.freeze({ [NAMESPACE]: namespace, [OUTCOME]: 'succeeded' })
-    for (const call of Object.values(L2_CALLS)) this.#spanOptions.set(call, this.#optionsOf(call))
+    for (const call of Object.values(L2_CALLS)) this.#shapes.set(call, this.#shapeOf(call))
   }
 
   /** Registers the observable instruments, read from `stats()` when the SDK collects. */
@@ -346,13 +363,14 @@ export class CacheTelemetry {
   ): Promise<R> {
     const run = fn as (target: unknown, arg: A) => Promise<R>
     if (!this.#active || guard.state === 'open') return guard.run(call.operation, run, target, arg)
-    const options = this.#spanOptions.get(call) ?? this.#optionsOf(call)
+    const shape = this.#shapes.get(call) ?? this.#shapeOf(call)
     let span: Span | undefined
     if (this.#tracing && call.traced !== false) {
-      span = this.#tracer.startSpan(call.command, options)
-      if (!span.isRecording()) span = undefined
+      span = this.#tracer.startSpan(call.command, shape.start)
+      if (span.isRecording()) span.setAttributes(shape.span)
+      else span = undefined
     }
-    const attributes = options.attributes as Attributes
+    const attributes = shape.point
     const started = performance.now()
     const pending =
       span === undefined
@@ -431,13 +449,21 @@ export class CacheTelemetry {
     )
   }
 
-  #optionsOf(call: L2Call): SpanOptions {
-    const attributes: Attributes = {
-      ...this.#base,
-      'db.operation.name': call.command,
+  #shapeOf(call: L2Call): CallShape {
+    const point: Attributes = { ...this.#redis, 'db.operation.name': call.command }
+    const span: Attributes = {
+      ...this.#redis,
       [OPERATION]: call.operation,
+      [NAMESPACE]: this.#namespace,
     }
-    if (call.batchSize !== undefined) attributes['db.operation.batch.size'] = call.batchSize
-    return { kind: SpanKind.CLIENT, attributes }
+    if (call.batchSize !== undefined) span['db.operation.batch.size'] = call.batchSize
+    return {
+      point,
+      start: {
+        kind: SpanKind.CLIENT,
+        attributes: { 'db.system.name': 'redis', 'db.operation.name': call.command },
+      },
+      span,
+    }
   }
 }
