@@ -1,7 +1,18 @@
 import { monitorEventLoopDelay } from 'node:perf_hooks'
-import { type Duration, Emitter, type Listener, merge, type Unsubscribe } from '@ballast/shared'
+import {
+  type Duration,
+  Emitter,
+  type Listener,
+  merge,
+  type ObservedInstrument,
+  observe,
+  type TelemetryOptions,
+  type Unsubscribe,
+} from '@ballast/shared'
+import type { Meter } from '@opentelemetry/api'
 import type { CircuitBreaker } from './circuitBreaker.js'
 import { InvalidArgumentError, ResilienceClosedError } from './errors.js'
+import { FEATURE, LEVEL, resilienceTelemetry } from './internal/telemetry.js'
 import { check, checkArgument } from './internal/validate.js'
 
 /** How much of a feature runs: all of it, a cheaper variant, or none. */
@@ -67,7 +78,7 @@ export interface OverloadOptions {
 }
 
 /** Options of {@link createDegrader}. */
-export interface DegraderOptions<F extends string = string> {
+export interface DegraderOptions<F extends string = string> extends TelemetryOptions {
   /** The features by name. */
   features: Record<F, FeatureOptions>
   /**
@@ -96,6 +107,31 @@ export const DEFAULT_OVERLOAD_OPTIONS: Readonly<Required<OverloadOptions>> = Obj
 /** Defaults of {@link DegraderOptions} (frozen; `features` has none and must be given). */
 export const DEFAULT_DEGRADER_OPTIONS: Readonly<{ overload: Readonly<Required<OverloadOptions>> }> =
   Object.freeze({ overload: DEFAULT_OVERLOAD_OPTIONS })
+
+/** The degrader's instruments (README, Telemetry). */
+const DEGRADER_INSTRUMENTS = {
+  'ballast.resilience.degrader.level': {
+    kind: 'gauge',
+    unit: '1',
+    description:
+      'Feature levels: one series per feature and level (full, degraded, off), 1 for the current one, 0 for the others',
+  },
+  'ballast.resilience.degrader.shed_steps': {
+    kind: 'gauge',
+    unit: '{step}',
+    description: 'Shedding steps in force (0 when not overloaded)',
+  },
+  'ballast.resilience.degrader.in_flight': {
+    kind: 'upDownCounter',
+    unit: '{request}',
+    description: 'Requests in flight now (begin() and track())',
+  },
+  'ballast.resilience.degrader.event_loop_delay': {
+    kind: 'gauge',
+    unit: 's',
+    description: 'The latest event-loop p99 delay sample (only while watching overload)',
+  },
+} satisfies Record<string, ObservedInstrument>
 
 /** Why a feature changed level. */
 export type ChangeReason = 'overload' | 'recovered' | 'breaker' | 'override'
@@ -190,6 +226,7 @@ export class Degrader<F extends string = string> {
   readonly #histogram: EventLoopHistogram | undefined
   readonly #timer: NodeJS.Timeout | undefined
   readonly #unsubscribe: (() => void)[] = []
+  readonly #stopMetrics: () => void
   #shedSteps = 0
   #inFlight = 0
   #eventLoopDelay = 0
@@ -198,6 +235,7 @@ export class Degrader<F extends string = string> {
   /** Use {@link createDegrader}. */
   constructor(options: DegraderOptions<F>) {
     check.object('options', options)
+    const { meter } = resilienceTelemetry(options)
     const features = check.object('features', options.features)
     const names = Object.keys(features)
     if (names.length === 0) check.invalid('features', 'at least one feature', features)
@@ -263,6 +301,7 @@ export class Degrader<F extends string = string> {
       this.#timer = setInterval(() => this.evaluate(), overload.interval)
       this.#timer.unref()
     }
+    this.#stopMetrics = this.#observe(meter)
   }
 
   /** The effective level of a feature. */
@@ -401,10 +440,35 @@ export class Degrader<F extends string = string> {
   async close(): Promise<void> {
     if (this.#closed) return
     this.#closed = true
+    this.#stopMetrics()
     if (this.#timer !== undefined) clearInterval(this.#timer)
     this.#histogram?.disable()
     for (const off of this.#unsubscribe) off()
     this.#events.removeAllListeners()
+  }
+
+  /** The observable instruments, read from the degrader's state when the SDK collects. */
+  #observe(meter: Meter): () => void {
+    const series = [...this.#features.values()].map((feature) => ({
+      feature,
+      byLevel: LEVELS.map((level) => Object.freeze({ [FEATURE]: feature.name, [LEVEL]: level })),
+    }))
+    return observe(meter, DEGRADER_INSTRUMENTS, (record) => {
+      for (const { feature, byLevel } of series) {
+        for (let i = 0; i < LEVELS.length; i++) {
+          record(
+            'ballast.resilience.degrader.level',
+            feature.level === LEVELS[i] ? 1 : 0,
+            byLevel[i],
+          )
+        }
+      }
+      record('ballast.resilience.degrader.shed_steps', this.#shedSteps)
+      record('ballast.resilience.degrader.in_flight', this.#inFlight)
+      if (this.#overload !== undefined) {
+        record('ballast.resilience.degrader.event_loop_delay', this.#eventLoopDelay / 1000)
+      }
+    })
   }
 
   #get(name: string): Feature {

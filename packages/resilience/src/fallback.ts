@@ -1,21 +1,54 @@
-import { Emitter, type Listener, merge, type Unsubscribe } from '@ballast/shared'
+import {
+  Emitter,
+  type Listener,
+  merge,
+  type ObservedInstrument,
+  observe,
+  type TelemetryOptions,
+  type Unsubscribe,
+} from '@ballast/shared'
+import { ResilienceClosedError } from './errors.js'
 import { RUN, rootContext } from './internal/context.js'
+import { FALLBACK_NAME, resilienceTelemetry } from './internal/telemetry.js'
 import { check, checkArgument } from './internal/validate.js'
 import type { ExecutionContext, Operation, Policy } from './policy.js'
 
 /** Options of {@link fallback}. */
-export interface FallbackOptions {
+export interface FallbackOptions extends TelemetryOptions {
   /**
    * Which errors the fallback answers; others go to the caller unchanged.
    * @default every error
    */
   when?: (error: unknown) => boolean
+  /**
+   * Name of the policy in telemetry (the `ballast.resilience.fallback.name` attribute): give
+   * each fallback of a process its own, from a fixed set.
+   * @default 'fallback'
+   */
+  name?: string
 }
 
 /** Defaults of {@link FallbackOptions} (frozen). */
-export const DEFAULT_FALLBACK_OPTIONS: Readonly<Required<FallbackOptions>> = Object.freeze({
+export const DEFAULT_FALLBACK_OPTIONS: Readonly<
+  Required<Omit<FallbackOptions, keyof TelemetryOptions>>
+> = Object.freeze({
   when: () => true,
+  name: 'fallback',
 })
+
+/** The fallback policy's instruments (README, Telemetry). */
+const FALLBACK_INSTRUMENTS = {
+  'ballast.resilience.fallback.calls': {
+    kind: 'counter',
+    unit: '{call}',
+    description: 'Calls started',
+  },
+  'ballast.resilience.fallback.fallbacks': {
+    kind: 'counter',
+    unit: '{call}',
+    description: 'Failed calls the fallback answered',
+  },
+} satisfies Record<string, ObservedInstrument>
 
 /** Events of a {@link FallbackPolicy}, by name. */
 export interface FallbackEvents {
@@ -48,6 +81,9 @@ export class FallbackPolicy<F> implements Policy<F> {
   readonly #events = new Emitter<FallbackEvents>()
   #calls = 0
   #fellBack = 0
+  #closed = false
+  readonly #name: string
+  readonly #stopMetrics: () => void
 
   /** Use {@link fallback}. */
   constructor(
@@ -58,6 +94,18 @@ export class FallbackPolicy<F> implements Policy<F> {
     const o = merge(DEFAULT_FALLBACK_OPTIONS, options)
     this.#handler = handler
     this.#when = check.func<(error: unknown) => boolean>('when', o.when)
+    this.#name = check.string('name', o.name)
+    const { meter } = resilienceTelemetry(options)
+    const named = Object.freeze({ [FALLBACK_NAME]: this.#name })
+    this.#stopMetrics = observe(meter, FALLBACK_INSTRUMENTS, (record) => {
+      record('ballast.resilience.fallback.calls', this.#calls, named)
+      record('ballast.resilience.fallback.fallbacks', this.#fellBack, named)
+    })
+  }
+
+  /** The policy's name in telemetry. */
+  get name(): string {
+    return this.#name
   }
 
   /** Runs `fn`; if it fails with an error `when` accepts, resolves with the fallback instead. */
@@ -67,6 +115,9 @@ export class FallbackPolicy<F> implements Policy<F> {
 
   /** @internal */
   [RUN]<T>(fn: Operation<T>, context: ExecutionContext): Promise<T | F> {
+    if (this.#closed) {
+      return Promise.reject(new ResilienceClosedError('fallback policy', 'execute'))
+    }
     this.#calls++
     let result: T | PromiseLike<T>
     try {
@@ -102,6 +153,17 @@ export class FallbackPolicy<F> implements Policy<F> {
   /** Removes a listener. */
   off<K extends keyof FallbackEvents>(event: K, listener: Listener<FallbackEvents[K]>): void {
     this.#events.off(event, listener)
+  }
+
+  /**
+   * Stops reporting metrics and removes the listeners; later calls reject with
+   * {@link ResilienceClosedError}. Calls already running finish as before.
+   */
+  async close(): Promise<void> {
+    if (this.#closed) return
+    this.#closed = true
+    this.#stopMetrics()
+    this.#events.removeAllListeners()
   }
 
   #answer(error: unknown, context: ExecutionContext): Promise<F> {

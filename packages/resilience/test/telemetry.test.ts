@@ -6,8 +6,10 @@ import {
   BulkheadRejectedError,
   bulkhead,
   circuitBreaker,
+  createDegrader,
   createIdempotency,
   createRateLimiter,
+  fallback,
   InvalidArgumentError,
   ResilienceClosedError,
   retry,
@@ -345,6 +347,78 @@ describe('local rate limiter telemetry', () => {
   })
 })
 
+describe('fallback telemetry', () => {
+  it('counts calls and the failures it answered', async () => {
+    const policy = fallback(() => [] as string[], { name: 'recommendations', ...sdk() })
+    closers.push(() => policy.close())
+    await policy.execute(() => ['a'])
+    await policy.execute(down)
+    const named = { 'ballast.resilience.fallback.name': 'recommendations' }
+    expect(await otel.value('ballast.resilience.fallback.calls', named)).toBe(2)
+    expect(await otel.value('ballast.resilience.fallback.fallbacks', named)).toBe(1)
+    await policy.close()
+    await expect(policy.execute(() => ['a'])).rejects.toBeInstanceOf(ResilienceClosedError)
+  })
+})
+
+describe('degrader telemetry', () => {
+  it('reports each feature level as one gauge series per level, requests in flight and shed steps', async () => {
+    const psp = circuitBreaker({ name: 'psp', volumeThreshold: 1, resetTimeout: 60_000 })
+    const degrader = createDegrader({
+      features: {
+        recommendations: { priority: 10 },
+        payments: { priority: 100, minLevel: 'full', breakers: [psp], breakerLevel: 'degraded' },
+      },
+      overload: false,
+      ...sdk(),
+    })
+    closers.push(
+      () => degrader.close(),
+      () => psp.close(),
+    )
+    const level = (feature: string, l: string) =>
+      otel.value('ballast.resilience.degrader.level', {
+        'ballast.resilience.feature': feature,
+        'ballast.resilience.level': l,
+      })
+    expect(await level('recommendations', 'full')).toBe(1)
+    expect(await level('payments', 'full')).toBe(1)
+    degrader.override('recommendations', 'off')
+    psp.trip()
+    expect(await level('recommendations', 'full')).toBe(0)
+    expect(await level('recommendations', 'off')).toBe(1)
+    expect(await level('payments', 'degraded')).toBe(1)
+    expect(await level('payments', 'full')).toBe(0)
+    expect(await otel.points('ballast.resilience.degrader.level')).toHaveLength(6)
+    const end = degrader.begin()
+    expect(await otel.value('ballast.resilience.degrader.in_flight')).toBe(1)
+    end()
+    expect(await otel.value('ballast.resilience.degrader.in_flight')).toBe(0)
+    expect(await otel.value('ballast.resilience.degrader.shed_steps')).toBe(0)
+    // Not watching overload: no event-loop delay to report.
+    expect(await otel.points('ballast.resilience.degrader.event_loop_delay')).toEqual([])
+  })
+
+  it('reports the event-loop delay in seconds while watching overload', async () => {
+    const degrader = createDegrader({
+      features: { search: { priority: 1 } },
+      overload: { interval: 250 },
+      ...sdk(),
+    })
+    closers.push(() => degrader.close())
+    const sampled = new Promise<number>((resolve) =>
+      degrader.on('sampled', ({ eventLoopDelayMs }) => {
+        if (eventLoopDelayMs > 0) resolve(eventLoopDelayMs)
+      }),
+    )
+    const busyUntil = Date.now() + 30
+    while (Date.now() < busyUntil) {} // block the loop once
+    const ms = await sampled
+    // Read before the next sample, 250 ms later.
+    expect(await otel.value('ballast.resilience.degrader.event_loop_delay')).toBe(ms / 1000)
+  })
+})
+
 describe('close()', () => {
   it('removes the one batch callback each component registered', async () => {
     const { meterProvider } = sdk()
@@ -379,11 +453,17 @@ describe('close()', () => {
       timeout({ meterProvider: counting }),
       bulkhead({ limit: 1, meterProvider: counting }),
       createRateLimiter({ limit: 1, meterProvider: counting }),
+      fallback(() => 0, { meterProvider: counting }),
+      createDegrader({
+        features: { a: { priority: 1 } },
+        overload: false,
+        meterProvider: counting,
+      }),
     ]
-    expect(added).toBe(5)
+    expect(added).toBe(7)
     for (const c of components) await c.close()
     for (const c of components) await c.close() // twice: removed once
-    expect(removed).toBe(5)
+    expect(removed).toBe(7)
   })
 })
 

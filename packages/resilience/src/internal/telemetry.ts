@@ -32,8 +32,13 @@ export const BREAKER_NAME = 'ballast.resilience.breaker.name'
 export const RETRY_NAME = 'ballast.resilience.retry.name'
 export const TIMEOUT_NAME = 'ballast.resilience.timeout.name'
 export const BULKHEAD_NAME = 'ballast.resilience.bulkhead.name'
+export const FALLBACK_NAME = 'ballast.resilience.fallback.name'
 export const RATE_LIMITER_NAME = 'ballast.resilience.rate_limiter.name'
 export const IDEMPOTENCY_NAME = 'ballast.resilience.idempotency.name'
+/** A degrader feature's name (from the application's configuration). */
+export const FEATURE = 'ballast.resilience.feature'
+/** A degrader level: `full`, `degraded`, `off`. */
+export const LEVEL = 'ballast.resilience.level'
 /** A breaker state: `closed`, `open`, `halfOpen`. */
 export const STATE = 'ballast.resilience.state'
 /** How a call, a claim or a write ended. */
