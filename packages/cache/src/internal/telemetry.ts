@@ -210,6 +210,9 @@ function canRecord(tracer: Tracer): boolean {
   return !(tracer instanceof ProxyTracer)
 }
 
+/** The default port of Redis, which `server.port` is not given for. */
+const REDIS_PORT = 6379
+
 /** `db.system.name`, and for a standalone client the server and database index it talks to. */
 function redisAttributes(client: RedisClient | undefined): Attributes {
   const attributes: Attributes = { 'db.system.name': 'redis' }
@@ -220,7 +223,10 @@ function redisAttributes(client: RedisClient | undefined): Attributes {
   if (options === undefined) return attributes
   if (typeof options.host === 'string' && options.path == null) {
     attributes['server.address'] = options.host
-    if (typeof options.port === 'number') attributes['server.port'] = options.port
+    // the conventions ask for the port only when it is not the default: one attribute less
+    // for the SDK to hash on every point
+    if (typeof options.port === 'number' && options.port !== REDIS_PORT)
+      attributes['server.port'] = options.port
   }
   if (typeof options.db === 'number') attributes['db.namespace'] = String(options.db)
   return attributes
