@@ -171,7 +171,7 @@ describe('idempotency store telemetry (Redis)', () => {
       'db.operation.name': 'EVALSHA',
       'db.query.summary': 'EVALSHA claim',
       'server.address': fixture.redis.options.host,
-      'server.port': fixture.redis.options.port,
+      ...(fixture.redis.options.port === 6379 ? {} : { 'server.port': fixture.redis.options.port }),
       'ballast.resilience.idempotency.name': 'payments',
       'ballast.resilience.outcome': 'new',
     })

@@ -105,7 +105,10 @@ export function redisAttributes(client: RedisLike): Attributes {
     | undefined
   if (options !== undefined && typeof options.host === 'string' && options.path == null) {
     attributes['server.address'] = options.host
-    if (typeof options.port === 'number') attributes['server.port'] = options.port
+    // As the semantic conventions ask: the port only when it is not Redis's default.
+    if (typeof options.port === 'number' && options.port !== 6379) {
+      attributes['server.port'] = options.port
+    }
   }
   return attributes
 }
