@@ -11,6 +11,7 @@ import { existsSync, readFileSync, rmSync } from 'node:fs'
 import { join } from 'node:path'
 import { SHOP_DIR } from './config.js'
 import { controlHeaders } from './control.js'
+import { isShopPrometheus, prometheusPidFile } from './platform/prometheus.js'
 import { CHAOS_FAULTS, type ChaosFault } from './services/gateway.js'
 import { startShop } from './supervisor.js'
 
@@ -60,6 +61,17 @@ async function stop(): Promise<void> {
     await new Promise((r) => setTimeout(r, 1000))
     for (const c of list)
       if (c.pid && alive(c.pid) && isShopProcess(c.pid)) process.kill(c.pid, 'SIGKILL')
+  }
+  // A Prometheus left by a supervisor that could not stop it (killed with SIGKILL).
+  const promPidFile = prometheusPidFile(runDir)
+  if (existsSync(promPidFile)) {
+    const pid = Number(readFileSync(promPidFile, 'utf8').trim())
+    if (pid && alive(pid) && isShopPrometheus(pid, runDir)) {
+      process.kill(pid, 'SIGTERM')
+      for (let i = 0; i < 50 && alive(pid); i++) await new Promise((r) => setTimeout(r, 100))
+      stopped++
+    }
+    rmSync(promPidFile, { force: true })
   }
   rmSync(pidFile, { force: true })
   rmSync(childrenFile, { force: true })

@@ -142,6 +142,7 @@ describe('shop in a browser', () => {
     await b.close()
   })
 
+  // 45 s: the ops page at its end also reads Prometheus and the trace receiver (room for a loaded machine).
   it('shows a changed price on every catalog instance and through the gateway cache', async () => {
     const anon = new Client(shop.url)
     const before = await anon.get('/product/3')
@@ -205,7 +206,7 @@ describe('shop in a browser', () => {
     expect(routerCell).toMatch(/a: primary \d+ q, \d+ failed/)
     expect(routerCell).toMatch(/b: primary \d+ q/)
     await ctx.close()
-  })
+  }, 45_000)
 
   it('refuses forms without a CSRF token, limits login attempts and serves hashed assets for a year', async () => {
     const c = new Client(shop.url)

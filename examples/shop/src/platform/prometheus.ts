@@ -5,7 +5,14 @@
  * client of its HTTP API that the ops page reads (`query_range`, `alerts`).
  */
 import { type ChildProcess, spawn } from 'node:child_process'
-import { createWriteStream, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs'
+import {
+  createWriteStream,
+  existsSync,
+  mkdirSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs'
 import { join } from 'node:path'
 import { SHOP_DIR, type ShopConfig } from '../config.js'
 
@@ -98,6 +105,9 @@ export async function startPrometheus(
     ],
     { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] },
   )
+  // For `main.ts stop`, which ends a Prometheus left behind by a supervisor that was killed.
+  const pidFile = prometheusPidFile(config.runDir)
+  if (proc.pid) writeFileSync(pidFile, `${proc.pid}\n`)
   proc.stdout?.pipe(log, { end: false })
   proc.stderr?.pipe(log, { end: false })
   const exited = new Promise<number | null>((resolve) => proc.once('exit', (code) => resolve(code)))
@@ -110,6 +120,7 @@ export async function startPrometheus(
       await exited
       clearTimeout(t)
     }
+    rmSync(pidFile, { force: true })
     log.end()
   }
 
@@ -132,6 +143,24 @@ export async function startPrometheus(
     await new Promise((r) => setTimeout(r, 100))
   }
   return { url, process: proc, stop }
+}
+
+/** Where the supervisor notes its Prometheus's pid. */
+export function prometheusPidFile(runDir: string): string {
+  return join(runDir, 'prometheus', 'prometheus.pid')
+}
+
+/**
+ * Whether `pid` is the Prometheus of this run directory (its command line names the
+ * configuration file written there), so `stop` never signals another process that took the pid.
+ */
+export function isShopPrometheus(pid: number, runDir: string): boolean {
+  try {
+    const cmd = readFileSync(`/proc/${pid}/cmdline`, 'utf8')
+    return cmd.includes(`--config.file=${join(runDir, 'prometheus', 'prometheus.yml')}`)
+  } catch {
+    return false
+  }
 }
 
 /** One series of a range query: its labels and `[unix seconds, value]` points. */
@@ -174,8 +203,15 @@ export async function queryRange(
   }>(`${base}/api/v1/query_range?${params}`, o.timeout ?? 2000)
   return data.result.map((r) => ({
     metric: r.metric,
-    values: r.values.map(([t, v]) => [t, Number(v)] as [number, number]),
+    values: r.values.map(([t, v]) => [t, sampleValue(v)] as [number, number]),
   }))
+}
+
+/** A sample as Prometheus writes it in JSON: a decimal, `NaN`, `+Inf` or `-Inf` (which `Number()` reads as NaN). */
+export function sampleValue(text: string): number {
+  if (text === '+Inf') return Number.POSITIVE_INFINITY
+  if (text === '-Inf') return Number.NEGATIVE_INFINITY
+  return Number(text)
 }
 
 /** The alerts Prometheus holds now (pending and firing). */
