@@ -2,6 +2,7 @@ import { durationHistogram, errorType } from '@ballast/shared'
 import {
   type Attributes,
   context,
+  createNoopMeter,
   type Histogram,
   type Meter,
   type Span,
@@ -48,6 +49,11 @@ export const TRANSACTION_SPAN = 'ballast.sharding.transaction'
 /** The tracer and histograms one router's statements record into, shared by its servers. */
 export interface QueryInstruments {
   readonly tracer: Tracer
+  /**
+   * Whether the meter records anything: `false` for the API's no-op meter (no SDK), when a
+   * statement that no span records either reads no clock.
+   */
+  readonly metered: boolean
   /** `db.client.operation.duration`: every statement's round trip. */
   readonly duration: Histogram
   /** `ballast.sharding.gtid_wait.duration`: how long replicas took to apply a causal token. */
@@ -60,6 +66,7 @@ export interface QueryInstruments {
 export function queryInstruments(meter: Meter, tracer: Tracer): QueryInstruments {
   return {
     tracer,
+    metered: meter !== createNoopMeter(),
     duration: durationHistogram(
       meter,
       'db.client.operation.duration',
@@ -290,6 +297,7 @@ interface WaitRow {
  */
 export class QueryOp {
   readonly span: Span
+  /** `performance.now()` at the start; NaN when nothing records the statement (no SDK). */
   readonly startedAt: number
   /** The statement's first result set is a `MASTER_GTID_WAIT` (see the router's replica reads). */
   gtidWait = false
@@ -299,16 +307,21 @@ export class QueryOp {
   constructor(server: ServerTelemetry, operation: Operation) {
     this.#server = server
     this.#operation = operation
-    this.startedAt = performance.now()
-    this.span = server.instruments.tracer.startSpan(operation.spanName, {
+    const instruments = server.instruments
+    this.span = instruments.tracer.startSpan(operation.spanName, {
       kind: SpanKind.CLIENT,
       attributes: operation.attributes,
-      startTime: this.startedAt,
     })
+    // With no SDK (the no-op meter, a span that records nothing) the statement reads no clock.
+    this.startedAt = instruments.metered || this.span.isRecording() ? performance.now() : Number.NaN
   }
 
   /** The statement succeeded with `result`. */
   end(result: unknown): void {
+    if (Number.isNaN(this.startedAt)) {
+      this.span.end()
+      return
+    }
     const end = performance.now()
     const operation = this.#current()
     if (this.gtidWait) this.#waited(result, end)
@@ -318,6 +331,10 @@ export class QueryOp {
 
   /** The statement failed with `error` (as the caller sees it). */
   fail(error: unknown): void {
+    if (Number.isNaN(this.startedAt)) {
+      this.span.end()
+      return
+    }
     const end = performance.now()
     const operation = this.#current()
     const type = errorType(error)
