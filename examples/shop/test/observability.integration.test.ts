@@ -207,6 +207,13 @@ describe('the ops page', () => {
       .getAttribute('d')
     expect(path).toMatch(/^M[\d.]+ [\d.]+( L[\d.]+ [\d.]+)+/)
     expect(await page.locator('[data-alerts]').count()).toBe(1)
+    // The traces section (the waterfall of the last checkouts, tested with a real trace in
+    // tracing.integration.test.ts) and every instance's values as text, never raw JSON.
+    expect(await page.locator('[data-traces]').count()).toBe(1)
+    const cells = await page.locator('[data-instance-row] td').allTextContents()
+    expect(cells.length).toBeGreaterThan(10)
+    for (const cell of cells) expect(cell).not.toMatch(/[{}]|"\w+":/)
+    expect(cells.join(' ')).toMatch(/broker: published \d+/)
     // A string: the test's TypeScript has no DOM types.
     const overflow = Number(
       await page.evaluate('document.documentElement.scrollWidth - window.innerWidth'),
