@@ -7,6 +7,7 @@ import {
   type Histogram,
   INVALID_SPAN_CONTEXT,
   type Tracer,
+  trace,
 } from '@opentelemetry/api'
 import type { ChannelModel, ConsumeMessage, Options } from 'amqplib'
 import type { BrokerEvents } from './brokerEvents.js'
@@ -49,6 +50,7 @@ import {
   records,
   settle,
   startPublishSpan,
+  tracingCheck,
   withContext,
 } from './internal/telemetry.js'
 import { brief, check, checkArgument } from './internal/validate.js'
@@ -265,6 +267,8 @@ export class Broker {
   /** The consumer counters per queue, for the instruments' `messaging.destination.name`. */
   readonly #queueTotals = new Map<string, Record<keyof ConsumerStats, number>>()
   readonly #tracer: Tracer
+  /** Whether a span could record: false while no SDK is installed. */
+  readonly #tracing: () => boolean
   readonly #processDuration: Histogram
   /** `messaging.client.operation.duration` of publishes, or undefined when it records nothing (no SDK). */
   readonly #operationDuration: Histogram | undefined
@@ -306,6 +310,7 @@ export class Broker {
     // checked with the other options, before anything starts
     const { meter, tracer } = mqTelemetry(options)
     this.#tracer = tracer
+    this.#tracing = tracingCheck(options)
     this.#processDuration = processDuration(meter)
     const duration = operationDuration(meter)
     this.#operationDuration = records(duration) ? duration : undefined
@@ -563,6 +568,14 @@ export class Broker {
     }
     const histogram = this.#operationDuration
     const started = histogram === undefined ? 0 : performance.now()
+    // no SDK and no trace around: no span, nothing to propagate (the common case without an SDK
+    // pays two lookups, not a span)
+    if (!this.#tracing() && trace.getSpan(parent) === undefined)
+      return settle(
+        this.#publisher.send(exchange, routingKey, content, publishOptions, bypassLimit),
+        undefined,
+        histogram === undefined ? undefined : { histogram, attributes: target.attributes, started },
+      )
     const span = startPublishSpan(
       this.#tracer,
       target,
@@ -571,7 +584,7 @@ export class Broker {
       content.length,
       parent,
     )
-    // no SDK and no trace around: a span with the invalid context has nothing to propagate
+    // a span with the invalid context (no SDK for ours) has nothing to propagate
     if (span.spanContext() !== INVALID_SPAN_CONTEXT) {
       const headers = withContext(publishOptions.headers, contextWith(parent, span))
       if (headers !== undefined) publishOptions.headers = headers

@@ -739,6 +739,32 @@ describe('mq telemetry', () => {
     }
   })
 
+  it('without a tracer provider (no SDK) adds no header, yet passes on the context of a trace around the publish', async () => {
+    const queue = names.queue('nosdk')
+    const b = createBroker({
+      urls: url,
+      shutdownTimeout: 2000,
+      name: uniqueName('nosdk'),
+      topology: { queues: [{ name: queue }] },
+    })
+    brokers.push(b)
+    const received: Delivery[] = []
+    await b.consume(queue, (m) => {
+      received.push(m)
+    })
+    await b.publish('', queue, { n: 1 }, { messageId: 'plain' })
+    const { request } = await inRequest(() =>
+      b.publish('', queue, { n: 2 }, { messageId: 'in-request' }),
+    )
+    await until(() => received.length === 2, 10_000, 'two deliveries')
+    const plain = received.find((m) => m.messageId === 'plain')
+    const inTrace = received.find((m) => m.messageId === 'in-request')
+    expect(plain?.headers.traceparent).toBeUndefined()
+    // the application's span (from another provider) goes on in the message, unchanged
+    expect(inTrace?.headers.traceparent).toBe(`00-${request.traceId}-${request.spanId}-01`)
+    expect(otel.spans().filter((s) => s.name.endsWith(queue))).toEqual([])
+  })
+
   it('checks meterProvider and tracerProvider like the other options, before connecting', () => {
     expect(() => createBroker({ urls: url, meterProvider: {} as MeterProvider })).toThrow(
       /invalid option "meterProvider": expected an OpenTelemetry MeterProvider/,

@@ -12,6 +12,7 @@ import {
   type Context,
   createNoopMeter,
   type Histogram,
+  ProxyTracerProvider,
   type Span,
   SpanKind,
   type SpanOptions,
@@ -27,6 +28,20 @@ export const SCOPE = '@ballast/mq'
 
 /** `messaging.system` of every span and instrument (the messaging semantic conventions). */
 export const MESSAGING_SYSTEM = 'rabbitmq'
+
+/** The API's no-op provider: what the global provider hands out until an SDK registers one. */
+const NOOP_TRACER_PROVIDER = new ProxyTracerProvider().getDelegate()
+
+/**
+ * Whether spans from these options can record anything: false only while the global provider is
+ * used and no SDK has registered one (checked per call: an SDK may register after construction).
+ */
+export function tracingCheck(options: TelemetryOptions): () => boolean {
+  if (options.tracerProvider !== undefined) return () => true
+  const provider = trace.getTracerProvider()
+  if (!(provider instanceof ProxyTracerProvider)) return () => true
+  return () => provider.getDelegate() !== NOOP_TRACER_PROVIDER
+}
 
 /**
  * The meter and tracer of one component of the package, from its `meterProvider` and
@@ -155,10 +170,10 @@ export function operationDuration(meter: Telemetry['meter']): Histogram {
  */
 export function settle(
   sent: Promise<void>,
-  span: Span,
+  span: Span | undefined,
   duration: { histogram: Histogram; attributes: Attributes; started: number } | undefined,
 ): Promise<void> {
-  const traced = span.isRecording()
+  const traced = span?.isRecording() === true
   if (!traced && duration === undefined) return sent
   return sent.then(
     () => {
@@ -167,7 +182,7 @@ export function settle(
           (performance.now() - duration.started) / 1000,
           duration.attributes,
         )
-      if (traced) span.end()
+      if (traced) span?.end()
     },
     (error: unknown) => {
       if (duration !== undefined)
@@ -175,7 +190,7 @@ export function settle(
           ...duration.attributes,
           'error.type': errorType(error),
         })
-      if (traced) {
+      if (traced && span !== undefined) {
         failSpan(span, error)
         span.end()
       }
