@@ -14,6 +14,6 @@ source scripts/env.sh
 pnpm install --frozen-lockfile --reporter=silent
 bash scripts/system-deps.sh
 bash scripts/servers.sh
-bash scripts/topology.sh start
+bash scripts/topology.sh start mariadb redis-cluster # the shop needs no RabbitMQ cluster
 cd examples/shop
 exec node --conditions=@ballast/source --import tsx src/main.ts start

@@ -37,6 +37,7 @@ if [ -z "${MYSQL_PRIMARY_URL:-}" ] || [ -z "${MYSQL_REPLICA_URL:-}" ]; then
   bash scripts/topology.sh start mariadb
 fi
 if [ -z "${REDIS_CLUSTER_NODES:-}" ]; then bash scripts/topology.sh start redis-cluster; fi
+if [ -z "${AMQP_CLUSTER_URLS:-}" ]; then bash scripts/topology.sh start rabbitmq-cluster; fi
 
 results="$BALLAST_ROOT/.tools/test-results"
 rm -rf "$results" && mkdir -p "$results"

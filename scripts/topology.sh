@@ -4,16 +4,18 @@
 #   MariaDB primary  127.0.0.1:3307  (server_id 1, binlog, GTID)
 #   MariaDB replica  127.0.0.1:3308  (server_id 2, read_only, replicates 3307 by GTID)
 #   Redis Cluster    127.0.0.1:7000-7005 (3 masters + 3 replicas, no persistence)
+#   RabbitMQ cluster 127.0.0.1:5681-5683 (nodes ballast1..3@localhost, one Erlang cookie,
+#                    Erlang distribution on 25681-25683; guest/guest from loopback)
 #
 # MariaDB users: root with an EMPTY password (localhost, 127.0.0.1, %), repl/repl for
 # replication. Database `test` exists on both servers.
 #
-# Usage: scripts/topology.sh start|stop|restart|status [mariadb|redis-cluster]...
+# Usage: scripts/topology.sh start|stop|restart|status [mariadb|redis-cluster|rabbitmq-cluster]...
 #        (no component = all)
 #
 # All state lives in <repo>/.topology/ (git-ignored). Everything there is test data:
 # deleting the folder (after `stop`) gives a clean topology on the next `start`.
-# The shared servers on 3306/6379/5672 are never touched.
+# The shared servers on 3306/6379/5672 (and the standard rabbit@localhost node) are never touched.
 set -euo pipefail
 
 SCRIPT_DIR=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd -P)
@@ -21,10 +23,14 @@ ROOT=$(cd -- "$SCRIPT_DIR/.." && pwd -P)
 TOPO="$ROOT/.topology"
 MDB_DIR="$TOPO/mariadb"
 RC_DIR="$TOPO/redis-cluster"
+RMQ_DIR="$TOPO/rabbitmq-cluster"
 
 PRIMARY_PORT=3307
 REPLICA_PORT=3308
 REDIS_PORTS=(7000 7001 7002 7003 7004 7005)
+RMQ_NODES=(1 2 3) # node N: ballastN@localhost, AMQP on 5680+N, distribution on 25680+N
+RMQ_AMQP_BASE=5680
+RMQ_DIST_BASE=25680
 REPL_USER=repl
 REPL_PASSWORD=repl
 
@@ -33,6 +39,7 @@ REPL_TIMEOUT=20        # seconds for replication threads to run and catch up
 REDIS_READY_TIMEOUT=10 # seconds for a redis-server to answer PING
 CLUSTER_TIMEOUT=20     # seconds for cluster_state:ok (after create or restart)
 STOP_TIMEOUT=30        # seconds for a process to exit after shutdown
+RMQ_READY_TIMEOUT=120  # seconds for a rabbitmq node to boot (about 6 s each on 2 cores)
 
 # ----------------------------------------------------------------------------- helpers
 
@@ -673,17 +680,215 @@ redis_status() {
   return "$ok"
 }
 
+# ----------------------------------------------------------------------------- rabbitmq
+#
+# Three nodes from the machine's own rabbitmq-server, beside the standard rabbit@localhost.
+# Every server and CLI call runs with the node's own environment (rmq_env): /etc/rabbitmq's
+# env file and config name the standard node and bind 5672, so both are overridden; HOME is a
+# private one holding the shared Erlang cookie (Erlang would write a random one to the real
+# HOME before --erlang-cookie applies); the CLIs come from /usr/lib/rabbitmq/bin (the
+# /usr/sbin wrappers switch to the rabbitmq user). Settings tried on this machine:
+# ../shared/research/rabbitmq-cluster.md.
+
+rmq_node() { printf 'ballast%s@localhost\n' "$1"; }
+rmq_port() { printf '%s\n' "$((RMQ_AMQP_BASE + $1))"; }
+rmq_home() { printf '%s\n' "$RMQ_DIR/n$1"; }
+
+# Run "${@:2}" with node $1's environment.
+rmq_env() {
+  local n=$1 d
+  shift
+  d=$(rmq_home "$n")
+  env HOME="$RMQ_DIR/home" \
+    RABBITMQ_CONF_ENV_FILE="$RMQ_DIR/rabbitmq-env.conf" \
+    RABBITMQ_NODENAME="$(rmq_node "$n")" \
+    RABBITMQ_NODE_IP_ADDRESS=127.0.0.1 \
+    RABBITMQ_NODE_PORT="$(rmq_port "$n")" \
+    RABBITMQ_DIST_PORT="$((RMQ_DIST_BASE + n))" \
+    RABBITMQ_CONFIG_FILE="$d/rabbitmq.conf" \
+    RABBITMQ_ADVANCED_CONFIG_FILE="$d/advanced.config" \
+    RABBITMQ_MNESIA_BASE="$d/mnesia" \
+    RABBITMQ_LOG_BASE="$d/log" \
+    RABBITMQ_ENABLED_PLUGINS_FILE="$d/enabled_plugins" \
+    RABBITMQ_PID_FILE="$d/node.pid" \
+    ERL_CRASH_DUMP="$d/erl_crash.dump" \
+    RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS="-kernel inet_dist_use_interface {127,0,0,1}" \
+    ERL_EPMD_ADDRESS=127.0.0.1 \
+    ERL_FLAGS="" \
+    PATH="$RMQ_BIN:$PATH" \
+    "$@"
+}
+
+rmq_ctl() {
+  local n=$1
+  shift
+  rmq_env "$n" rabbitmqctl -n "$(rmq_node "$n")" "$@"
+}
+
+rmq_pid() {
+  local pidfile pid
+  pidfile="$(rmq_home "$1")/node.pid"
+  [[ -f "$pidfile" ]] || return 1
+  pid=$(tr -dc '0-9' <"$pidfile" 2>/dev/null) || return 1
+  # the node name is not on a 3.10 node's command line, only in its environment
+  pid_matches "$pid" "$RMQ_DIR/home" >/dev/null || return 1
+  tr '\0' '\n' <"/proc/$pid/environ" 2>/dev/null | grep -qx "RABBITMQ_NODENAME=$(rmq_node "$1")" || return 1
+  printf '%s\n' "$pid"
+}
+
+# 0 when node $1 runs and its app is up.
+rmq_up() { rmq_ctl "$1" -q await_startup --timeout 2 >/dev/null 2>&1; }
+
+rmq_prepare() {
+  local n d
+  mkdir -p "$RMQ_DIR/home"
+  : >"$RMQ_DIR/rabbitmq-env.conf"
+  if [[ ! -f "$RMQ_DIR/home/.erlang.cookie" ]]; then
+    # one cookie for the three nodes and their CLIs; Erlang refuses a cookie others can read
+    printf 'BALLASTTOPOLOGY%s' "$(od -An -N12 -tx1 /dev/urandom | tr -dc '0-9a-f' | tr 'a-f' 'A-F')" \
+      >"$RMQ_DIR/home/.erlang.cookie"
+    chmod 400 "$RMQ_DIR/home/.erlang.cookie"
+  fi
+  for n in "${RMQ_NODES[@]}"; do
+    d=$(rmq_home "$n")
+    mkdir -p "$d/log"
+    printf 'listeners.tcp.1 = 127.0.0.1:%s\nloopback_users.guest = true\nlog.console = false\nlog.file.level = info\n' \
+      "$(rmq_port "$n")" >"$d/rabbitmq.conf"
+    printf '[].\n' >"$d/advanced.config"
+    printf '[].\n' >"$d/enabled_plugins"
+  done
+}
+
+# Launch node $1 (detached, its own session) unless it already runs; does not wait.
+rmq_launch() {
+  local n=$1 d
+  d=$(rmq_home "$n")
+  if rmq_pid "$n" >/dev/null; then return 0; fi
+  rm -f "$d/node.pid"
+  if port_listening "$(rmq_port "$n")"; then
+    die "port 127.0.0.1:$(rmq_port "$n") is in use by another process; cannot start $(rmq_node "$n")"
+  fi
+  # the subshell's own descriptors go to the log too: the shell that runs rmq_env stays as the
+  # server's parent, and must not hold the caller's stdout (a pipe would never see its end)
+  (cd "$d" && exec >"$d/stdout.log" 2>&1 </dev/null 9>&- && rmq_env "$n" setsid nohup rabbitmq-server &)
+  RMQ_STARTED+=("$n")
+}
+
+rmq_wait() {
+  local n=$1 d deadline=$((SECONDS + RMQ_READY_TIMEOUT))
+  d=$(rmq_home "$n")
+  until [[ -s "$d/node.pid" ]]; do
+    if ((SECONDS >= deadline)); then
+      show_log_tail "$d/stdout.log"
+      die "$(rmq_node "$n") wrote no pid file within ${RMQ_READY_TIMEOUT}s"
+    fi
+    sleep 0.2
+  done
+  if ! rmq_ctl "$n" -q wait "$d/node.pid" --timeout "$RMQ_READY_TIMEOUT" >/dev/null 2>&1; then
+    show_log_tail "$d/stdout.log"
+    die "$(rmq_node "$n") did not boot within ${RMQ_READY_TIMEOUT}s; see $d/log"
+  fi
+}
+
+# The nodes node $1 sees running in its cluster, one per line.
+rmq_running_nodes() {
+  rmq_ctl "$1" -q cluster_status --formatter json 2>/dev/null |
+    sed -n 's/.*"running_nodes":\[\([^]]*\)\].*/\1/p' | tr -d '"' | tr ',' '\n'
+}
+
+rmq_clustered() {
+  local n
+  for n in "${RMQ_NODES[@]}"; do
+    [[ "$(rmq_running_nodes "$n" | grep -c '^ballast[0-9]*@localhost$')" == "${#RMQ_NODES[@]}" ]] || return 1
+  done
+}
+
+rmq_join() {
+  local n=$1 first
+  first=$(rmq_node "${RMQ_NODES[0]}")
+  if rmq_running_nodes "$n" | grep -qx "$first"; then return 0; fi
+  log "joining $(rmq_node "$n") to $first"
+  {
+    rmq_ctl "$n" stop_app &&
+      rmq_ctl "$n" join_cluster "$first" &&
+      rmq_ctl "$n" start_app
+  } >"$(rmq_home "$n")/join.log" 2>&1 || {
+    show_log_tail "$(rmq_home "$n")/join.log"
+    return 1
+  }
+}
+
+rabbitmq_start() {
+  local n deadline
+  RMQ_STARTED=()
+  rmq_prepare
+  for n in "${RMQ_NODES[@]}"; do rmq_launch "$n"; done
+  for n in "${RMQ_NODES[@]}"; do rmq_wait "$n"; done
+  if ((${#RMQ_STARTED[@]})); then log "started rabbitmq nodes ${RMQ_STARTED[*]/#/ballast}"; fi
+  for n in "${RMQ_NODES[@]:1}"; do
+    if ! rmq_join "$n"; then
+      warn "$(rmq_node "$n") could not join; resetting it (test data only) and joining again"
+      rmq_ctl "$n" stop_app >/dev/null 2>&1 || true
+      rmq_ctl "$n" force_reset >/dev/null 2>&1 || true
+      rmq_ctl "$n" start_app >/dev/null 2>&1 || true
+      rmq_join "$n" || die "$(rmq_node "$n") could not join the cluster; see $(rmq_home "$n")/log"
+    fi
+  done
+  deadline=$((SECONDS + CLUSTER_TIMEOUT))
+  until rmq_clustered; do
+    ((SECONDS < deadline)) || die "rabbitmq cluster: not every node sees the other two after ${CLUSTER_TIMEOUT}s"
+    sleep 0.5
+  done
+  log "rabbitmq cluster 127.0.0.1:$(rmq_port 1)-$(rmq_port "${RMQ_NODES[-1]}") up, ${#RMQ_NODES[@]} nodes running"
+}
+
+rabbitmq_stop() {
+  local n pid waits=() stopped=()
+  for n in "${RMQ_NODES[@]}"; do
+    if rmq_pid "$n" >/dev/null; then
+      # with the pid file, stop returns once the process has exited; the three in parallel
+      rmq_ctl "$n" stop "$(rmq_home "$n")/node.pid" >/dev/null 2>&1 &
+      waits+=("$!")
+      stopped+=("$n")
+    fi
+  done
+  for pid in "${waits[@]}"; do wait "$pid" || true; done
+  for n in "${stopped[@]}"; do
+    if pid=$(rmq_pid "$n"); then wait_gone "$pid" "$(rmq_node "$n")"; fi
+    rm -f "$(rmq_home "$n")/node.pid"
+  done
+  if ((${#stopped[@]})); then
+    log "stopped rabbitmq nodes ${stopped[*]/#/ballast}"
+  else
+    log "rabbitmq cluster already stopped"
+  fi
+}
+
+rabbitmq_status() {
+  local ok=0 n pid
+  for n in "${RMQ_NODES[@]}"; do
+    if pid=$(rmq_pid "$n") && rmq_up "$n"; then
+      log "rabbitmq $(rmq_node "$n") 127.0.0.1:$(rmq_port "$n") up (pid $pid), sees: $(rmq_running_nodes "$n" | tr '\n' ' ')"
+    else
+      log "rabbitmq $(rmq_node "$n") 127.0.0.1:$(rmq_port "$n") DOWN"
+      ok=1
+    fi
+  done
+  if ((ok == 0)) && ! rmq_clustered; then ok=1; fi
+  return "$ok"
+}
+
 # ----------------------------------------------------------------------------- main
 
 usage() {
   cat >&2 <<EOF
-usage: $0 start|stop|restart|status [mariadb|redis-cluster]...
+usage: $0 start|stop|restart|status [mariadb|redis-cluster|rabbitmq-cluster]...
   start    start (and on first use create) the topology; idempotent
   stop     stop the selected servers (data in .topology/ is kept)
   restart  stop, then start
   status   show each server up/down, replication and cluster state
            (exit 0 when everything selected is up and healthy, 3 otherwise)
-default component: all (mariadb and redis-cluster)
+default component: all (mariadb, redis-cluster and rabbitmq-cluster)
 EOF
   exit 2
 }
@@ -699,6 +904,10 @@ resolve_bins() {
     REDIS_SERVER=$(need_bin redis-server redis-server)
     REDIS_CLI=$(need_bin redis-cli redis-tools)
   fi
+  if [[ $want == *rabbitmq* ]]; then
+    RMQ_BIN=/usr/lib/rabbitmq/bin
+    [[ -x $RMQ_BIN/rabbitmq-server ]] || die "required $RMQ_BIN/rabbitmq-server not found (install it, e.g. apt-get install rabbitmq-server)"
+  fi
 }
 
 main() {
@@ -706,13 +915,14 @@ main() {
   [[ -n "$cmd" ]] || usage
   shift
   if (($# == 0)); then
-    want="mariadb redis"
+    want="mariadb redis rabbitmq"
   fi
   for comp in "$@"; do
     case $comp in
-      all) want="mariadb redis" ;;
+      all) want="mariadb redis rabbitmq" ;;
       mariadb | mysql) want="$want mariadb" ;;
       redis-cluster | redis) want="$want redis" ;;
+      rabbitmq-cluster | rabbitmq) want="$want rabbitmq" ;;
       *)
         printf 'topology: ERROR: unknown component %s\n' "$comp" >&2
         usage
@@ -726,23 +936,28 @@ main() {
       take_lock
       if [[ $want == *mariadb* ]]; then mariadb_start; fi
       if [[ $want == *redis* ]]; then redis_start; fi
+      if [[ $want == *rabbitmq* ]]; then rabbitmq_start; fi
       log "started in $((SECONDS - t0))s"
       ;;
     stop)
       take_lock
+      if [[ $want == *rabbitmq* ]]; then rabbitmq_stop; fi
       if [[ $want == *redis* ]]; then redis_stop; fi
       if [[ $want == *mariadb* ]]; then mariadb_stop; fi
       ;;
     restart)
       take_lock
+      if [[ $want == *rabbitmq* ]]; then rabbitmq_stop; fi
       if [[ $want == *redis* ]]; then redis_stop; fi
       if [[ $want == *mariadb* ]]; then mariadb_stop; fi
       if [[ $want == *mariadb* ]]; then mariadb_start; fi
       if [[ $want == *redis* ]]; then redis_start; fi
+      if [[ $want == *rabbitmq* ]]; then rabbitmq_start; fi
       ;;
     status)
       if [[ $want == *mariadb* ]]; then mariadb_status || rc=3; fi
       if [[ $want == *redis* ]]; then redis_status || rc=3; fi
+      if [[ $want == *rabbitmq* ]]; then rabbitmq_status || rc=3; fi
       return "$rc"
       ;;
     -h | --help | help) usage ;;

@@ -21,7 +21,7 @@ export async function exportServerUrls(
     const value =
       server.name === 'redis-cluster'
         ? server.nodes.map((node) => `${node.host}:${node.port}`).join(',')
-        : server.url
+        : server.urls.join(',')
     exported[serverEnvVar(server.name)] = value
     env[serverEnvVar(server.name)] = value
   }

@@ -12,6 +12,7 @@ export type { RedisKeyspace, RedisKeyspaceClient } from './redisKeyspace.js'
 export { redisKeyspace } from './redisKeyspace.js'
 export type { HostPort, ResolvedServer, ResolveServerOptions, ServerName } from './servers.js'
 export {
+  amqpClusterUrls,
   amqpUrl,
   containerRuntimeAnswers,
   DEFAULT_RESOLVE_SERVER_OPTIONS,

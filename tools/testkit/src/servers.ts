@@ -11,6 +11,7 @@ export type ServerName =
   | 'mysql-primary'
   | 'mysql-replica'
   | 'amqp'
+  | 'amqp-cluster'
 
 /** A host and port. */
 export interface HostPort {
@@ -32,8 +33,10 @@ export interface ResolvedServer {
   port: number
   /** Where the address came from. */
   source: ServerSource
-  /** Every node, for `redis-cluster`; the single host and port otherwise. */
+  /** Every node, for `redis-cluster` and `amqp-cluster`; the single host and port otherwise. */
   nodes: readonly HostPort[]
+  /** Every node's URL, in the order of {@link ResolvedServer.nodes}. */
+  urls: readonly string[]
 }
 
 /** What {@link resolveServer} may be given instead of the process's own environment and probes. */
@@ -88,8 +91,10 @@ const START_REDIS =
 const START_MARIADB = 'start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd'
 const START_RABBITMQ = 'rabbitmq-server -detached'
 const START_TOPOLOGY = 'bash scripts/topology.sh start'
+const START_RABBITMQ_CLUSTER = 'bash scripts/topology.sh start rabbitmq-cluster'
 
 const CLUSTER_PORTS = [7000, 7001, 7002, 7003, 7004, 7005]
+const AMQP_CLUSTER_PORTS = [5681, 5682, 5683]
 
 /** How each server is found and started. */
 const SPECS: Record<ServerName, ServerSpec> = {
@@ -128,6 +133,12 @@ const SPECS: Record<ServerName, ServerSpec> = {
     local: 'amqp://guest:guest@127.0.0.1:5672',
     defaultPort: 5672,
     start: START_RABBITMQ,
+  },
+  'amqp-cluster': {
+    envVar: 'AMQP_CLUSTER_URLS',
+    local: AMQP_CLUSTER_PORTS.map((port) => `amqp://guest:guest@127.0.0.1:${port}`).join(','),
+    defaultPort: 5672,
+    start: START_RABBITMQ_CLUSTER,
   },
 }
 
@@ -181,19 +192,33 @@ function describe(name: ServerName, address: string, source: ServerSource): Reso
   if (name === 'redis-cluster') {
     const nodes = parseNodeList(address, defaultPort)
     const first = nodes[0]!
-    return {
-      name,
-      url: `redis://${formatHost(first.host)}:${first.port}`,
-      host: first.host,
-      port: first.port,
-      source,
-      nodes,
-    }
+    const urls = nodes.map((node) => `redis://${formatHost(node.host)}:${node.port}`)
+    return { name, url: urls[0]!, host: first.host, port: first.port, source, nodes, urls }
   }
+  if (name === 'amqp-cluster') {
+    const urls = address
+      .split(',')
+      .map((entry) => entry.trim())
+      .filter((entry) => entry.length > 0)
+    if (urls.length === 0)
+      throw new TypeError(`expected amqp://...[,amqp://...], got ${JSON.stringify(address)}`)
+    const nodes = urls.map((entry) => hostPort(entry, defaultPort))
+    return { name, url: urls[0]!, ...nodes[0]!, source, nodes, urls }
+  }
+  return {
+    name,
+    url: address,
+    ...hostPort(address, defaultPort),
+    source,
+    nodes: [hostPort(address, defaultPort)],
+    urls: [address],
+  }
+}
+
+function hostPort(address: string, defaultPort: number): HostPort {
   const url = new URL(address)
   const host = stripBrackets(url.hostname)
-  const port = Number(url.port || (url.protocol === 'amqps:' ? 5671 : defaultPort))
-  return { name, url: address, host, port, source, nodes: [{ host, port }] }
+  return { host, port: Number(url.port || (url.protocol === 'amqps:' ? 5671 : defaultPort)) }
 }
 
 async function defaultPing(server: ResolvedServer, timeoutMs: number): Promise<void> {
@@ -216,6 +241,19 @@ async function defaultPing(server: ResolvedServer, timeoutMs: number): Promise<v
       return
     case 'amqp':
       return pingAmqp(server.url, timeoutMs)
+    case 'amqp-cluster':
+      await Promise.all(
+        server.urls.map((url, i) =>
+          pingAmqp(url, timeoutMs).catch((error: unknown) => {
+            const node = server.nodes[i]!
+            throw new Error(
+              `node ${node.host}:${node.port}: ${error instanceof Error ? error.message : String(error)}`,
+              { cause: error },
+            )
+          }),
+        ),
+      )
+      return
     default:
       return pingMysql(server.url, timeoutMs)
   }
@@ -387,4 +425,12 @@ export async function mysqlReplicaUrl(): Promise<string> {
 /** URL of the standard RabbitMQ server. */
 export async function amqpUrl(): Promise<string> {
   return (await resolveServer('amqp')).url
+}
+
+/**
+ * URLs of the three nodes of the RabbitMQ cluster (127.0.0.1:5681-5683, guest/guest, unless
+ * `AMQP_CLUSTER_URLS` says otherwise), in node order.
+ */
+export async function amqpClusterUrls(): Promise<string[]> {
+  return [...(await resolveServer('amqp-cluster')).urls]
 }

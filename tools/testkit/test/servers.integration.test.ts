@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest'
 import {
+  amqpClusterUrls,
   amqpUrl,
   exportServerUrls,
   mysqlPrimaryUrl,
@@ -19,7 +20,10 @@ describe('resolveServer against the real servers', () => {
       expect(server.name).toBe(name)
       expect(['env', 'container', 'local']).toContain(server.source)
       expect(server.port).toBeGreaterThan(0)
-      expect(server.nodes.length).toBe(name === 'redis-cluster' ? 6 : 1)
+      expect(server.nodes.length).toBe(
+        name === 'redis-cluster' ? 6 : name === 'amqp-cluster' ? 3 : 1,
+      )
+      expect(server.urls).toHaveLength(name === 'redis-cluster' ? 6 : server.nodes.length)
     })
   }
 
@@ -33,6 +37,7 @@ describe('resolveServer against the real servers', () => {
     expect(await mysqlUrl()).toBe((await resolveServer('mysql')).url)
     expect(await mysqlPrimaryUrl()).toBe((await resolveServer('mysql-primary')).url)
     expect(await mysqlReplicaUrl()).toBe((await resolveServer('mysql-replica')).url)
+    expect(await amqpClusterUrls()).toEqual([...(await resolveServer('amqp-cluster')).urls])
     expect(await amqpUrl()).toBe((await resolveServer('amqp')).url)
     expect(await redisClusterNodes()).toEqual((await resolveServer('redis-cluster')).nodes)
   })

@@ -113,6 +113,31 @@ describe('resolveServer', () => {
       expect(server).toMatchObject({ url: 'redis://10.0.0.1:7100', host: '10.0.0.1', port: 7100 })
     })
 
+    it('reads the RabbitMQ cluster from AMQP_CLUSTER_URLS, one URL per node', async () => {
+      const server = await resolveServer('amqp-cluster', {
+        env: { AMQP_CLUSTER_URLS: 'amqp://u:p@10.0.0.1:5700, amqps://u:p@10.0.0.2,' },
+        ping: answers,
+      })
+      expect(server.urls).toEqual(['amqp://u:p@10.0.0.1:5700', 'amqps://u:p@10.0.0.2'])
+      expect(server.nodes).toEqual([
+        { host: '10.0.0.1', port: 5700 },
+        { host: '10.0.0.2', port: 5671 },
+      ])
+      expect(server).toMatchObject({ url: 'amqp://u:p@10.0.0.1:5700', source: 'env' })
+    })
+
+    it('defaults the RabbitMQ cluster to 127.0.0.1:5681-5683 with guest/guest, started by the topology script', async () => {
+      const server = await resolveServer('amqp-cluster', { env: {}, ping: answers })
+      expect(server.urls).toEqual([
+        'amqp://guest:guest@127.0.0.1:5681',
+        'amqp://guest:guest@127.0.0.1:5682',
+        'amqp://guest:guest@127.0.0.1:5683',
+      ])
+      expect(serverStartCommand('amqp-cluster')).toBe(
+        'bash scripts/topology.sh start rabbitmq-cluster',
+      )
+    })
+
     it('defaults the cluster to 127.0.0.1:7000-7005', async () => {
       const server = await resolveServer('redis-cluster', { env: {}, ping: answers })
       expect(server.nodes.map((n) => `${n.host}:${n.port}`)).toEqual([
@@ -148,6 +173,11 @@ describe('resolveServer', () => {
         (port: number) => `mysql://root@127.0.0.1:${port}/test`,
       ],
       ['redis-cluster', 'REDIS_CLUSTER_NODES', (port: number) => `127.0.0.1:${port}`],
+      [
+        'amqp-cluster',
+        'AMQP_CLUSTER_URLS',
+        (port: number) => `amqp://guest:guest@127.0.0.1:${port}`,
+      ],
     ] as const
 
     for (const [name, envVar, address] of cases) {
