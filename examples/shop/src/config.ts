@@ -150,6 +150,12 @@ export function layoutInstances(base: number, counts: Counts = DEFAULT_COUNTS): 
     port: base,
     metricsPort: base + METRICS_PORT_OFFSET + out.length,
   })
+  // Instances' ports run from base + 10 and must stay below the metrics ports (base + 50).
+  if (out.length - 1 > METRICS_PORT_OFFSET - 10) {
+    throw new Error(
+      `too many instances (${out.length - 1}): at most ${METRICS_PORT_OFFSET - 10}, their ports run from ${base + 10} to below the metrics ports at ${base + METRICS_PORT_OFFSET}`,
+    )
+  }
   return out
 }
 

@@ -4,6 +4,7 @@
  * stats (no raw JSON in a cell).
  */
 import { describe, expect, it } from 'vitest'
+import { layoutInstances, METRICS_PORT_OFFSET } from '../src/config.js'
 import { type RangeSeries, sampleValue } from '../src/platform/prometheus.js'
 import { formatValue, linePath, OPS_CHARTS, renderAlerts, renderChart } from '../src/web/charts.js'
 import { readable, readableBroker, readableDegrader, readableOutbox } from '../src/web/readable.js'
@@ -157,5 +158,26 @@ describe('readable stats', () => {
       'published 4 · confirmed 4 · consumed 2 · acked 2 · retried 1 · dead lettered 0 · connected: publisher yes, consumer no',
     )
     for (const text of [broker, readable({ a: { b: { c: 1 } } })]) expect(text).not.toMatch(/[{}"]/)
+  })
+})
+
+describe('port layout', () => {
+  it('gives every instance a port and a metrics port of its own, apart from the fixed ones', () => {
+    const base = 20_000
+    const layout = layoutInstances(base, { catalog: 3, cart: 2, account: 2, order: 16 })
+    const ports = layout.flatMap((i) => [i.port, i.metricsPort])
+    // The control port, Prometheus and the supervisor's metrics: base + 1, + 2, + 3.
+    expect(new Set([...ports, base + 1, base + 2, base + 3]).size).toBe(ports.length + 3)
+    expect(Math.min(...layout.map((i) => i.metricsPort))).toBe(base + METRICS_PORT_OFFSET)
+    expect(
+      Math.max(...layout.filter((i) => i.service !== 'gateway').map((i) => i.port)),
+    ).toBeLessThan(base + METRICS_PORT_OFFSET)
+    // Forty fit (ports base + 10 to base + 49); one more would reach the metrics ports.
+    expect(() =>
+      layoutInstances(base, { catalog: 30, cart: 2, account: 2, order: 2 }),
+    ).not.toThrow()
+    expect(() => layoutInstances(base, { catalog: 31, cart: 2, account: 2, order: 2 })).toThrow(
+      'too many instances (41)',
+    )
   })
 })
