@@ -228,6 +228,21 @@ export class IdempotencyUnavailableError extends ResilienceError {
 }
 
 /**
+ * The shared rate limiter's Redis did not answer within `commandTimeout` or failed the call
+ * (a cut connection, a Cluster slot with no master during a failover): no decision was made.
+ * Retryable. Whether the call then goes ahead (fail open) or not (fail closed) is the caller's
+ * choice: catch it, or put the limiter behind a breaker with a fallback.
+ */
+export class RateLimiterUnavailableError extends ResilienceError {
+  /** The class name, `'RateLimiterUnavailableError'`. */
+  override name = 'RateLimiterUnavailableError'
+
+  constructor(message: string, options: ResilienceErrorOptions = {}) {
+    super('E_RESILIENCE_RATE_LIMITER_UNAVAILABLE', message, { retryable: true, ...options })
+  }
+}
+
+/**
  * A completed idempotent operation had failed permanently; its stored failure is replayed as
  * this error without running the work again.
  */
@@ -290,6 +305,8 @@ export const errors = {
   AbortedError,
   /** {@link RateLimitedError} */
   RateLimitedError,
+  /** {@link RateLimiterUnavailableError} */
+  RateLimiterUnavailableError,
   /** {@link IdempotencyKeyInvalidError} */
   IdempotencyKeyInvalidError,
   /** {@link IdempotencyScopeMissingError} */

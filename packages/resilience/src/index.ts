@@ -63,6 +63,7 @@ export {
   InvalidArgumentError,
   isResilienceError,
   RateLimitedError,
+  RateLimiterUnavailableError,
   ResilienceClosedError,
   ResilienceError,
   TimeoutError,

@@ -9,8 +9,8 @@ import {
   type Unsubscribe,
 } from '@ballast/shared'
 import type { Meter, Span } from '@opentelemetry/api'
-import { RateLimitedError, ResilienceClosedError } from './errors.js'
-import { isRedisLike, type RedisLike } from './internal/lua.js'
+import { RateLimitedError, RateLimiterUnavailableError, ResilienceClosedError } from './errors.js'
+import { isRedisLike, type RedisLike, withTimeout } from './internal/lua.js'
 import { GCRA_BATCH_SCRIPT, GCRA_SCRIPT } from './internal/scripts.js'
 import {
   DECISION,
@@ -61,6 +61,13 @@ export interface RateLimiterOptions extends TelemetryOptions {
    */
   batch?: boolean
   /**
+   * Redis limiter only: the longest wait for one round trip. Past it, or when the client
+   * fails the call, the decision rejects with {@link RateLimiterUnavailableError}
+   * (retryable); a reply that comes later is dropped.
+   * @default 2000
+   */
+  commandTimeout?: Duration
+  /**
    * Local limiter only: keys kept in memory. When it is full, a new key evicts the least
    * recently used one (a call, allowed or refused, is a use), in O(1). An evicted key starts
    * again with a full bucket, so size it above the number of keys active within one
@@ -72,12 +79,18 @@ export interface RateLimiterOptions extends TelemetryOptions {
 
 /** Defaults of {@link RateLimiterOptions} (frozen; `limit` has none, `burst` defaults to `limit`). */
 export const DEFAULT_RATE_LIMITER_OPTIONS: Readonly<
-  Required<Pick<RateLimiterOptions, 'name' | 'interval' | 'batch' | 'prefix' | 'maxKeys'>>
+  Required<
+    Pick<
+      RateLimiterOptions,
+      'name' | 'interval' | 'batch' | 'prefix' | 'commandTimeout' | 'maxKeys'
+    >
+  >
 > = Object.freeze({
   name: 'rate-limiter',
   interval: 1000,
   batch: true,
   prefix: 'rl:',
+  commandTimeout: 2000,
   maxKeys: 100_000,
 })
 
@@ -207,9 +220,13 @@ interface Gcra {
   burstTolerance: number
 }
 
-function validate(
-  options: RateLimiterOptions,
-): Gcra & { name: string; prefix: string; batch: boolean; maxKeys: number } {
+function validate(options: RateLimiterOptions): Gcra & {
+  name: string
+  prefix: string
+  batch: boolean
+  commandTimeout: number
+  maxKeys: number
+} {
   check.object('options', options)
   const o = merge(DEFAULT_RATE_LIMITER_OPTIONS, options)
   const limit = check.positiveNumber('limit', o.limit)
@@ -222,6 +239,7 @@ function validate(
     name: check.string('name', o.name),
     prefix: check.string('prefix', o.prefix),
     batch: check.boolean('batch', o.batch),
+    commandTimeout: check.duration('commandTimeout', o.commandTimeout, { positive: true }),
     maxKeys: check.positiveInteger('maxKeys', o.maxKeys),
     emissionInterval,
     burstTolerance: emissionInterval * burst,
@@ -436,6 +454,7 @@ interface Pending {
  */
 export class RedisRateLimiter implements RateLimiter {
   readonly #redis: RedisLike
+  readonly #commandTimeout: number
   readonly #prefix: string
   readonly #emissionIntervalUs: string
   readonly #burstToleranceUs: string
@@ -464,6 +483,7 @@ export class RedisRateLimiter implements RateLimiter {
     this.#del = trips.kind('DEL')
     this.#stopMetrics = observeLimiter(meter, o.name, this)
     this.#redis = options.redis
+    this.#commandTimeout = o.commandTimeout
     this.#batch = o.batch && (options.redis as { isCluster?: boolean }).isCluster !== true
     this.#prefix = o.prefix
     this.#emissionInterval = o.emissionInterval
@@ -514,7 +534,11 @@ export class RedisRateLimiter implements RateLimiter {
         args[i + 2] = p.cost
       }
       this.#roundTrips
-        .run(this.#take, () => GCRA_BATCH_SCRIPT.run(this.#redis, keys, args), describeDecisions)
+        .run(
+          this.#take,
+          () => this.#send(GCRA_BATCH_SCRIPT.run(this.#redis, keys, args)),
+          describeDecisions,
+        )
         .then(
           (replies) => {
             const r = replies as number[]
@@ -536,14 +560,33 @@ export class RedisRateLimiter implements RateLimiter {
       .run(
         this.#take,
         () =>
-          GCRA_SCRIPT.run(
-            this.#redis,
-            [this.#prefix + key],
-            [this.#emissionIntervalUs, this.#burstToleranceUs, cost],
+          this.#send(
+            GCRA_SCRIPT.run(
+              this.#redis,
+              [this.#prefix + key],
+              [this.#emissionIntervalUs, this.#burstToleranceUs, cost],
+            ),
           ),
         describeDecision,
       )
       .then((reply) => this.#decide(key, reply as number))
+  }
+
+  /**
+   * Bounds one round trip by `commandTimeout` and gives its failure one type: a client error
+   * (ECONNREFUSED, "Too many Cluster redirections", a closed connection) or the timeout
+   * becomes {@link RateLimiterUnavailableError}, with the original as `cause`.
+   */
+  async #send<T>(sent: Promise<T>): Promise<T> {
+    const ms = this.#commandTimeout
+    try {
+      return await withTimeout(sent, ms, () => new Error(`Redis did not answer within ${ms} ms`))
+    } catch (cause) {
+      throw new RateLimiterUnavailableError(
+        `rate limiter "${this.#name}" could not reach Redis: ${cause instanceof Error ? cause.message : String(cause)}`,
+        { cause },
+      )
+    }
   }
 
   #decide(key: string, reply: number): RateLimitResult {
@@ -565,7 +608,7 @@ export class RedisRateLimiter implements RateLimiter {
 
   async reset(key: string): Promise<void> {
     if (this.#closed) throw new ResilienceClosedError('rate limiter', 'reset')
-    await this.#roundTrips.run(this.#del, () => this.#redis.del(this.#prefix + key))
+    await this.#roundTrips.run(this.#del, () => this.#send(this.#redis.del(this.#prefix + key)))
   }
 
   stats(): RateLimiterStats {

@@ -35,6 +35,7 @@ function instances(cause: unknown): Record<string, ResilienceError> {
     BulkheadRejectedError: new errors.BulkheadRejectedError(4, 20, { cause }),
     AbortedError: new errors.AbortedError({ cause }),
     RateLimitedError: new errors.RateLimitedError('ip:1', 500, { cause }),
+    RateLimiterUnavailableError: new errors.RateLimiterUnavailableError('down', { cause }),
     IdempotencyKeyInvalidError: new errors.IdempotencyKeyInvalidError('bad key', { cause }),
     IdempotencyScopeMissingError: new errors.IdempotencyScopeMissingError('no scope', { cause }),
     IdempotencyMismatchError: new errors.IdempotencyMismatchError('k', { cause }),
@@ -58,6 +59,7 @@ const RETRYABLE = new Set([
   'BreakerOpenError',
   'TimeoutError',
   'RateLimitedError',
+  'RateLimiterUnavailableError',
   'IdempotencyInFlightError',
   'IdempotencyUnavailableError',
 ])

@@ -1,7 +1,12 @@
-import { redisUrl } from '@ballast/testkit'
+import { createFaultProxy, redisUrl } from '@ballast/testkit'
 import { Redis } from 'ioredis'
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest'
-import { createRateLimiter, RateLimitedError, RedisRateLimiter } from '../src/index.js'
+import {
+  createRateLimiter,
+  RateLimitedError,
+  RateLimiterUnavailableError,
+  RedisRateLimiter,
+} from '../src/index.js'
 import { clusterFixture, redisFixture, uniquePrefix } from './helpers.js'
 
 const prefix = uniquePrefix('rl')
@@ -148,5 +153,71 @@ describe('RedisRateLimiter', () => {
     } finally {
       await cleanup()
     }
+  })
+})
+
+describe('RedisRateLimiter when Redis fails', () => {
+  const through = async () => {
+    const url = new URL(await redisUrl())
+    const proxy = await createFaultProxy({ host: url.hostname, port: Number(url.port || 6379) })
+    const redis = new Redis(proxy.url(await redisUrl()), {
+      maxRetriesPerRequest: 1,
+      retryStrategy: () => 50,
+    })
+    redis.on('error', () => {}) // reconnect noise while the proxy refuses
+    return {
+      proxy,
+      redis,
+      async [Symbol.asyncDispose]() {
+        proxy.restore()
+        redis.disconnect()
+        await proxy.close()
+      },
+    }
+  }
+
+  for (const batch of [true, false]) {
+    it(`rejects a decision on a silent Redis with its typed, retryable error within commandTimeout (batch: ${batch}), and decides again once Redis answers`, async () => {
+      await using link = await through()
+      const limiter = createRateLimiter({
+        redis: link.redis,
+        prefix,
+        limit: 5,
+        interval: 60_000,
+        commandTimeout: 250,
+        batch,
+      })
+      await expect(limiter.take('silent')).resolves.toMatchObject({ allowed: true })
+      link.proxy.blackhole()
+      const failures = await Promise.all(
+        ['silent', 'silent', 'other'].map((key) => limiter.take(key).catch((e: unknown) => e)),
+      )
+      for (const error of failures) {
+        expect(error).toBeInstanceOf(RateLimiterUnavailableError)
+        expect(error).toMatchObject({
+          code: 'E_RESILIENCE_RATE_LIMITER_UNAVAILABLE',
+          retryable: true,
+        })
+        // the limiter's own bound answered, not ioredis (whose command waits on a silent socket)
+        expect((error as Error).message).toContain('did not answer within 250 ms')
+      }
+      await expect(limiter.consume('silent')).rejects.toBeInstanceOf(RateLimiterUnavailableError)
+      await expect(limiter.reset('silent')).rejects.toBeInstanceOf(RateLimiterUnavailableError)
+      link.proxy.restore()
+      link.proxy.cut() // the connection held by the blackhole is dead: ioredis reconnects
+      await vi.waitFor(() => expect(link.redis.status).toBe('ready'), { timeout: 5000 })
+      await expect(limiter.take('silent')).resolves.toMatchObject({ allowed: true })
+    })
+  }
+
+  it('gives a refused connection the same typed error, the client error as its cause', async () => {
+    await using link = await through()
+    const limiter = createRateLimiter({ redis: link.redis, prefix, limit: 5, commandTimeout: 2000 })
+    link.proxy.refuse()
+    link.proxy.cut()
+    const error = await limiter.take('refused').catch((e: unknown) => e)
+    expect(error).toBeInstanceOf(RateLimiterUnavailableError)
+    expect((error as Error).cause).toBeInstanceOf(Error)
+    expect((error as Error).message).not.toContain('did not answer within')
   })
 })
