@@ -113,7 +113,7 @@ export class TwoLevelCache<T = unknown> {
       this.#options.namespace,
       resolved.l2?.redis,
     )
-    this.#telemetry.observe(() => this.stats())
+    this.#telemetry.observe(() => this.stats(), resolved.l2 !== undefined)
     this.#l2Invalidations = this.#createL2Invalidations()
     this.#loadFlow = this.#createLoadFlow(resolved.l2 !== undefined)
 

@@ -246,6 +246,31 @@ describe('TwoLevelCache telemetry', () => {
       expect(stats).not.toHaveBeenCalled()
     })
 
+    it('an L1-only cache reports its L1 and loads, and no L2, bus or breaker instrument', async () => {
+      const otel = createTestTelemetry()
+      sdks.push(otel)
+      const cache = createCache({
+        meterProvider: otel.meterProvider,
+        tracerProvider: otel.tracerProvider,
+      })
+      try {
+        await cache.getOrSet('a', async () => 1)
+        expect(await cache.get('a')).toBe(1)
+        expect(await otel.value('ballast.cache.hits', { [LEVEL]: 'l1' })).toBe(1)
+        expect(await otel.value('ballast.cache.hits', { [LEVEL]: 'l2' })).toBeUndefined()
+        expect(
+          await otel.value('ballast.cache.loads', { 'ballast.cache.outcome': 'succeeded' }),
+        ).toBe(1)
+        expect(await otel.value('ballast.cache.l1.entries')).toBe(1)
+        expect(await otel.points('ballast.cache.bus.healthy')).toEqual([])
+        expect(await otel.points('ballast.cache.breaker.state')).toEqual([])
+        expect(await otel.points(DURATION)).toEqual([])
+        expect(otel.spansNamed('ballast.cache.load').length).toBe(1)
+      } finally {
+        await cache.close()
+      }
+    })
+
     it('refuses a meterProvider or tracerProvider that is not one', () => {
       expect(() => createCache({ meterProvider: {} as never })).toThrow(InvalidArgumentError)
       expect(() => createCache({ meterProvider: {} as never })).toThrow(/meterProvider/)

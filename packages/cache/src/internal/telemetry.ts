@@ -307,8 +307,12 @@ export class CacheTelemetry {
     for (const call of Object.values(L2_CALLS)) this.#shapes.set(call, this.#shapeOf(call))
   }
 
-  /** Registers the observable instruments, read from `stats()` when the SDK collects. */
-  observe(stats: () => CacheStats): void {
+  /**
+   * Registers the observable instruments, read from `stats()` when the SDK collects. Without
+   * L2 (`hasL2` false) the L2, bus and breaker instruments report nothing: an L1-only cache
+   * has no subscription to be unhealthy, and must not look like one.
+   */
+  observe(stats: () => CacheStats, hasL2: boolean): void {
     const ns = this.#namespace
     const at = (extra: Attributes): Attributes => ({ [NAMESPACE]: ns, ...extra })
     const l1 = at({ [LEVEL]: 'l1' })
@@ -322,28 +326,29 @@ export class CacheTelemetry {
     this.#stopObserving = observe(this.#meter, INSTRUMENTS, (record) => {
       const s = stats()
       record('ballast.cache.hits', s.l1.hits, l1)
-      record('ballast.cache.hits', s.l2.hits, l2)
       record('ballast.cache.misses', s.l1.misses, l1)
-      record('ballast.cache.misses', s.l2.misses, l2)
       record('ballast.cache.loads', s.loader.succeeded, succeeded)
       record('ballast.cache.loads', s.loader.failed, failed)
       record('ballast.cache.load.timed_out', s.loader.timedOut, plain)
       record('ballast.cache.coalesced', s.coalesced, plain)
+      record('ballast.cache.stale_served', s.staleServed, plain)
+      record('ballast.cache.l1.flushes', s.bus.flushes, plain)
+      record('ballast.cache.l1.entries', s.l1.entries, plain)
+      record('ballast.cache.l1.bytes', s.l1.bytes, plain)
+      if (!hasL2) return
+      record('ballast.cache.hits', s.l2.hits, l2)
+      record('ballast.cache.misses', s.l2.misses, l2)
       record('ballast.cache.lock.waits', s.lockWaits, plain)
       record('ballast.cache.invalidations', s.bus.invalidationsPublished, sent)
       record('ballast.cache.invalidations', s.bus.invalidationsReceived, received)
       record('ballast.cache.bus.gaps', s.bus.gaps, plain)
       record('ballast.cache.bus.rejected', s.bus.rejected, plain)
-      record('ballast.cache.l1.flushes', s.bus.flushes, plain)
+      record('ballast.cache.bus.healthy', s.bus.healthy ? 1 : 0, plain)
       record('ballast.cache.l2.failed', s.l2.failed, plain)
       record('ballast.cache.l2.decode_failed', s.l2.decodeFailed, plain)
-      record('ballast.cache.stale_served', s.staleServed, plain)
       record('ballast.cache.conflicts', s.conflicts, plain)
       for (const [state, attributes] of states)
         record('ballast.cache.breaker.state', s.breaker === state ? 1 : 0, attributes)
-      record('ballast.cache.bus.healthy', s.bus.healthy ? 1 : 0, plain)
-      record('ballast.cache.l1.entries', s.l1.entries, plain)
-      record('ballast.cache.l1.bytes', s.l1.bytes, plain)
       record('ballast.cache.pending_invalidations', s.pendingInvalidations, plain)
     })
   }
