@@ -241,7 +241,7 @@ ${o.instances.map((i) => {
     s.loginLimits ? `login limits: ${readable(s.loginLimits)}` : '',
     s.mode ? `mode ${String(s.mode)}, ${readable(s, ['requests', 'charged', 'failures'])}` : '',
   ].filter(Boolean)
-  return html`<tr data-instance-row="${i.spec.name}"><td>${i.spec.name} <span class="muted">pid ${String(s.pid ?? '')}</span></td>
+  return html`<tr data-instance-row="${i.spec.name}"><td>${i.spec.name}${s.pid ? html` <span class="muted">pid ${String(s.pid)}</span>` : ''}</td>
 <td>${ratio(s.cache)}</td>
 <td>${breaker ? html`<span class="${breaker.state === 'closed' ? 'ok' : 'bad'}">${breaker.state ?? ''}</span> <span class="muted">${readable(breaker, ['opens', 'failures', 'rejected', 'timeouts'])}</span>` : ''}</td>
 <td data-router>${
