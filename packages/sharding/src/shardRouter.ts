@@ -269,6 +269,9 @@ export class ShardRouter {
                     name: `${config.id}/primary`,
                     // Only the server failing counts, never a statement's own SQL error.
                     errorFilter: (error: unknown) => !isConnectionError(error),
+                    // Its state reports where the router's metrics go, unless given its own.
+                    meterProvider: primaryBreaker.meterProvider ?? meterProvider,
+                    tracerProvider: primaryBreaker.tracerProvider ?? tracerProvider,
                   }),
                 'primaryBreaker.',
               ),
@@ -675,6 +678,8 @@ export class ShardRouter {
         shard.primary.close(),
         ...shard.replicas.map((r) => r.server.close()),
         shard.balancer?.close() ?? Promise.resolve(),
+        // Unregisters its observed instruments.
+        shard.breaker?.close() ?? Promise.resolve(),
       ]),
     )
   }

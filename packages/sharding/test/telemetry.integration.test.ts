@@ -605,6 +605,14 @@ describe('ShardRouter telemetry', () => {
       expect(
         await otel.value('ballast.sharding.failed', { 'ballast.sharding.shard': 'pair' }),
       ).toBeGreaterThanOrEqual(2)
+      // The primary's breaker reports its state where the router's metrics go.
+      const breaker = (state: string) =>
+        otel.value('ballast.resilience.breaker.state', {
+          'ballast.resilience.breaker.name': 'pair/primary',
+          'ballast.resilience.state': state,
+        })
+      expect(await breaker('open')).toBe(1)
+      expect(await breaker('closed')).toBe(0)
     })
   })
 
@@ -672,6 +680,7 @@ describe('ShardRouter telemetry', () => {
       await router.close()
       expect(await otel.points('ballast.sharding.queries')).toEqual([])
       expect(await otel.points('ballast.sharding.gtid_waits')).toEqual([])
+      expect(await otel.points('ballast.resilience.breaker.state')).toEqual([]) // its primary's breaker
     })
   })
 })
