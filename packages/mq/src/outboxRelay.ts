@@ -75,11 +75,19 @@ export interface OutboxRelayOptions extends TelemetryOptions {
    * @default true
    */
   autoStart?: boolean
+  /**
+   * The relay's name in telemetry (the `ballast.mq.outbox` attribute of its instruments). Give
+   * each relay of a process its own when several relay tables of the same name (one per shard
+   * or database): with one name they would report as one series, each reading overwriting the
+   * other's.
+   * @default the outbox's table name
+   */
+  name?: string
 }
 
 /** The defaults of {@link OutboxRelayOptions}. */
 export const DEFAULT_OUTBOX_RELAY_OPTIONS: Readonly<
-  Required<Omit<OutboxRelayOptions, 'pool' | 'broker' | 'outbox' | keyof TelemetryOptions>>
+  Required<Omit<OutboxRelayOptions, 'pool' | 'broker' | 'outbox' | 'name' | keyof TelemetryOptions>>
 > = Object.freeze({
   batchSize: 200,
   pollInterval: 200,
@@ -253,6 +261,8 @@ export function createOutboxRelay(options: OutboxRelayOptions): OutboxRelay {
     positive: true,
   })
   const autoStart = check.boolean('autoStart', settings.autoStart)
+  const name =
+    settings.name === undefined ? settings.outbox.table : check.string('name', settings.name)
   const { pool } = settings
   const publishEncoded = publishEncodedOf(options.broker)
   const events = new Emitter<OutboxRelayEvents>()
@@ -261,7 +271,7 @@ export function createOutboxRelay(options: OutboxRelayOptions): OutboxRelay {
   let closed = false
   let loop: Promise<void> | undefined
   const abort = new AbortController()
-  const stopTelemetry = instrument(options, pool, table, settings.outbox.table, () => ({
+  const stopTelemetry = instrument(options, pool, table, name, () => ({
     ...counters,
   }))
 

@@ -697,6 +697,37 @@ describe('mq telemetry', () => {
       await relay.close()
       expect(counting.live.size).toBe(0)
     })
+
+    it('tells apart two relays of tables with one name (one per shard) by their name option', async () => {
+      const table = await outboxTable()
+      const queue = names.queue('named')
+      const b = broker({ urls: url, topology: { queues: [{ name: queue }] } })
+      const outbox = createOutbox({ table })
+      for (let i = 0; i < 2; i++) await outbox.enqueue(pool, '', queue, { i })
+      // one table read by two relays stands for two shards' tables of the same name
+      const make = (name: string) => {
+        const relay = createOutboxRelay({
+          pool,
+          broker: b,
+          outbox,
+          autoStart: false,
+          name,
+          ...providers,
+        })
+        relays.push(relay)
+        return relay
+      }
+      const first = make(`${table}@shard-0`)
+      make(`${table}@shard-1`)
+      expect(await first.runOnce()).toBe(2)
+      const sent = (name: string) =>
+        otel.value('ballast.mq.outbox.sent', { 'ballast.mq.outbox': name })
+      expect(await sent(`${table}@shard-0`)).toBe(2)
+      expect(await sent(`${table}@shard-1`)).toBe(0)
+      expect(() =>
+        createOutboxRelay({ pool, broker: b, outbox, autoStart: false, name: '' }),
+      ).toThrow(/invalid option "name"/)
+    })
   })
 
   it('records no message body and no header value in any span attribute', async () => {

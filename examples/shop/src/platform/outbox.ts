@@ -63,6 +63,8 @@ export function startOutboxRelays(shards: readonly ShardSpec[], broker: Broker):
       pollInterval: 200,
       // Rows are never given up on: a long broker outage must not strand orders.
       maxAttempts: 1_000_000,
+      // Both shards' tables are called alike: the shard tells their series apart.
+      name: `${outbox.table}@${s.id}`,
     })
     const state: { lastError?: string } = {}
     relay.on('relay-failed', ({ error }) => {
