@@ -237,6 +237,7 @@ async function telemetryWorkCosts(): Promise<Map<string, number[]>> {
       startedAt: 0,
       span: undefined,
       traceContext: undefined,
+      unsampledHeaders: undefined,
     }
     requestChannel.start.publish(served)
     served.route = '*/'

@@ -663,6 +663,7 @@ class ProxyImpl extends Emitter<ProxyEvents> implements ReverseProxy {
         startedAt: 0,
         span: undefined,
         traceContext: undefined,
+        unsampledHeaders: undefined,
       }
       requestChannel.start.publish(served)
     }

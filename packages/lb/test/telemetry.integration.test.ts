@@ -170,6 +170,26 @@ describe('lb telemetry', () => {
       expect(values).not.toMatch(/orders|123|secret/)
     })
 
+    it('a request the sampler drops makes no span, and its context goes upstream flagged not sampled', async () => {
+      const [dead, live] = await backends('dead', 'live')
+      await dead!.kill()
+      const { url } = await proxy({
+        routes: [{ upstream: [dead!.url, live!.url] }],
+        balancer: { strategy: 'round-robin' },
+      })
+      // The default sampler follows the parent: a parent not sampled is not sampled.
+      const res = await get(`${url}/x`, { traceparent: `00-${TRACE_ID}-${PARENT_ID}-00` })
+      expect(res.status).toBe(200)
+      await sleep(10)
+      expect(otel.spans()).toEqual([])
+      const sent = live!.seen.at(-1)!.headers.traceparent as string
+      expect(sent).toMatch(new RegExp(`^00-${TRACE_ID}-[0-9a-f]{16}-00$`))
+      expect(sent).not.toContain(PARENT_ID)
+      // The durations are recorded all the same.
+      expect(await otel.value('http.client.request.duration')).toBe(2)
+      expect(await otel.value('http.server.request.duration')).toBe(1)
+    })
+
     it('starts a trace when the request carries none, and keeps a sane x-request-id, replacing one that is not', async () => {
       const [a] = await backends('a')
       const { url } = await proxy({ routes: [{ upstream: [a!.url] }] })

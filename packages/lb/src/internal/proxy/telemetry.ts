@@ -5,6 +5,7 @@ import {
   errorType,
   extractContext,
   failSpan,
+  injectContext,
   type Telemetry,
 } from '@ballast/shared'
 import {
@@ -50,6 +51,8 @@ export interface ServedRequest {
   span: Span | undefined
   /** The context of the attempts' CLIENT spans: the SERVER span's, when it has a valid one. */
   traceContext: Context | undefined
+  /** The upstream headers with the SERVER span's context, for the attempts of a request not sampled. */
+  unsampledHeaders: string[] | undefined
 }
 
 /**
@@ -201,6 +204,17 @@ export class ProxyTelemetry {
     attempt.sentAt = performance.now()
     const parent = served.traceContext
     if (parent === undefined) return
+    if (served.span?.isRecording() !== true) {
+      // Not sampled: no CLIENT span, which nothing would record; the SERVER span's context
+      // (flagged not sampled) goes upstream so the upstreams do not sample it either.
+      if (served.unsampledHeaders === undefined) {
+        const injected: Record<string, unknown> = {}
+        injectContext(injected, parent)
+        served.unsampledHeaders = withInjected(attempt.ctx.headers, injected)
+      }
+      attempt.headers = served.unsampledHeaders
+      return
+    }
     // One CLIENT span per attempt, a child of the SERVER span (retries are its siblings), whose
     // context replaces the client's traceparent upstream; with no propagator nothing is written
     // and the client's traceparent goes on as it came.
