@@ -12,6 +12,10 @@
  * code before telemetry, e.g. a `git worktree`), a "before" row runs that code in the same
  * process, so "off" can be compared with it.
  *
+ * A second table isolates the telemetry work of one L2 call, the round trip left out (the
+ * cache's own wrapper around a guard that answers at once, CPU ns per call): the end-to-end
+ * CPU per get moves by more than the few percent at stake on a shared machine, this does not.
+ *
  * Every setup's caches (and SDK) live for the whole run; rounds (CACHE_BENCH_ROUNDS, 10) run
  * each case for each setup in a rotating order, and "vs off" is the median of the per-round
  * ratios, so load from other jobs on a shared machine hits every setup alike.
@@ -20,6 +24,7 @@
  */
 import { type CacheOptions, createCache, type TwoLevelCache } from '@ballast/cache'
 import { measure } from 'mitata'
+import { CacheTelemetry, L2_CALLS } from '../../packages/cache/src/internal/telemetry.js'
 import { fmt, isSmoke, report, sampleLatency } from '../harness.js'
 import { TELEMETRY_MODES, type TelemetryMode, telemetryMode } from '../telemetry.js'
 import { cleanup, RUN, redis } from './setup.js'
@@ -188,6 +193,58 @@ report({
       : '"before": the cache of 45c7c6f~1 (no telemetry), in the same process.',
   ],
   data: Object.fromEntries([...series, ...[...p50s].map(([k, v]) => [`l1p50|${k}`, v])]),
+})
+
+// The telemetry work of one L2 call alone: the cache's wrapper (CacheTelemetry.l2) around a
+// guard that runs the call at once, and a call that resolves at once, CPU ns per call.
+const WORK_CALLS = SMOKE ? 100 : 200_000
+const instantGuard = {
+  state: 'closed',
+  run: (_operation: string, fn: (target: unknown, arg: unknown) => Promise<unknown>) =>
+    fn(undefined, undefined),
+}
+const instantCall = async () => 1
+const work = new Map<Setup, number[]>()
+const wrappers = TELEMETRY_MODES.map((name) => {
+  const { mode } = contestants.get(name) as Contestant
+  return { name, telemetry: new CacheTelemetry(mode.options, `${RUN}-work`, client) }
+})
+for (let round = 0; round < (SMOKE ? 1 : 5); round++) {
+  for (const { name, telemetry } of wrappers) {
+    const c0 = process.cpuUsage()
+    for (let i = 0; i < WORK_CALLS; i++)
+      await telemetry.l2(L2_CALLS.get, instantGuard as never, instantCall as never, undefined, 0)
+    const c = process.cpuUsage(c0)
+    work.set(name, [...(work.get(name) ?? []), ((c.user + c.system) * 1000) / WORK_CALLS])
+  }
+}
+const offWork = median(work.get('off') as number[])
+const l2Cpu = (concurrency: number) => value$(`l2|off|${concurrency}|cpu`) * 1000
+report({
+  package: 'cache',
+  name: 'telemetry-work',
+  title: 'Telemetry work of one L2 call, without its round trip (CPU ns per call, medians)',
+  columns: [
+    'setup',
+    'CPU ns per call',
+    'added to off',
+    ...CONCURRENCIES.map((c) => `of an L2 hit's CPU at concurrency ${c}`),
+  ],
+  rows: TELEMETRY_MODES.map((name) => {
+    const ns = median(work.get(name) as number[])
+    return [
+      name,
+      fmt(ns),
+      name === 'off' ? '' : fmt(ns - offWork),
+      ...CONCURRENCIES.map((c) =>
+        name === 'off' ? '' : `${(((ns - offWork) / l2Cpu(c)) * 100).toFixed(1)}%`,
+      ),
+    ]
+  }),
+  notes: [
+    `${SMOKE ? 1 : 5} rounds of ${WORK_CALLS} calls per setup; the last columns divide the added work by the CPU per L2 hit of "off" in the first table.`,
+  ],
+  data: Object.fromEntries(work),
 })
 
 for (const { mode, l1, l2 } of contestants.values()) {
