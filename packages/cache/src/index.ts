@@ -1,4 +1,9 @@
-export { type Duration, parseDuration, type Unsubscribe } from '@ballast/shared'
+export {
+  type Duration,
+  parseDuration,
+  type TelemetryOptions,
+  type Unsubscribe,
+} from '@ballast/shared'
 export type {
   BreakerChangedEvent,
   BusConnectedEvent,

@@ -1,4 +1,4 @@
-export type { Duration, Unsubscribe } from '@ballast/shared'
+export type { Duration, TelemetryOptions, Unsubscribe } from '@ballast/shared'
 export { Broker, createBroker } from './broker.js'
 export type {
   BlockedEvent,

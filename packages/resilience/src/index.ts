@@ -1,4 +1,4 @@
-export type { Duration, Listener, Unsubscribe } from '@ballast/shared'
+export type { Duration, Listener, TelemetryOptions, Unsubscribe } from '@ballast/shared'
 export type {
   BulkheadEvents,
   BulkheadOptions,

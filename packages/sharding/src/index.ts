@@ -1,6 +1,6 @@
 /** What {@link ShardRouter.on} and {@link ShardRouter.once} return: removes the listener. */
 /** A duration: milliseconds, or a string with its unit (`'250ms'`, `'30s'`, `'15m'`). */
-export type { Duration, Unsubscribe } from '@ballast/shared'
+export type { Duration, TelemetryOptions, Unsubscribe } from '@ballast/shared'
 export { CausalToken } from './causalToken.js'
 export type { StatementClass, StatementKind } from './classifyStatement.js'
 export { classifyStatement } from './classifyStatement.js'

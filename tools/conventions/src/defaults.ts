@@ -26,7 +26,8 @@ function literal(text: string): unknown {
 
 /**
  * The Options rule's defaults, on every exported `<Subject>Options` (error options excepted: they
- * carry a cause, not settings): one exported `DEFAULT_<SUBJECT>_OPTIONS` beside it, frozen, and
+ * carry a cause, not settings; and the shared `TelemetryOptions` mixin, whose providers default
+ * to the global ones at construction, not to a constant): one exported `DEFAULT_<SUBJECT>_OPTIONS` beside it, frozen, and
  * each field it sets documented with a `@default` tag that, when it is a literal, equals it.
  */
 export async function checkDefaults(
@@ -45,7 +46,13 @@ export async function checkDefaults(
     let mod: Record<string, unknown> | undefined
     for (const symbol of exported) {
       const name = symbol.name
-      if (!name.endsWith('Options') || name.endsWith('ErrorOptions') || done.has(name)) continue
+      if (
+        !name.endsWith('Options') ||
+        name.endsWith('ErrorOptions') ||
+        name === 'TelemetryOptions' ||
+        done.has(name)
+      )
+        continue
       const options = target(surface, symbol)
       if (!(options.flags & (ts.SymbolFlags.Interface | ts.SymbolFlags.TypeAlias))) continue
       done.add(name)
