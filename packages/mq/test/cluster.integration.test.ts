@@ -27,6 +27,7 @@ import {
   type BrokerOptions,
   createBroker,
   idempotencyDeduplicator,
+  isMqError,
 } from '../src/index.js'
 import {
   clusterStatus,
@@ -172,6 +173,12 @@ interface Figures {
   lost: number
   processedTwice: number
   failedPublishes: number
+  /**
+   * Publishes the broker nacked (PublishNackedError, retryable) and the test published again
+   * with the same message id, as an application does: a quorum queue nacks while it has no
+   * leader. The message id makes a copy that was in fact stored a duplicate the consumer drops.
+   */
+  nackedAndRetried: number
   confirmed: number
   /** ms from the fault to the `disconnected` and `connected` events, per connection that dropped. */
   disconnectMs: Partial<Record<'publisher' | 'consumer', number>>
@@ -283,7 +290,24 @@ async function failover(label: string, kind: FaultKind): Promise<Figures> {
   const publishes: Array<Promise<unknown>> = []
   let faultAt = Number.NaN
   let fault: Promise<void> | undefined
-  const progress = () => ({ ...b.stats(), processed: processed.size, events })
+  let nackedAndRetried = 0
+  const progress = () => ({ ...b.stats(), processed: processed.size, nackedAndRetried, events })
+  // What an application does with a retryable refusal: publish again, same message id, after a
+  // short pause, for a bounded time. Anything else (or a refusal past the bound) fails the test.
+  const publishUntilConfirmed = async (n: number): Promise<void> => {
+    const deadline = performance.now() + 30_000
+    for (;;) {
+      try {
+        await b.publish('', queue, { n }, { messageId: `${label}-${n}` })
+        return
+      } catch (error) {
+        if (!isMqError(error) || error.code !== 'E_MQ_PUBLISH_NACKED') throw error
+        if (performance.now() > deadline) throw error
+        nackedAndRetried++
+        await new Promise((r) => setTimeout(r, 100))
+      }
+    }
+  }
   const started = performance.now()
   for (let n = 0; n < N; n++) {
     if (n % 20 === 0) {
@@ -303,13 +327,13 @@ async function failover(label: string, kind: FaultKind): Promise<Figures> {
     }
     const t0 = performance.now()
     issuedAt[n] = t0
-    publishes.push(
-      b.publish('', queue, { n }, { messageId: `${label}-${n}` }).then(() => {
-        const t = performance.now()
-        latency[n] = t - t0
-        confirmedAt.push(t)
-      }),
-    )
+    const confirmed = publishUntilConfirmed(n).then(() => {
+      const t = performance.now()
+      latency[n] = t - t0
+      confirmedAt.push(t)
+    })
+    confirmed.catch(() => {}) // counted from allSettled below; never an unhandled rejection
+    publishes.push(confirmed)
   }
   const results = await within(
     Promise.allSettled(publishes),
@@ -369,6 +393,7 @@ async function failover(label: string, kind: FaultKind): Promise<Figures> {
     lost: N - processed.size,
     processedTwice: twice,
     failedPublishes: failed.length,
+    nackedAndRetried,
     confirmed: stats.confirmed,
     disconnectMs,
     reconnectMs,
