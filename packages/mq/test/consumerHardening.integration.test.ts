@@ -172,8 +172,10 @@ describe('Consumer hardening', () => {
         },
         { prefetch: 1 },
       )
-      // the retry queue is gone (after both connections declared it): each republish to it is
-      // returned unroutable
+      // the retry queue is gone (after both connections declared it: ready() waits for the
+      // publisher's too, which would otherwise declare it again after the delete on a slow
+      // machine): each republish to it is returned unroutable
+      await b.ready()
       await channel.deleteQueue(`${queue}.retry.100ms`)
       await b.publish('', queue, { n: 1 })
       await until(() => errors >= 1, 10_000, 'the first failed republish')
