@@ -12,6 +12,12 @@ export interface StatementClass {
   multi: boolean
   /** Whether the outermost query has a `LIMIT` clause. */
   hasLimit: boolean
+  /**
+   * The statement's operation, as telemetry names it (`db.operation.name`): its first keyword
+   * (`SELECT`, `INSERT`, `START TRANSACTION`), or `''` when that is not a known statement
+   * keyword, so it never carries other text of the statement.
+   */
+  operation: string
   /** Why the statement is not a plain read, for logs and errors; empty for reads. */
   reason: string
 }
@@ -56,6 +62,9 @@ const WRITE_STARTS = new Set([
   'EXECUTE',
   'DEALLOCATE',
 ])
+
+/** First keywords telemetry may name an operation by: the statements above and the read-only `SHOW`, `EXPLAIN`, `DESCRIBE`. */
+const OPERATIONS = new Set([...READ_STARTS, ...WRITE_STARTS, 'SHOW', 'EXPLAIN', 'DESCRIBE'])
 /**
  * Words that, inside a SELECT or WITH, make it a write (`WITH x AS (…) DELETE …`,
  * `SELECT … INTO OUTFILE`): such a statement never goes to a replica, even with `use: 'replica'`.
@@ -237,15 +246,23 @@ function scan(sql: string): StatementClass {
     i++
   }
   const word = first ?? ''
-  if (writes !== '' && !multi) return { kind: 'write', multi, hasLimit, reason: writes }
+  const operation = word === 'START' ? 'START TRANSACTION' : OPERATIONS.has(word) ? word : ''
+  const found = (kind: StatementKind, reason: string): StatementClass => ({
+    kind,
+    multi,
+    hasLimit,
+    reason,
+    operation,
+  })
+  if (writes !== '' && !multi) return found('write', writes)
   if (READ_STARTS.has(word)) {
-    if (locking) return { kind: 'locking-read', multi, hasLimit, reason: 'locking read' }
-    if (unsafe !== '') return { kind: 'unknown', multi, hasLimit, reason: unsafe }
-    if (multi) return { kind: 'unknown', multi, hasLimit, reason: 'several statements' }
-    return { kind: 'read', multi, hasLimit, reason: '' }
+    if (locking) return found('locking-read', 'locking read')
+    if (unsafe !== '') return found('unknown', unsafe)
+    if (multi) return found('unknown', 'several statements')
+    return found('read', '')
   }
-  if (WRITE_STARTS.has(word)) return { kind: 'write', multi, hasLimit, reason: word }
-  return { kind: 'unknown', multi, hasLimit, reason: word === '' ? 'empty statement' : word }
+  if (WRITE_STARTS.has(word)) return found('write', word)
+  return found('unknown', word === '' ? 'empty statement' : word)
 }
 
 /**

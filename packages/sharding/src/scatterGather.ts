@@ -6,7 +6,7 @@ import {
   UnsafeStatementError,
 } from './errors.js'
 import { argument, POSITIVE } from './internal/check.js'
-import { operationName, tracedScatter } from './internal/queryTelemetry.js'
+import { tracedScatter } from './internal/queryTelemetry.js'
 import type { RouterInternals } from './internal/routerInternals.js'
 import { STREAMED } from './internal/server.js'
 import { StreamMerge } from './internal/streamMerge.js'
@@ -73,7 +73,7 @@ export async function scatterGather<T extends object>(
     text = `${statementBody(sql)}\nLIMIT ${limit}`
   }
   router.counters.scatterCalls++
-  return tracedScatter(router.instruments, operationName(sql), router.shards.length, async () => {
+  return tracedScatter(router.instruments, statement.operation, router.shards.length, async () => {
     const result =
       merge !== undefined && !('aggregate' in merge)
         ? await streamMerged<T>(

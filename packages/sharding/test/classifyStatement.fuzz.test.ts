@@ -169,6 +169,16 @@ describe('classifyStatement (fuzzed)', () => {
       { numRuns: 500, seed: 1414 },
     )
   })
+
+  it('names the operation by a bare keyword or not at all, whatever the text (telemetry carries it)', () => {
+    fc.assert(
+      fc.property(fc.string({ unit: sqlChar, maxLength: 80 }), (sql) => {
+        const { operation } = classifyStatement(sql)
+        expect(operation, JSON.stringify(sql)).toMatch(/^(?:[A-Z]+|START TRANSACTION)?$/)
+      }),
+      { numRuns: 500, seed: 1414 },
+    )
+  })
 })
 
 describe('statementBody (fuzz)', () => {

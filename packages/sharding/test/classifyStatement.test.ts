@@ -5,6 +5,18 @@ import { classifyStatement } from '../src/index.js'
 const kind = (sql: string) => classifyStatement(sql).kind
 
 describe('classifyStatement', () => {
+  it('names the operation by the first keyword, bounded to known statements', () => {
+    const operation = (sql: string) => classifyStatement(sql).operation
+    expect(operation('select * from t where id = ?')).toBe('SELECT')
+    expect(operation('/* a note */ -- x\n  INSERT INTO t VALUES (1)')).toBe('INSERT')
+    expect(operation('(SELECT 1) UNION (SELECT 2)')).toBe('SELECT')
+    expect(operation('start transaction')).toBe('START TRANSACTION')
+    expect(operation('show tables')).toBe('SHOW')
+    expect(operation("'ann@example.com'")).toBe('')
+    expect(operation('frobnicate the table')).toBe('')
+    expect(operation('')).toBe('')
+  })
+
   it('sends plain SELECTs, CTEs and VALUES to replicas', () => {
     expect(kind('SELECT * FROM orders WHERE user_id = ?')).toBe('read')
     expect(kind('  select id from t')).toBe('read')

@@ -12,6 +12,7 @@ import {
   trace,
 } from '@opentelemetry/api'
 import type { PoolOptions } from 'mysql2'
+import { classifyStatement } from '../classifyStatement.js'
 import { isShardingError } from '../errors.js'
 
 /**
@@ -83,92 +84,6 @@ export function queryInstruments(meter: Meter, tracer: Tracer): QueryInstruments
       'Duration of scatter-gather calls (all()), every shard included',
     ),
   }
-}
-
-/**
- * Statement keywords `db.operation.name` may take: anything else is left out, so the attribute
- * stays bounded whatever SQL comes in.
- */
-const OPERATIONS = new Set([
-  'SELECT',
-  'WITH',
-  'VALUES',
-  'INSERT',
-  'UPDATE',
-  'DELETE',
-  'REPLACE',
-  'CREATE',
-  'DROP',
-  'ALTER',
-  'TRUNCATE',
-  'RENAME',
-  'LOAD',
-  'CALL',
-  'DO',
-  'SET',
-  'LOCK',
-  'UNLOCK',
-  'BEGIN',
-  'COMMIT',
-  'ROLLBACK',
-  'SAVEPOINT',
-  'RELEASE',
-  'XA',
-  'HANDLER',
-  'SHOW',
-  'EXPLAIN',
-  'DESCRIBE',
-  'ANALYZE',
-  'OPTIMIZE',
-])
-
-const NAMES_LIMIT = 2048
-const names = new Map<string, string>()
-
-/**
- * The statement's operation, for `db.operation.name` and the span name: its first keyword
- * (`SELECT`, `INSERT`, `START TRANSACTION`), or `''` when it is not one of a known set. Cached
- * by SQL text like the classifier, so a statement pays one map lookup.
- */
-export function operationName(sql: string): string {
-  const cached = names.get(sql)
-  if (cached !== undefined) return cached
-  const name = firstKeyword(sql)
-  if (names.size >= NAMES_LIMIT) names.clear()
-  names.set(sql, name)
-  return name
-}
-
-function firstKeyword(sql: string): string {
-  const n = sql.length
-  let i = 0
-  while (i < n) {
-    const c = sql.charCodeAt(i)
-    if (c === 32 || (c >= 9 && c <= 13) || c === 40) {
-      i++
-      continue
-    }
-    if (c === 47 && sql.charCodeAt(i + 1) === 42) {
-      const end = sql.indexOf('*/', i + 2)
-      i = end === -1 ? n : end + 2
-      continue
-    }
-    if (c === 35 || (c === 45 && sql.charCodeAt(i + 1) === 45)) {
-      const end = sql.indexOf('\n', i)
-      i = end === -1 ? n : end + 1
-      continue
-    }
-    break
-  }
-  let j = i
-  while (j < n) {
-    const c = sql.charCodeAt(j) | 32
-    if (c < 97 || c > 122) break
-    j++
-  }
-  const word = sql.slice(i, j).toUpperCase()
-  if (word === 'START') return 'START TRANSACTION'
-  return OPERATIONS.has(word) ? word : ''
 }
 
 /** Where a server is, for `db.namespace`, `server.address` and `server.port`: never its user or password. */
@@ -257,7 +172,7 @@ export class ServerTelemetry {
 
   /** Starts the span of one statement, a child of the active span; end it with the returned op. */
   begin(sql: string): QueryOp {
-    return new QueryOp(this, this.operation(operationName(sql)))
+    return new QueryOp(this, this.operation(classifyStatement(sql).operation))
   }
 
   /** The span name and attributes of an operation, made on first use. */
