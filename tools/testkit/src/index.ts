@@ -8,6 +8,16 @@ export { isServerUnavailableError, ServerUnavailableError } from './errors.js'
 export { exportServerUrls } from './exportServerUrls.js'
 export type { FaultMode, FaultProxy, FaultProxyOptions, FaultProxyStats } from './faultProxy.js'
 export { createFaultProxy } from './faultProxy.js'
+export type {
+  PrivateRedisCluster,
+  PrivateRedisClusterOptions,
+  PrivateRedisNode,
+  PrivateRedisNodeRole,
+} from './privateRedisCluster.js'
+export {
+  DEFAULT_PRIVATE_REDIS_CLUSTER_OPTIONS,
+  startPrivateRedisCluster,
+} from './privateRedisCluster.js'
 export type { RedisKeyspace, RedisKeyspaceClient } from './redisKeyspace.js'
 export { redisKeyspace } from './redisKeyspace.js'
 export type { HostPort, ResolvedServer, ResolveServerOptions, ServerName } from './servers.js'
