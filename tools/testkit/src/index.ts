@@ -8,6 +8,8 @@ export { isServerUnavailableError, ServerUnavailableError } from './errors.js'
 export { exportServerUrls } from './exportServerUrls.js'
 export type { FaultMode, FaultProxy, FaultProxyOptions, FaultProxyStats } from './faultProxy.js'
 export { createFaultProxy } from './faultProxy.js'
+export type { CallSummary, LoadRecorder, RecordedCall } from './loadRecorder.js'
+export { servedAgainAfter, startLoad, summarizeCalls } from './loadRecorder.js'
 export type {
   PrivateRedisCluster,
   PrivateRedisClusterOptions,
@@ -16,6 +18,7 @@ export type {
 } from './privateRedisCluster.js'
 export {
   DEFAULT_PRIVATE_REDIS_CLUSTER_OPTIONS,
+  redisKeySlot,
   startPrivateRedisCluster,
 } from './privateRedisCluster.js'
 export type { RedisKeyspace, RedisKeyspaceClient } from './redisKeyspace.js'

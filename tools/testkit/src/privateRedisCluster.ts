@@ -97,6 +97,8 @@ export interface PrivateRedisCluster {
   roles(via?: number | string): Promise<PrivateRedisNodeRole[]>
   /** The master that serves `key`'s slot now, as seen by a running node. */
   masterOf(key: string): Promise<PrivateRedisNode>
+  /** The slot ranges (`[first, last]`, inclusive) a master serves now; empty for a replica. */
+  slotsOf(master: number | string): Promise<Array<[number, number]>>
   /** The replicas of `master` now (an empty list when it has none). */
   replicasOf(master: number | string): Promise<PrivateRedisNode[]>
   /** The first replica of `master`; throws when it has none. */
@@ -532,6 +534,17 @@ export async function startPrivateRedisCluster(
       }
       throw new Error(`no master found for "${key}" (slot ${slot})`, { cause: lastError })
     },
+    async slotsOf(master) {
+      const port = find(master).port
+      const asked = states.find((s) => s.pid !== undefined && !s.paused)
+      if (asked === undefined) throw new Error('no node of the private cluster is running')
+      const ranges = (await once(asked.port, ['CLUSTER', 'SLOTS'])) as Array<
+        [number, number, [string, number, string], ...unknown[]]
+      >
+      return ranges
+        .filter(([, , [, owner]]) => Number(owner) === port)
+        .map(([from, to]): [number, number] => [from, to])
+    },
     replicasOf,
     async replicaOf(master) {
       const [replica] = await replicasOf(master)
@@ -544,4 +557,32 @@ export async function startPrivateRedisCluster(
     [Symbol.asyncDispose]: close,
   }
   return cluster
+}
+
+const CRC16_TABLE = (() => {
+  const table = new Uint16Array(256)
+  for (let i = 0; i < 256; i++) {
+    let crc = i << 8
+    for (let bit = 0; bit < 8; bit++)
+      crc = crc & 0x8000 ? ((crc << 1) ^ 0x1021) & 0xffff : (crc << 1) & 0xffff
+    table[i] = crc
+  }
+  return table
+})()
+
+/**
+ * The Redis Cluster hash slot of `key` (CRC16/XMODEM of the key, or of its first non-empty
+ * `{hash tag}`, modulo 16384), as `CLUSTER KEYSLOT` computes it, without a round trip.
+ */
+export function redisKeySlot(key: string): number {
+  let bytes = Buffer.from(key)
+  const open = bytes.indexOf(0x7b)
+  if (open !== -1) {
+    const close = bytes.indexOf(0x7d, open + 1)
+    if (close > open + 1) bytes = bytes.subarray(open + 1, close)
+  }
+  let crc = 0
+  for (const byte of bytes)
+    crc = ((crc << 8) & 0xffff) ^ (CRC16_TABLE[((crc >> 8) ^ byte) & 0xff] as number)
+  return crc % CLUSTER_SLOTS
 }

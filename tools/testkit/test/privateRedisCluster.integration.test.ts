@@ -1,7 +1,12 @@
 import { existsSync } from 'node:fs'
 import { Cluster } from 'ioredis'
 import { afterAll, describe, expect, it } from 'vitest'
-import { disposables, type PrivateRedisCluster, startPrivateRedisCluster } from '../src/index.js'
+import {
+  disposables,
+  type PrivateRedisCluster,
+  redisKeySlot,
+  startPrivateRedisCluster,
+} from '../src/index.js'
 
 const bin = disposables()
 afterAll(() => bin.cleanup())
@@ -48,6 +53,18 @@ describe('startPrivateRedisCluster', () => {
     await cluster.restart(master.port)
     await cluster.waitHealthy(15_000)
     expect((await cluster.replicasOf(replica.port)).map((n) => n.port)).toEqual([master.port])
+  })
+
+  it('computes the slot of a key as CLUSTER KEYSLOT does, and knows which master serves it', async () => {
+    for (const key of ['foo', 'a{b}c', '{}x', 'idem:{k1}', 'x{{a}}', 'a{}{b}', 'ü{']) {
+      const slot = redisKeySlot(key)
+      expect(slot, key).toBe(
+        Number(await cluster.command(cluster.nodes[0]!.port, 'CLUSTER', 'KEYSLOT', key)),
+      )
+      const master = await cluster.masterOf(key)
+      const ranges = await cluster.slotsOf(master.port)
+      expect(ranges.some(([from, to]) => slot >= from && slot <= to)).toBe(true)
+    }
   })
 
   it('pauses and resumes a node (SIGSTOP/SIGCONT)', async () => {
