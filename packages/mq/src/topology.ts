@@ -289,6 +289,17 @@ export function resolveTopology(topology: Topology | undefined): ResolvedTopolog
           ch.assertQueue(retryQueue, {
             durable,
             arguments: {
+              // A quorum queue's retry queues are quorum queues too: a classic one lives on one
+              // node, and while that node is down its declaration fails (404, "home node ... is
+              // down") and republishes to it are returned, on every node of the cluster. Their
+              // expired messages go back at least once (RabbitMQ 3.10+).
+              ...(type === 'quorum'
+                ? {
+                    ...typeArgs,
+                    'x-dead-letter-strategy': 'at-least-once',
+                    'x-overflow': 'reject-publish',
+                  }
+                : {}),
               'x-message-ttl': delay,
               'x-dead-letter-exchange': '',
               'x-dead-letter-routing-key': name,

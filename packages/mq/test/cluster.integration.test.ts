@@ -8,6 +8,10 @@
  * file, in order: the quorum-queue proof first (moved here from testkit's topology test, which
  * would otherwise run in parallel with the faults), then the faults. Each fault test restarts
  * the node it took down and waits for the three nodes to see each other before it ends.
+ *
+ * The example shop's chaos switch kills nodes of the same cluster (its tests run in parallel
+ * with these): every test here, and each restart in the hooks, holds the cross-process lock
+ * RABBITMQ_CLUSTER_LOCK that the shop also holds while one of its nodes is down.
  */
 import { performance } from 'node:perf_hooks'
 import { createIdempotency } from '@ballast/resilience'
@@ -21,7 +25,7 @@ import {
 } from '@ballast/testkit'
 import amqp from 'amqplib'
 import { Redis } from 'ioredis'
-import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest'
 import {
   type Broker,
   type BrokerOptions,
@@ -30,6 +34,7 @@ import {
   isMqError,
 } from '../src/index.js'
 import {
+  acquireTopologyLock,
   clusterStatus,
   killNode,
   NODES,
@@ -38,8 +43,11 @@ import {
   nodeNumber,
   nodeOfUrl,
   quorumQueue,
+  RABBITMQ_CLUSTER_LOCK,
   startCluster,
   stopNode,
+  type TopologyLock,
+  withTopologyLock,
 } from './clusterNodes.js'
 import { closeAll, until, within } from './support/bounded.js'
 
@@ -53,13 +61,21 @@ const cleanups: Array<() => Promise<unknown>> = []
 const urlOf = (n: NodeNumber) => urls[n - 1] as string
 const ALL_NODES = NODES.map(nodeName).sort()
 
+const LOCK_OPTIONS = { holder: 'mq cluster test', timeout: 120_000 }
+
 beforeAll(async () => {
-  const status = await clusterStatus()
-  if (!status.whole && status.out.includes(' up (pid ')) {
-    // some node left down (e.g. by an interrupted run of this file): start is idempotent, and
-    // fails loudly if it cannot make the cluster whole
-    await startCluster()
-  }
+  await withTopologyLock(
+    RABBITMQ_CLUSTER_LOCK,
+    async () => {
+      const status = await clusterStatus()
+      if (!status.whole && status.out.includes(' up (pid ')) {
+        // some node left down (e.g. by an interrupted run of this file): start is idempotent,
+        // and fails loudly if it cannot make the cluster whole
+        await startCluster()
+      }
+    },
+    LOCK_OPTIONS,
+  )
   // no cluster at all: amqpClusterUrls() throws, naming the command that starts it
   urls = await amqpClusterUrls()
   expect(urls).toHaveLength(3)
@@ -72,12 +88,29 @@ afterAll(async () => {
   await closeAll(brokers.map((b) => () => b.close()))
   await closeAll(cleanups)
   // whatever failed above, leave the cluster whole for the next file and run
-  await startCluster()
+  await withTopologyLock(RABBITMQ_CLUSTER_LOCK, () => startCluster(), LOCK_OPTIONS)
   await closeAll([() => names.cleanup(), () => keyspace.cleanup()], 20_000)
   redis.disconnect()
 }, 200_000)
 
 describe('RabbitMQ cluster (three nodes)', () => {
+  // Each test needs the three nodes (the faults take one down and bring it back): none runs
+  // while another process (the shop's chaos switch) has a node down, and none starts a fault
+  // while it does.
+  let lock: TopologyLock | undefined
+  beforeEach(async () => {
+    lock = await acquireTopologyLock(RABBITMQ_CLUSTER_LOCK, LOCK_OPTIONS)
+  }, 150_000)
+  afterEach(async (context) => {
+    try {
+      // a failed fault test may have left its node down: bring it back before letting go
+      if (context.task.result?.state === 'fail') await startCluster()
+    } finally {
+      lock?.release()
+      lock = undefined
+    }
+  }, 200_000)
+
   it('a quorum queue declared on node 1 takes a confirmed publish on node 2 and delivers it on node 3, and is replicated on all three', async () => {
     const [one, two, three] = await Promise.all(
       urls.map(async (url) => {
@@ -126,6 +159,35 @@ describe('RabbitMQ cluster (three nodes)', () => {
     const q = await quorumQueue(queue)
     expect(q.members).toEqual(ALL_NODES)
     expect(ALL_NODES).toContain(q.leader)
+    await within(b.close(), 10_000, 'close()')
+  })
+
+  it("a quorum queue's retry queues are quorum queues on all three nodes (a classic one would strand retries on one node), and a failed message comes back through one", async () => {
+    const queue = names.queue('retries')
+    names.queue('retries.retry.200ms') // the retry queue the topology declares, for cleanup
+    const b = track(
+      createBroker({
+        urls: [...urls],
+        topology: {
+          queues: [{ name: queue, type: 'quorum', retry: { delays: [200] }, deadLetter: false }],
+        },
+        shutdownTimeout: 2000,
+      }),
+    )
+    const attempts: number[] = []
+    await b.consume(queue, async () => {
+      attempts.push(performance.now())
+      if (attempts.length === 1) throw new Error('fails once')
+    })
+    await within(b.ready(), 20_000, 'ready()')
+    expect((await quorumQueue(`${queue}.retry.200ms`)).members).toEqual(ALL_NODES)
+    await within(b.publish('', queue, { n: 1 }), 10_000, 'publish')
+    await until(
+      () => attempts.length === 2,
+      10_000,
+      'the retry to come back',
+      () => attempts,
+    )
     await within(b.close(), 10_000, 'close()')
   })
 
