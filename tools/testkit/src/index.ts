@@ -11,6 +11,14 @@ export { createFaultProxy } from './faultProxy.js'
 export type { CallSummary, LoadRecorder, RecordedCall } from './loadRecorder.js'
 export { servedAgainAfter, startLoad, summarizeCalls } from './loadRecorder.js'
 export type {
+  PrivateMariadbPair,
+  PrivateMariadbPairOptions,
+  PrivateMariadbServer,
+  SwitchoverOptions,
+  SwitchoverResult,
+} from './mariadbPair.js'
+export { startPrivateMariadbPair, switchover } from './mariadbPair.js'
+export type {
   PrivateRedisCluster,
   PrivateRedisClusterOptions,
   PrivateRedisNode,
