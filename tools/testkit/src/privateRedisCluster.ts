@@ -87,6 +87,15 @@ export interface PrivateRedisCluster {
   kill(portOrId: number | string, signal?: NodeJS.Signals): Promise<void>
   /** `SIGSTOP`: the node stops answering anything (clients and the cluster bus) until resumed. */
   pause(portOrId: number | string): void
+  /**
+   * Makes `replica` lag: pauses it (`SIGSTOP`), then writes `bytes` of throwaway data to its
+   * master (one key of the master's slots, overwritten, then deleted) so that the socket
+   * buffers between them are full and what the master acknowledges next stays in the
+   * master's memory. Pausing alone loses nothing on loopback: the kernel holds megabytes of
+   * replication stream for the stopped replica, which it reads on `SIGCONT` even after its
+   * master died. Undo with {@link PrivateRedisCluster.resume}.
+   */
+  lagReplica(replica: number | string, bytes?: number): Promise<void>
   /** `SIGCONT` after {@link PrivateRedisCluster.pause}. */
   resume(portOrId: number | string): void
   /** Starts a killed node again on its port with its `nodes.conf` (it rejoins, as a replica if it was replaced). */
@@ -500,6 +509,30 @@ export async function startPrivateRedisCluster(
       if (state.pid === undefined) throw new Error(`node ${state.port} is not running`)
       process.kill(state.pid, 'SIGSTOP')
       state.paused = true
+    },
+    async lagReplica(portOrId, bytes = 64 * 1024 * 1024) {
+      const replica = find(portOrId)
+      const role = (await roles()).find((r) => r.node.id === replica.id)
+      if (role?.role !== 'replica' || role.masterId === undefined)
+        throw new Error(`node ${replica.port} is not a replica`)
+      const master = find(role.masterId)
+      const ranges = await cluster.slotsOf(master.port)
+      let key = ''
+      for (let n = 0; key === ''; n++) {
+        const slot = redisKeySlot(`ballast:lag:{${n}}`)
+        if (ranges.some(([from, to]) => slot >= from && slot <= to)) key = `ballast:lag:{${n}}`
+      }
+      cluster.pause(replica.port)
+      const client = new Redis({ host: master.host, port: master.port, lazyConnect: true })
+      client.on('error', () => undefined)
+      try {
+        await client.connect()
+        const chunk = Buffer.alloc(1024 * 1024, 120)
+        for (let written = 0; written < bytes; written += chunk.length) await client.set(key, chunk)
+        await client.del(key)
+      } finally {
+        client.disconnect()
+      }
     },
     resume(portOrId) {
       const state = find(portOrId)
