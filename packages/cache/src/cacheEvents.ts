@@ -15,10 +15,15 @@ export interface L2FailedEvent {
   error: Error
 }
 
-/** Payload of `breaker-changed`: the L2 circuit breaker changed state. */
+/**
+ * Payload of `breaker-changed`: an L2 circuit breaker changed state. A standalone Redis has one
+ * breaker; a Redis Cluster has one per master node, so a dead master opens only its own.
+ */
 export interface BreakerChangedEvent {
   /** The new state. */
   state: CircuitState
+  /** The Redis node whose breaker it is, `host:port` (as the Cluster client's slots table names it). */
+  node: string
 }
 
 /** Payload of `bus-disconnected`: the invalidation subscription is lost or silent; L1 is not trusted until it returns. */
@@ -194,8 +199,17 @@ export interface CacheStats {
     /** Times L1 was flushed (clear, gap, resubscription). */
     flushes: number
   }
-  /** The L2 breaker's state. */
+  /**
+   * The L2 breakers' worst state: `open` if any is open, else `halfOpen` if any is, else
+   * `closed`. A standalone Redis has one breaker; a Cluster one per master node (see `breakers`).
+   */
   breaker: CircuitState
+  /**
+   * Each L2 breaker's state by node (`host:port`): one entry for a standalone Redis, one per
+   * master a Cluster has sent calls to (a node that no longer serves slots drops out). Empty
+   * without L2.
+   */
+  breakers: Record<string, CircuitState>
   /** Invalidations waiting for L2 to return. */
   pendingInvalidations: number
   /** The namespace generation this instance reads and writes (moved by `clear()`). */

@@ -34,7 +34,7 @@ import {
 import { InvalidationEpochs } from './internal/invalidations.js'
 import { KeyNames, type TagWrite } from './internal/keys.js'
 import { L2, type RedisClient } from './internal/l2.js'
-import { L2Guard } from './internal/l2Guard.js'
+import { L2Guards } from './internal/l2Guards.js'
 import { L2Invalidations } from './internal/l2Invalidations.js'
 import { type L2Read, LoadFlow, type Stale } from './internal/loadFlow.js'
 import {
@@ -50,6 +50,8 @@ import type { L1Entry, L1Store } from './l1Store.js'
 import { type Serializer, serializeOrThrow } from './serializer.js'
 
 const MISSING = Symbol('missing')
+/** A key L2 could not read (its node's breaker is open, or the call failed). */
+const UNAVAILABLE: L2Read = Object.freeze({ ok: false, token: undefined })
 const GET = (l2: L2, key: string) => l2.get(key)
 const PUBLISH = (l2: L2, [channel, message]: [string, string]) => l2.publish(channel, message)
 
@@ -74,7 +76,8 @@ export class TwoLevelCache<T = unknown> {
   readonly #options: ResolvedOptions
   readonly #l1: L1Store | undefined
   readonly #l2: L2 | undefined
-  readonly #guard: L2Guard | undefined
+  /** The L2 breakers: one for a standalone Redis, one per master of a Cluster. */
+  readonly #guards: L2Guards | undefined
   readonly #bus: Bus | undefined
   readonly #serializer: Serializer
   readonly #bloom: BloomShape | undefined
@@ -120,7 +123,7 @@ export class TwoLevelCache<T = unknown> {
     const l2 = resolved.l2
     if (l2 === undefined) {
       this.#l2 = undefined
-      this.#guard = undefined
+      this.#guards = undefined
       this.#bus = undefined
       this.#l1Trusted = true
       return
@@ -130,12 +133,12 @@ export class TwoLevelCache<T = unknown> {
     this.#l2 = l2Client
     const publishCall = l2Client.isCluster ? L2_CALLS.spublish : L2_CALLS.publish
     const heartbeatCall = l2Client.isCluster ? L2_CALLS.sheartbeat : L2_CALLS.heartbeat
-    this.#guard = new L2Guard({
+    this.#guards = new L2Guards(redis, l2Client.isCluster, {
       name: `cache L2 ${this.#options.namespace}`,
       timeout: l2.timeout,
       ...l2.breaker,
-      onStateChange: (state) => {
-        this.#emit('breaker-changed', { state })
+      onStateChange: (state, node) => {
+        this.#emit('breaker-changed', { state, node })
         if (state === 'closed') void this.#l2Invalidations.replay()
       },
     })
@@ -148,7 +151,7 @@ export class TwoLevelCache<T = unknown> {
       heartbeatInterval: l2.heartbeatInterval,
       heartbeatTimeout: l2.heartbeatTimeout,
       publish: (channel, message, heartbeat) =>
-        this.#run(heartbeat ? heartbeatCall : publishCall, PUBLISH, [channel, message]),
+        this.#run(heartbeat ? heartbeatCall : publishCall, channel, PUBLISH, [channel, message]),
       handlers: {
         message: (message) => this.#onBusMessage(message),
         gap: () => this.#flush('gap'),
@@ -175,7 +178,7 @@ export class TwoLevelCache<T = unknown> {
       get closed() {
         return cache.#closed
       },
-      run: (operation, fn, arg) => this.#run(operation, fn, arg),
+      run: (operation, route, fn, arg) => this.#run(operation, route, fn, arg),
       publish: (message) => this.#publish(message),
       token: () => this.#token(),
       l2Failed: (operation, error) => this.#l2Failed(operation, error),
@@ -204,7 +207,7 @@ export class TwoLevelCache<T = unknown> {
       staleCandidate: (key, envelope, t, l2ok) => this.#staleCandidate(key, envelope, t, l2ok),
       bloomMightContain: (key) => this.#bloomMightContain(key),
       bloomAdd: (keys) => this.#bloomAdd(keys),
-      run: (operation, fn, arg) => this.#run(operation, fn, arg),
+      run: (operation, route, fn, arg) => this.#run(operation, route, fn, arg),
       l2Failed: (operation, error) => this.#l2Failed(operation, error),
       served: (key, reason) => this.#served(key, reason),
       emit: (event, payload) => this.#emit(event, payload),
@@ -471,16 +474,23 @@ export class TwoLevelCache<T = unknown> {
             (channel, message) =>
               this.#run(
                 { operation: 'set', command: 'BATCH', batchSize: l2Writes.length + 1 },
+                channel,
                 (l2) => l2.setManyAndPublish(l2Writes, channel, message),
               ),
           )
           for (const [key, entry] of l1Entries) this.#l1Set(key, entry)
           return
         }
-        await this.#run(writeCall('set', writes.length, tagWrites.length > 0), async (l2) => {
-          if (tagWrites.length > 0) await l2.addTags(this.#keys.tagMembers(tagWrites, t), t)
-          await l2.setMany(writes.map((w) => ({ ...w, key: this.#keys.entry(w.key) })))
-        })
+        // writes on several nodes count against the first key's node (see L2Guards)
+        const route = this.#keys.entry(keys[0] as string)
+        await this.#run(
+          writeCall('set', writes.length, tagWrites.length > 0),
+          route,
+          async (l2) => {
+            if (tagWrites.length > 0) await l2.addTags(this.#keys.tagMembers(tagWrites, t), t)
+            await l2.setMany(writes.map((w) => ({ ...w, key: this.#keys.entry(w.key) })))
+          },
+        )
         if (this.#bloom !== undefined)
           await this.#bloomAdd(keys.filter((_, i) => !prepared[i]?.negative))
         await this.#publish(
@@ -609,7 +619,8 @@ export class TwoLevelCache<T = unknown> {
         invalidationsReceived: bus?.invalidationsReceived ?? 0,
         flushes: counters.flushes,
       },
-      breaker: this.#guard?.state ?? 'closed',
+      breaker: this.#guards?.state ?? 'closed',
+      breakers: this.#guards?.states() ?? {},
       pendingInvalidations: this.#l2Invalidations.pendingCount,
       generation: this.#keys.generation,
     }
@@ -685,7 +696,7 @@ export class TwoLevelCache<T = unknown> {
     this.#l2Invalidations.close()
     this.#loadFlow.wakeAll()
     await this.#bus?.close()
-    await this.#guard?.close()
+    await this.#guards?.close()
     this.#l1?.clear()
     this.#l1?.close?.()
   }
@@ -713,10 +724,11 @@ export class TwoLevelCache<T = unknown> {
     // #readL2, inlined: this is the hot L2 path, and every layer of promises costs
     const epoch = this.#epochs.current
     let raw: string | null
-    if (!this.#l2Readable) return this.#l2Fallback(key)
+    const entryKey = this.#keys.entry(key)
+    if (!this.#l2Readable(entryKey)) return this.#l2Fallback(key)
     try {
       if (this.#generationLoad !== undefined) await this.#ready()
-      raw = await this.#run(L2_CALLS.get, GET, this.#keys.entry(key))
+      raw = await this.#run(L2_CALLS.get, entryKey, GET, entryKey)
     } catch (error) {
       this.#l2Failed('get', error)
       return this.#l2Fallback(key)
@@ -753,21 +765,25 @@ export class TwoLevelCache<T = unknown> {
     this.#emit('stale-served', { key, reason })
   }
 
-  /** Whether L2 may be read: configured, and no invalidation waiting to be replayed. */
-  get #l2Readable(): boolean {
+  /**
+   * Whether L2 may be read at `route` (a Redis key): configured, no invalidation waiting to be
+   * replayed, and the breaker of the node that serves it not open.
+   */
+  #l2Readable(route: string): boolean {
     return (
       this.#l2 !== undefined &&
       this.#l2Invalidations.pendingCount === 0 &&
-      this.#guard?.available === true
+      this.#guards?.for(route).available === true
     )
   }
 
   async #readL2(key: string): Promise<L2Read & { epoch: number }> {
     const epoch = this.#epochs.current
-    if (!this.#l2Readable) return { ok: false, token: undefined, epoch }
+    const entryKey = this.#keys.entry(key)
+    if (!this.#l2Readable(entryKey)) return { ok: false, token: undefined, epoch }
     try {
       if (this.#generationLoad !== undefined) await this.#ready()
-      const raw = await this.#run(L2_CALLS.get, GET, this.#keys.entry(key))
+      const raw = await this.#run(L2_CALLS.get, entryKey, GET, entryKey)
       return {
         ok: true,
         token: envelopeToken(raw),
@@ -781,34 +797,58 @@ export class TwoLevelCache<T = unknown> {
     }
   }
 
+  /**
+   * One MGET per L2 node (one per slot on a Cluster), each under its node's breaker: a key on a
+   * node whose breaker is open, or whose MGET failed, is read as unavailable; the others are read.
+   */
   async #readL2Many(keys: readonly string[]): Promise<L2Read[] & { epoch: number }> {
     const epoch = this.#epochs.current
-    const fail = () =>
-      Object.assign(
-        keys.map((): L2Read => ({ ok: false, token: undefined })),
-        { epoch },
-      )
-    if (!this.#l2Readable) return fail()
+    const out: L2Read[] & { epoch: number } = Object.assign(
+      keys.map((): L2Read => UNAVAILABLE),
+      { epoch },
+    )
+    const guards = this.#guards
+    if (this.#l2 === undefined || guards === undefined || this.#l2Invalidations.pendingCount > 0)
+      return out
     try {
       if (this.#generationLoad !== undefined) await this.#ready()
-      const raws = await this.#run(L2_CALLS.mget, (l2) =>
-        l2.mget(keys.map((key) => this.#keys.entry(key))),
-      )
-      return Object.assign(
-        raws.map(
-          (raw, i): L2Read => ({
-            ok: true,
-            token: envelopeToken(raw),
-            envelope: raw === null ? undefined : this.#decode(keys[i] as string, raw),
-            raw,
-          }),
-        ),
-        { epoch },
-      )
     } catch (error) {
       this.#l2Failed('mget', error)
-      return fail()
+      return out
     }
+    const entries = keys.map((key) => this.#keys.entry(key))
+    const byGuard = new Map<unknown, number[]>()
+    for (let i = 0; i < entries.length; i++) {
+      const guard = guards.for(entries[i] as string)
+      if (!guard.available) continue
+      const group = byGuard.get(guard)
+      if (group === undefined) byGuard.set(guard, [i])
+      else group.push(i)
+    }
+    await Promise.all(
+      [...byGuard.values()].map(async (indexes) => {
+        try {
+          const raws = await this.#run(
+            L2_CALLS.mget,
+            entries[indexes[0] as number] as string,
+            (l2) => l2.mget(indexes.map((i) => entries[i] as string)),
+          )
+          for (let j = 0; j < indexes.length; j++) {
+            const i = indexes[j] as number
+            const raw = raws[j] ?? null
+            out[i] = {
+              ok: true,
+              token: envelopeToken(raw),
+              envelope: raw === null ? undefined : this.#decode(keys[i] as string, raw),
+              raw,
+            }
+          }
+        } catch (error) {
+          this.#l2Failed('mget', error)
+        }
+      }),
+    )
+    return out
   }
 
   /** A fresh L2 entry: deserialize, copy to L1 with L2's remaining TTL (unless invalidated since the read began). */
@@ -944,14 +984,16 @@ export class TwoLevelCache<T = unknown> {
     const shape = this.#bloom
     if (shape === undefined || keys.length === 0) return
     const offsets = keys.flatMap((key) => bloomOffsets(shape, key))
-    await this.#run(L2_CALLS.bloomAdd, (l2) => l2.setBits(this.#keys.bloom(), offsets))
+    const bloomKey = this.#keys.bloom()
+    await this.#run(L2_CALLS.bloomAdd, bloomKey, (l2) => l2.setBits(bloomKey, offsets))
   }
 
   async #bloomMightContain(key: string): Promise<boolean> {
     const shape = this.#bloom as BloomShape
     try {
-      const bits = await this.#run(L2_CALLS.bloomCheck, (l2) =>
-        l2.getBits(this.#keys.bloom(), bloomOffsets(shape, key)),
+      const bloomKey = this.#keys.bloom()
+      const bits = await this.#run(L2_CALLS.bloomCheck, bloomKey, (l2) =>
+        l2.getBits(bloomKey, bloomOffsets(shape, key)),
       )
       return bits.every((bit) => bit === 1)
     } catch (error) {
@@ -1028,7 +1070,13 @@ export class TwoLevelCache<T = unknown> {
 
   // ---------------------------------------------------------------- internals: L2 plumbing
 
-  #run<R, A = undefined>(call: L2Call, fn: (l2: L2, arg: A) => Promise<R>, arg?: A): Promise<R> {
+  /** One L2 call under the breaker of the node that serves `route` (a Redis key it touches). */
+  #run<R, A = undefined>(
+    call: L2Call,
+    route: string,
+    fn: (l2: L2, arg: A) => Promise<R>,
+    arg?: A,
+  ): Promise<R> {
     const l2 = this.#l2 as L2
     if (l2.client.status !== 'ready') {
       // reconnecting: fail at once, and do not count it against the breaker (nothing was tried).
@@ -1038,7 +1086,7 @@ export class TwoLevelCache<T = unknown> {
         new L2UnavailableError(`L2 ${call.operation} skipped: the client is ${l2.client.status}`),
       )
     }
-    return this.#telemetry.l2(call, this.#guard as L2Guard, fn, l2, arg as A)
+    return this.#telemetry.l2(call, (this.#guards as L2Guards).for(route), fn, l2, arg as A)
   }
 
   /** Resolves when the client is connected (at once if it is). */
@@ -1072,7 +1120,8 @@ export class TwoLevelCache<T = unknown> {
 
   async #readGeneration(): Promise<void> {
     try {
-      const raw = await this.#run(L2_CALLS.generation, (l2) => l2.get(this.#keys.generationKey()))
+      const generationKey = this.#keys.generationKey()
+      const raw = await this.#run(L2_CALLS.generation, generationKey, (l2) => l2.get(generationKey))
       const gen = raw === null ? 0 : /^\d{1,16}$/.test(raw) ? Number(raw) : Number.NaN
       if (!Number.isSafeInteger(gen)) {
         // written by someone else: which generation is current cannot be known, so L2 is not read

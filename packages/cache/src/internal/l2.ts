@@ -6,9 +6,14 @@ import type { L2Call } from './telemetry.js'
 /** An ioredis client: a standalone `Redis` or a `Cluster`. */
 export type RedisClient = Redis | Cluster
 
-/** Runs one operation on L2 under the guard (breaker and timeout), in a span when traced. */
+/**
+ * Runs one operation on L2 under the guard (breaker and timeout) of the node that serves
+ * `route` (a Redis key the operation touches: on a Cluster, its slot picks the node's
+ * breaker), in a span when traced.
+ */
 export type L2Runner = <R, A = undefined>(
   call: L2Call,
+  route: string,
   fn: (l2: L2, arg: A) => Promise<R>,
   arg?: A,
 ) => Promise<R>

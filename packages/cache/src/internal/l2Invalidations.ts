@@ -54,16 +54,21 @@ export class L2Invalidations {
 
   /** Writes a tombstone at each key. */
   async tombstone(keys: readonly string[]): Promise<void> {
+    if (keys.length === 0) return
     const t = exactNow()
     const until = t + this.#host.options.tombstoneTtl
-    await this.#host.run(writeCall('delete', keys.length), (l2) =>
-      l2.setMany(
-        keys.map((key) => ({
-          key: this.#host.keys.entry(key),
-          value: tombstoneEnvelope(this.#host.token(), until),
-          px: this.#host.options.tombstoneTtl,
-        })),
-      ),
+    // keys on several nodes count against the first key's node (see L2Guards)
+    await this.#host.run(
+      writeCall('delete', keys.length),
+      this.#host.keys.entry(keys[0] as string),
+      (l2) =>
+        l2.setMany(
+          keys.map((key) => ({
+            key: this.#host.keys.entry(key),
+            value: tombstoneEnvelope(this.#host.token(), until),
+            px: this.#host.options.tombstoneTtl,
+          })),
+        ),
     )
   }
 
@@ -75,17 +80,17 @@ export class L2Invalidations {
   async deleteTags(tags: readonly string[]): Promise<void> {
     for (const tag of tags) {
       const tagKey = this.#host.keys.tag(tag)
-      await this.#host.run(L2_CALLS.pruneTag, (l2) => l2.pruneTag(tagKey, exactNow()))
+      await this.#host.run(L2_CALLS.pruneTag, tagKey, (l2) => l2.pruneTag(tagKey, exactNow()))
       // by ZSCAN: every member present from start to end is reached, whatever writers add
       // meanwhile (a member written again during the scan keeps its place, see removeTagMembers)
       let zcursor = '0'
       do {
-        const [next, members] = await this.#host.run(L2_CALLS.scanTag, (l2) =>
+        const [next, members] = await this.#host.run(L2_CALLS.scanTag, tagKey, (l2) =>
           l2.scanTag(tagKey, zcursor, TAG_CHUNK),
         )
         if (members.length > 0) {
           await this.tombstone(members.map((m) => m.member))
-          await this.#host.run(L2_CALLS.removeTagMembers, (l2) =>
+          await this.#host.run(L2_CALLS.removeTagMembers, tagKey, (l2) =>
             l2.removeTagMembers(tagKey, members),
           )
         }
@@ -95,12 +100,12 @@ export class L2Invalidations {
       const legacyKey = this.#host.keys.legacyTag(tag)
       let cursor = '0'
       do {
-        const [next, members] = await this.#host.run(L2_CALLS.scanLegacyTag, (l2) =>
+        const [next, members] = await this.#host.run(L2_CALLS.scanLegacyTag, legacyKey, (l2) =>
           l2.scanLegacyTag(legacyKey, cursor, TAG_CHUNK),
         )
         if (members.length > 0) {
           await this.tombstone(members)
-          await this.#host.run(L2_CALLS.removeLegacyTagMembers, (l2) =>
+          await this.#host.run(L2_CALLS.removeLegacyTagMembers, legacyKey, (l2) =>
             l2.removeLegacyTagMembers(legacyKey, members),
           )
         }
@@ -110,8 +115,9 @@ export class L2Invalidations {
   }
 
   async clearNamespace(): Promise<void> {
-    const generation = await this.#host.run(L2_CALLS.clear, (l2) =>
-      l2.incr(this.#host.keys.generationKey()),
+    const generationKey = this.#host.keys.generationKey()
+    const generation = await this.#host.run(L2_CALLS.clear, generationKey, (l2) =>
+      l2.incr(generationKey),
     )
     if (generation > this.#host.keys.generation) this.#host.keys.generation = generation
     await this.#host.publish(namespaceCleared(generation))

@@ -193,7 +193,7 @@ export class LoadFlow {
       owner = this.#host.token()
       for (;;) {
         const acquired = await this.#host
-          .run(L2_CALLS.lock, (l2) =>
+          .run(L2_CALLS.lock, this.#host.keys.lock(key), (l2) =>
             l2.acquire(this.#host.keys.lock(key), owner as string, this.#host.options.lockLease),
           )
           .catch(() => undefined)
@@ -385,12 +385,14 @@ export class LoadFlow {
       try {
         if (call.tags !== undefined && call.tags.length > 0) {
           const tags = call.tags
-          await this.#host.run(L2_CALLS.tag, (l2) =>
+          // tags on several nodes count against the first tag's node (see L2Guards)
+          await this.#host.run(L2_CALLS.tag, this.#host.keys.tag(tags[0] as string), (l2) =>
             l2.addTags(this.#host.keys.tagMembers([{ tags, key, px: write.px }], t), t),
           )
         }
-        const written = await this.#host.run(L2_CALLS.cas, (l2) =>
-          l2.cas(this.#host.keys.entry(key), observed, write.text, write.px),
+        const entryKey = this.#host.keys.entry(key)
+        const written = await this.#host.run(L2_CALLS.cas, entryKey, (l2) =>
+          l2.cas(entryKey, observed, write.text, write.px),
         )
         if (!written) {
           this.#host.counters.conflicts++
@@ -448,7 +450,8 @@ export class LoadFlow {
 
   async #releaseLock(key: string, owner: string, announce: boolean): Promise<void> {
     try {
-      await this.#host.run(L2_CALLS.unlock, (l2) => l2.release(this.#host.keys.lock(key), owner))
+      const lockKey = this.#host.keys.lock(key)
+      await this.#host.run(L2_CALLS.unlock, lockKey, (l2) => l2.release(lockKey, owner))
       if (announce) await this.#host.publish(keyFilled(key))
     } catch (error) {
       this.#host.l2Failed('unlock', error) // the lease expires by itself
