@@ -15,7 +15,12 @@ import {
 } from '@ballast/testkit'
 import { Cluster, type ClusterOptions } from 'ioredis'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { createSessionStore, isSessionError, type SessionStore } from '../src/index.js'
+import {
+  createSessionStore,
+  isSessionError,
+  type SessionRecord,
+  type SessionStore,
+} from '../src/index.js'
 import { SECRET } from './fixtures.js'
 
 const NODE_TIMEOUT = 2000
@@ -201,7 +206,7 @@ describe('what asynchronous replication loses: a paused, then lagging, replica p
       const master = await cluster.masterOf(`${prefix}{loss}`)
       const replica = await cluster.replicaOf(master.port)
       const onMaster = await keysOf(master.port)
-      const sessions = []
+      const sessions: SessionRecord<Data>[] = []
       while (sessions.length < 300) {
         const record = await store.create({ data: { n: 0 } })
         if (onMaster(`${prefix}{${record.id}}`)) sessions.push(record)
