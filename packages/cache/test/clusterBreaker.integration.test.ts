@@ -1,8 +1,14 @@
-import { createFaultProxy, type FaultProxy, redisClusterNodes } from '@ballast/testkit'
+import {
+  createFaultProxy,
+  type FaultProxy,
+  type PrivateRedisCluster,
+  redisClusterNodes,
+  startPrivateRedisCluster,
+} from '@ballast/testkit'
 import calculateSlot from 'cluster-key-slot'
 import { Cluster } from 'ioredis'
 import { afterEach, describe, expect, it } from 'vitest'
-import type { BreakerChangedEvent } from '../src/index.js'
+import { type BreakerChangedEvent, createCache, DEFAULT_CACHE_OPTIONS } from '../src/index.js'
 import { KeyNames } from '../src/internal/keys.js'
 import { CacheGroup, eventually } from './fixtures.js'
 
@@ -113,6 +119,71 @@ describe('TwoLevelCache on a Redis Cluster: one L2 breaker per master node', () 
     expect(loads.size).toBe(0)
     expect(cache.stats().breaker).toBe('closed')
   }, 30_000)
+
+  // ~7 s (a private cluster of its own: start, SIGKILL of a real master, the ~3 s promotion)
+  it('a master killed (SIGKILL) opens only its breaker until its replica is promoted; then the promoted node serves the slots from L2 and the dead one drops out', async () => {
+    let cluster: PrivateRedisCluster | undefined
+    let client: Cluster | undefined
+    let cache: Awaited<ReturnType<CacheGroup['add']>> | undefined
+    try {
+      cluster = await startPrivateRedisCluster()
+      client = new Cluster(cluster.seeds, { enableOfflineQueue: false })
+      client.on('error', () => undefined)
+      await new Promise((resolve) => (client as Cluster).once('ready', resolve))
+      cache = createCache({
+        redis: client,
+        namespace: 'breaker',
+        l1: false,
+        l2Timeout: '1s',
+        breaker: { windowSize: 10, volumeThreshold: 3, resetTimeout: 300 },
+      })
+      await cache.ready()
+      const names = new KeyNames(DEFAULT_CACHE_OPTIONS.prefix, 'breaker')
+      const keys = Array.from({ length: 150 }, (_, i) => `item:${i}`)
+      const loads = new Map<string, number>()
+      const c = cache
+      const round = async () =>
+        Promise.all(
+          keys.map((key) =>
+            c.getOrSet(key, async () => {
+              loads.set(key, (loads.get(key) ?? 0) + 1)
+              return key
+            }),
+          ),
+        )
+      await round()
+      const masterOf = new Map<string, number>()
+      for (const key of keys) masterOf.set(key, (await cluster.masterOf(names.entry(key))).port)
+      const victim = (cluster.nodes[0] as { port: number }).port
+      const victimKeys = keys.filter((key) => masterOf.get(key) === victim)
+      expect(victimKeys.length).toBeGreaterThan(0)
+      loads.clear()
+      await cluster.kill(victim, 'SIGKILL')
+      const killedAt = Date.now()
+      // the promotion takes node-timeout (2 s) and an election: rounds before it see the dead master
+      while (Date.now() - killedAt < 1500) await round()
+      const healthyLoads = keys
+        .filter((key) => masterOf.get(key) !== victim)
+        .reduce((sum, key) => sum + (loads.get(key) ?? 0), 0)
+      expect(healthyLoads).toBe(0)
+      expect(victimKeys.every((key) => (loads.get(key) ?? 0) > 0)).toBe(true)
+      expect(cache.stats().breakers[`127.0.0.1:${victim}`]).not.toBe('closed')
+
+      await cluster.waitHealthy(20_000)
+      // once the client has the new slots table, the promoted replica serves them from L2
+      await eventually(async () => {
+        loads.clear()
+        await round()
+        return loads.size === 0
+      }, 20_000)
+      expect(Object.keys(cache.stats().breakers)).not.toContain(`127.0.0.1:${victim}`)
+      expect(cache.stats().breaker).toBe('closed')
+    } finally {
+      await cache?.close()
+      client?.disconnect()
+      await cluster?.close()
+    }
+  }, 60_000)
 
   it('a standalone Redis keeps one breaker, reported under its address', async () => {
     group = new CacheGroup('standalone')
