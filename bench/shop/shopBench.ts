@@ -2,7 +2,7 @@
 import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { amqpUrl, redisUrl } from '@ballast/testkit'
+import { amqpClusterUrls, redisUrl } from '@ballast/testkit'
 import { dropKeysAndQueues } from '../../examples/shop/src/data/cleanup.js'
 import {
   findFreeBasePort,
@@ -31,7 +31,7 @@ export async function benchShop(
   return Object.assign(shop, {
     async close() {
       await shop.stop({ dropData: true })
-      await dropKeysAndQueues(shop.config, await redisUrl(), await amqpUrl())
+      await dropKeysAndQueues(shop.config, await redisUrl(), await amqpClusterUrls())
       rmSync(runDir, { recursive: true, force: true })
     },
   })

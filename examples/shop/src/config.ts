@@ -60,7 +60,13 @@ export interface ShopConfig {
   redisUrl: string
   /** The Redis Cluster: sessions. */
   redisClusterNodes: { host: string; port: number }[]
-  amqpUrl: string
+  /** The cluster is the shop's own (started by the supervisor, gone when it stops). */
+  redisClusterPrivate?: boolean
+  /**
+   * The RabbitMQ cluster's nodes, each through its chaos proxy, in node order: every broker
+   * lists all three (quorum queues on all three nodes) and moves to a live node when its own dies.
+   */
+  amqpUrls: string[]
   catalogDb: MysqlTarget
   shards: ShardSpec[]
   providerUrl: string

@@ -2,7 +2,7 @@
  * The shop's command line:
  *   start               start everything in the foreground; Ctrl-C stops it all
  *   stop                stop a running shop and any leftover process (pid files in the run dir)
- *   chaos FAULT on|off  inject or restore a fault: catalog-instance, redis, replica, rabbitmq, payment-provider
+ *   chaos FAULT on|off  inject or restore a fault: catalog-instance, redis, replica, rabbitmq, rabbitmq-node, payment-provider
  *   status              processes, faults and queue depths
  * Environment: SHOP_PORT (gateway port, default 8080), SHOP_NS (default "shop"),
  * SHOP_RUN_DIR (default examples/shop/.run), SHOP_PRODUCTS, SHOP_USERS.
@@ -120,6 +120,8 @@ if (command === 'stop') {
     seedProducts: Number(process.env.SHOP_PRODUCTS ?? 3000),
     seedUsers: Number(process.env.SHOP_USERS ?? 300),
     bench: process.env.SHOP_BENCH === '1',
+    // SHOP_REDIS_CLUSTER=shared: sessions on the topology's cluster (7000-7005) instead of the shop's own
+    redisCluster: process.env.SHOP_REDIS_CLUSTER === 'shared' ? 'shared' : 'private',
     echo: true,
   })
   process.stdout.write(

@@ -1,14 +1,33 @@
 /**
  * The supervisor: finds the servers (environment, containers or local, through
- * `@ballast/testkit`), puts fault proxies in front of Redis, RabbitMQ and the replica (the
- * chaos switch), creates schemas and seed data, spawns every service instance as its own Node
- * process, restarts a crashed one with backoff, and stops everything cleanly.
+ * `@ballast/testkit`), puts fault proxies in front of Redis, each RabbitMQ cluster node and the
+ * replica (the chaos switch), creates schemas and seed data, spawns every service instance as
+ * its own Node process, restarts a crashed one with backoff, and stops everything cleanly. The
+ * chaos switch also kills a RabbitMQ node (under the cluster's cross-process lock, see
+ * `@ballast/testkit/rabbitmq-cluster`) and restarts it.
  */
 import { type ChildProcess, fork } from 'node:child_process'
 import { createWriteStream, mkdirSync, rmSync, writeFileSync } from 'node:fs'
 import { createServer, type Server } from 'node:http'
 import { join } from 'node:path'
-import { createFaultProxy, type FaultProxy, resolveServer } from '@ballast/testkit'
+import {
+  createFaultProxy,
+  type FaultProxy,
+  type PrivateRedisCluster,
+  type ResolvedServer,
+  resolveServer,
+  startPrivateRedisCluster,
+} from '@ballast/testkit'
+import {
+  acquireTopologyLock,
+  killNode,
+  type NodeNumber,
+  nodeOfUrl,
+  RABBITMQ_CLUSTER_LOCK,
+  startCluster,
+  type TopologyLock,
+  withTopologyLock,
+} from '@ballast/testkit/rabbitmq-cluster'
 import amqp from 'amqplib'
 import {
   type Counts,
@@ -26,6 +45,12 @@ import { createSchemaAndSeed, dropDatabases, type SeedReport } from './data/sche
 import { installMetrics, type MetricsSetup } from './platform/metrics.js'
 import { shopQueues } from './platform/mq.js'
 import { type RunningPrometheus, startPrometheus } from './platform/prometheus.js'
+import {
+  countKeys,
+  failBack,
+  failOverSessionMaster,
+  type RedisFailover,
+} from './platform/redisFailover.js'
 import { loadOrCreateSecrets } from './secrets.js'
 import { CHAOS_FAULTS, type ChaosFault } from './services/gateway.js'
 import { handleTraceRequest, TraceStore } from './traces.js'
@@ -44,6 +69,13 @@ export interface ShopOptions {
   bench?: boolean
   /** Overload limits of the catalog's degrader (default: `DEFAULT_DEGRADER_SETTINGS`). */
   degrader?: ShopConfig['degrader']
+  /**
+   * Where sessions live: `'private'` (default), a Redis Cluster of the shop's own (3 masters, a
+   * replica each, started and removed by the supervisor), whose master the "redis-failover"
+   * fault SIGKILLs; `'shared'`, the topology's cluster on 7000-7005 that other tests use, which
+   * the fault fails over gracefully (`CLUSTER FAILOVER`) and back, never killing a node.
+   */
+  redisCluster?: 'private' | 'shared'
   /** Also echo each process's stderr to ours. */
   echo?: boolean
   onLog?: (line: string) => void
@@ -65,6 +97,8 @@ export interface Shop {
   status(): Promise<{
     processes: ProcessInfo[]
     chaos: Record<string, boolean>
+    /** What the last switch of a cluster fault did, by fault (e.g. the node killed). */
+    chaosDetails: Record<string, string>
     queues: { name: string; messages: number; consumers: number }[]
   }>
   /** Kills one instance without the chaos flag: the supervisor restarts it. */
@@ -141,19 +175,28 @@ export async function startShop(o: ShopOptions): Promise<Shop> {
   const secrets = loadOrCreateSecrets(o.runDir)
   const controlToken = loadOrCreateControlToken(o.runDir)
 
-  const [redis, mysqlStd, primary, replica, rabbit, cluster] = await Promise.all([
+  const privateCluster = o.redisCluster !== 'shared'
+  const [redis, mysqlStd, primary, replica, rabbit, sessionCluster] = await Promise.all([
     resolveServer('redis'),
     resolveServer('mysql'),
     resolveServer('mysql-primary'),
     resolveServer('mysql-replica'),
-    resolveServer('amqp'),
-    resolveServer('redis-cluster'),
+    resolveServer('amqp-cluster'),
+    privateCluster
+      ? startPrivateRedisCluster({ masters: 3, replicasPerMaster: 1, nodeTimeout: 2000 })
+      : resolveServer('redis-cluster'),
   ])
-  const proxies: Record<'redis' | 'amqp' | 'replica', FaultProxy> = {
+  const ownCluster: PrivateRedisCluster | undefined =
+    'seeds' in sessionCluster ? sessionCluster : undefined
+  const proxies: Record<'redis' | 'replica', FaultProxy> = {
     redis: await createFaultProxy({ host: redis.host, port: redis.port }),
-    amqp: await createFaultProxy({ host: rabbit.host, port: rabbit.port }),
     replica: await createFaultProxy({ host: replica.host, port: replica.port }),
   }
+  // One proxy per RabbitMQ node: "rabbitmq" cuts them all; "rabbitmq-node" kills the node
+  // behind the proxy that carries the most of the shop's connections.
+  const amqpProxies: FaultProxy[] = []
+  for (const node of rabbit.nodes)
+    amqpProxies.push(await createFaultProxy({ host: node.host, port: node.port }))
   const replicaTarget = mysqlTarget(replica.url, `${o.ns}_shard_a`)
   const config: ShopConfig = {
     ns: o.ns,
@@ -163,8 +206,11 @@ export async function startShop(o: ShopOptions): Promise<Shop> {
     supervisorMetricsPort: o.basePort + SUPERVISOR_METRICS_PORT_OFFSET,
     instances: layoutInstances(o.basePort, o.counts ?? DEFAULT_COUNTS),
     redisUrl: proxies.redis.url(redis.url),
-    redisClusterNodes: [...cluster.nodes],
-    amqpUrl: proxies.amqp.url(rabbit.url),
+    redisClusterNodes: ownCluster
+      ? ownCluster.seeds
+      : (sessionCluster as ResolvedServer).nodes.map((n) => ({ host: n.host, port: n.port })),
+    redisClusterPrivate: ownCluster !== undefined,
+    amqpUrls: rabbit.urls.map((url, i) => (amqpProxies[i] as FaultProxy).url(url)),
     catalogDb: mysqlTarget(mysqlStd.url, `${o.ns}_catalog`),
     shards: [
       {
@@ -197,6 +243,8 @@ export async function startShop(o: ShopOptions): Promise<Shop> {
   const chaosState: Record<string, boolean> = Object.fromEntries(
     CHAOS_FAULTS.map((f) => [f, false]),
   )
+  // What the last switch of a cluster fault did (which node), for the ops page and the tests.
+  const chaosDetails: Record<string, string> = {}
   const children = new Map<string, Child>()
   let stopping = false
   const pidFile = join(o.runDir, 'shop.pid')
@@ -280,7 +328,12 @@ export async function startShop(o: ShopOptions): Promise<Shop> {
     try {
       if (!amqpConn) {
         // Listeners once per connection, not per call (the ops page polls this).
-        const conn = await amqp.connect(rabbit.url)
+        let conn: amqp.ChannelModel | undefined
+        for (const url of rabbit.urls) {
+          conn = await amqp.connect(url, { timeout: 2000 }).catch(() => undefined)
+          if (conn) break
+        }
+        if (!conn) return out
         conn.on('error', () => {})
         conn.on('close', () => {
           if (amqpConn === conn) amqpConn = undefined
@@ -371,38 +424,171 @@ export async function startShop(o: ShopOptions): Promise<Shop> {
     clearTimeout(t)
   }
 
+  // The RabbitMQ node the chaos switch killed, and the cluster lock held until it runs again.
+  let killedNode: { node: NodeNumber; lock: TopologyLock } | undefined
+  const killRabbitNode = async () => {
+    if (killedNode) return
+    // The node most of the shop's connections are on (their proxy has them open); right after
+    // the "rabbitmq" cut they may still be reconnecting: wait a little for them (bounded).
+    const deadline = Date.now() + 10_000
+    let open = amqpProxies.map((p) => p.stats().open)
+    while (open.every((n) => n === 0) && Date.now() < deadline) {
+      await sleep(200)
+      open = amqpProxies.map((p) => p.stats().open)
+    }
+    const busiest = open.indexOf(Math.max(...open))
+    const node = nodeOfUrl(rabbit.urls[busiest] as string)
+    // Other test runs kill nodes of the same cluster: wait until none is down, and hold the
+    // lock while ours is, so no one else takes a second node (two of three down: no quorum).
+    const lock = await acquireTopologyLock(RABBITMQ_CLUSTER_LOCK, {
+      holder: `shop ${o.ns} chaos rabbitmq-node`,
+      timeout: 120_000,
+    })
+    try {
+      log(`shop: chaos: SIGKILL RabbitMQ node ${node} (${open[busiest]} shop connections on it)`)
+      await killNode(node)
+    } catch (err) {
+      lock.release()
+      throw err
+    }
+    killedNode = { node, lock }
+    chaosDetails['rabbitmq-node'] =
+      `node ${node} (${rabbit.urls[busiest]}) SIGKILLed with ${open[busiest]} shop connections on it`
+  }
+  const restartRabbitNode = async () => {
+    const killed = killedNode
+    if (!killed) return
+    try {
+      // Starts whatever node is down and waits until the three see each other again.
+      await startCluster()
+      log(`shop: chaos: RabbitMQ node ${killed.node} restarted, the cluster is whole`)
+      chaosDetails['rabbitmq-node'] = `node ${killed.node} restarted; the three nodes run`
+      killedNode = undefined
+    } finally {
+      if (!killedNode) killed.lock.release()
+    }
+  }
+
+  // The Redis Cluster failover the chaos switch made, undone by "off".
+  let redisFailover: RedisFailover | undefined
+  // On the shop's own cluster: the master SIGKILLed (its replica takes over after the
+  // cluster's node timeout); "off" starts it again and it rejoins as a replica.
+  let killedMaster: { port: number; at: number } | undefined
+  const killSessionMaster = async (on: boolean, c: PrivateRedisCluster) => {
+    if (on && !killedMaster) {
+      let best: { port: number; keys: number } | undefined
+      for (const r of await c.roles()) {
+        if (r.role !== 'master') continue
+        const keys = await countKeys(r.node, `${o.ns}:sess:*`).catch(() => 0)
+        if (!best || keys > best.keys) best = { port: r.node.port, keys }
+      }
+      if (!best) throw new Error("the shop's Redis Cluster has no master")
+      const victim = best
+      await c.kill(victim.port, 'SIGKILL')
+      const at = Date.now()
+      killedMaster = { port: victim.port, at }
+      chaosDetails['redis-failover'] =
+        `master 127.0.0.1:${victim.port} SIGKILLed (${victim.keys} session keys); waiting for its replica to take over`
+      log(`shop: chaos: ${chaosDetails['redis-failover']}`)
+      // The promotion is the cluster's doing: note when every slot is served again.
+      void c
+        .waitHealthy(30_000)
+        .then(() => {
+          if (killedMaster?.at === at)
+            chaosDetails['redis-failover'] =
+              `master 127.0.0.1:${victim.port} SIGKILLed (${victim.keys} session keys); its replica took over, every slot served again ${Date.now() - at} ms after the kill`
+        })
+        .catch(() => {})
+    } else if (!on && killedMaster) {
+      const { port } = killedMaster
+      await c.restart(port)
+      await c.waitHealthy(30_000)
+      killedMaster = undefined
+      chaosDetails['redis-failover'] = `127.0.0.1:${port} restarted; it rejoined as a replica`
+      log(`shop: chaos: Redis ${chaosDetails['redis-failover']}`)
+    }
+  }
+  const failOverRedis = async (on: boolean) => {
+    if (ownCluster) return killSessionMaster(on, ownCluster)
+    // one failover of the shared cluster at a time (two shops, or a shop and a person)
+    await withTopologyLock(
+      'redis-cluster',
+      async () => {
+        if (on && !redisFailover) {
+          redisFailover = await failOverSessionMaster(config.redisClusterNodes, `${o.ns}:sess:*`)
+          const f = redisFailover
+          chaosDetails['redis-failover'] =
+            `${f.promoted.host}:${f.promoted.port} took over from ${f.demoted.host}:${f.demoted.port} (${f.sessionKeys} session keys) in ${f.tookMs} ms`
+          log(`shop: chaos: Redis Cluster failover: ${chaosDetails['redis-failover']}`)
+        } else if (!on && redisFailover) {
+          const f = redisFailover
+          const ms = await failBack(config.redisClusterNodes, f)
+          redisFailover = undefined
+          chaosDetails['redis-failover'] =
+            `failed back: ${f.demoted.host}:${f.demoted.port} is master again (${ms} ms)`
+          log(`shop: chaos: Redis Cluster ${chaosDetails['redis-failover']}`)
+        }
+      },
+      { holder: `shop ${o.ns} chaos redis-failover`, timeout: 60_000 },
+    )
+  }
+
+  const applyChaos = async (fault: ChaosFault, on: boolean): Promise<void> => {
+    switch (fault) {
+      case 'catalog-instance':
+        return shop.hold('catalog-1', on)
+      case 'redis':
+      case 'rabbitmq':
+      case 'replica': {
+        for (const p of fault === 'rabbitmq' ? amqpProxies : [proxies[fault]]) {
+          if (on) {
+            p.refuse()
+            p.cut()
+          } else p.restore()
+        }
+        return
+      }
+      case 'rabbitmq-node':
+        return on ? killRabbitNode() : restartRabbitNode()
+      case 'redis-failover':
+        return failOverRedis(on)
+      case 'payment-provider': {
+        await fetch(`${config.providerUrl}/mode`, {
+          method: 'POST',
+          headers: controlHeaders(o.runDir),
+          body: JSON.stringify({ mode: on ? 'fail' : 'ok' }),
+        })
+        return
+      }
+    }
+  }
+
   const shop: Shop = {
     config,
     url: `http://127.0.0.1:${config.gatewayPort}/`,
     seed,
     secrets,
     async chaos(fault, on) {
+      const before = chaosState[fault] === true
       chaosState[fault] = on
-      switch (fault) {
-        case 'catalog-instance':
-          return shop.hold('catalog-1', on)
-        case 'redis':
-        case 'rabbitmq':
-        case 'replica': {
-          const p = proxies[fault === 'rabbitmq' ? 'amqp' : fault]
-          if (on) {
-            p.refuse()
-            p.cut()
-          } else p.restore()
-          return
-        }
-        case 'payment-provider': {
-          await fetch(`${config.providerUrl}/mode`, {
-            method: 'POST',
-            headers: controlHeaders(o.runDir),
-            body: JSON.stringify({ mode: on ? 'fail' : 'ok' }),
-          })
-          return
-        }
+      try {
+        await applyChaos(fault, on)
+      } catch (err) {
+        // e.g. the cluster lock not had in time: the switch shows what is true
+        if (fault === 'rabbitmq-node') chaosState[fault] = killedNode !== undefined
+        else if (fault === 'redis-failover')
+          chaosState[fault] = redisFailover !== undefined || killedMaster !== undefined
+        else chaosState[fault] = before
+        throw err
       }
     },
     async status() {
-      return { processes: shop.processes(), chaos: { ...chaosState }, queues: await queueDepths() }
+      return {
+        processes: shop.processes(),
+        chaos: { ...chaosState },
+        chaosDetails: { ...chaosDetails },
+        queues: await queueDepths(),
+      }
     },
     async hold(name, on) {
       const c = children.get(name)
@@ -428,7 +614,11 @@ export async function startShop(o: ShopOptions): Promise<Shop> {
       await new Promise((r) => control.close(r))
       await Promise.all([...children.values()].map(stopChild))
       await amqpConn?.close().catch(() => {})
-      for (const p of Object.values(proxies)) await p.close()
+      for (const p of [...Object.values(proxies), ...amqpProxies]) await p.close()
+      // A node the chaos switch left down is started again (the cluster is shared).
+      await restartRabbitNode().catch((err) => log(`shop: restarting RabbitMQ: ${err}`))
+      if (ownCluster) await ownCluster.close()
+      else await failOverRedis(false).catch((err) => log(`shop: failing Redis back: ${err}`))
       if (opts.dropData) await dropDatabases(config.catalogDb, config.shards)
       rmSync(pidFile, { force: true })
       rmSync(childrenFile, { force: true })

@@ -6,6 +6,7 @@
 import { existsSync } from 'node:fs'
 import { type Browser, chromium } from 'playwright-core'
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest'
+import { CHAOS_FAULTS } from '../src/services/gateway.js'
 import { Client, eventually, shopHandle } from './fixture.js'
 
 const CHROMIUM = '/usr/bin/chromium'
@@ -190,6 +191,9 @@ describe('shop in a browser', () => {
 
     await page.goto('/ops')
     expect(await page.locator('h1').textContent()).toBe('Operations')
+    // The chaos switch offers every fault, the cluster ones included, each with its button.
+    for (const fault of CHAOS_FAULTS)
+      expect(await page.locator(`tr[data-fault="${fault}"] button`).count(), fault).toBe(1)
     expect(await page.locator('[data-instance-row="catalog-1"]').textContent()).toMatch(/L1 \d/)
     // Shard and replica health and lag from the sharding router's stats() (the chaos run may
     // have cut the replica just before: it shows up again within seconds).

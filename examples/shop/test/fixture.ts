@@ -5,7 +5,7 @@
 import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { amqpUrl, redisUrl, uniqueName } from '@ballast/testkit'
+import { amqpClusterUrls, redisUrl, uniqueName } from '@ballast/testkit'
 import mysql from 'mysql2/promise'
 import type { ShardSpec, ShopConfig } from '../src/config.js'
 import { controlHeaders } from '../src/control.js'
@@ -45,7 +45,7 @@ export async function startTestShop(
   return Object.assign(shop, {
     async close() {
       await shop.stop({ dropData: true })
-      await dropKeysAndQueues(shop.config, await redisUrl(), await amqpUrl())
+      await dropKeysAndQueues(shop.config, await redisUrl(), await amqpClusterUrls())
       rmSync(runDir, { recursive: true, force: true })
     },
   })
@@ -57,6 +57,8 @@ export interface ShopHandle {
   secrets: Secrets
   url: string
   chaos(fault: ChaosFault, on: boolean): Promise<void>
+  /** The supervisor's `/status` (processes, chaos switch, what the last cluster faults did). */
+  status(): Promise<Awaited<ReturnType<Shop['status']>>>
 }
 
 export function shopHandle(provided: {
@@ -72,7 +74,15 @@ export function shopHandle(provided: {
         headers: controlHeaders(provided.config.runDir),
         body: JSON.stringify({ fault, on }),
       })
-      if (!res.ok) throw new Error(`chaos ${fault} answered ${res.status}`)
+      if (!res.ok) throw new Error(`chaos ${fault} answered ${res.status}: ${await res.text()}`)
+    },
+    async status() {
+      const res = await fetch(`http://127.0.0.1:${provided.config.controlPort}/status`, {
+        headers: controlHeaders(provided.config.runDir),
+        signal: AbortSignal.timeout(30_000),
+      })
+      if (!res.ok) throw new Error(`status answered ${res.status}`)
+      return (await res.json()) as Awaited<ReturnType<Shop['status']>>
     },
   }
 }

@@ -9,9 +9,10 @@ import type { ShopConfig } from '../config.js'
 import { shopQueues, shopTopology } from '../platform/mq.js'
 
 export async function dropKeysAndQueues(
-  config: Pick<ShopConfig, 'ns' | 'redisClusterNodes'>,
+  config: Pick<ShopConfig, 'ns' | 'redisClusterNodes' | 'redisClusterPrivate'>,
   redisUrl: string,
-  amqpUrl: string,
+  /** The RabbitMQ cluster's nodes: the first that answers is used (one may be down). */
+  amqpUrls: readonly string[],
 ): Promise<void> {
   const ns = config.ns
   const r = new Redis(redisUrl)
@@ -25,11 +26,27 @@ export async function dropKeysAndQueues(
   }
   await del(r).catch(() => {})
   r.disconnect()
-  const cluster = new Cluster(config.redisClusterNodes)
-  await Promise.all(cluster.nodes('master').map((n) => del(n as unknown as Redis).catch(() => {})))
-  await cluster.quit().catch(() => {})
+  // The shop's own cluster went with the supervisor: nothing of it is left to clean.
+  if (!config.redisClusterPrivate) {
+    const cluster = new Cluster(config.redisClusterNodes)
+    await Promise.all(
+      cluster.nodes('master').map((n) => del(n as unknown as Redis).catch(() => {})),
+    )
+    await cluster.quit().catch(() => {})
+  }
   const q = shopQueues(ns)
-  const conn = await amqp.connect(amqpUrl)
+  let conn: amqp.ChannelModel | undefined
+  let lastError: unknown
+  for (const url of amqpUrls) {
+    try {
+      conn = await amqp.connect(url, { timeout: 5000 })
+      break
+    } catch (error) {
+      lastError = error
+    }
+  }
+  if (!conn) throw lastError
+  conn.on('error', () => {})
   const ch = await conn.createChannel()
   ch.on('error', () => {})
   for (const def of shopTopology(ns).queues ?? []) {

@@ -1,7 +1,9 @@
 /**
- * RabbitMQ through `@ballast/mq`: one topic exchange, one queue per worker with delayed
- * retries and a dead-letter queue. Publishing waits for the broker's confirm; while the
- * broker is away, the broker's bounded buffer holds messages and the outbox holds the rest.
+ * RabbitMQ through `@ballast/mq`, on the three-node cluster: one topic exchange, one quorum
+ * queue per worker (replicated on the three nodes, so it survives the loss of one) with delayed
+ * retries and a dead-letter queue (quorum queues too). Publishing waits for the broker's
+ * confirm; while the broker is away, the broker's bounded buffer holds messages and the outbox
+ * holds the rest. Each process lists every node and moves to a live one when its own dies.
  */
 import { type Broker, createBroker, type Topology } from '@ballast/mq'
 
@@ -37,16 +39,19 @@ export function shopTopology(ns: string): Topology {
     queues: [
       {
         name: q.inventory,
+        type: 'quorum',
         bindings: [{ exchange: q.exchange, routingKey: TOPICS.orderPlaced }],
         retry: { delays: [250, 500, 1000, 2000, 2000, 2000, 4000, 4000, 8000, 8000] },
       },
       {
         name: q.payment,
+        type: 'quorum',
         bindings: [{ exchange: q.exchange, routingKey: TOPICS.stockConfirmed }],
         retry: { delays: paymentDelays },
       },
       {
         name: q.delivery,
+        type: 'quorum',
         bindings: [{ exchange: q.exchange, routingKey: TOPICS.paymentCaptured }],
         retry: { delays: [250, 500, 1000, 2000, 2000, 2000, 4000, 4000, 8000, 8000] },
       },
@@ -54,9 +59,9 @@ export function shopTopology(ns: string): Topology {
   }
 }
 
-export function createShopBroker(url: string, ns: string, name: string): Broker {
+export function createShopBroker(urls: readonly string[], ns: string, name: string): Broker {
   return createBroker({
-    urls: url,
+    urls: [...urls],
     topology: shopTopology(ns),
     name,
     heartbeatInterval: 5000,

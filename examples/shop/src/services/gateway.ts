@@ -34,9 +34,25 @@ export const CHAOS_FAULTS = [
   'redis',
   'replica',
   'rabbitmq',
+  'rabbitmq-node',
+  'redis-failover',
   'payment-provider',
 ] as const
 export type ChaosFault = (typeof CHAOS_FAULTS)[number]
+
+/** What each fault of the chaos switch does, as the ops page says it. */
+export const CHAOS_FAULT_DESCRIPTIONS: Record<ChaosFault, string> = {
+  'catalog-instance': 'stops catalog-1 (the balancer ejects it)',
+  redis: 'cuts the standalone Redis (cache L2, idempotency keys, rate limits)',
+  replica: "cuts shard a's replica (reads fall back to the primary)",
+  rabbitmq: 'cuts every RabbitMQ node (the outbox holds events)',
+  'rabbitmq-node':
+    "SIGKILLs the RabbitMQ cluster node carrying most of the shop's connections (quorum queues keep going on the other two); restore restarts it",
+  'redis-failover':
+    "fails over the sessions' Redis Cluster master holding most sessions: SIGKILLed on the shop's own cluster (its replica takes over; restore restarts it as a replica), CLUSTER FAILOVER and back on the shared one",
+  'payment-provider':
+    'the payment provider refuses every charge (orders wait in "payment pending")',
+}
 
 /** A bounded in-memory response store; price changes clear it through Redis pub/sub. */
 function memoryResponseCache(max = 2000): ResponseCache & { clear(): void; size(): number } {
@@ -187,6 +203,7 @@ export async function startGateway(config: ShopConfig, instance: string, port: n
     }
     const routeStats = o.gateway.proxy.routes
     const chaos = (get(o.control, 'chaos') ?? {}) as Record<string, boolean>
+    const chaosDetails = (get(o.control, 'chaosDetails') ?? {}) as Record<string, string>
     const csrf = session(ctx).csrfToken()
     await page(
       ctx,
@@ -198,11 +215,11 @@ ${observed.alerts}
 ${observed.charts}
 ${waterfall}
 <h2>Chaos switch</h2>
-<table><thead><tr><th>fault</th><th>state</th><th></th></tr></thead><tbody>
+<table><thead><tr><th>fault</th><th>what it does</th><th>state</th><th>last switch</th><th></th></tr></thead><tbody>
 ${CHAOS_FAULTS.map(
   (
     f,
-  ) => html`<tr data-fault="${f}"><td>${f}</td><td class="${chaos[f] ? 'bad' : 'ok'}">${chaos[f] ? 'FAULT ON' : 'normal'}</td><td>
+  ) => html`<tr data-fault="${f}"><td>${f}</td><td class="muted">${CHAOS_FAULT_DESCRIPTIONS[f]}</td><td class="${chaos[f] ? 'bad' : 'ok'}">${chaos[f] ? 'FAULT ON' : 'normal'}</td><td data-chaos-detail>${chaosDetails[f] ?? ''}</td><td>
 <form method="post" action="/ops/chaos" class="inline"><input type="hidden" name="_csrf" value="${csrf}"><input type="hidden" name="fault" value="${f}"><input type="hidden" name="on" value="${chaos[f] ? '0' : '1'}"><button class="${chaos[f] ? '' : 'secondary'}">${chaos[f] ? 'restore' : 'inject'}</button></form></td></tr>`,
 )}
 </tbody></table>
@@ -295,7 +312,8 @@ ${(
         headers: controlHeaders(config.runDir),
         body: JSON.stringify({ fault, on }),
       },
-      5000,
+      // a RabbitMQ node waits for the cluster lock, and its restart takes ~10 s
+      180_000,
     )
     await go(ctx, '/ops', `${fault}: ${on ? 'fault injected' : 'restored'}`)
   })

@@ -94,7 +94,7 @@ export async function startOrder(config: ShopConfig, instance: string, port: num
   })
   const catalog = new Catalog(db, cache)
   const idempotency = checkoutIdempotency(env.redis, `${config.ns}:idem:`)
-  const broker = createShopBroker(config.amqpUrl, config.ns, instance)
+  const broker = createShopBroker(config.amqpUrls, config.ns, instance)
   const relays = startOutboxRelays(config.shards, broker)
   env.closers.push(
     () => relays.close(),

@@ -74,7 +74,7 @@ export async function startWorker(
   port: number,
 ) {
   const q = shopQueues(config.ns)
-  const broker = createShopBroker(config.amqpUrl, config.ns, instance)
+  const broker = createShopBroker(config.amqpUrls, config.ns, instance)
   const router = createShopRouter(config.shards, { connectionLimit: 3 })
   const ids = createOrderIds()
   /** An order's shard key: the user's slot its id carries. */
