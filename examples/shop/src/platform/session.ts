@@ -4,6 +4,7 @@
  */
 import { createSessionStore, type RequestSession, type SessionStore } from '@ballast/session'
 import type { Cluster } from 'ioredis'
+import { CLUSTER_CALL_TIMEOUT } from './redis.js'
 
 export interface ShopSessionData {
   name: string
@@ -27,6 +28,8 @@ export function createShopSessions(
     idleTimeout: '15m',
     absoluteTimeout: '12h',
     prefix: `${ns}:sess:`,
+    // above the Cluster client's failover retries, so a promotion delays requests instead of failing them
+    timeout: CLUSTER_CALL_TIMEOUT,
     // Plain HTTP on 127.0.0.1 in the example; behind TLS keep the defaults (Secure, __Host-).
     cookie: { name: 'sid', secure: false, prefix: false },
   })
