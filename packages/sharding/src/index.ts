@@ -52,6 +52,7 @@ export type {
   FallbackReason,
   FellBackToPrimaryEvent,
   HealthCheckFailedEvent,
+  PrimarySwitchedEvent,
   ReplicaEjectedEvent,
   ReplicaRestoredEvent,
   ShardRouterEvents,
@@ -64,6 +65,7 @@ export type {
   ScatterOptions,
   ServerConfig,
   ServerRole,
+  SetPrimaryOptions,
   ShardConfig,
   ShardRouterOptions,
   TransactionOptions,
@@ -72,6 +74,7 @@ export {
   DEFAULT_QUERY_OPTIONS,
   DEFAULT_RING_OPTIONS,
   DEFAULT_SCATTER_OPTIONS,
+  DEFAULT_SET_PRIMARY_OPTIONS,
   DEFAULT_SHARD_ROUTER_OPTIONS,
   DEFAULT_TRANSACTION_OPTIONS,
 } from './shardRouterOptions.js'

@@ -22,7 +22,7 @@ import { FALLBACK_REASON, GTID_WAIT_OUTCOME, queryInstruments } from './internal
 import { checkShard, type ReplicaState } from './internal/replicaMonitor.js'
 import type { RouterCounters, RouterInternals, Scope, Shard } from './internal/routerInternals.js'
 import { observeRouter } from './internal/routerMetrics.js'
-import { GUARDED, isConnectionError, Server } from './internal/server.js'
+import { GUARDED, isConnectionError, Server, type ServerDefaults } from './internal/server.js'
 import { buildSlotTable } from './internal/slotTable.js'
 import type { RowSink } from './internal/streamMerge.js'
 import type { MergeSpec, QueryResult, Row } from './mergeSpec.js'
@@ -33,6 +33,7 @@ import {
   type Consistency,
   DEFAULT_QUERY_OPTIONS,
   DEFAULT_SCATTER_OPTIONS,
+  DEFAULT_SET_PRIMARY_OPTIONS,
   DEFAULT_SHARD_ROUTER_OPTIONS,
   DEFAULT_TRANSACTION_OPTIONS,
   type QueryOptions,
@@ -40,6 +41,7 @@ import {
   type ScatterOptions,
   type ServerConfig,
   type ServerRole,
+  type SetPrimaryOptions,
   type ShardRouterOptions,
   type TransactionOptions,
 } from './shardRouterOptions.js'
@@ -92,6 +94,10 @@ export class ShardRouter {
   #timer: ReturnType<typeof setTimeout> | undefined
   readonly #keepTimerLists: Array<ReturnType<typeof setTimeout>> = []
   readonly #internals: RouterInternals
+  /** What every server's pool is made with (a new primary's too, see {@link ShardRouter.setPrimary}). */
+  readonly #serverDefaults: Omit<ServerDefaults, 'multipleStatements' | 'trackGtid'>
+  /** How long the primary breaker stays engaged after a connection failure, in ms. */
+  readonly #guardMs: number
   #checking: Promise<void> | undefined
   /** Unregisters the observed instruments (in `close()`). */
   readonly #stopObserving: () => void
@@ -212,7 +218,8 @@ export class ShardRouter {
     }
     const primaryBreaker = merged.primaryBreaker
     const window = primaryBreaker === false ? undefined : primaryBreaker.window
-    const guardMs = window?.type === 'time' ? (parseDuration(window.duration) ?? 10_000) : 10_000
+    this.#guardMs = window?.type === 'time' ? (parseDuration(window.duration) ?? 10_000) : 10_000
+    this.#serverDefaults = defaults
     this.#shards = merged.shards.map((config, index) => {
       const replicaConfigs: readonly ServerConfig[] = config.replicas ?? []
       const primary = new Server(config.id, 'primary', `${config.id}/primary`, config.primary, {
@@ -279,20 +286,9 @@ export class ShardRouter {
         replicas,
         balancer,
         monitored: { id: config.id, primary, replicas, samples: [] },
-        stats: { primaryQueries: 0, replicaQueries: 0, failed: 0 },
+        stats: { primaryQueries: 0, replicaQueries: 0, failed: 0, switchovers: 0 },
       }
-      primary.onFailure = (error, flags) => {
-        shard.stats.failed++
-        const breaker = shard.breaker
-        if (breaker === undefined) return
-        shard.guardedUntil = Date.now() + guardMs
-        // A statement that skipped the breaker still counts as its failure.
-        if ((flags & GUARDED) === 0) breaker.execute(() => Promise.reject(error)).catch(ignore)
-      }
-      if (replicaConfigs.length > 0) {
-        primary.onGtid = (gtid, scope) =>
-          this.#noteWrite(config.id, gtid, scope as Scope | undefined)
-      }
+      this.#attachPrimary(shard, primary)
       this.#byId.set(config.id, shard)
       return shard
     })
@@ -616,6 +612,90 @@ export class ShardRouter {
         failed: counters.scatterFailed,
       },
       replicas,
+    }
+  }
+
+  /**
+   * Points a shard at a new primary, after an operator or an orchestrator promoted a replica
+   * (the old primary stopped or made read-only, the replica's replication stopped and reset,
+   * `read_only` off). From the call on, the shard's statements go to the new primary's pool
+   * and its breaker starts closed. The old primary's pool takes nothing more: a statement
+   * waiting for one of its connections fails at once, and one still running there gets
+   * `drainTimeout` to finish, then fails; both with a retryable {@link ShardUnavailableError},
+   * so the caller's retry runs on the new primary. A write cut off that way may or may not
+   * have been applied: retry it idempotently. Causal tokens taken on the old primary keep
+   * working when the new one continues its GTIDs (a replica with `log_slave_updates`, in the
+   * same GTID domain). Emits `primary-switched`; resolves once the old pool is closed.
+   *
+   * Each router process holds its own pools: every process that routes to the shard must be
+   * told (the operator's tooling calls each, or each watches where the primary is).
+   *
+   * @throws UnknownShardError if no shard has the id.
+   * @throws InvalidArgumentError if the server or an option is invalid.
+   * @example
+   * ```ts
+   * // after promoting db1r (see the README's "When the cluster fails over")
+   * await router.setPrimary('s1', 'mysql://app@db1r:3306/shop')
+   * ```
+   */
+  async setPrimary(
+    shardId: string,
+    primary: ServerConfig,
+    options: SetPrimaryOptions = DEFAULT_SET_PRIMARY_OPTIONS,
+  ): Promise<void> {
+    if (this.#closed) throw new ShardingClosedError('shard router', 'setPrimary')
+    if (typeof shardId !== 'string') argument.invalid('shardId', 'a shard id', shardId)
+    const shard = this.#byId.get(shardId)
+    if (shard === undefined) throw new UnknownShardError(shardId)
+    if (typeof primary !== 'string' && (typeof primary !== 'object' || primary === null)) {
+      // Never shown: a server's settings may hold a password.
+      argument.invalid('primary', 'a mysql:// URL or mysql2 pool options', typeof primary)
+    }
+    if (typeof options !== 'object' || options === null)
+      argument.invalid('options', 'an object', options)
+    const drainMs = argument.duration(
+      'drainTimeout',
+      merge(DEFAULT_SET_PRIMARY_OPTIONS, options).drainTimeout,
+    )
+    const next = new Server(shard.id, 'primary', `${shard.id}/primary`, primary, {
+      ...this.#serverDefaults,
+      multipleStatements: false,
+      trackGtid: shard.replicas.length > 0,
+    })
+    const previous = shard.primary
+    // The old pool's late failures are the switchover's, not the new primary's: they count in
+    // the shard's failures but never reach its breaker.
+    previous.onFailure = () => {
+      shard.stats.failed++
+    }
+    this.#attachPrimary(shard, next)
+    shard.primary = next
+    shard.monitored.primary = next
+    shard.guardedUntil = 0
+    shard.breaker?.reset()
+    shard.stats.switchovers++
+    if (this.#events.has('primary-switched'))
+      this.#events.emit('primary-switched', {
+        shard: shard.id,
+        server: next.address,
+        previous: previous.address,
+        inFlight: previous.pending.size,
+      })
+    await previous.retire(drainMs)
+  }
+
+  /** Wires a primary's hooks: failures to the shard's stats and breaker, write GTIDs to causal tokens. */
+  #attachPrimary(shard: Shard, primary: Server): void {
+    primary.onFailure = (error, flags) => {
+      shard.stats.failed++
+      const breaker = shard.breaker
+      if (breaker === undefined) return
+      shard.guardedUntil = Date.now() + this.#guardMs
+      // A statement that skipped the breaker still counts as its failure.
+      if ((flags & GUARDED) === 0) breaker.execute(() => Promise.reject(error)).catch(ignore)
+    }
+    if (shard.replicas.length > 0) {
+      primary.onGtid = (gtid, scope) => this.#noteWrite(shard.id, gtid, scope as Scope | undefined)
     }
   }
 

@@ -60,6 +60,18 @@ export interface HealthCheckFailedEvent {
   error: unknown
 }
 
+/** Payload of the `primary-switched` event. */
+export interface PrimarySwitchedEvent {
+  /** The shard. */
+  shard: string
+  /** The new primary's address, `host:port` (or its socket path). */
+  server: string
+  /** The old primary's address. */
+  previous: string
+  /** Statements that were waiting for or running on the old primary when it was replaced. */
+  inFlight: number
+}
+
 /** The events of a {@link ShardRouter}, with their payloads. */
 export interface ShardRouterEvents {
   /** A replica left rotation: failed health check or lag over the bound (`reason`), or ejected by outlier detection. */
@@ -72,4 +84,6 @@ export interface ShardRouterEvents {
   'health-check-failed': HealthCheckFailedEvent
   /** A causal token string was refused, or positions of a token were dropped; the request goes on without them. */
   'causal-token-refused': CausalTokenRefusedEvent
+  /** The shard was pointed at a new primary ({@link ShardRouter.setPrimary}). */
+  'primary-switched': PrimarySwitchedEvent
 }

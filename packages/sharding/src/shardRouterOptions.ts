@@ -315,3 +315,19 @@ export interface TransactionOptions {
 
 /** The defaults of {@link TransactionOptions}, frozen: none is set per call (the server's isolation level, the router's `queryTimeout`). */
 export const DEFAULT_TRANSACTION_OPTIONS: Readonly<TransactionOptions> = Object.freeze({})
+
+/** Options of {@link ShardRouter.setPrimary}. */
+export interface SetPrimaryOptions {
+  /**
+   * How long statements still running on the old primary may take to finish before they are
+   * cut off (their connections destroyed) with a retryable {@link ShardUnavailableError}.
+   * Statements waiting for one of its connections fail at once.
+   * @default 1000
+   */
+  drainTimeout?: Duration
+}
+
+/** The defaults of {@link SetPrimaryOptions}, frozen. */
+export const DEFAULT_SET_PRIMARY_OPTIONS: Readonly<Required<SetPrimaryOptions>> = Object.freeze({
+  drainTimeout: 1000,
+})

@@ -8,6 +8,8 @@ export interface ShardStats {
   replicaQueries: number
   /** Statements that failed because a server was unreachable or timed out. */
   failed: number
+  /** Times the shard was pointed at a new primary ({@link ShardRouter.setPrimary}). */
+  switchovers: number
 }
 
 /** The state of one replica, in {@link ShardRouterStats}. */

@@ -106,6 +106,8 @@ export interface SwitchoverResult {
 }
 
 const READY_POLL_MS = 50
+/** Unplanned switchover: how long the replica's IO thread may take to notice its primary is gone. */
+const IO_SETTLE_MS = 2000
 const APP_USER = 'app'
 const APP_PASSWORD = 'app'
 const REPL_USER = 'repl'
@@ -454,9 +456,10 @@ async function waitReplicating(
  * 1. planned only: `SET GLOBAL read_only = 1` on the old primary (writes of users without
  *    `READ_ONLY ADMIN` now fail with ER_OPTION_PREVENTS_STATEMENT), then read its
  *    `gtid_binlog_pos` and wait (`MASTER_GTID_WAIT`) until the replica has applied it;
- * 2. unplanned (the old primary is dead): start the replica's SQL thread if it was stopped
- *    and wait until it has applied everything its IO thread received (`Gtid_IO_Pos`): what
- *    the relay log holds is never thrown away;
+ * 2. unplanned (the old primary is dead): wait (up to 2 s) for the replica's IO thread to
+ *    notice, so it has read what was already on its way, start the SQL thread if it was
+ *    stopped, and wait until it has applied everything the IO thread received
+ *    (`Gtid_IO_Pos`): what the relay log holds is never thrown away;
  * 3. on the replica: `STOP SLAVE`, `RESET SLAVE ALL`, `SET GLOBAL read_only = 0`.
  *
  * Returns the new primary's URL; the caller then points its routers at it
@@ -484,21 +487,19 @@ export async function switchover(options: SwitchoverOptions): Promise<Switchover
       oldPrimaryPosition = rows[0]?.p ?? ''
       await waitApplied(replica, oldPrimaryPosition, left)
     } else {
-      const [rows] = (await replica.query({
-        sql: 'SHOW SLAVE STATUS',
-        timeout: left(),
-      })) as unknown as [Array<Record<string, unknown>>]
-      const status = rows[0]
+      // Let the IO thread read what it already received (a paused replica's socket buffer)
+      // and notice the old primary is gone: until then Gtid_IO_Pos may not be final.
+      const settleBy = Date.now() + Math.min(IO_SETTLE_MS, left())
+      let status = await slaveStatus(replica, left)
       if (status === undefined)
         throw new Error('the server to promote is not a replica (empty SHOW SLAVE STATUS)')
-      if (status.Slave_SQL_Running !== 'Yes')
+      while (status?.Slave_IO_Running === 'Yes' && Date.now() < settleBy) {
+        await sleep(READY_POLL_MS)
+        status = await slaveStatus(replica, left)
+      }
+      if (status?.Slave_SQL_Running !== 'Yes')
         await replica.query({ sql: 'START SLAVE SQL_THREAD', timeout: left() })
-      // Re-read: the IO thread may have written more before the old primary went away.
-      const [again] = (await replica.query({
-        sql: 'SHOW SLAVE STATUS',
-        timeout: left(),
-      })) as unknown as [Array<Record<string, unknown>>]
-      await waitApplied(replica, String(again[0]?.Gtid_IO_Pos ?? ''), left)
+      await waitApplied(replica, String(status?.Gtid_IO_Pos ?? ''), left)
     }
     await replica.query({
       sql: 'STOP SLAVE; RESET SLAVE ALL; SET GLOBAL read_only = 0',
@@ -519,6 +520,17 @@ export async function switchover(options: SwitchoverOptions): Promise<Switchover
     await end(old)
     await end(replica)
   }
+}
+
+async function slaveStatus(
+  connection: Connection,
+  left: () => number,
+): Promise<Record<string, unknown> | undefined> {
+  const [rows] = (await connection.query({
+    sql: 'SHOW SLAVE STATUS',
+    timeout: left(),
+  })) as unknown as [Array<Record<string, unknown>>]
+  return rows[0]
 }
 
 async function waitApplied(

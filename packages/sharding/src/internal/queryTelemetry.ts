@@ -87,7 +87,7 @@ export function queryInstruments(meter: Meter, tracer: Tracer): QueryInstruments
 }
 
 /** Where a server is, for `db.namespace`, `server.address` and `server.port`: never its user or password. */
-function locate(config: string | PoolOptions): {
+export function locate(config: string | PoolOptions): {
   namespace: string | undefined
   address: string | undefined
   port: number | undefined

@@ -23,6 +23,11 @@ const INSTRUMENTS = {
     description: 'Statements that failed because a server was unreachable or timed out, per shard',
     unit: '{query}',
   },
+  'ballast.sharding.switchovers': {
+    kind: 'counter',
+    description: 'Times a shard was pointed at a new primary (setPrimary), per shard',
+    unit: '{switchover}',
+  },
   'ballast.sharding.replica.lag': {
     kind: 'gauge',
     description:
@@ -116,6 +121,7 @@ export function observeRouter(
       if (shard.replicas.length > 0)
         record('ballast.sharding.queries', shard.stats.replicaQueries, a.replica)
       record('ballast.sharding.failed', shard.stats.failed, a.shard)
+      record('ballast.sharding.switchovers', shard.stats.switchovers, a.shard)
       shard.replicas.forEach((replica, j) => {
         const ra = a.replicas[j]!
         if (replica.lagMs !== undefined)

@@ -1,6 +1,6 @@
 import { createPool, type Pool, type PoolConnection, type PoolOptions } from 'mysql2'
 import { ShardTimeoutError, ShardUnavailableError } from '../errors.js'
-import { type QueryInstruments, type QueryOp, ServerTelemetry } from './queryTelemetry.js'
+import { locate, type QueryInstruments, type QueryOp, ServerTelemetry } from './queryTelemetry.js'
 import type { RowSink } from './streamMerge.js'
 
 /** What {@link Server.stream} resolves with: the rows went to the sink. */
@@ -24,6 +24,11 @@ const CONNECTION_CODES = new Set([
   'ER_NORMAL_SHUTDOWN',
   'ER_CONNECTION_KILLED',
   'ER_QUERY_INTERRUPTED',
+  // mysql2: a statement on a connection that was ended (the pool of a replaced primary).
+  'PROTOCOL_ENQUEUE_AFTER_QUIT',
+  // The server is read-only: a primary that was demoted (a switchover is under way). The
+  // server, not the statement, refuses: the same write succeeds on the new primary.
+  'ER_OPTION_PREVENTS_STATEMENT',
 ])
 
 /** Whether an error means the server could not be reached or dropped the connection. */
@@ -87,6 +92,12 @@ export class Server {
   onFailure: FailureSink | undefined
   /** Spans and durations of this server's statements (health checks have none). */
   readonly telemetry: ServerTelemetry
+  /** Where the server is, `host:port` or a socket path (never the user or password). */
+  readonly address: string
+  /** Calls not settled yet: what a replaced primary's drain waits for. */
+  readonly pending = new Set<PendingCall<unknown>>()
+  /** Replaced (see {@link Server.retire}): its pool takes no new statement. */
+  retired = false
 
   constructor(
     shard: string,
@@ -99,6 +110,11 @@ export class Server {
     this.role = role
     this.id = id
     this.telemetry = new ServerTelemetry(defaults.instruments, shard, role, config)
+    const located = locate(config)
+    this.address =
+      typeof config === 'object' && config.socketPath !== undefined
+        ? config.socketPath
+        : `${located.address}:${located.port}`
     const base: PoolOptions = typeof config === 'string' ? { uri: config } : { ...config }
     const options: PoolOptions = {
       connectTimeout: defaults.connectTimeoutMs,
@@ -206,6 +222,7 @@ export class Server {
   ): Promise<T> {
     return new Promise<T>((resolve, reject) => {
       const call = new PendingCall<T>(this, flags, op, resolve, reject)
+      this.pending.add(call as PendingCall<unknown>)
       call.timer = setTimeout(() => call.timeOut(timeoutMs), timeoutMs)
       this.pool.getConnection((error, connection) => {
         if (call.done) {
@@ -213,7 +230,10 @@ export class Server {
           return
         }
         if (error) {
-          call.failConnecting(error)
+          // A replaced primary's pool is closed: the statement was never sent.
+          call.failConnecting(
+            this.retired ? this.replaced('the statement was not sent', error) : error,
+          )
           return
         }
         call.held = connection
@@ -230,7 +250,9 @@ export class Server {
     return new ShardUnavailableError(
       this.shard,
       this.role,
-      `${this.role} ${this.id} of shard "${this.shard}" is unavailable${typeof code === 'string' ? ` (${code})` : ''}`,
+      code === 'ER_OPTION_PREVENTS_STATEMENT'
+        ? `${this.role} ${this.id} of shard "${this.shard}" is read-only (ER_OPTION_PREVENTS_STATEMENT): demoted, or a switchover is under way`
+        : `${this.role} ${this.id} of shard "${this.shard}" is unavailable${typeof code === 'string' ? ` (${code})` : ''}`,
       { cause: error },
     )
   }
@@ -249,6 +271,53 @@ export class Server {
     return new Promise((resolve) => {
       this.pool.end(() => resolve())
     })
+  }
+
+  /** The retryable error of a statement cut off by {@link Server.retire}. */
+  replaced(what: string, cause?: unknown): ShardUnavailableError {
+    return new ShardUnavailableError(
+      this.shard,
+      this.role,
+      `${this.role} ${this.id} (${this.address}) of shard "${this.shard}" was replaced: ${what}`,
+      { cause },
+    )
+  }
+
+  /**
+   * Takes a replaced primary out of service: its pool takes no new statement (one waiting for
+   * a connection fails at once), statements running on it get `drainMs` to finish, and then
+   * fail with a retryable {@link ShardUnavailableError} and their connections are destroyed.
+   * Resolves once the pool is closed, or the drain time is up, with how many calls were in
+   * flight and how many were cut off.
+   */
+  async retire(drainMs: number): Promise<{ inFlight: number; abandoned: number }> {
+    this.retired = true
+    const inFlight = this.pending.size
+    // mysql2: queued requests for a connection fail ('Pool is closed.'); each connection quits
+    // after the statement it runs. A dead or hung server never answers, hence the bound.
+    const ended = new Promise<boolean>((resolve) => {
+      this.pool.end(() => resolve(true))
+    })
+    let timer: NodeJS.Timeout | undefined
+    const expired = new Promise<boolean>((resolve) => {
+      timer = setTimeout(() => resolve(false), drainMs)
+    })
+    const drained = await Promise.race([ended, expired])
+    clearTimeout(timer)
+    let abandoned = 0
+    if (!drained || this.pending.size > 0) {
+      for (const call of [...this.pending]) {
+        if (
+          call.abandon(
+            this.replaced(
+              `the statement was still running after ${drainMs} ms; it may or may not have been applied`,
+            ),
+          )
+        )
+          abandoned++
+      }
+    }
+    return { inFlight, abandoned }
   }
 }
 
@@ -322,6 +391,7 @@ class PendingCall<T> {
     if (this.done) return
     this.done = true
     clearTimeout(this.timer)
+    this.#server.pending.delete(this as PendingCall<unknown>)
     if (release) this.held?.release()
     this.#op?.end(value)
     this.#resolve(value)
@@ -335,8 +405,22 @@ class PendingCall<T> {
   }
 
   #failWith(error: unknown): void {
+    this.#server.pending.delete(this as PendingCall<unknown>)
     this.#op?.fail(error)
     this.#reject(error)
+  }
+
+  /**
+   * Cut off by a replaced primary's drain: fails with `error` and destroys the connection;
+   * false if it had already settled. Not reported as the server's failure.
+   */
+  abandon(error: Error): boolean {
+    if (this.done) return false
+    this.done = true
+    clearTimeout(this.timer)
+    this.held?.destroy()
+    this.#failWith(error)
+    return true
   }
 
   /**
