@@ -3,6 +3,9 @@
 #
 #   MariaDB primary  127.0.0.1:3307  (server_id 1, binlog, GTID)
 #   MariaDB replica  127.0.0.1:3308  (server_id 2, read_only, replicates 3307 by GTID)
+#                    semi-synchronous: the primary acknowledges a commit once the replica has
+#                    it (or after SEMI_SYNC_TIMEOUT_MS without its ack, then asynchronously
+#                    until the replica catches up)
 #   Redis Cluster    127.0.0.1:7000-7005 (3 masters + 3 replicas, no persistence)
 #   RabbitMQ cluster 127.0.0.1:5681-5683 (nodes ballast1..3@localhost, one Erlang cookie,
 #                    Erlang distribution on 25681-25683; guest/guest from loopback)
@@ -33,6 +36,7 @@ RMQ_AMQP_BASE=5680
 RMQ_DIST_BASE=25680
 REPL_USER=repl
 REPL_PASSWORD=repl
+SEMI_SYNC_TIMEOUT_MS=1000 # rpl_semi_sync_master_timeout: longest a commit waits for the replica
 
 MDB_READY_TIMEOUT=30   # seconds for a mariadbd to accept connections
 REPL_TIMEOUT=20        # seconds for replication threads to run and catch up
@@ -194,13 +198,16 @@ mdb_write_cnf() {
   home=$(mdb_home "$inst")
   if [[ $inst == primary ]]; then
     server_id=1
-    extra="read_only                      = OFF"
+    extra="read_only                      = OFF
+rpl_semi_sync_master_enabled   = ON
+rpl_semi_sync_master_timeout   = $SEMI_SYNC_TIMEOUT_MS"
   else
     server_id=2
     extra="read_only                      = ON
 relay_log                      = relay-bin
 relay_log_recovery             = ON
-slave_net_timeout              = 10"
+slave_net_timeout              = 10
+rpl_semi_sync_slave_enabled    = ON"
   fi
   mkdir -p "$home"
   tmp="$(mdb_cnf "$inst").tmp"
@@ -427,6 +434,32 @@ mdb_check_replication() {
   return 0
 }
 
+# Semi-synchronous replication on both servers (the my.cnf has it; servers started before it
+# did get it here, and the replica's IO thread reconnects to register as a semi-sync slave).
+# Bounded: without the replica's registration the primary falls back to async, and says so.
+mdb_semi_sync() {
+  local deadline=$((SECONDS + REPL_TIMEOUT)) clients
+  mdb_query primary "SET GLOBAL rpl_semi_sync_master_timeout = $SEMI_SYNC_TIMEOUT_MS; SET GLOBAL rpl_semi_sync_master_enabled = ON" ||
+    die "could not turn semi-sync on on the primary"
+  if [[ "$(mdb_query replica 'SELECT @@GLOBAL.rpl_semi_sync_slave_enabled')" != 1 ]]; then
+    log "turning semi-sync on on the replica (its IO thread reconnects)"
+    mdb_query replica 'SET GLOBAL rpl_semi_sync_slave_enabled = ON; STOP SLAVE IO_THREAD; START SLAVE IO_THREAD' ||
+      die "could not turn semi-sync on on the replica"
+  fi
+  until clients=$(mdb_semi_sync_field primary Rpl_semi_sync_master_clients) && ((clients >= 1)); do
+    if ((SECONDS >= deadline)); then
+      warn "semi-sync: the primary has no semi-sync replica after ${REPL_TIMEOUT}s; commits are asynchronous"
+      return 0
+    fi
+    sleep 0.2
+  done
+}
+
+# A semi-sync status variable of instance $1 (empty if unreadable).
+mdb_semi_sync_field() {
+  mdb_query "$1" "SHOW GLOBAL STATUS LIKE '$2'" 2>/dev/null | awk '{ print $2 }'
+}
+
 mariadb_start() {
   local fresh_primary pos
   mdb_start_one primary
@@ -446,8 +479,9 @@ mariadb_start() {
     mdb_configure_replica
     mdb_check_replication || die "replication still broken after rebuilding the replica: $REPL_ERROR"
   fi
+  mdb_semi_sync
   pos=$(mdb_query replica 'SELECT @@GLOBAL.gtid_slave_pos')
-  log "mariadb replication running, replica caught up (gtid_slave_pos=${pos:-<empty>})"
+  log "mariadb replication running, replica caught up (gtid_slave_pos=${pos:-<empty>}), semi-sync $(mdb_semi_sync_field primary Rpl_semi_sync_master_status) (timeout ${SEMI_SYNC_TIMEOUT_MS} ms)"
 }
 
 mariadb_stop() {
@@ -460,6 +494,7 @@ mariadb_status() {
   local ok=0 pid st io sql lag err
   if pid=$(mdb_pid primary) && mdb_query primary 'SELECT 1' >/dev/null 2>&1; then
     log "mariadb primary 127.0.0.1:$PRIMARY_PORT up (pid $pid) gtid_binlog_pos=$(mdb_query primary 'SELECT @@GLOBAL.gtid_binlog_pos')"
+    log "mariadb primary semi-sync: Rpl_semi_sync_master_status=$(mdb_semi_sync_field primary Rpl_semi_sync_master_status) clients=$(mdb_semi_sync_field primary Rpl_semi_sync_master_clients) timeout=$(mdb_query primary 'SELECT @@GLOBAL.rpl_semi_sync_master_timeout') ms acknowledged=$(mdb_semi_sync_field primary Rpl_semi_sync_master_yes_tx) not_acknowledged=$(mdb_semi_sync_field primary Rpl_semi_sync_master_no_tx)"
   else
     log "mariadb primary 127.0.0.1:$PRIMARY_PORT DOWN"
     ok=1
@@ -470,7 +505,7 @@ mariadb_status() {
     sql=$(slave_field "$st" Slave_SQL_Running)
     lag=$(slave_field "$st" Seconds_Behind_Master)
     log "mariadb replica 127.0.0.1:$REPLICA_PORT up (pid $pid) Slave_IO_Running=${io:-n/a} Slave_SQL_Running=${sql:-n/a} Seconds_Behind_Master=${lag:-n/a}"
-    log "mariadb replica gtid_slave_pos=$(mdb_query replica 'SELECT @@GLOBAL.gtid_slave_pos') Gtid_IO_Pos=$(slave_field "$st" Gtid_IO_Pos)"
+    log "mariadb replica gtid_slave_pos=$(mdb_query replica 'SELECT @@GLOBAL.gtid_slave_pos') Gtid_IO_Pos=$(slave_field "$st" Gtid_IO_Pos) Rpl_semi_sync_slave_status=$(mdb_semi_sync_field replica Rpl_semi_sync_slave_status)"
     err="$(slave_field "$st" Last_IO_Error)$(slave_field "$st" Last_SQL_Error)"
     [[ -z "$err" ]] || log "mariadb replica last error: $err"
     [[ $io == Yes && $sql == Yes ]] || ok=1

@@ -1,5 +1,6 @@
 import { rejection } from '@ballast/testkit'
-import { describe, expect, it } from 'vitest'
+import { captureListenerErrors } from '@ballast/testkit/vitest'
+import { describe, expect, it, vi } from 'vitest'
 import {
   createShardRouter,
   DEFAULT_SET_PRIMARY_OPTIONS,
@@ -71,6 +72,22 @@ describe('ShardRouter', () => {
         while (r.shardFor(key) !== 's1') key++
         const error = await rejection(() => r.query(key, 'SELECT 1', [], { use: 'primary' }))
         expect(error).toBeInstanceOf(ShardUnavailableError)
+      } finally {
+        await r.close()
+      }
+    })
+
+    it('switches even when a primary-switched listener throws; the error is rethrown in a microtask', async () => {
+      const r = router()
+      try {
+        const boom = new Error('listener bug')
+        const rethrown = captureListenerErrors()
+        r.on('primary-switched', () => {
+          throw boom
+        })
+        await r.setPrimary('s0', next, { drainTimeout: 0 })
+        expect(r.stats().shards.s0!.switchovers).toBe(1)
+        await vi.waitFor(() => expect(rethrown).toEqual([boom]))
       } finally {
         await r.close()
       }
