@@ -374,4 +374,24 @@ describe('ShardRouter.setPrimary and the old pool', () => {
     // The new pool serves the shard.
     expect(await router.query(1, 'SELECT 1 AS one', [], { use: 'primary' })).toEqual([{ one: 1 }])
   }, 30_000)
+
+  it('fails the next statement of a transaction open on the old pool, typed and retryable, and rolls it back', async () => {
+    const server = await mysqlUrl()
+    const router = createShardRouter({
+      shards: [{ id: SHARD, primary: server }],
+      healthCheckInterval: 0,
+    })
+    routers.push(router)
+    const outcome = rejection(() =>
+      router.transaction(1, async (tx) => {
+        await tx.query('SELECT 1 AS one')
+        await router.setPrimary(SHARD, server, { drainTimeout: 300 })
+        await tx.query('SELECT 2 AS two')
+      }),
+    )
+    const error = await outcome
+    expect(error).toBeInstanceOf(ShardUnavailableError)
+    expect((error as ShardUnavailableError).retryable).toBe(true)
+    expect(router.stats().transactions.rolledBack).toBe(1)
+  }, 30_000)
 })
