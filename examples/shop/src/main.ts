@@ -2,10 +2,13 @@
  * The shop's command line:
  *   start               start everything in the foreground; Ctrl-C stops it all
  *   stop                stop a running shop and any leftover process (pid files in the run dir)
- *   chaos FAULT on|off  inject or restore a fault: catalog-instance, redis, replica, rabbitmq, rabbitmq-node, payment-provider
+ *   chaos FAULT on|off  inject or restore a fault: catalog-instance, redis, replica, rabbitmq,
+ *                       rabbitmq-node, redis-failover, shard-primary, payment-provider
  *   status              processes, faults and queue depths
  * Environment: SHOP_PORT (gateway port, default 8080), SHOP_NS (default "shop"),
- * SHOP_RUN_DIR (default examples/shop/.run), SHOP_PRODUCTS, SHOP_USERS.
+ * SHOP_RUN_DIR (default examples/shop/.run), SHOP_PRODUCTS, SHOP_USERS, SHOP_REDIS_CLUSTER
+ * (shared: sessions on the topology's cluster), SHOP_SHARD_PAIR (private: shard b on a MariaDB
+ * pair of the shop's own, fresh data in namespace "shop_pair" unless SHOP_NS says otherwise).
  */
 import { existsSync, readFileSync, rmSync } from 'node:fs'
 import { join } from 'node:path'
@@ -16,7 +19,10 @@ import { CHAOS_FAULTS, type ChaosFault } from './services/gateway.js'
 import { startShop } from './supervisor.js'
 
 const port = Number(process.env.SHOP_PORT ?? 8080)
-const ns = process.env.SHOP_NS ?? 'shop'
+// A shard pair of the shop's own starts empty each time: its shop starts from fresh data, in a
+// namespace of its own so the usual shop's data is never dropped.
+const privatePair = process.env.SHOP_SHARD_PAIR === 'private'
+const ns = process.env.SHOP_NS ?? (privatePair ? 'shop_pair' : 'shop')
 const runDir = process.env.SHOP_RUN_DIR ?? join(SHOP_DIR, '.run')
 const [command = 'start', ...args] = process.argv.slice(2)
 
@@ -122,6 +128,9 @@ if (command === 'stop') {
     bench: process.env.SHOP_BENCH === '1',
     // SHOP_REDIS_CLUSTER=shared: sessions on the topology's cluster (7000-7005) instead of the shop's own
     redisCluster: process.env.SHOP_REDIS_CLUSTER === 'shared' ? 'shared' : 'private',
+    // SHOP_SHARD_PAIR=private: shard b on a MariaDB pair of the shop's own (the shard-primary fault)
+    shardPair: privatePair ? 'private' : 'standard',
+    freshData: privatePair,
     echo: true,
   })
   process.stdout.write(

@@ -13,10 +13,14 @@ import { join } from 'node:path'
 import {
   createFaultProxy,
   type FaultProxy,
+  type PrivateMariadbPair,
+  type PrivateMariadbServer,
   type PrivateRedisCluster,
   type ResolvedServer,
   resolveServer,
+  startPrivateMariadbPair,
   startPrivateRedisCluster,
+  switchover,
 } from '@ballast/testkit'
 import {
   acquireTopologyLock,
@@ -29,6 +33,7 @@ import {
   withTopologyLock,
 } from '@ballast/testkit/rabbitmq-cluster'
 import amqp from 'amqplib'
+import mysql from 'mysql2/promise'
 import {
   type Counts,
   DEFAULT_COUNTS,
@@ -51,6 +56,12 @@ import {
   failOverSessionMaster,
   type RedisFailover,
 } from './platform/redisFailover.js'
+import {
+  isShardPrimaryAck,
+  rejoinAsReplica,
+  type ShardPrimaryAck,
+  type ShardPrimaryMessage,
+} from './platform/shardPrimary.js'
 import { loadOrCreateSecrets } from './secrets.js'
 import { CHAOS_FAULTS, type ChaosFault } from './services/gateway.js'
 import { handleTraceRequest, TraceStore } from './traces.js'
@@ -76,6 +87,15 @@ export interface ShopOptions {
    * the fault fails over gracefully (`CLUSTER FAILOVER`) and back, never killing a node.
    */
   redisCluster?: 'private' | 'shared'
+  /**
+   * Where shard b lives: `'standard'` (default), a schema on the standard MariaDB (3306) with no
+   * replica; `'private'`, a MariaDB primary and GTID replica of the shop's own (testkit's
+   * `startPrivateMariadbPair`, semi-synchronous, removed when the shop stops, so its data
+   * lives as long as the shop), whose primary the "shard-primary" fault switches over.
+   */
+  shardPair?: 'standard' | 'private'
+  /** Drop the namespace's databases before creating them (a fresh start; a private shard pair starts empty). */
+  freshData?: boolean
   /** Also echo each process's stderr to ours. */
   echo?: boolean
   onLog?: (line: string) => void
@@ -121,6 +141,16 @@ function mysqlTarget(url: string, database: string): MysqlTarget {
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
+
+/** Services whose processes route to the shards (each must follow a shard's new primary). */
+const ROUTER_SERVICES: ReadonlySet<string> = new Set([
+  'account',
+  'cart',
+  'order',
+  'inventory',
+  'payment',
+  'delivery',
+])
 
 function portFree(port: number): Promise<boolean> {
   return new Promise((resolve) => {
@@ -188,6 +218,22 @@ export async function startShop(o: ShopOptions): Promise<Shop> {
   ])
   const ownCluster: PrivateRedisCluster | undefined =
     'seeds' in sessionCluster ? sessionCluster : undefined
+  // Shard b on a pair of the shop's own: the app user (whom read_only stops, unlike root) gets
+  // the shard's database; the grant replicates to the replica.
+  const pair: PrivateMariadbPair | undefined =
+    o.shardPair === 'private' ? await startPrivateMariadbPair({ semiSync: true }) : undefined
+  const shardBDatabase = `${o.ns}_shard_b`
+  const pairTarget = (server: PrivateMariadbServer): MysqlTarget => ({
+    ...mysqlTarget(server.appUrl, shardBDatabase),
+  })
+  if (pair) {
+    const root = await mysql.createConnection({ uri: pair.primary.url, connectTimeout: 2000 })
+    try {
+      await root.query(`GRANT ALL PRIVILEGES ON \`${shardBDatabase}\`.* TO 'app'@'%'`)
+    } finally {
+      await root.end()
+    }
+  }
   const proxies: Record<'redis' | 'replica', FaultProxy> = {
     redis: await createFaultProxy({ host: redis.host, port: redis.port }),
     replica: await createFaultProxy({ host: replica.host, port: replica.port }),
@@ -218,7 +264,10 @@ export async function startShop(o: ShopOptions): Promise<Shop> {
         primary: mysqlTarget(primary.url, `${o.ns}_shard_a`),
         replica: { ...replicaTarget, host: proxies.replica.host, port: proxies.replica.port },
       },
-      { id: 'b', primary: mysqlTarget(mysqlStd.url, `${o.ns}_shard_b`) },
+      {
+        id: 'b',
+        primary: pair ? pairTarget(pair.primary) : mysqlTarget(mysqlStd.url, shardBDatabase),
+      },
     ],
     providerUrl: '',
     runDir: o.runDir,
@@ -228,6 +277,7 @@ export async function startShop(o: ShopOptions): Promise<Shop> {
   const provider = config.instances.find((i) => i.service === 'provider') as InstanceSpec
   config.providerUrl = `http://127.0.0.1:${provider.port}`
 
+  if (o.freshData) await dropDatabases(config.catalogDb, config.shards)
   log(`shop: creating schemas and seed data (namespace ${o.ns})`)
   const seed = await createSchemaAndSeed(config.catalogDb, config.shards, {
     products: o.seedProducts ?? 3000,
@@ -245,6 +295,9 @@ export async function startShop(o: ShopOptions): Promise<Shop> {
   )
   // What the last switch of a cluster fault did (which node), for the ops page and the tests.
   const chaosDetails: Record<string, string> = {}
+  // shard-primary: the switches sent to the services, and who acknowledged which.
+  let shardSeq = 0
+  const shardAcks = new Map<number, (name: string, ack: ShardPrimaryAck) => void>()
   const children = new Map<string, Child>()
   let stopping = false
   const pidFile = join(o.runDir, 'shop.pid')
@@ -285,8 +338,24 @@ export async function startShop(o: ShopOptions): Promise<Shop> {
         for (const line of d.toString().split('\n'))
           if (line.trim()) log(`[${c.spec.name}] ${line}`)
     })
+    const spawnedWith = JSON.stringify(config.shards)
     proc.on('message', (m: { type?: string }) => {
-      if (m?.type === 'ready') c.info.state = 'up'
+      if (isShardPrimaryAck(m)) {
+        shardAcks.get(m.seq)?.(c.spec.name, m)
+        return
+      }
+      if (m?.type === 'ready') {
+        c.info.state = 'up'
+        // Started before a shard-primary switch but with the old shard list: follow it now.
+        if (spawnedWith !== JSON.stringify(config.shards) && shardSeq > 0)
+          for (const shard of config.shards)
+            proc.send({
+              type: 'shard-primary',
+              seq: shardSeq,
+              shard: shard.id,
+              primary: shard.primary,
+            })
+      }
     })
     proc.on('exit', (code, signal) => {
       out.end()
@@ -533,6 +602,62 @@ export async function startShop(o: ShopOptions): Promise<Shop> {
     )
   }
 
+  // Shard b's pair as it is now (the switch swaps the two) and whether it is switched.
+  let shardB = pair ? { primary: pair.primary, replica: pair.replica } : undefined
+  let shardSwitched = false
+  /** Tells every process that routes to shards to follow `shard`'s new primary; waits (bounded) for each. */
+  const broadcastShardPrimary = async (shard: string, primary: MysqlTarget) => {
+    const seq = ++shardSeq
+    const message: ShardPrimaryMessage = { type: 'shard-primary', seq, shard, primary }
+    const waiting = new Set<string>()
+    const errors: string[] = []
+    const done = new Promise<void>((resolve) => {
+      shardAcks.set(seq, (name, ack) => {
+        if (ack.error) errors.push(`${name}: ${ack.error}`)
+        waiting.delete(name)
+        if (waiting.size === 0) resolve()
+      })
+    })
+    for (const c of children.values()) {
+      if (!ROUTER_SERVICES.has(c.spec.service) || !c.proc?.connected) continue
+      waiting.add(c.spec.name)
+      c.proc.send(message)
+    }
+    if (waiting.size > 0) await Promise.race([done, sleep(15_000)])
+    shardAcks.delete(seq)
+    return {
+      followed:
+        [...children.values()].filter((c) => ROUTER_SERVICES.has(c.spec.service)).length -
+        waiting.size,
+      late: [...waiting],
+      errors,
+    }
+  }
+  /** The operator's switchover of shard b's pair, then every router follows, then the old primary rejoins as a replica. */
+  const switchShardPrimary = async () => {
+    if (!shardB)
+      throw new Error(
+        "shard-primary needs a shard pair of the shop's own (SHOP_SHARD_PAIR=private)",
+      )
+    const { primary: from, replica: to } = shardB
+    const result = await switchover({
+      primary: from.url,
+      replica: to.url,
+      planned: true,
+      timeout: 10_000,
+    })
+    const target = pairTarget(to)
+    const spec = config.shards.find((x) => x.id === 'b') as (typeof config.shards)[number]
+    spec.primary = target
+    const followed = await broadcastShardPrimary('b', target)
+    await rejoinAsReplica({ server: from.url, primary: to.url, semiSync: true })
+    shardB = { primary: to, replica: from }
+    shardSwitched = !shardSwitched
+    chaosDetails['shard-primary'] =
+      `shard b: 127.0.0.1:${to.port} promoted over 127.0.0.1:${from.port} in ${Math.round(result.durationMs)} ms (planned, semi-sync); ${followed.followed} routers followed${followed.late.length ? `, not yet: ${followed.late.join(' ')}` : ''}${followed.errors.length ? `; errors: ${followed.errors.join('; ')}` : ''}; 127.0.0.1:${from.port} replicates it`
+    log(`shop: chaos: ${chaosDetails['shard-primary']}`)
+  }
+
   const applyChaos = async (fault: ChaosFault, on: boolean): Promise<void> => {
     switch (fault) {
       case 'catalog-instance':
@@ -552,6 +677,10 @@ export async function startShop(o: ShopOptions): Promise<Shop> {
         return on ? killRabbitNode() : restartRabbitNode()
       case 'redis-failover':
         return failOverRedis(on)
+      case 'shard-primary':
+        // on: switch to the replica; off: switch back the same way (the pair is a pair again after each)
+        if (on !== shardSwitched) await switchShardPrimary()
+        return
       case 'payment-provider': {
         await fetch(`${config.providerUrl}/mode`, {
           method: 'POST',
@@ -576,6 +705,7 @@ export async function startShop(o: ShopOptions): Promise<Shop> {
       } catch (err) {
         // e.g. the cluster lock not had in time: the switch shows what is true
         if (fault === 'rabbitmq-node') chaosState[fault] = killedNode !== undefined
+        else if (fault === 'shard-primary') chaosState[fault] = shardSwitched
         else if (fault === 'redis-failover')
           chaosState[fault] = redisFailover !== undefined || killedMaster !== undefined
         else chaosState[fault] = before
@@ -620,6 +750,7 @@ export async function startShop(o: ShopOptions): Promise<Shop> {
       if (ownCluster) await ownCluster.close()
       else await failOverRedis(false).catch((err) => log(`shop: failing Redis back: ${err}`))
       if (opts.dropData) await dropDatabases(config.catalogDb, config.shards)
+      await pair?.close()
       rmSync(pidFile, { force: true })
       rmSync(childrenFile, { force: true })
     },
@@ -667,7 +798,7 @@ export async function startShop(o: ShopOptions): Promise<Shop> {
         const { fault, on } = parsed as { fault: ChaosFault; on: boolean }
         if (!(CHAOS_FAULTS as readonly string[]).includes(fault)) {
           res.statusCode = 400
-          res.end(JSON.stringify({ error: `unknown fault ${fault}` }))
+          res.end(JSON.stringify({ error: `unknown fault $fault` }))
           return
         }
         await shop.chaos(fault, on === true)

@@ -40,6 +40,8 @@ export async function startTestShop(
     seedUsers: opts.users ?? 20,
     stock: opts.stock ?? 100_000,
     ...(opts.degrader ? { degrader: opts.degrader } : {}),
+    // Shard b on a MariaDB pair of the shop's own: the chaos run switches its primary over.
+    shardPair: 'private',
     onLog: () => {},
   })
   return Object.assign(shop, {

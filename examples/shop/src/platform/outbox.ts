@@ -16,7 +16,7 @@ import {
 } from '@ballast/mq'
 import type { ShardTransaction } from '@ballast/sharding'
 import mysql from 'mysql2/promise'
-import type { ShardSpec } from '../config.js'
+import type { MysqlTarget, ShardSpec } from '../config.js'
 
 /** The outbox table on every shard (the package's layout, created by `outbox.createTable`). */
 export const OUTBOX_TABLE = 'mq_outbox'
@@ -38,12 +38,18 @@ export interface ShopRelays {
   stats(): Promise<{
     relays: Record<string, OutboxRelayStats & { pending: number | null; lastError?: string }>
   }>
+  /**
+   * Moves shard `shardId`'s relay to a new primary (after a switchover): a relay on a pool of
+   * the new primary takes over, the old one is closed. A row the old relay published but could
+   * not mark sent (the old primary turned read-only) is published again: consumers are idempotent.
+   */
+  setPrimary(shardId: string, primary: MysqlTarget): Promise<void>
   close(): Promise<void>
 }
 
 /** One relay per shard primary, each on a small pool of its own. */
 export function startOutboxRelays(shards: readonly ShardSpec[], broker: Broker): ShopRelays {
-  const relays = shards.map((s) => {
+  const start = (s: { id: string; primary: MysqlTarget }) => {
     const pool = mysql.createPool({
       host: s.primary.host,
       port: s.primary.port,
@@ -74,8 +80,17 @@ export function startOutboxRelays(shards: readonly ShardSpec[], broker: Broker):
       state.lastError = error.message
     })
     return { id: s.id, pool, relay, state }
-  })
+  }
+  const relays = shards.map(start)
   return {
+    async setPrimary(shardId, primary) {
+      const i = relays.findIndex((r) => r.id === shardId)
+      const old = relays[i]
+      if (!old) throw new Error(`no relay for shard ${shardId}`)
+      relays[i] = start({ id: shardId, primary })
+      await old.relay.close()
+      await old.pool.end().catch(() => {})
+    },
     async stats() {
       const out: Record<string, OutboxRelayStats & { pending: number | null; lastError?: string }> =
         {}

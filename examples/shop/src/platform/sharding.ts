@@ -64,6 +64,19 @@ export function createShopRouter(
 }
 
 /**
+ * Points the router's shard at a new primary after a switchover (the supervisor's
+ * "shard-primary" switch tells every process): new statements go there at once, statements
+ * still on the old primary fail as retryable `ShardUnavailableError`s.
+ */
+export function followShardPrimary(
+  router: ShardRouter,
+  shardId: string,
+  primary: MysqlTarget,
+): Promise<void> {
+  return router.setPrimary(shardId, poolOptions(primary))
+}
+
+/**
  * Order ids: 64-bit, time-ordered, carrying the user's slot. `workerId` must differ between the
  * processes that make ids at the same time (the order instances); decoding needs none.
  */

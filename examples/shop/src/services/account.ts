@@ -2,7 +2,14 @@
 import type { ShopConfig } from '../config.js'
 import { newUserId } from '../data/ids.js'
 import { createLoginLimiter } from '../platform/resilience.js'
-import { createShopRouter, type Row, routerHealth, withCausalToken } from '../platform/sharding.js'
+import {
+  createShopRouter,
+  followShardPrimary,
+  type Row,
+  routerHealth,
+  withCausalToken,
+} from '../platform/sharding.js'
+import { onShardPrimary } from '../platform/shardPrimary.js'
 import { html } from '../web/html.js'
 import { HttpError } from '../web/http.js'
 import { hashPassword, verifyPassword } from '../web/password.js'
@@ -27,6 +34,8 @@ export async function startAccount(config: ShopConfig, instance: string, port: n
   const loginLimits = createLoginLimiter(env.redis, `${config.ns}:login:`)
   env.closers.push(
     () => router.close(),
+    // the supervisor's shard-primary switch: this process's router follows the new primary
+    onShardPrimary((shard, primary) => followShardPrimary(router, shard, primary)),
     () => loginLimits.close(),
   )
 

@@ -2,7 +2,13 @@
 import type { ShopConfig } from '../config.js'
 import { Catalog, catalogPool } from '../data/catalog.js'
 import { createProductCache } from '../platform/cache.js'
-import { createShopRouter, type Row, routerHealth } from '../platform/sharding.js'
+import {
+  createShopRouter,
+  followShardPrimary,
+  type Row,
+  routerHealth,
+} from '../platform/sharding.js'
+import { onShardPrimary } from '../platform/shardPrimary.js'
 import { html, money } from '../web/html.js'
 import { HttpError } from '../web/http.js'
 import {
@@ -30,6 +36,8 @@ export async function startCart(config: ShopConfig, instance: string, port: numb
   const catalog = new Catalog(db, cache)
   env.closers.push(
     () => router.close(),
+    // the supervisor's shard-primary switch: this process's router follows the new primary
+    onShardPrimary((shard, primary) => followShardPrimary(router, shard, primary)),
     () => db.end(),
     () => cache.close(),
   )

@@ -36,6 +36,7 @@ export const CHAOS_FAULTS = [
   'rabbitmq',
   'rabbitmq-node',
   'redis-failover',
+  'shard-primary',
   'payment-provider',
 ] as const
 export type ChaosFault = (typeof CHAOS_FAULTS)[number]
@@ -50,6 +51,8 @@ export const CHAOS_FAULT_DESCRIPTIONS: Record<ChaosFault, string> = {
     "SIGKILLs the RabbitMQ cluster node carrying most of the shop's connections (quorum queues keep going on the other two); restore restarts it",
   'redis-failover':
     "fails over the sessions' Redis Cluster master holding most sessions: SIGKILLed on the shop's own cluster (its replica takes over; restore restarts it as a replica), CLUSTER FAILOVER and back on the shared one",
+  'shard-primary':
+    "switches shard b's primary over to its replica (read-only old primary, replica caught up and promoted, every router told to follow, the old primary rejoins as replica); restore switches back the same way",
   'payment-provider':
     'the payment provider refuses every charge (orders wait in "payment pending")',
 }

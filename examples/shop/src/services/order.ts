@@ -14,10 +14,12 @@ import { checkoutIdempotency, isIdempotencyUnavailable } from '../platform/resil
 import {
   createOrderIds,
   createShopRouter,
+  followShardPrimary,
   orderKey,
   type Row,
   routerHealth,
 } from '../platform/sharding.js'
+import { onShardPrimary } from '../platform/shardPrimary.js'
 import { html, money } from '../web/html.js'
 import { type Ctx, HttpError } from '../web/http.js'
 import {
@@ -98,6 +100,11 @@ export async function startOrder(config: ShopConfig, instance: string, port: num
   const relays = startOutboxRelays(config.shards, broker)
   env.closers.push(
     () => relays.close(),
+    // the supervisor's shard-primary switch: the router and the shard's outbox relay follow
+    onShardPrimary(async (shard, primary) => {
+      await followShardPrimary(router, shard, primary)
+      await relays.setPrimary(shard, primary)
+    }),
     () => broker.close(),
     () => router.close(),
     () => db.end(),

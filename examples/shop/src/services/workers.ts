@@ -20,11 +20,13 @@ import {
 import {
   createOrderIds,
   createShopRouter,
+  followShardPrimary,
   orderKey,
   type Row,
   routerHealth,
   type ShardTransaction,
 } from '../platform/sharding.js'
+import { onShardPrimary } from '../platform/shardPrimary.js'
 import { tracedFetch } from '../platform/tracing.js'
 import { Router, send, sendJson } from '../web/http.js'
 
@@ -83,7 +85,12 @@ export async function startWorker(
     if (!key) throw new Error(`malformed order id ${JSON.stringify(orderId)}`)
     return key
   }
-  const closers: (() => Promise<void> | void)[] = [() => broker.close(), () => router.close()]
+  const closers: (() => Promise<void> | void)[] = [
+    () => broker.close(),
+    () => router.close(),
+    // the supervisor's shard-primary switch: this process's router follows the new primary
+    onShardPrimary((shard, primary) => followShardPrimary(router, shard, primary)),
+  ]
   const counters = { handled: 0, skipped: 0, failed: 0 }
   let extra: () => unknown = () => ({})
 
