@@ -26,10 +26,21 @@ const CONNECTION_CODES = new Set([
   'ER_QUERY_INTERRUPTED',
   // mysql2: a statement on a connection that was ended (the pool of a replaced primary).
   'PROTOCOL_ENQUEUE_AFTER_QUIT',
-  // The server is read-only: a primary that was demoted (a switchover is under way). The
-  // server, not the statement, refuses: the same write succeeds on the new primary.
-  'ER_OPTION_PREVENTS_STATEMENT',
 ])
+
+/**
+ * Whether a primary refused a write because it is read-only: demoted, a switchover under way.
+ * The server, not the statement, refuses (the same write succeeds on the new primary). On a
+ * replica it is the statement's fault (a write sent there), never the replica's failure.
+ */
+function isReadOnlyPrimary(error: unknown, role: 'primary' | 'replica'): boolean {
+  return (
+    role === 'primary' &&
+    typeof error === 'object' &&
+    error !== null &&
+    (error as { code?: unknown }).code === 'ER_OPTION_PREVENTS_STATEMENT'
+  )
+}
 
 /** Whether an error means the server could not be reached or dropped the connection. */
 export function isConnectionError(error: unknown): boolean {
@@ -245,7 +256,7 @@ export class Server {
   /** Wraps a connection-level error in the typed, retryable error. */
   wrap(error: unknown): Error {
     if (error instanceof ShardUnavailableError || error instanceof ShardTimeoutError) return error
-    if (!isConnectionError(error)) return error as Error
+    if (!isConnectionError(error) && !isReadOnlyPrimary(error, this.role)) return error as Error
     const code = (error as { code?: unknown }).code
     return new ShardUnavailableError(
       this.shard,
@@ -425,7 +436,8 @@ class PendingCall<T> {
 
   /**
    * The statement failed: a connection error destroys the connection and is reported (wrapped);
-   * an SQL error hands the healthy connection back and reaches the caller as it is.
+   * a read-only primary's refusal is reported (wrapped) and the connection handed back; an SQL
+   * error hands the healthy connection back and reaches the caller as it is.
    */
   failStatement(error: unknown): void {
     if (this.done) return
@@ -434,6 +446,10 @@ class PendingCall<T> {
     const connection = this.held as PoolConnection
     if (isConnectionError(error)) {
       connection.destroy()
+      this.#failWith(this.#server.fail(error, this.#flags))
+    } else if (isReadOnlyPrimary(error, this.#server.role)) {
+      // The server's failure, on a healthy connection.
+      connection.release()
       this.#failWith(this.#server.fail(error, this.#flags))
     } else {
       connection.release()
