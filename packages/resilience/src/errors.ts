@@ -228,6 +228,33 @@ export class IdempotencyUnavailableError extends ResilienceError {
 }
 
 /**
+ * The idempotency store's `replication` option asked for `WAIT` to see a number of replicas
+ * acknowledge a claim or a stored result, and fewer did within its timeout: the write reached
+ * the master only, and a failover now could lose it. Retryable. After a claim the work was
+ * not run and the claim was given back (fail closed); after `complete` or `fail` the work is
+ * done and its record is on the master, not known to be on a replica.
+ */
+export class IdempotencyNotReplicatedError extends ResilienceError {
+  /** The class name, `'IdempotencyNotReplicatedError'`. */
+  override name = 'IdempotencyNotReplicatedError'
+  /** Replicas that acknowledged the write within the timeout. */
+  readonly acknowledged: number
+  /** Replicas asked for (the `replication.replicas` option). */
+  readonly required: number
+
+  constructor(
+    message: string,
+    acknowledged: number,
+    required: number,
+    options: ResilienceErrorOptions = {},
+  ) {
+    super('E_RESILIENCE_IDEMPOTENCY_NOT_REPLICATED', message, { retryable: true, ...options })
+    this.acknowledged = acknowledged
+    this.required = required
+  }
+}
+
+/**
  * The shared rate limiter's Redis did not answer within `commandTimeout` or failed the call
  * (a cut connection, a Cluster slot with no master during a failover): no decision was made.
  * Retryable. Whether the call then goes ahead (fail open) or not (fail closed) is the caller's
@@ -319,6 +346,8 @@ export const errors = {
   IdempotencyFencedError,
   /** {@link IdempotencyUnavailableError} */
   IdempotencyUnavailableError,
+  /** {@link IdempotencyNotReplicatedError} */
+  IdempotencyNotReplicatedError,
   /** {@link IdempotentFailureError} */
   IdempotentFailureError,
   /** {@link ResilienceClosedError} */

@@ -15,6 +15,7 @@ import {
   IdempotencyInFlightError,
   IdempotencyKeyInvalidError,
   IdempotencyMismatchError,
+  IdempotencyNotReplicatedError,
   IdempotencyScopeMissingError,
   IdempotencyUnavailableError,
   IdempotentFailureError,
@@ -22,7 +23,13 @@ import {
 } from './errors.js'
 import { NEVER_ABORTED } from './internal/context.js'
 import { fingerprintOf } from './internal/fingerprint.js'
-import { isRedisLike, type LuaScript, type RedisLike, withTimeout } from './internal/lua.js'
+import {
+  isRedisLike,
+  type LuaScript,
+  type RedisLike,
+  runAndWait,
+  withTimeout,
+} from './internal/lua.js'
 import { CLAIM_SCRIPT, COMPLETE_SCRIPT, RELEASE_SCRIPT, RENEW_SCRIPT } from './internal/scripts.js'
 import {
   IDEMPOTENCY_NAME,
@@ -96,7 +103,45 @@ export interface IdempotencyOptions extends TelemetryOptions {
    * @default error => error.retryable !== false (only errors that say they are final are stored)
    */
   isTransient?: (error: unknown) => boolean
+  /**
+   * Waits for replicas after each write that matters: after a claim is acquired and after
+   * `complete` or `fail`, the store sends `WAIT <replicas> <timeout>` to the key's own master
+   * (in one pipeline with the script, on its connection). Fewer replicas within the timeout
+   * fail closed with a retryable {@link IdempotencyNotReplicatedError}: after a claim, the
+   * work does not run and the claim is given back. This narrows what a failover can lose
+   * (Redis replicates asynchronously: a claim acknowledged by a master that dies before its
+   * replica has it is forgotten, and a retry runs the work again); it does not close it
+   * (WAIT is not a consensus: a replica that acknowledged can still lose the write if it is
+   * not the one promoted). `false`: no WAIT. A standalone Redis without replicas fails every
+   * claim with it on.
+   * @default false
+   */
+  replication?: false | IdempotencyReplicationOptions
 }
+
+/** The `replication` option of {@link IdempotencyOptions}: how many replicas, how long to wait for them. */
+export interface IdempotencyReplicationOptions {
+  /**
+   * Replicas that must acknowledge the write (`WAIT`'s first argument); a positive integer.
+   * @default 1
+   */
+  replicas?: number
+  /**
+   * How long `WAIT` waits for them (milliseconds, or a string such as `'100ms'`; more than 0,
+   * as `WAIT ... 0` would block forever, and less than `commandTimeout`, which bounds the
+   * whole round trip).
+   * @default 100
+   */
+  timeout?: Duration
+}
+
+/** Defaults of {@link IdempotencyReplicationOptions} (frozen), used when `replication` is given. */
+export const DEFAULT_IDEMPOTENCY_REPLICATION_OPTIONS: Readonly<
+  Required<IdempotencyReplicationOptions>
+> = Object.freeze({
+  replicas: 1,
+  timeout: 100,
+})
 
 /** Defaults of {@link IdempotencyOptions} (frozen; `redis` has none and must be given). */
 export const DEFAULT_IDEMPOTENCY_OPTIONS: Readonly<
@@ -112,6 +157,7 @@ export const DEFAULT_IDEMPOTENCY_OPTIONS: Readonly<
   keyPattern: /^[\x21-\x7E]{1,255}$/,
   isTransient: (error: unknown): boolean =>
     (error as { retryable?: unknown } | null)?.retryable !== false,
+  replication: false,
 })
 
 /** A failure stored for replay. */
@@ -245,6 +291,8 @@ export interface IdempotencyEvents {
   'ran-unprotected': IdempotencyKeyEvent
   /** The work ran but its result could not be stored or its key released (Redis lost meanwhile). */
   'result-not-stored': ResultNotStoredEvent
+  /** Fewer replicas than `replication.replicas` acknowledged a claim or a stored result within its timeout. */
+  'not-replicated': NotReplicatedEvent
 }
 
 /** Payload of the events that report only the key: `replayed`, `mismatched`, `ran-unprotected`. */
@@ -297,6 +345,18 @@ export interface RedisCallFailedEvent {
   error: IdempotencyUnavailableError
 }
 
+/** Payload of `not-replicated`. */
+export interface NotReplicatedEvent {
+  /** The idempotency key. */
+  key: string
+  /** The write that `WAIT` followed: the claim (given back, the work did not run), or the stored result. */
+  operation: 'claim' | 'complete' | 'fail'
+  /** Replicas that acknowledged it within `replication.timeout`. */
+  acknowledged: number
+  /** Replicas asked for. */
+  required: number
+}
+
 /** Payload of `result-not-stored`. */
 export interface ResultNotStoredEvent {
   /** The idempotency key. */
@@ -331,6 +391,8 @@ export interface IdempotencyStats {
   redisCallsFailed: number
   /** Runs that went ahead without Redis, unprotected (`failOpen`, the `ran-unprotected` event). */
   ranUnprotected: number
+  /** Claims and stored results that fewer replicas than asked acknowledged (`replication`, the `not-replicated` event). */
+  notReplicated: number
   /** Claims held by this process now. */
   held: number
 }
@@ -346,6 +408,8 @@ interface ResolvedIdempotencyOptions {
   readonly commandTimeout: number
   readonly keyPattern: RegExp
   readonly isTransient: (error: unknown) => boolean
+  /** `WAIT` after claims and results, or `undefined` for none. */
+  readonly replication: { readonly replicas: number; readonly timeout: number } | undefined
 }
 
 /**
@@ -410,6 +474,8 @@ export class IdempotencyClaim implements IdempotencyContext {
   /**
    * Stores the work's result for replay. `value` must survive `JSON.stringify`.
    * @throws {@link IdempotencyFencedError} when a newer holder owns the key.
+   * @throws {@link IdempotencyNotReplicatedError} with `replication` on, when the result was
+   *   stored on the master but fewer replicas acknowledged it in time.
    */
   complete(value: unknown): Promise<void> {
     return this.#finish(JSON.stringify({ ok: true, value } satisfies IdempotencyRecord), 'complete')
@@ -628,6 +694,7 @@ export class Idempotency {
     fenced: 0,
     redisCallsFailed: 0,
     ranUnprotected: 0,
+    notReplicated: 0,
   }
   #closed = false
   readonly #name: string
@@ -656,6 +723,7 @@ export class Idempotency {
     // then refused on the next call.
     if (keyPattern.global || keyPattern.sticky)
       check.invalid('keyPattern', 'a RegExp without the g or y flag', String(keyPattern))
+    const commandTimeout = check.duration('commandTimeout', o.commandTimeout, { positive: true })
     this.#options = Object.freeze({
       redis: options.redis,
       prefix,
@@ -663,9 +731,10 @@ export class Idempotency {
       retention,
       wait: check.duration('wait', o.wait),
       failOpen: check.boolean('failOpen', o.failOpen),
-      commandTimeout: check.duration('commandTimeout', o.commandTimeout, { positive: true }),
+      commandTimeout,
       keyPattern,
       isTransient: check.func<(error: unknown) => boolean>('isTransient', o.isTransient),
+      replication: resolveReplication(o.replication, commandTimeout),
     })
     this.#name = check.string('name', o.name)
     const { meter, tracer } = resilienceTelemetry(options)
@@ -736,6 +805,8 @@ export class Idempotency {
    * @throws {@link IdempotencyScopeMissingError} for a `scope` given empty or not a string.
    * @throws {@link InvalidArgumentError} for a `wait` that is not a duration.
    * @throws {@link IdempotencyUnavailableError} when Redis does not answer.
+   * @throws {@link IdempotencyNotReplicatedError} with `replication` on, when fewer replicas
+   *   acknowledged an acquired claim in time (the claim was given back; retryable).
    * @throws {@link ResilienceClosedError} after {@link Idempotency.close} (never retryable).
    */
   async claim(key: string, input?: unknown, options: ClaimOptions = {}): Promise<ClaimOutcome> {
@@ -776,6 +847,10 @@ export class Idempotency {
    * @throws {@link IdempotencyMismatchError} when the key was used with a different input.
    * @throws {@link IdempotencyInFlightError} when another holder is running it.
    * @throws {@link IdempotencyUnavailableError} when Redis is unreachable (unless `failOpen`).
+   * @throws {@link IdempotencyNotReplicatedError} with `replication` on, when the claim was not
+   *   acknowledged by enough replicas: the work did not run (even with `failOpen`, which is
+   *   about an unreachable Redis). A result stored but not acknowledged after the work ran does
+   *   not throw: the value is returned and `not-replicated` is emitted.
    * @throws {@link ResilienceClosedError} after {@link Idempotency.close}, even with `failOpen`.
    * @example
    * ```ts
@@ -828,7 +903,10 @@ export class Idempotency {
               .catch((e: unknown) => this.#events.emit('result-not-stored', { key, error: e }))
           } else {
             await claim.fail(error).catch((e: unknown) => {
-              if (!(e instanceof IdempotencyFencedError))
+              // fenced, or stored but not replicated (its own event): not a result left unstored
+              if (
+                !(e instanceof IdempotencyFencedError || e instanceof IdempotencyNotReplicatedError)
+              )
                 this.#events.emit('result-not-stored', { key, error: e })
             })
           }
@@ -838,9 +916,13 @@ export class Idempotency {
           await claim.complete(value)
         } catch (error) {
           if (error instanceof IdempotencyFencedError) throw error
-          // The work is done; only the record is missing. The key stays in flight until its
-          // lease runs out, then a retry may run the work again.
-          this.#events.emit('result-not-stored', { key, error })
+          // Stored on the master but not acknowledged by enough replicas (`not-replicated` was
+          // emitted): the work is done, its value is the answer; a failover may still lose the record.
+          if (!(error instanceof IdempotencyNotReplicatedError)) {
+            // The work is done; only the record is missing. The key stays in flight until its
+            // lease runs out, then a retry may run the work again.
+            this.#events.emit('result-not-stored', { key, error })
+          }
         }
         return { value, replayed: false }
       }
@@ -914,7 +996,7 @@ export class Idempotency {
         DESCRIBE_RENEW,
       )) === 1,
     finish: async (claim, record, kind) => {
-      const ok = await this.#call(
+      const [ok, acknowledged] = await this.#callAndWait(
         claim.key,
         this.redisKey(claim.key, claim.scope),
         COMPLETE_SCRIPT,
@@ -929,6 +1011,8 @@ export class Idempotency {
       }
       if (kind === 'complete') this.#stats.completed++
       else this.#stats.failed++
+      // stored on the master: a failover before a replica has it loses it
+      this.#checkReplicated(claim.key, kind, acknowledged)
     },
     release: async (claim) => {
       const ok =
@@ -960,7 +1044,7 @@ export class Idempotency {
   ): Promise<ClaimOutcome> {
     if (this.#closed) throw new ResilienceClosedError('idempotency store', 'claim')
     const args = [fingerprint, this.#options.lease, this.#options.retention]
-    const reply = (await this.#call(
+    const [answer, acknowledged] = await this.#callAndWait(
       key,
       redisKey,
       CLAIM_SCRIPT,
@@ -975,7 +1059,19 @@ export class Idempotency {
           RELEASE_SCRIPT.run(this.#options.redis, [redisKey], [String(r[1])]).catch(() => {})
         }
       },
-    )) as [string, (string | number)?, number?]
+    )
+    const reply = answer as [string, (string | number)?, number?]
+    if (reply[0] === 'a' && this.#short(acknowledged)) {
+      // The claim reached the master only, and the work has not run: give it back (bounded,
+      // best effort: if that fails too, the key stays in flight until its lease runs out), so
+      // a retry can claim it, then fail closed.
+      await withTimeout(
+        RELEASE_SCRIPT.run(this.#options.redis, [redisKey], [String(reply[1])]),
+        this.#options.commandTimeout,
+        () => new Error('release timed out'),
+      ).catch(() => {})
+      this.#checkReplicated(key, 'claim', acknowledged)
+    }
     switch (reply[0]) {
       case 'a': {
         const claim = IdempotencyClaim.acquired(
@@ -1034,26 +1130,82 @@ export class Idempotency {
     args: (string | number)[],
     trip: RoundTrip,
     describe: (span: Span, reply: unknown) => void,
-    onLateReply?: (reply: unknown) => void,
   ): Promise<unknown> {
     // One client span per round trip, the command timeout included: a cut or a silent Redis
     // shows as E_RESILIENCE_IDEMPOTENCY_UNAVAILABLE on it.
     return this.#roundTrips.run(
       trip,
-      () => this.#send(key, redisKey, script, args, onLateReply),
+      () => this.#send(key, () => script.run(this.#options.redis, [redisKey], args)),
       describe,
     )
   }
 
-  async #send(
+  /**
+   * {@link Idempotency.#call} followed, with `replication` on, by `WAIT` in the same pipeline
+   * (one round trip, on the connection of the key's master). Resolves with the script's reply
+   * and how many replicas acknowledged (`Infinity` without `replication`).
+   */
+  async #callAndWait(
     key: string,
     redisKey: string,
     script: LuaScript,
     args: (string | number)[],
+    trip: RoundTrip,
+    describe: (span: Span, reply: unknown) => void,
     onLateReply?: (reply: unknown) => void,
-  ): Promise<unknown> {
+  ): Promise<[unknown, number]> {
+    const replication = this.#options.replication
+    const redis = this.#options.redis
+    if (replication === undefined) {
+      const reply = await this.#roundTrips.run(
+        trip,
+        () => this.#send(key, () => script.run(redis, [redisKey], args), onLateReply),
+        describe,
+      )
+      return [reply, Number.POSITIVE_INFINITY]
+    }
+    return this.#roundTrips.run(
+      trip,
+      () =>
+        this.#send(
+          key,
+          () =>
+            runAndWait(script, redis, [redisKey], args, replication.replicas, replication.timeout),
+          onLateReply === undefined ? undefined : (late) => onLateReply(late[0]),
+        ),
+      (span, reply) => describe(span, reply[0]),
+    )
+  }
+
+  /** Whether `WAIT` saw fewer replicas than `replication` asks for. */
+  #short(acknowledged: number): boolean {
+    const replication = this.#options.replication
+    return replication !== undefined && acknowledged < replication.replicas
+  }
+
+  /** Counts, reports and throws a write that fewer replicas than asked acknowledged. */
+  #checkReplicated(
+    key: string,
+    operation: 'claim' | 'complete' | 'fail',
+    acknowledged: number,
+  ): void {
+    const replication = this.#options.replication
+    if (replication === undefined || acknowledged >= replication.replicas) return
+    const required = replication.replicas
+    this.#stats.notReplicated++
+    this.#events.emit('not-replicated', { key, operation, acknowledged, required })
+    const what =
+      operation === 'claim' ? 'the claim (given back; the work did not run)' : 'the stored result'
+    throw new IdempotencyNotReplicatedError(
+      `${what} reached the master but ${acknowledged} of ${required} replica(s) acknowledged it within ${replication.timeout} ms (WAIT)`,
+      acknowledged,
+      required,
+    )
+  }
+
+  async #send<T>(key: string, run: () => Promise<T>, onLateReply?: (reply: T) => void): Promise<T> {
     const ms = this.#options.commandTimeout
-    const sent = script.run(this.#options.redis, [redisKey], args)
+    const sent = run()
     try {
       return await withTimeout(sent, ms, () => {
         if (onLateReply !== undefined) sent.then(onLateReply, () => {})
@@ -1069,6 +1221,25 @@ export class Idempotency {
       throw error
     }
   }
+}
+
+/** The `replication` option checked, its timeout in milliseconds; `undefined` when off. */
+function resolveReplication(
+  value: unknown,
+  commandTimeout: number,
+): ResolvedIdempotencyOptions['replication'] {
+  if (value === false || value === undefined) return undefined
+  check.object('replication', value)
+  const o = merge(DEFAULT_IDEMPOTENCY_REPLICATION_OPTIONS, value as IdempotencyReplicationOptions)
+  const replicas = check.positiveInteger('replication.replicas', o.replicas)
+  const timeout = check.duration('replication.timeout', o.timeout, { positive: true })
+  if (timeout >= commandTimeout)
+    check.invalid(
+      'replication.timeout',
+      `less than commandTimeout (${commandTimeout} ms), which bounds the round trip with its WAIT`,
+      o.timeout,
+    )
+  return Object.freeze({ replicas, timeout })
 }
 
 /** A scope given must be a non-empty string: an empty one would silently share the key. */

@@ -57,6 +57,7 @@ export {
   IdempotencyInFlightError,
   IdempotencyKeyInvalidError,
   IdempotencyMismatchError,
+  IdempotencyNotReplicatedError,
   IdempotencyScopeMissingError,
   IdempotencyUnavailableError,
   IdempotentFailureError,
@@ -88,10 +89,12 @@ export type {
   IdempotencyKeyEvent,
   IdempotencyOptions,
   IdempotencyRecord,
+  IdempotencyReplicationOptions,
   IdempotencyStats,
   IdempotentResult,
   InFlightRefusedEvent,
   LeaseLostEvent,
+  NotReplicatedEvent,
   RedisCallFailedEvent,
   ResultNotStoredEvent,
   RunOptions,
@@ -102,6 +105,7 @@ export type {
 export {
   createIdempotency,
   DEFAULT_IDEMPOTENCY_OPTIONS,
+  DEFAULT_IDEMPOTENCY_REPLICATION_OPTIONS,
   Idempotency,
   IdempotencyClaim,
 } from './idempotency.js'

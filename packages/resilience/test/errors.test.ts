@@ -42,6 +42,9 @@ function instances(cause: unknown): Record<string, ResilienceError> {
     IdempotencyInFlightError: new errors.IdempotencyInFlightError('k', 100, { cause }),
     IdempotencyFencedError: new errors.IdempotencyFencedError('k', 3, { cause }),
     IdempotencyUnavailableError: new errors.IdempotencyUnavailableError('down', { cause }),
+    IdempotencyNotReplicatedError: new errors.IdempotencyNotReplicatedError('0 of 1', 0, 1, {
+      cause,
+    }),
     IdempotentFailureError: new errors.IdempotentFailureError('declined', 'Error', undefined, {
       cause,
     }),
@@ -62,6 +65,7 @@ const RETRYABLE = new Set([
   'RateLimiterUnavailableError',
   'IdempotencyInFlightError',
   'IdempotencyUnavailableError',
+  'IdempotencyNotReplicatedError',
 ])
 
 describe('errors', () => {

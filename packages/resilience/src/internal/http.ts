@@ -106,6 +106,19 @@ export async function gate(
         ),
       }
     }
+    if (code === 'E_RESILIENCE_IDEMPOTENCY_NOT_REPLICATED') {
+      // Redis answered, the claim did not reach a replica and was given back: not fail-open's case
+      return {
+        kind: 'problem',
+        problem: problem(
+          503,
+          code,
+          'Idempotency store not replicated',
+          'The request was not processed; retry later with the same key.',
+          { 'retry-after': '1' },
+        ),
+      }
+    }
     if (code === 'E_RESILIENCE_IDEMPOTENCY_UNAVAILABLE') {
       if (store.failOpen) return { kind: 'pass' }
       return {
