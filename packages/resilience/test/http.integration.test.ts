@@ -254,6 +254,29 @@ describe('idempotency adapters when Redis is unreachable', () => {
   })
 })
 
+describe('idempotency adapters with replication on a Redis without replicas', () => {
+  it('answer 503 E_RESILIENCE_IDEMPOTENCY_NOT_REPLICATED and do not run the handler', async () => {
+    const unreplicated = createIdempotency({
+      redis: fixture.redis,
+      prefix,
+      commandTimeout: NOT_ABOUT_TIMEOUTS,
+      replication: { replicas: 1, timeout: 10 },
+    })
+    const apps = [await expressApp(unreplicated), await fastifyApp(unreplicated)]
+    try {
+      for (const app of apps) {
+        const res = await post(app, { amount: 1 }, key())
+        expect(res.status).toBe(503)
+        expect(res.headers.get('retry-after')).toBe('1')
+        expect(await res.json()).toMatchObject({ code: 'E_RESILIENCE_IDEMPOTENCY_NOT_REPLICATED' })
+        expect(app.charges()).toBe(0)
+      }
+    } finally {
+      for (const app of apps) await app.close()
+    }
+  })
+})
+
 describe('rate limit adapters', () => {
   it('express answers 429 with Retry-After once the budget is spent', async () => {
     const limiter = createRateLimiter({
