@@ -394,4 +394,28 @@ describe('ShardRouter.setPrimary and the old pool', () => {
     expect((error as ShardUnavailableError).retryable).toBe(true)
     expect(router.stats().transactions.rolledBack).toBe(1)
   }, 30_000)
+
+  it("leaves a read-only replica's refusal to the statement: a write sent there with use: replica is neither retried on the primary nor held against the replica", async () => {
+    // The planned scenario's pair (it runs first): its old primary is a read-only server now.
+    const pair = pairs.planned!
+    // Demoted with no replica left: semi-sync off, or root's write below waits out its timeout.
+    await query(
+      pair.primary.url,
+      'SET GLOBAL read_only = 1, GLOBAL rpl_semi_sync_master_enabled = 0',
+    )
+    // root writes despite read_only (READ_ONLY ADMIN): the sequence exists on that server only.
+    await query(pair.primary.url, 'CREATE SEQUENCE IF NOT EXISTS test.order_numbers')
+    const router = createShardRouter({
+      shards: [{ id: SHARD, primary: pair.replica.appUrl, replicas: [pair.primary.appUrl] }],
+      healthCheckInterval: 0,
+    })
+    routers.push(router)
+    // NEXTVAL writes: the classifier is unsure of it, so use: 'replica' may send it there.
+    const error = await rejection(() =>
+      router.query(1, 'SELECT NEXTVAL(order_numbers) AS n', [], { use: 'replica' }),
+    )
+    expect(error).toMatchObject({ code: 'ER_OPTION_PREVENTS_STATEMENT' })
+    expect(router.stats().fellBackToPrimary).toBe(0)
+    expect(router.stats().replicas[0]).toMatchObject({ available: true, ejected: false })
+  }, 30_000)
 })
