@@ -221,6 +221,9 @@ skip-name-resolve
 socket                         = $(mdb_sock "$inst")
 pid-file                       = $(mdb_pidfile "$inst")
 datadir                        = $home/data
+# Its own tmpdir: a starting mariadbd deletes every #sql* file in its tmpdir, which would pull
+# temporary tables from under another server sharing /tmp (the standard 3306 one, a test's).
+tmpdir                         = $home/tmp
 log-error                      = $(mdb_log "$inst")
 server_id                      = $server_id
 log_bin                        = mariadb-bin
@@ -340,7 +343,7 @@ mdb_start_one() {
     die "port 127.0.0.1:$port is in use by another process; cannot start mariadb $inst"
   fi
 
-  mkdir -p "$home" "$(dirname "$sock")"
+  mkdir -p "$home" "$home/tmp" "$(dirname "$sock")"
   mdb_write_cnf "$inst"
 
   if [[ ! -f "$(mdb_marker "$inst")" ]]; then
