@@ -43,6 +43,14 @@ const RIDE_OUT_TIMEOUT = 8000
 const LIMIT = 40
 const INTERVAL = 1000
 
+function summarizeErrors(errors: unknown[]): Record<string, number> {
+  const byCode: Record<string, number> = {}
+  for (const error of errors) {
+    const code = String((error as { code?: unknown }).code)
+    byCode[code] = (byCode[code] ?? 0) + 1
+  }
+  return byCode
+}
 const isFenced = (error: unknown) => error instanceof IdempotencyFencedError
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
 
@@ -268,56 +276,105 @@ async function promote(replica: number): Promise<'election' | 'takeover'> {
 }
 
 describe('what asynchronous replication loses: a lagging replica promoted (SIGSTOP, then its master SIGKILLed)', () => {
-  it('claims acknowledged by the old master while its replica lagged are lost: a retry runs the work again (long: ~7 s)', async () => {
+  it('claims acknowledged while the replica lagged are lost (a retry runs the work again); with replication (WAIT) they fail closed instead (long: ~13 s)', async () => {
     const client = new Cluster(cluster.seeds, RIDE_OUT)
     client.on('error', () => undefined)
     try {
       const prefix = 'idem:loss:'
-      const idempotency = createIdempotency({
+      const plain = createIdempotency({ redis: client, prefix, commandTimeout: RIDE_OUT_TIMEOUT })
+      const waiting = createIdempotency({
         redis: client,
         prefix,
         commandTimeout: RIDE_OUT_TIMEOUT,
+        replication: { replicas: 1, timeout: 100 },
       })
       const master = await cluster.masterOf(`${prefix}{loss}`)
       const replica = await cluster.replicaOf(master.port)
       const onMaster = await keysOf(master.port)
       const keys: string[] = []
-      for (let n = 0; keys.length < 200; n++) if (onMaster(`${prefix}{k${n}}`)) keys.push(`k${n}`)
+      for (let n = 0; keys.length < 350; n++) if (onMaster(`${prefix}{k${n}}`)) keys.push(`k${n}`)
+      const groups = {
+        plainReplicated: keys.slice(0, 100),
+        plainWhileLagging: keys.slice(100, 200),
+        waitReplicated: keys.slice(200, 300),
+        // 50: WAIT blocks the client's one connection to the master, so these WAITs (100 ms
+        // each while the replica lags) run one after the other, ~5 s in all
+        waitWhileLagging: keys.slice(300),
+      }
       const runs = new Map<string, number>()
       const work = (key: string) => () => {
         runs.set(key, (runs.get(key) ?? 0) + 1)
         return key
       }
-      // before the pause: replicated; the replica has these
-      for (const key of keys.slice(0, 100)) await idempotency.run(key, key, work(key))
+      const runAll = async (store: typeof plain, list: string[]) => {
+        const outcomes = await Promise.allSettled(list.map((key) => store.run(key, key, work(key))))
+        const refused = outcomes.flatMap((o) => (o.status === 'rejected' ? [o.reason] : []))
+        return { acknowledged: list.length - refused.length, refused }
+      }
+      // before the lag: replicated; the replica has these
+      await runAll(plain, groups.plainReplicated)
+      const waitBefore = await runAll(waiting, groups.waitReplicated)
+      expect(waitBefore.refused).toEqual([])
 
       // SIGSTOP alone loses nothing on loopback (the stopped replica's socket buffers hold the
       // stream and it reads them on SIGCONT): lagReplica also fills them with 64 MiB first
       await cluster.lagReplica(replica.port)
-      let acknowledged = 0
-      for (const key of keys.slice(100)) {
-        await idempotency.run(key, key, work(key))
-        acknowledged++
-      }
+      const plainLagging = await runAll(plain, groups.plainWhileLagging)
+      const waitStarted = performance.now()
+      const waitLagging = await runAll(waiting, groups.waitWhileLagging)
+      const waitLaggingMs = Math.round(performance.now() - waitStarted)
       await cluster.kill(master.port)
       cluster.resume(replica.port)
-      const how = await promote(replica.port)
+      const promotedBy = await promote(replica.port)
       await cluster.waitHealthy(20_000)
 
       // a client retrying each key after the failover
-      for (const key of keys) await idempotency.run(key, key, work(key))
+      for (const key of keys) await plain.run(key, key, work(key))
       const twice = (list: string[]) => list.filter((k) => (runs.get(k) ?? 0) > 1).length
-      const lost = {
-        replicatedBefore: twice(keys.slice(0, 100)),
-        whileLagging: twice(keys.slice(100)),
+      const figures = {
+        plain: {
+          replicated: { acknowledged: 100, doneTwice: twice(groups.plainReplicated) },
+          whileLagging: {
+            acknowledged: plainLagging.acknowledged,
+            doneTwice: twice(groups.plainWhileLagging),
+          },
+        },
+        wait: {
+          replicated: { acknowledged: 100, doneTwice: twice(groups.waitReplicated) },
+          whileLagging: {
+            acknowledged: waitLagging.acknowledged,
+            refused: waitLagging.refused.length,
+            refusedByCode: summarizeErrors(waitLagging.refused),
+            ranBeforeRefusal: groups.waitWhileLagging.filter((k) => runs.get(k) !== 1).length,
+            doneTwice: twice(groups.waitWhileLagging),
+            ms: waitLaggingMs,
+          },
+        },
+        promotedBy,
       }
-      console.info(
-        `[loss idempotency] ${JSON.stringify({ acknowledged, ...lost, promotedBy: how })}`,
-      )
+      console.info(`[loss idempotency] ${JSON.stringify(figures)}`)
       // what was replicated survives; what the lagging replica missed is done twice
-      expect(lost.replicatedBefore).toBe(0)
-      expect(lost.whileLagging).toBe(acknowledged)
-      await idempotency.close()
+      expect(figures.plain.replicated.doneTwice).toBe(0)
+      expect(figures.plain.whileLagging).toEqual({ acknowledged: 100, doneTwice: 100 })
+      // with WAIT nothing unreplicated was acknowledged: every claim failed closed, the work
+      // ran once, after the failover
+      expect(figures.wait.replicated.doneTwice).toBe(0)
+      // with more of them, those queued past commandTimeout fail as unavailable (100 claims: 34)
+      for (const error of waitLagging.refused) {
+        expect(error).toMatchObject({ retryable: true })
+        expect([
+          'E_RESILIENCE_IDEMPOTENCY_NOT_REPLICATED',
+          'E_RESILIENCE_IDEMPOTENCY_UNAVAILABLE',
+        ]).toContain((error as { code: string }).code)
+      }
+      expect(figures.wait.whileLagging).toMatchObject({
+        acknowledged: 0,
+        refused: 50,
+        ranBeforeRefusal: 0,
+        doneTwice: 0,
+      })
+      await plain.close()
+      await waiting.close()
       await cluster.restart(master.port)
       await cluster.waitHealthy(20_000)
     } finally {
