@@ -77,6 +77,31 @@ describe('ShardRouter', () => {
       }
     })
 
+    it('starts the new primary with a closed breaker: statements are sent to it, not refused', async () => {
+      const r = createShardRouter({
+        shards: [{ id: 's0', primary: url }],
+        healthCheckInterval: 0,
+        connectTimeout: 200,
+        primaryBreaker: { volumeThreshold: 2, resetTimeout: 3_600_000 },
+      })
+      try {
+        // The old primary refuses connections until its breaker opens (an hour-long open state).
+        let error: unknown
+        for (let i = 0; i < 10; i++) {
+          error = await rejection(() => r.query(1, 'SELECT 1', [], { use: 'primary' }))
+          if ((error as Error).message.includes('circuit breaker is open')) break
+        }
+        expect((error as Error).message).toContain('circuit breaker is open')
+        await r.setPrimary('s0', next, { drainTimeout: 0 })
+        // The new server (port 2) refuses too, but the statement reached it: the breaker was reset.
+        error = await rejection(() => r.query(1, 'SELECT 1', [], { use: 'primary' }))
+        expect(error).toBeInstanceOf(ShardUnavailableError)
+        expect((error as Error).message).toMatch(/is unavailable \(ECONNREFUSED\)/)
+      } finally {
+        await r.close()
+      }
+    })
+
     it('switches even when a primary-switched listener throws; the error is rethrown in a microtask', async () => {
       const r = router()
       try {
