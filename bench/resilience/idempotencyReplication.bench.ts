@@ -23,7 +23,21 @@ const nodes = (process.env.REDIS_CLUSTER_NODES ?? '127.0.0.1:7000,127.0.0.1:7001
     return { host: host as string, port: Number(port) }
   })
 const cluster = new Cluster(nodes)
-await new Promise((resolve) => cluster.once('ready', resolve))
+cluster.on('error', () => undefined) // a missing cluster is reported below, once
+await new Promise((resolve, reject) => {
+  const timer = setTimeout(() => {
+    cluster.disconnect()
+    reject(
+      new Error(
+        `no Redis Cluster at ${nodes.map((n) => `${n.host}:${n.port}`).join(', ')} within 10 s: start it with \`bash scripts/topology.sh start redis-cluster\` or set REDIS_CLUSTER_NODES`,
+      ),
+    )
+  }, 10_000)
+  cluster.once('ready', () => {
+    clearTimeout(timer)
+    resolve(undefined)
+  })
+})
 const prefix = `bench:idem-wait:${randomUUID().slice(0, 8)}:`
 const ROUNDS = isSmoke() ? 1 : 7
 const N = isSmoke() ? 20 : 2000

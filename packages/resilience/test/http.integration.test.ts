@@ -392,6 +392,7 @@ describe('idempotency adapters with a store from another copy of the package', (
     ['E_RESILIENCE_IDEMPOTENCY_KEY_INVALID', 400],
     ['E_RESILIENCE_IDEMPOTENCY_SCOPE_MISSING', 400],
     ['E_RESILIENCE_IDEMPOTENCY_UNAVAILABLE', 503],
+    ['E_RESILIENCE_IDEMPOTENCY_NOT_REPLICATED', 503],
   ])('answer %s with %i on Express and Fastify, not 500', async (code, status) => {
     const s = storeThrowing(code)
     for (const makeApp of [expressApp, fastifyApp]) {
