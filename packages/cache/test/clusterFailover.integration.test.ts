@@ -47,6 +47,16 @@ describe('TwoLevelCache while a Cluster master fails over (private cluster, SIGK
       const wrong: string[] = []
       // why L2 calls failed, by the first words of the client's error (CLUSTERDOWN, refused, timeout)
       const l2Failures: Record<string, number> = {}
+      const events: Record<string, number> = {}
+      for (const name of [
+        'bus-disconnected',
+        'bus-connected',
+        'invalidations-replayed',
+        'conflict-detected',
+      ] as const)
+        caches.noL1.on(name, () => {
+          events[name] = (events[name] ?? 0) + 1
+        })
       caches.noL1.on('l2-failed', ({ error }) => {
         const cause = (error as { cause?: unknown }).cause
         const text = String(cause instanceof Error ? cause.message : error.message)
@@ -120,6 +130,8 @@ describe('TwoLevelCache while a Cluster master fails over (private cluster, SIGK
         healthyMs: Math.round(healthyMs),
         servedAgainMs,
         l2FailuresNoL1: l2Failures,
+        eventsNoL1: events,
+        statsNoL1: caches.noL1.stats(),
       }
       console.info(`[failover cache] ${JSON.stringify(figures)}`)
 

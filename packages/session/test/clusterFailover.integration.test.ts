@@ -221,6 +221,17 @@ describe('what asynchronous replication loses: a paused, then lagging, replica p
       const whilePaused = sessions.slice(100, 200)
       const whileLagging = sessions.slice(200)
       await save(replicated)
+      const offsetOf = async (port: number) =>
+        /master_repl_offset:(\d+)/.exec(
+          String(await cluster.command(port, 'INFO', 'replication')),
+        )?.[1]
+      const offsetsBefore = {
+        master: await offsetOf(master.port),
+        replica: await offsetOf(replica.port),
+        replicaRole: /role:\w+/.exec(
+          String(await cluster.command(replica.port, 'INFO', 'replication')),
+        )?.[0],
+      }
       cluster.pause(replica.port)
       const ackedPaused = await save(whilePaused)
       await cluster.lagReplica(replica.port) // 64 MiB more: the socket buffers are full
@@ -235,6 +246,21 @@ describe('what asynchronous replication loses: a paused, then lagging, replica p
         for (const session of list) if ((await store.load(session.id))?.data.n !== 1) lost++
         return lost
       }
+      const missing = async (list: typeof sessions) => {
+        let gone = 0
+        for (const session of list) if ((await store.load(session.id)) === undefined) gone++
+        return gone
+      }
+      console.info(
+        `[loss session diag] ${JSON.stringify({
+          master: master.port,
+          replica: replica.port,
+          offsetsBefore,
+          promoted: (await cluster.masterOf(`${prefix}{loss}`)).port,
+          dbsize: await cluster.command(replica.port, 'DBSIZE'),
+          missingReplicated: await missing(replicated),
+        })}`,
+      )
       const figures = {
         replicated: { acknowledged: replicated.length, lost: await lostOf(replicated) },
         whilePaused: { acknowledged: ackedPaused, lost: await lostOf(whilePaused) },
