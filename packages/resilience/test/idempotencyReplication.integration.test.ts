@@ -1,7 +1,7 @@
 // The `replication` option: WAIT after a claim and after complete, on the key's own master.
 // Shared servers for the cheap cases (the standalone Redis has no replica: WAIT returns 0; the
 // shared cluster has one per master: WAIT returns 1); a private cluster of its own for the
-// loss case (a replica made to lag, then its master SIGKILLed: ~10 s, marked below).
+// loss case (a replica made to lag, then its master SIGKILLed: ~9 s, marked below).
 import { type PrivateRedisCluster, redisKeySlot, startPrivateRedisCluster } from '@ballast/testkit'
 import { Cluster } from 'ioredis'
 import { afterEach, describe, expect, it } from 'vitest'
@@ -114,7 +114,7 @@ describe('idempotency replication (WAIT)', () => {
     })
   })
 
-  // long: ~10-15 s (a private cluster's start, a replica made to lag, its master SIGKILLed and
+  // ~9 s (a private cluster of its own: its start, a replica made to lag, its master SIGKILLed and
   // restarted). Without the option, the same steps run the lagging keys' work twice (see
   // clusterFailover.integration.test.ts, "what asynchronous replication loses").
   describe('a lagging replica promoted (SIGSTOP, then its master SIGKILLed)', () => {
