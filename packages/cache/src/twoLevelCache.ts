@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto'
-import { type Duration, Emitter, type Unsubscribe } from '@ballast/shared'
+import { type Duration, Emitter, type TelemetryOptions, type Unsubscribe } from '@ballast/shared'
 import type { CacheEvents, CacheStats, FlushReason, StaleReason } from './cacheEvents.js'
 import type {
   BatchLoader,
@@ -100,6 +100,8 @@ export class TwoLevelCache<T = unknown> {
   readonly #counters: CacheCounters = createCounters()
   /** Spans of L2 calls and loads, the load histogram, and the instruments read from stats(). */
   readonly #telemetry: CacheTelemetry
+  /** The `meterProvider` and `tracerProvider` given (the L2 breakers report through them too). */
+  readonly #providers: TelemetryOptions
   /** Single flight, locks and write-back of getOrSet and getOrSetMany. */
   readonly #loadFlow: LoadFlow
 
@@ -111,6 +113,7 @@ export class TwoLevelCache<T = unknown> {
     this.#l1 = resolved.l1
     this.#bloom = resolved.bloom
     this.#keys = new KeyNames(this.#options.prefix, this.#options.namespace)
+    this.#providers = resolved.telemetry
     this.#telemetry = new CacheTelemetry(
       resolved.telemetry,
       this.#options.namespace,
@@ -137,6 +140,7 @@ export class TwoLevelCache<T = unknown> {
       name: `cache L2 ${this.#options.namespace}`,
       timeout: l2.timeout,
       ...l2.breaker,
+      telemetry: this.#providers,
       onStateChange: (state, node) => {
         this.#emit('breaker-changed', { state, node })
         if (state === 'closed') void this.#l2Invalidations.replay()

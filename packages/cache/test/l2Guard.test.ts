@@ -18,6 +18,7 @@ function guard(states: string[] = []) {
     windowSize: 10,
     errorThresholdPercentage: 50,
     volumeThreshold: 4,
+    telemetry: {},
     resetTimeout: 1000,
     onStateChange: (state) => states.push(state),
   })

@@ -27,6 +27,7 @@ function guardsOf(cluster: Cluster, changes: [CircuitState, string][] = []) {
     errorThresholdPercentage: 50,
     volumeThreshold: 3,
     resetTimeout: 60_000,
+    telemetry: {},
     onStateChange: (state, node) => changes.push([state, node]),
   })
 }

@@ -465,6 +465,11 @@ describe('TwoLevelCache telemetry', () => {
       for (let i = 0; i < 3; i++) expect(await cache.get('a')).toBeUndefined() // each times out
       await eventually(() => cache.stats().breaker === 'open', 2000)
       expect(await breakerState(otel)).toEqual(['open'])
+      // The breaker's own instruments (@ballast/resilience's) go to the cache's meterProvider too.
+      const resilienceState = (await otel.points('ballast.resilience.breaker.state')).filter(
+        (p) => p.value === 1,
+      )
+      expect(resilienceState.map((p) => p.attributes['ballast.resilience.state'])).toEqual(['open'])
       const failures = (await otel.points(DURATION)).filter(
         (p) => p.attributes['error.type'] !== undefined,
       )

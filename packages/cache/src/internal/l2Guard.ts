@@ -4,6 +4,7 @@ import {
   isResilienceError,
   TimeoutError,
 } from '@ballast/resilience'
+import type { TelemetryOptions } from '@ballast/shared'
 import type { CircuitState } from '../cacheEvents.js'
 import { L2UnavailableError } from '../errors.js'
 
@@ -14,6 +15,8 @@ export interface L2GuardOptions {
   errorThresholdPercentage: number
   volumeThreshold: number
   resetTimeout: number
+  /** The cache's own providers: the breaker reports its state and calls through them. */
+  telemetry: TelemetryOptions
   onStateChange(state: CircuitState): void
 }
 
@@ -65,6 +68,7 @@ export class L2Guard {
       volumeThreshold: options.volumeThreshold,
       resetTimeout: options.resetTimeout,
       timeout: options.timeout,
+      ...options.telemetry,
     })
     this.#breaker.on('opened', () => options.onStateChange('open'))
     this.#breaker.on('half-opened', () => options.onStateChange('halfOpen'))

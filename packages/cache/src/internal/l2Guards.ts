@@ -118,6 +118,7 @@ export class L2Guards {
       errorThresholdPercentage: options.errorThresholdPercentage,
       volumeThreshold: options.volumeThreshold,
       resetTimeout: options.resetTimeout,
+      telemetry: options.telemetry,
       onStateChange: (state) => options.onStateChange(state, node),
     })
   }
