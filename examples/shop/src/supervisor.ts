@@ -497,23 +497,29 @@ export async function startShop(o: ShopOptions): Promise<Shop> {
   let killedNode: { node: NodeNumber; lock: TopologyLock } | undefined
   const killRabbitNode = async () => {
     if (killedNode) return
-    // The node most of the shop's connections are on (their proxy has them open); right after
-    // the "rabbitmq" cut they may still be reconnecting: wait a little for them (bounded).
-    const deadline = Date.now() + 10_000
-    let open = amqpProxies.map((p) => p.stats().open)
-    while (open.every((n) => n === 0) && Date.now() < deadline) {
-      await sleep(200)
-      open = amqpProxies.map((p) => p.stats().open)
-    }
-    const busiest = open.indexOf(Math.max(...open))
-    const node = nodeOfUrl(rabbit.urls[busiest] as string)
     // Other test runs kill nodes of the same cluster: wait until none is down, and hold the
     // lock while ours is, so no one else takes a second node (two of three down: no quorum).
+    const waitedFrom = Date.now()
     const lock = await acquireTopologyLock(RABBITMQ_CLUSTER_LOCK, {
       holder: `shop ${o.ns} chaos rabbitmq-node`,
       timeout: 120_000,
     })
+    const lockWaitMs = Date.now() - waitedFrom
+    let node: NodeNumber
+    let open: number[]
+    let busiest: number
     try {
+      // The node most of the shop's connections are on (their proxy has them open); right
+      // after the "rabbitmq" cut, or another run's fault, they may still be reconnecting: wait
+      // a little for them (bounded).
+      const deadline = Date.now() + 10_000
+      open = amqpProxies.map((p) => p.stats().open)
+      while (open.every((n) => n === 0) && Date.now() < deadline) {
+        await sleep(200)
+        open = amqpProxies.map((p) => p.stats().open)
+      }
+      busiest = open.indexOf(Math.max(...open))
+      node = nodeOfUrl(rabbit.urls[busiest] as string)
       log(`shop: chaos: SIGKILL RabbitMQ node ${node} (${open[busiest]} shop connections on it)`)
       await killNode(node)
     } catch (err) {
@@ -522,7 +528,7 @@ export async function startShop(o: ShopOptions): Promise<Shop> {
     }
     killedNode = { node, lock }
     chaosDetails['rabbitmq-node'] =
-      `node ${node} (${rabbit.urls[busiest]}) SIGKILLed with ${open[busiest]} shop connections on it`
+      `node ${node} (${rabbit.urls[busiest]}) SIGKILLed with ${open[busiest]} shop connections on it (the cluster lock after ${lockWaitMs} ms)`
   }
   const restartRabbitNode = async () => {
     const killed = killedNode

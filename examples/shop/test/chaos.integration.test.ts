@@ -178,27 +178,38 @@ describe('chaos run', () => {
     expect(ids.length).toBe(placed.length)
 
     // Every order reaches a final state once the faults are gone.
+    let waiting = ''
     const statuses = await eventually(
       async () => {
-        const rows = (
-          await Promise.all(
-            shop.config.shards.map((s) =>
-              shardRows<{ id: string; status: string }>(
+        const perShard = await Promise.all(
+          shop.config.shards.map(async (s) =>
+            (
+              await shardRows<{ id: string; status: string }>(
                 s,
                 'SELECT id, status FROM orders WHERE id IN (?)',
                 [ids],
-              ),
-            ),
-          )
-        ).flat()
-        return rows.length === ids.length &&
-          rows.every((r) => r.status === 'shipped' || r.status === 'cancelled')
-          ? rows
-          : undefined
+              )
+            ).map((r) => ({ ...r, shard: s.id })),
+          ),
+        )
+        const rows = perShard.flat()
+        // What is still on its way, for the failure message: orders by shard and status.
+        const open = new Map<string, number>()
+        for (const r of rows)
+          if (r.status !== 'shipped' && r.status !== 'cancelled')
+            open.set(`${r.shard}:${r.status}`, (open.get(`${r.shard}:${r.status}`) ?? 0) + 1)
+        waiting = `${ids.length - rows.length} not found, ${JSON.stringify(Object.fromEntries(open))} not final`
+        return rows.length === ids.length && open.size === 0 ? rows : undefined
       },
-      90_000,
+      // bounded, with room for a loaded CI machine: the backlog of eight faults drains here
+      150_000,
       'every order to reach a final state',
-    )
+    ).catch(async (error: Error) => {
+      const status = await shop.status().catch(() => undefined)
+      throw new Error(
+        `${error.message}; ${waiting}; queues ${JSON.stringify(status?.queues)}; chaos ${JSON.stringify(status?.chaosDetails)}`,
+      )
+    })
     // None lost: every order the shop confirmed exists, and the users have no others.
     expect(statuses.length).toBe(ids.length)
     const all = (
@@ -247,5 +258,5 @@ describe('chaos run', () => {
       const sold = placed.filter((p) => p.productId === id).reduce((a, p) => a + p.qty, 0)
       expect((stockBefore.get(id) ?? 0) - (stockAfter.get(id) ?? 0), `product ${id}`).toBe(sold)
     }
-  }, 300_000)
+  }, 360_000)
 })
