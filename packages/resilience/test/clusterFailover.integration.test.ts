@@ -315,6 +315,8 @@ describe('what asynchronous replication loses: a lagging replica promoted (SIGST
       await runAll(plain, groups.plainReplicated)
       const waitBefore = await runAll(waiting, groups.waitReplicated)
       expect(waitBefore.refused).toEqual([])
+      // applied by the replica, not only sent (see the session package's loss test)
+      await cluster.waitReplicated(master.port)
 
       // SIGSTOP alone loses nothing on loopback (the stopped replica's socket buffers hold the
       // stream and it reads them on SIGCONT): lagReplica also fills them with 64 MiB first

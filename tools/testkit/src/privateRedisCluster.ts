@@ -88,6 +88,12 @@ export interface PrivateRedisCluster {
   /** `SIGSTOP`: the node stops answering anything (clients and the cluster bus) until resumed. */
   pause(portOrId: number | string): void
   /**
+   * Waits until every replica of `master` has applied the replication stream up to the
+   * master's offset when called (the offsets its replicas report to it); resolves with the
+   * milliseconds it waited, rejects after `timeout` ms (default 10000).
+   */
+  waitReplicated(master: number | string, timeout?: number): Promise<number>
+  /**
    * Makes `replica` lag: pauses it (`SIGSTOP`), then writes `bytes` of throwaway data to its
    * master (one key of the master's slots, overwritten, then deleted) so that the socket
    * buffers between them are full and what the master acknowledges next stays in the
@@ -509,6 +515,23 @@ export async function startPrivateRedisCluster(
       if (state.pid === undefined) throw new Error(`node ${state.port} is not running`)
       process.kill(state.pid, 'SIGSTOP')
       state.paused = true
+    },
+    async waitReplicated(master, timeout = 10_000) {
+      const port = find(master).port
+      const started = performance.now()
+      const info = async () => String(await once(port, ['INFO', 'replication']))
+      const target = Number(/master_repl_offset:(\d+)/.exec(await info())?.[1])
+      for (;;) {
+        const text = await info()
+        const offsets = [...text.matchAll(/^slave\d+:.*offset=(\d+)/gm)].map((m) => Number(m[1]))
+        if (offsets.length > 0 && offsets.every((offset) => offset >= target))
+          return performance.now() - started
+        if (performance.now() - started > timeout)
+          throw new Error(
+            `replicas of ${port} did not reach offset ${target} within ${timeout} ms: ${offsets.join(', ')}`,
+          )
+        await sleep(20)
+      }
     },
     async lagReplica(portOrId, bytes = 64 * 1024 * 1024) {
       const replica = find(portOrId)

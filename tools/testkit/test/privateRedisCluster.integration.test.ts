@@ -1,5 +1,5 @@
 import { existsSync } from 'node:fs'
-import { Cluster } from 'ioredis'
+import { Cluster, Redis } from 'ioredis'
 import { afterAll, describe, expect, it } from 'vitest'
 import {
   disposables,
@@ -36,6 +36,15 @@ describe('startPrivateRedisCluster', () => {
     try {
       for (let i = 0; i < 50; i++) await client.set(`k:${i}`, String(i))
       expect(await client.get('k:7')).toBe('7')
+      const master = await cluster.masterOf('k:7')
+      await cluster.waitReplicated(master.port)
+      const replica = new Redis((await cluster.replicaOf(master.port)).port)
+      try {
+        await replica.readonly()
+        expect(await replica.get('k:7')).toBe('7') // applied on the replica
+      } finally {
+        replica.disconnect()
+      }
     } finally {
       client.disconnect()
     }
