@@ -97,9 +97,10 @@ export interface PrivateRedisCluster {
    * Makes `replica` lag: pauses it (`SIGSTOP`), then writes `bytes` of throwaway data to its
    * master (one key of the master's slots, overwritten, then deleted) so that the socket
    * buffers between them are full and what the master acknowledges next stays in the
-   * master's memory. Pausing alone loses nothing on loopback: the kernel holds megabytes of
-   * replication stream for the stopped replica, which it reads on `SIGCONT` even after its
-   * master died. Undo with {@link PrivateRedisCluster.resume}.
+   * master's memory. Pausing alone usually loses nothing on loopback: the kernel holds
+   * megabytes of replication stream for the stopped replica, which it reads on `SIGCONT` even
+   * after its master died (a replica already behind at the pause once lost all it had not
+   * applied: call {@link PrivateRedisCluster.waitReplicated} first). Undo with {@link PrivateRedisCluster.resume}.
    */
   lagReplica(replica: number | string, bytes?: number): Promise<void>
   /** `SIGCONT` after {@link PrivateRedisCluster.pause}. */
