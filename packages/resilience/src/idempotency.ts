@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto'
+import { createHash, randomUUID } from 'node:crypto'
 import {
   type Duration,
   Emitter,
@@ -427,6 +427,8 @@ export class IdempotencyClaim implements IdempotencyContext {
   /** Whether the key was taken over from a holder whose lease had run out. */
   readonly reclaimed: boolean
   readonly #store: Idempotency
+  /** The claim id its scripts carry, so a resent one recognises this claim's own writes. */
+  readonly #id: string
   readonly #controller = new AbortController()
   #timer: NodeJS.Timeout | undefined
   #leaseEnd: number
@@ -436,12 +438,14 @@ export class IdempotencyClaim implements IdempotencyContext {
   private constructor(
     store: Idempotency,
     key: string,
+    id: string,
     token: number,
     reclaimed: boolean,
     lease: number,
     scope?: string,
   ) {
     this.#store = store
+    this.#id = id
     this.key = key
     this.scope = scope
     this.token = token
@@ -453,12 +457,13 @@ export class IdempotencyClaim implements IdempotencyContext {
   static acquired(
     store: Idempotency,
     key: string,
+    id: string,
     token: number,
     reclaimed: boolean,
     lease: number,
     scope?: string,
   ): IdempotencyClaim {
-    return new IdempotencyClaim(store, key, token, reclaimed, lease, scope)
+    return new IdempotencyClaim(store, key, id, token, reclaimed, lease, scope)
   }
 
   /** Aborted when the lease is lost; see {@link IdempotencyContext.signal}. */
@@ -505,7 +510,7 @@ export class IdempotencyClaim implements IdempotencyContext {
   async release(): Promise<boolean> {
     if (this.#done) return false
     this.#stop()
-    return this.#store[INTERNAL].release(this)
+    return this.#store[INTERNAL].release(this, this.#id)
   }
 
   /** @internal */
@@ -552,7 +557,7 @@ export class IdempotencyClaim implements IdempotencyContext {
       throw new IdempotencyFencedError(this.key, this.token)
     }
     this.#stop()
-    await this.#store[INTERNAL].finish(this, record, kind)
+    await this.#store[INTERNAL].finish(this, this.#id, record, kind)
   }
 
   #stop(): void {
@@ -664,8 +669,13 @@ function observeStore(
 
 interface StoreInternals {
   renew(claim: IdempotencyClaim, lease: number): Promise<boolean>
-  finish(claim: IdempotencyClaim, record: string, kind: 'complete' | 'fail'): Promise<void>
-  release(claim: IdempotencyClaim): Promise<boolean>
+  finish(
+    claim: IdempotencyClaim,
+    id: string,
+    record: string,
+    kind: 'complete' | 'fail',
+  ): Promise<void>
+  release(claim: IdempotencyClaim, id: string): Promise<boolean>
   lost(claim: IdempotencyClaim, error: Error): void
   forget(claim: IdempotencyClaim): void
 }
@@ -995,12 +1005,12 @@ export class Idempotency {
         this.#trips.renew,
         DESCRIBE_RENEW,
       )) === 1,
-    finish: async (claim, record, kind) => {
+    finish: async (claim, id, record, kind) => {
       const [ok, acknowledged] = await this.#callAndWait(
         claim.key,
         this.redisKey(claim.key, claim.scope),
         COMPLETE_SCRIPT,
-        [String(claim.token), record, this.#options.retention],
+        [String(claim.token), record, this.#options.retention, id],
         kind === 'complete' ? this.#trips.complete : this.#trips.fail,
         DESCRIBE_STORE,
       )
@@ -1014,13 +1024,13 @@ export class Idempotency {
       // stored on the master: a failover before a replica has it loses it
       this.#checkReplicated(claim.key, kind, acknowledged)
     },
-    release: async (claim) => {
+    release: async (claim, id) => {
       const ok =
         (await this.#call(
           claim.key,
           this.redisKey(claim.key, claim.scope),
           RELEASE_SCRIPT,
-          [String(claim.token)],
+          [String(claim.token), id],
           this.#trips.release,
           DESCRIBE_RELEASE,
         )) === 1
@@ -1043,7 +1053,11 @@ export class Idempotency {
     fingerprint: string,
   ): Promise<ClaimOutcome> {
     if (this.#closed) throw new ResilienceClosedError('idempotency store', 'claim')
-    const args = [fingerprint, this.#options.lease, this.#options.retention]
+    // Made before the first send: if ioredis sends the claim again (its reply lost when a
+    // master died after running it, the promoted replica having the write), the script finds
+    // this id on the claim in flight and answers it as acquired instead of in flight.
+    const id = randomUUID()
+    const args = [fingerprint, this.#options.lease, this.#options.retention, id]
     const [answer, acknowledged] = await this.#callAndWait(
       key,
       redisKey,
@@ -1056,7 +1070,7 @@ export class Idempotency {
         // rather than leave it in flight, owned by no one, until its lease runs out.
         const r = late as [string, number?]
         if (r[0] === 'a') {
-          RELEASE_SCRIPT.run(this.#options.redis, [redisKey], [String(r[1])]).catch(() => {})
+          RELEASE_SCRIPT.run(this.#options.redis, [redisKey], [String(r[1]), id]).catch(() => {})
         }
       },
     )
@@ -1066,7 +1080,7 @@ export class Idempotency {
       // best effort: if that fails too, the key stays in flight until its lease runs out), so
       // a retry can claim it, then fail closed.
       await withTimeout(
-        RELEASE_SCRIPT.run(this.#options.redis, [redisKey], [String(reply[1])]),
+        RELEASE_SCRIPT.run(this.#options.redis, [redisKey], [String(reply[1]), id]),
         this.#options.commandTimeout,
         () => new Error('release timed out'),
       ).catch(() => {})
@@ -1077,6 +1091,7 @@ export class Idempotency {
         const claim = IdempotencyClaim.acquired(
           this,
           key,
+          id,
           Number(reply[1]),
           reply[2] === 1,
           this.#options.lease,

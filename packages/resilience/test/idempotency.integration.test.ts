@@ -285,7 +285,7 @@ describe('Idempotency (Redis)', () => {
     })
     expect(events).toEqual([true])
     // The dead holder's late write, with its stale fencing token, is refused...
-    const stale = IdempotencyClaim.acquired(store, k, held.token, false, lease)
+    const stale = IdempotencyClaim.acquired(store, k, 'dead-holder', held.token, false, lease)
     const fenced = await stale.complete({ receipt: 'from the dead' }).catch((e: unknown) => e)
     expect(fenced).toBeInstanceOf(IdempotencyFencedError)
     expect(store.stats().fenced).toBe(1)

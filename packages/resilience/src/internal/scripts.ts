@@ -12,7 +12,12 @@ import { LuaScript } from './lua.js'
 //   t  the fencing token, incremented by every claim (kept across releases)
 //   l  when the lease ends (ms, Redis clock)
 //   v  the stored record (JSON), once done
+//   c  the claim id: random, made by the claimer before it first sends the claim, so a
+//      script resent after a lost reply (ioredis sends it again to a promoted replica that
+//      has the first run's write) recognises the write it made itself (kept on release)
+//   g  '1' when the claim took over an expired lease, else '0' (for a resent claim's answer)
 // The field names are the stored format: renaming them would orphan the records in Redis.
+// Records written before 'c' existed have none: no claim id matches them, as before.
 // ---------------------------------------------------------------------------------------------
 
 /** Lua that sets `now` to Redis's clock in milliseconds. */
@@ -22,12 +27,19 @@ local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
 
 /**
  * Claims a key. KEYS[1] the record; ARGV[1] fingerprint ('' for none), ARGV[2] lease ms,
- * ARGV[3] retention ms. Returns `{'m'}` on a fingerprint mismatch, `{'d', record}` when done,
- * `{'p', ms left on the lease}` while in flight, or `{'a', token, 1 if reclaimed else 0}`.
+ * ARGV[3] retention ms, ARGV[4] the claim id. Returns `{'m'}` on a fingerprint mismatch,
+ * `{'d', record}` when done, `{'p', ms left on the lease}` while in flight, or
+ * `{'a', token, 1 if reclaimed else 0}`. A claim in flight with this claim id is this claim,
+ * run before and resent (its reply was lost): it answers `'a'` again, with the same token, and
+ * starts its lease again, as the first run did.
  */
 export const CLAIM_SCRIPT = new LuaScript(`${REDIS_NOW_MS}
-local record = redis.call('HMGET', KEYS[1], 's', 'f', 'l', 'v')
+local record = redis.call('HMGET', KEYS[1], 's', 'f', 'l', 'v', 'c', 't', 'g')
 local state = record[1]
+if state == 'p' and record[5] == ARGV[4] then
+  redis.call('HSET', KEYS[1], 'l', now + tonumber(ARGV[2]))
+  return {'a', tonumber(record[6]), tonumber(record[7]) or 0}
+end
 if state == 'd' or state == 'p' then
   if ARGV[1] ~= '' and record[2] and record[2] ~= '' and record[2] ~= ARGV[1] then return {'m'} end
   if state == 'd' then return {'d', record[4]} end
@@ -35,10 +47,11 @@ if state == 'd' or state == 'p' then
   if left > 0 then return {'p', left} end
 end
 local token = redis.call('HINCRBY', KEYS[1], 't', 1)
-redis.call('HSET', KEYS[1], 's', 'p', 'f', ARGV[1], 'l', now + tonumber(ARGV[2]))
+local reclaimed = 0
+if state == 'p' then reclaimed = 1 end
+redis.call('HSET', KEYS[1], 's', 'p', 'f', ARGV[1], 'l', now + tonumber(ARGV[2]), 'c', ARGV[4], 'g', reclaimed)
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
-if state == 'p' then return {'a', token, 1} end
-return {'a', token, 0}
+return {'a', token, reclaimed}
 `)
 
 /** Renews a lease. KEYS[1] the record; ARGV[1] token, ARGV[2] lease ms. Returns 1, or 0 when fenced. */
@@ -51,10 +64,15 @@ return 1
 
 /**
  * Completes a claim (stores the record). KEYS[1] the record; ARGV[1] token, ARGV[2] record,
- * ARGV[3] retention ms. Returns 1, or 0 when fenced.
+ * ARGV[3] retention ms, ARGV[4] the claim id. Returns 1, or 0 when fenced. A record already
+ * done by this claim (same token and claim id) with this very record is this call, run before
+ * and resent: 1 again.
  */
 export const COMPLETE_SCRIPT = new LuaScript(`
-local record = redis.call('HMGET', KEYS[1], 's', 't')
+local record = redis.call('HMGET', KEYS[1], 's', 't', 'c', 'v')
+if record[1] == 'd' and record[2] == ARGV[1] and record[3] == ARGV[4] and record[4] == ARGV[2] then
+  return 1
+end
 if record[1] ~= 'p' or record[2] ~= ARGV[1] then return 0 end
 redis.call('HSET', KEYS[1], 's', 'd', 'v', ARGV[2])
 redis.call('HDEL', KEYS[1], 'l')
@@ -63,14 +81,17 @@ return 1
 `)
 
 /**
- * Releases a claim. KEYS[1] the record; ARGV[1] token. Returns 1, or 0 when fenced. The
- * token counter stays, so fencing holds across releases.
+ * Releases a claim. KEYS[1] the record; ARGV[1] token, ARGV[2] the claim id. Returns 1, or 0
+ * when fenced. A record already released by this claim (same token and claim id, not claimed
+ * again since) is this call, run before and resent: 1 again. The token counter and the claim
+ * id stay, so fencing holds across releases.
  */
 export const RELEASE_SCRIPT = new LuaScript(`
-local record = redis.call('HMGET', KEYS[1], 's', 't')
+local record = redis.call('HMGET', KEYS[1], 's', 't', 'c')
+if record[1] == 'r' and record[2] == ARGV[1] and record[3] == ARGV[2] then return 1 end
 if record[1] ~= 'p' or record[2] ~= ARGV[1] then return 0 end
 redis.call('HSET', KEYS[1], 's', 'r')
-redis.call('HDEL', KEYS[1], 'f', 'l', 'v')
+redis.call('HDEL', KEYS[1], 'f', 'l', 'v', 'g')
 return 1
 `)
 
