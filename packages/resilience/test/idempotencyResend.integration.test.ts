@@ -3,11 +3,14 @@
 // clusterFailover.integration.test.ts). Each script must answer its own resend as it answered
 // the first send: a claim is acquired (not in flight), a complete or a release succeeds (not
 // fenced). Here against the real standalone Redis: each script sent twice with the same claim
-// id, and a store on a client that sends every script twice.
-import type { Redis } from 'ioredis'
+// id, a store on a client that sends every script twice, and ioredis's own resend: the
+// connection cut after the script ran, before its reply arrived.
+import { createFaultProxy, type FaultProxy, redisUrl } from '@ballast/testkit'
+import { Redis } from 'ioredis'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import {
   createIdempotency,
+  type IdempotencyClaim,
   IdempotencyInFlightError,
   type IdempotencyOptions,
   IdempotentFailureError,
@@ -235,5 +238,85 @@ describe('Idempotency on a client that sends every script twice', () => {
     )
     release()
     expect(await first).toEqual({ value: 'done', replayed: false })
+  })
+})
+
+describe('ioredis resends a script whose reply was lost with its connection (fault proxy)', () => {
+  let proxy: FaultProxy
+  let client: Redis
+  beforeAll(async () => {
+    const url = new URL(await redisUrl())
+    proxy = await createFaultProxy({ host: url.hostname, port: Number(url.port || 6379) })
+    // ioredis's defaults: on reconnect it resends the commands that had no reply
+    // (autoResendUnfulfilledCommands), as a Cluster client does to a promoted replica
+    client = new Redis(proxy.url(await redisUrl()), { retryStrategy: () => 50 })
+    client.on('error', () => undefined)
+    await client.ping() // connected before any latency is added
+  })
+  afterAll(async () => {
+    client.disconnect()
+    await proxy.close()
+  })
+
+  /**
+   * Holds replies back (1 s per chunk, both ways), sends, waits until the record shows the
+   * script ran (read on the direct client), then cuts the connection before the reply is
+   * delivered: ioredis reconnects and sends the script again.
+   */
+  async function loseReply<T>(redisKey: string, state: string, send: () => Promise<T>): Promise<T> {
+    proxy.setLatency(1000)
+    const sent = send()
+    try {
+      const deadline = Date.now() + 10_000
+      while ((await redis.hget(redisKey, 's')) !== state) {
+        if (Date.now() > deadline) throw new Error(`the script never wrote s=${state}`)
+        await sleep(5)
+      }
+    } finally {
+      proxy.setLatency(0)
+    }
+    expect(proxy.cut()).toBeGreaterThan(0)
+    return sent
+  }
+
+  it('a resent claim is acquired (it was refused as in flight, 409), and the work runs once', async () => {
+    const idempotency = createIdempotency({
+      redis: client,
+      prefix,
+      commandTimeout: NOT_ABOUT_TIMEOUTS,
+    })
+    const cutBefore = proxy.stats().cut
+    const outcome = await loseReply(idempotency.redisKey('lost-claim'), 'p', () =>
+      idempotency.claim('lost-claim', { amount: 1 }),
+    )
+    expect(proxy.stats().cut).toBeGreaterThan(cutBefore)
+    expect(outcome).toMatchObject({ status: 'acquired', claim: { token: 1, reclaimed: false } })
+    await (outcome as { claim: IdempotencyClaim }).claim.complete('charged')
+    let runs = 0
+    expect(await idempotency.run('lost-claim', { amount: 1 }, () => ++runs)).toEqual({
+      value: 'charged',
+      replayed: true,
+    })
+    expect(runs).toBe(0)
+    expect(idempotency.stats()).toMatchObject({ acquired: 1, inFlightRefused: 0, fenced: 0 })
+  })
+
+  it('a resent complete succeeds (it was refused as fenced), and the result is replayed', async () => {
+    const idempotency = createIdempotency({
+      redis: client,
+      prefix,
+      commandTimeout: NOT_ABOUT_TIMEOUTS,
+    })
+    const outcome = await idempotency.claim('lost-complete', { amount: 1 })
+    expect(outcome.status).toBe('acquired')
+    const held = (outcome as { claim: IdempotencyClaim }).claim
+    await loseReply(idempotency.redisKey('lost-complete'), 'd', () => held.complete('charged'))
+    let runs = 0
+    expect(await idempotency.run('lost-complete', { amount: 1 }, () => ++runs)).toEqual({
+      value: 'charged',
+      replayed: true,
+    })
+    expect(runs).toBe(0)
+    expect(idempotency.stats()).toMatchObject({ completed: 1, fenced: 0 })
   })
 })
