@@ -79,6 +79,17 @@ describe('idempotency scripts sent twice with the same claim id (a lost reply, r
       expect((await claim(key, 'A'))[0]).toBe('p')
       expect(await redis.hget(key, 't')).toBe('1')
     })
+
+    it('does not take a claim id left behind by a later claim of a version without claim ids as its own', async () => {
+      const key = recordKey()
+      await claim(key, 'A')
+      // what the previous claim script does when it reclaims: token up, 'c' left as it was
+      const [seconds] = await redis.time()
+      await redis.hincrby(key, 't', 1)
+      await redis.hset(key, { s: 'p', f: 'fp', l: Number(seconds) * 1000 + LEASE })
+      expect((await claim(key, 'A'))[0]).toBe('p')
+      expect(await complete(key, 1, '{"ok":true,"value":1}', 'A')).toBe(0)
+    })
   })
 
   describe('complete', () => {

@@ -12,9 +12,12 @@ import { LuaScript } from './lua.js'
 //   t  the fencing token, incremented by every claim (kept across releases)
 //   l  when the lease ends (ms, Redis clock)
 //   v  the stored record (JSON), once done
-//   c  the claim id: random, made by the claimer before it first sends the claim, so a
-//      script resent after a lost reply (ioredis sends it again to a promoted replica that
-//      has the first run's write) recognises the write it made itself (kept on release)
+//   c  '<claim id>:<token>': the claim id is random, made by the claimer before it first
+//      sends the claim, so a script resent after a lost reply (ioredis sends it again to a
+//      promoted replica that has the first run's write) recognises the write it made itself.
+//      With the token it matches only the claim it came with: a claim by an earlier version
+//      of the package, which knows no 'c', moves 't' on and leaves a stale 'c' behind. Kept
+//      on release.
 //   g  '1' when the claim took over an expired lease, else '0' (for a resent claim's answer)
 // The field names are the stored format: renaming them would orphan the records in Redis.
 // Records written before 'c' existed have none: no claim id matches them, as before.
@@ -36,7 +39,7 @@ local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
 export const CLAIM_SCRIPT = new LuaScript(`${REDIS_NOW_MS}
 local record = redis.call('HMGET', KEYS[1], 's', 'f', 'l', 'v', 'c', 't', 'g')
 local state = record[1]
-if state == 'p' and record[5] == ARGV[4] then
+if state == 'p' and record[6] and record[5] == ARGV[4] .. ':' .. record[6] then
   redis.call('HSET', KEYS[1], 'l', now + tonumber(ARGV[2]))
   return {'a', tonumber(record[6]), tonumber(record[7]) or 0}
 end
@@ -49,7 +52,7 @@ end
 local token = redis.call('HINCRBY', KEYS[1], 't', 1)
 local reclaimed = 0
 if state == 'p' then reclaimed = 1 end
-redis.call('HSET', KEYS[1], 's', 'p', 'f', ARGV[1], 'l', now + tonumber(ARGV[2]), 'c', ARGV[4], 'g', reclaimed)
+redis.call('HSET', KEYS[1], 's', 'p', 'f', ARGV[1], 'l', now + tonumber(ARGV[2]), 'c', ARGV[4] .. ':' .. token, 'g', reclaimed)
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
 return {'a', token, reclaimed}
 `)
@@ -70,7 +73,8 @@ return 1
  */
 export const COMPLETE_SCRIPT = new LuaScript(`
 local record = redis.call('HMGET', KEYS[1], 's', 't', 'c', 'v')
-if record[1] == 'd' and record[2] == ARGV[1] and record[3] == ARGV[4] and record[4] == ARGV[2] then
+if record[1] == 'd' and record[2] == ARGV[1] and record[3] == ARGV[4] .. ':' .. ARGV[1]
+  and record[4] == ARGV[2] then
   return 1
 end
 if record[1] ~= 'p' or record[2] ~= ARGV[1] then return 0 end
@@ -88,7 +92,9 @@ return 1
  */
 export const RELEASE_SCRIPT = new LuaScript(`
 local record = redis.call('HMGET', KEYS[1], 's', 't', 'c')
-if record[1] == 'r' and record[2] == ARGV[1] and record[3] == ARGV[2] then return 1 end
+if record[1] == 'r' and record[2] == ARGV[1] and record[3] == ARGV[2] .. ':' .. ARGV[1] then
+  return 1
+end
 if record[1] ~= 'p' or record[2] ~= ARGV[1] then return 0 end
 redis.call('HSET', KEYS[1], 's', 'r')
 redis.call('HDEL', KEYS[1], 'f', 'l', 'v', 'g')
