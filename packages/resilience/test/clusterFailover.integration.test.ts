@@ -247,22 +247,6 @@ describe('idempotency and rate limiter while a Cluster master fails over (privat
   }, 40_000)
 })
 
-/**
- * Promotes `replica` after its master was killed: it may win the election by itself (it was
- * paused, so it missed the failure detection but not the vote); if it has not within 10 s,
- * `CLUSTER FAILOVER TAKEOVER` makes it master without the other masters' agreement.
- */
-async function promote(replica: number): Promise<'election' | 'takeover'> {
-  const deadline = performance.now() + 10_000
-  while (performance.now() < deadline) {
-    const roles = await cluster.roles()
-    if (roles.find((r) => r.node.port === replica)?.role === 'master') return 'election'
-    await sleep(100)
-  }
-  await cluster.command(replica, 'CLUSTER', 'FAILOVER', 'TAKEOVER')
-  return 'takeover'
-}
-
 describe('what asynchronous replication loses: a lagging replica promoted (SIGSTOP, then its master SIGKILLed)', () => {
   it('claims acknowledged while the replica lagged are lost (a retry runs the work again); with replication (WAIT) they fail closed instead (long: ~13 s)', async () => {
     const client = new Cluster(cluster.seeds, RIDE_OUT)
@@ -315,7 +299,7 @@ describe('what asynchronous replication loses: a lagging replica promoted (SIGST
       const waitLaggingMs = Math.round(performance.now() - waitStarted)
       await cluster.kill(master.port)
       cluster.resume(replica.port)
-      const promotedBy = await promote(replica.port)
+      const promotedBy = await cluster.promote(replica.port)
       await cluster.waitHealthy(20_000)
 
       // a client retrying each key after the failover

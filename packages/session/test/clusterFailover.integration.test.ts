@@ -181,21 +181,6 @@ describe('sessions while a Cluster master fails over (private cluster, SIGKILL)'
   }, 40_000)
 })
 
-/**
- * Promotes `replica` after its master was killed: it usually wins the election by itself; if
- * it has not within 10 s, `CLUSTER FAILOVER TAKEOVER` makes it master without a vote.
- */
-async function promote(replica: number): Promise<'election' | 'takeover'> {
-  const deadline = performance.now() + 10_000
-  while (performance.now() < deadline) {
-    const roles = await cluster.roles()
-    if (roles.find((r) => r.node.port === replica)?.role === 'master') return 'election'
-    await sleep(100)
-  }
-  await cluster.command(replica, 'CLUSTER', 'FAILOVER', 'TAKEOVER')
-  return 'takeover'
-}
-
 describe('what asynchronous replication loses: a paused, then lagging, replica promoted', () => {
   it('saves the replica applied survive; saves it had not received are lost (long: ~7 s)', async () => {
     const client = new Cluster(cluster.seeds, RIDE_OUT)
@@ -230,7 +215,7 @@ describe('what asynchronous replication loses: a paused, then lagging, replica p
       const ackedLagging = await save(whileLagging)
       await cluster.kill(master.port)
       cluster.resume(replica.port)
-      const promotedBy = await promote(replica.port)
+      const promotedBy = await cluster.promote(replica.port)
       await cluster.waitHealthy(20_000)
 
       const lostOf = async (list: typeof sessions) => {

@@ -120,6 +120,13 @@ export interface PrivateRedisCluster {
   /** The first replica of `master`; throws when it has none. */
   replicaOf(master: number | string): Promise<PrivateRedisNode>
   /**
+   * Waits until `replica` is a master after its master was killed: it usually wins the
+   * election by itself; if it has not within `timeout` ms (default 10000), for example because
+   * it was paused and missed the failure detection, `CLUSTER FAILOVER TAKEOVER` makes it master
+   * without a vote. Resolves with which of the two happened.
+   */
+  promote(replica: number | string, timeout?: number): Promise<'election' | 'takeover'>
+  /**
    * Waits until every running, unpaused node reports `cluster_state:ok` with all slots
    * assigned and every replica's link to its master up. Resolves with the milliseconds it
    * waited; rejects after `timeout` ms (default 20000) with the nodes' states.
@@ -607,6 +614,17 @@ export async function startPrivateRedisCluster(
       const [replica] = await replicasOf(master)
       if (replica === undefined) throw new Error(`node ${find(master).port} has no replica`)
       return replica
+    },
+    async promote(replica, timeout = 10_000) {
+      const port = find(replica).port
+      const deadline = performance.now() + timeout
+      while (performance.now() < deadline) {
+        const roles = await cluster.roles()
+        if (roles.find((r) => r.node.port === port)?.role === 'master') return 'election'
+        await new Promise((resolve) => setTimeout(resolve, 100))
+      }
+      await cluster.command(port, 'CLUSTER', 'FAILOVER', 'TAKEOVER')
+      return 'takeover'
     },
     waitHealthy,
     logTail: (portOrId, lines) => tail(join(find(portOrId).dir, 'redis.log'), lines),
