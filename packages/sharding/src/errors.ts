@@ -231,6 +231,79 @@ export class ClockMovedBackwardsError extends ShardingError {
   }
 }
 
+/**
+ * A write reached a shard that no longer owns its slot: the slot's fence row on that shard says
+ * the slot has moved (or is being cut over) to another shard. Retryable: the router refreshes its
+ * slot map and sends the statement to the new owner; the refused statement was rolled back, so
+ * it never applied here.
+ */
+export class SlotMovedError extends ShardingError {
+  /** The class name, `SlotMovedError`. */
+  override name = 'SlotMovedError'
+  /** The slot of the write. */
+  readonly slot: number
+  /** The shard that refused it (the slot's old owner). */
+  readonly shard: string
+
+  constructor(slot: number, shard: string, options: ShardingErrorOptions = {}) {
+    super(
+      'E_SHARD_SLOT_MOVED',
+      `slot ${slot} has moved off shard "${shard}": the write was refused there`,
+      { retryable: true, ...options },
+    )
+    this.slot = slot
+    this.shard = shard
+  }
+}
+
+/**
+ * The slot map store could not be read when the router needed it: the router's map is older
+ * than the store's `lease` and the refresh failed (the metadata server is unreachable or slow).
+ * Retryable: nothing was sent to any shard.
+ */
+export class SlotMapUnavailableError extends ShardingError {
+  /** The class name, `SlotMapUnavailableError`. */
+  override name = 'SlotMapUnavailableError'
+
+  constructor(message: string, options: ShardingErrorOptions = {}) {
+    super('E_SHARD_SLOT_MAP_UNAVAILABLE', message, { retryable: true, ...options })
+  }
+}
+
+/**
+ * A change to the slot map lost a race: the map's version moved since it was read (another
+ * mover, or an operator, changed it). Retryable after reloading the map.
+ */
+export class SlotMapConflictError extends ShardingError {
+  /** The class name, `SlotMapConflictError`. */
+  override name = 'SlotMapConflictError'
+  /** The version the change was based on. */
+  readonly expectedVersion: number
+
+  constructor(expectedVersion: number, options: ShardingErrorOptions = {}) {
+    super(
+      'E_SHARD_SLOT_MAP_CONFLICT',
+      `the slot map changed since version ${expectedVersion}: reload it and try again`,
+      { retryable: true, ...options },
+    )
+    this.expectedVersion = expectedVersion
+  }
+}
+
+/**
+ * The slot map read from the store, or a map or range given to a call, is not a valid map:
+ * ranges that do not cover every slot once, an unknown shard id, a malformed row. Not
+ * retryable: someone must fix the map.
+ */
+export class InvalidSlotMapError extends ShardingError {
+  /** The class name, `InvalidSlotMapError`. */
+  override name = 'InvalidSlotMapError'
+
+  constructor(message: string, options: Pick<ShardingErrorOptions, 'cause'> = {}) {
+    super('E_SHARD_INVALID_SLOT_MAP', message, { cause: options.cause })
+  }
+}
+
 /** Every error class of `@ballast/sharding`, by name. */
 export const errors = {
   /** Base class of every error of the package. See {@link ShardingError}. */
@@ -255,6 +328,14 @@ export const errors = {
   ShardingClosedError,
   /** The id generator's clock went backwards. See {@link ClockMovedBackwardsError}. */
   ClockMovedBackwardsError,
+  /** A write reached a shard its slot has moved off (retryable: the router retries on the new owner). See {@link SlotMovedError}. */
+  SlotMovedError,
+  /** The slot map store could not be read when needed (retryable). See {@link SlotMapUnavailableError}. */
+  SlotMapUnavailableError,
+  /** A slot map change lost a race with another change (retryable). See {@link SlotMapConflictError}. */
+  SlotMapConflictError,
+  /** A slot map or range is invalid. See {@link InvalidSlotMapError}. */
+  InvalidSlotMapError,
 } as const
 
 /** Whether `error` was thrown by `@ballast/sharding` (any installed copy of it). */

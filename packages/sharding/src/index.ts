@@ -10,6 +10,7 @@ export {
   errors,
   InvalidArgumentError,
   InvalidCausalTokenError,
+  InvalidSlotMapError,
   isShardingError,
   RouterClosedError,
   ScatterGatherError,
@@ -18,6 +19,9 @@ export {
   ShardKeyMissingError,
   ShardTimeoutError,
   ShardUnavailableError,
+  SlotMapConflictError,
+  SlotMapUnavailableError,
+  SlotMovedError,
   UnknownShardError,
   UnsafeStatementError,
 } from './errors.js'
@@ -85,5 +89,22 @@ export type {
   ShardStats,
   TransactionStats,
 } from './shardRouterStats.js'
+export type { MovePhase, SlotMap, SlotRange, SlotRangeMove } from './slotMap.js'
+export type {
+  SlotMapChangedEvent,
+  SlotMapInitOptions,
+  SlotMapRefreshFailedEvent,
+  SlotMapStoreEvents,
+  SlotMapStoreOptions,
+  SlotMapStoreStats,
+} from './slotMapStore.js'
+export {
+  createSlotMapStore,
+  DEFAULT_SLOT_MAP_INIT_OPTIONS,
+  DEFAULT_SLOT_MAP_STORE_OPTIONS,
+  SlotMapStore,
+} from './slotMapStore.js'
+export type { CutOverResult, MovedTable, SlotMoverOptions, SlotSpan } from './slotMover.js'
+export { createSlotMover, DEFAULT_SLOT_MOVER_OPTIONS, SlotMover } from './slotMover.js'
 export { sqlIdentifier } from './sqlIdentifier.js'
 export type { ShardTransaction } from './transaction.js'

@@ -14,15 +14,18 @@ import {
   InvalidArgumentError,
   ShardingClosedError,
   ShardUnavailableError,
+  SlotMovedError,
   UnknownShardError,
   UnsafeStatementError,
 } from './errors.js'
 import { adoptInvalidArgument, argument, option, POSITIVE } from './internal/check.js'
+import { checkFence } from './internal/fence.js'
 import { FALLBACK_REASON, GTID_WAIT_OUTCOME, queryInstruments } from './internal/queryTelemetry.js'
 import { checkShard, type ReplicaState } from './internal/replicaMonitor.js'
 import type { RouterCounters, RouterInternals, Scope, Shard } from './internal/routerInternals.js'
 import { observeRouter } from './internal/routerMetrics.js'
 import { GUARDED, isConnectionError, Server, type ServerDefaults } from './internal/server.js'
+import type { CompiledSlotMap } from './internal/slotRanges.js'
 import { buildSlotTable } from './internal/slotTable.js'
 import type { RowSink } from './internal/streamMerge.js'
 import type { MergeSpec, QueryResult, Row } from './mergeSpec.js'
@@ -46,6 +49,7 @@ import {
   type TransactionOptions,
 } from './shardRouterOptions.js'
 import type { ReplicaStats, ShardRouterStats, ShardStats } from './shardRouterStats.js'
+import { SlotMapStore, type SlotMapStoreInternals, slotMapStoreInternals } from './slotMapStore.js'
 import { runTransaction, type ShardTransaction } from './transaction.js'
 
 const SHARD_ID = /^[A-Za-z0-9_-]{1,64}$/
@@ -63,6 +67,20 @@ interface RouterSettings {
   noHealthyReplica: 'primary' | 'error'
   onShardError: 'error' | 'partial'
 }
+
+/** `#table`'s entry for a slot whose owner in the slot map is not one of the router's shards. */
+const NO_SHARD = 0xffff
+/** First and longest wait between tries of a write refused by a fence while the map still names the old owner. */
+const MOVED_RETRY_FIRST_MS = 10
+const MOVED_RETRY_MAX_MS = 100
+
+/** The router's view of its slot map store: the compiled map its `#table` was built from. */
+interface MappedRouting {
+  readonly store: SlotMapStoreInternals
+  compiled: CompiledSlotMap
+}
+
+const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms))
 
 const CONSISTENCIES: readonly Consistency[] = ['eventual', 'bounded', 'read-your-writes', 'strong']
 const ROLES: readonly ServerRole[] = ['auto', 'primary', 'replica']
@@ -82,8 +100,13 @@ export class ShardRouter {
   readonly #events = new Emitter<ShardRouterEvents>()
   readonly #shards: Shard[]
   readonly #byId = new Map<string, Shard>()
-  readonly #table: Uint16Array
+  /** Per slot, the index of its shard in `#shards` (`NO_SHARD` for a map's unknown id). */
+  #table: Uint16Array
   readonly #slots: number
+  /** Set when routing by a slot map store (`slotMap`): the map `#table` was built from. */
+  readonly #mapped: MappedRouting | undefined
+  #fenceChecks = 0
+  #fenceChecksRefused = 0
   readonly #options: RouterSettings
   readonly #context = new AsyncLocalStorage<Scope>()
   /** Whether any async context was ever entered: until then, statements skip the context lookup. */
@@ -132,9 +155,27 @@ export class ShardRouter {
     if (typeof options !== 'object' || options === null)
       option.invalid('options', 'an object', options)
     const merged = merge(DEFAULT_SHARD_ROUTER_OPTIONS, options)
-    const slots = merged.slots
+    let slots = merged.slots
     if (!Number.isInteger(slots) || slots < 1 || slots > 65536 || (slots & (slots - 1)) !== 0) {
       option.invalid('slots', 'a power of two up to 65536', slots)
+    }
+    let compiled: CompiledSlotMap | undefined
+    let store: SlotMapStoreInternals | undefined
+    if (options.slotMap !== undefined) {
+      if (!(options.slotMap instanceof SlotMapStore))
+        option.invalid('slotMap', 'a SlotMapStore (createSlotMapStore)', options.slotMap)
+      store = slotMapStoreInternals(options.slotMap)
+      const loaded =
+        store.compiled() ??
+        option.invalid(
+          'slotMap',
+          'a store that has loaded (await slotMap.load())',
+          'a store not loaded yet',
+        )
+      if (options.slots !== undefined && options.slots !== loaded.map.slots)
+        option.invalid('slots', `the slot map's ${loaded.map.slots} (or nothing)`, options.slots)
+      compiled = loaded
+      slots = loaded.map.slots
     }
     const settings: RouterSettings = {
       consistency: option.oneOf('consistency', merged.consistency, CONSISTENCIES),
@@ -206,11 +247,20 @@ export class ShardRouter {
     })
     this.#options = settings
     this.#slots = slots
-    const placement = adoptInvalidArgument(
-      () => buildSlotTable(merged.shards, slots, merged.ring),
-      'ring.',
-    )
-    this.#table = placement.table
+    if (compiled === undefined) {
+      const placement = adoptInvalidArgument(
+        () => buildSlotTable(merged.shards, slots, merged.ring),
+        'ring.',
+      )
+      this.#table = placement.table
+      this.#mapped = undefined
+    } else {
+      const unknown = compiled.ids.find((id) => !seen.has(id))
+      if (unknown !== undefined)
+        option.invalid('slotMap', 'a map that names only shards of "shards"', unknown)
+      this.#table = this.#tableOf(compiled, merged.shards)
+      this.#mapped = { store: store!, compiled }
+    }
     const defaults = {
       connectTimeoutMs: settings.connectTimeoutMs,
       connectionLimit,
@@ -504,12 +554,16 @@ export class ShardRouter {
     // extra promise and microtask per layer. Every throw still becomes a rejection.
     try {
       if (this.#closed) throw new ShardingClosedError('shard router', 'query')
-      const shard = this.#shardOf(shardKey)
+      const mapped = this.#mapped
+      const slot = mapped === undefined ? -1 : slotFor(shardKey, this.#slots)
+      const shard = mapped === undefined ? this.#shardOf(shardKey) : this.#shardOfSlot(slot)
       if (!Array.isArray(params)) {
         throw new InvalidArgumentError(
           `invalid argument "params": expected an array of values for "?" placeholders, got ${typeof params}`,
         )
       }
+      if (mapped !== undefined && this.#needsMappedPath(mapped, slot, sql, options))
+        return this.#mappedQuery(mapped, slot, sql, params, options) as Promise<T>
       return this.#route(shard, sql, params, options, this.#options.queryTimeoutMs) as Promise<T>
     } catch (error) {
       return Promise.reject(error)
@@ -537,8 +591,39 @@ export class ShardRouter {
     options: TransactionOptions = DEFAULT_TRANSACTION_OPTIONS,
   ): Promise<R> {
     if (this.#closed) throw new ShardingClosedError('shard router', 'transaction')
-    const shard = this.#shardOf(shardKey)
-    return runTransaction(this.#internals, shard, fn, options)
+    const mapped = this.#mapped
+    if (mapped === undefined)
+      return runTransaction(this.#internals, this.#shardOf(shardKey), fn, options)
+    const slot = slotFor(shardKey, this.#slots)
+    const timeoutMs =
+      options.timeout === undefined
+        ? this.#options.queryTimeoutMs
+        : argument.duration('timeout', options.timeout, POSITIVE)
+    const deadline = performance.now() + timeoutMs
+    let delayMs = MOVED_RETRY_FIRST_MS
+    for (;;) {
+      await this.#freshMap(mapped)
+      const shard = this.#shardOfSlot(slot)
+      if (mapped.compiled.moving[slot] !== 1)
+        return runTransaction(this.#internals, shard, fn, options)
+      // The fence is checked before fn runs: a refusal retries on the new owner, and fn runs once.
+      let checked = false
+      try {
+        return await runTransaction(
+          this.#internals,
+          shard,
+          async (tx) => {
+            await this.#checkFence(tx, mapped, slot, shard)
+            checked = true
+            return fn(tx)
+          },
+          options,
+        )
+      } catch (error) {
+        if (checked || !(error instanceof SlotMovedError)) throw error
+        delayMs = await this.#afterMoved(mapped, slot, shard, error, deadline, delayMs)
+      }
+    }
   }
 
   /**
@@ -612,6 +697,9 @@ export class ShardRouter {
         failed: counters.scatterFailed,
       },
       replicas,
+      slotMapVersion: this.#mapped?.compiled.map.version ?? 0,
+      fenceChecks: this.#fenceChecks,
+      fenceChecksRefused: this.#fenceChecksRefused,
     }
   }
 
@@ -776,10 +864,150 @@ export class ShardRouter {
   }
 
   #shardOf(key: ShardKey): Shard {
-    const slot = slotFor(key, this.#slots)
+    return this.#shardOfSlot(slotFor(key, this.#slots))
+  }
+
+  #shardOfSlot(slot: number): Shard {
+    // With a slot map: one reference compare per statement notices a newer map.
+    const mapped = this.#mapped
+    if (mapped !== undefined) {
+      const latest = mapped.store.compiled()!
+      if (latest !== mapped.compiled) {
+        this.#table = this.#tableOf(latest, this.#shards)
+        mapped.compiled = latest
+      }
+    }
     const shard = this.#shards[this.#table[slot]!]
     if (shard === undefined) throw new UnknownShardError(`slot ${slot}`)
     return shard
+  }
+
+  /** The routing table of a compiled slot map over the router's shards (in configuration order). */
+  #tableOf(compiled: CompiledSlotMap, shards: ReadonlyArray<{ id: string }>): Uint16Array {
+    const index = new Map(shards.map((shard, i) => [shard.id, i]))
+    const byMapIndex = compiled.ids.map((id) => index.get(id) ?? NO_SHARD)
+    const table = new Uint16Array(this.#slots)
+    const owners = compiled.owners
+    for (let slot = 0; slot < table.length; slot++) table[slot] = byMapIndex[owners[slot]!]!
+    return table
+  }
+
+  /**
+   * Whether a statement on a slot takes the slow path of a slot map: the map is older than the
+   * store's lease (refresh first), or the slot is moving and the statement goes to the primary
+   * (check the fence in its transaction).
+   */
+  #needsMappedPath(
+    mapped: MappedRouting,
+    slot: number,
+    sql: string,
+    options: QueryOptions,
+  ): boolean {
+    if (!mapped.store.fresh()) return true
+    if (mapped.store.compiled()!.moving[slot] !== 1) return false
+    return this.#goesToPrimary(sql, options)
+  }
+
+  /** Whether `#route` would send the statement to the primary (by its class and `use`). */
+  #goesToPrimary(sql: string, options: QueryOptions): boolean {
+    const scope = this.#scoped ? this.#context.getStore() : undefined
+    const use = options.use ?? scope?.use ?? 'auto'
+    const kind = classifyStatement(sql).kind
+    return (
+      use === 'primary' ||
+      kind === 'write' ||
+      kind === 'locking-read' ||
+      (kind === 'unknown' && use !== 'replica')
+    )
+  }
+
+  /** The writer's side of the fence, counted. */
+  async #checkFence(
+    tx: ShardTransaction,
+    mapped: MappedRouting,
+    slot: number,
+    shard: Shard,
+  ): Promise<void> {
+    this.#fenceChecks++
+    try {
+      await checkFence(tx.query.bind(tx), mapped.store.fenceTable, slot, shard.id)
+    } catch (error) {
+      if (error instanceof SlotMovedError) this.#fenceChecksRefused++
+      throw error
+    }
+  }
+
+  /** Refreshes the map if the store's lease ran out (throws the store's retryable error if it cannot). */
+  async #freshMap(mapped: MappedRouting): Promise<void> {
+    if (!mapped.store.fresh()) await mapped.store.refresh()
+  }
+
+  /**
+   * After a fence refused a write of `slot` on `from`: refreshes the map (a hint that it moved)
+   * and, while the map still names `from` (the mover has fenced but not yet published), waits a
+   * little. Throws the refusal once the statement's time is up.
+   */
+  async #afterMoved(
+    mapped: MappedRouting,
+    slot: number,
+    from: Shard,
+    error: SlotMovedError,
+    deadline: number,
+    delayMs: number,
+  ): Promise<number> {
+    if (performance.now() >= deadline) throw error
+    await mapped.store.refresh().catch(() => {})
+    if (this.#shardOfSlot(slot) !== from) return MOVED_RETRY_FIRST_MS
+    if (performance.now() + delayMs >= deadline) throw error
+    await sleep(delayMs)
+    return Math.min(delayMs * 2, MOVED_RETRY_MAX_MS)
+  }
+
+  /**
+   * `query()` with a slot map when the map must be refreshed or the slot is moving: a write of a
+   * moving slot runs in a transaction on the owner that first checks the slot's fence row; if the
+   * owner refuses (the slot moved), the map is refreshed and the write tried on the new owner,
+   * within the statement's timeout.
+   */
+  async #mappedQuery(
+    mapped: MappedRouting,
+    slot: number,
+    sql: string,
+    params: readonly unknown[],
+    options: QueryOptions,
+  ): Promise<unknown> {
+    const timeoutMs =
+      options.timeout === undefined
+        ? this.#options.queryTimeoutMs
+        : argument.duration('timeout', options.timeout, POSITIVE)
+    const deadline = performance.now() + timeoutMs
+    let delayMs = MOVED_RETRY_FIRST_MS
+    for (;;) {
+      await this.#freshMap(mapped)
+      const shard = this.#shardOfSlot(slot)
+      const scope = this.#scoped ? this.#context.getStore() : undefined
+      // Inside a transaction on this shard (which checked the fence): the statement is its.
+      if (
+        (scope?.tx !== undefined && scope.tx.shard === shard.id) ||
+        mapped.compiled.moving[slot] !== 1 ||
+        !this.#goesToPrimary(sql, options)
+      )
+        return this.#route(shard, sql, params, options, this.#options.queryTimeoutMs)
+      try {
+        return await runTransaction(
+          this.#internals,
+          shard,
+          async (tx) => {
+            await this.#checkFence(tx, mapped, slot, shard)
+            return tx.query(sql, params)
+          },
+          { timeout: Math.max(1, Math.ceil(deadline - performance.now())) },
+        )
+      } catch (error) {
+        if (!(error instanceof SlotMovedError)) throw error
+        delayMs = await this.#afterMoved(mapped, slot, shard, error, deadline, delayMs)
+      }
+    }
   }
 
   #breakerError(shard: Shard, error: unknown): unknown {

@@ -7,6 +7,7 @@ import type { CircuitBreakerOptions } from '@ballast/resilience'
 import type { Duration, TelemetryOptions } from '@ballast/shared'
 import type { PoolOptions } from 'mysql2'
 import type { CausalToken } from './causalToken.js'
+import type { SlotMapStore } from './slotMapStore.js'
 
 /**
  * How fresh a read must be:
@@ -71,8 +72,20 @@ export const DEFAULT_RING_OPTIONS: Readonly<Required<RingOptions>> = Object.free
  * `TelemetryOptions`) say where its metrics and spans go: the global providers by default.
  */
 export interface ShardRouterOptions extends TelemetryOptions {
-  /** The shards. At least one; ids unique. */
+  /**
+   * The shards. At least one; ids unique. With `slotMap`, every shard the map may name (its
+   * servers); without, the shards the ring places slots on.
+   */
   shards: readonly ShardConfig[]
+  /**
+   * A loaded {@link SlotMapStore} (`await store.load()`): the router routes by its shared,
+   * versioned slot map instead of placing slots on a ring of `shards`, follows its changes, and
+   * writes of slots that are moving check the source shard's fence in their transaction (a write
+   * refused there is retried on the new owner within the statement's timeout). `slots` must be
+   * the map's; `ring` is not used. See `docs/resharding.md`.
+   * @default none: slots are placed on lb's `HashRing` of `shards`
+   */
+  slotMap?: SlotMapStore
   /**
    * Slots keys hash to before the ring places slots on shards; a power of two. Keys of a slot
    * move together, and {@link IdGenerator} can embed a slot in an id (`slotBits = log2(slots)`).

@@ -78,4 +78,10 @@ export interface ShardRouterStats {
   scatter: ScatterStats
   /** Every replica. */
   replicas: ReplicaStats[]
+  /** The version of the slot map the router routes by (0 without `slotMap`). */
+  slotMapVersion: number
+  /** Writes of moving slots that checked the owner's fence row in their transaction (with `slotMap`). */
+  fenceChecks: number
+  /** Fence checks the owner refused (the slot had moved): each was retried on the new owner or failed with `SlotMovedError`. */
+  fenceChecksRefused: number
 }

@@ -47,6 +47,10 @@ describe('every error class', () => {
     }),
     ShardingClosedError: new errors.ShardingClosedError('shard router', 'query', { cause }),
     ClockMovedBackwardsError: new errors.ClockMovedBackwardsError(5, undefined, { cause }),
+    SlotMovedError: new errors.SlotMovedError(17, 's1', { cause }),
+    SlotMapUnavailableError: new errors.SlotMapUnavailableError('down', { cause }),
+    SlotMapConflictError: new errors.SlotMapConflictError(3, { cause }),
+    InvalidSlotMapError: new errors.InvalidSlotMapError('gap at slot 5', { cause }),
   }
 
   it('covers every class of the errors map', () => {
@@ -74,6 +78,10 @@ describe('every error class', () => {
     expect(made.ClockMovedBackwardsError!.code).toBe('E_SHARD_CLOCK_MOVED_BACKWARDS')
     expect(made.ShardingClosedError!.retryable).toBe(false)
     expect(made.ShardTimeoutError!.retryable).toBe(true)
+    expect(made.SlotMovedError!.code).toBe('E_SHARD_SLOT_MOVED')
+    expect(made.SlotMovedError!.retryable).toBe(true)
+    expect(made.SlotMapConflictError!.retryable).toBe(true)
+    expect(made.InvalidSlotMapError!.retryable).toBe(false)
   })
 
   it('ScatterGatherError takes the first shard error as its cause when given none', () => {

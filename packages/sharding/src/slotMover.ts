@@ -1,0 +1,586 @@
+import { type Duration, merge } from '@ballast/shared'
+import { createPool, type Pool, type PoolConnection, type PoolOptions } from 'mysql2/promise'
+import {
+  InvalidArgumentError,
+  ShardingClosedError,
+  ShardUnavailableError,
+  SlotMapConflictError,
+} from './errors.js'
+import { argument, option, POSITIVE } from './internal/check.js'
+import { fenceTableDdl } from './internal/fence.js'
+import { isConnectionError } from './internal/server.js'
+import { rangesIn, rewrite, SHARD_ID } from './internal/slotRanges.js'
+import { slotFor } from './shardKey.js'
+import type { ShardConfig } from './shardRouterOptions.js'
+import type { SlotMap } from './slotMap.js'
+import { type SlotMapStore, slotMapStoreInternals } from './slotMapStore.js'
+
+const IDENTIFIER = /^[A-Za-z_][A-Za-z0-9_$]{0,63}$/
+
+/** A table whose rows move with their slots: its name and the column that holds the shard key. */
+export interface MovedTable {
+  /** The table, in each shard's database. It must have a primary key. */
+  table: string
+  /** The column holding the shard key the application routes the rows by (as it passes it: a string or an integer). */
+  key: string
+}
+
+/** Slots `[start, end)`. */
+export interface SlotSpan {
+  /** The first slot. */
+  start: number
+  /** One past the last slot. */
+  end: number
+}
+
+/** Options of {@link createSlotMover}. */
+export interface SlotMoverOptions {
+  /** The slot map store the routers follow (the same `table`, `fenceTable` and `lease`). */
+  store: SlotMapStore
+  /** The shards (the router's `shards`): the mover uses their primaries. */
+  shards: readonly ShardConfig[]
+  /** The tables whose rows move with their slots. */
+  tables: readonly MovedTable[]
+  /**
+   * How long after a move begins the mover waits before {@link SlotMover.begin} returns (so
+   * before it may fence): at least the store's `lease` plus the routers' `queryTimeout`, so
+   * every router takes the fence check by then.
+   * @default 40000
+   */
+  fenceDelay?: Duration
+  /**
+   * Rows read or written per statement when copying or deleting a range's rows.
+   * @default 1000
+   */
+  chunkRows?: number
+  /**
+   * Bound on each statement the mover runs.
+   * @default 30000
+   */
+  timeout?: Duration
+}
+
+/** The defaults of {@link SlotMoverOptions}, frozen. */
+export const DEFAULT_SLOT_MOVER_OPTIONS: Readonly<{
+  fenceDelay: Duration
+  chunkRows: number
+  timeout: Duration
+}> = Object.freeze({ fenceDelay: 40_000, chunkRows: 1000, timeout: 30_000 })
+
+/** What {@link SlotMover.cutOver} did. */
+export interface CutOverResult {
+  /** The map after the cut-over: the span owned by the target. */
+  map: SlotMap
+  /** Rows copied to the target under the fence (0 when a previous run had already copied them). */
+  rowsCopied: number
+  /** Rows of the span found on the target before the copy (a partial copy of a failed run) and deleted. */
+  rowsDiscarded: number
+}
+
+/** A primary key scan of one table: its quoted columns. */
+interface TableShape {
+  name: string
+  quoted: string
+  key: string
+  primaryKey: string[]
+}
+
+let construct: (options: SlotMoverOptions) => SlotMover
+
+/**
+ * Moves one slot range from its shard to another while the routers keep writing (see
+ * `docs/resharding.md`): {@link SlotMover.begin} marks the range moving in the slot map (its
+ * writers start checking the source's fence rows) and waits `fenceDelay`;
+ * {@link SlotMover.cutOver} locks the fence, copies the range's rows to the target, marks the
+ * fence `moved` and gives the range to the target in the map; {@link SlotMover.purge} deletes
+ * the source's old copies after a grace period. Every step is idempotent and resumes after a
+ * crash: run it again. This first version copies everything under the fence (the write pause of
+ * the range is its copy time); the bulk copy before the fence comes next.
+ */
+export class SlotMover {
+  readonly #store: SlotMapStore
+  readonly #fenceTable: string
+  readonly #shards = new Map<string, ShardConfig>()
+  readonly #pools = new Map<string, Pool>()
+  readonly #tables: Array<{ table: string; key: string }>
+  readonly #fenceDelayMs: number
+  readonly #chunkRows: number
+  readonly #timeoutMs: number
+  #closed = false
+
+  static {
+    construct = (options) => new SlotMover(options)
+  }
+
+  /** Private: create a mover with {@link createSlotMover}. */
+  private constructor(options: SlotMoverOptions) {
+    if (typeof options !== 'object' || options === null)
+      option.invalid('options', 'an object', options)
+    const merged = merge(DEFAULT_SLOT_MOVER_OPTIONS, options)
+    if (typeof merged.store !== 'object' || merged.store === null)
+      option.invalid('store', 'a SlotMapStore (createSlotMapStore)', merged.store)
+    this.#store = merged.store
+    const internals = slotMapStoreInternals(merged.store)
+    this.#fenceTable = internals.fenceTable
+    if (!Array.isArray(merged.shards) || merged.shards.length === 0)
+      option.invalid('shards', 'a non-empty array of shards', merged.shards)
+    merged.shards.forEach((shard, i) => {
+      const id = option.string(`shards[${i}].id`, shard?.id, { pattern: SHARD_ID })
+      if (
+        typeof shard.primary !== 'string' &&
+        (typeof shard.primary !== 'object' || shard.primary === null)
+      )
+        option.invalid(
+          `shards[${i}].primary`,
+          'a mysql:// URL or mysql2 pool options',
+          typeof shard.primary,
+        )
+      this.#shards.set(id, shard)
+    })
+    if (!Array.isArray(merged.tables) || merged.tables.length === 0)
+      option.invalid('tables', 'a non-empty array of { table, key }', merged.tables)
+    this.#tables = merged.tables.map((t, i) => ({
+      table: option.string(`tables[${i}].table`, t?.table, { pattern: IDENTIFIER }),
+      key: option.string(`tables[${i}].key`, t?.key, { pattern: IDENTIFIER }),
+    }))
+    this.#fenceDelayMs = option.duration('fenceDelay', merged.fenceDelay)
+    if (this.#fenceDelayMs < internals.leaseMs)
+      option.invalid(
+        'fenceDelay',
+        `at least the store's lease (${internals.leaseMs} ms)`,
+        merged.fenceDelay,
+      )
+    this.#chunkRows = option.positiveInteger('chunkRows', merged.chunkRows)
+    this.#timeoutMs = option.duration('timeout', merged.timeout, POSITIVE)
+  }
+
+  /**
+   * Starts moving the slots of `span` to shard `to`: writes a fence row `copying` per slot on
+   * the source (creating the fence table), marks the span `moving` in the map, and waits
+   * `fenceDelay`, after which every router checks the fence when it writes the span. The span
+   * must be owned by one shard. Run again after a crash: it picks up where it stopped.
+   * @throws InvalidArgumentError if the span is not in the map, spans several owners, or moves elsewhere already.
+   * @throws SlotMapConflictError (retryable) if the map kept changing under it.
+   */
+  async begin(span: SlotSpan, to: string): Promise<SlotMap> {
+    this.#open('begin')
+    argument.string('to', to, { pattern: SHARD_ID })
+    if (!this.#shards.has(to)) argument.invalid('to', "one of the mover's shards", to)
+    for (let attempt = 0; ; attempt++) {
+      const map = await this.#store.refresh()
+      const { start, end } = this.#checkSpan(span, map)
+      const parts = rangesIn(map, start, end)
+      const from = parts[0]!.shard
+      if (parts.some((p) => p.shard !== from))
+        argument.invalid(
+          'span',
+          'slots owned by one shard',
+          `slots of ${[...new Set(parts.map((p) => p.shard))].join(', ')}`,
+        )
+      if (from === to) argument.invalid('to', `a shard other than the span's owner "${from}"`, to)
+      if (parts.some((p) => p.moving !== undefined && p.moving.to !== to))
+        argument.invalid(
+          'span',
+          'slots not already moving elsewhere',
+          `slots moving to ${parts.find((p) => p.moving)!.moving!.to}`,
+        )
+      if (parts.every((p) => p.moving?.to === to)) {
+        await sleep(this.#fenceDelayMs)
+        return map
+      }
+      await this.#writeFence(from, start, end, 'copying', to)
+      try {
+        const next = await this.#store.update(
+          map.version,
+          rewrite(map, start, end, (part) => ({ ...part, moving: { to, phase: 'copying' } })),
+        )
+        await sleep(this.#fenceDelayMs)
+        return next
+      } catch (error) {
+        if (!(error instanceof SlotMapConflictError) || attempt >= 4) throw error
+      }
+    }
+  }
+
+  /**
+   * Cuts the span over to its target: on the source, locks the span's fence rows `FOR UPDATE`
+   * (checked writes in flight finish first, new ones wait), deletes what a failed run left of
+   * the span on the target, copies the span's rows of every table to the target, marks the
+   * fence rows `moved` and commits (waiting writes are refused and retried by their routers),
+   * then gives the span to the target in the map. A crash before the commit rolls the fence
+   * back (the source keeps the span); after it, running `cutOver` again only publishes the map.
+   * @throws InvalidArgumentError if the span is not moving (call `begin` first).
+   */
+  async cutOver(span: SlotSpan): Promise<CutOverResult> {
+    this.#open('cutOver')
+    let map = await this.#store.refresh()
+    const { start, end } = this.#checkSpan(span, map)
+    const parts = rangesIn(map, start, end)
+    const target = parts[0]!.moving?.to ?? parts[0]!.shard
+    if (parts.every((p) => p.moving === undefined && p.shard === target))
+      return { map, rowsCopied: 0, rowsDiscarded: 0 }
+    const from = parts[0]!.shard
+    if (parts.some((p) => p.moving === undefined || p.moving.to !== target || p.shard !== from))
+      argument.invalid(
+        'span',
+        `slots moving from one shard to one shard (call begin first)`,
+        `${start}-${end}`,
+      )
+    let rowsCopied = 0
+    let rowsDiscarded = 0
+    const states = (await this.#on(from, (c) =>
+      this.#query(c, `SELECT state FROM \`${this.#fenceTable}\` WHERE slot >= ? AND slot < ?`, [
+        start,
+        end,
+      ]),
+    )) as Array<{ state: string }>
+    const alreadyMoved = states.length === end - start && states.every((r) => r.state === 'moved')
+    if (!alreadyMoved) {
+      if (parts.some((p) => p.moving!.phase !== 'fenced')) {
+        map = await this.#store.update(
+          map.version,
+          rewrite(map, start, end, (part) => ({
+            ...part,
+            moving: { to: target, phase: 'fenced' },
+          })),
+        )
+      }
+      const done = await this.#fencedCopy(from, target, start, end)
+      rowsCopied = done.copied
+      rowsDiscarded = done.discarded
+    }
+    for (let attempt = 0; ; attempt++) {
+      map = await this.#store.refresh()
+      try {
+        map = await this.#store.update(
+          map.version,
+          rewrite(map, start, end, (part) => ({ start: part.start, end: part.end, shard: target })),
+        )
+        return { map, rowsCopied, rowsDiscarded }
+      } catch (error) {
+        if (!(error instanceof SlotMapConflictError) || attempt >= 4) throw error
+      }
+    }
+  }
+
+  /**
+   * Deletes the rows of `span` left on shard `from` after it was cut over to another shard
+   * (after a grace period: routers that had not yet seen the new map read those old copies
+   * until they did). Keeps the fence rows, so a late writer is still refused.
+   * @throws InvalidArgumentError if the map still gives any slot of the span to `from`.
+   */
+  async purge(span: SlotSpan, from: string): Promise<{ rowsDeleted: number }> {
+    this.#open('purge')
+    if (!this.#shards.has(from)) argument.invalid('from', "one of the mover's shards", from)
+    const map = await this.#store.refresh()
+    const { start, end } = this.#checkSpan(span, map)
+    const parts = rangesIn(map, start, end)
+    if (parts.some((p) => p.shard === from || p.moving !== undefined))
+      argument.invalid(
+        'span',
+        `slots that shard "${from}" no longer owns and that are not moving`,
+        `${start}-${end}`,
+      )
+    let rowsDeleted = 0
+    await this.#on(from, async (connection) => {
+      for (const table of this.#tables)
+        rowsDeleted += await this.#deleteSpan(
+          connection,
+          await this.#shape(connection, table),
+          map.slots,
+          start,
+          end,
+        )
+    })
+    return { rowsDeleted }
+  }
+
+  /** Closes the mover's pools. */
+  async close(): Promise<void> {
+    if (this.#closed) return
+    this.#closed = true
+    await Promise.all([...this.#pools.values()].map((pool) => pool.end().catch(() => {})))
+  }
+
+  #open(operation: string): void {
+    if (this.#closed) throw new ShardingClosedError('slot mover', operation)
+  }
+
+  #checkSpan(span: SlotSpan, map: SlotMap): { start: number; end: number } {
+    if (typeof span !== 'object' || span === null)
+      argument.invalid('span', 'an object { start, end }', span)
+    const start = argument.integer('span.start', span.start, { min: 0, max: map.slots - 1 })
+    const end = argument.integer('span.end', span.end, { min: start + 1, max: map.slots })
+    return { start, end }
+  }
+
+  #pool(shard: string): Pool {
+    let pool = this.#pools.get(shard)
+    if (pool === undefined) {
+      const config = this.#shards.get(shard)
+      if (config === undefined)
+        throw new InvalidArgumentError(
+          `the slot map names shard "${shard}", which the mover was not given`,
+        )
+      const base: PoolOptions =
+        typeof config.primary === 'string' ? { uri: config.primary } : { ...config.primary }
+      // Values travel as the server prints them: no Date or float rounding on the way through.
+      pool = createPool({
+        connectionLimit: 3,
+        connectTimeout: Math.min(this.#timeoutMs, 10_000),
+        ...base,
+        supportBigNumbers: true,
+        bigNumberStrings: true,
+        dateStrings: true,
+        decimalNumbers: false,
+      })
+      pool.pool.on('error', () => {})
+      this.#pools.set(shard, pool)
+    }
+    return pool
+  }
+
+  /** Runs `use` on a connection of `shard`'s primary; connection failures become {@link ShardUnavailableError}. */
+  async #on<R>(shard: string, use: (connection: PoolConnection) => Promise<R>): Promise<R> {
+    let connection: PoolConnection
+    try {
+      connection = await this.#pool(shard).getConnection()
+    } catch (cause) {
+      throw new ShardUnavailableError(
+        shard,
+        'primary',
+        `primary of shard "${shard}" is unavailable to the slot mover`,
+        { cause },
+      )
+    }
+    let broken = false
+    try {
+      return await use(connection)
+    } catch (error) {
+      if (isConnectionError(error)) {
+        broken = true
+        throw new ShardUnavailableError(
+          shard,
+          'primary',
+          `primary of shard "${shard}" failed during a slot move`,
+          { cause: error },
+        )
+      }
+      throw error
+    } finally {
+      if (broken) connection.destroy()
+      else connection.release()
+    }
+  }
+
+  async #query(connection: PoolConnection, sql: string, values: unknown[] = []): Promise<unknown> {
+    const [result] = await connection.query({ sql, values, timeout: this.#timeoutMs })
+    return result
+  }
+
+  async #writeFence(
+    shard: string,
+    start: number,
+    end: number,
+    state: string,
+    to: string,
+  ): Promise<void> {
+    await this.#on(shard, async (connection) => {
+      await this.#query(connection, fenceTableDdl(this.#fenceTable))
+      for (let from = start; from < end; from += this.#chunkRows) {
+        const rows: unknown[][] = []
+        for (let slot = from; slot < Math.min(end, from + this.#chunkRows); slot++)
+          rows.push([slot, state, to])
+        await this.#query(
+          connection,
+          `INSERT INTO \`${this.#fenceTable}\` (slot, state, moved_to) VALUES ? ON DUPLICATE KEY UPDATE state = VALUES(state), moved_to = VALUES(moved_to)`,
+          [rows],
+        )
+      }
+    })
+  }
+
+  /** The fenced part of the cut-over: lock, clear the target, copy, mark moved, commit. */
+  async #fencedCopy(
+    from: string,
+    to: string,
+    start: number,
+    end: number,
+  ): Promise<{ copied: number; discarded: number }> {
+    const slots = this.#store.current().slots
+    return this.#on(from, async (fence) => {
+      await this.#query(fence, 'START TRANSACTION')
+      let committed = false
+      try {
+        const locked = (await this.#query(
+          fence,
+          `SELECT slot FROM \`${this.#fenceTable}\` WHERE slot >= ? AND slot < ? FOR UPDATE`,
+          [start, end],
+        )) as unknown[]
+        if (locked.length !== end - start)
+          throw new InvalidArgumentError(
+            `the fence rows of slots ${start}-${end} on shard "${from}" are missing: run begin() again`,
+          )
+        let copied = 0
+        let discarded = 0
+        await this.#on(to, async (target) => {
+          // What a failed run left of the span on the target goes first: rows deleted on the source
+          // since must not come back. And the target's own fence rows of the span (from a move that
+          // took these slots off it earlier) would refuse its new writers' checks.
+          await this.#query(target, fenceTableDdl(this.#fenceTable))
+          await this.#query(
+            target,
+            `DELETE FROM \`${this.#fenceTable}\` WHERE slot >= ? AND slot < ?`,
+            [start, end],
+          )
+          for (const table of this.#tables) {
+            const shape = await this.#shape(target, table)
+            discarded += await this.#deleteSpan(target, shape, slots, start, end)
+          }
+          // Reads on another connection of the source see every committed write: the checked
+          // writers of the span committed before the lock was granted, and none can start now.
+          await this.#on(from, async (source) => {
+            for (const table of this.#tables) {
+              const shape = await this.#shape(source, table)
+              copied += await this.#copySpan(source, target, shape, slots, start, end)
+            }
+          })
+        })
+        await this.#query(
+          fence,
+          `UPDATE \`${this.#fenceTable}\` SET state = 'moved', moved_to = ? WHERE slot >= ? AND slot < ?`,
+          [to, start, end],
+        )
+        await this.#query(fence, 'COMMIT')
+        committed = true
+        return { copied, discarded }
+      } finally {
+        if (!committed) await this.#query(fence, 'ROLLBACK').catch(() => {})
+      }
+    })
+  }
+
+  async #shape(connection: PoolConnection, table: MovedTable): Promise<TableShape> {
+    const rows = (await this.#query(
+      connection,
+      "SELECT COLUMN_NAME AS c FROM information_schema.STATISTICS WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ? AND INDEX_NAME = 'PRIMARY' ORDER BY SEQ_IN_INDEX",
+      [table.table],
+    )) as Array<{ c: string }>
+    if (rows.length === 0)
+      throw new InvalidArgumentError(
+        `invalid option "tables": table "${table.table}" has no primary key (or does not exist)`,
+      )
+    return {
+      name: table.table,
+      quoted: `\`${table.table}\``,
+      key: table.key,
+      primaryKey: rows.map((r) => r.c),
+    }
+  }
+
+  /** Scans a table in primary-key order, `chunkRows` at a time, handing each chunk to `each`. */
+  async #scan(
+    connection: PoolConnection,
+    shape: TableShape,
+    columns: string,
+    each: (rows: Array<Record<string, unknown>>) => Promise<void>,
+  ): Promise<void> {
+    const pk = shape.primaryKey.map((c) => `\`${c.replaceAll('`', '``')}\``)
+    const order = pk.join(', ')
+    let last: unknown[] | undefined
+    for (;;) {
+      const where =
+        last === undefined
+          ? ''
+          : pk.length === 1
+            ? `WHERE ${pk[0]} > ?`
+            : `WHERE (${order}) > (${pk.map(() => '?').join(', ')})`
+      const rows = (await this.#query(
+        connection,
+        `SELECT ${columns} FROM ${shape.quoted} ${where} ORDER BY ${order} LIMIT ${this.#chunkRows}`,
+        last ?? [],
+      )) as Array<Record<string, unknown>>
+      if (rows.length === 0) return
+      await each(rows)
+      const tail = rows[rows.length - 1]!
+      last = shape.primaryKey.map((c) => tail[c])
+      if (rows.length < this.#chunkRows) return
+    }
+  }
+
+  #inSpan(value: unknown, slots: number, start: number, end: number): boolean {
+    if (value === null || value === undefined || value === '') return false
+    const key =
+      typeof value === 'string' || typeof value === 'number' || typeof value === 'bigint'
+        ? value
+        : String(value)
+    const slot = slotFor(key, slots)
+    return slot >= start && slot < end
+  }
+
+  async #copySpan(
+    source: PoolConnection,
+    target: PoolConnection,
+    shape: TableShape,
+    slots: number,
+    start: number,
+    end: number,
+  ): Promise<number> {
+    let copied = 0
+    await this.#scan(source, shape, '*', async (rows) => {
+      const moving = rows.filter((row) => this.#inSpan(row[shape.key], slots, start, end))
+      if (moving.length === 0) return
+      const columns = Object.keys(moving[0]!)
+      await this.#query(
+        target,
+        `INSERT INTO ${shape.quoted} (${columns.map((c) => `\`${c.replaceAll('`', '``')}\``).join(', ')}) VALUES ?`,
+        [moving.map((row) => columns.map((c) => row[c]))],
+      )
+      copied += moving.length
+    })
+    return copied
+  }
+
+  async #deleteSpan(
+    connection: PoolConnection,
+    shape: TableShape,
+    slots: number,
+    start: number,
+    end: number,
+  ): Promise<number> {
+    const pk = shape.primaryKey.map((c) => `\`${c.replaceAll('`', '``')}\``)
+    const key = `\`${shape.key}\``
+    const columns = [...new Set([...pk, key])].join(', ')
+    const doomed: unknown[][] = []
+    await this.#scan(connection, shape, columns, async (rows) => {
+      for (const row of rows)
+        if (this.#inSpan(row[shape.key], slots, start, end))
+          doomed.push(shape.primaryKey.map((c) => row[c]))
+    })
+    for (let i = 0; i < doomed.length; i += this.#chunkRows) {
+      const chunk = doomed.slice(i, i + this.#chunkRows)
+      await this.#query(connection, `DELETE FROM ${shape.quoted} WHERE (${pk.join(', ')}) IN (?)`, [
+        chunk,
+      ])
+    }
+    return doomed.length
+  }
+}
+
+const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms))
+
+/**
+ * Creates a {@link SlotMover} for the shards and tables of one deployment.
+ * @example
+ * ```ts
+ * const mover = createSlotMover({ store, shards, tables: [{ table: 'orders', key: 'user_id' }] })
+ * await mover.begin({ start: 0, end: 64 }, 's3')   // routers start checking the fence
+ * await mover.cutOver({ start: 0, end: 64 })       // rows copied under the fence, map flipped
+ * // after a grace period:
+ * await mover.purge({ start: 0, end: 64 }, 's1')
+ * await mover.close()
+ * ```
+ */
+export function createSlotMover(options: SlotMoverOptions): SlotMover {
+  return construct(options)
+}

@@ -1,0 +1,308 @@
+import { mysqlUrl, type TempDatabase, tempDatabase } from '@ballast/testkit'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import {
+  createShardRouter,
+  createSlotMapStore,
+  createSlotMover,
+  InvalidArgumentError,
+  type ShardConfig,
+  type ShardRouter,
+  type SlotMap,
+  type SlotMapStore,
+  type SlotMover,
+  type SlotSpan,
+  slotFor,
+} from '../src/index.js'
+import { sql, type Topology, topology } from './fixtures.js'
+
+// Each test moves its own span of slots from s1 to s3 (s3 owns nothing at first: a shard added
+// to the deployment), with two routers: `fresh` polls the map every 30 ms, `stale` never polls
+// (its lease is an hour) and learns of a change only when a fence refuses its write.
+
+let topo: Topology
+let meta: TempDatabase
+let shards: ShardConfig[]
+let moverStore: SlotMapStore
+let freshStore: SlotMapStore
+let staleStore: SlotMapStore
+let fresh: ShardRouter
+let stale: ShardRouter
+let mover: SlotMover
+const url: Record<string, string> = {}
+
+const LEASE = 300
+
+beforeAll(async () => {
+  topo = await topology('slot_move', 1, 2)
+  meta = await tempDatabase(await mysqlUrl(), 'slot_move_meta')
+  url.s1 = topo.standard[0]!
+  url.s2 = topo.standard[1]!
+  url.s3 = topo.pair[0]!.primary
+  shards = [
+    { id: 's1', primary: url.s1 },
+    { id: 's2', primary: url.s2 },
+    { id: 's3', primary: url.s3, replicas: [topo.pair[0]!.replica] },
+  ]
+  moverStore = createSlotMapStore({ server: meta.url, interval: 30, lease: LEASE })
+  await moverStore.initialize({ shards: [{ id: 's1' }, { id: 's2' }] })
+  freshStore = createSlotMapStore({ server: meta.url, interval: 30, lease: LEASE })
+  await freshStore.load()
+  staleStore = createSlotMapStore({ server: meta.url, interval: 0, lease: '1h' })
+  await staleStore.load()
+  fresh = createShardRouter({ shards, slotMap: freshStore, healthCheckInterval: 100 })
+  stale = createShardRouter({ shards, slotMap: staleStore, healthCheckInterval: 100 })
+  mover = createSlotMover({
+    store: moverStore,
+    shards,
+    tables: [{ table: 'orders', key: 'user_id' }],
+    fenceDelay: LEASE,
+    chunkRows: 7,
+  })
+})
+
+afterAll(async () => {
+  await mover?.close()
+  await Promise.all([fresh?.close(), stale?.close()])
+  await Promise.all([moverStore?.close(), freshStore?.close(), staleStore?.close()])
+  await meta?.cleanup()
+  await topo?.cleanup()
+})
+
+const taken = new Set<number>()
+
+/** A span of up to `size` slots (at least `least`) owned by s1 and not used by another test. */
+function spanOnS1(map: SlotMap, size: number, least = 1): SlotSpan {
+  for (const range of map.ranges) {
+    if (range.shard !== 's1' || range.moving !== undefined) continue
+    for (let start = range.start; start < range.end; start++) {
+      if (taken.has(start)) continue
+      let end = start
+      while (end < range.end && end - start < size && !taken.has(end)) end++
+      if (end - start < least) continue
+      for (let s = start; s < end; s++) taken.add(s)
+      return { start, end }
+    }
+  }
+  throw new Error('no free span on s1')
+}
+
+/** `count` user keys whose slots are in `span` (or, with `outside`, owned by s1 outside it). */
+function keysIn(span: SlotSpan, count: number, salt: string, map?: SlotMap): string[] {
+  const keys: string[] = []
+  for (let i = 0; keys.length < count; i++) {
+    const key = `user-${salt}-${i}`
+    const slot = slotFor(key, 4096)
+    if (
+      map === undefined
+        ? slot >= span.start && slot < span.end
+        : ownerIn(map, slot) === 's1' && (slot < span.start || slot >= span.end)
+    )
+      keys.push(key)
+  }
+  return keys
+}
+
+function ownerIn(map: SlotMap, slot: number): string {
+  return map.ranges.find((r) => slot >= r.start && slot < r.end)!.shard
+}
+
+let nextId = 1
+const insert = (router: ShardRouter, user: string) => {
+  const id = nextId++
+  return router
+    .query(user, 'INSERT INTO orders (id, user_id, total, created_at) VALUES (?, ?, ?, ?)', [
+      id,
+      user,
+      10,
+      Date.now(),
+    ])
+    .then(() => id)
+}
+
+/** The ids of the orders of `users` on each shard's primary. */
+async function idsOn(users: string[]): Promise<Record<string, number[]>> {
+  const out: Record<string, number[]> = {}
+  for (const shard of ['s1', 's2', 's3']) {
+    const rows = (await sql(url[shard]!, 'SELECT id FROM orders WHERE user_id IN (?) ORDER BY id', [
+      users,
+    ])) as Array<{ id: number }>
+    out[shard] = rows.map((r) => Number(r.id))
+  }
+  return out
+}
+
+describe('moving a slot range with the fence', () => {
+  it('refuses at the old shard a write from a router with a stale map after the cut-over, and lands it once on the new shard', async () => {
+    const span = spanOnS1(moverStore.current(), 4)
+    const inside = keysIn(span, 5, 'stale')
+    const outside = keysIn(span, 3, 'stale-out', moverStore.current())
+    const before = await Promise.all([...inside, ...outside].map((user) => insert(fresh, user)))
+
+    await mover.begin(span, 's3')
+    // Both routers know the range is moving (the stale one read the map once, at this point).
+    await staleStore.refresh()
+    const staleVersion = staleStore.version
+    expect(stale.shardFor(inside[0]!)).toBe('s1')
+
+    const cut = await mover.cutOver(span)
+    expect(cut.rowsCopied).toBe(inside.length)
+    expect(cut.rowsDiscarded).toBe(0)
+    expect(staleStore.version).toBe(staleVersion)
+    expect(stale.shardFor(inside[0]!)).toBe('s1')
+
+    // The stale router sends the write to s1; s1's fence refuses it; the router refreshes its map
+    // and writes to s3.
+    const refusedBefore = stale.stats().fenceChecksRefused
+    const late = await insert(stale, inside[0]!)
+    expect(stale.stats().fenceChecksRefused).toBe(refusedBefore + 1)
+    expect(staleStore.version).toBeGreaterThan(staleVersion)
+    expect(stale.shardFor(inside[0]!)).toBe('s3')
+
+    const ids = await idsOn(inside)
+    const moved = before.slice(0, inside.length)
+    expect(ids.s3).toEqual([...moved, late].sort((a, b) => a - b))
+    // s1 keeps its old copies (until purge), never the late write.
+    expect(ids.s1).toEqual(moved)
+    expect(ids.s2).toEqual([])
+    // Keys outside the span stayed where they were, and were not copied.
+    expect((await idsOn(outside)).s3).toEqual([])
+    expect((await idsOn(outside)).s1).toEqual(before.slice(inside.length))
+
+    // The new owner serves reads (from its replica, read-your-writes).
+    const rows = await stale.query<Array<{ id: number }>>(
+      inside[0]!,
+      'SELECT id FROM orders WHERE user_id = ? ORDER BY id',
+      [inside[0]!],
+    )
+    expect(rows.map((r) => Number(r.id))).toEqual([before[0], late])
+
+    const purged = await mover.purge(span, 's1')
+    expect(purged.rowsDeleted).toBe(inside.length)
+    expect((await idsOn(inside)).s1).toEqual([])
+    expect((await idsOn(outside)).s1).toEqual(before.slice(inside.length))
+  })
+
+  it("runs a stale router's transaction on the new owner, its callback once", async () => {
+    const span = spanOnS1(moverStore.current(), 2)
+    const [user] = keysIn(span, 1, 'tx')
+    await mover.begin(span, 's3')
+    await staleStore.refresh()
+    await mover.cutOver(span)
+    let calls = 0
+    const shard = await stale.transaction(user!, async (tx) => {
+      calls++
+      await tx.query('INSERT INTO orders (id, user_id, total, created_at) VALUES (?, ?, ?, ?)', [
+        nextId++,
+        user,
+        3,
+        Date.now(),
+      ])
+      return tx.shard
+    })
+    expect(calls).toBe(1)
+    expect(shard).toBe('s3')
+    const ids = await idsOn([user!])
+    expect(ids.s1).toEqual([])
+    expect(ids.s3).toHaveLength(1)
+  })
+
+  it('lands every write made while the range is cut over exactly once, on the owner of its key', async () => {
+    const span = spanOnS1(moverStore.current(), 8)
+    const inside = keysIn(span, 6, 'load')
+    const outside = keysIn(span, 4, 'load-out', moverStore.current())
+    const users = [...inside, ...outside]
+    const seeded = await Promise.all(inside.map((user) => insert(fresh, user)))
+    await mover.begin(span, 's3')
+    await staleStore.refresh()
+
+    let stop = false
+    const written: number[] = [...seeded]
+    const writer = async (router: ShardRouter, salt: number) => {
+      for (let i = 0; !stop && i < 400; i++)
+        written.push(await insert(router, users[(i + salt) % users.length]!))
+    }
+    const writers = [writer(fresh, 0), writer(stale, 3), writer(fresh, 5)]
+    // Let the writers get going, cut over under their writes, then let them write a while more.
+    while (written.length < seeded.length + 30) await new Promise((r) => setTimeout(r, 5))
+    await mover.cutOver(span)
+    const atCut = written.length
+    while (written.length < atCut + 30) await new Promise((r) => setTimeout(r, 5))
+    stop = true
+    await Promise.all(writers)
+    await mover.purge(span, 's1')
+
+    const ids = await idsOn(users)
+    const all = [...ids.s1!, ...ids.s2!, ...ids.s3!].sort((a, b) => a - b)
+    // 0 lost, 0 duplicated.
+    expect(all).toEqual([...written].sort((a, b) => a - b))
+    // Each order sits on the shard its key now belongs to.
+    const owners = (await sql(url.s3!, 'SELECT DISTINCT user_id FROM orders WHERE user_id IN (?)', [
+      users,
+    ])) as Array<{ user_id: string }>
+    expect(owners.map((r) => r.user_id).sort()).toEqual([...inside].sort())
+  })
+
+  it('rolls the fence back when the cut-over fails, keeps writing to the source, and succeeds when run again', async () => {
+    const span = spanOnS1(moverStore.current(), 4)
+    const inside = keysIn(span, 3, 'crash')
+    const seeded = await Promise.all(inside.map((user) => insert(fresh, user)))
+    await mover.begin(span, 's3')
+    // A row on the target with the id of a row being moved (a key outside the span): the copy
+    // hits a duplicate key and the cut-over fails half way.
+    const [squatter] = keysIn(span, 1, 'squatter', moverStore.current())
+    await sql(url.s3!, 'INSERT INTO orders (id, user_id, total, created_at) VALUES (?, ?, ?, ?)', [
+      seeded[1],
+      squatter,
+      1,
+      0,
+    ])
+    await expect(mover.cutOver(span)).rejects.toThrow(/Duplicate entry/)
+    // The source still owns the span and takes its writes (the fence was rolled back).
+    expect(
+      moverStore.current().ranges.find((r) => span.start >= r.start && span.start < r.end)!.shard,
+    ).toBe('s1')
+    const during = await insert(fresh, inside[0]!)
+    expect((await idsOn(inside)).s1).toContain(during)
+    await sql(url.s3!, 'DELETE FROM orders WHERE user_id = ?', [squatter])
+    const cut = await mover.cutOver(span)
+    // What the failed run had copied to the target was deleted first, then everything copied.
+    expect(cut.rowsCopied).toBe(inside.length + 1)
+    expect((await idsOn(inside)).s3).toEqual([...seeded, during].sort((a, b) => a - b))
+    // Running it again once done changes nothing.
+    const again = await mover.cutOver(span)
+    expect(again.rowsCopied).toBe(0)
+    expect(again.map.version).toBe(cut.map.version)
+  })
+
+  it('checks its arguments', async () => {
+    const map = moverStore.current()
+    const s2 = map.ranges.find((r) => r.shard === 's2')!
+    await expect(mover.begin({ start: s2.start, end: s2.start + 1 }, 's9')).rejects.toThrow(
+      InvalidArgumentError,
+    )
+    await expect(mover.begin({ start: s2.start, end: s2.start + 1 }, 's2')).rejects.toThrow(
+      /a shard other than the span's owner/,
+    )
+    await expect(mover.begin({ start: 0, end: 4096 }, 's3')).rejects.toThrow(
+      /slots owned by one shard/,
+    )
+    // A span partly moving: begin it first. (A span not moving at all is done: cutOver is a no-op.)
+    const partly = spanOnS1(map, 2, 2)
+    await mover.begin({ start: partly.start, end: partly.start + 1 }, 's3')
+    await expect(mover.cutOver(partly)).rejects.toThrow(/call begin first/)
+    const idle = await mover.cutOver({ start: s2.start, end: s2.start + 1 })
+    expect(idle.rowsCopied).toBe(0)
+    expect(idle.map.version).toBe(moverStore.version)
+    await expect(mover.purge({ start: s2.start, end: s2.start + 1 }, 's2')).rejects.toThrow(
+      /no longer owns/,
+    )
+    expect(() =>
+      createSlotMover({
+        store: moverStore,
+        shards,
+        tables: [{ table: 'orders', key: 'user_id' }],
+        fenceDelay: 10,
+      }),
+    ).toThrow(/invalid option "fenceDelay"/)
+  })
+})
