@@ -9,6 +9,7 @@ import {
   type ShardRouter,
   type SlotMap,
   type SlotMapStore,
+  SlotMovedError,
   type SlotMover,
   type SlotSpan,
   slotFor,
@@ -272,6 +273,50 @@ describe('moving a slot range with the fence', () => {
     const again = await mover.cutOver(span)
     expect(again.rowsCopied).toBe(0)
     expect(again.map.version).toBe(cut.map.version)
+  })
+
+  it('only publishes the map when run again after dying between the fence commit and the map change', async () => {
+    const span = spanOnS1(moverStore.current(), 3)
+    const inside = keysIn(span, 3, 'resume')
+    const seeded = await Promise.all(inside.map((user) => insert(fresh, user)))
+    await mover.begin(span, 's3')
+    // What a run that died right after its commit leaves: the rows on the target, the source's
+    // fence rows 'moved', the map still naming s1.
+    const rows = (await sql(url.s1!, 'SELECT * FROM orders WHERE user_id IN (?)', [
+      inside,
+    ])) as Array<Record<string, unknown>>
+    for (const row of rows)
+      await sql(
+        url.s3!,
+        'INSERT INTO orders (id, user_id, total, created_at) VALUES (?, ?, ?, ?)',
+        [row.id, row.user_id, row.total, row.created_at],
+      )
+    await sql(
+      url.s1!,
+      "UPDATE ballast_slot_fence SET state = 'moved' WHERE slot >= ? AND slot < ?",
+      [span.start, span.end],
+    )
+    // Meanwhile a write of the span is refused at s1 and, the map still naming s1, fails with a
+    // retryable SlotMovedError when its time is up; nothing lands anywhere.
+    const error = await fresh
+      .query(
+        inside[0]!,
+        'INSERT INTO orders (id, user_id, total, created_at) VALUES (?, ?, ?, ?)',
+        [nextId++, inside[0], 1, 0],
+        { timeout: 300 },
+      )
+      .catch((e: unknown) => e)
+    expect(error).toBeInstanceOf(SlotMovedError)
+    expect((error as SlotMovedError).retryable).toBe(true)
+    const cut = await mover.cutOver(span)
+    expect(cut.rowsCopied).toBe(0)
+    expect(fresh.shardFor(inside[0]!) === 's3' || (await freshStore.refresh()) !== undefined).toBe(
+      true,
+    )
+    const late = await insert(fresh, inside[0]!)
+    const ids = await idsOn(inside)
+    expect(ids.s3).toEqual([...seeded, late].sort((a, b) => a - b))
+    expect(ids.s1).toEqual([...seeded].sort((a, b) => a - b))
   })
 
   it('checks its arguments', async () => {
