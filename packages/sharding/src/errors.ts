@@ -304,6 +304,24 @@ export class InvalidSlotMapError extends ShardingError {
   }
 }
 
+/**
+ * The rows of a moving range differ between the source and the target at the cut-over (row
+ * count or checksum of a table): the cut-over was rolled back and the source still owns the
+ * range. Not retryable as is: something other than the routers wrote the target, or a table's
+ * values do not survive the copy; find out before running the cut-over again.
+ */
+export class SlotCopyMismatchError extends ShardingError {
+  /** The class name, `SlotCopyMismatchError`. */
+  override name = 'SlotCopyMismatchError'
+  /** The table whose rows differ. */
+  readonly table: string
+
+  constructor(table: string, message: string, options: Pick<ShardingErrorOptions, 'cause'> = {}) {
+    super('E_SHARD_SLOT_COPY_MISMATCH', message, { cause: options.cause })
+    this.table = table
+  }
+}
+
 /** Every error class of `@ballast/sharding`, by name. */
 export const errors = {
   /** Base class of every error of the package. See {@link ShardingError}. */
@@ -336,6 +354,8 @@ export const errors = {
   SlotMapConflictError,
   /** A slot map or range is invalid. See {@link InvalidSlotMapError}. */
   InvalidSlotMapError,
+  /** A moving range's rows differ between source and target at the cut-over. See {@link SlotCopyMismatchError}. */
+  SlotCopyMismatchError,
 } as const
 
 /** Whether `error` was thrown by `@ballast/sharding` (any installed copy of it). */

@@ -19,6 +19,7 @@ export {
   ShardKeyMissingError,
   ShardTimeoutError,
   ShardUnavailableError,
+  SlotCopyMismatchError,
   SlotMapConflictError,
   SlotMapUnavailableError,
   SlotMovedError,

@@ -20,6 +20,8 @@ import { DEFAULT_RING_OPTIONS } from './shardRouterOptions.js'
 import type { SlotMap, SlotRange } from './slotMap.js'
 
 const IDENTIFIER = /^[A-Za-z_][A-Za-z0-9_$]{0,63}$/
+/** The map's table name leaves room for the `_moves` suffix of its progress table. */
+const MAP_TABLE = /^[A-Za-z_][A-Za-z0-9_$]{0,57}$/
 
 /** Options of {@link createSlotMapStore}. Every process that routes or moves slots must use the same `table`, `fenceTable` and `lease`. */
 export interface SlotMapStoreOptions {
@@ -27,6 +29,7 @@ export interface SlotMapStoreOptions {
   server: ServerConfig
   /**
    * The table of the map (one row), in the server's database; created by {@link SlotMapStore.initialize}.
+   * The slot mover keeps the progress of its moves beside it, in `<table>_moves`.
    * @default 'ballast_slot_map'
    */
   table?: string
@@ -131,6 +134,10 @@ export interface SlotMapStoreStats {
 /** What the router and the mover read of a store, beside its public API. */
 export interface SlotMapStoreInternals {
   readonly fenceTable: string
+  /** The table of the slot mover's progress, `<table>_moves`. */
+  readonly movesTable: string
+  /** Runs a statement on the store's server (the mover's progress rows). */
+  query(sql: string, values: unknown[]): Promise<unknown>
   readonly leaseMs: number
   compiled(): CompiledSlotMap | undefined
   /** Whether the map in use was confirmed within `lease`. */
@@ -176,6 +183,8 @@ export class SlotMapStore {
     construct = (options) => new SlotMapStore(options)
     internalsOf = (store) => ({
       fenceTable: store.#fenceTable,
+      movesTable: `${store.#table}_moves`,
+      query: (sql, values) => store.#query(sql, values),
       leaseMs: store.#leaseMs,
       compiled: () => store.#compiled,
       fresh: () => performance.now() - store.#confirmedAt < store.#leaseMs,
@@ -191,7 +200,7 @@ export class SlotMapStore {
     const server: unknown = merged.server
     if (typeof server !== 'string' && (typeof server !== 'object' || server === null))
       option.invalid('server', 'a mysql:// URL or mysql2 pool options', typeof server)
-    this.#table = option.string('table', merged.table, { pattern: IDENTIFIER })
+    this.#table = option.string('table', merged.table, { pattern: MAP_TABLE })
     this.#fenceTable = option.string('fenceTable', merged.fenceTable, { pattern: IDENTIFIER })
     this.#intervalMs = option.duration('interval', merged.interval)
     this.#leaseMs = option.duration('lease', merged.lease, POSITIVE)

@@ -1,9 +1,11 @@
+import { createHash } from 'node:crypto'
 import { type Duration, merge } from '@ballast/shared'
 import { createPool, type Pool, type PoolConnection, type PoolOptions } from 'mysql2/promise'
 import {
   InvalidArgumentError,
   ShardingClosedError,
   ShardUnavailableError,
+  SlotCopyMismatchError,
   SlotMapConflictError,
 } from './errors.js'
 import { argument, option, POSITIVE } from './internal/check.js'
@@ -13,7 +15,11 @@ import { rangesIn, rewrite, SHARD_ID } from './internal/slotRanges.js'
 import { slotFor } from './shardKey.js'
 import type { ShardConfig } from './shardRouterOptions.js'
 import type { SlotMap } from './slotMap.js'
-import { type SlotMapStore, slotMapStoreInternals } from './slotMapStore.js'
+import {
+  type SlotMapStore,
+  type SlotMapStoreInternals,
+  slotMapStoreInternals,
+} from './slotMapStore.js'
 
 const IDENTIFIER = /^[A-Za-z_][A-Za-z0-9_$]{0,63}$/
 
@@ -54,6 +60,26 @@ export interface SlotMoverOptions {
    */
   chunkRows?: number
   /**
+   * The throttle of {@link SlotMover.copy} and {@link SlotMover.catchUp}: a pause after each
+   * chunk, so the source's own statements keep their latency; 0 copies as fast as it can.
+   * @default 0
+   */
+  chunkDelay?: Duration
+  /**
+   * The change log table, created in the source shard's database by {@link SlotMover.begin}
+   * with triggers on each moved table that record the primary key and shard key of every
+   * changed row while the move lasts.
+   * @default 'ballast_change_log'
+   */
+  changeLogTable?: string
+  /**
+   * Whether the cut-over compares the span's rows on both sides (count and checksum per table)
+   * before it commits: a difference rolls it back with {@link SlotCopyMismatchError}. It reads
+   * the span's tables on both shards while holding the fence.
+   * @default true
+   */
+  verify?: boolean
+  /**
    * Bound on each statement the mover runs.
    * @default 30000
    */
@@ -64,8 +90,47 @@ export interface SlotMoverOptions {
 export const DEFAULT_SLOT_MOVER_OPTIONS: Readonly<{
   fenceDelay: Duration
   chunkRows: number
+  chunkDelay: Duration
+  changeLogTable: string
+  verify: boolean
   timeout: Duration
-}> = Object.freeze({ fenceDelay: 40_000, chunkRows: 1000, timeout: 30_000 })
+}> = Object.freeze({
+  fenceDelay: 40_000,
+  chunkRows: 1000,
+  chunkDelay: 0,
+  changeLogTable: 'ballast_change_log',
+  verify: true,
+  timeout: 30_000,
+})
+
+/** What {@link SlotMover.copy} did. */
+export interface CopyResult {
+  /** Rows of the span copied to the target by this call (a resumed copy counts only its own). */
+  rowsCopied: number
+  /** Rows of the span copied by every run of the copy so far. */
+  totalRowsCopied: number
+}
+
+/** What {@link SlotMover.catchUp} did. */
+export interface CatchUpResult {
+  /** Rows of the span written or deleted on the target from the change log. */
+  rowsApplied: number
+  /** Change log entries read (of every slot: the log cannot tell slots apart). */
+  entriesRead: number
+  /** Entries logged on the source and not yet read when it returned: the catch-up's lag. */
+  lagEntries: number
+}
+
+/**
+ * A move's copy progress, kept in the store's `<table>_moves` (the change log itself is the
+ * catch-up's progress: entries are deleted once applied).
+ */
+interface MoveProgress {
+  /** Per table, the primary key the copy reached, or `true` once the table is copied. */
+  copied: Record<string, unknown[] | true>
+  rowsCopied: number
+  copyDone: boolean
+}
 
 /** What {@link SlotMover.cutOver} did. */
 export interface CutOverResult {
@@ -75,6 +140,10 @@ export interface CutOverResult {
   rowsCopied: number
   /** Rows of the span found on the target before the copy (a partial copy of a failed run) and deleted. */
   rowsDiscarded: number
+  /** Rows written or deleted on the target from the change log under the fence (after {@link SlotMover.copy}). */
+  rowsApplied: number
+  /** Rows of the span compared on each side (0 without `verify`). */
+  rowsVerified: number
 }
 
 /** A primary key scan of one table: its quoted columns. */
@@ -99,7 +168,11 @@ let construct: (options: SlotMoverOptions) => SlotMover
  */
 export class SlotMover {
   readonly #store: SlotMapStore
+  readonly #internals: SlotMapStoreInternals
   readonly #fenceTable: string
+  readonly #logTable: string
+  readonly #chunkDelayMs: number
+  readonly #verify: boolean
   readonly #shards = new Map<string, ShardConfig>()
   readonly #pools = new Map<string, Pool>()
   readonly #tables: Array<{ table: string; key: string }>
@@ -121,7 +194,11 @@ export class SlotMover {
       option.invalid('store', 'a SlotMapStore (createSlotMapStore)', merged.store)
     this.#store = merged.store
     const internals = slotMapStoreInternals(merged.store)
+    this.#internals = internals
     this.#fenceTable = internals.fenceTable
+    this.#logTable = option.string('changeLogTable', merged.changeLogTable, { pattern: IDENTIFIER })
+    this.#chunkDelayMs = option.duration('chunkDelay', merged.chunkDelay)
+    this.#verify = option.boolean('verify', merged.verify)
     if (!Array.isArray(merged.shards) || merged.shards.length === 0)
       option.invalid('shards', 'a non-empty array of shards', merged.shards)
     merged.shards.forEach((shard, i) => {
@@ -188,7 +265,25 @@ export class SlotMover {
         await sleep(this.#fenceDelayMs)
         return map
       }
+      // One change log per source: one move off a shard at a time.
+      const busy = map.ranges.find(
+        (r) => r.shard === from && r.moving !== undefined && (r.end <= start || r.start >= end),
+      )
+      if (busy !== undefined)
+        argument.invalid(
+          'span',
+          `slots of a shard no other range is moving off (one move per source at a time)`,
+          `${start}-${end} while ${busy.start}-${busy.end} moves off "${from}"`,
+        )
       await this.#writeFence(from, start, end, 'copying', to)
+      // Nothing of this move has been copied yet: what the target holds of the span is left from
+      // an earlier attempt and goes; the change log starts now, before any row is copied.
+      await this.#on(to, async (target) => {
+        for (const table of this.#tables)
+          await this.#deleteSpan(target, await this.#shape(target, table), map.slots, start, end)
+      })
+      await this.#startChangeLog(from)
+      await this.#saveProgress(start, end, { copied: {}, rowsCopied: 0, copyDone: false })
       try {
         const next = await this.#store.update(
           map.version,
@@ -218,7 +313,7 @@ export class SlotMover {
     const parts = rangesIn(map, start, end)
     const target = parts[0]!.moving?.to ?? parts[0]!.shard
     if (parts.every((p) => p.moving === undefined && p.shard === target))
-      return { map, rowsCopied: 0, rowsDiscarded: 0 }
+      return { map, rowsCopied: 0, rowsDiscarded: 0, rowsApplied: 0, rowsVerified: 0 }
     const from = parts[0]!.shard
     if (parts.some((p) => p.moving === undefined || p.moving.to !== target || p.shard !== from))
       argument.invalid(
@@ -228,6 +323,8 @@ export class SlotMover {
       )
     let rowsCopied = 0
     let rowsDiscarded = 0
+    let rowsApplied = 0
+    let rowsVerified = 0
     const states = (await this.#on(from, (c) =>
       this.#query(c, `SELECT state FROM \`${this.#fenceTable}\` WHERE slot >= ? AND slot < ?`, [
         start,
@@ -248,6 +345,8 @@ export class SlotMover {
       const done = await this.#fencedCopy(from, target, start, end)
       rowsCopied = done.copied
       rowsDiscarded = done.discarded
+      rowsApplied = done.applied
+      rowsVerified = done.verified
     }
     for (let attempt = 0; ; attempt++) {
       map = await this.#store.refresh()
@@ -256,7 +355,12 @@ export class SlotMover {
           map.version,
           rewrite(map, start, end, (part) => ({ start: part.start, end: part.end, shard: target })),
         )
-        return { map, rowsCopied, rowsDiscarded }
+        // The move is over: its progress row and, with no other move off the source, the change
+        // log and its triggers go.
+        await this.#deleteProgress(start, end)
+        if (!map.ranges.some((r) => r.shard === from && r.moving !== undefined))
+          await this.#stopChangeLog(from)
+        return { map, rowsCopied, rowsDiscarded, rowsApplied, rowsVerified }
       } catch (error) {
         if (!(error instanceof SlotMapConflictError) || attempt >= 4) throw error
       }
@@ -400,14 +504,19 @@ export class SlotMover {
     })
   }
 
-  /** The fenced part of the cut-over: lock, clear the target, copy, mark moved, commit. */
+  /**
+   * The fenced part of the cut-over: lock the fence rows, bring the target up to date (the
+   * change log's entries after a bulk copy, else a whole copy of the span), verify, mark moved,
+   * commit.
+   */
   async #fencedCopy(
     from: string,
     to: string,
     start: number,
     end: number,
-  ): Promise<{ copied: number; discarded: number }> {
+  ): Promise<{ copied: number; discarded: number; applied: number; verified: number }> {
     const slots = this.#store.current().slots
+    const progress = await this.#loadProgress(start, end)
     return this.#on(from, async (fence) => {
       await this.#query(fence, 'START TRANSACTION')
       let committed = false
@@ -423,27 +532,44 @@ export class SlotMover {
           )
         let copied = 0
         let discarded = 0
+        let applied = 0
+        let verified = 0
         await this.#on(to, async (target) => {
-          // What a failed run left of the span on the target goes first: rows deleted on the source
-          // since must not come back. And the target's own fence rows of the span (from a move that
-          // took these slots off it earlier) would refuse its new writers' checks.
+          // The target's own fence rows of the span (from a move that took these slots off it
+          // earlier) would refuse its new writers' checks.
           await this.#query(target, fenceTableDdl(this.#fenceTable))
           await this.#query(
             target,
             `DELETE FROM \`${this.#fenceTable}\` WHERE slot >= ? AND slot < ?`,
             [start, end],
           )
-          for (const table of this.#tables) {
-            const shape = await this.#shape(target, table)
-            discarded += await this.#deleteSpan(target, shape, slots, start, end)
-          }
           // Reads on another connection of the source see every committed write: the checked
           // writers of the span committed before the lock was granted, and none can start now.
           await this.#on(from, async (source) => {
-            for (const table of this.#tables) {
-              const shape = await this.#shape(source, table)
-              copied += await this.#copySpan(source, target, shape, slots, start, end)
+            const shapes = await this.#shapes(source)
+            if (progress?.copyDone === true) {
+              // Every change of the span is in the log up to its last entry now: writers of the
+              // span took their log entry before they committed, and committed before the lock.
+              const [{ last }] = (await this.#query(
+                source,
+                `SELECT COALESCE(MAX(seq), 0) AS last FROM \`${this.#logTable}\``,
+              )) as [{ last: unknown }]
+              const done = await this.#applyLog(source, target, shapes, slots, start, end, {
+                upTo: Number(last),
+                throttle: false,
+              })
+              applied = done.applied
+            } else {
+              // No bulk copy: what a failed run left on the target goes (rows deleted on the
+              // source since must not come back), then the whole span is copied.
+              for (const shape of shapes.values()) {
+                discarded += await this.#deleteSpan(target, shape, slots, start, end)
+                copied += await this.#copySpan(source, target, shape, slots, start, end)
+              }
             }
+            if (this.#verify)
+              for (const shape of shapes.values())
+                verified += await this.#compare(source, target, shape, slots, start, end)
           })
         })
         await this.#query(
@@ -453,11 +579,326 @@ export class SlotMover {
         )
         await this.#query(fence, 'COMMIT')
         committed = true
-        return { copied, discarded }
+        return { copied, discarded, applied, verified }
       } finally {
         if (!committed) await this.#query(fence, 'ROLLBACK').catch(() => {})
       }
     })
+  }
+
+  /**
+   * Copies the span's rows to the target in primary-key chunks while writes continue (pausing
+   * `chunkDelay` after each chunk), keeping its place in the store after each chunk: run again
+   * after a crash, it goes on from there. Rows changed meanwhile are in the change log for
+   * {@link SlotMover.catchUp} and the cut-over. Call after {@link SlotMover.begin}.
+   * @throws InvalidArgumentError if the span is not moving.
+   */
+  async copy(span: SlotSpan): Promise<CopyResult> {
+    this.#open('copy')
+    const { from, to, start, end, slots } = await this.#moving(span, 'copy')
+    const progress = (await this.#loadProgress(start, end)) ?? {
+      copied: {},
+      rowsCopied: 0,
+      copyDone: false,
+    }
+    let rowsCopied = 0
+    await this.#on(from, (source) =>
+      this.#on(to, async (target) => {
+        for (const shape of (await this.#shapes(source)).values()) {
+          const reached = progress.copied[shape.name]
+          if (reached === true) continue
+          await this.#scan(
+            source,
+            shape,
+            '*',
+            async (rows) => {
+              const moving = rows.filter((row) => this.#inSpan(row[shape.key], slots, start, end))
+              if (moving.length > 0) await this.#write(target, shape, moving)
+              rowsCopied += moving.length
+              progress.rowsCopied += moving.length
+              const tail = rows[rows.length - 1]!
+              progress.copied[shape.name] = shape.primaryKey.map((c) => tail[c])
+              await this.#saveProgress(start, end, progress)
+              if (this.#chunkDelayMs > 0) await sleep(this.#chunkDelayMs)
+            },
+            reached,
+          )
+          progress.copied[shape.name] = true
+          await this.#saveProgress(start, end, progress)
+        }
+      }),
+    )
+    progress.copyDone = true
+    await this.#saveProgress(start, end, progress)
+    return { rowsCopied, totalRowsCopied: progress.rowsCopied }
+  }
+
+  /**
+   * Applies the change log to the target: each logged row of the span is read again on the
+   * source and written (or deleted) on the target; applied entries leave the log. Applies what
+   * was logged when it began, `chunkRows` entries at a time; returns what was logged since (the lag). Marks the span
+   * `catching-up` in the map. Call after {@link SlotMover.copy}, as often as needed to bring the
+   * lag down before the cut-over.
+   */
+  async catchUp(span: SlotSpan): Promise<CatchUpResult> {
+    this.#open('catchUp')
+    const { from, to, start, end, slots, map } = await this.#moving(span, 'catchUp')
+    if (rangesIn(map, start, end).some((p) => p.moving?.phase === 'copying')) {
+      await this.#store
+        .update(
+          map.version,
+          rewrite(map, start, end, (part) => ({ ...part, moving: { to, phase: 'catching-up' } })),
+        )
+        .catch((error: unknown) => {
+          if (!(error instanceof SlotMapConflictError)) throw error
+        })
+    }
+    return this.#on(from, (source) =>
+      this.#on(to, async (target) => {
+        // What was logged when the pass began: writers keep adding, and the pass must end.
+        const [{ last }] = (await this.#query(
+          source,
+          `SELECT COALESCE(MAX(seq), 0) AS last FROM \`${this.#logTable}\``,
+        )) as [{ last: unknown }]
+        const done = await this.#applyLog(
+          source,
+          target,
+          await this.#shapes(source),
+          slots,
+          start,
+          end,
+          { upTo: Number(last), throttle: true },
+        )
+        const [{ n: left }] = (await this.#query(
+          source,
+          `SELECT COUNT(*) AS n FROM \`${this.#logTable}\``,
+        )) as [{ n: unknown }]
+        return { rowsApplied: done.applied, entriesRead: done.read, lagEntries: Number(left) }
+      }),
+    )
+  }
+
+  /** The span's move as the map has it; throws if it is not moving. */
+  async #moving(
+    span: SlotSpan,
+    operation: string,
+  ): Promise<{
+    from: string
+    to: string
+    start: number
+    end: number
+    slots: number
+    map: SlotMap
+  }> {
+    const map = await this.#store.refresh()
+    const { start, end } = this.#checkSpan(span, map)
+    const parts = rangesIn(map, start, end)
+    const from = parts[0]!.shard
+    const to = parts[0]!.moving?.to ?? ''
+    if (to === '' || parts.some((p) => p.shard !== from || p.moving?.to !== to))
+      argument.invalid(
+        'span',
+        `slots moving from one shard to one shard (begin() before ${operation}())`,
+        `${start}-${end}`,
+      )
+    return { from, to, start, end, slots: map.slots, map }
+  }
+
+  /**
+   * Reads change log entries in `seq` order (up to `upTo`), writes or deletes on the target each
+   * logged row of the span as the source has it now, and deletes the entries it read. Entries
+   * of a transaction that commits late (a lower `seq` than entries already read) stay in the log
+   * and are read by the next pass: the log is a queue, not a position.
+   */
+  async #applyLog(
+    source: PoolConnection,
+    target: PoolConnection,
+    shapes: Map<string, TableShape>,
+    slots: number,
+    start: number,
+    end: number,
+    { upTo, throttle }: { upTo: number; throttle: boolean },
+  ): Promise<{ applied: number; read: number }> {
+    let applied = 0
+    let read = 0
+    for (;;) {
+      const entries = (await this.#query(
+        source,
+        `SELECT seq, tbl, pk, shard_key FROM \`${this.#logTable}\` WHERE seq <= ? ORDER BY seq LIMIT ${this.#chunkRows}`,
+        [upTo],
+      )) as Array<{ seq: unknown; tbl: string; pk: string; shard_key: unknown }>
+      if (entries.length === 0) break
+      read += entries.length
+      const rows = new Map<string, { shape: TableShape; pk: unknown[] }>()
+      for (const entry of entries) {
+        const shape = shapes.get(entry.tbl)
+        if (shape === undefined || !this.#inSpan(entry.shard_key, slots, start, end)) continue
+        rows.set(`${entry.tbl}\u0000${entry.pk}`, { shape, pk: JSON.parse(entry.pk) as unknown[] })
+      }
+      for (const { shape, pk } of rows.values()) {
+        await this.#syncRow(source, target, shape, pk, slots, start, end)
+        applied++
+      }
+      await this.#query(source, `DELETE FROM \`${this.#logTable}\` WHERE seq IN (?)`, [
+        entries.map((e) => e.seq),
+      ])
+      if (throttle && this.#chunkDelayMs > 0) await sleep(this.#chunkDelayMs)
+    }
+    return { applied, read }
+  }
+
+  /** Makes the target's copy of one row what the source has now (or nothing, if the row left the span). */
+  async #syncRow(
+    source: PoolConnection,
+    target: PoolConnection,
+    shape: TableShape,
+    pk: unknown[],
+    slots: number,
+    start: number,
+    end: number,
+  ): Promise<void> {
+    const where = `(${shape.primaryKey.map(quote).join(', ')}) = (${pk.map(() => '?').join(', ')})`
+    const [row] = (await this.#query(
+      source,
+      `SELECT * FROM ${shape.quoted} WHERE ${where}`,
+      pk,
+    )) as Array<Record<string, unknown>>
+    if (row !== undefined && this.#inSpan(row[shape.key], slots, start, end))
+      await this.#write(target, shape, [row])
+    else await this.#query(target, `DELETE FROM ${shape.quoted} WHERE ${where}`, pk)
+  }
+
+  /** Writes rows to the target, replacing a row with the same primary key. */
+  async #write(
+    target: PoolConnection,
+    shape: TableShape,
+    rows: Array<Record<string, unknown>>,
+  ): Promise<void> {
+    const columns = Object.keys(rows[0]!)
+    await this.#query(
+      target,
+      `REPLACE INTO ${shape.quoted} (${columns.map(quote).join(', ')}) VALUES ?`,
+      [rows.map((row) => columns.map((c) => row[c]))],
+    )
+  }
+
+  /**
+   * Counts and checksums the span's rows of a table on both sides (the XOR of each row's MD5,
+   * so the order does not matter); throws {@link SlotCopyMismatchError} if they differ.
+   */
+  async #compare(
+    source: PoolConnection,
+    target: PoolConnection,
+    shape: TableShape,
+    slots: number,
+    start: number,
+    end: number,
+  ): Promise<number> {
+    const sum = async (connection: PoolConnection) => {
+      let count = 0
+      const acc = Buffer.alloc(16)
+      await this.#scan(connection, shape, '*', async (rows) => {
+        for (const row of rows) {
+          if (!this.#inSpan(row[shape.key], slots, start, end)) continue
+          count++
+          const digest = createHash('md5')
+            .update(
+              JSON.stringify(
+                Object.keys(row)
+                  .sort()
+                  .map((c) => [c, row[c]]),
+              ),
+            )
+            .digest()
+          for (let i = 0; i < 16; i++) acc[i]! ^= digest[i]!
+        }
+      })
+      return { count, checksum: acc.toString('hex') }
+    }
+    const [a, b] = [await sum(source), await sum(target)]
+    if (a.count !== b.count || a.checksum !== b.checksum)
+      throw new SlotCopyMismatchError(
+        shape.name,
+        `the span's rows of table "${shape.name}" differ: ${a.count} rows (checksum ${a.checksum}) on the source, ${b.count} (${b.checksum}) on the target; the cut-over was rolled back`,
+      )
+    return a.count
+  }
+
+  /** Creates the change log and its triggers on the source (idempotent) and empties the log. */
+  async #startChangeLog(from: string): Promise<void> {
+    await this.#on(from, async (connection) => {
+      await this.#query(
+        connection,
+        `CREATE TABLE IF NOT EXISTS \`${this.#logTable}\` (seq BIGINT UNSIGNED NOT NULL AUTO_INCREMENT PRIMARY KEY, tbl VARCHAR(64) NOT NULL, pk TEXT NOT NULL, shard_key VARCHAR(255) NULL)`,
+      )
+      for (const shape of (await this.#shapes(connection)).values()) {
+        const entry = (row: 'NEW' | 'OLD') =>
+          `INSERT INTO \`${this.#logTable}\` (tbl, pk, shard_key) VALUES ('${shape.name}', JSON_ARRAY(${shape.primaryKey.map((c) => `CAST(${row}.${quote(c)} AS CHAR)`).join(', ')}), CAST(${row}.${quote(shape.key)} AS CHAR));`
+        for (const [event, body] of [
+          ['INSERT', entry('NEW')],
+          ['UPDATE', `${entry('NEW')} ${entry('OLD')}`],
+          ['DELETE', entry('OLD')],
+        ] as const) {
+          await this.#query(
+            connection,
+            `CREATE TRIGGER IF NOT EXISTS ${quote(triggerName(shape.name, event))} AFTER ${event} ON ${shape.quoted} FOR EACH ROW BEGIN ${body} END`,
+          )
+        }
+      }
+      // Changes before this point are in the rows the copy reads; older entries are of no use.
+      await this.#query(connection, `DELETE FROM \`${this.#logTable}\``)
+    })
+  }
+
+  /** Drops the triggers and the change log of the source. */
+  async #stopChangeLog(from: string): Promise<void> {
+    await this.#on(from, async (connection) => {
+      for (const table of this.#tables)
+        for (const event of ['INSERT', 'UPDATE', 'DELETE'])
+          await this.#query(
+            connection,
+            `DROP TRIGGER IF EXISTS ${quote(triggerName(table.table, event))}`,
+          )
+      await this.#query(connection, `DROP TABLE IF EXISTS \`${this.#logTable}\``)
+    })
+  }
+
+  async #ensureMovesTable(): Promise<void> {
+    await this.#internals.query(
+      `CREATE TABLE IF NOT EXISTS \`${this.#internals.movesTable}\` (span_start INT UNSIGNED NOT NULL, span_end INT UNSIGNED NOT NULL, progress TEXT NOT NULL, updated_at TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6) ON UPDATE CURRENT_TIMESTAMP(6), PRIMARY KEY (span_start, span_end))`,
+      [],
+    )
+  }
+
+  async #saveProgress(start: number, end: number, progress: MoveProgress): Promise<void> {
+    await this.#ensureMovesTable()
+    await this.#internals.query(
+      `INSERT INTO \`${this.#internals.movesTable}\` (span_start, span_end, progress) VALUES (?, ?, ?) ON DUPLICATE KEY UPDATE progress = VALUES(progress)`,
+      [start, end, JSON.stringify(progress)],
+    )
+  }
+
+  async #loadProgress(start: number, end: number): Promise<MoveProgress | undefined> {
+    await this.#ensureMovesTable()
+    const rows = (await this.#internals.query(
+      `SELECT progress FROM \`${this.#internals.movesTable}\` WHERE span_start = ? AND span_end = ?`,
+      [start, end],
+    )) as Array<{ progress: string }>
+    return rows[0] === undefined ? undefined : (JSON.parse(rows[0].progress) as MoveProgress)
+  }
+
+  async #deleteProgress(start: number, end: number): Promise<void> {
+    await this.#ensureMovesTable()
+    await this.#internals.query(
+      `DELETE FROM \`${this.#internals.movesTable}\` WHERE span_start = ? AND span_end = ?`,
+      [start, end],
+    )
+  }
+
+  async #shapes(connection: PoolConnection): Promise<Map<string, TableShape>> {
+    const shapes = new Map<string, TableShape>()
+    for (const table of this.#tables) shapes.set(table.table, await this.#shape(connection, table))
+    return shapes
   }
 
   async #shape(connection: PoolConnection, table: MovedTable): Promise<TableShape> {
@@ -484,10 +925,11 @@ export class SlotMover {
     shape: TableShape,
     columns: string,
     each: (rows: Array<Record<string, unknown>>) => Promise<void>,
+    after?: unknown[],
   ): Promise<void> {
-    const pk = shape.primaryKey.map((c) => `\`${c.replaceAll('`', '``')}\``)
+    const pk = shape.primaryKey.map(quote)
     const order = pk.join(', ')
-    let last: unknown[] | undefined
+    let last: unknown[] | undefined = after
     for (;;) {
       const where =
         last === undefined
@@ -568,6 +1010,17 @@ export class SlotMover {
 }
 
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms))
+
+/** A column or table name, quoted. */
+function quote(name: string): string {
+  return `\`${name.replaceAll('`', '``')}\``
+}
+
+/** The name of a change log trigger: readable, and unique per table (a long name is cut and hashed). */
+function triggerName(table: string, event: string): string {
+  const hash = createHash('md5').update(table).digest('hex').slice(0, 8)
+  return `ballast_cl_${table.slice(0, 32)}_${hash}_${event.slice(0, 3).toLowerCase()}`
+}
 
 /**
  * Creates a {@link SlotMover} for the shards and tables of one deployment.

@@ -51,6 +51,7 @@ describe('every error class', () => {
     SlotMapUnavailableError: new errors.SlotMapUnavailableError('down', { cause }),
     SlotMapConflictError: new errors.SlotMapConflictError(3, { cause }),
     InvalidSlotMapError: new errors.InvalidSlotMapError('gap at slot 5', { cause }),
+    SlotCopyMismatchError: new errors.SlotCopyMismatchError('orders', '3 rows vs 2', { cause }),
   }
 
   it('covers every class of the errors map', () => {

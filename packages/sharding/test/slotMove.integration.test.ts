@@ -7,6 +7,7 @@ import {
   InvalidArgumentError,
   type ShardConfig,
   type ShardRouter,
+  SlotCopyMismatchError,
   type SlotMap,
   type SlotMapStore,
   SlotMovedError,
@@ -335,6 +336,10 @@ describe('moving a slot range with the fence', () => {
     const partly = spanOnS1(map, 2, 2)
     await mover.begin({ start: partly.start, end: partly.start + 1 }, 's3')
     await expect(mover.cutOver(partly)).rejects.toThrow(/call begin first/)
+    // One move off a shard at a time (its change log is the shard's).
+    const other = spanOnS1(map, 1)
+    await expect(mover.begin(other, 's3')).rejects.toThrow(/one move per source at a time/)
+    await mover.cutOver({ start: partly.start, end: partly.start + 1 })
     const idle = await mover.cutOver({ start: s2.start, end: s2.start + 1 })
     expect(idle.rowsCopied).toBe(0)
     expect(idle.map.version).toBe(moverStore.version)
@@ -349,5 +354,181 @@ describe('moving a slot range with the fence', () => {
         fenceDelay: 10,
       }),
     ).toThrow(/invalid option "fenceDelay"/)
+  })
+})
+
+describe('copying a slot range before the fence', () => {
+  /** Writers that insert, update and delete their own orders of `users` until stopped; the model is what they were told succeeded. */
+  function churn(routers: ShardRouter[], users: string[]) {
+    const model = new Map<number, { user: string; total: number }>()
+    let stop = false
+    let ops = 0
+    const run = async (router: ShardRouter, w: number) => {
+      const mine: number[] = []
+      for (let i = 0; !stop && i < 2000; i++) {
+        const user = users[(i * 7 + w) % users.length]!
+        const pick = mine.length === 0 ? 0 : i % 3
+        if (pick === 0) {
+          mine.push(await insert(router, user))
+          model.set(mine[mine.length - 1]!, { user, total: 10 })
+        } else if (pick === 1) {
+          const id = mine[i % mine.length]!
+          const row = model.get(id)!
+          await router.query(row.user, 'UPDATE orders SET total = ? WHERE id = ? AND user_id = ?', [
+            i,
+            id,
+            row.user,
+          ])
+          model.set(id, { user: row.user, total: i })
+        } else {
+          const id = mine.splice(i % mine.length, 1)[0]!
+          const row = model.get(id)!
+          await router.query(row.user, 'DELETE FROM orders WHERE id = ? AND user_id = ?', [
+            id,
+            row.user,
+          ])
+          model.delete(id)
+        }
+        ops++
+      }
+    }
+    let failed: unknown
+    const running = Promise.all(
+      routers.map((router, w) =>
+        run(router, w).catch((error: unknown) => {
+          failed ??= error
+          throw error
+        }),
+      ),
+    )
+    running.catch(() => {})
+    return {
+      model,
+      ops: () => {
+        if (failed !== undefined) throw failed
+        return ops
+      },
+      stop: async () => {
+        stop = true
+        await running
+      },
+    }
+  }
+
+  it('copies in chunks while orders are inserted, updated and deleted, catches up from the change log, and cuts over with every row as the writers left it', async () => {
+    const span = spanOnS1(moverStore.current(), 8)
+    const inside = keysIn(span, 6, 'bulk')
+    const outside = keysIn(span, 4, 'bulk-out', moverStore.current())
+    const seeded = await Promise.all(
+      [...inside, ...inside, ...inside].map((user) => insert(fresh, user)),
+    )
+    await mover.begin(span, 's3')
+    await staleStore.refresh()
+    const load = churn([fresh, stale, fresh], [...inside, ...outside])
+    const waitOps = async (n: number) => {
+      const target = load.ops() + n
+      while (load.ops() < target) await new Promise((r) => setTimeout(r, 5))
+    }
+    await waitOps(20)
+    const copied = await mover.copy(span)
+    expect(copied.rowsCopied).toBeGreaterThanOrEqual(1)
+    await waitOps(20)
+    const caught = await mover.catchUp(span)
+    expect(caught.entriesRead).toBeGreaterThan(0)
+    expect(
+      moverStore.current().ranges.find((r) => r.start <= span.start && span.start < r.end)!.moving
+        ?.phase,
+    ).toBe('catching-up')
+    await waitOps(20)
+    const cut = await mover.cutOver(span)
+    // Under the fence only the change log's tail was applied: nothing was copied again.
+    expect(cut.rowsCopied).toBe(0)
+    expect(cut.rowsVerified).toBeGreaterThan(0)
+    await waitOps(20)
+    await load.stop()
+    await mover.purge(span, 's1')
+
+    // Every order is where its key belongs, once, with the total the writers last set.
+    const expected = new Map<number, number>()
+    for (const id of seeded) expected.set(id, 10)
+    for (const [id, row] of load.model) expected.set(id, row.total)
+    const found = new Map<number, number>()
+    for (const shard of ['s1', 's2', 's3']) {
+      const rows = (await sql(
+        url[shard]!,
+        'SELECT id, user_id, total FROM orders WHERE user_id IN (?)',
+        [[...inside, ...outside]],
+      )) as Array<{ id: number; user_id: string; total: string }>
+      for (const row of rows) {
+        expect(found.has(Number(row.id))).toBe(false)
+        found.set(Number(row.id), Number(row.total))
+        expect(shard).toBe(inside.includes(row.user_id) ? 's3' : 's1')
+      }
+    }
+    expect(found).toEqual(expected)
+    // The change log and its triggers are gone from the source.
+    expect(await sql(url.s1!, "SHOW TRIGGERS LIKE 'orders'")).toEqual([])
+    expect(await sql(url.s1!, "SHOW TABLES LIKE 'ballast_change_log'")).toEqual([])
+  })
+
+  it('resumes a copy from the place kept in the store after the mover stopped half way', async () => {
+    const span = spanOnS1(moverStore.current(), 8)
+    const inside = keysIn(span, 40, 'resume-copy')
+    await Promise.all(inside.map((user) => insert(fresh, user)))
+    const slow = createSlotMover({
+      store: moverStore,
+      shards,
+      tables: [{ table: 'orders', key: 'user_id' }],
+      fenceDelay: LEASE,
+      chunkRows: 5,
+      chunkDelay: 50,
+    })
+    await slow.begin(span, 's3')
+    const copying = slow.copy(span).catch((e: unknown) => e)
+    // Once a few chunks are kept in the store, the mover goes away (its pools close under it).
+    const progress = async () => {
+      const rows = (await sql(
+        meta.url,
+        'SELECT progress FROM ballast_slot_map_moves WHERE span_start = ?',
+        [span.start],
+      )) as Array<{ progress: string }>
+      return rows[0] === undefined
+        ? 0
+        : (JSON.parse(rows[0].progress) as { rowsCopied: number }).rowsCopied
+    }
+    while ((await progress()) < 10) await new Promise((r) => setTimeout(r, 20))
+    await slow.close()
+    expect(await copying).toBeInstanceOf(Error)
+    const before = await progress()
+    expect(before).toBeLessThan(inside.length)
+    const resumed = await mover.copy(span)
+    expect(resumed.rowsCopied).toBeLessThan(inside.length)
+    expect(resumed.totalRowsCopied).toBeGreaterThanOrEqual(inside.length)
+    const cut = await mover.cutOver(span)
+    expect(cut.rowsVerified).toBe(inside.length)
+    expect((await idsOn(inside)).s3).toHaveLength(inside.length)
+    await mover.purge(span, 's1')
+  })
+
+  it('rolls the cut-over back when the copies differ, and the source keeps the range', async () => {
+    const span = spanOnS1(moverStore.current(), 4)
+    const inside = keysIn(span, 3, 'verify')
+    const ids = await Promise.all(inside.map((user) => insert(fresh, user)))
+    await mover.begin(span, 's3')
+    await mover.copy(span)
+    // Something other than the routers writes the target's copy.
+    await sql(url.s3!, 'UPDATE orders SET total = 999 WHERE id = ?', [ids[0]])
+    const error = await mover.cutOver(span).catch((e: unknown) => e)
+    expect(error).toBeInstanceOf(SlotCopyMismatchError)
+    expect((error as SlotCopyMismatchError).code).toBe('E_SHARD_SLOT_COPY_MISMATCH')
+    expect((error as SlotCopyMismatchError).table).toBe('orders')
+    // Still s1's: writes land there.
+    const during = await insert(fresh, inside[1]!)
+    expect((await idsOn(inside)).s1).toContain(during)
+    await sql(url.s3!, 'UPDATE orders SET total = 10 WHERE id = ?', [ids[0]])
+    const cut = await mover.cutOver(span)
+    expect(cut.rowsApplied).toBe(1)
+    expect((await idsOn(inside)).s3).toEqual([...ids, during].sort((a, b) => a - b))
+    await mover.purge(span, 's1')
   })
 })
