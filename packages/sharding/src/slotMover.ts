@@ -126,6 +126,9 @@ export interface CatchUpResult {
  * catch-up's progress: entries are deleted once applied).
  */
 interface MoveProgress {
+  /** The source and the target, for an abort that must finish after the map was given back. */
+  from?: string
+  to?: string
   /** Per table, the primary key the copy reached, or `true` once the table is copied. */
   copied: Record<string, unknown[] | true>
   rowsCopied: number
@@ -283,7 +286,13 @@ export class SlotMover {
           await this.#deleteSpan(target, await this.#shape(target, table), map.slots, start, end)
       })
       await this.#startChangeLog(from)
-      await this.#saveProgress(start, end, { copied: {}, rowsCopied: 0, copyDone: false })
+      await this.#saveProgress(start, end, {
+        from,
+        to,
+        copied: {},
+        rowsCopied: 0,
+        copyDone: false,
+      })
       try {
         const next = await this.#store.update(
           map.version,
@@ -365,6 +374,94 @@ export class SlotMover {
         if (!(error instanceof SlotMapConflictError) || attempt >= 4) throw error
       }
     }
+  }
+
+  /**
+   * Gives up a move that has not been cut over: under the source's fence lock (so no cut-over
+   * can commit meanwhile), the map gives the span back to its source, no longer moving, and the
+   * fence rows go; then the target's copy of the span, the change log and the move's progress
+   * are deleted. Writes never left the source, and nothing is lost. Run again after a crash: it
+   * finishes the clean-up.
+   * @throws InvalidArgumentError if the span was already cut over (the fence says `moved`: run `cutOver` to finish), or is not moving and has no move to clean up.
+   */
+  async abort(span: SlotSpan): Promise<{ map: SlotMap; rowsDiscarded: number }> {
+    this.#open('abort')
+    let map = await this.#store.refresh()
+    const { start, end } = this.#checkSpan(span, map)
+    const parts = rangesIn(map, start, end)
+    const progress = await this.#loadProgress(start, end)
+    let from: string
+    let to: string
+    if (parts.every((p) => p.moving === undefined)) {
+      // The map was given back by a run that did not finish its clean-up.
+      const left = progress?.from !== undefined && progress.to !== undefined ? progress : undefined
+      if (left === undefined || parts.some((p) => p.shard !== left.from))
+        return argument.invalid('span', 'slots that are moving (begin() first)', `${start}-${end}`)
+      from = left.from!
+      to = left.to!
+    } else {
+      const moving = await this.#moving(span, 'abort')
+      from = moving.from
+      to = moving.to
+      map = await this.#on(from, async (fence) => {
+        await this.#query(fence, 'START TRANSACTION')
+        let committed = false
+        try {
+          const states = (await this.#query(
+            fence,
+            `SELECT state FROM \`${this.#fenceTable}\` WHERE slot >= ? AND slot < ? FOR UPDATE`,
+            [start, end],
+          )) as Array<{ state: string }>
+          if (states.some((r) => r.state === 'moved'))
+            argument.invalid(
+              'span',
+              'a move not yet cut over (run cutOver() to finish it)',
+              `${start}-${end}`,
+            )
+          const back = await this.#store.update(
+            moving.map.version,
+            rewrite(moving.map, start, end, (part) => ({
+              start: part.start,
+              end: part.end,
+              shard: from,
+            })),
+          )
+          await this.#query(
+            fence,
+            `DELETE FROM \`${this.#fenceTable}\` WHERE slot >= ? AND slot < ?`,
+            [start, end],
+          )
+          await this.#query(fence, 'COMMIT')
+          committed = true
+          return back
+        } finally {
+          if (!committed) await this.#query(fence, 'ROLLBACK').catch(() => {})
+        }
+      })
+    }
+    // A run that died after giving the map back may have left the fence rows: they go.
+    await this.#on(from, (source) =>
+      this.#query(
+        source,
+        `DELETE FROM \`${this.#fenceTable}\` WHERE slot >= ? AND slot < ? AND state = 'copying'`,
+        [start, end],
+      ),
+    )
+    let rowsDiscarded = 0
+    await this.#on(to, async (target) => {
+      for (const table of this.#tables)
+        rowsDiscarded += await this.#deleteSpan(
+          target,
+          await this.#shape(target, table),
+          map.slots,
+          start,
+          end,
+        )
+    })
+    if (!map.ranges.some((r) => r.shard === from && r.moving !== undefined))
+      await this.#stopChangeLog(from)
+    await this.#deleteProgress(start, end)
+    return { map, rowsDiscarded }
   }
 
   /**

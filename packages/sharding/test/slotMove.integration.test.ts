@@ -531,4 +531,79 @@ describe('copying a slot range before the fence', () => {
     expect((await idsOn(inside)).s3).toEqual([...ids, during].sort((a, b) => a - b))
     await mover.purge(span, 's1')
   })
+
+  it("aborts after the copy: traffic stays on the source, the target's partial copy and the change log go, nothing is lost", async () => {
+    const span = spanOnS1(moverStore.current(), 6)
+    const inside = keysIn(span, 4, 'abort')
+    const seeded = await Promise.all(inside.map((user) => insert(fresh, user)))
+    await mover.begin(span, 's3')
+    await staleStore.refresh()
+    await mover.copy(span)
+    expect((await idsOn(inside)).s3).toHaveLength(seeded.length)
+    const during = await insert(stale, inside[0]!)
+    const aborted = await mover.abort(span)
+    expect(aborted.rowsDiscarded).toBeGreaterThanOrEqual(seeded.length)
+    const range = aborted.map.ranges.find((r) => r.start <= span.start && span.start < r.end)!
+    expect(range.shard).toBe('s1')
+    expect(range.moving).toBeUndefined()
+    // The stale router still thinks the span moves: its checked write finds no fence row and lands on s1.
+    const after = [await insert(stale, inside[1]!), await insert(fresh, inside[2]!)]
+    const ids = await idsOn(inside)
+    expect(ids.s1).toEqual([...seeded, during, ...after].sort((a, b) => a - b))
+    expect(ids.s3).toEqual([])
+    expect(
+      await sql(url.s1!, 'SELECT slot FROM ballast_slot_fence WHERE slot >= ? AND slot < ?', [
+        span.start,
+        span.end,
+      ]),
+    ).toEqual([])
+    expect(await sql(url.s1!, "SHOW TRIGGERS LIKE 'orders'")).toEqual([])
+    // Nothing left to abort; a cut-over span cannot be aborted.
+    await expect(mover.abort(span)).rejects.toThrow(/slots that are moving/)
+  })
+
+  it('refuses to abort a range already cut over', async () => {
+    const span = spanOnS1(moverStore.current(), 2)
+    await mover.begin(span, 's3')
+    // As a cut-over that died after its commit leaves it.
+    await sql(
+      url.s1!,
+      "UPDATE ballast_slot_fence SET state = 'moved' WHERE slot >= ? AND slot < ?",
+      [span.start, span.end],
+    )
+    await expect(mover.abort(span)).rejects.toThrow(/run cutOver\(\) to finish it/)
+    const cut = await mover.cutOver(span)
+    expect(cut.map.ranges.find((r) => r.start <= span.start && span.start < r.end)!.shard).toBe(
+      's3',
+    )
+  })
+
+  it('finishes an abort that died after giving the map back', async () => {
+    const span = spanOnS1(moverStore.current(), 2)
+    const inside = keysIn(span, 2, 'abort-crash')
+    const seeded = await Promise.all(inside.map((user) => insert(fresh, user)))
+    await mover.begin(span, 's3')
+    await mover.copy(span)
+    // What an abort that died right after its map change leaves: the map gives the span back,
+    // the target still has the copy, the source the fence rows and the change log.
+    const map = moverStore.current()
+    await moverStore.update(
+      map.version,
+      map.ranges.map((r) =>
+        r.moving !== undefined ? { start: r.start, end: r.end, shard: r.shard } : r,
+      ),
+    )
+    const done = await mover.abort(span)
+    expect(done.rowsDiscarded).toBe(seeded.length)
+    const ids = await idsOn(inside)
+    expect(ids.s1).toEqual(seeded.sort((a, b) => a - b))
+    expect(ids.s3).toEqual([])
+    expect(
+      await sql(url.s1!, 'SELECT slot FROM ballast_slot_fence WHERE slot >= ? AND slot < ?', [
+        span.start,
+        span.end,
+      ]),
+    ).toEqual([])
+    expect(await sql(url.s1!, "SHOW TRIGGERS LIKE 'orders'")).toEqual([])
+  })
 })
