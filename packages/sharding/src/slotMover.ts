@@ -832,9 +832,15 @@ export class SlotMover {
         if (shape === undefined || !this.#inSpan(entry.shard_key, slots, start, end)) continue
         rows.set(`${entry.tbl}\u0000${entry.pk}`, { shape, pk: JSON.parse(entry.pk) as unknown[] })
       }
+      const byTable = new Map<TableShape, unknown[][]>()
       for (const { shape, pk } of rows.values()) {
-        await this.#syncRow(source, target, shape, pk, slots, start, end)
-        applied++
+        const pks = byTable.get(shape)
+        if (pks === undefined) byTable.set(shape, [pk])
+        else pks.push(pk)
+      }
+      for (const [shape, pks] of byTable) {
+        await this.#syncRows(source, target, shape, pks, slots, start, end)
+        applied += pks.length
       }
       await this.#query(source, `DELETE FROM \`${this.#logTable}\` WHERE seq IN (?)`, [
         entries.map((e) => e.seq),
@@ -844,25 +850,41 @@ export class SlotMover {
     return { applied, read }
   }
 
-  /** Makes the target's copy of one row what the source has now (or nothing, if the row left the span). */
-  async #syncRow(
+  /**
+   * Makes the target's copies of logged rows what the source has now: one read of them on the
+   * source, then one delete (rows gone, or whose key left the span) and one replace (the rest)
+   * on the target. The delete goes first, so a row found under another spelling of its key
+   * than the log's is deleted and written back, never lost.
+   */
+  async #syncRows(
     source: PoolConnection,
     target: PoolConnection,
     shape: TableShape,
-    pk: unknown[],
+    pks: unknown[][],
     slots: number,
     start: number,
     end: number,
   ): Promise<void> {
-    const where = `(${shape.primaryKey.map(quote).join(', ')}) = (${pk.map(() => '?').join(', ')})`
-    const [row] = (await this.#query(
+    const columns = `(${shape.primaryKey.map(quote).join(', ')})`
+    const found = (await this.#query(
       source,
-      `SELECT * FROM ${shape.quoted} WHERE ${where}`,
-      pk,
+      `SELECT * FROM ${shape.quoted} WHERE ${columns} IN (?)`,
+      [pks],
     )) as Array<Record<string, unknown>>
-    if (row !== undefined && this.#inSpan(row[shape.key], slots, start, end))
-      await this.#write(target, shape, [row])
-    else await this.#query(target, `DELETE FROM ${shape.quoted} WHERE ${where}`, pk)
+    const keyOf = (values: unknown[]) => JSON.stringify(values.map(String))
+    const seen = new Set<string>()
+    const keep: Array<Record<string, unknown>> = []
+    const gone: unknown[][] = []
+    for (const row of found) {
+      const pk = shape.primaryKey.map((c) => row[c])
+      seen.add(keyOf(pk))
+      if (this.#inSpan(row[shape.key], slots, start, end)) keep.push(row)
+      else gone.push(pk)
+    }
+    for (const pk of pks) if (!seen.has(keyOf(pk))) gone.push(pk)
+    if (gone.length > 0)
+      await this.#query(target, `DELETE FROM ${shape.quoted} WHERE ${columns} IN (?)`, [gone])
+    if (keep.length > 0) await this.#write(target, shape, keep)
   }
 
   /** Writes rows to the target, replacing a row with the same primary key. */
