@@ -105,7 +105,19 @@ export {
   DEFAULT_SLOT_MAP_STORE_OPTIONS,
   SlotMapStore,
 } from './slotMapStore.js'
-export type { CutOverResult, MovedTable, SlotMoverOptions, SlotSpan } from './slotMover.js'
+export type {
+  CatchUpResult,
+  ChunkCopiedEvent,
+  CopyResult,
+  CutOverResult,
+  LogAppliedEvent,
+  MovedTable,
+  MoveStep,
+  PhaseChangedEvent,
+  SlotMoverEvents,
+  SlotMoverOptions,
+  SlotSpan,
+} from './slotMover.js'
 export { createSlotMover, DEFAULT_SLOT_MOVER_OPTIONS, SlotMover } from './slotMover.js'
 export { sqlIdentifier } from './sqlIdentifier.js'
 export type { ShardTransaction } from './transaction.js'

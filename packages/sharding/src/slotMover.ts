@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto'
-import { type Duration, merge } from '@ballast/shared'
+import { type Duration, Emitter, merge, type Unsubscribe } from '@ballast/shared'
 import { createPool, type Pool, type PoolConnection, type PoolOptions } from 'mysql2/promise'
 import {
   InvalidArgumentError,
@@ -149,6 +149,61 @@ export interface CutOverResult {
   rowsVerified: number
 }
 
+/** Where a move is, in {@link PhaseChangedEvent}: a map phase, or its end. */
+export type MoveStep = 'copying' | 'catching-up' | 'fenced' | 'moved' | 'aborted'
+
+/** Payload of the `phase-changed` event. */
+export interface PhaseChangedEvent {
+  /** The span's first slot. */
+  start: number
+  /** One past the span's last slot. */
+  end: number
+  /** The source. */
+  from: string
+  /** The target. */
+  to: string
+  /** The phase the move entered: the map's (`copying`, `catching-up`, `fenced`), or `moved` (cut over) or `aborted`. */
+  phase: MoveStep
+}
+
+/** Payload of the `chunk-copied` event: one primary-key chunk of {@link SlotMover.copy}. */
+export interface ChunkCopiedEvent {
+  /** The span's first slot. */
+  start: number
+  /** One past the span's last slot. */
+  end: number
+  /** The table. */
+  table: string
+  /** Rows of the span in this chunk, written to the target. */
+  rows: number
+  /** Rows of the span copied by every run of the copy so far. */
+  totalRows: number
+}
+
+/** Payload of the `log-applied` event: one pass of {@link SlotMover.catchUp}. */
+export interface LogAppliedEvent {
+  /** The span's first slot. */
+  start: number
+  /** One past the span's last slot. */
+  end: number
+  /** Change log entries read. */
+  entries: number
+  /** Rows of the span written or deleted on the target. */
+  rows: number
+  /** Entries left in the log: the catch-up's lag. */
+  lagEntries: number
+}
+
+/** The events of a {@link SlotMover}, with their payloads: its progress. */
+export interface SlotMoverEvents {
+  /** A move entered a phase. */
+  'phase-changed': PhaseChangedEvent
+  /** A chunk of the copy was written to the target. */
+  'chunk-copied': ChunkCopiedEvent
+  /** A catch-up pass ended. */
+  'log-applied': LogAppliedEvent
+}
+
 /** A primary key scan of one table: its quoted columns. */
 interface TableShape {
   name: string
@@ -170,6 +225,7 @@ let construct: (options: SlotMoverOptions) => SlotMover
  * the range is its copy time); the bulk copy before the fence comes next.
  */
 export class SlotMover {
+  readonly #events = new Emitter<SlotMoverEvents>()
   readonly #store: SlotMapStore
   readonly #internals: SlotMapStoreInternals
   readonly #fenceTable: string
@@ -298,6 +354,7 @@ export class SlotMover {
           map.version,
           rewrite(map, start, end, (part) => ({ ...part, moving: { to, phase: 'copying' } })),
         )
+        this.#phase(start, end, from, to, 'copying')
         await sleep(this.#fenceDelayMs)
         return next
       } catch (error) {
@@ -350,6 +407,7 @@ export class SlotMover {
             moving: { to: target, phase: 'fenced' },
           })),
         )
+        this.#phase(start, end, from, target, 'fenced')
       }
       const done = await this.#fencedCopy(from, target, start, end)
       rowsCopied = done.copied
@@ -369,6 +427,7 @@ export class SlotMover {
         await this.#deleteProgress(start, end)
         if (!map.ranges.some((r) => r.shard === from && r.moving !== undefined))
           await this.#stopChangeLog(from)
+        this.#phase(start, end, from, target, 'moved')
         return { map, rowsCopied, rowsDiscarded, rowsApplied, rowsVerified }
       } catch (error) {
         if (!(error instanceof SlotMapConflictError) || attempt >= 4) throw error
@@ -461,6 +520,7 @@ export class SlotMover {
     if (!map.ranges.some((r) => r.shard === from && r.moving !== undefined))
       await this.#stopChangeLog(from)
     await this.#deleteProgress(start, end)
+    this.#phase(start, end, from, to, 'aborted')
     return { map, rowsDiscarded }
   }
 
@@ -494,6 +554,42 @@ export class SlotMover {
         )
     })
     return { rowsDeleted }
+  }
+
+  /**
+   * Adds a listener of the mover's progress; returns a function that removes it. A listener that
+   * throws never breaks the move: its error is rethrown in a microtask.
+   * @example
+   * ```ts
+   * mover.on('chunk-copied', ({ table, totalRows }) => log.info({ table, totalRows }))
+   * ```
+   */
+  on<K extends keyof SlotMoverEvents>(
+    event: K,
+    listener: (event: SlotMoverEvents[K]) => void,
+  ): Unsubscribe {
+    return this.#events.on(event, listener)
+  }
+
+  /** Adds a listener called at most once; returns a function that removes it. */
+  once<K extends keyof SlotMoverEvents>(
+    event: K,
+    listener: (event: SlotMoverEvents[K]) => void,
+  ): Unsubscribe {
+    return this.#events.once(event, listener)
+  }
+
+  /** Removes a listener added with {@link SlotMover.on} or {@link SlotMover.once}. */
+  off<K extends keyof SlotMoverEvents>(
+    event: K,
+    listener: (event: SlotMoverEvents[K]) => void,
+  ): void {
+    this.#events.off(event, listener)
+  }
+
+  #phase(start: number, end: number, from: string, to: string, phase: MoveStep): void {
+    if (this.#events.has('phase-changed'))
+      this.#events.emit('phase-changed', { start, end, from, to, phase })
   }
 
   /** Closes the mover's pools. */
@@ -716,6 +812,14 @@ export class SlotMover {
               const tail = rows[rows.length - 1]!
               progress.copied[shape.name] = shape.primaryKey.map((c) => tail[c])
               await this.#saveProgress(start, end, progress)
+              if (this.#events.has('chunk-copied'))
+                this.#events.emit('chunk-copied', {
+                  start,
+                  end,
+                  table: shape.name,
+                  rows: moving.length,
+                  totalRows: progress.rowsCopied,
+                })
               if (this.#chunkDelayMs > 0) await sleep(this.#chunkDelayMs)
             },
             reached,
@@ -746,9 +850,12 @@ export class SlotMover {
           map.version,
           rewrite(map, start, end, (part) => ({ ...part, moving: { to, phase: 'catching-up' } })),
         )
-        .catch((error: unknown) => {
-          if (!(error instanceof SlotMapConflictError)) throw error
-        })
+        .then(
+          () => this.#phase(start, end, from, to, 'catching-up'),
+          (error: unknown) => {
+            if (!(error instanceof SlotMapConflictError)) throw error
+          },
+        )
     }
     return this.#on(from, (source) =>
       this.#on(to, async (target) => {
@@ -770,7 +877,16 @@ export class SlotMover {
           source,
           `SELECT COUNT(*) AS n FROM \`${this.#logTable}\``,
         )) as [{ n: unknown }]
-        return { rowsApplied: done.applied, entriesRead: done.read, lagEntries: Number(left) }
+        const lagEntries = Number(left)
+        if (this.#events.has('log-applied'))
+          this.#events.emit('log-applied', {
+            start,
+            end,
+            entries: done.read,
+            rows: done.applied,
+            lagEntries,
+          })
+        return { rowsApplied: done.applied, entriesRead: done.read, lagEntries }
       }),
     )
   }

@@ -14,7 +14,7 @@ import {
   type SlotSpan,
   slotFor,
 } from '../src/index.js'
-import { sql, type Topology, topology } from './fixtures.js'
+import { ORDERS_DDL, sql } from './fixtures.js'
 
 // The process that runs a move is SIGKILLed in the copy, in the catch-up and while it holds the
 // fence; the next run resumes, and every acknowledged write is on the new owner once.
@@ -22,7 +22,8 @@ import { sql, type Topology, topology } from './fixtures.js'
 
 const WORKER = fileURLToPath(new URL('./moverProcess.ts', import.meta.url))
 
-let topo: Topology
+/** Two shard databases with an orders table on the standard server (this file needs no replica). */
+let topo: { standard: string[]; cleanup(): Promise<void> }
 let meta: TempDatabase
 let shards: ShardConfig[]
 let store: SlotMapStore
@@ -32,7 +33,18 @@ let mover: SlotMover
 const children: ChildProcess[] = []
 
 beforeAll(async () => {
-  topo = await topology('mover_kill', 0, 2)
+  const server = await mysqlUrl()
+  const dbs = [
+    await tempDatabase(server, 'mover_kill_s0'),
+    await tempDatabase(server, 'mover_kill_s1'),
+  ]
+  for (const db of dbs) await sql(db.url, ORDERS_DDL)
+  topo = {
+    standard: dbs.map((db) => db.url),
+    cleanup: async () => {
+      await Promise.all(dbs.map((db) => db.cleanup()))
+    },
+  }
   meta = await tempDatabase(await mysqlUrl(), 'mover_kill_meta')
   shards = [
     { id: 's1', primary: topo.standard[0]! },

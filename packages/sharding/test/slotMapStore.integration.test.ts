@@ -9,9 +9,10 @@ import {
   type SlotMapStore,
   SlotMapUnavailableError,
 } from '../src/index.js'
-import { eventually, sql, type Topology, topology } from './fixtures.js'
+import { eventually, ORDERS_DDL, sql } from './fixtures.js'
 
-let topo: Topology
+/** Two shard databases with an orders table on the standard server (this file needs no replica). */
+let topo: { standard: string[]; cleanup(): Promise<void> }
 let meta: TempDatabase
 const stores: SlotMapStore[] = []
 
@@ -22,7 +23,18 @@ function store(options: Partial<Parameters<typeof createSlotMapStore>[0]> = {}):
 }
 
 beforeAll(async () => {
-  topo = await topology('slot_map_store', 0, 2)
+  const server = await mysqlUrl()
+  const dbs = [
+    await tempDatabase(server, 'slot_map_store_s0'),
+    await tempDatabase(server, 'slot_map_store_s1'),
+  ]
+  for (const db of dbs) await sql(db.url, ORDERS_DDL)
+  topo = {
+    standard: dbs.map((db) => db.url),
+    cleanup: async () => {
+      await Promise.all(dbs.map((db) => db.cleanup()))
+    },
+  }
   meta = await tempDatabase(await mysqlUrl(), 'slot_map_meta')
 })
 
