@@ -1,10 +1,12 @@
 import { mysqlUrl, type TempDatabase, tempDatabase } from '@ballast/testkit'
-import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { captureListenerErrors } from '@ballast/testkit/vitest'
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest'
 import {
   createShardRouter,
   createSlotMapStore,
   createSlotMover,
   InvalidArgumentError,
+  type LogAppliedEvent,
   type ShardConfig,
   type ShardRouter,
   SlotCopyMismatchError,
@@ -605,5 +607,53 @@ describe('copying a slot range before the fence', () => {
       ]),
     ).toEqual([])
     expect(await sql(url.s1!, "SHOW TRIGGERS LIKE 'orders'")).toEqual([])
+  })
+
+  it('reports its progress: phases in order, each chunk copied, each catch-up pass; a throwing listener breaks nothing', async () => {
+    const span = spanOnS1(moverStore.current(), 4)
+    const inside = keysIn(span, 6, 'events')
+    await Promise.all(inside.map((user) => insert(fresh, user)))
+    const phases: string[] = []
+    let chunkRows = 0
+    const passes: LogAppliedEvent[] = []
+    const boom = new Error('listener bug')
+    const rethrown = captureListenerErrors()
+    const offs = [
+      mover.on('phase-changed', (e) => {
+        expect(e).toMatchObject({ start: span.start, end: span.end, from: 's1', to: 's3' })
+        phases.push(e.phase)
+      }),
+      mover.on('chunk-copied', (e) => {
+        chunkRows += e.rows
+      }),
+      mover.on('chunk-copied', () => {
+        throw boom
+      }),
+      mover.on('log-applied', (e) => passes.push(e)),
+    ]
+    try {
+      await mover.begin(span, 's3')
+      const copied = await mover.copy(span)
+      await insert(fresh, inside[0]!)
+      const caught = await mover.catchUp(span)
+      await mover.cutOver(span)
+      expect(phases).toEqual(['copying', 'catching-up', 'fenced', 'moved'])
+      expect(chunkRows).toBe(copied.rowsCopied)
+      expect(passes).toEqual([
+        {
+          start: span.start,
+          end: span.end,
+          entries: caught.entriesRead,
+          rows: caught.rowsApplied,
+          lagEntries: caught.lagEntries,
+        },
+      ])
+      expect(caught.rowsApplied).toBe(1)
+      await vi.waitFor(() => expect(rethrown.length).toBeGreaterThan(0))
+      expect(rethrown.every((e) => e === boom)).toBe(true)
+    } finally {
+      for (const off of offs) off()
+    }
+    await mover.purge(span, 's1')
   })
 })
