@@ -322,6 +322,30 @@ export class SlotCopyMismatchError extends ShardingError {
   }
 }
 
+/**
+ * Another slot mover is running a step of a move off the same source shard (one move per
+ * source, its steps one at a time): this step did not start. Retryable once the other step ends;
+ * a mover process that died releases it at once (the lock is its connection's).
+ */
+export class SlotMoveBusyError extends ShardingError {
+  /** The class name, `SlotMoveBusyError`. */
+  override name = 'SlotMoveBusyError'
+  /** The source shard whose move lock is held. */
+  readonly shard: string
+  /** The step that was refused, such as `'copy'`. */
+  readonly operation: string
+
+  constructor(shard: string, operation: string, options: ShardingErrorOptions = {}) {
+    super(
+      'E_SHARD_SLOT_MOVE_BUSY',
+      `another slot mover is running a step of a move off shard "${shard}": ${operation}() did not start`,
+      { retryable: true, ...options },
+    )
+    this.shard = shard
+    this.operation = operation
+  }
+}
+
 /** Every error class of `@ballast/sharding`, by name. */
 export const errors = {
   /** Base class of every error of the package. See {@link ShardingError}. */
@@ -356,6 +380,8 @@ export const errors = {
   InvalidSlotMapError,
   /** A moving range's rows differ between source and target at the cut-over. See {@link SlotCopyMismatchError}. */
   SlotCopyMismatchError,
+  /** Another mover runs a step of a move off the same source (retryable). See {@link SlotMoveBusyError}. */
+  SlotMoveBusyError,
 } as const
 
 /** Whether `error` was thrown by `@ballast/sharding` (any installed copy of it). */

@@ -22,6 +22,7 @@ export {
   SlotCopyMismatchError,
   SlotMapConflictError,
   SlotMapUnavailableError,
+  SlotMoveBusyError,
   SlotMovedError,
   UnknownShardError,
   UnsafeStatementError,

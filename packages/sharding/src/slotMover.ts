@@ -7,6 +7,7 @@ import {
   ShardUnavailableError,
   SlotCopyMismatchError,
   SlotMapConflictError,
+  SlotMoveBusyError,
 } from './errors.js'
 import { argument, option, POSITIVE } from './internal/check.js'
 import { fenceTableDdl } from './internal/fence.js'
@@ -300,6 +301,10 @@ export class SlotMover {
    */
   async begin(span: SlotSpan, to: string): Promise<SlotMap> {
     this.#open('begin')
+    return this.#exclusive(span, 'begin', () => this.#beginStep(span, to))
+  }
+
+  async #beginStep(span: SlotSpan, to: string): Promise<SlotMap> {
     argument.string('to', to, { pattern: SHARD_ID })
     if (!this.#shards.has(to)) argument.invalid('to', "one of the mover's shards", to)
     for (let attempt = 0; ; attempt++) {
@@ -374,6 +379,10 @@ export class SlotMover {
    */
   async cutOver(span: SlotSpan): Promise<CutOverResult> {
     this.#open('cutOver')
+    return this.#exclusive(span, 'cutOver', () => this.#cutOverStep(span))
+  }
+
+  async #cutOverStep(span: SlotSpan): Promise<CutOverResult> {
     let map = await this.#store.refresh()
     const { start, end } = this.#checkSpan(span, map)
     const parts = rangesIn(map, start, end)
@@ -445,6 +454,10 @@ export class SlotMover {
    */
   async abort(span: SlotSpan): Promise<{ map: SlotMap; rowsDiscarded: number }> {
     this.#open('abort')
+    return this.#exclusive(span, 'abort', () => this.#abortStep(span))
+  }
+
+  async #abortStep(span: SlotSpan): Promise<{ map: SlotMap; rowsDiscarded: number }> {
     let map = await this.#store.refresh()
     const { start, end } = this.#checkSpan(span, map)
     const parts = rangesIn(map, start, end)
@@ -599,6 +612,60 @@ export class SlotMover {
     await Promise.all([...this.#pools.values()].map((pool) => pool.end().catch(() => {})))
   }
 
+  /**
+   * Runs a step holding the move lock of the span's source (`GET_LOCK` on a connection of its
+   * primary, named after its database): one step of one move off a source at a time, across
+   * processes. A process that dies drops its connection, and the lock with it.
+   */
+  async #exclusive<R>(span: SlotSpan, operation: string, step: () => Promise<R>): Promise<R> {
+    const map = await this.#store.refresh()
+    const { start } = this.#checkSpan(span, map)
+    const source = rangesIn(map, start, start + 1)[0]!.shard
+    const lock = "CONCAT('ballast_slot_move:', DATABASE())"
+    let connection: PoolConnection
+    try {
+      connection = await this.#pool(source).getConnection()
+    } catch (cause) {
+      throw new ShardUnavailableError(
+        source,
+        'primary',
+        `primary of shard "${source}" is unavailable to the slot mover`,
+        { cause },
+      )
+    }
+    // The lock's connection is only held while the step runs: the step's own errors pass through
+    // as they are (they name their own shard).
+    let broken = false
+    try {
+      let got: unknown
+      try {
+        ;[{ got }] = (await this.#query(connection, `SELECT GET_LOCK(${lock}, 0) AS got`)) as [
+          { got: unknown },
+        ]
+      } catch (error) {
+        if (!isConnectionError(error)) throw error
+        broken = true
+        throw new ShardUnavailableError(
+          source,
+          'primary',
+          `primary of shard "${source}" failed during a slot move`,
+          { cause: error },
+        )
+      }
+      if (Number(got) !== 1) throw new SlotMoveBusyError(source, operation)
+      try {
+        return await step()
+      } finally {
+        await this.#query(connection, `SELECT RELEASE_LOCK(${lock})`).catch(() => {
+          broken = true
+        })
+      }
+    } finally {
+      if (broken) connection.destroy()
+      else connection.release()
+    }
+  }
+
   #open(operation: string): void {
     if (this.#closed) throw new ShardingClosedError('slot mover', operation)
   }
@@ -623,7 +690,7 @@ export class SlotMover {
         typeof config.primary === 'string' ? { uri: config.primary } : { ...config.primary }
       // Values travel as the server prints them: no Date or float rounding on the way through.
       pool = createPool({
-        connectionLimit: 3,
+        connectionLimit: 4,
         connectTimeout: Math.min(this.#timeoutMs, 10_000),
         ...base,
         supportBigNumbers: true,
@@ -788,6 +855,10 @@ export class SlotMover {
    */
   async copy(span: SlotSpan): Promise<CopyResult> {
     this.#open('copy')
+    return this.#exclusive(span, 'copy', () => this.#copyStep(span))
+  }
+
+  async #copyStep(span: SlotSpan): Promise<CopyResult> {
     const { from, to, start, end, slots } = await this.#moving(span, 'copy')
     const progress = (await this.#loadProgress(start, end)) ?? {
       copied: {},
@@ -843,6 +914,10 @@ export class SlotMover {
    */
   async catchUp(span: SlotSpan): Promise<CatchUpResult> {
     this.#open('catchUp')
+    return this.#exclusive(span, 'catchUp', () => this.#catchUpStep(span))
+  }
+
+  async #catchUpStep(span: SlotSpan): Promise<CatchUpResult> {
     const { from, to, start, end, slots, map } = await this.#moving(span, 'catchUp')
     if (rangesIn(map, start, end).some((p) => p.moving?.phase === 'copying')) {
       await this.#store

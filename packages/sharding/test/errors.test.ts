@@ -52,6 +52,7 @@ describe('every error class', () => {
     SlotMapConflictError: new errors.SlotMapConflictError(3, { cause }),
     InvalidSlotMapError: new errors.InvalidSlotMapError('gap at slot 5', { cause }),
     SlotCopyMismatchError: new errors.SlotCopyMismatchError('orders', '3 rows vs 2', { cause }),
+    SlotMoveBusyError: new errors.SlotMoveBusyError('s1', 'copy', { cause }),
   }
 
   it('covers every class of the errors map', () => {

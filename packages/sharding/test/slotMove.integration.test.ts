@@ -12,6 +12,7 @@ import {
   SlotCopyMismatchError,
   type SlotMap,
   type SlotMapStore,
+  SlotMoveBusyError,
   SlotMovedError,
   type SlotMover,
   type SlotSpan,
@@ -499,6 +500,15 @@ describe('copying a slot range before the fence', () => {
         : (JSON.parse(rows[0].progress) as { rowsCopied: number }).rowsCopied
     }
     while ((await progress()) < 10) await new Promise((r) => setTimeout(r, 20))
+    // One step of a move off a source at a time, whichever mover asks.
+    const busy = await mover.copy(span).catch((e: unknown) => e)
+    expect(busy).toBeInstanceOf(SlotMoveBusyError)
+    expect(busy).toMatchObject({
+      code: 'E_SHARD_SLOT_MOVE_BUSY',
+      retryable: true,
+      shard: 's1',
+      operation: 'copy',
+    })
     await slow.close()
     expect(await copying).toBeInstanceOf(Error)
     const before = await progress()
