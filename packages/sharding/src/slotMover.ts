@@ -218,12 +218,14 @@ let construct: (options: SlotMoverOptions) => SlotMover
 /**
  * Moves one slot range from its shard to another while the routers keep writing (see
  * `docs/resharding.md`): {@link SlotMover.begin} marks the range moving in the slot map (its
- * writers start checking the source's fence rows) and waits `fenceDelay`;
- * {@link SlotMover.cutOver} locks the fence, copies the range's rows to the target, marks the
- * fence `moved` and gives the range to the target in the map; {@link SlotMover.purge} deletes
- * the source's old copies after a grace period. Every step is idempotent and resumes after a
- * crash: run it again. This first version copies everything under the fence (the write pause of
- * the range is its copy time); the bulk copy before the fence comes next.
+ * writers start checking the source's fence rows), starts the source's change log and waits
+ * `fenceDelay`; {@link SlotMover.copy} copies the range's rows in primary-key chunks;
+ * {@link SlotMover.catchUp} applies the change log; {@link SlotMover.cutOver} locks the fence,
+ * applies the log's tail, verifies, marks the fence `moved` and gives the range to the target in
+ * the map; {@link SlotMover.purge} deletes the source's old copies after a grace period, and
+ * {@link SlotMover.abort} gives up a move before its cut-over. Every step is idempotent and
+ * resumes after a crash: run it again. One step of one move off a source runs at a time
+ * ({@link SlotMoveBusyError} otherwise).
  */
 export class SlotMover {
   readonly #events = new Emitter<SlotMoverEvents>()
@@ -370,11 +372,14 @@ export class SlotMover {
 
   /**
    * Cuts the span over to its target: on the source, locks the span's fence rows `FOR UPDATE`
-   * (checked writes in flight finish first, new ones wait), deletes what a failed run left of
-   * the span on the target, copies the span's rows of every table to the target, marks the
-   * fence rows `moved` and commits (waiting writes are refused and retried by their routers),
-   * then gives the span to the target in the map. A crash before the commit rolls the fence
-   * back (the source keeps the span); after it, running `cutOver` again only publishes the map.
+   * (checked writes in flight finish first, new ones wait); after {@link SlotMover.copy}, applies
+   * the change log's tail, else deletes what a failed run left of the span on the target and
+   * copies the whole span; with `verify`, compares the span's rows on both sides; marks the fence
+   * rows `moved` and commits (waiting writes are refused and retried by their routers), then gives
+   * the span to the target in the map and drops the change log. A crash before the commit rolls
+   * the fence back (the source keeps the span); after it, running `cutOver` again only publishes
+   * the map. A span that is not moving and owned by one shard is done: nothing happens.
+   * @throws SlotCopyMismatchError if the verification finds the copies different (rolled back).
    * @throws InvalidArgumentError if the span is not moving (call `begin` first).
    */
   async cutOver(span: SlotSpan): Promise<CutOverResult> {
