@@ -164,9 +164,10 @@ function portFree(port: number): Promise<boolean> {
  * A base port (a multiple of 100 in `[from, to)`) whose next `span` ports are all free, for
  * tests and benchmarks that start a shop beside others. Keep the range below the kernel's
  * ephemeral ports (32768 and up on Linux): fault proxies and other listeners on port 0 get
- * ports from there at any time.
+ * ports from there at any time. It starts at 22000: testkit's private Redis Clusters (the
+ * shop's sessions in tests) listen on 10000-11999 and their cluster bus on 20000-21999.
  */
-export async function findFreeBasePort(from = 20_000, to = 32_000, span = 100): Promise<number> {
+export async function findFreeBasePort(from = 22_000, to = 32_000, span = 100): Promise<number> {
   const slots = Math.floor((to - from) / 100)
   for (let attempt = 0; attempt < 40; attempt++) {
     const base = from + Math.floor(Math.random() * slots) * 100
