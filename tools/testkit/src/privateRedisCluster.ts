@@ -128,7 +128,8 @@ export interface PrivateRedisCluster {
   promote(replica: number | string, timeout?: number): Promise<'election' | 'takeover'>
   /**
    * Waits until every running, unpaused node reports `cluster_state:ok` with all slots
-   * assigned and every replica's link to its master up. Resolves with the milliseconds it
+   * assigned, every replica's link to its master is up, and every node's view names each
+   * replica as one (so `replicaOf()` answers from any node). Resolves with the milliseconds it
    * waited; rejects after `timeout` ms (default 20000) with the nodes' states.
    */
   waitHealthy(timeout?: number): Promise<number>
@@ -370,6 +371,7 @@ export async function startPrivateRedisCluster(
 
   const healthProblem = async (): Promise<string | undefined> => {
     const running = states.filter((s) => s.pid !== undefined && !s.paused)
+    const replicas = new Set<string>()
     for (const state of running) {
       let info: string
       try {
@@ -385,6 +387,18 @@ export async function startPrivateRedisCluster(
       const replication = String(await once(state.port, ['INFO', 'replication']))
       if (replication.includes('role:slave') && !replication.includes('master_link_status:up'))
         return `${state.port}: replica whose link to its master is down`
+      if (replication.includes('role:slave')) replicas.add(state.id)
+    }
+    // Every running node's view names each replica as one (gossip spreads a new replica's role
+    // over a few hundred ms after its link is up; replicaOf() reads one node's view).
+    for (const state of running) {
+      const nodes = String(await once(state.port, ['CLUSTER', 'NODES']))
+      for (const id of replicas) {
+        const line = nodes.split('\n').find((l) => l.startsWith(`${id} `))
+        const [, , flags, masterId] = line?.split(' ') ?? []
+        if (!flags?.split(',').includes('slave') || masterId === undefined || masterId === '-')
+          return `${state.port}: does not see ${find(id).port} as a replica yet`
+      }
     }
     return undefined
   }
