@@ -7,6 +7,8 @@
 import {
   type PrivateRedisCluster,
   type RecordedCall,
+  RIDE_OUT_CLUSTER_OPTIONS,
+  RIDE_OUT_TIMEOUT,
   redisKeySlot,
   servedAgainAfter,
   startLoad,
@@ -28,18 +30,7 @@ const NODE_TIMEOUT = 2000
 const LOOPS = 8
 /** ioredis's defaults: 16 redirections, 100 ms apart, give up after ~1.2 s. */
 const IOREDIS_DEFAULTS: ClusterOptions = {}
-/**
- * What the README documents: a call to a dead master costs two redirections per
- * `retryDelayOnFailover` (the connection error, then the MOVED back to it from another
- * node), so 32 × 400 ms wait ~6.4 s, above node-timeout (2 s) + detection + election (~2-3 s
- * on a busy machine); the packages' own timeouts sit above that.
- */
-const RIDE_OUT: ClusterOptions = {
-  retryDelayOnFailover: 400,
-  retryDelayOnClusterDown: 400,
-  maxRedirections: 32,
-}
-const RIDE_OUT_TIMEOUT = 8000
+const RIDE_OUT: ClusterOptions = RIDE_OUT_CLUSTER_OPTIONS
 const LIMIT = 40
 const INTERVAL = 1000
 

@@ -2,7 +2,12 @@
 // Shared servers for the cheap cases (the standalone Redis has no replica: WAIT returns 0; the
 // shared cluster has one per master: WAIT returns 1); a private cluster of its own for the
 // loss case (a replica made to lag, then its master SIGKILLed: ~9 s, marked below).
-import { type PrivateRedisCluster, redisKeySlot, startPrivateRedisCluster } from '@ballast/testkit'
+import {
+  type PrivateRedisCluster,
+  RIDE_OUT_CLUSTER_OPTIONS,
+  redisKeySlot,
+  startPrivateRedisCluster,
+} from '@ballast/testkit'
 import { Cluster } from 'ioredis'
 import { afterEach, describe, expect, it } from 'vitest'
 import {
@@ -124,11 +129,7 @@ describe('idempotency replication (WAIT)', () => {
       let store: Idempotency | undefined
       try {
         cluster = await startPrivateRedisCluster({ nodeTimeout: 2000 })
-        client = new Cluster(cluster.seeds, {
-          retryDelayOnFailover: 400,
-          retryDelayOnClusterDown: 400,
-          maxRedirections: 32,
-        })
+        client = new Cluster(cluster.seeds, RIDE_OUT_CLUSTER_OPTIONS)
         client.on('error', () => undefined)
         const prefix = 'idem:wait:'
         store = createIdempotency({

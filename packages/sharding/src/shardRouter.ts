@@ -7,7 +7,14 @@ import {
   isLbError,
 } from '@ballast/lb'
 import { BreakerOpenError, circuitBreaker } from '@ballast/resilience'
-import { Emitter, merge, parseDuration, telemetry, type Unsubscribe } from '@ballast/shared'
+import {
+  type Duration,
+  Emitter,
+  merge,
+  parseDuration,
+  telemetry,
+  type Unsubscribe,
+} from '@ballast/shared'
 import { CausalToken, checkSecrets, signToken, verifyToken } from './causalToken.js'
 import { classifyStatement, statementBody } from './classifyStatement.js'
 import {
@@ -595,11 +602,7 @@ export class ShardRouter {
     if (mapped === undefined)
       return runTransaction(this.#internals, this.#shardOf(shardKey), fn, options)
     const slot = slotFor(shardKey, this.#slots)
-    const timeoutMs =
-      options.timeout === undefined
-        ? this.#options.queryTimeoutMs
-        : argument.duration('timeout', options.timeout, POSITIVE)
-    const deadline = performance.now() + timeoutMs
+    const deadline = this.#movedDeadline(options)
     let delayMs = MOVED_RETRY_FIRST_MS
     for (;;) {
       await this.#freshMap(mapped)
@@ -969,6 +972,15 @@ export class ShardRouter {
    * owner refuses (the slot moved), the map is refreshed and the write tried on the new owner,
    * within the statement's timeout.
    */
+  /** Until when a statement refused by a fence keeps retrying on the new owner: its own timeout. */
+  #movedDeadline(options: { timeout?: Duration }): number {
+    const timeoutMs =
+      options.timeout === undefined
+        ? this.#options.queryTimeoutMs
+        : argument.duration('timeout', options.timeout, POSITIVE)
+    return performance.now() + timeoutMs
+  }
+
   async #mappedQuery(
     mapped: MappedRouting,
     slot: number,
@@ -976,11 +988,7 @@ export class ShardRouter {
     params: readonly unknown[],
     options: QueryOptions,
   ): Promise<unknown> {
-    const timeoutMs =
-      options.timeout === undefined
-        ? this.#options.queryTimeoutMs
-        : argument.duration('timeout', options.timeout, POSITIVE)
-    const deadline = performance.now() + timeoutMs
+    const deadline = this.#movedDeadline(options)
     let delayMs = MOVED_RETRY_FIRST_MS
     for (;;) {
       await this.#freshMap(mapped)

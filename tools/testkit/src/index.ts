@@ -26,6 +26,8 @@ export type {
 } from './privateRedisCluster.js'
 export {
   DEFAULT_PRIVATE_REDIS_CLUSTER_OPTIONS,
+  RIDE_OUT_CLUSTER_OPTIONS,
+  RIDE_OUT_TIMEOUT,
   redisKeySlot,
   startPrivateRedisCluster,
 } from './privateRedisCluster.js'

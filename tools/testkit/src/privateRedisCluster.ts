@@ -235,6 +235,23 @@ interface NodeState {
 }
 
 /**
+ * The ioredis `Cluster` options the packages' READMEs document to ride out a master's
+ * promotion: a call to a dead master costs two redirections per `retryDelayOnFailover` (the
+ * connection error, then the MOVED back to it from another node), so 32 × 400 ms wait ~6.4 s,
+ * above node-timeout (2 s) + detection + election; the packages' own timeouts
+ * ({@link RIDE_OUT_TIMEOUT}) sit above that. ioredis's defaults (16 redirections, 100 ms apart)
+ * give up after ~1.2 s.
+ */
+export const RIDE_OUT_CLUSTER_OPTIONS = Object.freeze({
+  retryDelayOnFailover: 400,
+  retryDelayOnClusterDown: 400,
+  maxRedirections: 32,
+})
+
+/** The packages' timeout (ms) that goes with {@link RIDE_OUT_CLUSTER_OPTIONS}. */
+export const RIDE_OUT_TIMEOUT = 8000
+
+/**
  * Starts a Redis Cluster of its own (`masters × (1 + replicasPerMaster)` `redis-server`
  * processes from the machine's binary, free ports, a temporary folder, no persistence) and
  * waits until it is healthy. For tests that kill or pause nodes: the shared cluster on
