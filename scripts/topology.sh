@@ -114,6 +114,24 @@ pid_matches() {
   printf '%s\n' "$pid"
 }
 
+# Print the first live process whose command line contains $1, else fail: the fallback when a
+# pid file is gone while its server still runs (seen once: `stop` then called a live primary
+# "already stopped", and the next `start` failed with "port in use").
+# $2, when given, must be the program's name (the first word of the command line).
+pid_by_cmdline() {
+  local dir pid exe
+  for dir in /proc/[0-9]*; do
+    pid=${dir#/proc/}
+    if [[ -n "${2:-}" ]]; then
+      exe=$(tr '\0' ' ' <"$dir/cmdline" 2>/dev/null) || continue
+      exe=${exe%% *}
+      [[ "${exe##*/}" == "$2" ]] || continue
+    fi
+    pid_matches "$pid" "$1" 2>/dev/null && return 0
+  done
+  return 1
+}
+
 # Wait until process $1 is gone (bounded), escalating to TERM and KILL.
 wait_gone() {
   local pid=$1 what=$2 deadline=$((SECONDS + STOP_TIMEOUT))
@@ -185,11 +203,13 @@ mdb_cli() {
 mdb_query() { mdb_cli "$1" -N -B -e "$2"; }
 
 mdb_pid() {
-  local pidfile pid
+  local pidfile pid needle
   pidfile=$(mdb_pidfile "$1")
-  [[ -f "$pidfile" ]] || return 1
-  pid=$(tr -dc '0-9' <"$pidfile" 2>/dev/null) || return 1
-  pid_matches "$pid" "--defaults-file=$(mdb_cnf "$1")"
+  needle="--defaults-file=$(mdb_cnf "$1")"
+  if [[ -f "$pidfile" ]] && pid=$(tr -dc '0-9' <"$pidfile" 2>/dev/null) && pid_matches "$pid" "$needle"; then
+    return 0
+  fi
+  pid_by_cmdline "$needle" mariadbd
 }
 
 mdb_write_cnf() {
@@ -532,9 +552,10 @@ rc_ping() { [[ "$(rc_cli "$1" ping 2>/dev/null)" == PONG ]]; }
 rc_pid() {
   local pidfile pid
   pidfile="$(rc_dir "$1")/redis.pid"
-  [[ -f "$pidfile" ]] || return 1
-  pid=$(tr -dc '0-9' <"$pidfile" 2>/dev/null) || return 1
-  pid_matches "$pid" ":$1"
+  if [[ -f "$pidfile" ]] && pid=$(tr -dc '0-9' <"$pidfile" 2>/dev/null) && pid_matches "$pid" ":$1"; then
+    return 0
+  fi
+  pid_by_cmdline "127.0.0.1:$1 " redis-server
 }
 
 # Field $2 of CLUSTER INFO on node $1.
