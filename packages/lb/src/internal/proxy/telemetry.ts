@@ -21,6 +21,7 @@ import {
   type TracerProvider,
   trace,
 } from '@opentelemetry/api'
+import type { Endpoint } from '../../endpoint.js'
 import type { ParsedHost } from '../requestTarget.js'
 import {
   endpointAddress,
@@ -102,6 +103,16 @@ export class ProxyTelemetry {
   readonly #clientDuration: Histogram
   readonly #requestHandlers: Parameters<typeof requestChannel.subscribe>[0]
   readonly #attemptHandlers: Parameters<typeof attemptChannel.subscribe>[0]
+  /** Per route name, the attribute set of its last request answered without an error. */
+  readonly #lastServed = new Map<
+    string | undefined,
+    { method: string; scheme: string; status: number; attributes: Attributes }
+  >()
+  /** Per endpoint, the attribute set of its last attempt answered below 400. */
+  readonly #lastAttempts = new WeakMap<
+    Endpoint<string>,
+    { route: string; method: string; status: number; attributes: Attributes }
+  >()
 
   constructor(proxy: object, telemetry: Telemetry, traced: boolean) {
     this.#proxy = proxy
@@ -166,20 +177,17 @@ export class ProxyTelemetry {
   #requestEnd(served: ServedRequest): void {
     if (served.proxy !== this.#proxy) return
     const { req, res } = served
-    const attributes: Attributes = {
-      'http.request.method': methodAttribute(req.method ?? 'GET'),
-      'url.scheme': schemeOf(req),
-    }
-    if (served.route !== undefined) attributes['ballast.lb.route'] = served.route
+    const status = res.headersSent ? res.statusCode : undefined
     let type = served.error === undefined ? undefined : errorType(served.error)
-    if (res.headersSent) {
-      const status = res.statusCode
-      attributes['http.response.status_code'] = status
-      if (type === undefined && status >= 500) type = String(status)
-    }
+    if (type === undefined && status !== undefined && status >= 500) type = String(status)
     // The response did not end: the client went away, or the proxy cut a broken upstream body.
     if (type === undefined && !res.writableFinished) type = 'aborted'
-    if (type !== undefined) attributes['error.type'] = type
+    const method = req.method ?? 'GET'
+    const scheme = schemeOf(req)
+    const attributes =
+      type === undefined && status !== undefined
+        ? this.#serverAttributes(served.route, method, scheme, status)
+        : serverAttributes(served.route, method, scheme, status, type)
     const span = served.span
     if (span !== undefined) {
       if (span.isRecording()) {
@@ -196,6 +204,30 @@ export class ProxyTelemetry {
       span.end()
     }
     this.#serverDuration.record((performance.now() - served.startedAt) / 1000, attributes)
+  }
+
+  /**
+   * The attribute set of a request answered without an error, the same object as the last one
+   * of its route when method, scheme and status match (nearly always under steady traffic).
+   */
+  #serverAttributes(
+    route: string | undefined,
+    method: string,
+    scheme: string,
+    status: number,
+  ): Attributes {
+    const last = this.#lastServed.get(route)
+    if (
+      last !== undefined &&
+      last.method === method &&
+      last.status === status &&
+      last.scheme === scheme
+    ) {
+      return last.attributes
+    }
+    const attributes = Object.freeze(serverAttributes(route, method, scheme, status, undefined))
+    this.#lastServed.set(route, { method, scheme, status, attributes })
+    return attributes
   }
 
   #attemptStart(attempt: Attempt): void {
@@ -235,26 +267,31 @@ export class ProxyTelemetry {
   }
 
   #attemptEnd(attempt: Attempt): void {
-    if (attempt.ctx.served?.proxy !== this.#proxy) return
-    const address = endpointAddress(attempt.endpoint)
-    const attributes: Attributes = {
-      'http.request.method': methodAttribute(attempt.ctx.method),
-      'server.address': address.address,
-      'server.port': address.port,
-      'ballast.lb.route': attempt.ctx.route.name,
-    }
-    const { status, error } = attempt
-    if (status !== undefined) attributes['http.response.status_code'] = status
+    const ctx = attempt.ctx
+    if (ctx.served?.proxy !== this.#proxy) return
+    const { endpoint, status, error } = attempt
     const span = attempt.span
-    if (error !== undefined) {
-      attributes['error.type'] = errorType(error)
-      if (span !== undefined) failSpan(span, error)
-    } else if (status !== undefined && status >= 400) {
-      // A client span with a 4xx or 5xx answer is an error (HTTP semantic conventions).
-      attributes['error.type'] = String(status)
+    // A client span with a 4xx or 5xx answer is an error (HTTP semantic conventions).
+    const type =
+      error !== undefined
+        ? errorType(error)
+        : status !== undefined && status >= 400
+          ? String(status)
+          : undefined
+    let attributes: Attributes
+    if (type === undefined) {
+      attributes =
+        status === undefined
+          ? attemptAttributes(endpoint, ctx.route.name, ctx.method, undefined, undefined)
+          : this.#attemptAttributes(endpoint, ctx.route.name, ctx.method, status)
+    } else {
+      attributes = attemptAttributes(endpoint, ctx.route.name, ctx.method, status, type)
       if (span !== undefined) {
-        span.setAttribute('error.type', String(status))
-        span.setStatus({ code: SpanStatusCode.ERROR })
+        if (error !== undefined) failSpan(span, error)
+        else {
+          span.setAttribute('error.type', type)
+          span.setStatus({ code: SpanStatusCode.ERROR })
+        }
       }
     }
     if (span !== undefined) {
@@ -263,6 +300,71 @@ export class ProxyTelemetry {
     }
     this.#clientDuration.record((performance.now() - attempt.sentAt) / 1000, attributes)
   }
+
+  /**
+   * The attribute set of an attempt answered below 400, the same object as the endpoint's last
+   * one when route, method and status match.
+   */
+  #attemptAttributes(
+    endpoint: Endpoint<string>,
+    route: string,
+    method: string,
+    status: number,
+  ): Attributes {
+    const last = this.#lastAttempts.get(endpoint)
+    if (
+      last !== undefined &&
+      last.method === method &&
+      last.status === status &&
+      last.route === route
+    ) {
+      return last.attributes
+    }
+    const attributes = Object.freeze(attemptAttributes(endpoint, route, method, status, undefined))
+    this.#lastAttempts.set(endpoint, { route, method, status, attributes })
+    return attributes
+  }
+}
+
+/*
+ * The durations' attribute sets are built with their keys in sorted order: the metrics SDK
+ * identifies a set by sorting its keys and serialising the pairs on every record (most of a
+ * record's cost), and a sort of keys already in order is the cheapest.
+ */
+
+/** The attributes of `http.server.request.duration` (and of the SERVER span). */
+function serverAttributes(
+  route: string | undefined,
+  method: string,
+  scheme: string,
+  status: number | undefined,
+  type: string | undefined,
+): Attributes {
+  const attributes: Attributes = {}
+  if (route !== undefined) attributes['ballast.lb.route'] = route
+  if (type !== undefined) attributes['error.type'] = type
+  attributes['http.request.method'] = methodAttribute(method)
+  if (status !== undefined) attributes['http.response.status_code'] = status
+  attributes['url.scheme'] = scheme
+  return attributes
+}
+
+/** The attributes of the proxy's `http.client.request.duration`. */
+function attemptAttributes(
+  endpoint: Endpoint<string>,
+  route: string,
+  method: string,
+  status: number | undefined,
+  type: string | undefined,
+): Attributes {
+  const address = endpointAddress(endpoint)
+  const attributes: Attributes = { 'ballast.lb.route': route }
+  if (type !== undefined) attributes['error.type'] = type
+  attributes['http.request.method'] = methodAttribute(method)
+  if (status !== undefined) attributes['http.response.status_code'] = status
+  attributes['server.address'] = address.address
+  attributes['server.port'] = address.port
+  return attributes
 }
 
 function schemeOf(req: IncomingMessage): string {
