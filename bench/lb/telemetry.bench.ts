@@ -46,14 +46,25 @@ import { TELEMETRY_MODES, type TelemetryMode, telemetryMode } from '../telemetry
 import { cpuNsPerOp } from './cpuTime.js'
 
 type Lb = typeof lb
-type Setup = 'before' | TelemetryMode['name']
+/** The proxy with metrics and its `clientRequestDuration` option off. */
+const NO_CLIENT_DURATION = 'metrics, no client duration'
+type Setup = 'before' | TelemetryMode['name'] | typeof NO_CLIENT_DURATION
 
 const SMOKE = isSmoke()
 const ROUNDS = SMOKE ? 1 : Number(process.env.LB_BENCH_ROUNDS ?? 3)
 const REQUESTS = SMOKE ? 50 : Number(process.env.LB_BENCH_REQUESTS ?? 15_000)
 const CONCURRENCIES = [1, 32] as const
 const BEFORE = process.env.LB_BEFORE
-const SETUPS: Setup[] = [...(BEFORE === undefined ? [] : (['before'] as const)), ...TELEMETRY_MODES]
+const SETUPS: ('before' | TelemetryMode['name'])[] = [
+  ...(BEFORE === undefined ? [] : (['before'] as const)),
+  ...TELEMETRY_MODES,
+]
+/** The proxy also runs with metrics and `clientRequestDuration: false`, beside `metrics`. */
+const PROXY_SETUPS: Setup[] = SETUPS.flatMap((s): Setup[] =>
+  s === 'metrics' ? [s, NO_CLIENT_DURATION] : [s],
+)
+/** `LB_BENCH_ONLY=proxy` skips the work and pick tables (a quicker loop). */
+const ONLY_PROXY = process.env.LB_BENCH_ONLY === 'proxy'
 const self = fileURLToPath(import.meta.url)
 
 const median = (values: number[]) => {
@@ -91,8 +102,13 @@ async function serveBackends(): Promise<void> {
 /** The proxy under one setup; answers 'cpu' with its CPU time so far (µs). */
 async function serveProxy(setup: Setup, targets: string[]): Promise<void> {
   const { createProxy } = await load(setup)
-  const mode = setup === 'before' ? undefined : telemetryMode(setup)
-  const proxy = createProxy({ routes: [{ upstream: targets }], ...(mode?.options ?? {}) })
+  const mode =
+    setup === 'before' ? undefined : telemetryMode(setup === NO_CLIENT_DURATION ? 'metrics' : setup)
+  const proxy = createProxy({
+    routes: [{ upstream: targets }],
+    ...(mode?.options ?? {}),
+    ...(setup === NO_CLIENT_DURATION ? { clientRequestDuration: false } : {}),
+  })
   const { port } = await proxy.listen(0, '127.0.0.1')
   process.send!({ port })
   process.on('message', async (m) => {
@@ -305,7 +321,7 @@ async function telemetryWorkCosts(): Promise<Map<string, number[]>> {
           ? new ProxyTelemetry(
               proxy,
               { meter, tracer: tracerProvider.getTracer('@ballast/lb') },
-              live.traces,
+              { traced: live.traces, clientRequestDuration: live.metrics },
             )
           : undefined
       const ns = cpuNsPerOp(once, SMOKE ? 100 : 200_000, SMOKE ? 1 : 5)
@@ -318,6 +334,11 @@ async function telemetryWorkCosts(): Promise<Map<string, number[]>> {
 }
 
 async function main(): Promise<void> {
+  if (!ONLY_PROXY) await workAndPickTables()
+  await proxyTable()
+}
+
+async function workAndPickTables(): Promise<void> {
   const work = await telemetryWorkCosts()
   report({
     package: 'lb',
@@ -359,14 +380,16 @@ async function main(): Promise<void> {
     ],
     data: pickData,
   })
+}
 
+async function proxyTable(): Promise<void> {
   const backends = await start({ LB_TELEMETRY_ROLE: 'backends' })
   const targets = (backends.message.ports as number[]).map((p) => `http://127.0.0.1:${p}`)
   try {
     const samples = new Map<string, ProxySample[]>()
     for (let round = 0; round < ROUNDS; round++) {
       for (const concurrency of CONCURRENCIES) {
-        const measured = await measureProxies(SETUPS, targets, concurrency)
+        const measured = await measureProxies(PROXY_SETUPS, targets, concurrency)
         for (const [setup, sample] of measured) {
           const key = `${setup}|${concurrency}`
           samples.set(key, [...(samples.get(key) ?? []), sample])
@@ -377,7 +400,7 @@ async function main(): Promise<void> {
     const data: Record<string, ProxySample & { cpuVsOff: number }> = {}
     for (const concurrency of CONCURRENCIES) {
       const off = samples.get(`off|${concurrency}`)!
-      for (const setup of SETUPS) {
+      for (const setup of PROXY_SETUPS) {
         const list = samples.get(`${setup}|${concurrency}`)!
         // Each round's CPU against off's in the same round (they ran side by side), then the median.
         const cpuVsOff = median(list.map((s, round) => s.cpu / off[round]!.cpu - 1))

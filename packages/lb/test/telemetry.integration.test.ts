@@ -122,6 +122,12 @@ describe('lb telemetry', () => {
         await balancer.close()
       }
     })
+    it('rejects a clientRequestDuration that is not a boolean, naming it', async () => {
+      const [a] = await backends('a')
+      expect(() =>
+        createProxy({ routes: [{ upstream: [a!.url] }], clientRequestDuration: 'no' as never }),
+      ).toThrowError(/invalid option "clientRequestDuration": expected a boolean/)
+    })
   })
 
   describe('proxy', () => {
@@ -269,6 +275,27 @@ describe('lb telemetry', () => {
       ).toBe(3)
       expect(await otel.value('ballast.lb.endpoint.picks', { 'ballast.lb.route': 'web' })).toBe(3)
       expect(await otel.value('ballast.lb.endpoint.healthy', { 'ballast.lb.route': 'web' })).toBe(1)
+    })
+
+    it('with clientRequestDuration: false, records no http.client.request.duration; the server duration, the endpoint counters and the CLIENT spans stay', async () => {
+      const [a] = await backends('a')
+      const { url } = await proxy({
+        routes: [{ name: 'web', upstream: [a!.url] }],
+        clientRequestDuration: false,
+      })
+      for (let i = 0; i < 3; i++) expect((await get(`${url}/x?i=${i}`)).status).toBe(200)
+      const spans = await spansSettled(6)
+      expect(spans.filter((s) => s.kind === SpanKind.CLIENT)).toHaveLength(3)
+      expect(await otel.points('http.client.request.duration')).toEqual([])
+      const server = await otel.points('http.server.request.duration')
+      expect(server.map((p) => p.value)).toEqual([3])
+      expect(
+        await otel.value('ballast.lb.endpoint.requests', {
+          'ballast.lb.route': 'web',
+          'ballast.lb.endpoint': a!.url,
+          'ballast.lb.outcome': 'success',
+        }),
+      ).toBe(3)
     })
 
     it('fault: a dead upstream shows as errors on its endpoint, an ejection, and a retry as two CLIENT spans under one SERVER span', async () => {

@@ -100,9 +100,12 @@ export class ProxyTelemetry {
   readonly #tracer: Telemetry['tracer']
   readonly #traced: boolean
   readonly #serverDuration: Histogram
-  readonly #clientDuration: Histogram
+  /** Undefined when the proxy's `clientRequestDuration` option is off. */
+  readonly #clientDuration: Histogram | undefined
   readonly #requestHandlers: Parameters<typeof requestChannel.subscribe>[0]
   readonly #attemptHandlers: Parameters<typeof attemptChannel.subscribe>[0]
+  /** Whether it subscribes to attempts (traced, or recording their durations). */
+  readonly #attempts: boolean
   /** Per route name, the attribute set of its last request answered without an error. */
   readonly #lastServed = new Map<
     string | undefined,
@@ -114,7 +117,11 @@ export class ProxyTelemetry {
     { route: string; method: string; status: number; attributes: Attributes }
   >()
 
-  constructor(proxy: object, telemetry: Telemetry, traced: boolean) {
+  constructor(
+    proxy: object,
+    telemetry: Telemetry,
+    { traced, clientRequestDuration }: { traced: boolean; clientRequestDuration: boolean },
+  ) {
     this.#proxy = proxy
     this.#tracer = telemetry.tracer
     this.#traced = traced
@@ -123,11 +130,13 @@ export class ProxyTelemetry {
       'http.server.request.duration',
       'Duration of the requests the proxy served, until their response ended',
     )
-    this.#clientDuration = durationHistogram(
-      telemetry.meter,
-      'http.client.request.duration',
-      'Duration of each attempt to an upstream endpoint, until its response ended or failed',
-    )
+    this.#clientDuration = clientRequestDuration
+      ? durationHistogram(
+          telemetry.meter,
+          'http.client.request.duration',
+          'Duration of each attempt to an upstream endpoint, until its response ended or failed',
+        )
+      : undefined
     const noop = () => {}
     this.#requestHandlers = {
       start: (m) => this.#requestStart(m),
@@ -144,12 +153,14 @@ export class ProxyTelemetry {
       error: noop,
     }
     requestChannel.subscribe(this.#requestHandlers)
-    attemptChannel.subscribe(this.#attemptHandlers)
+    // Attempts need no message when they make neither a span nor a duration.
+    this.#attempts = traced || clientRequestDuration
+    if (this.#attempts) attemptChannel.subscribe(this.#attemptHandlers)
   }
 
   close(): void {
     requestChannel.unsubscribe(this.#requestHandlers)
-    attemptChannel.unsubscribe(this.#attemptHandlers)
+    if (this.#attempts) attemptChannel.unsubscribe(this.#attemptHandlers)
   }
 
   #requestStart(served: ServedRequest): void {
@@ -271,6 +282,7 @@ export class ProxyTelemetry {
     if (ctx.served?.proxy !== this.#proxy) return
     const { endpoint, status, error } = attempt
     const span = attempt.span
+    if (span === undefined && this.#clientDuration === undefined) return
     // A client span with a 4xx or 5xx answer is an error (HTTP semantic conventions).
     const type =
       error !== undefined
@@ -298,7 +310,7 @@ export class ProxyTelemetry {
       if (status !== undefined) span.setAttribute('http.response.status_code', status)
       span.end()
     }
-    this.#clientDuration.record((performance.now() - attempt.sentAt) / 1000, attributes)
+    this.#clientDuration?.record((performance.now() - attempt.sentAt) / 1000, attributes)
   }
 
   /**
