@@ -109,6 +109,9 @@ async function serveProxy(setup: Setup, targets: string[]): Promise<void> {
     ...(mode?.options ?? {}),
     ...(setup === NO_CLIENT_DURATION ? { clientRequestDuration: false } : {}),
   })
+  // The client's keep-alive sockets can sit idle for seconds on a loaded machine: a proxy that
+  // closed one at node's 5 s default while the client reused it failed a run with ECONNRESET.
+  proxy.server.keepAliveTimeout = 60_000
   const { port } = await proxy.listen(0, '127.0.0.1')
   process.send!({ port })
   process.on('message', async (m) => {
