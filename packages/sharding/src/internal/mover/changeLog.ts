@@ -1,0 +1,196 @@
+import type { PoolConnection } from 'mysql2/promise'
+import { SlotMapConflictError } from '../../errors.js'
+import type { CatchUpResult, SlotSpan } from '../../slotMover.js'
+import { rangesIn, rewrite } from '../slotRanges.js'
+import { emitPhase, type MoverContext, moving } from './context.js'
+import { inSpan, quote, shapes, type TableShape, triggerName, writeRows } from './sql.js'
+
+/** Creates the change log and its triggers on the source (idempotent) and empties the log. */
+export async function startChangeLog(context: MoverContext, from: string): Promise<void> {
+  const { connections, logTable } = context
+  await connections.on(from, async (connection) => {
+    await connections.query(
+      connection,
+      `CREATE TABLE IF NOT EXISTS \`${logTable}\` (seq BIGINT UNSIGNED NOT NULL AUTO_INCREMENT PRIMARY KEY, tbl VARCHAR(64) NOT NULL, pk TEXT NOT NULL, shard_key VARCHAR(255) NULL)`,
+    )
+    for (const shape of (await shapes(context, connection)).values()) {
+      const entry = (row: 'NEW' | 'OLD') =>
+        `INSERT INTO \`${logTable}\` (tbl, pk, shard_key) VALUES ('${shape.name}', JSON_ARRAY(${shape.primaryKey.map((c) => `CAST(${row}.${quote(c)} AS CHAR)`).join(', ')}), CAST(${row}.${quote(shape.key)} AS CHAR));`
+      for (const [event, body] of [
+        ['INSERT', entry('NEW')],
+        ['UPDATE', `${entry('NEW')} ${entry('OLD')}`],
+        ['DELETE', entry('OLD')],
+      ] as const) {
+        await connections.query(
+          connection,
+          `CREATE TRIGGER IF NOT EXISTS ${quote(triggerName(shape.name, event))} AFTER ${event} ON ${shape.quoted} FOR EACH ROW BEGIN ${body} END`,
+        )
+      }
+    }
+    // Changes before this point are in the rows the copy reads; older entries are of no use.
+    await connections.query(connection, `DELETE FROM \`${logTable}\``)
+  })
+}
+
+/** Drops the triggers and the change log of the source. */
+export async function stopChangeLog(context: MoverContext, from: string): Promise<void> {
+  const { connections, logTable } = context
+  await connections.on(from, async (connection) => {
+    for (const table of context.tables)
+      for (const event of ['INSERT', 'UPDATE', 'DELETE'])
+        await connections.query(
+          connection,
+          `DROP TRIGGER IF EXISTS ${quote(triggerName(table.table, event))}`,
+        )
+    await connections.query(connection, `DROP TABLE IF EXISTS \`${logTable}\``)
+  })
+}
+
+/** The log's last `seq` (0 when empty): a pass applies up to it. */
+export async function lastLogged(context: MoverContext, source: PoolConnection): Promise<number> {
+  const [{ last }] = (await context.connections.query(
+    source,
+    `SELECT COALESCE(MAX(seq), 0) AS last FROM \`${context.logTable}\``,
+  )) as [{ last: unknown }]
+  return Number(last)
+}
+
+/**
+ * Reads change log entries in `seq` order (up to `upTo`), writes or deletes on the target each
+ * logged row of the span as the source has it now, and deletes the entries it read. Entries
+ * of a transaction that commits late (a lower `seq` than entries already read) stay in the log
+ * and are read by the next pass: the log is a queue, not a position.
+ */
+export async function applyLog(
+  context: MoverContext,
+  source: PoolConnection,
+  target: PoolConnection,
+  tableShapes: Map<string, TableShape>,
+  slots: number,
+  start: number,
+  end: number,
+  { upTo, throttle }: { upTo: number; throttle: boolean },
+): Promise<{ applied: number; read: number }> {
+  const { connections, logTable } = context
+  let applied = 0
+  let read = 0
+  for (;;) {
+    const entries = (await connections.query(
+      source,
+      `SELECT seq, tbl, pk, shard_key FROM \`${logTable}\` WHERE seq <= ? ORDER BY seq LIMIT ${context.chunkRows}`,
+      [upTo],
+    )) as Array<{ seq: unknown; tbl: string; pk: string; shard_key: unknown }>
+    if (entries.length === 0) break
+    read += entries.length
+    const rows = new Map<string, { shape: TableShape; pk: unknown[] }>()
+    for (const entry of entries) {
+      const shape = tableShapes.get(entry.tbl)
+      if (shape === undefined || !inSpan(entry.shard_key, slots, start, end)) continue
+      rows.set(`${entry.tbl}\u0000${entry.pk}`, { shape, pk: JSON.parse(entry.pk) as unknown[] })
+    }
+    const byTable = new Map<TableShape, unknown[][]>()
+    for (const { shape, pk } of rows.values()) {
+      const pks = byTable.get(shape)
+      if (pks === undefined) byTable.set(shape, [pk])
+      else pks.push(pk)
+    }
+    for (const [shape, pks] of byTable) {
+      await syncRows(context, source, target, shape, pks, slots, start, end)
+      applied += pks.length
+    }
+    await connections.query(source, `DELETE FROM \`${logTable}\` WHERE seq IN (?)`, [
+      entries.map((e) => e.seq),
+    ])
+    if (throttle) await context.throttle()
+  }
+  return { applied, read }
+}
+
+/**
+ * Makes the target's copies of logged rows what the source has now: one read of them on the
+ * source, then one delete (rows gone, or whose key left the span) and one replace (the rest)
+ * on the target. The delete goes first, so a row found under another spelling of its key
+ * than the log's is deleted and written back, never lost.
+ */
+async function syncRows(
+  context: MoverContext,
+  source: PoolConnection,
+  target: PoolConnection,
+  shape: TableShape,
+  pks: unknown[][],
+  slots: number,
+  start: number,
+  end: number,
+): Promise<void> {
+  const columns = `(${shape.primaryKey.map(quote).join(', ')})`
+  const found = (await context.connections.query(
+    source,
+    `SELECT * FROM ${shape.quoted} WHERE ${columns} IN (?)`,
+    [pks],
+  )) as Array<Record<string, unknown>>
+  const keyOf = (values: unknown[]) => JSON.stringify(values.map(String))
+  const seen = new Set<string>()
+  const keep: Array<Record<string, unknown>> = []
+  const gone: unknown[][] = []
+  for (const row of found) {
+    const pk = shape.primaryKey.map((c) => row[c])
+    seen.add(keyOf(pk))
+    if (inSpan(row[shape.key], slots, start, end)) keep.push(row)
+    else gone.push(pk)
+  }
+  for (const pk of pks) if (!seen.has(keyOf(pk))) gone.push(pk)
+  if (gone.length > 0)
+    await context.connections.query(target, `DELETE FROM ${shape.quoted} WHERE ${columns} IN (?)`, [
+      gone,
+    ])
+  if (keep.length > 0) await writeRows(context, target, shape, keep)
+}
+
+/** The catch-up step ({@link SlotMover.catchUp}), run under the source's move lock. */
+export async function catchUpStep(context: MoverContext, span: SlotSpan): Promise<CatchUpResult> {
+  const { from, to, start, end, slots, map } = await moving(context, span, 'catchUp')
+  const { connections, events } = context
+  if (rangesIn(map, start, end).some((p) => p.moving?.phase === 'copying')) {
+    await context.store
+      .update(
+        map.version,
+        rewrite(map, start, end, (part) => ({ ...part, moving: { to, phase: 'catching-up' } })),
+      )
+      .then(
+        () => emitPhase(context, start, end, from, to, 'catching-up'),
+        (error: unknown) => {
+          if (!(error instanceof SlotMapConflictError)) throw error
+        },
+      )
+  }
+  return connections.on(from, (source) =>
+    connections.on(to, async (target) => {
+      // What was logged when the pass began: writers keep adding, and the pass must end.
+      const upTo = await lastLogged(context, source)
+      const done = await applyLog(
+        context,
+        source,
+        target,
+        await shapes(context, source),
+        slots,
+        start,
+        end,
+        { upTo, throttle: true },
+      )
+      const [{ n: left }] = (await connections.query(
+        source,
+        `SELECT COUNT(*) AS n FROM \`${context.logTable}\``,
+      )) as [{ n: unknown }]
+      const lagEntries = Number(left)
+      if (events.has('log-applied'))
+        events.emit('log-applied', {
+          start,
+          end,
+          entries: done.read,
+          rows: done.applied,
+          lagEntries,
+        })
+      return { rowsApplied: done.applied, entriesRead: done.read, lagEntries }
+    }),
+  )
+}
