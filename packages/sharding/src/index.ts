@@ -113,11 +113,15 @@ export type {
   CutOverResult,
   LogAppliedEvent,
   MovedTable,
+  MoveEventFields,
+  MoveStatus,
   MoveStep,
   PhaseChangedEvent,
   SlotMoverEvents,
   SlotMoverOptions,
+  SlotSet,
   SlotSpan,
+  StepOptions,
 } from './slotMover.js'
 export { createSlotMover, DEFAULT_SLOT_MOVER_OPTIONS, SlotMover } from './slotMover.js'
 export { sqlIdentifier } from './sqlIdentifier.js'

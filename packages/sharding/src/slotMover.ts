@@ -1,7 +1,7 @@
 import { type Duration, Emitter, merge, type Unsubscribe } from '@ballast/shared'
 import { ShardingClosedError } from './errors.js'
 import { option, POSITIVE } from './internal/check.js'
-import { abortStep, purgeStep } from './internal/mover/abort.js'
+import { abortStep } from './internal/mover/abort.js'
 import { beginStep } from './internal/mover/begin.js'
 import { catchUpStep } from './internal/mover/changeLog.js'
 import { ShardConnections } from './internal/mover/connections.js'
@@ -9,10 +9,12 @@ import type { MoverContext } from './internal/mover/context.js'
 import { copyStep } from './internal/mover/copy.js'
 import { cutOverStep } from './internal/mover/cutOver.js'
 import { exclusive } from './internal/mover/lock.js'
-import { createThrottle } from './internal/mover/throttle.js'
+import { purgeStep } from './internal/mover/purge.js'
+import { moveStatuses } from './internal/mover/status.js'
+import { createMoverThrottle } from './internal/mover/throttle.js'
 import { SHARD_ID } from './internal/slotRanges.js'
 import type { ShardConfig } from './shardRouterOptions.js'
-import type { SlotMap } from './slotMap.js'
+import type { MovePhase, SlotMap } from './slotMap.js'
 import { type SlotMapStore, slotMapStoreInternals } from './slotMapStore.js'
 
 const IDENTIFIER = /^[A-Za-z_][A-Za-z0-9_$]{0,63}$/
@@ -31,6 +33,41 @@ export interface SlotSpan {
   start: number
   /** One past the last slot. */
   end: number
+}
+
+/**
+ * The slots of one move: a span, or a list of disjoint spans owned by the same source, in any
+ * order (the mover sorts them and joins adjacent ones). A ring gives a new shard hundreds of
+ * scattered ranges of each old one: each old shard's share is one set, moved by one run of the
+ * steps.
+ */
+export type SlotSet = SlotSpan | readonly SlotSpan[]
+
+/** Options of {@link SlotMover.copy} and {@link SlotMover.catchUp}. */
+export interface StepOptions {
+  /**
+   * Stops the step after the chunk (or catch-up chunk) in progress, its progress kept, and
+   * rejects it with `signal.reason` (as `fetch` does); calling the step again resumes.
+   */
+  signal?: AbortSignal | undefined
+}
+
+/** A move in progress, as {@link SlotMover.moves} reports it from the map and the progress rows. */
+export interface MoveStatus {
+  /** The source. */
+  from: string
+  /** The target. */
+  to: string
+  /** The slots moving, as spans in slot order. */
+  spans: SlotSpan[]
+  /** How many slots move. */
+  slots: number
+  /** The move's phase in the map (the least advanced of its ranges'). */
+  phase: MovePhase
+  /** Rows copied by every run of the copy so far. */
+  rowsCopied: number
+  /** Whether the bulk copy is done (the catch-up and the cut-over apply the change log). */
+  copyDone: boolean
 }
 
 /** Options of {@link createSlotMover}. */
@@ -54,11 +91,26 @@ export interface SlotMoverOptions {
    */
   chunkRows?: number
   /**
-   * The throttle of {@link SlotMover.copy} and {@link SlotMover.catchUp}: a pause after each
-   * chunk, so the source's own statements keep their latency; 0 copies as fast as it can.
+   * The fixed part of the throttle of {@link SlotMover.copy}, {@link SlotMover.catchUp} and the
+   * cut-over's verification before the fence: a pause after each chunk; 0: none (the adaptive
+   * part, `latencyRatio`, still paces them).
    * @default 0
    */
   chunkDelay?: Duration
+  /**
+   * The adaptive part of the throttle: before each step the mover times a probe (`SELECT 1`) on
+   * the source five times (the median is the baseline, the source under the application's load);
+   * after each chunk it times it again, and while it answers more than `latencyRatio` times
+   * slower (and 1 ms slower) it doubles its pause after each chunk (from 5 ms, up to
+   * `maxThrottleDelay`), else it shortens it by 5 ms. 0 turns it off (`chunkDelay` alone).
+   * @default 1.5
+   */
+  latencyRatio?: number
+  /**
+   * The longest pause the adaptive throttle makes after a chunk.
+   * @default 250
+   */
+  maxThrottleDelay?: Duration
   /**
    * The change log table, created in the source shard's database by {@link SlotMover.begin}
    * with triggers on each moved table that record the primary key and shard key of every
@@ -85,6 +137,8 @@ export const DEFAULT_SLOT_MOVER_OPTIONS: Readonly<{
   fenceDelay: Duration
   chunkRows: number
   chunkDelay: Duration
+  latencyRatio: number
+  maxThrottleDelay: Duration
   changeLogTable: string
   verify: boolean
   timeout: Duration
@@ -92,6 +146,8 @@ export const DEFAULT_SLOT_MOVER_OPTIONS: Readonly<{
   fenceDelay: 40_000,
   chunkRows: 1000,
   chunkDelay: 0,
+  latencyRatio: 1.5,
+  maxThrottleDelay: 250,
   changeLogTable: 'ballast_change_log',
   verify: true,
   timeout: 30_000,
@@ -132,26 +188,34 @@ export interface CutOverResult {
 /** Where a move is, in {@link PhaseChangedEvent}: a map phase, or its end. */
 export type MoveStep = 'copying' | 'catching-up' | 'fenced' | 'moved' | 'aborted'
 
-/** Payload of the `phase-changed` event. */
-export interface PhaseChangedEvent {
-  /** The span's first slot. */
+/**
+ * What every event of a move carries: which move. For one span, `start` and `end` are the span;
+ * for a set, the first slot and one past the last (the set's bounds: slots between its spans
+ * do not move).
+ */
+export interface MoveEventFields {
+  /** The set's first slot. */
   start: number
-  /** One past the span's last slot. */
+  /** One past the set's last slot. */
   end: number
+  /** The set's spans, sorted, adjacent ones joined (one array per step: do not change it). */
+  spans: readonly SlotSpan[]
+  /** How many slots the set holds. */
+  slots: number
   /** The source. */
   from: string
   /** The target. */
   to: string
+}
+
+/** Payload of the `phase-changed` event. */
+export interface PhaseChangedEvent extends MoveEventFields {
   /** The phase the move entered: the map's (`copying`, `catching-up`, `fenced`), or `moved` (cut over) or `aborted`. */
   phase: MoveStep
 }
 
 /** Payload of the `chunk-copied` event: one primary-key chunk of {@link SlotMover.copy}. */
-export interface ChunkCopiedEvent {
-  /** The span's first slot. */
-  start: number
-  /** One past the span's last slot. */
-  end: number
+export interface ChunkCopiedEvent extends MoveEventFields {
   /** The table. */
   table: string
   /** Rows of the span in this chunk, written to the target. */
@@ -161,11 +225,7 @@ export interface ChunkCopiedEvent {
 }
 
 /** Payload of the `log-applied` event: one pass of {@link SlotMover.catchUp}. */
-export interface LogAppliedEvent {
-  /** The span's first slot. */
-  start: number
-  /** One past the span's last slot. */
-  end: number
+export interface LogAppliedEvent extends MoveEventFields {
   /** Change log entries read. */
   entries: number
   /** Rows of the span written or deleted on the target. */
@@ -218,6 +278,10 @@ export class SlotMover {
     const internals = slotMapStoreInternals(merged.store)
     const logTable = option.string('changeLogTable', merged.changeLogTable, { pattern: IDENTIFIER })
     const chunkDelayMs = option.duration('chunkDelay', merged.chunkDelay)
+    const latencyRatio = option.number('latencyRatio', merged.latencyRatio, { min: 0 })
+    if (latencyRatio > 0 && latencyRatio < 1)
+      option.invalid('latencyRatio', '0 (off) or at least 1', merged.latencyRatio)
+    const maxDelayMs = option.duration('maxThrottleDelay', merged.maxThrottleDelay)
     const verify = option.boolean('verify', merged.verify)
     if (!Array.isArray(merged.shards) || merged.shards.length === 0)
       option.invalid('shards', 'a non-empty array of shards', merged.shards)
@@ -261,7 +325,7 @@ export class SlotMover {
       fenceDelayMs,
       verify,
       connections: this.#connections,
-      throttle: createThrottle(chunkDelayMs),
+      throttle: createMoverThrottle({ chunkDelayMs, latencyRatio, maxDelayMs }, this.#connections),
       events: this.#events,
     }
   }
@@ -274,8 +338,8 @@ export class SlotMover {
    * @throws InvalidArgumentError if the span is not in the map, spans several owners, or moves elsewhere already.
    * @throws SlotMapConflictError (retryable) if the map kept changing under it.
    */
-  async begin(span: SlotSpan, to: string): Promise<SlotMap> {
-    return this.#step('begin', span, () => beginStep(this.#context, span, to))
+  async begin(set: SlotSet, to: string): Promise<SlotMap> {
+    return this.#step('begin', set, () => beginStep(this.#context, set, to))
   }
 
   /**
@@ -285,8 +349,8 @@ export class SlotMover {
    * {@link SlotMover.catchUp} and the cut-over. Call after {@link SlotMover.begin}.
    * @throws InvalidArgumentError if the span is not moving.
    */
-  async copy(span: SlotSpan): Promise<CopyResult> {
-    return this.#step('copy', span, () => copyStep(this.#context, span))
+  async copy(set: SlotSet, options: StepOptions = {}): Promise<CopyResult> {
+    return this.#step('copy', set, () => copyStep(this.#context, set, options), options.signal)
   }
 
   /**
@@ -296,8 +360,13 @@ export class SlotMover {
    * `catching-up` in the map. Call after {@link SlotMover.copy}, as often as needed to bring the
    * lag down before the cut-over.
    */
-  async catchUp(span: SlotSpan): Promise<CatchUpResult> {
-    return this.#step('catchUp', span, () => catchUpStep(this.#context, span))
+  async catchUp(set: SlotSet, options: StepOptions = {}): Promise<CatchUpResult> {
+    return this.#step(
+      'catchUp',
+      set,
+      () => catchUpStep(this.#context, set, options),
+      options.signal,
+    )
   }
 
   /**
@@ -312,8 +381,8 @@ export class SlotMover {
    * @throws SlotCopyMismatchError if the verification finds the copies different (rolled back).
    * @throws InvalidArgumentError if the span is not moving (call `begin` first).
    */
-  async cutOver(span: SlotSpan): Promise<CutOverResult> {
-    return this.#step('cutOver', span, () => cutOverStep(this.#context, span))
+  async cutOver(set: SlotSet): Promise<CutOverResult> {
+    return this.#step('cutOver', set, () => cutOverStep(this.#context, set))
   }
 
   /**
@@ -324,8 +393,8 @@ export class SlotMover {
    * finishes the clean-up.
    * @throws InvalidArgumentError if the span was already cut over (the fence says `moved`: run `cutOver` to finish), or is not moving and has no move to clean up.
    */
-  async abort(span: SlotSpan): Promise<{ map: SlotMap; rowsDiscarded: number }> {
-    return this.#step('abort', span, () => abortStep(this.#context, span))
+  async abort(set: SlotSet): Promise<{ map: SlotMap; rowsDiscarded: number }> {
+    return this.#step('abort', set, () => abortStep(this.#context, set))
   }
 
   /**
@@ -334,9 +403,23 @@ export class SlotMover {
    * until they did). Keeps the fence rows, so a late writer is still refused.
    * @throws InvalidArgumentError if the map still gives any slot of the span to `from`.
    */
-  async purge(span: SlotSpan, from: string): Promise<{ rowsDeleted: number }> {
+  async purge(set: SlotSet, from: string): Promise<{ rowsDeleted: number }> {
     this.#open('purge')
-    return purgeStep(this.#context, span, from)
+    return purgeStep(this.#context, set, from)
+  }
+
+  /**
+   * Every move in progress, from the map (the moving ranges, grouped by source: one move per
+   * source) and the progress rows (rows copied, whether the copy is done). Any process can ask:
+   * the map and the rows are in the store.
+   * @example
+   * ```ts
+   * for (const m of await mover.moves()) console.log(`${m.from}->${m.to} ${m.phase} ${m.slots} slots, ${m.rowsCopied} rows`)
+   * ```
+   */
+  async moves(): Promise<MoveStatus[]> {
+    this.#open('moves')
+    return moveStatuses(this.#context)
   }
 
   /**
@@ -377,10 +460,19 @@ export class SlotMover {
     await this.#connections.close()
   }
 
-  /** Every step's shape: refused once closed, then run holding the move lock of the span's source. */
-  async #step<R>(operation: string, span: SlotSpan, run: () => Promise<R>): Promise<R> {
+  /**
+   * Every step's shape: refused once closed (or with its signal aborted), then run holding the
+   * move lock of the set's source.
+   */
+  async #step<R>(
+    operation: string,
+    set: SlotSet,
+    run: () => Promise<R>,
+    signal?: AbortSignal,
+  ): Promise<R> {
     this.#open(operation)
-    return exclusive(this.#context, span, operation, run)
+    signal?.throwIfAborted()
+    return exclusive(this.#context, set, operation, run)
   }
 
   #open(operation: string): void {

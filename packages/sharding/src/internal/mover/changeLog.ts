@@ -1,9 +1,9 @@
 import type { PoolConnection } from 'mysql2/promise'
-import { SlotMapConflictError } from '../../errors.js'
-import type { CatchUpResult, SlotSpan } from '../../slotMover.js'
-import { rangesIn, rewrite } from '../slotRanges.js'
-import { emitPhase, type MoverContext, moving } from './context.js'
-import { inSpan, quote, shapes, type TableShape, triggerName, writeRows } from './sql.js'
+import type { CatchUpResult, SlotSet, StepOptions } from '../../slotMover.js'
+import { emitPhase, type MoverContext, moveFields, moving, updateMap } from './context.js'
+import { holds, type MoveSet } from './slotSet.js'
+import { quote, shapes, type TableShape, triggerName, writeRows } from './sql.js'
+import type { TouchedRows } from './verify.js'
 
 /** Creates the change log and its triggers on the source (idempotent) and empties the log. */
 export async function startChangeLog(context: MoverContext, from: string): Promise<void> {
@@ -66,12 +66,23 @@ export async function applyLog(
   source: PoolConnection,
   target: PoolConnection,
   tableShapes: Map<string, TableShape>,
-  slots: number,
-  start: number,
-  end: number,
-  { upTo, throttle }: { upTo: number; throttle: boolean },
+  set: MoveSet,
+  {
+    upTo,
+    throttle,
+    signal,
+    touched,
+  }: {
+    upTo: number
+    throttle: boolean
+    signal?: AbortSignal | undefined
+    /** Records the rows applied, for the verification ({@link TouchedRows}). */
+    touched?: TouchedRows | undefined
+  },
 ): Promise<{ applied: number; read: number }> {
   const { connections, logTable } = context
+  // A pass must keep up with the writers: only the fixed chunkDelay paces it.
+  const pace = throttle ? await context.throttle.start(source, { adaptive: false }) : undefined
   let applied = 0
   let read = 0
   for (;;) {
@@ -85,7 +96,7 @@ export async function applyLog(
     const rows = new Map<string, { shape: TableShape; pk: unknown[] }>()
     for (const entry of entries) {
       const shape = tableShapes.get(entry.tbl)
-      if (shape === undefined || !inSpan(entry.shard_key, slots, start, end)) continue
+      if (shape === undefined || !holds(set, entry.shard_key)) continue
       rows.set(`${entry.tbl}\u0000${entry.pk}`, { shape, pk: JSON.parse(entry.pk) as unknown[] })
     }
     const byTable = new Map<TableShape, unknown[][]>()
@@ -95,13 +106,16 @@ export async function applyLog(
       else pks.push(pk)
     }
     for (const [shape, pks] of byTable) {
-      await syncRows(context, source, target, shape, pks, slots, start, end)
+      await syncRows(context, source, target, shape, pks, set)
+      touched?.add(shape, pks)
       applied += pks.length
     }
     await connections.query(source, `DELETE FROM \`${logTable}\` WHERE seq IN (?)`, [
       entries.map((e) => e.seq),
     ])
-    if (throttle) await context.throttle()
+    // The entries read are applied and gone: a pass stopped here resumes with the next ones.
+    signal?.throwIfAborted()
+    await pace?.(signal)
   }
   return { applied, read }
 }
@@ -118,9 +132,7 @@ async function syncRows(
   target: PoolConnection,
   shape: TableShape,
   pks: unknown[][],
-  slots: number,
-  start: number,
-  end: number,
+  set: MoveSet,
 ): Promise<void> {
   const columns = `(${shape.primaryKey.map(quote).join(', ')})`
   const found = (await context.connections.query(
@@ -135,7 +147,7 @@ async function syncRows(
   for (const row of found) {
     const pk = shape.primaryKey.map((c) => row[c])
     seen.add(keyOf(pk))
-    if (inSpan(row[shape.key], slots, start, end)) keep.push(row)
+    if (holds(set, row[shape.key])) keep.push(row)
     else gone.push(pk)
   }
   for (const pk of pks) if (!seen.has(keyOf(pk))) gone.push(pk)
@@ -147,36 +159,26 @@ async function syncRows(
 }
 
 /** The catch-up step ({@link SlotMover.catchUp}), run under the source's move lock. */
-export async function catchUpStep(context: MoverContext, span: SlotSpan): Promise<CatchUpResult> {
-  const { from, to, start, end, slots, map } = await moving(context, span, 'catchUp')
+export async function catchUpStep(
+  context: MoverContext,
+  slotSet: SlotSet,
+  { signal }: StepOptions,
+): Promise<CatchUpResult> {
+  const { from, to, set, phases } = await moving(context, slotSet, 'catchUp', { whole: true })
   const { connections, events } = context
-  if (rangesIn(map, start, end).some((p) => p.moving?.phase === 'copying')) {
-    await context.store
-      .update(
-        map.version,
-        rewrite(map, start, end, (part) => ({ ...part, moving: { to, phase: 'catching-up' } })),
-      )
-      .then(
-        () => emitPhase(context, start, end, from, to, 'catching-up'),
-        (error: unknown) => {
-          if (!(error instanceof SlotMapConflictError)) throw error
-        },
-      )
+  if (phases.has('copying')) {
+    await updateMap(context, set, (part) => ({ ...part, moving: { to, phase: 'catching-up' } }))
+    emitPhase(context, set, from, to, 'catching-up')
   }
   return connections.on(from, (source) =>
     connections.on(to, async (target) => {
       // What was logged when the pass began: writers keep adding, and the pass must end.
       const upTo = await lastLogged(context, source)
-      const done = await applyLog(
-        context,
-        source,
-        target,
-        await shapes(context, source),
-        slots,
-        start,
-        end,
-        { upTo, throttle: true },
-      )
+      const done = await applyLog(context, source, target, await shapes(context, source), set, {
+        upTo,
+        throttle: true,
+        signal,
+      })
       const [{ n: left }] = (await connections.query(
         source,
         `SELECT COUNT(*) AS n FROM \`${context.logTable}\``,
@@ -184,8 +186,7 @@ export async function catchUpStep(context: MoverContext, span: SlotSpan): Promis
       const lagEntries = Number(left)
       if (events.has('log-applied'))
         events.emit('log-applied', {
-          start,
-          end,
+          ...moveFields(set, from, to),
           entries: done.read,
           rows: done.applied,
           lagEntries,

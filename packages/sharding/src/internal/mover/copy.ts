@@ -1,24 +1,33 @@
 import type { PoolConnection } from 'mysql2/promise'
-import type { CopyResult, SlotSpan } from '../../slotMover.js'
-import { type MoverContext, moving } from './context.js'
-import { loadProgress, saveProgress } from './progress.js'
-import { inSpan, scan, shapes, type TableShape, writeRows } from './sql.js'
+import type { CopyResult, SlotSet, StepOptions } from '../../slotMover.js'
+import { type MoverContext, moveFields, moving } from './context.js'
+import { loadProgress, type MoveProgress, saveProgress } from './progress.js'
+import { holds, type MoveSet, sameSpans } from './slotSet.js'
+import { scan, shapes, type TableShape, writeRows } from './sql.js'
 
 /**
- * The copy step ({@link SlotMover.copy}), run under the source's move lock: the span's rows in
- * primary-key chunks, its place kept in the store after each chunk.
+ * The copy step ({@link SlotMover.copy}), run under the source's move lock: the set's rows in
+ * primary-key chunks (one scan of each table for every span of the set), its place kept in the
+ * store after each chunk.
  */
-export async function copyStep(context: MoverContext, span: SlotSpan): Promise<CopyResult> {
-  const { from, to, start, end, slots } = await moving(context, span, 'copy')
+export async function copyStep(
+  context: MoverContext,
+  slotSet: SlotSet,
+  { signal }: StepOptions,
+): Promise<CopyResult> {
+  const { from, to, set } = await moving(context, slotSet, 'copy', { whole: true })
   const { connections, events } = context
-  const progress = (await loadProgress(context, start, end)) ?? {
-    copied: {},
-    rowsCopied: 0,
-    copyDone: false,
-  }
+  const kept = await loadProgress(context, from)
+  // The progress begin() wrote for this move, or the place a previous run of the copy reached.
+  const progress: MoveProgress =
+    kept !== undefined && kept.to === to && sameSpans(kept.spans, set.spans)
+      ? kept
+      : { from, to, spans: [...set.spans], copied: {}, rowsCopied: 0, copyDone: false }
+  const fields = moveFields(set, from, to)
   let rowsCopied = 0
   await connections.on(from, (source) =>
     connections.on(to, async (target) => {
+      const pace = await context.throttle.start(source)
       for (const shape of (await shapes(context, source)).values()) {
         const reached = progress.copied[shape.name]
         if (reached === true) continue
@@ -28,48 +37,47 @@ export async function copyStep(context: MoverContext, span: SlotSpan): Promise<C
           shape,
           '*',
           async (rows) => {
-            const moved = rows.filter((row) => inSpan(row[shape.key], slots, start, end))
+            const moved = rows.filter((row) => holds(set, row[shape.key]))
             if (moved.length > 0) await writeRows(context, target, shape, moved)
             rowsCopied += moved.length
             progress.rowsCopied += moved.length
             const tail = rows[rows.length - 1]!
             progress.copied[shape.name] = shape.primaryKey.map((c) => tail[c])
-            await saveProgress(context, start, end, progress)
+            await saveProgress(context, progress)
             if (events.has('chunk-copied'))
               events.emit('chunk-copied', {
-                start,
-                end,
+                ...fields,
                 table: shape.name,
                 rows: moved.length,
                 totalRows: progress.rowsCopied,
               })
-            await context.throttle()
+            // The chunk is written and its place kept: a copy stopped here resumes after it.
+            signal?.throwIfAborted()
+            await pace(signal)
           },
           reached,
         )
         progress.copied[shape.name] = true
-        await saveProgress(context, start, end, progress)
+        await saveProgress(context, progress)
       }
     }),
   )
   progress.copyDone = true
-  await saveProgress(context, start, end, progress)
+  await saveProgress(context, progress)
   return { rowsCopied, totalRowsCopied: progress.rowsCopied }
 }
 
-/** Copies the span's rows of a table in one go (the cut-over's copy when no bulk copy ran), with plain inserts. */
-export async function copySpan(
+/** Copies the set's rows of a table in one go (the cut-over's copy when no bulk copy ran), with plain inserts. */
+export async function copySet(
   context: MoverContext,
   source: PoolConnection,
   target: PoolConnection,
   shape: TableShape,
-  slots: number,
-  start: number,
-  end: number,
+  set: MoveSet,
 ): Promise<number> {
   let copied = 0
   await scan(context, source, shape, '*', async (rows) => {
-    const moved = rows.filter((row) => inSpan(row[shape.key], slots, start, end))
+    const moved = rows.filter((row) => holds(set, row[shape.key]))
     if (moved.length === 0) return
     const columns = Object.keys(moved[0]!)
     await context.connections.query(

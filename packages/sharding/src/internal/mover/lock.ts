@@ -1,28 +1,27 @@
 import type { PoolConnection } from 'mysql2/promise'
 import { ShardUnavailableError, SlotMoveBusyError } from '../../errors.js'
-import type { SlotSpan } from '../../slotMover.js'
+import type { SlotSet } from '../../slotMover.js'
 import { isConnectionError } from '../server.js'
-import { rangesIn } from '../slotRanges.js'
-import { checkSpan, type MoverContext } from './context.js'
+import type { MoverContext } from './context.js'
+import { moveSet, rangesInSet } from './slotSet.js'
 
 const LOCK = "CONCAT('ballast_slot_move:', DATABASE())"
 
 /**
- * Runs a step holding the move lock of the span's source (`GET_LOCK` on a connection of its
+ * Runs a step holding the move lock of the set's source (the owner of its first slot) (`GET_LOCK` on a connection of its
  * primary, named after its database): one step of one move off a source at a time, across
  * processes. A process that dies drops its connection, and the lock with it.
  * @throws SlotMoveBusyError (retryable) if another step holds the lock.
  */
 export async function exclusive<R>(
   context: MoverContext,
-  span: SlotSpan,
+  slotSet: SlotSet,
   operation: string,
   step: () => Promise<R>,
 ): Promise<R> {
   const { connections } = context
   const map = await context.store.refresh()
-  const { start } = checkSpan(span, map)
-  const source = rangesIn(map, start, start + 1)[0]!.shard
+  const source = rangesInSet(map, moveSet(slotSet, map))[0]!.shard
   const connection: PoolConnection = await connections.connect(source)
   // The lock's connection is only held while the step runs: the step's own errors pass through
   // as they are (they name their own shard).

@@ -1,10 +1,10 @@
 import { createHash } from 'node:crypto'
 import type { PoolConnection } from 'mysql2/promise'
 import { InvalidArgumentError } from '../../errors.js'
-import { slotFor } from '../../shardKey.js'
 import type { MovedTable } from '../../slotMover.js'
 import { fenceTableDdl } from '../fence.js'
 import type { MoverContext } from './context.js'
+import { holds, type MoveSet, slotList } from './slotSet.js'
 
 /** A primary key scan of one table: its quoted columns. */
 export interface TableShape {
@@ -23,17 +23,6 @@ export function quote(name: string): string {
 export function triggerName(table: string, event: string): string {
   const hash = createHash('md5').update(table).digest('hex').slice(0, 8)
   return `ballast_cl_${table.slice(0, 32)}_${hash}_${event.slice(0, 3).toLowerCase()}`
-}
-
-/** Whether a shard key value's slot is in `[start, end)`; no key is in no span. */
-export function inSpan(value: unknown, slots: number, start: number, end: number): boolean {
-  if (value === null || value === undefined || value === '') return false
-  const key =
-    typeof value === 'string' || typeof value === 'number' || typeof value === 'bigint'
-      ? value
-      : String(value)
-  const slot = slotFor(key, slots)
-  return slot >= start && slot < end
 }
 
 /** The shapes of every moved table, as the connection's database has them. */
@@ -116,23 +105,19 @@ export async function writeRows(
   )
 }
 
-/** Deletes the span's rows of a table, `chunkRows` at a time; returns how many. */
-export async function deleteSpan(
+/** Deletes the set's rows of a table, `chunkRows` at a time; returns how many. */
+export async function deleteSet(
   context: MoverContext,
   connection: PoolConnection,
   shape: TableShape,
-  slots: number,
-  start: number,
-  end: number,
+  set: MoveSet,
 ): Promise<number> {
-  const pk = shape.primaryKey.map((c) => `\`${c.replaceAll('`', '``')}\``)
-  const key = `\`${shape.key}\``
-  const columns = [...new Set([...pk, key])].join(', ')
+  const pk = shape.primaryKey.map(quote)
+  const columns = [...new Set([...pk, quote(shape.key)])].join(', ')
   const doomed: unknown[][] = []
   await scan(context, connection, shape, columns, async (rows) => {
     for (const row of rows)
-      if (inSpan(row[shape.key], slots, start, end))
-        doomed.push(shape.primaryKey.map((c) => row[c]))
+      if (holds(set, row[shape.key])) doomed.push(shape.primaryKey.map((c) => row[c]))
   })
   for (let i = 0; i < doomed.length; i += context.chunkRows) {
     const chunk = doomed.slice(i, i + context.chunkRows)
@@ -145,50 +130,37 @@ export async function deleteSpan(
   return doomed.length
 }
 
-/** Deletes the span's rows of every moved table on `shard`; returns how many. */
-export async function deleteSpanOn(
+/** Deletes the set's rows of every moved table on `shard`; returns how many. */
+export async function deleteSetOn(
   context: MoverContext,
   shard: string,
-  slots: number,
-  start: number,
-  end: number,
+  set: MoveSet,
 ): Promise<number> {
   let deleted = 0
   await context.connections.on(shard, async (connection) => {
     for (const table of context.tables)
-      deleted += await deleteSpan(
-        context,
-        connection,
-        await shape(context, connection, table),
-        slots,
-        start,
-        end,
-      )
+      deleted += await deleteSet(context, connection, await shape(context, connection, table), set)
   })
   return deleted
 }
 
-/** Writes the fence rows of slots `[start, end)` on `shard` (creating the fence table). */
+/** Writes the fence rows of the set's slots on `shard` (creating the fence table). */
 export async function writeFence(
   context: MoverContext,
   shard: string,
-  start: number,
-  end: number,
+  set: MoveSet,
   state: string,
   to: string,
 ): Promise<void> {
   const { connections, fenceTable, chunkRows } = context
+  const slots = slotList(set)
   await connections.on(shard, async (connection) => {
     await connections.query(connection, fenceTableDdl(fenceTable))
-    for (let from = start; from < end; from += chunkRows) {
-      const rows: unknown[][] = []
-      for (let slot = from; slot < Math.min(end, from + chunkRows); slot++)
-        rows.push([slot, state, to])
+    for (let i = 0; i < slots.length; i += chunkRows)
       await connections.query(
         connection,
         `INSERT INTO \`${fenceTable}\` (slot, state, moved_to) VALUES ? ON DUPLICATE KEY UPDATE state = VALUES(state), moved_to = VALUES(moved_to)`,
-        [rows],
+        [slots.slice(i, i + chunkRows).map((slot) => [slot, state, to])],
       )
-    }
   })
 }
