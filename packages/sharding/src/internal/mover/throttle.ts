@@ -1,7 +1,6 @@
 import type { PoolConnection } from 'mysql2/promise'
 import { AdaptiveThrottle, type AdaptiveThrottleSettings } from './adaptiveThrottle.js'
 import type { ShardConnections } from './connections.js'
-import { sleep } from './context.js'
 
 /** Awaited after each chunk of a step: the pause the throttle gives it (`signal` ends it early). */
 export type Pace = (signal?: AbortSignal) => Promise<void>
@@ -37,11 +36,3 @@ export function createMoverThrottle(
   }
 }
 
-/**
- * The fixed pause of `chunkDelay` alone, as one function.
- * @deprecated the steps move to {@link createMoverThrottle}; this goes once they have.
- */
-export function createThrottle(chunkDelayMs: number): () => Promise<void> {
-  if (chunkDelayMs <= 0) return () => Promise.resolve()
-  return () => sleep(chunkDelayMs)
-}
