@@ -1,4 +1,10 @@
-import { mysqlUrl, type TempDatabase, tempDatabase } from '@ballast/testkit'
+import {
+  mysqlUrl,
+  type PrivateMariadbPair,
+  startPrivateMariadbPair,
+  type TempDatabase,
+  tempDatabase,
+} from '@ballast/testkit'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import {
   type CausalToken,
@@ -14,14 +20,18 @@ import {
   type SlotSpan,
   slotFor,
 } from '../src/index.js'
-import { replicaCaughtUp, sql, stopSqlThread, type Topology, topology } from './fixtures.js'
+import { ORDERS_DDL, replicaCaughtUp, sql, stopSqlThread } from './fixtures.js'
 
-// Reads while slots move from s1 to s2, both on the primary/replica pair (two databases of one
-// primary, each replicated): `fresh` polls the map every 30 ms, `stale` never polls (its lease is
-// an hour) and reads the map only when told to. Health checks are off, so a read-your-writes read
-// goes to a replica and waits for its token there (no sample tells the router the replica lags).
+// Reads while slots move from s1 to s2, both on a PRIVATE primary/replica pair (two databases of
+// one primary, each replicated; testkit's startPrivateMariadbPair, since the test stops the
+// replica's SQL thread and the shared 3307/3308 pair serves other test files at the same time):
+// `fresh` polls the map every 30 ms, `stale` never polls (its lease is an hour) and reads the map
+// only when told to. Health checks are off, so a read-your-writes read goes to a replica and
+// waits for its token there (no sample tells the router the replica lags).
 
-let topo: Topology
+let pair: PrivateMariadbPair
+/** Per shard, the URLs of its database on the pair's primary and replica. */
+const topo: { pair: Array<{ primary: string; replica: string }> } = { pair: [] }
 let meta: TempDatabase
 let shards: ShardConfig[]
 let moverStore: SlotMapStore
@@ -34,7 +44,16 @@ let mover: SlotMover
 const LEASE = 300
 
 beforeAll(async () => {
-  topo = await topology('reads_move', 2, 0)
+  pair = await startPrivateMariadbPair({ semiSync: false })
+  for (const name of ['reads_s1', 'reads_s2']) {
+    await sql(pair.primary.url, `CREATE DATABASE ${name}`)
+    topo.pair.push({
+      primary: inDatabase(pair.primary.url, name),
+      replica: inDatabase(pair.replica.url, name),
+    })
+    await sql(topo.pair.at(-1)!.primary, ORDERS_DDL)
+  }
+  await replicaCaughtUp(pair.primary.url, pair.replica.url)
   meta = await tempDatabase(await mysqlUrl(), 'reads_move_meta')
   shards = [
     { id: 's1', primary: topo.pair[0]!.primary, replicas: [topo.pair[0]!.replica] },
@@ -63,8 +82,14 @@ afterAll(async () => {
   await Promise.all([fresh?.close(), stale?.close()])
   await Promise.all([moverStore?.close(), freshStore?.close(), staleStore?.close()])
   await meta?.cleanup()
-  await topo?.cleanup()
+  await pair?.close()
 })
+
+function inDatabase(url: string, name: string): string {
+  const u = new URL(url)
+  u.pathname = `/${name}`
+  return u.toString()
+}
 
 const taken = new Set<number>()
 
@@ -276,13 +301,13 @@ describe('read-your-writes across a cut-over', () => {
     // The write on the source, and its token: s1's position.
     const onSource = await write(fresh, 'v1')
     expect(onSource.has('s1')).toBe(true)
-    await replicaCaughtUp(topo.primaryServer, topo.replicaServer)
+    await replicaCaughtUp(pair.primary.url, pair.replica.url)
     await mover.begin(span, 's2')
     await staleStore.refresh()
     expect(stale.shardFor(user!)).toBe('s1')
 
     // The replica applies nothing from here: the target's replica never gets the copied row.
-    const restart = await stopSqlThread(topo.replicaServer)
+    const restart = await stopSqlThread(pair.replica.url)
     try {
       await mover.copy(span)
       await mover.cutOver(span)
@@ -312,7 +337,7 @@ describe('read-your-writes across a cut-over', () => {
     }
 
     // Once the target's replica has applied the copy, it serves the source's token itself.
-    await replicaCaughtUp(topo.primaryServer, topo.replicaServer)
+    await replicaCaughtUp(pair.primary.url, pair.replica.url)
     const replicaReads = fresh.stats().shards.s2!.replicaQueries
     expect(await read(fresh, onSource)).toEqual([{ note: 'v2' }])
     expect(fresh.stats().shards.s2!.replicaQueries).toBe(replicaReads + 1)
