@@ -19,6 +19,14 @@ function fakeClock() {
   return { clock, sleeps, advance: (ms: number) => (now += ms) }
 }
 
+/** Each chunk's own work: 100 ms, so the cap on the pause (4 times it) stays out of the way. */
+async function chunks(throttle: AdaptiveThrottle, advance: (ms: number) => void, n: number) {
+  for (let i = 0; i < n; i++) {
+    advance(100)
+    await throttle.pause()
+  }
+}
+
 /** A probe whose latencies are given in turn (the last one repeats); counts its calls. */
 function probeTaking(advance: (ms: number) => void, latencies: number[]) {
   let calls = 0
@@ -89,11 +97,11 @@ describe('AdaptiveThrottle', () => {
       probeTaking(advance, latencies).probe,
       clock,
     )
-    for (let i = 0; i < 6; i++) await throttle.pause()
+    await chunks(throttle, advance, 6)
     expect(sleeps).toEqual([5, 10, 20, 40, 80, 80])
     expect(throttle.stats().backoffs).toBe(6)
     // The smoothed latency halves its distance to 10 ms each chunk: 25, 17.5 (still over 15), then under.
-    for (let i = 0; i < 4; i++) await throttle.pause()
+    await chunks(throttle, advance, 4)
     expect(sleeps.slice(6)).toEqual([80, 80, 75, 70])
     expect(throttle.stats()).toMatchObject({ chunks: 10, backoffs: 8 })
   })
@@ -116,9 +124,24 @@ describe('AdaptiveThrottle', () => {
       probeTaking(advance, [10, 10, 10, 10, 10, 40]).probe,
       clock,
     )
-    await throttle.pause()
-    await throttle.pause()
+    await chunks(throttle, advance, 2)
     expect(sleeps).toEqual([25, 30])
+  })
+
+  it('pauses at most 4 times as long as the chunk took, whatever the source answers', async () => {
+    const { clock, sleeps, advance } = fakeClock()
+    const throttle = await AdaptiveThrottle.start(
+      { ...ADAPTIVE, chunkDelayMs: 3 },
+      probeTaking(advance, [10, 10, 10, 10, 10, 400]).probe,
+      clock,
+    )
+    for (let i = 0; i < 8; i++) {
+      advance(2)
+      await throttle.pause()
+    }
+    // The adaptive part grew to 80 ms, but a 2 ms chunk gets 8 ms of it (the fixed 3 ms on top).
+    expect(throttle.delayMs).toBe(80)
+    expect(Math.max(...sleeps)).toBe(11)
   })
 
   it('keeps its pause between 0 and the longest pause whatever the source answers', async () => {

@@ -27,6 +27,11 @@ const STEP_MS = 5
 const SLACK_MS = 1
 /** Weight of the newest probe in the smoothed latency. */
 const SMOOTHING = 0.5
+/**
+ * The adaptive pause after a chunk is at most this many times the chunk's own time: however
+ * loaded the source, the step keeps a fifth of its pace (and small chunks get short pauses).
+ */
+const MAX_SLOWDOWN = 4
 
 const realClock: ThrottleClock = {
   now: () => performance.now(),
@@ -51,7 +56,9 @@ const realClock: ThrottleClock = {
  * and, while the smoothed latency is over `latencyRatio` times the baseline (and at least 1 ms
  * over it), doubles its pause (from 5 ms, up to `maxDelayMs`: the copy's rate halves), else
  * shortens it by 5 ms (the rate comes back step by step): AIMD, as TCP paces a sender by its
- * round trips. The fixed `chunkDelayMs` is paused on top.
+ * round trips. The adaptive pause is at most 4 times the chunk's own time (the step keeps a
+ * fifth of its pace, and small chunks get short pauses). The fixed `chunkDelayMs` is paused on
+ * top.
  */
 export class AdaptiveThrottle {
   readonly #settings: AdaptiveThrottleSettings
@@ -63,6 +70,8 @@ export class AdaptiveThrottle {
   #chunks = 0
   #backoffs = 0
   #pausedMs = 0
+  /** When the last pause (or the baseline) ended: the chunk since is the step's own work. */
+  #workStart = 0
 
   private constructor(
     settings: AdaptiveThrottleSettings,
@@ -90,6 +99,7 @@ export class AdaptiveThrottle {
       times.sort((a, b) => a - b)
       throttle.#baselineMs = times[Math.floor(times.length / 2)]!
     }
+    throttle.#workStart = clock.now()
     return throttle
   }
 
@@ -111,6 +121,7 @@ export class AdaptiveThrottle {
   /** Called after each chunk: probes the source, adjusts the pause, and pauses. */
   async pause(signal?: AbortSignal): Promise<void> {
     this.#chunks++
+    const workMs = this.#clock.now() - this.#workStart
     const { latencyRatio, maxDelayMs, chunkDelayMs } = this.#settings
     if (latencyRatio > 0) {
       // Probed at once, before the pause: the source's latency right after the chunk's load,
@@ -126,10 +137,12 @@ export class AdaptiveThrottle {
         this.#delayMs = Math.min(maxDelayMs, Math.max(STEP_MS, this.#delayMs * 2))
       } else this.#delayMs = Math.max(0, this.#delayMs - STEP_MS)
     }
-    const ms = chunkDelayMs + this.#delayMs
-    if (ms <= 0 || signal?.aborted === true) return
-    this.#pausedMs += ms
-    await this.#clock.sleep(ms, signal)
+    const ms = chunkDelayMs + Math.min(this.#delayMs, MAX_SLOWDOWN * workMs)
+    if (ms > 0 && signal?.aborted !== true) {
+      this.#pausedMs += ms
+      await this.#clock.sleep(ms, signal)
+    }
+    this.#workStart = this.#clock.now()
   }
 
   async #time(): Promise<number> {
