@@ -102,7 +102,8 @@ export interface SlotMoverOptions {
    * the source five times (the median is the baseline, the source under the application's load);
    * after each chunk it times it again, and while it answers more than `latencyRatio` times
    * slower (and 1 ms slower) it doubles its pause after each chunk (from 5 ms, up to
-   * `maxThrottleDelay`), else it shortens it by 5 ms. 0 turns it off (`chunkDelay` alone).
+   * `maxThrottleDelay`, and at most 4 times the chunk's own time), else it shortens it by 5 ms.
+   * 0 turns it off (`chunkDelay` alone).
    * @default 1.5
    */
   latencyRatio?: number
