@@ -12,6 +12,7 @@ import {
   createSlotMapStore,
   createSlotMover,
   InvalidArgumentError,
+  ScatterGatherError,
   type ShardConfig,
   type ShardRouter,
   type SlotMap,
@@ -19,6 +20,7 @@ import {
   type SlotMover,
   type SlotSpan,
   slotFor,
+  UnknownShardError,
 } from '../src/index.js'
 import { ORDERS_DDL, replicaCaughtUp, sql, stopSqlThread } from './fixtures.js'
 
@@ -45,7 +47,7 @@ const LEASE = 300
 
 beforeAll(async () => {
   pair = await startPrivateMariadbPair({ semiSync: false })
-  for (const name of ['reads_s1', 'reads_s2']) {
+  for (const name of ['reads_s1', 'reads_s2', 'reads_s3']) {
     await sql(pair.primary.url, `CREATE DATABASE ${name}`)
     topo.pair.push({
       primary: inDatabase(pair.primary.url, name),
@@ -68,9 +70,10 @@ beforeAll(async () => {
   const routing = { shards, healthCheckInterval: 0, gtidWaitTimeout: 100 }
   fresh = createShardRouter({ ...routing, slotMap: freshStore })
   stale = createShardRouter({ ...routing, slotMap: staleStore })
+  // s3: a shard the routers are not given (added to the deployment, the routers not yet restarted).
   mover = createSlotMover({
     store: moverStore,
-    shards,
+    shards: [...shards, { id: 's3', primary: topo.pair[2]!.primary }],
     tables: [{ table: 'orders', key: 'user_id' }],
     fenceDelay: LEASE,
     chunkRows: 5,
@@ -276,6 +279,25 @@ describe('all() while slots move', () => {
     })
     expect(written.shards).toEqual(['s1', 's2'])
   })
+
+  it('with static shards takes slotKey as an option: rows on a shard the ring does not give their slot are dropped', async () => {
+    const ring = createShardRouter({ shards, healthCheckInterval: 0 })
+    try {
+      // A key of s1 by the ring, its row written straight into s2 (as a move leaves it).
+      const [user] = keysOn(moverStore.current(), 's1', 1, 'static')
+      expect(ring.shardFor(user!)).toBe('s1')
+      await sql(
+        topo.pair[1]!.primary,
+        'INSERT INTO orders (id, user_id, total, created_at) VALUES (?, ?, 1, 0)',
+        [nextId++, user],
+      )
+      const query = 'SELECT id, user_id FROM orders WHERE user_id = ?'
+      expect((await ring.all(query, [user])).rows).toHaveLength(1)
+      expect((await ring.all(query, [user], undefined, { slotKey: 'user_id' })).rows).toEqual([])
+    } finally {
+      await ring.close()
+    }
+  })
 })
 
 describe('read-your-writes across a cut-over', () => {
@@ -342,5 +364,34 @@ describe('read-your-writes across a cut-over', () => {
     expect(await read(fresh, onSource)).toEqual([{ note: 'v2' }])
     expect(fresh.stats().shards.s2!.replicaQueries).toBe(replicaReads + 1)
     await mover.purge(span, 's1')
+  })
+})
+
+describe('all() when the map gives slots to a shard the router does not have', () => {
+  it('fails that shard (its rows are on no shard the router can ask), or returns the rest flagged partial', async () => {
+    const span = spanOnS1(moverStore.current(), 4, 2)
+    const inside = keysOf(span, 3, 'unknown')
+    const outside = keysOn(moverStore.current(), 's2', 2, 'unknown-s2')
+    const orders = await place(fresh, [...inside, ...outside], () => 1)
+    await mover.begin(span, 's3')
+    await mover.copy(span)
+    await mover.cutOver(span)
+    const users = orders.map((o) => o.user)
+    const query = 'SELECT id, user_id FROM orders WHERE user_id IN (?)'
+    const error = await fresh
+      .all(query, [users], undefined, { slotKey: 'user_id' })
+      .catch((e: unknown) => e)
+    expect(error).toBeInstanceOf(ScatterGatherError)
+    const failures = (error as ScatterGatherError).failures
+    expect(failures.map((f) => f.shard)).toEqual(['s3'])
+    expect(failures[0]!.error).toBeInstanceOf(UnknownShardError)
+    const partial = await fresh.all<{ id: number }>(query, [users], undefined, {
+      slotKey: 'user_id',
+      onShardError: 'partial',
+    })
+    expect(partial.partial).toBe(true)
+    expect(partial.rows.map((r) => Number(r.id)).sort((a, b) => a - b)).toEqual(
+      orders.slice(inside.length).map((o) => o.id),
+    )
   })
 })

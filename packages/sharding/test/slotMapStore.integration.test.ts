@@ -140,12 +140,13 @@ describe('SlotMapStore', () => {
   })
 
   it('refreshes a map older than its lease before a statement', async () => {
-    const leased = store({ interval: 0, lease: 100 })
+    // A lease long enough that the second statement comes within it on a loaded machine.
+    const leased = store({ interval: 0, lease: 1000 })
     await leased.load()
     const router = createShardRouter({ shards: shards(), slotMap: leased, healthCheckInterval: 0 })
     try {
       const reads = leased.stats().reads
-      await new Promise((r) => setTimeout(r, 150))
+      await new Promise((r) => setTimeout(r, 1050))
       await router.query('user-lease', 'SELECT COUNT(*) AS n FROM orders')
       expect(leased.stats().reads).toBe(reads + 1)
       // Within the lease, no read of the store.
