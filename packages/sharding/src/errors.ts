@@ -323,6 +323,38 @@ export class SlotCopyMismatchError extends ShardingError {
 }
 
 /**
+ * A slot mover step gave up on a shard that stopped answering: it retried with backoff for
+ * `stallTimeout` (the mover's option). Retryable: run the step again once the shard is back, it
+ * resumes from its kept progress.
+ */
+export class SlotMoveStalledError extends ShardingError {
+  /** The class name, `SlotMoveStalledError`. */
+  override name = 'SlotMoveStalledError'
+  /** The shard that did not answer. */
+  readonly shard: string
+  /** The step that gave up, such as `'copy'`. */
+  readonly operation: string
+  /** How long the step retried, in milliseconds. */
+  readonly stalledMs: number
+
+  constructor(
+    shard: string,
+    operation: string,
+    stalledMs: number,
+    options: ShardingErrorOptions = {},
+  ) {
+    super(
+      'E_SHARD_SLOT_MOVE_STALLED',
+      `shard "${shard}" did not answer the slot mover's ${operation}() for ${stalledMs} ms (stallTimeout): run it again once the shard is back`,
+      { retryable: true, ...options },
+    )
+    this.shard = shard
+    this.operation = operation
+    this.stalledMs = stalledMs
+  }
+}
+
+/**
  * Another slot mover is running a step of a move off the same source shard (one move per
  * source, its steps one at a time): this step did not start. Retryable once the other step ends;
  * a mover process that died releases it at once (the lock is its connection's).
@@ -376,6 +408,8 @@ export const errors = {
   SlotMapUnavailableError,
   /** A slot map change lost a race with another change (retryable). See {@link SlotMapConflictError}. */
   SlotMapConflictError,
+  /** A mover step gave up on a shard that stopped answering for `stallTimeout` (retryable). See {@link SlotMoveStalledError}. */
+  SlotMoveStalledError,
   /** A slot map or range is invalid. See {@link InvalidSlotMapError}. */
   InvalidSlotMapError,
   /** A moving range's rows differ between source and target at the cut-over. See {@link SlotCopyMismatchError}. */

@@ -24,6 +24,7 @@ export {
   SlotMapUnavailableError,
   SlotMoveBusyError,
   SlotMovedError,
+  SlotMoveStalledError,
   UnknownShardError,
   UnsafeStatementError,
 } from './errors.js'
@@ -117,10 +118,12 @@ export type {
   MoveStatus,
   MoveStep,
   PhaseChangedEvent,
+  ResumedEvent,
   SlotMoverEvents,
   SlotMoverOptions,
   SlotSet,
   SlotSpan,
+  StalledEvent,
   StepOptions,
 } from './slotMover.js'
 export { createSlotMover, DEFAULT_SLOT_MOVER_OPTIONS, SlotMover } from './slotMover.js'

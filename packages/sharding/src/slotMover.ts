@@ -8,7 +8,7 @@ import { ShardConnections } from './internal/mover/connections.js'
 import type { MoverContext } from './internal/mover/context.js'
 import { copyStep } from './internal/mover/copy.js'
 import { cutOverStep } from './internal/mover/cutOver.js'
-import { exclusive } from './internal/mover/lock.js'
+import { exclusive, type MoveLock } from './internal/mover/lock.js'
 import { purgeStep } from './internal/mover/purge.js'
 import { moveStatuses } from './internal/mover/status.js'
 import { createMoverThrottle } from './internal/mover/throttle.js'
@@ -131,6 +131,13 @@ export interface SlotMoverOptions {
    * @default 30000
    */
   timeout?: Duration
+  /**
+   * How long {@link SlotMover.copy} and {@link SlotMover.catchUp} wait for a shard that stops
+   * answering (retrying with backoff, 100 ms doubling to 5 s, with `stalled` and `resumed`
+   * events) before they give up with {@link SlotMoveStalledError}.
+   * @default 600000 (10 minutes)
+   */
+  stallTimeout?: Duration
 }
 
 /** The defaults of {@link SlotMoverOptions}, frozen. */
@@ -143,6 +150,7 @@ export const DEFAULT_SLOT_MOVER_OPTIONS: Readonly<{
   changeLogTable: string
   verify: boolean
   timeout: Duration
+  stallTimeout: Duration
 }> = Object.freeze({
   fenceDelay: 40_000,
   chunkRows: 1000,
@@ -152,6 +160,7 @@ export const DEFAULT_SLOT_MOVER_OPTIONS: Readonly<{
   changeLogTable: 'ballast_change_log',
   verify: true,
   timeout: 30_000,
+  stallTimeout: 600_000,
 })
 
 /** What {@link SlotMover.copy} did. */
@@ -235,8 +244,30 @@ export interface LogAppliedEvent extends MoveEventFields {
   lagEntries: number
 }
 
+/** Payload of the `stalled` event: a step waits for a shard that stopped answering. */
+export interface StalledEvent extends MoveEventFields {
+  /** The shard that does not answer (the source or the target). */
+  shard: string
+  /** What failed. */
+  error: Error
+  /** The attempt that failed since the stall began: 1, 2, … */
+  attempt: number
+}
+
+/** Payload of the `resumed` event: the shard a step waited for answers again. */
+export interface ResumedEvent extends MoveEventFields {
+  /** The shard. */
+  shard: string
+  /** How long the step waited for it, in milliseconds. */
+  stalledMs: number
+}
+
 /** The events of a {@link SlotMover}, with their payloads: its progress. */
 export interface SlotMoverEvents {
+  /** A copy or catch-up waits for a shard that stopped answering (once per retry). */
+  stalled: StalledEvent
+  /** The shard answers again; the step goes on from its kept progress. */
+  resumed: ResumedEvent
   /** A move entered a phase. */
   'phase-changed': PhaseChangedEvent
   /** A chunk of the copy was written to the target. */
@@ -263,6 +294,7 @@ export class SlotMover {
   readonly #events = new Emitter<SlotMoverEvents>()
   readonly #context: MoverContext
   readonly #connections: ShardConnections
+  readonly #closing = new AbortController()
   #closed = false
 
   static {
@@ -314,6 +346,7 @@ export class SlotMover {
         merged.fenceDelay,
       )
     const chunkRows = option.positiveInteger('chunkRows', merged.chunkRows)
+    const stallTimeoutMs = option.duration('stallTimeout', merged.stallTimeout)
     const timeoutMs = option.duration('timeout', merged.timeout, POSITIVE)
     this.#connections = new ShardConnections(shards, timeoutMs)
     this.#context = {
@@ -324,6 +357,8 @@ export class SlotMover {
       tables,
       chunkRows,
       fenceDelayMs,
+      stallTimeoutMs,
+      closing: this.#closing.signal,
       verify,
       connections: this.#connections,
       throttle: createMoverThrottle({ chunkDelayMs, latencyRatio, maxDelayMs }, this.#connections),
@@ -351,7 +386,12 @@ export class SlotMover {
    * @throws InvalidArgumentError if the span is not moving.
    */
   async copy(set: SlotSet, options: StepOptions = {}): Promise<CopyResult> {
-    return this.#step('copy', set, () => copyStep(this.#context, set, options), options.signal)
+    return this.#step(
+      'copy',
+      set,
+      (lock) => copyStep(this.#context, set, options, lock),
+      options.signal,
+    )
   }
 
   /**
@@ -365,7 +405,7 @@ export class SlotMover {
     return this.#step(
       'catchUp',
       set,
-      () => catchUpStep(this.#context, set, options),
+      (lock) => catchUpStep(this.#context, set, options, lock),
       options.signal,
     )
   }
@@ -458,6 +498,8 @@ export class SlotMover {
   async close(): Promise<void> {
     if (this.#closed) return
     this.#closed = true
+    // A step waiting for a shard stops waiting.
+    this.#closing.abort()
     await this.#connections.close()
   }
 
@@ -468,7 +510,7 @@ export class SlotMover {
   async #step<R>(
     operation: string,
     set: SlotSet,
-    run: () => Promise<R>,
+    run: (lock: MoveLock) => Promise<R>,
     signal?: AbortSignal,
   ): Promise<R> {
     this.#open(operation)

@@ -41,6 +41,7 @@ describe('every error class', () => {
     UnsafeStatementError: new errors.UnsafeStatementError('two statements', { cause }),
     InvalidCausalTokenError: new errors.InvalidCausalTokenError('cut', { cause }),
     ShardUnavailableError: new errors.ShardUnavailableError('s1', 'primary', 'down', { cause }),
+    SlotMoveStalledError: new errors.SlotMoveStalledError('s3', 'copy', 600_000, { cause }),
     ShardTimeoutError: new errors.ShardTimeoutError('s1', 500, { cause }),
     ScatterGatherError: new errors.ScatterGatherError([{ shard: 's1', error: new Error('x') }], {
       cause,

@@ -1,8 +1,10 @@
 import type { PoolConnection } from 'mysql2/promise'
 import type { CatchUpResult, SlotSet, StepOptions } from '../../slotMover.js'
 import { emitPhase, type MoverContext, moveFields, moving, updateMap } from './context.js'
+import type { MoveLock } from './lock.js'
 import { holds, type MoveSet } from './slotSet.js'
 import { quote, shapes, type TableShape, triggerName, writeRows } from './sql.js'
+import { rideOut } from './stall.js'
 import type { TouchedRows } from './verify.js'
 
 /** Creates the change log and its triggers on the source (idempotent) and empties the log. */
@@ -163,6 +165,7 @@ export async function catchUpStep(
   context: MoverContext,
   slotSet: SlotSet,
   { signal }: StepOptions,
+  lock: MoveLock,
 ): Promise<CatchUpResult> {
   const { from, to, set, phases } = await moving(context, slotSet, 'catchUp', { whole: true })
   const { connections, events } = context
@@ -170,28 +173,32 @@ export async function catchUpStep(
     await updateMap(context, set, (part) => ({ ...part, moving: { to, phase: 'catching-up' } }))
     emitPhase(context, set, from, to, 'catching-up')
   }
-  return connections.on(from, (source) =>
-    connections.on(to, async (target) => {
-      // What was logged when the pass began: writers keep adding, and the pass must end.
-      const upTo = await lastLogged(context, source)
-      const done = await applyLog(context, source, target, await shapes(context, source), set, {
-        upTo,
-        throttle: true,
-        signal,
-      })
-      const [{ n: left }] = (await connections.query(
-        source,
-        `SELECT COUNT(*) AS n FROM \`${context.logTable}\``,
-      )) as [{ n: unknown }]
-      const lagEntries = Number(left)
-      if (events.has('log-applied'))
-        events.emit('log-applied', {
-          ...moveFields(set, from, to),
-          entries: done.read,
-          rows: done.applied,
-          lagEntries,
+  // A shard that stops answering is waited for: the pass runs again, the entries it had not
+  // deleted are applied again (idempotent).
+  return rideOut(context, 'catchUp', moveFields(set, from, to), lock, signal, () =>
+    connections.on(from, (source) =>
+      connections.on(to, async (target) => {
+        // What was logged when the pass began: writers keep adding, and the pass must end.
+        const upTo = await lastLogged(context, source)
+        const done = await applyLog(context, source, target, await shapes(context, source), set, {
+          upTo,
+          throttle: true,
+          signal,
         })
-      return { rowsApplied: done.applied, entriesRead: done.read, lagEntries }
-    }),
+        const [{ n: left }] = (await connections.query(
+          source,
+          `SELECT COUNT(*) AS n FROM \`${context.logTable}\``,
+        )) as [{ n: unknown }]
+        const lagEntries = Number(left)
+        if (events.has('log-applied'))
+          events.emit('log-applied', {
+            ...moveFields(set, from, to),
+            entries: done.read,
+            rows: done.applied,
+            lagEntries,
+          })
+        return { rowsApplied: done.applied, entriesRead: done.read, lagEntries }
+      }),
+    ),
   )
 }

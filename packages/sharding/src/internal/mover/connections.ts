@@ -1,5 +1,5 @@
 import { createPool, type Pool, type PoolConnection, type PoolOptions } from 'mysql2/promise'
-import { InvalidArgumentError, ShardUnavailableError } from '../../errors.js'
+import { InvalidArgumentError, ShardTimeoutError, ShardUnavailableError } from '../../errors.js'
 import type { ShardConfig } from '../../shardRouterOptions.js'
 import { isConnectionError } from '../server.js'
 
@@ -50,6 +50,8 @@ export class ShardConnections {
     try {
       return await use(connection)
     } catch (error) {
+      // A failure of another shard's connection used inside `use` names that shard already.
+      if (error instanceof ShardUnavailableError || error instanceof ShardTimeoutError) throw error
       if (isConnectionError(error)) {
         broken = true
         throw new ShardUnavailableError(

@@ -17,6 +17,10 @@ export interface MoverContext {
   readonly tables: readonly MovedTable[]
   readonly chunkRows: number
   readonly fenceDelayMs: number
+  /** How long a step waits for a shard that stopped answering before it gives up. */
+  readonly stallTimeoutMs: number
+  /** Aborted by the mover's `close()`: a step waiting for a shard gives up. */
+  readonly closing: AbortSignal
   readonly verify: boolean
   readonly connections: ShardConnections
   /** Paces the chunks of the copy, of a catch-up pass and of the verification ({@link createMoverThrottle}). */

@@ -7,34 +7,52 @@ import { moveSet, rangesInSet } from './slotSet.js'
 
 const LOCK = "CONCAT('ballast_slot_move:', DATABASE())"
 
+/** The move lock a step holds, as the step sees it. */
+export interface MoveLock {
+  /** The source whose lock it is. */
+  readonly source: string
+  /**
+   * Makes sure the lock is still this step's, after an outage: takes it again on a new
+   * connection if its connection dropped (the server released it then).
+   * @throws SlotMoveBusyError if another mover took it meanwhile.
+   * @throws ShardUnavailableError if the source still does not answer.
+   */
+  ensure(): Promise<void>
+}
+
 /**
- * Runs a step holding the move lock of the set's source (the owner of its first slot) (`GET_LOCK` on a connection of its
- * primary, named after its database): one step of one move off a source at a time, across
- * processes. A process that dies drops its connection, and the lock with it.
+ * Runs a step holding the move lock of the set's source, the owner of its first slot
+ * (`GET_LOCK` on a connection of its primary, named after its database): one step of one move
+ * off a source at a time, across processes. A process that dies drops its connection, and the
+ * lock with it.
  * @throws SlotMoveBusyError (retryable) if another step holds the lock.
  */
 export async function exclusive<R>(
   context: MoverContext,
   slotSet: SlotSet,
   operation: string,
-  step: () => Promise<R>,
+  step: (lock: MoveLock) => Promise<R>,
 ): Promise<R> {
   const { connections } = context
   const map = await context.store.refresh()
   const source = rangesInSet(map, moveSet(slotSet, map))[0]!.shard
-  const connection: PoolConnection = await connections.connect(source)
+  let connection: PoolConnection | undefined = await connections.connect(source)
   // The lock's connection is only held while the step runs: the step's own errors pass through
   // as they are (they name their own shard).
-  let broken = false
-  try {
+  const take = async () => {
+    connection ??= await connections.connect(source)
     let got: unknown
     try {
-      ;[{ got }] = (await connections.query(connection, `SELECT GET_LOCK(${LOCK}, 0) AS got`)) as [
-        { got: unknown },
-      ]
+      // Taken once per connection: MariaDB's GET_LOCK is re-entrant, and a second hold would
+      // outlive the step's one RELEASE_LOCK on a pooled connection.
+      ;[{ got }] = (await connections.query(
+        connection,
+        `SELECT IF(IS_USED_LOCK(${LOCK}) <=> CONNECTION_ID(), 1, GET_LOCK(${LOCK}, 0)) AS got`,
+      )) as [{ got: unknown }]
     } catch (error) {
       if (!isConnectionError(error)) throw error
-      broken = true
+      connection.destroy()
+      connection = undefined
       throw new ShardUnavailableError(
         source,
         'primary',
@@ -43,15 +61,19 @@ export async function exclusive<R>(
       )
     }
     if (Number(got) !== 1) throw new SlotMoveBusyError(source, operation)
+  }
+  try {
+    await take()
     try {
-      return await step()
+      return await step({ source, ensure: take })
     } finally {
-      await connections.query(connection, `SELECT RELEASE_LOCK(${LOCK})`).catch(() => {
-        broken = true
-      })
+      if (connection !== undefined)
+        await connections.query(connection, `SELECT RELEASE_LOCK(${LOCK})`).catch(() => {
+          connection?.destroy()
+          connection = undefined
+        })
     }
   } finally {
-    if (broken) connection.destroy()
-    else connection.release()
+    connection?.release()
   }
 }
