@@ -378,6 +378,39 @@ export class SlotMoveBusyError extends ShardingError {
   }
 }
 
+/**
+ * A resharding run is in the way: `start()` while another run is not over (finish it with
+ * `resume()` or `abort()`), or `resume()`/`abort()` of a run that another live process is
+ * running (its heartbeat is fresh). Retryable once that run ends or its process stops.
+ */
+export class ReshardBusyError extends ShardingError {
+  /** The class name, `ReshardBusyError`. */
+  override name = 'ReshardBusyError'
+  /** The id of the run in the way. */
+  readonly runId: number
+
+  constructor(runId: number, message: string, options: ShardingErrorOptions = {}) {
+    super('E_SHARD_RESHARD_BUSY', message, { retryable: true, ...options })
+    this.runId = runId
+  }
+}
+
+/**
+ * A resharding operation does not fit the state of the run: `resume()` or `abort()` with no run
+ * in progress, `pause()` of a run that is not running. Not retryable as is: read `status()`.
+ */
+export class ReshardStateError extends ShardingError {
+  /** The class name, `ReshardStateError`. */
+  override name = 'ReshardStateError'
+  /** The state of the run (`'none'`: there is no run in progress). */
+  readonly state: string
+
+  constructor(state: string, message: string, options: Pick<ShardingErrorOptions, 'cause'> = {}) {
+    super('E_SHARD_RESHARD_STATE', message, { cause: options.cause })
+    this.state = state
+  }
+}
+
 /** Every error class of `@ballast/sharding`, by name. */
 export const errors = {
   /** Base class of every error of the package. See {@link ShardingError}. */
@@ -416,6 +449,10 @@ export const errors = {
   SlotCopyMismatchError,
   /** Another mover runs a step of a move off the same source (retryable). See {@link SlotMoveBusyError}. */
   SlotMoveBusyError,
+  /** A resharding run is in progress, or another process runs it (retryable). See {@link ReshardBusyError}. */
+  ReshardBusyError,
+  /** A resharding operation does not fit the run's state. See {@link ReshardStateError}. */
+  ReshardStateError,
 } as const
 
 /** Whether `error` was thrown by `@ballast/sharding` (any installed copy of it). */

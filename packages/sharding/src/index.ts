@@ -12,6 +12,8 @@ export {
   InvalidCausalTokenError,
   InvalidSlotMapError,
   isShardingError,
+  ReshardBusyError,
+  ReshardStateError,
   RouterClosedError,
   ScatterGatherError,
   ShardingClosedError,
@@ -43,13 +45,36 @@ export type {
 } from './mergeSpec.js'
 export { compareValues } from './mergeSpec.js'
 export type {
+  ResharderOptions,
+  ReshardMovePhase,
+  ReshardMoveProgressedEvent,
+  ReshardMoveStatus,
+  ReshardRunEvents,
+  ReshardStartOptions,
+  ReshardState,
+  ReshardStateChangedEvent,
+  ReshardStatus,
+  ReshardSummary,
+} from './resharder.js'
+export {
+  createResharder,
+  DEFAULT_RESHARD_START_OPTIONS,
+  DEFAULT_RESHARDER_OPTIONS,
+  Resharder,
+  ReshardRun,
+} from './resharder.js'
+export type {
   ReshardingPlan,
   ReshardingPlanOptions,
   ShardPlacement,
   ShardShare,
   SlotMove,
 } from './reshardingPlan.js'
-export { DEFAULT_RESHARDING_PLAN_OPTIONS, planResharding } from './reshardingPlan.js'
+export {
+  DEFAULT_RESHARDING_PLAN_OPTIONS,
+  planResharding,
+  planReshardingFrom,
+} from './reshardingPlan.js'
 export type { ScatterResult } from './scatterGather.js'
 export type { ShardKey, SlotKey } from './shardKey.js'
 export { slotFor } from './shardKey.js'

@@ -54,6 +54,8 @@ describe('every error class', () => {
     InvalidSlotMapError: new errors.InvalidSlotMapError('gap at slot 5', { cause }),
     SlotCopyMismatchError: new errors.SlotCopyMismatchError('orders', '3 rows vs 2', { cause }),
     SlotMoveBusyError: new errors.SlotMoveBusyError('s1', 'copy', { cause }),
+    ReshardBusyError: new errors.ReshardBusyError(3, 'run 3 is paused', { cause }),
+    ReshardStateError: new errors.ReshardStateError('none', 'no run', { cause }),
   }
 
   it('covers every class of the errors map', () => {
