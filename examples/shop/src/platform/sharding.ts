@@ -15,6 +15,7 @@ import {
   createShardRouter,
   createSlotMapStore,
   type IdGenerator,
+  isShardingError,
   type MovedTable,
   type ShardConfig,
   type ShardRouter,
@@ -105,6 +106,27 @@ export function createShopSlotMap(server: MysqlTarget): SlotMapStore {
 }
 
 /**
+ * The shop's slot map store, loaded. A process starting on a busy machine may find the server
+ * slow to accept a connection: the load is tried again a few times (bounded) before the start
+ * fails (the supervisor restarts a service then).
+ */
+export async function loadShopSlotMap(server: MysqlTarget): Promise<SlotMapStore> {
+  const slotMap = createShopSlotMap(server)
+  for (let attempt = 1; ; attempt++) {
+    try {
+      await slotMap.load()
+      return slotMap
+    } catch (error) {
+      if (attempt >= 5 || !isShardingError(error) || !error.retryable) {
+        await slotMap.close()
+        throw error
+      }
+      await new Promise((resolve) => setTimeout(resolve, 500 * attempt))
+    }
+  }
+}
+
+/**
  * Creates the map's table and, the first time, the map: the static ring's placement of
  * {@link INITIAL_SHARDS}, so a shop from before the map keeps every key where it was. A map
  * already there (resharded, perhaps) is kept. The supervisor calls it once, before any process
@@ -142,13 +164,7 @@ export async function openShopRouter(
   config: Pick<ShopConfig, 'shards' | 'slotMapDb'>,
   options: ShopRouterOptions = {},
 ): Promise<ShopRouting> {
-  const slotMap = createShopSlotMap(config.slotMapDb)
-  try {
-    await slotMap.load()
-  } catch (error) {
-    await slotMap.close()
-    throw error
-  }
+  const slotMap = await loadShopSlotMap(config.slotMapDb)
   const router = createShardRouter({
     shards: config.shards.map(shardConfig),
     slotMap,
