@@ -652,8 +652,11 @@ export class ShardRouter {
    * and the call returns as soon as that many rows are merged), or combined as
    * aggregates (`COUNT`/`SUM`/`MIN`/`MAX`, `AVG` from SUM and COUNT). A shard that fails makes
    * the call throw a {@link ScatterGatherError}, or, with `onShardError: 'partial'`, returns the
-   * rest flagged `partial`.
+   * rest flagged `partial`. With a `slotMap`, name the column of each row's shard key
+   * (`slotKey`): a row then counts only on its slot's owner, so a resharding move's copies
+   * count once (see {@link ScatterOptions.slotKey}).
    *
+   * @throws InvalidArgumentError if the router has a `slotMap` and no `slotKey` is given, or the rows lack the `slotKey` column.
    * @example
    * ```ts
    * const latest = await router.all(
@@ -664,6 +667,13 @@ export class ShardRouter {
    * const totals = await router.all('SELECT COUNT(*) AS n, SUM(total) AS s FROM orders', [], {
    *   aggregate: { n: 'count', s: 'sum', avg: { avg: { sum: 's', count: 'n' } } },
    * })
+   * // With a slot map: one row per key, each counted on its slot's owner only.
+   * const exact = await router.all(
+   *   'SELECT user_id, COUNT(*) AS n, SUM(total) AS s FROM orders GROUP BY user_id',
+   *   [],
+   *   { aggregate: { n: 'count', s: 'sum' } },
+   *   { slotKey: 'user_id' },
+   * )
    * ```
    */
   async all<T extends object = Row>(
