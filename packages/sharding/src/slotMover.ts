@@ -1,4 +1,13 @@
-import { type Duration, Emitter, merge, type Unsubscribe } from '@ballast/shared'
+import {
+  type Duration,
+  Emitter,
+  inSpan,
+  merge,
+  type TelemetryOptions,
+  telemetry,
+  type Unsubscribe,
+} from '@ballast/shared'
+import type { Tracer } from '@opentelemetry/api'
 import { ShardingClosedError } from './errors.js'
 import { option, POSITIVE } from './internal/check.js'
 import { abortStep } from './internal/mover/abort.js'
@@ -9,6 +18,7 @@ import type { MoverContext } from './internal/mover/context.js'
 import { copyStep } from './internal/mover/copy.js'
 import { cutOverStep } from './internal/mover/cutOver.js'
 import { exclusive, type MoveLock } from './internal/mover/lock.js'
+import { moverMetrics } from './internal/mover/moverMetrics.js'
 import { purgeStep } from './internal/mover/purge.js'
 import { moveStatuses } from './internal/mover/status.js'
 import { createMoverThrottle } from './internal/mover/throttle.js'
@@ -70,8 +80,12 @@ export interface MoveStatus {
   copyDone: boolean
 }
 
-/** Options of {@link createSlotMover}. */
-export interface SlotMoverOptions {
+/**
+ * Options of {@link createSlotMover}. Its metrics (`ballast.sharding.slot_mover.*`: rows copied,
+ * log lag, phase, stalls per move) and one span per step go to `meterProvider` and
+ * `tracerProvider` (`TelemetryOptions`; the global providers by default).
+ */
+export interface SlotMoverOptions extends TelemetryOptions {
   /** The slot map store the routers follow (the same `table`, `fenceTable` and `lease`). */
   store: SlotMapStore
   /** The shards (the router's `shards`): the mover uses their primaries. */
@@ -295,6 +309,8 @@ export class SlotMover {
   readonly #context: MoverContext
   readonly #connections: ShardConnections
   readonly #closing = new AbortController()
+  readonly #tracer: Tracer
+  readonly #stopMetrics: () => void
   #closed = false
 
   static {
@@ -348,6 +364,21 @@ export class SlotMover {
     const chunkRows = option.positiveInteger('chunkRows', merged.chunkRows)
     const stallTimeoutMs = option.duration('stallTimeout', merged.stallTimeout)
     const timeoutMs = option.duration('timeout', merged.timeout, POSITIVE)
+    // Duck-typed: a provider from another copy of @opentelemetry/api is as good.
+    const { meterProvider, tracerProvider } = options
+    if (
+      meterProvider !== undefined &&
+      typeof (meterProvider as { getMeter?: unknown } | null)?.getMeter !== 'function'
+    )
+      option.invalid('meterProvider', 'an OpenTelemetry MeterProvider', typeof meterProvider)
+    if (
+      tracerProvider !== undefined &&
+      typeof (tracerProvider as { getTracer?: unknown } | null)?.getTracer !== 'function'
+    )
+      option.invalid('tracerProvider', 'an OpenTelemetry TracerProvider', typeof tracerProvider)
+    const { meter, tracer } = telemetry('@ballast/sharding', options)
+    this.#tracer = tracer
+    this.#stopMetrics = moverMetrics(meter, this.#events)
     this.#connections = new ShardConnections(shards, timeoutMs)
     this.#context = {
       store: merged.store,
@@ -500,6 +531,7 @@ export class SlotMover {
     this.#closed = true
     // A step waiting for a shard stops waiting.
     this.#closing.abort()
+    this.#stopMetrics()
     await this.#connections.close()
   }
 
@@ -515,7 +547,9 @@ export class SlotMover {
   ): Promise<R> {
     this.#open(operation)
     signal?.throwIfAborted()
-    return exclusive(this.#context, set, operation, run)
+    return inSpan(this.#tracer, `ballast.sharding.slot_mover.${operation}`, {}, () =>
+      exclusive(this.#context, set, operation, run),
+    )
   }
 
   #open(operation: string): void {

@@ -5,6 +5,7 @@ import {
   type TempDatabase,
   tempDatabase,
 } from '@ballast/testkit'
+import { createTestTelemetry, type TestTelemetry } from '@ballast/testkit/otel'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import {
   createShardRouter,
@@ -15,6 +16,7 @@ import {
   type ShardRouter,
   type SlotMapStore,
   type SlotMover,
+  type SlotMoverOptions,
   SlotMoveStalledError,
   type SlotSpan,
   type StalledEvent,
@@ -35,6 +37,7 @@ let routerStore: SlotMapStore
 let router: ShardRouter
 const url: Record<string, string> = {}
 const movers: SlotMover[] = []
+let otel: TestTelemetry
 
 beforeAll(async () => {
   const server = await mysqlUrl()
@@ -67,12 +70,13 @@ afterAll(async () => {
   await router?.close()
   await Promise.all([store?.close(), routerStore?.close()])
   await proxy?.close()
+  await otel?.shutdown()
   await meta?.cleanup()
   await Promise.all((db ?? []).map((d) => d.cleanup()))
 })
 
 /** A mover that reaches s3 through the proxy. */
-function moverVia(options: { chunkDelay?: number; stallTimeout?: number } = {}): SlotMover {
+function moverVia(options: Partial<SlotMoverOptions> = {}): SlotMover {
   const mover = createSlotMover({
     store,
     shards: [
@@ -140,7 +144,12 @@ describe('a move whose target stops answering', () => {
   it('stalls the copy while the target is cut, resumes when it is back, and finishes with every row once on the target', async () => {
     const set = sets[0]!
     const rows = await seed(set, 50, 'cut')
-    const mover = moverVia({ chunkDelay: 10 })
+    otel = createTestTelemetry()
+    const mover = moverVia({
+      chunkDelay: 10,
+      meterProvider: otel.meterProvider,
+      tracerProvider: otel.tracerProvider,
+    })
     const stalled: StalledEvent[] = []
     const resumed: ResumedEvent[] = []
     let chunks = 0
@@ -166,12 +175,35 @@ describe('a move whose target stops answering', () => {
     expect(resumed[0]).toMatchObject({ shard: 's3', from: 's1', to: 's3' })
     expect(resumed[0]!.stalledMs).toBeGreaterThanOrEqual(100 + 200)
     expect(copied.totalRowsCopied).toBeGreaterThanOrEqual(50)
+    // Its metrics: the rows it copied and its retries, per move; one span per step.
+    const move = {
+      'ballast.sharding.slot_mover.from': 's1',
+      'ballast.sharding.slot_mover.to': 's3',
+    }
+    expect(await otel.value('ballast.sharding.slot_mover.rows_copied', move)).toBe(
+      copied.totalRowsCopied,
+    )
+    expect(await otel.value('ballast.sharding.slot_mover.stalls', move)).toBe(stalled.length)
+    expect(
+      await otel.value('ballast.sharding.slot_mover.phase', {
+        ...move,
+        'ballast.sharding.slot_mover.phase': 'copying',
+      }),
+    ).toBe(1)
+    expect(otel.spansNamed('ballast.sharding.slot_mover.copy')).toHaveLength(1)
     // A write during the outage and after: through the change log.
     const [id] = [...rows].find(([, user]) => inSet(set, user))!
     await router.query(rows.get(id)!, 'UPDATE orders SET total = 5 WHERE id = ?', [id])
-    await mover.catchUp(set)
+    const caught = await mover.catchUp(set)
+    expect(await otel.value('ballast.sharding.slot_mover.log_lag', move)).toBe(caught.lagEntries)
     const cut = await mover.cutOver(set)
     expect(cut.rowsVerified).toBeGreaterThanOrEqual(50)
+    expect(
+      await otel.value('ballast.sharding.slot_mover.phase', {
+        ...move,
+        'ballast.sharding.slot_mover.phase': 'moved',
+      }),
+    ).toBe(1)
     await mover.purge(set, 's1')
     await expectMoved(set, rows)
     expect(await sql(url.s3!, 'SELECT total FROM orders WHERE id = ?', [id])).toEqual([
