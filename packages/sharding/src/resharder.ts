@@ -24,8 +24,11 @@ import { DEFAULT_RING_OPTIONS } from './shardRouterOptions.js'
 import type { SlotMap } from './slotMap.js'
 import { type SlotMapStore, slotMapStoreInternals } from './slotMapStore.js'
 import {
+  type ChunkCopiedEvent,
   createSlotMover,
+  type LogAppliedEvent,
   type MovedTable,
+  type SlotMover,
   type SlotMoverOptions,
   type SlotSpan,
 } from './slotMover.js'
@@ -233,21 +236,6 @@ export interface ReshardRunEvents {
   'state-changed': ReshardStateChangedEvent
 }
 
-/** The mover's steps on slot sets (the `SlotSet` API of the mover). */
-interface SetMover {
-  begin(set: readonly SlotSpan[], to: string): Promise<unknown>
-  copy(set: readonly SlotSpan[], options?: { signal?: AbortSignal }): Promise<unknown>
-  catchUp(
-    set: readonly SlotSpan[],
-    options?: { signal?: AbortSignal },
-  ): Promise<{ lagEntries: number }>
-  cutOver(set: readonly SlotSpan[]): Promise<unknown>
-  abort(set: readonly SlotSpan[]): Promise<unknown>
-  purge(set: readonly SlotSpan[], from: string): Promise<{ rowsDeleted: number }>
-  on(event: string, listener: (event: Record<string, unknown>) => void): Unsubscribe
-  close(): Promise<void>
-}
-
 /** Why the steps of a run stop: paused, aborted, closed here, or taken over elsewhere. */
 type Why = 'pause' | 'abort' | 'close' | 'lost'
 const RANK: Record<Why, number> = { pause: 0, abort: 1, close: 2, lost: 3 }
@@ -322,7 +310,7 @@ let runOf: (resharder: Resharder, row: RunRow, owner: string, mode: 'run' | 'abo
 export class ReshardRun {
   readonly #events = new Emitter<ReshardRunEvents>()
   readonly #table: RunTable
-  readonly #mover: SetMover
+  readonly #mover: SlotMover
   readonly #store: SlotMapStore
   readonly #settings: RunSettings
   readonly #owner: string
@@ -475,31 +463,22 @@ export class ReshardRun {
       })
   }
 
-  /** The move an event of the mover is about: by source and target, else by its first slot. */
-  #moveOf(event: Record<string, unknown>): RunMove | undefined {
-    if (typeof event.from === 'string' && typeof event.to === 'string')
-      return this.#moves.find((m) => m.from === event.from && m.to === event.to)
-    const first =
-      typeof event.start === 'number'
-        ? event.start
-        : Array.isArray(event.spans)
-          ? (event.spans[0] as SlotSpan | undefined)?.start
-          : undefined
-    if (first === undefined) return undefined
-    return this.#moves.find((m) => m.spans.some(([start, end]) => first >= start && first < end))
+  /** The move an event of the mover is about: the one of its source and target. */
+  #moveOf(event: ChunkCopiedEvent | LogAppliedEvent): RunMove | undefined {
+    return this.#moves.find((m) => m.from === event.from && m.to === event.to)
   }
 
-  #onCopied(event: Record<string, unknown>): void {
+  #onCopied(event: ChunkCopiedEvent): void {
     const move = this.#moveOf(event)
-    if (move === undefined || typeof event.totalRows !== 'number') return
+    if (move === undefined) return
     move.rowsCopied = event.totalRows
     this.#dirty = true
     this.#progress(move)
   }
 
-  #onLogApplied(event: Record<string, unknown>): void {
+  #onLogApplied(event: LogAppliedEvent): void {
     const move = this.#moveOf(event)
-    if (move === undefined || typeof event.lagEntries !== 'number') return
+    if (move === undefined) return
     move.lagEntries = event.lagEntries
     this.#dirty = true
     this.#progress(move)
@@ -804,7 +783,7 @@ interface RunSettings {
 
 interface ResharderParts {
   table: RunTable
-  mover: SetMover
+  mover: SlotMover
   store: SlotMapStore
   settings: RunSettings
   track(run: ReshardRun): void
@@ -826,7 +805,7 @@ export class Resharder {
   readonly #store: SlotMapStore
   readonly #shardIds: Set<string>
   readonly #table: RunTable
-  readonly #mover: SetMover
+  readonly #mover: SlotMover
   readonly #ring: RingOptions
   readonly #graceMs: number
   readonly #leaseMs: number
@@ -892,7 +871,7 @@ export class Resharder {
       store: merged.store,
       shards: merged.shards,
       tables: merged.tables,
-    }) as unknown as SetMover
+    })
     this.#parts = {
       table: this.#table,
       mover: this.#mover,
