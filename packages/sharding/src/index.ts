@@ -151,6 +151,11 @@ export type {
   StalledEvent,
   StepOptions,
 } from './slotMover.js'
-export { createSlotMover, DEFAULT_SLOT_MOVER_OPTIONS, SlotMover } from './slotMover.js'
+export {
+  createSlotMover,
+  DEFAULT_SLOT_MOVER_OPTIONS,
+  DEFAULT_STEP_OPTIONS,
+  SlotMover,
+} from './slotMover.js'
 export { sqlIdentifier } from './sqlIdentifier.js'
 export type { ShardTransaction } from './transaction.js'

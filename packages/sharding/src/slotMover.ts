@@ -58,9 +58,13 @@ export interface StepOptions {
   /**
    * Stops the step after the chunk (or catch-up chunk) in progress, its progress kept, and
    * rejects it with `signal.reason` (as `fetch` does); calling the step again resumes.
+   * @default none: the step runs to its end
    */
   signal?: AbortSignal | undefined
 }
+
+/** The defaults of {@link StepOptions}, frozen: no signal. */
+export const DEFAULT_STEP_OPTIONS: Readonly<StepOptions> = Object.freeze({})
 
 /** A move in progress, as {@link SlotMover.moves} reports it from the map and the progress rows. */
 export interface MoveStatus {
