@@ -20,8 +20,13 @@ import { type Deployment, deployment, TABLES } from './resharderFixture.js'
 const ROUTER = fileURLToPath(new URL('./resharderRouterProcess.ts', import.meta.url))
 const two = [{ id: 's1' }, { id: 's2' }]
 const three = [...two, { id: 's3' }]
-/** The routers' statement timeout; the mover waits the lease (400 ms) plus this before it may fence. */
-const QUERY_TIMEOUT = 1500
+/**
+ * The routers' statement timeout; the mover waits the lease (400 ms) plus this before it may
+ * fence. It must cover a write that waits out a cut-over's write pause and the map's flip: with
+ * 1.5 s, two writes of 4,000 failed (refused, retried until their time ran out) while the whole
+ * package's tests loaded this 2-core machine.
+ */
+const QUERY_TIMEOUT = 5000
 const MOVER = { fenceDelay: 400 + QUERY_TIMEOUT, chunkRows: 200 }
 
 interface RouterReport {
