@@ -229,25 +229,29 @@ describe('resharding from the ops page', () => {
       expect(await page.locator('.flash').textContent()).toMatch(
         /Resharding started: adding shard c/,
       )
+      // One read of the panel as it is (the page's script swaps it every second): the run's
+      // state and its moves from the same copy. A string: the test's TypeScript has no DOM types.
+      const snapshot = async () =>
+        (await page.evaluate(`(() => {
+          const p = document.querySelector('[data-shards-panel]')
+          return {
+            state: p?.querySelector('[data-run-state]')?.getAttribute('data-run-state') ?? '',
+            moves: [...(p?.querySelectorAll('[data-move]') ?? [])].map((r) => ({
+              move: r.getAttribute('data-move'),
+              phase: r.getAttribute('data-phase'),
+              rows: Number(r.getAttribute('data-rows-copied')),
+            })),
+          }
+        })()`)) as { state: string; moves: { move: string; phase: string; rows: number }[] }
       let lastState = ''
       const deadline = Date.now() + 75_000
       while (Date.now() < deadline) {
-        const moves = await panel.locator('[data-move]').evaluateAll((rows) =>
-          rows.map((r) => ({
-            move: r.getAttribute('data-move'),
-            phase: r.getAttribute('data-phase'),
-            rows: Number(r.getAttribute('data-rows-copied')),
-          })),
-        )
-        for (const m of moves) {
+        const seen = await snapshot()
+        for (const m of seen.moves) {
           phases.add(`${m.move} ${m.phase}`)
           mostRowsCopied = Math.max(mostRowsCopied, m.rows)
         }
-        lastState =
-          (await panel
-            .locator('[data-run-state]')
-            .getAttribute('data-run-state', { timeout: 1000 })
-            .catch(() => '')) ?? ''
+        lastState = seen.state
         if (lastState === 'done' || lastState === 'failed' || lastState === 'aborted') break
         await sleep(300)
       }
