@@ -1,3 +1,6 @@
 import { ballastTsup } from '../../tsup.shared.js'
 
-export default ballastTsup(['src/index.ts'])
+// The CLI (`bin` ballast-reshard) is an entry of its own: dist/ballast-reshard.js.
+export default ballastTsup([], {
+  entry: { index: 'src/index.ts', 'ballast-reshard': 'src/cli/bin.ts' },
+})

@@ -68,7 +68,13 @@ export interface ShopConfig {
    */
   amqpUrls: string[]
   catalogDb: MysqlTarget
+  /**
+   * The shards: every one a router may be sent to, shard c included from the start (it owns no
+   * slot until the ops page reshards onto it).
+   */
   shards: ShardSpec[]
+  /** Where the shared slot map lives (the catalog database on the standard server): which shard owns each slot. */
+  slotMapDb: MysqlTarget
   providerUrl: string
   runDir: string
   /** Honour `?cache=off` so the benchmark can compare the same page without caches. */

@@ -56,6 +56,8 @@ import {
   failOverSessionMaster,
   type RedisFailover,
 } from './platform/redisFailover.js'
+import { type ShopReshard, startShopReshard } from './platform/reshard.js'
+import { SHOP_FENCE_DELAY_MS } from './platform/sharding.js'
 import {
   isShardPrimaryAck,
   rejoinAsReplica,
@@ -94,6 +96,13 @@ export interface ShopOptions {
    * lives as long as the shop), whose primary the "shard-primary" fault switches over.
    */
   shardPair?: 'standard' | 'private'
+  /**
+   * Resharding from the ops page: how long a move waits after it begins before it fences
+   * (default and least `SHOP_FENCE_DELAY_MS`: the slot map's lease plus the routers' statement
+   * timeout, and a second), and how long old copies stay on their source after the cut-over
+   * (default 10 s: longer than the lease, so no router still reads them).
+   */
+  reshard?: { fenceDelayMs?: number; graceMs?: number }
   /** Drop the namespace's databases before creating them (a fresh start; a private shard pair starts empty). */
   freshData?: boolean
   /** Also echo each process's stderr to ours. */
@@ -191,6 +200,21 @@ async function waitHealthy(port: number, deadline: number): Promise<void> {
   throw new Error(`port ${port} did not become healthy in time`)
 }
 
+/** A request's JSON object body (at most 4 KiB), or undefined. */
+async function readJsonObject(req: AsyncIterable<unknown>): Promise<object | undefined> {
+  let body = ''
+  for await (const chunk of req) {
+    body += String(chunk)
+    if (body.length > 4096) return undefined
+  }
+  try {
+    const parsed: unknown = JSON.parse(body)
+    return typeof parsed === 'object' && parsed !== null ? parsed : undefined
+  } catch {
+    return undefined
+  }
+}
+
 interface Child {
   spec: InstanceSpec
   proc: ChildProcess | undefined
@@ -234,6 +258,17 @@ export async function startShop(o: ShopOptions): Promise<Shop> {
     } finally {
       await root.end()
     }
+    // Resharding off shard b creates triggers (the mover's change log) as the app user, which a
+    // server with a binary log allows a user without SUPER only with this on; both servers,
+    // since the shard-primary switch swaps them.
+    for (const server of [pair.primary, pair.replica]) {
+      const conn = await mysql.createConnection({ uri: server.url, connectTimeout: 2000 })
+      try {
+        await conn.query('SET GLOBAL log_bin_trust_function_creators = 1')
+      } finally {
+        await conn.end()
+      }
+    }
   }
   const proxies: Record<'redis' | 'replica', FaultProxy> = {
     redis: await createFaultProxy({ host: redis.host, port: redis.port }),
@@ -269,7 +304,12 @@ export async function startShop(o: ShopOptions): Promise<Shop> {
         id: 'b',
         primary: pair ? pairTarget(pair.primary) : mysqlTarget(mysqlStd.url, shardBDatabase),
       },
+      // The third shard: a schema on the standard server, owning no slot until the ops page
+      // reshards onto it; every router knows its servers from the start.
+      { id: 'c', primary: mysqlTarget(mysqlStd.url, `${o.ns}_shard_c`) },
     ],
+    // The slot map lives beside the catalog on the standard server.
+    slotMapDb: mysqlTarget(mysqlStd.url, `${o.ns}_catalog`),
     providerUrl: '',
     runDir: o.runDir,
     bench: o.bench === true,
@@ -280,7 +320,7 @@ export async function startShop(o: ShopOptions): Promise<Shop> {
 
   if (o.freshData) await dropDatabases(config.catalogDb, config.shards)
   log(`shop: creating schemas and seed data (namespace ${o.ns})`)
-  const seed = await createSchemaAndSeed(config.catalogDb, config.shards, {
+  const seed = await createSchemaAndSeed(config, {
     products: o.seedProducts ?? 3000,
     users: o.seedUsers ?? 300,
     stock: o.stock ?? 100_000,
@@ -288,6 +328,13 @@ export async function startShop(o: ShopOptions): Promise<Shop> {
     seedPassword: secrets.seedPassword,
   })
   log(`shop: ${seed.products} products, ${seed.users} users${seed.seeded ? ' (seeded now)' : ''}`)
+  // Resharding (the ops page's "Add shard"), run here; a run left unfinished goes on.
+  const reshard: ShopReshard = await startShopReshard({
+    config,
+    fenceDelayMs: Math.max(o.reshard?.fenceDelayMs ?? SHOP_FENCE_DELAY_MS, SHOP_FENCE_DELAY_MS),
+    graceMs: o.reshard?.graceMs ?? 10_000,
+    log,
+  })
 
   // Every process exports its spans here (OTLP/HTTP JSON on the control port, see traces.ts).
   const traces = new TraceStore()
@@ -642,6 +689,9 @@ export async function startShop(o: ShopOptions): Promise<Shop> {
   }
   /** The operator's switchover of shard b's pair, then every router follows, then the old primary rejoins as a replica. */
   const switchShardPrimary = async () => {
+    // The resharder's movers write to the primaries they were given: one change at a time.
+    if (await reshard.busy())
+      throw new Error('shard-primary waits for the resharding in progress to finish (see /ops)')
     if (!shardB)
       throw new Error(
         "shard-primary needs a shard pair of the shop's own (SHOP_SHARD_PAIR=private)",
@@ -746,6 +796,7 @@ export async function startShop(o: ShopOptions): Promise<Shop> {
       stopping = true
       if (queuePoll) clearInterval(queuePoll)
       await prometheus?.stop()
+      await reshard.close()
       await supervisorMetrics?.shutdown()
       control.closeAllConnections()
       await new Promise((r) => control.close(r))
@@ -779,6 +830,43 @@ export async function startShop(o: ShopOptions): Promise<Shop> {
       if (req.method === 'GET' && req.url === '/status') {
         res.setHeader('content-type', 'application/json')
         res.end(JSON.stringify(await shop.status()))
+        return
+      }
+      if (req.method === 'GET' && req.url === '/shards') {
+        res.setHeader('content-type', 'application/json')
+        res.end(JSON.stringify(await reshard.view()))
+        return
+      }
+      if (req.method === 'POST' && req.url === '/reshard') {
+        const parsed = await readJsonObject(req)
+        if (!parsed) {
+          res.statusCode = 400
+          res.end(JSON.stringify({ error: 'the body is not a JSON object of at most 4 KiB' }))
+          return
+        }
+        const { action, shard } = parsed as { action?: unknown; shard?: unknown }
+        res.setHeader('content-type', 'application/json')
+        try {
+          if (action === 'add-shard' && typeof shard === 'string') await reshard.addShard(shard)
+          else if (action === 'pause') await reshard.pause()
+          else if (action === 'resume') await reshard.resume()
+          else if (action === 'abort') await reshard.abort()
+          else {
+            res.statusCode = 400
+            res.end(
+              JSON.stringify({
+                error: 'unknown action: add-shard (with shard), pause, resume or abort',
+              }),
+            )
+            return
+          }
+        } catch (err) {
+          // refused (a run in progress, a shard that owns slots) or failed to start: the page says why
+          res.statusCode = 409
+          res.end(JSON.stringify({ error: (err as Error).message }))
+          return
+        }
+        res.end(JSON.stringify(await reshard.view()))
         return
       }
       if (req.method === 'POST' && req.url === '/chaos') {
@@ -827,7 +915,9 @@ export async function startShop(o: ShopOptions): Promise<Shop> {
 
   try {
     await startMetrics()
-    const deadline = Date.now() + 90_000
+    // Bounded, with room for a machine that other test runs keep busy (load averages of 20-30
+    // on 2 cores were seen): a dozen processes compiling TypeScript at start.
+    const deadline = Date.now() + 180_000
     await Promise.all(config.instances.map((i) => waitHealthy(i.port, deadline)))
   } catch (err) {
     await shop.stop()

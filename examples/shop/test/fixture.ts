@@ -42,6 +42,8 @@ export async function startTestShop(
     ...(opts.degrader ? { degrader: opts.degrader } : {}),
     // Shard b on a MariaDB pair of the shop's own: the chaos run switches its primary over.
     shardPair: 'private',
+    // The resharding test's old copies go soon after each cut-over (at least the map's lease).
+    reshard: { graceMs: 4000 },
     onLog: () => {},
   })
   return Object.assign(shop, {

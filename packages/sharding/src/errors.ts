@@ -323,6 +323,38 @@ export class SlotCopyMismatchError extends ShardingError {
 }
 
 /**
+ * A slot mover step gave up on a shard that stopped answering: it retried with backoff for
+ * `stallTimeout` (the mover's option). Retryable: run the step again once the shard is back, it
+ * resumes from its kept progress.
+ */
+export class SlotMoveStalledError extends ShardingError {
+  /** The class name, `SlotMoveStalledError`. */
+  override name = 'SlotMoveStalledError'
+  /** The shard that did not answer. */
+  readonly shard: string
+  /** The step that gave up, such as `'copy'`. */
+  readonly operation: string
+  /** How long the step retried, in milliseconds. */
+  readonly stalledMs: number
+
+  constructor(
+    shard: string,
+    operation: string,
+    stalledMs: number,
+    options: ShardingErrorOptions = {},
+  ) {
+    super(
+      'E_SHARD_SLOT_MOVE_STALLED',
+      `shard "${shard}" did not answer the slot mover's ${operation}() for ${stalledMs} ms (stallTimeout): run it again once the shard is back`,
+      { retryable: true, ...options },
+    )
+    this.shard = shard
+    this.operation = operation
+    this.stalledMs = stalledMs
+  }
+}
+
+/**
  * Another slot mover is running a step of a move off the same source shard (one move per
  * source, its steps one at a time): this step did not start. Retryable once the other step ends;
  * a mover process that died releases it at once (the lock is its connection's).
@@ -343,6 +375,39 @@ export class SlotMoveBusyError extends ShardingError {
     )
     this.shard = shard
     this.operation = operation
+  }
+}
+
+/**
+ * A resharding run is in the way: `start()` while another run is not over (finish it with
+ * `resume()` or `abort()`), or `resume()`/`abort()` of a run that another live process is
+ * running (its heartbeat is fresh). Retryable once that run ends or its process stops.
+ */
+export class ReshardBusyError extends ShardingError {
+  /** The class name, `ReshardBusyError`. */
+  override name = 'ReshardBusyError'
+  /** The id of the run in the way. */
+  readonly runId: number
+
+  constructor(runId: number, message: string, options: ShardingErrorOptions = {}) {
+    super('E_SHARD_RESHARD_BUSY', message, { retryable: true, ...options })
+    this.runId = runId
+  }
+}
+
+/**
+ * A resharding operation does not fit the state of the run: `resume()` or `abort()` with no run
+ * in progress, `pause()` of a run that is not running. Not retryable as is: read `status()`.
+ */
+export class ReshardStateError extends ShardingError {
+  /** The class name, `ReshardStateError`. */
+  override name = 'ReshardStateError'
+  /** The state of the run (`'none'`: there is no run in progress). */
+  readonly state: string
+
+  constructor(state: string, message: string, options: Pick<ShardingErrorOptions, 'cause'> = {}) {
+    super('E_SHARD_RESHARD_STATE', message, { cause: options.cause })
+    this.state = state
   }
 }
 
@@ -376,12 +441,18 @@ export const errors = {
   SlotMapUnavailableError,
   /** A slot map change lost a race with another change (retryable). See {@link SlotMapConflictError}. */
   SlotMapConflictError,
+  /** A mover step gave up on a shard that stopped answering for `stallTimeout` (retryable). See {@link SlotMoveStalledError}. */
+  SlotMoveStalledError,
   /** A slot map or range is invalid. See {@link InvalidSlotMapError}. */
   InvalidSlotMapError,
   /** A moving range's rows differ between source and target at the cut-over. See {@link SlotCopyMismatchError}. */
   SlotCopyMismatchError,
   /** Another mover runs a step of a move off the same source (retryable). See {@link SlotMoveBusyError}. */
   SlotMoveBusyError,
+  /** A resharding run is in progress, or another process runs it (retryable). See {@link ReshardBusyError}. */
+  ReshardBusyError,
+  /** A resharding operation does not fit the run's state. See {@link ReshardStateError}. */
+  ReshardStateError,
 } as const
 
 /** Whether `error` was thrown by `@ballast/sharding` (any installed copy of it). */

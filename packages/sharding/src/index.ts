@@ -12,6 +12,8 @@ export {
   InvalidCausalTokenError,
   InvalidSlotMapError,
   isShardingError,
+  ReshardBusyError,
+  ReshardStateError,
   RouterClosedError,
   ScatterGatherError,
   ShardingClosedError,
@@ -24,6 +26,7 @@ export {
   SlotMapUnavailableError,
   SlotMoveBusyError,
   SlotMovedError,
+  SlotMoveStalledError,
   UnknownShardError,
   UnsafeStatementError,
 } from './errors.js'
@@ -42,13 +45,36 @@ export type {
 } from './mergeSpec.js'
 export { compareValues } from './mergeSpec.js'
 export type {
+  ResharderOptions,
+  ReshardMovePhase,
+  ReshardMoveProgressedEvent,
+  ReshardMoveStatus,
+  ReshardRunEvents,
+  ReshardStartOptions,
+  ReshardState,
+  ReshardStateChangedEvent,
+  ReshardStatus,
+  ReshardSummary,
+} from './resharder.js'
+export {
+  createResharder,
+  DEFAULT_RESHARD_START_OPTIONS,
+  DEFAULT_RESHARDER_OPTIONS,
+  Resharder,
+  ReshardRun,
+} from './resharder.js'
+export type {
   ReshardingPlan,
   ReshardingPlanOptions,
   ShardPlacement,
   ShardShare,
   SlotMove,
 } from './reshardingPlan.js'
-export { DEFAULT_RESHARDING_PLAN_OPTIONS, planResharding } from './reshardingPlan.js'
+export {
+  DEFAULT_RESHARDING_PLAN_OPTIONS,
+  planResharding,
+  planReshardingFrom,
+} from './reshardingPlan.js'
 export type { ScatterResult } from './scatterGather.js'
 export type { ShardKey, SlotKey } from './shardKey.js'
 export { slotFor } from './shardKey.js'
@@ -113,12 +139,23 @@ export type {
   CutOverResult,
   LogAppliedEvent,
   MovedTable,
+  MoveEventFields,
+  MoveStatus,
   MoveStep,
   PhaseChangedEvent,
+  ResumedEvent,
   SlotMoverEvents,
   SlotMoverOptions,
+  SlotSet,
   SlotSpan,
+  StalledEvent,
+  StepOptions,
 } from './slotMover.js'
-export { createSlotMover, DEFAULT_SLOT_MOVER_OPTIONS, SlotMover } from './slotMover.js'
+export {
+  createSlotMover,
+  DEFAULT_SLOT_MOVER_OPTIONS,
+  DEFAULT_STEP_OPTIONS,
+  SlotMover,
+} from './slotMover.js'
 export { sqlIdentifier } from './sqlIdentifier.js'
 export type { ShardTransaction } from './transaction.js'

@@ -2,6 +2,7 @@ import { DEFAULT_HASH_RING_OPTIONS } from '@ballast/lb'
 import { merge } from '@ballast/shared'
 import { adoptInvalidArgument, argument, option } from './internal/check.js'
 import { buildSlotTable } from './internal/slotTable.js'
+import type { SlotMap } from './slotMap.js'
 
 /** A shard as placement sees it: its id and weight on the ring. */
 export interface ShardPlacement {
@@ -112,13 +113,57 @@ export function planResharding(
   const ring = { pointsPerWeight: merged.pointsPerWeight, seed: merged.seed }
   const before = adoptInvalidArgument(() => buildSlotTable(current, slots, ring))
   const after = adoptInvalidArgument(() => buildSlotTable(next, slots, ring))
+  return compare(
+    slots,
+    [...before.ids, ...after.ids],
+    (slot) => before.ids[before.table[slot]!]!,
+    (slot) => after.ids[after.table[slot]!]!,
+  )
+}
+
+/**
+ * Like {@link planResharding}, but from a slot map as it is now (ranges moved or being moved
+ * keep their current owner) to the ring's placement of `next`: what a resharder still has to move.
+ * `options.slots` is the map's.
+ */
+export function planReshardingFrom(
+  map: SlotMap,
+  next: readonly ShardPlacement[],
+  options: Omit<ReshardingPlanOptions, 'slots'> = {},
+): ReshardingPlan {
+  if (typeof options !== 'object' || options === null)
+    option.invalid('options', 'an object', options)
+  const merged = merge(DEFAULT_RESHARDING_PLAN_OPTIONS, { ...options, slots: map.slots })
+  if (!Array.isArray(next) || next.length === 0) {
+    argument.invalid('next', 'a non-empty array of shards', next)
+  }
+  const ring = { pointsPerWeight: merged.pointsPerWeight, seed: merged.seed }
+  const after = adoptInvalidArgument(() => buildSlotTable(next, map.slots, ring))
+  const owners: string[] = []
+  for (const range of map.ranges)
+    for (let slot = range.start; slot < range.end; slot++) owners[slot] = range.shard
+  return compare(
+    map.slots,
+    [...new Set(owners), ...after.ids],
+    (slot) => owners[slot]!,
+    (slot) => after.ids[after.table[slot]!]!,
+  )
+}
+
+/** Groups the slots whose owner differs into one move per (from, to), largest first. */
+function compare(
+  slots: number,
+  ids: readonly string[],
+  ownerBefore: (slot: number) => string,
+  ownerAfter: (slot: number) => string,
+): ReshardingPlan {
   const edges = new Map<string, SlotMove>()
   const shares: Record<string, ShardShare> = {}
-  for (const id of new Set([...before.ids, ...after.ids])) shares[id] = { before: 0, after: 0 }
+  for (const id of new Set(ids)) shares[id] = { before: 0, after: 0 }
   let moved = 0
   for (let slot = 0; slot < slots; slot++) {
-    const from = before.ids[before.table[slot]!]!
-    const to = after.ids[after.table[slot]!]!
+    const from = ownerBefore(slot)
+    const to = ownerAfter(slot)
     shares[from]!.before += 1 / slots
     shares[to]!.after += 1 / slots
     if (from === to) continue

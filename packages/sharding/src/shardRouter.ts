@@ -29,9 +29,21 @@ import { adoptInvalidArgument, argument, option, POSITIVE } from './internal/che
 import { checkFence } from './internal/fence.js'
 import { FALLBACK_REASON, GTID_WAIT_OUTCOME, queryInstruments } from './internal/queryTelemetry.js'
 import { checkShard, type ReplicaState } from './internal/replicaMonitor.js'
-import type { RouterCounters, RouterInternals, Scope, Shard } from './internal/routerInternals.js'
+import type {
+  RouterCounters,
+  RouterInternals,
+  ScatterRouting,
+  Scope,
+  Shard,
+} from './internal/routerInternals.js'
 import { observeRouter } from './internal/routerMetrics.js'
-import { GUARDED, isConnectionError, Server, type ServerDefaults } from './internal/server.js'
+import {
+  GUARDED,
+  isConnectionError,
+  QUIET,
+  Server,
+  type ServerDefaults,
+} from './internal/server.js'
 import type { CompiledSlotMap } from './internal/slotRanges.js'
 import { buildSlotTable } from './internal/slotTable.js'
 import type { RowSink } from './internal/streamMerge.js'
@@ -138,6 +150,7 @@ export class ShardRouter {
       'replica-error': 0,
       'gtid-wait-timeout': 0,
       'token-ahead-of-primary': 0,
+      'slot-moved': 0,
     },
     gtidWaits: 0,
     gtidWaitsCaughtUp: 0,
@@ -344,6 +357,7 @@ export class ShardRouter {
         balancer,
         monitored: { id: config.id, primary, replicas, samples: [] },
         stats: { primaryQueries: 0, replicaQueries: 0, failed: 0, switchovers: 0 },
+        movedIn: undefined,
       }
       this.#attachPrimary(shard, primary)
       this.#byId.set(config.id, shard)
@@ -365,6 +379,8 @@ export class ShardRouter {
       noteWrite: (shardId, gtid, scope) => this.#noteWrite(shardId, gtid, scope),
       route: (shard, sql, params, options, defaultTimeoutMs, sink) =>
         this.#route(shard, sql, params, options, defaultTimeoutMs, sink),
+      slotMapped: this.#mapped !== undefined,
+      scatterRouting: () => this.#scatterRouting(),
     }
     if (
       settings.healthCheckIntervalMs > 0 &&
@@ -636,8 +652,11 @@ export class ShardRouter {
    * and the call returns as soon as that many rows are merged), or combined as
    * aggregates (`COUNT`/`SUM`/`MIN`/`MAX`, `AVG` from SUM and COUNT). A shard that fails makes
    * the call throw a {@link ScatterGatherError}, or, with `onShardError: 'partial'`, returns the
-   * rest flagged `partial`.
+   * rest flagged `partial`. With a `slotMap`, name the column of each row's shard key
+   * (`slotKey`): a row then counts only on its slot's owner, so a resharding move's copies
+   * count once (see {@link ScatterOptions.slotKey}).
    *
+   * @throws InvalidArgumentError if the router has a `slotMap` and no `slotKey` is given, or the rows lack the `slotKey` column.
    * @example
    * ```ts
    * const latest = await router.all(
@@ -648,6 +667,13 @@ export class ShardRouter {
    * const totals = await router.all('SELECT COUNT(*) AS n, SUM(total) AS s FROM orders', [], {
    *   aggregate: { n: 'count', s: 'sum', avg: { avg: { sum: 's', count: 'n' } } },
    * })
+   * // With a slot map: one row per key, each counted on its slot's owner only.
+   * const exact = await router.all(
+   *   'SELECT user_id, COUNT(*) AS n, SUM(total) AS s FROM orders GROUP BY user_id',
+   *   [],
+   *   { aggregate: { n: 'count', s: 'sum' } },
+   *   { slotKey: 'user_id' },
+   * )
    * ```
    */
   async all<T extends object = Row>(
@@ -873,16 +899,61 @@ export class ShardRouter {
   #shardOfSlot(slot: number): Shard {
     // With a slot map: one reference compare per statement notices a newer map.
     const mapped = this.#mapped
-    if (mapped !== undefined) {
-      const latest = mapped.store.compiled()!
-      if (latest !== mapped.compiled) {
-        this.#table = this.#tableOf(latest, this.#shards)
-        mapped.compiled = latest
-      }
-    }
+    if (mapped !== undefined && mapped.store.compiled() !== mapped.compiled) this.#follow(mapped)
     const shard = this.#shards[this.#table[slot]!]
     if (shard === undefined) throw new UnknownShardError(`slot ${slot}`)
     return shard
+  }
+
+  /**
+   * Routes by the store's newest map from now on, and notes on each shard that takes slots
+   * which shards they came from: a causal token of those must be honoured there (see
+   * {@link ShardRouter.#movedToken}).
+   */
+  #follow(mapped: MappedRouting): void {
+    const latest = mapped.store.compiled()!
+    const before = this.#table
+    const after = this.#tableOf(latest, this.#shards)
+    const now = performance.now()
+    for (let slot = 0; slot < after.length; slot++) {
+      const from = before[slot]!
+      const to = after[slot]!
+      if (from === to || from === NO_SHARD || to === NO_SHARD) continue
+      const shard = this.#shards[to]!
+      // A later move into the shard needs a later position of its primary.
+      if (shard.movedIn === undefined || shard.movedIn.at !== now)
+        shard.movedIn = {
+          at: now,
+          from: new Set(shard.movedIn?.from),
+          position: undefined,
+          reading: undefined,
+        }
+      shard.movedIn.from.add(this.#shards[from]!.id)
+    }
+    this.#table = after
+    mapped.compiled = latest
+  }
+
+  /**
+   * What `all()` filters rows by: the store's map read now (a router that has not polled since
+   * a cut-over would count the frozen source's copy and miss the target's new rows); when the
+   * store cannot answer, the map in use while its lease holds.
+   */
+  async #scatterRouting(): Promise<ScatterRouting> {
+    const mapped = this.#mapped
+    if (mapped === undefined) return { table: this.#table, slots: this.#slots, unknown: [] }
+    try {
+      await mapped.store.refresh()
+    } catch (error) {
+      if (!mapped.store.fresh()) throw error
+    }
+    if (mapped.store.compiled() !== mapped.compiled) this.#follow(mapped)
+    const known = new Set(this.#shards.map((shard) => shard.id))
+    return {
+      table: this.#table,
+      slots: this.#slots,
+      unknown: mapped.compiled.ids.filter((id) => !known.has(id)),
+    }
   }
 
   /** The routing table of a compiled slot map over the router's shards (in configuration order). */
@@ -907,8 +978,32 @@ export class ShardRouter {
     options: QueryOptions,
   ): boolean {
     if (!mapped.store.fresh()) return true
-    if (mapped.store.compiled()!.moving[slot] !== 1) return false
-    return this.#goesToPrimary(sql, options)
+    const compiled = mapped.store.compiled()!
+    if (compiled.moving[slot] !== 1) return false
+    return this.#goesToPrimary(sql, options) || this.#tokenNamesTarget(compiled, slot, options)
+  }
+
+  /**
+   * Whether a read of a moving slot is read-your-writes with a token that names the move's
+   * target: the token may hold a write this router's map does not yet route to the target (the
+   * move was cut over since the last poll), and the source's frozen copy would be older.
+   */
+  #tokenNamesTarget(compiled: CompiledSlotMap, slot: number, options: QueryOptions): boolean {
+    const scope = this.#scoped ? this.#context.getStore() : undefined
+    const consistency = options.consistency ?? scope?.consistency ?? this.#options.consistency
+    if (consistency !== 'read-your-writes') return false
+    const token = scope?.token ?? this.#token
+    if (token === CausalToken.empty) return false
+    const ranges = compiled.map.ranges
+    let low = 0
+    let high = ranges.length - 1
+    while (low < high) {
+      const middle = (low + high + 1) >>> 1
+      if (ranges[middle]!.start <= slot) low = middle
+      else high = middle - 1
+    }
+    const to = ranges[low]!.moving?.to
+    return to !== undefined && token.has(to)
   }
 
   /** Whether `#route` would send the statement to the primary (by its class and `use`). */
@@ -992,6 +1087,17 @@ export class ShardRouter {
     let delayMs = MOVED_RETRY_FIRST_MS
     for (;;) {
       await this.#freshMap(mapped)
+      if (
+        mapped.store.compiled()!.moving[slot] === 1 &&
+        !this.#goesToPrimary(sql, options) &&
+        this.#tokenNamesTarget(mapped.store.compiled()!, slot, options)
+      ) {
+        // Read the map now: if the move was cut over, the read goes to the target. A store
+        // that cannot answer leaves the map in use (within its lease).
+        await mapped.store.refresh().catch((error: unknown) => {
+          if (!mapped.store.fresh()) throw error
+        })
+      }
       const shard = this.#shardOfSlot(slot)
       const scope = this.#scoped ? this.#context.getStore() : undefined
       // Inside a transaction on this shard (which checked the fence): the statement is its.
@@ -1070,6 +1176,54 @@ export class ShardRouter {
     if (this.#events.has('causal-token-refused'))
       this.#events.emit('causal-token-refused', { reason: 'ahead-of-primary', shard: shard.id })
     return kept
+  }
+
+  /**
+   * Read-your-writes across a move: a token naming a shard that slots moved off to `shard`
+   * may stand for a write of a moved row, which reached `shard`'s primary by the mover's copy,
+   * not by a position the token holds. Such a token gets the position `shard`'s primary had
+   * once this router routed by the new map (every copied row is in it: the mover copies before
+   * it publishes the map), so a replica serves the read only once it has applied the copy.
+   * `undefined` when that position cannot be read: the read goes to the primary. Once every
+   * replica has applied the position, nothing more is needed and the note goes.
+   */
+  async #movedToken(shard: Shard, token: CausalToken): Promise<CausalToken | undefined> {
+    const moved = shard.movedIn!
+    let names = false
+    for (const id of moved.from) if (token.has(id)) names = true
+    if (!names) return token
+    if (moved.position === undefined) {
+      moved.reading ??= this.#primaryPositionAfter(shard, moved.at).finally(() => {
+        moved.reading = undefined
+      })
+      const position = await moved.reading
+      if (position === undefined) return undefined
+      moved.position = position
+    }
+    const position = moved.position
+    if (shard.replicas.every((r) => r.applied.covers(position, shard.id))) {
+      if (shard.movedIn === moved) shard.movedIn = undefined
+      return token
+    }
+    return token.merge(position)
+  }
+
+  /** The position of a shard's primary sampled after `at`: the health checks' sample, or read now (`undefined` if it fails). */
+  async #primaryPositionAfter(shard: Shard, at: number): Promise<CausalToken | undefined> {
+    for (const sample of shard.monitored.samples) if (sample.at >= at) return sample.position
+    try {
+      const rows = (await shard.primary.query(
+        'SELECT @@GLOBAL.gtid_binlog_pos AS p',
+        [],
+        this.#options.connectTimeoutMs,
+        undefined,
+        QUIET,
+      )) as Array<{ p: unknown }>
+      const p = rows[0]?.p
+      return typeof p === 'string' ? CausalToken.of(shard.id, p) : undefined
+    } catch {
+      return undefined
+    }
   }
 
   /** Picks the server of one statement and runs it. May throw synchronously: callers turn that into a rejection. */
@@ -1227,6 +1381,11 @@ export class ShardRouter {
           sink,
         )
       }
+    }
+    if (token !== undefined && shard.movedIn !== undefined) {
+      token = await this.#movedToken(shard, token)
+      if (token === undefined)
+        return this.#fallback(shard, 'slot-moved', sql, params, timeoutMs, scope, undefined, sink)
     }
     for (let attempt = 0; attempt < shard.replicas.length; attempt++) {
       let endpoint: Endpoint<ReplicaState>

@@ -20,13 +20,16 @@ export interface ReplicaRestoredEvent {
  * Why a read meant for a replica went to the primary: no replica qualified, the replicas
  * tried failed, the replica did not apply the causal token within `gtidWaitTimeout`, or the
  * token demands a position the router has not seen the primary write yet (a write of another
- * process since the last health check, or a forged position): no replica waits for it.
+ * process since the last health check, or a forged position): no replica waits for it; or
+ * (`slot-moved`) the token names a shard slots moved off to this one, and the position of this
+ * shard's primary that holds the copied rows could not be read.
  */
 export type FallbackReason =
   | 'no-healthy-replica'
   | 'replica-error'
   | 'gtid-wait-timeout'
   | 'token-ahead-of-primary'
+  | 'slot-moved'
 
 /** Payload of the `fell-back-to-primary` event. */
 export interface FellBackToPrimaryEvent {

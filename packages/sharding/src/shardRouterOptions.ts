@@ -307,6 +307,24 @@ export interface ScatterOptions extends Omit<QueryOptions, 'timeout'> {
    * @default the router's `onShardError`
    */
   onShardError?: 'error' | 'partial'
+  /**
+   * The result column holding each row's shard key (the value the application routes the row
+   * by), so that a row counts only on the shard that owns its slot in the slot map the call
+   * routed with: rows of a range being copied to a new shard, and the old copies a move leaves
+   * on its source until `purge`, are dropped, and `all()` neither counts a row twice nor misses
+   * one while slots move (see `docs/resharding.md`). The column must be in every row (select
+   * it); a row whose key is `NULL` or empty is kept (no move ever copies it). For an aggregate
+   * merge the SQL must group by the key column (`SELECT user_id, COUNT(*) AS n … GROUP BY
+   * user_id`): each row is then one key's part, kept or dropped whole, and the merge adds the
+   * kept parts. `false` says the rows never move (a table no move copies, or a write), and
+   * nothing is dropped.
+   *
+   * Required on a router with a `slotMap` (an {@link InvalidArgumentError} otherwise): its
+   * shards may hold copies at any time, a move's before the cut-over and after it until
+   * `purge`. Optional with static `shards`.
+   * @default none: required with `slotMap`, no filter with static `shards`
+   */
+  slotKey?: string | false
 }
 
 /** The defaults of {@link ScatterOptions}, frozen: none is set per call, so each falls back to the async context's, then to the router's options (`scatterTimeout`, `onShardError`). */

@@ -1,4 +1,15 @@
-import { type Duration, Emitter, merge, type Unsubscribe } from '@ballast/shared'
+import {
+  type Duration,
+  Emitter,
+  failSpan,
+  inSpan,
+  merge,
+  observe,
+  type TelemetryOptions,
+  telemetry,
+  type Unsubscribe,
+} from '@ballast/shared'
+import { SpanKind, type Tracer } from '@opentelemetry/api'
 import { createPool, type Pool, type PoolOptions } from 'mysql2'
 import {
   InvalidArgumentError,
@@ -23,8 +34,12 @@ const IDENTIFIER = /^[A-Za-z_][A-Za-z0-9_$]{0,63}$/
 /** The map's table name leaves room for the `_moves` suffix of its progress table. */
 const MAP_TABLE = /^[A-Za-z_][A-Za-z0-9_$]{0,57}$/
 
-/** Options of {@link createSlotMapStore}. Every process that routes or moves slots must use the same `table`, `fenceTable` and `lease`. */
-export interface SlotMapStoreOptions {
+/**
+ * Options of {@link createSlotMapStore}. Every process that routes or moves slots must use the
+ * same `table`, `fenceTable` and `lease`. Its metrics and spans go to `meterProvider` and
+ * `tracerProvider` (`TelemetryOptions`; the global providers by default).
+ */
+export interface SlotMapStoreOptions extends TelemetryOptions {
   /** The metadata server and database that holds the map: a `mysql://` URL or mysql2 pool options. */
   server: ServerConfig
   /**
@@ -131,6 +146,39 @@ export interface SlotMapStoreStats {
   updates: number
 }
 
+/** The store's observed instruments: each reads what `stats()` already keeps. */
+const INSTRUMENTS = {
+  'ballast.sharding.slot_map.version': {
+    kind: 'gauge',
+    description: 'Version of the slot map in use (no point before the first load)',
+    unit: '{version}',
+  },
+  'ballast.sharding.slot_map.reads': {
+    kind: 'counter',
+    description: 'Reads of the slot map (polls, refreshes, loads), failed ones included',
+    unit: '{read}',
+  },
+  'ballast.sharding.slot_map.refresh_failures': {
+    kind: 'counter',
+    description: 'Reads of the slot map (polls, refreshes, loads) that failed',
+    unit: '{read}',
+  },
+  'ballast.sharding.slot_map.lease_age': {
+    kind: 'gauge',
+    description:
+      'Time since a read last confirmed the slot map in use; past the lease, statements refresh it first',
+    unit: 's',
+  },
+  'ballast.sharding.slot_map.updates': {
+    kind: 'counter',
+    description: 'Changes of the slot map written by this store (compare-and-set won)',
+    unit: '{update}',
+  },
+} as const
+
+/** The span attribute of the map's version (after a refresh; the expected one of an update). */
+const MAP_VERSION = 'ballast.sharding.slot_map.version'
+
 /** What the router and the mover read of a store, beside its public API. */
 export interface SlotMapStoreInternals {
   readonly fenceTable: string
@@ -174,10 +222,15 @@ export class SlotMapStore {
   /** `performance.now()` at the start of the last read that confirmed the map in use. */
   #confirmedAt = Number.NEGATIVE_INFINITY
   #reading: Promise<CompiledSlotMap> | undefined
+  /** `performance.now()` when the read in flight began. */
+  #readingSince = 0
   #timer: ReturnType<typeof setTimeout> | undefined
   #polling = false
   #closed = false
   readonly #stats = { reads: 0, failed: 0, changes: 0, updates: 0 }
+  readonly #tracer: Tracer
+  /** Unregisters the observed instruments (in `close()`). */
+  readonly #stopObserving: () => void
 
   static {
     construct = (options) => new SlotMapStore(options)
@@ -188,7 +241,7 @@ export class SlotMapStore {
       leaseMs: store.#leaseMs,
       compiled: () => store.#compiled,
       fresh: () => performance.now() - store.#confirmedAt < store.#leaseMs,
-      refresh: () => store.#read(),
+      refresh: () => store.#traced(() => store.#readNew()),
     })
   }
 
@@ -213,6 +266,29 @@ export class SlotMapStore {
       )
     const base: PoolOptions =
       typeof server === 'string' ? { uri: server } : { ...(server as PoolOptions) }
+    // Duck-typed: a provider from another copy of @opentelemetry/api is as good.
+    const { meterProvider, tracerProvider } = options
+    if (
+      meterProvider !== undefined &&
+      typeof (meterProvider as { getMeter?: unknown } | null)?.getMeter !== 'function'
+    )
+      option.invalid('meterProvider', 'an OpenTelemetry MeterProvider', typeof meterProvider)
+    if (
+      tracerProvider !== undefined &&
+      typeof (tracerProvider as { getTracer?: unknown } | null)?.getTracer !== 'function'
+    )
+      option.invalid('tracerProvider', 'an OpenTelemetry TracerProvider', typeof tracerProvider)
+    const { meter, tracer } = telemetry('@ballast/sharding', options)
+    this.#tracer = tracer
+    this.#stopObserving = observe(meter, INSTRUMENTS, (record) => {
+      const stats = this.#stats
+      record('ballast.sharding.slot_map.reads', stats.reads)
+      record('ballast.sharding.slot_map.refresh_failures', stats.failed)
+      record('ballast.sharding.slot_map.updates', stats.updates)
+      if (this.#compiled === undefined) return
+      record('ballast.sharding.slot_map.version', this.#compiled.map.version)
+      record('ballast.sharding.slot_map.lease_age', (performance.now() - this.#confirmedAt) / 1000)
+    })
     this.#pool = createPool({ connectionLimit: 2, connectTimeout: this.#timeoutMs, ...base })
     // Errors reach each statement's callback; the events only must not go unheard.
     this.#pool.on('error', () => {})
@@ -307,7 +383,7 @@ export class SlotMapStore {
    */
   async load(): Promise<SlotMap> {
     if (this.#closed) throw new ShardingClosedError('slot map store', 'load')
-    const compiled = await this.#read()
+    const compiled = await this.#traced(() => this.#read())
     if (!this.#polling && this.#intervalMs > 0) {
       this.#polling = true
       this.#schedule()
@@ -317,11 +393,13 @@ export class SlotMapStore {
 
   /**
    * Reads the map now, whatever the interval (a hint that it changed: a refused write, a
-   * message from the mover); one read is shared by concurrent calls.
+   * message from the mover): the map it resolves with is at least as new as the store's row
+   * when it was called. One read is shared by concurrent calls; a poll in flight that began
+   * before the call is waited for, then read again.
    */
   async refresh(): Promise<SlotMap> {
     if (this.#closed) throw new ShardingClosedError('slot map store', 'refresh')
-    return (await this.#read()).map
+    return (await this.#traced(() => this.#readNew())).map
   }
 
   /**
@@ -336,6 +414,19 @@ export class SlotMapStore {
     argument.integer('expectedVersion', expectedVersion, { min: 1 })
     const slots = this.current().slots
     const checked = checkRanges(slots, ranges)
+    return inSpan(
+      this.#tracer,
+      'ballast.sharding.slot_map.update',
+      { kind: SpanKind.INTERNAL, attributes: { [MAP_VERSION]: expectedVersion } },
+      () => this.#compareAndSet(expectedVersion, slots, checked),
+    )
+  }
+
+  async #compareAndSet(
+    expectedVersion: number,
+    slots: number,
+    checked: SlotRange[],
+  ): Promise<SlotMap> {
     const result = (await this.#query(
       `UPDATE \`${this.#table}\` SET version = version + 1, map = ? WHERE id = 1 AND version = ?`,
       [JSON.stringify({ slots, ranges: checked }), expectedVersion],
@@ -345,7 +436,7 @@ export class SlotMapStore {
       throw new SlotMapConflictError(expectedVersion)
     }
     this.#stats.updates++
-    const compiled = await this.#read()
+    const compiled = await this.#readNew()
     return compiled.map
   }
 
@@ -359,6 +450,7 @@ export class SlotMapStore {
     if (this.#closed) return
     this.#closed = true
     if (this.#timer !== undefined) clearTimeout(this.#timer)
+    this.#stopObserving()
     await this.#reading?.catch(() => {})
     await this.#pool.promise().end()
   }
@@ -376,9 +468,45 @@ export class SlotMapStore {
     this.#timer.unref()
   }
 
+  /**
+   * A caller's wait for a read of the map, in a `ballast.sharding.slot_map.refresh` span (the
+   * version it got, or the failure): a refresh a refused write or an expired lease caused shows
+   * under that statement's span. The polls have none: nobody waits for them.
+   */
+  async #traced(read: () => Promise<CompiledSlotMap>): Promise<CompiledSlotMap> {
+    const span = this.#tracer.startSpan('ballast.sharding.slot_map.refresh', {
+      kind: SpanKind.INTERNAL,
+    })
+    try {
+      const compiled = await read()
+      if (span.isRecording()) span.setAttribute(MAP_VERSION, compiled.map.version)
+      return compiled
+    } catch (error) {
+      failSpan(span, error)
+      throw error
+    } finally {
+      span.end()
+    }
+  }
+
+  /**
+   * A read that began after the call, so it sees every change committed before it: a poll in
+   * flight may have read the row before a cut-over's change (and an update's own change), so
+   * it is waited for and a new read made.
+   */
+  async #readNew(): Promise<CompiledSlotMap> {
+    const asked = performance.now()
+    for (;;) {
+      const reading = this.#read()
+      if (this.#readingSince >= asked) return reading
+      await reading.catch(() => {})
+    }
+  }
+
   /** One read of the map, shared by concurrent callers; only a newer version replaces the map in use. */
   #read(): Promise<CompiledSlotMap> {
     if (this.#reading !== undefined) return this.#reading
+    this.#readingSince = performance.now()
     const reading = this.#readOnce().finally(() => {
       if (this.#reading === reading) this.#reading = undefined
     })

@@ -41,6 +41,7 @@ describe('every error class', () => {
     UnsafeStatementError: new errors.UnsafeStatementError('two statements', { cause }),
     InvalidCausalTokenError: new errors.InvalidCausalTokenError('cut', { cause }),
     ShardUnavailableError: new errors.ShardUnavailableError('s1', 'primary', 'down', { cause }),
+    SlotMoveStalledError: new errors.SlotMoveStalledError('s3', 'copy', 600_000, { cause }),
     ShardTimeoutError: new errors.ShardTimeoutError('s1', 500, { cause }),
     ScatterGatherError: new errors.ScatterGatherError([{ shard: 's1', error: new Error('x') }], {
       cause,
@@ -53,6 +54,8 @@ describe('every error class', () => {
     InvalidSlotMapError: new errors.InvalidSlotMapError('gap at slot 5', { cause }),
     SlotCopyMismatchError: new errors.SlotCopyMismatchError('orders', '3 rows vs 2', { cause }),
     SlotMoveBusyError: new errors.SlotMoveBusyError('s1', 'copy', { cause }),
+    ReshardBusyError: new errors.ReshardBusyError(3, 'run 3 is paused', { cause }),
+    ReshardStateError: new errors.ReshardStateError('none', 'no run', { cause }),
   }
 
   it('covers every class of the errors map', () => {

@@ -177,8 +177,8 @@ describe('a mover process killed with SIGKILL', () => {
     const copied = async () => {
       const rows = (await sql(
         meta.url,
-        'SELECT progress FROM ballast_slot_map_moves WHERE span_start = ?',
-        [s.start],
+        'SELECT progress FROM ballast_slot_map_moves WHERE source = ?',
+        ['s1'],
       )) as Array<{ progress: string }>
       return rows[0] === undefined
         ? 0

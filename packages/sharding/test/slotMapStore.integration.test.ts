@@ -1,5 +1,7 @@
-import { mysqlUrl, type TempDatabase, tempDatabase } from '@ballast/testkit'
-import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { createFaultProxy, mysqlUrl, type TempDatabase, tempDatabase } from '@ballast/testkit'
+import { createTestTelemetry, type TestTelemetry } from '@ballast/testkit/otel'
+import { SpanStatusCode } from '@opentelemetry/api'
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
 import {
   createShardRouter,
   createSlotMapStore,
@@ -138,12 +140,13 @@ describe('SlotMapStore', () => {
   })
 
   it('refreshes a map older than its lease before a statement', async () => {
-    const leased = store({ interval: 0, lease: 100 })
+    // A lease long enough that the second statement comes within it on a loaded machine.
+    const leased = store({ interval: 0, lease: 1000 })
     await leased.load()
     const router = createShardRouter({ shards: shards(), slotMap: leased, healthCheckInterval: 0 })
     try {
       const reads = leased.stats().reads
-      await new Promise((r) => setTimeout(r, 150))
+      await new Promise((r) => setTimeout(r, 1050))
       await router.query('user-lease', 'SELECT COUNT(*) AS n FROM orders')
       expect(leased.stats().reads).toBe(reads + 1)
       // Within the lease, no read of the store.
@@ -218,5 +221,146 @@ describe('SlotMapStore', () => {
     expect(() => createShardRouter({ shards: shards(), slotMap: {} as never })).toThrow(
       /invalid option "slotMap"/,
     )
+  })
+})
+
+describe('SlotMapStore telemetry', () => {
+  let otel: TestTelemetry
+  const cleanups: Array<() => Promise<void>> = []
+
+  afterEach(async () => {
+    while (cleanups.length > 0) await cleanups.pop()!()
+    await otel?.shutdown()
+  })
+
+  /** A store reporting to a fresh in-memory SDK, on its own table, closed after the test. */
+  function traced(options: Partial<Parameters<typeof createSlotMapStore>[0]> = {}): SlotMapStore {
+    otel = createTestTelemetry()
+    const made = createSlotMapStore({
+      server: meta.url,
+      interval: 0,
+      lease: '1h',
+      meterProvider: otel.meterProvider,
+      tracerProvider: otel.tracerProvider,
+      ...options,
+    })
+    cleanups.push(() => made.close())
+    return made
+  }
+
+  it('reports the version in use, reads, updates and the lease age; a span per refresh and per update, a lost compare-and-set failed', async () => {
+    const tracked = traced({ table: 'telemetry_map' })
+    // Nothing is in use before the first load: no version, no age.
+    expect(await otel.value('ballast.sharding.slot_map.version')).toBeUndefined()
+    expect(await otel.value('ballast.sharding.slot_map.lease_age')).toBeUndefined()
+    const map = await tracked.initialize({ shards: [{ id: 's1' }, { id: 's2' }] })
+    expect(await otel.value('ballast.sharding.slot_map.version')).toBe(map.version)
+    const next = await tracked.update(map.version, map.ranges)
+    expect(await otel.value('ballast.sharding.slot_map.version')).toBe(next.version)
+    expect(await otel.value('ballast.sharding.slot_map.updates')).toBe(1)
+    await expect(tracked.update(map.version, map.ranges)).rejects.toThrow(SlotMapConflictError)
+    expect(await otel.value('ballast.sharding.slot_map.updates')).toBe(1)
+    const [won, lost] = otel.spansNamed('ballast.sharding.slot_map.update')
+    expect(won!.attributes['ballast.sharding.slot_map.version']).toBe(map.version)
+    expect(won!.status.code).toBe(SpanStatusCode.UNSET)
+    expect(lost!.attributes['error.type']).toBe('E_SHARD_SLOT_MAP_CONFLICT')
+    expect(lost!.status.code).toBe(SpanStatusCode.ERROR)
+
+    await tracked.refresh()
+    const refreshes = otel.spansNamed('ballast.sharding.slot_map.refresh')
+    expect(refreshes.at(-1)!.attributes['ballast.sharding.slot_map.version']).toBe(next.version)
+    expect(await otel.value('ballast.sharding.slot_map.reads')).toBe(tracked.stats().reads)
+    expect(await otel.value('ballast.sharding.slot_map.refresh_failures')).toBe(0)
+    const metric = (await otel.collect()).find(
+      (m) => m.descriptor.name === 'ballast.sharding.slot_map.lease_age',
+    )
+    expect(metric?.descriptor.unit).toBe('s')
+    const young = (await otel.value('ballast.sharding.slot_map.lease_age'))!
+    expect(young).toBeGreaterThanOrEqual(0)
+    expect(young).toBeLessThan(1)
+    await new Promise((r) => setTimeout(r, 250))
+    expect(await otel.value('ballast.sharding.slot_map.lease_age')).toBeGreaterThanOrEqual(0.25)
+  })
+
+  it('counts the reads that fail while the metadata server is cut off, and the lease ages until one succeeds', async () => {
+    const u = new URL(meta.url)
+    const proxy = await createFaultProxy({ host: u.hostname, port: Number(u.port) })
+    cleanups.push(() => proxy.close())
+    const polled = traced({
+      server: proxy.url(meta.url),
+      interval: 50,
+      lease: 10_000,
+      timeout: 300,
+    })
+    await polled.load()
+    const failures: unknown[] = []
+    polled.on('refresh-failed', ({ error }) => failures.push(error))
+    proxy.refuse()
+    proxy.cut()
+    await eventually(() => failures.length >= 3)
+    expect(await otel.value('ballast.sharding.slot_map.refresh_failures')).toBe(
+      polled.stats().failed,
+    )
+    expect(polled.stats().failed).toBeGreaterThanOrEqual(3)
+    const aged = (await otel.value('ballast.sharding.slot_map.lease_age'))!
+    expect(aged).toBeGreaterThanOrEqual(0.1)
+    // A refresh a caller waits for shows as a failed span.
+    await expect(polled.refresh()).rejects.toThrow(SlotMapUnavailableError)
+    const refresh = otel.spansNamed('ballast.sharding.slot_map.refresh').at(-1)!
+    expect(refresh.attributes['error.type']).toBe('E_SHARD_SLOT_MAP_UNAVAILABLE')
+    proxy.restore()
+    await polled.refresh()
+    expect(await otel.value('ballast.sharding.slot_map.lease_age')).toBeLessThan(aged)
+  })
+
+  it('stops reporting once closed, and refuses a provider that is not one', async () => {
+    const closing = traced({ table: 'telemetry_map' })
+    await closing.initialize({ shards: [{ id: 's1' }, { id: 's2' }] })
+    expect(closing.version).toBeGreaterThan(0)
+    // Not collected before: a cumulative SDK keeps reporting a point it has seen once.
+    await closing.close()
+    expect(await otel.points('ballast.sharding.slot_map.version')).toEqual([])
+    expect(await otel.points('ballast.sharding.slot_map.reads')).toEqual([])
+    expect(() => createSlotMapStore({ server: meta.url, meterProvider: {} as never })).toThrow(
+      /invalid option "meterProvider"/,
+    )
+    expect(() => createSlotMapStore({ server: meta.url, tracerProvider: 5 as never })).toThrow(
+      InvalidArgumentError,
+    )
+  })
+})
+
+describe('SlotMapStore.refresh() and update() while a poll is in flight', () => {
+  it('resolve with a map at least as new as the row when called, not the older one the poll read', async () => {
+    const u = new URL(meta.url)
+    const proxy = await createFaultProxy({ host: u.hostname, port: Number(u.port) })
+    try {
+      const writer = store({ table: 'in_flight_map' })
+      await writer.initialize({ shards: [{ id: 's1' }, { id: 's2' }] })
+      // Every statement of this store reaches the server 300 ms late and its answer comes back
+      // 300 ms later, and it polls all the time.
+      const slow = store({ table: 'in_flight_map', server: proxy.url(meta.url), interval: 10 })
+      await slow.load()
+      proxy.setLatency(300)
+      /** Until a poll has read the row and its answer is on the way back. */
+      const pollStarted = async () => {
+        const reads = slow.stats().reads
+        await eventually(() => slow.stats().reads > reads, 5000, 2)
+        await new Promise((r) => setTimeout(r, 400))
+      }
+
+      // A change made while a poll that began before it is in flight.
+      await pollStarted()
+      const changed = await writer.update(writer.version, writer.current().ranges)
+      expect((await slow.refresh()).version).toBe(changed.version)
+
+      // The store's own change, while its poll is in flight: it returns the map it wrote.
+      await pollStarted()
+      const own = await slow.update(changed.version, changed.ranges)
+      expect(own.version).toBe(changed.version + 1)
+      expect(slow.version).toBe(own.version)
+    } finally {
+      await proxy.close()
+    }
   })
 })

@@ -3,9 +3,9 @@
  * database, and users, carts and orders in every shard. SQL goes only through placeholders.
  */
 import mysql from 'mysql2/promise'
-import type { MysqlTarget, ShardSpec } from '../config.js'
+import type { MysqlTarget, ShardSpec, ShopConfig } from '../config.js'
 import { outbox } from '../platform/outbox.js'
-import { createShopRouter } from '../platform/sharding.js'
+import { initializeShopSlotMap, openShopRouter } from '../platform/sharding.js'
 import { hashPassword } from '../web/password.js'
 import { newUserId } from './ids.js'
 
@@ -69,30 +69,69 @@ const SHARD_TABLES = [
     UNIQUE KEY (user_id, idem_key),
     INDEX (user_id, created_at)
   ) ENGINE=InnoDB`,
+  // The order tables carry the user id: the slot mover reads each row's slot from it (see
+  // MOVED_TABLES in platform/sharding.ts).
   `CREATE TABLE IF NOT EXISTS order_items (
     order_id VARCHAR(40) NOT NULL,
+    user_id VARCHAR(24) NOT NULL,
     product_id INT NOT NULL,
     name VARCHAR(200) NOT NULL,
     price_cents INT NOT NULL,
     qty INT NOT NULL,
     PRIMARY KEY (order_id, product_id)
   ) ENGINE=InnoDB`,
+  // The key is (order_id, id): ids are counted per shard, so two shards' rows moved onto a
+  // third never collide (the order id is unique everywhere, and an order's rows live together).
   `CREATE TABLE IF NOT EXISTS order_events (
-    id BIGINT PRIMARY KEY AUTO_INCREMENT,
+    id BIGINT NOT NULL AUTO_INCREMENT,
     order_id VARCHAR(40) NOT NULL,
+    user_id VARCHAR(24) NOT NULL,
     status VARCHAR(20) NOT NULL,
     note VARCHAR(200) NOT NULL DEFAULT '',
     at TIMESTAMP(3) NOT NULL DEFAULT CURRENT_TIMESTAMP(3),
-    INDEX (order_id)
+    PRIMARY KEY (order_id, id),
+    INDEX (id)
   ) ENGINE=InnoDB`,
   `CREATE TABLE IF NOT EXISTS payments (
     order_id VARCHAR(40) PRIMARY KEY,
+    user_id VARCHAR(24) NOT NULL,
     idem_key VARCHAR(80) NOT NULL,
     amount_cents INT NOT NULL,
     provider_ref VARCHAR(64) NOT NULL,
     created_at TIMESTAMP(3) NOT NULL DEFAULT CURRENT_TIMESTAMP(3)
   ) ENGINE=InnoDB`,
 ]
+
+/**
+ * Shards made before the order tables carried the user id (and before order events were keyed
+ * by order): the column is added and filled from the orders, and the key changed, once.
+ */
+async function migrateShard(conn: mysql.Connection, database: string): Promise<void> {
+  const [columns] = await conn.query<mysql.RowDataPacket[]>(
+    "SELECT table_name AS t FROM information_schema.columns WHERE table_schema = ? AND column_name = 'user_id' AND table_name IN ('order_items', 'order_events', 'payments')",
+    [database],
+  )
+  const has = new Set(columns.map((c) => String(c.t)))
+  for (const table of ['order_items', 'order_events', 'payments']) {
+    if (has.has(table)) continue
+    await conn.query(
+      `ALTER TABLE \`${table}\` ADD COLUMN user_id VARCHAR(24) NOT NULL DEFAULT '' AFTER order_id`,
+    )
+    await conn.query(
+      `UPDATE \`${table}\` t JOIN orders o ON o.id = t.order_id SET t.user_id = o.user_id`,
+    )
+    await conn.query(`ALTER TABLE \`${table}\` ALTER COLUMN user_id DROP DEFAULT`)
+  }
+  const [key] = await conn.query<mysql.RowDataPacket[]>(
+    "SELECT GROUP_CONCAT(column_name ORDER BY seq_in_index) AS cols FROM information_schema.statistics WHERE table_schema = ? AND table_name = 'order_events' AND index_name = 'PRIMARY'",
+    [database],
+  )
+  if (String(key[0]?.cols ?? '') === 'id') {
+    await conn.query(
+      'ALTER TABLE order_events ADD INDEX (id), DROP PRIMARY KEY, ADD PRIMARY KEY (order_id, id)',
+    )
+  }
+}
 
 async function connectServer(t: MysqlTarget) {
   return mysql.createConnection({
@@ -114,7 +153,10 @@ async function ensureDatabase(t: MysqlTarget, tables: string[]): Promise<void> {
     for (const sql of tables) await conn.query(sql)
     // The transactional outbox (written in the order's transaction, published by the relay):
     // @ballast/mq's table layout.
-    if (tables === SHARD_TABLES) await outbox.createTable(conn)
+    if (tables === SHARD_TABLES) {
+      await outbox.createTable(conn)
+      await migrateShard(conn, t.database)
+    }
   } finally {
     await conn.end()
   }
@@ -227,16 +269,21 @@ export interface SeedReport {
   seeded: boolean
 }
 
+/**
+ * Creates every database and table (shard c's too, which owns no slot until resharded), the
+ * slot map (the first time: the ring's placement of shards a and b), and the seed data.
+ */
 export async function createSchemaAndSeed(
-  catalog: MysqlTarget,
-  shards: ShardSpec[],
+  config: Pick<ShopConfig, 'catalogDb' | 'shards' | 'slotMapDb'>,
   opts: SeedOptions,
 ): Promise<SeedReport> {
+  const { catalogDb: catalog, shards } = config
   await ensureDatabase(catalog, CATALOG_TABLES)
   for (const s of shards) {
     await refuseOldLayout(s.primary)
     await ensureDatabase(s.primary, SHARD_TABLES)
   }
+  await initializeShopSlotMap(config.slotMapDb)
 
   const cat = await mysql.createConnection({ ...catalog, multipleStatements: false })
   let products = 0
@@ -280,8 +327,9 @@ export async function createSchemaAndSeed(
     await cat.end()
   }
 
-  // Placement is the router's (slots on lb's hash ring): the seed puts rows where services look.
-  const router = createShopRouter(shards, { healthCheckIntervalMs: 0, connectionLimit: 1 })
+  // Placement is the slot map's: the seed puts rows where services look.
+  const routing = await openShopRouter(config, { healthCheckIntervalMs: 0, connectionLimit: 1 })
+  const router = routing.router
   const conns = new Map<string, mysql.Connection>()
   for (const s of shards) conns.set(s.id, await mysql.createConnection({ ...s.primary }))
   let users = 0
@@ -328,7 +376,7 @@ export async function createSchemaAndSeed(
     }
   } finally {
     for (const c of conns.values()) await c.end()
-    await router.close()
+    await routing.close()
   }
   return { products, users, seeded }
 }

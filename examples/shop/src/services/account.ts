@@ -3,8 +3,8 @@ import type { ShopConfig } from '../config.js'
 import { newUserId } from '../data/ids.js'
 import { createLoginLimiter } from '../platform/resilience.js'
 import {
-  createShopRouter,
   followShardPrimary,
+  openShopRouter,
   type Row,
   routerHealth,
   withCausalToken,
@@ -30,10 +30,11 @@ import {
 
 export async function startAccount(config: ShopConfig, instance: string, port: number) {
   const env = createServiceEnv(config, instance)
-  const router = createShopRouter(config.shards)
+  const routing = await openShopRouter(config)
+  const router = routing.router
   const loginLimits = createLoginLimiter(env.redis, `${config.ns}:login:`)
   env.closers.push(
-    () => router.close(),
+    () => routing.close(),
     // the supervisor's shard-primary switch: this process's router follows the new primary
     onShardPrimary((shard, primary) => followShardPrimary(router, shard, primary)),
     () => loginLimits.close(),
@@ -41,7 +42,7 @@ export async function startAccount(config: ShopConfig, instance: string, port: n
 
   const app = webRouter(env, {
     stats: async () => ({
-      router: routerHealth(router.stats()),
+      router: routerHealth(routing),
       loginLimits: loginLimits.stats(),
     }),
   })

@@ -2,12 +2,7 @@
 import type { ShopConfig } from '../config.js'
 import { Catalog, catalogPool } from '../data/catalog.js'
 import { createProductCache } from '../platform/cache.js'
-import {
-  createShopRouter,
-  followShardPrimary,
-  type Row,
-  routerHealth,
-} from '../platform/sharding.js'
+import { followShardPrimary, openShopRouter, type Row, routerHealth } from '../platform/sharding.js'
 import { onShardPrimary } from '../platform/shardPrimary.js'
 import { html, money } from '../web/html.js'
 import { HttpError } from '../web/http.js'
@@ -26,7 +21,8 @@ import {
 
 export async function startCart(config: ShopConfig, instance: string, port: number) {
   const env = createServiceEnv(config, instance)
-  const router = createShopRouter(config.shards)
+  const routing = await openShopRouter(config)
+  const router = routing.router
   const db = catalogPool(config.catalogDb, 4)
   const cache = createProductCache({
     redis: env.redis,
@@ -35,14 +31,14 @@ export async function startCart(config: ShopConfig, instance: string, port: numb
   })
   const catalog = new Catalog(db, cache)
   env.closers.push(
-    () => router.close(),
+    () => routing.close(),
     // the supervisor's shard-primary switch: this process's router follows the new primary
     onShardPrimary((shard, primary) => followShardPrimary(router, shard, primary)),
     () => db.end(),
     () => cache.close(),
   )
   const app = webRouter(env, {
-    stats: async () => ({ cache: cache.stats(), router: routerHealth(router.stats()) }),
+    stats: async () => ({ cache: cache.stats(), router: routerHealth(routing) }),
   })
 
   app.get('/cart', async (ctx) => {

@@ -153,6 +153,12 @@ export async function go(ctx: Ctx, location: string, flash?: string): Promise<vo
   redirect(ctx, location)
 }
 
+/** A piece of a page (the ops page's script swaps it in), never cached, after the session is written. */
+export async function fragment(ctx: Ctx, body: SafeHtml): Promise<void> {
+  await commit(ctx)
+  sendHtml(ctx, 200, body, { cacheControl: 'no-store' })
+}
+
 export async function json(ctx: Ctx, status: number, value: unknown): Promise<void> {
   await commit(ctx)
   sendJson(ctx, status, value)

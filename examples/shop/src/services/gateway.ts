@@ -6,15 +6,26 @@
 import { type CachedResponse, createProxy, type ProxyRoute, type ResponseCache } from '@ballast/lb'
 import { instancesOf, type ShopConfig, type WebService } from '../config.js'
 import { controlHeaders } from '../control.js'
+import type { ShardsView } from '../platform/reshardView.js'
 import type { RouterHealth } from '../platform/sharding.js'
 import { opsCharts } from '../web/charts.js'
 import { html } from '../web/html.js'
 import { HttpError, send, sendJson } from '../web/http.js'
 import { readable, readableBroker, readableDegrader, readableOutbox } from '../web/readable.js'
+import { type MapFollower, shardsPanel } from '../web/shardsPanel.js'
 import { findHashedAsset, IMMUTABLE } from '../web/static.js'
 import { traceWaterfallSection } from '../web/waterfall.js'
 import { GATEWAY_PURGE_CHANNEL } from './catalog.js'
-import { createServiceEnv, field, go, page, requireUser, session, webRouter } from './common.js'
+import {
+  createServiceEnv,
+  field,
+  fragment,
+  go,
+  page,
+  requireUser,
+  session,
+  webRouter,
+} from './common.js'
 
 /** Which service owns which path prefix; everything else is the catalog's. */
 export const ROUTES: { prefix: string; service: WebService }[] = [
@@ -85,6 +96,31 @@ async function fetchJson(url: string, init: RequestInit = {}, timeoutMs = 1000):
   return res.json()
 }
 
+/** Services whose processes route to the shards: each follows the slot map. */
+const ROUTING_SERVICES: ReadonlySet<string> = new Set([
+  'account',
+  'cart',
+  'order',
+  'inventory',
+  'payment',
+  'delivery',
+])
+
+/** Each routing process's slot map version, from its stats (undefined: it did not answer). */
+function mapFollowers(
+  instances: readonly {
+    spec: { name: string; service: string }
+    stats?: Record<string, unknown>
+  }[],
+): MapFollower[] {
+  return instances
+    .filter((i) => ROUTING_SERVICES.has(i.spec.service))
+    .map((i) => ({
+      name: i.spec.name,
+      version: (i.stats?.router as RouterHealth | undefined)?.slotMapVersion,
+    }))
+}
+
 export async function startGateway(config: ShopConfig, instance: string, port: number) {
   const env = createServiceEnv(config, instance)
   const responseCache = memoryResponseCache()
@@ -139,10 +175,11 @@ export async function startGateway(config: ShopConfig, instance: string, port: n
     }),
   })
 
-  const ops = async () => {
-    const instances = await Promise.all(
+  /** Every instance's stats (but the gateway's), each bounded in time; `only` picks services. */
+  const instanceStats = (only?: ReadonlySet<string>) =>
+    Promise.all(
       config.instances
-        .filter((i) => i.service !== 'gateway')
+        .filter((i) => i.service !== 'gateway' && (!only || only.has(i.service)))
         .map(async (i) => {
           try {
             return {
@@ -157,6 +194,23 @@ export async function startGateway(config: ShopConfig, instance: string, port: n
           }
         }),
     )
+
+  /** The supervisor's slot map and resharding view (undefined: it did not answer). */
+  const shardsView = async (): Promise<ShardsView | undefined> => {
+    try {
+      return (await fetchJson(
+        `http://127.0.0.1:${config.controlPort}/shards`,
+        { headers: controlHeaders(config.runDir) },
+        // two reads of the store's tables on the standard server
+        5000,
+      )) as ShardsView
+    } catch {
+      return undefined
+    }
+  }
+
+  const ops = async () => {
+    const [instances, shards] = await Promise.all([instanceStats(), shardsView()])
     let control: Record<string, unknown> | undefined
     try {
       control = (await fetchJson(`http://127.0.0.1:${config.controlPort}/status`, {
@@ -170,6 +224,7 @@ export async function startGateway(config: ShopConfig, instance: string, port: n
         responseCache: { entries: responseCache.size(), purges: purges.received },
       },
       control,
+      shards,
     }
   }
 
@@ -214,6 +269,7 @@ export async function startGateway(config: ShopConfig, instance: string, port: n
       'Operations',
       html`<h1>Operations</h1>
 ${observed.alerts}
+${shardsPanel(o.shards, mapFollowers(o.instances), csrf)}
 <h2>Metrics <span class="muted">(Prometheus, last 5 minutes)</span></h2>
 ${observed.charts}
 ${waterfall}
@@ -299,6 +355,40 @@ ${(
     html`<tr><td>${p.name}</td><td>${p.pid}</td><td>${p.state}</td><td>${p.restarts}</td></tr>`,
 )}</tbody></table>`,
       { cacheControl: 'no-store', wide: true },
+    )
+  })
+
+  // The Shards panel alone: the ops page's script fetches it every second while a resharding runs.
+  app.get('/ops/shards', async (ctx) => {
+    requireAdmin(ctx)
+    const [instances, view] = await Promise.all([instanceStats(ROUTING_SERVICES), shardsView()])
+    await fragment(ctx, shardsPanel(view, mapFollowers(instances), session(ctx).csrfToken()))
+  })
+
+  // The panel's buttons: start a resharding onto the shard that owns nothing, pause, resume, abort.
+  app.post('/ops/reshard', async (ctx) => {
+    requireAdmin(ctx)
+    const action = await field(ctx, 'action')
+    const shard = await field(ctx, 'shard')
+    if (!['add-shard', 'pause', 'resume', 'abort'].includes(action))
+      throw new HttpError(400, 'Unknown resharding action')
+    const res = await fetch(`http://127.0.0.1:${config.controlPort}/reshard`, {
+      method: 'POST',
+      headers: controlHeaders(config.runDir),
+      body: JSON.stringify(action === 'add-shard' ? { action, shard } : { action }),
+      // an abort waits for the moves to give their ranges back
+      signal: AbortSignal.timeout(60_000),
+    })
+    if (!res.ok) {
+      const { error } = (await res.json().catch(() => ({}))) as { error?: string }
+      return go(ctx, '/ops', `Resharding: ${error ?? `the supervisor answered ${res.status}`}`)
+    }
+    await go(
+      ctx,
+      '/ops',
+      action === 'add-shard'
+        ? `Resharding started: adding shard ${shard}`
+        : `Resharding: ${action}`,
     )
   })
 

@@ -13,8 +13,8 @@ import { outbox, outboxConnection, startOutboxRelays } from '../platform/outbox.
 import { checkoutIdempotency, isIdempotencyUnavailable } from '../platform/resilience.js'
 import {
   createOrderIds,
-  createShopRouter,
   followShardPrimary,
+  openShopRouter,
   orderKey,
   type Row,
   routerHealth,
@@ -85,7 +85,8 @@ const DIGEST_SHAPE = /^[A-Za-z0-9_-]{43}$/
 
 export async function startOrder(config: ShopConfig, instance: string, port: number) {
   const env = createServiceEnv(config, instance)
-  const router = createShopRouter(config.shards)
+  const routing = await openShopRouter(config)
+  const router = routing.router
   // Each order instance makes ids with its own worker id (order-1 → 0 ... order-16 → 15).
   const ids = createOrderIds(orderWorkerId(instance))
   const db = catalogPool(config.catalogDb, 4)
@@ -106,7 +107,7 @@ export async function startOrder(config: ShopConfig, instance: string, port: num
       await relays.setPrimary(shard, primary)
     }),
     () => broker.close(),
-    () => router.close(),
+    () => routing.close(),
     () => db.end(),
     () => cache.close(),
   )
@@ -120,7 +121,7 @@ export async function startOrder(config: ShopConfig, instance: string, port: num
   const exchange = shopQueues(config.ns).exchange
   const app = webRouter(env, {
     stats: async () => ({
-      router: routerHealth(router.stats()),
+      router: routerHealth(routing),
       outbox: await relays.stats(),
       broker: broker.stats(),
       checkout: checkoutStats,
@@ -200,15 +201,15 @@ export async function startOrder(config: ShopConfig, instance: string, port: num
           'INSERT INTO orders (id, user_id, idem_key, status, total_cents) VALUES (?, ?, ?, ?, ?)',
           [orderId, userId, key, 'placed', total],
         )
+        // Every row carries the user id: the slot mover finds a row's slot from it.
         await tx.query(
-          'INSERT INTO order_items (order_id, product_id, name, price_cents, qty) VALUES ?',
-          [lines.map((l) => [orderId, l.productId, l.name, l.priceCents, l.qty])],
+          'INSERT INTO order_items (order_id, user_id, product_id, name, price_cents, qty) VALUES ?',
+          [lines.map((l) => [orderId, userId, l.productId, l.name, l.priceCents, l.qty])],
         )
-        await tx.query('INSERT INTO order_events (order_id, status, note) VALUES (?, ?, ?)', [
-          orderId,
-          'placed',
-          'stock reserved, waiting for inventory',
-        ])
+        await tx.query(
+          'INSERT INTO order_events (order_id, user_id, status, note) VALUES (?, ?, ?, ?)',
+          [orderId, userId, 'placed', 'stock reserved, waiting for inventory'],
+        )
         await tx.query('DELETE FROM cart_items WHERE user_id = ?', [userId])
         await outbox.enqueue(
           outboxConnection(tx),

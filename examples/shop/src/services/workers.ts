@@ -19,8 +19,8 @@ import {
 } from '../platform/resilience.js'
 import {
   createOrderIds,
-  createShopRouter,
   followShardPrimary,
+  openShopRouter,
   orderKey,
   type Row,
   routerHealth,
@@ -50,11 +50,11 @@ async function advance(
     [to, orderId, from],
   )
   if (res.affectedRows === 1) {
-    await tx.query('INSERT INTO order_events (order_id, status, note) VALUES (?, ?, ?)', [
-      orderId,
-      to,
-      note,
-    ])
+    // The event carries the order's user id (the slot mover finds a row's slot from it).
+    await tx.query(
+      'INSERT INTO order_events (order_id, user_id, status, note) SELECT id, user_id, ?, ? FROM orders WHERE id = ?',
+      [to, note, orderId],
+    )
     return true
   }
   return false
@@ -77,7 +77,8 @@ export async function startWorker(
 ) {
   const q = shopQueues(config.ns)
   const broker = createShopBroker(config.amqpUrls, config.ns, instance)
-  const router = createShopRouter(config.shards, { connectionLimit: 3 })
+  const routing = await openShopRouter(config, { connectionLimit: 3 })
+  const router = routing.router
   const ids = createOrderIds()
   /** An order's shard key: the user's slot its id carries. */
   const keyOf = (orderId: string) => {
@@ -87,7 +88,7 @@ export async function startWorker(
   }
   const closers: (() => Promise<void> | void)[] = [
     () => broker.close(),
-    () => router.close(),
+    () => routing.close(),
     // the supervisor's shard-primary switch: this process's router follows the new primary
     onShardPrimary((shard, primary) => followShardPrimary(router, shard, primary)),
   ]
@@ -248,8 +249,8 @@ export async function startWorker(
           }
           await router.transaction(shard, async (tx) => {
             await tx.query(
-              'INSERT IGNORE INTO payments (order_id, idem_key, amount_cents, provider_ref) VALUES (?, ?, ?, ?)',
-              [o.orderId, `pay:${o.orderId}`, o.totalCents, ref],
+              'INSERT IGNORE INTO payments (order_id, user_id, idem_key, amount_cents, provider_ref) VALUES (?, ?, ?, ?, ?)',
+              [o.orderId, o.userId, `pay:${o.orderId}`, o.totalCents, ref],
             )
           })
           pay.captured++
@@ -312,7 +313,7 @@ export async function startWorker(
     service,
     counters,
     broker: broker.stats(),
-    router: routerHealth(router.stats()),
+    router: routerHealth(routing),
     ...(extra() as object),
   }))
   return {

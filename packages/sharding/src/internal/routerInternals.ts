@@ -25,6 +25,33 @@ export interface Shard {
   balancer: Balancer<ReplicaState> | undefined
   monitored: MonitoredShard
   stats: ShardStats
+  /**
+   * Set when the router saw slots move to this shard (a new slot map): the causal tokens of
+   * their old owners must be honoured here (see `ShardRouter`'s read-your-writes across a move).
+   */
+  movedIn: MovedIn | undefined
+}
+
+/** Slots that moved to a shard, as the router saw it: what its replicas must have applied. */
+export interface MovedIn {
+  /** When the router first routed by the map that gave the slots to the shard (`performance.now()`). */
+  at: number
+  /** The slots' previous owners: a token naming one of them may have written a moved row. */
+  from: Set<string>
+  /** The shard primary's position read after `at` (it holds every copied row), once known. */
+  position: CausalToken | undefined
+  /** The read of that position in flight, shared by the reads that need it. */
+  reading: Promise<CausalToken | undefined> | undefined
+}
+
+/** What `all()` filters rows by (`slotKey`): per slot, the index of its shard in `shards`. */
+export interface ScatterRouting {
+  /** Per slot, the index of the owner in the router's shards (`0xffff` for a shard it does not have). */
+  readonly table: Uint16Array
+  /** How many slots keys hash to. */
+  readonly slots: number
+  /** The ids of shards the map gives slots to that the router does not have (their rows are missing). */
+  readonly unknown: readonly string[]
 }
 
 /** The routing hints and causal token of one async context (see `ShardRouter.run`). */
@@ -89,6 +116,13 @@ export interface RouterInternals {
   breakerError(shard: Shard, error: unknown): unknown
   /** Adds a write's GTID to the router's token and to every enclosing context's. */
   noteWrite(shardId: string, gtid: string, scope: Scope | undefined): void
+  /** Whether the router routes by a slot map store (then `all()` needs a `slotKey`). */
+  readonly slotMapped: boolean
+  /**
+   * The routing `all()` filters rows by: with a slot map, the map is read first (the newest,
+   * so a router that has not polled since a cut-over does not count the frozen source's rows).
+   */
+  scatterRouting(): Promise<ScatterRouting>
   /** Picks the server of one statement and runs it; may throw synchronously. */
   route(
     shard: Shard,

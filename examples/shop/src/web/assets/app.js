@@ -23,3 +23,18 @@
   }
   setTimeout(tick, 300)
 })()
+
+// The ops page's Shards panel: while a resharding runs, fetch the panel again every second and
+// swap it in (the server renders it, escaped), so the progress shows without a reload.
+;(() => {
+  const tick = async () => {
+    const panel = document.querySelector('[data-shards-panel]')
+    if (panel?.getAttribute('data-active') !== '1') return
+    try {
+      const res = await fetch('/ops/shards', { cache: 'no-store', credentials: 'same-origin' })
+      if (res.ok) panel.outerHTML = await res.text()
+    } catch {}
+    setTimeout(tick, 1000)
+  }
+  setTimeout(tick, 1000)
+})()

@@ -1,0 +1,279 @@
+import {
+  createFaultProxy,
+  type FaultProxy,
+  mysqlUrl,
+  type TempDatabase,
+  tempDatabase,
+} from '@ballast/testkit'
+import { createTestTelemetry, type TestTelemetry } from '@ballast/testkit/otel'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import {
+  createShardRouter,
+  createSlotMapStore,
+  createSlotMover,
+  planResharding,
+  type ResumedEvent,
+  type ShardRouter,
+  type SlotMapStore,
+  type SlotMover,
+  type SlotMoverOptions,
+  SlotMoveStalledError,
+  type SlotSpan,
+  type StalledEvent,
+  slotFor,
+} from '../src/index.js'
+import { ORDERS_DDL, sql } from './fixtures.js'
+
+// A move off s1 to s3 whose mover reaches s3 through a fault proxy: the test cuts the target
+// during the copy and restores it, aborts a step's signal, and lets a stall run out of time.
+// The routers reach both shards directly: writers never notice the outage.
+
+const LEASE = 300
+let db: TempDatabase[]
+let meta: TempDatabase
+let proxy: FaultProxy
+let store: SlotMapStore
+let routerStore: SlotMapStore
+let router: ShardRouter
+const url: Record<string, string> = {}
+const movers: SlotMover[] = []
+let otel: TestTelemetry
+
+beforeAll(async () => {
+  const server = await mysqlUrl()
+  db = []
+  for (const id of ['s1', 's3']) {
+    const d = await tempDatabase(server, `mover_stall_${id}`)
+    await sql(d.url, ORDERS_DDL)
+    db.push(d)
+    url[id] = d.url
+  }
+  meta = await tempDatabase(server, 'mover_stall_meta')
+  const s3 = new URL(url.s3!)
+  proxy = await createFaultProxy({ host: s3.hostname, port: Number(s3.port) })
+  store = createSlotMapStore({ server: meta.url, interval: 30, lease: LEASE })
+  await store.initialize({ shards: [{ id: 's1' }] })
+  routerStore = createSlotMapStore({ server: meta.url, interval: 30, lease: LEASE })
+  await routerStore.load()
+  router = createShardRouter({
+    shards: [
+      { id: 's1', primary: url.s1! },
+      { id: 's3', primary: url.s3! },
+    ],
+    slotMap: routerStore,
+    healthCheckInterval: 0,
+  })
+})
+
+afterAll(async () => {
+  await Promise.all(movers.map((m) => m.close()))
+  await router?.close()
+  await Promise.all([store?.close(), routerStore?.close()])
+  await proxy?.close()
+  await otel?.shutdown()
+  await meta?.cleanup()
+  await Promise.all((db ?? []).map((d) => d.cleanup()))
+})
+
+/** A mover that reaches s3 through the proxy. */
+function moverVia(options: Partial<SlotMoverOptions> = {}): SlotMover {
+  const mover = createSlotMover({
+    store,
+    shards: [
+      { id: 's1', primary: url.s1! },
+      { id: 's3', primary: proxy.url(url.s3!) },
+    ],
+    tables: [{ table: 'orders', key: 'user_id' }],
+    fenceDelay: LEASE,
+    chunkRows: 10,
+    // The fixed pause only: the adaptive throttle's backing off would only slow the test.
+    latencyRatio: 0,
+    ...options,
+  })
+  movers.push(mover)
+  return mover
+}
+
+// Three disjoint sets of s1's slots, one per test: thirds of what a new shard would take.
+const ranges = planResharding([{ id: 's1' }], [{ id: 's1' }, { id: 's3' }]).moves[0]!.ranges
+const sets: SlotSpan[][] = [0, 1, 2].map((k) =>
+  ranges.filter((_, i) => i % 3 === k).map(([start, end]) => ({ start, end })),
+)
+const inSet = (set: SlotSpan[], user: string) => {
+  const slot = slotFor(user, 4096)
+  return set.some((s) => slot >= s.start && slot < s.end)
+}
+
+let nextId = 1
+/** Orders of `count` users of the set (and as many outside it), inserted through the router; their ids by user. */
+async function seed(set: SlotSpan[], count: number, salt: string): Promise<Map<number, string>> {
+  const rows = new Map<number, string>()
+  let inside = 0
+  for (let i = 0; inside < count; i++) {
+    const user = `${salt}-${i}`
+    if (inSet(set, user)) inside++
+    const id = nextId++
+    await router.query(
+      user,
+      'INSERT INTO orders (id, user_id, total, created_at) VALUES (?, ?, 1, 0)',
+      [id, user],
+    )
+    rows.set(id, user)
+  }
+  return rows
+}
+
+/** After the move and purge: each row once, on its key's owner in the map (the set's rows on s3), none left on s1. */
+async function expectMoved(set: SlotSpan[], rows: Map<number, string>): Promise<void> {
+  const on = async (shard: string) =>
+    (
+      (await sql(url[shard]!, 'SELECT id FROM orders WHERE id IN (?) ORDER BY id', [
+        [...rows.keys()],
+      ])) as Array<{ id: number }>
+    ).map((r) => Number(r.id))
+  expect([...rows.values()].filter((user) => inSet(set, user)).length).toBeGreaterThan(0)
+  for (const user of rows.values())
+    if (inSet(set, user)) expect(store.ownerOf(slotFor(user, 4096))).toBe('s3')
+  const owned = (shard: string) =>
+    [...rows].filter(([, user]) => store.ownerOf(slotFor(user, 4096)) === shard).map(([id]) => id)
+  expect(await on('s3')).toEqual(owned('s3'))
+  expect(await on('s1')).toEqual(owned('s1'))
+}
+
+describe('a move whose target stops answering', () => {
+  it('stalls the copy while the target is cut, resumes when it is back, and finishes with every row once on the target', async () => {
+    const set = sets[0]!
+    const rows = await seed(set, 50, 'cut')
+    otel = createTestTelemetry()
+    const mover = moverVia({
+      chunkDelay: 10,
+      meterProvider: otel.meterProvider,
+      tracerProvider: otel.tracerProvider,
+    })
+    const stalled: StalledEvent[] = []
+    const resumed: ResumedEvent[] = []
+    let chunks = 0
+    mover.on('chunk-copied', () => {
+      chunks++
+      if (chunks === 3) {
+        // The target goes away mid-copy: open connections die, new ones are refused.
+        proxy.refuse()
+        proxy.cut()
+      }
+    })
+    mover.on('stalled', (e) => {
+      stalled.push(e)
+      if (e.attempt === 3) proxy.restore()
+    })
+    mover.on('resumed', (e) => resumed.push(e))
+    await mover.begin(set, 's3')
+    const copied = await mover.copy(set)
+    expect(stalled.length).toBeGreaterThanOrEqual(3)
+    expect(stalled.map((e) => [e.shard, e.from, e.to])).toContainEqual(['s3', 's1', 's3'])
+    expect(stalled.map((e) => e.attempt).slice(0, 3)).toEqual([1, 2, 3])
+    expect(resumed).toHaveLength(1)
+    expect(resumed[0]).toMatchObject({ shard: 's3', from: 's1', to: 's3' })
+    expect(resumed[0]!.stalledMs).toBeGreaterThanOrEqual(100 + 200)
+    expect(copied.totalRowsCopied).toBeGreaterThanOrEqual(50)
+    // Its metrics: the rows it copied and its retries, per move; one span per step.
+    const move = {
+      'ballast.sharding.slot_mover.from': 's1',
+      'ballast.sharding.slot_mover.to': 's3',
+    }
+    expect(await otel.value('ballast.sharding.slot_mover.rows_copied', move)).toBe(
+      copied.totalRowsCopied,
+    )
+    expect(await otel.value('ballast.sharding.slot_mover.stalls', move)).toBe(stalled.length)
+    expect(
+      await otel.value('ballast.sharding.slot_mover.phase', {
+        ...move,
+        'ballast.sharding.slot_mover.phase': 'copying',
+      }),
+    ).toBe(1)
+    expect(otel.spansNamed('ballast.sharding.slot_mover.copy')).toHaveLength(1)
+    // A write during the outage and after: through the change log.
+    const [id] = [...rows].find(([, user]) => inSet(set, user))!
+    await router.query(rows.get(id)!, 'UPDATE orders SET total = 5 WHERE id = ?', [id])
+    const caught = await mover.catchUp(set)
+    expect(await otel.value('ballast.sharding.slot_mover.log_lag', move)).toBe(caught.lagEntries)
+    const cut = await mover.cutOver(set)
+    expect(cut.rowsVerified).toBeGreaterThanOrEqual(50)
+    expect(
+      await otel.value('ballast.sharding.slot_mover.phase', {
+        ...move,
+        'ballast.sharding.slot_mover.phase': 'moved',
+      }),
+    ).toBe(1)
+    await mover.purge(set, 's1')
+    await expectMoved(set, rows)
+    expect(await sql(url.s3!, 'SELECT total FROM orders WHERE id = ?', [id])).toEqual([
+      { total: '5.00' },
+    ])
+  })
+
+  it('gives up after stallTimeout with a retryable SlotMoveStalledError, stops at once when its signal aborts, and the next copy resumes', async () => {
+    const set = sets[1]!
+    const rows = await seed(set, 20, 'timeout')
+    const mover = moverVia({ stallTimeout: 600 })
+    await mover.begin(set, 's3')
+    proxy.refuse()
+    proxy.cut()
+    try {
+      const started = Date.now()
+      const error = await mover.copy(set).catch((e: unknown) => e)
+      expect(error).toBeInstanceOf(SlotMoveStalledError)
+      expect(error).toMatchObject({
+        code: 'E_SHARD_SLOT_MOVE_STALLED',
+        retryable: true,
+        shard: 's3',
+        operation: 'copy',
+      })
+      expect((error as SlotMoveStalledError).stalledMs).toBeGreaterThanOrEqual(600)
+      expect(Date.now() - started).toBeLessThan(10_000)
+      // While it waits, an abort of its signal ends the step with the signal's reason.
+      const pause = new AbortController()
+      const reason = new Error('paused by the operator')
+      const waiting = mover.catchUp(set, { signal: pause.signal }).catch((e: unknown) => e)
+      await new Promise((r) => setTimeout(r, 150))
+      pause.abort(reason)
+      expect(await waiting).toBe(reason)
+    } finally {
+      proxy.restore()
+    }
+    await mover.copy(set)
+    await mover.cutOver(set)
+    await mover.purge(set, 's1')
+    await expectMoved(set, rows)
+  })
+})
+
+describe('pausing a move with a signal', () => {
+  it('stops the copy after the chunk in progress with its place kept, rejects with the reason, and the next call goes on from there', async () => {
+    const set = sets[2]!
+    const rows = await seed(set, 30, 'pause')
+    const mover = moverVia()
+    await mover.begin(set, 's3')
+    const pause = new AbortController()
+    const reason = new Error('pause')
+    let chunks = 0
+    const off = mover.on('chunk-copied', () => {
+      if (++chunks === 2) pause.abort(reason)
+    })
+    expect(await mover.copy(set, { signal: pause.signal }).catch((e: unknown) => e)).toBe(reason)
+    off()
+    expect(chunks).toBe(2)
+    const [status] = await mover.moves()
+    expect(status).toMatchObject({ from: 's1', to: 's3', phase: 'copying', copyDone: false })
+    expect(status!.rowsCopied).toBeGreaterThan(0)
+    // An aborted signal stops a step before it starts.
+    await expect(mover.catchUp(set, { signal: AbortSignal.abort(reason) })).rejects.toBe(reason)
+    const resumed = await mover.copy(set)
+    expect(resumed.totalRowsCopied).toBe(status!.rowsCopied + resumed.rowsCopied)
+    expect(resumed.totalRowsCopied).toBeGreaterThanOrEqual(30)
+    expect((await mover.moves())[0]!.copyDone).toBe(true)
+    await mover.catchUp(set)
+    await mover.cutOver(set)
+    await mover.purge(set, 's1')
+    await expectMoved(set, rows)
+  })
+})
