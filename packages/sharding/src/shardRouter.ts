@@ -7,14 +7,7 @@ import {
   isLbError,
 } from '@ballast/lb'
 import { BreakerOpenError, circuitBreaker } from '@ballast/resilience'
-import {
-  type Duration,
-  Emitter,
-  merge,
-  parseDuration,
-  telemetry,
-  type Unsubscribe,
-} from '@ballast/shared'
+import { type Duration, Emitter, merge, parseDuration, type Unsubscribe } from '@ballast/shared'
 import { CausalToken, checkSecrets, signToken, verifyToken } from './causalToken.js'
 import { classifyStatement, statementBody } from './classifyStatement.js'
 import {
@@ -25,7 +18,13 @@ import {
   UnknownShardError,
   UnsafeStatementError,
 } from './errors.js'
-import { adoptInvalidArgument, argument, option, POSITIVE } from './internal/check.js'
+import {
+  adoptInvalidArgument,
+  argument,
+  checkedTelemetry,
+  option,
+  POSITIVE,
+} from './internal/check.js'
 import { checkFence } from './internal/fence.js'
 import { FALLBACK_REASON, GTID_WAIT_OUTCOME, queryInstruments } from './internal/queryTelemetry.js'
 import { checkShard, type ReplicaState } from './internal/replicaMonitor.js'
@@ -213,19 +212,8 @@ export class ShardRouter {
       onShardError: option.oneOf('onShardError', merged.onShardError, ['error', 'partial']),
     }
     const connectionLimit = option.positiveInteger('connectionLimit', merged.connectionLimit)
-    // Duck-typed: a provider from another copy of @opentelemetry/api is as good.
+    const { meter, tracer } = checkedTelemetry(options)
     const { meterProvider, tracerProvider } = options
-    if (
-      meterProvider !== undefined &&
-      typeof (meterProvider as { getMeter?: unknown } | null)?.getMeter !== 'function'
-    )
-      option.invalid('meterProvider', 'an OpenTelemetry MeterProvider', typeof meterProvider)
-    if (
-      tracerProvider !== undefined &&
-      typeof (tracerProvider as { getTracer?: unknown } | null)?.getTracer !== 'function'
-    )
-      option.invalid('tracerProvider', 'an OpenTelemetry TracerProvider', typeof tracerProvider)
-    const { meter, tracer } = telemetry('@ballast/sharding', options)
     const instruments = queryInstruments(meter, tracer)
     option.object('ring', merged.ring)
     option.object('outlierDetection', merged.outlierDetection)

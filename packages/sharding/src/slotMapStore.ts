@@ -6,7 +6,6 @@ import {
   merge,
   observe,
   type TelemetryOptions,
-  telemetry,
   type Unsubscribe,
 } from '@ballast/shared'
 import { SpanKind, type Tracer } from '@opentelemetry/api'
@@ -18,7 +17,7 @@ import {
   SlotMapConflictError,
   SlotMapUnavailableError,
 } from './errors.js'
-import { argument, option, POSITIVE } from './internal/check.js'
+import { argument, checkedTelemetry, option, POSITIVE } from './internal/check.js'
 import {
   type CompiledSlotMap,
   checkRanges,
@@ -266,19 +265,7 @@ export class SlotMapStore {
       )
     const base: PoolOptions =
       typeof server === 'string' ? { uri: server } : { ...(server as PoolOptions) }
-    // Duck-typed: a provider from another copy of @opentelemetry/api is as good.
-    const { meterProvider, tracerProvider } = options
-    if (
-      meterProvider !== undefined &&
-      typeof (meterProvider as { getMeter?: unknown } | null)?.getMeter !== 'function'
-    )
-      option.invalid('meterProvider', 'an OpenTelemetry MeterProvider', typeof meterProvider)
-    if (
-      tracerProvider !== undefined &&
-      typeof (tracerProvider as { getTracer?: unknown } | null)?.getTracer !== 'function'
-    )
-      option.invalid('tracerProvider', 'an OpenTelemetry TracerProvider', typeof tracerProvider)
-    const { meter, tracer } = telemetry('@ballast/sharding', options)
+    const { meter, tracer } = checkedTelemetry(options)
     this.#tracer = tracer
     this.#stopObserving = observe(meter, INSTRUMENTS, (record) => {
       const stats = this.#stats

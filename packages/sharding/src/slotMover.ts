@@ -4,12 +4,11 @@ import {
   inSpan,
   merge,
   type TelemetryOptions,
-  telemetry,
   type Unsubscribe,
 } from '@ballast/shared'
 import type { Tracer } from '@opentelemetry/api'
 import { ShardingClosedError } from './errors.js'
-import { option, POSITIVE } from './internal/check.js'
+import { checkedTelemetry, option, POSITIVE } from './internal/check.js'
 import { abortStep } from './internal/mover/abort.js'
 import { beginStep } from './internal/mover/begin.js'
 import { catchUpStep } from './internal/mover/changeLog.js'
@@ -368,19 +367,7 @@ export class SlotMover {
     const chunkRows = option.positiveInteger('chunkRows', merged.chunkRows)
     const stallTimeoutMs = option.duration('stallTimeout', merged.stallTimeout)
     const timeoutMs = option.duration('timeout', merged.timeout, POSITIVE)
-    // Duck-typed: a provider from another copy of @opentelemetry/api is as good.
-    const { meterProvider, tracerProvider } = options
-    if (
-      meterProvider !== undefined &&
-      typeof (meterProvider as { getMeter?: unknown } | null)?.getMeter !== 'function'
-    )
-      option.invalid('meterProvider', 'an OpenTelemetry MeterProvider', typeof meterProvider)
-    if (
-      tracerProvider !== undefined &&
-      typeof (tracerProvider as { getTracer?: unknown } | null)?.getTracer !== 'function'
-    )
-      option.invalid('tracerProvider', 'an OpenTelemetry TracerProvider', typeof tracerProvider)
-    const { meter, tracer } = telemetry('@ballast/sharding', options)
+    const { meter, tracer } = checkedTelemetry(options)
     this.#tracer = tracer
     this.#stopMetrics = moverMetrics(meter, this.#events)
     this.#connections = new ShardConnections(shards, timeoutMs)

@@ -1,6 +1,6 @@
 import { isLbError } from '@ballast/lb'
 import { isResilienceError } from '@ballast/resilience'
-import { checks } from '@ballast/shared'
+import { checks, type Telemetry, type TelemetryOptions, telemetry } from '@ballast/shared'
 import { InvalidArgumentError } from '../errors.js'
 
 /** Checks of options, at construction: `invalid option "<name>": expected …, got …`. */
@@ -32,4 +32,23 @@ export function adoptInvalidArgument<T>(make: () => T, prefix = ''): T {
     }
     throw error
   }
+}
+
+/**
+ * Checks the `meterProvider` and `tracerProvider` options (duck-typed: a provider from another
+ * copy of `@opentelemetry/api` is as good) and returns the package's meter and tracer from them.
+ */
+export function checkedTelemetry(options: TelemetryOptions): Telemetry {
+  const { meterProvider, tracerProvider } = options
+  if (
+    meterProvider !== undefined &&
+    typeof (meterProvider as { getMeter?: unknown } | null)?.getMeter !== 'function'
+  )
+    option.invalid('meterProvider', 'an OpenTelemetry MeterProvider', typeof meterProvider)
+  if (
+    tracerProvider !== undefined &&
+    typeof (tracerProvider as { getTracer?: unknown } | null)?.getTracer !== 'function'
+  )
+    option.invalid('tracerProvider', 'an OpenTelemetry TracerProvider', typeof tracerProvider)
+  return telemetry('@ballast/sharding', options)
 }
