@@ -128,7 +128,7 @@ export async function applyLog(
  * on the target. The delete goes first, so a row found under another spelling of its key
  * than the log's is deleted and written back, never lost.
  */
-async function syncRows(
+export async function syncRows(
   context: MoverContext,
   source: PoolConnection,
   target: PoolConnection,

@@ -1,10 +1,10 @@
 import { createHash } from 'node:crypto'
 import type { PoolConnection } from 'mysql2/promise'
 import { SlotCopyMismatchError } from '../../errors.js'
-import { applyLog, lastLogged } from './changeLog.js'
+import { applyLog, lastLogged, syncRows } from './changeLog.js'
 import type { MoverContext } from './context.js'
 import { holds, type MoveSet } from './slotSet.js'
-import { quote, shapes, type TableShape, writeRows } from './sql.js'
+import { quote, shapes, type TableShape } from './sql.js'
 
 // The verification of a move's copy, in two parts so the write pause does not grow with the
 // table (see docs/resharding.md, "Verification"):
@@ -78,7 +78,7 @@ export async function verifyCopy(
     const differ = differences(sourceRows, targetRows)
     if (differ.length > 0) {
       done.rowsRecopied += differ.length
-      await resync(context, source, target, shape, differ, set)
+      await syncRows(context, source, target, shape, differ, set)
       const still = differences(
         await moving(context, source, shape, differ, set),
         await moving(context, target, shape, differ, set),
@@ -136,7 +136,7 @@ export async function verifyTouched(
       let differ = differences(sourceRows, targetRows)
       if (differ.length === 0) continue
       if (!recopy) throw mismatch(shape, differ, sourceRows, targetRows)
-      await resync(context, source, target, shape, differ, set)
+      await syncRows(context, source, target, shape, differ, set)
       differ = differences(
         await moving(context, source, shape, differ, set),
         await moving(context, target, shape, differ, set),
@@ -248,29 +248,6 @@ function differences(a: Side, b: Side): unknown[][] {
   for (const [key, row] of a) if (b.get(key)?.digest !== row.digest) out.push(row.pk)
   for (const [key, row] of b) if (!a.has(key)) out.push(row.pk)
   return out
-}
-
-/** Copies rows again from the source: written where the source has them moving, deleted from the target where not. */
-async function resync(
-  context: MoverContext,
-  source: PoolConnection,
-  target: PoolConnection,
-  shape: TableShape,
-  pks: unknown[][],
-  set: MoveSet,
-): Promise<void> {
-  const columns = `(${shape.primaryKey.map(quote).join(', ')})`
-  const found = (await context.connections.query(
-    source,
-    `SELECT * FROM ${shape.quoted} WHERE ${columns} IN (?)`,
-    [pks],
-  )) as Array<Record<string, unknown>>
-  const keep = found.filter((row) => holds(set, row[shape.key]))
-  // Delete first: a row whose key spelling differs between the sides is written back, never lost.
-  await context.connections.query(target, `DELETE FROM ${shape.quoted} WHERE ${columns} IN (?)`, [
-    pks,
-  ])
-  if (keep.length > 0) await writeRows(context, target, shape, keep)
 }
 
 /**
