@@ -96,12 +96,16 @@ async function routers(count: number): Promise<{ stop(): Promise<RouterReport[]>
       child.once('message', () => resolve())
       child.once('exit', (code) => reject(new Error(`router ${worker} exited with ${code}`)))
     })
-    const report = new Promise<RouterReport>((resolve) =>
+    const report = new Promise<RouterReport>((resolve, reject) => {
       child.on('message', (message) => {
         if (typeof message === 'object' && message !== null && 'acked' in message)
           resolve(message as RouterReport)
-      }),
-    )
+      })
+      // A router that ends without its report fails the test instead of hanging it.
+      child.once('close', (code, signal) =>
+        reject(new Error(`router ${worker} exited (${code ?? signal}) without its report`)),
+      )
+    })
     started.push({ child, report, ready })
   }
   // Started together: each takes seconds to load tsx on a busy machine.

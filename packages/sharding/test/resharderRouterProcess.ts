@@ -78,15 +78,24 @@ process.on('message', (message) => {
 })
 process.send?.({ ready: true })
 await Promise.all([0, 1, 2].map((lane) => loop(lane)))
-process.send?.({
-  acked: [...acked],
-  uncertain: [...uncertain],
-  errors: errors.slice(0, 10),
-  errorCount: errors.length,
-  stale,
-  reads,
-  stats: router.stats(),
-})
+// Sent with a callback, and awaited: a large report still in the channel's buffer when the
+// process disconnects is lost (seen: every router exited 0 and the parent never got a report).
+await new Promise<void>((resolve, reject) =>
+  process.send?.(
+    {
+      acked: [...acked],
+      uncertain: [...uncertain],
+      errors: errors.slice(0, 10),
+      errorCount: errors.length,
+      stale,
+      reads,
+      stats: router.stats(),
+    },
+    undefined,
+    undefined,
+    (error: Error | null) => (error ? reject(error) : resolve()),
+  ),
+)
 await router.close()
 await store.close()
 process.disconnect?.()
