@@ -45,6 +45,7 @@ export type {
 } from './mergeSpec.js'
 export { compareValues } from './mergeSpec.js'
 export type {
+  ReshardCommand,
   ResharderOptions,
   ReshardMovePhase,
   ReshardMoveProgressedEvent,

@@ -10,7 +10,6 @@ import {
 import { argument, option, POSITIVE } from './internal/check.js'
 import {
   FINISHED,
-  type RunCommand,
   type RunMove,
   type RunMovePhase,
   type RunRow,
@@ -125,14 +124,24 @@ export const DEFAULT_RESHARD_START_OPTIONS: Readonly<ReshardStartOptions> = Obje
  * (a step failed beyond its retries: `resume()` continues it, `abort()` rolls it back); `done`
  * (every move cut over and purged); `aborted`.
  */
-export type ReshardState = RunState
+export type ReshardState = 'running' | 'paused' | 'aborting' | 'failed' | 'done' | 'aborted'
 
 /**
  * Where one move of a run is: `pending`, `copying` (begun: routers check the fence; rows are
  * copied), `catching-up`, `cutting-over`, `moved` (the target owns it; the old copies wait for
  * the grace period), `purged`, or `aborted` (given back to the source).
  */
-export type ReshardMovePhase = RunMovePhase
+export type ReshardMovePhase =
+  | 'pending'
+  | 'copying'
+  | 'catching-up'
+  | 'cutting-over'
+  | 'moved'
+  | 'purged'
+  | 'aborted'
+
+/** A request another process left for the process running a run ({@link ReshardStatus.command}). */
+export type ReshardCommand = 'pause' | 'resume' | 'abort'
 
 /** One move of a run: the slots of one source going to one target. */
 export interface ReshardMoveStatus {
@@ -167,7 +176,7 @@ export interface ReshardStatus {
   /** The moves, one per (source, target). */
   moves: ReshardMoveStatus[]
   /** A command left for the process running it and not yet acted on. */
-  command: RunCommand | null
+  command: ReshardCommand | null
   /** Slots moved (cut over) so far, of `totalSlots`. */
   movedSlots: number
   /** Slots the run moves. */

@@ -1,20 +1,12 @@
+// The row's values are the public types' (resharder.ts).
+import type {
+  ReshardCommand as RunCommand,
+  ReshardMovePhase as RunMovePhase,
+  ReshardState as RunState,
+} from '../../resharder.js'
 import type { SlotMapStoreInternals } from '../../slotMapStore.js'
 
-/** Where a resharding run is: see `ReshardState` in `resharder.ts`. */
-export type RunState = 'running' | 'paused' | 'aborting' | 'failed' | 'done' | 'aborted'
-
-/** A request another process left for the process running the run. */
-export type RunCommand = 'pause' | 'resume' | 'abort'
-
-/** Where one move of a run is. */
-export type RunMovePhase =
-  | 'pending'
-  | 'copying'
-  | 'catching-up'
-  | 'cutting-over'
-  | 'moved'
-  | 'purged'
-  | 'aborted'
+export type { RunCommand, RunMovePhase, RunState }
 
 /** One move of a run as the row keeps it: spans as `[start, end)` pairs, to keep the row small. */
 export interface RunMove {
