@@ -594,6 +594,12 @@ class BalancerImpl<T> extends Emitter<BalancerEvents<T>> implements Balancer<T> 
             'Requests on the endpoint that ended, by ballast.lb.outcome: success, or failure (an error, a timeout, a 5xx answer)',
           unit: '{request}',
         },
+        'ballast.lb.endpoint.response_time': {
+          kind: 'counter',
+          description:
+            'Sum of the times of the requests on the endpoint that ended, from begin() to end() (the proxy: until the response headers); over the rate of ballast.lb.endpoint.requests, their mean',
+          unit: 's',
+        },
         'ballast.lb.endpoint.ejections': {
           kind: 'counter',
           description: 'Times outlier detection ejected the endpoint',
@@ -639,6 +645,7 @@ class BalancerImpl<T> extends Emitter<BalancerEvents<T>> implements Balancer<T> 
             ...attributes,
             'ballast.lb.outcome': 'failure',
           })
+          record('ballast.lb.endpoint.response_time', ep.responseTimeMs / 1000, attributes)
           record('ballast.lb.endpoint.ejections', ep.totalEjections, attributes)
           record('ballast.lb.endpoint.healthy', ep.healthy ? 1 : 0, attributes)
           record('ballast.lb.endpoint.ejected', ep.ejected ? 1 : 0, attributes)
@@ -682,10 +689,10 @@ class BalancerImpl<T> extends Emitter<BalancerEvents<T>> implements Balancer<T> 
       this.#totalInFlight--
     }
     const now = this.#clock()
-    if (this.#isEwma) {
-      const rtt = now - startedAt
+    const rtt = now - startedAt
+    if (rtt > 0) ep.responseTimeMs += rtt
+    if (this.#isEwma)
       observeLatency(ep, ok ? rtt : Math.max(rtt, this.#failurePenaltyMs), now, this.#ewmaDecayMs)
-    }
     if (ok) {
       ep.successes++
       ep.consecutiveFailures = 0

@@ -182,6 +182,7 @@ describe('lb telemetry', () => {
       const { url } = await proxy({
         routes: [{ upstream: [dead!.url, live!.url] }],
         balancer: { strategy: 'round-robin' },
+        clientRequestDuration: true,
       })
       // The default sampler follows the parent: a parent not sampled is not sampled.
       const res = await get(`${url}/x`, { traceparent: `00-${TRACE_ID}-${PARENT_ID}-00` })
@@ -220,6 +221,7 @@ describe('lb telemetry', () => {
       const p = createProxy({
         routes: [{ upstream: [a!.url] }],
         meterProvider: otel.meterProvider,
+        clientRequestDuration: true,
         // the global tracer provider: no SDK registered, a no-op
       })
       const { port } = await p.listen(0, '127.0.0.1')
@@ -235,9 +237,12 @@ describe('lb telemetry', () => {
       expect(await otel.value('http.server.request.duration')).toBe(2)
     })
 
-    it('records http.server.request.duration per request and http.client.request.duration per attempt, with semconv attributes', async () => {
+    it('records http.server.request.duration per request and, with clientRequestDuration, http.client.request.duration per attempt, with semconv attributes', async () => {
       const [a] = await backends('a')
-      const { url } = await proxy({ routes: [{ name: 'web', upstream: [a!.url] }] })
+      const { url } = await proxy({
+        routes: [{ name: 'web', upstream: [a!.url] }],
+        clientRequestDuration: true,
+      })
       for (let i = 0; i < 3; i++) await get(`${url}/x?i=${i}`)
       await spansSettled(6)
       const server = await otel.points('http.server.request.duration')
@@ -277,12 +282,9 @@ describe('lb telemetry', () => {
       expect(await otel.value('ballast.lb.endpoint.healthy', { 'ballast.lb.route': 'web' })).toBe(1)
     })
 
-    it('with clientRequestDuration: false, records no http.client.request.duration; the server duration, the endpoint counters and the CLIENT spans stay', async () => {
+    it('by default records no http.client.request.duration; the server duration, the endpoint counters, their summed response time and the CLIENT spans stay', async () => {
       const [a] = await backends('a')
-      const { url } = await proxy({
-        routes: [{ name: 'web', upstream: [a!.url] }],
-        clientRequestDuration: false,
-      })
+      const { url } = await proxy({ routes: [{ name: 'web', upstream: [a!.url] }] })
       for (let i = 0; i < 3; i++) expect((await get(`${url}/x?i=${i}`)).status).toBe(200)
       const spans = await spansSettled(6)
       expect(spans.filter((s) => s.kind === SpanKind.CLIENT)).toHaveLength(3)
@@ -296,6 +298,14 @@ describe('lb telemetry', () => {
           'ballast.lb.outcome': 'success',
         }),
       ).toBe(3)
+      // The mean per endpoint without a histogram: seconds until the response headers, summed,
+      // so no more than the requests' own durations.
+      const responseTime = await otel.value('ballast.lb.endpoint.response_time', {
+        'ballast.lb.route': 'web',
+        'ballast.lb.endpoint': a!.url,
+      })
+      expect(responseTime).toBeGreaterThan(0)
+      expect(responseTime).toBeLessThanOrEqual(server[0]!.sum!)
     })
 
     it('fault: a dead upstream shows as errors on its endpoint, an ejection, and a retry as two CLIENT spans under one SERVER span', async () => {
@@ -308,6 +318,7 @@ describe('lb telemetry', () => {
           strategy: 'round-robin',
           outlierDetection: { consecutiveFailures: 1, maxEjectionShare: 1 },
         },
+        clientRequestDuration: true,
       })
       const res = await get(`${url}/items`, { traceparent: TRACEPARENT })
       expect(res.status).toBe(200)

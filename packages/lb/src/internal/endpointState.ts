@@ -17,6 +17,8 @@ export class EndpointState<T> implements Endpoint<T> {
   successes = 0
   failures = 0
   consecutiveFailures = 0
+  /** The sum of its ended requests' times from begin() to end(), in clock units (ms). */
+  responseTimeMs = 0
   ejections = 0
   /** Ejections since the endpoint was added (never decays, unlike `ejections`). */
   totalEjections = 0
