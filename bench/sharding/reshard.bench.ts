@@ -3,18 +3,20 @@
  * databases of the standard server, the map in a fourth; all slots start on s1; each round moves
  * the next 512 slots (1/8 of the keys) to s3 while `WRITERS` loops write orders (20,000 of them,
  * inserted then updated) through a router in a process of their own (as a shop's routers are). Per round: the writers' throughput before
- * the move, once it began (routers checking the fence, the change log's triggers) and before the
- * copy, during the copy, during the catch-up, during the cut-over's verification before the fence,
+ * the move, once it began (the change log's triggers) and before the copy, during the copy,
+ * during the catch-up (the range's writers check the fence from its first pass until the
+ * cut-over, which comes fenceDelay later), during the cut-over's verification before the fence,
  * and after; the copy rate with the throttle setting; the catch-up's lag; and the write pause of
  * the range at the cut-over: the latency of every write of the moving range in flight while the
  * fence was held (from the `fenced` to the `moved` event). The table gives each round and the
  * medians; the p99 of the pause is over the writes of every round's cut-over, with and without
  * verification (alternate rounds, by default: the same run's baseline).
  * Run: pnpm exec tsx --conditions=@ballast/source bench/sharding/reshard.bench.ts
- * Env: RESHARD_ROUNDS (5), RESHARD_ROWS (orders first, 20000), RESHARD_WRITERS (8),
+ * Env: RESHARD_ROUNDS (6, at most 8), RESHARD_ROWS (orders first, 20000), RESHARD_WRITERS (8),
  * RESHARD_CHUNK_DELAY (ms after each chunk, 0), RESHARD_LATENCY_RATIO (the adaptive throttle's
- * bound, 1.5; 0: off), RESHARD_MAX_DELAY (its longest pause, ms, 250), RESHARD_VERIFY (both:
- * alternate rounds; 1: every round verifies; 0: none), RESHARD_ROUNDS (6, at most 8).
+ * bound, 1.5; 0: off), RESHARD_MAX_DELAY (its longest pause, ms, 250), RESHARD_NICE_RATIO (the
+ * least pause after a chunk in multiples of its time, 1), RESHARD_VERIFY (both:
+ * alternate rounds; 1: every round verifies; 0: none).
  */
 import { fork } from 'node:child_process'
 import { dirname, join } from 'node:path'
@@ -29,12 +31,13 @@ const WRITERS = Number(process.env.RESHARD_WRITERS ?? 8)
 const CHUNK_DELAY = Number(process.env.RESHARD_CHUNK_DELAY ?? 0)
 const LATENCY_RATIO = Number(process.env.RESHARD_LATENCY_RATIO ?? 1.5)
 const MAX_DELAY = Number(process.env.RESHARD_MAX_DELAY ?? 250)
+const NICE_RATIO = Number(process.env.RESHARD_NICE_RATIO ?? 1)
 // 'both': odd rounds verify, even rounds do not (the same run's baseline of the pause).
 const VERIFY_MODE = process.env.RESHARD_VERIFY ?? 'both'
 const verifies = (round: number) => (VERIFY_MODE === 'both' ? round % 2 === 0 : VERIFY_MODE !== '0')
 const PHASE_MS = isSmoke() ? 200 : 3000
 const SPAN_SLOTS = 512
-const THROTTLE = `chunkRows 1000, chunkDelay ${CHUNK_DELAY} ms, latencyRatio ${LATENCY_RATIO}${LATENCY_RATIO > 0 ? `, maxThrottleDelay ${MAX_DELAY} ms` : ''}`
+const THROTTLE = `chunkRows 1000, chunkDelay ${CHUNK_DELAY} ms, niceRatio ${NICE_RATIO}, latencyRatio ${LATENCY_RATIO}${LATENCY_RATIO > 0 ? `, maxThrottleDelay ${MAX_DELAY} ms` : ''}`
 
 const DDL =
   'CREATE TABLE orders (id BIGINT PRIMARY KEY, user_id VARCHAR(64) NOT NULL, total DECIMAL(10,2) NOT NULL, created_at BIGINT NOT NULL, KEY (user_id))'
@@ -78,6 +81,7 @@ try {
       chunkDelay: CHUNK_DELAY,
       latencyRatio: LATENCY_RATIO,
       maxThrottleDelay: MAX_DELAY,
+      niceRatio: NICE_RATIO,
       verify,
     }),
   )
@@ -142,10 +146,13 @@ try {
     const copied = await mover.copy(span)
     const t4 = now()
     process.stderr.write(`round ${r + 1}/${ROUNDS}: copied ${copied.rowsCopied} rows\n`)
-    // Catch up until what is left is under one chunk (at most 20 passes): the cut-over does the rest.
+    // Catch up (the routers check the fence from the first pass) until what is left is under one
+    // chunk (at most 20 passes) and fenceDelay has passed, as the resharder does: the cut-over
+    // does the rest.
     let caught = await mover.catchUp(span)
     let passes = 1
-    while (caught.lagEntries > 1000 && passes < 20) {
+    while ((caught.lagEntries > 1000 && passes < 20) || caught.fenceInMs > 0) {
+      if (caught.lagEntries <= 1000) await sleep(Math.min(caught.fenceInMs, 200))
       caught = await mover.catchUp(span)
       passes++
     }
@@ -237,9 +244,9 @@ try {
       'round',
       'verify',
       'writes/s before',
-      'moving, before the copy',
+      'moving, before the copy (triggers)',
       'during the copy (of before; of moving)',
-      'during the catch-up',
+      'during the catch-up (fence checks)',
       'during the verification before the fence',
       'copy rows/s',
       'lag left (passes)',
@@ -264,7 +271,7 @@ try {
       ...(unverified.length > 0
         ? [pauseNote(unverified, 'Without verification (the same run)')]
         : []),
-      `Writers' throughput, median of each round's ratio: ${pct(ratio('moving', 'before'), 1)} of before once the move began (before the copy), ${pct(ratio('copy', 'before'), 1)} of before during the copy (${pct(ratio('copy', 'moving'), 1)} of the moving phase before it), ${pct(ratio('after', 'before'), 1)} after the cut-over.`,
+      `Writers' throughput, median of each round's ratio: ${pct(ratio('moving', 'before'), 1)} of before once the move began (before the copy), ${pct(ratio('copy', 'before'), 1)} of before during the copy (${pct(ratio('copy', 'moving'), 1)} of the moving phase before it), ${pct(ratio('catchUp', 'before'), 1)} during the catch-up (the range's writers check the fence), ${pct(ratio('after', 'before'), 1)} after the cut-over.`,
       `Copy: median ${fmtInt(mid.copyRowsPerSec)} rows/s of the range (${fmtInt(mid.rowsCopied)} rows; the scan reads every row of the table) with ${THROTTLE}; catch-up: median ${fmtInt(mid.lagEntries)} log entries left for the cut-over.`,
     ],
     data: { rounds },

@@ -62,7 +62,9 @@ export interface ResharderOptions {
    */
   cutOverEntries?: number
   /**
-   * Catch-up passes at most before the cut-over, whatever the lag (writers can outrun them).
+   * Catch-up passes at most before the cut-over, whatever the lag (writers can outrun them),
+   * once the routers have checked the fence for `fenceDelay` (the passes while they wait do not
+   * count).
    * @default 10
    */
   catchUpPasses?: number
@@ -294,6 +296,9 @@ const settled = <T>(promise: Promise<T>): Promise<PromiseSettledResult<T>> =>
     (value) => ({ status: 'fulfilled', value }),
     (reason: unknown) => ({ status: 'rejected', reason }),
   )
+
+/** How often a move's catch-up runs while it waits for the routers to check the fence. */
+const CATCH_UP_EVERY_MS = 200
 
 const sleep = (ms: number, signal?: AbortSignal) =>
   new Promise<void>((resolve, reject) => {
@@ -654,18 +659,28 @@ export class ReshardRun {
     signal.throwIfAborted()
     if (move.phase === 'pending' || move.phase === 'copying') {
       if (move.phase === 'pending') await this.#phase(move, 'copying')
-      // Again after a crash: begin() resumes (and waits fenceDelay, so routers see the move).
+      // Again after a crash: begin() resumes.
       await this.#step(() => this.#mover.begin(set, move.to), signal)
       signal.throwIfAborted()
       await this.#step(() => this.#mover.copy(set, { signal }), signal)
       await this.#phase(move, 'catching-up')
     }
     if (move.phase === 'catching-up') {
-      for (let pass = 0; pass < this.#settings.catchUpPasses; pass++) {
+      // Passes until the lag is small, and until the routers have checked the fence for
+      // fenceDelay (the cut-over would wait for that): waiting here keeps a pause prompt.
+      for (let pass = 0; ; ) {
         signal.throwIfAborted()
-        const { lagEntries } = await this.#step(() => this.#mover.catchUp(set, { signal }), signal)
+        const { lagEntries, fenceInMs } = await this.#step(
+          () => this.#mover.catchUp(set, { signal }),
+          signal,
+        )
         move.lagEntries = lagEntries
-        if (lagEntries <= this.#settings.cutOverEntries) break
+        const caughtUp = lagEntries <= this.#settings.cutOverEntries
+        if (fenceInMs > 0) {
+          if (caughtUp) await sleep(Math.min(fenceInMs, CATCH_UP_EVERY_MS), signal)
+          continue
+        }
+        if (caughtUp || ++pass >= this.#settings.catchUpPasses) break
       }
       signal.throwIfAborted()
       await this.#phase(move, 'cutting-over')

@@ -1,9 +1,10 @@
 /**
  * Where a moving range is in its move (see `docs/resharding.md`): `copying` (rows are being
- * copied to the target), `catching-up` (changes made during the copy are being applied),
- * `fenced` (the cut-over holds the source's fence: writes of the range wait, then go to the
- * target). Writers of a range in any of these phases check the source's fence row in their
- * transaction; once the move is done the range is owned by the target and has no `moving`.
+ * copied to the target; writers go on as before, the source's change log keeps their changes),
+ * `catching-up` (changes made during the copy are being applied; writers of the range check the
+ * source's fence row in their transaction), `fenced` (the cut-over holds the source's fence:
+ * writes of the range wait, then go to the target). Once the move is done the range is owned by
+ * the target and has no `moving`.
  */
 export type MovePhase = 'copying' | 'catching-up' | 'fenced'
 

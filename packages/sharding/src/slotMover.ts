@@ -96,9 +96,10 @@ export interface SlotMoverOptions extends TelemetryOptions {
   /** The tables whose rows move with their slots. */
   tables: readonly MovedTable[]
   /**
-   * How long after a move begins the mover waits before {@link SlotMover.begin} returns (so
-   * before it may fence): at least the store's `lease` plus the routers' `queryTimeout`, so
-   * every router takes the fence check by then.
+   * How long the cut-over waits, after the move's first catch-up published the phase in which
+   * routers check the fence, before it takes the fence: at least the store's `lease` plus the
+   * routers' `queryTimeout`, so every router checks by then. Writers pay for the check only from
+   * that catch-up on: while the rows are copied they write as usual (the change log keeps up).
    * @default 40000
    */
   fenceDelay?: Duration
@@ -129,6 +130,15 @@ export interface SlotMoverOptions extends TelemetryOptions {
    * @default 250
    */
   maxThrottleDelay?: Duration
+  /**
+   * The copy's and the verification's share of the source, as gh-ost's `--nice-ratio`: after
+   * each chunk the step pauses at least this many times the chunk's own time (1: it works half
+   * the time, 3: a quarter), whatever the source's latency says. The adaptive pause applies
+   * when longer; catch-up passes, which must keep up with the writers, are not slowed by it. 0:
+   * off; at most 100.
+   * @default 1
+   */
+  niceRatio?: number
   /**
    * The change log table, created in the source shard's database by {@link SlotMover.begin}
    * with triggers on each moved table that record the primary key and shard key of every
@@ -164,6 +174,7 @@ export const DEFAULT_SLOT_MOVER_OPTIONS: Readonly<{
   chunkDelay: Duration
   latencyRatio: number
   maxThrottleDelay: Duration
+  niceRatio: number
   changeLogTable: string
   verify: boolean
   timeout: Duration
@@ -174,6 +185,7 @@ export const DEFAULT_SLOT_MOVER_OPTIONS: Readonly<{
   chunkDelay: 0,
   latencyRatio: 1.5,
   maxThrottleDelay: 250,
+  niceRatio: 1,
   changeLogTable: 'ballast_change_log',
   verify: true,
   timeout: 30_000,
@@ -196,6 +208,12 @@ export interface CatchUpResult {
   entriesRead: number
   /** Entries logged on the source and not yet read when it returned: the catch-up's lag. */
   lagEntries: number
+  /**
+   * How long {@link SlotMover.cutOver} would still wait before it takes the fence (0: it would
+   * not wait): `fenceDelay` after the first catch-up published the phase in which routers check
+   * the fence. Catching up until then keeps the log's tail, and so the write pause, short.
+   */
+  fenceInMs: number
 }
 
 /** What {@link SlotMover.cutOver} did. */
@@ -297,12 +315,13 @@ let construct: (options: SlotMoverOptions) => SlotMover
 
 /**
  * Moves one slot range from its shard to another while the routers keep writing (see
- * `docs/resharding.md`): {@link SlotMover.begin} marks the range moving in the slot map (its
- * writers start checking the source's fence rows), starts the source's change log and waits
- * `fenceDelay`; {@link SlotMover.copy} copies the range's rows in primary-key chunks;
- * {@link SlotMover.catchUp} applies the change log; {@link SlotMover.cutOver} locks the fence,
- * applies the log's tail, verifies, marks the fence `moved` and gives the range to the target in
- * the map; {@link SlotMover.purge} deletes the source's old copies after a grace period, and
+ * `docs/resharding.md`): {@link SlotMover.begin} writes the source's fence rows, starts its
+ * change log and marks the range moving in the slot map; {@link SlotMover.copy} copies the
+ * range's rows in primary-key chunks; {@link SlotMover.catchUp} marks it `catching-up` (from
+ * then on its writers check the source's fence rows) and applies the change log;
+ * {@link SlotMover.cutOver} waits until `fenceDelay` after that (catching up meanwhile), locks
+ * the fence, applies the log's tail, verifies, marks the fence `moved` and gives the range to
+ * the target in the map; {@link SlotMover.purge} deletes the source's old copies after a grace period, and
  * {@link SlotMover.abort} gives up a move before its cut-over. Every step is idempotent and
  * resumes after a crash: run it again. One step of one move off a source runs at a time
  * ({@link SlotMoveBusyError} otherwise).
@@ -334,6 +353,7 @@ export class SlotMover {
     if (latencyRatio > 0 && latencyRatio < 1)
       option.invalid('latencyRatio', '0 (off) or at least 1', merged.latencyRatio)
     const maxDelayMs = option.duration('maxThrottleDelay', merged.maxThrottleDelay)
+    const niceRatio = option.number('niceRatio', merged.niceRatio, { min: 0, max: 100 })
     const verify = option.boolean('verify', merged.verify)
     if (!Array.isArray(merged.shards) || merged.shards.length === 0)
       option.invalid('shards', 'a non-empty array of shards', merged.shards)
@@ -383,16 +403,21 @@ export class SlotMover {
       closing: this.#closing.signal,
       verify,
       connections: this.#connections,
-      throttle: createMoverThrottle({ chunkDelayMs, latencyRatio, maxDelayMs }, this.#connections),
+      throttle: createMoverThrottle(
+        { chunkDelayMs, latencyRatio, maxDelayMs, niceRatio },
+        this.#connections,
+      ),
       events: this.#events,
+      checkedSince: new Map(),
     }
   }
 
   /**
    * Starts moving the slots of `span` to shard `to`: writes a fence row `copying` per slot on
-   * the source (creating the fence table), marks the span `moving` in the map, and waits
-   * `fenceDelay`, after which every router checks the fence when it writes the span. The span
-   * must be owned by one shard. Run again after a crash: it picks up where it stopped.
+   * the source (creating the fence table), starts the source's change log and marks the span
+   * `moving` (`copying`) in the map. Routers keep writing the span as before: they check the
+   * fence only once {@link SlotMover.catchUp} marks it `catching-up`. The span must be owned by
+   * one shard. Run again after a crash: it picks up where it stopped.
    * @throws InvalidArgumentError if the span is not in the map, spans several owners, or moves elsewhere already.
    * @throws SlotMapConflictError (retryable) if the map kept changing under it.
    */
@@ -419,9 +444,11 @@ export class SlotMover {
   /**
    * Applies the change log to the target: each logged row of the span is read again on the
    * source and written (or deleted) on the target; applied entries leave the log. Applies what
-   * was logged when it began, `chunkRows` entries at a time; returns what was logged since (the lag). Marks the span
-   * `catching-up` in the map. Call after {@link SlotMover.copy}, as often as needed to bring the
-   * lag down before the cut-over.
+   * was logged when it began, `chunkRows` entries at a time; returns what was logged since (the
+   * lag) and how long the cut-over would still wait (`fenceInMs`). The first one marks the span
+   * `catching-up` in the map: from then on, routers that write the span check the source's fence
+   * row in their transaction. Call after {@link SlotMover.copy}, as often as needed to bring the
+   * lag down, until `fenceInMs` is 0, before the cut-over.
    */
   async catchUp(set: SlotSet, options: StepOptions = {}): Promise<CatchUpResult> {
     return this.#step(
@@ -433,7 +460,9 @@ export class SlotMover {
   }
 
   /**
-   * Cuts the span over to its target: on the source, locks the span's fence rows `FOR UPDATE`
+   * Cuts the span over to its target: first, unless a catch-up did it `fenceDelay` ago, marks
+   * it `catching-up` and waits out `fenceDelay` since (applying the change log meanwhile), so
+   * that every router checks the fence; then, on the source, locks the span's fence rows `FOR UPDATE`
    * (checked writes in flight finish first, new ones wait); after {@link SlotMover.copy}, applies
    * the change log's tail, else deletes what a failed run left of the span on the target and
    * copies the whole span; with `verify`, compares the span's rows on both sides; marks the fence

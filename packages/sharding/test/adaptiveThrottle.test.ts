@@ -39,14 +39,19 @@ function probeTaking(advance: (ms: number) => void, latencies: number[]) {
   }
 }
 
-const ADAPTIVE: AdaptiveThrottleSettings = { chunkDelayMs: 0, latencyRatio: 1.5, maxDelayMs: 80 }
+const ADAPTIVE: AdaptiveThrottleSettings = {
+  chunkDelayMs: 0,
+  latencyRatio: 1.5,
+  maxDelayMs: 80,
+  niceRatio: 0,
+}
 
 describe('AdaptiveThrottle', () => {
   it('pauses only the fixed chunk delay, and never probes, with the adaptive part off', async () => {
     const { clock, sleeps, advance } = fakeClock()
     const { probe, calls } = probeTaking(advance, [100])
     const throttle = await AdaptiveThrottle.start(
-      { chunkDelayMs: 20, latencyRatio: 0, maxDelayMs: 1000 },
+      { chunkDelayMs: 20, latencyRatio: 0, maxDelayMs: 1000, niceRatio: 0 },
       probe,
       clock,
     )
@@ -56,10 +61,26 @@ describe('AdaptiveThrottle', () => {
     expect(throttle.stats()).toEqual({ chunks: 3, backoffs: 0, pausedMs: 60 })
   })
 
+  it("with a nice ratio, pauses at least that many times each chunk's own time, even while the source is fast", async () => {
+    const { clock, sleeps, advance } = fakeClock()
+    const throttle = await AdaptiveThrottle.start(
+      { chunkDelayMs: 5, latencyRatio: 1.5, maxDelayMs: 1000, niceRatio: 3 },
+      probeTaking(advance, [2]).probe,
+      clock,
+    )
+    // Chunks of 10 ms and 40 ms (the probe after each is not the chunk's time).
+    advance(10)
+    await throttle.pause()
+    advance(40)
+    await throttle.pause()
+    // The step works a quarter of the time at most (with a nice ratio of 3), plus chunkDelay.
+    expect(sleeps).toEqual([5 + 3 * 10, 5 + 3 * 40])
+  })
+
   it('does not pause at all with neither part', async () => {
     const { clock, sleeps, advance } = fakeClock()
     const throttle = await AdaptiveThrottle.start(
-      { chunkDelayMs: 0, latencyRatio: 0, maxDelayMs: 1000 },
+      { chunkDelayMs: 0, latencyRatio: 0, maxDelayMs: 1000, niceRatio: 0 },
       probeTaking(advance, [1]).probe,
       clock,
     )
@@ -162,7 +183,7 @@ describe('AdaptiveThrottle', () => {
   it('ends a pause at once when the signal aborts, and skips it when it had', async () => {
     const { advance } = fakeClock()
     const real = await AdaptiveThrottle.start(
-      { chunkDelayMs: 60_000, latencyRatio: 0, maxDelayMs: 0 },
+      { chunkDelayMs: 60_000, latencyRatio: 0, maxDelayMs: 0, niceRatio: 0 },
       probeTaking(advance, [1]).probe,
     )
     const controller = new AbortController()

@@ -184,6 +184,7 @@ describe('moving sets of scattered slot ranges', () => {
     await load.waitOps(30)
 
     // Scattered spans in any order: the mover sorts them.
+    const checksBefore = fresh.stats().fenceChecks + stale.stats().fenceChecks
     await Promise.all([mover.begin([...s1Set].reverse(), 's3'), mover.begin(s2Set, 's3')])
     await staleStore.refresh()
     const moves = await mover.moves()
@@ -198,10 +199,16 @@ describe('moving sets of scattered slot ranges', () => {
     expect(copied[0]!.rowsCopied + copied[1]!.rowsCopied).toBeGreaterThanOrEqual(movedUsers.length)
     expect((await mover.moves()).map((m) => m.copyDone)).toEqual([true, true])
     await load.waitOps(30)
+    // While the rows are copied the writers write as before: no fence check yet.
+    expect(fresh.stats().fenceChecks + stale.stats().fenceChecks).toBe(checksBefore)
     const caught = await Promise.all([mover.catchUp(s1Set), mover.catchUp(s2Set)])
     expect(caught[0]!.entriesRead + caught[1]!.entriesRead).toBeGreaterThan(0)
     expect((await mover.moves()).map((m) => m.phase)).toEqual(['catching-up', 'catching-up'])
+    // The stale router reads the map once more, now that the routers check the fence, and keeps
+    // that map through the cut-over.
+    await staleStore.refresh()
     await load.waitOps(30)
+    expect(fresh.stats().fenceChecks + stale.stats().fenceChecks).toBeGreaterThan(checksBefore)
     const cut = await Promise.all([mover.cutOver(s1Set), mover.cutOver(s2Set)])
     expect(cut.every((c) => c.rowsCopied === 0 && c.rowsVerified > 0)).toBe(true)
     expect(await mover.moves()).toEqual([])

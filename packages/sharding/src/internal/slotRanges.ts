@@ -12,7 +12,7 @@ export interface CompiledSlotMap {
   readonly ids: readonly string[]
   /** `owners[slot]` is the index into `ids` of the slot's owner. */
   readonly owners: Uint16Array
-  /** `moving[slot]` is 1 while the slot's range moves (its writers check the fence). */
+  /** `moving[slot]` is 1 while the slot's range moves and its writers check the fence (`catching-up`, `fenced`). */
   readonly moving: Uint8Array
 }
 
@@ -137,7 +137,10 @@ export function compile(map: SlotMap): CompiledSlotMap {
       index.set(range.shard, i)
     }
     owners.fill(i, range.start, range.end)
-    if (range.moving !== undefined) moving.fill(1, range.start, range.end)
+    // Writers check the fence from `catching-up` on (while rows are copied, the change log
+    // keeps up with their writes, and no cut-over comes before fenceDelay after that).
+    if (range.moving !== undefined && range.moving.phase !== 'copying')
+      moving.fill(1, range.start, range.end)
   }
   return { map, ids, owners, moving }
 }

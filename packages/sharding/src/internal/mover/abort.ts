@@ -85,6 +85,7 @@ export async function abortStep(
     await stopChangeLog(context, from)
     await deleteProgress(context, from)
   }
+  context.checkedSince.delete(from)
   emitPhase(context, set, from, to, 'aborted')
   return { map, rowsDiscarded }
 }

@@ -17,6 +17,8 @@ export interface AdaptiveThrottleSettings {
   latencyRatio: number
   /** The longest adaptive pause after a chunk, in ms. */
   maxDelayMs: number
+  /** The least pause after a chunk, in multiples of the chunk's own time (gh-ost's nice ratio); 0: none. */
+  niceRatio: number
 }
 
 /** Probes timed before the first chunk: their median is the baseline. */
@@ -57,8 +59,8 @@ const realClock: ThrottleClock = {
  * over it), doubles its pause (from 5 ms, up to `maxDelayMs`: the copy's rate halves), else
  * shortens it by 5 ms (the rate comes back step by step): AIMD, as TCP paces a sender by its
  * round trips. The adaptive pause is at most 4 times the chunk's own time (the step keeps a
- * fifth of its pace, and small chunks get short pauses). The fixed `chunkDelayMs` is paused on
- * top.
+ * fifth of its pace, and small chunks get short pauses), and at least `niceRatio` times it. The
+ * fixed `chunkDelayMs` is paused on top.
  */
 export class AdaptiveThrottle {
   readonly #settings: AdaptiveThrottleSettings
@@ -122,7 +124,7 @@ export class AdaptiveThrottle {
   async pause(signal?: AbortSignal): Promise<void> {
     this.#chunks++
     const workMs = this.#clock.now() - this.#workStart
-    const { latencyRatio, maxDelayMs, chunkDelayMs } = this.#settings
+    const { latencyRatio, maxDelayMs, chunkDelayMs, niceRatio } = this.#settings
     if (latencyRatio > 0) {
       // Probed at once, before the pause: the source's latency right after the chunk's load,
       // not after it had time to drain.
@@ -137,7 +139,8 @@ export class AdaptiveThrottle {
         this.#delayMs = Math.min(maxDelayMs, Math.max(STEP_MS, this.#delayMs * 2))
       } else this.#delayMs = Math.max(0, this.#delayMs - STEP_MS)
     }
-    const ms = chunkDelayMs + Math.min(this.#delayMs, MAX_SLOWDOWN * workMs)
+    const ms =
+      chunkDelayMs + Math.max(niceRatio * workMs, Math.min(this.#delayMs, MAX_SLOWDOWN * workMs))
     if (ms > 0 && signal?.aborted !== true) {
       this.#pausedMs += ms
       await this.#clock.sleep(ms, signal)

@@ -4,7 +4,7 @@ import type { SlotSet } from '../../slotMover.js'
 import { argument } from '../check.js'
 import { SHARD_ID } from '../slotRanges.js'
 import { startChangeLog } from './changeLog.js'
-import { describe, emitPhase, type MoverContext, sleep } from './context.js'
+import { describe, emitPhase, type MoverContext } from './context.js'
 import { saveProgress } from './progress.js'
 import { moveSet, rangesInSet, rewriteSet } from './slotSet.js'
 import { deleteSetOn, writeFence } from './sql.js'
@@ -36,10 +36,7 @@ export async function beginStep(
         'slots not already moving elsewhere',
         `slots moving to ${parts.find((p) => p.moving)!.moving!.to}`,
       )
-    if (parts.every((p) => p.moving?.to === to)) {
-      await sleep(context.fenceDelayMs)
-      return map
-    }
+    if (parts.every((p) => p.moving?.to === to)) return map
     // One change log per source: one move off a shard at a time.
     const busy = map.ranges.find((r) => {
       if (r.shard !== from || r.moving === undefined) return false
@@ -52,6 +49,8 @@ export async function beginStep(
         `slots of a shard no other range is moving off (one move per source at a time)`,
         `${describe(set)} while ${busy.start}-${busy.end} moves off "${from}"`,
       )
+    // A new move off this source: whatever this process knew of an earlier one's checks is void.
+    context.checkedSince.delete(from)
     await writeFence(context, from, set, 'copying', to)
     // Nothing of this move has been copied yet: what the target holds of the set is left from
     // an earlier attempt and goes; the change log starts now, before any row is copied.
@@ -72,7 +71,6 @@ export async function beginStep(
         rewriteSet(map, set, (part) => ({ ...part, moving: { to, phase: 'copying' } })),
       )
       emitPhase(context, set, from, to, 'copying')
-      await sleep(context.fenceDelayMs)
       return next
     } catch (error) {
       if (!(error instanceof SlotMapConflictError) || attempt >= 4) throw error

@@ -1,6 +1,14 @@
 import type { PoolConnection } from 'mysql2/promise'
+import type { SlotMap } from '../../slotMap.js'
 import type { CatchUpResult, SlotSet, StepOptions } from '../../slotMover.js'
-import { emitPhase, type MoverContext, moveFields, moving, updateMap } from './context.js'
+import {
+  emitPhase,
+  fenceInMs,
+  type MoverContext,
+  moveFields,
+  moving,
+  updateMap,
+} from './context.js'
 import type { MoveLock } from './lock.js'
 import { holds, type MoveSet } from './slotSet.js'
 import { quote, shapes, type TableShape, triggerName, writeRows } from './sql.js'
@@ -168,37 +176,65 @@ export async function catchUpStep(
   lock: MoveLock,
 ): Promise<CatchUpResult> {
   const { from, to, set, phases } = await moving(context, slotSet, 'catchUp', { whole: true })
-  const { connections, events } = context
-  if (phases.has('copying')) {
-    await updateMap(context, set, (part) => ({ ...part, moving: { to, phase: 'catching-up' } }))
-    emitPhase(context, set, from, to, 'catching-up')
-  }
+  if (phases.has('copying')) await startChecks(context, set, from, to)
   // A shard that stops answering is waited for: the pass runs again, the entries it had not
   // deleted are applied again (idempotent).
-  return rideOut(context, 'catchUp', moveFields(set, from, to), lock, signal, () =>
-    connections.on(from, (source) =>
-      connections.on(to, async (target) => {
-        // What was logged when the pass began: writers keep adding, and the pass must end.
-        const upTo = await lastLogged(context, source)
-        const done = await applyLog(context, source, target, await shapes(context, source), set, {
-          upTo,
-          throttle: true,
-          signal,
+  const pass = await rideOut(context, 'catchUp', moveFields(set, from, to), lock, signal, () =>
+    catchUpPass(context, set, from, to, signal),
+  )
+  return { ...pass, fenceInMs: fenceInMs(context, from) }
+}
+
+/**
+ * Marks the set `catching-up` in the map: from this version on, routers check the source's fence
+ * row when they write the set, and the cut-over waits `fenceDelay` before it takes the fence.
+ */
+export async function startChecks(
+  context: MoverContext,
+  set: MoveSet,
+  from: string,
+  to: string,
+): Promise<SlotMap> {
+  const map = await updateMap(context, set, (part) => ({
+    ...part,
+    moving: { to, phase: 'catching-up' },
+  }))
+  context.checkedSince.set(from, performance.now())
+  emitPhase(context, set, from, to, 'catching-up')
+  return map
+}
+
+/** One pass of the catch-up: applies what was logged when it began, reports the lag. */
+export function catchUpPass(
+  context: MoverContext,
+  set: MoveSet,
+  from: string,
+  to: string,
+  signal: AbortSignal | undefined,
+): Promise<Omit<CatchUpResult, 'fenceInMs'>> {
+  const { connections, events } = context
+  return connections.on(from, (source) =>
+    connections.on(to, async (target) => {
+      // What was logged when the pass began: writers keep adding, and the pass must end.
+      const upTo = await lastLogged(context, source)
+      const done = await applyLog(context, source, target, await shapes(context, source), set, {
+        upTo,
+        throttle: true,
+        signal,
+      })
+      const [{ n: left }] = (await connections.query(
+        source,
+        `SELECT COUNT(*) AS n FROM \`${context.logTable}\``,
+      )) as [{ n: unknown }]
+      const lagEntries = Number(left)
+      if (events.has('log-applied'))
+        events.emit('log-applied', {
+          ...moveFields(set, from, to),
+          entries: done.read,
+          rows: done.applied,
+          lagEntries,
         })
-        const [{ n: left }] = (await connections.query(
-          source,
-          `SELECT COUNT(*) AS n FROM \`${context.logTable}\``,
-        )) as [{ n: unknown }]
-        const lagEntries = Number(left)
-        if (events.has('log-applied'))
-          events.emit('log-applied', {
-            ...moveFields(set, from, to),
-            entries: done.read,
-            rows: done.applied,
-            lagEntries,
-          })
-        return { rowsApplied: done.applied, entriesRead: done.read, lagEntries }
-      }),
-    ),
+      return { rowsApplied: done.applied, entriesRead: done.read, lagEntries }
+    }),
   )
 }

@@ -26,6 +26,12 @@ export interface MoverContext {
   /** Paces the chunks of the copy, of a catch-up pass and of the verification ({@link createMoverThrottle}). */
   readonly throttle: MoverThrottle
   readonly events: Emitter<SlotMoverEvents>
+  /**
+   * Per source shard, since when (`performance.now()`) this process knows its move's routers
+   * check the fence: when it published `catching-up`, or first saw it published. The cut-over
+   * takes the fence `fenceDelayMs` after it ({@link fenceInMs}).
+   */
+  readonly checkedSince: Map<string, number>
 }
 
 /** A move as the map has it: its set, source and target. */
@@ -125,4 +131,18 @@ export async function updateMap(
       if (!(error instanceof SlotMapConflictError) || attempt >= 4) throw error
     }
   }
+}
+
+/**
+ * How long the cut-over of the move off `from`, whose map says its routers check the fence, still
+ * waits before it may take the fence: until `fenceDelay` after this process published (or first
+ * saw) the phase in which routers check, so that no router writes the set unchecked any more.
+ */
+export function fenceInMs(context: MoverContext, from: string): number {
+  let since = context.checkedSince.get(from)
+  if (since === undefined) {
+    since = performance.now()
+    context.checkedSince.set(from, since)
+  }
+  return Math.max(0, Math.ceil(since + context.fenceDelayMs - performance.now()))
 }

@@ -2,8 +2,8 @@ import { InvalidArgumentError } from '../../errors.js'
 import type { CutOverResult, SlotSet } from '../../slotMover.js'
 import { argument } from '../check.js'
 import { fenceTableDdl } from '../fence.js'
-import { applyLog, lastLogged, stopChangeLog } from './changeLog.js'
-import { describe, emitPhase, type MoverContext, updateMap } from './context.js'
+import { applyLog, catchUpPass, lastLogged, startChecks, stopChangeLog } from './changeLog.js'
+import { describe, emitPhase, fenceInMs, type MoverContext, sleep, updateMap } from './context.js'
 import { copySet } from './copy.js'
 import { deleteProgress, loadProgress } from './progress.js'
 import { type MoveSet, moveSet, rangesInSet, sameSpans, slotCondition } from './slotSet.js'
@@ -39,6 +39,11 @@ export async function cutOverStep(context: MoverContext, slotSet: SlotSet): Prom
     const progress = await loadProgress(context, from)
     const copyDone =
       progress?.copyDone === true && progress.to === target && sameSpans(progress.spans, set.spans)
+    if (parts.some((p) => p.moving!.phase !== 'fenced')) {
+      if (parts.some((p) => p.moving!.phase === 'copying'))
+        map = await startChecks(context, set, from, target)
+      await awaitChecks(context, set, from, target, copyDone)
+    }
     // After a bulk copy, what can be verified is verified before the fence (verify.ts): under it,
     // only the rows the log touched since.
     const checked =
@@ -67,8 +72,36 @@ export async function cutOverStep(context: MoverContext, slotSet: SlotSet): Prom
     await deleteProgress(context, from)
     await stopChangeLog(context, from)
   }
+  context.checkedSince.delete(from)
   emitPhase(context, set, from, target, 'moved')
   return { map, rowsCopied, rowsDiscarded, rowsApplied, rowsVerified }
+}
+
+/** How often the cut-over applies the change log while it waits for every router to check. */
+const CATCH_UP_EVERY_MS = 200
+
+/**
+ * Waits until `fenceDelay` after the routers of the set began checking the fence (no router
+ * writes it unchecked any more), applying the change log meanwhile after a bulk copy, so the
+ * tail left for the fence stays short.
+ */
+async function awaitChecks(
+  context: MoverContext,
+  set: MoveSet,
+  from: string,
+  to: string,
+  copyDone: boolean,
+): Promise<void> {
+  for (let wait = fenceInMs(context, from); wait > 0; wait = fenceInMs(context, from)) {
+    if (!copyDone) {
+      await sleep(wait)
+      continue
+    }
+    const started = performance.now()
+    await catchUpPass(context, set, from, to, context.closing)
+    const left = wait - (performance.now() - started)
+    if (left > 0) await sleep(Math.min(left, CATCH_UP_EVERY_MS))
+  }
 }
 
 /**

@@ -7,12 +7,13 @@ export type Pace = (signal?: AbortSignal) => Promise<void>
 
 /** The slot mover's throttle: the copy, each catch-up pass and the verification pace their chunks by it. */
 export interface MoverThrottle {
-  /** The settings, as merged from the mover's options (`chunkDelay`, `latencyRatio`, `maxThrottleDelay`). */
+  /** The settings, as merged from the mover's options (`chunkDelay`, `latencyRatio`, `maxThrottleDelay`, `niceRatio`). */
   readonly settings: AdaptiveThrottleSettings
   /**
    * Starts pacing one step's chunks on `source`: times the probe (`SELECT 1` on that connection)
    * a few times for the baseline, before the step's first chunk. With `adaptive: false` (a
-   * catch-up pass, which must keep up with the writers) only `chunkDelay` paces.
+   * catch-up pass, which must keep up with the writers) only `chunkDelay` paces (no probe, no
+   * nice ratio).
    */
   start(source: PoolConnection, options?: { adaptive?: boolean }): Promise<Pace>
 }
@@ -27,8 +28,9 @@ export function createMoverThrottle(
     settings,
     async start(source, { adaptive = true } = {}) {
       const latencyRatio = adaptive ? settings.latencyRatio : 0
-      if (settings.chunkDelayMs <= 0 && latencyRatio <= 0) return idle
-      const throttle = await AdaptiveThrottle.start({ ...settings, latencyRatio }, () =>
+      const niceRatio = adaptive ? settings.niceRatio : 0
+      if (settings.chunkDelayMs <= 0 && latencyRatio <= 0 && niceRatio <= 0) return idle
+      const throttle = await AdaptiveThrottle.start({ ...settings, latencyRatio, niceRatio }, () =>
         connections.query(source, 'SELECT 1'),
       )
       return (signal) => throttle.pause(signal)
