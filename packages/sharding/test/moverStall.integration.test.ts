@@ -32,6 +32,8 @@ const LEASE = 300
 let db: TempDatabase[]
 let meta: TempDatabase
 let proxy: FaultProxy
+/** Between the mover and the SOURCE, for the test that cuts the source. */
+let sourceProxy: FaultProxy
 let store: SlotMapStore
 let routerStore: SlotMapStore
 let router: ShardRouter
@@ -51,6 +53,8 @@ beforeAll(async () => {
   meta = await tempDatabase(server, 'mover_stall_meta')
   const s3 = new URL(url.s3!)
   proxy = await createFaultProxy({ host: s3.hostname, port: Number(s3.port) })
+  const s1 = new URL(url.s1!)
+  sourceProxy = await createFaultProxy({ host: s1.hostname, port: Number(s1.port) })
   store = createSlotMapStore({ server: meta.url, interval: 30, lease: LEASE })
   await store.initialize({ shards: [{ id: 's1' }] })
   routerStore = createSlotMapStore({ server: meta.url, interval: 30, lease: LEASE })
@@ -70,17 +74,18 @@ afterAll(async () => {
   await router?.close()
   await Promise.all([store?.close(), routerStore?.close()])
   await proxy?.close()
+  await sourceProxy?.close()
   await otel?.shutdown()
   await meta?.cleanup()
   await Promise.all((db ?? []).map((d) => d.cleanup()))
 })
 
-/** A mover that reaches s3 through the proxy. */
-function moverVia(options: Partial<SlotMoverOptions> = {}): SlotMover {
+/** A mover that reaches s3 through the proxy (and s1 too, with `source`). */
+function moverVia(options: Partial<SlotMoverOptions> = {}, source = false): SlotMover {
   const mover = createSlotMover({
     store,
     shards: [
-      { id: 's1', primary: url.s1! },
+      { id: 's1', primary: source ? sourceProxy.url(url.s1!) : url.s1! },
       { id: 's3', primary: proxy.url(url.s3!) },
     ],
     tables: [{ table: 'orders', key: 'user_id' }],
@@ -94,10 +99,10 @@ function moverVia(options: Partial<SlotMoverOptions> = {}): SlotMover {
   return mover
 }
 
-// Three disjoint sets of s1's slots, one per test: thirds of what a new shard would take.
+// Four disjoint sets of s1's slots, one per test: quarters of what a new shard would take.
 const ranges = planResharding([{ id: 's1' }], [{ id: 's1' }, { id: 's3' }]).moves[0]!.ranges
-const sets: SlotSpan[][] = [0, 1, 2].map((k) =>
-  ranges.filter((_, i) => i % 3 === k).map(([start, end]) => ({ start, end })),
+const sets: SlotSpan[][] = [0, 1, 2, 3].map((k) =>
+  ranges.filter((_, i) => i % 4 === k).map(([start, end]) => ({ start, end })),
 )
 const inSet = (set: SlotSpan[], user: string) => {
   const slot = slotFor(user, 4096)
@@ -244,6 +249,50 @@ describe('a move whose target stops answering', () => {
     await mover.cutOver(set)
     await mover.purge(set, 's1')
     await expectMoved(set, rows)
+  })
+})
+
+describe('a move whose source stops answering', () => {
+  it('stalls the copy while the source is cut (its move lock gone with the connection), takes the lock again when it is back, and finishes with every row once', async () => {
+    const set = sets[3]!
+    const rows = await seed(set, 40, 'source')
+    const mover = moverVia({ chunkDelay: 10 }, true)
+    const stalled: StalledEvent[] = []
+    const resumed: ResumedEvent[] = []
+    let chunks = 0
+    mover.on('chunk-copied', () => {
+      if (++chunks === 2) {
+        // The source goes away for the mover only: the routers keep writing to it directly.
+        sourceProxy.refuse()
+        sourceProxy.cut()
+      }
+    })
+    mover.on('stalled', (e) => {
+      stalled.push(e)
+      if (e.attempt === 3) sourceProxy.restore()
+    })
+    mover.on('resumed', (e) => resumed.push(e))
+    await mover.begin(set, 's3')
+    // A write of the set while the mover cannot see the source: the change log keeps it.
+    const [id, user] = [...rows].find(([, u]) => inSet(set, u))!
+    const writing = (async () => {
+      while (stalled.length === 0) await new Promise((r) => setTimeout(r, 5))
+      await router.query(user, 'UPDATE orders SET total = 7 WHERE id = ?', [id])
+    })()
+    const copied = await mover.copy(set)
+    await writing
+    expect(stalled.length).toBeGreaterThanOrEqual(3)
+    expect(stalled.map((e) => e.shard)).toEqual(stalled.map(() => 's1'))
+    expect(resumed).toHaveLength(1)
+    expect(resumed[0]).toMatchObject({ shard: 's1', from: 's1', to: 's3' })
+    expect(copied.totalRowsCopied).toBeGreaterThanOrEqual(40)
+    await mover.catchUp(set)
+    await mover.cutOver(set)
+    await mover.purge(set, 's1')
+    await expectMoved(set, rows)
+    expect(await sql(url.s3!, 'SELECT total FROM orders WHERE id = ?', [id])).toEqual([
+      { total: '7.00' },
+    ])
   })
 })
 

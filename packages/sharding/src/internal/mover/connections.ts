@@ -12,6 +12,10 @@ export class ShardConnections {
   readonly #shards: ReadonlyMap<string, ShardConfig>
   readonly #pools = new Map<string, Pool>()
   readonly #timeoutMs: number
+  /** The shard of each connection handed out: a failure names the shard whose connection failed. */
+  readonly #shardOf = new WeakMap<PoolConnection, string>()
+  /** Connections a statement found broken: destroyed, not given back to the pool. */
+  readonly #broken = new WeakSet<PoolConnection>()
 
   constructor(shards: ReadonlyMap<string, ShardConfig>, timeoutMs: number) {
     this.#shards = shards
@@ -23,16 +27,35 @@ export class ShardConnections {
     return this.#shards.has(id)
   }
 
-  /** Runs a statement on a connection, bounded by the mover's `timeout`; resolves with its rows or result. */
+  /**
+   * Runs a statement on a connection, bounded by the mover's `timeout`; resolves with its rows or
+   * result. A connection failure is {@link ShardUnavailableError} naming the connection's own
+   * shard (a step works on a source and a target connection at once, nested: the shard of the
+   * `on` that catches it may be the other one).
+   */
   async query(connection: PoolConnection, sql: string, values: unknown[] = []): Promise<unknown> {
-    const [result] = await connection.query({ sql, values, timeout: this.#timeoutMs })
-    return result
+    try {
+      const [result] = await connection.query({ sql, values, timeout: this.#timeoutMs })
+      return result
+    } catch (error) {
+      const shard = this.#shardOf.get(connection)
+      if (shard === undefined || !isConnectionError(error)) throw error
+      this.#broken.add(connection)
+      throw new ShardUnavailableError(
+        shard,
+        'primary',
+        `primary of shard "${shard}" failed during a slot move`,
+        { cause: error },
+      )
+    }
   }
 
   /** A connection of `shard`'s primary; a failure to get one is {@link ShardUnavailableError}. */
   async connect(shard: string): Promise<PoolConnection> {
     try {
-      return await this.#pool(shard).getConnection()
+      const connection = await this.#pool(shard).getConnection()
+      this.#shardOf.set(connection, shard)
+      return connection
     } catch (cause) {
       throw new ShardUnavailableError(
         shard,
@@ -63,7 +86,7 @@ export class ShardConnections {
       }
       throw error
     } finally {
-      if (broken) connection.destroy()
+      if (broken || this.#broken.has(connection)) connection.destroy()
       else connection.release()
     }
   }

@@ -50,9 +50,11 @@ export async function exclusive<R>(
         `SELECT IF(IS_USED_LOCK(${LOCK}) <=> CONNECTION_ID(), 1, GET_LOCK(${LOCK}, 0)) AS got`,
       )) as [{ got: unknown }]
     } catch (error) {
-      if (!isConnectionError(error)) throw error
+      // connections.query names a failed connection's shard; a dead connection holds no lock.
+      if (!(error instanceof ShardUnavailableError) && !isConnectionError(error)) throw error
       connection.destroy()
       connection = undefined
+      if (error instanceof ShardUnavailableError) throw error
       throw new ShardUnavailableError(
         source,
         'primary',
