@@ -99,10 +99,10 @@ function moverVia(options: Partial<SlotMoverOptions> = {}, source = false): Slot
   return mover
 }
 
-// Four disjoint sets of s1's slots, one per test: quarters of what a new shard would take.
+// Five disjoint sets of s1's slots, one per test: fifths of what a new shard would take.
 const ranges = planResharding([{ id: 's1' }], [{ id: 's1' }, { id: 's3' }]).moves[0]!.ranges
-const sets: SlotSpan[][] = [0, 1, 2, 3].map((k) =>
-  ranges.filter((_, i) => i % 4 === k).map(([start, end]) => ({ start, end })),
+const sets: SlotSpan[][] = [0, 1, 2, 3, 4].map((k) =>
+  ranges.filter((_, i) => i % 5 === k).map(([start, end]) => ({ start, end })),
 )
 const inSet = (set: SlotSpan[], user: string) => {
   const slot = slotFor(user, 4096)
@@ -246,6 +246,66 @@ describe('a move whose target stops answering', () => {
       proxy.restore()
     }
     await mover.copy(set)
+    await mover.cutOver(set)
+    await mover.purge(set, 's1')
+    await expectMoved(set, rows)
+  })
+})
+
+describe('a catch-up pass cut half way', () => {
+  it('counts every entry it applied, in the attempt the cut ended as in the one after it', async () => {
+    const set = sets[4]!
+    const rows = await seed(set, 30, 'catchup')
+    const mover = moverVia()
+    await mover.begin(set, 's3')
+    await mover.copy(set)
+    // Every row of the set changed after the copy: 30 log entries of the set, 3 chunks of 10.
+    const moving = [...rows].filter(([, user]) => inSet(set, user))
+    for (const [id, user] of moving)
+      await router.query(user, 'UPDATE orders SET total = 9 WHERE id = ?', [id])
+    const applied = async () =>
+      Number(
+        (
+          (await sql(url.s3!, 'SELECT COUNT(*) AS n FROM orders WHERE total = 9')) as Array<{
+            n: unknown
+          }>
+        )[0]!.n,
+      )
+    const logged = async () =>
+      Number(
+        (
+          (await sql(url.s1!, 'SELECT COUNT(*) AS n FROM ballast_change_log')) as Array<{
+            n: unknown
+          }>
+        )[0]!.n,
+      )
+    const entries = await logged()
+    // Slow enough to cut the target while the pass is on its second chunk.
+    proxy.setLatency(40)
+    let cutAt = -1
+    const stalls: number[] = []
+    mover.on('stalled', (e) => {
+      stalls.push(e.attempt)
+      if (e.attempt === 2) proxy.restore()
+    })
+    try {
+      const passing = mover.catchUp(set)
+      // The first chunk applied and its entries deleted: the pass is on to the next one.
+      while ((await logged()) === entries) await new Promise((r) => setTimeout(r, 2))
+      proxy.refuse()
+      proxy.cut()
+      cutAt = await applied()
+      const caught = await passing
+      expect(stalls.slice(0, 2)).toEqual([1, 2])
+      expect(cutAt).toBeGreaterThan(0)
+      expect(cutAt).toBeLessThan(moving.length)
+      expect(caught.rowsApplied).toBe(moving.length)
+      expect(caught.entriesRead).toBeGreaterThanOrEqual(moving.length)
+    } finally {
+      proxy.setLatency(0)
+      proxy.restore()
+    }
+    expect(await applied()).toBe(moving.length)
     await mover.cutOver(set)
     await mover.purge(set, 's1')
     await expectMoved(set, rows)

@@ -65,6 +65,12 @@ export async function lastLogged(context: MoverContext, source: PoolConnection):
   return Number(last)
 }
 
+/** Rows applied and entries read by the catch-up, kept across the attempts of a stalled pass. */
+export interface LogCounts {
+  applied: number
+  read: number
+}
+
 /**
  * Reads change log entries in `seq` order (up to `upTo`), writes or deletes on the target each
  * logged row of the span as the source has it now, and deletes the entries it read. Entries
@@ -82,12 +88,18 @@ export async function applyLog(
     throttle,
     signal,
     touched,
+    done,
   }: {
     upTo: number
     throttle: boolean
     signal?: AbortSignal | undefined
     /** Records the rows applied, for the verification ({@link TouchedRows}). */
     touched?: TouchedRows | undefined
+    /**
+     * Counts each chunk once its entries are deleted, across attempts of a pass a stall
+     * interrupted (whose returned counts are lost with it).
+     */
+    done?: LogCounts | undefined
   },
 ): Promise<{ applied: number; read: number }> {
   const { connections, logTable } = context
@@ -115,14 +127,20 @@ export async function applyLog(
       if (pks === undefined) byTable.set(shape, [pk])
       else pks.push(pk)
     }
+    let chunkApplied = 0
     for (const [shape, pks] of byTable) {
       await syncRows(context, source, target, shape, pks, set)
       touched?.add(shape, pks)
-      applied += pks.length
+      chunkApplied += pks.length
     }
+    applied += chunkApplied
     await connections.query(source, `DELETE FROM \`${logTable}\` WHERE seq IN (?)`, [
       entries.map((e) => e.seq),
     ])
+    if (done !== undefined) {
+      done.applied += chunkApplied
+      done.read += entries.length
+    }
     // The entries read are applied and gone: a pass stopped here resumes with the next ones.
     signal?.throwIfAborted()
     await pace?.(signal)
@@ -179,10 +197,18 @@ export async function catchUpStep(
   if (phases.has('copying')) await startChecks(context, set, from, to)
   // A shard that stops answering is waited for: the pass runs again, the entries it had not
   // deleted are applied again (idempotent).
+  // Counted across attempts: a pass a stall interrupted has applied (and deleted) entries the
+  // attempt after it will not see again.
+  const counts: LogCounts = { applied: 0, read: 0 }
   const pass = await rideOut(context, 'catchUp', moveFields(set, from, to), lock, signal, () =>
-    catchUpPass(context, set, from, to, signal),
+    catchUpPass(context, set, from, to, signal, counts),
   )
-  return { ...pass, fenceInMs: fenceInMs(context, from) }
+  return {
+    rowsApplied: counts.applied,
+    entriesRead: counts.read,
+    lagEntries: pass.lagEntries,
+    fenceInMs: fenceInMs(context, from),
+  }
 }
 
 /**
@@ -211,6 +237,7 @@ export function catchUpPass(
   from: string,
   to: string,
   signal: AbortSignal | undefined,
+  counts?: LogCounts,
 ): Promise<Omit<CatchUpResult, 'fenceInMs'>> {
   const { connections, events } = context
   return connections.on(from, (source) =>
@@ -221,6 +248,7 @@ export function catchUpPass(
         upTo,
         throttle: true,
         signal,
+        done: counts,
       })
       const [{ n: left }] = (await connections.query(
         source,
