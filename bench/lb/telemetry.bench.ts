@@ -64,8 +64,9 @@ const SETUPS: ('before' | TelemetryMode['name'])[] = [
 const PROXY_SETUPS: Setup[] = SETUPS.flatMap((s): Setup[] =>
   s === 'metrics' ? [s, CLIENT_DURATION] : [s],
 )
-/** `LB_BENCH_ONLY=proxy` skips the work and pick tables (a quicker loop). */
+/** `LB_BENCH_ONLY=proxy` skips the work and pick tables (a quicker loop), `work` the proxy table. */
 const ONLY_PROXY = process.env.LB_BENCH_ONLY === 'proxy'
+const ONLY_WORK = process.env.LB_BENCH_ONLY === 'work'
 const self = fileURLToPath(import.meta.url)
 
 const median = (values: number[]) => {
@@ -339,7 +340,7 @@ async function telemetryWorkCosts(): Promise<Map<string, number[]>> {
 
 async function main(): Promise<void> {
   if (!ONLY_PROXY) await workAndPickTables()
-  await proxyTable()
+  if (!ONLY_WORK) await proxyTable()
 }
 
 async function workAndPickTables(): Promise<void> {

@@ -573,7 +573,12 @@ class ProxyImpl extends Emitter<ProxyEvents> implements ReverseProxy {
     this.server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) =>
       proxyUpgrade(this.#upgradeOwner, req, socket, head),
     )
-    this.#stopObserving = observeProxy(providers.meter, this.#stats, () => this.#inFlight)
+    this.#stopObserving = observeProxy(
+      providers.meter,
+      this.#stats,
+      () => this.#inFlight,
+      () => this.#telemetry?.flush(),
+    )
   }
 
   #route(r: ProxyRoute, i: number): RouteRuntime {
@@ -1111,11 +1116,15 @@ class ProxyImpl extends Emitter<ProxyEvents> implements ReverseProxy {
   }
 }
 
-/** Registers the proxy's observable counters, read from its stats when the SDK collects. */
+/**
+ * Registers the proxy's observable counters, read from its stats when the SDK collects; first,
+ * `beforeCollect` hands the SDK the durations measured since the last collection.
+ */
 function observeProxy(
   meter: Meter,
   stats: Readonly<Omit<ProxyStats, 'inFlight' | 'routes'>>,
   inFlight: () => number,
+  beforeCollect: () => void,
 ): () => void {
   return observe(
     meter,
@@ -1163,6 +1172,7 @@ function observeProxy(
       },
     },
     (record) => {
+      beforeCollect()
       record('ballast.lb.proxy.requests', stats.requests)
       record('ballast.lb.proxy.in_flight', inFlight())
       record('ballast.lb.proxy.retries', stats.retries)

@@ -308,6 +308,24 @@ describe('lb telemetry', () => {
       expect(responseTime).toBeLessThanOrEqual(server[0]!.sum!)
     })
 
+    it('hands the durations to the SDK at each collection and when it closes, none lost or counted twice', async () => {
+      const [a] = await backends('a')
+      const { url, proxy: p } = await proxy({
+        routes: [{ name: 'web', upstream: [a!.url] }],
+        clientRequestDuration: true,
+      })
+      for (let i = 0; i < 3; i++) expect((await get(`${url}/x`)).status).toBe(200)
+      await spansSettled(6)
+      expect(await otel.value('http.server.request.duration')).toBe(3)
+      expect(await otel.value('http.server.request.duration')).toBe(3)
+      for (let i = 0; i < 2; i++) expect((await get(`${url}/x`)).status).toBe(200)
+      await spansSettled(10)
+      // Closed before the next collection: what it measured since the last one still arrives.
+      await p.close()
+      expect(await otel.value('http.server.request.duration')).toBe(5)
+      expect(await otel.value('http.client.request.duration')).toBe(5)
+    })
+
     it('fault: a dead upstream shows as errors on its endpoint, an ejection, and a retry as two CLIENT spans under one SERVER span', async () => {
       const [dead, live] = await backends('dead', 'live')
       const deadPort = dead!.port
