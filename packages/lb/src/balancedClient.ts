@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto'
 import type { Readable } from 'node:stream'
 import {
   type Checks,
+  checkProviders,
   checks,
   type Duration,
   durationHistogram,
@@ -37,7 +38,6 @@ import {
   type HealthCheckerOptions,
 } from './healthChecker.js'
 import {
-  checkTelemetry,
   endpointAddress,
   isSaneRequestId,
   methodAttribute,
@@ -255,7 +255,7 @@ class BalancedClientImpl implements BalancedClient {
     const { meterProvider, tracerProvider } = o
     check.positiveInteger('connections', o.connections)
     check.positiveInteger('maxAttempts', o.maxAttempts)
-    checkTelemetry(check, o)
+    checkProviders(check, o)
     const connectTimeoutMs = check.duration('connectTimeout', o.connectTimeout, { positive: true })
     const headersTimeoutMs = check.duration('headersTimeout', o.headersTimeout, { positive: true })
     const bodyTimeoutMs = check.duration('bodyTimeout', o.bodyTimeout, { positive: true })

@@ -1,5 +1,6 @@
 import {
   type Checks,
+  checkProviders,
   checks,
   type Duration,
   Emitter,
@@ -38,7 +39,7 @@ import {
   type StrategyContext,
   WeightedRandom,
 } from './internal/strategies.js'
-import { BALANCER_ATTRIBUTES, checkTelemetry, SCOPE } from './internal/telemetry.js'
+import { BALANCER_ATTRIBUTES, SCOPE } from './internal/telemetry.js'
 
 /**
  * How a balancer picks an endpoint:
@@ -500,7 +501,7 @@ class BalancerImpl<T> extends Emitter<BalancerEvents<T>> implements Balancer<T> 
     }
     check.func('clock', o.clock)
     check.func('random', o.random)
-    checkTelemetry(check, o)
+    checkProviders(check, o)
     this.#clock = o.clock
     if (o.outlierDetection !== false) {
       const od = merge(DEFAULT_OUTLIER_DETECTION_OPTIONS, o.outlierDetection)

@@ -1,6 +1,7 @@
 import { connect } from 'node:net'
 import {
   type Checks,
+  checkProviders,
   checks,
   type Duration,
   Emitter,
@@ -14,7 +15,7 @@ import {
 import type { Balancer } from './balancer.js'
 import type { Endpoint } from './endpoint.js'
 import { InvalidArgumentError, LbClosedError } from './errors.js'
-import { checkTelemetry, SCOPE } from './internal/telemetry.js'
+import { SCOPE } from './internal/telemetry.js'
 
 /** A check function: resolves true (or void) when the endpoint is healthy; false or a throw marks a failure. */
 export type HealthCheckFunction<T = string> = (
@@ -225,7 +226,7 @@ class HealthCheckerImpl<T> extends Emitter<HealthCheckerEvents<T>> implements He
     const timeoutMs = check.duration('timeout', o.timeout, { positive: true })
     check.positiveInteger('rise', o.rise)
     check.positiveInteger('fall', o.fall)
-    checkTelemetry(check, o)
+    checkProviders(check, o)
     if (o.target !== undefined) check.func('target', o.target)
     const target = o.target ?? ((e: Endpoint<T>) => (typeof e.value === 'string' ? e.value : e.id))
     const kind = o.check

@@ -10,6 +10,7 @@ import type { AddressInfo } from 'node:net'
 import type { Duplex, Writable } from 'node:stream'
 import {
   type Checks,
+  checkProviders,
   checks,
   type Duration,
   Emitter,
@@ -67,12 +68,7 @@ import {
   parseRequestTarget,
   type RequestTarget,
 } from './internal/requestTarget.js'
-import {
-  BALANCER_ATTRIBUTES,
-  checkTelemetry,
-  isSaneRequestId,
-  SCOPE,
-} from './internal/telemetry.js'
+import { BALANCER_ATTRIBUTES, isSaneRequestId, SCOPE } from './internal/telemetry.js'
 import { isIdempotent, isTimeout, neverSent, UpstreamPools } from './internal/upstreams.js'
 import { parseCacheControl, type ResponseCache, responseCacheKey } from './responseCache.js'
 import { createRetryBudget, type RetryBudgetOptions } from './retryBudget.js'
@@ -472,7 +468,7 @@ class ProxyImpl extends Emitter<ProxyEvents> implements ReverseProxy {
     super()
     const o = merge(DEFAULT_PROXY_OPTIONS, options)
     this.#options = o
-    checkTelemetry(check, o)
+    checkProviders(check, o)
     const providers = telemetry(SCOPE, o)
     const live = isLive(providers.meter, o.tracerProvider ?? trace.getTracerProvider())
     const clientRequestDuration = check.boolean('clientRequestDuration', o.clientRequestDuration)

@@ -1,4 +1,5 @@
 import {
+  checkProviders,
   checks,
   type Duration,
   Emitter,
@@ -689,30 +690,12 @@ function resolve(options: SessionStoreOptions): EngineConfig {
     bearer: check.boolean('bearer', merged.bearer),
     cookie: resolveCookie(merged.cookie),
     signer: new Signer(resolveSecrets(merged.secrets)),
-    telemetry: resolveTelemetry(options),
+    telemetry: checkProviders(check, options),
     cipher:
       (keys as unknown[]).length === 0
         ? undefined
         : new FieldCipher((keys as unknown[]).map((key, i) => toKey(`encryptionKeys[${i}]`, key))),
   }
-}
-
-/** The providers, checked for the one method each is used for. */
-function resolveTelemetry(options: SessionStoreOptions): TelemetryOptions {
-  const { meterProvider, tracerProvider } = options
-  if (
-    meterProvider !== undefined &&
-    typeof (meterProvider as { getMeter?: unknown } | null)?.getMeter !== 'function'
-  ) {
-    check.invalid('meterProvider', 'an OpenTelemetry MeterProvider', meterProvider)
-  }
-  if (
-    tracerProvider !== undefined &&
-    typeof (tracerProvider as { getTracer?: unknown } | null)?.getTracer !== 'function'
-  ) {
-    check.invalid('tracerProvider', 'an OpenTelemetry TracerProvider', tracerProvider)
-  }
-  return { meterProvider, tracerProvider }
 }
 
 function resolveSecrets(value: unknown): string[] {

@@ -2,6 +2,7 @@ export { type Duration, parseDuration } from './duration.js'
 export { Emitter, type Listener, type Unsubscribe } from './emitter.js'
 export { merge, show } from './options.js'
 export {
+  checkProviders,
   DURATION_BUCKETS,
   durationHistogram,
   errorType,

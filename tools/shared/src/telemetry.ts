@@ -18,6 +18,7 @@ import {
   type TracerProvider,
   trace,
 } from '@opentelemetry/api'
+import type { Checks } from './validate.js'
 
 /**
  * The telemetry options every ballast component takes. Both default to the global providers,
@@ -43,6 +44,30 @@ export interface TelemetryOptions {
 export interface Telemetry {
   readonly meter: Meter
   readonly tracer: Tracer
+}
+
+/**
+ * Checks a component's `meterProvider` and `tracerProvider` for the one method each is used for
+ * (duck-typed: a provider from another copy of `@opentelemetry/api` is as good), so a wrong
+ * value fails at construction with the package's own error, not at the first collection.
+ * Returns the two.
+ */
+export function checkProviders(
+  check: Pick<Checks, 'invalid'>,
+  options: TelemetryOptions,
+): TelemetryOptions {
+  const { meterProvider, tracerProvider } = options
+  if (
+    meterProvider !== undefined &&
+    typeof (meterProvider as { getMeter?: unknown } | null)?.getMeter !== 'function'
+  )
+    check.invalid('meterProvider', 'an OpenTelemetry MeterProvider', meterProvider)
+  if (
+    tracerProvider !== undefined &&
+    typeof (tracerProvider as { getTracer?: unknown } | null)?.getTracer !== 'function'
+  )
+    check.invalid('tracerProvider', 'an OpenTelemetry TracerProvider', tracerProvider)
+  return { meterProvider, tracerProvider }
 }
 
 /**

@@ -1,4 +1,4 @@
-import { merge, type TelemetryOptions } from '@ballast/shared'
+import { checkProviders, merge, type TelemetryOptions } from '@ballast/shared'
 import type { CacheOptions, GetOrSetOptions, SetOptions } from '../cacheOptions.js'
 import {
   DEFAULT_BLOOM_OPTIONS,
@@ -160,7 +160,7 @@ export function resolveOptions(options: CacheOptions): Resolution {
     bloom = bloomShape(items, rate)
   }
 
-  const telemetry = telemetryOptions(options)
+  const telemetry = checkProviders(option, options)
   const redis = merged.redis as RedisClient | undefined
   if (redis === undefined) {
     if (merged.subscriber !== undefined)
@@ -187,22 +187,6 @@ export function resolveOptions(options: CacheOptions): Resolution {
       heartbeatTimeout,
     },
   }
-}
-
-/** `meterProvider` and `tracerProvider`, each absent or an object with the provider's method. */
-function telemetryOptions(options: TelemetryOptions): TelemetryOptions {
-  const { meterProvider, tracerProvider } = options
-  if (
-    meterProvider !== undefined &&
-    typeof (meterProvider as { getMeter?: unknown } | null)?.getMeter !== 'function'
-  )
-    option.invalid('meterProvider', 'an OpenTelemetry MeterProvider', meterProvider)
-  if (
-    tracerProvider !== undefined &&
-    typeof (tracerProvider as { getTracer?: unknown } | null)?.getTracer !== 'function'
-  )
-    option.invalid('tracerProvider', 'an OpenTelemetry TracerProvider', tracerProvider)
-  return { meterProvider, tracerProvider }
 }
 
 /** Throws the `invalid argument` error unless `key` is a non-empty string of at most `maxKeyLength`. */

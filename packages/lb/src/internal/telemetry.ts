@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto'
-import { type Checks, injectContext, type TelemetryOptions } from '@ballast/shared'
+import { injectContext } from '@ballast/shared'
 import {
   type Attributes,
   type Context,
@@ -19,26 +19,6 @@ export const SCOPE = '@ballast/lb'
  * reported as one.
  */
 export const BALANCER_ATTRIBUTES: unique symbol = Symbol('ballast.lb.balancerAttributes')
-
-/**
- * Checks `meterProvider` and `tracerProvider` for the one method each is used for (a wrong value
- * fails at construction, not at the first collection).
- */
-export function checkTelemetry(check: Checks, options: TelemetryOptions): void {
-  const { meterProvider, tracerProvider } = options
-  if (
-    meterProvider !== undefined &&
-    typeof (meterProvider as { getMeter?: unknown } | null)?.getMeter !== 'function'
-  ) {
-    check.invalid('meterProvider', 'an OpenTelemetry MeterProvider', meterProvider)
-  }
-  if (
-    tracerProvider !== undefined &&
-    typeof (tracerProvider as { getTracer?: unknown } | null)?.getTracer !== 'function'
-  ) {
-    check.invalid('tracerProvider', 'an OpenTelemetry TracerProvider', tracerProvider)
-  }
-}
 
 const KNOWN_METHODS = new Set([
   'GET',

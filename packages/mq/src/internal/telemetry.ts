@@ -1,4 +1,5 @@
 import {
+  checkProviders,
   durationHistogram,
   errorType,
   failSpan,
@@ -49,18 +50,7 @@ export function tracingCheck(options: TelemetryOptions): () => boolean {
  * is not a provider) or the global ones.
  */
 export function mqTelemetry(options: TelemetryOptions): Telemetry {
-  const { meterProvider, tracerProvider } = options
-  if (
-    meterProvider !== undefined &&
-    typeof (meterProvider as { getMeter?: unknown } | null)?.getMeter !== 'function'
-  )
-    check.invalid('meterProvider', 'an OpenTelemetry MeterProvider', meterProvider)
-  if (
-    tracerProvider !== undefined &&
-    typeof (tracerProvider as { getTracer?: unknown } | null)?.getTracer !== 'function'
-  )
-    check.invalid('tracerProvider', 'an OpenTelemetry TracerProvider', tracerProvider)
-  return telemetry(SCOPE, { meterProvider, tracerProvider })
+  return telemetry(SCOPE, checkProviders(check, options))
 }
 
 /** The destination of a message sent to a server-named queue (`amq.gen-…`, one per client). */

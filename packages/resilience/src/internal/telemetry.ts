@@ -1,6 +1,7 @@
 // The package's telemetry in one place: names, the Redis client spans of the rate limiter and
 // the idempotency store, and the span events the policies add to the caller's span.
 import {
+  checkProviders,
   durationHistogram,
   errorType,
   failSpan,
@@ -62,20 +63,7 @@ export const DURATION = 'db.client.operation.duration'
  * option fails at construction, like every other option of the package).
  */
 export function resilienceTelemetry(options: TelemetryOptions): Telemetry {
-  const { meterProvider, tracerProvider } = options
-  if (
-    meterProvider !== undefined &&
-    typeof (meterProvider as { getMeter?: unknown } | null)?.getMeter !== 'function'
-  ) {
-    check.invalid('meterProvider', 'an OpenTelemetry MeterProvider', meterProvider)
-  }
-  if (
-    tracerProvider !== undefined &&
-    typeof (tracerProvider as { getTracer?: unknown } | null)?.getTracer !== 'function'
-  ) {
-    check.invalid('tracerProvider', 'an OpenTelemetry TracerProvider', tracerProvider)
-  }
-  return telemetry(SCOPE, options)
+  return telemetry(SCOPE, checkProviders(check, options))
 }
 
 /**

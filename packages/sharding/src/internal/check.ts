@@ -1,6 +1,12 @@
 import { isLbError } from '@ballast/lb'
 import { isResilienceError } from '@ballast/resilience'
-import { checks, type Telemetry, type TelemetryOptions, telemetry } from '@ballast/shared'
+import {
+  checkProviders,
+  checks,
+  type Telemetry,
+  type TelemetryOptions,
+  telemetry,
+} from '@ballast/shared'
 import { InvalidArgumentError } from '../errors.js'
 
 /** Checks of options, at construction: `invalid option "<name>": expected …, got …`. */
@@ -39,16 +45,5 @@ export function adoptInvalidArgument<T>(make: () => T, prefix = ''): T {
  * copy of `@opentelemetry/api` is as good) and returns the package's meter and tracer from them.
  */
 export function checkedTelemetry(options: TelemetryOptions): Telemetry {
-  const { meterProvider, tracerProvider } = options
-  if (
-    meterProvider !== undefined &&
-    typeof (meterProvider as { getMeter?: unknown } | null)?.getMeter !== 'function'
-  )
-    option.invalid('meterProvider', 'an OpenTelemetry MeterProvider', typeof meterProvider)
-  if (
-    tracerProvider !== undefined &&
-    typeof (tracerProvider as { getTracer?: unknown } | null)?.getTracer !== 'function'
-  )
-    option.invalid('tracerProvider', 'an OpenTelemetry TracerProvider', typeof tracerProvider)
-  return telemetry('@ballast/sharding', options)
+  return telemetry('@ballast/sharding', checkProviders(option, options))
 }
