@@ -276,6 +276,9 @@ describe('resharding from the ops page', () => {
       throw new Error(
         `a shopper gave up: ${String(gaveUp)}; steps repeated: ${failures.slice(-10).join('; ')}`,
       )
+    // A step the move made fail (a slot refused at its old shard past the router's retries, the
+    // map briefly unreadable) is a 503 with Retry-After, never a 500.
+    expect(failures.filter((f) => /: 5\d\d /.test(f) && !/: 503 /.test(f))).toEqual([])
 
     // The panel showed the run's progress: each move's phases and its rows copied.
     expect(phases).toContain('a>c purged')

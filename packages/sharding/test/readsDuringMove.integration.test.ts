@@ -1,4 +1,5 @@
 import {
+  createFaultProxy,
   mysqlUrl,
   type PrivateMariadbPair,
   startPrivateMariadbPair,
@@ -15,6 +16,7 @@ import {
   ScatterGatherError,
   type ShardConfig,
   type ShardRouter,
+  ShardUnavailableError,
   type SlotMap,
   type SlotMapStore,
   type SlotMover,
@@ -366,6 +368,79 @@ describe('read-your-writes across a cut-over', () => {
     const replicaReads = fresh.stats().shards.s2!.replicaQueries
     expect(await read(fresh, onSource)).toEqual([{ note: 'v2' }])
     expect(fresh.stats().shards.s2!.replicaQueries).toBe(replicaReads + 1)
+    await mover.purge(span, 's1')
+  })
+
+  it('reads the primary when the target position cannot be read: never the replica that lacks the copy', async () => {
+    // A router whose s2 primary is reached through a fault proxy; s2's replica is direct.
+    const target = new URL(topo.pair[1]!.primary)
+    const proxy = await createFaultProxy({ host: target.hostname, port: Number(target.port) })
+    const store = createSlotMapStore({ server: meta.url, interval: 0, lease: '1h' })
+    await store.load()
+    const cutOff = createShardRouter({
+      shards: [shards[0]!, { ...shards[1]!, primary: proxy.url(topo.pair[1]!.primary) }],
+      slotMap: store,
+      healthCheckInterval: 0,
+      gtidWaitTimeout: 100,
+    })
+    const span = spanOnS1(moverStore.current(), 4)
+    const [user] = keysOf(span, 1, 'unread-position')
+    const [order] = await place(fresh, [user!], () => 1)
+    const onSource = await fresh.run({}, async () => {
+      await fresh.query(user!, 'UPDATE orders SET note = ? WHERE id = ?', ['v1', order!.id])
+      return fresh.causalToken()
+    })
+    const read = () =>
+      cutOff.run({ causalToken: onSource }, () =>
+        cutOff.query<Array<{ note: string | null }>>(
+          user!,
+          'SELECT note FROM orders WHERE id = ?',
+          [order!.id],
+          { consistency: 'read-your-writes' },
+        ),
+      )
+    await replicaCaughtUp(pair.primary.url, pair.replica.url)
+    await mover.begin(span, 's2')
+    // From here the replicas apply nothing: s2's replica never gets the copied row.
+    const restart = await stopSqlThread(pair.replica.url)
+    try {
+      await mover.copy(span)
+      await mover.catchUp(span)
+      await mover.cutOver(span)
+      await store.refresh()
+      expect(cutOff.shardFor(user!)).toBe('s2')
+
+      // s2's primary unreachable: its position after the cut-over cannot be read, so the read
+      // of the moved row goes to the primary (and fails there), not to the replica, which would
+      // answer that the order has no row.
+      proxy.refuse()
+      proxy.cut()
+      const slotMoved = cutOff.stats().fellBackToPrimaryByReason['slot-moved']
+      const failure = await read().catch((error: unknown) => error)
+      expect(failure).toBeInstanceOf(ShardUnavailableError)
+      expect(failure).toMatchObject({ shard: 's2', role: 'primary' })
+      expect(cutOff.stats().fellBackToPrimaryByReason['slot-moved']).toBe(slotMoved + 1)
+      expect(cutOff.stats().shards.s2!.replicaQueries).toBe(0)
+
+      // Back: the position is read, the replica cannot reach it (its SQL thread is stopped), the
+      // primary answers with the write.
+      proxy.restore()
+      let answer: Array<{ note: string | null }> | undefined
+      for (let attempt = 0; answer === undefined; attempt++) {
+        answer = await read().catch((error: unknown) => {
+          // The primary's breaker may hold for a moment after the refused connection.
+          if (!(error instanceof ShardUnavailableError) || attempt === 50) throw error
+          return new Promise<undefined>((resolve) => setTimeout(() => resolve(undefined), 100))
+        })
+      }
+      expect(answer).toEqual([{ note: 'v1' }])
+    } finally {
+      await restart()
+      await cutOff.close()
+      await store.close()
+      await proxy.close()
+    }
+    await replicaCaughtUp(pair.primary.url, pair.replica.url)
     await mover.purge(span, 's1')
   })
 })

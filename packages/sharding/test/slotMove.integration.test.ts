@@ -1,6 +1,6 @@
 import { mysqlUrl, type TempDatabase, tempDatabase } from '@ballast/testkit'
 import { captureListenerErrors } from '@ballast/testkit/vitest'
-import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest'
+import { afterAll, beforeAll, describe, expect, it, onTestFinished, vi } from 'vitest'
 import {
   createShardRouter,
   createSlotMapStore,
@@ -477,6 +477,62 @@ describe('copying a slot range before the fence', () => {
     // The change log and its triggers are gone from the source.
     expect(await sql(url.s1!, "SHOW TRIGGERS LIKE 'orders'")).toEqual([])
     expect(await sql(url.s1!, "SHOW TABLES LIKE 'ballast_change_log'")).toEqual([])
+  })
+
+  it("follows updates that change a copied row's primary key or shard key (a change of case too): no stale copy on the target", async () => {
+    const span = spanOnS1(moverStore.current(), 8)
+    const [keyed, renumbered, recased] = keysIn(span, 3, 'rekey')
+    // Keys the rows move to: on s1 and outside the span (an upper-cased key hashes elsewhere;
+    // the column's collation takes it for the same value).
+    const map = moverStore.current()
+    const outsideKey = keysIn(span, 1, 'rekey-out', map)[0]!
+    const onS1Outside = (key: string) => {
+      const slot = slotFor(key, 4096)
+      return ownerIn(map, slot) === 's1' && (slot < span.start || slot >= span.end)
+    }
+    let upper = recased!.toUpperCase()
+    let cased = recased!
+    for (let i = 0; !onS1Outside(upper); i++) {
+      cased = keysIn(span, i + 2, 'rekey-case').at(-1)!
+      upper = cased.toUpperCase()
+    }
+    const [a, b, c] = [
+      await insert(fresh, keyed!),
+      await insert(fresh, renumbered!),
+      await insert(fresh, cased),
+    ]
+    // Without the verification, which would find a stale copy and copy its chunk again: the
+    // change log alone must carry the changes.
+    const unverified = createSlotMover({
+      store: moverStore,
+      shards,
+      tables: [{ table: 'orders', key: 'user_id' }],
+      fenceDelay: LEASE,
+      verify: false,
+    })
+    onTestFinished(() => unverified.close())
+    await unverified.begin(span, 's3')
+    await unverified.copy(span)
+    expect((await idsOn([keyed!, renumbered!, cased])).s3).toEqual([a, b, c])
+    // Written on the source after the copy: the log has them for the catch-up.
+    const moved = nextId++
+    await sql(url.s1!, 'UPDATE orders SET user_id = ? WHERE id = ?', [outsideKey, a])
+    await sql(url.s1!, 'UPDATE orders SET id = ? WHERE id = ?', [moved, b])
+    await sql(url.s1!, 'UPDATE orders SET user_id = ? WHERE id = ?', [upper, c])
+    await unverified.catchUp(span)
+    await unverified.cutOver(span)
+    await unverified.purge(span, 's1')
+
+    const placed = async (shard: string) =>
+      (
+        (await sql(url[shard]!, 'SELECT id, user_id FROM orders WHERE id IN (?) ORDER BY id', [
+          [a, b, c, moved],
+        ])) as Array<{ id: number; user_id: string }>
+      ).map((row) => `${row.id}:${row.user_id}`)
+    // The rows whose keys left the span stay on s1 only; the renumbered one is on s3 only.
+    expect(await placed('s1')).toEqual([`${a}:${outsideKey}`, `${c}:${upper}`])
+    expect(await placed('s3')).toEqual([`${moved}:${renumbered}`])
+    expect(await placed('s2')).toEqual([])
   })
 
   it('resumes a copy from the place kept in the store after the mover stopped half way', async () => {

@@ -226,19 +226,51 @@ export function webRouter(env: ServiceEnv, opts: WebServiceOptions = {}): Router
     }
   })
   router.onError((ctx, err) => {
-    const status = err instanceof HttpError ? err.status : 500
+    const { status, message, retryAfter } = errorAnswer(err)
     if (status === 500)
       process.stderr.write(`${env.instance}: ${String((err as Error)?.stack ?? err)}\n`)
+    else if (retryAfter !== undefined)
+      process.stderr.write(`${env.instance}: 503 ${errorCode(err)}: ${(err as Error).message}\n`)
     if (status === 401 && ctx.req.method === 'GET') {
       redirect(ctx, `/login?next=${encodeURIComponent(ctx.url.pathname)}`)
       return
     }
-    const message =
-      err instanceof HttpError ? err.message : 'Something went wrong; please try again.'
     const body = html`<h1>${status === 404 ? 'Not found' : 'Sorry'}</h1><p class="error">${message}</p>`
-    sendHtml(ctx, status, body, { cacheControl: 'no-store' })
+    sendHtml(ctx, status, body, {
+      cacheControl: 'no-store',
+      ...(retryAfter === undefined ? {} : { headers: { 'retry-after': String(retryAfter) } }),
+    })
   })
   return router
+}
+
+/** Seconds a client is told to wait before it tries again after a retryable failure. */
+const RETRY_AFTER_S = 1
+
+/**
+ * The answer to an error a handler threw: an {@link HttpError}'s own status and message; a
+ * ballast error marked `retryable` (a shard failing over, a slot moving to another shard, a
+ * breaker open) is `503` with `Retry-After`, since the same request can succeed in a moment
+ * and clients, proxies and load balancers treat a 503 that way; anything else is `500`.
+ */
+export function errorAnswer(err: unknown): {
+  status: number
+  message: string
+  retryAfter?: number
+} {
+  if (err instanceof HttpError) return { status: err.status, message: err.message }
+  if ((err as { retryable?: unknown } | null)?.retryable === true)
+    return {
+      status: 503,
+      message: 'Busy for a moment; please try again.',
+      retryAfter: RETRY_AFTER_S,
+    }
+  return { status: 500, message: 'Something went wrong; please try again.' }
+}
+
+function errorCode(err: unknown): string {
+  const code = (err as { code?: unknown } | null)?.code
+  return typeof code === 'string' ? code : 'retryable'
 }
 
 /**

@@ -25,15 +25,22 @@ export async function startChangeLog(context: MoverContext, from: string): Promi
     )
     for (const shape of (await shapes(context, connection)).values()) {
       const entry = (row: 'NEW' | 'OLD') =>
-        `INSERT INTO \`${logTable}\` (tbl, pk, shard_key) VALUES ('${shape.name}', JSON_ARRAY(${shape.primaryKey.map((c) => `CAST(${row}.${quote(c)} AS CHAR)`).join(', ')}), CAST(${row}.${quote(shape.key)} AS CHAR));`
+        `INSERT INTO \`${logTable}\` (tbl, pk, shard_key) VALUES ('${shape.name}', JSON_ARRAY(${shape.primaryKey.map((c) => `CAST(${row}.${quote(c)} AS CHAR)`).join(', ')}), CAST(${row}.${quote(shape.key)} AS CHAR))`
+      // An update logs the old row too only when its primary key or shard key changed, compared
+      // as bytes (a change of case or trailing space under a collation that ignores it moves the
+      // key to another slot): the old row must then be deleted from the target. Each logged row
+      // is a write in the writer's transaction; most updates change neither.
+      const moved = [...shape.primaryKey, shape.key]
+        .map((c) => `CAST(OLD.${quote(c)} AS BINARY) <=> CAST(NEW.${quote(c)} AS BINARY)`)
+        .join(' AND ')
       for (const [event, body] of [
         ['INSERT', entry('NEW')],
-        ['UPDATE', `${entry('NEW')} ${entry('OLD')}`],
+        ['UPDATE', `BEGIN ${entry('NEW')}; IF NOT (${moved}) THEN ${entry('OLD')}; END IF; END`],
         ['DELETE', entry('OLD')],
       ] as const) {
         await connections.query(
           connection,
-          `CREATE TRIGGER IF NOT EXISTS ${quote(triggerName(shape.name, event))} AFTER ${event} ON ${shape.quoted} FOR EACH ROW BEGIN ${body} END`,
+          `CREATE TRIGGER IF NOT EXISTS ${quote(triggerName(shape.name, event))} AFTER ${event} ON ${shape.quoted} FOR EACH ROW ${body}`,
         )
       }
     }
