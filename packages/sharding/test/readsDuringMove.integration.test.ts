@@ -303,24 +303,32 @@ describe('all() while slots move', () => {
 })
 
 describe('read-your-writes across a cut-over', () => {
+  /** An order of a key in `span`, with a read of its note under a token and a write of it that returns the write's token. */
+  async function notedOrder(span: SlotSpan, salt: string) {
+    const [user] = keysOf(span, 1, salt)
+    const [order] = await place(fresh, [user!], () => 1)
+    return {
+      user: user!,
+      read: (router: ShardRouter, token: CausalToken) =>
+        router.run({ causalToken: token }, () =>
+          router.query<Array<{ note: string | null }>>(
+            user!,
+            'SELECT note FROM orders WHERE id = ?',
+            [order!.id],
+            { consistency: 'read-your-writes' },
+          ),
+        ),
+      write: (router: ShardRouter, note: string) =>
+        router.run({}, async () => {
+          await router.query(user!, 'UPDATE orders SET note = ? WHERE id = ?', [note, order!.id])
+          return router.causalToken()
+        }),
+    }
+  }
+
   it('never reads a value older than the write: a token of the source on the new map, a token of the target on a stale map', async () => {
     const span = spanOnS1(moverStore.current(), 4)
-    const [user] = keysOf(span, 1, 'ryw')
-    const [order] = await place(fresh, [user!], () => 1)
-    const read = (router: ShardRouter, token: CausalToken) =>
-      router.run({ causalToken: token }, () =>
-        router.query<Array<{ note: string | null }>>(
-          user!,
-          'SELECT note FROM orders WHERE id = ?',
-          [order!.id],
-          { consistency: 'read-your-writes' },
-        ),
-      )
-    const write = (router: ShardRouter, note: string) =>
-      router.run({}, async () => {
-        await router.query(user!, 'UPDATE orders SET note = ? WHERE id = ?', [note, order!.id])
-        return router.causalToken()
-      })
+    const { user, read, write } = await notedOrder(span, 'ryw')
 
     // The write on the source, and its token: s1's position.
     const onSource = await write(fresh, 'v1')
@@ -336,11 +344,11 @@ describe('read-your-writes across a cut-over', () => {
       // The stale router last read the map while the range was catching up (within the lease of
       // a real router: the cut-over waits fenceDelay after that phase).
       await staleStore.refresh()
-      expect(stale.shardFor(user!)).toBe('s1')
+      expect(stale.shardFor(user)).toBe('s1')
       await mover.cutOver(span)
       await freshStore.refresh()
-      expect(fresh.shardFor(user!)).toBe('s2')
-      expect(stale.shardFor(user!)).toBe('s1')
+      expect(fresh.shardFor(user)).toBe('s2')
+      expect(stale.shardFor(user)).toBe('s1')
 
       // New map, token of the source: the target's replica lacks the row; the router makes it
       // wait for the target primary's position after the cut-over, then reads the primary.
@@ -357,7 +365,7 @@ describe('read-your-writes across a cut-over', () => {
       const version = staleStore.version
       expect(await read(stale, onTarget)).toEqual([{ note: 'v2' }])
       expect(staleStore.version).toBeGreaterThan(version)
-      expect(stale.shardFor(user!)).toBe('s2')
+      expect(stale.shardFor(user)).toBe('s2')
       expect(await read(fresh, onTarget)).toEqual([{ note: 'v2' }])
     } finally {
       await restart()
@@ -384,21 +392,10 @@ describe('read-your-writes across a cut-over', () => {
       gtidWaitTimeout: 100,
     })
     const span = spanOnS1(moverStore.current(), 4)
-    const [user] = keysOf(span, 1, 'unread-position')
-    const [order] = await place(fresh, [user!], () => 1)
-    const onSource = await fresh.run({}, async () => {
-      await fresh.query(user!, 'UPDATE orders SET note = ? WHERE id = ?', ['v1', order!.id])
-      return fresh.causalToken()
-    })
-    const read = () =>
-      cutOff.run({ causalToken: onSource }, () =>
-        cutOff.query<Array<{ note: string | null }>>(
-          user!,
-          'SELECT note FROM orders WHERE id = ?',
-          [order!.id],
-          { consistency: 'read-your-writes' },
-        ),
-      )
+    const order = await notedOrder(span, 'unread-position')
+    const user = order.user
+    const onSource = await order.write(fresh, 'v1')
+    const read = () => order.read(cutOff, onSource)
     await replicaCaughtUp(pair.primary.url, pair.replica.url)
     await mover.begin(span, 's2')
     // From here the replicas apply nothing: s2's replica never gets the copied row.
@@ -408,7 +405,7 @@ describe('read-your-writes across a cut-over', () => {
       await mover.catchUp(span)
       await mover.cutOver(span)
       await store.refresh()
-      expect(cutOff.shardFor(user!)).toBe('s2')
+      expect(cutOff.shardFor(user)).toBe('s2')
 
       // s2's primary unreachable: its position after the cut-over cannot be read, so the read
       // of the moved row goes to the primary (and fails there), not to the replica, which would
