@@ -12,7 +12,7 @@ import {
   type SlotSpan,
   slotFor,
 } from '../src/index.js'
-import { sql, type Topology, topology } from './fixtures.js'
+import { inSpan, keysWhere, sql, type Topology, topology } from './fixtures.js'
 
 // The cut-over's verification: before the fence it compares the copy chunk by chunk and copies
 // again what differs; under the fence it compares only the rows the change log touched since.
@@ -63,15 +63,8 @@ const freshSpan = (): SlotSpan => {
 }
 
 /** `count` user keys whose slots are in `span`. */
-function keysIn(span: SlotSpan, count: number, salt: string): string[] {
-  const keys: string[] = []
-  for (let i = 0; keys.length < count; i++) {
-    const key = `user-${salt}-${i}`
-    const slot = slotFor(key, 4096)
-    if (slot >= span.start && slot < span.end) keys.push(key)
-  }
-  return keys
-}
+const keysIn = (span: SlotSpan, count: number, salt: string) =>
+  keysWhere(count, salt, (slot) => inSpan(span, slot))
 
 let nextId = 1
 /** Orders of `users` (two each) written on s1; their ids. */

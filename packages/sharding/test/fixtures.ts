@@ -1,5 +1,6 @@
 import { mysqlPrimaryUrl, mysqlReplicaUrl, mysqlUrl, tempDatabase } from '@ballast/testkit'
 import mysql from 'mysql2/promise'
+import { type SlotMap, type SlotSpan, slotFor } from '../src/index.js'
 
 /** Runs statements on a server URL with a short-lived connection. */
 export async function sql(url: string, text: string, values: unknown[] = []): Promise<any> {
@@ -129,5 +130,52 @@ export async function eventually(
   while (!(await check())) {
     if (Date.now() > deadline) throw new Error('condition not met in time')
     await sleep(stepMs)
+  }
+}
+
+/** The shard that owns `slot` in `map`. */
+export function ownerIn(map: SlotMap, slot: number): string {
+  return map.ranges.find((r) => slot >= r.start && slot < r.end)!.shard
+}
+
+/** Whether `slot` is in `span`. */
+export const inSpan = (span: SlotSpan, slot: number): boolean =>
+  slot >= span.start && slot < span.end
+
+/** `count` user keys (`user-<salt>-<i>`) whose slots (of 4096) `accept` takes. */
+export function keysWhere(
+  count: number,
+  salt: string,
+  accept: (slot: number) => boolean,
+): string[] {
+  const keys: string[] = []
+  for (let i = 0; keys.length < count; i++) {
+    const key = `user-${salt}-${i}`
+    if (accept(slotFor(key, 4096))) keys.push(key)
+  }
+  return keys
+}
+
+/**
+ * Picks spans of up to `size` slots (at least `least`) that `shard` owns, not moving, each
+ * given out once: the tests of a file each move slots of their own.
+ */
+export function spanPicker(
+  shard: string,
+): (map: SlotMap, size: number, least?: number) => SlotSpan {
+  const taken = new Set<number>()
+  return (map, size, least = 1) => {
+    for (const range of map.ranges) {
+      if (range.shard !== shard || range.moving !== undefined) continue
+      for (let start = range.start; start < range.end; start++) {
+        if (taken.has(start)) continue
+        let end = start
+        while (end < range.end && end - start < size && !taken.has(end)) end++
+        if (end - start < least) continue
+        for (let s = start; s < end; s++) taken.add(s)
+        return { start, end }
+      }
+    }
+    throw new Error(`no free span on ${shard}`)
   }
 }

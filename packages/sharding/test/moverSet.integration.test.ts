@@ -14,7 +14,7 @@ import {
   type SlotSpan,
   slotFor,
 } from '../src/index.js'
-import { ORDERS_DDL, sql } from './fixtures.js'
+import { ORDERS_DDL, ownerIn, sql } from './fixtures.js'
 
 // A third shard joins two: the ring gives s3 hundreds of scattered ranges of s1 and of s2. Each
 // old shard's share is one set, moved by one run of the steps, both moves at once, under writers
@@ -79,10 +79,6 @@ const setOf = (from: string): SlotSpan[] =>
       start,
       end,
     }))
-
-function ownerIn(map: SlotMap, slot: number): string {
-  return map.ranges.find((r) => slot >= r.start && slot < r.end)!.shard
-}
 
 let nextId = 1
 

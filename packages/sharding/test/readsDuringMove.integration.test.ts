@@ -21,10 +21,18 @@ import {
   type SlotMapStore,
   type SlotMover,
   type SlotSpan,
-  slotFor,
   UnknownShardError,
 } from '../src/index.js'
-import { ORDERS_DDL, replicaCaughtUp, sql, stopSqlThread } from './fixtures.js'
+import {
+  inSpan,
+  keysWhere,
+  ORDERS_DDL,
+  ownerIn,
+  replicaCaughtUp,
+  spanPicker,
+  sql,
+  stopSqlThread,
+} from './fixtures.js'
 
 // Reads while slots move from s1 to s2, both on a PRIVATE primary/replica pair (two databases of
 // one primary, each replicated; testkit's startPrivateMariadbPair, since the test stops the
@@ -96,45 +104,16 @@ function inDatabase(url: string, name: string): string {
   return u.toString()
 }
 
-const taken = new Set<number>()
-
 /** A span of up to `size` slots (at least `least`) owned by s1 and not used by another test. */
-function spanOnS1(map: SlotMap, size: number, least = 1): SlotSpan {
-  for (const range of map.ranges) {
-    if (range.shard !== 's1' || range.moving !== undefined) continue
-    for (let start = range.start; start < range.end; start++) {
-      if (taken.has(start)) continue
-      let end = start
-      while (end < range.end && end - start < size && !taken.has(end)) end++
-      if (end - start < least) continue
-      for (let s = start; s < end; s++) taken.add(s)
-      return { start, end }
-    }
-  }
-  throw new Error('no free span on s1')
-}
+const spanOnS1 = spanPicker('s1')
 
 /** `count` user keys whose slots are in `span`, or (with `outside`) not in it. */
-function keysOf(span: SlotSpan, count: number, salt: string, outside = false): string[] {
-  const keys: string[] = []
-  for (let i = 0; keys.length < count; i++) {
-    const key = `user-${salt}-${i}`
-    const slot = slotFor(key, 4096)
-    if (slot >= span.start && slot < span.end ? !outside : outside) keys.push(key)
-  }
-  return keys
-}
+const keysOf = (span: SlotSpan, count: number, salt: string, outside = false) =>
+  keysWhere(count, salt, (slot) => inSpan(span, slot) !== outside)
 
 /** `count` user keys of slots shard `shard` owns in `map`. */
-function keysOn(map: SlotMap, shard: string, count: number, salt: string): string[] {
-  const keys: string[] = []
-  for (let i = 0; keys.length < count; i++) {
-    const key = `user-${salt}-${i}`
-    const slot = slotFor(key, 4096)
-    if (map.ranges.find((r) => slot >= r.start && slot < r.end)!.shard === shard) keys.push(key)
-  }
-  return keys
-}
+const keysOn = (map: SlotMap, shard: string, count: number, salt: string) =>
+  keysWhere(count, salt, (slot) => ownerIn(map, slot) === shard)
 
 let nextId = 1
 

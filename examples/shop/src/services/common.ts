@@ -248,10 +248,19 @@ export function webRouter(env: ServiceEnv, opts: WebServiceOptions = {}): Router
 const RETRY_AFTER_S = 1
 
 /**
+ * MariaDB's answers that roll a transaction back for another's sake: a deadlock (InnoDB's, or a
+ * metadata lock's, as when the resharder creates or drops its triggers on a table a checkout is
+ * writing) and a lock wait timeout. Nothing of the request's transaction was kept.
+ */
+const TRANSIENT_ERRNOS = new Set([1213, 1205])
+
+/**
  * The answer to an error a handler threw: an {@link HttpError}'s own status and message; a
  * ballast error marked `retryable` (a shard failing over, a slot moving to another shard, a
- * breaker open) is `503` with `Retry-After`, since the same request can succeed in a moment
- * and clients, proxies and load balancers treat a 503 that way; anything else is `500`.
+ * breaker open) or a transaction MariaDB rolled back for another's sake is `503` with
+ * `Retry-After`, since the same request can succeed in a moment (a checkout is idempotent by
+ * its form's key) and clients, proxies and load balancers treat a 503 that way; anything else
+ * is `500`.
  */
 export function errorAnswer(err: unknown): {
   status: number
@@ -259,7 +268,8 @@ export function errorAnswer(err: unknown): {
   retryAfter?: number
 } {
   if (err instanceof HttpError) return { status: err.status, message: err.message }
-  if ((err as { retryable?: unknown } | null)?.retryable === true)
+  const { retryable, errno } = (err ?? {}) as { retryable?: unknown; errno?: unknown }
+  if (retryable === true || (typeof errno === 'number' && TRANSIENT_ERRNOS.has(errno)))
     return {
       status: 503,
       message: 'Busy for a moment; please try again.',
