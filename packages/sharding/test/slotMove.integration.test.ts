@@ -1,5 +1,6 @@
 import { mysqlUrl, type TempDatabase, tempDatabase } from '@ballast/testkit'
 import { captureListenerErrors } from '@ballast/testkit/vitest'
+import mysql from 'mysql2/promise'
 import { afterAll, beforeAll, describe, expect, it, onTestFinished, vi } from 'vitest'
 import {
   createShardRouter,
@@ -510,6 +511,54 @@ describe('copying a slot range before the fence', () => {
     expect(await placed('s1')).toEqual([`${a}:${outsideKey}`, `${c}:${upper}`])
     expect(await placed('s3')).toEqual([`${moved}:${renumbered}`])
     expect(await placed('s2')).toEqual([])
+  })
+
+  it('never makes a deadlock victim of a transaction that read a moved table and then writes it while the triggers are created or dropped', async () => {
+    const span = spanOnS1(moverStore.current(), 4)
+    const [user] = keysIn(span, 1, 'ddl-victim', moverStore.current())
+    /** A transaction on s1 that has read orders (a shared metadata lock until it ends). */
+    const reader = async () => {
+      const connection = await mysql.createConnection(url.s1!)
+      await connection.query('START TRANSACTION')
+      await connection.query('SELECT COUNT(*) FROM orders WHERE user_id = ?', [user])
+      return {
+        write: () =>
+          connection.query(
+            'INSERT INTO orders (id, user_id, total, created_at) VALUES (?, ?, ?, ?)',
+            [nextId++, user, 10, Date.now()],
+          ),
+        end: async () => {
+          await connection.query('COMMIT')
+          await connection.end()
+        },
+      }
+    }
+    const triggers = async () => (await sql(url.s1!, "SHOW TRIGGERS LIKE 'orders'")).length
+
+    // begin creates the triggers while the transaction holds the table: its write goes through
+    // (DDL that waited for the table's lock would make it the deadlock's victim).
+    const first = await reader()
+    const beginning = mover.begin(span, 's3')
+    await new Promise((r) => setTimeout(r, 300))
+    expect(await triggers()).toBe(0)
+    await first.write()
+    await first.end()
+    await beginning
+    expect(await triggers()).toBe(3)
+
+    await mover.copy(span)
+    await mover.catchUp(span)
+    // The cut-over drops them once the map names s3: the same for a transaction then.
+    const second = await reader()
+    const cutting = mover.cutOver(span)
+    while (moverStore.current().ranges.some((r) => r.moving !== undefined && inSpan(span, r.start)))
+      await new Promise((r) => setTimeout(r, 20))
+    await new Promise((r) => setTimeout(r, 200))
+    await second.write()
+    await second.end()
+    await cutting
+    expect(await triggers()).toBe(0)
+    await mover.purge(span, 's1')
   })
 
   it('resumes a copy from the place kept in the store after the mover stopped half way', async () => {

@@ -7,6 +7,7 @@ import {
   type MoverContext,
   moveFields,
   moving,
+  sleep,
   updateMap,
 } from './context.js'
 import type { MoveLock } from './lock.js'
@@ -38,7 +39,8 @@ export async function startChangeLog(context: MoverContext, from: string): Promi
         ['UPDATE', `BEGIN ${entry('NEW')}; IF NOT (${moved}) THEN ${entry('OLD')}; END IF; END`],
         ['DELETE', entry('OLD')],
       ] as const) {
-        await connections.query(
+        await tableDdl(
+          context,
           connection,
           `CREATE TRIGGER IF NOT EXISTS ${quote(triggerName(shape.name, event))} AFTER ${event} ON ${shape.quoted} FOR EACH ROW ${body}`,
         )
@@ -55,12 +57,46 @@ export async function stopChangeLog(context: MoverContext, from: string): Promis
   await connections.on(from, async (connection) => {
     for (const table of context.tables)
       for (const event of ['INSERT', 'UPDATE', 'DELETE'])
-        await connections.query(
+        await tableDdl(
+          context,
           connection,
           `DROP TRIGGER IF EXISTS ${quote(triggerName(table.table, event))}`,
         )
-    await connections.query(connection, `DROP TABLE IF EXISTS \`${logTable}\``)
+    await tableDdl(context, connection, `DROP TABLE IF EXISTS \`${logTable}\``)
   })
+}
+
+/** MariaDB's answer to a statement that did not get its lock in time (`lock_wait_timeout`). */
+const ER_LOCK_WAIT_TIMEOUT = 1205
+/** How long {@link tableDdl} tries without waiting for the table's lock before it waits. */
+const DDL_NOWAIT_FOR_MS = 10_000
+
+/**
+ * Runs DDL on a moved table or the change log (the triggers', at `begin` and after the cut-over)
+ * without waiting for its metadata lock: `lock_wait_timeout = 0`, tried again every few
+ * milliseconds while a transaction holds the table. DDL that waits for that lock makes every
+ * transaction that read the table and then writes it a deadlock victim (`ER_LOCK_DEADLOCK`:
+ * MariaDB's metadata-lock deadlock detector gives way to the DDL); DDL that never waits leaves
+ * the writers alone. After {@link DDL_NOWAIT_FOR_MS} of refusals (a table never free for an
+ * instant) it waits as the server would, so the move goes on.
+ */
+export async function tableDdl(
+  context: MoverContext,
+  connection: PoolConnection,
+  sql: string,
+): Promise<void> {
+  const until = performance.now() + DDL_NOWAIT_FOR_MS
+  while (performance.now() < until) {
+    try {
+      await context.connections.query(connection, `SET STATEMENT lock_wait_timeout = 0 FOR ${sql}`)
+      return
+    } catch (error) {
+      if ((error as { errno?: unknown } | null)?.errno !== ER_LOCK_WAIT_TIMEOUT) throw error
+    }
+    // Transactions on the table are short: a few milliseconds, jittered, until none holds it.
+    await sleep(2 + Math.random() * 8)
+  }
+  await context.connections.query(connection, sql)
 }
 
 /** The log's last `seq` (0 when empty): a pass applies up to it. */
