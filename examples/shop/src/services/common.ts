@@ -249,8 +249,8 @@ const RETRY_AFTER_S = 1
 
 /**
  * MariaDB's answers that roll a transaction back for another's sake: a deadlock (InnoDB's, or a
- * metadata lock's, as when the resharder creates or drops its triggers on a table a checkout is
- * writing) and a lock wait timeout. Nothing of the request's transaction was kept.
+ * metadata lock's against DDL) and a lock wait timeout. Nothing of the request's transaction was
+ * kept, so the same request may succeed in a moment.
  */
 const TRANSIENT_ERRNOS = new Set([1213, 1205])
 
